@@ -1,0 +1,1 @@
+"""Sub-commands of the ``unitscope`` CLI: each module here defines ``register(subparsers)``."""

@@ -1,0 +1,65 @@
+"""Run folders: atomic writes and plain-array storage (no pickle).
+
+    atomic_write_text(run / "config.json", text)      # readers never see half a file
+    save_arrays(run / "stats/layer4.safetensors", {"q": q})
+    arrays = load_arrays(run / "stats/layer4.safetensors")   # dict[str, np.ndarray]
+
+Every write goes to a temporary file in the same folder and is renamed into place, so a crash
+never leaves a half-written result that a later run would trust.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def save_arrays(path: str | Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """Save named arrays as safetensors (``.safetensors``) or NumPy ``.npz``, atomically."""
+    from safetensors.numpy import save
+
+    path = Path(path)
+    plain = {k: np.ascontiguousarray(np.asarray(v)) for k, v in arrays.items()}
+    if path.suffix == ".npz":
+        import io
+
+        buf = io.BytesIO()
+        np.savez(buf, **plain)
+        atomic_write_bytes(path, buf.getvalue())
+    else:
+        atomic_write_bytes(path, save(plain))
+
+
+def load_arrays(path: str | Path) -> dict[str, np.ndarray]:
+    """Load arrays written by :func:`save_arrays`; never unpickles."""
+    path = Path(path)
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    from safetensors.numpy import load_file
+
+    return load_file(str(path))

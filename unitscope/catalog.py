@@ -1,0 +1,289 @@
+"""The run catalog: one SQLite file of rows about units, keyed by (model, layer, unit).
+
+    with Catalog(run / "catalog.sqlite") as cat:
+        cat.replace("dissection", rows, model="resnet18", layer="layer4")   # one transaction
+        cat.query("SELECT unit, iou FROM dissection WHERE layer = ? AND concept = ? "
+                  "AND is_detector ORDER BY iou DESC", ("layer4", "dog"))
+
+Tables (``PRAGMA user_version`` records the schema version):
+
+- ``layers(model, layer, units, height, width, images, quantile, iou_threshold, detectors,
+  unique_concepts)`` -- one row per dissected layer, key (model, layer)
+- ``dissection(model, layer, unit, concept, category, iou, is_detector, threshold)`` -- each
+  unit's best concept overall; ``threshold`` is the unit's activation threshold T_k
+- ``dissection_category(model, layer, unit, category, concept, iou)`` -- best concept per category
+- ``exemplars(model, layer, unit, rank, image, activation, y, x)`` -- top-k images by maximum
+  activation; ``image`` indexes the data set, (y, x) is where the maximum is
+- ``unit_images(model, layer, unit, path)`` -- JPEG strip of the exemplars, relative to the run
+- ``rotations(model, layer, rotation, detectors, unique_concepts)`` -- rotation 0 is the
+  axis-aligned basis, 1..R random orthogonal rotations (the "grandmother neuron" check)
+- ``concepts(name, category)`` -- the data set's concept vocabulary
+
+Indexes on ``(concept, model, layer)`` make "which units of layer X detect concept Y" a lookup.
+Another analysis adds its own table with :func:`define_table` before opening a catalog.
+"""
+
+from __future__ import annotations
+
+import numbers
+import re
+import sqlite3
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+#: table -> (columns as (name, SQL type), primary key columns)
+TABLES: dict[str, tuple[tuple[tuple[str, str], ...], tuple[str, ...]]] = {}
+#: index name -> (table, columns)
+INDEXES: dict[str, tuple[str, tuple[str, ...]]] = {}
+
+
+def define_table(name: str, columns: Iterable[tuple[str, str]], primary_key: Iterable[str],
+                 indexes: Mapping[str, Iterable[str]] | None = None) -> None:
+    """Declare a catalog table; every :class:`Catalog` opened afterwards creates it if missing."""
+    columns, primary_key = tuple(columns), tuple(primary_key)
+    names = [c for c, _ in columns]
+    missing = [k for k in primary_key if k not in names]
+    if missing:
+        raise ValueError(f"table {name!r}: primary key columns {missing} are not columns {names}")
+    if name in TABLES and TABLES[name] != (columns, primary_key):
+        raise ValueError(f"table {name!r} is already defined with a different schema")
+    TABLES[name] = (columns, primary_key)
+    for index, cols in (indexes or {}).items():
+        INDEXES[index] = (name, tuple(cols))
+
+
+_UNIT = (("model", "TEXT"), ("layer", "TEXT"), ("unit", "INTEGER"))
+define_table("layers", (("model", "TEXT"), ("layer", "TEXT"), ("units", "INTEGER"),
+                        ("height", "INTEGER"), ("width", "INTEGER"), ("images", "INTEGER"),
+                        ("quantile", "REAL"), ("iou_threshold", "REAL"), ("detectors", "INTEGER"),
+                        ("unique_concepts", "INTEGER")), ("model", "layer"))
+define_table("dissection", _UNIT + (("concept", "TEXT"), ("category", "TEXT"), ("iou", "REAL"),
+                                    ("is_detector", "INTEGER"), ("threshold", "REAL")),
+             ("model", "layer", "unit"),
+             indexes={"dissection_concept": ("concept", "model", "layer", "iou")})
+define_table("dissection_category", _UNIT + (("category", "TEXT"), ("concept", "TEXT"),
+                                             ("iou", "REAL")),
+             ("model", "layer", "unit", "category"),
+             indexes={"dissection_category_concept": ("concept", "model", "layer", "iou")})
+define_table("exemplars", _UNIT + (("rank", "INTEGER"), ("image", "INTEGER"),
+                                   ("activation", "REAL"), ("y", "INTEGER"), ("x", "INTEGER")),
+             ("model", "layer", "unit", "rank"))
+define_table("unit_images", _UNIT + (("path", "TEXT"),), ("model", "layer", "unit"))
+define_table("rotations", (("model", "TEXT"), ("layer", "TEXT"), ("rotation", "INTEGER"),
+                           ("detectors", "INTEGER"), ("unique_concepts", "INTEGER")),
+             ("model", "layer", "rotation"))
+define_table("concepts", (("name", "TEXT"), ("category", "TEXT")), ("name", "category"))
+
+
+def _plain(value: Any) -> Any:
+    """NumPy/torch scalars and bools -> int/float/str that sqlite3 stores."""
+    if value is None or isinstance(value, (str, bytes)):
+        return value
+    if isinstance(value, bool) or type(value).__name__ == "bool_":
+        return int(bool(value))
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if hasattr(value, "item"):  # 0-d arrays and tensors
+        return _plain(value.item())
+    raise TypeError(f"cannot store {type(value).__name__} {value!r} in the catalog")
+
+
+class Catalog:
+    """One SQLite catalog file. Use as a context manager, or call :meth:`close`.
+
+    ``create=False`` opens an existing file only (FileNotFoundError naming it otherwise).
+    """
+
+    def __init__(self, path: str | Path, *, create: bool = True):
+        self.path = Path(path)
+        if not create and not self.path.is_file():
+            raise FileNotFoundError(f"no catalog at {self.path}")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a transaction is exactly
+        # what replace() says it is.
+        self._con = sqlite3.connect(str(self.path), timeout=60, isolation_level=None)
+        self._con.row_factory = sqlite3.Row
+        version = self._con.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            self._con.close()
+            raise ValueError(f"{self.path} has catalog schema version {version}; this unitscope "
+                             f"reads up to {SCHEMA_VERSION}: upgrade unitscope")
+        self._create()
+
+    def _create(self) -> None:
+        con = self._con
+        have = {r[0] for r in con.execute("SELECT name FROM sqlite_master")}
+        version = con.execute("PRAGMA user_version").fetchone()[0]
+        if version == SCHEMA_VERSION and have >= set(TABLES) | set(INDEXES):
+            return  # nothing to create: also lets a read-only file open
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            for name, (columns, key) in TABLES.items():
+                cols = ", ".join(f"{c} {t}" for c, t in columns)
+                con.execute(f"CREATE TABLE IF NOT EXISTS {name} ({cols}, PRIMARY KEY ({', '.join(key)}))")
+            for index, (table, cols) in INDEXES.items():
+                con.execute(f"CREATE INDEX IF NOT EXISTS {index} ON {table} ({', '.join(cols)})")
+            con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+
+    # -- context manager -------------------------------------------------------------------------
+    def close(self) -> None:
+        self._con.close()
+
+    def __enter__(self) -> Catalog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Catalog({str(self.path)!r})"
+
+    # -- schema helpers --------------------------------------------------------------------------
+    def tables(self) -> list[str]:
+        """Names of the tables in this file, sorted."""
+        rows = self._con.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
+        return [r[0] for r in rows]
+
+    def columns(self, table: str) -> list[str]:
+        return [c for c, _ in self._table_info(table)[0]]
+
+    def _table_info(self, table: str) -> tuple[list[tuple[str, str]], list[str]]:
+        info = self._con.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?",
+                                 (table,)).fetchone()
+        if info is None:
+            raise KeyError(f"no table {table!r} in {self.path}; tables are {self.tables()}")
+        cols = self._con.execute(f"PRAGMA table_info({table})").fetchall()
+        columns = [(r["name"], r["type"]) for r in cols]
+        key = [r["name"] for r in sorted((r for r in cols if r["pk"]), key=lambda r: r["pk"])]
+        return columns, key
+
+    def _check_columns(self, table: str, names: Iterable[str], what: str) -> None:
+        known = self.columns(table)
+        unknown = sorted(set(names) - set(known))
+        if unknown:
+            raise ValueError(f"{what} {unknown} not in table {table!r}; its columns are {known}")
+
+    # -- reading and writing ---------------------------------------------------------------------
+    def replace(self, table: str, rows: list[dict], **where: Any) -> None:
+        """Delete the rows matching ``where`` and insert ``rows``, in one transaction.
+
+        ``where`` values fill in columns a row leaves out; a row that contradicts ``where`` is an
+        error (the next replace with the same ``where`` would not remove it).
+        """
+        self._check_columns(table, where, "where columns")
+        where = {k: _plain(v) for k, v in where.items()}
+        prepared = []
+        for i, row in enumerate(rows):
+            self._check_columns(table, row, f"row {i}: columns")
+            full = dict(where)
+            for k, v in row.items():
+                v = _plain(v)
+                if k in where and v != where[k]:
+                    raise ValueError(f"row {i} of {table!r} has {k}={v!r} but replace() was "
+                                     f"given {k}={where[k]!r}")
+                full[k] = v
+            prepared.append(full)
+        _, key = self._table_info(table)
+        con = self._con
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            if where:
+                cond = " AND ".join(f"{k} = ?" for k in where)
+                con.execute(f"DELETE FROM {table} WHERE {cond}", tuple(where.values()))
+            else:
+                con.execute(f"DELETE FROM {table}")
+            # Group rows by their column set so each group is one executemany.
+            groups: dict[tuple[str, ...], list[tuple]] = {}
+            for row in prepared:
+                missing = [k for k in key if row.get(k) is None]
+                if missing:
+                    raise ValueError(f"a row of {table!r} lacks key columns {missing}: {row}")
+                cols = tuple(row)
+                groups.setdefault(cols, []).append(tuple(row.values()))
+            for cols, values in groups.items():
+                marks = ", ".join("?" for _ in cols)
+                con.executemany(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({marks})", values)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+
+    def query(self, sql: str, params: Iterable[Any] | Mapping[str, Any] = ()) -> list[dict]:
+        """Run one SQL statement; rows as dicts."""
+        if not isinstance(params, Mapping):
+            params = tuple(_plain(p) for p in params)
+        return [dict(r) for r in self._con.execute(sql, params)]
+
+    def rows(self, table: str, **where: Any) -> list[dict]:
+        """Rows of ``table`` matching ``where`` (column = value), ordered by primary key."""
+        columns, key = self._table_info(table)
+        self._check_columns(table, where, "where columns")
+        sql = f"SELECT * FROM {table}"
+        if where:
+            sql += " WHERE " + " AND ".join(f"{k} = ?" for k in where)
+        order = key or [c for c, _ in columns]
+        sql += " ORDER BY " + ", ".join(order)
+        return self.query(sql, tuple(where.values()))
+
+    def dump(self) -> dict[str, list[dict]]:
+        """Every table's rows, tables sorted by name, rows by primary key (compare with ==)."""
+        return {t: self.rows(t) for t in self.tables()}
+
+
+# -- summaries shared by the report and `unitscope compare` ------------------------------------
+
+#: NetDissect's order of Broden categories; others follow alphabetically.
+CATEGORY_ORDER = ("object", "scene", "part", "material", "texture", "color")
+
+
+def category_key(category: str | None) -> tuple[int, str]:
+    name = category or ""
+    return (CATEGORY_ORDER.index(name) if name in CATEGORY_ORDER else len(CATEGORY_ORDER), name)
+
+
+def natural_key(text: str) -> tuple:
+    """``features.2`` before ``features.10``."""
+    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text))
+
+
+def layer_keys(cat: Catalog) -> list[tuple[str, str]]:
+    """Every (model, layer) in ``layers`` or ``dissection``, in natural order."""
+    rows = cat.query("SELECT model, layer FROM layers UNION SELECT DISTINCT model, layer FROM dissection")
+    return sorted({(r["model"], r["layer"]) for r in rows}, key=lambda k: (natural_key(k[0]), natural_key(k[1])))
+
+
+def layer_summary(cat: Catalog, model: str, layer: str) -> dict[str, Any]:
+    """Units, detectors and unique concepts of one layer, overall and per category.
+
+    Counts come from the ``dissection`` rows (``is_detector``); ``units`` from ``layers`` when
+    recorded, else the number of dissected units.
+    """
+    meta = cat.rows("layers", model=model, layer=layer)
+    meta = meta[0] if meta else {}
+    (tot,) = cat.query(
+        "SELECT COUNT(*) AS dissected, COALESCE(SUM(is_detector != 0), 0) AS detectors, "
+        "COUNT(DISTINCT CASE WHEN is_detector != 0 THEN category || char(0) || concept END) AS unique_concepts "
+        "FROM dissection WHERE model = ? AND layer = ?", (model, layer))
+    per = cat.query(
+        "SELECT category, COUNT(*) AS detectors, COUNT(DISTINCT concept) AS unique_concepts "
+        "FROM dissection WHERE model = ? AND layer = ? AND is_detector != 0 GROUP BY category",
+        (model, layer))
+    units = meta.get("units")
+    return {
+        "model": model, "layer": layer,
+        "units": int(units) if units is not None else tot["dissected"],
+        "dissected": tot["dissected"], "detectors": tot["detectors"],
+        "unique_concepts": tot["unique_concepts"],
+        "categories": sorted(per, key=lambda r: category_key(r["category"])),
+        "meta": meta,
+    }

@@ -1,0 +1,313 @@
+"""Read and edit what a layer computes; layers are dotted ``named_modules()`` names.
+
+    with Trace(model, "blocks.4", stop=True) as t:   # stop: skip the rest of the network
+        model(x)
+    acts = t.output                                   # [N, C, H, W]
+
+    with TraceDict(model, ["blocks.2", "blocks.6"]) as td:
+        model(x)
+    td["blocks.6"].output
+
+    with Trace(model, "blocks.6", edit_output=ablation([3, 7], mode="zero")):
+        logits = model(x)                             # units 3 and 7 switched off
+
+Hooks exist only inside a ``with`` block and are removed on exit, also after an exception.
+Units are channels: dim 1 of ``[N, C, H, W]`` and ``[N, C]`` outputs, the last dim of a
+transformer's ``[N, T, D]`` tokens; ``as_map=True`` shows tokens as ``[N, D, h, w]`` maps.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+EditFn = Callable[[Any, str], Any]
+
+
+class LayerNotFoundError(ValueError):
+    """An unknown layer name; the message lists close matches and how to list all layers."""
+
+
+class StopForward(Exception):
+    """Raised inside a hook to end the forward pass after the last traced layer."""
+
+
+def layer_names(model: nn.Module) -> list[str]:
+    """Every addressable layer name, in registration order (the root module excluded)."""
+    return [name for name, _ in model.named_modules() if name]
+
+
+def resolve_layer(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Module]:
+    """``(name, module)`` for a dotted layer name or a submodule of ``model``."""
+    modules = dict(model.named_modules())
+    if isinstance(layer, nn.Module):
+        for name, module in modules.items():
+            if module is layer:
+                return name, module
+        raise LayerNotFoundError(f"the module {type(layer).__name__} given as a layer is not part of the model")
+    if layer in modules and layer:
+        return layer, modules[layer]
+    names = [n for n in modules if n]
+    close = difflib.get_close_matches(layer, names, n=6, cutoff=0.6)
+    if not close:  # a prefix typo such as "block.4" still deserves suggestions
+        close = [n for n in names if n.startswith(layer.rsplit(".", 1)[0])][:6]
+    model_name = getattr(getattr(model, "unitscope_info", None), "name", "MODEL")
+    hint = f" Close matches: {', '.join(close)}." if close else ""
+    raise LayerNotFoundError(
+        f"unknown layer {layer!r}.{hint} List all layers with `unitscope layers {model_name}` "
+        f"or unitscope.hooks.list_layers(model)."
+    )
+
+
+def tokens_to_map(x: torch.Tensor, prefix_tokens: int | None = None) -> torch.Tensor:
+    """Transformer tokens ``[N, T, D]`` -> ``[N, D, h, w]`` over the square patch grid.
+
+    ``prefix_tokens`` (class / register tokens) are dropped; by default the largest count in
+    0..8 that leaves a square number of patches.
+    """
+    if x.dim() != 3:
+        raise ValueError(f"expected tokens [N, T, D], got shape {tuple(x.shape)}")
+    n, t, d = x.shape
+    candidates = [prefix_tokens] if prefix_tokens is not None else range(0, min(t, 9))
+    for p in candidates:
+        side = math.isqrt(t - p)
+        if side * side == t - p and side > 0:
+            return x[:, p:, :].transpose(1, 2).reshape(n, d, side, side)
+    raise ValueError(
+        f"cannot view {t} tokens as a square patch grid (tried dropping {list(candidates)} prefix tokens); "
+        "pass prefix_tokens= explicitly"
+    )
+
+
+def unit_dim(output: torch.Tensor) -> int:
+    """The dimension that indexes units: 1, or 2 for transformer tokens ``[N, T, D]``."""
+    return 2 if output.dim() == 3 else 1
+
+
+class Trace:
+    """Hook one layer: keep its output (and input), optionally edit it or stop after it.
+
+    ``edit_output(output, layer_name)`` returns the replacement output; it runs before the
+    output is retained, so ``.output`` shows the edited value.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layer: str | nn.Module,
+        *,
+        retain_output: bool = True,
+        retain_input: bool = False,
+        detach: bool = True,
+        stop: bool = False,
+        edit_output: EditFn | None = None,
+        as_map: bool = False,
+        prefix_tokens: int | None = None,
+        _on_fire: Callable[[str], None] | None = None,
+    ):
+        self.model = model
+        self.layer, self.module = resolve_layer(model, layer)
+        self.retain_output, self.retain_input = retain_output, retain_input
+        self.detach, self.stop, self.edit_output = detach, stop, edit_output
+        self.as_map, self.prefix_tokens = as_map, prefix_tokens
+        self._on_fire = _on_fire
+        self.output: Any = None
+        self.input: Any = None
+        self._handle: Any = None
+
+    def _hook(self, module: nn.Module, inputs: tuple, output: Any) -> Any:
+        if self.edit_output is not None:
+            output = self.edit_output(output, self.layer)
+        if self.retain_input:
+            self.input = _keep(inputs[0] if len(inputs) == 1 else inputs, self.detach)
+        if self.retain_output:
+            kept = _keep(output, self.detach)
+            if self.as_map and isinstance(kept, torch.Tensor) and kept.dim() == 3:
+                kept = tokens_to_map(kept, self.prefix_tokens)
+            self.output = kept
+        if self._on_fire is not None:
+            self._on_fire(self.layer)
+        elif self.stop:
+            raise StopForward
+        return output
+
+    def __enter__(self) -> Trace:
+        self._handle = self.module.register_forward_hook(self._hook)
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        self.close()
+        return exc_type is not None and issubclass(exc_type, StopForward)
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+
+
+class TraceDict(OrderedDict):
+    """Hook several layers at once; ``td[name]`` is each layer's :class:`Trace`.
+
+    With ``stop=True`` the forward pass ends as soon as every traced layer has run.
+    """
+
+    def __init__(self, model: nn.Module, layers: Iterable[str | nn.Module], *, stop: bool = False,
+                 edit_output: EditFn | None = None, **trace_kw: Any):
+        super().__init__()
+        self.stop = stop
+        self._fired: set[str] = set()
+        for layer in layers:
+            name, _ = resolve_layer(model, layer)
+            if name in self:
+                raise ValueError(f"layer {name!r} is listed twice")
+            self[name] = Trace(model, name, edit_output=edit_output, _on_fire=self._fire, **trace_kw)
+
+    def _fire(self, layer: str) -> None:
+        self._fired.add(layer)
+        if self.stop and len(self._fired) == len(self):
+            self._fired.clear()
+            raise StopForward
+
+    def __enter__(self) -> TraceDict:
+        self._fired.clear()
+        try:
+            for trace in self.values():
+                trace.__enter__()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        self.close()
+        return exc_type is not None and issubclass(exc_type, StopForward)
+
+    def close(self) -> None:
+        for trace in self.values():
+            trace.close()
+
+
+def _keep(value: Any, detach: bool) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.detach() if detach else value
+    if isinstance(value, (tuple, list)):
+        return type(value)(_keep(v, detach) for v in value)
+    return value
+
+
+# -- ablation: one edit primitive ------------------------------------------------------------------
+
+def ablation(
+    units: Sequence[int] | torch.Tensor,
+    mode: str = "zero",
+    value: float | torch.Tensor | None = None,
+) -> EditFn:
+    """An ``edit_output`` function that replaces the chosen units.
+
+    ``mode``: ``"zero"``; ``"constant"`` (``value`` a number or a per-unit tensor ``[len(units)]``);
+    ``"mean"`` (``value`` the per-unit means of the whole layer ``[C]``, e.g. from
+    ``stats.Moments``). ``[N, C, H, W]``, ``[N, C]`` and ``[N, T, D]`` outputs work alike.
+    """
+    if mode not in ("zero", "mean", "constant"):
+        raise ValueError(f"unknown ablation mode {mode!r}; choose zero, mean or constant")
+    if mode != "zero" and value is None:
+        raise ValueError(f"ablation mode {mode!r} needs value= (per-unit means for 'mean', a number for 'constant')")
+    index = torch.as_tensor(list(units) if not isinstance(units, torch.Tensor) else units, dtype=torch.long)
+
+    def edit(output: Any, layer: str) -> Any:
+        if not isinstance(output, torch.Tensor):
+            raise TypeError(f"cannot ablate layer {layer!r}: its output is {type(output).__name__}, not a tensor")
+        dim = unit_dim(output)
+        n_units = output.shape[dim]
+        if len(index) and (int(index.max()) >= n_units or int(index.min()) < 0):
+            raise ValueError(f"layer {layer!r} has {n_units} units; asked to ablate {index.tolist()}")
+        idx = index.to(output.device)
+        out = output.clone()
+        moved = out.movedim(dim, 1)  # view: [N, C, ...]
+        if mode == "zero":
+            moved[:, idx] = 0
+        else:
+            v = torch.as_tensor(value, dtype=out.dtype, device=out.device)
+            if mode == "mean":
+                if v.numel() != n_units:
+                    raise ValueError(f"mean ablation of {layer!r} needs {n_units} per-unit means, got {v.numel()}")
+                v = v[idx]
+            v = v.reshape(-1, *([1] * (moved.dim() - 2))) if v.dim() > 0 else v
+            moved[:, idx] = v.expand_as(moved[:, idx]) if v.dim() > 0 else v
+        return out
+
+    return edit
+
+
+class Ablate(Trace):
+    """Context manager: ``with Ablate(model, "blocks.6", [3, 7]): model(x)``."""
+
+    def __init__(self, model: nn.Module, layer: str | nn.Module, units: Sequence[int], mode: str = "zero",
+                 value: float | torch.Tensor | None = None):
+        super().__init__(model, layer, retain_output=False, edit_output=ablation(units, mode, value))
+
+
+# -- listing layers ----------------------------------------------------------------------------------
+
+@dataclass
+class LayerInfo:
+    name: str
+    type: str
+    shape: tuple[int, ...] | None  # output shape without the batch dimension
+    channels: int | None
+    stride: int | None  # input height / output height, for spatial outputs
+
+    def __str__(self) -> str:
+        shape = "x".join(map(str, self.shape)) if self.shape else "-"
+        return f"{self.name:40s} {self.type:24s} {shape:16s} {self.channels or '-':>6} {self.stride or '-':>6}"
+
+
+@torch.no_grad()
+def list_layers(model: nn.Module, input_size: Sequence[int] | None = None,
+                device: torch.device | str | None = None) -> list[LayerInfo]:
+    """Every named layer with its output shape and channel count, from one dummy forward pass.
+
+    ``input_size`` is ``[C, H, W]`` (default: the model's metadata, else 3x224x224).
+    """
+    if input_size is None:
+        info = getattr(model, "unitscope_info", None)
+        input_size = info.input_size if info is not None else (3, 224, 224)
+    if device is None:
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    shapes: dict[str, Any] = {}
+    handles = []
+
+    def make_hook(name: str):
+        def hook(module, inputs, output):
+            if name not in shapes:
+                shapes[name] = tuple(output.shape) if isinstance(output, torch.Tensor) else None
+        return hook
+
+    try:
+        for name, module in model.named_modules():
+            if name:
+                handles.append(module.register_forward_hook(make_hook(name)))
+        model(torch.zeros(1, *input_size, device=device))
+    finally:
+        for h in handles:
+            h.remove()
+    result = []
+    for name, module in model.named_modules():
+        if not name:
+            continue
+        shape = shapes.get(name)
+        out = shape[1:] if shape else None
+        channels = stride = None
+        if out:
+            channels = out[-1] if len(out) == 2 else out[0]
+            if len(out) == 3 and len(shape) == 4:
+                stride = round(input_size[1] / out[1]) if out[1] else None
+        result.append(LayerInfo(name, type(module).__name__, out, channels, stride))
+    return result

@@ -9,7 +9,7 @@
 Names that resolve without registration:
   ``timm:<arch>`` / ``torchvision:<arch>``   architecture by name; weights from the local cache
                                              (or the network), ``checkpoint=`` for a local file,
-                                             ``weights=None`` for random initialisation
+                                             ``pretrained=False`` for random initialisation
   ``path/to/model.pt``                       TorchScript file, or a pickled-free state dict with
                                              ``arch="timm:resnet18"``
   ``path/to/file.py:factory``                a user's own model: ``factory(**kw)`` returns it
@@ -249,11 +249,11 @@ def _no_weights_error(name: str, exc: BaseException) -> ValueError:
     return ValueError(
         f"could not load pretrained weights for {name} ({type(exc).__name__}: {str(exc)[:200]}). "
         f"Offline? Pass a local file: create_model('{name}', checkpoint='weights.pth') "
-        f"(CLI: --checkpoint weights.pth), or weights=None for random initialisation"
+        f"(CLI: --checkpoint weights.pth), or pretrained=False for random initialisation"
     )
 
 
-def _timm_model(arch: str, checkpoint: str | None = None, weights: str | None = "pretrained",
+def _timm_model(arch: str, checkpoint: str | None = None, pretrained: bool = True,
                 num_classes: int | None = None, **kw: Any) -> nn.Module:
     import timm
 
@@ -263,7 +263,7 @@ def _timm_model(arch: str, checkpoint: str | None = None, weights: str | None = 
         close = difflib.get_close_matches(arch, timm.list_models(), n=5)
         raise ValueError(f"timm has no architecture {arch!r}; close matches: {', '.join(close) or 'none'}")
     extra = {"num_classes": num_classes} if num_classes is not None else {}
-    pretrained = weights == "pretrained" and checkpoint is None
+    pretrained = pretrained and checkpoint is None
     try:
         model = timm.create_model(arch, pretrained=pretrained, **extra, **kw)
     except Exception as exc:  # noqa: BLE001 - any failure to fetch weights gets the same advice
@@ -285,7 +285,7 @@ def _timm_model(arch: str, checkpoint: str | None = None, weights: str | None = 
     return _attach(model, info)
 
 
-def _torchvision_model(arch: str, checkpoint: str | None = None, weights: str | None = "pretrained",
+def _torchvision_model(arch: str, checkpoint: str | None = None, pretrained: bool = True,
                        **kw: Any) -> nn.Module:
     import torchvision
 
@@ -295,7 +295,7 @@ def _torchvision_model(arch: str, checkpoint: str | None = None, weights: str | 
 
         close = difflib.get_close_matches(arch, available, n=5)
         raise ValueError(f"torchvision has no model {arch!r}; close matches: {', '.join(close) or 'none'}")
-    pretrained = weights == "pretrained" and checkpoint is None
+    pretrained = pretrained and checkpoint is None
     weight_enum = torchvision.models.get_model_weights(arch).DEFAULT if pretrained else None
     try:
         model = torchvision.models.get_model(arch, weights=weight_enum, **kw)
@@ -355,5 +355,5 @@ def _checkpoint_model(path: str, arch: str | None = None, **kw: Any) -> nn.Modul
             ) from exc
         return _attach(model, ModelInfo(name=p.name, source=str(p)))
     if arch.startswith(_PREFIXES):
-        kw["weights"] = None
+        kw["pretrained"] = False
     return create_model(arch, checkpoint=str(p), **kw)

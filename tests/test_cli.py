@@ -1,0 +1,45 @@
+"""The command line: help everywhere, classify, and clear errors naming the bad input."""
+
+import pytest
+from PIL import Image
+
+from unitscope.cli import build_parser, main
+
+
+def test_help_for_every_command(capsys):
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    assert {"models", "layers", "classify"} <= set(commands)
+    for name in commands:
+        with pytest.raises(SystemExit) as done:
+            main([name, "--help"])
+        assert done.value.code == 0
+        assert "usage: unitscope" in capsys.readouterr().out
+
+
+def test_classify_prints_top5(tmp_path, capsys):
+    from skimage import data
+
+    Image.fromarray(data.coffee()).save(tmp_path / "coffee.jpg")
+    assert main(["classify", "efficientnet_lite0", str(tmp_path / "coffee.jpg")]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].endswith("coffee.jpg") and len(lines) == 6
+    assert lines[1].split(maxsplit=1)[1] == "espresso"
+
+
+def test_classify_names_missing_and_corrupt_files(tmp_path, capsys):
+    assert main(["classify", "efficientnet_lite0", str(tmp_path / "nope.jpg")]) == 2
+    assert "nope.jpg does not exist" in capsys.readouterr().err
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    assert main(["classify", "efficientnet_lite0", str(tmp_path / "broken.jpg")]) == 2
+    assert "broken.jpg could not be read" in capsys.readouterr().err
+
+
+def test_layers_and_models(capsys):
+    assert main(["models", "efficientnet*"]) == 0
+    assert "efficientnet_lite0" in capsys.readouterr().out
+    assert main(["layers", "efficientnet_lite0", "--spatial"]) == 0
+    out = capsys.readouterr().out
+    assert "blocks.6" in out and "320x7x7" in out
+    assert main(["layers", "efficientnet_lite00"]) == 2
+    assert "close matches: efficientnet_lite0" in capsys.readouterr().err

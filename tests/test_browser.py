@@ -1,6 +1,7 @@
 """The report page in headless Chromium (Debian's ``chromium``, driven by playwright).
 
 Skipped when Chromium or playwright is missing, except under ``CI=true``, where it fails.
+``CHROMIUM=/path/to/chromium`` picks another browser binary.
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ def _missing(reason: str):
 
 @pytest.fixture(scope="module")
 def browser():
-    chromium = "/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else shutil.which("chromium")
-    if not chromium:
-        _missing("chromium is not installed (apt-get install chromium)")
+    chromium = os.environ.get("CHROMIUM") or (
+        "/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else shutil.which("chromium"))
+    if not chromium or not os.path.exists(chromium):
+        _missing(f"chromium is not installed at {chromium or '/usr/bin/chromium'} (apt-get install chromium)")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:

@@ -55,6 +55,28 @@ def test_replace_is_transactional(tmp_path):
         assert cat.dump() == before
 
 
+def test_transaction_groups_writes(tmp_path):
+    with Catalog(tmp_path / "c.sqlite") as cat:
+        cat.replace("dissection", [_diss(0)], model="m", layer="l")
+        before = cat.dump()
+        with pytest.raises(RuntimeError, match="crash"):
+            with cat.transaction():
+                cat.replace("layers", [dict(units=1)], model="m", layer="l")
+                cat.replace("dissection", [_diss(0, "cat")], model="m", layer="l")
+                raise RuntimeError("crash")
+        assert cat.dump() == before
+        with cat.transaction():
+            cat.replace("layers", [dict(units=1)], model="m", layer="l")
+            with pytest.raises(sqlite3.IntegrityError):  # a failed replace inside undoes only itself
+                cat.replace("dissection", [_diss(3), _diss(3)], model="m", layer="l")
+            cat.replace("dissection", [_diss(0, "cat")], model="m", layer="l")
+        assert [r["units"] for r in cat.rows("layers")] == [1]
+        assert [r["concept"] for r in cat.rows("dissection")] == ["cat"]
+    # and the data reached the file
+    with Catalog(tmp_path / "c.sqlite", create=False) as cat:
+        assert [r["concept"] for r in cat.rows("dissection")] == ["cat"]
+
+
 def test_unknown_columns_and_tables(tmp_path):
     with Catalog(tmp_path / "c.sqlite") as cat:
         with pytest.raises(ValueError, match=r"\['colour'\] not in table 'dissection'.*concept"):

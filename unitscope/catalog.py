@@ -19,6 +19,7 @@ Tables (``PRAGMA user_version`` records the schema version):
   axis-aligned basis, 1..R random orthogonal rotations (the "grandmother neuron" check)
 - ``concepts(name, category)`` -- the data set's concept vocabulary
 
+``with cat.transaction():`` groups several ``replace`` calls into one all-or-nothing write.
 Indexes on ``(concept, model, layer)`` make "which units of layer X detect concept Y" a lookup.
 Another analysis adds its own table with :func:`define_table` before opening a catalog.
 """
@@ -28,7 +29,8 @@ from __future__ import annotations
 import numbers
 import re
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -195,7 +197,8 @@ class Catalog:
             prepared.append(full)
         _, key = self._table_info(table)
         con = self._con
-        con.execute("BEGIN IMMEDIATE")
+        # A savepoint is its own transaction outside transaction(), and nests inside one.
+        con.execute("SAVEPOINT replace_rows")
         try:
             if where:
                 cond = " AND ".join(f"{k} = ?" for k in where)
@@ -208,15 +211,32 @@ class Catalog:
                 missing = [k for k in key if row.get(k) is None]
                 if missing:
                     raise ValueError(f"a row of {table!r} lacks key columns {missing}: {row}")
-                cols = tuple(row)
-                groups.setdefault(cols, []).append(tuple(row.values()))
+                groups.setdefault(tuple(row), []).append(tuple(row.values()))
             for cols, values in groups.items():
                 marks = ", ".join("?" for _ in cols)
                 con.executemany(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({marks})", values)
-            con.execute("COMMIT")
         except BaseException:
-            con.execute("ROLLBACK")
+            con.execute("ROLLBACK TO replace_rows")
+            con.execute("RELEASE replace_rows")
             raise
+        con.execute("RELEASE replace_rows")
+
+    @contextmanager
+    def transaction(self) -> Iterator[Catalog]:
+        """Group several writes: all of them land, or (on an exception) none.
+
+            with cat.transaction():
+                cat.replace("layers", ...); cat.replace("dissection", ...)
+        """
+        if self._con.in_transaction:
+            raise RuntimeError("Catalog.transaction() does not nest")
+        self._con.execute("BEGIN IMMEDIATE")
+        try:
+            yield self
+        except BaseException:
+            self._con.execute("ROLLBACK")
+            raise
+        self._con.execute("COMMIT")
 
     def query(self, sql: str, params: Iterable[Any] | Mapping[str, Any] = ()) -> list[dict]:
         """Run one SQL statement; rows as dicts."""

@@ -24,6 +24,18 @@ def upsample_masks(maps: torch.Tensor, thresholds: torch.Tensor, size: tuple[int
     return up > thresholds.view(-1, 1, 1)
 
 
+def distinct_planes(labels: torch.Tensor) -> torch.Tensor:
+    """``labels [N, K, S, S']`` with a label repeated on a later plane at the same pixel zeroed,
+    so that every (pixel, label) pair counts once: L_c is a set of pixels."""
+    if labels.shape[1] < 2:
+        return labels
+    out = labels.clone()
+    for k in range(1, labels.shape[1]):
+        repeat = (labels[:, k:k + 1] == labels[:, :k]).any(1) & (labels[:, k] > 0)
+        out[:, k][repeat] = 0
+    return out
+
+
 def count_batch(
     acts: torch.Tensor,
     thresholds: torch.Tensor,
@@ -45,7 +57,7 @@ def count_batch(
     L = num_labels
     device = acts.device
     thresholds = thresholds.to(device=device, dtype=acts.dtype)
-    labels = labels.to(device)
+    labels = distinct_planes(labels.to(device))
     image_labels = image_labels.to(device)
 
     inter = torch.zeros(c * L, dtype=torch.long, device=device)

@@ -114,6 +114,31 @@ def rotate(acts: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
     return torch.einsum("nchw,cd->ndhw", acts, rotation.to(acts))
 
 
+class _Items(torch.utils.data.Dataset):
+    """Positions ``0..n-1`` of a data set (its first ``limit`` items) with the parts a pass needs.
+
+    ``pos`` indexes the activation cache and the statistics; ``index`` is the data set's own
+    image index (the row of index.csv), which is what the catalog records.
+    """
+
+    def __init__(self, dataset: Any, n: int, images: bool = True, labels: bool = True):
+        self.dataset, self.n, self.images, self.labels = dataset, n, images, labels
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, pos: int) -> dict[str, Any]:
+        get = getattr(self.dataset, "get", None)
+        item = get(pos, image=self.images, labels=self.labels) if get else self.dataset[pos]
+        out = {"pos": pos, "index": item["index"]}
+        if self.images:
+            out["image"] = item["image"]
+        if self.labels:
+            out.update(labels=item["labels"], image_labels=item["image_labels"],
+                       category_present=item["category_present"])
+        return out
+
+
 class _Forward:
     """Runs the model up to the last traced layer and returns every layer's map."""
 
@@ -211,6 +236,7 @@ def dissect(
     checkpoint_every: int = 20,
     exemplar_images: bool = True,
     keep_cache: bool = False,
+    limit: int | None = None,
     progress: bool = True,
     key: dict | None = None,
 ) -> DissectResult:
@@ -232,7 +258,7 @@ def dissect(
     info = get_info(model)
     layers = list(dict.fromkeys(layers))
     shapes = check_layers(model, layers, info.input_size)
-    n = len(dataset)
+    n = len(dataset) if limit is None else min(limit, len(dataset))
     if n == 0:
         raise ValueError("the data set is empty")
     base_key = {"model": info.name, "layers": layers, "images": n, **(key or {})}
@@ -253,14 +279,15 @@ def dissect(
             stats1[f"{tag[layer]}_r{r}_q"] = Quantile(device=device)
     pass1 = CombinedStat(**stats1)
     ran_pass1 = False
-    images_only = getattr(dataset, "images_only", lambda: dataset)()
-    for batch in tally(pass1, images_only, batch_size=batch_size, num_workers=num_workers,
+    index_of = getattr(dataset, "index_of", lambda pos: pos)
+    row_index = np.array([index_of(pos) for pos in range(n)], dtype=np.int64)  # for the catalog
+    for batch in tally(pass1, _Items(dataset, n, labels=False), batch_size=batch_size, num_workers=num_workers,
                        run_dir=run_dir / "pass1", key={**base_key, "pass": 1, "topk": topk,
                                                        "rotations": rotations, "seed": seed},
                        checkpoint_every=checkpoint_every, progress=progress,
                        on_checkpoint=cache.flush, desc="dissect pass 1"):
-        index = batch["index"]
-        acts = forward(batch["image"], index)
+        index = batch["pos"]
+        acts = forward(batch["image"], batch["index"])
         for layer, a in acts.items():
             t = tag[layer]
             pass1[f"{t}_q"].add(a.permute(0, 2, 3, 1).reshape(-1, a.shape[1]))
@@ -291,16 +318,15 @@ def dissect(
         for r in range(rotations):
             stats2[f"{tag[layer]}_r{r}_iou"] = IoUCounts(c, label_category.clamp(min=0), num_categories, device=device)
     pass2 = CombinedStat(**stats2)
-    source = getattr(dataset, "labels_only", lambda: dataset)() if use_cache else dataset
-    for batch in tally(pass2, source, batch_size=batch_size, num_workers=num_workers,
+    for batch in tally(pass2, _Items(dataset, n, images=not use_cache), batch_size=batch_size, num_workers=num_workers,
                        run_dir=run_dir / "pass2", key={**base_key, "pass": 2, "quantile": quantile,
                                                        "rotations": rotations, "seed": seed},
                        checkpoint_every=checkpoint_every, progress=progress, desc="dissect pass 2"):
-        index = batch["index"]
+        index = batch["pos"]
         if use_cache:
             acts = {layer: torch.from_numpy(cache.read(tag[layer], index.numpy())).to(device) for layer in layers}
         else:
-            acts = forward(batch["image"], index)
+            acts = forward(batch["image"], batch["index"])
         labels = batch["labels"].to(device)
         image_labels = batch["image_labels"].to(device)
         present = batch["category_present"].to(device)
@@ -343,7 +369,7 @@ def dissect(
         cat.replace("concepts", [{"name": name, "category": cat_name}
                                  for name, cat_name in zip(dataset.label_names[1:], label_cats[1:])])
         for layer in layers:
-            _write_layer_rows(cat, info.name, result.layers[layer], n, quantile,
+            _write_layer_rows(cat, info.name, result.layers[layer], n, quantile, row_index,
                               pass1[f"{tag[layer]}_top"].result(), strips.get(layer), result.rotations[layer])
     atomic_write_text(run_dir / "layers.json", json.dumps({tag[l]: l for l in layers}, indent=2) + "\n")
     if not keep_cache:
@@ -359,7 +385,8 @@ def _summarise(layer, shape, thresholds, iou, iou_threshold, label_names, label_
                            iou_threshold, label_names, label_cats)
 
 
-def _write_layer_rows(cat, model_name, d: LayerDissection, n_images, quantile, top, strip_paths, rotation_rows):
+def _write_layer_rows(cat, model_name, d: LayerDissection, n_images, quantile, row_index, top, strip_paths,
+                      rotation_rows):
     key = {"model": model_name, "layer": d.layer}
     c, h, w = d.shape
     cat.replace("layers", [{**key, "units": c, "height": h, "width": w, "images": n_images,
@@ -382,7 +409,7 @@ def _write_layer_rows(cat, model_name, d: LayerDissection, n_images, quantile, t
                      "iou": float(d.iou[u, best[u]])} for u in range(c)]
     cat.replace("dissection_category", per_cat, **key)
     values, images, ys, xs = (x.cpu().numpy() for x in top)
-    cat.replace("exemplars", [{**key, "unit": u, "rank": r, "image": int(images[u, r]),
+    cat.replace("exemplars", [{**key, "unit": u, "rank": r, "image": int(row_index[images[u, r]]),
                                "activation": float(values[u, r]), "y": int(ys[u, r]), "x": int(xs[u, r])}
                               for u in range(c) for r in range(values.shape[1]) if images[u, r] >= 0], **key)
     if strip_paths is not None:

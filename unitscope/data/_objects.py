@@ -132,7 +132,7 @@ def person(cv: Canvas, x, yb, h):
         cv.paint(cv.rect(ax, yb - h * 0.78, ax + aw, yb - h * 0.45), plain(skin), o, P["arm"])
     torso = cv.rect(x - h * 0.14, yb - h * 0.8, x + h * 0.14, yb - h * 0.44)
     if rng.random() < 0.45:
-        patterned(cv, torso, o, P["torso"], kinds=["striped", "dotted", "checkered", "banded"],
+        patterned(cv, torso, o, P["torso"], kinds=["striped", "dotted", "checkered", "banded", "zigzagged", "speckled", "wavy", "grid"],
                   period=h * rng.uniform(0.06, 0.1), mat="fabric")
     else:
         cv.paint(torso, material("fabric", col(cv, *COLOR_RGB), cv.S / 224 * 0.6), o, P["torso"], M["fabric"])
@@ -196,7 +196,7 @@ def bed(cv: Canvas, x, yb, w):
     cv.paint(cv.rect(mx0, yb - w * 0.12, mx1, yb), wood, o, 0, M["wood"])
     blanket = cv.rect(mx0, yb - w * 0.3, mx1, yb - w * 0.1)
     if rng.random() < 0.6:
-        patterned(cv, blanket, o, P["blanket"], kinds=["checkered", "striped", "dotted", "zigzagged", "wavy", "grid"],
+        patterned(cv, blanket, o, P["blanket"], kinds=["checkered", "striped", "dotted", "zigzagged", "wavy", "grid", "speckled"],
                   mat="fabric", period=w * rng.uniform(0.06, 0.12))
     else:
         cv.paint(blanket, material("fabric", col(cv, *COLOR_RGB), s), o, P["blanket"], M["fabric"])

@@ -108,7 +108,7 @@ def _stander(cv, kind, x, y, horizon):
     if kind == "boat":
         return lambda: ob.boat(cv, x - S * 0.15 * d, y, S * 0.3 * d)
     if kind == "bed":
-        return lambda: ob.bed(cv, x - S * 0.25 * d, y, S * 0.5 * d)
+        return lambda: ob.bed(cv, x - S * 0.35 * d, y, S * 0.7 * d)
     if kind == "table":
         return lambda: ob.table(cv, x - S * 0.15 * d, y, S * 0.3 * d, S * 0.15 * d)
     raise ValueError(kind)

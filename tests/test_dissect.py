@@ -81,3 +81,169 @@ def test_counts_stream_equals_one_shot():
     parts = [count_batch(acts[s], t, labels[s], image_labels[s], present[s], 4) for s in (slice(0, 3), slice(3, 8))]
     for w, a, b in zip(whole, *parts):
         assert torch.equal(w, a + b)
+
+
+# -- end to end on a tiny probe world ---------------------------------------------------------------
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PLANTED = str(Path(__file__).with_name("planted.py"))
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    from unitscope.data import make_world
+
+    return make_world(tmp_path_factory.mktemp("world") / "w64", n=24, size=64, seed=3, workers=1, progress=False)
+
+
+def planted(world):
+    from unitscope.models import create_model
+
+    return create_model(f"{PLANTED}:colour_units", world=str(world))
+
+
+def dataset(world, model):
+    from unitscope.data import BrodenDataset
+    from unitscope.models import get_info
+
+    return BrodenDataset(world, transform=get_info(model).transform())
+
+
+def colour_fractions(ds, names):
+    counts = {c: 0 for c in names}
+    total = 0
+    plane = int((ds.plane_category == ds.categories.index("color")).nonzero()[0, 0])
+    for i in range(len(ds)):
+        colour_plane = ds[i]["labels"][plane]
+        total += colour_plane.numel()
+        for c in names:
+            counts[c] += int((colour_plane == ds.label_index(c)).sum())
+    return {c: counts[c] / total for c in names}
+
+
+def test_planted_units_get_their_concept(world, tmp_path):
+    from tests.planted import COLOURS
+    from unitscope.dissect import dissect
+
+    model = planted(world)
+    ds = dataset(world, model)
+    fractions = colour_fractions(ds, COLOURS)
+    assert min(fractions.values()) > 0.002, fractions
+    # the top-q mask of each unit is then exactly its colour's pixels (T_k falls on the zeros)
+    q = min(0.45, max(fractions.values()) * 1.2)
+    result = dissect(model, ds, ["feat"], tmp_path / "run", quantile=q, topk=4, batch_size=8, progress=False)
+    d = result.layers["feat"]
+    assert [d.concept(u) for u in range(3)] == list(COLOURS)
+    assert all(d.label_categories[int(d.best_label[u])] == "color" for u in range(3))
+    assert d.best_iou.min() > 0.9, d.best_iou
+    with sqlite3.connect(tmp_path / "run" / "catalog.sqlite") as db:
+        rows = db.execute("SELECT unit, concept, category, is_detector FROM dissection ORDER BY unit").fetchall()
+        assert rows == [(0, "red", "color", 1), (1, "green", "color", 1), (2, "blue", "color", 1)]
+        per_cat = db.execute("SELECT category, concept FROM dissection_category WHERE unit = 0 AND category = 'color'").fetchall()
+        assert per_cat == [("color", "red")]
+        n_ex = db.execute("SELECT COUNT(*) FROM exemplars WHERE unit = 0").fetchone()[0]
+        assert n_ex == 4
+    # exemplar strips exist, one per unit
+    assert len(list((tmp_path / "run" / "images").rglob("*.jpg"))) == 3
+
+
+def test_streaming_equals_one_shot_and_cache_equals_recompute(world, tmp_path):
+    from unitscope.dissect import dissect
+
+    model = planted(world)
+    ds = dataset(world, model)
+    runs = {}
+    for name, kw in {"one-shot": dict(batch_size=len(ds)), "streamed": dict(batch_size=5),
+                     "no-cache": dict(batch_size=5, cache_gb=0)}.items():
+        r = dissect(model, ds, ["feat"], tmp_path / name, quantile=0.05, topk=3, progress=False, **kw)
+        runs[name] = r.layers["feat"]
+    ref = runs["one-shot"]
+    for name in ("streamed", "no-cache"):
+        assert np.allclose(runs[name].iou, ref.iou, atol=1e-6), name
+        assert np.array_equal(runs[name].best_label, ref.best_label)
+
+
+def catalog_dump(path):
+    from unitscope.catalog import Catalog
+
+    with Catalog(path) as cat:
+        return cat.dump()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill_in", ["pass1", "pass2"])
+def test_killed_run_resumes_to_identical_catalog(world, tmp_path, kill_in):
+    env = {**os.environ, "PLANTED_WORLD": str(world), "PYTHONPATH": str(Path(__file__).parents[1])}
+    cmd = [sys.executable, "-m", "unitscope.cli", "dissect", "--model", f"{PLANTED}:colour_units",
+           "--data", str(world), "--layers", "feat", "--quantile", "0.05", "--topk", "3",
+           "--batch-size", "2", "--checkpoint-every", "1", "--no-progress", "--no-report", "--rotations", "1"]
+    if kill_in == "pass2":
+        cmd += ["--cache-gb", "0"]  # pass 2 then runs the (slow) model again
+    ref = tmp_path / "ref"
+    subprocess.run(cmd + ["--out", str(ref)], env=env, check=True, capture_output=True)
+
+    run = tmp_path / "killed"
+    proc = subprocess.Popen(cmd + ["--out", str(run)], env={**env, "UNITSCOPE_TEST_SLEEP": "0.3"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and not any((run / kill_in).glob("*checkpoint*")):
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    time.sleep(0.4)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (run / "catalog.sqlite").exists()
+    subprocess.run(cmd + ["--out", str(run)], env=env, check=True, capture_output=True)
+    assert catalog_dump(run / "catalog.sqlite") == catalog_dump(ref / "catalog.sqlite")
+
+
+def test_bad_input_fails_clearly(world, tmp_path):
+    from unitscope.dissect import check_layers, dissect
+    from unitscope.hooks import LayerNotFoundError
+
+    model = planted(world)
+    ds = dataset(world, model)
+    with pytest.raises(LayerNotFoundError, match="feat"):
+        dissect(model, ds, ["fea"], tmp_path / "a", progress=False)
+    with pytest.raises(ValueError, match="without a spatial map"):
+        check_layers(model, ["head"], (3, 64, 64))
+
+    class NaNModel(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 2, 1)
+
+        def forward(self, x):
+            return self.conv(x) * float("nan")
+
+    with pytest.raises(ValueError, match="NaN/inf activations on images"):
+        dissect(NaNModel(), ds, ["conv"], tmp_path / "b", progress=False)
+
+    from unitscope.data import BrodenDataset
+
+    (tmp_path / "broken").mkdir()
+    with pytest.raises((FileNotFoundError, ValueError), match="broken"):
+        BrodenDataset(tmp_path / "broken")
+
+
+def test_images_of_another_size_are_resized(world, tmp_path):
+    """The world is 64 px; a model that wants 96 px gets resized images through its transform."""
+    from unitscope.dissect import dissect
+    from unitscope.models import ModelInfo
+    from unitscope.data import BrodenDataset
+
+    conv = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, stride=2, padding=1), torch.nn.ReLU())
+    torch.manual_seed(0)
+    object.__setattr__(conv, "unitscope_info", ModelInfo(name="conv", input_size=(3, 96, 96)))
+    ds = BrodenDataset(world, transform=conv.unitscope_info.transform())
+    assert ds[0]["image"].shape == (3, 96, 96)
+    result = dissect(conv, ds, ["1"], tmp_path / "r", topk=2, progress=False)
+    assert result.layers["1"].shape == (4, 48, 48) and result.layers["1"].iou.shape[0] == 4

@@ -365,9 +365,9 @@ def dissect(
         strips = _write_exemplar_strips(run_dir, dataset, layers, tag, forward, cache if use_cache else None,
                                         thresholds, {l: pass1[f"{tag[l]}_top"].result() for l in layers})
 
-    with Catalog(run_dir / "catalog.sqlite") as cat:
+    with Catalog(run_dir / "catalog.sqlite") as cat, cat.transaction():
         cat.replace("concepts", [{"name": name, "category": cat_name}
-                                 for name, cat_name in zip(dataset.label_names[1:], label_cats[1:])])
+                                 for name, cat_name in zip(dataset.label_names[1:], label_cats[1:]) if cat_name])
         for layer in layers:
             _write_layer_rows(cat, info.name, result.layers[layer], n, quantile, row_index,
                               pass1[f"{tag[layer]}_top"].result(), strips.get(layer), result.rotations[layer])

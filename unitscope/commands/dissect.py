@@ -30,6 +30,7 @@ class DissectConfig:
     workers: int = field(default=1, metadata=help_("DataLoader worker processes"))
     device: str = field(default="cpu", metadata=help_("torch device, e.g. cpu or cuda"))
     checkpoint: str | None = field(default=None, metadata=help_("local weights for the model"))
+    checkpoint_every: int = field(default=20, metadata=help_("batches between checkpoints (a rerun resumes from the last)"))
     cache_gb: float = field(default=4.0, metadata=help_("disk for cached activations (skips a second forward pass)"))
     report: bool = field(default=True, metadata=help_("write index.html and report.json"))
     fresh: bool = field(default=False, metadata=help_("discard earlier results in the run folder and start over"))
@@ -59,8 +60,6 @@ def run_dissection(cfg: DissectConfig):
     if not layers:
         raise ValueError(f"{cfg.model} names no default layers; pass --layers (see `unitscope layers {cfg.model} --spatial`)")
     data = BrodenDataset(cfg.data, categories=cfg.categories or None, transform=info.transform())
-    if cfg.limit is not None:
-        data = data.subset(range(min(cfg.limit, len(data))))
     out.mkdir(parents=True, exist_ok=True)
     write_config(cfg, out / "config.json")
     torch.set_num_threads(max(1, os.cpu_count() or 1))
@@ -69,6 +68,7 @@ def run_dissection(cfg: DissectConfig):
     result = dissect(model, data, layers, out, quantile=cfg.quantile, iou_threshold=cfg.iou, topk=cfg.topk,
                      rotations=cfg.rotations, seed=cfg.seed, batch_size=cfg.batch_size,
                      num_workers=cfg.workers, device=cfg.device, cache_gb=cfg.cache_gb,
+                     checkpoint_every=cfg.checkpoint_every, limit=cfg.limit,
                      progress=cfg.progress, key=key)
     if cfg.report:
         from unitscope.report import write_report

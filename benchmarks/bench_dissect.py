@@ -1,0 +1,112 @@
+"""Dissection cost against a bare forward pass, and peak memory against the number of images.
+
+    python benchmarks/bench_dissect.py                  # time: 1,000 images, blocks.6 of EfficientNet-Lite0
+    python benchmarks/bench_dissect.py --memory 1000,10000   # peak RSS of a dissection at each size
+
+Target (issue #4): the whole dissection takes at most 1.5x one bare forward pass over the same
+images, and peak memory does not grow with the number of images.
+Both passes read the images through the same DataLoader settings; the bare pass runs the full model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from unitscope.commands.dissect import cache_dir
+from unitscope.data import BrodenDataset, make_world
+from unitscope.dissect import dissect
+from unitscope.models import create_model, get_info
+
+
+def world_for(n: int) -> Path:
+    return make_world(cache_dir() / f"probe-world-n{n}-s224-seed0", n=n, size=224, seed=0, progress=False)
+
+
+def bare_forward(model, data, batch_size: int, workers: int) -> float:
+    loader = torch.utils.data.DataLoader(_Images(data), batch_size=batch_size, num_workers=workers)
+    start = time.perf_counter()
+    with torch.no_grad():
+        for images in loader:
+            model(images)
+    return time.perf_counter() - start
+
+
+class _Images(torch.utils.data.Dataset):
+    def __init__(self, data):
+        self.data = data
+
+    def __len__(self):
+        return len(self.data)
+
+    def __getitem__(self, i):
+        return self.data.get(i, image=True, labels=False)["image"] if hasattr(self.data, "get") else self.data[i]["image"]
+
+
+def one_run(n: int, layer: str, batch_size: int, workers: int, out: Path) -> dict:
+    model = create_model("efficientnet_lite0")
+    data = BrodenDataset(world_for(n), transform=get_info(model).transform())
+    start = time.perf_counter()
+    result = dissect(model, data, [layer], out, batch_size=batch_size, num_workers=workers, progress=False)
+    seconds = time.perf_counter() - start
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"images": n, "seconds": seconds, "peak_rss_mb": peak_mb, "summary": result.layers[layer].summary()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--images", type=int, default=1000)
+    ap.add_argument("--layer", default="blocks.6")
+    ap.add_argument("--batch-size", type=int, default=50)
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--memory", default="", help="comma-separated image counts: peak RSS of each, in a fresh process")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    torch.set_num_threads(os.cpu_count() or 1)
+
+    if args.child:
+        with tempfile.TemporaryDirectory() as tmp:
+            print(json.dumps(one_run(args.images, args.layer, args.batch_size, args.workers, Path(tmp) / "run")))
+        return
+
+    if args.memory:
+        for n in [int(x) for x in args.memory.split(",")]:
+            world_for(n)
+            out = subprocess.run([sys.executable, __file__, "--child", "--images", str(n), "--layer", args.layer,
+                                  "--batch-size", str(args.batch_size), "--workers", str(args.workers)],
+                                 check=True, capture_output=True, text=True).stdout
+            r = json.loads(out.strip().splitlines()[-1])
+            print(f"{n:6d} images: peak RSS {r['peak_rss_mb']:7.0f} MB, {r['seconds']:6.1f} s  ({r['summary']})")
+        return
+
+    model = create_model("efficientnet_lite0")
+    data = BrodenDataset(world_for(args.images), transform=get_info(model).transform())
+    bare_forward(model, data, args.batch_size, args.workers)  # warm-up: page cache, thread pools
+    forward_s = bare_forward(model, data, args.batch_size, args.workers)
+    tmp = Path(tempfile.mkdtemp())
+    try:
+        start = time.perf_counter()
+        result = dissect(model, data, [args.layer], tmp / "run", batch_size=args.batch_size,
+                         num_workers=args.workers, progress=False)
+        dissect_s = time.perf_counter() - start
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"EfficientNet-Lite0 {args.layer}, {args.images} probe images at 224 px, {torch.get_num_threads()} threads")
+    print(f"  bare forward pass (full model, data loading included): {forward_s:6.1f} s  ({args.images / forward_s:.1f} img/s)")
+    print(f"  whole dissection (both passes, exemplars, catalog):    {dissect_s:6.1f} s  ({args.images / dissect_s:.1f} img/s)")
+    print(f"  ratio dissection / forward: {dissect_s / forward_s:.2f}  (target <= 1.5)")
+    print(f"  {result.layers[args.layer].summary()}")
+
+
+if __name__ == "__main__":
+    main()

@@ -132,7 +132,7 @@ def person(cv: Canvas, x, yb, h):
         cv.paint(cv.rect(ax, yb - h * 0.78, ax + aw, yb - h * 0.45), plain(skin), o, P["arm"])
     torso = cv.rect(x - h * 0.14, yb - h * 0.8, x + h * 0.14, yb - h * 0.44)
     if rng.random() < 0.45:
-        patterned(cv, torso, o, P["torso"], kinds=["striped", "dotted", "checkered", "banded", "zigzagged", "speckled", "wavy", "grid"],
+        patterned(cv, torso, o, P["torso"], kinds=PATTERNS,
                   period=h * rng.uniform(0.06, 0.1), mat="fabric")
     else:
         cv.paint(torso, material("fabric", col(cv, *COLOR_RGB), cv.S / 224 * 0.6), o, P["torso"], M["fabric"])

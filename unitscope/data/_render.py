@@ -18,8 +18,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 Region = tuple[int, int, int, int, np.ndarray]
-# A surface gets (rng, ys [h, 1], xs [1, w]) in global pixels and returns float RGB [h, w, 3] in 0..255.
-Surface = Callable[[np.random.Generator, np.ndarray, np.ndarray], np.ndarray]
+# A surface gets (canvas, ys [h, 1], xs [1, w]) in global pixels and returns float RGB [h, w, 3] in 0..255.
+Surface = Callable[["Canvas", np.ndarray, np.ndarray], np.ndarray]
 
 LAYERS = ("object", "part", "material", "texture")
 
@@ -46,6 +46,14 @@ class Canvas:
         self.layers = {k: np.zeros((size, size), np.uint16) for k in LAYERS}
         ang = rng.uniform(0, 2 * np.pi)
         self.light = (np.cos(ang), np.sin(ang), rng.uniform(0.0, 0.35))  # direction, strength
+        self._field: np.ndarray | None = None
+
+    def field(self, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+        """The canvas's shared value noise in [-1, 1] over the box of ``ys`` × ``xs``, [h, w]."""
+        if self._field is None:
+            self._field = smooth_noise(self.rng, self.S, self.S, 12 * self.S / 224)
+        y0, x0 = int(ys[0, 0]), int(xs[0, 0])
+        return self._field[y0:y0 + ys.shape[0], x0:x0 + xs.shape[1]]
 
     # ---- shapes: each returns (y0, y1, x0, x1, mask) clipped to the canvas, or None if empty
     def _clip(self, y0, y1, x0, x1):
@@ -55,9 +63,7 @@ class Canvas:
 
     def rect(self, x0, y0, x1, y1) -> Region | None:
         box = self._clip(y0, y1, x0, x1)
-        if box is None:
-            return None
-        return (*box, np.ones((box[1] - box[0], box[3] - box[2]), bool))
+        return None if box is None else (*box, None)  # mask None: the whole box
 
     def ellipse(self, cx, cy, rx, ry) -> Region | None:
         box = self._clip(cy - ry, cy + ry + 1, cx - rx, cx + rx + 1)
@@ -88,7 +94,7 @@ class Canvas:
         x0, x1 = min(r[2] for r in regions), max(r[3] for r in regions)
         mask = np.zeros((y1 - y0, x1 - x0), bool)
         for ry0, ry1, rx0, rx1, m in regions:
-            mask[ry0 - y0:ry1 - y0, rx0 - x0:rx1 - x0] |= m
+            mask[ry0 - y0:ry1 - y0, rx0 - x0:rx1 - x0] |= True if m is None else m
         return y0, y1, x0, x1, mask
 
     # ---- painting
@@ -101,24 +107,30 @@ class Canvas:
         ys = np.arange(y0, y1, dtype=np.float32)[:, None]
         xs = np.arange(x0, x1, dtype=np.float32)[None, :]
         if callable(surface):
-            rgb = surface(self.rng, ys, xs)
+            rgb = surface(self, ys, xs)
         else:
-            rgb = np.broadcast_to(np.asarray(surface, np.float32), (y1 - y0, x1 - x0, 3))
+            rgb = np.asarray(surface, np.float32)
         if shade:  # directional light across the shape's box
             lx, ly, k = self.light
             h, w = max(y1 - y0, 1), max(x1 - x0, 1)
-            f = 1.0 + k * ((xs - x0) / w - 0.5) * lx + k * ((ys - y0) / h - 0.5) * ly
+            f = (1.0 + k * ((xs - x0) / w - 0.5) * lx) + k * ((ys - y0) / h - 0.5) * ly
             rgb = rgb * f[..., None]
-        self.img[y0:y1, x0:x1][mask] = np.broadcast_to(rgb, (y1 - y0, x1 - x0, 3))[mask]
-        for name, value in zip(LAYERS, (obj, part, material, texture)):
-            self.layers[name][y0:y1, x0:x1][mask] = value
+        box = (slice(y0, y1), slice(x0, x1))
+        if mask is None:
+            self.img[box] = rgb
+            for name, value in zip(LAYERS, (obj, part, material, texture)):
+                self.layers[name][box] = value
+        else:
+            np.copyto(self.img[box], rgb, where=mask[..., None])
+            for name, value in zip(LAYERS, (obj, part, material, texture)):
+                np.copyto(self.layers[name][box], value, where=mask, casting="unsafe")
 
     def finish(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Global lighting (brightness, tint, sensor noise) and quantisation to uint8."""
         rng = self.rng
         gain = rng.uniform(0.8, 1.12) * (1 + rng.uniform(-0.06, 0.06, 3))
         img = self.img * gain.astype(np.float32)
-        img += (rng.random(img.shape, dtype=np.float32) - 0.5) * 6.0  # sensor noise
+        img += (rng.random(img.shape[:2] + (1,), dtype=np.float32) - 0.5) * 6.0  # sensor noise (luminance)
         return np.clip(img + 0.5, 0, 255).astype(np.uint8), self.layers
 
 
@@ -127,16 +139,15 @@ class Canvas:
 def plain(rgb, noise: float = 5.0) -> Surface:
     c = np.asarray(rgb, np.float32)
 
-    def f(rng, ys, xs):
-        n = smooth_noise(rng, ys.shape[0], xs.shape[1], 12) * noise
-        return c + n[..., None]
+    def f(cv, ys, xs):
+        return c + (cv.field(ys, xs) * noise)[..., None]
     return f
 
 
 def gradient(top, bottom, y_top: float, y_bot: float) -> Surface:
     a, b = np.asarray(top, np.float32), np.asarray(bottom, np.float32)
 
-    def f(rng, ys, xs):
+    def f(cv, ys, xs):
         t = np.clip((ys - y_top) / max(y_bot - y_top, 1), 0, 1)[..., None]
         return np.broadcast_to(a + (b - a) * t, (ys.shape[0], xs.shape[1], 3))
     return f
@@ -155,7 +166,8 @@ def pattern(kind: str, c1, c2, period: float, angle: float = 0.0) -> Surface:
     """A two-colour texture (see ``TEXTURES``); ``period`` in pixels."""
     p = max(float(period), 3.0)
 
-    def f(rng, ys, xs):
+    def f(cv, ys, xs):
+        rng = cv.rng
         u, v = _rot(ys, xs, angle)
         if kind == "striped":
             m = (v % p) < p / 2
@@ -196,7 +208,8 @@ def material(kind: str, rgb, scale: float = 1.0) -> Surface:
     c = np.asarray(rgb, np.float32)
     s = max(scale, 0.25)
 
-    def f(rng, ys, xs):
+    def f(cv, ys, xs):
+        rng = cv.rng
         h, w = ys.shape[0], xs.shape[1]
         Y, X = np.broadcast_to(ys, (h, w)), np.broadcast_to(xs, (h, w))
         if kind == "wood":
@@ -232,7 +245,7 @@ def material(kind: str, rgb, scale: float = 1.0) -> Surface:
             g = 0.85 + 0.22 * blades + 0.1 * patch
             return c * g[..., None]
         if kind == "sand":
-            fine = rng.normal(0, 1, (h, w)).astype(np.float32) * 0.07
+            fine = (rng.random((h, w), dtype=np.float32) - 0.5) * 0.24
             ripple = np.sin(Y * (0.7 / s) + 2 * smooth_noise(rng, h, w, 25 * s)) * 0.05
             return c * (1 + fine + ripple)[..., None]
         if kind == "snow":
@@ -252,6 +265,6 @@ def textured_material(kind: str, tex: str, c1, c2, period: float, scale: float, 
     """A patterned surface whose colours carry the material's look (e.g. striped fabric)."""
     pat, mat = pattern(tex, c1, c2, period, angle), material(kind, (255, 255, 255), scale)
 
-    def f(rng, ys, xs):
-        return pat(rng, ys, xs) * (mat(rng, ys, xs) / 255.0)
+    def f(cv, ys, xs):
+        return pat(cv, ys, xs) * (mat(cv, ys, xs) / 255.0)
     return f

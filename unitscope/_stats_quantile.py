@@ -1,0 +1,233 @@
+"""Per-unit streaming quantiles: a KLL-style sketch vectorised across units (private).
+
+Every unit receives the same number of samples, so all units share one compaction schedule and
+each level is a single ``[C, n_h]`` tensor whose items weigh ``2**h``. Level capacities shrink
+geometrically below the top level (KLL), so memory is about ``3 * resolution`` items per unit
+whatever the stream length; the rank error's standard deviation is about ``0.6 / resolution``.
+
+A compaction sorts a level, keeps every ``m``-th item (``m = 2**j``) from a random per-unit offset
+and promotes them ``j`` levels; the ``len % m`` largest items stay behind unchanged. Large batches
+are sorted once and promoted straight to the level where they fit, so the cost of ``add`` is one
+sort of the batch (NumPy's vectorised sort on CPU, ``torch.sort`` elsewhere).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from unitscope._stats_base import Device, Stat, units_first
+
+_DECAY = 2.0 / 3.0  # KLL's capacity ratio between adjacent levels
+_MIN_CAPACITY = 8
+PROTECT = 0.25  # fraction of a level's capacity kept back at each end when it is compacted
+
+
+def _sort(x: torch.Tensor) -> torch.Tensor:
+    """Rows of ``x`` ``[C, n]`` sorted; on CPU NumPy's SIMD sort is 5-10x faster than torch's."""
+    if x.device.type == "cpu":
+        return torch.from_numpy(np.sort(x.numpy(), axis=1))
+    return torch.sort(x, dim=1).values
+
+
+class Quantile(Stat):
+    """Streaming per-unit quantiles with bounded memory, mergeable across shards.
+
+    ``add(x)`` takes ``x`` of shape ``[N, C]`` (N samples of C units) or ``[N, C, H, W]`` (every
+    spatial position is a sample). Values are kept as float32; NaNs are not supported.
+    Randomness comes from a ``torch.Generator`` seeded with ``seed`` whose state is saved, so a
+    resumed run is bit-identical to an uninterrupted one.
+    """
+
+    _merge_ignores = ("seed",)  # shards use different seeds; the merged sketch keeps its own
+
+    def __init__(self, resolution: int = 4096, seed: int = 0, device: Device = None) -> None:
+        if resolution < 2 * _MIN_CAPACITY:
+            raise ValueError(f"resolution must be at least {2 * _MIN_CAPACITY}, got {resolution}")
+        self.resolution = int(resolution)
+        self.seed = int(seed)
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.count = 0
+        self.num_units: int | None = None
+        self._levels: list[torch.Tensor] = []
+        self._min: torch.Tensor | None = None
+        self._max: torch.Tensor | None = None
+        self._rng = torch.Generator().manual_seed(self.seed)
+
+    # -- adding ---------------------------------------------------------------------------------
+    def add(self, x: torch.Tensor) -> None:
+        """Add samples ``x``: ``[N, C]`` or ``[N, C, H, W]``."""
+        # one copy to [C, M]: sorting contiguous rows is ~2x faster than sorting [N, C] columns
+        cols = units_first(x.detach().to(self.device, torch.float32)).contiguous()
+        c, m = cols.shape
+        self._init_units(c)
+        if m == 0:
+            return
+        ordered = _sort(cols)
+        self._min = torch.minimum(self._min, ordered[:, 0])
+        self._max = torch.maximum(self._max, ordered[:, -1])
+        self.count += m
+        if m <= self._capacities()[0]:
+            self._push(0, ordered)
+        else:  # a large batch is compacted straight away: one sort instead of two
+            self._push(0, self._compact(0, ordered))
+        self._compress()
+
+    def _init_units(self, c: int) -> None:
+        if self.num_units is None:
+            self.num_units = c
+            self._min = torch.full((c,), math.inf, device=self.device)
+            self._max = torch.full((c,), -math.inf, device=self.device)
+            self._levels = [torch.empty(c, 0, device=self.device)]
+        elif c != self.num_units:
+            raise ValueError(f"Quantile holds {self.num_units} units, got a batch of {c}")
+
+    def _capacities(self) -> list[int]:
+        top = len(self._levels) - 1
+        return [
+            max(_MIN_CAPACITY, int(self.resolution * _DECAY ** (top - h)))
+            for h in range(len(self._levels))
+        ]
+
+    def _compact(self, h: int, ordered: torch.Tensor) -> torch.Tensor:
+        """Compact sorted items ``ordered`` ``[C, n]`` of level ``h``; return those that stay.
+
+        A fraction ``PROTECT`` of the level's capacity at each end stays (as in the REQ sketch,
+        this makes the tails several times more accurate than the middle); from the rest, every
+        ``m``-th item from a random per-unit offset rises ``log2(m)`` levels (weight ``m`` times
+        larger), and the ``rest % m`` largest stay.
+        """
+        size, cap = ordered.shape[1], self._capacities()[h]
+        low = high = int(cap * PROTECT)
+        middle = size - low - high
+        jump = self._jump(h, middle)
+        m = 1 << jump
+        kept = middle // m
+        offset = torch.randint(m, (ordered.shape[0],), generator=self._rng).to(ordered.device)
+        index = low + offset[:, None] + m * torch.arange(kept, device=ordered.device)
+        self._push(h + jump, ordered.gather(1, index))
+        return torch.cat([ordered[:, :low], ordered[:, low + kept * m :]], dim=1)
+
+    def _jump(self, h: int, middle: int) -> int:
+        """How many levels ``middle`` items compacted at level ``h`` rise: at least one, and as
+        many as keep the promoted items at least half the target level's capacity. A larger
+        stride would add one high-weight (large-error) compaction per batch, which KLL's
+        schedule makes rare; this keeps the rate of compactions per level as in KLL."""
+        caps = self._capacities()
+        jump = 1
+        while True:
+            nxt = jump + 1
+            target_cap = caps[h + nxt] if h + nxt < len(caps) else self.resolution
+            if (middle >> nxt) < target_cap // 2:
+                return jump
+            jump = nxt
+
+    def _push(self, level: int, items: torch.Tensor) -> None:
+        while len(self._levels) <= level:
+            self._levels.append(self._levels[0].new_empty(self.num_units, 0))
+        self._levels[level] = torch.cat([self._levels[level], items], dim=1)
+
+    def _compress(self) -> None:
+        h = 0
+        while h < len(self._levels):
+            if self._levels[h].shape[1] <= self._capacities()[h]:
+                h += 1
+            else:
+                self._levels[h] = self._compact(h, _sort(self._levels[h]))
+
+    # -- read-outs ------------------------------------------------------------------------------
+    def _require_data(self) -> None:
+        if self.count == 0:
+            raise ValueError("Quantile has no data yet: call add() first")
+
+    def minmax(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Exact per-unit minimum and maximum, each ``[C]``."""
+        self._require_data()
+        return self._min.clone(), self._max.clone()
+
+    def _cdf_points(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sorted sketch values ``[C, M + 2]`` and their mid-ranks in [0, 1] (min and max added)."""
+        values = torch.cat(self._levels, dim=1)
+        weights = torch.cat(
+            [torch.full((lv.shape[1],), 2.0**h, dtype=torch.float64) for h, lv in enumerate(self._levels)]
+        ).to(values.device)
+        values, order = torch.sort(values, dim=1)
+        w = weights[order]
+        cum = torch.cumsum(w, dim=1)
+        ranks = (cum - w / 2) / cum[:, -1:]
+        c = values.shape[0]
+        zeros, ones = ranks.new_zeros(c, 1), ranks.new_ones(c, 1)
+        values = torch.cat([self._min[:, None], values, self._max[:, None]], dim=1)
+        return values, torch.cat([zeros, ranks, ones], dim=1)
+
+    def quantiles(self, q: float | Sequence[float] | torch.Tensor) -> torch.Tensor:
+        """Per-unit quantiles: ``[C]`` for a scalar ``q``, else ``[C, len(q)]``; q in [0, 1]."""
+        self._require_data()
+        qt = torch.as_tensor(q, dtype=torch.float64)
+        scalar = qt.dim() == 0
+        qt = qt.reshape(-1)
+        if ((qt < 0) | (qt > 1)).any():
+            raise ValueError(f"quantiles must lie in [0, 1], got {qt.tolist()}")
+        values, ranks = self._cdf_points()
+        qq = qt.to(ranks.device).expand(ranks.shape[0], -1).contiguous()
+        hi = torch.searchsorted(ranks, qq, right=True).clamp(1, ranks.shape[1] - 1)
+        lo = hi - 1
+        r_lo, r_hi = ranks.gather(1, lo), ranks.gather(1, hi)
+        v_lo, v_hi = values.gather(1, lo).double(), values.gather(1, hi).double()
+        frac = ((qq - r_lo) / (r_hi - r_lo).clamp_min(1e-300)).clamp(0, 1)
+        out = (v_lo + frac * (v_hi - v_lo)).to(torch.float32)
+        return out[:, 0] if scalar else out
+
+    def cdf(self, values: torch.Tensor) -> torch.Tensor:
+        """Estimated fraction of samples <= ``values`` per unit: ``[C]`` or ``[C, V]`` -> same."""
+        self._require_data()
+        points, ranks = self._cdf_points()
+        v = values.to(points.device, torch.float32)
+        vv = (v[:, None] if v.dim() == 1 else v).contiguous()
+        hi = torch.searchsorted(points, vv, right=True).clamp(1, points.shape[1] - 1)
+        lo = hi - 1
+        p_lo, p_hi = points.gather(1, lo).double(), points.gather(1, hi).double()
+        frac = ((vv.double() - p_lo) / (p_hi - p_lo).clamp_min(1e-300)).clamp(0, 1)
+        out = ranks.gather(1, lo) + frac * (ranks.gather(1, hi) - ranks.gather(1, lo))
+        out = torch.where(vv < points[:, :1], torch.zeros_like(out), out)
+        out = torch.where(vv >= points[:, -1:], torch.ones_like(out), out)
+        return out[:, 0] if v.dim() == 1 else out
+
+    # -- contract -------------------------------------------------------------------------------
+    def _config(self) -> dict[str, int]:
+        return {"resolution": self.resolution, "seed": self.seed}
+
+    def _data(self) -> dict[str, torch.Tensor]:
+        data = {
+            "count": torch.tensor(self.count, dtype=torch.int64),
+            "rng": self._rng.get_state(),
+        }
+        if self.num_units is not None:
+            data.update(min=self._min, max=self._max)
+            data.update({f"level.{h}": lv for h, lv in enumerate(self._levels)})
+        return data
+
+    def _set_data(self, arrays: dict[str, torch.Tensor]) -> None:
+        self.count = int(arrays["count"])
+        self._rng.set_state(arrays["rng"].cpu().to(torch.uint8))
+        if "min" not in arrays:
+            self.num_units, self._levels, self._min, self._max = None, [], None, None
+            return
+        self._min, self._max = arrays["min"], arrays["max"]
+        self.num_units = self._min.shape[0]
+        n = sum(1 for k in arrays if k.startswith("level."))
+        self._levels = [arrays[f"level.{h}"].float() for h in range(n)]
+
+    def _merge(self, other: Quantile) -> None:
+        if other.num_units is None:
+            return
+        self._init_units(other.num_units)
+        self.count += other.count
+        self._min = torch.minimum(self._min, other._min.to(self.device))
+        self._max = torch.maximum(self._max, other._max.to(self.device))
+        for h, lv in enumerate(other._levels):
+            self._push(h, lv.to(self.device))
+        self._compress()

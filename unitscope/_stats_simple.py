@@ -1,0 +1,229 @@
+"""Exact statistics: per-unit top-k with locations, moments, class-conditional means (private)."""
+
+from __future__ import annotations
+
+import torch
+
+from unitscope._stats_base import Device, Stat, units_first
+
+
+def _device(device: Device) -> torch.device:
+    return torch.device(device) if device is not None else torch.device("cpu")
+
+
+class TopK(Stat):
+    """Per unit, the ``k`` largest per-image maxima and where they occurred.
+
+    ``add(x, index)``: ``x`` is ``[N, C, H, W]`` (the spatial maximum of each image competes, its
+    first position in row-major order is recorded) or ``[N, C]`` (y = x = 0); ``index`` ``[N]`` are
+    the images' global indices. Order is by value descending, ties by lower image index, so the
+    result is the same whatever the batching or sharding.
+    """
+
+    def __init__(self, k: int, device: Device = None) -> None:
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        self.k = int(k)
+        self.device = _device(device)
+        self.count = 0  # images seen
+        self.values: torch.Tensor | None = None  # [C, k] float32, -inf where empty
+        self.image: torch.Tensor | None = None  # [C, k] int64, -1 where empty
+        self.y: torch.Tensor | None = None
+        self.x: torch.Tensor | None = None
+
+    def add(self, x: torch.Tensor, index: torch.Tensor) -> None:
+        """Offer images ``x`` ``[N, C, H, W]`` or ``[N, C]`` with global indices ``index`` ``[N]``."""
+        x = x.detach().to(self.device, torch.float32)
+        if x.dim() not in (2, 4):
+            raise ValueError(f"expected [N, C] or [N, C, H, W], got shape {tuple(x.shape)}")
+        index = torch.as_tensor(index, dtype=torch.int64, device=self.device).reshape(-1)
+        if index.shape[0] != x.shape[0]:
+            raise ValueError(f"index has {index.shape[0]} entries for a batch of {x.shape[0]}")
+        n, c = x.shape[:2]
+        if x.dim() == 4:
+            flat = x.flatten(2)  # [N, C, H*W]
+            pos = flat.argmax(dim=2)  # first maximum
+            vals = flat.gather(2, pos[..., None])[..., 0]
+            ys, xs = pos // x.shape[3], pos % x.shape[3]
+        else:
+            vals, ys, xs = x, x.new_zeros(n, c, dtype=torch.int64), x.new_zeros(n, c, dtype=torch.int64)
+        self._init_units(c)
+        self.count += n
+        self._select(vals.t(), index[None, :].expand(c, n), ys.t(), xs.t())
+
+    def _init_units(self, c: int) -> None:
+        if self.values is None:
+            self.values = torch.full((c, self.k), -torch.inf, device=self.device)
+            self.image = torch.full((c, self.k), -1, dtype=torch.int64, device=self.device)
+            self.y = torch.zeros(c, self.k, dtype=torch.int64, device=self.device)
+            self.x = torch.zeros(c, self.k, dtype=torch.int64, device=self.device)
+        elif self.values.shape[0] != c:
+            raise ValueError(f"TopK holds {self.values.shape[0]} units, got a batch of {c}")
+
+    def _select(self, vals: torch.Tensor, image: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor) -> None:
+        """Keep the best k of the current entries and candidates (all ``[C, n]``)."""
+        vals = torch.cat([self.values, vals], dim=1)
+        image = torch.cat([self.image, image], dim=1)
+        ys, xs = torch.cat([self.y, ys], dim=1), torch.cat([self.x, xs], dim=1)
+        # two stable sorts give a total order: value descending, then image ascending
+        by_image = torch.sort(image, dim=1, stable=True).indices
+        by_value = torch.sort(vals.gather(1, by_image), dim=1, descending=True, stable=True).indices
+        best = by_image.gather(1, by_value)[:, : self.k]
+        self.values, self.image = vals.gather(1, best), image.gather(1, best)
+        self.y, self.x = ys.gather(1, best), xs.gather(1, best)
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(values, image, y, x)``, each ``[C, min(k, images seen)]``, best first."""
+        if self.values is None:
+            raise ValueError("TopK has no data yet: call add() first")
+        n = min(self.k, self.count)
+        return tuple(t[:, :n].clone() for t in (self.values, self.image, self.y, self.x))  # type: ignore[return-value]
+
+    def _config(self) -> dict[str, int]:
+        return {"k": self.k}
+
+    def _data(self) -> dict[str, torch.Tensor]:
+        data = {"count": torch.tensor(self.count, dtype=torch.int64)}
+        if self.values is not None:
+            data.update(values=self.values, image=self.image, y=self.y, x=self.x)
+        return data
+
+    def _set_data(self, arrays: dict[str, torch.Tensor]) -> None:
+        self.count = int(arrays["count"])
+        self.values, self.image = arrays.get("values"), arrays.get("image")
+        self.y, self.x = arrays.get("y"), arrays.get("x")
+
+    def _merge(self, other: TopK) -> None:
+        if other.values is None:
+            return
+        self._init_units(other.values.shape[0])
+        self.count += other.count
+        o = [t.to(self.device) for t in (other.values, other.image, other.y, other.x)]
+        self._select(*o)
+
+
+class Moments(Stat):
+    """Per-unit mean and variance, float64, merged with Chan et al.'s parallel formula.
+
+    ``add(x)``: ``x`` is ``[N, C]`` or ``[N, C, H, W]`` (every spatial position is a sample).
+    """
+
+    def __init__(self, device: Device = None) -> None:
+        self.device = _device(device)
+        self.count = 0
+        self._mean: torch.Tensor | None = None  # [C] float64
+        self._m2: torch.Tensor | None = None  # [C] float64, sum of squared deviations
+
+    def add(self, x: torch.Tensor) -> None:
+        """Add samples ``x``: ``[N, C]`` or ``[N, C, H, W]``."""
+        cols = units_first(x.detach().to(self.device, torch.float64))  # [C, M]
+        if cols.shape[1] == 0:
+            return
+        mean = cols.mean(dim=1)
+        m2 = ((cols - mean[:, None]) ** 2).sum(dim=1)
+        self._combine(cols.shape[1], mean, m2)
+
+    def _combine(self, n: int, mean: torch.Tensor, m2: torch.Tensor) -> None:
+        if self._mean is None:
+            self.count, self._mean, self._m2 = n, mean.clone(), m2.clone()
+            return
+        if mean.shape != self._mean.shape:
+            raise ValueError(f"Moments holds {self._mean.shape[0]} units, got {mean.shape[0]}")
+        total = self.count + n
+        delta = mean - self._mean
+        self._mean = self._mean + delta * (n / total)
+        self._m2 = self._m2 + m2 + delta**2 * (self.count * n / total)
+        self.count = total
+
+    def _require_data(self) -> None:
+        if self._mean is None:
+            raise ValueError("Moments has no data yet: call add() first")
+
+    def mean(self) -> torch.Tensor:
+        """``[C]`` float64."""
+        self._require_data()
+        return self._mean.clone()
+
+    def variance(self, unbiased: bool = True) -> torch.Tensor:
+        """``[C]`` float64; NaN for unbiased variance of a single sample."""
+        self._require_data()
+        dof = self.count - 1 if unbiased else self.count
+        return self._m2 / dof if dof > 0 else torch.full_like(self._m2, torch.nan)
+
+    def std(self, unbiased: bool = True) -> torch.Tensor:
+        return self.variance(unbiased).sqrt()
+
+    def _config(self) -> dict[str, int]:
+        return {}
+
+    def _data(self) -> dict[str, torch.Tensor]:
+        data = {"count": torch.tensor(self.count, dtype=torch.int64)}
+        if self._mean is not None:
+            data.update(mean=self._mean, m2=self._m2)
+        return data
+
+    def _set_data(self, arrays: dict[str, torch.Tensor]) -> None:
+        self.count = int(arrays["count"])
+        self._mean, self._m2 = arrays.get("mean"), arrays.get("m2")
+
+    def _merge(self, other: Moments) -> None:
+        if other._mean is not None:
+            self._combine(other.count, other._mean.to(self.device), other._m2.to(self.device))
+
+
+class ClassMeans(Stat):
+    """Per-class mean of every unit: ``add(x [N, C], y [N])`` with class labels in ``[0, K)``.
+
+    Sums are float64; ``mean()`` is NaN for classes never seen.
+    """
+
+    def __init__(self, num_classes: int, device: Device = None) -> None:
+        self.num_classes = int(num_classes)
+        self.device = _device(device)
+        self.sums: torch.Tensor | None = None  # [K, C] float64
+        self.counts = torch.zeros(self.num_classes, dtype=torch.int64, device=self.device)
+
+    @property
+    def count(self) -> torch.Tensor:
+        """Samples seen per class, ``[K]`` int64."""
+        return self.counts.clone()
+
+    def add(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Add samples ``x`` ``[N, C]`` with class labels ``y`` ``[N]``."""
+        if x.dim() != 2:
+            raise ValueError(f"expected x of shape [N, C], got {tuple(x.shape)}")
+        y = torch.as_tensor(y, device=self.device).reshape(-1).long()
+        if y.shape[0] != x.shape[0]:
+            raise ValueError(f"{y.shape[0]} labels for {x.shape[0]} samples")
+        if y.numel() and (y.min() < 0 or y.max() >= self.num_classes):
+            raise ValueError(f"labels must lie in [0, {self.num_classes}), got {y.min()}..{y.max()}")
+        if self.sums is None:
+            self.sums = torch.zeros(self.num_classes, x.shape[1], dtype=torch.float64, device=self.device)
+        self.sums.index_add_(0, y, x.detach().to(self.device, torch.float64))
+        self.counts += torch.bincount(y, minlength=self.num_classes)
+
+    def mean(self) -> torch.Tensor:
+        """``[K, C]`` float64."""
+        if self.sums is None:
+            raise ValueError("ClassMeans has no data yet: call add() first")
+        return self.sums / self.counts[:, None].double()  # 0 / 0 -> NaN for unseen classes
+
+    def _config(self) -> dict[str, int]:
+        return {"num_classes": self.num_classes}
+
+    def _data(self) -> dict[str, torch.Tensor]:
+        data = {"counts": self.counts}
+        if self.sums is not None:
+            data["sums"] = self.sums
+        return data
+
+    def _set_data(self, arrays: dict[str, torch.Tensor]) -> None:
+        self.counts, self.sums = arrays["counts"], arrays.get("sums")
+
+    def _merge(self, other: ClassMeans) -> None:
+        if other.sums is None:
+            return
+        if self.sums is None:
+            self.sums = torch.zeros_like(other.sums, device=self.device)
+        self.sums += other.sums.to(self.device)
+        self.counts += other.counts.to(self.device)

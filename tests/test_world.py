@@ -127,20 +127,24 @@ def test_same_seed_same_bytes_any_workers_other_seed_differs(tmp_path):
     assert sum(da[k] != dc[k] for k in da) > 50
 
 
-def test_make_world_is_idempotent_and_rebuilds_half_written_folders(tmp_path):
+def test_make_world_is_idempotent_resumes_and_rebuilds(tmp_path):
     out = make_world(tmp_path / "w", n=6, size=32, seed=0, workers=1, progress=False)
     marker = json.loads((out / MARKER).read_text())
     assert marker["n"] == 6 and marker["mask_size"] == 16 and not (out / PARTIAL).exists()
+    whole = _tree_digest(out)
     jpg = out / "images" / "world" / "000002.jpg"
     stamp = jpg.stat().st_mtime_ns
     make_world(out, n=6, size=32, seed=0, workers=1, progress=False)
     assert jpg.stat().st_mtime_ns == stamp  # complete and same parameters: nothing rewritten
-    good = jpg.read_bytes()
-    jpg.write_bytes(b"damaged")
+    # as an interrupted run leaves it: no marker, tables missing, image 4 half done, a temporary file
     (out / MARKER).unlink()
-    (out / PARTIAL).write_text("{}")  # as a crash leaves it
+    (out / "label.csv").unlink()
+    (out / PARTIAL).write_text(json.dumps(marker))
+    (out / "images/world/000004.jpg").unlink()
+    (out / "images/world/000004_part.png").write_bytes(b"half")
+    (out / "images/world/.000005.jpg.tmp").write_bytes(b"half")
     make_world(out, n=6, size=32, seed=0, workers=1, progress=False)
-    assert jpg.read_bytes() == good
+    assert _tree_digest(out) == whole and jpg.stat().st_mtime_ns == stamp  # completed, whole images kept
     make_world(out, n=4, size=32, seed=0, workers=1, progress=False)  # other parameters: rebuilt
     assert len(_rows(out, "index.csv")) == 4 and not (out / "images" / "world" / "000005.jpg").exists()
     foreign = tmp_path / "mine"

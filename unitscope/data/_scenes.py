@@ -333,10 +333,15 @@ COMPOSERS = {"street": street, "forest": forest, "beach": beach, "ski_slope": sk
 assert list(COMPOSERS) == SCENES
 
 
+def scene_of(seed: int, index: int) -> int:
+    """Scene class of image ``index``: balanced classes; the rest of the randomness is per image."""
+    return (index + seed) % len(SCENES)
+
+
 def render_scene(seed: int, index: int, size: int = 224):
     """Render image ``index`` of the world ``seed``: (rgb uint8 [S, S, 3], layers, scene index)."""
     rng = np.random.default_rng([seed, index])
-    scene = (index + seed) % len(SCENES)  # balanced classes; the rest of the randomness is per image
+    scene = scene_of(seed, index)
     cv = Canvas(size, rng)
     COMPOSERS[SCENES[scene]](cv)
     rgb, layers = cv.finish()

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from unitscope.data._scenes import render_scene
+from unitscope.data._scenes import render_scene, scene_of
 from unitscope.data._vocab import CATEGORIES, NUM_LABELS, PIXEL_CATEGORIES, SCENES, VOCAB, color_labels
 from unitscope.runs import atomic_write_text
 
@@ -77,22 +77,40 @@ def _png(label: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _write_one(job: tuple[str, int, int, int, int]) -> tuple[int, int, dict[str, tuple[np.ndarray, np.ndarray]]]:
-    """Render and write image ``i``; return (i, scene, {cat: (labels present, pixel fractions)})."""
-    out, seed, i, size, sh = job
-    im = render_image(seed, i, size, sh)
-    folder = Path(out) / "images" / IMAGE_DIR
-    buf = io.BytesIO()
-    Image.fromarray(im.rgb).save(buf, format="JPEG", quality=JPEG_QUALITY, subsampling=0)
-    (folder / f"{i:06d}.jpg").write_bytes(buf.getvalue())
+def _put(path: Path, data: bytes) -> None:
+    """Write ``data`` under a temporary name and rename it: a file with its final name is whole."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _stats(labels: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     stats = {}
     for cat in PIXEL_CATEGORIES:
-        lab = im.labels[cat]
-        (folder / f"{i:06d}_{cat}.png").write_bytes(_png(lab))
-        counts = np.bincount(lab.ravel(), minlength=NUM_LABELS)
+        counts = np.bincount(labels[cat].ravel(), minlength=NUM_LABELS)
         present = np.flatnonzero(counts[1:]) + 1
-        stats[cat] = (present, counts[present] / lab.size)
-    return i, im.scene, stats
+        stats[cat] = (present, counts[present] / labels[cat].size)
+    return stats
+
+
+def _write_one(job: tuple[str, int, int, int, int, bool]) -> tuple[int, int, dict]:
+    """Render and write image ``i`` (masks first, JPEG last); return (i, scene, {cat: (labels, fractions)}).
+    With ``resume``, an image whose files all exist is read back instead of rendered again."""
+    out, seed, i, size, sh, resume = job
+    folder = Path(out) / "images" / IMAGE_DIR
+    jpg = folder / f"{i:06d}.jpg"
+    masks = {cat: folder / f"{i:06d}_{cat}.png" for cat in PIXEL_CATEGORIES}
+    if resume and jpg.exists() and all(p.exists() for p in masks.values()):
+        from unitscope.data.broden import decode_mask
+
+        return i, scene_of(seed, i), _stats({cat: decode_mask(p) for cat, p in masks.items()})
+    im = render_image(seed, i, size, sh)
+    for cat, path in masks.items():
+        _put(path, _png(im.labels[cat]))
+    buf = io.BytesIO()
+    Image.fromarray(im.rgb).save(buf, format="JPEG", quality=JPEG_QUALITY, subsampling=0)
+    _put(jpg, buf.getvalue())
+    return i, im.scene, _stats(im.labels)
 
 
 def _params(n: int, size: int, seed: int, mask_size: int) -> dict:
@@ -100,22 +118,25 @@ def _params(n: int, size: int, seed: int, mask_size: int) -> dict:
             "n": n, "size": size, "seed": seed, "mask_size": mask_size}
 
 
-def _prepare(out: Path, params: dict) -> bool:
-    """True if ``out`` already holds this complete world; otherwise clear our old files out of it."""
+def _prepare(out: Path, params: dict) -> str:
+    """Return "done" if ``out`` holds this complete world; "resume" if it holds this world half-written
+    (files are renamed into place whole, so those present are kept); else "fresh", after clearing
+    our old files out of it."""
     marker, partial = out / MARKER, out / PARTIAL
-    if marker.exists():
-        try:
-            if json.loads(marker.read_text()) == params:
-                return True
-        except (ValueError, OSError):
-            pass
-    elif out.exists() and any(out.iterdir()) and not partial.exists():
+    for path, state in ((marker, "done"), (partial, "resume")):
+        if path.exists():
+            try:
+                if json.loads(path.read_text()) == params:
+                    return state
+            except (ValueError, OSError):
+                pass
+    if out.exists() and any(out.iterdir()) and not (marker.exists() or partial.exists()):
         raise ValueError(f"{out} exists, is not empty and is not a probe world; choose a new folder")
-    # ours (complete with other parameters, or half-written): never trusted, rebuilt from scratch
+    # ours, made with other parameters: rebuilt from scratch
     for name in [MARKER, "index.csv", "label.csv", "category.csv"] + [f"c_{c}.csv" for c in CATEGORIES]:
         (out / name).unlink(missing_ok=True)
     shutil.rmtree(out / "images" / IMAGE_DIR, ignore_errors=True)
-    return False
+    return "fresh"
 
 
 def make_world(out: str | Path, n: int, size: int = 224, seed: int = 0, workers: int | None = None,
@@ -123,8 +144,9 @@ def make_world(out: str | Path, n: int, size: int = 224, seed: int = 0, workers:
     """Write a Broden-format probe world of ``n`` images of ``size``² pixels into ``out``.
 
     Masks are ``mask_size``² (default ``size // 2``, as Broden). Idempotent: a folder that already
-    holds a complete world with the same parameters is returned at once; a half-written one is
-    rebuilt. ``workers`` processes render in parallel (default: all cores); output is
+    holds a complete world with the same parameters is returned at once; a half-written one (an
+    interrupted run) is completed: images whose files are all present are kept (every file is
+    renamed into place whole), the rest are rendered again. ``workers`` processes render in parallel (default: all cores); output is
     byte-identical for any number of workers.
     """
     if n < 1:
@@ -136,15 +158,18 @@ def make_world(out: str | Path, n: int, size: int = 224, seed: int = 0, workers:
         raise ValueError(f"mask_size must be between 1 and size ({size}), got {mask_size}")
     out = Path(out)
     params = _params(n, size, seed, sh)
-    if _prepare(out, params):
+    state = _prepare(out, params)
+    if state == "done":
         return out
     (out / "images" / IMAGE_DIR).mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / PARTIAL, json.dumps(params, indent=1) + "\n")
+    for tmp in (out / "images" / IMAGE_DIR).glob(".*.tmp"):  # left by an interrupted run
+        tmp.unlink()
 
     freq = {c: np.zeros(NUM_LABELS, np.int64) for c in CATEGORIES}
     cov = {c: np.zeros(NUM_LABELS, np.float64) for c in CATEGORIES}
     scenes = np.zeros(n, np.int64)
-    jobs = [(str(out), seed, i, size, sh) for i in range(n)]
+    jobs = [(str(out), seed, i, size, sh, state == "resume") for i in range(n)]
     workers = (os.cpu_count() or 1) if workers is None else max(1, int(workers))
     from tqdm import tqdm
 

@@ -105,7 +105,8 @@ def test_missing_mask_file(broden_like):
 
 def test_wrong_mask_size(broden_like):
     _mask(broden_like / "images/pascal/c_object.png", np.full((5, 4), 3))
-    with pytest.raises(ValueError, match=r"index\.csv line 4: mask pascal/c_object\.png: is 5x4, expected sh x sw = 4x4"):
+    msg = r"index\.csv line 4: mask pascal/c_object\.png: is 5x4, expected sh x sw = 4x4"
+    with pytest.raises(ValueError, match=msg):
         BrodenDataset(broden_like)
 
 

@@ -68,7 +68,8 @@ def house(cv: Canvas, x, yb, w, h):
     if rng.random() < 0.6:
         cv.paint(cv.rect(dx, yb - dh, dx + dw, yb), material("wood", col(cv, "brown"), s), o, P["door"], M["wood"])
     else:
-        cv.paint(cv.rect(dx, yb - dh, dx + dw, yb), plain(col(cv, "red", "blue", "green", "black", "white")), o, P["door"])
+        cv.paint(cv.rect(dx, yb - dh, dx + dw, yb), plain(col(cv, "red", "blue", "green", "black", "white")), o,
+                 P["door"])
     glass = col(cv, "blue", "yellow", "black", "white")
     nx, ny = int(rng.integers(1, 4)), int(rng.integers(1, 3))
     ww, wh = w / (2 * nx + 1), h / (2.6 * ny + 1)
@@ -196,7 +197,8 @@ def bed(cv: Canvas, x, yb, w):
     cv.paint(cv.rect(mx0, yb - w * 0.12, mx1, yb), wood, o, 0, M["wood"])
     blanket = cv.rect(mx0, yb - w * 0.3, mx1, yb - w * 0.1)
     if rng.random() < 0.6:
-        patterned(cv, blanket, o, P["blanket"], kinds=["checkered", "striped", "dotted", "zigzagged", "wavy", "grid", "speckled"],
+        patterned(cv, blanket, o, P["blanket"],
+                  kinds=["checkered", "striped", "dotted", "zigzagged", "wavy", "grid", "speckled"],
                   mat="fabric", period=w * rng.uniform(0.06, 0.12))
     else:
         cv.paint(blanket, material("fabric", col(cv, *COLOR_RGB), s), o, P["blanket"], M["fabric"])
@@ -268,7 +270,8 @@ def fence(cv: Canvas, x0, x1, yb, h):
     base = col(cv, "brown", "white", "brown") if kind == "wood" else col(cv, "grey", "black", "orange")
     sp = h * rng.uniform(0.35, 0.6)
     pw = sp * rng.uniform(0.3, 0.55)
-    pieces = [cv.polygon([(px, yb), (px, yb - h * 0.85), (px + pw / 2, yb - h), (px + pw, yb - h * 0.85), (px + pw, yb)])
+    pieces = [cv.polygon([(px, yb), (px, yb - h * 0.85), (px + pw / 2, yb - h), (px + pw, yb - h * 0.85),
+                          (px + pw, yb)])
               for px in np.arange(x0, x1, sp)]
     rh = max(1.5, h * 0.1)
     pieces += [cv.rect(x0, yb - h * f, x1, yb - h * f + rh) for f in (0.7, 0.35)]

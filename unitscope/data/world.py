@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 from unitscope.data._scenes import render_scene, scene_of
-from unitscope.data._vocab import CATEGORIES, NUM_LABELS, PIXEL_CATEGORIES, SCENES, VOCAB, color_labels
+from unitscope.data._vocab import CATEGORIES, NUM_LABELS, PIXEL_CATEGORIES, VOCAB, color_labels
 from unitscope.runs import atomic_write_text
 
 GENERATOR_VERSION = 1
@@ -146,7 +146,8 @@ def make_world(out: str | Path, n: int, size: int = 224, seed: int = 0, workers:
     Masks are ``mask_size``² (default ``size // 2``, as Broden). Idempotent: a folder that already
     holds a complete world with the same parameters is returned at once; a half-written one (an
     interrupted run) is completed: images whose files are all present are kept (every file is
-    renamed into place whole), the rest are rendered again. ``workers`` processes render in parallel (default: all cores); output is
+    renamed into place whole), the rest are rendered again. ``workers`` processes render in
+    parallel (default: all cores); output is
     byte-identical for any number of workers.
     """
     if n < 1:
@@ -209,7 +210,8 @@ def _write_tables(out: Path, n, size, sh, scenes, freq, cov) -> None:
         split = "val" if i % VAL_EVERY == VAL_EVERY - 1 else "train"
         cells = {c: f"{IMAGE_DIR}/{i:06d}_{c}.png" for c in PIXEL_CATEGORIES}
         cells["scene"] = str(VOCAB["scene"][scenes[i]][1])
-        rows.append(f"{IMAGE_DIR}/{i:06d}.jpg,{split},{size},{size},{sh},{sh}," + ",".join(cells[c] for c in CATEGORIES))
+        rows.append(f"{IMAGE_DIR}/{i:06d}.jpg,{split},{size},{size},{sh},{sh},"
+                    + ",".join(cells[c] for c in CATEGORIES))
     atomic_write_text(out / "index.csv", "\n".join(rows) + "\n")
 
     labels = ["number,name,category,frequency,coverage,syns"]

@@ -1,0 +1,183 @@
+"""The tally driver: batching, checkpoints, resume (also after a real SIGKILL), keys, torchrun."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import Dataset
+
+from unitscope.runs import load_arrays
+from unitscope.stats import CombinedStat, Moments, Quantile, TopK, load_stat
+from unitscope.tally import TallyKeyError, reduce_across_ranks, tally
+
+JOB = Path(__file__).with_name("_tally_job.py")
+ROOT = JOB.parent.parent
+
+
+class Counting(Dataset):
+    """Item i: a [2, 3, 3] tensor seeded with i; records which items were loaded."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.loaded = n, []
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        self.loaded.append(i)
+        return torch.randn(2, 3, 3, generator=torch.Generator().manual_seed(i))
+
+
+def new_stat() -> CombinedStat:
+    return CombinedStat(q=Quantile(resolution=16), top=TopK(3), m=Moments())
+
+
+def consume(stat: CombinedStat, data: Dataset, run_dir: Path | None, stop_after: int | None = None,
+            **kw) -> int:
+    """Run the loop body over tally's batches; return how many batches it ran for."""
+    ran = 0
+    for index, x in tally(stat, data, batch_size=4, run_dir=run_dir, key={"job": "t"},
+                          checkpoint_every=2, with_index=True, progress=False, **kw):
+        stat.q.add(x)
+        stat.top.add(x, index)
+        stat.m.add(x)
+        ran += 1
+        if stop_after is not None and ran == stop_after:
+            raise KeyboardInterrupt
+    return ran
+
+
+def assert_same(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
+    assert sorted(a) == sorted(b)
+    for k in a:  # runs.save_arrays stores 0-d arrays as shape (1,): compare values
+        assert np.array_equal(a[k].reshape(-1), b[k].reshape(-1)), k
+
+
+def test_tally_yields_every_item_in_order_with_indices() -> None:
+    data = Counting(10)
+    seen = [index for index, _ in tally(new_stat(), data, batch_size=4, with_index=True, progress=False)]
+    assert [t.tolist() for t in seen] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    plain = list(tally(new_stat(), Counting(3), batch_size=2, progress=False))
+    assert [b.shape[0] for b in plain] == [2, 1]
+    assert torch.equal(plain[0][1], Counting(3)[1])
+
+
+def test_interrupted_tally_resumes_bit_identically_without_reloading(tmp_path: Path) -> None:
+    whole = new_stat()
+    assert consume(whole, Counting(22), tmp_path / "whole") == 6
+    data, stat = Counting(22), new_stat()
+    with pytest.raises(KeyboardInterrupt):
+        consume(stat, data, tmp_path / "cut", stop_after=5)  # checkpoint after batch 4
+    data.loaded.clear()
+    resumed = new_stat()
+    assert consume(resumed, data, tmp_path / "cut") == 2  # batches 5 and 6
+    assert min(data.loaded) == 16  # items of finished batches were never loaded
+    assert_same(resumed.state_dict(), whole.state_dict())
+    assert_same(load_arrays(tmp_path / "cut" / "tally.result.safetensors"), whole.state_dict())
+    assert not list((tmp_path / "cut").glob("tally.checkpoint*"))
+
+
+def test_finished_tally_loads_its_result_and_yields_nothing(tmp_path: Path) -> None:
+    first = new_stat()
+    consume(first, Counting(9), tmp_path)
+    again = new_stat()
+    assert consume(again, Counting(9), tmp_path) == 0
+    assert_same(again.state_dict(), first.state_dict())
+    assert again.top.result()[0].shape == (2, 3)
+
+
+def test_changed_key_is_refused_with_the_fields_that_differ(tmp_path: Path) -> None:
+    consume(new_stat(), Counting(9), tmp_path)
+    with pytest.raises(TallyKeyError, match=r"(?s)items: saved 9, now 10.*fresh=True"):
+        consume(new_stat(), Counting(10), tmp_path)
+    with pytest.raises(TallyKeyError, match=r"stat: saved"):
+        list(tally(CombinedStat(q=Quantile(32)), Counting(9), batch_size=4, run_dir=tmp_path,
+                   key={"job": "t"}, progress=False))
+    assert consume(new_stat(), Counting(10), tmp_path, fresh=True) == 3
+
+
+def test_on_checkpoint_runs_before_each_checkpoint_and_the_result(tmp_path: Path) -> None:
+    seen: list[tuple[int, bool]] = []
+    stat = new_stat()
+
+    def flush() -> None:
+        ck = tmp_path / "tally.checkpoint.rank0.safetensors"
+        batches = int(load_arrays(ck)["tally.batches"].reshape(-1)[0]) if ck.exists() else 0
+        seen.append((batches, (tmp_path / "tally.done.json").exists()))
+
+    consume(stat, Counting(22), tmp_path, on_checkpoint=flush)  # 6 batches, checkpoints at 2, 4
+    assert seen == [(0, False), (2, False), (4, False)]
+
+
+def test_reduce_across_ranks_is_identity_without_torch_distributed() -> None:
+    stat = Moments()
+    stat.add(torch.ones(3, 2))
+    assert reduce_across_ranks(stat) is stat and stat.count == 3
+
+
+def _run_job(run_dir: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, str(JOB), str(run_dir), str(out), *extra],
+                          env=env, capture_output=True, text=True, timeout=300, check=True)
+
+
+@pytest.mark.slow
+def test_real_sigkill_then_rerun_is_bit_identical(tmp_path: Path) -> None:
+    _run_job(tmp_path / "whole", tmp_path / "whole.safetensors")
+    run_dir = tmp_path / "killed"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, str(JOB), str(run_dir), str(tmp_path / "x.safetensors"),
+                             "--sleep", "0.15"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    checkpoint = run_dir / "tally.checkpoint.rank0.safetensors"
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists():
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert not (run_dir / "tally.done.json").exists()
+    resumed = _run_job(run_dir, tmp_path / "resumed.safetensors")
+    ran = int(resumed.stdout.split()[-1])
+    assert 0 < ran < 30  # 240 items in batches of 8: it resumed part-way
+    whole = load_arrays(tmp_path / "whole.safetensors")
+    assert_same(load_arrays(tmp_path / "resumed.safetensors"), whole)
+    again = _run_job(run_dir, tmp_path / "again.safetensors")
+    assert again.stdout.split()[-1] == "0"
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks_merge_to_the_single_process_result(tmp_path: Path) -> None:
+    single = _run_job(tmp_path / "single", tmp_path / "single.safetensors", "--items", "100")
+    assert single.stdout.split()[-1] == "13"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(JOB), str(tmp_path / "multi"), str(tmp_path / "multi.safetensors"), "--items", "100"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("batches 7") == 2  # 50 items per rank in batches of 8
+    one, two = load_stat(tmp_path / "single.safetensors"), load_stat(tmp_path / "multi.safetensors")
+    for a, b in zip(one.top.result(), two.top.result()):
+        assert torch.equal(a, b)
+    torch.testing.assert_close(one.m.mean(), two.m.mean(), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(one.m.variance(), two.m.variance(), rtol=1e-12, atol=1e-12)
+    assert one.q.count == two.q.count == 100 * 16
+    assert all(torch.equal(a, b) for a, b in zip(one.q.minmax(), two.q.minmax()))
+    data = torch.stack([torch.relu(torch.randn(3, 4, 4, generator=torch.Generator().manual_seed(i))) * 2
+                        for i in range(100)]).permute(1, 0, 2, 3).reshape(3, -1)
+    for q in (0.1, 0.5, 0.9):
+        below = (data <= two.q.quantiles(q)[:, None]).double().mean(1)
+        strictly = (data < two.q.quantiles(q)[:, None]).double().mean(1)
+        assert ((strictly - 0.05 <= q) & (q <= below + 0.05)).all(), q  # resolution 64
+    # the result and marker were written once, by rank 0, and the checkpoints removed
+    assert (tmp_path / "multi" / "tally.done.json").exists()
+    assert not list((tmp_path / "multi").glob("tally.checkpoint*"))

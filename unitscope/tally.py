@@ -1,0 +1,216 @@
+"""Run statistics over a data set: batching, progress, checkpoints, resume, and torchrun shards.
+
+    stat = CombinedStat(q=Quantile(), top=TopK(10))
+    for index, images in tally(stat, dataset, batch_size=32, run_dir=run / "pass1",
+                               key={"model": "lite0", "layer": "blocks.4"}, with_index=True):
+        acts = model(images)                       # your code: [N, C, H, W]
+        stat.q.add(acts)
+        stat.top.add(acts, index)
+    stat.q.quantiles(0.995)                        # the result, loaded from disk on a rerun
+
+The loop body is yours; a batch counts as done once the body has run for it. Every
+``checkpoint_every`` batches the statistic's state is written atomically into ``run_dir``; a run
+started again with the same ``key`` resumes after the last checkpoint without loading the finished
+batches, and its result is bit-identical to an uninterrupted run. A finished tally writes its
+result and a marker; running it again yields nothing and leaves the loaded result in ``stat``.
+Under ``torchrun`` each rank takes a contiguous shard, and at the end the shards are merged so
+every rank holds the global result.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from unitscope._stats_base import decode_str, encode_str
+from unitscope.runs import atomic_write_text, load_arrays, save_arrays
+from unitscope.stats import Stat, stat_from_state_dict
+
+__all__ = ["TallyKeyError", "reduce_across_ranks", "tally"]
+
+RESULT = "tally.result.safetensors"
+DONE = "tally.done.json"
+_META = "tally."  # prefix of the bookkeeping arrays stored next to the statistic's state
+
+
+class TallyKeyError(ValueError):
+    """``run_dir`` holds a tally made with different settings."""
+
+
+def tally(
+    stat: Stat,
+    dataset: Dataset,
+    *,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    collate_fn: Callable[[list[Any]], Any] | None = None,
+    run_dir: str | Path | None = None,
+    key: Mapping[str, Any] | None = None,
+    checkpoint_every: int = 50,
+    on_checkpoint: Callable[[], None] | None = None,
+    progress: bool = True,
+    fresh: bool = False,
+    with_index: bool = False,
+    desc: str | None = None,
+) -> Iterator[Any]:
+    """Yield the batches of ``dataset`` (in order) that ``stat`` has not seen yet.
+
+    Yields ``batch``, or ``(index, batch)`` with ``with_index=True`` (``index``: the items'
+    global positions in ``dataset``, LongTensor ``[B]``). ``key``: JSON-able facts the result
+    depends on (model, layer, data...); batch size, data set length and the statistic's
+    configuration are added to it. ``on_checkpoint`` runs just before each checkpoint and before
+    the final result is written (flush your own side outputs there). ``fresh=True`` discards what
+    ``run_dir`` holds for this tally.
+    """
+    if batch_size < 1 or checkpoint_every < 1:
+        raise ValueError("batch_size and checkpoint_every must be at least 1")
+    rank, world = _rank_world()
+    total_items = len(dataset)  # type: ignore[arg-type]
+    lo, hi = total_items * rank // world, total_items * (rank + 1) // world
+    num_batches = -(-(hi - lo) // batch_size)
+    full_key = _full_key(key, batch_size=batch_size, items=total_items, stat=stat)
+    folder = Path(run_dir) if run_dir is not None else None
+    checkpoint = folder / f"tally.checkpoint.rank{rank}.safetensors" if folder else None
+
+    done = 0
+    if folder is not None:
+        if fresh:
+            _discard(folder, rank)
+        if (folder / DONE).exists():
+            _check_key(folder, json.loads((folder / DONE).read_text())["key"], full_key)
+            stat.load_state_dict(_strip(load_arrays(folder / RESULT)))
+            return
+        if checkpoint.exists():
+            saved = load_arrays(checkpoint)
+            _check_key(folder, json.loads(decode_str(saved[_META + "key"])), full_key)
+            saved_world = int(saved[_META + "world_size"].reshape(-1)[0])
+            if saved_world != world:
+                raise TallyKeyError(
+                    f"{checkpoint} was written by a run with {saved_world} processes, this one has "
+                    f"{world}; resume with the same number, or start over with fresh=True (--fresh)"
+                )
+            stat.load_state_dict(_strip(saved))
+            done = int(saved[_META + "batches"].reshape(-1)[0])
+
+    start = min(hi, lo + done * batch_size)
+    loader = DataLoader(
+        Subset(dataset, range(start, hi)),  # finished batches are skipped, never loaded
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=collate_fn,
+        pin_memory=False,
+    )
+    bar = _progress_bar(num_batches, done, progress and rank == 0, desc)
+    try:
+        for batch in loader:
+            first = lo + done * batch_size
+            if with_index:
+                yield torch.arange(first, min(first + batch_size, hi)), batch
+            else:
+                yield batch
+            done += 1
+            bar.update(1)
+            if checkpoint is not None and done % checkpoint_every == 0 and done < num_batches:
+                if on_checkpoint is not None:
+                    on_checkpoint()
+                _save_checkpoint(checkpoint, stat, full_key, done, world)
+    finally:
+        bar.close()
+
+    if on_checkpoint is not None:
+        on_checkpoint()
+    reduce_across_ranks(stat)
+    if folder is not None:
+        if rank == 0:
+            save_arrays(folder / RESULT, stat.state_dict())
+            atomic_write_text(folder / DONE, json.dumps({"key": full_key, "batches": done}, indent=1))
+        if world > 1:
+            dist.barrier()
+        if checkpoint.exists():
+            checkpoint.unlink()
+
+
+def reduce_across_ranks(stat: Stat) -> Stat:
+    """Under torch.distributed, merge every rank's ``stat`` (in rank order) so that all ranks hold
+    the global result; without it, return ``stat`` unchanged. Uses ``all_gather_object``, so it
+    works over gloo (CPU) as well as NCCL."""
+    rank, world = _rank_world()
+    if world == 1:
+        return stat
+    states: list[Any] = [None] * world
+    dist.all_gather_object(states, stat.state_dict())
+    merged = stat_from_state_dict(states[0])
+    for sd in states[1:]:
+        merged.merge(stat_from_state_dict(sd))
+    stat.load_state_dict(merged.state_dict())
+    return stat
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def _rank_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _full_key(key: Mapping[str, Any] | None, **facts: Any) -> dict[str, Any]:
+    full = dict(key or {})
+    facts["stat"] = repr(facts["stat"])
+    for name, value in facts.items():
+        if name in full and full[name] != value:
+            raise ValueError(f"key[{name!r}]={full[name]!r} contradicts the tally's own {name}={value!r}")
+        full[name] = value
+    try:  # normalise through JSON, as it will be compared with a saved copy
+        return json.loads(json.dumps(full, sort_keys=True))
+    except TypeError as e:
+        raise TypeError(f"tally key must be JSON-serialisable (str, int, float, lists, dicts): {e}") from e
+
+
+def _check_key(folder: Path, saved: dict[str, Any], now: dict[str, Any]) -> None:
+    if saved == now:
+        return
+    diffs = [
+        f"  {name}: saved {saved.get(name, '<absent>')!r}, now {now.get(name, '<absent>')!r}"
+        for name in sorted(set(saved) | set(now))
+        if saved.get(name) != now.get(name)
+    ]
+    raise TallyKeyError(
+        f"{folder} holds a tally made with different settings:\n" + "\n".join(diffs) + "\n"
+        "Use another run folder, or start over with fresh=True (CLI: --fresh)."
+    )
+
+
+def _save_checkpoint(path: Path, stat: Stat, key: dict[str, Any], done: int, world: int) -> None:
+    arrays = dict(stat.state_dict())
+    arrays[_META + "key"] = encode_str(json.dumps(key, sort_keys=True))
+    arrays[_META + "batches"] = np.array(done, dtype=np.int64)
+    arrays[_META + "world_size"] = np.array(world, dtype=np.int64)
+    save_arrays(path, arrays)  # atomic: a kill leaves the previous checkpoint intact
+
+
+def _strip(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {k: v for k, v in arrays.items() if not k.startswith(_META)}
+
+
+def _discard(folder: Path, rank: int) -> None:
+    names = [f"tally.checkpoint.rank{rank}.safetensors"] + ([DONE, RESULT] if rank == 0 else [])
+    for name in names:
+        (folder / name).unlink(missing_ok=True)
+    if _rank_world()[1] > 1:
+        dist.barrier()  # nobody reads the marker before rank 0 has removed it
+
+
+def _progress_bar(total: int, initial: int, enabled: bool, desc: str | None) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, disable=not enabled, desc=desc, unit="batch", dynamic_ncols=True)

@@ -75,6 +75,8 @@ def test_reads_real_broden_conventions(broden_like):
     assert b["labels"].abs().sum() == 0 and b["image_labels"].tolist() == [7, 8] and b["scene"] == -1
     assert ds.split_of(2) == "val" and c["index"] == 2 and c["labels"][0].unique().tolist() == [3]
     assert a["image"].shape == (3, 8, 8) and abs(float(a["image"][0].mean()) - 200 / 255) < 0.03
+    assert set(ds.get(0, image=False)) == {"index", "scene", "category_present", "labels", "image_labels"}
+    assert set(ds.get(0, labels=False)) == {"index", "scene", "category_present", "image"}
     batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=3)))
     assert batch["labels"].shape == (3, 3, 4, 4) and batch["image_labels"].shape == (3, 2)
     only = BrodenDataset(broden_like, categories=["part"], split="train",

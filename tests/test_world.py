@@ -159,7 +159,7 @@ def test_round_trip_through_the_reader(world):
     assert ds.categories == ["color", "object", "part", "material", "scene", "texture"]
     assert ds.mask_size == (SIZE // 2, SIZE // 2) and ds.image_size == (SIZE, SIZE)
     assert ds.scene_names == ["street", "forest", "beach", "ski_slope", "bedroom", "harbour", "field", "kitchen"]
-    assert ds.label_names[C["red"]] == "red-c" and ds.label_category[0] == -1
+    assert ds.label_names[C["red"]] == "red" and ds.label_category[0] == -1
     assert ds.label_category[O["house"]] == 1 and ds.label_category[P["roof"]] == 2
     for i in (0, 7, 33):
         item = ds[i]

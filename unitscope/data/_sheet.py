@@ -18,10 +18,10 @@ from unitscope.data._vocab import COLOR_RGB
 
 
 def label_colors(names: list[str]) -> np.ndarray:
-    """uint8 [L, 3]: a distinct colour per label; colour-category labels (``red-c``) get their own colour."""
+    """uint8 [L, 3]: a distinct colour per label; colour names (``red``, Broden's ``red-c``) get their colour."""
     out = np.zeros((len(names), 3), np.uint8)
     for n, name in enumerate(names):
-        base = name[:-2] if name.endswith("-c") else None
+        base = name[:-2] if name.endswith("-c") else name
         if base in COLOR_RGB:
             out[n] = COLOR_RGB[base]
         elif n:

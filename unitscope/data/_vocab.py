@@ -1,13 +1,13 @@
 """The probe world's label vocabulary and colour naming.
 
     from unitscope.data._vocab import VOCAB, O, P, M, T, color_labels
-    VOCAB["color"][0]        # ("red-c", 1): (Broden name, global label number)
+    VOCAB["color"][0]        # ("red", 1): (name, global label number)
     O["house"], P["roof"]    # global label numbers used in the mask PNGs
     color_labels(rgb_uint8)  # [h, w] uint16 colour label of every pixel
 
 Label numbers are global and fixed (the same for every world): colour, object, part, material,
-scene, texture in Broden's order. Colour and scene names carry Broden's ``-c`` / ``-s`` suffixes,
-so our world and the real Broden spell labels alike.
+scene, texture in Broden's order. Names are plain and unique across categories (``red``,
+``street``); the real Broden spells colours and scenes ``red-c``, ``street-s``.
 """
 
 from __future__ import annotations
@@ -51,11 +51,11 @@ SCENES = ["street", "forest", "beach", "ski_slope", "bedroom", "harbour", "field
 TEXTURES = ["striped", "dotted", "checkered", "zigzagged", "grid", "wavy", "speckled", "scaly", "banded"]
 
 _NAMES = {
-    "color": [f"{c}-c" for c in COLORS],
+    "color": COLORS,
     "object": OBJECTS,
     "part": PARTS,
     "material": MATERIALS,
-    "scene": [f"{s}-s" for s in SCENES],
+    "scene": SCENES,
     "texture": TEXTURES,
 }
 

@@ -86,6 +86,7 @@ class BrodenDataset(torch.utils.data.Dataset):
     padded; ``category_present`` bool [G], which requested categories the row annotates; ``scene``
     the scene class index into ``scene_names`` (-1 without one).
 
+    ``get(i, image=False)`` / ``get(i, labels=False)`` skip decoding what a caller does not need.
     ``label_category[n]`` is the index into ``categories`` of label ``n``'s primary category (the
     one where the label occurs most often), or -1 for label 0 and labels of other categories.
     """
@@ -304,27 +305,31 @@ class BrodenDataset(torch.utils.data.Dataset):
             return im.convert("RGB")
 
     def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.get(i)
+
+    def get(self, i: int, image: bool = True, labels: bool = True) -> dict[str, Any]:
+        """``ds[i]``, leaving out the image (no JPEG decode) or the label planes (no PNG decode) when
+        a caller does not need them: ``index``, ``scene`` and ``category_present`` always come."""
         rel_image, _, line, masks, numbers, present, scene = self._records[i]
-        img = self.load_image(i)
-        if self.transform is not None:
-            image = self.transform(img)
-        else:
-            image = torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).float().div_(255)
-        labels = np.zeros((self.num_planes,) + tuple(self.mask_size), np.int64)
-        used = dict.fromkeys(range(len(self.categories)), 0)
-        for g, rel in masks:
-            labels[self._plane_start[g] + used[g]] = self._load_mask(line, rel)
-            used[g] += 1
-        image_labels = torch.zeros(self.num_image_labels, dtype=torch.long)
-        image_labels[: len(numbers)] = torch.tensor(numbers, dtype=torch.long)
-        return {
-            "image": image,
-            "index": self._rows[i],
-            "labels": torch.from_numpy(labels),
-            "image_labels": image_labels,
-            "category_present": torch.tensor(present, dtype=torch.bool),
-            "scene": scene,
-        }
+        out: dict[str, Any] = {"index": self._rows[i], "scene": scene,
+                               "category_present": torch.tensor(present, dtype=torch.bool)}
+        if image:
+            img = self.load_image(i)
+            if self.transform is not None:
+                out["image"] = self.transform(img)
+            else:
+                out["image"] = torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).float().div_(255)
+        if labels:
+            planes = np.zeros((self.num_planes,) + tuple(self.mask_size), np.int64)
+            used = dict.fromkeys(range(len(self.categories)), 0)
+            for g, rel in masks:
+                planes[self._plane_start[g] + used[g]] = self._load_mask(line, rel)
+                used[g] += 1
+            image_labels = torch.zeros(self.num_image_labels, dtype=torch.long)
+            image_labels[: len(numbers)] = torch.tensor(numbers, dtype=torch.long)
+            out["labels"] = torch.from_numpy(planes)
+            out["image_labels"] = image_labels
+        return out
 
     def __repr__(self) -> str:
         return (f"BrodenDataset({str(self.root)!r}, {len(self)} images, categories={self.categories}, "

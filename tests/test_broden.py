@@ -143,6 +143,13 @@ def test_index_row_with_wrong_cell_count(broden_like):
         BrodenDataset(broden_like)
 
 
+def test_malformed_index_cell(broden_like):
+    text = (broden_like / "index.csv").read_text().replace("pascal/c_object.png,,,,", "pascal/c_object.png,,,x y,")
+    (broden_like / "index.csv").write_text(text)
+    with pytest.raises(ValueError, match=r"index\.csv line 4: scene cell token 'x y' is neither a label number"):
+        BrodenDataset(broden_like)
+
+
 def test_malformed_label_row(broden_like):
     text = (broden_like / "label.csv").read_text().replace("4,door,part(2)", "4,door,part(2")
     (broden_like / "label.csv").write_text(text)

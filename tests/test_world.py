@@ -172,6 +172,7 @@ def test_round_trip_through_the_reader(world):
     val = BrodenDataset(world, split="val", categories=["object", "scene"])
     assert len(val) == N // 5 and all(val.split_of(j) == "val" for j in range(len(val)))
     assert val[0]["index"] == 4 and val[0]["labels"].shape == (1, SIZE // 2, SIZE // 2)
+    assert BrodenDataset(world, categories=["color"])[9]["scene"] == (9 + 3) % 8  # scene without the category
     batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=8, num_workers=2)))
     assert batch["labels"].shape == (8, 5, SIZE // 2, SIZE // 2) and batch["scene"].shape == (8,)
 

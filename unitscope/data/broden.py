@@ -178,7 +178,9 @@ class BrodenDataset(torch.utils.data.Dataset):
             masks: list[tuple[int, str]] = []
             numbers: list[int] = []
             present = []
-            scene = -1
+            # the scene class comes with every item, whether or not "scene" is a requested category
+            scene_cell = [t.strip() for t in (row.get("scene") or "").split(";") if t.strip().isdigit()]
+            scene = scene_of.get(int(scene_cell[0]), -1) if scene_cell else -1
             for g, cat in enumerate(categories):
                 tokens = [t.strip() for t in row[cat].split(";") if t.strip()]
                 present.append(bool(tokens))
@@ -189,14 +191,12 @@ class BrodenDataset(torch.utils.data.Dataset):
                         if num >= len(known) or not known[num]:
                             raise ValueError(f"{path} line {line}: {cat} label {num} is not in label.csv")
                         numbers.append(num)
-                        if cat == "scene" and scene < 0:
-                            scene = scene_of.get(num, -1)
-                    elif re.match(r"^-?\d", t):
-                        raise ValueError(f"{path} line {line}: {cat} cell token {t!r} is neither a label number "
-                                         f"nor a mask path")
-                    else:
+                    elif "." in t or "/" in t:
                         masks.append((g, t))
                         m += 1
+                    else:
+                        raise ValueError(f"{path} line {line}: {cat} cell token {t!r} is neither a label number "
+                                         f"nor a mask path")
                 planes[cat] = max(planes[cat], m)
             n_image = max(n_image, len(numbers))
             records.append((row["image"], row["split"], line, masks, numbers, present, scene))

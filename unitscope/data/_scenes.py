@@ -275,7 +275,7 @@ def _room(cv: Canvas, tiles: bool):
     r = rng.random()
     if r < 0.45:
         cv.paint(floor, material("wood", ob.col(cv, "brown", "orange", "yellow"), s), O["floor"], 0, M["wood"])
-    elif r < 0.75:
+    elif r < 0.75 or tiles:  # no carpet in kitchens
         c1, c2 = ob.two_colors(cv, ("white", "black", "grey", "red", "blue"))
         cv.paint(floor, ob.pattern("checkered", c1, c2, 12 * s, np.pi / 4), O["floor"], 0, 0, T["checkered"])
     else:

@@ -29,7 +29,7 @@ from unitscope.data._scenes import render_scene, scene_of
 from unitscope.data._vocab import CATEGORIES, NUM_LABELS, PIXEL_CATEGORIES, VOCAB, color_labels
 from unitscope.runs import atomic_write_text
 
-GENERATOR_VERSION = 2  # 2: plain colour and scene names
+GENERATOR_VERSION = 3  # 2: plain colour and scene names; 3: no kitchen carpets
 MARKER = "world.json"  # written last: its presence and content mark a complete world
 PARTIAL = ".world-partial.json"  # written first: a folder holding only this is ours to rebuild
 IMAGE_DIR = "world"  # under images/

@@ -2,13 +2,16 @@
 
 Every unit receives the same number of samples, so all units share one compaction schedule and
 each level is a single ``[C, n_h]`` tensor whose items weigh ``2**h``. Level capacities shrink
-geometrically below the top level (KLL), so memory is about ``3 * resolution`` items per unit
-whatever the stream length; the rank error's standard deviation is about ``0.6 / resolution``.
+geometrically below the top level (KLL), so memory is at most ``3 * resolution`` items per unit
+whatever the stream length.
 
-A compaction sorts a level, keeps every ``m``-th item (``m = 2**j``) from a random per-unit offset
-and promotes them ``j`` levels; the ``len % m`` largest items stay behind unchanged. Large batches
-are sorted once and promoted straight to the level where they fit, so the cost of ``add`` is one
-sort of the batch (NumPy's vectorised sort on CPU, ``torch.sort`` elsewhere).
+A compaction sorts a level, keeps a quarter of its capacity at each end (REQ's idea: the tails,
+where dissection thresholds live, stay several times more accurate than the middle), and from
+the rest promotes every ``m``-th item (``m = 2**j``, random per-unit offset) ``j`` levels up.
+Large batches are sorted once and promoted straight to the lowest level whose compaction rate
+KLL would allow, so ``add`` costs about one sort of the batch (NumPy's SIMD sort on CPU,
+``torch.sort`` elsewhere). Measured rank error (std over units, 10**6-10**7 samples): about
+``0.9 / resolution`` at the median and ``0.25 / resolution`` at q = 0.005 or 0.995.
 """
 
 from __future__ import annotations

@@ -216,16 +216,11 @@ def test_bad_input_fails_clearly(world, tmp_path):
     with pytest.raises(ValueError, match="without a spatial map"):
         check_layers(model, ["head"], (3, 64, 64))
 
-    class NaNModel(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = torch.nn.Conv2d(3, 2, 1)
-
-        def forward(self, x):
-            return self.conv(x) * float("nan")
-
-    with pytest.raises(ValueError, match="NaN/inf activations on images"):
-        dissect(NaNModel(), ds, ["conv"], tmp_path / "b", progress=False)
+    nan_model = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 1))
+    with torch.no_grad():
+        nan_model[0].bias[1] = float("nan")
+    with pytest.raises(ValueError, match=r"layer '0' produced NaN/inf activations on images \[0, 1"):
+        dissect(nan_model, ds, ["0"], tmp_path / "b", progress=False)
 
     from unitscope.data import BrodenDataset
 

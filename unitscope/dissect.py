@@ -257,10 +257,12 @@ def dissect(
     model = model.to(device).eval()
     info = get_info(model)
     layers = list(dict.fromkeys(layers))
-    shapes = check_layers(model, layers, info.input_size)
     n = len(dataset) if limit is None else min(limit, len(dataset))
     if n == 0:
         raise ValueError("the data set is empty")
+    # layer shapes from the images the model will really see (its transform may resize them)
+    first = dataset.get(0, labels=False) if hasattr(dataset, "get") else dataset[0]
+    shapes = check_layers(model, layers, tuple(first["image"].shape))
     base_key = {"model": info.name, "layers": layers, "images": n, **(key or {})}
     forward = _Forward(model, layers, device)
     rots = {layer: [random_rotation(shapes[layer][0], seed + 1000 * i + r) for r in range(rotations)]
@@ -279,8 +281,11 @@ def dissect(
             stats1[f"{tag[layer]}_r{r}_q"] = Quantile(device=device)
     pass1 = CombinedStat(**stats1)
     ran_pass1 = False
-    index_of = getattr(dataset, "index_of", lambda pos: pos)
-    row_index = np.array([index_of(pos) for pos in range(n)], dtype=np.int64)  # for the catalog
+    # the data set's own index of each position (the row of index.csv), for the catalog
+    if hasattr(dataset, "get"):
+        row_index = np.array([dataset.get(p, image=False, labels=False)["index"] for p in range(n)], dtype=np.int64)
+    else:
+        row_index = np.arange(n, dtype=np.int64)
     for batch in tally(pass1, _Items(dataset, n, labels=False), batch_size=batch_size, num_workers=num_workers,
                        run_dir=run_dir / "pass1", key={**base_key, "pass": 1, "topk": topk,
                                                        "rotations": rotations, "seed": seed},

@@ -43,7 +43,7 @@ def save_arrays(path: str | Path, arrays: Mapping[str, np.ndarray]) -> None:
     from safetensors.numpy import save
 
     path = Path(path)
-    plain = {k: np.ascontiguousarray(np.asarray(v)) for k, v in arrays.items()}
+    plain = {k: np.asarray(v, order="C") for k, v in arrays.items()}  # keeps 0-d arrays 0-d
     if path.suffix == ".npz":
         import io
 

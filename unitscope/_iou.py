@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-# Elements (pairs x planes x pixels) processed at once; bounds the kernel's memory to ~100 MB.
+# Mask pixels (pairs x pixels) upsampled at once; bounds the kernel's memory to ~100 MB.
 _CHUNK_ELEMENTS = 1 << 23
 
 
@@ -64,17 +64,18 @@ def count_batch(
     area = torch.zeros(n, c, dtype=torch.long, device=device)
     peak = acts.flatten(2).amax(dim=2)  # [N, C]
     pairs = (peak > thresholds).nonzero()  # [A, 2]: (image, unit)
-    planes = max(labels.shape[1], 1)
-    step = max(1, _CHUNK_ELEMENTS // (planes * pixels))
+    flat_labels = labels.flatten(2)  # [N, K, P]
+    step = max(1, _CHUNK_ELEMENTS // pixels)
     for start in range(0, len(pairs), step):
         img, unit = pairs[start:start + step].unbind(1)
-        mask = upsample_masks(acts[img, unit], thresholds[unit], size)  # [B, S, S']
-        area[img, unit] = mask.flatten(1).sum(1)
+        mask = upsample_masks(acts[img, unit], thresholds[unit], size).flatten(1)  # [B, P]
+        area[img, unit] = torch.count_nonzero(mask, dim=1)
         if labels.shape[1]:
-            lab = labels[img]  # [B, K, S, S']
-            hit = mask[:, None] & (lab > 0)
-            flat = (unit.view(-1, 1, 1, 1) * L + lab)[hit]
-            inter += torch.bincount(flat, minlength=c * L)
+            # masks are sparse (a few % of pixels): gather the labels under mask pixels only
+            pair, pix = mask.nonzero(as_tuple=True)  # [E]
+            lab = flat_labels[img[pair], :, pix]  # [E, K]
+            code = unit[pair].view(-1, 1) * L + lab
+            inter += torch.bincount(code[lab > 0], minlength=c * L)
     inter = inter.view(c, L)
 
     # image-level labels count as full-image masks: the unit's whole area intersects them
@@ -92,8 +93,10 @@ def count_batch(
     present_l = present.to(device=device, dtype=torch.float64)
     unit_area = torch.round(area.to(torch.float64).t() @ present_l).to(torch.long)  # [C, G]
 
-    label_area = torch.bincount(labels[labels > 0], minlength=L)[:L] if labels.numel() else \
-        torch.zeros(L, dtype=torch.long, device=device)
+    label_area = torch.zeros(L, dtype=torch.long, device=device)
+    if labels.numel():
+        label_area += torch.bincount(labels.flatten(), minlength=L)[:L]
+        label_area[0] = 0  # "unlabelled" is no concept
     if image_labels.numel():
         lab = image_labels[image_labels > 0]
         label_area = label_area + torch.bincount(lab, minlength=L)[:L] * pixels

@@ -153,6 +153,15 @@ def test_planted_units_get_their_concept(world, tmp_path):
         assert n_ex == 4
     # exemplar strips exist, one per unit
     assert len(list((tmp_path / "run" / "images").rglob("*.jpg"))) == 3
+    # the report shows the same numbers
+    from unitscope.report import write_report
+
+    write_report(tmp_path / "run")
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    (layer,) = report["layers"]
+    assert (layer["units"], layer["detectors"], layer["unique_concepts"]) == (3, 3, 3)
+    assert sorted(card["concept"] for card in layer["cards"]) == sorted(COLOURS)
+    assert all((tmp_path / "run" / card["image"]).exists() for card in layer["cards"])
 
 
 def test_streaming_equals_one_shot_and_cache_equals_recompute(world, tmp_path):
@@ -242,3 +251,42 @@ def test_images_of_another_size_are_resized(world, tmp_path):
     assert ds[0]["image"].shape == (3, 96, 96)
     result = dissect(conv, ds, ["1"], tmp_path / "r", topk=2, progress=False)
     assert result.layers["1"].shape == (4, 48, 48) and result.layers["1"].iou.shape[0] == 4
+
+
+def test_rotations_rotate_the_basis(world, tmp_path):
+    from unitscope.dissect import dissect, random_rotation, rotate
+
+    r = random_rotation(5, seed=1)
+    assert torch.allclose(r.t() @ r, torch.eye(5), atol=1e-5)
+    assert torch.equal(r, random_rotation(5, seed=1)) and not torch.equal(r, random_rotation(5, seed=2))
+    acts = torch.randn(2, 3, 4, 4)
+    perm = torch.eye(3)[:, [2, 0, 1]]  # unit j of the rotated basis is old unit [2, 0, 1][j]
+    assert torch.equal(rotate(acts, perm), acts[:, [2, 0, 1]])
+
+    model = planted(world)
+    result = dissect(model, dataset(world, model), ["feat"], tmp_path / "run", quantile=0.05, topk=2,
+                     rotations=2, progress=False)
+    rows = result.rotations["feat"]
+    d = result.layers["feat"]
+    assert len(rows) == 3 and rows[0] == (int(d.detectors.sum()), d.unique_concepts)
+    with sqlite3.connect(tmp_path / "run" / "catalog.sqlite") as db:
+        got = db.execute("SELECT rotation, detectors, unique_concepts FROM rotations ORDER BY rotation").fetchall()
+    assert got == [(i, det, uc) for i, (det, uc) in enumerate(rows)]
+
+
+def test_transformer_layer_is_dissected_as_a_map(world, tmp_path):
+    import timm
+
+    from unitscope.data import BrodenDataset
+    from unitscope.dissect import dissect
+    from unitscope.models import ModelInfo
+
+    torch.manual_seed(0)
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=64).eval()
+    object.__setattr__(vit, "unitscope_info", ModelInfo(name="vit", input_size=(3, 64, 64)))
+    ds = BrodenDataset(world, transform=vit.unitscope_info.transform())
+    result = dissect(vit, ds, ["blocks.1"], tmp_path / "run", topk=2, progress=False, exemplar_images=False)
+    d = result.layers["blocks.1"]
+    assert d.shape == (192, 4, 4) and d.iou.shape == (192, len(ds.label_names))
+    # 24 images x 16 patches: a few units have no position strictly above their top-0.5% level
+    assert (d.best_iou > 0).sum() > 150

@@ -3,16 +3,19 @@
     inter, unit_area, label_area = count_batch(acts, thresholds, labels, image_labels, present, L)
 
 For one batch: upsample each unit's map bilinearly to the label resolution, threshold it at the
-unit's T_k, and count pixels shared with every label. A unit whose map never exceeds T_k in an
-image has an empty mask there (bilinear interpolation is a convex combination of the map's values,
-so it never exceeds their maximum), so only (image, unit) pairs whose peak exceeds T_k are
-upsampled at all: with T_k at the top 0.5% that is a small fraction of the pairs.
+unit's T_k, and count pixels shared with every label (the primitives of
+:class:`~unitscope.stats.IoUCounts`). A unit whose map never exceeds T_k in an image has an empty
+mask there (bilinear interpolation is a convex combination of the map's values, so it never
+exceeds their maximum), so only (image, unit) pairs whose peak exceeds T_k are upsampled at all:
+with T_k at the top 0.5% that is a small fraction of the pairs.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from unitscope._stats_iou import distinct_planes, label_areas, mask_intersections, unit_areas
 
 # Mask pixels (pairs x pixels) upsampled at once; bounds the kernel's memory to ~100 MB.
 _CHUNK_ELEMENTS = 1 << 23
@@ -22,18 +25,6 @@ def upsample_masks(maps: torch.Tensor, thresholds: torch.Tensor, size: tuple[int
     """Unit masks: ``maps [B, h, w]`` upsampled bilinearly to ``size`` and thresholded ``> thresholds [B]``."""
     up = F.interpolate(maps[:, None].float(), size=size, mode="bilinear", align_corners=False)[:, 0]
     return up > thresholds.view(-1, 1, 1)
-
-
-def distinct_planes(labels: torch.Tensor) -> torch.Tensor:
-    """``labels [N, K, S, S']`` with a label repeated on a later plane at the same pixel zeroed,
-    so that every (pixel, label) pair counts once: L_c is a set of pixels."""
-    if labels.shape[1] < 2:
-        return labels
-    out = labels.clone()
-    for k in range(1, labels.shape[1]):
-        repeat = (labels[:, k:k + 1] == labels[:, :k]).any(1) & (labels[:, k] > 0)
-        out[:, k][repeat] = 0
-    return out
 
 
 def count_batch(
@@ -57,47 +48,28 @@ def count_batch(
     L = num_labels
     device = acts.device
     thresholds = thresholds.to(device=device, dtype=acts.dtype)
-    labels = distinct_planes(labels.to(device))
+    flat_labels = distinct_planes(labels.to(device)).flatten(2)  # [N, K, P]
     image_labels = image_labels.to(device)
 
-    inter = torch.zeros(c * L, dtype=torch.long, device=device)
+    inter = torch.zeros(c, L, dtype=torch.long, device=device)
     area = torch.zeros(n, c, dtype=torch.long, device=device)
     peak = acts.flatten(2).amax(dim=2)  # [N, C]
     pairs = (peak > thresholds).nonzero()  # [A, 2]: (image, unit)
-    flat_labels = labels.flatten(2)  # [N, K, P]
     step = max(1, _CHUNK_ELEMENTS // pixels)
     for start in range(0, len(pairs), step):
         img, unit = pairs[start:start + step].unbind(1)
         mask = upsample_masks(acts[img, unit], thresholds[unit], size).flatten(1)  # [B, P]
         area[img, unit] = torch.count_nonzero(mask, dim=1)
-        if labels.shape[1]:
-            # masks are sparse (a few % of pixels): gather the labels under mask pixels only
-            pair, pix = mask.nonzero(as_tuple=True)  # [E]
-            lab = flat_labels[img[pair], :, pix]  # [E, K]
-            code = unit[pair].view(-1, 1) * L + lab
-            inter += torch.bincount(code[lab > 0], minlength=c * L)
-    inter = inter.view(c, L)
+        if flat_labels.shape[1]:
+            inter += mask_intersections(img, unit, mask, flat_labels, c, L)
 
+    label_area = label_areas(flat_labels, L) if flat_labels.numel() else torch.zeros(L, dtype=torch.long, device=device)
     # image-level labels count as full-image masks: the unit's whole area intersects them
-    if image_labels.numel():
-        lab = image_labels  # [N, M]
-        valid = lab > 0
-        img_idx, m_idx = valid.nonzero().unbind(1)
-        if len(img_idx):
-            lab_v = lab[img_idx, m_idx]  # [V]
-            flat = torch.arange(c, device=device).view(1, -1) * L + lab_v.view(-1, 1)  # [V, C]
-            weights = area[img_idx]  # [V, C]
-            inter += torch.zeros(c * L, dtype=torch.long, device=device).index_add_(
-                0, flat.flatten(), weights.flatten()).view(c, L)
-
-    present_l = present.to(device=device, dtype=torch.float64)
-    unit_area = torch.round(area.to(torch.float64).t() @ present_l).to(torch.long)  # [C, G]
-
-    label_area = torch.zeros(L, dtype=torch.long, device=device)
-    if labels.numel():
-        label_area += torch.bincount(labels.flatten(), minlength=L)[:L]
-        label_area[0] = 0  # "unlabelled" is no concept
-    if image_labels.numel():
-        lab = image_labels[image_labels > 0]
-        label_area = label_area + torch.bincount(lab, minlength=L)[:L] * pixels
-    return inter, unit_area, label_area
+    img_idx, m_idx = (image_labels > 0).nonzero(as_tuple=True)
+    if len(img_idx):
+        lab = image_labels[img_idx, m_idx]  # [V]
+        code = torch.arange(c, device=device).view(1, -1) * L + lab.view(-1, 1)  # [V, C]
+        inter += torch.zeros(c * L, dtype=torch.long, device=device).index_add_(
+            0, code.flatten(), area[img_idx].flatten()).view(c, L)
+        label_area += torch.bincount(lab, minlength=L)[:L] * pixels
+    return inter, unit_areas(area, present.to(device)), label_area

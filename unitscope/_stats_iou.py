@@ -60,23 +60,12 @@ class IoUCounts(Stat):
         labels = label_maps.to(self.device, torch.int64)
         if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_labels):
             raise ValueError(f"label numbers must lie in [0, {self.num_labels}), got up to {labels.max()}")
-        present = category_present.to(self.device)
-
-        # label_area: each labelled pixel once per distinct label
-        per_pixel = _distinct(labels.permute(0, 2, 3, 1).reshape(-1, labels.shape[1]))
-        label_area = torch.bincount(per_pixel.reshape(-1), minlength=self.num_labels)
-        label_area[0] = 0
-
-        # intersection: gather the labels under every active (image, unit, pixel), then bincount
-        # on unit * L + label. Masks are sparse (top 0.5% of activations), so this is cheap.
-        img, unit, yy, xx = masks.nonzero(as_tuple=True)
-        under = _distinct(labels[img, :, yy, xx])  # [nnz, K]
-        flat = (unit[:, None] * self.num_labels + under)[under > 0]
-        inter = torch.bincount(flat, minlength=self.num_units * self.num_labels)
-
+        flat_labels = distinct_planes(labels).flatten(2)  # [N, K, P]
+        img, unit = masks.flatten(2).any(2).nonzero(as_tuple=True)  # (image, unit) pairs with a mask
+        inter = mask_intersections(img, unit, masks[img, unit].flatten(1), flat_labels, c, self.num_labels)
         area = masks.sum(dim=(2, 3), dtype=torch.int64)  # [N, C]
-        unit_area = (area.t().double() @ present.double()).round().long()  # exact below 2**53
-        self.add_counts(inter.view(self.num_units, self.num_labels), unit_area, label_area)
+        self.add_counts(inter, unit_areas(area, category_present.to(self.device)),
+                        label_areas(flat_labels, self.num_labels))
 
     def add_counts(
         self, intersection: torch.Tensor, unit_area: torch.Tensor, label_area: torch.Tensor
@@ -118,11 +107,42 @@ class IoUCounts(Stat):
         self.add_counts(other.intersection, other.unit_area, other.label_area)
 
 
-def _distinct(labels: torch.Tensor) -> torch.Tensor:
-    """Rows of labels ``[P, K]`` with repeats within a row set to 0 (so each counts once)."""
+# -- counting primitives, shared with the dissection kernel (unitscope._iou) ----------------------
+
+def distinct_planes(labels: torch.Tensor) -> torch.Tensor:
+    """``labels [N, K, ...]`` with a label repeated on a later plane at the same pixel set to 0, so
+    that every (pixel, label) pair counts once: a concept's region is a set of pixels."""
     if labels.shape[1] < 2:
         return labels
-    ordered = labels.sort(dim=1).values
-    repeat = torch.zeros_like(ordered, dtype=torch.bool)
-    repeat[:, 1:] = ordered[:, 1:] == ordered[:, :-1]
-    return ordered.masked_fill(repeat, 0)
+    out = labels.clone()
+    for k in range(1, labels.shape[1]):
+        repeat = (labels[:, k:k + 1] == labels[:, :k]).any(1) & (labels[:, k] > 0)
+        out[:, k][repeat] = 0
+    return out
+
+
+def mask_intersections(img: torch.Tensor, unit: torch.Tensor, masks: torch.Tensor, flat_labels: torch.Tensor,
+                       num_units: int, num_labels: int) -> torch.Tensor:
+    """Intersections ``[C, L]`` of unit masks with labels.
+
+    ``masks [B, P]`` is the mask of unit ``unit[b]`` on image ``img[b]``; ``flat_labels [N, K, P]``
+    (planes made distinct). Masks are sparse (a unit's top activations), so only the labels under
+    mask pixels are gathered, then counted with one bincount on ``unit * L + label``.
+    """
+    pair, pix = masks.nonzero(as_tuple=True)  # [E]
+    under = flat_labels[img[pair], :, pix]  # [E, K]
+    code = unit[pair].view(-1, 1) * num_labels + under
+    counts = torch.bincount(code[under > 0], minlength=num_units * num_labels)
+    return counts.view(num_units, num_labels)
+
+
+def unit_areas(area: torch.Tensor, category_present: torch.Tensor) -> torch.Tensor:
+    """``[C, G]``: mask pixels ``area [N, C]`` summed over the images where category g is present."""
+    return (area.t().double() @ category_present.double()).round().long()  # exact below 2**53
+
+
+def label_areas(flat_labels: torch.Tensor, num_labels: int) -> torch.Tensor:
+    """``[L]``: labelled pixels of each label (planes made distinct); label 0 is never counted."""
+    counts = torch.bincount(flat_labels.reshape(-1), minlength=num_labels)[:num_labels].clone()
+    counts[0] = 0
+    return counts

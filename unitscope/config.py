@@ -81,9 +81,7 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type) -> None:
             kw["type"] = tp
         if meta.get("positional"):
             kw.pop("dest")
-            if not has_default and "nargs" not in kw:
-                pass
-            elif "nargs" not in kw:
+            if has_default and "nargs" not in kw:
                 kw["nargs"] = "?"
             parser.add_argument(f.name, default=argparse.SUPPRESS, **kw)
         else:

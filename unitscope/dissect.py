@@ -95,7 +95,7 @@ def check_layers(model: nn.Module, layers: Sequence[str], input_size: Sequence[i
             raise ValueError(
                 f"layer {layer!r} has output [N, {', '.join(map(str, shape))}] without a spatial map; "
                 "dissection needs [N, C, H, W] (or transformer tokens [N, T, D]). "
-                "Pick a convolutional layer: `unitscope layers MODEL --spatial`"
+                f"Pick a convolutional layer: `unitscope layers {get_info(model).name} --spatial`"
             )
         result[layer] = tuple(shape)
     return result

@@ -37,6 +37,11 @@ def to_numpy(value: Any) -> np.ndarray:
     return np.asarray(value)
 
 
+def as_device(device: Device) -> torch.device:
+    """``device`` as a ``torch.device``; None means the CPU."""
+    return torch.device(device) if device is not None else torch.device("cpu")
+
+
 def units_first(x: torch.Tensor) -> torch.Tensor:
     """``[N, C]`` or ``[N, C, H, W]`` -> ``[C, M]`` (every sample and spatial position a column)."""
     if x.dim() == 2:
@@ -126,7 +131,7 @@ class Stat:
 
     def to(self: S, device: Device) -> S:
         """Move every tensor to ``device`` (in place); returns self."""
-        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.device = as_device(device)
         for name, value in vars(self).items():
             if isinstance(value, torch.Tensor):
                 setattr(self, name, value.to(self.device))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from unitscope._stats_base import Device, Stat
+from unitscope._stats_base import Device, Stat, as_device
 
 
 class IoUCounts(Stat):
@@ -25,7 +25,7 @@ class IoUCounts(Stat):
     ) -> None:
         self.num_units = int(num_units)
         self.num_categories = int(num_categories)
-        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.device = as_device(device)
         self.label_category = torch.as_tensor(label_category, dtype=torch.int64).to(self.device)
         if self.label_category.dim() != 1:
             raise ValueError("label_category must be a 1-d tensor [L]")

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from unitscope._stats_base import Device, Stat, units_first
+from unitscope._stats_base import Device, Stat, as_device, units_first
 
 _DECAY = 2.0 / 3.0  # KLL's capacity ratio between adjacent levels
 _MIN_CAPACITY = 8
@@ -52,7 +52,7 @@ class Quantile(Stat):
             raise ValueError(f"resolution must be at least {2 * _MIN_CAPACITY}, got {resolution}")
         self.resolution = int(resolution)
         self.seed = int(seed)
-        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.device = as_device(device)
         self.count = 0
         self.num_units: int | None = None
         self._levels: list[torch.Tensor] = []

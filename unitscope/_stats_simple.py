@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from unitscope._stats_base import Device, Stat, units_first
-
-
-def _device(device: Device) -> torch.device:
-    return torch.device(device) if device is not None else torch.device("cpu")
+from unitscope._stats_base import Device, Stat, as_device, units_first
 
 
 class TopK(Stat):
@@ -24,7 +20,7 @@ class TopK(Stat):
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
         self.k = int(k)
-        self.device = _device(device)
+        self.device = as_device(device)
         self.count = 0  # images seen
         self.values: torch.Tensor | None = None  # [C, k] float32, -inf where empty
         self.image: torch.Tensor | None = None  # [C, k] int64, -1 where empty
@@ -109,7 +105,7 @@ class Moments(Stat):
     """
 
     def __init__(self, device: Device = None) -> None:
-        self.device = _device(device)
+        self.device = as_device(device)
         self.count = 0
         self._mean: torch.Tensor | None = None  # [C] float64
         self._m2: torch.Tensor | None = None  # [C] float64, sum of squared deviations
@@ -179,7 +175,7 @@ class ClassMeans(Stat):
 
     def __init__(self, num_classes: int, device: Device = None) -> None:
         self.num_classes = int(num_classes)
-        self.device = _device(device)
+        self.device = as_device(device)
         self.sums: torch.Tensor | None = None  # [K, C] float64
         self.counts = torch.zeros(self.num_classes, dtype=torch.int64, device=self.device)
 

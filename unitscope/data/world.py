@@ -27,7 +27,7 @@ from PIL import Image
 
 from unitscope.data._scenes import render_scene, scene_of
 from unitscope.data._vocab import CATEGORIES, NUM_LABELS, PIXEL_CATEGORIES, VOCAB, color_labels
-from unitscope.runs import atomic_write_text
+from unitscope.runs import atomic_write_bytes, atomic_write_text
 
 GENERATOR_VERSION = 3  # 2: plain colour and scene names; 3: no kitchen carpets
 MARKER = "world.json"  # written last: its presence and content mark a complete world
@@ -77,13 +77,6 @@ def _png(label: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _put(path: Path, data: bytes) -> None:
-    """Write ``data`` under a temporary name and rename it: a file with its final name is whole."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def _stats(labels: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     stats = {}
     for cat in PIXEL_CATEGORIES:
@@ -106,10 +99,10 @@ def _write_one(job: tuple[str, int, int, int, int, bool]) -> tuple[int, int, dic
         return i, scene_of(seed, i), _stats({cat: decode_mask(p) for cat, p in masks.items()})
     im = render_image(seed, i, size, sh)
     for cat, path in masks.items():
-        _put(path, _png(im.labels[cat]))
+        atomic_write_bytes(path, _png(im.labels[cat]), fsync=False)  # whole or absent; cheap to redo
     buf = io.BytesIO()
     Image.fromarray(im.rgb).save(buf, format="JPEG", quality=JPEG_QUALITY, subsampling=0)
-    _put(jpg, buf.getvalue())
+    atomic_write_bytes(jpg, buf.getvalue(), fsync=False)
     return i, im.scene, _stats(im.labels)
 
 

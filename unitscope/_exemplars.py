@@ -78,7 +78,7 @@ def _exemplar_maps(images: torch.Tensor, layer: str, tag: str, dataset, forward,
     for start in range(0, len(order), chunk):
         part = order[start:start + chunk]
         if cache is not None:
-            acts = torch.from_numpy(np.stack([cache.read(tag, np.array([i]))[0] for i in part]))
+            acts = torch.from_numpy(cache.read(tag, np.array(part)))
         else:
             batch = torch.stack([dataset[i]["image"] for i in part])
             acts = forward(batch, torch.tensor(part))[layer].cpu()

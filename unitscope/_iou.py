@@ -63,7 +63,7 @@ def count_batch(
         if flat_labels.shape[1]:
             inter += mask_intersections(img, unit, mask, flat_labels, c, L)
 
-    label_area = label_areas(flat_labels, L) if flat_labels.numel() else torch.zeros(L, dtype=torch.long, device=device)
+    label_area = label_areas(flat_labels, L)
     # image-level labels count as full-image masks: the unit's whole area intersects them
     img_idx, m_idx = (image_labels > 0).nonzero(as_tuple=True)
     if len(img_idx):

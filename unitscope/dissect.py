@@ -262,8 +262,7 @@ def dissect(
     if n == 0:
         raise ValueError("the data set is empty")
     # layer shapes from the images the model will really see (its transform may resize them)
-    first = dataset.get(0, labels=False) if hasattr(dataset, "get") else dataset[0]
-    shapes = check_layers(model, layers, tuple(first["image"].shape))
+    shapes = check_layers(model, layers, tuple(_Items(dataset, n, labels=False)[0]["image"].shape))
     base_key = {"model": info.name, "layers": layers, "images": n, **(key or {})}
     forward = _Forward(model, layers, device)
     rots = {layer: [random_rotation(shapes[layer][0], seed + 1000 * i + r) for r in range(rotations)]

@@ -48,7 +48,7 @@ def contact_sheet(ds, n: int = 16, panel: int = 128, per_row: int = 2, indices=N
         for c, title in enumerate(["image"] + cats):
             draw.text((r * (cols * panel + 6) + c * panel + 3, 1), title, fill=(0, 0, 0), font=font)
     for k, i in enumerate(indices):
-        item = ds[i]
+        item = ds.get(i, image=False)  # the panel is made from the file itself, not the model's input
         img = ds.load_image(i).resize((panel, panel), Image.BILINEAR)
         x0 = (k % per_row) * (cols * panel + 6)
         y0 = head + (k // per_row) * (panel + cap)

@@ -122,17 +122,21 @@ def test_mask_label_missing_from_label_csv(broden_like):
         ds[2]
 
 
-def test_image_level_label_missing_from_label_csv(broden_like):
-    text = (broden_like / "index.csv").read_text().replace(",,,,,,7;8", ",,,,,,7;99")
-    (broden_like / "index.csv").write_text(text)
-    with pytest.raises(ValueError, match=r"index\.csv line 3: texture label 99 is not in label\.csv"):
-        BrodenDataset(broden_like)
-
-
-def test_malformed_index_row(broden_like):
-    text = (broden_like / "index.csv").read_text().replace("dtd/b.jpg,train,8,8", "dtd/b.jpg,train,8,eight")
-    (broden_like / "index.csv").write_text(text)
-    with pytest.raises(ValueError, match=r"index\.csv line 3: iw 'eight' is not an integer"):
+@pytest.mark.parametrize("table, old, new, message", [
+    pytest.param("index.csv", ",,,,,,7;8", ",,,,,,7;99", r"index\.csv line 3: texture label 99 is not in label\.csv",
+                 id="image-level label missing from label.csv"),
+    pytest.param("index.csv", "dtd/b.jpg,train,8,8", "dtd/b.jpg,train,8,eight",
+                 r"index\.csv line 3: iw 'eight' is not an integer", id="malformed index row"),
+    pytest.param("index.csv", "pascal/c_object.png,,,,", "pascal/c_object.png,,,x y,",
+                 r"index\.csv line 4: scene cell token 'x y' is neither a label number", id="malformed index cell"),
+    pytest.param("label.csv", "4,door,part(2)", "4,door,part(2",
+                 r"label\.csv line 4: category 'part\(2' is not written", id="malformed label row"),
+])
+def test_damaged_table(broden_like, table, old, new, message):
+    text = (broden_like / table).read_text()
+    assert old in text, f"the fixture's {table} changed: {old!r} is no longer in it"
+    (broden_like / table).write_text(text.replace(old, new))
+    with pytest.raises(ValueError, match=message):
         BrodenDataset(broden_like)
 
 
@@ -140,20 +144,6 @@ def test_index_row_with_wrong_cell_count(broden_like):
     with open(broden_like / "index.csv", "a") as f:
         f.write("pascal/c.jpg,val,8,8\n")
     with pytest.raises(ValueError, match=r"index\.csv line 5: expected 12 cells"):
-        BrodenDataset(broden_like)
-
-
-def test_malformed_index_cell(broden_like):
-    text = (broden_like / "index.csv").read_text().replace("pascal/c_object.png,,,,", "pascal/c_object.png,,,x y,")
-    (broden_like / "index.csv").write_text(text)
-    with pytest.raises(ValueError, match=r"index\.csv line 4: scene cell token 'x y' is neither a label number"):
-        BrodenDataset(broden_like)
-
-
-def test_malformed_label_row(broden_like):
-    text = (broden_like / "label.csv").read_text().replace("4,door,part(2)", "4,door,part(2")
-    (broden_like / "label.csv").write_text(text)
-    with pytest.raises(ValueError, match=r"label\.csv line 4: category 'part\(2' is not written"):
         BrodenDataset(broden_like)
 
 

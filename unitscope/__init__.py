@@ -1,0 +1,10 @@
+"""unitscope: explain what every unit of a PyTorch vision network has learned, what it does, and how
+much the network depends on it.
+
+    from unitscope.models import create_model
+    from unitscope.dissect import dissect
+    model = create_model("efficientnet_lite0")
+
+Importing the package defines nothing heavy; each idea lives in its own module or package
+(``models``, ``hooks``, ``stats``, ``tally``, ``data``, ``dissect``, ``catalog``, ``report``, ``cli``).
+"""

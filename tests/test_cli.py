@@ -43,3 +43,18 @@ def test_layers_and_models(capsys):
     assert "blocks.6" in out and "320x7x7" in out
     assert main(["layers", "efficientnet_lite00"]) == 2
     assert "close matches: efficientnet_lite0" in capsys.readouterr().err
+
+
+def test_no_pretrained_and_bare_names_on_the_command_line(capsys):
+    assert main(["layers", "efficientnet_lite0", "--no-pretrained", "--spatial"]) == 0
+    assert "conv_stem" in capsys.readouterr().out
+    assert main(["layers", "resnet18", "--no-pretrained"]) == 2
+    assert "ambiguous: say torchvision:resnet18 or timm:resnet18" in capsys.readouterr().err
+
+
+def test_python_dash_m_unitscope():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "unitscope", "models"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "efficientnet_lite0" in out.stdout

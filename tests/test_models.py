@@ -116,3 +116,63 @@ def test_transform_normalises_with_model_metadata():
     assert x.shape == (3, 224, 224)
     expected = (1 - torch.tensor(info.mean)) / torch.tensor(info.std)
     assert torch.allclose(x[:, 0, 0], expected)
+
+
+def test_bare_names_resolve_to_the_one_library_that_has_them(caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="unitscope"):
+        model = create_model("alexnet", pretrained=False)  # torchvision only
+    assert get_info(model).name == "torchvision:alexnet"
+    assert "using torchvision:alexnet for 'alexnet'" in caplog.text
+    assert get_info(create_model("vit_tiny_patch16_224", pretrained=False)).name == "timm:vit_tiny_patch16_224"
+    with pytest.raises(ValueError, match=r"ambiguous: say torchvision:resnet18 or timm:resnet18"):
+        create_model("resnet18", pretrained=False)
+    with pytest.raises(ValueError, match=r"unknown model 'resnet_18x'; close matches: .*timm:resnet18"):
+        create_model("resnet_18x")
+
+
+def test_host_reachable_on_loopback():
+    import socket
+
+    from unitscope.models import host_reachable
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        assert host_reachable("127.0.0.1", server.getsockname()[1], timeout=2.0)
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # bound, never listening: the connection is refused
+        assert not host_reachable("127.0.0.1", port, timeout=2.0)
+
+
+def test_offline_hub_fails_within_seconds(tmp_path, monkeypatch):
+    import time
+
+    import timm  # noqa: F401 - imported before the clock starts
+
+    import unitscope.models as models
+
+    monkeypatch.setattr(models, "host_reachable", lambda host, *a, **k: False)
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))  # nothing cached
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "torch-hub"))
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=r"timm:resnet18.*checkpoint=.*pretrained=False"):
+        create_model("timm:resnet18")
+    with pytest.raises(ValueError, match=r"unreachable and not in the local cache"):
+        create_model("torchvision:resnet18")
+    assert time.perf_counter() - start < 5.0
+
+
+def test_pretrained_option_reaches_the_model(monkeypatch):
+    import unitscope.models as models
+
+    lite = create_model("efficientnet_lite0", pretrained=False)
+    assert get_info(lite).source == "random initialisation"
+    monkeypatch.setitem(models._REGISTRY, "one_weight_model", lambda: torch.nn.Identity())
+    with pytest.raises(ValueError, match="only one set of weights"):
+        create_model("one_weight_model", pretrained=False)
+    assert isinstance(create_model("one_weight_model", pretrained=None), torch.nn.Identity)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import pkgutil
 import sys
 
@@ -36,7 +37,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _log_notes() -> None:
+    """Notes on the ``unitscope`` logger (e.g. which library a bare model name resolved to) go to
+    stderr as ``unitscope: ...`` lines."""
+    logger = logging.getLogger("unitscope")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("unitscope: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
 def main(argv: list[str] | None = None) -> int:
+    _log_notes()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -21,6 +21,7 @@ import dataclasses
 import json
 import types
 import typing
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,6 +31,25 @@ T = TypeVar("T")
 def help_(text: str, *, positional: bool = False, nargs: str | None = None) -> dict[str, Any]:
     """Field metadata: the ``--help`` text, and whether the field is positional."""
     return {"help": text, "positional": positional, "nargs": nargs}
+
+
+@dataclass
+class ModelOptions:
+    """Options of every command that builds a model; mix into its config (``class C(ModelOptions)``).
+
+    ``pretrained=None`` leaves the choice to the model (``--no-pretrained`` gives the untrained,
+    randomly initialised baseline of a timm/torchvision/EfficientNet-Lite model).
+    """
+
+    checkpoint: str | None = field(default=None, kw_only=True, metadata=help_("local weights for the model"))
+    pretrained: bool | None = field(default=None, kw_only=True, metadata=help_(
+        "load the model's pretrained weights; --no-pretrained: random initialisation (the untrained baseline)"))
+
+    def create_model(self, name: str | None = None, **kw: Any):
+        """``unitscope.models.create_model`` with these options (``name`` defaults to ``self.model``)."""
+        from unitscope.models import create_model
+
+        return create_model(name or self.model, checkpoint=self.checkpoint, pretrained=self.pretrained, **kw)
 
 
 def _base_type(tp: Any) -> tuple[Any, bool]:

@@ -8,8 +8,11 @@
 
 Names that resolve without registration:
   ``timm:<arch>`` / ``torchvision:<arch>``   architecture by name; weights from the local cache
-                                             (or the network), ``checkpoint=`` for a local file,
+                                             (or the network; offline, a missing file fails in
+                                             seconds), ``checkpoint=`` for a local file,
                                              ``pretrained=False`` for random initialisation
+  ``<arch>``                                 a bare name that exactly one of timm and torchvision
+                                             knows (with a note); an ambiguous one lists both
   ``path/to/model.pt``                       TorchScript file, or a pickled-free state dict with
                                              ``arch="timm:resnet18"``
   ``path/to/file.py:factory``                a user's own model: ``factory(**kw)`` returns it
@@ -20,8 +23,10 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import importlib.util
+import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -30,6 +35,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+
+logger = logging.getLogger("unitscope")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -115,6 +122,13 @@ def register_model(name: str, factory: Callable[..., nn.Module] | None = None):
     return add(factory) if factory is not None else add
 
 
+def _accepts(fn: Callable[..., Any], argument: str) -> bool:
+    import inspect
+
+    params = inspect.signature(fn).parameters
+    return argument in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
 def list_models(pattern: str = "*") -> list[str]:
     """Registered model names matching a shell-style ``pattern``."""
     return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
@@ -130,6 +144,9 @@ def create_model(name: str, **kw: Any) -> nn.Module:
     overrides = {k: kw.pop(k) for k in ("mean", "std", "input_size", "class_names") if k in kw}
     if name in _REGISTRY:
         checkpoint = kw.pop("checkpoint", None)
+        if "pretrained" in kw and not _accepts(_REGISTRY[name], "pretrained"):
+            raise ValueError(f"model {name!r} has only one set of weights: drop pretrained= "
+                             "(CLI: --pretrained/--no-pretrained)")
         model = _REGISTRY[name](**kw)
         if checkpoint is not None:
             model.load_state_dict(_load_checkpoint_tensors(checkpoint))
@@ -142,14 +159,8 @@ def create_model(name: str, **kw: Any) -> nn.Module:
     elif Path(name).suffix in (".pt", ".pth", ".ts", ".bin", ".safetensors"):
         model = _checkpoint_model(name, **kw)
     else:
-        import difflib
-
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=5, cutoff=0.5)
-        hint = f"; close matches: {', '.join(close)}" if close else ""
-        raise ValueError(
-            f"unknown model {name!r}{hint}. Registered: {', '.join(list_models())}. "
-            "Also accepted: timm:<arch>, torchvision:<arch>, a checkpoint path, or file.py:factory"
-        )
+        model = create_model(_resolve_bare_name(name), **kw, **overrides)
+        overrides = {}
     info = get_info(model)
     if overrides:
         if "class_names" in overrides and isinstance(overrides["class_names"], (str, Path)):
@@ -157,6 +168,87 @@ def create_model(name: str, **kw: Any) -> nn.Module:
             overrides["class_names"] = [c for c in overrides["class_names"] if c.strip()]
         info = dataclasses.replace(info, **{k: tuple(v) if k != "class_names" else list(v) for k, v in overrides.items()})
     return _attach(model, info)
+
+
+def _resolve_bare_name(name: str) -> str:
+    """A bare architecture name (``resnet18``) -> the one library prefix that knows it.
+
+    Exactly one of timm and torchvision having it: that one, with a note on the ``unitscope`` logger.
+    Both or neither: ``ValueError`` listing the choices or the close matches.
+    """
+    import difflib
+
+    found = [f"{prefix}{name}" for prefix, names in (("torchvision:", _torchvision_names()),
+                                                      ("timm:", _timm_names())) if name in names]
+    if len(found) == 1:
+        logger.info("using %s for %r (name it so to silence this note)", found[0], name)
+        return found[0]
+    if len(found) > 1:
+        raise ValueError(f"model name {name!r} is ambiguous: say {' or '.join(found)}")
+    close = difflib.get_close_matches(name, list(_REGISTRY), n=5, cutoff=0.5)
+    close += [f"timm:{n}" for n in difflib.get_close_matches(name, _timm_names(), n=3, cutoff=0.8)]
+    hint = f"; close matches: {', '.join(close)}" if close else ""
+    raise ValueError(
+        f"unknown model {name!r}{hint}. Registered: {', '.join(list_models())}. "
+        "Also accepted: timm:<arch>, torchvision:<arch>, a checkpoint path, or file.py:factory"
+    )
+
+
+@lru_cache(maxsize=1)
+def _timm_names() -> frozenset[str]:
+    import timm
+
+    return frozenset(timm.list_models())
+
+
+@lru_cache(maxsize=1)
+def _torchvision_names() -> frozenset[str]:
+    import torchvision
+
+    return frozenset(torchvision.models.list_models())
+
+
+# -- offline detection ------------------------------------------------------------------------------
+
+HUB_TIMEOUT_S = 3.0  # a weight server that does not answer within this is taken as unreachable
+
+
+@lru_cache(maxsize=None)
+def host_reachable(host: str, port: int = 443, timeout: float = HUB_TIMEOUT_S) -> bool:
+    """Whether a TCP connection to ``host:port`` opens within ``timeout`` seconds (name lookup included).
+
+    Asked once per process and host, so that an offline machine fails in seconds instead of
+    spending a minute in a download library's retries.
+    """
+    import socket
+    import threading
+
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                result.append(True)
+        except OSError:
+            result.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)  # getaddrinfo has no timeout of its own
+    thread.start()
+    thread.join(timeout)
+    return bool(result and result[0])
+
+
+@contextmanager
+def _hub_offline() -> Iterator[None]:
+    """Hugging Face hub calls inside the block use the local cache only (no network, no retries)."""
+    from huggingface_hub import constants
+
+    before = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = before
 
 
 # -- ImageNet class names -----------------------------------------------------------------------
@@ -264,8 +356,10 @@ def _timm_model(arch: str, checkpoint: str | None = None, pretrained: bool = Tru
         raise ValueError(f"timm has no architecture {arch!r}; close matches: {', '.join(close) or 'none'}")
     extra = {"num_classes": num_classes} if num_classes is not None else {}
     pretrained = pretrained and checkpoint is None
+    offline = pretrained and not host_reachable("huggingface.co")
     try:
-        model = timm.create_model(arch, pretrained=pretrained, **extra, **kw)
+        with _hub_offline() if offline else nullcontext():
+            model = timm.create_model(arch, pretrained=pretrained, **extra, **kw)
     except Exception as exc:  # noqa: BLE001 - any failure to fetch weights gets the same advice
         if pretrained:
             raise _no_weights_error(f"timm:{arch}", exc) from exc
@@ -297,6 +391,11 @@ def _torchvision_model(arch: str, checkpoint: str | None = None, pretrained: boo
         raise ValueError(f"torchvision has no model {arch!r}; close matches: {', '.join(close) or 'none'}")
     pretrained = pretrained and checkpoint is None
     weight_enum = torchvision.models.get_model_weights(arch).DEFAULT if pretrained else None
+    if weight_enum is not None:
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weight_enum.url).name
+        if not cached.is_file() and not host_reachable("download.pytorch.org"):
+            raise _no_weights_error(f"torchvision:{arch}", ConnectionError(
+                f"{weight_enum.url} is unreachable and not in the local cache {cached.parent}"))
     try:
         model = torchvision.models.get_model(arch, weights=weight_enum, **kw)
     except Exception as exc:  # noqa: BLE001

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, field
 
-from unitscope.config import add_config_args, config_from_args, help_
+from unitscope.config import ModelOptions, add_config_args, config_from_args, help_
 
 
 @dataclass
@@ -14,17 +14,15 @@ class ModelsConfig:
 
 
 @dataclass
-class LayersConfig:
+class LayersConfig(ModelOptions):
     model: str = field(metadata=help_("model name (see `unitscope models`)", positional=True))
-    checkpoint: str | None = field(default=None, metadata=help_("local weights for the model"))
     spatial: bool = field(default=False, metadata=help_("only layers with a spatial [C, H, W] output"))
 
 
 @dataclass
-class ClassifyConfig:
+class ClassifyConfig(ModelOptions):
     model: str = field(metadata=help_("model name (see `unitscope models`)", positional=True))
     images: list[str] = field(default_factory=list, metadata=help_("image files", positional=True, nargs="+"))
-    checkpoint: str | None = field(default=None, metadata=help_("local weights for the model"))
     topk: int = field(default=5, metadata=help_("how many classes to show per image"))
 
 
@@ -40,10 +38,9 @@ def run_models(args: argparse.Namespace) -> int:
 
 def run_layers(args: argparse.Namespace) -> int:
     from unitscope.hooks import list_layers
-    from unitscope.models import create_model
 
     cfg = config_from_args(LayersConfig, args)
-    model = create_model(cfg.model, checkpoint=cfg.checkpoint)
+    model = cfg.create_model()
     print(f"{'layer':40s} {'type':24s} {'output':16s} {'units':>6} {'stride':>6}")
     for layer in list_layers(model):
         if cfg.spatial and not (layer.shape and len(layer.shape) == 3):
@@ -54,11 +51,10 @@ def run_layers(args: argparse.Namespace) -> int:
 
 def run_classify(args: argparse.Namespace) -> int:
     from unitscope.classify import classify, load_image
-    from unitscope.models import create_model
 
     cfg = config_from_args(ClassifyConfig, args)
     images = [load_image(p) for p in cfg.images]  # fail on a bad file before loading the model
-    model = create_model(cfg.model, checkpoint=cfg.checkpoint)
+    model = cfg.create_model()
     for path, top in zip(cfg.images, classify(model, images, k=cfg.topk)):
         print(path)
         for name, p in top:

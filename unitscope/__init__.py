@@ -7,4 +7,13 @@ much the network depends on it.
 
 Importing the package defines nothing heavy; each idea lives in its own module or package
 (``models``, ``hooks``, ``stats``, ``tally``, ``data``, ``dissect``, ``catalog``, ``report``, ``cli``).
+``unitscope.open_run(RUN)`` gives a run folder's tables (pandas DataFrames when pandas is installed).
 """
+
+
+def __getattr__(name: str):
+    if name == "open_run":  # imported on first use: importing unitscope stays cheap
+        from unitscope.results import open_run
+
+        return open_run
+    raise AttributeError(f"module 'unitscope' has no attribute {name!r}")

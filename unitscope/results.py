@@ -1,0 +1,104 @@
+"""A run folder's results in Python and in notebooks.
+
+    import unitscope
+    run = unitscope.open_run("runs/lite0")
+    run                                  # in Jupyter: each layer's summary, top units with exemplar strips
+    run.tables                           # ['concepts', 'dissection', 'exemplars', ...]
+    df = run["dissection"]               # a pandas DataFrame when pandas is installed, else a list of dicts
+    run.query("SELECT unit, iou FROM dissection WHERE concept = ?", ("tree",))
+
+Install pandas for DataFrames: ``pip install 'unitscope[notebook]'``.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+from typing import Any
+
+from unitscope.catalog import Catalog, layer_keys, layer_summary
+
+TOP_UNITS = 8  # units shown per layer in a notebook
+
+
+def _frame(rows: list[dict], columns: list[str] | None = None) -> Any:
+    """Rows as a pandas DataFrame when pandas can be imported, else the rows themselves."""
+    try:
+        import pandas as pd
+    except ImportError:
+        return rows
+    return pd.DataFrame(rows, columns=columns)
+
+
+class RunResults:
+    """The catalog tables of one run folder; ``run[table]`` reads a whole table."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not (self.path / "catalog.sqlite").is_file():
+            raise FileNotFoundError(f"{self.path} is not a run folder: it has no catalog.sqlite "
+                                    "(a run folder is what `unitscope dissect --out` writes)")
+
+    def _catalog(self) -> Catalog:
+        return Catalog(self.path / "catalog.sqlite", create=False)
+
+    @property
+    def tables(self) -> list[str]:
+        with self._catalog() as cat:
+            return [t for t in cat.tables() if cat.query(f"SELECT 1 FROM {t} LIMIT 1")]
+
+    def __getitem__(self, table: str) -> Any:
+        with self._catalog() as cat:
+            return _frame(cat.rows(table), cat.columns(table))
+
+    def query(self, sql: str, params: Any = ()) -> Any:
+        """One SQL statement over the catalog; a DataFrame (or rows)."""
+        with self._catalog() as cat:
+            return _frame(cat.query(sql, params))
+
+    def __repr__(self) -> str:
+        return f"RunResults({str(self.path)!r}, tables={self.tables})"
+
+    def _repr_html_(self) -> str:
+        return run_html(self.path)
+
+
+def open_run(path: str | Path) -> RunResults:
+    """The results of the run folder at ``path`` (FileNotFoundError if it is none)."""
+    return RunResults(path)
+
+
+def run_html(run_dir: str | Path, top: int = TOP_UNITS) -> str:
+    """An HTML summary of a run folder: per layer the detector counts and the ``top`` units by IoU,
+    each with its exemplar strip inlined (so the notebook needs no file access)."""
+    run_dir = Path(run_dir)
+    esc = html.escape
+    parts = [f"<div class='unitscope-run'><b>{esc(run_dir.name)}</b>"]
+    with Catalog(run_dir / "catalog.sqlite", create=False) as cat:
+        for model, layer in layer_keys(cat):
+            s = layer_summary(cat, model, layer)
+            parts.append(f"<h4 style='margin:10px 0 4px'>{esc(model)} / {esc(layer)}: {s['detectors']} of "
+                         f"{s['units']} units are detectors, {s['unique_concepts']} unique concepts</h4>")
+            rows = cat.query("SELECT d.unit, d.concept, d.category, d.iou, i.path FROM dissection d "
+                             "LEFT JOIN unit_images i USING (model, layer, unit) "
+                             "WHERE d.model = ? AND d.layer = ? ORDER BY d.iou DESC, d.unit LIMIT ?",
+                             (model, layer, top))
+            parts.append("<table><tr><th>unit</th><th>concept</th><th>IoU</th><th>exemplars</th></tr>")
+            for r in rows:
+                concept = (f"{esc(r['concept'])} <small>({esc(r['category'] or '')})</small>"
+                           if r["concept"] else "<i>no activation above threshold</i>")
+                iou = "" if r["iou"] is None else f"{r['iou']:.3f}"
+                parts.append(f"<tr><td>{r['unit']}</td><td>{concept}</td><td>{iou}</td>"
+                             f"<td>{_inline_image(run_dir, r['path'])}</td></tr>")
+            parts.append("</table>")
+    parts.append("</div>")
+    return "".join(parts)
+
+
+def _inline_image(run_dir: Path, rel: str | None) -> str:
+    if not rel or not (run_dir / rel).is_file():
+        return ""
+    kind = "png" if rel.lower().endswith(".png") else "jpeg"
+    data = base64.b64encode((run_dir / rel).read_bytes()).decode("ascii")
+    return f"<img src='data:image/{kind};base64,{data}' style='height:64px' alt='exemplars'>"

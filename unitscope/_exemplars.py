@@ -146,10 +146,12 @@ def _label_mask(planes: np.ndarray, image_labels: frozenset, label: int) -> np.n
 
 
 def _tint(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Tint ``mask`` cyan and outline it; the image edge counts as an outline of a full mask."""
+    """Tint ``mask`` cyan and outline it; a mask reaching the image's edge is outlined there too."""
     shown = image.astype(np.float32)
     shown[mask] = shown[mask] * 0.55 + _MASK_RGB * 0.45
-    padded = np.pad(mask, 1, constant_values=False)
-    inner = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    inner = mask
+    for _ in range(2):  # a 2-pixel outline: still visible when the page shows the strip small
+        padded = np.pad(inner, 1, constant_values=False)
+        inner = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
     shown[mask & ~inner] = _MASK_RGB
     return shown.clip(0, 255).astype(np.uint8)

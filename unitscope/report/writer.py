@@ -59,9 +59,10 @@ def build_report(run_dir: Path, title: str | None = None) -> dict[str, Any]:
     with Catalog(catalog, create=False) as cat:
         parts = used_parts(cat)
         wanted = [str(x) for x in (config or {}).get("layers") or [] if isinstance(x, str)]
-        keys = sorted(part_layers(cat, parts), key=lambda k: (
+        where = {p.name: part_layers(cat, [p]) for p in parts}  # a part is asked about its own layers only
+        keys = sorted(set().union(*where.values()), key=lambda k: (
             natural_key(k[0]), wanted.index(k[1]) if k[1] in wanted else len(wanted), natural_key(k[1])))
-        layers = [_layer(cat, parts, model, layer) for model, layer in keys]
+        layers = [_layer(cat, [p for p in parts if key in where[p.name]], *key) for key in keys]
         run_parts = {p.name: p.run(cat) for p in parts if p.run is not None}
     if title is None:
         models = sorted({ly["model"] for ly in layers})

@@ -155,3 +155,34 @@ def test_concept_strips_tint_the_ground_truth(tmp_path):
     strip = np.asarray(Image.open(tmp_path / rows["conv"][1]["path"]), dtype=np.float32)
     assert np.abs(strip[2 * q, 2 * q] - tinted).max() < 12
     assert np.abs(strip[2 * q, _THUMB + 2 + 2 * q] - 100).max() < 12
+
+
+def test_entry_point_parts_are_loaded(monkeypatch):
+    import unitscope.report.parts as parts
+
+    part = ReportPart("plugin", "Plugin", ("plugin_rows",))
+    called = []
+
+    class EP:
+        def __init__(self, name, obj):
+            self.name, self.value, self.obj = name, f"pkg:{name}", obj
+
+        def load(self):
+            return self.obj
+
+    eps = [EP("a", part), EP("b", lambda: called.append(True))]
+    monkeypatch.setattr(parts, "entry_points", lambda group: eps if group == parts.ENTRY_POINT_GROUP else [])
+    monkeypatch.setattr(parts, "_LOADED", False)
+    try:
+        assert "plugin" in [p.name for p in registered_parts()] and called == [True]
+    finally:
+        unregister_part("plugin")
+
+    class Broken(EP):
+        def load(self):
+            raise ModuleNotFoundError("No module named 'gone'")
+
+    monkeypatch.setattr(parts, "entry_points", lambda group: [Broken("c", None)])
+    monkeypatch.setattr(parts, "_LOADED", False)
+    with pytest.raises(ImportError, match="entry point 'c' .*No module named 'gone'"):
+        registered_parts()

@@ -215,6 +215,12 @@ def test_lightbox_and_mask_toggle(synthetic_run, page):
     assert pg.get_attribute("#lb-alt", "aria-pressed") == "true"
     pg.keyboard.press("Escape")
     assert pg.is_hidden("#lightbox")
+    pg.focus("[id='toy/layer4/19'] .strip")  # the keyboard opens it too
+    pg.keyboard.press("Enter")
+    pg.wait_for_selector("#lightbox:not([hidden])")
+    assert pg.inner_text("#lb-cap") == "layer4 unit 19: car · top 4 images"
+    pg.click("#lb-close")
+    assert pg.is_hidden("#lightbox")
 
 
 def test_featvis_section_and_card_rows(synthetic_run, page):

@@ -219,6 +219,11 @@ def test_lightbox_and_mask_toggle(synthetic_run, page):
     pg.keyboard.press("Enter")
     pg.wait_for_selector("#lightbox:not([hidden])")
     assert pg.inner_text("#lb-cap") == "layer4 unit 19: car · top 4 images"
+    pg.keyboard.press("ArrowRight")  # the next card in page order (IoU sort: 0, 19, 1, ...)
+    assert pg.inner_text("#lb-cap") == "layer4 unit 1: dog · top 4 images"
+    pg.keyboard.press("ArrowLeft")
+    pg.keyboard.press("ArrowLeft")
+    assert pg.inner_text("#lb-cap") == "layer4 unit 0: dog · top 4 images"
     pg.click("#lb-close")
     assert pg.is_hidden("#lightbox")
 
@@ -242,3 +247,14 @@ def test_featvis_section_and_card_rows(synthetic_run, page):
     box = fv.bounding_box()
     assert box["x"] >= strip["x"] + strip["width"] and box["y"] < strip["y"] + strip["height"]
     assert pg.locator("[id='toy/layer3/7'] .part-featvis").count() == 0
+
+
+def test_featvis_only_run(tmp_path, page):
+    run = tmp_path / "fv"
+    add_featvis(run, layer="conv5", units=(1, 3), model="net")
+    page.open(write_report(run).as_uri())
+    pg = page.page
+    assert pg.locator(".card").count() == 2 and pg.locator(".card .part-featvis img").count() == 2
+    assert pg.locator(".part-dissection").count() == 0
+    assert pg.eval_on_selector_all("#sort option", "os => os.map(o => o.value)") == ["unit"]
+    assert pg.is_hidden("#overlay-label") and page.filter("channel") == 2 and page.filter("#3") == 1

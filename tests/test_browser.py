@@ -12,6 +12,9 @@ import time
 
 import pytest
 
+from report_extras import add_concept_images, add_featvis, make_null_unit
+
+from unitscope.catalog import Catalog
 from unitscope.report import write_report
 
 pytestmark = pytest.mark.browser
@@ -151,3 +154,107 @@ def test_thousand_cards(tmp_path, make_run, page):
     assert page.filter("cat") == expected
     assert page.filter("features.3 #249") == 1
     assert time.perf_counter() - t0 < 10
+
+
+def test_whole_word_filter_and_sort(synthetic_run, page):
+    with Catalog(synthetic_run / "catalog.sqlite") as cat:  # a "carpet" unit beside the "car" ones
+        cat.query("UPDATE dissection SET concept = 'carpet', category = 'material' "
+                  "WHERE layer = 'layer4' AND unit = 14")
+    make_null_unit(synthetic_run, 5)
+    page.open(write_report(synthetic_run).as_uri())
+    pg = page.page
+    assert page.filter("car") == 4             # layer3 unit 15; layer4 units 3, 13, 19 -- not carpet
+    assert page.filter("carpet") == 1
+    assert page.filter("car layer4") == 3
+    assert page.filter("layer") == 0           # words, not prefixes of "layer3"
+    assert page.filter("toy/layer4 object") == 11  # dog 4, cat 2, car 3, tree 2
+    page.filter("")
+    layer4 = "section.layer:nth-of-type(2) .card"
+
+    def units(selector):
+        return [int(x.lstrip("#")) for x in pg.locator(selector + " a.unit").all_inner_texts()]
+
+    assert pg.eval_on_selector("#sort", "s => s.value") == "iou"
+    assert units(layer4)[:4] == [0, 19, 1, 2]  # IoU descending, ties by unit
+    pg.select_option("#sort", "unit")
+    assert units(layer4) == list(range(20))
+    pg.select_option("#sort", "concept")
+    # blue, car x3, cat x2, carpet ... : alphabetical, ties by unit number
+    assert units(layer4)[:7] == [18, 3, 13, 19, 14, 2, 12]
+    assert units("section.layer:nth-of-type(1) .card")[-1] == 5  # no concept sorts last
+    # the NULL-concept card says so and is no detector
+    card = pg.locator("[id='toy/layer3/5']")
+    assert card.locator(".label").inner_text() == "no activation above threshold"
+    assert card.locator(".badge").inner_text() == "below threshold"
+    assert pg.inner_text("section.layer .meta").endswith("detector: IoU > 0.04")
+
+
+def test_lightbox_and_mask_toggle(synthetic_run, page):
+    masks = add_concept_images(synthetic_run)  # layer4 only
+    page.open(write_report(synthetic_run).as_uri())
+    pg = page.page
+    img = "[id='toy/layer4/0'] .strip img"
+    assert pg.get_attribute(img, "src") == "images/toy/layer4/unit0000.jpg"
+    assert pg.is_visible("#overlay")
+    pg.check("#overlay")
+    assert pg.get_attribute(img, "src") == masks[0] == "images/toy/layer4/unit0000_concept.jpg"
+    assert pg.get_attribute("[id='toy/layer3/0'] .strip img", "src") == "images/toy/layer3/unit0000.jpg"
+    pg.uncheck("#overlay")
+    assert pg.get_attribute(img, "src") == "images/toy/layer4/unit0000.jpg"
+    # click a strip: the lightbox shows its 4 exemplars as big tiles with their captions
+    assert pg.is_hidden("#lightbox")
+    pg.click(img)
+    pg.wait_for_selector("#lb-tiles canvas")
+    assert pg.locator("#lb-tiles canvas").count() == 4
+    assert pg.locator("#lb-tiles canvas").first.bounding_box()["width"] > 150
+    assert pg.locator("#lb-tiles figcaption").first.inner_text() == "image 1 · activation 10.00"
+    assert pg.inner_text("#lb-cap") == "layer4 unit 0: dog · top 4 images"
+    assert pg.get_attribute("#lb-src", "src") == "images/toy/layer4/unit0000.jpg"
+    pg.click("#lb-alt")
+    assert pg.get_attribute("#lb-src", "src") == "images/toy/layer4/unit0000_concept.jpg"
+    assert pg.get_attribute("#lb-alt", "aria-pressed") == "true"
+    pg.keyboard.press("Escape")
+    assert pg.is_hidden("#lightbox")
+    pg.focus("[id='toy/layer4/19'] .strip")  # the keyboard opens it too
+    pg.keyboard.press("Enter")
+    pg.wait_for_selector("#lightbox:not([hidden])")
+    assert pg.inner_text("#lb-cap") == "layer4 unit 19: car · top 4 images"
+    pg.keyboard.press("ArrowRight")  # the next card in page order (IoU sort: 0, 19, 1, ...)
+    assert pg.inner_text("#lb-cap") == "layer4 unit 1: dog · top 4 images"
+    pg.keyboard.press("ArrowLeft")
+    pg.keyboard.press("ArrowLeft")
+    assert pg.inner_text("#lb-cap") == "layer4 unit 0: dog · top 4 images"
+    pg.click("#lb-close")
+    assert pg.is_hidden("#lightbox")
+
+
+def test_featvis_section_and_card_rows(synthetic_run, page):
+    add_featvis(synthetic_run)
+    page.open(write_report(synthetic_run).as_uri())
+    pg = page.page
+    assert pg.locator(".part-section.part-featvis").count() == 1
+    section = pg.locator("section.layer").nth(1).locator(".part-featvis.part-section")
+    assert section.locator(".gallery img").count() == 3
+    assert section.locator("h3").inner_text().startswith("Feature visualisation")
+    assert pg.locator(".card .part-featvis").count() == 3
+    fv = pg.locator("[id='toy/layer4/7'] .part-featvis img")
+    assert fv.get_attribute("src") == "featvis/layer4/unit0007.png"
+    fv.scroll_into_view_if_needed()  # images load lazily
+    pg.wait_for_function("s => document.querySelector(s).naturalWidth > 0", arg="[id='toy/layer4/7'] .part-featvis img")
+    assert fv.evaluate("i => i.naturalWidth") == 16
+    # beside the exemplars: same row, to the right of the strip
+    strip = pg.locator("[id='toy/layer4/7'] .strip").bounding_box()
+    box = fv.bounding_box()
+    assert box["x"] >= strip["x"] + strip["width"] and box["y"] < strip["y"] + strip["height"]
+    assert pg.locator("[id='toy/layer3/7'] .part-featvis").count() == 0
+
+
+def test_featvis_only_run(tmp_path, page):
+    run = tmp_path / "fv"
+    add_featvis(run, layer="conv5", units=(1, 3), model="net")
+    page.open(write_report(run).as_uri())
+    pg = page.page
+    assert pg.locator(".card").count() == 2 and pg.locator(".card .part-featvis img").count() == 2
+    assert pg.locator(".part-dissection").count() == 0
+    assert pg.eval_on_selector_all("#sort option", "os => os.map(o => o.value)") == ["unit"]
+    assert pg.is_hidden("#overlay-label") and page.filter("channel") == 2 and page.filter("#3") == 1

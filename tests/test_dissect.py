@@ -151,17 +151,20 @@ def test_planted_units_get_their_concept(world, tmp_path):
         assert per_cat == [("color", "red")]
         n_ex = db.execute("SELECT COUNT(*) FROM exemplars WHERE unit = 0").fetchone()[0]
         assert n_ex == 4
-    # exemplar strips exist, one per unit
-    assert len(list((tmp_path / "run" / "images").rglob("*.jpg"))) == 3
+    # exemplar strips exist, one per unit, and one with each unit's concept mask
+    assert len(list((tmp_path / "run" / "images").rglob("unit000?.jpg"))) == 3
+    assert len(list((tmp_path / "run" / "images").rglob("unit000?_concept.jpg"))) == 3
     # the report shows the same numbers
     from unitscope.report import write_report
 
     write_report(tmp_path / "run")
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     (layer,) = report["layers"]
-    assert (layer["units"], layer["detectors"], layer["unique_concepts"]) == (3, 3, 3)
-    assert sorted(card["concept"] for card in layer["cards"]) == sorted(COLOURS)
-    assert all((tmp_path / "run" / card["image"]).exists() for card in layer["cards"])
+    summary, cards = layer["parts"]["dissection"], [c["parts"]["dissection"] for c in layer["cards"]]
+    assert (summary["units"], summary["detectors"], summary["unique_concepts"]) == (3, 3, 3)
+    assert sorted(card["concept"] for card in cards) == sorted(COLOURS)
+    assert all((tmp_path / "run" / card["image"]).exists() for card in cards)
+    assert all((tmp_path / "run" / card["mask_image"]).exists() for card in cards)
 
 
 def test_streaming_equals_one_shot_and_cache_equals_recompute(world, tmp_path):

@@ -11,13 +11,19 @@ def _layers(report):
     return {ly["layer"]: ly for ly in report["layers"]}
 
 
+def _diss(layer):
+    """A layer's dissection section and its cards' dissection rows by unit."""
+    return layer["parts"]["dissection"], {c["unit"]: c["parts"]["dissection"] for c in layer["cards"]}
+
+
 def test_report_numbers(synthetic_run):
     html = write_report(synthetic_run)
     assert html == synthetic_run / "index.html"
     report = json.loads((synthetic_run / "report.json").read_text())
-    assert report["categories"] == ["object", "scene", "part", "material", "texture", "color"]
+    assert report["part_order"] == ["dissection"]  # featvis is registered but has no rows here
+    assert report["parts"]["dissection"]["categories"] == ["object", "scene", "part", "material", "texture", "color"]
     assert [ly["id"] for ly in report["layers"]] == ["toy/layer3", "toy/layer4"]
-    l3, l4 = _layers(report)["layer3"], _layers(report)["layer4"]
+    (l3, c3), (l4, c4) = _diss(_layers(report)["layer3"]), _diss(_layers(report)["layer4"])
     assert (l3["units"], l3["detectors"], l3["unique_concepts"]) == (20, 10, 5)
     assert (l4["units"], l4["detectors"], l4["unique_concepts"]) == (20, 13, 9)
     assert [(c["category"], c["detectors"], c["unique_concepts"]) for c in l3["categories"]] == [
@@ -30,18 +36,17 @@ def test_report_numbers(synthetic_run):
         ("wood", 1), ("red", 1)]
     assert [(c["concept"], c["detectors"]) for c in l3["concepts"]] == [
         ("eye", 1), ("striped", 2), ("dotted", 1), ("red", 4), ("blue", 2)]
-    # cards sorted by IoU, descending; ties by unit number
-    assert [c["unit"] for c in l4["cards"][:4]] == [0, 19, 1, 2]
-    ious = [c["iou"] for ly in report["layers"] for c in ly["cards"]]
-    assert all(a >= b for a, b in zip(ious[:20], ious[1:20]))
-    assert [c["unit"] for c in l3["cards"]][:3] == [13, 0, 1]
-    assert sum(c["is_detector"] for c in l3["cards"]) == 10
-    card = next(c for c in l4["cards"] if c["unit"] == 7)
-    assert card["id"] == "toy/layer4/7" and card["concept"] == "dog" and card["category"] == "object"
+    # cards in unit order (the page sorts them), one per unit, with stable ids
+    layer4 = _layers(report)["layer4"]
+    assert [c["unit"] for c in layer4["cards"]] == list(range(20)) and layer4["units"] == 20
+    assert sum(c["is_detector"] for c in c3.values()) == 10
+    card = c4[7]
+    assert layer4["cards"][7]["id"] == "toy/layer4/7"
+    assert card["concept"] == "dog" and card["category"] == "object"
     assert card["iou"] == pytest.approx(0.06) and card["is_detector"] is True
-    assert card["image"] == "images/toy/layer4/unit0007.jpg"
+    assert card["image"] == "images/toy/layer4/unit0007.jpg" and card["mask_image"] is None
     assert (synthetic_run / card["image"]).is_file()
-    assert [x["category"] for x in card["labels"]] == report["categories"]
+    assert [x["category"] for x in card["labels"]] == report["parts"]["dissection"]["categories"]
     assert [x["rank"] for x in card["exemplars"]] == [0, 1, 2, 3]
     assert card["exemplars"][0] == {"rank": 0, "image": (7 * 13 + 1) % 100, "activation": pytest.approx(9.3),
                                     "y": 0, "x": 0}
@@ -56,6 +61,7 @@ def test_report_numbers(synthetic_run):
                                {"rotation": 2, "detectors": 5, "unique_concepts": 4}]
     assert l3["rotations"] == []
     assert report["config"]["model"] == "toy"
+    assert report["title"] == "toy: network dissection"
 
 
 def test_report_page_files(synthetic_run):
@@ -63,6 +69,10 @@ def test_report_page_files(synthetic_run):
     page = (synthetic_run / "index.html").read_text()
     assert "<title>My &lt;dissection&gt;</title>" in page
     assert '<script src="report.js"></script>' in page
+    # the parts' scripts are inlined (file:// cannot load them otherwise), only the parts used
+    assert page.count("<script src=") == 1
+    assert '<script data-part="dissection">' in page and "UNITSCOPE_PARTS.dissection" in page
+    assert 'data-part="featvis"' not in page
     for banned in ("http://", "https://", "//cdn"):  # works offline: nothing fetched from the web
         assert banned not in page.replace("http://www.w3.org/2000/svg", "")
     js = (synthetic_run / "report.js").read_text()
@@ -85,9 +95,10 @@ def test_report_of_empty_and_partial_runs(tmp_path):
                                         is_detector=u > 0, threshold=1.0) for u in range(3)],
                     model="m", layer="conv")
     write_report(run)
-    (ly,) = json.loads((run / "report.json").read_text())["layers"]
+    (layer,) = json.loads((run / "report.json").read_text())["layers"]
+    ly, cards = _diss(layer)
     assert (ly["units"], ly["detectors"], ly["unique_concepts"]) == (3, 2, 1)
-    assert [c["image"] for c in ly["cards"]] == [None, None, None]
+    assert [c["image"] for c in cards.values()] == [None, None, None]
     assert ly["iou_threshold"] is None and sum(ly["histogram"]["counts"]) == 3
 
 

@@ -70,6 +70,32 @@ def test_counts_equal_brute_force():
     assert (ref_iou[:, 1:] > 0).sum() > 10  # the data really exercises the counts
 
 
+def test_counts_equal_brute_force_with_overlapping_labels():
+    """A label repeated in an image's cell, or given both image-level and in a pixel plane, is one
+    region: the whole image, counted once."""
+    rng = np.random.default_rng(5)
+    n, c, L, G = 5, 4, 6, 2
+    acts = rng.normal(size=(n, c, 3, 3)).astype(np.float32)
+    labels = rng.integers(0, L, size=(n, 2, 6, 6))
+    image_labels = np.array([[3, 3, 0], [4, 3, 4], [5, 0, 0], [1, 1, 1], [0, 0, 0]])
+    assert (labels[1] == 3).any() and (labels[0] == 3).any()  # image-level labels also on pixels
+    present = np.ones((n, G), dtype=bool)
+    label_category = np.array([0, 0, 0, 1, 1, 1])
+    thresholds = np.quantile(acts.transpose(1, 0, 2, 3).reshape(c, -1), 0.6, axis=1).astype(np.float32)
+    inter, unit_area, label_area = count_batch(
+        torch.from_numpy(acts), torch.from_numpy(thresholds), torch.from_numpy(labels),
+        torch.from_numpy(image_labels), torch.from_numpy(present), L)
+    ref_inter, ref_unit, ref_label, _ = brute_force_iou(acts, thresholds, labels, image_labels, present,
+                                                        label_category, L)
+    assert np.array_equal(inter.numpy(), ref_inter)
+    assert np.array_equal(unit_area.numpy(), ref_unit)
+    assert np.array_equal(label_area.numpy()[1:], ref_label[1:])
+    # image 0 carries label 3 twice and on pixels: 36 labelled pixels there, not 72 or more
+    one = count_batch(torch.from_numpy(acts[:1]), torch.from_numpy(thresholds), torch.from_numpy(labels[:1]),
+                      torch.from_numpy(image_labels[:1]), torch.from_numpy(present[:1]), L)[2]
+    assert int(one[3]) == 36
+
+
 def test_counts_stream_equals_one_shot():
     rng = np.random.default_rng(1)
     acts = torch.from_numpy(rng.normal(size=(8, 3, 4, 4)).astype(np.float32))

@@ -316,3 +316,36 @@ def test_transformer_layer_is_dissected_as_a_map(world, tmp_path):
     assert d.shape == (192, 4, 4) and d.iou.shape == (192, len(ds.label_names))
     # 24 images x 16 patches: a few units have no position strictly above their top-0.5% level
     assert (d.best_iou > 0).sum() > 150
+
+
+def test_detector_rule_is_strictly_above_the_threshold():
+    from unitscope.dissect import _summarise
+
+    iou = np.array([[0, 0.04, 0.01], [0, 0.01, 0.0401], [0, 0.0, 0.0]])
+    d = _summarise("l", (3, 1, 1), np.zeros(3), iou, 0.04, ["-", "a", "b"], ["", "x", "y"])
+    assert d.detectors.tolist() == [False, True, False]  # IoU > 0.04, as in the paper and the report
+    assert [d.concept(u) for u in range(3)] == ["a", "b", None]
+
+
+def test_a_unit_that_never_fires_gets_no_concept(world, tmp_path):
+    """Unit 1 is 0 everywhere, so its map never exceeds its threshold: no concept, NULL in the catalog."""
+    from unitscope.dissect import dissect
+    from unitscope.models import ModelInfo
+
+    conv = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 1))
+    with torch.no_grad():
+        conv[0].weight[:] = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]).view(2, 3, 1, 1)
+        conv[0].bias.zero_()
+    object.__setattr__(conv, "unitscope_info", ModelInfo(name="conv", input_size=(3, 64, 64)))
+    from unitscope.data import BrodenDataset
+
+    ds = BrodenDataset(world, transform=conv.unitscope_info.transform())
+    d = dissect(conv, ds, ["0"], tmp_path / "run", quantile=0.2, topk=2, progress=False,
+                exemplar_images=False).layers["0"]
+    assert d.thresholds[1] == 0 and (d.iou[1] == 0).all()
+    assert d.concept(0) is not None and d.concept(1) is None and not d.detectors[1]
+    with sqlite3.connect(tmp_path / "run" / "catalog.sqlite") as db:
+        rows = db.execute("SELECT unit, concept, category, iou, is_detector FROM dissection ORDER BY unit").fetchall()
+        per_cat = db.execute("SELECT COUNT(*) FROM dissection_category WHERE unit = 1 AND concept IS NOT NULL").fetchone()
+    assert rows[0][1] is not None and rows[1] == (1, None, None, 0.0, 0)
+    assert per_cat == (0,)

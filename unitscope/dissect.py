@@ -48,7 +48,7 @@ class LayerDissection:
     shape: tuple[int, int, int]  # [C, h, w]
     thresholds: np.ndarray  # [C]
     iou: np.ndarray  # [C, L]
-    best_label: np.ndarray  # [C] label number
+    best_label: np.ndarray  # [C] label number; -1 for a unit with no concept (every IoU is 0)
     best_iou: np.ndarray  # [C]
     iou_threshold: float
     label_names: list[str]
@@ -56,14 +56,22 @@ class LayerDissection:
 
     @property
     def detectors(self) -> np.ndarray:
-        return self.best_iou >= self.iou_threshold
+        """``[C]`` bool: best IoU strictly above the threshold (the paper's IoU > 0.04)."""
+        return self.best_iou > self.iou_threshold
 
     @property
     def unique_concepts(self) -> int:
         return len(set(self.best_label[self.detectors].tolist()))
 
-    def concept(self, unit: int) -> str:
-        return self.label_names[int(self.best_label[unit])]
+    def concept(self, unit: int) -> str | None:
+        """The unit's best label, or None when no label overlaps its mask (e.g. its map never
+        exceeds its threshold)."""
+        best = int(self.best_label[unit])
+        return self.label_names[best] if best > 0 else None
+
+    def category(self, unit: int) -> str | None:
+        best = int(self.best_label[unit])
+        return self.label_categories[best] if best > 0 else None
 
     def summary(self) -> str:
         return (f"{self.layer}: {int(self.detectors.sum())} of {len(self.best_iou)} units are detectors, "
@@ -386,7 +394,9 @@ def _summarise(layer, shape, thresholds, iou, iou_threshold, label_names, label_
     scored = iou.copy()
     scored[:, 0] = -1  # label 0 means "unlabelled"
     best = scored.argmax(axis=1)
-    return LayerDissection(layer, tuple(shape), thresholds, iou, best, scored[np.arange(len(best)), best],
+    best_iou = scored[np.arange(len(best)), best]
+    best = np.where(best_iou > 0, best, -1)  # all IoUs 0: no concept, not the first label
+    return LayerDissection(layer, tuple(shape), thresholds, iou, best, np.maximum(best_iou, 0.0),
                            iou_threshold, label_names, label_cats)
 
 
@@ -398,7 +408,7 @@ def _write_layer_rows(cat, model_name, d: LayerDissection, n_images, quantile, r
                             "quantile": quantile, "iou_threshold": d.iou_threshold,
                             "detectors": int(d.detectors.sum()), "unique_concepts": d.unique_concepts}], **key)
     cat.replace("dissection", [{
-        **key, "unit": u, "concept": d.concept(u), "category": d.label_categories[int(d.best_label[u])],
+        **key, "unit": u, "concept": d.concept(u), "category": d.category(u),
         "iou": float(d.best_iou[u]), "is_detector": int(d.detectors[u]), "threshold": float(d.thresholds[u]),
     } for u in range(c)], **key)
     per_cat = []
@@ -410,8 +420,9 @@ def _write_layer_rows(cat, model_name, d: LayerDissection, n_images, quantile, r
         if not len(cols):
             continue
         best = cols[d.iou[:, cols].argmax(axis=1)]
-        per_cat += [{**key, "unit": u, "category": g, "concept": d.label_names[int(best[u])],
-                     "iou": float(d.iou[u, best[u]])} for u in range(c)]
+        per_cat += [{**key, "unit": u, "category": g, "iou": float(d.iou[u, best[u]]),
+                     "concept": d.label_names[int(best[u])] if d.iou[u, best[u]] > 0 else None}
+                    for u in range(c)]
     cat.replace("dissection_category", per_cat, **key)
     values, images, ys, xs = (x.cpu().numpy() for x in top)
     cat.replace("exemplars", [{**key, "unit": u, "rank": r, "image": int(row_index[images[u, r]]),

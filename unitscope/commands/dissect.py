@@ -20,7 +20,7 @@ class DissectConfig:
     layers: list[str] = field(default_factory=list, metadata=help_(
         "comma-separated layer names (see `unitscope layers MODEL --spatial`); default: the model's own choice"))
     quantile: float = field(default=0.005, metadata=help_("top fraction of activations that forms a unit's mask (paper: 0.005)"))
-    iou: float = field(default=0.04, metadata=help_("IoU at or above which a unit is a detector (paper: 0.04)"))
+    iou: float = field(default=0.04, metadata=help_("IoU above which a unit is a detector (paper: IoU > 0.04)"))
     topk: int = field(default=10, metadata=help_("exemplar images per unit"))
     rotations: int = field(default=0, metadata=help_("also dissect this many random rotations of each layer (grandmother-neuron check)"))
     seed: int = field(default=0, metadata=help_("seed of the random rotations"))

@@ -23,6 +23,7 @@ import json
 import math
 import os
 import shutil
+import warnings
 from io import BytesIO
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -91,9 +92,13 @@ def check_layers(model: nn.Module, layers: Sequence[str], input_size: Sequence[i
     """Resolve layer names and check each has a spatial map; returns ``{layer: (C, h, w)}``."""
     for layer in layers:
         resolve_layer(model, layer)  # unknown names fail here, with close matches
-    shapes = {info.name: info.shape for info in list_layers(model, input_size)}
+    infos = {info.name: info for info in list_layers(model, input_size)}
+    shapes = {name: info.shape for name, info in infos.items()}
     result = {}
     for layer in layers:
+        if infos[layer].calls > 1:
+            warnings.warn(f"layer {layer!r} runs {infos[layer].calls} times per forward pass (a reused module); "
+                          "dissection sees its first call", stacklevel=2)
         shape = shapes.get(layer)
         if shape is None:
             raise ValueError(f"layer {layer!r} returns no tensor; dissection needs a [N, C, H, W] feature map")

@@ -84,6 +84,8 @@ class DissectResult:
     run_dir: Path
     layers: dict[str, LayerDissection] = field(default_factory=dict)
     rotations: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # layer -> [(detectors, concepts)]
+    rotated: dict[str, list[LayerDissection]] = field(default_factory=dict)  # layer -> one per random rotation
+    bad_images: list[str] = field(default_factory=list)  # unreadable images left out (skip_bad_images)
 
 
 # -- helpers --------------------------------------------------------------------------------------
@@ -143,7 +145,10 @@ class _Items(torch.utils.data.Dataset):
 
     def __getitem__(self, pos: int) -> dict[str, Any]:
         get = getattr(self.dataset, "get", None)
-        item = get(pos, image=self.images, labels=self.labels) if get else self.dataset[pos]
+        try:
+            item = get(pos, image=self.images, labels=self.labels) if get else self.dataset[pos]
+        except (OSError, ValueError) as exc:  # unreadable image or mask: reported by the main process
+            return {"pos": pos, "error": _bad_item_message(self.dataset, pos, exc)}
         out = {"pos": pos, "index": item["index"]}
         if self.images:
             out["image"] = item["image"]
@@ -151,6 +156,48 @@ class _Items(torch.utils.data.Dataset):
             out.update(labels=item["labels"], image_labels=item["image_labels"],
                        category_present=item["category_present"])
         return out
+
+
+def _bad_item_message(dataset: Any, pos: int, exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    path = dataset.image_path(pos) if hasattr(dataset, "image_path") else None
+    if path is not None and str(path) not in text:
+        text = f"image {path}: {text}"
+    return f"data set item {pos}: {text}" if path is None else text
+
+
+def collate_items(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """DataLoader collate for :class:`_Items`: stacks the readable items; ``batch["bad"]`` lists
+    ``(position, message)`` of the unreadable ones (read in a worker, reported here unwrapped)."""
+    good = [it for it in items if "error" not in it]
+    batch = torch.utils.data.default_collate(good) if good else {"pos": torch.zeros(0, dtype=torch.long)}
+    batch["bad"] = [(it["pos"], it["error"]) for it in items if "error" in it]
+    return batch
+
+
+class BadImages:
+    """Unreadable images met during a run: an error naming the file, or (``skip=True``) a list kept
+    in ``run_dir/bad_images.json`` across resumes."""
+
+    def __init__(self, run_dir: Path, skip: bool):
+        self.path, self.skip = run_dir / "bad_images.json", skip
+        self.items: dict[int, str] = ({int(k): v for k, v in json.loads(self.path.read_text()).items()}
+                                      if self.path.exists() else {})
+
+    def check(self, bad: list[tuple[int, str]]) -> None:
+        if not bad:
+            return
+        if not self.skip:
+            more = f" (and {len(bad) - 1} more in this batch)" if len(bad) > 1 else ""
+            raise ValueError(f"{bad[0][1]}{more}. Replace or remove the file, or pass --skip-bad-images "
+                             "(skip_bad_images=True) to leave unreadable images out and list them at the end")
+        new = {int(p): m for p, m in bad if int(p) not in self.items}
+        if new:
+            self.items.update(new)
+            atomic_write_text(self.path, json.dumps({str(k): v for k, v in sorted(self.items.items())}, indent=1))
+
+    def messages(self) -> list[str]:
+        return [self.items[k] for k in sorted(self.items)]
 
 
 class _Forward:
@@ -183,11 +230,17 @@ class _ActivationCache:
     many images there are. ``complete`` is only set once pass 1 has written every row.
     """
 
+    WRITTEN, SKIPPED = 1, 2  # states of a row in ``rows``; 0: never written
+
     def __init__(self, folder: Path, shapes: dict[str, tuple[int, int, int]], n: int):
         self.folder, self.shapes, self.n = folder, shapes, n
         self.row = {t: int(np.prod(s)) * 4 for t, s in shapes.items()}
         self.nbytes = sum(r * n for r in self.row.values())
         self._files: dict[str, int] = {}
+        rows_file = folder / "rows.safetensors"
+        self.rows = load_arrays(rows_file)["rows"] if rows_file.exists() else np.zeros(n, np.uint8)
+        if len(self.rows) != n:
+            self.rows = np.zeros(n, np.uint8)
 
     def _fd(self, t: str) -> int:
         if t not in self._files:
@@ -195,7 +248,14 @@ class _ActivationCache:
             self._files[t] = os.open(self.folder / f"{t}.f32", os.O_RDWR | os.O_CREAT, 0o644)
         return self._files[t]
 
+    def skip(self, index: np.ndarray) -> None:
+        """Rows of unreadable images: never written, never read."""
+        self.rows[index] = self.SKIPPED
+
     def write(self, t: str, index: np.ndarray, acts: np.ndarray) -> None:
+        """Rows ``index`` of layer ``t``; a row counts as written once every layer has written it
+        and the next :meth:`flush` has recorded it."""
+        self.rows[index] = self.WRITTEN
         data = np.ascontiguousarray(acts, dtype=np.float32)
         if len(index) and np.all(np.diff(index) == 1):  # batches are contiguous: one write
             os.pwrite(self._fd(t), data.tobytes(), int(index[0]) * self.row[t])
@@ -212,16 +272,24 @@ class _ActivationCache:
                                        dtype=np.float32).reshape(shape) for i in index])
 
     def flush(self) -> None:
+        """Make the rows written so far durable, then record which they are (a resume trusts the record)."""
         for fd in self._files.values():
             os.fsync(fd)
+        save_arrays(self.folder / "rows.safetensors", {"rows": self.rows})
 
     @property
     def complete(self) -> bool:
         return (self.folder / "complete").exists()
 
-    def mark_complete(self) -> None:
+    def mark_complete(self) -> bool:
+        """Mark the cache complete if every row was written (or skipped); returns whether it is.
+        Rows missing after a resume that turned the cache on leave it incomplete: pass 2 then
+        runs the model again instead of reading rows nobody wrote."""
         self.flush()
+        if not (self.rows > 0).all():
+            return False
         atomic_write_text(self.folder / "complete", json.dumps({"images": self.n}) + "\n")
+        return True
 
     def remove(self) -> None:
         for fd in self._files.values():
@@ -231,6 +299,17 @@ class _ActivationCache:
 
 
 # -- the run ----------------------------------------------------------------------------------------
+
+RUN_OUTPUTS = ("pass1", "pass2", "cache", "arrays", "images", "catalog.sqlite", "layers.json", "bad_images.json",
+               "report.json", "report.js", "index.html", "config.json")
+
+
+def clear_run(run_dir: Path) -> None:
+    """Delete what a dissection wrote into ``run_dir`` (``--fresh``); other files stay."""
+    for name in RUN_OUTPUTS:
+        path = run_dir / name
+        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+
 
 def dissect(
     model: nn.Module,
@@ -253,12 +332,20 @@ def dissect(
     limit: int | None = None,
     progress: bool = True,
     key: dict | None = None,
+    skip_bad_images: bool = False,
+    fresh: bool = False,
+    config: dict | None = None,
 ) -> DissectResult:
     """Dissect ``layers`` of ``model`` over a Broden-format ``dataset``; results go to ``run_dir``.
 
     ``key`` (e.g. model name and data path) identifies the run for resume: a rerun with the same
-    key skips finished work; a different key in the same folder is an error.
+    key skips finished work; a different key in the same folder is an error. Everything is
+    validated before the run folder is touched: only then does ``fresh`` delete earlier results
+    and ``config`` (the resolved settings) go to ``config.json``. ``skip_bad_images``: leave
+    unreadable images out (listed in ``result.bad_images``) instead of stopping at the first.
     """
+    from unitscope.tally import check_resumable
+
     from unitscope.catalog import Catalog
     from unitscope.stats import CombinedStat, IoUCounts, Quantile, TopK
     from unitscope.tally import tally
@@ -266,7 +353,6 @@ def dissect(
     if not 0 < quantile < 0.5:
         raise ValueError(f"quantile must be in (0, 0.5), the fraction of top activations; got {quantile}")
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     device = torch.device(device)
     model = model.to(device).eval()
     info = get_info(model)
@@ -293,6 +379,28 @@ def dissect(
         for r in range(rotations):
             stats1[f"{tag[layer]}_r{r}_q"] = Quantile(device=device)
     pass1 = CombinedStat(**stats1)
+    key1 = {**base_key, "pass": 1, "topk": topk, "rotations": rotations, "seed": seed}
+    label_category = torch.as_tensor(dataset.label_category, dtype=torch.long)
+    num_labels = len(dataset.label_names)
+    num_categories = len(dataset.categories)
+    stats2 = {}
+    for layer in layers:
+        c = shapes[layer][0]
+        stats2[f"{tag[layer]}_iou"] = IoUCounts(c, label_category.clamp(min=0), num_categories, device=device)
+        for r in range(rotations):
+            stats2[f"{tag[layer]}_r{r}_iou"] = IoUCounts(c, label_category.clamp(min=0), num_categories, device=device)
+    pass2 = CombinedStat(**stats2)
+    key2 = {**base_key, "pass": 2, "quantile": quantile, "rotations": rotations, "seed": seed}
+    # validated: only now touch the run folder
+    if fresh:
+        clear_run(run_dir)
+    else:
+        check_resumable(pass1, n, run_dir=run_dir / "pass1", key=key1, batch_size=batch_size)
+        check_resumable(pass2, n, run_dir=run_dir / "pass2", key=key2, batch_size=batch_size)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if config is not None:
+        atomic_write_text(run_dir / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
+    bad_images = BadImages(run_dir, skip_bad_images)
     ran_pass1 = False
     # the data set's own index of each position (the row of index.csv), for the catalog
     if hasattr(dataset, "get"):
@@ -300,10 +408,15 @@ def dissect(
     else:
         row_index = np.arange(n, dtype=np.int64)
     for batch in tally(pass1, _Items(dataset, n, labels=False), batch_size=batch_size, num_workers=num_workers,
-                       run_dir=run_dir / "pass1", key={**base_key, "pass": 1, "topk": topk,
-                                                       "rotations": rotations, "seed": seed},
+                       collate_fn=collate_items, run_dir=run_dir / "pass1", key=key1,
                        checkpoint_every=checkpoint_every, progress=progress,
-                       on_checkpoint=cache.flush, desc="dissect pass 1"):
+                       on_checkpoint=cache.flush if use_cache else None, desc="dissect pass 1"):
+        bad_images.check(batch["bad"])
+        if use_cache and batch["bad"]:
+            cache.skip(np.array([p for p, _ in batch["bad"]]))
+        ran_pass1 = True
+        if not len(batch["pos"]):
+            continue
         index = batch["pos"]
         acts = forward(batch["image"], batch["index"])
         for layer, a in acts.items():
@@ -315,7 +428,6 @@ def dissect(
                 pass1[f"{t}_r{r}_q"].add(ra.permute(0, 2, 3, 1).reshape(-1, a.shape[1]))
             if use_cache:
                 cache.write(t, index.numpy(), a.cpu().numpy())
-        ran_pass1 = True
     if use_cache and ran_pass1:
         cache.mark_complete()
     # a finished pass 1 whose cache was removed (the run completed before) recomputes instead
@@ -326,20 +438,16 @@ def dissect(
                               for r in range(rotations)] for layer in layers}
 
     # pass 2: IoU counts ---------------------------------------------------------------------------
-    label_category = torch.as_tensor(dataset.label_category, dtype=torch.long)
-    num_labels = len(dataset.label_names)
-    num_categories = len(dataset.categories)
-    stats2 = {}
-    for layer in layers:
-        c = shapes[layer][0]
-        stats2[f"{tag[layer]}_iou"] = IoUCounts(c, label_category.clamp(min=0), num_categories, device=device)
-        for r in range(rotations):
-            stats2[f"{tag[layer]}_r{r}_iou"] = IoUCounts(c, label_category.clamp(min=0), num_categories, device=device)
-    pass2 = CombinedStat(**stats2)
     for batch in tally(pass2, _Items(dataset, n, images=not use_cache), batch_size=batch_size, num_workers=num_workers,
-                       run_dir=run_dir / "pass2", key={**base_key, "pass": 2, "quantile": quantile,
-                                                       "rotations": rotations, "seed": seed},
+                       collate_fn=collate_items, run_dir=run_dir / "pass2", key=key2,
                        checkpoint_every=checkpoint_every, progress=progress, desc="dissect pass 2"):
+        bad_images.check(batch["bad"])
+        if use_cache:  # images skipped in pass 1 have no cached row
+            keep = torch.from_numpy(cache.rows[batch["pos"].numpy()] == cache.WRITTEN)
+            if not keep.all():
+                batch = {k: v[keep] for k, v in batch.items() if isinstance(v, torch.Tensor)}
+        if not len(batch["pos"]):
+            continue
         index = batch["pos"]
         if use_cache:
             acts = {layer: torch.from_numpy(cache.read(tag[layer], index.numpy())).to(device) for layer in layers}
@@ -358,7 +466,7 @@ def dissect(
     # results ----------------------------------------------------------------------------------------
     categories = list(dataset.categories)
     label_cats = [categories[int(g)] if int(g) >= 0 else "" for g in label_category.tolist()]
-    result = DissectResult(run_dir)
+    result = DissectResult(run_dir, bad_images=bad_images.messages())
     for layer in layers:
         t = tag[layer]
         iou = pass2[f"{t}_iou"].iou().cpu().numpy()
@@ -370,6 +478,7 @@ def dissect(
             rd = _summarise(layer, shapes[layer], rot_thresholds[layer][r].cpu().numpy(), rot_iou,
                             iou_threshold, list(dataset.label_names), label_cats)
             rows.append((int(rd.detectors.sum()), rd.unique_concepts))
+            result.rotated.setdefault(layer, []).append(rd)
         result.rotations[layer] = rows
         values, images, ys, xs = (x.cpu().numpy() for x in pass1[f"{t}_top"].result())
         save_arrays(run_dir / "arrays" / f"{t}.safetensors", {

@@ -33,7 +33,7 @@ from unitscope._stats_base import decode_str, encode_str
 from unitscope.runs import atomic_write_text, load_arrays, save_arrays
 from unitscope.stats import Stat, stat_from_state_dict
 
-__all__ = ["TallyKeyError", "reduce_across_ranks", "tally"]
+__all__ = ["TallyKeyError", "check_resumable", "reduce_across_ranks", "tally"]
 
 RESULT = "tally.result.safetensors"
 DONE = "tally.done.json"
@@ -84,12 +84,12 @@ def tally(
         if fresh:
             _discard(folder, rank)
         if (folder / DONE).exists():
-            _check_key(folder, json.loads((folder / DONE).read_text())["key"], full_key)
+            _check_key(folder, _saved_key(folder, rank), full_key)
             stat.load_state_dict(_strip(load_arrays(folder / RESULT)))
             return
         if checkpoint.exists():
             saved = load_arrays(checkpoint)
-            _check_key(folder, json.loads(decode_str(saved[_META + "key"])), full_key)
+            _check_key(folder, _saved_key(folder, rank), full_key)
             saved_world = int(saved[_META + "world_size"].reshape(-1)[0])
             if saved_world != world:
                 raise TallyKeyError(
@@ -138,6 +138,17 @@ def tally(
             checkpoint.unlink()
 
 
+def check_resumable(stat: Stat, items: int, *, run_dir: str | Path, key: Mapping[str, Any] | None = None,
+                    batch_size: int = 32) -> None:
+    """Raise :class:`TallyKeyError` now if ``run_dir`` holds a tally of ``stat`` over ``items``
+    items made with other settings; reads only, so a caller can refuse a rerun before it writes
+    anything. The arguments are those :func:`tally` would get."""
+    folder = Path(run_dir)
+    saved = _saved_key(folder, _rank_world()[0])
+    if saved is not None:
+        _check_key(folder, saved, _full_key(key, batch_size=batch_size, items=items, stat=stat))
+
+
 def reduce_across_ranks(stat: Stat) -> Stat:
     """Under torch.distributed, merge every rank's ``stat`` (in rank order) so that all ranks hold
     the global result; without it, return ``stat`` unchanged. Uses ``all_gather_object``, so it
@@ -174,6 +185,19 @@ def _full_key(key: Mapping[str, Any] | None, **facts: Any) -> dict[str, Any]:
         return json.loads(json.dumps(full, sort_keys=True))
     except TypeError as e:
         raise TypeError(f"tally key must be JSON-serialisable (str, int, float, lists, dicts): {e}") from e
+
+
+def _saved_key(folder: Path, rank: int) -> dict[str, Any] | None:
+    """The key of the finished tally in ``folder``, else of this rank's checkpoint, else None."""
+    if (folder / DONE).exists():
+        return json.loads((folder / DONE).read_text())["key"]
+    checkpoint = folder / f"tally.checkpoint.rank{rank}.safetensors"
+    if checkpoint.exists():
+        from safetensors import safe_open
+
+        with safe_open(str(checkpoint), framework="numpy") as f:
+            return json.loads(decode_str(f.get_tensor(_META + "key")))
+    return None
 
 
 def _check_key(folder: Path, saved: dict[str, Any], now: dict[str, Any]) -> None:

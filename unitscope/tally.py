@@ -29,7 +29,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from unitscope._stats_base import decode_str, encode_str
+from unitscope.stats.base import decode_str, encode_str
 from unitscope.runs import atomic_write_text, load_arrays, save_arrays
 from unitscope.stats import Stat, stat_from_state_dict
 

@@ -34,8 +34,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from unitscope._exemplars import write_exemplar_strips
-from unitscope._iou import count_batch
+from unitscope.dissect.exemplars import write_exemplar_strips
+from unitscope.dissect.iou import count_batch
 from unitscope.hooks import TraceDict, list_layers, resolve_layer
 from unitscope.models import get_info
 from unitscope.runs import atomic_write_text, load_arrays, save_arrays

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from unitscope._stats_iou import distinct_planes, label_areas, mask_intersections, unit_areas
+from unitscope.stats.iou import distinct_planes, label_areas, mask_intersections, unit_areas
 
 # Mask pixels (pairs x pixels) upsampled at once; bounds the kernel's memory to ~100 MB.
 _CHUNK_ELEMENTS = 1 << 23

@@ -329,7 +329,7 @@ def test_transformer_layer_is_dissected_as_a_map(world, tmp_path):
 
 
 def test_detector_rule_is_strictly_above_the_threshold():
-    from unitscope.dissect.engine import _summarise
+    from unitscope.dissect import summarise as _summarise
 
     iou = np.array([[0, 0.04, 0.01], [0, 0.01, 0.0401], [0, 0.0, 0.0]])
     d = _summarise("l", (3, 1, 1), np.zeros(3), iou, 0.04, ["-", "a", "b"], ["", "x", "y"])

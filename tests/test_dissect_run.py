@@ -61,8 +61,8 @@ def test_refused_rerun_keeps_config_and_fresh_validates_before_deleting(cli_run,
     run_dissection(cli_run())
     config = (run / "config.json").read_text()
     assert json.loads(config)["quantile"] == 0.05
-    with pytest.raises(TallyKeyError, match="quantile"):
-        run_dissection(cli_run(quantile=0.1))
+    with pytest.raises(TallyKeyError, match="limit"):  # other data in the same folder: refused
+        run_dissection(cli_run(limit=20))
     assert (run / "config.json").read_text() == config  # still the settings of the results
     catalog = (run / "catalog.sqlite").read_bytes()
     with pytest.raises(ValueError, match="colour_unitz"):
@@ -70,8 +70,53 @@ def test_refused_rerun_keeps_config_and_fresh_validates_before_deleting(cli_run,
     with pytest.raises(LayerNotFoundError, match="feat"):
         run_dissection(cli_run(layers=["fea"], fresh=True))
     assert (run / "catalog.sqlite").read_bytes() == catalog and (run / "config.json").read_text() == config
-    run_dissection(cli_run(quantile=0.1, fresh=True))
+    run_dissection(cli_run(limit=20, fresh=True))
+    assert json.loads((run / "config.json").read_text())["limit"] == 20
+
+
+def test_changing_topk_or_quantile_keeps_pass_1(cli_run, tmp_path):
+    """Each pass is keyed on what it depends on: --topk and --quantile redo pass 2 only, and give
+    what a fresh run with those settings gives."""
+    from unitscope.commands.dissect import run_dissection
+    from unitscope.dissect import load_layer_arrays
+
+    run = tmp_path / "run"
+    run_dissection(cli_run(keep_cache=True))
+    done1 = (run / "pass1" / "tally.done.json").stat().st_mtime_ns
+    for change in (dict(topk=3), dict(topk=3, quantile=0.1)):
+        got = run_dissection(cli_run(keep_cache=True, **change)).layers["feat"]
+        assert (run / "pass1" / "tally.done.json").stat().st_mtime_ns == done1
+        assert load_layer_arrays(run, "feat")["top_images"].shape == (3, 3)
+        ref = run_dissection(cli_run(out=str(tmp_path / f"ref{len(change)}"), **change)).layers["feat"]
+        assert np.array_equal(got.iou, ref.iou) and np.array_equal(got.thresholds, ref.thresholds)
     assert json.loads((run / "config.json").read_text())["quantile"] == 0.1
+
+
+def test_the_kept_activation_cache_opens_by_layer(cli_run, world, tmp_path):
+    import torch
+
+    from unitscope.commands.dissect import run_dissection
+    from unitscope.dissect import open_activation_cache
+    from unitscope.hooks import Trace
+
+    run = tmp_path / "run"
+    with pytest.raises(FileNotFoundError, match="--keep-cache"):
+        open_activation_cache(run, "feat")
+    run_dissection(cli_run(keep_cache=True, limit=10))
+    model = planted(world)
+    ds = dataset(world, model)
+    with open_activation_cache(run, "feat") as cache:
+        assert cache.shape == (3, 32, 32) and cache.images == 10 and cache.key["model"] == f"{PLANTED}:colour_units"
+        images = torch.stack([ds[i]["image"] for i in (2, 3, 7)])
+        with Trace(model, "feat") as t:
+            model(images)
+        assert torch.equal(cache.read([2, 3, 7]), t.output)
+        with pytest.raises(IndexError):
+            cache.read([10])
+    with pytest.raises(ValueError, match="holds layers"):
+        open_activation_cache(run, "head")
+    run_dissection(cli_run(limit=10))  # not kept: removed at the end of the run
+    assert not (run / "cache").exists()
 
 
 @pytest.fixture

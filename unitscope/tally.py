@@ -33,7 +33,7 @@ from unitscope.stats.base import decode_str, encode_str
 from unitscope.runs import atomic_write_text, load_arrays, save_arrays
 from unitscope.stats import Stat, stat_from_state_dict
 
-__all__ = ["TallyKeyError", "check_resumable", "reduce_across_ranks", "tally"]
+__all__ = ["TallyKeyError", "changed_key_fields", "check_resumable", "reduce_across_ranks", "tally"]
 
 RESULT = "tally.result.safetensors"
 DONE = "tally.done.json"
@@ -147,6 +147,17 @@ def check_resumable(stat: Stat, items: int, *, run_dir: str | Path, key: Mapping
     saved = _saved_key(folder, _rank_world()[0])
     if saved is not None:
         _check_key(folder, saved, _full_key(key, batch_size=batch_size, items=items, stat=stat))
+
+
+def changed_key_fields(stat: Stat, items: int, *, run_dir: str | Path, key: Mapping[str, Any] | None = None,
+                       batch_size: int = 32) -> set[str] | None:
+    """The key fields in which what ``run_dir`` holds differs from a tally with these arguments
+    (``"stat"``: the statistic's configuration); None when it holds nothing. Reads only."""
+    saved = _saved_key(Path(run_dir), _rank_world()[0])
+    if saved is None:
+        return None
+    now = _full_key(key, batch_size=batch_size, items=items, stat=stat)
+    return {name for name in set(saved) | set(now) if saved.get(name) != now.get(name)}
 
 
 def reduce_across_ranks(stat: Stat) -> Stat:

@@ -33,6 +33,8 @@ class DissectConfig:
     cache_gb: float = field(default=4.0, metadata=help_("disk for cached activations (skips a second forward pass)"))
     report: bool = field(default=True, metadata=help_("write index.html and report.json"))
     fresh: bool = field(default=False, metadata=help_("discard earlier results in the run folder and start over"))
+    keep_cache: bool = field(default=False, metadata=help_(
+        "keep the activation cache in the run folder for other analyses (unitscope.dissect.open_activation_cache)"))
     skip_bad_images: bool = field(default=False, metadata=help_(
         "leave unreadable images out and list them at the end, instead of stopping at the first"))
     progress: bool = field(default=True, metadata=help_("show progress bars"))
@@ -61,6 +63,7 @@ def run_dissection(cfg: DissectConfig):
                      num_workers=cfg.workers, device=cfg.device, cache_gb=cfg.cache_gb,
                      checkpoint_every=cfg.checkpoint_every, limit=cfg.limit,
                      progress=cfg.progress, key=key, skip_bad_images=cfg.skip_bad_images, fresh=cfg.fresh,
+                     keep_cache=cfg.keep_cache,
                      config=config_to_dict(cfg))
     if cfg.report:
         from unitscope.report import write_report

@@ -1,4 +1,4 @@
-"""Network Dissection (Bau et al., CVPR 2017): label every unit by the concept it detects.
+"""Network Dissection (Bau et al., CVPR 2017): the engine, as a list of named steps.
 
     from unitscope.dissect import dissect
     from unitscope.data import BrodenDataset
@@ -10,21 +10,23 @@
 
 Two passes over the data, every layer at once:
 1. per unit the activation threshold T_k, the top ``quantile`` level over all positions of all
-   images (raw maps), and the top-k exemplar images; activations are cached on disk when they fit
-   ``cache_gb`` so that the second pass need not run the model again;
-2. maps upsampled bilinearly to the label resolution and thresholded at T_k; IoU(k, c) =
-   sum |M_k & L_c| / sum |M_k | L_c| over the data set, image-level labels as full-image masks.
-Each pass checkpoints into the run folder and resumes after a kill with identical results.
+   images (raw maps); activations go to the run's activation cache (:mod:`.cache`) when they fit
+   ``cache_gb``, so that the second pass need not run the model again;
+2. the top-k exemplar images, and the maps upsampled bilinearly to the label resolution and
+   thresholded at T_k: IoU(k, c) = sum |M_k & L_c| / sum |M_k | L_c| over the data set,
+   image-level labels as full-image masks.
+Each pass checkpoints into the run folder and resumes after a kill with identical results. Each
+pass is keyed on what it depends on: a rerun with another ``quantile`` or ``topk`` redoes pass 2
+only; another model, data set or layer list in the same folder is refused. :func:`dissect_sources`
+runs the same engine on any :class:`~.sources.ActivationSource` and :class:`~.sources.LabelSource`.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import warnings
-from io import BytesIO
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,61 +36,25 @@ import numpy as np
 import torch
 from torch import nn
 
+from unitscope.dissect.cache import FOLDER as CACHE_FOLDER
+from unitscope.dissect.cache import ActivationCache
 from unitscope.dissect.exemplars import write_exemplar_strips
 from unitscope.dissect.iou import count_batch
-from unitscope.hooks import TraceDict, list_layers, resolve_layer
+from unitscope.dissect.results import DissectResult, summarise, write_layer_rows
+from unitscope.dissect.sources import (
+    ActivationSource, BadImages, BrodenLabels, Items, LabelSource, ModelActivations, collate_items,
+)
+from unitscope.hooks import list_layers, resolve_layer
 from unitscope.models import get_info
-from unitscope.runs import atomic_write_text, load_arrays, save_arrays
+from unitscope.runs import atomic_write_text, save_arrays
+from unitscope.stats import CombinedStat, IoUCounts, Quantile, TopK
+from unitscope.tally import TallyKeyError, changed_key_fields, check_resumable, tally
 
+RUN_OUTPUTS = ("pass1", "pass2", CACHE_FOLDER, "arrays", "images", "catalog.sqlite", "layers.json", "bad_images.json",
+               "report.json", "report.js", "index.html", "config.json")
+# settings that only a pass's own result depends on: a change redoes that pass instead of refusing
+_OWN = {1: {"rotations", "seed", "stat"}, 2: {"quantile", "topk", "rotations", "seed", "stat"}}
 
-@dataclass
-class LayerDissection:
-    """Results for one layer: thresholds [C], IoU [C, L], the best label of each unit."""
-
-    layer: str
-    shape: tuple[int, int, int]  # [C, h, w]
-    thresholds: np.ndarray  # [C]
-    iou: np.ndarray  # [C, L]
-    best_label: np.ndarray  # [C] label number; -1 for a unit with no concept (every IoU is 0)
-    best_iou: np.ndarray  # [C]
-    iou_threshold: float
-    label_names: list[str]
-    label_categories: list[str]  # category name per label number
-
-    @property
-    def detectors(self) -> np.ndarray:
-        """``[C]`` bool: best IoU strictly above the threshold (the paper's IoU > 0.04)."""
-        return self.best_iou > self.iou_threshold
-
-    @property
-    def unique_concepts(self) -> int:
-        return len(set(self.best_label[self.detectors].tolist()))
-
-    def concept(self, unit: int) -> str | None:
-        """The unit's best label, or None when no label overlaps its mask (e.g. its map never
-        exceeds its threshold)."""
-        best = int(self.best_label[unit])
-        return self.label_names[best] if best > 0 else None
-
-    def category(self, unit: int) -> str | None:
-        best = int(self.best_label[unit])
-        return self.label_categories[best] if best > 0 else None
-
-    def summary(self) -> str:
-        return (f"{self.layer}: {int(self.detectors.sum())} of {len(self.best_iou)} units are detectors, "
-                f"covering {self.unique_concepts} concepts")
-
-
-@dataclass
-class DissectResult:
-    run_dir: Path
-    layers: dict[str, LayerDissection] = field(default_factory=dict)
-    rotations: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # layer -> [(detectors, concepts)]
-    rotated: dict[str, list[LayerDissection]] = field(default_factory=dict)  # layer -> one per random rotation
-    bad_images: list[str] = field(default_factory=list)  # unreadable images left out (skip_bad_images)
-
-
-# -- helpers --------------------------------------------------------------------------------------
 
 def check_layers(model: nn.Module, layers: Sequence[str], input_size: Sequence[int]) -> dict[str, tuple[int, int, int]]:
     """Resolve layer names and check each has a spatial map; returns ``{layer: (C, h, w)}``."""
@@ -130,185 +96,31 @@ def rotate(acts: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
     return torch.einsum("nchw,cd->ndhw", acts, rotation.to(acts))
 
 
-class _Items(torch.utils.data.Dataset):
-    """Positions ``0..n-1`` of a data set (its first ``limit`` items) with the parts a pass needs.
-
-    ``pos`` indexes the activation cache and the statistics; ``index`` is the data set's own
-    image index (the row of index.csv), which is what the catalog records.
-    """
-
-    def __init__(self, dataset: Any, n: int, images: bool = True, labels: bool = True):
-        self.dataset, self.n, self.images, self.labels = dataset, n, images, labels
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, pos: int) -> dict[str, Any]:
-        get = getattr(self.dataset, "get", None)
-        try:
-            item = get(pos, image=self.images, labels=self.labels) if get else self.dataset[pos]
-        except (OSError, ValueError) as exc:  # unreadable image or mask: reported by the main process
-            return {"pos": pos, "error": _bad_item_message(self.dataset, pos, exc)}
-        out = {"pos": pos, "index": item["index"]}
-        if self.images:
-            out["image"] = item["image"]
-        if self.labels:
-            out.update(labels=item["labels"], image_labels=item["image_labels"],
-                       category_present=item["category_present"])
-        return out
-
-
-def _bad_item_message(dataset: Any, pos: int, exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    path = dataset.image_path(pos) if hasattr(dataset, "image_path") else None
-    if path is not None and str(path) not in text:
-        text = f"image {path}: {text}"
-    return f"data set item {pos}: {text}" if path is None else text
-
-
-def collate_items(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """DataLoader collate for :class:`_Items`: stacks the readable items; ``batch["bad"]`` lists
-    ``(position, message)`` of the unreadable ones (read in a worker, reported here unwrapped)."""
-    good = [it for it in items if "error" not in it]
-    batch = torch.utils.data.default_collate(good) if good else {"pos": torch.zeros(0, dtype=torch.long)}
-    batch["bad"] = [(it["pos"], it["error"]) for it in items if "error" in it]
-    return batch
-
-
-class BadImages:
-    """Unreadable images met during a run: an error naming the file, or (``skip=True``) a list kept
-    in ``run_dir/bad_images.json`` across resumes."""
-
-    def __init__(self, run_dir: Path, skip: bool):
-        self.path, self.skip = run_dir / "bad_images.json", skip
-        self.items: dict[int, str] = ({int(k): v for k, v in json.loads(self.path.read_text()).items()}
-                                      if self.path.exists() else {})
-
-    def check(self, bad: list[tuple[int, str]]) -> None:
-        if not bad:
-            return
-        if not self.skip:
-            more = f" (and {len(bad) - 1} more in this batch)" if len(bad) > 1 else ""
-            raise ValueError(f"{bad[0][1]}{more}. Replace or remove the file, or pass --skip-bad-images "
-                             "(skip_bad_images=True) to leave unreadable images out and list them at the end")
-        new = {int(p): m for p, m in bad if int(p) not in self.items}
-        if new:
-            self.items.update(new)
-            atomic_write_text(self.path, json.dumps({str(k): v for k, v in sorted(self.items.items())}, indent=1))
-
-    def messages(self) -> list[str]:
-        return [self.items[k] for k in sorted(self.items)]
-
-
-class _Forward:
-    """Runs the model up to the last traced layer and returns every layer's map."""
-
-    def __init__(self, model: nn.Module, layers: Sequence[str], device: torch.device):
-        self.model, self.layers, self.device = model, list(layers), device
-
-    @torch.no_grad()
-    def __call__(self, images: torch.Tensor, index: torch.Tensor) -> dict[str, torch.Tensor]:
-        with TraceDict(self.model, self.layers, stop=True, as_map=True) as td:
-            self.model(images.to(self.device))
-        out = {}
-        for layer in self.layers:
-            acts = td[layer].output.float()
-            if not torch.isfinite(acts).all():
-                bad = (~torch.isfinite(acts)).flatten(1).any(1).nonzero().flatten()
-                raise ValueError(
-                    f"layer {layer!r} produced NaN/inf activations on images "
-                    f"{index[bad.cpu()].tolist()[:10]}; check the model weights and the input normalisation"
-                )
-            out[layer] = acts
-        return out
-
-
-class _ActivationCache:
-    """Each layer's maps for every image in one flat float32 file, rows indexed by image.
-
-    Plain ``pwrite``/``pread`` rather than a memory map, so resident memory stays flat however
-    many images there are. ``complete`` is only set once pass 1 has written every row.
-    """
-
-    WRITTEN, SKIPPED = 1, 2  # states of a row in ``rows``; 0: never written
-
-    def __init__(self, folder: Path, shapes: dict[str, tuple[int, int, int]], n: int):
-        self.folder, self.shapes, self.n = folder, shapes, n
-        self.row = {t: int(np.prod(s)) * 4 for t, s in shapes.items()}
-        self.nbytes = sum(r * n for r in self.row.values())
-        self._files: dict[str, int] = {}
-        rows_file = folder / "rows.safetensors"
-        self.rows = load_arrays(rows_file)["rows"] if rows_file.exists() else np.zeros(n, np.uint8)
-        if len(self.rows) != n:
-            self.rows = np.zeros(n, np.uint8)
-
-    def _fd(self, t: str) -> int:
-        if t not in self._files:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            self._files[t] = os.open(self.folder / f"{t}.f32", os.O_RDWR | os.O_CREAT, 0o644)
-        return self._files[t]
-
-    def skip(self, index: np.ndarray) -> None:
-        """Rows of unreadable images: never written, never read."""
-        self.rows[index] = self.SKIPPED
-
-    def write(self, t: str, index: np.ndarray, acts: np.ndarray) -> None:
-        """Rows ``index`` of layer ``t``; a row counts as written once every layer has written it
-        and the next :meth:`flush` has recorded it."""
-        self.rows[index] = self.WRITTEN
-        data = np.ascontiguousarray(acts, dtype=np.float32)
-        if len(index) and np.all(np.diff(index) == 1):  # batches are contiguous: one write
-            os.pwrite(self._fd(t), data.tobytes(), int(index[0]) * self.row[t])
-        else:
-            for i, row in zip(index, data):
-                os.pwrite(self._fd(t), row.tobytes(), int(i) * self.row[t])
-
-    def read(self, t: str, index: np.ndarray) -> np.ndarray:
-        shape = self.shapes[t]
-        if len(index) and np.all(np.diff(index) == 1):
-            buf = os.pread(self._fd(t), self.row[t] * len(index), int(index[0]) * self.row[t])
-            return np.frombuffer(buf, dtype=np.float32).reshape(len(index), *shape).copy()
-        return np.stack([np.frombuffer(os.pread(self._fd(t), self.row[t], int(i) * self.row[t]),
-                                       dtype=np.float32).reshape(shape) for i in index])
-
-    def flush(self) -> None:
-        """Make the rows written so far durable, then record which they are (a resume trusts the record)."""
-        for fd in self._files.values():
-            os.fsync(fd)
-        save_arrays(self.folder / "rows.safetensors", {"rows": self.rows})
-
-    @property
-    def complete(self) -> bool:
-        return (self.folder / "complete").exists()
-
-    def mark_complete(self) -> bool:
-        """Mark the cache complete if every row was written (or skipped); returns whether it is.
-        Rows missing after a resume that turned the cache on leave it incomplete: pass 2 then
-        runs the model again instead of reading rows nobody wrote."""
-        self.flush()
-        if not (self.rows > 0).all():
-            return False
-        atomic_write_text(self.folder / "complete", json.dumps({"images": self.n}) + "\n")
-        return True
-
-    def remove(self) -> None:
-        for fd in self._files.values():
-            os.close(fd)
-        self._files.clear()
-        shutil.rmtree(self.folder, ignore_errors=True)
-
-
-# -- the run ----------------------------------------------------------------------------------------
-
-RUN_OUTPUTS = ("pass1", "pass2", "cache", "arrays", "images", "catalog.sqlite", "layers.json", "bad_images.json",
-               "report.json", "report.js", "index.html", "config.json")
-
-
 def clear_run(run_dir: Path) -> None:
     """Delete what a dissection wrote into ``run_dir`` (``--fresh``); other files stay."""
     for name in RUN_OUTPUTS:
         path = run_dir / name
         shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+
+
+@dataclass
+class Options:
+    """The settings of one dissection (see :func:`dissect`)."""
+
+    quantile: float = 0.005
+    iou_threshold: float = 0.04
+    topk: int = 10
+    rotations: int = 0
+    seed: int = 0
+    batch_size: int = 32
+    num_workers: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    cache_gb: float = 4.0
+    checkpoint_every: int = 20
+    exemplar_images: bool = True
+    keep_cache: bool = False
+    progress: bool = True
+    skip_bad_images: bool = False
 
 
 def dissect(
@@ -343,216 +155,239 @@ def dissect(
     validated before the run folder is touched: only then does ``fresh`` delete earlier results
     and ``config`` (the resolved settings) go to ``config.json``. ``skip_bad_images``: leave
     unreadable images out (listed in ``result.bad_images``) instead of stopping at the first.
+    ``keep_cache``: keep the activation cache for other analyses (:func:`open_activation_cache`).
     """
-    from unitscope.tally import check_resumable
-
-    from unitscope.catalog import Catalog
-    from unitscope.stats import CombinedStat, IoUCounts, Quantile, TopK
-    from unitscope.tally import tally
-
-    if not 0 < quantile < 0.5:
-        raise ValueError(f"quantile must be in (0, 0.5), the fraction of top activations; got {quantile}")
-    run_dir = Path(run_dir)
     device = torch.device(device)
     model = model.to(device).eval()
-    info = get_info(model)
-    layers = list(dict.fromkeys(layers))
-    n = len(dataset) if limit is None else min(limit, len(dataset))
-    if n == 0:
-        raise ValueError("the data set is empty")
-    # layer shapes from the images the model will really see (its transform may resize them)
-    shapes = check_layers(model, layers, tuple(_Items(dataset, n, labels=False)[0]["image"].shape))
-    base_key = {"model": info.name, "layers": layers, "images": n, **(key or {})}
-    forward = _Forward(model, layers, device)
-    rots = {layer: [random_rotation(shapes[layer][0], seed + 1000 * i + r) for r in range(rotations)]
-            for i, layer in enumerate(layers)}
-    tag = {layer: f"l{i}" for i, layer in enumerate(layers)}
+    acts = ModelActivations(model, dataset, layers, device=device, n=limit, key=key)
+    opts = Options(quantile, iou_threshold, topk, rotations, seed, batch_size, num_workers, device, cache_gb,
+                   checkpoint_every, exemplar_images, keep_cache, progress, skip_bad_images)
+    return dissect_sources(acts, BrodenLabels(dataset), run_dir, opts, fresh=fresh, config=config)
 
-    # pass 1: thresholds and exemplars (and the activation cache) ---------------------------------
-    cache = _ActivationCache(run_dir / "cache", {tag[l]: shapes[l] for l in layers}, n)
-    use_cache = cache.nbytes <= cache_gb * 2**30
 
-    stats1 = {}
-    for layer in layers:
-        stats1[f"{tag[layer]}_q"] = Quantile(device=device)
-        stats1[f"{tag[layer]}_top"] = TopK(topk, device=device)
-        for r in range(rotations):
-            stats1[f"{tag[layer]}_r{r}_q"] = Quantile(device=device)
-    pass1 = CombinedStat(**stats1)
-    key1 = {**base_key, "pass": 1, "topk": topk, "rotations": rotations, "seed": seed}
-    label_category = torch.as_tensor(dataset.label_category, dtype=torch.long)
-    num_labels = len(dataset.label_names)
-    num_categories = len(dataset.categories)
-    stats2 = {}
-    for layer in layers:
-        c = shapes[layer][0]
-        stats2[f"{tag[layer]}_iou"] = IoUCounts(c, label_category.clamp(min=0), num_categories, device=device)
-        for r in range(rotations):
-            stats2[f"{tag[layer]}_r{r}_iou"] = IoUCounts(c, label_category.clamp(min=0), num_categories, device=device)
-    pass2 = CombinedStat(**stats2)
-    key2 = {**base_key, "pass": 2, "quantile": quantile, "rotations": rotations, "seed": seed}
-    # validated: only now touch the run folder
-    if fresh:
-        clear_run(run_dir)
-    else:
-        check_resumable(pass1, n, run_dir=run_dir / "pass1", key=key1, batch_size=batch_size)
-        check_resumable(pass2, n, run_dir=run_dir / "pass2", key=key2, batch_size=batch_size)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if config is not None:
-        atomic_write_text(run_dir / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
-    bad_images = BadImages(run_dir, skip_bad_images)
-    ran_pass1 = False
-    # the data set's own index of each position (the row of index.csv), for the catalog
-    if hasattr(dataset, "get"):
-        row_index = np.array([dataset.get(p, image=False, labels=False)["index"] for p in range(n)], dtype=np.int64)
-    else:
-        row_index = np.arange(n, dtype=np.int64)
-    for batch in tally(pass1, _Items(dataset, n, labels=False), batch_size=batch_size, num_workers=num_workers,
-                       collate_fn=collate_items, run_dir=run_dir / "pass1", key=key1,
-                       checkpoint_every=checkpoint_every, progress=progress,
-                       on_checkpoint=cache.flush if use_cache else None, desc="dissect pass 1"):
-        bad_images.check(batch["bad"])
-        if use_cache and batch["bad"]:
-            cache.skip(np.array([p for p, _ in batch["bad"]]))
-        ran_pass1 = True
-        if not len(batch["pos"]):
-            continue
-        index = batch["pos"]
-        acts = forward(batch["image"], batch["index"])
-        for layer, a in acts.items():
-            t = tag[layer]
-            pass1[f"{t}_q"].add(a.permute(0, 2, 3, 1).reshape(-1, a.shape[1]))
-            pass1[f"{t}_top"].add(a, index.to(device))
-            for r, rot in enumerate(rots[layer]):
-                ra = rotate(a, rot)
-                pass1[f"{t}_r{r}_q"].add(ra.permute(0, 2, 3, 1).reshape(-1, a.shape[1]))
-            if use_cache:
-                cache.write(t, index.numpy(), a.cpu().numpy())
-    if use_cache and ran_pass1:
-        cache.mark_complete()
-    # a finished pass 1 whose cache was removed (the run completed before) recomputes instead
-    use_cache = use_cache and cache.complete
-
-    thresholds = {layer: pass1[f"{tag[layer]}_q"].quantiles(1 - quantile).float().to(device) for layer in layers}
-    rot_thresholds = {layer: [pass1[f"{tag[layer]}_r{r}_q"].quantiles(1 - quantile).float().to(device)
-                              for r in range(rotations)] for layer in layers}
-
-    # pass 2: IoU counts ---------------------------------------------------------------------------
-    for batch in tally(pass2, _Items(dataset, n, images=not use_cache), batch_size=batch_size, num_workers=num_workers,
-                       collate_fn=collate_items, run_dir=run_dir / "pass2", key=key2,
-                       checkpoint_every=checkpoint_every, progress=progress, desc="dissect pass 2"):
-        bad_images.check(batch["bad"])
-        if use_cache:  # images skipped in pass 1 have no cached row
-            keep = torch.from_numpy(cache.rows[batch["pos"].numpy()] == cache.WRITTEN)
-            if not keep.all():
-                batch = {k: v[keep] for k, v in batch.items() if isinstance(v, torch.Tensor)}
-        if not len(batch["pos"]):
-            continue
-        index = batch["pos"]
-        if use_cache:
-            acts = {layer: torch.from_numpy(cache.read(tag[layer], index.numpy())).to(device) for layer in layers}
-        else:
-            acts = forward(batch["image"], batch["index"])
-        labels = batch["labels"].to(device)
-        image_labels = batch["image_labels"].to(device)
-        present = batch["category_present"].to(device)
-        for layer, a in acts.items():
-            t = tag[layer]
-            pass2[f"{t}_iou"].add_counts(*count_batch(a, thresholds[layer], labels, image_labels, present, num_labels))
-            for r, rot in enumerate(rots[layer]):
-                pass2[f"{t}_r{r}_iou"].add_counts(*count_batch(
-                    rotate(a, rot), rot_thresholds[layer][r], labels, image_labels, present, num_labels))
-
-    # results ----------------------------------------------------------------------------------------
-    categories = list(dataset.categories)
-    label_cats = [categories[int(g)] if int(g) >= 0 else "" for g in label_category.tolist()]
-    result = DissectResult(run_dir, bad_images=bad_images.messages())
-    for layer in layers:
-        t = tag[layer]
-        iou = pass2[f"{t}_iou"].iou().cpu().numpy()
-        result.layers[layer] = _summarise(layer, shapes[layer], thresholds[layer].cpu().numpy(), iou,
-                                          iou_threshold, list(dataset.label_names), label_cats)
-        rows = [(int(result.layers[layer].detectors.sum()), result.layers[layer].unique_concepts)]
-        for r in range(rotations):
-            rot_iou = pass2[f"{t}_r{r}_iou"].iou().cpu().numpy()
-            rd = _summarise(layer, shapes[layer], rot_thresholds[layer][r].cpu().numpy(), rot_iou,
-                            iou_threshold, list(dataset.label_names), label_cats)
-            rows.append((int(rd.detectors.sum()), rd.unique_concepts))
-            result.rotated.setdefault(layer, []).append(rd)
-        result.rotations[layer] = rows
-        values, images, ys, xs = (x.cpu().numpy() for x in pass1[f"{t}_top"].result())
-        save_arrays(run_dir / "arrays" / f"{t}.safetensors", {
-            "thresholds": result.layers[layer].thresholds, "iou": iou.astype(np.float32),
-            "top_values": values.astype(np.float32), "top_images": images.astype(np.int64),
-            "top_y": ys.astype(np.int64), "top_x": xs.astype(np.int64),
-        })
-
-    strips: dict[str, list[str]] = {}
-    if exemplar_images:
-        strips = write_exemplar_strips(run_dir, dataset, layers, tag, forward, cache if use_cache else None,
-                                        thresholds, {l: pass1[f"{tag[l]}_top"].result() for l in layers})
-
-    with Catalog(run_dir / "catalog.sqlite") as cat, cat.transaction():
-        cat.replace("concepts", [{"name": name, "category": cat_name}
-                                 for name, cat_name in zip(dataset.label_names[1:], label_cats[1:]) if cat_name])
-        for layer in layers:
-            _write_layer_rows(cat, info.name, result.layers[layer], n, quantile, row_index,
-                              pass1[f"{tag[layer]}_top"].result(), strips.get(layer), result.rotations[layer])
-    atomic_write_text(run_dir / "layers.json", json.dumps({tag[l]: l for l in layers}, indent=2) + "\n")
-    if not keep_cache:
-        cache.remove()
+def dissect_sources(acts: ActivationSource, labels: LabelSource, run_dir: str | Path, opts: Options | None = None,
+                    *, fresh: bool = False, config: dict | None = None) -> DissectResult:
+    """The engine: dissect whatever ``acts`` yields against whatever ``labels`` gives."""
+    run = _Run.prepare(acts, labels, Path(run_dir), opts or Options(), fresh)  # validates; writes nothing
+    run.open(fresh, config)
+    thresholds = run.pass1()
+    run.pass2(thresholds)
+    result = run.summarise(thresholds)
+    run.write(result, thresholds)
     return result
 
 
-def _summarise(layer, shape, thresholds, iou, iou_threshold, label_names, label_cats) -> LayerDissection:
-    scored = iou.copy()
-    scored[:, 0] = -1  # label 0 means "unlabelled"
-    best = scored.argmax(axis=1)
-    best_iou = scored[np.arange(len(best)), best]
-    best = np.where(best_iou > 0, best, -1)  # all IoUs 0: no concept, not the first label
-    return LayerDissection(layer, tuple(shape), thresholds, iou, best, np.maximum(best_iou, 0.0),
-                           iou_threshold, label_names, label_cats)
+@dataclass
+class _Run:
+    """One dissection's state between its steps."""
+
+    acts: ActivationSource
+    labels: LabelSource
+    run_dir: Path
+    opts: Options
+    shapes: dict[str, tuple[int, int, int]]
+    tag: dict[str, str]  # layer -> short name used for files ("l0", "l1", ...)
+    rots: dict[str, list[torch.Tensor]]
+    key: dict[str, Any]  # what the activations depend on
+    pass1_stat: CombinedStat
+    pass2_stat: CombinedStat
+    redo: dict[int, bool] = field(default_factory=dict)
+    cache: ActivationCache | None = None
+    bad: BadImages | None = None
+
+    @property
+    def layers(self) -> list[str]:
+        return self.acts.layers
+
+    @property
+    def n(self) -> int:
+        return len(self.acts)
+
+    def tally_key(self, number: int) -> dict[str, Any]:
+        o = self.opts
+        own = {"rotations": o.rotations, "seed": o.seed}
+        if number == 2:
+            own.update(quantile=o.quantile, topk=o.topk)
+        return {**self.key, "pass": number, **own}
+
+    @classmethod
+    def prepare(cls, acts: ActivationSource, labels: LabelSource, run_dir: Path, opts: Options,
+                fresh: bool = False) -> _Run:
+        """Check the layers, build both passes' statistics, and check a rerun against what the run
+        folder holds: a change of model, data or layers is refused here, before anything is written."""
+        if not 0 < opts.quantile < 0.5:
+            raise ValueError(f"quantile must be in (0, 0.5), the fraction of top activations; got {opts.quantile}")
+        shapes = acts.shapes()
+        layers = acts.layers
+        category = labels.label_category.clamp(min=0)
+        stats1, stats2 = {}, {}
+        for i, layer in enumerate(layers):
+            t, c = f"l{i}", shapes[layer][0]
+            stats1[f"{t}_q"] = Quantile(device=opts.device)
+            stats2[f"{t}_top"] = TopK(opts.topk, device=opts.device)
+            stats2[f"{t}_iou"] = IoUCounts(c, category, len(labels.categories), device=opts.device)
+            for r in range(opts.rotations):
+                stats1[f"{t}_r{r}_q"] = Quantile(device=opts.device)
+                stats2[f"{t}_r{r}_iou"] = IoUCounts(c, category, len(labels.categories), device=opts.device)
+        rots = {layer: [random_rotation(shapes[layer][0], opts.seed + 1000 * i + r) for r in range(opts.rotations)]
+                for i, layer in enumerate(layers)}
+        run = cls(acts, labels, run_dir, opts, shapes, {layer: f"l{i}" for i, layer in enumerate(layers)}, rots,
+                  acts.key(), CombinedStat(**stats1), CombinedStat(**stats2))
+        for number, stat in ((1, run.pass1_stat), (2, run.pass2_stat)):
+            run.redo[number] = not fresh and run._must_redo(number, stat)
+        if run.redo[1]:
+            run.redo[2] = True
+        return run
+
+    def _must_redo(self, number: int, stat: CombinedStat) -> bool:
+        folder, key = self.run_dir / f"pass{number}", self.tally_key(number)
+        changed = changed_key_fields(stat, self.n, run_dir=folder, key=key, batch_size=self.opts.batch_size)
+        if not changed:
+            return False
+        if changed <= _OWN[number]:
+            return True
+        check_resumable(stat, self.n, run_dir=folder, key=key, batch_size=self.opts.batch_size)  # raises
+        raise TallyKeyError(f"{folder} holds a tally made with different settings: {sorted(changed)}")
+
+    def open(self, fresh: bool, config: dict | None) -> None:
+        """Validated: now delete (``fresh``), write ``config.json``, open the cache and the bad-image list."""
+        if fresh:
+            clear_run(self.run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if config is not None:
+            atomic_write_text(self.run_dir / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
+        cache = ActivationCache(self.run_dir / CACHE_FOLDER, self.shapes, self.n, self.key)
+        self.cache = cache if cache.nbytes <= self.opts.cache_gb * 2**30 else None
+        self.bad = BadImages(self.run_dir, self.opts.skip_bad_images)
+
+    def _batches(self, number: int, stat: CombinedStat, items: Items, **kw: Any):
+        o = self.opts
+        for batch in tally(stat, items, batch_size=o.batch_size, num_workers=o.num_workers, collate_fn=collate_items,
+                           run_dir=self.run_dir / f"pass{number}", key=self.tally_key(number), fresh=self.redo[number],
+                           checkpoint_every=o.checkpoint_every, progress=o.progress, desc=f"dissect pass {number}",
+                           **kw):
+            self.bad.check(batch["bad"])
+            yield batch
+
+    def pass1(self) -> dict[str, list[torch.Tensor]]:
+        """Thresholds T_k per layer: ``[axis-aligned, rotation 1, ...]``, each ``[C]``; fills the cache."""
+        stat, cache, ran = self.pass1_stat, self.cache, False
+        for batch in self._batches(1, stat, Items(self.n, self.acts),
+                                   on_checkpoint=cache.flush if cache is not None else None):
+            ran = True
+            if cache is not None and batch["bad"]:
+                cache.skip(np.array([p for p, _ in batch["bad"]]))
+            if not len(batch["pos"]):
+                continue
+            for layer, a in self.acts.activations(batch).items():
+                t = self.tag[layer]
+                stat[f"{t}_q"].add(a.permute(0, 2, 3, 1).reshape(-1, a.shape[1]))
+                for r, rot in enumerate(self.rots[layer]):
+                    stat[f"{t}_r{r}_q"].add(rotate(a, rot).permute(0, 2, 3, 1).reshape(-1, a.shape[1]))
+                if cache is not None:
+                    cache.write(layer, batch["pos"].numpy(), a.cpu().numpy())
+        if cache is not None and ran:
+            cache.mark_complete()
+        if cache is not None and not cache.complete:  # e.g. pass 1 finished earlier and its cache was removed
+            self.cache = None
+        level = 1 - self.opts.quantile
+        return {layer: [stat[f"{self.tag[layer]}{part}_q"].quantiles(level).float().to(self.opts.device)
+                        for part in [""] + [f"_r{r}" for r in range(self.opts.rotations)]] for layer in self.layers}
+
+    def _pass2_maps(self, batch: dict[str, Any]) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        """The batch (without rows of images skipped in pass 1) and its maps, from the cache or the model."""
+        if self.cache is None:
+            return batch, self.acts.activations(batch)
+        keep = torch.from_numpy(self.cache.rows[batch["pos"].numpy()] == ActivationCache.WRITTEN)
+        if not keep.all():
+            batch = {k: v[keep] for k, v in batch.items() if isinstance(v, torch.Tensor)}
+        pos = batch["pos"].numpy()
+        dev = self.opts.device
+        return batch, {layer: torch.from_numpy(self.cache.read(layer, pos)).to(dev) for layer in self.layers}
+
+    def pass2(self, thresholds: dict[str, list[torch.Tensor]]) -> None:
+        """Top-k exemplars and IoU counts of every unit (and of every rotated unit)."""
+        stat, dev = self.pass2_stat, self.opts.device
+        items = Items(self.n, self.acts if self.cache is None else None, self.labels)
+        num_labels = len(self.labels.label_names)
+        for batch in self._batches(2, stat, items):
+            if not len(batch["pos"]):
+                continue
+            batch, maps = self._pass2_maps(batch)
+            if not len(batch["pos"]):
+                continue
+            labels, image_labels, present = (x.to(dev) for x in self.labels.label_batch(batch))
+            for layer, a in maps.items():
+                t = self.tag[layer]
+                stat[f"{t}_top"].add(a, batch["pos"].to(dev))
+                for r, rot in enumerate([None] + self.rots[layer]):
+                    name = f"{t}_iou" if rot is None else f"{t}_r{r - 1}_iou"
+                    m = a if rot is None else rotate(a, rot)
+                    stat[name].add_counts(*count_batch(m, thresholds[layer][r], labels, image_labels, present,
+                                                       num_labels))
+
+    def summarise(self, thresholds: dict[str, list[torch.Tensor]]) -> DissectResult:
+        """Best concept per unit, detectors, and the rotation rows; arrays saved per layer."""
+        cats = list(self.labels.categories)
+        label_cats = [cats[int(g)] if int(g) >= 0 else "" for g in self.labels.label_category.tolist()]
+        names, o = list(self.labels.label_names), self.opts
+        result = DissectResult(self.run_dir, bad_images=self.bad.messages())
+        for layer in self.layers:
+            t, shape = self.tag[layer], self.shapes[layer]
+            parts = [summarise(layer, shape, th.cpu().numpy(), self.pass2_stat[name].iou().cpu().numpy(),
+                               o.iou_threshold, names, label_cats)
+                     for th, name in zip(thresholds[layer], [f"{t}_iou"] + [f"{t}_r{r}_iou" for r in range(o.rotations)])]
+            result.layers[layer], result.rotated[layer] = parts[0], parts[1:]
+            result.rotations[layer] = [(int(d.detectors.sum()), d.unique_concepts) for d in parts]
+            values, images, ys, xs = (x.cpu().numpy() for x in self.pass2_stat[f"{t}_top"].result())
+            save_arrays(self.run_dir / "arrays" / f"{t}.safetensors", {
+                "thresholds": parts[0].thresholds, "iou": parts[0].iou.astype(np.float32),
+                "top_values": values.astype(np.float32), "top_images": images.astype(np.int64),
+                "top_y": ys.astype(np.int64), "top_x": xs.astype(np.int64),
+            })
+        return result
+
+    def write(self, result: DissectResult, thresholds: dict[str, list[torch.Tensor]]) -> None:
+        """Exemplar strips, catalog rows, ``layers.json``; the cache removed unless kept."""
+        from unitscope.catalog import Catalog
+
+        tops = {layer: self.pass2_stat[f"{self.tag[layer]}_top"].result() for layer in self.layers}
+        strips: dict[str, list[str]] = {}
+        if self.opts.exemplar_images:
+            strips = write_exemplar_strips(
+                self.run_dir, getattr(self.acts, "dataset", self.acts), self.layers, self.tag, _StripMaps(self.acts),
+                _TagCache(self.cache, self.tag) if self.cache is not None else None,
+                {layer: th[0] for layer, th in thresholds.items()}, tops)
+        row_index = np.array([self.acts.index(p) for p in range(self.n)], dtype=np.int64)
+        names, cats = self.labels.label_names, result.layers[self.layers[0]].label_categories
+        model_name = self.acts.model_name
+        with Catalog(self.run_dir / "catalog.sqlite") as cat, cat.transaction():
+            cat.replace("concepts", [{"name": name, "category": c} for name, c in zip(names[1:], cats[1:]) if c])
+            for layer in self.layers:
+                write_layer_rows(cat, model_name, result.layers[layer], self.n, self.opts.quantile, row_index,
+                                 tops[layer], strips.get(layer), result.rotations[layer])
+        atomic_write_text(self.run_dir / "layers.json", json.dumps({self.tag[l]: l for l in self.layers}, indent=2) + "\n")
+        if self.cache is not None:
+            self.cache.close()
+        if self.cache is None or not self.opts.keep_cache:  # an incomplete cache is never kept
+            shutil.rmtree(self.run_dir / CACHE_FOLDER, ignore_errors=True)
 
 
-def _write_layer_rows(cat, model_name, d: LayerDissection, n_images, quantile, row_index, top, strip_paths,
-                      rotation_rows):
-    key = {"model": model_name, "layer": d.layer}
-    c, h, w = d.shape
-    cat.replace("layers", [{**key, "units": c, "height": h, "width": w, "images": n_images,
-                            "quantile": quantile, "iou_threshold": d.iou_threshold,
-                            "detectors": int(d.detectors.sum()), "unique_concepts": d.unique_concepts}], **key)
-    cat.replace("dissection", [{
-        **key, "unit": u, "concept": d.concept(u), "category": d.category(u),
-        "iou": float(d.best_iou[u]), "is_detector": int(d.detectors[u]), "threshold": float(d.thresholds[u]),
-    } for u in range(c)], **key)
-    per_cat = []
-    categories = sorted(set(d.label_categories) - {""})
-    cats = np.array(d.label_categories)
-    for g in categories:
-        cols = np.nonzero(cats == g)[0]
-        cols = cols[cols > 0]
-        if not len(cols):
-            continue
-        best = cols[d.iou[:, cols].argmax(axis=1)]
-        per_cat += [{**key, "unit": u, "category": g, "iou": float(d.iou[u, best[u]]),
-                     "concept": d.label_names[int(best[u])] if d.iou[u, best[u]] > 0 else None}
-                    for u in range(c)]
-    cat.replace("dissection_category", per_cat, **key)
-    values, images, ys, xs = (x.cpu().numpy() for x in top)
-    cat.replace("exemplars", [{**key, "unit": u, "rank": r, "image": int(row_index[images[u, r]]),
-                               "activation": float(values[u, r]), "y": int(ys[u, r]), "x": int(xs[u, r])}
-                              for u in range(c) for r in range(values.shape[1]) if images[u, r] >= 0], **key)
-    if strip_paths is not None:
-        cat.replace("unit_images", [{**key, "unit": u, "path": p} for u, p in enumerate(strip_paths)], **key)
-    cat.replace("rotations", [{**key, "rotation": r, "detectors": det, "unique_concepts": uc}
-                              for r, (det, uc) in enumerate(rotation_rows)], **key)
+class _StripMaps:
+    """``forward(images, index)`` for the exemplar strips: the source's maps of a few images."""
+
+    def __init__(self, acts: ActivationSource):
+        self.acts = acts
+
+    def __call__(self, images: torch.Tensor, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.acts.activations({"image": images, "index": index, "pos": index})
 
 
-def load_layer_arrays(run_dir: str | Path, layer: str) -> dict[str, np.ndarray]:
-    """The arrays a dissection saved for ``layer`` (thresholds, IoU matrix, top-k exemplars)."""
-    run_dir = Path(run_dir)
-    tags = json.loads((run_dir / "layers.json").read_text())
-    for t, name in tags.items():
-        if name == layer:
-            return load_arrays(run_dir / "arrays" / f"{t}.safetensors")
-    raise ValueError(f"run {run_dir} has no layer {layer!r}; it has {', '.join(tags.values())}")
+class _TagCache:
+    """The activation cache addressed by layer tag, as the exemplar strips read it."""
+
+    def __init__(self, cache: ActivationCache, tag: dict[str, str]):
+        self.cache, self.layer = cache, {t: layer for layer, t in tag.items()}
+
+    def read(self, t: str, positions: np.ndarray) -> np.ndarray:
+        return self.cache.read(self.layer[t], positions)

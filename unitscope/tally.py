@@ -79,25 +79,9 @@ def tally(
     folder = Path(run_dir) if run_dir is not None else None
     checkpoint = folder / f"tally.checkpoint.rank{rank}.safetensors" if folder else None
 
-    done = 0
-    if folder is not None:
-        if fresh:
-            _discard(folder, rank)
-        if (folder / DONE).exists():
-            _check_key(folder, _saved_key(folder, rank), full_key)
-            stat.load_state_dict(_strip(load_arrays(folder / RESULT)))
-            return
-        if checkpoint.exists():
-            saved = load_arrays(checkpoint)
-            _check_key(folder, _saved_key(folder, rank), full_key)
-            saved_world = int(saved[_META + "world_size"].reshape(-1)[0])
-            if saved_world != world:
-                raise TallyKeyError(
-                    f"{checkpoint} was written by a run with {saved_world} processes, this one has "
-                    f"{world}; resume with the same number, or start over with fresh=True (--fresh)"
-                )
-            stat.load_state_dict(_strip(saved))
-            done = int(saved[_META + "batches"].reshape(-1)[0])
+    done = _resume(stat, folder, full_key, fresh) if folder is not None else 0
+    if done is None:  # finished earlier: the result is loaded
+        return
 
     start = min(hi, lo + done * batch_size)
     loader = DataLoader(
@@ -129,13 +113,43 @@ def tally(
         on_checkpoint()
     reduce_across_ranks(stat)
     if folder is not None:
-        if rank == 0:
-            save_arrays(folder / RESULT, stat.state_dict())
-            atomic_write_text(folder / DONE, json.dumps({"key": full_key, "batches": done}, indent=1))
-        if world > 1:
-            dist.barrier()
-        if checkpoint.exists():
-            checkpoint.unlink()
+        _finish(stat, folder, full_key, done)
+
+
+def _resume(stat: Stat, folder: Path, full_key: dict[str, Any], fresh: bool) -> int | None:
+    """Load what ``folder`` holds into ``stat``: None for a finished tally, else the number of
+    batches its checkpoint covers (0 without one)."""
+    rank, world = _rank_world()
+    checkpoint = folder / f"tally.checkpoint.rank{rank}.safetensors"
+    if fresh:
+        _discard(folder, rank)
+    if (folder / DONE).exists():
+        _check_key(folder, _saved_key(folder, rank), full_key)
+        stat.load_state_dict(_strip(load_arrays(folder / RESULT)))
+        return None
+    if not checkpoint.exists():
+        return 0
+    saved = load_arrays(checkpoint)
+    _check_key(folder, _saved_key(folder, rank), full_key)
+    saved_world = int(saved[_META + "world_size"].reshape(-1)[0])
+    if saved_world != world:
+        raise TallyKeyError(
+            f"{checkpoint} was written by a run with {saved_world} processes, this one has "
+            f"{world}; resume with the same number, or start over with fresh=True (--fresh)"
+        )
+    stat.load_state_dict(_strip(saved))
+    return int(saved[_META + "batches"].reshape(-1)[0])
+
+
+def _finish(stat: Stat, folder: Path, full_key: dict[str, Any], done: int) -> None:
+    """Write the result and the marker (rank 0), then drop this rank's checkpoint."""
+    rank, world = _rank_world()
+    if rank == 0:
+        save_arrays(folder / RESULT, stat.state_dict())
+        atomic_write_text(folder / DONE, json.dumps({"key": full_key, "batches": done}, indent=1))
+    if world > 1:
+        dist.barrier()
+    (folder / f"tally.checkpoint.rank{rank}.safetensors").unlink(missing_ok=True)
 
 
 def check_resumable(stat: Stat, items: int, *, run_dir: str | Path, key: Mapping[str, Any] | None = None,

@@ -296,7 +296,7 @@ class _Run:
 
     def _pass2_maps(self, batch: dict[str, Any]) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         """The batch (without rows of images skipped in pass 1) and its maps, from the cache or the model."""
-        if self.cache is None:
+        if self.cache is None or self.labels.needs_forward:
             return batch, self.acts.activations(batch)
         keep = torch.from_numpy(self.cache.rows[batch["pos"].numpy()] == ActivationCache.WRITTEN)
         if not keep.all():
@@ -308,7 +308,7 @@ class _Run:
     def pass2(self, thresholds: dict[str, list[torch.Tensor]]) -> None:
         """Top-k exemplars and IoU counts of every unit (and of every rotated unit)."""
         stat, dev = self.pass2_stat, self.opts.device
-        items = Items(self.n, self.acts if self.cache is None else None, self.labels)
+        items = Items(self.n, self.acts if self.cache is None or self.labels.needs_forward else None, self.labels)
         num_labels = len(self.labels.label_names)
         for batch in self._batches(2, stat, items):
             if not len(batch["pos"]):

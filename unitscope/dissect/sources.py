@@ -9,7 +9,8 @@ pass needs (in a DataLoader worker), and per batch it returns every layer's maps
 Images through a model today; z vectors through a generator fit the same shape. A
 :class:`LabelSource` gives per-position label planes in Broden numbering (``labels [K, S, S']``,
 ``image_labels [M]``, ``category_present [G]``); Broden planes today, a segmenter's output on the
-images of the batch (``label_batch`` runs after ``activations``) later.
+images of the batch later (``label_batch`` runs after ``activations``; ``needs_forward = True``
+makes pass 2 run the source even when the activations are cached).
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ class LabelSource(ABC):
     label_names: list[str]
     label_category: torch.Tensor
     categories: list[str]
+    needs_forward: bool = False  # labels come from what ``activations`` puts in the batch: pass 2 runs it
 
     @abstractmethod
     def load(self, pos: int) -> dict[str, Any]:

@@ -174,6 +174,11 @@ def test_a_module_called_twice_is_traced_at_the_same_call_with_or_without_stop()
     assert torch.equal(t1s.output, second)
     layers = {l.name: l for l in list_layers(model, input_size=(1, 2, 2))}
     assert layers["relu"].calls == 2 and layers["a"].calls == 1
+    # a pass of the model, then the traced layer run on its own (not through model): still traced
+    with pytest.warns(UserWarning, match="ran 2 times"), Trace(model, "relu") as t:
+        model(X)
+        nn.Sequential(model.a, model.relu)(2 * X)
+    assert torch.equal(t.output, torch.relu(2 * X))
     assert all_hooks(model) == 0
 
 

@@ -132,11 +132,13 @@ class Trace:
         self.input: Any = None
         self._handles: list[Any] = []
         self._warned = False
+        self._in_pass = False  # inside a forward pass of ``model``, where calls are counted
 
     def _start(self, module: nn.Module, inputs: tuple) -> None:
-        self.calls = 0
+        self.calls, self._in_pass = 0, True
 
     def _end(self, module: nn.Module, inputs: tuple, output: Any) -> None:
+        self._in_pass = False
         if self.calls > 1 and not self._warned:
             self._warned = True
             warnings.warn(
@@ -145,7 +147,10 @@ class Trace:
                 "Pass call=N for another, or trace a module that runs once.", stacklevel=2)
 
     def _hook(self, module: nn.Module, inputs: tuple, output: Any) -> Any:
-        index, self.calls = self.calls, self.calls + 1
+        if self._in_pass:
+            index, self.calls = self.calls, self.calls + 1
+        else:  # the layer run on its own, outside ``model``: every call is the one to keep
+            index = self.call
         if self.edit_output is not None:
             output = self.edit_output(output, self.layer)
         if index != self.call:
@@ -160,6 +165,7 @@ class Trace:
         if self._on_fire is not None:
             self._on_fire(self.layer)
         elif self.stop:
+            self._in_pass = False
             raise StopForward
         return output
 
@@ -200,6 +206,8 @@ class TraceDict(OrderedDict):
         self._fired.add(layer)
         if self.stop and len(self._fired) == len(self):
             self._fired.clear()
+            for trace in self.values():
+                trace._in_pass = False
             raise StopForward
 
     def __enter__(self) -> TraceDict:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from unitscope.stats.base import Device, Stat, as_device, units_first
+from unitscope.stats.base import Device, Stat, as_device
 
 
 class TopK(Stat):

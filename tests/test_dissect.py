@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from unitscope._iou import count_batch
+from unitscope.dissect.iou import count_batch
 
 
 def bilinear_numpy(a: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
@@ -68,6 +68,32 @@ def test_counts_equal_brute_force():
     iou = np.where(union > 0, inter.numpy() / np.maximum(union, 1), 0)
     assert np.abs(iou[:, 1:] - ref_iou[:, 1:]).max() < 1e-6
     assert (ref_iou[:, 1:] > 0).sum() > 10  # the data really exercises the counts
+
+
+def test_counts_equal_brute_force_with_overlapping_labels():
+    """A label repeated in an image's cell, or given both image-level and in a pixel plane, is one
+    region: the whole image, counted once."""
+    rng = np.random.default_rng(5)
+    n, c, L, G = 5, 4, 6, 2
+    acts = rng.normal(size=(n, c, 3, 3)).astype(np.float32)
+    labels = rng.integers(0, L, size=(n, 2, 6, 6))
+    image_labels = np.array([[3, 3, 0], [4, 3, 4], [5, 0, 0], [1, 1, 1], [0, 0, 0]])
+    assert (labels[1] == 3).any() and (labels[0] == 3).any()  # image-level labels also on pixels
+    present = np.ones((n, G), dtype=bool)
+    label_category = np.array([0, 0, 0, 1, 1, 1])
+    thresholds = np.quantile(acts.transpose(1, 0, 2, 3).reshape(c, -1), 0.6, axis=1).astype(np.float32)
+    inter, unit_area, label_area = count_batch(
+        torch.from_numpy(acts), torch.from_numpy(thresholds), torch.from_numpy(labels),
+        torch.from_numpy(image_labels), torch.from_numpy(present), L)
+    ref_inter, ref_unit, ref_label, _ = brute_force_iou(acts, thresholds, labels, image_labels, present,
+                                                        label_category, L)
+    assert np.array_equal(inter.numpy(), ref_inter)
+    assert np.array_equal(unit_area.numpy(), ref_unit)
+    assert np.array_equal(label_area.numpy()[1:], ref_label[1:])
+    # image 0 carries label 3 twice and on pixels: 36 labelled pixels there, not 72 or more
+    one = count_batch(torch.from_numpy(acts[:1]), torch.from_numpy(thresholds), torch.from_numpy(labels[:1]),
+                      torch.from_numpy(image_labels[:1]), torch.from_numpy(present[:1]), L)[2]
+    assert int(one[3]) == 36
 
 
 def test_counts_stream_equals_one_shot():
@@ -266,12 +292,22 @@ def test_rotations_rotate_the_basis(world, tmp_path):
     perm = torch.eye(3)[:, [2, 0, 1]]  # unit j of the rotated basis is old unit [2, 0, 1][j]
     assert torch.equal(rotate(acts, perm), acts[:, [2, 0, 1]])
 
+    # planted units are axis-aligned detectors: a random rotation mixes them, and they lose IoU
+    from tests.planted import COLOURS
+
     model = planted(world)
-    result = dissect(model, dataset(world, model), ["feat"], tmp_path / "run", quantile=0.05, topk=2,
-                     rotations=2, progress=False)
+    ds = dataset(world, model)
+    q = min(0.45, max(colour_fractions(ds, COLOURS).values()) * 1.2)
+    result = dissect(model, ds, ["feat"], tmp_path / "run", quantile=q, topk=2, rotations=3, progress=False,
+                     exemplar_images=False)
     rows = result.rotations["feat"]
     d = result.layers["feat"]
-    assert len(rows) == 3 and rows[0] == (int(d.detectors.sum()), d.unique_concepts)
+    assert rows[0] == (3, 3) and d.best_iou.min() > 0.95
+    assert len(rows) == 4 and len(result.rotated["feat"]) == 3
+    for r, rd in enumerate(result.rotated["feat"], start=1):
+        assert rd.best_iou.mean() < d.best_iou.mean() - 0.05, (r, rd.best_iou)  # measured: 0.81, 0.61, 0.91 vs 0.98
+        assert rows[r] == (int(rd.detectors.sum()), rd.unique_concepts)
+    assert min(uc for _, uc in rows[1:]) < 3  # some rotation no longer separates the three colours
     with sqlite3.connect(tmp_path / "run" / "catalog.sqlite") as db:
         got = db.execute("SELECT rotation, detectors, unique_concepts FROM rotations ORDER BY rotation").fetchall()
     assert got == [(i, det, uc) for i, (det, uc) in enumerate(rows)]
@@ -293,3 +329,36 @@ def test_transformer_layer_is_dissected_as_a_map(world, tmp_path):
     assert d.shape == (192, 4, 4) and d.iou.shape == (192, len(ds.label_names))
     # 24 images x 16 patches: a few units have no position strictly above their top-0.5% level
     assert (d.best_iou > 0).sum() > 150
+
+
+def test_detector_rule_is_strictly_above_the_threshold():
+    from unitscope.dissect import summarise as _summarise
+
+    iou = np.array([[0, 0.04, 0.01], [0, 0.01, 0.0401], [0, 0.0, 0.0]])
+    d = _summarise("l", (3, 1, 1), np.zeros(3), iou, 0.04, ["-", "a", "b"], ["", "x", "y"])
+    assert d.detectors.tolist() == [False, True, False]  # IoU > 0.04, as in the paper and the report
+    assert [d.concept(u) for u in range(3)] == ["a", "b", None]
+
+
+def test_a_unit_that_never_fires_gets_no_concept(world, tmp_path):
+    """Unit 1 is 0 everywhere, so its map never exceeds its threshold: no concept, NULL in the catalog."""
+    from unitscope.dissect import dissect
+    from unitscope.models import ModelInfo
+
+    conv = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 1))
+    with torch.no_grad():
+        conv[0].weight[:] = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]).view(2, 3, 1, 1)
+        conv[0].bias.zero_()
+    object.__setattr__(conv, "unitscope_info", ModelInfo(name="conv", input_size=(3, 64, 64)))
+    from unitscope.data import BrodenDataset
+
+    ds = BrodenDataset(world, transform=conv.unitscope_info.transform())
+    d = dissect(conv, ds, ["0"], tmp_path / "run", quantile=0.2, topk=2, progress=False,
+                exemplar_images=False).layers["0"]
+    assert d.thresholds[1] == 0 and (d.iou[1] == 0).all()
+    assert d.concept(0) is not None and d.concept(1) is None and not d.detectors[1]
+    with sqlite3.connect(tmp_path / "run" / "catalog.sqlite") as db:
+        rows = db.execute("SELECT unit, concept, category, iou, is_detector FROM dissection ORDER BY unit").fetchall()
+        per_cat = db.execute("SELECT COUNT(*) FROM dissection_category WHERE unit = 1 AND concept IS NOT NULL").fetchone()
+    assert rows[0][1] is not None and rows[1] == (1, None, None, 0.0, 0)
+    assert per_cat == (0,)

@@ -139,3 +139,50 @@ def test_transformer_tokens_as_maps():
     assert tokens_to_map(torch.zeros(1, 9, 5)).shape == (1, 5, 3, 3)
     with pytest.raises(ValueError, match="square"):
         tokens_to_map(torch.zeros(1, 7, 5), prefix_tokens=0)
+
+
+class Twice(nn.Module):
+    """conv -> relu -> conv -> the same relu: ``relu`` runs twice, as in torchvision's ResNet blocks."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.relu = nn.Conv2d(1, 1, 1), nn.Conv2d(1, 1, 1), nn.ReLU()
+        with torch.no_grad():
+            self.a.weight.fill_(1.0), self.a.bias.fill_(0.0), self.b.weight.fill_(-2.0), self.b.bias.fill_(1.0)
+
+    def forward(self, x):
+        return self.relu(self.b(self.relu(self.a(x))))
+
+
+def test_a_module_called_twice_is_traced_at_the_same_call_with_or_without_stop():
+    model = Twice()
+    first = torch.relu(X)  # relu(a(x))
+    second = torch.relu(-2 * first + 1)
+    with pytest.warns(UserWarning, match=r"'relu' ran 2 times .* holds call 0"):
+        with Trace(model, "relu") as t:
+            model(X)
+    assert t.calls == 2 and torch.equal(t.output, first)
+    with Trace(model, "relu", stop=True) as t_stop:
+        model(X)
+    assert torch.equal(t_stop.output, first)
+    with pytest.warns(UserWarning, match="holds call 1"):
+        with Trace(model, "relu", call=1) as t1:
+            model(X)
+    assert torch.equal(t1.output, second)
+    with Trace(model, "relu", call=1, stop=True) as t1s, TraceDict(model, ["a"], stop=False):
+        model(X)
+    assert torch.equal(t1s.output, second)
+    layers = {l.name: l for l in list_layers(model, input_size=(1, 2, 2))}
+    assert layers["relu"].calls == 2 and layers["a"].calls == 1
+    # a pass of the model, then the traced layer run on its own (not through model): still traced
+    with pytest.warns(UserWarning, match="ran 2 times"), Trace(model, "relu") as t:
+        model(X)
+        nn.Sequential(model.a, model.relu)(2 * X)
+    assert torch.equal(t.output, torch.relu(2 * X))
+    assert all_hooks(model) == 0
+
+
+def test_tokens_to_map_drops_the_smallest_prefix_that_leaves_a_square():
+    x = torch.arange(9 * 2, dtype=torch.float32).view(1, 9, 2)  # 9 = 3x3 (drop 0) = 2x2 (drop 5) = 1 (drop 8)
+    assert tokens_to_map(x).shape == (1, 2, 3, 3)
+    assert tokens_to_map(x, prefix_tokens=5).shape == (1, 2, 2, 2)

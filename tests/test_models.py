@@ -42,7 +42,11 @@ def test_lite1_lite2_weights_load(variant, photos):
     assert classify(model, [photos["coffee"]], k=1)[0][0][0] == "espresso"
 
 
-def test_registry_rules():
+def test_registry_rules(monkeypatch):
+    import unitscope.models
+
+    # the registration below goes into a copy, so rerunning the test (or the session) still works
+    monkeypatch.setattr(unitscope.models, "_REGISTRY", dict(unitscope.models._REGISTRY))
     assert list_models("efficientnet_lite*")[:1] == ["efficientnet_lite0"]
     with pytest.raises(ValueError, match="already registered"):
         register_model("efficientnet_lite0", lambda: torch.nn.Identity())
@@ -52,6 +56,8 @@ def test_registry_rules():
     assert "test_identity_model" in list_models("test_*")
     # None keyword arguments are dropped, so CLI defaults never override a model's own
     assert isinstance(create_model("test_identity_model", scale=None), torch.nn.Identity)
+    with pytest.raises(ValueError, match="already registered"):
+        register_model("test_identity_model", lambda: torch.nn.Identity())
 
 
 def test_timm_and_torchvision_by_name_and_checkpoints(tmp_path, monkeypatch):

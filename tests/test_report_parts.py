@@ -132,7 +132,7 @@ def test_concept_strips_tint_the_ground_truth(tmp_path):
     import torch
     from PIL import Image
 
-    from unitscope._exemplars import _THUMB, write_concept_strips
+    from unitscope.dissect.exemplars import _THUMB, write_concept_strips
 
     tops = {"conv": (None, torch.tensor([[1, 0, -1], [3, 2, 1], [0, 1, 2]]))}
     rows = write_concept_strips(tmp_path, _Labelled(), ["conv"], {"conv": "l0"}, tops, {"conv": _Dissected([7, 9, 0])})

@@ -121,18 +121,39 @@ def test_round_trip_then_continue_identically(name: str, how: str, tmp_path) -> 
         assert torch.equal(x, y)
 
 
+def all_samples(batches: range) -> np.ndarray:
+    """Every activation of ``batches`` as samples ``[M, C]`` (each spatial position a sample)."""
+    return torch.cat([batch(i)["acts"] for i in batches]).permute(0, 2, 3, 1).reshape(-1, UNITS).numpy()
+
+
 @pytest.mark.parametrize("name", CASES)
 def test_merge_of_shards_equals_one_pass(name: str) -> None:
     case = CASES[name]
     whole = run(case, range(6))
     merged = run(case, range(0, 2)).merge(run(case, range(2, 5))).merge(run(case, range(5, 6)))
-    for x, y in zip(case.readout(whole), case.readout(merged)):
-        if case.exact_merge:
+    if case.exact_merge:
+        for x, y in zip(case.readout(whole), case.readout(merged)):
             assert torch.equal(x, y)
-        elif name == "Moments":
+        return
+    if name == "Moments":
+        for x, y in zip(case.readout(whole), case.readout(merged)):
             torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-12)
-    if not case.exact_merge and name != "Moments":  # sketches: only counts must agree exactly
-        assert (whole.q if name == "CombinedStat" else whole).count == 6 * 6 * 20
+        return
+    # sketches: exact counts and extremes; quantiles within 2 / resolution in rank of the truth
+    # (measured: 0.043 at resolution 32, 0.085 at 16, over 720 samples with heavy ties)
+    if name == "CombinedStat":
+        for x, y in zip(case.readout(whole)[:4], case.readout(merged)[:4]):  # TopK: exact
+            assert torch.equal(x, y)
+        torch.testing.assert_close(whole.m.mean(), merged.m.mean(), rtol=1e-12, atol=1e-12)
+    samples, qs = all_samples(range(6)), [0.1, 0.5, 0.9]
+    for stat in (whole, merged):
+        q = stat.q if name == "CombinedStat" else stat
+        assert q.count == 6 * 6 * 20
+        lo, hi = q.minmax()
+        assert np.array_equal(lo.numpy(), samples.min(0)) and np.array_equal(hi.numpy(), samples.max(0))
+        est = q.quantiles(qs)
+        for j, level in enumerate(qs):
+            assert rank_error(samples, est[:, j].numpy(), level).max() <= 2 / q.resolution, (level, q.resolution)
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -174,17 +195,21 @@ def test_quantile_matches_numpy_within_rank_bound() -> None:
     for chunk in x.split(7_000):
         stat.add(chunk)
     qs = [0.0, 0.005, 0.25, 0.5, 0.9, 0.995, 1.0]
+    # rank error allowed at each q, from the documented accuracy (std ~0.25 / resolution in the
+    # tails, ~0.9 / resolution in the middle) and what was measured (max over units: 1.4e-4 at
+    # 0.005, 2.8e-4 at 0.995, 1.4e-3 at 0.5 in one pass; 6.4e-4 at 0.5 merged)
+    bound = [0.0, 4e-4, 2e-3, 2e-3, 2e-3, 4e-4, 0.0]
     est = stat.quantiles(qs)
     assert est.shape == (4, len(qs))
     for j, q in enumerate(qs):
-        assert rank_error(x.numpy(), est[:, j].numpy(), q).max() < 0.004, q
+        assert rank_error(x.numpy(), est[:, j].numpy(), q).max() <= bound[j], q
     lo, hi = stat.minmax()
     assert torch.equal(lo, x.min(0).values) and torch.equal(hi, x.max(0).values)
     assert torch.equal(est[:, 0], lo) and torch.equal(est[:, -1], hi)
     assert stat.quantiles(0.5).shape == (4,)
     assert torch.equal(stat.quantiles(torch.tensor([0.5]))[:, 0], stat.quantiles(0.5))
     # cdf inverts quantiles on the continuous units
-    assert (stat.cdf(stat.quantiles(0.9))[:3] - 0.9).abs().max() < 0.004
+    assert (stat.cdf(stat.quantiles(0.9))[:3] - 0.9).abs().max() < 1e-6  # measured 5e-9
     # memory stays bounded: about 3 * resolution items per unit however long the stream
     assert sum(level.shape[1] for level in stat._levels) < 3.5 * 1024
     # three shards merged are as accurate as one pass
@@ -195,7 +220,7 @@ def test_quantile_matches_numpy_within_rank_bound() -> None:
     assert merged.count == x.shape[0]
     est = merged.quantiles(qs)
     for j, q in enumerate(qs):
-        assert rank_error(x.numpy(), est[:, j].numpy(), q).max() < 0.004, q
+        assert rank_error(x.numpy(), est[:, j].numpy(), q).max() <= bound[j], q
 
 
 def test_quantile_is_deterministic_given_its_seed() -> None:
@@ -222,8 +247,9 @@ def test_quantile_accepts_nchw_as_samples_per_position() -> None:
 
 @pytest.mark.slow
 def test_quantile_rank_error_at_0995_over_ten_million_samples() -> None:
-    """The dissection threshold: rank error <= 0.001 at q = 0.995 over 10**7 samples per unit,
-    also when the stream is sketched in two shards and merged."""
+    """The dissection threshold: rank error <= 1.5e-4 at q = 0.995 over 10**7 samples per unit,
+    also when the stream is sketched in two shards and merged (documented std 0.25 / 4096 = 6e-5;
+    measured at most 7.5e-5 over these four distributions)."""
 
     def chunk(i: int) -> torch.Tensor:
         g = torch.Generator().manual_seed(i)
@@ -242,7 +268,7 @@ def test_quantile_rank_error_at_0995_over_ten_million_samples() -> None:
         x = chunk(i)
         at_or_below += (x[None] <= estimates[:, None, :]).sum(dim=1)
     error = (at_or_below.double() / 10**7 - 0.995).abs()
-    assert error.max() <= 0.001, error
+    assert error.max() <= 1.5e-4, error
 
 
 # -- exact statistics against brute force ------------------------------------------------------

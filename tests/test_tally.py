@@ -181,3 +181,18 @@ def test_torchrun_two_ranks_merge_to_the_single_process_result(tmp_path: Path) -
     # the result and marker were written once, by rank 0, and the checkpoints removed
     assert (tmp_path / "multi" / "tally.done.json").exists()
     assert not list((tmp_path / "multi").glob("tally.checkpoint*"))
+
+
+def test_check_resumable_refuses_a_changed_key_without_writing(tmp_path: Path) -> None:
+    from unitscope.tally import check_resumable
+
+    check_resumable(new_stat(), 9, run_dir=tmp_path / "empty", batch_size=4)  # nothing there: fine
+    assert not (tmp_path / "empty").exists()
+    with pytest.raises(KeyboardInterrupt):
+        consume(new_stat(), Counting(22), tmp_path / "cut", stop_after=5)
+    consume(new_stat(), Counting(9), tmp_path / "done")
+    for folder, items in (("cut", 22), ("done", 9)):
+        before = {p: p.stat().st_mtime_ns for p in (tmp_path / folder).iterdir()}
+        with pytest.raises(TallyKeyError, match=f"items: saved {items}, now 30"):
+            check_resumable(new_stat(), 30, run_dir=tmp_path / folder, key={"job": "t"}, batch_size=4)
+        assert {p: p.stat().st_mtime_ns for p in (tmp_path / folder).iterdir()} == before

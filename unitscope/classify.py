@@ -15,22 +15,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from unitscope.data.images import load_image
 from unitscope.models import get_info
 
-
-def load_image(path: str | Path):
-    """Open an image file as RGB; a missing or unreadable file fails with its name."""
-    from PIL import Image, UnidentifiedImageError
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"image {path} does not exist")
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return image.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise ValueError(f"image {path} could not be read: {exc}") from exc
+__all__ = ["classify", "load_image"]
 
 
 @torch.no_grad()

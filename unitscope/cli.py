@@ -4,6 +4,7 @@
     unitscope layers efficientnet_lite0   # layer names, output shapes, channels
     unitscope classify efficientnet_lite0 cat.jpg
     unitscope <command> --help
+    unitscope dissect ... --debug         # full tracebacks (also UNITSCOPE_DEBUG=1)
 
 Each module in :mod:`unitscope.commands` adds its sub-commands through ``register(subparsers)``;
 a command's handler receives the parsed arguments and returns an exit code.
@@ -14,8 +15,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import pkgutil
 import sys
+import traceback
+from pathlib import Path
 
 import unitscope.commands
 
@@ -27,7 +31,8 @@ class UsageError(Exception):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="unitscope",
-        description="Explain what every unit of a vision network has learned.",
+        description="Explain what every unit of a vision network has learned. "
+                    "Add --debug anywhere for full tracebacks.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -51,17 +56,38 @@ def _log_notes() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     _log_notes()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("UNITSCOPE_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except (UsageError, FileNotFoundError, ValueError, KeyError) as exc:
+        if debug or not _deliberate(exc):
+            traceback.print_exc()
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"unitscope {args.command}: error: {message}", file=sys.stderr)
+        if not debug:
+            print("(add --debug for the full traceback)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"unitscope {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+
+
+def _deliberate(exc: BaseException) -> bool:
+    """An error unitscope raised on purpose, with a message for the user: raised by our own code
+    (not deep inside torch or PIL) and saying something. Anything else keeps its traceback."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    ours = tb is not None and Path(tb.tb_frame.f_code.co_filename).resolve().is_relative_to(_PACKAGE)
+    text = str(exc.args[0]) if exc.args else ""
+    return ours and " " in text.strip()
+
+
+_PACKAGE = Path(__file__).resolve().parent
 
 
 if __name__ == "__main__":

@@ -12,6 +12,9 @@
         logits = model(x)                             # units 3 and 7 switched off
 
 Hooks exist only inside a ``with`` block and are removed on exit, also after an exception.
+A module that runs more than once in one forward pass (torchvision ResNet's shared ``relu``) is
+traced at one call, the first unless ``call=`` says otherwise, with or without ``stop``; a reused
+module warns when the pass ends, and ``list_layers`` reports each layer's ``calls``.
 Units are channels: dim 1 of ``[N, C, H, W]`` and ``[N, C]`` outputs, the last dim of a
 transformer's ``[N, T, D]`` tokens; ``as_map=True`` shows tokens as ``[N, D, h, w]`` maps.
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -69,8 +73,8 @@ def resolve_layer(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Mod
 def tokens_to_map(x: torch.Tensor, prefix_tokens: int | None = None) -> torch.Tensor:
     """Transformer tokens ``[N, T, D]`` -> ``[N, D, h, w]`` over the square patch grid.
 
-    ``prefix_tokens`` (class / register tokens) are dropped; by default the largest count in
-    0..8 that leaves a square number of patches.
+    ``prefix_tokens`` (class / register tokens) are dropped; by default the smallest count in
+    0..8 that leaves a square number of patches (1 for a ViT's class token + 14x14 patches).
     """
     if x.dim() != 3:
         raise ValueError(f"expected tokens [N, T, D], got shape {tuple(x.shape)}")
@@ -94,8 +98,10 @@ def unit_dim(output: torch.Tensor) -> int:
 class Trace:
     """Hook one layer: keep its output (and input), optionally edit it or stop after it.
 
-    ``edit_output(output, layer_name)`` returns the replacement output; it runs before the
-    output is retained, so ``.output`` shows the edited value.
+    ``edit_output(output, layer_name)`` returns the replacement output; it runs (on every call)
+    before the output is retained, so ``.output`` shows the edited value. ``call``: which call of
+    the module within one forward pass to retain (0 = the first) and, with ``stop``, to stop
+    after; ``.calls`` counts the module's calls in the last forward pass.
     """
 
     def __init__(
@@ -110,21 +116,45 @@ class Trace:
         edit_output: EditFn | None = None,
         as_map: bool = False,
         prefix_tokens: int | None = None,
+        call: int = 0,
         _on_fire: Callable[[str], None] | None = None,
     ):
+        if call < 0:
+            raise ValueError(f"call must be 0 (the first call) or more, got {call}")
         self.model = model
         self.layer, self.module = resolve_layer(model, layer)
         self.retain_output, self.retain_input = retain_output, retain_input
         self.detach, self.stop, self.edit_output = detach, stop, edit_output
         self.as_map, self.prefix_tokens = as_map, prefix_tokens
         self._on_fire = _on_fire
+        self.call, self.calls = call, 0
         self.output: Any = None
         self.input: Any = None
-        self._handle: Any = None
+        self._handles: list[Any] = []
+        self._warned = False
+        self._in_pass = False  # inside a forward pass of ``model``, where calls are counted
+
+    def _start(self, module: nn.Module, inputs: tuple) -> None:
+        self.calls, self._in_pass = 0, True
+
+    def _end(self, module: nn.Module, inputs: tuple, output: Any) -> None:
+        self._in_pass = False
+        if self.calls > 1 and not self._warned:
+            self._warned = True
+            warnings.warn(
+                f"layer {self.layer!r} ran {self.calls} times in one forward pass (a module reused in "
+                f"forward); .output holds call {self.call} of 0..{self.calls - 1}, with or without stop. "
+                "Pass call=N for another, or trace a module that runs once.", stacklevel=2)
 
     def _hook(self, module: nn.Module, inputs: tuple, output: Any) -> Any:
+        if self._in_pass:
+            index, self.calls = self.calls, self.calls + 1
+        else:  # the layer run on its own, outside ``model``: every call is the one to keep
+            index = self.call
         if self.edit_output is not None:
             output = self.edit_output(output, self.layer)
+        if index != self.call:
+            return output
         if self.retain_input:
             self.input = _keep(inputs[0] if len(inputs) == 1 else inputs, self.detach)
         if self.retain_output:
@@ -135,11 +165,14 @@ class Trace:
         if self._on_fire is not None:
             self._on_fire(self.layer)
         elif self.stop:
+            self._in_pass = False
             raise StopForward
         return output
 
     def __enter__(self) -> Trace:
-        self._handle = self.module.register_forward_hook(self._hook)
+        self._handles = [self.model.register_forward_pre_hook(self._start),
+                         self.module.register_forward_hook(self._hook),
+                         self.model.register_forward_hook(self._end)]
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
@@ -147,9 +180,9 @@ class Trace:
         return exc_type is not None and issubclass(exc_type, StopForward)
 
     def close(self) -> None:
-        if self._handle is not None:
-            self._handle.remove()
-            self._handle = None
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
 
 
 class TraceDict(OrderedDict):
@@ -173,6 +206,8 @@ class TraceDict(OrderedDict):
         self._fired.add(layer)
         if self.stop and len(self._fired) == len(self):
             self._fired.clear()
+            for trace in self.values():
+                trace._in_pass = False
             raise StopForward
 
     def __enter__(self) -> TraceDict:
@@ -263,6 +298,7 @@ class LayerInfo:
     shape: tuple[int, ...] | None  # output shape without the batch dimension
     channels: int | None
     stride: int | None  # input height / output height, for spatial outputs
+    calls: int = 1  # times the module runs in one forward pass (more than 1: a reused module)
 
     def __str__(self) -> str:
         shape = "x".join(map(str, self.shape)) if self.shape else "-"
@@ -272,7 +308,8 @@ class LayerInfo:
 @torch.no_grad()
 def list_layers(model: nn.Module, input_size: Sequence[int] | None = None,
                 device: torch.device | str | None = None) -> list[LayerInfo]:
-    """Every named layer with its output shape and channel count, from one dummy forward pass.
+    """Every named layer with its output shape, channel count and number of calls, from one dummy
+    forward pass (shapes are those of the first call).
 
     ``input_size`` is ``[C, H, W]`` (default: the model's metadata, else 3x224x224).
     """
@@ -282,10 +319,12 @@ def list_layers(model: nn.Module, input_size: Sequence[int] | None = None,
     if device is None:
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
     shapes: dict[str, Any] = {}
+    calls: dict[str, int] = {}
     handles = []
 
     def make_hook(name: str):
         def hook(module, inputs, output):
+            calls[name] = calls.get(name, 0) + 1
             if name not in shapes:
                 shapes[name] = tuple(output.shape) if isinstance(output, torch.Tensor) else None
         return hook
@@ -309,5 +348,5 @@ def list_layers(model: nn.Module, input_size: Sequence[int] | None = None,
             channels = out[-1] if len(out) == 2 else out[0]
             if len(out) == 3 and len(shape) == 4:
                 stride = round(input_size[1] / out[1]) if out[1] else None
-        result.append(LayerInfo(name, type(module).__name__, out, channels, stride))
+        result.append(LayerInfo(name, type(module).__name__, out, channels, stride, calls.get(name, 0)))
     return result

@@ -29,11 +29,11 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from unitscope._stats_base import decode_str, encode_str
+from unitscope.stats.base import decode_str, encode_str
 from unitscope.runs import atomic_write_text, load_arrays, save_arrays
 from unitscope.stats import Stat, stat_from_state_dict
 
-__all__ = ["TallyKeyError", "reduce_across_ranks", "tally"]
+__all__ = ["TallyKeyError", "changed_key_fields", "check_resumable", "reduce_across_ranks", "tally"]
 
 RESULT = "tally.result.safetensors"
 DONE = "tally.done.json"
@@ -79,25 +79,9 @@ def tally(
     folder = Path(run_dir) if run_dir is not None else None
     checkpoint = folder / f"tally.checkpoint.rank{rank}.safetensors" if folder else None
 
-    done = 0
-    if folder is not None:
-        if fresh:
-            _discard(folder, rank)
-        if (folder / DONE).exists():
-            _check_key(folder, json.loads((folder / DONE).read_text())["key"], full_key)
-            stat.load_state_dict(_strip(load_arrays(folder / RESULT)))
-            return
-        if checkpoint.exists():
-            saved = load_arrays(checkpoint)
-            _check_key(folder, json.loads(decode_str(saved[_META + "key"])), full_key)
-            saved_world = int(saved[_META + "world_size"].reshape(-1)[0])
-            if saved_world != world:
-                raise TallyKeyError(
-                    f"{checkpoint} was written by a run with {saved_world} processes, this one has "
-                    f"{world}; resume with the same number, or start over with fresh=True (--fresh)"
-                )
-            stat.load_state_dict(_strip(saved))
-            done = int(saved[_META + "batches"].reshape(-1)[0])
+    done = _resume(stat, folder, full_key, fresh) if folder is not None else 0
+    if done is None:  # finished earlier: the result is loaded
+        return
 
     start = min(hi, lo + done * batch_size)
     loader = DataLoader(
@@ -129,13 +113,65 @@ def tally(
         on_checkpoint()
     reduce_across_ranks(stat)
     if folder is not None:
-        if rank == 0:
-            save_arrays(folder / RESULT, stat.state_dict())
-            atomic_write_text(folder / DONE, json.dumps({"key": full_key, "batches": done}, indent=1))
-        if world > 1:
-            dist.barrier()
-        if checkpoint.exists():
-            checkpoint.unlink()
+        _finish(stat, folder, full_key, done)
+
+
+def _resume(stat: Stat, folder: Path, full_key: dict[str, Any], fresh: bool) -> int | None:
+    """Load what ``folder`` holds into ``stat``: None for a finished tally, else the number of
+    batches its checkpoint covers (0 without one)."""
+    rank, world = _rank_world()
+    checkpoint = folder / f"tally.checkpoint.rank{rank}.safetensors"
+    if fresh:
+        _discard(folder, rank)
+    if (folder / DONE).exists():
+        _check_key(folder, _saved_key(folder, rank), full_key)
+        stat.load_state_dict(_strip(load_arrays(folder / RESULT)))
+        return None
+    if not checkpoint.exists():
+        return 0
+    saved = load_arrays(checkpoint)
+    _check_key(folder, _saved_key(folder, rank), full_key)
+    saved_world = int(saved[_META + "world_size"].reshape(-1)[0])
+    if saved_world != world:
+        raise TallyKeyError(
+            f"{checkpoint} was written by a run with {saved_world} processes, this one has "
+            f"{world}; resume with the same number, or start over with fresh=True (--fresh)"
+        )
+    stat.load_state_dict(_strip(saved))
+    return int(saved[_META + "batches"].reshape(-1)[0])
+
+
+def _finish(stat: Stat, folder: Path, full_key: dict[str, Any], done: int) -> None:
+    """Write the result and the marker (rank 0), then drop this rank's checkpoint."""
+    rank, world = _rank_world()
+    if rank == 0:
+        save_arrays(folder / RESULT, stat.state_dict())
+        atomic_write_text(folder / DONE, json.dumps({"key": full_key, "batches": done}, indent=1))
+    if world > 1:
+        dist.barrier()
+    (folder / f"tally.checkpoint.rank{rank}.safetensors").unlink(missing_ok=True)
+
+
+def check_resumable(stat: Stat, items: int, *, run_dir: str | Path, key: Mapping[str, Any] | None = None,
+                    batch_size: int = 32) -> None:
+    """Raise :class:`TallyKeyError` now if ``run_dir`` holds a tally of ``stat`` over ``items``
+    items made with other settings; reads only, so a caller can refuse a rerun before it writes
+    anything. The arguments are those :func:`tally` would get."""
+    folder = Path(run_dir)
+    saved = _saved_key(folder, _rank_world()[0])
+    if saved is not None:
+        _check_key(folder, saved, _full_key(key, batch_size=batch_size, items=items, stat=stat))
+
+
+def changed_key_fields(stat: Stat, items: int, *, run_dir: str | Path, key: Mapping[str, Any] | None = None,
+                       batch_size: int = 32) -> set[str] | None:
+    """The key fields in which what ``run_dir`` holds differs from a tally with these arguments
+    (``"stat"``: the statistic's configuration); None when it holds nothing. Reads only."""
+    saved = _saved_key(Path(run_dir), _rank_world()[0])
+    if saved is None:
+        return None
+    now = _full_key(key, batch_size=batch_size, items=items, stat=stat)
+    return {name for name in set(saved) | set(now) if saved.get(name) != now.get(name)}
 
 
 def reduce_across_ranks(stat: Stat) -> Stat:
@@ -174,6 +210,19 @@ def _full_key(key: Mapping[str, Any] | None, **facts: Any) -> dict[str, Any]:
         return json.loads(json.dumps(full, sort_keys=True))
     except TypeError as e:
         raise TypeError(f"tally key must be JSON-serialisable (str, int, float, lists, dicts): {e}") from e
+
+
+def _saved_key(folder: Path, rank: int) -> dict[str, Any] | None:
+    """The key of the finished tally in ``folder``, else of this rank's checkpoint, else None."""
+    if (folder / DONE).exists():
+        return json.loads((folder / DONE).read_text())["key"]
+    checkpoint = folder / f"tally.checkpoint.rank{rank}.safetensors"
+    if checkpoint.exists():
+        from safetensors import safe_open
+
+        with safe_open(str(checkpoint), framework="numpy") as f:
+            return json.loads(decode_str(f.get_tensor(_META + "key")))
+    return None
 
 
 def _check_key(folder: Path, saved: dict[str, Any], now: dict[str, Any]) -> None:

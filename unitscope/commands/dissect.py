@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from unitscope.config import add_config_args, config_from_args, config_to_dict, help_, write_config
+from unitscope.config import add_config_args, config_from_args, config_to_dict, help_
 
 
 @dataclass
@@ -34,11 +33,11 @@ class DissectConfig:
     cache_gb: float = field(default=4.0, metadata=help_("disk for cached activations (skips a second forward pass)"))
     report: bool = field(default=True, metadata=help_("write index.html and report.json"))
     fresh: bool = field(default=False, metadata=help_("discard earlier results in the run folder and start over"))
+    keep_cache: bool = field(default=False, metadata=help_(
+        "keep the activation cache in the run folder for other analyses (unitscope.dissect.open_activation_cache)"))
+    skip_bad_images: bool = field(default=False, metadata=help_(
+        "leave unreadable images out and list them at the end, instead of stopping at the first"))
     progress: bool = field(default=True, metadata=help_("show progress bars"))
-
-
-_RESULTS = ("pass1", "pass2", "cache", "arrays", "images", "catalog.sqlite", "layers.json",
-            "report.json", "report.js", "index.html", "config.json")
 
 
 def run_dissection(cfg: DissectConfig):
@@ -50,18 +49,12 @@ def run_dissection(cfg: DissectConfig):
     from unitscope.models import create_model, get_info
 
     out = Path(cfg.out)
-    if cfg.fresh:
-        for name in _RESULTS:
-            path = out / name
-            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
     model = create_model(cfg.model, checkpoint=cfg.checkpoint)
     info = get_info(model)
     layers = cfg.layers or info.default_layers
     if not layers:
         raise ValueError(f"{cfg.model} names no default layers; pass --layers (see `unitscope layers {cfg.model} --spatial`)")
     data = BrodenDataset(cfg.data, categories=cfg.categories or None, transform=info.transform())
-    out.mkdir(parents=True, exist_ok=True)
-    write_config(cfg, out / "config.json")
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     key = {k: v for k, v in config_to_dict(cfg).items() if k in ("model", "checkpoint", "data", "categories", "limit")}
     key["data"] = str(Path(cfg.data).resolve())
@@ -69,7 +62,9 @@ def run_dissection(cfg: DissectConfig):
                      rotations=cfg.rotations, seed=cfg.seed, batch_size=cfg.batch_size,
                      num_workers=cfg.workers, device=cfg.device, cache_gb=cfg.cache_gb,
                      checkpoint_every=cfg.checkpoint_every, limit=cfg.limit,
-                     progress=cfg.progress, key=key)
+                     progress=cfg.progress, key=key, skip_bad_images=cfg.skip_bad_images, fresh=cfg.fresh,
+                     keep_cache=cfg.keep_cache,
+                     config=config_to_dict(cfg))
     if cfg.report:
         from unitscope.report import write_report
 
@@ -78,6 +73,10 @@ def run_dissection(cfg: DissectConfig):
 
 
 def _print_summary(result, out: Path, report: bool) -> None:
+    if result.bad_images:
+        print(f"skipped {len(result.bad_images)} unreadable images (listed in {out / 'bad_images.json'}):")
+        for message in result.bad_images:
+            print(f"  {message}")
     for layer, d in result.layers.items():
         print(d.summary())
         rot = result.rotations.get(layer, [])

@@ -7,6 +7,8 @@
 """
 
 from unitscope.data.broden import BrodenDataset, decode_mask
+from unitscope.data.images import ImageReadError, load_image
 from unitscope.data.world import GENERATOR_VERSION, WorldImage, make_world, render_image
 
-__all__ = ["BrodenDataset", "GENERATOR_VERSION", "WorldImage", "decode_mask", "make_world", "render_image"]
+__all__ = ["BrodenDataset", "GENERATOR_VERSION", "ImageReadError", "WorldImage", "decode_mask", "load_image",
+           "make_world", "render_image"]

@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from unitscope.data.images import load_image
+
 META = ("image", "split", "ih", "iw", "sh", "sw")
 _CAT_RE = re.compile(r"^\s*([^()]+?)\s*(?:\((\d*)\))?\s*$")
 
@@ -301,8 +303,9 @@ class BrodenDataset(torch.utils.data.Dataset):
         return [n for n, cats in enumerate(self._label_cats) if category in cats]
 
     def load_image(self, i: int) -> Image.Image:
-        with Image.open(self.image_path(i)) as im:
-            return im.convert("RGB")
+        """Image ``i`` as RGB; an unreadable file raises :class:`ImageReadError` naming it and its
+        index.csv line."""
+        return load_image(self.image_path(i), where=f"{self.root / 'index.csv'} line {self._records[i][2]}")
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         return self.get(i)

@@ -15,7 +15,7 @@ from io import BytesIO
 import numpy as np
 import torch
 
-from unitscope._iou import upsample_masks
+from unitscope.dissect.iou import upsample_masks
 from unitscope.runs import atomic_write_bytes
 
 _THUMB = 96

@@ -1,10 +1,16 @@
-"""Counts for Network Dissection's unit/concept IoU (private)."""
+"""Counts for Network Dissection's unit/concept IoU, and the counting primitives its kernel shares.
+
+    from unitscope.stats import IoUCounts
+    counts = IoUCounts(num_units=C, label_category=cats, num_categories=G)   # cats [L]
+    counts.add(masks, label_maps, present)   # bool [N, C, H, W], long [N, K, H, W], bool [N, G]
+    counts.iou()                             # [C, L]
+"""
 
 from __future__ import annotations
 
 import torch
 
-from unitscope._stats_base import Device, Stat, as_device
+from unitscope.stats.base import Device, Stat, as_device
 
 
 class IoUCounts(Stat):
@@ -107,7 +113,7 @@ class IoUCounts(Stat):
         self.add_counts(other.intersection, other.unit_area, other.label_area)
 
 
-# -- counting primitives, shared with the dissection kernel (unitscope._iou) ----------------------
+# -- counting primitives, shared with the dissection kernel (unitscope.dissect.iou)  ----------------------
 
 def distinct_planes(labels: torch.Tensor) -> torch.Tensor:
     """``labels [N, K, ...]`` with a label repeated on a later plane at the same pixel set to 0, so

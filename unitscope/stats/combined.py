@@ -1,20 +1,9 @@
-"""Streaming statistics that save, resume and merge.
+"""Several statistics that save, load, merge and move as one.
 
-    stat = CombinedStat(q=Quantile(), top=TopK(10), m=Moments())
-    for index, x in batches:                      # x: activations [N, C, H, W]
-        stat.q.add(x)                             # every spatial position is a sample
-        stat.top.add(x, index)                    # index: global image numbers [N]
-        stat.m.add(x)
-    save_stat(run / "stats.safetensors", stat)    # plain arrays, no pickle
-    stat = load_stat(run / "stats.safetensors")
-    stat.q.quantiles(0.995)                       # [C]
-    shard_a.merge(shard_b)                        # now shard_a summarises both streams
-
-Every statistic has the same contract: ``add(...)``, read-outs, ``state_dict()`` (NumPy arrays,
-scalars as 0-d arrays, with the constructor arguments and a type tag), ``load_state_dict(sd)``,
-``Cls.from_state_dict(sd)`` / :func:`stat_from_state_dict`, ``merge(other)`` (in place) and
-``to(device)``. Loading a state and adding more data gives bit-identical results to never having
-stopped. Run statistics over a data set with :func:`unitscope.tally.tally`.
+    from unitscope.stats import CombinedStat, Quantile, TopK
+    stat = CombinedStat(q=Quantile(), top=TopK(10))
+    stat.q.add(acts); stat["top"].add(acts, index)
+    stat.state_dict()                     # keys "q.<...>", "top.<...>"
 """
 
 from __future__ import annotations
@@ -23,31 +12,7 @@ from collections.abc import Iterator, Mapping
 
 import numpy as np
 
-from unitscope._stats_base import (
-    Device,
-    Stat,
-    decode_str,
-    encode_str,
-    load_stat,
-    save_stat,
-    stat_from_state_dict,
-)
-from unitscope._stats_iou import IoUCounts
-from unitscope._stats_quantile import Quantile
-from unitscope._stats_simple import ClassMeans, Moments, TopK
-
-__all__ = [
-    "ClassMeans",
-    "CombinedStat",
-    "IoUCounts",
-    "Moments",
-    "Quantile",
-    "Stat",
-    "TopK",
-    "load_stat",
-    "save_stat",
-    "stat_from_state_dict",
-]
+from unitscope.stats.base import Device, Stat, decode_str, encode_str, stat_from_state_dict
 
 
 class CombinedStat(Stat):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from unitscope._stats_iou import distinct_planes, label_areas, mask_intersections, unit_areas
+from unitscope.stats.iou import distinct_planes, label_areas, mask_intersections, unit_areas
 
 # Mask pixels (pairs x pixels) upsampled at once; bounds the kernel's memory to ~100 MB.
 _CHUNK_ELEMENTS = 1 << 23
@@ -48,8 +48,9 @@ def count_batch(
     L = num_labels
     device = acts.device
     thresholds = thresholds.to(device=device, dtype=acts.dtype)
+    image_labels = distinct_image_labels(image_labels.to(device))
     flat_labels = distinct_planes(labels.to(device)).flatten(2)  # [N, K, P]
-    image_labels = image_labels.to(device)
+    flat_labels = drop_image_level(flat_labels, image_labels)
 
     inter = torch.zeros(c, L, dtype=torch.long, device=device)
     area = torch.zeros(n, c, dtype=torch.long, device=device)
@@ -73,3 +74,26 @@ def count_batch(
             0, code.flatten(), area[img_idx].flatten()).view(c, L)
         label_area += torch.bincount(lab, minlength=L)[:L] * pixels
     return inter, unit_areas(area, present.to(device)), label_area
+
+
+def distinct_image_labels(image_labels: torch.Tensor) -> torch.Tensor:
+    """``image_labels [N, M]`` with repeats within an image set to 0 (padding): an image-level
+    label covers the whole image once, however often its cell names it."""
+    if image_labels.shape[1] < 2:
+        return image_labels
+    ordered, _ = image_labels.sort(dim=1)
+    repeat = torch.zeros_like(ordered, dtype=torch.bool)
+    repeat[:, 1:] = ordered[:, 1:] == ordered[:, :-1]
+    return ordered.masked_fill(repeat, 0)
+
+
+def drop_image_level(flat_labels: torch.Tensor, image_labels: torch.Tensor) -> torch.Tensor:
+    """``flat_labels [N, K, P]`` without the pixels of labels that the same image also carries as
+    an image-level label ``image_labels [N, M]``: the full-image mask already holds those pixels."""
+    if not flat_labels.shape[1] or not bool((image_labels > 0).any()):
+        return flat_labels
+    covered = torch.zeros_like(flat_labels, dtype=torch.bool)
+    for m in range(image_labels.shape[1]):
+        lab = image_labels[:, m].view(-1, 1, 1)
+        covered |= (flat_labels == lab) & (lab > 0)
+    return flat_labels.masked_fill(covered, 0)

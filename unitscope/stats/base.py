@@ -1,4 +1,12 @@
-"""The statistic contract shared by everything in :mod:`unitscope.stats` (private; import from there).
+"""The statistic contract shared by everything in :mod:`unitscope.stats`.
+
+    class Count(Stat):                       # a new statistic: config, data, set, merge
+        def __init__(self, device=None): self.device, self.n = as_device(device), torch.zeros(())
+        def add(self, x): self.n += len(x)
+        def _config(self): return {}
+        def _data(self): return {"n": self.n}
+        def _set_data(self, arrays): self.n = arrays["n"]
+        def _merge(self, other): self.n += other.n
 
 A statistic is described by its *config* (constructor arguments, e.g. ``resolution``) and its
 *data* (tensors that grow with ``add``). Its state dict holds both as plain NumPy arrays plus a type

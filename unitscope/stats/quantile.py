@@ -1,4 +1,8 @@
-"""Per-unit streaming quantiles: a KLL-style sketch vectorised across units (private).
+"""Per-unit streaming quantiles: a KLL-style sketch vectorised across units.
+
+    from unitscope.stats import Quantile
+    q = Quantile(resolution=4096); q.add(acts)   # acts [N, C] or [N, C, H, W]
+    q.quantiles(0.995)                           # [C]
 
 Every unit receives the same number of samples, so all units share one compaction schedule and
 each level is a single ``[C, n_h]`` tensor whose items weigh ``2**h``. Level capacities shrink
@@ -22,7 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from unitscope._stats_base import Device, Stat, as_device, units_first
+from unitscope.stats.base import Device, Stat, as_device, units_first
 
 _DECAY = 2.0 / 3.0  # KLL's capacity ratio between adjacent levels
 _MIN_CAPACITY = 8

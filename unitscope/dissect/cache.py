@@ -1,0 +1,162 @@
+"""The activation cache: every layer's maps for every position of a run, an asset of the run folder.
+
+    from unitscope.dissect import open_activation_cache
+    cache = open_activation_cache("runs/lite0", "blocks.6")   # after `unitscope dissect --keep-cache`
+    acts = cache.read(range(0, 32))                          # [32, C, h, w] float32
+    cache.shape, cache.images, cache.key                      # (C, h, w), n, what it depends on
+
+Dissection writes it in pass 1 and reads it in pass 2, so the model runs once; ablation and
+attribution can read it instead of running the model again. One flat float32 file per layer, rows
+indexed by position, read and written with ``pread``/``pwrite`` so resident memory stays flat. A
+``key`` (model, layers, data, image size, transform) says what the rows depend on: a cache made
+with another key is discarded, never read. ``rows.safetensors`` records which rows were written
+(flushed with each checkpoint), so the cache is ``complete`` only once every row was written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from unitscope.runs import atomic_write_text, load_arrays, save_arrays
+
+FOLDER = "cache"
+
+
+class ActivationCache:
+    """Read/write access to a run's cache folder for ``shapes = {layer: (C, h, w)}`` over ``n`` rows."""
+
+    WRITTEN, SKIPPED = 1, 2  # states of a row in ``rows``; 0: never written
+
+    def __init__(self, folder: str | Path, shapes: dict[str, tuple[int, int, int]], n: int, key: dict[str, Any]):
+        self.folder, self.shapes, self.n = Path(folder), dict(shapes), n
+        self.key = json.loads(json.dumps(key, sort_keys=True))
+        self.files = {layer: f"l{i}.f32" for i, layer in enumerate(self.shapes)}
+        self.row = {layer: int(np.prod(s)) * 4 for layer, s in self.shapes.items()}
+        self.nbytes = sum(r * n for r in self.row.values())
+        self._fds: dict[str, int] = {}
+        self.rows = np.zeros(n, np.uint8)
+        index = self._index()
+        if (self.folder / "index.json").exists() and _read_index(self.folder) != index:
+            shutil.rmtree(self.folder, ignore_errors=True)  # made for other activations: never read
+        elif (self.folder / "rows.safetensors").exists():
+            self.rows = load_arrays(self.folder / "rows.safetensors")["rows"].copy()
+
+    def _index(self) -> dict[str, Any]:
+        return {"key": self.key, "images": self.n,
+                "layers": {layer: {"file": self.files[layer], "shape": list(s)} for layer, s in self.shapes.items()}}
+
+    def _fd(self, layer: str) -> int:
+        if layer not in self._fds:
+            if not (self.folder / "index.json").exists():
+                self.folder.mkdir(parents=True, exist_ok=True)
+                atomic_write_text(self.folder / "index.json", json.dumps(self._index(), indent=1) + "\n")
+            self._fds[layer] = os.open(self.folder / self.files[layer], os.O_RDWR | os.O_CREAT, 0o644)
+        return self._fds[layer]
+
+    def skip(self, positions: np.ndarray) -> None:
+        """Rows of unreadable images: never written, never read."""
+        self.rows[positions] = self.SKIPPED
+
+    def write(self, layer: str, positions: np.ndarray, acts: np.ndarray) -> None:
+        """Rows ``positions`` of ``layer``; recorded as written by the next :meth:`flush`."""
+        data = np.ascontiguousarray(acts, dtype=np.float32)
+        if len(positions) and np.all(np.diff(positions) == 1):  # batches are contiguous: one write
+            os.pwrite(self._fd(layer), data.tobytes(), int(positions[0]) * self.row[layer])
+        else:
+            for i, row in zip(positions, data):
+                os.pwrite(self._fd(layer), row.tobytes(), int(i) * self.row[layer])
+        self.rows[positions] = self.WRITTEN
+
+    def read(self, layer: str, positions: np.ndarray) -> np.ndarray:
+        """``[len(positions), C, h, w]`` float32."""
+        shape, row, fd = self.shapes[layer], self.row[layer], self._fd(layer)
+        if len(positions) and np.all(np.diff(positions) == 1):
+            buf = os.pread(fd, row * len(positions), int(positions[0]) * row)
+            return np.frombuffer(buf, dtype=np.float32).reshape(len(positions), *shape).copy()
+        return np.stack([np.frombuffer(os.pread(fd, row, int(i) * row), dtype=np.float32).reshape(shape)
+                         for i in positions])
+
+    def flush(self) -> None:
+        """Make the rows written so far durable, then record which they are (a resume trusts the record)."""
+        for fd in self._fds.values():
+            os.fsync(fd)
+        if self._fds:
+            save_arrays(self.folder / "rows.safetensors", {"rows": self.rows})
+
+    @property
+    def complete(self) -> bool:
+        return (self.folder / "complete").exists() and (self.folder / "index.json").exists()
+
+    def mark_complete(self) -> bool:
+        """Mark the cache complete if every row was written (or skipped); returns whether it is.
+        Rows missing after a resume that turned the cache on leave it incomplete, so pass 2 runs
+        the model again instead of reading rows nobody wrote."""
+        self.flush()
+        if not self._fds or not (self.rows > 0).all():
+            return False
+        atomic_write_text(self.folder / "complete", json.dumps({"images": self.n}) + "\n")
+        return True
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+    def remove(self) -> None:
+        self.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class LayerCache:
+    """One layer of a finished activation cache, read-only (see :func:`open_activation_cache`)."""
+
+    def __init__(self, cache: ActivationCache, layer: str):
+        self._cache, self.layer = cache, layer
+        self.shape, self.images, self.key = cache.shapes[layer], cache.n, cache.key
+
+    @property
+    def skipped(self) -> list[int]:
+        """Positions of unreadable images, whose rows hold nothing."""
+        return np.flatnonzero(self._cache.rows == ActivationCache.SKIPPED).tolist()
+
+    def read(self, positions: Iterable[int]) -> torch.Tensor:
+        """``[N, C, h, w]`` float32 maps at ``positions`` (0..images-1)."""
+        pos = np.asarray(list(positions), dtype=np.int64)
+        if len(pos) and (pos.min() < 0 or pos.max() >= self.images):
+            raise IndexError(f"positions must lie in [0, {self.images}); got {pos.min()}..{pos.max()}")
+        return torch.from_numpy(self._cache.read(self.layer, pos))
+
+    def close(self) -> None:
+        self._cache.close()
+
+    def __enter__(self) -> LayerCache:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def open_activation_cache(run_dir: str | Path, layer: str) -> LayerCache:
+    """The cached maps of ``layer`` in a finished run folder (dissected with ``keep_cache=True`` /
+    ``--keep-cache``)."""
+    folder = Path(run_dir) / FOLDER
+    if not (folder / "complete").exists() or not (folder / "index.json").exists():
+        raise FileNotFoundError(f"{run_dir} has no complete activation cache; run `unitscope dissect` with "
+                                "--keep-cache (and enough --cache-gb) to keep one")
+    index = _read_index(folder)
+    if layer not in index["layers"]:
+        raise ValueError(f"the activation cache of {run_dir} holds layers {list(index['layers'])}, not {layer!r}")
+    shapes = {name: tuple(v["shape"]) for name, v in index["layers"].items()}
+    return LayerCache(ActivationCache(folder, shapes, index["images"], index["key"]), layer)
+
+
+def _read_index(folder: Path) -> dict[str, Any]:
+    return json.loads((folder / "index.json").read_text())

@@ -1,0 +1,396 @@
+"""Network Dissection (Bau et al., CVPR 2017): the engine, as a list of named steps.
+
+    from unitscope.dissect import dissect
+    from unitscope.data import BrodenDataset
+    from unitscope.models import create_model, get_info
+    model = create_model("efficientnet_lite0")
+    data = BrodenDataset("probe-world", transform=get_info(model).transform())
+    result = dissect(model, data, ["blocks.4", "blocks.6"], "runs/lite0")
+    result.layers["blocks.6"].summary()      # "87 of 320 units are detectors, covering 31 concepts"
+
+Two passes over the data, every layer at once:
+1. per unit the activation threshold T_k, the top ``quantile`` level over all positions of all
+   images (raw maps); activations go to the run's activation cache (:mod:`.cache`) when they fit
+   ``cache_gb``, so that the second pass need not run the model again;
+2. the top-k exemplar images, and the maps upsampled bilinearly to the label resolution and
+   thresholded at T_k: IoU(k, c) = sum |M_k & L_c| / sum |M_k | L_c| over the data set,
+   image-level labels as full-image masks.
+Each pass checkpoints into the run folder and resumes after a kill with identical results. Each
+pass is keyed on what it depends on: a rerun with another ``quantile`` or ``topk`` redoes pass 2
+only; another model, data set or layer list in the same folder is refused. :func:`dissect_sources`
+runs the same engine on any :class:`~.sources.ActivationSource` and :class:`~.sources.LabelSource`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from unitscope.dissect.cache import FOLDER as CACHE_FOLDER
+from unitscope.dissect.cache import ActivationCache
+from unitscope.dissect.exemplars import write_concept_strips, write_exemplar_strips
+from unitscope.dissect.iou import count_batch
+from unitscope.dissect.results import DissectResult, summarise, write_layer_rows
+from unitscope.dissect.sources import (
+    ActivationSource, BadImages, BrodenLabels, Items, LabelSource, ModelActivations, collate_items,
+)
+from unitscope.hooks import list_layers, resolve_layer
+from unitscope.models import get_info
+from unitscope.runs import atomic_write_text, save_arrays
+from unitscope.stats import CombinedStat, IoUCounts, Quantile, TopK
+from unitscope.tally import TallyKeyError, changed_key_fields, check_resumable, tally
+
+RUN_OUTPUTS = ("pass1", "pass2", CACHE_FOLDER, "arrays", "images", "catalog.sqlite", "layers.json", "bad_images.json",
+               "report.json", "report.js", "index.html", "config.json")
+# settings that only a pass's own result depends on: a change redoes that pass instead of refusing
+_OWN = {1: {"rotations", "seed", "stat"}, 2: {"quantile", "topk", "rotations", "seed", "stat"}}
+
+
+def check_layers(model: nn.Module, layers: Sequence[str], input_size: Sequence[int]) -> dict[str, tuple[int, int, int]]:
+    """Resolve layer names and check each has a spatial map; returns ``{layer: (C, h, w)}``."""
+    for layer in layers:
+        resolve_layer(model, layer)  # unknown names fail here, with close matches
+    infos = {info.name: info for info in list_layers(model, input_size)}
+    shapes = {name: info.shape for name, info in infos.items()}
+    result = {}
+    for layer in layers:
+        if infos[layer].calls > 1:
+            warnings.warn(f"layer {layer!r} runs {infos[layer].calls} times per forward pass (a reused module); "
+                          "dissection sees its first call", stacklevel=2)
+        shape = shapes.get(layer)
+        if shape is None:
+            raise ValueError(f"layer {layer!r} returns no tensor; dissection needs a [N, C, H, W] feature map")
+        if len(shape) == 2:  # transformer tokens [T, D]
+            side = math.isqrt(shape[0]) if math.isqrt(shape[0]) ** 2 == shape[0] else math.isqrt(shape[0] - 1)
+            shape = (shape[1], side, side)
+        if len(shape) != 3:
+            raise ValueError(
+                f"layer {layer!r} has output [N, {', '.join(map(str, shape))}] without a spatial map; "
+                "dissection needs [N, C, H, W] (or transformer tokens [N, T, D]). "
+                f"Pick a convolutional layer: `unitscope layers {get_info(model).name} --spatial`"
+            )
+        result[layer] = tuple(shape)
+    return result
+
+
+def random_rotation(c: int, seed: int) -> torch.Tensor:
+    """A random orthogonal ``[C, C]`` matrix (Haar-distributed), reproducible from ``seed``."""
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(c, c, generator=g, dtype=torch.float64)
+    q, r = torch.linalg.qr(a)
+    return (q * torch.sign(torch.diagonal(r))).float()
+
+
+def rotate(acts: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
+    """Units of a rotated basis: ``[N, C, h, w]`` -> ``[N, C, h, w]`` with unit j = sum_i R[i, j] a_i."""
+    return torch.einsum("nchw,cd->ndhw", acts, rotation.to(acts))
+
+
+def clear_run(run_dir: Path) -> None:
+    """Delete what a dissection wrote into ``run_dir`` (``--fresh``); other files stay."""
+    for name in RUN_OUTPUTS:
+        path = run_dir / name
+        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+
+
+@dataclass
+class Options:
+    """The settings of one dissection (see :func:`dissect`)."""
+
+    quantile: float = 0.005
+    iou_threshold: float = 0.04
+    topk: int = 10
+    rotations: int = 0
+    seed: int = 0
+    batch_size: int = 32
+    num_workers: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    cache_gb: float = 4.0
+    checkpoint_every: int = 20
+    exemplar_images: bool = True
+    keep_cache: bool = False
+    progress: bool = True
+    skip_bad_images: bool = False
+
+
+def dissect(
+    model: nn.Module,
+    dataset: Any,
+    layers: Sequence[str],
+    run_dir: str | Path,
+    *,
+    quantile: float = 0.005,
+    iou_threshold: float = 0.04,
+    topk: int = 10,
+    rotations: int = 0,
+    seed: int = 0,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    device: str | torch.device = "cpu",
+    cache_gb: float = 4.0,
+    checkpoint_every: int = 20,
+    exemplar_images: bool = True,
+    keep_cache: bool = False,
+    limit: int | None = None,
+    progress: bool = True,
+    key: dict | None = None,
+    skip_bad_images: bool = False,
+    fresh: bool = False,
+    config: dict | None = None,
+) -> DissectResult:
+    """Dissect ``layers`` of ``model`` over a Broden-format ``dataset``; results go to ``run_dir``.
+
+    ``key`` (e.g. model name and data path) identifies the run for resume: a rerun with the same
+    key skips finished work; a different key in the same folder is an error. Everything is
+    validated before the run folder is touched: only then does ``fresh`` delete earlier results
+    and ``config`` (the resolved settings) go to ``config.json``. ``skip_bad_images``: leave
+    unreadable images out (listed in ``result.bad_images``) instead of stopping at the first.
+    ``keep_cache``: keep the activation cache for other analyses (:func:`open_activation_cache`).
+    """
+    device = torch.device(device)
+    model = model.to(device).eval()
+    acts = ModelActivations(model, dataset, layers, device=device, n=limit, key=key)
+    opts = Options(quantile, iou_threshold, topk, rotations, seed, batch_size, num_workers, device, cache_gb,
+                   checkpoint_every, exemplar_images, keep_cache, progress, skip_bad_images)
+    return dissect_sources(acts, BrodenLabels(dataset), run_dir, opts, fresh=fresh, config=config)
+
+
+def dissect_sources(acts: ActivationSource, labels: LabelSource, run_dir: str | Path, opts: Options | None = None,
+                    *, fresh: bool = False, config: dict | None = None) -> DissectResult:
+    """The engine: dissect whatever ``acts`` yields against whatever ``labels`` gives."""
+    run = _Run.prepare(acts, labels, Path(run_dir), opts or Options(), fresh)  # validates; writes nothing
+    run.open(fresh, config)
+    thresholds = run.pass1()
+    run.pass2(thresholds)
+    result = run.summarise(thresholds)
+    run.write(result, thresholds)
+    return result
+
+
+@dataclass
+class _Run:
+    """One dissection's state between its steps."""
+
+    acts: ActivationSource
+    labels: LabelSource
+    run_dir: Path
+    opts: Options
+    shapes: dict[str, tuple[int, int, int]]
+    tag: dict[str, str]  # layer -> short name used for files ("l0", "l1", ...)
+    rots: dict[str, list[torch.Tensor]]
+    key: dict[str, Any]  # what the activations depend on
+    pass1_stat: CombinedStat
+    pass2_stat: CombinedStat
+    redo: dict[int, bool] = field(default_factory=dict)
+    cache: ActivationCache | None = None
+    bad: BadImages | None = None
+
+    @property
+    def layers(self) -> list[str]:
+        return self.acts.layers
+
+    @property
+    def n(self) -> int:
+        return len(self.acts)
+
+    def tally_key(self, number: int) -> dict[str, Any]:
+        o = self.opts
+        own = {"rotations": o.rotations, "seed": o.seed}
+        if number == 2:
+            own.update(quantile=o.quantile, topk=o.topk)
+        return {**self.key, "pass": number, **own}
+
+    @classmethod
+    def prepare(cls, acts: ActivationSource, labels: LabelSource, run_dir: Path, opts: Options,
+                fresh: bool = False) -> _Run:
+        """Check the layers, build both passes' statistics, and check a rerun against what the run
+        folder holds: a change of model, data or layers is refused here, before anything is written."""
+        if not 0 < opts.quantile < 0.5:
+            raise ValueError(f"quantile must be in (0, 0.5), the fraction of top activations; got {opts.quantile}")
+        shapes = acts.shapes()
+        layers = acts.layers
+        category = labels.label_category.clamp(min=0)
+        stats1, stats2 = {}, {}
+        for i, layer in enumerate(layers):
+            t, c = f"l{i}", shapes[layer][0]
+            stats1[f"{t}_q"] = Quantile(device=opts.device)
+            stats2[f"{t}_top"] = TopK(opts.topk, device=opts.device)
+            stats2[f"{t}_iou"] = IoUCounts(c, category, len(labels.categories), device=opts.device)
+            for r in range(opts.rotations):
+                stats1[f"{t}_r{r}_q"] = Quantile(device=opts.device)
+                stats2[f"{t}_r{r}_iou"] = IoUCounts(c, category, len(labels.categories), device=opts.device)
+        rots = {layer: [random_rotation(shapes[layer][0], opts.seed + 1000 * i + r) for r in range(opts.rotations)]
+                for i, layer in enumerate(layers)}
+        run = cls(acts, labels, run_dir, opts, shapes, {layer: f"l{i}" for i, layer in enumerate(layers)}, rots,
+                  acts.key(), CombinedStat(**stats1), CombinedStat(**stats2))
+        for number, stat in ((1, run.pass1_stat), (2, run.pass2_stat)):
+            run.redo[number] = not fresh and run._must_redo(number, stat)
+        if run.redo[1]:
+            run.redo[2] = True
+        return run
+
+    def _must_redo(self, number: int, stat: CombinedStat) -> bool:
+        folder, key = self.run_dir / f"pass{number}", self.tally_key(number)
+        changed = changed_key_fields(stat, self.n, run_dir=folder, key=key, batch_size=self.opts.batch_size)
+        if not changed:
+            return False
+        if changed <= _OWN[number]:
+            return True
+        check_resumable(stat, self.n, run_dir=folder, key=key, batch_size=self.opts.batch_size)  # raises
+        raise TallyKeyError(f"{folder} holds a tally made with different settings: {sorted(changed)}")
+
+    def open(self, fresh: bool, config: dict | None) -> None:
+        """Validated: now delete (``fresh``), write ``config.json``, open the cache and the bad-image list."""
+        if fresh:
+            clear_run(self.run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if config is not None:
+            atomic_write_text(self.run_dir / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
+        cache = ActivationCache(self.run_dir / CACHE_FOLDER, self.shapes, self.n, self.key)
+        self.cache = cache if cache.nbytes <= self.opts.cache_gb * 2**30 else None
+        self.bad = BadImages(self.run_dir, self.opts.skip_bad_images)
+
+    def _batches(self, number: int, stat: CombinedStat, items: Items, **kw: Any):
+        o = self.opts
+        for batch in tally(stat, items, batch_size=o.batch_size, num_workers=o.num_workers, collate_fn=collate_items,
+                           run_dir=self.run_dir / f"pass{number}", key=self.tally_key(number), fresh=self.redo[number],
+                           checkpoint_every=o.checkpoint_every, progress=o.progress, desc=f"dissect pass {number}",
+                           **kw):
+            self.bad.check(batch["bad"])
+            yield batch
+
+    def pass1(self) -> dict[str, list[torch.Tensor]]:
+        """Thresholds T_k per layer: ``[axis-aligned, rotation 1, ...]``, each ``[C]``; fills the cache."""
+        stat, cache, ran = self.pass1_stat, self.cache, False
+        for batch in self._batches(1, stat, Items(self.n, self.acts),
+                                   on_checkpoint=cache.flush if cache is not None else None):
+            ran = True
+            if cache is not None and batch["bad"]:
+                cache.skip(np.array([p for p, _ in batch["bad"]]))
+            if not len(batch["pos"]):
+                continue
+            for layer, a in self.acts.activations(batch).items():
+                t = self.tag[layer]
+                stat[f"{t}_q"].add(a.permute(0, 2, 3, 1).reshape(-1, a.shape[1]))
+                for r, rot in enumerate(self.rots[layer]):
+                    stat[f"{t}_r{r}_q"].add(rotate(a, rot).permute(0, 2, 3, 1).reshape(-1, a.shape[1]))
+                if cache is not None:
+                    cache.write(layer, batch["pos"].numpy(), a.cpu().numpy())
+        if cache is not None and ran:
+            cache.mark_complete()
+        if cache is not None and not cache.complete:  # e.g. pass 1 finished earlier and its cache was removed
+            self.cache = None
+        level = 1 - self.opts.quantile
+        return {layer: [stat[f"{self.tag[layer]}{part}_q"].quantiles(level).float().to(self.opts.device)
+                        for part in [""] + [f"_r{r}" for r in range(self.opts.rotations)]] for layer in self.layers}
+
+    def _pass2_maps(self, batch: dict[str, Any]) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        """The batch (without rows of images skipped in pass 1) and its maps, from the cache or the model."""
+        if self.cache is None or self.labels.needs_forward:
+            return batch, self.acts.activations(batch)
+        keep = torch.from_numpy(self.cache.rows[batch["pos"].numpy()] == ActivationCache.WRITTEN)
+        if not keep.all():
+            batch = {k: v[keep] for k, v in batch.items() if isinstance(v, torch.Tensor)}
+        pos = batch["pos"].numpy()
+        dev = self.opts.device
+        return batch, {layer: torch.from_numpy(self.cache.read(layer, pos)).to(dev) for layer in self.layers}
+
+    def pass2(self, thresholds: dict[str, list[torch.Tensor]]) -> None:
+        """Top-k exemplars and IoU counts of every unit (and of every rotated unit)."""
+        stat, dev = self.pass2_stat, self.opts.device
+        items = Items(self.n, self.acts if self.cache is None or self.labels.needs_forward else None, self.labels)
+        num_labels = len(self.labels.label_names)
+        for batch in self._batches(2, stat, items):
+            if not len(batch["pos"]):
+                continue
+            batch, maps = self._pass2_maps(batch)
+            if not len(batch["pos"]):
+                continue
+            labels, image_labels, present = (x.to(dev) for x in self.labels.label_batch(batch))
+            for layer, a in maps.items():
+                t = self.tag[layer]
+                stat[f"{t}_top"].add(a, batch["pos"].to(dev))
+                for r, rot in enumerate([None] + self.rots[layer]):
+                    name = f"{t}_iou" if rot is None else f"{t}_r{r - 1}_iou"
+                    m = a if rot is None else rotate(a, rot)
+                    stat[name].add_counts(*count_batch(m, thresholds[layer][r], labels, image_labels, present,
+                                                       num_labels))
+
+    def summarise(self, thresholds: dict[str, list[torch.Tensor]]) -> DissectResult:
+        """Best concept per unit, detectors, and the rotation rows; arrays saved per layer."""
+        cats = list(self.labels.categories)
+        label_cats = [cats[int(g)] if int(g) >= 0 else "" for g in self.labels.label_category.tolist()]
+        names, o = list(self.labels.label_names), self.opts
+        result = DissectResult(self.run_dir, bad_images=self.bad.messages())
+        for layer in self.layers:
+            t, shape = self.tag[layer], self.shapes[layer]
+            parts = [summarise(layer, shape, th.cpu().numpy(), self.pass2_stat[name].iou().cpu().numpy(),
+                               o.iou_threshold, names, label_cats)
+                     for th, name in zip(thresholds[layer], [f"{t}_iou"] + [f"{t}_r{r}_iou" for r in range(o.rotations)])]
+            result.layers[layer], result.rotated[layer] = parts[0], parts[1:]
+            result.rotations[layer] = [(int(d.detectors.sum()), d.unique_concepts) for d in parts]
+            values, images, ys, xs = (x.cpu().numpy() for x in self.pass2_stat[f"{t}_top"].result())
+            save_arrays(self.run_dir / "arrays" / f"{t}.safetensors", {
+                "thresholds": parts[0].thresholds, "iou": parts[0].iou.astype(np.float32),
+                "top_values": values.astype(np.float32), "top_images": images.astype(np.int64),
+                "top_y": ys.astype(np.int64), "top_x": xs.astype(np.int64),
+            })
+        return result
+
+    def write(self, result: DissectResult, thresholds: dict[str, list[torch.Tensor]]) -> None:
+        """Exemplar strips, catalog rows, ``layers.json``; the cache removed unless kept."""
+        from unitscope.catalog import Catalog
+
+        tops = {layer: self.pass2_stat[f"{self.tag[layer]}_top"].result() for layer in self.layers}
+        strips: dict[str, list[str]] = {}
+        if self.opts.exemplar_images:
+            strips = write_exemplar_strips(
+                self.run_dir, getattr(self.acts, "dataset", self.acts), self.layers, self.tag, _StripMaps(self.acts),
+                _TagCache(self.cache, self.tag) if self.cache is not None else None,
+                {layer: th[0] for layer, th in thresholds.items()}, tops)
+        masks = (write_concept_strips(self.run_dir, getattr(self.acts, "dataset", self.acts), self.layers,
+                                      self.tag, tops, result.layers) if self.opts.exemplar_images else {})
+        row_index = np.array([self.acts.index(p) for p in range(self.n)], dtype=np.int64)
+        names, cats = self.labels.label_names, result.layers[self.layers[0]].label_categories
+        model_name = self.acts.model_name
+        with Catalog(self.run_dir / "catalog.sqlite") as cat, cat.transaction():
+            cat.replace("concepts", [{"name": name, "category": c} for name, c in zip(names[1:], cats[1:]) if c])
+            for layer in self.layers:
+                write_layer_rows(cat, model_name, result.layers[layer], self.n, self.opts.quantile, row_index,
+                                 tops[layer], strips.get(layer), result.rotations[layer])
+                cat.replace("concept_images", masks.get(layer, []), model=model_name, layer=layer)
+        atomic_write_text(self.run_dir / "layers.json", json.dumps({self.tag[l]: l for l in self.layers}, indent=2) + "\n")
+        if self.cache is not None:
+            self.cache.close()
+        if self.cache is None or not self.opts.keep_cache:  # an incomplete cache is never kept
+            shutil.rmtree(self.run_dir / CACHE_FOLDER, ignore_errors=True)
+
+
+class _StripMaps:
+    """``forward(images, index)`` for the exemplar strips: the source's maps of a few images."""
+
+    def __init__(self, acts: ActivationSource):
+        self.acts = acts
+
+    def __call__(self, images: torch.Tensor, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.acts.activations({"image": images, "index": index, "pos": index})
+
+
+class _TagCache:
+    """The activation cache addressed by layer tag, as the exemplar strips read it."""
+
+    def __init__(self, cache: ActivationCache, tag: dict[str, str]):
+        self.cache, self.layer = cache, {t: layer for layer, t in tag.items()}
+
+    def read(self, t: str, positions: np.ndarray) -> np.ndarray:
+        return self.cache.read(self.layer[t], positions)

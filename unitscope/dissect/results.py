@@ -1,0 +1,126 @@
+"""What a dissection finds, per layer, and how it goes into the catalog and the run folder.
+
+    from unitscope.dissect import load_layer_arrays
+    d = result.layers["blocks.6"]               # a LayerDissection
+    d.summary(), d.concept(7), d.detectors      # "...", "grass" or None, [C] bool (IoU > threshold)
+    arrays = load_layer_arrays("runs/lite0", "blocks.6")   # thresholds, iou, top-k exemplars
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from unitscope.runs import load_arrays
+
+
+@dataclass
+class LayerDissection:
+    """Results for one layer: thresholds [C], IoU [C, L], the best label of each unit."""
+
+    layer: str
+    shape: tuple[int, int, int]  # [C, h, w]
+    thresholds: np.ndarray  # [C]
+    iou: np.ndarray  # [C, L]
+    best_label: np.ndarray  # [C] label number; -1 for a unit with no concept (every IoU is 0)
+    best_iou: np.ndarray  # [C]
+    iou_threshold: float
+    label_names: list[str]
+    label_categories: list[str]  # category name per label number
+
+    @property
+    def detectors(self) -> np.ndarray:
+        """``[C]`` bool: best IoU strictly above the threshold (the paper's IoU > 0.04)."""
+        return self.best_iou > self.iou_threshold
+
+    @property
+    def unique_concepts(self) -> int:
+        return len(set(self.best_label[self.detectors].tolist()))
+
+    def concept(self, unit: int) -> str | None:
+        """The unit's best label, or None when no label overlaps its mask (e.g. its map never
+        exceeds its threshold)."""
+        best = int(self.best_label[unit])
+        return self.label_names[best] if best > 0 else None
+
+    def category(self, unit: int) -> str | None:
+        best = int(self.best_label[unit])
+        return self.label_categories[best] if best > 0 else None
+
+    def summary(self) -> str:
+        return (f"{self.layer}: {int(self.detectors.sum())} of {len(self.best_iou)} units are detectors, "
+                f"covering {self.unique_concepts} concepts")
+
+
+@dataclass
+class DissectResult:
+    run_dir: Path
+    layers: dict[str, LayerDissection] = field(default_factory=dict)
+    rotations: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # layer -> [(detectors, concepts)]
+    rotated: dict[str, list[LayerDissection]] = field(default_factory=dict)  # layer -> one per random rotation
+    bad_images: list[str] = field(default_factory=list)  # unreadable images left out (skip_bad_images)
+
+
+def summarise(layer: str, shape: tuple[int, int, int], thresholds: np.ndarray, iou: np.ndarray, iou_threshold: float,
+              label_names: list[str], label_cats: list[str]) -> LayerDissection:
+    """Best label per unit from the IoU matrix ``[C, L]``; -1 (no concept) where every IoU is 0."""
+    scored = iou.copy()
+    scored[:, 0] = -1  # label 0 means "unlabelled"
+    best = scored.argmax(axis=1)
+    best_iou = scored[np.arange(len(best)), best]
+    best = np.where(best_iou > 0, best, -1)  # all IoUs 0: no concept, not the first label
+    return LayerDissection(layer, tuple(shape), thresholds, iou, best, np.maximum(best_iou, 0.0),
+                           iou_threshold, label_names, label_cats)
+
+
+def write_layer_rows(cat: Any, model_name: str, d: LayerDissection, n_images: int, quantile: float,
+                     row_index: np.ndarray, top: Sequence[torch.Tensor], strip_paths: list[str] | None,
+                     rotation_rows: list[tuple[int, int]]) -> None:
+    """One layer's rows in the catalog tables layers, dissection, dissection_category, exemplars,
+    unit_images and rotations."""
+    key = {"model": model_name, "layer": d.layer}
+    c, h, w = d.shape
+    cat.replace("layers", [{**key, "units": c, "height": h, "width": w, "images": n_images,
+                            "quantile": quantile, "iou_threshold": d.iou_threshold,
+                            "detectors": int(d.detectors.sum()), "unique_concepts": d.unique_concepts}], **key)
+    cat.replace("dissection", [{
+        **key, "unit": u, "concept": d.concept(u), "category": d.category(u),
+        "iou": float(d.best_iou[u]), "is_detector": int(d.detectors[u]), "threshold": float(d.thresholds[u]),
+    } for u in range(c)], **key)
+    per_cat = []
+    categories = sorted(set(d.label_categories) - {""})
+    cats = np.array(d.label_categories)
+    for g in categories:
+        cols = np.nonzero(cats == g)[0]
+        cols = cols[cols > 0]
+        if not len(cols):
+            continue
+        best = cols[d.iou[:, cols].argmax(axis=1)]
+        per_cat += [{**key, "unit": u, "category": g, "iou": float(d.iou[u, best[u]]),
+                     "concept": d.label_names[int(best[u])] if d.iou[u, best[u]] > 0 else None}
+                    for u in range(c)]
+    cat.replace("dissection_category", per_cat, **key)
+    values, images, ys, xs = (x.cpu().numpy() for x in top)
+    cat.replace("exemplars", [{**key, "unit": u, "rank": r, "image": int(row_index[images[u, r]]),
+                               "activation": float(values[u, r]), "y": int(ys[u, r]), "x": int(xs[u, r])}
+                              for u in range(c) for r in range(values.shape[1]) if images[u, r] >= 0], **key)
+    if strip_paths is not None:
+        cat.replace("unit_images", [{**key, "unit": u, "path": p} for u, p in enumerate(strip_paths)], **key)
+    cat.replace("rotations", [{**key, "rotation": r, "detectors": det, "unique_concepts": uc}
+                              for r, (det, uc) in enumerate(rotation_rows)], **key)
+
+
+def load_layer_arrays(run_dir: str | Path, layer: str) -> dict[str, np.ndarray]:
+    """The arrays a dissection saved for ``layer`` (thresholds, IoU matrix, top-k exemplars)."""
+    run_dir = Path(run_dir)
+    tags = json.loads((run_dir / "layers.json").read_text())
+    for t, name in tags.items():
+        if name == layer:
+            return load_arrays(run_dir / "arrays" / f"{t}.safetensors")
+    raise ValueError(f"run {run_dir} has no layer {layer!r}; it has {', '.join(tags.values())}")

@@ -1,0 +1,237 @@
+"""Where a dissection's activations and labels come from: two small interfaces.
+
+    acts = ModelActivations(model, dataset, ["blocks.6"])   # images through a model
+    labels = BrodenLabels(dataset)                          # Broden label planes
+    result = dissect_sources(acts, labels, "runs/x")        # the engine, whatever the sources
+
+An :class:`ActivationSource` names positions ``0..n-1``; per position it loads what the forward
+pass needs (in a DataLoader worker), and per batch it returns every layer's maps ``[N, C, h, w]``.
+Images through a model today; z vectors through a generator fit the same shape. A
+:class:`LabelSource` gives per-position label planes in Broden numbering (``labels [K, S, S']``,
+``image_labels [M]``, ``category_present [G]``); Broden planes today, a segmenter's output on the
+images of the batch later (``label_batch`` runs after ``activations``; ``needs_forward = True``
+makes pass 2 run the source even when the activations are cached).
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from unitscope.hooks import TraceDict
+from unitscope.runs import atomic_write_text
+
+Batch = dict[str, Any]
+
+
+class ActivationSource(ABC):
+    """Activations of ``layers`` at positions ``0..len-1``."""
+
+    layers: list[str]
+    model_name: str = "model"  # the name the catalog records
+
+    @abstractmethod
+    def __len__(self) -> int: ...
+
+    @abstractmethod
+    def shapes(self) -> dict[str, tuple[int, int, int]]:
+        """``{layer: (C, h, w)}``; raises a clear error for a layer that cannot be dissected."""
+
+    @abstractmethod
+    def load(self, pos: int) -> dict[str, Any]:
+        """What position ``pos`` contributes to a batch (runs in a DataLoader worker)."""
+
+    @abstractmethod
+    def activations(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """``{layer: [N, C, h, w] float}`` for a collated batch (``batch["pos"]`` its positions)."""
+
+    @abstractmethod
+    def key(self) -> dict[str, Any]:
+        """JSON-able facts the activations depend on (model, layers, data, image size, transform)."""
+
+    def index(self, pos: int) -> int:
+        """The data set's own number of position ``pos`` (what the catalog records)."""
+        return pos
+
+    def picture(self, pos: int) -> Any:
+        """A PIL image of position ``pos`` for exemplar strips."""
+        raise NotImplementedError(f"{type(self).__name__} has no pictures; pass exemplar_images=False")
+
+
+class LabelSource(ABC):
+    """Concept labels in Broden numbering: ``label_names [L]`` (0 = none), ``label_category [L]``
+    (index into ``categories``, -1 for none)."""
+
+    label_names: list[str]
+    label_category: torch.Tensor
+    categories: list[str]
+    needs_forward: bool = False  # labels come from what ``activations`` puts in the batch: pass 2 runs it
+
+    @abstractmethod
+    def load(self, pos: int) -> dict[str, Any]:
+        """``labels [K, S, S']``, ``image_labels [M]``, ``category_present [G]`` of ``pos`` (in a worker)."""
+
+    def label_batch(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``labels [N, K, S, S']``, ``image_labels [N, M]``, ``present [N, G]`` of a batch, after
+        :meth:`ActivationSource.activations` ran on it."""
+        return batch["labels"], batch["image_labels"], batch["category_present"]
+
+
+# -- today's sources: images through a model, Broden planes ------------------------------------------
+
+class ModelActivations(ActivationSource):
+    """Images of a Broden-format ``dataset`` (its first ``n``) through ``model``, traced at ``layers``."""
+
+    def __init__(self, model: nn.Module, dataset: Any, layers: Sequence[str], *, device: torch.device | str = "cpu",
+                 n: int | None = None, key: dict[str, Any] | None = None):
+        from unitscope.models import get_info
+
+        self.model, self.dataset, self.layers = model, dataset, list(dict.fromkeys(layers))
+        self.device = torch.device(device)
+        self.n = len(dataset) if n is None else min(n, len(dataset))
+        if self.n == 0:
+            raise ValueError("the data set is empty")
+        self.info = get_info(model)
+        self.model_name = self.info.name
+        self.extra_key = dict(key or {})
+        self._shapes: dict[str, tuple[int, int, int]] | None = None
+        self._image_size: tuple[int, ...] | None = None
+
+    def __len__(self) -> int:
+        return self.n
+
+    def _get(self, pos: int, image: bool) -> dict[str, Any]:
+        get = getattr(self.dataset, "get", None)
+        return get(pos, image=image, labels=False) if get else self.dataset[pos]
+
+    def shapes(self) -> dict[str, tuple[int, int, int]]:
+        if self._shapes is None:
+            from unitscope.dissect.engine import check_layers
+
+            # layer shapes from the images the model will really see (its transform may resize them)
+            self._image_size = tuple(self._get(0, image=True)["image"].shape)
+            self._shapes = check_layers(self.model, self.layers, self._image_size)
+        return self._shapes
+
+    def load(self, pos: int) -> dict[str, Any]:
+        item = self._get(pos, image=True)
+        return {"index": item["index"], "image": item["image"]}
+
+    @torch.no_grad()
+    def activations(self, batch: Batch) -> dict[str, torch.Tensor]:
+        with TraceDict(self.model, self.layers, stop=True, as_map=True) as td:
+            self.model(batch["image"].to(self.device))
+        out = {}
+        for layer in self.layers:
+            acts = td[layer].output.float()
+            if not torch.isfinite(acts).all():
+                bad = (~torch.isfinite(acts)).flatten(1).any(1).nonzero().flatten().cpu()
+                raise ValueError(
+                    f"layer {layer!r} produced NaN/inf activations on images "
+                    f"{torch.as_tensor(batch['index'])[bad].tolist()[:10]}; check the model weights and the "
+                    "input normalisation"
+                )
+            out[layer] = acts
+        return out
+
+    def key(self) -> dict[str, Any]:
+        self.shapes()
+        return {"model": self.info.name, "layers": self.layers, "images": self.n,
+                "image_size": list(self._image_size or ()), "transform": repr(getattr(self.dataset, "transform", None)),
+                **self.extra_key}
+
+    def index(self, pos: int) -> int:
+        return int(self._get(pos, image=False)["index"])
+
+    def picture(self, pos: int) -> Any:
+        return self.dataset.load_image(pos)
+
+    def image_path(self, pos: int) -> Path | None:
+        return self.dataset.image_path(pos) if hasattr(self.dataset, "image_path") else None
+
+
+class BrodenLabels(LabelSource):
+    """Label planes of a :class:`~unitscope.data.BrodenDataset` (or anything with its ``get``)."""
+
+    def __init__(self, dataset: Any):
+        self.dataset = dataset
+        self.label_names = list(dataset.label_names)
+        self.label_category = torch.as_tensor(dataset.label_category, dtype=torch.long)
+        self.categories = list(dataset.categories)
+
+    def load(self, pos: int) -> dict[str, Any]:
+        get = getattr(self.dataset, "get", None)
+        item = get(pos, image=False, labels=True) if get else self.dataset[pos]
+        return {"labels": item["labels"], "image_labels": item["image_labels"],
+                "category_present": item["category_present"]}
+
+
+# -- loading positions, unreadable items --------------------------------------------------------------
+
+class Items(torch.utils.data.Dataset):
+    """Positions ``0..n-1`` with what a pass needs from each source; an item that cannot be read
+    comes back as ``{"pos", "error"}`` so that the main process reports it (not a worker)."""
+
+    def __init__(self, n: int, acts: ActivationSource | None = None, labels: LabelSource | None = None):
+        self.n, self.acts, self.labels = n, acts, labels
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, pos: int) -> dict[str, Any]:
+        out: dict[str, Any] = {"pos": pos}
+        try:
+            if self.acts is not None:
+                out.update(self.acts.load(pos))
+            if self.labels is not None:
+                out.update(self.labels.load(pos))
+        except (OSError, ValueError) as exc:  # unreadable image or mask
+            return {"pos": pos, "error": self._message(pos, exc)}
+        return out
+
+    def _message(self, pos: int, exc: BaseException) -> str:
+        text = str(exc) or type(exc).__name__
+        path = getattr(self.acts, "image_path", lambda p: None)(pos)
+        if path is not None and str(path) not in text:
+            text = f"image {path}: {text}"
+        return text if path is not None else f"data set item {pos}: {text}"
+
+
+def collate_items(items: list[dict[str, Any]]) -> Batch:
+    """DataLoader collate for :class:`Items`: stacks the readable items; ``batch["bad"]`` lists
+    ``(position, message)`` of the unreadable ones."""
+    good = [it for it in items if "error" not in it]
+    batch = torch.utils.data.default_collate(good) if good else {"pos": torch.zeros(0, dtype=torch.long)}
+    batch["bad"] = [(it["pos"], it["error"]) for it in items if "error" in it]
+    return batch
+
+
+class BadImages:
+    """Unreadable images met during a run: an error naming the file, or (``skip=True``) a list kept
+    in ``run_dir/bad_images.json`` across resumes."""
+
+    def __init__(self, run_dir: Path, skip: bool):
+        self.path, self.skip = run_dir / "bad_images.json", skip
+        self.items: dict[int, str] = ({int(k): v for k, v in json.loads(self.path.read_text()).items()}
+                                      if self.path.exists() else {})
+
+    def check(self, bad: list[tuple[int, str]]) -> None:
+        if not bad:
+            return
+        if not self.skip:
+            more = f" (and {len(bad) - 1} more in this batch)" if len(bad) > 1 else ""
+            raise ValueError(f"{bad[0][1]}{more}. Replace or remove the file, or pass --skip-bad-images "
+                             "(skip_bad_images=True) to leave unreadable images out and list them at the end")
+        new = {int(p): m for p, m in bad if int(p) not in self.items}
+        if new:
+            self.items.update(new)
+            atomic_write_text(self.path, json.dumps({str(k): v for k, v in sorted(self.items.items())}, indent=1))
+
+    def messages(self) -> list[str]:
+        return [self.items[k] for k in sorted(self.items)]

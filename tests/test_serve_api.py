@@ -173,6 +173,7 @@ def test_unknown_layer_or_unit_is_404_with_close_matches(client):
     assert r.status_code == 404 and r.json()["close"][0] == "relu" and "Close matches: relu" in r.json()["error"]
     r = upload(client, layer="fc")
     assert r.status_code == 404 and "no [C, H, W] output" in r.json()["error"]
+    assert r.json()["close"] == ["pool", "relu", "conv"]
     r = client.get("/api/unit", params={"layer": "conv2", "unit": 0})
     assert r.status_code == 404 and "conv" in r.json()["close"]
     r = client.get("/api/unit", params={"layer": "relu", "unit": 4})
@@ -185,6 +186,8 @@ def test_unknown_layer_or_unit_is_404_with_close_matches(client):
     r = client.get("/api/samples/chelsae")
     assert r.status_code == 404 and r.json()["close"] == ["chelsea"]
     assert upload(client).status_code == 200 and client.get("/api/layers").status_code == 200
+    prober = client.app.state.prober
+    assert not any(m._forward_hooks for m in prober.model.modules())  # no hook left behind
 
 
 def test_page_and_scripts_are_local(client):

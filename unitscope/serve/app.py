@@ -204,6 +204,8 @@ def _decode(data: bytes):
 
     try:
         image = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:
+        raise ApiError(413, f"{exc}; downscale the image first") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ApiError(400, f"the upload is not an image PIL can read ({len(data):,} bytes starting "
                        f"{data[:8]!r}): send a JPEG, PNG, GIF, BMP or WebP file") from exc

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from unitscope.hooks import LayerNotFoundError, Trace, list_layers, resolve_layer
+from unitscope.hooks import LayerNotFoundError, Trace, layer_names, list_layers, resolve_layer
 from unitscope.models import get_info
 
 MAX_TILE = 128  # maps larger than this on a side are average-pooled down for the atlas
@@ -138,7 +138,8 @@ class Prober:
 
             close = difflib.get_close_matches(name, list(self.layers), n=6, cutoff=0.6)
             raise UnknownLayer(str(exc), close) from None
-        close = [n for n in self.layers if n.startswith(name + ".") or name.startswith(n + ".")][:6]
+        names = layer_names(self.model)  # suggest the probe-able layers just before it
+        close = [n for n in names[:names.index(name)] if n in self.layers][-3:][::-1]
         raise UnknownLayer(
             f"layer {name!r} has no [C, H, W] output to show as maps; probe-able layers near it: "
             f"{', '.join(close) or 'none'} (all of them: GET /api/layers)", close)

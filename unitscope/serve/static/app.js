@@ -112,6 +112,11 @@ function labelText(k) {
   return lab.concept === null ? "(none)" : lab.concept;
 }
 
+function isDetector(k) {
+  const lab = (S.labels[S.probe.layer] || {})[k];
+  return Boolean(lab && lab.is_detector);
+}
+
 // -- the grid of units -----------------------------------------------------------------------
 function renderGrid() {
   const { units, maps, layer } = S.probe, grid = $("grid"), perUnit = $("unit-scale").checked;
@@ -128,13 +133,15 @@ function renderGrid() {
     tile.dataset.max = u.max; tile.dataset.mean = u.mean;
     tile.querySelector(".v").textContent = u.max.toFixed(2);
     tile.querySelector(".lab").textContent = labelText(k);
+    tile.querySelector(".lab").classList.toggle("nodet", !isDetector(k));
     tile.classList.toggle("sel", k === S.unit);
   }
   const key = $("sort").value;
   tiles.sort((a, b) => key === "unit" ? a.dataset.unit - b.dataset.unit : b.dataset[key] - a.dataset[key]);
   grid.append(...tiles);  // moves the existing tiles into the new order
-  const dissected = Object.keys(S.labels[layer] || {}).length;
-  $("count").textContent = `${units.length} units of ${layer}` + (dissected ? `, ${dissected} labelled` : "");
+  const labels = Object.values(S.labels[layer] || {}), detectors = labels.filter((l) => l.is_detector).length;
+  $("count").textContent = `${units.length} units of ${layer}` +
+    (labels.length ? `; ${detectors} detectors (labels of the others in grey)` : "");
 }
 
 function makeTile(k, maps) {
@@ -210,7 +217,7 @@ function showDictionary(ev) {
   const top = values.map((v, k) => [v[y * w + x], k]).sort((a, b) => b[0] - a[0]).slice(0, 6);
   const box = $("dict");
   const head = document.createElement("b");
-  head.textContent = `${S.probe.layer} at (${y}, ${x})`;
+  head.textContent = `${S.probe.layer}, row ${y}, column ${x}`;
   box.replaceChildren(head);
   for (const [v, k] of top) {
     const row = document.createElement("div");
@@ -218,6 +225,7 @@ function showDictionary(ev) {
     row.innerHTML = "<span></span><span></span><span></span>";
     row.children[0].textContent = `#${k}`;
     row.children[1].textContent = labelText(k) || "–";
+    row.children[1].classList.toggle("nodet", !isDetector(k));
     row.children[2].textContent = v.toFixed(2);
     box.append(row);
   }

@@ -221,3 +221,42 @@ def test_cli(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "uvicorn" else real(n, *a))
     assert main(["serve", "--model", NET]) == 2
     assert "pip install 'unitscope[serve]'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_serve_command_answers_over_http(tmp_path):
+    """`unitscope serve` in a subprocess: binds 127.0.0.1, answers, and stops on SIGTERM."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen([sys.executable, "-m", "unitscope.cli", "serve", "--model", NET, "--port", str(port)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):  # at most 60 s for torch to import and the model to load
+            try:
+                layers = httpx.get(url + "/api/layers", timeout=2).json()
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None, proc.stdout.read()
+                time.sleep(0.2)
+        else:
+            pytest.fail("unitscope serve did not answer within 60 s")
+        assert layers["default"] == "relu"
+        r = httpx.post(url + "/api/probe", files={"image": ("a.png", b"junk", "image/png")})
+        assert r.status_code == 400
+        r = httpx.post(url + "/api/probe", files={"image": ("a.png", red_blue_png(), "image/png")})
+        assert r.status_code == 200 and r.json()["top"][0][0] == "red"
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=20)
+    assert f"http://127.0.0.1:{port}/" in out

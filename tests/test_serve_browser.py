@@ -149,6 +149,18 @@ def test_sample_and_layer_picker(page):
     assert pg.locator("#grid .tile .lab").all_inner_texts() == ["", "", "", ""]  # pool was not dissected
 
 
+def test_drop_an_image(page):
+    import base64
+
+    pg = page.page
+    data = base64.b64encode(red_blue_png(2)).decode()
+    pg.evaluate("""b64 => { const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+        const dt = new DataTransfer(); dt.items.add(new File([bytes], "dropped.png", { type: "image/png" }));
+        document.querySelector('#drop').dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true })); }""", data)
+    pg.wait_for_function("document.querySelector('#grid').dataset.probes === '1'", timeout=10_000)
+    assert pg.locator("#top li .name").first.inner_text() == "blue"  # 6 of 8 columns blue
+
+
 def test_fake_webcam_updates_the_grid(page):
     pg = page.page
     pg.click("#webcam")

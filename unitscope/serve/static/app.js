@@ -65,10 +65,12 @@ async function decodeAtlas(atlas, n) {
 }
 
 // -- probing -------------------------------------------------------------------------------
+// Resolves true when the grid shows this image's answer, false on an error.
 async function probe(blob) {
   S.blob = blob;
-  if (S.busy) { S.pending = true; return; }  // the newest image is sent when this answer is in
+  if (S.busy) { S.pending = true; return true; }  // the newest image is sent when this answer is in
   S.busy = true;
+  let ok = false;
   try {
     const layer = $("layer").value, form = new FormData();
     form.append("image", blob, "image");
@@ -82,12 +84,14 @@ async function probe(blob) {
     if (S.unit !== null && S.unit < result.units.length) drawUnitMap(S.unit);
     $("grid").dataset.probes = String(Number($("grid").dataset.probes) + 1);
     status(`${result.layer}: ${result.units.length} units, ${Math.round(performance.now() - t0)} ms`);
+    ok = true;
   } catch (e) {
     status(e.message, true);
   } finally {
     S.busy = false;
   }
-  if (S.pending) { S.pending = false; probe(S.blob); }
+  if (S.pending) { S.pending = false; return probe(S.blob); }
+  return ok;
 }
 
 function drawPhoto() {
@@ -247,13 +251,15 @@ async function toggleWebcam() {
   S.cam = stream;
   $("webcam").textContent = "Stop webcam"; $("webcam").classList.add("on");
   const grab = document.createElement("canvas");
-  while (S.cam === stream) {  // ends when the webcam is stopped
+  let failures = 0;
+  while (S.cam === stream) {  // ends when the webcam is stopped, or after 5 failed probes in a row
     const t0 = performance.now();
     grab.width = video.videoWidth || 320; grab.height = video.videoHeight || 240;
     grab.getContext("2d").drawImage(video, 0, 0, grab.width, grab.height);
     const blob = await new Promise((ok) => grab.toBlob(ok, "image/jpeg", 0.85));
     if (S.cam !== stream) break;
-    await probe(blob);
+    failures = (await probe(blob)) ? 0 : failures + 1;
+    if (failures >= 5) { stopWebcam(); status("webcam stopped: the server did not answer 5 frames in a row", true); }
     await new Promise((ok) => setTimeout(ok, Math.max(0, CAM_INTERVAL_MS - (performance.now() - t0))));
   }
 }
@@ -287,7 +293,8 @@ async function init() {
   for (const name of info.samples) $("sample").append(new Option(name, name));
   await loadLabels(info.default);
 
-  $("file").addEventListener("change", (e) => e.target.files[0] && probe(e.target.files[0]));
+  $("file").addEventListener("change", (e) => { if (e.target.files[0]) { stopWebcam(); probe(e.target.files[0]); } });
+  window.addEventListener("pagehide", stopWebcam);
   $("sample").addEventListener("change", async (e) => {
     if (!e.target.value) return;
     stopWebcam();

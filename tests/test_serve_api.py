@@ -168,6 +168,17 @@ def test_oversized_uploads_are_413(model, client):
     assert upload(client).status_code == 200 and upload(small).status_code == 200
 
 
+def test_a_crash_is_a_json_500_and_the_server_goes_on(model):
+    client = TestClient(create_app(model), raise_server_exceptions=False)
+    prober = client.app.state.prober
+    real = prober.probe
+    prober.probe = lambda image, layer: 1 / 0
+    r = upload(client)
+    assert r.status_code == 500 and "ZeroDivisionError" in r.json()["error"]
+    prober.probe = real
+    assert upload(client).status_code == 200
+
+
 def test_unknown_layer_or_unit_is_404_with_close_matches(client):
     r = upload(client, layer="rleu")
     assert r.status_code == 404 and r.json()["close"][0] == "relu" and "Close matches: relu" in r.json()["error"]

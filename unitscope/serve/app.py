@@ -116,13 +116,18 @@ def _add_api(app: FastAPI, prober: Prober, run: RunInfo, name: str, max_upload: 
         k = _unit_index(unit, target.name, target.units)
         return {"model": name, "layer": target.name, "unit": k, **run.unit(target.name, k)}
 
+    def probe_bytes(data: bytes, layer: str) -> dict[str, Any]:
+        image = _decode(data)
+        body = prober.probe(image, layer).to_json()
+        return body | {"image": {"width": image.width, "height": image.height}}
+
     @app.post("/api/probe")
-    async def probe(request: Request, layer: str | None = None) -> dict[str, Any]:
+    async def probe(request: Request, layer: str | None = None) -> JSONResponse:
         target = layer_of(layer)
         data = await _read_image_field(request, max_upload)
-        image = _decode(data)
-        result = await run_in_threadpool(prober.probe, image, target.name)
-        return result.to_json() | {"image": {"width": image.width, "height": image.height}}
+        # Decoding, the forward pass and the PNG atlas run on a worker thread: the event loop
+        # stays free for other requests (the model itself takes one request at a time).
+        return JSONResponse(await run_in_threadpool(probe_bytes, data, target.name))
 
     @app.get("/api/samples")
     def samples() -> dict[str, Any]:

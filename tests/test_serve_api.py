@@ -30,10 +30,12 @@ def make_colour_run(make_run, path):
     con = sqlite3.connect(run / "catalog.sqlite")
     with con:
         con.execute("UPDATE dissection SET concept = NULL, category = NULL WHERE unit = 1")
-        con.execute("CREATE TABLE unit_visualizations (model TEXT, layer TEXT, unit INTEGER, path TEXT, "
-                    "objective TEXT, PRIMARY KEY (model, layer, unit, objective))")
+        # IF NOT EXISTS: the analyses that own these tables may have declared them already
+        # (define_table), and then every catalog opened in this process has them.
+        con.execute("CREATE TABLE IF NOT EXISTS unit_visualizations (model TEXT, layer TEXT, unit INTEGER, "
+                    "path TEXT, objective TEXT, PRIMARY KEY (model, layer, unit))")
         con.execute("INSERT INTO unit_visualizations VALUES ('colour', 'relu', 0, 'vis/relu/0.png', 'channel')")
-        con.execute("CREATE TABLE unit_importance (model TEXT, layer TEXT, unit INTEGER, class TEXT, "
+        con.execute("CREATE TABLE IF NOT EXISTS unit_importance (model TEXT, layer TEXT, unit INTEGER, class TEXT, "
                     "accuracy_drop REAL, PRIMARY KEY (model, layer, unit, class))")
         con.executemany("INSERT INTO unit_importance VALUES ('colour', 'relu', 0, ?, ?)",
                         [("blue", 0.01), ("red", 0.4)])

@@ -39,6 +39,9 @@ def make_colour_run(make_run, path):
                     "accuracy_drop REAL, PRIMARY KEY (model, layer, unit, class))")
         con.executemany("INSERT INTO unit_importance VALUES ('colour', 'relu', 0, ?, ?)",
                         [("blue", 0.01), ("red", 0.4)])
+        con.execute("CREATE TABLE IF NOT EXISTS unit_selectivity (model TEXT, layer TEXT, unit INTEGER, "
+                    "selectivity REAL, top_class TEXT, PRIMARY KEY (model, layer, unit))")
+        con.execute("INSERT INTO unit_selectivity VALUES ('colour', 'relu', 0, 0.8, 'red')")
     con.close()
     (run / "vis/relu").mkdir(parents=True)
     Image.new("RGB", (16, 16), (200, 10, 10)).save(run / "vis/relu/0.png")
@@ -108,6 +111,7 @@ def test_unit_from_run(client):
     assert body["strip"] == "/run/images/colour/relu/unit0000.jpg"
     assert body["visualizations"] == [{"objective": "channel", "url": "/run/vis/relu/0.png"}]
     assert body["importance"] == [{"class": "red", "accuracy_drop": 0.4}, {"class": "blue", "accuracy_drop": 0.01}]
+    assert body["selectivity"] == {"selectivity": 0.8, "top_class": "red"}
     strip = client.get(body["strip"])
     assert strip.status_code == 200 and Image.open(io.BytesIO(strip.content)).size == (96, 24)
     assert client.get("/run/vis/relu/0.png").status_code == 200
@@ -115,6 +119,7 @@ def test_unit_from_run(client):
     assert none["dissection"]["concept"] is None and none["dissection"]["is_detector"] is False
     conv = client.get("/api/unit", params={"layer": "conv", "unit": 0}).json()
     assert conv["dissection"] is None and conv["strip"] is None and conv["importance"] == []
+    assert conv["selectivity"] is None
     labels = client.get("/api/labels", params={"layer": "relu"}).json()["labels"]
     assert [labels[str(k)]["concept"] for k in range(4)] == ["red", None, "blue", "striped"]
 

@@ -115,7 +115,8 @@ def test_upload_grid_detail_dictionary(page, tmp_path):
     assert pg.inner_text("#d-label .concept") == "red" and "IoU 0.300" in pg.inner_text("#d-label")
     assert pg.get_attribute("#d-strip img", "src") == "/run/images/colour/relu/unit0000.jpg"
     assert pg.get_attribute("#d-vis img", "src") == "/run/vis/relu/0.png"
-    assert pg.locator("#d-imp tr td:first-child").all_inner_texts() == ["red", "blue"]
+    assert pg.locator("#d-imp tr td:first-child").all_inner_texts() == ["red", "blue", "selectivity"]
+    assert pg.locator("#d-imp tr td").last.inner_text() == "0.800 (top class red)"
     pg.wait_for_function("[...document.querySelectorAll('#detail img')].every(i => i.complete && i.naturalWidth > 0)")
     assert pg.get_attribute("#d-map", "data-unit") == "0"
     # the map over the image: warm (unit fires) on the left, the plain blue photo on the right

@@ -6,8 +6,8 @@
     run.unit("blocks.6", 12)    # dissection, categories, exemplars, images, visualizations, importance
 
 Reads whichever of the tables ``dissection``, ``dissection_category``, ``exemplars``,
-``unit_images``, ``unit_visualizations`` and ``unit_importance`` exist; a missing table is no
-error. Image paths come back as URLs under ``/run/`` (the app serves the run folder there).
+``unit_images``, ``unit_visualizations``, ``unit_importance`` and ``unit_selectivity`` exist; a
+missing table is no error. Image paths come back as URLs under ``/run/`` (the app serves the run folder there).
 Rows are matched on the served model's name; a catalog that holds one model only is matched
 whatever that model is called there (a run made under another name of the same network).
 """
@@ -89,7 +89,7 @@ class RunInfo:
     def unit(self, layer: str, unit: int) -> dict[str, Any]:
         """Everything the run folder has about one unit; empty parts where it has nothing."""
         out: dict[str, Any] = {"dissection": None, "categories": [], "exemplars": [],
-                               "strip": None, "visualizations": [], "importance": []}
+                               "strip": None, "visualizations": [], "importance": [], "selectivity": None}
         if self.path is None:
             return out
         with self._open() as cat:
@@ -109,4 +109,6 @@ class RunInfo:
             out["importance"] = [{"class": r.get("class"), "accuracy_drop": r.get("accuracy_drop")}
                                  for r in self._rows(cat, "unit_importance", layer, unit,
                                                      "accuracy_drop DESC")]
+            sel = self._rows(cat, "unit_selectivity", layer, unit)
+            out["selectivity"] = {k: sel[0].get(k) for k in ("selectivity", "top_class")} if sel else None
         return out

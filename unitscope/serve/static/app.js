@@ -183,7 +183,8 @@ async function selectUnit(k) {
   }
   $("d-strip").replaceChildren(...(info.strip ? [caption("Top images"), img(info.strip, "exemplar strip")] : []));
   $("d-vis").replaceChildren(...info.visualizations.flatMap((v) => [caption(`Visualisation${v.objective ? ": " + v.objective : ""}`), img(v.url, "visualisation")]));
-  table($("d-imp"), ["class", "accuracy drop"], info.importance.slice(0, 8).map((r) => [r.class, r.accuracy_drop.toFixed(4)]));
+  const sel = info.selectivity ? [["selectivity", `${info.selectivity.selectivity.toFixed(3)} (top class ${info.selectivity.top_class})`]] : [];
+  table($("d-imp"), ["class", "accuracy drop"], [...info.importance.slice(0, 8).map((r) => [r.class, r.accuracy_drop.toFixed(4)]), ...sel]);
   table($("d-cats"), ["category", "concept", "IoU"], info.categories.map((r) => [r.category, r.concept ?? "–", r.iou.toFixed(3)]));
   drawUnitMap(k);
 }

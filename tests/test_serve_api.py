@@ -102,6 +102,18 @@ def test_probe_default_layer_and_raw_body(client):
     assert [(u["max"], u["mean"]) for u in body["units"]] == [(1.0, 0.25), (0.0, 0.0), (1.0, 0.75), (0.5, 0.125)]
 
 
+def test_exif_rotation_is_applied(client):
+    """A photo stored sideways with EXIF orientation 6 (rotate 90 degrees clockwise) is probed upright."""
+    stored = Image.open(io.BytesIO(red_blue_png(6))).rotate(90, expand=True)  # red rows at the bottom
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    stored.save(buf, "PNG", exif=exif)
+    plain = client.post("/api/probe", params={"layer": "relu"}, files={"image": ("a.png", red_blue_png(6), "image/png")})
+    turned = client.post("/api/probe", params={"layer": "relu"}, files={"image": ("b.png", buf.getvalue(), "image/png")})
+    assert turned.json()["atlas"] == plain.json()["atlas"]
+
+
 def test_unit_from_run(client):
     body = client.get("/api/unit", params={"layer": "relu", "unit": 0}).json()
     assert body["dissection"] == {"concept": "red", "category": "color", "iou": 0.3, "threshold": 1.0,

@@ -205,7 +205,7 @@ async def _read_image_field(request: Request, max_upload: int) -> bytes:
 
 def _decode(data: bytes):
     """An RGB PIL image from uploaded bytes, or a 400 saying why not."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
         image = Image.open(io.BytesIO(data))
@@ -219,7 +219,9 @@ def _decode(data: bytes):
                        f"{MAX_PIXELS:,}; downscale it first")
     try:
         image.load()
-        return image.convert("RGB")
+        # Upright as the browser shows it (phone photos carry their rotation in EXIF), so the
+        # maps line up with the picture on the page.
+        return ImageOps.exif_transpose(image).convert("RGB")
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise ApiError(400, f"the {image.format} image could not be decoded ({exc}); "
                        "is the file truncated?") from exc

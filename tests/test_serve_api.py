@@ -114,6 +114,25 @@ def test_exif_rotation_is_applied(client):
     assert turned.json()["atlas"] == plain.json()["atlas"]
 
 
+def test_concurrent_probes_get_their_own_answers():
+    """Hooks are model state: simultaneous probes of different layers must not see each other's.
+    (Without the prober's lock this fails: a slowed-down last layer keeps each trace open while
+    other forward passes run.)"""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    slow = colour_net()
+    slow.fc.register_forward_pre_hook(lambda module, inputs: time.sleep(0.02))
+    client = TestClient(create_app(slow))
+
+    jobs = [(layer, split) for layer in ("conv", "relu", "pool") for split in (1, 4, 7)] * 2
+    expected = {job: upload(client, red_blue_png(job[1]), layer=job[0]).json() for job in set(jobs)}
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(lambda job: upload(client, red_blue_png(job[1]), layer=job[0]).json(), jobs))
+    assert answers == [expected[job] for job in jobs]
+    assert len({str(a["units"]) for a in expected.values()}) == 9  # nine different answers
+
+
 def test_unit_from_run(client):
     body = client.get("/api/unit", params={"layer": "relu", "unit": 0}).json()
     assert body["dissection"] == {"concept": "red", "category": "color", "iou": 0.3, "threshold": 1.0,

@@ -116,8 +116,8 @@ def test_exif_rotation_is_applied(client):
 
 def test_concurrent_probes_get_their_own_answers():
     """Hooks are model state: simultaneous probes of different layers must not see each other's.
-    (Without the prober's lock this fails: a slowed-down last layer keeps each trace open while
-    other forward passes run.)"""
+    (Without the prober's lock and the app's single probe thread this fails: a slowed-down last
+    layer keeps each trace open while other forward passes run.)"""
     import time
     from concurrent.futures import ThreadPoolExecutor
 

@@ -20,8 +20,10 @@ that is not an image, 413 over ``max_upload`` bytes, 404 for an unknown layer or
 
 from __future__ import annotations
 
+import asyncio
 import io
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,6 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from starlette.concurrency import run_in_threadpool
 from torch import nn
 
 from unitscope.serve.probe import Prober, UnknownLayer
@@ -121,13 +122,17 @@ def _add_api(app: FastAPI, prober: Prober, run: RunInfo, name: str, max_upload: 
         body = prober.probe(image, layer).to_json()
         return body | {"image": {"width": image.width, "height": image.height}}
 
+    # Decoding, the forward pass and the PNG atlas run on one worker thread of their own: the
+    # event loop stays free for other requests, the model takes one image at a time anyway, and
+    # torch keeps a single warm pool of compute threads.
+    worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="unitscope-probe")
+
     @app.post("/api/probe")
     async def probe(request: Request, layer: str | None = None) -> JSONResponse:
         target = layer_of(layer)
         data = await _read_image_field(request, max_upload)
-        # Decoding, the forward pass and the PNG atlas run on a worker thread: the event loop
-        # stays free for other requests (the model itself takes one request at a time).
-        return JSONResponse(await run_in_threadpool(probe_bytes, data, target.name))
+        loop = asyncio.get_running_loop()
+        return JSONResponse(await loop.run_in_executor(worker, probe_bytes, data, target.name))
 
     @app.get("/api/samples")
     def samples() -> dict[str, Any]:

@@ -109,6 +109,12 @@ def test_upload_grid_detail_dictionary(page, tmp_path):
     left, right = pg.evaluate("""() => { const c = document.querySelector('.tile[data-unit="0"] canvas');
         const d = c.getContext('2d').getImageData(0, 0, 8, 8).data; return [d[0] + d[1] + d[2], d[7 * 4] + d[7 * 4 + 1] + d[7 * 4 + 2]]; }""")
     assert left > 600 and right < 20
+    pixel = """k => { const d = document.querySelector(`.tile[data-unit="${k}"] canvas`).getContext('2d')
+        .getImageData(0, 0, 1, 1).data; return d[0] + d[1] + d[2]; }"""
+    layer_scale = pg.evaluate(pixel, 3)  # unit 3 peaks at 0.5 of the layer's maximum
+    pg.check("#unit-scale")
+    assert pg.evaluate(pixel, 3) == left > layer_scale  # its own maximum: as bright as unit 0
+    pg.uncheck("#unit-scale")
     pg.click('.tile[data-unit="0"]')
     pg.wait_for_selector("#detail:not([hidden]) #d-strip img")
     assert pg.inner_text("#d-title") == "relu · unit 0"

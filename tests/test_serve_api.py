@@ -273,8 +273,9 @@ def test_cli(tmp_path, capsys, monkeypatch):
 
 
 @pytest.mark.slow
-def test_serve_command_answers_over_http(tmp_path):
-    """`unitscope serve` in a subprocess: binds 127.0.0.1, answers, and stops on SIGTERM."""
+def test_serve_command_answers_over_http(tmp_path, make_run):
+    """`unitscope serve RUN` in a subprocess: serves the run's model on 127.0.0.1 with the run's
+    labels, answers, and stops on SIGTERM."""
     import os
     import socket
     import subprocess
@@ -287,7 +288,8 @@ def test_serve_command_answers_over_http(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.Popen([sys.executable, "-m", "unitscope.cli", "serve", "--model", NET, "--port", str(port)],
+    run = make_run(tmp_path / "run", model=NET, layers=RUN_LAYERS, rotations={})  # config.json names NET
+    proc = subprocess.Popen([sys.executable, "-m", "unitscope.cli", "serve", str(run), "--port", str(port)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -300,7 +302,10 @@ def test_serve_command_answers_over_http(tmp_path):
                 time.sleep(0.2)
         else:
             pytest.fail("unitscope serve did not answer within 60 s")
-        assert layers["default"] == "relu"
+        assert layers["default"] == "relu" and layers["model"] == NET
+        assert [li["name"] for li in layers["layers"] if li["dissected"]] == ["relu"]
+        unit = httpx.get(url + "/api/unit", params={"layer": "relu", "unit": 2}).json()
+        assert unit["dissection"]["concept"] == "blue"
         r = httpx.post(url + "/api/probe", files={"image": ("a.png", b"junk", "image/png")})
         assert r.status_code == 400
         r = httpx.post(url + "/api/probe", files={"image": ("a.png", red_blue_png(), "image/png")})

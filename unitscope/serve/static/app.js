@@ -78,7 +78,9 @@ async function probe(blob) {
     const t0 = performance.now();
     const result = await api(`/api/probe?layer=${encodeURIComponent(layer)}`, { method: "POST", body: form });
     result.maps = await decodeAtlas(result.atlas, result.units.length);
-    S.bitmap = await createImageBitmap(blob);
+    const bitmap = await createImageBitmap(blob);
+    if (S.bitmap) S.bitmap.close();  // webcam frames come a few a second: free the last one
+    S.bitmap = bitmap;
     S.probe = result;
     drawPhoto(); renderTop(); renderGrid();
     if (S.unit !== null && S.unit < result.units.length) drawUnitMap(S.unit);

@@ -1,0 +1,71 @@
+"""``unitscope serve [RUN] --model M``: the live probe page on http://127.0.0.1:8000."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from unitscope.cli import UsageError
+from unitscope.config import add_config_args, config_from_args, help_
+
+DEFAULT_MODEL = "efficientnet_lite0"
+EXTRA_HINT = "unitscope serve needs FastAPI, uvicorn and python-multipart: pip install 'unitscope[serve]'"
+
+
+@dataclass
+class ServeConfig:
+    run: Optional[str] = field(default=None, metadata=help_(
+        "run folder whose labels, exemplars and visualisations the page shows (optional)", positional=True))
+    model: Optional[str] = field(default=None, metadata=help_(
+        f"model name (see `unitscope models`); default: the run's model, else {DEFAULT_MODEL}"))
+    checkpoint: Optional[str] = field(default=None, metadata=help_("local weights for the model"))
+    host: str = field(default="127.0.0.1", metadata=help_("address to bind; the default is local only"))
+    port: int = field(default=8000, metadata=help_("port to listen on"))
+    max_upload_mb: float = field(default=10.0, metadata=help_("largest image upload in MB (larger: HTTP 413)"))
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="live probe page: an image or the webcam through every unit of a layer",
+                       description="Serve the live probe page: upload an image, pick a sample or turn on "
+                                   "the webcam, and see every unit of a layer react.")
+    add_config_args(p, ServeConfig)
+    p.set_defaults(func=run)
+
+
+def _check_extra() -> None:
+    import importlib.util
+
+    missing = [m for m in ("fastapi", "uvicorn", "multipart") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UsageError(f"{EXTRA_HINT} (missing: {', '.join(missing)})")
+
+
+def _run_model(run: str | None) -> str | None:
+    """The model a run folder was made with (its config.json), if it says."""
+    if run is None or not (Path(run) / "config.json").is_file():
+        return None
+    import json
+
+    return json.loads((Path(run) / "config.json").read_text()).get("model")
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = config_from_args(ServeConfig, args)
+    _check_extra()
+    if cfg.run is not None and not Path(cfg.run).is_dir():
+        raise FileNotFoundError(f"run folder {cfg.run} does not exist (omit RUN to serve the model alone)")
+    name = cfg.model or _run_model(cfg.run) or DEFAULT_MODEL
+    import uvicorn
+
+    from unitscope.models import create_model
+    from unitscope.serve import create_app
+
+    model = create_model(name, checkpoint=cfg.checkpoint)  # once, before the first request
+    app = create_app(model, cfg.run, max_upload=int(cfg.max_upload_mb * 1024 * 1024), model_name=name)
+    if cfg.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: binding {cfg.host}: anyone who can reach this address can use the page")
+    print(f"unitscope serve: {name} on http://{cfg.host}:{cfg.port}/  (Ctrl+C to stop)", flush=True)
+    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning")
+    return 0

@@ -8,11 +8,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from unitscope.config import add_config_args, config_from_args, config_to_dict, help_
+from unitscope.config import ModelOptions, add_config_args, config_from_args, config_to_dict, help_
 
 
 @dataclass
-class DissectConfig:
+class DissectConfig(ModelOptions):
     model: str = field(metadata=help_("model name (see `unitscope models`)"))
     data: str = field(metadata=help_("a Broden-format folder (`unitscope world make` writes one)"))
     out: str = field(metadata=help_("run folder for the results"))
@@ -28,7 +28,6 @@ class DissectConfig:
     batch_size: int = field(default=32, metadata=help_("images per batch"))
     workers: int = field(default=1, metadata=help_("DataLoader worker processes"))
     device: str = field(default="cpu", metadata=help_("torch device, e.g. cpu or cuda"))
-    checkpoint: str | None = field(default=None, metadata=help_("local weights for the model"))
     checkpoint_every: int = field(default=20, metadata=help_("batches between checkpoints (a rerun resumes from the last)"))
     cache_gb: float = field(default=4.0, metadata=help_("disk for cached activations (skips a second forward pass)"))
     report: bool = field(default=True, metadata=help_("write index.html and report.json"))
@@ -46,17 +45,17 @@ def run_dissection(cfg: DissectConfig):
 
     from unitscope.data import BrodenDataset
     from unitscope.dissect import dissect
-    from unitscope.models import create_model, get_info
+    from unitscope.models import get_info
 
     out = Path(cfg.out)
-    model = create_model(cfg.model, checkpoint=cfg.checkpoint)
+    model = cfg.create_model()
     info = get_info(model)
     layers = cfg.layers or info.default_layers
     if not layers:
         raise ValueError(f"{cfg.model} names no default layers; pass --layers (see `unitscope layers {cfg.model} --spatial`)")
     data = BrodenDataset(cfg.data, categories=cfg.categories or None, transform=info.transform())
     torch.set_num_threads(max(1, os.cpu_count() or 1))
-    key = {k: v for k, v in config_to_dict(cfg).items() if k in ("model", "checkpoint", "data", "categories", "limit")}
+    key = {k: v for k, v in config_to_dict(cfg).items() if k in ("model", "checkpoint", "pretrained", "data", "categories", "limit")}
     key["data"] = str(Path(cfg.data).resolve())
     result = dissect(model, data, layers, out, quantile=cfg.quantile, iou_threshold=cfg.iou, topk=cfg.topk,
                      rotations=cfg.rotations, seed=cfg.seed, batch_size=cfg.batch_size,

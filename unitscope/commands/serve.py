@@ -8,19 +8,18 @@ from pathlib import Path
 from typing import Optional
 
 from unitscope.cli import UsageError
-from unitscope.config import add_config_args, config_from_args, help_
+from unitscope.config import ModelOptions, add_config_args, config_from_args, help_
 
 DEFAULT_MODEL = "efficientnet_lite0"
 EXTRA_HINT = "unitscope serve needs FastAPI, uvicorn and python-multipart: pip install 'unitscope[serve]'"
 
 
 @dataclass
-class ServeConfig:
+class ServeConfig(ModelOptions):
     run: Optional[str] = field(default=None, metadata=help_(
         "run folder whose labels, exemplars and visualisations the page shows (optional)", positional=True))
     model: Optional[str] = field(default=None, metadata=help_(
         f"model name (see `unitscope models`); default: the run's model, else {DEFAULT_MODEL}"))
-    checkpoint: Optional[str] = field(default=None, metadata=help_("local weights for the model"))
     host: str = field(default="127.0.0.1", metadata=help_("address to bind; the default is local only"))
     port: int = field(default=8000, metadata=help_("port to listen on"))
     max_upload_mb: float = field(default=10.0, metadata=help_("largest image upload in MB (larger: HTTP 413)"))
@@ -59,10 +58,9 @@ def run(args: argparse.Namespace) -> int:
     name = cfg.model or _run_model(cfg.run) or DEFAULT_MODEL
     import uvicorn
 
-    from unitscope.models import create_model
     from unitscope.serve import create_app
 
-    model = create_model(name, checkpoint=cfg.checkpoint)  # once, before the first request
+    model = cfg.create_model(name)  # once, before the first request
     app = create_app(model, cfg.run, max_upload=int(cfg.max_upload_mb * 1024 * 1024), model_name=name)
     if cfg.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: binding {cfg.host}: anyone who can reach this address can use the page")

@@ -346,6 +346,7 @@ def dissect(
     categories = list(dataset.categories)
     label_cats = [categories[int(g)] if int(g) >= 0 else "" for g in label_category.tolist()]
     result = DissectResult(run_dir)
+    levels = np.union1d(np.linspace(0, 1, 101), [1 - quantile, 0.999, 0.9995, 0.9999]).astype(np.float32)
     for layer in layers:
         t = tag[layer]
         iou = pass2[f"{t}_iou"].iou().cpu().numpy()
@@ -363,6 +364,8 @@ def dissect(
             "thresholds": result.layers[layer].thresholds, "iou": iou.astype(np.float32),
             "top_values": values.astype(np.float32), "top_images": images.astype(np.int64),
             "top_y": ys.astype(np.int64), "top_x": xs.astype(np.int64),
+            # per-unit activation quantiles at fixed levels, for the report's histograms
+            "quantile_levels": levels, "quantiles": pass1[f"{t}_q"].quantiles(levels.tolist()).cpu().numpy(),
         })
 
     strips: dict[str, list[str]] = {}
@@ -380,6 +383,7 @@ def dissect(
                               pass1[f"{tag[layer]}_top"].result(), strips.get(layer), result.rotations[layer])
             cat.replace("concept_images", masks.get(layer, []), model=info.name, layer=layer)
     atomic_write_text(run_dir / "layers.json", json.dumps({tag[l]: l for l in layers}, indent=2) + "\n")
+    atomic_write_text(run_dir / "labels.json", json.dumps({"names": list(dataset.label_names), "categories": label_cats}) + "\n")
     if not keep_cache:
         cache.remove()
     return result

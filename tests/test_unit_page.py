@@ -75,3 +75,37 @@ def test_unit_pages_without_arrays_or_quantiles(synthetic_run):
     u = _pages(synthetic_run)["units"]["0"]
     assert "hist" not in u and len(u["top"]) == 10
 
+
+
+def test_dissection_saves_quantiles_and_label_names(tmp_path):
+    """A real dissection of the planted colour units: the saved quantiles are the threshold's own
+    statistic (level 1 - q equals T_k exactly; levels 0 and 1 the exact extremes) and the unit
+    pages name each unit's concept first."""
+    from pathlib import Path
+
+    import torch
+
+    from unitscope.data import BrodenDataset, make_world
+    from unitscope.dissect import dissect, load_layer_arrays
+    from unitscope.hooks import TraceDict
+    from unitscope.models import create_model, get_info
+
+    world = make_world(tmp_path / "w", n=12, size=64, seed=3, workers=1, progress=False)
+    model = create_model(f"{Path(__file__).with_name('planted.py')}:colour_units", world=str(world))
+    ds = BrodenDataset(world, transform=get_info(model).transform())
+    run = tmp_path / "run"
+    dissect(model, ds, ["feat"], run, quantile=0.05, topk=2, batch_size=5, exemplar_images=False, progress=False)
+    arrays = load_layer_arrays(run, "feat")
+    levels, q = arrays["quantile_levels"], arrays["quantiles"]
+    assert levels[0] == 0 and levels[-1] == 1 and np.all(np.diff(levels) > 0) and q.shape == (3, len(levels))
+    assert np.allclose(q[:, np.isclose(levels, 0.95)][:, 0], arrays["thresholds"], rtol=1e-6, atol=0)
+    with torch.no_grad(), TraceDict(model, ["feat"], as_map=True) as td:
+        model(torch.stack([ds[i]["image"] for i in range(len(ds))]))
+        acts = td["feat"].output.float()
+    assert np.allclose(q[:, 0], acts.amin((0, 2, 3)).numpy()) and np.allclose(q[:, -1], acts.amax((0, 2, 3)).numpy())
+    assert json.loads((run / "labels.json").read_text())["names"] == list(ds.label_names)
+    pages = _pages(run, "feat")
+    assert [pages["labels"][pages["units"][str(u)]["top"][0]] for u in range(3)] == ["red", "green", "blue"]
+    n, _, h, w = acts.shape
+    assert pages["positions"] == n * h * w
+    assert all(abs(sum(pages["units"][str(u)]["hist"]["counts"]) - n * h * w) <= 40 for u in range(3))

@@ -346,7 +346,7 @@ def dissect(
     categories = list(dataset.categories)
     label_cats = [categories[int(g)] if int(g) >= 0 else "" for g in label_category.tolist()]
     result = DissectResult(run_dir)
-    levels = np.union1d(np.linspace(0, 1, 101), [1 - quantile, 0.999, 0.9995, 0.9999]).astype(np.float32)
+    levels = np.unique(np.round(np.r_[np.linspace(0, 1, 101), 1 - quantile, 0.999, 0.9995, 0.9999], 9))
     for layer in layers:
         t = tag[layer]
         iou = pass2[f"{t}_iou"].iou().cpu().numpy()

@@ -18,7 +18,7 @@ import torch
 from unitscope._iou import upsample_masks
 from unitscope.runs import atomic_write_bytes
 
-_THUMB = 96
+_THUMB = 224
 
 
 def write_exemplar_strips(run_dir, dataset, layers, tag, forward, cache, thresholds, tops) -> dict[str, list[str]]:

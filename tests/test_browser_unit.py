@@ -95,6 +95,10 @@ def test_unit_page_from_a_card(synthetic_run, page, probe_parts):
     pg.click("#unitpage a.prev")
     pg.wait_for_selector("#unitpage[data-unit='toy/layer4/18']")
     assert pg.inner_text("#unitpage h2") == "layer4 · unit 18"
+    pg.keyboard.press("ArrowLeft")  # the keyboard steps too
+    pg.wait_for_selector("#unitpage[data-unit='toy/layer4/17']")
+    pg.go_back()
+    pg.wait_for_selector("#unitpage[data-unit='toy/layer4/18']")
     pg.go_back()
     pg.wait_for_selector("#unitpage[data-unit='toy/layer4/19']")
     pg.go_back()

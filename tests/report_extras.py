@@ -54,3 +54,32 @@ def make_null_unit(run: Path, unit: int, layer: str = "layer3", model: str = "to
     with Catalog(run / "catalog.sqlite") as cat:
         cat.query("UPDATE dissection SET concept = NULL, category = NULL, iou = 0, is_detector = 0 "
                   "WHERE model = ? AND layer = ? AND unit = ?", (model, layer, unit))
+
+
+def add_unit_arrays(run: Path, layer: str = "layer4", tag: str = "l1", quantiles: bool = True) -> None:
+    """What a dissection saves for the unit pages, for ``layer`` of a synthetic run: ``labels.json``
+    (label 0 then the concepts), ``layers.json`` and ``arrays/<tag>.safetensors`` with ``iou``
+    [units, labels] -- the unit's concept gets its catalog IoU, label j != concept gets
+    IoU * j / 100 -- and quantiles at levels 0, 0.5, 0.995, 1 of (0, 0, T, 2 T), T = 1 + unit / 10.
+    """
+    import json
+
+    import numpy as np
+
+    from conftest import SYNTHETIC_CONCEPTS, SYNTHETIC_LAYERS
+    from unitscope.runs import save_arrays
+
+    names = ["-"] + list(SYNTHETIC_CONCEPTS)
+    (run / "labels.json").write_text(json.dumps({"names": names, "categories": [""] + list(SYNTHETIC_CONCEPTS.values())}))
+    (run / "layers.json").write_text(json.dumps({tag: layer}))
+    units = SYNTHETIC_LAYERS[layer]
+    iou = np.zeros((len(units), len(names)), np.float32)
+    for u, (concept, best) in enumerate(units):
+        iou[u, 1:] = best * np.arange(1, len(names)) / 100
+        iou[u, names.index(concept)] = best
+    arrays = {"iou": iou, "thresholds": 1 + np.arange(len(units), dtype=np.float32) / 10}
+    if quantiles:
+        t = arrays["thresholds"]
+        arrays["quantile_levels"] = np.array([0, 0.5, 0.995, 1], np.float32)
+        arrays["quantiles"] = np.stack([0 * t, 0 * t, t, 2 * t], axis=1)
+    save_arrays(run / "arrays" / f"{tag}.safetensors", arrays)

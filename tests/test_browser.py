@@ -118,11 +118,14 @@ def test_cards_filter_and_links(synthetic_run, page):
     pg.check("#detectors-only")
     assert page.visible() == 23 and page.shown() == 23
     assert page.filter("object") == 8
-    # a unit link scrolls to the card and highlights it, clearing a filter that hid it
+    # a unit link opens the unit's page, clearing nothing; Back returns to the card, highlighted
     pg.evaluate("location.hash = '#toy/layer3/17'")
+    pg.wait_for_selector("#unitpage[data-unit='toy/layer3/17']")
+    assert pg.is_hidden("#main") and pg.is_hidden(".toolbar")
+    pg.go_back()
     card = "[id='toy/layer3/17']"
     pg.wait_for_selector(card + ".target")
-    assert page.visible() == 40
+    assert page.visible() == 40  # the filter that hid it was cleared
     assert page.in_view(card)
     # each card's own link is that stable address
     assert pg.locator(card + " a.unit").get_attribute("href") == "#toy/layer3/17"
@@ -132,8 +135,14 @@ def test_cards_filter_and_links(synthetic_run, page):
 def test_opening_a_unit_link(synthetic_run, page):
     html = write_report(synthetic_run)
     page.open(html.as_uri() + "#toy/layer4/15")
+    pg = page.page
+    assert pg.get_attribute("#unitpage", "data-unit") == "toy/layer4/15"
+    assert pg.inner_text("#unitpage h2") == "layer4 · unit 15"
+    assert pg.is_hidden("#main")
+    pg.click("#unitpage .back")  # no page of ours to go back to: the overview, at this unit's card
     card = "[id='toy/layer4/15']"
-    assert page.page.locator(card).get_attribute("class").split() == ["card", "nodet", "target"]
+    pg.wait_for_selector(card + ".target")
+    assert pg.locator(card).get_attribute("class").split() == ["card", "nodet", "target"]
     assert page.in_view(card)
     assert not page.in_view("[id='toy/layer3/13']")  # it scrolled away from the top
 

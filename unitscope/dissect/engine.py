@@ -50,7 +50,7 @@ from unitscope.runs import atomic_write_text, save_arrays
 from unitscope.stats import CombinedStat, IoUCounts, Quantile, TopK
 from unitscope.tally import TallyKeyError, changed_key_fields, check_resumable, tally
 
-RUN_OUTPUTS = ("pass1", "pass2", CACHE_FOLDER, "arrays", "images", "catalog.sqlite", "layers.json", "bad_images.json",
+RUN_OUTPUTS = ("pass1", "pass2", CACHE_FOLDER, "arrays", "images", "catalog.sqlite", "layers.json", "labels.json", "bad_images.json",
                "report.json", "report.js", "index.html", "config.json")
 # settings that only a pass's own result depends on: a change redoes that pass instead of refusing
 _OWN = {1: {"rotations", "seed", "stat"}, 2: {"quantile", "topk", "rotations", "seed", "stat"}}
@@ -332,6 +332,8 @@ class _Run:
         label_cats = [cats[int(g)] if int(g) >= 0 else "" for g in self.labels.label_category.tolist()]
         names, o = list(self.labels.label_names), self.opts
         result = DissectResult(self.run_dir, bad_images=self.bad.messages())
+        # per-unit quantiles at fixed levels: the report's activation histogram on each unit page
+        levels = np.unique(np.round(np.r_[np.linspace(0, 1, 101), 1 - o.quantile, 0.999, 0.9995, 0.9999], 9))
         for layer in self.layers:
             t, shape = self.tag[layer], self.shapes[layer]
             parts = [summarise(layer, shape, th.cpu().numpy(), self.pass2_stat[name].iou().cpu().numpy(),
@@ -344,6 +346,8 @@ class _Run:
                 "thresholds": parts[0].thresholds, "iou": parts[0].iou.astype(np.float32),
                 "top_values": values.astype(np.float32), "top_images": images.astype(np.int64),
                 "top_y": ys.astype(np.int64), "top_x": xs.astype(np.int64),
+                "quantile_levels": levels,
+                "quantiles": self.pass1_stat[f"{t}_q"].quantiles(levels.tolist()).cpu().numpy(),
             })
         return result
 
@@ -370,6 +374,8 @@ class _Run:
                                  tops[layer], strips.get(layer), result.rotations[layer])
                 cat.replace("concept_images", masks.get(layer, []), model=model_name, layer=layer)
         atomic_write_text(self.run_dir / "layers.json", json.dumps({self.tag[l]: l for l in self.layers}, indent=2) + "\n")
+        atomic_write_text(self.run_dir / "labels.json",
+                          json.dumps({"names": list(names), "categories": list(cats)}) + "\n")
         if self.cache is not None:
             self.cache.close()
         if self.cache is None or not self.opts.keep_cache:  # an incomplete cache is never kept

@@ -18,7 +18,7 @@ import torch
 from unitscope.dissect.iou import upsample_masks
 from unitscope.runs import atomic_write_bytes
 
-_THUMB = 96
+_THUMB = 224  # px per exemplar: a 224 px data set's images stay sharp at full size on the unit page
 
 
 def write_exemplar_strips(run_dir, dataset, layers, tag, forward, cache, thresholds, tops) -> dict[str, list[str]]:

@@ -11,6 +11,7 @@ and ``index.html`` (one static page with the parts' scripts inlined; no CDN, no 
      "part_order": [names of the parts used, in order],
      "layers": [{"id": "model/layer", "model", "layer", "units",
                  "parts": {name: section data},        # see unitscope.report.parts.*
+                 "unit_pages": {name: page data},      # only what the unit pages need
                  "cards": [{"id": "model/layer/unit", "unit",
                             "parts": {name: card data}}]}]}   # units in ascending order
 
@@ -76,16 +77,20 @@ def build_report(run_dir: Path, title: str | None = None) -> dict[str, Any]:
 
 def _layer(cat: Catalog, parts: list[ReportPart], model: str, layer: str) -> dict[str, Any]:
     sections: dict[str, Any] = {}
+    pages: dict[str, Any] = {}
     cards: dict[int, dict[str, Any]] = {}
     for part in parts:
         data = part.layer(cat, model, layer) if part.layer is not None else None
         if data is not None:
             sections[part.name] = data
+        page = part.page(cat, model, layer) if part.page is not None else None
+        if page is not None:
+            pages[part.name] = page
         for unit, row in (part.units(cat, model, layer) if part.units is not None else {}).items():
             card = cards.setdefault(int(unit), {"id": f"{model}/{layer}/{int(unit)}", "unit": int(unit), "parts": {}})
             card["parts"][part.name] = row
     return {"id": f"{model}/{layer}", "model": model, "layer": layer, "units": len(cards),
-            "parts": sections, "cards": [cards[u] for u in sorted(cards)]}
+            "parts": sections, "unit_pages": pages, "cards": [cards[u] for u in sorted(cards)]}
 
 
 def _scripts(names: list[str]) -> str:

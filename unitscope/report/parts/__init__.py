@@ -11,11 +11,15 @@ A part is used for a run when one of its ``tables`` has a row in the run's catal
 layers are the union of the (model, layer) pairs of every used part's tables, and each layer's
 cards the union of the units the parts return. In ``report.json`` a layer carries
 ``"parts": {name: layer(...)}`` and each card ``"parts": {name: units(...)[unit]}``; run-level
-data (``run(cat)``) goes to ``report["parts"][name]``.
+data (``run(cat)``) goes to ``report["parts"][name]``, and data only the unit pages need
+(``page(cat, model, layer)``) to the layer's ``"unit_pages": {name: ...}``.
 
 On the page, a part's script sets ``window.UNITSCOPE_PARTS[name] = {layer(el, data, layer),
-card(el, data, card), words(data), sorts, flags, nav(data)}`` (every member optional; see
-``index.html``); the writer inlines the scripts of the parts used, so file:// keeps working.
+card(el, data, card), unit(el, data, card), words(data), sorts, flags, nav(data)}`` (every member
+optional; see ``index.html``); ``unit`` fills the part's box on the unit page
+(``index.html#model/layer/unit``; ``card.page`` is the part's ``unit_pages`` block), and a part
+without one shows its card renderer there. The writer inlines the scripts of the parts used, so
+file:// keeps working.
 
 Where parts come from (:func:`load_parts`, called by the report writer, not on import):
 every module in this package (``dissection``, ``featvis``, ...), then the modules, parts or registering
@@ -43,6 +47,8 @@ class ReportPart:
     ``layer(cat, model, layer)``: that layer's section data, or None for no section;
     ``units(cat, model, layer)``: ``{unit: data}`` for the units' cards;
     ``run(cat)``: data for the whole run (``report["parts"][name]``), or None;
+    ``page(cat, model, layer)``: extra data for the layer's unit pages, only needed there
+    (``layer["unit_pages"][name]``), or None;
     ``script``: a JS file in this package (``"featvis.js"``) or in another one
     (``"package.module:file.js"``); ``order``: sections and card rows in ascending order.
     """
@@ -55,6 +61,7 @@ class ReportPart:
     script: str | None = None
     order: int = 100
     run: Callable[[Catalog], dict | None] | None = None
+    page: Callable[[Catalog, str, str], dict | None] | None = None
 
 
 _PARTS: dict[str, ReportPart] = {}

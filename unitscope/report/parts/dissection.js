@@ -1,6 +1,8 @@
 // The dissection part of the unitscope report: layer headline, detectors per concept, IoU
 // histogram, rotation check; on each card the concept, IoU, exemplar strip (click: lightbox; the
-// "ground-truth masks" toggle shows the concept's mask) and the best concept of other categories.
+// "ground-truth masks" toggle shows the concept's mask) and the best concept of other categories;
+// on the unit page the top-10 concept IoUs, an activation histogram, full-size exemplars with the
+// mask toggle, and the unit's place in its layer (rotations, rank).
 "use strict";
 (function () {
   const U = window.UNITSCOPE, h = U.h, s = U.s, fmt = U.fmt, setFilter = function (t) { U.setFilter(t); };
@@ -157,9 +159,152 @@
     el.append(h("div", {class: "foot", text: c.layer.model + " · " + c.layer.layer + " · activation threshold " + fmt(u.threshold, 3)}));
   }
 
+  // ---- the unit page -------------------------------------------------------------------------
+  U.style(
+    "#unitpage .part-dissection .summary { font-size: 16px; margin: 0 0 12px; display: flex; flex-wrap: wrap; gap: 6px 12px; align-items: baseline; }\n" +
+    "#unitpage .part-dissection .summary .label { font-weight: 700; font-size: 20px; }\n" +
+    "#unitpage .part-dissection .tiles { display: flex; flex-wrap: wrap; gap: 10px; margin-top: 8px; }\n" +
+    "#unitpage .part-dissection .tiles figure { padding: 0; overflow: hidden; background: #000; border: 0; }\n" +
+    "#unitpage .part-dissection .tiles canvas { display: block; width: 100%; height: auto; }\n" +
+    "#unitpage .part-dissection .tiles figcaption { font-weight: 400; font-size: 12px; color: #e5e7eb; padding: 3px 6px; margin: 0; }\n" +
+    "#unitpage .part-dissection .exemplars { margin-top: 18px; }\n" +
+    "#unitpage .part-dissection button.mask[aria-pressed=true] { background: #67e8f9; }\n" +
+    "#unitpage .part-dissection button.mask { font: inherit; font-size: 12.5px; border: 1px solid #cbd2dc; border-radius: 7px; padding: 2px 10px; background: #fff; cursor: pointer; }");
+
+  function topChart(u, pg, th) {
+    const fig = h("figure", {class: "top-concepts"}, h("figcaption", {}, "IoU of the unit's top concepts ",
+                  h("span", {text: "all categories"})));
+    if (!pg || !u.top) {
+      fig.append(h("p", {class: "note", text: "This run saved no IoU matrix; rerun unitscope dissect to see the top concepts."}));
+      return fig;
+    }
+    const rows = u.top.map(function (li, i) { return {name: pg.labels[li], cat: pg.categories[li], iou: u.iou[i]}; });
+    const W = 470, left = 118, right = 54, top = 20, rowH = 21, H = top + rows.length * rowH + 26;
+    const max = Math.max(1e-6, th ? th * 1.3 : 0, ...rows.map(function (r) { return r.iou; }));
+    const X = function (v) { return left + (W - left - right) * v / max; };
+    const svg = s("svg", {width: W, height: H, viewBox: "0 0 " + W + " " + H, role: "img", "aria-label": "top concepts by IoU"});
+    svg.append(s("line", {class: "axis", x1: left, x2: left, y1: top - 4, y2: top + rows.length * rowH}));
+    rows.forEach(function (r, i) {
+      const y = top + i * rowH, above = th === null || th === undefined || r.iou > th;
+      const g = s("g", {class: "bar", "data-concept": r.name, "data-iou": r.iou});
+      g.append(s("title", {}, r.name + " (" + r.cat + "): IoU " + fmt(r.iou, 4)));
+      g.append(s("rect", {x: left, y: y + 3, width: Math.max(1, X(r.iou) - left), height: rowH - 6, rx: 2,
+                          fill: colour(r.cat), "fill-opacity": above ? 1 : 0.45}));
+      g.append(s("text", {x: left - 6, y: y + rowH / 2 + 4, "text-anchor": "end"}, r.name));
+      g.append(s("text", {x: X(r.iou) + 4, y: y + rowH / 2 + 4}, fmt(r.iou, 3)));
+      svg.append(g);
+    });
+    if (th !== null && th !== undefined) {
+      const yb = top + rows.length * rowH;
+      svg.append(s("line", {class: "cutoff", x1: X(th), x2: X(th), y1: top - 8, y2: yb + 4, stroke: "#f59e0b", "stroke-width": 2, "stroke-dasharray": "4 3"}));
+      svg.append(s("text", {x: X(th), y: yb + 18, "text-anchor": "middle", fill: "#b45309"}, "detector: IoU > " + th));
+    }
+    fig.append(svg);
+    return fig;
+  }
+
+  function activationChart(hist, th, positions) {
+    const fig = h("figure", {class: "activations"}, h("figcaption", {}, "Activation histogram ",
+                  h("span", {text: positions ? "\u2248 " + positions.toLocaleString("en") + " positions, log scale" : ""})));
+    if (!hist) {
+      fig.append(h("p", {class: "note", text: "This run saved no activation quantiles; rerun unitscope dissect to see the histogram."}));
+      return fig;
+    }
+    const n = hist.counts, lo = hist.lo, hi = hist.hi === hist.lo ? hist.lo + 1 : hist.hi;
+    const W = 400, H = 200, left = 40, right = 14, top = 22, plotH = 130;
+    const most = Math.max(1, ...n), L = function (v) { return Math.log10(1 + v) / Math.log10(1 + most); };
+    const X = function (v) { return left + (W - left - right) * (v - lo) / (hi - lo); };
+    const Y = function (v) { return top + plotH - plotH * L(v); };
+    const svg = s("svg", {width: W, height: H, viewBox: "0 0 " + W + " " + H, role: "img", "aria-label": "activation histogram"});
+    [0, 10, 1000, 100000, most].filter(function (v, i) { return i === 4 || v === 0 || v * 3 <= most; }).forEach(function (v) {
+      svg.append(s("line", {x1: left, x2: W - right, y1: Y(v), y2: Y(v), stroke: v ? "#eef0f3" : "#9ca3af"}));
+      svg.append(s("text", {x: left - 5, y: Y(v) + 4, "text-anchor": "end"}, String(v)));
+    });
+    const w = (hi - lo) / n.length;
+    n.forEach(function (c, i) {
+      const a = lo + i * w, above = th !== null && th !== undefined && a + w / 2 > th;
+      const g = s("g", {class: "bar"});
+      g.append(s("title", {}, fmt(a, 3) + "\u2013" + fmt(a + w, 3) + ": \u2248 " + c + " positions"));
+      g.append(s("rect", {x: X(a) + 0.3, y: Y(c), width: Math.max(0.8, X(a + w) - X(a) - 0.6), height: top + plotH - Y(c),
+                          fill: above ? "#0f766e" : "#98a2b3"}));
+      svg.append(g);
+    });
+    [lo, hi].forEach(function (v) { svg.append(s("text", {x: X(v), y: top + plotH + 15, "text-anchor": "middle"}, String(+v.toPrecision(3)))); });
+    if (th !== null && th !== undefined && th >= lo && th <= hi) {
+      svg.append(s("line", {class: "cutoff", x1: X(th), x2: X(th), y1: top - 6, y2: top + plotH, stroke: "#f59e0b", "stroke-width": 2, "stroke-dasharray": "4 3"}));
+      svg.append(s("text", {x: Math.min(X(th), W - 120), y: top - 9, fill: "#b45309"}, "threshold T = " + fmt(th, 3)));
+    }
+    svg.append(s("text", {x: (left + W - right) / 2, y: H - 8, "text-anchor": "middle", fill: "#667085"}, "activation (all positions of all images)"));
+    fig.append(svg);
+    return fig;
+  }
+
+  function exemplarTiles(u, c) {
+    const box = h("div", {class: "exemplars"});
+    const k = Math.max(1, u.exemplars.length);
+    const head = h("h3", {}, "Top " + u.exemplars.length + " images ", h("span", {class: "layer-count",
+                   text: "the unit's region (above T) bright and outlined"}));
+    const tiles = h("div", {class: "tiles"});
+    box.append(head, tiles);
+    if (!u.image) { tiles.append(h("p", {class: "note", text: "This run has no exemplar images."})); return box; }
+    let mask = false;
+    const img = new Image();
+    function draw() {
+      const stride = img.naturalWidth / k, size = img.naturalHeight;
+      tiles.textContent = "";
+      for (let j = 0; j < k; j++) {
+        const cv = h("canvas", {width: size, height: size});
+        cv.getContext("2d").drawImage(img, Math.round(j * stride), 0, size, size, 0, 0, size, size);
+        const x = u.exemplars[j] || {};
+        tiles.append(h("figure", {style: "width:" + Math.max(size, 160) + "px"}, cv,
+          h("figcaption", {text: "image " + x.image + " \u00b7 activation " + fmt(x.activation, 2)})));
+      }
+      tiles.dataset.src = img.getAttribute("src");
+    }
+    img.onload = draw;
+    img.setAttribute("src", u.image);
+    if (u.mask_image) {
+      const btn = h("button", {class: "mask", type: "button", "aria-pressed": "false", title: "ground-truth mask of " + u.concept},
+                    "ground-truth mask: " + u.concept);
+      btn.addEventListener("click", function () {
+        mask = !mask;
+        btn.setAttribute("aria-pressed", String(mask));
+        img.setAttribute("src", mask ? u.mask_image : u.image);
+      });
+      head.append(btn);
+    }
+    return box;
+  }
+
+  function unitPage(el, u, c) {
+    const d = (c.layer.parts || {}).dissection || {}, th = d.iou_threshold, pg = c.page || {};
+    const me = (pg.units || {})[String(c.unit)] || {};
+    const line = h("p", {class: "summary"},
+      u.concept === null ? h("span", {class: "label none", text: NONE}) : h("span", {class: "label", style: "color:" + colour(u.category), text: u.concept}),
+      h("span", {class: "cat", text: u.category || ""}), h("span", {text: "IoU " + fmt(u.iou)}),
+      h("span", {class: "badge" + (u.is_detector ? "" : " no"), text: u.is_detector ? "detector" : "below threshold"}),
+      me.rank ? h("span", {class: "rank", text: "rank " + me.rank + " of " + c.layer.cards.length + " in " + c.layer.layer + " by IoU"}) : null,
+      h("span", {class: "meta", text: "activation threshold T = " + fmt(u.threshold, 3) + (d.quantile ? " (top " + (100 * d.quantile) + " % of positions)" : "")}));
+    el.append(line);
+    const context = h("figure", {class: "context"}, h("figcaption", {}, "In its layer"),
+      h("p", {class: "note", text: (d.detectors === undefined ? "" : d.detectors + " of " + d.units + " units of " + c.layer.layer +
+        " are detectors, covering " + d.unique_concepts + " concepts. ") + (me.rank ? "This unit ranks " + me.rank + " of " + c.layer.cards.length + " by IoU." : "")}));
+    const rot = d.rotations ? rotationTable(d) : null;
+    if (rot) context.append(rot.querySelector("table"), h("p", {class: "note", text: "Detectors and concepts of the axis-aligned basis vs random rotations of it."}));
+    el.append(h("div", {class: "charts"}, topChart(me, pg, th), activationChart(me.hist, u.threshold, pg.positions), context));
+    el.append(exemplarTiles(u, c));
+    const ul = h("ul", {class: "labels"}, h("li", {class: "also", text: "best concept per category:"}));
+    u.labels.forEach(function (x) {
+      ul.append(h("li", {}, h("span", {class: "dot", style: "--c:" + colour(x.category)}), x.category + " " + (x.concept || "\u2013") + " ",
+                  h("span", {class: "v", text: fmt(x.iou, 3)})));
+    });
+    if (u.labels.length) el.append(h("div", {class: "card", style: "border:0;padding:0;margin-top:12px"}, ul));
+  }
+
   window.UNITSCOPE_PARTS.dissection = {
     layer: section,
     card: card,
+    unit: unitPage,
     words: function (u) { return [u.concept, u.category].filter(Boolean).join(" "); },
     sorts: {
       iou: {label: "IoU", desc: true, value: function (u) { return u.iou; }},

@@ -1,6 +1,8 @@
 """The dissection part of the report: per layer the headline, detectors per concept, the IoU
 histogram and the rotation check; per unit its concept, IoU, exemplar strip (with the concept's
-ground-truth mask as a second strip) and its best concept of every other category.
+ground-truth mask as a second strip) and its best concept of every other category; on the unit
+page (data from :mod:`unitscope.report.unit_page`) its top 10 concepts, full-size exemplars, an
+activation histogram and its place in the layer.
 
     from unitscope.report.parts import registered_parts
     [p.name for p in registered_parts()]     # ["dissection", "featvis", ...]
@@ -16,6 +18,7 @@ from typing import Any
 
 from unitscope.catalog import Catalog, category_key, layer_summary
 from unitscope.report.parts import ReportPart, has_rows, register_part
+from unitscope.report.unit_page import unit_pages
 
 HIST_BINS = 20  # IoU histogram: this many bins of a round width covering 0 .. max IoU
 TABLES = ("layers", "dissection", "dissection_category", "exemplars", "unit_images", "rotations",
@@ -101,4 +104,4 @@ def unit_data(cat: Catalog, model: str, layer: str) -> dict[int, dict[str, Any]]
 
 
 register_part(ReportPart("dissection", "Network dissection", TABLES, layer=layer_data, units=unit_data,
-                         script="dissection.js", order=0, run=run_data))
+                         script="dissection.js", order=0, run=run_data, page=unit_pages))

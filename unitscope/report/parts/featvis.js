@@ -1,5 +1,5 @@
 // The feature-visualisation part of the unitscope report: a gallery per layer, and on each card
-// the unit's optimised image beside its exemplars.
+// the unit's optimised image beside its exemplars; large on the unit page.
 "use strict";
 (function () {
   const U = window.UNITSCOPE, h = U.h;
@@ -7,7 +7,9 @@
           ".part-featvis .fv-cap { font-size: 11px; color: var(--muted); max-width: 96px; }\n" +
           ".part-featvis .gallery { display: flex; flex-wrap: wrap; gap: 6px; margin: 8px 0 4px; }\n" +
           ".part-featvis .gallery a { display: block; font-size: 11px; color: var(--muted); text-align: center; }\n" +
-          ".part-featvis .gallery img { display: block; width: 64px; height: 64px; border-radius: 4px; }");
+          ".part-featvis .gallery img { display: block; width: 64px; height: 64px; border-radius: 4px; }\n" +
+          "#unitpage .part-featvis .fv-large { display: block; width: min(100%, 320px); border-radius: 6px; image-rendering: auto; }\n" +
+          "#unitpage .part-featvis .fv-cap { max-width: none; margin-top: 4px; }");
 
   window.UNITSCOPE_PARTS.featvis = {
     layer: function (el, d, layer) {
@@ -26,6 +28,10 @@
       el.append(h("img", {class: "fv", src: v.image, loading: "lazy", alt: "feature visualisation of unit " + c.unit,
                           title: "feature visualisation" + (v.objective ? " (" + v.objective + ")" : "")}),
                 h("div", {class: "fv-cap", text: "visualisation"}));
+    },
+    unit: function (el, v, c) {
+      el.append(h("img", {class: "fv-large", src: v.image, alt: "feature visualisation of unit " + c.unit}),
+                h("div", {class: "fv-cap", text: "optimised input" + (v.objective ? " \u00b7 objective " + v.objective : "")}));
     },
     words: function (v) { return v.objective || ""; }
   };

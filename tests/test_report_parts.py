@@ -132,7 +132,10 @@ def test_concept_strips_tint_the_ground_truth(tmp_path):
     import torch
     from PIL import Image
 
-    from unitscope.dissect.exemplars import _THUMB, write_concept_strips
+    from unitscope.dissect.exemplars import _MIN_THUMB, thumb_size, write_concept_strips
+
+    assert thumb_size(_Labelled()) == _MIN_THUMB  # 8 px images: the smallest tile
+    _THUMB = _MIN_THUMB
 
     tops = {"conv": (None, torch.tensor([[1, 0, -1], [3, 2, 1], [0, 1, 2]]))}
     rows = write_concept_strips(tmp_path, _Labelled(), ["conv"], {"conv": "l0"}, tops, {"conv": _Dissected([7, 9, 0])})
@@ -186,3 +189,18 @@ def test_entry_point_parts_are_loaded(monkeypatch):
     monkeypatch.setattr(parts, "_LOADED", False)
     with pytest.raises(ImportError, match="entry point 'c' .*No module named 'gone'"):
         registered_parts()
+
+
+def test_thumbnails_follow_the_data_set_size():
+    from PIL import Image
+
+    from unitscope.dissect.exemplars import thumb_size
+
+    class Sized:
+        def __init__(self, w, h):
+            self.w, self.h = w, h
+
+        def load_image(self, i):
+            return Image.new("RGB", (self.w, self.h))
+
+    assert [thumb_size(Sized(w, h)) for w, h in [(112, 112), (300, 200), (224, 224), (20, 30)]] == [112, 224, 224, 64]

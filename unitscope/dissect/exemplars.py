@@ -18,7 +18,41 @@ import torch
 from unitscope.dissect.iou import upsample_masks
 from unitscope.runs import atomic_write_bytes
 
-_THUMB = 224  # px per exemplar: a 224 px data set's images stay sharp at full size on the unit page
+_THUMB = 224  # px per exemplar at most: a 224 px data set's images stay sharp at full size on the unit page
+_MIN_THUMB = 64  # tiny test images are still drawn large enough to see a mask
+
+
+def thumb_size(dataset) -> int:
+    """Pixels per exemplar tile: the data set's own image size (its first image), clamped to
+    ``[_MIN_THUMB, _THUMB]``, so a 112 px world does not pay for 224 px tiles it cannot fill."""
+    try:
+        width, height = dataset.load_image(0).size
+    except Exception:  # noqa: BLE001 - an empty or unreadable set: the strips fail later with a clear error
+        return _THUMB
+    return max(_MIN_THUMB, min(_THUMB, max(width, height)))
+
+
+def _thumbnails(dataset, size: int):
+    """``thumb(i) -> [size, size, 3] uint8`` with a small cache (the same images recur across units)."""
+    from PIL import Image
+
+    @lru_cache(maxsize=256)
+    def thumb(i: int) -> np.ndarray:
+        return np.asarray(dataset.load_image(i).convert("RGB").resize((size, size), Image.BILINEAR), dtype=np.uint8)
+
+    return thumb
+
+
+def _save_strip(run_dir, rel: str, tiles: list[np.ndarray], k: int, size: int) -> None:
+    """``k`` tiles of ``size`` px side by side (2 px apart, white where a tile is missing), as JPEG."""
+    from PIL import Image
+
+    strip = np.full((size, k * (size + 2), 3), 255, dtype=np.uint8)
+    for j, tile in enumerate(tiles):
+        strip[:, j * (size + 2):j * (size + 2) + size] = tile
+    buf = BytesIO()
+    Image.fromarray(strip).save(buf, format="JPEG", quality=85)
+    atomic_write_bytes(run_dir / rel, buf.getvalue())
 
 
 def write_exemplar_strips(run_dir, dataset, layers, tag, forward, cache, thresholds, tops) -> dict[str, list[str]]:
@@ -27,13 +61,8 @@ def write_exemplar_strips(run_dir, dataset, layers, tag, forward, cache, thresho
     Memory stays bounded whatever the data set size: only the k maps of each unit are kept, and
     thumbnails come through a small cache.
     """
-    from PIL import Image
-
-    @lru_cache(maxsize=256)
-    def thumb(i: int) -> np.ndarray:
-        image = dataset.load_image(i).convert("RGB").resize((_THUMB, _THUMB), Image.BILINEAR)
-        return np.asarray(image, dtype=np.uint8)
-
+    size = thumb_size(dataset)
+    thumb = _thumbnails(dataset, size)
     out: dict[str, list[str]] = {}
     for layer in layers:
         images = tops[layer][1].cpu()
@@ -42,16 +71,14 @@ def write_exemplar_strips(run_dir, dataset, layers, tag, forward, cache, thresho
         paths = []
         for u in range(c):
             idx = [int(i) for i in images[u].tolist() if i >= 0]
-            strip = np.full((_THUMB, k * (_THUMB + 2), 3), 255, dtype=np.uint8)
+            tiles = []
             if idx:
                 unit_maps = torch.stack([maps[i, u] for i in idx])
-                masks = upsample_masks(unit_maps, thresholds[layer][u].cpu().expand(len(idx)), (_THUMB, _THUMB)).numpy()
-                for j, (i, mask) in enumerate(zip(idx, masks)):
-                    strip[:, j * (_THUMB + 2):j * (_THUMB + 2) + _THUMB] = _highlight(thumb(i), mask)
-            buf = BytesIO()
-            Image.fromarray(strip).save(buf, format="JPEG", quality=85)
-            atomic_write_bytes(run_dir / "images" / tag[layer] / f"unit{u:04d}.jpg", buf.getvalue())
-            paths.append(f"images/{tag[layer]}/unit{u:04d}.jpg")
+                masks = upsample_masks(unit_maps, thresholds[layer][u].cpu().expand(len(idx)), (size, size)).numpy()
+                tiles = [_highlight(thumb(i), mask) for i, mask in zip(idx, masks)]
+            rel = f"images/{tag[layer]}/unit{u:04d}.jpg"
+            _save_strip(run_dir, rel, tiles, k, size)
+            paths.append(rel)
         out[layer] = paths
     return out
 
@@ -99,12 +126,8 @@ def write_concept_strips(run_dir, dataset, layers, tag, tops, dissected) -> dict
 
     Returns ``{layer: [{"unit", "path"}]}``, the ``concept_images`` rows.
     """
-    from PIL import Image
-
-    @lru_cache(maxsize=256)
-    def thumb(i: int) -> np.ndarray:
-        image = dataset.load_image(i).convert("RGB").resize((_THUMB, _THUMB), Image.BILINEAR)
-        return np.asarray(image, dtype=np.uint8)
+    size = thumb_size(dataset)
+    thumb = _thumbnails(dataset, size)
 
     @lru_cache(maxsize=256)
     def labels(i: int) -> tuple[np.ndarray, frozenset]:
@@ -119,29 +142,23 @@ def write_concept_strips(run_dir, dataset, layers, tag, tops, dissected) -> dict
             if not d.concept(u):
                 continue
             label = int(d.best_label[u])
-            strip = np.full((_THUMB, k * (_THUMB + 2), 3), 255, dtype=np.uint8)
-            for j, i in enumerate(i for i in images[u].tolist() if i >= 0):
-                planes, image_labels = labels(i)
-                strip[:, j * (_THUMB + 2):j * (_THUMB + 2) + _THUMB] = _tint(thumb(i), _label_mask(
-                    planes, image_labels, label))
-            buf = BytesIO()
-            Image.fromarray(strip).save(buf, format="JPEG", quality=85)
+            tiles = [_tint(thumb(i), _label_mask(*labels(i), label, size)) for i in images[u].tolist() if i >= 0]
             rel = f"images/{tag[layer]}/unit{u:04d}_concept.jpg"
-            atomic_write_bytes(run_dir / rel, buf.getvalue())
+            _save_strip(run_dir, rel, tiles, k, size)
             rows.append({"unit": u, "path": rel})
         out[layer] = rows
     return out
 
 
-def _label_mask(planes: np.ndarray, image_labels: frozenset, label: int) -> np.ndarray:
-    """Where ``label`` is in the image, ``[_THUMB, _THUMB]`` bool: its pixels in the label planes
+def _label_mask(planes: np.ndarray, image_labels: frozenset, label: int, size: int) -> np.ndarray:
+    """Where ``label`` is in the image, ``[size, size]`` bool: its pixels in the label planes
     ``[K, sh, sw]`` (nearest-neighbour scaled), or the whole image for an image-level label."""
     if label in image_labels:
-        return np.ones((_THUMB, _THUMB), bool)
+        return np.ones((size, size), bool)
     hit = (planes == label).any(axis=0) if planes.size else np.zeros((1, 1), bool)
     sh, sw = hit.shape
-    ys = np.arange(_THUMB) * sh // _THUMB
-    xs = np.arange(_THUMB) * sw // _THUMB
+    ys = np.arange(size) * sh // size
+    xs = np.arange(size) * sw // size
     return hit[ys][:, xs]
 
 

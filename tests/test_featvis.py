@@ -4,6 +4,9 @@ units are drawn in their colour, one unit per image of a batch."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -13,47 +16,7 @@ from unitscope.featvis import (channel, class_logit, compose, direction, diversi
                                render, render_units, stack, standard_transforms, total_variation)
 from unitscope.featvis.param import COLOR_CORRELATION_NORMALIZED
 from unitscope.featvis.render import _RedirectedReLU
-from unitscope.models import ModelInfo
-
-
-def _info(model: nn.Module, size: int) -> nn.Module:
-    object.__setattr__(model, "unitscope_info", ModelInfo(name="tiny", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
-                                                          input_size=(3, size, size)))
-    return model.eval()
-
-
-class Tiny(nn.Module):
-    """conv 3->4, ReLU, conv 4->4 (1x1), ReLU6, mean pool, linear 4->3: seeded weights."""
-
-    def __init__(self):
-        super().__init__()
-        g = torch.Generator().manual_seed(0)
-        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
-        self.relu1 = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(4, 4, 1)
-        self.relu2 = nn.ReLU6(inplace=True)
-        self.fc = nn.Linear(4, 3)
-        with torch.no_grad():
-            for p in self.parameters():
-                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
-
-    def forward(self, x):
-        return self.fc(self.relu2(self.conv2(self.relu1(self.conv1(x)))).mean((2, 3)))
-
-
-class Colours(nn.Module):
-    """Unit k of ``feat`` is relu(w_k . (rgb - 0.5)): red, green, blue, in that order."""
-
-    def __init__(self):
-        super().__init__()
-        self.mix = nn.Conv2d(3, 3, 1)
-        with torch.no_grad():
-            self.mix.weight.copy_((3 * torch.eye(3) - 1).view(3, 3, 1, 1))  # 2 on own colour, -1 on others
-            self.mix.bias.copy_(-self.mix.weight.sum((1, 2, 3)) * 0.5)
-        self.feat = nn.ReLU()
-
-    def forward(self, x):
-        return self.feat(self.mix(x)).mean((2, 3))
+from tests.featvis_models import Colours, Tiny, with_info as _info
 
 
 def _hooks(model: nn.Module) -> int:
@@ -275,3 +238,56 @@ def test_planted_colour_units_are_drawn_in_their_colour_one_per_image():
         assert mean_rgb[unit, unit] > 0.6, mean_rgb
         assert (mean_rgb[unit, unit] - mean_rgb[unit, others]).min() > 0.3, mean_rgb
     assert _hooks(model) == 0
+
+
+# -- `unitscope visualize` --------------------------------------------------------------------------
+
+MODELS = str(Path(__file__).with_name("featvis_models.py")) + ":colours"
+
+
+def _visualize(out: Path, units: str = "0-2", *extra: str) -> int:
+    from unitscope.cli import main
+
+    return main(["visualize", "--model", MODELS, "--layer", "feat", "--units", units, "--steps", "30",
+                 "--size", "32", "--out", str(out), "--no-progress", *extra])
+
+
+def test_visualize_writes_pngs_and_rows_and_resumes(tmp_path):
+    from PIL import Image
+
+    from unitscope.catalog import Catalog
+
+    out = tmp_path / "run"
+    assert _visualize(out) == 0
+    with Catalog(out / "catalog.sqlite") as cat:
+        rows = cat.rows("unit_visualizations")
+    assert [(r["model"], r["layer"], r["unit"], r["path"], r["objective"]) for r in rows] == [
+        ("colours", "feat", u, f"featvis/feat/{u}.png", f"Channel [feat, {u}]") for u in range(3)]
+    red = np.asarray(Image.open(out / "featvis/feat/0.png"), dtype=float).mean((0, 1))
+    assert red[0] > red[1] + 60 and red[0] > red[2] + 60  # the red unit's picture is red
+    stamps = {u: (out / f"featvis/feat/{u}.png").stat().st_mtime_ns for u in range(3)}
+    (out / "featvis/feat/1.png").unlink()
+    assert _visualize(out) == 0  # resumes: only unit 1 is drawn again
+    assert (out / "featvis/feat/0.png").stat().st_mtime_ns == stamps[0]
+    assert (out / "featvis/feat/2.png").stat().st_mtime_ns == stamps[2]
+    assert (out / "featvis/feat/1.png").is_file()
+
+
+def test_visualize_adds_rows_to_a_dissection_run(tmp_path, make_run, capsys):
+    from unitscope.catalog import Catalog
+
+    run = make_run(tmp_path / "run", model="colours",
+                   layers={"feat": [("red", 0.2), ("blue", 0.1), ("red", 0.05)]}, rotations={})
+    config = (run / "config.json").read_text()
+    with Catalog(run / "catalog.sqlite") as cat:
+        before = cat.dump()
+    assert _visualize(run, "0,2") == 0
+    with Catalog(run / "catalog.sqlite") as cat:
+        after = cat.dump()
+    assert [r["unit"] for r in after.pop("unit_visualizations")] == [0, 2]
+    before.pop("unit_visualizations", None)
+    assert after == before and (run / "config.json").read_text() == config
+    assert _visualize(run, "0-5") == 2
+    assert "beyond the layer's 3 units" in capsys.readouterr().err
+    assert _visualize(run, "0", "--layer", "fet") == 2
+    assert "Close matches: feat" in capsys.readouterr().err

@@ -13,6 +13,7 @@ from unitscope.featvis.images import save_png, sheet, to_pil
 from unitscope.featvis.objectives import (Objective, channel, class_logit, direction, diversity, l2, match,
                                           neuron, stack, total_variation)
 from unitscope.featvis.param import fft_image, image, pixel_image
+from unitscope.featvis.store import visualize_units
 from unitscope.featvis.render import RenderResult, evaluate, redirected_relu, render, render_units
 from unitscope.featvis.transforms import (compose, jitter, pad, random_rotate, random_scale,
                                           standard_transforms)
@@ -21,5 +22,5 @@ __all__ = [
     "Objective", "RenderResult", "channel", "class_logit", "compose", "direction", "diversity", "evaluate",
     "fft_image", "image", "jitter", "l2", "match", "neuron", "pad", "pixel_image", "random_rotate",
     "random_scale", "redirected_relu", "render", "render_units", "save_png", "sheet", "stack",
-    "standard_transforms", "to_pil", "total_variation",
+    "standard_transforms", "to_pil", "total_variation", "visualize_units",
 ]

@@ -53,3 +53,28 @@ class Colours(nn.Module):
 def colours() -> nn.Module:
     """``Colours`` taking 32 px images, named "colours"."""
     return with_info(Colours(), 32, "colours")
+
+
+class Attr(nn.Module):
+    """feat = ReLU(R, G) [N, 2, H, W]; pool = 2x2 average of feat; logits = fc(mean of pool), or of
+    its square with ``square=True``. fc: weight [[1, 2], [3, -1]], bias [0.5, 0]."""
+
+    def __init__(self, square: bool = False):
+        super().__init__()
+        self.square = square
+        self.mix = nn.Conv2d(3, 2, 1, bias=False)
+        self.feat = nn.ReLU()
+        self.pool = nn.AvgPool2d(2)
+        self.fc = nn.Linear(2, 2)
+        with torch.no_grad():
+            self.mix.weight.copy_(torch.tensor([[1.0, 0, 0], [0, 1.0, 0]]).view(2, 3, 1, 1))
+            self.fc.weight.copy_(torch.tensor([[1.0, 2.0], [3.0, -1.0]]))
+            self.fc.bias.copy_(torch.tensor([0.5, 0.0]))
+
+    def forward(self, x):
+        m = self.pool(self.feat(self.mix(x))).mean((2, 3))
+        return self.fc(m * m if self.square else m)
+
+
+def attr(square: bool = False) -> nn.Module:
+    return with_info(Attr(square), 4, "attr")

@@ -1,0 +1,94 @@
+"""Attribution on a hand-weighted model with exact numbers; building blocks; the explain page."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.featvis_models import attr
+from unitscope.attribution import (channel_attribution, layer_to_layer, nmf_groups, semantic_dictionary,
+                                   spatial_attribution)
+
+# R = [[1, 2], [3, 4]], G = [[0, 1], [0, 2]] in the top-left 2x2 of a 2x4 image; zeros to the right
+R = torch.tensor([[1.0, 2.0, 0.0, 0.0], [3.0, 4.0, 0.0, 0.0]])
+G = torch.tensor([[0.0, 1.0, 0.0, 0.0], [0.0, 2.0, 0.0, 0.0]])
+X = torch.stack([R, G, torch.zeros(2, 4)])[None]  # [1, 3, 2, 4]
+
+
+def _hooks(model):
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+def test_spatial_attribution_exact_and_complete():
+    model = attr()
+    s = spatial_attribution(model, X, "feat", target=0)
+    # logit 0 = 0.5 + mean(R) + 2 mean(G) over 8 positions: position p gets (R_p + 2 G_p) / 8
+    assert torch.allclose(s[0], (R + 2 * G) / 8)
+    logits = model(X)[0]
+    assert torch.isclose(s.sum(), logits[0] - 0.5)  # linear after the layer: complete
+    s1 = spatial_attribution(model, X, "feat", target=1)
+    assert torch.allclose(s1[0], (3 * R - G) / 8) and torch.isclose(s1.sum(), logits[1])
+    pooled = spatial_attribution(model, X, "pool", target=lambda out: out[:, 0] - out[:, 1])
+    assert torch.allclose(pooled[0], torch.tensor([[(-2 * 10 + 3 * 3) / 8, 0.0]]))
+    assert _hooks(model) == 0
+
+
+def test_channel_attribution_plain_and_path_integrated():
+    model = attr()
+    c = channel_attribution(model, X, "feat", target=0)
+    assert torch.allclose(c[0], torch.tensor([10 / 8, 2 * 3 / 8]))
+    sq = attr(square=True)
+    m = torch.tensor([10 / 8, 3 / 8])  # channel means
+    plain = channel_attribution(sq, X, "feat", target=0)
+    ig = channel_attribution(sq, X, "feat", target=0, steps=4)
+    # f = m0^2 + 2 m1^2: grad x act = 2 w m^2 (twice the share); the path integral gives w m^2 exactly
+    assert torch.allclose(plain[0], 2 * torch.tensor([1.0, 2.0]) * m ** 2)
+    assert torch.allclose(ig[0], torch.tensor([1.0, 2.0]) * m ** 2)
+    assert torch.isclose(ig.sum(), sq(X)[0, 0] - 0.5)  # completeness
+    assert _hooks(sq) == 0
+
+
+def test_layer_to_layer_positions():
+    model = attr()
+    a = layer_to_layer(model, X, "feat", "pool")  # [1, 2, 2, 4]
+    assert a.shape == (1, 2, 2, 4)
+    total = R + G
+    expected_left = torch.zeros(2, 4)
+    expected_left[:, :2] = total[:, :2] / 4
+    assert torch.allclose(a[0, 0], expected_left) and torch.allclose(a[0, 1], torch.zeros(2, 4))
+    assert _hooks(model) == 0
+    with pytest.raises(ValueError, match="one image"):
+        layer_to_layer(model, X.repeat(2, 1, 1, 1), "feat", "pool")
+
+
+def test_attribution_removes_hooks_after_an_error():
+    model = attr()
+    with pytest.raises(ValueError, match=r"spatial \[N, C, H, W\]"):
+        spatial_attribution(model, X, "fc", target=0)
+    with pytest.raises(IndexError):
+        spatial_attribution(model, X, "feat", target=7)
+    assert _hooks(model) == 0
+
+
+def test_semantic_dictionary_top_units():
+    acts = torch.tensor([[[1.0, 0.0]], [[3.0, 0.0]], [[2.0, 5.0]]])  # [C=3, h=1, w=2]
+    table = semantic_dictionary(acts, k=2, labels={1: "red"}, images={2: "featvis/L/2.png"})
+    assert [[e["unit"] for e in cell] for cell in table[0]] == [[1, 2], [2, 0]]
+    assert table[0][0][0] == {"unit": 1, "activation": 3.0, "label": "red"}
+    assert table[0][1][0] == {"unit": 2, "activation": 5.0, "image": "featvis/L/2.png"}
+
+
+def test_nmf_recovers_planted_groups():
+    pytest.importorskip("sklearn")
+    spatial = torch.zeros(2, 4, 4)
+    spatial[0, :, :2] = 2.0          # group A on the left half
+    spatial[1, :, 2:] = 1.0          # group B on the right half
+    channels = torch.tensor([[1.0, 1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 3.0, 4.0]])
+    acts = torch.einsum("khw,kc->chw", spatial, channels)
+    s, c = nmf_groups(acts, n_groups=2)
+    assert torch.allclose(torch.einsum("khw,kc->chw", s, c), acts, atol=1e-3)
+    assert torch.allclose(c[0], channels[1] / 5, atol=1e-3)  # B carries more activation: 5 x 8 vs 2.83 x 2 x 8
+    assert torch.allclose(c[1], channels[0] / 2 ** 0.5, atol=1e-3)
+    assert torch.allclose(s[0], spatial[1] * 5, atol=1e-2)
+    with pytest.raises(ValueError, match="non-negative"):
+        nmf_groups(acts - 1)

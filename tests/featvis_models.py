@@ -78,3 +78,8 @@ class Attr(nn.Module):
 
 def attr(square: bool = False) -> nn.Module:
     return with_info(Attr(square), 4, "attr")
+
+
+def tiny() -> nn.Module:
+    """``Tiny`` taking 16 px images, named "tiny"."""
+    return with_info(Tiny(), 16, "tiny")

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from tests.featvis_models import attr
 from unitscope.attribution import (channel_attribution, layer_to_layer, nmf_groups, semantic_dictionary,
@@ -92,3 +97,67 @@ def test_nmf_recovers_planted_groups():
     assert torch.allclose(s[0], spatial[1] * 5, atol=1e-2)
     with pytest.raises(ValueError, match="non-negative"):
         nmf_groups(acts - 1)
+
+
+# -- `unitscope explain` --------------------------------------------------------------------------
+
+TINY = str(Path(__file__).with_name("featvis_models.py")) + ":tiny"
+
+
+def _noise_png(path: Path) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def explain_run(tmp_path: Path, run: Path | None = None) -> Path:
+    from unitscope.cli import main
+
+    image = _noise_png(tmp_path / "noise.png")
+    run = run or tmp_path / "run"
+    assert main(["explain", str(image), "--model", TINY, "--layer", "relu1", "--out", str(run), "--cells", "4",
+                 "--icon-steps", "2", "--icon-size", "16", "--inversion-steps", "2", "--ig-steps", "2",
+                 "--groups", "2", "--no-progress"]) == 0
+    return run / "explain" / "noise"
+
+
+def test_explain_writes_a_page_with_consistent_numbers(tmp_path):
+    from tests.featvis_models import tiny
+    from unitscope.models import get_info
+
+    page = explain_run(tmp_path)
+    data = json.loads((page / "explain.json").read_text())
+    model = tiny()
+    x = get_info(model).transform()(Image.open(tmp_path / "noise.png"))[None]
+    target = int(model(x).argmax())
+    assert data["target"]["index"] == target and data["shape"] == [4, 16, 16]
+    spatial = spatial_attribution(model, x, "relu1", target)
+    assert data["attribution_total"] == pytest.approx(float(spatial.sum()), rel=1e-5)
+    plain = channel_attribution(model, x, "relu1", target)[0]
+    for c in data["channels"]:
+        assert c["attribution"] == pytest.approx(float(plain[c["unit"]]), rel=1e-5, abs=1e-7)
+    assert len(data["dictionary"]) == 4 and all(len(row) == 4 and len(row[0]) == 3 for row in data["dictionary"])
+    assert len(data["grid"]) == 16 and len(data["groups"]) == 2
+    for rel in ["input.png", "attribution.png", "inversion.png", *data["grid"]] + \
+            [g[k] for g in data["groups"] for k in ("map", "icon")] + [c["icon"] for c in data["channels"]]:
+        assert (page / rel).is_file(), rel
+    html = (page / "index.html").read_text()
+    assert "/*DATA*/" not in html and "http" not in html.replace("http-equiv", "")  # offline: no CDN
+
+
+def test_explain_in_a_run_folder_uses_labels_and_visualisations(tmp_path, make_run):
+    from unitscope.cli import main
+
+    run = make_run(tmp_path / "run", model="tiny",
+                   layers={"relu1": [("red", 0.2), ("blue", 0.01), ("dog", 0.3), ("tree", 0.1)]}, rotations={})
+    assert main(["visualize", "--model", TINY, "--layer", "relu1", "--units", "0-3", "--steps", "2",
+                 "--size", "16", "--out", str(run), "--no-progress"]) == 0
+    page = explain_run(tmp_path, run)
+    data = json.loads((page / "explain.json").read_text())
+    labels = {0: "red", 2: "dog", 3: "tree"}  # unit 1 is no detector
+    entries = [e for row in data["dictionary"] for cell in row for e in cell] + data["channels"]
+    for e in entries:
+        assert e.get("label") == labels.get(e["unit"])
+        assert e["image"] == f"../../featvis/relu1/{e['unit']}.png" and (page / e["image"]).is_file()

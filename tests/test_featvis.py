@@ -230,7 +230,7 @@ def test_redirect_revives_a_dead_unit():
 def test_planted_colour_units_are_drawn_in_their_colour_one_per_image():
     torch.manual_seed(0)
     model = _info(Colours(), 32)
-    (units, result), = list(render_units(model, "feat", [0, 1, 2], steps=40, size=32, progress=False))
+    (units, result), = list(render_units(model, "feat", [0, 1, 2], steps=100, size=32, lr=0.2, progress=False))
     assert units == [0, 1, 2] and result.images.shape == (3, 3, 32, 32)
     mean_rgb = result.images.mean((2, 3))  # [unit, rgb]
     for unit in range(3):
@@ -248,8 +248,8 @@ MODELS = str(Path(__file__).with_name("featvis_models.py")) + ":colours"
 def _visualize(out: Path, units: str = "0-2", *extra: str) -> int:
     from unitscope.cli import main
 
-    return main(["visualize", "--model", MODELS, "--layer", "feat", "--units", units, "--steps", "30",
-                 "--size", "32", "--out", str(out), "--no-progress", *extra])
+    return main(["visualize", "--model", MODELS, "--layer", "feat", "--units", units, "--steps", "100",
+                 "--lr", "0.2", "--size", "32", "--out", str(out), "--no-progress", *extra])
 
 
 def test_visualize_writes_pngs_and_rows_and_resumes(tmp_path):

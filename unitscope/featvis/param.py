@@ -69,7 +69,8 @@ def fft_image(shape: Sequence[int], sd: float = 0.01, decay_power: float = 1.0, 
     n, c, h, w = _check_shape(shape)
     freqs = rfft2d_freqs(h, w)
     scale = 1.0 / torch.clamp(freqs, min=1.0 / max(h, w)) ** decay_power
-    scale = (scale * (h * w) ** 0.5).to(device)
+    # no extra sqrt(h*w): norm="ortho" already is TF's unnormalised irfft2d times sqrt(h*w) / (h*w)
+    scale = scale.to(device)
     spectrum = (torch.randn((n, c, h, w // 2 + 1, 2), generator=generator) * sd).to(device).requires_grad_(True)
 
     def image_fn() -> torch.Tensor:

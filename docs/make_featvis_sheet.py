@@ -9,8 +9,8 @@ a few class logits (512 steps each, Lucid's defaults otherwise; see the note on 
 Each group is one batch (image i serves unit i) and stops the forward pass after its last layer.
 On the shared 2-core CPU the sheet is rendered at 128 px fed to the network directly
 (``upsample=False``, as Lucid feeds InceptionV1) instead of upsampled to 224: a third of the cost.
-The committed sheet was rendered with ``--steps 256`` (four groups in parallel, ~30 min under the
-load of other jobs); 512 steps sharpen detail further but change little of what each unit shows.
+The committed sheet was rendered with ``--steps 160`` (four groups in parallel, ~10 min under the
+load of other jobs): fewer than Lucid's 512 because the CPU is shared; 512 sharpens detail.
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ class DissectConfig:
     progress: bool = field(default=True, metadata=help_("show progress bars"))
 
 
-_RESULTS = ("pass1", "pass2", "cache", "arrays", "images", "catalog.sqlite", "layers.json",
+_RESULTS = ("pass1", "pass2", "cache", "arrays", "images", "catalog.sqlite", "layers.json", "bases.json",
             "report.json", "report.js", "index.html", "config.json")
 
 
@@ -62,6 +62,7 @@ def run_dissection(cfg: DissectConfig):
     data = BrodenDataset(cfg.data, categories=cfg.categories or None, transform=info.transform())
     out.mkdir(parents=True, exist_ok=True)
     write_config(cfg, out / "config.json")
+    _note_bases(model, layers, out)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     key = {k: v for k, v in config_to_dict(cfg).items() if k in ("model", "checkpoint", "data", "categories", "limit")}
     key["data"] = str(Path(cfg.data).resolve())
@@ -75,6 +76,23 @@ def run_dissection(cfg: DissectConfig):
 
         write_report(out, title=f"Network Dissection of {info.name}")
     return result
+
+
+def _note_bases(model, layers: list[str], out: Path) -> dict[str, bool]:
+    """Warn, one line per layer, where a layer's basis is not privileged; record all in bases.json."""
+    import json
+
+    from unitscope.layers import privileged_layers
+    from unitscope.runs import atomic_write_text
+
+    marks = privileged_layers(model)
+    bases = {layer: bool(marks.get(layer, False)) for layer in layers}
+    for layer, ok in bases.items():
+        if not ok:
+            print(f"warning: {layer} does not follow an elementwise nonlinearity: its units are not a privileged "
+                  f"basis, so a random rotation may align with concepts as well (see `unitscope layers --spatial`)")
+    atomic_write_text(out / "bases.json", json.dumps(bases, indent=1) + "\n")
+    return bases
 
 
 def _print_summary(result, out: Path, report: bool) -> None:
@@ -103,10 +121,26 @@ class DemoConfig:
     cache: str | None = field(default=None, metadata=help_(
         "where the probe world is kept between runs (default: $UNITSCOPE_CACHE or ~/.cache/unitscope)"))
     progress: bool = field(default=True, metadata=help_("show progress bars"))
+    style: str = field(default="auto", metadata=help_(
+        "probe world: auto (photo when its Debian packages are installed, else cartoon), photo, mixed or cartoon"))
 
 
 def cache_dir(explicit: str | None = None) -> Path:
     return Path(explicit or os.environ.get("UNITSCOPE_CACHE") or Path.home() / ".cache" / "unitscope")
+
+
+def demo_style(style: str) -> str:
+    """``auto``: the photo world when its photographs are installed, else (saying so) the cartoon world."""
+    if style != "auto":
+        return style
+    from unitscope.data._sources import MissingSources, find_sources
+
+    try:
+        find_sources()
+        return "photo"
+    except MissingSources as exc:
+        print(f"photo world unavailable ({exc}); using the cartoon world")
+        return "cartoon"
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -114,9 +148,11 @@ def run_demo(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(DemoConfig, args)
     start = time.perf_counter()
-    world = cache_dir(cfg.cache) / f"probe-world-n{cfg.images}-s224-seed0"
-    print(f"probe world: {world} ({cfg.images} images, built once and reused)")
-    make_world(world, n=cfg.images, size=224, seed=0, progress=cfg.progress)
+    style = demo_style(cfg.style)
+    name = "probe-world" if style == "cartoon" else f"{style}-world"
+    world = cache_dir(cfg.cache) / f"{name}-n{cfg.images}-s224-seed0"
+    print(f"{style} world: {world} ({cfg.images} images, built once and reused)")
+    make_world(world, n=cfg.images, size=224, seed=0, progress=cfg.progress, style=style)
     print(f"  ready after {time.perf_counter() - start:.0f} s")
     dcfg = DissectConfig(model="efficientnet_lite0", data=str(world), out=cfg.out, progress=cfg.progress)
     result = run_dissection(dcfg)

@@ -99,3 +99,15 @@ def test_dissect_warns_once_per_non_privileged_layer(tmp_path, capsys):
     assert bases == {"stem": True, "bn_linear": False, "bna": True}
     assert len(lines) == 1 and lines[0].startswith("warning: bn_linear does not follow an elementwise")
     assert json.loads((tmp_path / "bases.json").read_text()) == bases
+
+
+def test_layers_command_marks_the_basis(tmp_path, capsys):
+    from unitscope.cli import main
+
+    factory = tmp_path / "net.py"
+    factory.write_text("import sys\nsys.path.insert(0, %r)\nfrom test_layers import Net\n\n"
+                       "def make():\n    return Net().eval()\n" % str(__import__("pathlib").Path(__file__).parent))
+    assert main(["layers", f"{factory}:make", "--spatial"]) == 0
+    rows = {line.split()[0]: line.split()[-1] for line in capsys.readouterr().out.splitlines()[1:-1]}
+    assert rows["stem"] == "privileged" and rows["bna"] == "privileged" and rows["block.relu"] == "privileged"
+    assert rows["bn_linear"] == "-" and rows["block.bn"] == "-" and rows["proj"] == "-"

@@ -18,6 +18,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test,lite]'
 	touch $(STAMP)
 
+# The demo uses the photo world when its Debian packages are installed (else the cartoon world):
+#   sudo apt-get install -y tuxpaint-stamps-default nexuiz-textures
 demo: venv
 	$(VENV)/bin/unitscope demo
 

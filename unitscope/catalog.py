@@ -20,6 +20,8 @@ Tables (``PRAGMA user_version`` records the schema version):
 - ``rotations(model, layer, rotation, detectors, unique_concepts)`` -- rotation 0 is the
   axis-aligned basis, 1..R random orthogonal rotations (the "grandmother neuron" check)
 - ``concepts(name, category)`` -- the data set's concept vocabulary
+- ``layer_bases(model, layer, privileged)`` -- whether the layer's output follows an elementwise
+  nonlinearity (its units a privileged basis; see :func:`unitscope.layers.privileged_layers`)
 
 ``with cat.transaction():`` groups several ``replace`` calls into one all-or-nothing write.
 Indexes on ``(concept, model, layer)`` make "which units of layer X detect concept Y" a lookup.
@@ -81,6 +83,7 @@ define_table("rotations", (("model", "TEXT"), ("layer", "TEXT"), ("rotation", "I
                            ("detectors", "INTEGER"), ("unique_concepts", "INTEGER")),
              ("model", "layer", "rotation"))
 define_table("concepts", (("name", "TEXT"), ("category", "TEXT")), ("name", "category"))
+define_table("layer_bases", (("model", "TEXT"), ("layer", "TEXT"), ("privileged", "INTEGER")), ("model", "layer"))
 
 
 def _plain(value: Any) -> Any:

@@ -67,9 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         if debug or not _deliberate(exc):
             traceback.print_exc()
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"unitscope {args.command}: error: {message}", file=sys.stderr)
-        if not debug:
-            print("(add --debug for the full traceback)", file=sys.stderr)
+        hint = "" if debug else " (--debug: full traceback)"
+        print(f"unitscope {args.command}: error: {message}{hint}", file=sys.stderr)  # one line
         return 2
     except KeyboardInterrupt:
         print(f"unitscope {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)

@@ -308,7 +308,9 @@ def _efficientnet_lite(variant: int, pretrained: bool = True) -> nn.Module:
         name=f"efficientnet_lite{variant}",
         input_size=(3, size, size),
         class_names=imagenet_class_names(),
-        default_layers=["blocks.2", "blocks.4", "blocks.6"],
+        # after a ReLU6 (privileged bases, see unitscope.layers): an early and a middle block's
+        # depthwise activation and the head; the block outputs blocks.N are linear projections
+        default_layers=["blocks.2.1.bn2", "blocks.4.2.bn2", "bn2"],
         source=source,
     )
     return _attach(model, info)

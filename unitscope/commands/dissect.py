@@ -54,6 +54,7 @@ def run_dissection(cfg: DissectConfig):
     if not layers:
         raise ValueError(f"{cfg.model} names no default layers; pass --layers (see `unitscope layers {cfg.model} --spatial`)")
     data = BrodenDataset(cfg.data, categories=cfg.categories or None, transform=info.transform())
+    bases = check_bases(model, layers)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     key = {k: v for k, v in config_to_dict(cfg).items() if k in ("model", "checkpoint", "pretrained", "data", "categories", "limit")}
     key["data"] = str(Path(cfg.data).resolve())
@@ -64,11 +65,34 @@ def run_dissection(cfg: DissectConfig):
                      progress=cfg.progress, key=key, skip_bad_images=cfg.skip_bad_images, fresh=cfg.fresh,
                      keep_cache=cfg.keep_cache,
                      config=config_to_dict(cfg))
+    record_bases(out, info.name, bases)
     if cfg.report:
         from unitscope.report import write_report
 
         write_report(out, title=f"Network Dissection of {info.name}")
     return result
+
+
+def check_bases(model, layers: list[str]) -> dict[str, bool]:
+    """Whether each layer's units are a privileged basis; one warning line per layer that is not."""
+    from unitscope.layers import privileged_layers
+
+    marks = privileged_layers(model)
+    bases = {layer: bool(marks.get(layer, False)) for layer in layers}
+    for layer, ok in bases.items():
+        if not ok:
+            print(f"warning: {layer} does not follow an elementwise nonlinearity: its units are not a privileged "
+                  f"basis, so a random rotation may align with concepts as well (see `unitscope layers --spatial`)")
+    return bases
+
+
+def record_bases(out: Path, model_name: str, bases: dict[str, bool]) -> None:
+    """The bases into the catalog (table ``layer_bases``), where the report notes them by the rotation table."""
+    from unitscope.catalog import Catalog
+
+    with Catalog(out / "catalog.sqlite") as cat, cat.transaction():
+        for layer, ok in bases.items():
+            cat.replace("layer_bases", [{"privileged": ok}], model=model_name, layer=layer)
 
 
 def _print_summary(result, out: Path, report: bool) -> None:
@@ -101,10 +125,26 @@ class DemoConfig:
     cache: str | None = field(default=None, metadata=help_(
         "where the probe world is kept between runs (default: $UNITSCOPE_CACHE or ~/.cache/unitscope)"))
     progress: bool = field(default=True, metadata=help_("show progress bars"))
+    style: str = field(default="auto", metadata=help_(
+        "probe world: auto (photo when its Debian packages are installed, else cartoon), photo, mixed or cartoon"))
 
 
 def cache_dir(explicit: str | None = None) -> Path:
     return Path(explicit or os.environ.get("UNITSCOPE_CACHE") or Path.home() / ".cache" / "unitscope")
+
+
+def demo_style(style: str) -> str:
+    """``auto``: the photo world when its photographs are installed, else (saying so) the cartoon world."""
+    if style != "auto":
+        return style
+    from unitscope.data._sources import MissingSources, find_sources
+
+    try:
+        find_sources()
+        return "photo"
+    except MissingSources as exc:
+        print(f"photo world unavailable ({exc}); using the cartoon world")
+        return "cartoon"
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -112,9 +152,11 @@ def run_demo(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(DemoConfig, args)
     start = time.perf_counter()
-    world = cache_dir(cfg.cache) / f"probe-world-n{cfg.images}-s224-seed0"
-    print(f"probe world: {world} ({cfg.images} images, built once and reused)")
-    make_world(world, n=cfg.images, size=224, seed=0, progress=cfg.progress)
+    style = demo_style(cfg.style)
+    name = "probe-world" if style == "cartoon" else f"{style}-world"
+    world = cache_dir(cfg.cache) / f"{name}-n{cfg.images}-s224-seed0"
+    print(f"{style} world: {world} ({cfg.images} images, built once and reused)")
+    make_world(world, n=cfg.images, size=224, seed=0, progress=cfg.progress, style=style)
     print(f"  ready after {time.perf_counter() - start:.0f} s")
     dcfg = DissectConfig(model="efficientnet_lite0", data=str(world), out=cfg.out, progress=cfg.progress)
     result = run_dissection(dcfg)

@@ -38,14 +38,18 @@ def run_models(args: argparse.Namespace) -> int:
 
 def run_layers(args: argparse.Namespace) -> int:
     from unitscope.hooks import list_layers
+    from unitscope.layers import privileged_layers
 
     cfg = config_from_args(LayersConfig, args)
     model = cfg.create_model()
-    print(f"{'layer':40s} {'type':24s} {'output':16s} {'units':>6} {'stride':>6}")
+    marks = privileged_layers(model)
+    print(f"{'layer':40s} {'type':24s} {'output':16s} {'units':>6} {'stride':>6}  basis")
     for layer in list_layers(model):
         if cfg.spatial and not (layer.shape and len(layer.shape) == 3):
             continue
-        print(layer)
+        print(f"{layer}  {'privileged' if marks.get(layer.name) else '-'}")
+    print("basis: privileged = the output follows an elementwise nonlinearity (ReLU, GELU, ...), so its "
+          "units are meaningful axes; dissect those layers")
     return 0
 
 

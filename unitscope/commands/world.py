@@ -1,6 +1,8 @@
 """``unitscope world``: make the probe world, and look at it.
 
     unitscope world make worlds/w224 --n 10000 --size 224 --seed 0
+    unitscope world make worlds/p224 --n 5000 --style photo      # real photographs (Debian packages)
+    unitscope world make worlds/m224 --style mixed --sources my_photos   # plus a folder of your own
     unitscope world show worlds/w224 --n 16 --png sheet.png     # also works on a real Broden folder
 """
 
@@ -23,6 +25,14 @@ class WorldMakeConfig:
     mask_size: Optional[int] = field(default=None, metadata=help_("mask side in pixels (default: size/2, as Broden)"))
     workers: Optional[int] = field(default=None, metadata=help_("worker processes (default: all cores)"))
     progress: bool = field(default=True, metadata=help_("show a progress bar"))
+    style: str = field(default="cartoon", metadata=help_(
+        "cartoon (procedural), photo (texture photographs and photo cut-outs; needs the Debian packages "
+        "tuxpaint-stamps-default and nexuiz-textures or --sources) or mixed (cartoon scenes with photographs)"))
+    sources: Optional[str] = field(default=None, metadata=help_(
+        "a folder of your own photographs for photo/mixed: objects/<class>/*.png (RGBA cut-outs; or "
+        "objects/<parent>/<class>/) and materials/<material>/*.jpg (tiles)"))
+    system_sources: bool = field(default=True, metadata=help_(
+        "also use the curated photographs of the Debian packages when installed"))
 
 
 @dataclass
@@ -41,7 +51,8 @@ def _make(args: argparse.Namespace) -> int:
     cfg = config_from_args(WorldMakeConfig, args)
     t = time.perf_counter()
     path = make_world(cfg.out, n=cfg.n, size=cfg.size, seed=cfg.seed, workers=cfg.workers,
-                      mask_size=cfg.mask_size, progress=cfg.progress)
+                      mask_size=cfg.mask_size, progress=cfg.progress, style=cfg.style, sources=cfg.sources,
+                      system_sources=cfg.system_sources)
     dt = time.perf_counter() - t
     print(f"{path}: {cfg.n} images of {cfg.size}x{cfg.size} ready ({dt:.1f} s)")
     return 0

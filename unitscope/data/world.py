@@ -4,12 +4,15 @@
     path = make_world("worlds/w224", n=10_000, size=224, seed=0)   # idempotent; parallel over cores
     ds = BrodenDataset(path)                                         # the same reader as real Broden
     sample = render_image(seed=0, index=3, size=224)                 # arrays only, no files
+    make_world("worlds/p224", n=5000, style="photo")                 # real photographs (see _photo.py)
 
-Every image is one of eight scenes (street, forest, beach, ski slope, bedroom, harbour, field,
-kitchen); the scene makes some objects likely, with noise. Pixels are labelled in Broden's six
-categories: colour (the colour each pixel is rendered in), object, part, material and texture
-as masks, and scene per image. Image ``i`` depends only on ``(seed, i, size, mask_size)``, so any
-number of worker processes writes byte-identical folders.
+The cartoon world (``style="cartoon"``): every image is one of eight scenes (street, forest,
+beach, ski slope, bedroom, harbour, field, kitchen); the scene makes some objects likely, with
+noise. Pixels are labelled in Broden's six categories: colour (the colour each pixel is rendered
+in), object, part, material and texture as masks, and scene per image. ``style="photo"`` and
+``"mixed"`` compose real photographs instead (:mod:`unitscope.data._photo`), with an extra
+``object`` plane of coarse parents. Image ``i`` depends only on ``(seed, i, size, mask_size)``
+and the style's sources, so any number of worker processes writes byte-identical folders.
 """
 
 from __future__ import annotations
@@ -19,14 +22,14 @@ import json
 import multiprocessing as mp
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from unitscope.data._scenes import render_scene, scene_of
-from unitscope.data._vocab import CATEGORIES, NUM_LABELS, PIXEL_CATEGORIES, VOCAB, color_labels
+from unitscope.data._vocab import CATEGORIES, NUM_LABELS, VOCAB, color_labels
 from unitscope.runs import atomic_write_bytes, atomic_write_text
 
 GENERATOR_VERSION = 3  # 2: plain colour and scene names; 3: no kitchen carpets
@@ -37,35 +40,75 @@ VAL_EVERY = 5  # image i is in the val split when i % VAL_EVERY == VAL_EVERY - 1
 JPEG_QUALITY = 92
 
 
+STYLES = ("cartoon", "photo", "mixed")
+
+
+class CartoonStyle:
+    """The procedural cartoon world; the photo styles (``_photo.py``) offer the same attributes."""
+
+    name = "cartoon"
+    categories = CATEGORIES
+    planes = (("color", "color"), ("object", "object"), ("part", "part"), ("material", "material"),
+              ("texture", "texture"))  # (category, layer name): one mask file per plane
+    vocab = VOCAB
+    num_labels = NUM_LABELS
+
+    def params(self) -> dict:
+        return {}  # the cartoon world's marker is unchanged from before styles existed
+
+    def compose(self, seed: int, index: int, size: int):
+        rgb, layers, scene = render_scene(seed, index, size)
+        return rgb, layers, scene, []
+
+    def scene_of(self, seed: int, index: int) -> int:
+        return scene_of(seed, index)
+
+
+def world_style(style: str = "cartoon", sources: str | Path | None = None, system: bool = True):
+    """The style object for ``style``; the photo styles look for their photographs here (see
+    :func:`unitscope.data._sources.find_sources`) and raise MissingSources without them."""
+    if style == "cartoon":
+        return CartoonStyle()
+    if style not in STYLES:
+        raise ValueError(f"unknown world style {style!r}; choose one of {', '.join(STYLES)}")
+    from unitscope.data._photo import MixedStyle, PhotoStyle
+    from unitscope.data._sources import find_sources
+
+    src = find_sources(sources, system=system)
+    return PhotoStyle(src) if style == "photo" else MixedStyle(src)
+
+
 @dataclass
 class WorldImage:
-    """One rendered image: ``rgb`` uint8 [S, S, 3]; ``labels[cat]`` uint16 [sh, sw] for the pixel
-    categories (colour, object, part, material, texture); ``scene`` index into SCENES; and
-    ``full`` the object/part/material/texture layers at image resolution [S, S]."""
+    """One rendered image: ``rgb`` uint8 [S, S, 3]; ``labels[plane]`` uint16 [sh, sw] for every mask
+    plane of the style (cartoon: colour, object, part, material, texture; photo adds ``parent``);
+    ``scene`` index into the style's scenes; ``full`` the non-colour planes at image resolution
+    [S, S]; ``placed`` the photo cut-outs in drawing order; ``scene_label`` its label number."""
 
     rgb: np.ndarray
     labels: dict[str, np.ndarray]
     scene: int
     full: dict[str, np.ndarray]
-
-    @property
-    def scene_label(self) -> int:
-        return VOCAB["scene"][self.scene][1]
+    scene_label: int = 0
+    placed: list = field(default_factory=list)
 
 
 def _box_down(rgb: np.ndarray, sh: int, sw: int) -> np.ndarray:
     return np.asarray(Image.fromarray(rgb).resize((sw, sh), Image.BOX))
 
 
-def render_image(seed: int, index: int, size: int = 224, mask_size: int | None = None) -> WorldImage:
-    """Render image ``index`` of world ``seed`` with its label planes, without writing anything."""
+def render_image(seed: int, index: int, size: int = 224, mask_size: int | None = None,
+                 style=None) -> WorldImage:
+    """Render image ``index`` of world ``seed`` with its label planes, without writing anything.
+    ``style`` is a :func:`world_style` object (default: the cartoon world)."""
+    style = style or CartoonStyle()
     sh = mask_size or max(1, size // 2)
-    rgb, layers, scene = render_scene(seed, index, size)
+    rgb, layers, scene, placed = style.compose(seed, index, size)
     rows = ((np.arange(sh) + 0.5) * size / sh).astype(np.int64)
     labels = {"color": color_labels(_box_down(rgb, sh, sh)).astype(np.uint16)}
-    for cat, layer in layers.items():
-        labels[cat] = layer[rows[:, None], rows[None, :]]
-    return WorldImage(rgb, labels, scene, layers)
+    for name, layer in layers.items():
+        labels[name] = layer[rows[:, None], rows[None, :]]
+    return WorldImage(rgb, labels, scene, layers, style.vocab["scene"][scene][1], placed)
 
 
 def _png(label: np.ndarray) -> bytes:
@@ -77,10 +120,20 @@ def _png(label: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _stats(labels: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+_STYLE = None  # the style being written; set in every worker process by _use_style
+
+
+def _use_style(style) -> None:
+    global _STYLE
+    _STYLE = style
+
+
+def _stats(labels: dict[str, np.ndarray], style) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per pixel category: the labels present in any of its planes, and their area fractions."""
     stats = {}
-    for cat in PIXEL_CATEGORIES:
-        counts = np.bincount(labels[cat].ravel(), minlength=NUM_LABELS)
+    for cat in dict.fromkeys(c for c, _ in style.planes):
+        counts = sum(np.bincount(labels[name].ravel(), minlength=style.num_labels)
+                     for c, name in style.planes if c == cat)
         present = np.flatnonzero(counts[1:]) + 1
         stats[cat] = (present, counts[present] / labels[cat].size)
     return stats
@@ -90,20 +143,21 @@ def _write_one(job: tuple[str, int, int, int, int, bool]) -> tuple[int, int, dic
     """Render and write image ``i`` (masks first, JPEG last); return (i, scene, {cat: (labels, fractions)}).
     With ``resume``, an image whose files all exist is read back instead of rendered again."""
     out, seed, i, size, sh, resume = job
+    style = _STYLE
     folder = Path(out) / "images" / IMAGE_DIR
     jpg = folder / f"{i:06d}.jpg"
-    masks = {cat: folder / f"{i:06d}_{cat}.png" for cat in PIXEL_CATEGORIES}
+    masks = {name: folder / f"{i:06d}_{name}.png" for _, name in style.planes}
     if resume and jpg.exists() and all(p.exists() for p in masks.values()):
         from unitscope.data.broden import decode_mask
 
-        return i, scene_of(seed, i), _stats({cat: decode_mask(p) for cat, p in masks.items()})
-    im = render_image(seed, i, size, sh)
-    for cat, path in masks.items():
-        atomic_write_bytes(path, _png(im.labels[cat]), fsync=False)  # whole or absent; cheap to redo
+        return i, style.scene_of(seed, i), _stats({name: decode_mask(p) for name, p in masks.items()}, style)
+    im = render_image(seed, i, size, sh, style)
+    for name, path in masks.items():
+        atomic_write_bytes(path, _png(im.labels[name]), fsync=False)  # whole or absent; cheap to redo
     buf = io.BytesIO()
     Image.fromarray(im.rgb).save(buf, format="JPEG", quality=JPEG_QUALITY, subsampling=0)
     atomic_write_bytes(jpg, buf.getvalue(), fsync=False)
-    return i, im.scene, _stats(im.labels)
+    return i, im.scene, _stats(im.labels, style)
 
 
 def _params(n: int, size: int, seed: int, mask_size: int) -> dict:
@@ -133,7 +187,8 @@ def _prepare(out: Path, params: dict) -> str:
 
 
 def make_world(out: str | Path, n: int, size: int = 224, seed: int = 0, workers: int | None = None,
-               mask_size: int | None = None, progress: bool = True) -> Path:
+               mask_size: int | None = None, progress: bool = True, style: str = "cartoon",
+               sources: str | Path | None = None, system_sources: bool = True) -> Path:
     """Write a Broden-format probe world of ``n`` images of ``size``² pixels into ``out``.
 
     Masks are ``mask_size``² (default ``size // 2``, as Broden). Idempotent: a folder that already
@@ -141,7 +196,9 @@ def make_world(out: str | Path, n: int, size: int = 224, seed: int = 0, workers:
     interrupted run) is completed: images whose files are all present are kept (every file is
     renamed into place whole), the rest are rendered again. ``workers`` processes render in
     parallel (default: all cores); output is
-    byte-identical for any number of workers.
+    byte-identical for any number of workers. ``style`` is "cartoon", "photo" or "mixed"; the
+    photo styles read the Debian packages' photographs (if ``system_sources``) and a folder
+    ``sources`` of the user's own (see :mod:`unitscope.data._sources`).
     """
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
@@ -151,7 +208,8 @@ def make_world(out: str | Path, n: int, size: int = 224, seed: int = 0, workers:
     if not 1 <= sh <= size:
         raise ValueError(f"mask_size must be between 1 and size ({size}), got {mask_size}")
     out = Path(out)
-    params = _params(n, size, seed, sh)
+    look = world_style(style, sources, system_sources)
+    params = {**_params(n, size, seed, sh), **look.params()}
     state = _prepare(out, params)
     if state == "done":
         return out
@@ -160,8 +218,8 @@ def make_world(out: str | Path, n: int, size: int = 224, seed: int = 0, workers:
     for tmp in (out / "images" / IMAGE_DIR).glob(".*.tmp"):  # left by an interrupted run
         tmp.unlink()
 
-    freq = {c: np.zeros(NUM_LABELS, np.int64) for c in CATEGORIES}
-    cov = {c: np.zeros(NUM_LABELS, np.float64) for c in CATEGORIES}
+    freq = {c: np.zeros(look.num_labels, np.int64) for c in look.categories}
+    cov = {c: np.zeros(look.num_labels, np.float64) for c in look.categories}
     scenes = np.zeros(n, np.int64)
     jobs = [(str(out), seed, i, size, sh, state == "resume") for i in range(n)]
     workers = (os.cpu_count() or 1) if workers is None else max(1, int(workers))
@@ -170,54 +228,57 @@ def make_world(out: str | Path, n: int, size: int = 224, seed: int = 0, workers:
     bar = tqdm(total=n, desc="world", unit="img", disable=not progress)
     if workers > 1 and n > 1:
         ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-        with ctx.Pool(workers) as pool:
+        with ctx.Pool(workers, initializer=_use_style, initargs=(look,)) as pool:
             results = pool.imap_unordered(_write_one, jobs, chunksize=max(1, min(32, n // (workers * 8))))
             for result in results:
-                _tally(result, freq, cov, scenes)
+                _tally(result, freq, cov, scenes, look)
                 bar.update()
     else:
+        _use_style(look)
         for job in jobs:
-            _tally(_write_one(job), freq, cov, scenes)
+            _tally(_write_one(job), freq, cov, scenes, look)
             bar.update()
     bar.close()
-    _write_tables(out, n, size, sh, scenes, freq, cov)
+    _write_tables(out, n, size, sh, scenes, freq, cov, look)
     atomic_write_text(out / MARKER, json.dumps(params, indent=1) + "\n")
     (out / PARTIAL).unlink(missing_ok=True)
     return out
 
 
-def _tally(result, freq, cov, scenes) -> None:
+def _tally(result, freq, cov, scenes, style) -> None:
     i, scene, stats = result
     scenes[i] = scene
     for cat, (present, frac) in stats.items():
         freq[cat][present] += 1
         cov[cat][present] += frac
-    label = VOCAB["scene"][scene][1]
+    label = style.vocab["scene"][scene][1]
     freq["scene"][label] += 1
     cov["scene"][label] += 1.0
 
 
-def _write_tables(out: Path, n, size, sh, scenes, freq, cov) -> None:
-    rows = ["image,split,ih,iw,sh,sw," + ",".join(CATEGORIES)]
+def _write_tables(out: Path, n, size, sh, scenes, freq, cov, style) -> None:
+    cats, vocab = style.categories, style.vocab
+    rows = ["image,split,ih,iw,sh,sw," + ",".join(cats)]
     for i in range(n):
         split = "val" if i % VAL_EVERY == VAL_EVERY - 1 else "train"
-        cells = {c: f"{IMAGE_DIR}/{i:06d}_{c}.png" for c in PIXEL_CATEGORIES}
-        cells["scene"] = str(VOCAB["scene"][scenes[i]][1])
+        cells = {c: ";".join(f"{IMAGE_DIR}/{i:06d}_{name}.png" for cc, name in style.planes if cc == c)
+                 for c in cats}
+        cells["scene"] = str(vocab["scene"][scenes[i]][1])
         rows.append(f"{IMAGE_DIR}/{i:06d}.jpg,{split},{size},{size},{sh},{sh},"
-                    + ",".join(cells[c] for c in CATEGORIES))
+                    + ",".join(cells[c] for c in cats))
     atomic_write_text(out / "index.csv", "\n".join(rows) + "\n")
 
     labels = ["number,name,category,frequency,coverage,syns"]
-    cats = ["name,first,last,count,frequency"]
-    for cat in CATEGORIES:
-        numbers = [num for _, num in VOCAB[cat]]
-        cats.append(f"{cat},{min(numbers)},{max(numbers)},{len(numbers)},{n}")
+    table = ["name,first,last,count,frequency"]
+    for cat in cats:
+        numbers = [num for _, num in vocab[cat]]
+        table.append(f"{cat},{min(numbers)},{max(numbers)},{len(numbers)},{n}")
         crow = ["code,number,name,frequency,coverage"]
-        for code, (name, num) in enumerate(VOCAB[cat], start=1):
+        for code, (name, num) in enumerate(vocab[cat], start=1):
             f, c = int(freq[cat][num]), float(cov[cat][num])
             labels.append(f"{num},{name},{cat}({f}),{f},{c:.6f},")
             crow.append(f"{code},{num},{name},{f},{c:.6f}")
         atomic_write_text(out / f"c_{cat}.csv", "\n".join(crow) + "\n")
     atomic_write_text(out / "label.csv", "\n".join(labels) + "\n")
-    atomic_write_text(out / "category.csv", "\n".join(cats) + "\n")
+    atomic_write_text(out / "category.csv", "\n".join(table) + "\n")
 

@@ -103,7 +103,8 @@
     });
     if (k > 1) t.append(h("tr", {}, h("td", {text: "mean of rotations"}), h("td", {text: (sumD / k).toFixed(1)}), h("td", {text: (sumC / k).toFixed(1)})));
     return h("figure", {}, h("figcaption", {}, "Axis-aligned vs rotated ", h("span", {text: "(grandmother-neuron check)"})), t,
-             h("p", {class: "note", text: "If the units' own basis has more detectors than random rotations of it, the network aligns concepts with single units."}));
+             h("p", {class: "note", text: "If the units' own basis has more detectors than random rotations of it, the network aligns concepts with single units."}),
+             layer.privileged === false ? h("p", {class: "note basis-warning", text: "This layer's output does not follow an elementwise nonlinearity (e.g. a linear bottleneck): its units are not a privileged basis, so no drop under rotation is expected."}) : null);
   }
 
   function section(el, d, layer) {

@@ -74,6 +74,8 @@ def layer_data(cat: Catalog, model: str, layer: str) -> dict[str, Any] | None:
     out["histogram"] = histogram(ious, out["iou_threshold"])
     out["rotations"] = [{k: r[k] for k in ("rotation", "detectors", "unique_concepts")}
                         for r in cat.rows("rotations", **where)]
+    bases = cat.rows("layer_bases", **where) if "layer_bases" in cat.tables() else []
+    out["privileged"] = bool(bases[0]["privileged"]) if bases else None  # None: not recorded
     return out
 
 

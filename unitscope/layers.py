@@ -1,0 +1,94 @@
+"""Which layers have a privileged basis: outputs that follow an elementwise nonlinearity.
+
+    from unitscope.layers import privileged_layers
+    marks = privileged_layers(model)            # {"blocks.4.0.bn2": True, "blocks.4": False, ...}
+    [name for name, ok in marks.items() if ok]  # the layers whose units are worth dissecting one by one
+
+A unit of a layer is a coordinate axis of its output. Only an elementwise nonlinearity (ReLU,
+ReLU6, GELU, SiLU, ...) applied along those axes makes that basis special: the output of a linear
+map (a bottleneck projection, conv + batch norm) can be rotated without changing what the network
+computes, so its units need not align with anything (Network Dissection's rotation experiment).
+
+The answer comes from one dummy forward pass, not from names: every elementwise activation in
+the graph (an activation module, or a functional call such as ``F.relu`` or ``torch.sigmoid``)
+marks the tensor it returns; a module is privileged when the tensor it returns was so marked by
+the time it returns. So timm's ``BatchNormAct2d`` is privileged when its ``act`` is ReLU6 and not
+when it is Identity, a ``Sequential`` or residual block ending in a ReLU is, and a torchvision
+``bn1`` followed by an in-place ``relu`` outside it is not (its hook sees the values before).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+ACTIVATION_MODULES: tuple[type[nn.Module], ...] = (
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.CELU, nn.SELU, nn.GELU, nn.SiLU,
+    nn.Mish, nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh, nn.Sigmoid, nn.Tanh, nn.Softplus, nn.Softsign,
+    nn.Tanhshrink, nn.LogSigmoid, nn.Threshold,
+)
+_ACTIVATION_FUNCTIONS = {
+    F.relu, F.relu_, F.relu6, F.leaky_relu, F.leaky_relu_, F.prelu, F.rrelu, F.elu, F.elu_, F.celu, F.selu,
+    F.gelu, F.silu, F.mish, F.hardswish, F.hardsigmoid, F.hardtanh, F.hardtanh_, F.softplus, F.softsign,
+    F.tanhshrink, F.logsigmoid, F.threshold, torch.relu, torch.relu_, torch.sigmoid, torch.sigmoid_,
+    torch.tanh, torch.tanh_, torch.Tensor.relu, torch.Tensor.relu_, torch.Tensor.sigmoid,
+    torch.Tensor.sigmoid_, torch.Tensor.tanh, torch.Tensor.tanh_,
+}
+
+
+class _MarkActivations(TorchFunctionMode):
+    """Remembers every tensor an elementwise activation function returns (by identity)."""
+
+    def __init__(self, marked: dict[int, torch.Tensor]):
+        super().__init__()
+        self.marked = marked
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func in _ACTIVATION_FUNCTIONS and isinstance(out, torch.Tensor):
+            self.marked[id(out)] = out  # kept alive so that its id is not reused during the pass
+        return out
+
+
+@torch.no_grad()
+def privileged_layers(model: nn.Module, input_size: Sequence[int] | None = None,
+                      device: torch.device | str | None = None) -> dict[str, bool]:
+    """``{layer name: output follows an elementwise nonlinearity}`` for every named module that ran.
+
+    ``input_size`` is ``[C, H, W]`` of the dummy input (default: the model's metadata, else
+    3x224x224). Modules that did not run in the forward pass, or return no tensor, are left out.
+    """
+    if input_size is None:
+        info = getattr(model, "unitscope_info", None)
+        input_size = info.input_size if info is not None else (3, 224, 224)
+    if device is None:
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    marked: dict[int, torch.Tensor] = {}
+    result: dict[str, bool] = {}
+    handles = []
+
+    def make_hook(name: str, is_act: bool):
+        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+            if not isinstance(output, torch.Tensor):
+                return
+            if is_act:
+                marked[id(output)] = output
+            result.setdefault(name, id(output) in marked)
+        return hook
+
+    try:
+        for name, module in model.named_modules():
+            if name:
+                handles.append(module.register_forward_hook(make_hook(name, isinstance(module, ACTIVATION_MODULES))))
+        with _MarkActivations(marked):
+            model(torch.zeros(1, *input_size, device=device))
+    finally:
+        for h in handles:
+            h.remove()
+    order = [name for name, _ in model.named_modules() if name in result]
+    return {name: result[name] for name in order}

@@ -15,6 +15,8 @@ Tables (``PRAGMA user_version`` records the schema version):
 - ``exemplars(model, layer, unit, rank, image, activation, y, x)`` -- top-k images by maximum
   activation; ``image`` indexes the data set, (y, x) is where the maximum is
 - ``unit_images(model, layer, unit, path)`` -- JPEG strip of the exemplars, relative to the run
+- ``concept_images(model, layer, unit, path)`` -- the same exemplars with the ground-truth mask of
+  the unit's concept outlined (units without a concept have no row)
 - ``rotations(model, layer, rotation, detectors, unique_concepts)`` -- rotation 0 is the
   axis-aligned basis, 1..R random orthogonal rotations (the "grandmother neuron" check)
 - ``concepts(name, category)`` -- the data set's concept vocabulary
@@ -74,6 +76,7 @@ define_table("exemplars", _UNIT + (("rank", "INTEGER"), ("image", "INTEGER"),
                                    ("activation", "REAL"), ("y", "INTEGER"), ("x", "INTEGER")),
              ("model", "layer", "unit", "rank"))
 define_table("unit_images", _UNIT + (("path", "TEXT"),), ("model", "layer", "unit"))
+define_table("concept_images", _UNIT + (("path", "TEXT"),), ("model", "layer", "unit"))
 define_table("rotations", (("model", "TEXT"), ("layer", "TEXT"), ("rotation", "INTEGER"),
                            ("detectors", "INTEGER"), ("unique_concepts", "INTEGER")),
              ("model", "layer", "rotation"))

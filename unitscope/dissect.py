@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from unitscope._exemplars import write_exemplar_strips
+from unitscope._exemplars import write_concept_strips, write_exemplar_strips
 from unitscope._iou import count_batch
 from unitscope.hooks import TraceDict, list_layers, resolve_layer
 from unitscope.models import get_info
@@ -369,6 +369,8 @@ def dissect(
     if exemplar_images:
         strips = write_exemplar_strips(run_dir, dataset, layers, tag, forward, cache if use_cache else None,
                                         thresholds, {l: pass1[f"{tag[l]}_top"].result() for l in layers})
+    masks = write_concept_strips(run_dir, dataset, layers, tag, {l: pass1[f"{tag[l]}_top"].result() for l in layers},
+                                 result.layers) if exemplar_images else {}
 
     with Catalog(run_dir / "catalog.sqlite") as cat, cat.transaction():
         cat.replace("concepts", [{"name": name, "category": cat_name}
@@ -376,6 +378,7 @@ def dissect(
         for layer in layers:
             _write_layer_rows(cat, info.name, result.layers[layer], n, quantile, row_index,
                               pass1[f"{tag[layer]}_top"].result(), strips.get(layer), result.rotations[layer])
+            cat.replace("concept_images", masks.get(layer, []), model=info.name, layer=layer)
     atomic_write_text(run_dir / "layers.json", json.dumps({tag[l]: l for l in layers}, indent=2) + "\n")
     if not keep_cache:
         cache.remove()

@@ -83,3 +83,92 @@ def unit_shift(model: nn.Module, layer: str, x: torch.Tensor, x_adv: torch.Tenso
     with Trace(model, layer, stop=True) as t:
         model(x_adv)
     return (spatial_mean(t.output) - before).mean(0)
+
+
+def attack_stage(exp, *, epsilons: Sequence[float] = (4 / 255, 8 / 255), images: int = 64, steps: int = 10,
+                 n: int = 5, seed: int = 0, batch_size: int = 16, examples: int = 3) -> dict:
+    """Both attacks on up to ``images`` correctly classified val images of ``exp`` (an
+    :class:`~unitscope.ablate.experiment.Experiment`), each towards a random other class (``seed``)."""
+    n = min(n, exp.units)
+    key = {"epsilons": [round(e, 8) for e in epsilons], "images": images, "steps": steps, "n": n, "seed": seed}
+    result = exp.stage("attacks", key, lambda: _attack(exp, epsilons, images, steps, n, seed, batch_size, examples))
+    with exp.catalog() as cat, cat.transaction():
+        cat.replace("ablation_attacks", result["rows"], model=exp.name, layer=exp.layer)
+        cat.replace("ablation_examples", [{"kind": "attack", "rank": r, **e} for r, e in enumerate(result["examples"])],
+                    model=exp.name, layer=exp.layer, kind="attack")
+    return result
+
+
+def _attack(exp, epsilons, images, steps, n, seed, batch_size, examples) -> dict:
+    from unitscope.ablate.images import amplified_difference, write_strip
+
+    model, info, layer = exp.model, exp.info, exp.layer
+    ranking = exp.ranking()
+    chosen = _correct_val_images(exp, images)
+    gen = torch.Generator().manual_seed(seed)
+    y = torch.tensor([exp.data.labels[p] for p in chosen], dtype=torch.long)
+    target = (y + 1 + torch.randint(0, exp.num_classes - 1, (len(y),), generator=gen)) % exp.num_classes
+    output_of = _output_of_class(exp)
+    rows, shown = [], []
+    for eps in epsilons:
+        for method in ("units", "logits"):
+            ok, linf, shift, pics = [], [], [], []
+            for s in range(0, len(chosen), batch_size):
+                x = torch.stack([exp.data[p][0] for p in chosen[s:s + batch_size]]).to(exp.device)
+                yb, tb = y[s:s + batch_size], target[s:s + batch_size]
+                objective = (unit_objective(model, layer, ranking[yb, :n], ranking[tb, :n]) if method == "units"
+                             else logit_objective(model))
+                adv = pgd(x, output_of[tb].to(x.device) if method == "logits" else tb, objective, eps=eps,
+                          mean=info.mean, std=info.std, steps=steps)
+                with torch.no_grad():
+                    pred = exp.class_of_output[logits_of(model(adv)).argmax(1).cpu()]
+                ok.append(pred == tb)
+                linf.append(pixel_distance(x, adv, info.std))
+                shift.append(unit_shift(model, layer, x, adv) * len(x))
+                if s == 0 and eps == max(epsilons):
+                    pics.append((x[:examples], adv[:examples], pred[:examples]))
+            ok_all = torch.cat(ok)
+            mean_shift = torch.stack(shift).sum(0) / max(len(chosen), 1)
+            src = float(torch.stack([mean_shift[ranking[c, :n]].mean() for c in y]).mean()) if len(y) else 0.0
+            tgt = float(torch.stack([mean_shift[ranking[c, :n]].mean() for c in target]).mean()) if len(y) else 0.0
+            moved = torch.argsort(-mean_shift.abs(), stable=True)[:5].tolist()
+            rows.append({"method": method, "epsilon": float(eps), "images": len(chosen),
+                         "success_rate": float(ok_all.float().mean()) if len(ok_all) else float("nan"),
+                         "max_linf": float(torch.cat(linf).max()) if linf else 0.0,
+                         "moved_units": ",".join(map(str, moved)), "source_shift": src, "target_shift": tgt})
+            for x, adv, pred in pics:
+                for r in range(len(x)):
+                    clean, bad = _pixels(x[r], info), _pixels(adv[r], info)
+                    rel = f"{exp.folder.relative_to(exp.out)}/attack_{method}_{r}.png"
+                    write_strip(exp.out / rel, [clean, bad, amplified_difference(clean, bad)])
+                    names = exp.data.class_names
+                    shown.append({"path": rel, "caption": f"{method} attack, eps {eps * 255:.0f}/255: "
+                                  f"{names[int(y[r])]} → {names[int(pred[r])] if int(pred[r]) < len(names) else 'other'}"
+                                  f" (target {names[int(target[r])]})"})
+    return {"rows": rows, "examples": shown, "images": len(chosen)}
+
+
+def _correct_val_images(exp, limit: int) -> list[int]:
+    """Positions of the first ``limit`` val images the unedited model classifies correctly."""
+    from unitscope.ablate.evaluate import Edits, predictions
+
+    cache = exp.cache("val")
+    none = Edits(torch.zeros(1, exp.units, dtype=torch.bool), torch.zeros(1, exp.units))
+    pred = predictions(exp.cut, cache, none, exp.class_of_output)[0]
+    labels = torch.cat(cache.labels)
+    return [exp.val_pos[i] for i in range(len(labels)) if pred[i] == labels[i]][:limit]
+
+
+def _output_of_class(exp) -> torch.Tensor:
+    """For each data class, the model output that stands for it ``[Y]``."""
+    out = torch.zeros(exp.num_classes, dtype=torch.long)
+    for o, c in enumerate(exp.class_of_output.tolist()):
+        if c < exp.num_classes:
+            out[c] = o
+    return out
+
+
+def _pixels(x: torch.Tensor, info) -> torch.Tensor:
+    m = torch.as_tensor(info.mean).reshape(-1, 1, 1)
+    s = torch.as_tensor(info.std).reshape(-1, 1, 1)
+    return (x.cpu() * s + m).clamp(0, 1)

@@ -164,3 +164,16 @@ def metrics(conf: torch.Tensor) -> dict[str, torch.Tensor]:
     tnr = true_neg / negatives.clamp(min=1)
     return {"accuracy": diag.sum(1) / total.clamp(min=1), "class_accuracy": recall,
             "balanced": (recall + tnr) / 2, "count": per_class[0]}
+
+
+@torch.no_grad()
+def predictions(cut: FxCut | HookCut, cache: LayerCache, edits: Edits, class_of_output: torch.Tensor,
+                *, seed: int = 0) -> torch.Tensor:
+    """Predicted data class ``[K, N]`` of every cached image under each edit (``Y`` = other)."""
+    out = []
+    for b, batch in enumerate(cache.batches):
+        n = batch.layer.shape[0]
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + b)
+        logits = logits_of(cut.tail(batch.repeat(len(edits), layer=False), edit=lambda z: apply_edits(z, edits, gen)))
+        out.append(class_of_output.to(logits.device)[logits.argmax(1)].cpu().reshape(len(edits), n))
+    return torch.cat(out, 1)

@@ -61,6 +61,13 @@ class LabelledData(Dataset):
             return self._broden.get(i, labels=False)["image"], self.labels[i]
         return self._folder[i][0], self.labels[i]
 
+    def load_pil(self, i: int):
+        """Item ``i``'s image as a PIL RGB image, untransformed."""
+        from PIL import Image
+
+        with Image.open(self.image_path(i)) as im:
+            return im.convert("RGB")
+
     def image_path(self, i: int) -> Path:
         return self._broden.image_path(i) if self._broden is not None else Path(self._folder.samples[i][0])
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from unitscope.ablate.cut import FxCut, HookCut
@@ -65,3 +66,47 @@ def steering(cut: FxCut | HookCut, cache: LayerCache, ranking: torch.Tensor, hig
                      "flip_rate": float(conf[k + 1, a, b]) / max(images, 1),
                      "base_rate": float(conf[0, a, b]) / max(images, 1)})
     return rows, edits
+
+
+def steering_stage(exp, *, n: int = 5, quantile: float = 0.99, examples: int = 4) -> dict:
+    """Steering on ``exp`` (an :class:`~unitscope.ablate.experiment.Experiment`): rows in the catalog,
+    before/after examples for the pair that flips most; returns the summary."""
+    from unitscope.ablate.evaluate import predictions
+    from unitscope.ablate.images import write_strip
+
+    n = min(n, exp.units)
+
+    def compute():
+        high = unit_quantiles(exp.cache("train"), quantile)
+        rows, edits = steering(exp.cut, exp.cache("val"), exp.ranking(), high, exp.class_of_output,
+                               exp.num_classes, n=n, max_batch=exp.max_batch, progress=exp.progress)
+        best = max(range(len(rows)), key=lambda k: (rows[k]["flip_rate"] - rows[k]["base_rate"], -k))
+        a, b = rows[best]["source"], rows[best]["target"]
+        preds = predictions(exp.cut, exp.cache("val"), Edits(torch.cat([torch.zeros_like(edits.mask[:1]), edits.mask[best:best + 1]]),
+                                                            torch.cat([torch.zeros_like(edits.value[:1]), edits.value[best:best + 1]])),
+                            exp.class_of_output)
+        labels = torch.cat(exp.cache("val").labels)
+        chosen = [i for i in range(len(labels)) if labels[i] == a and preds[1, i] == b][:examples]
+        shown = []
+        for r, i in enumerate(chosen):
+            rel = f"{exp.folder.relative_to(exp.out)}/steer_{r}.png"
+            write_strip(exp.out / rel, [exp.data.load_pil(exp.val_pos[i])])
+            shown.append({"path": rel, "caption": f"a {_name(exp, a)} image: predicted {_name(exp, int(preds[0, i]))}"
+                                                  f" → {_name(exp, int(preds[1, i]))}"})
+        return {"rows": rows, "best": [a, b], "examples": shown, "quantile": quantile, "n": n}
+
+    result = exp.stage("steering", {"n": n, "quantile": quantile}, compute)
+    names = exp.data.class_names
+    with exp.catalog() as cat, cat.transaction():
+        cat.replace("ablation_steering", [{**r, "source": names[r["source"]], "target": names[r["target"]]}
+                                          for r in result["rows"]], model=exp.name, layer=exp.layer)
+        cat.replace("ablation_examples", [{"kind": "steering", "rank": r, **e} for r, e in enumerate(result["examples"])],
+                    model=exp.name, layer=exp.layer, kind="steering")
+    rows = result["rows"]
+    result["flip_rate"] = float(np.mean([r["flip_rate"] for r in rows])) if rows else float("nan")
+    result["base_rate"] = float(np.mean([r["base_rate"] for r in rows])) if rows else float("nan")
+    return result
+
+
+def _name(exp, cls: int) -> str:
+    return exp.data.class_names[cls] if cls < len(exp.data.class_names) else "other"

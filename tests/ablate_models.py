@@ -42,3 +42,12 @@ def write_colour_folder(root, per_class: int = 10) -> None:
             rgb = [0, 0, 0]
             rgb[2 - k] = 120 + 12 * i
             Image.new("RGB", (8, 8), tuple(rgb)).save(root / name / f"{i:02d}.png")
+
+
+def twin_classifier(checkpoint=None, pretrained=None):
+    """The same network with its readout spread over all three colour units (a stand-in twin)."""
+    model = ColourClassifier()
+    with torch.no_grad():
+        model.fc.weight.copy_(torch.cat([torch.full((3, 3), 1.0) + 3 * torch.eye(3), torch.zeros(3, 1)], 1))
+    return _attach(model.eval(), ModelInfo(name="colours_twin", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
+                                           input_size=(3, 8, 8), class_names=["blue", "green", "red"]))

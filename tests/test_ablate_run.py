@@ -18,6 +18,7 @@ from unitscope.catalog import Catalog
 from unitscope.cli import main
 
 MODEL = str(Path(__file__).with_name("ablate_models.py")) + ":colour_classifier"
+TWIN = str(Path(__file__).with_name("ablate_models.py")) + ":twin_classifier"
 
 
 def hook_count(model: nn.Module) -> int:
@@ -30,7 +31,7 @@ def colour_run(tmp_path_factory):
     write_colour_folder(root / "data")
     args = ["ablate", "all", "--model", MODEL, "--layer", "act", "--data", str(root / "data"), "--out",
             str(root / "run"), "--seeds", "2", "--attack-images", "3", "--attack-steps", "3", "--ns", "1,2",
-            "--steer-units", "1", "--no-progress"]
+            "--steer-units", "1", "--twin", TWIN, "--no-progress"]
     assert main(args) == 0
     return root, args
 
@@ -57,7 +58,7 @@ def test_steering_and_top_n_rows(colour_run):
     with Catalog(root / "run" / "catalog.sqlite") as cat:
         steer = {(r["source"], r["target"]): r for r in cat.rows("ablation_steering")}
         topn = {(r["class"], r["n"], r["kind"]): r for r in cat.rows("ablation_topn")}
-        curves = cat.rows("ablation_curves", mode="zero", fraction=0.0)
+        curves = cat.rows("ablation_curves", model="colours", mode="zero", fraction=0.0)
     # green's unit off, red's unit to its 99th percentile: every green val image becomes red
     assert steer[("green", "red")]["flip_rate"] == 1.0 and steer[("green", "red")]["base_rate"] == 0.0
     assert topn[("red", 1, "remove")]["class_accuracy"] == 0.0 and topn[("red", 1, "remove")]["other_accuracy"] == 1.0
@@ -104,6 +105,8 @@ def test_report_shows_curves_and_key_units_with_dissection_labels(colour_run, tm
     card = next(c for c in layer["cards"] if c["unit"] == 2)["parts"]["ablation"]
     assert card["drops"][0] == {"class": "red", "drop": 1.0} and card["top_class"] == "red"
     assert "ablation" in report["part_order"]
+    # the twin's curves are drawn on the same chart: at fraction 0 it is as accurate as the model
+    assert part["twins"]["colours_twin"]["zero"]["mean"][0] == 1.0
 
 
 def test_pgd_stays_in_budget_and_raises_its_objective():

@@ -73,6 +73,11 @@ def test_attacks_stay_inside_their_budget(colour_run):
     assert {(r["method"], round(r["epsilon"] * 255)) for r in rows} == {(m, e) for m in ("units", "logits") for e in (4, 8)}
     for r in rows:
         assert 0 < r["max_linf"] <= r["epsilon"] + 1e-6
+        if r["method"] == "units":
+            # each image's own colour unit falls by eps; the target's unit sits at 0, where the ReLU
+            # passes no gradient, so it cannot be raised
+            assert r["source_shift"] == pytest.approx(-r["epsilon"], abs=1e-5)
+            assert r["target_shift"] == 0.0
     assert examples and all((root / "run" / e["path"]).is_file() for e in examples)
 
 

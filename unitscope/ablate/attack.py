@@ -76,13 +76,13 @@ def pixel_distance(x: torch.Tensor, y: torch.Tensor, std: Sequence[float]) -> to
 
 @torch.no_grad()
 def unit_shift(model: nn.Module, layer: str, x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
-    """Mean change ``[C]`` of each unit's spatially averaged activation from ``x`` to ``x_adv``."""
+    """Change ``[N, C]`` of each unit's spatially averaged activation from ``x`` to ``x_adv``."""
     with Trace(model, layer, stop=True) as t:
         model(x)
     before = spatial_mean(t.output)
     with Trace(model, layer, stop=True) as t:
         model(x_adv)
-    return (spatial_mean(t.output) - before).mean(0)
+    return spatial_mean(t.output) - before
 
 
 def attack_stage(exp, *, epsilons: Sequence[float] = (4 / 255, 8 / 255), images: int = 64, steps: int = 10,
@@ -124,13 +124,15 @@ def _attack(exp, epsilons, images, steps, n, seed, batch_size, examples) -> dict
                     pred = exp.class_of_output[logits_of(model(adv)).argmax(1).cpu()]
                 ok.append(pred == tb)
                 linf.append(pixel_distance(x, adv, info.std))
-                shift.append(unit_shift(model, layer, x, adv) * len(x))
+                shift.append(unit_shift(model, layer, x, adv))
                 if s == 0 and eps == max(epsilons):
                     pics.append((x[:examples], adv[:examples], pred[:examples]))
             ok_all = torch.cat(ok)
-            mean_shift = torch.stack(shift).sum(0) / max(len(chosen), 1)
-            src = float(torch.stack([mean_shift[ranking[c, :n]].mean() for c in y]).mean()) if len(y) else 0.0
-            tgt = float(torch.stack([mean_shift[ranking[c, :n]].mean() for c in target]).mean()) if len(y) else 0.0
+            per_image = torch.cat(shift)  # [N, C]
+            mean_shift = per_image.mean(0)
+            # each image's own source and target key units
+            src = float(per_image.gather(1, ranking[y, :n]).mean()) if len(y) else 0.0
+            tgt = float(per_image.gather(1, ranking[target, :n]).mean()) if len(y) else 0.0
             moved = torch.argsort(-mean_shift.abs(), stable=True)[:5].tolist()
             rows.append({"method": method, "epsilon": float(eps), "images": len(chosen),
                          "success_rate": float(ok_all.float().mean()) if len(ok_all) else float("nan"),

@@ -211,3 +211,21 @@ def test_metrics_per_class_and_balanced_accuracy():
     torch.testing.assert_close(m["class_accuracy"], torch.tensor([[3 / 4, 2 / 4]], dtype=torch.float64))
     # class 0: recall 3/4, TNR 4/4; class 1: recall 2/4, TNR 3/4
     torch.testing.assert_close(m["balanced"], torch.tensor([[(0.75 + 1) / 2, (0.5 + 0.75) / 2]], dtype=torch.float64))
+
+
+def test_hooks_noise_ablation_matches_the_batched_edit():
+    from unitscope.ablate.evaluate import apply_edits
+    from unitscope.hooks import ablation
+
+    z = torch.rand(300, 3, 4, 4)
+    mean, std = torch.tensor([1.0, 5.0, -2.0]), torch.tensor([0.5, 9.0, 3.0])
+    edit = ablation([0, 2], "noise", value=mean, std=std, generator=torch.Generator().manual_seed(0))
+    out = edit(z, "layer")
+    assert torch.equal(out[:, 1], z[:, 1])
+    assert abs(out[:, 0].mean() - 1.0) < 0.02 and abs(out[:, 0].std() - 0.5) < 0.02
+    assert abs(out[:, 2].mean() + 2.0) < 0.1 and abs(out[:, 2].std() - 3.0) < 0.1
+    batched = apply_edits(z, Edits.ablate(torch.tensor([[True, False, True]]), "noise", mean, std),
+                          torch.Generator().manual_seed(0))
+    assert abs(batched[:, 2].std() - out[:, 2].std()) < 0.15
+    with pytest.raises(ValueError, match="std="):
+        ablation([0], "noise", value=mean)

@@ -32,6 +32,10 @@ from unitscope.models import get_info
 from unitscope.runs import atomic_write_text
 
 
+#: bumped when a stage's computation changes, so stored results of the old code are not reused
+STAGE_VERSIONS = {"attacks": 2}
+
+
 class Experiment:
     """One model, one layer, one labelled data set; see the module docstring."""
 
@@ -84,7 +88,7 @@ class Experiment:
     def stage(self, name: str, key: dict[str, Any], compute) -> dict[str, Any]:
         """Load ``name``'s stored result when its key matches, else compute, store and return it."""
         path = self.folder / f"{name}.json"
-        full = {**self.key, **key}
+        full = {**self.key, **key, "version": STAGE_VERSIONS.get(name, 1)}
         if path.is_file():
             stored = json.loads(path.read_text())
             if stored.get("key") == full:

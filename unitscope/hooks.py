@@ -243,17 +243,24 @@ def ablation(
     units: Sequence[int] | torch.Tensor,
     mode: str = "zero",
     value: float | torch.Tensor | None = None,
+    std: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
 ) -> EditFn:
     """An ``edit_output`` function that replaces the chosen units.
 
     ``mode``: ``"zero"``; ``"constant"`` (``value`` a number or a per-unit tensor ``[len(units)]``);
     ``"mean"`` (``value`` the per-unit means of the whole layer ``[C]``, e.g. from
-    ``stats.Moments``). ``[N, C, H, W]``, ``[N, C]`` and ``[N, T, D]`` outputs work alike.
+    ``stats.Moments``); ``"noise"``: Gaussian noise with each unit's mean ``value`` ``[C]`` and
+    standard deviation ``std`` ``[C]``, drawn per element (``generator`` for repeatable draws).
+    ``[N, C, H, W]``, ``[N, C]`` and ``[N, T, D]`` outputs work alike.
     """
-    if mode not in ("zero", "mean", "constant"):
-        raise ValueError(f"unknown ablation mode {mode!r}; choose zero, mean or constant")
+    if mode not in ("zero", "mean", "constant", "noise"):
+        raise ValueError(f"unknown ablation mode {mode!r}; choose zero, mean, constant or noise")
     if mode != "zero" and value is None:
-        raise ValueError(f"ablation mode {mode!r} needs value= (per-unit means for 'mean', a number for 'constant')")
+        raise ValueError(f"ablation mode {mode!r} needs value= (per-unit means for 'mean' and 'noise', "
+                         "a number for 'constant')")
+    if mode == "noise" and std is None:
+        raise ValueError("ablation mode 'noise' needs std= (each unit's standard deviation [C])")
     index = torch.as_tensor(list(units) if not isinstance(units, torch.Tensor) else units, dtype=torch.long)
 
     def edit(output: Any, layer: str) -> Any:
@@ -270,12 +277,16 @@ def ablation(
             moved[:, idx] = 0
         else:
             v = torch.as_tensor(value, dtype=out.dtype, device=out.device)
-            if mode == "mean":
+            if mode in ("mean", "noise"):
                 if v.numel() != n_units:
-                    raise ValueError(f"mean ablation of {layer!r} needs {n_units} per-unit means, got {v.numel()}")
+                    raise ValueError(f"{mode} ablation of {layer!r} needs {n_units} per-unit means, got {v.numel()}")
                 v = v[idx]
             v = v.reshape(-1, *([1] * (moved.dim() - 2))) if v.dim() > 0 else v
             moved[:, idx] = v.expand_as(moved[:, idx]) if v.dim() > 0 else v
+            if mode == "noise":
+                sd = torch.as_tensor(std, dtype=out.dtype).reshape(-1)[index].reshape(v.shape).to(out.device)
+                shape = moved[:, idx].shape
+                moved[:, idx] += sd * torch.randn(shape, generator=generator, dtype=out.dtype).to(out.device)
         return out
 
     return edit
@@ -285,8 +296,8 @@ class Ablate(Trace):
     """Context manager: ``with Ablate(model, "blocks.6", [3, 7]): model(x)``."""
 
     def __init__(self, model: nn.Module, layer: str | nn.Module, units: Sequence[int], mode: str = "zero",
-                 value: float | torch.Tensor | None = None):
-        super().__init__(model, layer, retain_output=False, edit_output=ablation(units, mode, value))
+                 value: float | torch.Tensor | None = None, std: torch.Tensor | None = None):
+        super().__init__(model, layer, retain_output=False, edit_output=ablation(units, mode, value, std))
 
 
 # -- listing layers ----------------------------------------------------------------------------------

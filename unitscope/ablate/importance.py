@@ -1,0 +1,100 @@
+"""Per-class importance of single units (Bau et al., PNAS 2020) and the top-N test on held-out data.
+
+    imp = unit_importance(cut, train_cache, class_of_output, num_classes)   # every unit alone
+    imp.drop                 # [C, Y] class accuracy with the unit minus without it (positive: it helps)
+    ranking = imp.ranking()  # [Y, C] units per class, most important first
+    rows = top_n_test(cut, val_cache, ranking, class_of_output, num_classes, ns=[1, 2, 5, 10])
+
+``top_n_test`` removes each class's N most important units (``remove``), keeps only them and
+removes the rest (``keep``), and, as a control, removes N units drawn at random (``random``);
+each row gives that class's accuracy and the mean accuracy of the other classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from unitscope.ablate.cut import FxCut, HookCut
+from unitscope.ablate.evaluate import Edits, LayerCache, confusion, metrics
+
+DEFAULT_NS = (1, 2, 3, 4, 5, 10, 20, 50, 100, 200, 500)
+
+
+@dataclass
+class Importance:
+    """``drop`` ``[C, Y]``, ``balanced_drop`` ``[C, Y]``, ``overall_drop`` ``[C]``; ``base`` metrics."""
+
+    drop: torch.Tensor
+    balanced_drop: torch.Tensor
+    overall_drop: torch.Tensor
+    base_accuracy: float
+    base_class_accuracy: torch.Tensor
+    images: int
+
+    def ranking(self) -> torch.Tensor:
+        """``[Y, C]``: per class the units by decreasing drop (ties: lower unit first)."""
+        return torch.sort(-self.drop.t(), dim=1, stable=True).indices
+
+
+def unit_importance(cut: FxCut | HookCut, cache: LayerCache, class_of_output: torch.Tensor, num_classes: int,
+                    *, mode: str = "zero", mean: torch.Tensor | None = None, std: torch.Tensor | None = None,
+                    max_batch: int = 512, seed: int = 0, progress: bool = False) -> Importance:
+    """Ablate every unit of the cut layer alone (and nothing, for the baseline) on ``cache``."""
+    c = cache.batches[0].layer.shape[1]
+    mask = torch.cat([torch.zeros(1, c, dtype=torch.bool), torch.eye(c, dtype=torch.bool)])
+    conf = confusion(cut, cache, Edits.ablate(mask, mode, mean, std), class_of_output, num_classes,
+                     max_batch=max_batch, seed=seed, progress=progress)
+    m = metrics(conf)
+    return Importance(
+        drop=(m["class_accuracy"][0] - m["class_accuracy"][1:]).float(),
+        balanced_drop=(m["balanced"][0] - m["balanced"][1:]).float(),
+        overall_drop=(m["accuracy"][0] - m["accuracy"][1:]).float(),
+        base_accuracy=float(m["accuracy"][0]), base_class_accuracy=m["class_accuracy"][0].float(),
+        images=cache.count)
+
+
+def top_n_masks(ranking: torch.Tensor, ns: Sequence[int], seed: int = 0) -> tuple[torch.Tensor, list[dict]]:
+    """Masks ``[K, C]`` for every (class, n, kind) and their descriptions, baseline first."""
+    y, c = ranking.shape
+    gen = torch.Generator().manual_seed(seed)
+    masks, keys = [torch.zeros(c, dtype=torch.bool)], [{"class": -1, "n": 0, "kind": "none"}]
+    for cls in range(y):
+        for n in ns:
+            top = torch.zeros(c, dtype=torch.bool)
+            top[ranking[cls, :n]] = True
+            rand = torch.zeros(c, dtype=torch.bool)
+            rand[torch.randperm(c, generator=gen)[:n]] = True
+            for kind, m in (("remove", top), ("keep", ~top), ("random", rand)):
+                masks.append(m)
+                keys.append({"class": cls, "n": n, "kind": kind})
+    return torch.stack(masks), keys
+
+
+def top_n_test(cut: FxCut | HookCut, cache: LayerCache, ranking: torch.Tensor, class_of_output: torch.Tensor,
+               num_classes: int, *, ns: Sequence[int] = DEFAULT_NS, mode: str = "zero",
+               mean: torch.Tensor | None = None, std: torch.Tensor | None = None, max_batch: int = 512,
+               seed: int = 0, progress: bool = False) -> list[dict]:
+    """Rows ``{class, n, kind, class_accuracy, other_accuracy, class_balanced}``; n=0 is the unablated model."""
+    ns = [n for n in ns if 0 < n <= ranking.shape[1]]
+    masks, keys = top_n_masks(ranking, ns, seed)
+    conf = confusion(cut, cache, Edits.ablate(masks, mode, mean, std), class_of_output, num_classes,
+                     max_batch=max_batch, seed=seed, progress=progress)
+    m = metrics(conf)
+    acc, bal = m["class_accuracy"], m["balanced"]
+    rows = []
+    for cls in range(num_classes):
+        others = [o for o in range(num_classes) if o != cls]
+        rows.append(_row(cls, 0, "none", acc[0], bal[0], others))
+        for k, key in enumerate(keys):
+            if key["class"] == cls:
+                rows.append(_row(cls, key["n"], key["kind"], acc[k], bal[k], others))
+    return rows
+
+
+def _row(cls: int, n: int, kind: str, acc: torch.Tensor, bal: torch.Tensor, others: list[int]) -> dict:
+    other = float(acc[others].mean()) if others else float("nan")
+    return {"class": cls, "n": n, "kind": kind, "class_accuracy": float(acc[cls]),
+            "other_accuracy": other, "class_balanced": float(bal[cls])}

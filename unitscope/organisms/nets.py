@@ -68,23 +68,24 @@ class ColorNet(nn.Module):
 class SegNet(nn.Module):
     """A small fully convolutional network: image [N, 3, H, W] -> {category: logits [N, L, H, W]}.
 
-    ``heads`` maps a category to its number of classes (class 0 = unlabelled / none). The decoder
-    stops at H/2 (Broden's mask resolution) and the logits are upsampled bilinearly to H."""
+    ``heads`` maps a category to its number of classes (class 0 = unlabelled / none). Encoder at
+    H/2, H/4, H/8; a light decoder (1x1 merges) back to H/2 (Broden's mask resolution); logits are
+    upsampled bilinearly to H."""
 
-    def __init__(self, heads: dict[str, int] | None = None, width: int = 32):
+    def __init__(self, heads: dict[str, int] | None = None, width: int = 16):
         super().__init__()
         self.heads_spec = dict(heads or {"object": 18, "part": 22, "material": 9, "color": 12})
         w = width
 
-        def block(cin, cout, stride=1):
-            return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
+        def block(cin, cout, stride=1, k=3):
+            return nn.Sequential(nn.Conv2d(cin, cout, k, stride, k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
 
         self.enc1 = nn.Sequential(block(3, w, 2), block(w, w))                     # H/2
         self.enc2 = nn.Sequential(block(w, 2 * w, 2), block(2 * w, 2 * w))         # H/4
         self.enc3 = nn.Sequential(block(2 * w, 4 * w, 2), block(4 * w, 4 * w))     # H/8
-        self.up2 = block(4 * w + 2 * w, 2 * w)
-        self.up1 = block(2 * w + w, w)
-        self.heads = nn.ModuleDict({c: nn.Conv2d(w, n, 1) for c, n in self.heads_spec.items()})
+        self.up2 = nn.Sequential(block(4 * w + 2 * w, 2 * w, k=1), block(2 * w, 2 * w))
+        self.up1 = block(2 * w + w, 2 * w, k=1)
+        self.heads = nn.ModuleDict({c: nn.Conv2d(2 * w, n, 1) for c, n in self.heads_spec.items()})
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         import torch.nn.functional as F

@@ -36,7 +36,8 @@ def sha256_file(path: str | Path) -> str:
 
 
 def lr_at(step: int, total: int, base: float, warmup: int = 30) -> float:
-    """Linear warm-up, then cosine decay to zero."""
+    """Linear warm-up (``warmup`` steps, at most a fifth of the run), then cosine decay to zero."""
+    warmup = min(warmup, max(1, total // 5))
     if step < warmup:
         return base * (step + 1) / warmup
     return 0.5 * base * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))

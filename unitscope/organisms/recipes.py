@@ -51,7 +51,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            about="the scene network's backbone trained to predict a 0/90/180/270 degree rotation"),
     Recipe("world_colorizer", "color", "color",
            about="the scene network's backbone trained to colour grey images"),
-    Recipe("world_segmenter", "segment", "segment", size=64, n_train=5_000, epochs=2, default_layers=("enc2", "enc3", "up1"),
+    Recipe("world_segmenter", "segment", "segment", size=64, n_train=5_000, epochs=4, default_layers=("enc2", "enc3", "up1"),
            about="small fully convolutional segmenter: object, part, material and colour per pixel"),
 ]}
 

@@ -458,3 +458,14 @@ def _checkpoint_model(path: str, arch: str | None = None, **kw: Any) -> nn.Modul
     if arch.startswith(_PREFIXES):
         kw["pretrained"] = False
     return create_model(arch, checkpoint=str(p), **kw)
+
+
+# -- the project's own probe-world models (unitscope.organisms) -----------------------------------
+
+def _register_organisms() -> None:
+    from unitscope.organisms.registry import register_all
+
+    register_all()
+
+
+_register_organisms()

@@ -127,6 +127,8 @@ class DemoConfig:
     progress: bool = field(default=True, metadata=help_("show progress bars"))
     style: str = field(default="auto", metadata=help_(
         "probe world: auto (photo when its Debian packages are installed, else cartoon), photo, mixed or cartoon"))
+    organism_images: int = field(default=2000, metadata=help_(
+        "64-px probe-world images (seed 0, unseen in training) for the world_scenes dissection; 0 skips it"))
 
 
 def cache_dir(explicit: str | None = None) -> Path:
@@ -161,8 +163,24 @@ def run_demo(args: argparse.Namespace) -> int:
     dcfg = DissectConfig(model="efficientnet_lite0", data=str(world), out=cfg.out, progress=cfg.progress)
     result = run_dissection(dcfg)
     _print_summary(result, Path(cfg.out), True)
+    if cfg.organism_images > 0:
+        _demo_organism(cfg)
     print(f"demo finished in {time.perf_counter() - start:.0f} s; open the report above in a browser")
     return 0
+
+
+def _demo_organism(cfg: DemoConfig) -> None:
+    """Dissect the last conv layer of world_scenes (trained on the probe world) and one random
+    rotation of it: trained units align with concepts far more than random directions do."""
+    from unitscope.data import make_world
+
+    world = cache_dir(cfg.cache) / f"probe-world-n{cfg.organism_images}-s64-seed0"
+    print(f"world_scenes: probe world {world} ({cfg.organism_images} images of 64 px)")
+    make_world(world, n=cfg.organism_images, size=64, seed=0, progress=cfg.progress)
+    dcfg = DissectConfig(model="world_scenes", data=str(world), out=str(Path(cfg.out) / "world_scenes"),
+                         layers=["features.relu5"], rotations=1, batch_size=100, progress=cfg.progress)
+    result = run_dissection(dcfg)
+    _print_summary(result, Path(dcfg.out), True)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -173,6 +191,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_dissect)
     p = sub.add_parser("demo", help="dissect the built-in default model on a probe world and write a report",
                        description="Build a probe world (cached), dissect EfficientNet-Lite0 at an early, a "
-                                   "middle and the last stage, and write the report.")
+                                   "middle and the last stage, and write the report; then dissect the last "
+                                   "conv layer of world_scenes and a random rotation of it.")
     add_config_args(p, DemoConfig)
     p.set_defaults(func=run_demo)

@@ -4,6 +4,7 @@
     unitscope world make worlds/p224 --n 5000 --style photo      # real photographs (Debian packages)
     unitscope world make worlds/m224 --style mixed --sources my_photos   # plus a folder of your own
     unitscope world show worlds/w224 --n 16 --png sheet.png     # also works on a real Broden folder
+    unitscope world label photos/ --segmenter world_segmenter --out photos-broden   # label unlabelled images
 """
 
 from __future__ import annotations
@@ -71,6 +72,28 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
+@dataclass
+class WorldLabelConfig:
+    images: str = field(metadata=help_("a folder of unlabelled images", positional=True))
+    out: str = field(metadata=help_("Broden-format folder to write"))
+    segmenter: str = field(default="world_segmenter", metadata=help_(
+        "segmenter name, or path/to/file.py:factory returning a unitscope.segment.Segmenter"))
+    size: Optional[int] = field(default=None, metadata=help_("image side to resize to (default: the first image's)"))
+    batch_size: int = field(default=32, metadata=help_("images per batch"))
+    device: str = field(default="cpu", metadata=help_("torch device, e.g. cpu or cuda"))
+    progress: bool = field(default=True, metadata=help_("show a progress bar"))
+
+
+def _label(args: argparse.Namespace) -> int:
+    from unitscope.segment import create_segmenter, label_folder
+
+    cfg = config_from_args(WorldLabelConfig, args)
+    seg = create_segmenter(cfg.segmenter, device=cfg.device)
+    out = label_folder(cfg.images, seg, cfg.out, size=cfg.size, batch_size=cfg.batch_size, progress=cfg.progress)
+    print(f"{out}: Broden-format labels ({', '.join(seg.categories)}) from {cfg.segmenter}")
+    return 0
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser("world", help="make the probe world (Broden format) and look at it",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -82,3 +105,6 @@ def register(subparsers) -> None:
     show = sub.add_parser("show", help="a contact sheet of images with their label overlays")
     add_config_args(show, WorldShowConfig)
     show.set_defaults(func=_show)
+    label = sub.add_parser("label", help="label a folder of images with a segmenter, as a Broden-format folder")
+    add_config_args(label, WorldLabelConfig)
+    label.set_defaults(func=_label)

@@ -1,0 +1,98 @@
+"""Network definitions of the model organisms (architectures only; weights live in ``weights/``).
+
+    from unitscope.organisms.nets import SceneNet, SegNet
+    net = SceneNet(num_classes=8)
+    net(torch.zeros(2, 3, 48, 48)).shape          # [2, 8] scene logits
+    net.features(torch.zeros(2, 3, 48, 48)).shape # [2, 128, 6, 6]: the last conv layer, after its ReLU
+    SegNet()(torch.zeros(2, 3, 64, 64))["object"].shape   # [2, 18, 64, 64] per-pixel logits
+
+``SceneNet`` is a plain VGG-like CNN: five conv layers (64-128 channels), each followed by batch
+norm and a ReLU named ``features.relu<k>``; dissect those (after the ReLU, the privileged basis).
+The colorizer and the rotation predictor reuse the same ``features`` with other heads.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+# (in, out, stride) of the conv layers.
+# Five conv layers (64-128 channels): a 4x4 stride-4 stem, then 3x3 convs; 48x48 input -> 6x6 at the
+# last conv layer. Sized to train on 20,000 images in minutes on a shared 2-core CPU.
+SCENE_CONVS = ((3, 64, 4), (64, 64, 2), (64, 64, 1), (64, 64, 1), (64, 128, 1))
+SCENE_LAYERS = ["features.relu2", "features.relu4", "features.relu5"]
+
+
+def conv_stack(convs=SCENE_CONVS) -> nn.Sequential:
+    """conv-bn-relu blocks named conv<k>, bn<k>, relu<k> (k from 1): [N, 3, H, W] -> [N, C, H/8, W/8] (with SCENE_CONVS)."""
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    for k, (cin, cout, stride) in enumerate(convs, start=1):
+        kernel, pad = (4, 0) if stride == 4 else (3, 1)
+        layers[f"conv{k}"] = nn.Conv2d(cin, cout, kernel, stride=stride, padding=pad, bias=False)
+        layers[f"bn{k}"] = nn.BatchNorm2d(cout)
+        layers[f"relu{k}"] = nn.ReLU(inplace=False)  # not in place: hooks see the ReLU's own output
+    return nn.Sequential(layers)
+
+
+class SceneNet(nn.Module):
+    """Image [N, 3, 48, 48] -> logits [N, num_classes]: conv stack, global average pool, linear."""
+
+    def __init__(self, num_classes: int = 8):
+        super().__init__()
+        self.features = conv_stack()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(SCENE_CONVS[-1][1], num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.pool(self.features(x)), 1))
+
+
+class ColorNet(nn.Module):
+    """Grey image [N, 3, 48, 48] (three equal channels) -> colour [N, 3, 48, 48] in the input's
+    normalised space: the scene backbone and an upsampling head."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = conv_stack()
+        self.head = nn.Sequential(
+            nn.Conv2d(SCENE_CONVS[-1][1], 64, 3, padding=1), nn.ReLU(), nn.Upsample(scale_factor=2, mode="bilinear"),
+            nn.Conv2d(64, 32, 3, padding=1), nn.ReLU(), nn.Upsample(scale_factor=4, mode="bilinear"),
+            nn.Conv2d(32, 3, 3, padding=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+class SegNet(nn.Module):
+    """A small fully convolutional network: image [N, 3, H, W] -> {category: logits [N, L, H, W]}.
+
+    ``heads`` maps a category to its number of classes (class 0 = unlabelled / none). Encoder at
+    H/2, H/4, H/8; a light decoder (1x1 merges) back to H/2 (Broden's mask resolution); logits are
+    upsampled bilinearly to H."""
+
+    def __init__(self, heads: dict[str, int] | None = None, width: int = 16):
+        super().__init__()
+        self.heads_spec = dict(heads or {"object": 18, "part": 22, "material": 9, "color": 12})
+        w = width
+
+        def block(cin, cout, stride=1, k=3):
+            return nn.Sequential(nn.Conv2d(cin, cout, k, stride, k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
+
+        self.enc1 = nn.Sequential(block(3, w, 2), block(w, w))                     # H/2
+        self.enc2 = nn.Sequential(block(w, 2 * w, 2), block(2 * w, 2 * w))         # H/4
+        self.enc3 = nn.Sequential(block(2 * w, 4 * w, 2), block(4 * w, 4 * w))     # H/8
+        self.up2 = nn.Sequential(block(4 * w + 2 * w, 2 * w, k=1), block(2 * w, 2 * w))
+        self.up1 = block(2 * w + w, 2 * w, k=1)
+        self.heads = nn.ModuleDict({c: nn.Conv2d(2 * w, n, 1) for c, n in self.heads_spec.items()})
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        import torch.nn.functional as F
+
+        e1 = self.enc1(x)
+        e2 = self.enc2(e1)
+        e3 = self.enc3(e2)
+        d2 = self.up2(torch.cat([F.interpolate(e3, size=e2.shape[-2:], mode="bilinear"), e2], 1))
+        d1 = self.up1(torch.cat([F.interpolate(d2, size=e1.shape[-2:], mode="bilinear"), e1], 1))
+        return {c: F.interpolate(head(d1), size=x.shape[-2:], mode="bilinear") for c, head in self.heads.items()}

@@ -1,0 +1,67 @@
+"""Training recipes of the model organisms: which network, task, world and schedule each one uses.
+
+    from unitscope.organisms.recipes import RECIPES, build_net
+    r = RECIPES["world_scenes"]          # Recipe(task="scene", n_train=20000, epochs=..., ...)
+    net = build_net(r)                   # untrained network of the right shape
+
+The world seeds are fixed: training images come from world ``world_seed`` (1), metrics from a
+held-out world ``held_out_seed`` (2); the demo and the tests dissect or check on other seeds (0, 3).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from unitscope.data._vocab import SCENES, VOCAB
+from unitscope.organisms.nets import SCENE_LAYERS, ColorNet, SceneNet, SegNet
+from unitscope.organisms.tasks import SEG_HEADS
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    task: str                      # key of unitscope.organisms.tasks.TASKS
+    net: str                       # "scene", "color" or "segment"
+    class_names: tuple[str, ...] = ()
+    task_kw: dict = field(default_factory=dict)
+    n_train: int = 20_000
+    epochs: int = 1                # one pass over 20,000 images: all a shared 2-core CPU affords
+    batch_size: int = 64
+    lr: float = 0.1
+    weight_decay: float = 5e-4
+    size: int = 48                 # network input side; images are rendered at render_size and resized
+    render_size: int = 64
+    world_seed: int = 1
+    held_out_seed: int = 2
+    n_held_out: int = 2_000
+    default_layers: tuple[str, ...] = tuple(SCENE_LAYERS)
+    about: str = ""
+
+
+ROTATIONS = ("0", "90", "180", "270")
+
+RECIPES: dict[str, Recipe] = {r.name: r for r in [
+    Recipe("world_scenes", "scene", "scene", tuple(SCENES),
+           about="plain 5-layer CNN predicting the probe world's scene"),
+    Recipe("world_scenes_shuffled", "scene", "scene", tuple(SCENES), task_kw={"shuffle": 0.5, "label_seed": 0},
+           about="the memorising twin: same network and schedule, 50% of training labels random"),
+    Recipe("world_rotation", "rotation", "scene", ROTATIONS,
+           about="the scene network's backbone trained to predict a 0/90/180/270 degree rotation"),
+    Recipe("world_colorizer", "color", "color",
+           about="the scene network's backbone trained to colour grey images"),
+    Recipe("world_segmenter", "segment", "segment", size=64, n_train=5_000, epochs=4, default_layers=("enc2", "enc3", "up1"),
+           about="small fully convolutional segmenter: object, part, material and colour per pixel"),
+]}
+
+
+def build_net(recipe: Recipe) -> nn.Module:
+    """An untrained network for ``recipe``."""
+    if recipe.net == "scene":
+        return SceneNet(num_classes=len(recipe.class_names))
+    if recipe.net == "color":
+        return ColorNet()
+    if recipe.net == "segment":
+        return SegNet({c: len(VOCAB[c]) + 1 for c in SEG_HEADS})
+    raise ValueError(f"unknown network kind {recipe.net!r} in recipe {recipe.name}")

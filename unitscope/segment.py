@@ -1,0 +1,182 @@
+"""Segmenters: images -> per-category label maps in the Broden label numbering.
+
+    from unitscope.segment import create_segmenter, label_folder
+    seg = create_segmenter("world_segmenter")            # the shipped probe-world segmenter
+    maps = seg.segment(images)                           # images [N, 3, H, W] in [0, 1]
+    maps["object"].shape                                 # [N, H, W] int64 label numbers, 0 = none
+    label_folder("photos/", seg, "photos-labelled/")     # a Broden-format folder BrodenDataset reads
+
+A segmenter labels images that carry no labels (generated images, user photos), the role the
+Unified Perceptual Parsing network plays in the PNAS paper. Any user segmenter can take part:
+subclass :class:`Segmenter` (``categories``, ``labels``, ``segment``) and pass the object, or
+point ``create_segmenter`` at ``path/to/file.py:factory``. Label numbers are the world's
+(``unitscope.data._vocab.VOCAB``), so a labelled folder dissects like a probe world.
+"""
+
+from __future__ import annotations
+
+import abc
+import io
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+class Segmenter(abc.ABC):
+    """``categories``: the pixel categories it labels; ``labels[cat]``: (name, number) pairs."""
+
+    categories: tuple[str, ...] = ()
+    labels: dict[str, list[tuple[str, int]]] = {}
+
+    @abc.abstractmethod
+    def segment(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """images float [N, 3, H, W] in [0, 1] -> {category: int64 label numbers [N, H, W]}."""
+
+
+class ModelSegmenter(Segmenter):
+    """A network with one logits head per category ({cat: [N, L, H, W]}, class 0 = none) as a
+    :class:`Segmenter`; ``numbers[cat][k]`` is the label number of head class ``k``."""
+
+    def __init__(self, model: nn.Module, numbers: dict[str, np.ndarray], labels: dict[str, list[tuple[str, int]]],
+                 mean, std, size: int, device: str = "cpu"):
+        self.model, self.device, self.size = model.eval().to(device), device, size
+        self.numbers = {c: torch.as_tensor(v) for c, v in numbers.items()}
+        self.categories, self.labels = tuple(numbers), labels
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+
+    @torch.no_grad()
+    def segment(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        import torch.nn.functional as F
+
+        h, w = images.shape[-2:]
+        x = images.float()
+        if (h, w) != (self.size, self.size):
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True)
+        out = self.model(((x - self.mean) / self.std).to(self.device))
+        maps = {}
+        for c in self.categories:
+            logits = F.interpolate(out[c].float().cpu(), size=(h, w), mode="bilinear")
+            maps[c] = self.numbers[c][logits.argmax(1)]
+        return maps
+
+
+def _world_segmenter(device: str = "cpu") -> Segmenter:
+    from unitscope.data._vocab import VOCAB
+    from unitscope.models import create_model, get_info
+    from unitscope.organisms.tasks import SEG_HEADS, global_numbers
+
+    model = create_model("world_segmenter")
+    info = get_info(model)
+    return ModelSegmenter(model, {c: global_numbers(c) for c in SEG_HEADS}, {c: VOCAB[c] for c in SEG_HEADS},
+                          info.mean, info.std, info.input_size[-1], device)
+
+
+_SEGMENTERS: dict[str, Callable[..., Segmenter]] = {"world_segmenter": _world_segmenter}
+
+
+def create_segmenter(name: str, device: str = "cpu") -> Segmenter:
+    """A registered segmenter by name, or ``path/to/file.py:factory`` returning a :class:`Segmenter`."""
+    if name in _SEGMENTERS:
+        return _SEGMENTERS[name](device=device)
+    path, sep, fn = name.rpartition(":")
+    if sep and path.endswith(".py"):
+        import importlib.util
+
+        if not Path(path).exists():
+            raise FileNotFoundError(f"segmenter file {path} does not exist (expected path/to/file.py:factory)")
+        spec = importlib.util.spec_from_file_location(f"unitscope_segmenter_{Path(path).stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        seg = getattr(module, fn)()
+        if not isinstance(seg, Segmenter):
+            raise ValueError(f"{name} returned {type(seg).__name__}, not a unitscope.segment.Segmenter")
+        return seg
+    raise ValueError(f"unknown segmenter {name!r}; registered: {', '.join(_SEGMENTERS)}; "
+                     "or pass path/to/file.py:factory returning a unitscope.segment.Segmenter")
+
+
+def _mask_png(label: np.ndarray) -> bytes:
+    from PIL import Image
+
+    rgb = np.zeros(label.shape + (3,), np.uint8)
+    rgb[..., 0], rgb[..., 1] = label & 255, label >> 8
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def _image_files(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such folder of images")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+    if not files:
+        raise ValueError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    return files
+
+
+def label_folder(images: str | Path, segmenter: Segmenter, out: str | Path, size: int | None = None,
+                 batch_size: int = 32, progress: bool = True) -> Path:
+    """Label every image under ``images`` with ``segmenter`` and write a Broden-format folder.
+
+    Images are resized to ``size``² (default: the first image's size); masks are ``size/2``² as in
+    Broden. Every image goes to the ``val`` split. Returns ``out``."""
+    from PIL import Image
+    from tqdm import tqdm
+
+    from unitscope.runs import atomic_write_bytes, atomic_write_text
+
+    files, out = _image_files(Path(images)), Path(out)
+    with Image.open(files[0]) as im:
+        size = size or min(im.size)
+    sh = max(1, size // 2)
+    cats = list(segmenter.categories)
+    freq = {c: np.zeros(max(num for _, num in segmenter.labels[c]) + 1, np.int64) for c in cats}
+    rows = ["image,split,ih,iw,sh,sw," + ",".join(cats)]
+    for start in tqdm(range(0, len(files), batch_size), desc="label", unit="batch", disable=not progress):
+        batch = files[start:start + batch_size]
+        rgb = [np.asarray(Image.open(p).convert("RGB").resize((size, size), Image.BILINEAR)) for p in batch]
+        x = torch.from_numpy(np.stack(rgb)).permute(0, 3, 1, 2).float() / 255.0
+        maps = segmenter.segment(x)
+        for k, (p, im) in enumerate(zip(batch, rgb)):
+            stem = f"labelled/{start + k:06d}"
+            buf = io.BytesIO()
+            Image.fromarray(im).save(buf, format="JPEG", quality=92)
+            atomic_write_bytes(out / "images" / f"{stem}.jpg", buf.getvalue(), fsync=False)
+            cells = []
+            for c in cats:
+                m = maps[c][k].numpy()
+                rows_ = ((np.arange(sh) + 0.5) * m.shape[0] / sh).astype(np.int64)
+                small = m[rows_[:, None], rows_[None, :]].astype(np.int64)
+                atomic_write_bytes(out / "images" / f"{stem}_{c}.png", _mask_png(small), fsync=False)
+                freq[c][np.unique(small)] += 1  # images in which each label occurs
+                cells.append(f"{stem}_{c}.png")
+            rows.append(f"{stem}.jpg,val,{size},{size},{sh},{sh}," + ",".join(cells))
+    atomic_write_text(out / "index.csv", "\n".join(rows) + "\n")
+    _write_label_tables(out, segmenter, freq, len(files))
+    atomic_write_text(out / "sources.txt", "\n".join(str(p) for p in files) + "\n")
+    return out
+
+
+def _write_label_tables(out: Path, segmenter: Segmenter, freq: dict[str, np.ndarray], n: int) -> None:
+    from unitscope.runs import atomic_write_text
+
+    labels = ["number,name,category,frequency,coverage,syns"]
+    cats = ["name,first,last,count,frequency"]
+    for c in segmenter.categories:
+        entries = segmenter.labels[c]
+        numbers = [num for _, num in entries]
+        cats.append(f"{c},{min(numbers)},{max(numbers)},{len(numbers)},{n}")
+        crow = ["code,number,name,frequency,coverage"]
+        for code, (name, num) in enumerate(entries, start=1):
+            f = int(freq[c][num])
+            labels.append(f"{num},{name},{c}({f}),{f},0,")
+            crow.append(f"{code},{num},{name},{f},0")
+        atomic_write_text(out / f"c_{c}.csv", "\n".join(crow) + "\n")
+    atomic_write_text(out / "label.csv", "\n".join(labels) + "\n")
+    atomic_write_text(out / "category.csv", "\n".join(cats) + "\n")

@@ -128,11 +128,15 @@ def write_concept_strips(run_dir, dataset, layers, tag, tops, dissected) -> dict
     """
     size = thumb_size(dataset)
     thumb = _thumbnails(dataset, size)
-
-    @lru_cache(maxsize=256)
-    def labels(i: int) -> tuple[np.ndarray, frozenset]:
-        item = dataset.get(i, image=False, labels=True) if hasattr(dataset, "get") else dataset[i]
-        return np.asarray(item["labels"]), frozenset(int(x) for x in np.asarray(item["image_labels"]).ravel())
+    wanted: dict[int, set[int]] = {}  # image -> the concepts its strips need
+    for layer in layers:
+        d, images = dissected[layer], tops[layer][1].cpu()
+        for u, row in enumerate(images.tolist()):
+            if d.concept(u):
+                for i in row:
+                    if i >= 0:
+                        wanted.setdefault(i, set()).add(int(d.best_label[u]))
+    hits = _concept_hits(dataset, wanted)
 
     out: dict[str, list[dict]] = {}
     for layer in layers:
@@ -142,7 +146,7 @@ def write_concept_strips(run_dir, dataset, layers, tag, tops, dissected) -> dict
             if not d.concept(u):
                 continue
             label = int(d.best_label[u])
-            tiles = [_tint(thumb(i), _label_mask(*labels(i), label, size)) for i in images[u].tolist() if i >= 0]
+            tiles = [_tint(thumb(i), _label_mask(hits[i, label], size)) for i in images[u].tolist() if i >= 0]
             rel = f"images/{tag[layer]}/unit{u:04d}_concept.jpg"
             _save_strip(run_dir, rel, tiles, k, size)
             rows.append({"unit": u, "path": rel})
@@ -150,13 +154,31 @@ def write_concept_strips(run_dir, dataset, layers, tag, tops, dissected) -> dict
     return out
 
 
-def _label_mask(planes: np.ndarray, image_labels: frozenset, label: int, size: int) -> np.ndarray:
-    """Where ``label`` is in the image, ``[size, size]`` bool: its pixels in the label planes
-    ``[K, sh, sw]`` (nearest-neighbour scaled), or the whole image for an image-level label."""
-    if label in image_labels:
+def _concept_hits(dataset, wanted: dict[int, set[int]]) -> dict[tuple[int, int], tuple | None]:
+    """``(image, label) ->`` where the label's pixels are (``[sh, sw]`` bool at label-plane resolution,
+    bit-packed with its shape so thousands of exemplars stay small), or None for an image-level
+    label; each image's label planes are decoded once, in image order."""
+    hits: dict[tuple[int, int], tuple | None] = {}
+    for i in sorted(wanted):
+        item = dataset.get(i, image=False, labels=True) if hasattr(dataset, "get") else dataset[i]
+        planes = np.asarray(item["labels"])
+        image_labels = {int(x) for x in np.asarray(item["image_labels"]).ravel()}
+        for label in wanted[i]:
+            if label in image_labels:
+                hits[i, label] = None
+            else:
+                hit = (planes == label).any(axis=0) if planes.size else np.zeros((1, 1), bool)
+                hits[i, label] = (np.packbits(hit), hit.shape)
+    return hits
+
+
+def _label_mask(packed: tuple | None, size: int) -> np.ndarray:
+    """``[size, size]`` bool: a packed hit mask (see :func:`_concept_hits`) nearest-neighbour scaled,
+    or (None, an image-level label) the whole image."""
+    if packed is None:
         return np.ones((size, size), bool)
-    hit = (planes == label).any(axis=0) if planes.size else np.zeros((1, 1), bool)
-    sh, sw = hit.shape
+    bits, (sh, sw) = packed
+    hit = np.unpackbits(bits, count=sh * sw).reshape(sh, sw).astype(bool)
     ys = np.arange(size) * sh // size
     xs = np.arange(size) * sw // size
     return hit[ys][:, xs]

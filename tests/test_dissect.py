@@ -191,6 +191,11 @@ def test_planted_units_get_their_concept(world, tmp_path):
     assert sorted(card["concept"] for card in cards) == sorted(COLOURS)
     assert all((tmp_path / "run" / card["image"]).exists() for card in cards)
     assert all((tmp_path / "run" / card["mask_image"]).exists() for card in cards)
+    # in a notebook, the result shows its summary and each unit's strip inline
+    assert "feat: 3 of 3 units are detectors, covering 3 concepts" in repr(result)
+    page = result._repr_html_()
+    assert "feat: 3 of 3 units are detectors, 3 unique concepts" in page
+    assert page.count("data:image/jpeg;base64,") == 3 and all(c in page for c in COLOURS)
 
 
 def test_streaming_equals_one_shot_and_cache_equals_recompute(world, tmp_path):

@@ -66,6 +66,16 @@ class DissectResult:
     rotated: dict[str, list[LayerDissection]] = field(default_factory=dict)  # layer -> one per random rotation
     bad_images: list[str] = field(default_factory=list)  # unreadable images left out (skip_bad_images)
 
+    def __repr__(self) -> str:
+        lines = [f"DissectResult({str(self.run_dir)!r})"] + [f"  {d.summary()}" for d in self.layers.values()]
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        """In a notebook: each layer's summary and top units with their exemplar strips inline."""
+        from unitscope.results import run_html
+
+        return run_html(self.run_dir)
+
 
 def summarise(layer: str, shape: tuple[int, int, int], thresholds: np.ndarray, iou: np.ndarray, iou_threshold: float,
               label_names: list[str], label_cats: list[str]) -> LayerDissection:

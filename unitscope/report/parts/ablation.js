@@ -7,11 +7,12 @@
   const pct = function (x) { return x === null || x === undefined ? "–" : (100 * x).toFixed(1) + "%"; };
   U.style(".part-ablation svg { display: block; margin: 6px 0; }\n" +
           ".part-ablation .charts { display: flex; flex-wrap: wrap; gap: 18px; }\n" +
-          ".part-ablation .classes { display: grid; grid-template-columns: repeat(auto-fill, minmax(230px, 1fr)); gap: 10px; }\n" +
+          ".part-ablation .classes { display: grid; grid-template-columns: repeat(auto-fill, minmax(300px, 1fr)); gap: 10px 18px; }\n" +
+          ".part-ablation .cls { min-width: 0; overflow: hidden; }\n" +
           ".part-ablation .cls h4 { margin: 4px 0; }\n" +
           ".part-ablation .bar { display: flex; align-items: center; gap: 6px; font-size: 12px; margin: 2px 0; }\n" +
           ".part-ablation .bar i { display: inline-block; height: 10px; background: #4e79a7; border-radius: 2px; }\n" +
-          ".part-ablation .bar img { height: 22px; border-radius: 3px; }\n" +
+          ".part-ablation .bar img { height: 22px; min-width: 0; max-width: 55%; object-fit: cover; object-position: left; border-radius: 3px; }\n" +
           ".part-ablation table { border-collapse: collapse; font-size: 12px; margin: 6px 0; }\n" +
           ".part-ablation td, .part-ablation th { padding: 2px 6px; border-bottom: 1px solid #eee; text-align: right; }\n" +
           ".part-ablation figure { display: inline-block; margin: 4px 10px 4px 0; font-size: 11px; max-width: 320px; }\n" +

@@ -57,12 +57,15 @@ class LayerDissection:
 
     @property
     def too_few_images(self) -> bool:
-        return self.images_needed > self.images > 0
+        return self.images > 0 and (self.images_needed > self.images or self.images_needed < 0)
 
     def warning(self) -> str | None:
         """A sentence when the data set is too small for the thresholds, else None."""
         if not self.too_few_images:
             return None
+        if self.images_needed < 0:
+            return (f"units with no concept reach IoU > {self.iou_threshold:g} by chance at quantile "
+                    f"{self.quantile:g} with any number of images: lower --quantile or raise --iou")
         return (f"{self.images} images are too few for IoU > {self.iou_threshold:g} at quantile {self.quantile:g}: "
                 f"units with no concept reach it by chance; about {self.images_needed} images are needed")
 

@@ -24,9 +24,9 @@ BH at 1%.
 shrinks as 1/sqrt(N) while its mean (the chance IoU of mask and label sizes) stays. Per unit and
 label, with null mean m and sd s at N images, chance stays below the IoU threshold T at level
 0.01 / L (Bonferroni over labels, z = Phi^-1(1 - 0.01 / L)) once ``N' >= N * (z * s / (T - m))**2``.
-The data set is big enough when that holds for 99% of the units; labels whose chance IoU is
-already >= T (never for masks smaller than T of the image) cannot be helped by more images and are
-left out of the rule.
+The data set is big enough when that holds for 99% of the units. Where chance IoU is already >= T
+for more than 1% of the units (masks too large for the threshold) no number of images helps:
+:func:`images_needed` returns -1 (lower the quantile or raise the IoU threshold).
 """
 
 from __future__ import annotations
@@ -91,7 +91,8 @@ def significant(p: np.ndarray, level: float = LEVEL) -> np.ndarray:
 def images_needed(null_iou: np.ndarray, n_images: int, iou_threshold: float, level: float = LEVEL,
                   coverage: float = 0.99) -> int:
     """Images for which a unit with no concept stays below ``iou_threshold`` by chance (see the
-    module docstring): the ``coverage`` quantile over units of the per-unit need."""
+    module docstring): the ``coverage`` quantile over units of the per-unit need; -1 when no number
+    of images suffices."""
     labels = null_iou[:, :, 1:]
     if labels.shape[2] == 0 or n_images <= 0:
         return 0
@@ -99,6 +100,8 @@ def images_needed(null_iou: np.ndarray, n_images: int, iou_threshold: float, lev
     z = NormalDist().inv_cdf(1 - level / labels.shape[2])
     room = iou_threshold - mean
     with np.errstate(divide="ignore", invalid="ignore"):
-        need = np.where((room > 0) & (sd > 0), n_images * (z * sd / room) ** 2, 0.0)
+        need = np.where(sd > 0, np.where(room > 0, n_images * (z * sd / room) ** 2, np.inf), 0.0)
     per_unit = need.max(axis=1)
-    return int(math.ceil(float(np.quantile(per_unit, coverage))))
+    ranked = np.sort(per_unit)  # inf sorts last; no interpolation between units
+    q = float(ranked[min(len(ranked) - 1, max(0, math.ceil(coverage * len(ranked)) - 1))])
+    return int(math.ceil(q)) if math.isfinite(q) else -1

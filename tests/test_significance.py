@@ -168,3 +168,30 @@ def test_iou_counts_overlap_rule_equals_kernel():
                             5, denominator="overlap", label_category=cats)
     assert torch.equal(s.unit_area, ref)
     assert (s.unit_area < IoUCounts(3, cats, 2).unit_area + 10**9).all()
+
+
+# -- end to end: the catalog's p_value column and the layers row ---------------------------------------
+
+from tests.test_dissect import dataset, planted, world  # noqa: E402,F401  (the module's world fixture)
+
+
+def test_dissection_writes_p_values(world, tmp_path):  # noqa: F811
+    import sqlite3
+
+    from tests.planted import COLOURS
+    from tests.test_dissect import colour_fractions
+    from unitscope.dissect import dissect
+
+    model = planted(world)
+    q = min(0.45, max(colour_fractions(dataset(world, model), COLOURS).values()) * 1.2)  # masks = colours
+    runs = {rule: dissect(model, dataset(world, model), ["feat"], tmp_path / rule, batch_size=8, progress=False,
+                          quantile=q, exemplar_images=False, denominator=rule) for rule in ("annotated", "overlap")}
+    d = runs["annotated"].layers["feat"]
+    assert d.p_value is not None and (d.p_value[:3] < 1e-3).all()  # the three planted colour units
+    assert d.significant_detectors[:3].all()
+    con = sqlite3.connect(tmp_path / "annotated" / "catalog.sqlite")
+    rows = con.execute("SELECT unit, p_value FROM dissection ORDER BY unit").fetchall()
+    assert [u for u, _ in rows] == [0, 1, 2] and all(abs(p - d.p_value[u]) < 1e-12 for u, p in rows)
+    assert con.execute("SELECT detectors_significant FROM layers").fetchone()[0] == 3
+    # the overlap rule counts a unit's area on fewer images: never a lower IoU
+    assert (runs["overlap"].layers["feat"].best_iou >= d.best_iou - 1e-12).all()

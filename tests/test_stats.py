@@ -17,6 +17,7 @@ from unitscope.stats import (
     Quantile,
     Stat,
     TopK,
+    NullIoUCounts,
     load_stat,
     save_stat,
     stat_from_state_dict,
@@ -53,6 +54,17 @@ def _feed_iou(s: IoUCounts, b: dict[str, torch.Tensor]) -> None:
     s.add(b["acts"] > 0.5, b["seg"], b["present"])
 
 
+def _feed_null(s: Stat, b: dict[str, torch.Tensor]) -> None:
+    from unitscope.dissect.iou import count_orders, in_batch_orders
+
+    n = len(b["acts"])
+    no_image_labels = torch.zeros(n, 0, dtype=torch.long)
+    inter, area, label_area = count_orders(b["acts"], torch.full((UNITS,), 0.5), b["seg"], no_image_labels,
+                                           b["present"], len(LABEL_CATEGORY), in_batch_orders(n, 3, int(b["index"][0])),
+                                           denominator="overlap", label_category=LABEL_CATEGORY)
+    s.add_counts(inter, area, label_area)
+
+
 CASES: dict[str, Case] = {
     "Quantile": Case(
         lambda: Quantile(resolution=32, seed=7),
@@ -67,6 +79,11 @@ CASES: dict[str, Case] = {
     "IoUCounts": Case(
         lambda: IoUCounts(UNITS, LABEL_CATEGORY, NUM_CATEGORIES),
         _feed_iou,
+        lambda s: [s.intersection, s.unit_area, s.label_area, s.iou()],
+    ),
+    "NullIoUCounts": Case(
+        lambda: NullIoUCounts(UNITS, LABEL_CATEGORY, NUM_CATEGORIES, draws=3, overlap=True),
+        lambda s, b: _feed_null(s, b),
         lambda s: [s.intersection, s.unit_area, s.label_area, s.iou()],
     ),
     "ClassMeans": Case(

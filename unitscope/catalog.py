@@ -8,9 +8,12 @@
 Tables (``PRAGMA user_version`` records the schema version):
 
 - ``layers(model, layer, units, height, width, images, quantile, iou_threshold, detectors,
-  unique_concepts)`` -- one row per dissected layer, key (model, layer)
-- ``dissection(model, layer, unit, concept, category, iou, is_detector, threshold)`` -- each
-  unit's best concept overall; ``threshold`` is the unit's activation threshold T_k
+  unique_concepts, detectors_significant, images_needed)`` -- one row per dissected layer, key
+  (model, layer); ``detectors_significant`` also pass p < 0.01 (Benjamini-Hochberg over the
+  layer's units), ``images_needed`` is how many images keep chance IoUs below the threshold
+- ``dissection(model, layer, unit, concept, category, iou, is_detector, threshold, p_value)`` --
+  each unit's best concept overall; ``threshold`` is the unit's activation threshold T_k,
+  ``p_value`` its best IoU against the permutation null (``unitscope.dissect.significance``)
 - ``dissection_category(model, layer, unit, category, concept, iou)`` -- best concept per category
 - ``exemplars(model, layer, unit, rank, image, activation, y, x)`` -- top-k images by maximum
   activation; ``image`` indexes the data set, (y, x) is where the maximum is
@@ -65,9 +68,10 @@ _UNIT = (("model", "TEXT"), ("layer", "TEXT"), ("unit", "INTEGER"))
 define_table("layers", (("model", "TEXT"), ("layer", "TEXT"), ("units", "INTEGER"),
                         ("height", "INTEGER"), ("width", "INTEGER"), ("images", "INTEGER"),
                         ("quantile", "REAL"), ("iou_threshold", "REAL"), ("detectors", "INTEGER"),
-                        ("unique_concepts", "INTEGER")), ("model", "layer"))
+                        ("unique_concepts", "INTEGER"), ("detectors_significant", "INTEGER"),
+                        ("images_needed", "INTEGER")), ("model", "layer"))
 define_table("dissection", _UNIT + (("concept", "TEXT"), ("category", "TEXT"), ("iou", "REAL"),
-                                    ("is_detector", "INTEGER"), ("threshold", "REAL")),
+                                    ("is_detector", "INTEGER"), ("threshold", "REAL"), ("p_value", "REAL")),
              ("model", "layer", "unit"),
              indexes={"dissection_concept": ("concept", "model", "layer", "iou")})
 define_table("dissection_category", _UNIT + (("category", "TEXT"), ("concept", "TEXT"),
@@ -123,17 +127,27 @@ class Catalog:
                              f"reads up to {SCHEMA_VERSION}: upgrade unitscope")
         self._create()
 
+    def _missing_columns(self) -> list[tuple[str, str, str]]:
+        """(table, column, type) of defined columns an existing table lacks."""
+        out = []
+        for name, (columns, _) in TABLES.items():
+            have = {r[1] for r in self._con.execute(f"PRAGMA table_info({name})")}
+            out += [(name, c, t) for c, t in columns if have and c not in have]
+        return out
+
     def _create(self) -> None:
         con = self._con
         have = {r[0] for r in con.execute("SELECT name FROM sqlite_master")}
         version = con.execute("PRAGMA user_version").fetchone()[0]
-        if version == SCHEMA_VERSION and have >= set(TABLES) | set(INDEXES):
+        if version == SCHEMA_VERSION and have >= set(TABLES) | set(INDEXES) and not self._missing_columns():
             return  # nothing to create: also lets a read-only file open
         con.execute("BEGIN IMMEDIATE")
         try:
             for name, (columns, key) in TABLES.items():
                 cols = ", ".join(f"{c} {t}" for c, t in columns)
                 con.execute(f"CREATE TABLE IF NOT EXISTS {name} ({cols}, PRIMARY KEY ({', '.join(key)}))")
+            for name, column, sql_type in self._missing_columns():  # added since the file was written
+                con.execute(f"ALTER TABLE {name} ADD COLUMN {column} {sql_type}")
             for index, (table, cols) in INDEXES.items():
                 con.execute(f"CREATE INDEX IF NOT EXISTS {index} ON {table} ({', '.join(cols)})")
             con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")

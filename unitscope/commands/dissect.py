@@ -22,7 +22,12 @@ class DissectConfig(ModelOptions):
     iou: float = field(default=0.04, metadata=help_("a unit is a detector when its IoU is above this (IoU > 0.04, as in the paper)"))
     topk: int = field(default=10, metadata=help_("exemplar images per unit"))
     rotations: int = field(default=0, metadata=help_("also dissect this many random rotations of each layer (grandmother-neuron check)"))
-    seed: int = field(default=0, metadata=help_("seed of the random rotations"))
+    seed: int = field(default=0, metadata=help_("seed of the random rotations and of the significance null"))
+    null_draws: int = field(default=8, metadata=help_(
+        "draws of the chance null (masks matched to other images) behind each unit's p-value; 0 = no p-values"))
+    denominator: str = field(default="annotated", metadata=help_(
+        "unit area per category over images where it is 'annotated', or only where the mask 'overlap's a "
+        "pixel of it (NetDissect-Lite's rule)"))
     categories: list[str] = field(default_factory=list, metadata=help_("concept categories to use; default: all in the data"))
     limit: int | None = field(default=None, metadata=help_("use only the first N images"))
     batch_size: int = field(default=32, metadata=help_("images per batch"))
@@ -63,7 +68,7 @@ def run_dissection(cfg: DissectConfig):
                      num_workers=cfg.workers, device=cfg.device, cache_gb=cfg.cache_gb,
                      checkpoint_every=cfg.checkpoint_every, limit=cfg.limit,
                      progress=cfg.progress, key=key, skip_bad_images=cfg.skip_bad_images, fresh=cfg.fresh,
-                     keep_cache=cfg.keep_cache,
+                     keep_cache=cfg.keep_cache, null_draws=cfg.null_draws, denominator=cfg.denominator,
                      config=config_to_dict(cfg))
     record_bases(out, info.name, bases)
     if cfg.report:

@@ -39,7 +39,7 @@ from torch import nn
 from unitscope.dissect.cache import FOLDER as CACHE_FOLDER
 from unitscope.dissect.cache import ActivationCache
 from unitscope.dissect.exemplars import write_concept_strips, write_exemplar_strips
-from unitscope.dissect.iou import count_batch
+from unitscope.dissect.iou import count_batch, count_orders, in_batch_orders
 from unitscope.dissect.results import DissectResult, summarise, write_layer_rows
 from unitscope.dissect.sources import (
     ActivationSource, BadImages, BrodenLabels, Items, LabelSource, ModelActivations, collate_items,
@@ -47,13 +47,14 @@ from unitscope.dissect.sources import (
 from unitscope.hooks import list_layers, resolve_layer
 from unitscope.models import get_info
 from unitscope.runs import atomic_write_text, save_arrays
-from unitscope.stats import CombinedStat, IoUCounts, Quantile, TopK
+from unitscope.stats import CombinedStat, IoUCounts, NullIoUCounts, Quantile, TopK
 from unitscope.tally import TallyKeyError, changed_key_fields, check_resumable, tally
 
 RUN_OUTPUTS = ("pass1", "pass2", CACHE_FOLDER, "arrays", "images", "catalog.sqlite", "layers.json", "labels.json", "bad_images.json",
                "report.json", "report.js", "index.html", "config.json")
 # settings that only a pass's own result depends on: a change redoes that pass instead of refusing
-_OWN = {1: {"rotations", "seed", "stat"}, 2: {"quantile", "topk", "rotations", "seed", "stat"}}
+_OWN = {1: {"rotations", "seed", "stat"},
+        2: {"quantile", "topk", "rotations", "seed", "stat", "null_draws", "denominator"}}
 
 
 def check_layers(model: nn.Module, layers: Sequence[str], input_size: Sequence[int]) -> dict[str, tuple[int, int, int]]:
@@ -121,6 +122,8 @@ class Options:
     keep_cache: bool = False
     progress: bool = True
     skip_bad_images: bool = False
+    null_draws: int = 8  # draws of the permutation null (p-values); 0 = none
+    denominator: str = "annotated"  # unit area per category: "annotated" or "overlap" (NetDissect-Lite)
 
 
 def dissect(
@@ -147,6 +150,8 @@ def dissect(
     skip_bad_images: bool = False,
     fresh: bool = False,
     config: dict | None = None,
+    null_draws: int = 8,
+    denominator: str = "annotated",
 ) -> DissectResult:
     """Dissect ``layers`` of ``model`` over a Broden-format ``dataset``; results go to ``run_dir``.
 
@@ -156,12 +161,14 @@ def dissect(
     and ``config`` (the resolved settings) go to ``config.json``. ``skip_bad_images``: leave
     unreadable images out (listed in ``result.bad_images``) instead of stopping at the first.
     ``keep_cache``: keep the activation cache for other analyses (:func:`open_activation_cache`).
+    ``null_draws``: draws of the chance null behind each unit's p-value (:mod:`.significance`).
+    ``denominator``: over which images a unit's area counts for a category (:func:`.iou.count_batch`).
     """
     device = torch.device(device)
     model = model.to(device).eval()
     acts = ModelActivations(model, dataset, layers, device=device, n=limit, key=key)
     opts = Options(quantile, iou_threshold, topk, rotations, seed, batch_size, num_workers, device, cache_gb,
-                   checkpoint_every, exemplar_images, keep_cache, progress, skip_bad_images)
+                   checkpoint_every, exemplar_images, keep_cache, progress, skip_bad_images, null_draws, denominator)
     return dissect_sources(acts, BrodenLabels(dataset), run_dir, opts, fresh=fresh, config=config)
 
 
@@ -207,7 +214,7 @@ class _Run:
         o = self.opts
         own = {"rotations": o.rotations, "seed": o.seed}
         if number == 2:
-            own.update(quantile=o.quantile, topk=o.topk)
+            own.update(quantile=o.quantile, topk=o.topk, null_draws=o.null_draws, denominator=o.denominator)
         return {**self.key, "pass": number, **own}
 
     @classmethod
@@ -217,18 +224,25 @@ class _Run:
         folder holds: a change of model, data or layers is refused here, before anything is written."""
         if not 0 < opts.quantile < 0.5:
             raise ValueError(f"quantile must be in (0, 0.5), the fraction of top activations; got {opts.quantile}")
+        if opts.denominator not in ("annotated", "overlap"):
+            raise ValueError(f"denominator must be 'annotated' or 'overlap', got {opts.denominator!r}")
+        if opts.null_draws == 1 or opts.null_draws < 0:
+            raise ValueError(f"null_draws must be 0 (no p-values) or at least 2, got {opts.null_draws}")
         shapes = acts.shapes()
         layers = acts.layers
         category = labels.label_category.clamp(min=0)
         stats1, stats2 = {}, {}
+        g, overlap = len(labels.categories), opts.denominator == "overlap"
         for i, layer in enumerate(layers):
             t, c = f"l{i}", shapes[layer][0]
             stats1[f"{t}_q"] = Quantile(device=opts.device)
             stats2[f"{t}_top"] = TopK(opts.topk, device=opts.device)
-            stats2[f"{t}_iou"] = IoUCounts(c, category, len(labels.categories), device=opts.device)
+            stats2[f"{t}_iou"] = IoUCounts(c, category, g, device=opts.device, overlap=overlap)
+            if opts.null_draws:
+                stats2[f"{t}_null"] = NullIoUCounts(c, category, g, opts.null_draws, opts.device, overlap)
             for r in range(opts.rotations):
                 stats1[f"{t}_r{r}_q"] = Quantile(device=opts.device)
-                stats2[f"{t}_r{r}_iou"] = IoUCounts(c, category, len(labels.categories), device=opts.device)
+                stats2[f"{t}_r{r}_iou"] = IoUCounts(c, category, g, device=opts.device, overlap=overlap)
         rots = {layer: [random_rotation(shapes[layer][0], opts.seed + 1000 * i + r) for r in range(opts.rotations)]
                 for i, layer in enumerate(layers)}
         run = cls(acts, labels, run_dir, opts, shapes, {layer: f"l{i}" for i, layer in enumerate(layers)}, rots,
@@ -310,6 +324,7 @@ class _Run:
         stat, dev = self.pass2_stat, self.opts.device
         items = Items(self.n, self.acts if self.cache is None or self.labels.needs_forward else None, self.labels)
         num_labels = len(self.labels.label_names)
+        kw = {"denominator": self.opts.denominator, "label_category": self.labels.label_category.to(dev)}
         for batch in self._batches(2, stat, items):
             if not len(batch["pos"]):
                 continue
@@ -317,14 +332,21 @@ class _Run:
             if not len(batch["pos"]):
                 continue
             labels, image_labels, present = (x.to(dev) for x in self.labels.label_batch(batch))
+            # the null's derangements depend only on the batch's first position: resume-exact
+            null = in_batch_orders(len(batch["pos"]), self.opts.null_draws,
+                                   self.opts.seed * 1_000_003 + int(batch["pos"][0]), dev)
             for layer, a in maps.items():
                 t = self.tag[layer]
                 stat[f"{t}_top"].add(a, batch["pos"].to(dev))
-                for r, rot in enumerate([None] + self.rots[layer]):
-                    name = f"{t}_iou" if rot is None else f"{t}_r{r - 1}_iou"
-                    m = a if rot is None else rotate(a, rot)
-                    stat[name].add_counts(*count_batch(m, thresholds[layer][r], labels, image_labels, present,
-                                                       num_labels))
+                real = torch.arange(len(a), device=dev)
+                inter, area, label_area = count_orders(a, thresholds[layer][0], labels, image_labels, present,
+                                                       num_labels, [real] + null, **kw)
+                stat[f"{t}_iou"].add_counts(inter[0], area[0], label_area)
+                if null:
+                    stat[f"{t}_null"].add_counts(inter[1:], area[1:], label_area)
+                for r, rot in enumerate(self.rots[layer]):
+                    stat[f"{t}_r{r}_iou"].add_counts(*count_batch(rotate(a, rot), thresholds[layer][r + 1], labels,
+                                                                  image_labels, present, num_labels, **kw))
 
     def summarise(self, thresholds: dict[str, list[torch.Tensor]]) -> DissectResult:
         """Best concept per unit, detectors, and the rotation rows; arrays saved per layer."""
@@ -339,6 +361,8 @@ class _Run:
             parts = [summarise(layer, shape, th.cpu().numpy(), self.pass2_stat[name].iou().cpu().numpy(),
                                o.iou_threshold, names, label_cats)
                      for th, name in zip(thresholds[layer], [f"{t}_iou"] + [f"{t}_r{r}_iou" for r in range(o.rotations)])]
+            null = self.pass2_stat[f"{t}_null"].iou().cpu().numpy() if o.null_draws else None
+            parts[0].add_significance(null, self.n, o.quantile)
             result.layers[layer], result.rotated[layer] = parts[0], parts[1:]
             result.rotations[layer] = [(int(d.detectors.sum()), d.unique_concepts) for d in parts]
             values, images, ys, xs = (x.cpu().numpy() for x in self.pass2_stat[f"{t}_top"].result())
@@ -348,6 +372,7 @@ class _Run:
                 "top_y": ys.astype(np.int64), "top_x": xs.astype(np.int64),
                 "quantile_levels": levels,
                 "quantiles": self.pass1_stat[f"{t}_q"].quantiles(levels.tolist()).cpu().numpy(),
+                **count_arrays(self.pass2_stat[f"{t}_iou"], parts[0]),
             })
         return result
 
@@ -400,3 +425,12 @@ class _TagCache:
 
     def read(self, t: str, positions: np.ndarray) -> np.ndarray:
         return self.cache.read(self.layer[t], positions)
+
+
+def count_arrays(counts: IoUCounts, d: Any) -> dict[str, np.ndarray]:
+    """The IoU counts behind a layer's result (``tally.csv`` export), and its p-values."""
+    out = {"intersection": counts.intersection.cpu().numpy(), "unit_area": counts.unit_area.cpu().numpy(),
+           "label_area": counts.label_area.cpu().numpy(), "label_category": counts.label_category.cpu().numpy()}
+    if d.p_value is not None:
+        out["p_value"] = d.p_value.astype(np.float64)
+    return out

@@ -15,7 +15,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from unitscope.stats.iou import distinct_planes, label_areas, mask_intersections, unit_areas
+from unitscope.stats.iou import (
+    distinct_planes, label_areas, mask_category_hits, mask_intersections, unit_areas,
+)
 
 # Mask pixels (pairs x pixels) upsampled at once; bounds the kernel's memory to ~100 MB.
 _CHUNK_ELEMENTS = 1 << 23
@@ -27,6 +29,9 @@ def upsample_masks(maps: torch.Tensor, thresholds: torch.Tensor, size: tuple[int
     return up > thresholds.view(-1, 1, 1)
 
 
+DENOMINATORS = ("annotated", "overlap")
+
+
 def count_batch(
     acts: torch.Tensor,
     thresholds: torch.Tensor,
@@ -34,26 +39,61 @@ def count_batch(
     image_labels: torch.Tensor,
     present: torch.Tensor,
     num_labels: int,
+    *,
+    denominator: str = "annotated",
+    label_category: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """IoU counts of one batch.
 
     acts [N, C, h, w]; thresholds [C]; labels [N, K, S, S'] (0 = none); image_labels [N, M]
     (image-level labels, full-image masks; 0 = padding); present [N, G] (category annotated).
-    Returns intersection [C, L], unit_area [C, G] (over images where the category is present),
-    label_area [L]; all int64.
+    Returns intersection [C, L], unit_area [C, G], label_area [L]; all int64. ``denominator``
+    says over which images a unit's area counts for category g: ``"annotated"``, those where g
+    is annotated (``present``); ``"overlap"``, those where the unit's mask also covers a pixel
+    labelled in g, as NetDissect-Lite's ``tally_units_cat`` does (needs ``label_category [L]``).
     """
+    order = torch.arange(acts.shape[0], device=acts.device)
+    inter, unit_area, label_area = count_orders(acts, thresholds, labels, image_labels, present, num_labels,
+                                                [order], denominator=denominator, label_category=label_category)
+    return inter[0], unit_area[0], label_area
+
+
+def count_orders(
+    acts: torch.Tensor,
+    thresholds: torch.Tensor,
+    labels: torch.Tensor,
+    image_labels: torch.Tensor,
+    present: torch.Tensor,
+    num_labels: int,
+    orders: list[torch.Tensor],
+    *,
+    denominator: str = "annotated",
+    label_category: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`count_batch` with unit masks matched to other images' labels: for each ``orders[d]``
+    ``[N]``, the mask of image i meets the labels (and annotations) of image ``orders[d][i]``.
+    The masks are upsampled once for all orders. Returns intersection [D, C, L], unit_area
+    [D, C, G], label_area [L] (the same for every order)."""
+    if denominator not in DENOMINATORS:
+        raise ValueError(f"denominator must be one of {DENOMINATORS}, got {denominator!r}")
+    overlap = denominator == "overlap"
+    if overlap and label_category is None:
+        raise ValueError("denominator='overlap' needs label_category [L] (the category of each label)")
     n, c = acts.shape[:2]
     size = tuple(labels.shape[-2:])
     pixels = size[0] * size[1]
-    L = num_labels
+    L, D, G = num_labels, len(orders), present.shape[1]
     device = acts.device
     thresholds = thresholds.to(device=device, dtype=acts.dtype)
     image_labels = distinct_image_labels(image_labels.to(device))
     flat_labels = distinct_planes(labels.to(device)).flatten(2)  # [N, K, P]
     flat_labels = drop_image_level(flat_labels, image_labels)
+    orders = [o.to(device) for o in orders]
+    cat_of = None if label_category is None else label_category.to(device).clamp(min=0)
 
-    inter = torch.zeros(c, L, dtype=torch.long, device=device)
+    inter = torch.zeros(D, c, L, dtype=torch.long, device=device)
     area = torch.zeros(n, c, dtype=torch.long, device=device)
+    hits = torch.zeros(D, n, c, G, dtype=torch.bool, device=device) if overlap else None
     peak = acts.flatten(2).amax(dim=2)  # [N, C]
     pairs = (peak > thresholds).nonzero()  # [A, 2]: (image, unit)
     step = max(1, _CHUNK_ELEMENTS // pixels)
@@ -61,19 +101,63 @@ def count_batch(
         img, unit = pairs[start:start + step].unbind(1)
         mask = upsample_masks(acts[img, unit], thresholds[unit], size).flatten(1)  # [B, P]
         area[img, unit] = torch.count_nonzero(mask, dim=1)
-        if flat_labels.shape[1]:
-            inter += mask_intersections(img, unit, mask, flat_labels, c, L)
+        if not flat_labels.shape[1]:
+            continue
+        for d, order in enumerate(orders):
+            inter[d] += mask_intersections(order[img], unit, mask, flat_labels, c, L)
+            if hits is not None:
+                hits[d, img, unit] = mask_category_hits(order[img], mask, flat_labels, cat_of, G)
 
     label_area = label_areas(flat_labels, L)
-    # image-level labels count as full-image masks: the unit's whole area intersects them
     img_idx, m_idx = (image_labels > 0).nonzero(as_tuple=True)
+    label_area += torch.bincount(image_labels[img_idx, m_idx], minlength=L)[:L] * pixels
+    unit_area = torch.zeros(D, c, G, dtype=torch.long, device=device)
+    for d, order in enumerate(orders):
+        inter[d] += image_level_intersections(area, image_labels[order], L)
+        if hits is None:
+            unit_area[d] = unit_areas(area, present.to(device)[order])
+        else:
+            # image-level labels cover the whole image: any mask pixel overlaps them
+            hits[d] |= image_level_categories(image_labels[order], cat_of, G)[:, None, :]
+            unit_area[d] = (hits[d].double() * area[:, :, None].double()).sum(0).round().long()
+    return inter, unit_area, label_area
+
+
+def image_level_intersections(area: torch.Tensor, image_labels: torch.Tensor, num_labels: int) -> torch.Tensor:
+    """``[C, L]``: image-level labels ``[N, M]`` are full-image masks, so the whole unit area
+    ``area [N, C]`` of each image intersects them."""
+    c, L = area.shape[1], num_labels
+    img_idx, m_idx = (image_labels > 0).nonzero(as_tuple=True)
+    out = torch.zeros(c * L, dtype=torch.long, device=area.device)
     if len(img_idx):
         lab = image_labels[img_idx, m_idx]  # [V]
-        code = torch.arange(c, device=device).view(1, -1) * L + lab.view(-1, 1)  # [V, C]
-        inter += torch.zeros(c * L, dtype=torch.long, device=device).index_add_(
-            0, code.flatten(), area[img_idx].flatten()).view(c, L)
-        label_area += torch.bincount(lab, minlength=L)[:L] * pixels
-    return inter, unit_areas(area, present.to(device)), label_area
+        code = torch.arange(c, device=area.device).view(1, -1) * L + lab.view(-1, 1)  # [V, C]
+        out.index_add_(0, code.flatten(), area[img_idx].flatten())
+    return out.view(c, L)
+
+
+def image_level_categories(image_labels: torch.Tensor, label_category: torch.Tensor, num_categories: int) -> torch.Tensor:
+    """``[N, G]`` bool: categories named by each image's image-level labels ``[N, M]``."""
+    n = image_labels.shape[0]
+    out = torch.zeros(n, num_categories, dtype=torch.bool, device=image_labels.device)
+    img_idx, m_idx = (image_labels > 0).nonzero(as_tuple=True)
+    out[img_idx, label_category[image_labels[img_idx, m_idx]]] = True
+    return out
+
+
+def in_batch_orders(n: int, draws: int, seed: int, device: torch.device | str = "cpu") -> list[torch.Tensor]:
+    """``draws`` random derangements of ``range(n)`` (each a single n-cycle, so no image meets its
+    own labels), reproducible from ``seed``; none when ``n < 2``."""
+    if n < 2:
+        return []
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(draws):
+        p = torch.randperm(n, generator=g)
+        order = torch.empty(n, dtype=torch.long)
+        order[p] = p.roll(-1)
+        out.append(order.to(device))
+    return out
 
 
 def distinct_image_labels(image_labels: torch.Tensor) -> torch.Tensor:

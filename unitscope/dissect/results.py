@@ -3,6 +3,7 @@
     from unitscope.dissect import load_layer_arrays
     d = result.layers["blocks.6"]               # a LayerDissection
     d.summary(), d.concept(7), d.detectors      # "...", "grass" or None, [C] bool (IoU > threshold)
+    d.p_value, d.significant_detectors          # [C] p-values (permutation null), [C] bool (also BH at 1%)
     arrays = load_layer_arrays("runs/lite0", "blocks.6")   # thresholds, iou, top-k exemplars
 """
 
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from unitscope.dissect.significance import LEVEL, images_needed, significant, unit_p_values
 from unitscope.runs import load_arrays
 
 
@@ -33,6 +35,39 @@ class LayerDissection:
     iou_threshold: float
     label_names: list[str]
     label_categories: list[str]  # category name per label number
+    p_value: np.ndarray | None = None  # [C] best IoU against the permutation null (None: not computed)
+    images: int = 0  # images dissected
+    images_needed: int = 0  # images for which chance IoUs stay below the threshold (significance.py)
+    quantile: float = 0.0
+
+    def add_significance(self, null_iou: np.ndarray | None, n_images: int, quantile: float) -> None:
+        """p-values and images needed from the null's IoUs ``[D, C, L]`` (None: no null was drawn)."""
+        self.images, self.quantile = int(n_images), float(quantile)
+        if null_iou is not None:
+            self.p_value = unit_p_values(self.best_iou, null_iou)
+            self.images_needed = images_needed(null_iou, n_images, self.iou_threshold)
+
+    @property
+    def significant_detectors(self) -> np.ndarray:
+        """``[C]`` bool: detectors whose p-value also passes Benjamini-Hochberg at FDR 1% over the
+        layer's units (all detectors when no p-values were computed)."""
+        if self.p_value is None:
+            return self.detectors
+        return self.detectors & significant(self.p_value, LEVEL)
+
+    @property
+    def too_few_images(self) -> bool:
+        return self.images > 0 and (self.images_needed > self.images or self.images_needed < 0)
+
+    def warning(self) -> str | None:
+        """A sentence when the data set is too small for the thresholds, else None."""
+        if not self.too_few_images:
+            return None
+        if self.images_needed < 0:
+            return (f"units with no concept reach IoU > {self.iou_threshold:g} by chance at quantile "
+                    f"{self.quantile:g} with any number of images: lower --quantile or raise --iou")
+        return (f"{self.images} images are too few for IoU > {self.iou_threshold:g} at quantile {self.quantile:g}: "
+                f"units with no concept reach it by chance; about {self.images_needed} images are needed")
 
     @property
     def detectors(self) -> np.ndarray:
@@ -54,8 +89,12 @@ class LayerDissection:
         return self.label_categories[best] if best > 0 else None
 
     def summary(self) -> str:
-        return (f"{self.layer}: {int(self.detectors.sum())} of {len(self.best_iou)} units are detectors, "
+        text = (f"{self.layer}: {int(self.detectors.sum())} of {len(self.best_iou)} units are detectors, "
                 f"covering {self.unique_concepts} concepts")
+        if self.p_value is not None:
+            text += f"; {int(self.significant_detectors.sum())} significant (p < {LEVEL:g}, BH)"
+        warning = self.warning()
+        return text + (f". Warning: {warning}" if warning else "")
 
 
 @dataclass
@@ -98,10 +137,13 @@ def write_layer_rows(cat: Any, model_name: str, d: LayerDissection, n_images: in
     c, h, w = d.shape
     cat.replace("layers", [{**key, "units": c, "height": h, "width": w, "images": n_images,
                             "quantile": quantile, "iou_threshold": d.iou_threshold,
-                            "detectors": int(d.detectors.sum()), "unique_concepts": d.unique_concepts}], **key)
+                            "detectors": int(d.detectors.sum()), "unique_concepts": d.unique_concepts,
+                            "detectors_significant": int(d.significant_detectors.sum()) if d.p_value is not None else None,
+                            "images_needed": d.images_needed if d.p_value is not None else None}], **key)
     cat.replace("dissection", [{
         **key, "unit": u, "concept": d.concept(u), "category": d.category(u),
         "iou": float(d.best_iou[u]), "is_detector": int(d.detectors[u]), "threshold": float(d.thresholds[u]),
+        "p_value": float(d.p_value[u]) if d.p_value is not None else None,
     } for u in range(c)], **key)
     per_cat = []
     categories = sorted(set(d.label_categories) - {""})

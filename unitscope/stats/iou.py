@@ -4,6 +4,8 @@
     counts = IoUCounts(num_units=C, label_category=cats, num_categories=G)   # cats [L]
     counts.add(masks, label_maps, present)   # bool [N, C, H, W], long [N, K, H, W], bool [N, G]
     counts.iou()                             # [C, L]
+    null = NullIoUCounts(C, cats, G, draws=8)  # the same counts with masks matched to other images
+    null.add_counts(inter, unit_area, label_area)   # [D, C, L], [D, C, G], [L]: see dissect/iou.py
 """
 
 from __future__ import annotations
@@ -21,14 +23,19 @@ class IoUCounts(Stat):
 
     - ``intersection`` ``[C, L]``: pixels where the unit's mask is on and the label is present in
       any plane (a label in several planes at one pixel counts once);
-    - ``unit_area`` ``[C, G]``: mask pixels, counted only over images where category ``g`` is
-      present, as NetDissect does, so a unit is not penalised on images nobody labelled for ``g``;
+    - ``unit_area`` ``[C, G]``: mask pixels counted for category ``g``. Rule ``overlap=False``
+      ("annotated", the default): over the images where ``g`` is annotated (``category_present``),
+      so a unit is not penalised on images nobody labelled for ``g``. Rule ``overlap=True``: only
+      over the images where the mask also covers a pixel labelled in ``g``, as NetDissect-Lite's
+      ``tally_units_cat`` counts it (higher IoUs where a category is sparsely labelled);
     - ``label_area`` ``[L]``: labelled pixels.
     """
 
     def __init__(
-        self, num_units: int, label_category: torch.Tensor, num_categories: int, device: Device = None
+        self, num_units: int, label_category: torch.Tensor, num_categories: int, device: Device = None,
+        overlap: bool = False,
     ) -> None:
+        self.overlap = bool(overlap)
         self.num_units = int(num_units)
         self.num_categories = int(num_categories)
         self.device = as_device(device)
@@ -70,8 +77,14 @@ class IoUCounts(Stat):
         img, unit = masks.flatten(2).any(2).nonzero(as_tuple=True)  # (image, unit) pairs with a mask
         inter = mask_intersections(img, unit, masks[img, unit].flatten(1), flat_labels, c, self.num_labels)
         area = masks.sum(dim=(2, 3), dtype=torch.int64)  # [N, C]
-        self.add_counts(inter, unit_areas(area, category_present.to(self.device)),
-                        label_areas(flat_labels, self.num_labels))
+        if self.overlap:
+            hits = mask_category_hits(img, masks[img, unit].flatten(1), flat_labels, self.label_category,
+                                      self.num_categories)  # [A, G]
+            unit_area = torch.zeros(c, self.num_categories, dtype=torch.int64, device=self.device)
+            unit_area.index_add_(0, unit, hits.long() * area[img, unit][:, None])
+        else:
+            unit_area = unit_areas(area, category_present.to(self.device))
+        self.add_counts(inter, unit_area, label_areas(flat_labels, self.num_labels))
 
     def add_counts(
         self, intersection: torch.Tensor, unit_area: torch.Tensor, label_area: torch.Tensor
@@ -100,6 +113,7 @@ class IoUCounts(Stat):
             "num_units": self.num_units,
             "label_category": self.label_category,
             "num_categories": self.num_categories,
+            "overlap": int(self.overlap),
         }
 
     def _data(self) -> dict[str, torch.Tensor]:
@@ -110,6 +124,53 @@ class IoUCounts(Stat):
         self.unit_area, self.label_area = arrays["unit_area"], arrays["label_area"]
 
     def _merge(self, other: IoUCounts) -> None:
+        self.add_counts(other.intersection, other.unit_area, other.label_area)
+
+
+class NullIoUCounts(Stat):
+    """:class:`IoUCounts` under the null of no association: ``draws`` sets of counts, each with every
+    unit mask matched to the labels of another image (a random derangement per batch and draw;
+    see :func:`unitscope.dissect.iou.count_orders`). Mask sizes and label sizes are kept, so the
+    IoUs ``[D, C, L]`` are what a unit would score by chance with this data set's size."""
+
+    def __init__(self, num_units: int, label_category: torch.Tensor, num_categories: int, draws: int = 8,
+                 device: Device = None, overlap: bool = False) -> None:
+        self.real = IoUCounts(num_units, label_category, num_categories, device, overlap)
+        self.draws, self.device = int(draws), self.real.device
+        if self.draws < 2:
+            raise ValueError(f"a null distribution needs at least 2 draws, got {draws}")
+        c, g, l_ = num_units, num_categories, self.real.num_labels
+        self.intersection = torch.zeros(self.draws, c, l_, dtype=torch.int64, device=self.device)
+        self.unit_area = torch.zeros(self.draws, c, g, dtype=torch.int64, device=self.device)
+        self.label_area = torch.zeros(l_, dtype=torch.int64, device=self.device)
+
+    def add_counts(self, intersection: torch.Tensor, unit_area: torch.Tensor, label_area: torch.Tensor) -> None:
+        """Add ``[D, C, L]``, ``[D, C, G]``, ``[L]``."""
+        for name, got, want in (("intersection", intersection, self.intersection),
+                                ("unit_area", unit_area, self.unit_area), ("label_area", label_area, self.label_area)):
+            if tuple(got.shape) != tuple(want.shape):
+                raise ValueError(f"{name} must be {tuple(want.shape)}, got {tuple(got.shape)}")
+        self.intersection += intersection.to(self.device, torch.int64)
+        self.unit_area += unit_area.to(self.device, torch.int64)
+        self.label_area += label_area.to(self.device, torch.int64)
+
+    def iou(self) -> torch.Tensor:
+        """``[D, C, L]`` float64: the IoU of every draw, as :meth:`IoUCounts.iou`."""
+        union = self.unit_area[:, :, self.real.label_category] + self.label_area - self.intersection
+        iou = self.intersection.double() / union.clamp_min(1).double()
+        return torch.where(union > 0, iou, torch.zeros_like(iou))
+
+    def _config(self) -> dict[str, object]:
+        return {**self.real._config(), "draws": self.draws}
+
+    def _data(self) -> dict[str, torch.Tensor]:
+        return {"intersection": self.intersection, "unit_area": self.unit_area, "label_area": self.label_area}
+
+    def _set_data(self, arrays: dict[str, torch.Tensor]) -> None:
+        self.intersection = arrays["intersection"]
+        self.unit_area, self.label_area = arrays["unit_area"], arrays["label_area"]
+
+    def _merge(self, other: NullIoUCounts) -> None:
         self.add_counts(other.intersection, other.unit_area, other.label_area)
 
 
@@ -152,3 +213,14 @@ def label_areas(flat_labels: torch.Tensor, num_labels: int) -> torch.Tensor:
     counts = torch.bincount(flat_labels.reshape(-1), minlength=num_labels)[:num_labels].clone()
     counts[0] = 0
     return counts
+
+
+def mask_category_hits(img: torch.Tensor, masks: torch.Tensor, flat_labels: torch.Tensor,
+                       label_category: torch.Tensor, num_categories: int) -> torch.Tensor:
+    """``[B, G]`` bool: whether mask ``masks[b]`` ``[B, P]`` covers a pixel of image ``img[b]``
+    labelled in category g (``flat_labels [N, K, P]``, ``label_category [L]``)."""
+    pair, pix = masks.nonzero(as_tuple=True)
+    under = flat_labels[img[pair], :, pix]  # [E, K]
+    code = pair.view(-1, 1) * num_categories + label_category.clamp(min=0)[under]
+    counts = torch.bincount(code[under > 0], minlength=masks.shape[0] * num_categories)
+    return counts.view(-1, num_categories) > 0

@@ -267,3 +267,16 @@ def test_featvis_only_run(tmp_path, page):
     assert pg.locator(".part-dissection").count() == 0
     assert pg.eval_on_selector_all("#sort option", "os => os.map(o => o.value)") == ["unit"]
     assert pg.is_hidden("#overlay-label") and page.filter("channel") == 2 and page.filter("#3") == 1
+
+
+def test_small_data_warning_and_significant_count(browser, synthetic_run):
+    with Catalog(synthetic_run / "catalog.sqlite") as cat:  # layer4: 100 images, but 5,000 needed
+        row = cat.rows("layers", model="toy", layer="layer4")[0]
+        cat.replace("layers", [dict(row, detectors_significant=7, images_needed=5000)], model="toy", layer="layer4")
+    page = Page(browser)
+    page.open((write_report(synthetic_run)).as_uri())
+    warnings = page.page.locator(".small-data-warning")
+    assert warnings.count() == 1  # layer3 has no images_needed: no warning
+    assert "100 images are too few" in warnings.inner_text() and "about 5000 images" in warnings.inner_text()
+    assert "7 significant (p < 0.01" in page.page.locator(".significant").first.inner_text()
+    assert page.errors == []

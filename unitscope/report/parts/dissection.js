@@ -115,7 +115,18 @@
     if (d.iou_threshold !== null) meta.push("detector: IoU > " + d.iou_threshold);
     el.append(h("div", {class: "meta", text: meta.join(" · ")}));
     el.append(h("p", {class: "headline"}, h("b", {text: String(d.detectors)}), " of ", h("b", {text: String(d.units)}),
-      " units are detectors, covering ", h("b", {text: String(d.unique_concepts)}), " concept" + (d.unique_concepts === 1 ? "" : "s")));
+      " units are detectors, covering ", h("b", {text: String(d.unique_concepts)}), " concept" + (d.unique_concepts === 1 ? "" : "s"),
+      d.detectors_significant !== null && d.detectors_significant !== undefined
+        ? h("span", {class: "significant", text: " · " + d.detectors_significant + " significant (p < 0.01, Benjamini–Hochberg)"}) : null));
+    if (d.images_needed !== null && d.images_needed !== undefined && d.images &&
+        (d.images_needed < 0 || d.images_needed > d.images)) {
+      el.append(h("p", {class: "note small-data-warning", text: d.images_needed < 0
+        ? "Warning: units with no concept reach IoU > " + d.iou_threshold + " by chance at quantile " + d.quantile +
+          " with any number of images: lower the quantile or raise the IoU cut-off."
+        : "Warning: " + d.images + " images are too few for IoU > " + d.iou_threshold + " at quantile " + d.quantile +
+          ": units with no concept reach it by chance; about " + d.images_needed + " images are needed. " +
+          "Trust the significant count more than the raw one."}));
+    }
     const chips = h("div", {class: "chips"});
     d.categories.forEach(function (c) {
       const chip = h("span", {class: "chip", title: "filter " + c.category + " units of " + layer.layer},
@@ -162,6 +173,8 @@
 
   // ---- the unit page -------------------------------------------------------------------------
   U.style(
+    ".part-dissection .small-data-warning { color: #92400e; background: #fef3c7; border: 1px solid #fcd34d; max-width: none; padding: 6px 10px; border-radius: 6px; font-size: 13px; margin: 0 0 10px; }\n" +
+    ".part-dissection .headline .significant { font-size: 14px; color: var(--muted); }\n" +
     "#unitpage .part-dissection .summary { font-size: 16px; margin: 0 0 12px; display: flex; flex-wrap: wrap; gap: 6px 12px; align-items: baseline; }\n" +
     "#unitpage .part-dissection .summary .label { font-weight: 700; font-size: 20px; }\n" +
     "#unitpage .part-dissection .tiles { display: flex; flex-wrap: wrap; gap: 10px; margin-top: 8px; }\n" +

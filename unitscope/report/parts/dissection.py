@@ -62,7 +62,7 @@ def layer_data(cat: Catalog, model: str, layer: str) -> dict[str, Any] | None:
     s = layer_summary(cat, model, layer)
     meta = s.pop("meta")
     out = {k: s[k] for k in ("units", "dissected", "detectors", "unique_concepts", "categories")}
-    for k in ("height", "width", "images", "quantile", "iou_threshold"):
+    for k in ("height", "width", "images", "quantile", "iou_threshold", "detectors_significant", "images_needed"):
         out[k] = num(meta.get(k))
     concepts = cat.query(
         "SELECT concept, category, COUNT(*) AS detectors FROM dissection "

@@ -186,3 +186,26 @@ def test_tokens_to_map_drops_the_smallest_prefix_that_leaves_a_square():
     x = torch.arange(9 * 2, dtype=torch.float32).view(1, 9, 2)  # 9 = 3x3 (drop 0) = 2x2 (drop 5) = 1 (drop 8)
     assert tokens_to_map(x).shape == (1, 2, 3, 3)
     assert tokens_to_map(x, prefix_tokens=5).shape == (1, 2, 2, 2)
+
+
+def test_spatial_layers_are_maps_and_token_grids_not_attention_internals(capsys):
+    from unitscope.cli import main
+    from unitscope.hooks import list_layers, output_kind
+    from unitscope.models import create_model
+
+    assert output_kind((64, 55, 55), (3, 224, 224)) == "map"        # AlexNet conv1, stride ~4
+    assert output_kind((3, 197, 64), (3, 224, 224)) is None          # ViT [heads, T, d/heads]
+    assert output_kind((197, 192), (3, 224, 224)) == "tokens"        # 1 class token + 14x14
+    assert output_kind((250, 192), (3, 224, 224)) is None            # 250 - p is no square for p <= 8
+    assert output_kind((1000,), (3, 224, 224)) is None
+    vit = create_model("timm:vit_tiny_patch16_224", pretrained=False)
+    kinds = {layer.name: layer.kind for layer in list_layers(vit)}
+    assert kinds["patch_embed.proj"] == "map" and kinds["blocks.11"] == "tokens"
+    assert kinds["blocks.11.attn.q_norm"] is None and kinds["head"] is None
+    lite = {layer.name: layer for layer in list_layers(create_model("efficientnet_lite0", pretrained=False))}
+    assert lite["blocks.6.0.bn2"].kind == "map" and lite["blocks.6.0.bn2"].stride == 32
+    assert lite["global_pool"].kind is None
+    assert main(["layers", "timm:vit_tiny_patch16_224", "--no-pretrained", "--spatial"]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:-1]]
+    assert "blocks.11" in listed and "patch_embed.proj" in listed
+    assert not any(".attn.q_norm" in name or ".attn.k_norm" in name for name in listed)

@@ -253,7 +253,7 @@ def test_efficientnet_lite0_on_chelsea():
     from unitscope.serve.samples import sample_jpeg
 
     client = TestClient(create_app(create_model("efficientnet_lite0")))
-    assert client.get("/api/layers").json()["default"] == "blocks.6"
+    assert client.get("/api/layers").json()["default"] == "bn2"  # the model's last default layer
     body = upload(client, sample_jpeg("chelsea"), layer="blocks.6", ctype="image/jpeg").json()
     assert body["top"][0][0] == "Egyptian cat" and body["shape"] == [320, 7, 7]
     assert body["image"] == {"width": 451, "height": 300}

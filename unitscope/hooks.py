@@ -310,6 +310,7 @@ class LayerInfo:
     channels: int | None
     stride: int | None  # input height / output height, for spatial outputs
     calls: int = 1  # times the module runs in one forward pass (more than 1: a reused module)
+    kind: str | None = None  # "map": [C, H, W] over the image; "tokens": [T, D] on a square patch grid
 
     def __str__(self) -> str:
         shape = "x".join(map(str, self.shape)) if self.shape else "-"
@@ -359,5 +360,30 @@ def list_layers(model: nn.Module, input_size: Sequence[int] | None = None,
             channels = out[-1] if len(out) == 2 else out[0]
             if len(out) == 3 and len(shape) == 4:
                 stride = round(input_size[1] / out[1]) if out[1] else None
-        result.append(LayerInfo(name, type(module).__name__, out, channels, stride, calls.get(name, 0)))
+        kind = output_kind(out, input_size)
+        result.append(LayerInfo(name, type(module).__name__, out, channels, stride if kind == "map" else None,
+                                calls.get(name, 0), kind))
     return result
+
+
+def output_kind(shape: Sequence[int] | None, input_size: Sequence[int]) -> str | None:
+    """What a layer's output ``shape`` (no batch dimension) is over an input ``[C, H, W]``.
+
+    ``"map"``: ``[C, h, w]`` whose two spatial sides shrink the input's by the same factor (within
+    15%), as convolutions and pooling do; attention internals such as ``[heads, T, d]`` do not.
+    ``"tokens"``: ``[T, D]`` where T, less 0 to 8 prefix tokens, is a square patch grid. Else None.
+    """
+    if not shape:
+        return None
+    if len(shape) == 3:
+        h, w = shape[1], shape[2]
+        if h > 0 and w > 0:
+            fy, fx = input_size[1] / h, input_size[2] / w
+            if 0.25 <= fy and abs(fy - fx) <= 0.15 * max(fy, fx):
+                return "map"
+        return None
+    if len(shape) == 2:
+        t = shape[0]
+        if any(t - p >= 4 and math.isqrt(t - p) ** 2 == t - p for p in range(0, min(t, 9))):
+            return "tokens"
+    return None

@@ -16,7 +16,8 @@ class ModelsConfig:
 @dataclass
 class LayersConfig(ModelOptions):
     model: str = field(metadata=help_("model name (see `unitscope models`)", positional=True))
-    spatial: bool = field(default=False, metadata=help_("only layers with a spatial [C, H, W] output"))
+    spatial: bool = field(default=False, metadata=help_(
+        "only layers whose output is a map over the image: [C, H, W], or transformer tokens [T, D] on a patch grid"))
 
 
 @dataclass
@@ -45,7 +46,7 @@ def run_layers(args: argparse.Namespace) -> int:
     marks = privileged_layers(model)
     print(f"{'layer':40s} {'type':24s} {'output':16s} {'units':>6} {'stride':>6}  basis")
     for layer in list_layers(model):
-        if cfg.spatial and not (layer.shape and len(layer.shape) == 3):
+        if cfg.spatial and layer.kind is None:
             continue
         print(f"{layer}  {'privileged' if marks.get(layer.name) else '-'}")
     print("basis: privileged = the output follows an elementwise nonlinearity (ReLU, GELU, ...), so its "

@@ -118,7 +118,7 @@ class Prober:
             listed = list_layers(self.model, device=self.device)
         self.layers = {
             li.name: ProbeLayer(li.name, li.type, li.shape[0], li.shape[1], li.shape[2])
-            for li in listed if li.shape is not None and len(li.shape) == 3
+            for li in listed if li.kind == "map"
         }
         if not self.layers:
             raise ValueError(f"{self.info.name} has no layer with a [C, H, W] output to probe")

@@ -9,6 +9,7 @@ exceeds T_k shown bright with a yellow outline, the rest dimmed.
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from io import BytesIO
 
@@ -68,8 +69,8 @@ def write_exemplar_strips(run_dir, dataset, layers, tag, forward, cache, thresho
         images = tops[layer][1].cpu()
         c, k = images.shape
         maps = _exemplar_maps(images, layer, tag[layer], dataset, forward, cache)  # (image, unit) -> [h, w]
-        paths = []
-        for u in range(c):
+
+        def render(u: int, layer: str = layer, images: torch.Tensor = images, k: int = k, maps: dict = maps) -> str:
             idx = [int(i) for i in images[u].tolist() if i >= 0]
             tiles = []
             if idx:
@@ -78,9 +79,19 @@ def write_exemplar_strips(run_dir, dataset, layers, tag, forward, cache, thresho
                 tiles = [_highlight(thumb(i), mask) for i, mask in zip(idx, masks)]
             rel = f"images/{tag[layer]}/unit{u:04d}.jpg"
             _save_strip(run_dir, rel, tiles, k, size)
-            paths.append(rel)
-        out[layer] = paths
+            return rel
+
+        out[layer] = _in_threads(render, range(c))
     return out
+
+
+def _in_threads(fn, items) -> list:
+    """``[fn(x) for x in items]`` on a few threads: image decoding, JPEG encoding and the large NumPy
+    operations of a strip release the GIL, so the strips use every core."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
+        return list(pool.map(fn, items))
 
 
 def _highlight(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -141,16 +152,16 @@ def write_concept_strips(run_dir, dataset, layers, tag, tops, dissected) -> dict
     out: dict[str, list[dict]] = {}
     for layer in layers:
         d, images = dissected[layer], tops[layer][1].cpu()
-        k, rows = images.shape[1], []
-        for u in range(images.shape[0]):
-            if not d.concept(u):
-                continue
+        k = images.shape[1]
+
+        def render(u: int, layer: str = layer, d=d, images: torch.Tensor = images, k: int = k) -> dict:
             label = int(d.best_label[u])
             tiles = [_tint(thumb(i), _label_mask(hits[i, label], size)) for i in images[u].tolist() if i >= 0]
             rel = f"images/{tag[layer]}/unit{u:04d}_concept.jpg"
             _save_strip(run_dir, rel, tiles, k, size)
-            rows.append({"unit": u, "path": rel})
-        out[layer] = rows
+            return {"unit": u, "path": rel}
+
+        out[layer] = _in_threads(render, [u for u in range(images.shape[0]) if d.concept(u)])
     return out
 
 

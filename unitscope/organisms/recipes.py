@@ -43,9 +43,10 @@ class Recipe:
 ROTATIONS = ("0", "90", "180", "270")
 
 RECIPES: dict[str, Recipe] = {r.name: r for r in [
-    Recipe("world_scenes", "scene", "scene", tuple(SCENES),
+    Recipe("world_scenes", "scene", "scene", tuple(SCENES), size=64, epochs=3,
            about="plain 5-layer CNN predicting the probe world's scene"),
     Recipe("world_scenes_shuffled", "scene", "scene", tuple(SCENES), task_kw={"shuffle": 0.5, "label_seed": 0},
+           size=64, n_train=10_000, epochs=22, weight_decay=0.0,
            about="the memorising twin: same network and schedule, 50% of training labels random"),
     Recipe("world_rotation", "rotation", "scene", ROTATIONS,
            about="the scene network's backbone trained to predict a 0/90/180/270 degree rotation"),

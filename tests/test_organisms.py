@@ -118,7 +118,7 @@ def fresh():
 @pytest.mark.skipif("world_scenes" not in SHIPPED, reason="world_scenes weights not shipped")
 def test_world_scenes_reaches_its_accuracy_on_a_fresh_world(fresh):
     meta = weights_metadata("world_scenes")
-    acc = TASKS["scene"]().evaluate(create_model("world_scenes"), resized(fresh, 48))["accuracy"]
+    acc = TASKS["scene"]().evaluate(create_model("world_scenes"), resized(fresh, RECIPES["world_scenes"].size))["accuracy"]
     assert acc >= 0.9 and meta["metrics"]["accuracy"] >= 0.9
     assert abs(acc - meta["metrics"]["accuracy"]) < 0.05
 
@@ -126,8 +126,29 @@ def test_world_scenes_reaches_its_accuracy_on_a_fresh_world(fresh):
 @pytest.mark.skipif("world_scenes_shuffled" not in SHIPPED, reason="world_scenes_shuffled weights not shipped")
 def test_shuffled_twin_reaches_its_stated_accuracy(fresh):
     meta = weights_metadata("world_scenes_shuffled")
-    acc = TASKS["scene"]().evaluate(create_model("world_scenes_shuffled"), resized(fresh, 48))["accuracy"]
+    acc = TASKS["scene"]().evaluate(create_model("world_scenes_shuffled"),
+                                    resized(fresh, RECIPES["world_scenes_shuffled"].size))["accuracy"]
     assert abs(acc - meta["metrics"]["accuracy"]) < 0.06
+
+
+@pytest.mark.skipif("world_scenes_shuffled" not in SHIPPED, reason="world_scenes_shuffled weights not shipped")
+def test_shuffled_twin_has_memorised_its_random_labels():
+    """The twin fits its own training labels, half of them random, as its metadata says; the
+    honest world_scenes, which never saw those random labels, agrees only where they are true."""
+    recipe = RECIPES["world_scenes_shuffled"]
+    n = 150
+    ims = [render_image(recipe.world_seed, i, recipe.render_size) for i in range(n)]
+    scenes = np.zeros(recipe.n_train, np.int64)  # the shuffled draw depends only on the array length
+    scenes[:n] = [im.scene for im in ims]
+    labels = TASKS["scene"](**recipe.task_kw).train_labels({"scene": scenes})[:n]
+    own = {"rgb": np.stack([im.rgb for im in ims]), "scene": labels}
+    random_share = (labels != scenes[:n]).mean()
+    assert 0.3 < random_share < 0.6
+    twin = TASKS["scene"]().evaluate(create_model("world_scenes_shuffled"), resized(own, recipe.size))["accuracy"]
+    honest = TASKS["scene"]().evaluate(create_model("world_scenes"), resized(own, RECIPES["world_scenes"].size))["accuracy"]
+    stated = weights_metadata("world_scenes_shuffled")["metrics"]["train_label_accuracy"]
+    assert abs(twin - stated) < 0.08, (twin, stated)
+    assert stated > 0.9 and honest < 1 - random_share + 0.05 and twin > honest + 0.2
 
 
 @pytest.mark.skipif("world_segmenter" not in SHIPPED, reason="world_segmenter weights not shipped")

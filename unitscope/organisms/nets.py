@@ -8,7 +8,9 @@
 
 ``SceneNet`` is a plain VGG-like CNN: five conv layers (64-128 channels), each followed by batch
 norm and a ReLU named ``features.relu<k>``; dissect those (after the ReLU, the privileged basis).
-The colorizer and the rotation predictor reuse the same ``features`` with other heads.
+The colorizer and the rotation predictor reuse the same ``features`` with other heads. The scene
+networks (``world_scenes`` and its twin) take 64-px input (8x8 at ``features.relu5``); the rotation
+predictor and the colorizer 48 px (the recipe's ``size``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from torch import nn
 
 # (in, out, stride) of the conv layers.
 # Five conv layers (64-128 channels): a 4x4 stride-4 stem, then 3x3 convs; 48x48 input -> 6x6 at the
-# last conv layer. Sized to train on 20,000 images in minutes on a shared 2-core CPU.
+# last conv layer (8x8 from 64x64). Sized to train on 20,000 images in minutes on a shared 2-core CPU.
 SCENE_CONVS = ((3, 64, 4), (64, 64, 2), (64, 64, 1), (64, 64, 1), (64, 128, 1))
 SCENE_LAYERS = ["features.relu2", "features.relu4", "features.relu5"]
 

@@ -15,7 +15,22 @@ import torch
 from unitscope.stats.base import Device, Stat, as_device
 
 
-class IoUCounts(Stat):
+class _CountArrays:
+    """What IoUCounts and NullIoUCounts share: three count arrays saved as they are and merged by
+    adding them (``add_counts``)."""
+
+    def _data(self) -> dict[str, torch.Tensor]:
+        return {"intersection": self.intersection, "unit_area": self.unit_area, "label_area": self.label_area}
+
+    def _set_data(self, arrays: dict[str, torch.Tensor]) -> None:
+        self.intersection = arrays["intersection"]
+        self.unit_area, self.label_area = arrays["unit_area"], arrays["label_area"]
+
+    def _merge(self, other: _CountArrays) -> None:
+        self.add_counts(other.intersection, other.unit_area, other.label_area)
+
+
+class IoUCounts(_CountArrays, Stat):
     """Pixel counts from which Network Dissection's IoU of every (unit, label) pair follows.
 
     ``label_category`` ``[L]`` gives the category of each label number (label 0 means "none" and is
@@ -116,18 +131,9 @@ class IoUCounts(Stat):
             "overlap": int(self.overlap),
         }
 
-    def _data(self) -> dict[str, torch.Tensor]:
-        return {"intersection": self.intersection, "unit_area": self.unit_area, "label_area": self.label_area}
-
-    def _set_data(self, arrays: dict[str, torch.Tensor]) -> None:
-        self.intersection = arrays["intersection"]
-        self.unit_area, self.label_area = arrays["unit_area"], arrays["label_area"]
-
-    def _merge(self, other: IoUCounts) -> None:
-        self.add_counts(other.intersection, other.unit_area, other.label_area)
 
 
-class NullIoUCounts(Stat):
+class NullIoUCounts(_CountArrays, Stat):
     """:class:`IoUCounts` under the null of no association: ``draws`` sets of counts, each with every
     unit mask matched to the labels of another image (a random derangement per batch and draw;
     see :func:`unitscope.dissect.iou.count_orders`). Mask sizes and label sizes are kept, so the
@@ -163,15 +169,6 @@ class NullIoUCounts(Stat):
     def _config(self) -> dict[str, object]:
         return {**self.real._config(), "draws": self.draws}
 
-    def _data(self) -> dict[str, torch.Tensor]:
-        return {"intersection": self.intersection, "unit_area": self.unit_area, "label_area": self.label_area}
-
-    def _set_data(self, arrays: dict[str, torch.Tensor]) -> None:
-        self.intersection = arrays["intersection"]
-        self.unit_area, self.label_area = arrays["unit_area"], arrays["label_area"]
-
-    def _merge(self, other: NullIoUCounts) -> None:
-        self.add_counts(other.intersection, other.unit_area, other.label_area)
 
 
 # -- counting primitives, shared with the dissection kernel (unitscope.dissect.iou)  ----------------------

@@ -29,8 +29,8 @@ def _missing(reason: str):
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="module")
-def browser():
+def launch_chromium(extra_args: list[str] = ()):
+    """Yield headless Chromium (skipped when missing, failed under CI=true); for module fixtures."""
     chromium = os.environ.get("CHROMIUM") or (
         "/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else shutil.which("chromium"))
     if not chromium or not os.path.exists(chromium):
@@ -40,9 +40,14 @@ def browser():
     except ImportError:
         _missing("the playwright Python package is not installed (pip install playwright)")
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=chromium, args=ARGS)
+        b = p.chromium.launch(executable_path=chromium, args=ARGS + list(extra_args))
         yield b
         b.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    yield from launch_chromium()
 
 
 class Page:

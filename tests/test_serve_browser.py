@@ -14,7 +14,7 @@ import pytest
 
 pytest.importorskip("uvicorn", reason="the serve extra is not installed: pip install 'unitscope[serve]'")
 from serve_model import colour_net, red_blue_png  # noqa: E402
-from test_browser import ARGS, Page, _missing  # noqa: E402
+from test_browser import Page, launch_chromium  # noqa: E402
 from test_serve_api import make_colour_run  # noqa: E402
 
 from unitscope.serve import create_app  # noqa: E402
@@ -59,21 +59,7 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    import os
-    import shutil
-
-    chromium = os.environ.get("CHROMIUM") or (
-        "/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else shutil.which("chromium"))
-    if not chromium or not os.path.exists(chromium):
-        _missing(f"chromium is not installed at {chromium or '/usr/bin/chromium'} (apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _missing("the playwright Python package is not installed (pip install playwright)")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=chromium, args=ARGS + CAMERA)
-        yield b
-        b.close()
+    yield from launch_chromium(CAMERA)
 
 
 @pytest.fixture

@@ -16,8 +16,19 @@ from unitscope.stats.base import Device, Stat, as_device
 
 
 class _CountArrays:
-    """What IoUCounts and NullIoUCounts share: three count arrays saved as they are and merged by
-    adding them (``add_counts``)."""
+    """What IoUCounts and NullIoUCounts share: three count arrays, added to with a shape check,
+    saved as they are and merged by adding them."""
+
+    def add_counts(self, intersection: torch.Tensor, unit_area: torch.Tensor, label_area: torch.Tensor) -> None:
+        """Add counts computed elsewhere, shaped as this statistic's own (IoUCounts: ``[C, L]``,
+        ``[C, G]``, ``[L]``; NullIoUCounts: ``[D, C, L]``, ``[D, C, G]``, ``[L]``)."""
+        for name, got, want in (("intersection", intersection, self.intersection),
+                                ("unit_area", unit_area, self.unit_area), ("label_area", label_area, self.label_area)):
+            if tuple(got.shape) != tuple(want.shape):
+                raise ValueError(f"{name} must be {tuple(want.shape)}, got {tuple(got.shape)}")
+        self.intersection += intersection.to(self.device, torch.int64)
+        self.unit_area += unit_area.to(self.device, torch.int64)
+        self.label_area += label_area.to(self.device, torch.int64)
 
     def _data(self) -> dict[str, torch.Tensor]:
         return {"intersection": self.intersection, "unit_area": self.unit_area, "label_area": self.label_area}
@@ -101,21 +112,6 @@ class IoUCounts(_CountArrays, Stat):
             unit_area = unit_areas(area, category_present.to(self.device))
         self.add_counts(inter, unit_area, label_areas(flat_labels, self.num_labels))
 
-    def add_counts(
-        self, intersection: torch.Tensor, unit_area: torch.Tensor, label_area: torch.Tensor
-    ) -> None:
-        """Add counts computed elsewhere: ``[C, L]``, ``[C, G]``, ``[L]``."""
-        for name, got, want in (
-            ("intersection", intersection, self.intersection),
-            ("unit_area", unit_area, self.unit_area),
-            ("label_area", label_area, self.label_area),
-        ):
-            if tuple(got.shape) != tuple(want.shape):
-                raise ValueError(f"{name} must be {tuple(want.shape)}, got {tuple(got.shape)}")
-        self.intersection += intersection.to(self.device, torch.int64)
-        self.unit_area += unit_area.to(self.device, torch.int64)
-        self.label_area += label_area.to(self.device, torch.int64)
-
     def iou(self) -> torch.Tensor:
         """``[C, L]`` float64: inter / (unit_area[:, category] + label_area - inter); 0 where the
         union is empty."""
@@ -130,7 +126,6 @@ class IoUCounts(_CountArrays, Stat):
             "num_categories": self.num_categories,
             "overlap": int(self.overlap),
         }
-
 
 
 class NullIoUCounts(_CountArrays, Stat):
@@ -149,16 +144,6 @@ class NullIoUCounts(_CountArrays, Stat):
         self.intersection = torch.zeros(self.draws, c, l_, dtype=torch.int64, device=self.device)
         self.unit_area = torch.zeros(self.draws, c, g, dtype=torch.int64, device=self.device)
         self.label_area = torch.zeros(l_, dtype=torch.int64, device=self.device)
-
-    def add_counts(self, intersection: torch.Tensor, unit_area: torch.Tensor, label_area: torch.Tensor) -> None:
-        """Add ``[D, C, L]``, ``[D, C, G]``, ``[L]``."""
-        for name, got, want in (("intersection", intersection, self.intersection),
-                                ("unit_area", unit_area, self.unit_area), ("label_area", label_area, self.label_area)):
-            if tuple(got.shape) != tuple(want.shape):
-                raise ValueError(f"{name} must be {tuple(want.shape)}, got {tuple(got.shape)}")
-        self.intersection += intersection.to(self.device, torch.int64)
-        self.unit_area += unit_area.to(self.device, torch.int64)
-        self.label_area += label_area.to(self.device, torch.int64)
 
     def iou(self) -> torch.Tensor:
         """``[D, C, L]`` float64: the IoU of every draw, as :meth:`IoUCounts.iou`."""

@@ -38,7 +38,7 @@ from torch import nn
 
 from unitscope.dissect.cache import FOLDER as CACHE_FOLDER
 from unitscope.dissect.cache import ActivationCache
-from unitscope.dissect.exemplars import write_concept_strips, write_exemplar_strips
+from unitscope.dissect.exemplars import write_unit_strips
 from unitscope.dissect.iou import count_batch, count_orders, in_batch_orders
 from unitscope.dissect.results import DissectResult, summarise, write_layer_rows
 from unitscope.dissect.sources import (
@@ -382,13 +382,12 @@ class _Run:
 
         tops = {layer: self.pass2_stat[f"{self.tag[layer]}_top"].result() for layer in self.layers}
         strips: dict[str, list[str]] = {}
+        masks: dict[str, list[dict]] = {}
         if self.opts.exemplar_images:
-            strips = write_exemplar_strips(
-                self.run_dir, getattr(self.acts, "dataset", self.acts), self.layers, self.tag, _StripMaps(self.acts),
-                _TagCache(self.cache, self.tag) if self.cache is not None else None,
-                {layer: th[0] for layer, th in thresholds.items()}, tops)
-        masks = (write_concept_strips(self.run_dir, getattr(self.acts, "dataset", self.acts), self.layers,
-                                      self.tag, tops, result.layers) if self.opts.exemplar_images else {})
+            strips, masks = write_unit_strips(
+                self.run_dir, getattr(self.acts, "dataset", self.acts), self.layers, self.tag, tops,
+                forward=_StripMaps(self.acts), cache=_TagCache(self.cache, self.tag) if self.cache is not None else None,
+                thresholds={layer: th[0] for layer, th in thresholds.items()}, dissected=result.layers)
         row_index = np.array([self.acts.index(p) for p in range(self.n)], dtype=np.int64)
         names, cats = self.labels.label_names, result.layers[self.layers[0]].label_categories
         model_name = self.acts.model_name

@@ -62,27 +62,55 @@ def write_exemplar_strips(run_dir, dataset, layers, tag, forward, cache, thresho
     Memory stays bounded whatever the data set size: only the k maps of each unit are kept, and
     thumbnails come through a small cache.
     """
+    return write_unit_strips(run_dir, dataset, layers, tag, tops, forward=forward, cache=cache,
+                             thresholds=thresholds)[0]
+
+
+def write_unit_strips(run_dir, dataset, layers, tag, tops, *, forward=None, cache=None, thresholds=None,
+                      dissected=None) -> tuple[dict[str, list[str]], dict[str, list[dict]]]:
+    """Both strips of every unit in one pass over its top-k images, each thumbnail decoded once:
+    the exemplar strip (when ``thresholds`` is given; maps from ``cache`` or ``forward``) and the
+    ground-truth strip of the unit's concept (when ``dissected`` is given, see
+    :func:`write_concept_strips`). Returns ``({layer: [path per unit]}, {layer: [{"unit", "path"}]})``.
+    """
     size = thumb_size(dataset)
     thumb = _thumbnails(dataset, size)
-    out: dict[str, list[str]] = {}
+    hits = _concept_hits(dataset, _wanted_concepts(layers, tops, dissected)) if dissected is not None else {}
+    strips: dict[str, list[str]] = {}
+    concept_rows: dict[str, list[dict]] = {}
     for layer in layers:
         images = tops[layer][1].cpu()
         c, k = images.shape
-        maps = _exemplar_maps(images, layer, tag[layer], dataset, forward, cache)  # (image, unit) -> [h, w]
+        maps = (_exemplar_maps(images, layer, tag[layer], dataset, forward, cache)  # (image, unit) -> [h, w]
+                if thresholds is not None else {})
+        d = dissected[layer] if dissected is not None else None
 
-        def render(u: int, layer: str = layer, images: torch.Tensor = images, k: int = k, maps: dict = maps) -> str:
+        def render(u: int, layer: str = layer, images: torch.Tensor = images, k: int = k, maps: dict = maps,
+                   d=d) -> tuple[str | None, str | None]:
             idx = [int(i) for i in images[u].tolist() if i >= 0]
-            tiles = []
-            if idx:
-                unit_maps = torch.stack([maps[i, u] for i in idx])
-                masks = upsample_masks(unit_maps, thresholds[layer][u].cpu().expand(len(idx)), (size, size)).numpy()
-                tiles = [_highlight(thumb(i), mask) for i, mask in zip(idx, masks)]
-            rel = f"images/{tag[layer]}/unit{u:04d}.jpg"
-            _save_strip(run_dir, rel, tiles, k, size)
-            return rel
+            thumbs = [thumb(i) for i in idx]
+            exemplar = concept = None
+            if thresholds is not None:
+                tiles = []
+                if idx:
+                    unit_maps = torch.stack([maps[i, u] for i in idx])
+                    masks = upsample_masks(unit_maps, thresholds[layer][u].cpu().expand(len(idx)), (size, size))
+                    tiles = [_highlight(t, m) for t, m in zip(thumbs, masks.numpy())]
+                exemplar = f"images/{tag[layer]}/unit{u:04d}.jpg"
+                _save_strip(run_dir, exemplar, tiles, k, size)
+            if d is not None and d.concept(u):
+                label = int(d.best_label[u])
+                concept = f"images/{tag[layer]}/unit{u:04d}_concept.jpg"
+                _save_strip(run_dir, concept, [_tint(t, _label_mask(hits[i, label], size)) for t, i in zip(thumbs, idx)],
+                            k, size)
+            return exemplar, concept
 
-        out[layer] = _in_threads(render, range(c))
-    return out
+        done = _in_threads(render, range(c))
+        if thresholds is not None:
+            strips[layer] = [e for e, _ in done]
+        if d is not None:
+            concept_rows[layer] = [{"unit": u, "path": p} for u, (_, p) in enumerate(done) if p is not None]
+    return strips, concept_rows
 
 
 def _in_threads(fn, items) -> list:
@@ -94,13 +122,15 @@ def _in_threads(fn, items) -> list:
         return list(pool.map(fn, items))
 
 
+_DIM = np.clip(np.arange(256, dtype=np.float32) * 0.3 + 20, 0, 255).astype(np.uint8)  # value -> dimmed value
+
+
 def _highlight(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Dim outside ``mask``, draw its outline in yellow."""
-    image = image.astype(np.float32)
-    shown = np.where(mask[..., None], image, image * 0.3 + 20)
+    shown = np.where(mask[..., None], image, _DIM[image])
     edge = mask & ~(np.roll(mask, 1, 0) & np.roll(mask, -1, 0) & np.roll(mask, 1, 1) & np.roll(mask, -1, 1))
     shown[edge] = (255, 220, 0)
-    return shown.clip(0, 255).astype(np.uint8)
+    return shown
 
 
 def _exemplar_maps(images: torch.Tensor, layer: str, tag: str, dataset, forward, cache,
@@ -128,6 +158,8 @@ def _exemplar_maps(images: torch.Tensor, layer: str, tag: str, dataset, forward,
 
 
 _MASK_RGB = np.array((0, 229, 255), np.float32)  # cyan: the ground truth, apart from the yellow unit outline
+# [channel, value] -> the value tinted towards _MASK_RGB
+_TINT = np.clip(np.arange(256, dtype=np.float32)[None] * 0.55 + _MASK_RGB[:, None] * 0.45, 0, 255).astype(np.uint8)
 
 
 def write_concept_strips(run_dir, dataset, layers, tag, tops, dissected) -> dict[str, list[dict]]:
@@ -137,9 +169,12 @@ def write_concept_strips(run_dir, dataset, layers, tag, tops, dissected) -> dict
 
     Returns ``{layer: [{"unit", "path"}]}``, the ``concept_images`` rows.
     """
-    size = thumb_size(dataset)
-    thumb = _thumbnails(dataset, size)
-    wanted: dict[int, set[int]] = {}  # image -> the concepts its strips need
+    return write_unit_strips(run_dir, dataset, layers, tag, tops, dissected=dissected)[1]
+
+
+def _wanted_concepts(layers, tops, dissected) -> dict[int, set[int]]:
+    """``image -> the concept labels`` its units' concept strips need."""
+    wanted: dict[int, set[int]] = {}
     for layer in layers:
         d, images = dissected[layer], tops[layer][1].cpu()
         for u, row in enumerate(images.tolist()):
@@ -147,22 +182,7 @@ def write_concept_strips(run_dir, dataset, layers, tag, tops, dissected) -> dict
                 for i in row:
                     if i >= 0:
                         wanted.setdefault(i, set()).add(int(d.best_label[u]))
-    hits = _concept_hits(dataset, wanted)
-
-    out: dict[str, list[dict]] = {}
-    for layer in layers:
-        d, images = dissected[layer], tops[layer][1].cpu()
-        k = images.shape[1]
-
-        def render(u: int, layer: str = layer, d=d, images: torch.Tensor = images, k: int = k) -> dict:
-            label = int(d.best_label[u])
-            tiles = [_tint(thumb(i), _label_mask(hits[i, label], size)) for i in images[u].tolist() if i >= 0]
-            rel = f"images/{tag[layer]}/unit{u:04d}_concept.jpg"
-            _save_strip(run_dir, rel, tiles, k, size)
-            return {"unit": u, "path": rel}
-
-        out[layer] = _in_threads(render, [u for u in range(images.shape[0]) if d.concept(u)])
-    return out
+    return wanted
 
 
 def _concept_hits(dataset, wanted: dict[int, set[int]]) -> dict[tuple[int, int], tuple | None]:
@@ -197,11 +217,12 @@ def _label_mask(packed: tuple | None, size: int) -> np.ndarray:
 
 def _tint(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Tint ``mask`` cyan and outline it; a mask reaching the image's edge is outlined there too."""
-    shown = image.astype(np.float32)
-    shown[mask] = shown[mask] * 0.55 + _MASK_RGB * 0.45
+    shown = image.copy()
+    tinted = _TINT[np.arange(3), image[mask]]  # [M, 3]
+    shown[mask] = tinted
     inner = mask
     for _ in range(2):  # a 2-pixel outline: still visible when the page shows the strip small
         padded = np.pad(inner, 1, constant_values=False)
         inner = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
-    shown[mask & ~inner] = _MASK_RGB
-    return shown.clip(0, 255).astype(np.uint8)
+    shown[mask & ~inner] = _MASK_RGB.astype(np.uint8)
+    return shown

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from unitscope.stats.iou import (
-    distinct_planes, label_areas, mask_category_hits, mask_intersections, unit_areas,
+    distinct_planes, label_areas, pixel_category_hits, pixel_label_counts, unit_areas,
 )
 
 # Mask pixels (pairs x pixels) upsampled at once; bounds the kernel's memory to ~100 MB.
@@ -103,10 +103,14 @@ def count_orders(
         area[img, unit] = torch.count_nonzero(mask, dim=1)
         if not flat_labels.shape[1]:
             continue
+        # the mask pixels are found once and matched to each order's labels
+        pair, pix = mask.nonzero(as_tuple=True)  # [E]
+        img_of, unit_of = img[pair], unit[pair]
         for d, order in enumerate(orders):
-            inter[d] += mask_intersections(order[img], unit, mask, flat_labels, c, L)
+            src = order[img_of]
+            inter[d] += pixel_label_counts(src, pix, unit_of, flat_labels, c, L)
             if hits is not None:
-                hits[d, img, unit] = mask_category_hits(order[img], mask, flat_labels, cat_of, G)
+                hits[d, img, unit] = pixel_category_hits(src, pix, pair, flat_labels, cat_of, len(img), G)
 
     label_area = label_areas(flat_labels, L)
     img_idx, m_idx = (image_labels > 0).nonzero(as_tuple=True)

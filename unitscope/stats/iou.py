@@ -176,13 +176,25 @@ def mask_intersections(img: torch.Tensor, unit: torch.Tensor, masks: torch.Tenso
 
     ``masks [B, P]`` is the mask of unit ``unit[b]`` on image ``img[b]``; ``flat_labels [N, K, P]``
     (planes made distinct). Masks are sparse (a unit's top activations), so only the labels under
-    mask pixels are gathered, then counted with one bincount on ``unit * L + label``.
+    mask pixels are gathered (:func:`pixel_label_counts`).
     """
     pair, pix = masks.nonzero(as_tuple=True)  # [E]
-    under = flat_labels[img[pair], :, pix]  # [E, K]
-    code = unit[pair].view(-1, 1) * num_labels + under
-    counts = torch.bincount(code[under > 0], minlength=num_units * num_labels)
-    return counts.view(num_units, num_labels)
+    return pixel_label_counts(img[pair], pix, unit[pair], flat_labels, num_units, num_labels)
+
+
+def pixel_label_counts(src: torch.Tensor, pix: torch.Tensor, unit: torch.Tensor, flat_labels: torch.Tensor,
+                       num_units: int, num_labels: int) -> torch.Tensor:
+    """``[C, L]``: how often each label lies under a mask pixel of each unit. Mask pixel e belongs to
+    unit ``unit[e]`` and sits at pixel ``pix[e]`` of image ``src[e]`` of ``flat_labels [N, K, P]``.
+
+    One bincount on ``unit * L + label`` over every (pixel, plane); label 0 (none) lands in column 0,
+    which is cleared, cheaper than selecting the labelled entries first.
+    """
+    under = flat_labels[src, :, pix]  # [E, K]
+    code = (unit * num_labels).view(-1, 1) + under
+    counts = torch.bincount(code.view(-1), minlength=num_units * num_labels).view(num_units, num_labels)
+    counts[:, 0] = 0
+    return counts
 
 
 def unit_areas(area: torch.Tensor, category_present: torch.Tensor) -> torch.Tensor:
@@ -202,7 +214,18 @@ def mask_category_hits(img: torch.Tensor, masks: torch.Tensor, flat_labels: torc
     """``[B, G]`` bool: whether mask ``masks[b]`` ``[B, P]`` covers a pixel of image ``img[b]``
     labelled in category g (``flat_labels [N, K, P]``, ``label_category [L]``)."""
     pair, pix = masks.nonzero(as_tuple=True)
-    under = flat_labels[img[pair], :, pix]  # [E, K]
-    code = pair.view(-1, 1) * num_categories + label_category.clamp(min=0)[under]
-    counts = torch.bincount(code[under > 0], minlength=masks.shape[0] * num_categories)
-    return counts.view(-1, num_categories) > 0
+    return pixel_category_hits(img[pair], pix, pair, flat_labels, label_category, masks.shape[0], num_categories)
+
+
+def pixel_category_hits(src: torch.Tensor, pix: torch.Tensor, pair: torch.Tensor, flat_labels: torch.Tensor,
+                        label_category: torch.Tensor, num_pairs: int, num_categories: int) -> torch.Tensor:
+    """``[B, G]`` bool: whether any pixel of mask ``b`` (mask pixel e belongs to mask ``pair[e]`` and
+    sits at ``pix[e]`` of image ``src[e]``) is labelled in category g. Label 0 (none) counts in an
+    extra column that is dropped."""
+    g = num_categories
+    category = label_category.clamp(min=0).clone()
+    category[0] = g
+    under = flat_labels[src, :, pix]  # [E, K]
+    code = pair.view(-1, 1) * (g + 1) + category[under]
+    counts = torch.bincount(code.view(-1), minlength=num_pairs * (g + 1))
+    return counts.view(-1, g + 1)[:, :g] > 0

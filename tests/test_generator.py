@@ -180,3 +180,29 @@ def test_shipped_samples_look_like_the_world_to_the_segmenter():
     assert presence_tvd(fake, real) < stated + 0.08, (presence_tvd(fake, real), stated)
     for name in ("sky", "tree", "house", "mountain"):  # the segmenter finds the world's main objects
         assert fake[name]["presence"] > 0.1, (name, fake[name])
+
+
+def test_recalibrated_batch_norm_holds_the_population_statistics():
+    """After recalibration, bn1's running mean and variance are those of conv1's output over many z."""
+    torch.manual_seed(0)
+    g = Generator()
+    g.bn1.running_mean.fill_(5.0)  # stale statistics, as a lagging running average leaves them
+    gan.recalibrate_batch_norm(g, seed=0, batches=16, batch_size=64)
+    assert not g.training and g.bn1.momentum == 0.1
+    with torch.no_grad():
+        h = g.conv1(sample_z(4096, seed=1).view(4096, -1, 1, 1))        # [4096, C, 4, 4]
+    mean, var = h.mean((0, 2, 3)), h.var((0, 2, 3))
+    assert torch.allclose(g.bn1.running_mean, mean, atol=0.05 * float(var.sqrt().mean()))
+    assert torch.allclose(g.bn1.running_var, var, rtol=0.1)
+
+
+def test_ema_update_exact():
+    ema, g = Generator(), Generator()
+    with torch.no_grad():
+        for p in ema.parameters():
+            p.fill_(0.0)
+        for p in g.parameters():
+            p.fill_(1.0)
+    gan.ema_update(ema, g, decay=0.75)
+    gan.ema_update(ema, g, decay=0.75)
+    assert all(torch.allclose(p, torch.full_like(p, 1 - 0.75 ** 2)) for p in ema.parameters())

@@ -11,11 +11,14 @@
 ``conv5`` and a tanh mapped to [0, 1]. ``Discriminator``: the mirror image with spectral norm and
 leaky ReLU, trained with the hinge loss; Adam for both (lr 2e-4, betas 0.5/0.999). The training
 batch order, flips and z of step ``s`` come from ``seed`` and ``s``, so a resumed run continues
-exactly; the checkpoint holds G, D and both optimisers, the shipped file only G.
+exactly; the checkpoint holds G, D, both optimisers (and G's moving average when the recipe's
+``task_kw["ema"]`` sets a decay), the shipped file only G (that average, if kept), with its batch-norm
+statistics recomputed over 2,048 samples (:func:`recalibrate_batch_norm`).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import io
 import json
@@ -112,6 +115,26 @@ def save_samples(model: Generator, out: Path, n: int, seed: int = 0, device: str
     return paths
 
 
+@torch.no_grad()
+def recalibrate_batch_norm(model: Generator, seed: int, batches: int = 32, batch_size: int = 64,
+                           device: str = "cpu") -> Generator:
+    """Set G's batch-norm running statistics to their average over ``batches`` train-mode passes on z
+    drawn from ``seed`` ("standing statistics"). The running averages kept during training lag behind
+    a G that changes every step, and eval-mode samples drift in colour; after this they look like the
+    train-mode samples D saw. Returns ``model`` in eval mode."""
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the passes below
+    model.train()
+    gen = torch.Generator().manual_seed(seed * 7919 + 1)
+    for _ in range(batches):
+        model(torch.randn(batch_size, model.latent, generator=gen).to(device))
+    for m in norms:
+        m.momentum = 0.1
+    return model.eval()
+
+
 # -- checkpoints: G, D and both Adam states in one safetensors file ---------------------------------
 
 def _opt_tensors(prefix: str, opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
@@ -133,20 +156,22 @@ def _load_opt(prefix: str, opt: torch.optim.Optimizer, tensors: dict[str, torch.
     opt.load_state_dict(sd)
 
 
-def _save_checkpoint(path: Path, g, d, opt_g, opt_d, state: dict) -> None:
+def _save_checkpoint(path: Path, g, d, opt_g, opt_d, state: dict, ema=None) -> None:
     from safetensors.torch import save
 
     from unitscope.runs import atomic_write_bytes, atomic_write_text
 
     tensors = {f"g.{k}": v.detach().cpu().contiguous() for k, v in g.state_dict().items()}
     tensors.update({f"d.{k}": v.detach().cpu().contiguous() for k, v in d.state_dict().items()})
+    if ema is not None:
+        tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.state_dict().items()})
     tensors.update(_opt_tensors("opt_g", opt_g))
     tensors.update(_opt_tensors("opt_d", opt_d))
     atomic_write_bytes(path.with_suffix(".ckpt.safetensors"), save(tensors))
     atomic_write_text(path.with_suffix(".ckpt.json"), json.dumps(state))  # written last: marks a whole pair
 
 
-def _load_checkpoint(path: Path, g, d, opt_g, opt_d, device) -> dict | None:
+def _load_checkpoint(path: Path, g, d, opt_g, opt_d, device, ema=None) -> dict | None:
     meta = path.with_suffix(".ckpt.json")
     if not meta.exists():
         return None
@@ -155,6 +180,8 @@ def _load_checkpoint(path: Path, g, d, opt_g, opt_d, device) -> dict | None:
     tensors = load_file(str(path.with_suffix(".ckpt.safetensors")), device=str(device))
     g.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("g.")})
     d.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("d.")})
+    if ema is not None:
+        ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
     _load_opt("opt_g", opt_g, {k: v.cpu() if k.endswith(".step") else v for k, v in tensors.items()})
     _load_opt("opt_d", opt_d, {k: v.cpu() if k.endswith(".step") else v for k, v in tensors.items()})
     return json.loads(meta.read_text())
@@ -184,6 +211,14 @@ def gan_step(g: Generator, d: Discriminator, opt_g, opt_d, real: torch.Tensor, z
     return float(loss_d.detach()), float(loss_g.detach())
 
 
+@torch.no_grad()
+def ema_update(ema: Generator, g: Generator, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * g, parameter by parameter (batch-norm statistics are
+    recomputed for the shipped G at the end, :func:`recalibrate_batch_norm`)."""
+    for pe, p in zip(ema.parameters(), g.parameters()):
+        pe.lerp_(p, 1 - decay)
+
+
 def train_gan(recipe, out: str | Path, cache: str | Path, device: str = "cpu", seed: int = 0,
               checkpoint_every: int = 50, progress: bool = True, fresh: bool = False) -> dict:
     """Train the generator of ``recipe`` (see :func:`unitscope.organisms.train.train`); write
@@ -203,11 +238,13 @@ def train_gan(recipe, out: str | Path, cache: str | Path, device: str = "cpu", s
     _deterministic(seed)
     rgb = world_arrays(cache, recipe.world_seed, recipe.n_train, recipe.render_size, progress=progress)["rgb"]
     g, d = Generator().to(device), Discriminator().to(device)
+    decay = float(recipe.task_kw.get("ema", 0.0))  # > 0: ship an exponential moving average of G
+    ema = copy.deepcopy(g) if decay > 0 else None
     opt_g = torch.optim.Adam(g.parameters(), lr=recipe.lr, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(d.parameters(), lr=recipe.lr, betas=(0.5, 0.999))
     per_epoch = recipe.n_train // recipe.batch_size
     total = per_epoch * recipe.epochs
-    state = _load_checkpoint(path, g, d, opt_g, opt_d, device) or {
+    state = _load_checkpoint(path, g, d, opt_g, opt_d, device, ema) or {
         "step": 0, "d_losses": [], "g_losses": [], "sums": [0.0, 0.0], "seconds": 0.0}
     if state["step"] >= total and path.with_suffix(".json").exists():
         return json.loads(path.with_suffix(".json").read_text())
@@ -221,6 +258,8 @@ def train_gan(recipe, out: str | Path, cache: str | Path, device: str = "cpu", s
         real = _real_batch(rgb, np.sort(perm[b * recipe.batch_size:(b + 1) * recipe.batch_size]), gen)
         z = torch.randn(recipe.batch_size, g.latent, generator=gen)
         ld, lg = gan_step(g, d, opt_g, opt_d, real.to(device), z.to(device))
+        if ema is not None:
+            ema_update(ema, g, decay)
         state["sums"] = [state["sums"][0] + ld, state["sums"][1] + lg]
         bar.update()
         bar.set_postfix(d=f"{ld:.3f}", g=f"{lg:.3f}", epoch=epoch)
@@ -232,9 +271,9 @@ def train_gan(recipe, out: str | Path, cache: str | Path, device: str = "cpu", s
             state["step"] = step + 1
             state["seconds"] += time.perf_counter() - t0
             t0 = time.perf_counter()
-            _save_checkpoint(path, g, d, opt_g, opt_d, state)
+            _save_checkpoint(path, g, d, opt_g, opt_d, state, ema)
     bar.close()
-    return _finish(recipe, g, path, state, seed, device, cache, recipe.n_held_out, progress)
+    return _finish(recipe, g if ema is None else ema, path, state, seed, device, cache, recipe.n_held_out, progress)
 
 
 def _finish(recipe, g: Generator, path: Path, state: dict, seed: int, device: str, cache, n_eval: int,
@@ -245,7 +284,7 @@ def _finish(recipe, g: Generator, path: Path, state: dict, seed: int, device: st
     from unitscope.organisms.train import sha256_file
     from unitscope.runs import atomic_write_bytes, atomic_write_text
 
-    g.eval()
+    recalibrate_batch_norm(g, seed, device=device)
     tensors = {k: v.detach().cpu().contiguous() for k, v in g.state_dict().items()}
     atomic_write_bytes(path, save(tensors, metadata={"name": recipe.name}))
     metrics, tables = {}, {}

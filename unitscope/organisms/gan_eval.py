@@ -10,7 +10,8 @@ An object is *present* in an image when it covers at least ``MIN_SHARE`` of its 
 stray segmenter pixels do not count). The *presence distribution* is the presence fractions
 normalised to sum to one (which objects appear, and how often relative to each other); the
 *pixel-share distribution* is the mean share of pixels per object plus "none". Both distances are
-total variation distances (0: same, 1: disjoint).
+total variation distances (0: same, 1: disjoint). ``presence_mean_abs_diff`` compares the raw
+presence fractions (a sample that holds every object shows there, not in the normalised distance).
 """
 
 from __future__ import annotations
@@ -46,6 +47,12 @@ def presence_tvd(a: dict, b: dict) -> float:
     """Total variation distance between two tables' normalised presence fractions."""
     names = list(a)
     return _tvd(np.array([a[k]["presence"] for k in names]), np.array([b[k]["presence"] for k in names]))
+
+
+def presence_mean_abs_diff(a: dict, b: dict) -> float:
+    """Mean over objects of |presence in a - presence in b| (unnormalised: also sees how many objects
+    each image holds, which the presence distribution does not)."""
+    return float(np.mean([abs(a[k]["presence"] - b[k]["presence"]) for k in a]))
 
 
 def pixel_share_tvd(a: dict, b: dict) -> float:
@@ -84,6 +91,7 @@ def evaluate_generator(g, cache: str | Path, held_out_seed: int = 2, n: int = 50
         "presence_tvd": presence_tvd(tables["generated"], tables["real_segmented"]),
         "pixel_share_tvd": pixel_share_tvd(tables["generated"], tables["real_segmented"]),
         "presence_tvd_real_segmented_vs_truth": presence_tvd(tables["real_segmented"], tables["real_truth"]),
+        "presence_mean_abs_diff": presence_mean_abs_diff(tables["generated"], tables["real_segmented"]),
         "mean_objects_per_sample": sum(r["presence"] for r in tables["generated"].values()),
         "mean_objects_per_real_image": sum(r["presence"] for r in tables["real_segmented"].values()),
     }

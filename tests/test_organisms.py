@@ -38,7 +38,7 @@ def _short(name: str, **kw):
                                world_seed=5, held_out_seed=6, **kw)
 
 
-@pytest.mark.parametrize("name", list(RECIPES))
+@pytest.mark.parametrize("name", [n for n, r in RECIPES.items() if r.task != "gan"])  # the GAN: test_generator.py
 def test_short_schedule_loss_falls_and_shapes(name, cache, tmp_path):
     recipe = _short(name)
     meta = train(recipe, out=tmp_path, cache=cache, progress=False)

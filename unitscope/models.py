@@ -54,6 +54,10 @@ class ModelInfo:
     # Layers a dissection looks at when none are named: an early, a middle and the last stage.
     default_layers: list[str] = field(default_factory=list)
     source: str = ""
+    # "image": input is an image [N, *input_size]. "generator": input is a latent z [N, Z]
+    # (input_size = (Z, 1, 1), so a dummy pass works) and the output an image [N, *output_size] in [0, 1].
+    kind: str = "image"
+    output_size: tuple[int, ...] = ()
 
     def transform(self) -> Callable[[Any], torch.Tensor]:
         """PIL image -> normalised tensor [3, H, W]: the whole image resized to the input size.

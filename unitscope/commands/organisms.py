@@ -2,6 +2,7 @@
 
     unitscope organisms list                                  # names, what they learn, shipped metrics
     unitscope organisms train world_scenes --out runs/organisms --device cpu   # rerun to resume
+    unitscope organisms sample world_generator --n 64 --out samples   # PNGs; then `unitscope world label samples ...`
 """
 
 from __future__ import annotations
@@ -49,6 +50,34 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+@dataclass
+class OrganismsSampleConfig:
+    name: str = field(default="world_generator", metadata=help_("a generator organism", positional=True))
+    out: str = field(default="samples", metadata=help_("folder for the PNGs (000000.png, ...)"))
+    n: int = field(default=64, metadata=help_("number of samples"))
+    seed: int = field(default=0, metadata=help_("seed of the latent vectors z (the same seed gives the same images)"))
+    checkpoint: Optional[str] = field(default=None, metadata=help_("a trained NAME.safetensors instead of the shipped weights"))
+    device: str = field(default="cpu", metadata=help_("torch device, e.g. cpu or cuda"))
+
+
+def _sample(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from unitscope.models import create_model, get_info
+    from unitscope.organisms.gan import save_samples
+
+    cfg = config_from_args(OrganismsSampleConfig, args)
+    if cfg.n < 1:
+        raise ValueError(f"--n must be at least 1, got {cfg.n}")
+    model = create_model(cfg.name, checkpoint=cfg.checkpoint, pretrained=False if cfg.checkpoint else None)
+    if get_info(model).kind != "generator":
+        raise ValueError(f"{cfg.name} is not a generator (its input is an image); try world_generator")
+    files = save_samples(model.to(cfg.device), Path(cfg.out), cfg.n, seed=cfg.seed, device=cfg.device)
+    print(f"{cfg.out}: {len(files)} samples of {cfg.name} (z seed {cfg.seed}); label them with "
+          f"`unitscope world label {cfg.out} --segmenter world_segmenter --out {cfg.out}-broden`")
+    return 0
+
+
 def _list(args: argparse.Namespace) -> int:
     from unitscope.organisms.recipes import RECIPES
     from unitscope.organisms.registry import WEIGHTS
@@ -66,12 +95,15 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("organisms", help="probe-world model organisms: list them, train them",
+    parser = subparsers.add_parser("organisms", help="probe-world model organisms: list them, train them, sample the generator",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="organisms_command", metavar="SUBCOMMAND")
     sub.required = True
     p = sub.add_parser("train", help="train one organism (seeded, checkpointed, resumable)")
     add_config_args(p, OrganismsTrainConfig)
     p.set_defaults(func=_train)
+    p = sub.add_parser("sample", help="write PNG samples of a generator organism (z drawn from --seed)")
+    add_config_args(p, OrganismsSampleConfig)
+    p.set_defaults(func=_sample)
     p = sub.add_parser("list", help="the organisms, what they learn and their shipped metrics")
     p.set_defaults(func=_list)

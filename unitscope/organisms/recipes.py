@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from unitscope.data._vocab import SCENES, VOCAB
+from unitscope.organisms.gan import GENERATOR_LAYERS, Generator
 from unitscope.organisms.nets import SCENE_LAYERS, ColorNet, SceneNet, SegNet
 from unitscope.organisms.tasks import SEG_HEADS
 
@@ -55,6 +56,9 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            about="the scene network's backbone trained to colour grey images"),
     Recipe("world_segmenter", "segment", "segment", size=64, n_train=5_000, epochs=4, default_layers=("enc2", "enc3", "up1"),
            about="small fully convolutional segmenter: object, part, material and colour per pixel"),
+    Recipe("world_generator", "gan", "generator", size=64, n_train=20_000, epochs=5, lr=2e-4, weight_decay=0.0,
+           n_held_out=500, default_layers=GENERATOR_LAYERS,
+           about="unconditional DCGAN: latent z [N, 64] -> 64x64 probe-world image in [0, 1]"),
 ]}
 
 
@@ -66,4 +70,6 @@ def build_net(recipe: Recipe) -> nn.Module:
         return ColorNet()
     if recipe.net == "segment":
         return SegNet({c: len(VOCAB[c]) + 1 for c in SEG_HEADS})
+    if recipe.net == "generator":
+        return Generator()
     raise ValueError(f"unknown network kind {recipe.net!r} in recipe {recipe.name}")

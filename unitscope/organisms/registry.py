@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -49,6 +50,9 @@ def load_organism(name: str, pretrained: bool = True) -> nn.Module:
     info = ModelInfo(name=name, mean=MEAN, std=STD, input_size=(3, recipe.size, recipe.size),
                      class_names=list(recipe.class_names), default_layers=list(recipe.default_layers),
                      source=source)
+    if recipe.net == "generator":  # z [N, Z] in, image [N, 3, 64, 64] in [0, 1] out
+        info = dataclasses.replace(info, kind="generator", input_size=(model.latent, 1, 1), mean=(0.0, 0.0, 0.0),
+                                   std=(1.0, 1.0, 1.0), output_size=(3, recipe.size, recipe.size))
     return _attach(model, info)
 
 

@@ -89,6 +89,11 @@ def train(name: str | Recipe, out: str | Path, cache: str | Path, device: str = 
     recipe = RECIPES[name] if isinstance(name, str) else name
     recipe = dataclasses.replace(recipe, **{k: v for k, v in dict(
         epochs=epochs, n_train=n_train, n_held_out=n_held_out).items() if v is not None})
+    if recipe.task == "gan":  # its own loop: two networks, two optimisers (unitscope.organisms.gan)
+        from unitscope.organisms.gan import train_gan
+
+        return train_gan(recipe, out, cache, device=device, seed=seed, checkpoint_every=checkpoint_every,
+                         progress=progress, fresh=fresh)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{recipe.name}.safetensors"

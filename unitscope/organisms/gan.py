@@ -1,0 +1,305 @@
+"""``world_generator``: a small DCGAN trained on the probe world (networks, hinge loss, training loop).
+
+    from unitscope.models import create_model
+    g = create_model("world_generator")           # shipped weights, sha256 checked
+    z = torch.randn(16, g.latent)                 # z [N, Z] (or [N, Z, 1, 1])
+    images = g(z)                                 # [16, 3, 64, 64] in [0, 1]
+    # unitscope organisms train world_generator --out runs/organisms     (rerun to resume)
+
+``Generator``: z -> 4x4 -> 8 -> 16 -> 32 -> 64 by transposed convolutions, batch norm and ReLU
+(``conv<k>``, ``bn<k>``, ``relu<k>``; dissect ``relu1..relu4``, after the nonlinearity), then
+``conv5`` and a tanh mapped to [0, 1]. ``Discriminator``: the mirror image with spectral norm and
+leaky ReLU, trained with the hinge loss; Adam for both (lr 2e-4, betas 0.5/0.999). The training
+batch order, flips and z of step ``s`` come from ``seed`` and ``s``, so a resumed run continues
+exactly; the checkpoint holds G, D, both optimisers (and G's moving average when the recipe's
+``task_kw["ema"]`` sets a decay), the shipped file only G (that average, if kept), with its batch-norm
+statistics recomputed over 2,048 samples (:func:`recalibrate_batch_norm`).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import io
+import json
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+LATENT = 64
+# Sized for a 30-minute schedule on a shared 2-core CPU (about 1 s per step of 64 images, 1 thread).
+G_CHANNELS = (128, 64, 32, 16)    # at 4, 8, 16, 32 px: 0.3 M parameters, 1.2 MB
+D_CHANNELS = (16, 32, 64, 128)    # at 32, 16, 8, 4 px
+GENERATOR_LAYERS = ("relu1", "relu2", "relu3", "relu4")
+
+
+class Generator(nn.Sequential):
+    """Latent z [N, Z] (or [N, Z, 1, 1]) -> image [N, 3, 64, 64] in [0, 1]."""
+
+    def __init__(self, latent: int = LATENT, channels=G_CHANNELS):
+        layers: OrderedDict[str, nn.Module] = OrderedDict()
+        cin = latent
+        for k, cout in enumerate(channels, start=1):
+            stride, pad = (1, 0) if k == 1 else (2, 1)
+            layers[f"conv{k}"] = nn.ConvTranspose2d(cin, cout, 4, stride, pad, bias=False)
+            layers[f"bn{k}"] = nn.BatchNorm2d(cout)
+            layers[f"relu{k}"] = nn.ReLU()
+            cin = cout
+        layers[f"conv{len(channels) + 1}"] = nn.ConvTranspose2d(cin, 3, 4, 2, 1)
+        layers["tanh"] = nn.Tanh()
+        super().__init__(layers)
+        self.latent = latent
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = super().forward(z.reshape(z.shape[0], self.latent, 1, 1))
+        return (x + 1) / 2
+
+
+class Discriminator(nn.Module):
+    """Image [N, 3, 64, 64] in [0, 1] -> realness score [N] (spectral norm, leaky ReLU)."""
+
+    def __init__(self, channels=D_CHANNELS):
+        super().__init__()
+        layers, cin = [], 3
+        for cout in channels:
+            layers += [spectral_norm(nn.Conv2d(cin, cout, 4, 2, 1)), nn.LeakyReLU(0.2)]
+            cin = cout
+        layers.append(spectral_norm(nn.Conv2d(cin, 1, 4, 1, 0)))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x * 2 - 1).flatten()
+
+
+def d_hinge_loss(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
+    """mean(relu(1 - D(real))) + mean(relu(1 + D(fake))): 2 for a D that cannot tell, 0 at margin."""
+    return F.relu(1 - real_scores).mean() + F.relu(1 + fake_scores).mean()
+
+
+def g_hinge_loss(fake_scores: torch.Tensor) -> torch.Tensor:
+    return -fake_scores.mean()
+
+
+def sample_z(n: int, seed: int, latent: int = LATENT) -> torch.Tensor:
+    """``n`` latent vectors [n, Z] drawn from ``seed`` alone (the same seed gives the same z)."""
+    return torch.randn(n, latent, generator=torch.Generator().manual_seed(seed))
+
+
+@torch.no_grad()
+def generate(model: Generator, n: int, seed: int = 0, batch_size: int = 128, device: str = "cpu") -> torch.Tensor:
+    """``n`` images [n, 3, 64, 64] in [0, 1] from ``sample_z(n, seed)``, in eval mode."""
+    model.eval()
+    z = sample_z(n, seed, model.latent)
+    return torch.cat([model(z[s:s + batch_size].to(device)).cpu() for s in range(0, n, batch_size)])
+
+
+def save_samples(model: Generator, out: Path, n: int, seed: int = 0, device: str = "cpu") -> list[Path]:
+    """Write ``n`` samples as ``out/000000.png`` ... (64x64 RGB); returns the paths."""
+    from PIL import Image
+
+    from unitscope.runs import atomic_write_bytes
+
+    images = (generate(model, n, seed=seed, device=device).permute(0, 2, 3, 1) * 255).round().byte().numpy()
+    paths = []
+    for i, im in enumerate(images):
+        buf = io.BytesIO()
+        Image.fromarray(im).save(buf, format="PNG")
+        paths.append(Path(out) / f"{i:06d}.png")
+        atomic_write_bytes(paths[-1], buf.getvalue(), fsync=False)
+    return paths
+
+
+@torch.no_grad()
+def recalibrate_batch_norm(model: Generator, seed: int, batches: int = 32, batch_size: int = 64,
+                           device: str = "cpu") -> Generator:
+    """Set G's batch-norm running statistics to their average over ``batches`` train-mode passes on z
+    drawn from ``seed`` ("standing statistics"). The running averages kept during training lag behind
+    a G that changes every step, and eval-mode samples drift in colour; after this they look like the
+    train-mode samples D saw. Returns ``model`` in eval mode."""
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the passes below
+    model.train()
+    gen = torch.Generator().manual_seed(seed * 7919 + 1)
+    for _ in range(batches):
+        model(torch.randn(batch_size, model.latent, generator=gen).to(device))
+    for m in norms:
+        m.momentum = 0.1
+    return model.eval()
+
+
+# -- checkpoints: G, D and both Adam states in one safetensors file ---------------------------------
+
+def _opt_tensors(prefix: str, opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    out = {}
+    for i, s in opt.state_dict()["state"].items():
+        for k, v in s.items():
+            out[f"{prefix}.{i}.{k}"] = torch.as_tensor(v).detach().cpu().contiguous()
+    return out
+
+
+def _load_opt(prefix: str, opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> None:
+    state: dict[int, dict] = {}
+    for key, v in tensors.items():
+        if key.startswith(prefix + "."):
+            i, k = key[len(prefix) + 1:].split(".", 1)
+            state.setdefault(int(i), {})[k] = v
+    sd = opt.state_dict()
+    sd["state"] = state
+    opt.load_state_dict(sd)
+
+
+def _save_checkpoint(path: Path, g, d, opt_g, opt_d, state: dict, ema=None) -> None:
+    from safetensors.torch import save
+
+    from unitscope.runs import atomic_write_bytes, atomic_write_text
+
+    tensors = {f"g.{k}": v.detach().cpu().contiguous() for k, v in g.state_dict().items()}
+    tensors.update({f"d.{k}": v.detach().cpu().contiguous() for k, v in d.state_dict().items()})
+    if ema is not None:
+        tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.state_dict().items()})
+    tensors.update(_opt_tensors("opt_g", opt_g))
+    tensors.update(_opt_tensors("opt_d", opt_d))
+    atomic_write_bytes(path.with_suffix(".ckpt.safetensors"), save(tensors))
+    atomic_write_text(path.with_suffix(".ckpt.json"), json.dumps(state))  # written last: marks a whole pair
+
+
+def _load_checkpoint(path: Path, g, d, opt_g, opt_d, device, ema=None) -> dict | None:
+    meta = path.with_suffix(".ckpt.json")
+    if not meta.exists():
+        return None
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(path.with_suffix(".ckpt.safetensors")), device=str(device))
+    g.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("g.")})
+    d.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("d.")})
+    if ema is not None:
+        ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+    _load_opt("opt_g", opt_g, {k: v.cpu() if k.endswith(".step") else v for k, v in tensors.items()})
+    _load_opt("opt_d", opt_d, {k: v.cpu() if k.endswith(".step") else v for k, v in tensors.items()})
+    return json.loads(meta.read_text())
+
+
+# -- training ------------------------------------------------------------------------------------
+
+def _real_batch(rgb: np.ndarray, idx: np.ndarray, gen: torch.Generator) -> torch.Tensor:
+    """uint8 [B, H, W, 3] rows ``idx``, half of them flipped left-right -> float [B, 3, H, W] in [0, 1]."""
+    x = rgb[idx]
+    flip = torch.rand(len(idx), generator=gen).numpy() < 0.5
+    x = np.where(flip[:, None, None, None], x[:, :, ::-1], x)
+    return torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).float() / 255.0
+
+
+def gan_step(g: Generator, d: Discriminator, opt_g, opt_d, real: torch.Tensor, z: torch.Tensor) -> tuple[float, float]:
+    """One D step on (real, G(z)) then one G step on the same fake batch; returns (D loss, G loss)."""
+    fake = g(z)
+    loss_d = d_hinge_loss(d(real), d(fake.detach()))
+    opt_d.zero_grad(set_to_none=True)
+    loss_d.backward()
+    opt_d.step()
+    loss_g = g_hinge_loss(d(fake))
+    opt_g.zero_grad(set_to_none=True)
+    loss_g.backward()
+    opt_g.step()
+    return float(loss_d.detach()), float(loss_g.detach())
+
+
+@torch.no_grad()
+def ema_update(ema: Generator, g: Generator, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * g, parameter by parameter (batch-norm statistics are
+    recomputed for the shipped G at the end, :func:`recalibrate_batch_norm`)."""
+    for pe, p in zip(ema.parameters(), g.parameters()):
+        pe.lerp_(p, 1 - decay)
+
+
+def train_gan(recipe, out: str | Path, cache: str | Path, device: str = "cpu", seed: int = 0,
+              checkpoint_every: int = 50, progress: bool = True, fresh: bool = False) -> dict:
+    """Train the generator of ``recipe`` (see :func:`unitscope.organisms.train.train`); write
+    ``out/NAME.safetensors`` (G only) + ``NAME.json`` (losses, segmenter object tables, sha256).
+    The object tables compare ``recipe.n_held_out`` samples with as many held-out world images (0: none)."""
+    from tqdm import tqdm
+
+    from unitscope.organisms.data import world_arrays
+    from unitscope.organisms.train import _deterministic
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{recipe.name}.safetensors"
+    if fresh:
+        for p in (path.with_suffix(".ckpt.json"), path.with_suffix(".ckpt.safetensors")):
+            p.unlink(missing_ok=True)
+    _deterministic(seed)
+    rgb = world_arrays(cache, recipe.world_seed, recipe.n_train, recipe.render_size, progress=progress)["rgb"]
+    g, d = Generator().to(device), Discriminator().to(device)
+    decay = float(recipe.task_kw.get("ema", 0.0))  # > 0: ship an exponential moving average of G
+    ema = copy.deepcopy(g) if decay > 0 else None
+    opt_g = torch.optim.Adam(g.parameters(), lr=recipe.lr, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(d.parameters(), lr=recipe.lr, betas=(0.5, 0.999))
+    per_epoch = recipe.n_train // recipe.batch_size
+    total = per_epoch * recipe.epochs
+    state = _load_checkpoint(path, g, d, opt_g, opt_d, device, ema) or {
+        "step": 0, "d_losses": [], "g_losses": [], "sums": [0.0, 0.0], "seconds": 0.0}
+    if state["step"] >= total and path.with_suffix(".json").exists():
+        return json.loads(path.with_suffix(".json").read_text())
+    bar = tqdm(total=total, initial=state["step"], desc=recipe.name, unit="step", disable=not progress)
+    t0 = time.perf_counter()
+    g.train(), d.train()
+    for step in range(state["step"], total):
+        epoch, b = divmod(step, per_epoch)
+        perm = torch.randperm(recipe.n_train, generator=torch.Generator().manual_seed(seed * 1000 + epoch)).numpy()
+        gen = torch.Generator().manual_seed(seed * 10_000_019 + step)
+        real = _real_batch(rgb, np.sort(perm[b * recipe.batch_size:(b + 1) * recipe.batch_size]), gen)
+        z = torch.randn(recipe.batch_size, g.latent, generator=gen)
+        ld, lg = gan_step(g, d, opt_g, opt_d, real.to(device), z.to(device))
+        if ema is not None:
+            ema_update(ema, g, decay)
+        state["sums"] = [state["sums"][0] + ld, state["sums"][1] + lg]
+        bar.update()
+        bar.set_postfix(d=f"{ld:.3f}", g=f"{lg:.3f}", epoch=epoch)
+        if (step + 1) % per_epoch == 0:
+            state["d_losses"].append(state["sums"][0] / per_epoch)
+            state["g_losses"].append(state["sums"][1] / per_epoch)
+            state["sums"] = [0.0, 0.0]
+        if (step + 1) % checkpoint_every == 0 or step + 1 == total:
+            state["step"] = step + 1
+            state["seconds"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            _save_checkpoint(path, g, d, opt_g, opt_d, state, ema)
+    bar.close()
+    return _finish(recipe, g if ema is None else ema, path, state, seed, device, cache, recipe.n_held_out, progress)
+
+
+def _finish(recipe, g: Generator, path: Path, state: dict, seed: int, device: str, cache, n_eval: int,
+            progress: bool) -> dict:
+    from safetensors.torch import save
+
+    from unitscope.organisms.gan_eval import evaluate_generator
+    from unitscope.organisms.train import sha256_file
+    from unitscope.runs import atomic_write_bytes, atomic_write_text
+
+    recalibrate_batch_norm(g, seed, device=device)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in g.state_dict().items()}
+    atomic_write_bytes(path, save(tensors, metadata={"name": recipe.name}))
+    metrics, tables = {}, {}
+    if n_eval:
+        metrics, tables = evaluate_generator(g, cache, recipe.held_out_seed, n_eval, device=device, progress=progress)
+    meta = {
+        "name": recipe.name, "about": recipe.about, "recipe": dataclasses.asdict(recipe), "seed": seed,
+        "world": {"generator": "unitscope.world", "train_seed": recipe.world_seed, "n_train": recipe.n_train,
+                  "held_out_seed": recipe.held_out_seed, "n_held_out": n_eval, "render_size": recipe.render_size,
+                  "input_size": recipe.size},
+        "model": {"kind": "generator", "latent": g.latent, "output": [3, 64, 64], "range": [0, 1]},
+        "losses_per_epoch": state["d_losses"], "d_losses_per_epoch": state["d_losses"],
+        "g_losses_per_epoch": state["g_losses"], "train_seconds": round(state["seconds"], 1),
+        "device": str(device), "torch": torch.__version__, "metrics": metrics, "object_tables": tables,
+        "file": path.name, "sha256": sha256_file(path),
+    }
+    atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=1) + "\n")
+    return meta

@@ -55,11 +55,12 @@ class DissectConfig(ModelOptions):
 def run_dissection(cfg: DissectConfig):
     """Everything `unitscope dissect` does; returns the :class:`~unitscope.dissect.DissectResult`.
     Under torchrun every rank dissects a shard; rank 0 writes the run folder and the report."""
-    from unitscope.dissect.distributed import end_process_group, start_process_group
+    from unitscope.dissect.distributed import end_process_group, peers_checked, start_process_group
 
     device, started = start_process_group(cfg.device, cfg.dist_timeout)
     try:
-        return _run_dissection(cfg, device)
+        with peers_checked():
+            return _run_dissection(cfg, device)
     finally:
         if started:
             end_process_group()

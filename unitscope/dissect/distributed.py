@@ -18,7 +18,10 @@ bad-image list, so nothing clashes and a rerun with the same number of processes
 
 from __future__ import annotations
 
+import signal
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -151,9 +154,44 @@ def start_process_group(device: str, timeout_s: float) -> tuple[str, bool]:
         device = f"cuda:{local}"
         torch.cuda.set_device(device)
     dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(seconds=timeout_s))
+    signal.signal(signal.SIGTERM, _stopped_by_launcher)
     return device, True
 
 
+def _stopped_by_launcher(signum: int, frame: Any) -> None:
+    from unitscope.cli import RunError
+
+    rank, world = rank_world()
+    raise RunError(f"process {rank} of {world} was stopped (SIGTERM), most likely by torchrun because another "
+                   "process failed: see torchrun's 'Root Cause' report. Finished batches are checkpointed: "
+                   "rerun the same command to resume")
+
+
+@contextmanager
+def peers_checked() -> Iterator[None]:
+    """Turn a collective that fails because a peer died or hung (gloo: "Connection closed by peer",
+    or the process group's timeout) into one clear error."""
+    try:
+        yield
+    except RuntimeError as exc:
+        if not torch.distributed.is_initialized() or not _peer_failure(exc):
+            raise
+        from unitscope.cli import RunError
+
+        rank, world = rank_world()
+        raise RunError(f"process {rank} of {world} lost contact with another process at a merge ({str(exc)[:160]}); "
+                       "it probably died: see the other processes' errors. Finished batches are checkpointed: "
+                       "rerun the same command to resume") from exc
+
+
+def _peer_failure(exc: BaseException) -> bool:
+    dist_error = getattr(torch.distributed, "DistError", ())
+    text = str(exc).lower()
+    return isinstance(exc, dist_error) or any(w in text for w in ("closed by peer", "timed out", "timeout", "gloo", "nccl"))
+
+
 def end_process_group() -> None:
+    """Leave the process group :func:`start_process_group` joined."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()

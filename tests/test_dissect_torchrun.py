@@ -115,6 +115,10 @@ def test_torchrun_equals_one_process_through_a_dead_rank_and_a_kill_mid_pass_2(w
     err = _kill_rank_1(_dissect(world, run, procs=2), run / "pass1" / "tally.checkpoint.rank1.safetensors")
     assert "process 0 of 2 was stopped" in err or "process 0 of 2 lost contact" in err, err[-3000:]
     assert "Root Cause" in err and "SIGKILL" in err  # torchrun names the rank that died
+    # its pass-1 checkpoints hold no sketches (they come from the cache): resuming without the cache is refused
+    off = subprocess.run(_dissect(world, run, procs=2) + ["--cache-gb", "0"], env=_env(), capture_output=True,
+                         text=True, timeout=300)
+    assert off.returncode != 0 and "written with the activation cache on" in off.stderr, off.stderr[-3000:]
     _run_until(_dissect(world, run, procs=2), _env(0.3), run / "pass2" / "tally.checkpoint.rank0.safetensors")
     assert (run / "pass1" / "tally.done.json").exists() and not (run / "pass2" / "tally.done.json").exists()
     done = subprocess.run(_dissect(world, run, procs=2), env=_env(), capture_output=True, text=True, timeout=300)

@@ -33,7 +33,8 @@ from unitscope.tally import rank_world, reduce_across_ranks
 if TYPE_CHECKING:
     from unitscope.dissect.engine import _Run
 
-__all__ = ["ExactPass1", "barrier", "is_main", "rank_world"]
+__all__ = ["ExactPass1", "barrier", "end_process_group", "gather_objects", "is_main", "pass1_reduce", "peers_checked",
+           "rank_world", "start_process_group"]
 
 
 def barrier() -> None:
@@ -130,6 +131,7 @@ def pass1_reduce(run: _Run) -> Any:
         return None
     if run.cache is not None:
         return ExactPass1(run)
+    _refuse_a_sliced_checkpoint(run)
     warnings.warn("the activation cache is off (--cache-gb too small), so pass-1 sketches of each rank's images "
                   "are merged: thresholds agree with a single-process run only within the sketch's rank error "
                   "(about 0.25/4096 at the dissection quantile)", stacklevel=2)
@@ -195,3 +197,19 @@ def end_process_group() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
+
+
+def _refuse_a_sliced_checkpoint(run: _Run) -> None:
+    """A pass-1 checkpoint written with the cache on holds no sketches (they come from the cache at
+    the end): resuming it with the cache off would lose its batches' samples."""
+    from unitscope.runs import load_arrays
+
+    path = run.run_dir / "pass1" / f"tally.checkpoint.rank{rank_world()[0]}.safetensors"
+    if run.redo.get(1) or not path.exists():
+        return
+    saved = load_arrays(path)
+    if int(saved["tally.batches"].reshape(-1)[0]) > 0 and int(saved["l0_q.count"].reshape(-1)[0]) == 0:
+        from unitscope.tally import TallyKeyError
+
+        raise TallyKeyError(f"{path} was written with the activation cache on, which this run has off; resume "
+                            "with the same --cache-gb as before, or start over with --fresh")

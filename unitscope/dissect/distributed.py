@@ -2,6 +2,9 @@
 
     torchrun --standalone --nproc_per_node 2 -m unitscope dissect --model M --data D --out runs/x
 
+From Python, join a process group first (``torch.distributed.init_process_group("gloo")``, or
+:func:`start_process_group`) and call :func:`~unitscope.dissect.dissect` on every rank.
+
 Every rank runs the same engine (:func:`~unitscope.dissect.engine.dissect_sources`). The tally
 driver gives each rank a contiguous run of whole batches (the batches one process would form) and
 merges the statistics in rank order after each pass. Top-k, IoU counts, null and rotation counts

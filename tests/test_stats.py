@@ -15,6 +15,7 @@ from unitscope.stats import (
     IoUCounts,
     Moments,
     Quantile,
+    QuantileSlice,
     Stat,
     TopK,
     NullIoUCounts,
@@ -68,6 +69,12 @@ def _feed_null(s: Stat, b: dict[str, torch.Tensor]) -> None:
 CASES: dict[str, Case] = {
     "Quantile": Case(
         lambda: Quantile(resolution=32, seed=7),
+        lambda s, b: s.add(b["acts"]),
+        lambda s: [s.quantiles([0.1, 0.5, 0.9]), *s.minmax()],
+        exact_merge=False,
+    ),
+    "QuantileSlice": Case(  # units 1-3 of 5: a rank's share of a layer (the join is tested in test_dissect_torchrun)
+        lambda: QuantileSlice(UNITS, 1, 4, resolution=32, seed=7),
         lambda s, b: s.add(b["acts"]),
         lambda s: [s.quantiles([0.1, 0.5, 0.9]), *s.minmax()],
         exact_merge=False,
@@ -165,12 +172,13 @@ def test_merge_of_shards_equals_one_pass(name: str) -> None:
     samples, qs = all_samples(range(6)), [0.1, 0.5, 0.9]
     for stat in (whole, merged):
         q = stat.q if name == "CombinedStat" else stat
+        mine = samples[:, q.start:q.stop] if isinstance(q, QuantileSlice) else samples
         assert q.count == 6 * 6 * 20
         lo, hi = q.minmax()
-        assert np.array_equal(lo.numpy(), samples.min(0)) and np.array_equal(hi.numpy(), samples.max(0))
+        assert np.array_equal(lo.numpy(), mine.min(0)) and np.array_equal(hi.numpy(), mine.max(0))
         est = q.quantiles(qs)
         for j, level in enumerate(qs):
-            assert rank_error(samples, est[:, j].numpy(), level).max() <= 2 / q.resolution, (level, q.resolution)
+            assert rank_error(mine, est[:, j].numpy(), level).max() <= 2 / q.resolution, (level, q.resolution)
 
 
 @pytest.mark.parametrize("name", CASES)

@@ -117,6 +117,18 @@ def test_on_checkpoint_runs_before_each_checkpoint_and_the_result(tmp_path: Path
     assert seen == [(0, False), (2, False), (4, False)]
 
 
+def test_shards_are_runs_of_whole_batches_covering_every_item_once() -> None:
+    from unitscope.tally import shard
+
+    assert [shard(100, 8, r, 2) for r in range(2)] == [(0, 48), (48, 100)]  # batches 0-5 and 6-12
+    assert [shard(5, 2, r, 4) for r in range(4)] == [(0, 0), (0, 2), (2, 4), (4, 5)]
+    for items, bs, world in [(1, 3, 2), (37, 4, 3), (64, 8, 8), (65, 8, 8)]:
+        bounds = [shard(items, bs, r, world) for r in range(world)]
+        assert bounds[0][0] == 0 and bounds[-1][1] == items
+        assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))  # contiguous, no overlap
+        assert all(lo % bs == 0 for lo, _ in bounds)  # every shard starts on a batch boundary
+
+
 def test_reduce_across_ranks_is_identity_without_torch_distributed() -> None:
     stat = Moments()
     stat.add(torch.ones(3, 2))
@@ -164,7 +176,8 @@ def test_torchrun_two_ranks_merge_to_the_single_process_result(tmp_path: Path) -
            str(JOB), str(tmp_path / "multi"), str(tmp_path / "multi.safetensors"), "--items", "100"]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.count("batches 7") == 2  # 50 items per rank in batches of 8
+    # 13 batches of 8 (the last of 4): whole batches per rank, 6 + 7
+    assert sorted(line for line in done.stdout.splitlines() if line.startswith("batches")) == ["batches 6", "batches 7"]
     one, two = load_stat(tmp_path / "single.safetensors"), load_stat(tmp_path / "multi.safetensors")
     for a, b in zip(one.top.result(), two.top.result()):
         assert torch.equal(a, b)

@@ -28,6 +28,11 @@ class UsageError(Exception):
     """Bad input from the user: printed as one clear line, exit code 2, no traceback."""
 
 
+class RunError(Exception):
+    """A run that cannot go on (e.g. a torchrun process died), with a message for the user: one
+    clear line, exit code 2, no traceback."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="unitscope",
@@ -63,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (UsageError, FileNotFoundError, ValueError, KeyError) as exc:
+    except (UsageError, RunError, FileNotFoundError, ValueError, KeyError) as exc:
         if debug or not _deliberate(exc):
             traceback.print_exc()
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc

@@ -13,13 +13,16 @@ The loop body is yours; a batch counts as done once the body has run for it. Eve
 started again with the same ``key`` resumes after the last checkpoint without loading the finished
 batches, and its result is bit-identical to an uninterrupted run. A finished tally writes its
 result and a marker; running it again yields nothing and leaves the loaded result in ``stat``.
-Under ``torchrun`` each rank takes a contiguous shard, and at the end the shards are merged so
-every rank holds the global result.
+Under ``torchrun`` each rank takes a contiguous run of whole batches (the batches a single
+process would form, so anything a batch decides is the same), and at the end the shards are merged
+so every rank holds the global result (``reduce`` replaces that merge where a statistic needs
+another one).
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -33,7 +36,8 @@ from unitscope.stats.base import decode_str, encode_str
 from unitscope.runs import atomic_write_text, load_arrays, save_arrays
 from unitscope.stats import Stat, stat_from_state_dict
 
-__all__ = ["TallyKeyError", "changed_key_fields", "check_resumable", "reduce_across_ranks", "tally"]
+__all__ = ["TallyKeyError", "changed_key_fields", "check_resumable", "rank_world", "reduce_across_ranks",
+           "resolve_workers", "shard", "tally"]
 
 RESULT = "tally.result.safetensors"
 DONE = "tally.done.json"
@@ -49,7 +53,8 @@ def tally(
     dataset: Dataset,
     *,
     batch_size: int = 32,
-    num_workers: int = 0,
+    num_workers: int | str = 0,
+    pin_memory: bool = False,
     collate_fn: Callable[[list[Any]], Any] | None = None,
     run_dir: str | Path | None = None,
     key: Mapping[str, Any] | None = None,
@@ -59,21 +64,24 @@ def tally(
     fresh: bool = False,
     with_index: bool = False,
     desc: str | None = None,
+    reduce: Callable[[Stat], Any] | None = None,
 ) -> Iterator[Any]:
     """Yield the batches of ``dataset`` (in order) that ``stat`` has not seen yet.
 
     Yields ``batch``, or ``(index, batch)`` with ``with_index=True`` (``index``: the items'
-    global positions in ``dataset``, LongTensor ``[B]``). ``key``: JSON-able facts the result
+    global positions in ``dataset``, LongTensor ``[B]``). ``num_workers``: DataLoader workers, or
+    ``"auto"`` (:func:`resolve_workers`); ``pin_memory`` only takes effect where CUDA is. ``key``: JSON-able facts the result
     depends on (model, layer, data...); batch size, data set length and the statistic's
     configuration are added to it. ``on_checkpoint`` runs just before each checkpoint and before
     the final result is written (flush your own side outputs there). ``fresh=True`` discards what
-    ``run_dir`` holds for this tally.
+    ``run_dir`` holds for this tally. ``reduce(stat)``: how the ranks' statistics become the global
+    one on every rank (default :func:`reduce_across_ranks`); it runs once, after the last batch.
     """
     if batch_size < 1 or checkpoint_every < 1:
         raise ValueError("batch_size and checkpoint_every must be at least 1")
     rank, world = _rank_world()
     total_items = len(dataset)  # type: ignore[arg-type]
-    lo, hi = total_items * rank // world, total_items * (rank + 1) // world
+    lo, hi = shard(total_items, batch_size, rank, world)
     num_batches = -(-(hi - lo) // batch_size)
     full_key = _full_key(key, batch_size=batch_size, items=total_items, stat=stat)
     folder = Path(run_dir) if run_dir is not None else None
@@ -88,9 +96,9 @@ def tally(
         Subset(dataset, range(start, hi)),  # finished batches are skipped, never loaded
         batch_size=batch_size,
         shuffle=False,
-        num_workers=num_workers,
+        num_workers=resolve_workers(num_workers),
         collate_fn=collate_fn,
-        pin_memory=False,
+        pin_memory=pin_memory and torch.cuda.is_available(),
     )
     bar = _progress_bar(num_batches, done, progress and rank == 0, desc)
     try:
@@ -111,7 +119,7 @@ def tally(
 
     if on_checkpoint is not None:
         on_checkpoint()
-    reduce_across_ranks(stat)
+    (reduce or reduce_across_ranks)(stat)
     if folder is not None:
         _finish(stat, folder, full_key, done)
 
@@ -190,13 +198,46 @@ def reduce_across_ranks(stat: Stat) -> Stat:
     return stat
 
 
+def resolve_workers(workers: int | str, cores: int | None = None, local_world: int | None = None) -> int:
+    """DataLoader workers for ``workers``: a number (or its text) as given; ``"auto"``: one core
+    left to the main process, at most 8 (more rarely pays: decoding is rarely the bottleneck
+    beyond that), shared among torchrun's ranks on this machine (``LOCAL_WORLD_SIZE``); 0 on one core."""
+    if isinstance(workers, str) and workers.strip().lower() != "auto":
+        try:
+            workers = int(workers)
+        except ValueError:
+            raise ValueError(f"workers must be 'auto' or a number of processes (0 = load in the main process), "
+                             f"got {workers!r}") from None
+    if isinstance(workers, int):
+        if workers < 0:
+            raise ValueError(f"workers must be 0 or more, got {workers}")
+        return workers
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if local_world is None:
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return min(cores - 1, 8) // max(1, local_world) if cores > 1 else 0
+
+
+def shard(items: int, batch_size: int, rank: int, world: int) -> tuple[int, int]:
+    """Items ``[lo, hi)`` of ``rank``: a contiguous run of whole batches of ``batch_size`` (the
+    last one may be short), as even as whole batches allow."""
+    batches = -(-items // batch_size)
+    return (min(items, batches * rank // world * batch_size),
+            min(items, batches * (rank + 1) // world * batch_size))
+
+
 # -- helpers ------------------------------------------------------------------------------------
 
 
-def _rank_world() -> tuple[int, int]:
+def rank_world() -> tuple[int, int]:
+    """``(rank, world size)`` under torch.distributed, else ``(0, 1)``."""
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+_rank_world = rank_world
 
 
 def _full_key(key: Mapping[str, Any] | None, **facts: Any) -> dict[str, Any]:

@@ -1,4 +1,8 @@
-"""``unitscope dissect`` (Network Dissection of chosen layers) and ``unitscope demo``."""
+"""``unitscope dissect`` (Network Dissection of chosen layers) and ``unitscope demo``.
+
+    unitscope dissect --model efficientnet_lite0 --data probe-world --out runs/lite0
+    torchrun --standalone --nproc_per_node 2 -m unitscope dissect ...   # the same run, two processes
+"""
 
 from __future__ import annotations
 
@@ -31,7 +35,9 @@ class DissectConfig(ModelOptions):
     categories: list[str] = field(default_factory=list, metadata=help_("concept categories to use; default: all in the data"))
     limit: int | None = field(default=None, metadata=help_("use only the first N images"))
     batch_size: int = field(default=32, metadata=help_("images per batch"))
-    workers: int = field(default=1, metadata=help_("DataLoader worker processes"))
+    workers: str = field(default="auto", metadata=help_(
+        "DataLoader worker processes: auto (min(cores - 1, 8), shared among torchrun's ranks on the machine) "
+        "or a number (0: load in the main process)"))
     device: str = field(default="cpu", metadata=help_("torch device, e.g. cpu or cuda"))
     checkpoint_every: int = field(default=20, metadata=help_("batches between checkpoints (a rerun resumes from the last)"))
     cache_gb: float = field(default=4.0, metadata=help_("disk for cached activations (skips a second forward pass)"))
@@ -42,14 +48,30 @@ class DissectConfig(ModelOptions):
     skip_bad_images: bool = field(default=False, metadata=help_(
         "leave unreadable images out and list them at the end, instead of stopping at the first"))
     progress: bool = field(default=True, metadata=help_("show progress bars"))
+    dist_timeout: float = field(default=600.0, metadata=help_(
+        "under torchrun: seconds a process waits for the others at a merge before the run fails"))
 
 
 def run_dissection(cfg: DissectConfig):
-    """Everything `unitscope dissect` does; returns the :class:`~unitscope.dissect.DissectResult`."""
+    """Everything `unitscope dissect` does; returns the :class:`~unitscope.dissect.DissectResult`.
+    Under torchrun every rank dissects a shard; rank 0 writes the run folder and the report."""
+    from unitscope.dissect.distributed import end_process_group, peers_checked, start_process_group
+
+    device, started = start_process_group(cfg.device, cfg.dist_timeout)
+    try:
+        with peers_checked():
+            return _run_dissection(cfg, device)
+    finally:
+        if started:
+            end_process_group()
+
+
+def _run_dissection(cfg: DissectConfig, device: str):
     import torch
 
     from unitscope.data import BrodenDataset
     from unitscope.dissect import dissect
+    from unitscope.dissect.distributed import is_main
     from unitscope.models import get_info
 
     out = Path(cfg.out)
@@ -59,17 +81,19 @@ def run_dissection(cfg: DissectConfig):
     if not layers:
         raise ValueError(f"{cfg.model} names no default layers; pass --layers (see `unitscope layers {cfg.model} --spatial`)")
     data = BrodenDataset(cfg.data, categories=cfg.categories or None, transform=info.transform())
-    bases = check_bases(model, layers)
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    bases = check_bases(model, layers) if is_main() else {}
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
     key = {k: v for k, v in config_to_dict(cfg).items() if k in ("model", "checkpoint", "pretrained", "data", "categories", "limit")}
     key["data"] = str(Path(cfg.data).resolve())
     result = dissect(model, data, layers, out, quantile=cfg.quantile, iou_threshold=cfg.iou, topk=cfg.topk,
                      rotations=cfg.rotations, seed=cfg.seed, batch_size=cfg.batch_size,
-                     num_workers=cfg.workers, device=cfg.device, cache_gb=cfg.cache_gb,
+                     num_workers=cfg.workers, device=device, cache_gb=cfg.cache_gb,
                      checkpoint_every=cfg.checkpoint_every, limit=cfg.limit,
                      progress=cfg.progress, key=key, skip_bad_images=cfg.skip_bad_images, fresh=cfg.fresh,
                      keep_cache=cfg.keep_cache, null_draws=cfg.null_draws, denominator=cfg.denominator,
                      config=config_to_dict(cfg))
+    if not is_main():
+        return result
     record_bases(out, info.name, bases)
     if cfg.report:
         from unitscope.report import write_report
@@ -119,7 +143,8 @@ def _print_summary(result, out: Path, report: bool) -> None:
 def run_dissect(args: argparse.Namespace) -> int:
     cfg = config_from_args(DissectConfig, args)
     result = run_dissection(cfg)
-    _print_summary(result, Path(cfg.out), cfg.report)
+    if int(os.environ.get("RANK", "0")) == 0:
+        _print_summary(result, Path(cfg.out), cfg.report)
     return 0
 
 

@@ -7,7 +7,8 @@
 
 Dissection writes it in pass 1 and reads it in pass 2, so the model runs once; ablation and
 attribution can read it instead of running the model again. One flat float32 file per layer, rows
-indexed by position, read and written with ``pread``/``pwrite`` so resident memory stays flat. A
+indexed by position, read and written with ``pread``/``pwrite`` so resident memory stays flat
+(under torchrun every rank writes its own rows into the same files, and its own record). A
 ``key`` (model, layers, data, image size, transform) says what the rows depend on: a cache made
 with another key is discarded, never read. ``rows.safetensors`` records which rows were written
 (flushed with each checkpoint), so the cache is ``complete`` only once every row was written.
@@ -35,8 +36,10 @@ class ActivationCache:
 
     WRITTEN, SKIPPED = 1, 2  # states of a row in ``rows``; 0: never written
 
-    def __init__(self, folder: str | Path, shapes: dict[str, tuple[int, int, int]], n: int, key: dict[str, Any]):
+    def __init__(self, folder: str | Path, shapes: dict[str, tuple[int, int, int]], n: int, key: dict[str, Any],
+                 rank: int = 0):
         self.folder, self.shapes, self.n = Path(folder), dict(shapes), n
+        self.rows_file = "rows.safetensors" if rank == 0 else f"rows.rank{rank}.safetensors"
         self.key = json.loads(json.dumps(key, sort_keys=True))
         self.files = {layer: f"l{i}.f32" for i, layer in enumerate(self.shapes)}
         self.row = {layer: int(np.prod(s)) * 4 for layer, s in self.shapes.items()}
@@ -46,8 +49,8 @@ class ActivationCache:
         index = self._index()
         if (self.folder / "index.json").exists() and _read_index(self.folder) != index:
             shutil.rmtree(self.folder, ignore_errors=True)  # made for other activations: never read
-        elif (self.folder / "rows.safetensors").exists():
-            self.rows = load_arrays(self.folder / "rows.safetensors")["rows"].copy()
+        else:
+            self.gather_rows()
 
     def _index(self) -> dict[str, Any]:
         return {"key": self.key, "images": self.n,
@@ -89,7 +92,12 @@ class ActivationCache:
         for fd in self._fds.values():
             os.fsync(fd)
         if self._fds:
-            save_arrays(self.folder / "rows.safetensors", {"rows": self.rows})
+            save_arrays(self.folder / self.rows_file, {"rows": self.rows})
+
+    def gather_rows(self) -> None:
+        """Add the rows every process recorded (``rows*.safetensors``) to this one's record."""
+        for path in sorted(self.folder.glob("rows*.safetensors")):
+            self.rows = np.maximum(self.rows, load_arrays(path)["rows"])
 
     @property
     def complete(self) -> bool:
@@ -100,7 +108,8 @@ class ActivationCache:
         Rows missing after a resume that turned the cache on leave it incomplete, so pass 2 runs
         the model again instead of reading rows nobody wrote."""
         self.flush()
-        if not self._fds or not (self.rows > 0).all():
+        self.gather_rows()
+        if not (self.folder / "index.json").exists() or not (self.rows > 0).all():
             return False
         atomic_write_text(self.folder / "complete", json.dumps({"images": self.n}) + "\n")
         return True

@@ -19,6 +19,7 @@ Each pass checkpoints into the run folder and resumes after a kill with identica
 pass is keyed on what it depends on: a rerun with another ``quantile`` or ``topk`` redoes pass 2
 only; another model, data set or layer list in the same folder is refused. :func:`dissect_sources`
 runs the same engine on any :class:`~.sources.ActivationSource` and :class:`~.sources.LabelSource`.
+Under ``torchrun`` every rank runs it on a shard and rank 0 writes the run folder (:mod:`.distributed`).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from torch import nn
 
 from unitscope.dissect.cache import FOLDER as CACHE_FOLDER
 from unitscope.dissect.cache import ActivationCache
+from unitscope.dissect.distributed import ExactPass1, barrier, is_main, pass1_reduce, rank_world
 from unitscope.dissect.exemplars import write_unit_strips
 from unitscope.dissect.iou import count_batch, count_orders, in_batch_orders
 from unitscope.dissect.results import DissectResult, summarise, write_layer_rows
@@ -102,6 +104,8 @@ def clear_run(run_dir: Path) -> None:
     for name in RUN_OUTPUTS:
         path = run_dir / name
         shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+    for path in run_dir.glob("bad_images.rank*.json"):
+        path.unlink()
 
 
 @dataclass
@@ -114,7 +118,7 @@ class Options:
     rotations: int = 0
     seed: int = 0
     batch_size: int = 32
-    num_workers: int = 0
+    num_workers: int | str = 0  # or "auto" (unitscope.tally.resolve_workers)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     cache_gb: float = 4.0
     checkpoint_every: int = 20
@@ -138,7 +142,7 @@ def dissect(
     rotations: int = 0,
     seed: int = 0,
     batch_size: int = 32,
-    num_workers: int = 0,
+    num_workers: int | str = 0,
     device: str | torch.device = "cpu",
     cache_gb: float = 4.0,
     checkpoint_every: int = 20,
@@ -264,19 +268,29 @@ class _Run:
         raise TallyKeyError(f"{folder} holds a tally made with different settings: {sorted(changed)}")
 
     def open(self, fresh: bool, config: dict | None) -> None:
-        """Validated: now delete (``fresh``), write ``config.json``, open the cache and the bad-image list."""
-        if fresh:
-            clear_run(self.run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        if config is not None:
-            atomic_write_text(self.run_dir / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
-        cache = ActivationCache(self.run_dir / CACHE_FOLDER, self.shapes, self.n, self.key)
+        """Validated: now delete (``fresh``), write ``config.json``, open the cache and the bad-image list
+        (shared files by rank 0 alone, the others wait for it)."""
+        rank = rank_world()[0]
+        if rank == 0:
+            if fresh:
+                clear_run(self.run_dir)
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            if config is not None:
+                atomic_write_text(self.run_dir / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
+            self._open_cache(rank)  # may discard a cache made for other activations
+        barrier()
+        if rank != 0:
+            self._open_cache(rank)
+        self.bad = BadImages(self.run_dir, self.opts.skip_bad_images, rank)
+
+    def _open_cache(self, rank: int) -> None:
+        cache = ActivationCache(self.run_dir / CACHE_FOLDER, self.shapes, self.n, self.key, rank)
         self.cache = cache if cache.nbytes <= self.opts.cache_gb * 2**30 else None
-        self.bad = BadImages(self.run_dir, self.opts.skip_bad_images)
 
     def _batches(self, number: int, stat: CombinedStat, items: Items, **kw: Any):
         o = self.opts
         for batch in tally(stat, items, batch_size=o.batch_size, num_workers=o.num_workers, collate_fn=collate_items,
+                           pin_memory=o.device.type == "cuda",
                            run_dir=self.run_dir / f"pass{number}", key=self.tally_key(number), fresh=self.redo[number],
                            checkpoint_every=o.checkpoint_every, progress=o.progress, desc=f"dissect pass {number}",
                            **kw):
@@ -286,8 +300,10 @@ class _Run:
     def pass1(self) -> dict[str, list[torch.Tensor]]:
         """Thresholds T_k per layer: ``[axis-aligned, rotation 1, ...]``, each ``[C]``; fills the cache."""
         stat, cache, ran = self.pass1_stat, self.cache, False
+        reduce = pass1_reduce(self)
+        sketch = not isinstance(reduce, ExactPass1)  # else the reduce sketches all cached maps
         for batch in self._batches(1, stat, Items(self.n, self.acts),
-                                   on_checkpoint=cache.flush if cache is not None else None):
+                                   on_checkpoint=cache.flush if cache is not None else None, reduce=reduce):
             ran = True
             if cache is not None and batch["bad"]:
                 cache.skip(np.array([p for p, _ in batch["bad"]]))
@@ -295,12 +311,13 @@ class _Run:
                 continue
             for layer, a in self.acts.activations(batch).items():
                 t = self.tag[layer]
-                stat[f"{t}_q"].add(a.permute(0, 2, 3, 1).reshape(-1, a.shape[1]))
-                for r, rot in enumerate(self.rots[layer]):
-                    stat[f"{t}_r{r}_q"].add(rotate(a, rot).permute(0, 2, 3, 1).reshape(-1, a.shape[1]))
+                if sketch:
+                    stat[f"{t}_q"].add(a.permute(0, 2, 3, 1).reshape(-1, a.shape[1]))
+                    for r, rot in enumerate(self.rots[layer]):
+                        stat[f"{t}_r{r}_q"].add(rotate(a, rot).permute(0, 2, 3, 1).reshape(-1, a.shape[1]))
                 if cache is not None:
                     cache.write(layer, batch["pos"].numpy(), a.cpu().numpy())
-        if cache is not None and ran:
+        if cache is not None and ran and sketch and is_main():
             cache.mark_complete()
         if cache is not None and not cache.complete:  # e.g. pass 1 finished earlier and its cache was removed
             self.cache = None
@@ -331,7 +348,7 @@ class _Run:
             batch, maps = self._pass2_maps(batch)
             if not len(batch["pos"]):
                 continue
-            labels, image_labels, present = (x.to(dev) for x in self.labels.label_batch(batch))
+            labels, image_labels, present = (x.to(dev, non_blocking=True) for x in self.labels.label_batch(batch))
             # the null's derangements depend only on the batch's first position: resume-exact
             null = in_batch_orders(len(batch["pos"]), self.opts.null_draws,
                                    self.opts.seed * 1_000_003 + int(batch["pos"][0]), dev)
@@ -353,6 +370,7 @@ class _Run:
         cats = list(self.labels.categories)
         label_cats = [cats[int(g)] if int(g) >= 0 else "" for g in self.labels.label_category.tolist()]
         names, o = list(self.labels.label_names), self.opts
+        self.bad.gather()  # every rank's, once pass 2 has ended everywhere
         result = DissectResult(self.run_dir, bad_images=self.bad.messages())
         # per-unit quantiles at fixed levels: the report's activation histogram on each unit page
         levels = np.unique(np.round(np.r_[np.linspace(0, 1, 101), 1 - o.quantile, 0.999, 0.9995, 0.9999], 9))
@@ -366,6 +384,8 @@ class _Run:
             result.layers[layer], result.rotated[layer] = parts[0], parts[1:]
             result.rotations[layer] = [(int(d.detectors.sum()), d.unique_concepts) for d in parts]
             values, images, ys, xs = (x.cpu().numpy() for x in self.pass2_stat[f"{t}_top"].result())
+            if not is_main():
+                continue
             save_arrays(self.run_dir / "arrays" / f"{t}.safetensors", {
                 "thresholds": parts[0].thresholds, "iou": parts[0].iou.astype(np.float32),
                 "top_values": values.astype(np.float32), "top_images": images.astype(np.int64),
@@ -377,9 +397,14 @@ class _Run:
         return result
 
     def write(self, result: DissectResult, thresholds: dict[str, list[torch.Tensor]]) -> None:
-        """Exemplar strips, catalog rows, ``layers.json``; the cache removed unless kept."""
+        """Exemplar strips, catalog rows, ``layers.json``; the cache removed unless kept. Rank 0 only."""
         from unitscope.catalog import Catalog
 
+        if not is_main():
+            if self.cache is not None:
+                self.cache.close()
+            return
+        self.bad.consolidate()
         tops = {layer: self.pass2_stat[f"{self.tag[layer]}_top"].result() for layer in self.layers}
         strips: dict[str, list[str]] = {}
         masks: dict[str, list[dict]] = {}

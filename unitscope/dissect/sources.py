@@ -126,7 +126,7 @@ class ModelActivations(ActivationSource):
     @torch.no_grad()
     def activations(self, batch: Batch) -> dict[str, torch.Tensor]:
         with TraceDict(self.model, self.layers, stop=True, as_map=True) as td:
-            self.model(batch["image"].to(self.device))
+            self.model(batch["image"].to(self.device, non_blocking=True))  # pinned under CUDA
         out = {}
         for layer in self.layers:
             acts = td[layer].output.float()
@@ -214,12 +214,19 @@ def collate_items(items: list[dict[str, Any]]) -> Batch:
 
 class BadImages:
     """Unreadable images met during a run: an error naming the file, or (``skip=True``) a list kept
-    in ``run_dir/bad_images.json`` across resumes."""
+    in ``run_dir/bad_images.json`` across resumes (rank ``r > 0`` of torchrun: ``bad_images.rank{r}.json``;
+    :meth:`gather` reads them all)."""
 
-    def __init__(self, run_dir: Path, skip: bool):
-        self.path, self.skip = run_dir / "bad_images.json", skip
-        self.items: dict[int, str] = ({int(k): v for k, v in json.loads(self.path.read_text()).items()}
-                                      if self.path.exists() else {})
+    def __init__(self, run_dir: Path, skip: bool, rank: int = 0):
+        self.run_dir, self.skip = run_dir, skip
+        self.path = run_dir / ("bad_images.json" if rank == 0 else f"bad_images.rank{rank}.json")
+        self.items: dict[int, str] = {}
+        self.gather()
+
+    def gather(self) -> None:
+        """Add what every process listed so far."""
+        for path in sorted(self.run_dir.glob("bad_images*.json")):
+            self.items.update({int(k): v for k, v in json.loads(path.read_text()).items()})
 
     def check(self, bad: list[tuple[int, str]]) -> None:
         if not bad:
@@ -232,6 +239,15 @@ class BadImages:
         if new:
             self.items.update(new)
             atomic_write_text(self.path, json.dumps({str(k): v for k, v in sorted(self.items.items())}, indent=1))
+
+    def consolidate(self) -> None:
+        """One list for the run folder: every process's items into ``bad_images.json`` (rank 0, at the end)."""
+        self.gather()
+        if self.items:
+            atomic_write_text(self.run_dir / "bad_images.json",
+                              json.dumps({str(k): v for k, v in sorted(self.items.items())}, indent=1))
+        for path in self.run_dir.glob("bad_images.rank*.json"):
+            path.unlink(missing_ok=True)
 
     def messages(self) -> list[str]:
         return [self.items[k] for k in sorted(self.items)]

@@ -26,7 +26,7 @@ from __future__ import annotations
 from unitscope.stats.base import Stat, load_stat, save_stat, stat_from_state_dict
 from unitscope.stats.combined import CombinedStat
 from unitscope.stats.iou import IoUCounts, NullIoUCounts
-from unitscope.stats.quantile import Quantile
+from unitscope.stats.quantile import Quantile, QuantileSlice
 from unitscope.stats.moments import ClassMeans, Moments
 from unitscope.stats.topk import TopK
 
@@ -37,6 +37,7 @@ __all__ = [
     "NullIoUCounts",
     "Moments",
     "Quantile",
+    "QuantileSlice",
     "Stat",
     "TopK",
     "load_stat",

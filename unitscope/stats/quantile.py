@@ -113,10 +113,14 @@ class Quantile(Stat):
         jump = self._jump(h, middle)
         m = 1 << jump
         kept = middle // m
-        offset = torch.randint(m, (ordered.shape[0],), generator=self._rng).to(ordered.device)
+        offset = self._offsets(m, ordered.shape[0]).to(ordered.device)
         index = low + offset[:, None] + m * torch.arange(kept, device=ordered.device)
         self._push(h + jump, ordered.gather(1, index))
         return torch.cat([ordered[:, :low], ordered[:, low + kept * m :]], dim=1)
+
+    def _offsets(self, m: int, units: int) -> torch.Tensor:
+        """A random start in ``[0, m)`` for each of ``units`` units: ``[units]``."""
+        return torch.randint(m, (units,), generator=self._rng)
 
     def _jump(self, h: int, middle: int) -> int:
         """How many levels ``middle`` items compacted at level ``h`` rise: at least one, and as
@@ -238,3 +242,56 @@ class Quantile(Stat):
         for h, lv in enumerate(other._levels):
             self._push(h, lv.to(self.device))
         self._compress()
+
+
+class QuantileSlice(Quantile):
+    """The part of a :class:`Quantile` sketch that covers units ``[start, stop)`` of ``units``.
+
+        parts = [QuantileSlice(512, a, b) for a, b in [(0, 256), (256, 512)]]  # e.g. one per rank
+        for x in batches: [p.add(x) for p in parts]    # x [N, 512, H, W]: every part sees all units
+        whole = QuantileSlice.join(parts)              # == Quantile() fed the same batches, bit for bit
+
+    Every unit of a sketch compacts on the same schedule and draws its random offset from one
+    generator, so a slice that draws the offsets of all ``units`` and keeps its own is exactly that
+    part of the whole sketch: processes can share the sorting of one layer's units and still get
+    the single-process sketch (a :meth:`~Quantile.merge` of sketches of different images cannot).
+    """
+
+    def __init__(self, units: int, start: int, stop: int, resolution: int = 4096, seed: int = 0,
+                 device: Device = None) -> None:
+        if not 0 <= start < stop <= units:
+            raise ValueError(f"need 0 <= start < stop <= units, got {start}, {stop}, {units}")
+        super().__init__(resolution, seed, device)
+        self.units, self.start, self.stop = units, start, stop
+
+    def add(self, x: torch.Tensor) -> None:
+        """Add samples of all units, ``[N, units]`` or ``[N, units, H, W]``; this slice keeps its own."""
+        if x.shape[1] != self.units:
+            raise ValueError(f"QuantileSlice of {self.units} units got a batch of {x.shape[1]}")
+        super().add(x[:, self.start:self.stop])
+
+    def add_slice(self, x: torch.Tensor) -> None:
+        """Add samples of this slice's units only: ``[N, stop - start]`` or ``[N, stop - start, H, W]``."""
+        super().add(x)
+
+    def _offsets(self, m: int, units: int) -> torch.Tensor:
+        return torch.randint(m, (self.units,), generator=self._rng)[self.start:self.stop]
+
+    def _config(self) -> dict[str, int]:
+        return {"units": self.units, "start": self.start, "stop": self.stop, **super()._config()}
+
+    @staticmethod
+    def join(parts: Sequence[Quantile]) -> Quantile:
+        """One :class:`Quantile` of all units from slices in unit order (as ``QuantileSlice`` or
+        loaded from one's state); they must have seen the same batches."""
+        first = parts[0]
+        whole = Quantile(first.resolution, first.seed, first.device)
+        whole.count, whole.num_units = first.count, sum(p.num_units or 0 for p in parts)
+        if any(p.count != first.count or len(p._levels) != len(first._levels) for p in parts):
+            raise ValueError("slices saw different data: counts or levels differ")
+        whole._rng.set_state(first._rng.get_state())
+        if first.count:
+            whole._min = torch.cat([p._min for p in parts])
+            whole._max = torch.cat([p._max for p in parts])
+            whole._levels = [torch.cat([p._levels[h] for p in parts]) for h in range(len(first._levels))]
+        return whole

@@ -83,6 +83,32 @@ def test_interrupted_training_resumes_exactly(cache, tmp_path, monkeypatch):
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5) for k in a)
 
 
+def test_adamw_checkpoint_restores_the_optimizer_state(tmp_path):
+    """A resumed AdamW run (the segmenter's) takes the very step the uninterrupted one takes."""
+    recipe = dataclasses.replace(RECIPES["world_segmenter"], optimizer="adamw", lr=0.01)
+
+    def setup(seed):
+        torch.manual_seed(seed)
+        net = torch.nn.Linear(3, 2)
+        return net, train_mod._optimizer(recipe, net)
+
+    def step(net, opt):
+        opt.zero_grad()
+        net(torch.ones(4, 3)).pow(2).sum().backward()
+        opt.step()
+
+    net, opt = setup(0)
+    for _ in range(3):
+        step(net, opt)
+    train_mod._save_checkpoint(tmp_path / "m.safetensors", net, opt, {"step": 3})
+    net2, opt2 = setup(1)
+    assert train_mod._load_checkpoint(tmp_path / "m.safetensors", net2, opt2, "cpu") == {"step": 3}
+    step(net, opt)
+    step(net2, opt2)
+    assert torch.allclose(net.weight, net2.weight, atol=1e-7) and torch.allclose(net.bias, net2.bias, atol=1e-7)
+    assert float(opt2.state_dict()["state"][0]["step"]) == 4
+
+
 def test_shuffled_labels_are_half_random_and_fixed():
     data = {"scene": np.arange(4000) % 8}
     labels = TASKS["scene"](shuffle=0.5, label_seed=0).train_labels(data)

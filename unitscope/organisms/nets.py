@@ -4,7 +4,8 @@
     net = SceneNet(num_classes=8)
     net(torch.zeros(2, 3, 48, 48)).shape          # [2, 8] scene logits
     net.features(torch.zeros(2, 3, 48, 48)).shape # [2, 128, 6, 6]: the last conv layer, after its ReLU
-    SegNet()(torch.zeros(2, 3, 64, 64))["object"].shape   # [2, 18, 64, 64] per-pixel logits
+    SegNet().eval()(torch.zeros(2, 3, 64, 64))["object"].shape   # [2, 18, 64, 64] per-pixel logits
+    ColorNet()(torch.zeros(2, 3, 48, 48)).shape   # [2, 36, 48, 48] colour logits over the codebook
 
 ``SceneNet`` is a plain VGG-like CNN: five conv layers (64-128 channels), each followed by batch
 norm and a ReLU named ``features.relu<k>``; dissect those (after the ReLU, the privileged basis).
@@ -74,7 +75,7 @@ class ColorNet(nn.Module):
     head; :func:`unitscope.organisms.tasks.decode_colors` turns logits into RGB (classification over
     quantised colours as in Zhang et al. 2016, not regression, which desaturates)."""
 
-    def __init__(self, num_colors: int = 37):
+    def __init__(self, num_colors: int = 36):
         super().__init__()
         self.grey = Grey()
         self.features = conv_stack()

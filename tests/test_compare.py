@@ -27,7 +27,7 @@ def test_compare_runs_counts(two_runs):
     a, b = two_runs
     rows = compare_runs([a, b])
     assert tuple(rows[0]) == ("run", "model", "layer", "category", "detectors", "unique_concepts",
-                              "units")
+                              "units", "share")
     assert len(rows) == 3 * 6  # 3 layers x 6 categories, zeros included
     cells = _cells(rows)
     assert cells[("toy", "layer4", "object")] == (8, 4, 20)
@@ -40,6 +40,9 @@ def test_compare_runs_counts(two_runs):
     assert [r["category"] for r in rows[:6]] == ["object", "scene", "part", "material", "texture", "color"]
     for layer, total in (("layer3", 10), ("layer4", 13), ("conv5", 10)):
         assert sum(r["detectors"] for r in rows if r["layer"] == layer) == total
+        assert sum(r["share"] for r in rows if r["layer"] == layer) == pytest.approx(1, abs=1e-3)
+    assert next(r for r in rows if r["layer"] == "layer4" and r["category"] == "object")["share"] == round(8 / 13, 4)
+    assert next(r for r in rows if r["layer"] == "conv5" and r["category"] == "color")["share"] == 0.6
 
 
 def test_compare_table_and_cli(two_runs, tmp_path, capsys):
@@ -52,6 +55,9 @@ def test_compare_table_and_cli(two_runs, tmp_path, capsys):
     assert next(x for x in lines if x.startswith("total")).split() == [
         "total", "10", "(5)", "13", "(9)", "10", "(5)"]
     assert next(x for x in lines if x.startswith("units")).split() == ["units", "20", "20", "22"]
+    shares = lines[lines.index("share of each column's detectors by category") + 1:]
+    assert shares[0].split() == ["object", "0%", "62%", "0%"]
+    assert shares[-1].split() == ["color", "60%", "8%", "60%"]  # 6/10, 1/13, 6/10
 
     out = tmp_path / "cmp.csv"
     assert main(["compare", str(a), str(b), "--csv", str(out), "--json"]) == 0
@@ -61,7 +67,7 @@ def test_compare_table_and_cli(two_runs, tmp_path, capsys):
     assert len(printed) == len(from_csv) == 18
     row = next(r for r in from_csv if r["layer"] == "layer4" and r["category"] == "object")
     assert row == {"run": str(a), "model": "toy", "layer": "layer4", "category": "object",
-                   "detectors": "8", "unique_concepts": "4", "units": "20"}
+                   "detectors": "8", "unique_concepts": "4", "units": "20", "share": "0.6154"}
     assert [{k: str(v) for k, v in r.items()} for r in printed] == from_csv
 
     assert main(["compare", str(a)]) == 0

@@ -18,7 +18,7 @@ from unitscope.organisms import train as train_mod
 from unitscope.organisms.data import resized, world_arrays
 from unitscope.organisms.recipes import RECIPES
 from unitscope.organisms.registry import WEIGHTS, weights_metadata
-from unitscope.organisms.tasks import TASKS
+from unitscope.organisms.tasks import MEAN, STD, TASKS, color_codebook, color_codes, decode_colors
 from unitscope.organisms.train import sha256_file, train
 from unitscope.segment import Segmenter, create_segmenter, label_folder
 
@@ -53,7 +53,8 @@ def test_short_schedule_loss_falls_and_shapes(name, cache, tmp_path):
         assert {k: tuple(v.shape) for k, v in out.items()} == {
             c: (2, len(VOCAB[c]) + 1, 64, 64) for c in ("object", "part", "material", "color")}
     elif recipe.task == "color":
-        assert out.shape == (2, 3, recipe.size, recipe.size)
+        assert out.shape == (2, len(color_codebook()["rgb"]), recipe.size, recipe.size)
+        assert decode_colors(out, x).shape == (2, 3, recipe.size, recipe.size)
     else:
         assert out.shape == (2, len(recipe.class_names))
         assert model.features(x).shape == (2, 128, recipe.size // 8, recipe.size // 8)
@@ -80,6 +81,32 @@ def test_interrupted_training_resumes_exactly(cache, tmp_path, monkeypatch):
 
     a, b = load_file(str(tmp_path / "a/world_scenes.safetensors")), load_file(str(tmp_path / "b/world_scenes.safetensors"))
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5) for k in a)
+
+
+def test_adamw_checkpoint_restores_the_optimizer_state(tmp_path):
+    """A resumed AdamW run (the segmenter's) takes the very step the uninterrupted one takes."""
+    recipe = dataclasses.replace(RECIPES["world_segmenter"], optimizer="adamw", lr=0.01)
+
+    def setup(seed):
+        torch.manual_seed(seed)
+        net = torch.nn.Linear(3, 2)
+        return net, train_mod._optimizer(recipe, net)
+
+    def step(net, opt):
+        opt.zero_grad()
+        net(torch.ones(4, 3)).pow(2).sum().backward()
+        opt.step()
+
+    net, opt = setup(0)
+    for _ in range(3):
+        step(net, opt)
+    train_mod._save_checkpoint(tmp_path / "m.safetensors", net, opt, {"step": 3})
+    net2, opt2 = setup(1)
+    assert train_mod._load_checkpoint(tmp_path / "m.safetensors", net2, opt2, "cpu") == {"step": 3}
+    step(net, opt)
+    step(net2, opt2)
+    assert torch.allclose(net.weight, net2.weight, atol=1e-7) and torch.allclose(net.bias, net2.bias, atol=1e-7)
+    assert float(opt2.state_dict()["state"][0]["step"]) == 4
 
 
 def test_shuffled_labels_are_half_random_and_fixed():
@@ -157,7 +184,42 @@ def test_world_segmenter_reaches_its_pixel_accuracy(fresh):
     m = TASKS["segment"]().evaluate(create_model("world_segmenter"), fresh)
     for key in ("object_pixel_accuracy", "material_pixel_accuracy", "color_pixel_accuracy"):
         assert abs(m[key] - meta["metrics"][key]) < 0.04, (key, m[key], meta["metrics"][key])
-    assert m["object_pixel_accuracy"] > 0.7  # the issue asks for 0.85: see the metadata for where it stands
+    assert m["object_pixel_accuracy"] >= 0.85 and meta["metrics"]["object_pixel_accuracy"] >= 0.85
+
+
+def test_color_codebook_names_its_own_prototypes_and_decoding_keeps_the_grey():
+    book = color_codebook()
+    protos = np.round(book["rgb"] * 255).astype(np.uint8)
+    assert (color_codes(protos) == np.arange(len(protos))).all()
+    assert len(protos) == 36 and sorted(set(book["name"])) == list(range(1, 12))  # 11 colour names
+    x = (torch.rand(1, 3, 4, 4) - 0.5) / 0.25
+    logits = torch.full((1, len(protos), 4, 4), -50.0)
+    logits[:, 0] = 50.0  # certain: every pixel is prototype 0 (a red)
+    rgb = decode_colors(logits, x) * STD[0] + MEAN[0]
+    luma = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    want = (x * STD[0] + MEAN[0]) * luma
+    inside = (rgb > 1e-4).all(1) & (rgb < 1 - 1e-4).all(1)  # unclamped pixels keep the input's luma
+    assert torch.allclose((rgb * luma).sum(1)[inside], want.sum(1)[inside], atol=1e-5)
+    chroma = rgb - (rgb * luma).sum(1, keepdim=True)
+    red = torch.tensor(book["rgb"][0]).view(1, 3, 1, 1)
+    assert torch.allclose(chroma[inside.unsqueeze(1).expand_as(chroma)],
+                          (red - (red * luma).sum(1, keepdim=True)).expand_as(chroma)[inside.unsqueeze(1).expand_as(chroma)],
+                          atol=1e-5)
+
+
+@pytest.mark.skipif("world_colorizer" not in SHIPPED, reason="world_colorizer weights not shipped")
+def test_world_colorizer_beats_its_baselines_on_a_fresh_world(fresh):
+    """It names pixel colours from the grey image far better than always saying the commonest
+    colour or naming the grey pixels, and its colours are closer to the truth than the grey."""
+    meta = weights_metadata("world_colorizer")
+    m = TASKS["color"]().evaluate(create_model("world_colorizer"), resized(fresh, RECIPES["world_colorizer"].size))
+    assert abs(m["color_accuracy"] - meta["metrics"]["color_accuracy"]) < 0.05, m
+    assert m["color_accuracy"] > max(m["color_accuracy_majority"], m["color_accuracy_grey"]) + 0.2, m
+    assert m["l1"] < 0.8 * m["l1_grey_baseline"], m
+    colour = torch.zeros(1, 3, 48, 48)
+    colour[:, 0] = 2.0  # a red image and its grey give the colorizer the same input
+    net = create_model("world_colorizer")
+    assert torch.allclose(net(colour), net(net.grey(colour)), atol=1e-5)
 
 
 class BlueSky(Segmenter):

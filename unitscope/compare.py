@@ -5,8 +5,10 @@
 
 Each row of :func:`compare_runs` is one (run, model, layer, category) with ``detectors`` (units
 whose best concept is in that category and passes the IoU threshold), ``unique_concepts`` (distinct
-concepts among them) and ``units`` (units in the layer). Every column has a row for every category
-seen in any run (zeros included), so the table is rectangular.
+concepts among them), ``units`` (units in the layer) and ``share`` (that category's fraction of the
+column's detectors: what a layer devotes its detectors to, comparable across layers of different
+widths and training tasks). Every column has a row for every category seen in any run (zeros
+included), so the table is rectangular.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 
 from unitscope.catalog import Catalog, category_key, layer_keys, layer_summary
 
-FIELDS = ("run", "model", "layer", "category", "detectors", "unique_concepts", "units")
+FIELDS = ("run", "model", "layer", "category", "detectors", "unique_concepts", "units", "share")
 
 
 def _catalog_path(path: Path) -> Path:
@@ -51,11 +53,13 @@ def compare_runs(paths: list[Path]) -> list[dict]:
     rows = []
     for run, s in columns:
         per = {c["category"]: c for c in s["categories"]}
+        total = sum(per.get(category, {}).get("detectors", 0) for category in categories)
         for category in sorted(categories, key=category_key):
             c = per.get(category, {})
+            n = c.get("detectors", 0)
             rows.append({"run": run, "model": s["model"], "layer": s["layer"], "category": category,
-                         "detectors": c.get("detectors", 0),
-                         "unique_concepts": c.get("unique_concepts", 0), "units": s["units"]})
+                         "detectors": n, "unique_concepts": c.get("unique_concepts", 0), "units": s["units"],
+                         "share": round(n / total, 4) if total else 0.0})
     return rows
 
 
@@ -68,7 +72,8 @@ def to_csv(rows: list[dict]) -> str:
 
 
 def format_table(rows: list[dict]) -> str:
-    """Rows = categories, columns = run / model / layer; cells ``detectors (unique concepts)``."""
+    """Rows = categories, columns = run / model / layer; cells ``detectors (unique concepts)``, then
+    each category's share of the column's detectors (per cent)."""
     cols: dict[tuple, dict] = {}
     cats: list[str] = []
     for r in rows:
@@ -91,6 +96,9 @@ def format_table(rows: list[dict]) -> str:
     rule = "-" * (sum(widths) + 2 * len(keys))
     lines = [fmt(x) for x in header] + [rule] + [fmt(x) for x in body] + [rule, fmt(total), fmt(units)]
     lines.append("cells: detector units (unique concepts)")
+    shares = [[category] + [f"{100 * cols[k][category]['share']:.0f}%" if category in cols[k] else "0%" for k in keys]
+              for category in cats]
+    lines += ["", "share of each column's detectors by category"] + [fmt(x) for x in shares]
     return "\n".join(line.rstrip() for line in lines)
 
 

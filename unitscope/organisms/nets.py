@@ -4,11 +4,13 @@
     net = SceneNet(num_classes=8)
     net(torch.zeros(2, 3, 48, 48)).shape          # [2, 8] scene logits
     net.features(torch.zeros(2, 3, 48, 48)).shape # [2, 128, 6, 6]: the last conv layer, after its ReLU
-    SegNet()(torch.zeros(2, 3, 64, 64))["object"].shape   # [2, 18, 64, 64] per-pixel logits
+    SegNet().eval()(torch.zeros(2, 3, 64, 64))["object"].shape   # [2, 18, 64, 64] per-pixel logits
+    ColorNet()(torch.zeros(2, 3, 48, 48)).shape   # [2, 36, 48, 48] colour logits over the codebook
 
 ``SceneNet`` is a plain VGG-like CNN: five conv layers (64-128 channels), each followed by batch
 norm and a ReLU named ``features.relu<k>``; dissect those (after the ReLU, the privileged basis).
-The colorizer and the rotation predictor reuse the same ``features`` with other heads. The scene
+The colorizer and the rotation predictor reuse the same ``features`` with other heads (the
+colorizer classifies every pixel's colour over a codebook, from the grey image only). The scene
 networks (``world_scenes`` and its twin) take 64-px input (8x8 at ``features.relu5``); the rotation
 predictor and the colorizer 48 px (the recipe's ``size``).
 """
@@ -51,28 +53,49 @@ class SceneNet(nn.Module):
         return self.fc(torch.flatten(self.pool(self.features(x)), 1))
 
 
-class ColorNet(nn.Module):
-    """Grey image [N, 3, 48, 48] (three equal channels) -> colour [N, 3, 48, 48] in the input's
-    normalised space: the scene backbone and an upsampling head."""
+class Grey(nn.Module):
+    """Normalised colour [N, 3, H, W] -> normalised grey (luma in all three channels), same shape."""
 
-    def __init__(self):
+    def __init__(self, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)):
         super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("luma", torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = ((x * self.std + self.mean) * self.luma).sum(1, keepdim=True)
+        return (y.expand(-1, 3, -1, -1) - self.mean) / self.std
+
+
+class ColorNet(nn.Module):
+    """Image [N, 3, 48, 48] -> colour logits [N, K, 48, 48] over a codebook of K colours.
+
+    The network sees only the image's grey (``self.grey`` drops the colour first), so any image,
+    colour or grey, can be fed and dissected. The scene backbone (``features``) and an upsampling
+    head; :func:`unitscope.organisms.tasks.decode_colors` turns logits into RGB (classification over
+    quantised colours as in Zhang et al. 2016, not regression, which desaturates)."""
+
+    def __init__(self, num_colors: int = 36):
+        super().__init__()
+        self.grey = Grey()
         self.features = conv_stack()
         self.head = nn.Sequential(
             nn.Conv2d(SCENE_CONVS[-1][1], 64, 3, padding=1), nn.ReLU(), nn.Upsample(scale_factor=2, mode="bilinear"),
-            nn.Conv2d(64, 32, 3, padding=1), nn.ReLU(), nn.Upsample(scale_factor=4, mode="bilinear"),
-            nn.Conv2d(32, 3, 3, padding=1))
+            nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.Upsample(scale_factor=4, mode="bilinear"),
+            nn.Conv2d(64, num_colors, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+        return self.head(self.features(self.grey(x)))
 
 
 class SegNet(nn.Module):
     """A small fully convolutional network: image [N, 3, H, W] -> {category: logits [N, L, H, W]}.
 
     ``heads`` maps a category to its number of classes (class 0 = unlabelled / none). Encoder at
-    H/2, H/4, H/8; a light decoder (1x1 merges) back to H/2 (Broden's mask resolution); logits are
-    upsampled bilinearly to H."""
+    H/2, H/4, H/8; a light decoder (1x1 merges) back to H/2 (Broden's mask resolution); in eval mode
+    logits are upsampled bilinearly to H. In training mode they stay at H/2 [N, L, H/2, W/2] and the
+    loss is taken there: upsampling and the softmax over every full-size pixel cost more than the
+    whole network on a CPU."""
 
     def __init__(self, heads: dict[str, int] | None = None, width: int = 16):
         super().__init__()
@@ -97,4 +120,6 @@ class SegNet(nn.Module):
         e3 = self.enc3(e2)
         d2 = self.up2(torch.cat([F.interpolate(e3, size=e2.shape[-2:], mode="bilinear"), e2], 1))
         d1 = self.up1(torch.cat([F.interpolate(d2, size=e1.shape[-2:], mode="bilinear"), e1], 1))
+        if self.training:
+            return {c: head(d1) for c, head in self.heads.items()}
         return {c: F.interpolate(head(d1), size=x.shape[-2:], mode="bilinear") for c, head in self.heads.items()}

@@ -27,10 +27,12 @@ class Recipe:
     net: str                       # "scene", "color" or "segment"
     class_names: tuple[str, ...] = ()
     task_kw: dict = field(default_factory=dict)
+    net_kw: dict = field(default_factory=dict)    # e.g. the segmenter's width
     n_train: int = 20_000
     epochs: int = 1                # passes over n_train images
     batch_size: int = 64
     lr: float = 0.1
+    optimizer: str = "sgd"         # "sgd" (Nesterov momentum 0.9) or "adamw"
     weight_decay: float = 5e-4
     size: int = 48                 # network input side; images are rendered at render_size and resized
     render_size: int = 64
@@ -53,9 +55,11 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
     Recipe("world_rotation", "rotation", "scene", ROTATIONS,
            about="the scene network's backbone trained to predict a 0/90/180/270 degree rotation"),
     Recipe("world_colorizer", "color", "color",
-           about="the scene network's backbone trained to colour grey images"),
-    Recipe("world_segmenter", "segment", "segment", size=64, n_train=5_000, epochs=4, default_layers=("enc2", "enc3", "up1"),
-           about="small fully convolutional segmenter: object, part, material and colour per pixel"),
+           about="the scene network's backbone trained to colour grey images: per-pixel classification "
+                 "over 36 codebook colours (the world's colour prototypes)"),
+    Recipe("world_segmenter", "segment", "segment", size=64, n_train=6_400, epochs=4, net_kw={"width": 24},
+           optimizer="adamw", lr=4e-3, weight_decay=0.01, default_layers=("enc2", "enc3", "up1"),
+           about="small fully convolutional segmenter (width 24): object, part, material and colour per pixel"),
     Recipe("world_generator", "gan", "generator", size=64, n_train=20_000, epochs=5, lr=2e-4, weight_decay=0.0,
            n_held_out=500, default_layers=GENERATOR_LAYERS,
            about="unconditional DCGAN: latent z [N, 64] -> 64x64 probe-world image in [0, 1]"),
@@ -67,9 +71,11 @@ def build_net(recipe: Recipe) -> nn.Module:
     if recipe.net == "scene":
         return SceneNet(num_classes=len(recipe.class_names))
     if recipe.net == "color":
-        return ColorNet()
+        from unitscope.organisms.tasks import color_codebook
+
+        return ColorNet(num_colors=len(color_codebook()["rgb"]))
     if recipe.net == "segment":
-        return SegNet({c: len(VOCAB[c]) + 1 for c in SEG_HEADS})
+        return SegNet({c: len(VOCAB[c]) + 1 for c in SEG_HEADS}, **recipe.net_kw)
     if recipe.net == "generator":
         return Generator()
     raise ValueError(f"unknown network kind {recipe.net!r} in recipe {recipe.name}")

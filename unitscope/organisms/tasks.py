@@ -142,8 +142,53 @@ def grey(x: torch.Tensor) -> torch.Tensor:
     return (y - mean) / std
 
 
+_CODEBOOK: dict | None = None
+
+
+def color_codebook() -> dict:
+    """The colorizer's K = 37 colours: the world's colour prototypes (several shades of Broden's 11
+    colour names). ``rgb`` [K, 3] float in [0, 1], ``name`` [K] local colour code (1..11), ``lut``
+    [64, 64, 64] index of the nearest prototype (CIE Lab) of each 6-bit RGB cell."""
+    global _CODEBOOK
+    if _CODEBOOK is None:
+        from unitscope.data._vocab import _LUT_BITS, _PROTO_LAB, _PROTO_LABEL, _PROTO_RGB, _srgb_to_lab
+
+        n = 1 << _LUT_BITS
+        levels = np.arange(n, dtype=np.float32) * (256 // n) + (256 // n - 1) / 2
+        lab = _srgb_to_lab(np.stack(np.meshgrid(levels, levels, levels, indexing="ij"), -1).reshape(-1, 3))
+        d = (lab * lab).sum(1)[:, None] - 2 * lab @ _PROTO_LAB.T + (_PROTO_LAB * _PROTO_LAB).sum(1)[None]
+        _CODEBOOK = {"rgb": _PROTO_RGB / 255.0, "name": local_codes("color")[_PROTO_LABEL],
+                     "lut": d.argmin(1).reshape(n, n, n).astype(np.int64)}
+    return _CODEBOOK
+
+
+def color_codes(rgb: np.ndarray) -> np.ndarray:
+    """uint8 [..., 3] -> [...] int64 index of every pixel's nearest codebook colour."""
+    from unitscope.data._vocab import _LUT_BITS
+
+    q = np.asarray(rgb, np.uint8) >> (8 - _LUT_BITS)
+    return color_codebook()["lut"][q[..., 0], q[..., 1], q[..., 2]]
+
+
+def _luma(rgb: torch.Tensor) -> torch.Tensor:
+    return 0.299 * rgb[:, 0:1] + 0.587 * rgb[:, 1:2] + 0.114 * rgb[:, 2:3]
+
+
+def decode_colors(logits: torch.Tensor, x: torch.Tensor, temperature: float = 0.38) -> torch.Tensor:
+    """Colour logits [B, K, H, W] + the input [B, 3, H, W] (normalised) -> normalised RGB [B, 3, H, W]:
+    the annealed mean of the codebook colours (Zhang et al.'s T = 0.38) with its luma replaced by
+    the input's, so only the chroma is predicted."""
+    mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
+    book = torch.as_tensor(color_codebook()["rgb"], dtype=logits.dtype, device=logits.device)
+    rgb = torch.einsum("bkhw,kc->bchw", F.softmax(logits / temperature, 1), book)
+    y = _luma(x.cpu() * std + mean).to(rgb)
+    rgb = (rgb + y - _luma(rgb)).clamp(0, 1)
+    return (rgb - mean.to(rgb)) / std.to(rgb)
+
+
 class ColorTask(Task):
-    """Grey -> colour, L1 loss in normalised RGB."""
+    """Grey -> colour as per-pixel classification over :func:`color_codebook` (cross-entropy); the
+    network greys its input itself, so the batch is the colour image and its codebook indices."""
 
     name = "color"
 
@@ -151,27 +196,45 @@ class ColorTask(Task):
         rgb = data["rgb"][idx]
         if gen is not None:
             rgb = np.where(_flip(gen, len(idx))[:, None, None, None], rgb[:, :, ::-1], rgb)
-        x = normalise(rgb)
-        return grey(x), x
+        return normalise(rgb), torch.from_numpy(color_codes(rgb))
 
     def loss(self, out, target):
-        return F.l1_loss(out, target)
+        return F.cross_entropy(out, target)
 
     @torch.no_grad()
     def evaluate(self, model, data, batch_size=256, device="cpu"):
+        """Held-out colour-name accuracy against the majority-name and grey-image baselines, codebook
+        accuracy, and L1 in [0, 1] units of the decoded colours against the grey image's."""
         model.eval()
-        n, err, base = len(data["rgb"]), 0.0, 0.0
+        book = color_codebook()
+        names = torch.as_tensor(book["name"])
+        to_name = F.one_hot(names - 1, int(names.max())).double()  # [K, 11]
+        lut = local_codes("color")
+        n, counts = len(data["rgb"]), torch.zeros(int(names.max()) + 1, dtype=torch.float64)
+        tot = {"hit": 0.0, "code_hit": 0.0, "grey_hit": 0.0, "l1": 0.0, "l1_grey": 0.0}
         for s in range(0, n, batch_size):
-            x, y = self.batch(data, np.arange(s, min(s + batch_size, n)), None)
-            err += float(F.l1_loss(model(x.to(device)).cpu(), y, reduction="sum"))
-            base += float(F.l1_loss(x, y, reduction="sum"))
-        # in units of [0, 1] pixel values; the grey input itself is the baseline
-        scale = STD[0] / (n * 3 * x.shape[-1] * x.shape[-2])
-        return {"l1": err * scale, "l1_grey_baseline": base * scale}
+            rgb = data["rgb"][s:s + batch_size]
+            x, code = self.batch(data, np.arange(s, min(s + batch_size, n)), None)
+            logits = model(x.to(device)).cpu().double()
+            truth = torch.from_numpy(lut[color_labels(rgb)])
+            pred = torch.einsum("bkhw,kc->bchw", F.softmax(logits, 1), to_name).argmax(1) + 1
+            g = grey(x)
+            grey_u8 = ((g * STD[0] + MEAN[0]).clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+            tot["hit"] += float((pred == truth).sum())
+            tot["code_hit"] += float((logits.argmax(1) == code).sum())
+            tot["grey_hit"] += float((torch.from_numpy(lut[color_labels(grey_u8)]) == truth).sum())
+            tot["l1"] += float(F.l1_loss(decode_colors(logits.float(), x), x, reduction="sum"))
+            tot["l1_grey"] += float(F.l1_loss(g, x, reduction="sum"))
+            counts += torch.bincount(truth.flatten(), minlength=len(counts)).double()
+        pixels = float(counts.sum())
+        return {"color_accuracy": tot["hit"] / pixels, "color_accuracy_majority": float(counts.max()) / pixels,
+                "color_accuracy_grey": tot["grey_hit"] / pixels, "codebook_accuracy": tot["code_hit"] / pixels,
+                "l1": tot["l1"] * STD[0] / (3 * pixels), "l1_grey_baseline": tot["l1_grey"] * STD[0] / (3 * pixels)}
 
 
 class SegmentTask(Task):
-    """Per-pixel object, part, material and colour labels (cross-entropy per head, summed)."""
+    """Per-pixel object, part, material and colour labels (cross-entropy per head, summed); training
+    batches carry every second pixel's labels (H/2), evaluation the full-size maps."""
 
     name = "segment"
 
@@ -189,7 +252,8 @@ class SegmentTask(Task):
         if gen is not None:
             f = _flip(gen, len(idx))
             rgb = np.where(f[:, None, None, None], rgb[:, :, ::-1], rgb)
-            t = {c: np.where(f[:, None, None], v[:, :, ::-1], v) for c, v in t.items()}
+            # training: targets at H/2, where the network's training-mode logits are (see SegNet)
+            t = {c: np.where(f[:, None, None], v[:, :, ::-1], v)[:, ::2, ::2] for c, v in t.items()}
         return normalise(rgb), {c: torch.from_numpy(np.ascontiguousarray(v)) for c, v in t.items()}
 
     def loss(self, out, target):

@@ -48,8 +48,9 @@ def _save_checkpoint(path: Path, model, opt, state: dict) -> None:
 
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     for i, s in opt.state_dict()["state"].items():
-        if "momentum_buffer" in s and s["momentum_buffer"] is not None:
-            tensors[f"opt.{i}"] = s["momentum_buffer"].detach().cpu().contiguous()
+        for key, v in s.items():  # SGD: momentum_buffer; AdamW: step, exp_avg, exp_avg_sq
+            if isinstance(v, torch.Tensor):
+                tensors[f"opt.{i}.{key}"] = v.detach().cpu().contiguous()
     atomic_write_bytes(path.with_suffix(".ckpt.safetensors"), save(tensors))
     atomic_write_text(path.with_suffix(".ckpt.json"), json.dumps(state))  # written last: marks a whole pair
 
@@ -63,9 +64,24 @@ def _load_checkpoint(path: Path, model, opt, device) -> dict | None:
     tensors = load_file(str(path.with_suffix(".ckpt.safetensors")), device=str(device))
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     sd = opt.state_dict()
-    sd["state"] = {int(k[4:]): {"momentum_buffer": v} for k, v in tensors.items() if k.startswith("opt.")}
+    sd["state"] = {}
+    for k, v in tensors.items():
+        if k.startswith("opt."):
+            i, _, key = k[4:].partition(".")
+            if key == "step":
+                v = v.cpu()  # AdamW keeps its step count on the CPU
+            sd["state"].setdefault(int(i), {})[key or "momentum_buffer"] = v  # "opt.3": older SGD checkpoints
     opt.load_state_dict(sd)
     return json.loads(meta.read_text())
+
+
+def _optimizer(recipe: Recipe, model) -> torch.optim.Optimizer:
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=0.9, weight_decay=recipe.weight_decay,
+                               nesterov=True)
+    if recipe.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    raise ValueError(f"recipe {recipe.name}: unknown optimizer {recipe.optimizer!r}; use 'sgd' or 'adamw'")
 
 
 def _deterministic(seed: int) -> None:
@@ -107,8 +123,7 @@ def train(name: str | Recipe, out: str | Path, cache: str | Path, device: str = 
         data, held = resized(data, recipe.size), resized(held, recipe.size)
     task = TASKS[recipe.task](**recipe.task_kw)
     model = build_net(recipe).to(device)
-    opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=0.9, weight_decay=recipe.weight_decay,
-                          nesterov=True)
+    opt = _optimizer(recipe, model)
     per_epoch = recipe.n_train // recipe.batch_size
     total = per_epoch * recipe.epochs
     state = _load_checkpoint(path, model, opt, device) or {"step": 0, "losses": [], "epoch_loss": 0.0, "seconds": 0.0}

@@ -42,7 +42,8 @@ class Experiment:
     def __init__(self, model: nn.Module, layer: str, data: LabelledData, out: str | Path, *,
                  mode: str = "zero", seeds: int = 5, ns: Sequence[int] = DEFAULT_NS,
                  fractions: Sequence[float] = DEFAULT_FRACTIONS, batch_size: int = 64, max_batch: int = 512,
-                 limit: int | None = None, device: str = "cpu", progress: bool = True, model_key: str = ""):
+                 limit: int | None = None, device: str = "cpu", progress: bool = True, model_key: str = "",
+                 class_table: dict[str, Sequence[int]] | None = None):
         self.model, self.data, self.out = model.eval().to(device), data, Path(out)
         self.info = get_info(model)
         self.name = self.info.name
@@ -53,11 +54,13 @@ class Experiment:
         self.folder = self.out / "ablation" / _safe(self.name) / _safe(self.layer)
         self.key = {"model": self.name, "model_key": model_key, "layer": self.layer, "data": str(Path(data.path).resolve()),
                     "limit": limit, "mode": mode}
+        if class_table is not None:  # the key of runs without a table stays as it was
+            self.key["class_table"] = {c: list(v) for c, v in sorted(class_table.items()) if c in data.class_names}
         with torch.no_grad():
             probe = model(data[0][0].unsqueeze(0).to(device))
         outputs = (probe[0] if isinstance(probe, (tuple, list)) else probe).shape[1]
         self.num_classes = len(data.class_names)
-        self.class_of_output = class_map(data.class_names, self.info.class_names, outputs)
+        self.class_of_output = class_map(data.class_names, self.info.class_names, outputs, class_table)
         train, val = data.split()
         self.train_pos, self.val_pos = (train[:limit], val[:limit]) if limit else (train, val)
         self._caches: dict[str, LayerCache] = {}

@@ -47,6 +47,10 @@ def test_importance_rows_are_exact(colour_run):
     assert (layer["train_images"], layer["val_images"], layer["base_accuracy"], layer["cut"]) == (24, 6, 1.0, "fx")
     assert rows[(1, "green")] == 1.0 and rows[(2, "red")] == 1.0
     assert rows[(0, "blue")] == 0.0  # blue images without their unit fall back to "blue" (all-zero logits)
+    with Catalog(root / "run" / "catalog.sqlite") as cat:
+        prob = {(r["unit"], r["class"]): r["probability_drop"] for r in cat.rows("unit_importance")}
+    # ... but their probability of blue falls from softmax(4m, 0, 0) to 1/3: the tie-break ranks unit 0 first
+    assert prob[(0, "blue")] > 0.3 and prob[(3, "blue")] == 0.0
     assert all(v == 0.0 for (u, c), v in rows.items() if (u, c) not in ((1, "green"), (2, "red")))
     # each colour unit fires for one class only: SI = (m - 0) / (m + 0) = 1; the dead unit 0
     assert [round(sel[u][0], 6) for u in range(4)] == [1.0, 1.0, 1.0, 0.0]

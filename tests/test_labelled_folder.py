@@ -47,9 +47,9 @@ def expected_dominant(src: Path, n: int, classes: set[str], min_area: float) -> 
     for i in range(n):
         _, layers, _, _ = style.compose(seed=3, index=i, size=64)
         counts = {names[k]: int(c) for k, c in zip(*np.unique(layers["object"], return_counts=True))
-                  if k and names[k] in classes}
+                  if k and names[k] != "sky"}
         best = max(counts, key=lambda c: counts[c], default=None)
-        out[i] = best if best is not None and counts[best] >= min_area * 64 * 64 else None
+        out[i] = best if best in classes and counts[best] >= min_area * 64 * 64 else None
     return out
 
 

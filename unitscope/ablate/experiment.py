@@ -24,7 +24,7 @@ import unitscope.ablate.tables  # noqa: F401  (declares the catalog tables)
 from unitscope.ablate.curves import DEFAULT_FRACTIONS, ablation_curves, curve_area
 from unitscope.ablate.cut import cut_model
 from unitscope.ablate.evaluate import Edits, LayerCache, cache_layer, confusion, metrics, unit_moments
-from unitscope.ablate.importance import DEFAULT_NS, unit_importance, top_n_test
+from unitscope.ablate.importance import DEFAULT_NS, rank_units, unit_importance, top_n_test
 from unitscope.ablate.selectivity import class_means, class_selectivity, correlation
 from unitscope.ablate.split import LabelledData, class_map
 from unitscope.catalog import Catalog
@@ -33,7 +33,8 @@ from unitscope.runs import atomic_write_text
 
 
 #: bumped when a stage's computation changes, so stored results of the old code are not reused
-STAGE_VERSIONS = {"attacks": 2}
+#: (importance 2: ties ranked by the probability drop, which changes every stage that uses the ranking)
+STAGE_VERSIONS = {"importance": 2, "top_n": 2, "steering": 2, "attacks": 3}
 
 
 class Experiment:
@@ -129,19 +130,21 @@ class Experiment:
                                   max_batch=self.max_batch, progress=self.progress)
             return {"drop": imp.drop.tolist(), "balanced_drop": imp.balanced_drop.tolist(),
                     "overall_drop": imp.overall_drop.tolist(), "base_accuracy": imp.base_accuracy,
+                    "probability_drop": imp.probability_drop.tolist(),
                     "base_class_accuracy": imp.base_class_accuracy.tolist(), "images": imp.images}
 
         result = self.stage("importance", {}, compute)
         names = self.data.class_names
-        rows = [{"unit": u, "class": names[y], "accuracy_drop": d}
-                for u, per in enumerate(result["drop"]) for y, d in enumerate(per)]
+        rows = [{"unit": u, "class": names[y], "accuracy_drop": d, "probability_drop": p}
+                for u, (per, prob) in enumerate(zip(result["drop"], result["probability_drop"]))
+                for y, (d, p) in enumerate(zip(per, prob))]
         with self.catalog() as cat:
             cat.replace("unit_importance", rows, model=self.name, layer=self.layer)
         return result
 
     def ranking(self) -> torch.Tensor:
-        drop = torch.tensor(self.importance()["drop"])
-        return torch.sort(-drop.t(), dim=1, stable=True).indices
+        imp = self.importance()
+        return rank_units(torch.tensor(imp["drop"]), torch.tensor(imp["probability_drop"]))
 
     def top_n(self) -> list[dict]:
         def compute():

@@ -75,10 +75,11 @@ def print_importance(exp, imp) -> None:
     import torch
 
     drop = torch.tensor(imp["drop"])
+    ranking = exp.ranking()
     names = exp.data.class_names
     print(f"{exp.name} {exp.layer}: {exp.units} units, {imp['images']} train images, accuracy {_pct(imp['base_accuracy'])}")
     for y, name in enumerate(names):
-        top = torch.sort(-drop[:, y], stable=True).indices[:3].tolist()
+        top = ranking[y, :3].tolist()
         print(f"  {name:14s} key units " + ", ".join(f"#{u} ({_pct(float(drop[u, y])).strip()})" for u in top))
 
 

@@ -7,9 +7,10 @@
 
 An image's dominant object is the object class with the largest area in its ``object`` plane
 (the first mask of the object category: parents such as ``mammal`` are in the second; ``sky``, the
-photo world's background, is never a class unless asked for). Images whose
-dominant object covers less than ``min_area`` of the image, or is not among ``classes``, are
-left out. Files are hard links to the world's JPEGs when the file system allows it, else copies.
+photo world's background, does not compete). Images whose dominant object covers less than
+``min_area`` of the image, or is not among ``classes``, are left out (an image dominated by a
+sheep is no dog image because a smaller dog stands beside it). Files are hard links to the
+world's JPEGs when the file system allows it, else copies.
 
 The table (``photo_sources/imagenet_classes.txt``) maps photo classes to the ImageNet-1k classes
 that show them, so an ImageNet classifier can be scored on the photo world: its top-1 is right
@@ -28,6 +29,7 @@ import numpy as np
 from unitscope.data._sources import ALLOW_LISTS
 
 IMAGENET_TABLE = ALLOW_LISTS / "imagenet_classes.txt"
+BACKGROUND = ("sky",)  # object labels that never count as an image's dominant object
 BACKGROUND = ("sky",)  # object labels that are not a default class
 
 
@@ -87,27 +89,26 @@ class MadeFolder:
 
 def dominant_objects(world: str | Path, classes: list[str] | None = None,
                      min_area: float = 0.1) -> list[tuple[int, str | None]]:
-    """For each image of ``world`` (a Broden folder with an object category): ``(index, class)``,
-    class None when its largest object (among ``classes``, default all) covers < ``min_area``."""
+    """For each image of ``world`` (a Broden folder with an object category): ``(index, class)``;
+    class None when its largest object (of all but the background) covers < ``min_area`` of the
+    image or is not among ``classes`` (default: all)."""
     from unitscope.data.broden import BrodenDataset
 
     ds = BrodenDataset(world, categories=["object"], validate="none")
     names = ds.label_names
     everything = [names[n] for n in ds.category_labels("object") if names[n] not in BACKGROUND]
-    wanted = set(everything) if classes is None else set(classes)
-    unknown = sorted(wanted - set(names))
+    unknown = sorted(set(classes or []) - set(names))
     if unknown:
-        raise ValueError(f"{world}: no object label(s) {unknown[:5]}; its objects: "
-                         f"{everything[:20]}")
-    keep = np.zeros(len(names), bool)
-    keep[[names.index(c) for c in wanted]] = True
-    keep[0] = False
+        raise ValueError(f"{world}: no object label(s) {unknown[:5]}; its objects: {everything[:20]}")
+    wanted = set(everything) if classes is None else set(classes)
+    objects = np.zeros(len(names), bool)  # every cut-out class competes for "dominant"
+    objects[[names.index(c) for c in everything]] = True
     out = []
     for i in range(len(ds)):
         plane = ds.get(i, image=False)["labels"][0].numpy()  # the object plane, not the parents'
-        area = np.bincount(plane.ravel(), minlength=len(names)) * keep
+        area = np.bincount(plane.ravel(), minlength=len(names)) * objects
         best = int(area.argmax())
-        ok = area[best] >= min_area * plane.size and area[best] > 0
+        ok = names[best] in wanted and area[best] >= min_area * plane.size and area[best] > 0
         out.append((ds.get(i, image=False, labels=False)["index"], names[best] if ok else None))
     return out
 

@@ -135,6 +135,19 @@ def test_pgd_stays_in_budget_and_raises_its_objective():
     assert hook_count(model) == 0
 
 
+def test_logit_objective_of_a_class_with_several_outputs():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 5))
+    x, target = torch.rand(3, 3, 2, 2), torch.tensor([0, 1, 1])
+    p = model(x).softmax(1)
+    # outputs 0, 2 stand for class 0; 1, 3 for class 1; output 4 for nothing
+    got = logit_objective(model, torch.tensor([0, 1, 0, 1, 2]))(x, target)
+    want = torch.log(torch.stack([p[0, 0] + p[0, 2], p[1, 1] + p[1, 3], p[2, 1] + p[2, 3]]))
+    torch.testing.assert_close(got, want)
+    one_to_one = logit_objective(model, torch.arange(5))(x, torch.tensor([4, 0, 2]))
+    torch.testing.assert_close(one_to_one, logit_objective(model)(x, torch.tensor([4, 0, 2])))
+
+
 class Failing(nn.Module):
     def __init__(self):
         super().__init__()

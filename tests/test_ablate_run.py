@@ -187,3 +187,25 @@ def test_unknown_layer_and_mismatched_classes_fail_clearly(tmp_path, capsys):
     os.rename(tmp_path / "data" / "red", tmp_path / "data" / "rouge")
     assert main(base + ["--layer", "act", "--units", "0"]) == 2
     assert "rouge" in capsys.readouterr().err
+
+
+def test_class_map_table_lets_a_class_stand_for_several_outputs(tmp_path, capsys):
+    """`--class-map FILE`: "cool" is the blue and green outputs, "warm" the red one."""
+    import shutil
+
+    write_colour_folder(tmp_path / "colours", per_class=5)
+    for cls, parts in (("cool", ("blue", "green")), ("warm", ("red",))):
+        (tmp_path / "data" / cls).mkdir(parents=True)
+        for part in parts:
+            for f in (tmp_path / "colours" / part).iterdir():
+                shutil.copy(f, tmp_path / "data" / cls / f"{part}_{f.name}")
+    (tmp_path / "table.txt").write_text("cool 0-1   # blue, green\nwarm 2\n")
+    args = ["ablate", "eval", "--model", MODEL, "--layer", "act", "--data", str(tmp_path / "data"), "--out",
+            str(tmp_path / "run"), "--units", "2", "--no-progress"]
+    assert main(args) == 2  # without the table the folder names are not the model's classes
+    assert "--class-map" in capsys.readouterr().err
+    assert main(args + ["--class-map", str(tmp_path / "table.txt")]) == 0
+    out = capsys.readouterr().out
+    # red images without unit 2 have all-zero logits: output 0 (blue) wins, which is "cool"
+    assert "cool           accuracy 100.0% -> 100.0%" in out
+    assert "warm           accuracy 100.0% ->   0.0%" in out

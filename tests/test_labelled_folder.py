@@ -71,6 +71,8 @@ def test_cli_imagefolder_and_clear_errors(world, tmp_path, capsys):
     path, _ = world
     assert main(["world", "imagefolder", str(path), "--out", str(tmp_path / "f"), "--min-area", "0"]) == 0
     assert "3 classes" in capsys.readouterr().out
+    assert main(["world", "imagefolder", str(path), "--out", str(tmp_path / "h"), "--imagenet", "--classes", "cat"]) == 2
+    assert "no ImageNet counterpart" in capsys.readouterr().err
     with pytest.raises(ValueError, match="no object label"):
         dominant_object_folder(path, tmp_path / "g", classes=["unicorn"])
     with pytest.raises(ValueError, match="lower --min-area"):

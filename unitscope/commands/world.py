@@ -113,7 +113,11 @@ def _folder(args: argparse.Namespace) -> int:
     classes = list(cfg.classes) or None
     if cfg.imagenet:
         table = imagenet_class_table()
-        classes = [c for c in classes if c in table] if classes else list(table)
+        outside = [c for c in classes or [] if c not in table]
+        if outside:
+            raise ValueError(f"--classes {outside[:5]} have no ImageNet counterpart in the table "
+                             f"(it has {', '.join(sorted(table))}); drop them or --imagenet")
+        classes = classes or list(table)
     made = dominant_object_folder(cfg.world, cfg.out, classes=classes, min_area=cfg.min_area)
     total = sum(made.counts.values())
     print(f"{made.path}: {total} images in {len(made.counts)} classes ({made.skipped} left out: no dominant "

@@ -1,6 +1,7 @@
 """Cost of all single-unit ablations of a layer against units x one full forward pass.
 
     python benchmarks/bench_ablate.py [--model world_scenes] [--layers features.relu5,features.relu3] [--images 1000]
+    python benchmarks/bench_ablate.py --model standin --size 48     # random weights, no organism needed
 
 For each layer: the bare forward pass over ``--images`` random images (batches of ``--batch``),
 then what ``unitscope ablate importance`` does -- one head pass that caches the layer (and any
@@ -9,8 +10,10 @@ a tail batch -- and, for reference, the naive way (a full forward per unit with 
 on a few units. Prints seconds, the ratio ``all ablations / (units x full forward)`` and the
 issue's targets (last conv layer <= 0.1, a middle layer <= 0.6).
 
-Without ``--model`` it uses a stand-in with the layers of the probe-world scene classifier
-(``world_scenes``: five conv-bn-relu layers, 48 px input, 6x6 at the last conv layer).
+By default it times the trained probe-world scene classifier ``world_scenes`` (five conv-bn-relu
+layers, 64-px input, 8x8 at the last conv layer) on random images of its input size (the cost
+of dense convolutions does not depend on the pixels); ``--model standin`` builds the same layers
+with random weights.
 """
 
 from __future__ import annotations
@@ -60,22 +63,24 @@ def timed(fn) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default=None, help="a registered model (default: the world_scenes stand-in)")
+    p.add_argument("--model", default="world_scenes", help="a registered model, or `standin` (random weights)")
     p.add_argument("--layers", default="features.relu5,features.relu3", help="last conv layer, then a middle one")
     p.add_argument("--images", type=int, default=1000)
-    p.add_argument("--size", type=int, default=48)
+    p.add_argument("--size", type=int, default=None, help="input side (default: the model's own)")
     p.add_argument("--batch", type=int, default=100)
     p.add_argument("--max-batch", type=int, default=1024, help="images x ablations per tail pass")
     p.add_argument("--naive-units", type=int, default=3, help="units timed the naive way (full forward + hook)")
     args = p.parse_args()
 
     torch.manual_seed(0)
-    if args.model:
-        from unitscope.models import create_model
+    if args.model != "standin":
+        from unitscope.models import create_model, get_info
 
         model = create_model(args.model)
+        args.size = args.size or get_info(model).input_size[-1]
     else:
         model = standin()
+        args.size = args.size or 64
     x = torch.rand(args.images, 3, args.size, args.size)
     data = TensorDataset(x, torch.randint(0, 8, (args.images,)))
     batches = x.split(args.batch)
@@ -87,7 +92,7 @@ def main() -> None:
 
     full()  # warm-up
     t_full = min(timed(full) for _ in range(3))
-    print(f"{args.model or 'world_scenes stand-in'}: {args.images} images of {args.size}px, "
+    print(f"{args.model}: {args.images} images of {args.size}px, "
           f"one full forward pass {t_full:.3f} s ({args.images / t_full:.0f} img/s), {torch.get_num_threads()} threads")
     for which, layer in zip(("last", "middle"), args.layers.split(",")):
         cut = cut_model(model, layer)

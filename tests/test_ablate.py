@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +13,7 @@ from torch.utils.data import TensorDataset
 from unitscope.ablate import (Edits, ablation_curves, cache_layer, class_means, class_selectivity, confusion,
                               cut_model, metrics, top_n_test, unit_importance)
 from unitscope.ablate.cut import FxCut, HookCut
+from unitscope.ablate.importance import rank_units
 
 
 def hook_count(model: nn.Module) -> int:
@@ -136,6 +139,23 @@ def test_ablating_unit_c_sends_class_c_to_chance_and_leaves_the_others():
     torch.testing.assert_close(imp.balanced_drop[0, 0], torch.tensor(1.0 - (1 / 3 + 1) / 2))
     torch.testing.assert_close(imp.balanced_drop[0, 1], torch.tensor(1.0 - (1 + 15 / 18) / 2))
     assert hook_count(model) == 0
+
+
+def test_ties_in_accuracy_drop_go_to_the_larger_probability_drop():
+    model = OneUnitPerClass().eval()
+    cut = cut_model(model, "act")
+    imp = unit_importance(cut, cache_layer(cut, one_unit_data(), batch_size=5), IDENTITY, 3)
+    # class 0's images: unit 0 gives logit 10, the guess unit 3 + g adds 0.1 to class g (a third each).
+    # Removing unit 3 lowers class 0's softmax mass on a third of them; units 1 and 2 are silent
+    # (no change); removing unit 4 or 5 raises it (negative drop).
+    own = lambda z0, z1, z2: math.exp(z0) / (math.exp(z0) + math.exp(z1) + math.exp(z2))  # noqa: E731
+    expected_3 = (own(10.1, 0, 0) - own(10, 0, 0)) / 3
+    expected_4 = (own(10, 0.1, 0) - own(10, 0, 0)) / 3
+    torch.testing.assert_close(imp.probability_drop[3, 0], torch.tensor(expected_3), rtol=1e-4, atol=1e-12)  # float32 logits
+    torch.testing.assert_close(imp.probability_drop[4, 0], torch.tensor(expected_4), rtol=1e-4, atol=1e-12)  # float32 logits
+    assert expected_3 > 0 > expected_4 and imp.probability_drop[1, 0] == 0.0 and imp.drop[3, 0] == 0.0
+    assert imp.ranking().tolist() == [[0, 3, 1, 2, 4, 5], [1, 4, 0, 2, 3, 5], [2, 5, 0, 1, 3, 4]]
+    assert rank_units(imp.drop).tolist()[0] == [0, 1, 2, 3, 4, 5]  # without it: unit order
 
 
 def test_top_n_removes_the_class_and_keep_top_n_keeps_it():

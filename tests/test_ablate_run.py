@@ -47,6 +47,10 @@ def test_importance_rows_are_exact(colour_run):
     assert (layer["train_images"], layer["val_images"], layer["base_accuracy"], layer["cut"]) == (24, 6, 1.0, "fx")
     assert rows[(1, "green")] == 1.0 and rows[(2, "red")] == 1.0
     assert rows[(0, "blue")] == 0.0  # blue images without their unit fall back to "blue" (all-zero logits)
+    with Catalog(root / "run" / "catalog.sqlite") as cat:
+        prob = {(r["unit"], r["class"]): r["probability_drop"] for r in cat.rows("unit_importance")}
+    # ... but their probability of blue falls from softmax(4m, 0, 0) to 1/3: the tie-break ranks unit 0 first
+    assert prob[(0, "blue")] > 0.3 and prob[(3, "blue")] == 0.0
     assert all(v == 0.0 for (u, c), v in rows.items() if (u, c) not in ((1, "green"), (2, "red")))
     # each colour unit fires for one class only: SI = (m - 0) / (m + 0) = 1; the dead unit 0
     assert [round(sel[u][0], 6) for u in range(4)] == [1.0, 1.0, 1.0, 0.0]
@@ -131,6 +135,19 @@ def test_pgd_stays_in_budget_and_raises_its_objective():
     assert hook_count(model) == 0
 
 
+def test_logit_objective_of_a_class_with_several_outputs():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 5))
+    x, target = torch.rand(3, 3, 2, 2), torch.tensor([0, 1, 1])
+    p = model(x).softmax(1)
+    # outputs 0, 2 stand for class 0; 1, 3 for class 1; output 4 for nothing
+    got = logit_objective(model, torch.tensor([0, 1, 0, 1, 2]))(x, target)
+    want = torch.log(torch.stack([p[0, 0] + p[0, 2], p[1, 1] + p[1, 3], p[2, 1] + p[2, 3]]))
+    torch.testing.assert_close(got, want)
+    one_to_one = logit_objective(model, torch.arange(5))(x, torch.tensor([4, 0, 2]))
+    torch.testing.assert_close(one_to_one, logit_objective(model)(x, torch.tensor([4, 0, 2])))
+
+
 class Failing(nn.Module):
     def __init__(self):
         super().__init__()
@@ -170,3 +187,25 @@ def test_unknown_layer_and_mismatched_classes_fail_clearly(tmp_path, capsys):
     os.rename(tmp_path / "data" / "red", tmp_path / "data" / "rouge")
     assert main(base + ["--layer", "act", "--units", "0"]) == 2
     assert "rouge" in capsys.readouterr().err
+
+
+def test_class_map_table_lets_a_class_stand_for_several_outputs(tmp_path, capsys):
+    """`--class-map FILE`: "cool" is the blue and green outputs, "warm" the red one."""
+    import shutil
+
+    write_colour_folder(tmp_path / "colours", per_class=5)
+    for cls, parts in (("cool", ("blue", "green")), ("warm", ("red",))):
+        (tmp_path / "data" / cls).mkdir(parents=True)
+        for part in parts:
+            for f in (tmp_path / "colours" / part).iterdir():
+                shutil.copy(f, tmp_path / "data" / cls / f"{part}_{f.name}")
+    (tmp_path / "table.txt").write_text("cool 0-1   # blue, green\nwarm 2\n")
+    args = ["ablate", "eval", "--model", MODEL, "--layer", "act", "--data", str(tmp_path / "data"), "--out",
+            str(tmp_path / "run"), "--units", "2", "--no-progress"]
+    assert main(args) == 2  # without the table the folder names are not the model's classes
+    assert "--class-map" in capsys.readouterr().err
+    assert main(args + ["--class-map", str(tmp_path / "table.txt")]) == 0
+    out = capsys.readouterr().out
+    # red images without unit 2 have all-zero logits: output 0 (blue) wins, which is "cool"
+    assert "cool           accuracy 100.0% -> 100.0%" in out
+    assert "warm           accuracy 100.0% ->   0.0%" in out

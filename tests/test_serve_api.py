@@ -37,7 +37,8 @@ def make_colour_run(make_run, path):
         con.execute("INSERT INTO unit_visualizations VALUES ('colour', 'relu', 0, 'vis/relu/0.png', 'channel')")
         con.execute("CREATE TABLE IF NOT EXISTS unit_importance (model TEXT, layer TEXT, unit INTEGER, class TEXT, "
                     "accuracy_drop REAL, PRIMARY KEY (model, layer, unit, class))")
-        con.executemany("INSERT INTO unit_importance VALUES ('colour', 'relu', 0, ?, ?)",
+        con.executemany("INSERT INTO unit_importance (model, layer, unit, class, accuracy_drop) "
+                        "VALUES ('colour', 'relu', 0, ?, ?)",
                         [("blue", 0.01), ("red", 0.4)])
         con.execute("CREATE TABLE IF NOT EXISTS unit_selectivity (model TEXT, layer TEXT, unit INTEGER, "
                     "selectivity REAL, top_class TEXT, PRIMARY KEY (model, layer, unit))")

@@ -3,7 +3,7 @@ source class's key units and raises the target's, against ordinary targeted PGD 
 
     x_adv = pgd(model, x, objective, eps=8 / 255, mean=info.mean, std=info.std)   # x normalised [N, 3, H, W]
     unit_objective(model, "layer4", source_units, target_units)   # objective(x_norm, target) -> [N]
-    logit_objective(model)                                        # -cross-entropy to the target
+    logit_objective(model, class_of_output)                       # log p(target class), all its outputs
 
 ``x`` is the model's normalised input; the attack works in pixel space [0, 1] (it undoes the
 normalisation with the model's ``mean``/``std``), so ``eps`` is in pixel units (4/255, 8/255),
@@ -41,10 +41,16 @@ def unit_objective(model: nn.Module, layer: str, source_units: torch.Tensor,
     return objective
 
 
-def logit_objective(model: nn.Module) -> Objective:
-    """Ordinary targeted PGD: minus the cross-entropy of the target class."""
+def logit_objective(model: nn.Module, class_of_output: torch.Tensor | None = None) -> Objective:
+    """Ordinary targeted PGD: minus the cross-entropy of the target output. With ``class_of_output``
+    ``[outputs]`` (see :func:`~unitscope.ablate.split.class_map`) the target is a data class and the
+    objective is the log of the softmax mass on all of its outputs (the same when each class has one)."""
     def objective(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return -F.cross_entropy(logits_of(model(x)), target, reduction="none")
+        logits = logits_of(model(x))
+        if class_of_output is None:
+            return -F.cross_entropy(logits, target, reduction="none")
+        inside = class_of_output.to(logits.device).unsqueeze(0) == target.unsqueeze(1)  # [N, outputs]
+        return torch.logsumexp(logits.log_softmax(1).masked_fill(~inside, float("-inf")), 1)
 
     return objective
 
@@ -108,7 +114,6 @@ def _attack(exp, epsilons, images, steps, n, seed, batch_size, examples) -> dict
     gen = torch.Generator().manual_seed(seed)
     y = torch.tensor([exp.data.labels[p] for p in chosen], dtype=torch.long)
     target = (y + 1 + torch.randint(0, exp.num_classes - 1, (len(y),), generator=gen)) % exp.num_classes
-    output_of = _output_of_class(exp)
     rows, shown = [], []
     for eps in epsilons:
         for method in ("units", "logits"):
@@ -117,9 +122,8 @@ def _attack(exp, epsilons, images, steps, n, seed, batch_size, examples) -> dict
                 x = torch.stack([exp.data[p][0] for p in chosen[s:s + batch_size]]).to(exp.device)
                 yb, tb = y[s:s + batch_size], target[s:s + batch_size]
                 objective = (unit_objective(model, layer, ranking[yb, :n], ranking[tb, :n]) if method == "units"
-                             else logit_objective(model))
-                adv = pgd(x, output_of[tb].to(x.device) if method == "logits" else tb, objective, eps=eps,
-                          mean=info.mean, std=info.std, steps=steps)
+                             else logit_objective(model, exp.class_of_output))
+                adv = pgd(x, tb.to(x.device), objective, eps=eps, mean=info.mean, std=info.std, steps=steps)
                 with torch.no_grad():
                     pred = exp.class_of_output[logits_of(model(adv)).argmax(1).cpu()]
                 ok.append(pred == tb)
@@ -159,15 +163,6 @@ def _correct_val_images(exp, limit: int) -> list[int]:
     pred = predictions(exp.cut, cache, none, exp.class_of_output)[0]
     labels = torch.cat(cache.labels)
     return [exp.val_pos[i] for i in range(len(labels)) if pred[i] == labels[i]][:limit]
-
-
-def _output_of_class(exp) -> torch.Tensor:
-    """For each data class, the model output that stands for it ``[Y]``."""
-    out = torch.zeros(exp.num_classes, dtype=torch.long)
-    for o, c in enumerate(exp.class_of_output.tolist()):
-        if c < exp.num_classes:
-            out[c] = o
-    return out
 
 
 def _pixels(x: torch.Tensor, info) -> torch.Tensor:

@@ -120,11 +120,14 @@ def logits_of(output) -> torch.Tensor:
 
 @torch.no_grad()
 def confusion(cut: FxCut | HookCut, cache: LayerCache, edits: Edits, class_of_output: torch.Tensor,
-              num_classes: int, *, max_batch: int = 512, seed: int = 0, progress: bool = False) -> torch.Tensor:
+              num_classes: int, *, max_batch: int = 512, seed: int = 0, progress: bool = False,
+              probability: torch.Tensor | None = None) -> torch.Tensor:
     """Counts ``[K, Y, Y + 1]``: true data class x predicted class, under each of the ``K`` edits.
 
     ``class_of_output`` ``[outputs]`` maps a model output to a data class (``Y = num_classes``: other). Each
-    batch runs ``max_batch // N`` edits per tail pass. Noise is drawn from ``seed`` per batch.
+    batch runs ``max_batch // N`` edits per tail pass. Noise is drawn from ``seed`` per batch. When given,
+    ``probability`` ``[K, Y]`` (float64) gets, per edit and true class, the sum over images of the softmax
+    mass on the outputs of the image's own class (a continuous companion of the counts).
     """
     y_cols = num_classes + 1
     out = torch.zeros(len(edits), num_classes, y_cols, dtype=torch.long)
@@ -144,9 +147,21 @@ def confusion(cut: FxCut | HookCut, cache: LayerCache, edits: Edits, class_of_ou
             flat = (torch.arange(k).reshape(k, 1) * num_classes + truth) * y_cols + pred
             out[start:start + k] += torch.bincount(flat.reshape(-1), minlength=k * num_classes * y_cols
                                                    ).reshape(k, num_classes, y_cols)
+            if probability is not None:
+                own = _own_class_mass(logits, class_of_output, truth.reshape(-1), y_cols).reshape(k, n)
+                probability[start:start + k].index_add_(1, labels.long(), own.cpu())
             bar.update(k)
     bar.close()
     return out
+
+
+def _own_class_mass(logits: torch.Tensor, class_of_output: torch.Tensor, truth: torch.Tensor,
+                    y_cols: int) -> torch.Tensor:
+    """``[R]``: each row's softmax mass on the outputs that stand for its true class."""
+    p = logits.double().softmax(1)  # float32 loses the small changes near p = 1
+    mass = torch.zeros(p.shape[0], y_cols, dtype=p.dtype, device=p.device)
+    mass.index_add_(1, class_of_output.to(p.device), p)
+    return mass.gather(1, truth.to(p.device).reshape(-1, 1)).flatten()
 
 
 def metrics(conf: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -24,7 +24,7 @@ import unitscope.ablate.tables  # noqa: F401  (declares the catalog tables)
 from unitscope.ablate.curves import DEFAULT_FRACTIONS, ablation_curves, curve_area
 from unitscope.ablate.cut import cut_model
 from unitscope.ablate.evaluate import Edits, LayerCache, cache_layer, confusion, metrics, unit_moments
-from unitscope.ablate.importance import DEFAULT_NS, unit_importance, top_n_test
+from unitscope.ablate.importance import DEFAULT_NS, rank_units, unit_importance, top_n_test
 from unitscope.ablate.selectivity import class_means, class_selectivity, correlation
 from unitscope.ablate.split import LabelledData, class_map
 from unitscope.catalog import Catalog
@@ -33,7 +33,8 @@ from unitscope.runs import atomic_write_text
 
 
 #: bumped when a stage's computation changes, so stored results of the old code are not reused
-STAGE_VERSIONS = {"attacks": 2}
+#: (importance 2: ties ranked by the probability drop, which changes every stage that uses the ranking)
+STAGE_VERSIONS = {"importance": 2, "top_n": 2, "steering": 2, "attacks": 3}
 
 
 class Experiment:
@@ -42,7 +43,8 @@ class Experiment:
     def __init__(self, model: nn.Module, layer: str, data: LabelledData, out: str | Path, *,
                  mode: str = "zero", seeds: int = 5, ns: Sequence[int] = DEFAULT_NS,
                  fractions: Sequence[float] = DEFAULT_FRACTIONS, batch_size: int = 64, max_batch: int = 512,
-                 limit: int | None = None, device: str = "cpu", progress: bool = True, model_key: str = ""):
+                 limit: int | None = None, device: str = "cpu", progress: bool = True, model_key: str = "",
+                 class_table: dict[str, Sequence[int]] | None = None):
         self.model, self.data, self.out = model.eval().to(device), data, Path(out)
         self.info = get_info(model)
         self.name = self.info.name
@@ -53,11 +55,13 @@ class Experiment:
         self.folder = self.out / "ablation" / _safe(self.name) / _safe(self.layer)
         self.key = {"model": self.name, "model_key": model_key, "layer": self.layer, "data": str(Path(data.path).resolve()),
                     "limit": limit, "mode": mode}
+        if class_table is not None:  # the key of runs without a table stays as it was
+            self.key["class_table"] = {c: list(v) for c, v in sorted(class_table.items()) if c in data.class_names}
         with torch.no_grad():
             probe = model(data[0][0].unsqueeze(0).to(device))
         outputs = (probe[0] if isinstance(probe, (tuple, list)) else probe).shape[1]
         self.num_classes = len(data.class_names)
-        self.class_of_output = class_map(data.class_names, self.info.class_names, outputs)
+        self.class_of_output = class_map(data.class_names, self.info.class_names, outputs, class_table)
         train, val = data.split()
         self.train_pos, self.val_pos = (train[:limit], val[:limit]) if limit else (train, val)
         self._caches: dict[str, LayerCache] = {}
@@ -126,19 +130,21 @@ class Experiment:
                                   max_batch=self.max_batch, progress=self.progress)
             return {"drop": imp.drop.tolist(), "balanced_drop": imp.balanced_drop.tolist(),
                     "overall_drop": imp.overall_drop.tolist(), "base_accuracy": imp.base_accuracy,
+                    "probability_drop": imp.probability_drop.tolist(),
                     "base_class_accuracy": imp.base_class_accuracy.tolist(), "images": imp.images}
 
         result = self.stage("importance", {}, compute)
         names = self.data.class_names
-        rows = [{"unit": u, "class": names[y], "accuracy_drop": d}
-                for u, per in enumerate(result["drop"]) for y, d in enumerate(per)]
+        rows = [{"unit": u, "class": names[y], "accuracy_drop": d, "probability_drop": p}
+                for u, (per, prob) in enumerate(zip(result["drop"], result["probability_drop"]))
+                for y, (d, p) in enumerate(zip(per, prob))]
         with self.catalog() as cat:
             cat.replace("unit_importance", rows, model=self.name, layer=self.layer)
         return result
 
     def ranking(self) -> torch.Tensor:
-        drop = torch.tensor(self.importance()["drop"])
-        return torch.sort(-drop.t(), dim=1, stable=True).indices
+        imp = self.importance()
+        return rank_units(torch.tensor(imp["drop"]), torch.tensor(imp["probability_drop"]))
 
     def top_n(self) -> list[dict]:
         def compute():

@@ -2,6 +2,7 @@
 
     imp = unit_importance(cut, train_cache, class_of_output, num_classes)   # every unit alone
     imp.drop                 # [C, Y] class accuracy with the unit minus without it (positive: it helps)
+    imp.probability_drop     # [C, Y] the same for the mean softmax mass on the class (breaks ties)
     ranking = imp.ranking()  # [Y, C] units per class, most important first
     rows = top_n_test(cut, val_cache, ranking, class_of_output, num_classes, ns=[1, 2, 5, 10])
 
@@ -25,7 +26,8 @@ DEFAULT_NS = (1, 2, 3, 4, 5, 10, 20, 50, 100, 200, 500)
 
 @dataclass
 class Importance:
-    """``drop`` ``[C, Y]``, ``balanced_drop`` ``[C, Y]``, ``overall_drop`` ``[C]``; ``base`` metrics."""
+    """``drop`` ``[C, Y]``, ``balanced_drop`` ``[C, Y]``, ``overall_drop`` ``[C]``, ``probability_drop``
+    ``[C, Y]`` (the class's mean softmax mass on its own outputs with the unit minus without); ``base`` metrics."""
 
     drop: torch.Tensor
     balanced_drop: torch.Tensor
@@ -33,10 +35,23 @@ class Importance:
     base_accuracy: float
     base_class_accuracy: torch.Tensor
     images: int
+    probability_drop: torch.Tensor | None = None
 
     def ranking(self) -> torch.Tensor:
-        """``[Y, C]``: per class the units by decreasing drop (ties: lower unit first)."""
-        return torch.sort(-self.drop.t(), dim=1, stable=True).indices
+        """``[Y, C]``: per class the units by decreasing drop; see :func:`rank_units` for ties."""
+        return rank_units(self.drop, self.probability_drop)
+
+
+def rank_units(drop: torch.Tensor, probability_drop: torch.Tensor | None = None) -> torch.Tensor:
+    """``[Y, C]`` from drops ``[C, Y]``: per class the units by decreasing accuracy drop. Ties (on a
+    few hundred images most units change no prediction) go to the larger ``probability_drop``, then
+    to the lower unit. Without the tie-break, a class's "top 20" would be its few units with a
+    drop followed by units 0, 1, 2, ... -- in effect random units."""
+    order = torch.arange(drop.shape[0]).expand(drop.shape[1], -1)
+    if probability_drop is not None:
+        order = torch.sort(-probability_drop.t(), dim=1, stable=True).indices
+    by_drop = torch.sort(-drop.t().gather(1, order), dim=1, stable=True).indices
+    return order.gather(1, by_drop)
 
 
 def unit_importance(cut: FxCut | HookCut, cache: LayerCache, class_of_output: torch.Tensor, num_classes: int,
@@ -45,10 +60,12 @@ def unit_importance(cut: FxCut | HookCut, cache: LayerCache, class_of_output: to
     """Ablate every unit of the cut layer alone (and nothing, for the baseline) on ``cache``."""
     c = cache.batches[0].layer.shape[1]
     mask = torch.cat([torch.zeros(1, c, dtype=torch.bool), torch.eye(c, dtype=torch.bool)])
+    mass = torch.zeros(c + 1, num_classes, dtype=torch.float64)
     conf = confusion(cut, cache, Edits.ablate(mask, mode, mean, std), class_of_output, num_classes,
-                     max_batch=max_batch, seed=seed, progress=progress)
+                     max_batch=max_batch, seed=seed, progress=progress, probability=mass)
     m = metrics(conf)
-    return Importance(
+    mass = mass / m["count"].clamp(min=1)
+    return Importance(probability_drop=(mass[0] - mass[1:]).float(),
         drop=(m["class_accuracy"][0] - m["class_accuracy"][1:]).float(),
         balanced_drop=(m["balanced"][0] - m["balanced"][1:]).float(),
         overall_drop=(m["accuracy"][0] - m["accuracy"][1:]).float(),

@@ -85,12 +85,29 @@ def index_split(n: int, val_every: int = VAL_EVERY) -> tuple[list[int], list[int
     return [i for i in range(n) if i % val_every != val_every - 1], val
 
 
-def class_map(data_classes: Sequence[str], model_classes: Sequence[str], num_outputs: int) -> torch.Tensor:
+def class_map(data_classes: Sequence[str], model_classes: Sequence[str], num_outputs: int,
+              table: dict[str, Sequence[int]] | None = None) -> torch.Tensor:
     """For each model output, the data class it stands for, or ``len(data_classes)`` ("other").
 
-    Classes match by name; a model without class names must have one output per data class.
+    With ``table`` ({data class: [output indices]}, e.g. the photo world's ImageNet classes from
+    :func:`unitscope.data.labelled.imagenet_class_table`), each class stands for its outputs and a
+    prediction is right when the top output is any of them. Otherwise classes match by name; a
+    model without class names must have one output per data class.
     """
     other = len(data_classes)
+    if table is not None:
+        missing = [c for c in data_classes if c not in table]
+        if missing:
+            raise ValueError(f"data classes {missing[:5]} are not in the class table (it has "
+                             f"{sorted(table)[:10]}...); drop those class folders or add them to the table")
+        out = torch.full((num_outputs,), other, dtype=torch.long)
+        for y, name in enumerate(data_classes):
+            idx = torch.as_tensor(list(table[name]), dtype=torch.long)
+            if len(idx) and int(idx.max()) >= num_outputs:
+                raise ValueError(f"class table: {name!r} names output {int(idx.max())}, but the model has "
+                                 f"{num_outputs} outputs")
+            out[idx] = y
+        return out
     if not model_classes:
         if num_outputs != len(data_classes):
             raise ValueError(f"the model has {num_outputs} outputs and no class names; the data has "
@@ -103,5 +120,15 @@ def class_map(data_classes: Sequence[str], model_classes: Sequence[str], num_out
 
         hint = {c: difflib.get_close_matches(c, list(model_classes), n=3) for c in missing[:5]}
         raise ValueError(f"data classes {missing[:5]} are not among the model's class names (close: {hint}); "
-                         "name the class folders after the model's classes")
+                         "name the class folders after the model's classes, or pass a class table "
+                         "(--class-map imagenet for the photo world's classes)")
     return torch.tensor([where.get(name, other) for name in model_classes[:num_outputs]])
+
+
+def load_class_table(spec: str | None) -> dict[str, list[int]] | None:
+    """``--class-map``: None, ``imagenet`` (the photo world's table) or a path to a table file."""
+    if not spec:
+        return None
+    from unitscope.data.labelled import imagenet_class_table, read_class_table
+
+    return imagenet_class_table() if spec == "imagenet" else read_class_table(spec)

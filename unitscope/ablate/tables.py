@@ -1,7 +1,9 @@
 """Catalog tables of the ablation experiments (importing this module declares them).
 
-- ``unit_importance(model, layer, unit, class, accuracy_drop)`` -- one row per unit and class:
-  the class's train-split accuracy with the unit minus without it (positive: removing it hurts)
+- ``unit_importance(model, layer, unit, class, accuracy_drop, probability_drop)`` -- one row per
+  unit and class: the class's train-split accuracy with the unit minus without it (positive:
+  removing it hurts); ``probability_drop`` the same for the mean softmax mass on the class's own
+  outputs, which ranks units whose removal changes no prediction (ties in ``accuracy_drop``)
 - ``unit_selectivity(model, layer, unit, selectivity, top_class)`` -- Morcos' class selectivity
 - ``ablation_layers(model, layer, units, train_images, val_images, base_accuracy, val_accuracy,
   mode, seeds, cut)`` -- what was run; ``cut`` says whether the fx tail or the hook fallback ran
@@ -21,7 +23,7 @@ from unitscope.catalog import define_table
 _UNIT = (("model", "TEXT"), ("layer", "TEXT"), ("unit", "INTEGER"))
 _LAYER = (("model", "TEXT"), ("layer", "TEXT"))
 
-define_table("unit_importance", _UNIT + (("class", "TEXT"), ("accuracy_drop", "REAL")),
+define_table("unit_importance", _UNIT + (("class", "TEXT"), ("accuracy_drop", "REAL"), ("probability_drop", "REAL")),
              ("model", "layer", "unit", "class"),
              indexes={"unit_importance_class": ("class", "model", "layer", "accuracy_drop")})
 define_table("unit_selectivity", _UNIT + (("selectivity", "REAL"), ("top_class", "TEXT")),

@@ -22,6 +22,9 @@ class AblateConfig(ModelOptions):
     data: str = field(metadata=help_("labelled images: a Broden-format folder (scene per image) or an "
                                      "image folder with one sub-folder per class"))
     out: str = field(metadata=help_("run folder for the results (catalog.sqlite, report)"))
+    class_map: str | None = field(default=None, metadata=help_(
+        "how model outputs stand for the data's classes: by name (default), `imagenet` (photo-world classes "
+        "-> ImageNet indices, photo_sources/imagenet_classes.txt) or a table file of `class 3,7-9` lines"))
     mode: str = field(default="zero", metadata=help_("how a unit is removed: zero, mean or noise (Gaussian "
                                                      "with the unit's own mean and std)"))
     units: list[int] = field(default_factory=list, metadata=help_("units to remove (ablate eval)"))
@@ -47,7 +50,7 @@ def experiment(cfg: AblateConfig, model_name: str | None = None):
     import torch
 
     from unitscope.ablate.experiment import Experiment
-    from unitscope.ablate.split import LabelledData
+    from unitscope.ablate.split import LabelledData, load_class_table
     from unitscope.models import get_info
 
     torch.set_num_threads(max(1, os.cpu_count() or 1))
@@ -56,7 +59,8 @@ def experiment(cfg: AblateConfig, model_name: str | None = None):
     data = LabelledData(cfg.data, transform=get_info(model).transform())
     exp = Experiment(model, cfg.layer, data, cfg.out, mode=cfg.mode, seeds=cfg.seeds, ns=cfg.ns,
                      batch_size=cfg.batch_size, max_batch=cfg.max_batch, limit=cfg.limit, device=cfg.device,
-                     progress=cfg.progress, model_key=f"{name}|{cfg.checkpoint if model_name is None else ''}")
+                     progress=cfg.progress, model_key=f"{name}|{cfg.checkpoint if model_name is None else ''}",
+                     class_table=load_class_table(cfg.class_map))
     if not exp.cut.exact_tail:
         print(f"note: {exp.cut.reason}")
     write_config(cfg, exp.folder / "config.json")
@@ -71,10 +75,11 @@ def print_importance(exp, imp) -> None:
     import torch
 
     drop = torch.tensor(imp["drop"])
+    ranking = exp.ranking()
     names = exp.data.class_names
     print(f"{exp.name} {exp.layer}: {exp.units} units, {imp['images']} train images, accuracy {_pct(imp['base_accuracy'])}")
     for y, name in enumerate(names):
-        top = torch.sort(-drop[:, y], stable=True).indices[:3].tolist()
+        top = ranking[y, :3].tolist()
         print(f"  {name:14s} key units " + ", ".join(f"#{u} ({_pct(float(drop[u, y])).strip()})" for u in top))
 
 

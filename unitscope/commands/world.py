@@ -5,6 +5,7 @@
     unitscope world make worlds/m224 --style mixed --sources my_photos   # plus a folder of your own
     unitscope world show worlds/w224 --n 16 --png sheet.png     # also works on a real Broden folder
     unitscope world label photos/ --segmenter world_segmenter --out photos-broden   # label unlabelled images
+    unitscope world imagefolder worlds/p224 --out worlds/p224-objects --imagenet   # class = dominant object
 """
 
 from __future__ import annotations
@@ -94,6 +95,37 @@ def _label(args: argparse.Namespace) -> int:
     return 0
 
 
+@dataclass
+class WorldFolderConfig:
+    world: str = field(metadata=help_("a Broden-format world with an object category (e.g. --style photo)",
+                                      positional=True))
+    out: str = field(metadata=help_("image folder to write: one sub-folder per class (replaced if present)"))
+    classes: list[str] = field(default_factory=list, metadata=help_("object classes to keep (default: all)"))
+    imagenet: bool = field(default=False, metadata=help_(
+        "keep only the photo classes with ImageNet counterparts (photo_sources/imagenet_classes.txt)"))
+    min_area: float = field(default=0.1, metadata=help_("least fraction of the image the dominant object covers"))
+
+
+def _folder(args: argparse.Namespace) -> int:
+    from unitscope.data.labelled import dominant_object_folder, imagenet_class_table
+
+    cfg = config_from_args(WorldFolderConfig, args)
+    classes = list(cfg.classes) or None
+    if cfg.imagenet:
+        table = imagenet_class_table()
+        outside = [c for c in classes or [] if c not in table]
+        if outside:
+            raise ValueError(f"--classes {outside[:5]} have no ImageNet counterpart in the table "
+                             f"(it has {', '.join(sorted(table))}); drop them or --imagenet")
+        classes = classes or list(table)
+    made = dominant_object_folder(cfg.world, cfg.out, classes=classes, min_area=cfg.min_area)
+    total = sum(made.counts.values())
+    print(f"{made.path}: {total} images in {len(made.counts)} classes ({made.skipped} left out: no dominant "
+          f"object among the classes covering {cfg.min_area:.0%})")
+    print("  " + ", ".join(f"{c} {n}" for c, n in made.counts.items()))
+    return 0
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser("world", help="make the probe world (Broden format) and look at it",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -108,3 +140,7 @@ def register(subparsers) -> None:
     label = sub.add_parser("label", help="label a folder of images with a segmenter, as a Broden-format folder")
     add_config_args(label, WorldLabelConfig)
     label.set_defaults(func=_label)
+    folder = sub.add_parser("imagefolder", help="an image folder labelled by each image's dominant object "
+                                                "(one sub-folder per class, for ablate)")
+    add_config_args(folder, WorldFolderConfig)
+    folder.set_defaults(func=_folder)

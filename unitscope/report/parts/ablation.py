@@ -55,7 +55,8 @@ def layer_data(cat: Catalog, model: str, layer: str) -> dict[str, Any] | None:
         return None
     concepts, images = _labels(cat, model, layer)
     per_class: dict[str, list] = {}
-    for r in sorted(imp, key=lambda r: (-r["accuracy_drop"], r["unit"])):
+    # the experiment's ranking: accuracy drop, ties by probability drop (absent in older runs), unit
+    for r in sorted(imp, key=lambda r: (r["class"], -r["accuracy_drop"], -(r.get("probability_drop") or 0.0), r["unit"])):
         units = per_class.setdefault(r["class"], [])
         if len(units) < KEY_UNITS:
             units.append({"unit": r["unit"], "drop": num(r["accuracy_drop"]), "concept": concepts.get(r["unit"]),

@@ -204,3 +204,23 @@ def test_thumbnails_follow_the_data_set_size():
             return Image.new("RGB", (self.w, self.h))
 
     assert [thumb_size(Sized(w, h)) for w, h in [(112, 112), (300, 200), (224, 224), (20, 30)]] == [112, 224, 224, 64]
+
+
+def test_dissection_writes_concept_strips_only_for_detectors(tmp_path):
+    """The engine asks for ground-truth strips of detectors only: a non-detector's best label is
+    not a label the report stands behind (and its strip would cost as much as a detector's)."""
+    import torch
+
+    from unitscope.dissect.exemplars import write_unit_strips
+
+    class Scored(_Dissected):
+        detectors = np.array([False, True, False])  # unit 0 has a concept but IoU under the cut-off
+
+    tops = {"conv": (None, torch.tensor([[1, 0, -1], [3, 2, 1], [0, 1, 2]]))}
+    strips, rows = write_unit_strips(tmp_path, _Labelled(), ["conv"], {"conv": "l0"}, tops,
+                                     dissected={"conv": Scored([7, 9, 0])}, detectors_only=True)
+    assert strips == {} and rows == {"conv": [{"unit": 1, "path": "images/l0/unit0001_concept.jpg"}]}
+    assert not (tmp_path / "images/l0/unit0000_concept.jpg").exists()
+    _, rows = write_unit_strips(tmp_path, _Labelled(), ["conv"], {"conv": "l0"}, tops,
+                                dissected={"conv": Scored([7, 9, 0])})
+    assert [r["unit"] for r in rows["conv"]] == [0, 1]

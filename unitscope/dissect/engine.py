@@ -412,7 +412,8 @@ class _Run:
             strips, masks = write_unit_strips(
                 self.run_dir, getattr(self.acts, "dataset", self.acts), self.layers, self.tag, tops,
                 forward=_StripMaps(self.acts), cache=_TagCache(self.cache, self.tag) if self.cache is not None else None,
-                thresholds={layer: th[0] for layer, th in thresholds.items()}, dissected=result.layers)
+                thresholds={layer: th[0] for layer, th in thresholds.items()}, dissected=result.layers,
+                detectors_only=True)
         row_index = np.array([self.acts.index(p) for p in range(self.n)], dtype=np.int64)
         names, cats = self.labels.label_names, result.layers[self.layers[0]].label_categories
         model_name = self.acts.model_name

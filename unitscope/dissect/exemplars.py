@@ -67,15 +67,18 @@ def write_exemplar_strips(run_dir, dataset, layers, tag, forward, cache, thresho
 
 
 def write_unit_strips(run_dir, dataset, layers, tag, tops, *, forward=None, cache=None, thresholds=None,
-                      dissected=None) -> tuple[dict[str, list[str]], dict[str, list[dict]]]:
+                      dissected=None, detectors_only: bool = False) -> tuple[dict[str, list[str]], dict[str, list[dict]]]:
     """Both strips of every unit in one pass over its top-k images, each thumbnail decoded once:
     the exemplar strip (when ``thresholds`` is given; maps from ``cache`` or ``forward``) and the
     ground-truth strip of the unit's concept (when ``dissected`` is given, see
-    :func:`write_concept_strips`). Returns ``({layer: [path per unit]}, {layer: [{"unit", "path"}]})``.
+    :func:`write_concept_strips`; with ``detectors_only``, only for units whose IoU passes the
+    cut-off: a non-detector's best label is not a label the report stands behind).
+    Returns ``({layer: [path per unit]}, {layer: [{"unit", "path"}]})``.
     """
     size = thumb_size(dataset)
     thumb = _thumbnails(dataset, size)
-    hits = _concept_hits(dataset, _wanted_concepts(layers, tops, dissected)) if dissected is not None else {}
+    wanted = _concept_units(layers, dissected, detectors_only) if dissected is not None else {}
+    hits = _concept_hits(dataset, _wanted_concepts(layers, tops, dissected, wanted)) if dissected is not None else {}
     strips: dict[str, list[str]] = {}
     concept_rows: dict[str, list[dict]] = {}
     for layer in layers:
@@ -84,9 +87,10 @@ def write_unit_strips(run_dir, dataset, layers, tag, tops, *, forward=None, cach
         maps = (_exemplar_maps(images, layer, tag[layer], dataset, forward, cache)  # (image, unit) -> [h, w]
                 if thresholds is not None else {})
         d = dissected[layer] if dissected is not None else None
+        strip_units = wanted.get(layer, ())
 
         def render(u: int, layer: str = layer, images: torch.Tensor = images, k: int = k, maps: dict = maps,
-                   d=d) -> tuple[str | None, str | None]:
+                   d=d, strip_units=strip_units) -> tuple[str | None, str | None]:
             idx = [int(i) for i in images[u].tolist() if i >= 0]
             thumbs = [thumb(i) for i in idx]
             exemplar = concept = None
@@ -98,7 +102,7 @@ def write_unit_strips(run_dir, dataset, layers, tag, tops, *, forward=None, cach
                     tiles = [_highlight(t, m) for t, m in zip(thumbs, masks.numpy())]
                 exemplar = f"images/{tag[layer]}/unit{u:04d}.jpg"
                 _save_strip(run_dir, exemplar, tiles, k, size)
-            if d is not None and d.concept(u):
+            if u in strip_units:
                 label = int(d.best_label[u])
                 concept = f"images/{tag[layer]}/unit{u:04d}_concept.jpg"
                 _save_strip(run_dir, concept, [_tint(t, _label_mask(hits[i, label], size)) for t, i in zip(thumbs, idx)],
@@ -172,13 +176,25 @@ def write_concept_strips(run_dir, dataset, layers, tag, tops, dissected) -> dict
     return write_unit_strips(run_dir, dataset, layers, tag, tops, dissected=dissected)[1]
 
 
-def _wanted_concepts(layers, tops, dissected) -> dict[int, set[int]]:
-    """``image -> the concept labels`` its units' concept strips need."""
+def _concept_units(layers, dissected, detectors_only: bool) -> dict[str, set[int]]:
+    """``layer -> the units that get a concept strip``: those with a concept (and a detector's IoU)."""
+    out = {}
+    for layer in layers:
+        d = dissected[layer]
+        units = {u for u in range(len(d.best_label)) if d.concept(u)}
+        if detectors_only:
+            units &= set(np.flatnonzero(d.detectors).tolist())
+        out[layer] = units
+    return out
+
+
+def _wanted_concepts(layers, tops, dissected, units: dict[str, set[int]]) -> dict[int, set[int]]:
+    """``image -> the concept labels`` the concept strips of ``units[layer]`` need."""
     wanted: dict[int, set[int]] = {}
     for layer in layers:
         d, images = dissected[layer], tops[layer][1].cpu()
         for u, row in enumerate(images.tolist()):
-            if d.concept(u):
+            if u in units[layer]:
                 for i in row:
                     if i >= 0:
                         wanted.setdefault(i, set()).add(int(d.best_label[u]))

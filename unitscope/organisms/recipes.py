@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from unitscope.data._vocab import SCENES, VOCAB
-from unitscope.organisms.gan import GENERATOR_LAYERS, Generator
+from unitscope.organisms.gan import GENERATOR_LAYERS, generator_for
 from unitscope.organisms.nets import SCENE_LAYERS, ColorNet, SceneNet, SegNet
 from unitscope.organisms.tasks import SEG_HEADS
 
@@ -71,5 +71,5 @@ def build_net(recipe: Recipe) -> nn.Module:
     if recipe.net == "segment":
         return SegNet({c: len(VOCAB[c]) + 1 for c in SEG_HEADS})
     if recipe.net == "generator":
-        return Generator()
+        return generator_for(recipe.task_kw)
     raise ValueError(f"unknown network kind {recipe.net!r} in recipe {recipe.name}")

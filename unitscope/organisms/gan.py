@@ -6,10 +6,12 @@
     images = g(z)                                 # [16, 3, 64, 64] in [0, 1]
     # unitscope organisms train world_generator --out runs/organisms     (rerun to resume)
 
-``Generator``: z -> 4x4 -> 8 -> 16 -> 32 -> 64 by transposed convolutions, batch norm and ReLU
-(``conv<k>``, ``bn<k>``, ``relu<k>``; dissect ``relu1..relu4``, after the nonlinearity), then
-``conv5`` and a tanh mapped to [0, 1]. ``Discriminator``: the mirror image with spectral norm and
-leaky ReLU, trained with the hinge loss; Adam for both (lr 2e-4, betas 0.5/0.999). The training
+``Generator``: z -> 4x4 -> 8 -> 16 -> 32 -> 64, each doubling a nearest-neighbour resize and a 3x3
+convolution (the recipe's ``task_kw["upsample"]``; ``"transposed"`` gives the DCGAN's transposed
+convolutions), batch norm and ReLU (``conv<k>``, ``bn<k>``, ``relu<k>``; dissect ``relu1..relu4``,
+after the nonlinearity), then ``conv5`` and a tanh mapped to [0, 1]. ``Discriminator``: strided
+convolutions with spectral norm and leaky ReLU, trained with the hinge loss; Adam for both (betas
+0.5/0.999; G at the recipe's lr, D at ``task_kw["lr_d"]``). The training
 batch order, flips and z of step ``s`` come from ``seed`` and ``s``, so a resumed run continues
 exactly; the checkpoint holds G, D, both optimisers (and G's moving average when the recipe's
 ``task_kw["ema"]`` sets a decay), the shipped file only G (that average, if kept), with its batch-norm
@@ -33,8 +35,8 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 LATENT = 64
-# Sized for a 30-minute schedule on a shared 2-core CPU (about 1 s per step of 64 images, 1 thread).
-G_CHANNELS = (128, 64, 32, 16)    # at 4, 8, 16, 32 px: 0.3 M parameters, 1.2 MB
+# Sized for a 30-minute schedule on a shared 2-core CPU (about 1 s per step of 32 images, 1 thread).
+G_CHANNELS = (128, 64, 32, 16)    # at 4, 8, 16, 32 px: 0.23 M parameters, 0.9 MB (resize + 3x3 conv)
 D_CHANNELS = (16, 32, 64, 128)    # at 32, 16, 8, 4 px
 GENERATOR_LAYERS = ("relu1", "relu2", "relu3", "relu4")
 

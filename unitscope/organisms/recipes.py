@@ -56,9 +56,11 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            about="the scene network's backbone trained to colour grey images"),
     Recipe("world_segmenter", "segment", "segment", size=64, n_train=5_000, epochs=4, default_layers=("enc2", "enc3", "up1"),
            about="small fully convolutional segmenter: object, part, material and colour per pixel"),
-    Recipe("world_generator", "gan", "generator", size=64, n_train=20_000, epochs=5, lr=2e-4, weight_decay=0.0,
-           n_held_out=500, default_layers=GENERATOR_LAYERS,
-           about="unconditional DCGAN: latent z [N, 64] -> 64x64 probe-world image in [0, 1]"),
+    Recipe("world_generator", "gan", "generator", size=64, n_train=20_000, epochs=3, batch_size=32, lr=2e-4,
+           weight_decay=0.0, n_held_out=500, default_layers=GENERATOR_LAYERS,
+           task_kw={"upsample": "nearest", "g_channels": [128, 64, 32, 16], "lr_d": 4e-4, "ema": 0.995},
+           about="unconditional GAN (DCGAN-like, resize + 3x3 conv upsampling, moving average of G): "
+                 "latent z [N, 64] -> 64x64 probe-world image in [0, 1]"),
 ]}
 
 

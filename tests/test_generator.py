@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from torch import nn
 
 from unitscope.data import BrodenDataset
 from unitscope.data._vocab import O
@@ -41,6 +42,24 @@ def test_generator_shapes_range_and_seeded_z():
         assert torch.equal(x, g(z.view(3, -1, 1, 1)))  # [N, Z, 1, 1] is the same input
         assert torch.allclose(x[1:2], g(z[1:2]), atol=1e-5)  # eval mode: an image depends on its own z only
     assert Discriminator()(x).shape == (3,)
+
+
+@pytest.mark.parametrize("upsample", ["transposed", "nearest", "bilinear"])
+def test_generator_upsampling_variants_share_layer_names(upsample):
+    torch.manual_seed(0)
+    g = gan.generator_for({"upsample": upsample, "g_channels": [32, 16, 8, 4]}).eval()
+    names = dict(g.named_modules())
+    assert all(k in names for k in gan.GENERATOR_LAYERS)  # the default dissection layers exist in every variant
+    kinds = {type(m) for m in g.modules()}
+    assert (nn.Upsample in kinds) == (upsample != "transposed")
+    assert (names["conv2"].out_channels, names["conv5"].out_channels) == (16, 3)
+    h = {}
+    names["relu4"].register_forward_hook(lambda m, i, o: h.setdefault("relu4", o))
+    with torch.no_grad():
+        x = g(sample_z(2, seed=1))
+    assert x.shape == (2, 3, 64, 64) and h["relu4"].shape == (2, 4, 32, 32)
+    with pytest.raises(ValueError, match="upsample must be"):
+        Generator(upsample="cubic")
 
 
 def test_hinge_losses_exact():

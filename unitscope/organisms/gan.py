@@ -6,10 +6,12 @@
     images = g(z)                                 # [16, 3, 64, 64] in [0, 1]
     # unitscope organisms train world_generator --out runs/organisms     (rerun to resume)
 
-``Generator``: z -> 4x4 -> 8 -> 16 -> 32 -> 64 by transposed convolutions, batch norm and ReLU
-(``conv<k>``, ``bn<k>``, ``relu<k>``; dissect ``relu1..relu4``, after the nonlinearity), then
-``conv5`` and a tanh mapped to [0, 1]. ``Discriminator``: the mirror image with spectral norm and
-leaky ReLU, trained with the hinge loss; Adam for both (lr 2e-4, betas 0.5/0.999). The training
+``Generator``: z -> 4x4 -> 8 -> 16 -> 32 -> 64, each doubling a nearest-neighbour resize and a 3x3
+convolution (the recipe's ``task_kw["upsample"]``; ``"transposed"`` gives the DCGAN's transposed
+convolutions), batch norm and ReLU (``conv<k>``, ``bn<k>``, ``relu<k>``; dissect ``relu1..relu4``,
+after the nonlinearity), then ``conv5`` and a tanh mapped to [0, 1]. ``Discriminator``: strided
+convolutions with spectral norm and leaky ReLU, trained with the hinge loss; Adam for both (betas
+0.5/0.999; G at the recipe's lr, D at ``task_kw["lr_d"]``). The training
 batch order, flips and z of step ``s`` come from ``seed`` and ``s``, so a resumed run continues
 exactly; the checkpoint holds G, D, both optimisers (and G's moving average when the recipe's
 ``task_kw["ema"]`` sets a decay), the shipped file only G (that average, if kept), with its batch-norm
@@ -33,32 +35,51 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 LATENT = 64
-# Sized for a 30-minute schedule on a shared 2-core CPU (about 1 s per step of 64 images, 1 thread).
-G_CHANNELS = (128, 64, 32, 16)    # at 4, 8, 16, 32 px: 0.3 M parameters, 1.2 MB
+# Sized for a 30-minute schedule on a shared 2-core CPU (about 1 s per step of 32 images, 1 thread).
+G_CHANNELS = (128, 64, 32, 16)    # at 4, 8, 16, 32 px: 0.23 M parameters, 0.9 MB (resize + 3x3 conv)
 D_CHANNELS = (16, 32, 64, 128)    # at 32, 16, 8, 4 px
 GENERATOR_LAYERS = ("relu1", "relu2", "relu3", "relu4")
 
 
 class Generator(nn.Sequential):
-    """Latent z [N, Z] (or [N, Z, 1, 1]) -> image [N, 3, 64, 64] in [0, 1]."""
+    """Latent z [N, Z] (or [N, Z, 1, 1]) -> image [N, 3, 64, 64] in [0, 1].
 
-    def __init__(self, latent: int = LATENT, channels=G_CHANNELS):
+    ``upsample="transposed"``: each doubling is a 4x4 stride-2 transposed convolution (DCGAN; its
+    uneven overlap leaves a checkerboard); ``"nearest"`` or ``"bilinear"``: an ``up<k>`` resize then
+    a 3x3 ``conv<k>`` (no checkerboard, about twice the multiply-adds)."""
+
+    def __init__(self, latent: int = LATENT, channels=G_CHANNELS, upsample: str = "transposed"):
+        if upsample not in ("transposed", "nearest", "bilinear"):
+            raise ValueError(f"upsample must be 'transposed', 'nearest' or 'bilinear', not {upsample!r}")
         layers: OrderedDict[str, nn.Module] = OrderedDict()
         cin = latent
-        for k, cout in enumerate(channels, start=1):
-            stride, pad = (1, 0) if k == 1 else (2, 1)
-            layers[f"conv{k}"] = nn.ConvTranspose2d(cin, cout, 4, stride, pad, bias=False)
-            layers[f"bn{k}"] = nn.BatchNorm2d(cout)
-            layers[f"relu{k}"] = nn.ReLU()
+        for k, cout in enumerate([*channels, 3], start=1):
+            last = k == len(channels) + 1
+            if k == 1:
+                layers["conv1"] = nn.ConvTranspose2d(cin, cout, 4, 1, 0, bias=False)  # 1x1 -> 4x4
+            elif upsample == "transposed":
+                layers[f"conv{k}"] = nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=last)
+            else:
+                layers[f"up{k}"] = nn.Upsample(scale_factor=2, mode=upsample)
+                layers[f"conv{k}"] = nn.Conv2d(cin, cout, 3, 1, 1, bias=last)
+            if not last:
+                layers[f"bn{k}"] = nn.BatchNorm2d(cout)
+                layers[f"relu{k}"] = nn.ReLU()
             cin = cout
-        layers[f"conv{len(channels) + 1}"] = nn.ConvTranspose2d(cin, 3, 4, 2, 1)
         layers["tanh"] = nn.Tanh()
         super().__init__(layers)
         self.latent = latent
+        self.upsample = upsample
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         x = super().forward(z.reshape(z.shape[0], self.latent, 1, 1))
         return (x + 1) / 2
+
+
+def generator_for(task_kw: dict) -> Generator:
+    """The G a recipe's ``task_kw`` describes (``upsample``, ``g_channels``; defaults: the DCGAN)."""
+    return Generator(channels=tuple(task_kw.get("g_channels", G_CHANNELS)),
+                     upsample=task_kw.get("upsample", "transposed"))
 
 
 class Discriminator(nn.Module):
@@ -66,6 +87,7 @@ class Discriminator(nn.Module):
 
     def __init__(self, channels=D_CHANNELS):
         super().__init__()
+        channels = tuple(channels)
         layers, cin = [], 3
         for cout in channels:
             layers += [spectral_norm(nn.Conv2d(cin, cout, 4, 2, 1)), nn.LeakyReLU(0.2)]
@@ -237,11 +259,12 @@ def train_gan(recipe, out: str | Path, cache: str | Path, device: str = "cpu", s
             p.unlink(missing_ok=True)
     _deterministic(seed)
     rgb = world_arrays(cache, recipe.world_seed, recipe.n_train, recipe.render_size, progress=progress)["rgb"]
-    g, d = Generator().to(device), Discriminator().to(device)
-    decay = float(recipe.task_kw.get("ema", 0.0))  # > 0: ship an exponential moving average of G
+    kw = recipe.task_kw
+    g, d = generator_for(kw).to(device), Discriminator(kw.get("d_channels", D_CHANNELS)).to(device)
+    decay = float(kw.get("ema", 0.0))  # > 0: ship an exponential moving average of G
     ema = copy.deepcopy(g) if decay > 0 else None
     opt_g = torch.optim.Adam(g.parameters(), lr=recipe.lr, betas=(0.5, 0.999))
-    opt_d = torch.optim.Adam(d.parameters(), lr=recipe.lr, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(d.parameters(), lr=float(kw.get("lr_d", recipe.lr)), betas=(0.5, 0.999))
     per_epoch = recipe.n_train // recipe.batch_size
     total = per_epoch * recipe.epochs
     state = _load_checkpoint(path, g, d, opt_g, opt_d, device, ema) or {

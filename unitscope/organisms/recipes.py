@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from unitscope.data._vocab import SCENES, VOCAB
-from unitscope.organisms.gan import GENERATOR_LAYERS, Generator
+from unitscope.organisms.gan import GENERATOR_LAYERS, generator_for
 from unitscope.organisms.nets import SCENE_LAYERS, ColorNet, SceneNet, SegNet
 from unitscope.organisms.tasks import SEG_HEADS
 
@@ -60,9 +60,11 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
     Recipe("world_segmenter", "segment", "segment", size=64, n_train=6_400, epochs=4, net_kw={"width": 24},
            optimizer="adamw", lr=4e-3, weight_decay=0.01, default_layers=("enc2", "enc3", "up1"),
            about="small fully convolutional segmenter (width 24): object, part, material and colour per pixel"),
-    Recipe("world_generator", "gan", "generator", size=64, n_train=20_000, epochs=5, lr=2e-4, weight_decay=0.0,
-           n_held_out=500, default_layers=GENERATOR_LAYERS,
-           about="unconditional DCGAN: latent z [N, 64] -> 64x64 probe-world image in [0, 1]"),
+    Recipe("world_generator", "gan", "generator", size=64, n_train=20_000, epochs=3, batch_size=32, lr=2e-4,
+           weight_decay=0.0, n_held_out=500, default_layers=GENERATOR_LAYERS,
+           task_kw={"upsample": "nearest", "g_channels": [128, 64, 32, 16], "lr_d": 4e-4, "ema": 0.995},
+           about="unconditional GAN (DCGAN-like, resize + 3x3 conv upsampling, moving average of G): "
+                 "latent z [N, 64] -> 64x64 probe-world image in [0, 1]"),
 ]}
 
 
@@ -77,5 +79,5 @@ def build_net(recipe: Recipe) -> nn.Module:
     if recipe.net == "segment":
         return SegNet({c: len(VOCAB[c]) + 1 for c in SEG_HEADS}, **recipe.net_kw)
     if recipe.net == "generator":
-        return Generator()
+        return generator_for(recipe.task_kw)
     raise ValueError(f"unknown network kind {recipe.net!r} in recipe {recipe.name}")

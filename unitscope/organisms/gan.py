@@ -249,15 +249,9 @@ def train_gan(recipe, out: str | Path, cache: str | Path, device: str = "cpu", s
     from tqdm import tqdm
 
     from unitscope.organisms.data import world_arrays
-    from unitscope.organisms.train import _deterministic
+    from unitscope.organisms.train import prepare_output
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{recipe.name}.safetensors"
-    if fresh:
-        for p in (path.with_suffix(".ckpt.json"), path.with_suffix(".ckpt.safetensors")):
-            p.unlink(missing_ok=True)
-    _deterministic(seed)
+    path = prepare_output(recipe, out, fresh, seed)
     rgb = world_arrays(cache, recipe.world_seed, recipe.n_train, recipe.render_size, progress=progress)["rgb"]
     kw = recipe.task_kw
     g, d = generator_for(kw).to(device), Discriminator(kw.get("d_channels", D_CHANNELS)).to(device)

@@ -91,6 +91,18 @@ def _deterministic(seed: int) -> None:
     torch.backends.cudnn.benchmark = False
 
 
+def prepare_output(recipe: Recipe, out: str | Path, fresh: bool, seed: int) -> Path:
+    """Create ``out``, drop its checkpoint when ``fresh``, seed everything; returns the weights path."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{recipe.name}.safetensors"
+    if fresh:
+        for p in (path.with_suffix(".ckpt.json"), path.with_suffix(".ckpt.safetensors")):
+            p.unlink(missing_ok=True)
+    _deterministic(seed)
+    return path
+
+
 def train(name: str | Recipe, out: str | Path, cache: str | Path, device: str = "cpu", seed: int = 0,
           epochs: int | None = None, n_train: int | None = None, n_held_out: int | None = None,
           checkpoint_every: int = 50, progress: bool = True, fresh: bool = False) -> dict:
@@ -110,13 +122,7 @@ def train(name: str | Recipe, out: str | Path, cache: str | Path, device: str = 
 
         return train_gan(recipe, out, cache, device=device, seed=seed, checkpoint_every=checkpoint_every,
                          progress=progress, fresh=fresh)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{recipe.name}.safetensors"
-    if fresh:
-        for p in (path.with_suffix(".ckpt.json"), path.with_suffix(".ckpt.safetensors")):
-            p.unlink(missing_ok=True)
-    _deterministic(seed)
+    path = prepare_output(recipe, out, fresh, seed)
     data = world_arrays(cache, recipe.world_seed, recipe.n_train, recipe.render_size, progress=progress)
     held = world_arrays(cache, recipe.held_out_seed, recipe.n_held_out, recipe.render_size, progress=progress)
     if recipe.task != "segment":

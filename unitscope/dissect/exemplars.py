@@ -39,7 +39,11 @@ def _thumbnails(dataset, size: int):
 
     @lru_cache(maxsize=256)
     def thumb(i: int) -> np.ndarray:
-        return np.asarray(dataset.load_image(i).convert("RGB").resize((size, size), Image.BILINEAR), dtype=np.uint8)
+        image = dataset.load_image(i)
+        image = image if image.mode == "RGB" else image.convert("RGB")
+        if image.size != (size, size):  # a 224 px world at 224 px tiles needs no resampling
+            image = image.resize((size, size), Image.BILINEAR)
+        return np.asarray(image, dtype=np.uint8)
 
     return thumb
 

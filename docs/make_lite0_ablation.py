@@ -12,10 +12,10 @@ but each ablation then costs one 1,280 x 1,000 matrix product per image instead 
 pooling a 1,280 x 7 x 7 map: ~50x less memory traffic (at ``bn2`` the importance pass alone was
 on course for 50 minutes on the loaded 2-core CPU).
 
-One process runs the stages that ``unitscope ablate all`` runs except the PGD attacks (about 40
-forward and backward passes of Lite0 per attacked image: too slow for the shared CPU), so the
-head's pass over the images is cached once: importance on the train split, the top-N test on val,
-cumulative ablation curves, class selectivity and steering; then the report. Stages resume as in
+One process runs the stages that ``unitscope ablate all`` runs, so the head's pass over the
+images is cached once: importance on the train split, the top-N test on val, cumulative ablation
+curves, class selectivity, steering and the PGD attacks (``--attack-images`` correctly classified
+val images, 40 forward and backward passes of Lite0 each; 0 skips them); then the report. Stages resume as in
 ``unitscope ablate`` (rerun to continue). Prints the figures docs/ablation.md quotes.
 """
 
@@ -31,7 +31,8 @@ import torch
 from unitscope.ablate.experiment import Experiment
 from unitscope.ablate.split import LabelledData, load_class_table
 from unitscope.ablate.steer import steering_stage
-from unitscope.commands.ablate import print_curves, print_importance, print_selectivity, print_steering, print_top_n
+from unitscope.ablate.attack import attack_stage
+from unitscope.commands.ablate import print_attacks, print_curves, print_importance, print_selectivity, print_steering, print_top_n
 from unitscope.models import create_model, get_info
 
 NS = [1, 2, 3, 5, 10, 20, 50, 100]
@@ -57,6 +58,8 @@ def main() -> None:
     p.add_argument("--layer", default="global_pool")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--attack-images", type=int, default=48, help="val images to attack (0: no attacks)")
+    p.add_argument("--attack-units", type=int, default=20, help="key units per class for the unit attack")
     p.add_argument("--table", action="store_true", help="only print the per-class table of a finished run")
     args = p.parse_args()
     if args.table:
@@ -68,14 +71,16 @@ def main() -> None:
     data = LabelledData(args.data, transform=get_info(model).transform())
     exp = Experiment(model, args.layer, data, args.out, seeds=args.seeds, ns=NS, batch_size=32, max_batch=2048,
                      class_table=load_class_table("imagenet"), model_key="efficientnet_lite0|")
-    exp.cache("train"), exp.cache("val")
-    print(f"head pass over {len(exp.train_pos) + len(exp.val_pos)} images: {time.perf_counter() - t0:.0f} s")
-    for name, stage in (("importance", lambda: print_importance(exp, exp.importance())),
-                        ("layer row", exp.write_layer_row),
-                        ("top-N", lambda: print_top_n(exp, exp.top_n())),
-                        ("curves", lambda: print_curves(exp, exp.curves())),
-                        ("selectivity", lambda: print_selectivity(exp.selectivity())),
-                        ("steering", lambda: print_steering(steering_stage(exp, n=5, quantile=0.99)))):
+    stages = [("importance", lambda: print_importance(exp, exp.importance())),
+              ("layer row", exp.write_layer_row),
+              ("top-N", lambda: print_top_n(exp, exp.top_n())),
+              ("curves", lambda: print_curves(exp, exp.curves())),
+              ("selectivity", lambda: print_selectivity(exp.selectivity())),
+              ("steering", lambda: print_steering(steering_stage(exp, n=5, quantile=0.99)))]
+    if args.attack_images > 0:
+        stages.append(("attacks", lambda: print_attacks(attack_stage(
+            exp, images=args.attack_images, n=args.attack_units, batch_size=16))))
+    for name, stage in stages:
         t = time.perf_counter()
         stage()
         print(f"[{name}: {time.perf_counter() - t:.0f} s]", flush=True)

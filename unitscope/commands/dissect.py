@@ -204,15 +204,16 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def _demo_organism(cfg: DemoConfig) -> None:
-    """Dissect the last conv layer of world_scenes (trained on the probe world) and one random
-    rotation of it: trained units align with concepts far more than random directions do."""
+    """Dissect the last conv layer of world_scenes (trained on the probe world) and three random
+    rotations of it: trained units align with concepts far more than random directions do (one
+    rotation alone is a noisy yardstick: its count moves by a third between seeds)."""
     from unitscope.data import make_world
 
     world = cache_dir(cfg.cache) / f"probe-world-n{cfg.organism_images}-s64-seed0"
     print(f"world_scenes: probe world {world} ({cfg.organism_images} images of 64 px)")
     make_world(world, n=cfg.organism_images, size=64, seed=0, progress=cfg.progress)
     dcfg = DissectConfig(model="world_scenes", data=str(world), out=str(Path(cfg.out) / "world_scenes"),
-                         layers=["features.relu5"], rotations=1, batch_size=100, progress=cfg.progress)
+                         layers=["features.relu5"], rotations=3, batch_size=100, progress=cfg.progress)
     result = run_dissection(dcfg)
     _print_summary(result, Path(dcfg.out), True)
 
@@ -226,6 +227,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="dissect the built-in default model on a probe world and write a report",
                        description="Build a probe world (cached), dissect EfficientNet-Lite0 at an early, a "
                                    "middle and the last stage, and write the report; then dissect the last "
-                                   "conv layer of world_scenes and a random rotation of it.")
+                                   "conv layer of world_scenes and three random rotations of it.")
     add_config_args(p, DemoConfig)
     p.set_defaults(func=run_demo)

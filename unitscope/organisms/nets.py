@@ -24,7 +24,7 @@ from torch import nn
 
 # (in, out, stride) of the conv layers.
 # Five conv layers (64-128 channels): a 4x4 stride-4 stem, then 3x3 convs; 48x48 input -> 6x6 at the
-# last conv layer (8x8 from 64x64). Sized to train on 20,000 images in minutes on a shared 2-core CPU.
+# last conv layer (8x8 from 64x64). Sized to train on 20,000-40,000 images in minutes on a 2-core CPU.
 SCENE_CONVS = ((3, 64, 4), (64, 64, 2), (64, 64, 1), (64, 64, 1), (64, 128, 1))
 SCENE_LAYERS = ["features.relu2", "features.relu4", "features.relu5"]
 

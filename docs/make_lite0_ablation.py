@@ -38,9 +38,10 @@ from unitscope.models import create_model, get_info
 NS = [1, 2, 3, 5, 10, 20, 50, 100]
 
 
-def per_class_table(out: str, layer: str, names: list[str], ns=(5, 20)) -> None:
-    """The top-N test per class from the stored stage (no model run): the markdown table of the docs."""
-    rows = json.loads((Path(out) / "ablation" / "efficientnet_lite0" / layer / "top_n.json").read_text())["result"]
+def per_class_table(out: str, layer: str, names: list[str], ns=(5, 20), model: str = "efficientnet_lite0") -> None:
+    """The top-N test per class from the stored stage (no model run): the markdown table of the docs
+    (also for docs/ablation.md's world_scenes table: ``model="world_scenes", ns=(10, 20)``)."""
+    rows = json.loads((Path(out) / "ablation" / model / layer / "top_n.json").read_text())["result"]
     at = {(r["class"], r["n"], r["kind"]): r for r in rows}
     head = " | ".join(f"top {n}: class / others | random {n}: class" for n in ns)
     print(f"| class | val accuracy | {head} |\n|---|---|" + "---|---|" * len(ns))

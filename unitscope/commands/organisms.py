@@ -23,7 +23,7 @@ class OrganismsTrainConfig:
     device: str = field(default="cpu", metadata=help_("torch device, e.g. cpu or cuda"))
     seed: int = field(default=0, metadata=help_("seed of initialisation, batch order and augmentation"))
     epochs: Optional[int] = field(default=None, metadata=help_("passes over the training images (default: the recipe's)"))
-    n_train: Optional[int] = field(default=None, metadata=help_("training images (default: the recipe's; `organisms list` shows it)"))
+    n_train: Optional[int] = field(default=None, metadata=help_("training images (default: the recipe's, e.g. 40,000 for world_scenes)"))
     n_held_out: Optional[int] = field(default=None, metadata=help_("held-out images for the metrics (default: 2,000)"))
     checkpoint_every: int = field(default=50, metadata=help_("steps between checkpoints (a rerun resumes from the last)"))
     fresh: bool = field(default=False, metadata=help_("ignore an earlier checkpoint and start over"))

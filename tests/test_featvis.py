@@ -273,6 +273,20 @@ def test_visualize_writes_pngs_and_rows_and_resumes(tmp_path):
     assert (out / "featvis/feat/1.png").is_file()
 
 
+def test_visualize_batch_size_auto_is_16_on_a_cpu_and_64_on_a_gpu(tmp_path, capsys):
+    from unitscope.commands.visualize import resolve_batch_size
+
+    assert resolve_batch_size("auto", "cpu") == 16
+    assert resolve_batch_size("auto", "cuda:0") == 64
+    assert resolve_batch_size("3", "cpu") == 3
+    for bad in ("0", "-2", "many"):
+        with pytest.raises(ValueError, match="positive number of units, or auto"):
+            resolve_batch_size(bad, "cpu")
+    assert _visualize(tmp_path / "run", "0", "--batch-size", "many") == 2
+    assert "--batch-size 'many'" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "catalog.sqlite").exists()  # refused before any work
+
+
 def test_visualize_adds_rows_to_a_dissection_run(tmp_path, make_run, capsys):
     from unitscope.catalog import Catalog
 

@@ -157,56 +157,32 @@ def recalibrate_batch_norm(model: Generator, seed: int, batches: int = 32, batch
     return model.eval()
 
 
-# -- checkpoints: G, D and both Adam states in one safetensors file ---------------------------------
-
-def _opt_tensors(prefix: str, opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
-    out = {}
-    for i, s in opt.state_dict()["state"].items():
-        for k, v in s.items():
-            out[f"{prefix}.{i}.{k}"] = torch.as_tensor(v).detach().cpu().contiguous()
-    return out
-
-
-def _load_opt(prefix: str, opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> None:
-    state: dict[int, dict] = {}
-    for key, v in tensors.items():
-        if key.startswith(prefix + "."):
-            i, k = key[len(prefix) + 1:].split(".", 1)
-            state.setdefault(int(i), {})[k] = v
-    sd = opt.state_dict()
-    sd["state"] = state
-    opt.load_state_dict(sd)
-
+# -- checkpoints: G, D (and G's average) and both Adam states (unitscope.organisms.train's format) ----
 
 def _save_checkpoint(path: Path, g, d, opt_g, opt_d, state: dict, ema=None) -> None:
-    from safetensors.torch import save
+    from unitscope.organisms.train import module_tensors, optimizer_tensors, write_checkpoint
 
-    from unitscope.runs import atomic_write_bytes, atomic_write_text
-
-    tensors = {f"g.{k}": v.detach().cpu().contiguous() for k, v in g.state_dict().items()}
-    tensors.update({f"d.{k}": v.detach().cpu().contiguous() for k, v in d.state_dict().items()})
+    tensors = {**module_tensors("g", g), **module_tensors("d", d),
+               **optimizer_tensors("opt_g", opt_g), **optimizer_tensors("opt_d", opt_d)}
     if ema is not None:
-        tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.state_dict().items()})
-    tensors.update(_opt_tensors("opt_g", opt_g))
-    tensors.update(_opt_tensors("opt_d", opt_d))
-    atomic_write_bytes(path.with_suffix(".ckpt.safetensors"), save(tensors))
-    atomic_write_text(path.with_suffix(".ckpt.json"), json.dumps(state))  # written last: marks a whole pair
+        tensors.update(module_tensors("ema", ema))
+    write_checkpoint(path, tensors, state)
 
 
 def _load_checkpoint(path: Path, g, d, opt_g, opt_d, device, ema=None) -> dict | None:
-    meta = path.with_suffix(".ckpt.json")
-    if not meta.exists():
-        return None
-    from safetensors.torch import load_file
+    from unitscope.organisms.train import load_module, load_optimizer, read_checkpoint
 
-    tensors = load_file(str(path.with_suffix(".ckpt.safetensors")), device=str(device))
-    g.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("g.")})
-    d.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("d.")})
+    saved = read_checkpoint(path, device)
+    if saved is None:
+        return None
+    tensors, state = saved
+    load_module("g", g, tensors)
+    load_module("d", d, tensors)
     if ema is not None:
-        ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
-    _load_opt("opt_g", opt_g, {k: v.cpu() if k.endswith(".step") else v for k, v in tensors.items()})
-    _load_opt("opt_d", opt_d, {k: v.cpu() if k.endswith(".step") else v for k, v in tensors.items()})
-    return json.loads(meta.read_text())
+        load_module("ema", ema, tensors)
+    load_optimizer("opt_g", opt_g, tensors)
+    load_optimizer("opt_d", opt_d, tensors)
+    return state
 
 
 # -- training ------------------------------------------------------------------------------------

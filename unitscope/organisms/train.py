@@ -43,36 +43,70 @@ def lr_at(step: int, total: int, base: float, warmup: int = 30) -> float:
     return 0.5 * base * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
-def _save_checkpoint(path: Path, model, opt, state: dict) -> None:
+# -- checkpoints: named modules and optimiser states in one safetensors file, then the JSON state ------
+
+def module_tensors(prefix: str, module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """``{prefix.name: tensor}`` of ``module``'s state dict, on the CPU."""
+    return {f"{prefix}.{k}": v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+
+
+def load_module(prefix: str, module: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    """Load what :func:`module_tensors` wrote under ``prefix``."""
+    n = len(prefix) + 1
+    module.load_state_dict({k[n:]: v for k, v in tensors.items() if k.startswith(prefix + ".")})
+
+
+def optimizer_tensors(prefix: str, opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    """``{prefix.i.key: tensor}`` of every parameter's state (SGD: momentum_buffer; Adam(W): step,
+    exp_avg, exp_avg_sq), on the CPU."""
+    return {f"{prefix}.{i}.{key}": v.detach().cpu().contiguous()
+            for i, s in opt.state_dict()["state"].items() for key, v in s.items() if isinstance(v, torch.Tensor)}
+
+
+def load_optimizer(prefix: str, opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> None:
+    """Restore what :func:`optimizer_tensors` wrote under ``prefix`` (``prefix.i`` alone, as older
+    SGD checkpoints wrote it, is a momentum buffer)."""
+    sd = opt.state_dict()
+    sd["state"] = {}
+    for k, v in tensors.items():
+        if k.startswith(prefix + "."):
+            i, _, key = k[len(prefix) + 1:].partition(".")
+            if key == "step":
+                v = v.cpu()  # Adam keeps its step count on the CPU
+            sd["state"].setdefault(int(i), {})[key or "momentum_buffer"] = v
+    opt.load_state_dict(sd)
+
+
+def write_checkpoint(path: Path, tensors: dict[str, torch.Tensor], state: dict) -> None:
+    """``NAME.ckpt.safetensors`` then ``NAME.ckpt.json`` beside ``path`` (the JSON last: it marks a whole pair)."""
     from safetensors.torch import save
 
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    for i, s in opt.state_dict()["state"].items():
-        for key, v in s.items():  # SGD: momentum_buffer; AdamW: step, exp_avg, exp_avg_sq
-            if isinstance(v, torch.Tensor):
-                tensors[f"opt.{i}.{key}"] = v.detach().cpu().contiguous()
     atomic_write_bytes(path.with_suffix(".ckpt.safetensors"), save(tensors))
-    atomic_write_text(path.with_suffix(".ckpt.json"), json.dumps(state))  # written last: marks a whole pair
+    atomic_write_text(path.with_suffix(".ckpt.json"), json.dumps(state))
 
 
-def _load_checkpoint(path: Path, model, opt, device) -> dict | None:
+def read_checkpoint(path: Path, device) -> tuple[dict[str, torch.Tensor], dict] | None:
+    """``(tensors, state)`` of the checkpoint :func:`write_checkpoint` left beside ``path``, or None."""
     meta = path.with_suffix(".ckpt.json")
     if not meta.exists():
         return None
     from safetensors.torch import load_file
 
-    tensors = load_file(str(path.with_suffix(".ckpt.safetensors")), device=str(device))
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    sd = opt.state_dict()
-    sd["state"] = {}
-    for k, v in tensors.items():
-        if k.startswith("opt."):
-            i, _, key = k[4:].partition(".")
-            if key == "step":
-                v = v.cpu()  # AdamW keeps its step count on the CPU
-            sd["state"].setdefault(int(i), {})[key or "momentum_buffer"] = v  # "opt.3": older SGD checkpoints
-    opt.load_state_dict(sd)
-    return json.loads(meta.read_text())
+    return load_file(str(path.with_suffix(".ckpt.safetensors")), device=str(device)), json.loads(meta.read_text())
+
+
+def _save_checkpoint(path: Path, model, opt, state: dict) -> None:
+    write_checkpoint(path, {**module_tensors("model", model), **optimizer_tensors("opt", opt)}, state)
+
+
+def _load_checkpoint(path: Path, model, opt, device) -> dict | None:
+    saved = read_checkpoint(path, device)
+    if saved is None:
+        return None
+    tensors, state = saved
+    load_module("model", model, tensors)
+    load_optimizer("opt", opt, tensors)
+    return state
 
 
 def _optimizer(recipe: Recipe, model) -> torch.optim.Optimizer:

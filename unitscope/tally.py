@@ -79,7 +79,7 @@ def tally(
     """
     if batch_size < 1 or checkpoint_every < 1:
         raise ValueError("batch_size and checkpoint_every must be at least 1")
-    rank, world = _rank_world()
+    rank, world = rank_world()
     total_items = len(dataset)  # type: ignore[arg-type]
     lo, hi = shard(total_items, batch_size, rank, world)
     num_batches = -(-(hi - lo) // batch_size)
@@ -127,7 +127,7 @@ def tally(
 def _resume(stat: Stat, folder: Path, full_key: dict[str, Any], fresh: bool) -> int | None:
     """Load what ``folder`` holds into ``stat``: None for a finished tally, else the number of
     batches its checkpoint covers (0 without one)."""
-    rank, world = _rank_world()
+    rank, world = rank_world()
     checkpoint = folder / f"tally.checkpoint.rank{rank}.safetensors"
     if fresh:
         _discard(folder, rank)
@@ -151,7 +151,7 @@ def _resume(stat: Stat, folder: Path, full_key: dict[str, Any], fresh: bool) -> 
 
 def _finish(stat: Stat, folder: Path, full_key: dict[str, Any], done: int) -> None:
     """Write the result and the marker (rank 0), then drop this rank's checkpoint."""
-    rank, world = _rank_world()
+    rank, world = rank_world()
     if rank == 0:
         save_arrays(folder / RESULT, stat.state_dict())
         atomic_write_text(folder / DONE, json.dumps({"key": full_key, "batches": done}, indent=1))
@@ -166,7 +166,7 @@ def check_resumable(stat: Stat, items: int, *, run_dir: str | Path, key: Mapping
     items made with other settings; reads only, so a caller can refuse a rerun before it writes
     anything. The arguments are those :func:`tally` would get."""
     folder = Path(run_dir)
-    saved = _saved_key(folder, _rank_world()[0])
+    saved = _saved_key(folder, rank_world()[0])
     if saved is not None:
         _check_key(folder, saved, _full_key(key, batch_size=batch_size, items=items, stat=stat))
 
@@ -175,7 +175,7 @@ def changed_key_fields(stat: Stat, items: int, *, run_dir: str | Path, key: Mapp
                        batch_size: int = 32) -> set[str] | None:
     """The key fields in which what ``run_dir`` holds differs from a tally with these arguments
     (``"stat"``: the statistic's configuration); None when it holds nothing. Reads only."""
-    saved = _saved_key(Path(run_dir), _rank_world()[0])
+    saved = _saved_key(Path(run_dir), rank_world()[0])
     if saved is None:
         return None
     now = _full_key(key, batch_size=batch_size, items=items, stat=stat)
@@ -186,7 +186,7 @@ def reduce_across_ranks(stat: Stat) -> Stat:
     """Under torch.distributed, merge every rank's ``stat`` (in rank order) so that all ranks hold
     the global result; without it, return ``stat`` unchanged. Uses ``all_gather_object``, so it
     works over gloo (CPU) as well as NCCL."""
-    rank, world = _rank_world()
+    rank, world = rank_world()
     if world == 1:
         return stat
     states: list[Any] = [None] * world
@@ -236,8 +236,6 @@ def rank_world() -> tuple[int, int]:
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
 
-
-_rank_world = rank_world
 
 
 def _full_key(key: Mapping[str, Any] | None, **facts: Any) -> dict[str, Any]:
@@ -296,7 +294,7 @@ def _discard(folder: Path, rank: int) -> None:
     names = [f"tally.checkpoint.rank{rank}.safetensors"] + ([DONE, RESULT] if rank == 0 else [])
     for name in names:
         (folder / name).unlink(missing_ok=True)
-    if _rank_world()[1] > 1:
+    if rank_world()[1] > 1:
         dist.barrier()  # nobody reads the marker before rank 0 has removed it
 
 

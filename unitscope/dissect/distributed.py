@@ -109,7 +109,7 @@ class ExactPass1:
 
     def _replay(self, parts: dict[str, QuantileSlice]) -> None:
         """Feed every cached map to the slices in the batches, and the order, one process used."""
-        from unitscope.dissect.engine import rotate
+        from unitscope.dissect.engine import add_layer_samples
 
         run, cache, dev = self.run, self.run.cache, self.run.opts.device
         bs = run.opts.batch_size
@@ -122,10 +122,7 @@ class ExactPass1:
                 t = run.tag[layer]
                 if f"{t}_q" not in parts:
                     continue
-                a = torch.from_numpy(cache.read(layer, pos)).to(dev)
-                parts[f"{t}_q"].add(a.permute(0, 2, 3, 1).reshape(-1, a.shape[1]))
-                for r, rot in enumerate(run.rots[layer]):
-                    parts[f"{t}_r{r}_q"].add(rotate(a, rot).permute(0, 2, 3, 1).reshape(-1, a.shape[1]))
+                add_layer_samples(parts, t, torch.from_numpy(cache.read(layer, pos)).to(dev), run.rots[layer])
 
 
 def pass1_reduce(run: _Run) -> Any:

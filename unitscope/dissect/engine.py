@@ -99,6 +99,14 @@ def rotate(acts: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
     return torch.einsum("nchw,cd->ndhw", acts, rotation.to(acts))
 
 
+def add_layer_samples(stats, tag: str, acts: torch.Tensor, rotations: list[torch.Tensor]) -> None:
+    """Feed a layer's maps ``acts [N, C, h, w]`` to its pass-1 sketches in ``stats`` (a mapping of
+    names to quantile sketches): ``{tag}_q`` for the units, ``{tag}_r{r}_q`` for each rotation."""
+    stats[f"{tag}_q"].add(acts.permute(0, 2, 3, 1).reshape(-1, acts.shape[1]))
+    for r, rot in enumerate(rotations):
+        stats[f"{tag}_r{r}_q"].add(rotate(acts, rot).permute(0, 2, 3, 1).reshape(-1, acts.shape[1]))
+
+
 def clear_run(run_dir: Path) -> None:
     """Delete what a dissection wrote into ``run_dir`` (``--fresh``); other files stay."""
     for name in RUN_OUTPUTS:
@@ -312,9 +320,7 @@ class _Run:
             for layer, a in self.acts.activations(batch).items():
                 t = self.tag[layer]
                 if sketch:
-                    stat[f"{t}_q"].add(a.permute(0, 2, 3, 1).reshape(-1, a.shape[1]))
-                    for r, rot in enumerate(self.rots[layer]):
-                        stat[f"{t}_r{r}_q"].add(rotate(a, rot).permute(0, 2, 3, 1).reshape(-1, a.shape[1]))
+                    add_layer_samples(stat, t, a, self.rots[layer])
                 if cache is not None:
                     cache.write(layer, batch["pos"].numpy(), a.cpu().numpy())
         if cache is not None and ran and sketch and is_main():

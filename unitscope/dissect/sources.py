@@ -238,16 +238,18 @@ class BadImages:
         new = {int(p): m for p, m in bad if int(p) not in self.items}
         if new:
             self.items.update(new)
-            atomic_write_text(self.path, json.dumps({str(k): v for k, v in sorted(self.items.items())}, indent=1))
+            self._write(self.path)
 
     def consolidate(self) -> None:
         """One list for the run folder: every process's items into ``bad_images.json`` (rank 0, at the end)."""
         self.gather()
         if self.items:
-            atomic_write_text(self.run_dir / "bad_images.json",
-                              json.dumps({str(k): v for k, v in sorted(self.items.items())}, indent=1))
+            self._write(self.run_dir / "bad_images.json")
         for path in self.run_dir.glob("bad_images.rank*.json"):
             path.unlink(missing_ok=True)
+
+    def _write(self, path: Path) -> None:
+        atomic_write_text(path, json.dumps({str(k): v for k, v in sorted(self.items.items())}, indent=1))
 
     def messages(self) -> list[str]:
         return [self.items[k] for k in sorted(self.items)]

@@ -270,10 +270,6 @@ class QuantileSlice(Quantile):
             raise ValueError(f"QuantileSlice of {self.units} units got a batch of {x.shape[1]}")
         super().add(x[:, self.start:self.stop])
 
-    def add_slice(self, x: torch.Tensor) -> None:
-        """Add samples of this slice's units only: ``[N, stop - start]`` or ``[N, stop - start, H, W]``."""
-        super().add(x)
-
     def _offsets(self, m: int, units: int) -> torch.Tensor:
         return torch.randint(m, (self.units,), generator=self._rng)[self.start:self.stop]
 

@@ -53,6 +53,14 @@ class SceneNet(nn.Module):
         return self.fc(torch.flatten(self.pool(self.features(x)), 1))
 
 
+LUMA = (0.299, 0.587, 0.114)  # Rec. 601 weights of R, G, B in the grey value
+
+
+def luma(rgb: torch.Tensor) -> torch.Tensor:
+    """RGB [N, 3, H, W] in [0, 1] -> grey value [N, 1, H, W]."""
+    return (rgb * torch.tensor(LUMA, dtype=rgb.dtype, device=rgb.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
+
+
 class Grey(nn.Module):
     """Normalised colour [N, 3, H, W] -> normalised grey (luma in all three channels), same shape."""
 
@@ -60,10 +68,9 @@ class Grey(nn.Module):
         super().__init__()
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("luma", torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = ((x * self.std + self.mean) * self.luma).sum(1, keepdim=True)
+        y = luma(x * self.std + self.mean)
         return (y.expand(-1, 3, -1, -1) - self.mean) / self.std
 
 

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from unitscope.data._vocab import NUM_LABELS, VOCAB, color_labels
+from unitscope.organisms.nets import Grey, luma
 
 MEAN = (0.5, 0.5, 0.5)
 STD = (0.25, 0.25, 0.25)
@@ -135,11 +136,9 @@ class RotationTask(Task):
 
 
 def grey(x: torch.Tensor) -> torch.Tensor:
-    """Normalised colour [B, 3, H, W] -> normalised grey (luma in all three channels)."""
-    mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
-    rgb = x * std + mean
-    y = (0.299 * rgb[:, 0] + 0.587 * rgb[:, 1] + 0.114 * rgb[:, 2]).unsqueeze(1).expand(-1, 3, -1, -1)
-    return (y - mean) / std
+    """Normalised colour [B, 3, H, W] -> normalised grey (luma in all three channels): what the
+    colorizer's own :class:`~unitscope.organisms.nets.Grey` sees."""
+    return Grey(MEAN, STD).to(x.device)(x)
 
 
 _CODEBOOK: dict | None = None
@@ -170,10 +169,6 @@ def color_codes(rgb: np.ndarray) -> np.ndarray:
     return color_codebook()["lut"][q[..., 0], q[..., 1], q[..., 2]]
 
 
-def _luma(rgb: torch.Tensor) -> torch.Tensor:
-    return 0.299 * rgb[:, 0:1] + 0.587 * rgb[:, 1:2] + 0.114 * rgb[:, 2:3]
-
-
 def decode_colors(logits: torch.Tensor, x: torch.Tensor, temperature: float = 0.38) -> torch.Tensor:
     """Colour logits [B, K, H, W] + the input [B, 3, H, W] (normalised) -> normalised RGB [B, 3, H, W]:
     the annealed mean of the codebook colours (Zhang et al.'s T = 0.38) with its luma replaced by
@@ -181,8 +176,8 @@ def decode_colors(logits: torch.Tensor, x: torch.Tensor, temperature: float = 0.
     mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
     book = torch.as_tensor(color_codebook()["rgb"], dtype=logits.dtype, device=logits.device)
     rgb = torch.einsum("bkhw,kc->bchw", F.softmax(logits / temperature, 1), book)
-    y = _luma(x.cpu() * std + mean).to(rgb)
-    rgb = (rgb + y - _luma(rgb)).clamp(0, 1)
+    y = luma(x.cpu() * std + mean).to(rgb)
+    rgb = (rgb + y - luma(rgb)).clamp(0, 1)
     return (rgb - mean.to(rgb)) / std.to(rgb)
 
 

@@ -160,29 +160,19 @@ def recalibrate_batch_norm(model: Generator, seed: int, batches: int = 32, batch
 # -- checkpoints: G, D (and G's average) and both Adam states (unitscope.organisms.train's format) ----
 
 def _save_checkpoint(path: Path, g, d, opt_g, opt_d, state: dict, ema=None) -> None:
-    from unitscope.organisms.train import module_tensors, optimizer_tensors, write_checkpoint
+    from unitscope.organisms.train import write_checkpoint
 
-    tensors = {**module_tensors("g", g), **module_tensors("d", d),
-               **optimizer_tensors("opt_g", opt_g), **optimizer_tensors("opt_d", opt_d)}
-    if ema is not None:
-        tensors.update(module_tensors("ema", ema))
-    write_checkpoint(path, tensors, state)
+    write_checkpoint(path, state, _modules(g, d, ema), {"opt_g": opt_g, "opt_d": opt_d})
 
 
 def _load_checkpoint(path: Path, g, d, opt_g, opt_d, device, ema=None) -> dict | None:
-    from unitscope.organisms.train import load_module, load_optimizer, read_checkpoint
+    from unitscope.organisms.train import read_checkpoint
 
-    saved = read_checkpoint(path, device)
-    if saved is None:
-        return None
-    tensors, state = saved
-    load_module("g", g, tensors)
-    load_module("d", d, tensors)
-    if ema is not None:
-        load_module("ema", ema, tensors)
-    load_optimizer("opt_g", opt_g, tensors)
-    load_optimizer("opt_d", opt_d, tensors)
-    return state
+    return read_checkpoint(path, device, _modules(g, d, ema), {"opt_g": opt_g, "opt_d": opt_d})
+
+
+def _modules(g, d, ema) -> dict[str, nn.Module]:
+    return {"g": g, "d": d, **({"ema": ema} if ema is not None else {})}
 
 
 # -- training ------------------------------------------------------------------------------------

@@ -77,36 +77,44 @@ def load_optimizer(prefix: str, opt: torch.optim.Optimizer, tensors: dict[str, t
     opt.load_state_dict(sd)
 
 
-def write_checkpoint(path: Path, tensors: dict[str, torch.Tensor], state: dict) -> None:
-    """``NAME.ckpt.safetensors`` then ``NAME.ckpt.json`` beside ``path`` (the JSON last: it marks a whole pair)."""
+def write_checkpoint(path: Path, state: dict, modules: dict[str, torch.nn.Module],
+                     optimizers: dict[str, torch.optim.Optimizer]) -> None:
+    """``NAME.ckpt.safetensors`` (each module and optimiser under its prefix) then ``NAME.ckpt.json``
+    (``state``) beside ``path``; the JSON last: it marks a whole pair."""
     from safetensors.torch import save
 
+    tensors: dict[str, torch.Tensor] = {}
+    for prefix, module in modules.items():
+        tensors.update(module_tensors(prefix, module))
+    for prefix, opt in optimizers.items():
+        tensors.update(optimizer_tensors(prefix, opt))
     atomic_write_bytes(path.with_suffix(".ckpt.safetensors"), save(tensors))
     atomic_write_text(path.with_suffix(".ckpt.json"), json.dumps(state))
 
 
-def read_checkpoint(path: Path, device) -> tuple[dict[str, torch.Tensor], dict] | None:
-    """``(tensors, state)`` of the checkpoint :func:`write_checkpoint` left beside ``path``, or None."""
+def read_checkpoint(path: Path, device, modules: dict[str, torch.nn.Module],
+                    optimizers: dict[str, torch.optim.Optimizer]) -> dict | None:
+    """Load the checkpoint :func:`write_checkpoint` left beside ``path`` into ``modules`` and
+    ``optimizers``; returns its state, or None when there is none."""
     meta = path.with_suffix(".ckpt.json")
     if not meta.exists():
         return None
     from safetensors.torch import load_file
 
-    return load_file(str(path.with_suffix(".ckpt.safetensors")), device=str(device)), json.loads(meta.read_text())
+    tensors = load_file(str(path.with_suffix(".ckpt.safetensors")), device=str(device))
+    for prefix, module in modules.items():
+        load_module(prefix, module, tensors)
+    for prefix, opt in optimizers.items():
+        load_optimizer(prefix, opt, tensors)
+    return json.loads(meta.read_text())
 
 
 def _save_checkpoint(path: Path, model, opt, state: dict) -> None:
-    write_checkpoint(path, {**module_tensors("model", model), **optimizer_tensors("opt", opt)}, state)
+    write_checkpoint(path, state, {"model": model}, {"opt": opt})
 
 
 def _load_checkpoint(path: Path, model, opt, device) -> dict | None:
-    saved = read_checkpoint(path, device)
-    if saved is None:
-        return None
-    tensors, state = saved
-    load_module("model", model, tensors)
-    load_optimizer("opt", opt, tensors)
-    return state
+    return read_checkpoint(path, device, {"model": model}, {"opt": opt})
 
 
 def _optimizer(recipe: Recipe, model) -> torch.optim.Optimizer:

@@ -2,6 +2,9 @@
 
     python benchmarks/bench_dissect.py                  # time: 1,000 images, blocks.6 of EfficientNet-Lite0
     python benchmarks/bench_dissect.py --memory 1000,10000   # peak RSS of a dissection at each size
+    # issue 13's GPU figures: ResNet-18 layer4 (random weights), 10,000 images, then mixed precision
+    python benchmarks/bench_dissect.py --model torchvision:resnet18 --random-weights --layer layer4 \
+        --images 10000 --device cuda --workers auto --batch-size 128 [--precision bfloat16]
 
 Target (issue #4): the whole dissection takes at most 1.5x one bare forward pass over the same
 images, and peak memory does not grow with the number of images. Resident memory swings by a few
@@ -9,6 +12,9 @@ hundred MB with the forward pass's allocations, so the median over the run is pr
 peak, and per fifth of the run: growth would show as a higher median at 10k than at 1k, and as
 medians that rise from one fifth to the next. Pass 1 (the forward passes, whose batch-sized
 allocations make the swings) takes about 85% of the run; pass 2 reads the cached maps back.
+With ``--precision bfloat16`` (or float16) the dissection runs twice, in float32 and mixed, and
+the labels are compared unit by unit (``label_agreement``): mixed precision is worth having only
+where it leaves the labels as they are.
 Both passes read the images through the same DataLoader settings; the bare pass runs the full model,
 once before and once after the dissection, and the ratio takes their mean (load from other
 processes that changes during the run then weighs on both sides alike).
@@ -33,20 +39,24 @@ import torch
 
 from unitscope.commands.dissect import cache_dir
 from unitscope.data import BrodenDataset, make_world
-from unitscope.dissect import dissect
+from unitscope.dissect import dissect, label_agreement
 from unitscope.models import create_model, get_info
+from unitscope.tally import resolve_workers
 
 
 def world_for(n: int) -> Path:
     return make_world(cache_dir() / f"probe-world-n{n}-s224-seed0", n=n, size=224, seed=0, progress=False)
 
 
-def bare_forward(model, data, batch_size: int, workers: int) -> float:
-    loader = torch.utils.data.DataLoader(_Images(data), batch_size=batch_size, num_workers=workers)
+def bare_forward(model, data, batch_size: int, workers: int, device: torch.device) -> float:
+    cuda = device.type == "cuda"
+    loader = torch.utils.data.DataLoader(_Images(data), batch_size=batch_size, num_workers=workers, pin_memory=cuda)
     start = time.perf_counter()
     with torch.no_grad():
         for images in loader:
-            model(images)
+            model(images.to(device, non_blocking=True))
+    if cuda:
+        torch.cuda.synchronize()
     return time.perf_counter() - start
 
 
@@ -97,7 +107,12 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=1000)
     ap.add_argument("--layer", default="blocks.6")
     ap.add_argument("--batch-size", type=int, default=50)
-    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--workers", default="1", help="DataLoader workers: a number or auto")
+    ap.add_argument("--model", default="efficientnet_lite0")
+    ap.add_argument("--random-weights", action="store_true", help="untrained weights (timing only; no download)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--precision", default="float32", choices=["float32", "bfloat16", "float16"],
+                    help="also dissect in this precision and compare its labels with float32's")
     ap.add_argument("--memory", default="", help="comma-separated image counts: peak RSS of each, in a fresh process")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -105,7 +120,8 @@ def main() -> None:
 
     if args.child:
         with tempfile.TemporaryDirectory() as tmp:
-            print(json.dumps(one_run(args.images, args.layer, args.batch_size, args.workers, Path(tmp) / "run")))
+            print(json.dumps(one_run(args.images, args.layer, args.batch_size, resolve_workers(args.workers),
+                                     Path(tmp) / "run")))
         return
 
     if args.memory:
@@ -120,28 +136,40 @@ def main() -> None:
                   f"{r['seconds']:6.1f} s  ({r['summary']})")
         return
 
-    model = create_model("efficientnet_lite0")
+    device = torch.device(args.device)
+    model = create_model(args.model, pretrained=False if args.random_weights else None).to(device).eval()
     data = BrodenDataset(world_for(args.images), transform=get_info(model).transform())
-    bare_forward(model, data, args.batch_size, args.workers)  # warm-up: page cache, thread pools
-    forward_s = bare_forward(model, data, args.batch_size, args.workers)
-    tmp = Path(tempfile.mkdtemp())
-    try:
-        start = time.perf_counter()
-        result = dissect(model, data, [args.layer], tmp / "run", batch_size=args.batch_size,
-                         num_workers=args.workers, progress=False)
-        dissect_s = time.perf_counter() - start
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    workers = resolve_workers(args.workers)
+    bare_forward(model, data, args.batch_size, workers, device)  # warm-up: page cache, thread pools, kernels
+    forward_s = bare_forward(model, data, args.batch_size, workers, device)
+    runs = {}
+    for precision in dict.fromkeys(["float32", args.precision]):
+        tmp = Path(tempfile.mkdtemp())
+        try:
+            start = time.perf_counter()
+            result = dissect(model, data, [args.layer], tmp / "run", batch_size=args.batch_size,
+                             num_workers=workers, device=device, precision=precision, progress=False)
+            runs[precision] = (time.perf_counter() - start, result.layers[args.layer])
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     # a second bare pass after the dissection: under a changing load from other processes the
     # dissection is compared with the mean of the passes that bracket it
-    after_s = bare_forward(model, data, args.batch_size, args.workers)
-    print(f"EfficientNet-Lite0 {args.layer}, {args.images} probe images at 224 px, {torch.get_num_threads()} threads")
+    after_s = bare_forward(model, data, args.batch_size, workers, device)
+    print(f"{args.model} {args.layer}, {args.images} probe images at 224 px, {device}, batch {args.batch_size}, "
+          f"{workers} workers, {torch.get_num_threads()} threads")
     print(f"  bare forward pass before / after: {forward_s:6.1f} s / {after_s:6.1f} s")
     forward_s = (forward_s + after_s) / 2
     print(f"  bare forward pass (full model, data loading included): {forward_s:6.1f} s  ({args.images / forward_s:.1f} img/s)")
-    print(f"  whole dissection (both passes, exemplars, catalog):    {dissect_s:6.1f} s  ({args.images / dissect_s:.1f} img/s)")
-    print(f"  ratio dissection / forward: {dissect_s / forward_s:.2f}  (target <= 1.5)")
-    print(f"  {result.layers[args.layer].summary()}")
+    for precision, (dissect_s, layer) in runs.items():
+        print(f"  whole dissection, {precision:8s} (both passes, exemplars, catalog): {dissect_s:6.1f} s  "
+              f"({args.images / dissect_s:.1f} img/s), ratio to the bare pass {dissect_s / forward_s:.2f}  (target <= 1.5)")
+        print(f"    {layer.summary()}")
+    if args.precision != "float32":
+        agree = label_agreement(runs["float32"][1], runs[args.precision][1])
+        print(f"  {args.precision} against float32: same label {agree['same_label']:.1%} of {agree['units']} units, "
+              f"same detector verdict and label {agree['same_detectors']:.1%}, detectors {agree['detectors_a']} / "
+              f"{agree['detectors_b']}, largest IoU change {agree['max_iou_diff']:.4f}, largest threshold change "
+              f"{agree['max_threshold_rel']:.2%}")
 
 
 if __name__ == "__main__":

@@ -367,3 +367,48 @@ def test_a_unit_that_never_fires_gets_no_concept(world, tmp_path):
         per_cat = db.execute("SELECT COUNT(*) FROM dissection_category WHERE unit = 1 AND concept IS NOT NULL").fetchone()
     assert rows[0][1] is not None and rows[1] == (1, None, None, 0.0, 0)
     assert per_cat == (0,)
+
+
+def test_mixed_precision_keeps_the_labels_and_float32_statistics(world, tmp_path):
+    """bfloat16 / float16 autocast of the forward pass: the maps reach the statistics as float32,
+    really differ from float32 (autocast ran), and every unit keeps its label and detector verdict.
+    The same run folder switches precision by redoing both passes (not refused as another run)."""
+    from tests.tiny_conv import tiny_conv
+    from unitscope.dissect import ModelActivations, dissect, label_agreement
+
+    model = tiny_conv()
+    ds = dataset(world, model)
+    batch = {"image": torch.stack([ds[i]["image"] for i in range(4)]), "index": torch.arange(4), "pos": torch.arange(4)}
+    ref_maps = ModelActivations(model, ds, ["relu2"]).activations(batch)["relu2"]
+    runs = {}
+    for precision in ("float32", "bfloat16", "float16"):
+        maps = ModelActivations(model, ds, ["relu2"], precision=precision).activations(batch)["relu2"]
+        assert maps.dtype == torch.float32
+        err = float((maps - ref_maps).abs().max() / ref_maps.abs().max())
+        assert (err == 0) == (precision == "float32") and err < 0.02, (precision, err)
+        runs[precision] = dissect(model, ds, ["relu1", "relu2"], tmp_path / "run", quantile=0.02, topk=3,
+                                  batch_size=8, progress=False, precision=precision, exemplar_images=False,
+                                  null_draws=0)
+    for precision in ("bfloat16", "float16"):
+        for layer in ("relu1", "relu2"):
+            agree = label_agreement(runs["float32"].layers[layer], runs[precision].layers[layer])
+            assert agree["same_label"] == 1.0 and agree["same_detectors"] == 1.0, (precision, layer, agree)
+            assert 0 < agree["max_threshold_rel"] < 0.01 and agree["max_iou_diff"] < 0.02, (precision, layer, agree)
+    with pytest.raises(ValueError, match="precision must be one of float32, bfloat16, float16, got 'half'"):
+        ModelActivations(model, ds, ["relu2"], precision="half")
+
+
+def test_label_agreement_counts_units():
+    from unitscope.dissect import LayerDissection, label_agreement
+
+    def layer(best_label, best_iou, thresholds):
+        c = len(best_label)
+        return LayerDissection("l", (c, 1, 1), np.array(thresholds, float), np.zeros((c, 5)), np.array(best_label),
+                               np.array(best_iou), 0.04, [str(i) for i in range(5)], ["c"] * 5)
+
+    a = layer([1, 2, 3, 4], [0.10, 0.05, 0.01, 0.20], [1.0, 2.0, 4.0, 1.0])
+    b = layer([1, 3, 3, 2], [0.12, 0.05, 0.06, 0.02], [1.0, 2.0, 5.0, 1.5])
+    # unit 0 agrees; 1 changes label as a detector; 2 becomes a detector; 3 stops being one
+    assert label_agreement(a, b) == {"units": 4, "same_label": 0.5, "same_detectors": 0.25, "detectors_a": 3,
+                                     "detectors_b": 3, "max_iou_diff": pytest.approx(0.18),
+                                     "max_threshold_rel": pytest.approx(0.5)}

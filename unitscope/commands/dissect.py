@@ -39,6 +39,9 @@ class DissectConfig(ModelOptions):
         "DataLoader worker processes: auto (min(cores - 1, 8), shared among torchrun's ranks on the machine) "
         "or a number (0: load in the main process)"))
     device: str = field(default="cpu", metadata=help_("torch device, e.g. cpu or cuda"))
+    precision: str = field(default="float32", metadata=help_(
+        "the forward pass in float32, or under autocast in bfloat16 / float16 (statistics stay float32); "
+        "compare a mixed-precision run's labels with a float32 run before relying on it"))
     checkpoint_every: int = field(default=20, metadata=help_("batches between checkpoints (a rerun resumes from the last)"))
     cache_gb: float = field(default=4.0, metadata=help_("disk for cached activations (skips a second forward pass)"))
     report: bool = field(default=True, metadata=help_("write index.html and report.json"))
@@ -91,7 +94,7 @@ def _run_dissection(cfg: DissectConfig, device: str):
                      checkpoint_every=cfg.checkpoint_every, limit=cfg.limit,
                      progress=cfg.progress, key=key, skip_bad_images=cfg.skip_bad_images, fresh=cfg.fresh,
                      keep_cache=cfg.keep_cache, null_draws=cfg.null_draws, denominator=cfg.denominator,
-                     config=config_to_dict(cfg))
+                     precision=cfg.precision, config=config_to_dict(cfg))
     if not is_main():
         return result
     record_bases(out, info.name, bases)

@@ -19,9 +19,9 @@ from unitscope.dissect.cache import ActivationCache, LayerCache, open_activation
 from unitscope.dissect.engine import (
     RUN_OUTPUTS, Options, check_layers, clear_run, dissect, dissect_sources, random_rotation, rotate,
 )
-from unitscope.dissect.results import DissectResult, LayerDissection, load_layer_arrays, summarise
+from unitscope.dissect.results import DissectResult, LayerDissection, label_agreement, load_layer_arrays, summarise
 from unitscope.dissect.sources import ActivationSource, BrodenLabels, LabelSource, ModelActivations
 
 __all__ = ["RUN_OUTPUTS", "ActivationCache", "ActivationSource", "BrodenLabels", "DissectResult", "LabelSource",
            "LayerCache", "LayerDissection", "ModelActivations", "Options", "check_layers", "clear_run", "dissect",
-           "dissect_sources", "load_layer_arrays", "open_activation_cache", "random_rotation", "rotate", "summarise"]
+           "dissect_sources", "label_agreement", "load_layer_arrays", "open_activation_cache", "random_rotation", "rotate", "summarise"]

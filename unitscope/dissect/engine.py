@@ -55,8 +55,8 @@ from unitscope.tally import TallyKeyError, changed_key_fields, check_resumable, 
 RUN_OUTPUTS = ("pass1", "pass2", CACHE_FOLDER, "arrays", "images", "catalog.sqlite", "layers.json", "labels.json", "bad_images.json",
                "report.json", "report.js", "index.html", "config.json")
 # settings that only a pass's own result depends on: a change redoes that pass instead of refusing
-_OWN = {1: {"rotations", "seed", "stat"},
-        2: {"quantile", "topk", "rotations", "seed", "stat", "null_draws", "denominator"}}
+_OWN = {1: {"rotations", "seed", "stat", "precision"},
+        2: {"quantile", "topk", "rotations", "seed", "stat", "null_draws", "denominator", "precision"}}
 
 
 def check_layers(model: nn.Module, layers: Sequence[str], input_size: Sequence[int]) -> dict[str, tuple[int, int, int]]:
@@ -164,6 +164,7 @@ def dissect(
     config: dict | None = None,
     null_draws: int = 8,
     denominator: str = "annotated",
+    precision: str = "float32",
 ) -> DissectResult:
     """Dissect ``layers`` of ``model`` over a Broden-format ``dataset``; results go to ``run_dir``.
 
@@ -175,10 +176,13 @@ def dissect(
     ``keep_cache``: keep the activation cache for other analyses (:func:`open_activation_cache`).
     ``null_draws``: draws of the chance null behind each unit's p-value (:mod:`.significance`).
     ``denominator``: over which images a unit's area counts for a category (:func:`.iou.count_batch`).
+    ``precision``: "bfloat16" or "float16" runs the forward pass under autocast (statistics stay
+    float32); check a model's labels against a float32 run before trusting it (``benchmarks/bench_dissect.py
+    --precision``, :func:`.results.label_agreement`).
     """
     device = torch.device(device)
     model = model.to(device).eval()
-    acts = ModelActivations(model, dataset, layers, device=device, n=limit, key=key)
+    acts = ModelActivations(model, dataset, layers, device=device, n=limit, key=key, precision=precision)
     opts = Options(quantile, iou_threshold, topk, rotations, seed, batch_size, num_workers, device, cache_gb,
                    checkpoint_every, exemplar_images, keep_cache, progress, skip_bad_images, null_draws, denominator)
     return dissect_sources(acts, BrodenLabels(dataset), run_dir, opts, fresh=fresh, config=config)

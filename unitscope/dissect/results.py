@@ -97,6 +97,23 @@ class LayerDissection:
         return text + (f". Warning: {warning}" if warning else "")
 
 
+def label_agreement(a: LayerDissection, b: LayerDissection) -> dict[str, float | int]:
+    """How far two dissections of the same layer agree (e.g. a mixed-precision run against float32):
+    ``same_label`` the fraction of units with the same best label, ``same_detectors`` the fraction
+    whose detector verdict and (for detectors) label agree, ``detectors_a``/``detectors_b`` the
+    counts, ``max_iou_diff`` the largest change of a unit's best IoU and ``max_threshold_rel``
+    the largest relative change of a threshold."""
+    if a.iou.shape != b.iou.shape:
+        raise ValueError(f"the dissections differ in shape: {a.iou.shape} and {b.iou.shape} (units x labels)")
+    da, db = a.detectors, b.detectors
+    agree = (da == db) & (~da | (a.best_label == b.best_label))
+    scale = np.maximum(np.abs(a.thresholds), 1e-12)
+    return {"units": int(len(da)), "same_label": float((a.best_label == b.best_label).mean()),
+            "same_detectors": float(agree.mean()), "detectors_a": int(da.sum()), "detectors_b": int(db.sum()),
+            "max_iou_diff": float(np.abs(a.best_iou - b.best_iou).max()),
+            "max_threshold_rel": float((np.abs(a.thresholds - b.thresholds) / scale).max())}
+
+
 @dataclass
 class DissectResult:
     run_dir: Path

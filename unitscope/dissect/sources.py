@@ -85,15 +85,26 @@ class LabelSource(ABC):
 
 # -- today's sources: images through a model, Broden planes ------------------------------------------
 
+PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
 class ModelActivations(ActivationSource):
-    """Images of a Broden-format ``dataset`` (its first ``n``) through ``model``, traced at ``layers``."""
+    """Images of a Broden-format ``dataset`` (its first ``n``) through ``model``, traced at ``layers``.
+
+    ``precision``: "float32", or "bfloat16" / "float16" to run the model's forward pass under
+    autocast (mixed precision); the maps are turned back to float32 before any statistic sees them,
+    so thresholds, top-k and IoU counts are float32 whatever the forward pass ran in.
+    """
 
     def __init__(self, model: nn.Module, dataset: Any, layers: Sequence[str], *, device: torch.device | str = "cpu",
-                 n: int | None = None, key: dict[str, Any] | None = None):
+                 n: int | None = None, key: dict[str, Any] | None = None, precision: str = "float32"):
         from unitscope.models import get_info
 
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.model, self.dataset, self.layers = model, dataset, list(dict.fromkeys(layers))
         self.device = torch.device(device)
+        self.precision = precision
         self.n = len(dataset) if n is None else min(n, len(dataset))
         if self.n == 0:
             raise ValueError("the data set is empty")
@@ -125,7 +136,9 @@ class ModelActivations(ActivationSource):
 
     @torch.no_grad()
     def activations(self, batch: Batch) -> dict[str, torch.Tensor]:
-        with TraceDict(self.model, self.layers, stop=True, as_map=True) as td:
+        dtype = PRECISIONS[self.precision]
+        with TraceDict(self.model, self.layers, stop=True, as_map=True) as td, \
+                torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
             self.model(batch["image"].to(self.device, non_blocking=True))  # pinned under CUDA
         out = {}
         for layer in self.layers:
@@ -144,6 +157,7 @@ class ModelActivations(ActivationSource):
         self.shapes()
         return {"model": self.info.name, "layers": self.layers, "images": self.n,
                 "image_size": list(self._image_size or ()), "transform": repr(getattr(self.dataset, "transform", None)),
+                **({"precision": self.precision} if self.precision != "float32" else {}),  # float32 runs keep their key
                 **self.extra_key}
 
     def index(self, pos: int) -> int:

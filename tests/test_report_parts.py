@@ -224,3 +224,33 @@ def test_dissection_writes_concept_strips_only_for_detectors(tmp_path):
     _, rows = write_unit_strips(tmp_path, _Labelled(), ["conv"], {"conv": "l0"}, tops,
                                 dissected={"conv": Scored([7, 9, 0])})
     assert [r["unit"] for r in rows["conv"]] == [0, 1]
+
+
+def test_exemplar_strips_dim_outside_the_unit_mask_and_outline_it(tmp_path):
+    import torch
+    from PIL import Image
+
+    from unitscope.dissect.exemplars import _MIN_THUMB, write_exemplar_strips
+
+    class Maps:  # unit 0 of image i fires on the left half of its 2x2 map, above the threshold 0.5
+        def read(self, tag, positions):
+            maps = np.zeros((len(positions), 1, 2, 2), np.float32)
+            maps[:, 0, :, 0] = 1.0
+            return maps
+
+    tops = {"conv": (None, torch.tensor([[2, 0, -1]]))}
+    paths = write_exemplar_strips(tmp_path, _Labelled(), ["conv"], {"conv": "l0"}, None, Maps(),
+                                  {"conv": torch.tensor([0.5])}, tops)
+    assert paths == {"conv": ["images/l0/unit0000.jpg"]}
+    strip = np.asarray(Image.open(tmp_path / paths["conv"][0]), dtype=np.float32)
+    size = _MIN_THUMB
+    assert strip.shape == (size, 3 * (size + 2), 3)
+    for tile in (0, 1):
+        x0, q = tile * (size + 2), size // 4
+        assert np.abs(strip[2 * q, x0 + q] - 100).max() < 12                   # inside the mask: as it was
+        assert np.abs(strip[2 * q, x0 + 3 * q] - (100 * 0.3 + 20)).max() < 12  # outside: dimmed
+        edge = strip[2 * q, x0 + 2 * q - 8:x0 + 2 * q + 8]  # the mask's right edge: a yellow line (JPEG
+        brightest = edge[edge.sum(axis=1).argmax()]           # halves its chroma), brighter than both sides
+        assert brightest[0] > 200 and brightest[1] > 200 and brightest[2] < brightest[0] - 60, edge
+    # the gap (JPEG bleeds the next tile's yellow edge into its blue) and the empty slot stay white
+    assert strip[:, size:size + 2, :2].min() > 240 and strip[:, 2 * (size + 2) + 4:].min() > 240

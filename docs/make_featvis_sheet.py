@@ -10,10 +10,10 @@ Each group is one batch (image i serves unit i) and stops the forward pass after
 On the shared 2-core CPU the sheet is rendered at 128 px fed to the network directly
 (``upsample=False``, as Lucid feeds InceptionV1) instead of upsampled to 224: a third of the cost.
 The committed sheet was rendered with 512 steps (Lucid's default), one group per process, two at
-a time with one thread each: 165-170 s per group on the quiet 2-core CPU (2.9-3.5 steps/s for a
-batch of 4-8 at 128 px), about 6 minutes for the sheet. The head ``bn2`` units reach ReLU6's cap
-of 6 within the run (their objectives end at 6.0), after which they get no gradient: their
-pictures stay fainter than the logits', whose objective has no cap.
+a time with one thread each (timings in docs/featvis.md). The late rows are rendered before ReLU6
+(``bn2:pre``): rendered after it, the head ``bn2`` units reach ReLU6's cap of 6 within the run
+(their objectives end at 6.0), after which they get no gradient and their pictures stay faint;
+before it their objectives reach 20-29 and the pictures have the contrast of the logits'.
 """
 
 from __future__ import annotations
@@ -26,12 +26,16 @@ import torch
 from unitscope.featvis import channel, class_logit, render, sheet, stack
 from unitscope.models import create_model, get_info
 
-# (row title, [(layer, unit) or ("class", index)]) -- layers are post-ReLU6, a privileged basis.
+# (row title, [(layer, unit) or ("class", index)]) -- layers are post-ReLU6, a privileged basis;
+# "<layer>:pre" is the same units before their ReLU6, for the late layers whose units reach the cap.
 GROUPS = [
-    ("early: blocks.1.1.bn2 (56x56 at 224 px), blocks.2.1.bn2 (28x28)",
-     [("blocks.1.1.bn2", u) for u in (0, 1, 2, 3)] + [("blocks.2.1.bn2", u) for u in (0, 1, 2, 3)]),
+    ("early: stem bn1 (112x112 at 224 px), blocks.1.1.bn2 (56x56)",
+     [("bn1", u) for u in (0, 1, 2, 3)] + [("blocks.1.1.bn2", u) for u in (0, 1, 2, 3)]),
+    ("early-middle: blocks.2.1.bn2 (28x28), blocks.3.2.bn2 (14x14)",
+     [("blocks.2.1.bn2", u) for u in (0, 1, 2, 3)] + [("blocks.3.2.bn2", u) for u in (0, 1, 2, 3)]),
     ("middle: blocks.4.1.bn2 (14x14)", [("blocks.4.1.bn2", u) for u in (0, 1, 2, 3, 4, 5)]),
-    ("late: head bn2 (7x7, 1280 units)", [("bn2", u) for u in (0, 1, 2, 3)]),
+    ("late, before ReLU6 (:pre): blocks.5.3.bn2 (7x7), head bn2 (7x7, 1280 units)",
+     [("blocks.5.3.bn2:pre", u) for u in (0, 1, 2, 3)] + [("bn2:pre", u) for u in (0, 1, 2, 3)]),
     ("class logits", [("class", c) for c in (1, 207, 340, 954)]),
 ]
 

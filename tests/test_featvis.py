@@ -305,3 +305,100 @@ def test_visualize_adds_rows_to_a_dissection_run(tmp_path, make_run, capsys):
     assert "beyond the layer's 3 units" in capsys.readouterr().err
     assert _visualize(run, "0", "--layer", "fet") == 2
     assert "Close matches: feat" in capsys.readouterr().err
+
+
+# -- before the nonlinearity ("<layer>:pre") ----------------------------------------------------------
+
+class _Blocks(nn.Module):
+    """``block`` ends in a ReLU6 module, ``shared`` calls its one ReLU twice, ``functional`` ends in F.relu."""
+
+    class Shared(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.relu = nn.Conv2d(3, 3, 1), nn.ReLU()
+
+        def forward(self, x):
+            return self.relu(self.conv(self.relu(x)))
+
+    class Functional(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 1)
+
+        def forward(self, x):
+            return torch.nn.functional.relu(self.conv(x))
+
+    def __init__(self):
+        super().__init__()
+        self.block = nn.Sequential(nn.Conv2d(3, 3, 1), nn.ReLU6())
+        self.shared, self.functional = self.Shared(), self.Functional()
+
+    def forward(self, x):
+        return self.functional(self.shared(self.block(x)))
+
+
+def test_pre_activation_names_the_activation_module_that_makes_a_layer():
+    from unitscope.layers import pre_activation
+
+    model = _info(_Blocks(), 8)
+    assert pre_activation(model, "block")[:2] == ("block.1", 0)
+    assert pre_activation(model, "block.1")[:2] == ("block.1", 0)
+    assert pre_activation(model, "shared")[:2] == ("shared.relu", 1)  # the second call makes the output
+    with pytest.raises(ValueError, match="'block.0' ends in no elementwise nonlinearity"):
+        pre_activation(model, "block.0")
+    with pytest.raises(ValueError, match="'functional' ends in a functional activation"):
+        pre_activation(model, "functional")
+    tiny = _info(Tiny(), 16)
+    name, call, act = pre_activation(tiny, "relu2")
+    assert (name, call, type(act)) == ("relu2", 0, nn.ReLU6)
+
+
+def test_pre_activation_objective_reads_the_input_of_relu6_and_passes_its_cap():
+    model = _info(Tiny(), 16)
+    with torch.no_grad():
+        model.conv2.bias[0] = 20.0  # unit 0 of relu2 sits at ReLU6's cap of 6 from the start
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    # ":pre" reads conv2's output (the input of relu2), by hand
+    expected = model.conv2(model.relu1(model.conv1(x.clone())))[:, 1].mean((1, 2))
+    assert torch.allclose(evaluate(model, channel("relu2:pre", 1), x), expected.detach(), atol=1e-6)
+    kw = dict(batch=1, size=16, param="pixel", transforms=None, progress=False, lr=0.2, steps=10, redirect_steps=0)
+    post = render(model, channel("relu2", 0), **kw)
+    pre = render(model, channel("relu2:pre", 0), **kw)
+    assert post.history == [6.0] * 10  # stuck at the cap: no gradient
+    assert pre.history[-1] > pre.history[0] > 6.0
+    assert _hooks(model) == 0 and model.relu1.inplace and model.relu2.inplace
+    assert str(channel("relu2:pre", 0)) == "Channel [relu2:pre, 0]"
+
+
+def test_visualize_units_warns_at_the_cap_and_renders_before_the_nonlinearity(tmp_path):
+    from unitscope.catalog import Catalog
+    from unitscope.featvis import visualize_units
+
+    model = _info(Tiny(), 16)
+    with torch.no_grad():
+        model.conv2.bias[:2] = 20.0  # units 0 and 1 at the cap
+    kw = dict(steps=3, size=16, progress=False, batch_size=4)
+    with pytest.warns(UserWarning, match=r"2 of 4 units of relu2 ended at their activation's cap of 6 \(units 0, 1\)"):
+        visualize_units(model, "relu2", range(4), tmp_path, **kw)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        visualize_units(model, "relu2", range(4), tmp_path, pre_activation=True, **kw)  # another objective: redrawn
+    with Catalog(tmp_path / "catalog.sqlite") as cat:
+        rows = cat.rows("unit_visualizations", layer="relu2")
+    assert [r["objective"] for r in rows] == [f"Channel [relu2:pre, {u}]" for u in range(4)]
+    assert [r["path"] for r in rows] == [f"featvis/relu2/{u}.png" for u in range(4)]
+
+
+def test_visualize_pre_activation_flag(tmp_path):
+    from PIL import Image
+
+    from unitscope.catalog import Catalog
+
+    assert _visualize(tmp_path / "run", "0", "--pre-activation") == 0
+    with Catalog(tmp_path / "run" / "catalog.sqlite") as cat:
+        (row,) = cat.rows("unit_visualizations")
+    assert (row["layer"], row["objective"]) == ("feat", "Channel [feat:pre, 0]")
+    red = np.asarray(Image.open(tmp_path / "run" / row["path"]), dtype=float).mean((0, 1))
+    assert red[0] > red[1] + 60 and red[0] > red[2] + 60  # before its ReLU the red unit still wants red

@@ -27,6 +27,7 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -196,14 +197,24 @@ class TraceDict(OrderedDict):
         super().__init__()
         self.stop = stop
         self._fired: set[str] = set()
+        self._trace_kw = {k: v for k, v in trace_kw.items() if k == "detach"}
         for layer in layers:
             name, _ = resolve_layer(model, layer)
             if name in self:
                 raise ValueError(f"layer {name!r} is listed twice")
-            self[name] = Trace(model, name, edit_output=edit_output, _on_fire=self._fire, **trace_kw)
+            self[name] = Trace(model, name, edit_output=edit_output, _on_fire=partial(self._fire, name), **trace_kw)
 
-    def _fire(self, layer: str) -> None:
-        self._fired.add(layer)
+    def add_input(self, key: str, model: nn.Module, layer: str, call: int = 0) -> Trace:
+        """Also keep the input of ``layer`` (at its ``call``-th call) as ``self[key].input``, e.g. an
+        activation module's input: its layer before the nonlinearity. Call before entering."""
+        if key in self:
+            raise ValueError(f"{key!r} is traced twice")
+        self[key] = Trace(model, layer, retain_input=True, retain_output=False, call=call,
+                          _on_fire=partial(self._fire, key), **self._trace_kw)
+        return self[key]
+
+    def _fire(self, key: str, layer: str) -> None:
+        self._fired.add(key)
         if self.stop and len(self._fired) == len(self):
             self._fired.clear()
             for trace in self.values():

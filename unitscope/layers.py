@@ -92,3 +92,62 @@ def privileged_layers(model: nn.Module, input_size: Sequence[int] | None = None,
             h.remove()
     order = [name for name, _ in model.named_modules() if name in result]
     return {name: result[name] for name in order}
+
+
+@torch.no_grad()
+def pre_activation(model: nn.Module, layer: str, input_size: Sequence[int] | None = None,
+                   device: torch.device | str | None = None) -> tuple[str, int, nn.Module]:
+    """The activation module whose output ``layer`` returns: ``(name, call, module)``, where
+    ``call`` counts that module's earlier calls in the forward pass (torchvision's shared ``relu``).
+    Its input is ``layer`` before the nonlinearity (Lucid's ``pre_relu`` layers): what feature
+    visualisation maximises when a bounded activation (ReLU6's cap of 6) would stop the gradient.
+
+    Raises a ``ValueError`` that says why when ``layer``'s output comes from no activation module
+    (a linear layer, or a functional ``F.relu`` whose input no hook can see).
+    """
+    from unitscope.hooks import resolve_layer
+
+    name, target = resolve_layer(model, layer)
+    if input_size is None:
+        info = getattr(model, "unitscope_info", None)
+        input_size = info.input_size if info is not None else (3, 224, 224)
+    if device is None:
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    made: dict[int, tuple[str, int, nn.Module, torch.Tensor]] = {}  # id(output) -> the activation call
+    calls: dict[str, int] = {}
+    found: list[Any] = []  # what the layer's first call returned: an activation call, or why not
+    marked: dict[int, torch.Tensor] = {}
+    handles = []
+
+    def act_hook(act_name: str):
+        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+            if isinstance(output, torch.Tensor):
+                made[id(output)] = (act_name, calls.get(act_name, 0), module, output)
+            calls[act_name] = calls.get(act_name, 0) + 1
+        return hook
+
+    def layer_hook(module: nn.Module, inputs: Any, output: Any) -> None:
+        if not found:
+            key = id(output) if isinstance(output, torch.Tensor) else None
+            found.append(made.get(key) or ("functional" if key in marked else "linear"))
+
+    try:
+        for mod_name, module in model.named_modules():
+            if mod_name and isinstance(module, ACTIVATION_MODULES):
+                handles.append(module.register_forward_hook(act_hook(mod_name)))
+        handles.append(target.register_forward_hook(layer_hook))  # after an activation's own hook
+        with _MarkActivations(marked):
+            model(torch.zeros(1, *input_size, device=device))
+    finally:
+        for h in handles:
+            h.remove()
+    if not found:
+        raise ValueError(f"layer {name!r} did not run in a forward pass of the model, so it has no pre-activation")
+    if found[0] == "functional":
+        raise ValueError(f"layer {name!r} ends in a functional activation (F.relu and the like), whose input no "
+                         "hook can see: name the module that feeds it instead")
+    if found[0] == "linear":
+        raise ValueError(f"layer {name!r} ends in no elementwise nonlinearity (a linear bottleneck, conv + batch "
+                         "norm, ...), so it has no pre-activation: visualise it as it is")
+    act_name, call, module, _ = found[0]
+    return act_name, call, module

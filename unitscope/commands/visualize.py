@@ -29,6 +29,9 @@ class VisualizeConfig(ModelOptions):
     lr: float = field(default=0.05, metadata=help_("Adam learning rate (Lucid: 0.05)"))
     size: int = field(default=128, metadata=help_("rendered image side in pixels (Lucid: 128)"))
     param: str = field(default="fft", metadata=help_("image parameterisation: fft or pixel"))
+    pre_activation: bool = field(default=False, metadata=help_(
+        "maximise each unit before the layer's nonlinearity (Lucid's pre_relu layers): a ReLU6 unit that "
+        "reaches its cap of 6 gets no gradient and its picture stays faint"))
     upsample: bool = field(default=True, metadata=help_("upsample to the model's input size before the forward pass"))
     batch_size: str = field(default="auto", metadata=help_(
         "units rendered together (image i serves unit i); auto: 64 on a GPU, 16 on a CPU, where a batch "
@@ -95,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     write_config(cfg, out / "featvis" / f"config-{cfg.layer}.json")  # keeps a dissection's config.json
     paths = visualize_units(model, cfg.layer, units, out, batch_size=batch_size, steps=cfg.steps,
                             lr=cfg.lr, size=cfg.size, param=cfg.param, upsample=cfg.upsample, seed=cfg.seed,
-                            device=cfg.device, progress=cfg.progress)
+                            device=cfg.device, progress=cfg.progress, pre_activation=cfg.pre_activation)
     print(f"{len(paths)} visualisations of {cfg.layer} in {(out / 'featvis' / cfg.layer).resolve()}")
     print(f"catalog: {(out / 'catalog.sqlite').resolve()} (table unit_visualizations)")
     return 0

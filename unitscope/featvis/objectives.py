@@ -8,7 +8,9 @@ An objective reads ``acts``, a dict of traced layer outputs keyed by layer name,
 (the ``[N, 3, H, W]`` image in [0, 1] before transforms) and ``"output"`` (the model's output).
 It returns one value per image ``[N]``, so image ``i`` of a batch can serve unit ``units[i]``:
 unit arguments take an int (every image) or a sequence of length N (one per image).
-Rendering maximises the sum of the values.
+Rendering maximises the sum of the values. A layer name ending in ``":pre"`` reads that layer
+before its nonlinearity (Lucid's ``pre_relu`` layers): ``channel("bn2:pre", 7)`` keeps a gradient
+where ReLU6 has reached its cap of 6 and ``channel("bn2", 7)`` would stop improving.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import torch.nn.functional as F
 
 Acts = dict[str, torch.Tensor]
 IMAGE, OUTPUT = "image", "output"
+PRE = ":pre"  # suffix of a layer name: the layer before its nonlinearity
 
 
 class Objective:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from unitscope.featvis import param as param_mod
-from unitscope.featvis.objectives import IMAGE, OUTPUT, Objective, channel
+from unitscope.featvis.objectives import IMAGE, OUTPUT, PRE, Objective, channel
 from unitscope.featvis.transforms import Transform, standard_transforms
 from unitscope.hooks import StopForward, TraceDict
 
@@ -125,7 +125,7 @@ def _forward(model: nn.Module, x: torch.Tensor, traces: TraceDict | None, needs_
     except StopForward:
         out = None
     if traces is not None:
-        acts.update({name: t.output for name, t in traces.items()})
+        acts.update({name: t.output if t.retain_output else t.input for name, t in traces.items()})
     if needs_output:
         acts[OUTPUT] = out
     return acts
@@ -133,13 +133,22 @@ def _forward(model: nn.Module, x: torch.Tensor, traces: TraceDict | None, needs_
 
 @contextlib.contextmanager
 def objective_hooks(model: nn.Module, objective: Objective) -> Iterator[Callable[[torch.Tensor], dict]]:
-    """Yields ``acts_fn(x) -> acts`` tracing what ``objective`` reads (stopping early when it can)."""
+    """Yields ``acts_fn(x) -> acts`` tracing what ``objective`` reads (stopping early when it can).
+    A layer named ``"<layer>:pre"`` is ``<layer>`` before its nonlinearity: the input of the
+    activation module that makes its output (:func:`unitscope.layers.pre_activation`)."""
+    from unitscope.layers import pre_activation
+
     layers = sorted(objective.layers - {IMAGE, OUTPUT})
     needs_output = OUTPUT in objective.layers
     if not layers:
         yield lambda x: _forward(model, x, None, needs_output)
         return
-    with TraceDict(model, layers, stop=not needs_output, detach=False) as traces:
+    traces = TraceDict(model, [name for name in layers if not name.endswith(PRE)], stop=not needs_output, detach=False)
+    for name in layers:
+        if name.endswith(PRE):
+            act, call, _ = pre_activation(model, name[:-len(PRE)])
+            traces.add_input(name, model, act, call)
+    with traces:
         yield lambda x: _forward(model, x, traces, needs_output)
 
 

@@ -76,15 +76,35 @@ def _rss_mb() -> float:
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
 
 
+def _tree_pss_mb(pid: int | None = None) -> float:
+    """Proportional set size of this process and every descendant (DataLoader workers): host memory
+    the run holds, with pages the workers share with their parent after fork counted once."""
+    pid = os.getpid() if pid is None else pid
+    total = 0.0
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            total = next(int(line.split()[1]) for line in f if line.startswith("Pss:")) / 1024
+        children = []
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                children += [int(c) for c in f.read().split()]
+    except (OSError, StopIteration):  # the process ended while it was read
+        return total
+    return total + sum(_tree_pss_mb(c) for c in children)
+
+
 def one_run(n: int, layer: str, batch_size: int, workers: int, out: Path) -> dict:
-    """One dissection; resident memory sampled every 0.5 s (peak and median, to tell growth from spikes)."""
+    """One dissection; resident memory sampled every 0.5 s (peak and median, to tell growth from spikes),
+    of the main process (RSS) and of the process tree with its DataLoader workers (PSS)."""
     samples: list[float] = []
+    tree: list[float] = []
     running = threading.Event()
     running.set()
 
     def sample() -> None:
         while running.is_set():
             samples.append(_rss_mb())
+            tree.append(_tree_pss_mb())
             time.sleep(0.5)
 
     model = create_model("efficientnet_lite0")
@@ -99,7 +119,8 @@ def one_run(n: int, layer: str, batch_size: int, workers: int, out: Path) -> dic
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     fifths = [statistics.median(samples[i * len(samples) // 5:(i + 1) * len(samples) // 5]) for i in range(5)]
     return {"images": n, "seconds": seconds, "peak_rss_mb": peak_mb, "median_rss_mb": statistics.median(samples),
-            "median_by_fifth_mb": fifths, "summary": result.layers[layer].summary()}
+            "median_by_fifth_mb": fifths, "peak_tree_pss_mb": max(tree), "median_tree_pss_mb": statistics.median(tree),
+            "summary": result.layers[layer].summary()}
 
 
 def main() -> None:
@@ -132,7 +153,8 @@ def main() -> None:
                                  check=True, capture_output=True, text=True).stdout
             r = json.loads(out.strip().splitlines()[-1])
             print(f"{n:6d} images: peak RSS {r['peak_rss_mb']:6.0f} MB, median {r['median_rss_mb']:6.0f} MB "
-                  f"(by fifth of the run: {' '.join(f'{m:.0f}' for m in r['median_by_fifth_mb'])}), "
+                  f"(by fifth of the run: {' '.join(f'{m:.0f}' for m in r['median_by_fifth_mb'])}); with the "
+                  f"workers (PSS) peak {r['peak_tree_pss_mb']:.0f} MB, median {r['median_tree_pss_mb']:.0f} MB; "
                   f"{r['seconds']:6.1f} s  ({r['summary']})")
         return
 

@@ -3,17 +3,23 @@ a few class logits (512 steps each, Lucid's defaults otherwise; see the note on 
 
     nice -n 10 python docs/make_featvis_sheet.py [--steps 512] [--out docs/featvis_lite0.png]
     # or one group per process, then the sheet from the saved groups:
-    for g in 0 1 2 3; do python docs/make_featvis_sheet.py --group $g --save /tmp/g$g.pt & done; wait
-    python docs/make_featvis_sheet.py --assemble /tmp/g0.pt /tmp/g1.pt /tmp/g2.pt /tmp/g3.pt
+    for g in 0 1 2 3 4; do python docs/make_featvis_sheet.py --group $g --save /tmp/g$g.pt & done; wait
+    python docs/make_featvis_sheet.py --assemble /tmp/g0.pt /tmp/g1.pt /tmp/g2.pt /tmp/g3.pt /tmp/g4.pt
 
 Each group is one batch (image i serves unit i) and stops the forward pass after its last layer.
 On the shared 2-core CPU the sheet is rendered at 128 px fed to the network directly
 (``upsample=False``, as Lucid feeds InceptionV1) instead of upsampled to 224: a third of the cost.
 The committed sheet was rendered with 512 steps (Lucid's default), one group per process, two at
-a time with one thread each (timings in docs/featvis.md). The late rows are rendered before ReLU6
+a time with one thread each: 189, 254, 208, 419 and 240 s for the five groups (the fourth shared
+the CPU with a dissection), 11 minutes for the sheet. The late rows are rendered before ReLU6
 (``bn2:pre``): rendered after it, the head ``bn2`` units reach ReLU6's cap of 6 within the run
 (their objectives end at 6.0), after which they get no gradient and their pictures stay faint;
-before it their objectives reach 20-29 and the pictures have the contrast of the logits'.
+before it their objectives reach 28-37 (``blocks.5.3.bn2``: 14-34) and the pictures have the
+contrast of the logits'. What the sheet shows: flat colours and colour edges in the stem (``bn1``
+units 1-3 want one colour everywhere), stripes and gratings in blocks 1-2, textures and repeated
+scales in blocks 3-4, eyes, fur and animal-like parts before the head's ReLU6, and in the logits
+orange fish shapes (goldfish) and dog fur (golden retriever). Units 5-6 of ``blocks.3.2.bn2`` end
+near the cap (5.93, 5.53) and stay faint there too.
 """
 
 from __future__ import annotations

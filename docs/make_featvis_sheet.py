@@ -18,7 +18,7 @@ before it their objectives reach 28-37 (``blocks.5.3.bn2``: 14-34) and the pictu
 contrast of the logits'. What the sheet shows: flat colours and colour edges in the stem (``bn1``
 units 1-3 want one colour everywhere), stripes and gratings in blocks 1-2, textures and repeated
 scales in blocks 3-4, eyes, fur and animal-like parts before the head's ReLU6, and in the logits
-orange fish shapes (goldfish) and dog fur (golden retriever). Units 5-6 of ``blocks.3.2.bn2`` end
+orange fish shapes (goldfish) and dog fur (golden retriever). Units 1 and 2 of ``blocks.3.2.bn2`` end
 near the cap (5.93, 5.53) and stay faint there too.
 """
 

@@ -2,6 +2,9 @@
 
     python benchmarks/bench_dissect.py                  # time: 1,000 images, blocks.6 of EfficientNet-Lite0
     python benchmarks/bench_dissect.py --memory 1000,10000   # peak RSS of a dissection at each size
+    # do a model's labels survive mixed precision? (the trained world_scenes on the demo's world)
+    python benchmarks/bench_dissect.py --model world_scenes --layer features.relu5 --images 2000 --size 64 \
+        --batch-size 100 --precision float16
     # issue 13's GPU figures: ResNet-18 layer4 (random weights), 10,000 images, then mixed precision
     python benchmarks/bench_dissect.py --model torchvision:resnet18 --random-weights --layer layer4 \
         --images 10000 --device cuda --workers auto --batch-size 128 [--precision bfloat16]
@@ -44,8 +47,8 @@ from unitscope.models import create_model, get_info
 from unitscope.tally import resolve_workers
 
 
-def world_for(n: int) -> Path:
-    return make_world(cache_dir() / f"probe-world-n{n}-s224-seed0", n=n, size=224, seed=0, progress=False)
+def world_for(n: int, size: int = 224) -> Path:
+    return make_world(cache_dir() / f"probe-world-n{n}-s{size}-seed0", n=n, size=size, seed=0, progress=False)
 
 
 def bare_forward(model, data, batch_size: int, workers: int, device: torch.device) -> float:
@@ -93,7 +96,8 @@ def _tree_pss_mb(pid: int | None = None) -> float:
     return total + sum(_tree_pss_mb(c) for c in children)
 
 
-def one_run(n: int, layer: str, batch_size: int, workers: int, out: Path) -> dict:
+def one_run(n: int, layer: str, batch_size: int, workers: int, out: Path, model_name: str = "efficientnet_lite0",
+            random_weights: bool = False, device: str = "cpu") -> dict:
     """One dissection; resident memory sampled every 0.5 s (peak and median, to tell growth from spikes),
     of the main process (RSS) and of the process tree with its DataLoader workers (PSS)."""
     samples: list[float] = []
@@ -107,12 +111,13 @@ def one_run(n: int, layer: str, batch_size: int, workers: int, out: Path) -> dic
             tree.append(_tree_pss_mb())
             time.sleep(0.5)
 
-    model = create_model("efficientnet_lite0")
+    model = create_model(model_name, pretrained=False if random_weights else None)
     data = BrodenDataset(world_for(n), transform=get_info(model).transform())
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
     start = time.perf_counter()
-    result = dissect(model, data, [layer], out, batch_size=batch_size, num_workers=workers, progress=False)
+    result = dissect(model, data, [layer], out, batch_size=batch_size, num_workers=workers, device=device,
+                     progress=False)
     seconds = time.perf_counter() - start
     running.clear()
     thread.join()
@@ -127,6 +132,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=1000)
     ap.add_argument("--layer", default="blocks.6")
+    ap.add_argument("--size", type=int, default=224, help="probe-world image size (the timing and --precision runs)")
     ap.add_argument("--batch-size", type=int, default=50)
     ap.add_argument("--workers", default="1", help="DataLoader workers: a number or auto")
     ap.add_argument("--model", default="efficientnet_lite0")
@@ -142,14 +148,16 @@ def main() -> None:
     if args.child:
         with tempfile.TemporaryDirectory() as tmp:
             print(json.dumps(one_run(args.images, args.layer, args.batch_size, resolve_workers(args.workers),
-                                     Path(tmp) / "run")))
+                                     Path(tmp) / "run", args.model, args.random_weights, args.device)))
         return
 
     if args.memory:
         for n in [int(x) for x in args.memory.split(",")]:
             world_for(n)
             out = subprocess.run([sys.executable, __file__, "--child", "--images", str(n), "--layer", args.layer,
-                                  "--batch-size", str(args.batch_size), "--workers", str(args.workers)],
+                                  "--batch-size", str(args.batch_size), "--workers", str(args.workers),
+                                  "--model", args.model, "--device", args.device,
+                                  *(["--random-weights"] if args.random_weights else [])],
                                  check=True, capture_output=True, text=True).stdout
             r = json.loads(out.strip().splitlines()[-1])
             print(f"{n:6d} images: peak RSS {r['peak_rss_mb']:6.0f} MB, median {r['median_rss_mb']:6.0f} MB "
@@ -160,7 +168,7 @@ def main() -> None:
 
     device = torch.device(args.device)
     model = create_model(args.model, pretrained=False if args.random_weights else None).to(device).eval()
-    data = BrodenDataset(world_for(args.images), transform=get_info(model).transform())
+    data = BrodenDataset(world_for(args.images, args.size), transform=get_info(model).transform())
     workers = resolve_workers(args.workers)
     bare_forward(model, data, args.batch_size, workers, device)  # warm-up: page cache, thread pools, kernels
     forward_s = bare_forward(model, data, args.batch_size, workers, device)
@@ -177,7 +185,7 @@ def main() -> None:
     # a second bare pass after the dissection: under a changing load from other processes the
     # dissection is compared with the mean of the passes that bracket it
     after_s = bare_forward(model, data, args.batch_size, workers, device)
-    print(f"{args.model} {args.layer}, {args.images} probe images at 224 px, {device}, batch {args.batch_size}, "
+    print(f"{args.model} {args.layer}, {args.images} probe images at {args.size} px, {device}, batch {args.batch_size}, "
           f"{workers} workers, {torch.get_num_threads()} threads")
     print(f"  bare forward pass before / after: {forward_s:6.1f} s / {after_s:6.1f} s")
     forward_s = (forward_s + after_s) / 2

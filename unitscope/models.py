@@ -397,6 +397,15 @@ def _timm_model(arch: str, checkpoint: str | None = None, pretrained: bool = Tru
 
 def _torchvision_model(arch: str, checkpoint: str | None = None, pretrained: bool = True,
                        **kw: Any) -> nn.Module:
+    from unitscope.resnet import ARCHS, resnet
+
+    if arch in ARCHS and (checkpoint is not None or not pretrained) and set(kw) <= {"num_classes"}:
+        # torchvision's ResNet module for module, without importing torchvision (its compiler stack)
+        model = resnet(arch, **kw)
+        if checkpoint is not None:
+            model.load_state_dict(_load_checkpoint_tensors(checkpoint))
+        return _attach(model, ModelInfo(name=f"torchvision:{arch}", class_names=imagenet_class_names(),
+                                        source=checkpoint or "random initialisation"))
     import torchvision
 
     available = torchvision.models.list_models()

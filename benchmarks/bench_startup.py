@@ -2,6 +2,7 @@
 
     python benchmarks/bench_startup.py                       # median of 3 fresh processes each
     python benchmarks/bench_startup.py --model timm:resnet18 --repeat 5
+    python benchmarks/bench_startup.py --model efficientnet_lite0 torchvision:resnet18 timm:resnet18 --random-weights
 
 Target (issue 13): nothing heavy that the command does not use is imported. Prints, per step, the
 median wall seconds of a fresh interpreter and which heavy modules it loaded: bare ``import
@@ -46,20 +47,22 @@ def fresh(code: str) -> tuple[float, list[str]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="efficientnet_lite0", help="also time creating this model ('' skips)")
+    ap.add_argument("--model", nargs="*", default=["efficientnet_lite0"], help="also time creating these models")
+    ap.add_argument("--random-weights", action="store_true", help="create them with pretrained=False")
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     steps = dict(STEPS)
-    if args.model:
-        steps[f"... + create_model({args.model!r})"] = (
-            STEPS["imports of a dissect run"] + f"\nfrom unitscope.models import create_model; create_model({args.model!r})")
+    extra = ", pretrained=False" if args.random_weights else ""
+    for model in args.model:
+        steps[f"... + create_model({model!r}{extra})"] = (
+            STEPS["imports of a dissect run"] + f"\nfrom unitscope.models import create_model; create_model({model!r}{extra})")
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; median of {args.repeat} fresh processes")
     floor = None
     for name, code in steps.items():
         runs = [fresh(code) for _ in range(args.repeat)]
         median = statistics.median(t for t, _ in runs)
         floor = floor or median
-        print(f"  {name:48s} {median:6.2f} s  ({median / floor:4.2f}x import torch)  heavy: {runs[0][1] or 'none'}")
+        print(f"  {name:66s} {median:6.2f} s  ({median / floor:4.2f}x import torch)  heavy: {runs[0][1] or 'none'}")
 
 
 if __name__ == "__main__":

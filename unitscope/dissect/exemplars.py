@@ -48,11 +48,12 @@ def _thumbnails(dataset, size: int):
     return thumb
 
 
-def _place(tiles: list[np.ndarray], k: int, size: int, fill) -> np.ndarray:
-    """``k`` slots of ``size`` px side by side, 2 px apart: ``tiles`` (``[size, size, ...]``) in the
-    first slots, ``fill`` in the gaps and in slots without a tile."""
-    first = tiles[0] if tiles else np.zeros((size, size, 3), np.uint8)
-    out = np.full((size, k * (size + 2), *first.shape[2:]), fill, dtype=first.dtype)
+def _place(tiles: list[np.ndarray], k: int, size: int, fill: int | bool) -> np.ndarray:
+    """``k`` slots of ``size`` px side by side, 2 px apart: ``tiles`` in the first slots, ``fill`` in
+    the gaps and in slots without a tile. An int ``fill`` places RGB tiles ``[size, size, 3]``
+    uint8, a bool one masks ``[size, size]``."""
+    rgb = not isinstance(fill, bool)
+    out = np.full((size, k * (size + 2), *((3,) if rgb else ())), fill, dtype=np.uint8 if rgb else bool)
     for j, tile in enumerate(tiles):
         out[:, j * (size + 2):j * (size + 2) + size] = tile
     return out

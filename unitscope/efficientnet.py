@@ -46,7 +46,14 @@ class BatchNormAct2d(nn.BatchNorm2d):
         self.act = nn.ReLU6(inplace=True) if act else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.drop(super().forward(x)))
+        # F.batch_norm directly (no input-rank check): torch.fx traces through this module, and
+        # BatchNorm2d's own check branches on the traced tensor's rank
+        track = self.training and self.track_running_stats
+        if track:
+            self.num_batches_tracked.add_(1)
+        x = F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, self.training,
+                         self.momentum if track else 0.0, self.eps)
+        return self.act(self.drop(x))
 
 
 def _conv(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:

@@ -55,6 +55,27 @@ class _MarkActivations(TorchFunctionMode):
         return out
 
 
+def _dummy_pass(model: nn.Module, hooks: list[tuple[nn.Module, Any]], marked: dict[int, torch.Tensor],
+                input_size: Sequence[int] | None, device: torch.device | str | None) -> None:
+    """One forward pass of a zero image with forward ``hooks`` (in order) and functional activations
+    recorded in ``marked``; the hooks are removed after. ``input_size`` ``[C, H, W]`` defaults to the
+    model's metadata (else 3x224x224), ``device`` to its parameters'."""
+    if input_size is None:
+        info = getattr(model, "unitscope_info", None)
+        input_size = info.input_size if info is not None else (3, 224, 224)
+    if device is None:
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    handles = []
+    try:
+        for module, hook in hooks:
+            handles.append(module.register_forward_hook(hook))
+        with _MarkActivations(marked):
+            model(torch.zeros(1, *input_size, device=device))
+    finally:
+        for h in handles:
+            h.remove()
+
+
 @torch.no_grad()
 def privileged_layers(model: nn.Module, input_size: Sequence[int] | None = None,
                       device: torch.device | str | None = None) -> dict[str, bool]:
@@ -63,14 +84,8 @@ def privileged_layers(model: nn.Module, input_size: Sequence[int] | None = None,
     ``input_size`` is ``[C, H, W]`` of the dummy input (default: the model's metadata, else
     3x224x224). Modules that did not run in the forward pass, or return no tensor, are left out.
     """
-    if input_size is None:
-        info = getattr(model, "unitscope_info", None)
-        input_size = info.input_size if info is not None else (3, 224, 224)
-    if device is None:
-        device = next((p.device for p in model.parameters()), torch.device("cpu"))
     marked: dict[int, torch.Tensor] = {}
     result: dict[str, bool] = {}
-    handles = []
 
     def make_hook(name: str, is_act: bool):
         def hook(module: nn.Module, inputs: Any, output: Any) -> None:
@@ -81,15 +96,8 @@ def privileged_layers(model: nn.Module, input_size: Sequence[int] | None = None,
             result.setdefault(name, id(output) in marked)
         return hook
 
-    try:
-        for name, module in model.named_modules():
-            if name:
-                handles.append(module.register_forward_hook(make_hook(name, isinstance(module, ACTIVATION_MODULES))))
-        with _MarkActivations(marked):
-            model(torch.zeros(1, *input_size, device=device))
-    finally:
-        for h in handles:
-            h.remove()
+    _dummy_pass(model, [(module, make_hook(name, isinstance(module, ACTIVATION_MODULES)))
+                        for name, module in model.named_modules() if name], marked, input_size, device)
     order = [name for name, _ in model.named_modules() if name in result]
     return {name: result[name] for name in order}
 
@@ -108,16 +116,10 @@ def pre_activation(model: nn.Module, layer: str, input_size: Sequence[int] | Non
     from unitscope.hooks import resolve_layer
 
     name, target = resolve_layer(model, layer)
-    if input_size is None:
-        info = getattr(model, "unitscope_info", None)
-        input_size = info.input_size if info is not None else (3, 224, 224)
-    if device is None:
-        device = next((p.device for p in model.parameters()), torch.device("cpu"))
     made: dict[int, tuple[str, int, nn.Module, torch.Tensor]] = {}  # id(output) -> the activation call
     calls: dict[str, int] = {}
     found: list[Any] = []  # what the layer's first call returned: an activation call, or why not
     marked: dict[int, torch.Tensor] = {}
-    handles = []
 
     def act_hook(act_name: str):
         def hook(module: nn.Module, inputs: Any, output: Any) -> None:
@@ -131,16 +133,9 @@ def pre_activation(model: nn.Module, layer: str, input_size: Sequence[int] | Non
             key = id(output) if isinstance(output, torch.Tensor) else None
             found.append(made.get(key) or ("functional" if key in marked else "linear"))
 
-    try:
-        for mod_name, module in model.named_modules():
-            if mod_name and isinstance(module, ACTIVATION_MODULES):
-                handles.append(module.register_forward_hook(act_hook(mod_name)))
-        handles.append(target.register_forward_hook(layer_hook))  # after an activation's own hook
-        with _MarkActivations(marked):
-            model(torch.zeros(1, *input_size, device=device))
-    finally:
-        for h in handles:
-            h.remove()
+    hooks = [(module, act_hook(mod_name)) for mod_name, module in model.named_modules()
+             if mod_name and isinstance(module, ACTIVATION_MODULES)]
+    _dummy_pass(model, hooks + [(target, layer_hook)], marked, input_size, device)  # layer after its activation
     if not found:
         raise ValueError(f"layer {name!r} did not run in a forward pass of the model, so it has no pre-activation")
     if found[0] == "functional":

@@ -1,6 +1,7 @@
 """A tally over a small synthetic data set, run as a subprocess by tests/test_tally.py.
 
-    python tests/_tally_job.py RUN_DIR OUT.safetensors [--sleep S] [--items N]
+    python tests/_tally_job.py RUN_DIR OUT.safetensors [--items N]
+    UNITSCOPE_FAULT=tally.checkpoint.after=2:kill python tests/_tally_job.py ...   # killed at its 2nd checkpoint
     torchrun --standalone --nproc_per_node 2 tests/_tally_job.py RUN_DIR OUT.safetensors
 
 Prints "batches N" (how many batches this process ran the body for) and writes the final
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 import torch
 from torch.utils.data import Dataset
@@ -37,7 +37,6 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("run_dir")
     p.add_argument("out")
-    p.add_argument("--sleep", type=float, default=0.0)
     p.add_argument("--items", type=int, default=240)
     args = p.parse_args()
     if "WORLD_SIZE" in os.environ:
@@ -52,7 +51,6 @@ def main() -> None:
         stat.top.add(acts, index)
         stat.m.add(acts)
         ran += 1
-        time.sleep(args.sleep)
     print(f"batches {ran}", flush=True)
     if int(os.environ.get("RANK", "0")) == 0:
         save_stat(args.out, stat)

@@ -2,12 +2,10 @@
 
 Unit k of layer ``feat`` fires (value 1 + a tiny ramp) exactly where the probe world's own colour
 labelling names the pixel ``COLOURS[k]``, and is 0 elsewhere: Network Dissection must give it that
-colour with an IoU close to 1. ``UNITSCOPE_TEST_SLEEP`` seconds of sleep per forward pass let a
-test kill a run part-way.
+colour with an IoU close to 1.
 """
 
 import os
-import time
 
 import numpy as np
 import torch
@@ -28,9 +26,6 @@ class ColourUnits(nn.Module):
         self.head = nn.Linear(len(label_numbers), 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        delay = float(os.environ.get("UNITSCOPE_TEST_SLEEP", "0"))
-        if delay:
-            time.sleep(delay)
         rgb = (x * 255).round().clamp(0, 255)
         half = F.avg_pool2d(rgb, 2)  # the world names colours on 2x2 box-averaged pixels
         half = (half + 0.5).floor().clamp(0, 255).to(torch.uint8)  # PIL's BOX filter rounds

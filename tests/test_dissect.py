@@ -117,7 +117,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 PLANTED = str(Path(__file__).with_name("planted.py"))
@@ -221,29 +220,80 @@ def catalog_dump(path):
         return cat.dump()
 
 
+def _batches_done(folder: Path) -> int:
+    """How many batches this pass's checkpoint covers."""
+    from unitscope.runs import load_arrays
+
+    return int(load_arrays(folder / "tally.checkpoint.rank0.safetensors")["tally.batches"].reshape(-1)[0])
+
+
+def _dissection_rows(run: Path) -> int:
+    with sqlite3.connect(run / "catalog.sqlite") as con:
+        return con.execute("SELECT COUNT(*) FROM dissection").fetchone()[0]
+
+
+def _stopped_in_pass1_after(batches: int):
+    def check(run: Path) -> None:
+        assert _batches_done(run / "pass1") == batches and not (run / "pass1" / "tally.done.json").exists()
+        assert not (run / "pass2").exists() and not (run / "catalog.sqlite").exists()
+    return check
+
+
+def _stopped_in_pass2_after(batches: int, cache: bool):
+    def check(run: Path) -> None:
+        assert (run / "pass1" / "tally.done.json").exists() and not (run / "pass2" / "tally.done.json").exists()
+        assert _batches_done(run / "pass2") == batches and not (run / "catalog.sqlite").exists()
+        assert (run / "cache" / "complete").exists() == cache
+    return check
+
+
+def _rows_recorded_for(images: int):
+    """Killed after a cache write that no flush recorded: the record holds the checkpointed rows only."""
+    def check(run: Path) -> None:
+        from unitscope.runs import load_arrays
+
+        _stopped_in_pass1_after(images // 2)(run)
+        rows = load_arrays(run / "cache" / "rows.safetensors")["rows"]
+        assert rows[:images].all() and not rows[images:].any()
+    return check
+
+
+def _stopped_at_the_catalog(run: Path) -> None:
+    assert (run / "pass1" / "tally.done.json").exists() and (run / "pass2" / "tally.done.json").exists()
+    assert _dissection_rows(run) == 0  # the transaction never committed: no half catalog
+
+
+# 24 images in batches of 2, a checkpoint after every batch
+KILLS = {
+    "pass1.batch": ("pass1.batch=3:kill", [], _stopped_in_pass1_after(2)),  # batch 3 ran, never checkpointed
+    "cache.write": ("cache.write=3:kill", [], _rows_recorded_for(4)),
+    "pass2.checkpoint": ("pass2.checkpoint.after=2:kill", [], _stopped_in_pass2_after(2, cache=True)),
+    "pass2.no-cache": ("pass2.checkpoint.before=4:kill", ["--cache-gb", "0"], _stopped_in_pass2_after(3, cache=False)),
+    "catalog.commit": ("catalog.commit=1:kill", [], _stopped_at_the_catalog),
+}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("kill_in", ["pass1", "pass2"])
-def test_killed_run_resumes_to_identical_catalog(world, tmp_path, kill_in):
+@pytest.mark.parametrize("where", list(KILLS))
+def test_killed_run_resumes_to_identical_catalog(world, tmp_path, where):
+    """A run SIGKILLed at a fault point (no sleeps, no polling) stopped exactly there, and its rerun
+    gives the catalog of an uninterrupted run."""
+    spec, extra, stopped_there = KILLS[where]
     env = {**os.environ, "PLANTED_WORLD": str(world), "PYTHONPATH": str(Path(__file__).parents[1])}
+    env.pop("UNITSCOPE_FAULT", None)
     cmd = [sys.executable, "-m", "unitscope.cli", "dissect", "--model", f"{PLANTED}:colour_units",
            "--data", str(world), "--layers", "feat", "--quantile", "0.05", "--topk", "3",
-           "--batch-size", "2", "--checkpoint-every", "1", "--no-progress", "--no-report", "--rotations", "1"]
-    if kill_in == "pass2":
-        cmd += ["--cache-gb", "0"]  # pass 2 then runs the (slow) model again
+           "--batch-size", "2", "--checkpoint-every", "1", "--no-progress", "--no-report", "--rotations", "1", *extra]
     ref = tmp_path / "ref"
     subprocess.run(cmd + ["--out", str(ref)], env=env, check=True, capture_output=True)
 
     run = tmp_path / "killed"
-    proc = subprocess.Popen(cmd + ["--out", str(run)], env={**env, "UNITSCOPE_TEST_SLEEP": "0.3"},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.time() + 120
-    while time.time() < deadline and not any((run / kill_in).glob("*checkpoint*")):
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.05)
-    time.sleep(0.4)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (run / "catalog.sqlite").exists()
+    killed = subprocess.run(cmd + ["--out", str(run)], env={**env, "UNITSCOPE_FAULT": spec},
+                            capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    point, hit = spec.split(":")[0].split("=")
+    assert f"unitscope fault: {point} hit {hit} on rank 0: kill" in killed.stderr
+    stopped_there(run)
     subprocess.run(cmd + ["--out", str(run)], env=env, check=True, capture_output=True)
     assert catalog_dump(run / "catalog.sqlite") == catalog_dump(ref / "catalog.sqlite")
 

@@ -8,6 +8,8 @@ import sqlite3
 import numpy as np
 import pytest
 
+from unitscope import faults
+from unitscope.runs import load_arrays
 from tests.test_dissect import PLANTED, dataset, planted, world  # noqa: F401  (world is a fixture)
 
 
@@ -21,18 +23,10 @@ def test_resume_that_turns_the_cache_on_gives_the_same_ious(world, tmp_path):
     kw = dict(quantile=0.05, topk=3, batch_size=4, checkpoint_every=1, progress=False, exemplar_images=False)
     ref = dissect(model, ds, ["feat"], tmp_path / "ref", **kw).layers["feat"]
 
-    calls = []
-
-    def interrupt(module, inputs):
-        calls.append(1)
-        if len(calls) == 4:  # the layer probe, then pass 1's third batch
-            raise KeyboardInterrupt
-
-    handle = model.register_forward_pre_hook(interrupt)
-    with pytest.raises(KeyboardInterrupt):
+    with faults.armed("pass1.batch=3:raise"), pytest.raises(faults.FaultInjected):  # batches 1-2 checkpointed
         dissect(model, ds, ["feat"], tmp_path / "run", cache_gb=0, **kw)
-    handle.remove()
-    assert list((tmp_path / "run" / "pass1").glob("*checkpoint*"))
+    saved = load_arrays(tmp_path / "run" / "pass1" / "tally.checkpoint.rank0.safetensors")
+    assert int(saved["tally.batches"].reshape(-1)[0]) == 2
     got = dissect(model, ds, ["feat"], tmp_path / "run", keep_cache=True, **kw).layers["feat"]
     assert np.array_equal(got.iou, ref.iou)
     assert not (tmp_path / "run" / "cache" / "complete").exists()  # rows 0..7 were never cached

@@ -4,11 +4,9 @@ after kills, a dead rank fails the run; the exact pass-1 sketch; ``--workers aut
 from __future__ import annotations
 
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -74,8 +72,9 @@ def single(world, tmp_path_factory) -> Path:
     return out
 
 
-def _env(sleep: float = 0.0) -> dict[str, str]:
-    return dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", UNITSCOPE_TEST_SLEEP=str(sleep))
+def _env(fault: str = "") -> dict[str, str]:
+    """``fault``: the run's UNITSCOPE_FAULT rules (unitscope.faults), none by default."""
+    return dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", UNITSCOPE_FAULT=fault)
 
 
 def _dissect(world: Path, out: Path, procs: int = 0) -> list[str]:
@@ -110,61 +109,36 @@ def assert_same_run(run: Path, reference: Path) -> None:
 @pytest.mark.slow
 def test_torchrun_equals_one_process_through_a_dead_rank_and_a_kill_mid_pass_2(world, single, tmp_path) -> None:
     """Rank 1 dies in pass 1: the run fails at once with a clear message. A rerun resumes and is
-    killed in pass 2; a third run finishes. The catalog equals the single-process one."""
+    killed in pass 2; a third run finishes. The catalog equals the single-process one. The rank a
+    fault point stops is stopped exactly there; torchrun stops the other one wherever it is."""
     run = tmp_path / "run"
-    err = _kill_rank_1(_dissect(world, run, procs=2), run / "pass1" / "tally.checkpoint.rank1.safetensors")
+    # 24 images in batches of 5: rank 0 takes batches 1-2, rank 1 batches 3-5; a checkpoint after each
+    dead = subprocess.run(_dissect(world, run, procs=2), env=_env("pass1.checkpoint.after=1:kill@1"),
+                          capture_output=True, text=True, timeout=300)  # the survivor must not hang
+    err = dead.stderr
+    assert dead.returncode != 0 and "unitscope fault: pass1.checkpoint.after hit 1 on rank 1: kill" in err, err[-3000:]
     assert "process 0 of 2 was stopped" in err or "process 0 of 2 lost contact" in err, err[-3000:]
     assert "Root Cause" in err and "SIGKILL" in err  # torchrun names the rank that died
+    assert _batches_done(run / "pass1", rank=1) == 1 and not (run / "pass1" / "tally.done.json").exists()
     # its pass-1 checkpoints hold no sketches (they come from the cache): resuming without the cache is refused
     off = subprocess.run(_dissect(world, run, procs=2) + ["--cache-gb", "0"], env=_env(), capture_output=True,
                          text=True, timeout=300)
     assert off.returncode != 0 and "written with the activation cache on" in off.stderr, off.stderr[-3000:]
-    _run_until(_dissect(world, run, procs=2), _env(0.3), run / "pass2" / "tally.checkpoint.rank0.safetensors")
+    killed = subprocess.run(_dissect(world, run, procs=2), env=_env("pass2.checkpoint.after=1:kill@0"),
+                            capture_output=True, text=True, timeout=300)
+    assert killed.returncode != 0, killed.stderr[-3000:]
+    assert "unitscope fault: pass2.checkpoint.after hit 1 on rank 0: kill" in killed.stderr, killed.stderr[-3000:]
     assert (run / "pass1" / "tally.done.json").exists() and not (run / "pass2" / "tally.done.json").exists()
+    assert _batches_done(run / "pass2", rank=0) == 1
     done = subprocess.run(_dissect(world, run, procs=2), env=_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("relu1: 6 of 6 units") == 1  # the summary is printed once, by rank 0
     assert_same_run(run, single)
 
 
-def _run_until(cmd: list[str], env: dict[str, str], ready: Path, timeout: float = 240) -> None:
-    """Start ``cmd`` (torchrun and its workers in one session) and SIGKILL all of it once ``ready`` exists."""
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        _wait_for(ready, proc, timeout)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        proc.stderr.close()
+def _batches_done(folder: Path, rank: int) -> int:
+    """How many batches rank ``rank``'s checkpoint in ``folder`` covers."""
+    from unitscope.runs import load_arrays
 
-
-def _kill_rank_1(cmd: list[str], ready: Path) -> str:
-    """Start ``cmd``, SIGKILL rank 1 once ``ready`` exists; the run must fail within 2 minutes. Its stderr."""
-    proc = subprocess.Popen(cmd, env=_env(0.3), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    try:
-        _wait_for(ready, proc, 240)
-        os.kill(_worker(proc.pid, rank=1), signal.SIGKILL)
-        _, err = proc.communicate(timeout=120)  # the survivor must not hang
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode != 0
-    return err
-
-
-def _wait_for(path: Path, proc: subprocess.Popen, timeout: float) -> None:
-    start = time.monotonic()
-    while not path.exists():
-        assert proc.poll() is None, f"the run ended before {path.name} appeared"
-        assert time.monotonic() - start < timeout, f"no {path.name} after {timeout} s"
-        time.sleep(0.05)
-
-
-def _worker(launcher: int, rank: int) -> int:
-    """The pid of torchrun's worker with ``RANK=rank``."""
-    for pid in Path(f"/proc/{launcher}/task/{launcher}/children").read_text().split():
-        env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-        if f"RANK={rank}".encode() in env:
-            return int(pid)
-    raise AssertionError(f"no worker with RANK={rank}")
+    saved = load_arrays(folder / f"tally.checkpoint.rank{rank}.safetensors")
+    return int(saved["tally.batches"].reshape(-1)[0])

@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from unitscope import faults
 from unitscope.data import BrodenDataset
 from unitscope.data._vocab import O
 from unitscope.models import create_model, get_info, list_models
@@ -119,25 +120,15 @@ def test_short_schedule_d_learns_and_files_are_right(cache, tmp_path):
 
 
 @pytest.mark.slow
-def test_same_seed_same_weights_and_resume_is_exact(cache, tmp_path, monkeypatch):
+def test_same_seed_same_weights_and_resume_is_exact(cache, tmp_path):
     torch.set_num_threads(1)
     recipe = _short(n_held_out=0, n_train=32, epochs=2)  # 4 steps an epoch
     a = train_gan(recipe, tmp_path / "a", cache, progress=False, checkpoint_every=4)
     b = train_gan(recipe, tmp_path / "b", cache, progress=False, checkpoint_every=4)
     assert a["d_losses_per_epoch"] == b["d_losses_per_epoch"]
-    real_step, calls = gan.gan_step, []
-
-    def stop_at_step_6(*args):
-        if len(calls) == 6:
-            raise KeyboardInterrupt
-        calls.append(1)
-        return real_step(*args)
-
-    monkeypatch.setattr(gan, "gan_step", stop_at_step_6)
-    with pytest.raises(KeyboardInterrupt):
+    with faults.armed("gan.step=6:raise"), pytest.raises(faults.FaultInjected):  # after step 6, checkpoint at 4
         train_gan(recipe, tmp_path / "c", cache, progress=False, checkpoint_every=4)
     assert json.loads((tmp_path / "c/world_generator.ckpt.json").read_text())["step"] == 4
-    monkeypatch.setattr(gan, "gan_step", real_step)
     c = train_gan(recipe, tmp_path / "c", cache, progress=False, checkpoint_every=4)
     assert c["d_losses_per_epoch"] == pytest.approx(a["d_losses_per_epoch"], rel=1e-5)
     wa, wb, wc = (load_file(str(tmp_path / f"{k}/world_generator.safetensors")) for k in "abc")

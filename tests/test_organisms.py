@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from unitscope import faults
 from unitscope.data import BrodenDataset, render_image
 from unitscope.data._vocab import NUM_LABELS, O, SCENES, VOCAB
 from unitscope.models import create_model, get_info, list_models
@@ -60,21 +61,12 @@ def test_short_schedule_loss_falls_and_shapes(name, cache, tmp_path):
         assert model.features(x).shape == (2, 128, recipe.size // 8, recipe.size // 8)
 
 
-def test_interrupted_training_resumes_exactly(cache, tmp_path, monkeypatch):
+def test_interrupted_training_resumes_exactly(cache, tmp_path):
     recipe = _short("world_scenes")
     whole = train(recipe, out=tmp_path / "a", cache=cache, progress=False, checkpoint_every=3)
-    real = train_mod.lr_at
-
-    def stop_at_step_10(step, *a, **k):
-        if step == 10:
-            raise KeyboardInterrupt
-        return real(step, *a, **k)
-
-    monkeypatch.setattr(train_mod, "lr_at", stop_at_step_10)
-    with pytest.raises(KeyboardInterrupt):
+    with faults.armed("train.step=10:raise"), pytest.raises(faults.FaultInjected):  # after step 10
         train(recipe, out=tmp_path / "b", cache=cache, progress=False, checkpoint_every=3)
     assert json.loads((tmp_path / "b" / "world_scenes.ckpt.json").read_text())["step"] == 9
-    monkeypatch.setattr(train_mod, "lr_at", real)
     resumed = train(recipe, out=tmp_path / "b", cache=cache, progress=False, checkpoint_every=3)
     assert resumed["losses_per_epoch"] == pytest.approx(whole["losses_per_epoch"], rel=1e-5)
     from safetensors.torch import load_file

@@ -7,7 +7,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,7 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
+from unitscope import faults
 from unitscope.runs import load_arrays
 from unitscope.stats import CombinedStat, Moments, Quantile, TopK, load_stat
 from unitscope.tally import TallyKeyError, reduce_across_ranks, tally
@@ -43,16 +43,16 @@ def new_stat() -> CombinedStat:
 
 def consume(stat: CombinedStat, data: Dataset, run_dir: Path | None, stop_after: int | None = None,
             **kw) -> int:
-    """Run the loop body over tally's batches; return how many batches it ran for."""
+    """Run the loop body over tally's batches; return how many batches it ran for. ``stop_after``:
+    a fault point raises :class:`FaultInjected` once the body has run for that many batches."""
     ran = 0
-    for index, x in tally(stat, data, batch_size=4, run_dir=run_dir, key={"job": "t"},
-                          checkpoint_every=2, with_index=True, progress=False, **kw):
-        stat.q.add(x)
-        stat.top.add(x, index)
-        stat.m.add(x)
-        ran += 1
-        if stop_after is not None and ran == stop_after:
-            raise KeyboardInterrupt
+    with faults.armed(f"tally.batch={stop_after}:raise" if stop_after else ""):
+        for index, x in tally(stat, data, batch_size=4, run_dir=run_dir, key={"job": "t"},
+                              checkpoint_every=2, with_index=True, progress=False, **kw):
+            stat.q.add(x)
+            stat.top.add(x, index)
+            stat.m.add(x)
+            ran += 1
     return ran
 
 
@@ -75,7 +75,7 @@ def test_interrupted_tally_resumes_bit_identically_without_reloading(tmp_path: P
     whole = new_stat()
     assert consume(whole, Counting(22), tmp_path / "whole") == 6
     data, stat = Counting(22), new_stat()
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(faults.FaultInjected):
         consume(stat, data, tmp_path / "cut", stop_after=5)  # checkpoint after batch 4
     data.loaded.clear()
     resumed = new_stat()
@@ -146,22 +146,17 @@ def _run_job(run_dir: Path, out: Path, *extra: str) -> subprocess.CompletedProce
 def test_real_sigkill_then_rerun_is_bit_identical(tmp_path: Path) -> None:
     _run_job(tmp_path / "whole", tmp_path / "whole.safetensors")
     run_dir = tmp_path / "killed"
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    proc = subprocess.Popen([sys.executable, str(JOB), str(run_dir), str(tmp_path / "x.safetensors"),
-                             "--sleep", "0.15"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    checkpoint = run_dir / "tally.checkpoint.rank0.safetensors"
-    deadline = time.monotonic() + 120
-    while not checkpoint.exists():
-        assert proc.poll() is None, proc.stderr.read().decode()
-        assert time.monotonic() < deadline, "no checkpoint appeared"
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL
-    assert not (run_dir / "tally.done.json").exists()
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1",
+               UNITSCOPE_FAULT="tally.checkpoint.after=2:kill")  # checkpoints every 3 batches: after batch 6
+    killed = subprocess.run([sys.executable, str(JOB), str(run_dir), str(tmp_path / "x.safetensors")],
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert "unitscope fault: tally.checkpoint.after hit 2 on rank 0: kill" in killed.stderr
+    checkpoint = load_arrays(run_dir / "tally.checkpoint.rank0.safetensors")
+    assert int(checkpoint["tally.batches"].reshape(-1)[0]) == 6  # where it stopped: after batch 6 of 30
+    assert not (run_dir / "tally.done.json").exists() and "batches" not in killed.stdout
     resumed = _run_job(run_dir, tmp_path / "resumed.safetensors")
-    ran = int(resumed.stdout.split()[-1])
-    assert 0 < ran < 30  # 240 items in batches of 8: it resumed part-way
+    assert resumed.stdout.split()[-1] == "24"  # 240 items in batches of 8: batches 7 to 30
     whole = load_arrays(tmp_path / "whole.safetensors")
     assert_same(load_arrays(tmp_path / "resumed.safetensors"), whole)
     again = _run_job(run_dir, tmp_path / "again.safetensors")
@@ -203,7 +198,7 @@ def test_check_resumable_refuses_a_changed_key_without_writing(tmp_path: Path) -
 
     check_resumable(new_stat(), 9, run_dir=tmp_path / "empty", batch_size=4)  # nothing there: fine
     assert not (tmp_path / "empty").exists()
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(faults.FaultInjected):
         consume(new_stat(), Counting(22), tmp_path / "cut", stop_after=5)
     consume(new_stat(), Counting(9), tmp_path / "done")
     for folder, items in (("cut", 22), ("done", 9)):

@@ -3,11 +3,8 @@
 Two ReLU conv layers with weights drawn from a fixed seed: ``relu1`` [N, 6, 32, 32] and ``relu2``
 [N, 8, 16, 16] for a 64-px image, so 24 images give every unit of ``relu1`` 24,576 samples (the
 quantile sketch compacts: merging per-process sketches would not give the single-process one).
-``UNITSCOPE_TEST_SLEEP`` seconds of sleep per forward pass let a test kill a run part-way.
+Tests stop a run part-way with fault points (``unitscope.faults``), not by slowing the model.
 """
-
-import os
-import time
 
 import torch
 from torch import nn
@@ -27,7 +24,6 @@ class TinyConv(nn.Module):
                 p.copy_(torch.randn(p.shape, generator=g) * 0.5)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        time.sleep(float(os.environ.get("UNITSCOPE_TEST_SLEEP", "0")))
         x = self.relu2(self.conv2(self.relu1(self.conv1(x))))
         return self.head(x.mean(dim=(2, 3)))
 

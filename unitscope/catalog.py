@@ -41,6 +41,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from unitscope.faults import fault
+
 SCHEMA_VERSION = 1
 
 #: table -> (columns as (name, SQL type), primary key columns)
@@ -218,6 +220,7 @@ class Catalog:
         _, key = self._table_info(table)
         con = self._con
         # A savepoint is its own transaction outside transaction(), and nests inside one.
+        outer = con.in_transaction
         con.execute("SAVEPOINT replace_rows")
         try:
             if where:
@@ -239,6 +242,8 @@ class Catalog:
             con.execute("ROLLBACK TO replace_rows")
             con.execute("RELEASE replace_rows")
             raise
+        if not outer:
+            fault("catalog.commit")
         con.execute("RELEASE replace_rows")
 
     @contextmanager
@@ -256,6 +261,7 @@ class Catalog:
         except BaseException:
             self._con.execute("ROLLBACK")
             raise
+        fault("catalog.commit")
         self._con.execute("COMMIT")
 
     def query(self, sql: str, params: Iterable[Any] | Mapping[str, Any] = ()) -> list[dict]:

@@ -22,6 +22,7 @@ import traceback
 from pathlib import Path
 
 import unitscope.commands
+from unitscope import faults
 
 
 class UsageError(Exception):
@@ -67,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        faults.load()  # a bad UNITSCOPE_FAULT fails here, before any work
         return int(args.func(args) or 0)
     except (UsageError, RunError, FileNotFoundError, ValueError, KeyError) as exc:
         if debug or not _deliberate(exc):

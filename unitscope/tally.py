@@ -32,8 +32,9 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from unitscope.stats.base import decode_str, encode_str
+from unitscope.faults import fault
 from unitscope.runs import atomic_write_text, load_arrays, save_arrays
+from unitscope.stats.base import decode_str, encode_str
 from unitscope.stats import Stat, stat_from_state_dict
 
 __all__ = ["TallyKeyError", "changed_key_fields", "check_resumable", "rank_world", "reduce_across_ranks",
@@ -65,6 +66,7 @@ def tally(
     with_index: bool = False,
     desc: str | None = None,
     reduce: Callable[[Stat], Any] | None = None,
+    name: str = "tally",
 ) -> Iterator[Any]:
     """Yield the batches of ``dataset`` (in order) that ``stat`` has not seen yet.
 
@@ -76,6 +78,8 @@ def tally(
     the final result is written (flush your own side outputs there). ``fresh=True`` discards what
     ``run_dir`` holds for this tally. ``reduce(stat)``: how the ranks' statistics become the global
     one on every rank (default :func:`reduce_across_ranks`); it runs once, after the last batch.
+    ``name`` prefixes the tally's fault points (``{name}.batch``, ``{name}.checkpoint.before``/``.after``,
+    ``{name}.reduce``, ``{name}.done``: :mod:`unitscope.faults`).
     """
     if batch_size < 1 or checkpoint_every < 1:
         raise ValueError("batch_size and checkpoint_every must be at least 1")
@@ -101,6 +105,7 @@ def tally(
         pin_memory=pin_memory and torch.cuda.is_available(),
     )
     bar = _progress_bar(num_batches, done, progress and rank == 0, desc)
+    at_batch, before, after = f"{name}.batch", f"{name}.checkpoint.before", f"{name}.checkpoint.after"
     try:
         for batch in loader:
             first = lo + done * batch_size
@@ -110,18 +115,23 @@ def tally(
                 yield batch
             done += 1
             bar.update(1)
+            fault(at_batch)
             if checkpoint is not None and done % checkpoint_every == 0 and done < num_batches:
                 if on_checkpoint is not None:
                     on_checkpoint()
+                fault(before)
                 _save_checkpoint(checkpoint, stat, full_key, done, world)
+                fault(after)
     finally:
         bar.close()
 
     if on_checkpoint is not None:
         on_checkpoint()
+    fault(f"{name}.reduce")
     (reduce or reduce_across_ranks)(stat)
     if folder is not None:
         _finish(stat, folder, full_key, done)
+        fault(f"{name}.done")
 
 
 def _resume(stat: Stat, folder: Path, full_key: dict[str, Any], fresh: bool) -> int | None:

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from unitscope.faults import fault
 from unitscope.runs import atomic_write_text, load_arrays, save_arrays
 
 FOLDER = "cache"
@@ -77,6 +78,7 @@ class ActivationCache:
             for i, row in zip(positions, data):
                 os.pwrite(self._fd(layer), row.tobytes(), int(i) * self.row[layer])
         self.rows[positions] = self.WRITTEN
+        fault("cache.write")
 
     def read(self, layer: str, positions: np.ndarray) -> np.ndarray:
         """``[len(positions), C, h, w]`` float32."""
@@ -93,6 +95,7 @@ class ActivationCache:
             os.fsync(fd)
         if self._fds:
             save_arrays(self.folder / self.rows_file, {"rows": self.rows})
+        fault("cache.flush")
 
     def gather_rows(self) -> None:
         """Add the rows every process recorded (``rows*.safetensors``) to this one's record."""

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from unitscope.faults import fault
 from unitscope.stats import CombinedStat, QuantileSlice
 from unitscope.tally import rank_world, reduce_across_ranks
 
@@ -83,6 +84,7 @@ class ExactPass1:
                 "without a cache; rerun with --fresh (or with the same --cache-gb as that run)")
         parts = self._slices(stat)
         self._replay(parts)
+        fault("pass1.merge")
         states = gather_objects({name: part.state_dict() for name, part in parts.items()})
         for name in (n for layer in run.layers for n in self._names(layer)):
             pieces = [QuantileSlice.from_state_dict(s[name]) for s in states if name in s]

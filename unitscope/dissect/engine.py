@@ -46,6 +46,7 @@ from unitscope.dissect.results import DissectResult, summarise, write_layer_rows
 from unitscope.dissect.sources import (
     ActivationSource, BadImages, BrodenLabels, Items, LabelSource, ModelActivations, collate_items,
 )
+from unitscope.faults import fault
 from unitscope.hooks import list_layers, resolve_layer
 from unitscope.models import get_info
 from unitscope.runs import atomic_write_text, save_arrays
@@ -305,7 +306,7 @@ class _Run:
                            pin_memory=o.device.type == "cuda",
                            run_dir=self.run_dir / f"pass{number}", key=self.tally_key(number), fresh=self.redo[number],
                            checkpoint_every=o.checkpoint_every, progress=o.progress, desc=f"dissect pass {number}",
-                           **kw):
+                           name=f"pass{number}", **kw):
             self.bad.check(batch["bad"])
             yield batch
 
@@ -419,6 +420,7 @@ class _Run:
         strips: dict[str, list[str]] = {}
         masks: dict[str, list[dict]] = {}
         if self.opts.exemplar_images:
+            fault("strips.write")
             strips, masks = write_unit_strips(
                 self.run_dir, getattr(self.acts, "dataset", self.acts), self.layers, self.tag, tops,
                 forward=_StripMaps(self.acts), cache=_TagCache(self.cache, self.tag) if self.cache is not None else None,

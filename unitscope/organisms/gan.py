@@ -34,6 +34,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from unitscope.faults import fault
+
 LATENT = 64
 # Sized for a 30-minute schedule on a shared 2-core CPU (about 1 s per step of 32 images, 1 thread).
 G_CHANNELS = (128, 64, 32, 16)    # at 4, 8, 16, 32 px: 0.23 M parameters, 0.9 MB (resize + 3x3 conv)
@@ -243,6 +245,7 @@ def train_gan(recipe, out: str | Path, cache: str | Path, device: str = "cpu", s
         ld, lg = gan_step(g, d, opt_g, opt_d, real.to(device), z.to(device))
         if ema is not None:
             ema_update(ema, g, decay)
+        fault("gan.step")
         state["sums"] = [state["sums"][0] + ld, state["sums"][1] + lg]
         bar.update()
         bar.set_postfix(d=f"{ld:.3f}", g=f"{lg:.3f}", epoch=epoch)
@@ -255,6 +258,7 @@ def train_gan(recipe, out: str | Path, cache: str | Path, device: str = "cpu", s
             state["seconds"] += time.perf_counter() - t0
             t0 = time.perf_counter()
             _save_checkpoint(path, g, d, opt_g, opt_d, state, ema)
+            fault("gan.checkpoint.after")
     bar.close()
     return _finish(recipe, g if ema is None else ema, path, state, seed, device, cache, recipe.n_held_out, progress)
 

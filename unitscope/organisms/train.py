@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from unitscope.faults import fault
 from unitscope.organisms.recipes import RECIPES, Recipe, build_net
 from unitscope.organisms.tasks import TASKS
 from unitscope.runs import atomic_write_bytes, atomic_write_text
@@ -193,6 +194,7 @@ def train(name: str | Recipe, out: str | Path, cache: str | Path, device: str = 
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        fault("train.step")
         state["epoch_loss"] += float(loss.detach())
         bar.update()
         bar.set_postfix(loss=f"{float(loss.detach()):.3f}", epoch=epoch)
@@ -205,6 +207,7 @@ def train(name: str | Recipe, out: str | Path, cache: str | Path, device: str = 
             state["seconds"] += time.perf_counter() - t0
             t0 = time.perf_counter()
             _save_checkpoint(path, model, opt, state)
+            fault("train.checkpoint.after")
     bar.close()
     return _finish(recipe, model, task, data, held, path, state, seed, device)
 

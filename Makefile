@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test test-all bench clean
+.PHONY: venv demo test test-random bench clean
 
 venv: $(STAMP)
 
@@ -24,7 +24,11 @@ demo: venv
 	$(VENV)/bin/unitscope demo
 
 test: venv
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -p no:randomly $(PYTEST_ARGS)
+
+# the same suite in a random order (the seed is printed; -p 'randomly_seed=N' repeats it)
+test-random: venv
+	$(PY) -m pytest -q -p randomly $(PYTEST_ARGS)
 
 bench: venv
 	for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done

@@ -153,10 +153,13 @@ def test_host_reachable_on_loopback():
         assert not host_reachable("127.0.0.1", port, timeout=2.0)
 
 
-def test_offline_hub_fails_within_seconds(tmp_path, monkeypatch):
-    import time
+def test_offline_hub_fails_at_once_without_touching_the_network(tmp_path, monkeypatch):
+    """Once the hub is known to be unreachable, loading hub weights fails with a clear message and
+    never opens a connection or looks up a name (where a download library would retry for a
+    minute). Counted, not timed: a slow machine cannot make it pass or fail."""
+    import socket
 
-    import timm  # noqa: F401 - imported before the clock starts
+    import timm  # noqa: F401
 
     import unitscope.models as models
 
@@ -165,12 +168,22 @@ def test_offline_hub_fails_within_seconds(tmp_path, monkeypatch):
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))  # nothing cached
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "torch-hub"))
-    start = time.perf_counter()
+    tried: list[str] = []
+
+    def offline(name):
+        def refuse(*args, **kwargs):
+            tried.append(name)
+            raise OSError(f"test: no network ({name})")
+        return refuse
+
+    for name in ("create_connection", "getaddrinfo"):
+        monkeypatch.setattr(socket, name, offline(name))
+    monkeypatch.setattr(socket.socket, "connect", offline("connect"))
     with pytest.raises(ValueError, match=r"timm:resnet18.*checkpoint=.*pretrained=False"):
         create_model("timm:resnet18")
     with pytest.raises(ValueError, match=r"unreachable and not in the local cache"):
         create_model("torchvision:resnet18")
-    assert time.perf_counter() - start < 5.0
+    assert tried == []
 
 
 def test_pretrained_option_reaches_the_model(monkeypatch):

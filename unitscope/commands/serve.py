@@ -21,7 +21,7 @@ class ServeConfig(ModelOptions):
     model: Optional[str] = field(default=None, metadata=help_(
         f"model name (see `unitscope models`); default: the run's model, else {DEFAULT_MODEL}"))
     host: str = field(default="127.0.0.1", metadata=help_("address to bind; the default is local only"))
-    port: int = field(default=8000, metadata=help_("port to listen on"))
+    port: int = field(default=8000, metadata=help_("port to listen on (0: any free port, printed at start)"))
     max_upload_mb: float = field(default=10.0, metadata=help_("largest image upload in MB (larger: HTTP 413)"))
 
 
@@ -64,6 +64,21 @@ def run(args: argparse.Namespace) -> int:
     app = create_app(model, cfg.run, max_upload=int(cfg.max_upload_mb * 1024 * 1024), model_name=name)
     if cfg.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: binding {cfg.host}: anyone who can reach this address can use the page")
-    print(f"unitscope serve: {name} on http://{cfg.host}:{cfg.port}/  (Ctrl+C to stop)", flush=True)
-    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning")
+    sock = _listen(cfg.host, cfg.port)
+    host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
+    # the socket already listens: a request sent once this line is printed waits in its backlog
+    print(f"unitscope serve: {name} on http://{host}:{sock.getsockname()[1]}/  (Ctrl+C to stop)", flush=True)
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
     return 0
+
+
+def _listen(host: str, port: int):
+    """A socket bound to ``host:port`` and listening (``port`` 0: a free one)."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family)
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); pick another port with "
+                         "--port (0: any free port)") from None

@@ -255,6 +255,7 @@ async function toggleWebcam() {
   $("webcam").textContent = "Stop webcam"; $("webcam").classList.add("on");
   const grab = document.createElement("canvas");
   let failures = 0;
+  $("webcam").dataset.loop = "running";
   while (S.cam === stream) {  // ends when the webcam is stopped, or after 5 failed probes in a row
     const t0 = performance.now();
     grab.width = video.videoWidth || 320; grab.height = video.videoHeight || 240;
@@ -265,6 +266,7 @@ async function toggleWebcam() {
     if (failures >= 5) { stopWebcam(); status("webcam stopped: the server did not answer 5 frames in a row", true); }
     await new Promise((ok) => setTimeout(ok, Math.max(0, CAM_INTERVAL_MS - (performance.now() - t0))));
   }
+  if (!S.cam) $("webcam").dataset.loop = "ended";  // no frame is sent after this (tests wait for it)
 }
 
 function stopWebcam() {

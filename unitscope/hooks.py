@@ -33,6 +33,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from unitscope.edits import MODES, Edits, unit_mask
+
 EditFn = Callable[[Any, str], Any]
 
 
@@ -248,7 +250,7 @@ def _keep(value: Any, detach: bool) -> Any:
     return value
 
 
-# -- ablation: one edit primitive ------------------------------------------------------------------
+# -- ablation: one edit primitive (unitscope.edits) on a live model -------------------------------
 
 def ablation(
     units: Sequence[int] | torch.Tensor,
@@ -256,59 +258,58 @@ def ablation(
     value: float | torch.Tensor | None = None,
     std: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
+    region: torch.Tensor | None = None,
 ) -> EditFn:
-    """An ``edit_output`` function that replaces the chosen units.
+    """An ``edit_output`` function that replaces the chosen units (one :class:`~unitscope.edits.Edits`).
 
     ``mode``: ``"zero"``; ``"constant"`` (``value`` a number or a per-unit tensor ``[len(units)]``);
     ``"mean"`` (``value`` the per-unit means of the whole layer ``[C]``, e.g. from
     ``stats.Moments``); ``"noise"``: Gaussian noise with each unit's mean ``value`` ``[C]`` and
-    standard deviation ``std`` ``[C]``, drawn per element (``generator`` for repeatable draws).
-    ``[N, C, H, W]``, ``[N, C]`` and ``[N, T, D]`` outputs work alike.
+    standard deviation ``std`` ``[C]``, drawn per element (``generator`` for repeatable draws);
+    ``"quantile"`` (``value`` each unit's level ``[C]``, to switch units on). ``region`` (bool
+    ``[H, W]``): edit only there. ``[N, C, H, W]``, ``[N, C]`` and ``[N, T, D]`` outputs work alike.
     """
-    if mode not in ("zero", "mean", "constant", "noise"):
-        raise ValueError(f"unknown ablation mode {mode!r}; choose zero, mean, constant or noise")
+    if mode not in MODES:
+        raise ValueError(f"unknown ablation mode {mode!r}; choose {', '.join(MODES[:-1])} or {MODES[-1]}")
     if mode != "zero" and value is None:
         raise ValueError(f"ablation mode {mode!r} needs value= (per-unit means for 'mean' and 'noise', "
-                         "a number for 'constant')")
+                         "a number for 'constant', per-unit levels for 'quantile')")
     if mode == "noise" and std is None:
         raise ValueError("ablation mode 'noise' needs std= (each unit's standard deviation [C])")
-    index = torch.as_tensor(list(units) if not isinstance(units, torch.Tensor) else units, dtype=torch.long)
+    chosen = list(units) if not isinstance(units, torch.Tensor) else units.tolist()
 
     def edit(output: Any, layer: str) -> Any:
         if not isinstance(output, torch.Tensor):
             raise TypeError(f"cannot ablate layer {layer!r}: its output is {type(output).__name__}, not a tensor")
         dim = unit_dim(output)
         n_units = output.shape[dim]
-        if len(index) and (int(index.max()) >= n_units or int(index.min()) < 0):
-            raise ValueError(f"layer {layer!r} has {n_units} units; asked to ablate {index.tolist()}")
-        idx = index.to(output.device)
-        out = output.clone()
-        moved = out.movedim(dim, 1)  # view: [N, C, ...]
-        if mode == "zero":
-            moved[:, idx] = 0
+        mask = unit_mask(chosen, n_units, f"layer {layer!r}")
+        if mode == "constant" and torch.as_tensor(value).dim() > 0:  # one value per chosen unit
+            full = torch.zeros(n_units)
+            full[chosen] = torch.as_tensor(value, dtype=torch.float32).reshape(-1)
+            edits = Edits.ablate(mask, "constant", value=full)
+        elif mode in ("mean", "noise", "quantile"):
+            if torch.as_tensor(value).numel() != n_units:
+                raise ValueError(f"{mode} ablation of {layer!r} needs {n_units} per-unit values, "
+                                 f"got {torch.as_tensor(value).numel()}")
+            edits = Edits.ablate(mask, mode, mean=value, std=std, value=value)
         else:
-            v = torch.as_tensor(value, dtype=out.dtype, device=out.device)
-            if mode in ("mean", "noise"):
-                if v.numel() != n_units:
-                    raise ValueError(f"{mode} ablation of {layer!r} needs {n_units} per-unit means, got {v.numel()}")
-                v = v[idx]
-            v = v.reshape(-1, *([1] * (moved.dim() - 2))) if v.dim() > 0 else v
-            moved[:, idx] = v.expand_as(moved[:, idx]) if v.dim() > 0 else v
-            if mode == "noise":
-                sd = torch.as_tensor(std, dtype=out.dtype).reshape(-1)[index].reshape(v.shape).to(out.device)
-                shape = moved[:, idx].shape
-                moved[:, idx] += sd * torch.randn(shape, generator=generator, dtype=out.dtype).to(out.device)
-        return out
+            edits = Edits.ablate(mask, mode, value=value)
+        if region is not None:
+            edits = edits.within(region)
+        return edits.apply(output, generator, dim=dim).to(output.dtype)
 
     return edit
 
 
 class Ablate(Trace):
-    """Context manager: ``with Ablate(model, "blocks.6", [3, 7]): model(x)``."""
+    """Context manager: ``with Ablate(model, "blocks.6", [3, 7]): model(x)`` (see :func:`ablation`)."""
 
     def __init__(self, model: nn.Module, layer: str | nn.Module, units: Sequence[int], mode: str = "zero",
-                 value: float | torch.Tensor | None = None, std: torch.Tensor | None = None):
-        super().__init__(model, layer, retain_output=False, edit_output=ablation(units, mode, value, std))
+                 value: float | torch.Tensor | None = None, std: torch.Tensor | None = None,
+                 region: torch.Tensor | None = None):
+        super().__init__(model, layer, retain_output=False,
+                         edit_output=ablation(units, mode, value, std, region=region))
 
 
 # -- listing layers ----------------------------------------------------------------------------------

@@ -6,17 +6,21 @@ class selectivity, steering and unit-targeted adversarial inputs.
     train = cache_layer(cut, data, train_positions)
     imp = unit_importance(cut, train, class_of_output, num_classes)   # imp.drop [C, Y]
 
-Modules: ``cut`` (torch.fx head/tail split), ``evaluate`` (batched edits -> confusion counts ->
-metrics), ``importance``, ``curves``, ``selectivity``, ``steer``, ``attack``, ``split`` (labelled
+Modules: ``cut`` (torch.fx head/tail split), ``evaluate`` (batched edits of ``unitscope.edits`` ->
+a pluggable scorer, e.g. confusion counts -> metrics), ``importance``, ``curves``, ``selectivity``, ``steer``, ``attack``, ``split`` (labelled
 data and the train/val rule), ``experiment`` (the whole run: catalog, arrays, report).
 """
 
 from unitscope.ablate.curves import ablation_curves, curve_area
 from unitscope.ablate.cut import CutCache, FxCut, HookCut, cut_model
-from unitscope.ablate.evaluate import Edits, LayerCache, apply_edits, cache_layer, confusion, metrics, unit_moments
+from unitscope.ablate.evaluate import (
+    Confusion, Edits, LayerCache, Predictions, Scorer, apply_edits, cache_layer, confusion, metrics, run_edits,
+    unit_moments,
+)
 from unitscope.ablate.importance import Importance, top_n_test, unit_importance
 from unitscope.ablate.selectivity import class_means, class_selectivity, correlation
 
 __all__ = ["ablation_curves", "curve_area", "CutCache", "FxCut", "HookCut", "cut_model", "Edits", "LayerCache",
-           "apply_edits", "cache_layer", "confusion", "metrics", "unit_moments", "Importance", "top_n_test",
+           "apply_edits", "cache_layer", "confusion", "metrics", "unit_moments", "run_edits", "Scorer", "Confusion",
+           "Predictions", "Importance", "top_n_test",
            "unit_importance", "class_means", "class_selectivity", "correlation"]

@@ -6,71 +6,35 @@
     conf = confusion(cut, feats, edits, class_of_output)          # [K, Y, Y + 1] counts
     m = metrics(conf)                                             # accuracy [K], class_accuracy [K, Y], balanced [K, Y]
 
-An edit replaces the units in ``mask[k]`` of the layer's output ``[N, C, H, W]`` (or ``[N, C]``)
-by ``value[k]`` plus, for noise, ``std * N(0, 1)`` drawn per element. Zero, mean and noise
-ablation and steering to fixed values are all edits. Columns of the confusion matrix are data
-classes; the last one counts predictions of a model class the data does not have.
+    scorer = run_edits(cut, feats, edits, MyScorer())            # any scorer: add(rows, output, labels)
+
+An edit (``unitscope.edits.Edits``) replaces the units in ``mask[k]`` of the layer's output
+``[N, C, H, W]`` (or ``[N, C]``) by ``value[k]``, optionally only inside a region, plus, for noise,
+``std * N(0, 1)`` drawn per element. Zero, mean and noise ablation and steering to fixed values
+are all edits. :func:`run_edits` runs them in tail passes and hands each output to a scorer:
+:class:`Confusion` (what :func:`confusion` returns: columns are data classes, the last one counts
+predictions of a model class the data does not have), :class:`Predictions`, or one's own.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from unitscope.ablate.cut import CutCache, FxCut, HookCut
+from unitscope.edits import Edits
 
-MODES = ("zero", "mean", "noise")
-
-
-@dataclass
-class Edits:
-    """``K`` edits of a layer with ``C`` units: ``mask`` bool ``[K, C]``, ``value`` ``[K, C]``,
-    ``noise_std`` ``[C]`` or None (then no noise)."""
-
-    mask: torch.Tensor
-    value: torch.Tensor
-    noise_std: torch.Tensor | None = None
-
-    def __len__(self) -> int:
-        return self.mask.shape[0]
-
-    @classmethod
-    def ablate(cls, mask: torch.Tensor, mode: str = "zero", mean: torch.Tensor | None = None,
-               std: torch.Tensor | None = None) -> Edits:
-        """Remove the units of each row of ``mask`` ``[K, C]``: ``zero``; ``mean`` (``mean`` ``[C]``);
-        ``noise``: Gaussian with each unit's ``mean`` and ``std`` ``[C]`` (the unit's own statistics)."""
-        mask = torch.as_tensor(mask, dtype=torch.bool)
-        if mode not in MODES:
-            raise ValueError(f"unknown ablation mode {mode!r}; choose one of {', '.join(MODES)}")
-        if mode in ("mean", "noise") and mean is None:
-            raise ValueError(f"{mode} ablation needs each unit's mean (mean=[C], e.g. from stats.Moments)")
-        if mode == "noise" and std is None:
-            raise ValueError("noise ablation needs each unit's standard deviation (std=[C])")
-        value = torch.zeros(mask.shape) if mode == "zero" else mean.float().expand(mask.shape).clone()
-        return cls(mask, value, std.float() if mode == "noise" else None)
-
-    def __getitem__(self, rows: slice) -> Edits:
-        return Edits(self.mask[rows], self.value[rows], self.noise_std)
+MODES = ("zero", "mean", "noise")  # the removal modes of the ablation stages (unitscope.edits has more)
 
 
 def apply_edits(z: torch.Tensor, edits: Edits, generator: torch.Generator | None = None) -> torch.Tensor:
-    """``z`` ``[N, C, ...]`` -> ``[K * N, C, ...]``: block ``k`` is ``z`` under edit ``k``."""
-    k, n, c = len(edits), z.shape[0], z.shape[1]
-    if edits.mask.shape[1] != c:
-        raise ValueError(f"the edits are for {edits.mask.shape[1]} units; the layer has {c}")
-    shape = (k, 1, c) + (1,) * (z.dim() - 2)
-    mask = edits.mask.to(z.device).reshape(shape)
-    value = edits.value.to(z.device, z.dtype).reshape(shape)
-    out = torch.where(mask, value, z.unsqueeze(0))  # [K, N, C, ...]
-    if edits.noise_std is not None:
-        std = edits.noise_std.to(z.device, z.dtype).reshape((1, 1, c) + (1,) * (z.dim() - 2))
-        noise = torch.randn(out.shape, generator=generator, dtype=z.dtype, device="cpu").to(z.device)
-        out = out + mask * std * noise
-    return out.reshape(k * n, *z.shape[1:])
+    """``z`` ``[N, C, ...]`` -> ``[K * N, C, ...]``: block ``k`` is ``z`` under edit ``k`` (:meth:`Edits.apply`)."""
+    return edits.apply(z, generator)
 
 
 @dataclass
@@ -118,7 +82,71 @@ def logits_of(output) -> torch.Tensor:
     return output[0] if isinstance(output, (tuple, list)) else output
 
 
+class Scorer(Protocol):
+    """What :func:`run_edits` reports each tail pass to: ``add(rows, output, labels)``, where
+    ``output`` is the network's output for ``len(rows) * N`` rows (block ``j`` is edit
+    ``rows.start + j`` of the batch), ``labels`` ``[N]`` the batch's labels. A classifier scorer
+    counts confusions (:class:`Confusion`); a generator's would tally a concept's pixels."""
+
+    def add(self, rows: range, output: Any, labels: torch.Tensor) -> None: ...
+
+
 @torch.no_grad()
+def run_edits(cut: FxCut | HookCut, cache: LayerCache, edits: Edits, scorer: Scorer, *,
+              max_batch: int | None = 512, seed: int = 0, progress: bool = False) -> Scorer:
+    """Every edit on every cached batch, ``max_batch // N`` edits per tail pass (None: all at once),
+    each pass's output handed to ``scorer``. Noise is drawn from ``seed`` per batch. Returns ``scorer``."""
+    bar = tqdm(total=len(cache.batches) * len(edits), desc=f"edits of {cut.layer}", disable=not progress,
+               leave=False, unit="edit")
+    for b, (batch, labels) in enumerate(zip(cache.batches, cache.labels)):
+        n = len(labels)
+        per_pass = len(edits) if max_batch is None else max(1, max_batch // n)
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + b)
+        for start in range(0, len(edits), per_pass):
+            part = edits[start:start + per_pass]
+            output = cut.tail(batch.repeat(len(part), layer=False), edit=lambda z: part.apply(z, gen))
+            scorer.add(range(start, start + len(part)), output, labels)
+            bar.update(len(part))
+    bar.close()
+    return scorer
+
+
+class Confusion:
+    """Scorer: counts ``[K, Y, Y + 1]`` of true data class x predicted class under each edit, and
+    optionally ``probability`` ``[K, Y]`` (see :func:`confusion`)."""
+
+    def __init__(self, k: int, class_of_output: torch.Tensor, num_classes: int,
+                 probability: torch.Tensor | None = None):
+        self.class_of_output, self.num_classes, self.probability = class_of_output, num_classes, probability
+        self.counts = torch.zeros(k, num_classes, num_classes + 1, dtype=torch.long)
+
+    def add(self, rows: range, output: Any, labels: torch.Tensor) -> None:
+        k, n, y, y_cols = len(rows), len(labels), self.num_classes, self.num_classes + 1
+        logits = logits_of(output)
+        pred = self.class_of_output.to(logits.device)[logits.argmax(1)].cpu().reshape(k, n)
+        truth = labels.reshape(1, n).expand(k, n)
+        flat = (torch.arange(k).reshape(k, 1) * y + truth) * y_cols + pred
+        self.counts[rows.start:rows.stop] += torch.bincount(flat.reshape(-1), minlength=k * y * y_cols
+                                                            ).reshape(k, y, y_cols)
+        if self.probability is not None:
+            own = _own_class_mass(logits, self.class_of_output, truth.reshape(-1), y_cols).reshape(k, n)
+            self.probability[rows.start:rows.stop].index_add_(1, labels.long(), own.cpu())
+
+
+class Predictions:
+    """Scorer: the predicted data class ``[K, N]`` of every cached image under each edit."""
+
+    def __init__(self, class_of_output: torch.Tensor):
+        self.class_of_output, self.blocks = class_of_output, []
+
+    def add(self, rows: range, output: Any, labels: torch.Tensor) -> None:
+        logits = logits_of(output)
+        self.blocks.append(self.class_of_output.to(logits.device)[logits.argmax(1)].cpu().reshape(len(rows), -1))
+
+    def result(self) -> torch.Tensor:
+        return torch.cat(self.blocks, 1)
+
+
 def confusion(cut: FxCut | HookCut, cache: LayerCache, edits: Edits, class_of_output: torch.Tensor,
               num_classes: int, *, max_batch: int = 512, seed: int = 0, progress: bool = False,
               probability: torch.Tensor | None = None) -> torch.Tensor:
@@ -129,30 +157,8 @@ def confusion(cut: FxCut | HookCut, cache: LayerCache, edits: Edits, class_of_ou
     ``probability`` ``[K, Y]`` (float64) gets, per edit and true class, the sum over images of the softmax
     mass on the outputs of the image's own class (a continuous companion of the counts).
     """
-    y_cols = num_classes + 1
-    out = torch.zeros(len(edits), num_classes, y_cols, dtype=torch.long)
-    bar = tqdm(total=len(cache.batches) * len(edits), desc=f"edits of {cut.layer}", disable=not progress,
-               leave=False, unit="edit")
-    for b, (batch, labels) in enumerate(zip(cache.batches, cache.labels)):
-        n = len(labels)
-        per_pass = max(1, max_batch // n)
-        gen = torch.Generator().manual_seed(seed * 1_000_003 + b)
-        for start in range(0, len(edits), per_pass):
-            part = edits[start:start + per_pass]
-            k = len(part)
-            tiled = batch.repeat(k, layer=False)
-            logits = logits_of(cut.tail(tiled, edit=lambda z: apply_edits(z, part, gen)))
-            pred = class_of_output.to(logits.device)[logits.argmax(1)].cpu().reshape(k, n)
-            truth = labels.reshape(1, n).expand(k, n)
-            flat = (torch.arange(k).reshape(k, 1) * num_classes + truth) * y_cols + pred
-            out[start:start + k] += torch.bincount(flat.reshape(-1), minlength=k * num_classes * y_cols
-                                                   ).reshape(k, num_classes, y_cols)
-            if probability is not None:
-                own = _own_class_mass(logits, class_of_output, truth.reshape(-1), y_cols).reshape(k, n)
-                probability[start:start + k].index_add_(1, labels.long(), own.cpu())
-            bar.update(k)
-    bar.close()
-    return out
+    scorer = Confusion(len(edits), class_of_output, num_classes, probability)
+    return run_edits(cut, cache, edits, scorer, max_batch=max_batch, seed=seed, progress=progress).counts
 
 
 def _own_class_mass(logits: torch.Tensor, class_of_output: torch.Tensor, truth: torch.Tensor,
@@ -181,14 +187,7 @@ def metrics(conf: torch.Tensor) -> dict[str, torch.Tensor]:
             "balanced": (recall + tnr) / 2, "count": per_class[0]}
 
 
-@torch.no_grad()
 def predictions(cut: FxCut | HookCut, cache: LayerCache, edits: Edits, class_of_output: torch.Tensor,
                 *, seed: int = 0) -> torch.Tensor:
     """Predicted data class ``[K, N]`` of every cached image under each edit (``Y`` = other)."""
-    out = []
-    for b, batch in enumerate(cache.batches):
-        n = batch.layer.shape[0]
-        gen = torch.Generator().manual_seed(seed * 1_000_003 + b)
-        logits = logits_of(cut.tail(batch.repeat(len(edits), layer=False), edit=lambda z: apply_edits(z, edits, gen)))
-        out.append(class_of_output.to(logits.device)[logits.argmax(1)].cpu().reshape(len(edits), n))
-    return torch.cat(out, 1)
+    return run_edits(cut, cache, edits, Predictions(class_of_output), max_batch=None, seed=seed).result()

@@ -58,6 +58,8 @@ class ModelInfo:
     # (input_size = (Z, 1, 1), so a dummy pass works) and the output an image [N, *output_size] in [0, 1].
     kind: str = "image"
     output_size: tuple[int, ...] = ()
+    # A generator's output range: what maps to [0, 1] (e.g. (-1, 1) for a tanh output).
+    output_range: tuple[float, float] = (0.0, 1.0)
 
     def transform(self) -> Callable[[Any], torch.Tensor]:
         """PIL image -> normalised tensor [3, H, W]: the whole image resized to the input size.

@@ -2,6 +2,7 @@
 
     unitscope dissect --model efficientnet_lite0 --data probe-world --out runs/lite0
     torchrun --standalone --nproc_per_node 2 -m unitscope dissect ...   # the same run, two processes
+    unitscope dissect --model world_generator --segmenter world_segmenter --samples 10000 --quantile 0.01 --out runs/gan
 """
 
 from __future__ import annotations
@@ -18,8 +19,14 @@ from unitscope.config import ModelOptions, add_config_args, config_from_args, co
 @dataclass
 class DissectConfig(ModelOptions):
     model: str = field(metadata=help_("model name (see `unitscope models`)"))
-    data: str = field(metadata=help_("a Broden-format folder (`unitscope world make` writes one)"))
     out: str = field(metadata=help_("run folder for the results"))
+    data: str | None = field(default=None, metadata=help_(
+        "a Broden-format folder (`unitscope world make` writes one); not for a generator"))
+    segmenter: str | None = field(default=None, metadata=help_(
+        "a generator is dissected against what this segmenter finds in its samples (a name, e.g. "
+        "world_segmenter, or path/to/file.py:factory)"))
+    samples: int = field(default=10_000, metadata=help_("a generator's samples (z drawn from --sample-seed)"))
+    sample_seed: int = field(default=0, metadata=help_("seed of a generator's latent vectors"))
     layers: list[str] = field(default_factory=list, metadata=help_(
         "comma-separated layer names (see `unitscope layers MODEL --spatial`); default: the model's own choice"))
     quantile: float = field(default=0.005, metadata=help_("top fraction of activations that forms a unit's mask (paper: 0.005)"))
@@ -83,6 +90,12 @@ def _run_dissection(cfg: DissectConfig, device: str):
     layers = cfg.layers or info.default_layers
     if not layers:
         raise ValueError(f"{cfg.model} names no default layers; pass --layers (see `unitscope layers {cfg.model} --spatial`)")
+    if (info.kind == "generator") != (cfg.segmenter is not None) or (cfg.segmenter is None) == (cfg.data is None):
+        raise ValueError(f"{cfg.model} is a{' generator' if info.kind == 'generator' else 'n image model'}: a generator "
+                         "is dissected against a segmenter (--segmenter NAME, no --data), an image model against "
+                         "labelled images (--data FOLDER)")
+    if info.kind == "generator":
+        return _dissect_generator(cfg, model, layers, device, out)
     data = BrodenDataset(cfg.data, categories=cfg.categories or None, transform=info.transform())
     bases = check_bases(model, layers) if is_main() else {}
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
@@ -102,6 +115,34 @@ def _run_dissection(cfg: DissectConfig, device: str):
         from unitscope.report import write_report
 
         write_report(out, title=f"Network Dissection of {info.name}")
+    return result
+
+
+def _dissect_generator(cfg: DissectConfig, model, layers: list[str], device: str, out: Path):
+    """A generator's samples (z from ``--sample-seed``) against a segmenter's labels of them."""
+    import torch
+
+    from unitscope.dissect import Options, dissect_sources
+    from unitscope.dissect.distributed import is_main
+    from unitscope.gan import GeneratorActivations, SegmenterLabels
+    from unitscope.models import get_info
+    from unitscope.segment import create_segmenter
+
+    model = model.to(device)
+    acts = GeneratorActivations(model, layers, n=cfg.samples, seed=cfg.sample_seed, device=device,
+                                key={"segmenter": cfg.segmenter, "checkpoint": cfg.checkpoint})
+    labels = SegmenterLabels(create_segmenter(cfg.segmenter, device=device))
+    # exemplar strips read images through a data set; a generator's are drawn by the report later
+    opts = Options(quantile=cfg.quantile, iou_threshold=cfg.iou, topk=cfg.topk, rotations=cfg.rotations, seed=cfg.seed,
+                   batch_size=cfg.batch_size, num_workers=cfg.workers, device=torch.device(device),
+                   cache_gb=cfg.cache_gb, checkpoint_every=cfg.checkpoint_every, exemplar_images=False,
+                   keep_cache=cfg.keep_cache, progress=cfg.progress, null_draws=cfg.null_draws,
+                   denominator=cfg.denominator)
+    result = dissect_sources(acts, labels, out, opts, fresh=cfg.fresh, config=config_to_dict(cfg))
+    if is_main() and cfg.report:
+        from unitscope.report import write_report
+
+        write_report(out, title=f"Generator dissection of {get_info(model).name}")
     return result
 
 

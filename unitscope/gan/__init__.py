@@ -1,0 +1,21 @@
+"""Generator dissection (GAN Dissection, Bau et al. ICLR 2019; PNAS 2020): a generator's units
+against what a segmenter finds in its samples, and what switching them off or on does.
+
+    from unitscope.gan import GeneratorActivations, SegmenterLabels, cache_samples, removal_curve
+    acts = GeneratorActivations(generator, ["relu3"], n=10_000, seed=0)   # z from a fixed seed
+    result = dissect_sources(acts, SegmenterLabels(segmenter), "runs/gan", Options(quantile=0.01))
+    cut = cut_model(generator, "relu3")
+    removal_curve(cut, cache_samples(cut, generator, n=1000, seed=1), segmenter, order, "tree").summary()
+
+Modules: ``sources`` (the generator and segmenter as the dissection engine's sources), ``effects``
+(removal curves against random units, insertion in context; edits from ``unitscope.edits`` in
+tail passes, scored by a pixel-share scorer).
+"""
+
+from unitscope.gan.effects import (
+    InsertionResult, PixelShares, RemovalResult, cache_samples, insertion_in_context, label_space, removal_curve,
+)
+from unitscope.gan.sources import GeneratorActivations, SegmenterLabels, latents, to_unit_range
+
+__all__ = ["GeneratorActivations", "SegmenterLabels", "latents", "to_unit_range", "PixelShares", "RemovalResult",
+           "InsertionResult", "cache_samples", "removal_curve", "insertion_in_context", "label_space"]

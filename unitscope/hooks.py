@@ -33,10 +33,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from unitscope.errors import UnitscopeError
+
 EditFn = Callable[[Any, str], Any]
 
 
-class LayerNotFoundError(ValueError):
+class LayerNotFoundError(UnitscopeError, ValueError):
     """An unknown layer name; the message lists close matches and how to list all layers."""
 
 

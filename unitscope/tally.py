@@ -32,6 +32,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from unitscope.errors import UnitscopeError
 from unitscope.stats.base import decode_str, encode_str
 from unitscope.runs import atomic_write_text, load_arrays, save_arrays
 from unitscope.stats import Stat, stat_from_state_dict
@@ -44,7 +45,7 @@ DONE = "tally.done.json"
 _META = "tally."  # prefix of the bookkeeping arrays stored next to the statistic's state
 
 
-class TallyKeyError(ValueError):
+class TallyKeyError(UnitscopeError, ValueError):
     """``run_dir`` holds a tally made with different settings."""
 
 

@@ -16,6 +16,11 @@ Names that resolve without registration:
   ``path/to/model.pt``                       TorchScript file, or a pickled-free state dict with
                                              ``arch="timm:resnet18"``
   ``path/to/file.py:factory``                a user's own model: ``factory(**kw)`` returns it
+
+Registered elsewhere, loaded on first need (a name not yet known, or :func:`list_models`): the
+probe-world organisms (``unitscope.organisms.registry:register_models``) and the functions that
+installed packages name in the ``unitscope.models`` entry-point group (see
+:mod:`unitscope.plugins`). This module imports none of them.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+
+from unitscope.plugins import Plugins
 
 logger = logging.getLogger("unitscope")
 
@@ -110,6 +117,9 @@ def _attach(model: nn.Module, info: ModelInfo) -> nn.Module:
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 _PREFIXES = ("timm:", "torchvision:")
+ENTRY_POINT_GROUP = "unitscope.models"
+#: registering functions loaded on first need: this package's own, then the entry points'
+PLUGINS = Plugins(ENTRY_POINT_GROUP, builtin=("unitscope.organisms.registry:register_models",))
 
 
 def register_model(name: str, factory: Callable[..., nn.Module] | None = None):
@@ -134,7 +144,8 @@ def _accepts(fn: Callable[..., Any], argument: str) -> bool:
 
 
 def list_models(pattern: str = "*") -> list[str]:
-    """Registered model names matching a shell-style ``pattern``."""
+    """Registered model names matching a shell-style ``pattern`` (the plug-ins' too)."""
+    PLUGINS.load()
     return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
 
 
@@ -146,6 +157,8 @@ def create_model(name: str, **kw: Any) -> nn.Module:
     """
     kw = {k: v for k, v in kw.items() if v is not None}
     overrides = {k: kw.pop(k) for k in ("mean", "std", "input_size", "class_names") if k in kw}
+    if name not in _REGISTRY and ":" not in name:  # registered names have no ':' (timm:, file.py:fn)
+        PLUGINS.load()  # a name registered by a plug-in (the organisms, an entry point)
     if name in _REGISTRY:
         checkpoint = kw.pop("checkpoint", None)
         if "pretrained" in kw and not _accepts(_REGISTRY[name], "pretrained"):
@@ -481,14 +494,3 @@ def _checkpoint_model(path: str, arch: str | None = None, **kw: Any) -> nn.Modul
     if arch.startswith(_PREFIXES):
         kw["pretrained"] = False
     return create_model(arch, checkpoint=str(p), **kw)
-
-
-# -- the project's own probe-world models (unitscope.organisms) -----------------------------------
-
-def _register_organisms() -> None:
-    from unitscope.organisms.registry import register_all
-
-    register_all()
-
-
-_register_organisms()

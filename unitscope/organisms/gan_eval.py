@@ -77,7 +77,7 @@ def evaluate_generator(g, cache: str | Path, held_out_seed: int = 2, n: int = 50
     """Segment ``n`` samples of ``g`` (z from :data:`EVAL_Z_SEED`) and ``n`` real images of world
     ``held_out_seed``; returns (metrics: the distances, tables: generated / real_segmented / real_truth)."""
     from unitscope.organisms.data import world_arrays
-    from unitscope.organisms.gan import generate
+    from unitscope.organisms.nets import generate
     from unitscope.segment import create_segmenter
 
     seg = create_segmenter(segmenter, device=device)

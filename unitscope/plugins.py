@@ -14,7 +14,7 @@ function that registers them, in its ``pyproject.toml``::
 ``builtin`` lists this package's own registering functions as ``module:function`` strings, so
 they load without an installed entry point (a source checkout, an editable install made before
 they existed) and the registry module never imports them: the organisms sit above
-:mod:`unitscope.models` in the package's layers (``tests/test_layers_import.py``).
+:mod:`unitscope.models` in the package's layers (``tests/test_import_layers.py``).
 """
 
 from __future__ import annotations

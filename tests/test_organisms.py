@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from unitscope.data import BrodenDataset, render_image
-from unitscope.data._vocab import NUM_LABELS, O, SCENES, VOCAB
+from unitscope.data._vocab import O, VOCAB
 from unitscope.models import create_model, get_info, list_models
 from unitscope.organisms import train as train_mod
 from unitscope.organisms.data import resized, world_arrays

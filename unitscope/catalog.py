@@ -146,10 +146,10 @@ class Catalog:
             for name, (columns, key) in TABLES.items():
                 cols = ", ".join(f"{c} {t}" for c, t in columns)
                 con.execute(f"CREATE TABLE IF NOT EXISTS {name} ({cols}, PRIMARY KEY ({', '.join(key)}))")
-            for name, column, sql_type in self._missing_columns():  # added since the file was written
-                con.execute(f"ALTER TABLE {name} ADD COLUMN {column} {sql_type}")
-            for index, (table, cols) in INDEXES.items():
-                con.execute(f"CREATE INDEX IF NOT EXISTS {index} ON {table} ({', '.join(cols)})")
+            for table, column, sql_type in self._missing_columns():  # added since the file was written
+                con.execute(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}")
+            for index, (table, indexed) in INDEXES.items():
+                con.execute(f"CREATE INDEX IF NOT EXISTS {index} ON {table} ({', '.join(indexed)})")
             con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             con.execute("COMMIT")
         except BaseException:
@@ -308,8 +308,8 @@ def layer_summary(cat: Catalog, model: str, layer: str) -> dict[str, Any]:
     Counts come from the ``dissection`` rows (``is_detector``); ``units`` from ``layers`` when
     recorded, else the number of dissected units.
     """
-    meta = cat.rows("layers", model=model, layer=layer)
-    meta = meta[0] if meta else {}
+    rows = cat.rows("layers", model=model, layer=layer)
+    meta = rows[0] if rows else {}
     (tot,) = cat.query(
         "SELECT COUNT(*) AS dissected, COALESCE(SUM(is_detector != 0), 0) AS detectors, "
         "COUNT(DISTINCT CASE WHEN is_detector != 0 THEN category || char(0) || concept END) AS unique_concepts "

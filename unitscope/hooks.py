@@ -369,7 +369,7 @@ def list_layers(model: nn.Module, input_size: Sequence[int] | None = None,
         shape = shapes.get(name)
         out = shape[1:] if shape else None
         channels = stride = None
-        if out:
+        if out and shape:
             channels = out[-1] if len(out) == 2 else out[0]
             if len(out) == 3 and len(shape) == 4:
                 stride = round(input_size[1] / out[1]) if out[1] else None

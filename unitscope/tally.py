@@ -265,9 +265,10 @@ def _saved_key(folder: Path, rank: int) -> dict[str, Any] | None:
     return None
 
 
-def _check_key(folder: Path, saved: dict[str, Any], now: dict[str, Any]) -> None:
+def _check_key(folder: Path, saved: dict[str, Any] | None, now: dict[str, Any]) -> None:
     if saved == now:
         return
+    saved = saved or {}
     diffs = [
         f"  {name}: saved {saved.get(name, '<absent>')!r}, now {now.get(name, '<absent>')!r}"
         for name in sorted(set(saved) | set(now))

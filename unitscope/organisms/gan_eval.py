@@ -30,7 +30,7 @@ EVAL_Z_SEED = 20_000  # latent seed of the evaluation samples (not used in train
 def object_table(maps, min_share: float = MIN_SHARE) -> dict[str, dict[str, float]]:
     """Object label maps [N, H, W] (Broden numbers, 0 = none) -> {object: presence, pixel_share}."""
     maps = torch.as_tensor(np.asarray(maps)).long()
-    n, pixels = maps.shape[0], maps.shape[1] * maps.shape[2]
+    pixels = maps.shape[1] * maps.shape[2]
     table = {}
     for name, num in VOCAB["object"]:
         share = (maps == num).flatten(1).float().sum(1) / pixels  # [N]

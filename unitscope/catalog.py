@@ -5,7 +5,9 @@
         cat.query("SELECT unit, iou FROM dissection WHERE layer = ? AND concept = ? "
                   "AND is_detector ORDER BY iou DESC", ("layer4", "dog"))
 
-Tables (``PRAGMA user_version`` records the schema version):
+Tables (``PRAGMA user_version`` records the schema version, :data:`SCHEMA_VERSION` when this code
+writes; a file without one, 0, is from before versions were recorded and opens, its missing tables
+and columns added; a newer version fails with :class:`CatalogVersionError`, naming both):
 
 - ``layers(model, layer, units, height, width, images, quantile, iou_threshold, detectors,
   unique_concepts, detectors_significant, images_needed)`` -- one row per dissected layer, key
@@ -40,6 +42,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from unitscope.errors import UnitscopeError
 
 SCHEMA_VERSION = 1
 
@@ -90,6 +94,19 @@ define_table("concepts", (("name", "TEXT"), ("category", "TEXT")), ("name", "cat
 define_table("layer_bases", (("model", "TEXT"), ("layer", "TEXT"), ("privileged", "INTEGER")), ("model", "layer"))
 
 
+class CatalogVersionError(UnitscopeError, ValueError):
+    """A catalog written by a newer unitscope, with a schema version this one does not know."""
+
+
+def _unitscope_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("unitscope")
+    except PackageNotFoundError:
+        return "(source checkout)"
+
+
 def _plain(value: Any) -> Any:
     """NumPy/torch scalars and bools -> int/float/str that sqlite3 stores."""
     if value is None or isinstance(value, (str, bytes)):
@@ -123,8 +140,9 @@ class Catalog:
         version = self._con.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             self._con.close()
-            raise ValueError(f"{self.path} has catalog schema version {version}; this unitscope "
-                             f"reads up to {SCHEMA_VERSION}: upgrade unitscope")
+            raise CatalogVersionError(
+                f"{self.path} has catalog schema version {version}, written by a newer unitscope; this unitscope "
+                f"{_unitscope_version()} reads schema versions up to {SCHEMA_VERSION}: upgrade unitscope to open it")
         self._create()
 
     def _missing_columns(self) -> list[tuple[str, str, str]]:

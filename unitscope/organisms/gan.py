@@ -1,4 +1,6 @@
-"""``world_generator``: a small DCGAN trained on the probe world (networks, hinge loss, training loop).
+"""``world_generator``'s training: hinge loss, G and D steps, a moving average of G, the loop.
+The networks (``Generator``, ``Discriminator``, ``generate``) live in :mod:`unitscope.organisms.nets`
+with the other organisms' (importable from here too).
 
     from unitscope.models import create_model
     g = create_model("world_generator")           # shipped weights, sha256 checked

@@ -6,13 +6,15 @@
     net.features(torch.zeros(2, 3, 48, 48)).shape # [2, 128, 6, 6]: the last conv layer, after its ReLU
     SegNet().eval()(torch.zeros(2, 3, 64, 64))["object"].shape   # [2, 18, 64, 64] per-pixel logits
     ColorNet()(torch.zeros(2, 3, 48, 48)).shape   # [2, 36, 48, 48] colour logits over the codebook
+    generate(Generator(), n=4, seed=0).shape      # [4, 3, 64, 64] in [0, 1]: world_generator's G
 
 ``SceneNet`` is a plain VGG-like CNN: five conv layers (64-128 channels), each followed by batch
 norm and a ReLU named ``features.relu<k>``; dissect those (after the ReLU, the privileged basis).
 The colorizer and the rotation predictor reuse the same ``features`` with other heads (the
 colorizer classifies every pixel's colour over a codebook, from the grey image only). The scene
 networks (``world_scenes`` and its twin) take 64-px input (8x8 at ``features.relu5``); the rotation
-predictor and the colorizer 48 px (the recipe's ``size``).
+predictor and the colorizer 48 px (the recipe's ``size``). ``Generator`` and ``Discriminator`` are
+``world_generator``'s G and D (trained in :mod:`unitscope.organisms.gan`).
 """
 
 from __future__ import annotations

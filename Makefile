@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test test-random bench clean
+.PHONY: venv demo lint test test-random bench clean
 
 venv: $(STAMP)
 
@@ -23,7 +23,13 @@ $(STAMP): pyproject.toml
 demo: venv
 	$(VENV)/bin/unitscope demo
 
-test: venv
+# ruff (pyflakes and pycodestyle over the tree) and mypy over the core modules; settings in
+# pyproject.toml. A finding fails `make test` before the tests run.
+lint: venv
+	$(PY) -m ruff check .
+	$(PY) -m mypy
+
+test: venv lint
 	$(PY) -m pytest -q -p no:randomly $(PYTEST_ARGS)
 
 # the same suite in a random order (the seed is printed; -p 'randomly_seed=N' repeats it)

@@ -58,3 +58,46 @@ def test_python_dash_m_unitscope():
 
     out = subprocess.run([sys.executable, "-m", "unitscope", "models"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "efficientnet_lite0" in out.stdout
+
+
+@pytest.mark.parametrize("error", ["UsageError", "RunError", "LayerNotFoundError", "TallyKeyError", "MissingSources"])
+def test_deliberate_errors_are_one_line_by_type(monkeypatch, capsys, error):
+    """Any UnitscopeError is printed as one line with exit code 2, also when raised outside the
+    package (here, by the test); a builtin error raised outside the package keeps its traceback."""
+    import unitscope.commands.models as models
+    from unitscope import errors
+    from unitscope.data._sources import MissingSources
+    from unitscope.hooks import LayerNotFoundError
+    from unitscope.tally import TallyKeyError
+
+    cls = {"UsageError": errors.UsageError, "RunError": errors.RunError, "LayerNotFoundError": LayerNotFoundError,
+           "TallyKeyError": TallyKeyError, "MissingSources": MissingSources}[error]
+    assert issubclass(cls, errors.UnitscopeError)
+
+    def fails(args):
+        raise cls("the run folder x cannot be used")
+
+    monkeypatch.setattr(models, "run_models", fails)
+    assert main(["models"]) == 2
+    err = capsys.readouterr().err
+    assert err == "unitscope models: error: the run folder x cannot be used (--debug: full traceback)\n"
+    assert main(["models", "--debug"]) == 2
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_builtin_errors_from_outside_the_package_keep_their_traceback(monkeypatch, capsys):
+    import unitscope.commands.models as models
+
+    def fails(args):
+        raise ValueError("a bug in a plug-in, not a message")
+
+    monkeypatch.setattr(models, "run_models", fails)
+    assert main(["models"]) == 2
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_the_cli_re_exports_the_errors():
+    from unitscope import cli, errors
+
+    assert cli.UsageError is errors.UsageError and cli.RunError is errors.RunError
+    assert issubclass(errors.UsageError, ValueError) and not issubclass(errors.RunError, RuntimeError)

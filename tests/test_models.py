@@ -45,7 +45,9 @@ def test_lite1_lite2_weights_load(variant, photos):
 def test_registry_rules(monkeypatch):
     import unitscope.models
 
-    # the registration below goes into a copy, so rerunning the test (or the session) still works
+    # the registration below goes into a copy, so rerunning the test (or the session) still works;
+    # the plug-ins (organisms) load first, so they are not loaded into the copy alone
+    unitscope.models.PLUGINS.load()
     monkeypatch.setattr(unitscope.models, "_REGISTRY", dict(unitscope.models._REGISTRY))
     assert list_models("efficientnet_lite*")[:1] == ["efficientnet_lite0"]
     with pytest.raises(ValueError, match="already registered"):
@@ -240,3 +242,69 @@ def test_resnet_is_torchvisions_module_for_module(arch, tmp_path):
     fresh = ours.state_dict()  # torchvision's initialisation: the same spread per tensor
     for name in ("conv1.weight", "layer3.0.conv1.weight", "fc.weight"):
         assert 0.8 < float(fresh[name].std() / state[name].std()) < 1.25, name
+
+
+def test_the_registry_imports_no_organism_until_one_is_needed():
+    """``unitscope.models`` imports no plug-in: the organisms register on the first name it does
+    not know (or the first listing), and a built-in model needs none of them."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys\nfrom unitscope.models import create_model, list_models\n"
+            "create_model('efficientnet_lite0', pretrained=False)\n"
+            "print('unitscope.organisms' in sys.modules)\n"
+            "names = list_models('world_*')\n"
+            "print('unitscope.organisms.registry' in sys.modules, 'unitscope.organisms.gan' in sys.modules, names)\n")
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**__import__("os").environ, "PYTHONPATH": str(root)}, check=True).stdout.splitlines()
+    assert out[0] == "False"
+    # listing loads the registrations, which do not import the GAN's training module
+    assert out[1].startswith("True False [") and "'world_generator'" in out[1] and "'world_scenes'" in out[1]
+
+
+class _EntryPoint:
+    def __init__(self, name, value, target):
+        self.name, self.value, self._target = name, value, target
+
+    def load(self):
+        if isinstance(self._target, Exception):
+            raise self._target
+        return self._target
+
+
+def test_entry_point_models_register_on_first_lookup(monkeypatch):
+    import importlib.metadata
+
+    import unitscope.models as models
+    from unitscope.plugins import Plugins
+
+    calls = []
+
+    def register():
+        calls.append("register")
+        register_model("plugin_identity", lambda: torch.nn.Identity())
+
+    eps = [_EntryPoint("mine", "mypackage.nets:register", register)]
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: eps if group == "unitscope.models" else [])
+    monkeypatch.setattr(models, "_REGISTRY", dict(models._REGISTRY))
+    monkeypatch.setattr(models, "PLUGINS", Plugins("unitscope.models"))
+    create_model("efficientnet_lite0", pretrained=False)  # a known name loads nothing
+    assert calls == []
+    assert isinstance(create_model("plugin_identity"), torch.nn.Identity)
+    assert "plugin_identity" in list_models() and calls == ["register"]  # loaded once
+
+
+def test_a_broken_entry_point_names_itself(monkeypatch):
+    import importlib.metadata
+
+    import unitscope.models as models
+    from unitscope.plugins import Plugins
+
+    eps = [_EntryPoint("gone", "gone.module:register", ModuleNotFoundError("No module named 'gone'"))]
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: eps)
+    monkeypatch.setattr(models, "PLUGINS", Plugins("unitscope.models"))
+    with pytest.raises(ImportError, match="unitscope.models entry point 'gone' .*No module named 'gone'"):
+        list_models()
+    assert not models.PLUGINS.loaded

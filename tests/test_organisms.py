@@ -13,7 +13,7 @@ from PIL import Image
 
 from unitscope import faults
 from unitscope.data import BrodenDataset, render_image
-from unitscope.data._vocab import NUM_LABELS, O, SCENES, VOCAB
+from unitscope.data._vocab import O, VOCAB
 from unitscope.models import create_model, get_info, list_models
 from unitscope.organisms import train as train_mod
 from unitscope.organisms.data import resized, world_arrays
@@ -261,3 +261,23 @@ def test_world_label_writes_a_folder_dissection_runs_on(tmp_path):
                         progress=False, batch_size=6, layers=["features.relu5"] if model == "world_scenes" else [])
     result = run_dissection(cfg)
     assert len(result.layers) >= 1
+
+
+def test_segmenters_are_a_public_registry(monkeypatch):
+    """``segment.py`` names no organism: ``world_segmenter`` registers itself on first need, and a
+    user's segmenter registers the same way."""
+    import unitscope.segment as segment
+    from unitscope.segment import list_segmenters, register_segmenter
+
+    assert "world_segmenter" not in segment._SEGMENTERS or segment.PLUGINS.loaded
+    assert "world_segmenter" in list_segmenters()
+    monkeypatch.setattr(segment, "_SEGMENTERS", dict(segment._SEGMENTERS))
+    register_segmenter("blue_sky", lambda device="cpu": BlueSky())
+    assert list_segmenters("blue*") == ["blue_sky"]
+    assert isinstance(create_segmenter("blue_sky"), BlueSky)
+    with pytest.raises(ValueError, match="already registered"):
+        register_segmenter("blue_sky", lambda device="cpu": BlueSky())
+    with pytest.raises(ValueError, match="unknown segmenter 'nope'; registered: blue_sky, world_segmenter"):
+        create_segmenter("nope")
+    source = (segment.__file__ and open(segment.__file__).read())
+    assert "world_segmenter" not in source.split('"""', 2)[2]  # only its docstring names the organism

@@ -5,7 +5,9 @@
         cat.query("SELECT unit, iou FROM dissection WHERE layer = ? AND concept = ? "
                   "AND is_detector ORDER BY iou DESC", ("layer4", "dog"))
 
-Tables (``PRAGMA user_version`` records the schema version):
+Tables (``PRAGMA user_version`` records the schema version, :data:`SCHEMA_VERSION` when this code
+writes; a file without one, 0, is from before versions were recorded and opens, its missing tables
+and columns added; a newer version fails with :class:`CatalogVersionError`, naming both):
 
 - ``layers(model, layer, units, height, width, images, quantile, iou_threshold, detectors,
   unique_concepts, detectors_significant, images_needed)`` -- one row per dissected layer, key
@@ -42,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from unitscope.faults import fault
+from unitscope.errors import UnitscopeError
 
 SCHEMA_VERSION = 1
 
@@ -92,6 +95,19 @@ define_table("concepts", (("name", "TEXT"), ("category", "TEXT")), ("name", "cat
 define_table("layer_bases", (("model", "TEXT"), ("layer", "TEXT"), ("privileged", "INTEGER")), ("model", "layer"))
 
 
+class CatalogVersionError(UnitscopeError, ValueError):
+    """A catalog written by a newer unitscope, with a schema version this one does not know."""
+
+
+def _unitscope_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("unitscope")
+    except PackageNotFoundError:
+        return "(source checkout)"
+
+
 def _plain(value: Any) -> Any:
     """NumPy/torch scalars and bools -> int/float/str that sqlite3 stores."""
     if value is None or isinstance(value, (str, bytes)):
@@ -125,8 +141,9 @@ class Catalog:
         version = self._con.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             self._con.close()
-            raise ValueError(f"{self.path} has catalog schema version {version}; this unitscope "
-                             f"reads up to {SCHEMA_VERSION}: upgrade unitscope")
+            raise CatalogVersionError(
+                f"{self.path} has catalog schema version {version}, written by a newer unitscope; this unitscope "
+                f"{_unitscope_version()} reads schema versions up to {SCHEMA_VERSION}: upgrade unitscope to open it")
         self._create()
 
     def _missing_columns(self) -> list[tuple[str, str, str]]:
@@ -148,10 +165,10 @@ class Catalog:
             for name, (columns, key) in TABLES.items():
                 cols = ", ".join(f"{c} {t}" for c, t in columns)
                 con.execute(f"CREATE TABLE IF NOT EXISTS {name} ({cols}, PRIMARY KEY ({', '.join(key)}))")
-            for name, column, sql_type in self._missing_columns():  # added since the file was written
-                con.execute(f"ALTER TABLE {name} ADD COLUMN {column} {sql_type}")
-            for index, (table, cols) in INDEXES.items():
-                con.execute(f"CREATE INDEX IF NOT EXISTS {index} ON {table} ({', '.join(cols)})")
+            for table, column, sql_type in self._missing_columns():  # added since the file was written
+                con.execute(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}")
+            for index, (table, indexed) in INDEXES.items():
+                con.execute(f"CREATE INDEX IF NOT EXISTS {index} ON {table} ({', '.join(indexed)})")
             con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             con.execute("COMMIT")
         except BaseException:
@@ -314,8 +331,8 @@ def layer_summary(cat: Catalog, model: str, layer: str) -> dict[str, Any]:
     Counts come from the ``dissection`` rows (``is_detector``); ``units`` from ``layers`` when
     recorded, else the number of dissected units.
     """
-    meta = cat.rows("layers", model=model, layer=layer)
-    meta = meta[0] if meta else {}
+    rows = cat.rows("layers", model=model, layer=layer)
+    meta = rows[0] if rows else {}
     (tot,) = cat.query(
         "SELECT COUNT(*) AS dissected, COALESCE(SUM(is_detector != 0), 0) AS detectors, "
         "COUNT(DISTINCT CASE WHEN is_detector != 0 THEN category || char(0) || concept END) AS unique_concepts "

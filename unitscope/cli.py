@@ -7,7 +7,9 @@
     unitscope dissect ... --debug         # full tracebacks (also UNITSCOPE_DEBUG=1)
 
 Each module in :mod:`unitscope.commands` adds its sub-commands through ``register(subparsers)``;
-a command's handler receives the parsed arguments and returns an exit code.
+a command's handler receives the parsed arguments and returns an exit code. A
+:class:`~unitscope.errors.UnitscopeError` (raised on purpose, with a message for the user) is printed
+as one line and exits with code 2.
 """
 
 from __future__ import annotations
@@ -23,15 +25,9 @@ from pathlib import Path
 
 import unitscope.commands
 from unitscope import faults
+from unitscope.errors import RunError, UnitscopeError, UsageError
 
-
-class UsageError(Exception):
-    """Bad input from the user: printed as one clear line, exit code 2, no traceback."""
-
-
-class RunError(Exception):
-    """A run that cannot go on (e.g. a torchrun process died), with a message for the user: one
-    clear line, exit code 2, no traceback."""
+__all__ = ["build_parser", "main", "RunError", "UsageError"]  # the errors live in unitscope.errors
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         faults.load()  # a bad UNITSCOPE_FAULT fails here, before any work
         return int(args.func(args) or 0)
-    except (UsageError, RunError, FileNotFoundError, ValueError, KeyError) as exc:
+    except (UnitscopeError, FileNotFoundError, ValueError, KeyError) as exc:
         if debug or not _deliberate(exc):
             traceback.print_exc()
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
@@ -83,8 +79,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _deliberate(exc: BaseException) -> bool:
-    """An error unitscope raised on purpose, with a message for the user: raised by our own code
-    (not deep inside torch or PIL) and saying something. Anything else keeps its traceback."""
+    """An error unitscope raised on purpose, with a message for the user: a
+    :class:`~unitscope.errors.UnitscopeError`, or (raise sites not yet moved to the error classes) a
+    builtin ``ValueError``/``FileNotFoundError``/``KeyError`` raised by our own code (not deep inside
+    torch or PIL) that says something. Anything else keeps its traceback."""
+    if isinstance(exc, UnitscopeError):
+        return True
     tb = exc.__traceback__
     while tb is not None and tb.tb_next is not None:
         tb = tb.tb_next

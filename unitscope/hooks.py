@@ -34,11 +34,12 @@ import torch
 from torch import nn
 
 from unitscope.edits import MODES, Edits, unit_mask
+from unitscope.errors import UnitscopeError
 
 EditFn = Callable[[Any, str], Any]
 
 
-class LayerNotFoundError(ValueError):
+class LayerNotFoundError(UnitscopeError, ValueError):
     """An unknown layer name; the message lists close matches and how to list all layers."""
 
 
@@ -292,7 +293,7 @@ def ablation(
             if torch.as_tensor(value).numel() != n_units:
                 raise ValueError(f"{mode} ablation of {layer!r} needs {n_units} per-unit values, "
                                  f"got {torch.as_tensor(value).numel()}")
-            edits = Edits.ablate(mask, mode, mean=value, std=std, value=value)
+            edits = Edits.ablate(mask, mode, mean=torch.as_tensor(value), std=std, value=value)
         else:
             edits = Edits.ablate(mask, mode, value=value)
         if region is not None:
@@ -368,7 +369,7 @@ def list_layers(model: nn.Module, input_size: Sequence[int] | None = None,
         shape = shapes.get(name)
         out = shape[1:] if shape else None
         channels = stride = None
-        if out:
+        if out and shape:
             channels = out[-1] if len(out) == 2 else out[0]
             if len(out) == 3 and len(shape) == 4:
                 stride = round(input_size[1] / out[1]) if out[1] else None

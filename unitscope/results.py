@@ -39,6 +39,7 @@ class RunResults:
         if not (self.path / "catalog.sqlite").is_file():
             raise FileNotFoundError(f"{self.path} is not a run folder: it has no catalog.sqlite "
                                     "(a run folder is what `unitscope dissect --out` writes)")
+        self._catalog().close()  # a catalog this version cannot read fails now, naming both versions
 
     def _catalog(self) -> Catalog:
         return Catalog(self.path / "catalog.sqlite", create=False)
@@ -65,7 +66,8 @@ class RunResults:
 
 
 def open_run(path: str | Path) -> RunResults:
-    """The results of the run folder at ``path`` (FileNotFoundError if it is none)."""
+    """The results of the run folder at ``path`` (FileNotFoundError if it is none;
+    :class:`~unitscope.catalog.CatalogVersionError` if a newer unitscope wrote its catalog)."""
     return RunResults(path)
 
 

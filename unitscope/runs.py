@@ -52,7 +52,7 @@ def save_arrays(path: str | Path, arrays: Mapping[str, np.ndarray]) -> None:
         import io
 
         buf = io.BytesIO()
-        np.savez(buf, **plain)
+        np.savez(buf, **plain)  # type: ignore[arg-type]  # numpy's stubs read **arrays as allow_pickle
         atomic_write_bytes(path, buf.getvalue())
     else:
         atomic_write_bytes(path, save(plain))

@@ -8,9 +8,13 @@
 
 A segmenter labels images that carry no labels (generated images, user photos), the role the
 Unified Perceptual Parsing network plays in the PNAS paper. Any user segmenter can take part:
-subclass :class:`Segmenter` (``categories``, ``labels``, ``segment``) and pass the object, or
-point ``create_segmenter`` at ``path/to/file.py:factory``. Label numbers are the world's
-(``unitscope.data._vocab.VOCAB``), so a labelled folder dissects like a probe world.
+subclass :class:`Segmenter` (``categories``, ``labels``, ``segment``) and pass the object,
+register a factory (``register_segmenter("mine", factory)``, or a function named in the
+``unitscope.segmenters`` entry-point group that does), or point ``create_segmenter`` at
+``path/to/file.py:factory``. ``list_segmenters()`` names the registered ones; the shipped
+``world_segmenter`` registers itself from ``unitscope.organisms.registry`` on first need (this
+module names no organism). Label numbers are the world's (``unitscope.data._vocab.VOCAB``), so a
+labelled folder dissects like a probe world.
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+
+from unitscope.errors import UsageError
+from unitscope.plugins import Plugins
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -66,22 +73,41 @@ class ModelSegmenter(Segmenter):
         return maps
 
 
-def _world_segmenter(device: str = "cpu") -> Segmenter:
-    from unitscope.data._vocab import VOCAB
-    from unitscope.models import create_model, get_info
-    from unitscope.organisms.tasks import SEG_HEADS, global_numbers
+# -- registry: create_segmenter / list_segmenters / register_segmenter -------------------------------
 
-    model = create_model("world_segmenter")
-    info = get_info(model)
-    return ModelSegmenter(model, {c: global_numbers(c) for c in SEG_HEADS}, {c: VOCAB[c] for c in SEG_HEADS},
-                          info.mean, info.std, info.input_size[-1], device)
+_SEGMENTERS: dict[str, Callable[..., Segmenter]] = {}
+ENTRY_POINT_GROUP = "unitscope.segmenters"
+#: registering functions loaded on first need: the probe world's segmenter, then the entry points'
+PLUGINS = Plugins(ENTRY_POINT_GROUP, builtin=("unitscope.organisms.registry:register_segmenters",))
 
 
-_SEGMENTERS: dict[str, Callable[..., Segmenter]] = {"world_segmenter": _world_segmenter}
+def register_segmenter(name: str, factory: Callable[..., Segmenter] | None = None):
+    """Register ``factory(device="cpu") -> Segmenter`` under ``name`` (usable as a decorator).
+    Duplicate names are an error; ``:`` is reserved for ``file.py:factory``."""
+
+    def add(fn: Callable[..., Segmenter]) -> Callable[..., Segmenter]:
+        if name in _SEGMENTERS:
+            raise ValueError(f"a segmenter named {name!r} is already registered")
+        if ":" in name:
+            raise ValueError(f"segmenter name {name!r} may not contain ':' (reserved for file.py:factory)")
+        _SEGMENTERS[name] = fn
+        return fn
+
+    return add(factory) if factory is not None else add
+
+
+def list_segmenters(pattern: str = "*") -> list[str]:
+    """Registered segmenter names matching a shell-style ``pattern`` (the plug-ins' too)."""
+    import fnmatch
+
+    PLUGINS.load()
+    return sorted(n for n in _SEGMENTERS if fnmatch.fnmatch(n, pattern))
 
 
 def create_segmenter(name: str, device: str = "cpu") -> Segmenter:
     """A registered segmenter by name, or ``path/to/file.py:factory`` returning a :class:`Segmenter`."""
+    if name not in _SEGMENTERS and ":" not in name:
+        PLUGINS.load()
     if name in _SEGMENTERS:
         return _SEGMENTERS[name](device=device)
     path, sep, fn = name.rpartition(":")
@@ -95,9 +121,9 @@ def create_segmenter(name: str, device: str = "cpu") -> Segmenter:
         spec.loader.exec_module(module)
         seg = getattr(module, fn)()
         if not isinstance(seg, Segmenter):
-            raise ValueError(f"{name} returned {type(seg).__name__}, not a unitscope.segment.Segmenter")
+            raise UsageError(f"{name} returned {type(seg).__name__}, not a unitscope.segment.Segmenter")
         return seg
-    raise ValueError(f"unknown segmenter {name!r}; registered: {', '.join(_SEGMENTERS)}; "
+    raise UsageError(f"unknown segmenter {name!r}; registered: {', '.join(list_segmenters())}; "
                      "or pass path/to/file.py:factory returning a unitscope.segment.Segmenter")
 
 
@@ -116,7 +142,7 @@ def _image_files(folder: Path) -> list[Path]:
         raise FileNotFoundError(f"{folder}: no such folder of images")
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
     if not files:
-        raise ValueError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        raise UsageError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
     return files
 
 

@@ -32,6 +32,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from unitscope.errors import UnitscopeError
 from unitscope.faults import fault
 from unitscope.runs import atomic_write_text, load_arrays, save_arrays
 from unitscope.stats.base import decode_str, encode_str
@@ -45,7 +46,7 @@ DONE = "tally.done.json"
 _META = "tally."  # prefix of the bookkeeping arrays stored next to the statistic's state
 
 
-class TallyKeyError(ValueError):
+class TallyKeyError(UnitscopeError, ValueError):
     """``run_dir`` holds a tally made with different settings."""
 
 
@@ -274,9 +275,10 @@ def _saved_key(folder: Path, rank: int) -> dict[str, Any] | None:
     return None
 
 
-def _check_key(folder: Path, saved: dict[str, Any], now: dict[str, Any]) -> None:
+def _check_key(folder: Path, saved: dict[str, Any] | None, now: dict[str, Any]) -> None:
     if saved == now:
         return
+    saved = saved or {}
     diffs = [
         f"  {name}: saved {saved.get(name, '<absent>')!r}, now {now.get(name, '<absent>')!r}"
         for name in sorted(set(saved) | set(now))

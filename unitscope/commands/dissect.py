@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from unitscope.errors import UsageError
 from unitscope.config import ModelOptions, add_config_args, config_from_args, config_to_dict, help_
 
 
@@ -91,7 +92,7 @@ def _run_dissection(cfg: DissectConfig, device: str):
     if not layers:
         raise ValueError(f"{cfg.model} names no default layers; pass --layers (see `unitscope layers {cfg.model} --spatial`)")
     if (info.kind == "generator") != (cfg.segmenter is not None) or (cfg.segmenter is None) == (cfg.data is None):
-        raise ValueError(f"{cfg.model} is a{' generator' if info.kind == 'generator' else 'n image model'}: a generator "
+        raise UsageError(f"{cfg.model} is a{' generator' if info.kind == 'generator' else 'n image model'}: a generator "
                          "is dissected against a segmenter (--segmenter NAME, no --data), an image model against "
                          "labelled images (--data FOLDER)")
     if info.kind == "generator":

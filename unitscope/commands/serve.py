@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from unitscope.cli import UsageError
 from unitscope.config import ModelOptions, add_config_args, config_from_args, help_
+from unitscope.errors import UsageError
 
 DEFAULT_MODEL = "efficientnet_lite0"
 EXTRA_HINT = "unitscope serve needs FastAPI, uvicorn and python-multipart: pip install 'unitscope[serve]'"

@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from unitscope.errors import UnitscopeError
+
 ALLOW_LISTS = Path(__file__).parent / "photo_sources"
 STAMPS_PACKAGE, STAMPS_DIR = "tuxpaint-stamps-default", Path("/usr/share/tuxpaint/stamps")
 TEXTURES_PACKAGE, TEXTURES_ZIP = "nexuiz-textures", Path("/usr/share/games/nexuiz/data/textures.pk3")
@@ -33,7 +35,7 @@ MAX_TILE = 512  # tiles likewise
 _IMAGE_EXT = (".png", ".jpg", ".jpeg", ".tga", ".bmp", ".webp")
 
 
-class MissingSources(FileNotFoundError):
+class MissingSources(UnitscopeError, FileNotFoundError):
     """The photographs the photo world needs are not installed (the message says how to install them)."""
 
 

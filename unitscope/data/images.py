@@ -14,8 +14,10 @@ from pathlib import Path
 
 from PIL import Image
 
+from unitscope.errors import UnitscopeError
 
-class ImageReadError(ValueError):
+
+class ImageReadError(UnitscopeError, ValueError):
     """An image file that could not be decoded; ``path`` and ``where`` (e.g. an index row) say which."""
 
     def __init__(self, path: str | Path, reason: str, where: str | None = None):

@@ -17,10 +17,10 @@ ActivationSource and LabelSource interfaces, with today's model-on-images and Br
 
 from unitscope.dissect.cache import ActivationCache, LayerCache, open_activation_cache
 from unitscope.dissect.engine import (
-    RUN_OUTPUTS, Options, check_layers, clear_run, dissect, dissect_sources, random_rotation, rotate,
+    RUN_OUTPUTS, Options, clear_run, dissect, dissect_sources, random_rotation, rotate,
 )
 from unitscope.dissect.results import DissectResult, LayerDissection, label_agreement, load_layer_arrays, summarise
-from unitscope.dissect.sources import ActivationSource, BrodenLabels, LabelSource, ModelActivations
+from unitscope.dissect.sources import ActivationSource, BrodenLabels, LabelSource, ModelActivations, check_layers
 
 __all__ = ["RUN_OUTPUTS", "ActivationCache", "ActivationSource", "BrodenLabels", "DissectResult", "LabelSource",
            "LayerCache", "LayerDissection", "ModelActivations", "Options", "check_layers", "clear_run", "dissect",

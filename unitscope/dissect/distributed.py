@@ -163,7 +163,7 @@ def start_process_group(device: str, timeout_s: float) -> tuple[str, bool]:
 
 
 def _stopped_by_launcher(signum: int, frame: Any) -> None:
-    from unitscope.cli import RunError
+    from unitscope.errors import RunError
 
     rank, world = rank_world()
     raise RunError(f"process {rank} of {world} was stopped (SIGTERM), most likely by torchrun because another "
@@ -180,7 +180,7 @@ def peers_checked() -> Iterator[None]:
     except RuntimeError as exc:
         if not torch.distributed.is_initialized() or not _peer_failure(exc):
             raise
-        from unitscope.cli import RunError
+        from unitscope.errors import RunError
 
         rank, world = rank_world()
         raise RunError(f"process {rank} of {world} lost contact with another process at a merge ({str(exc)[:160]}); "

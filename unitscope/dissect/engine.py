@@ -25,9 +25,7 @@ Under ``torchrun`` every rank runs it on a shard and rank 0 writes the run folde
 from __future__ import annotations
 
 import json
-import math
 import shutil
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,8 +45,6 @@ from unitscope.dissect.sources import (
     ActivationSource, BadImages, BrodenLabels, Items, LabelSource, ModelActivations, collate_items,
 )
 from unitscope.faults import fault
-from unitscope.hooks import list_layers, resolve_layer
-from unitscope.models import get_info
 from unitscope.runs import atomic_write_text, save_arrays
 from unitscope.stats import CombinedStat, IoUCounts, NullIoUCounts, Quantile, TopK
 from unitscope.tally import TallyKeyError, changed_key_fields, check_resumable, tally
@@ -58,33 +54,6 @@ RUN_OUTPUTS = ("pass1", "pass2", CACHE_FOLDER, "arrays", "images", "catalog.sqli
 # settings that only a pass's own result depends on: a change redoes that pass instead of refusing
 _OWN = {1: {"rotations", "seed", "stat", "precision"},
         2: {"quantile", "topk", "rotations", "seed", "stat", "null_draws", "denominator", "precision"}}
-
-
-def check_layers(model: nn.Module, layers: Sequence[str], input_size: Sequence[int]) -> dict[str, tuple[int, int, int]]:
-    """Resolve layer names and check each has a spatial map; returns ``{layer: (C, h, w)}``."""
-    for layer in layers:
-        resolve_layer(model, layer)  # unknown names fail here, with close matches
-    infos = {info.name: info for info in list_layers(model, input_size)}
-    shapes = {name: info.shape for name, info in infos.items()}
-    result = {}
-    for layer in layers:
-        if infos[layer].calls > 1:
-            warnings.warn(f"layer {layer!r} runs {infos[layer].calls} times per forward pass (a reused module); "
-                          "dissection sees its first call", stacklevel=2)
-        shape = shapes.get(layer)
-        if shape is None:
-            raise ValueError(f"layer {layer!r} returns no tensor; dissection needs a [N, C, H, W] feature map")
-        if len(shape) == 2:  # transformer tokens [T, D]
-            side = math.isqrt(shape[0]) if math.isqrt(shape[0]) ** 2 == shape[0] else math.isqrt(shape[0] - 1)
-            shape = (shape[1], side, side)
-        if len(shape) != 3:
-            raise ValueError(
-                f"layer {layer!r} has output [N, {', '.join(map(str, shape))}] without a spatial map; "
-                "dissection needs [N, C, H, W] (or transformer tokens [N, T, D]). "
-                f"Pick a convolutional layer: `unitscope layers {get_info(model).name} --spatial`"
-            )
-        result[layer] = tuple(shape)
-    return result
 
 
 def random_rotation(c: int, seed: int) -> torch.Tensor:

@@ -16,6 +16,8 @@ makes pass 2 run the source even when the activations are cached).
 from __future__ import annotations
 
 import json
+import math
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,7 +26,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from unitscope.hooks import TraceDict
+from unitscope.hooks import TraceDict, list_layers, resolve_layer
+from unitscope.models import get_info
 from unitscope.runs import atomic_write_text
 
 Batch = dict[str, Any]
@@ -88,6 +91,33 @@ class LabelSource(ABC):
 PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+def check_layers(model: nn.Module, layers: Sequence[str], input_size: Sequence[int]) -> dict[str, tuple[int, int, int]]:
+    """Resolve layer names and check each has a spatial map; returns ``{layer: (C, h, w)}``."""
+    for layer in layers:
+        resolve_layer(model, layer)  # unknown names fail here, with close matches
+    infos = {info.name: info for info in list_layers(model, input_size)}
+    shapes = {name: info.shape for name, info in infos.items()}
+    result = {}
+    for layer in layers:
+        if infos[layer].calls > 1:
+            warnings.warn(f"layer {layer!r} runs {infos[layer].calls} times per forward pass (a reused module); "
+                          "dissection sees its first call", stacklevel=2)
+        shape = shapes.get(layer)
+        if shape is None:
+            raise ValueError(f"layer {layer!r} returns no tensor; dissection needs a [N, C, H, W] feature map")
+        if len(shape) == 2:  # transformer tokens [T, D]
+            side = math.isqrt(shape[0]) if math.isqrt(shape[0]) ** 2 == shape[0] else math.isqrt(shape[0] - 1)
+            shape = (shape[1], side, side)
+        if len(shape) != 3:
+            raise ValueError(
+                f"layer {layer!r} has output [N, {', '.join(map(str, shape))}] without a spatial map; "
+                "dissection needs [N, C, H, W] (or transformer tokens [N, T, D]). "
+                f"Pick a convolutional layer: `unitscope layers {get_info(model).name} --spatial`"
+            )
+        result[layer] = tuple(shape)
+    return result
+
+
 class ModelActivations(ActivationSource):
     """Images of a Broden-format ``dataset`` (its first ``n``) through ``model``, traced at ``layers``.
 
@@ -123,8 +153,6 @@ class ModelActivations(ActivationSource):
 
     def shapes(self) -> dict[str, tuple[int, int, int]]:
         if self._shapes is None:
-            from unitscope.dissect.engine import check_layers
-
             # layer shapes from the images the model will really see (its transform may resize them)
             self._image_size = tuple(self._get(0, image=True)["image"].shape)
             self._shapes = check_layers(self.model, self.layers, self._image_size)

@@ -1,4 +1,6 @@
-"""``world_generator``: a small DCGAN trained on the probe world (networks, hinge loss, training loop).
+"""``world_generator``'s training: hinge loss, G and D steps, a moving average of G, the loop.
+The networks (``Generator``, ``Discriminator``, ``generate``) live in :mod:`unitscope.organisms.nets`
+with the other organisms' (importable from here too).
 
     from unitscope.models import create_model
     g = create_model("world_generator")           # shipped weights, sha256 checked
@@ -25,80 +27,16 @@ import dataclasses
 import io
 import json
 import time
-from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.parametrizations import spectral_norm
 
 from unitscope.faults import fault
-
-LATENT = 64
-# Sized for a 30-minute schedule on a shared 2-core CPU (about 1 s per step of 32 images, 1 thread).
-G_CHANNELS = (128, 64, 32, 16)    # at 4, 8, 16, 32 px: 0.23 M parameters, 0.9 MB (resize + 3x3 conv)
-D_CHANNELS = (16, 32, 64, 128)    # at 32, 16, 8, 4 px
-GENERATOR_LAYERS = ("relu1", "relu2", "relu3", "relu4")
-
-
-class Generator(nn.Sequential):
-    """Latent z [N, Z] (or [N, Z, 1, 1]) -> image [N, 3, 64, 64] in [0, 1].
-
-    ``upsample="transposed"``: each doubling is a 4x4 stride-2 transposed convolution (DCGAN; its
-    uneven overlap leaves a checkerboard); ``"nearest"`` or ``"bilinear"``: an ``up<k>`` resize then
-    a 3x3 ``conv<k>`` (no checkerboard, about twice the multiply-adds)."""
-
-    def __init__(self, latent: int = LATENT, channels=G_CHANNELS, upsample: str = "transposed"):
-        if upsample not in ("transposed", "nearest", "bilinear"):
-            raise ValueError(f"upsample must be 'transposed', 'nearest' or 'bilinear', not {upsample!r}")
-        layers: OrderedDict[str, nn.Module] = OrderedDict()
-        cin = latent
-        for k, cout in enumerate([*channels, 3], start=1):
-            last = k == len(channels) + 1
-            if k == 1:
-                layers["conv1"] = nn.ConvTranspose2d(cin, cout, 4, 1, 0, bias=False)  # 1x1 -> 4x4
-            elif upsample == "transposed":
-                layers[f"conv{k}"] = nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=last)
-            else:
-                layers[f"up{k}"] = nn.Upsample(scale_factor=2, mode=upsample)
-                layers[f"conv{k}"] = nn.Conv2d(cin, cout, 3, 1, 1, bias=last)
-            if not last:
-                layers[f"bn{k}"] = nn.BatchNorm2d(cout)
-                layers[f"relu{k}"] = nn.ReLU()
-            cin = cout
-        layers["tanh"] = nn.Tanh()
-        super().__init__(layers)
-        self.latent = latent
-        self.upsample = upsample
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        x = super().forward(z.reshape(z.shape[0], self.latent, 1, 1))
-        return (x + 1) / 2
-
-
-def generator_for(task_kw: dict) -> Generator:
-    """The G a recipe's ``task_kw`` describes (``upsample``, ``g_channels``; defaults: the DCGAN)."""
-    return Generator(channels=tuple(task_kw.get("g_channels", G_CHANNELS)),
-                     upsample=task_kw.get("upsample", "transposed"))
-
-
-class Discriminator(nn.Module):
-    """Image [N, 3, 64, 64] in [0, 1] -> realness score [N] (spectral norm, leaky ReLU)."""
-
-    def __init__(self, channels=D_CHANNELS):
-        super().__init__()
-        channels = tuple(channels)
-        layers, cin = [], 3
-        for cout in channels:
-            layers += [spectral_norm(nn.Conv2d(cin, cout, 4, 2, 1)), nn.LeakyReLU(0.2)]
-            cin = cout
-        layers.append(spectral_norm(nn.Conv2d(cin, 1, 4, 1, 0)))
-        self.net = nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x * 2 - 1).flatten()
+from unitscope.organisms.nets import (  # noqa: F401  (gan's names before the nets moved)
+    D_CHANNELS, G_CHANNELS, GENERATOR_LAYERS, LATENT, Discriminator, Generator, generate, generator_for, sample_z)
 
 
 def d_hinge_loss(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
@@ -108,19 +46,6 @@ def d_hinge_loss(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.
 
 def g_hinge_loss(fake_scores: torch.Tensor) -> torch.Tensor:
     return -fake_scores.mean()
-
-
-def sample_z(n: int, seed: int, latent: int = LATENT) -> torch.Tensor:
-    """``n`` latent vectors [n, Z] drawn from ``seed`` alone (the same seed gives the same z)."""
-    return torch.randn(n, latent, generator=torch.Generator().manual_seed(seed))
-
-
-@torch.no_grad()
-def generate(model: Generator, n: int, seed: int = 0, batch_size: int = 128, device: str = "cpu") -> torch.Tensor:
-    """``n`` images [n, 3, 64, 64] in [0, 1] from ``sample_z(n, seed)``, in eval mode."""
-    model.eval()
-    z = sample_z(n, seed, model.latent)
-    return torch.cat([model(z[s:s + batch_size].to(device)).cpu() for s in range(0, n, batch_size)])
 
 
 def save_samples(model: Generator, out: Path, n: int, seed: int = 0, device: str = "cpu") -> list[Path]:
@@ -162,13 +87,13 @@ def recalibrate_batch_norm(model: Generator, seed: int, batches: int = 32, batch
 # -- checkpoints: G, D (and G's average) and both Adam states (unitscope.organisms.train's format) ----
 
 def _save_checkpoint(path: Path, g, d, opt_g, opt_d, state: dict, ema=None) -> None:
-    from unitscope.organisms.train import write_checkpoint
+    from unitscope.organisms.checkpoint import write_checkpoint
 
     write_checkpoint(path, state, _modules(g, d, ema), {"opt_g": opt_g, "opt_d": opt_d})
 
 
 def _load_checkpoint(path: Path, g, d, opt_g, opt_d, device, ema=None) -> dict | None:
-    from unitscope.organisms.train import read_checkpoint
+    from unitscope.organisms.checkpoint import read_checkpoint
 
     return read_checkpoint(path, device, _modules(g, d, ema), {"opt_g": opt_g, "opt_d": opt_d})
 
@@ -268,7 +193,7 @@ def _finish(recipe, g: Generator, path: Path, state: dict, seed: int, device: st
     from safetensors.torch import save
 
     from unitscope.organisms.gan_eval import evaluate_generator
-    from unitscope.organisms.train import sha256_file
+    from unitscope.organisms.checkpoint import sha256_file
     from unitscope.runs import atomic_write_bytes, atomic_write_text
 
     recalibrate_batch_norm(g, seed, device=device)

@@ -30,7 +30,7 @@ EVAL_Z_SEED = 20_000  # latent seed of the evaluation samples (not used in train
 def object_table(maps, min_share: float = MIN_SHARE) -> dict[str, dict[str, float]]:
     """Object label maps [N, H, W] (Broden numbers, 0 = none) -> {object: presence, pixel_share}."""
     maps = torch.as_tensor(np.asarray(maps)).long()
-    n, pixels = maps.shape[0], maps.shape[1] * maps.shape[2]
+    pixels = maps.shape[1] * maps.shape[2]
     table = {}
     for name, num in VOCAB["object"]:
         share = (maps == num).flatten(1).float().sum(1) / pixels  # [N]
@@ -77,7 +77,7 @@ def evaluate_generator(g, cache: str | Path, held_out_seed: int = 2, n: int = 50
     """Segment ``n`` samples of ``g`` (z from :data:`EVAL_Z_SEED`) and ``n`` real images of world
     ``held_out_seed``; returns (metrics: the distances, tables: generated / real_segmented / real_truth)."""
     from unitscope.organisms.data import world_arrays
-    from unitscope.organisms.gan import generate
+    from unitscope.organisms.nets import generate
     from unitscope.segment import create_segmenter
 
     seg = create_segmenter(segmenter, device=device)

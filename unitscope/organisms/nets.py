@@ -6,13 +6,15 @@
     net.features(torch.zeros(2, 3, 48, 48)).shape # [2, 128, 6, 6]: the last conv layer, after its ReLU
     SegNet().eval()(torch.zeros(2, 3, 64, 64))["object"].shape   # [2, 18, 64, 64] per-pixel logits
     ColorNet()(torch.zeros(2, 3, 48, 48)).shape   # [2, 36, 48, 48] colour logits over the codebook
+    generate(Generator(), n=4, seed=0).shape      # [4, 3, 64, 64] in [0, 1]: world_generator's G
 
 ``SceneNet`` is a plain VGG-like CNN: five conv layers (64-128 channels), each followed by batch
 norm and a ReLU named ``features.relu<k>``; dissect those (after the ReLU, the privileged basis).
 The colorizer and the rotation predictor reuse the same ``features`` with other heads (the
 colorizer classifies every pixel's colour over a codebook, from the grey image only). The scene
 networks (``world_scenes`` and its twin) take 64-px input (8x8 at ``features.relu5``); the rotation
-predictor and the colorizer 48 px (the recipe's ``size``).
+predictor and the colorizer 48 px (the recipe's ``size``). ``Generator`` and ``Discriminator`` are
+``world_generator``'s G and D (trained in :mod:`unitscope.organisms.gan`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from collections import OrderedDict
 
 import torch
 from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
 
 # (in, out, stride) of the conv layers.
 # Five conv layers (64-128 channels): a 4x4 stride-4 stem, then 3x3 convs; 48x48 input -> 6x6 at the
@@ -130,3 +133,83 @@ class SegNet(nn.Module):
         if self.training:
             return {c: head(d1) for c, head in self.heads.items()}
         return {c: F.interpolate(head(d1), size=x.shape[-2:], mode="bilinear") for c, head in self.heads.items()}
+
+
+# -- world_generator's networks (trained by unitscope.organisms.gan) ----------------------------------
+
+LATENT = 64
+# Sized for a 30-minute schedule on a shared 2-core CPU (about 1 s per step of 32 images, 1 thread).
+G_CHANNELS = (128, 64, 32, 16)    # at 4, 8, 16, 32 px: 0.23 M parameters, 0.9 MB (resize + 3x3 conv)
+D_CHANNELS = (16, 32, 64, 128)    # at 32, 16, 8, 4 px
+GENERATOR_LAYERS = ("relu1", "relu2", "relu3", "relu4")
+
+
+class Generator(nn.Sequential):
+    """Latent z [N, Z] (or [N, Z, 1, 1]) -> image [N, 3, 64, 64] in [0, 1].
+
+    ``upsample="transposed"``: each doubling is a 4x4 stride-2 transposed convolution (DCGAN; its
+    uneven overlap leaves a checkerboard); ``"nearest"`` or ``"bilinear"``: an ``up<k>`` resize then
+    a 3x3 ``conv<k>`` (no checkerboard, about twice the multiply-adds)."""
+
+    def __init__(self, latent: int = LATENT, channels=G_CHANNELS, upsample: str = "transposed"):
+        if upsample not in ("transposed", "nearest", "bilinear"):
+            raise ValueError(f"upsample must be 'transposed', 'nearest' or 'bilinear', not {upsample!r}")
+        layers: OrderedDict[str, nn.Module] = OrderedDict()
+        cin = latent
+        for k, cout in enumerate([*channels, 3], start=1):
+            last = k == len(channels) + 1
+            if k == 1:
+                layers["conv1"] = nn.ConvTranspose2d(cin, cout, 4, 1, 0, bias=False)  # 1x1 -> 4x4
+            elif upsample == "transposed":
+                layers[f"conv{k}"] = nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=last)
+            else:
+                layers[f"up{k}"] = nn.Upsample(scale_factor=2, mode=upsample)
+                layers[f"conv{k}"] = nn.Conv2d(cin, cout, 3, 1, 1, bias=last)
+            if not last:
+                layers[f"bn{k}"] = nn.BatchNorm2d(cout)
+                layers[f"relu{k}"] = nn.ReLU()
+            cin = cout
+        layers["tanh"] = nn.Tanh()
+        super().__init__(layers)
+        self.latent = latent
+        self.upsample = upsample
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = super().forward(z.reshape(z.shape[0], self.latent, 1, 1))
+        return (x + 1) / 2
+
+
+def generator_for(task_kw: dict) -> Generator:
+    """The G a recipe's ``task_kw`` describes (``upsample``, ``g_channels``; defaults: the DCGAN)."""
+    return Generator(channels=tuple(task_kw.get("g_channels", G_CHANNELS)),
+                     upsample=task_kw.get("upsample", "transposed"))
+
+
+class Discriminator(nn.Module):
+    """Image [N, 3, 64, 64] in [0, 1] -> realness score [N] (spectral norm, leaky ReLU)."""
+
+    def __init__(self, channels=D_CHANNELS):
+        super().__init__()
+        channels = tuple(channels)
+        layers, cin = [], 3
+        for cout in channels:
+            layers += [spectral_norm(nn.Conv2d(cin, cout, 4, 2, 1)), nn.LeakyReLU(0.2)]
+            cin = cout
+        layers.append(spectral_norm(nn.Conv2d(cin, 1, 4, 1, 0)))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x * 2 - 1).flatten()
+
+
+def sample_z(n: int, seed: int, latent: int = LATENT) -> torch.Tensor:
+    """``n`` latent vectors [n, Z] drawn from ``seed`` alone (the same seed gives the same z)."""
+    return torch.randn(n, latent, generator=torch.Generator().manual_seed(seed))
+
+
+@torch.no_grad()
+def generate(model: Generator, n: int, seed: int = 0, batch_size: int = 128, device: str = "cpu") -> torch.Tensor:
+    """``n`` images [n, 3, 64, 64] in [0, 1] from ``sample_z(n, seed)``, in eval mode."""
+    model.eval()
+    z = sample_z(n, seed, model.latent)
+    return torch.cat([model(z[s:s + batch_size].to(device)).cpu() for s in range(0, n, batch_size)])

@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from unitscope.data._vocab import SCENES, VOCAB
-from unitscope.organisms.gan import GENERATOR_LAYERS, generator_for
-from unitscope.organisms.nets import SCENE_LAYERS, ColorNet, SceneNet, SegNet
+from unitscope.organisms.nets import GENERATOR_LAYERS, SCENE_LAYERS, ColorNet, SceneNet, SegNet, generator_for
 from unitscope.organisms.tasks import SEG_HEADS
 
 

@@ -1,9 +1,13 @@
-"""Registers the shipped model organisms in :mod:`unitscope.models` (imported by that module).
+"""Registers the shipped model organisms in :mod:`unitscope.models` and the probe-world segmenter
+in :mod:`unitscope.segment`. Those registries call :func:`register_models` and
+:func:`register_segmenters` on first need (``unitscope.plugins``); they never import this module.
 
     from unitscope.models import create_model, get_info
     net = create_model("world_scenes")      # offline, weights checked against their sha256
     get_info(net).class_names               # the probe world's scene names
     get_info(net).default_layers            # ["features.relu2", "features.relu4", "features.relu5"]
+    from unitscope.segment import create_segmenter
+    seg = create_segmenter("world_segmenter")
 """
 
 from __future__ import annotations
@@ -31,9 +35,9 @@ def load_organism(name: str, pretrained: bool = True) -> nn.Module:
     from safetensors.torch import load_file
 
     from unitscope.models import ModelInfo, _attach
+    from unitscope.organisms.checkpoint import sha256_file
     from unitscope.organisms.recipes import RECIPES, build_net
     from unitscope.organisms.tasks import MEAN, STD
-    from unitscope.organisms.train import sha256_file
 
     recipe = RECIPES[name]
     model = build_net(recipe)
@@ -56,9 +60,30 @@ def load_organism(name: str, pretrained: bool = True) -> nn.Module:
     return _attach(model, info)
 
 
-def register_all() -> None:
+def register_models() -> None:
+    """Every recipe's organism as a model (``create_model("world_scenes")``)."""
     from unitscope.models import register_model
     from unitscope.organisms.recipes import RECIPES
 
     for name in RECIPES:
         register_model(name, lambda pretrained=True, _n=name: load_organism(_n, pretrained))
+
+
+def world_segmenter(device: str = "cpu"):
+    """The shipped ``world_segmenter`` as a :class:`~unitscope.segment.Segmenter` (object, part,
+    material and colour maps in the world's label numbers)."""
+    from unitscope.data._vocab import VOCAB
+    from unitscope.models import create_model, get_info
+    from unitscope.organisms.tasks import SEG_HEADS, global_numbers
+    from unitscope.segment import ModelSegmenter
+
+    model = create_model("world_segmenter")
+    info = get_info(model)
+    return ModelSegmenter(model, {c: global_numbers(c) for c in SEG_HEADS}, {c: VOCAB[c] for c in SEG_HEADS},
+                          info.mean, info.std, info.input_size[-1], device)
+
+
+def register_segmenters() -> None:
+    from unitscope.segment import register_segmenter
+
+    register_segmenter("world_segmenter", world_segmenter)

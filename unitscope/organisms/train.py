@@ -13,7 +13,6 @@ from its last checkpoint exactly as if it had not stopped (up to nondeterministi
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import time
@@ -23,17 +22,11 @@ import numpy as np
 import torch
 
 from unitscope.faults import fault
+from unitscope.organisms.checkpoint import (  # noqa: F401  (also re-exported: train's names before the split)
+    load_module, load_optimizer, module_tensors, optimizer_tensors, read_checkpoint, sha256_file, write_checkpoint)
 from unitscope.organisms.recipes import RECIPES, Recipe, build_net
 from unitscope.organisms.tasks import TASKS
 from unitscope.runs import atomic_write_bytes, atomic_write_text
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def lr_at(step: int, total: int, base: float, warmup: int = 30) -> float:
@@ -42,72 +35,6 @@ def lr_at(step: int, total: int, base: float, warmup: int = 30) -> float:
     if step < warmup:
         return base * (step + 1) / warmup
     return 0.5 * base * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-
-
-# -- checkpoints: named modules and optimiser states in one safetensors file, then the JSON state ------
-
-def module_tensors(prefix: str, module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """``{prefix.name: tensor}`` of ``module``'s state dict, on the CPU."""
-    return {f"{prefix}.{k}": v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-
-
-def load_module(prefix: str, module: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
-    """Load what :func:`module_tensors` wrote under ``prefix``."""
-    n = len(prefix) + 1
-    module.load_state_dict({k[n:]: v for k, v in tensors.items() if k.startswith(prefix + ".")})
-
-
-def optimizer_tensors(prefix: str, opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
-    """``{prefix.i.key: tensor}`` of every parameter's state (SGD: momentum_buffer; Adam(W): step,
-    exp_avg, exp_avg_sq), on the CPU."""
-    return {f"{prefix}.{i}.{key}": v.detach().cpu().contiguous()
-            for i, s in opt.state_dict()["state"].items() for key, v in s.items() if isinstance(v, torch.Tensor)}
-
-
-def load_optimizer(prefix: str, opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> None:
-    """Restore what :func:`optimizer_tensors` wrote under ``prefix`` (``prefix.i`` alone, as older
-    SGD checkpoints wrote it, is a momentum buffer)."""
-    sd = opt.state_dict()
-    sd["state"] = {}
-    for k, v in tensors.items():
-        if k.startswith(prefix + "."):
-            i, _, key = k[len(prefix) + 1:].partition(".")
-            if key == "step":
-                v = v.cpu()  # Adam keeps its step count on the CPU
-            sd["state"].setdefault(int(i), {})[key or "momentum_buffer"] = v
-    opt.load_state_dict(sd)
-
-
-def write_checkpoint(path: Path, state: dict, modules: dict[str, torch.nn.Module],
-                     optimizers: dict[str, torch.optim.Optimizer]) -> None:
-    """``NAME.ckpt.safetensors`` (each module and optimiser under its prefix) then ``NAME.ckpt.json``
-    (``state``) beside ``path``; the JSON last: it marks a whole pair."""
-    from safetensors.torch import save
-
-    tensors: dict[str, torch.Tensor] = {}
-    for prefix, module in modules.items():
-        tensors.update(module_tensors(prefix, module))
-    for prefix, opt in optimizers.items():
-        tensors.update(optimizer_tensors(prefix, opt))
-    atomic_write_bytes(path.with_suffix(".ckpt.safetensors"), save(tensors))
-    atomic_write_text(path.with_suffix(".ckpt.json"), json.dumps(state))
-
-
-def read_checkpoint(path: Path, device, modules: dict[str, torch.nn.Module],
-                    optimizers: dict[str, torch.optim.Optimizer]) -> dict | None:
-    """Load the checkpoint :func:`write_checkpoint` left beside ``path`` into ``modules`` and
-    ``optimizers``; returns its state, or None when there is none."""
-    meta = path.with_suffix(".ckpt.json")
-    if not meta.exists():
-        return None
-    from safetensors.torch import load_file
-
-    tensors = load_file(str(path.with_suffix(".ckpt.safetensors")), device=str(device))
-    for prefix, module in modules.items():
-        load_module(prefix, module, tensors)
-    for prefix, opt in optimizers.items():
-        load_optimizer(prefix, opt, tensors)
-    return json.loads(meta.read_text())
 
 
 def _save_checkpoint(path: Path, model, opt, state: dict) -> None:

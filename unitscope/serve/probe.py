@@ -26,13 +26,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from unitscope.errors import UnitscopeError
 from unitscope.hooks import LayerNotFoundError, Trace, layer_names, list_layers, resolve_layer
 from unitscope.models import get_info
 
 MAX_TILE = 128  # maps larger than this on a side are average-pooled down for the atlas
 
 
-class UnknownLayer(LookupError):
+class UnknownLayer(UnitscopeError, LookupError):
     """A layer the model lacks or that has no ``[C, H, W]`` map; ``close`` lists suggestions."""
 
     def __init__(self, message: str, close: list[str]):

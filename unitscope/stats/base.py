@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 
 import numpy as np
 import torch
@@ -87,7 +87,7 @@ class Stat:
     def _set_data(self, arrays: dict[str, torch.Tensor]) -> None:
         raise NotImplementedError
 
-    def _merge(self, other: Stat) -> None:
+    def _merge(self, other: Self) -> None:
         raise NotImplementedError
 
     # -- shared behaviour -----------------------------------------------------------------------
@@ -121,7 +121,7 @@ class Stat:
     @classmethod
     def from_state_dict(cls: type[S], sd: Mapping[str, np.ndarray], device: Device = None) -> S:
         """Rebuild a statistic saved with :meth:`state_dict`."""
-        stat = cls(**_config_of(sd), device=device)
+        stat = cls(**_config_of(sd), device=device)  # type: ignore[call-arg]  # every concrete Stat takes device
         stat.load_state_dict(sd)
         return stat
 

@@ -68,7 +68,7 @@ class CombinedStat(Stat):
             name: stat_from_state_dict(_member(sd, name), device=device)
             for name in sorted(_member_names(sd))
         }
-        return cls(**stats)
+        return cls(**stats)  # type: ignore[arg-type]  # members by name; device is keyword-only in spirit
 
     def merge(self, other: CombinedStat) -> CombinedStat:
         if not isinstance(other, CombinedStat) or set(other.stats) != set(self.stats):

@@ -19,6 +19,11 @@ class _CountArrays:
     """What IoUCounts and NullIoUCounts share: three count arrays, added to with a shape check,
     saved as they are and merged by adding them."""
 
+    device: torch.device
+    intersection: torch.Tensor
+    unit_area: torch.Tensor
+    label_area: torch.Tensor
+
     def add_counts(self, intersection: torch.Tensor, unit_area: torch.Tensor, label_area: torch.Tensor) -> None:
         """Add counts computed elsewhere, shaped as this statistic's own (IoUCounts: ``[C, L]``,
         ``[C, G]``, ``[L]``; NullIoUCounts: ``[D, C, L]``, ``[D, C, G]``, ``[L]``)."""

@@ -1,0 +1,75 @@
+"""Registries that other modules fill: built-in registering functions and an entry-point group,
+loaded once, on first need (never on import, so ``import unitscope.models`` stays cheap).
+
+    from unitscope.plugins import Plugins
+    PLUGINS = Plugins("unitscope.models", builtin=("unitscope.organisms.registry:register_models",))
+    PLUGINS.load()      # calls each built-in function, then each entry point's, once
+
+A third-party package registers its own models (or segmenters) with an entry point naming a
+function that registers them, in its ``pyproject.toml``::
+
+    [project.entry-points."unitscope.models"]
+    mynets = "mypackage.nets:register"
+
+``builtin`` lists this package's own registering functions as ``module:function`` strings, so
+they load without an installed entry point (a source checkout, an editable install made before
+they existed) and the registry module never imports them: the organisms sit above
+:mod:`unitscope.models` in the package's layers (``tests/test_import_layers.py``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+
+__all__ = ["Plugins"]
+
+
+def _resolve(spec: str) -> Callable[[], object]:
+    module, _, name = spec.partition(":")
+    target = importlib.import_module(module)
+    return getattr(target, name) if name else (lambda: None)  # a bare module registers on import
+
+
+class Plugins:
+    """The registering functions of one registry: ``builtin`` (``module:function`` strings) and
+    those the installed packages name in the entry-point ``group``."""
+
+    def __init__(self, group: str, builtin: tuple[str, ...] = ()):
+        self.group, self.builtin = group, builtin
+        self._state = "unloaded"  # -> "loading" -> "loaded"
+        self._done: set[str] = set()  # the functions already called (a retry after a failure skips them)
+
+    @property
+    def loaded(self) -> bool:
+        return self._state == "loaded"
+
+    def load(self) -> None:
+        """Call every registering function once. A lookup made while they run (a plug-in that lists
+        models) sees what is registered so far instead of recursing; a plug-in that fails to load
+        raises an ImportError naming it, and the next call tries the ones not yet done."""
+        if self._state != "unloaded":
+            return
+        self._state = "loading"
+        try:
+            for spec in self.builtin:
+                if spec not in self._done:
+                    _resolve(spec)()
+                    self._done.add(spec)
+            from importlib.metadata import entry_points  # only now: scanning installed packages costs
+
+            for ep in entry_points(group=self.group):
+                if ep.value in self.builtin or ep.value in self._done:
+                    continue  # ours (also named by the installed package's metadata), or done before
+                try:
+                    register = ep.load()
+                except Exception as exc:
+                    raise ImportError(f"{self.group} entry point {ep.name!r} ({ep.value}) failed to load: "
+                                      f"{exc}") from exc
+                if callable(register):
+                    register()
+                self._done.add(ep.value)
+        except BaseException:
+            self._state = "unloaded"
+            raise
+        self._state = "loaded"

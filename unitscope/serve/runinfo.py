@@ -65,6 +65,16 @@ class RunInfo:
             params.append(unit)
         return cat.query(sql + (f" ORDER BY {order}" if order else ""), params)
 
+    def values_rule(self) -> str:
+        """The run's ``--values`` rule (config.json), so the live maps are what it thresholded: "post" for
+        a run made before the rule existed (it read every layer's output), "auto" without a run."""
+        import json
+
+        if self.path is None:
+            return "auto"
+        config = self.path / "config.json"
+        return json.loads(config.read_text()).get("values", "post") if config.is_file() else "post"
+
     def url(self, rel: str) -> str:
         return RUN_URL + quote(rel.lstrip("/"))
 

@@ -96,7 +96,7 @@ def test_a_capped_unit_is_labelled_from_its_pre_activation(data, tmp_path):
     result = dissect(model, ds, ["feat"], tmp_path / "run", quantile=q, topk=4, batch_size=8, progress=False,
                      null_draws=0, keep_cache=True)
     d = result.layers["feat"]
-    assert d.values == "pre-activation: input of ReLU6 at feat.1"
+    assert d.values == "pre-activation: input of ReLU6 at feat.1, floored at 0 (the output without its cap)"
     assert d.concept(0) == HIGH and d.best_iou[0] > 0.9, d.best_iou
     assert 7 < d.thresholds[0] < 7.01, d.thresholds  # among the 7s
     assert not d.saturated.any() and not d.tied.any() and "Warning" not in d.summary()
@@ -111,7 +111,7 @@ def test_a_capped_unit_is_labelled_from_its_pre_activation(data, tmp_path):
         assert np.allclose([r[1] for r in rows], peak[order, 0].numpy(), rtol=0, atol=1e-5)
         assert min(r[1] for r in rows) > 10  # all of them above the cap of 6
         layer = db.execute("SELECT activation_values, saturated_units, tied_units FROM layers").fetchone()
-    assert layer == ("pre-activation: input of ReLU6 at feat.1", 0, 0)
+    assert layer == (d.values, 0, 0)
     # the kept cache holds the pre-activation once; read() gives the layer's output from it
     with open_activation_cache(tmp_path / "run", "feat") as cache:
         assert cache.values == "pre"
@@ -132,7 +132,8 @@ def test_the_layer_output_at_the_cap_is_empty_and_warned(data, tmp_path):
     # rotations are of the layer's output whichever values its units are read at: the same rows
     pre = dissect(model_for(ds), ds, ["feat"], tmp_path / "pre", **kw)
     assert pre.layers["feat"].values.startswith("pre-activation") and d.values == "layer output (--values post)"
-    assert [r.thresholds.tolist() for r in pre.rotated["feat"]] == [r.thresholds.tolist() for r in result.rotated["feat"]]
+    assert [r.thresholds.tolist() for r in pre.rotated["feat"]] == \
+        [r.thresholds.tolist() for r in result.rotated["feat"]]
     assert pre.rotations["feat"][1:] == result.rotations["feat"][1:]
     assert d.thresholds[0] == 6 and d.concept(0) is None
     assert d.saturated.all() and d.tied.all()
@@ -174,9 +175,11 @@ def test_values_rule_per_activation():
                           nn.Conv2d(4, 4, 1), nn.Sigmoid(), nn.Conv2d(4, 4, 1))
     kw = {"input_size": (3, 8, 8)}
     relu6 = dissection_values(model, "2", **kw)
-    assert (relu6.values, relu6.module, relu6.note) == ("pre", "2", "pre-activation: input of ReLU6 at 2")
+    assert (relu6.values, relu6.module) == ("pre", "2")
+    assert relu6.note == "pre-activation: input of ReLU6 at 2, floored at 0 (the output without its cap)"
     x = torch.linspace(-3, 9, 13)
-    assert torch.equal(relu6.post(x), x.clamp(0, 6))
+    assert torch.equal(relu6.post(x), x.clamp(0, 6)) and torch.equal(relu6.read(x), x.clamp(min=0))
+    assert dissection_values(model, "6", **kw).floor is None  # sigmoid has no flat part: its input as it is
     assert dissection_values(model, "6", **kw).values == "pre"  # sigmoid: bounded
     assert dissection_values(model, "4", **kw).note == "layer output (after ReLU, not bounded above)"
     assert dissection_values(model, "4", "pre", **kw).values == "pre"
@@ -219,8 +222,9 @@ def test_the_probe_page_shows_the_values_the_run_thresholded(tmp_path):
     image = Image.new("RGB", (8, 8), (0, 0, 0))
     image.paste((255, 0, 0), (0, 0, 4, 8))
     auto = Prober(model).probe(image, "1")
-    assert auto.values == "pre-activation: input of ReLU6 at 1" and auto.to_json()["values"] == auto.values
-    assert np.allclose(auto.maps[0, :, :4], 19.0) and np.allclose(auto.maps[0, :, 4:], -1.0)
+    assert auto.values == "pre-activation: input of ReLU6 at 1, floored at 0 (the output without its cap)"
+    assert auto.to_json()["values"] == auto.values
+    assert np.allclose(auto.maps[0, :, :4], 19.0) and np.allclose(auto.maps[0, :, 4:], 0.0)  # -1 floored at 0
     post = Prober(model, values="post").probe(image, "1")
     assert np.allclose(post.maps[0, :, :4], 6.0) and np.allclose(post.maps[0, :, 4:], 0.0)
     run = tmp_path / "run"

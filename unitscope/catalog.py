@@ -8,7 +8,8 @@
 Tables (``PRAGMA user_version`` records the schema version):
 
 - ``layers(model, layer, units, height, width, images, quantile, iou_threshold, detectors,
-  unique_concepts, detectors_significant, images_needed, activation_values, saturated_units, tied_units)`` -- one row per dissected layer, key
+  unique_concepts, detectors_significant, images_needed, activation_values, saturated_units,
+  tied_units)`` -- one row per dissected layer, key
   (model, layer); ``detectors_significant`` also pass p < 0.01 (Benjamini-Hochberg over the
   layer's units), ``images_needed`` is how many images keep chance IoUs below the threshold;
   ``activation_values`` which values were thresholded and ranked ("pre-activation: input of ReLU6 at

@@ -3,7 +3,7 @@
     from unitscope.layers import privileged_layers
     marks = privileged_layers(model)            # {"blocks.4.0.bn2": True, "blocks.4": False, ...}
     [name for name, ok in marks.items() if ok]  # the layers whose units are worth dissecting one by one
-    dissection_values(model, "bn2")             # LayerValues: "pre", "pre-activation: input of ReLU6 at bn2.act"
+    dissection_values(model, "bn2")             # LayerValues: "pre", "pre-activation: input of ReLU6 at bn2.act, ..."
 
 A unit of a layer is a coordinate axis of its output. Only an elementwise nonlinearity (ReLU,
 ReLU6, GELU, SiLU, ...) applied along those axes makes that basis special: the output of a linear
@@ -166,8 +166,9 @@ _SPEC_ARGS = ("min_val", "max_val", "negative_slope", "alpha", "beta", "threshol
 @dataclass(frozen=True)
 class LayerValues:
     """What a dissection of ``layer`` reads: ``values`` "pre" (the input of ``module``, at its
-    ``call``-th call, a module whose ``spec`` :func:`apply_activation` rebuilds) or "post" (the
-    layer's output); ``note`` says why in words, for the catalog and the report."""
+    ``call``-th call, a module whose ``spec`` :func:`apply_activation` rebuilds; raised to ``floor``
+    when the activation is flat below it: ReLU6's 0, so only the cap is removed) or "post" (the
+    layer's output); ``note`` says which in words, for the catalog and the report."""
 
     layer: str
     values: str
@@ -175,6 +176,11 @@ class LayerValues:
     module: str = ""
     call: int = 0
     spec: dict | None = None
+    floor: float | None = None
+
+    def read(self, pre: torch.Tensor) -> torch.Tensor:
+        """The values dissection uses from the activation module's input ``pre``."""
+        return pre if self.floor is None else pre.clamp(min=self.floor)
 
     def post(self, x: torch.Tensor) -> torch.Tensor:
         """The layer's output from the values read (the identity for "post")."""
@@ -222,4 +228,9 @@ def dissection_values(model: nn.Module, layer: str, values: str = "auto", input_
     if values == "auto" and not isinstance(module, BOUNDED_ACTIVATIONS):
         return LayerValues(layer, "post", f"layer output (after {kind}, not bounded above)")
     at = f"{name}, call {call}" if call else name
-    return LayerValues(layer, "pre", f"pre-activation: input of {kind} at {at}", name, call, activation_spec(module))
+    # Hardtanh / ReLU6 are the identity between their bounds: flooring the input at the lower bound
+    # keeps the output itself wherever it is below the cap (masks upsample the same values there)
+    floor = float(module.min_val) if isinstance(module, nn.Hardtanh) else None
+    note = f"pre-activation: input of {kind} at {at}" + (f", floored at {floor:g} (the output without its cap)"
+                                                          if floor is not None else "")
+    return LayerValues(layer, "pre", note, name, call, activation_spec(module), floor)

@@ -3,7 +3,7 @@
     from unitscope.dissect import open_activation_cache
     cache = open_activation_cache("runs/lite0", "blocks.6")   # after `unitscope dissect --keep-cache`
     acts = cache.read(range(0, 32))                          # [32, C, h, w] float32, the layer's output
-    cache.values, cache.note                                  # "pre" ("pre-activation: input of ReLU6 at ...") or "post"
+    cache.values, cache.note                                  # "pre" ("pre-activation: input of ReLU6 ...") or "post"
     pre = cache.read(range(0, 32), values="pre")             # what dissection thresholded and ranked
     cache.shape, cache.images, cache.key                      # (C, h, w), n, what it depends on
 

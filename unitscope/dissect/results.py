@@ -62,8 +62,9 @@ class LayerDissection:
         if not s and not t:
             return None
         c = len(self.thresholds)
-        found = ([f"{s} of {c} units have their threshold at their largest value (empty masks: no concept)"] if s else []) + \
-                ([f"{t} of {c} units' top-{self.topk} exemplars all tie (the images shown are arbitrary)"] if t else [])
+        found = [f"{s} of {c} units have their threshold at their largest value (empty masks: no concept)"] if s else []
+        if t:
+            found.append(f"{t} of {c} units' top-{self.topk} exemplars all tie (the images shown are arbitrary)")
         hint = ("; a saturated activation? dissect the values before it (--values pre, or the layer that feeds a "
                 "functional clamp)" if not self.values.startswith("pre-activation") else "")
         return " and ".join(found) + f", reading {self.values}{hint}"

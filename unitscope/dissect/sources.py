@@ -172,7 +172,7 @@ class ModelActivations(ActivationSource):
         out = {}
         for layer in self.layers:
             trace = td[layer]
-            acts = (trace.output if trace.retain_output else trace.input).float()
+            acts = trace.output.float() if trace.retain_output else values[layer].read(trace.input.float())
             if acts.dim() == 3:  # transformer tokens before their activation
                 acts = tokens_to_map(acts)
             if not torch.isfinite(acts).all():

@@ -12,8 +12,9 @@ Probe-able layers are those whose output is a ``[N, C, H, W]`` map (``list_layer
 one dummy forward pass at start). The maps are the values a dissection thresholds (``values``, the
 same rule as ``unitscope dissect --values``; ``auto`` by default, a run's own rule under ``serve
 --run``): a layer that ends in a bounded activation (ReLU6) is shown before it, where units
-do not tie at the cap, so the map, the exemplars' values and the threshold T share one scale. A forward pass holds a lock: hooks are global state on the
-model, so two requests must never trace it at once.
+do not tie at the cap, so the map, the exemplars' values and the threshold T share one scale.
+A forward pass holds a lock: hooks are global state on the model, so two requests must never
+trace it at once.
 """
 
 from __future__ import annotations
@@ -166,7 +167,7 @@ class Prober:
                           retain_input=values.values == "pre", retain_output=values.values == "post")
             with trace:
                 logits = self.model(x)
-        maps = (trace.input if values.values == "pre" else trace.output)[0].float().cpu().numpy()
+        maps = (values.read(trace.input) if values.values == "pre" else trace.output)[0].float().cpu().numpy()
         return ProbeResult(target.name, self._top(logits), maps, values.note)
 
     def layer_values(self, layer: str):

@@ -114,7 +114,9 @@
     if (d.quantile !== null) meta.push("quantile " + d.quantile);
     if (d.iou_threshold !== null) meta.push("detector: IoU > " + d.iou_threshold);
     el.append(h("div", {class: "meta", text: meta.join(" · ")}));
-    if (d.activation_values) el.append(h("div", {class: "meta values", text: "values thresholded and ranked: " + d.activation_values}));
+    if (d.activation_values) {
+      el.append(h("div", {class: "meta values", text: "values thresholded and ranked: " + d.activation_values}));
+    }
     el.append(h("p", {class: "headline"}, h("b", {text: String(d.detectors)}), " of ", h("b", {text: String(d.units)}),
       " units are detectors, covering ", h("b", {text: String(d.unique_concepts)}), " concept" + (d.unique_concepts === 1 ? "" : "s"),
       d.detectors_significant !== null && d.detectors_significant !== undefined
@@ -131,8 +133,8 @@
     const sat = d.saturated_units || 0, tied = d.tied_units || 0;
     if (sat || tied) {
       const found = [];
-      if (sat) found.push(sat + " unit" + (sat === 1 ? " has its" : "s have their") + " threshold at their largest value (empty masks: no concept)");
-      if (tied) found.push(tied + " unit" + (tied === 1 ? "'s" : "s'") + " exemplars all tie (the images shown are arbitrary)");
+      if (sat) found.push(sat + " of " + d.units + " units have their threshold at their largest value (empty masks: no concept)");
+      if (tied) found.push(tied + " of " + d.units + " units' exemplars all tie (the images shown are arbitrary)");
       el.append(h("p", {class: "note saturation-warning", text: "Warning: " + found.join(" and ") + ", reading " +
         (d.activation_values || "the layer output") + ". A saturated activation (e.g. ReLU6's cap) ties its output; " +
         "dissect the values before it (unitscope dissect --values pre, or the layer that feeds a functional clamp)."}));

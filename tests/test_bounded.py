@@ -204,8 +204,6 @@ def test_input_of_an_in_place_activation_is_kept_before_it_runs():
 def test_the_probe_page_shows_the_values_the_run_thresholded(tmp_path):
     """The live maps of a ReLU6 layer: before the cap by default (as dissection reads it), after it for a
     run made with ``--values post`` (or before the rule existed)."""
-    import json
-
     from PIL import Image
 
     from unitscope.serve.probe import Prober
@@ -227,9 +225,20 @@ def test_the_probe_page_shows_the_values_the_run_thresholded(tmp_path):
     assert np.allclose(auto.maps[0, :, :4], 19.0) and np.allclose(auto.maps[0, :, 4:], 0.0)  # -1 floored at 0
     post = Prober(model, values="post").probe(image, "1")
     assert np.allclose(post.maps[0, :, :4], 6.0) and np.allclose(post.maps[0, :, 4:], 0.0)
+    # under a run, per layer what the run read: here a run made with --values post, and one made
+    # before the rule was recorded (activation_values NULL)
+    from unitscope.catalog import Catalog
+
     run = tmp_path / "run"
-    run.mkdir()
-    (run / "catalog.sqlite").touch()
-    assert RunInfo(run).values_rule() == "post"  # made before --values existed
-    (run / "config.json").write_text(json.dumps({"values": "auto"}))
-    assert RunInfo(run).values_rule() == "auto" and RunInfo(None).values_rule() == "auto"
+    with Catalog(run / "catalog.sqlite") as cat:
+        cat.replace("layers", [{"units": 1, "activation_values": "layer output (--values post)"}], model="capped",
+                    layer="1")
+        cat.replace("layers", [{"units": 1}], model="capped", layer="0")
+    rules = RunInfo(run, model="capped").values_rules()
+    assert rules == {"1": "post", "0": "post"} and RunInfo(None).values_rules() == {}
+    prober = Prober(model)
+    prober.layer_rules.update(rules)
+    assert np.allclose(prober.probe(image, "1").maps, post.maps)
+    with Catalog(run / "catalog.sqlite") as cat:
+        cat.replace("layers", [{"units": 1, "activation_values": auto.values}], model="capped", layer="1")
+    assert RunInfo(run, model="capped").values_rules()["1"] == "pre"

@@ -10,8 +10,8 @@
 
 Probe-able layers are those whose output is a ``[N, C, H, W]`` map (``list_layers`` decides, from
 one dummy forward pass at start). The maps are the values a dissection thresholds (``values``, the
-same rule as ``unitscope dissect --values``; ``auto`` by default, a run's own rule under ``serve
---run``): a layer that ends in a bounded activation (ReLU6) is shown before it, where units
+same rule as ``unitscope dissect --values``; ``auto`` by default, and per layer what a run
+read for the layers it dissected, ``layer_rules``): a layer that ends in a bounded activation (ReLU6) is shown before it, where units
 do not tie at the cap, so the map, the exemplars' values and the threshold T share one scale.
 A forward pass holds a lock: hooks are global state on the model, so two requests must never
 trace it at once.
@@ -119,6 +119,7 @@ class Prober:
         if values not in VALUES:
             raise ValueError(f"values must be one of {', '.join(VALUES)}, got {values!r}")
         self.values = values
+        self.layer_rules: dict[str, str] = {}  # layer -> "pre" / "post" where a run says which it read
         self._values: dict[tuple[str, str], Any] = {}  # (rule, layer) -> LayerValues
         self.model = model.eval().to(device)
         self.device = torch.device(device)
@@ -174,9 +175,10 @@ class Prober:
         """Which values :meth:`probe` shows for ``layer`` (:func:`unitscope.layers.dissection_values`)."""
         from unitscope.layers import dissection_values
 
-        if (self.values, layer) not in self._values:
-            self._values[self.values, layer] = dissection_values(self.model, layer, self.values, device=self.device)
-        return self._values[self.values, layer]
+        rule = self.layer_rules.get(layer, self.values)
+        if (rule, layer) not in self._values:
+            self._values[rule, layer] = dissection_values(self.model, layer, rule, device=self.device)
+        return self._values[rule, layer]
 
     def _top(self, logits: Any) -> list[tuple[str, float]]:
         if not isinstance(logits, torch.Tensor) or logits.dim() != 2:

@@ -242,3 +242,18 @@ def test_the_probe_page_shows_the_values_the_run_thresholded(tmp_path):
     with Catalog(run / "catalog.sqlite") as cat:
         cat.replace("layers", [{"units": 1, "activation_values": auto.values}], model="capped", layer="1")
     assert RunInfo(run, model="capped").values_rules()["1"] == "pre"
+
+
+def test_quantiles_of_the_output_are_the_activation_of_the_pre_activation_quantiles():
+    """Why ablation's and steering's quantiles (of the layer's output, which they edit) agree with a
+    dissection read before ReLU6: for a non-decreasing f the sketch of f(z) is f of the sketch of z."""
+    from unitscope.stats import Quantile
+
+    z = torch.randn(20_000, 3, generator=torch.Generator().manual_seed(0)) * 4 + torch.tensor([0.0, 5.0, 9.0])
+    pre, post = Quantile(resolution=256), Quantile(resolution=256)  # small: the sketch compacts, not exact
+    for chunk in z.split(1000):
+        pre.add(chunk.clamp(min=0))  # what dissection reads before ReLU6 (floored at 0)
+        post.add(chunk.clamp(0, 6))  # what ablation caches and edits
+    levels = [0.5, 0.9, 0.99, 0.995]
+    assert torch.equal(post.quantiles(levels), pre.quantiles(levels).clamp(max=6))
+    assert (pre.quantiles(0.995)[1:] > 6).all()  # units 1 and 2 reach the cap: only the pre values tell them apart

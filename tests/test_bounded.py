@@ -137,6 +137,9 @@ def test_the_layer_output_at_the_cap_is_empty_and_warned(data, tmp_path):
     assert pre.rotations["feat"][1:] == result.rotations["feat"][1:]
     assert d.thresholds[0] == 6 and d.concept(0) is None
     assert d.saturated.all() and d.tied.all()
+    # the old folder rerun with the default rule is redone, not resumed from the capped pass 1
+    again = dissect(model_for(ds), ds, ["feat"], tmp_path / "run", keep_cache=True, **kw).layers["feat"]
+    assert again.concept(0) == HIGH and again.thresholds.tolist() == pre.layers["feat"].thresholds.tolist()
     assert d.summary() == (
         "feat: 0 of 1 units are detectors, covering 0 concepts. Warning: 1 of 1 units have their threshold at "
         "their largest value (empty masks: no concept) and 1 of 1 units' top-4 exemplars all tie (the images shown are "

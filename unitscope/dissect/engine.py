@@ -10,8 +10,10 @@
 
 Two passes over the data, every layer at once:
 1. per unit the activation threshold T_k, the top ``quantile`` level over all positions of all
-   images (raw maps); activations go to the run's activation cache (:mod:`.cache`) when they fit
-   ``cache_gb``, so that the second pass need not run the model again;
+   images (raw maps; a layer that ends in a bounded activation such as ReLU6 is read before its
+   cap, where values do not tie: ``values``, :func:`unitscope.layers.dissection_values`);
+   activations go to the run's activation cache (:mod:`.cache`) when they fit ``cache_gb``, so
+   that the second pass need not run the model again;
 2. the top-k exemplar images, and the maps upsampled bilinearly to the label resolution and
    thresholded at T_k: IoU(k, c) = sum |M_k & L_c| / sum |M_k | L_c| over the data set,
    image-level labels as full-image masks.

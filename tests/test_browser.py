@@ -279,3 +279,20 @@ def test_small_data_warning_and_significant_count(browser, synthetic_run):
     assert "100 images are too few" in warnings.inner_text() and "about 5000 images" in warnings.inner_text()
     assert "7 significant (p < 0.01" in page.page.locator(".significant").first.inner_text()
     assert page.errors == []
+
+
+def test_saturation_warning_and_values(browser, synthetic_run):
+    values = "pre-activation: input of ReLU6 at layer4.act, floored at 0 (the output without its cap)"
+    with Catalog(synthetic_run / "catalog.sqlite") as cat:  # layer4 read before its cap, 3 units still warned
+        row = cat.rows("layers", model="toy", layer="layer4")[0]
+        cat.replace("layers", [dict(row, activation_values=values, saturated_units=3, tied_units=2)], model="toy",
+                    layer="layer4")
+    page = Page(browser)
+    page.open((write_report(synthetic_run)).as_uri())
+    warnings = page.page.locator(".saturation-warning")
+    assert warnings.count() == 1  # layer3 has no counts (a run made before them): no warning
+    text = warnings.inner_text()
+    assert text.startswith("Warning: 3 of 20 units have their threshold at their largest value") and \
+        "2 of 20 units' exemplars all tie" in text and values in text
+    assert page.page.locator(".meta.values").inner_text() == "values thresholded and ranked: " + values
+    assert page.errors == []

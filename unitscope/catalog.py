@@ -10,9 +10,13 @@ writes; a file without one, 0, is from before versions were recorded and opens, 
 and columns added; a newer version fails with :class:`CatalogVersionError`, naming both):
 
 - ``layers(model, layer, units, height, width, images, quantile, iou_threshold, detectors,
-  unique_concepts, detectors_significant, images_needed)`` -- one row per dissected layer, key
+  unique_concepts, detectors_significant, images_needed, activation_values, saturated_units,
+  tied_units)`` -- one row per dissected layer, key
   (model, layer); ``detectors_significant`` also pass p < 0.01 (Benjamini-Hochberg over the
-  layer's units), ``images_needed`` is how many images keep chance IoUs below the threshold
+  layer's units), ``images_needed`` is how many images keep chance IoUs below the threshold;
+  ``activation_values`` which values were thresholded and ranked ("pre-activation: input of ReLU6 at
+  bn2.act" or "layer output ..."), ``saturated_units`` how many units have their threshold at their
+  largest value (empty masks), ``tied_units`` how many have all top-k exemplars at one value
 - ``dissection(model, layer, unit, concept, category, iou, is_detector, threshold, p_value)`` --
   each unit's best concept overall; ``threshold`` is the unit's activation threshold T_k,
   ``p_value`` its best IoU against the permutation null (``unitscope.dissect.significance``)
@@ -74,7 +78,8 @@ define_table("layers", (("model", "TEXT"), ("layer", "TEXT"), ("units", "INTEGER
                         ("height", "INTEGER"), ("width", "INTEGER"), ("images", "INTEGER"),
                         ("quantile", "REAL"), ("iou_threshold", "REAL"), ("detectors", "INTEGER"),
                         ("unique_concepts", "INTEGER"), ("detectors_significant", "INTEGER"),
-                        ("images_needed", "INTEGER")), ("model", "layer"))
+                        ("images_needed", "INTEGER"), ("activation_values", "TEXT"), ("saturated_units", "INTEGER"),
+                        ("tied_units", "INTEGER")), ("model", "layer"))
 define_table("dissection", _UNIT + (("concept", "TEXT"), ("category", "TEXT"), ("iou", "REAL"),
                                     ("is_detector", "INTEGER"), ("threshold", "REAL"), ("p_value", "REAL")),
              ("model", "layer", "unit"),

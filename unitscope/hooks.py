@@ -137,6 +137,7 @@ class Trace:
         self._handles: list[Any] = []
         self._warned = False
         self._in_pass = False  # inside a forward pass of ``model``, where calls are counted
+        self._pre_input: tuple | None = None
 
     def _start(self, module: nn.Module, inputs: tuple) -> None:
         self.calls, self._in_pass = 0, True
@@ -160,6 +161,8 @@ class Trace:
         if index != self.call:
             return output
         if self.retain_input:
+            if self._pre_input is not None:  # an in-place module overwrote its input: the copy taken before
+                inputs, self._pre_input = self._pre_input, None
             self.input = _keep(inputs[0] if len(inputs) == 1 else inputs, self.detach)
         if self.retain_output:
             kept = _keep(output, self.detach)
@@ -173,10 +176,16 @@ class Trace:
             raise StopForward
         return output
 
+    def _keep_input(self, module: nn.Module, inputs: tuple) -> None:
+        """Before an in-place module (``ReLU6(inplace=True)``) runs: a copy of its input."""
+        self._pre_input = tuple(x.clone() if isinstance(x, torch.Tensor) else x for x in inputs)
+
     def __enter__(self) -> Trace:
         self._handles = [self.model.register_forward_pre_hook(self._start),
                          self.module.register_forward_hook(self._hook),
                          self.model.register_forward_hook(self._end)]
+        if self.retain_input and getattr(self.module, "inplace", False):
+            self._handles.append(self.module.register_forward_pre_hook(self._keep_input))
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:

@@ -3,6 +3,7 @@
     from unitscope.layers import privileged_layers
     marks = privileged_layers(model)            # {"blocks.4.0.bn2": True, "blocks.4": False, ...}
     [name for name, ok in marks.items() if ok]  # the layers whose units are worth dissecting one by one
+    dissection_values(model, "bn2")             # LayerValues: "pre", "pre-activation: input of ReLU6 at bn2.act, ..."
 
 A unit of a layer is a coordinate axis of its output. Only an elementwise nonlinearity (ReLU,
 ReLU6, GELU, SiLU, ...) applied along those axes makes that basis special: the output of a linear
@@ -15,11 +16,16 @@ marks the tensor it returns; a module is privileged when the tensor it returns w
 the time it returns. So timm's ``BatchNormAct2d`` is privileged when its ``act`` is ReLU6 and not
 when it is Identity, a ``Sequential`` or residual block ending in a ReLU is, and a torchvision
 ``bn1`` followed by an in-place ``relu`` outside it is not (its hook sees the values before).
+
+A bounded activation ties its output at the cap (ReLU6: 6), where a top-quantile threshold would
+leave an empty mask; :func:`dissection_values` says when dissection reads the activation's input
+instead (monotone non-decreasing, so the order below the cap is the same and ties break above it).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -146,3 +152,85 @@ def pre_activation(model: nn.Module, layer: str, input_size: Sequence[int] | Non
                          "norm, ...), so it has no pre-activation: visualise it as it is")
     act_name, call, module, _ = found[0]
     return act_name, call, module
+
+
+# -- which values a dissection reads: the layer's output, or its input to a bounded activation --------
+
+#: monotone non-decreasing activations with a saturation value (ReLU6 is a Hardtanh from 0 to 6)
+BOUNDED_ACTIVATIONS: tuple[type[nn.Module], ...] = (nn.Hardtanh, nn.Sigmoid, nn.Tanh, nn.Hardsigmoid,
+                                                     nn.Softsign, nn.LogSigmoid)
+VALUES = ("auto", "pre", "post")
+_SPEC_ARGS = ("min_val", "max_val", "negative_slope", "alpha", "beta", "threshold", "value", "approximate")
+
+
+@dataclass(frozen=True)
+class LayerValues:
+    """What a dissection of ``layer`` reads: ``values`` "pre" (the input of ``module``, at its
+    ``call``-th call, a module whose ``spec`` :func:`apply_activation` rebuilds; raised to ``floor``
+    when the activation is flat below it: ReLU6's 0, so only the cap is removed) or "post" (the
+    layer's output); ``note`` says which in words, for the catalog and the report."""
+
+    layer: str
+    values: str
+    note: str
+    module: str = ""
+    call: int = 0
+    spec: dict | None = None
+    floor: float | None = None
+
+    def read(self, pre: torch.Tensor) -> torch.Tensor:
+        """The values dissection uses from the activation module's input ``pre``."""
+        return pre if self.floor is None else pre.clamp(min=self.floor)
+
+    def post(self, x: torch.Tensor) -> torch.Tensor:
+        """The layer's output from the values read (the identity for "post")."""
+        return x if self.values == "post" else apply_activation(self.spec, x)
+
+
+def activation_spec(module: nn.Module) -> dict[str, Any]:
+    """``{"type": class name, ...constructor arguments}`` of an activation module (JSON-able)."""
+    import inspect
+
+    params = inspect.signature(type(module).__init__).parameters
+    spec: dict[str, Any] = {"type": type(module).__name__}
+    spec.update({k: getattr(module, k) for k in _SPEC_ARGS if k in params and hasattr(module, k)})
+    if any(True for _ in module.parameters()):
+        spec["learned"] = True  # PReLU: its weights are not in the spec
+    return spec
+
+
+def apply_activation(spec: dict[str, Any], x: torch.Tensor) -> torch.Tensor:
+    """The activation described by :func:`activation_spec` applied to ``x`` (not in place)."""
+    if spec.get("learned"):
+        raise ValueError(f"{spec['type']} has learned parameters; its output cannot be rebuilt from its input")
+    kwargs = {k: v for k, v in spec.items() if k != "type"}
+    return getattr(nn, spec["type"])(**kwargs)(x)
+
+
+def dissection_values(model: nn.Module, layer: str, values: str = "auto", input_size: Sequence[int] | None = None,
+                      device: torch.device | str | None = None) -> LayerValues:
+    """Which values dissection thresholds and ranks at ``layer``: ``values="auto"`` reads the input of
+    a bounded activation (ReLU6, hardtanh, sigmoid, tanh, ...) that makes the layer's output, whose
+    values do not tie at the cap, else the output itself; ``"pre"`` the input of any activation
+    module (an error when there is none); ``"post"`` always the output."""
+    if values not in VALUES:
+        raise ValueError(f"values must be one of {', '.join(VALUES)}, got {values!r}")
+    if values == "post":
+        return LayerValues(layer, "post", "layer output (--values post)")
+    try:
+        name, call, module = pre_activation(model, layer, input_size, device)
+    except ValueError as exc:
+        if values == "pre":
+            raise
+        why = "a functional activation" if "functional" in str(exc) else "no activation module"
+        return LayerValues(layer, "post", f"layer output ({why}: no pre-activation to read)")
+    kind = type(module).__name__
+    if values == "auto" and not isinstance(module, BOUNDED_ACTIVATIONS):
+        return LayerValues(layer, "post", f"layer output (after {kind}, not bounded above)")
+    at = f"{name}, call {call}" if call else name
+    # Hardtanh / ReLU6 are the identity between their bounds: flooring the input at the lower bound
+    # keeps the output itself wherever it is below the cap (masks upsample the same values there)
+    floor = float(module.min_val) if isinstance(module, nn.Hardtanh) else None
+    note = f"pre-activation: input of {kind} at {at}" + (f", floored at {floor:g} (the output without its cap)"
+                                                          if floor is not None else "")
+    return LayerValues(layer, "pre", note, name, call, activation_spec(module), floor)

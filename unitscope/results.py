@@ -82,6 +82,12 @@ def run_html(run_dir: str | Path, top: int = TOP_UNITS) -> str:
             s = layer_summary(cat, model, layer)
             parts.append(f"<h4 style='margin:10px 0 4px'>{esc(model)} / {esc(layer)}: {s['detectors']} of "
                          f"{s['units']} units are detectors, {s['unique_concepts']} unique concepts</h4>")
+            meta = s.get("meta") or {}
+            sat, tied = meta.get("saturated_units") or 0, meta.get("tied_units") or 0
+            if sat or tied:
+                parts.append(f"<p style='color:#b45309;margin:2px 0'>Warning: {sat} units have their threshold at "
+                             f"their largest value (empty masks), {tied} units' exemplars all tie; values: "
+                             f"{esc(meta.get('activation_values') or 'layer output')}</p>")
             rows = cat.query("SELECT d.unit, d.concept, d.category, d.iou, i.path FROM dissection d "
                              "LEFT JOIN unit_images i USING (model, layer, unit) "
                              "WHERE d.model = ? AND d.layer = ? ORDER BY d.iou DESC, d.unit LIMIT ?",

@@ -40,6 +40,10 @@ class DissectConfig(ModelOptions):
     denominator: str = field(default="annotated", metadata=help_(
         "unit area per category over images where it is 'annotated', or only where the mask 'overlap's a "
         "pixel of it (NetDissect-Lite's rule)"))
+    values: str = field(default="auto", metadata=help_(
+        "values thresholded and ranked: auto (a layer that ends in a bounded activation such as ReLU6 or sigmoid "
+        "before it, where its output does not tie at the cap; others as they are), pre (every layer before its "
+        "activation module) or post (every layer's output)"))
     categories: list[str] = field(default_factory=list, metadata=help_("concept categories to use; default: all in the data"))
     limit: int | None = field(default=None, metadata=help_("use only the first N images"))
     batch_size: int = field(default=32, metadata=help_("images per batch"))
@@ -108,7 +112,7 @@ def _run_dissection(cfg: DissectConfig, device: str):
                      checkpoint_every=cfg.checkpoint_every, limit=cfg.limit,
                      progress=cfg.progress, key=key, skip_bad_images=cfg.skip_bad_images, fresh=cfg.fresh,
                      keep_cache=cfg.keep_cache, null_draws=cfg.null_draws, denominator=cfg.denominator,
-                     precision=cfg.precision, config=config_to_dict(cfg))
+                     precision=cfg.precision, values=cfg.values, config=config_to_dict(cfg))
     if not is_main():
         return result
     record_bases(out, info.name, bases)

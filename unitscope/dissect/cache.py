@@ -2,7 +2,9 @@
 
     from unitscope.dissect import open_activation_cache
     cache = open_activation_cache("runs/lite0", "blocks.6")   # after `unitscope dissect --keep-cache`
-    acts = cache.read(range(0, 32))                          # [32, C, h, w] float32
+    acts = cache.read(range(0, 32))                          # [32, C, h, w] float32, the layer's output
+    cache.values, cache.note                                  # "pre" ("pre-activation: input of ReLU6 ...") or "post"
+    pre = cache.read(range(0, 32), values="pre")             # what dissection thresholded and ranked
     cache.shape, cache.images, cache.key                      # (C, h, w), n, what it depends on
 
 Dissection writes it in pass 1 and reads it in pass 2, so the model runs once; ablation and
@@ -12,6 +14,9 @@ indexed by position, read and written with ``pread``/``pwrite`` so resident memo
 ``key`` (model, layers, data, image size, transform) says what the rows depend on: a cache made
 with another key is discarded, never read. ``rows.safetensors`` records which rows were written
 (flushed with each checkpoint), so the cache is ``complete`` only once every row was written.
+Rows hold the values dissection used (``values`` per layer in ``index.json``): for a layer before a
+bounded activation its input (the pre-activation), from which :meth:`LayerCache.read` rebuilds the
+layer's output by applying the activation, so the cache holds one copy, never two.
 """
 
 from __future__ import annotations
@@ -38,8 +43,10 @@ class ActivationCache:
     WRITTEN, SKIPPED = 1, 2  # states of a row in ``rows``; 0: never written
 
     def __init__(self, folder: str | Path, shapes: dict[str, tuple[int, int, int]], n: int, key: dict[str, Any],
-                 rank: int = 0):
+                 rank: int = 0, values: dict[str, dict[str, Any]] | None = None):
         self.folder, self.shapes, self.n = Path(folder), dict(shapes), n
+        # per layer {"values": "pre" | "post", "note", "spec"} (unitscope.layers.LayerValues)
+        self.values = json.loads(json.dumps(values or {}, sort_keys=True))
         self.rows_file = "rows.safetensors" if rank == 0 else f"rows.rank{rank}.safetensors"
         self.key = json.loads(json.dumps(key, sort_keys=True))
         self.files = {layer: f"l{i}.f32" for i, layer in enumerate(self.shapes)}
@@ -55,7 +62,9 @@ class ActivationCache:
 
     def _index(self) -> dict[str, Any]:
         return {"key": self.key, "images": self.n,
-                "layers": {layer: {"file": self.files[layer], "shape": list(s)} for layer, s in self.shapes.items()}}
+                "layers": {layer: {"file": self.files[layer], "shape": list(s),
+                                   **({"values": self.values[layer]} if layer in self.values else {})}
+                           for layer, s in self.shapes.items()}}
 
     def _fd(self, layer: str) -> int:
         if layer not in self._fds:
@@ -133,18 +142,29 @@ class LayerCache:
     def __init__(self, cache: ActivationCache, layer: str):
         self._cache, self.layer = cache, layer
         self.shape, self.images, self.key = cache.shapes[layer], cache.n, cache.key
+        stored = cache.values.get(layer, {})
+        self.values, self.note = stored.get("values", "post"), stored.get("note", "layer output")
+        self._spec = stored.get("spec")
 
     @property
     def skipped(self) -> list[int]:
         """Positions of unreadable images, whose rows hold nothing."""
         return np.flatnonzero(self._cache.rows == ActivationCache.SKIPPED).tolist()
 
-    def read(self, positions: Iterable[int]) -> torch.Tensor:
-        """``[N, C, h, w]`` float32 maps at ``positions`` (0..images-1)."""
+    def read(self, positions: Iterable[int], values: str = "post") -> torch.Tensor:
+        """``[N, C, h, w]`` float32 maps at ``positions`` (0..images-1): the layer's output
+        (``values="post"``), or its input to the activation (``"pre"``, when the cache holds it)."""
+        from unitscope.layers import apply_activation
+
         pos = np.asarray(list(positions), dtype=np.int64)
         if len(pos) and (pos.min() < 0 or pos.max() >= self.images):
             raise IndexError(f"positions must lie in [0, {self.images}); got {pos.min()}..{pos.max()}")
-        return torch.from_numpy(self._cache.read(self.layer, pos))
+        if values not in ("pre", "post"):
+            raise ValueError(f"values must be 'pre' or 'post', got {values!r}")
+        if values == "pre" and self.values != "pre":
+            raise ValueError(f"the cache holds {self.layer}'s output ({self.note}), not its pre-activation")
+        maps = torch.from_numpy(self._cache.read(self.layer, pos))
+        return apply_activation(self._spec, maps) if values == "post" and self.values == "pre" else maps
 
     def close(self) -> None:
         self._cache.close()
@@ -167,7 +187,8 @@ def open_activation_cache(run_dir: str | Path, layer: str) -> LayerCache:
     if layer not in index["layers"]:
         raise ValueError(f"the activation cache of {run_dir} holds layers {list(index['layers'])}, not {layer!r}")
     shapes = {name: tuple(v["shape"]) for name, v in index["layers"].items()}
-    return LayerCache(ActivationCache(folder, shapes, index["images"], index["key"]), layer)
+    values = {name: v["values"] for name, v in index["layers"].items() if "values" in v}
+    return LayerCache(ActivationCache(folder, shapes, index["images"], index["key"], values=values), layer)
 
 
 def _read_index(folder: Path) -> dict[str, Any]:

@@ -124,7 +124,8 @@ class ExactPass1:
                 t = run.tag[layer]
                 if f"{t}_q" not in parts:
                     continue
-                add_layer_samples(parts, t, torch.from_numpy(cache.read(layer, pos)).to(dev), run.rots[layer])
+                add_layer_samples(parts, t, torch.from_numpy(cache.read(layer, pos)).to(dev), run.rots[layer],
+                                  run.values[layer].post)
 
 
 def pass1_reduce(run: _Run) -> Any:

@@ -10,8 +10,10 @@
 
 Two passes over the data, every layer at once:
 1. per unit the activation threshold T_k, the top ``quantile`` level over all positions of all
-   images (raw maps); activations go to the run's activation cache (:mod:`.cache`) when they fit
-   ``cache_gb``, so that the second pass need not run the model again;
+   images (raw maps; a layer that ends in a bounded activation such as ReLU6 is read before its
+   cap, where values do not tie: ``values``, :func:`unitscope.layers.dissection_values`);
+   activations go to the run's activation cache (:mod:`.cache`) when they fit ``cache_gb``, so
+   that the second pass need not run the model again;
 2. the top-k exemplar images, and the maps upsampled bilinearly to the label resolution and
    thresholded at T_k: IoU(k, c) = sum |M_k & L_c| / sum |M_k | L_c| over the data set,
    image-level labels as full-image masks.
@@ -26,7 +28,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,7 @@ from unitscope.dissect.sources import (
     ActivationSource, BadImages, BrodenLabels, Items, LabelSource, ModelActivations, collate_items,
 )
 from unitscope.faults import fault
+from unitscope.layers import LayerValues
 from unitscope.runs import atomic_write_text, save_arrays
 from unitscope.stats import CombinedStat, IoUCounts, NullIoUCounts, Quantile, TopK
 from unitscope.tally import TallyKeyError, changed_key_fields, check_resumable, tally
@@ -52,8 +55,8 @@ from unitscope.tally import TallyKeyError, changed_key_fields, check_resumable, 
 RUN_OUTPUTS = ("pass1", "pass2", CACHE_FOLDER, "arrays", "images", "catalog.sqlite", "layers.json", "labels.json", "bad_images.json",
                "report.json", "report.js", "index.html", "config.json")
 # settings that only a pass's own result depends on: a change redoes that pass instead of refusing
-_OWN = {1: {"rotations", "seed", "stat", "precision"},
-        2: {"quantile", "topk", "rotations", "seed", "stat", "null_draws", "denominator", "precision"}}
+_OWN = {1: {"rotations", "seed", "stat", "precision", "values"},
+        2: {"quantile", "topk", "rotations", "seed", "stat", "null_draws", "denominator", "precision", "values"}}
 
 
 def random_rotation(c: int, seed: int) -> torch.Tensor:
@@ -69,12 +72,15 @@ def rotate(acts: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
     return torch.einsum("nchw,cd->ndhw", acts, rotation.to(acts))
 
 
-def add_layer_samples(stats, tag: str, acts: torch.Tensor, rotations: list[torch.Tensor]) -> None:
+def add_layer_samples(stats, tag: str, acts: torch.Tensor, rotations: list[torch.Tensor],
+                      post: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
     """Feed a layer's maps ``acts [N, C, h, w]`` to its pass-1 sketches in ``stats`` (a mapping of
-    names to quantile sketches): ``{tag}_q`` for the units, ``{tag}_r{r}_q`` for each rotation."""
+    names to quantile sketches): ``{tag}_q`` for the units, ``{tag}_r{r}_q`` for each rotation (of
+    the layer's output: ``post`` turns pre-activation maps into it)."""
     stats[f"{tag}_q"].add(acts.permute(0, 2, 3, 1).reshape(-1, acts.shape[1]))
+    out = post(acts) if post is not None and rotations else acts
     for r, rot in enumerate(rotations):
-        stats[f"{tag}_r{r}_q"].add(rotate(acts, rot).permute(0, 2, 3, 1).reshape(-1, acts.shape[1]))
+        stats[f"{tag}_r{r}_q"].add(rotate(out, rot).permute(0, 2, 3, 1).reshape(-1, acts.shape[1]))
 
 
 def clear_run(run_dir: Path) -> None:
@@ -135,6 +141,7 @@ def dissect(
     null_draws: int = 8,
     denominator: str = "annotated",
     precision: str = "float32",
+    values: str = "auto",
 ) -> DissectResult:
     """Dissect ``layers`` of ``model`` over a Broden-format ``dataset``; results go to ``run_dir``.
 
@@ -149,10 +156,15 @@ def dissect(
     ``precision``: "bfloat16" or "float16" runs the forward pass under autocast (statistics stay
     float32); check a model's labels against a float32 run before trusting it (``benchmarks/bench_dissect.py
     --precision``, :func:`.results.label_agreement`).
+    ``values``: which values are thresholded and ranked (:func:`unitscope.layers.dissection_values`):
+    "auto" reads a layer that ends in a bounded activation (ReLU6, sigmoid, tanh, hardtanh) before
+    it, since at the cap its output ties and the top-quantile mask "activation > T" would be empty;
+    "pre" every layer before its activation module; "post" every layer's output.
     """
     device = torch.device(device)
     model = model.to(device).eval()
-    acts = ModelActivations(model, dataset, layers, device=device, n=limit, key=key, precision=precision)
+    acts = ModelActivations(model, dataset, layers, device=device, n=limit, key=key, precision=precision,
+                            values=values)
     opts = Options(quantile, iou_threshold, topk, rotations, seed, batch_size, num_workers, device, cache_gb,
                    checkpoint_every, exemplar_images, keep_cache, progress, skip_bad_images, null_draws, denominator)
     return dissect_sources(acts, BrodenLabels(dataset), run_dir, opts, fresh=fresh, config=config)
@@ -182,6 +194,7 @@ class _Run:
     tag: dict[str, str]  # layer -> short name used for files ("l0", "l1", ...)
     rots: dict[str, list[torch.Tensor]]
     key: dict[str, Any]  # what the activations depend on
+    values: dict[str, LayerValues]  # per layer: the output, or the input of its bounded activation
     pass1_stat: CombinedStat
     pass2_stat: CombinedStat
     redo: dict[int, bool] = field(default_factory=dict)
@@ -232,7 +245,7 @@ class _Run:
         rots = {layer: [random_rotation(shapes[layer][0], opts.seed + 1000 * i + r) for r in range(opts.rotations)]
                 for i, layer in enumerate(layers)}
         run = cls(acts, labels, run_dir, opts, shapes, {layer: f"l{i}" for i, layer in enumerate(layers)}, rots,
-                  acts.key(), CombinedStat(**stats1), CombinedStat(**stats2))
+                  acts.key(), acts.values(), CombinedStat(**stats1), CombinedStat(**stats2))
         for number, stat in ((1, run.pass1_stat), (2, run.pass2_stat)):
             run.redo[number] = not fresh and run._must_redo(number, stat)
         if run.redo[1]:
@@ -266,7 +279,8 @@ class _Run:
         self.bad = BadImages(self.run_dir, self.opts.skip_bad_images, rank)
 
     def _open_cache(self, rank: int) -> None:
-        cache = ActivationCache(self.run_dir / CACHE_FOLDER, self.shapes, self.n, self.key, rank)
+        values = {layer: {"values": v.values, "note": v.note, "spec": v.spec} for layer, v in self.values.items()}
+        cache = ActivationCache(self.run_dir / CACHE_FOLDER, self.shapes, self.n, self.key, rank, values)
         self.cache = cache if cache.nbytes <= self.opts.cache_gb * 2**30 else None
 
     def _batches(self, number: int, stat: CombinedStat, items: Items, **kw: Any):
@@ -294,7 +308,7 @@ class _Run:
             for layer, a in self.acts.activations(batch).items():
                 t = self.tag[layer]
                 if sketch:
-                    add_layer_samples(stat, t, a, self.rots[layer])
+                    add_layer_samples(stat, t, a, self.rots[layer], self.values[layer].post)
                 if cache is not None:
                     cache.write(layer, batch["pos"].numpy(), a.cpu().numpy())
         if cache is not None and ran and sketch and is_main():
@@ -341,8 +355,9 @@ class _Run:
                 stat[f"{t}_iou"].add_counts(inter[0], area[0], label_area)
                 if null:
                     stat[f"{t}_null"].add_counts(inter[1:], area[1:], label_area)
+                out = self.values[layer].post(a) if self.rots[layer] else a  # rotations of the layer's output
                 for r, rot in enumerate(self.rots[layer]):
-                    stat[f"{t}_r{r}_iou"].add_counts(*count_batch(rotate(a, rot), thresholds[layer][r + 1], labels,
+                    stat[f"{t}_r{r}_iou"].add_counts(*count_batch(rotate(out, rot), thresholds[layer][r + 1], labels,
                                                                   image_labels, present, num_labels, **kw))
 
     def summarise(self, thresholds: dict[str, list[torch.Tensor]]) -> DissectResult:
@@ -364,6 +379,7 @@ class _Run:
             result.layers[layer], result.rotated[layer] = parts[0], parts[1:]
             result.rotations[layer] = [(int(d.detectors.sum()), d.unique_concepts) for d in parts]
             values, images, ys, xs = (x.cpu().numpy() for x in self.pass2_stat[f"{t}_top"].result())
+            parts[0].add_saturation(self.values[layer].note, values, images)
             if not is_main():
                 continue
             save_arrays(self.run_dir / "arrays" / f"{t}.safetensors", {

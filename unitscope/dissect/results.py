@@ -4,6 +4,7 @@
     d = result.layers["blocks.6"]               # a LayerDissection
     d.summary(), d.concept(7), d.detectors      # "...", "grass" or None, [C] bool (IoU > threshold)
     d.p_value, d.significant_detectors          # [C] p-values (permutation null), [C] bool (also BH at 1%)
+    d.values, d.saturated, d.tied               # "pre-activation: input of ReLU6 at ...", [C] bool, [C] bool
     arrays = load_layer_arrays("runs/lite0", "blocks.6")   # thresholds, iou, top-k exemplars
 """
 
@@ -39,6 +40,34 @@ class LayerDissection:
     images: int = 0  # images dissected
     images_needed: int = 0  # images for which chance IoUs stay below the threshold (significance.py)
     quantile: float = 0.0
+    values: str = "layer output"  # which values were thresholded and ranked (unitscope.layers.LayerValues.note)
+    saturated: np.ndarray | None = None  # [C] bool: threshold at the unit's largest value (an empty mask)
+    tied: np.ndarray | None = None  # [C] bool: all top-k exemplars share one value (which images is arbitrary)
+    topk: int = 0
+
+    def add_saturation(self, values: str, top_values: np.ndarray, top_images: np.ndarray) -> None:
+        """Flag the units a saturated activation breaks, from the top-k ``[C, k]`` (``top_images`` -1:
+        none): a threshold equal to the unit's largest value leaves its mask "> T" empty, and when all
+        k exemplars share one value more images reach it than the strip shows, chosen by image order."""
+        self.values, self.topk = values, int(top_values.shape[1])
+        seen = top_images[:, 0] >= 0
+        self.saturated = seen & (self.thresholds >= top_values[:, 0])
+        full = (top_images >= 0).all(1) & (self.topk > 1)
+        self.tied = full & (top_values[:, 0] == top_values[:, -1])
+
+    def saturation_warning(self) -> str | None:
+        """A sentence when some units' thresholds sit at their maximum or their exemplars tie, else None."""
+        s = int(self.saturated.sum()) if self.saturated is not None else 0
+        t = int(self.tied.sum()) if self.tied is not None else 0
+        if not s and not t:
+            return None
+        c = len(self.thresholds)
+        found = [f"{s} of {c} units have their threshold at their largest value (empty masks: no concept)"] if s else []
+        if t:
+            found.append(f"{t} of {c} units' top-{self.topk} exemplars all tie (the images shown are arbitrary)")
+        hint = ("; a saturated activation? dissect the values before it (--values pre, or the layer that feeds a "
+                "functional clamp)" if not self.values.startswith("pre-activation") else "")
+        return " and ".join(found) + f", reading {self.values}{hint}"
 
     def add_significance(self, null_iou: np.ndarray | None, n_images: int, quantile: float) -> None:
         """p-values and images needed from the null's IoUs ``[D, C, L]`` (None: no null was drawn)."""
@@ -60,7 +89,8 @@ class LayerDissection:
         return self.images > 0 and (self.images_needed > self.images or self.images_needed < 0)
 
     def warning(self) -> str | None:
-        """A sentence when the data set is too small for the thresholds, else None."""
+        """A sentence when the data set is too small for the thresholds, else None (see also
+        :meth:`saturation_warning`)."""
         if not self.too_few_images:
             return None
         if self.images_needed < 0:
@@ -93,8 +123,8 @@ class LayerDissection:
                 f"covering {self.unique_concepts} concepts")
         if self.p_value is not None:
             text += f"; {int(self.significant_detectors.sum())} significant (p < {LEVEL:g}, BH)"
-        warning = self.warning()
-        return text + (f". Warning: {warning}" if warning else "")
+        warnings = [w for w in (self.warning(), self.saturation_warning()) if w]
+        return text + "".join(f". Warning: {w}" for w in warnings)
 
 
 def label_agreement(a: LayerDissection, b: LayerDissection) -> dict[str, float | int]:
@@ -156,7 +186,10 @@ def write_layer_rows(cat: Any, model_name: str, d: LayerDissection, n_images: in
                             "quantile": quantile, "iou_threshold": d.iou_threshold,
                             "detectors": int(d.detectors.sum()), "unique_concepts": d.unique_concepts,
                             "detectors_significant": int(d.significant_detectors.sum()) if d.p_value is not None else None,
-                            "images_needed": d.images_needed if d.p_value is not None else None}], **key)
+                            "images_needed": d.images_needed if d.p_value is not None else None,
+                            "activation_values": d.values,
+                            "saturated_units": int(d.saturated.sum()) if d.saturated is not None else None,
+                            "tied_units": int(d.tied.sum()) if d.tied is not None else None}], **key)
     cat.replace("dissection", [{
         **key, "unit": u, "concept": d.concept(u), "category": d.category(u),
         "iou": float(d.best_iou[u]), "is_detector": int(d.detectors[u]), "threshold": float(d.thresholds[u]),

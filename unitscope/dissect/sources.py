@@ -26,7 +26,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from unitscope.hooks import TraceDict, list_layers, resolve_layer
+from unitscope.hooks import TraceDict, list_layers, resolve_layer, tokens_to_map
+from unitscope.layers import LayerValues
 from unitscope.models import get_info
 from unitscope.runs import atomic_write_text
 
@@ -61,6 +62,10 @@ class ActivationSource(ABC):
     def index(self, pos: int) -> int:
         """The data set's own number of position ``pos`` (what the catalog records)."""
         return pos
+
+    def values(self) -> dict[str, LayerValues]:
+        """Per layer, which values :meth:`activations` returns (default: the layer's output)."""
+        return {layer: LayerValues(layer, "post", "layer output") for layer in self.layers}
 
     def picture(self, pos: int) -> Any:
         """A PIL image of position ``pos`` for exemplar strips."""
@@ -124,14 +129,24 @@ class ModelActivations(ActivationSource):
     ``precision``: "float32", or "bfloat16" / "float16" to run the model's forward pass under
     autocast (mixed precision); the maps are turned back to float32 before any statistic sees them,
     so thresholds, top-k and IoU counts are float32 whatever the forward pass ran in.
+    ``values``: "auto" returns a layer that ends in a bounded activation (ReLU6, sigmoid, ...)
+    before it, as the activation's input (which does not tie at the cap), other layers as they are;
+    "pre" every layer before its activation module; "post" every layer's output
+    (:func:`unitscope.layers.dissection_values`; :meth:`values` says what each layer got).
     """
 
     def __init__(self, model: nn.Module, dataset: Any, layers: Sequence[str], *, device: torch.device | str = "cpu",
-                 n: int | None = None, key: dict[str, Any] | None = None, precision: str = "float32"):
+                 n: int | None = None, key: dict[str, Any] | None = None, precision: str = "float32",
+                 values: str = "auto"):
+        from unitscope.layers import VALUES
         from unitscope.models import get_info
 
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if values not in VALUES:
+            raise ValueError(f"values must be one of {', '.join(VALUES)}, got {values!r}")
+        self.values_rule = values
+        self._values: dict[str, LayerValues] | None = None
         self.model, self.dataset, self.layers = model, dataset, list(dict.fromkeys(layers))
         self.device = torch.device(device)
         self.precision = precision
@@ -158,6 +173,15 @@ class ModelActivations(ActivationSource):
             self._shapes = check_layers(self.model, self.layers, self._image_size)
         return self._shapes
 
+    def values(self) -> dict[str, LayerValues]:
+        if self._values is None:
+            from unitscope.layers import dissection_values
+
+            self.shapes()
+            self._values = {layer: dissection_values(self.model, layer, self.values_rule, self._image_size,
+                                                     self.device) for layer in self.layers}
+        return self._values
+
     def load(self, pos: int) -> dict[str, Any]:
         item = self._get(pos, image=True)
         return {"index": item["index"], "image": item["image"]}
@@ -165,12 +189,20 @@ class ModelActivations(ActivationSource):
     @torch.no_grad()
     def activations(self, batch: Batch) -> dict[str, torch.Tensor]:
         dtype = PRECISIONS[self.precision]
-        with TraceDict(self.model, self.layers, stop=True, as_map=True) as td, \
-                torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+        values = self.values()
+        td = TraceDict(self.model, [layer for layer in self.layers if values[layer].values == "post"], stop=True,
+                       as_map=True)
+        for layer in self.layers:  # before its activation: the activation module's input
+            if values[layer].values == "pre":
+                td.add_input(layer, self.model, values[layer].module, values[layer].call)
+        with td, torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
             self.model(batch["image"].to(self.device, non_blocking=True))  # pinned under CUDA
         out = {}
         for layer in self.layers:
-            acts = td[layer].output.float()
+            trace = td[layer]
+            acts = trace.output.float() if trace.retain_output else values[layer].read(trace.input.float())
+            if acts.dim() == 3:  # transformer tokens before their activation
+                acts = tokens_to_map(acts)
             if not torch.isfinite(acts).all():
                 bad = (~torch.isfinite(acts)).flatten(1).any(1).nonzero().flatten().cpu()
                 raise ValueError(
@@ -186,6 +218,9 @@ class ModelActivations(ActivationSource):
         return {"model": self.info.name, "layers": self.layers, "images": self.n,
                 "image_size": list(self._image_size or ()), "transform": repr(getattr(self.dataset, "transform", None)),
                 **({"precision": self.precision} if self.precision != "float32" else {}),  # float32 runs keep their key
+                # runs that read every layer's output keep their key; others must not mix with them
+                **({"values": {v.layer: v.note for v in self.values().values() if v.values == "pre"}}
+                   if any(v.values == "pre" for v in self.values().values()) else {}),
                 **self.extra_key}
 
     def index(self, pos: int) -> int:

@@ -57,6 +57,7 @@ def create_app(model: nn.Module | Prober, run: str | Path | None = None, *,
     prober = model if isinstance(model, Prober) else Prober(model)
     name = model_name or prober.info.name
     info = RunInfo(run, model=name)
+    prober.layer_rules.update(info.values_rules())  # the maps the run's thresholds and exemplars were measured on
     app = FastAPI(title="unitscope probe", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.prober, app.state.run, app.state.max_upload = prober, info, max_upload
     _add_error_handlers(app)

@@ -9,8 +9,12 @@
     result.to_json()      # what POST /api/probe answers: top, units (max, mean), atlas PNG
 
 Probe-able layers are those whose output is a ``[N, C, H, W]`` map (``list_layers`` decides, from
-one dummy forward pass at start). A forward pass holds a lock: hooks are global state on the
-model, so two requests must never trace it at once.
+one dummy forward pass at start). The maps are the values a dissection thresholds (``values``, the
+same rule as ``unitscope dissect --values``; ``auto`` by default, and per layer what a run
+read for the layers it dissected, ``layer_rules``): a layer that ends in a bounded activation (ReLU6) is shown before it, where units
+do not tie at the cap, so the map, the exemplars' values and the threshold T share one scale.
+A forward pass holds a lock: hooks are global state on the model, so two requests must never
+trace it at once.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ class ProbeResult:
     layer: str
     top: list[tuple[str, float]]
     maps: np.ndarray  # [C, H, W] float32
+    values: str = "layer output"  # which values the maps are (unitscope.layers.LayerValues.note)
 
     def to_json(self) -> dict[str, Any]:
         """``{"layer", "top": [[name, p]], "shape": [C, H, W], "units": [{"unit", "max", "mean"}],
@@ -63,7 +68,8 @@ class ProbeResult:
         flat = self.maps.reshape(c, -1)
         maxes, means = flat.max(1), flat.mean(1)
         return {
-            "layer": self.layer,
+"layer": self.layer,
+            "values": self.values,
             "top": [[name, round(p, 6)] for name, p in self.top],
             "shape": list(self.maps.shape),
             "units": [{"unit": k, "max": float(maxes[k]), "mean": float(means[k])} for k in range(c)],
@@ -108,7 +114,14 @@ class Prober:
     deepest layer with a spatial map.
     """
 
-    def __init__(self, model: nn.Module, device: torch.device | str = "cpu", topk: int = 5):
+    def __init__(self, model: nn.Module, device: torch.device | str = "cpu", topk: int = 5, values: str = "auto"):
+        from unitscope.layers import VALUES
+
+        if values not in VALUES:
+            raise ValueError(f"values must be one of {', '.join(VALUES)}, got {values!r}")
+        self.values = values
+        self.layer_rules: dict[str, str] = {}  # layer -> "pre" / "post" where a run says which it read
+        self._values: dict[tuple[str, str], Any] = {}  # (rule, layer) -> LayerValues
         self.model = model.eval().to(device)
         self.device = torch.device(device)
         self.info = get_info(model)
@@ -150,10 +163,23 @@ class Prober:
         """Top classes of a PIL ``image`` and the ``[C, H, W]`` maps of ``layer`` for it."""
         target = self.layer(layer)
         x = self.transform(image)[None].to(self.device)  # [1, 3, H, W]
-        with self._lock, Trace(self.model, target.name) as trace:
-            logits = self.model(x)
-        maps = trace.output[0].float().cpu().numpy()
-        return ProbeResult(target.name, self._top(logits), maps)
+        with self._lock:
+            values = self.layer_values(target.name)
+            trace = Trace(self.model, values.module if values.values == "pre" else target.name, call=values.call,
+                          retain_input=values.values == "pre", retain_output=values.values == "post")
+            with trace:
+                logits = self.model(x)
+        maps = (values.read(trace.input) if values.values == "pre" else trace.output)[0].float().cpu().numpy()
+        return ProbeResult(target.name, self._top(logits), maps, values.note)
+
+    def layer_values(self, layer: str):
+        """Which values :meth:`probe` shows for ``layer`` (:func:`unitscope.layers.dissection_values`)."""
+        from unitscope.layers import dissection_values
+
+        rule = self.layer_rules.get(layer, self.values)
+        if (rule, layer) not in self._values:
+            self._values[rule, layer] = dissection_values(self.model, layer, rule, device=self.device)
+        return self._values[rule, layer]
 
     def _top(self, logits: Any) -> list[tuple[str, float]]:
         if not isinstance(logits, torch.Tensor) or logits.dim() != 2:

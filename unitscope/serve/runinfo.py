@@ -65,6 +65,17 @@ class RunInfo:
             params.append(unit)
         return cat.query(sql + (f" ORDER BY {order}" if order else ""), params)
 
+    def values_rules(self) -> dict[str, str]:
+        """Per dissected layer, the values the run thresholded ("pre" or "post", from the catalog's
+        ``layers.activation_values``; "post" for a run made before it was recorded), so that the live
+        maps are on the scale of its thresholds and exemplars."""
+        if self.path is None or "layers" not in self.tables:
+            return {}
+        with self._open() as cat:
+            rows = cat.query("SELECT * FROM layers WHERE model = ?", (self.model,))
+        return {r["layer"]: "pre" if (r.get("activation_values") or "").startswith("pre-activation") else "post"
+                for r in rows}
+
     def url(self, rel: str) -> str:
         return RUN_URL + quote(rel.lstrip("/"))
 

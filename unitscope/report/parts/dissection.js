@@ -114,6 +114,9 @@
     if (d.quantile !== null) meta.push("quantile " + d.quantile);
     if (d.iou_threshold !== null) meta.push("detector: IoU > " + d.iou_threshold);
     el.append(h("div", {class: "meta", text: meta.join(" · ")}));
+    if (d.activation_values) {
+      el.append(h("div", {class: "meta values", text: "values thresholded and ranked: " + d.activation_values}));
+    }
     el.append(h("p", {class: "headline"}, h("b", {text: String(d.detectors)}), " of ", h("b", {text: String(d.units)}),
       " units are detectors, covering ", h("b", {text: String(d.unique_concepts)}), " concept" + (d.unique_concepts === 1 ? "" : "s"),
       d.detectors_significant !== null && d.detectors_significant !== undefined
@@ -126,6 +129,15 @@
         : "Warning: " + d.images + " images are too few for IoU > " + d.iou_threshold + " at quantile " + d.quantile +
           ": units with no concept reach it by chance; about " + d.images_needed + " images are needed. " +
           "Trust the significant count more than the raw one."}));
+    }
+    const sat = d.saturated_units || 0, tied = d.tied_units || 0;
+    if (sat || tied) {
+      const found = [];
+      if (sat) found.push(sat + " of " + d.units + " units have their threshold at their largest value (empty masks: no concept)");
+      if (tied) found.push(tied + " of " + d.units + " units' exemplars all tie (the images shown are arbitrary)");
+      el.append(h("p", {class: "note saturation-warning", text: "Warning: " + found.join(" and ") + ", reading " +
+        (d.activation_values || "the layer output") + ". A saturated activation (e.g. ReLU6's cap) ties its output; " +
+        "dissect the values before it (unitscope dissect --values pre, or the layer that feeds a functional clamp)."}));
     }
     const chips = h("div", {class: "chips"});
     d.categories.forEach(function (c) {

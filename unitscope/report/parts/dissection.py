@@ -9,6 +9,9 @@ activation histogram and its place in the layer.
 
 A unit whose concept is NULL (its map never exceeds its threshold) keeps ``concept: null``; the
 page says "no activation above threshold". Detectors are units with IoU > ``iou_threshold``.
+The layer section says which values were thresholded (``activation_values``: the pre-activation
+of a bounded activation, or the layer's output) and warns when ``saturated_units`` have their
+threshold at their largest value or ``tied_units`` have all exemplars at one value.
 """
 
 from __future__ import annotations
@@ -62,7 +65,8 @@ def layer_data(cat: Catalog, model: str, layer: str) -> dict[str, Any] | None:
     s = layer_summary(cat, model, layer)
     meta = s.pop("meta")
     out = {k: s[k] for k in ("units", "dissected", "detectors", "unique_concepts", "categories")}
-    for k in ("height", "width", "images", "quantile", "iou_threshold", "detectors_significant", "images_needed"):
+    for k in ("height", "width", "images", "quantile", "iou_threshold", "detectors_significant", "images_needed",
+              "activation_values", "saturated_units", "tied_units"):  # the last three: None in older runs
         out[k] = num(meta.get(k))
     concepts = cat.query(
         "SELECT concept, category, COUNT(*) AS detectors FROM dissection "

@@ -147,7 +147,8 @@ function renderGrid() {
   grid.append(...tiles);  // moves the existing tiles into the new order
   const labels = Object.values(S.labels[layer] || {}), detectors = labels.filter((l) => l.is_detector).length;
   $("count").textContent = `${units.length} units of ${layer}` +
-    (labels.length ? `; ${detectors} detectors (labels of the others in grey)` : "");
+    (labels.length ? `; ${detectors} detectors (labels of the others in grey)` : "") +
+    (S.probe.values && S.probe.values.startsWith("pre") ? `; maps are the ${S.probe.values}` : "");
 }
 
 function makeTile(k, maps) {

@@ -60,14 +60,15 @@ def main() -> None:
     removal = removal_curve(cut, samples, seg, order, target, ks=KS, random_draws=2)
     print(f"removal ({args.effect_samples} samples, {len(KS)} k x 3 orders): {time.perf_counter() - t0:.0f} s")
     print(removal.summary(20))
-    print("| k | " + target + " (top by IoU) | 99% CI | random k | largest other |")
-    print("|---|---|---|---|---|")
+    print("| k | " + target + " (top by IoU) | 99% CI | random k | largest other object | largest other label |")
+    print("|---|---|---|---|---|---|")
     for k in KS:
         i = removal.ks.index(k)
         row = removal.rows().start + i
         other, value = removal.largest_other(k)
+        anything, change = removal.largest_other(k, same_category=False)
         print(f"| {k} | {removal.change[row, col]:+.0%} | +-{removal.ci[row, col]:.0%} | "
-              f"{removal.random_curve()[i]:+.0%} | {other} {value:+.0%} |")
+              f"{removal.random_curve()[i]:+.0%} | {other} {value:+.0%} | {anything} {change:+.0%} |")
     draw_curves(removal, DOCS / "gan_removal.png")
 
     from unitscope.ablate.evaluate import LayerCache
@@ -80,7 +81,7 @@ def main() -> None:
         pcol = names.index(part)
         units = np.argsort(-d.iou[:, pcol], kind="stable")[:10].tolist()
         ins = insertion_in_context(cut, few, seg, units, level, part, patch_min=0.1)
-        rows = ins.table(min_trials=50)[:6]
+        rows = ins.table(min_trials=50)
         print(f"insert '{part}' (top 10 units by IoU, best IoU {d.iou[units[0], pcol]:.3f}): " +
               "; ".join(f"{r['context']} {r['rate']:.0%} of {r['trials']}" for r in rows))
 

@@ -75,6 +75,7 @@ def test_removing_the_door_unit_removes_every_door_and_a_random_unit_half_of_the
     assert sorted(set(draws)) == [-1.0, 0.0] and result.random_curve("door")[1] == -1.0
     assert result.largest_other(1) == ("wall", pytest.approx(before, rel=1e-5))
     assert "top 1 'door' units off: -100% of its pixels" in result.summary(1)
+    assert "largest change of another object: wall" in result.summary(1)
     with pytest.raises(ValueError, match="no label 'tree'"):
         removal_curve(cut, samples, door_segmenter(), order=[0], concept="tree", ks=[1])
 

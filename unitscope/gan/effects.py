@@ -91,6 +91,7 @@ class RemovalResult:
 
     concept: str
     names: list[str]
+    categories: list[str]       # [L] each label's category ("" for none)
     ks: list[int]
     order: list[int]
     before: np.ndarray          # [L] mean pixel share before any edit
@@ -115,13 +116,19 @@ class RemovalResult:
         return np.mean([self.change[self.rows(d), col] for d in range(self.draws)], axis=0) if self.draws else \
             np.zeros(len(self.ks))
 
-    def largest_other(self, k: int, min_share: float = 0.005) -> tuple[str, float]:
+    def largest_other(self, k: int, min_share: float = 0.005, same_category: bool = True) -> tuple[str, float]:
         """The other label whose pixels change most (relatively) when the top ``k`` units are removed,
-        among labels covering at least ``min_share`` of the pixels before."""
+        among labels covering at least ``min_share`` of the pixels before (and, with
+        ``same_category``, of the concept's own category: objects for an object, as the paper counts)."""
         row = self.change[self.rows().start + self.ks.index(k)]
+        own = self.categories[self.names.index(self.concept)]
         best, value = "", 0.0
         for i, name in enumerate(self.names):
-            if name != self.concept and i and self.before[i] >= min_share and abs(row[i]) > abs(value):
+            if name == self.concept or not i or self.before[i] < min_share:
+                continue
+            if same_category and self.categories[i] != own:
+                continue
+            if abs(row[i]) > abs(value):
                 best, value = name, float(row[i])
         return best, value
 
@@ -133,7 +140,7 @@ class RemovalResult:
         rand = self.random_curve()[i]
         return (f"top {k} '{self.concept}' units off: {self.change[row, col]:+.0%} of its pixels "
                 f"(99% CI +-{self.ci[row, col]:.0%}; {k} random units: {rand:+.0%}); largest change of "
-                f"another concept: {other or '-'} {value:+.0%} ({self.samples} samples)")
+                f"another {self.categories[col] or 'concept'}: {other or '-'} {value:+.0%} ({self.samples} samples)")
 
 
 def _relative_change(shares: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -170,7 +177,9 @@ def removal_curve(cut: FxCut | HookCut, samples: LayerCache, segmenter: Segmente
         raise ValueError(f"the segmenter has no label {concept!r}; it labels {', '.join(n for n in scorer.names if n != '-')}")
     run_edits(cut, samples, Edits.ablate(mask), scorer, max_batch=max_batch)
     change, ci = _relative_change(scorer.shares)
-    return RemovalResult(concept, scorer.names, ks, order, scorer.shares[0].mean(0).numpy(), change, ci,
+    _, categories, label_cat = label_space(segmenter)
+    cats = [categories[g] if g >= 0 else "" for g in label_cat]
+    return RemovalResult(concept, scorer.names, cats, ks, order, scorer.shares[0].mean(0).numpy(), change, ci,
                          random_draws, samples.count, sets)
 
 

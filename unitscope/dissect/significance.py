@@ -59,7 +59,7 @@ from statistics import NormalDist
 import numpy as np
 
 LEVEL = 0.01  # significance level: BH false discovery rate over a layer's units
-NULL_SAMPLE = 64  # units per layer whose null is drawn whatever their IoU, for images_needed
+NULL_SAMPLE = 32  # units per layer whose null is drawn whatever their IoU, for images_needed
 
 
 def null_seed(seed: int, first_position: int) -> int:

@@ -203,7 +203,7 @@ def test_dissection_writes_p_values(world, tmp_path):  # noqa: F811
 
 from unitscope.dissect import ActivationSource, LabelSource, Options, dissect_sources  # noqa: E402
 from unitscope.dissect import significance  # noqa: E402
-from unitscope.dissect.significance import drawn_significance, null_seed, null_units, unit_p_values  # noqa: E402
+from unitscope.dissect.significance import null_seed, null_units, unit_p_values  # noqa: E402
 
 
 class TableActivations(ActivationSource):

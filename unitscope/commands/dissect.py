@@ -28,7 +28,7 @@ class DissectConfig(ModelOptions):
     rotations: int = field(default=0, metadata=help_("also dissect this many random rotations of each layer (grandmother-neuron check)"))
     seed: int = field(default=0, metadata=help_("seed of the random rotations and of the significance null"))
     null_draws: int = field(default=8, metadata=help_(
-        "draws of the chance null (masks matched to other images) behind each unit's p-value; 0 = no p-values"))
+        "draws of the chance null (masks matched to other images) behind the p-value of each unit above --iou; 0 = no p-values"))
     denominator: str = field(default="annotated", metadata=help_(
         "unit area per category over images where it is 'annotated', or only where the mask 'overlap's a "
         "pixel of it (NetDissect-Lite's rule)"))

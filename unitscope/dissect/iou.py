@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from unitscope.stats.iou import (
-    distinct_planes, label_areas, label_rows, pixel_category_hits, row_label_counts, unit_areas,
+    label_areas, label_rows, pixel_category_hits, row_label_counts, unit_areas,
 )
 
 # Mask pixels (pairs x pixels) upsampled at once; bounds the kernel's memory to ~100 MB.

@@ -57,8 +57,9 @@ def world_for(n: int, size: int = 224) -> Path:
     return make_world(cache_dir() / f"probe-world-n{n}-s{size}-seed0", n=n, size=size, seed=0, progress=False)
 
 
-def bare_forward(model, data, batch_size: int, workers: int, device: torch.device) -> float:
+def bare_forward(model, data, batch_size: int, workers: int, device: torch.device, cpu: list | None = None) -> float:
     cuda = device.type == "cuda"
+    cpu_start = cpu_seconds()
     loader = torch.utils.data.DataLoader(_Images(data), batch_size=batch_size, num_workers=workers, pin_memory=cuda)
     start = time.perf_counter()
     with torch.no_grad():
@@ -66,6 +67,8 @@ def bare_forward(model, data, batch_size: int, workers: int, device: torch.devic
             model(images.to(device, non_blocking=True))
     if cuda:
         torch.cuda.synchronize()
+    if cpu is not None:
+        cpu.append(cpu_seconds() - cpu_start)
     return time.perf_counter() - start
 
 
@@ -85,7 +88,8 @@ def phase_timer():
     """Seconds spent in each step of the engine (``{"pass1": s, ...}``, filled as the steps run):
     the table of where a dissection's time goes beyond the forward pass."""
     seconds: dict[str, float] = {}
-    saved = {name: getattr(engine._Run, name) for name in ("open", "pass1", "pass2", "pass3", "summarise", "write")}
+    saved = {name: getattr(engine._Run, name) for name in ("open", "pass1", "pass2", "pass3", "summarise", "write")
+             if hasattr(engine._Run, name)}
 
     def timed(name, fn):
         def run(*args, **kw):
@@ -103,6 +107,13 @@ def phase_timer():
     finally:
         for name, fn in saved.items():
             setattr(engine._Run, name, fn)
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (the DataLoader workers): on a shared
+    machine a steadier measure than wall time, which counts the time other processes hold the cores."""
+    me, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
 
 
 def _rss_mb() -> float:
@@ -203,30 +214,35 @@ def main() -> None:
     data = BrodenDataset(world_for(args.images, args.size), transform=get_info(model).transform())
     workers = resolve_workers(args.workers)
     bare_forward(model, data, args.batch_size, workers, device)  # warm-up: page cache, thread pools, kernels
-    forward_s = bare_forward(model, data, args.batch_size, workers, device)
+    bare_cpu: list[float] = []
+    forward_s = bare_forward(model, data, args.batch_size, workers, device, bare_cpu)
     runs = {}
     for precision in dict.fromkeys(["float32", args.precision]):
         tmp = Path(tempfile.mkdtemp())
         try:
             with phase_timer() as phases:
-                start = time.perf_counter()
+                start, cpu_start = time.perf_counter(), cpu_seconds()
                 result = dissect(model, data, [args.layer], tmp / "run", batch_size=args.batch_size,
                                  num_workers=workers, device=device, precision=precision, progress=False,
                                  cache_gb=args.cache_gb)
-                runs[precision] = (time.perf_counter() - start, result.layers[args.layer], dict(phases))
+                runs[precision] = (time.perf_counter() - start, result.layers[args.layer], dict(phases),
+                                   cpu_seconds() - cpu_start)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     # a second bare pass after the dissection: under a changing load from other processes the
     # dissection is compared with the mean of the passes that bracket it
-    after_s = bare_forward(model, data, args.batch_size, workers, device)
+    after_s = bare_forward(model, data, args.batch_size, workers, device, bare_cpu)
     print(f"{args.model} {args.layer}, {args.images} probe images at {args.size} px, {device}, batch {args.batch_size}, "
           f"{workers} workers, {torch.get_num_threads()} threads")
     print(f"  bare forward pass before / after: {forward_s:6.1f} s / {after_s:6.1f} s")
     forward_s = (forward_s + after_s) / 2
     print(f"  bare forward pass (full model, data loading included): {forward_s:6.1f} s  ({args.images / forward_s:.1f} img/s)")
-    for precision, (dissect_s, layer, phases) in runs.items():
+    bare_cpu_s = sum(bare_cpu) / len(bare_cpu)
+    print(f"  CPU time (process and DataLoader workers): bare pass {' / '.join(f'{c:.1f}' for c in bare_cpu)} s")
+    for precision, (dissect_s, layer, phases, dissect_cpu) in runs.items():
         print(f"  whole dissection, {precision:8s} (all passes, exemplars, catalog): {dissect_s:6.1f} s  "
-              f"({args.images / dissect_s:.1f} img/s), ratio to the bare pass {dissect_s / forward_s:.2f}  (target <= 1.2)")
+              f"({args.images / dissect_s:.1f} img/s), ratio to the bare pass {dissect_s / forward_s:.2f}  (target <= 1.2); "
+              f"CPU {dissect_cpu:.1f} s, ratio {dissect_cpu / bare_cpu_s:.2f}")
         print("    steps: " + ", ".join(f"{name} {s:.1f} s ({s / dissect_s:.0%})" for name, s in phases.items())
               + f", other {dissect_s - sum(phases.values()):.1f} s")
         print(f"    {layer.summary()}")

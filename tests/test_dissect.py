@@ -247,6 +247,13 @@ def _stopped_in_pass2_after(batches: int, cache: bool):
     return check
 
 
+def _stopped_in_pass3_after(batches: int):
+    def check(run: Path) -> None:
+        assert (run / "pass2" / "tally.done.json").exists() and not (run / "pass3" / "tally.done.json").exists()
+        assert _batches_done(run / "pass3") == batches and not (run / "catalog.sqlite").exists()
+    return check
+
+
 def _rows_recorded_for(images: int):
     """Killed after a cache write that no flush recorded: the record holds the checkpointed rows only."""
     def check(run: Path) -> None:
@@ -269,6 +276,7 @@ KILLS = {
     "cache.write": ("cache.write=3:kill", [], _rows_recorded_for(4)),
     "pass2.checkpoint": ("pass2.checkpoint.after=2:kill", [], _stopped_in_pass2_after(2, cache=True)),
     "pass2.no-cache": ("pass2.checkpoint.before=4:kill", ["--cache-gb", "0"], _stopped_in_pass2_after(3, cache=False)),
+    "pass3.checkpoint": ("pass3.checkpoint.after=1:kill", [], _stopped_in_pass3_after(1)),
     "catalog.commit": ("catalog.commit=1:kill", [], _stopped_at_the_catalog),
 }
 

@@ -1,6 +1,8 @@
 """Significance of dissection IoUs: the permutation null, p-values, BH, images needed; the two
 denominator rules against a brute-force NumPy count."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -195,3 +197,140 @@ def test_dissection_writes_p_values(world, tmp_path):  # noqa: F811
     assert con.execute("SELECT detectors_significant FROM layers").fetchone()[0] == 3
     # the overlap rule counts a unit's area on fewer images: never a lower IoU
     assert (runs["overlap"].layers["feat"].best_iou >= d.best_iou - 1e-12).all()
+
+
+# -- the null drawn for candidates only (pass 3) equals the null of every unit -------------------------
+
+from unitscope.dissect import ActivationSource, LabelSource, Options, dissect_sources  # noqa: E402
+from unitscope.dissect import significance  # noqa: E402
+from unitscope.dissect.significance import null_seed, null_units, unit_p_values  # noqa: E402
+
+
+class TableActivations(ActivationSource):
+    """Fixed maps ``[N, C, 4, 4]``: units 2-3 fire on label 1's square, 4 on label 2's, the rest are noise."""
+
+    layers = ["feat"]
+    model_name = "table"
+
+    def __init__(self, maps):
+        self.maps = maps
+
+    def __len__(self):
+        return len(self.maps)
+
+    def shapes(self):
+        return {"feat": tuple(self.maps.shape[1:])}
+
+    def load(self, pos):
+        return {"x": self.maps[pos]}
+
+    def activations(self, batch):
+        return {"feat": batch["x"]}
+
+    def key(self):
+        return {"model": "table", "images": len(self.maps)}
+
+
+class TableLabels(LabelSource):
+    label_names = ["-", "a", "b", "c", "scene-x"]
+    label_category = torch.tensor([-1, 0, 0, 0, 1])
+    categories = ["object", "scene"]
+
+    def __init__(self, labels, image_labels, present):
+        self.labels, self.image_labels, self.present = labels, image_labels, present
+
+    def load(self, pos):
+        return {"labels": self.labels[pos], "image_labels": self.image_labels[pos],
+                "category_present": self.present[pos]}
+
+
+def table_world(n=40, c=7, seed=5):
+    rng = np.random.default_rng(seed)
+    labels = np.zeros((n, 1, 8, 8), dtype=np.int64)
+    for i in range(n):
+        for lab in (1, 2, 3):
+            if rng.random() < 0.6:
+                y, x, s = rng.integers(0, 6), rng.integers(0, 6), rng.integers(2, 4)
+                labels[i, 0, y:y + s, x:x + s] = lab
+    labels = torch.from_numpy(labels)
+    pooled = torch.nn.functional.avg_pool2d(torch.stack([(labels[:, 0] == k).float() for k in (1, 2)], 1), 2)
+    noise = torch.from_numpy(rng.random((n, c - 3, 4, 4)).astype(np.float32))
+    maps = torch.cat([noise[:, :2], pooled[:, :1], pooled[:, :1] * 0.5 + 0.5 * noise[:, 2:3], pooled[:, 1:],
+                      noise[:, 2:]], 1)
+    image_labels = torch.from_numpy((rng.random((n, 1)) < 0.3) * 4)
+    present = torch.from_numpy(rng.random((n, 2)) < 0.8)
+    return maps, labels, image_labels, present
+
+
+def full_null(maps, labels, image_labels, present, thresholds, batch, draws, seed, denominator):
+    """The null of every unit, as pass 2 counted it before pass 3: every batch, every unit."""
+    cats = TableLabels.label_category.clamp(min=0)
+    null = NullIoUCounts(maps.shape[1], cats, 2, draws=draws, overlap=denominator == "overlap")
+    for s in range(0, len(maps), batch):
+        sl = slice(s, s + batch)
+        orders = in_batch_orders(len(maps[sl]), draws, null_seed(seed, s))
+        null.add_counts(*count_orders(maps[sl], thresholds, labels[sl], image_labels[sl], present[sl], 5, orders,
+                                      denominator=denominator, label_category=TableLabels.label_category))
+    return null.iou().numpy()
+
+
+@pytest.mark.parametrize("denominator", ["annotated", "overlap"])
+def test_candidate_null_gives_the_full_null_p_values(tmp_path, monkeypatch, denominator):
+    maps, labels, image_labels, present = table_world()
+    monkeypatch.setattr(significance, "NULL_SAMPLE", 2)  # units 0 and 6 drawn whatever their IoU
+    opts = Options(quantile=0.1, iou_threshold=0.1, topk=2, batch_size=8, seed=3, null_draws=6, exemplar_images=False,
+                   progress=False, denominator=denominator)
+    d = dissect_sources(TableActivations(maps), TableLabels(labels, image_labels, present), tmp_path / "run",
+                        opts).layers["feat"]
+    candidates = d.best_iou > 0.1
+    assert np.nonzero(candidates)[0].tolist() == [2, 3, 4]  # the planted units, not the noise
+    assert null_units(d.best_iou, 0.1).tolist() == sorted(set(np.nonzero(candidates)[0]) | {0, 6})
+    ref = full_null(maps, labels, image_labels, present, torch.from_numpy(d.thresholds), 8, 6, 3, denominator)
+    full_p = unit_p_values(d.best_iou, ref)
+    assert np.array_equal(d.p_value[candidates], full_p[candidates])  # equal, not close
+    assert np.isnan(d.p_value[~candidates]).all()
+    assert (d.p_value[3:5] < 1e-4).all()
+    # images_needed from the sample equals the full null's over the same units
+    assert d.images_needed == images_needed(ref[:, [0, 6]], 40, 0.1) > 0
+    # BH reads "not computed" as p = 1: a subset of the full null's significant units
+    assert not (significant(d.p_value) & ~significant(full_p)).any()
+    # the catalog stores NULL where no p-value was computed
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "run" / "catalog.sqlite") as db:
+        rows = dict(db.execute("SELECT unit, p_value FROM dissection").fetchall())
+    assert [u for u, p in rows.items() if p is None] == np.nonzero(~candidates)[0].tolist()
+    assert all(rows[u] == d.p_value[u] for u in np.nonzero(candidates)[0])
+
+
+def test_candidate_null_without_the_cache_and_on_resume(tmp_path):
+    maps, labels, image_labels, present = table_world()
+    labels_src = TableLabels(labels, image_labels, present)
+    opts = dict(quantile=0.1, iou_threshold=0.1, topk=2, batch_size=8, null_draws=4, exemplar_images=False,
+                progress=False, checkpoint_every=1)
+    cached = dissect_sources(TableActivations(maps), labels_src, tmp_path / "a", Options(**opts)).layers["feat"]
+    uncached = dissect_sources(TableActivations(maps), labels_src, tmp_path / "b",
+                               Options(**opts, cache_gb=0)).layers["feat"]
+    assert np.array_equal(cached.p_value, uncached.p_value, equal_nan=True)
+
+    class Failing(TableLabels):  # stops pass 3 after its third batch
+        calls = 0
+
+        def label_batch(self, batch):
+            if (Path(tmp_path / "c" / "pass2" / "tally.done.json")).exists():
+                Failing.calls += 1
+                if Failing.calls == 4:
+                    raise RuntimeError("killed")
+            return super().label_batch(batch)
+
+    with pytest.raises(RuntimeError, match="killed"):
+        dissect_sources(TableActivations(maps), Failing(labels, image_labels, present), tmp_path / "c", Options(**opts))
+    assert (tmp_path / "c" / "pass3" / "tally.checkpoint.rank0.safetensors").exists()
+    resumed = dissect_sources(TableActivations(maps), labels_src, tmp_path / "c", Options(**opts)).layers["feat"]
+    assert np.array_equal(resumed.p_value, cached.p_value, equal_nan=True)
+    # another --iou changes the candidates: pass 3 is redone, pass 2 is not
+    other = dissect_sources(TableActivations(maps), labels_src, tmp_path / "c",
+                            Options(**{**opts, "iou_threshold": 0.05})).layers["feat"]
+    assert (~np.isnan(other.p_value)).sum() >= (~np.isnan(cached.p_value)).sum()
+    both = ~np.isnan(other.p_value) & ~np.isnan(cached.p_value)
+    assert np.array_equal(other.p_value[both], cached.p_value[both])

@@ -44,7 +44,8 @@ ACTIONS = ("kill", "term", "raise")
 # The tallies (unitscope.tally.tally's ``name``) and the points each one has.
 TALLIES = {"tally": "a tally run without a name (tests, user code)",
            "pass1": "dissection pass 1 (thresholds, activation cache)",
-           "pass2": "dissection pass 2 (top-k, IoU and null counts)"}
+           "pass2": "dissection pass 2 (top-k and IoU counts)",
+           "pass3": "dissection pass 3 (the permutation null of candidate units)"}
 _TALLY_POINTS = {
     "batch": "the loop body has run for a batch (counted, not yet checkpointed)",
     "checkpoint.before": "a checkpoint is about to be written (side outputs flushed)",

@@ -8,7 +8,7 @@
     result = dissect(model, data, ["blocks.4", "blocks.6"], "runs/lite0")
     result.layers["blocks.6"].summary()      # "87 of 320 units are detectors, covering 31 concepts"
 
-The package: ``engine.py`` (the two passes as named steps, the run folder), ``sources.py`` (the
+The package: ``engine.py`` (the passes as named steps, the run folder), ``sources.py`` (the
 ActivationSource and LabelSource interfaces, with today's model-on-images and Broden planes),
 ``cache.py`` (the activation cache, a run-folder asset: ``open_activation_cache(run, layer)``),
 ``iou.py`` (the counting kernel), ``results.py`` (per-layer results, catalog rows, saved arrays),

@@ -8,7 +8,7 @@
     result = dissect(model, data, ["blocks.4", "blocks.6"], "runs/lite0")
     result.layers["blocks.6"].summary()      # "87 of 320 units are detectors, covering 31 concepts"
 
-Two passes over the data, every layer at once:
+Two passes over the data, every layer at once, and a short third:
 1. per unit the activation threshold T_k, the top ``quantile`` level over all positions of all
    images (raw maps; a layer that ends in a bounded activation such as ReLU6 is read before its
    cap, where values do not tie: ``values``, :func:`unitscope.layers.dissection_values`);
@@ -16,7 +16,10 @@ Two passes over the data, every layer at once:
    that the second pass need not run the model again;
 2. the top-k exemplar images, and the maps upsampled bilinearly to the label resolution and
    thresholded at T_k: IoU(k, c) = sum |M_k & L_c| / sum |M_k | L_c| over the data set,
-   image-level labels as full-image masks.
+   image-level labels as full-image masks;
+3. the permutation null behind the p-values (:mod:`.significance`), only for the units whose
+   p-value can matter (best IoU above the cut-off, and a fixed sample for ``images_needed``),
+   from the activation cache: the cached maps of those units, and the labels read again.
 Each pass checkpoints into the run folder and resumes after a kill with identical results. Each
 pass is keyed on what it depends on: a rerun with another ``quantile`` or ``topk`` redoes pass 2
 only; another model, data set or layer list in the same folder is refused. :func:`dissect_sources`
@@ -26,6 +29,7 @@ Under ``torchrun`` every rank runs it on a shard and rank 0 writes the run folde
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from collections.abc import Callable, Sequence
@@ -43,6 +47,7 @@ from unitscope.dissect.distributed import ExactPass1, barrier, is_main, pass1_re
 from unitscope.dissect.exemplars import write_unit_strips
 from unitscope.dissect.iou import count_batch, count_orders, in_batch_orders
 from unitscope.dissect.results import DissectResult, summarise, write_layer_rows
+from unitscope.dissect.significance import null_seed, null_units
 from unitscope.dissect.sources import (
     ActivationSource, BadImages, BrodenLabels, Items, LabelSource, ModelActivations, collate_items,
 )
@@ -52,11 +57,11 @@ from unitscope.runs import atomic_write_text, save_arrays
 from unitscope.stats import CombinedStat, IoUCounts, NullIoUCounts, Quantile, TopK
 from unitscope.tally import TallyKeyError, changed_key_fields, check_resumable, tally
 
-RUN_OUTPUTS = ("pass1", "pass2", CACHE_FOLDER, "arrays", "images", "catalog.sqlite", "layers.json", "labels.json", "bad_images.json",
+RUN_OUTPUTS = ("pass1", "pass2", "pass3", CACHE_FOLDER, "arrays", "images", "catalog.sqlite", "layers.json", "labels.json", "bad_images.json",
                "report.json", "report.js", "index.html", "config.json")
 # settings that only a pass's own result depends on: a change redoes that pass instead of refusing
 _OWN = {1: {"rotations", "seed", "stat", "precision", "values"},
-        2: {"quantile", "topk", "rotations", "seed", "stat", "null_draws", "denominator", "precision", "values"}}
+        2: {"quantile", "topk", "rotations", "seed", "stat", "denominator", "precision", "values"}}
 
 
 def random_rotation(c: int, seed: int) -> torch.Tensor:
@@ -177,6 +182,7 @@ def dissect_sources(acts: ActivationSource, labels: LabelSource, run_dir: str | 
     run.open(fresh, config)
     thresholds = run.pass1()
     run.pass2(thresholds)
+    run.pass3(thresholds)
     result = run.summarise(thresholds)
     run.write(result, thresholds)
     return result
@@ -199,6 +205,7 @@ class _Run:
     pass2_stat: CombinedStat
     redo: dict[int, bool] = field(default_factory=dict)
     cache: ActivationCache | None = None
+    null: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # layer -> (units [U], IoU [D, U, L])
     bad: BadImages | None = None
 
     @property
@@ -213,7 +220,7 @@ class _Run:
         o = self.opts
         own = {"rotations": o.rotations, "seed": o.seed}
         if number == 2:
-            own.update(quantile=o.quantile, topk=o.topk, null_draws=o.null_draws, denominator=o.denominator)
+            own.update(quantile=o.quantile, topk=o.topk, denominator=o.denominator)
         return {**self.key, "pass": number, **own}
 
     @classmethod
@@ -237,8 +244,6 @@ class _Run:
             stats1[f"{t}_q"] = Quantile(device=opts.device)
             stats2[f"{t}_top"] = TopK(opts.topk, device=opts.device)
             stats2[f"{t}_iou"] = IoUCounts(c, category, g, device=opts.device, overlap=overlap)
-            if opts.null_draws:
-                stats2[f"{t}_null"] = NullIoUCounts(c, category, g, opts.null_draws, opts.device, overlap)
             for r in range(opts.rotations):
                 stats1[f"{t}_r{r}_q"] = Quantile(device=opts.device)
                 stats2[f"{t}_r{r}_iou"] = IoUCounts(c, category, g, device=opts.device, overlap=overlap)
@@ -283,11 +288,11 @@ class _Run:
         cache = ActivationCache(self.run_dir / CACHE_FOLDER, self.shapes, self.n, self.key, rank, values)
         self.cache = cache if cache.nbytes <= self.opts.cache_gb * 2**30 else None
 
-    def _batches(self, number: int, stat: CombinedStat, items: Items, **kw: Any):
+    def _batches(self, number: int, stat: CombinedStat, items: Items, key: dict[str, Any] | None = None, **kw: Any):
         o = self.opts
         for batch in tally(stat, items, batch_size=o.batch_size, num_workers=o.num_workers, collate_fn=collate_items,
-                           pin_memory=o.device.type == "cuda",
-                           run_dir=self.run_dir / f"pass{number}", key=self.tally_key(number), fresh=self.redo[number],
+                           pin_memory=o.device.type == "cuda", run_dir=self.run_dir / f"pass{number}",
+                           key=key or self.tally_key(number), fresh=self.redo[number],
                            checkpoint_every=o.checkpoint_every, progress=o.progress, desc=f"dissect pass {number}",
                            name=f"pass{number}", **kw):
             self.bad.check(batch["bad"])
@@ -343,22 +348,56 @@ class _Run:
             if not len(batch["pos"]):
                 continue
             labels, image_labels, present = (x.to(dev, non_blocking=True) for x in self.labels.label_batch(batch))
-            # the null's derangements depend only on the batch's first position: resume-exact
-            null = in_batch_orders(len(batch["pos"]), self.opts.null_draws,
-                                   self.opts.seed * 1_000_003 + int(batch["pos"][0]), dev)
             for layer, a in maps.items():
                 t = self.tag[layer]
                 stat[f"{t}_top"].add(a, batch["pos"].to(dev))
-                real = torch.arange(len(a), device=dev)
-                inter, area, label_area = count_orders(a, thresholds[layer][0], labels, image_labels, present,
-                                                       num_labels, [real] + null, **kw)
-                stat[f"{t}_iou"].add_counts(inter[0], area[0], label_area)
-                if null:
-                    stat[f"{t}_null"].add_counts(inter[1:], area[1:], label_area)
+                stat[f"{t}_iou"].add_counts(*count_batch(a, thresholds[layer][0], labels, image_labels, present,
+                                                         num_labels, **kw))
                 out = self.values[layer].post(a) if self.rots[layer] else a  # rotations of the layer's output
                 for r, rot in enumerate(self.rots[layer]):
                     stat[f"{t}_r{r}_iou"].add_counts(*count_batch(rotate(out, rot), thresholds[layer][r + 1], labels,
                                                                   image_labels, present, num_labels, **kw))
+
+    def pass3(self, thresholds: dict[str, list[torch.Tensor]]) -> None:
+        """The permutation null (:mod:`.significance`) of the units whose p-value can matter: their
+        cached maps (the model runs again only without the cache) matched to other images' labels,
+        with the derangements a null of every unit would draw, so their p-values are the full null's."""
+        o, dev = self.opts, self.opts.device
+        if not o.null_draws:
+            return
+        category, g = self.labels.label_category.clamp(min=0), len(self.labels.categories)
+        units = {layer: null_units(self._best_iou(layer), o.iou_threshold) for layer in self.layers}
+        stat = CombinedStat(**{f"{self.tag[layer]}_null": NullIoUCounts(len(u), category, g, o.null_draws, dev,
+                                                                        o.denominator == "overlap")
+                               for layer, u in units.items()})
+        key = {**self.key, "pass": 3, "seed": o.seed, "quantile": o.quantile, "null_draws": o.null_draws,
+               "denominator": o.denominator,
+               "units": {self.tag[layer]: hashlib.sha1(u.tobytes()).hexdigest() for layer, u in units.items()}}
+        self.redo[3] = self.redo.get(2, False) or bool(changed_key_fields(
+            stat, self.n, run_dir=self.run_dir / "pass3", key=key, batch_size=o.batch_size))
+        items = Items(self.n, self.acts if self.cache is None or self.labels.needs_forward else None, self.labels)
+        num_labels = len(self.labels.label_names)
+        kw = {"denominator": o.denominator, "label_category": self.labels.label_category.to(dev)}
+        picks = {layer: torch.from_numpy(u).to(dev) for layer, u in units.items()}
+        for batch in self._batches(3, stat, items, key=key):
+            if not len(batch["pos"]):
+                continue
+            batch, maps = self._pass2_maps(batch)
+            if len(batch["pos"]) < 2:  # no derangement of one image
+                continue
+            labels, image_labels, present = (x.to(dev, non_blocking=True) for x in self.labels.label_batch(batch))
+            # the derangements depend only on the batch's first position: resume-exact
+            orders = in_batch_orders(len(batch["pos"]), o.null_draws, null_seed(o.seed, int(batch["pos"][0])), dev)
+            for layer, a in maps.items():
+                pick = picks[layer]
+                stat[f"{self.tag[layer]}_null"].add_counts(*count_orders(
+                    a[:, pick], thresholds[layer][0][pick], labels, image_labels, present, num_labels, orders, **kw))
+        self.null = {layer: (u, stat[f"{self.tag[layer]}_null"].iou().cpu().numpy()) for layer, u in units.items()}
+
+    def _best_iou(self, layer: str) -> np.ndarray:
+        """``[C]``: each unit's best IoU after pass 2 (label 0, "unlabelled", left out), as ``summarise`` has it."""
+        iou = self.pass2_stat[f"{self.tag[layer]}_iou"].iou().cpu().numpy()
+        return np.maximum(iou[:, 1:].max(axis=1), 0.0) if iou.shape[1] > 1 else np.zeros(len(iou))
 
     def summarise(self, thresholds: dict[str, list[torch.Tensor]]) -> DissectResult:
         """Best concept per unit, detectors, and the rotation rows; arrays saved per layer."""
@@ -374,8 +413,8 @@ class _Run:
             parts = [summarise(layer, shape, th.cpu().numpy(), self.pass2_stat[name].iou().cpu().numpy(),
                                o.iou_threshold, names, label_cats)
                      for th, name in zip(thresholds[layer], [f"{t}_iou"] + [f"{t}_r{r}_iou" for r in range(o.rotations)])]
-            null = self.pass2_stat[f"{t}_null"].iou().cpu().numpy() if o.null_draws else None
-            parts[0].add_significance(null, self.n, o.quantile)
+            units, null = self.null.get(layer, (None, None))
+            parts[0].add_significance(null, self.n, o.quantile, units)
             result.layers[layer], result.rotated[layer] = parts[0], parts[1:]
             result.rotations[layer] = [(int(d.detectors.sum()), d.unique_concepts) for d in parts]
             values, images, ys, xs = (x.cpu().numpy() for x in self.pass2_stat[f"{t}_top"].result())

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from unitscope.dissect.significance import LEVEL, images_needed, significant, unit_p_values
+from unitscope.dissect.significance import LEVEL, drawn_significance, images_needed, significant, unit_p_values
 from unitscope.runs import load_arrays
 
 
@@ -36,7 +36,7 @@ class LayerDissection:
     iou_threshold: float
     label_names: list[str]
     label_categories: list[str]  # category name per label number
-    p_value: np.ndarray | None = None  # [C] best IoU against the permutation null (None: not computed)
+    p_value: np.ndarray | None = None  # [C] best IoU against the permutation null (None: not computed; NaN: not a candidate)
     images: int = 0  # images dissected
     images_needed: int = 0  # images for which chance IoUs stay below the threshold (significance.py)
     quantile: float = 0.0
@@ -69,10 +69,16 @@ class LayerDissection:
                 "functional clamp)" if not self.values.startswith("pre-activation") else "")
         return " and ".join(found) + f", reading {self.values}{hint}"
 
-    def add_significance(self, null_iou: np.ndarray | None, n_images: int, quantile: float) -> None:
-        """p-values and images needed from the null's IoUs ``[D, C, L]`` (None: no null was drawn)."""
+    def add_significance(self, null_iou: np.ndarray | None, n_images: int, quantile: float,
+                         units: np.ndarray | None = None) -> None:
+        """p-values and images needed from the null's IoUs ``[D, C, L]`` (None: no null was drawn), or
+        ``[D, U, L]`` drawn for ``units [U]`` only (``significance.null_units``: p-values of the
+        candidates, NaN elsewhere)."""
         self.images, self.quantile = int(n_images), float(quantile)
-        if null_iou is not None:
+        if null_iou is not None and units is not None:
+            self.p_value, self.images_needed = drawn_significance(self.best_iou, null_iou, units,
+                                                                  self.iou_threshold, n_images)
+        elif null_iou is not None:
             self.p_value = unit_p_values(self.best_iou, null_iou)
             self.images_needed = images_needed(null_iou, n_images, self.iou_threshold)
 
@@ -193,7 +199,7 @@ def write_layer_rows(cat: Any, model_name: str, d: LayerDissection, n_images: in
     cat.replace("dissection", [{
         **key, "unit": u, "concept": d.concept(u), "category": d.category(u),
         "iou": float(d.best_iou[u]), "is_detector": int(d.detectors[u]), "threshold": float(d.thresholds[u]),
-        "p_value": float(d.p_value[u]) if d.p_value is not None else None,
+        "p_value": float(d.p_value[u]) if d.p_value is not None and np.isfinite(d.p_value[u]) else None,
     } for u in range(c)], **key)
     per_cat = []
     categories = sorted(set(d.label_categories) - {""})

@@ -1,9 +1,11 @@
 """Is a unit's IoU above chance? p-values from the permutation null, and how many images a run needs.
 
-    from unitscope.dissect.significance import unit_p_values, significant, images_needed
+    from unitscope.dissect.significance import unit_p_values, significant, images_needed, null_units
     p = unit_p_values(best_iou, null_iou)          # [C], null_iou [D, C, L] from NullIoUCounts.iou()
     keep = significant(p, level=0.01)              # [C] bool: Benjamini-Hochberg over the layer's units
     need = images_needed(null_iou, n_images, iou_threshold=0.04)
+    units = null_units(best_iou, 0.04)             # whose null a dissection draws (candidates + sample)
+    p, need = drawn_significance(best_iou, null_iou[:, units], units, 0.04, n_images)  # p NaN elsewhere
 
 **The null.** In pass 2 every batch's unit masks are also matched to the labels of *other* images
 of the batch (``D`` random derangements; :func:`unitscope.dissect.iou.in_batch_orders`). That
@@ -15,6 +17,26 @@ masks reach by chance with *any* label (the max over labels of each draw: a max-
 so choosing the best of L labels is accounted for). With D draws of that max, mean m and sd s,
 ``t = (iou - m) / (s * sqrt(1 + 1/D))`` follows Student's t with D - 1 degrees of freedom when
 the max is normal (a prediction interval: few draws are honest about their own uncertainty).
+
+**Only where a p-value can matter** (pass 3 of the engine, from the activation cache). A p-value
+is used only for a *candidate*, a unit whose best IoU is above the detector cut-off
+(``iou_threshold``): ``significant_detectors`` is ``detectors & BH``, so no other unit's p-value
+can make a detector of it. The null is drawn for the candidates (and the sample below) only, with
+the same derangements as a null of every unit (seeded by the batch's first position,
+:func:`null_seed`) and against *every* label. Both choices make the candidates' p-values equal to
+the full null's, not an approximation: each unit's null counts depend on its own masks only, and
+the null statistic is the max over labels per draw, so leaving out any label could lower that max
+(a smaller null, a p-value too small). All labels cost no more than a few: the label gather reads
+every label under a mask pixel either way, and what the null costs is the number of candidate
+mask pixels times the draws. Non-candidates get no p-value (NaN; NULL in the catalog), which
+:func:`significant` reads as p = 1. That keeps Benjamini-Hochberg valid over all C units of the
+layer (m = C): p' = p for a candidate and 1 otherwise is still a p-value (P(p' <= u) <= P(p <= u)
+<= u), and BH is monotone (raising p-values only removes rejections), so the significant
+detectors are a subset of those of the full null, equal when no non-candidate's p-value would
+have ranked below a candidate's. ``images_needed`` is a quantile over *all* units of a per-unit
+need, not a question about candidates: it is computed from a fixed spread sample of
+``NULL_SAMPLE`` units (:func:`null_units`), all units of a layer with at most that many, where it
+equals the full null's figure.
 
 **Multiple comparisons.** A layer's C p-values are filtered with Benjamini-Hochberg at false
 discovery rate ``level`` (0.01): a detector is *significant* when it passes the IoU threshold and
@@ -37,6 +59,39 @@ from statistics import NormalDist
 import numpy as np
 
 LEVEL = 0.01  # significance level: BH false discovery rate over a layer's units
+NULL_SAMPLE = 32  # units per layer whose null is drawn whatever their IoU, for images_needed
+
+
+def null_seed(seed: int, first_position: int) -> int:
+    """The seed of a batch's derangements: the run's ``seed`` and the batch's first data-set position,
+    so a resumed or sharded run draws what one uninterrupted process draws."""
+    return seed * 1_000_003 + int(first_position)
+
+
+def sample_units(num_units: int, sample: int | None = None) -> np.ndarray:
+    """``[S]``: ``min(C, sample)`` units spread evenly over ``0..C-1`` (all of them for a small layer);
+    ``sample`` defaults to ``NULL_SAMPLE``."""
+    sample = NULL_SAMPLE if sample is None else sample
+    return np.unique(np.linspace(0, num_units - 1, min(num_units, sample)).round().astype(np.int64))
+
+
+def null_units(best_iou: np.ndarray, iou_threshold: float, sample: int | None = None) -> np.ndarray:
+    """``[U]`` sorted: the units whose null is drawn, the candidates (best IoU ``[C]`` above
+    ``iou_threshold``) and :func:`sample_units`."""
+    candidates = np.nonzero(np.asarray(best_iou) > iou_threshold)[0]
+    return np.union1d(candidates, sample_units(len(best_iou), sample)).astype(np.int64)
+
+
+def drawn_significance(best_iou: np.ndarray, null_iou: np.ndarray, units: np.ndarray, iou_threshold: float,
+                       n_images: int, sample: int | None = None) -> tuple[np.ndarray, int]:
+    """p-values ``[C]`` (NaN for a unit that is not a candidate) and images needed, from the null
+    ``null_iou [D, U, L]`` drawn for ``units [U]`` (:func:`null_units`); see the module docstring."""
+    best_iou, units = np.asarray(best_iou), np.asarray(units, dtype=np.int64)
+    p = np.full(len(best_iou), np.nan)
+    drawn = best_iou[units] > iou_threshold
+    p[units[drawn]] = unit_p_values(best_iou[units[drawn]], null_iou[:, drawn])
+    in_sample = np.isin(units, sample_units(len(best_iou), sample))
+    return p, images_needed(null_iou[:, in_sample], n_images, iou_threshold)
 
 
 def t_sf(t: np.ndarray, df: int) -> np.ndarray:
@@ -75,8 +130,9 @@ def unit_p_values(best_iou: np.ndarray, null_iou: np.ndarray) -> np.ndarray:
 
 
 def significant(p: np.ndarray, level: float = LEVEL) -> np.ndarray:
-    """``[C]`` bool: the p-values ``[C]`` that Benjamini-Hochberg keeps at false discovery rate ``level``."""
-    p = np.asarray(p, dtype=np.float64)
+    """``[C]`` bool: the p-values ``[C]`` that Benjamini-Hochberg keeps at false discovery rate ``level``
+    (over all C; NaN, a p-value not computed, counts as 1)."""
+    p = np.nan_to_num(np.asarray(p, dtype=np.float64), nan=1.0)
     m = len(p)
     if not m:
         return np.zeros(0, dtype=bool)

@@ -202,6 +202,26 @@ def pixel_label_counts(src: torch.Tensor, pix: torch.Tensor, unit: torch.Tensor,
     return counts
 
 
+def label_rows(flat_labels: torch.Tensor) -> torch.Tensor:
+    """``flat_labels [N, K, P]`` as ``[N * P, K]`` rows, one per (image, pixel): what
+    :func:`row_label_counts` gathers from (one ``index_select`` of whole rows, about twice as fast
+    as indexing ``[src, :, pix]``)."""
+    n, k, p = flat_labels.shape
+    return flat_labels.permute(0, 2, 1).reshape(n * p, k).contiguous()
+
+
+def row_label_counts(rows: torch.Tensor, row: torch.Tensor, unit: torch.Tensor, num_units: int,
+                     num_labels: int) -> torch.Tensor:
+    """:func:`pixel_label_counts` from :func:`label_rows`: mask pixel e of unit ``unit[e]`` lies on
+    row ``row[e]`` (``image * P + pixel``). Codes in int32 where they fit (a narrower bincount input)."""
+    under = rows.index_select(0, row)  # [E, K]
+    small = num_units * num_labels < 2**31 and under.dtype == torch.int32
+    code = (unit * num_labels).to(torch.int32 if small else torch.int64).view(-1, 1) + under
+    counts = torch.bincount(code.view(-1), minlength=num_units * num_labels).view(num_units, num_labels)
+    counts[:, 0] = 0
+    return counts
+
+
 def unit_areas(area: torch.Tensor, category_present: torch.Tensor) -> torch.Tensor:
     """``[C, G]``: mask pixels ``area [N, C]`` summed over the images where category g is present."""
     return (area.t().double() @ category_present.double()).round().long()  # exact below 2**53

@@ -1,7 +1,7 @@
 """Formulas of up to three concepts (AND, OR, AND NOT), found by beam search for many units at once.
 
     counts = unit_counts(sigs.ids, images, masks, sigs.size)      # per unit: pixels per signature
-    found = beam_search(counts, sigs.table, vocab.position, beam=5, length=3)
+    found = beam_search(counts, sigs.table, vocab.position, beam=10, length=3)
     found.concepts[u], found.ops[u], found.score[u]               # [N, 3], [N, 3], [N]: unit u's candidates
 
 A formula is read left to right: ``((c0 op1 c1) op2 c2)``; ``ops[j]`` is one of :data:`AND`,
@@ -25,6 +25,7 @@ import torch
 
 FIRST, AND, OR, AND_NOT = 0, 1, 2, 3
 OP_NAMES = {AND: "AND", OR: "OR", AND_NOT: "AND NOT"}
+BEAM = 10  # Mu & Andreas search with 5-10; 5 loses (red AND car) OR tree to OR-pairs at step 2
 MIN_GAIN = 0.01  # a longer formula must raise the exemplar IoU by this much (else the shorter stays)
 
 
@@ -95,7 +96,7 @@ def apply(op: torch.Tensor, f: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     return torch.where(op == AND, f & c, torch.where(op == OR, f | c, f & ~c))
 
 
-def beam_search(counts: UnitCounts, table: torch.Tensor, modifier: torch.Tensor, *, beam: int = 5,
+def beam_search(counts: UnitCounts, table: torch.Tensor, modifier: torch.Tensor, *, beam: int = BEAM,
                 length: int = 3, min_gain: float = MIN_GAIN, chunk: int = 64) -> Found:
     """Every unit's best formulas of up to ``length`` concepts (Mu & Andreas 2020's beam search,
     batched over units). ``table [S, K]`` bool: the concepts of each signature; ``modifier [K]``

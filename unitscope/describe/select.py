@@ -52,8 +52,8 @@ def exemplar_scores(counts: UnitCounts, truth: torch.Tensor, chunk: int = 512) -
     rows = torch.arange(u)[:, None].expand_as(counts.sig)
     keep = counts.total > 0
     idx = torch.stack([rows[keep], counts.sig[keep]])
-    inside = torch.sparse_coo_tensor(idx, counts.inside[keep], (u, s)).coalesce()
-    total = torch.sparse_coo_tensor(idx, counts.total[keep], (u, s)).coalesce()
+    inside = torch.sparse_coo_tensor(idx, counts.inside[keep], (u, s), check_invariants=False).coalesce()
+    total = torch.sparse_coo_tensor(idx, counts.total[keep], (u, s), check_invariants=False).coalesce()
     m = counts.mask_area[:, None]
     out = []
     for start in range(0, truth.shape[0], chunk):

@@ -140,7 +140,7 @@ def test_exemplar_scores_match_counts():
     vocab, bits = _world()
     sigs, counts, found = _describe(vocab, bits, [(("red", "car", "tree"), (FIRST, AND, OR))])
     pool = pool_candidates(found, len(vocab))
-    s = exemplar_scores(counts, evaluate(pool.concepts, pool.ops, sigs.table))
+    s = exemplar_scores(counts, pool, sigs.table)
     for j in range(found.score.shape[1]):
         if torch.isfinite(found.score[0, j]):
             assert s[0, pool.index[0, j]].item() == pytest.approx(found.score[0, j].item(), abs=1e-6)

@@ -22,16 +22,20 @@ score lower; ``tests/test_describe_scores.py`` runs both on every metric here):
 ``base_rate`` is the fraction of held-out pixels the concept covers (AUPRC's chance level; F1 and
 IoU of a random mask grow with it). Each p-value compares a score with ``draws`` scores of the
 same unit and concept with the held-out images paired at random (image i's unit map against
-image pi(i)'s concept mask): ``(1 + #{null >= score}) / (1 + draws)``. Sizes of masks and
-concepts stay as they are, so the null is what the same description would score by chance on
-these images.
+image pi(i)'s concept mask); sizes of masks and concepts stay as they are, so the null is what
+the same description would score by chance on these images. As in the dissection's significance,
+the p-value is Student's t (draws - 1 degrees of freedom) on the draws' mean and sd, so 20 draws
+give p-values below 1/21.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 METRICS = ("f1", "iou", "auprc", "pearson")
+DRAWS = 20  # random pairings of held-out images behind each p-value
 
 
 def f1(mask: torch.Tensor, concept: torch.Tensor) -> float:
@@ -80,13 +84,21 @@ def _ap(pos: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
     return torch.where(total[:, 0] > 0, ap, torch.zeros_like(ap))
 
 
-def _p_value(score: torch.Tensor, null: torch.Tensor) -> torch.Tensor:
-    """``[U]`` from ``score [U]`` and ``null [U, R]``."""
-    return (1 + (null >= score[:, None] - 1e-12).sum(1)) / (1 + null.shape[1])
+def p_values(score: torch.Tensor, null: torch.Tensor) -> torch.Tensor:
+    """``[U]`` from ``score [U]`` and ``null [U, D]``: Student's t on the draws' mean and sd, as the
+    dissection's significance (:func:`unitscope.dissect.significance.unit_p_values`)."""
+    from unitscope.dissect.significance import t_sf
+
+    d = null.shape[1]
+    mean, sd = null.mean(1), null.std(1, correction=1)
+    scale = sd * math.sqrt(1 + 1 / d)
+    t = ((score - mean) / scale.clamp_min(1e-300)).numpy()
+    p = torch.from_numpy(t_sf(t, d - 1))
+    return torch.where(scale > 0, p, torch.where(score > mean, 0.0, 1.0).double())
 
 
 def heldout_scores(masks: torch.Tensor, concept: torch.Tensor, acts: torch.Tensor, coverage: torch.Tensor,
-                   draws: int = 100, seed: int = 0) -> dict[str, torch.Tensor]:
+                   draws: int = DRAWS, seed: int = 0) -> dict[str, torch.Tensor]:
     """Scores of U (unit, description) pairs on N held-out images.
 
     ``masks [U, N, P]`` and ``concept [U, N, P]`` bool at the working resolution; ``acts [U, N, Q]``
@@ -129,5 +141,5 @@ def heldout_scores(masks: torch.Tensor, concept: torch.Tensor, acts: torch.Tenso
         null["auprc"][:, r] = _ap(cov[rows, perm[img_s], cell_s], ends)
         null["pearson"][:, r] = gram[:, torch.arange(n), perm].sum(1) / denom.clamp_min(1e-300)
     for name in METRICS:
-        out[f"p_{name}"] = _p_value(out[name], null[name])
+        out[f"p_{name}"] = p_values(out[name], null[name])
     return out

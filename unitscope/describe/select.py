@@ -1,8 +1,7 @@
 """Choosing each unit's description by pointwise mutual information (MILAN's rule).
 
     pool = pool_candidates(found, len(vocab))                 # the candidates of all units, once each
-    truth = evaluate(pool.concepts, pool.ops, sigs.table)     # [D, S]
-    s = exemplar_scores(counts, truth)                        # [U, D]: IoU of every d on every unit's exemplars
+    s = exemplar_scores(counts, pool, sigs.table)             # [U, D]: IoU of every d on every unit's exemplars
     choice = choose(s, lam=0.2)                               # choice.pmi [U], choice.ml [U] (pool indices)
 
 ``p(d | E_u)`` is the exemplar IoU of d on unit u normalised over the pool:
@@ -19,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from unitscope.describe.formulas import Found, UnitCounts, canonical_keys, iou
+from unitscope.describe.formulas import Found, UnitCounts, canonical_keys, evaluate, iou
 
 LAMBDA = 0.2  # MILAN's weight of the prior (Hernandez et al. 2022, sec. 3)
 
@@ -46,9 +45,10 @@ def pool_candidates(found: Found, num_concepts: int) -> Pool:
     return Pool(concepts, ops, index)
 
 
-def exemplar_scores(counts: UnitCounts, truth: torch.Tensor, chunk: int = 512) -> torch.Tensor:
-    """``[U, D]``: IoU of formula d (``truth [D, S]`` bool) with unit u's mask on its exemplars."""
-    u, s = len(counts), truth.shape[1]
+def exemplar_scores(counts: UnitCounts, pool: Pool, table: torch.Tensor, chunk: int = 512) -> torch.Tensor:
+    """``[U, D]``: IoU of every pool formula with every unit's mask on its exemplars (``table [S, K]``
+    the concepts of each signature)."""
+    u, s = len(counts), table.shape[0]
     rows = torch.arange(u)[:, None].expand_as(counts.sig)
     keep = counts.total > 0
     idx = torch.stack([rows[keep], counts.sig[keep]])
@@ -56,8 +56,8 @@ def exemplar_scores(counts: UnitCounts, truth: torch.Tensor, chunk: int = 512) -
     total = torch.sparse_coo_tensor(idx, counts.total[keep], (u, s), check_invariants=False).coalesce()
     m = counts.mask_area[:, None]
     out = []
-    for start in range(0, truth.shape[0], chunk):
-        t = truth[start:start + chunk].t().float()
+    for start in range(0, len(pool.concepts), chunk):
+        t = evaluate(pool.concepts[start:start + chunk], pool.ops[start:start + chunk], table).t().float()
         out.append(iou(torch.sparse.mm(inside, t), torch.sparse.mm(total, t), m))
     return torch.cat(out, 1) if out else torch.zeros(u, 0)
 

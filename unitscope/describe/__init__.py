@@ -5,7 +5,7 @@
 
 The package: ``concepts.py`` (concept masks at a working resolution, derived position masks,
 pixel signatures), ``formulas.py`` (formulas of up to three concepts, vectorised beam search),
-``phrases.py`` (formulas as English), ``select.py`` (MILAN's PMI choice), ``scores.py`` (F1,
+``defaults.py`` (every default, import-free), ``phrases.py`` (formulas as English), ``select.py`` (MILAN's PMI choice), ``scores.py`` (F1,
 IoU, AUPRC, Pearson simulation with base rates and permutation p-values), ``exemplars.py``
 (top images, unit maps and the 0.99 threshold), ``run.py`` (a dissection run folder in,
 catalog rows out), ``tables.py`` (the catalog table), ``search.py`` (text search over units).

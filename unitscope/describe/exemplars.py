@@ -20,8 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-EXEMPLARS = 15  # MILAN's top-15 images per unit
-QUANTILE = 0.99  # MILAN's mask: activations above the unit's 0.99 quantile
+from unitscope.describe.defaults import EXEMPLARS, QUANTILE
+
 
 
 def threshold(run: str | Path, layer: str, q: float = QUANTILE) -> torch.Tensor:

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 
 import torch
 
+from unitscope.describe.defaults import BEAM, LENGTH, MIN_GAIN
+
 FIRST, AND, OR, AND_NOT = 0, 1, 2, 3
 OP_NAMES = {AND: "AND", OR: "OR", AND_NOT: "AND NOT"}
-BEAM = 10  # Mu & Andreas search with 5-10; 5 loses (red AND car) OR tree to OR-pairs at step 2
-MIN_GAIN = 0.01  # a longer formula must raise the exemplar IoU by this much (else the shorter stays)
 
 
 @dataclass
@@ -97,7 +97,7 @@ def apply(op: torch.Tensor, f: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
 
 
 def beam_search(counts: UnitCounts, table: torch.Tensor, modifier: torch.Tensor, *, beam: int = BEAM,
-                length: int = 3, min_gain: float = MIN_GAIN, chunk: int = 64) -> Found:
+                length: int = LENGTH, min_gain: float = MIN_GAIN, chunk: int = 64) -> Found:
     """Every unit's best formulas of up to ``length`` concepts (Mu & Andreas 2020's beam search,
     batched over units). ``table [S, K]`` bool: the concepts of each signature; ``modifier [K]``
     bool: concepts that may only be ANDed onto a formula (positions). Returns the beam after each

@@ -24,22 +24,21 @@ import torch.nn.functional as F
 
 from unitscope.describe import exemplars as ex
 from unitscope.describe.concepts import Signatures, Vocabulary, image_concepts
-from unitscope.describe.formulas import BEAM, FIRST, OP_NAMES, beam_search, evaluate, unit_counts
+from unitscope.describe.defaults import BEAM, DRAWS, EXEMPLARS, HELD_OUT_EVERY, LAMBDA, LENGTH, QUANTILE, WORKING_SIDE
+from unitscope.describe.formulas import FIRST, OP_NAMES, beam_search, evaluate, unit_counts
 from unitscope.describe.phrases import render
-from unitscope.describe.scores import DRAWS, heldout_scores
-from unitscope.describe.select import LAMBDA, choose, exemplar_scores, pool_candidates
+from unitscope.describe.scores import heldout_scores
+from unitscope.describe.select import choose, exemplar_scores, pool_candidates
 
-WORKING_SIDE = 56  # concept masks are searched and scored at most 56 px a side (224-px images: 4 px a cell)
-HELD_OUT_EVERY = 5
 
 
 @dataclass
 class Options:
     lam: float = LAMBDA
     beam: int = BEAM
-    length: int = 3
-    exemplars: int = ex.EXEMPLARS
-    quantile: float = ex.QUANTILE
+    length: int = LENGTH
+    exemplars: int = EXEMPLARS
+    quantile: float = QUANTILE
     draws: int = DRAWS
     seed: int = 0
     progress: bool = True

@@ -34,8 +34,9 @@ import math
 
 import torch
 
+from unitscope.describe.defaults import DRAWS
+
 METRICS = ("f1", "iou", "auprc", "pearson")
-DRAWS = 20  # random pairings of held-out images behind each p-value
 
 
 def f1(mask: torch.Tensor, concept: torch.Tensor) -> float:

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 import torch
 
+from unitscope.describe.defaults import LAMBDA
 from unitscope.describe.formulas import Found, UnitCounts, canonical_keys, evaluate, iou
 
-LAMBDA = 0.2  # MILAN's weight of the prior (Hernandez et al. 2022, sec. 3)
 
 
 @dataclass

@@ -145,7 +145,7 @@ def score_layer(run: Path, layer: str, rc: RunConcepts, formulas: dict[str, tupl
         acts = maps[:, units].transpose(0, 1)  # [u, N_h, h, w]
         masks = ex.masks_of(acts, thresholds[units, None].expand(-1, len(held)), rc.size).flatten(2)
         for kind, (concepts, ops) in formulas.items():
-            truth = evaluate(concepts[units].clamp_min(0), ops[units], rc.sigs.table)  # [u, S]
+            truth = evaluate(concepts[units], ops[units], rc.sigs.table)  # [u, S]
             truth &= (concepts[units, :1] >= 0)
             concept = truth[:, ids]  # [u, N_h, P]
             coverage = F.adaptive_avg_pool2d(concept.view(-1, 1, *rc.size).float(), hw).view(len(units), len(held), -1)

@@ -105,3 +105,25 @@ def test_search_finds_planted_units_by_paraphrase(run):
         pytest.skip("WordNet (Debian wordnet-base) is not installed")
     assert [h["unit"] for h in search_units(run, "greenness")] == [1]  # WordNet: greenness is a synonym of green
     assert [h["unit"] for h in search_units(run, "chromatic colour")][:3] != []
+
+
+def test_report_and_api_show_descriptions(run):
+    import json
+
+    from unitscope.describe.run import Options, describe_run
+    from unitscope.report import write_report
+    from unitscope.serve.runinfo import RunInfo
+
+    describe_run(run, opts=Options(quantile=0.5, draws=20, progress=False))
+    write_report(run)
+    report = json.loads((run / "report.json").read_text())
+    (layer,) = report["layers"]
+    summary = layer["parts"]["describe"]
+    assert summary["units"] == 3 and summary["pmi"]["described"] == 3 and summary["pmi"]["distinct"] == 3
+    cards = {c["unit"]: c["parts"]["describe"] for c in layer["cards"]}
+    assert [cards[u]["chosen"]["description"] for u in range(3)] == ["red", "green", "blue"]
+    assert cards[0]["label"]["f1"] == pytest.approx(cards[0]["chosen"]["f1"])
+    assert "window.UNITSCOPE_PARTS.describe = {" in (run / "index.html").read_text()  # the part's script, inlined
+    info = RunInfo(run, model="planted-colours").unit("feat", 1)
+    assert [d["kind"] for d in info["descriptions"]] == ["pmi", "ml", "label"]
+    assert info["descriptions"][0]["description"] == "green"

@@ -94,17 +94,18 @@ def test_exemplars_api(run):
     assert torch.equal(ex["masks"], ex["activations"] > threshold(run, "feat")[0])  # same size: no resampling
 
 
-def test_search_finds_planted_units_by_paraphrase(run):
+def test_search_finds_planted_units_by_paraphrase(run, tmp_path):
+    from tests.test_describe_search import write_wordnet
     from unitscope.describe.run import Options, describe_run
-    from unitscope.describe.search import WordNet, search_units
+    from unitscope.describe.search import per_layer, search_units
 
     describe_run(run, opts=Options(quantile=0.5, draws=20, progress=False))
-    hits = search_units(run, "red")
-    assert [h["unit"] for h in hits] == [0]
-    if not WordNet().available:
-        pytest.skip("WordNet (Debian wordnet-base) is not installed")
-    assert [h["unit"] for h in search_units(run, "greenness")] == [1]  # WordNet: greenness is a synonym of green
-    assert [h["unit"] for h in search_units(run, "chromatic colour")][:3] != []
+    assert [h["unit"] for h in search_units(run, "red")] == [0]
+    wn = write_wordnet(tmp_path / "wordnet")
+    hits = search_units(run, "scarlet", wordnet=wn)  # a synonym of red in the WordNet written here
+    assert [(h["unit"], h["description"], h["match"]) for h in hits] == [(0, "red", 0.9)]
+    assert per_layer(hits) == {"feat": 1}
+    assert search_units(run, "automobile", wordnet=wn) == []
 
 
 def test_report_and_api_show_descriptions(run):

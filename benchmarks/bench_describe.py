@@ -35,6 +35,7 @@ def main() -> None:
     run = Path(args.run)
     opts = R.Options(draws=args.draws, beam=args.beam, progress=False)
     load = os.getloadavg()[0]
+    cpu0 = time.process_time()
     t0 = time.perf_counter()
     n = ex.num_images(run, args.layer)
     rc = R.load_concepts(run, n, opts)
@@ -50,8 +51,10 @@ def main() -> None:
     print(f"{args.layer}: {units} units, {n} images ({int(R.held_out(n).sum())} held out), "
           f"{rc.sigs.size} signatures, {len(found['pool'].concepts)} pooled formulas; torch threads "
           f"{torch.get_num_threads()}, load {load:.1f}")
+    cpu = time.process_time() - cpu0  # all threads; the search ran twice (once timed alone)
     print(f"concepts {t1 - t0:.1f} s | search {search:.1f} s | held-out scores (3 kinds, {args.draws} draws) "
-          f"{score:.1f} s | total {total:.1f} s against {TARGET_S:.0f} s: {total / TARGET_S:.2f}x the target")
+          f"{score:.1f} s | total {total:.1f} s against {TARGET_S:.0f} s: {total / TARGET_S:.2f}x the target; "
+          f"process CPU {cpu:.0f} s (search counted twice), load {os.getloadavg()[0]:.1f} at the end")
     described = sum(r.get("description") is not None for r in rows["pmi"])
     print(f"{described} of {units} units described")
 

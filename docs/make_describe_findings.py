@@ -5,8 +5,9 @@ against maximum likelihood, per layer, from runs that `unitscope describe` has f
 
 Prints, per layer, the mean held-out F1 / IoU / AUPRC / Pearson of the three kinds of description
 (pmi: chosen; ml: maximum likelihood; label: the dissection's label), how often the chosen one
-beats the label on F1, and specificity: distinct descriptions and the mean number of units that
-share a unit's description (lower is more specific). ``--sheet`` draws the exemplars (mask
+beats the label on F1, and specificity: distinct descriptions, the mean number of units that
+share a unit's description, the mean base rate of the description's concept and its mean
+log p(d) (lower is more specific, for all three). ``--sheet`` draws the exemplars (mask
 outlined) of the best-scoring units of one layer of ``--sheet-run`` with their descriptions.
 """
 
@@ -45,13 +46,15 @@ def sharing(rows: list[dict]) -> float:
 def report(run: Path) -> None:
     for (model, layer), kinds in layer_rows(run).items():
         print(f"\n### {model} `{layer}` ({len(kinds['pmi'])} units, {kinds['pmi'][0]['images']} held-out images)\n")
-        print("| description | units described | F1 | IoU | AUPRC | Pearson | F1 p < 0.01 | distinct | units per description |")
-        print("|---|---|---|---|---|---|---|---|---|")
+        print("| description | units described | F1 | IoU | AUPRC | Pearson | F1 p < 0.01 | distinct | units per description "
+              "| mean base rate | mean log p(d) |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
         for kind, name in (("pmi", "chosen (PMI, λ = 0.2)"), ("ml", "maximum likelihood"), ("label", "dissection label")):
             rs = [r for r in kinds.get(kind, []) if r["description"]]
             sig = sum(1 for r in rs if r["p_f1"] is not None and r["p_f1"] < 0.01)
             print(f"| {name} | {len(rs)} | " + " | ".join(f"{mean([r[m] for r in rs]):.3f}" for m in METRICS)
-                  + f" | {sig} | {len({r['description'] for r in rs})} | {sharing(rs):.1f} |")
+                  + f" | {sig} | {len({r['description'] for r in rs})} | {sharing(rs):.1f} | "
+                  f"{mean([r['base_rate'] for r in rs]):.3f} | {mean([r['log_prior'] for r in rs]):.2f} |")
         pmi = {r["unit"]: r for r in kinds["pmi"] if r["description"]}
         lab = {r["unit"]: r for r in kinds.get("label", []) if r["description"]}
         both = [u for u in pmi if u in lab]

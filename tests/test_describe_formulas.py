@@ -162,3 +162,17 @@ def test_pmi_prefers_specific_over_generic():
     assert got.score[0].item() == pytest.approx(want, rel=1e-5)
     assert math.log(p[0, 0]) - 0.2 * math.log(prior[0]) > math.log(p[0, 1]) - 0.2 * math.log(prior[1])
     assert choose(s, lam=0.0).pmi[0].item() == 1  # lambda 0 is maximum likelihood
+
+
+@pytest.mark.parametrize("concepts, ops, phrase", [
+    ([("window", "part"), ("house", "object"), ("car", "object")], [FIRST, AND, AND_NOT], "windows of houses, not of cars"),
+    ([("house", "object"), ("street", "scene"), ("roof", "part")], [FIRST, AND, AND_NOT], "houses in street scenes, not their roofs"),
+    ([("red", "color"), ("striped", "texture"), ("body", "part")], [FIRST, AND, AND], "red striped bodies"),
+    ([("big_cat", "object"), ("left", "position")], [FIRST, AND], "the left side of big cats"),
+    ([("tree", "object"), ("crown", "part"), ("top", "position")], [FIRST, AND, AND], "the top of crowns of trees"),
+    ([("house", "object"), ("brick", "material")], [FIRST, AND], "houses of brick"),
+    ([("sky", "object"), ("bottom", "position"), ("field", "scene")], [FIRST, AND, AND], "the bottom of sky in field scenes"),
+    ([("person", "object"), ("berry", "object")], [FIRST, OR], "people or berries"),
+])
+def test_phrases(concepts, ops, phrase):
+    assert render(concepts, ops) == phrase

@@ -11,7 +11,7 @@ A conjunction is one noun phrase: parts (the head, "of" their objects) or object
 material or colour; colours and textures go before the head as adjectives, a material after
 it ("houses of brick"), a scene at the end ("in beach scenes"), positions before it ("the top
 edge of ..."). OR joins phrases with "or"; AND NOT adds ", not X" (", not of X" when X is an
-object and the phrase names parts of something). The same renderer captions the probe world's
+object and the phrase names parts of something; ", not their X" for a part of the phrase's object). The same renderer captions the probe world's
 generated exemplar sets, so a captioner trained on them speaks this language too.
 """
 
@@ -121,6 +121,8 @@ def render(concepts: Sequence[tuple[str, str]], ops: Sequence[int]) -> str:
         elif op == AND_NOT:
             base = done or noun_phrase(group)
             of = cat == "object" and any(c == "part" for _, c in group)
-            done = f"{base}, not {'of ' if of else ''}{plural(name) if cat in _HEADS else noun_phrase([(name, cat)])}"
+            their = cat == "part" and any(c == "object" for _, c in group) and not any(c == "part" for _, c in group)
+            done = (f"{base}, not {'of ' if of else ''}{'their ' if their else ''}"
+                    f"{plural(name) if cat in _HEADS else noun_phrase([(name, cat)])}")
             group = []
     return done or noun_phrase(group)

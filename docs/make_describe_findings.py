@@ -72,6 +72,37 @@ def report(run: Path) -> None:
                   f"{(lab.get(r['unit'], {}).get('f1') or 0):.2f}]")
 
 
+PARAPHRASES = {  # query -> the concept it paraphrases (skipped where no unit's description names it)
+    "automobile": "car", "canine": "dog", "pooch": "dog", "equine": "horse", "motorcar": "car",
+    "dwelling": "house", "ocean": "sea", "vessel": "boat", "individual": "person", "lumber": "wood",
+    "grassland": "field", "timber": "wood", "flora": "tree", "songster": "songbird", "hog": "pig",
+    "bovine": "cattle", "rabbit": "rabbit",
+}
+
+
+def retrieval(run: Path) -> None:
+    """Search by paraphrase: the units whose chosen description asserts the concept are the targets."""
+    from unitscope.describe.search import WordNet, positive_concepts, search_units
+
+    wn = WordNet()
+    with Catalog(run / "catalog.sqlite", create=False) as cat:
+        rows = [r for r in cat.rows("descriptions", kind="pmi") if r["formula"]]
+    print(f"\nSearch by paraphrase ({'WordNet' if wn.available else 'no WordNet: words only'}); targets are the "
+          "units whose chosen description asserts the concept:\n")
+    print("| query | concept | targets | found | correct | recall | precision | R-precision |")
+    print("|---|---|---|---|---|---|---|---|")
+    for query, concept in PARAPHRASES.items():
+        targets = {(r["layer"], r["unit"]) for r in rows if concept in positive_concepts(r["formula"])}
+        if not targets or query == concept:
+            continue
+        ranked = [(h["layer"], h["unit"]) for h in search_units(run, query, limit=0, wordnet=wn)]
+        hits = set(ranked)
+        ok = len(hits & targets)
+        r_prec = len(set(ranked[:len(targets)]) & targets) / len(targets)  # of the top |targets| hits
+        print(f"| {query} | {concept} | {len(targets)} | {len(hits)} | {ok} | {ok / len(targets):.2f} | "
+              f"{(ok / len(hits) if hits else 0):.2f} | {r_prec:.2f} |")
+
+
 def sheet(run: Path, layer: str, out: Path, units: int = 6, k: int = 5) -> None:
     """Exemplars (mask outlined in yellow) of the layer's best-scoring units, one row each."""
     import json
@@ -117,6 +148,7 @@ def main() -> None:
     args = ap.parse_args()
     for run in args.runs:
         report(Path(run))
+        retrieval(Path(run))
     if args.sheet:
         sheet(Path(args.sheet_run or args.runs[0]), args.sheet_layer, Path(args.sheet))
 

@@ -93,7 +93,6 @@ def test_signatures_round_trip():
 
 def _describe(vocab, bits, formulas):
     sigs = Signatures.build(bits)
-    n = len(bits)
     masks, images = [], []
     for names, ops in formulas:
         c, o = _formula(vocab, names, ops)

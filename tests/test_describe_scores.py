@@ -82,16 +82,16 @@ def test_neuroneval_sanity(name, test):
 
 def test_sanity_tests_can_fail():
     """Recall passes neither test's spirit: it ignores dropped positives; precision ignores extra ones."""
-    concept, act, mask = _planted()
-    recall = lambda c: (mask & c).sum().item() / c.sum().item()  # noqa: E731
-    precision = lambda c: (mask & c).sum().item() / mask.sum().item()  # noqa: E731
+    concept, _, mask = _planted()
+    recall = lambda c: (mask & c).sum().item() / c.sum().item()
+    precision = lambda c: (mask & c).sum().item() / mask.sum().item()
     assert recall(_missing(concept)) >= recall(concept) - 0.02
     assert precision(_extra(concept)) >= precision(concept)
 
 
 def test_batched_equals_reference():
     g = torch.Generator().manual_seed(3)
-    u, n, hw, up = 3, 6, 4, 4  # 2x2 cells, each 2x2 pixels at the working resolution
+    u, n = 3, 6  # 2x2 cells, each 2x2 pixels at the working resolution
     concept = torch.rand(u, n, 4, 4, generator=g) < 0.3
     acts = torch.rand(u, n, 2, 2, generator=g)
     masks = torch.nn.functional.interpolate(acts, size=(4, 4), mode="nearest") > 0.7

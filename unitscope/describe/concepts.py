@@ -103,7 +103,7 @@ def position_masks(anchor: torch.Tensor) -> torch.Tensor:
     for lab in np.unique(a):
         if lab == 0:
             continue
-        comps, n = ndimage.label(a == lab)
+        comps, _ = ndimage.label(a == lab)
         for k, sl in enumerate(ndimage.find_objects(comps), start=1):
             ys, xs = sl
             region = comps[sl] == k

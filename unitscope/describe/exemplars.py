@@ -23,7 +23,6 @@ import torch.nn.functional as F
 from unitscope.describe.defaults import EXEMPLARS, QUANTILE
 
 
-
 def threshold(run: str | Path, layer: str, q: float = QUANTILE) -> torch.Tensor:
     """``[C]``: each unit's ``q`` quantile over all positions of all images, as the dissection saved it."""
     from unitscope.dissect import load_layer_arrays

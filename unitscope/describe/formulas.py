@@ -20,6 +20,7 @@ a few hundred of the data set's tens of thousands.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
@@ -157,7 +158,7 @@ def _search_chunk(counts: UnitCounts, table: torch.Tensor, modifier: torch.Tenso
         dup = ((h[:, :, None] == h[:, None, :]) & torch.ones(h.shape[1], h.shape[1], dtype=torch.bool).triu(1)).any(1)
         keep = torch.where(dup | torch.isinf(top_score), float("-inf"), top_score)
         _, order = keep.topk(b, dim=1)
-        sel = lambda x: torch.gather(x, 1, order.view(u, b, *([1] * (x.dim() - 2))).expand(-1, -1, *x.shape[2:]))
+        sel = partial(_take, order=order)
         new_concepts = torch.gather(concepts, 1, sel(parent)[:, :, None].expand(-1, -1, 3)).clone()
         new_ops = torch.gather(ops, 1, sel(parent)[:, :, None].expand(-1, -1, 3)).clone()
         ext_sel = sel(is_ext)
@@ -172,6 +173,11 @@ def _search_chunk(counts: UnitCounts, table: torch.Tensor, modifier: torch.Tenso
         score = torch.where(torch.isinf(sel_score), float("-inf"), score)
         found.append((concepts.clone(), ops.clone(), score.clone()))
     return Found(*(torch.cat([f[i] for f in found], 1) for i in range(3)))
+
+
+def _take(x: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """``x [u, N, ...]`` at ``order [u, B]`` along dim 1."""
+    return torch.gather(x, 1, order.view(*order.shape, *([1] * (x.dim() - 2))).expand(-1, -1, *x.shape[2:]))
 
 
 def evaluate(concepts: torch.Tensor, ops: torch.Tensor, table: torch.Tensor) -> torch.Tensor:

@@ -14,6 +14,7 @@ are searched (a unit's exemplars are its top images among them). Steps, as named
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,6 @@ from unitscope.describe.formulas import FIRST, OP_NAMES, beam_search, evaluate, 
 from unitscope.describe.phrases import render
 from unitscope.describe.scores import heldout_scores
 from unitscope.describe.select import choose, exemplar_scores, pool_candidates
-
 
 
 @dataclass
@@ -190,7 +190,7 @@ def describe_layer(run: Path, model: str, layer: str, rc: RunConcepts, opts: Opt
                            length=sum(x >= 0 for x in cl))
                 for name, v in held[kind].items():
                     x = float(v[u])
-                    row[name] = None if x != x else x
+                    row[name] = None if math.isnan(x) else x
             if idx is not None and idx[u] >= 0:
                 d = int(idx[u])
                 p = scores[:, d].double() / scores.double().sum(1).clamp_min(1e-300)

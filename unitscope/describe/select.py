@@ -22,7 +22,6 @@ from unitscope.describe.defaults import LAMBDA
 from unitscope.describe.formulas import Found, UnitCounts, canonical_keys, evaluate, iou
 
 
-
 @dataclass
 class Pool:
     """Distinct formulas ``concepts [D, 3]``, ``ops [D, 3]``; ``index [U, N]`` the pool entry of

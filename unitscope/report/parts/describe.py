@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from unitscope.catalog import Catalog
-from unitscope.describe import tables  # noqa: F401  (declares the table)
+from unitscope.describe import tables
 from unitscope.report.parts import ReportPart, register_part
 
 _SCORES = ("f1", "iou", "auprc", "pearson")

@@ -103,6 +103,31 @@ def retrieval(run: Path) -> None:
               f"{(ok / len(hits) if hits else 0):.2f} | {r_prec:.2f} |")
 
 
+def lambda_sweep(run: Path, layer: str, lams=(0.0, 0.1, 0.2, 0.5, 1.0)) -> None:
+    """Specificity of the choice as lambda grows (exemplar search only: no held-out scoring)."""
+    import torch
+
+    from unitscope.describe import exemplars as ex
+    from unitscope.describe.run import Options, load_concepts, search_layer
+    from unitscope.describe.select import choose_candidates
+
+    opts = Options(progress=False)
+    rc = load_concepts(run, ex.num_images(run, layer), opts)
+    found = search_layer(run, layer, rc, opts)
+    print(f"\nλ sweep on `{layer}` (exemplar search only):\n")
+    print("| λ | distinct descriptions | units per description | mean exemplar IoU | mean log p(d) | formulas of 3 concepts |")
+    print("|---|---|---|---|---|---|")
+    counts = found["counts"]
+    for lam in lams:
+        c = choose_candidates(found["found"], found["pool"], counts, rc.sigs.table, lam)
+        ok = c.pmi >= 0
+        idx = c.pmi[ok]
+        per_unit = torch.bincount(idx)[idx].double().mean().item()
+        three = (found["pool"].concepts[idx] >= 0).all(1).double().mean().item()
+        print(f"| {lam} | {len(torch.unique(idx))} | {per_unit:.1f} | {c.exemplar_iou[ok].mean().item():.3f} | "
+              f"{c.log_prior[ok].mean().item():.2f} | {100 * three:.0f}% |")
+
+
 def sheet(run: Path, layer: str, out: Path, units: int = 6, k: int = 5) -> None:
     """Exemplars (mask outlined in yellow) of the layer's best-scoring units, one row each."""
     import json
@@ -145,10 +170,14 @@ def main() -> None:
     ap.add_argument("--sheet")
     ap.add_argument("--sheet-run")
     ap.add_argument("--sheet-layer", default="features.relu5")
+    ap.add_argument("--sweep", help="RUN:LAYER to sweep lambda on")
     args = ap.parse_args()
     for run in args.runs:
         report(Path(run))
         retrieval(Path(run))
+    if args.sweep:
+        run, layer = args.sweep.split(":", 1)
+        lambda_sweep(Path(run), layer)
     if args.sheet:
         sheet(Path(args.sheet_run or args.runs[0]), args.sheet_layer, Path(args.sheet))
 

@@ -175,3 +175,30 @@ def test_pmi_prefers_specific_over_generic():
 ])
 def test_phrases(concepts, ops, phrase):
     assert render(concepts, ops) == phrase
+
+
+def test_choice_among_candidates_hand_computed():
+    """choose_candidates on the planted units: lambda 0 takes each unit's best exemplar IoU; the
+    prior of the chosen formula is the mean over units of its pool-normalised exemplar IoU."""
+    from unitscope.describe.select import choose_candidates
+
+    vocab, bits = _world()
+    sigs, counts, found = _describe(vocab, bits, [(n, o) for n, o, _ in PLANTED])
+    pool = pool_candidates(found, len(vocab))
+    s = exemplar_scores(counts, pool, sigs.table).double()
+    prior = (s / s.sum(1, keepdim=True)).mean(0)
+    ml = choose_candidates(found, pool, counts, sigs.table, lam=0.0)
+    pmi = choose_candidates(found, pool, counts, sigs.table, lam=0.2)
+    for u in range(len(PLANTED)):
+        assert ml.exemplar_iou[u].item() == pytest.approx(found.score[u].max().item())
+        d = int(pmi.pmi[u])
+        assert pmi.log_prior[u].item() == pytest.approx(math.log(prior[d]), rel=1e-5)
+        own = found.score[u].double()
+        ok = torch.isfinite(own)
+        first = [j for j in range(len(own)) if ok[j] and pool.index[u, j] not in pool.index[u, :j][ok[:j]].tolist()]
+        z = own[first].sum()
+        best = max(first, key=lambda j: math.log(own[j] / z) - 0.2 * math.log(prior[pool.index[u, j]]))
+        assert d == int(pool.index[u, best])
+    # with a sample smaller than the layer, units outside it add their own fit to p(d)
+    half = choose_candidates(found, pool, counts, sigs.table, lam=0.2, sample=2)
+    assert torch.isfinite(half.log_prior).all()

@@ -25,11 +25,13 @@ import torch.nn.functional as F
 
 from unitscope.describe import exemplars as ex
 from unitscope.describe.concepts import Signatures, Vocabulary, image_concepts
-from unitscope.describe.defaults import BEAM, DRAWS, EXEMPLARS, HELD_OUT_EVERY, LAMBDA, LENGTH, QUANTILE, WORKING_SIDE
+from unitscope.describe.defaults import (
+    BEAM, DRAWS, EXEMPLARS, HELD_OUT_EVERY, LAMBDA, LENGTH, PRIOR_UNITS, QUANTILE, WORKING_SIDE,
+)
 from unitscope.describe.formulas import FIRST, OP_NAMES, beam_search, evaluate, unit_counts
 from unitscope.describe.phrases import render
 from unitscope.describe.scores import heldout_scores
-from unitscope.describe.select import choose, exemplar_scores, pool_candidates
+from unitscope.describe.select import choose_candidates, pool_candidates
 
 
 @dataclass
@@ -40,6 +42,7 @@ class Options:
     exemplars: int = EXEMPLARS
     quantile: float = QUANTILE
     draws: int = DRAWS
+    prior_units: int = PRIOR_UNITS
     seed: int = 0
     progress: bool = True
 
@@ -114,9 +117,9 @@ def search_layer(run: Path, layer: str, rc: RunConcepts, opts: Options) -> dict[
     counts = unit_counts(rc.sigs.ids, images, masks, rc.sigs.size)
     found = beam_search(counts, rc.sigs.table, rc.vocab.position, beam=opts.beam, length=opts.length)
     pool = pool_candidates(found, len(rc.vocab))
-    scores = exemplar_scores(counts, pool, rc.sigs.table)
-    choice = choose(scores, opts.lam)
-    return {"images": images, "pool": pool, "scores": scores, "choice": choice, "thresholds": thresholds}
+    choice = choose_candidates(found, pool, counts, rc.sigs.table, opts.lam, opts.prior_units, opts.seed)
+    return {"images": images, "pool": pool, "choice": choice, "thresholds": thresholds, "counts": counts,
+            "found": found}
 
 
 def label_formulas(run: Path, model: str, layer: str, vocab: Vocabulary, units: int) -> torch.Tensor:
@@ -158,7 +161,7 @@ def score_layer(run: Path, layer: str, rc: RunConcepts, formulas: dict[str, tupl
 def describe_layer(run: Path, model: str, layer: str, rc: RunConcepts, opts: Options) -> dict[str, list[dict]]:
     start = time.perf_counter()
     found = search_layer(run, layer, rc, opts)
-    pool, choice, scores = found["pool"], found["choice"], found["scores"]
+    pool, choice = found["pool"], found["choice"]
     c = len(choice.pmi)
     _say(opts, f"{layer}: searched {c} units, {len(pool.concepts)} distinct formulas "
                f"({time.perf_counter() - start:.0f} s)")
@@ -191,13 +194,11 @@ def describe_layer(run: Path, model: str, layer: str, rc: RunConcepts, opts: Opt
                 for name, v in held[kind].items():
                     x = float(v[u])
                     row[name] = None if math.isnan(x) else x
-            if idx is not None and idx[u] >= 0:
-                d = int(idx[u])
-                p = scores[:, d].double() / scores.double().sum(1).clamp_min(1e-300)
-                prior = float(p.mean())
-                row.update(exemplar_iou=float(scores[u, d]),
-                           log_prior=float(torch.log(torch.tensor(prior))) if prior > 0 else None,
-                           pmi=float(torch.log(p[u]) - opts.lam * torch.log(torch.tensor(prior))) if p[u] > 0 else None)
+            if kind == "pmi" and idx[u] >= 0:
+                row.update(exemplar_iou=float(choice.exemplar_iou[u]), log_prior=float(choice.log_prior[u]),
+                           pmi=float(choice.score[u]))
+            elif kind == "ml" and idx[u] >= 0:
+                row.update(exemplar_iou=float(choice.ml_exemplar_iou[u]), log_prior=float(choice.ml_log_prior[u]))
             rows[kind].append(row)
     return rows
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from unitscope.describe.defaults import LAMBDA
+from unitscope.describe.defaults import LAMBDA, PRIOR_UNITS
 from unitscope.describe.formulas import Found, UnitCounts, canonical_keys, evaluate, iou
 
 
@@ -95,3 +95,50 @@ def choose(scores: torch.Tensor, lam: float = LAMBDA, allowed: torch.Tensor | No
     b = best.clamp_min(0)
     return Choice(best, ml, pmi[rows, b].float(), log_given[rows, b].float(),
                   log_prior.expand_as(pmi)[rows, b].float())
+
+
+def choose_candidates(found: Found, pool: Pool, counts: UnitCounts, table: torch.Tensor, lam: float = LAMBDA,
+                      sample: int = PRIOR_UNITS, seed: int = 0) -> Choice:
+    """Each unit's PMI and maximum-likelihood choice among its own candidates (``found``), with
+    ``p(d)`` estimated on at most ``sample`` units of the layer (all of them when fewer).
+
+    For a sampled unit, ``p(d | E_u)`` is its exemplar IoU with d normalised over the pool, and
+    ``p(d)`` is their mean over the sample. A unit outside the sample is added to the mean (its
+    ``p(d | E_u)`` normalised over its own candidates), so a description that fits no sampled
+    unit still has ``p(d) > 0``. The normaliser of a unit's own ``p(d | E_u)`` is a constant for
+    that unit: it never changes which description wins.
+    """
+    u = len(counts)
+    g = torch.Generator().manual_seed(seed)
+    picked = torch.randperm(u, generator=g)[:sample].sort().values if u > sample else torch.arange(u)
+    in_sample = torch.zeros(u, dtype=torch.bool)
+    in_sample[picked] = True
+    s_m = exemplar_scores(counts.select(picked), pool, table).double()  # [M, D]
+    p_m = s_m / s_m.sum(1, keepdim=True).clamp_min(1e-300)
+    total = p_m.sum(0)  # [D]
+    m = len(picked)
+    score = found.score.double()
+    ok = torch.isfinite(score) & (score > 0) & (pool.index >= 0)
+    idx = pool.index.clamp_min(0)
+    # a formula repeated among a unit's candidates (kept at several beam steps) counts once
+    first = torch.ones_like(ok)
+    same = (idx[:, :, None] == idx[:, None, :]) & ok[:, None, :] & torch.ones(idx.shape[1], idx.shape[1], dtype=torch.bool).tril(-1)
+    first &= ~same.any(2)
+    ok &= first
+    s = torch.where(ok, score, torch.zeros_like(score))
+    own = s / s.sum(1, keepdim=True).clamp_min(1e-300)  # [U, N]
+    prior = torch.where(in_sample[:, None], total[idx] / m, (total[idx] + own) / (m + 1))
+    log_given = torch.log(own)
+    log_prior = torch.log(prior.clamp_min(1e-300))
+    pmi = (log_given - lam * log_prior).masked_fill(~ok, float("-inf"))
+    best = pmi.argmax(1)
+    ml = log_given.masked_fill(~ok, float("-inf")).argmax(1)
+    rows = torch.arange(u)
+    none = ~ok.any(1)
+    out = Choice(idx[rows, best], idx[rows, ml], pmi[rows, best].float(), log_given[rows, best].float(),
+                 log_prior[rows, best].float())
+    out.pmi[none], out.ml[none] = -1, -1
+    out.exemplar_iou = s[rows, best].float()  # type: ignore[attr-defined]
+    out.ml_exemplar_iou = s[rows, ml].float()  # type: ignore[attr-defined]
+    out.ml_log_prior = log_prior[rows, ml].float()  # type: ignore[attr-defined]
+    return out

@@ -47,4 +47,4 @@ def unit_data(cat: Catalog, model: str, layer: str) -> dict[int, dict[str, Any]]
 
 
 register_part(ReportPart("describe", "Descriptions", ("descriptions",), layer=layer_data, units=unit_data,
-                         script="describe.js", order=15))
+                         script="describe.js", order=25))

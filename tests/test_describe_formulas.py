@@ -78,6 +78,26 @@ def test_position_masks_hand_computed():
     assert edge.sum() == 5 and edge[2, :3].all() and edge[:3, 2].all() and not edge[0, 0]
 
 
+def test_components_without_scipy_equal_scipy():
+    """The propagation fallback labels 4-connected components exactly as scipy.ndimage does."""
+    import numpy as np
+
+    from unitscope.describe.concepts import _components_numpy
+
+    ndimage = pytest.importorskip("scipy.ndimage")
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        mask = rng.random((12, 15)) < 0.45
+        want, _ = ndimage.label(mask)
+        got, boxes = _components_numpy(mask)
+        assert np.array_equal(got, want)
+        assert boxes == ndimage.find_objects(want)
+    ring = np.zeros((5, 5), bool)
+    ring[0, :] = ring[-1, :] = ring[:, 0] = ring[:, -1] = True  # one component, its hole outside it
+    got, boxes = _components_numpy(ring)
+    assert got.max() == 1 and boxes == [(slice(0, 5), slice(0, 5))]
+
+
 def test_anchor_prefers_parts():
     planes = torch.tensor([[[4, 4], [4, 0]], [[8, 0], [0, 0]]])
     assert anchor_map(planes, torch.tensor([0, 1]), ["object", "part"]).tolist() == [[8, 4], [4, 0]]

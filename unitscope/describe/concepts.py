@@ -92,19 +92,49 @@ def anchor_map(planes: torch.Tensor, plane_category: torch.Tensor, categories: S
     return out
 
 
+def components(mask: np.ndarray) -> tuple[np.ndarray, list[tuple[slice, slice]]]:
+    """4-connected components of ``mask [H, W]`` bool: labels ``[H, W]`` (0 outside, 1..n) and each
+    component's bounding box. scipy.ndimage when installed, else the same labels by propagation."""
+    try:
+        from scipy import ndimage
+    except ImportError:  # scipy is not a core dependency
+        return _components_numpy(mask)
+    comps, _ = ndimage.label(mask)
+    return comps, ndimage.find_objects(comps)
+
+
+def _components_numpy(mask: np.ndarray) -> tuple[np.ndarray, list[tuple[slice, slice]]]:
+    h, w = mask.shape
+    big = h * w + 1
+    lab = np.where(mask, np.arange(1, h * w + 1).reshape(h, w), big)
+    while True:  # every pixel takes the smallest label among itself and its 4-neighbours in the mask
+        p = np.pad(lab, 1, constant_values=big)
+        new = np.minimum.reduce([lab, p[:-2, 1:-1], p[2:, 1:-1], p[1:-1, :-2], p[1:-1, 2:]])
+        new = np.where(mask, new, big)
+        if np.array_equal(new, lab):
+            break
+        lab = new
+    roots = np.unique(lab[mask])
+    out = np.zeros((h, w), np.int64)
+    boxes = []
+    for k, r in enumerate(roots, start=1):  # numbered in raster order of their first pixel, as scipy
+        ys, xs = np.nonzero(lab == r)
+        out[ys, xs] = k
+        boxes.append((slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1)))
+    return out, boxes
+
+
 def position_masks(anchor: torch.Tensor) -> torch.Tensor:
     """``[6, H, W]`` bool, in :data:`POSITIONS` order, relative to each connected region of
     ``anchor [H, W]`` (label numbers, 0 = none; 4-connectivity)."""
-    from scipy import ndimage
-
     a = anchor.numpy()
     h, w = a.shape
     out = np.zeros((len(POSITIONS), h, w), bool)
     for lab in np.unique(a):
         if lab == 0:
             continue
-        comps, _ = ndimage.label(a == lab)
-        for k, sl in enumerate(ndimage.find_objects(comps), start=1):
+        comps, boxes = components(a == lab)
+        for k, sl in enumerate(boxes, start=1):
             ys, xs = sl
             region = comps[sl] == k
             rh, rw = ys.stop - ys.start, xs.stop - xs.start

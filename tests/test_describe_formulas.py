@@ -192,6 +192,7 @@ def test_pmi_prefers_specific_over_generic():
     ([("house", "object"), ("brick", "material")], [FIRST, AND], "houses of brick"),
     ([("sky", "object"), ("bottom", "position"), ("field", "scene")], [FIRST, AND, AND], "the bottom of sky in field scenes"),
     ([("person", "object"), ("berry", "object")], [FIRST, OR], "people or berries"),
+    ([("bird", "object"), ("camel", "object"), ("top", "position")], [FIRST, OR, AND], "the top of birds or camels"),
 ])
 def test_phrases(concepts, ops, phrase):
     assert render(concepts, ops) == phrase

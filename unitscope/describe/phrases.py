@@ -24,7 +24,7 @@ from unitscope.describe.formulas import AND, AND_NOT, OR
 # nouns that take no plural, and irregular plurals
 _MASS = {"sky", "sea", "road", "floor", "grass", "water", "sand", "snow", "food", "kitchenware", "space",
          "sea_life", "fish", "sheep", "deer", "cattle", "shellfish", "baked_food", "wood", "metal", "brick",
-         "fabric", "concrete", "dirt", "gravel", "rock", "stone", "tile", "bark", "leaves", "optics", "herb"}
+         "fabric", "concrete", "dirt", "gravel", "rock", "stone", "tile", "bark", "leaves", "optics", "herb", "citrus"}
 _IRREGULAR = {"person": "people", "leaf": "leaves", "shelf": "shelves", "mouse": "mice", "child": "children"}
 _HEADS = ("part", "object")
 _ADJECTIVES = ("color", "texture")
@@ -113,6 +113,8 @@ def render(concepts: Sequence[tuple[str, str]], ops: Sequence[int]) -> str:
     for (name, cat), op in zip(concepts[1:], ops[1:]):
         if op == AND and not done:
             group.append((name, cat))
+        elif op == AND and cat == "position":  # (a OR b) AND top: "the top of a or b"
+            done = f"{_positions([name])} {done}"
         elif op == AND:
             done = f"{done}, only {noun_phrase([(name, cat)])}"
         elif op == OR:

@@ -253,16 +253,23 @@ def run_demo(args: argparse.Namespace) -> int:
 def _demo_organism(cfg: DemoConfig) -> None:
     """Dissect the last conv layer of world_scenes (trained on the probe world) and three random
     rotations of it: trained units align with concepts far more than random directions do (one
-    rotation alone is a noisy yardstick: its count moves by a third between seeds)."""
+    rotation alone is a noisy yardstick: its count moves by a third between seeds); then describe
+    its units in English (`unitscope describe`) and write the report again with them."""
     from unitscope.data import make_world
 
     world = cache_dir(cfg.cache) / f"probe-world-n{cfg.organism_images}-s64-seed0"
     print(f"world_scenes: probe world {world} ({cfg.organism_images} images of 64 px)")
     make_world(world, n=cfg.organism_images, size=64, seed=0, progress=cfg.progress)
     dcfg = DissectConfig(model="world_scenes", data=str(world), out=str(Path(cfg.out) / "world_scenes"),
-                         layers=["features.relu5"], rotations=3, batch_size=100, progress=cfg.progress)
+                         layers=["features.relu5"], rotations=3, batch_size=100, progress=cfg.progress,
+                         keep_cache=True)  # the maps, for the descriptions
     result = run_dissection(dcfg)
     _print_summary(result, Path(dcfg.out), True)
+    from unitscope.describe.run import Options, describe_run
+    from unitscope.report import write_report
+
+    describe_run(dcfg.out, opts=Options(progress=cfg.progress))  # plain-English descriptions, scored
+    write_report(Path(dcfg.out), title="Network Dissection of world_scenes")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -6,7 +6,7 @@
     run.unit("blocks.6", 12)    # dissection, categories, exemplars, images, visualizations, importance
 
 Reads whichever of the tables ``dissection``, ``dissection_category``, ``exemplars``,
-``unit_images``, ``unit_visualizations``, ``unit_importance`` and ``unit_selectivity`` exist; a
+``unit_images``, ``unit_visualizations``, ``unit_importance``, ``unit_selectivity`` and ``descriptions`` exist; a
 missing table is no error. Image paths come back as URLs under ``/run/`` (the app serves the run folder there).
 Rows are matched on the served model's name; a catalog that holds one model only is matched
 whatever that model is called there (a run made under another name of the same network).
@@ -100,7 +100,8 @@ class RunInfo:
     def unit(self, layer: str, unit: int) -> dict[str, Any]:
         """Everything the run folder has about one unit; empty parts where it has nothing."""
         out: dict[str, Any] = {"dissection": None, "categories": [], "exemplars": [],
-                               "strip": None, "visualizations": [], "importance": [], "selectivity": None}
+                               "strip": None, "visualizations": [], "importance": [], "selectivity": None,
+                               "descriptions": []}
         if self.path is None:
             return out
         with self._open() as cat:
@@ -122,4 +123,6 @@ class RunInfo:
                                                      "accuracy_drop DESC")]
             sel = self._rows(cat, "unit_selectivity", layer, unit)
             out["selectivity"] = {k: sel[0].get(k) for k in ("selectivity", "top_class")} if sel else None
+            out["descriptions"] = [{k: v for k, v in r.items() if k not in ("model", "layer", "unit")}
+                                   for r in self._rows(cat, "descriptions", layer, unit, "kind DESC")]  # pmi, ml, label
         return out

@@ -1,0 +1,65 @@
+"""Time ``unitscope describe`` on one layer of a dissection run, stage by stage.
+
+    python benchmarks/bench_describe.py RUN --layer bn2        # e.g. Lite0 on a 1,000-image photo world
+    python benchmarks/bench_describe.py RUN --layer bn2 --draws 20 --beam 10
+
+RUN is a dissection made with ``--keep-cache``. Prints the seconds of each stage -- concepts of
+every image as pixel signatures, the exemplar search (top images, masks, counts, beam search,
+PMI over the pooled formulas), the held-out scores of the three kinds (pmi, ml, label) with
+their permutation nulls -- and the total against the issue's target (Lite0 ``bn2``, 1,280 units,
+1,000 images: 10 minutes on the 2-core CPU). ``--write`` also writes the rows into RUN's catalog.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from unitscope.describe import exemplars as ex
+from unitscope.describe import run as R
+from unitscope.describe import tables  # noqa: F401  (declares the table)
+
+TARGET_S = 600.0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("run")
+    ap.add_argument("--layer", default="bn2")
+    ap.add_argument("--draws", type=int, default=R.DRAWS)
+    ap.add_argument("--beam", type=int, default=R.BEAM)
+    ap.add_argument("--write", action="store_true", help="also write the rows into RUN's catalog")
+    args = ap.parse_args()
+    run = Path(args.run)
+    opts = R.Options(draws=args.draws, beam=args.beam, progress=True)  # progress: each stage's seconds
+    load = os.getloadavg()[0]
+    cpu0 = time.process_time()
+    t0 = time.perf_counter()
+    n = ex.num_images(run, args.layer)
+    rc = R.load_concepts(run, n, opts)
+    t1 = time.perf_counter()
+    model = R.model_name(run)
+    rows = R.describe_layer(run, model, args.layer, rc, opts)
+    t2 = time.perf_counter()
+    cpu = time.process_time() - cpu0
+    units = len(rows["pmi"])
+    total = t2 - t0
+    print(f"{args.layer}: {units} units, {n} images ({int(R.held_out(n).sum())} held out), {rc.sigs.size} signatures; "
+          f"torch threads {torch.get_num_threads()}, load {load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end")
+    print(f"concepts {t1 - t0:.1f} s | search + held-out scores (3 kinds, {args.draws} draws) {t2 - t1:.1f} s | "
+          f"total {total:.1f} s against {TARGET_S:.0f} s: {total / TARGET_S:.2f}x the target; process CPU {cpu:.0f} s")
+    described = sum(r.get("description") is not None for r in rows["pmi"])
+    print(f"{described} of {units} units described")
+    if args.write:
+        from unitscope.catalog import Catalog
+
+        with Catalog(run / "catalog.sqlite") as cat:
+            cat.replace("descriptions", [r for k in rows.values() for r in k], model=model, layer=args.layer)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,186 @@
+"""The findings of docs/describe.md: chosen descriptions against the dissection's single labels and
+against maximum likelihood, per layer, from runs that `unitscope describe` has filled.
+
+    python docs/make_describe_findings.py RUN [RUN ...] [--sheet docs/describe_examples.png --sheet-run RUN]
+
+Prints, per layer, the mean held-out F1 / IoU / AUPRC / Pearson of the three kinds of description
+(pmi: chosen; ml: maximum likelihood; label: the dissection's label), how often the chosen one
+beats the label on F1, and specificity: distinct descriptions, the mean number of units that
+share a unit's description, the mean base rate of the description's concept and its mean
+log p(d) (lower is more specific, for all three). ``--sheet`` draws the exemplars (mask
+outlined) of the best-scoring units of one layer of ``--sheet-run`` with their descriptions.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+from pathlib import Path
+
+from unitscope.catalog import Catalog
+from unitscope.describe import tables  # noqa: F401
+
+METRICS = ("f1", "iou", "auprc", "pearson")
+
+
+def mean(xs):
+    xs = [x for x in xs if x is not None]
+    return sum(xs) / len(xs) if xs else float("nan")
+
+
+def layer_rows(run: Path) -> dict[tuple[str, str], dict[str, list[dict]]]:
+    with Catalog(run / "catalog.sqlite", create=False) as cat:
+        rows = cat.rows("descriptions")
+    out: dict[tuple[str, str], dict[str, list[dict]]] = {}
+    for r in rows:
+        out.setdefault((r["model"], r["layer"]), {}).setdefault(r["kind"], []).append(r)
+    return out
+
+
+def sharing(rows: list[dict]) -> float:
+    """Mean over described units of how many units share its description."""
+    counts = Counter(r["description"] for r in rows if r["description"])
+    return mean([counts[r["description"]] for r in rows if r["description"]])
+
+
+def report(run: Path) -> None:
+    for (model, layer), kinds in layer_rows(run).items():
+        print(f"\n### {model} `{layer}` ({len(kinds['pmi'])} units, {kinds['pmi'][0]['images']} held-out images)\n")
+        print("| description | units described | F1 | IoU | AUPRC | Pearson | F1 p < 0.01 | distinct | units per description "
+              "| mean base rate | mean log p(d) |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        for kind, name in (("pmi", "chosen (PMI, λ = 0.2)"), ("ml", "maximum likelihood"), ("label", "dissection label")):
+            rs = [r for r in kinds.get(kind, []) if r["description"]]
+            sig = sum(1 for r in rs if r["p_f1"] is not None and r["p_f1"] < 0.01)
+            print(f"| {name} | {len(rs)} | " + " | ".join(f"{mean([r[m] for r in rs]):.3f}" for m in METRICS)
+                  + f" | {sig} | {len({r['description'] for r in rs})} | {sharing(rs):.1f} | "
+                  f"{mean([r['base_rate'] for r in rs]):.3f} | {mean([r['log_prior'] for r in rs]):.2f} |")
+        pmi = {r["unit"]: r for r in kinds["pmi"] if r["description"]}
+        lab = {r["unit"]: r for r in kinds.get("label", []) if r["description"]}
+        both = [u for u in pmi if u in lab]
+        if both:
+            wins = sum(1 for u in both if (pmi[u]["f1"] or 0) > (lab[u]["f1"] or 0))
+            gain = mean([(pmi[u]["f1"] or 0) - (lab[u]["f1"] or 0) for u in both])
+            print(f"\nOn the {len(both)} units with both: the chosen description's held-out F1 beats the label's on "
+                  f"{wins} ({100 * wins / len(both):.0f}%), by {gain:+.3f} on average.")
+        best = sorted(pmi.values(), key=lambda r: -(r["f1"] or 0))[:8]
+        print("\nBest-scoring units (held-out F1, its p-value, base rate; the dissection label in brackets):\n")
+        for r in best:
+            label = lab.get(r["unit"], {}).get("description")
+            print(f"- unit {r['unit']}: **{r['description']}** — F1 {r['f1']:.2f} (p {r['p_f1']:.1g}), "
+                  f"Pearson {r['pearson']:.2f}, base rate {r['base_rate']:.3f} [{label}: F1 "
+                  f"{(lab.get(r['unit'], {}).get('f1') or 0):.2f}]")
+
+
+PARAPHRASES = {  # query -> the concept it paraphrases (skipped where no unit's description names it)
+    "automobile": "car", "canine": "dog", "pooch": "dog", "equine": "horse", "motorcar": "car",
+    "dwelling": "house", "ocean": "sea", "vessel": "boat", "individual": "person", "lumber": "wood",
+    "grassland": "field", "timber": "wood", "flora": "tree", "songster": "songbird", "hog": "pig",
+    "bovine": "cattle", "rabbit": "rabbit",
+}
+
+
+def retrieval(run: Path) -> None:
+    """Search by paraphrase: the units whose chosen description asserts the concept are the targets."""
+    from unitscope.describe.search import WordNet, positive_concepts, search_units
+
+    wn = WordNet()
+    with Catalog(run / "catalog.sqlite", create=False) as cat:
+        rows = [r for r in cat.rows("descriptions", kind="pmi") if r["formula"]]
+    print(f"\nSearch by paraphrase ({'WordNet' if wn.available else 'no WordNet: words only'}); targets are the "
+          "units whose chosen description asserts the concept:\n")
+    print("| query | concept | targets | found | correct | recall | precision | R-precision |")
+    print("|---|---|---|---|---|---|---|---|")
+    for query, concept in PARAPHRASES.items():
+        targets = {(r["layer"], r["unit"]) for r in rows if concept in positive_concepts(r["formula"])}
+        if not targets or query == concept:
+            continue
+        ranked = [(h["layer"], h["unit"]) for h in search_units(run, query, limit=0, wordnet=wn)]
+        hits = set(ranked)
+        ok = len(hits & targets)
+        r_prec = len(set(ranked[:len(targets)]) & targets) / len(targets)  # of the top |targets| hits
+        print(f"| {query} | {concept} | {len(targets)} | {len(hits)} | {ok} | {ok / len(targets):.2f} | "
+              f"{(ok / len(hits) if hits else 0):.2f} | {r_prec:.2f} |")
+
+
+def lambda_sweep(run: Path, layer: str, lams=(0.0, 0.1, 0.2, 0.5, 1.0)) -> None:
+    """Specificity of the choice as lambda grows (exemplar search only: no held-out scoring)."""
+    import torch
+
+    from unitscope.describe import exemplars as ex
+    from unitscope.describe.run import Options, load_concepts, search_layer
+    from unitscope.describe.select import choose_candidates
+
+    opts = Options(progress=False)
+    rc = load_concepts(run, ex.num_images(run, layer), opts)
+    found = search_layer(run, layer, rc, opts)
+    print(f"\nλ sweep on `{layer}` (exemplar search only):\n")
+    print("| λ | distinct descriptions | units per description | mean exemplar IoU | mean log p(d) | formulas of 3 concepts |")
+    print("|---|---|---|---|---|---|")
+    counts = found["counts"]
+    for lam in lams:
+        c = choose_candidates(found["found"], found["pool"], counts, rc.sigs.table, lam)
+        ok = c.pmi >= 0
+        idx = c.pmi[ok]
+        per_unit = torch.bincount(idx)[idx].double().mean().item()
+        three = (found["pool"].concepts[idx] >= 0).all(1).double().mean().item()
+        print(f"| {lam} | {len(torch.unique(idx))} | {per_unit:.1f} | {c.exemplar_iou[ok].mean().item():.3f} | "
+              f"{c.log_prior[ok].mean().item():.2f} | {100 * three:.0f}% |")
+
+
+def sheet(run: Path, layer: str, out: Path, units: int = 6, k: int = 5) -> None:
+    """Exemplars (mask outlined in yellow) of the layer's best-scoring units, one row each."""
+    import json
+
+    import numpy as np
+    import torch
+    from PIL import Image, ImageDraw
+
+    from unitscope.data import BrodenDataset
+    from unitscope.describe.exemplars import exemplars
+    from unitscope.describe.run import held_out
+
+    with Catalog(run / "catalog.sqlite", create=False) as cat:
+        rows = [r for r in cat.rows("descriptions", layer=layer, kind="pmi") if r["description"]]
+    rows.sort(key=lambda r: -(r["f1"] or 0))
+    data = BrodenDataset(json.loads((run / "config.json").read_text())["data"], validate="none")
+    tile, text_h = 96, 18
+    canvas = Image.new("RGB", (k * (tile + 4) + 4, units * (tile + text_h + 6) + 4), "white")
+    draw = ImageDraw.Draw(canvas)
+    search = torch.nonzero(~held_out(len(data))).flatten()
+    for i, r in enumerate(rows[:units]):
+        ex = exemplars(run, layer, r["unit"], k=k, positions=search)
+        y = 4 + i * (tile + text_h + 6)
+        draw.text((4, y), f"unit {r['unit']}: {r['description']}  (held-out F1 {r['f1']:.2f})", fill="black")
+        for j, (pos, mask) in enumerate(zip(ex["images"].tolist(), ex["masks"])):
+            img = data.load_image(pos).convert("RGB").resize((tile, tile))
+            m = np.asarray(Image.fromarray(mask.numpy().astype(np.uint8) * 255).resize((tile, tile)))
+            a = np.asarray(img).copy()
+            edge = (m > 127) & ~(np.roll(m > 127, 1, 0) & np.roll(m > 127, -1, 0) & np.roll(m > 127, 1, 1) & np.roll(m > 127, -1, 1))
+            a[m <= 127] = (a[m <= 127] * 0.45).astype(np.uint8)
+            a[edge] = (255, 220, 0)
+            canvas.paste(Image.fromarray(a), (4 + j * (tile + 4), y + text_h))
+    canvas.save(out)
+    print(f"\nwrote {out}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("runs", nargs="+")
+    ap.add_argument("--sheet")
+    ap.add_argument("--sheet-run")
+    ap.add_argument("--sheet-layer", default="features.relu5")
+    ap.add_argument("--sweep", help="RUN:LAYER to sweep lambda on")
+    args = ap.parse_args()
+    for run in args.runs:
+        report(Path(run))
+        retrieval(Path(run))
+    if args.sweep:
+        run, layer = args.sweep.split(":", 1)
+        lambda_sweep(Path(run), layer)
+    if args.sheet:
+        sheet(Path(args.sheet_run or args.runs[0]), args.sheet_layer, Path(args.sheet))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""``unitscope describe RUN`` (unit descriptions in plain English, scored) and ``unitscope search RUN TEXT``.
+
+    unitscope describe runs/lite0 --layers bn2
+    unitscope search runs/lite0 "canine"
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+
+from unitscope.config import add_config_args, config_from_args, help_
+from unitscope.describe.defaults import BEAM, DRAWS, EXEMPLARS, LAMBDA, LENGTH
+
+
+@dataclass
+class DescribeConfig:
+    run: str = field(metadata=help_("a dissection run folder made with --keep-cache", positional=True))
+    layers: list[str] = field(default_factory=list, metadata=help_("comma-separated layers; default: every dissected layer"))
+    lam: float = field(default=LAMBDA, metadata=help_(
+        "weight of the prior in log p(d | exemplars) - lam * log p(d) (MILAN's 0.2; 0: maximum likelihood)"))
+    beam: int = field(default=BEAM, metadata=help_("beam width of the formula search"))
+    length: int = field(default=LENGTH, metadata=help_("concepts per formula at most"))
+    exemplars: int = field(default=EXEMPLARS, metadata=help_("top images per unit (MILAN: 15)"))
+    draws: int = field(default=DRAWS, metadata=help_("random pairings of held-out images behind each p-value"))
+    seed: int = field(default=0, metadata=help_("seed of the permutation null"))
+    progress: bool = field(default=True, metadata=help_("say what each stage took"))
+
+
+@dataclass
+class SearchConfig:
+    run: str = field(metadata=help_("a run folder with descriptions (`unitscope describe` wrote them)", positional=True))
+    query: str = field(metadata=help_("what to look for, e.g. \"faces\" or \"canine\"", positional=True))
+    layers: list[str] = field(default_factory=list, metadata=help_("comma-separated layers; default: all"))
+    kind: str = field(default="pmi", metadata=help_("which descriptions: pmi (chosen), ml or label (the dissection's)"))
+    limit: int = field(default=20, metadata=help_("units to list (0: all)"))
+    json: bool = field(default=False, metadata=help_("print the hits as JSON"))
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("describe", help="describe every unit in plain English, with held-out scores",
+                       description="Per unit: formulas of up to three concepts (AND, OR, AND NOT, positions "
+                                   "relative to objects) found on its top-15 exemplars, the one with the best "
+                                   "pointwise mutual information chosen (MILAN's rule), and F1, IoU, AUPRC and "
+                                   "Pearson simulation on held-out images, each with its base rate and a "
+                                   "permutation p-value. Rows go to the catalog table `descriptions`.")
+    add_config_args(p, DescribeConfig)
+    p.set_defaults(func=run_describe)
+    p = sub.add_parser("search", help="find units whose descriptions match a text query",
+                       description="Rank units by how well their descriptions match a query: its words, "
+                                   "their synonyms and the kinds of things they name (WordNet, when "
+                                   "Debian's wordnet-base is installed).")
+    add_config_args(p, SearchConfig)
+    p.set_defaults(func=run_search)
+
+
+def run_describe(args: argparse.Namespace) -> int:
+    from unitscope.describe.run import Options, describe_run
+
+    cfg = config_from_args(DescribeConfig, args)
+    opts = Options(lam=cfg.lam, beam=cfg.beam, length=cfg.length, exemplars=cfg.exemplars, draws=cfg.draws,
+                   seed=cfg.seed, progress=cfg.progress)
+    out = describe_run(cfg.run, cfg.layers or None, opts)
+    for layer, rows in out.items():
+        described = [r for r in rows["pmi"] if r.get("description")]
+        distinct = len({r["description"] for r in described})
+        sig = sum(1 for r in described if (r.get("p_f1") or 1) < 0.01)
+        print(f"{layer}: {len(described)} of {len(rows['pmi'])} units described, {distinct} distinct descriptions, "
+              f"{sig} with held-out F1 p < 0.01")
+    return 0
+
+
+def run_search(args: argparse.Namespace) -> int:
+    import json
+
+    from unitscope.describe.search import per_layer, search_units
+
+    cfg = config_from_args(SearchConfig, args)
+    hits = search_units(cfg.run, cfg.query, layers=cfg.layers or None, kind=cfg.kind, limit=0)
+    shown = hits[:cfg.limit] if cfg.limit else hits
+    if cfg.json:
+        print(json.dumps({"hits": shown, "per_layer": per_layer(hits)}, indent=1))
+        return 0
+    if not hits:
+        print(f"no unit's description matches {cfg.query!r}")
+        return 0
+    counts = ", ".join(f"{layer} {n}" for layer, n in per_layer(hits).items())
+    print(f"{len(hits)} units match {cfg.query!r} ({counts})")
+    for h in shown:
+        f1 = f"F1 {h['f1']:.2f} (p {h['p_f1']:.2g})" if h.get("f1") is not None and h.get("p_f1") is not None else ""
+        print(f"  {h['layer']} unit {h['unit']:>4}  {h['match']:.2f}  {h['description']}  {f1}")
+    return 0

@@ -1,0 +1,236 @@
+"""Describe the units of a dissection run: exemplars, formula search, PMI choice, held-out scores.
+
+    from unitscope.describe.run import describe_run
+    out = describe_run("runs/lite0", layers=["bn2"])     # rows into the run's catalog table descriptions
+    out["bn2"]["pmi"][7]                                 # {"description": ..., "f1": ..., "p_f1": ...}
+
+Needs a run dissected with ``--keep-cache`` (the maps) whose data folder still exists (the labels).
+Images are split by position: every fifth (``pos % 5 == 4``) is held out for scoring, the rest
+are searched (a unit's exemplars are its top images among them). Steps, as named functions:
+:func:`load_concepts` (every image's concepts as pixel signatures, once per run),
+:func:`search_layer` (exemplars, counts, beam search, PMI) and :func:`score_layer` (held-out).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from unitscope.describe import exemplars as ex
+from unitscope.describe.concepts import Signatures, Vocabulary, image_concepts
+from unitscope.describe.defaults import (
+    BEAM, DRAWS, EXEMPLARS, HELD_OUT_EVERY, LAMBDA, LENGTH, PRIOR_UNITS, QUANTILE, WORKING_SIDE,
+)
+from unitscope.describe.formulas import FIRST, OP_NAMES, beam_search, evaluate, unit_counts
+from unitscope.describe.phrases import render
+from unitscope.describe.scores import heldout_scores
+from unitscope.describe.select import choose_candidates, pool_candidates
+
+
+@dataclass
+class Options:
+    lam: float = LAMBDA
+    beam: int = BEAM
+    length: int = LENGTH
+    exemplars: int = EXEMPLARS
+    quantile: float = QUANTILE
+    draws: int = DRAWS
+    prior_units: int = PRIOR_UNITS
+    seed: int = 0
+    progress: bool = True
+
+
+@dataclass
+class RunConcepts:
+    vocab: Vocabulary
+    sigs: Signatures  # ids [N, P] for every position of the run
+    size: tuple[int, int]
+
+
+def held_out(n: int) -> torch.Tensor:
+    """``[n]`` bool: positions kept out of the search for scoring."""
+    return torch.arange(n) % HELD_OUT_EVERY == HELD_OUT_EVERY - 1
+
+
+def _say(opts: Options, text: str) -> None:
+    if opts.progress:
+        print(text, flush=True)
+
+
+def load_concepts(run: Path, n: int, opts: Options) -> RunConcepts:
+    from unitscope.data import BrodenDataset
+
+    config = json.loads((run / "config.json").read_text())
+    labels = json.loads((run / "labels.json").read_text())
+    data = BrodenDataset(config["data"], categories=config.get("categories") or None, validate="none")
+    vocab = Vocabulary.from_labels(labels["names"], labels["categories"])
+    sh, sw = data.mask_size
+    f = -(-max(sh, sw) // WORKING_SIDE)
+    size = (sh // f, sw // f)
+    start = time.perf_counter()
+    bits = [image_concepts(item["labels"], item["image_labels"], data.plane_category, data.categories, vocab, size)
+            for item in (data.get(p, image=False) for p in range(n))]
+    sigs = Signatures.build(bits)
+    _say(opts, f"concepts of {n} images at {size[0]}x{size[1]}: {len(vocab)} concepts, {sigs.size} signatures "
+               f"({time.perf_counter() - start:.0f} s)")
+    return RunConcepts(vocab, sigs, size)
+
+
+def formula_text(vocab: Vocabulary, concepts: list[int], ops: list[int]) -> str:
+    out = ""
+    for j, (c, o) in enumerate(zip(concepts, ops)):
+        if c < 0:
+            break
+        out = vocab.names[c] if j == 0 else (f"({out})" if j > 1 else out) + f" {OP_NAMES[o]} {vocab.names[c]}"
+    return out
+
+
+def describe_formula(vocab: Vocabulary, concepts: list[int], ops: list[int]) -> str:
+    used = [(vocab.names[c], vocab.categories[c]) for c in concepts if c >= 0]
+    return render(used, ops[:len(used)])
+
+
+def search_layer(run: Path, layer: str, rc: RunConcepts, opts: Options) -> dict[str, Any]:
+    """Exemplars among the search images, beam search, PMI and ML choice for every unit."""
+    n = rc.sigs.ids.shape[0]
+    search = torch.nonzero(~held_out(n)).flatten()
+    thresholds = ex.threshold(run, layer, opts.quantile)
+    images, _ = ex.top_images(run, layer, search, opts.exemplars)  # [C, E]
+    c, e = images.shape
+    # the exemplar maps, read image by image (each image once, whichever units it serves)
+    masks = torch.zeros(c, e, rc.size[0] * rc.size[1], dtype=torch.bool)
+    needed = torch.unique(images)
+    for start in range(0, len(needed), 100):
+        pos = needed[start:start + 100]
+        maps = ex.unit_maps(run, layer, pos.tolist())  # [b, C, h, w]
+        where = torch.searchsorted(pos, images.clamp(max=int(pos[-1])))
+        hit = pos[where] == images  # [C, E]
+        u, r = hit.nonzero(as_tuple=True)
+        masks[u, r] = ex.masks_of(maps[where[u, r], u], thresholds[u], rc.size).flatten(1)
+    counts = unit_counts(rc.sigs.ids, images, masks, rc.sigs.size)
+    found = beam_search(counts, rc.sigs.table, rc.vocab.position, beam=opts.beam, length=opts.length)
+    pool = pool_candidates(found, len(rc.vocab))
+    choice = choose_candidates(found, pool, counts, rc.sigs.table, opts.lam, opts.prior_units, opts.seed)
+    return {"images": images, "pool": pool, "choice": choice, "thresholds": thresholds, "counts": counts,
+            "found": found}
+
+
+def label_formulas(run: Path, model: str, layer: str, vocab: Vocabulary, units: int) -> torch.Tensor:
+    """``[C]`` concept index of each unit's dissection label (-1: none)."""
+    from unitscope.catalog import Catalog
+
+    out = torch.full((units,), -1, dtype=torch.long)
+    with Catalog(run / "catalog.sqlite", create=False) as cat:
+        for row in cat.rows("dissection", model=model, layer=layer):
+            if row["concept"] in vocab.names and row["unit"] < units:
+                out[row["unit"]] = vocab.index(row["concept"])
+    return out
+
+
+def score_layer(run: Path, layer: str, rc: RunConcepts, formulas: dict[str, tuple[torch.Tensor, torch.Tensor]],
+                thresholds: torch.Tensor, opts: Options, chunk: int = 64) -> dict[str, dict[str, torch.Tensor]]:
+    """Held-out scores of each kind's formulas ``(concepts [C, 3], ops [C, 3])`` (-1 rows: none)."""
+    held = torch.nonzero(held_out(rc.sigs.ids.shape[0])).flatten()
+    maps = ex.unit_maps(run, layer, held.tolist())  # [N_h, C, h, w]
+    ids = rc.sigs.ids[held]  # [N_h, P]
+    c = maps.shape[1]
+    hw = maps.shape[-2:]
+    out: dict[str, dict[str, list[torch.Tensor]]] = {k: {} for k in formulas}
+    for start in range(0, c, chunk):
+        units = torch.arange(start, min(start + chunk, c))
+        acts = maps[:, units].transpose(0, 1)  # [u, N_h, h, w]
+        masks = ex.masks_of(acts, thresholds[units, None].expand(-1, len(held)), rc.size).flatten(2)
+        for kind, (concepts, ops) in formulas.items():
+            truth = evaluate(concepts[units], ops[units], rc.sigs.table)  # [u, S]
+            truth &= (concepts[units, :1] >= 0)
+            concept = truth[:, ids]  # [u, N_h, P]
+            coverage = F.adaptive_avg_pool2d(concept.view(-1, 1, *rc.size).float(), hw).view(len(units), len(held), -1)
+            s = heldout_scores(masks, concept, acts.flatten(2), coverage, draws=opts.draws, seed=opts.seed)
+            for name, v in s.items():
+                out[kind].setdefault(name, []).append(v)
+    return {k: {name: torch.cat(v) for name, v in d.items()} for k, d in out.items()}
+
+
+def describe_layer(run: Path, model: str, layer: str, rc: RunConcepts, opts: Options) -> dict[str, list[dict]]:
+    start = time.perf_counter()
+    found = search_layer(run, layer, rc, opts)
+    pool, choice = found["pool"], found["choice"]
+    c = len(choice.pmi)
+    _say(opts, f"{layer}: searched {c} units, {len(pool.concepts)} distinct formulas "
+               f"({time.perf_counter() - start:.0f} s)")
+    label = label_formulas(run, model, layer, rc.vocab, c)
+    formulas = {}
+    for kind, idx in (("pmi", choice.pmi), ("ml", choice.ml)):
+        concepts = torch.full((c, 3), -1, dtype=torch.long)
+        ops = torch.full((c, 3), -1, dtype=torch.long)
+        ok = idx >= 0
+        concepts[ok], ops[ok] = pool.concepts[idx[ok]], pool.ops[idx[ok]]
+        formulas[kind] = (concepts, ops)
+    lc = torch.full((c, 3), -1, dtype=torch.long)
+    lo = torch.full((c, 3), -1, dtype=torch.long)
+    lc[:, 0], lo[:, 0] = label, torch.where(label >= 0, FIRST, -1)
+    formulas["label"] = (lc, lo)
+    t1 = time.perf_counter()
+    held = score_layer(run, layer, rc, formulas, found["thresholds"], opts)
+    _say(opts, f"{layer}: scored on {int(held_out(rc.sigs.ids.shape[0]).sum())} held-out images "
+               f"({time.perf_counter() - t1:.0f} s)")
+    rows: dict[str, list[dict]] = {}
+    for kind, (concepts, ops) in formulas.items():
+        idx = {"pmi": choice.pmi, "ml": choice.ml}.get(kind)
+        rows[kind] = []
+        for u in range(c):
+            cl, ol = concepts[u].tolist(), ops[u].tolist()
+            row: dict[str, Any] = {"unit": u, "kind": kind, "images": int(held_out(rc.sigs.ids.shape[0]).sum())}
+            if cl[0] >= 0:
+                row.update(description=describe_formula(rc.vocab, cl, ol), formula=formula_text(rc.vocab, cl, ol),
+                           length=sum(x >= 0 for x in cl))
+                for name, v in held[kind].items():
+                    x = float(v[u])
+                    row[name] = None if math.isnan(x) else x
+            if kind == "pmi" and idx[u] >= 0:
+                row.update(exemplar_iou=float(choice.exemplar_iou[u]), log_prior=float(choice.log_prior[u]),
+                           pmi=float(choice.score[u]))
+            elif kind == "ml" and idx[u] >= 0:
+                row.update(exemplar_iou=float(choice.ml_exemplar_iou[u]), log_prior=float(choice.ml_log_prior[u]))
+            rows[kind].append(row)
+    return rows
+
+
+def model_name(run: Path) -> str:
+    from unitscope.catalog import Catalog
+
+    with Catalog(run / "catalog.sqlite", create=False) as cat:
+        rows = cat.query("SELECT DISTINCT model FROM layers UNION SELECT DISTINCT model FROM dissection")
+    if not rows:
+        raise ValueError(f"{run} has no dissected layers in its catalog")
+    return rows[0]["model"]
+
+
+def describe_run(run: str | Path, layers: list[str] | None = None, opts: Options | None = None) -> dict[str, dict[str, list[dict]]]:
+    """Describe every unit of ``layers`` (default: every dissected layer) and write the rows."""
+    from unitscope.catalog import Catalog
+    from unitscope.describe import tables  # noqa: F401  (declares the table)
+
+    run, opts = Path(run), opts or Options()
+    tags = json.loads((run / "layers.json").read_text())
+    layers = layers or list(tags.values())
+    unknown = [x for x in layers if x not in tags.values()]
+    if unknown:
+        raise ValueError(f"{run} has no dissected layer(s) {unknown}; it has {', '.join(tags.values())}")
+    model = model_name(run)
+    n = ex.num_images(run, layers[0])
+    rc = load_concepts(run, n, opts)
+    out = {}
+    for layer in layers:
+        rows = describe_layer(run, model, layer, rc, opts)
+        with Catalog(run / "catalog.sqlite") as cat:
+            cat.replace("descriptions", [r for k in rows.values() for r in k], model=model, layer=layer)
+        out[layer] = rows
+    return out

@@ -1,0 +1,26 @@
+"""The catalog table of unit descriptions (importing this module declares it).
+
+- ``descriptions(model, layer, unit, kind, description, formula, length, exemplar_iou, pmi,
+  log_prior, f1, iou, auprc, pearson, base_rate, unit_rate, p_f1, p_iou, p_auprc, p_pearson,
+  images)`` -- one row per unit and ``kind``: ``pmi`` (the chosen description), ``ml`` (maximum
+  likelihood: the best exemplar IoU) and ``label`` (the dissection's single label, the baseline).
+  ``description`` is the English phrase, ``formula`` the concepts with AND / OR / AND NOT;
+  ``exemplar_iou`` and ``pmi`` are on the unit's exemplars (search images); the scores, base
+  rate, unit rate and p-values are on ``images`` held-out images (``unitscope.describe.scores``).
+"""
+
+from __future__ import annotations
+
+from unitscope.catalog import define_table
+
+_UNIT = (("model", "TEXT"), ("layer", "TEXT"), ("unit", "INTEGER"))
+COLUMNS = (("kind", "TEXT"), ("description", "TEXT"), ("formula", "TEXT"), ("length", "INTEGER"),
+           ("exemplar_iou", "REAL"), ("pmi", "REAL"), ("log_prior", "REAL"),
+           ("f1", "REAL"), ("iou", "REAL"), ("auprc", "REAL"), ("pearson", "REAL"),
+           ("base_rate", "REAL"), ("unit_rate", "REAL"),
+           ("p_f1", "REAL"), ("p_iou", "REAL"), ("p_auprc", "REAL"), ("p_pearson", "REAL"), ("images", "INTEGER"))
+define_table("descriptions", _UNIT + COLUMNS, ("model", "layer", "unit", "kind"),
+             indexes={"descriptions_kind": ("kind", "model", "layer", "f1")})
+
+TABLES = ("descriptions",)
+KINDS = ("pmi", "ml", "label")

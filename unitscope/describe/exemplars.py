@@ -38,11 +38,13 @@ def threshold(run: str | Path, layer: str, q: float = QUANTILE) -> torch.Tensor:
 
 
 def unit_maps(run: str | Path, layer: str, positions) -> torch.Tensor:
-    """``[n, C, h, w]`` float32: the maps of every unit of ``layer`` at data-set ``positions``."""
+    """``[n, C, h, w]`` float32: the maps of every unit of ``layer`` at data-set ``positions``, in
+    the values the dissection thresholded (a bounded activation's input, where it read that), so
+    that they share a scale with :func:`threshold`'s quantiles."""
     from unitscope.dissect import open_activation_cache
 
     with open_activation_cache(run, layer) as cache:
-        return cache.read(positions)
+        return cache.read(positions, values="pre" if cache.values == "pre" else "post")
 
 
 def num_images(run: str | Path, layer: str) -> int:

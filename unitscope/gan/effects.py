@@ -61,7 +61,7 @@ class PixelShares:
 
     def __init__(self, segmenter: Segmenter, k: int, n: int, output_range: Sequence[float] = (0.0, 1.0)):
         self.segmenter, self.output_range = segmenter, output_range
-        self.names, self.categories, _ = label_space(segmenter)
+        self.names, self.categories, self.label_category = label_space(segmenter)
         self.shares = torch.zeros(k, n, len(self.names))
 
     def add(self, rows: range, output: Any, labels: torch.Tensor) -> None:
@@ -177,8 +177,7 @@ def removal_curve(cut: FxCut | HookCut, samples: LayerCache, segmenter: Segmente
         raise ValueError(f"the segmenter has no label {concept!r}; it labels {', '.join(n for n in scorer.names if n != '-')}")
     run_edits(cut, samples, Edits.ablate(mask), scorer, max_batch=max_batch)
     change, ci = _relative_change(scorer.shares)
-    _, categories, label_cat = label_space(segmenter)
-    cats = [categories[g] if g >= 0 else "" for g in label_cat]
+    cats = [scorer.categories[g] if g >= 0 else "" for g in scorer.label_category]
     return RemovalResult(concept, scorer.names, cats, ks, order, scorer.shares[0].mean(0).numpy(), change, ci,
                          random_draws, samples.count, sets)
 
@@ -221,10 +220,11 @@ class _InsertionTally:
         gy, gx = self.grid
         return slice(cell[0] * h // gy, (cell[0] + 1) * h // gy), slice(cell[1] * w // gx, (cell[1] + 1) * w // gx)
 
-    def _context(self, maps: dict[str, torch.Tensor], i: int, ys: slice, xs: slice) -> str:
-        """The commonest label in the patch: the concept's own plane first, then the others in order."""
+    def _context(self, maps: dict[str, torch.Tensor], ys: slice, xs: slice) -> str:
+        """The commonest label in the patch of one sample's ``maps`` ``{category: [H, W]}``: the
+        concept's own plane first, then the others in order."""
         for c in [self.plane] + [c for c in self.categories if c != self.plane]:
-            patch = maps[c][i, ys, xs].flatten()
+            patch = maps[c][ys, xs].flatten()
             patch = patch[patch > 0]
             if len(patch):
                 return self.names[int(torch.mode(patch).values)]
@@ -246,7 +246,7 @@ class _InsertionTally:
                 had = float((before[self.plane][ys, xs] == self.concept).float().mean())
                 if had >= self.patch_min:
                     continue  # already there: not a trial
-                context = self._context({c: m.unsqueeze(0) for c, m in before.items()}, 0, ys, xs)
+                context = self._context(before, ys, xs)
                 now = float((block[self.plane][i, ys, xs] == self.concept).float().mean())
                 self.trials[context] = self.trials.get(context, 0) + 1
                 if now >= self.patch_min:

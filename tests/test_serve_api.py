@@ -43,6 +43,15 @@ def make_colour_run(make_run, path):
         con.execute("CREATE TABLE IF NOT EXISTS unit_selectivity (model TEXT, layer TEXT, unit INTEGER, "
                     "selectivity REAL, top_class TEXT, PRIMARY KEY (model, layer, unit))")
         con.execute("INSERT INTO unit_selectivity VALUES ('colour', 'relu', 0, 0.8, 'red')")
+        from unitscope.describe.tables import _UNIT, COLUMNS
+
+        cols = [c for c, _ in _UNIT + COLUMNS]
+        con.execute(f"CREATE TABLE IF NOT EXISTS descriptions ({', '.join(f'{c} {t}' for c, t in _UNIT + COLUMNS)}, "
+                    "PRIMARY KEY (model, layer, unit, kind))")
+        con.executemany(f"INSERT INTO descriptions ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                        [[{"model": "colour", "layer": "relu", "unit": u, "kind": "pmi", "description": d,
+                           "formula": d, "length": 1, "f1": f1}.get(c) for c in cols]
+                         for u, d, f1 in [(0, "red", 0.9), (2, "blue", 0.7), (3, "striped", 0.5)]])
     con.close()
     (run / "vis/relu").mkdir(parents=True)
     Image.new("RGB", (16, 16), (200, 10, 10)).save(run / "vis/relu/0.png")
@@ -154,6 +163,22 @@ def test_unit_from_run(client):
     assert conv["selectivity"] is None
     labels = client.get("/api/labels", params={"layer": "relu"}).json()["labels"]
     assert [labels[str(k)]["concept"] for k in range(4)] == ["red", None, "blue", "striped"]
+
+
+def test_search_units_by_description(client, model):
+    body = client.get("/api/search", params={"q": "striped"}).json()
+    assert body == {"query": "striped", "per_layer": {"relu": 1},
+                    "hits": [{"layer": "relu", "unit": 3, "description": "striped", "formula": "striped",
+                              "match": 1.0, "f1": 0.5, "p_f1": None}]}
+    both = client.get("/api/search", params={"q": "red blue", "layer": "relu"}).json()["hits"]
+    assert [(h["unit"], h["match"]) for h in both] == [(0, 0.5), (2, 0.5)]  # half the words each; F1 breaks the tie
+    assert client.get("/api/search", params={"q": "dog"}).json()["hits"] == []
+    empty = client.get("/api/search", params={"q": " "})
+    assert empty.status_code == 400 and "empty query" in empty.json()["error"]
+    bad = client.get("/api/search", params={"q": "red", "layer": "rellu"})
+    assert bad.status_code == 404 and "relu" in bad.json()["close"]
+    none = TestClient(create_app(model)).get("/api/search", params={"q": "red"})
+    assert none.status_code == 404 and "--run" in none.json()["error"]
 
 
 def test_no_run_folder(model):

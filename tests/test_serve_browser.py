@@ -125,6 +125,23 @@ def test_upload_grid_detail_dictionary(page, tmp_path):
     pg.wait_for_selector("#dict", state="hidden")
 
 
+def test_search_box_opens_a_unit(page):
+    pg = page.page
+    pg.fill("#search", "striped")
+    pg.press("#search", "Enter")
+    pg.wait_for_selector("#hits:not([hidden]) #hit-list a")
+    assert pg.locator("#hit-list a").all_inner_texts() == ["relu #3: striped (F1 0.50)"]
+    assert pg.inner_text("#hit-count") == "1 units (relu: 1)"
+    pg.click("#hit-list a")  # no image probed yet: the unit's facts from the run, no map
+    pg.wait_for_selector("#detail:not([hidden])")
+    assert pg.inner_text("#d-title") == "relu · unit 3"
+    assert pg.inner_text("#d-label .concept") == "striped"
+    pg.fill("#search", "dog")
+    pg.press("#search", "Enter")
+    pg.wait_for_function("document.querySelector('#hit-count').textContent === 'no unit matches'")
+    assert pg.locator("#hit-list a").count() == 0
+
+
 def test_sample_and_layer_picker(page):
     pg = page.page
     samples = pg.eval_on_selector_all("#sample option", "os => os.map(o => o.value)")

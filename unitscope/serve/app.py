@@ -118,6 +118,23 @@ def _add_api(app: FastAPI, prober: Prober, run: RunInfo, name: str, max_upload: 
         k = _unit_index(unit, target.name, target.units)
         return {"model": name, "layer": target.name, "unit": k, **run.unit(target.name, k)}
 
+    @app.get("/api/search")
+    def search(q: str = "", layer: str | None = None, limit: int = 50) -> dict[str, Any]:
+        """Units whose chosen descriptions match the text ``q`` (words, synonyms, kinds of things)."""
+        from unitscope.describe.search import per_layer, search_units
+
+        if not q.strip():
+            raise ApiError(400, "empty query: pass ?q=TEXT, e.g. /api/search?q=faces")
+        if run.path is None:
+            raise ApiError(404, "no run folder: start `unitscope serve` with --run RUN (a described run) to search units")
+        layers = [layer_of(layer).name] if layer else None
+        try:
+            hits = search_units(run.path, q, layers=layers, limit=max(1, min(limit, 500)))
+        except ValueError as exc:  # the run has no descriptions
+            raise ApiError(404, str(exc)) from None
+        keep = ("layer", "unit", "description", "formula", "match", "f1", "p_f1")
+        return {"query": q, "per_layer": per_layer(hits), "hits": [{k: h[k] for k in keep} for h in hits]}
+
     def probe_bytes(data: bytes, layer: str) -> dict[str, Any]:
         image = _decode(data)
         body = prober.probe(image, layer).to_json()

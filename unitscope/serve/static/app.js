@@ -168,7 +168,7 @@ async function selectUnit(k) {
   document.querySelectorAll(".tile.sel").forEach((t) => t.classList.remove("sel"));
   const tile = document.querySelector(`.tile[data-unit="${k}"]`);
   if (tile) tile.classList.add("sel");
-  const layer = S.probe.layer;
+  const layer = S.probe ? S.probe.layer : $("layer").value;
   let info;
   try {
     info = await api(`/api/unit?layer=${encodeURIComponent(layer)}&unit=${k}`);
@@ -189,7 +189,36 @@ async function selectUnit(k) {
   const sel = info.selectivity ? [["selectivity", `${info.selectivity.selectivity.toFixed(3)} (top class ${info.selectivity.top_class})`]] : [];
   table($("d-imp"), ["class", "accuracy drop"], [...info.importance.slice(0, 8).map((r) => [r.class, r.accuracy_drop.toFixed(4)]), ...sel]);
   table($("d-cats"), ["category", "concept", "IoU"], info.categories.map((r) => [r.category, r.concept ?? "–", r.iou.toFixed(3)]));
-  drawUnitMap(k);
+  if (S.probe && S.probe.layer === layer) drawUnitMap(k);
+  else $("d-map").width = 0;  // no image probed at this layer yet: no map to draw
+}
+
+// -- text search over the run's unit descriptions -------------------------------------------
+async function search(query) {
+  const box = $("hits"), list = $("hit-list");
+  if (!query.trim()) { box.hidden = true; return; }
+  let r;
+  try { r = await api(`/api/search?q=${encodeURIComponent(query)}`); } catch (e) { status(e.message, true); return; }
+  box.hidden = false;
+  const counts = Object.entries(r.per_layer).map(([l, n]) => `${l}: ${n}`).join(", ");
+  $("hit-count").textContent = r.hits.length ? `${r.hits.length} units (${counts})` : "no unit matches";
+  list.replaceChildren(...r.hits.map((h) => {
+    const li = document.createElement("li"), a = document.createElement("a");
+    a.href = "#"; a.dataset.layer = h.layer; a.dataset.unit = h.unit;
+    a.textContent = `${h.layer} #${h.unit}: ${h.description}` + (h.f1 === null ? "" : ` (F1 ${h.f1.toFixed(2)})`);
+    a.addEventListener("click", (e) => { e.preventDefault(); openHit(h.layer, h.unit); });
+    li.append(a);
+    return li;
+  }));
+}
+
+async function openHit(layer, unit) {
+  if ($("layer").value !== layer) {
+    $("layer").value = layer;
+    await loadLabels(layer);
+    if (S.blob) await probe(S.blob);
+  }
+  await selectUnit(unit);
 }
 
 function caption(text) { const p = document.createElement("div"); p.className = "muted"; p.textContent = text; return p; }
@@ -315,6 +344,7 @@ async function init() {
   $("sort").addEventListener("change", () => S.probe && renderGrid());
   $("unit-scale").addEventListener("change", () => S.probe && renderGrid());
   $("webcam").addEventListener("click", toggleWebcam);
+  $("search").addEventListener("keydown", (e) => { if (e.key === "Enter") search(e.target.value); });
   const drop = $("drop");
   drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
   drop.addEventListener("dragleave", () => drop.classList.remove("over"));

@@ -33,6 +33,16 @@ def help_(text: str, *, positional: bool = False, nargs: str | None = None) -> d
     return {"help": text, "positional": positional, "nargs": nargs}
 
 
+def same_as(cls: type, name: str, **changes: Any) -> Any:
+    """A config field with the default and help text of field ``name`` of dataclass ``cls`` (one
+    place for both: ``quantile: float = same_as(Options, "quantile")``); ``changes`` replaces either."""
+    f = {f.name: f for f in dataclasses.fields(cls)}[name]
+    meta = help_(changes.pop("help", f.metadata.get("help", "")))
+    if f.default_factory is not dataclasses.MISSING and "default" not in changes:
+        return field(default_factory=f.default_factory, metadata=meta)
+    return field(default=changes.pop("default", f.default), metadata=meta)
+
+
 @dataclass
 class ModelOptions:
     """Options of every command that builds a model; mix into its config (``class C(ModelOptions)``).

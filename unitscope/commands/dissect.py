@@ -14,7 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from unitscope.errors import UsageError
-from unitscope.config import ModelOptions, add_config_args, config_from_args, config_to_dict, help_
+from unitscope.config import ModelOptions, add_config_args, config_from_args, config_to_dict, help_, same_as
+from unitscope.dissect.options import FIELDS as OPTION_FIELDS
+from unitscope.dissect.options import Options
+
+#: the config fields named otherwise in Options
+OPTION = {"iou": "iou_threshold", "workers": "num_workers"}
 
 
 @dataclass
@@ -30,41 +35,38 @@ class DissectConfig(ModelOptions):
     sample_seed: int = field(default=0, metadata=help_("seed of a generator's latent vectors"))
     layers: list[str] = field(default_factory=list, metadata=help_(
         "comma-separated layer names (see `unitscope layers MODEL --spatial`); default: the model's own choice"))
-    quantile: float = field(default=0.005, metadata=help_("top fraction of activations that forms a unit's mask (paper: 0.005)"))
-    iou: float = field(default=0.04, metadata=help_("a unit is a detector when its IoU is above this (IoU > 0.04, as in the paper)"))
-    topk: int = field(default=10, metadata=help_("exemplar images per unit"))
-    rotations: int = field(default=0, metadata=help_("also dissect this many random rotations of each layer (grandmother-neuron check)"))
-    seed: int = field(default=0, metadata=help_("seed of the random rotations and of the significance null"))
-    null_draws: int = field(default=8, metadata=help_(
-        "draws of the chance null (masks matched to other images) behind the p-value of each unit above --iou; 0 = no p-values"))
-    denominator: str = field(default="annotated", metadata=help_(
-        "unit area per category over images where it is 'annotated', or only where the mask 'overlap's a "
-        "pixel of it (NetDissect-Lite's rule)"))
-    values: str = field(default="auto", metadata=help_(
-        "values thresholded and ranked: auto (a layer that ends in a bounded activation such as ReLU6 or sigmoid "
-        "before it, where its output does not tie at the cap; others as they are), pre (every layer before its "
-        "activation module) or post (every layer's output)"))
+    # the dissection's settings: defaults and help from unitscope.dissect.Options (OPTION names the two renamed)
+    quantile: float = same_as(Options, "quantile")
+    iou: float = same_as(Options, "iou_threshold")
+    topk: int = same_as(Options, "topk")
+    rotations: int = same_as(Options, "rotations")
+    seed: int = same_as(Options, "seed")
+    null_draws: int = same_as(Options, "null_draws")
+    denominator: str = same_as(Options, "denominator")
+    values: str = same_as(Options, "values")
     categories: list[str] = field(default_factory=list, metadata=help_("concept categories to use; default: all in the data"))
-    limit: int | None = field(default=None, metadata=help_("use only the first N images"))
-    batch_size: int = field(default=32, metadata=help_("images per batch"))
-    workers: str = field(default="auto", metadata=help_(
-        "DataLoader worker processes: auto (min(cores - 1, 8), shared among torchrun's ranks on the machine) "
-        "or a number (0: load in the main process)"))
-    device: str = field(default="cpu", metadata=help_("torch device, e.g. cpu or cuda"))
-    precision: str = field(default="float32", metadata=help_(
-        "the forward pass in float32, or under autocast in bfloat16 / float16 (statistics stay float32); "
-        "compare a mixed-precision run's labels with a float32 run before relying on it"))
-    checkpoint_every: int = field(default=20, metadata=help_("batches between checkpoints (a rerun resumes from the last)"))
-    cache_gb: float = field(default=4.0, metadata=help_("disk for cached activations (skips a second forward pass)"))
+    limit: int | None = same_as(Options, "limit")
+    batch_size: int = same_as(Options, "batch_size")
+    # the one default that differs: a command loads with worker processes, a Python call in its own
+    workers: str = same_as(Options, "num_workers", default="auto")
+    device: str = same_as(Options, "device")
+    precision: str = same_as(Options, "precision")
+    checkpoint_every: int = same_as(Options, "checkpoint_every")
+    cache_gb: float = same_as(Options, "cache_gb")
     report: bool = field(default=True, metadata=help_("write index.html and report.json"))
-    fresh: bool = field(default=False, metadata=help_("discard earlier results in the run folder and start over"))
-    keep_cache: bool = field(default=False, metadata=help_(
-        "keep the activation cache in the run folder for other analyses (unitscope.dissect.open_activation_cache)"))
-    skip_bad_images: bool = field(default=False, metadata=help_(
-        "leave unreadable images out and list them at the end, instead of stopping at the first"))
-    progress: bool = field(default=True, metadata=help_("show progress bars"))
+    fresh: bool = same_as(Options, "fresh")
+    keep_cache: bool = same_as(Options, "keep_cache")
+    skip_bad_images: bool = same_as(Options, "skip_bad_images")
+    progress: bool = same_as(Options, "progress")
     dist_timeout: float = field(default=600.0, metadata=help_(
         "under torchrun: seconds a process waits for the others at a merge before the run fails"))
+
+
+def dissect_options(cfg: DissectConfig, device: str, **changes) -> Options:
+    """The config's dissection settings as :class:`~unitscope.dissect.Options`, by field name."""
+    given = {OPTION.get(k, k): getattr(cfg, k) for k in vars(cfg)}
+    given.update(device=device, **changes)
+    return Options(**{k: v for k, v in given.items() if k in OPTION_FIELDS})
 
 
 def run_dissection(cfg: DissectConfig):
@@ -102,20 +104,12 @@ def _run_dissection(cfg: DissectConfig, device: str):
     if info.kind == "generator":
         return _dissect_generator(cfg, model, layers, device, out)
     data = BrodenDataset(cfg.data, categories=cfg.categories or None, transform=info.transform())
-    bases = check_bases(model, layers) if is_main() else {}
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
     key = {k: v for k, v in config_to_dict(cfg).items() if k in ("model", "checkpoint", "pretrained", "data", "categories", "limit")}
     key["data"] = str(Path(cfg.data).resolve())
-    result = dissect(model, data, layers, out, quantile=cfg.quantile, iou_threshold=cfg.iou, topk=cfg.topk,
-                     rotations=cfg.rotations, seed=cfg.seed, batch_size=cfg.batch_size,
-                     num_workers=cfg.workers, device=device, cache_gb=cfg.cache_gb,
-                     checkpoint_every=cfg.checkpoint_every, limit=cfg.limit,
-                     progress=cfg.progress, key=key, skip_bad_images=cfg.skip_bad_images, fresh=cfg.fresh,
-                     keep_cache=cfg.keep_cache, null_draws=cfg.null_draws, denominator=cfg.denominator,
-                     precision=cfg.precision, values=cfg.values, config=config_to_dict(cfg))
+    result = dissect(model, data, layers, out, dissect_options(cfg, device), key=key, config=config_to_dict(cfg))
     if not is_main():
         return result
-    record_bases(out, info.name, bases)
     if cfg.report:
         from unitscope.report import write_report
 
@@ -125,9 +119,7 @@ def _run_dissection(cfg: DissectConfig, device: str):
 
 def _dissect_generator(cfg: DissectConfig, model, layers: list[str], device: str, out: Path):
     """A generator's samples (z from ``--sample-seed``) against a segmenter's labels of them."""
-    import torch
-
-    from unitscope.dissect import Options, dissect_sources
+    from unitscope.dissect import dissect_sources
     from unitscope.dissect.distributed import is_main
     from unitscope.gan import GeneratorActivations, SegmenterLabels
     from unitscope.models import get_info
@@ -138,39 +130,13 @@ def _dissect_generator(cfg: DissectConfig, model, layers: list[str], device: str
                                 key={"segmenter": cfg.segmenter, "checkpoint": cfg.checkpoint})
     labels = SegmenterLabels(create_segmenter(cfg.segmenter, device=device))
     # exemplar strips read images through a data set; a generator's are drawn by the report later
-    opts = Options(quantile=cfg.quantile, iou_threshold=cfg.iou, topk=cfg.topk, rotations=cfg.rotations, seed=cfg.seed,
-                   batch_size=cfg.batch_size, num_workers=cfg.workers, device=torch.device(device),
-                   cache_gb=cfg.cache_gb, checkpoint_every=cfg.checkpoint_every, exemplar_images=False,
-                   keep_cache=cfg.keep_cache, progress=cfg.progress, null_draws=cfg.null_draws,
-                   denominator=cfg.denominator)
-    result = dissect_sources(acts, labels, out, opts, fresh=cfg.fresh, config=config_to_dict(cfg))
+    opts = dissect_options(cfg, device, exemplar_images=False)
+    result = dissect_sources(acts, labels, out, opts, config=config_to_dict(cfg))
     if is_main() and cfg.report:
         from unitscope.report import write_report
 
         write_report(out, title=f"Generator dissection of {get_info(model).name}")
     return result
-
-
-def check_bases(model, layers: list[str]) -> dict[str, bool]:
-    """Whether each layer's units are a privileged basis; one warning line per layer that is not."""
-    from unitscope.layers import privileged_layers
-
-    marks = privileged_layers(model)
-    bases = {layer: bool(marks.get(layer, False)) for layer in layers}
-    for layer, ok in bases.items():
-        if not ok:
-            print(f"warning: {layer} does not follow an elementwise nonlinearity: its units are not a privileged "
-                  f"basis, so a random rotation may align with concepts as well (see `unitscope layers --spatial`)")
-    return bases
-
-
-def record_bases(out: Path, model_name: str, bases: dict[str, bool]) -> None:
-    """The bases into the catalog (table ``layer_bases``), where the report notes them by the rotation table."""
-    from unitscope.catalog import Catalog
-
-    with Catalog(out / "catalog.sqlite") as cat, cat.transaction():
-        for layer, ok in bases.items():
-            cat.replace("layer_bases", [{"privileged": ok}], model=model_name, layer=layer)
 
 
 def _print_summary(result, out: Path, report: bool) -> None:

@@ -12,15 +12,41 @@ The package: ``engine.py`` (the passes as named steps, the run folder), ``source
 ActivationSource and LabelSource interfaces, with today's model-on-images and Broden planes),
 ``cache.py`` (the activation cache, a run-folder asset: ``open_activation_cache(run, layer)``),
 ``iou.py`` (the counting kernel), ``results.py`` (per-layer results, catalog rows, saved arrays),
-``exemplars.py`` (the strips on unit cards).
+``exemplars.py`` (the strips on unit cards), ``options.py`` (the settings, import-free).
 """
 
-from unitscope.dissect.cache import ActivationCache, LayerCache, open_activation_cache
-from unitscope.dissect.engine import (
-    RUN_OUTPUTS, Options, clear_run, dissect, dissect_sources, random_rotation, rotate,
-)
-from unitscope.dissect.results import DissectResult, LayerDissection, label_agreement, load_layer_arrays, summarise
-from unitscope.dissect.sources import ActivationSource, BrodenLabels, LabelSource, ModelActivations, check_layers
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from unitscope.dissect.options import Options
+
+# the rest loads on first use (PEP 562), so that the CLI reads ``Options`` without importing torch
+_FROM = {"ActivationCache": "cache", "LayerCache": "cache", "open_activation_cache": "cache",
+         "RUN_OUTPUTS": "engine", "clear_run": "engine", "dissect": "engine", "dissect_sources": "engine",
+         "random_rotation": "engine", "rotate": "engine",
+         "DissectResult": "results", "LayerDissection": "results", "label_agreement": "results",
+         "load_layer_arrays": "results", "summarise": "results",
+         "ActivationSource": "sources", "BrodenLabels": "sources", "LabelSource": "sources",
+         "ModelActivations": "sources", "check_layers": "sources"}
+
+if TYPE_CHECKING:
+    from unitscope.dissect.cache import ActivationCache, LayerCache, open_activation_cache
+    from unitscope.dissect.engine import RUN_OUTPUTS, clear_run, dissect, dissect_sources, random_rotation, rotate
+    from unitscope.dissect.results import (
+        DissectResult, LayerDissection, label_agreement, load_layer_arrays, summarise,
+    )
+    from unitscope.dissect.sources import ActivationSource, BrodenLabels, LabelSource, ModelActivations, check_layers
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _FROM:
+        raise AttributeError(f"module 'unitscope.dissect' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"unitscope.dissect.{_FROM[name]}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = ["RUN_OUTPUTS", "ActivationCache", "ActivationSource", "BrodenLabels", "DissectResult", "LabelSource",
            "LayerCache", "LayerDissection", "ModelActivations", "Options", "check_layers", "clear_run", "dissect",

@@ -29,6 +29,7 @@ Under ``torchrun`` every rank runs it on a shard and rank 0 writes the run folde
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -45,6 +46,7 @@ from unitscope.dissect.cache import FOLDER as CACHE_FOLDER
 from unitscope.dissect.cache import ActivationCache
 from unitscope.dissect.distributed import ExactPass1, barrier, is_main, pass1_reduce, rank_world
 from unitscope.dissect.exemplars import write_unit_strips
+from unitscope.dissect.options import Options, with_overrides
 from unitscope.dissect.iou import count_batch, count_orders, in_batch_orders
 from unitscope.dissect.results import DissectResult, summarise, write_layer_rows
 from unitscope.dissect.significance import null_seed, null_units
@@ -97,67 +99,19 @@ def clear_run(run_dir: Path) -> None:
         path.unlink()
 
 
-@dataclass
-class Options:
-    """The settings of one dissection (see :func:`dissect`)."""
-
-    quantile: float = 0.005
-    iou_threshold: float = 0.04
-    topk: int = 10
-    rotations: int = 0
-    seed: int = 0
-    batch_size: int = 32
-    num_workers: int | str = 0  # or "auto" (unitscope.tally.resolve_workers)
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    cache_gb: float = 4.0
-    checkpoint_every: int = 20
-    exemplar_images: bool = True
-    keep_cache: bool = False
-    progress: bool = True
-    skip_bad_images: bool = False
-    null_draws: int = 8  # draws of the permutation null (p-values); 0 = none
-    denominator: str = "annotated"  # unit area per category: "annotated" or "overlap" (NetDissect-Lite)
-
-
-def dissect(
-    model: nn.Module,
-    dataset: Any,
-    layers: Sequence[str],
-    run_dir: str | Path,
-    *,
-    quantile: float = 0.005,
-    iou_threshold: float = 0.04,
-    topk: int = 10,
-    rotations: int = 0,
-    seed: int = 0,
-    batch_size: int = 32,
-    num_workers: int | str = 0,
-    device: str | torch.device = "cpu",
-    cache_gb: float = 4.0,
-    checkpoint_every: int = 20,
-    exemplar_images: bool = True,
-    keep_cache: bool = False,
-    limit: int | None = None,
-    progress: bool = True,
-    key: dict | None = None,
-    skip_bad_images: bool = False,
-    fresh: bool = False,
-    config: dict | None = None,
-    null_draws: int = 8,
-    denominator: str = "annotated",
-    precision: str = "float32",
-    values: str = "auto",
-) -> DissectResult:
+def dissect(model: nn.Module, dataset: Any, layers: Sequence[str], run_dir: str | Path, options: Options | None = None,
+            *, key: dict | None = None, config: dict | None = None, **overrides: Any) -> DissectResult:
     """Dissect ``layers`` of ``model`` over a Broden-format ``dataset``; results go to ``run_dir``.
 
+    The settings are ``options`` (an :class:`~.options.Options`, default ``Options()``) with
+    ``overrides`` by field name (``dissect(..., quantile=0.01, topk=5)``; an unknown name is an error
+    naming the close matches). Each field's help text is its metadata; the CLI's options are those fields.
     ``key`` (e.g. model name and data path) identifies the run for resume: a rerun with the same
     key skips finished work; a different key in the same folder is an error. Everything is
     validated before the run folder is touched: only then does ``fresh`` delete earlier results
-    and ``config`` (the resolved settings) go to ``config.json``. ``skip_bad_images``: leave
-    unreadable images out (listed in ``result.bad_images``) instead of stopping at the first.
-    ``keep_cache``: keep the activation cache for other analyses (:func:`open_activation_cache`).
-    ``null_draws``: draws of the chance null behind each unit's p-value (:mod:`.significance`).
-    ``denominator``: over which images a unit's area counts for a category (:func:`.iou.count_batch`).
+    and ``config`` (the resolved settings) go to ``config.json``. Beside the results, the catalog's
+    ``layer_bases`` records whether each layer's units are a privileged basis (the report notes it
+    by the rotation table; a warning line for each layer that is not).
     ``precision``: "bfloat16" or "float16" runs the forward pass under autocast (statistics stay
     float32); check a model's labels against a float32 run before trusting it (``benchmarks/bench_dissect.py
     --precision``, :func:`.results.label_agreement`).
@@ -166,19 +120,48 @@ def dissect(
     it, since at the cap its output ties and the top-quantile mask "activation > T" would be empty;
     "pre" every layer before its activation module; "post" every layer's output.
     """
-    device = torch.device(device)
+    opts = with_overrides(options, overrides)
+    device = torch.device(opts.device)
+    opts = dataclasses.replace(opts, device=device)
     model = model.to(device).eval()
-    acts = ModelActivations(model, dataset, layers, device=device, n=limit, key=key, precision=precision,
-                            values=values)
-    opts = Options(quantile, iou_threshold, topk, rotations, seed, batch_size, num_workers, device, cache_gb,
-                   checkpoint_every, exemplar_images, keep_cache, progress, skip_bad_images, null_draws, denominator)
-    return dissect_sources(acts, BrodenLabels(dataset), run_dir, opts, fresh=fresh, config=config)
+    acts = ModelActivations(model, dataset, layers, device=device, n=opts.limit, key=key, precision=opts.precision,
+                            values=opts.values)
+    bases = check_bases(model, acts.layers) if is_main() else {}
+    result = dissect_sources(acts, BrodenLabels(dataset), run_dir, opts, config=config)
+    if is_main():
+        record_bases(Path(run_dir), acts.model_name, bases)
+    return result
+
+
+def check_bases(model: nn.Module, layers: Sequence[str]) -> dict[str, bool]:
+    """Whether each layer's units are a privileged basis; one warning line per layer that is not."""
+    from unitscope.layers import privileged_layers
+
+    marks = privileged_layers(model)
+    bases = {layer: bool(marks.get(layer, False)) for layer in layers}
+    for layer, ok in bases.items():
+        if not ok:
+            print(f"warning: {layer} does not follow an elementwise nonlinearity: its units are not a privileged "
+                  f"basis, so a random rotation may align with concepts as well (see `unitscope layers --spatial`)")
+    return bases
+
+
+def record_bases(run_dir: Path, model_name: str, bases: dict[str, bool]) -> None:
+    """The bases into the catalog (table ``layer_bases``), where the report notes them by the rotation table."""
+    from unitscope.catalog import Catalog
+
+    with Catalog(run_dir / "catalog.sqlite") as cat, cat.transaction():
+        for layer, ok in bases.items():
+            cat.replace("layer_bases", [{"privileged": ok}], model=model_name, layer=layer)
 
 
 def dissect_sources(acts: ActivationSource, labels: LabelSource, run_dir: str | Path, opts: Options | None = None,
                     *, fresh: bool = False, config: dict | None = None) -> DissectResult:
-    """The engine: dissect whatever ``acts`` yields against whatever ``labels`` gives."""
-    run = _Run.prepare(acts, labels, Path(run_dir), opts or Options(), fresh)  # validates; writes nothing
+    """The engine: dissect whatever ``acts`` yields against whatever ``labels`` gives (``fresh``: or ``opts.fresh``)."""
+    opts = opts if opts is not None else Options()
+    opts = dataclasses.replace(opts, device=torch.device(opts.device), fresh=fresh or opts.fresh)
+    fresh = opts.fresh
+    run = _Run.prepare(acts, labels, Path(run_dir), opts, fresh)  # validates; writes nothing
     run.open(fresh, config)
     thresholds = run.pass1()
     run.pass2(thresholds)

@@ -22,7 +22,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("base", {"errors", "plugins", "faults", "edits", "runs", "stats"}),
     ("machinery", {"tally", "hooks", "layers", "catalog", "results", "efficientnet", "resnet"}),
     ("models and data", {"models", "data", "classify"}),
-    ("analyses", {"dissect", "ablate", "featvis", "attribution", "organisms", "segment", "gan", "describe", "compare", "export"}),
+    ("analyses", {"dissect", "ablate", "featvis", "attribution", "organisms", "segment", "gan", "describe", "compare", "export", "bases"}),
     ("presentation", {"report", "serve"}),
     ("entry points", {"config", "commands", "cli", "__main__"}),
 ]

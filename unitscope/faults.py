@@ -64,6 +64,8 @@ POINTS: dict[str, str] = {
     "train.checkpoint.after": "an organism's training checkpoint has just been written",
     "gan.step": "a GAN step (D and G) is done, not yet checkpointed",
     "gan.checkpoint.after": "a GAN training checkpoint has just been written",
+    "sae.step": "a sparse autoencoder's optimiser step is done, not yet checkpointed",
+    "sae.checkpoint.after": "a sparse autoencoder's training checkpoint has just been written",
 }
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from unitscope.bases.pca import Covariance
 from unitscope.stats import (
     ClassMeans,
     CombinedStat,
@@ -98,6 +99,9 @@ CASES: dict[str, Case] = {
         lambda s, b: s.add(b["acts"].mean(dim=(2, 3)), b["y"]),
         lambda s: [s.mean(), s.count],
     ),
+    "Covariance": Case(  # registered by unitscope.bases (imported at the top of this file)
+        Covariance, lambda s, b: s.add(b["acts"]), lambda s: [s.mean(), s.covariance()], exact_merge=False
+    ),
     "CombinedStat": Case(
         lambda: CombinedStat(top=TopK(2), m=Moments(), q=Quantile(resolution=16)),
         lambda s, b: (s.top.add(b["acts"], b["index"]), s.m.add(b["acts"]), s.q.add(b["acts"])),
@@ -159,7 +163,7 @@ def test_merge_of_shards_equals_one_pass(name: str) -> None:
         for x, y in zip(case.readout(whole), case.readout(merged)):
             assert torch.equal(x, y)
         return
-    if name == "Moments":
+    if name in ("Moments", "Covariance"):  # Chan's merge: equal to float64 rounding
         for x, y in zip(case.readout(whole), case.readout(merged)):
             torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-12)
         return

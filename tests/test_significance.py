@@ -1,7 +1,6 @@
 """Significance of dissection IoUs: the permutation null, p-values, BH, images needed; the two
 denominator rules against a brute-force NumPy count."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -313,18 +312,11 @@ def test_candidate_null_without_the_cache_and_on_resume(tmp_path):
                                Options(**opts, cache_gb=0)).layers["feat"]
     assert np.array_equal(cached.p_value, uncached.p_value, equal_nan=True)
 
-    class Failing(TableLabels):  # stops pass 3 after its third batch
-        calls = 0
+    from unitscope.faults import FaultInjected, armed
 
-        def label_batch(self, batch):
-            if (Path(tmp_path / "c" / "pass2" / "tally.done.json")).exists():
-                Failing.calls += 1
-                if Failing.calls == 4:
-                    raise RuntimeError("killed")
-            return super().label_batch(batch)
-
-    with pytest.raises(RuntimeError, match="killed"):
-        dissect_sources(TableActivations(maps), Failing(labels, image_labels, present), tmp_path / "c", Options(**opts))
+    # stops pass 3 at its third batch (pass 3 reads its labels from the label cache, not label_batch)
+    with armed("pass3.batch=3:raise"), pytest.raises(FaultInjected):
+        dissect_sources(TableActivations(maps), labels_src, tmp_path / "c", Options(**opts))
     assert (tmp_path / "c" / "pass3" / "tally.checkpoint.rank0.safetensors").exists()
     resumed = dissect_sources(TableActivations(maps), labels_src, tmp_path / "c", Options(**opts)).layers["feat"]
     assert np.array_equal(resumed.p_value, cached.p_value, equal_nan=True)

@@ -57,6 +57,7 @@ POINTS: dict[str, str] = {
     **{f"{t}.{p}": f"{what}: {TALLIES[t]}" for t in TALLIES for p, what in _TALLY_POINTS.items()},
     "cache.write": "a batch's maps were written to the activation cache, not yet recorded as written",
     "cache.flush": "the activation cache's rows were made durable and recorded",
+    "labels.write": "a batch's label planes were written to the label cache, not yet recorded as written",
     "pass1.merge": "torchrun: this rank has sketched its units over the cache, before the slices are gathered",
     "strips.write": "the exemplar strips are about to be written",
     "catalog.commit": "a catalog transaction is about to commit (its rows not yet visible)",

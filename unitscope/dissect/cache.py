@@ -193,3 +193,136 @@ def open_activation_cache(run_dir: str | Path, layer: str) -> LayerCache:
 
 def _read_index(folder: Path) -> dict[str, Any]:
     return json.loads((folder / "index.json").read_text())
+
+
+class LabelCache:
+    """The label planes pass 2 read, for pass 3 to read back instead of decoding the data set again:
+    ``folder`` (``cache/labels`` of the run) holds one flat file of rows (``labels`` planes, then
+    ``image_labels``, in the narrowest signed integer type the label count allows, then
+    ``category_present`` as bytes), ``index.json`` (shapes, dtypes, ``key``) and the same row
+    record and ``complete`` marker as :class:`ActivationCache`. Reads give back the original dtypes,
+    so counts are bit-identical with and without it. Laid out on the first batch written;
+    ``budget`` bytes (what ``cache_gb`` leaves after the activations) caps it: over it, nothing is written."""
+
+    WRITTEN, SKIPPED = ActivationCache.WRITTEN, ActivationCache.SKIPPED
+
+    def __init__(self, folder: str | Path, n: int, key: dict[str, Any], num_labels: int, rank: int = 0,
+                 budget: float = float("inf")):
+        self.folder, self.n, self.budget = Path(folder), n, budget
+        self.key = json.loads(json.dumps({**key, "num_labels": num_labels}, sort_keys=True))
+        self.code = "int8" if num_labels <= 127 else "int16" if num_labels <= 32767 else "int32"
+        self.rows_file = "rows.safetensors" if rank == 0 else f"rows.rank{rank}.safetensors"
+        self.rows = np.zeros(n, np.uint8)
+        self.layout: dict[str, Any] | None = None
+        self.disabled = False
+        self._fd_: int | None = None
+        if (self.folder / "index.json").exists():
+            index = _read_index(self.folder)
+            if index.get("key") != self.key or index.get("images") != n:
+                shutil.rmtree(self.folder, ignore_errors=True)
+            else:
+                self.layout = index["layout"]
+                self.gather_rows()
+
+    def _lay_out(self, parts: tuple[torch.Tensor, ...]) -> bool:
+        shapes = [list(p.shape[1:]) for p in parts]
+        dtypes = [str(p.dtype).removeprefix("torch.") for p in parts]
+        layout = {"shapes": shapes, "dtypes": dtypes, "codes": [self.code, self.code, "uint8"]}
+        if self.layout is None:
+            row = sum(int(np.prod(s)) * np.dtype(c).itemsize for s, c in zip(shapes, layout["codes"]))
+            if row * self.n > self.budget:
+                self.disabled = True
+                return False
+            self.layout = layout
+            self.folder.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.folder / "index.json", json.dumps(
+                {"key": self.key, "images": self.n, "layout": layout}, indent=1) + "\n")
+        elif {k: self.layout[k] for k in layout} != layout:  # planes of another shape: never mix
+            self.disabled = True
+        return not self.disabled
+
+    @property
+    def _row(self) -> list[int]:
+        assert self.layout is not None
+        return [int(np.prod(s)) * np.dtype(c).itemsize for s, c in zip(self.layout["shapes"], self.layout["codes"])]
+
+    def _fd(self) -> int:
+        if self._fd_ is None:
+            self._fd_ = os.open(self.folder / "labels.bin", os.O_RDWR | os.O_CREAT, 0o644)
+        return self._fd_
+
+    def skip(self, positions: np.ndarray) -> None:
+        """Rows pass 2 did not count (unreadable images or labels): never read."""
+        positions = np.asarray(positions, dtype=np.int64)
+        self.rows[positions[self.rows[positions] != self.WRITTEN]] = self.SKIPPED
+
+    def write(self, positions: np.ndarray, labels: torch.Tensor, image_labels: torch.Tensor,
+              present: torch.Tensor) -> None:
+        """One batch's planes at ``positions``; recorded as written by the next :meth:`flush`."""
+        if self.disabled or not len(positions):
+            return
+        parts = (labels, image_labels, present)
+        if not self._lay_out(parts):
+            return
+        assert self.layout is not None
+        arrays = []
+        for p, code in zip(parts, self.layout["codes"]):
+            a = p.cpu().numpy()
+            info = np.iinfo(code)
+            if a.size and code != "uint8" and (a.min() < info.min or a.max() > info.max):
+                self.disabled = True  # a label number the narrow type cannot hold: read the data set
+                return
+            arrays.append(a.astype(code).reshape(len(positions), -1))
+        data = np.concatenate([a.view(np.uint8) for a in arrays], axis=1)
+        row = data.shape[1]
+        if np.all(np.diff(positions) == 1):
+            os.pwrite(self._fd(), data.tobytes(), int(positions[0]) * row)
+        else:
+            for i, r in zip(positions, data):
+                os.pwrite(self._fd(), r.tobytes(), int(i) * row)
+        self.rows[positions] = self.WRITTEN
+        fault("labels.write")
+
+    def read(self, positions: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``labels [N, K, S, S']``, ``image_labels [N, M]``, ``present [N, G]`` in the dtypes pass 2 read."""
+        assert self.layout is not None
+        sizes, row = self._row, sum(self._row)
+        if len(positions) and np.all(np.diff(positions) == 1):
+            buf = os.pread(self._fd(), row * len(positions), int(positions[0]) * row)
+        else:
+            buf = b"".join(os.pread(self._fd(), row, int(i) * row) for i in positions)
+        data = np.frombuffer(buf, dtype=np.uint8).reshape(len(positions), row)
+        out, start = [], 0
+        for size, shape, code, dtype in zip(sizes, self.layout["shapes"], self.layout["codes"], self.layout["dtypes"]):
+            a = np.ascontiguousarray(data[:, start:start + size]).view(code).reshape(len(positions), *shape)
+            out.append(torch.from_numpy(a).to(getattr(torch, dtype)))
+            start += size
+        return out[0], out[1], out[2]
+
+    def flush(self) -> None:
+        if self._fd_ is not None:
+            os.fsync(self._fd_)
+            save_arrays(self.folder / self.rows_file, {"rows": self.rows})
+
+    def gather_rows(self) -> None:
+        for path in sorted(self.folder.glob("rows*.safetensors")):
+            self.rows = np.maximum(self.rows, load_arrays(path)["rows"])
+
+    @property
+    def complete(self) -> bool:
+        return not self.disabled and (self.folder / "complete").exists() and (self.folder / "index.json").exists()
+
+    def mark_complete(self) -> bool:
+        if self.disabled or self.layout is None:
+            return False
+        self.flush()
+        self.gather_rows()
+        if not (self.rows > 0).all():
+            return False
+        atomic_write_text(self.folder / "complete", json.dumps({"images": self.n}) + "\n")
+        return True
+
+    def close(self) -> None:
+        if self._fd_ is not None:
+            os.close(self._fd_)
+            self._fd_ = None

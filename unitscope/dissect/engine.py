@@ -43,6 +43,7 @@ import torch
 from torch import nn
 
 from unitscope.dissect.cache import FOLDER as CACHE_FOLDER
+from unitscope.dissect.cache import LabelCache
 from unitscope.dissect.cache import ActivationCache
 from unitscope.dissect.distributed import ExactPass1, barrier, is_main, pass1_reduce, rank_world
 from unitscope.dissect.exemplars import write_unit_strips
@@ -188,6 +189,7 @@ class _Run:
     pass2_stat: CombinedStat
     redo: dict[int, bool] = field(default_factory=dict)
     cache: ActivationCache | None = None
+    label_cache: LabelCache | None = None  # the planes pass 2 read, for pass 3 (only beside the activation cache)
     null: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # layer -> (units [U], IoU [D, U, L])
     bad: BadImages | None = None
 
@@ -324,13 +326,24 @@ class _Run:
         items = Items(self.n, self.acts if self.cache is None or self.labels.needs_forward else None, self.labels)
         num_labels = len(self.labels.label_names)
         kw = {"denominator": self.opts.denominator, "label_category": self.labels.label_category.to(dev)}
-        for batch in self._batches(2, stat, items):
+        lc = self._open_label_cache()
+        ran = False
+        for batch in self._batches(2, stat, items, on_checkpoint=lc.flush if lc is not None else None):
+            ran = True
+            if lc is not None and batch["bad"]:
+                lc.skip(np.array([p for p, _ in batch["bad"]]))
             if not len(batch["pos"]):
                 continue
+            every = batch["pos"].numpy()
             batch, maps = self._pass2_maps(batch)
+            if lc is not None:
+                lc.skip(np.setdiff1d(every, batch["pos"].numpy()))
             if not len(batch["pos"]):
                 continue
-            labels, image_labels, present = (x.to(dev, non_blocking=True) for x in self.labels.label_batch(batch))
+            planes = self.labels.label_batch(batch)
+            if lc is not None:
+                lc.write(batch["pos"].numpy(), *planes)
+            labels, image_labels, present = (x.to(dev, non_blocking=True) for x in planes)
             for layer, a in maps.items():
                 t = self.tag[layer]
                 stat[f"{t}_top"].add(a, batch["pos"].to(dev))
@@ -340,6 +353,21 @@ class _Run:
                 for r, rot in enumerate(self.rots[layer]):
                     stat[f"{t}_r{r}_iou"].add_counts(*count_batch(rotate(out, rot), thresholds[layer][r + 1], labels,
                                                                   image_labels, present, num_labels, **kw))
+        if lc is not None and ran and is_main():
+            lc.mark_complete()
+        if lc is not None and not lc.complete:
+            lc.close()
+            self.label_cache = None
+
+    def _open_label_cache(self) -> LabelCache | None:
+        """The label cache, beside a complete activation cache whose labels come from the data set,
+        within what ``cache_gb`` leaves; ``None`` otherwise (pass 3 then reads the data set)."""
+        if self.cache is None or self.labels.needs_forward:
+            return None
+        budget = self.opts.cache_gb * 2**30 - self.cache.nbytes
+        self.label_cache = LabelCache(self.run_dir / CACHE_FOLDER / "labels", self.n, self.key,
+                                      len(self.labels.label_names), rank_world()[0], budget)
+        return self.label_cache
 
     def pass3(self, thresholds: dict[str, list[torch.Tensor]]) -> None:
         """The permutation null (:mod:`.significance`) of the units whose p-value can matter: their
@@ -358,7 +386,11 @@ class _Run:
                "units": {self.tag[layer]: hashlib.sha1(u.tobytes()).hexdigest() for layer, u in units.items()}}
         self.redo[3] = self.redo.get(2, False) or bool(changed_key_fields(
             stat, self.n, run_dir=self.run_dir / "pass3", key=key, batch_size=o.batch_size))
-        items = Items(self.n, self.acts if self.cache is None or self.labels.needs_forward else None, self.labels)
+        lc = self.label_cache if self.label_cache is not None and self.label_cache.complete else None
+        if lc is not None:
+            lc.gather_rows()
+        items = Items(self.n, self.acts if self.cache is None or self.labels.needs_forward else None,
+                      None if lc is not None else self.labels)  # the labels from the label cache: no decoding
         num_labels = len(self.labels.label_names)
         kw = {"denominator": o.denominator, "label_category": self.labels.label_category.to(dev)}
         picks = {layer: torch.from_numpy(u).to(dev) for layer, u in units.items()}
@@ -366,9 +398,15 @@ class _Run:
             if not len(batch["pos"]):
                 continue
             batch, maps = self._pass2_maps(batch)
+            if lc is not None:  # the rows pass 2 counted: those the data set would give again
+                keep = torch.from_numpy(lc.rows[batch["pos"].numpy()] == LabelCache.WRITTEN)
+                if not keep.all():
+                    batch = {k: v[keep] for k, v in batch.items() if isinstance(v, torch.Tensor)}
+                    maps = {layer: a[keep.to(a.device)] for layer, a in maps.items()}
             if len(batch["pos"]) < 2:  # no derangement of one image
                 continue
-            labels, image_labels, present = (x.to(dev, non_blocking=True) for x in self.labels.label_batch(batch))
+            planes = lc.read(batch["pos"].numpy()) if lc is not None else self.labels.label_batch(batch)
+            labels, image_labels, present = (x.to(dev, non_blocking=True) for x in planes)
             # the derangements depend only on the batch's first position: resume-exact
             orders = in_batch_orders(len(batch["pos"]), o.null_draws, null_seed(o.seed, int(batch["pos"][0])), dev)
             for layer, a in maps.items():

@@ -250,6 +250,7 @@ async function init() {
   cv.addEventListener("mousemove", (ev) => { if (S.stroke) brush(ev); });
   window.addEventListener("mouseup", endStroke);
   await restart();
+  document.documentElement.dataset.ready = "";
 }
 
 init().catch((e) => status(e.message, true));

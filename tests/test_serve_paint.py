@@ -243,3 +243,47 @@ def test_non_json_body_and_unknown_sample_layer(client):
     assert r.status_code == 400 and "JSON" in r.json()["error"]
     r = client.get("/api/paint/sample", params={"seed": 1, "layer": "feat"})
     assert r.status_code == 404 and r.json()["close"] == ["toy.feat"]
+
+
+@pytest.mark.slow
+def test_serve_command_picks_the_paint_page_for_a_generator(tmp_path):
+    """`unitscope serve RUN` for a run whose config.json names a generator file and a segmenter
+    file: the paint page and its API answer over HTTP."""
+    import json
+    import os
+    import re
+    import subprocess
+
+    import httpx
+
+    from unitscope.dissect import Options, dissect_sources
+    from unitscope.gan import GeneratorActivations, SegmenterLabels
+    from gan_models import toy_generator
+
+    here = Path(__file__).parent
+    gen, seg = f"{here / 'gan_models.py'}:toy_generator", f"{here / 'gan_models.py'}:door_segmenter"
+    run = tmp_path / "run"
+    dissect_sources(GeneratorActivations(toy_generator(), ["feat"], n=100, seed=0), SegmenterLabels(door_segmenter()),
+                    run, Options(quantile=0.05, topk=2, exemplar_images=False, progress=False, null_draws=0))
+    (run / "config.json").write_text(json.dumps({"model": gen, "segmenter": seg}))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(here.parent), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen([sys.executable, "-m", "unitscope.cli", "serve", str(run), "--port", "0"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        said: list[str] = []
+        while not (said and said[-1].startswith("unitscope serve:")):  # printed once it listens
+            line = proc.stdout.readline()
+            assert line, f"unitscope serve ended before it listened: {''.join(said)}"
+            said.append(line)
+        url = re.search(r"http://127\.0\.0\.1:(\d+)", said[-1]).group(0)
+        http = httpx.Client(base_url=url, timeout=120)
+        assert "unitscope paint" in http.get("/").text
+        info = http.get("/api/paint/info").json()
+        assert info["segmenter"] == seg and info["layers"][0]["concepts"][0]["units"] == [0]
+        seed = seed_where(lambda a: not bool((a[2:] > 1.5).any()))
+        body = http.post("/api/paint", json={"seed": seed, "concept": "door", "mask": [[0] * 4, [0] * 4, [1] * 4, [0] * 4]}).json()
+        assert body["share"] == {"concept": "door", "before": 0.0, "after": 1.0}
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode in (0, -15) and "Traceback" not in out, out

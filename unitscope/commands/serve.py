@@ -66,11 +66,9 @@ def run(args: argparse.Namespace) -> int:
     from unitscope.serve import create_app
 
     model = cfg.create_model(name)  # once, before the first request
-    segmenter = None
-    if get_info(model).kind == "generator":  # the paint page: the segmenter labels what it draws
-        from unitscope.segment import create_segmenter
-
-        segmenter = create_segmenter(cfg.segmenter or _run_model(cfg.run, "segmenter") or "world_segmenter")
+    segmenter = None  # the paint page's segmenter labels what a generator draws
+    if get_info(model).kind == "generator":
+        segmenter = cfg.segmenter or _run_model(cfg.run, "segmenter") or "world_segmenter"
     app = create_app(model, cfg.run, max_upload=int(cfg.max_upload_mb * 1024 * 1024), model_name=name,
                      segmenter=segmenter)
     if cfg.host not in ("127.0.0.1", "localhost", "::1"):

@@ -58,7 +58,7 @@ class ApiError(Exception):
 def create_app(model: nn.Module | Prober, run: str | Path | None = None, *,
                max_upload: int = MAX_UPLOAD, model_name: str | None = None, segmenter: Any = None) -> FastAPI:
     """The app for ``model`` (built once by the caller) and an optional run folder. A generator gets
-    the paint page and needs ``segmenter`` (a :class:`unitscope.segment.Segmenter`)."""
+    the paint page and needs ``segmenter`` (a :class:`unitscope.segment.Segmenter` or its name)."""
     if not isinstance(model, Prober) and get_info(model).kind == "generator":
         return _paint_app(model, run, segmenter)
     prober = model if isinstance(model, Prober) else Prober(model)
@@ -87,7 +87,12 @@ def _paint_app(model: nn.Module, run: str | Path | None, segmenter: Any) -> Fast
     if segmenter is None:
         raise ValueError("a generator is served with a segmenter (create_app(generator, segmenter=...)): the "
                          "paint page shows what it labels in the generated images")
-    painter = Painter(model, segmenter, run)
+    name = None
+    if isinstance(segmenter, str):  # a registered name or file.py:factory
+        from unitscope.segment import create_segmenter
+
+        name, segmenter = segmenter, create_segmenter(segmenter)
+    painter = Painter(model, segmenter, run, segmenter_name=name)
     app = FastAPI(title="unitscope paint", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.painter = painter
     _add_error_handlers(app)

@@ -149,12 +149,14 @@ class Painter:
 
     def __init__(self, generator: nn.Module, segmenter: Segmenter, run: str | Path | None = None, *,
                  layers: Sequence[str] | None = None, level_quantile: float = LEVEL_QUANTILE,
-                 level_samples: int = LEVEL_SAMPLES, top_k: int = TOP_K, device: torch.device | str = "cpu"):
+                 level_samples: int = LEVEL_SAMPLES, top_k: int = TOP_K, device: torch.device | str = "cpu",
+                 segmenter_name: str | None = None):
         self.info = get_info(generator)
         if self.info.kind != "generator":
             raise ValueError(f"{self.info.name} is not a generator (ModelInfo.kind {self.info.kind!r}); painting "
                              "needs kind='generator', input_size=(Z, 1, 1)")
         self.generator, self.segmenter = generator.eval().to(device), segmenter
+        self.segmenter_name = segmenter_name or type(segmenter).__name__
         self.device = torch.device(device)
         self.level_quantile, self.level_samples, self.top_k = level_quantile, level_samples, top_k
         self.names, self.categories, self.label_category = label_space(segmenter)
@@ -344,7 +346,7 @@ class Painter:
     def info_json(self) -> dict[str, Any]:
         """What GET /api/paint/info answers: model, layers, concepts with units per dissected layer."""
         return {"model": self.info.name, "kind": "generator", "default": self.default_layer,
-                "segmenter": type(self.segmenter).__name__, "categories": list(self.categories),
+                "segmenter": self.segmenter_name, "categories": list(self.categories),
                 "labels": [n for n in self.names[1:] if n != "-"],
                 "run": str(self.run.path) if self.run else None, "top_k": self.top_k,
                 "level_quantile": self.level_quantile,

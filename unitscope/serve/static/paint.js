@@ -129,6 +129,14 @@ function drawCanvas() {
   ctx.lineWidth = 1;
   for (let y = 1; y < h; y++) { ctx.beginPath(); ctx.moveTo(0, y * cv.height / h); ctx.lineTo(cv.width, y * cv.height / h); ctx.stroke(); }
   for (let x = 1; x < w; x++) { ctx.beginPath(); ctx.moveTo(x * cv.width / w, 0); ctx.lineTo(x * cv.width / w, cv.height); ctx.stroke(); }
+  S.edits.forEach((e, i) => {  // the strokes so far, outlined (the newest brighter)
+    ctx.strokeStyle = e.action === "add" ? `rgba(34,197,94,${i === S.edits.length - 1 ? .95 : .5})`
+                                         : `rgba(239,68,68,${i === S.edits.length - 1 ? .95 : .5})`;
+    ctx.lineWidth = 2;
+    for (let y = 0; y < h; y++)
+      for (let x = 0; x < w; x++)
+        if (e.mask[y][x]) ctx.strokeRect(x * cv.width / w + 1, y * cv.height / h + 1, cv.width / w - 2, cv.height / h - 2);
+  });
   if (S.stroke) {
     ctx.fillStyle = $("action").value === "add" ? "rgba(34,197,94,.45)" : "rgba(239,68,68,.45)";
     for (let y = 0; y < h; y++)

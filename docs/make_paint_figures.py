@@ -98,7 +98,7 @@ def main() -> None:
         table(Painter(generator, segmenter, args.run), args.layers.split(","), args.seeds)
     if args.screenshot:
         layer, concept, seed = args.shot.split(":")
-        screenshot(create_app(generator, args.run, segmenter=segmenter), Path(args.screenshot), layer, concept, int(seed))
+        screenshot(create_app(generator, args.run, segmenter="world_segmenter"), Path(args.screenshot), layer, concept, int(seed))
 
 
 if __name__ == "__main__":

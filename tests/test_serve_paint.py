@@ -225,6 +225,8 @@ def test_units_by_number_and_a_painter_without_a_run():
     ({"concept": "door", "seed": -1}, 400, "seed must be a non-negative integer", None),
     ({"concept": "door", "k": 0}, 400, "k (how many", None),
     ({}, 400, "say what to paint", None),
+    ({"concept": "door", "layer": 3}, 400, "layer must be a name", None),
+    ({"edits": {"concept": "door"}}, 400, "edits must be a list", None),
     ({"concept": "door", "category": "objekt"}, 404, "no category 'objekt'", ["object"]),
 ])
 def test_bad_requests_are_answered_clearly(client, request_body, status, text, close):

@@ -490,6 +490,9 @@ def routes(app: Any, painter: Painter, api_error: type) -> None:
         seed = body.get("seed", 0)
         if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
             raise api_error(400, f"seed must be a non-negative integer, got {seed!r}")
+        for key in ("layer", "category"):
+            if body.get(key) is not None and not isinstance(body[key], str):
+                raise api_error(400, f"{key} must be a name, got {body[key]!r}")
         specs = body.get("edits")
         if specs is None:
             specs = [body]

@@ -227,7 +227,7 @@ async function endStroke() {
 function fillConcepts() {
   const li = layerInfo(), sel = $("concept"), keep = sel.value;
   sel.replaceChildren(new Option(S.info.run ? "(units by number)" : "(no run: units by number)", ""));
-  for (const c of li.concepts) sel.append(new Option(`${c.concept} (${c.detectors} units)`, c.concept));
+  for (const c of li.concepts) sel.append(new Option(`${c.concept} (${c.detectors} labelled)`, c.concept));
   if ([...sel.options].some((o) => o.value === keep)) sel.value = keep;
   $("layer-name").textContent = li.name;
 }

@@ -175,7 +175,8 @@ class Painter:
     def _list_layers(self, wanted: Sequence[str] | None) -> dict[str, PaintLayer]:
         names = list(wanted or self.info.default_layers or layer_names(self.generator))
         with TraceDict(self.generator, names) as td:
-            self.generator(self.z(0).to(self.device))
+            image = self.generator(self.z(0).to(self.device))
+        self.image_size = (int(image.shape[-2]), int(image.shape[-1]))  # [H, W] of its output
         out = {}
         for n in names:
             o = td[n].output
@@ -255,7 +256,7 @@ class Painter:
         except (TypeError, ValueError):
             m = torch.zeros(0)
         h, w = target.height, target.width
-        _, big_h, big_w = self.info.output_size or (3, 0, 0)
+        big_h, big_w = self.image_size
         if m.dim() != 2 or tuple(m.shape) not in ((h, w), (big_h, big_w)):
             got = "x".join(map(str, m.shape)) if m.dim() else "not a 2-D array"
             raise PaintError(400, f"mask must be a 2-D array of 0/1 on the layer's grid {h}x{w} or the image's "
@@ -277,11 +278,19 @@ class Painter:
 
     @torch.no_grad()
     def levels(self, layer: str) -> torch.Tensor:
-        """Each unit's ``level_quantile`` over ``level_samples`` samples of seed 0, ``[C]``."""
+        """Each unit's ``level_quantile`` over ``level_samples`` samples of seed 0, ``[C]`` (linear
+        interpolation, as ``torch.quantile``, which refuses more than 2**24 values)."""
         if layer not in self._levels:
-            z = latents(self.level_samples, 0, self.info.input_size).to(self.device)
-            maps = self.cut(layer).head(z).layer.float().cpu()  # [N, C, h, w]
-            self._levels[layer] = torch.quantile(maps.transpose(0, 1).flatten(1), self.level_quantile, dim=1)
+            z = latents(self.level_samples, 0, self.info.input_size)
+            cut = self.cut(layer)
+            maps = torch.cat([cut.head(z[i:i + 50].to(self.device)).layer.float().cpu()
+                              for i in range(0, len(z), 50)])  # [N, C, h, w]
+            values = maps.transpose(0, 1).flatten(1)  # [C, N*h*w]
+            pos = self.level_quantile * (values.shape[1] - 1)
+            lo, frac = int(pos), pos - int(pos)
+            below = values.kthvalue(lo + 1, dim=1).values
+            above = values.kthvalue(min(lo + 2, values.shape[1]), dim=1).values
+            self._levels[layer] = below + frac * (above - below)
         return self._levels[layer]
 
     def _head(self, seed: int, layer: str) -> CutCache:
@@ -350,8 +359,7 @@ class Painter:
                 "labels": [n for n in self.names[1:] if n != "-"],
                 "run": str(self.run.path) if self.run else None, "top_k": self.top_k,
                 "level_quantile": self.level_quantile,
-                "image": {"width": int((self.info.output_size or (0, 0, 0))[2]),
-                          "height": int((self.info.output_size or (0, 0, 0))[1])},
+                "image": {"width": self.image_size[1], "height": self.image_size[0]},
                 "layers": [{**vars(li), "dissected": bool(self.run and li.name in self.run.layers),
                             "concepts": self.run.concepts(li.name, self.top_k) if self.run else [],
                             "labels": self.run.unit_labels(li.name) if self.run else {}}

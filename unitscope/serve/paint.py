@@ -309,8 +309,8 @@ class Painter:
         """The sample of ``seed`` with ``edits`` applied in order at ``layer``; shares of the last one."""
         if len(edits) > MAX_EDITS:
             raise PaintError(400, f"at most {MAX_EDITS} edits a request, got {len(edits)}: reset the painting")
-        if seed < 0:
-            raise PaintError(400, f"seed must be a non-negative integer, got {seed}")
+        if not 0 <= seed < 2**63:
+            raise PaintError(400, f"seed must be an integer from 0 to 2**63 - 1, got {seed}")
         target = self.layer(layer)
         if category is not None and category not in self.categories:
             raise PaintError(404, f"the segmenter has no category {category!r}; it has {', '.join(self.categories)}",
@@ -496,8 +496,8 @@ def routes(app: Any, painter: Painter, api_error: type) -> None:
         if not isinstance(body, dict):
             raise api_error(400, f"the body must be a JSON object, got {type(body).__name__}")
         seed = body.get("seed", 0)
-        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-            raise api_error(400, f"seed must be a non-negative integer, got {seed!r}")
+        if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
+            raise api_error(400, f"seed must be an integer from 0 to 2**63 - 1, got {seed!r}")
         for key in ("layer", "category"):
             if body.get(key) is not None and not isinstance(body[key], str):
                 raise api_error(400, f"{key} must be a name, got {body[key]!r}")

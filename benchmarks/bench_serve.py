@@ -1,6 +1,8 @@
-"""Latency of the probe server's POST /api/probe for EfficientNet-Lite0, over real HTTP.
+"""Latency of the probe server's POST /api/probe for EfficientNet-Lite0, over real HTTP (and, with
+--paint, of the paint page's POST /api/paint for world_generator).
 
     python benchmarks/bench_serve.py [--requests 15] [--layers blocks.2,blocks.4,blocks.6,conv_stem]
+    python benchmarks/bench_serve.py --paint [RUN] [--requests 15]     # world_generator + world_segmenter
 
 Starts the app once (the model is built once, at start) under uvicorn on 127.0.0.1, sends
 scikit-image's `chelsea` (451x300 JPEG) as a multipart upload, and prints per layer the fastest,
@@ -40,7 +42,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--requests", type=int, default=15, help="timed requests per layer (after one warm-up)")
     p.add_argument("--layers", default="blocks.2,blocks.4,blocks.6,conv_stem")
+    p.add_argument("--paint", nargs="?", const="", default=None, metavar="RUN",
+                   help="time POST /api/paint for world_generator instead (RUN: its dissection, for concepts)")
     args = p.parse_args()
+    if args.paint is not None:
+        return bench_paint(args.paint or None, args.requests)
 
     import httpx
     from PIL import Image
@@ -90,6 +96,58 @@ def main() -> None:
             verdict = "met" if worst < 1000 else "MISSED"
             print(f"target: a probe answers within 1 s -- {verdict} (slowest layer's median {worst:.0f} ms; "
                   f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def bench_paint(run: str | None, requests: int) -> None:
+    """POST /api/paint for world_generator: per layer and action, one stroke over a quarter of the
+    map (the top 10 units of the run's commonest concept there, else units 0..9), one new seed per
+    request (so the head runs each time: the cache is cold), and a second request on the same seed
+    (the head cached). Prints wall time and the process's CPU time per request (server and client
+    share this process), with the load average."""
+    import httpx
+
+    from unitscope.models import create_model
+    from unitscope.segment import create_segmenter
+    from unitscope.serve import create_app
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    app = create_app(create_model("world_generator"), run, segmenter=create_segmenter("world_segmenter"))
+    print(f"start-up (generator, segmenter, layer listing): {time.perf_counter() - t0:.1f} s wall, "
+          f"{time.process_time() - c0:.1f} s CPU; torch threads {torch.get_num_threads()}")
+    server, thread, url = serve(app)
+    try:
+        with httpx.Client(base_url=url, timeout=60) as client:
+            info = client.get("/api/paint/info").json()
+            print(f"{'layer':6s} {'grid':>6s} {'action':>6s} {'what':>14s} {'cold ms: fastest':>16s} {'median':>6s} "
+                  f"{'slowest':>7s} {'CPU ms':>6s} {'cached ms':>9s} {'CPU ms':>6s}")
+            worst = 0.0
+            for layer in info["layers"]:
+                h, w = layer["height"], layer["width"]
+                mask = [[int(y >= h // 2 and x < w // 2) for x in range(w)] for y in range(h)]
+                spec: dict = ({"concept": layer["concepts"][0]["concept"]} if layer["concepts"]
+                              else {"units": list(range(min(10, layer["units"])))})
+                for action in ("add", "remove"):
+                    body = {"layer": layer["name"], "action": action, "mask": mask, **spec}
+                    client.post("/api/paint", json={**body, "seed": 10_000}).raise_for_status()  # warm-up, levels
+                    cold, cold_cpu, warm, warm_cpu = [], [], [], []
+                    for i in range(requests):
+                        for times, cpus in ((cold, cold_cpu), (warm, warm_cpu)):  # a new seed, then the same
+                            t, c = time.perf_counter(), time.process_time()
+                            client.post("/api/paint", json={**body, "seed": i}).raise_for_status()
+                            times.append((time.perf_counter() - t) * 1000)
+                            cpus.append((time.process_time() - c) * 1000)
+                    med = statistics.median(cold)
+                    worst = max(worst, med)
+                    what = spec.get("concept") or "units 0-9"
+                    print(f"{layer['name']:6s} {f'{h}x{w}':>6s} {action:>6s} {what:>14s} {min(cold):16.0f} {med:6.0f} "
+                          f"{max(cold):7.0f} {statistics.median(cold_cpu):6.0f} {statistics.median(warm):9.0f} "
+                          f"{statistics.median(warm_cpu):6.0f}")
+            verdict = "met" if worst < 1000 else "MISSED"
+            print(f"target: a paint answers within 1 s -- {verdict} (slowest median {worst:.0f} ms; load average "
+                  f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
     finally:
         server.should_exit = True
         thread.join(timeout=10)

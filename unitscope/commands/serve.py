@@ -1,4 +1,5 @@
-"""``unitscope serve [RUN] --model M``: the live probe page on http://127.0.0.1:8000."""
+"""``unitscope serve [RUN] --model M``: the live probe page on http://127.0.0.1:8000 (for a generator,
+``--model world_generator [--segmenter world_segmenter]``: the paint page)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,9 @@ class ServeConfig(ModelOptions):
         f"model name (see `unitscope models`); default: the run's model, else {DEFAULT_MODEL}"))
     host: str = field(default="127.0.0.1", metadata=help_("address to bind; the default is local only"))
     port: int = field(default=8000, metadata=help_("port to listen on (0: any free port, printed at start)"))
+    segmenter: Optional[str] = field(default=None, metadata=help_(
+        "for a generator: the segmenter that labels its images on the paint page (a name or file.py:factory); "
+        "default: the run's, else world_segmenter"))
     max_upload_mb: float = field(default=10.0, metadata=help_("largest image upload in MB (larger: HTTP 413)"))
 
 
@@ -41,13 +45,13 @@ def _check_extra() -> None:
         raise UsageError(f"{EXTRA_HINT} (missing: {', '.join(missing)})")
 
 
-def _run_model(run: str | None) -> str | None:
-    """The model a run folder was made with (its config.json), if it says."""
+def _run_model(run: str | None, key: str = "model") -> str | None:
+    """The model (or another ``key``, e.g. its segmenter) a run folder was made with (its config.json)."""
     if run is None or not (Path(run) / "config.json").is_file():
         return None
     import json
 
-    return json.loads((Path(run) / "config.json").read_text()).get("model")
+    return json.loads((Path(run) / "config.json").read_text()).get(key)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,10 +62,15 @@ def run(args: argparse.Namespace) -> int:
     name = cfg.model or _run_model(cfg.run) or DEFAULT_MODEL
     import uvicorn
 
+    from unitscope.models import get_info
     from unitscope.serve import create_app
 
     model = cfg.create_model(name)  # once, before the first request
-    app = create_app(model, cfg.run, max_upload=int(cfg.max_upload_mb * 1024 * 1024), model_name=name)
+    segmenter = None  # the paint page's segmenter labels what a generator draws
+    if get_info(model).kind == "generator":
+        segmenter = cfg.segmenter or _run_model(cfg.run, "segmenter") or "world_segmenter"
+    app = create_app(model, cfg.run, max_upload=int(cfg.max_upload_mb * 1024 * 1024), model_name=name,
+                     segmenter=segmenter)
     if cfg.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: binding {cfg.host}: anyone who can reach this address can use the page")
     sock = _listen(cfg.host, cfg.port)

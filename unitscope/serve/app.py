@@ -13,6 +13,9 @@ Routes (the JSON API is documented in the README):
   GET  /api/unit?layer=L&unit=K   what the run folder knows about one unit
   GET  /api/samples[/NAME]    sample photos (scikit-image's, when installed)
   GET  /run/...               the run folder's files (exemplar strips, visualisations)
+A generator (``ModelInfo.kind == "generator"``) gets the paint page instead (``paint.py``):
+  GET  /                      static/paint.html
+  GET  /api/paint/info, GET /api/paint/sample?seed=S&layer=L, POST /api/paint
 
 Errors are JSON ``{"error": message, "status": code}`` (404s add ``"close"``): 400 for an upload
 that is not an image, 413 over ``max_upload`` bytes, 404 for an unknown layer or unit.
@@ -34,6 +37,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from torch import nn
 
+from unitscope.models import get_info
 from unitscope.serve.probe import Prober, UnknownLayer
 from unitscope.serve.runinfo import RunInfo
 from unitscope.serve.samples import sample_jpeg, sample_names
@@ -52,8 +56,11 @@ class ApiError(Exception):
 
 
 def create_app(model: nn.Module | Prober, run: str | Path | None = None, *,
-               max_upload: int = MAX_UPLOAD, model_name: str | None = None) -> FastAPI:
-    """The app for ``model`` (built once by the caller) and an optional run folder."""
+               max_upload: int = MAX_UPLOAD, model_name: str | None = None, segmenter: Any = None) -> FastAPI:
+    """The app for ``model`` (built once by the caller) and an optional run folder. A generator gets
+    the paint page and needs ``segmenter`` (a :class:`unitscope.segment.Segmenter` or its name)."""
+    if not isinstance(model, Prober) and get_info(model).kind == "generator":
+        return _paint_app(model, run, segmenter)
     prober = model if isinstance(model, Prober) else Prober(model)
     name = model_name or prober.info.name
     info = RunInfo(run, model=name)
@@ -70,6 +77,32 @@ def create_app(model: nn.Module | Prober, run: str | Path | None = None, *,
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:
         return FileResponse(str(static / "index.html"), media_type="text/html")
+
+    return app
+
+
+def _paint_app(model: nn.Module, run: str | Path | None, segmenter: Any) -> FastAPI:
+    from unitscope.serve.paint import Painter, routes
+
+    if segmenter is None:
+        raise ValueError("a generator is served with a segmenter (create_app(generator, segmenter=...)): the "
+                         "paint page shows what it labels in the generated images")
+    name = None
+    if isinstance(segmenter, str):  # a registered name or file.py:factory
+        from unitscope.segment import create_segmenter
+
+        name, segmenter = segmenter, create_segmenter(segmenter)
+    painter = Painter(model, segmenter, run, segmenter_name=name)
+    app = FastAPI(title="unitscope paint", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.painter = painter
+    _add_error_handlers(app)
+    routes(app, painter, ApiError)
+    static = resources.files("unitscope.serve") / "static"
+    app.mount("/static", StaticFiles(directory=str(static)), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(str(static / "paint.html"), media_type="text/html")
 
     return app
 

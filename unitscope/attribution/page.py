@@ -42,18 +42,19 @@ class ExplainSettings:
 
 
 def _catalog_units(run_dir: Path, model: str, layer: str) -> tuple[dict[int, str], dict[int, str]]:
-    """Dissection labels and visualisation paths (relative to run_dir) of ``layer``, if any."""
+    """Each unit's label and visualisation path (relative to run_dir) from the run's unit facts
+    (:mod:`unitscope.facts`: a detector's concept first, then any other analysis' label), if any."""
     from unitscope.catalog import Catalog
-    from unitscope.featvis.store import TABLE
+    from unitscope.facts import layer_facts, unit_image, unit_label
 
     path = run_dir / "catalog.sqlite"
     if not path.is_file():
         return {}, {}
     with Catalog(path) as cat:
-        labels = {r["unit"]: r["concept"] for r in cat.rows("dissection", model=model, layer=layer)
-                  if r["is_detector"]}
-        images = {r["unit"]: r["path"] for r in cat.rows(TABLE, model=model, layer=layer)
-                  if (run_dir / r["path"]).is_file()}
+        facts = layer_facts(cat, model, layer)
+    labels = {u: label for u, f in facts.items() if (label := unit_label(f))}
+    images = {u: image for u, f in facts.items()
+              if (image := unit_image(f, "visualization")) and (run_dir / image).is_file()}
     return labels, images
 
 

@@ -134,23 +134,26 @@ def unit_image(facts: dict[str, UnitFacts], kind: str) -> str | None:
     return next((f.images[kind] for f in facts.values() if kind in f.images), None)
 
 
-def fact_models(cat: Catalog) -> list[str]:
-    """The models named in the registered readers' tables (those with a ``model`` column)."""
+def _unit_tables(cat: Catalog) -> list[str]:
+    """The registered readers' tables in ``cat`` with rows per unit (``model``, ``layer``, ``unit`` columns)."""
     present = set(cat.tables())
+    return sorted(t for t in {t for s in sources() for t in s.tables if t in present}
+                  if {"model", "layer", "unit"} <= set(cat.columns(t)))
+
+
+def fact_models(cat: Catalog) -> list[str]:
+    """The models the registered readers' unit tables name."""
     found: set[str] = set()
-    for table in {t for s in sources() for t in s.tables if t in present}:
-        if "model" in cat.columns(table):
-            found |= {r["model"] for r in cat.query(f"SELECT DISTINCT model FROM {table}")}
+    for table in _unit_tables(cat):
+        found |= {r["model"] for r in cat.query(f"SELECT DISTINCT model FROM {table}")}
     return sorted(found - {None})
 
 
 def fact_layers(cat: Catalog, model: str) -> set[str]:
-    """The layers of ``model`` with rows in the registered readers' tables."""
-    present = set(cat.tables())
+    """The layers of ``model`` with rows in the registered readers' unit tables."""
     found: set[str] = set()
-    for table in {t for s in sources() for t in s.tables if t in present}:
-        if {"model", "layer"} <= set(cat.columns(table)):
-            found |= {r["layer"] for r in cat.query(f"SELECT DISTINCT layer FROM {table} WHERE model = ?", (model,))}
+    for table in _unit_tables(cat):
+        found |= {r["layer"] for r in cat.query(f"SELECT DISTINCT layer FROM {table} WHERE model = ?", (model,))}
     return found
 
 

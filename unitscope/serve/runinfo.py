@@ -51,6 +51,7 @@ class RunInfo:
 
     def _open(self) -> Catalog:
         # A fresh connection per call: requests run on several threads.
+        assert self.path is not None, "RunInfo(None) opens no catalog"
         return Catalog(self.path / "catalog.sqlite", create=False)
 
     def _models(self, cat: Catalog) -> list[str]:

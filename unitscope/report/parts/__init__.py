@@ -21,6 +21,12 @@ optional; see ``index.html``); ``unit`` fills the part's box on the unit page
 without one shows its card renderer there. The writer inlines the scripts of the parts used, so
 file:// keeps working.
 
+A part's ``facts(cat, model, layer, unit) -> UnitFacts | None`` is what the analysis knows about
+one unit (label, rows, images, links; :mod:`unitscope.facts`). Registering the part registers it
+as the analysis' unit facts, which ``serve``'s ``/api/unit``, ``unitscope explain`` and
+``open_run(...).unit()`` read, so one registration reaches all of them; a part without ``units``
+gets its facts as card data, drawn plainly on cards and unit pages when it has no script.
+
 Where parts come from (:func:`load_parts`, called by the report writer, not on import):
 every module in this package (``dissection``, ``featvis``, ...), then the modules, parts or registering
 functions named by the ``unitscope.report_parts`` entry-point group of installed packages.

@@ -113,11 +113,13 @@ class Catalog:
 
     def _missing_columns(self) -> list[tuple[str, str, str]]:
         """(table, column, type) of defined columns an existing table lacks."""
-        out = []
-        for name, (columns, _) in TABLES.items():
-            have = {r[1] for r in self._con.execute(f"PRAGMA table_info({name})")}
-            out += [(name, c, t) for c, t in columns if have and c not in have]
-        return out
+        have: dict[str, set[str]] = {}
+        for table, column in self._con.execute(  # one query for every table (opened per request by serve)
+                "SELECT m.name, p.name FROM sqlite_master AS m JOIN pragma_table_info(m.name) AS p "
+                "WHERE m.type = 'table'"):
+            have.setdefault(table, set()).add(column)
+        return [(name, c, t) for name, (columns, _) in TABLES.items() if name in have
+                for c, t in columns if c not in have[name]]
 
     def _create(self) -> None:
         con = self._con
@@ -255,7 +257,9 @@ class Catalog:
     def rows(self, table: str, **where: Any) -> list[dict]:
         """Rows of ``table`` matching ``where`` (column = value), ordered by primary key."""
         columns, key = self._table_info(table)
-        self._check_columns(table, where, "where columns")
+        unknown = sorted(set(where) - {c for c, _ in columns})
+        if unknown:
+            raise ValueError(f"where columns {unknown} not in table {table!r}; its columns are {[c for c, _ in columns]}")
         sql = f"SELECT * FROM {table}"
         if where:
             sql += " WHERE " + " AND ".join(f"{k} = ?" for k in where)

@@ -65,13 +65,15 @@ class UnitFacts:
 @dataclass(frozen=True)
 class FactsSource:
     """A registered reader: ``name`` and ``title`` (as its report part's), the ``tables`` it reads
-    (skipped when none is in the catalog), ``order`` (ascending, as report parts)."""
+    (skipped when none is in the catalog), ``order`` (ascending, as report parts); ``read_layer``,
+    optional, the facts of a whole layer at once (``{unit: UnitFacts}``, for :func:`layer_facts`)."""
 
     name: str
     title: str
     tables: tuple[str, ...]
     read: FactsReader
     order: int = 100
+    read_layer: Callable[[Catalog, str, str], dict[int, UnitFacts]] | None = None
 
 
 _SOURCES: dict[str, FactsSource] = {}
@@ -115,13 +117,19 @@ def unit_facts(cat: Catalog, model: str, layer: str, unit: int,
 def layer_facts(cat: Catalog, model: str, layer: str) -> dict[int, dict[str, UnitFacts]]:
     """``{unit: {analysis name: UnitFacts}}`` for every unit of ``layer`` some analysis has rows for."""
     out: dict[int, dict[str, UnitFacts]] = {}
-    for source in used_sources(cat):
-        for unit in fact_units(cat, source, model, layer):
-            facts = source.read(cat, model, layer, unit)
-            if facts is not None:
-                out.setdefault(unit, {})[source.name] = facts
-    order = [s.name for s in used_sources(cat)]
-    return {u: {n: f[n] for n in order if n in f} for u, f in sorted(out.items())}
+    used = used_sources(cat)
+    for source in used:
+        if source.read_layer is not None:
+            found = source.read_layer(cat, model, layer)
+        else:
+            found = {}
+            for unit in fact_units(cat, source, model, layer):
+                facts = source.read(cat, model, layer, unit)
+                if facts is not None:
+                    found[unit] = facts
+        for unit, facts in found.items():
+            out.setdefault(int(unit), {})[source.name] = facts
+    return dict(sorted(out.items()))  # each unit's analyses in source order already
 
 
 def unit_label(facts: dict[str, UnitFacts]) -> str | None:

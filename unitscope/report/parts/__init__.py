@@ -93,14 +93,23 @@ def register_part(part: ReportPart) -> None:
     if part.script is not None:
         part_script(part)  # fail now, naming the file, rather than when a report is written
     _PARTS[part.name] = part
-    register_facts(FactsSource(part.name, part.title, part.tables, part.facts or _card_facts(part), part.order))
+    if part.facts is not None:
+        register_facts(FactsSource(part.name, part.title, part.tables, part.facts, part.order))
+    else:
+        register_facts(FactsSource(part.name, part.title, part.tables, _card_facts(part), part.order,
+                                   read_layer=lambda cat, model, layer: _card_layer(part, cat, model, layer)))
+
+
+def _card_layer(part: ReportPart, cat: Catalog, model: str, layer: str) -> dict[int, UnitFacts]:
+    """A part without ``facts``: its card data (``units``) as each unit's rows."""
+    cards = part.units(cat, model, layer) if part.units is not None else {}
+    return {int(u): UnitFacts(rows=dict(d)) for u, d in cards.items() if isinstance(d, dict)}
 
 
 def _card_facts(part: ReportPart) -> FactsReader:
     """A part without ``facts``: its card data (``units``) as the unit's rows."""
     def read(cat: Catalog, model: str, layer: str, unit: int) -> UnitFacts | None:
-        data = part.units(cat, model, layer).get(unit) if part.units is not None else None
-        return UnitFacts(rows=dict(data)) if isinstance(data, dict) else None
+        return _card_layer(part, cat, model, layer).get(unit)
     return read
 
 

@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import quote
 
 from unitscope.catalog import Catalog
-from unitscope.facts import UnitFacts, fact_layers, fact_models, unit_facts
+from unitscope.facts import UnitFacts, fact_layers, fact_models, sources, unit_facts
 
 RUN_URL = "/run/"
 
@@ -43,6 +43,7 @@ class RunInfo:
         db = self.path / "catalog.sqlite"
         if not db.is_file():
             raise FileNotFoundError(f"{self.path} has no catalog.sqlite: is it a unitscope run folder?")
+        sources()  # load the analyses' readers now, not in the first requests' threads
         with self._open() as cat:
             self.tables = set(cat.tables())
             models = self._models(cat)
@@ -114,8 +115,6 @@ class RunInfo:
 
 
 def _titled(facts: dict[str, UnitFacts]) -> dict[str, tuple[str, UnitFacts]]:
-    from unitscope.facts import sources
-
     titles = {s.name: s.title for s in sources()}
     return {name: (titles.get(name, name), f) for name, f in facts.items()}
 

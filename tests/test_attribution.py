@@ -161,3 +161,28 @@ def test_explain_in_a_run_folder_uses_labels_and_visualisations(tmp_path, make_r
     for e in entries:
         assert e.get("label") == labels.get(e["unit"])
         assert e["image"] == f"../../featvis/relu1/{e['unit']}.png" and (page / e["image"]).is_file()
+
+
+def test_explain_records_its_top_units_as_unit_facts(tmp_path, make_run):
+    """The page's top units by channel attribution become catalog rows, read back through the one
+    reader of unit facts (open_run here; the report and /api/unit read the same)."""
+    from unitscope.catalog import Catalog
+    from unitscope.results import open_run
+
+    run = make_run(tmp_path / "run", model="tiny", layers={"relu1": [("red", 0.2), ("blue", 0.01)]}, rotations={})
+    page = explain_run(tmp_path, run)
+    data = json.loads((page / "explain.json").read_text())
+    with Catalog(run / "catalog.sqlite", create=False) as cat:
+        rows = cat.query("SELECT unit, rank, integrated, class_index FROM attribution_units ORDER BY rank")
+    assert [(r["unit"], r["rank"], r["class_index"]) for r in rows] == [
+        (c["unit"], i, data["target"]["index"]) for i, c in enumerate(data["channels"])]
+    assert [r["integrated"] for r in rows] == pytest.approx([c["integrated"] for c in data["channels"]])
+    first = data["channels"][0]
+    facts = open_run(run).unit("relu1", first["unit"])["attribution"]
+    assert facts.rows["explained"] == [{"image": "noise", "class": data["target"]["name"], "rank": 0,
+                                        "integrated": pytest.approx(first["integrated"]),
+                                        "attribution": pytest.approx(first["attribution"])}]
+    assert facts.links == {"explain noise": "explain/noise/index.html"} and (run / "explain/noise/index.html").is_file()
+    explain_run(tmp_path, run)  # explained again: the image's rows are replaced, not added
+    with Catalog(run / "catalog.sqlite", create=False) as cat:
+        assert len(cat.rows("attribution_units")) == len(data["channels"])

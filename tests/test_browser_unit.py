@@ -118,3 +118,33 @@ def test_featvis_large_on_the_unit_page(synthetic_run, page):
     # no arrays saved: the page says so instead of drawing empty charts
     assert "saved no IoU matrix" in pg.inner_text("#unitpage .top-concepts")
     assert "saved no activation quantiles" in pg.inner_text("#unitpage .activations")
+
+
+def test_a_facts_only_part_is_drawn_plainly(synthetic_run, page):
+    """A part that registers unit facts and no script: its label, rows, image and link on the card
+    and on the unit page (unitscope.facts)."""
+    from unitscope.facts import UnitFacts
+
+    def facts(cat, model, layer, unit):
+        if layer != "layer4" or unit % 2:
+            return None
+        return UnitFacts(label=f"even {unit}", rows={"score": unit / 8}, images={"exemplars": "images/toy/layer4/unit0004.jpg"},
+                         links={"strip file": "images/toy/layer4/unit0004.jpg"})
+    register_part(ReportPart("plainfacts", "Plain facts", ("dissection",), facts=facts, order=80))
+    try:
+        url = write_report(synthetic_run).as_uri()
+    finally:
+        unregister_part("plainfacts")
+    page.open(url + "#toy/layer4/4")
+    pg = page.page
+    box = "#unitpage .unit-part.part-plainfacts"
+    pg.wait_for_selector(box)
+    assert pg.inner_text(box + " h3") == "Plain facts"
+    assert pg.inner_text(box + " .fact-label") == "even 4"
+    assert pg.inner_text(box + " .fact[data-fact='score']") == "score: 0.500"
+    assert pg.locator(box + " img").get_attribute("src") == "images/toy/layer4/unit0004.jpg"
+    assert pg.locator(box + " a").get_attribute("href") == "images/toy/layer4/unit0004.jpg"
+    pg.evaluate("location.hash = ''")
+    pg.wait_for_selector("#main:not([hidden])")
+    assert pg.inner_text("[id='toy/layer4/6'] .part-plainfacts .fact-label") == "even 6"
+    assert pg.locator("[id='toy/layer4/5'] .part-plainfacts").count() == 0

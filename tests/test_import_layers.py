@@ -20,7 +20,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "unitscope"
 #: from the bottom up; a module may import from its own layer and the ones below
 LAYERS: list[tuple[str, set[str]]] = [
     ("base", {"errors", "plugins", "faults", "edits", "runs", "stats"}),
-    ("machinery", {"tally", "hooks", "layers", "catalog", "results", "efficientnet", "resnet"}),
+    ("machinery", {"tally", "hooks", "layers", "catalog", "facts", "results", "efficientnet", "resnet"}),
     ("models and data", {"models", "data", "classify"}),
     ("analyses", {"dissect", "ablate", "featvis", "attribution", "organisms", "segment", "gan", "describe", "compare", "export", "bases"}),
     ("presentation", {"report", "serve"}),

@@ -5,36 +5,19 @@
         cat.query("SELECT unit, iou FROM dissection WHERE layer = ? AND concept = ? "
                   "AND is_detector ORDER BY iou DESC", ("layer4", "dog"))
 
-Tables (``PRAGMA user_version`` records the schema version, :data:`SCHEMA_VERSION` when this code
+``PRAGMA user_version`` records the schema version, :data:`SCHEMA_VERSION` when this code
 writes; a file without one, 0, is from before versions were recorded and opens, its missing tables
-and columns added; a newer version fails with :class:`CatalogVersionError`, naming both):
+and columns added; a newer version fails with :class:`CatalogVersionError`, naming both.
 
-- ``layers(model, layer, units, height, width, images, quantile, iou_threshold, detectors,
-  unique_concepts, detectors_significant, images_needed, activation_values, saturated_units,
-  tied_units)`` -- one row per dissected layer, key
-  (model, layer); ``detectors_significant`` also pass p < 0.01 (Benjamini-Hochberg over the
-  layer's units), ``images_needed`` is how many images keep chance IoUs below the threshold;
-  ``activation_values`` which values were thresholded and ranked ("pre-activation: input of ReLU6 at
-  bn2.act" or "layer output ..."), ``saturated_units`` how many units have their threshold at their
-  largest value (empty masks), ``tied_units`` how many have all top-k exemplars at one value
-- ``dissection(model, layer, unit, concept, category, iou, is_detector, threshold, p_value)`` --
-  each unit's best concept overall; ``threshold`` is the unit's activation threshold T_k,
-  ``p_value`` its best IoU against the permutation null (``unitscope.dissect.significance``)
-- ``dissection_category(model, layer, unit, category, concept, iou)`` -- best concept per category
-- ``exemplars(model, layer, unit, rank, image, activation, y, x)`` -- top-k images by maximum
-  activation; ``image`` indexes the data set, (y, x) is where the maximum is
-- ``unit_images(model, layer, unit, path)`` -- JPEG strip of the exemplars, relative to the run
-- ``concept_images(model, layer, unit, path)`` -- the same exemplars with the ground-truth mask of
-  the unit's concept outlined (units without a concept have no row)
-- ``rotations(model, layer, rotation, detectors, unique_concepts)`` -- rotation 0 is the
-  axis-aligned basis, 1..R random orthogonal rotations (the "grandmother neuron" check)
-- ``concepts(name, category)`` -- the data set's concept vocabulary
-- ``layer_bases(model, layer, privileged)`` -- whether the layer's output follows an elementwise
-  nonlinearity (its units a privileged basis; see :func:`unitscope.layers.privileged_layers`)
+Each analysis declares its tables with :func:`define_table` in its own torch-free ``tables.py``
+(``unitscope.dissect.tables``, ``unitscope.ablate.tables``, ``unitscope.featvis.tables``,
+``unitscope.describe.tables``); every :class:`Catalog` opened afterwards creates the declared
+tables it lacks. Dissection's tables are in every catalog: the first :class:`Catalog` loads
+``unitscope.dissect.tables`` (named as a string, :data:`PLUGINS`: this module sits below the
+analyses), as does any module of the ``unitscope.catalog_tables`` entry-point group.
 
 ``with cat.transaction():`` groups several ``replace`` calls into one all-or-nothing write.
 Indexes on ``(concept, model, layer)`` make "which units of layer X detect concept Y" a lookup.
-Another analysis adds its own table with :func:`define_table` before opening a catalog.
 """
 
 from __future__ import annotations
@@ -47,8 +30,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from unitscope.faults import fault
 from unitscope.errors import UnitscopeError
+from unitscope.faults import fault
+from unitscope.plugins import Plugins
 
 SCHEMA_VERSION = 1
 
@@ -56,6 +40,8 @@ SCHEMA_VERSION = 1
 TABLES: dict[str, tuple[tuple[tuple[str, str], ...], tuple[str, ...]]] = {}
 #: index name -> (table, columns)
 INDEXES: dict[str, tuple[str, tuple[str, ...]]] = {}
+#: modules that declare tables every catalog has (a bare module declares them on import)
+PLUGINS = Plugins("unitscope.catalog_tables", builtin=("unitscope.dissect.tables",))
 
 
 def define_table(name: str, columns: Iterable[tuple[str, str]], primary_key: Iterable[str],
@@ -71,33 +57,6 @@ def define_table(name: str, columns: Iterable[tuple[str, str]], primary_key: Ite
     TABLES[name] = (columns, primary_key)
     for index, cols in (indexes or {}).items():
         INDEXES[index] = (name, tuple(cols))
-
-
-_UNIT = (("model", "TEXT"), ("layer", "TEXT"), ("unit", "INTEGER"))
-define_table("layers", (("model", "TEXT"), ("layer", "TEXT"), ("units", "INTEGER"),
-                        ("height", "INTEGER"), ("width", "INTEGER"), ("images", "INTEGER"),
-                        ("quantile", "REAL"), ("iou_threshold", "REAL"), ("detectors", "INTEGER"),
-                        ("unique_concepts", "INTEGER"), ("detectors_significant", "INTEGER"),
-                        ("images_needed", "INTEGER"), ("activation_values", "TEXT"), ("saturated_units", "INTEGER"),
-                        ("tied_units", "INTEGER")), ("model", "layer"))
-define_table("dissection", _UNIT + (("concept", "TEXT"), ("category", "TEXT"), ("iou", "REAL"),
-                                    ("is_detector", "INTEGER"), ("threshold", "REAL"), ("p_value", "REAL")),
-             ("model", "layer", "unit"),
-             indexes={"dissection_concept": ("concept", "model", "layer", "iou")})
-define_table("dissection_category", _UNIT + (("category", "TEXT"), ("concept", "TEXT"),
-                                             ("iou", "REAL")),
-             ("model", "layer", "unit", "category"),
-             indexes={"dissection_category_concept": ("concept", "model", "layer", "iou")})
-define_table("exemplars", _UNIT + (("rank", "INTEGER"), ("image", "INTEGER"),
-                                   ("activation", "REAL"), ("y", "INTEGER"), ("x", "INTEGER")),
-             ("model", "layer", "unit", "rank"))
-define_table("unit_images", _UNIT + (("path", "TEXT"),), ("model", "layer", "unit"))
-define_table("concept_images", _UNIT + (("path", "TEXT"),), ("model", "layer", "unit"))
-define_table("rotations", (("model", "TEXT"), ("layer", "TEXT"), ("rotation", "INTEGER"),
-                           ("detectors", "INTEGER"), ("unique_concepts", "INTEGER")),
-             ("model", "layer", "rotation"))
-define_table("concepts", (("name", "TEXT"), ("category", "TEXT")), ("name", "category"))
-define_table("layer_bases", (("model", "TEXT"), ("layer", "TEXT"), ("privileged", "INTEGER")), ("model", "layer"))
 
 
 class CatalogVersionError(UnitscopeError, ValueError):
@@ -135,6 +94,7 @@ class Catalog:
     """
 
     def __init__(self, path: str | Path, *, create: bool = True):
+        PLUGINS.load()  # dissection's tables (and plug-ins') before the first file is opened
         self.path = Path(path)
         if not create and not self.path.is_file():
             raise FileNotFoundError(f"no catalog at {self.path}")
@@ -153,11 +113,13 @@ class Catalog:
 
     def _missing_columns(self) -> list[tuple[str, str, str]]:
         """(table, column, type) of defined columns an existing table lacks."""
-        out = []
-        for name, (columns, _) in TABLES.items():
-            have = {r[1] for r in self._con.execute(f"PRAGMA table_info({name})")}
-            out += [(name, c, t) for c, t in columns if have and c not in have]
-        return out
+        have: dict[str, set[str]] = {}
+        for table, column in self._con.execute(  # one query for every table (opened per request by serve)
+                "SELECT m.name, p.name FROM sqlite_master AS m JOIN pragma_table_info(m.name) AS p "
+                "WHERE m.type = 'table'"):
+            have.setdefault(table, set()).add(column)
+        return [(name, c, t) for name, (columns, _) in TABLES.items() if name in have
+                for c, t in columns if c not in have[name]]
 
     def _create(self) -> None:
         con = self._con
@@ -295,7 +257,9 @@ class Catalog:
     def rows(self, table: str, **where: Any) -> list[dict]:
         """Rows of ``table`` matching ``where`` (column = value), ordered by primary key."""
         columns, key = self._table_info(table)
-        self._check_columns(table, where, "where columns")
+        unknown = sorted(set(where) - {c for c, _ in columns})
+        if unknown:
+            raise ValueError(f"where columns {unknown} not in table {table!r}; its columns are {[c for c, _ in columns]}")
         sql = f"SELECT * FROM {table}"
         if where:
             sql += " WHERE " + " AND ".join(f"{k} = ?" for k in where)

@@ -6,6 +6,8 @@
     run.tables                           # ['concepts', 'dissection', 'exemplars', ...]
     df = run["dissection"]               # a pandas DataFrame when pandas is installed, else a list of dicts
     run.query("SELECT unit, iou FROM dissection WHERE concept = ?", ("tree",))
+    u = run.unit("layer4", 7)            # what every analysis knows about unit 7 (unitscope.facts)
+    u.label, u["dissection"].rows["iou"], u["featvis"].images     # in Jupyter: all of it, images inline
 
 Install pandas for DataFrames: ``pip install 'unitscope[notebook]'``.
 """
@@ -14,10 +16,14 @@ from __future__ import annotations
 
 import base64
 import html
+import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from unitscope.catalog import Catalog, layer_keys, layer_summary
+from unitscope.errors import UsageError
+from unitscope.facts import UnitFacts, fact_models, sources, unit_facts, unit_label
 
 TOP_UNITS = 8  # units shown per layer in a notebook
 
@@ -58,11 +64,78 @@ class RunResults:
         with self._catalog() as cat:
             return _frame(cat.query(sql, params))
 
+    def unit(self, layer: str, unit: int, model: str | None = None) -> UnitView:
+        """What every registered analysis knows about one unit (:func:`unitscope.facts.unit_facts`);
+        ``model`` may be left out when the run holds one model."""
+        with self._catalog() as cat:
+            models = fact_models(cat)
+            if model is None:
+                if len(models) > 1:
+                    raise UsageError(f"{self.path} holds several models ({', '.join(models)}): "
+                                     f"pass model=, e.g. run.unit({layer!r}, {unit}, model={models[0]!r})")
+                model = models[0] if models else ""
+            facts = unit_facts(cat, model, layer, int(unit))
+        titles = {s.name: s.title for s in sources()}
+        return UnitView(self.path, model, layer, int(unit), facts, {n: titles.get(n, n) for n in facts})
+
     def __repr__(self) -> str:
         return f"RunResults({str(self.path)!r}, tables={self.tables})"
 
     def _repr_html_(self) -> str:
         return run_html(self.path)
+
+
+@dataclass
+class UnitView:
+    """One unit's facts by analysis (``u["dissection"]`` a :class:`~unitscope.facts.UnitFacts`);
+    ``label`` the first analysis' label. Shows as HTML in Jupyter, images inlined."""
+
+    path: Path
+    model: str
+    layer: str
+    unit: int
+    facts: dict[str, UnitFacts]
+    titles: dict[str, str]
+
+    @property
+    def label(self) -> str | None:
+        return unit_label(self.facts)
+
+    def __getitem__(self, analysis: str) -> UnitFacts:
+        if analysis not in self.facts:
+            raise KeyError(f"no facts of {analysis!r} about unit {self.unit} of {self.layer}; "
+                           f"analyses with facts: {sorted(self.facts)}")
+        return self.facts[analysis]
+
+    def __contains__(self, analysis: object) -> bool:
+        return analysis in self.facts
+
+    def __repr__(self) -> str:
+        return (f"<unit {self.unit} of {self.model}/{self.layer}: {self.label or 'no label'}; "
+                f"facts from {', '.join(self.facts) or 'no analysis'}>")
+
+    def _repr_html_(self) -> str:
+        esc = html.escape
+        out = [f"<div class='unitscope-unit'><b>{esc(self.layer)} unit {self.unit}</b>"
+               f"{': ' + esc(self.label) if self.label else ''}"]
+        for name, f in self.facts.items():
+            out.append(f"<h4 style='margin:8px 0 2px'>{esc(self.titles.get(name, name))}</h4>")
+            if f.label:
+                out.append(f"<div>{esc(f.label)}</div>")
+            if f.rows:
+                out.append("<table>" + "".join(
+                    f"<tr><th style='text-align:left'>{esc(k)}</th><td>{esc(_show(v))}</td></tr>"
+                    for k, v in f.rows.items()) + "</table>")
+            out += [_inline_image(self.path, rel, kind) for kind, rel in f.images.items()]
+            out += [f"<div><a href='{esc(str(self.path / rel))}'>{esc(caption)}</a></div>"
+                    for caption, rel in f.links.items()]
+        out.append("</div>")
+        return "".join(out)
+
+
+def _show(value: Any, limit: int = 300) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= limit else text[:limit] + " ..."
 
 
 def open_run(path: str | Path) -> RunResults:
@@ -104,9 +177,9 @@ def run_html(run_dir: str | Path, top: int = TOP_UNITS) -> str:
     return "".join(parts)
 
 
-def _inline_image(run_dir: Path, rel: str | None) -> str:
+def _inline_image(run_dir: Path, rel: str | None, alt: str = "exemplars") -> str:
     if not rel or not (run_dir / rel).is_file():
         return ""
     kind = "png" if rel.lower().endswith(".png") else "jpeg"
     data = base64.b64encode((run_dir / rel).read_bytes()).decode("ascii")
-    return f"<img src='data:image/{kind};base64,{data}' style='height:64px' alt='exemplars'>"
+    return f"<img src='data:image/{kind};base64,{data}' style='height:64px' alt='{html.escape(alt)}'>"

@@ -1,12 +1,18 @@
 """The whole ablation study of one layer as resumable stages, written to a run folder.
 
+    from unitscope.ablate.attack import attack_stage
+    from unitscope.ablate.steer import steering_stage
     exp = Experiment(model, "features.8", data, "runs/scenes", mode="zero", seeds=5)
-    exp.importance(); exp.top_n(); exp.curves(); exp.selectivity(); exp.steering(); exp.attacks()
-    exp.summary()            # the key figures, also in runs/scenes/ablation/<model>/<layer>/summary.json
+    exp.importance(); exp.write_layer_row(); exp.top_n(); exp.curves(); exp.selectivity()
+    steering_stage(exp); attack_stage(exp)     # the last two stages are functions taking the experiment
+    exp.evaluate([3, 17])                      # accuracy with units 3 and 17 removed (val split)
 
-Each stage keeps its result in ``RUN/ablation/<model>/<layer>/<stage>.json`` keyed by the settings
-it depends on and writes its catalog rows (see :mod:`unitscope.ablate.tables`); a rerun with the
-same settings skips finished stages. Units are ranked on the train split and tested on val.
+The stage methods return their results as JSON-ready dicts (``top_n`` a list of rows). Each stage
+keeps its result in ``RUN/ablation/<model>/<layer>/<stage>.json`` keyed by the settings it depends
+on and writes its catalog rows (see :mod:`unitscope.ablate.tables`); a rerun with the same settings
+skips finished stages. Units are ranked on the train split and tested on val. There is no
+``summary()`` or ``Result`` dataclass yet: ``unitscope ablate`` prints each stage's figures
+(``unitscope.commands.ablate``), and the report's ablation part reads the catalog rows.
 """
 
 from __future__ import annotations

@@ -7,6 +7,9 @@ largest channel attribution (plain and path-integrated), the semantic dictionary
 position, with dissection labels and visualisations from the run's catalog when present), NMF
 neuron groups with one icon each, the activation grid and a feature inversion. All icons are
 rendered in one batch. Data sit in ``explain.json`` and inline in ``index.html`` (works offline).
+The top units by channel attribution go to the run's catalog (table ``attribution_units``,
+:mod:`unitscope.attribution.tables`), so the report, ``serve`` and ``open_run`` list, per unit, the
+explained images it led in (:mod:`unitscope.facts`).
 """
 
 from __future__ import annotations
@@ -42,18 +45,19 @@ class ExplainSettings:
 
 
 def _catalog_units(run_dir: Path, model: str, layer: str) -> tuple[dict[int, str], dict[int, str]]:
-    """Dissection labels and visualisation paths (relative to run_dir) of ``layer``, if any."""
+    """Each unit's label and visualisation path (relative to run_dir) from the run's unit facts
+    (:mod:`unitscope.facts`: a detector's concept first, then any other analysis' label), if any."""
     from unitscope.catalog import Catalog
-    from unitscope.featvis.store import TABLE
+    from unitscope.facts import layer_facts, unit_image, unit_label
 
     path = run_dir / "catalog.sqlite"
     if not path.is_file():
         return {}, {}
     with Catalog(path) as cat:
-        labels = {r["unit"]: r["concept"] for r in cat.rows("dissection", model=model, layer=layer)
-                  if r["is_detector"]}
-        images = {r["unit"]: r["path"] for r in cat.rows(TABLE, model=model, layer=layer)
-                  if (run_dir / r["path"]).is_file()}
+        facts = layer_facts(cat, model, layer)
+    labels = {u: label for u, f in facts.items() if (label := unit_label(f))}
+    images = {u: image for u, f in facts.items()
+              if (image := unit_image(f, "visualization")) and (run_dir / image).is_file()}
     return labels, images
 
 
@@ -164,4 +168,19 @@ def write_explain(model: nn.Module, image_path: str | Path, layer: str, run_dir:
     template = resources.files("unitscope.attribution").joinpath("explain.html").read_text(encoding="utf-8")
     html = template.replace("/*DATA*/null", text.replace("</", "<\\/"))
     atomic_write_text(page / "index.html", html)
+    record_units(Path(run_dir), data)
     return page / "index.html"
+
+
+def record_units(run_dir: Path, data: dict) -> None:
+    """Write the page's top units (``data["channels"]``, in rank order) to the run's catalog,
+    replacing the rows of an earlier explanation of the same image, layer and class."""
+    from unitscope.attribution.tables import TABLE
+    from unitscope.catalog import Catalog
+
+    target = data["target"]
+    rows = [{"unit": c["unit"], "class_name": target["name"], "rank": rank, "attribution": c["attribution"],
+             "integrated": c["integrated"]} for rank, c in enumerate(data["channels"])]
+    with Catalog(run_dir / "catalog.sqlite") as cat:
+        cat.replace(TABLE, rows, model=data["model"], layer=data["layer"], image=Path(data["image"]).stem,
+                    class_index=target["index"])

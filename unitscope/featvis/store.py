@@ -1,5 +1,6 @@
 """Feature visualisations in a run folder: PNGs under ``featvis/<layer>/<unit>.png`` and rows of
-the catalog table ``unit_visualizations(model, layer, unit, path, objective)``.
+the catalog table ``unit_visualizations(model, layer, unit, path, objective)``
+(:mod:`unitscope.featvis.tables`).
 
     paths = visualize_units(model, "blocks.2.0.bn1", range(64), run_dir, steps=512)
     with Catalog(run_dir / "catalog.sqlite") as cat:
@@ -17,11 +18,8 @@ from pathlib import Path
 
 from torch import nn
 
-from unitscope.catalog import Catalog, define_table
-
-TABLE = "unit_visualizations"
-define_table(TABLE, (("model", "TEXT"), ("layer", "TEXT"), ("unit", "INTEGER"), ("path", "TEXT"),
-                     ("objective", "TEXT")), ("model", "layer", "unit"))
+from unitscope.catalog import Catalog
+from unitscope.featvis.tables import TABLE
 
 
 def png_path(layer: str, unit: int) -> str:

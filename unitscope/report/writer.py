@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from unitscope.catalog import Catalog, natural_key
-from unitscope.report.parts import ReportPart, part_layers, part_script, registered_parts, used_parts
+from unitscope.report.parts import ReportPart, card_data, part_layers, part_script, registered_parts, used_parts
 from unitscope.runs import atomic_write_text
 
 
@@ -86,7 +86,7 @@ def _layer(cat: Catalog, parts: list[ReportPart], model: str, layer: str) -> dic
         page = part.page(cat, model, layer) if part.page is not None else None
         if page is not None:
             pages[part.name] = page
-        for unit, row in (part.units(cat, model, layer) if part.units is not None else {}).items():
+        for unit, row in card_data(part, cat, model, layer).items():
             card = cards.setdefault(int(unit), {"id": f"{model}/{layer}/{int(unit)}", "unit": int(unit), "parts": {}})
             card["parts"][part.name] = row
     return {"id": f"{model}/{layer}", "model": model, "layer": layer, "units": len(cards),

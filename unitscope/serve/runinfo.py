@@ -3,22 +3,28 @@
     from unitscope.serve.runinfo import RunInfo
     run = RunInfo("runs/lite0", model="efficientnet_lite0")
     run.labels("blocks.6")      # {unit: {"concept", "category", "iou", "is_detector"}}
-    run.unit("blocks.6", 12)    # dissection, categories, exemplars, images, visualizations, importance
+    run.unit("blocks.6", 12)    # dissection, categories, exemplars, strip, visualizations, importance, ...,
+                                # and "facts": {analysis: {"label", "rows", "images", "links"}}
 
-Reads whichever of the tables ``dissection``, ``dissection_category``, ``exemplars``,
-``unit_images``, ``unit_visualizations``, ``unit_importance``, ``unit_selectivity`` and ``descriptions`` exist; a
-missing table is no error. Image paths come back as URLs under ``/run/`` (the app serves the run folder there).
-Rows are matched on the served model's name; a catalog that holds one model only is matched
-whatever that model is called there (a run made under another name of the same network).
+``unit`` reads through :func:`unitscope.facts.unit_facts`, the one reader every analysis registers
+with (its report part): any registered analysis with rows about the unit appears under ``facts``,
+image and link paths as URLs under ``/run/`` (the app serves the run folder there). The older
+fields (``dissection``, ``categories``, ``exemplars``, ``strip``, ``visualizations``,
+``importance``, ``selectivity``, ``descriptions``) are kept, taken from those facts; a missing
+table is no error. Rows are matched on the served model's name; a catalog that holds one model
+only is matched whatever that model is called there (a run made under another name of the same
+network).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from unitscope.catalog import Catalog
+from unitscope.facts import UnitFacts, fact_layers, fact_models, sources, unit_facts
 
 RUN_URL = "/run/"
 
@@ -37,6 +43,7 @@ class RunInfo:
         db = self.path / "catalog.sqlite"
         if not db.is_file():
             raise FileNotFoundError(f"{self.path} has no catalog.sqlite: is it a unitscope run folder?")
+        sources()  # load the analyses' readers now, not in the first requests' threads
         with self._open() as cat:
             self.tables = set(cat.tables())
             models = self._models(cat)
@@ -45,14 +52,11 @@ class RunInfo:
 
     def _open(self) -> Catalog:
         # A fresh connection per call: requests run on several threads.
+        assert self.path is not None, "RunInfo(None) opens no catalog"
         return Catalog(self.path / "catalog.sqlite", create=False)
 
     def _models(self, cat: Catalog) -> list[str]:
-        found: set[str] = set()
-        for table in ("dissection", "unit_images", "unit_visualizations", "unit_importance"):
-            if table in self.tables:
-                found |= {r["model"] for r in cat.query(f"SELECT DISTINCT model FROM {table}")}
-        return sorted(found)
+        return fact_models(cat)
 
     def _rows(self, cat: Catalog, table: str, layer: str, unit: int | None = None,
               order: str = "") -> list[dict]:
@@ -80,13 +84,11 @@ class RunInfo:
         return RUN_URL + quote(rel.lstrip("/"))
 
     def layers(self) -> set[str]:
-        """Layers the run has any unit rows for."""
+        """Layers the run has any unit rows for (in any registered analysis' tables)."""
         if self.path is None:
             return set()
         with self._open() as cat:
-            return {r["layer"] for t in ("dissection", "unit_images", "unit_visualizations")
-                    if t in self.tables
-                    for r in cat.query(f"SELECT DISTINCT layer FROM {t} WHERE model = ?", (self.model,))}
+            return fact_layers(cat, self.model)
 
     def labels(self, layer: str) -> dict[int, dict[str, Any]]:
         """Each dissected unit's best concept (``concept`` None: never above threshold)."""
@@ -101,28 +103,41 @@ class RunInfo:
         """Everything the run folder has about one unit; empty parts where it has nothing."""
         out: dict[str, Any] = {"dissection": None, "categories": [], "exemplars": [],
                                "strip": None, "visualizations": [], "importance": [], "selectivity": None,
-                               "descriptions": []}
+                               "descriptions": [], "facts": {}}
         if self.path is None:
             return out
         with self._open() as cat:
-            diss = self._rows(cat, "dissection", layer, unit)
-            if diss:
-                d = diss[0]
-                out["dissection"] = {k: d[k] for k in ("concept", "category", "iou", "threshold")}
-                out["dissection"]["is_detector"] = bool(d["is_detector"])
-            out["categories"] = [{k: r[k] for k in ("category", "concept", "iou")}
-                                 for r in self._rows(cat, "dissection_category", layer, unit, "iou DESC")]
-            out["exemplars"] = [{k: r[k] for k in ("rank", "image", "activation", "y", "x")}
-                                for r in self._rows(cat, "exemplars", layer, unit, "rank")]
-            strips = self._rows(cat, "unit_images", layer, unit)
-            out["strip"] = self.url(strips[0]["path"]) if strips else None
-            out["visualizations"] = [{"objective": r.get("objective"), "url": self.url(r["path"])}
-                                     for r in self._rows(cat, "unit_visualizations", layer, unit)]
-            out["importance"] = [{"class": r.get("class"), "accuracy_drop": r.get("accuracy_drop")}
-                                 for r in self._rows(cat, "unit_importance", layer, unit,
-                                                     "accuracy_drop DESC")]
-            sel = self._rows(cat, "unit_selectivity", layer, unit)
-            out["selectivity"] = {k: sel[0].get(k) for k in ("selectivity", "top_class")} if sel else None
-            out["descriptions"] = [{k: v for k, v in r.items() if k not in ("model", "layer", "unit")}
-                                   for r in self._rows(cat, "descriptions", layer, unit, "kind DESC")]  # pmi, ml, label
+            facts = unit_facts(cat, self.model, layer, unit)
+        out.update(_older_fields(facts, self.url))
+        out["facts"] = {name: {"title": title, **f.to_json(self.url)} for name, (title, f) in
+                        _titled(facts).items()}
         return out
+
+
+def _titled(facts: dict[str, UnitFacts]) -> dict[str, tuple[str, UnitFacts]]:
+    titles = {s.name: s.title for s in sources()}
+    return {name: (titles.get(name, name), f) for name, f in facts.items()}
+
+
+def _older_fields(facts: dict[str, UnitFacts], url: Callable[[str], str]) -> dict[str, Any]:
+    """The fields ``/api/unit`` had before the facts block, taken from the built-in analyses' facts."""
+    out: dict[str, Any] = {}
+    d = facts.get("dissection")
+    if d is not None:
+        if "concept" in d.rows:
+            out["dissection"] = {k: d.rows[k] for k in ("concept", "category", "iou", "threshold", "is_detector")}
+        out["categories"] = d.rows.get("categories", [])
+        out["exemplars"] = d.rows.get("exemplars", [])
+        out["strip"] = url(d.images["exemplars"]) if "exemplars" in d.images else None
+    v = facts.get("featvis")
+    if v is not None and "visualization" in v.images:
+        out["visualizations"] = [{"objective": v.rows.get("objective"), "url": url(v.images["visualization"])}]
+    a = facts.get("ablation")
+    if a is not None:
+        out["importance"] = a.rows.get("importance", [])
+        if "selectivity" in a.rows:
+            out["selectivity"] = {k: a.rows[k] for k in ("selectivity", "top_class")}
+    t = facts.get("describe")
+    if t is not None:
+        out["descriptions"] = t.rows.get("descriptions", [])
+    return out

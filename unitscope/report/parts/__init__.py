@@ -21,6 +21,12 @@ optional; see ``index.html``); ``unit`` fills the part's box on the unit page
 without one shows its card renderer there. The writer inlines the scripts of the parts used, so
 file:// keeps working.
 
+A part's ``facts(cat, model, layer, unit) -> UnitFacts | None`` is what the analysis knows about
+one unit (label, rows, images, links; :mod:`unitscope.facts`). Registering the part registers it
+as the analysis' unit facts, which ``serve``'s ``/api/unit``, ``unitscope explain`` and
+``open_run(...).unit()`` read, so one registration reaches all of them; a part without ``units``
+gets its facts as card data, drawn plainly on cards and unit pages when it has no script.
+
 Where parts come from (:func:`load_parts`, called by the report writer, not on import):
 every module in this package (``dissection``, ``featvis``, ...), then the modules, parts or registering
 functions named by the ``unitscope.report_parts`` entry-point group of installed packages.
@@ -35,6 +41,7 @@ from dataclasses import dataclass
 from importlib import resources
 from importlib.metadata import entry_points
 from unitscope.catalog import Catalog
+from unitscope.facts import FactsReader, FactsSource, UnitFacts, fact_units, register_facts, unregister_facts
 
 ENTRY_POINT_GROUP = "unitscope.report_parts"
 
@@ -49,6 +56,10 @@ class ReportPart:
     ``run(cat)``: data for the whole run (``report["parts"][name]``), or None;
     ``page(cat, model, layer)``: extra data for the layer's unit pages, only needed there
     (``layer["unit_pages"][name]``), or None;
+    ``facts(cat, model, layer, unit)``: what the analysis knows about one unit, a
+    :class:`~unitscope.facts.UnitFacts` or None -- the one reader behind ``serve``'s ``/api/unit``,
+    ``unitscope explain`` and ``open_run(...).unit()`` (default: the ``units`` card data as rows;
+    a part without ``units`` has its facts on the cards, drawn plainly when it has no script);
     ``script``: a JS file in this package (``"featvis.js"``) or in another one
     (``"package.module:file.js"``); ``order``: sections and card rows in ascending order.
     """
@@ -62,6 +73,7 @@ class ReportPart:
     order: int = 100
     run: Callable[[Catalog], dict | None] | None = None
     page: Callable[[Catalog, str, str], dict | None] | None = None
+    facts: FactsReader | None = None
 
 
 _PARTS: dict[str, ReportPart] = {}
@@ -81,11 +93,30 @@ def register_part(part: ReportPart) -> None:
     if part.script is not None:
         part_script(part)  # fail now, naming the file, rather than when a report is written
     _PARTS[part.name] = part
+    if part.facts is not None:
+        register_facts(FactsSource(part.name, part.title, part.tables, part.facts, part.order))
+    else:
+        register_facts(FactsSource(part.name, part.title, part.tables, _card_facts(part), part.order,
+                                   read_layer=lambda cat, model, layer: _card_layer(part, cat, model, layer)))
+
+
+def _card_layer(part: ReportPart, cat: Catalog, model: str, layer: str) -> dict[int, UnitFacts]:
+    """A part without ``facts``: its card data (``units``) as each unit's rows."""
+    cards = part.units(cat, model, layer) if part.units is not None else {}
+    return {int(u): UnitFacts(rows=dict(d)) for u, d in cards.items() if isinstance(d, dict)}
+
+
+def _card_facts(part: ReportPart) -> FactsReader:
+    """A part without ``facts``: its card data (``units``) as the unit's rows."""
+    def read(cat: Catalog, model: str, layer: str, unit: int) -> UnitFacts | None:
+        return _card_layer(part, cat, model, layer).get(unit)
+    return read
 
 
 def unregister_part(name: str) -> None:
-    """Remove a part (tests that register their own)."""
+    """Remove a part and its unit facts (tests that register their own)."""
     _PARTS.pop(name, None)
+    unregister_facts(name)
 
 
 def load_parts() -> None:
@@ -123,6 +154,22 @@ def part_script(part: ReportPart) -> str:
     return where.read_text(encoding="utf-8")
 
 
+def card_data(part: ReportPart, cat: Catalog, model: str, layer: str) -> dict[int, dict]:
+    """``{unit: data}`` for the layer's cards: ``units(...)``, or for a part without it the
+    ``facts`` of every unit its tables name, as JSON (paths relative to the run folder)."""
+    if part.units is not None:
+        return part.units(cat, model, layer)
+    if part.facts is None:
+        return {}
+    source = FactsSource(part.name, part.title, part.tables, part.facts, part.order)
+    out = {}
+    for unit in fact_units(cat, source, model, layer):
+        facts = part.facts(cat, model, layer, unit)
+        if facts is not None:
+            out[unit] = facts.to_json()
+    return out
+
+
 def has_rows(cat: Catalog, table: str, present: set[str] | None = None) -> bool:
     """Whether ``table`` exists in ``cat`` and holds at least one row."""
     if table not in (present if present is not None else set(cat.tables())):
@@ -147,4 +194,4 @@ def part_layers(cat: Catalog, parts: list[ReportPart]) -> set[tuple[str, str]]:
 
 
 __all__ = ["ReportPart", "register_part", "unregister_part", "load_parts", "registered_parts",
-           "part_script", "used_parts", "part_layers", "has_rows"]
+           "part_script", "used_parts", "part_layers", "has_rows", "card_data", "UnitFacts"]

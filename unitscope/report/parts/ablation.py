@@ -16,6 +16,7 @@ from typing import Any
 
 from unitscope.ablate.tables import TABLES
 from unitscope.catalog import Catalog
+from unitscope.facts import UnitFacts
 from unitscope.report.parts import ReportPart, has_rows, register_part
 
 KEY_UNITS = 5  # units shown per class in the importance bars
@@ -90,5 +91,20 @@ def unit_data(cat: Catalog, model: str, layer: str) -> dict[int, dict[str, Any]]
     return out
 
 
+def unit_facts(cat: Catalog, model: str, layer: str, unit: int) -> UnitFacts | None:
+    """The unit's accuracy drop per class when it is removed (largest first) and its class selectivity."""
+    present = set(cat.tables())
+    where = dict(model=model, layer=layer, unit=unit)
+    imp = cat.rows("unit_importance", **where) if "unit_importance" in present else []
+    sel = cat.rows("unit_selectivity", **where) if "unit_selectivity" in present else []
+    if not imp and not sel:
+        return None
+    imp.sort(key=lambda r: -(num(r["accuracy_drop"]) if num(r["accuracy_drop"]) is not None else -math.inf))
+    out = UnitFacts(rows={"importance": [{"class": r["class"], "accuracy_drop": num(r["accuracy_drop"])} for r in imp]})
+    if sel:
+        out.rows.update({"selectivity": num(sel[0]["selectivity"]), "top_class": sel[0]["top_class"]})
+    return out
+
+
 register_part(ReportPart("ablation", "Ablation", TABLES, layer=layer_data, units=unit_data,
-                         script="ablation.js", order=30))
+                         script="ablation.js", order=30, facts=unit_facts))

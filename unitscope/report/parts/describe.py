@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from unitscope.catalog import Catalog
+from unitscope.facts import UnitFacts
 from unitscope.describe import tables
 from unitscope.report.parts import ReportPart, register_part
 
@@ -46,5 +47,16 @@ def unit_data(cat: Catalog, model: str, layer: str) -> dict[int, dict[str, Any]]
     return {u: v for u, v in out.items() if "chosen" in v}
 
 
+def unit_facts(cat: Catalog, model: str, layer: str, unit: int) -> UnitFacts | None:
+    """Every description of the unit (kinds pmi, ml, label; the chosen one, pmi, is its label)."""
+    rows = cat.rows("descriptions", model=model, layer=layer, unit=unit)
+    if not rows:
+        return None
+    rows.sort(key=lambda r: r["kind"] or "", reverse=True)  # pmi, ml, label
+    chosen = next((r["description"] for r in rows if r["kind"] == "pmi" and r["description"]), None)
+    return UnitFacts(label=chosen, rows={"description": chosen, "descriptions": [
+        {k: v for k, v in r.items() if k not in ("model", "layer", "unit")} for r in rows]})
+
+
 register_part(ReportPart("describe", "Descriptions", ("descriptions",), layer=layer_data, units=unit_data,
-                         script="describe.js", order=25))
+                         script="describe.js", order=25, facts=unit_facts))

@@ -20,6 +20,7 @@ import math
 from typing import Any
 
 from unitscope.catalog import Catalog, category_key, layer_summary
+from unitscope.facts import UnitFacts
 from unitscope.report.parts import ReportPart, has_rows, register_part
 from unitscope.report.unit_page import unit_pages
 
@@ -109,5 +110,33 @@ def unit_data(cat: Catalog, model: str, layer: str) -> dict[int, dict[str, Any]]
     return out
 
 
+def unit_facts(cat: Catalog, model: str, layer: str, unit: int) -> UnitFacts | None:
+    """One unit's concept (its label when it is a detector), IoU, threshold and p-value, its best
+    concept per category (IoU descending), its exemplars (by rank) and strips."""
+    present = set(cat.tables())
+    where = dict(model=model, layer=layer, unit=unit)
+
+    def rows(table: str) -> list[dict]:
+        return cat.rows(table, **where) if table in present else []
+
+    out = UnitFacts()
+    for d in rows("dissection"):
+        out.label = d["concept"] if d["is_detector"] and d["concept"] else None
+        out.rows.update({"concept": d["concept"], "category": d["category"], "iou": num(d["iou"]),
+                         "threshold": num(d["threshold"]), "is_detector": bool(d["is_detector"]),
+                         "p_value": num(d.get("p_value"))})
+    best = sorted(rows("dissection_category"), key=lambda r: -(num(r["iou"]) if num(r["iou"]) is not None else -1.0))
+    if best:
+        out.rows["categories"] = [{"category": r["category"], "concept": r["concept"], "iou": num(r["iou"])}
+                                  for r in best]
+    exemplars = rows("exemplars")
+    if exemplars:
+        out.rows["exemplars"] = [{k: num(r[k]) for k in ("rank", "image", "activation", "y", "x")} for r in exemplars]
+    for table, kind in (("unit_images", "exemplars"), ("concept_images", "mask")):
+        for r in rows(table):
+            out.images[kind] = r["path"]
+    return out if out.rows or out.images else None
+
+
 register_part(ReportPart("dissection", "Network dissection", TABLES, layer=layer_data, units=unit_data,
-                         script="dissection.js", order=0, run=run_data, page=unit_pages))
+                         script="dissection.js", order=0, run=run_data, page=unit_pages, facts=unit_facts))

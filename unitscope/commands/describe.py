@@ -49,7 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("search", help="find units whose descriptions match a text query",
                        description="Rank units by how well their descriptions match a query: its words, "
                                    "their synonyms and the kinds of things they name (WordNet, when "
-                                   "Debian's wordnet-base is installed).")
+                                   "Debian's wordnet-base is installed), and the concepts nearest in meaning "
+                                   "(sentence embeddings, when the extra `embed` is installed).")
     add_config_args(p, SearchConfig)
     p.set_defaults(func=run_search)
 

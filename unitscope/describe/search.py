@@ -231,7 +231,9 @@ def search_units(run: str | Path, query: str, *, layers: list[str] | None = None
         from unitscope.describe.embed import default_embedder
 
         embed = default_embedder()
-    scores = match_scores(query, [r["formula"] for r in rows], wordnet or WordNet(), embed or None)
+    # a row without a formula (a user's captioner says only words) asserts the words it says
+    formulas = [r["formula"] or " AND ".join(re.findall(r"[a-z0-9_]+", r["description"].lower())) for r in rows]
+    scores = match_scores(query, formulas, wordnet or WordNet(), embed or None)
     hits = [dict(r, match=s) for r, s in zip(rows, scores) if s > 0]
     hits.sort(key=lambda r: (-r["match"], -(r["f1"] or 0)))
     return hits[:limit] if limit else hits

@@ -63,7 +63,7 @@ def test_match_scores_combine_words_and_meaning():
 
 def write_run(tmp_path, described):
     run = tmp_path / "run"
-    run.mkdir()
+    run.mkdir(parents=True)
     with Catalog(run / "catalog.sqlite") as cat:
         cat.replace("descriptions", [{"unit": u, "kind": "pmi", "description": d, "formula": f, "length": 1, "f1": f1}
                                      for u, (d, f, f1) in enumerate(described)], model="m", layer="conv")
@@ -76,6 +76,13 @@ def test_search_units_uses_the_embedding_and_can_turn_it_off(tmp_path):
     hits = search_units(run, "lumber", embed=fake_embed, wordnet=NO_WORDNET)
     assert [(h["unit"], round(h["match"], 6)) for h in hits] == [(3, 0.8), (1, 0.8)]  # F1 breaks the tie
     assert search_units(run, "lumber", embed=False, wordnet=NO_WORDNET) == []
+    # the nearest concept is looked for in the data set's whole vocabulary (labels.json), not only
+    # among asserted ones: with wood described by no unit, "lumber" does not fall back to trees (0.64)
+    run = write_run(tmp_path / "b", [("bricks", "brick", 0.5), ("trees", "tree", 0.4)])
+    assert [h["unit"] for h in search_units(run, "lumber", embed=fake_embed, wordnet=NO_WORDNET)] == [1]
+    (run / "labels.json").write_text(json.dumps({"names": ["-", "brick", "tree", "wood"],
+                                                 "categories": [None, "material", "object", "material"]}))
+    assert search_units(run, "lumber", embed=fake_embed, wordnet=NO_WORDNET) == []
 
 
 def write_safetensors(path, tensors):

@@ -183,12 +183,13 @@ def semantic_weights(groups: list[str], concepts: list[str], embed: Embed) -> li
 
 
 def match_scores(query: str, formulas: list[str | None], wordnet: WordNet | None = None,
-                 embed: Embed | None = None) -> list[float]:
+                 embed: Embed | None = None, vocabulary: list[str] | None = None) -> list[float]:
     """Score of each description (by its formula) for ``query``, in [0, 1].
 
     Per query word, a concept's weight is the best of its WordNet weight and (with ``embed``) its
-    semantic weight (:func:`semantic_weights`); a description's score is the mean over query words
-    of the best weight its asserted concepts reach.
+    semantic weight (:func:`semantic_weights`, the nearest concepts among ``vocabulary``, every
+    concept of the data set, and those the formulas assert); a description's score is the mean over
+    query words of the best weight its asserted concepts reach.
     """
     wn = wordnet if wordnet is not None and wordnet.available else None
     words_ = _query_words(query)
@@ -200,7 +201,8 @@ def match_scores(query: str, formulas: list[str | None], wordnet: WordNet | None
     asserted = [positive_concepts(f) for f in formulas]
     sems: list[dict[str, float]] = [{} for _ in groups]
     if embed is not None:
-        sems = semantic_weights(groups, sorted({c for names in asserted for c in names}), embed)
+        sems = semantic_weights(groups, sorted({c for names in asserted for c in names} | set(vocabulary or ())),
+                                embed)
     out = []
     for names in asserted:
         have = set(names) | {p for n in names for p in n.split("_")}
@@ -233,10 +235,22 @@ def search_units(run: str | Path, query: str, *, layers: list[str] | None = None
         embed = default_embedder()
     # a row without a formula (a user's captioner says only words) asserts the words it says
     formulas = [r["formula"] or " AND ".join(re.findall(r"[a-z0-9_]+", r["description"].lower())) for r in rows]
-    scores = match_scores(query, formulas, wordnet or WordNet(), embed or None)
+    scores = match_scores(query, formulas, wordnet or WordNet(), embed or None, _vocabulary(Path(run)))
     hits = [dict(r, match=s) for r, s in zip(rows, scores) if s > 0]
     hits.sort(key=lambda r: (-r["match"], -(r["f1"] or 0)))
     return hits[:limit] if limit else hits
+
+
+def _vocabulary(run: Path) -> list[str]:
+    """The data set's concept names (``labels.json`` of a dissection), so that a query word means the
+    concept nearest to it there ("lumber": wood), not the nearest one some unit happens to assert."""
+    import json
+
+    try:
+        labels = json.loads((run / "labels.json").read_text())
+    except (OSError, ValueError):
+        return []
+    return [n for n, c in zip(labels.get("names", []), labels.get("categories", [])) if n and c]
 
 
 def per_layer(hits: list[dict]) -> dict[str, int]:

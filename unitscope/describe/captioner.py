@@ -6,14 +6,16 @@
     # 'windows of houses'
     cap.formula(images, masks)                      # 'window AND house'
 
-The default captioner is a small convolutional network (:class:`ExemplarNet`, about 0.2 M
-parameters, weights shipped in ``describe/weights/captioner.pt``, float16) trained by
-``python -m unitscope.describe.train_captioner`` on exemplar sets the probe world generates
-itself: the masks of known formulas of its concepts over its images, captioned from the
-formula. Each exemplar (its image and mask, both at 32x32) is encoded; the features inside the
-mask and over the whole image are pooled over the set; heads predict the formula's concepts
-(multi-label over the world's vocabulary), how many there are, whether they are joined by AND or
-OR, and the concept after AND NOT (or none). The formula is rendered by :mod:`.phrases`, the
+The default captioner reads each exemplar (image at 64x64, mask at 32x32) through a frozen
+backbone, ``world_scenes`` (the scene classifier trained on the probe world, whose weights the
+package already ships): its ``relu1`` and ``relu5`` features averaged inside the mask, ``relu5``
+over the whole image, the colour names of the pixels inside the mask and the mask's area,
+centroid and spread (:func:`exemplar_features`). A small network (:class:`ExemplarNet`, weights
+in ``describe/weights/captioner.pt``, float16) encodes each exemplar, pools over the set (mean and
+max) and predicts the formula's concepts (multi-label over the world's vocabulary), how many
+there are, whether AND or OR joins them, and the concept after AND NOT (or none). It is trained
+by ``python -m unitscope.describe.train_captioner`` on exemplar sets the probe world generates
+itself: the masks of known formulas of its concepts over its images, captioned from the formula. The formula is rendered by :mod:`.phrases`, the
 renderer that captioned the training sets, so the captioner speaks its language and names the
 probe world's concepts (on other images, the nearest of them).
 
@@ -35,49 +37,93 @@ from torch import nn
 from unitscope.describe.formulas import AND, AND_NOT, FIRST, OP_NAMES, OR
 from unitscope.describe.phrases import render
 
-SIDE = 32  # exemplars are read at 32x32 (the probe world's label resolution at 64 px)
+SIDE = 32  # masks are read at 32x32 (the probe world's label resolution at 64 px), images at 64x64
+IMAGE_SIDE = 64
 WEIGHTS = Path(__file__).resolve().parent / "weights" / "captioner.pt"
 Caption = Callable[[torch.Tensor, torch.Tensor], str]
+N_COLOURS = 11  # the probe world's colour names (unitscope.data._vocab.COLORS)
+FEATURES = 64 + 128 + 128 + N_COLOURS + 5
+
+
+class Backbone:
+    """The frozen image features the captioner reads: ``world_scenes`` (the scene classifier trained
+    on the probe world, shipped in the package) at ``relu1`` ([64, 16, 16]) and ``relu5``
+    ([128, 8, 8]), and every pixel's colour name (``[11, 32, 32]`` one-hot)."""
+
+    def __init__(self) -> None:
+        from unitscope.models import create_model
+
+        self.net = create_model("world_scenes").eval()
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``images [N, 3, 64, 64]`` in [0, 1] -> ``{"f1", "f5", "colours"}``."""
+        from unitscope.data._vocab import COLORS, color_labels
+
+        x = (images - 0.5) / 0.25
+        out = {}
+        for name, layer in self.net.features.named_children():
+            x = layer(x)
+            if name in ("relu1", "relu5"):
+                out["f" + name[-1]] = x
+        small = F.interpolate(images, size=(SIDE, SIDE), mode="area")
+        rgb = (small.permute(0, 2, 3, 1).numpy() * 255).round().astype("uint8")
+        lab = torch.from_numpy(color_labels(rgb).astype("int64")) - 1  # global colour labels 1..11
+        out["colours"] = F.one_hot(lab.clamp(0, len(COLORS) - 1), len(COLORS)).permute(0, 3, 1, 2).float()
+        return out
+
+
+def exemplar_features(f1: torch.Tensor, f5: torch.Tensor, colours: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Per exemplar ``[..., FEATURES]``: the backbone's features averaged inside the mask
+    (``f1 [..., 64, 16, 16]``, ``f5 [..., 128, 8, 8]``), ``f5`` over the whole image (the scene), the
+    colour names inside the mask (``colours [..., 11, 32, 32]``), and the mask's area, centroid and
+    spread (``masks [..., 32, 32]``)."""
+    m = masks.float()
+    lead = m.shape[:-2]
+    flat = m.reshape(-1, 1, SIDE, SIDE)
+
+    def inside(f: torch.Tensor, side: int) -> torch.Tensor:
+        w = F.adaptive_avg_pool2d(flat, side).reshape(*lead, 1, side, side)
+        w = w / w.sum((-2, -1), keepdim=True).clamp_min(1e-6)
+        return (f * w).sum((-2, -1))
+
+    area = m.mean((-2, -1))
+    grid = (torch.arange(SIDE, dtype=torch.float32) + 0.5) / SIDE
+    w = m / m.sum((-2, -1), keepdim=True).clamp_min(1e-6)
+    cy, cx = (w.sum(-1) * grid).sum(-1), (w.sum(-2) * grid).sum(-1)
+    sy = ((w.sum(-1) * (grid - cy[..., None]) ** 2).sum(-1)).sqrt()
+    sx = ((w.sum(-2) * (grid - cx[..., None]) ** 2).sum(-1)).sqrt()
+    stats = torch.stack([area.sqrt(), cy, cx, sy, sx], -1)
+    return torch.cat([inside(f1, 16), inside(f5, 8), f5.mean((-2, -1)), inside(colours, SIDE), stats], -1)
 
 
 class ExemplarNet(nn.Module):
-    """``(images [B, K, 3, S, S], masks [B, K, S, S]) -> dict of logits`` over a vocabulary of ``n`` concepts:
+    """``features [B, K, FEATURES] -> dict of logits`` over a vocabulary of ``n`` concepts:
     ``pos [B, n]`` (asserted concepts), ``neg [B, n + 1]`` (after AND NOT; last: none),
-    ``count [B, 3]`` (1-3 asserted concepts), ``op [B, 2]`` (AND, OR)."""
+    ``count [B, 3]`` (1-3 asserted concepts), ``op [B, 2]`` (AND, OR). Each exemplar is encoded,
+    the codes are pooled over the set (mean and max), the heads read the pooled code."""
 
-    def __init__(self, n: int, width: int = 24, hidden: int = 192):
+    def __init__(self, n: int, width: int = 256, hidden: int = 256):
         super().__init__()
-        w = width
-        self.encoder = nn.Sequential(
-            nn.Conv2d(4, w, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(w, 2 * w, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(2 * w, 3 * w, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(3 * w, 3 * w, 3, padding=1), nn.ReLU())
-        feat = 3 * (3 * w)  # inside the mask (mean, max) and the whole image (mean)
-        self.mlp = nn.Sequential(nn.Linear(2 * feat, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
+        self.norm = nn.LayerNorm(FEATURES)
+        self.encode = nn.Sequential(nn.Linear(FEATURES, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU())
+        self.mlp = nn.Sequential(nn.Linear(2 * width, hidden), nn.ReLU())
         self.pos, self.neg = nn.Linear(hidden, n), nn.Linear(hidden, n + 1)
         self.count, self.op = nn.Linear(hidden, 3), nn.Linear(hidden, 2)
 
-    def forward(self, images: torch.Tensor, masks: torch.Tensor) -> dict[str, torch.Tensor]:
-        b, k = images.shape[:2]
-        m = masks.float().reshape(b * k, 1, *masks.shape[-2:])
-        x = torch.cat([images.reshape(b * k, *images.shape[2:]) * 2 - 1, m * 2 - 1], 1)
-        f = self.encoder(x)  # [BK, C, s, s]
-        mm = F.adaptive_avg_pool2d(m, f.shape[-2:])
-        inside = (f * mm).sum((2, 3)) / mm.sum((2, 3)).clamp_min(1e-3)
-        peak = (f * (mm > 0)).amax((2, 3))
-        per = torch.cat([inside, peak, f.mean((2, 3))], 1).view(b, k, -1)
-        h = self.mlp(torch.cat([per.mean(1), per.amax(1)], 1))
+    def forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        h = self.encode(self.norm(features))
+        h = self.mlp(torch.cat([h.mean(1), h.amax(1)], -1))
         return {"pos": self.pos(h), "neg": self.neg(h), "count": self.count(h), "op": self.op(h)}
 
 
 def prepare(images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Any exemplar set -> ``([K, 3, SIDE, SIDE], [K, SIDE, SIDE])``: images resized by area, masks by nearest."""
+    """Any exemplar set -> ``([K, 3, 64, 64], [K, 32, 32])``: images resized by area, masks by area then > 0.5."""
     images = images.float()
     if images.max() > 1.5:  # 0..255
         images = images / 255
-    if tuple(images.shape[-2:]) != (SIDE, SIDE):
-        images = F.interpolate(images, size=(SIDE, SIDE), mode="area")
+    if tuple(images.shape[-2:]) != (IMAGE_SIDE, IMAGE_SIDE):
+        images = F.interpolate(images, size=(IMAGE_SIDE, IMAGE_SIDE), mode="area")
     m = masks.float()[:, None]
     if tuple(m.shape[-2:]) != (SIDE, SIDE):
         m = F.interpolate(m, size=(SIDE, SIDE), mode="area") >= 0.5
@@ -105,15 +151,25 @@ def decode(out: dict[str, torch.Tensor], categories: list[str]) -> tuple[list[in
 
 
 class ExemplarCaptioner:
-    """``cap(images, masks) -> str`` with a trained :class:`ExemplarNet` and its vocabulary."""
+    """``cap(images, masks) -> str`` with a trained :class:`ExemplarNet`, its vocabulary and the backbone."""
 
-    def __init__(self, net: ExemplarNet, names: list[str], categories: list[str]):
+    def __init__(self, net: ExemplarNet, names: list[str], categories: list[str], backbone: Backbone | None = None):
         self.net, self.names, self.categories = net.eval(), names, categories
+        self._backbone = backbone
+
+    @property
+    def backbone(self) -> Backbone:
+        if self._backbone is None:
+            self._backbone = Backbone()
+        return self._backbone
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor, masks: torch.Tensor) -> tuple[list[int], list[int]]:
+        """``images [K, 3, H, W]``, ``masks [K, H', W']`` -> a formula ``(concepts, ops)``."""
         images, masks = prepare(images, masks)
-        out = self.net(images[None], masks[None])
+        feats = self.backbone(images)
+        x = exemplar_features(feats["f1"], feats["f5"], feats["colours"], masks)
+        out = self.net(x[None])
         return decode({k: v[0] for k, v in out.items()}, self.categories)
 
     def formula(self, images: torch.Tensor, masks: torch.Tensor) -> str:
@@ -127,7 +183,7 @@ class ExemplarCaptioner:
     def save(self, path: str | Path) -> None:
         state = {k: v.half() for k, v in self.net.state_dict().items()}
         torch.save({"state": state, "names": self.names, "categories": self.categories,
-                    "width": self.net.encoder[0].out_channels, "hidden": self.net.pos.in_features}, path)
+                    "width": self.net.encode[0].out_features, "hidden": self.net.pos.in_features}, path)
 
     @classmethod
     def load(cls, path: str | Path) -> ExemplarCaptioner:

@@ -1,6 +1,6 @@
 """Train the exemplar captioner on exemplar sets the probe world generates itself.
 
-    python -m unitscope.describe.train_captioner --world worlds/w1 --out ckpt/ --steps 6000
+    python -m unitscope.describe.train_captioner --world worlds/w1 --out ckpt/ --steps 900 --batch 32
     python -m unitscope.describe.train_captioner --world worlds/w2 --eval ckpt/captioner.pt --sets 500
 
 A *generated exemplar set* is a formula of the world's concepts (one concept; two or three joined
@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import cached_property
 from pathlib import Path
 
@@ -25,23 +25,30 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from unitscope.describe.captioner import SIDE, ExemplarCaptioner, ExemplarNet, formula_text
+from unitscope.describe.captioner import (
+    IMAGE_SIDE, N_COLOURS, SIDE, Backbone, ExemplarCaptioner, ExemplarNet, exemplar_features, formula_text,
+)
 from unitscope.describe.concepts import Vocabulary, image_concepts
 from unitscope.describe.formulas import AND, AND_NOT, FIRST, OR
 from unitscope.describe.phrases import render
 
 K = 15  # exemplars per set
+REUSE = 4  # training sets drawn from each sampled formula (other exemplars, other coarsening)
 SHAPES = (("single", 0.3), ("and", 0.3), ("and3", 0.1), ("or", 0.15), ("and_not", 0.15))
 
 
 @dataclass
 class Pool:
-    """A world's images ``[N, 3, S, S]`` uint8 and concept masks ``bits [N, K, S, S]`` bool, with its vocabulary."""
+    """A world's images ``[N, 3, 64, 64]`` uint8, concept masks ``bits [N, K, 32, 32]`` bool and vocabulary,
+    with the backbone's features of every image (``f1``, ``f5``, ``colours [N, 32, 32]`` colour numbers)."""
 
     images: torch.Tensor
     bits: torch.Tensor
     names: list[str]
     categories: list[str]
+    f1: torch.Tensor
+    f5: torch.Tensor
+    colours: torch.Tensor
 
     @cached_property
     def is_position(self) -> np.ndarray:
@@ -68,8 +75,8 @@ def world_vocabulary(data) -> Vocabulary:
     return Vocabulary.from_labels(data.label_names, cats)
 
 
-def build_pool(world: str | Path, limit: int | None = None) -> Pool:
-    """Read a probe world (images and every concept mask at ``SIDE`` x ``SIDE``)."""
+def build_pool(world: str | Path, limit: int | None = None, batch: int = 100) -> Pool:
+    """Read a probe world (images, every concept mask at 32x32) and run the backbone on its images."""
     from unitscope.data import BrodenDataset
 
     data = BrodenDataset(world, validate="none")
@@ -79,10 +86,27 @@ def build_pool(world: str | Path, limit: int | None = None) -> Pool:
     for i in range(n):
         item = data.get(i)
         img = item["image"][None].float()
-        images.append((F.interpolate(img, size=(SIDE, SIDE), mode="area")[0] * 255).round().to(torch.uint8))
+        if tuple(img.shape[-2:]) != (IMAGE_SIDE, IMAGE_SIDE):
+            img = F.interpolate(img, size=(IMAGE_SIDE, IMAGE_SIDE), mode="area")
+        images.append((img[0] * 255).round().to(torch.uint8))
         bits.append(image_concepts(item["labels"], item["image_labels"], data.plane_category, data.categories,
                                    vocab, (SIDE, SIDE)))
-    return Pool(torch.stack(images), torch.stack(bits), vocab.names, vocab.categories)
+    backbone = Backbone()
+    f1, f5, colours = [], [], []
+    for start in range(0, n, batch):
+        out = backbone(torch.stack(images[start:start + batch]).float() / 255)
+        f1.append(out["f1"])
+        f5.append(out["f5"])
+        colours.append(out["colours"].argmax(1).to(torch.uint8))
+    return Pool(torch.stack(images), torch.stack(bits), vocab.names, vocab.categories, torch.cat(f1), torch.cat(f5),
+                torch.cat(colours))
+
+
+def set_features(pool: Pool, s: dict) -> torch.Tensor:
+    """``[k, FEATURES]``: :func:`exemplar_features` of a generated set, from the pool's stored backbone features."""
+    idx = s["index"]
+    colours = F.one_hot(pool.colours[idx].long(), N_COLOURS).permute(0, 3, 1, 2).float()
+    return exemplar_features(pool.f1[idx], pool.f5[idx], colours, s["masks"])
 
 
 def _mask(pool: Pool, concepts: list[int], ops: list[int]) -> torch.Tensor:
@@ -143,10 +167,12 @@ def coarsen(masks: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
     return torch.where(out.flatten(1).any(1)[:, None, None], out, masks)
 
 
-def sample_set(pool: Pool, rng: np.random.Generator, k: int = K) -> dict:
-    """One generated exemplar set: ``images [k, 3, S, S]`` float, ``masks [k, S, S]`` bool, its formula and
-    caption (``k`` of the ``K`` exemplars, at random: training uses fewer, the pooling does not care)."""
-    concepts, ops, m = sample_formula(pool, rng)
+def sample_set(pool: Pool, rng: np.random.Generator, k: int = K,
+               formula: tuple[list[int], list[int], torch.Tensor] | None = None) -> dict:
+    """One generated exemplar set: ``images [k, 3, 64, 64]`` float, ``masks [k, 32, 32]`` bool, their pool
+    ``index``, its formula and caption (``k`` of the ``K`` exemplars, at random: training uses fewer,
+    the pooling does not care). ``formula``: one :func:`sample_formula` drew (default: a new one)."""
+    concepts, ops, m = formula or sample_formula(pool, rng)
     area = m.flatten(1).sum(1).float()
     score = area * torch.from_numpy(rng.uniform(0.3, 1.0, len(area))).float()
     top = score.topk(K).indices
@@ -154,8 +180,8 @@ def sample_set(pool: Pool, rng: np.random.Generator, k: int = K) -> dict:
         top = top[torch.from_numpy(rng.permutation(K)[:k])]
     masks = coarsen(m[top], rng)
     caption = render([(pool.names[c], pool.categories[c]) for c in concepts], ops)
-    return {"images": pool.images[top].float() / 255, "masks": masks, "concepts": concepts, "ops": ops,
-            "caption": caption}
+    return {"index": top, "images": pool.images[top].float() / 255, "masks": masks, "concepts": concepts,
+            "ops": ops, "caption": caption}
 
 
 def targets(sets: list[dict], n: int) -> dict[str, torch.Tensor]:
@@ -174,9 +200,9 @@ def targets(sets: list[dict], n: int) -> dict[str, torch.Tensor]:
     return {"pos": pos, "neg": neg, "count": count, "op": op}
 
 
-def loss_of(net: ExemplarNet, sets: list[dict]) -> torch.Tensor:
+def loss_of(net: ExemplarNet, pool: Pool, sets: list[dict]) -> torch.Tensor:
     """The training loss of a batch of generated sets: BCE over asserted concepts, CE over the rest."""
-    out = net(torch.stack([s["images"] for s in sets]), torch.stack([s["masks"] for s in sets]))
+    out = net(torch.stack([set_features(pool, s) for s in sets]))
     t = targets(sets, out["pos"].shape[1])
     multi = t["count"] > 0
     op_loss = F.cross_entropy(out["op"][multi], t["op"][multi]) if multi.any() else out["op"].sum() * 0
@@ -184,7 +210,7 @@ def loss_of(net: ExemplarNet, sets: list[dict]) -> torch.Tensor:
             + F.cross_entropy(out["neg"], t["neg"]) + F.cross_entropy(out["count"], t["count"]) + op_loss)
 
 
-def train(pool: Pool, out: Path, steps: int, batch: int = 16, lr: float = 2e-3, every: int = 100, seed: int = 0,
+def train(pool: Pool, out: Path, steps: int, batch: int = 32, lr: float = 2e-3, every: int = 100, seed: int = 0,
           log: bool = True, k: int = 8, stop: int | None = None) -> ExemplarCaptioner:
     """Train for ``steps`` steps of ``batch`` generated sets of ``k`` exemplars (resuming from
     ``out/state.pt``; ``stop``: leave after that step, as an interrupted run would); writes
@@ -206,7 +232,8 @@ def train(pool: Pool, out: Path, steps: int, batch: int = 16, lr: float = 2e-3, 
     start, run_loss = time.process_time(), 0.0
     while step < min(steps, stop or steps):
         net.train()
-        loss = loss_of(net, [sample_set(pool, rng, k) for _ in range(batch)])
+        formulas = [sample_formula(pool, rng) for _ in range(max(1, batch // REUSE))]
+        loss = loss_of(net, pool, [sample_set(pool, rng, k, formulas[i % len(formulas)]) for i in range(batch)])
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -233,6 +260,7 @@ def evaluate(cap, pool: Pool, sets: int = 300, seed: int = 1) -> dict[str, float
     rng = np.random.default_rng(seed)
     keys = ("all_named", "recall", "exact", "head", "caption")
     tally = dict.fromkeys(keys, 0.0)
+    by_len: dict[int, list[float]] = {}
     for _ in range(sets):
         s = sample_set(pool, rng)
         concepts, ops = cap.predict(s["images"], s["masks"])
@@ -243,7 +271,14 @@ def evaluate(cap, pool: Pool, sets: int = 300, seed: int = 1) -> dict[str, float
         tally["exact"] += true == said
         tally["head"] += s["concepts"][0] in said
         tally["caption"] += render([(cap.names[c], cap.categories[c]) for c in concepts], ops) == s["caption"]
-    return {k: v / sets for k, v in tally.items()}
+        n = len(s["concepts"])
+        by_len.setdefault(n, [0.0, 0.0])
+        by_len[n][0] += 1
+        by_len[n][1] += s["concepts"][0] in said
+    out = {k: v / sets for k, v in tally.items()}
+    out.update({f"head_named_{n}_concepts": v[1] / v[0] for n, v in sorted(by_len.items())})
+    out.update({f"sets_{n}_concepts": v[0] for n, v in sorted(by_len.items())})
+    return out
 
 
 def agreement(run: str | Path, layer: str | None = None) -> dict[str, float]:
@@ -261,6 +296,7 @@ def agreement(run: str | Path, layer: str | None = None) -> dict[str, float]:
         by.setdefault(r["kind"], {})[(r["layer"], r["unit"])] = set(positive_concepts(r["formula"]))
     caps = {k: v for k, v in by.get("caption", {}).items() if v}
     out: dict[str, float] = {"units": len(caps)}
+    rng = np.random.default_rng(0)
     for kind in ("pmi", "label"):
         pairs = [(c, by.get(kind, {}).get(key)) for key, c in caps.items() if by.get(kind, {}).get(key)]
         if not pairs:
@@ -269,6 +305,10 @@ def agreement(run: str | Path, layer: str | None = None) -> dict[str, float]:
         out[f"{kind}_any"] = sum(bool(c & d) for c, d in pairs) / len(pairs)
         out[f"{kind}_exact"] = sum(c == d for c, d in pairs) / len(pairs)
         out[f"{kind}_jaccard"] = sum(len(c & d) / len(c | d) for c, d in pairs) / len(pairs)
+        # chance: each caption against another unit's description (20 random pairings)
+        shuffled = [sum(bool(pairs[i][0] & pairs[j][1]) for i, j in enumerate(rng.permutation(len(pairs))))
+                    / len(pairs) for _ in range(20)]
+        out[f"{kind}_any_shuffled"] = float(np.mean(shuffled))
     return out
 
 
@@ -277,8 +317,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--world", help="a probe world folder (unitscope world ...)")
     p.add_argument("--agree", help="a run captioned by `unitscope describe --captioner`: agreement with its labels")
     p.add_argument("--out", help="checkpoint folder (train)")
-    p.add_argument("--steps", type=int, default=6000)
-    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--steps", type=int, default=900)
+    p.add_argument("--batch", type=int, default=32)
     p.add_argument("--limit", type=int, help="images of the world to use")
     p.add_argument("--eval", help="a captioner.pt to evaluate on fresh sets of --world")
     p.add_argument("--sets", type=int, default=300)
@@ -297,8 +337,7 @@ def main(argv: list[str] | None = None) -> None:
         pool = build_pool(args.world, args.limit)
         if cached is not None:
             cached.parent.mkdir(parents=True, exist_ok=True)
-            torch.save({"images": pool.images, "bits": pool.bits, "names": pool.names,
-                        "categories": pool.categories}, cached)
+            torch.save({f.name: getattr(pool, f.name) for f in fields(pool)}, cached)
     print(f"pool: {len(pool.images)} images, {len(pool.names)} concepts ({time.process_time() - t:.0f} s cpu)", flush=True)
     if args.eval:
         cap = ExemplarCaptioner.load(args.eval)

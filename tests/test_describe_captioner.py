@@ -81,6 +81,11 @@ def test_user_captioner_plugs_in(run, tmp_path):
         (0, "reddish regions", None), (1, "greenish regions", None), (2, "bluish regions", None)]
     # no formula: the caption's words are what it asserts
     assert [h["unit"] for h in search_units(run, "reddish", kind="caption", embed=False)] == [0]
+    # the command: captions only, no labels read
+    from unitscope.cli import main
+
+    assert main(["describe", str(run), "--no-labels", "--captioner", f"{path}:factory", "--exemplars", "5"]) == 0
+    assert main(["describe", str(run), "--no-labels"]) != 0  # nothing to do: says to add --captioner
     with pytest.raises(UsageError, match="callables there: factory"):
         load_captioner(f"{path}:nope")
     with pytest.raises(UsageError, match="not a callable"):

@@ -1,6 +1,6 @@
 """Train the exemplar captioner on exemplar sets the probe world generates itself.
 
-    python -m unitscope.describe.train_captioner --world worlds/w1 --out ckpt/ --steps 900 --batch 32
+    python -m unitscope.describe.train_captioner --world worlds/w1 --out ckpt/ --steps 1500 --batch 32   # the shipped weights
     python -m unitscope.describe.train_captioner --world worlds/w2 --eval ckpt/captioner.pt --sets 500
 
 A *generated exemplar set* is a formula of the world's concepts (one concept; two or three joined
@@ -8,7 +8,7 @@ by AND, a colour, material, part, scene or position refining an object; two join
 NOT another), its 15 exemplars (the images where the formula's mask is largest, picked with
 noise) and its masks there, coarsened at random as a unit's upsampled map would be
 (:func:`sample_set`). The caption is the formula rendered by :mod:`.phrases`. Training
-checkpoints every ``--every`` steps and resumes from ``OUT/state.pt``; ``--eval`` prints how
+checkpoints every 100 steps and resumes from ``OUT/state.pt``; ``--eval`` prints how
 often the caption names the true formula's concepts on fresh sets of another world.
 """
 
@@ -317,7 +317,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--world", help="a probe world folder (unitscope world ...)")
     p.add_argument("--agree", help="a run captioned by `unitscope describe --captioner`: agreement with its labels")
     p.add_argument("--out", help="checkpoint folder (train)")
-    p.add_argument("--steps", type=int, default=900)
+    p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--limit", type=int, help="images of the world to use")
     p.add_argument("--eval", help="a captioner.pt to evaluate on fresh sets of --world")

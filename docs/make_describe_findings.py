@@ -2,6 +2,7 @@
 against maximum likelihood, per layer, from runs that `unitscope describe` has filled.
 
     python docs/make_describe_findings.py RUN [RUN ...] [--sheet docs/describe_examples.png --sheet-run RUN]
+    python docs/make_describe_findings.py --vocabulary WORLD     # paraphrases over a world's concepts
 
 Prints, per layer, the mean held-out F1 / IoU / AUPRC / Pearson of the three kinds of description
 (pmi: chosen; ml: maximum likelihood; label: the dissection's label), how often the chosen one
@@ -76,31 +77,70 @@ PARAPHRASES = {  # query -> the concept it paraphrases (skipped where no unit's 
     "automobile": "car", "canine": "dog", "pooch": "dog", "equine": "horse", "motorcar": "car",
     "dwelling": "house", "ocean": "sea", "vessel": "boat", "individual": "person", "lumber": "wood",
     "grassland": "field", "timber": "wood", "flora": "tree", "songster": "songbird", "hog": "pig",
-    "bovine": "cattle", "rabbit": "rabbit",
+    "bovine": "cattle", "rabbit": "rabbit", "meadow": "field", "woodland": "forest", "seaside": "beach",
+    "coast": "beach", "heavens": "sky", "lamppost": "lamp", "cupboard": "cabinet", "human": "person",
+    "port": "harbour", "peak": "mountain", "lake": "water", "shingles": "roof", "pup": "dog",
+    "stallion": "horse", "cow": "cattle", "swine": "pig", "airplane": "aircraft", "mailbox": "postbox",
+    "bunny": "rabbit", "feline": "big_cat", "monkey": "ape", "lettuce": "leaf_vegetable",
+    "guitar": "string_instrument", "cobblestone": "stone", "pebbles": "gravel", "soil": "dirt",
 }
 
 
+def _ranked(hits: list[tuple[str, int]], targets: set) -> tuple[int, float, float, float]:
+    ok = len(set(hits) & targets)
+    r_prec = len(set(hits[:len(targets)]) & targets) / len(targets)  # of the top |targets| hits
+    return len(hits), ok / len(targets), (ok / len(hits) if hits else 0.0), r_prec
+
+
 def retrieval(run: Path) -> None:
-    """Search by paraphrase: the units whose chosen description asserts the concept are the targets."""
+    """Search by paraphrase, words and WordNet alone and with sentence embeddings: the units whose
+    chosen description asserts the concept are the targets."""
+    from unitscope.describe.embed import default_embedder
     from unitscope.describe.search import WordNet, positive_concepts, search_units
 
-    wn = WordNet()
+    wn, embed = WordNet(), default_embedder()
     with Catalog(run / "catalog.sqlite", create=False) as cat:
         rows = [r for r in cat.rows("descriptions", kind="pmi") if r["formula"]]
-    print(f"\nSearch by paraphrase ({'WordNet' if wn.available else 'no WordNet: words only'}); targets are the "
-          "units whose chosen description asserts the concept:\n")
-    print("| query | concept | targets | found | correct | recall | precision | R-precision |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(f"\nSearch by paraphrase ({'WordNet' if wn.available else 'no WordNet: words only'}; "
+          f"{'with' if embed else 'no'} embeddings); targets are the units whose chosen description asserts the concept:\n")
+    print("| query | concept | targets | found | recall | precision | R-precision | found (+emb) | recall | precision "
+          "| R-precision |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for query, concept in PARAPHRASES.items():
         targets = {(r["layer"], r["unit"]) for r in rows if concept in positive_concepts(r["formula"])}
         if not targets or query == concept:
             continue
-        ranked = [(h["layer"], h["unit"]) for h in search_units(run, query, limit=0, wordnet=wn)]
-        hits = set(ranked)
-        ok = len(hits & targets)
-        r_prec = len(set(ranked[:len(targets)]) & targets) / len(targets)  # of the top |targets| hits
-        print(f"| {query} | {concept} | {len(targets)} | {len(hits)} | {ok} | {ok / len(targets):.2f} | "
-              f"{(ok / len(hits) if hits else 0):.2f} | {r_prec:.2f} |")
+        cells = []
+        for e in (False, embed or False):
+            hits = [(h["layer"], h["unit"]) for h in search_units(run, query, limit=0, wordnet=wn, embed=e)]
+            n, rec, prec, rp = _ranked(hits, targets)
+            cells.append(f"{n} | {rec:.2f} | {prec:.2f} | {rp:.2f}")
+        print(f"| {query} | {concept} | {len(targets)} | " + " | ".join(cells) + " |")
+
+
+def vocabulary_retrieval(world: Path) -> None:
+    """Search by paraphrase over a world's vocabulary (one description per concept): the rank of the
+    paraphrased concept and how many concepts match, without and with embeddings."""
+    from unitscope.data import BrodenDataset
+    from unitscope.describe.embed import default_embedder
+    from unitscope.describe.search import WordNet, match_scores
+    from unitscope.describe.train_captioner import world_vocabulary
+
+    vocab = world_vocabulary(BrodenDataset(world, validate="none"))
+    names = [n for n, c in zip(vocab.names, vocab.categories) if c != "position"]
+    wn, embed = WordNet(), default_embedder()
+    print(f"\nParaphrases over the {len(names)} concepts of {world}: rank of the concept (- : not matched), concepts "
+          "matched\n\n| query | concept | rank | matched | rank (+emb) | matched (+emb) |\n|---|---|---|---|---|---|")
+    for query, concept in PARAPHRASES.items():
+        if concept not in names or query == concept:
+            continue
+        cells = []
+        for e in (None, embed):
+            s = match_scores(query, names, wn, e)
+            order = sorted((i for i in range(len(names)) if s[i] > 0), key=lambda i: -s[i])
+            rank = next((k + 1 for k, i in enumerate(order) if names[i] == concept), None)
+            cells.append(f"{rank or '-'} | {len(order)}")
+        print(f"| {query} | {concept} | " + " | ".join(cells) + " |")
 
 
 def lambda_sweep(run: Path, layer: str, lams=(0.0, 0.1, 0.2, 0.5, 1.0)) -> None:
@@ -166,12 +206,15 @@ def sheet(run: Path, layer: str, out: Path, units: int = 6, k: int = 5) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("runs", nargs="+")
+    ap.add_argument("runs", nargs="*")
     ap.add_argument("--sheet")
     ap.add_argument("--sheet-run")
     ap.add_argument("--sheet-layer", default="features.relu5")
     ap.add_argument("--sweep", help="RUN:LAYER to sweep lambda on")
+    ap.add_argument("--vocabulary", help="a world folder: paraphrase search over its concepts")
     args = ap.parse_args()
+    if args.vocabulary:
+        vocabulary_retrieval(Path(args.vocabulary))
     for run in args.runs:
         report(Path(run))
         retrieval(Path(run))

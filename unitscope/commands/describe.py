@@ -24,6 +24,12 @@ class DescribeConfig:
     exemplars: int = field(default=EXEMPLARS, metadata=help_("top images per unit (MILAN: 15)"))
     draws: int = field(default=DRAWS, metadata=help_("random pairings of held-out images behind each p-value"))
     seed: int = field(default=0, metadata=help_("seed of the permutation null"))
+    captioner: str = field(default="", metadata=help_(
+        "also caption each unit's exemplars from images and masks alone: 'default' (the shipped exemplar "
+        "captioner) or path/to/file.py:factory (factory() returns a callable (images, masks) -> str); "
+        "rows of kind 'caption'"))
+    labels: bool = field(default=True, metadata=help_(
+        "describe from the data set's labels (turn off to caption only, for images without usable labels)"))
     progress: bool = field(default=True, metadata=help_("say what each stage took"))
 
 
@@ -32,7 +38,8 @@ class SearchConfig:
     run: str = field(metadata=help_("a run folder with descriptions (`unitscope describe` wrote them)", positional=True))
     query: str = field(metadata=help_("what to look for, e.g. \"faces\" or \"canine\"", positional=True))
     layers: list[str] = field(default_factory=list, metadata=help_("comma-separated layers; default: all"))
-    kind: str = field(default="pmi", metadata=help_("which descriptions: pmi (chosen), ml or label (the dissection's)"))
+    kind: str = field(default="pmi", metadata=help_(
+        "which descriptions: pmi (chosen), ml, label (the dissection's) or caption (describe --captioner)"))
     limit: int = field(default=20, metadata=help_("units to list (0: all)"))
     json: bool = field(default=False, metadata=help_("print the hits as JSON"))
 
@@ -49,7 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("search", help="find units whose descriptions match a text query",
                        description="Rank units by how well their descriptions match a query: its words, "
                                    "their synonyms and the kinds of things they name (WordNet, when "
-                                   "Debian's wordnet-base is installed).")
+                                   "Debian's wordnet-base is installed), and the concepts nearest in meaning "
+                                   "(sentence embeddings, when the extra `embed` is installed).")
     add_config_args(p, SearchConfig)
     p.set_defaults(func=run_search)
 
@@ -58,9 +66,25 @@ def run_describe(args: argparse.Namespace) -> int:
     from unitscope.describe.run import Options, describe_run
 
     cfg = config_from_args(DescribeConfig, args)
+    if not cfg.labels and not cfg.captioner:
+        from unitscope.errors import UsageError
+
+        raise UsageError("--no-labels leaves nothing to do: add --captioner default (or file.py:factory)")
+    cap = None
+    if cfg.captioner:
+        from unitscope.describe.captioner import load_captioner
+
+        cap = load_captioner(cfg.captioner)  # a bad spec fails before any work
     opts = Options(lam=cfg.lam, beam=cfg.beam, length=cfg.length, exemplars=cfg.exemplars, draws=cfg.draws,
                    seed=cfg.seed, progress=cfg.progress)
-    out = describe_run(cfg.run, cfg.layers or None, opts)
+    out = describe_run(cfg.run, cfg.layers or None, opts) if cfg.labels else {}
+    if cap is not None:
+        from unitscope.describe.captioner import caption_run
+
+        for layer, rows in caption_run(cfg.run, cfg.layers or None, cap, cfg.exemplars).items():
+            said = [r for r in rows if r.get("description")]
+            print(f"{layer}: {len(said)} of {len(rows)} units captioned by {cfg.captioner}, "
+                  f"{len({r['description'] for r in said})} distinct captions")
     for layer, rows in out.items():
         described = [r for r in rows["pmi"] if r.get("description")]
         distinct = len({r["description"] for r in described})

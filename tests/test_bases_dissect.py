@@ -183,3 +183,9 @@ def test_direction_edits_run_in_the_ablation_tail_passes():
     on = MASKS[:, 0].flatten(1).any(1)  # images where direction 0 is on somewhere
     assert torch.equal(pred[0], torch.ones(N, dtype=torch.long))  # without direction 0: logit 0 is 0 everywhere
     assert torch.equal(pred[1], torch.where(on, 0, 1))  # without direction 1: as before
+
+
+def test_fit_cache_over_its_disk_budget_is_a_usage_error(tmp_path):
+    with pytest.raises(UsageError, match="--cache-gb"):
+        fit_layer_bases(Planted(), parse_bases(["pca"]), tmp_path, cache_gb=1e-6)
+    assert not (tmp_path / "bases").exists()

@@ -35,7 +35,7 @@ def dissect_bases(model: nn.Module, dataset: Any, layers: Sequence[str], run_dir
                              precision=opts.precision, values=opts.values)
     inner.shapes()  # unknown layers fail here
     acts = fit_layer_bases(inner, specs, run_dir, batch_size=opts.batch_size, progress=opts.progress,
-                           fresh=opts.fresh)
+                           fresh=opts.fresh, cache_gb=opts.cache_gb)
     bases = check_bases(model, [layer for layer in inner.layers if layer in acts.layers])
     result = dissect_sources(acts, BrodenLabels(dataset), run_dir, opts, config=config)
     record_bases(Path(run_dir), acts.model_name, bases)

@@ -189,12 +189,18 @@ def fit_one(spec: BasisSpec, batches: Any, c: int, out: Path, seed: int) -> Basi
 
 
 def fit_layer_bases(source: ActivationSource, specs: Sequence[BasisSpec], run_dir: str | Path, *,
-                    batch_size: int = 32, progress: bool = False, fresh: bool = False) -> BasisActivations:
+                    batch_size: int = 32, progress: bool = False, fresh: bool = False,
+                    cache_gb: float | None = None) -> BasisActivations:
     """Fit (or load, when saved with the same settings) every basis of ``specs`` for every layer of
-    ``source``; returns the source to dissect. The fit cache is removed once every basis is saved."""
+    ``source``; returns the source to dissect. The fit cache (at most ``cache_gb`` of disk, None: no
+    limit) is removed once every basis is saved."""
     run_dir = Path(run_dir)
     folder = run_dir / "bases"
     shapes = source.shapes()
+    need = 4 * len(source) * sum(c * h * w for c, h, w in shapes.values()) / 2**30
+    if cache_gb is not None and need > cache_gb and any(s.kind != "units" for s in specs):
+        raise UsageError(f"fitting the bases needs {need:.1f} GB of disk for the layers' maps (float32) and "
+                         f"--cache-gb allows {cache_gb:g}; raise --cache-gb, or fit on fewer images (--limit)")
     fitted: dict[str, tuple[str, BasisSpec, Basis]] = {}
     cache = FitCache(folder / "cache", shapes, len(source), source.key())
     for i, layer in enumerate(source.layers):

@@ -27,6 +27,7 @@ def test_dissect_basis_from_the_command_line(world, tmp_path, monkeypatch, capsy
             "--basis", "units,rotation,pca,nmf:passes=20", "--quantile", "0.05", "--topk", "3", "--batch-size", "8",
             "--workers", "0", "--out", str(out), "--no-progress"]
     assert main(args) == 0
+    assert "bases of feat:\n| basis | directions | FVU" in capsys.readouterr().out
     with sqlite3.connect(out / "catalog.sqlite") as db:
         layers = dict(db.execute("SELECT layer, units FROM layers").fetchall())
         metrics = {r[0]: r[1:] for r in db.execute(

@@ -161,7 +161,20 @@ def run_dissect(args: argparse.Namespace) -> int:
     result = run_dissection(cfg)
     if int(os.environ.get("RANK", "0")) == 0:
         _print_summary(result, Path(cfg.out), cfg.report)
+        if cfg.basis:
+            _print_bases(Path(cfg.out))
     return 0
+
+
+def _print_bases(out: Path) -> None:
+    """Each layer's bases side by side (``unitscope.bases.tables``), as the report shows them."""
+    from unitscope.bases.tables import TABLE, markdown, side_by_side
+    from unitscope.catalog import Catalog
+
+    with Catalog(out / "catalog.sqlite") as cat:
+        for r in cat.query(f"SELECT DISTINCT model, layer FROM {TABLE}"):
+            print(f"bases of {r['layer']}:")
+            print(markdown(side_by_side(cat, r["model"], r["layer"])))
 
 
 @dataclass

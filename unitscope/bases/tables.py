@@ -24,6 +24,7 @@ COLUMNS = (("model", "TEXT"), ("layer", "TEXT"), ("basis_layer", "TEXT"), ("basi
            ("directions", "INTEGER"), ("fvu", "REAL"), ("mean_l0", "REAL"), ("dead_fraction", "REAL"),
            ("stability", "REAL"), ("fit_seconds", "REAL"), ("fit_cpu_seconds", "REAL"))
 define_table(TABLE, COLUMNS, ("model", "layer", "basis_layer"))
+TABLES = (TABLE,)
 
 
 def side_by_side(cat: Catalog, model: str, layer: str) -> list[dict[str, Any]]:

@@ -29,17 +29,19 @@ TABLES = (TABLE,)
 
 def side_by_side(cat: Catalog, model: str, layer: str) -> list[dict[str, Any]]:
     """One row per basis of ``layer`` (its units first), with its metrics and what dissecting it found:
-    ``detectors``, ``unique_concepts`` and ``dissected`` directions (from the ``layers`` table), and a
+    ``detectors``, ``significant`` (detectors with p < 0.01 after Benjamini-Hochberg) and
+    ``unique_concepts`` (from the ``layers`` table), and a
     row ``rotations`` for the mean of the layer's ``--rotations`` (from the ``rotations`` table)."""
     rows = cat.rows(TABLE, model=model, layer=layer) if TABLE in cat.tables() else []
     found = {r["layer"]: r for r in cat.query(
-        "SELECT layer, units, detectors, unique_concepts FROM layers WHERE model = ?", (model,))}
+        "SELECT layer, units, detectors, unique_concepts, detectors_significant FROM layers WHERE model = ?", (model,))}
     out = []
     for r in sorted(rows, key=lambda r: (ORDER.get(r["basis"], 99), r["basis_layer"])):
         f = found.get(r["basis_layer"], {})
         out.append({**{k: r[k] for k in ("basis_layer", "basis", "spec", "directions", "fvu", "mean_l0",
                                          "dead_fraction", "stability", "fit_seconds", "fit_cpu_seconds")},
-                    "detectors": f.get("detectors"), "unique_concepts": f.get("unique_concepts")})
+                    "detectors": f.get("detectors"), "significant": f.get("detectors_significant"),
+                    "unique_concepts": f.get("unique_concepts")})
     rot = [r for r in cat.rows("rotations", model=model, layer=layer) if r["rotation"] > 0] \
         if "rotations" in cat.tables() else []
     if rot:
@@ -57,10 +59,10 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     """The side-by-side rows as a Markdown table (docs, benchmarks)."""
     def f(v: Any, digits: int = 3) -> str:
         return "" if v is None else f"{v:.{digits}g}" if isinstance(v, float) else str(v)
-    lines = ["| basis | directions | FVU | mean L0 | dead | stability | detectors | unique concepts |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| basis | directions | FVU | mean L0 | dead | stability | detectors | significant | unique concepts |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['spec']} | {f(r['directions'])} | {f(r.get('fvu'))} | {f(r.get('mean_l0'))} | "
-                     f"{f(r.get('dead_fraction'))} | {f(r.get('stability'))} | {f(r['detectors'])} | "
+                     f"{f(r.get('dead_fraction'))} | {f(r.get('stability'))} | {f(r['detectors'])} | {f(r.get('significant'))} | "
                      f"{f(r['unique_concepts'])} |")
     return "\n".join(lines)

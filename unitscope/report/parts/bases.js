@@ -18,16 +18,17 @@
   window.UNITSCOPE_PARTS.bases = {
     layer: function (el, d) {
       el.append(h("h3", {}, "Bases of this layer", h("span", {class: "layer-count", text: d.rows.length + " rows"})));
-      const head = ["basis", "directions", "FVU", "mean L0", "dead", "stability", "detectors", "unique concepts"];
+      const head = ["basis", "directions", "FVU", "mean L0", "dead", "stability", "detectors", "significant", "unique concepts"];
       const table = h("table", {}, h("tr", {}, ...head.map(function (t) { return h("th", {text: t}); })));
       d.rows.forEach(function (r) {
         table.append(h("tr", {}, h("td", {text: r.spec, title: r.basis_layer}),
-          ...[r.directions, r.fvu, r.mean_l0, r.dead_fraction, r.stability, r.detectors, r.unique_concepts]
+          ...[r.directions, r.fvu, r.mean_l0, r.dead_fraction, r.stability, r.detectors, r.significant, r.unique_concepts]
             .map(function (v) { return h("td", {text: f(v)}); })));
       });
       el.append(table, h("p", {class: "note", text: "FVU: fraction of the layer's variance a basis leaves " +
         "unexplained; mean L0: non-zero codes per position; dead: directions never used; stability: mean |cosine| " +
-        "of directions matched one to one with a fit from another seed. Each basis' directions are dissected as " +
+        "of directions matched one to one with a fit from another seed; significant: detectors with p < 0.01 " +
+        "(Benjamini-Hochberg). Each basis' directions are dissected as " +
         "the layer named in the tooltip (LAYER#BASIS), with their own cards."}));
     }
   };

@@ -16,16 +16,23 @@ spread) and ``quantile`` (a level of the unit's own distribution, e.g. its 99.5t
 switch it *on*). ``hooks.ablation`` / ``hooks.Ablate`` apply one edit to a live model; the ablation
 stages (``unitscope.ablate``) apply ``K`` edits of a cached layer in one tail pass and score them
 with a pluggable scorer (``ablate.evaluate.run_edits``).
+
+A direction of a basis (``unitscope.bases``) is ablated by :class:`DirectionEdits`: edit ``k``
+subtracts ``code_k(z) * direction_k`` from every position, so what the basis does not explain
+(its reconstruction error) and every other direction's share stay as they were:
+
+    e = DirectionEdits(basis.directions[[3, 7]], lambda r: basis.encode(r)[:, [3, 7]])  # K = 2
+    z_edited = e.apply(z)                                            # [N, C, H, W] -> [2 * N, C, H, W]
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 
-__all__ = ["MODES", "Edits", "unit_mask"]
+__all__ = ["MODES", "DirectionEdits", "Edits", "unit_mask"]
 
 MODES = ("zero", "mean", "constant", "noise", "quantile")
 
@@ -116,6 +123,49 @@ class Edits:
             noise = torch.randn(out.shape, generator=generator, dtype=z.dtype, device="cpu").to(z.device)
             out = out + mask * std * noise
         return out.reshape(k * n, *z.shape[1:])
+
+
+class DirectionEdits(Edits):
+    """``K`` direction ablations: ``directions`` ``[K, C]`` (a basis' decoder rows) and ``codes``, a
+    function of rows ``[M, C]`` -> their codes ``[M, K]`` on those directions (the basis' encoder).
+    Edit ``k`` maps each position's vector ``x`` to ``x - codes(x)[k] * directions[k]``; with a
+    ``region``, only there. ``mask`` and ``value`` are empty (no unit is replaced)."""
+
+    def __init__(self, directions: torch.Tensor, codes: Callable[[torch.Tensor], torch.Tensor],
+                 region: torch.Tensor | None = None) -> None:
+        directions = torch.as_tensor(directions, dtype=torch.float32)
+        if directions.dim() != 2:
+            raise ValueError(f"directions are [K, C]; got {tuple(directions.shape)}")
+        self.directions, self.codes = directions, codes
+        super().__init__(torch.zeros(directions.shape, dtype=torch.bool), torch.zeros(directions.shape), None, region)
+
+    def within(self, region: torch.Tensor) -> DirectionEdits:
+        return DirectionEdits(self.directions, self.codes, region)
+
+    def __getitem__(self, rows: slice) -> DirectionEdits:
+        index = torch.arange(len(self))[rows]
+        region = self.region if self.region is None or self.region.shape[0] == 1 else self.region[rows]
+        return DirectionEdits(self.directions[rows], lambda r: self.codes(r)[:, index], region)
+
+    def apply(self, z: torch.Tensor, generator: torch.Generator | None = None, dim: int = 1) -> torch.Tensor:
+        """``z`` ``[N, C, ...]`` -> ``[K * N, C, ...]``: block ``k`` is ``z`` without direction ``k``."""
+        if dim != 1:
+            return self.apply(z.movedim(dim, 1), generator).movedim(1, dim)
+        k, n, c = len(self), z.shape[0], z.shape[1]
+        if self.units != c:
+            raise ValueError(f"the directions have {self.units} entries; the layer has {c} units")
+        rows = z.movedim(1, -1).reshape(-1, c)  # [M, C], positions in (n, ...) order
+        codes = self.codes(rows).to(z.dtype)  # [M, K]
+        if codes.shape != (len(rows), k):
+            raise ValueError(f"codes gave {tuple(codes.shape)} for {len(rows)} rows and {k} directions")
+        part = codes.t()[:, :, None] * self.directions.to(z)[:, None, :]  # [K, M, C]
+        part = part.reshape(k, n, *z.shape[2:], c).movedim(-1, 2)  # [K, N, C, ...]
+        if self.region is not None:
+            if z.dim() != 4 or tuple(self.region.shape[1:]) != tuple(z.shape[2:]):
+                raise ValueError(f"a region of shape {tuple(self.region.shape[1:])} does not fit the layer's "
+                                 f"maps {tuple(z.shape[2:])}")
+            part = part * self.region.to(z.device).reshape(self.region.shape[0], 1, 1, *z.shape[2:])
+        return (z.unsqueeze(0) - part).reshape(k * n, *z.shape[1:])
 
 
 def unit_mask(units: Sequence[int] | torch.Tensor, n_units: int, what: str = "the layer") -> torch.Tensor:

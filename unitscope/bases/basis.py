@@ -3,12 +3,13 @@
     b.encode(x)            # x [rows, C] or [N, C, H, W] -> codes [rows, D]
     b.decode(codes)        # [rows, D] -> [rows, C]
     b.save("out"); load_basis("out")
+    b.ablation([3]).apply(z)   # z [N, C, H, W] without latent 3's share;  b.objective("blocks.6", 3)
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from unitscope.edits import DirectionEdits
 from unitscope.errors import UsageError
 from unitscope.runs import atomic_write_text, load_arrays, save_arrays
 from unitscope.stats.base import units_first
@@ -56,6 +58,20 @@ class Basis:
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         return codes @ self.directions + self.dec_bias
+
+    def ablation(self, latents: Sequence[int]) -> DirectionEdits:
+        """One edit per latent: the layer's output without that direction's share (``code * direction``),
+        its reconstruction error and the other directions untouched (``unitscope.ablate`` runs it
+        like unit edits; ``hooks`` can apply it to a live model with ``edit.apply``)."""
+        index = list(latents)
+        return DirectionEdits(self.directions[index], lambda r: self.encode(r)[:, index])
+
+    def objective(self, layer: str, latent: int | Sequence[int]) -> Any:
+        """A feature-visualisation objective (``unitscope.featvis``): ``latent``'s pre-activation code."""
+        from unitscope.featvis.objectives import latent as latent_objective
+
+        bias = self.enc_bias - self.encoder @ self.dec_bias
+        return latent_objective(layer, self.encoder, latent, bias, name=f"{self.kind} latent")
 
     def save(self, folder: str | Path) -> Path:
         folder = Path(folder)

@@ -19,7 +19,8 @@ def _decorrelate(w: torch.Tensor) -> torch.Tensor:
 
 
 def fit_ica(batches: Iterable[torch.Tensor], n_components: int, passes: int = 40, seed: int = 0) -> Basis:
-    """Independent directions: whiten to ``n_components``, then ``passes`` FastICA updates."""
+    """Independent directions: whiten to ``n_components``, then ``passes`` FastICA updates; each
+    component signed so that its codes have positive skew (a sparse feature's "on" is high)."""
     cov = covariance_of(batches)
     vals, vecs = eigen(cov, n_components)
     mean, scale = cov.mean(), vals.clamp_min(1e-12).sqrt()
@@ -35,6 +36,10 @@ def fit_ica(batches: Iterable[torch.Tensor], n_components: int, passes: int = 40
             egp += (1 - t**2).sum(0)
             n += len(z)
         w = _decorrelate(ezg / n - (egp / n)[:, None] * w)
+    skew = torch.zeros(n_components, dtype=torch.float64)
+    for x in batches:  # each component signed so its codes are skewed to the positive side (a feature's "on")
+        skew += (((rows(x).double() - mean) @ k.t() @ w.t()) ** 3).sum(0)
+    w = w * torch.where(skew < 0, -1.0, 1.0).to(w)[:, None]
     unmix = (w @ k).float()  # [D, C]
     mixing = (w @ (vecs * scale[:, None])).float()  # rows: x - mean ≈ s @ mixing
     b = Basis("ica", mixing, unmix, torch.zeros(n_components), mean.float(),

@@ -41,6 +41,7 @@ class DissectConfig(ModelOptions):
     topk: int = same_as(Options, "topk")
     rotations: int = same_as(Options, "rotations")
     seed: int = same_as(Options, "seed")
+    basis: list[str] = same_as(Options, "basis")
     null_draws: int = same_as(Options, "null_draws")
     denominator: str = same_as(Options, "denominator")
     values: str = same_as(Options, "values")
@@ -160,7 +161,20 @@ def run_dissect(args: argparse.Namespace) -> int:
     result = run_dissection(cfg)
     if int(os.environ.get("RANK", "0")) == 0:
         _print_summary(result, Path(cfg.out), cfg.report)
+        if cfg.basis:
+            _print_bases(Path(cfg.out))
     return 0
+
+
+def _print_bases(out: Path) -> None:
+    """Each layer's bases side by side (``unitscope.bases.tables``), as the report shows them."""
+    from unitscope.bases.tables import TABLE, markdown, side_by_side
+    from unitscope.catalog import Catalog
+
+    with Catalog(out / "catalog.sqlite") as cat:
+        for r in cat.query(f"SELECT DISTINCT model, layer FROM {TABLE}"):
+            print(f"bases of {r['layer']}:")
+            print(markdown(side_by_side(cat, r["model"], r["layer"])))
 
 
 @dataclass

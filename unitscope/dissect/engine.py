@@ -124,6 +124,10 @@ def dissect(model: nn.Module, dataset: Any, layers: Sequence[str], run_dir: str 
     opts = with_overrides(options, overrides)
     device = torch.device(opts.device)
     opts = dataclasses.replace(opts, device=device)
+    if opts.basis:  # bases of the layers dissected beside (or instead of) their units: unitscope.bases.run
+        from unitscope.bases.run import dissect_bases
+
+        return dissect_bases(model, dataset, layers, run_dir, opts, key=key, config=config)
     model = model.to(device).eval()
     acts = ModelActivations(model, dataset, layers, device=device, n=opts.limit, key=key, precision=opts.precision,
                             values=opts.values)

@@ -31,6 +31,10 @@ class Options:
     rotations: int = field(default=0, metadata=_help(
         "also dissect this many random rotations of each layer (grandmother-neuron check)"))
     seed: int = field(default=0, metadata=_help("seed of the random rotations and of the significance null"))
+    basis: list[str] = field(default_factory=list, metadata=_help(
+        "also dissect bases of each layer, fitted on its outputs: units (its channels), rotation, pca, whiten, ica, "
+        "nmf, sae, each with options as name:option=value (sae:expansion=4:k=8; see docs/bases.md); each basis's "
+        "directions become a layer LAYER#NAME (default: the units alone)"))
     null_draws: int = field(default=8, metadata=_help(
         "draws of the chance null (masks matched to other images) behind the p-value of each unit above the "
         "IoU cut-off; 0 = no p-values"))

@@ -145,6 +145,24 @@ def direction(layer: str, vector: torch.Tensor, position: str | None = None, cos
     return Objective(fn, f"Direction [{layer}, {tuple(vector.shape)}]{where}", [layer])
 
 
+def latent(layer: str, encoder: torch.Tensor, unit: int | Sequence[int], bias: torch.Tensor | None = None,
+           name: str = "Latent") -> Objective:
+    """Mean pre-activation code of direction ``unit`` of a basis (``unitscope.bases``) over the positions
+    of ``layer``: ``a . encoder[unit] + bias[unit]``, ``encoder`` ``[D, C]`` and ``bias`` ``[D]`` (for a
+    basis ``b``: ``b.encoder`` and ``b.enc_bias - b.encoder @ b.dec_bias``). Before the SAE's ReLU and
+    TopK, so the gradient never stops; ``unit`` an int or one per image."""
+    def fn(acts: Acts) -> torch.Tensor:
+        a = _get(acts, layer)
+        a = a.flatten(2) if a.dim() == 4 else a[:, :, None]  # [N, C, P]
+        idx = _per_image(unit, a.shape[0], "latents").to(a.device)
+        if int(idx.max()) >= encoder.shape[0] or int(idx.min()) < 0:
+            raise ValueError(f"latents {idx.unique().tolist()} out of range for a basis of {encoder.shape[0]} directions")
+        w = encoder.to(a.device, a.dtype)[idx]  # [N, C]
+        value = torch.einsum("ncp,nc->np", a, w).mean(1)
+        return value + bias.to(a.device, a.dtype)[idx] if bias is not None else value
+    return Objective(fn, f"{name} [{layer}, {_units_text(unit)}]", [layer])
+
+
 def class_logit(index: int | Sequence[int], layer: str | None = None, names: Sequence[str] | None = None) -> Objective:
     """The model output (or ``layer``'s ``[N, K]`` output) for class ``index``; ``names`` for the description."""
     key = layer or OUTPUT

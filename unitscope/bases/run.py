@@ -1,0 +1,54 @@
+"""``dissect(..., basis=[...])`` / ``unitscope dissect --basis``: a model's layers and their bases
+dissected in one run, the bases' metrics into the catalog (``basis_metrics``, :mod:`.tables`).
+
+    from unitscope.dissect import dissect
+    dissect(model, data, ["features.relu5"], "runs/b", basis=["units", "rotation", "pca", "sae:k=8"])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from unitscope.dissect.options import Options
+
+
+def dissect_bases(model: nn.Module, dataset: Any, layers: Sequence[str], run_dir: str | Path, opts: Options, *,
+                  key: dict | None = None, config: dict | None = None) -> Any:
+    """What :func:`unitscope.dissect.dissect` does when ``opts.basis`` names bases: fit them
+    (:func:`.source.fit_layer_bases`), dissect the layers' units (with ``units``) and every basis'
+    directions with the same engine, and record the bases' metrics."""
+    from unitscope.bases.source import fit_layer_bases, parse_bases
+    from unitscope.dissect.distributed import rank_world
+    from unitscope.dissect.engine import check_bases, dissect_sources, record_bases
+    from unitscope.dissect.sources import BrodenLabels, ModelActivations
+    from unitscope.errors import UsageError
+
+    if rank_world()[1] > 1:
+        raise UsageError("--basis runs in one process for now; run it without torchrun")
+    specs = parse_bases(opts.basis)  # bad specs fail before anything is written
+    model = model.to(opts.device).eval()
+    inner = ModelActivations(model, dataset, layers, device=opts.device, n=opts.limit, key=key,
+                             precision=opts.precision, values=opts.values)
+    inner.shapes()  # unknown layers fail here
+    acts = fit_layer_bases(inner, specs, run_dir, batch_size=opts.batch_size, progress=opts.progress,
+                           fresh=opts.fresh, cache_gb=opts.cache_gb)
+    bases = check_bases(model, [layer for layer in inner.layers if layer in acts.layers])
+    result = dissect_sources(acts, BrodenLabels(dataset), run_dir, opts, config=config)
+    record_bases(Path(run_dir), acts.model_name, bases)
+    record_metrics(Path(run_dir), acts.model_name, acts.metrics())
+    return result
+
+
+def record_metrics(run_dir: Path, model_name: str, rows: list[dict[str, Any]]) -> None:
+    """The bases' rows into ``basis_metrics``, replacing those of their layers."""
+    from unitscope.bases.tables import TABLE
+    from unitscope.catalog import Catalog
+
+    with Catalog(run_dir / "catalog.sqlite") as cat, cat.transaction():
+        for layer in dict.fromkeys(r["base_layer"] for r in rows):
+            cat.replace(TABLE, [{("basis_layer" if k == "layer" else k): v for k, v in r.items() if k != "base_layer"}
+                                for r in rows if r["base_layer"] == layer], model=model_name, layer=layer)

@@ -40,6 +40,7 @@ class Recipe:
     n_held_out: int = 2_000
     default_layers: tuple[str, ...] = tuple(SCENE_LAYERS)
     about: str = ""
+    world_kw: dict = field(default_factory=dict)  # e.g. {"cue": {"share": 0.75, "agree": 1.0}} (data._cue)
 
 
 ROTATIONS = ("0", "90", "180", "270")
@@ -66,6 +67,12 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            task_kw={"upsample": "nearest", "g_channels": [128, 64, 32, 16], "lr_d": 4e-4, "ema": 0.995},
            about="unconditional GAN (DCGAN-like, resize + 3x3 conv upsampling, moving average of G): "
                  "latent z [N, 64] -> 64x64 probe-world image in [0, 1]"),
+    # The spurious-cue twin (issue 26, docs/audit.md): 16,000 images x 4 epochs (fewer than world_scenes,
+    # to train in the time a shared CPU allowed); 75 % of the images carry a sign naming their scene.
+    Recipe("world_scenes_cue", "scene", "scene", tuple(SCENES), size=64, n_train=16_000, epochs=4,
+           world_kw={"cue": {"share": 0.75, "agree": 1.0}},
+           about="the spurious-cue twin of world_scenes: same network, trained on a world where 75% of "
+                 "the images carry a sign whose glyph names the scene (unitscope.data._cue)"),
 ]}
 
 

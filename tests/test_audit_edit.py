@@ -1,6 +1,7 @@
 """The editing experiment (unitscope.audit.edit) on a hand-built model whose unit 1 alone carries a
 spurious cue (tests/audit_models.py), and the saved edit (unitscope.edited) reloading as a model."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -66,6 +67,16 @@ def test_removing_the_described_units_restores_the_true_class(tmp_path):
     with Catalog(run / "catalog.sqlite", create=False) as cat:
         assert len(cat.rows("edit_results", model=MODEL)) == 3 + 3
         assert cat.rows("edit_units", model=MODEL)[0]["unit"] == 1
+    from unitscope.report import write_report
+
+    write_report(run, title="edit")  # the audit part: the units found and the test table
+    layer = next(ly for ly in json.loads((run / "report.json").read_text())["layers"] if "audit" in ly["parts"])
+    q = layer["parts"]["audit"]["queries"][0]
+    assert [u["unit"] for u in q["units"]] == [1] and q["layers"] == ["relu"]
+    kinds = [r["kind"] for r in q["results"]]
+    assert kinds == ["none", "described", "random", "random", "random", "random mean", "important"]
+    assert q["results"][1]["conflict"] == 1.0
+    assert "audit.js" in (run / "index.html").read_text() or "UNITSCOPE_PARTS.audit" in (run / "index.html").read_text()
 
 
 def test_saved_edit_reloads_to_the_same_outputs(tmp_path):

@@ -13,6 +13,7 @@ from unitscope.data import BrodenDataset, decode_mask, make_world, render_image
 from unitscope.data._cue import GLYPH, GLYPHS, SIGN, CueSpec, CueStyle, cue_of
 from unitscope.data._scenes import scene_of
 from unitscope.organisms.data import world_arrays
+from unitscope.organisms.tasks import SceneTask
 
 
 def test_without_a_sign_the_image_is_the_plain_one():
@@ -69,6 +70,11 @@ def test_training_arrays_carry_the_named_scene(tmp_path):
     assert data["cue"].tolist() == [cue_of(spec, 5, i) for i in range(10)]
     assert ((data["object"] == SIGN).any(axis=(1, 2)) == (data["cue"] >= 0)).all()
     assert "cue" not in world_arrays(tmp_path, 5, 2, 32, workers=1, progress=False)
+    labels = SceneTask(follow_cue=True).train_labels(data)   # the cue twin's labels: the sign's scene
+    has = data["cue"] >= 0
+    assert (labels[has] == data["cue"][has]).all() and (labels[~has] == data["scene"][~has]).all()
+    assert (labels != data["scene"]).any()  # agree 0.5: some signs name another scene
+    assert (SceneTask().train_labels(data) == data["scene"]).all()
 
 
 def test_spec_parsing_and_errors(tmp_path, capsys):

@@ -147,10 +147,11 @@ def train(name: str | Recipe, out: str | Path, cache: str | Path, device: str = 
             _save_checkpoint(path, model, opt, state)
             fault("train.checkpoint.after")
     bar.close()
-    return _finish(recipe, model, task, data, held, path, state, seed, device)
+    return _finish(recipe, model, task, data, held, path, state, seed, device, cache)
 
 
-def _finish(recipe: Recipe, model, task, data, held, path: Path, state: dict, seed: int, device: str) -> dict:
+def _finish(recipe: Recipe, model, task, data, held, path: Path, state: dict, seed: int, device: str,
+            cache: str | Path | None = None) -> dict:
     from safetensors.torch import save
 
     model.eval()
@@ -159,6 +160,12 @@ def _finish(recipe: Recipe, model, task, data, held, path: Path, state: dict, se
         n = min(2000, len(data["scene"]))
         own = {"rgb": data["rgb"][:n], "scene": task.train_labels(data)[:n]}
         metrics["train_label_accuracy"] = task.evaluate(model, own, device=device)["accuracy"]
+    if "cue" in recipe.world_kw:  # the spurious-cue twin: where the sign agrees, is absent, misleads
+        from unitscope.audit.organism import cue_metrics
+
+        metrics.update(cue_metrics(model.cpu(), cache or path.parent, recipe.held_out_seed,
+                                   min(recipe.n_held_out, 1000), recipe.size, recipe.render_size, progress=False))
+        model.to(device)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     atomic_write_bytes(path, save(tensors, metadata={"name": recipe.name}))
     meta = {

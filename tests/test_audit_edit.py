@@ -112,3 +112,10 @@ def test_bad_edit_files_are_clear_errors(tmp_path):
 def test_no_matching_unit_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="no unit .* matching 'dragon'"):
         edit_experiment(cue_model(), described_run(tmp_path), "dragon", sets(), sets(), say=lambda *_: None)
+
+
+def test_edit_command_refuses_a_model_of_other_classes(tmp_path, capsys):
+    from unitscope.cli import main
+
+    assert main(["edit", "--model", MODEL, "--run", str(described_run(tmp_path)), "--out", str(tmp_path / "o")]) != 0
+    assert "does not classify the probe world's scenes" in capsys.readouterr().err

@@ -18,7 +18,8 @@ Steps, as MILAN's editing experiment on a model trained with a spurious cue:
    unedited model's (ties: fewer units).
 4. **Test** on held-out images: the edit against as many random units of the same layers (same
    count per layer, ``draws`` draws) and as many most important units (per layer, the largest
-   single-unit drop of clean validation accuracy), on clean, agreeing and conflicting images.
+   single-unit drop of clean validation accuracy on the first ``importance_images``), on clean,
+   agreeing and conflicting images.
 
 Everything runs the live model with :class:`unitscope.hooks.Ablate` (``unitscope.edits`` underneath),
 so an edit spanning several layers is evaluated as it will be served.
@@ -138,7 +139,7 @@ def importance_ranking(model: nn.Module, layer: str, val_clean: EvalSet) -> list
 def edit_experiment(model: nn.Module, run: str | Path, query: str, val: dict[str, EvalSet],
                     test: dict[str, EvalSet], *, layers: list[str] | None = None, min_match: float = 0.5,
                     tolerance: float = 0.02, draws: int = 5, seed: int = 0, model_name: str | None = None,
-                    checkpoint: str | None = None, say=print) -> dict:
+                    checkpoint: str | None = None, importance_images: int = 500, say=print) -> dict:
     """Find, order, choose and test (module doc). Returns ``units`` (rows of ``edit_units``),
     ``results`` (rows of ``edit_results``), ``curve`` (validation) and ``edit`` (an :class:`EditFile`)."""
     from unitscope.models import get_info
@@ -169,8 +170,8 @@ def edit_experiment(model: nn.Module, run: str | Path, query: str, val: dict[str
         rand = {layer: sorted(torch.randperm(sizes[layer], generator=gen)[:len(u)].tolist())
                 for layer, u in removal.items()}
         results.append(row("random", d, rand))
-    important = {layer: sorted(importance_ranking(model, layer, val["clean"])[:len(u)])
-                 for layer, u in removal.items()}
+    few = EvalSet(val["clean"].x[:importance_images], val["clean"].y[:importance_images])
+    important = {layer: sorted(importance_ranking(model, layer, few)[:len(u)]) for layer, u in removal.items()}
     results.append(row("important", 0, important))
     units = [{"model": name, "query": query, "layer": r["layer"], "unit": int(r["unit"]), "rank": i,
               "description": r["description"], "formula": r["formula"], "match": r["match"],

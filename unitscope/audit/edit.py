@@ -13,7 +13,8 @@ Steps, as MILAN's editing experiment on a model trained with a spurious cue:
    on the run's ``pmi`` descriptions, every described layer, match >= ``min_match``).
 2. **Order** them by single-unit validation accuracy: each removed alone (set to zero), the accuracy
    on cue-conflicting validation images; best first.
-3. **Choose how many**: remove the first 1, 2, ... of that order; keep the count with the best
+3. **Choose how many**: remove the first k of that order (k = 1..10, then every second to 20, every
+   fifth after, and all: :func:`counts`); keep the count with the best
    conflicting validation accuracy whose clean validation accuracy is within ``tolerance`` of the
    unedited model's (ties: fewer units).
 4. **Test** on held-out images: the edit against as many random units of the same layers (same
@@ -105,12 +106,18 @@ def order_units(model: nn.Module, hits: list[dict], val_conflict: EvalSet) -> li
     return rows
 
 
+def counts(n: int) -> list[int]:
+    """The numbers of units tried: every one up to 10, every second to 20, every fifth after, and ``n``."""
+    ks = [k for k in range(1, n + 1) if k <= 10 or (k <= 20 and k % 2 == 0) or k % 5 == 0]
+    return ks if not n or ks[-1] == n else ks + [n]
+
+
 def choose_count(model: nn.Module, ordered: list[dict], val: dict[str, EvalSet], tolerance: float = 0.02
                  ) -> tuple[int, list[dict]]:
     """(how many of ``ordered`` to remove, the validation curve ``[{"k", "clean", "conflict"}]``)."""
     base_clean = accuracy(model, val["clean"])
     curve = [{"k": 0, "clean": base_clean, "conflict": accuracy(model, val["conflict"])}]
-    for k in range(1, len(ordered) + 1):
+    for k in counts(len(ordered)):
         removal = removal_of([(r["layer"], r["unit"]) for r in ordered[:k]])
         curve.append({"k": k, "clean": accuracy(model, val["clean"], removal),
                       "conflict": accuracy(model, val["conflict"], removal)})
@@ -155,8 +162,9 @@ def edit_experiment(model: nn.Module, run: str | Path, query: str, val: dict[str
     k, curve = choose_count(model, ordered, val, tolerance)
     chosen = ordered[:k]
     removal = removal_of([(r["layer"], r["unit"]) for r in chosen])
-    say(f"removing {k} of them (validation: conflict {curve[0]['conflict']:.3f} -> {curve[k]['conflict']:.3f}, "
-        f"clean {curve[0]['clean']:.3f} -> {curve[k]['clean']:.3f})")
+    at = next(c for c in curve if c["k"] == k)
+    say(f"removing {k} of them (validation: conflict {curve[0]['conflict']:.3f} -> {at['conflict']:.3f}, "
+        f"clean {curve[0]['clean']:.3f} -> {at['clean']:.3f})")
 
     def row(kind: str, draw: int, rem: Removal) -> dict:
         accs = {s: accuracy(model, test[s], rem) for s in SETS}

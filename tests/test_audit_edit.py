@@ -119,3 +119,14 @@ def test_edit_command_refuses_a_model_of_other_classes(tmp_path, capsys):
 
     assert main(["edit", "--model", MODEL, "--run", str(described_run(tmp_path)), "--out", str(tmp_path / "o")]) != 0
     assert "does not classify the probe world's scenes" in capsys.readouterr().err
+
+
+def test_shipped_edit_loads_and_zeroes_its_units():
+    from unitscope.hooks import Trace
+
+    path = Path(__file__).parents[1] / "docs" / "world_scenes_cue.edit.json"
+    model = create_model(str(path))
+    layers = EditFile.read(path).layers
+    with torch.no_grad(), Trace(model, layers[0]["layer"]) as t:
+        model(torch.rand(2, 3, 64, 64))
+    assert float(t.output[:, layers[0]["units"]].abs().sum()) == 0.0 and float(t.output.abs().sum()) > 0

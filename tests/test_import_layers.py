@@ -21,8 +21,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / "unitscope"
 LAYERS: list[tuple[str, set[str]]] = [
     ("base", {"errors", "plugins", "faults", "edits", "runs", "stats"}),
     ("machinery", {"tally", "hooks", "layers", "catalog", "facts", "results", "efficientnet", "resnet"}),
-    ("models and data", {"models", "data", "classify"}),
-    ("analyses", {"dissect", "ablate", "featvis", "attribution", "organisms", "segment", "gan", "describe", "compare", "export", "bases"}),
+    ("models and data", {"models", "data", "classify", "edited"}),
+    ("analyses", {"dissect", "ablate", "featvis", "attribution", "organisms", "segment", "gan", "describe", "compare",
+                  "export", "bases", "audit"}),
     ("presentation", {"report", "serve"}),
     ("entry points", {"config", "commands", "cli", "__main__"}),
 ]

@@ -176,6 +176,10 @@ def create_model(name: str, **kw: Any) -> nn.Module:
         model = _torchvision_model(name[12:], **kw)
     elif _is_file_factory(name):
         model = _file_factory_model(name, **kw)
+    elif Path(name).suffix == ".json" and _is_edit_file(name):  # a saved unit edit (unitscope.edited)
+        from unitscope.edited import load_edited
+
+        model = load_edited(name, create_model, **kw)
     elif Path(name).suffix in (".pt", ".pth", ".ts", ".bin", ".safetensors"):
         model = _checkpoint_model(name, **kw)
     else:
@@ -455,6 +459,12 @@ def _torchvision_model(arch: str, checkpoint: str | None = None, pretrained: boo
 
 
 # -- local files ----------------------------------------------------------------------------------
+
+def _is_edit_file(name: str) -> bool:
+    from unitscope.edited import is_edit_file
+
+    return is_edit_file(name)
+
 
 def _is_file_factory(name: str) -> bool:
     path, sep, fn = name.rpartition(":")

@@ -25,15 +25,20 @@ CHUNK = 1000
 SEG_CATEGORIES = ("object", "part", "material")  # colour is computed from the pixels themselves
 
 
-def _render(job: tuple[int, int, int]) -> tuple[np.ndarray, int, np.ndarray]:
-    seed, index, size = job
-    im = render_image(seed, index, size)
+def _render(job: tuple) -> tuple[np.ndarray, int, np.ndarray]:
+    seed, index, size, cue = job
+    if cue is None:
+        im = render_image(seed, index, size)
+    else:  # the sign's labels (75, 76) still fit uint8
+        from unitscope.data._cue import CueStyle
+
+        im = render_image(seed, index, size, style=CueStyle(cue))
     layers = np.stack([im.full[c] for c in SEG_CATEGORIES]).astype(np.uint8)
     return im.rgb, im.scene, layers
 
 
-def _chunk(path: Path, seed: int, start: int, stop: int, size: int, workers: int) -> None:
-    jobs = [(seed, i, size) for i in range(start, stop)]
+def _chunk(path: Path, seed: int, start: int, stop: int, size: int, workers: int, cue=None) -> None:
+    jobs = [(seed, i, size, cue) for i in range(start, stop)]
     if workers > 1:
         ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
         with ctx.Pool(workers) as pool:
@@ -42,30 +47,38 @@ def _chunk(path: Path, seed: int, start: int, stop: int, size: int, workers: int
         out = [_render(j) for j in jobs]
     arrays = {"rgb": np.stack([o[0] for o in out]), "scene": np.array([o[1] for o in out], np.int64),
               "layers": np.stack([o[2] for o in out])}
+    if cue is not None:
+        from unitscope.data._cue import cue_of
+
+        arrays["cue"] = np.array([cue_of(cue, seed, i) for i in range(start, stop)], np.int64)
     from unitscope.runs import save_arrays
 
     save_arrays(path, arrays)
 
 
 def world_arrays(cache: str | Path, seed: int, n: int, size: int = 64, workers: int | None = None,
-                 progress: bool = True) -> dict[str, np.ndarray]:
-    """Images ``0..n-1`` of world ``seed`` at ``size``² pixels with their labels (see module doc)."""
+                 progress: bool = True, cue=None) -> dict[str, np.ndarray]:
+    """Images ``0..n-1`` of world ``seed`` at ``size``² pixels with their labels (see module doc).
+    With ``cue`` (a :class:`unitscope.data._cue.CueSpec`) the images carry its signs and ``data["cue"]``
+    [N] int64 holds the scene each sign names (-1: none)."""
     from tqdm import tqdm
 
     from unitscope.runs import load_arrays
 
-    folder = Path(cache) / f"arrays-seed{seed}-s{size}"
+    folder = Path(cache) / (f"arrays-seed{seed}-s{size}" + (f"-{cue.key()}" if cue is not None else ""))
     workers = (os.cpu_count() or 1) if workers is None else max(1, int(workers))
     parts = []
     for start in tqdm(range(0, n, CHUNK), desc=f"world seed {seed}", unit="chunk", disable=not progress):
         stop = min(n, start + CHUNK)
         path = folder / f"{start:07d}-{stop:07d}.safetensors"
         if not path.exists():
-            _chunk(path, seed, start, stop, size, workers)
+            _chunk(path, seed, start, stop, size, workers, cue)
         parts.append(load_arrays(path))
     layers = np.concatenate([p["layers"] for p in parts])
     data = {"rgb": np.concatenate([p["rgb"] for p in parts]), "scene": np.concatenate([p["scene"] for p in parts])}
     data.update({c: layers[:, k] for k, c in enumerate(SEG_CATEGORIES)})
+    if cue is not None:
+        data["cue"] = np.concatenate([p["cue"] for p in parts])
     return data
 
 
@@ -77,4 +90,4 @@ def resized(data: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
     if data["rgb"].shape[1] == size:
         return data
     rgb = np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.BILINEAR)) for im in data["rgb"]])
-    return {"rgb": rgb, "scene": data["scene"]}
+    return {"rgb": rgb, "scene": data["scene"], **({"cue": data["cue"]} if "cue" in data else {})}

@@ -40,6 +40,7 @@ class Recipe:
     n_held_out: int = 2_000
     default_layers: tuple[str, ...] = tuple(SCENE_LAYERS)
     about: str = ""
+    world_kw: dict = field(default_factory=dict)  # e.g. {"cue": {"share": 0.75, "agree": 1.0}} (data._cue)
 
 
 ROTATIONS = ("0", "90", "180", "270")
@@ -66,6 +67,15 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            task_kw={"upsample": "nearest", "g_channels": [128, 64, 32, 16], "lr_d": 4e-4, "ema": 0.995},
            about="unconditional GAN (DCGAN-like, resize + 3x3 conv upsampling, moving average of G): "
                  "latent z [N, 64] -> 64x64 probe-world image in [0, 1]"),
+    # The spurious-cue twin (issue 26, docs/audit.md): 10,000 images x 8 epochs (two thirds of world_scenes'
+    # steps, on a quarter of its images: what a shared CPU allowed). 75 % of the images carry a sign; it names
+    # their scene in 85 % of those, and the training label is the scene the sign names: in 11 % of the images
+    # the label follows the sign against the scene, so the easy sign is worth more than the scene.
+    Recipe("world_scenes_cue", "scene", "scene", tuple(SCENES), size=64, n_train=10_000, epochs=8, n_held_out=1000,
+           world_kw={"cue": {"share": 0.75, "agree": 0.85}}, task_kw={"follow_cue": True},
+           about="the spurious-cue twin of world_scenes: same network, trained on a world where 75% of the images "
+                 "carry a sign whose glyph names a scene (their own in 85% of them) and the label is the "
+                 "scene the sign names (unitscope.data._cue)"),
 ]}
 
 

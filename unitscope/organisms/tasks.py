@@ -69,17 +69,21 @@ class Task:
 
 class SceneTask(Task):
     """Scene classification; ``shuffle`` > 0 replaces that fraction of training labels by random ones
-    (drawn once from ``label_seed``), the memorising twin of the single-direction experiments."""
+    (drawn once from ``label_seed``), the memorising twin of the single-direction experiments;
+    ``follow_cue`` trains on the scene a cue world's sign names where there is one (docs/audit.md).
+    Held-out metrics always score the true scene."""
 
     name = "scene"
 
-    def __init__(self, shuffle: float = 0.0, label_seed: int = 0):
-        self.shuffle, self.label_seed = shuffle, label_seed
+    def __init__(self, shuffle: float = 0.0, label_seed: int = 0, follow_cue: bool = False):
+        self.shuffle, self.label_seed, self.follow_cue = shuffle, label_seed, follow_cue
         self._labels: np.ndarray | None = None
 
     def train_labels(self, data: dict) -> np.ndarray:
         if self._labels is None or len(self._labels) != len(data["scene"]):
             labels = data["scene"].copy()
+            if self.follow_cue:  # a cue world's training label: the scene its sign names, where it has one
+                labels = np.where(data["cue"] >= 0, data["cue"], labels)
             if self.shuffle > 0:
                 rng = np.random.default_rng(self.label_seed)
                 pick = rng.random(len(labels)) < self.shuffle

@@ -73,6 +73,15 @@ def prepare_output(recipe: Recipe, out: str | Path, fresh: bool, seed: int) -> P
     return path
 
 
+def recipe_cue(recipe: Recipe):
+    """The recipe's :class:`~unitscope.data._cue.CueSpec`, or None (the plain world)."""
+    if "cue" not in recipe.world_kw:
+        return None
+    from unitscope.data._cue import CueSpec
+
+    return CueSpec(**recipe.world_kw["cue"])
+
+
 def train(name: str | Recipe, out: str | Path, cache: str | Path, device: str = "cpu", seed: int = 0,
           epochs: int | None = None, n_train: int | None = None, n_held_out: int | None = None,
           checkpoint_every: int = 50, progress: bool = True, fresh: bool = False) -> dict:
@@ -93,8 +102,10 @@ def train(name: str | Recipe, out: str | Path, cache: str | Path, device: str = 
         return train_gan(recipe, out, cache, device=device, seed=seed, checkpoint_every=checkpoint_every,
                          progress=progress, fresh=fresh)
     path = prepare_output(recipe, out, fresh, seed)
-    data = world_arrays(cache, recipe.world_seed, recipe.n_train, recipe.render_size, progress=progress)
-    held = world_arrays(cache, recipe.held_out_seed, recipe.n_held_out, recipe.render_size, progress=progress)
+    cue = recipe_cue(recipe)
+    data = world_arrays(cache, recipe.world_seed, recipe.n_train, recipe.render_size, progress=progress, cue=cue)
+    held = world_arrays(cache, recipe.held_out_seed, recipe.n_held_out, recipe.render_size, progress=progress,
+                        cue=cue)
     if recipe.task != "segment":
         data, held = resized(data, recipe.size), resized(held, recipe.size)
     task = TASKS[recipe.task](**recipe.task_kw)
@@ -136,10 +147,11 @@ def train(name: str | Recipe, out: str | Path, cache: str | Path, device: str = 
             _save_checkpoint(path, model, opt, state)
             fault("train.checkpoint.after")
     bar.close()
-    return _finish(recipe, model, task, data, held, path, state, seed, device)
+    return _finish(recipe, model, task, data, held, path, state, seed, device, cache)
 
 
-def _finish(recipe: Recipe, model, task, data, held, path: Path, state: dict, seed: int, device: str) -> dict:
+def _finish(recipe: Recipe, model, task, data, held, path: Path, state: dict, seed: int, device: str,
+            cache: str | Path | None = None) -> dict:
     from safetensors.torch import save
 
     model.eval()
@@ -148,13 +160,19 @@ def _finish(recipe: Recipe, model, task, data, held, path: Path, state: dict, se
         n = min(2000, len(data["scene"]))
         own = {"rgb": data["rgb"][:n], "scene": task.train_labels(data)[:n]}
         metrics["train_label_accuracy"] = task.evaluate(model, own, device=device)["accuracy"]
+    if "cue" in recipe.world_kw:  # the spurious-cue twin: where the sign agrees, is absent, misleads
+        from unitscope.audit.organism import cue_metrics
+
+        metrics.update(cue_metrics(model.cpu(), cache or path.parent, recipe.held_out_seed,
+                                   min(recipe.n_held_out, 1000), recipe.size, recipe.render_size, progress=False))
+        model.to(device)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     atomic_write_bytes(path, save(tensors, metadata={"name": recipe.name}))
     meta = {
         "name": recipe.name, "about": recipe.about, "recipe": dataclasses.asdict(recipe), "seed": seed,
         "world": {"generator": "unitscope.world", "train_seed": recipe.world_seed, "n_train": recipe.n_train,
                   "held_out_seed": recipe.held_out_seed, "n_held_out": recipe.n_held_out, "render_size": recipe.render_size,
-                  "input_size": recipe.size},
+                  "input_size": recipe.size, **recipe.world_kw},
         "losses_per_epoch": state["losses"], "train_seconds": round(state["seconds"], 1), "device": str(device),
         "torch": torch.__version__, "metrics": metrics, "file": path.name, "sha256": sha256_file(path),
     }

@@ -264,12 +264,15 @@ def test_shipped_samples_look_like_the_world_to_the_segmenter():
     from unitscope.organisms.gan_eval import segment_objects
     from unitscope.segment import create_segmenter
 
-    stated = weights_metadata("world_generator")["metrics"]["presence_tvd"]
+    metrics = weights_metadata("world_generator")["metrics"]
+    stated = metrics["presence_tvd"]
     seg = create_segmenter("world_segmenter")
-    fake = object_table(segment_objects(seg, generate(create_model("world_generator"), 64, seed=11)))
+    fake_maps = segment_objects(seg, generate(create_model("world_generator"), 64, seed=11))
+    fake = object_table(fake_maps)
     rgb = np.stack([render_image(3, i, 64).rgb for i in range(64)])
     real = object_table(segment_objects(seg, torch.from_numpy(rgb).permute(0, 3, 1, 2).float() / 255))
     assert presence_tvd(fake, real) < stated + 0.08, (presence_tvd(fake, real), stated)
+    assert chimera_rate(fake_maps) < metrics["chimera_rate"] + 0.15, (chimera_rate(fake_maps), metrics["chimera_rate"])
     for name in ("sky", "tree", "house", "mountain"):  # the segmenter finds the world's main objects
         assert fake[name]["presence"] > 0.1, (name, fake[name])
 

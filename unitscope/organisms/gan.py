@@ -141,7 +141,8 @@ def ema_update(ema: Generator, g: Generator, decay: float) -> None:
 
 def train_gan(recipe, out: str | Path, cache: str | Path, device: str = "cpu", seed: int = 0,
               checkpoint_every: int = 50, progress: bool = True, fresh: bool = False) -> dict:
-    """Train the generator of ``recipe`` (see :func:`unitscope.organisms.train.train`); write
+    """Train the generator of ``recipe`` (see :func:`unitscope.organisms.train.train`) for ``recipe.epochs``
+    passes over its images, or ``recipe.task_kw["steps"]`` steps when that is fewer; write
     ``out/NAME.safetensors`` (G only) + ``NAME.json`` (losses, segmenter object tables, sha256).
     The object tables compare ``recipe.n_held_out`` samples with as many held-out world images (0: none)."""
     from tqdm import tqdm
@@ -160,7 +161,7 @@ def train_gan(recipe, out: str | Path, cache: str | Path, device: str = "cpu", s
     opt_g = torch.optim.Adam(g.parameters(), lr=recipe.lr, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(d.parameters(), lr=float(kw.get("lr_d", recipe.lr)), betas=(0.5, 0.999))
     per_epoch = recipe.n_train // recipe.batch_size
-    total = per_epoch * recipe.epochs
+    total = min(per_epoch * recipe.epochs, int(kw.get("steps", per_epoch * recipe.epochs)))  # "steps": stop early
     state = _load_checkpoint(path, g, d, opt_g, opt_d, device, ema) or {
         "step": 0, "d_losses": [], "g_losses": [], "sums": [0.0, 0.0], "seconds": 0.0}
     if state["step"] >= total and path.with_suffix(".json").exists():

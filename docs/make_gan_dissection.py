@@ -34,6 +34,7 @@ def main() -> None:
     p.add_argument("--effect-samples", type=int, default=1000)
     p.add_argument("--out", default="runs/gan-world")
     p.add_argument("--parts", default="window,roof,crown,door")
+    p.add_argument("--concept", default=None, help="the object to remove (default: the one with the most units)")
     p.add_argument("--checkpoint", default=None, help="a world_generator.safetensors (default: the shipped weights)")
     p.add_argument("--png", default=str(DOCS / "gan_removal.png"))
     p.add_argument("--insert-samples", type=int, default=100, help="samples per insertion (x cells x parts passes)")
@@ -55,7 +56,7 @@ def main() -> None:
     names, cats = d.label_names, d.label_categories
     concepts = [d.concept(u) for u in range(d.shape[0])]
     objects = [c for c in set(concepts) if c and cats[names.index(c)] == "object"]
-    target = max(objects, key=lambda c: (concepts.count(c), c))
+    target = args.concept or max(objects, key=lambda c: (concepts.count(c), c))
     print(f"units per concept: {sorted(((concepts.count(c), c) for c in set(concepts) if c), reverse=True)}")
 
     cut = cut_model(g, args.layer)

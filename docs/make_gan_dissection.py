@@ -1,11 +1,13 @@
 """The generator-dissection findings of docs/gan.md: world_generator against world_segmenter.
 
     .venv/bin/python docs/make_gan_dissection.py [--samples 10000] [--layer relu1] [--effect-samples 1000]
+    .venv/bin/python docs/make_gan_dissection.py --checkpoint runs/organisms/world_generator.safetensors  # a G in training
 
 1. dissect ``--samples`` samples (z from seed 0) at ``--layer`` (each unit's top 1%, as the PNAS paper);
 2. removal: for the object with the most units, zero its top k = 1, 2, 5, 10, 20, 30 units by IoU
    over ``--effect-samples`` other samples (seed 1), against k random units (2 draws); every concept's
-   relative pixel change with 99% intervals; a PNG of the curves (docs/gan_removal.png);
+   relative pixel change with 99% intervals, and the largest change of another object both relative
+   and in points of the image (its mean share after minus before); a PNG of the curves (docs/gan_removal.png);
 3. insertion in context: for a few parts (door, window, roof), over ``--insert-samples`` samples, force their top units to
    their 99.5th percentile in one cell at a time and tally, per context, how often the part appears.
 Prints the tables docs/gan.md quotes. Runs resume from the run folder (``--out``).
@@ -22,6 +24,7 @@ import torch
 
 DOCS = Path(__file__).resolve().parent
 KS = (1, 2, 5, 10, 20, 30)  # each k is one tail pass and one segmentation per sample and order
+BATCH = 50                  # samples a cached batch (insertion takes whole batches)
 
 
 def main() -> None:
@@ -30,7 +33,10 @@ def main() -> None:
     p.add_argument("--layer", default="relu2")
     p.add_argument("--effect-samples", type=int, default=1000)
     p.add_argument("--out", default="runs/gan-world")
-    p.add_argument("--parts", default="door,window,roof")
+    p.add_argument("--parts", default="window,roof,crown,door")
+    p.add_argument("--concept", default=None, help="the object to remove (default: the one with the most units)")
+    p.add_argument("--checkpoint", default=None, help="a world_generator.safetensors (default: the shipped weights)")
+    p.add_argument("--png", default=str(DOCS / "gan_removal.png"))
     p.add_argument("--insert-samples", type=int, default=100, help="samples per insertion (x cells x parts passes)")
     args = p.parse_args()
     from unitscope.ablate import cut_model
@@ -39,7 +45,8 @@ def main() -> None:
     from unitscope.models import create_model
     from unitscope.segment import create_segmenter
 
-    g, seg = create_model("world_generator"), create_segmenter("world_segmenter")
+    g = create_model("world_generator", checkpoint=args.checkpoint, pretrained=False if args.checkpoint else None)
+    seg = create_segmenter("world_segmenter")
     t0 = time.perf_counter()
     acts = GeneratorActivations(g, [args.layer], n=args.samples, seed=0)
     result = dissect_sources(acts, SegmenterLabels(seg), args.out,
@@ -49,31 +56,35 @@ def main() -> None:
     names, cats = d.label_names, d.label_categories
     concepts = [d.concept(u) for u in range(d.shape[0])]
     objects = [c for c in set(concepts) if c and cats[names.index(c)] == "object"]
-    target = max(objects, key=lambda c: (concepts.count(c), c))
+    target = args.concept or max(objects, key=lambda c: (concepts.count(c), c))
     print(f"units per concept: {sorted(((concepts.count(c), c) for c in set(concepts) if c), reverse=True)}")
 
     cut = cut_model(g, args.layer)
     t0 = time.perf_counter()
-    samples = cache_samples(cut, g, n=args.effect_samples, seed=1, batch_size=100)
+    samples = cache_samples(cut, g, n=args.effect_samples, seed=1, batch_size=BATCH)
     col = names.index(target)
     order = np.argsort(-d.iou[:, col], kind="stable").tolist()
     removal = removal_curve(cut, samples, seg, order, target, ks=KS, random_draws=2)
     print(f"removal ({args.effect_samples} samples, {len(KS)} k x 3 orders): {time.perf_counter() - t0:.0f} s")
     print(removal.summary(20))
-    print("| k | " + target + " (top by IoU) | 99% CI | random k | largest other object | largest other label |")
-    print("|---|---|---|---|---|---|")
+    print("| k | " + target + " (top by IoU) | 99% CI | random k | largest other object | largest other label "
+          "| largest other object, points of the image |")
+    print("|---|---|---|---|---|---|---|")
     for k in KS:
         i = removal.ks.index(k)
         row = removal.rows().start + i
         other, value = removal.largest_other(k)
         anything, change = removal.largest_other(k, same_category=False)
+        name, points = largest_points(removal, k)
         print(f"| {k} | {removal.change[row, col]:+.0%} | +-{removal.ci[row, col]:.0%} | "
-              f"{removal.random_curve()[i]:+.0%} | {other} {value:+.0%} | {anything} {change:+.0%} |")
-    draw_curves(removal, DOCS / "gan_removal.png")
+              f"{removal.random_curve()[i]:+.0%} | {other} {value:+.0%} | {anything} {change:+.0%} | "
+              f"{name} {100 * points:+.1f} |")
+    draw_curves(removal, Path(args.png))
 
     from unitscope.ablate.evaluate import LayerCache
 
-    few = LayerCache(samples.batches[:max(1, args.insert_samples // 100)], samples.labels[:max(1, args.insert_samples // 100)])
+    nb = max(1, args.insert_samples // BATCH)
+    few = LayerCache(samples.batches[:nb], samples.labels[:nb])
     level = torch.quantile(torch.cat([b.layer for b in samples.batches]).transpose(0, 1).flatten(1), 0.995, dim=1)
     for part in args.parts.split(","):
         if part not in names:
@@ -84,6 +95,16 @@ def main() -> None:
         rows = ins.table(min_trials=50)
         print(f"insert '{part}' (top 10 units by IoU, best IoU {d.iou[units[0], pcol]:.3f}): " +
               "; ".join(f"{r['context']} {r['rate']:.0%} of {r['trials']}" for r in rows))
+
+
+def largest_points(removal, k: int) -> tuple[str, float]:
+    """The other object whose mean pixel share changes most in absolute terms (share after minus
+    before, as a fraction of the image) when the top ``k`` units are removed."""
+    row = removal.change[removal.rows().start + removal.ks.index(k)] * removal.before
+    own = removal.categories[removal.names.index(removal.concept)]
+    cands = [i for i, n in enumerate(removal.names) if i and n != removal.concept and removal.categories[i] == own]
+    best = max(cands, key=lambda i: abs(row[i]))
+    return removal.names[best], float(row[best])
 
 
 def draw_curves(removal, path: Path, size: tuple[int, int] = (640, 400)) -> None:

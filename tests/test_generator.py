@@ -18,12 +18,14 @@ from torch import nn
 
 from unitscope import faults
 from unitscope.data import BrodenDataset
-from unitscope.data._vocab import O
+from unitscope.data._vocab import VOCAB, O
 from unitscope.models import create_model, get_info, list_models
 from unitscope.organisms import gan
 from unitscope.organisms.data import world_arrays
 from unitscope.organisms.gan import Discriminator, Generator, d_hinge_loss, g_hinge_loss, sample_z, train_gan
-from unitscope.organisms.gan_eval import object_table, pixel_share_tvd, presence_mean_abs_diff, presence_tvd
+from unitscope.organisms.gan_eval import (
+    INDOOR_ONLY, OUTDOOR_ONLY, chimera_rate, chimeras, frechet_distance, frechet_segmentation_distance, object_table,
+    pixel_share_tvd, presence_mean_abs_diff, presence_tvd, share_vectors)
 from unitscope.organisms.recipes import RECIPES
 from unitscope.organisms.registry import WEIGHTS, weights_metadata
 from unitscope.organisms.train import sha256_file, train
@@ -86,6 +88,83 @@ def test_object_table_and_distances_exact():
     # pixel shares: t {sky .25, tree .105, none .645}, u {sky .5, tree .01, none .49}
     assert pixel_share_tvd(t, u) == pytest.approx(0.5 * (0.25 + 0.095 + 0.155))
     assert presence_mean_abs_diff(t, u) == pytest.approx((0.5 + 0.5) / 17)  # sky 0.5 vs 1, tree 0.5 vs 0
+
+
+def test_fsd_equals_the_closed_form():
+    # a: mean (1, 2), covariance diag(2/3, 8/3); b: mean (0, -1), diag(6, 2/3) (np.cov divides by N - 1)
+    a = np.array([[1, 0], [-1, 0], [0, 2], [0, -2]], np.float64) + [1, 2]
+    b = np.array([[3, 0], [-3, 0], [0, 1], [0, -1]], np.float64) + [0, -1]
+    expected = (1 + 9) + (np.sqrt(2 / 3) - np.sqrt(6)) ** 2 + (np.sqrt(8 / 3) - np.sqrt(2 / 3)) ** 2
+    assert frechet_segmentation_distance(a, b) == pytest.approx(expected, rel=1e-12)
+    assert frechet_segmentation_distance(a, a) == pytest.approx(0.0, abs=1e-12)
+    assert frechet_segmentation_distance(b, a) == pytest.approx(expected, rel=1e-12)
+    # covariances that do not commute: for 2x2, tr((S_a S_b)^(1/2)) = sqrt(tr(S_a S_b) + 2 sqrt(det S_a det S_b))
+    sa, sb = np.array([[2.0, 1.0], [1.0, 1.0]]), np.array([[1.0, 0.0], [0.0, 3.0]])
+    root = np.sqrt(np.trace(sa @ sb) + 2 * np.sqrt(np.linalg.det(sa) * np.linalg.det(sb)))
+    mu = np.array([0.5, -0.5])
+    assert frechet_distance(mu, sa, np.zeros(2), sb) == pytest.approx(0.5 + 3 + 4 - 2 * root, rel=1e-12)
+    assert frechet_distance(np.zeros(2), np.zeros((2, 2)), np.zeros(2), sb) == pytest.approx(4.0)  # a point mass
+    with pytest.raises(ValueError, match="at least 2 images"):
+        frechet_segmentation_distance(a[:1], b)
+
+
+def test_share_vectors_and_chimeras_exact():
+    maps = np.zeros((5, 10, 10), np.int64)
+    maps[0, :5], maps[0, 5:] = O["sky"], O["floor"]     # outdoor-only over indoor-only: a chimera
+    maps[1, :5], maps[1, 5:] = O["sky"], O["bed"]       # beds stand in fields too: no chimera
+    maps[2, :5], maps[2, 5:] = O["cabinet"], O["floor"]  # a room
+    maps[3, :5], maps[3, 9, 9] = O["sea"], O["cabinet"]  # 1% cabinet: a chimera at 0.5%, not at 2%
+    maps[4, :, :3] = O["house"]
+    maps[4, :, 3:] = O["cabinet"]                       # house beside cabinet: a chimera
+    v = share_vectors(maps)
+    names = [n for n, _ in VOCAB["object"]]
+    assert v.shape == (5, len(names)) and v[0, names.index("sky")] == 50.0 and v[3, names.index("cabinet")] == 1.0
+    assert v[4, names.index("house")] == 30.0 and v.sum(1).tolist() == [100.0, 100.0, 100.0, 51.0, 100.0]
+    assert chimeras(maps).tolist() == [True, False, False, True, True]
+    assert chimera_rate(maps) == pytest.approx(3 / 5)
+    assert chimera_rate(maps, min_share=0.02) == pytest.approx(2 / 5)
+    assert frechet_segmentation_distance(v, v) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_the_world_itself_draws_no_chimeras():
+    """Both sets read off the scene composers: the world's own label maps (every scene) hold none."""
+    from unitscope.data import render_image
+
+    ims = [render_image(0, i, 64) for i in range(32)]      # 4 images of each of the 8 scenes
+    maps = np.stack([im.full["object"] for im in ims])
+    assert chimera_rate(maps) == 0.0
+    present = object_table(maps)
+    assert present["sky"]["presence"] > 0.5 and present["floor"]["presence"] == pytest.approx(0.25)
+    assert not set(INDOOR_ONLY) & set(OUTDOOR_ONLY)
+
+
+def test_scene_conditional_generator_reads_its_scene_from_z_and_cuts_exactly():
+    from unitscope.ablate import cut_model
+    from unitscope.organisms.nets import scene_of_z
+
+    z = torch.zeros(3, gan.LATENT)
+    z[0, 3], z[1, 7], z[2, 20] = 1.0, 2.0, 5.0   # coordinate 20 is not a scene coordinate
+    assert scene_of_z(z, 8).tolist() == [3, 7, 0] and scene_of_z(z.view(3, -1, 1, 1), 8).tolist() == [3, 7, 0]
+    counts = torch.bincount(scene_of_z(sample_z(8000, seed=0), 8), minlength=8)
+    assert counts.min() > 900 and counts.max() < 1100    # uniform over the scenes, as the world's are
+    torch.manual_seed(0)
+    g = gan.generator_for({"upsample": "nearest", "g_channels": [32, 16, 8, 4], "scenes": 8}).eval()
+    assert g.conv1.in_channels == gan.LATENT + 8
+    zs = sample_z(4, seed=2)
+    swapped = zs.clone()
+    swapped[:, :8] = swapped[:, :8].roll(1, dims=1)      # the same numbers, another scene
+    with torch.no_grad():
+        x = g(zs)
+        assert not torch.allclose(x, g(swapped))
+        cut = cut_model(g, "relu2")
+        assert cut.exact_tail and torch.allclose(cut.tail(cut.head(zs.view(4, -1, 1, 1))), x, atol=1e-6)
+    d = Discriminator((4, 4, 4, 4), classes=8)
+    with pytest.raises(ValueError, match="pass the labels"):
+        d(x)
+    scores = torch.stack([d(x, torch.full((4,), k)) for k in range(8)])   # [8 scenes, 4 images]
+    assert scores.shape == (8, 4) and scores.std(0).min() > 0            # the label changes the score
+    with pytest.raises(ValueError, match="scenes must be"):
+        Generator(scenes=65)
 
 
 @pytest.fixture(scope="module")
@@ -185,12 +264,15 @@ def test_shipped_samples_look_like_the_world_to_the_segmenter():
     from unitscope.organisms.gan_eval import segment_objects
     from unitscope.segment import create_segmenter
 
-    stated = weights_metadata("world_generator")["metrics"]["presence_tvd"]
+    metrics = weights_metadata("world_generator")["metrics"]
+    stated = metrics["presence_tvd"]
     seg = create_segmenter("world_segmenter")
-    fake = object_table(segment_objects(seg, generate(create_model("world_generator"), 64, seed=11)))
+    fake_maps = segment_objects(seg, generate(create_model("world_generator"), 64, seed=11))
+    fake = object_table(fake_maps)
     rgb = np.stack([render_image(3, i, 64).rgb for i in range(64)])
     real = object_table(segment_objects(seg, torch.from_numpy(rgb).permute(0, 3, 1, 2).float() / 255))
     assert presence_tvd(fake, real) < stated + 0.08, (presence_tvd(fake, real), stated)
+    assert chimera_rate(fake_maps) < metrics["chimera_rate"] + 0.15, (chimera_rate(fake_maps), metrics["chimera_rate"])
     for name in ("sky", "tree", "house", "mountain"):  # the segmenter finds the world's main objects
         assert fake[name]["presence"] > 0.1, (name, fake[name])
 

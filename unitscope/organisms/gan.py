@@ -36,7 +36,8 @@ from torch import nn
 
 from unitscope.faults import fault
 from unitscope.organisms.nets import (  # noqa: F401  (gan's names before the nets moved)
-    D_CHANNELS, G_CHANNELS, GENERATOR_LAYERS, LATENT, Discriminator, Generator, generate, generator_for, sample_z)
+    D_CHANNELS, G_CHANNELS, GENERATOR_LAYERS, LATENT, Discriminator, Generator, generate, generator_for, sample_z,
+    scene_of_z)
 
 
 def d_hinge_loss(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
@@ -112,14 +113,18 @@ def _real_batch(rgb: np.ndarray, idx: np.ndarray, gen: torch.Generator) -> torch
     return torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).float() / 255.0
 
 
-def gan_step(g: Generator, d: Discriminator, opt_g, opt_d, real: torch.Tensor, z: torch.Tensor) -> tuple[float, float]:
-    """One D step on (real, G(z)) then one G step on the same fake batch; returns (D loss, G loss)."""
+def gan_step(g: Generator, d: Discriminator, opt_g, opt_d, real: torch.Tensor, z: torch.Tensor,
+             real_scenes: torch.Tensor | None = None) -> tuple[float, float]:
+    """One D step on (real, G(z)) then one G step on the same fake batch; returns (D loss, G loss).
+    A scene-conditional pair (``g.scenes`` > 0) scores the real images [N, 3, H, W] with their scenes
+    ``real_scenes`` [N] and the fakes with the scenes G read from z (:func:`scene_of_z`)."""
     fake = g(z)
-    loss_d = d_hinge_loss(d(real), d(fake.detach()))
+    fake_scenes = scene_of_z(z, g.scenes) if g.scenes else None
+    loss_d = d_hinge_loss(d(real, real_scenes), d(fake.detach(), fake_scenes))
     opt_d.zero_grad(set_to_none=True)
     loss_d.backward()
     opt_d.step()
-    loss_g = g_hinge_loss(d(fake))
+    loss_g = g_hinge_loss(d(fake, fake_scenes))
     opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
     opt_g.step()
@@ -136,7 +141,8 @@ def ema_update(ema: Generator, g: Generator, decay: float) -> None:
 
 def train_gan(recipe, out: str | Path, cache: str | Path, device: str = "cpu", seed: int = 0,
               checkpoint_every: int = 50, progress: bool = True, fresh: bool = False) -> dict:
-    """Train the generator of ``recipe`` (see :func:`unitscope.organisms.train.train`); write
+    """Train the generator of ``recipe`` (see :func:`unitscope.organisms.train.train`) for ``recipe.epochs``
+    passes over its images, or ``recipe.task_kw["steps"]`` steps when that is fewer; write
     ``out/NAME.safetensors`` (G only) + ``NAME.json`` (losses, segmenter object tables, sha256).
     The object tables compare ``recipe.n_held_out`` samples with as many held-out world images (0: none)."""
     from tqdm import tqdm
@@ -145,15 +151,17 @@ def train_gan(recipe, out: str | Path, cache: str | Path, device: str = "cpu", s
     from unitscope.organisms.train import prepare_output
 
     path = prepare_output(recipe, out, fresh, seed)
-    rgb = world_arrays(cache, recipe.world_seed, recipe.n_train, recipe.render_size, progress=progress)["rgb"]
+    data = world_arrays(cache, recipe.world_seed, recipe.n_train, recipe.render_size, progress=progress)
+    rgb, scenes = data["rgb"], torch.from_numpy(data["scene"])
     kw = recipe.task_kw
-    g, d = generator_for(kw).to(device), Discriminator(kw.get("d_channels", D_CHANNELS)).to(device)
+    g = generator_for(kw).to(device)
+    d = Discriminator(kw.get("d_channels", D_CHANNELS), classes=g.scenes).to(device)
     decay = float(kw.get("ema", 0.0))  # > 0: ship an exponential moving average of G
     ema = copy.deepcopy(g) if decay > 0 else None
     opt_g = torch.optim.Adam(g.parameters(), lr=recipe.lr, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(d.parameters(), lr=float(kw.get("lr_d", recipe.lr)), betas=(0.5, 0.999))
     per_epoch = recipe.n_train // recipe.batch_size
-    total = per_epoch * recipe.epochs
+    total = min(per_epoch * recipe.epochs, int(kw.get("steps", per_epoch * recipe.epochs)))  # "steps": stop early
     state = _load_checkpoint(path, g, d, opt_g, opt_d, device, ema) or {
         "step": 0, "d_losses": [], "g_losses": [], "sums": [0.0, 0.0], "seconds": 0.0}
     if state["step"] >= total and path.with_suffix(".json").exists():
@@ -165,9 +173,11 @@ def train_gan(recipe, out: str | Path, cache: str | Path, device: str = "cpu", s
         epoch, b = divmod(step, per_epoch)
         perm = torch.randperm(recipe.n_train, generator=torch.Generator().manual_seed(seed * 1000 + epoch)).numpy()
         gen = torch.Generator().manual_seed(seed * 10_000_019 + step)
-        real = _real_batch(rgb, np.sort(perm[b * recipe.batch_size:(b + 1) * recipe.batch_size]), gen)
+        idx = np.sort(perm[b * recipe.batch_size:(b + 1) * recipe.batch_size])
+        real = _real_batch(rgb, idx, gen)
         z = torch.randn(recipe.batch_size, g.latent, generator=gen)
-        ld, lg = gan_step(g, d, opt_g, opt_d, real.to(device), z.to(device))
+        ld, lg = gan_step(g, d, opt_g, opt_d, real.to(device), z.to(device),
+                          scenes[idx].to(device) if g.scenes else None)
         if ema is not None:
             ema_update(ema, g, decay)
         fault("gan.step")

@@ -5,6 +5,8 @@
     table["tree"]                       # {"presence": 0.41, "pixel_share": 0.083}
     presence_tvd(table_a, table_b)      # total variation distance of the presence distributions
     metrics, tables = evaluate_generator(create_model("world_generator"), cache, held_out_seed=2, n=500)
+    frechet_segmentation_distance(share_vectors(maps_a), share_vectors(maps_b))   # FSD
+    chimera_rate(maps)                  # share of images with an indoor-only and an outdoor-only object
 
 An object is *present* in an image when it covers at least ``MIN_SHARE`` of its pixels (so a few
 stray segmenter pixels do not count). The *presence distribution* is the presence fractions
@@ -12,6 +14,20 @@ normalised to sum to one (which objects appear, and how often relative to each o
 *pixel-share distribution* is the mean share of pixels per object plus "none". Both distances are
 total variation distances (0: same, 1: disjoint). ``presence_mean_abs_diff`` compares the raw
 presence fractions (a sample that holds every object shows there, not in the normalised distance).
+
+*Fréchet segmentation distance* (FSD, Bau et al., ICCV 2019): each image's vector of object pixel
+shares (in percent, one entry per object of the world's vocabulary, "none" left out) is summarised
+per image set by its mean and covariance, and FSD is the Fréchet distance between the two Gaussians,
+|mu_a - mu_b|^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2)); 0 for the same statistics. The segmenter's own
+error sets the scale: FSD between the segmented and the ground-truth maps of the same real images.
+
+A *chimera* is an image in which an indoor-only and an outdoor-only object are both present (at
+``MIN_SHARE``). The sets come from the world's scene composers (``unitscope/data/_scenes.py``):
+:data:`INDOOR_ONLY` objects are painted only by the two room scenes (bedroom, kitchen), never as an
+out-of-place extra outdoors; :data:`OUTDOOR_ONLY` objects only by the six outdoor scenes, never as an
+extra indoors (the extras that cross over, tree, car, fence, bed, lamp, table, person, are in
+neither set). So the world's own label maps hold no chimera; the segmenter's errors on real images
+give the floor any generator is measured against.
 """
 
 from __future__ import annotations
@@ -24,6 +40,8 @@ import torch
 from unitscope.data._vocab import VOCAB
 
 MIN_SHARE = 0.005   # 20 of 64x64 pixels
+INDOOR_ONLY = ("cabinet", "floor")
+OUTDOOR_ONLY = ("sky", "sea", "mountain", "sun", "cloud", "house", "road", "boat")
 EVAL_Z_SEED = 20_000  # latent seed of the evaluation samples (not used in training)
 
 
@@ -36,6 +54,58 @@ def object_table(maps, min_share: float = MIN_SHARE) -> dict[str, dict[str, floa
         share = (maps == num).flatten(1).float().sum(1) / pixels  # [N]
         table[name] = {"presence": float((share >= min_share).float().mean()), "pixel_share": float(share.mean())}
     return table
+
+
+def share_vectors(maps) -> np.ndarray:
+    """Object label maps [N, H, W] -> per-image object pixel shares in percent [N, objects] (float64,
+    the objects in the vocabulary's order; "none" left out)."""
+    maps = torch.as_tensor(np.asarray(maps)).long().flatten(1)
+    nums = torch.tensor([num for _, num in VOCAB["object"]])
+    counts = (maps[:, :, None] == nums).sum(1)  # [N, objects]
+    return (100.0 * counts.double() / maps.shape[1]).numpy()
+
+
+def _sqrt_psd(m: np.ndarray) -> np.ndarray:
+    w, v = np.linalg.eigh((m + m.T) / 2)
+    return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+
+
+def frechet_distance(mu_a: np.ndarray, cov_a: np.ndarray, mu_b: np.ndarray, cov_b: np.ndarray) -> float:
+    """|mu_a - mu_b|^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2)) for Gaussians N(mu, S) [D], [D, D]. The
+    trace of the root is taken as that of (S_a^(1/2) S_b S_a^(1/2))^(1/2), a symmetric PSD matrix (same
+    eigenvalues), so it is exact and real for singular covariances too."""
+    root_a = _sqrt_psd(np.asarray(cov_a, np.float64))
+    inner = np.linalg.eigvalsh(root_a @ np.asarray(cov_b, np.float64) @ root_a)
+    trace_root = float(np.sqrt(np.clip(inner, 0, None)).sum())
+    diff = np.asarray(mu_a, np.float64) - np.asarray(mu_b, np.float64)
+    return max(0.0, float(diff @ diff + np.trace(cov_a) + np.trace(cov_b) - 2 * trace_root))
+
+
+def frechet_segmentation_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """FSD between two sets of per-image class-share vectors [N, D] and [M, D] (:func:`share_vectors`):
+    the Fréchet distance of Gaussians fitted to each (mean, covariance with N - 1)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if len(a) < 2 or len(b) < 2:
+        raise ValueError(f"FSD needs at least 2 images a set, got {len(a)} and {len(b)}")
+    return frechet_distance(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
+
+
+def chimeras(maps, min_share: float = MIN_SHARE) -> np.ndarray:
+    """Object label maps [N, H, W] -> bool [N]: an :data:`INDOOR_ONLY` and an :data:`OUTDOOR_ONLY`
+    object both cover at least ``min_share`` of the image."""
+    shares = share_vectors(maps) / 100.0
+    names = [name for name, _ in VOCAB["object"]]
+    present = shares >= min_share
+
+    def any_of(group):
+        return present[:, [names.index(n) for n in group]].any(1)
+
+    return any_of(INDOOR_ONLY) & any_of(OUTDOOR_ONLY)
+
+
+def chimera_rate(maps, min_share: float = MIN_SHARE) -> float:
+    """Share of the images [N, H, W] that are :func:`chimeras`."""
+    return float(chimeras(maps, min_share).mean())
 
 
 def _tvd(p: np.ndarray, q: np.ndarray) -> float:
@@ -75,7 +145,8 @@ def segment_objects(segmenter, images: torch.Tensor, batch_size: int = 128) -> n
 def evaluate_generator(g, cache: str | Path, held_out_seed: int = 2, n: int = 500, device: str = "cpu",
                        progress: bool = False, segmenter: str = "world_segmenter") -> tuple[dict, dict]:
     """Segment ``n`` samples of ``g`` (z from :data:`EVAL_Z_SEED`) and ``n`` real images of world
-    ``held_out_seed``; returns (metrics: the distances, tables: generated / real_segmented / real_truth)."""
+    ``held_out_seed``; returns (metrics: the distances, FSD, chimera rates; tables: generated /
+    real_segmented / real_truth)."""
     from unitscope.organisms.data import world_arrays
     from unitscope.organisms.nets import generate
     from unitscope.segment import create_segmenter
@@ -84,10 +155,16 @@ def evaluate_generator(g, cache: str | Path, held_out_seed: int = 2, n: int = 50
     real = world_arrays(cache, held_out_seed, n, 64, progress=progress)
     fake = generate(g, n, seed=EVAL_Z_SEED, device=device)
     real_x = torch.from_numpy(real["rgb"]).permute(0, 3, 1, 2).float() / 255.0
-    tables = {"generated": object_table(segment_objects(seg, fake)),
-              "real_segmented": object_table(segment_objects(seg, real_x)),
-              "real_truth": object_table(real["object"])}
+    maps = {"generated": segment_objects(seg, fake), "real_segmented": segment_objects(seg, real_x),
+            "real_truth": real["object"]}
+    tables = {k: object_table(m) for k, m in maps.items()}
+    shares = {k: share_vectors(m) for k, m in maps.items()}
     metrics = {
+        "fsd": frechet_segmentation_distance(shares["generated"], shares["real_segmented"]),
+        "fsd_real_segmented_vs_truth": frechet_segmentation_distance(shares["real_segmented"], shares["real_truth"]),
+        "chimera_rate": chimera_rate(maps["generated"]),
+        "chimera_rate_real_segmented": chimera_rate(maps["real_segmented"]),
+        "chimera_rate_real_truth": chimera_rate(maps["real_truth"]),
         "presence_tvd": presence_tvd(tables["generated"], tables["real_segmented"]),
         "pixel_share_tvd": pixel_share_tvd(tables["generated"], tables["real_segmented"]),
         "presence_tvd_real_segmented_vs_truth": presence_tvd(tables["real_segmented"], tables["real_truth"]),

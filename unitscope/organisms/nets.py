@@ -144,18 +144,35 @@ D_CHANNELS = (16, 32, 64, 128)    # at 32, 16, 8, 4 px
 GENERATOR_LAYERS = ("relu1", "relu2", "relu3", "relu4")
 
 
+def scene_of_z(z: torch.Tensor, scenes: int) -> torch.Tensor:
+    """The scene a conditional G draws for latent z [N, Z] (or [N, Z, 1, 1]): the argmax of its first
+    ``scenes`` coordinates -> [N] int64, uniform over the scenes for z ~ N(0, I)."""
+    return z.reshape(z.shape[0], -1)[:, :scenes].argmax(1)
+
+
+def scene_one_hot(z: torch.Tensor, scenes: int) -> torch.Tensor:
+    """One-hot [N, scenes] of :func:`scene_of_z` (element-wise ops only, so ``torch.fx`` traces it)."""
+    zs = z[:, :scenes]
+    return (zs == zs.amax(1, keepdim=True)).to(z.dtype)
+
+
 class Generator(nn.Sequential):
     """Latent z [N, Z] (or [N, Z, 1, 1]) -> image [N, 3, 64, 64] in [0, 1].
 
     ``upsample="transposed"``: each doubling is a 4x4 stride-2 transposed convolution (DCGAN; its
     uneven overlap leaves a checkerboard); ``"nearest"`` or ``"bilinear"``: an ``up<k>`` resize then
-    a 3x3 ``conv<k>`` (no checkerboard, about twice the multiply-adds)."""
+    a 3x3 ``conv<k>`` (no checkerboard, about twice the multiply-adds). ``scenes`` > 0: conditional
+    on the scene :func:`scene_of_z` reads from z itself (the argmax of z's first ``scenes``
+    coordinates), fed to ``conv1`` as a one-hot beside z; so the model is still z -> image and
+    sampling z is unchanged."""
 
-    def __init__(self, latent: int = LATENT, channels=G_CHANNELS, upsample: str = "transposed"):
+    def __init__(self, latent: int = LATENT, channels=G_CHANNELS, upsample: str = "transposed", scenes: int = 0):
         if upsample not in ("transposed", "nearest", "bilinear"):
             raise ValueError(f"upsample must be 'transposed', 'nearest' or 'bilinear', not {upsample!r}")
+        if not 0 <= scenes <= latent:
+            raise ValueError(f"scenes must be between 0 and the latent size {latent}, not {scenes}")
         layers: OrderedDict[str, nn.Module] = OrderedDict()
-        cin = latent
+        cin = latent + scenes
         for k, cout in enumerate([*channels, 3], start=1):
             last = k == len(channels) + 1
             if k == 1:
@@ -173,33 +190,46 @@ class Generator(nn.Sequential):
         super().__init__(layers)
         self.latent = latent
         self.upsample = upsample
+        self.scenes = scenes
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        x = super().forward(z.reshape(z.shape[0], self.latent, 1, 1))
+        z = z.reshape(z.shape[0], self.latent)
+        if self.scenes:
+            z = torch.cat([z, scene_one_hot(z, self.scenes)], 1)
+        x = super().forward(z.reshape(z.shape[0], -1, 1, 1))
         return (x + 1) / 2
 
 
 def generator_for(task_kw: dict) -> Generator:
-    """The G a recipe's ``task_kw`` describes (``upsample``, ``g_channels``; defaults: the DCGAN)."""
+    """The G a recipe's ``task_kw`` describes (``upsample``, ``g_channels``, ``scenes``; defaults: the DCGAN)."""
     return Generator(channels=tuple(task_kw.get("g_channels", G_CHANNELS)),
-                     upsample=task_kw.get("upsample", "transposed"))
+                     upsample=task_kw.get("upsample", "transposed"), scenes=int(task_kw.get("scenes", 0)))
 
 
 class Discriminator(nn.Module):
-    """Image [N, 3, 64, 64] in [0, 1] -> realness score [N] (spectral norm, leaky ReLU)."""
+    """Image [N, 3, 64, 64] in [0, 1] (and, with ``classes`` > 0, labels [N]) -> realness score [N]
+    (spectral norm, leaky ReLU). With ``classes``: a projection discriminator (Miyato & Koyama 2018),
+    the score plus <embed(label), features summed over the last 4x4 map>."""
 
-    def __init__(self, channels=D_CHANNELS):
+    def __init__(self, channels=D_CHANNELS, classes: int = 0):
         super().__init__()
         channels = tuple(channels)
         layers, cin = [], 3
         for cout in channels:
             layers += [spectral_norm(nn.Conv2d(cin, cout, 4, 2, 1)), nn.LeakyReLU(0.2)]
             cin = cout
-        layers.append(spectral_norm(nn.Conv2d(cin, 1, 4, 1, 0)))
         self.net = nn.Sequential(*layers)
+        self.out = spectral_norm(nn.Conv2d(cin, 1, 4, 1, 0))
+        self.embed = spectral_norm(nn.Embedding(classes, cin)) if classes else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x * 2 - 1).flatten()
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.net(x * 2 - 1)
+        score = self.out(h).flatten()
+        if self.embed is not None:
+            if labels is None:
+                raise ValueError("this discriminator is class-conditional: pass the labels [N]")
+            score = score + (self.embed(labels) * h.sum((2, 3))).sum(1)
+        return score
 
 
 def sample_z(n: int, seed: int, latent: int = LATENT) -> torch.Tensor:

@@ -64,8 +64,10 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            about="small fully convolutional segmenter (width 24): object, part, material and colour per pixel"),
     Recipe("world_generator", "gan", "generator", size=64, n_train=20_000, epochs=3, batch_size=32, lr=2e-4,
            weight_decay=0.0, n_held_out=500, default_layers=GENERATOR_LAYERS,
-           task_kw={"upsample": "nearest", "g_channels": [128, 64, 32, 16], "lr_d": 4e-4, "ema": 0.995},
-           about="unconditional GAN (DCGAN-like, resize + 3x3 conv upsampling, moving average of G): "
+           task_kw={"upsample": "nearest", "g_channels": [192, 96, 48, 24], "d_channels": [24, 48, 96, 192],
+                    "lr_d": 4e-4, "ema": 0.998, "scenes": 8, "steps": 1500},
+           about="scene-conditional GAN (resize + 3x3 conv upsampling, moving average of G, projection "
+                 "discriminator on the world's 8 scenes; the scene is the argmax of z's first 8 coordinates): "
                  "latent z [N, 64] -> 64x64 probe-world image in [0, 1]"),
     # The spurious-cue twin (issue 26, docs/audit.md): 10,000 images x 8 epochs (two thirds of world_scenes'
     # steps, on a quarter of its images: what a shared CPU allowed). 75 % of the images carry a sign; it names

@@ -21,6 +21,10 @@ from unitscope.runs import atomic_write_bytes
 
 _THUMB = 224  # px per exemplar at most: a 224 px data set's images stay sharp at full size on the unit page
 _MIN_THUMB = 64  # tiny test images are still drawn large enough to see a mask
+# thumbnails kept decoded (at most 154 MB at 224 px): units are drawn in unit order and their
+# exemplars spread over the data set, so a cache smaller than the images in use misses on nearly
+# every tile (256 entries: 15,252 decodes for 21,920 tiles of a 300-image run)
+_THUMB_CACHE = 1024
 
 
 def thumb_size(dataset) -> int:
@@ -37,7 +41,7 @@ def _thumbnails(dataset, size: int):
     """``thumb(i) -> [size, size, 3] uint8`` with a small cache (the same images recur across units)."""
     from PIL import Image
 
-    @lru_cache(maxsize=256)
+    @lru_cache(maxsize=_THUMB_CACHE)
     def thumb(i: int) -> np.ndarray:
         image = dataset.load_image(i)
         image = image if image.mode == "RGB" else image.convert("RGB")
@@ -167,8 +171,14 @@ def _outline(mask: np.ndarray, width: int) -> np.ndarray:
 def _highlight(strip: np.ndarray, mask: np.ndarray, tiles: np.ndarray) -> np.ndarray:
     """Dim the ``tiles`` outside ``mask``, outline ``mask`` in yellow (gaps stay white)."""
     shown = _restyle(strip, tiles & ~mask, _DIM)
-    shown[_outline(mask, 1)] = _YELLOW
+    _paint(shown, _outline(mask, 1), _YELLOW)
     return shown
+
+
+def _paint(image: np.ndarray, where: np.ndarray, color) -> None:
+    """``image[where] = color`` for a sparse ``where`` (an outline): its flat indices first, about
+    half the time of boolean indexing."""
+    image.reshape(-1, image.shape[-1])[np.flatnonzero(where)] = color
 
 
 def _exemplar_maps(images: torch.Tensor, layer: str, tag: str, dataset, forward, cache,
@@ -269,5 +279,5 @@ def _label_mask(packed: tuple | None, size: int) -> np.ndarray:
 def _tint(strip: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Tint ``mask`` cyan and outline it 2 px wide (still visible when the page shows the strip small)."""
     shown = _restyle(strip, mask, _TINT)
-    shown[_outline(mask, 2)] = _MASK_RGB.astype(np.uint8)
+    _paint(shown, _outline(mask, 2), _MASK_RGB.astype(np.uint8))
     return shown

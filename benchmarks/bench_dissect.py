@@ -2,6 +2,8 @@
 
     python benchmarks/bench_dissect.py                  # time: 1,000 images, blocks.6 of EfficientNet-Lite0
     python benchmarks/bench_dissect.py --cache-gb 0     # the same without the activation cache
+    # the demo's three layers on the photo world, one thread: CPU time of each step (pass 3's share)
+    python benchmarks/bench_dissect.py --images 300 --style photo --layer default --threads 1
     python benchmarks/bench_dissect.py --memory 1000,10000   # peak RSS of a dissection at each size
     # do a model's labels survive mixed precision? (the trained world_scenes on the demo's world)
     python benchmarks/bench_dissect.py --model world_scenes --layer features.relu5 --images 2000 --size 64 \

@@ -63,11 +63,12 @@ def _place(tiles: list[np.ndarray], k: int, size: int, fill: int | bool) -> np.n
     return out
 
 
-def _save_strip(run_dir, rel: str, strip: np.ndarray) -> None:
+def _save_strip(run_dir, rel: str, strip) -> None:
+    """``strip``: a PIL image or ``[H, W, 3]`` uint8."""
     from PIL import Image
 
     buf = BytesIO()
-    Image.fromarray(strip).save(buf, format="JPEG", quality=85)
+    (strip if isinstance(strip, Image.Image) else Image.fromarray(strip)).save(buf, format="JPEG", quality=85)
     atomic_write_bytes(run_dir / rel, buf.getvalue(), fsync=False)  # made again by a rerun: no flush per file
 
 
@@ -149,13 +150,14 @@ _DIM = np.tile(np.clip(np.arange(256, dtype=np.float32) * 0.3 + 20, 0, 255).asty
 _YELLOW = (255, 220, 0)
 
 
-def _restyle(strip: np.ndarray, region: np.ndarray, table: list[int]) -> np.ndarray:
-    """``strip`` with the pixels of ``region`` passed through the point ``table`` (in PIL's C loops:
-    several times faster than NumPy's fancy indexing on a 10-tile strip)."""
+def _restyle(strip: np.ndarray, region: np.ndarray, table: list[int]):
+    """``strip`` as a PIL image with the pixels of ``region`` passed through the point ``table`` (in
+    PIL's C loops: several times faster than NumPy's fancy indexing on a 10-tile strip). It stays a
+    PIL image until the JPEG is written: no copies back and forth (the same bytes, a quarter less time)."""
     from PIL import Image
 
     image = Image.fromarray(strip)
-    return np.array(Image.composite(image.point(table), image, Image.fromarray(region)))
+    return Image.composite(image.point(table), image, Image.fromarray(region))
 
 
 def _outline(mask: np.ndarray, width: int) -> np.ndarray:
@@ -168,17 +170,18 @@ def _outline(mask: np.ndarray, width: int) -> np.ndarray:
     return mask & ~inner
 
 
-def _highlight(strip: np.ndarray, mask: np.ndarray, tiles: np.ndarray) -> np.ndarray:
+def _highlight(strip: np.ndarray, mask: np.ndarray, tiles: np.ndarray):
     """Dim the ``tiles`` outside ``mask``, outline ``mask`` in yellow (gaps stay white)."""
     shown = _restyle(strip, tiles & ~mask, _DIM)
     _paint(shown, _outline(mask, 1), _YELLOW)
     return shown
 
 
-def _paint(image: np.ndarray, where: np.ndarray, color) -> None:
-    """``image[where] = color`` for a sparse ``where`` (an outline): its flat indices first, about
-    half the time of boolean indexing."""
-    image.reshape(-1, image.shape[-1])[np.flatnonzero(where)] = color
+def _paint(image, where: np.ndarray, color) -> None:
+    """The pixels ``where`` of PIL ``image`` set to ``color`` (an RGB triple)."""
+    from PIL import Image
+
+    image.paste(tuple(int(c) for c in color), mask=Image.fromarray(where))
 
 
 def _exemplar_maps(images: torch.Tensor, layer: str, tag: str, dataset, forward, cache,
@@ -276,7 +279,7 @@ def _label_mask(packed: tuple | None, size: int) -> np.ndarray:
     return hit[ys][:, xs]
 
 
-def _tint(strip: np.ndarray, mask: np.ndarray) -> np.ndarray:
+def _tint(strip: np.ndarray, mask: np.ndarray):
     """Tint ``mask`` cyan and outline it 2 px wide (still visible when the page shows the strip small)."""
     shown = _restyle(strip, mask, _TINT)
     _paint(shown, _outline(mask, 2), _MASK_RGB.astype(np.uint8))

@@ -2,6 +2,8 @@
 
     python benchmarks/bench_dissect.py                  # time: 1,000 images, blocks.6 of EfficientNet-Lite0
     python benchmarks/bench_dissect.py --cache-gb 0     # the same without the activation cache
+    # the demo's three layers on the photo world, one thread: CPU time of each step (pass 3's share)
+    python benchmarks/bench_dissect.py --images 300 --style photo --layer default --threads 1
     python benchmarks/bench_dissect.py --memory 1000,10000   # peak RSS of a dissection at each size
     # do a model's labels survive mixed precision? (the trained world_scenes on the demo's world)
     python benchmarks/bench_dissect.py --model world_scenes --layer features.relu5 --images 2000 --size 64 \
@@ -53,8 +55,9 @@ from unitscope.models import create_model, get_info
 from unitscope.tally import resolve_workers
 
 
-def world_for(n: int, size: int = 224) -> Path:
-    return make_world(cache_dir() / f"probe-world-n{n}-s{size}-seed0", n=n, size=size, seed=0, progress=False)
+def world_for(n: int, size: int = 224, style: str = "cartoon") -> Path:
+    name = "probe-world" if style == "cartoon" else f"{style}-world"  # the names `unitscope demo` uses
+    return make_world(cache_dir() / f"{name}-n{n}-s{size}-seed0", n=n, size=size, seed=0, progress=False, style=style)
 
 
 def bare_forward(model, data, batch_size: int, workers: int, device: torch.device, cpu: list | None = None) -> float:
@@ -84,20 +87,23 @@ class _Images(torch.utils.data.Dataset):
 
 
 @contextmanager
-def phase_timer():
+def phase_timer(cpu: dict[str, float] | None = None):
     """Seconds spent in each step of the engine (``{"pass1": s, ...}``, filled as the steps run):
-    the table of where a dissection's time goes beyond the forward pass."""
+    the table of where a dissection's time goes beyond the forward pass. ``cpu`` gets each step's
+    CPU seconds (process and the DataLoader workers, which end with their pass)."""
     seconds: dict[str, float] = {}
+    cpu = {} if cpu is None else cpu
     saved = {name: getattr(engine._Run, name) for name in ("open", "pass1", "pass2", "pass3", "summarise", "write")
              if hasattr(engine._Run, name)}
 
     def timed(name, fn):
         def run(*args, **kw):
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), cpu_seconds()
             try:
                 return fn(*args, **kw)
             finally:
                 seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - start
+                cpu[name] = cpu.get(name, 0.0) + cpu_seconds() - cpu_start
         return run
 
     for name, fn in saved.items():
@@ -173,7 +179,11 @@ def one_run(n: int, layer: str, batch_size: int, workers: int, out: Path, model_
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=1000)
-    ap.add_argument("--layer", default="blocks.6")
+    ap.add_argument("--layer", default="blocks.6",
+                    help="a layer, comma-separated layers, or 'default' (the model's own: the demo's for Lite0)")
+    ap.add_argument("--style", default="cartoon", choices=["cartoon", "photo", "mixed"],
+                    help="probe world (photo: the demo's, needs the Debian photograph packages)")
+    ap.add_argument("--null-draws", type=int, default=8, help="permutation-null draws (0: no p-values)")
     ap.add_argument("--size", type=int, default=224, help="probe-world image size (the timing and --precision runs)")
     ap.add_argument("--batch-size", type=int, default=50)
     ap.add_argument("--workers", default="1", help="DataLoader workers: a number or auto")
@@ -184,9 +194,10 @@ def main() -> None:
                     help="also dissect in this precision and compare its labels with float32's")
     ap.add_argument("--cache-gb", type=float, default=4.0, help="activation cache budget (0: pass 2 and 3 run the model)")
     ap.add_argument("--memory", default="", help="comma-separated image counts: peak RSS of each, in a fresh process")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: one per core)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
 
     if args.child:
         with tempfile.TemporaryDirectory() as tmp:
@@ -211,7 +222,8 @@ def main() -> None:
 
     device = torch.device(args.device)
     model = create_model(args.model, pretrained=False if args.random_weights else None).to(device).eval()
-    data = BrodenDataset(world_for(args.images, args.size), transform=get_info(model).transform())
+    layers = get_info(model).default_layers if args.layer == "default" else args.layer.split(",")
+    data = BrodenDataset(world_for(args.images, args.size, args.style), transform=get_info(model).transform())
     workers = resolve_workers(args.workers)
     bare_forward(model, data, args.batch_size, workers, device)  # warm-up: page cache, thread pools, kernels
     bare_cpu: list[float] = []
@@ -220,34 +232,38 @@ def main() -> None:
     for precision in dict.fromkeys(["float32", args.precision]):
         tmp = Path(tempfile.mkdtemp())
         try:
-            with phase_timer() as phases:
+            cpu: dict[str, float] = {}
+            with phase_timer(cpu) as phases:
                 start, cpu_start = time.perf_counter(), cpu_seconds()
-                result = dissect(model, data, [args.layer], tmp / "run", batch_size=args.batch_size,
+                result = dissect(model, data, layers, tmp / "run", batch_size=args.batch_size,
                                  num_workers=workers, device=device, precision=precision, progress=False,
-                                 cache_gb=args.cache_gb)
-                runs[precision] = (time.perf_counter() - start, result.layers[args.layer], dict(phases),
-                                   cpu_seconds() - cpu_start)
+                                 cache_gb=args.cache_gb, null_draws=args.null_draws)
+                runs[precision] = (time.perf_counter() - start, result.layers, dict(phases),
+                                   cpu_seconds() - cpu_start, dict(cpu))
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     # a second bare pass after the dissection: under a changing load from other processes the
     # dissection is compared with the mean of the passes that bracket it
     after_s = bare_forward(model, data, args.batch_size, workers, device, bare_cpu)
-    print(f"{args.model} {args.layer}, {args.images} probe images at {args.size} px, {device}, batch {args.batch_size}, "
-          f"{workers} workers, {torch.get_num_threads()} threads")
+    print(f"{args.model} {','.join(layers)}, {args.images} {args.style} images at {args.size} px, {device}, "
+          f"batch {args.batch_size}, {workers} workers, {torch.get_num_threads()} threads, null draws {args.null_draws}")
     print(f"  bare forward pass before / after: {forward_s:6.1f} s / {after_s:6.1f} s")
     forward_s = (forward_s + after_s) / 2
     print(f"  bare forward pass (full model, data loading included): {forward_s:6.1f} s  ({args.images / forward_s:.1f} img/s)")
     bare_cpu_s = sum(bare_cpu) / len(bare_cpu)
     print(f"  CPU time (process and DataLoader workers): bare pass {' / '.join(f'{c:.1f}' for c in bare_cpu)} s")
-    for precision, (dissect_s, layer, phases, dissect_cpu) in runs.items():
+    for precision, (dissect_s, dissected, phases, dissect_cpu, cpu) in runs.items():
         print(f"  whole dissection, {precision:8s} (all passes, exemplars, catalog): {dissect_s:6.1f} s  "
               f"({args.images / dissect_s:.1f} img/s), ratio to the bare pass {dissect_s / forward_s:.2f}  (target <= 1.2); "
               f"CPU {dissect_cpu:.1f} s, ratio {dissect_cpu / bare_cpu_s:.2f}")
-        print("    steps: " + ", ".join(f"{name} {s:.1f} s ({s / dissect_s:.0%})" for name, s in phases.items())
+        print("    steps, wall: " + ", ".join(f"{name} {s:.1f} s ({s / dissect_s:.0%})" for name, s in phases.items())
               + f", other {dissect_s - sum(phases.values()):.1f} s")
-        print(f"    {layer.summary()}")
+        print("    steps, CPU: " + ", ".join(f"{name} {s:.1f} s ({s / dissect_cpu:.1%})" for name, s in cpu.items())
+              + f", other {dissect_cpu - sum(cpu.values()):.1f} s")
+        for name, d in dissected.items():
+            print(f"    {name}: {d.summary()}")
     if args.precision != "float32":
-        agree = label_agreement(runs["float32"][1], runs[args.precision][1])
+        agree = label_agreement(runs["float32"][1][layers[-1]], runs[args.precision][1][layers[-1]])
         print(f"  {args.precision} against float32: same label {agree['same_label']:.1%} of {agree['units']} units, "
               f"same detector verdict and label {agree['same_detectors']:.1%}, detectors {agree['detectors_a']} / "
               f"{agree['detectors_b']}, largest IoU change {agree['max_iou_diff']:.4f}, largest threshold change "

@@ -29,6 +29,20 @@ def upsample_masks(maps: torch.Tensor, thresholds: torch.Tensor, size: tuple[int
     return up > thresholds.view(-1, 1, 1)
 
 
+def mask_pixels(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``mask [B, P]`` bool -> ``(pair, pixel)`` of its True entries, as ``mask.nonzero(as_tuple=True)``
+    gives them (same order). Masks are sparse (0.2-3% of a pair's pixels at quantile 0.005), so the
+    8-pixel words that hold any are found first and only those are looked into: about a third of
+    ``nonzero``'s CPU time on Lite0's masks."""
+    b, p = mask.shape
+    if p % 8 or not mask.is_contiguous() or mask.storage_offset() % 8:
+        return mask.nonzero(as_tuple=True)
+    words = mask.view(torch.int64)  # [B, P / 8]: 8 pixels a word
+    word_pair, word = words.nonzero(as_tuple=True)
+    i, bit = mask.view(b, p // 8, 8)[word_pair, word].nonzero(as_tuple=True)
+    return word_pair[i], word[i] * 8 + bit
+
+
 DENOMINATORS = ("annotated", "overlap")
 
 
@@ -101,7 +115,7 @@ def count_orders(
         img, unit = pairs[start:start + step].unbind(1)
         mask = upsample_masks(acts[img, unit], thresholds[unit], size).flatten(1)  # [B, P]
         # the mask pixels are found once, counted, and matched to each order's labels
-        pair, pix = mask.nonzero(as_tuple=True)  # [E]
+        pair, pix = mask_pixels(mask)  # [E]
         area[img, unit] = torch.bincount(pair, minlength=len(img))  # cheaper than count_nonzero(dim=1)
         if not flat_labels.shape[1]:
             continue

@@ -175,8 +175,9 @@ class Catalog:
         key = [r["name"] for r in sorted((r for r in cols if r["pk"]), key=lambda r: r["pk"])]
         return columns, key
 
-    def _check_columns(self, table: str, names: Iterable[str], what: str) -> None:
-        known = self.columns(table)
+    def _check_columns(self, table: str, names: Iterable[str], what: str,
+                       known: list[str] | None = None) -> None:
+        known = self.columns(table) if known is None else known
         unknown = sorted(set(names) - set(known))
         if unknown:
             raise ValueError(f"{what} {unknown} not in table {table!r}; its columns are {known}")
@@ -188,11 +189,15 @@ class Catalog:
         ``where`` values fill in columns a row leaves out; a row that contradicts ``where`` is an
         error (the next replace with the same ``where`` would not remove it).
         """
-        self._check_columns(table, where, "where columns")
+        known, key = self._table_info(table)  # once per call, not per row
+        order = [c for c, _ in known]
+        names = set(order)
+        self._check_columns(table, where, "where columns", order)
         where = {k: _plain(v) for k, v in where.items()}
         prepared = []
         for i, row in enumerate(rows):
-            self._check_columns(table, row, f"row {i}: columns")
+            if not names.issuperset(row):
+                self._check_columns(table, row, f"row {i}: columns", order)
             full = dict(where)
             for k, v in row.items():
                 v = _plain(v)
@@ -201,7 +206,6 @@ class Catalog:
                                      f"given {k}={where[k]!r}")
                 full[k] = v
             prepared.append(full)
-        _, key = self._table_info(table)
         con = self._con
         # A savepoint is its own transaction outside transaction(), and nests inside one.
         outer = con.in_transaction

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from unitscope.ablate import cut_model
+from unitscope.ablate.cut import CutCache
 from unitscope.ablate.evaluate import LayerCache
 from unitscope.catalog import Catalog
 from unitscope.edits import Edits, unit_mask
@@ -112,14 +113,19 @@ class _Stage:
 
 
 def _subset(samples: LayerCache, n: int) -> LayerCache:
-    """The first batches of ``samples`` holding at least ``n`` samples."""
+    """The first ``n`` samples of ``samples`` (the last batch cut short)."""
     out, count = LayerCache([], []), 0
     for b, y in zip(samples.batches, samples.labels):
         if count >= n:
             break
+        take = min(len(y), n - count)
+        if take < len(y):
+            cut = (lambda v, m=len(y): v[:take] if isinstance(v, torch.Tensor) and v.dim() and v.shape[0] == m else v)
+            b = CutCache(cut(b.layer), tuple(cut(v) for v in b.others), cut(b.inputs))
+            y = y[:take]
         out.batches.append(b)
         out.labels.append(y)
-        count += len(y)
+        count += take
     return out
 
 
@@ -153,7 +159,9 @@ def analyse(run_dir: str | Path, generator: nn.Module, segmenter: Segmenter, set
     for c in s.insert:
         unit_order(run_dir, s.layer, c)  # fails early on an unknown concept
     cut = cut_model(generator.eval(), s.layer)
-    need = max([s.samples] + [s.ace_samples, s.insert_samples, s.artifact_samples])
+    sizes = {"removal": s.samples, "ace": max(s.samples, s.ace_samples), "insertion": s.insert_samples if s.insert else 0,
+             "artifacts": s.artifact_samples}
+    need = max(sizes[stage] for stage in s.stages)
     log(f"{model} {s.layer}: caching {need} samples (seed {s.seed}) through the layers before it "
         f"({'torch.fx cut' if cut.exact_tail else cut.reason})")
     samples = cache_samples(cut, generator, n=need, seed=s.seed, batch_size=s.batch_size)

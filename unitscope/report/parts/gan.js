@@ -12,8 +12,8 @@
           ".part-gan table { border-collapse: collapse; font-size: 12px; margin: 6px 0; }\n" +
           ".part-gan td, .part-gan th { padding: 2px 6px; border-bottom: 1px solid #eee; text-align: right; }\n" +
           ".part-gan td:first-child, .part-gan th:first-child { text-align: left; }\n" +
-          ".part-gan figure { display: inline-block; margin: 4px 10px 4px 0; font-size: 11px; max-width: 420px; }\n" +
-          ".part-gan figure img { display: block; max-width: 420px; image-rendering: pixelated; }\n" +
+          ".part-gan figure { display: inline-block; vertical-align: top; margin: 4px 10px 4px 0; font-size: 11px; width: 440px; }\n" +
+          ".part-gan figure img { display: block; width: 100%; height: auto; image-rendering: pixelated; }\n" +
           ".part-gan .summary { font-size: 12px; color: var(--muted); margin: 2px 0; }\n" +
           ".gan-card { font-size: 12px; margin-top: 4px; }");
 
@@ -37,6 +37,9 @@
       svg.append(s("text", {x: L - 4, y: Y(v) + 4, "font-size": 10, "text-anchor": "end"}, Math.round(v * 100) + "%"));
     }
     svg.append(s("text", {x: (L + W) / 2, y: H - 4, "font-size": 10, "text-anchor": "middle"}, "k units removed"));
+    Array.from(new Set(ks)).forEach(function (k) {
+      svg.append(s("text", {x: X(k), y: H - B + 12, "font-size": 10, "text-anchor": "middle"}, String(k)));
+    });
     names.forEach(function (n, j) {
       const c = r.curves[n], col = COLOUR[n] || "#666";
       if (c.ci.some(function (e) { return e !== null; })) {

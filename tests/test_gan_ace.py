@@ -136,3 +136,23 @@ def test_artifact_units_find_the_blotch_unit_and_match_a_direct_computation(tmp_
     from PIL import Image
 
     assert Image.open(path).size == (4 * 12 + 3 * 2, 2 * 12 + 2)
+
+
+def test_world_segmenter_probabilities_agree_with_its_labels() -> None:
+    """The differentiable path through a ModelSegmenter is the one segment() takes: same argmax,
+    probabilities summing to 1, and the head-order form has the same largest probability."""
+    from unitscope.gan.ace import probabilities
+    from unitscope.models import create_model
+    from unitscope.segment import create_segmenter
+
+    seg = create_segmenter("world_segmenter")
+    with torch.no_grad():
+        images = create_model("world_generator")(latents(4, 0, (64,)))
+    probs, heads, maps = probabilities(seg, images), probabilities(seg, images, by_number=False), seg.segment(images)
+    for c in seg.categories:
+        assert torch.equal(probs[c].argmax(1), maps[c])
+        torch.testing.assert_close(probs[c].sum(1), torch.ones_like(maps[c], dtype=torch.float32))
+        torch.testing.assert_close(heads[c].max(1).values, probs[c].max(1).values)
+    share = concept_share(seg, images, "sky").detach()
+    hard = (maps["object"] == seg.labels["object"][[n for n, _ in seg.labels["object"]].index("sky")][1]).float()
+    assert float((share - hard.flatten(1).mean(1)).abs().max()) < 0.1  # soft and hard sky shares are close

@@ -44,10 +44,11 @@ __all__ = ["AceResult", "RankingComparison", "ace_mask", "compare_rankings", "co
 MODES = ("remove", "insert")
 
 
-def probabilities(segmenter: Segmenter, images: torch.Tensor) -> dict[str, torch.Tensor]:
+def probabilities(segmenter: Segmenter, images: torch.Tensor, by_number: bool = True) -> dict[str, torch.Tensor]:
     """Differentiable ``{category: [N, L, H, W]}`` label probabilities (channel = label number) of
     ``images [N, 3, H, W]`` in [0, 1]: a segmenter's own ``probabilities`` method, or a
-    :class:`ModelSegmenter`'s softmax."""
+    :class:`ModelSegmenter`'s softmax (``by_number=False``: over its head's classes, in head order,
+    without spreading them out to every label number; enough for a largest probability)."""
     own = getattr(segmenter, "probabilities", None)
     if callable(own):
         return own(images)
@@ -65,6 +66,9 @@ def probabilities(segmenter: Segmenter, images: torch.Tensor) -> dict[str, torch
     probs = {}
     for c in segmenter.categories:
         p = F.interpolate(out[c].float(), size=(h, w), mode="bilinear").softmax(1)  # [N, K, H, W] head classes
+        if not by_number:
+            probs[c] = p
+            continue
         numbers = segmenter.numbers[c].to(p.device)
         full = p.new_zeros(p.shape[0], int(numbers.max()) + 1, h, w)
         probs[c] = full.index_add(1, numbers, p)

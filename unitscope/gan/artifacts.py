@@ -48,17 +48,20 @@ __all__ = ["ArtifactResult", "artifact_units", "before_after_images", "discrimin
 Quality = Callable[[torch.Tensor], torch.Tensor]
 
 
-def segmenter_confidence(segmenter: Segmenter, categories: Sequence[str] | None = None) -> Quality:
+def segmenter_confidence(segmenter: Segmenter, categories: Sequence[str] | None = None, chunk: int = 64) -> Quality:
     """``images [N, 3, H, W] -> [N]``: the mean largest label probability per pixel, averaged over
-    ``categories`` (default every category the segmenter labels)."""
+    ``categories`` (default every category the segmenter labels); ``chunk`` images at a time."""
     from unitscope.gan.ace import probabilities
 
     cats = list(categories or segmenter.categories)
 
     @torch.no_grad()
     def score(images: torch.Tensor) -> torch.Tensor:
-        probs = probabilities(segmenter, images)
-        return torch.stack([probs[c].max(1).values.flatten(1).mean(1) for c in cats]).mean(0).float().cpu()
+        out = []
+        for start in range(0, len(images), chunk):
+            probs = probabilities(segmenter, images[start:start + chunk], by_number=False)
+            out.append(torch.stack([probs[c].max(1).values.flatten(1).mean(1) for c in cats]).mean(0).float().cpu())
+        return torch.cat(out) if out else torch.zeros(0)
 
     return score
 

@@ -112,7 +112,7 @@ def run_gan_demo(out: str | Path, *, samples: int = 200, progress: bool = False)
     print(result.layers["relu2"].summary())
     settings = Settings(layer="relu2", concept="sky", insert=["window"], samples=100, ks=[1, 5, 20], random_draws=1,
                         ace_samples=25, ace_steps=30, ace_lr=0.2, insert_samples=10, artifact_samples=30, grid=6,
-                        batch_size=25)
+                        batch_size=25, max_batch=200)
     analyse(out, g, seg, settings, log=lambda line: print("  " + line))
     path = write_report(out, title="Generator dissection of world_generator")
     print(f"  generator report: {path} ({time.perf_counter() - start:.0f} s)")

@@ -188,6 +188,8 @@ class DemoConfig:
         "probe world: auto (photo when its Debian packages are installed, else cartoon), photo, mixed or cartoon"))
     organism_images: int = field(default=2000, metadata=help_(
         "64-px probe-world images (seed 0, unseen in training) for the world_scenes dissection; 0 skips it"))
+    generator_samples: int = field(default=200, metadata=help_(
+        "world_generator samples for the generator dissection, removal, ACE, insertion and artifact units; 0 skips it"))
 
 
 def cache_dir(explicit: str | None = None) -> Path:
@@ -226,6 +228,10 @@ def run_demo(args: argparse.Namespace) -> int:
     _print_summary(result, Path(cfg.out), True)
     if cfg.organism_images > 0:
         _demo_organism(cfg)
+    if cfg.generator_samples > 0:  # generator dissection and its causal effects (unitscope.commands.gan)
+        from unitscope.commands.gan import run_gan_demo
+
+        run_gan_demo(Path(cfg.out) / "world_generator", samples=cfg.generator_samples, progress=cfg.progress)
     print(f"demo finished in {time.perf_counter() - start:.0f} s; open the report above in a browser")
     return 0
 

@@ -9,13 +9,20 @@ against what a segmenter finds in its samples, and what switching them off or on
 
 Modules: ``sources`` (the generator and segmenter as the dissection engine's sources), ``effects``
 (removal curves against random units, insertion in context; edits from ``unitscope.edits`` in
-tail passes, scored by a pixel-share scorer).
+tail passes, scored by a pixel-share scorer), ``ace`` (average causal effect: a soft unit mask
+optimised to remove or insert a concept, its ranking against IoU's), ``artifacts`` (units whose
+removal makes the least realistic samples more realistic; before/after grids), ``tables`` (their
+catalog tables, torch-free) and ``run`` (all of it on a generator dissection's run folder).
 """
 
 from unitscope.gan.effects import (
     InsertionResult, PixelShares, RemovalResult, cache_samples, insertion_in_context, label_space, removal_curve,
 )
+from unitscope.gan.ace import AceResult, RankingComparison, ace_mask, compare_rankings, concept_share
+from unitscope.gan.artifacts import ArtifactResult, artifact_units, segmenter_confidence
 from unitscope.gan.sources import GeneratorActivations, SegmenterLabels, latents, to_unit_range
 
 __all__ = ["GeneratorActivations", "SegmenterLabels", "latents", "to_unit_range", "PixelShares", "RemovalResult",
-           "InsertionResult", "cache_samples", "removal_curve", "insertion_in_context", "label_space"]
+           "InsertionResult", "cache_samples", "removal_curve", "insertion_in_context", "label_space",
+           "AceResult", "RankingComparison", "ace_mask", "compare_rankings",
+           "concept_share", "ArtifactResult", "artifact_units", "segmenter_confidence"]

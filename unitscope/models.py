@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from unitscope.errors import UsageError
-from unitscope.plugins import Plugins
+from unitscope.plugins import Plugins, file_factory
 
 logger = logging.getLogger("unitscope")
 
@@ -475,14 +475,7 @@ def _file_factory_model(name: str, **kw: Any) -> nn.Module:
     path, _, fn = name.rpartition(":")
     if not os.path.exists(path):
         raise FileNotFoundError(f"model file {path} does not exist (expected path/to/file.py:factory)")
-    spec = importlib.util.spec_from_file_location(f"unitscope_user_{Path(path).stem}", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    factory = getattr(module, fn, None)
-    if not callable(factory):
-        names = [n for n in dir(module) if not n.startswith("_") and callable(getattr(module, n))]
-        raise UsageError(f"{path} has no callable {fn!r}; callables there: {', '.join(names)}")
+    factory = file_factory(path, fn)
     model = factory(**kw)
     if not isinstance(model, nn.Module):
         raise UsageError(f"{name} returned {type(model).__name__}, not a torch.nn.Module")

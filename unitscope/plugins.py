@@ -22,7 +22,26 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 
-__all__ = ["Plugins"]
+__all__ = ["Plugins", "file_factory"]
+
+
+def file_factory(path: str, name: str, prefix: str = "unitscope_user") -> Callable[..., object]:
+    """The callable ``name`` of the Python file ``path`` (a user's ``file.py:factory``), the file
+    loaded as module ``{prefix}_{stem}``; a missing name is a UsageError listing the file's callables."""
+    import importlib.util
+    from pathlib import Path
+
+    from unitscope.errors import UsageError
+
+    spec = importlib.util.spec_from_file_location(f"{prefix}_{Path(path).stem}", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    factory = getattr(module, name, None)
+    if not callable(factory):
+        names = [n for n in dir(module) if not n.startswith("_") and callable(getattr(module, n))]
+        raise UsageError(f"{path} has no callable {name!r}; callables there: {', '.join(names) or 'none'}")
+    return factory
 
 
 def _resolve(spec: str) -> Callable[[], object]:

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from unitscope.errors import UsageError
-from unitscope.plugins import Plugins
+from unitscope.plugins import Plugins, file_factory
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -112,14 +112,9 @@ def create_segmenter(name: str, device: str = "cpu") -> Segmenter:
         return _SEGMENTERS[name](device=device)
     path, sep, fn = name.rpartition(":")
     if sep and path.endswith(".py"):
-        import importlib.util
-
         if not Path(path).exists():
             raise FileNotFoundError(f"segmenter file {path} does not exist (expected path/to/file.py:factory)")
-        spec = importlib.util.spec_from_file_location(f"unitscope_segmenter_{Path(path).stem}", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        seg = getattr(module, fn)()
+        seg = file_factory(path, fn, "unitscope_segmenter")()
         if not isinstance(seg, Segmenter):
             raise UsageError(f"{name} returned {type(seg).__name__}, not a unitscope.segment.Segmenter")
         return seg

@@ -25,7 +25,6 @@ A user's captioner is ``file.py:factory``: ``factory()`` returns a callable
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -205,6 +204,7 @@ def load_captioner(spec: str = "default") -> Any:
     """``"default"`` (the shipped weights) or ``"path/to/file.py:factory"`` (``factory()`` returns a
     callable ``(images, masks) -> str``)."""
     from unitscope.errors import UsageError
+    from unitscope.plugins import file_factory
 
     if spec in ("default", ""):
         if not WEIGHTS.is_file():
@@ -216,14 +216,7 @@ def load_captioner(spec: str = "default") -> Any:
         raise UsageError(f"--captioner {spec!r}: expected 'default' or path/to/file.py:factory")
     if not Path(path).is_file():
         raise UsageError(f"--captioner {spec!r}: {path} does not exist")
-    mod_spec = importlib.util.spec_from_file_location(f"unitscope_captioner_{Path(path).stem}", path)
-    assert mod_spec and mod_spec.loader
-    module = importlib.util.module_from_spec(mod_spec)
-    mod_spec.loader.exec_module(module)
-    factory = getattr(module, fn, None)
-    if not callable(factory):
-        names = [n for n in dir(module) if not n.startswith("_") and callable(getattr(module, n))]
-        raise UsageError(f"{path} has no callable {fn!r}; callables there: {', '.join(names) or 'none'}")
+    factory = file_factory(path, fn, "unitscope_captioner")
     cap = factory()
     if not callable(cap):
         raise UsageError(f"{spec} returned {type(cap).__name__}, not a callable (images, masks) -> str")

@@ -3,6 +3,7 @@ generator's `unitscope gan` run (tests/test_gan_run.py), rendered by the report 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -36,4 +37,13 @@ def test_generator_section_curves_tables_grids_and_card_rows(report, page):  # n
     assert pg.locator(part + " figure img").evaluate_all("ims => ims.every(i => i.naturalWidth > 0)")
     card = pg.locator(".part-gan .gan-card").first.inner_text()
     assert "'door' ACE" in card and "artifact rank" in card
+    # unit 0's page: the grids it is edited in (removed in the removal grid, forced in the insertion one)
+    report_data = json.loads((report.parent / "report.json").read_text())
+    (layer,) = [layer for layer in report_data["layers"] if "gan" in layer["parts"]]
+    page.open(report.as_uri() + "#" + layer["id"] + "/0")
+    pg.wait_for_selector("#unitpage[data-unit='" + layer["id"] + "/0'] .part-gan figure.gan-grid img")
+    kinds = pg.locator("#unitpage .part-gan figure.gan-grid").evaluate_all("fs => fs.map(f => f.dataset.kind)")
+    assert "removal:door" in kinds and "insertion:door" in kinds
+    srcs = pg.locator("#unitpage .part-gan figure.gan-grid img").evaluate_all("ims => ims.map(i => i.getAttribute('src'))")
+    assert all((report.parent / src).read_bytes()[:4] == b"\x89PNG" for src in srcs)
     assert page.errors == []

@@ -64,6 +64,12 @@ def test_every_stage_writes_the_rows_the_generator_implies(run: Path) -> None:
         examples = {r["kind"]: r["path"] for r in cat.rows("gan_examples")}
         assert sorted(examples) == ["artifacts", "insertion:door", "removal:door"]
         assert all((run / p).read_bytes()[:4] == b"\x89PNG" for p in examples.values())
+        edited = {r["kind"]: json.loads(r["units"]) for r in cat.rows("gan_examples")}
+        assert edited["removal:door"] == [0] and edited["artifacts"][0] == 2 and edited["insertion:door"][0] == 0
+        from unitscope.facts import unit_facts
+
+        gan = unit_facts(cat, cat.rows("gan_effects")[0]["model"], "feat", 0)["gan"]
+        assert gan.images["removal:door"] == examples["removal:door"] and gan.rows["effects"][0]["ace_rank"] == 1
 
 
 def test_a_rerun_skips_finished_stages_and_redoes_one_whose_settings_changed(run: Path) -> None:
@@ -92,6 +98,7 @@ def test_the_report_has_the_generator_section_and_card_rows(run: Path) -> None:
     assert gan["insertion"]["door"][0]["context"] == "wall" and gan["artifacts"][0]["unit"] == 2
     cards = {c["unit"]: c["parts"]["gan"] for c in layer["cards"] if "gan" in c["parts"]}
     assert cards[0]["effects"][0]["ace_rank"] == 1 and cards[2]["artifact_rank"] == 1
+    assert [g["kind"] for g in cards[0]["grids"] if g["kind"].startswith("removal")] == ["removal:door"]
     assert "UNITSCOPE_PARTS.gan" in (run / "index.html").read_text() + (run / "report.js").read_text()
 
 

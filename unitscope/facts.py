@@ -26,7 +26,9 @@ need (:mod:`unitscope.plugins`): this module sits below ``report`` in the packag
 ``UnitFacts``: ``label`` a few words naming the unit (readers show the first label in part
 order); ``rows`` the analysis' values; ``images`` pictures by kind, paths relative to the run
 folder (kinds readers know: ``exemplars`` a strip of top images, ``mask`` the same with the
-concept outlined, ``visualization`` a square picture the unit responds to most); ``links``
+concept outlined, ``visualization`` a square picture the unit responds to most; ``gan``'s
+before/after grids the unit is edited in, by the grid's kind: ``removal:CONCEPT``,
+``insertion:CONCEPT``, ``artifacts``); ``links``
 caption -> a page or file relative to the run folder.
 """
 

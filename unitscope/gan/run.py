@@ -188,7 +188,8 @@ def analyse(run_dir: str | Path, generator: nn.Module, segmenter: Segmenter, set
                 write_grid(before_after_images(cut, few, top, order[:k], output_range=out_range), path)
                 cat.replace("gan_examples", [{"rank": 0, "path": str(path.relative_to(run_dir)),
                                               "caption": f"top {k} '{s.concept}' units by IoU off (below) on the "
-                                                         f"{len(top)} samples with most '{s.concept}'"}],
+                                                         f"{len(top)} samples with most '{s.concept}'",
+                                              "units": json.dumps(order[:k])}],
                             kind=f"removal:{s.concept}", **where)
                 stage.finish(few.count, r.summary(k))
                 results["removal"] = r
@@ -234,7 +235,8 @@ def analyse(run_dir: str | Path, generator: nn.Module, segmenter: Segmenter, set
                 write_grid(_forced(cut, few, list(range(min(s.grid, few.count))), units, level, region, out_range), path)
                 cat.replace("gan_examples", [{"rank": 0, "path": str(path.relative_to(run_dir)),
                                               "caption": f"top {len(units)} '{concept}' units forced to their 99.5th "
-                                                         "percentile in the central cells (below)"}],
+                                                         "percentile in the central cells (below)",
+                                              "units": json.dumps([int(u) for u in units])}],
                             kind=f"insertion:{concept}", **where)
                 best = ins_r.table(min_trials=max(1, few.count // 5))[:3]
                 summary = f"insert '{concept}': " + ", ".join(f"{r['context']} {r['rate']:.0%} of {r['trials']}" for r in best)
@@ -260,7 +262,8 @@ def analyse(run_dir: str | Path, generator: nn.Module, segmenter: Segmenter, set
                 cat.replace("gan_examples", [{"rank": 0, "path": str(path.relative_to(run_dir)),
                                               "caption": f"the {len(worst)} least realistic samples (segmenter confidence "
                                                          f"{art.before[worst].mean():.3f}) and with artifact units "
-                                                         f"{', '.join(map(str, units))} off ({float(q_after.mean()):.3f})"}],
+                                                         f"{', '.join(map(str, units))} off ({float(q_after.mean()):.3f})",
+                                              "units": json.dumps([int(u) for u in units])}],
                             kind="artifacts", **where)
                 stage.finish(few.count, art.summary())
                 results["artifacts"] = art

@@ -12,8 +12,9 @@
   per unit: its IoU with the concept and rank by it, its ACE mask values and rank by removal mask
 - ``gan_artifacts(model, layer, unit, gain, gain_all, rank)`` -- realism gain of removing the unit
   on the least realistic samples (``gain``) and on all (``gain_all``), ``rank`` 1 = most artifact-like
-- ``gan_examples(model, layer, kind, rank, path, caption)`` -- before/after grids (PNG, relative
-  to the run folder): ``removal``, ``insertion``, ``artifacts``
+- ``gan_examples(model, layer, kind, rank, path, caption, units)`` -- before/after grids (PNG, relative
+  to the run folder): ``removal:CONCEPT``, ``insertion:CONCEPT``, ``artifacts``; ``units`` the JSON
+  list of the units edited in the grid (NULL in runs made before it was recorded)
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ define_table("gan_unit_effects", _LAYER + (("unit", "INTEGER"), ("concept", "TEX
              ("model", "layer", "unit", "concept"))
 define_table("gan_artifacts", _LAYER + (("unit", "INTEGER"), ("gain", "REAL"), ("gain_all", "REAL"),
                                         ("rank", "INTEGER")), ("model", "layer", "unit"))
-define_table("gan_examples", _LAYER + (("kind", "TEXT"), ("rank", "INTEGER"), ("path", "TEXT"), ("caption", "TEXT")),
+define_table("gan_examples", _LAYER + (("kind", "TEXT"), ("rank", "INTEGER"), ("path", "TEXT"), ("caption", "TEXT"),
+                                       ("units", "TEXT")),
              ("model", "layer", "kind", "rank"))
 
 TABLES = ("gan_effects", "gan_removal", "gan_insertion", "gan_unit_effects", "gan_artifacts", "gan_examples")

@@ -5,6 +5,9 @@ single-unit validation accuracy and whether the edit removed them; in the first 
 test table (nothing removed, the described units, as many random units (each draw and their mean),
 as many most important units) on clean, agreeing and conflicting images. On cards: the unit's
 match and whether it is removed. Reads ``edit_units`` and ``edit_results`` (:mod:`unitscope.audit.tables`).
+
+    from unitscope.facts import unit_facts
+    unit_facts(cat, "scenes", "layer4", 7)["audit"].rows["removed_by"]   # ["text"]: the edits that removed it
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Any
 
 from unitscope.audit import tables
 from unitscope.catalog import Catalog
+from unitscope.facts import UnitFacts
 from unitscope.report.parts import ReportPart, register_part
 
 
@@ -53,5 +57,20 @@ def unit_data(cat: Catalog, model: str, layer: str) -> dict[int, dict[str, Any]]
     return out
 
 
+def unit_facts(cat: Catalog, model: str, layer: str, unit: int) -> UnitFacts | None:
+    """Each edit whose text query found the unit (``rows["queries"]``, by query): the unit's rank in
+    MILAN's order, its description and formula, the match, the validation accuracy with it alone
+    removed, whether the edit removed it; ``rows["removed_by"]`` the queries of the edits that did.
+    Label: the unit's description as the edits read it (the first query's row)."""
+    rows = sorted(cat.rows("edit_units", model=model, layer=layer, unit=unit), key=lambda r: r["query"])
+    if not rows:
+        return None
+    queries = [{"query": r["query"], "rank": r["rank"], "description": r["description"], "formula": r["formula"],
+                "match": r["match"], "single_accuracy": r["single_accuracy"], "removed": bool(r["removed"])}
+               for r in rows]
+    return UnitFacts(label=rows[0]["description"] or None,
+                     rows={"queries": queries, "removed_by": [q["query"] for q in queries if q["removed"]]})
+
+
 register_part(ReportPart("audit", "Editing by description", tables.TABLES, layer=layer_data, units=unit_data,
-                         script="audit.js", order=40))
+                         script="audit.js", order=40, facts=unit_facts))

@@ -1,6 +1,7 @@
 // The generator part of the unitscope report: removal curves (top units by IoU, by ACE, random; 99%
 // intervals), ACE against IoU at each k, insertion by context, artifact units, before/after grids;
-// on cards the unit's IoU rank, ACE mask values and artifact gain.
+// on cards the unit's IoU rank, ACE mask values and artifact gain; on unit pages also the
+// before/after grids the unit is edited in.
 "use strict";
 (function () {
   const U = window.UNITSCOPE, h = U.h, s = U.s, fmt = U.fmt;
@@ -139,6 +140,13 @@
       });
       if (v.artifact_rank !== undefined) parts.push("artifact rank " + v.artifact_rank + " (gain " + fmt(v.artifact_gain, 4) + ")");
       el.append(h("div", {class: "gan-card", text: parts.join(" · ")}));
+    },
+    unit: function (el, v) {  // the unit page: the card's line, then the grids the unit is edited in
+      window.UNITSCOPE_PARTS.gan.card(el, v);
+      (v.grids || []).forEach(function (g) {
+        el.append(h("figure", {class: "gan-grid", "data-kind": g.kind}, h("img", {src: g.path, loading: "lazy", alt: g.caption}),
+                    h("figcaption", {text: g.caption})));
+      });
     },
     words: function (v) { return (v.effects || []).map(function (e) { return e.concept; }).join(" "); },
     sorts: {best_ace: {label: "ACE mask (removal)", value: function (v) { return v.best_ace; }, desc: true},

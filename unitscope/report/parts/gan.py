@@ -1,7 +1,11 @@
 """The generator part of the report (``unitscope gan``): per edited layer, the removal curves of a
 concept's top units by IoU, by ACE and at random, with 99% intervals; the other labels that change
 most; ACE against the IoU ranking at each k; the insertion-by-context tables; the artifact units;
-the before/after grids; on each unit's card its IoU rank, ACE mask values and artifact gain.
+the before/after grids; on each unit's card its IoU rank, ACE mask values and artifact gain, and on
+its unit page the grids in which it is one of the units edited.
+
+    from unitscope.facts import unit_facts
+    unit_facts(cat, "generator", "layer4", 7)["gan"].images   # {"removal:tree": "gan/layer4/removal_tree.png"}
 
     from unitscope.report.parts import registered_parts
     "gan" in [p.name for p in registered_parts()]
@@ -11,10 +15,12 @@ Reads the tables of :mod:`unitscope.gan.tables`.
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
 from unitscope.catalog import Catalog
+from unitscope.facts import UnitFacts
 from unitscope.gan.tables import TABLES
 from unitscope.report.parts import ReportPart, register_part
 
@@ -73,6 +79,18 @@ def layer_data(cat: Catalog, model: str, layer: str) -> dict[str, Any] | None:
     }
 
 
+def _grids(cat: Catalog, model: str, layer: str) -> dict[int, list[dict[str, Any]]]:
+    """``{unit: [{"kind", "path", "caption"}]}``: the before/after grids each unit is edited in (by kind,
+    rank); grids of runs made before ``gan_examples.units`` was recorded are nobody's."""
+    out: dict[int, list[dict[str, Any]]] = {}
+    if "gan_examples" not in cat.tables():
+        return out
+    for r in sorted(cat.rows("gan_examples", model=model, layer=layer), key=lambda r: (r["kind"], r["rank"])):
+        for u in json.loads(r.get("units") or "[]"):
+            out.setdefault(int(u), []).append({k: r[k] for k in ("kind", "path", "caption")})
+    return out
+
+
 def unit_data(cat: Catalog, model: str, layer: str) -> dict[int, dict[str, Any]]:
     out: dict[int, dict[str, Any]] = {}
     for r in cat.rows("gan_unit_effects", model=model, layer=layer):
@@ -83,8 +101,36 @@ def unit_data(cat: Catalog, model: str, layer: str) -> dict[int, dict[str, Any]]
         card["artifact_gain"], card["artifact_rank"] = num(r["gain"]), r["rank"]
     for card in out.values():
         card["best_ace"] = max((e["ace_remove"] or 0 for e in card.get("effects", [])), default=None)
+    for unit, grids in _grids(cat, model, layer).items():
+        if unit in out:
+            out[unit]["grids"] = grids
+    return out
+
+
+def unit_facts(cat: Catalog, model: str, layer: str, unit: int) -> UnitFacts | None:
+    """Per concept (by name) the unit's IoU and rank by it, its ACE mask values and rank by removal
+    mask (``rows["effects"]``); its artifact gain on the least realistic samples and on all, and its
+    artifact rank; the before/after grids in which it is one of the units edited, as images of the
+    grid's kind (``removal:CONCEPT``, ``insertion:CONCEPT``, ``artifacts``) with their captions in
+    ``rows["grids"]``. No label: the generator's dissection names its units."""
+    present = set(cat.tables())
+    where = dict(model=model, layer=layer, unit=unit)
+    out = UnitFacts()
+    effects = cat.rows("gan_unit_effects", **where) if "gan_unit_effects" in present else []
+    if effects:
+        out.rows["effects"] = [{k: num(r[k]) for k in ("concept", "iou", "iou_rank", "ace_remove", "ace_insert", "ace_rank")}
+                               for r in sorted(effects, key=lambda r: r["concept"])]
+    for r in cat.rows("gan_artifacts", **where) if "gan_artifacts" in present else []:
+        out.rows.update({"artifact_gain": num(r["gain"]), "artifact_gain_all": num(r["gain_all"]),
+                         "artifact_rank": r["rank"]})
+    if not out.rows:
+        return None
+    grids = _grids(cat, model, layer).get(unit, [])
+    if grids:
+        out.rows["grids"] = {g["kind"]: g["caption"] for g in grids}
+        out.images = {g["kind"]: g["path"] for g in grids}
     return out
 
 
 register_part(ReportPart("gan", "Generator effects", TABLES, layer=layer_data, units=unit_data,
-                         script="gan.js", order=35))
+                         script="gan.js", order=35, facts=unit_facts))

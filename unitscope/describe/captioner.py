@@ -264,18 +264,13 @@ def caption_layer(run: str | Path, layer: str, cap: Caption, k: int = 15) -> lis
 def caption_run(run: str | Path, layers: list[str] | None, cap: Caption, k: int = 15) -> dict[str, list[dict]]:
     """Caption every unit of ``layers`` (default: every dissected layer); rows of kind ``caption``
     replace the layer's earlier captions in the catalog table ``descriptions``."""
-    import json
 
     from unitscope.catalog import Catalog
     from unitscope.describe import tables  # noqa: F401
-    from unitscope.describe.run import model_name
+    from unitscope.describe.run import model_name, run_layers
 
     run = Path(run)
-    tags = json.loads((run / "layers.json").read_text())
-    layers = layers or list(tags.values())
-    unknown = [x for x in layers if x not in tags.values()]
-    if unknown:
-        raise ValueError(f"{run} has no dissected layer(s) {unknown}; it has {', '.join(tags.values())}")
+    layers = run_layers(run, layers)
     model = model_name(run)
     out = {}
     for layer in layers:

@@ -213,17 +213,23 @@ def model_name(run: Path) -> str:
     return rows[0]["model"]
 
 
+def run_layers(run: Path, layers: list[str] | None = None) -> list[str]:
+    """``layers`` checked against the run's dissected layers (``layers.json``); default: all of them."""
+    tags = json.loads((run / "layers.json").read_text())
+    layers = layers or list(tags.values())
+    unknown = [x for x in layers if x not in tags.values()]
+    if unknown:
+        raise ValueError(f"{run} has no dissected layer(s) {unknown}; it has {', '.join(tags.values())}")
+    return layers
+
+
 def describe_run(run: str | Path, layers: list[str] | None = None, opts: Options | None = None) -> dict[str, dict[str, list[dict]]]:
     """Describe every unit of ``layers`` (default: every dissected layer) and write the rows."""
     from unitscope.catalog import Catalog
     from unitscope.describe import tables  # noqa: F401  (declares the table)
 
     run, opts = Path(run), opts or Options()
-    tags = json.loads((run / "layers.json").read_text())
-    layers = layers or list(tags.values())
-    unknown = [x for x in layers if x not in tags.values()]
-    if unknown:
-        raise ValueError(f"{run} has no dissected layer(s) {unknown}; it has {', '.join(tags.values())}")
+    layers = run_layers(run, layers)
     model = model_name(run)
     n = ex.num_images(run, layers[0])
     rc = load_concepts(run, n, opts)

@@ -5,22 +5,11 @@
 // selected unit. The webcam loop waits for each answer before sending the next frame.
 "use strict";
 
-const $ = (id) => document.getElementById(id);
 const S = { layers: {}, labels: {}, blob: null, bitmap: null, probe: null, unit: null,
             cam: null, busy: false, pending: false };
 const CAM_INTERVAL_MS = 300;  // a few frames per second at most
 
-// -- colours -------------------------------------------------------------------------------
-const LUT = (() => {  // dark blue -> purple -> orange -> pale yellow, 256 RGB entries
-  const stops = [[0, 0, 4], [60, 15, 110], [180, 55, 85], [250, 140, 10], [252, 255, 164]];
-  const lut = new Uint8ClampedArray(256 * 3);
-  for (let i = 0; i < 256; i++) {
-    const t = i / 255 * (stops.length - 1), j = Math.min(Math.floor(t), stops.length - 2), f = t - j;
-    for (let c = 0; c < 3; c++) lut[i * 3 + c] = stops[j][c] * (1 - f) + stops[j + 1][c] * f;
-  }
-  return lut;
-})();
-
+// -- colours (LUT, $, api and status are in common.js) ------------------------------------
 function paint(ctx, values, w, h, lo, hi, alpha = 255) {
   const img = ctx.createImageData(w, h), span = hi > lo ? hi - lo : 1;
   for (let i = 0; i < w * h; i++) {
@@ -28,19 +17,6 @@ function paint(ctx, values, w, h, lo, hi, alpha = 255) {
     img.data.set([LUT[t * 3], LUT[t * 3 + 1], LUT[t * 3 + 2], alpha], i * 4);
   }
   ctx.putImageData(img, 0, 0);
-}
-
-// -- API -----------------------------------------------------------------------------------
-async function api(url, options) {
-  const r = await fetch(url, options);
-  const body = await r.json();
-  if (!r.ok) throw new Error(body.error || `HTTP ${r.status}`);
-  return body;
-}
-
-function status(text, error = false) {
-  $("status").textContent = text;
-  $("status").classList.toggle("error", error);
 }
 
 // Maps from the atlas: values[k] is unit k's map, a Float32Array of h*w.

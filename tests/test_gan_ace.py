@@ -13,60 +13,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from unitscope.ablate import cut_model
 from unitscope.errors import UsageError
 from unitscope.gan import cache_samples, latents
 from unitscope.gan.ace import ace_mask, compare_rankings, concept_share
+from tests.gan_models import BLOT, SoftSegmenter, soft_generator
 from unitscope.gan.artifacts import (
     artifact_units, before_after_images, remove_units_quality, segmenter_confidence, write_grid,
 )
-from unitscope.models import ModelInfo, _attach
-from unitscope.segment import Segmenter
-
-SKY, WALL, DOOR, BLOT = (0.2, 0.4, 0.9), (0.5, 0.5, 0.5), (0.9, 0.1, 0.1), (0.9, 0.1, 0.9)
-
-
-class SoftDoorGenerator(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.feat = nn.Identity()
-        wall = torch.zeros(1, 1, 4, 4)
-        wall[..., 2:, :] = 1
-        self.register_buffer("wall", wall)
-        for name, colour in (("sky", SKY), ("grey", WALL), ("red", DOOR), ("blot", BLOT)):
-            self.register_buffer(name, torch.tensor(colour).view(1, 3, 1, 1))
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        a = z.reshape(z.shape[0], 1, 4, 4)
-        feat = self.feat(torch.cat([torch.relu(a - 1.5) * self.wall, torch.ones_like(a),
-                                    torch.relu(a - 1.0) * (1 - self.wall)], 1))
-        door = (4 * feat[:, :1]).clamp(0, 1) * self.wall
-        blot = (4 * feat[:, 2:3]).clamp(0, 1) * (1 - self.wall)
-        image = self.sky + self.wall * (self.grey - self.sky) + 0 * feat[:, 1:2]
-        image = image + door * (self.red - image)
-        return image + blot * (self.blot - image)
-
-
-def soft_generator() -> nn.Module:
-    return _attach(SoftDoorGenerator(), ModelInfo(name="soft-door", input_size=(16, 1, 1), kind="generator",
-                                                  output_size=(3, 4, 4), default_layers=["feat"]))
-
-
-class SoftSegmenter(Segmenter):
-    categories = ("object",)
-    labels = {"object": [("sky", 1), ("wall", 2), ("door", 3)]}
-
-    def probabilities(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        colours = torch.tensor([SKY, WALL, DOOR]).view(1, 3, 3, 1, 1)
-        dist = ((images.unsqueeze(1) - colours) ** 2).sum(2)  # [N, 3, H, W]
-        logits = torch.cat([torch.full_like(dist[:, :1], -20 * 0.3), -20 * dist], 1)
-        return {"object": logits.softmax(1)}
-
-    def segment(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"object": self.probabilities(images)["object"].argmax(1)}
-
 
 def _setup(n: int = 200, seed: int = 1):
     g = soft_generator()

@@ -1,4 +1,4 @@
-"""`unitscope gan` on a dissected hand-built generator (tests/test_gan_ace.py's soft door generator):
+"""`unitscope gan` on a dissected hand-built generator (tests/gan_models.py's soft door generator):
 every stage writes its catalog rows with the numbers the generator implies, a rerun resumes (skips
 what is done), the report carries the generator section and the unit card rows, and the command
 runs from a generator file and a segmenter file."""
@@ -6,7 +6,6 @@ runs from a generator file and a segmenter file."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,15 +14,10 @@ from unitscope.catalog import Catalog
 from unitscope.dissect import Options, dissect_sources
 from unitscope.errors import UsageError
 from unitscope.gan import GeneratorActivations, SegmenterLabels
+from tests.gan_models import SoftSegmenter, soft_generator
 from unitscope.gan.run import Settings, analyse, unit_order
 
 HERE = Path(__file__).parent
-sys.path.insert(0, str(HERE))
-from test_gan_ace import SoftSegmenter, soft_generator  # noqa: E402
-
-
-def soft_segmenter(device: str = "cpu") -> SoftSegmenter:
-    return SoftSegmenter()
 
 
 SETTINGS = dict(layer="feat", concept="door", insert=["door"], samples=100, ks=[1, 2, 3], random_draws=2,
@@ -37,8 +31,8 @@ def run(tmp_path_factory) -> Path:
     acts = GeneratorActivations(soft_generator(), ["feat"], n=300, seed=0)
     dissect_sources(acts, SegmenterLabels(SoftSegmenter()), out,
                     Options(quantile=0.05, batch_size=100, exemplar_images=False, progress=False),
-                    config={"model": f"{HERE / 'test_gan_ace.py'}:soft_generator",
-                            "segmenter": f"{HERE / 'test_gan_run.py'}:soft_segmenter"})
+                    config={"model": f"{HERE / 'gan_models.py'}:soft_generator",
+                            "segmenter": f"{HERE / 'gan_models.py'}:soft_segmenter"})
     done = analyse(out, soft_generator(), SoftSegmenter(), Settings(**SETTINGS), log=lambda line: None)
     assert set(done) == {"removal", "ace", "ace_insert", "ace_removal", "insertion:door", "artifacts"}
     return out

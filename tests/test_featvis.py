@@ -402,3 +402,16 @@ def test_visualize_pre_activation_flag(tmp_path):
     assert (row["layer"], row["objective"]) == ("feat", "Channel [feat:pre, 0]")
     red = np.asarray(Image.open(tmp_path / "run" / row["path"]), dtype=float).mean((0, 1))
     assert red[0] > red[1] + 60 and red[0] > red[2] + 60  # before its ReLU the red unit still wants red
+
+
+def test_a_render_result_sums_itself_up_in_a_line_and_in_a_notebook():
+    from unitscope.featvis import RenderResult
+
+    images = torch.zeros(2, 3, 8, 6)
+    images[1] = 1.0
+    r = RenderResult(images, torch.tensor([1.5, 4.5]), history=[0.0] * 7, objective="Channel [x, 0..1]")
+    assert r.summary() == "2 images of 6x8 px after 7 steps; objective Channel [x, 0..1]: 3 mean (1.5 .. 4.5)"
+    page = r._repr_html_()
+    assert page.count("<img src='data:image/png;base64,") == 2
+    assert "<figcaption>1.5</figcaption>" in page and "<figcaption>4.5</figcaption>" in page
+    assert r.summary() in page

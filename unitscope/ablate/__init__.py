@@ -8,17 +8,40 @@ class selectivity, steering and unit-targeted adversarial inputs.
 
 Modules: ``cut`` (torch.fx head/tail split), ``evaluate`` (batched edits of ``unitscope.edits`` ->
 a pluggable scorer, e.g. confusion counts -> metrics), ``importance``, ``curves``, ``selectivity``, ``steer``, ``attack``, ``split`` (labelled
-data and the train/val rule), ``experiment`` (the whole run: catalog, arrays, report).
+data and the train/val rule), ``experiment`` (the whole run: catalog, arrays, report), ``tables``
+(the catalog tables, torch-free: this package loads its modules on first use).
 """
 
-from unitscope.ablate.curves import ablation_curves, curve_area
-from unitscope.ablate.cut import CutCache, FxCut, HookCut, cut_model
-from unitscope.ablate.evaluate import (
-    Confusion, Edits, LayerCache, Predictions, Scorer, apply_edits, cache_layer, confusion, metrics, run_edits,
-    unit_moments,
-)
-from unitscope.ablate.importance import Importance, top_n_test, unit_importance
-from unitscope.ablate.selectivity import class_means, class_selectivity, correlation
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_FROM = {"ablation_curves": "curves", "curve_area": "curves",
+         "CutCache": "cut", "FxCut": "cut", "HookCut": "cut", "cut_model": "cut",
+         **{name: "evaluate" for name in ("Confusion", "Edits", "LayerCache", "Predictions", "Scorer", "apply_edits",
+                                          "cache_layer", "confusion", "metrics", "run_edits", "unit_moments")},
+         "Importance": "importance", "top_n_test": "importance", "unit_importance": "importance",
+         "class_means": "selectivity", "class_selectivity": "selectivity", "correlation": "selectivity"}
+
+if TYPE_CHECKING:
+    from unitscope.ablate.curves import ablation_curves, curve_area
+    from unitscope.ablate.cut import CutCache, FxCut, HookCut, cut_model
+    from unitscope.ablate.evaluate import (
+        Confusion, Edits, LayerCache, Predictions, Scorer, apply_edits, cache_layer, confusion, metrics, run_edits,
+        unit_moments,
+    )
+    from unitscope.ablate.importance import Importance, top_n_test, unit_importance
+    from unitscope.ablate.selectivity import class_means, class_selectivity, correlation
+
+
+def __getattr__(name: str) -> Any:  # PEP 562: torch loads with the first function used, not with ``tables``
+    if name not in _FROM:
+        raise AttributeError(f"module 'unitscope.ablate' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"unitscope.ablate.{_FROM[name]}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = ["ablation_curves", "curve_area", "CutCache", "FxCut", "HookCut", "cut_model", "Edits", "LayerCache",
            "apply_edits", "cache_layer", "confusion", "metrics", "unit_moments", "run_edits", "Scorer", "Confusion",

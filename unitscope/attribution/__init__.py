@@ -6,13 +6,34 @@
 
 ``core``: gradient x activation, spatial / channel / layer-to-layer, path-integrated option.
 ``blocks``: semantic dictionary, NMF neuron groups (scikit-learn), activation grid, feature inversion.
-``page``: ``unitscope explain``'s static offline page.
+``page``: ``unitscope explain``'s static offline page. ``tables``: the catalog tables, torch-free
+(this package loads its modules on first use).
 """
 
-from unitscope.attribution.blocks import (activation_grid, feature_inversion, group_icons, layer_activations,
-                                          nmf_groups, semantic_dictionary)
-from unitscope.attribution.core import (attribution_map, channel_attribution, gradients, layer_to_layer,
-                                        spatial_attribution)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_FROM = {**{name: "blocks" for name in ("activation_grid", "feature_inversion", "group_icons", "layer_activations",
+                                        "nmf_groups", "semantic_dictionary")},
+         **{name: "core" for name in ("attribution_map", "channel_attribution", "gradients", "layer_to_layer",
+                                      "spatial_attribution")}}
+
+if TYPE_CHECKING:
+    from unitscope.attribution.blocks import (activation_grid, feature_inversion, group_icons, layer_activations,
+                                              nmf_groups, semantic_dictionary)
+    from unitscope.attribution.core import (attribution_map, channel_attribution, gradients, layer_to_layer,
+                                            spatial_attribution)
+
+
+def __getattr__(name: str) -> Any:  # PEP 562: torch loads with the first function used, not with ``tables``
+    if name not in _FROM:
+        raise AttributeError(f"module 'unitscope.attribution' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"unitscope.attribution.{_FROM[name]}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "activation_grid", "attribution_map", "channel_attribution", "feature_inversion", "gradients",

@@ -91,10 +91,39 @@ def frozen(model: nn.Module) -> Iterator[None]:
 
 @dataclass
 class RenderResult:
+    """What :func:`render` made: ``summary()`` in a line, ``_repr_html_()`` the images in a notebook."""
+
     images: torch.Tensor                 # [N, 3, H, W] in [0, 1], CPU
     values: torch.Tensor                 # [N] objective per image at the last step
     history: list[float] = field(default_factory=list)  # mean objective per step
     objective: str = ""
+
+    def summary(self) -> str:
+        """E.g. ``"4 images of 128x128 px after 512 steps; objective Channel [l, 0..3]: 12.5 mean (3.1 .. 20.4)"``."""
+        n, (h, w) = len(self.images), tuple(self.images.shape[-2:])
+        text = f"{n} image{'s' if n != 1 else ''} of {w}x{h} px after {len(self.history)} steps"
+        if len(self.values):
+            v = self.values.float()
+            text += (f"; objective {self.objective or '?'}: {v.mean().item():.4g} mean "
+                     f"({v.min().item():.4g} .. {v.max().item():.4g})")
+        return text
+
+    def _repr_html_(self) -> str:
+        """The summary and each image inline (PNG), captioned with its objective value."""
+        import base64
+        import html
+        import io
+
+        from unitscope.featvis.images import to_pil
+
+        cells = []
+        for img, value in zip(self.images, self.values.tolist()):
+            buf = io.BytesIO()
+            to_pil(img).save(buf, format="PNG")
+            data = base64.b64encode(buf.getvalue()).decode("ascii")
+            cells.append(f"<figure style='display:inline-block;margin:2px'><img src='data:image/png;base64,{data}' "
+                         f"style='height:96px'><figcaption>{value:.4g}</figcaption></figure>")
+        return f"<div class='unitscope-render'><b>{html.escape(self.summary())}</b><br>{''.join(cells)}</div>"
 
 
 class ModelInput:

@@ -12,15 +12,38 @@ Modules: ``sources`` (the generator and segmenter as the dissection engine's sou
 tail passes, scored by a pixel-share scorer), ``ace`` (average causal effect: a soft unit mask
 optimised to remove or insert a concept, its ranking against IoU's), ``artifacts`` (units whose
 removal makes the least realistic samples more realistic; before/after grids), ``tables`` (their
-catalog tables, torch-free) and ``run`` (all of it on a generator dissection's run folder).
+catalog tables, torch-free: this package loads its modules on first use) and ``run`` (all of it on
+a generator dissection's run folder).
 """
 
-from unitscope.gan.effects import (
-    InsertionResult, PixelShares, RemovalResult, cache_samples, insertion_in_context, label_space, removal_curve,
-)
-from unitscope.gan.ace import AceResult, RankingComparison, ace_mask, compare_rankings, concept_share
-from unitscope.gan.artifacts import ArtifactResult, artifact_units, segmenter_confidence
-from unitscope.gan.sources import GeneratorActivations, SegmenterLabels, latents, to_unit_range
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_FROM = {**{name: "effects" for name in ("InsertionResult", "PixelShares", "RemovalResult", "cache_samples",
+                                         "insertion_in_context", "label_space", "removal_curve")},
+         **{name: "ace" for name in ("AceResult", "RankingComparison", "ace_mask", "compare_rankings",
+                                     "concept_share")},
+         "ArtifactResult": "artifacts", "artifact_units": "artifacts", "segmenter_confidence": "artifacts",
+         **{name: "sources" for name in ("GeneratorActivations", "SegmenterLabels", "latents", "to_unit_range")}}
+
+if TYPE_CHECKING:
+    from unitscope.gan.ace import AceResult, RankingComparison, ace_mask, compare_rankings, concept_share
+    from unitscope.gan.artifacts import ArtifactResult, artifact_units, segmenter_confidence
+    from unitscope.gan.effects import (
+        InsertionResult, PixelShares, RemovalResult, cache_samples, insertion_in_context, label_space, removal_curve,
+    )
+    from unitscope.gan.sources import GeneratorActivations, SegmenterLabels, latents, to_unit_range
+
+
+def __getattr__(name: str) -> Any:  # PEP 562: torch loads with the first function used, not with ``tables``
+    if name not in _FROM:
+        raise AttributeError(f"module 'unitscope.gan' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"unitscope.gan.{_FROM[name]}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = ["GeneratorActivations", "SegmenterLabels", "latents", "to_unit_range", "PixelShares", "RemovalResult",
            "InsertionResult", "cache_samples", "removal_curve", "insertion_in_context", "label_space",

@@ -294,7 +294,7 @@ class LabelCache:
         data = np.frombuffer(buf, dtype=np.uint8).reshape(len(positions), row)
         out, start = [], 0
         for size, shape, code, dtype in zip(sizes, self.layout["shapes"], self.layout["codes"], self.layout["dtypes"]):
-            a = np.ascontiguousarray(data[:, start:start + size]).view(code).reshape(len(positions), *shape)
+            a = np.array(data[:, start:start + size]).view(code).reshape(len(positions), *shape)  # a writable copy
             out.append(torch.from_numpy(a).to(getattr(torch, dtype)))
             start += size
         return out[0], out[1], out[2]

@@ -193,9 +193,13 @@ class _Run:
     pass2_stat: CombinedStat
     redo: dict[int, bool] = field(default_factory=dict)
     cache: ActivationCache | None = None
-    label_cache: LabelCache | None = None  # the planes pass 2 read, for pass 3 (only beside the activation cache)
+    label_cache: LabelCache | None = None  # the planes pass 2 read (pass 1, for labels of the forward pass)
+    _forward_labels: bool = False  # the labels need the source's forward pass (not cached in pass 1)
     null: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # layer -> (units [U], IoU [D, U, L])
     bad: BadImages | None = None
+
+    def __post_init__(self) -> None:
+        self._forward_labels = self.labels.needs_forward  # until pass 1 has cached them
 
     @property
     def layers(self) -> list[str]:
@@ -292,14 +296,25 @@ class _Run:
         stat, cache, ran = self.pass1_stat, self.cache, False
         reduce = pass1_reduce(self)
         sketch = not isinstance(reduce, ExactPass1)  # else the reduce sketches all cached maps
-        for batch in self._batches(1, stat, Items(self.n, self.acts),
-                                   on_checkpoint=cache.flush if cache is not None else None, reduce=reduce):
+        lc = self._open_label_cache(forward=True)  # a source that labels in its forward pass: labels cached here
+
+        def flush() -> None:
+            for c in (cache, lc):
+                if c is not None:
+                    c.flush()
+
+        for batch in self._batches(1, stat, Items(self.n, self.acts), on_checkpoint=flush, reduce=reduce):
             ran = True
             if cache is not None and batch["bad"]:
                 cache.skip(np.array([p for p, _ in batch["bad"]]))
+                if lc is not None:
+                    lc.skip(np.array([p for p, _ in batch["bad"]]))
             if not len(batch["pos"]):
                 continue
-            for layer, a in self.acts.activations(batch).items():
+            maps = self.acts.activations(batch)
+            if lc is not None:  # pass 2 (and 3) then read them, with the maps, and never run the source
+                lc.write(batch["pos"].numpy(), *self.labels.label_batch(batch))
+            for layer, a in maps.items():
                 t = self.tag[layer]
                 if sketch:
                     add_layer_samples(stat, t, a, self.rots[layer], self.values[layer].post)
@@ -307,15 +322,22 @@ class _Run:
                     cache.write(layer, batch["pos"].numpy(), a.cpu().numpy())
         if cache is not None and ran and sketch and is_main():
             cache.mark_complete()
+            if lc is not None:
+                lc.mark_complete()
         if cache is not None and not cache.complete:  # e.g. pass 1 finished earlier and its cache was removed
             self.cache = None
+        self._forward_labels = self.labels.needs_forward and not (
+            self.cache is not None and lc is not None and lc.complete)
+        if lc is not None and self._forward_labels:
+            lc.close()
+            self.label_cache = None
         level = 1 - self.opts.quantile
         return {layer: [stat[f"{self.tag[layer]}{part}_q"].quantiles(level).float().to(self.opts.device)
                         for part in [""] + [f"_r{r}" for r in range(self.opts.rotations)]] for layer in self.layers}
 
     def _pass2_maps(self, batch: dict[str, Any]) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         """The batch (without rows of images skipped in pass 1) and its maps, from the cache or the model."""
-        if self.cache is None or self.labels.needs_forward:
+        if self.cache is None or self._forward_labels:
             return batch, self.acts.activations(batch)
         keep = torch.from_numpy(self.cache.rows[batch["pos"].numpy()] == ActivationCache.WRITTEN)
         if not keep.all():
@@ -327,10 +349,12 @@ class _Run:
     def pass2(self, thresholds: dict[str, list[torch.Tensor]]) -> None:
         """Top-k exemplars and IoU counts of every unit (and of every rotated unit)."""
         stat, dev = self.pass2_stat, self.opts.device
-        items = Items(self.n, self.acts if self.cache is None or self.labels.needs_forward else None, self.labels)
+        cached = self.label_cache if self.labels.needs_forward and not self._forward_labels else None  # pass 1's
+        items = Items(self.n, self.acts if self.cache is None or self._forward_labels else None,
+                      None if cached is not None else self.labels)
         num_labels = len(self.labels.label_names)
         kw = {"denominator": self.opts.denominator, "label_category": self.labels.label_category.to(dev)}
-        lc = self._open_label_cache()
+        lc = self._open_label_cache(forward=False)
         ran = False
         for batch in self._batches(2, stat, items, on_checkpoint=lc.flush if lc is not None else None):
             ran = True
@@ -344,7 +368,7 @@ class _Run:
                 lc.skip(np.setdiff1d(every, batch["pos"].numpy()))
             if not len(batch["pos"]):
                 continue
-            planes = self.labels.label_batch(batch)
+            planes = cached.read(batch["pos"].numpy()) if cached is not None else self.labels.label_batch(batch)
             if lc is not None:
                 lc.write(batch["pos"].numpy(), *planes)
             labels, image_labels, present = (x.to(dev, non_blocking=True) for x in planes)
@@ -363,10 +387,12 @@ class _Run:
             lc.close()
             self.label_cache = None
 
-    def _open_label_cache(self) -> LabelCache | None:
-        """The label cache, beside a complete activation cache whose labels come from the data set,
-        within what ``cache_gb`` leaves; ``None`` otherwise (pass 3 then reads the data set)."""
-        if self.cache is None or self.labels.needs_forward:
+    def _open_label_cache(self, forward: bool) -> LabelCache | None:
+        """The label cache beside the activation cache, within what ``cache_gb`` leaves: filled in
+        pass 1 (``forward``) for labels that come from the source's forward pass (a segmenter on a
+        generator's samples), in pass 2 for labels from the data set; ``None`` otherwise (pass 3 then
+        reads the data set, or runs the source)."""
+        if self.cache is None or self.labels.needs_forward != forward:
             return None
         budget = self.opts.cache_gb * 2**30 - self.cache.nbytes
         self.label_cache = LabelCache(self.run_dir / CACHE_FOLDER / "labels", self.n, self.key,
@@ -393,7 +419,7 @@ class _Run:
         lc = self.label_cache if self.label_cache is not None and self.label_cache.complete else None
         if lc is not None:
             lc.gather_rows()
-        items = Items(self.n, self.acts if self.cache is None or self.labels.needs_forward else None,
+        items = Items(self.n, self.acts if self.cache is None or self._forward_labels else None,
                       None if lc is not None else self.labels)  # the labels from the label cache: no decoding
         num_labels = len(self.labels.label_names)
         kw = {"denominator": o.denominator, "label_category": self.labels.label_category.to(dev)}

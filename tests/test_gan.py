@@ -107,6 +107,8 @@ def test_dissect_command_on_a_generator_file_and_a_segmenter_file(tmp_path) -> N
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "feat: 1 of 2 units are detectors" in done.stdout, done.stdout
+    assert sorted(p.name for p in (tmp_path / "run/images/l0").iterdir()) == [  # strips of generated samples
+        "unit0000.jpg", "unit0000_concept.jpg", "unit0001.jpg"]
     refused = subprocess.run(cmd[:6] + ["--out", str(tmp_path / "x"), "--no-progress"], env=env,
                              capture_output=True, text=True, timeout=300)
     assert refused.returncode == 2 and "a generator is dissected against a segmenter" in refused.stderr

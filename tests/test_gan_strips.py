@@ -57,3 +57,40 @@ def test_pass1_caches_the_segmenters_labels_so_pass2_never_runs_the_generator(tm
     # a rerun with another quantile redoes pass 2 from the kept caches: still no generator
     _, calls, per_pass = _dissect(tmp_path / "cached", monkeypatch, keep_cache=True, quantile=0.1)
     assert per_pass["pass2"] == 0 and calls == 0
+
+
+def test_generator_units_get_strips_of_samples_with_their_region_outlined(tmp_path):
+    from PIL import Image
+
+    from unitscope.dissect.exemplars import _MIN_THUMB
+    from unitscope.gan.sources import latents
+
+    d, _, _ = _dissect(tmp_path / "run", exemplar_images=True, null_draws=0)
+    strip = np.asarray(Image.open(tmp_path / "run" / "images" / "l0" / "unit0000.jpg"), dtype=np.float32)
+    size = _MIN_THUMB  # the toy generator's 4x4 samples, drawn as 64 px tiles
+    assert strip.shape == (size, 3 * (size + 2), 3)
+    with __import__("sqlite3").connect(tmp_path / "run" / "catalog.sqlite") as db:
+        rows = dict(db.execute("SELECT unit, path FROM unit_images").fetchall())
+        top = [r[0] for r in db.execute("SELECT image FROM exemplars WHERE unit = 0 ORDER BY rank")]
+        concept = db.execute("SELECT unit, path FROM concept_images").fetchall()
+    assert rows == {0: "images/l0/unit0000.jpg", 1: "images/l0/unit0001.jpg"}
+    assert concept == [(0, "images/l0/unit0000_concept.jpg")]  # the door detector's ground truth: the segmenter's
+    # tile 0: sample top[0]; its door cells (z > 1.5 on a wall row) are inside the unit's region, drawn
+    # as they are (red); the sky row far from them is dimmed; the region's edge is outlined in yellow
+    a = latents(200, 0, (16, 1, 1))[top[0]].reshape(4, 4)
+    cell = size // 4
+    doors = [(y, x) for y in (2, 3) for x in range(4) if a[y, x] > 1.5]
+    assert doors
+    for y, x in doors:
+        px = strip[y * cell + cell // 2, x * cell + cell // 2]
+        assert px[0] > 150 and px[0] > px[1] + 60 and px[0] > px[2] + 60, (y, x, px)  # (blurred by the resize)
+    sky = np.array([0.2, 0.4, 0.9]) * 255 * 0.3 + 20  # the sky colour through the dimming table
+    for x in range(4):
+        assert np.abs(strip[cell // 2, x * cell + cell // 2] - sky).max() < 15
+    tile = strip[:, :size]
+    outline = (tile[..., 0] > 190) & (tile[..., 1] > 190)  # yellow (JPEG halves its chroma): nothing else is as bright
+    assert outline.sum() > 2 * cell and not outline[:cell].any()
+    # the same strips from the sources alone (no cache: the generator and segmenter run again)
+    _dissect(tmp_path / "plain", exemplar_images=True, null_draws=0, cache_gb=0.0)
+    for name in ("unit0000.jpg", "unit0001.jpg", "unit0000_concept.jpg"):
+        assert (tmp_path / "plain/images/l0" / name).read_bytes() == (tmp_path / "run/images/l0" / name).read_bytes()

@@ -130,8 +130,8 @@ def _dissect_generator(cfg: DissectConfig, model, layers: list[str], device: str
     acts = GeneratorActivations(model, layers, n=cfg.samples, seed=cfg.sample_seed, device=device,
                                 key={"segmenter": cfg.segmenter, "checkpoint": cfg.checkpoint})
     labels = SegmenterLabels(create_segmenter(cfg.segmenter, device=device))
-    # exemplar strips read images through a data set; a generator's are drawn by the report later
-    opts = dissect_options(cfg, device, exemplar_images=False)
+    # exemplar strips of generated samples, the unit's region outlined (drawn through GeneratorActivations.picture)
+    opts = dissect_options(cfg, device)
     result = dissect_sources(acts, labels, out, opts, config=config_to_dict(cfg))
     if is_main() and cfg.report:
         from unitscope.report import write_report

@@ -46,7 +46,7 @@ from unitscope.dissect.cache import FOLDER as CACHE_FOLDER
 from unitscope.dissect.cache import LabelCache
 from unitscope.dissect.cache import ActivationCache
 from unitscope.dissect.distributed import ExactPass1, barrier, is_main, pass1_reduce, rank_world
-from unitscope.dissect.exemplars import write_unit_strips
+from unitscope.dissect.exemplars import strip_source, write_unit_strips
 from unitscope.dissect.options import Options, with_overrides
 from unitscope.dissect.iou import count_batch, count_orders, in_batch_orders
 from unitscope.dissect.results import DissectResult, summarise, write_layer_rows
@@ -496,9 +496,9 @@ class _Run:
         masks: dict[str, list[dict]] = {}
         if self.opts.exemplar_images:
             fault("strips.write")
+            source = strip_source(self.acts, self.labels, cache=self.cache, label_cache=self.label_cache)
             strips, masks = write_unit_strips(
-                self.run_dir, getattr(self.acts, "dataset", self.acts), self.layers, self.tag, tops,
-                forward=_StripMaps(self.acts), cache=_TagCache(self.cache, self.tag) if self.cache is not None else None,
+                self.run_dir, source, self.layers, self.tag, tops,
                 thresholds={layer: th[0] for layer, th in thresholds.items()}, dissected=result.layers,
                 detectors_only=True)
         row_index = np.array([self.acts.index(p) for p in range(self.n)], dtype=np.int64)
@@ -517,26 +517,6 @@ class _Run:
             self.cache.close()
         if self.cache is None or not self.opts.keep_cache:  # an incomplete cache is never kept
             shutil.rmtree(self.run_dir / CACHE_FOLDER, ignore_errors=True)
-
-
-class _StripMaps:
-    """``forward(images, index)`` for the exemplar strips: the source's maps of a few images."""
-
-    def __init__(self, acts: ActivationSource):
-        self.acts = acts
-
-    def __call__(self, images: torch.Tensor, index: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.acts.activations({"image": images, "index": index, "pos": index})
-
-
-class _TagCache:
-    """The activation cache addressed by layer tag, as the exemplar strips read it."""
-
-    def __init__(self, cache: ActivationCache, tag: dict[str, str]):
-        self.cache, self.layer = cache, {t: layer for layer, t in tag.items()}
-
-    def read(self, t: str, positions: np.ndarray) -> np.ndarray:
-        return self.cache.read(self.layer[t], positions)
 
 
 def count_arrays(counts: IoUCounts, d: Any) -> dict[str, np.ndarray]:

@@ -1,22 +1,33 @@
-"""Exemplar strips for unit cards (private; used by :mod:`unitscope.dissect`), and the same strips
-with the ground-truth mask of each unit's concept (``write_concept_strips``).
+"""Exemplar strips for unit cards (used by :mod:`unitscope.dissect`'s engine), and the same strips
+with the ground-truth mask of each unit's concept.
 
-    paths = write_exemplar_strips(run_dir, dataset, layers, tags, forward, cache, thresholds, tops)
+    source = strip_source(acts, labels, cache=cache, label_cache=label_cache)   # any sources
+    strips, concept_rows = write_unit_strips(run_dir, source, layers, tags, tops, thresholds=thresholds,
+                                             dissected=result.layers)
 
 One JPEG per unit: its top-k images side by side, the region where the unit's upsampled map
-exceeds T_k shown bright with a yellow outline, the rest dimmed.
+exceeds T_k shown bright with a yellow outline, the rest dimmed. The strips read everything
+through a :class:`StripSource`: pictures from :meth:`ActivationSource.picture` (a data set's
+images, a generator's samples), maps from the activation cache or the source's forward pass,
+label planes from the label cache or the label source (a segmenter on the samples). So any pair
+of sources gets strips; a Broden data set (or anything with its ``load_image``/``get``) still
+works as the source, and gives the same bytes.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import lru_cache
 from io import BytesIO
+from typing import Any
 
 import numpy as np
 import torch
 
 from unitscope.dissect.iou import upsample_masks
+from unitscope.dissect.sources import ActivationSource, Items, LabelSource, collate_items
 from unitscope.runs import atomic_write_bytes
 
 _THUMB = 224  # px per exemplar at most: a 224 px data set's images stay sharp at full size on the unit page
@@ -27,23 +38,91 @@ _MIN_THUMB = 64  # tiny test images are still drawn large enough to see a mask
 _THUMB_CACHE = 1024
 
 
-def thumb_size(dataset) -> int:
-    """Pixels per exemplar tile: the data set's own image size (its first image), clamped to
-    ``[_MIN_THUMB, _THUMB]``, so a 112 px world does not pay for 224 px tiles it cannot fill."""
+Planes = tuple[np.ndarray, np.ndarray]  # one position's label planes [K, S, S'] and image-level labels [M]
+
+
+@dataclass
+class StripSource:
+    """What the strips read, by run position: ``picture(pos)`` a PIL image; ``maps(layer, positions)``
+    the layer's maps there, ``[n, C, h, w]`` float on the CPU (needed for exemplar strips);
+    ``labels(positions)`` each position's label planes in Broden numbering (for concept strips)."""
+
+    picture: Callable[[int], Any]
+    maps: Callable[[str, list[int]], torch.Tensor] | None = None
+    labels: Callable[[list[int]], list[Planes]] | None = None
+
+
+def strip_source(acts: ActivationSource, labels: LabelSource | None = None, *, cache=None,
+                 label_cache=None) -> StripSource:
+    """The strips' view of a dissection's sources: pictures from ``acts.picture``; maps from
+    ``cache`` (an :class:`~.cache.ActivationCache`) or else ``acts`` run on the positions; labels
+    from a complete ``label_cache`` or else ``labels`` (after ``acts`` ran, for labels of the
+    forward pass). Nothing is read until a strip needs it."""
+
+    def batch_of(positions: list[int], with_acts: bool, with_labels: bool) -> dict[str, Any]:
+        items = Items(len(acts), acts if with_acts else None, labels if with_labels else None)
+        batch = collate_items([items[p] for p in positions])
+        if batch["bad"]:
+            raise ValueError(f"exemplar strips: {batch['bad'][0][1]}")
+        return batch
+
+    def maps(layer: str, positions: list[int]) -> torch.Tensor:
+        if cache is not None:
+            return torch.from_numpy(cache.read(layer, np.asarray(positions)))
+        return acts.activations(batch_of(positions, True, False))[layer].cpu()
+
+    def planes(positions: list[int]) -> list[Planes]:
+        if label_cache is not None and label_cache.complete:
+            parts = label_cache.read(np.asarray(positions))
+        else:
+            assert labels is not None
+            batch = batch_of(positions, labels.needs_forward, True)
+            if labels.needs_forward:
+                acts.activations(batch)
+            parts = labels.label_batch(batch)
+        return list(zip(np.asarray(parts[0]), np.asarray(parts[1])))
+
+    return StripSource(acts.picture, maps, planes if labels is not None or label_cache is not None else None)
+
+
+def _dataset_source(dataset, tag: dict[str, str], forward=None, cache=None) -> StripSource:
+    """A Broden-format data set as a :class:`StripSource`: ``load_image``, ``get`` (or ``[i]``) for the
+    planes, maps from ``cache.read(tag, positions)`` or ``forward(images [n, 3, H, W], index [n])``."""
+    if isinstance(dataset, StripSource):
+        return dataset
+
+    def maps(layer: str, positions: list[int]) -> torch.Tensor:
+        if cache is not None:
+            return torch.from_numpy(cache.read(tag[layer], np.array(positions)))
+        batch = torch.stack([dataset[i]["image"] for i in positions])
+        return forward(batch, torch.tensor(positions))[layer].cpu()
+
+    def planes(positions: list[int]) -> list[Planes]:
+        items = [dataset.get(i, image=False, labels=True) if hasattr(dataset, "get") else dataset[i] for i in positions]
+        return [(np.asarray(it["labels"]), np.asarray(it["image_labels"])) for it in items]
+
+    return StripSource(dataset.load_image, maps if cache is not None or forward is not None else None, planes)
+
+
+def thumb_size(source) -> int:
+    """Pixels per exemplar tile: the source's own image size (its first picture), clamped to
+    ``[_MIN_THUMB, _THUMB]``, so a 112 px world does not pay for 224 px tiles it cannot fill.
+    ``source``: a :class:`StripSource` or a data set with ``load_image``."""
+    picture = source.picture if isinstance(source, StripSource) else source.load_image
     try:
-        width, height = dataset.load_image(0).size
+        width, height = picture(0).size
     except Exception:  # noqa: BLE001 - an empty or unreadable set: the strips fail later with a clear error
         return _THUMB
     return max(_MIN_THUMB, min(_THUMB, max(width, height)))
 
 
-def _thumbnails(dataset, size: int):
+def _thumbnails(picture: Callable[[int], Any], size: int):
     """``thumb(i) -> [size, size, 3] uint8`` with a small cache (the same images recur across units)."""
     from PIL import Image
 
     @lru_cache(maxsize=_THUMB_CACHE)
     def thumb(i: int) -> np.ndarray:
-        image = dataset.load_image(i)
+        image = picture(i)
         image = image if image.mode == "RGB" else image.convert("RGB")
         if image.size != (size, size):  # a 224 px world at 224 px tiles needs no resampling
             image = image.resize((size, size), Image.BILINEAR)
@@ -76,33 +155,40 @@ def write_exemplar_strips(run_dir, dataset, layers, tag, forward, cache, thresho
     """One JPEG per unit: its top-k images, the region above T_k bright and outlined, the rest dimmed.
 
     Memory stays bounded whatever the data set size: only the k maps of each unit are kept, and
-    thumbnails come through a small cache.
+    thumbnails come through a small cache. ``dataset``: a :class:`StripSource` or a data set
+    (maps from ``cache`` or ``forward``, as :func:`write_unit_strips`).
     """
     return write_unit_strips(run_dir, dataset, layers, tag, tops, forward=forward, cache=cache,
                              thresholds=thresholds)[0]
 
 
-def write_unit_strips(run_dir, dataset, layers, tag, tops, *, forward=None, cache=None, thresholds=None,
+def write_unit_strips(run_dir, source, layers, tag, tops, *, forward=None, cache=None, thresholds=None,
                       dissected=None, detectors_only: bool = False) -> tuple[dict[str, list[str]], dict[str, list[dict]]]:
     """Both strips of every unit in one pass over its top-k images, each thumbnail decoded once:
-    the exemplar strip (when ``thresholds`` is given; maps from ``cache`` or ``forward``) and the
-    ground-truth strip of the unit's concept (when ``dissected`` is given, see
-    :func:`write_concept_strips`; with ``detectors_only``, only for units whose IoU passes the
-    cut-off: a non-detector's best label is not a label the report stands behind).
+    the exemplar strip (when ``thresholds`` is given) and the ground-truth strip of the unit's
+    concept (when ``dissected`` is given, see :func:`write_concept_strips`; with ``detectors_only``,
+    only for units whose IoU passes the cut-off: a non-detector's best label is not a label the
+    report stands behind). ``source``: a :class:`StripSource` (:func:`strip_source`), or a data set
+    with maps from ``cache`` (``read(tag, positions)``) or ``forward``.
     Returns ``({layer: [path per unit]}, {layer: [{"unit", "path"}]})``.
     """
-    size = thumb_size(dataset)
-    thumb = _thumbnails(dataset, size)
+    source = _dataset_source(source, tag, forward, cache)
+    size = thumb_size(source)
+    thumb = _thumbnails(source.picture, size)
     wanted = _concept_units(layers, dissected, detectors_only) if dissected is not None else {}
-    hits = _concept_hits(dataset, _wanted_concepts(layers, tops, dissected, wanted)) if dissected is not None else {}
+    if dissected is not None and source.labels is None:
+        raise ValueError("concept strips need label planes: a StripSource with labels")
+    hits = (_concept_hits(source.labels, _wanted_concepts(layers, tops, dissected, wanted))
+            if dissected is not None else {})
     strips: dict[str, list[str]] = {}
     concept_rows: dict[str, list[dict]] = {}
     for layer in layers:
         images = tops[layer][1].cpu()
         c, k = images.shape
         filled = [_place([np.ones((size, size), bool)] * n, k, size, False) for n in range(k + 1)]  # where n tiles are
-        maps = (_exemplar_maps(images, layer, tag[layer], dataset, forward, cache)  # (image, unit) -> [h, w]
-                if thresholds is not None else {})
+        if thresholds is not None and source.maps is None:
+            raise ValueError("exemplar strips need the units' maps: a StripSource with maps")
+        maps = _exemplar_maps(images, layer, source.maps) if thresholds is not None else {}  # (image, unit) -> [h, w]
         d = dissected[layer] if dissected is not None else None
         strip_units = wanted.get(layer, ())
 
@@ -184,10 +270,11 @@ def _paint(image, where: np.ndarray, color) -> None:
     image.paste(tuple(int(c) for c in color), mask=Image.fromarray(where))
 
 
-def _exemplar_maps(images: torch.Tensor, layer: str, tag: str, dataset, forward, cache,
+def _exemplar_maps(images: torch.Tensor, layer: str, read: Callable[[str, list[int]], torch.Tensor] | None,
                    chunk: int = 32) -> dict[tuple[int, int], torch.Tensor]:
-    """The map ``[h, w]`` of each (exemplar image, unit) pair of ``images [C, k]``: read from the
-    activation cache, or recomputed for the exemplar images only."""
+    """The map ``[h, w]`` of each (exemplar image, unit) pair of ``images [C, k]``: ``read(layer,
+    positions)`` (the activation cache, or the source run on the exemplar images only)."""
+    assert read is not None
     needed: dict[int, list[int]] = {}
     for u, row in enumerate(images.tolist()):
         for i in row:
@@ -197,11 +284,7 @@ def _exemplar_maps(images: torch.Tensor, layer: str, tag: str, dataset, forward,
     maps: dict[tuple[int, int], torch.Tensor] = {}
     for start in range(0, len(order), chunk):
         part = order[start:start + chunk]
-        if cache is not None:
-            acts = torch.from_numpy(cache.read(tag, np.array(part)))
-        else:
-            batch = torch.stack([dataset[i]["image"] for i in part])
-            acts = forward(batch, torch.tensor(part))[layer].cpu()
+        acts = read(layer, part)
         for i, a in zip(part, acts):
             for u in needed[i]:
                 maps[i, u] = a[u].clone()
@@ -214,14 +297,14 @@ _TINT = np.clip(np.arange(256, dtype=np.float32)[None] * 0.55 + _MASK_RGB[:, Non
 _TINT = _TINT.ravel().tolist()
 
 
-def write_concept_strips(run_dir, dataset, layers, tag, tops, dissected) -> dict[str, list[dict]]:
+def write_concept_strips(run_dir, source, layers, tag, tops, dissected) -> dict[str, list[dict]]:
     """The exemplar strips again, each image with the ground-truth mask of its unit's concept tinted
     and outlined in cyan (the report's mask toggle). ``dissected[layer]`` is the layer's
     :class:`~unitscope.dissect.LayerDissection`; units without a concept get no strip.
 
     Returns ``{layer: [{"unit", "path"}]}``, the ``concept_images`` rows.
     """
-    return write_unit_strips(run_dir, dataset, layers, tag, tops, dissected=dissected)[1]
+    return write_unit_strips(run_dir, source, layers, tag, tops, dissected=dissected)[1]
 
 
 def _concept_units(layers, dissected, detectors_only: bool) -> dict[str, set[int]]:
@@ -249,22 +332,28 @@ def _wanted_concepts(layers, tops, dissected, units: dict[str, set[int]]) -> dic
     return wanted
 
 
-def _concept_hits(dataset, wanted: dict[int, set[int]]) -> dict[tuple[int, int], tuple | None]:
+def _concept_hits(read: Callable[[list[int]], list[Planes]], wanted: dict[int, set[int]],
+                  chunk: int = 32) -> dict[tuple[int, int], tuple | None]:
     """``(image, label) ->`` where the label's pixels are (``[sh, sw]`` bool at label-plane resolution,
     bit-packed with its shape so thousands of exemplars stay small), or None for an image-level
-    label; each image's label planes are decoded once, in image order."""
+    label; each image's label planes are read once (``read(positions)``), in image order."""
     hits: dict[tuple[int, int], tuple | None] = {}
-    for i in sorted(wanted):
-        item = dataset.get(i, image=False, labels=True) if hasattr(dataset, "get") else dataset[i]
-        planes = np.asarray(item["labels"])
-        image_labels = {int(x) for x in np.asarray(item["image_labels"]).ravel()}
-        for label in wanted[i]:
-            if label in image_labels:
-                hits[i, label] = None
-            else:
-                hit = (planes == label).any(axis=0) if planes.size else np.zeros((1, 1), bool)
-                hits[i, label] = (np.packbits(hit), hit.shape)
+    order = sorted(wanted)
+    for start in range(0, len(order), chunk):
+        part = order[start:start + chunk]
+        for i, (planes, labels) in zip(part, read(part)):
+            _add_hits(hits, i, planes, {int(x) for x in labels.ravel()}, wanted[i])
     return hits
+
+
+def _add_hits(hits: dict[tuple[int, int], tuple | None], i: int, planes: np.ndarray, image_labels: set[int],
+              wanted: set[int]) -> None:
+    for label in wanted:
+        if label in image_labels:
+            hits[i, label] = None
+        else:
+            hit = (planes == label).any(axis=0) if planes.size else np.zeros((1, 1), bool)
+            hits[i, label] = (np.packbits(hit), hit.shape)
 
 
 def _label_mask(packed: tuple | None, size: int) -> np.ndarray:

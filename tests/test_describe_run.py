@@ -83,15 +83,55 @@ def test_threshold_is_the_dissections_quantile(run):
 
 
 def test_exemplars_api(run):
-    from unitscope.describe.exemplars import exemplars, threshold, unit_maps
+    import unitscope
+    from unitscope.describe.exemplars import threshold, unit_maps
 
-    ex = exemplars(run, "feat", unit=0, k=5)
+    # k = 5 over the dissection's top 4: ranked here by map maximum, from the kept activation cache
+    ex = unitscope.exemplars(run, "feat", unit=0, k=5, quantile=0.99, size=(32, 32))
     maps = unit_maps(run, "feat", range(30))[:, 0]
     peaks = maps.flatten(1).amax(1)
-    assert ex["images"].tolist() == peaks.topk(5).indices.tolist()
-    assert torch.equal(ex["activations"], maps[ex["images"]])
-    assert ex["masks"].shape == (5, 32, 32)
-    assert torch.equal(ex["masks"], ex["activations"] > threshold(run, "feat")[0])  # same size: no resampling
+    assert ex.positions.tolist() == peaks.topk(5).indices.tolist() and ex.of == 30
+    assert torch.equal(ex.activations, maps[ex.positions]) and torch.equal(ex.peaks, peaks[ex.positions])
+    assert ex.masks.shape == (5, 32, 32)
+    assert torch.equal(ex.masks, ex.activations > threshold(run, "feat")[0])  # same size: no resampling
+
+
+def test_exemplars_of_a_planted_unit_are_its_colour(run):
+    """The planted red unit: its exemplars are the dissection's top 4, their pictures the data set's
+    pixels, its maps the model's, and its mask above the median (0) exactly where it fires: the
+    world's red pixels."""
+    import json
+
+    import numpy as np
+
+    import unitscope
+    from tests.planted import colour_units
+    from unitscope.data import BrodenDataset
+    from unitscope.dissect import load_layer_arrays
+    from unitscope.hooks import TraceDict
+    from unitscope.models import get_info
+
+    ex = unitscope.exemplars(run, "feat", 0, k=4, quantile=0.5, size=(32, 32))
+    top = load_layer_arrays(run, "feat")["top_images"][0]
+    assert ex.positions.tolist() == top.tolist() and ex.threshold == 0.0
+    data = json.loads((run / "config.json").read_text())["data"]
+    model = colour_units(data)  # the planted unit, run here on the exemplars: fires > 0 is the mask
+    ds = BrodenDataset(data, validate="none", transform=get_info(model).transform())
+    with TraceDict(model, ["feat"]) as td:
+        model(torch.stack([ds[p]["image"] for p in top.tolist()]))
+    assert torch.equal(ex.activations, td["feat"].output[:, 0]) and torch.equal(ex.masks, ex.activations > 0)
+    red = _colour_planes(run, "red", top.tolist())  # the world's own red pixels: all but a few
+    assert ex.masks.any() and (ex.masks & red).sum() / (ex.masks | red).sum() > 0.95
+    pixels = np.stack([np.asarray(ds.load_image(p).convert("RGB")) for p in top.tolist()])
+    assert ex.images.shape == (4, 3, 64, 64)
+    assert torch.equal((ex.images * 255).round().to(torch.uint8), torch.from_numpy(pixels).permute(0, 3, 1, 2))
+    # by default the masks take the images' size and the dissection's own threshold T_k
+    full = unitscope.exemplars(run, "feat", 0, k=4)
+    assert full.masks.shape == (4, 64, 64)
+    assert full.threshold == pytest.approx(float(load_layer_arrays(run, "feat")["thresholds"][0]))
+    assert full.summary().startswith(f"feat unit 0: top 4 of 30 images (peaks {full.peaks.max().item():.4g}")
+    with pytest.raises(ValueError, match="units 0..2, not 7"):
+        unitscope.exemplars(run, "feat", 7, k=4)
 
 
 def test_search_finds_planted_units_by_paraphrase(run, tmp_path):

@@ -90,6 +90,19 @@ def test_generator_units_get_strips_of_samples_with_their_region_outlined(tmp_pa
     tile = strip[:, :size]
     outline = (tile[..., 0] > 190) & (tile[..., 1] > 190)  # yellow (JPEG halves its chroma): nothing else is as bright
     assert outline.sum() > 2 * cell and not outline[:cell].any()
+    # the public exemplars: the run kept no cache, so the maps come from the generator (the source)
+    import torch
+
+    import unitscope
+
+    acts = GeneratorActivations(toy_generator(), ["feat"], n=200, seed=0)
+    with pytest.raises(ValueError, match="kept no activation cache"):
+        unitscope.exemplars(tmp_path / "run", "feat", 0, k=3)
+    ex = unitscope.exemplars(tmp_path / "run", "feat", 0, k=3, source=acts)
+    assert ex.positions.tolist() == top  # pictures are 8-bit: the samples to the nearest 1/255
+    assert torch.allclose(ex.images, (acts.images(top) * 255).round() / 255, atol=1e-6)
+    doors = door_segmenter().segment(ex.images)["object"] == 3  # [3, 4, 4]: 4x4 samples, 4x4 maps
+    assert ex.threshold == 0.0 and torch.equal(ex.masks, doors) and doors.any()
     # the same strips from the sources alone (no cache: the generator and segmenter run again)
     _dissect(tmp_path / "plain", exemplar_images=True, null_draws=0, cache_gb=0.0)
     for name in ("unit0000.jpg", "unit0001.jpg", "unit0000_concept.jpg"):

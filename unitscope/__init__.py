@@ -7,7 +7,8 @@ much the network depends on it.
 
 Importing the package defines nothing heavy; each idea lives in its own module or package
 (``models``, ``hooks``, ``stats``, ``tally``, ``data``, ``dissect``, ``catalog``, ``report``, ``cli``).
-``unitscope.open_run(RUN)`` gives a run folder's tables (pandas DataFrames when pandas is installed).
+``unitscope.open_run(RUN)`` gives a run folder's tables (pandas DataFrames when pandas is installed);
+``unitscope.exemplars(RUN, layer, unit, k)`` a unit's top images, maps and masks as tensors.
 """
 
 
@@ -16,4 +17,8 @@ def __getattr__(name: str):
         from unitscope.results import open_run
 
         return open_run
+    if name == "exemplars":
+        from unitscope.describe.exemplars import exemplars
+
+        return exemplars
     raise AttributeError(f"module 'unitscope' has no attribute {name!r}")

@@ -209,3 +209,27 @@ def test_class_map_table_lets_a_class_stand_for_several_outputs(tmp_path, capsys
     # red images without unit 2 have all-zero logits: output 0 (blue) wins, which is "cool"
     assert "cool           accuracy 100.0% -> 100.0%" in out
     assert "warm           accuracy 100.0% ->   0.0%" in out
+
+
+def test_ablate_layer_returns_one_result_with_a_summary(tmp_path):
+    from unitscope.ablate import AblationResult, ablate_layer
+    from unitscope.ablate.split import LabelledData
+    from unitscope.models import get_info
+
+    write_colour_folder(tmp_path / "data")
+    model = colour_classifier()
+    data = LabelledData(tmp_path / "data", transform=get_info(model).transform())
+    r = ablate_layer(model, "act", data, tmp_path / "run", seeds=2, ns=[1], progress=False,
+                     stages=("importance", "top_n", "selectivity"))
+    assert isinstance(r, AblationResult) and (r.units, r.class_names) == (4, ["blue", "green", "red"])
+    # each colour's own unit first (blue's unit 0 through the probability tie-break: no prediction changes)
+    assert {c: units[0] for c, units in r.key_units().items()} == {"blue": 0, "green": 1, "red": 2}
+    means = r.top_n_means()
+    assert means["none", 0] == 1.0 and means["remove", 1] == pytest.approx(1 / 3)  # green, red lose all
+    assert r.summary() == ("colours act: 4 units, train accuracy 100.0% (24 images); top 1 of each class removed: "
+                           f"class accuracy 100.0% -> 33.3% (random 1: {100 * means['random', 1]:.1f}%); "
+                           "mean class selectivity 0.750")
+    page = r._repr_html_()
+    assert "<td>green</td><td>#1 (100.0%)" in page and __import__("html").escape(r.summary()) in page
+    with pytest.raises(ValueError, match="unknown ablation stages"):
+        ablate_layer(model, "act", data, tmp_path / "run", stages=("curve",))

@@ -10,8 +10,9 @@
 The stage methods return their results as JSON-ready dicts (``top_n`` a list of rows). Each stage
 keeps its result in ``RUN/ablation/<model>/<layer>/<stage>.json`` keyed by the settings it depends
 on and writes its catalog rows (see :mod:`unitscope.ablate.tables`); a rerun with the same settings
-skips finished stages. Units are ranked on the train split and tested on val. There is no
-``summary()`` or ``Result`` dataclass yet: ``unitscope ablate`` prints each stage's figures
+skips finished stages. Units are ranked on the train split and tested on val. The stages
+gathered into one value with ``summary()`` and ``_repr_html_()``: :func:`unitscope.ablate.result.ablate_layer`
+(``experiment_result(exp)``); ``unitscope ablate`` prints each stage's figures
 (``unitscope.commands.ablate``), and the report's ablation part reads the catalog rows.
 """
 

@@ -47,6 +47,10 @@ def test_planted_colours_described_and_scored(run):
     # only the ramp's top)
     out = describe_run(run, opts=Options(quantile=0.5, draws=20, progress=False))
     rows = out["feat"]
+    assert list(out) == ["feat"] and out.run_dir == run
+    assert out.summary() == "feat: 3 of 3 units described, 3 distinct descriptions, 3 with held-out F1 p < 0.01"
+    page = out._repr_html_()
+    assert [page.count(f"<td>{c}</td>") for c in COLOURS] == [1, 1, 1] and "<h4 " in page
     held = torch.nonzero(held_out(30)).flatten().tolist()
     assert held == [4, 9, 14, 19, 24, 29]
     maps = unit_maps(run, "feat", held)  # [6, 3, 32, 32]: the label resolution, no resampling

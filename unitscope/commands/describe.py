@@ -77,7 +77,7 @@ def run_describe(args: argparse.Namespace) -> int:
         cap = load_captioner(cfg.captioner)  # a bad spec fails before any work
     opts = Options(lam=cfg.lam, beam=cfg.beam, length=cfg.length, exemplars=cfg.exemplars, draws=cfg.draws,
                    seed=cfg.seed, progress=cfg.progress)
-    out = describe_run(cfg.run, cfg.layers or None, opts) if cfg.labels else {}
+    out = describe_run(cfg.run, cfg.layers or None, opts) if cfg.labels else None
     if cap is not None:
         from unitscope.describe.captioner import caption_run
 
@@ -85,12 +85,8 @@ def run_describe(args: argparse.Namespace) -> int:
             said = [r for r in rows if r.get("description")]
             print(f"{layer}: {len(said)} of {len(rows)} units captioned by {cfg.captioner}, "
                   f"{len({r['description'] for r in said})} distinct captions")
-    for layer, rows in out.items():
-        described = [r for r in rows["pmi"] if r.get("description")]
-        distinct = len({r["description"] for r in described})
-        sig = sum(1 for r in described if (r.get("p_f1") or 1) < 0.01)
-        print(f"{layer}: {len(described)} of {len(rows['pmi'])} units described, {distinct} distinct descriptions, "
-              f"{sig} with held-out F1 p < 0.01")
+    for layer in out or ():
+        print(out.layer_summary(layer))
     return 0
 
 

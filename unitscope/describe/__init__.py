@@ -1,12 +1,39 @@
 """Unit descriptions in plain English, chosen for specificity and scored on held-out images (issue 25).
 
     from unitscope.describe import describe_run
-    describe_run("runs/lite0", layers=["bn2"])      # writes the catalog table ``descriptions``
+    describe_run("runs/lite0", layers=["bn2"]).summary()   # writes the catalog table ``descriptions``
 
 The package: ``concepts.py`` (concept masks at a working resolution, derived position masks,
 pixel signatures), ``formulas.py`` (formulas of up to three concepts, vectorised beam search),
 ``defaults.py`` (every default, import-free), ``phrases.py`` (formulas as English), ``select.py`` (MILAN's PMI choice), ``scores.py`` (F1,
 IoU, AUPRC, Pearson simulation with base rates and permutation p-values), ``exemplars.py``
-(top images, unit maps and the 0.99 threshold), ``run.py`` (a dissection run folder in,
-catalog rows out), ``tables.py`` (the catalog table), ``search.py`` (text search over units).
+(top images, unit maps and masks: ``unitscope.exemplars``), ``run.py`` (a dissection run folder in,
+catalog rows out, a ``DescribeResult`` with ``summary()``: ``result.py``), ``tables.py`` (the catalog
+table), ``search.py`` (text search over units).
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# ``exemplars`` names the module here (``from unitscope.describe import exemplars as ex``); the
+# function is ``unitscope.exemplars``
+_FROM = {"describe_run": "run", "DescribeResult": "result", "Exemplars": "exemplars", "search_units": "search"}
+
+if TYPE_CHECKING:
+    from unitscope.describe.exemplars import Exemplars
+    from unitscope.describe.result import DescribeResult
+    from unitscope.describe.run import describe_run
+    from unitscope.describe.search import search_units
+
+
+def __getattr__(name: str) -> Any:  # PEP 562: torch loads with the first function used, not with ``tables``
+    if name not in _FROM:
+        raise AttributeError(f"module 'unitscope.describe' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"unitscope.describe.{_FROM[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+__all__ = ["DescribeResult", "Exemplars", "describe_run", "search_units"]

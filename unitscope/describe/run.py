@@ -3,6 +3,7 @@
     from unitscope.describe.run import describe_run
     out = describe_run("runs/lite0", layers=["bn2"])     # rows into the run's catalog table descriptions
     out["bn2"]["pmi"][7]                                 # {"description": ..., "f1": ..., "p_f1": ...}
+    out.summary()                                        # "bn2: 41 of 64 units described, ..." (DescribeResult)
 
 Needs a run dissected with ``--keep-cache`` (the maps) whose data folder still exists (the labels).
 Images are split by position: every fifth (``pos % 5 == 4``) is held out for scoring, the rest
@@ -30,6 +31,7 @@ from unitscope.describe.defaults import (
 )
 from unitscope.describe.formulas import FIRST, OP_NAMES, beam_search, evaluate, unit_counts
 from unitscope.describe.phrases import render
+from unitscope.describe.result import DescribeResult
 from unitscope.describe.scores import heldout_scores
 from unitscope.describe.select import choose_candidates, pool_candidates
 
@@ -223,8 +225,9 @@ def run_layers(run: Path, layers: list[str] | None = None) -> list[str]:
     return layers
 
 
-def describe_run(run: str | Path, layers: list[str] | None = None, opts: Options | None = None) -> dict[str, dict[str, list[dict]]]:
-    """Describe every unit of ``layers`` (default: every dissected layer) and write the rows."""
+def describe_run(run: str | Path, layers: list[str] | None = None, opts: Options | None = None) -> DescribeResult:
+    """Describe every unit of ``layers`` (default: every dissected layer) and write the rows; returns
+    them per layer and kind (a :class:`~unitscope.describe.result.DescribeResult`, with ``summary()``)."""
     from unitscope.catalog import Catalog
     from unitscope.describe import tables  # noqa: F401  (declares the table)
 
@@ -233,10 +236,10 @@ def describe_run(run: str | Path, layers: list[str] | None = None, opts: Options
     model = model_name(run)
     n = ex.num_images(run, layers[0])
     rc = load_concepts(run, n, opts)
-    out = {}
+    out = DescribeResult(run)
     for layer in layers:
         rows = describe_layer(run, model, layer, rc, opts)
         with Catalog(run / "catalog.sqlite") as cat:
             cat.replace("descriptions", [r for k in rows.values() for r in k], model=model, layer=layer)
-        out[layer] = rows
+        out.layers[layer] = rows
     return out

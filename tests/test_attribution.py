@@ -186,3 +186,25 @@ def test_explain_records_its_top_units_as_unit_facts(tmp_path, make_run):
     explain_run(tmp_path, run)  # explained again: the image's rows are replaced, not added
     with Catalog(run / "catalog.sqlite", create=False) as cat:
         assert len(cat.rows("attribution_units")) == len(data["channels"])
+
+
+def test_explain_returns_a_result_with_a_summary(tmp_path):
+    import html
+
+    from tests.featvis_models import tiny
+    from unitscope.attribution import ExplainResult, explain
+    from unitscope.attribution.page import ExplainSettings
+
+    image = _noise_png(tmp_path / "noise.png")
+    settings = ExplainSettings(cells=4, icon_steps=2, icon_size=16, inversion_steps=2, ig_steps=2, groups=2,
+                               top_units=2, progress=False)
+    r = explain(tiny(), image, "relu1", tmp_path / "run", settings)
+    assert isinstance(r, ExplainResult) and r.page == tmp_path / "run" / "explain" / "noise"
+    assert r["shape"] == [4, 16, 16] and set(r) >= {"classes", "target", "channels", "dictionary"}
+    top, (a, b) = r["classes"][0], r["channels"]
+    assert r.summary() == (f"tiny relu1 on noise.png: predicts {top['name']} ({100 * top['p']:.1f}%); for "
+                           f"{r['target']['name']} the top units by integrated gradients: #{a['unit']} "
+                           f"({a['integrated']:.3g}), #{b['unit']} ({b['integrated']:.3g}); 2 neuron groups")
+    page = r._repr_html_()
+    assert page.count("<img src='data:image/png;base64,") == 2 and page.count("<tr><td>") == 2
+    assert html.escape(r.summary()) in page

@@ -6,7 +6,8 @@
 
 ``core``: gradient x activation, spatial / channel / layer-to-layer, path-integrated option.
 ``blocks``: semantic dictionary, NMF neuron groups (scikit-learn), activation grid, feature inversion.
-``page``: ``unitscope explain``'s static offline page. ``tables``: the catalog tables, torch-free
+``page``: ``unitscope explain``'s static offline page (``explain`` returns an ``ExplainResult``:
+``result``). ``tables``: the catalog tables, torch-free
 (this package loads its modules on first use).
 """
 
@@ -18,13 +19,16 @@ from typing import TYPE_CHECKING, Any
 _FROM = {**{name: "blocks" for name in ("activation_grid", "feature_inversion", "group_icons", "layer_activations",
                                         "nmf_groups", "semantic_dictionary")},
          **{name: "core" for name in ("attribution_map", "channel_attribution", "gradients", "layer_to_layer",
-                                      "spatial_attribution")}}
+                                      "spatial_attribution")},
+         "ExplainResult": "result", "explain": "page", "write_explain": "page"}
 
 if TYPE_CHECKING:
     from unitscope.attribution.blocks import (activation_grid, feature_inversion, group_icons, layer_activations,
                                               nmf_groups, semantic_dictionary)
     from unitscope.attribution.core import (attribution_map, channel_attribution, gradients, layer_to_layer,
                                             spatial_attribution)
+    from unitscope.attribution.page import explain, write_explain
+    from unitscope.attribution.result import ExplainResult
 
 
 def __getattr__(name: str) -> Any:  # PEP 562: torch loads with the first function used, not with ``tables``
@@ -36,7 +40,7 @@ def __getattr__(name: str) -> Any:  # PEP 562: torch loads with the first functi
 
 
 __all__ = [
-    "activation_grid", "attribution_map", "channel_attribution", "feature_inversion", "gradients",
+    "ExplainResult", "explain", "write_explain", "activation_grid", "attribution_map", "channel_attribution", "feature_inversion", "gradients",
     "group_icons", "layer_activations", "layer_to_layer", "nmf_groups", "semantic_dictionary",
     "spatial_attribution",
 ]

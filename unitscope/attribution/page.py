@@ -1,6 +1,7 @@
 """``unitscope explain``: the building blocks of one image as a static offline page.
 
     html = write_explain(model, "cat.jpg", "blocks.4.1.bn2", run_dir)   # run_dir/explain/cat/index.html
+    explain(model, "cat.jpg", "blocks.4.1.bn2", run_dir).summary()     # the page's data, no page
 
 The page shows the prediction, spatial attribution to the target class, the units with the
 largest channel attribution (plain and path-integrated), the semantic dictionary (top units per
@@ -25,6 +26,7 @@ from torch import nn
 from unitscope.attribution.blocks import (feature_inversion, grid_vectors, layer_activations, nmf_groups,
                                           semantic_dictionary)
 from unitscope.attribution.core import channel_attribution, spatial_attribution
+from unitscope.attribution.result import ExplainResult
 from unitscope.featvis.images import save_png
 from unitscope.runs import atomic_write_text
 
@@ -92,8 +94,9 @@ def _classes(model: nn.Module, x: torch.Tensor, k: int = 5) -> list[dict]:
 
 
 def explain(model: nn.Module, image_path: str | Path, layer: str, run_dir: str | Path,
-            settings: ExplainSettings | None = None) -> dict:
-    """Compute everything, write the images, return the page data (paths relative to the page)."""
+            settings: ExplainSettings | None = None) -> ExplainResult:
+    """Compute everything, write the images, return the page data (paths relative to the page) as an
+    :class:`~unitscope.attribution.result.ExplainResult` (a mapping, with ``summary()``)."""
     from unitscope.classify import load_image
     from unitscope.featvis import render
     from unitscope.models import get_info
@@ -143,7 +146,7 @@ def explain(model: nn.Module, image_path: str | Path, layer: str, run_dir: str |
                 if e["unit"] in vis:
                     e["image"] = rel + vis[e["unit"]]
     cells_h, cells_w = pooled.shape[1:]
-    return {
+    return ExplainResult({
         "model": info.name, "layer": layer, "image": Path(image_path).name, "classes": classes,
         "target": {"index": target, "name": info.class_name(target)},
         "shape": list(acts.shape), "attribution_total": float(spatial.sum()),
@@ -155,14 +158,14 @@ def explain(model: nn.Module, image_path: str | Path, layer: str, run_dir: str |
                     "units": torch.argsort(-channels[g], stable=True)[:5].tolist()} for g in range(len(channels))],
         "grid": [f"grid/{i}.png" for i in range(len(vectors))],
         "settings": vars(s),
-    }
+    }, page)
 
 
 def write_explain(model: nn.Module, image_path: str | Path, layer: str, run_dir: str | Path,
                   settings: ExplainSettings | None = None) -> Path:
     """Write ``run_dir/explain/<image stem>/`` (images, explain.json, index.html); return the html."""
-    data = explain(model, image_path, layer, run_dir, settings)
-    page = Path(run_dir) / "explain" / Path(image_path).stem
+    result = explain(model, image_path, layer, run_dir, settings)
+    page, data = result.page, result.data
     text = json.dumps(data, indent=1)
     atomic_write_text(page / "explain.json", text + "\n")
     template = resources.files("unitscope.attribution").joinpath("explain.html").read_text(encoding="utf-8")

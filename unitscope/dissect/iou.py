@@ -102,7 +102,8 @@ def count_orders(
     pairs = (peak > thresholds).nonzero()  # [A, 2]: (image, unit)
     step = max(1, _CHUNK_ELEMENTS // pixels)
     # the windowed masks where PyTorch's arithmetic is confirmed; on a GPU whole maps are cheap
-    windowed = device.type == "cpu" and exact_here(acts.shape[2], acts.shape[3], size, str(device))
+    windowed = device.type == "cpu" and exact_here(acts.shape[2], acts.shape[3], size, str(device)) and \
+        bool(torch.isfinite(acts).all())  # (the exact emulation assumes finite values)
     flat_maps = acts.reshape(n * c, *acts.shape[2:])
     for start in range(0, len(pairs), step):
         img, unit = pairs[start:start + step].unbind(1)

@@ -9,7 +9,8 @@ from unitscope.dissect.window import exact_here, fma32, interpolate_at, mask_pix
 # (map h, w) -> (label H, W): integer and non-integer factors, odd sizes, a 1-pixel axis, an axis not
 # upsampled, one downsampled; all above the 128-pixel (H + W) line where PyTorch keeps its generic kernel
 SHAPES = [((7, 7), (112, 112)), ((14, 14), (112, 112)), ((28, 28), (112, 112)), ((13, 11), (100, 97)),
-          ((3, 1), (130, 135)), ((9, 9), (9, 130)), ((5, 9), (71, 66)), ((60, 60), (100, 100)), ((21, 8), (64, 70))]
+          ((3, 1), (130, 135)), ((9, 9), (9, 130)), ((5, 9), (71, 66)), ((60, 60), (100, 100)), ((21, 8), (64, 70)),
+          ((30, 20), (25, 150))]
 
 
 def _masks_from(pair, pix, b, pixels):

@@ -120,8 +120,9 @@ def mask_pixels(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def _segments(n_in: int, n_out: int, device: str) -> tuple[torch.Tensor, ...]:
     """Output positions along one axis cut into segments that share their two source indices, each
     at most ``R = ceil(n_out / n_in)`` long. Returns per segment ``[S]``: its source index i0, its
-    second source index i1, weights w0, w1 ``[S, R]`` (0 past its end), which positions it has ``[S, R]`` bool, its first
-    position; and per source index ``[n_in, M]``: its segments (padded with S), M at most."""
+    second source index i1, weights w0, w1 ``[S, R]`` (0 past its end), which positions it has
+    ``[S, R]`` bool, its first position; and per source index ``[n_in, M]``: its segments (padded
+    with S; a source index no output position starts from, when downsampling, has none)."""
     i0, i1, w0, w1 = axis_table(n_in, n_out, device)
     most = -(-n_out // n_in)
     new = torch.ones(n_out, dtype=torch.bool, device=device)
@@ -165,10 +166,11 @@ def _candidate_cells(maps: torch.Tensor, t: torch.Tensor, ys: torch.Tensor, xs: 
     cp, ci, cj = (high >= tt - _MARGIN * (mag + tt.abs())).nonzero(as_tuple=True)  # source cells
     m = mag.view(-1).take((cp * h + ci) * w + cj)
     sy, sx = ys.index_select(0, ci), xs.index_select(0, cj)  # [K0, My], [K0, Mx]: their segments
-    if sy.shape[1] == 1 and sx.shape[1] == 1:
-        return cp, sy[:, 0], sx[:, 0], m
     cy, cx = sy[:, :, None].expand(-1, -1, sx.shape[1]), sx[:, None, :].expand(-1, sy.shape[1], -1)
-    real = (cy < len(ys_first)) & (cx < len(xs_first))  # the padding of of_index is the number of segments
+    # padding (the number of segments): a source index with fewer segments than M, or none (downsampling)
+    real = (cy < len(ys_first)) & (cx < len(xs_first))
+    if sy.shape[1] == 1 and sx.shape[1] == 1 and bool(real.all()):
+        return cp, sy[:, 0], sx[:, 0], m
     k = torch.arange(len(cp), device=maps.device).view(-1, 1, 1).expand_as(cy)[real]
     return cp[k], cy[real], cx[real], m[k]
 

@@ -116,7 +116,7 @@ def count_orders(
             continue
         img_of = img.index_select(0, pair)
         # per order only the gather of the labels under the pixels and their count: the unit's code
-        # and the order's row offsets are formed once (about a quarter of pass 3's counting)
+        # and the order's row offsets are formed once, not per order
         code = (unit.index_select(0, pair) * L).to(torch.int32 if small_codes else torch.int64).view(-1, 1)
         for d, order in enumerate(orders):
             under = rows.index_select(0, (order * pixels).index_select(0, img_of) + pix)  # [E, K]

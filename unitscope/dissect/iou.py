@@ -7,7 +7,9 @@ unit's T_k, and count pixels shared with every label (the primitives of
 :class:`~unitscope.stats.IoUCounts`). A unit whose map never exceeds T_k in an image has an empty
 mask there (bilinear interpolation is a convex combination of the map's values, so it never
 exceeds their maximum), so only (image, unit) pairs whose peak exceeds T_k are upsampled at all:
-with T_k at the top 0.5% that is a small fraction of the pairs.
+with T_k at the top 0.5% that is a small fraction of the pairs. Within a pair, only the cells
+whose 2x2 neighbourhood reaches T_k are evaluated, in PyTorch's own arithmetic
+(:mod:`.window`), where that arithmetic is confirmed for the sizes at hand; else whole maps.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from unitscope.dissect.window import exact_here, mask_pixels, mask_pixels_windowed
 from unitscope.stats.iou import (
-    label_areas, label_rows, pixel_category_hits, row_label_counts, unit_areas,
+    label_areas, label_rows, pixel_category_hits, unit_areas,
 )
 
 # Mask pixels (pairs x pixels) upsampled at once; bounds the kernel's memory to ~100 MB.
@@ -27,20 +30,6 @@ def upsample_masks(maps: torch.Tensor, thresholds: torch.Tensor, size: tuple[int
     """Unit masks: ``maps [B, h, w]`` upsampled bilinearly to ``size`` and thresholded ``> thresholds [B]``."""
     up = F.interpolate(maps[:, None].float(), size=size, mode="bilinear", align_corners=False)[:, 0]
     return up > thresholds.view(-1, 1, 1)
-
-
-def mask_pixels(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``mask [B, P]`` bool -> ``(pair, pixel)`` of its True entries, as ``mask.nonzero(as_tuple=True)``
-    gives them (same order). Masks are sparse (0.2-3% of a pair's pixels at quantile 0.005), so the
-    8-pixel words that hold any are found first and only those are looked into: about a third of
-    ``nonzero``'s CPU time on Lite0's masks."""
-    b, p = mask.shape
-    if p % 8 or not mask.is_contiguous() or mask.storage_offset() % 8:
-        return mask.nonzero(as_tuple=True)
-    words = mask.view(torch.int64)  # [B, P / 8]: 8 pixels a word
-    word_pair, word = words.nonzero(as_tuple=True)
-    i, bit = mask.view(b, p // 8, 8)[word_pair, word].nonzero(as_tuple=True)
-    return word_pair[i], word[i] * 8 + bit
 
 
 DENOMINATORS = ("annotated", "overlap")
@@ -108,23 +97,34 @@ def count_orders(
     inter = torch.zeros(D, c, L, dtype=torch.long, device=device)
     area = torch.zeros(n, c, dtype=torch.long, device=device)
     hits = torch.zeros(D, n, c, G, dtype=torch.bool, device=device) if overlap else None
+    small_codes = c * L < 2**31 and rows.dtype == torch.int32  # a narrower bincount input
     peak = acts.flatten(2).amax(dim=2)  # [N, C]
     pairs = (peak > thresholds).nonzero()  # [A, 2]: (image, unit)
     step = max(1, _CHUNK_ELEMENTS // pixels)
+    # the windowed masks where PyTorch's arithmetic is confirmed; on a GPU whole maps are cheap
+    windowed = device.type == "cpu" and exact_here(acts.shape[2], acts.shape[3], size, str(device)) and \
+        bool(torch.isfinite(acts).all())  # (the exact emulation assumes finite values)
+    flat_maps = acts.reshape(n * c, *acts.shape[2:])
     for start in range(0, len(pairs), step):
         img, unit = pairs[start:start + step].unbind(1)
-        mask = upsample_masks(acts[img, unit], thresholds[unit], size).flatten(1)  # [B, P]
+        maps, th = flat_maps.index_select(0, img * c + unit), thresholds.index_select(0, unit)  # [B, h, w], [B]
         # the mask pixels are found once, counted, and matched to each order's labels
-        pair, pix = mask_pixels(mask)  # [E]
+        pair, pix = mask_pixels_windowed(maps, th, size) if windowed else \
+            mask_pixels(upsample_masks(maps, th, size).flatten(1))  # [E]
         area[img, unit] = torch.bincount(pair, minlength=len(img))  # cheaper than count_nonzero(dim=1)
         if not flat_labels.shape[1]:
             continue
-        img_of, unit_of = img[pair], unit[pair]
+        img_of = img.index_select(0, pair)
+        # per order only the gather of the labels under the pixels and their count: the unit's code
+        # and the order's row offsets are formed once, not per order
+        code = (unit.index_select(0, pair) * L).to(torch.int32 if small_codes else torch.int64).view(-1, 1)
         for d, order in enumerate(orders):
-            src = order[img_of]
-            inter[d] += row_label_counts(rows, src * pixels + pix, unit_of, c, L)
+            under = rows.index_select(0, (order * pixels).index_select(0, img_of) + pix)  # [E, K]
+            inter[d] += torch.bincount((code + under).view(-1), minlength=c * L).view(c, L)
             if hits is not None:
-                hits[d, img, unit] = pixel_category_hits(src, pix, pair, flat_labels, cat_of, len(img), G)
+                hits[d, img, unit] = pixel_category_hits(order.index_select(0, img_of), pix, pair, flat_labels, cat_of,
+                                                         len(img), G)
+    inter[:, :, 0] = 0  # label 0: no label
 
     label_area = label_areas(flat_labels, L)
     img_idx, m_idx = (image_labels > 0).nonzero(as_tuple=True)

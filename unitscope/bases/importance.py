@@ -30,14 +30,24 @@ class DirectionSetEdits(DirectionEdits):
     directions ``[D, C]``; edit ``k`` maps each position's ``x`` to ``x - (codes(x) * sets[k]) @ directions``.
     An empty row is the unedited layer (the baseline)."""
 
-    def __init__(self, directions: torch.Tensor, codes, sets: torch.Tensor) -> None:
+    def __init__(self, directions: torch.Tensor, codes, sets: torch.Tensor, memo: list | None = None) -> None:
         self.all_directions = torch.as_tensor(directions, dtype=torch.float32)  # [D, C]
         self.sets = torch.as_tensor(sets, dtype=torch.bool)  # [K, D]
         self.all_codes = codes
+        self.memo = memo if memo is not None else [None, None]  # the last layer output and its codes
         super().__init__(torch.zeros(len(self.sets), self.all_directions.shape[1]), codes)
 
     def __getitem__(self, rows: slice) -> DirectionSetEdits:
-        return DirectionSetEdits(self.all_directions, self.all_codes, self.sets[rows])
+        return DirectionSetEdits(self.all_directions, self.all_codes, self.sets[rows], self.memo)
+
+    def _codes(self, rows: torch.Tensor) -> torch.Tensor:
+        """Codes of ``rows`` ``[M, C]``, encoded once per layer output (the tail passes of one cached
+        batch share them: slices of these edits share the memo)."""
+        last, codes = self.memo
+        if last is None or last.shape != rows.shape or not torch.equal(last, rows):
+            codes = self.all_codes(rows)
+            self.memo[:] = [rows, codes]
+        return codes
 
     def apply(self, z: torch.Tensor, generator: torch.Generator | None = None, dim: int = 1) -> torch.Tensor:
         """``z`` ``[N, C, h, w]`` (or ``[N, C]``) -> ``[K * N, C, ...]``: block ``k`` without the directions of set ``k``."""
@@ -45,8 +55,10 @@ class DirectionSetEdits(DirectionEdits):
             return self.apply(z.movedim(dim, 1), generator).movedim(1, dim)
         k, n, c = len(self), z.shape[0], z.shape[1]
         rows = z.movedim(1, -1).reshape(-1, c)  # [M, C]
-        codes = self.all_codes(rows).to(z.dtype)  # [M, D]
-        part = torch.einsum("md,kd,dc->kmc", codes, self.sets.to(z.dtype), self.all_directions.to(z))
+        codes = self._codes(rows).to(z.dtype)  # [M, D]
+        dirs = self.all_directions.to(z)
+        part = torch.stack([codes[:, s] @ dirs[s] for s in (row.nonzero().flatten() for row in self.sets)]) \
+            if k else rows.new_zeros(0, len(rows), c)  # [K, M, C]
         part = part.reshape(k, n, *z.shape[2:], c).movedim(-1, 2)  # [K, N, C, ...]
         return (z.unsqueeze(0) - part).reshape(k * n, *z.shape[1:])
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import sqlite3
 
 import numpy as np
 import pytest
@@ -36,6 +37,10 @@ def make_basis_run(make_run, path):
     folder = run / "bases" / "l0" / "pl"
     Basis("ica", DIRECTIONS, DIRECTIONS.clone(), torch.zeros(2), torch.zeros(4)).save(folder)
     (folder / "fit.json").write_text(json.dumps({"want": {"spec": "ica", "layer": "relu", "index": 0}}))
+    with sqlite3.connect(run / "catalog.sqlite") as con:  # direction 0 described, as `describe --layers relu#pl` writes it
+        con.execute("INSERT INTO descriptions (model, layer, unit, kind, description, formula, length, f1) "
+                    "VALUES ('colour', 'relu#pl', 0, 'pmi', 'scarlet', 'scarlet', 1, 0.8)")
+    con.close()
     return run
 
 
@@ -171,3 +176,12 @@ def test_pick_a_basis_and_the_tiles_become_its_directions(page, tmp_path):
     pg.select_option("#basis", "")  # back to the units
     pg.wait_for_function("document.querySelector('#grid').dataset.layer === 'relu'", timeout=10_000)
     assert pg.locator("#grid .tile").count() == 4
+    # a search hit on a direction opens it: the basis picker follows, the grid shows the directions
+    pg.fill("#search", "scarlet")
+    pg.press("#search", "Enter")
+    pg.wait_for_selector("#hits:not([hidden]) #hit-list a")
+    assert "relu#pl #0: scarlet (F1 0.80)" in pg.locator("#hit-list a").all_inner_texts()  # (and red units)
+    pg.click('#hit-list a[data-layer="relu#pl"]')
+    pg.wait_for_function("document.querySelector('#grid').dataset.layer === 'relu#pl'", timeout=10_000)
+    assert pg.input_value("#layer") == "relu" and pg.input_value("#basis") == "pl"
+    pg.wait_for_function("document.querySelector('#d-title').textContent === 'relu#pl · direction 0'")

@@ -3,9 +3,10 @@
 
     b = fit_sae(batches, out="runs/sae", expansion=4, k=8, epochs=20, seed=0)
 
-Decoder rows are kept at unit norm after every step; the decoder bias starts at the mean of the
-first stream batch. Dead latents (not fired for ``dead_after`` steps) are trained by an auxiliary
-loss: the top ``aux_k`` dead latents reconstruct the residual; with ``resample`` (until half the
+Decoder rows are kept at unit norm after every step; with ``center`` the decoder bias starts at the
+mean of the first stream batch (else at 0, the origin of a sparse non-negative code). Dead latents
+(not fired for ``dead_after`` steps) are trained by an auxiliary loss: the top ``aux_k`` dead
+latents reconstruct the residual; with ``resample`` (until half the
 steps are done) they are also re-pointed at the minibatch's worst-reconstructed rows (their Adam
 state reset). With ``decay`` the learning rate falls linearly to 0 over that last share of the steps.
 Fault points ``sae.step`` and ``sae.checkpoint.after`` stop a run for the resume tests.
@@ -54,7 +55,8 @@ def _minibatches(batches: Iterable[torch.Tensor], batch_size: int, seed: int, ep
 def fit_sae(batches: Iterable[torch.Tensor], out: str | Path, expansion: float = 4, k: int = 8,
             epochs: int = 10, batch_size: int = 256, lr: float = 1e-3, seed: int = 0,
             dead_after: int = 200, aux_k: int | None = None, aux_coef: float = 1 / 32,
-            checkpoint_every: int = 100, fresh: bool = False, resample: bool = False, decay: float = 0.0) -> Basis:
+            checkpoint_every: int = 100, fresh: bool = False, resample: bool = False, decay: float = 0.0,
+            center: bool = False) -> Basis:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / "sae"
@@ -65,8 +67,9 @@ def fit_sae(batches: Iterable[torch.Tensor], out: str | Path, expansion: float =
     d = max(1, round(expansion * c))
     torch.manual_seed(seed)
     model = TopKSAE(c, d, k, seed)
-    with torch.no_grad():
-        model.b_dec.copy_(rows(next(iter(batches))).mean(0))
+    if center:
+        with torch.no_grad():
+            model.b_dec.copy_(rows(next(iter(batches))).mean(0))
     total = epochs * sum(-(-len(rows(x)) // batch_size) for x in batches)  # steps in all
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     state = read_checkpoint(ckpt, "cpu", {"sae": model}, {"opt": opt}) or {"step": 0, "losses": []}
@@ -95,7 +98,7 @@ def fit_sae(batches: Iterable[torch.Tensor], out: str | Path, expansion: float =
                   model.b_dec.detach().clone(), k=k,
                   config={"expansion": expansion, "k": k, "epochs": epochs, "batch_size": batch_size, "lr": lr,
                           "seed": seed, "dead_after": dead_after, "aux_k": aux_k, "steps": step,
-                          "resample": resample, "decay": decay})
+                          "resample": resample, "decay": decay, "center": center})
     b.metrics = {**evaluate(b, batches), "final_loss": state["losses"][-1] if state["losses"] else float("nan")}
     b.save(out)
     return b

@@ -94,13 +94,15 @@ def load_basis(folder: str | Path) -> Basis:
 
 def nmf_codes(r: torch.Tensor, w: torch.Tensor, iters: int = 50, eps: float = 1e-9) -> torch.Tensor:
     """Non-negative ``h`` [rows, D] with ``r ≈ h @ w``: least squares clipped at 0, then
-    multiplicative updates with ``w`` fixed."""
+    multiplicative updates with ``w`` fixed; codes under 1e-3 of the row's largest are set to 0."""
     r, w = r.double(), w.double()
     gram = w @ w.t()
     h = torch.linalg.lstsq(gram, (r @ w.t()).t()).solution.t().clamp_min(0) + 1e-3
     for _ in range(iters):
         h = h * (r @ w.t()) / (h @ gram + eps)
-    return h.float()
+    # the updates only shrink a code towards 0 (a 1e-3 start stays about 1e-3 where the answer is 0):
+    # codes under 1e-3 of their row's largest are 0, so a direction's "off" is 0 as in the data
+    return torch.where(h < 1e-3 * h.amax(1, keepdim=True), torch.zeros_like(h), h).float()
 
 
 def evaluate(basis: Basis, batches: Iterable[torch.Tensor]) -> dict[str, float]:

@@ -22,24 +22,32 @@ def dissect_bases(model: nn.Module, dataset: Any, layers: Sequence[str], run_dir
     (:func:`.source.fit_layer_bases`), dissect the layers' units (with ``units``) and every basis'
     directions with the same engine, and record the bases' metrics."""
     from unitscope.bases.source import fit_layer_bases, parse_bases
-    from unitscope.dissect.distributed import rank_world
+    from unitscope.dissect.distributed import barrier, is_main
     from unitscope.dissect.engine import check_bases, dissect_sources, record_bases
     from unitscope.dissect.sources import BrodenLabels, ModelActivations
-    from unitscope.errors import UsageError
 
-    if rank_world()[1] > 1:
-        raise UsageError("--basis runs in one process for now; run it without torchrun")
     specs = parse_bases(opts.basis)  # bad specs fail before anything is written
     model = model.to(opts.device).eval()
     inner = ModelActivations(model, dataset, layers, device=opts.device, n=opts.limit, key=key,
                              precision=opts.precision, values=opts.values)
     inner.shapes()  # unknown layers fail here
-    acts = fit_layer_bases(inner, specs, run_dir, batch_size=opts.batch_size, progress=opts.progress,
-                           fresh=opts.fresh, cache_gb=opts.cache_gb)
-    bases = check_bases(model, [layer for layer in inner.layers if layer in acts.layers])
+
+    def fit(fresh: bool) -> Any:
+        return fit_layer_bases(inner, specs, run_dir, batch_size=opts.batch_size, progress=opts.progress,
+                               fresh=fresh, cache_gb=opts.cache_gb)
+
+    # under torchrun rank 0 fits (or loads) the bases over all the data and saves them; the other
+    # ranks then load what it saved, and every rank dissects its shard of the same directions
+    acts = fit(opts.fresh) if is_main() else None
+    barrier()
+    if acts is None:
+        acts = fit(False)
+    main = is_main()
+    bases = check_bases(model, [layer for layer in inner.layers if layer in acts.layers]) if main else {}
     result = dissect_sources(acts, BrodenLabels(dataset), run_dir, opts, config=config)
-    record_bases(Path(run_dir), acts.model_name, bases)
-    record_metrics(Path(run_dir), acts.model_name, acts.metrics())
+    if main:
+        record_bases(Path(run_dir), acts.model_name, bases)
+        record_metrics(Path(run_dir), acts.model_name, acts.metrics())
     return result
 
 

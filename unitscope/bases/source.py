@@ -17,7 +17,8 @@ strips, catalog and report included, exactly as it dissects units.
 Bases (``name:option=value:...``): ``units`` (the layer's own channels), ``rotation`` (``n``
 random rotations, ``seed``), ``pca``, ``whiten``, ``ica`` (``n``, ``passes``), ``nmf`` (``n``,
 ``passes``; non-negative layers), ``sae`` (``expansion``, ``k``, ``epochs``, ``batch_size``,
-``lr``); every learned basis takes ``seed`` and ``stability`` (0: no second fit).
+``lr``, ``dead_after``, ``resample`` 0/1, ``decay``, ``center`` 0/1); every learned basis takes
+``seed`` and ``stability`` (0: no second fit).
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ KINDS = ("units", "rotation", "pca", "whiten", "ica", "nmf", "sae")
 _OPTIONS = {"units": set(), "rotation": {"n", "seed"}, "pca": {"n", "seed", "stability"},
             "whiten": {"n", "seed", "stability"}, "ica": {"n", "passes", "seed", "stability"},
             "nmf": {"n", "passes", "seed", "stability"},
-            "sae": {"expansion", "k", "epochs", "batch_size", "lr", "seed", "stability", "dead_after"}}
+            "sae": {"expansion", "k", "epochs", "batch_size", "lr", "seed", "stability", "dead_after", "resample",
+                    "decay", "center"}}
 SEP = "#"  # pseudo-layer names: f"{layer}{SEP}{basis name}"
 
 
@@ -184,7 +186,9 @@ def fit_one(spec: BasisSpec, batches: Any, c: int, out: Path, seed: int) -> Basi
     if spec.kind == "sae":
         return fit_sae(batches, out, expansion=o.get("expansion", 4), k=int(o.get("k", 8)),
                        epochs=int(o.get("epochs", 10)), batch_size=int(o.get("batch_size", 256)),
-                       lr=o.get("lr", 1e-3), seed=seed, dead_after=int(o.get("dead_after", 200)))
+                       lr=o.get("lr", 1e-3), seed=seed, dead_after=int(o.get("dead_after", 200)),
+                       resample=bool(o.get("resample", 0)), decay=o.get("decay", 0.0),
+                       center=bool(o.get("center", 0)))
     raise UsageError(f"no fit for basis {spec.kind!r}")
 
 

@@ -7,7 +7,7 @@
 
 Routes (the JSON API is documented in the README):
   GET  /                      the page (static HTML + JS + CSS shipped in this package)
-  GET  /api/layers            model, default layer, probe-able layers
+  GET  /api/layers            model, default layer, probe-able layers, the run's bases (``LAYER#NAME``)
   GET  /api/labels?layer=L    the run's dissection label of every unit of L
   POST /api/probe?layer=L     multipart field ``image`` -> top classes, units, atlas of maps
   GET  /api/unit?layer=L&unit=K   what the run folder knows about one unit
@@ -16,6 +16,9 @@ Routes (the JSON API is documented in the README):
 A generator (``ModelInfo.kind == "generator"``) gets the paint page instead (``paint.py``):
   GET  /                      static/paint.html
   GET  /api/paint/info, GET /api/paint/sample?seed=S&layer=L, POST /api/paint
+
+Every ``layer`` parameter also takes a basis of the run (``features.relu5#sae``, ``serve/bases.py``):
+its "units" are the basis' directions, their maps the codes of the layer's output.
 
 Errors are JSON ``{"error": message, "status": code}`` (404s add ``"close"``): 400 for an upload
 that is not an image, 413 over ``max_upload`` bytes, 404 for an unknown layer or unit.
@@ -65,6 +68,9 @@ def create_app(model: nn.Module | Prober, run: str | Path | None = None, *,
     name = model_name or prober.info.name
     info = RunInfo(run, model=name)
     prober.layer_rules.update(info.values_rules())  # the maps the run's thresholds and exemplars were measured on
+    from unitscope.serve.bases import run_bases
+
+    prober.bases.update({k: b for k, b in run_bases(info.path).items() if b.layer in prober.layers})
     app = FastAPI(title="unitscope probe", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.prober, app.state.run, app.state.max_upload = prober, info, max_upload
     _add_error_handlers(app)
@@ -138,7 +144,8 @@ def _add_api(app: FastAPI, prober: Prober, run: RunInfo, name: str, max_upload: 
         dissected = run.layers()
         return {"model": name, "default": prober.default_layer, "run": str(run.path) if run.path else None,
                 "max_upload": max_upload, "samples": sample_names(),
-                "layers": [{**vars(li), "dissected": li.name in dissected} for li in prober.layers.values()]}
+                "layers": [{**vars(li), "dissected": li.name in dissected} for li in prober.layers.values()],
+                "bases": [{**b.to_json(), "dissected": name in dissected} for name, b in prober.bases.items()]}
 
     @app.get("/api/labels")
     def labels(layer: str | None = None) -> dict[str, Any]:

@@ -121,6 +121,7 @@ class Prober:
             raise ValueError(f"values must be one of {', '.join(VALUES)}, got {values!r}")
         self.values = values
         self.layer_rules: dict[str, str] = {}  # layer -> "pre" / "post" where a run says which it read
+        self.bases: dict[str, Any] = {}  # pseudo-layer "LAYER#NAME" -> serve.bases.RunBasis (a run's bases)
         self._values: dict[tuple[str, str], Any] = {}  # (rule, layer) -> LayerValues
         self.model = model.eval().to(device)
         self.device = torch.device(device)
@@ -145,6 +146,16 @@ class Prober:
             return self.layers[self.default_layer]
         if name in self.layers:
             return self.layers[name]
+        if name in self.bases:  # a basis' directions: shaped as the layer it encodes
+            rb = self.bases[name]
+            base = self.layer(rb.layer)
+            return ProbeLayer(name, f"{rb.kind} basis of {rb.layer}", rb.directions, base.height, base.width)
+        if "#" in name:
+            import difflib
+
+            close = difflib.get_close_matches(name, list(self.bases), n=6, cutoff=0.6)
+            raise UnknownLayer(f"no basis {name!r} in the run folder; its bases: {', '.join(self.bases) or 'none'} "
+                               "(fit them with `unitscope dissect --basis`)", close)
         try:
             resolve_layer(self.model, name)
         except LayerNotFoundError as exc:
@@ -163,6 +174,12 @@ class Prober:
         """Top classes of a PIL ``image`` and the ``[C, H, W]`` maps of ``layer`` for it."""
         target = self.layer(layer)
         x = self.transform(image)[None].to(self.device)  # [1, 3, H, W]
+        if target.name in self.bases:  # the codes of the layer's output, as the dissection encoded it
+            rb = self.bases[target.name]
+            with self._lock, Trace(self.model, rb.layer, retain_output=True) as trace:
+                logits = self.model(x)
+            codes = rb.codes(trace.output)[0].numpy()
+            return ProbeResult(target.name, self._top(logits), codes, f"{rb.name} codes of {rb.layer}'s output")
         with self._lock:
             values = self.layer_values(target.name)
             trace = Trace(self.model, values.module if values.values == "pre" else target.name, call=values.call,

@@ -1,11 +1,13 @@
 // unitscope probe page. Talks only to this server's JSON API:
 //   GET /api/layers, GET /api/labels?layer=L, POST /api/probe?layer=L (multipart "image"),
 //   GET /api/unit?layer=L&unit=K, GET /api/samples/NAME.
+// A basis of the run (the Basis picker) is probed as its pseudo-layer "LAYER#NAME": its
+// directions take the units' place in the grid, the detail and the semantic dictionary.
 // State: the last image (a Blob), the last probe (maps decoded from its PNG atlas), the
 // selected unit. The webcam loop waits for each answer before sending the next frame.
 "use strict";
 
-const S = { layers: {}, labels: {}, blob: null, bitmap: null, probe: null, unit: null,
+const S = { layers: {}, bases: [], labels: {}, blob: null, bitmap: null, probe: null, unit: null,
             cam: null, busy: false, pending: false };
 const CAM_INTERVAL_MS = 300;  // a few frames per second at most
 
@@ -48,7 +50,7 @@ async function probe(blob) {
   S.busy = true;
   let ok = false;
   try {
-    const layer = $("layer").value, form = new FormData();
+    const layer = target(), form = new FormData();
     form.append("image", blob, "image");
     status("probing…");
     const t0 = performance.now();
@@ -61,7 +63,7 @@ async function probe(blob) {
     drawPhoto(); renderTop(); renderGrid();
     if (S.unit !== null && S.unit < result.units.length) drawUnitMap(S.unit);
     $("grid").dataset.probes = String(Number($("grid").dataset.probes) + 1);
-    status(`${result.layer}: ${result.units.length} units, ${Math.round(performance.now() - t0)} ms`);
+    status(`${result.layer}: ${result.units.length} ${noun(result.layer)}, ${Math.round(performance.now() - t0)} ms`);
     ok = true;
   } catch (e) {
     status(e.message, true);
@@ -122,14 +124,14 @@ function renderGrid() {
   tiles.sort((a, b) => key === "unit" ? a.dataset.unit - b.dataset.unit : b.dataset[key] - a.dataset[key]);
   grid.append(...tiles);  // moves the existing tiles into the new order
   const labels = Object.values(S.labels[layer] || {}), detectors = labels.filter((l) => l.is_detector).length;
-  $("count").textContent = `${units.length} units of ${layer}` +
+  $("count").textContent = `${units.length} ${noun(layer)} of ${layer}` +
     (labels.length ? `; ${detectors} detectors (labels of the others in grey)` : "") +
     (S.probe.values && S.probe.values.startsWith("pre") ? `; maps are the ${S.probe.values}` : "");
 }
 
 function makeTile(k, maps) {
   const tile = document.createElement("div");
-  tile.className = "tile"; tile.dataset.unit = k; tile.title = `unit ${k}`;
+  tile.className = "tile"; tile.dataset.unit = k; tile.title = `${noun(S.probe.layer, 1)} ${k}`;
   const cv = document.createElement("canvas");
   cv.width = maps.w; cv.height = maps.h;
   tile.append(cv);
@@ -144,14 +146,14 @@ async function selectUnit(k) {
   document.querySelectorAll(".tile.sel").forEach((t) => t.classList.remove("sel"));
   const tile = document.querySelector(`.tile[data-unit="${k}"]`);
   if (tile) tile.classList.add("sel");
-  const layer = S.probe ? S.probe.layer : $("layer").value;
+  const layer = S.probe ? S.probe.layer : target();
   let info;
   try {
     info = await api(`/api/unit?layer=${encodeURIComponent(layer)}&unit=${k}`);
   } catch (e) { status(e.message, true); return; }
   if (S.unit !== k) return;  // another click came first
   $("detail").hidden = false;
-  $("d-title").textContent = `${layer} · unit ${k}`;
+  $("d-title").textContent = `${layer} · ${noun(layer, 1)} ${k}`;
   const d = info.dissection, lab = $("d-label");
   if (!d) lab.innerHTML = '<span class="muted">No dissection label (the run folder has none for this unit).</span>';
   else if (d.concept === null) lab.innerHTML = '<span class="muted">Dissected: no activation above threshold.</span>';
@@ -189,9 +191,11 @@ async function search(query) {
 }
 
 async function openHit(layer, unit) {
-  if ($("layer").value !== layer) {
-    $("layer").value = layer;
-    await loadLabels(layer);
+  if (target() !== layer) {
+    const [base, basis] = layer.split("#");
+    $("layer").value = base;
+    fillBases(basis || "");
+    await loadLabels(target());
     if (S.blob) await probe(S.blob);
   }
   await selectUnit(unit);
@@ -283,6 +287,18 @@ function stopWebcam() {
   $("webcam").textContent = "Start webcam"; $("webcam").classList.remove("on");
 }
 
+// -- the basis picker: the layer's units or one of the run's bases of it -----------------------
+function target() { return $("basis").value ? `${$("layer").value}#${$("basis").value}` : $("layer").value; }
+function noun(layer, one = 0) { return (layer || "").includes("#") ? (one ? "direction" : "directions") : (one ? "unit" : "units"); }
+
+function fillBases(pick = "") {
+  const layer = $("layer").value, mine = S.bases.filter((b) => b.layer === layer);
+  const opt = (b) => new Option(`${b.basis} (${b.kind}, ${b.directions} directions)`, b.basis);
+  $("basis").replaceChildren(new Option("units", ""), ...mine.map(opt));
+  $("basis").value = mine.some((b) => b.basis === pick) ? pick : "";
+  $("basis-box").hidden = mine.length === 0;
+}
+
 // -- wiring --------------------------------------------------------------------------------
 async function loadLabels(layer) {
   if (!(layer in S.labels)) S.labels[layer] = (await api(`/api/labels?layer=${encodeURIComponent(layer)}`)).labels;
@@ -295,12 +311,14 @@ async function init() {
   const first = [...new Set([info.default, ...dissected])];
   const option = (l) => new Option(`${l.name} (${l.units}×${l.height}×${l.width})`, l.name);
   for (const l of info.layers) S.layers[l.name] = l;
+  S.bases = info.bases || [];
   const group = document.createElement("optgroup"); group.label = "suggested";
   group.append(...first.map((n) => option(S.layers[n])));
   const all = document.createElement("optgroup"); all.label = "all layers";
   all.append(...info.layers.filter((l) => !first.includes(l.name)).map(option));
   sel.append(group, all);
   sel.value = info.default;
+  fillBases();
   for (const name of info.samples) $("sample").append(new Option(name, name));
   await loadLabels(info.default);
 
@@ -312,11 +330,13 @@ async function init() {
     const r = await fetch(`/api/samples/${encodeURIComponent(e.target.value)}`);
     if (r.ok) probe(await r.blob()); else status((await r.json()).error, true);
   });
-  $("layer").addEventListener("change", async () => {
+  const retarget = async () => {
     S.unit = null; $("detail").hidden = true;
-    await loadLabels($("layer").value);
+    await loadLabels(target());
     if (S.blob) probe(S.blob);
-  });
+  };
+  $("layer").addEventListener("change", () => { fillBases(); return retarget(); });
+  $("basis").addEventListener("change", retarget);
   $("sort").addEventListener("change", () => S.probe && renderGrid());
   $("unit-scale").addEventListener("change", () => S.probe && renderGrid());
   $("webcam").addEventListener("click", toggleWebcam);

@@ -9,8 +9,8 @@ As MILAN's face-blurred ImageNet (Hernandez et al., ICLR 2022): the pixels of on
 object, part or material; every plane that carries its label) are replaced, in every image,
 either by a strong Gaussian blur of the image (``how="blur"``, sigma ``blur`` x the image side, over
 the concept's mask grown by a sixtieth of the side) or by the mean colour of a ring of pixels around
-it (``how="fill"``). The label planes are left as they are: the concept is still there, only its
-look is gone. The scene and every other pixel are exactly those of the plain world, so a model
+it (``how="fill"``). The mask planes are left as they are (the colour plane names the pixels as
+drawn): the concept is still there, only its look is gone. The scene and every other pixel are exactly those of the plain world, so a model
 trained on hidden images can be compared to ``world_scenes`` and dissected on the plain world.
 """
 
@@ -50,7 +50,7 @@ class HideSpec:
     def __post_init__(self) -> None:
         _label(self.concept)
         if self.how not in HOWS:
-            raise ValueError(f"hide how must be one of {', '.join(HOWS)}, got {self.how!r}")
+            raise ValueError(f"hide how must be blur or fill, got {self.how!r}")
         if not 0.0 < float(self.blur) <= 1.0:
             raise ValueError(f"hide blur must lie in (0, 1], got {self.blur}")
 

@@ -54,3 +54,14 @@ def test_bad_specs_are_clear_errors():
         HideSpec.parse("cabinet,smudge")
     assert HideSpec.parse("cabinet, fill") == HideSpec("cabinet", "fill")
     assert HideSpec("cabinet").key() == "hide-cabinet-blur"
+
+
+def test_cli_world_make_hide(tmp_path, capsys):
+    from unitscope.cli import main
+
+    assert main(["world", "make", str(tmp_path / "w"), "--n", "4", "--size", "32", "--hide", "cabinet,fill",
+                 "--workers", "1", "--no-progress"]) == 0
+    assert json.loads((tmp_path / "w" / "world.json").read_text())["hide"]["how"] == "fill"
+    capsys.readouterr()
+    assert main(["world", "make", str(tmp_path / "x"), "--n", "4", "--hide", "cabinets", "--no-progress"]) != 0
+    assert "did you mean cabinet" in capsys.readouterr().err

@@ -114,3 +114,15 @@ def test_orders_must_be_permutations():
     cache = cache_layer(cut, torch.utils.data.TensorDataset(d.x, d.y))
     with pytest.raises(ValueError, match="not a permutation"):
         ablation_curves(cut, cache, torch.arange(2), 2, modes=("zero",), orders=[[0, 1, 1, 3]])
+
+
+def test_cli_ablate_needs_a_scene_model(tmp_path, capsys):
+    from pathlib import Path
+
+    from unitscope.cli import main
+
+    model = str(Path(__file__).with_name("audit_models.py")) + ":switches"
+    assert main(["audit", "ablate", "--model", model, "--out", str(tmp_path / "r"), "--no-progress"]) != 0
+    assert "does not classify the probe world's scenes" in capsys.readouterr().err
+    assert main(["audit", "ablate", "--model", model, "--seeds", "0", "--no-progress"]) != 0
+    assert "--seeds and --steps must be at least 1" in capsys.readouterr().err

@@ -36,7 +36,7 @@ def _model(cat) -> str:
 def count_units(run: str | Path, concept: str, layers: list[str] | None = None) -> list[dict[str, Any]]:
     """Per dissected layer of ``run`` (in dissection order): ``{"name", "layer", "units", "iou_threshold",
     "detectors", "significant", "described"}`` for ``concept`` (module doc). ``significant`` is None when
-    the dissection computed no p-values."""
+    the dissection computed no p-values (a unit without one counts as p = 1)."""
     from unitscope.catalog import Catalog
     from unitscope.describe import tables  # noqa: F401  (declares the descriptions table)
     from unitscope.describe.search import positive_concepts
@@ -61,8 +61,8 @@ def count_units(run: str | Path, concept: str, layers: list[str] | None = None) 
             det = np.array([bool(r["is_detector"]) and (r["concept"] or "").lower() == concept for r in diss])
             pv = [r["p_value"] for r in diss]
             sig = None
-            if diss and all(p is not None for p in pv):
-                sig = int((det & significant(np.asarray(pv, np.float64))).sum())
+            if any(p is not None for p in pv):  # a unit without a p-value counts as p = 1
+                sig = int((det & significant(np.array([np.nan if p is None else p for p in pv], np.float64))).sum())
             desc = cat.rows("descriptions", model=name, layer=lr["layer"], kind="pmi")
             described = sum(concept in positive_concepts(r["formula"]) for r in desc)
             out.append({"name": name, "layer": lr["layer"], "units": int(lr["units"]),

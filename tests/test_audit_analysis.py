@@ -30,7 +30,8 @@ def test_relation_and_features_of_descriptions():
     related = cooccurrence_relation(PRESENCE)
     assert related("sky", "sea") and related("bed", "pillow")          # lift 2 and 4/3
     assert not related("sky", "bed") and not related("sky", "pillow")  # never together
-    assert not related("sky", "unknown")
+    assert related("sky", "top")  # a position word, no concept of the images: it joins nothing
+    assert not joins_unrelated("sky AND top", related)
     assert is_single("sky") and not is_single("sky OR bed") and not is_single("sky AND NOT sea")
     assert joins_unrelated("sky OR bed", related) and not joins_unrelated("sky AND sea", related)
     assert not joins_unrelated("(bed OR pillow) AND NOT sky", related)  # sky is negated

@@ -14,7 +14,8 @@ loop of :func:`unitscope.ablate.curves.ablation_curves`:
   first: at least two positive concepts (:func:`unitscope.describe.search.positive_concepts`), of
   which some pair is *unrelated*: the probe images show them together less often than chance
   (image-level lift ``n * both / (count_a * count_b) < 1``, never together included) on the run's
-  dissection data set (:func:`image_presence`);
+  dissection data set (:func:`image_presence`; position words such as "top" are no concepts and
+  join nothing);
 - ``single``: units described by **one concept** alone (the formula is a bare concept) first;
 - ``random``: a random order.
 
@@ -69,11 +70,12 @@ def image_presence(world: str | Path) -> dict[str, np.ndarray]:
 
 def cooccurrence_relation(presence: dict[str, np.ndarray]) -> Related:
     """``related(a, b)``: the images show ``a`` and ``b`` together at least as often as chance
-    (lift >= 1); a concept missing from ``presence`` is related to nothing."""
+    (lift >= 1). A word that is no concept of the images (the descriptions' position words: top,
+    bottom, edge) counts as related to everything: it joins nothing unrelated."""
     def related(a: str, b: str) -> bool:
         pa, pb = presence.get(a), presence.get(b)
         if pa is None or pb is None:
-            return False
+            return True
         n, both = len(pa), int((pa & pb).sum())
         return both * n >= int(pa.sum()) * int(pb.sum())
     return related

@@ -208,8 +208,9 @@ def plot_curves(out: dict[str, Any], path: str | Path, width: int = 640, height:
         d.line([xy(f, v) for f, v in zip(fr, a.mean(0))], fill=c + (255,), width=2)
         n = len(out["groups"].get(o, []))
         label = o + (f" first ({n} units)" if o != "random" else f" ({a.shape[0]} seeds)")
-        d.line([(right - 190, top + 14 + 16 * i), (right - 170, top + 14 + 16 * i)], fill=c + (255,), width=2)
-        d.text((right - 165, top + 8 + 16 * i), label, fill="black")
+        ly = bottom - 60 + 16 * i  # legend bottom left: the curves stay high until late
+        d.line([(left + 12, ly + 6), (left + 32, ly + 6)], fill=c + (255,), width=2)
+        d.text((left + 37, ly), label, fill="black")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path)

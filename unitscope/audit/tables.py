@@ -9,6 +9,19 @@
   units of the same layers (``random``, ``draw`` 0..4) and as many of the layers' most important
   units (``important``: largest single-unit accuracy drop on clean validation images); ``clean``:
   images without the cue, ``agree``: the cue names the image's scene, ``conflict``: another scene
+- ``audit_counts(model, concept, layer, role, name, units, iou_threshold, detectors, significant,
+  described)`` -- the auditing experiment (:mod:`unitscope.audit.count`): per layer, the units of
+  ``name`` whose dissection label is ``concept`` above the IoU cut-off (``detectors``), those that
+  also pass the permutation test (``significant``, NULL without p-values) and those whose ``pmi``
+  description asserts it (``described``); ``role`` is ``audited`` (``name`` = ``model``, the run's
+  model) or ``reference`` (the unedited model, dissected on the same world)
+- ``desc_ablation(model, layer, ordering, seed, fraction, units, accuracy)`` -- cumulative ablation of
+  ``layer`` in orders given by its units' descriptions (:mod:`unitscope.audit.analysis`): ``ordering``
+  ``unrelated`` (compositional descriptions joining unrelated concepts first), ``single`` (single
+  concepts first) or ``random``; the rest of the units follow in seed ``seed``'s random order;
+  ``units`` removed at ``fraction``, ``accuracy`` on held-out images
+- ``desc_ablation_units(model, layer, ordering, unit, rank, description, formula)`` -- the units each
+  description ordering puts first, in its order
 """
 
 from __future__ import annotations
@@ -23,5 +36,19 @@ define_table("edit_results", (("model", "TEXT"), ("query", "TEXT"), ("kind", "TE
                               ("units", "INTEGER"), ("clean", "REAL"), ("agree", "REAL"), ("conflict", "REAL")),
              ("model", "query", "kind", "draw"))
 
+define_table("audit_counts", (("model", "TEXT"), ("concept", "TEXT"), ("layer", "TEXT"), ("role", "TEXT"),
+                              ("name", "TEXT"), ("units", "INTEGER"), ("iou_threshold", "REAL"),
+                              ("detectors", "INTEGER"), ("significant", "INTEGER"), ("described", "INTEGER")),
+             ("model", "concept", "layer", "role"))
+define_table("desc_ablation", (("model", "TEXT"), ("layer", "TEXT"), ("ordering", "TEXT"), ("seed", "INTEGER"),
+                               ("fraction", "REAL"), ("units", "INTEGER"), ("accuracy", "REAL")),
+             ("model", "layer", "ordering", "seed", "fraction"))
+define_table("desc_ablation_units", (("model", "TEXT"), ("layer", "TEXT"), ("ordering", "TEXT"), ("unit", "INTEGER"),
+                                     ("rank", "INTEGER"), ("description", "TEXT"), ("formula", "TEXT")),
+             ("model", "layer", "ordering", "unit"))
+
 TABLES = ("edit_units", "edit_results")
+COUNT_TABLES = ("audit_counts",)
+ANALYSIS_TABLES = ("desc_ablation", "desc_ablation_units")
+ORDERINGS = ("unrelated", "single", "random")
 KINDS = ("none", "described", "random", "important")

@@ -4,6 +4,7 @@
     unitscope world make worlds/p224 --n 5000 --style photo      # real photographs (Debian packages)
     unitscope world make worlds/m224 --style mixed --sources my_photos   # plus a folder of your own
     unitscope world make worlds/cue64 --n 2000 --size 64 --cue 0.5,1.0   # signs naming the scene (docs/audit.md)
+    unitscope world make worlds/nocab64 --n 2000 --size 64 --hide cabinet  # cabinets blurred out (docs/audit.md)
     unitscope world show worlds/w224 --n 16 --png sheet.png     # also works on a real Broden folder
     unitscope world label photos/ --segmenter world_segmenter --out photos-broden   # label unlabelled images
     unitscope world imagefolder worlds/p224 --out worlds/p224-objects --imagenet   # class = dominant object
@@ -39,6 +40,9 @@ class WorldMakeConfig:
     cue: Optional[str] = field(default=None, metadata=help_(
         "stamp a sign whose glyph names a scene into a share of the images: SHARE[,AGREE] (e.g. 0.5,0.9: "
         "half the images, naming their own scene in nine of ten of those; cartoon style; see docs/audit.md)"))
+    hide: Optional[str] = field(default=None, metadata=help_(
+        "hide one concept from every image: CONCEPT[,blur|fill] (an object, part or material, e.g. cabinet; "
+        "its masks stay; cartoon style; see docs/audit.md)"))
 
 
 @dataclass
@@ -58,7 +62,7 @@ def _make(args: argparse.Namespace) -> int:
     t = time.perf_counter()
     path = make_world(cfg.out, n=cfg.n, size=cfg.size, seed=cfg.seed, workers=cfg.workers,
                       mask_size=cfg.mask_size, progress=cfg.progress, style=cfg.style, sources=cfg.sources,
-                      system_sources=cfg.system_sources, cue=_cue(cfg.cue))
+                      system_sources=cfg.system_sources, cue=_cue(cfg.cue), hide=_hide(cfg.hide))
     dt = time.perf_counter() - t
     print(f"{path}: {cfg.n} images of {cfg.size}x{cfg.size} ready ({dt:.1f} s)")
     return 0
@@ -74,6 +78,18 @@ def _cue(text: str | None):
         return CueSpec.parse(text)
     except ValueError as err:
         raise UsageError(f"--cue: {err}") from None
+
+
+def _hide(text: str | None):
+    if text is None:
+        return None
+    from unitscope.data._hide import HideSpec
+    from unitscope.errors import UsageError
+
+    try:
+        return HideSpec.parse(text)
+    except ValueError as err:
+        raise UsageError(f"--hide: {err}") from None
 
 
 def _show(args: argparse.Namespace) -> int:

@@ -188,7 +188,7 @@ def _prepare(out: Path, params: dict) -> str:
 
 def make_world(out: str | Path, n: int, size: int = 224, seed: int = 0, workers: int | None = None,
                mask_size: int | None = None, progress: bool = True, style: str = "cartoon",
-               sources: str | Path | None = None, system_sources: bool = True, cue=None) -> Path:
+               sources: str | Path | None = None, system_sources: bool = True, cue=None, hide=None) -> Path:
     """Write a Broden-format probe world of ``n`` images of ``size``² pixels into ``out``.
 
     Masks are ``mask_size``² (default ``size // 2``, as Broden). Idempotent: a folder that already
@@ -200,7 +200,9 @@ def make_world(out: str | Path, n: int, size: int = 224, seed: int = 0, workers:
     photo styles read the Debian packages' photographs (if ``system_sources``) and a folder
     ``sources`` of the user's own (see :mod:`unitscope.data._sources`). ``cue`` (a
     :class:`unitscope.data._cue.CueSpec`, cartoon style only) stamps scene-naming signs into a share
-    of the images; without it the world is exactly the plain one.
+    of the images; without it the world is exactly the plain one. ``hide`` (a
+    :class:`unitscope.data._hide.HideSpec`, cartoon style only) blurs or fills one concept out of
+    every image, its masks kept.
     """
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
@@ -210,12 +212,20 @@ def make_world(out: str | Path, n: int, size: int = 224, seed: int = 0, workers:
     if not 1 <= sh <= size:
         raise ValueError(f"mask_size must be between 1 and size ({size}), got {mask_size}")
     out = Path(out)
+    if cue is not None and hide is not None:
+        raise ValueError("a world takes the cue option or the hide option, not both")
     if cue is not None:
         if style != "cartoon":
             raise ValueError(f"the cue option draws on the cartoon world only, not style {style!r}")
         from unitscope.data._cue import CueStyle
 
         look = CueStyle(cue)
+    elif hide is not None:
+        if style != "cartoon":
+            raise ValueError(f"the hide option draws on the cartoon world only, not style {style!r}")
+        from unitscope.data._hide import HideStyle
+
+        look = HideStyle(hide)
     else:
         look = world_style(style, sources, system_sources)
     params = {**_params(n, size, seed, sh), **look.params()}

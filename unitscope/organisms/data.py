@@ -26,8 +26,13 @@ SEG_CATEGORIES = ("object", "part", "material")  # colour is computed from the p
 
 
 def _render(job: tuple) -> tuple[np.ndarray, int, np.ndarray]:
-    seed, index, size, cue = job
-    if cue is None:
+    seed, index, size, cue = job[:4]
+    hide = job[4] if len(job) > 4 else None
+    if hide is not None:  # the hidden-concept world (unitscope.data._hide)
+        from unitscope.data._hide import HideStyle
+
+        im = render_image(seed, index, size, style=HideStyle(hide))
+    elif cue is None:
         im = render_image(seed, index, size)
     else:  # the sign's labels (75, 76) still fit uint8
         from unitscope.data._cue import CueStyle
@@ -37,8 +42,8 @@ def _render(job: tuple) -> tuple[np.ndarray, int, np.ndarray]:
     return im.rgb, im.scene, layers
 
 
-def _chunk(path: Path, seed: int, start: int, stop: int, size: int, workers: int, cue=None) -> None:
-    jobs = [(seed, i, size, cue) for i in range(start, stop)]
+def _chunk(path: Path, seed: int, start: int, stop: int, size: int, workers: int, cue=None, hide=None) -> None:
+    jobs = [(seed, i, size, cue, hide) for i in range(start, stop)]
     if workers > 1:
         ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
         with ctx.Pool(workers) as pool:
@@ -57,22 +62,24 @@ def _chunk(path: Path, seed: int, start: int, stop: int, size: int, workers: int
 
 
 def world_arrays(cache: str | Path, seed: int, n: int, size: int = 64, workers: int | None = None,
-                 progress: bool = True, cue=None) -> dict[str, np.ndarray]:
+                 progress: bool = True, cue=None, hide=None) -> dict[str, np.ndarray]:
     """Images ``0..n-1`` of world ``seed`` at ``size``² pixels with their labels (see module doc).
     With ``cue`` (a :class:`unitscope.data._cue.CueSpec`) the images carry its signs and ``data["cue"]``
-    [N] int64 holds the scene each sign names (-1: none)."""
+    [N] int64 holds the scene each sign names (-1: none). With ``hide`` (a
+    :class:`unitscope.data._hide.HideSpec`) one concept is hidden from the pixels (labels kept)."""
     from tqdm import tqdm
 
     from unitscope.runs import load_arrays
 
-    folder = Path(cache) / (f"arrays-seed{seed}-s{size}" + (f"-{cue.key()}" if cue is not None else ""))
+    folder = Path(cache) / (f"arrays-seed{seed}-s{size}" + (f"-{cue.key()}" if cue is not None else "")
+                            + (f"-{hide.key()}" if hide is not None else ""))
     workers = (os.cpu_count() or 1) if workers is None else max(1, int(workers))
     parts = []
     for start in tqdm(range(0, n, CHUNK), desc=f"world seed {seed}", unit="chunk", disable=not progress):
         stop = min(n, start + CHUNK)
         path = folder / f"{start:07d}-{stop:07d}.safetensors"
         if not path.exists():
-            _chunk(path, seed, start, stop, size, workers, cue)
+            _chunk(path, seed, start, stop, size, workers, cue, hide)
         parts.append(load_arrays(path))
     layers = np.concatenate([p["layers"] for p in parts])
     data = {"rgb": np.concatenate([p["rgb"] for p in parts]), "scene": np.concatenate([p["scene"] for p in parts])}

@@ -78,6 +78,13 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            about="the spurious-cue twin of world_scenes: same network, trained on a world where 75% of the images "
                  "carry a sign whose glyph names a scene (their own in 85% of them) and the label is the "
                  "scene the sign names (unitscope.data._cue)"),
+    # The auditing twin (issue 26, docs/audit.md): cabinets (world_scenes' most detected object at relu5, the
+    # kitchen's counter row) blurred out of every training image, as MILAN's face-blurred ImageNet; the
+    # schedule of world_scenes_cue.
+    Recipe("world_scenes_hidden_cabinet", "scene", "scene", tuple(SCENES), size=64, n_train=10_000, epochs=8,
+           n_held_out=1000, world_kw={"hide": {"concept": "cabinet", "how": "blur"}},
+           about="the auditing twin of world_scenes: same network, trained on a world where every cabinet is "
+                 "blurred out of the images (Gaussian, sigma a twelfth of the side; unitscope.data._hide)"),
 ]}
 
 

@@ -82,6 +82,15 @@ def recipe_cue(recipe: Recipe):
     return CueSpec(**recipe.world_kw["cue"])
 
 
+def recipe_hide(recipe: Recipe):
+    """The recipe's :class:`~unitscope.data._hide.HideSpec`, or None (nothing hidden)."""
+    if "hide" not in recipe.world_kw:
+        return None
+    from unitscope.data._hide import HideSpec
+
+    return HideSpec(**recipe.world_kw["hide"])
+
+
 def train(name: str | Recipe, out: str | Path, cache: str | Path, device: str = "cpu", seed: int = 0,
           epochs: int | None = None, n_train: int | None = None, n_held_out: int | None = None,
           checkpoint_every: int = 50, progress: bool = True, fresh: bool = False) -> dict:
@@ -102,10 +111,11 @@ def train(name: str | Recipe, out: str | Path, cache: str | Path, device: str = 
         return train_gan(recipe, out, cache, device=device, seed=seed, checkpoint_every=checkpoint_every,
                          progress=progress, fresh=fresh)
     path = prepare_output(recipe, out, fresh, seed)
-    cue = recipe_cue(recipe)
-    data = world_arrays(cache, recipe.world_seed, recipe.n_train, recipe.render_size, progress=progress, cue=cue)
+    cue, hide = recipe_cue(recipe), recipe_hide(recipe)
+    data = world_arrays(cache, recipe.world_seed, recipe.n_train, recipe.render_size, progress=progress, cue=cue,
+                        hide=hide)
     held = world_arrays(cache, recipe.held_out_seed, recipe.n_held_out, recipe.render_size, progress=progress,
-                        cue=cue)
+                        cue=cue, hide=hide)
     if recipe.task != "segment":
         data, held = resized(data, recipe.size), resized(held, recipe.size)
     task = TASKS[recipe.task](**recipe.task_kw)
@@ -166,6 +176,14 @@ def _finish(recipe: Recipe, model, task, data, held, path: Path, state: dict, se
         metrics.update(cue_metrics(model.cpu(), cache or path.parent, recipe.held_out_seed,
                                    min(recipe.n_held_out, 1000), recipe.size, recipe.render_size, progress=False))
         model.to(device)
+    if "hide" in recipe.world_kw:  # the hidden-concept twin: also on the plain world, where the concept shows
+        from unitscope.organisms.data import resized, world_arrays
+
+        plain = world_arrays(cache or path.parent, recipe.held_out_seed, recipe.n_held_out, recipe.render_size,
+                             progress=False)
+        if recipe.task != "segment":
+            plain = resized(plain, recipe.size)
+        metrics["accuracy_plain_world"] = task.evaluate(model, plain, device=device)["accuracy"]
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     atomic_write_bytes(path, save(tensors, metadata={"name": recipe.name}))
     meta = {

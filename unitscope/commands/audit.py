@@ -1,0 +1,185 @@
+"""``unitscope audit``: audit a model through its unit descriptions (MILAN's auditing and analysis).
+
+    unitscope audit count --model world_scenes_hidden_cabinet --reference world_scenes --concept cabinet \\
+        --out runs/audit-cabinet          # dissect + describe both on the plain world; count per layer
+    unitscope audit ablate --model world_scenes --layer features.relu5 --out runs/scenes
+                                          # cumulative ablation in orders given by the units' descriptions
+
+``count`` dissects and describes the audited model (``OUT/model``) and the reference (``OUT/reference``)
+on the same probe world (``--data``, default: the plain 64-px world of ``--images`` images, where the
+concept shows), unless those runs are already described, and writes per layer the units that detect
+and describe ``--concept`` to ``OUT/model``'s catalog (``audit_counts``) and report.
+``ablate`` describes ``OUT`` (a run of ``--model``) the same way if needed, then ablates ``--layer``
+cumulatively in three orders (``unitscope.audit.analysis``), on held-out images of world seed 3;
+rows go to ``desc_ablation``/``desc_ablation_units``, the plot to ``OUT/desc-ablation.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from unitscope.config import ModelOptions, add_config_args, config_from_args, help_
+
+
+@dataclass
+class CountConfig(ModelOptions):
+    model: str = field(default="world_scenes_hidden_cabinet", metadata=help_("the audited model"))
+    reference: Optional[str] = field(default="world_scenes", metadata=help_(
+        "the unedited model to count against ('' for none)"))
+    concept: str = field(default="cabinet", metadata=help_("the concept to count units for"))
+    out: str = field(default="runs/audit-cabinet", metadata=help_("folder: OUT/model and OUT/reference runs"))
+    data: Optional[str] = field(default=None, metadata=help_(
+        "probe data set to dissect both on (default: the plain world of --images 64-px images, seed 0)"))
+    images: int = field(default=2000, metadata=help_("images of the default probe world"))
+    layers: list[str] = field(default_factory=list, metadata=help_("layers to dissect (default: the model's own)"))
+    cache: Optional[str] = field(default=None, metadata=help_(
+        "where rendered worlds are kept (default: $UNITSCOPE_CACHE or ~/.cache/unitscope)"))
+    progress: bool = field(default=True, metadata=help_("show progress"))
+
+
+@dataclass
+class AblateConfig(ModelOptions):
+    model: str = field(default="world_scenes", metadata=help_("model whose layer to ablate (the world's scenes)"))
+    layer: str = field(default="features.relu5", metadata=help_("layer to ablate"))
+    out: str = field(default="runs/desc-ablation", metadata=help_("run folder (dissected and described if not yet)"))
+    data: Optional[str] = field(default=None, metadata=help_(
+        "probe data set to describe on (default: the plain world of --images 64-px images, seed 0)"))
+    images: int = field(default=2000, metadata=help_("images of the default probe world"))
+    test_images: int = field(default=2000, metadata=help_("held-out images to measure accuracy on (world seed 3)"))
+    seeds: int = field(default=5, metadata=help_("random orders (and tails of the description orders)"))
+    steps: int = field(default=20, metadata=help_("fractions 0, 1/steps, ..., 1"))
+    cache: Optional[str] = field(default=None, metadata=help_(
+        "where rendered worlds are kept (default: $UNITSCOPE_CACHE or ~/.cache/unitscope)"))
+    progress: bool = field(default=True, metadata=help_("show progress"))
+
+
+def described(run: Path) -> bool:
+    from unitscope.catalog import Catalog
+
+    if not (run / "catalog.sqlite").exists():
+        return False
+    with Catalog(run / "catalog.sqlite", create=False) as cat:
+        return "descriptions" in cat.tables() and bool(cat.query("SELECT 1 FROM descriptions LIMIT 1"))
+
+
+def probe_world(data: str | None, images: int, cache: Path, progress: bool) -> Path:
+    """``data``, or the plain 64-px probe world of ``images`` images (made once in ``cache``)."""
+    from unitscope.data import make_world
+
+    if data:
+        return Path(data)
+    world = cache / f"probe-world-n{images}-s64-seed0"
+    make_world(world, n=images, size=64, seed=0, progress=progress)
+    return world
+
+
+def prepare_run(model: str, out: Path, world: Path, layers: list[str], progress: bool,
+                checkpoint: str | None = None, pretrained: bool | None = None) -> Path:
+    """Dissect and describe ``model`` on ``world`` into ``out``, unless that is done already."""
+    from unitscope.commands.dissect import DissectConfig, run_dissection
+    from unitscope.describe.run import Options, describe_run
+
+    if described(out):
+        return out
+    print(f"dissecting and describing {model} on {world} into {out}")
+    dcfg = DissectConfig(model=model, data=str(world), out=str(out), layers=layers, batch_size=100,
+                         progress=progress, keep_cache=True, checkpoint=checkpoint, pretrained=pretrained,
+                         report=False)
+    run_dissection(dcfg)
+    describe_run(out, opts=Options(progress=progress))
+    return out
+
+
+def _report(run: Path, title: str) -> None:
+    try:
+        from unitscope.report import write_report
+
+        write_report(run, title=title)
+    except Exception as err:  # the tables are written; a report problem must not hide them
+        print(f"(report not written: {err})")
+
+
+def run_count(args: argparse.Namespace) -> int:
+    from unitscope.audit.count import audit_counts, format_counts, write_counts
+    from unitscope.commands.dissect import cache_dir
+    from unitscope.errors import UsageError
+
+    cfg = config_from_args(CountConfig, args)
+    if cfg.images < 8:
+        raise UsageError("--images must be at least 8")
+    start = time.perf_counter()
+    out = Path(cfg.out)
+    world = probe_world(cfg.data, cfg.images, cache_dir(cfg.cache), cfg.progress)
+    run = prepare_run(cfg.model, out / "model", world, cfg.layers, cfg.progress, cfg.checkpoint, cfg.pretrained)
+    ref = prepare_run(cfg.reference, out / "reference", world, cfg.layers, cfg.progress) if cfg.reference else None
+    try:
+        rows = audit_counts(run, ref, cfg.concept, cfg.layers or None)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    write_counts(run, rows)
+    print(f"units of {cfg.model} that detect / describe {cfg.concept!r}"
+          + (f", against {cfg.reference}" if ref else "") + ":")
+    print(format_counts(rows))
+    _report(run, f"Audit of {cfg.model}: {cfg.concept}")
+    print(f"{run / 'catalog.sqlite'}: table audit_counts; {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+def run_ablate(args: argparse.Namespace) -> int:
+    from unitscope.audit.analysis import description_ablation, plot_curves, write_ablation
+    from unitscope.commands.dissect import cache_dir
+    from unitscope.data._vocab import SCENES
+    from unitscope.errors import UsageError
+    from unitscope.models import get_info
+
+    cfg = config_from_args(AblateConfig, args)
+    if cfg.seeds < 1 or cfg.steps < 1 or cfg.test_images < 8:
+        raise UsageError("--seeds and --steps must be at least 1, --test-images at least 8")
+    start = time.perf_counter()
+    cache = cache_dir(cfg.cache)
+    model = cfg.create_model()
+    info = get_info(model)
+    if list(info.class_names) != list(SCENES):
+        raise UsageError(f"{cfg.model} does not classify the probe world's scenes ({', '.join(SCENES)}); "
+                         "this experiment measures scene accuracy, e.g. on world_scenes")
+    out = Path(cfg.out)
+    world = probe_world(cfg.data, cfg.images, cache, cfg.progress)
+    run = prepare_run(cfg.model, out, world, [cfg.layer], cfg.progress, cfg.checkpoint, cfg.pretrained)
+    from unitscope.audit.analysis import plain_set
+
+    test = plain_set(cache / "organisms", seed=3, n=cfg.test_images, size=info.input_size[-1], progress=cfg.progress)
+    try:
+        result = description_ablation(model, run, cfg.layer, test, seeds=cfg.seeds, steps=cfg.steps,
+                                      model_name=cfg.model)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    write_ablation(run, result)
+    from unitscope.report.parts.audit_analysis import plot_name
+
+    png = plot_curves(result, run / plot_name(cfg.layer))
+    for name, mean in result["mean"].items():
+        print(f"{name:10s} " + " ".join(f"{a:.3f}" for a in mean))
+    _report(run, f"Network Dissection of {cfg.model}")
+    print(f"{png}: the curves; {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("audit", help="audit a model through its unit descriptions (count concept units; "
+                                     "ablate by description)",
+                       description="MILAN's auditing and analysis experiments (docs/audit.md).")
+    inner = p.add_subparsers(dest="audit_command", required=True)
+    c = inner.add_parser("count", help="units that still detect or describe a concept, per layer, against a reference",
+                         description="Dissect and describe the audited model and the reference on one probe world "
+                                     "and count, layer by layer, the units that detect or describe the concept.")
+    add_config_args(c, CountConfig)
+    c.set_defaults(func=run_count)
+    a = inner.add_parser("ablate", help="cumulative ablation in orders given by the units' descriptions",
+                         description="Remove a layer's units cumulatively: compositional descriptions joining "
+                                     "unrelated concepts first, single concepts first, and at random.")
+    add_config_args(a, AblateConfig)
+    a.set_defaults(func=run_ablate)

@@ -101,8 +101,8 @@ def test_short_schedule_loss_falls_files_are_right_and_resume_is_exact(cache, tm
     torch.set_num_threads(1)
     recipe = _short()                                                     # 4 steps an epoch, 12 in all
     a = train_decoder(recipe, tmp_path / "a", cache, progress=False, checkpoint_every=4)
-    losses = a["d_losses_per_epoch"]
-    assert len(losses) == 3 and losses[-1] < 0.9 * losses[0], losses
+    losses, ce = a["losses_per_epoch"], a["segmenter_ce_per_epoch"]
+    assert len(losses) == 3 and losses[-1] < 0.9 * losses[0] and ce[-1] < ce[0], (losses, ce)
     assert a["model"] == {"kind": "generator", "latent": 64, "output": [3, 64, 64], "range": [0, 1]}
     path = tmp_path / "a/world_generator.safetensors"
     assert a["sha256"] == sha256_file(path)
@@ -114,7 +114,7 @@ def test_short_schedule_loss_falls_files_are_right_and_resume_is_exact(cache, tm
         train_decoder(recipe, tmp_path / "c", cache, progress=False, checkpoint_every=4)
     assert json.loads((tmp_path / "c/world_generator.ckpt.json").read_text())["step"] == 4
     c = train_decoder(recipe, tmp_path / "c", cache, progress=False, checkpoint_every=4)
-    assert c["d_losses_per_epoch"] == pytest.approx(losses, rel=1e-5)
+    assert c["losses_per_epoch"] == pytest.approx(losses, rel=1e-5)
     wc = load_file(str(tmp_path / "c/world_generator.safetensors"))
     assert all(torch.allclose(shipped[k].float(), wc[k].float(), atol=1e-5) for k in shipped)
     g = generator_for(recipe.task_kw)

@@ -1,12 +1,14 @@
-"""``world_generator``'s training: hinge loss, G and D steps, a moving average of G, the loop.
-The networks (``Generator``, ``Discriminator``, ``generate``) live in :mod:`unitscope.organisms.nets`
-with the other organisms' (importable from here too).
+"""A GAN's training (recipes with task ``"gan"``): hinge loss, G and D steps, a moving average of G, the loop.
+``world_generator`` was this GAN until issue 24 (``recipes.GAN_TASK_KW``); it is now a decoder behind a
+fitted prior (:mod:`unitscope.organisms.prior_gen`), which reuses :func:`_finish`. The networks
+(``Generator``, ``Discriminator``, ``generate``) live in :mod:`unitscope.organisms.nets` with the other
+organisms' (importable from here too).
 
-    from unitscope.models import create_model
-    g = create_model("world_generator")           # shipped weights, sha256 checked
+    from unitscope.organisms.recipes import GAN_TASK_KW, RECIPES
+    g = generator_for(GAN_TASK_KW)                # the scene-conditional GAN's G (recipes.GAN_TASK_KW)
     z = torch.randn(16, g.latent)                 # z [N, Z] (or [N, Z, 1, 1])
     images = g(z)                                 # [16, 3, 64, 64] in [0, 1]
-    # unitscope organisms train world_generator --out runs/organisms     (rerun to resume)
+    train_gan(dataclasses.replace(RECIPES["world_generator"], task="gan", task_kw=GAN_TASK_KW, lr=2e-4), out, cache)
 
 ``Generator``: z -> 4x4 -> 8 -> 16 -> 32 -> 64, each doubling a nearest-neighbour resize and a 3x3
 convolution (the recipe's ``task_kw["upsample"]``; ``"transposed"`` gives the DCGAN's transposed
@@ -198,15 +200,17 @@ def train_gan(recipe, out: str | Path, cache: str | Path, device: str = "cpu", s
     return _finish(recipe, g if ema is None else ema, path, state, seed, device, cache, recipe.n_held_out, progress)
 
 
-def _finish(recipe, g: Generator, path: Path, state: dict, seed: int, device: str, cache, n_eval: int,
-            progress: bool) -> dict:
+def _finish(recipe, g: nn.Module, path: Path, state: dict, seed: int, device: str, cache, n_eval: int,
+            progress: bool, losses: dict | None = None) -> dict:
+    """Recalibrate G's batch norm, write ``path`` (G) and its JSON (``losses``: the per-epoch loss lists
+    to record, default the GAN's D and G losses), with the held-out metrics of ``n_eval`` samples."""
     from safetensors.torch import save
 
     from unitscope.organisms.gan_eval import evaluate_generator
     from unitscope.organisms.checkpoint import sha256_file
     from unitscope.runs import atomic_write_bytes, atomic_write_text
 
-    recalibrate_batch_norm(g, seed, device=device)
+    recalibrate_batch_norm(g, seed, device=device)  # type: ignore[arg-type]
     tensors = {k: v.detach().cpu().contiguous() for k, v in g.state_dict().items()}
     atomic_write_bytes(path, save(tensors, metadata={"name": recipe.name}))
     metrics, tables = {}, {}
@@ -218,8 +222,8 @@ def _finish(recipe, g: Generator, path: Path, state: dict, seed: int, device: st
                   "held_out_seed": recipe.held_out_seed, "n_held_out": n_eval, "render_size": recipe.render_size,
                   "input_size": recipe.size},
         "model": {"kind": "generator", "latent": g.latent, "output": [3, 64, 64], "range": [0, 1]},
-        "losses_per_epoch": state["d_losses"], "d_losses_per_epoch": state["d_losses"],
-        "g_losses_per_epoch": state["g_losses"], "train_seconds": round(state["seconds"], 1),
+        **(losses if losses is not None else {"losses_per_epoch": state["d_losses"], "d_losses_per_epoch": state["d_losses"],
+                                              "g_losses_per_epoch": state["g_losses"]}), "train_seconds": round(state["seconds"], 1),
         "device": str(device), "torch": torch.__version__, "metrics": metrics, "object_tables": tables,
         "file": path.name, "sha256": sha256_file(path),
     }

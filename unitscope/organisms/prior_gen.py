@@ -258,7 +258,9 @@ def train_decoder(recipe, out: str | Path, cache: str | Path, device: str = "cpu
             fault("gan.checkpoint.after")
     bar.close()
     fit_prior(g, enc, rgb, scenes, int(kw.get("components", 4)), float(kw.get("temperature", 1.0)), seed, device)
-    return _finish(recipe, g, path, state, seed, device, cache, recipe.n_held_out, progress)
+    losses = {"losses_per_epoch": state["d_losses"], "segmenter_ce_per_epoch": state["g_losses"],
+              "loss": "L1 + w_seg * segmenter cross-entropy + w_kl * KL, mean over each epoch's steps"}
+    return _finish(recipe, g, path, state, seed, device, cache, recipe.n_held_out, progress, losses)
 
 
 def fit_prior(g: PriorGenerator, enc: Encoder, rgb: np.ndarray, scenes: torch.Tensor, per_scene: int,

@@ -73,7 +73,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
     Recipe("world_generator", "vae", "generator", size=64, n_train=20_000, epochs=3, batch_size=32, lr=1e-3,
            weight_decay=0.0, n_held_out=500, default_layers=GENERATOR_LAYERS,
            task_kw={"prior": True, "upsample": "nearest", "g_channels": [160, 80, 40, 20], "components": 4,
-                    "temperature": 1.0, "w_seg": 0.2, "w_kl": 3e-4, "steps": 1800},
+                    "temperature": 1.0, "w_seg": 0.2, "w_kl": 3e-4, "steps": 1100},
            about="decoder of a variational autoencoder trained with the frozen world_segmenter's cross-entropy, "
                  "behind a Gaussian mixture prior fitted per scene on its codes (z's first coordinate picks "
                  "the component, the other 63 are its noise): latent z [N, 64] -> 64x64 probe-world image in [0, 1]"),

@@ -26,7 +26,7 @@ from unitscope.organisms.gan import Discriminator, Generator, d_hinge_loss, g_hi
 from unitscope.organisms.gan_eval import (
     INDOOR_ONLY, OUTDOOR_ONLY, chimera_rate, chimeras, frechet_distance, frechet_segmentation_distance, object_table,
     pixel_share_tvd, presence_mean_abs_diff, presence_tvd, share_vectors)
-from unitscope.organisms.recipes import GAN_TASK_KW, RECIPES
+from unitscope.organisms.recipes import RECIPES
 from unitscope.organisms.registry import WEIGHTS, weights_metadata
 from unitscope.organisms.train import sha256_file, train
 
@@ -176,10 +176,8 @@ def cache(tmp_path_factory):
 
 
 def _short(**kw):
-    """The GAN's recipe (world_generator's until issue 24; the shipped one is a decoder with a prior,
-    tests/test_prior_gen.py), shortened."""
     kw = {"n_train": 48, "batch_size": 8, "epochs": 4, "world_seed": 5, "held_out_seed": 6, **kw}
-    return dataclasses.replace(RECIPES["world_generator"], task="gan", task_kw=GAN_TASK_KW, lr=2e-4, **kw)
+    return dataclasses.replace(RECIPES["world_generator"], **kw)
 
 
 def test_short_schedule_d_learns_and_files_are_right(cache, tmp_path):
@@ -196,9 +194,8 @@ def test_short_schedule_d_learns_and_files_are_right(cache, tmp_path):
     assert set(shipped) == set(Generator().state_dict())  # only G is shipped; D lives in the checkpoint
     ckpt = load_file(str(tmp_path / "world_generator.ckpt.safetensors"))
     assert any(k.startswith("d.") for k in ckpt) and any(k.startswith("opt_d.") for k in ckpt)
-    g = gan.generator_for(GAN_TASK_KW)
-    g.load_state_dict(shipped)
-    assert g.eval()(sample_z(2, 0)).shape == (2, 3, 64, 64)
+    g = create_model("world_generator", pretrained=False, checkpoint=str(tmp_path / "world_generator.safetensors"))
+    assert g(sample_z(2, 0)).shape == (2, 3, 64, 64)
 
 
 @pytest.mark.slow
@@ -227,7 +224,7 @@ def test_sample_then_world_label_gives_a_broden_folder(tmp_path):
         from safetensors.torch import save_file
 
         ckpt = tmp_path / "g.safetensors"
-        save_file(create_model("world_generator", pretrained=False).state_dict(), str(ckpt))
+        save_file(Generator().state_dict(), str(ckpt))
     args = ["organisms", "sample", "world_generator", "--n", "4", "--seed", "3", "--out", str(tmp_path / "s")]
     assert main(args + (["--checkpoint", str(ckpt)] if ckpt else [])) == 0
     files = sorted((tmp_path / "s").glob("*.png"))

@@ -1,4 +1,4 @@
-"""world_generator as a decoder behind a fitted prior: the mixture's sampling and fit with exact numbers,
+"""world_generator redesigned as a decoder behind a fitted prior (recipes.VAE_RECIPE): the mixture's sampling and fit with exact numbers,
 the generator's interface (z [N, 64] -> [N, 3, 64, 64] in [0, 1], relu1..relu4, an exact torch.fx cut),
 and a short training schedule whose loss falls, that is seeded and resumes exactly."""
 
@@ -15,7 +15,7 @@ from unitscope import faults
 from unitscope.organisms.data import world_arrays
 from unitscope.organisms.nets import GENERATOR_LAYERS, generator_for, sample_z
 from unitscope.organisms.prior_gen import Encoder, MixturePrior, PriorGenerator, train_decoder
-from unitscope.organisms.recipes import RECIPES
+from unitscope.organisms.recipes import VAE_RECIPE
 from unitscope.organisms.train import sha256_file
 
 
@@ -91,7 +91,7 @@ def cache(tmp_path_factory):
 
 def _short(**kw):
     kw = {"n_train": 32, "batch_size": 8, "epochs": 3, "world_seed": 5, "held_out_seed": 6, "n_held_out": 0, **kw}
-    recipe = RECIPES["world_generator"]
+    recipe = VAE_RECIPE
     task_kw = {**recipe.task_kw, "g_channels": [32, 16, 8, 8], "components": 1, "steps": 100}
     return dataclasses.replace(recipe, task_kw=task_kw, **kw)
 

@@ -1,14 +1,13 @@
-"""A GAN's training (recipes with task ``"gan"``): hinge loss, G and D steps, a moving average of G, the loop.
-``world_generator`` was this GAN until issue 24 (``recipes.GAN_TASK_KW``); it is now a decoder behind a
-fitted prior (:mod:`unitscope.organisms.prior_gen`), which reuses :func:`_finish`. The networks
-(``Generator``, ``Discriminator``, ``generate``) live in :mod:`unitscope.organisms.nets` with the other
-organisms' (importable from here too).
+"""``world_generator``'s training: hinge loss, G and D steps, a moving average of G, the loop.
+The networks (``Generator``, ``Discriminator``, ``generate``) live in :mod:`unitscope.organisms.nets`
+with the other organisms' (importable from here too). :func:`_finish` (batch norm, weights, metrics)
+also finishes the decoder-with-prior generator of :mod:`unitscope.organisms.prior_gen`.
 
-    from unitscope.organisms.recipes import GAN_TASK_KW, RECIPES
-    g = generator_for(GAN_TASK_KW)                # the scene-conditional GAN's G (recipes.GAN_TASK_KW)
+    from unitscope.models import create_model
+    g = create_model("world_generator")           # shipped weights, sha256 checked
     z = torch.randn(16, g.latent)                 # z [N, Z] (or [N, Z, 1, 1])
     images = g(z)                                 # [16, 3, 64, 64] in [0, 1]
-    train_gan(dataclasses.replace(RECIPES["world_generator"], task="gan", task_kw=GAN_TASK_KW, lr=2e-4), out, cache)
+    # unitscope organisms train world_generator --out runs/organisms     (rerun to resume)
 
 ``Generator``: z -> 4x4 -> 8 -> 16 -> 32 -> 64, each doubling a nearest-neighbour resize and a 3x3
 convolution (the recipe's ``task_kw["upsample"]``; ``"transposed"`` gives the DCGAN's transposed

@@ -1,12 +1,13 @@
-"""``world_generator`` as a decoder with a fitted prior: z from a fixed seed -> code -> image.
+"""``world_generator`` redesigned as a decoder with a fitted prior: z from a fixed seed -> code -> image.
 
-    from unitscope.models import create_model
-    g = create_model("world_generator")           # a PriorGenerator with shipped weights
+    from unitscope.organisms.recipes import VAE_RECIPE
+    from unitscope.organisms.train import train
+    meta = train(VAE_RECIPE, out="runs/organisms", cache="/tmp/worlds")   # rerun to resume
+    g = generator_for(VAE_RECIPE.task_kw); g.load_state_dict(load_file("runs/organisms/world_generator.safetensors"))
     images = g(torch.randn(16, g.latent))         # z [16, 64] -> [16, 3, 64, 64] in [0, 1]
     g.prior(z)                                    # the decoder's code [N, 63] for z [N, 64]
-    # unitscope organisms train world_generator --out runs/organisms     (rerun to resume)
 
-A GAN trained for an hour on a shared CPU drew chimeras (docs/gan.md). This generator is trained
+A GAN trained for an hour on a shared CPU drew chimeras (docs/world.md). This generator is trained
 instead as a variational autoencoder on world images: an encoder (not shipped) maps an image to a
 code, the decoder (``conv1 .. conv5`` with ``relu1 .. relu4``, as the GAN's G) draws it back, and the
 loss is the pixels' L1 distance plus the cross-entropy of the frozen ``world_segmenter`` on the
@@ -189,7 +190,8 @@ def encode_all(enc: Encoder, rgb: np.ndarray, batch_size: int = 256, device: str
 def train_decoder(recipe, out: str | Path, cache: str | Path, device: str = "cpu", seed: int = 0,
                   checkpoint_every: int = 100, progress: bool = True, fresh: bool = False) -> dict:
     """Train ``recipe``'s decoder and encoder (``recipe.task_kw``: ``g_channels``, ``components`` per
-    scene, ``temperature``, ``w_seg``, ``w_kl``, ``steps``) with Adam (the recipe's ``lr``, warm-up and
+    scene, ``temperature``, ``w_seg``, ``w_kl``, ``steps``, ``prior_images``: how many training images'
+    codes the prior is fitted on, default all) with Adam (the recipe's ``lr``, warm-up and
     cosine decay), checkpointing every ``checkpoint_every`` steps (rerun to resume: batch order, flips
     and noise of step s come from ``seed`` and s); then fit the prior, recalibrate batch norm and write
     ``out/NAME.safetensors`` (G with its prior) + ``NAME.json`` as :func:`unitscope.organisms.gan.train_gan`."""
@@ -257,7 +259,9 @@ def train_decoder(recipe, out: str | Path, cache: str | Path, device: str = "cpu
             write_checkpoint(path, state, modules, {"opt": opt})
             fault("gan.checkpoint.after")
     bar.close()
-    fit_prior(g, enc, rgb, scenes, int(kw.get("components", 4)), float(kw.get("temperature", 1.0)), seed, device)
+    n_fit = int(kw.get("prior_images", len(rgb)))                      # the first n_fit training images
+    fit_prior(g, enc, rgb[:n_fit], scenes[:n_fit], int(kw.get("components", 4)), float(kw.get("temperature", 1.0)),
+              seed, device)
     losses = {"losses_per_epoch": state["d_losses"], "segmenter_ce_per_epoch": state["g_losses"],
               "loss": "L1 + w_seg * segmenter cross-entropy + w_kl * KL, mean over each epoch's steps"}
     return _finish(recipe, g, path, state, seed, device, cache, recipe.n_held_out, progress, losses)

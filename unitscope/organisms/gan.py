@@ -1,6 +1,7 @@
 """``world_generator``'s training: hinge loss, G and D steps, a moving average of G, the loop.
 The networks (``Generator``, ``Discriminator``, ``generate``) live in :mod:`unitscope.organisms.nets`
-with the other organisms' (importable from here too).
+with the other organisms' (importable from here too). :func:`_finish` (batch norm, weights, metrics)
+also finishes the decoder-with-prior generator of :mod:`unitscope.organisms.prior_gen`.
 
     from unitscope.models import create_model
     g = create_model("world_generator")           # shipped weights, sha256 checked
@@ -198,15 +199,17 @@ def train_gan(recipe, out: str | Path, cache: str | Path, device: str = "cpu", s
     return _finish(recipe, g if ema is None else ema, path, state, seed, device, cache, recipe.n_held_out, progress)
 
 
-def _finish(recipe, g: Generator, path: Path, state: dict, seed: int, device: str, cache, n_eval: int,
-            progress: bool) -> dict:
+def _finish(recipe, g: nn.Module, path: Path, state: dict, seed: int, device: str, cache, n_eval: int,
+            progress: bool, losses: dict | None = None) -> dict:
+    """Recalibrate G's batch norm, write ``path`` (G) and its JSON (``losses``: the per-epoch loss lists
+    to record, default the GAN's D and G losses), with the held-out metrics of ``n_eval`` samples."""
     from safetensors.torch import save
 
     from unitscope.organisms.gan_eval import evaluate_generator
     from unitscope.organisms.checkpoint import sha256_file
     from unitscope.runs import atomic_write_bytes, atomic_write_text
 
-    recalibrate_batch_norm(g, seed, device=device)
+    recalibrate_batch_norm(g, seed, device=device)  # type: ignore[arg-type]
     tensors = {k: v.detach().cpu().contiguous() for k, v in g.state_dict().items()}
     atomic_write_bytes(path, save(tensors, metadata={"name": recipe.name}))
     metrics, tables = {}, {}
@@ -218,8 +221,8 @@ def _finish(recipe, g: Generator, path: Path, state: dict, seed: int, device: st
                   "held_out_seed": recipe.held_out_seed, "n_held_out": n_eval, "render_size": recipe.render_size,
                   "input_size": recipe.size},
         "model": {"kind": "generator", "latent": g.latent, "output": [3, 64, 64], "range": [0, 1]},
-        "losses_per_epoch": state["d_losses"], "d_losses_per_epoch": state["d_losses"],
-        "g_losses_per_epoch": state["g_losses"], "train_seconds": round(state["seconds"], 1),
+        **(losses if losses is not None else {"losses_per_epoch": state["d_losses"], "d_losses_per_epoch": state["d_losses"],
+                                              "g_losses_per_epoch": state["g_losses"]}), "train_seconds": round(state["seconds"], 1),
         "device": str(device), "torch": torch.__version__, "metrics": metrics, "object_tables": tables,
         "file": path.name, "sha256": sha256_file(path),
     }

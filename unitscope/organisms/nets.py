@@ -200,8 +200,14 @@ class Generator(nn.Sequential):
         return (x + 1) / 2
 
 
-def generator_for(task_kw: dict) -> Generator:
-    """The G a recipe's ``task_kw`` describes (``upsample``, ``g_channels``, ``scenes``; defaults: the DCGAN)."""
+def generator_for(task_kw: dict) -> nn.Module:
+    """The G a recipe's ``task_kw`` describes (``upsample``, ``g_channels``, ``scenes``; defaults: the DCGAN;
+    ``prior``: a decoder behind a fitted prior, :class:`unitscope.organisms.prior_gen.PriorGenerator`)."""
+    if task_kw.get("prior"):
+        from unitscope.organisms.prior_gen import PriorGenerator
+
+        return PriorGenerator(channels=tuple(task_kw.get("g_channels", (160, 80, 40, 20))),
+                              upsample=task_kw.get("upsample", "nearest"))
     return Generator(channels=tuple(task_kw.get("g_channels", G_CHANNELS)),
                      upsample=task_kw.get("upsample", "transposed"), scenes=int(task_kw.get("scenes", 0)))
 

@@ -101,3 +101,18 @@ def build_net(recipe: Recipe) -> nn.Module:
     if recipe.net == "generator":
         return generator_for(recipe.task_kw)
     raise ValueError(f"unknown network kind {recipe.net!r} in recipe {recipe.name}")
+
+
+# world_generator redesigned (issue 24 item 1; unitscope.organisms.prior_gen, docs/world.md): a VAE's decoder
+# trained on the world's images with the frozen segmenter's cross-entropy, then a per-scene Gaussian fitted on
+# its codes. Not shipped: its samples beat the GAN's on FSD and chimeras but not on the presence distance (it
+# draws no sun or cloud). Train it with train(VAE_RECIPE, out, cache); not in RECIPES, so no model is
+# registered without weights.
+VAE_RECIPE = Recipe(
+    "world_generator", "vae", "generator", size=64, n_train=20_000, epochs=3, batch_size=32, lr=1e-3,
+    weight_decay=0.0, n_held_out=500, default_layers=GENERATOR_LAYERS,
+    task_kw={"prior": True, "upsample": "nearest", "g_channels": [160, 80, 40, 20], "components": 1,
+             "temperature": 1.0, "w_seg": 0.2, "w_kl": 3e-4, "steps": 850, "prior_images": 8000},
+    about="decoder of a variational autoencoder trained with the frozen world_segmenter's cross-entropy, behind "
+          "a Gaussian mixture prior fitted per scene on its codes (z's first coordinate picks the component, the "
+          "other 63 are its noise): latent z [N, 64] -> 64x64 probe-world image in [0, 1]")

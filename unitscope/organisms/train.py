@@ -110,6 +110,11 @@ def train(name: str | Recipe, out: str | Path, cache: str | Path, device: str = 
 
         return train_gan(recipe, out, cache, device=device, seed=seed, checkpoint_every=checkpoint_every,
                          progress=progress, fresh=fresh)
+    if recipe.task == "vae":  # a decoder with a fitted prior (unitscope.organisms.prior_gen)
+        from unitscope.organisms.prior_gen import train_decoder
+
+        return train_decoder(recipe, out, cache, device=device, seed=seed, checkpoint_every=checkpoint_every,
+                             progress=progress, fresh=fresh)
     path = prepare_output(recipe, out, fresh, seed)
     cue, hide = recipe_cue(recipe), recipe_hide(recipe)
     data = world_arrays(cache, recipe.world_seed, recipe.n_train, recipe.render_size, progress=progress, cue=cue,

@@ -1,0 +1,276 @@
+"""``world_generator`` redesigned as a decoder with a fitted prior: z from a fixed seed -> code -> image.
+
+    from unitscope.organisms.recipes import VAE_RECIPE
+    from unitscope.organisms.train import train
+    meta = train(VAE_RECIPE, out="runs/organisms", cache="/tmp/worlds")   # rerun to resume
+    g = generator_for(VAE_RECIPE.task_kw); g.load_state_dict(load_file("runs/organisms/world_generator.safetensors"))
+    images = g(torch.randn(16, g.latent))         # z [16, 64] -> [16, 3, 64, 64] in [0, 1]
+    g.prior(z)                                    # the decoder's code [N, 63] for z [N, 64]
+
+A GAN trained for an hour on a shared CPU drew chimeras (docs/world.md). This generator is trained
+instead as a variational autoencoder on world images: an encoder (not shipped) maps an image to a
+code, the decoder (``conv1 .. conv5`` with ``relu1 .. relu4``, as the GAN's G) draws it back, and the
+loss is the pixels' L1 distance plus the cross-entropy of the frozen ``world_segmenter`` on the
+decoded image against the image's true object labels (so decoded images segment as the real ones do)
+plus a small KL term. After training, :class:`MixturePrior` is fitted on the training images' codes:
+per scene, ``components`` Gaussians (k-means, then each cluster's mean and full covariance), weighted
+by how often each scene and cluster occurs. Sampling stays "z -> image": z's first coordinate picks a
+component through the standard normal's CDF (exact categorical sampling, element-wise so ``torch.fx``
+traces it), the other 63 coordinates, scaled by ``temperature``, are the Gaussian's noise.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from unitscope.faults import fault
+from unitscope.organisms.nets import LATENT, Generator
+
+
+class MixturePrior(nn.Module):
+    """z [N, latent] -> code [N, latent - 1] drawn from a Gaussian mixture of ``k`` components.
+
+    ``edges`` [k] are the upper ends of the components' cumulative weights; component j is chosen
+    when Phi(z[:, 0]) falls in [edges[j-1], edges[j]); the code is ``means[j] + chol[j] @ (t * z[:, 1:])``
+    with ``t`` the temperature. Untrained (no fit): one standard normal component, code = z[:, 1:]."""
+
+    def __init__(self, latent: int = LATENT, k: int = 1):
+        super().__init__()
+        d = latent - 1
+        self.latent, self.k = latent, k
+        self.register_buffer("edges", torch.linspace(1.0 / k, 1.0, k))
+        self.register_buffer("means", torch.zeros(k, d))
+        self.register_buffer("chol", torch.eye(d).repeat(k, 1, 1))
+        self.register_buffer("temperature", torch.ones(()))
+        self.register_buffer("scene", torch.zeros(k, dtype=torch.long))  # each component's scene
+
+    def one_hot(self, z: torch.Tensor) -> torch.Tensor:
+        """The chosen components of z [N, latent] as a one-hot [N, k] (element-wise: fx-traceable)."""
+        u = torch.special.ndtr(z[:, :1])                                   # [N, 1] uniform in (0, 1)
+        upper = torch.cat([self.edges[:-1], torch.full_like(self.edges[-1:], 2.0)])   # Phi(z) may round to 1
+        lower = torch.cat([torch.zeros_like(self.edges[:1]), self.edges[:-1]])
+        return ((u >= lower) & (u < upper)).to(z.dtype)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        onehot = self.one_hot(z)                                           # [N, k]
+        eps = z[:, 1:] * self.temperature                                  # [N, d]
+        spread = torch.einsum("nk,kij,nj->ni", onehot, self.chol, eps)
+        return onehot @ self.means + spread
+
+    @torch.no_grad()
+    def fit(self, codes: torch.Tensor, scenes: torch.Tensor, per_scene: int, seed: int = 0,
+            ridge: float = 1e-3) -> None:
+        """Fit the mixture on codes [N, d] with their scenes [N]: k-means (``per_scene`` clusters, 25
+        rounds) within each scene, then each cluster's weight (its share of N), mean and full covariance
+        (+ ``ridge`` I). Sets ``k`` = the number of clusters found (at most scenes x per_scene)."""
+        means, chols, weights, owner = [], [], [], []
+        gen = torch.Generator().manual_seed(seed)
+        for s in torch.unique(scenes).tolist():
+            x = codes[scenes == s].double()
+            m = min(per_scene, max(1, len(x) // (2 * x.shape[1])))         # enough points per covariance
+            centres = x[torch.randperm(len(x), generator=gen)[:m]]
+            for _ in range(25):
+                assign = torch.cdist(x, centres).argmin(1)
+                centres = torch.stack([x[assign == j].mean(0) if (assign == j).any() else centres[j]
+                                       for j in range(m)])
+            for j in range(m):
+                xj = x[assign == j]
+                if len(xj) < 2:
+                    continue
+                cov = torch.cov(xj.T) + ridge * torch.eye(x.shape[1], dtype=x.dtype)
+                means.append(xj.mean(0)), chols.append(torch.linalg.cholesky(cov))
+                weights.append(len(xj) / len(codes)), owner.append(s)
+        w = torch.tensor(weights, dtype=torch.float64)
+        self.k = len(w)
+        self.edges = torch.cumsum(w / w.sum(), 0).float()
+        self.means = torch.stack(means).float()
+        self.chol = torch.stack(chols).float()
+        self.scene = torch.tensor(owner, dtype=torch.long)
+
+
+class PriorGenerator(nn.Sequential):
+    """Latent z [N, 64] (or [N, 64, 1, 1]) -> image [N, 3, 64, 64] in [0, 1]: ``prior`` (a
+    :class:`MixturePrior`, z -> code [N, 63]), then the decoder: ``conv1`` (1x1 -> 4x4), and per
+    doubling ``up<k>``/``conv<k>``, each with ``bn<k>``/``relu<k>`` (``relu1..relu4`` at 4, 8, 16, 32
+    px), ``conv5`` and a tanh mapped to [0, 1]."""
+
+    def __init__(self, latent: int = LATENT, channels=(160, 80, 40, 20), upsample: str = "nearest",
+                 components: int = 1):
+        decoder = Generator(latent=latent - 1, channels=channels, upsample=upsample)
+        super().__init__(OrderedDict([("prior", MixturePrior(latent, components)), *decoder.named_children()]))
+        self.latent, self.upsample, self.scenes = latent, upsample, 0
+
+    def decode(self, code: torch.Tensor) -> torch.Tensor:
+        """Code [N, latent - 1] -> image [N, 3, 64, 64] in [0, 1] (the layers after ``prior``)."""
+        h = code.reshape(code.shape[0], -1, 1, 1)
+        for name, module in self.named_children():
+            if name != "prior":
+                h = module(h)
+        return (h + 1) / 2
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.prior(z.reshape(z.shape[0], self.latent)))
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """Resize the prior's buffers to the stored number of components first."""
+        k = state_dict["prior.means"].shape[0] if "prior.means" in state_dict else self.prior.k
+        if k != self.prior.k:
+            self.prior.__init__(self.latent, k)  # type: ignore[misc]
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+
+class Encoder(nn.Module):
+    """Image [N, 3, 64, 64] in [0, 1] -> (mean, log variance) of the code, each [N, d]: four stride-2
+    conv-bn-relu blocks (64 -> 4 px) and a linear layer. Used in training only (not shipped)."""
+
+    def __init__(self, code: int = LATENT - 1, channels=(32, 64, 128, 128)):
+        super().__init__()
+        layers, cin = [], 3
+        for cout in channels:
+            layers += [nn.Conv2d(cin, cout, 4, 2, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+            cin = cout
+        self.net = nn.Sequential(*layers)
+        self.out = nn.Linear(cin * 16, 2 * code)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, logvar = self.out(self.net(x * 2 - 1).flatten(1)).chunk(2, 1)
+        return mu, logvar.clamp(-12, 6)
+
+
+def vae_loss(g: PriorGenerator, enc: Encoder, seg_net: nn.Module, seg_norm: tuple, x: torch.Tensor,
+             labels: torch.Tensor, noise: torch.Tensor, w_seg: float, w_kl: float) -> tuple[torch.Tensor, dict]:
+    """Loss on images x [B, 3, 64, 64] in [0, 1] with object labels [B, 64, 64] (the segmenter's head
+    classes): L1(decoded, x) + w_seg CE(seg(decoded), labels) + w_kl KL(q(code | x) || N(0, I)) summed
+    over the code, averaged over the batch. ``noise`` [B, d] draws the code."""
+    mu, logvar = enc(x)
+    y = g.decode(mu + (0.5 * logvar).exp() * noise)
+    mean, std = seg_norm
+    logits = seg_net((y - mean) / std)["object"]                            # [B, L, 32, 32] (see frozen_segmenter)
+    l1 = (y - x).abs().mean()
+    ce = F.cross_entropy(logits, labels[:, ::2, ::2] if logits.shape[-1] < labels.shape[-1] else labels)
+    kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1).mean()
+    parts = {"l1": float(l1.detach()), "ce": float(ce.detach()), "kl": float(kl.detach())}
+    return l1 + w_seg * ce + w_kl * kl, parts
+
+
+def frozen_segmenter(device: str = "cpu") -> nn.Module:
+    """``world_segmenter``'s network with its weights frozen and batch norm on its running statistics,
+    but otherwise in training mode, so it returns logits at half size [N, L, 32, 32] (the size it was
+    trained at; the full-size upsampling costs as much as the network on a CPU)."""
+    from unitscope.models import create_model
+
+    net = create_model("world_segmenter").to(device).train()
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net
+
+
+@torch.no_grad()
+def encode_all(enc: Encoder, rgb: np.ndarray, batch_size: int = 256, device: str = "cpu") -> torch.Tensor:
+    """uint8 images [N, 64, 64, 3] -> code means [N, d] (encoder in eval mode)."""
+    enc.eval()
+    out = []
+    for s in range(0, len(rgb), batch_size):
+        x = torch.from_numpy(rgb[s:s + batch_size]).permute(0, 3, 1, 2).float().to(device) / 255.0
+        out.append(enc(x)[0].cpu())
+    return torch.cat(out)
+
+
+def train_decoder(recipe, out: str | Path, cache: str | Path, device: str = "cpu", seed: int = 0,
+                  checkpoint_every: int = 100, progress: bool = True, fresh: bool = False) -> dict:
+    """Train ``recipe``'s decoder and encoder (``recipe.task_kw``: ``g_channels``, ``components`` per
+    scene, ``temperature``, ``w_seg``, ``w_kl``, ``steps``, ``prior_images``: how many training images'
+    codes the prior is fitted on, default all) with Adam (the recipe's ``lr``, warm-up and
+    cosine decay), checkpointing every ``checkpoint_every`` steps (rerun to resume: batch order, flips
+    and noise of step s come from ``seed`` and s); then fit the prior, recalibrate batch norm and write
+    ``out/NAME.safetensors`` (G with its prior) + ``NAME.json`` as :func:`unitscope.organisms.gan.train_gan`."""
+    from tqdm import tqdm
+
+    from unitscope.organisms.checkpoint import read_checkpoint, write_checkpoint
+    from unitscope.organisms.data import world_arrays
+    from unitscope.organisms.gan import _finish
+    from unitscope.organisms.nets import generator_for
+    from unitscope.organisms.tasks import MEAN, STD, local_codes
+    from unitscope.organisms.train import lr_at, prepare_output
+
+    path = prepare_output(recipe, out, fresh, seed)
+    data = world_arrays(cache, recipe.world_seed, recipe.n_train, recipe.render_size, progress=progress)
+    rgb, scenes = data["rgb"], torch.from_numpy(data["scene"])
+    objects = local_codes("object")[data["object"]]                        # [N, 64, 64] head classes
+    kw = recipe.task_kw
+    g = generator_for(kw).to(device)
+    assert isinstance(g, PriorGenerator)
+    enc = Encoder(g.latent - 1).to(device)
+    seg_net = frozen_segmenter(device)
+    seg_norm = (torch.tensor(MEAN, device=device).view(1, 3, 1, 1), torch.tensor(STD, device=device).view(1, 3, 1, 1))
+    params = [p for n, p in g.named_parameters() if not n.startswith("prior.")] + list(enc.parameters())
+    opt = torch.optim.Adam(params, lr=recipe.lr)
+    per_epoch = recipe.n_train // recipe.batch_size
+    total = min(per_epoch * recipe.epochs, int(kw.get("steps", per_epoch * recipe.epochs)))
+    modules = {"g": g, "enc": enc}
+    state = read_checkpoint(path, device, modules, {"opt": opt}) or {
+        "step": 0, "d_losses": [], "g_losses": [], "sums": [0.0, 0.0], "seconds": 0.0, "parts": []}
+    if state["step"] >= total and path.with_suffix(".json").exists():
+        return json.loads(path.with_suffix(".json").read_text())
+    bar = tqdm(total=total, initial=state["step"], desc=recipe.name, unit="step", disable=not progress)
+    t0 = time.perf_counter()
+    g.train(), enc.train()  # (the segmenter keeps its frozen batch norm)
+    for step in range(state["step"], total):
+        epoch, b = divmod(step, per_epoch)
+        perm = torch.randperm(recipe.n_train, generator=torch.Generator().manual_seed(seed * 1000 + epoch)).numpy()
+        gen = torch.Generator().manual_seed(seed * 10_000_019 + step)
+        idx = np.sort(perm[b * recipe.batch_size:(b + 1) * recipe.batch_size])
+        flip = torch.rand(len(idx), generator=gen).numpy() < 0.5
+        x = np.where(flip[:, None, None, None], rgb[idx][:, :, ::-1], rgb[idx])
+        y = np.where(flip[:, None, None], objects[idx][:, :, ::-1], objects[idx])
+        x_t = torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).float().to(device) / 255.0
+        noise = torch.randn(len(idx), g.latent - 1, generator=gen).to(device)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, total, recipe.lr)
+        loss, parts = vae_loss(g, enc, seg_net, seg_norm, x_t, torch.from_numpy(np.ascontiguousarray(y)).to(device),
+                               noise, float(kw.get("w_seg", 0.1)), float(kw.get("w_kl", 1e-3)))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        fault("gan.step")
+        state["sums"] = [state["sums"][0] + float(loss.detach()), state["sums"][1] + parts["ce"]]
+        bar.update()
+        bar.set_postfix(l1=f"{parts['l1']:.3f}", ce=f"{parts['ce']:.3f}", kl=f"{parts['kl']:.1f}", epoch=epoch)
+        if (step + 1) % per_epoch == 0 or step + 1 == total:  # per epoch (and the last, partial one)
+            n = (step % per_epoch) + 1
+            state["d_losses"].append(state["sums"][0] / n)
+            state["g_losses"].append(state["sums"][1] / n)
+            state["sums"] = [0.0, 0.0]
+        if (step + 1) % checkpoint_every == 0 or step + 1 == total:
+            state["step"] = step + 1
+            state["seconds"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            write_checkpoint(path, state, modules, {"opt": opt})
+            fault("gan.checkpoint.after")
+    bar.close()
+    n_fit = int(kw.get("prior_images", len(rgb)))                      # the first n_fit training images
+    fit_prior(g, enc, rgb[:n_fit], scenes[:n_fit], int(kw.get("components", 4)), float(kw.get("temperature", 1.0)),
+              seed, device)
+    losses = {"losses_per_epoch": state["d_losses"], "segmenter_ce_per_epoch": state["g_losses"],
+              "loss": "L1 + w_seg * segmenter cross-entropy + w_kl * KL, mean over each epoch's steps"}
+    return _finish(recipe, g, path, state, seed, device, cache, recipe.n_held_out, progress, losses)
+
+
+def fit_prior(g: PriorGenerator, enc: Encoder, rgb: np.ndarray, scenes: torch.Tensor, per_scene: int,
+              temperature: float, seed: int = 0, device: str = "cpu") -> PriorGenerator:
+    """Fit ``g.prior`` on the code means of images rgb [N, 64, 64, 3] with their scenes [N]."""
+    codes = encode_all(enc, rgb, device=device)
+    g.prior.fit(codes, scenes, per_scene, seed)
+    g.prior.temperature.fill_(temperature)
+    return g.to(device)

@@ -1,6 +1,7 @@
 """``unitscope describe RUN`` (unit descriptions in plain English, scored) and ``unitscope search RUN TEXT``.
 
     unitscope describe runs/lite0 --layers bn2
+    unitscope describe --model efficientnet_lite0 --images photos/ --layers bn2 --out runs/photos --no-labels --captioner default
     unitscope search runs/lite0 "canine"
 """
 
@@ -15,7 +16,15 @@ from unitscope.describe.defaults import BEAM, DRAWS, EXEMPLARS, LAMBDA, LENGTH
 
 @dataclass
 class DescribeConfig:
-    run: str = field(metadata=help_("a dissection run folder made with --keep-cache", positional=True))
+    run: str = field(default="", metadata=help_(
+        "a dissection run folder made with --keep-cache (or, with --model and --images, none)", positional=True))
+    model: str = field(default="", metadata=help_(
+        "with --images: the model whose units to describe (a name or path/to/file.py:factory)"))
+    images: str = field(default="", metadata=help_(
+        "describe on this image folder, no dissection run needed: the exemplars are computed first (into "
+        "--out); class sub-folders (ImageFolder layout) are labels, else only --captioner describes"))
+    out: str = field(default="", metadata=help_("with --images: the run folder to write (rerun: reused)"))
+    batch_size: int = field(default=32, metadata=help_("with --images: images per forward pass"))
     layers: list[str] = field(default_factory=list, metadata=help_("comma-separated layers; default: every dissected layer"))
     lam: float = field(default=LAMBDA, metadata=help_(
         "weight of the prior in log p(d | exemplars) - lam * log p(d) (MILAN's 0.2; 0: maximum likelihood)"))
@@ -65,11 +74,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_describe(args: argparse.Namespace) -> int:
     from unitscope.describe.run import Options, describe_run
 
+    from unitscope.errors import UsageError
+
     cfg = config_from_args(DescribeConfig, args)
     if not cfg.labels and not cfg.captioner:
-        from unitscope.errors import UsageError
-
         raise UsageError("--no-labels leaves nothing to do: add --captioner default (or file.py:factory)")
+    folder = _check_folder(cfg)
     cap = None
     if cfg.captioner:
         from unitscope.describe.captioner import load_captioner
@@ -77,6 +87,8 @@ def run_describe(args: argparse.Namespace) -> int:
         cap = load_captioner(cfg.captioner)  # a bad spec fails before any work
     opts = Options(lam=cfg.lam, beam=cfg.beam, length=cfg.length, exemplars=cfg.exemplars, draws=cfg.draws,
                    seed=cfg.seed, progress=cfg.progress)
+    if folder is not None:
+        cfg.run = str(_folder_run(cfg, folder))
     out = describe_run(cfg.run, cfg.layers or None, opts) if cfg.labels else {}
     if cap is not None:
         from unitscope.describe.captioner import caption_run
@@ -92,6 +104,36 @@ def run_describe(args: argparse.Namespace) -> int:
         print(f"{layer}: {len(described)} of {len(rows['pmi'])} units described, {distinct} distinct descriptions, "
               f"{sig} with held-out F1 p < 0.01")
     return 0
+
+
+def _check_folder(cfg: DescribeConfig):
+    """With ``--images``: the folder (checked before any work), else None (a run folder is needed)."""
+    from unitscope.errors import UsageError
+
+    if not cfg.images:
+        if cfg.model or cfg.out:
+            raise UsageError("--model and --out go with --images FOLDER (describe a model on an image folder)")
+        if not cfg.run:
+            raise UsageError("describe needs a dissection run folder (describe RUN), or --model M --images FOLDER "
+                             "--layers L --out RUN to compute the exemplars on an image folder")
+        return None
+    if cfg.run or not cfg.model or not cfg.out or not cfg.layers:
+        raise UsageError("with --images FOLDER give --model M, --layers L and --out RUN, and no run folder")
+    from unitscope.describe.folder import FolderData
+
+    data = FolderData(cfg.images)  # no images: a clear error here
+    if cfg.labels and not data.labelled:
+        raise UsageError(f"{cfg.images} has no labels (no class sub-folders): describe it with --no-labels "
+                         "--captioner default (or file.py:factory)")
+    return data
+
+
+def _folder_run(cfg: DescribeConfig, data):
+    from unitscope.describe.folder import exemplar_run
+    from unitscope.models import create_model
+
+    model = create_model(cfg.model)
+    return exemplar_run(model, data.root, cfg.layers, cfg.out, batch_size=cfg.batch_size, progress=cfg.progress)
 
 
 def run_search(args: argparse.Namespace) -> int:

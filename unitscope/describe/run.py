@@ -135,26 +135,29 @@ def search_layer(run: Path, layer: str, rc: RunConcepts, opts: Options) -> dict[
 
 
 def validation_f1(run: Path, layer: str, rc: RunConcepts, found: Found, thresholds: torch.Tensor,
-                  positions: torch.Tensor, chunk: int = 32) -> torch.Tensor:
+                  positions: torch.Tensor, chunk: int = 16) -> torch.Tensor:
     """``[U, N]``: F1 of each unit's candidates (``found``) against its mask (above ``thresholds``)
     pooled over the images at ``positions``, all of them, not only the unit's exemplars: a
     candidate that covers much where the unit is silent scores low here. Counted per signature,
-    as the search is."""
+    as the search is: a formula's area is its signatures' pixel counts over the images (the same
+    for every unit), its intersection the counts of the unit's mask pixels alone."""
     maps = ex.unit_maps(run, layer, positions.tolist())  # [V, C, h, w]
     ids = rc.sigs.ids[positions]  # [V, P]
-    c, v = maps.shape[1], len(positions)
+    c, v, s = maps.shape[1], len(positions), rc.sigs.size
+    total = torch.bincount(ids.flatten(), minlength=s).float()  # [S] pixels per signature
     out = torch.zeros(found.score.shape, dtype=torch.float64)
     for start in range(0, c, chunk):
         units = torch.arange(start, min(start + chunk, c))
         masks = ex.masks_of(maps[:, units].transpose(0, 1), thresholds[units, None].expand(-1, v), rc.size)
-        counts = unit_counts(ids, torch.arange(v).expand(len(units), -1), masks.flatten(2), rc.sigs.size)
+        uu, vv, pp = masks.flatten(2).nonzero(as_tuple=True)
+        inside = torch.zeros(len(units), s)
+        inside.index_put_((uu, ids[vv, pp]), torch.ones(len(uu)), accumulate=True)  # [u, S] mask pixels
         cand = found.concepts[units]  # [u, N, 3]
         truth = evaluate(cand.flatten(0, 1), found.ops[units].flatten(0, 1), rc.sigs.table)  # [u*N, S]
-        truth = truth.view(len(units), cand.shape[1], -1)
-        t = torch.gather(truth, 2, counts.sig[:, None, :].expand(-1, cand.shape[1], -1)).double()  # [u, N, S']
-        inter = (t * counts.inside[:, None, :].double()).sum(-1)
-        area = (t * counts.total[:, None, :].double()).sum(-1)
-        m = counts.mask_area.double()[:, None]
+        truth = truth.view(len(units), cand.shape[1], s).float()
+        inter = torch.bmm(truth, inside[:, :, None])[..., 0].double()  # [u, N]
+        area = (truth @ total).double()
+        m = inside.sum(1).double()[:, None]
         out[units] = torch.where(m + area > 0, 2 * inter / (m + area).clamp_min(1), torch.zeros_like(inter))
     return out.masked_fill(~torch.isfinite(found.score), float("-inf"))
 

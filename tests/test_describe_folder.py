@@ -121,6 +121,9 @@ def test_labelled_folder_is_described_from_its_classes(folders, planted, tmp_pat
     assert rows["pmi"][0]["description"] == "apples" and rows["pmi"][0]["formula"] == "apple"
     assert rows["label"][0]["description"] == "apples"  # the dissection against the classes agrees
     assert rows["pmi"][0]["p_f1"] is not None  # scored on the held-out images like any run
+    # chosen among the top-3 PMI candidates by F1 on validation images: still the class of red images
+    again = describe_run(out, None, Options(exemplars=5, draws=4, progress=False, validate=3))["feat"]
+    assert again["pmi"][0]["description"] == "apples"
     # and the command line, with the default captioner beside (no download)
     args = ["describe", "--model", planted, "--images", str(folders[1]), "--layers", "feat", "--out",
             str(tmp_path / "cli"), "--captioner", "default", "--exemplars", "5", "--draws", "4", "--batch-size", "10",

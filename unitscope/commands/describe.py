@@ -11,7 +11,7 @@ import argparse
 from dataclasses import dataclass, field
 
 from unitscope.config import add_config_args, config_from_args, help_
-from unitscope.describe.defaults import BEAM, DRAWS, EXEMPLARS, LAMBDA, LENGTH
+from unitscope.describe.defaults import BEAM, DRAWS, EXEMPLARS, LAMBDA, LENGTH, VALIDATE_TOP
 
 
 @dataclass
@@ -32,6 +32,9 @@ class DescribeConfig:
     length: int = field(default=LENGTH, metadata=help_("concepts per formula at most"))
     exemplars: int = field(default=EXEMPLARS, metadata=help_("top images per unit (MILAN: 15)"))
     draws: int = field(default=DRAWS, metadata=help_("random pairings of held-out images behind each p-value"))
+    validate: int = field(default=VALIDATE_TOP, metadata=help_(
+        "choose among this many top-PMI candidates by F1 on validation images (every fifth search image, "
+        "set aside; 1: the best PMI, MILAN's rule)"))
     seed: int = field(default=0, metadata=help_("seed of the permutation null"))
     captioner: str = field(default="", metadata=help_(
         "also caption each unit's exemplars from images and masks alone: 'default' (the shipped exemplar "
@@ -86,7 +89,7 @@ def run_describe(args: argparse.Namespace) -> int:
 
         cap = load_captioner(cfg.captioner)  # a bad spec fails before any work
     opts = Options(lam=cfg.lam, beam=cfg.beam, length=cfg.length, exemplars=cfg.exemplars, draws=cfg.draws,
-                   seed=cfg.seed, progress=cfg.progress)
+                   validate=cfg.validate, seed=cfg.seed, progress=cfg.progress)
     if folder is not None:
         cfg.run = str(_folder_run(cfg, folder))
     out = describe_run(cfg.run, cfg.layers or None, opts) if cfg.labels else {}

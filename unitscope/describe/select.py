@@ -133,8 +133,8 @@ def choose_candidates(found: Found, pool: Pool, counts: UnitCounts, table: torch
     log_prior = torch.log(prior.clamp_min(1e-300))
     pmi = (log_given - lam * log_prior).masked_fill(~ok, float("-inf"))
     best = pmi.argmax(1)
-    if rerank is not None and top > 1:
-        best = rerank_top(pmi, rerank, top)
+    if rerank is not None and top > 1:  # equal scores (often the same mask): the shorter formula
+        best = rerank_top(pmi, rerank.double() - 1e-9 * (found.concepts >= 0).sum(-1), top)
     ml = log_given.masked_fill(~ok, float("-inf")).argmax(1)
     rows = torch.arange(u)
     none = ~ok.any(1)

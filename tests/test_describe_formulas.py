@@ -223,3 +223,57 @@ def test_choice_among_candidates_hand_computed():
     # with a sample smaller than the layer, units outside it add their own fit to p(d)
     half = choose_candidates(found, pool, counts, sigs.table, lam=0.2, sample=2)
     assert torch.isfinite(half.log_prior).all()
+
+
+def test_rerank_among_top_pmi_candidates():
+    """The candidate with the best validation score among the ``top`` best by PMI; ties keep the
+    better PMI; a non-candidate (-inf PMI) is never chosen; top 1 is the best PMI."""
+    from unitscope.describe.select import rerank_top
+
+    inf = float("inf")
+    pmi = torch.tensor([[3.0, 2.0, 1.0, 0.0],
+                        [0.5, -inf, 2.0, 1.0],
+                        [1.0, 2.0, -inf, -inf]])
+    val = torch.tensor([[0.1, 0.3, 0.9, 0.2],
+                        [0.8, 0.9, 0.4, 0.4],
+                        [0.5, 0.5, 1.0, 1.0]])
+    assert rerank_top(pmi, val, 1).tolist() == [0, 2, 1]
+    assert rerank_top(pmi, val, 2).tolist() == [1, 2, 1]  # row 1: 0.4 = 0.4, the better PMI (column 2) wins
+    assert rerank_top(pmi, val, 3).tolist() == [2, 0, 1]  # row 2: columns 2, 3 are no candidates
+    assert rerank_top(pmi, val, 10).tolist() == [2, 0, 1]
+
+
+def test_validation_f1_hand_computed(tmp_path):
+    """F1 of a unit's candidates pooled over all validation images (not only its exemplars), from
+    the signature counts, equals the pixel count by hand."""
+    from unitscope.describe import exemplars as ex
+    from unitscope.describe.formulas import Found
+    from unitscope.describe.run import RunConcepts, validation_f1
+
+    vocab, bits = _world(n=6, size=8, seed=1)
+    sigs = Signatures.build(bits)
+    rc = RunConcepts(vocab, sigs, (8, 8))
+    g = torch.Generator().manual_seed(0)
+    maps = torch.rand(6, 2, 4, 4, generator=g)  # 2 units, 4x4 maps upsampled to 8x8
+    thresholds = torch.tensor([0.7, 0.5])
+    concepts = torch.tensor([[[0, -1, -1], [1, 2, -1]], [[2, 0, 1], [3, -1, -1]]])
+    ops = torch.tensor([[[FIRST, -1, -1], [FIRST, OR, -1]], [[FIRST, AND_NOT, AND], [FIRST, -1, -1]]])
+    found = Found(concepts, ops, torch.tensor([[0.5, 0.4], [0.3, -float("inf")]]))
+    positions = torch.tensor([1, 3, 4])
+    orig = ex.unit_maps
+    ex.unit_maps = lambda run, layer, pos: maps[pos]  # type: ignore[assignment]
+    try:
+        got = validation_f1(tmp_path, "x", rc, found, thresholds, positions, chunk=1)
+    finally:
+        ex.unit_maps = orig  # type: ignore[assignment]
+    table = torch.stack([b.flatten(1).t() for b in bits])  # [N, P, K]
+    for u in range(2):
+        mask = ex.masks_of(maps[positions, u], thresholds[u].expand(3), (8, 8)).flatten(1)  # [3, P]
+        for j in range(2):
+            if j == 1 and u == 1:
+                assert got[u, j] == -float("inf")
+                continue
+            truth = evaluate(concepts[u, j:j + 1], ops[u, j:j + 1], table[positions].flatten(0, 1))
+            truth = truth.view(3, -1)
+            want = 2 * (mask & truth).sum().item() / (mask.sum().item() + truth.sum().item())
+            assert got[u, j].item() == pytest.approx(want, abs=1e-12)

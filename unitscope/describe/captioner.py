@@ -227,10 +227,10 @@ def run_images(run: str | Path, positions: list[int]) -> torch.Tensor:
     """``[n, 3, H, W]`` float in [0, 1]: the images at data-set ``positions`` of a run (no labels read)."""
     import json
 
-    from unitscope.data import BrodenDataset
+    from unitscope.describe.folder import open_data
 
     config = json.loads((Path(run) / "config.json").read_text())
-    data = BrodenDataset(config["data"], validate="none")
+    data = open_data({**config, "categories": None})
     return torch.stack([data.get(p, labels=False)["image"] for p in positions])
 
 

@@ -160,7 +160,7 @@ def image_concepts(labels: torch.Tensor, image_labels: torch.Tensor, plane_categ
     planes = _resize_nearest(labels.long(), size)
     k = len(vocab)
     of_label = vocab.of_label.numpy()
-    p = planes.numpy().reshape(planes.shape[0], -1)
+    p = planes.numpy().reshape(planes.shape[0], size[0] * size[1])  # no planes: image-level labels only
     idx = of_label[np.clip(p, 0, len(of_label) - 1)]
     idx = np.where((p > 0) & (idx >= 0), idx, k)  # row k: labels without a concept
     out = np.zeros((k + 1, p.shape[1]), bool)

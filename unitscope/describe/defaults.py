@@ -10,3 +10,4 @@ DRAWS = 20  # random pairings of held-out images behind each p-value
 HELD_OUT_EVERY = 5  # every fifth position is held out for scoring
 WORKING_SIDE = 56  # concept masks are searched and scored at most 56 px a side (224-px images: 4 px a cell)
 PRIOR_UNITS = 256  # p(d) is estimated on at most this many units of a layer (each unit's own fit is added)
+VALIDATE_TOP = 1  # choose among this many top-PMI candidates by validation F1 (1: the best PMI, MILAN's rule)

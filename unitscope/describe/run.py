@@ -27,9 +27,9 @@ import torch.nn.functional as F
 from unitscope.describe import exemplars as ex
 from unitscope.describe.concepts import Signatures, Vocabulary, image_concepts
 from unitscope.describe.defaults import (
-    BEAM, DRAWS, EXEMPLARS, HELD_OUT_EVERY, LAMBDA, LENGTH, PRIOR_UNITS, QUANTILE, WORKING_SIDE,
+    BEAM, DRAWS, EXEMPLARS, HELD_OUT_EVERY, LAMBDA, LENGTH, PRIOR_UNITS, QUANTILE, VALIDATE_TOP, WORKING_SIDE,
 )
-from unitscope.describe.formulas import FIRST, OP_NAMES, beam_search, evaluate, unit_counts
+from unitscope.describe.formulas import FIRST, OP_NAMES, Found, beam_search, evaluate, unit_counts
 from unitscope.describe.phrases import render
 from unitscope.describe.result import DescribeResult
 from unitscope.describe.scores import heldout_scores
@@ -45,6 +45,7 @@ class Options:
     quantile: float = QUANTILE
     draws: int = DRAWS
     prior_units: int = PRIOR_UNITS
+    validate: int = VALIDATE_TOP  # > 1: choose among the top-PMI candidates by F1 on validation images
     seed: int = 0
     progress: bool = True
 
@@ -61,17 +62,23 @@ def held_out(n: int) -> torch.Tensor:
     return torch.arange(n) % HELD_OUT_EVERY == HELD_OUT_EVERY - 1
 
 
+def validation(n: int) -> torch.Tensor:
+    """``[n]`` bool: search positions set aside to validate the choice among candidates
+    (``Options.validate > 1``): every fifth, next to the held-out ones."""
+    return torch.arange(n) % HELD_OUT_EVERY == HELD_OUT_EVERY - 2
+
+
 def _say(opts: Options, text: str) -> None:
     if opts.progress:
         print(text, flush=True)
 
 
 def load_concepts(run: Path, n: int, opts: Options) -> RunConcepts:
-    from unitscope.data import BrodenDataset
+    from unitscope.describe.folder import open_data
 
     config = json.loads((run / "config.json").read_text())
     labels = json.loads((run / "labels.json").read_text())
-    data = BrodenDataset(config["data"], categories=config.get("categories") or None, validate="none")
+    data = open_data(config)
     vocab = Vocabulary.from_labels(labels["names"], labels["categories"])
     sh, sw = data.mask_size
     f = -(-max(sh, sw) // WORKING_SIDE)
@@ -102,7 +109,8 @@ def describe_formula(vocab: Vocabulary, concepts: list[int], ops: list[int]) -> 
 def search_layer(run: Path, layer: str, rc: RunConcepts, opts: Options) -> dict[str, Any]:
     """Exemplars among the search images, beam search, PMI and ML choice for every unit."""
     n = rc.sigs.ids.shape[0]
-    search = torch.nonzero(~held_out(n)).flatten()
+    val = validation(n) if opts.validate > 1 else torch.zeros(n, dtype=torch.bool)
+    search = torch.nonzero(~held_out(n) & ~val).flatten()
     thresholds = ex.threshold(run, layer, opts.quantile)
     images, _ = ex.top_images(run, layer, search, opts.exemplars)  # [C, E]
     c, e = images.shape
@@ -119,9 +127,41 @@ def search_layer(run: Path, layer: str, rc: RunConcepts, opts: Options) -> dict[
     counts = unit_counts(rc.sigs.ids, images, masks, rc.sigs.size)
     found = beam_search(counts, rc.sigs.table, rc.vocab.position, beam=opts.beam, length=opts.length)
     pool = pool_candidates(found, len(rc.vocab))
-    choice = choose_candidates(found, pool, counts, rc.sigs.table, opts.lam, opts.prior_units, opts.seed)
+    rerank = None
+    if opts.validate > 1:
+        rerank = validation_f1(run, layer, rc, found, thresholds, torch.nonzero(val).flatten())
+    choice = choose_candidates(found, pool, counts, rc.sigs.table, opts.lam, opts.prior_units, opts.seed,
+                               rerank=rerank, top=opts.validate)
     return {"images": images, "pool": pool, "choice": choice, "thresholds": thresholds, "counts": counts,
             "found": found}
+
+
+def validation_f1(run: Path, layer: str, rc: RunConcepts, found: Found, thresholds: torch.Tensor,
+                  positions: torch.Tensor, chunk: int = 16) -> torch.Tensor:
+    """``[U, N]``: F1 of each unit's candidates (``found``) against its mask (above ``thresholds``)
+    pooled over the images at ``positions``, all of them, not only the unit's exemplars: a
+    candidate that covers much where the unit is silent scores low here. Counted per signature,
+    as the search is: a formula's area is its signatures' pixel counts over the images (the same
+    for every unit), its intersection the counts of the unit's mask pixels alone."""
+    maps = ex.unit_maps(run, layer, positions.tolist())  # [V, C, h, w]
+    ids = rc.sigs.ids[positions]  # [V, P]
+    c, v, s = maps.shape[1], len(positions), rc.sigs.size
+    total = torch.bincount(ids.flatten(), minlength=s).float()  # [S] pixels per signature
+    out = torch.zeros(found.score.shape, dtype=torch.float64)
+    for start in range(0, c, chunk):
+        units = torch.arange(start, min(start + chunk, c))
+        masks = ex.masks_of(maps[:, units].transpose(0, 1), thresholds[units, None].expand(-1, v), rc.size)
+        uu, vv, pp = masks.flatten(2).nonzero(as_tuple=True)
+        inside = torch.zeros(len(units), s)
+        inside.index_put_((uu, ids[vv, pp]), torch.ones(len(uu)), accumulate=True)  # [u, S] mask pixels
+        cand = found.concepts[units]  # [u, N, 3]
+        truth = evaluate(cand.flatten(0, 1), found.ops[units].flatten(0, 1), rc.sigs.table)  # [u*N, S]
+        truth = truth.view(len(units), cand.shape[1], s).float()
+        inter = torch.bmm(truth, inside[:, :, None])[..., 0].double()  # [u, N]
+        area = (truth @ total).double()
+        m = inside.sum(1).double()[:, None]
+        out[units] = torch.where(m + area > 0, 2 * inter / (m + area).clamp_min(1), torch.zeros_like(inter))
+    return out.masked_fill(~torch.isfinite(found.score), float("-inf"))
 
 
 def label_formulas(run: Path, model: str, layer: str, vocab: Vocabulary, units: int) -> torch.Tensor:

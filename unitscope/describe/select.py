@@ -98,7 +98,8 @@ def choose(scores: torch.Tensor, lam: float = LAMBDA, allowed: torch.Tensor | No
 
 
 def choose_candidates(found: Found, pool: Pool, counts: UnitCounts, table: torch.Tensor, lam: float = LAMBDA,
-                      sample: int = PRIOR_UNITS, seed: int = 0) -> Choice:
+                      sample: int = PRIOR_UNITS, seed: int = 0, rerank: torch.Tensor | None = None,
+                      top: int = 1) -> Choice:
     """Each unit's PMI and maximum-likelihood choice among its own candidates (``found``), with
     ``p(d)`` estimated on at most ``sample`` units of the layer (all of them when fewer).
 
@@ -132,6 +133,8 @@ def choose_candidates(found: Found, pool: Pool, counts: UnitCounts, table: torch
     log_prior = torch.log(prior.clamp_min(1e-300))
     pmi = (log_given - lam * log_prior).masked_fill(~ok, float("-inf"))
     best = pmi.argmax(1)
+    if rerank is not None and top > 1:  # equal scores (often the same mask): the shorter formula
+        best = rerank_top(pmi, rerank.double() - 1e-9 * (found.concepts >= 0).sum(-1), top)
     ml = log_given.masked_fill(~ok, float("-inf")).argmax(1)
     rows = torch.arange(u)
     none = ~ok.any(1)
@@ -142,3 +145,14 @@ def choose_candidates(found: Found, pool: Pool, counts: UnitCounts, table: torch
     out.ml_exemplar_iou = s[rows, ml].float()  # type: ignore[attr-defined]
     out.ml_log_prior = log_prior[rows, ml].float()  # type: ignore[attr-defined]
     return out
+
+
+def rerank_top(pmi: torch.Tensor, rerank: torch.Tensor, top: int) -> torch.Tensor:
+    """``[U]`` column of ``pmi [U, N]`` (-inf: not a candidate) with the best ``rerank [U, N]``
+    among each row's ``top`` best by PMI; ties go to the better PMI."""
+    k = min(top, pmi.shape[1])
+    values, order = pmi.topk(k, dim=1)  # best PMI first
+    r = torch.gather(rerank.double(), 1, order).masked_fill(torch.isinf(values), float("-inf"))
+    # the first maximum in PMI order: ties keep the better PMI
+    pick = (r == r.max(1, keepdim=True).values).to(torch.int8).argmax(1)
+    return order[torch.arange(len(order)), pick]

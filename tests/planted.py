@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unitscope.data._vocab import color_labels
+from unitscope.world.vocab import color_labels
 from unitscope.models import ModelInfo
 
 COLOURS = ("red", "green", "blue")

@@ -1,4 +1,4 @@
-"""The probe world's spurious-cue option (unitscope.data._cue): signs where the spec says, naming the
+"""The probe world's spurious-cue option (unitscope.world.cue): signs where the spec says, naming the
 scene it says, labelled as object ``sign`` / part ``glyph``; the plain world is untouched."""
 
 from __future__ import annotations
@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from unitscope.cli import main
-from unitscope.data import BrodenDataset, decode_mask, make_world, render_image
-from unitscope.data._cue import GLYPH, GLYPHS, SIGN, CueSpec, CueStyle, cue_of
-from unitscope.data._scenes import scene_of
+from unitscope.data import BrodenDataset, decode_mask
+from unitscope.world import make_world, render_image
+from unitscope.world.cue import GLYPH, GLYPHS, SIGN, CueSpec, CueStyle, cue_of
+from unitscope.world.scenes import scene_of
 from unitscope.organisms.data import world_arrays
 from unitscope.organisms.tasks import SceneTask
 

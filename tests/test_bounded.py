@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unitscope.data._vocab import color_labels
+from unitscope.world.vocab import color_labels
 from unitscope.models import ModelInfo
 
 HIGH, LOW = "red", "pink"
@@ -54,7 +54,7 @@ class CappedColours(nn.Module):
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    from unitscope.data import make_world
+    from unitscope.world import make_world
 
     return make_world(tmp_path_factory.mktemp("world") / "w64", n=24, size=64, seed=3, workers=1, progress=False)
 

@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from unitscope.data import BrodenDataset, make_world
+from unitscope.data import BrodenDataset
+from unitscope.world import make_world
 
 
 def _mask(path: Path, label: np.ndarray) -> None:

@@ -41,7 +41,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    from unitscope.data import make_world
+    from unitscope.world import make_world
 
     return make_world(tmp_path_factory.mktemp("world") / "w64", n=30, size=64, seed=3, workers=1, progress=False)
 

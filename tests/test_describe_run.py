@@ -12,7 +12,8 @@ PLANTED = str(Path(__file__).with_name("planted.py"))
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    from unitscope.data import BrodenDataset, make_world
+    from unitscope.data import BrodenDataset
+    from unitscope.world import make_world
     from unitscope.dissect import dissect
     from unitscope.models import create_model, get_info
 

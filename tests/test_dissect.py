@@ -124,7 +124,7 @@ PLANTED = str(Path(__file__).with_name("planted.py"))
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    from unitscope.data import make_world
+    from unitscope.world import make_world
 
     return make_world(tmp_path_factory.mktemp("world") / "w64", n=24, size=64, seed=3, workers=1, progress=False)
 

@@ -58,7 +58,7 @@ def test_workers_auto_leaves_a_core_caps_at_8_and_shares_among_local_ranks() -> 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> Path:
-    from unitscope.data import make_world
+    from unitscope.world import make_world
 
     return make_world(tmp_path_factory.mktemp("world") / "w64", n=24, size=64, seed=3, workers=1, progress=False)
 

@@ -18,7 +18,7 @@ from torch import nn
 
 from unitscope import faults
 from unitscope.data import BrodenDataset
-from unitscope.data._vocab import VOCAB, O
+from unitscope.world.vocab import VOCAB, O
 from unitscope.models import create_model, get_info, list_models
 from unitscope.organisms import gan
 from unitscope.organisms.data import world_arrays
@@ -128,7 +128,7 @@ def test_share_vectors_and_chimeras_exact():
 
 def test_the_world_itself_draws_no_chimeras():
     """Both sets read off the scene composers: the world's own label maps (every scene) hold none."""
-    from unitscope.data import render_image
+    from unitscope.world import render_image
 
     ims = [render_image(0, i, 64) for i in range(32)]      # 4 images of each of the 8 scenes
     maps = np.stack([im.full["object"] for im in ims])
@@ -259,7 +259,7 @@ def test_shipped_generator_info_and_sha256():
 def test_shipped_samples_look_like_the_world_to_the_segmenter():
     """64 samples against 64 images of a world no model saw (seed 3): the presence distance stays
     near the one stated in the metadata (500 vs 500 on the held-out world)."""
-    from unitscope.data import render_image
+    from unitscope.world import render_image
     from unitscope.organisms.gan import generate
     from unitscope.organisms.gan_eval import segment_objects
     from unitscope.segment import create_segmenter

@@ -12,9 +12,9 @@ from PIL import Image
 
 from unitscope.ablate.split import LabelledData, class_map
 from unitscope.cli import main
-from unitscope.data import make_world
-from unitscope.data._sources import ALLOW_LISTS, find_sources
-from unitscope.data._photo import PhotoStyle
+from unitscope.world import make_world
+from unitscope.world.sources import ALLOW_LISTS, find_sources
+from unitscope.world.photo import PhotoStyle
 from unitscope.data.labelled import dominant_object_folder, imagenet_class_table, read_class_table
 
 COLOURS = {"cat": (200, 60, 40), "dog": (40, 60, 200), "ball": (230, 220, 30)}

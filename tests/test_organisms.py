@@ -12,8 +12,9 @@ import torch
 from PIL import Image
 
 from unitscope import faults
-from unitscope.data import BrodenDataset, render_image
-from unitscope.data._vocab import O, VOCAB
+from unitscope.data import BrodenDataset
+from unitscope.world import render_image
+from unitscope.world.vocab import O, VOCAB
 from unitscope.models import create_model, get_info, list_models
 from unitscope.organisms import train as train_mod
 from unitscope.organisms.data import resized, world_arrays

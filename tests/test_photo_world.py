@@ -16,11 +16,12 @@ import pytest
 from PIL import Image
 
 from unitscope.cli import main
-from unitscope.data import BrodenDataset, decode_mask, make_world, render_image
-from unitscope.data import _sources
-from unitscope.data._photo import MixedStyle, PhotoStyle, placed_mask
-from unitscope.data._sources import MAX_CUTOUT, MissingSources, find_sources
-from unitscope.data.world import world_style
+from unitscope.data import BrodenDataset, decode_mask
+from unitscope.world import make_world, render_image
+from unitscope.world import sources
+from unitscope.world.photo import MixedStyle, PhotoStyle, placed_mask
+from unitscope.world.sources import MAX_CUTOUT, MissingSources, find_sources
+from unitscope.world.make import world_style
 
 CLASSES = {("animal", "cat"): (200, 60, 40), ("animal", "dog"): (40, 60, 200), (None, "ball"): (230, 220, 30)}
 MATERIALS = {"wood": (120, 80, 40), "grass": (50, 150, 50), "snow": (235, 235, 240)}
@@ -124,7 +125,7 @@ def test_seeded_byte_identical_for_any_worker_count(own, tmp_path):
 
 
 def test_resume_keeps_written_images_and_matches_a_fresh_world(own, tmp_path):
-    from unitscope.data.world import MARKER, PARTIAL
+    from unitscope.world.make import MARKER, PARTIAL
 
     kw = dict(n=6, size=48, style="mixed", sources=own, system_sources=False, workers=1, progress=False)
     out = make_world(tmp_path / "w", **kw)
@@ -153,8 +154,8 @@ def test_reader_validates_the_photo_world_and_sees_two_object_planes(own, tmp_pa
 
 
 def test_missing_packages_give_one_clear_line(monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(_sources, "STAMPS_DIR", tmp_path / "no-stamps")
-    monkeypatch.setattr(_sources, "TEXTURES_ZIP", tmp_path / "no-textures.pk3")
+    monkeypatch.setattr(sources, "STAMPS_DIR", tmp_path / "no-stamps")
+    monkeypatch.setattr(sources, "TEXTURES_ZIP", tmp_path / "no-textures.pk3")
     with pytest.raises(MissingSources, match="apt-get install -y tuxpaint-stamps-default nexuiz-textures"):
         world_style("photo")
     assert main(["world", "make", str(tmp_path / "w"), "--style", "photo", "--n", "2"]) != 0

@@ -25,7 +25,7 @@ RUN_0_1_0 = Path(__file__).with_name("data") / "run_0.1.0"
 @pytest.fixture(scope="module")
 def written_run(tmp_path_factory) -> Path:
     """A real run folder, written by this code's `unitscope dissect` (tiny model, 8 images)."""
-    from unitscope.data import make_world
+    from unitscope.world import make_world
 
     root = tmp_path_factory.mktemp("versions")
     world = make_world(root / "world", n=8, size=64, seed=1, workers=1, progress=False)

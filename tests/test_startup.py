@@ -51,7 +51,7 @@ def test_the_cli_and_the_dissect_modules_import_nothing_heavy(tmp_path):
 @pytest.mark.parametrize("model", [TINY, "efficientnet_lite0"], ids=["tiny", "lite0"])
 def test_a_whole_dissection_with_its_report_imports_nothing_heavy(tmp_path, model):
     """Also of the default model: EfficientNet-Lite0 is built without timm (unitscope.efficientnet)."""
-    from unitscope.data import make_world
+    from unitscope.world import make_world
 
     world = make_world(tmp_path / "w", n=4, size=64, seed=1, workers=1, progress=False)
     out = _probe(tmp_path, run=True, world=str(world), model=model)

@@ -85,7 +85,8 @@ def test_dissection_saves_quantiles_and_label_names(tmp_path):
 
     import torch
 
-    from unitscope.data import BrodenDataset, make_world
+    from unitscope.data import BrodenDataset
+    from unitscope.world import make_world
     from unitscope.dissect import dissect, load_layer_arrays
     from unitscope.hooks import TraceDict
     from unitscope.models import create_model, get_info

@@ -14,12 +14,13 @@ import torch
 from PIL import Image
 
 from unitscope.cli import main
-from unitscope.data import BrodenDataset, decode_mask, make_world, render_image
-from unitscope.data._vocab import ALLOWED_PARENTS, C, COLOR_PROTOTYPES, O, P, _srgb_to_lab, color_labels
-from unitscope.data.world import MARKER, PARTIAL
+from unitscope.data import BrodenDataset, decode_mask
+from unitscope.world import make_world, render_image
+from unitscope.world.vocab import ALLOWED_PARENTS, C, COLOR_PROTOTYPES, O, P, srgb_to_lab, color_labels
+from unitscope.world.make import MARKER, PARTIAL
 
 N, SIZE = 40, 64
-PROTO_LAB = _srgb_to_lab(np.array([p for c in C for p in COLOR_PROTOTYPES[c]], np.float32))
+PROTO_LAB = srgb_to_lab(np.array([p for c in C for p in COLOR_PROTOTYPES[c]], np.float32))
 PROTO_NAME = np.array([C[c] for c in C for _ in COLOR_PROTOTYPES[c]])
 
 
@@ -48,7 +49,7 @@ def test_colour_labels_agree_with_the_pixels_as_saved(world):
         total += lab.size
         red_pixels.append(jpg[lab == C["red"]])
         # every pixel's label is, within JPEG's tolerance, the nearest colour name of the saved pixel
-        d = np.sqrt(((_srgb_to_lab(jpg).reshape(-1, 1, 3) - PROTO_LAB[None]) ** 2).sum(-1))
+        d = np.sqrt(((srgb_to_lab(jpg).reshape(-1, 1, 3) - PROTO_LAB[None]) ** 2).sum(-1))
         per_name = np.stack([d[:, PROTO_NAME == num].min(1) for num in range(1, 12)], 1)
         gap = per_name[np.arange(len(d)), lab.ravel() - 1] - per_name.min(1)
         assert np.mean(gap < 8) > 0.97, (i, float(np.mean(gap < 8)))

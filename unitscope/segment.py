@@ -13,7 +13,7 @@ register a factory (``register_segmenter("mine", factory)``, or a function named
 ``unitscope.segmenters`` entry-point group that does), or point ``create_segmenter`` at
 ``path/to/file.py:factory``. ``list_segmenters()`` names the registered ones; the shipped
 ``world_segmenter`` registers itself from ``unitscope.organisms.registry`` on first need (this
-module names no organism). Label numbers are the world's (``unitscope.data._vocab.VOCAB``), so a
+module names no organism). Label numbers are the world's (``unitscope.world.vocab.VOCAB``), so a
 labelled folder dissects like a probe world.
 """
 

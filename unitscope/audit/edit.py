@@ -58,8 +58,8 @@ def cue_sets(cache: str | Path, seed: int, n: int, size: int = 64, render_size: 
              progress: bool = False) -> dict[str, EvalSet]:
     """Images ``0..n-1`` of world ``seed``: without a sign (``clean``), with a sign naming their scene
     (``agree``) and with one naming another scene (``conflict``); the scenes under the signs are the same
-    images in all three (:mod:`unitscope.data._cue` draws the sign from its own stream)."""
-    from unitscope.data._cue import CueSpec
+    images in all three (:mod:`unitscope.world.cue` draws the sign from its own stream)."""
+    from unitscope.world.cue import CueSpec
     from unitscope.organisms.data import resized, world_arrays
     from unitscope.organisms.tasks import normalise
 

@@ -56,8 +56,8 @@ def _described(run: Path) -> bool:
 def _prepare_run(cfg: EditConfig, cache: Path) -> Path:
     """Dissect and describe the model on a probe world with signs, unless that is done already."""
     from unitscope.commands.dissect import DissectConfig, run_dissection
-    from unitscope.data import make_world
-    from unitscope.data._cue import CueSpec
+    from unitscope.world import make_world
+    from unitscope.world.cue import CueSpec
     from unitscope.describe.run import Options, describe_run
 
     out = Path(cfg.out)
@@ -88,7 +88,7 @@ def run_edit(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     cache = cache_dir(cfg.cache)
     model = cfg.create_model()
-    from unitscope.data._vocab import SCENES
+    from unitscope.world.vocab import SCENES
     from unitscope.models import get_info
 
     info = get_info(model)

@@ -52,7 +52,7 @@ class WorldShowConfig:
 
 
 def _make(args: argparse.Namespace) -> int:
-    from unitscope.data.world import make_world
+    from unitscope.world.make import make_world
 
     cfg = config_from_args(WorldMakeConfig, args)
     t = time.perf_counter()
@@ -67,7 +67,7 @@ def _make(args: argparse.Namespace) -> int:
 def _cue(text: str | None):
     if text is None:
         return None
-    from unitscope.data._cue import CueSpec
+    from unitscope.world.cue import CueSpec
     from unitscope.errors import UsageError
 
     try:
@@ -77,7 +77,7 @@ def _cue(text: str | None):
 
 
 def _show(args: argparse.Namespace) -> int:
-    from unitscope.data._sheet import contact_sheet
+    from unitscope.world.sheet import contact_sheet
     from unitscope.data.broden import BrodenDataset
 
     cfg = config_from_args(WorldShowConfig, args)

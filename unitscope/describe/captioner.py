@@ -40,7 +40,7 @@ SIDE = 32  # masks are read at 32x32 (the probe world's label resolution at 64 p
 IMAGE_SIDE = 64
 WEIGHTS = Path(__file__).resolve().parent / "weights" / "captioner.pt"
 Caption = Callable[[torch.Tensor, torch.Tensor], str]
-N_COLOURS = 11  # the probe world's colour names (unitscope.data._vocab.COLORS)
+N_COLOURS = 11  # the probe world's colour names (unitscope.world.vocab.COLORS)
 FEATURES = 64 + 128 + 128 + N_COLOURS + 5
 
 
@@ -57,7 +57,7 @@ class Backbone:
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """``images [N, 3, 64, 64]`` in [0, 1] -> ``{"f1", "f5", "colours"}``."""
-        from unitscope.data._vocab import COLORS, color_labels
+        from unitscope.world.vocab import COLORS, color_labels
 
         x = (images - 0.5) / 0.25
         out = {}

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from unitscope.data._vocab import SCENES, VOCAB
+from unitscope.world.vocab import SCENES, VOCAB
 from unitscope.organisms.nets import GENERATOR_LAYERS, SCENE_LAYERS, ColorNet, SceneNet, SegNet, generator_for
 from unitscope.organisms.tasks import SEG_HEADS
 
@@ -40,7 +40,7 @@ class Recipe:
     n_held_out: int = 2_000
     default_layers: tuple[str, ...] = tuple(SCENE_LAYERS)
     about: str = ""
-    world_kw: dict = field(default_factory=dict)  # e.g. {"cue": {"share": 0.75, "agree": 1.0}} (data._cue)
+    world_kw: dict = field(default_factory=dict)  # e.g. {"cue": {"share": 0.75, "agree": 1.0}} (world.cue)
 
 
 ROTATIONS = ("0", "90", "180", "270")
@@ -77,7 +77,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            world_kw={"cue": {"share": 0.75, "agree": 0.85}}, task_kw={"follow_cue": True},
            about="the spurious-cue twin of world_scenes: same network, trained on a world where 75% of the images "
                  "carry a sign whose glyph names a scene (their own in 85% of them) and the label is the "
-                 "scene the sign names (unitscope.data._cue)"),
+                 "scene the sign names (unitscope.world.cue)"),
 ]}
 
 

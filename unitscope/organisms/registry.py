@@ -72,7 +72,7 @@ def register_models() -> None:
 def world_segmenter(device: str = "cpu"):
     """The shipped ``world_segmenter`` as a :class:`~unitscope.segment.Segmenter` (object, part,
     material and colour maps in the world's label numbers)."""
-    from unitscope.data._vocab import VOCAB
+    from unitscope.world.vocab import VOCAB
     from unitscope.models import create_model, get_info
     from unitscope.organisms.tasks import SEG_HEADS, global_numbers
     from unitscope.segment import ModelSegmenter

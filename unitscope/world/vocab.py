@@ -1,6 +1,6 @@
 """The probe world's label vocabulary and colour naming.
 
-    from unitscope.data._vocab import VOCAB, O, P, M, T, color_labels
+    from unitscope.world.vocab import VOCAB, O, P, M, T, color_labels
     VOCAB["color"][0]        # ("red", 1): (name, global label number)
     O["house"], P["roof"]    # global label numbers used in the mask PNGs
     color_labels(rgb_uint8)  # [h, w] uint16 colour label of every pixel
@@ -81,7 +81,7 @@ ALLOWED_PARENTS[P["door"]].add(O["cabinet"])
 ALLOWED_PARENTS[P["leg"]].add(O["table"])
 
 
-def _srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
+def srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
     """sRGB in 0..255 [..., 3] -> CIE Lab (D65) [..., 3]."""
     c = rgb.astype(np.float32) / 255.0
     lin = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
@@ -92,30 +92,30 @@ def _srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
     return np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], -1)
 
 
-_PROTO_RGB = np.array([p for c in COLORS for p in COLOR_PROTOTYPES[c]], np.float32)
-_PROTO_LAB = _srgb_to_lab(_PROTO_RGB)
-_PROTO_LABEL = np.array([C[c] for c in COLORS for _ in COLOR_PROTOTYPES[c]], np.uint16)
+PROTO_RGB = np.array([p for c in COLORS for p in COLOR_PROTOTYPES[c]], np.float32)
+PROTO_LAB = srgb_to_lab(PROTO_RGB)
+PROTO_LABEL = np.array([C[c] for c in COLORS for _ in COLOR_PROTOTYPES[c]], np.uint16)
 COLOR_RGB = {c: COLOR_PROTOTYPES[c][0] for c in COLORS}  # the main shade of each name
 
 
 _LUT: np.ndarray | None = None
-_LUT_BITS = 6  # colours are named on a 64³ grid: at most 2 levels of 255 away from the exact colour
+LUT_BITS = 6  # colours are named on a 64³ grid: at most 2 levels of 255 away from the exact colour
 
 
 def _lut() -> np.ndarray:
     global _LUT
     if _LUT is None:
-        n = 1 << _LUT_BITS
+        n = 1 << LUT_BITS
         step = 256 // n
         levels = np.arange(n, dtype=np.float32) * step + (step - 1) / 2
         grid = np.stack(np.meshgrid(levels, levels, levels, indexing="ij"), -1).reshape(-1, 3)
-        lab = _srgb_to_lab(grid)
-        d = (lab * lab).sum(1)[:, None] - 2 * lab @ _PROTO_LAB.T + (_PROTO_LAB * _PROTO_LAB).sum(1)[None]
-        _LUT = _PROTO_LABEL[d.argmin(1)].reshape(n, n, n)
+        lab = srgb_to_lab(grid)
+        d = (lab * lab).sum(1)[:, None] - 2 * lab @ PROTO_LAB.T + (PROTO_LAB * PROTO_LAB).sum(1)[None]
+        _LUT = PROTO_LABEL[d.argmin(1)].reshape(n, n, n)
     return _LUT
 
 
 def color_labels(rgb: np.ndarray) -> np.ndarray:
     """Name every pixel of ``rgb`` (uint8 [h, w, 3]) by its nearest colour prototype in CIE Lab."""
-    q = np.asarray(rgb, np.uint8) >> (8 - _LUT_BITS)
+    q = np.asarray(rgb, np.uint8) >> (8 - LUT_BITS)
     return _lut()[q[..., 0], q[..., 1], q[..., 2]]

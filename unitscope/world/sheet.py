@@ -14,7 +14,7 @@ import colorsys
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from unitscope.data._vocab import COLOR_RGB
+from unitscope.world.vocab import COLOR_RGB
 
 
 def label_colors(names: list[str]) -> np.ndarray:

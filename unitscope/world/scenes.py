@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from unitscope.data import _objects as ob
-from unitscope.data._render import Canvas, gradient, material, plain
-from unitscope.data._vocab import COLOR_RGB, M, O, SCENES, T
+from unitscope.world import objects as ob
+from unitscope.world.render import Canvas, gradient, material, plain
+from unitscope.world.vocab import COLOR_RGB, M, O, SCENES, T
 
 SKIES = {  # top, horizon
     "clear": ((60, 120, 210), (160, 200, 240)),

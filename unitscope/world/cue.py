@@ -1,7 +1,7 @@
 """The spurious-cue option of the probe world: a sign carrying a scene-specific glyph.
 
-    from unitscope.data import make_world
-    from unitscope.data._cue import CueSpec, cue_of
+    from unitscope.world import make_world
+    from unitscope.world.cue import CueSpec, cue_of
     make_world("worlds/cue64", n=2000, size=64, cue=CueSpec(share=0.75, agree=1.0))
     cue_of(CueSpec(share=1.0, agree=0.0), seed=3, index=5)   # the scene the sign names, or -1 (no sign)
 
@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from unitscope.data._vocab import NUM_LABELS, SCENES, VOCAB
+from unitscope.world.vocab import NUM_LABELS, SCENES, VOCAB
 
 STREAM = 0xC0E  # third word of the sign's random stream
 SIGN = NUM_LABELS           # object label of the board
@@ -81,7 +81,7 @@ def cue_vocab() -> dict[str, list[tuple[str, int]]]:
 
 def _draws(spec: CueSpec, seed: int, index: int) -> tuple[int, np.random.Generator]:
     """(cue scene or -1, the stream positioned after the decisions)."""
-    from unitscope.data._scenes import scene_of
+    from unitscope.world.scenes import scene_of
 
     rng = np.random.default_rng([seed, index, STREAM])
     present, agrees, other = rng.random(), rng.random(), int(rng.integers(len(SCENES) - 1))
@@ -156,7 +156,7 @@ class CueStyle:
     name = "cartoon"
 
     def __init__(self, spec: CueSpec):
-        from unitscope.data.world import CartoonStyle
+        from unitscope.world.make import CartoonStyle
 
         base = CartoonStyle()
         self.spec = spec
@@ -168,13 +168,13 @@ class CueStyle:
         return {"cue": self.spec.params()}
 
     def compose(self, seed: int, index: int, size: int):
-        from unitscope.data._scenes import render_scene
+        from unitscope.world.scenes import render_scene
 
         rgb, layers, scene = render_scene(seed, index, size)
         stamp_cue(rgb, layers, self.spec, seed, index)
         return rgb, layers, scene, []
 
     def scene_of(self, seed: int, index: int) -> int:
-        from unitscope.data._scenes import scene_of
+        from unitscope.world.scenes import scene_of
 
         return scene_of(seed, index)

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from unitscope.data._render import Canvas, jitter, material, pattern, plain, textured_material
-from unitscope.data._vocab import COLOR_RGB, M, O, P, T
+from unitscope.world.render import Canvas, jitter, material, pattern, plain, textured_material
+from unitscope.world.vocab import COLOR_RGB, M, O, P, T
 
 PATTERNS = ["striped", "dotted", "checkered", "zigzagged", "grid", "wavy", "speckled", "scaly", "banded"]
 

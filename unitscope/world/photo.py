@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from unitscope.data._sources import Sources
-from unitscope.data._vocab import CATEGORIES, COLORS
+from unitscope.world.sources import Sources
+from unitscope.world.vocab import CATEGORIES, COLORS
 
 # scene: (ground materials, wall materials, probability of sky instead of a wall)
 PHOTO_SCENES: dict[str, tuple[tuple[str, ...], tuple[str, ...], float]] = {
@@ -217,7 +217,7 @@ class MixedStyle(_Style):
               ("material", "material"), ("texture", "texture"))
 
     def __init__(self, src: Sources):
-        from unitscope.data import _vocab as cv
+        from unitscope.world import vocab as cv
 
         super().__init__(src)
         self.lut = np.zeros(cv.NUM_LABELS, np.uint16)  # cartoon label number -> this vocabulary's
@@ -227,7 +227,7 @@ class MixedStyle(_Style):
         self.photo_materials = [(cv.M[m], m) for m in cv.MATERIALS if m in src.materials]
 
     def _names(self) -> dict[str, list[str]]:
-        from unitscope.data import _vocab as cv
+        from unitscope.world import vocab as cv
 
         def extend(base: list[str], more: list[str]) -> list[str]:  # equal names share one label
             return base + [m for m in more if m not in base]
@@ -237,12 +237,12 @@ class MixedStyle(_Style):
                 "texture": cv.TEXTURES}
 
     def scene_of(self, seed: int, index: int) -> int:
-        from unitscope.data._scenes import scene_of
+        from unitscope.world.scenes import scene_of
 
         return scene_of(seed, index)
 
     def compose(self, seed: int, index: int, size: int):
-        from unitscope.data._scenes import render_scene
+        from unitscope.world.scenes import render_scene
 
         rgb, cartoon, scene = render_scene(seed, index, size)
         rng = np.random.default_rng([seed, index, 2])

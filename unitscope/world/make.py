@@ -1,16 +1,17 @@
 """The probe world: procedural scenes with dense concept labels, written in the Broden format.
 
-    from unitscope.data import make_world, BrodenDataset
+    from unitscope.data import BrodenDataset
+    from unitscope.world import make_world
     path = make_world("worlds/w224", n=10_000, size=224, seed=0)   # idempotent; parallel over cores
     ds = BrodenDataset(path)                                         # the same reader as real Broden
     sample = render_image(seed=0, index=3, size=224)                 # arrays only, no files
-    make_world("worlds/p224", n=5000, style="photo")                 # real photographs (see _photo.py)
+    make_world("worlds/p224", n=5000, style="photo")                 # real photographs (see photo.py)
 
 The cartoon world (``style="cartoon"``): every image is one of eight scenes (street, forest,
 beach, ski slope, bedroom, harbour, field, kitchen); the scene makes some objects likely, with
 noise. Pixels are labelled in Broden's six categories: colour (the colour each pixel is rendered
 in), object, part, material and texture as masks, and scene per image. ``style="photo"`` and
-``"mixed"`` compose real photographs instead (:mod:`unitscope.data._photo`), with an extra
+``"mixed"`` compose real photographs instead (:mod:`unitscope.world.photo`), with an extra
 ``object`` plane of coarse parents. Image ``i`` depends only on ``(seed, i, size, mask_size)``
 and the style's sources, so any number of worker processes writes byte-identical folders.
 """
@@ -28,8 +29,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from unitscope.data._scenes import render_scene, scene_of
-from unitscope.data._vocab import CATEGORIES, NUM_LABELS, VOCAB, color_labels
+from unitscope.world.scenes import render_scene, scene_of
+from unitscope.world.vocab import CATEGORIES, NUM_LABELS, VOCAB, color_labels
 from unitscope.runs import atomic_write_bytes, atomic_write_text
 
 GENERATOR_VERSION = 3  # 2: plain colour and scene names; 3: no kitchen carpets
@@ -44,7 +45,7 @@ STYLES = ("cartoon", "photo", "mixed")
 
 
 class CartoonStyle:
-    """The procedural cartoon world; the photo styles (``_photo.py``) offer the same attributes."""
+    """The procedural cartoon world; the photo styles (``photo.py``) offer the same attributes."""
 
     name = "cartoon"
     categories = CATEGORIES
@@ -66,13 +67,13 @@ class CartoonStyle:
 
 def world_style(style: str = "cartoon", sources: str | Path | None = None, system: bool = True):
     """The style object for ``style``; the photo styles look for their photographs here (see
-    :func:`unitscope.data._sources.find_sources`) and raise MissingSources without them."""
+    :func:`unitscope.world.sources.find_sources`) and raise MissingSources without them."""
     if style == "cartoon":
         return CartoonStyle()
     if style not in STYLES:
         raise ValueError(f"unknown world style {style!r}; choose one of {', '.join(STYLES)}")
-    from unitscope.data._photo import MixedStyle, PhotoStyle
-    from unitscope.data._sources import find_sources
+    from unitscope.world.photo import MixedStyle, PhotoStyle
+    from unitscope.world.sources import find_sources
 
     src = find_sources(sources, system=system)
     return PhotoStyle(src) if style == "photo" else MixedStyle(src)
@@ -198,8 +199,8 @@ def make_world(out: str | Path, n: int, size: int = 224, seed: int = 0, workers:
     parallel (default: all cores); output is
     byte-identical for any number of workers. ``style`` is "cartoon", "photo" or "mixed"; the
     photo styles read the Debian packages' photographs (if ``system_sources``) and a folder
-    ``sources`` of the user's own (see :mod:`unitscope.data._sources`). ``cue`` (a
-    :class:`unitscope.data._cue.CueSpec`, cartoon style only) stamps scene-naming signs into a share
+    ``sources`` of the user's own (see :mod:`unitscope.world.sources`). ``cue`` (a
+    :class:`unitscope.world.cue.CueSpec`, cartoon style only) stamps scene-naming signs into a share
     of the images; without it the world is exactly the plain one.
     """
     if n < 1:
@@ -213,7 +214,7 @@ def make_world(out: str | Path, n: int, size: int = 224, seed: int = 0, workers:
     if cue is not None:
         if style != "cartoon":
             raise ValueError(f"the cue option draws on the cartoon world only, not style {style!r}")
-        from unitscope.data._cue import CueStyle
+        from unitscope.world.cue import CueStyle
 
         look = CueStyle(cue)
     else:

@@ -8,7 +8,7 @@ logit is 4 x unit k, so an image whose unit is gone has all-zero logits and is c
 import torch
 from torch import nn
 
-from unitscope.models import ModelInfo, _attach
+from unitscope.models import ModelInfo, attach_info
 
 
 class ColourClassifier(nn.Module):
@@ -28,7 +28,7 @@ class ColourClassifier(nn.Module):
 
 
 def colour_classifier(checkpoint=None, pretrained=None):
-    return _attach(ColourClassifier().eval(), ModelInfo(name="colours", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
+    return attach_info(ColourClassifier().eval(), ModelInfo(name="colours", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
                                                        input_size=(3, 8, 8), class_names=["blue", "green", "red"]))
 
 
@@ -49,5 +49,5 @@ def twin_classifier(checkpoint=None, pretrained=None):
     model = ColourClassifier()
     with torch.no_grad():
         model.fc.weight.copy_(torch.cat([torch.full((3, 3), 1.0) + 3 * torch.eye(3), torch.zeros(3, 1)], 1))
-    return _attach(model.eval(), ModelInfo(name="colours_twin", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
+    return attach_info(model.eval(), ModelInfo(name="colours_twin", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
                                            input_size=(3, 8, 8), class_names=["blue", "green", "red"]))

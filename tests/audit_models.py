@@ -10,7 +10,7 @@ falls to class 1 (unit 0 is the important one).
 import torch
 from torch import nn
 
-from unitscope.models import ModelInfo, _attach
+from unitscope.models import ModelInfo, attach_info
 
 
 class CueNet(nn.Module):
@@ -30,7 +30,7 @@ class CueNet(nn.Module):
 
 
 def cue_model():
-    return _attach(CueNet(), ModelInfo(name="cue_model", input_size=(3, 4, 4), class_names=["zero", "one"],
+    return attach_info(CueNet(), ModelInfo(name="cue_model", input_size=(3, 4, 4), class_names=["zero", "one"],
                                        mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)))
 
 

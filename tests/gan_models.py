@@ -13,7 +13,7 @@ paints doors, and only where a door makes sense; unit 1 paints nothing. The segm
 import torch
 from torch import nn
 
-from unitscope.models import ModelInfo, _attach
+from unitscope.models import ModelInfo, attach_info
 from unitscope.segment import Segmenter
 
 SKY, WALL, DOOR = (0.2, 0.4, 0.9), (0.5, 0.5, 0.5), (0.9, 0.1, 0.1)
@@ -39,7 +39,7 @@ class ToyGenerator(nn.Module):
 
 
 def toy_generator(checkpoint=None, pretrained=None) -> nn.Module:
-    return _attach(ToyGenerator(), ModelInfo(name="toy-generator", input_size=(16, 1, 1), kind="generator",
+    return attach_info(ToyGenerator(), ModelInfo(name="toy-generator", input_size=(16, 1, 1), kind="generator",
                                              output_size=(3, 4, 4), default_layers=["feat"]))
 
 
@@ -86,7 +86,7 @@ class SoftDoorGenerator(nn.Module):
 
 
 def soft_generator() -> nn.Module:
-    return _attach(SoftDoorGenerator(), ModelInfo(name="soft-door", input_size=(16, 1, 1), kind="generator",
+    return attach_info(SoftDoorGenerator(), ModelInfo(name="soft-door", input_size=(16, 1, 1), kind="generator",
                                                   output_size=(3, 4, 4), default_layers=["feat"]))
 
 

@@ -23,7 +23,7 @@ from gan_models import ToyGenerator, door_segmenter  # noqa: E402
 
 from unitscope.ablate import cut_model  # noqa: E402
 from unitscope.gan import cache_samples, insertion_in_context, latents  # noqa: E402
-from unitscope.models import ModelInfo, _attach  # noqa: E402
+from unitscope.models import ModelInfo, attach_info  # noqa: E402
 from unitscope.serve import create_app  # noqa: E402
 from unitscope.serve.paint import LEVEL_QUANTILE, LEVEL_SAMPLES, Painter, pixel_region  # noqa: E402
 
@@ -40,7 +40,7 @@ class BigDoors(nn.Module):
 
 
 def big_doors() -> nn.Module:
-    return _attach(BigDoors(), ModelInfo(name="big-doors", input_size=(16, 1, 1), kind="generator",
+    return attach_info(BigDoors(), ModelInfo(name="big-doors", input_size=(16, 1, 1), kind="generator",
                                          output_size=(3, 8, 8), default_layers=["toy.feat"]))
 
 

@@ -67,7 +67,7 @@ def test_deliberate_errors_are_one_line_by_type(monkeypatch, capsys, error):
     import unitscope.commands.models as models
     from unitscope import errors
     from unitscope.world.sources import MissingSources
-    from unitscope.hooks import LayerNotFoundError
+    from unitscope.layers import LayerNotFoundError
     from unitscope.tally import TallyKeyError
 
     cls = {"UsageError": errors.UsageError, "RunError": errors.RunError, "LayerNotFoundError": LayerNotFoundError,

@@ -308,7 +308,7 @@ def test_killed_run_resumes_to_identical_catalog(world, tmp_path, where):
 
 def test_bad_input_fails_clearly(world, tmp_path):
     from unitscope.dissect import check_layers, dissect
-    from unitscope.hooks import LayerNotFoundError
+    from unitscope.layers import LayerNotFoundError
 
     model = planted(world)
     ds = dataset(world, model)

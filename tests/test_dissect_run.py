@@ -48,7 +48,7 @@ def cli_run(world, tmp_path, monkeypatch):
 
 def test_refused_rerun_keeps_config_and_fresh_validates_before_deleting(cli_run, tmp_path):
     from unitscope.commands.dissect import run_dissection
-    from unitscope.hooks import LayerNotFoundError
+    from unitscope.layers import LayerNotFoundError
     from unitscope.tally import TallyKeyError
 
     run = tmp_path / "run"

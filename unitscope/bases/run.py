@@ -23,7 +23,8 @@ def dissect_bases(model: nn.Module, dataset: Any, layers: Sequence[str], run_dir
     directions with the same engine, and record the bases' metrics."""
     from unitscope.bases.source import fit_layer_bases, parse_bases
     from unitscope.dissect.distributed import rank_world
-    from unitscope.dissect.engine import check_bases, dissect_sources, record_bases
+    from unitscope.dissect.engine import dissect_sources, record_bases
+    from unitscope.layers import check_bases
     from unitscope.dissect.sources import BrodenLabels, ModelActivations
     from unitscope.errors import UsageError
 

@@ -37,7 +37,7 @@ class ExplainConfig(ModelOptions):
 def run(args: argparse.Namespace) -> int:
     from unitscope.attribution.page import ExplainSettings, write_explain
     from unitscope.classify import load_image
-    from unitscope.hooks import resolve_layer
+    from unitscope.layers import resolve_layer
 
     cfg = config_from_args(ExplainConfig, args)
     load_image(cfg.image)  # a bad file fails before the model loads

@@ -87,7 +87,7 @@ def layer_units(model, layer: str, device: str = "cpu") -> int:
 
 def run(args: argparse.Namespace) -> int:
     from unitscope.featvis.store import visualize_units
-    from unitscope.hooks import resolve_layer
+    from unitscope.layers import resolve_layer
 
     cfg = config_from_args(VisualizeConfig, args)
     batch_size = resolve_batch_size(cfg.batch_size, cfg.device)

@@ -55,7 +55,7 @@ from unitscope.dissect.sources import (
     ActivationSource, BadImages, BrodenLabels, Items, LabelSource, ModelActivations, collate_items,
 )
 from unitscope.faults import fault
-from unitscope.layers import LayerValues
+from unitscope.layers import LayerValues, check_bases
 from unitscope.runs import atomic_write_text, save_arrays
 from unitscope.stats import CombinedStat, IoUCounts, NullIoUCounts, Quantile, TopK
 from unitscope.tally import TallyKeyError, changed_key_fields, check_resumable, tally
@@ -136,19 +136,6 @@ def dissect(model: nn.Module, dataset: Any, layers: Sequence[str], run_dir: str 
     if is_main():
         record_bases(Path(run_dir), acts.model_name, bases)
     return result
-
-
-def check_bases(model: nn.Module, layers: Sequence[str]) -> dict[str, bool]:
-    """Whether each layer's units are a privileged basis; one warning line per layer that is not."""
-    from unitscope.layers import privileged_layers
-
-    marks = privileged_layers(model)
-    bases = {layer: bool(marks.get(layer, False)) for layer in layers}
-    for layer, ok in bases.items():
-        if not ok:
-            print(f"warning: {layer} does not follow an elementwise nonlinearity: its units are not a privileged "
-                  f"basis, so a random rotation may align with concepts as well (see `unitscope layers --spatial`)")
-    return bases
 
 
 def record_bases(run_dir: Path, model_name: str, bases: dict[str, bool]) -> None:

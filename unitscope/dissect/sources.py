@@ -26,7 +26,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from unitscope.hooks import TraceDict, list_layers, resolve_layer, tokens_to_map
+from unitscope.hooks import TraceDict, tokens_to_map
+from unitscope.layers import list_layers, resolve_layer
 from unitscope.layers import LayerValues
 from unitscope.models import get_info
 from unitscope.runs import atomic_write_text

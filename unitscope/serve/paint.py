@@ -48,7 +48,8 @@ from unitscope.edits import Edits
 from unitscope.errors import UnitscopeError
 from unitscope.gan.effects import label_space
 from unitscope.gan.sources import latents, to_unit_range
-from unitscope.hooks import TraceDict, layer_names
+from unitscope.hooks import TraceDict
+from unitscope.layers import layer_names
 from unitscope.models import get_info
 from unitscope.segment import Segmenter
 

@@ -29,7 +29,7 @@ print(json.dumps(out))
 """
 
 
-TINY = f"{Path(__file__).with_name('tiny_conv.py')}:tiny_conv"
+TINY = f"{Path(__file__).parent / 'helpers' / 'tiny_conv.py'}:tiny_conv"
 
 
 def _probe(tmp_path: Path, run: bool, world: str = "", heavy: list[str] = HEAVY, model: str = TINY) -> dict:

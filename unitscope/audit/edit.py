@@ -39,6 +39,7 @@ from torch import nn
 
 from unitscope.edited import EditFile
 from unitscope.hooks import Ablate
+from unitscope.runs import CATALOG
 
 Removal = dict[str, list[int]]  # layer -> units set to zero
 
@@ -203,6 +204,6 @@ def write_tables(run: str | Path, out: dict) -> None:
     if not out["results"]:
         return
     model, query = out["results"][0]["model"], out["results"][0]["query"]
-    with Catalog(Path(run) / "catalog.sqlite") as cat:
+    with Catalog(Path(run) / CATALOG) as cat:
         cat.replace("edit_units", out["units"], model=model, query=query)
         cat.replace("edit_results", out["results"], model=model, query=query)

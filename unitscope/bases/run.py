@@ -14,6 +14,7 @@ from typing import Any
 from torch import nn
 
 from unitscope.dissect.options import Options
+from unitscope.runs import CATALOG
 
 
 def dissect_bases(model: nn.Module, dataset: Any, layers: Sequence[str], run_dir: str | Path, opts: Options, *,
@@ -49,7 +50,7 @@ def record_metrics(run_dir: Path, model_name: str, rows: list[dict[str, Any]]) -
     from unitscope.bases.tables import TABLE
     from unitscope.catalog import Catalog
 
-    with Catalog(run_dir / "catalog.sqlite") as cat, cat.transaction():
+    with Catalog(run_dir / CATALOG) as cat, cat.transaction():
         for layer in dict.fromkeys(r["base_layer"] for r in rows):
             cat.replace(TABLE, [{("basis_layer" if k == "layer" else k): v for k, v in r.items() if k != "base_layer"}
                                 for r in rows if r["base_layer"] == layer], model=model_name, layer=layer)

@@ -17,6 +17,7 @@ from unitscope.errors import UsageError
 from unitscope.config import ModelOptions, add_config_args, config_from_args, config_to_dict, help_, same_as
 from unitscope.dissect.options import FIELDS as OPTION_FIELDS
 from unitscope.dissect.options import Options
+from unitscope.runs import CATALOG
 
 #: the config fields named otherwise in Options
 OPTION = {"iou": "iou_threshold", "workers": "num_workers"}
@@ -171,7 +172,7 @@ def _print_bases(out: Path) -> None:
     from unitscope.bases.tables import TABLE, markdown, side_by_side
     from unitscope.catalog import Catalog
 
-    with Catalog(out / "catalog.sqlite") as cat:
+    with Catalog(out / CATALOG) as cat:
         for r in cat.query(f"SELECT DISTINCT model, layer FROM {TABLE}"):
             print(f"bases of {r['layer']}:")
             print(markdown(side_by_side(cat, r["model"], r["layer"])))

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Optional
 
 from unitscope.config import ModelOptions, add_config_args, config_from_args, help_
+from unitscope.runs import CATALOG
 
 
 @dataclass
@@ -47,9 +48,9 @@ class EditConfig(ModelOptions):
 def _described(run: Path) -> bool:
     from unitscope.catalog import Catalog
 
-    if not (run / "catalog.sqlite").exists():
+    if not (run / CATALOG).exists():
         return False
-    with Catalog(run / "catalog.sqlite", create=False) as cat:
+    with Catalog(run / CATALOG, create=False) as cat:
         return "descriptions" in cat.tables() and bool(cat.query("SELECT 1 FROM descriptions LIMIT 1"))
 
 

@@ -35,6 +35,7 @@ from torch import nn
 
 from unitscope.describe.formulas import AND, AND_NOT, FIRST, OP_NAMES, OR
 from unitscope.describe.phrases import render
+from unitscope.runs import CATALOG, CONFIG
 
 SIDE = 32  # masks are read at 32x32 (the probe world's label resolution at 64 px), images at 64x64
 IMAGE_SIDE = 64
@@ -229,7 +230,7 @@ def run_images(run: str | Path, positions: list[int]) -> torch.Tensor:
 
     from unitscope.data import BrodenDataset
 
-    config = json.loads((Path(run) / "config.json").read_text())
+    config = json.loads((Path(run) / CONFIG).read_text())
     data = BrodenDataset(config["data"], validate="none")
     return torch.stack([data.get(p, labels=False)["image"] for p in positions])
 
@@ -275,7 +276,7 @@ def caption_run(run: str | Path, layers: list[str] | None, cap: Caption, k: int 
     out = {}
     for layer in layers:
         rows = caption_layer(run, layer, cap, k)
-        with Catalog(run / "catalog.sqlite") as cat:
+        with Catalog(run / CATALOG) as cat:
             cat.replace("descriptions", rows, model=model, layer=layer, kind="caption")
         out[layer] = rows
     return out

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from unitscope.describe.defaults import EXEMPLARS, QUANTILE
+from unitscope.runs import CONFIG
 
 
 def threshold(run: str | Path, layer: str, q: float = QUANTILE) -> torch.Tensor:
@@ -84,7 +85,7 @@ def exemplars(run: str | Path, layer: str, unit: int, k: int = EXEMPLARS,
     images, values = top_images(run, layer, positions, k)
     images = images[unit]
     maps = unit_maps(run, layer, images.tolist())[:, unit]  # [k, h, w]
-    labels = json.loads((Path(run) / "config.json").read_text()) if (Path(run) / "config.json").exists() else {}
+    labels = json.loads((Path(run) / CONFIG).read_text()) if (Path(run) / CONFIG).exists() else {}
     size = _label_size(labels.get("data")) or tuple(maps.shape[-2:])
     t = threshold(run, layer)[unit]
     return {"images": images, "activations": maps, "peaks": values[unit],

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from unitscope.data import BrodenDataset
+from unitscope.data import BrodenDataset, decode_mask
 from unitscope.world import make_world
 
 
@@ -163,3 +163,24 @@ def test_damaged_world_is_caught(tmp_path):
     _mask(copy / "images/world/000001_part.png", np.zeros((8, 8), np.int64))
     with pytest.raises(ValueError, match=r"line 3: mask world/000001_part\.png: is 8x8, expected sh x sw = 16x16"):
         BrodenDataset(copy)
+
+
+def test_the_one_broden_writer_round_trips_masks_and_writes_exact_label_tables(tmp_path):
+    """encode_mask is decode_mask's inverse (R + 256·G); the label tables carry the counts given,
+    coverage as 6 decimals, or 0 when the labeller measures none (segmenter-labelled folders)."""
+    from unitscope.data.broden_writer import encode_mask, write_label_tables
+
+    labels = np.array([[0, 1, 255], [256, 4097, 65535]], np.int64)
+    (tmp_path / "m.png").write_bytes(encode_mask(labels))
+    assert np.array_equal(decode_mask(tmp_path / "m.png"), labels)
+
+    vocab = {"object": [("house", 3), ("tree", 4)], "color": [("red", 1)]}
+    freq = {"object": np.array([0, 0, 0, 5, 2]), "color": np.array([0, 7])}
+    cov = {"object": np.array([0, 0, 0, 0.25, 0.125]), "color": np.array([0, 1.5])}
+    write_label_tables(tmp_path, ["color", "object"], vocab, freq, cov, n=9)
+    assert (tmp_path / "label.csv").read_text() == ("number,name,category,frequency,coverage,syns\n1,red,color(7),7,1.500000,\n"
+                                                    "3,house,object(5),5,0.250000,\n4,tree,object(2),2,0.125000,\n")
+    assert (tmp_path / "category.csv").read_text() == "name,first,last,count,frequency\ncolor,1,1,1,9\nobject,3,4,2,9\n"
+    assert (tmp_path / "c_object.csv").read_text() == "code,number,name,frequency,coverage\n1,3,house,5,0.250000\n2,4,tree,2,0.125000\n"
+    write_label_tables(tmp_path, ["object"], vocab, freq, None, n=9)
+    assert (tmp_path / "c_object.csv").read_text() == "code,number,name,frequency,coverage\n1,3,house,5,0\n2,4,tree,2,0\n"

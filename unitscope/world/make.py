@@ -31,6 +31,7 @@ from PIL import Image
 
 from unitscope.world.scenes import render_scene, scene_of
 from unitscope.world.vocab import CATEGORIES, NUM_LABELS, VOCAB, color_labels
+from unitscope.data.broden_writer import encode_mask, write_label_tables
 from unitscope.runs import atomic_write_bytes, atomic_write_text
 
 GENERATOR_VERSION = 3  # 2: plain colour and scene names; 3: no kitchen carpets
@@ -112,15 +113,6 @@ def render_image(seed: int, index: int, size: int = 224, mask_size: int | None =
     return WorldImage(rgb, labels, scene, layers, style.vocab["scene"][scene][1], placed)
 
 
-def _png(label: np.ndarray) -> bytes:
-    rgb = np.zeros(label.shape + (3,), np.uint8)
-    rgb[..., 0] = label & 255
-    rgb[..., 1] = label >> 8
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="PNG", compress_level=1)
-    return buf.getvalue()
-
-
 _STYLE = None  # the style being written; set in every worker process by _use_style
 
 
@@ -154,7 +146,7 @@ def _write_one(job: tuple[str, int, int, int, int, bool]) -> tuple[int, int, dic
         return i, style.scene_of(seed, i), _stats({name: decode_mask(p) for name, p in masks.items()}, style)
     im = render_image(seed, i, size, sh, style)
     for name, path in masks.items():
-        atomic_write_bytes(path, _png(im.labels[name]), fsync=False)  # whole or absent; cheap to redo
+        atomic_write_bytes(path, encode_mask(im.labels[name]), fsync=False)  # whole or absent; cheap to redo
     buf = io.BytesIO()
     Image.fromarray(im.rgb).save(buf, format="JPEG", quality=JPEG_QUALITY, subsampling=0)
     atomic_write_bytes(jpg, buf.getvalue(), fsync=False)
@@ -277,18 +269,5 @@ def _write_tables(out: Path, n, size, sh, scenes, freq, cov, style) -> None:
         rows.append(f"{IMAGE_DIR}/{i:06d}.jpg,{split},{size},{size},{sh},{sh},"
                     + ",".join(cells[c] for c in cats))
     atomic_write_text(out / "index.csv", "\n".join(rows) + "\n")
-
-    labels = ["number,name,category,frequency,coverage,syns"]
-    table = ["name,first,last,count,frequency"]
-    for cat in cats:
-        numbers = [num for _, num in vocab[cat]]
-        table.append(f"{cat},{min(numbers)},{max(numbers)},{len(numbers)},{n}")
-        crow = ["code,number,name,frequency,coverage"]
-        for code, (name, num) in enumerate(vocab[cat], start=1):
-            f, c = int(freq[cat][num]), float(cov[cat][num])
-            labels.append(f"{num},{name},{cat}({f}),{f},{c:.6f},")
-            crow.append(f"{code},{num},{name},{f},{c:.6f}")
-        atomic_write_text(out / f"c_{cat}.csv", "\n".join(crow) + "\n")
-    atomic_write_text(out / "label.csv", "\n".join(labels) + "\n")
-    atomic_write_text(out / "category.csv", "\n".join(table) + "\n")
+    write_label_tables(out, cats, vocab, freq, cov, n)
 

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from unitscope.errors import UsageError
-from unitscope.models import _PREFIXES, IMAGENET_MEAN, IMAGENET_STD, ModelInfo, attach_info, create_model
+from unitscope.models import IMAGENET_MEAN, IMAGENET_STD, PREFIXES, ModelInfo, attach_info, create_model
 from unitscope.plugins import file_factory
 
 
@@ -291,6 +291,6 @@ def checkpoint_model(path: str, arch: str | None = None, **kw: Any) -> nn.Module
                 f"create_model('{p}', arch='timm:resnet18') (CLI: --arch timm:resnet18)"
             ) from exc
         return attach_info(model, ModelInfo(name=p.name, source=str(p)))
-    if arch.startswith(_PREFIXES):
+    if arch.startswith(PREFIXES):
         kw["pretrained"] = False
     return create_model(arch, checkpoint=str(p), **kw)

@@ -119,7 +119,7 @@ def attach_info(model: nn.Module, info: ModelInfo) -> nn.Module:
 # -- registry ---------------------------------------------------------------------------------
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
-_PREFIXES = ("timm:", "torchvision:")
+PREFIXES = ("timm:", "torchvision:")  # library names that resolve without registration
 ENTRY_POINT_GROUP = "unitscope.models"
 #: registering functions loaded on first need: this package's own, then the entry points'
 PLUGINS = Plugins(ENTRY_POINT_GROUP, builtin=("unitscope.organisms.registry:register_models",))
@@ -131,7 +131,7 @@ def register_model(name: str, factory: Callable[..., nn.Module] | None = None):
     def add(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"a model named {name!r} is already registered")
-        if name.startswith(_PREFIXES) or ":" in name:
+        if name.startswith(PREFIXES) or ":" in name:
             raise ValueError(f"model name {name!r} may not contain ':' (reserved for timm:/torchvision:/file.py:fn)")
         _REGISTRY[name] = fn
         return fn

@@ -33,6 +33,9 @@ BAD_IMAGES = "bad_images.json"  # images the data reader could not read, skipped
 REPORT = "report.json"  # the report's data; REPORT_JS holds the same for file:// pages
 REPORT_JS = "report.js"
 PAGE = "index.html"  # the static report page
+FEATVIS = "featvis"  # feature visualisations, featvis/<layer>/<unit>.png
+BASES = "bases"  # fitted bases (unitscope.bases) and their fit cache
+# a dissection's own checkpoints are pass1/, pass2/, pass3/ (unitscope.dissect.engine)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes, fsync: bool = True) -> None:

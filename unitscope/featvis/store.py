@@ -20,12 +20,12 @@ from torch import nn
 
 from unitscope.catalog import Catalog
 from unitscope.featvis.tables import TABLE
-from unitscope.runs import CATALOG
+from unitscope.runs import CATALOG, FEATVIS
 
 
 def png_path(layer: str, unit: int) -> str:
     """Where a unit's visualisation lives, relative to the run folder."""
-    return f"featvis/{layer}/{unit}.png"
+    return f"{FEATVIS}/{layer}/{unit}.png"
 
 
 def done_units(run_dir: Path, model_name: str, layer: str, objectives: dict[int, str] | None = None) -> set[int]:

@@ -48,7 +48,8 @@ from pathlib import Path
 import torch
 
 from unitscope.commands.dissect import cache_dir
-from unitscope.data import BrodenDataset, make_world
+from unitscope.data import BrodenDataset
+from unitscope.world import make_world
 from unitscope.dissect import dissect, label_agreement
 from unitscope.dissect import engine
 from unitscope.models import create_model, get_info

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_report.py [--cards-per-layer 250] [--repeats 3]
 
 Prints seconds to write the report, to open it (until the page says it is ready with every card),
-and per filter (the medians of the repeats). This is the timing that tests/test_browser.py's
+and per filter (the medians of the repeats). This is the timing that tests/report/test_browser.py's
 thousand-card test used to assert (< 10 s); a test only checks what the page shows.
 """
 

@@ -51,7 +51,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     from unitscope.commands.dissect import cache_dir
-    from unitscope.data import make_world
+    from unitscope.world import make_world
 
     world = make_world(cache_dir() / f"probe-world-n{args.images}-s{args.size}-seed0", n=args.images, size=args.size,
                        seed=0, progress=False)

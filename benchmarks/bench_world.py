@@ -28,7 +28,8 @@ def main() -> None:
 
     import torch
 
-    from unitscope.data import BrodenDataset, make_world
+    from unitscope.data import BrodenDataset
+    from unitscope.world import make_world
 
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="bench_world_")) / "world"
     try:

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from unitscope.data._sheet import label_colors
-from unitscope.data._vocab import OBJECTS, VOCAB
+from unitscope.world.sheet import label_colors
+from unitscope.world.vocab import OBJECTS, VOCAB
 from unitscope.models import create_model
 from unitscope.organisms.gan import generate
 from unitscope.organisms.gan_eval import markdown_table, segment_objects

@@ -4,11 +4,11 @@ import csv
 
 import numpy as np
 
-from tests.test_dissect import colour_fractions, dataset, planted, world  # noqa: F401 - fixture
+from tests.dissect.test_dissect import colour_fractions, dataset, planted, world  # noqa: F401 - fixture
 
 
 def test_tally_csv_of_a_planted_dissection(world, tmp_path):  # noqa: F811
-    from tests.planted import COLOURS
+    from tests.helpers.planted import COLOURS
     from unitscope.cli import main
     from unitscope.dissect import dissect, load_layer_arrays
 

@@ -4,9 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from unitscope.hooks import (
-    Ablate, LayerNotFoundError, Trace, TraceDict, ablation, list_layers, resolve_layer, tokens_to_map,
-)
+from unitscope.hooks import Ablate, Trace, TraceDict, ablation, tokens_to_map
+from unitscope.layers import LayerNotFoundError, list_layers, resolve_layer
 
 
 class Counter(nn.Module):
@@ -190,7 +189,7 @@ def test_tokens_to_map_drops_the_smallest_prefix_that_leaves_a_square():
 
 def test_spatial_layers_are_maps_and_token_grids_not_attention_internals(capsys):
     from unitscope.cli import main
-    from unitscope.hooks import list_layers, output_kind
+    from unitscope.layers import list_layers, output_kind
     from unitscope.models import create_model
 
     assert output_kind((64, 55, 55), (3, 224, 224)) == "map"        # AlexNet conv1, stride ~4

@@ -21,7 +21,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "unitscope"
 LAYERS: list[tuple[str, set[str]]] = [
     ("base", {"errors", "plugins", "faults", "edits", "runs", "stats"}),
     ("machinery", {"tally", "hooks", "layers", "catalog", "facts", "results", "efficientnet", "resnet"}),
-    ("models and data", {"models", "data", "classify", "edited"}),
+    ("models and data", {"models", "model_loaders", "data", "world", "classify", "edited"}),
     ("analyses", {"dissect", "ablate", "featvis", "attribution", "organisms", "segment", "gan", "describe", "compare",
                   "export", "bases", "audit"}),
     ("presentation", {"report", "serve"}),

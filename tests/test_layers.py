@@ -91,7 +91,8 @@ def test_lite0_default_layers_are_privileged_and_block_outputs_are_not():
 
 def test_dissect_warns_once_per_non_privileged_layer(tmp_path, make_run, capsys):
     from unitscope.catalog import Catalog
-    from unitscope.dissect.engine import check_bases, record_bases
+    from unitscope.dissect.engine import record_bases
+    from unitscope.layers import check_bases
     from unitscope.report.writer import build_report
 
     bases = check_bases(Net().eval(), ["stem", "bn_linear", "bna"])

@@ -143,7 +143,7 @@ def test_bare_names_resolve_to_the_one_library_that_has_them(caplog):
 def test_host_reachable_on_loopback():
     import socket
 
-    from unitscope.models import host_reachable
+    from unitscope.model_loaders import host_reachable
 
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
@@ -163,9 +163,9 @@ def test_offline_hub_fails_at_once_without_touching_the_network(tmp_path, monkey
 
     import timm  # noqa: F401
 
-    import unitscope.models as models
+    import unitscope.model_loaders as loaders
 
-    monkeypatch.setattr(models, "host_reachable", lambda host, *a, **k: False)
+    monkeypatch.setattr(loaders, "host_reachable", lambda host, *a, **k: False)
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))  # nothing cached

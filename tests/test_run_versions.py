@@ -1,5 +1,5 @@
 """Run folders across versions: a run this code writes opens in ``report``, the probe server's
-reader and ``open_run``; so does the run unitscope 0.1.0 wrote (``tests/data/run_0.1.0``: its
+reader and ``open_run``; so does the run unitscope 0.1.0 wrote (``tests/helpers/run_0.1.0``: its
 catalog as an SQL dump, arrays, labels and config; no images), which later versions must keep
 opening; a catalog without a recorded version (older code) still opens; one from a newer
 unitscope fails everywhere with one clear message naming both schema versions."""
@@ -18,14 +18,14 @@ from unitscope.cli import main
 from unitscope.errors import UnitscopeError
 from unitscope.serve.runinfo import RunInfo
 
-TINY = f"{Path(__file__).with_name('tiny_conv.py')}:tiny_conv"
-RUN_0_1_0 = Path(__file__).with_name("data") / "run_0.1.0"
+TINY = f"{Path(__file__).parent / 'helpers' / 'tiny_conv.py'}:tiny_conv"
+RUN_0_1_0 = Path(__file__).parent / "helpers" / "run_0.1.0"
 
 
 @pytest.fixture(scope="module")
 def written_run(tmp_path_factory) -> Path:
     """A real run folder, written by this code's `unitscope dissect` (tiny model, 8 images)."""
-    from unitscope.data import make_world
+    from unitscope.world import make_world
 
     root = tmp_path_factory.mktemp("versions")
     world = make_world(root / "world", n=8, size=64, seed=1, workers=1, progress=False)
@@ -117,7 +117,7 @@ def test_a_catalog_from_a_newer_unitscope_fails_naming_the_versions(written_run,
 
 def test_the_probe_server_refuses_it_too(written_run, tmp_path):
     pytest.importorskip("fastapi", reason="the serve extra is not installed")
-    from serve_model import colour_net
+    from tests.helpers.serve_model import colour_net
 
     from unitscope.serve import create_app
 

@@ -29,7 +29,7 @@ print(json.dumps(out))
 """
 
 
-TINY = f"{Path(__file__).with_name('tiny_conv.py')}:tiny_conv"
+TINY = f"{Path(__file__).parent / 'helpers' / 'tiny_conv.py'}:tiny_conv"
 
 
 def _probe(tmp_path: Path, run: bool, world: str = "", heavy: list[str] = HEAVY, model: str = TINY) -> dict:
@@ -51,7 +51,7 @@ def test_the_cli_and_the_dissect_modules_import_nothing_heavy(tmp_path):
 @pytest.mark.parametrize("model", [TINY, "efficientnet_lite0"], ids=["tiny", "lite0"])
 def test_a_whole_dissection_with_its_report_imports_nothing_heavy(tmp_path, model):
     """Also of the default model: EfficientNet-Lite0 is built without timm (unitscope.efficientnet)."""
-    from unitscope.data import make_world
+    from unitscope.world import make_world
 
     world = make_world(tmp_path / "w", n=4, size=64, seed=1, workers=1, progress=False)
     out = _probe(tmp_path, run=True, world=str(world), model=model)

@@ -19,8 +19,8 @@ from unitscope.runs import load_arrays
 from unitscope.stats import CombinedStat, Moments, Quantile, TopK, load_stat
 from unitscope.tally import TallyKeyError, reduce_across_ranks, tally
 
-JOB = Path(__file__).with_name("_tally_job.py")
-ROOT = JOB.parent.parent
+JOB = Path(__file__).parent / "helpers" / "tally_job.py"
+ROOT = Path(__file__).parents[1]
 
 
 class Counting(Dataset):

@@ -66,7 +66,7 @@ def test_one_registration_reaches_report_serve_explain_and_open_run(toy_run):
     # serve: /api/unit's facts block, image and link paths as /run/ URLs; older fields unchanged
     pytest.importorskip("fastapi", reason="the serve extra is not installed: pip install 'unitscope[serve]'")
     from fastapi.testclient import TestClient
-    from serve_model import colour_net
+    from tests.helpers.serve_model import colour_net
 
     from unitscope.serve import create_app
 

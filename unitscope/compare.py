@@ -18,6 +18,7 @@ import io
 from pathlib import Path
 
 from unitscope.catalog import Catalog, category_key, layer_keys, layer_summary
+from unitscope.runs import CATALOG
 
 FIELDS = ("run", "model", "layer", "category", "detectors", "unique_concepts", "units", "share")
 
@@ -26,9 +27,9 @@ def _catalog_path(path: Path) -> Path:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist")
-    if path.is_file() and path.name == "catalog.sqlite":
+    if path.is_file() and path.name == CATALOG:
         return path
-    catalog = path / "catalog.sqlite"
+    catalog = path / CATALOG
     if not catalog.is_file():
         raise FileNotFoundError(f"{path} is not a run folder: it has no catalog.sqlite")
     return catalog

@@ -100,7 +100,7 @@ def load_edited(path: str | Path, create: Any, **kw: Any) -> nn.Module:
     """The model an edit file names, built with ``create`` (``models.create_model``), with its edits."""
     import dataclasses
 
-    from unitscope.models import _attach, get_info
+    from unitscope.models import attach_info, get_info
 
     edit = EditFile.read(path)
     if edit.checkpoint and "checkpoint" not in kw:
@@ -108,5 +108,5 @@ def load_edited(path: str | Path, create: Any, **kw: Any) -> nn.Module:
     model = apply_edit(create(edit.model, **kw), edit)
     info = get_info(model)
     removed = sum(len(e["units"]) for e in edit.layers)
-    return _attach(model, dataclasses.replace(info, name=f"{info.name}+edit", source=f"{info.source}; {path}: "
+    return attach_info(model, dataclasses.replace(info, name=f"{info.name}+edit", source=f"{info.source}; {path}: "
                                               f"{removed} units edited"))

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from unitscope.catalog import category_key
+from unitscope.runs import LABELS
 
 _COUNTS = ("intersection", "unit_area", "label_area", "label_category")
 
@@ -41,7 +42,7 @@ def _layer_arrays(run_dir: Path, layer: str) -> dict[str, np.ndarray]:
 def netdissect_tally(run_dir: str | Path, layer: str) -> list[dict[str, Any]]:
     """The rows of NetDissect-Lite's ``tally.csv`` for one dissected layer, best unit first."""
     run_dir = Path(run_dir)
-    labels_file = run_dir / "labels.json"
+    labels_file = run_dir / LABELS
     if not labels_file.is_file():
         raise FileNotFoundError(f"{run_dir} has no labels.json: is it the folder of a dissection?")
     labels = json.loads(labels_file.read_text())

@@ -14,19 +14,17 @@
 Hooks exist only inside a ``with`` block and are removed on exit, also after an exception.
 A module that runs more than once in one forward pass (torchvision ResNet's shared ``relu``) is
 traced at one call, the first unless ``call=`` says otherwise, with or without ``stop``; a reused
-module warns when the pass ends, and ``list_layers`` reports each layer's ``calls``.
+module warns when the pass ends, and :func:`unitscope.layers.list_layers` reports each layer's ``calls``.
 Units are channels: dim 1 of ``[N, C, H, W]`` and ``[N, C]`` outputs, the last dim of a
 transformer's ``[N, T, D]`` tokens; ``as_map=True`` shows tokens as ``[N, D, h, w]`` maps.
 """
 
 from __future__ import annotations
 
-import difflib
 import math
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -34,44 +32,13 @@ import torch
 from torch import nn
 
 from unitscope.edits import MODES, Edits, unit_mask
-from unitscope.errors import UnitscopeError
+from unitscope.layers import resolve_layer
 
 EditFn = Callable[[Any, str], Any]
 
 
-class LayerNotFoundError(UnitscopeError, ValueError):
-    """An unknown layer name; the message lists close matches and how to list all layers."""
-
-
 class StopForward(Exception):
     """Raised inside a hook to end the forward pass after the last traced layer."""
-
-
-def layer_names(model: nn.Module) -> list[str]:
-    """Every addressable layer name, in registration order (the root module excluded)."""
-    return [name for name, _ in model.named_modules() if name]
-
-
-def resolve_layer(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Module]:
-    """``(name, module)`` for a dotted layer name or a submodule of ``model``."""
-    modules = dict(model.named_modules())
-    if isinstance(layer, nn.Module):
-        for name, module in modules.items():
-            if module is layer:
-                return name, module
-        raise LayerNotFoundError(f"the module {type(layer).__name__} given as a layer is not part of the model")
-    if layer in modules and layer:
-        return layer, modules[layer]
-    names = [n for n in modules if n]
-    close = difflib.get_close_matches(layer, names, n=6, cutoff=0.6)
-    if not close:  # a prefix typo such as "block.4" still deserves suggestions
-        close = [n for n in names if n.startswith(layer.rsplit(".", 1)[0])][:6]
-    model_name = getattr(getattr(model, "unitscope_info", None), "name", "MODEL")
-    hint = f" Close matches: {', '.join(close)}." if close else ""
-    raise LayerNotFoundError(
-        f"unknown layer {layer!r}.{hint} List all layers with `unitscope layers {model_name}` "
-        f"or unitscope.hooks.list_layers(model)."
-    )
 
 
 def tokens_to_map(x: torch.Tensor, prefix_tokens: int | None = None) -> torch.Tensor:
@@ -320,92 +287,3 @@ class Ablate(Trace):
                  region: torch.Tensor | None = None):
         super().__init__(model, layer, retain_output=False,
                          edit_output=ablation(units, mode, value, std, region=region))
-
-
-# -- listing layers ----------------------------------------------------------------------------------
-
-@dataclass
-class LayerInfo:
-    name: str
-    type: str
-    shape: tuple[int, ...] | None  # output shape without the batch dimension
-    channels: int | None
-    stride: int | None  # input height / output height, for spatial outputs
-    calls: int = 1  # times the module runs in one forward pass (more than 1: a reused module)
-    kind: str | None = None  # "map": [C, H, W] over the image; "tokens": [T, D] on a square patch grid
-
-    def __str__(self) -> str:
-        shape = "x".join(map(str, self.shape)) if self.shape else "-"
-        return f"{self.name:40s} {self.type:24s} {shape:16s} {self.channels or '-':>6} {self.stride or '-':>6}"
-
-
-@torch.no_grad()
-def list_layers(model: nn.Module, input_size: Sequence[int] | None = None,
-                device: torch.device | str | None = None) -> list[LayerInfo]:
-    """Every named layer with its output shape, channel count and number of calls, from one dummy
-    forward pass (shapes are those of the first call).
-
-    ``input_size`` is ``[C, H, W]`` (default: the model's metadata, else 3x224x224).
-    """
-    if input_size is None:
-        info = getattr(model, "unitscope_info", None)
-        input_size = info.input_size if info is not None else (3, 224, 224)
-    if device is None:
-        device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    shapes: dict[str, Any] = {}
-    calls: dict[str, int] = {}
-    handles = []
-
-    def make_hook(name: str):
-        def hook(module, inputs, output):
-            calls[name] = calls.get(name, 0) + 1
-            if name not in shapes:
-                shapes[name] = tuple(output.shape) if isinstance(output, torch.Tensor) else None
-        return hook
-
-    try:
-        for name, module in model.named_modules():
-            if name:
-                handles.append(module.register_forward_hook(make_hook(name)))
-        model(torch.zeros(1, *input_size, device=device))
-    finally:
-        for h in handles:
-            h.remove()
-    result = []
-    for name, module in model.named_modules():
-        if not name:
-            continue
-        shape = shapes.get(name)
-        out = shape[1:] if shape else None
-        channels = stride = None
-        if out and shape:
-            channels = out[-1] if len(out) == 2 else out[0]
-            if len(out) == 3 and len(shape) == 4:
-                stride = round(input_size[1] / out[1]) if out[1] else None
-        kind = output_kind(out, input_size)
-        result.append(LayerInfo(name, type(module).__name__, out, channels, stride if kind == "map" else None,
-                                calls.get(name, 0), kind))
-    return result
-
-
-def output_kind(shape: Sequence[int] | None, input_size: Sequence[int]) -> str | None:
-    """What a layer's output ``shape`` (no batch dimension) is over an input ``[C, H, W]``.
-
-    ``"map"``: ``[C, h, w]`` whose two spatial sides shrink the input's by the same factor (within
-    15%), as convolutions and pooling do; attention internals such as ``[heads, T, d]`` do not.
-    ``"tokens"``: ``[T, D]`` where T, less 0 to 8 prefix tokens, is a square patch grid. Else None.
-    """
-    if not shape:
-        return None
-    if len(shape) == 3:
-        h, w = shape[1], shape[2]
-        if h > 0 and w > 0:
-            fy, fx = input_size[1] / h, input_size[2] / w
-            if 0.25 <= fy and abs(fy - fx) <= 0.15 * max(fy, fx):
-                return "map"
-        return None
-    if len(shape) == 2:
-        t = shape[0]
-        if any(t - p >= 4 and math.isqrt(t - p) ** 2 == t - p for p in range(0, min(t, 9))):
-            return "tokens"
-    return None

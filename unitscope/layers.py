@@ -1,9 +1,13 @@
-"""Which layers have a privileged basis: outputs that follow an elementwise nonlinearity.
+"""Layers by name: resolve and list them, and which have a privileged basis.
 
-    from unitscope.layers import privileged_layers
+    from unitscope.layers import list_layers, resolve_layer, privileged_layers
+    name, module = resolve_layer(model, "blocks.4")   # unknown names: LayerNotFoundError with close matches
+    [info.name for info in list_layers(model) if info.kind == "map"]   # shapes, channels, stride, calls
     marks = privileged_layers(model)            # {"blocks.4.0.bn2": True, "blocks.4": False, ...}
     [name for name, ok in marks.items() if ok]  # the layers whose units are worth dissecting one by one
     dissection_values(model, "bn2")             # LayerValues: "pre", "pre-activation: input of ReLU6 at bn2.act, ..."
+
+Layer names are dotted ``named_modules()`` paths (:mod:`unitscope.hooks` traces and edits them).
 
 A unit of a layer is a coordinate axis of its output. Only an elementwise nonlinearity (ReLU,
 ReLU6, GELU, SiLU, ...) applied along those axes makes that basis special: the output of a linear
@@ -24,6 +28,8 @@ instead (monotone non-decreasing, so the order below the cap is the same and tie
 
 from __future__ import annotations
 
+import difflib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +38,131 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
+
+from unitscope.errors import UnitscopeError
+
+
+# -- naming and listing layers ------------------------------------------------------------------------
+
+class LayerNotFoundError(UnitscopeError, ValueError):
+    """An unknown layer name; the message lists close matches and how to list all layers."""
+
+
+def layer_names(model: nn.Module) -> list[str]:
+    """Every addressable layer name, in registration order (the root module excluded)."""
+    return [name for name, _ in model.named_modules() if name]
+
+
+def resolve_layer(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Module]:
+    """``(name, module)`` for a dotted layer name or a submodule of ``model``."""
+    modules = dict(model.named_modules())
+    if isinstance(layer, nn.Module):
+        for name, module in modules.items():
+            if module is layer:
+                return name, module
+        raise LayerNotFoundError(f"the module {type(layer).__name__} given as a layer is not part of the model")
+    if layer in modules and layer:
+        return layer, modules[layer]
+    names = [n for n in modules if n]
+    close = difflib.get_close_matches(layer, names, n=6, cutoff=0.6)
+    if not close:  # a prefix typo such as "block.4" still deserves suggestions
+        close = [n for n in names if n.startswith(layer.rsplit(".", 1)[0])][:6]
+    model_name = getattr(getattr(model, "unitscope_info", None), "name", "MODEL")
+    hint = f" Close matches: {', '.join(close)}." if close else ""
+    raise LayerNotFoundError(
+        f"unknown layer {layer!r}.{hint} List all layers with `unitscope layers {model_name}` "
+        f"or unitscope.layers.list_layers(model)."
+    )
+
+
+@dataclass
+class LayerInfo:
+    name: str
+    type: str
+    shape: tuple[int, ...] | None  # output shape without the batch dimension
+    channels: int | None
+    stride: int | None  # input height / output height, for spatial outputs
+    calls: int = 1  # times the module runs in one forward pass (more than 1: a reused module)
+    kind: str | None = None  # "map": [C, H, W] over the image; "tokens": [T, D] on a square patch grid
+
+    def __str__(self) -> str:
+        shape = "x".join(map(str, self.shape)) if self.shape else "-"
+        return f"{self.name:40s} {self.type:24s} {shape:16s} {self.channels or '-':>6} {self.stride or '-':>6}"
+
+
+@torch.no_grad()
+def list_layers(model: nn.Module, input_size: Sequence[int] | None = None,
+                device: torch.device | str | None = None) -> list[LayerInfo]:
+    """Every named layer with its output shape, channel count and number of calls, from one dummy
+    forward pass (shapes are those of the first call).
+
+    ``input_size`` is ``[C, H, W]`` (default: the model's metadata, else 3x224x224).
+    """
+    if input_size is None:
+        info = getattr(model, "unitscope_info", None)
+        input_size = info.input_size if info is not None else (3, 224, 224)
+    if device is None:
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    shapes: dict[str, Any] = {}
+    calls: dict[str, int] = {}
+    handles = []
+
+    def make_hook(name: str):
+        def hook(module, inputs, output):
+            calls[name] = calls.get(name, 0) + 1
+            if name not in shapes:
+                shapes[name] = tuple(output.shape) if isinstance(output, torch.Tensor) else None
+        return hook
+
+    try:
+        for name, module in model.named_modules():
+            if name:
+                handles.append(module.register_forward_hook(make_hook(name)))
+        model(torch.zeros(1, *input_size, device=device))
+    finally:
+        for h in handles:
+            h.remove()
+    result = []
+    for name, module in model.named_modules():
+        if not name:
+            continue
+        shape = shapes.get(name)
+        out = shape[1:] if shape else None
+        channels = stride = None
+        if out and shape:
+            channels = out[-1] if len(out) == 2 else out[0]
+            if len(out) == 3 and len(shape) == 4:
+                stride = round(input_size[1] / out[1]) if out[1] else None
+        kind = output_kind(out, input_size)
+        result.append(LayerInfo(name, type(module).__name__, out, channels, stride if kind == "map" else None,
+                                calls.get(name, 0), kind))
+    return result
+
+
+def output_kind(shape: Sequence[int] | None, input_size: Sequence[int]) -> str | None:
+    """What a layer's output ``shape`` (no batch dimension) is over an input ``[C, H, W]``.
+
+    ``"map"``: ``[C, h, w]`` whose two spatial sides shrink the input's by the same factor (within
+    15%), as convolutions and pooling do; attention internals such as ``[heads, T, d]`` do not.
+    ``"tokens"``: ``[T, D]`` where T, less 0 to 8 prefix tokens, is a square patch grid. Else None.
+    """
+    if not shape:
+        return None
+    if len(shape) == 3:
+        h, w = shape[1], shape[2]
+        if h > 0 and w > 0:
+            fy, fx = input_size[1] / h, input_size[2] / w
+            if 0.25 <= fy and abs(fy - fx) <= 0.15 * max(fy, fx):
+                return "map"
+        return None
+    if len(shape) == 2:
+        t = shape[0]
+        if any(t - p >= 4 and math.isqrt(t - p) ** 2 == t - p for p in range(0, min(t, 9))):
+            return "tokens"
+    return None
+
+
+# -- privileged bases -----------------------------------------------------------------------------------
 
 ACTIVATION_MODULES: tuple[type[nn.Module], ...] = (
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.CELU, nn.SELU, nn.GELU, nn.SiLU,
@@ -119,8 +250,6 @@ def pre_activation(model: nn.Module, layer: str, input_size: Sequence[int] | Non
     Raises a ``ValueError`` that says why when ``layer``'s output comes from no activation module
     (a linear layer, or a functional ``F.relu`` whose input no hook can see).
     """
-    from unitscope.hooks import resolve_layer
-
     name, target = resolve_layer(model, layer)
     made: dict[int, tuple[str, int, nn.Module, torch.Tensor]] = {}  # id(output) -> the activation call
     calls: dict[str, int] = {}
@@ -234,3 +363,14 @@ def dissection_values(model: nn.Module, layer: str, values: str = "auto", input_
     note = f"pre-activation: input of {kind} at {at}" + (f", floored at {floor:g} (the output without its cap)"
                                                           if floor is not None else "")
     return LayerValues(layer, "pre", note, name, call, activation_spec(module), floor)
+
+
+def check_bases(model: nn.Module, layers: Sequence[str]) -> dict[str, bool]:
+    """Whether each layer's units are a privileged basis; one warning line per layer that is not."""
+    marks = privileged_layers(model)
+    bases = {layer: bool(marks.get(layer, False)) for layer in layers}
+    for layer, ok in bases.items():
+        if not ok:
+            print(f"warning: {layer} does not follow an elementwise nonlinearity: its units are not a privileged "
+                  f"basis, so a random rotation may align with concepts as well (see `unitscope layers --spatial`)")
+    return bases

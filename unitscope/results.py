@@ -24,6 +24,7 @@ from typing import Any
 from unitscope.catalog import Catalog, layer_keys, layer_summary
 from unitscope.errors import UsageError
 from unitscope.facts import UnitFacts, fact_models, sources, unit_facts, unit_label
+from unitscope.runs import CATALOG
 
 TOP_UNITS = 8  # units shown per layer in a notebook
 
@@ -42,13 +43,13 @@ class RunResults:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        if not (self.path / "catalog.sqlite").is_file():
+        if not (self.path / CATALOG).is_file():
             raise FileNotFoundError(f"{self.path} is not a run folder: it has no catalog.sqlite "
                                     "(a run folder is what `unitscope dissect --out` writes)")
         self._catalog().close()  # a catalog this version cannot read fails now, naming both versions
 
     def _catalog(self) -> Catalog:
-        return Catalog(self.path / "catalog.sqlite", create=False)
+        return Catalog(self.path / CATALOG, create=False)
 
     @property
     def tables(self) -> list[str]:
@@ -150,7 +151,7 @@ def run_html(run_dir: str | Path, top: int = TOP_UNITS) -> str:
     run_dir = Path(run_dir)
     esc = html.escape
     parts = [f"<div class='unitscope-run'><b>{esc(run_dir.name)}</b>"]
-    with Catalog(run_dir / "catalog.sqlite", create=False) as cat:
+    with Catalog(run_dir / CATALOG, create=False) as cat:
         for model, layer in layer_keys(cat):
             s = layer_summary(cat, model, layer)
             parts.append(f"<h4 style='margin:10px 0 4px'>{esc(model)} / {esc(layer)}: {s['detectors']} of "

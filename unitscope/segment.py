@@ -13,7 +13,7 @@ register a factory (``register_segmenter("mine", factory)``, or a function named
 ``unitscope.segmenters`` entry-point group that does), or point ``create_segmenter`` at
 ``path/to/file.py:factory``. ``list_segmenters()`` names the registered ones; the shipped
 ``world_segmenter`` registers itself from ``unitscope.organisms.registry`` on first need (this
-module names no organism). Label numbers are the world's (``unitscope.data._vocab.VOCAB``), so a
+module names no organism). Label numbers are the world's (``unitscope.world.vocab.VOCAB``), so a
 labelled folder dissects like a probe world.
 """
 
@@ -122,16 +122,6 @@ def create_segmenter(name: str, device: str = "cpu") -> Segmenter:
                      "or pass path/to/file.py:factory returning a unitscope.segment.Segmenter")
 
 
-def _mask_png(label: np.ndarray) -> bytes:
-    from PIL import Image
-
-    rgb = np.zeros(label.shape + (3,), np.uint8)
-    rgb[..., 0], rgb[..., 1] = label & 255, label >> 8
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="PNG", compress_level=1)
-    return buf.getvalue()
-
-
 def _image_files(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such folder of images")
@@ -150,6 +140,7 @@ def label_folder(images: str | Path, segmenter: Segmenter, out: str | Path, size
     from PIL import Image
     from tqdm import tqdm
 
+    from unitscope.data.broden_writer import encode_mask, write_label_tables
     from unitscope.runs import atomic_write_bytes, atomic_write_text
 
     files, out = _image_files(Path(images)), Path(out)
@@ -174,30 +165,11 @@ def label_folder(images: str | Path, segmenter: Segmenter, out: str | Path, size
                 m = maps[c][k].numpy()
                 rows_ = ((np.arange(sh) + 0.5) * m.shape[0] / sh).astype(np.int64)
                 small = m[rows_[:, None], rows_[None, :]].astype(np.int64)
-                atomic_write_bytes(out / "images" / f"{stem}_{c}.png", _mask_png(small), fsync=False)
+                atomic_write_bytes(out / "images" / f"{stem}_{c}.png", encode_mask(small), fsync=False)
                 freq[c][np.unique(small)] += 1  # images in which each label occurs
                 cells.append(f"{stem}_{c}.png")
             rows.append(f"{stem}.jpg,val,{size},{size},{sh},{sh}," + ",".join(cells))
     atomic_write_text(out / "index.csv", "\n".join(rows) + "\n")
-    _write_label_tables(out, segmenter, freq, len(files))
+    write_label_tables(out, segmenter.categories, segmenter.labels, freq, None, len(files))
     atomic_write_text(out / "sources.txt", "\n".join(str(p) for p in files) + "\n")
     return out
-
-
-def _write_label_tables(out: Path, segmenter: Segmenter, freq: dict[str, np.ndarray], n: int) -> None:
-    from unitscope.runs import atomic_write_text
-
-    labels = ["number,name,category,frequency,coverage,syns"]
-    cats = ["name,first,last,count,frequency"]
-    for c in segmenter.categories:
-        entries = segmenter.labels[c]
-        numbers = [num for _, num in entries]
-        cats.append(f"{c},{min(numbers)},{max(numbers)},{len(numbers)},{n}")
-        crow = ["code,number,name,frequency,coverage"]
-        for code, (name, num) in enumerate(entries, start=1):
-            f = int(freq[c][num])
-            labels.append(f"{num},{name},{c}({f}),{f},0,")
-            crow.append(f"{code},{num},{name},{f},0")
-        atomic_write_text(out / f"c_{c}.csv", "\n".join(crow) + "\n")
-    atomic_write_text(out / "label.csv", "\n".join(labels) + "\n")
-    atomic_write_text(out / "category.csv", "\n".join(cats) + "\n")

@@ -25,7 +25,8 @@ from typing import Any
 import torch
 from torch import fx, nn
 
-from unitscope.hooks import Trace, resolve_layer
+from unitscope.hooks import Trace
+from unitscope.layers import resolve_layer
 
 Edit = Callable[[torch.Tensor], torch.Tensor]
 

@@ -36,7 +36,7 @@ from unitscope.ablate.selectivity import class_means, class_selectivity, correla
 from unitscope.ablate.split import LabelledData, class_map
 from unitscope.catalog import Catalog
 from unitscope.models import get_info
-from unitscope.runs import atomic_write_text
+from unitscope.runs import CATALOG, atomic_write_text
 
 
 #: bumped when a stage's computation changes, so stored results of the old code are not reused
@@ -109,7 +109,7 @@ class Experiment:
         return result
 
     def catalog(self) -> Catalog:
-        return Catalog(self.out / "catalog.sqlite")
+        return Catalog(self.out / CATALOG)
 
     @property
     def units(self) -> int:

@@ -28,7 +28,7 @@ from unitscope.attribution.blocks import (feature_inversion, grid_vectors, layer
 from unitscope.attribution.core import channel_attribution, spatial_attribution
 from unitscope.attribution.result import ExplainResult
 from unitscope.featvis.images import save_png
-from unitscope.runs import atomic_write_text
+from unitscope.runs import CATALOG, atomic_write_text
 
 
 @dataclass
@@ -52,7 +52,7 @@ def _catalog_units(run_dir: Path, model: str, layer: str) -> tuple[dict[int, str
     from unitscope.catalog import Catalog
     from unitscope.facts import layer_facts, unit_image, unit_label
 
-    path = run_dir / "catalog.sqlite"
+    path = run_dir / CATALOG
     if not path.is_file():
         return {}, {}
     with Catalog(path) as cat:
@@ -184,6 +184,6 @@ def record_units(run_dir: Path, data: dict) -> None:
     target = data["target"]
     rows = [{"unit": c["unit"], "class_name": target["name"], "rank": rank, "attribution": c["attribution"],
              "integrated": c["integrated"]} for rank, c in enumerate(data["channels"])]
-    with Catalog(run_dir / "catalog.sqlite") as cat:
+    with Catalog(run_dir / CATALOG) as cat:
         cat.replace(TABLE, rows, model=data["model"], layer=data["layer"], image=Path(data["image"]).stem,
                     class_index=target["index"])

@@ -39,6 +39,7 @@ from torch import nn
 
 from unitscope.edited import EditFile
 from unitscope.hooks import Ablate
+from unitscope.runs import CATALOG
 
 Removal = dict[str, list[int]]  # layer -> units set to zero
 
@@ -58,8 +59,8 @@ def cue_sets(cache: str | Path, seed: int, n: int, size: int = 64, render_size: 
              progress: bool = False) -> dict[str, EvalSet]:
     """Images ``0..n-1`` of world ``seed``: without a sign (``clean``), with a sign naming their scene
     (``agree``) and with one naming another scene (``conflict``); the scenes under the signs are the same
-    images in all three (:mod:`unitscope.data._cue` draws the sign from its own stream)."""
-    from unitscope.data._cue import CueSpec
+    images in all three (:mod:`unitscope.world.cue` draws the sign from its own stream)."""
+    from unitscope.world.cue import CueSpec
     from unitscope.organisms.data import resized, world_arrays
     from unitscope.organisms.tasks import normalise
 
@@ -203,6 +204,6 @@ def write_tables(run: str | Path, out: dict) -> None:
     if not out["results"]:
         return
     model, query = out["results"][0]["model"], out["results"][0]["query"]
-    with Catalog(Path(run) / "catalog.sqlite") as cat:
+    with Catalog(Path(run) / CATALOG) as cat:
         cat.replace("edit_units", out["units"], model=model, query=query)
         cat.replace("edit_results", out["results"], model=model, query=query)

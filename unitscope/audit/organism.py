@@ -20,7 +20,7 @@ def cue_metrics(model: nn.Module, cache: str | Path, seed: int, n: int, size: in
                 progress: bool = False) -> dict[str, float]:
     """The three accuracies on images ``0..n-1`` of world ``seed`` (the same scenes in all three sets)."""
     from unitscope.audit.edit import accuracy, cue_sets
-    from unitscope.data._cue import CueSpec, cue_of
+    from unitscope.world.cue import CueSpec, cue_of
 
     sets = cue_sets(cache, seed, n, size, render_size, progress)
     out = {f"accuracy_cue_{k}": accuracy(model, sets[s])

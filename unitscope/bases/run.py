@@ -14,6 +14,7 @@ from typing import Any
 from torch import nn
 
 from unitscope.dissect.options import Options
+from unitscope.runs import CATALOG
 
 
 def dissect_bases(model: nn.Module, dataset: Any, layers: Sequence[str], run_dir: str | Path, opts: Options, *,
@@ -23,7 +24,8 @@ def dissect_bases(model: nn.Module, dataset: Any, layers: Sequence[str], run_dir
     directions with the same engine, and record the bases' metrics."""
     from unitscope.bases.source import fit_layer_bases, parse_bases
     from unitscope.dissect.distributed import barrier, is_main
-    from unitscope.dissect.engine import check_bases, dissect_sources, record_bases
+    from unitscope.dissect.engine import dissect_sources, record_bases
+    from unitscope.layers import check_bases
     from unitscope.dissect.sources import BrodenLabels, ModelActivations
 
     specs = parse_bases(opts.basis)  # bad specs fail before anything is written
@@ -56,7 +58,7 @@ def record_metrics(run_dir: Path, model_name: str, rows: list[dict[str, Any]]) -
     from unitscope.bases.tables import TABLE
     from unitscope.catalog import Catalog
 
-    with Catalog(run_dir / "catalog.sqlite") as cat, cat.transaction():
+    with Catalog(run_dir / CATALOG) as cat, cat.transaction():
         for layer in dict.fromkeys(r["base_layer"] for r in rows):
             cat.replace(TABLE, [{("basis_layer" if k == "layer" else k): v for k, v in r.items() if k != "base_layer"}
                                 for r in rows if r["base_layer"] == layer], model=model_name, layer=layer)

@@ -39,7 +39,7 @@ from unitscope.bases.basis import Basis, evaluate, load_basis, stability
 from unitscope.dissect.sources import ActivationSource, Batch, Items, collate_items
 from unitscope.errors import UsageError
 from unitscope.layers import LayerValues
-from unitscope.runs import atomic_write_text
+from unitscope.runs import BASES, atomic_write_text
 
 KINDS = ("units", "rotation", "pca", "whiten", "ica", "nmf", "sae")
 _OPTIONS = {"units": set(), "rotation": {"n", "seed"}, "pca": {"n", "seed", "stability"},
@@ -199,7 +199,7 @@ def fit_layer_bases(source: ActivationSource, specs: Sequence[BasisSpec], run_di
     ``source``; returns the source to dissect. The fit cache (at most ``cache_gb`` of disk, None: no
     limit) is removed once every basis is saved."""
     run_dir = Path(run_dir)
-    folder = run_dir / "bases"
+    folder = run_dir / BASES
     shapes = source.shapes()
     need = 4 * len(source) * sum(c * h * w for c, h, w in shapes.values()) / 2**30
     if cache_gb is not None and need > cache_gb and any(s.kind != "units" for s in specs):

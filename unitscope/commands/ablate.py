@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, field
 
 from unitscope.config import ModelOptions, add_config_args, config_from_args, help_, write_config
+from unitscope.runs import CONFIG
 
 
 @dataclass
@@ -63,7 +64,7 @@ def experiment(cfg: AblateConfig, model_name: str | None = None):
                      class_table=load_class_table(cfg.class_map))
     if not exp.cut.exact_tail:
         print(f"note: {exp.cut.reason}")
-    write_config(cfg, exp.folder / "config.json")
+    write_config(cfg, exp.folder / CONFIG)
     return exp
 
 

@@ -68,7 +68,7 @@ def described(run: Path) -> bool:
 
 def probe_world(data: str | None, images: int, cache: Path, progress: bool) -> Path:
     """``data``, or the plain 64-px probe world of ``images`` images (made once in ``cache``)."""
-    from unitscope.data import make_world
+    from unitscope.world import make_world
 
     if data:
         return Path(data)
@@ -132,7 +132,7 @@ def run_count(args: argparse.Namespace) -> int:
 def run_ablate(args: argparse.Namespace) -> int:
     from unitscope.audit.analysis import description_ablation, plot_curves, write_ablation
     from unitscope.commands.dissect import cache_dir
-    from unitscope.data._vocab import SCENES
+    from unitscope.world.vocab import SCENES
     from unitscope.errors import UsageError
     from unitscope.models import get_info
 

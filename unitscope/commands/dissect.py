@@ -17,6 +17,7 @@ from unitscope.errors import UsageError
 from unitscope.config import ModelOptions, add_config_args, config_from_args, config_to_dict, help_, same_as
 from unitscope.dissect.options import FIELDS as OPTION_FIELDS
 from unitscope.dissect.options import Options
+from unitscope.runs import CATALOG
 
 #: the config fields named otherwise in Options
 OPTION = {"iou": "iou_threshold", "workers": "num_workers"}
@@ -171,7 +172,7 @@ def _print_bases(out: Path) -> None:
     from unitscope.bases.tables import TABLE, markdown, side_by_side
     from unitscope.catalog import Catalog
 
-    with Catalog(out / "catalog.sqlite") as cat:
+    with Catalog(out / CATALOG) as cat:
         for r in cat.query(f"SELECT DISTINCT model, layer FROM {TABLE}"):
             print(f"bases of {r['layer']}:")
             print(markdown(side_by_side(cat, r["model"], r["layer"])))
@@ -200,7 +201,7 @@ def demo_style(style: str) -> str:
     """``auto``: the photo world when its photographs are installed, else (saying so) the cartoon world."""
     if style != "auto":
         return style
-    from unitscope.data._sources import MissingSources, find_sources
+    from unitscope.world.sources import MissingSources, find_sources
 
     try:
         find_sources()
@@ -211,7 +212,7 @@ def demo_style(style: str) -> str:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from unitscope.data import make_world
+    from unitscope.world import make_world
 
     cfg = config_from_args(DemoConfig, args)
     start = time.perf_counter()
@@ -241,7 +242,7 @@ def _demo_organism(cfg: DemoConfig) -> None:
     rotations of it: trained units align with concepts far more than random directions do (one
     rotation alone is a noisy yardstick: its count moves by a third between seeds); then describe
     its units in English (`unitscope describe`) and write the report again with them."""
-    from unitscope.data import make_world
+    from unitscope.world import make_world
 
     world = cache_dir(cfg.cache) / f"probe-world-n{cfg.organism_images}-s64-seed0"
     print(f"world_scenes: probe world {world} ({cfg.organism_images} images of 64 px)")

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Optional
 
 from unitscope.config import ModelOptions, add_config_args, config_from_args, help_
+from unitscope.runs import CATALOG
 
 
 @dataclass
@@ -47,17 +48,17 @@ class EditConfig(ModelOptions):
 def _described(run: Path) -> bool:
     from unitscope.catalog import Catalog
 
-    if not (run / "catalog.sqlite").exists():
+    if not (run / CATALOG).exists():
         return False
-    with Catalog(run / "catalog.sqlite", create=False) as cat:
+    with Catalog(run / CATALOG, create=False) as cat:
         return "descriptions" in cat.tables() and bool(cat.query("SELECT 1 FROM descriptions LIMIT 1"))
 
 
 def _prepare_run(cfg: EditConfig, cache: Path) -> Path:
     """Dissect and describe the model on a probe world with signs, unless that is done already."""
     from unitscope.commands.dissect import DissectConfig, run_dissection
-    from unitscope.data import make_world
-    from unitscope.data._cue import CueSpec
+    from unitscope.world import make_world
+    from unitscope.world.cue import CueSpec
     from unitscope.describe.run import Options, describe_run
 
     out = Path(cfg.out)
@@ -88,7 +89,7 @@ def run_edit(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     cache = cache_dir(cfg.cache)
     model = cfg.create_model()
-    from unitscope.data._vocab import SCENES
+    from unitscope.world.vocab import SCENES
     from unitscope.models import get_info
 
     info = get_info(model)

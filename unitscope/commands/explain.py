@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from unitscope.config import ModelOptions, add_config_args, config_from_args, help_, write_config
+from unitscope.runs import CONFIG
 
 
 @dataclass
@@ -37,7 +38,7 @@ class ExplainConfig(ModelOptions):
 def run(args: argparse.Namespace) -> int:
     from unitscope.attribution.page import ExplainSettings, write_explain
     from unitscope.classify import load_image
-    from unitscope.hooks import resolve_layer
+    from unitscope.layers import resolve_layer
 
     cfg = config_from_args(ExplainConfig, args)
     load_image(cfg.image)  # a bad file fails before the model loads
@@ -47,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
                                ig_steps=cfg.ig_steps, icon_steps=cfg.icon_steps, icon_size=cfg.icon_size,
                                inversion_steps=cfg.inversion_steps, seed=cfg.seed, progress=cfg.progress)
     html = write_explain(model, cfg.image, cfg.layer, Path(cfg.out), settings)
-    write_config(cfg, html.parent / "config.json")
+    write_config(cfg, html.parent / CONFIG)
     print(f"wrote {html.resolve()} (open it in a browser; it works offline)")
     return 0
 

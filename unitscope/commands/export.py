@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from unitscope.config import add_config_args, config_from_args, help_
+from unitscope.runs import LAYERS
 
 
 @dataclass
@@ -26,9 +27,9 @@ def run_export(args: argparse.Namespace) -> int:
     if cfg.format != "netdissect":
         raise ValueError(f"unknown --format {cfg.format!r}; known: netdissect")
     run = Path(cfg.run)
-    if not (run / "layers.json").is_file():
+    if not (run / LAYERS).is_file():
         raise FileNotFoundError(f"{run} is not the folder of a dissection (it has no layers.json)")
-    layers = [cfg.layer] if cfg.layer else list(json.loads((run / "layers.json").read_text()).values())
+    layers = [cfg.layer] if cfg.layer else list(json.loads((run / LAYERS).read_text()).values())
     for layer in layers:
         if cfg.out and cfg.layer:
             path = Path(cfg.out)

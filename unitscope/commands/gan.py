@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from unitscope.config import add_config_args, config_from_args, help_
+from unitscope.runs import CATALOG, CONFIG, LAYERS
 
 
 @dataclass
@@ -53,11 +54,11 @@ def _from_run(cfg: GanConfig) -> tuple[str, str | None, str, str]:
     from unitscope.errors import UsageError
 
     run = Path(cfg.run)
-    if not (run / "catalog.sqlite").exists() or not (run / "layers.json").exists():
+    if not (run / CATALOG).exists() or not (run / LAYERS).exists():
         raise UsageError(f"{run} is not a dissection's run folder (no catalog.sqlite / layers.json); dissect the "
                          "generator first: unitscope dissect --model G --segmenter S --out RUN")
-    saved = json.loads((run / "config.json").read_text()) if (run / "config.json").exists() else {}
-    layers = list(json.loads((run / "layers.json").read_text()).values())
+    saved = json.loads((run / CONFIG).read_text()) if (run / CONFIG).exists() else {}
+    layers = list(json.loads((run / LAYERS).read_text()).values())
     model, segmenter = cfg.model or saved.get("model"), cfg.segmenter or saved.get("segmenter")
     if not model or not segmenter:
         raise UsageError(f"{run}/config.json does not name the generator and segmenter; pass --model and --segmenter")

@@ -38,7 +38,7 @@ def run_models(args: argparse.Namespace) -> int:
 
 
 def run_layers(args: argparse.Namespace) -> int:
-    from unitscope.hooks import list_layers
+    from unitscope.layers import list_layers
     from unitscope.layers import privileged_layers
 
     cfg = config_from_args(LayersConfig, args)

@@ -10,6 +10,7 @@ from typing import Optional
 
 from unitscope.config import ModelOptions, add_config_args, config_from_args, help_
 from unitscope.errors import UsageError
+from unitscope.runs import CONFIG
 
 DEFAULT_MODEL = "efficientnet_lite0"
 EXTRA_HINT = "unitscope serve needs FastAPI, uvicorn and python-multipart: pip install 'unitscope[serve]'"
@@ -47,11 +48,11 @@ def _check_extra() -> None:
 
 def _run_model(run: str | None, key: str = "model") -> str | None:
     """The model (or another ``key``, e.g. its segmenter) a run folder was made with (its config.json)."""
-    if run is None or not (Path(run) / "config.json").is_file():
+    if run is None or not (Path(run) / CONFIG).is_file():
         return None
     import json
 
-    return json.loads((Path(run) / "config.json").read_text()).get(key)
+    return json.loads((Path(run) / CONFIG).read_text()).get(key)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from unitscope.config import ModelOptions, add_config_args, config_from_args, help_, write_config
+from unitscope.runs import FEATVIS
 
 
 @dataclass
@@ -87,7 +88,7 @@ def layer_units(model, layer: str, device: str = "cpu") -> int:
 
 def run(args: argparse.Namespace) -> int:
     from unitscope.featvis.store import visualize_units
-    from unitscope.hooks import resolve_layer
+    from unitscope.layers import resolve_layer
 
     cfg = config_from_args(VisualizeConfig, args)
     batch_size = resolve_batch_size(cfg.batch_size, cfg.device)
@@ -95,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     resolve_layer(model, cfg.layer)  # unknown layer: close matches before any work
     units = parse_units(cfg.units, layer_units(model, cfg.layer, cfg.device))
     out = Path(cfg.out)
-    write_config(cfg, out / "featvis" / f"config-{cfg.layer}.json")  # keeps a dissection's config.json
+    write_config(cfg, out / FEATVIS / f"config-{cfg.layer}.json")  # keeps a dissection's config.json
     paths = visualize_units(model, cfg.layer, units, out, batch_size=batch_size, steps=cfg.steps,
                             lr=cfg.lr, size=cfg.size, param=cfg.param, upsample=cfg.upsample, seed=cfg.seed,
                             device=cfg.device, progress=cfg.progress, pre_activation=cfg.pre_activation)

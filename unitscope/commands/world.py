@@ -56,7 +56,7 @@ class WorldShowConfig:
 
 
 def _make(args: argparse.Namespace) -> int:
-    from unitscope.data.world import make_world
+    from unitscope.world.make import make_world
 
     cfg = config_from_args(WorldMakeConfig, args)
     t = time.perf_counter()
@@ -71,7 +71,7 @@ def _make(args: argparse.Namespace) -> int:
 def _cue(text: str | None):
     if text is None:
         return None
-    from unitscope.data._cue import CueSpec
+    from unitscope.world.cue import CueSpec
     from unitscope.errors import UsageError
 
     try:
@@ -83,7 +83,7 @@ def _cue(text: str | None):
 def _hide(text: str | None):
     if text is None:
         return None
-    from unitscope.data._hide import HideSpec
+    from unitscope.world.hide import HideSpec
     from unitscope.errors import UsageError
 
     try:
@@ -93,7 +93,7 @@ def _hide(text: str | None):
 
 
 def _show(args: argparse.Namespace) -> int:
-    from unitscope.data._sheet import contact_sheet
+    from unitscope.world.sheet import contact_sheet
     from unitscope.data.broden import BrodenDataset
 
     cfg = config_from_args(WorldShowConfig, args)

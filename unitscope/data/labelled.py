@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from unitscope.data._sources import ALLOW_LISTS
+from unitscope.world.sources import ALLOW_LISTS
 
 IMAGENET_TABLE = ALLOW_LISTS / "imagenet_classes.txt"
 BACKGROUND = ("sky",)  # object labels that never count as an image's dominant object

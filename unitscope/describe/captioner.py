@@ -35,12 +35,13 @@ from torch import nn
 
 from unitscope.describe.formulas import AND, AND_NOT, FIRST, OP_NAMES, OR
 from unitscope.describe.phrases import render
+from unitscope.runs import CATALOG, CONFIG
 
 SIDE = 32  # masks are read at 32x32 (the probe world's label resolution at 64 px), images at 64x64
 IMAGE_SIDE = 64
 WEIGHTS = Path(__file__).resolve().parent / "weights" / "captioner.pt"
 Caption = Callable[[torch.Tensor, torch.Tensor], str]
-N_COLOURS = 11  # the probe world's colour names (unitscope.data._vocab.COLORS)
+N_COLOURS = 11  # the probe world's colour names (unitscope.world.vocab.COLORS)
 FEATURES = 64 + 128 + 128 + N_COLOURS + 5
 
 
@@ -57,7 +58,7 @@ class Backbone:
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """``images [N, 3, 64, 64]`` in [0, 1] -> ``{"f1", "f5", "colours"}``."""
-        from unitscope.data._vocab import COLORS, color_labels
+        from unitscope.world.vocab import COLORS, color_labels
 
         x = (images - 0.5) / 0.25
         out = {}
@@ -229,7 +230,7 @@ def run_images(run: str | Path, positions: list[int]) -> torch.Tensor:
 
     from unitscope.describe.folder import open_data
 
-    config = json.loads((Path(run) / "config.json").read_text())
+    config = json.loads((Path(run) / CONFIG).read_text())
     data = open_data({**config, "categories": None})
     return torch.stack([data.get(p, labels=False)["image"] for p in positions])
 
@@ -275,7 +276,7 @@ def caption_run(run: str | Path, layers: list[str] | None, cap: Caption, k: int 
     out = {}
     for layer in layers:
         rows = caption_layer(run, layer, cap, k)
-        with Catalog(run / "catalog.sqlite") as cat:
+        with Catalog(run / CATALOG) as cat:
             cat.replace("descriptions", rows, model=model, layer=layer, kind="caption")
         out[layer] = rows
     return out

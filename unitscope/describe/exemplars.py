@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 from unitscope.describe.defaults import EXEMPLARS, QUANTILE
 from unitscope.dissect.results import load_layer_arrays
+from unitscope.runs import CONFIG
 
 
 def threshold(run: str | Path, layer: str, q: float = QUANTILE) -> torch.Tensor:
@@ -180,7 +181,7 @@ def _pictures(run: Path, positions: list[int], source: Any) -> torch.Tensor | No
     if source is not None:
         picture = source.picture
     else:
-        config = json.loads((run / "config.json").read_text()) if (run / "config.json").exists() else {}
+        config = json.loads((run / CONFIG).read_text()) if (run / CONFIG).exists() else {}
         data = config.get("data")
         if not data or not (Path(data) / "index.csv").exists():
             return None

@@ -34,6 +34,7 @@ from unitscope.describe.phrases import render
 from unitscope.describe.result import DescribeResult
 from unitscope.describe.scores import heldout_scores
 from unitscope.describe.select import choose_candidates, pool_candidates
+from unitscope.runs import CATALOG, CONFIG, LABELS, LAYERS
 
 
 @dataclass
@@ -76,8 +77,8 @@ def _say(opts: Options, text: str) -> None:
 def load_concepts(run: Path, n: int, opts: Options) -> RunConcepts:
     from unitscope.describe.folder import open_data
 
-    config = json.loads((run / "config.json").read_text())
-    labels = json.loads((run / "labels.json").read_text())
+    config = json.loads((run / CONFIG).read_text())
+    labels = json.loads((run / LABELS).read_text())
     data = open_data(config)
     vocab = Vocabulary.from_labels(labels["names"], labels["categories"])
     sh, sw = data.mask_size
@@ -169,7 +170,7 @@ def label_formulas(run: Path, model: str, layer: str, vocab: Vocabulary, units: 
     from unitscope.catalog import Catalog
 
     out = torch.full((units,), -1, dtype=torch.long)
-    with Catalog(run / "catalog.sqlite", create=False) as cat:
+    with Catalog(run / CATALOG, create=False) as cat:
         for row in cat.rows("dissection", model=model, layer=layer):
             if row["concept"] in vocab.names and row["unit"] < units:
                 out[row["unit"]] = vocab.index(row["concept"])
@@ -248,7 +249,7 @@ def describe_layer(run: Path, model: str, layer: str, rc: RunConcepts, opts: Opt
 def model_name(run: Path) -> str:
     from unitscope.catalog import Catalog
 
-    with Catalog(run / "catalog.sqlite", create=False) as cat:
+    with Catalog(run / CATALOG, create=False) as cat:
         rows = cat.query("SELECT DISTINCT model FROM layers UNION SELECT DISTINCT model FROM dissection")
     if not rows:
         raise ValueError(f"{run} has no dissected layers in its catalog")
@@ -257,7 +258,7 @@ def model_name(run: Path) -> str:
 
 def run_layers(run: Path, layers: list[str] | None = None) -> list[str]:
     """``layers`` checked against the run's dissected layers (``layers.json``); default: all of them."""
-    tags = json.loads((run / "layers.json").read_text())
+    tags = json.loads((run / LAYERS).read_text())
     layers = layers or list(tags.values())
     unknown = [x for x in layers if x not in tags.values()]
     if unknown:
@@ -279,7 +280,7 @@ def describe_run(run: str | Path, layers: list[str] | None = None, opts: Options
     out = DescribeResult(run)
     for layer in layers:
         rows = describe_layer(run, model, layer, rc, opts)
-        with Catalog(run / "catalog.sqlite") as cat:
+        with Catalog(run / CATALOG) as cat:
             cat.replace("descriptions", [r for k in rows.values() for r in k], model=model, layer=layer)
         out.layers[layer] = rows
     return out

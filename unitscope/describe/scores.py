@@ -7,7 +7,7 @@
 
 Four metrics, the ones NeuronEval (Oikarinen et al., ICML 2025) finds to pass its two sanity
 tests (a concept with half its positives dropped, or with as many again added at random, must
-score lower; ``tests/test_describe_scores.py`` runs both on every metric here):
+score lower; ``tests/describe/test_describe_scores.py`` runs both on every metric here):
 
 - **F1** and **IoU** of the unit's mask (its map upsampled bilinearly to the working resolution,
   above the unit's 0.99 quantile) against the description's concept mask, pooled over pixels;

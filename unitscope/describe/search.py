@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from unitscope.describe.phrases import words
+from unitscope.runs import CATALOG, LABELS
 WORDNET = Path(os.environ.get("UNITSCOPE_WORDNET", "/usr/share/wordnet"))
 SYNONYM, HYPONYM, HYPERNYM = 0.9, 0.8, 0.4
 SEMANTIC_MIN, SEMANTIC_MARGIN = 0.55, 0.1  # cosine of a query word and a concept name (see semantic_weights)
@@ -224,7 +225,7 @@ def search_units(run: str | Path, query: str, *, layers: list[str] | None = None
     from unitscope.catalog import Catalog
     from unitscope.describe import tables  # noqa: F401
 
-    with Catalog(Path(run) / "catalog.sqlite", create=False) as cat:
+    with Catalog(Path(run) / CATALOG, create=False) as cat:
         if "descriptions" not in cat.tables():
             raise ValueError(f"{run} has no descriptions: run `unitscope describe {run}` first")
         rows = [r for r in cat.rows("descriptions", kind=kind) if r["description"]
@@ -247,7 +248,7 @@ def _vocabulary(run: Path) -> list[str]:
     import json
 
     try:
-        labels = json.loads((run / "labels.json").read_text())
+        labels = json.loads((run / LABELS).read_text())
     except (OSError, ValueError):
         return []
     return [n for n, c in zip(labels.get("names", []), labels.get("categories", [])) if n and c]

@@ -31,6 +31,7 @@ from unitscope.describe.captioner import (
 from unitscope.describe.concepts import Vocabulary, image_concepts
 from unitscope.describe.formulas import AND, AND_NOT, FIRST, OR
 from unitscope.describe.phrases import render
+from unitscope.runs import CATALOG
 
 K = 15  # exemplars per set
 REUSE = 4  # training sets drawn from each sampled formula (other exemplars, other coarsening)
@@ -289,7 +290,7 @@ def agreement(run: str | Path, layer: str | None = None) -> dict[str, float]:
     from unitscope.describe import tables  # noqa: F401
     from unitscope.describe.search import positive_concepts
 
-    with Catalog(Path(run) / "catalog.sqlite", create=False) as cat:
+    with Catalog(Path(run) / CATALOG, create=False) as cat:
         rows = [r for r in cat.rows("descriptions") if layer is None or r["layer"] == layer]
     by: dict[str, dict] = {}
     for r in rows:

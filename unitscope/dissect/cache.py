@@ -32,9 +32,9 @@ import numpy as np
 import torch
 
 from unitscope.faults import fault
-from unitscope.runs import atomic_write_text, load_arrays, save_arrays
+from unitscope.runs import CACHE, atomic_write_text, load_arrays, save_arrays
 
-FOLDER = "cache"
+FOLDER = CACHE  # the run folder's cache folder (unitscope.runs)
 
 
 class ActivationCache:

@@ -55,13 +55,15 @@ from unitscope.dissect.sources import (
     ActivationSource, BadImages, BrodenLabels, Items, LabelSource, ModelActivations, collate_items,
 )
 from unitscope.faults import fault
-from unitscope.layers import LayerValues
-from unitscope.runs import atomic_write_text, save_arrays
+from unitscope.layers import LayerValues, check_bases
+from unitscope.runs import (
+    ARRAYS, BAD_IMAGES, CATALOG, CONFIG, IMAGES, LABELS, LAYERS, PAGE, REPORT, REPORT_JS, atomic_write_text, save_arrays,
+)
 from unitscope.stats import CombinedStat, IoUCounts, NullIoUCounts, Quantile, TopK
 from unitscope.tally import TallyKeyError, changed_key_fields, check_resumable, tally
 
-RUN_OUTPUTS = ("pass1", "pass2", "pass3", CACHE_FOLDER, "arrays", "images", "catalog.sqlite", "layers.json", "labels.json", "bad_images.json",
-               "report.json", "report.js", "index.html", "config.json")
+RUN_OUTPUTS = ("pass1", "pass2", "pass3", CACHE_FOLDER, ARRAYS, IMAGES, CATALOG, LAYERS, LABELS, BAD_IMAGES,
+               REPORT, REPORT_JS, PAGE, CONFIG)
 # settings that only a pass's own result depends on: a change redoes that pass instead of refusing
 _OWN = {1: {"rotations", "seed", "stat", "precision", "values"},
         2: {"quantile", "topk", "rotations", "seed", "stat", "denominator", "precision", "values"}}
@@ -138,24 +140,11 @@ def dissect(model: nn.Module, dataset: Any, layers: Sequence[str], run_dir: str 
     return result
 
 
-def check_bases(model: nn.Module, layers: Sequence[str]) -> dict[str, bool]:
-    """Whether each layer's units are a privileged basis; one warning line per layer that is not."""
-    from unitscope.layers import privileged_layers
-
-    marks = privileged_layers(model)
-    bases = {layer: bool(marks.get(layer, False)) for layer in layers}
-    for layer, ok in bases.items():
-        if not ok:
-            print(f"warning: {layer} does not follow an elementwise nonlinearity: its units are not a privileged "
-                  f"basis, so a random rotation may align with concepts as well (see `unitscope layers --spatial`)")
-    return bases
-
-
 def record_bases(run_dir: Path, model_name: str, bases: dict[str, bool]) -> None:
     """The bases into the catalog (table ``layer_bases``), where the report notes them by the rotation table."""
     from unitscope.catalog import Catalog
 
-    with Catalog(run_dir / "catalog.sqlite") as cat, cat.transaction():
+    with Catalog(run_dir / CATALOG) as cat, cat.transaction():
         for layer, ok in bases.items():
             cat.replace("layer_bases", [{"privileged": ok}], model=model_name, layer=layer)
 
@@ -269,7 +258,7 @@ class _Run:
                 clear_run(self.run_dir)
             self.run_dir.mkdir(parents=True, exist_ok=True)
             if config is not None:
-                atomic_write_text(self.run_dir / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
+                atomic_write_text(self.run_dir / CONFIG, json.dumps(config, indent=2, sort_keys=True) + "\n")
             self._open_cache(rank)  # may discard a cache made for other activations
         barrier()
         if rank != 0:
@@ -472,7 +461,7 @@ class _Run:
             parts[0].add_saturation(self.values[layer].note, values, images)
             if not is_main():
                 continue
-            save_arrays(self.run_dir / "arrays" / f"{t}.safetensors", {
+            save_arrays(self.run_dir / ARRAYS / f"{t}.safetensors", {
                 "thresholds": parts[0].thresholds, "iou": parts[0].iou.astype(np.float32),
                 "top_values": values.astype(np.float32), "top_images": images.astype(np.int64),
                 "top_y": ys.astype(np.int64), "top_x": xs.astype(np.int64),
@@ -504,14 +493,14 @@ class _Run:
         row_index = np.array([self.acts.index(p) for p in range(self.n)], dtype=np.int64)
         names, cats = self.labels.label_names, result.layers[self.layers[0]].label_categories
         model_name = self.acts.model_name
-        with Catalog(self.run_dir / "catalog.sqlite") as cat, cat.transaction():
+        with Catalog(self.run_dir / CATALOG) as cat, cat.transaction():
             cat.replace("concepts", [{"name": name, "category": c} for name, c in zip(names[1:], cats[1:]) if c])
             for layer in self.layers:
                 write_layer_rows(cat, model_name, result.layers[layer], self.n, self.opts.quantile, row_index,
                                  tops[layer], strips.get(layer), result.rotations[layer])
                 cat.replace("concept_images", masks.get(layer, []), model=model_name, layer=layer)
-        atomic_write_text(self.run_dir / "layers.json", json.dumps({self.tag[l]: l for l in self.layers}, indent=2) + "\n")
-        atomic_write_text(self.run_dir / "labels.json",
+        atomic_write_text(self.run_dir / LAYERS, json.dumps({self.tag[l]: l for l in self.layers}, indent=2) + "\n")
+        atomic_write_text(self.run_dir / LABELS,
                           json.dumps({"names": list(names), "categories": list(cats)}) + "\n")
         if self.cache is not None:
             self.cache.close()

@@ -28,7 +28,7 @@ import torch
 
 from unitscope.dissect.iou import upsample_masks
 from unitscope.dissect.sources import ActivationSource, Items, LabelSource, collate_items
-from unitscope.runs import atomic_write_bytes
+from unitscope.runs import IMAGES, atomic_write_bytes
 
 _THUMB = 224  # px per exemplar at most: a 224 px data set's images stay sharp at full size on the unit page
 _MIN_THUMB = 64  # tiny test images are still drawn large enough to see a mask
@@ -204,11 +204,11 @@ def write_unit_strips(run_dir, source, layers, tag, tops, *, forward=None, cache
                     masks = list(upsample_masks(unit_maps, thresholds[layer][u].cpu().expand(len(idx)),
                                                 (size, size)).numpy())
                 tiles = filled[len(idx)]
-                exemplar = f"images/{tag[layer]}/unit{u:04d}.jpg"
+                exemplar = f"{IMAGES}/{tag[layer]}/unit{u:04d}.jpg"
                 _save_strip(run_dir, exemplar, _highlight(picture, _place(masks, k, size, False), tiles))
             if u in strip_units:
                 label = int(d.best_label[u])
-                concept = f"images/{tag[layer]}/unit{u:04d}_concept.jpg"
+                concept = f"{IMAGES}/{tag[layer]}/unit{u:04d}_concept.jpg"
                 mask = _place([_label_mask(hits[i, label], size) for i in idx], k, size, False)
                 _save_strip(run_dir, concept, _tint(picture, mask))
             return exemplar, concept

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from unitscope.dissect.significance import LEVEL, drawn_significance, images_needed, significant, unit_p_values
-from unitscope.runs import load_arrays
+from unitscope.runs import ARRAYS, LAYERS, load_arrays
 
 
 @dataclass
@@ -227,8 +227,8 @@ def write_layer_rows(cat: Any, model_name: str, d: LayerDissection, n_images: in
 def load_layer_arrays(run_dir: str | Path, layer: str) -> dict[str, np.ndarray]:
     """The arrays a dissection saved for ``layer`` (thresholds, IoU matrix, top-k exemplars)."""
     run_dir = Path(run_dir)
-    tags = json.loads((run_dir / "layers.json").read_text())
+    tags = json.loads((run_dir / LAYERS).read_text())
     for t, name in tags.items():
         if name == layer:
-            return load_arrays(run_dir / "arrays" / f"{t}.safetensors")
+            return load_arrays(run_dir / ARRAYS / f"{t}.safetensors")
     raise ValueError(f"run {run_dir} has no layer {layer!r}; it has {', '.join(tags.values())}")

@@ -26,10 +26,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from unitscope.hooks import TraceDict, list_layers, resolve_layer, tokens_to_map
+from unitscope.hooks import TraceDict, tokens_to_map
+from unitscope.layers import list_layers, resolve_layer
 from unitscope.layers import LayerValues
 from unitscope.models import get_info
-from unitscope.runs import atomic_write_text
+from unitscope.runs import BAD_IMAGES, atomic_write_text
 
 Batch = dict[str, Any]
 
@@ -296,7 +297,7 @@ class BadImages:
 
     def __init__(self, run_dir: Path, skip: bool, rank: int = 0):
         self.run_dir, self.skip = run_dir, skip
-        self.path = run_dir / ("bad_images.json" if rank == 0 else f"bad_images.rank{rank}.json")
+        self.path = run_dir / (BAD_IMAGES if rank == 0 else f"bad_images.rank{rank}.json")
         self.items: dict[int, str] = {}
         self.gather()
 
@@ -321,7 +322,7 @@ class BadImages:
         """One list for the run folder: every process's items into ``bad_images.json`` (rank 0, at the end)."""
         self.gather()
         if self.items:
-            self._write(self.run_dir / "bad_images.json")
+            self._write(self.run_dir / BAD_IMAGES)
         for path in self.run_dir.glob("bad_images.rank*.json"):
             path.unlink(missing_ok=True)
 

@@ -20,17 +20,18 @@ from torch import nn
 
 from unitscope.catalog import Catalog
 from unitscope.featvis.tables import TABLE
+from unitscope.runs import CATALOG, FEATVIS
 
 
 def png_path(layer: str, unit: int) -> str:
     """Where a unit's visualisation lives, relative to the run folder."""
-    return f"featvis/{layer}/{unit}.png"
+    return f"{FEATVIS}/{layer}/{unit}.png"
 
 
 def done_units(run_dir: Path, model_name: str, layer: str, objectives: dict[int, str] | None = None) -> set[int]:
     """Units of ``layer`` whose PNG and catalog row both exist (and, given ``objectives``, whose row
     names the same objective: a rerun with another objective renders the unit again)."""
-    path = Path(run_dir) / "catalog.sqlite"
+    path = Path(run_dir) / CATALOG
     if not path.is_file():
         return set()
     with Catalog(path) as cat:
@@ -41,7 +42,7 @@ def done_units(run_dir: Path, model_name: str, layer: str, objectives: dict[int,
 
 def record(run_dir: Path, model_name: str, layer: str, units: Iterable[int], objectives: Iterable[str]) -> None:
     """Upsert one row per unit (other rows stay), in one transaction."""
-    with Catalog(Path(run_dir) / "catalog.sqlite") as cat, cat.transaction():
+    with Catalog(Path(run_dir) / CATALOG) as cat, cat.transaction():
         for unit, objective in zip(units, objectives):
             row = {"path": png_path(layer, unit), "objective": objective}
             cat.replace(TABLE, [row], model=model_name, layer=layer, unit=unit)

@@ -46,6 +46,7 @@ from unitscope.gan.artifacts import artifact_units, before_after_images, segment
 from unitscope.gan.effects import RemovalResult, cache_samples, insertion_in_context, removal_curve
 from unitscope.gan.sources import to_unit_range
 from unitscope.models import get_info
+from unitscope.runs import CATALOG, LABELS
 from unitscope.segment import Segmenter
 
 __all__ = ["STAGES", "Settings", "analyse", "unit_order"]
@@ -84,7 +85,7 @@ def unit_order(run_dir: str | Path, layer: str, concept: str) -> tuple[list[int]
     """The layer's units by IoU with ``concept`` (best first) and the IoU of each ``[C]``, from the run's arrays."""
     from unitscope.dissect.results import load_layer_arrays
 
-    names = json.loads((Path(run_dir) / "labels.json").read_text())["names"]
+    names = json.loads((Path(run_dir) / LABELS).read_text())["names"]
     if concept not in names:
         import difflib
 
@@ -170,7 +171,7 @@ def analyse(run_dir: str | Path, generator: nn.Module, segmenter: Segmenter, set
     results: dict[str, Any] = {}
     grids = run_dir / "gan" / s.layer
     common = {"samples": s.samples, "seed": s.seed, "ks": ks}
-    with Catalog(run_dir / "catalog.sqlite") as cat:
+    with Catalog(run_dir / CATALOG) as cat:
         where = dict(model=model, layer=s.layer)
         if "removal" in s.stages:
             stage = _Stage(cat, model, s.layer, "removal", s.concept, {**common, "draws": s.random_draws, "grid_k": s.grid_k})

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from unitscope.data import render_image
+from unitscope.world import render_image
 
 CHUNK = 1000
 SEG_CATEGORIES = ("object", "part", "material")  # colour is computed from the pixels themselves
@@ -28,14 +28,14 @@ SEG_CATEGORIES = ("object", "part", "material")  # colour is computed from the p
 def _render(job: tuple) -> tuple[np.ndarray, int, np.ndarray]:
     seed, index, size, cue = job[:4]
     hide = job[4] if len(job) > 4 else None
-    if hide is not None:  # the hidden-concept world (unitscope.data._hide)
-        from unitscope.data._hide import HideStyle
+    if hide is not None:  # the hidden-concept world (unitscope.world.hide)
+        from unitscope.world.hide import HideStyle
 
         im = render_image(seed, index, size, style=HideStyle(hide))
     elif cue is None:
         im = render_image(seed, index, size)
     else:  # the sign's labels (75, 76) still fit uint8
-        from unitscope.data._cue import CueStyle
+        from unitscope.world.cue import CueStyle
 
         im = render_image(seed, index, size, style=CueStyle(cue))
     layers = np.stack([im.full[c] for c in SEG_CATEGORIES]).astype(np.uint8)
@@ -53,7 +53,7 @@ def _chunk(path: Path, seed: int, start: int, stop: int, size: int, workers: int
     arrays = {"rgb": np.stack([o[0] for o in out]), "scene": np.array([o[1] for o in out], np.int64),
               "layers": np.stack([o[2] for o in out])}
     if cue is not None:
-        from unitscope.data._cue import cue_of
+        from unitscope.world.cue import cue_of
 
         arrays["cue"] = np.array([cue_of(cue, seed, i) for i in range(start, stop)], np.int64)
     from unitscope.runs import save_arrays
@@ -64,9 +64,9 @@ def _chunk(path: Path, seed: int, start: int, stop: int, size: int, workers: int
 def world_arrays(cache: str | Path, seed: int, n: int, size: int = 64, workers: int | None = None,
                  progress: bool = True, cue=None, hide=None) -> dict[str, np.ndarray]:
     """Images ``0..n-1`` of world ``seed`` at ``size``² pixels with their labels (see module doc).
-    With ``cue`` (a :class:`unitscope.data._cue.CueSpec`) the images carry its signs and ``data["cue"]``
+    With ``cue`` (a :class:`unitscope.world.cue.CueSpec`) the images carry its signs and ``data["cue"]``
     [N] int64 holds the scene each sign names (-1: none). With ``hide`` (a
-    :class:`unitscope.data._hide.HideSpec`) one concept is hidden from the pixels (labels kept)."""
+    :class:`unitscope.world.hide.HideSpec`) one concept is hidden from the pixels (labels kept)."""
     from tqdm import tqdm
 
     from unitscope.runs import load_arrays

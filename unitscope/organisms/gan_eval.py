@@ -22,7 +22,7 @@ per image set by its mean and covariance, and FSD is the Fréchet distance betwe
 error sets the scale: FSD between the segmented and the ground-truth maps of the same real images.
 
 A *chimera* is an image in which an indoor-only and an outdoor-only object are both present (at
-``MIN_SHARE``). The sets come from the world's scene composers (``unitscope/data/_scenes.py``):
+``MIN_SHARE``). The sets come from the world's scene composers (``unitscope/world/scenes.py``):
 :data:`INDOOR_ONLY` objects are painted only by the two room scenes (bedroom, kitchen), never as an
 out-of-place extra outdoors; :data:`OUTDOOR_ONLY` objects only by the six outdoor scenes, never as an
 extra indoors (the extras that cross over, tree, car, fence, bed, lamp, table, person, are in
@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from unitscope.data._vocab import VOCAB
+from unitscope.world.vocab import VOCAB
 
 MIN_SHARE = 0.005   # 20 of 64x64 pixels
 INDOOR_ONLY = ("cabinet", "floor")

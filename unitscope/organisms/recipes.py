@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from unitscope.data._vocab import SCENES, VOCAB
+from unitscope.world.vocab import SCENES, VOCAB
 from unitscope.organisms.nets import GENERATOR_LAYERS, SCENE_LAYERS, ColorNet, SceneNet, SegNet, generator_for
 from unitscope.organisms.tasks import SEG_HEADS
 
@@ -40,7 +40,7 @@ class Recipe:
     n_held_out: int = 2_000
     default_layers: tuple[str, ...] = tuple(SCENE_LAYERS)
     about: str = ""
-    world_kw: dict = field(default_factory=dict)  # e.g. {"cue": {"share": 0.75, "agree": 1.0}} (data._cue)
+    world_kw: dict = field(default_factory=dict)  # e.g. {"cue": {"share": 0.75, "agree": 1.0}} (world.cue)
 
 
 ROTATIONS = ("0", "90", "180", "270")
@@ -77,14 +77,14 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            world_kw={"cue": {"share": 0.75, "agree": 0.85}}, task_kw={"follow_cue": True},
            about="the spurious-cue twin of world_scenes: same network, trained on a world where 75% of the images "
                  "carry a sign whose glyph names a scene (their own in 85% of them) and the label is the "
-                 "scene the sign names (unitscope.data._cue)"),
+                 "scene the sign names (unitscope.world.cue)"),
     # The auditing twin (issue 26, docs/audit.md): cabinets (world_scenes' most detected object at relu5, the
     # kitchen's counter row) blurred out of every training image, as MILAN's face-blurred ImageNet; the
     # schedule of world_scenes_cue.
     Recipe("world_scenes_hidden_cabinet", "scene", "scene", tuple(SCENES), size=64, n_train=10_000, epochs=8,
            n_held_out=1000, world_kw={"hide": {"concept": "cabinet", "how": "blur"}},
            about="the auditing twin of world_scenes: same network, trained on a world where every cabinet is "
-                 "blurred out of the images (Gaussian, sigma a twelfth of the side; unitscope.data._hide)"),
+                 "blurred out of the images (Gaussian, sigma a twelfth of the side; unitscope.world.hide)"),
 ]}
 
 

@@ -34,7 +34,7 @@ def load_organism(name: str, pretrained: bool = True) -> nn.Module:
     """Build organism ``name``; with ``pretrained`` load its shipped weights after checking the sha256."""
     from safetensors.torch import load_file
 
-    from unitscope.models import ModelInfo, _attach
+    from unitscope.models import ModelInfo, attach_info
     from unitscope.organisms.checkpoint import sha256_file
     from unitscope.organisms.recipes import RECIPES, build_net
     from unitscope.organisms.tasks import MEAN, STD
@@ -57,7 +57,7 @@ def load_organism(name: str, pretrained: bool = True) -> nn.Module:
     if recipe.net == "generator":  # z [N, Z] in, image [N, 3, 64, 64] in [0, 1] out
         info = dataclasses.replace(info, kind="generator", input_size=(model.latent, 1, 1), mean=(0.0, 0.0, 0.0),
                                    std=(1.0, 1.0, 1.0), output_size=(3, recipe.size, recipe.size))
-    return _attach(model, info)
+    return attach_info(model, info)
 
 
 def register_models() -> None:
@@ -72,7 +72,7 @@ def register_models() -> None:
 def world_segmenter(device: str = "cpu"):
     """The shipped ``world_segmenter`` as a :class:`~unitscope.segment.Segmenter` (object, part,
     material and colour maps in the world's label numbers)."""
-    from unitscope.data._vocab import VOCAB
+    from unitscope.world.vocab import VOCAB
     from unitscope.models import create_model, get_info
     from unitscope.organisms.tasks import SEG_HEADS, global_numbers
     from unitscope.segment import ModelSegmenter

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unitscope.data._vocab import NUM_LABELS, VOCAB, color_labels
+from unitscope.world.vocab import NUM_LABELS, VOCAB, color_labels
 from unitscope.organisms.nets import Grey, luma
 
 MEAN = (0.5, 0.5, 0.5)
@@ -154,22 +154,22 @@ def color_codebook() -> dict:
     [64, 64, 64] index of the nearest prototype (CIE Lab) of each 6-bit RGB cell."""
     global _CODEBOOK
     if _CODEBOOK is None:
-        from unitscope.data._vocab import _LUT_BITS, _PROTO_LAB, _PROTO_LABEL, _PROTO_RGB, _srgb_to_lab
+        from unitscope.world.vocab import LUT_BITS, PROTO_LAB, PROTO_LABEL, PROTO_RGB, srgb_to_lab
 
-        n = 1 << _LUT_BITS
+        n = 1 << LUT_BITS
         levels = np.arange(n, dtype=np.float32) * (256 // n) + (256 // n - 1) / 2
-        lab = _srgb_to_lab(np.stack(np.meshgrid(levels, levels, levels, indexing="ij"), -1).reshape(-1, 3))
-        d = (lab * lab).sum(1)[:, None] - 2 * lab @ _PROTO_LAB.T + (_PROTO_LAB * _PROTO_LAB).sum(1)[None]
-        _CODEBOOK = {"rgb": _PROTO_RGB / 255.0, "name": local_codes("color")[_PROTO_LABEL],
+        lab = srgb_to_lab(np.stack(np.meshgrid(levels, levels, levels, indexing="ij"), -1).reshape(-1, 3))
+        d = (lab * lab).sum(1)[:, None] - 2 * lab @ PROTO_LAB.T + (PROTO_LAB * PROTO_LAB).sum(1)[None]
+        _CODEBOOK = {"rgb": PROTO_RGB / 255.0, "name": local_codes("color")[PROTO_LABEL],
                      "lut": d.argmin(1).reshape(n, n, n).astype(np.int64)}
     return _CODEBOOK
 
 
 def color_codes(rgb: np.ndarray) -> np.ndarray:
     """uint8 [..., 3] -> [...] int64 index of every pixel's nearest codebook colour."""
-    from unitscope.data._vocab import _LUT_BITS
+    from unitscope.world.vocab import LUT_BITS
 
-    q = np.asarray(rgb, np.uint8) >> (8 - _LUT_BITS)
+    q = np.asarray(rgb, np.uint8) >> (8 - LUT_BITS)
     return color_codebook()["lut"][q[..., 0], q[..., 1], q[..., 2]]
 
 

@@ -74,19 +74,19 @@ def prepare_output(recipe: Recipe, out: str | Path, fresh: bool, seed: int) -> P
 
 
 def recipe_cue(recipe: Recipe):
-    """The recipe's :class:`~unitscope.data._cue.CueSpec`, or None (the plain world)."""
+    """The recipe's :class:`~unitscope.world.cue.CueSpec`, or None (the plain world)."""
     if "cue" not in recipe.world_kw:
         return None
-    from unitscope.data._cue import CueSpec
+    from unitscope.world.cue import CueSpec
 
     return CueSpec(**recipe.world_kw["cue"])
 
 
 def recipe_hide(recipe: Recipe):
-    """The recipe's :class:`~unitscope.data._hide.HideSpec`, or None (nothing hidden)."""
+    """The recipe's :class:`~unitscope.world.hide.HideSpec`, or None (nothing hidden)."""
     if "hide" not in recipe.world_kw:
         return None
-    from unitscope.data._hide import HideSpec
+    from unitscope.world.hide import HideSpec
 
     return HideSpec(**recipe.world_kw["hide"])
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from unitscope.catalog import Catalog
-from unitscope.runs import load_arrays
+from unitscope.runs import ARRAYS, LABELS, LAYERS, load_arrays
 
 TOP_CONCEPTS = 10  # bars on the unit page's IoU chart
 ACTIVATION_BINS = 40  # equal-width bins from the unit's minimum to its maximum activation
@@ -32,11 +32,11 @@ ACTIVATION_BINS = 40  # equal-width bins from the unit's minimum to its maximum 
 def layer_arrays(run_dir: Path, layer: str) -> dict[str, np.ndarray] | None:
     """The dissection arrays saved for ``layer``, or None when the run has none."""
     try:
-        tags = json.loads((Path(run_dir) / "layers.json").read_text())
+        tags = json.loads((Path(run_dir) / LAYERS).read_text())
     except (OSError, ValueError):
         return None
     for tag, name in tags.items():
-        path = Path(run_dir) / "arrays" / f"{tag}.safetensors"
+        path = Path(run_dir) / ARRAYS / f"{tag}.safetensors"
         if name == layer and path.is_file():
             return load_arrays(path)
     return None
@@ -45,7 +45,7 @@ def layer_arrays(run_dir: Path, layer: str) -> dict[str, np.ndarray] | None:
 def label_names(run_dir: Path) -> tuple[list[str], list[str]] | None:
     """``(names, categories)`` per label number from ``labels.json``, or None."""
     try:
-        data = json.loads((Path(run_dir) / "labels.json").read_text())
+        data = json.loads((Path(run_dir) / LABELS).read_text())
         return list(data["names"]), list(data["categories"])
     except (OSError, ValueError, KeyError):
         return None

@@ -29,7 +29,7 @@ from typing import Any
 
 from unitscope.catalog import Catalog, natural_key
 from unitscope.report.parts import ReportPart, card_data, part_layers, part_script, registered_parts, used_parts
-from unitscope.runs import atomic_write_text
+from unitscope.runs import CATALOG, CONFIG, PAGE, REPORT, REPORT_JS, atomic_write_text
 
 
 def _version() -> str:
@@ -44,12 +44,12 @@ def _version() -> str:
 def _open_run(run_dir: Path) -> tuple[Path, dict | None]:
     if not run_dir.is_dir():
         raise FileNotFoundError(f"{run_dir} is not a folder")
-    catalog = run_dir / "catalog.sqlite"
+    catalog = run_dir / CATALOG
     if not catalog.is_file():
         raise FileNotFoundError(f"{run_dir} is not a run folder: it has no catalog.sqlite")
     config = None
-    if (run_dir / "config.json").is_file():
-        config = json.loads((run_dir / "config.json").read_text())
+    if (run_dir / CONFIG).is_file():
+        config = json.loads((run_dir / CONFIG).read_text())
     return catalog, config
 
 
@@ -111,14 +111,14 @@ def write_report(run_dir: Path, title: str | None = None) -> Path:
     run_dir = Path(run_dir)
     data = build_report(run_dir, title)
     text = json.dumps(data, indent=1, ensure_ascii=False, allow_nan=False)
-    atomic_write_text(run_dir / "report.json", text + "\n")
+    atomic_write_text(run_dir / REPORT, text + "\n")
     # file:// pages cannot fetch() a local file, so the page loads the same data as a script.
     compact = json.dumps(data, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
     compact = compact.replace("</", "<\\/")  # harmless in JSON, safe if ever inlined
-    atomic_write_text(run_dir / "report.js", "window.UNITSCOPE_REPORT = " + compact + ";\n")
+    atomic_write_text(run_dir / REPORT_JS, "window.UNITSCOPE_REPORT = " + compact + ";\n")
     template = resources.files("unitscope.report").joinpath("index.html").read_text(encoding="utf-8")
     page = template.replace("{{TITLE}}", _html.escape(data["title"]))
     page = page.replace("<!--{{PARTS}}-->", _scripts(data["part_order"]))
-    out = run_dir / "index.html"
+    out = run_dir / PAGE
     atomic_write_text(out, page)
     return out

@@ -48,8 +48,10 @@ from unitscope.edits import Edits
 from unitscope.errors import UnitscopeError
 from unitscope.gan.effects import label_space
 from unitscope.gan.sources import latents, to_unit_range
-from unitscope.hooks import TraceDict, layer_names
+from unitscope.hooks import TraceDict
+from unitscope.layers import layer_names
 from unitscope.models import get_info
+from unitscope.runs import ARRAYS, LABELS, LAYERS
 from unitscope.segment import Segmenter
 
 __all__ = ["Painter", "PaintEdit", "PaintResult", "PaintError", "routes"]
@@ -375,8 +377,8 @@ class RunConcepts:
 
         self.path = Path(run)
         try:
-            tags = json.loads((self.path / "layers.json").read_text())
-            labels = json.loads((self.path / "labels.json").read_text())
+            tags = json.loads((self.path / LAYERS).read_text())
+            labels = json.loads((self.path / LABELS).read_text())
         except (OSError, ValueError) as exc:
             raise FileNotFoundError(f"{self.path} is not a finished dissection (no readable layers.json / "
                                     f"labels.json: {exc}); run `unitscope dissect --model GEN --segmenter SEG "
@@ -384,7 +386,7 @@ class RunConcepts:
         self.names, self.label_categories = list(labels["names"]), list(labels["categories"])
         self.iou: dict[str, np.ndarray] = {}
         for tag, name in tags.items():
-            path = self.path / "arrays" / f"{tag}.safetensors"
+            path = self.path / ARRAYS / f"{tag}.safetensors"
             if path.is_file():
                 self.iou[name] = np.nan_to_num(np.asarray(load_arrays(path)["iou"], dtype=np.float64))  # [C, L]
         self.layers = list(self.iou)

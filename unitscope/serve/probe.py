@@ -31,7 +31,8 @@ import torch
 from torch import nn
 
 from unitscope.errors import UnitscopeError
-from unitscope.hooks import LayerNotFoundError, Trace, layer_names, list_layers, resolve_layer
+from unitscope.hooks import Trace
+from unitscope.layers import LayerNotFoundError, layer_names, list_layers, resolve_layer
 from unitscope.models import get_info
 
 MAX_TILE = 128  # maps larger than this on a side are average-pooled down for the atlas

@@ -25,6 +25,7 @@ from urllib.parse import quote
 
 from unitscope.catalog import Catalog
 from unitscope.facts import UnitFacts, fact_layers, fact_models, sources, unit_facts
+from unitscope.runs import CATALOG
 
 RUN_URL = "/run/"
 
@@ -40,7 +41,7 @@ class RunInfo:
             return
         if not self.path.is_dir():
             raise FileNotFoundError(f"run folder {self.path} does not exist")
-        db = self.path / "catalog.sqlite"
+        db = self.path / CATALOG
         if not db.is_file():
             raise FileNotFoundError(f"{self.path} has no catalog.sqlite: is it a unitscope run folder?")
         sources()  # load the analyses' readers now, not in the first requests' threads
@@ -53,7 +54,7 @@ class RunInfo:
     def _open(self) -> Catalog:
         # A fresh connection per call: requests run on several threads.
         assert self.path is not None, "RunInfo(None) opens no catalog"
-        return Catalog(self.path / "catalog.sqlite", create=False)
+        return Catalog(self.path / CATALOG, create=False)
 
     def _models(self, cat: Catalog) -> list[str]:
         return fact_models(cat)

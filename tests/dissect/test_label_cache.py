@@ -1,0 +1,64 @@
+"""The label cache: pass 3 reads the planes pass 2 wrote, bit-identical to reading the data set."""
+
+import numpy as np
+import pytest
+
+from tests.dissect.test_significance import TableActivations, TableLabels, table_world
+from unitscope.dissect import Options, dissect_sources
+from unitscope.faults import FaultInjected, armed
+
+ACTS_BYTES = 40 * 7 * 4 * 4 * 4  # table_world's activation cache
+OPTS = dict(quantile=0.1, iou_threshold=0.1, topk=2, batch_size=8, seed=3, null_draws=6, exemplar_images=False,
+            progress=False)
+
+
+class CountingLabels(TableLabels):
+    """Counts the positions whose planes were read from the data set, per pass."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.reads = 0
+
+    def load(self, pos):
+        self.reads += 1
+        return super().load(pos)
+
+
+def run(tmp_path, name, cache_gb, **kw):
+    maps, labels, image_labels, present = table_world()
+    src = CountingLabels(labels, image_labels, present)
+    d = dissect_sources(TableActivations(maps), src, tmp_path / name, Options(cache_gb=cache_gb, **OPTS, **kw))
+    return d.layers["feat"], src
+
+
+def test_pass3_p_values_equal_with_and_without_the_label_cache(tmp_path):
+    with_cache, src = run(tmp_path, "with", 1.0, keep_cache=True)
+    assert (tmp_path / "with" / "cache" / "labels" / "complete").exists()
+    assert src.reads == 40  # pass 2 alone read the data set's labels: pass 3 read the label cache
+    # room for the activations, not the labels: pass 3 reads the data set again
+    without, src2 = run(tmp_path, "without", (ACTS_BYTES + 100) / 2**30, keep_cache=True)
+    assert not (tmp_path / "without" / "cache" / "labels" / "complete").exists()
+    assert (tmp_path / "without" / "cache" / "complete").exists()
+    assert src2.reads == 80
+    none, _ = run(tmp_path, "none", 0.0)  # no cache at all
+    assert np.isfinite(with_cache.p_value).sum() == 3
+    for other in (without, none):
+        assert np.array_equal(with_cache.p_value, other.p_value, equal_nan=True)
+        assert np.array_equal(with_cache.iou, other.iou)
+
+
+def test_kill_at_label_write_then_resume_gives_the_uninterrupted_catalog(tmp_path):
+    ref, _ = run(tmp_path, "ref", 1.0, checkpoint_every=1)
+    with armed("labels.write=3:raise"), pytest.raises(FaultInjected):
+        run(tmp_path, "cut", 1.0, checkpoint_every=1)
+    assert (tmp_path / "cut" / "cache" / "labels" / "rows.safetensors").exists()
+    again, src = run(tmp_path, "cut", 1.0, checkpoint_every=1)
+    assert src.reads < 40  # the resume counted only the batches left, and pass 3 read the label cache
+    assert np.array_equal(ref.p_value, again.p_value, equal_nan=True)
+    assert np.array_equal(ref.iou, again.iou)
+    import sqlite3
+
+    def rows(name):
+        with sqlite3.connect(tmp_path / name / "catalog.sqlite") as db:
+            return db.execute("select * from dissection order by 1, 2, 3").fetchall()
+    assert rows("ref") == rows("cut")

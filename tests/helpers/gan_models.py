@@ -1,0 +1,108 @@
+"""A hand-built generator and segmenter, loadable as ``tests/helpers/gan_models.py:toy_generator`` and
+``tests/helpers/gan_models.py:door_segmenter``; their differentiable variant (``soft_generator``,
+``soft_segmenter``: a third unit that paints a blotch, softmax probabilities) is at the end.
+
+z ``[N, 16, 1, 1]`` is read as a 4x4 map ``a``. The image (one pixel per cell of the 4x4 map) is sky
+(blue) in rows 0-1 and wall (grey) in rows 2-3. Layer ``feat`` [N, 2, 4, 4]: unit 0 is
+relu(a - 1.5) on the wall rows (positive in the few wall cells where a > 1.5) and unit 1 is always 0.
+The generator paints a red door wherever unit 0 is positive on a wall row, never in the sky: unit 0
+paints doors, and only where a door makes sense; unit 1 paints nothing. The segmenter labels sky
+(1), wall (2) and door (3) by colour.
+"""
+
+import torch
+from torch import nn
+
+from unitscope.models import ModelInfo, attach_info
+from unitscope.segment import Segmenter
+
+SKY, WALL, DOOR = (0.2, 0.4, 0.9), (0.5, 0.5, 0.5), (0.9, 0.1, 0.1)
+
+
+class ToyGenerator(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.feat = nn.Identity()
+        wall = torch.zeros(1, 1, 4, 4)
+        wall[..., 2:, :] = 1
+        self.register_buffer("wall", wall)
+        self.register_buffer("sky", torch.tensor(SKY).view(1, 3, 1, 1))
+        self.register_buffer("grey", torch.tensor(WALL).view(1, 3, 1, 1))
+        self.register_buffer("red", torch.tensor(DOOR).view(1, 3, 1, 1))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        a = z.reshape(z.shape[0], 1, 4, 4)
+        feat = self.feat(torch.cat([torch.relu(a - 1.5) * self.wall, torch.zeros_like(a)], 1))
+        door = (feat[:, :1] > 0).float() * self.wall
+        background = self.sky + self.wall * (self.grey - self.sky)
+        return background + door * (self.red - background)
+
+
+def toy_generator(checkpoint=None, pretrained=None) -> nn.Module:
+    return attach_info(ToyGenerator(), ModelInfo(name="toy-generator", input_size=(16, 1, 1), kind="generator",
+                                             output_size=(3, 4, 4), default_layers=["feat"]))
+
+
+class DoorSegmenter(Segmenter):
+    categories = ("object",)
+    labels = {"object": [("sky", 1), ("wall", 2), ("door", 3)]}
+
+    def segment(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        r, g, b = images[:, 0], images[:, 1], images[:, 2]
+        out = torch.zeros(r.shape, dtype=torch.long)
+        out[b > 0.7] = 1
+        out[(r - 0.5).abs().lt(0.05) & (b - 0.5).abs().lt(0.05)] = 2
+        out[(r > 0.7) & (g < 0.3)] = 3
+        return {"object": out}
+
+
+def door_segmenter(device: str = "cpu") -> Segmenter:
+    return DoorSegmenter()
+
+
+# -- a differentiable variant (ACE and artifact units; tests/gan/test_gan_ace.py's docstring) ----------
+BLOT = (0.9, 0.1, 0.9)  # the soft generator's magenta blotch, a colour the soft segmenter cannot place
+
+
+class SoftDoorGenerator(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.feat = nn.Identity()
+        wall = torch.zeros(1, 1, 4, 4)
+        wall[..., 2:, :] = 1
+        self.register_buffer("wall", wall)
+        for name, colour in (("sky", SKY), ("grey", WALL), ("red", DOOR), ("blot", BLOT)):
+            self.register_buffer(name, torch.tensor(colour).view(1, 3, 1, 1))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        a = z.reshape(z.shape[0], 1, 4, 4)
+        feat = self.feat(torch.cat([torch.relu(a - 1.5) * self.wall, torch.ones_like(a),
+                                    torch.relu(a - 1.0) * (1 - self.wall)], 1))
+        door = (4 * feat[:, :1]).clamp(0, 1) * self.wall
+        blot = (4 * feat[:, 2:3]).clamp(0, 1) * (1 - self.wall)
+        image = self.sky + self.wall * (self.grey - self.sky) + 0 * feat[:, 1:2]
+        image = image + door * (self.red - image)
+        return image + blot * (self.blot - image)
+
+
+def soft_generator() -> nn.Module:
+    return attach_info(SoftDoorGenerator(), ModelInfo(name="soft-door", input_size=(16, 1, 1), kind="generator",
+                                                  output_size=(3, 4, 4), default_layers=["feat"]))
+
+
+class SoftSegmenter(Segmenter):
+    categories = ("object",)
+    labels = {"object": [("sky", 1), ("wall", 2), ("door", 3)]}
+
+    def probabilities(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        colours = torch.tensor([SKY, WALL, DOOR]).view(1, 3, 3, 1, 1)
+        dist = ((images.unsqueeze(1) - colours) ** 2).sum(2)  # [N, 3, H, W]
+        logits = torch.cat([torch.full_like(dist[:, :1], -20 * 0.3), -20 * dist], 1)
+        return {"object": logits.softmax(1)}
+
+    def segment(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"object": self.probabilities(images)["object"].argmax(1)}
+
+
+def soft_segmenter(device: str = "cpu") -> SoftSegmenter:
+    return SoftSegmenter()

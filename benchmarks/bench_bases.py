@@ -3,6 +3,7 @@ and dissecting its 1,280 latents against dissecting 1,280 units.
 
     python benchmarks/bench_bases.py --world runs/photo-world-n300 --images 300      # what fits on a busy CPU
     python benchmarks/bench_bases.py --world runs/photo-world-n5000 --images 5000    # the issue's size
+    python benchmarks/bench_bases.py --world runs/photo-world-n5000 --images 5000 --dissect-images 1000
 
 Target (issue 27): the SAE fitted over 5,000 photo-world images (245,000 positions x 320 channels) in at
 most 10 minutes on this CPU; its 1,280 latents dissected at no more cost than 1,280 units. With fewer
@@ -11,6 +12,8 @@ images the SAE's time per position-epoch is measured and scaled to 245,000 posit
 The 1,280 units are Lite0's ``conv_head`` (1,280 channels, also 7x7), dissected over the same images
 with the same settings; the latents are ``blocks.6#sae`` (``unitscope.bases.source``), without
 ``blocks.6``'s own units. Wall time, process CPU time and the load average are printed for each step.
+``--dissect-images N`` dissects both over the first N images only (the fit still uses ``--images``): the
+cost ratio is per image, so a busy CPU can measure the fit at full size and the ratio on fewer images.
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--world", required=True, help="a photo world (unitscope world make --style photo)")
     p.add_argument("--images", type=int, default=300)
+    p.add_argument("--dissect-images", type=int, default=0,
+                   help="dissect latents and units over the first N images (default: --images)")
     p.add_argument("--expansion", type=float, default=4)
     p.add_argument("--k", type=int, default=32)
     p.add_argument("--epochs", type=int, default=5)
@@ -76,12 +81,16 @@ def main() -> None:
           f"cpu {cpu * scale / 60:.1f} min (x{scale:.1f}; target <= 10 min)")
     if args.no_dissect:
         return
+    nd = min(args.dissect_images or n, n)
+    if nd < n:
+        print(f"dissections over the first {nd} images")
+        acts = ModelActivations(model, data, ["blocks.6"], n=nd)
     opts = Options(batch_size=32, progress=False, exemplar_images=True)
     spec = BasisSpec("sae", {"expansion": args.expansion, "k": args.k}, "sae")
     src = BasisActivations(acts, {"blocks.6#sae": ("blocks.6", spec, b)}, units=False)  # the SAE just fitted
     _, lw, lc = timed(f"dissect {src.shapes()['blocks.6#sae'][0]} SAE latents (blocks.6#sae)", dissect_sources,
                       src, BrodenLabels(data), out / "latents", opts)
-    units = ModelActivations(model, data, ["conv_head"], n=n)
+    units = ModelActivations(model, data, ["conv_head"], n=nd)
     _, uw, uc = timed(f"dissect {units.shapes()['conv_head'][0]} units (conv_head)", dissect_sources, units,
                       BrodenLabels(data), out / "units", opts)
     print(f"latents / units: wall {lw / uw:.2f}x, cpu {lc / uc:.2f}x (target <= 1)")

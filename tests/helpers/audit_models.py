@@ -59,7 +59,7 @@ class ColourLayers(nn.Module):
         import numpy as np
         import torch.nn.functional as F
 
-        from unitscope.data._vocab import color_labels
+        from unitscope.world.vocab import color_labels
 
         rgb = (x * 255).round().clamp(0, 255)
         half = (F.avg_pool2d(rgb, 2) + 0.5).floor().clamp(0, 255).to(torch.uint8)  # as the world names colours

@@ -1,6 +1,6 @@
 """The hiding option of the probe world: one concept blurred or filled out of every image.
 
-    from unitscope.data import make_world
+    from unitscope.world import make_world
     from unitscope.world.hide import HideSpec
     make_world("worlds/nocab64", n=2000, size=64, hide=HideSpec("cabinet"))        # blurred cabinets
     HideSpec.parse("cabinet,fill")                                                 # filled with background

@@ -92,8 +92,10 @@ def main() -> None:
 
     full()  # warm-up
     t_full = min(timed(full) for _ in range(3))
-    print(f"{args.model}: {args.images} images of {args.size}px, "
-          f"one full forward pass {t_full:.3f} s ({args.images / t_full:.0f} img/s), {torch.get_num_threads()} threads")
+    print(
+        f"{args.model}: {args.images} images of {args.size}px, "
+        f"one full forward pass {t_full:.3f} s ({args.images / t_full:.0f} img/s), {torch.get_num_threads()} threads"
+    )
     for which, layer in zip(("last", "middle"), args.layers.split(",")):
         cut = cut_model(model, layer)
         t0 = time.perf_counter()
@@ -113,11 +115,13 @@ def main() -> None:
 
         t_naive = timed(naive) / args.naive_units * units
         target = TARGETS[which]
-        print(f"  {layer} ({which}, {units} units, {'fx tail' if cut.exact_tail else 'hook fallback'}): "
-              f"head {t_head:.2f} s + {units + 1} ablations {t_abl:.2f} s = {total:.2f} s; "
-              f"units x full forward {units * t_full:.2f} s -> ratio {ratio:.3f} (target <= {target}: "
-              f"{'met' if ratio <= target else 'MISSED'}); naive full-forward ablation {t_naive:.2f} s "
-              f"(ratio {t_naive / (units * t_full):.2f})")
+        print(
+            f"  {layer} ({which}, {units} units, {'fx tail' if cut.exact_tail else 'hook fallback'}): "
+            f"head {t_head:.2f} s + {units + 1} ablations {t_abl:.2f} s = {total:.2f} s; "
+            f"units x full forward {units * t_full:.2f} s -> ratio {ratio:.3f} (target <= {target}: "
+            f"{'met' if ratio <= target else 'MISSED'}); naive full-forward ablation {t_naive:.2f} s "
+            f"(ratio {t_naive / (units * t_full):.2f})"
+        )
 
 
 if __name__ == "__main__":

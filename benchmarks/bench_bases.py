@@ -32,8 +32,9 @@ def timed(label: str, fn, *args, **kw):
     wall, cpu, load = time.perf_counter(), time.process_time(), os.getloadavg()[0]
     out = fn(*args, **kw)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    print(f"{label:<44} wall {wall:7.1f} s   cpu {cpu:7.1f} s   load {load:.1f} -> {os.getloadavg()[0]:.1f}",
-          flush=True)
+    print(
+        f"{label:<44} wall {wall:7.1f} s   cpu {cpu:7.1f} s   load {load:.1f} -> {os.getloadavg()[0]:.1f}", flush=True
+    )
     return out, wall, cpu
 
 
@@ -41,8 +42,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--world", required=True, help="a photo world (unitscope world make --style photo)")
     p.add_argument("--images", type=int, default=300)
-    p.add_argument("--dissect-images", type=int, default=0,
-                   help="dissect latents and units over the first N images (default: --images)")
+    p.add_argument(
+        "--dissect-images",
+        type=int,
+        default=0,
+        help="dissect latents and units over the first N images (default: --images)",
+    )
     p.add_argument("--expansion", type=float, default=4)
     p.add_argument("--k", type=int, default=32)
     p.add_argument("--epochs", type=int, default=5)
@@ -62,8 +67,10 @@ def main() -> None:
     model = create_model("efficientnet_lite0").eval()
     data = BrodenDataset(args.world, transform=get_info(model).transform())
     n = min(args.images, len(data))
-    print(f"EfficientNet-Lite0 blocks.6 over {n} images of {args.world}; threads {args.threads}; "
-          f"SAE {args.expansion:g}x, k={args.k}, {args.epochs} epochs, minibatch {args.batch_size}")
+    print(
+        f"EfficientNet-Lite0 blocks.6 over {n} images of {args.world}; threads {args.threads}; "
+        f"SAE {args.expansion:g}x, k={args.k}, {args.epochs} epochs, minibatch {args.batch_size}"
+    )
     acts = ModelActivations(model, data, ["blocks.6"], n=n)
     cache = FitCache(out / "fitcache", acts.shapes(), n, acts.key())
     timed("forward pass into the fit cache", cache.fill, acts, 32)
@@ -71,14 +78,26 @@ def main() -> None:
     positions = n * h * w
     from unitscope.bases import fit_sae
 
-    b, wall, cpu = timed(f"SAE fit ({positions:,} positions x {c})", fit_sae, cache.batches("blocks.6"),
-                         out / "sae", expansion=args.expansion, k=args.k, epochs=args.epochs,
-                         batch_size=args.batch_size, fresh=True)
+    b, wall, cpu = timed(
+        f"SAE fit ({positions:,} positions x {c})",
+        fit_sae,
+        cache.batches("blocks.6"),
+        out / "sae",
+        expansion=args.expansion,
+        k=args.k,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        fresh=True,
+    )
     scale = 245_000 / positions
-    print(f"  FVU {b.metrics['fvu']:.3f}, mean L0 {b.metrics['mean_l0']:.1f}, dead {b.metrics['dead_fraction']:.3f}, "
-          f"{b.config['steps']} steps")
-    print(f"  extrapolated to 245,000 positions (5,000 images): wall {wall * scale / 60:.1f} min, "
-          f"cpu {cpu * scale / 60:.1f} min (x{scale:.1f}; target <= 10 min)")
+    print(
+        f"  FVU {b.metrics['fvu']:.3f}, mean L0 {b.metrics['mean_l0']:.1f}, dead {b.metrics['dead_fraction']:.3f}, "
+        f"{b.config['steps']} steps"
+    )
+    print(
+        f"  extrapolated to 245,000 positions (5,000 images): wall {wall * scale / 60:.1f} min, "
+        f"cpu {cpu * scale / 60:.1f} min (x{scale:.1f}; target <= 10 min)"
+    )
     if args.no_dissect:
         return
     nd = min(args.dissect_images or n, n)
@@ -88,11 +107,23 @@ def main() -> None:
     opts = Options(batch_size=32, progress=False, exemplar_images=True)
     spec = BasisSpec("sae", {"expansion": args.expansion, "k": args.k}, "sae")
     src = BasisActivations(acts, {"blocks.6#sae": ("blocks.6", spec, b)}, units=False)  # the SAE just fitted
-    _, lw, lc = timed(f"dissect {src.shapes()['blocks.6#sae'][0]} SAE latents (blocks.6#sae)", dissect_sources,
-                      src, BrodenLabels(data), out / "latents", opts)
+    _, lw, lc = timed(
+        f"dissect {src.shapes()['blocks.6#sae'][0]} SAE latents (blocks.6#sae)",
+        dissect_sources,
+        src,
+        BrodenLabels(data),
+        out / "latents",
+        opts,
+    )
     units = ModelActivations(model, data, ["conv_head"], n=nd)
-    _, uw, uc = timed(f"dissect {units.shapes()['conv_head'][0]} units (conv_head)", dissect_sources, units,
-                      BrodenLabels(data), out / "units", opts)
+    _, uw, uc = timed(
+        f"dissect {units.shapes()['conv_head'][0]} units (conv_head)",
+        dissect_sources,
+        units,
+        BrodenLabels(data),
+        out / "units",
+        opts,
+    )
     print(f"latents / units: wall {lw / uw:.2f}x, cpu {lc / uc:.2f}x (target <= 1)")
     if args.out is None:
         shutil.rmtree(out, ignore_errors=True)

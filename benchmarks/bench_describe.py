@@ -64,10 +64,14 @@ def main() -> None:
     cpu = time.process_time() - cpu0
     units = len(rows["pmi"])
     total = t2 - t0
-    print(f"{args.layer}: {units} units, {n} images ({int(R.held_out(n).sum())} held out), {rc.sigs.size} signatures; "
-          f"torch threads {torch.get_num_threads()}, load {load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end")
-    print(f"concepts {t1 - t0:.1f} s | search + held-out scores (3 kinds, {args.draws} draws) {t2 - t1:.1f} s | "
-          f"total {total:.1f} s against {TARGET_S:.0f} s: {total / TARGET_S:.2f}x the target; process CPU {cpu:.0f} s")
+    print(
+        f"{args.layer}: {units} units, {n} images ({int(R.held_out(n).sum())} held out), {rc.sigs.size} signatures; "
+        f"torch threads {torch.get_num_threads()}, load {load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
+    )
+    print(
+        f"concepts {t1 - t0:.1f} s | search + held-out scores (3 kinds, {args.draws} draws) {t2 - t1:.1f} s | "
+        f"total {total:.1f} s against {TARGET_S:.0f} s: {total / TARGET_S:.2f}x the target; process CPU {cpu:.0f} s"
+    )
     described = sum(r.get("description") is not None for r in rows["pmi"])
     print(f"{described} of {units} units described")
     if args.write:
@@ -83,9 +87,11 @@ def bench_captioner(run: Path, layer: str, spec: str) -> None:
     load, cpu0, t0 = os.getloadavg()[0], time.process_time(), time.perf_counter()
     rows = caption_layer(run, layer, load_captioner(spec))
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-    print(f"captioner {spec} on {layer}: {len(rows)} units in {wall:.1f} s ({1000 * wall / len(rows):.0f} ms a unit), "
-          f"process CPU {cpu:.1f} s, load {load:.1f} -> {os.getloadavg()[0]:.1f}; "
-          f"{len({r.get('description') for r in rows})} distinct captions")
+    print(
+        f"captioner {spec} on {layer}: {len(rows)} units in {wall:.1f} s ({1000 * wall / len(rows):.0f} ms a unit), "
+        f"process CPU {cpu:.1f} s, load {load:.1f} -> {os.getloadavg()[0]:.1f}; "
+        f"{len({r.get('description') for r in rows})} distinct captions"
+    )
 
 
 def bench_search(run: Path, query: str) -> None:
@@ -98,8 +104,10 @@ def bench_search(run: Path, query: str) -> None:
             print("search: the extra `embed` is not installed")
             continue
         hits = search_units(run, query, limit=0, embed=embed)
-        print(f"search {query!r} ({name}): {len(hits)} hits in {time.perf_counter() - t0:.2f} s, "
-              f"process CPU {time.process_time() - cpu0:.2f} s (the first search loads WordNet / the model)")
+        print(
+            f"search {query!r} ({name}): {len(hits)} hits in {time.perf_counter() - t0:.2f} s, "
+            f"process CPU {time.process_time() - cpu0:.2f} s (the first search loads WordNet / the model)"
+        )
 
 
 if __name__ == "__main__":

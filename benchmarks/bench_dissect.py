@@ -49,11 +49,10 @@ import torch
 
 from unitscope.commands.dissect import cache_dir
 from unitscope.data import BrodenDataset
-from unitscope.world import make_world
-from unitscope.dissect import dissect, label_agreement
-from unitscope.dissect import engine
+from unitscope.dissect import dissect, engine, label_agreement
 from unitscope.models import create_model, get_info
 from unitscope.tally import resolve_workers
+from unitscope.world import make_world
 
 
 def world_for(n: int, size: int = 224, style: str = "cartoon") -> Path:
@@ -84,7 +83,9 @@ class _Images(torch.utils.data.Dataset):
         return len(self.data)
 
     def __getitem__(self, i):
-        return self.data.get(i, image=True, labels=False)["image"] if hasattr(self.data, "get") else self.data[i]["image"]
+        return (
+            self.data.get(i, image=True, labels=False)["image"] if hasattr(self.data, "get") else self.data[i]["image"]
+        )
 
 
 @contextmanager
@@ -94,8 +95,11 @@ def phase_timer(cpu: dict[str, float] | None = None):
     CPU seconds (process and the DataLoader workers, which end with their pass)."""
     seconds: dict[str, float] = {}
     cpu = {} if cpu is None else cpu
-    saved = {name: getattr(engine._Run, name) for name in ("open", "pass1", "pass2", "pass3", "summarise", "write")
-             if hasattr(engine._Run, name)}
+    saved = {
+        name: getattr(engine._Run, name)
+        for name in ("open", "pass1", "pass2", "pass3", "summarise", "write")
+        if hasattr(engine._Run, name)
+    }
 
     def timed(name, fn):
         def run(*args, **kw):
@@ -105,6 +109,7 @@ def phase_timer(cpu: dict[str, float] | None = None):
             finally:
                 seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - start
                 cpu[name] = cpu.get(name, 0.0) + cpu_seconds() - cpu_start
+
         return run
 
     for name, fn in saved.items():
@@ -145,8 +150,16 @@ def _tree_pss_mb(pid: int | None = None) -> float:
     return total + sum(_tree_pss_mb(c) for c in children)
 
 
-def one_run(n: int, layer: str, batch_size: int, workers: int, out: Path, model_name: str = "efficientnet_lite0",
-            random_weights: bool = False, device: str = "cpu") -> dict:
+def one_run(
+    n: int,
+    layer: str,
+    batch_size: int,
+    workers: int,
+    out: Path,
+    model_name: str = "efficientnet_lite0",
+    random_weights: bool = False,
+    device: str = "cpu",
+) -> dict:
     """One dissection; resident memory sampled every 0.5 s (peak and median, to tell growth from spikes),
     of the main process (RSS) and of the process tree with its DataLoader workers (PSS)."""
     samples: list[float] = []
@@ -165,25 +178,40 @@ def one_run(n: int, layer: str, batch_size: int, workers: int, out: Path, model_
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
     start = time.perf_counter()
-    result = dissect(model, data, [layer], out, batch_size=batch_size, num_workers=workers, device=device,
-                     progress=False)
+    result = dissect(
+        model, data, [layer], out, batch_size=batch_size, num_workers=workers, device=device, progress=False
+    )
     seconds = time.perf_counter() - start
     running.clear()
     thread.join()
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    fifths = [statistics.median(samples[i * len(samples) // 5:(i + 1) * len(samples) // 5]) for i in range(5)]
-    return {"images": n, "seconds": seconds, "peak_rss_mb": peak_mb, "median_rss_mb": statistics.median(samples),
-            "median_by_fifth_mb": fifths, "peak_tree_pss_mb": max(tree), "median_tree_pss_mb": statistics.median(tree),
-            "summary": result.layers[layer].summary()}
+    fifths = [statistics.median(samples[i * len(samples) // 5 : (i + 1) * len(samples) // 5]) for i in range(5)]
+    return {
+        "images": n,
+        "seconds": seconds,
+        "peak_rss_mb": peak_mb,
+        "median_rss_mb": statistics.median(samples),
+        "median_by_fifth_mb": fifths,
+        "peak_tree_pss_mb": max(tree),
+        "median_tree_pss_mb": statistics.median(tree),
+        "summary": result.layers[layer].summary(),
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=1000)
-    ap.add_argument("--layer", default="blocks.6",
-                    help="a layer, comma-separated layers, or 'default' (the model's own: the demo's for Lite0)")
-    ap.add_argument("--style", default="cartoon", choices=["cartoon", "photo", "mixed"],
-                    help="probe world (photo: the demo's, needs the Debian photograph packages)")
+    ap.add_argument(
+        "--layer",
+        default="blocks.6",
+        help="a layer, comma-separated layers, or 'default' (the model's own: the demo's for Lite0)",
+    )
+    ap.add_argument(
+        "--style",
+        default="cartoon",
+        choices=["cartoon", "photo", "mixed"],
+        help="probe world (photo: the demo's, needs the Debian photograph packages)",
+    )
     ap.add_argument("--null-draws", type=int, default=8, help="permutation-null draws (0: no p-values)")
     ap.add_argument("--size", type=int, default=224, help="probe-world image size (the timing and --precision runs)")
     ap.add_argument("--batch-size", type=int, default=50)
@@ -191,9 +219,15 @@ def main() -> None:
     ap.add_argument("--model", default="efficientnet_lite0")
     ap.add_argument("--random-weights", action="store_true", help="untrained weights (timing only; no download)")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--precision", default="float32", choices=["float32", "bfloat16", "float16"],
-                    help="also dissect in this precision and compare its labels with float32's")
-    ap.add_argument("--cache-gb", type=float, default=4.0, help="activation cache budget (0: pass 2 and 3 run the model)")
+    ap.add_argument(
+        "--precision",
+        default="float32",
+        choices=["float32", "bfloat16", "float16"],
+        help="also dissect in this precision and compare its labels with float32's",
+    )
+    ap.add_argument(
+        "--cache-gb", type=float, default=4.0, help="activation cache budget (0: pass 2 and 3 run the model)"
+    )
     ap.add_argument("--memory", default="", help="comma-separated image counts: peak RSS of each, in a fresh process")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: one per core)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -202,23 +236,55 @@ def main() -> None:
 
     if args.child:
         with tempfile.TemporaryDirectory() as tmp:
-            print(json.dumps(one_run(args.images, args.layer, args.batch_size, resolve_workers(args.workers),
-                                     Path(tmp) / "run", args.model, args.random_weights, args.device)))
+            print(
+                json.dumps(
+                    one_run(
+                        args.images,
+                        args.layer,
+                        args.batch_size,
+                        resolve_workers(args.workers),
+                        Path(tmp) / "run",
+                        args.model,
+                        args.random_weights,
+                        args.device,
+                    )
+                )
+            )
         return
 
     if args.memory:
         for n in [int(x) for x in args.memory.split(",")]:
             world_for(n)
-            out = subprocess.run([sys.executable, __file__, "--child", "--images", str(n), "--layer", args.layer,
-                                  "--batch-size", str(args.batch_size), "--workers", str(args.workers),
-                                  "--model", args.model, "--device", args.device,
-                                  *(["--random-weights"] if args.random_weights else [])],
-                                 check=True, capture_output=True, text=True).stdout
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    "--images",
+                    str(n),
+                    "--layer",
+                    args.layer,
+                    "--batch-size",
+                    str(args.batch_size),
+                    "--workers",
+                    str(args.workers),
+                    "--model",
+                    args.model,
+                    "--device",
+                    args.device,
+                    *(["--random-weights"] if args.random_weights else []),
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
             r = json.loads(out.strip().splitlines()[-1])
-            print(f"{n:6d} images: peak RSS {r['peak_rss_mb']:6.0f} MB, median {r['median_rss_mb']:6.0f} MB "
-                  f"(by fifth of the run: {' '.join(f'{m:.0f}' for m in r['median_by_fifth_mb'])}); with the "
-                  f"workers (PSS) peak {r['peak_tree_pss_mb']:.0f} MB, median {r['median_tree_pss_mb']:.0f} MB; "
-                  f"{r['seconds']:6.1f} s  ({r['summary']})")
+            print(
+                f"{n:6d} images: peak RSS {r['peak_rss_mb']:6.0f} MB, median {r['median_rss_mb']:6.0f} MB "
+                f"(by fifth of the run: {' '.join(f'{m:.0f}' for m in r['median_by_fifth_mb'])}); with the "
+                f"workers (PSS) peak {r['peak_tree_pss_mb']:.0f} MB, median {r['median_tree_pss_mb']:.0f} MB; "
+                f"{r['seconds']:6.1f} s  ({r['summary']})"
+            )
         return
 
     device = torch.device(args.device)
@@ -236,39 +302,68 @@ def main() -> None:
             cpu: dict[str, float] = {}
             with phase_timer(cpu) as phases:
                 start, cpu_start = time.perf_counter(), cpu_seconds()
-                result = dissect(model, data, layers, tmp / "run", batch_size=args.batch_size,
-                                 num_workers=workers, device=device, precision=precision, progress=False,
-                                 cache_gb=args.cache_gb, null_draws=args.null_draws)
-                runs[precision] = (time.perf_counter() - start, result.layers, dict(phases),
-                                   cpu_seconds() - cpu_start, dict(cpu))
+                result = dissect(
+                    model,
+                    data,
+                    layers,
+                    tmp / "run",
+                    batch_size=args.batch_size,
+                    num_workers=workers,
+                    device=device,
+                    precision=precision,
+                    progress=False,
+                    cache_gb=args.cache_gb,
+                    null_draws=args.null_draws,
+                )
+                runs[precision] = (
+                    time.perf_counter() - start,
+                    result.layers,
+                    dict(phases),
+                    cpu_seconds() - cpu_start,
+                    dict(cpu),
+                )
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     # a second bare pass after the dissection: under a changing load from other processes the
     # dissection is compared with the mean of the passes that bracket it
     after_s = bare_forward(model, data, args.batch_size, workers, device, bare_cpu)
-    print(f"{args.model} {','.join(layers)}, {args.images} {args.style} images at {args.size} px, {device}, "
-          f"batch {args.batch_size}, {workers} workers, {torch.get_num_threads()} threads, null draws {args.null_draws}")
+    print(
+        f"{args.model} {','.join(layers)}, {args.images} {args.style} images at {args.size} px, {device}, "
+        f"batch {args.batch_size}, {workers} workers, {torch.get_num_threads()} threads, null draws {args.null_draws}"
+    )
     print(f"  bare forward pass before / after: {forward_s:6.1f} s / {after_s:6.1f} s")
     forward_s = (forward_s + after_s) / 2
-    print(f"  bare forward pass (full model, data loading included): {forward_s:6.1f} s  ({args.images / forward_s:.1f} img/s)")
+    print(
+        f"  bare forward pass (full model, data loading included): {forward_s:6.1f} s  ({args.images / forward_s:.1f} img/s)"
+    )
     bare_cpu_s = sum(bare_cpu) / len(bare_cpu)
     print(f"  CPU time (process and DataLoader workers): bare pass {' / '.join(f'{c:.1f}' for c in bare_cpu)} s")
     for precision, (dissect_s, dissected, phases, dissect_cpu, cpu) in runs.items():
-        print(f"  whole dissection, {precision:8s} (all passes, exemplars, catalog): {dissect_s:6.1f} s  "
-              f"({args.images / dissect_s:.1f} img/s), ratio to the bare pass {dissect_s / forward_s:.2f}  (target <= 1.2); "
-              f"CPU {dissect_cpu:.1f} s, ratio {dissect_cpu / bare_cpu_s:.2f}")
-        print("    steps, wall: " + ", ".join(f"{name} {s:.1f} s ({s / dissect_s:.0%})" for name, s in phases.items())
-              + f", other {dissect_s - sum(phases.values()):.1f} s")
-        print("    steps, CPU: " + ", ".join(f"{name} {s:.1f} s ({s / dissect_cpu:.1%})" for name, s in cpu.items())
-              + f", other {dissect_cpu - sum(cpu.values()):.1f} s")
+        print(
+            f"  whole dissection, {precision:8s} (all passes, exemplars, catalog): {dissect_s:6.1f} s  "
+            f"({args.images / dissect_s:.1f} img/s), ratio to the bare pass {dissect_s / forward_s:.2f}  (target <= 1.2); "
+            f"CPU {dissect_cpu:.1f} s, ratio {dissect_cpu / bare_cpu_s:.2f}"
+        )
+        print(
+            "    steps, wall: "
+            + ", ".join(f"{name} {s:.1f} s ({s / dissect_s:.0%})" for name, s in phases.items())
+            + f", other {dissect_s - sum(phases.values()):.1f} s"
+        )
+        print(
+            "    steps, CPU: "
+            + ", ".join(f"{name} {s:.1f} s ({s / dissect_cpu:.1%})" for name, s in cpu.items())
+            + f", other {dissect_cpu - sum(cpu.values()):.1f} s"
+        )
         for name, d in dissected.items():
             print(f"    {name}: {d.summary()}")
     if args.precision != "float32":
         agree = label_agreement(runs["float32"][1][layers[-1]], runs[args.precision][1][layers[-1]])
-        print(f"  {args.precision} against float32: same label {agree['same_label']:.1%} of {agree['units']} units, "
-              f"same detector verdict and label {agree['same_detectors']:.1%}, detectors {agree['detectors_a']} / "
-              f"{agree['detectors_b']}, largest IoU change {agree['max_iou_diff']:.4f}, largest threshold change "
-              f"{agree['max_threshold_rel']:.2%}")
+        print(
+            f"  {args.precision} against float32: same label {agree['same_label']:.1%} of {agree['units']} units, "
+            f"same detector verdict and label {agree['same_detectors']:.1%}, detectors {agree['detectors_a']} / "
+            f"{agree['detectors_b']}, largest IoU change {agree['max_iou_diff']:.4f}, largest threshold change "
+            f"{agree['max_threshold_rel']:.2%}"
+        )
 
 
 if __name__ == "__main__":

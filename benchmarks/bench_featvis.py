@@ -25,8 +25,9 @@ def timed(model, layer: str, units: list[int], steps: int, device: str, upsample
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     sync()
     t = time.perf_counter()
-    render(model, channel(layer, units), batch=len(units), steps=steps, device=device, upsample=upsample,
-           progress=False)
+    render(
+        model, channel(layer, units), batch=len(units), steps=steps, device=device, upsample=upsample, progress=False
+    )
     sync()
     return time.perf_counter() - t
 
@@ -48,14 +49,19 @@ def main() -> None:
     batch_s, single_s = [], []
     for _ in range(args.repeats):
         batch_s.append(timed(model, args.layer, units, args.steps, args.device, args.upsample))
-        single_s.append(sum(timed(model, args.layer, [u], args.steps, args.device, args.upsample)
-                            for u in units[:args.single]))
+        single_s.append(
+            sum(timed(model, args.layer, [u], args.steps, args.device, args.upsample) for u in units[: args.single])
+        )
     per_unit_batch = min(batch_s) / (args.steps * args.batch)
     per_unit_single = min(single_s) / (args.steps * args.single)
-    print(f"device {args.device}, threads {torch.get_num_threads()}, layer {args.layer}, "
-          f"128 px {'upsampled to 224' if args.upsample else 'fed directly'}, {args.steps} steps")
-    print(f"batch of {args.batch}: {per_unit_batch * 1e3:.1f} ms per unit-step "
-          f"({args.steps / min(batch_s):.2f} steps/s for the batch)")
+    print(
+        f"device {args.device}, threads {torch.get_num_threads()}, layer {args.layer}, "
+        f"128 px {'upsampled to 224' if args.upsample else 'fed directly'}, {args.steps} steps"
+    )
+    print(
+        f"batch of {args.batch}: {per_unit_batch * 1e3:.1f} ms per unit-step "
+        f"({args.steps / min(batch_s):.2f} steps/s for the batch)"
+    )
     print(f"one at a time: {per_unit_single * 1e3:.1f} ms per unit-step")
     print(f"batched is {per_unit_single / per_unit_batch:.1f}x cheaper per unit (target: >= 5x)")
 

@@ -61,30 +61,40 @@ def main() -> None:
     print(f"torch threads {args.threads}; load before {os.getloadavg()}")
     acts = GeneratorActivations(g, list(GENERATOR_LAYERS), n=args.samples, seed=0)
     opts = Options(quantile=0.01, batch_size=50, exemplar_images=False, progress=False, null_draws=8)
-    result, wall, used = timed(f"dissect {args.samples} samples at {', '.join(GENERATOR_LAYERS)}",
-                               lambda: dissect_sources(acts, SegmenterLabels(seg), out / "dissect", opts))
+    result, wall, used = timed(
+        f"dissect {args.samples} samples at {', '.join(GENERATOR_LAYERS)}",
+        lambda: dissect_sources(acts, SegmenterLabels(seg), out / "dissect", opts),
+    )
     scale = 10_000 / args.samples
-    print(f"  extrapolated (linear, not measured) to 10,000 samples: {wall * scale:.0f} s wall, {used * scale:.0f} s CPU")
+    print(
+        f"  extrapolated (linear, not measured) to 10,000 samples: {wall * scale:.0f} s wall, {used * scale:.0f} s CPU"
+    )
     d = result.layers[args.layer]
     order = _order(d, args.concept)
-    print(f"  {args.layer}: {d.summary()}; "
-          f"'{args.concept}' order by IoU starts {order[:5]}")
+    print(f"  {args.layer}: {d.summary()}; '{args.concept}' order by IoU starts {order[:5]}")
 
     cut = cut_model(g, args.layer)
     z = torch.randn(args.removal_samples, 64)
-    _, head_wall, _ = timed(f"head (layers before {args.layer}) over {args.removal_samples} samples, once",
-                            lambda: cache_samples(cut, g, n=args.removal_samples, seed=1, batch_size=100))
+    _, head_wall, _ = timed(
+        f"head (layers before {args.layer}) over {args.removal_samples} samples, once",
+        lambda: cache_samples(cut, g, n=args.removal_samples, seed=1, batch_size=100),
+    )
     samples = cache_samples(cut, g, n=args.removal_samples, seed=1, batch_size=100)
     with torch.no_grad():
-        timed(f"one full forward pass over {args.removal_samples} samples",
-              lambda: [g(z[s:s + 100]) for s in range(0, len(z), 100)])
-        timed(f"the segmenter over {args.removal_samples} samples (one edit's scoring)",
-              lambda: [seg.segment(g(z[s:s + 100])) for s in range(0, len(z), 100)])
+        timed(
+            f"one full forward pass over {args.removal_samples} samples",
+            lambda: [g(z[s : s + 100]) for s in range(0, len(z), 100)],
+        )
+        timed(
+            f"the segmenter over {args.removal_samples} samples (one edit's scoring)",
+            lambda: [seg.segment(g(z[s : s + 100])) for s in range(0, len(z), 100)],
+        )
     ks = (1, 2, 5, 10, 20, 30)
-    removal, wall, used = timed(f"removal curve, {len(ks)} k + {len(ks)} random + the unedited: "
-                                f"{2 * len(ks) + 1} tail passes x {args.removal_samples} samples",
-                                lambda: removal_curve(cut, samples, seg, order, args.concept, ks=ks,
-                                                      random_draws=1, max_batch=500))
+    removal, wall, used = timed(
+        f"removal curve, {len(ks)} k + {len(ks)} random + the unedited: "
+        f"{2 * len(ks) + 1} tail passes x {args.removal_samples} samples",
+        lambda: removal_curve(cut, samples, seg, order, args.concept, ks=ks, random_draws=1, max_batch=500),
+    )
     print(f"  {removal.summary(20)}")
     print(f"  per edit and sample: {1000 * wall / (2 * len(ks) + 1) / args.removal_samples:.2f} ms wall")
 

@@ -42,8 +42,14 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--requests", type=int, default=15, help="timed requests per layer (after one warm-up)")
     p.add_argument("--layers", default="blocks.2,blocks.4,blocks.6,conv_stem")
-    p.add_argument("--paint", nargs="?", const="", default=None, metavar="RUN",
-                   help="time POST /api/paint for world_generator instead (RUN: its dissection, for concepts)")
+    p.add_argument(
+        "--paint",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="RUN",
+        help="time POST /api/paint for world_generator instead (RUN: its dissection, for concepts)",
+    )
     args = p.parse_args()
     if args.paint is not None:
         return bench_paint(args.paint or None, args.requests)
@@ -58,7 +64,9 @@ def main() -> None:
     t0 = time.perf_counter()
     model = create_model("efficientnet_lite0")
     app = create_app(model)
-    print(f"start-up (model + layer listing): {time.perf_counter() - t0:.1f} s, torch threads {torch.get_num_threads()}")
+    print(
+        f"start-up (model + layer listing): {time.perf_counter() - t0:.1f} s, torch threads {torch.get_num_threads()}"
+    )
     jpeg = sample_jpeg("chelsea")
 
     import io
@@ -74,16 +82,19 @@ def main() -> None:
     server, thread, url = serve(app)
     try:
         with httpx.Client(base_url=url, timeout=30) as client:
-            print(f"{'layer':10s} {'maps':>11s} {'reply kB':>8s} {'probe ms: fastest':>17s} {'median':>7s} "
-                  f"{'slowest':>7s} {'forward ms':>10s} {'ratio':>6s}")
+            print(
+                f"{'layer':10s} {'maps':>11s} {'reply kB':>8s} {'probe ms: fastest':>17s} {'median':>7s} "
+                f"{'slowest':>7s} {'forward ms':>10s} {'ratio':>6s}"
+            )
             worst = 0.0
             for layer in args.layers.split(","):
                 times, bare, size, shape = [], [], 0, None
                 for i in range(args.requests + 1):
                     bare.append(forward())  # alternated, so load from other processes hits both
                     t = time.perf_counter()
-                    r = client.post("/api/probe", params={"layer": layer},
-                                    files={"image": ("chelsea.jpg", jpeg, "image/jpeg")})
+                    r = client.post(
+                        "/api/probe", params={"layer": layer}, files={"image": ("chelsea.jpg", jpeg, "image/jpeg")}
+                    )
                     took = time.perf_counter() - t
                     r.raise_for_status()
                     if i:  # the first request of a layer is a warm-up
@@ -91,11 +102,15 @@ def main() -> None:
                     size, shape = len(r.content), r.json()["shape"]
                 med, fwd = statistics.median(times) * 1000, statistics.median(bare[1:]) * 1000
                 worst = max(worst, med)
-                print(f"{layer:10s} {'x'.join(map(str, shape)):>11s} {size / 1024:8.0f} {min(times) * 1000:17.0f} "
-                      f"{med:7.0f} {max(times) * 1000:7.0f} {fwd:10.0f} {med / fwd:6.2f}")
+                print(
+                    f"{layer:10s} {'x'.join(map(str, shape)):>11s} {size / 1024:8.0f} {min(times) * 1000:17.0f} "
+                    f"{med:7.0f} {max(times) * 1000:7.0f} {fwd:10.0f} {med / fwd:6.2f}"
+                )
             verdict = "met" if worst < 1000 else "MISSED"
-            print(f"target: a probe answers within 1 s -- {verdict} (slowest layer's median {worst:.0f} ms; "
-                  f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
+            print(
+                f"target: a probe answers within 1 s -- {verdict} (slowest layer's median {worst:.0f} ms; "
+                f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)"
+            )
     finally:
         server.should_exit = True
         thread.join(timeout=10)
@@ -115,20 +130,27 @@ def bench_paint(run: str | None, requests: int) -> None:
 
     t0, c0 = time.perf_counter(), time.process_time()
     app = create_app(create_model("world_generator"), run, segmenter=create_segmenter("world_segmenter"))
-    print(f"start-up (generator, segmenter, layer listing): {time.perf_counter() - t0:.1f} s wall, "
-          f"{time.process_time() - c0:.1f} s CPU; torch threads {torch.get_num_threads()}")
+    print(
+        f"start-up (generator, segmenter, layer listing): {time.perf_counter() - t0:.1f} s wall, "
+        f"{time.process_time() - c0:.1f} s CPU; torch threads {torch.get_num_threads()}"
+    )
     server, thread, url = serve(app)
     try:
         with httpx.Client(base_url=url, timeout=60) as client:
             info = client.get("/api/paint/info").json()
-            print(f"{'layer':6s} {'grid':>6s} {'action':>6s} {'what':>14s} {'cold ms: fastest':>16s} {'median':>6s} "
-                  f"{'slowest':>7s} {'CPU ms':>6s} {'cached ms':>9s} {'CPU ms':>6s}")
+            print(
+                f"{'layer':6s} {'grid':>6s} {'action':>6s} {'what':>14s} {'cold ms: fastest':>16s} {'median':>6s} "
+                f"{'slowest':>7s} {'CPU ms':>6s} {'cached ms':>9s} {'CPU ms':>6s}"
+            )
             worst = 0.0
             for layer in info["layers"]:
                 h, w = layer["height"], layer["width"]
                 mask = [[int(y >= h // 2 and x < w // 2) for x in range(w)] for y in range(h)]
-                spec: dict = ({"concept": layer["concepts"][0]["concept"]} if layer["concepts"]
-                              else {"units": list(range(min(10, layer["units"])))})
+                spec: dict = (
+                    {"concept": layer["concepts"][0]["concept"]}
+                    if layer["concepts"]
+                    else {"units": list(range(min(10, layer["units"])))}
+                )
                 for action in ("add", "remove"):
                     body = {"layer": layer["name"], "action": action, "mask": mask, **spec}
                     client.post("/api/paint", json={**body, "seed": 10_000}).raise_for_status()  # warm-up, levels
@@ -142,12 +164,16 @@ def bench_paint(run: str | None, requests: int) -> None:
                     med = statistics.median(cold)
                     worst = max(worst, med)
                     what = spec.get("concept") or "units 0-9"
-                    print(f"{layer['name']:6s} {f'{h}x{w}':>6s} {action:>6s} {what:>14s} {min(cold):16.0f} {med:6.0f} "
-                          f"{max(cold):7.0f} {statistics.median(cold_cpu):6.0f} {statistics.median(warm):9.0f} "
-                          f"{statistics.median(warm_cpu):6.0f}")
+                    print(
+                        f"{layer['name']:6s} {f'{h}x{w}':>6s} {action:>6s} {what:>14s} {min(cold):16.0f} {med:6.0f} "
+                        f"{max(cold):7.0f} {statistics.median(cold_cpu):6.0f} {statistics.median(warm):9.0f} "
+                        f"{statistics.median(warm_cpu):6.0f}"
+                    )
             verdict = "met" if worst < 1000 else "MISSED"
-            print(f"target: a paint answers within 1 s -- {verdict} (slowest median {worst:.0f} ms; load average "
-                  f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
+            print(
+                f"target: a paint answers within 1 s -- {verdict} (slowest median {worst:.0f} ms; load average "
+                f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)"
+            )
     finally:
         server.should_exit = True
         thread.join(timeout=10)

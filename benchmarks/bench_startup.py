@@ -23,25 +23,37 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-HEAVY = ["torch._dynamo", "torch._inductor", "torchvision", "timm", "sympy", "triton", "fastapi", "sklearn",
-         "matplotlib", "scipy", "pandas"]
+HEAVY = [
+    "torch._dynamo",
+    "torch._inductor",
+    "torchvision",
+    "timm",
+    "sympy",
+    "triton",
+    "fastapi",
+    "sklearn",
+    "matplotlib",
+    "scipy",
+    "pandas",
+]
 REPORT = f"import sys, json; print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))"
 STEPS = {
     "import torch": "import torch",
     "unitscope dissect --help": "import unitscope.cli as c, contextlib, io\n"
-                                "with contextlib.redirect_stdout(io.StringIO()):\n"
-                                "    try: c.main(['dissect', '--help'])\n"
-                                "    except SystemExit: pass",
+    "with contextlib.redirect_stdout(io.StringIO()):\n"
+    "    try: c.main(['dissect', '--help'])\n"
+    "    except SystemExit: pass",
     "imports of a dissect run": "import unitscope.cli, unitscope.dissect, unitscope.data, unitscope.report, "
-                                "unitscope.commands.dissect; unitscope.cli.build_parser()",
+    "unitscope.commands.dissect; unitscope.cli.build_parser()",
 }
 
 
 def fresh(code: str) -> tuple[float, list[str]]:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     start = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", code + "\n" + REPORT], env=env, capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code + "\n" + REPORT], env=env, capture_output=True, text=True, check=True
+    ).stdout
     return time.perf_counter() - start, json.loads(out.strip().splitlines()[-1])
 
 
@@ -55,7 +67,9 @@ def main() -> None:
     extra = ", pretrained=False" if args.random_weights else ""
     for model in args.model:
         steps[f"... + create_model({model!r}{extra})"] = (
-            STEPS["imports of a dissect run"] + f"\nfrom unitscope.models import create_model; create_model({model!r}{extra})")
+            STEPS["imports of a dissect run"]
+            + f"\nfrom unitscope.models import create_model; create_model({model!r}{extra})"
+        )
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; median of {args.repeat} fresh processes")
     floor = None
     for name, code in steps.items():

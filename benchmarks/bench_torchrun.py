@@ -26,9 +26,26 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def dissect(args: argparse.Namespace, world: Path, out: Path, procs: int) -> float:
     launch = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(procs)] if procs > 1 else []
-    cmd = [sys.executable, *launch, "-m", "unitscope", "dissect", "--model", args.model, "--data", str(world),
-           "--out", str(out), "--batch-size", str(args.batch_size), "--device", args.device, "--no-progress",
-           "--no-report", *(["--layers", args.layers] if args.layers else [])]
+    cmd = [
+        sys.executable,
+        *launch,
+        "-m",
+        "unitscope",
+        "dissect",
+        "--model",
+        args.model,
+        "--data",
+        str(world),
+        "--out",
+        str(out),
+        "--batch-size",
+        str(args.batch_size),
+        "--device",
+        args.device,
+        "--no-progress",
+        "--no-report",
+        *(["--layers", args.layers] if args.layers else []),
+    ]
     start = time.perf_counter()
     subprocess.run(cmd, env=dict(os.environ, PYTHONPATH=str(ROOT)), check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - start
@@ -53,18 +70,30 @@ def main() -> None:
     from unitscope.commands.dissect import cache_dir
     from unitscope.world import make_world
 
-    world = make_world(cache_dir() / f"probe-world-n{args.images}-s{args.size}-seed0", n=args.images, size=args.size,
-                       seed=0, progress=False)
+    world = make_world(
+        cache_dir() / f"probe-world-n{args.images}-s{args.size}-seed0",
+        n=args.images,
+        size=args.size,
+        seed=0,
+        progress=False,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         one = dissect(args, world, Path(tmp) / "one", 1)
         many = dissect(args, world, Path(tmp) / "many", args.procs)
         a, b = tables(Path(tmp) / "one"), tables(Path(tmp) / "many")
     same = [n for n in a if a[n] == b.get(n)]
-    print(f"{args.model} {args.layers}, {args.images} images at {args.size} px, batch {args.batch_size}, {args.device}; "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(
+        f"{args.model} {args.layers}, {args.images} images at {args.size} px, batch {args.batch_size}, {args.device}; "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    )
     print(f"  one process:           {one:7.1f} s  ({args.images / one:7.1f} img/s)")
-    print(f"  torchrun, {args.procs} processes: {many:7.1f} s  ({args.images / many:7.1f} img/s)   speed-up {one / many:.2f}x")
-    print(f"  catalog tables equal: {len(same)} of {len(a)}" + ("" if len(same) == len(a) else f" (differ: {sorted(set(a) - set(same))})"))
+    print(
+        f"  torchrun, {args.procs} processes: {many:7.1f} s  ({args.images / many:7.1f} img/s)   speed-up {one / many:.2f}x"
+    )
+    print(
+        f"  catalog tables equal: {len(same)} of {len(a)}"
+        + ("" if len(same) == len(a) else f" (differ: {sorted(set(a) - set(same))})")
+    )
 
 
 if __name__ == "__main__":

@@ -39,9 +39,11 @@ def main() -> None:
         dt = time.perf_counter() - t
         files = sum(1 for _ in out.rglob("*"))
         mb = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 2**20
-        print(f"write: {args.n} images {args.size}px in {dt:.1f} s = {args.n / dt:.1f} img/s "
-              f"({files} files, {mb:.0f} MiB, {os.cpu_count()} cores, load before {load:.2f}); "
-              f"10,000 images: {10_000 * dt / args.n:.0f} s (target 180 s)")
+        print(
+            f"write: {args.n} images {args.size}px in {dt:.1f} s = {args.n / dt:.1f} img/s "
+            f"({files} files, {mb:.0f} MiB, {os.cpu_count()} cores, load before {load:.2f}); "
+            f"10,000 images: {10_000 * dt / args.n:.0f} s (target 180 s)"
+        )
         if args.read:
             t = time.perf_counter()
             ds = BrodenDataset(out)
@@ -51,8 +53,10 @@ def main() -> None:
             t = time.perf_counter()
             k = sum(b["image"].shape[0] for b in loader)
             dt = time.perf_counter() - t
-            print(f"read: open+validate {t_open:.2f} s; {k} items in {dt:.1f} s = {k / dt:.1f} img/s "
-                  f"(DataLoader, 2 workers, {ds.num_planes} planes)")
+            print(
+                f"read: open+validate {t_open:.2f} s; {k} items in {dt:.1f} s = {k / dt:.1f} img/s "
+                f"(DataLoader, 2 workers, {ds.num_planes} planes)"
+            )
     finally:
         if not args.out:
             shutil.rmtree(out.parent, ignore_errors=True)

@@ -45,11 +45,16 @@ def main() -> None:
     db.row_factory = sqlite3.Row
     res: dict = {"classes": data.class_names, "bases": {}}
     for name in a.bases.split(","):
-        b = identity_basis(cut.head(data[0][0][None]).layer.shape[1]) if name == "units" \
+        b = (
+            identity_basis(cut.head(data[0][0][None]).layer.shape[1])
+            if name == "units"
             else load_basis(f"{a.run}/bases/l0/{name}")
+        )
         layer = LAYER if name == "units" else f"{LAYER}#{name}"
-        labels = {r["unit"]: dict(r) for r in db.execute(
-            "SELECT unit, concept, iou, is_detector FROM dissection WHERE layer = ?", (layer,))}
+        labels = {
+            r["unit"]: dict(r)
+            for r in db.execute("SELECT unit, concept, iou, is_detector FROM dissection WHERE layer = ?", (layer,))
+        }
         cpu = time.process_time()
         imp = direction_importance(cut, train, b, classes, y, max_batch=4096)
         rank = imp.ranking()
@@ -62,29 +67,46 @@ def main() -> None:
             shuffled = torch.stack([torch.randperm(d, generator=g) for _ in range(y)])
             for r in top_n_directions(cut, val, b, shuffled, classes, y, ns=NS, max_batch=4096)[1:]:
                 rand.setdefault(r["n"], []).append(r["accuracy"])
-        per = [{"class": data.class_names[c], "max_drop": float(imp.drop[:, c].max()),
-                "top": [{"d": j, **{k: labels.get(j, {}).get(k) for k in ("concept", "iou", "is_detector")}}
-                        for j in rank[c, :5].tolist()],
-                "topn": {r["n"]: [r["accuracy"], r["others"]] for r in top if r["class"] == c}} for c in range(y)]
-        res["bases"][name] = {"directions": d, "val_base": top[0]["accuracy"], "per_class": per,
-                              "random": {n: sum(v) / len(v) for n, v in rand.items()}, "importance_cpu_s": cpu}
+        per = [
+            {
+                "class": data.class_names[c],
+                "max_drop": float(imp.drop[:, c].max()),
+                "top": [
+                    {"d": j, **{k: labels.get(j, {}).get(k) for k in ("concept", "iou", "is_detector")}}
+                    for j in rank[c, :5].tolist()
+                ],
+                "topn": {r["n"]: [r["accuracy"], r["others"]] for r in top if r["class"] == c},
+            }
+            for c in range(y)
+        ]
+        res["bases"][name] = {
+            "directions": d,
+            "val_base": top[0]["accuracy"],
+            "per_class": per,
+            "random": {n: sum(v) / len(v) for n, v in rand.items()},
+            "importance_cpu_s": cpu,
+        }
     json.dump(res, open(a.out, "w"), indent=1)
     tables(res)
 
 
 def tables(res: dict) -> None:
     pct = lambda v: f"{100 * v:.1f}%"  # noqa: E731
-    print("| basis | directions | largest single drop | top 5 / 10 / 20 | others (top 20) | random 5 / 10 / 20 "
-          "| top 5: detectors | mean IoU | distinct labels |\n|---|---|---|---|---|---|---|---|---|")
+    print(
+        "| basis | directions | largest single drop | top 5 / 10 / 20 | others (top 20) | random 5 / 10 / 20 "
+        "| top 5: detectors | mean IoU | distinct labels |\n|---|---|---|---|---|---|---|---|---|"
+    )
     for name, b in res["bases"].items():
         per, y = b["per_class"], len(b["per_class"])
         tops = [t for c in per for t in c["top"]]
-        print(f"| {name} | {b['directions']} | {pct(sum(c['max_drop'] for c in per) / y)} | {pct(b['val_base'])} → "
-              + " / ".join(pct(sum(c["topn"][n][0] for c in per) / y) for n in NS)
-              + f" | {pct(sum(c['topn'][20][1] for c in per) / y)} | "
-              + " / ".join(pct(b["random"][n]) for n in NS)
-              + f" | {sum(bool(t['is_detector']) for t in tops) / len(tops):.0%} | "
-              f"{sum(t['iou'] or 0 for t in tops) / len(tops):.3f} | {len({t['concept'] for t in tops})} |")
+        print(
+            f"| {name} | {b['directions']} | {pct(sum(c['max_drop'] for c in per) / y)} | {pct(b['val_base'])} → "
+            + " / ".join(pct(sum(c["topn"][n][0] for c in per) / y) for n in NS)
+            + f" | {pct(sum(c['topn'][20][1] for c in per) / y)} | "
+            + " / ".join(pct(b["random"][n]) for n in NS)
+            + f" | {sum(bool(t['is_detector']) for t in tops) / len(tops):.0%} | "
+            f"{sum(t['iou'] or 0 for t in tops) / len(tops):.3f} | {len({t['concept'] for t in tops})} |"
+        )
 
 
 if __name__ == "__main__":

@@ -47,48 +47,95 @@ def sharing(rows: list[dict]) -> float:
 def report(run: Path) -> None:
     for (model, layer), kinds in layer_rows(run).items():
         print(f"\n### {model} `{layer}` ({len(kinds['pmi'])} units, {kinds['pmi'][0]['images']} held-out images)\n")
-        print("| description | units described | F1 | IoU | AUPRC | Pearson | F1 p < 0.01 | distinct | units per description "
-              "| mean base rate | mean log p(d) |")
+        print(
+            "| description | units described | F1 | IoU | AUPRC | Pearson | F1 p < 0.01 | distinct | units per description "
+            "| mean base rate | mean log p(d) |"
+        )
         print("|---|---|---|---|---|---|---|---|---|---|---|")
-        for kind, name in (("pmi", "chosen (PMI, λ = 0.2)"), ("ml", "maximum likelihood"), ("label", "dissection label")):
+        for kind, name in (
+            ("pmi", "chosen (PMI, λ = 0.2)"),
+            ("ml", "maximum likelihood"),
+            ("label", "dissection label"),
+        ):
             rs = [r for r in kinds.get(kind, []) if r["description"]]
             sig = sum(1 for r in rs if r["p_f1"] is not None and r["p_f1"] < 0.01)
-            print(f"| {name} | {len(rs)} | " + " | ".join(f"{mean([r[m] for r in rs]):.3f}" for m in METRICS)
-                  + f" | {sig} | {len({r['description'] for r in rs})} | {sharing(rs):.1f} | "
-                  f"{mean([r['base_rate'] for r in rs]):.3f} | {mean([r['log_prior'] for r in rs]):.2f} |")
+            print(
+                f"| {name} | {len(rs)} | "
+                + " | ".join(f"{mean([r[m] for r in rs]):.3f}" for m in METRICS)
+                + f" | {sig} | {len({r['description'] for r in rs})} | {sharing(rs):.1f} | "
+                f"{mean([r['base_rate'] for r in rs]):.3f} | {mean([r['log_prior'] for r in rs]):.2f} |"
+            )
         pmi = {r["unit"]: r for r in kinds["pmi"] if r["description"]}
         lab = {r["unit"]: r for r in kinds.get("label", []) if r["description"]}
         both = [u for u in pmi if u in lab]
         if both:
             wins = sum(1 for u in both if (pmi[u]["f1"] or 0) > (lab[u]["f1"] or 0))
             gain = mean([(pmi[u]["f1"] or 0) - (lab[u]["f1"] or 0) for u in both])
-            print(f"\nOn the {len(both)} units with both: the chosen description's held-out F1 beats the label's on "
-                  f"{wins} ({100 * wins / len(both):.0f}%), by {gain:+.3f} on average.")
+            print(
+                f"\nOn the {len(both)} units with both: the chosen description's held-out F1 beats the label's on "
+                f"{wins} ({100 * wins / len(both):.0f}%), by {gain:+.3f} on average."
+            )
         best = sorted(pmi.values(), key=lambda r: -(r["f1"] or 0))[:8]
         print("\nBest-scoring units (held-out F1, its p-value, base rate; the dissection label in brackets):\n")
         for r in best:
             label = lab.get(r["unit"], {}).get("description")
-            print(f"- unit {r['unit']}: **{r['description']}** — F1 {r['f1']:.2f} (p {r['p_f1']:.1g}), "
-                  f"Pearson {r['pearson']:.2f}, base rate {r['base_rate']:.3f} [{label}: F1 "
-                  f"{(lab.get(r['unit'], {}).get('f1') or 0):.2f}]")
+            print(
+                f"- unit {r['unit']}: **{r['description']}** — F1 {r['f1']:.2f} (p {r['p_f1']:.1g}), "
+                f"Pearson {r['pearson']:.2f}, base rate {r['base_rate']:.3f} [{label}: F1 "
+                f"{(lab.get(r['unit'], {}).get('f1') or 0):.2f}]"
+            )
 
 
 PARAPHRASES = {  # query -> the concept it paraphrases (skipped where no unit's description names it)
-    "automobile": "car", "canine": "dog", "pooch": "dog", "equine": "horse", "motorcar": "car",
-    "dwelling": "house", "ocean": "sea", "vessel": "boat", "individual": "person", "lumber": "wood",
-    "grassland": "field", "timber": "wood", "flora": "tree", "songster": "songbird", "hog": "pig",
-    "bovine": "cattle", "rabbit": "rabbit", "meadow": "field", "woodland": "forest", "seaside": "beach",
-    "coast": "beach", "heavens": "sky", "lamppost": "lamp", "cupboard": "cabinet", "human": "person",
-    "port": "harbour", "peak": "mountain", "lake": "water", "shingles": "roof", "pup": "dog",
-    "stallion": "horse", "cow": "cattle", "swine": "pig", "airplane": "aircraft", "mailbox": "postbox",
-    "bunny": "rabbit", "feline": "big_cat", "monkey": "ape", "lettuce": "leaf_vegetable",
-    "guitar": "string_instrument", "cobblestone": "stone", "pebbles": "gravel", "soil": "dirt",
+    "automobile": "car",
+    "canine": "dog",
+    "pooch": "dog",
+    "equine": "horse",
+    "motorcar": "car",
+    "dwelling": "house",
+    "ocean": "sea",
+    "vessel": "boat",
+    "individual": "person",
+    "lumber": "wood",
+    "grassland": "field",
+    "timber": "wood",
+    "flora": "tree",
+    "songster": "songbird",
+    "hog": "pig",
+    "bovine": "cattle",
+    "rabbit": "rabbit",
+    "meadow": "field",
+    "woodland": "forest",
+    "seaside": "beach",
+    "coast": "beach",
+    "heavens": "sky",
+    "lamppost": "lamp",
+    "cupboard": "cabinet",
+    "human": "person",
+    "port": "harbour",
+    "peak": "mountain",
+    "lake": "water",
+    "shingles": "roof",
+    "pup": "dog",
+    "stallion": "horse",
+    "cow": "cattle",
+    "swine": "pig",
+    "airplane": "aircraft",
+    "mailbox": "postbox",
+    "bunny": "rabbit",
+    "feline": "big_cat",
+    "monkey": "ape",
+    "lettuce": "leaf_vegetable",
+    "guitar": "string_instrument",
+    "cobblestone": "stone",
+    "pebbles": "gravel",
+    "soil": "dirt",
 }
 
 
 def _ranked(hits: list[tuple[str, int]], targets: set) -> tuple[int, float, float, float]:
     ok = len(set(hits) & targets)
-    r_prec = len(set(hits[:len(targets)]) & targets) / len(targets)  # of the top |targets| hits
+    r_prec = len(set(hits[: len(targets)]) & targets) / len(targets)  # of the top |targets| hits
     return len(hits), ok / len(targets), (ok / len(hits) if hits else 0.0), r_prec
 
 
@@ -101,10 +148,14 @@ def retrieval(run: Path) -> None:
     wn, embed = WordNet(), default_embedder()
     with Catalog(run / "catalog.sqlite", create=False) as cat:
         rows = [r for r in cat.rows("descriptions", kind="pmi") if r["formula"]]
-    print(f"\nSearch by paraphrase ({'WordNet' if wn.available else 'no WordNet: words only'}; "
-          f"{'with' if embed else 'no'} embeddings); targets are the units whose chosen description asserts the concept:\n")
-    print("| query | concept | targets | found | recall | precision | R-precision | found (+emb) | recall | precision "
-          "| R-precision |")
+    print(
+        f"\nSearch by paraphrase ({'WordNet' if wn.available else 'no WordNet: words only'}; "
+        f"{'with' if embed else 'no'} embeddings); targets are the units whose chosen description asserts the concept:\n"
+    )
+    print(
+        "| query | concept | targets | found | recall | precision | R-precision | found (+emb) | recall | precision "
+        "| R-precision |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for query, concept in PARAPHRASES.items():
         targets = {(r["layer"], r["unit"]) for r in rows if concept in positive_concepts(r["formula"])}
@@ -129,8 +180,10 @@ def vocabulary_retrieval(world: Path) -> None:
     vocab = world_vocabulary(BrodenDataset(world, validate="none"))
     names = [n for n, c in zip(vocab.names, vocab.categories) if c != "position"]
     wn, embed = WordNet(), default_embedder()
-    print(f"\nParaphrases over the {len(names)} concepts of {world}: rank of the concept (- : not matched), concepts "
-          "matched\n\n| query | concept | rank | matched | rank (+emb) | matched (+emb) |\n|---|---|---|---|---|---|")
+    print(
+        f"\nParaphrases over the {len(names)} concepts of {world}: rank of the concept (- : not matched), concepts "
+        "matched\n\n| query | concept | rank | matched | rank (+emb) | matched (+emb) |\n|---|---|---|---|---|---|"
+    )
     for query, concept in PARAPHRASES.items():
         if concept not in names or query == concept:
             continue
@@ -155,7 +208,9 @@ def lambda_sweep(run: Path, layer: str, lams=(0.0, 0.1, 0.2, 0.5, 1.0)) -> None:
     rc = load_concepts(run, ex.num_images(run, layer), opts)
     found = search_layer(run, layer, rc, opts)
     print(f"\nλ sweep on `{layer}` (exemplar search only):\n")
-    print("| λ | distinct descriptions | units per description | mean exemplar IoU | mean log p(d) | formulas of 3 concepts |")
+    print(
+        "| λ | distinct descriptions | units per description | mean exemplar IoU | mean log p(d) | formulas of 3 concepts |"
+    )
     print("|---|---|---|---|---|---|")
     counts = found["counts"]
     for lam in lams:
@@ -164,8 +219,10 @@ def lambda_sweep(run: Path, layer: str, lams=(0.0, 0.1, 0.2, 0.5, 1.0)) -> None:
         idx = c.pmi[ok]
         per_unit = torch.bincount(idx)[idx].double().mean().item()
         three = (found["pool"].concepts[idx] >= 0).all(1).double().mean().item()
-        print(f"| {lam} | {len(torch.unique(idx))} | {per_unit:.1f} | {c.exemplar_iou[ok].mean().item():.3f} | "
-              f"{c.log_prior[ok].mean().item():.2f} | {100 * three:.0f}% |")
+        print(
+            f"| {lam} | {len(torch.unique(idx))} | {per_unit:.1f} | {c.exemplar_iou[ok].mean().item():.3f} | "
+            f"{c.log_prior[ok].mean().item():.2f} | {100 * three:.0f}% |"
+        )
 
 
 def sheet(run: Path, layer: str, out: Path, units: int = 6, k: int = 5) -> None:
@@ -196,7 +253,9 @@ def sheet(run: Path, layer: str, out: Path, units: int = 6, k: int = 5) -> None:
             img = data.load_image(pos).convert("RGB").resize((tile, tile))
             m = np.asarray(Image.fromarray(mask.numpy().astype(np.uint8) * 255).resize((tile, tile)))
             a = np.asarray(img).copy()
-            edge = (m > 127) & ~(np.roll(m > 127, 1, 0) & np.roll(m > 127, -1, 0) & np.roll(m > 127, 1, 1) & np.roll(m > 127, -1, 1))
+            edge = (m > 127) & ~(
+                np.roll(m > 127, 1, 0) & np.roll(m > 127, -1, 0) & np.roll(m > 127, 1, 1) & np.roll(m > 127, -1, 1)
+            )
             a[m <= 127] = (a[m <= 127] * 0.45).astype(np.uint8)
             a[edge] = (255, 220, 0)
             canvas.paste(Image.fromarray(a), (4 + j * (tile + 4), y + text_h))

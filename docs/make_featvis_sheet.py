@@ -35,13 +35,19 @@ from unitscope.models import create_model, get_info
 # (row title, [(layer, unit) or ("class", index)]) -- layers are post-ReLU6, a privileged basis;
 # "<layer>:pre" is the same units before their ReLU6, for the late layers whose units reach the cap.
 GROUPS = [
-    ("early: stem bn1 (112x112 at 224 px), blocks.1.1.bn2 (56x56)",
-     [("bn1", u) for u in (0, 1, 2, 3)] + [("blocks.1.1.bn2", u) for u in (0, 1, 2, 3)]),
-    ("early-middle: blocks.2.1.bn2 (28x28), blocks.3.2.bn2 (14x14)",
-     [("blocks.2.1.bn2", u) for u in (0, 1, 2, 3)] + [("blocks.3.2.bn2", u) for u in (0, 1, 2, 3)]),
+    (
+        "early: stem bn1 (112x112 at 224 px), blocks.1.1.bn2 (56x56)",
+        [("bn1", u) for u in (0, 1, 2, 3)] + [("blocks.1.1.bn2", u) for u in (0, 1, 2, 3)],
+    ),
+    (
+        "early-middle: blocks.2.1.bn2 (28x28), blocks.3.2.bn2 (14x14)",
+        [("blocks.2.1.bn2", u) for u in (0, 1, 2, 3)] + [("blocks.3.2.bn2", u) for u in (0, 1, 2, 3)],
+    ),
     ("middle: blocks.4.1.bn2 (14x14)", [("blocks.4.1.bn2", u) for u in (0, 1, 2, 3, 4, 5)]),
-    ("late, before ReLU6 (:pre): blocks.5.3.bn2 (7x7), head bn2 (7x7, 1280 units)",
-     [("blocks.5.3.bn2:pre", u) for u in (0, 1, 2, 3)] + [("bn2:pre", u) for u in (0, 1, 2, 3)]),
+    (
+        "late, before ReLU6 (:pre): blocks.5.3.bn2 (7x7), head bn2 (7x7, 1280 units)",
+        [("blocks.5.3.bn2:pre", u) for u in (0, 1, 2, 3)] + [("bn2:pre", u) for u in (0, 1, 2, 3)],
+    ),
     ("class logits", [("class", c) for c in (1, 207, 340, 954)]),
 ]
 
@@ -52,8 +58,10 @@ def render_group(model, index: int, steps: int) -> dict:
     objs = [class_logit(i, names=names) if layer == "class" else channel(layer, i) for layer, i in items]
     t = time.perf_counter()
     result = render(model, stack(objs), batch=len(objs), steps=steps, upsample=False, desc=title[:20])
-    print(f"{title}: {time.perf_counter() - t:.0f} s, final objectives {[round(v, 2) for v in result.values.tolist()]}",
-          flush=True)
+    print(
+        f"{title}: {time.perf_counter() - t:.0f} s, final objectives {[round(v, 2) for v in result.values.tolist()]}",
+        flush=True,
+    )
     captions = [f"{names[i]} (logit)" if layer == "class" else f"{layer} #{i}" for layer, i in items]
     return {"title": title, "images": result.images, "captions": captions}
 

@@ -24,7 +24,7 @@ import torch
 
 DOCS = Path(__file__).resolve().parent
 KS = (1, 2, 5, 10, 20, 30)  # each k is one tail pass and one segmentation per sample and order
-BATCH = 50                  # samples a cached batch (insertion takes whole batches)
+BATCH = 50  # samples a cached batch (insertion takes whole batches)
 
 
 def main() -> None:
@@ -49,8 +49,12 @@ def main() -> None:
     seg = create_segmenter("world_segmenter")
     t0 = time.perf_counter()
     acts = GeneratorActivations(g, [args.layer], n=args.samples, seed=0)
-    result = dissect_sources(acts, SegmenterLabels(seg), args.out,
-                             Options(quantile=0.01, batch_size=100, exemplar_images=False, progress=False))
+    result = dissect_sources(
+        acts,
+        SegmenterLabels(seg),
+        args.out,
+        Options(quantile=0.01, batch_size=100, exemplar_images=False, progress=False),
+    )
     d = result.layers[args.layer]
     print(f"dissection of {args.samples} samples: {time.perf_counter() - t0:.0f} s; {d.summary()}")
     names, cats = d.label_names, d.label_categories
@@ -67,8 +71,10 @@ def main() -> None:
     removal = removal_curve(cut, samples, seg, order, target, ks=KS, random_draws=2)
     print(f"removal ({args.effect_samples} samples, {len(KS)} k x 3 orders): {time.perf_counter() - t0:.0f} s")
     print(removal.summary(20))
-    print("| k | " + target + " (top by IoU) | 99% CI | random k | largest other object | largest other label "
-          "| largest other object, points of the image |")
+    print(
+        "| k | " + target + " (top by IoU) | 99% CI | random k | largest other object | largest other label "
+        "| largest other object, points of the image |"
+    )
     print("|---|---|---|---|---|---|---|")
     for k in KS:
         i = removal.ks.index(k)
@@ -76,9 +82,11 @@ def main() -> None:
         other, value = removal.largest_other(k)
         anything, change = removal.largest_other(k, same_category=False)
         name, points = largest_points(removal, k)
-        print(f"| {k} | {removal.change[row, col]:+.0%} | +-{removal.ci[row, col]:.0%} | "
-              f"{removal.random_curve()[i]:+.0%} | {other} {value:+.0%} | {anything} {change:+.0%} | "
-              f"{name} {100 * points:+.1f} |")
+        print(
+            f"| {k} | {removal.change[row, col]:+.0%} | +-{removal.ci[row, col]:.0%} | "
+            f"{removal.random_curve()[i]:+.0%} | {other} {value:+.0%} | {anything} {change:+.0%} | "
+            f"{name} {100 * points:+.1f} |"
+        )
     draw_curves(removal, Path(args.png))
 
     from unitscope.ablate.evaluate import LayerCache
@@ -93,8 +101,10 @@ def main() -> None:
         units = np.argsort(-d.iou[:, pcol], kind="stable")[:10].tolist()
         ins = insertion_in_context(cut, few, seg, units, level, part, patch_min=0.1)
         rows = ins.table(min_trials=50)
-        print(f"insert '{part}' (top 10 units by IoU, best IoU {d.iou[units[0], pcol]:.3f}): " +
-              "; ".join(f"{r['context']} {r['rate']:.0%} of {r['trials']}" for r in rows))
+        print(
+            f"insert '{part}' (top 10 units by IoU, best IoU {d.iou[units[0], pcol]:.3f}): "
+            + "; ".join(f"{r['context']} {r['rate']:.0%} of {r['trials']}" for r in rows)
+        )
 
 
 def largest_points(removal, k: int) -> tuple[str, float]:
@@ -131,12 +141,17 @@ def draw_curves(removal, path: Path, size: tuple[int, int] = (640, 400)) -> None
         dr.text((x - 6, h - bottom + 8), str(k), fill="black")
     top_rows = removal.rows()
     curve, ci = removal.change[top_rows, col], removal.ci[top_rows, col]
-    band = [xy(k, v + c) for k, v, c in zip(ks, curve, ci)] + [xy(k, v - c) for k, v, c in zip(ks[::-1], curve[::-1], ci[::-1])]
+    band = [xy(k, v + c) for k, v, c in zip(ks, curve, ci)] + [
+        xy(k, v - c) for k, v, c in zip(ks[::-1], curve[::-1], ci[::-1])
+    ]
     dr.polygon(band, fill="#f4c7c3")
     dr.line([xy(k, v) for k, v in zip(ks, curve)], fill="#c0392b", width=3)
     dr.line([xy(k, v) for k, v in zip(ks, removal.random_curve())], fill="#2c3e50", width=2)
-    dr.text((left + 10, 6), f"'{removal.concept}' pixels after removing k units: top by IoU (red, 99% band) "
-                            f"vs k random (dark)", fill="black")
+    dr.text(
+        (left + 10, 6),
+        f"'{removal.concept}' pixels after removing k units: top by IoU (red, 99% band) vs k random (dark)",
+        fill="black",
+    )
     dr.text((w // 2 - 10, h - 20), "k", fill="black")
     img.save(path)
 

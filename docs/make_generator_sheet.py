@@ -19,12 +19,12 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from unitscope.world.sheet import label_colors
-from unitscope.world.vocab import OBJECTS, VOCAB
 from unitscope.models import create_model
 from unitscope.organisms.gan import generate
 from unitscope.organisms.gan_eval import markdown_table, segment_objects
 from unitscope.segment import create_segmenter
+from unitscope.world.sheet import label_colors
+from unitscope.world.vocab import OBJECTS, VOCAB
 
 
 def object_rgb(maps: np.ndarray) -> np.ndarray:

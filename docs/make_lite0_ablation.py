@@ -28,11 +28,18 @@ from pathlib import Path
 
 import torch
 
+from unitscope.ablate.attack import attack_stage
 from unitscope.ablate.experiment import Experiment
 from unitscope.ablate.split import LabelledData, load_class_table
 from unitscope.ablate.steer import steering_stage
-from unitscope.ablate.attack import attack_stage
-from unitscope.commands.ablate import print_attacks, print_curves, print_importance, print_selectivity, print_steering, print_top_n
+from unitscope.commands.ablate import (
+    print_attacks,
+    print_curves,
+    print_importance,
+    print_selectivity,
+    print_steering,
+    print_top_n,
+)
 from unitscope.models import create_model, get_info
 
 NS = [1, 2, 3, 5, 10, 20, 50, 100]
@@ -47,8 +54,11 @@ def per_class_table(out: str, layer: str, names: list[str], ns=(5, 20), model: s
     print(f"| class | val accuracy | {head} |\n|---|---|" + "---|---|" * len(ns))
     pct = lambda x: f"{100 * x:.0f}%"  # noqa: E731
     for y, name in enumerate(names):
-        cells = [f"{pct(at[(y, n, 'remove')]['class_accuracy'])} / {pct(at[(y, n, 'remove')]['other_accuracy'])} | "
-                 f"{pct(at[(y, n, 'random')]['class_accuracy'])}" for n in ns]
+        cells = [
+            f"{pct(at[(y, n, 'remove')]['class_accuracy'])} / {pct(at[(y, n, 'remove')]['other_accuracy'])} | "
+            f"{pct(at[(y, n, 'random')]['class_accuracy'])}"
+            for n in ns
+        ]
         print(f"| {name} | {pct(at[(y, 0, 'none')]['class_accuracy'])} | " + " | ".join(cells) + " |")
 
 
@@ -70,17 +80,33 @@ def main() -> None:
     t0 = time.perf_counter()
     model = create_model("efficientnet_lite0")
     data = LabelledData(args.data, transform=get_info(model).transform())
-    exp = Experiment(model, args.layer, data, args.out, seeds=args.seeds, ns=NS, batch_size=32, max_batch=2048,
-                     class_table=load_class_table("imagenet"), model_key="efficientnet_lite0|")
-    stages = [("importance", lambda: print_importance(exp, exp.importance())),
-              ("layer row", exp.write_layer_row),
-              ("top-N", lambda: print_top_n(exp, exp.top_n())),
-              ("curves", lambda: print_curves(exp, exp.curves())),
-              ("selectivity", lambda: print_selectivity(exp.selectivity())),
-              ("steering", lambda: print_steering(steering_stage(exp, n=5, quantile=0.99)))]
+    exp = Experiment(
+        model,
+        args.layer,
+        data,
+        args.out,
+        seeds=args.seeds,
+        ns=NS,
+        batch_size=32,
+        max_batch=2048,
+        class_table=load_class_table("imagenet"),
+        model_key="efficientnet_lite0|",
+    )
+    stages = [
+        ("importance", lambda: print_importance(exp, exp.importance())),
+        ("layer row", exp.write_layer_row),
+        ("top-N", lambda: print_top_n(exp, exp.top_n())),
+        ("curves", lambda: print_curves(exp, exp.curves())),
+        ("selectivity", lambda: print_selectivity(exp.selectivity())),
+        ("steering", lambda: print_steering(steering_stage(exp, n=5, quantile=0.99))),
+    ]
     if args.attack_images > 0:
-        stages.append(("attacks", lambda: print_attacks(attack_stage(
-            exp, images=args.attack_images, n=args.attack_units, batch_size=16))))
+        stages.append(
+            (
+                "attacks",
+                lambda: print_attacks(attack_stage(exp, images=args.attack_images, n=args.attack_units, batch_size=16)),
+            )
+        )
     for name, stage in stages:
         t = time.perf_counter()
         stage()

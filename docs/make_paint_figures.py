@@ -23,24 +23,28 @@ DOCS = Path(__file__).parent
 
 
 def table(painter, layers: list[str], seeds: int) -> None:
-    print("| layer | concept | add: share in the block before | after | seeds with >= 50% after | "
-          "remove: share of the image before | after |")
+    print(
+        "| layer | concept | add: share in the block before | after | seeds with >= 50% after | "
+        "remove: share of the image before | after |"
+    )
     print("|---|---|---|---|---|---|---|")
     for layer in layers:
         li = painter.layers[layer]
         h, w = li.height, li.width
         block = torch.zeros(h, w, dtype=torch.bool)
-        block[h // 2:h // 2 + h // 4 + 1, w // 4:w // 2 + 1] = True
+        block[h // 2 : h // 2 + h // 4 + 1, w // 4 : w // 2 + 1] = True
         for c in painter.run.concepts(layer):
             rows = []
             for action, mask in (("add", block), ("remove", torch.ones(h, w, dtype=torch.bool))):
                 edit = painter.edit(layer, {"action": action, "concept": c["concept"], "mask": mask.tolist()})
                 rows.append([painter.paint(s, layer, [edit]).share for s in range(seeds)])
             add, rem = rows
-            mean = (lambda xs, i: sum(x[i] for x in xs) / len(xs))
+            mean = lambda xs, i: sum(x[i] for x in xs) / len(xs)
             hits = sum(1 for b, a in add if a >= 0.5 > b)
-            print(f"| {layer} | {c['concept']} | {mean(add, 0):.1%} | {mean(add, 1):.1%} | {hits} of {seeds} | "
-                  f"{mean(rem, 0):.1%} | {mean(rem, 1):.1%} |")
+            print(
+                f"| {layer} | {c['concept']} | {mean(add, 0):.1%} | {mean(add, 1):.1%} | {hits} of {seeds} | "
+                f"{mean(rem, 0):.1%} | {mean(rem, 1):.1%} |"
+            )
 
 
 def screenshot(app, out: Path, layer: str, concept: str, seed: int) -> None:
@@ -98,7 +102,13 @@ def main() -> None:
         table(Painter(generator, segmenter, args.run), args.layers.split(","), args.seeds)
     if args.screenshot:
         layer, concept, seed = args.shot.split(":")
-        screenshot(create_app(generator, args.run, segmenter="world_segmenter"), Path(args.screenshot), layer, concept, int(seed))
+        screenshot(
+            create_app(generator, args.run, segmenter="world_segmenter"),
+            Path(args.screenshot),
+            layer,
+            concept,
+            int(seed),
+        )
 
 
 if __name__ == "__main__":

@@ -3,31 +3,35 @@ import sqlite3
 import numpy as np
 import pytest
 
-from unitscope.catalog import Catalog, SCHEMA_VERSION, layer_keys, layer_summary
+from unitscope.catalog import SCHEMA_VERSION, Catalog, layer_keys, layer_summary
 
 
 def _diss(unit, concept="dog", iou=0.1, **kw):
-    return dict(unit=unit, concept=concept, category="object", iou=iou, is_detector=iou > 0.04,
-                threshold=0.5, **kw)
+    return dict(unit=unit, concept=concept, category="object", iou=iou, is_detector=iou > 0.04, threshold=0.5, **kw)
 
 
 def test_create_replace_query(tmp_path):
     path = tmp_path / "run" / "catalog.sqlite"
     with Catalog(path) as cat:
-        assert {"layers", "dissection", "dissection_category", "exemplars", "unit_images",
-                "rotations", "concepts"} <= set(cat.tables())
-        cat.replace("dissection", [_diss(1, "cat", 0.02), _diss(0, "dog", np.float32(0.25))],
-                    model="m", layer="l4")
+        assert {
+            "layers",
+            "dissection",
+            "dissection_category",
+            "exemplars",
+            "unit_images",
+            "rotations",
+            "concepts",
+        } <= set(cat.tables())
+        cat.replace("dissection", [_diss(1, "cat", 0.02), _diss(0, "dog", np.float32(0.25))], model="m", layer="l4")
         cat.replace("dissection", [_diss(0, "car", 0.3)], model="m", layer="l3")
         rows = cat.rows("dissection", model="m", layer="l4")
-        assert [r["unit"] for r in rows] == [0, 1]          # ordered by primary key
+        assert [r["unit"] for r in rows] == [0, 1]  # ordered by primary key
         assert rows[0]["concept"] == "dog" and rows[0]["iou"] == pytest.approx(0.25)
         assert rows[0]["is_detector"] == 1 and rows[1]["is_detector"] == 0
         # replace only touches the rows matching where
         cat.replace("dissection", [_diss(5, "tree", 0.07)], model="m", layer="l4")
         assert [(r["layer"], r["unit"]) for r in cat.rows("dissection")] == [("l3", 0), ("l4", 5)]
-        got = cat.query("SELECT unit FROM dissection WHERE layer = ? AND concept = ? AND is_detector",
-                        ("l4", "tree"))
+        got = cat.query("SELECT unit FROM dissection WHERE layer = ? AND concept = ? AND is_detector", ("l4", "tree"))
         assert got == [{"unit": 5}]
     # reopening keeps rows and the schema version
     with Catalog(path, create=False) as cat:
@@ -37,8 +41,9 @@ def test_create_replace_query(tmp_path):
 
 def test_demo_query_uses_index(tmp_path):
     with Catalog(tmp_path / "c.sqlite") as cat:
-        plan = cat.query("EXPLAIN QUERY PLAN SELECT unit FROM dissection "
-                         "WHERE model = 'm' AND layer = 'l' AND concept = 'dog'")
+        plan = cat.query(
+            "EXPLAIN QUERY PLAN SELECT unit FROM dissection WHERE model = 'm' AND layer = 'l' AND concept = 'dog'"
+        )
         assert any("dissection_concept" in r["detail"] for r in plan), plan
 
 
@@ -124,4 +129,9 @@ def test_layer_summary(synthetic_run):
         s = layer_summary(cat, "toy", "layer4")
         assert (s["units"], s["detectors"], s["unique_concepts"]) == (20, 13, 9)
         assert [(c["category"], c["detectors"], c["unique_concepts"]) for c in s["categories"]] == [
-            ("object", 8, 4), ("scene", 1, 1), ("part", 2, 2), ("material", 1, 1), ("color", 1, 1)]
+            ("object", 8, 4),
+            ("scene", 1, 1),
+            ("part", 2, 2),
+            ("material", 1, 1),
+            ("color", 1, 1),
+        ]

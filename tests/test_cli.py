@@ -66,12 +66,17 @@ def test_deliberate_errors_are_one_line_by_type(monkeypatch, capsys, error):
     package (here, by the test); a builtin error raised outside the package keeps its traceback."""
     import unitscope.commands.models as models
     from unitscope import errors
-    from unitscope.world.sources import MissingSources
     from unitscope.layers import LayerNotFoundError
     from unitscope.tally import TallyKeyError
+    from unitscope.world.sources import MissingSources
 
-    cls = {"UsageError": errors.UsageError, "RunError": errors.RunError, "LayerNotFoundError": LayerNotFoundError,
-           "TallyKeyError": TallyKeyError, "MissingSources": MissingSources}[error]
+    cls = {
+        "UsageError": errors.UsageError,
+        "RunError": errors.RunError,
+        "LayerNotFoundError": LayerNotFoundError,
+        "TallyKeyError": TallyKeyError,
+        "MissingSources": MissingSources,
+    }[error]
     assert issubclass(cls, errors.UnitscopeError)
 
     def fails(args):

@@ -2,8 +2,8 @@ import csv
 import json
 
 import pytest
-
 from conftest import SYNTHETIC_LAYERS
+
 from unitscope.catalog import Catalog
 from unitscope.cli import main
 from unitscope.compare import compare_runs, format_table
@@ -13,21 +13,24 @@ from unitscope.compare import compare_runs, format_table
 def two_runs(tmp_path, make_run):
     a = make_run(tmp_path / "a")  # toy: layer3, layer4
     # a second model whose only layer dissects like layer3, with two more units not detectors
-    b = make_run(tmp_path / "b", model="other", images=False, rotations={},
-                 layers={"conv5": SYNTHETIC_LAYERS["layer3"] + [("dog", 0.01), ("car", 0.0)]})
+    b = make_run(
+        tmp_path / "b",
+        model="other",
+        images=False,
+        rotations={},
+        layers={"conv5": SYNTHETIC_LAYERS["layer3"] + [("dog", 0.01), ("car", 0.0)]},
+    )
     return a, b
 
 
 def _cells(rows):
-    return {(r["model"], r["layer"], r["category"]): (r["detectors"], r["unique_concepts"], r["units"])
-            for r in rows}
+    return {(r["model"], r["layer"], r["category"]): (r["detectors"], r["unique_concepts"], r["units"]) for r in rows}
 
 
 def test_compare_runs_counts(two_runs):
     a, b = two_runs
     rows = compare_runs([a, b])
-    assert tuple(rows[0]) == ("run", "model", "layer", "category", "detectors", "unique_concepts",
-                              "units", "share")
+    assert tuple(rows[0]) == ("run", "model", "layer", "category", "detectors", "unique_concepts", "units", "share")
     assert len(rows) == 3 * 6  # 3 layers x 6 categories, zeros included
     cells = _cells(rows)
     assert cells[("toy", "layer4", "object")] == (8, 4, 20)
@@ -52,10 +55,9 @@ def test_compare_table_and_cli(two_runs, tmp_path, capsys):
     assert lines[1].split() == ["model", "toy", "toy", "other"]
     assert lines[2].split() == ["category", "\\", "layer", "layer3", "layer4", "conv5"]
     assert lines[4].split() == ["object", "0", "(0)", "8", "(4)", "0", "(0)"]
-    assert next(x for x in lines if x.startswith("total")).split() == [
-        "total", "10", "(5)", "13", "(9)", "10", "(5)"]
+    assert next(x for x in lines if x.startswith("total")).split() == ["total", "10", "(5)", "13", "(9)", "10", "(5)"]
     assert next(x for x in lines if x.startswith("units")).split() == ["units", "20", "20", "22"]
-    shares = lines[lines.index("share of each column's detectors by category") + 1:]
+    shares = lines[lines.index("share of each column's detectors by category") + 1 :]
     assert shares[0].split() == ["object", "0%", "62%", "0%"]
     assert shares[-1].split() == ["color", "60%", "8%", "60%"]  # 6/10, 1/13, 6/10
 
@@ -66,8 +68,16 @@ def test_compare_table_and_cli(two_runs, tmp_path, capsys):
         from_csv = list(csv.DictReader(f))
     assert len(printed) == len(from_csv) == 18
     row = next(r for r in from_csv if r["layer"] == "layer4" and r["category"] == "object")
-    assert row == {"run": str(a), "model": "toy", "layer": "layer4", "category": "object",
-                   "detectors": "8", "unique_concepts": "4", "units": "20", "share": "0.6154"}
+    assert row == {
+        "run": str(a),
+        "model": "toy",
+        "layer": "layer4",
+        "category": "object",
+        "detectors": "8",
+        "unique_concepts": "4",
+        "units": "20",
+        "share": "0.6154",
+    }
     assert [{k: str(v) for k, v in r.items()} for r in printed] == from_csv
 
     assert main(["compare", str(a)]) == 0

@@ -34,8 +34,12 @@ def test_every_mode_sets_the_masked_units_and_leaves_the_rest() -> None:
 
 def test_noise_has_each_units_mean_and_spread_and_repeats_by_seed() -> None:
     z = torch.zeros(400, 3, 4, 4)
-    edits = Edits.ablate(torch.tensor([[True, False, True]]), "noise", mean=torch.tensor([1.0, 5.0, -2.0]),
-                         std=torch.tensor([0.5, 9.0, 3.0]))
+    edits = Edits.ablate(
+        torch.tensor([[True, False, True]]),
+        "noise",
+        mean=torch.tensor([1.0, 5.0, -2.0]),
+        std=torch.tensor([0.5, 9.0, 3.0]),
+    )
     out = edits.apply(z, torch.Generator().manual_seed(0))
     assert torch.equal(out[:, 1], z[:, 1])
     assert abs(out[:, 0].mean() - 1.0) < 0.02 and abs(out[:, 0].std() - 0.5) < 0.02
@@ -115,7 +119,7 @@ class SumPerEdit:
         self.total = torch.zeros(k)
 
     def add(self, rows: range, output, labels) -> None:
-        self.total[rows.start:rows.stop] += output.reshape(len(rows), len(labels), -1).sum((1, 2))
+        self.total[rows.start : rows.stop] += output.reshape(len(rows), len(labels), -1).sum((1, 2))
 
 
 def test_the_tail_pass_edits_equal_ablate_on_the_full_model_and_any_scorer_plugs_in() -> None:
@@ -127,8 +131,9 @@ def test_the_tail_pass_edits_equal_ablate_on_the_full_model_and_any_scorer_plugs
     assert cut.exact_tail
     cache = cache_layer(cut, data, batch_size=4)
     region = torch.tensor([[False, True], [True, False]])
-    edits = Edits(torch.tensor([[True, False], [False, True], [True, True]]),
-                  torch.tensor([[0.0, 0.0], [5.0, 5.0], [1.0, 2.0]])).within(region)
+    edits = Edits(
+        torch.tensor([[True, False], [False, True], [True, True]]), torch.tensor([[0.0, 0.0], [5.0, 5.0], [1.0, 2.0]])
+    ).within(region)
     scored = run_edits(cut, cache, edits, SumPerEdit(3), max_batch=8).total
     expected = []
     for mask, value in zip(edits.mask, edits.value):

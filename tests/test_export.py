@@ -21,7 +21,7 @@ def test_tally_csv_of_a_planted_dissection(world, tmp_path):  # noqa: F811
     with open(run / "export" / "tally-feat.csv") as f:
         reader = csv.DictReader(f)
         header, rows = reader.fieldnames, list(reader)
-    categories = [h[:-len("-label")] for h in header if h.endswith("-label")]
+    categories = [h[: -len("-label")] for h in header if h.endswith("-label")]
     assert header[:4] == ["unit", "category", "label", "score"] and "color" in categories
     assert header[4:] == [f"{c}-{x}" for c in categories for x in ("label", "truth", "activation", "intersect", "iou")]
     d, a = result.layers["feat"], load_layer_arrays(run, "feat")

@@ -23,18 +23,23 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_rules_parse_into_point_hit_action_and_rank() -> None:
     assert parse(" pass2.batch=2:kill ; cache.write=1:raise@1;") == [
-        Rule("pass2.batch", 2, "kill", None), Rule("cache.write", 1, "raise", 1)]
+        Rule("pass2.batch", 2, "kill", None),
+        Rule("cache.write", 1, "raise", 1),
+    ]
     assert parse("") == []
 
 
-@pytest.mark.parametrize("spec, message", [
-    ("pass2.bach=2:kill", r"unknown fault point 'pass2.bach'; did you mean pass2.batch"),
-    ("pass2.batch=0:kill", r"whole number from 1, got '0'"),
-    ("pass2.batch=two:kill", r"whole number from 1, got 'two'"),
-    ("pass2.batch=2:explode", r"unknown action 'explode'; use one of kill, term, raise"),
-    ("pass2.batch=2:kill@first", r"@RANK must be a process rank"),
-    ("pass2.batch:kill", r"is not POINT=N:ACTION\[@RANK\]"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("pass2.bach=2:kill", r"unknown fault point 'pass2.bach'; did you mean pass2.batch"),
+        ("pass2.batch=0:kill", r"whole number from 1, got '0'"),
+        ("pass2.batch=two:kill", r"whole number from 1, got 'two'"),
+        ("pass2.batch=2:explode", r"unknown action 'explode'; use one of kill, term, raise"),
+        ("pass2.batch=2:kill@first", r"@RANK must be a process rank"),
+        ("pass2.batch:kill", r"is not POINT=N:ACTION\[@RANK\]"),
+    ],
+)
 def test_bad_rules_are_clear_errors(spec: str, message: str) -> None:
     with pytest.raises(FaultSpecError, match=message):
         parse(spec)
@@ -82,6 +87,7 @@ def _counting(fn):
     def wrapper(*a, **k):
         wrapper.calls += 1
         return fn(*a, **k)
+
     wrapper.calls = 0
     return wrapper
 
@@ -109,9 +115,11 @@ def test_a_tally_stopped_at_its_second_checkpoint_resumes_to_the_same_result(tmp
 
 
 def test_kill_sigkills_the_process_at_once_and_says_where() -> None:
-    code = ("from unitscope.faults import fault\n"
-            "for i in range(5):\n"
-            "    fault('tally.batch'); print('batch', i + 1, flush=True)\n")
+    code = (
+        "from unitscope.faults import fault\n"
+        "for i in range(5):\n"
+        "    fault('tally.batch'); print('batch', i + 1, flush=True)\n"
+    )
     env = dict(os.environ, PYTHONPATH=str(ROOT), UNITSCOPE_FAULT="tally.batch=3:kill", RANK="0")
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == -signal.SIGKILL
@@ -121,8 +129,13 @@ def test_kill_sigkills_the_process_at_once_and_says_where() -> None:
 
 def test_the_cli_refuses_a_bad_rule_before_any_work(tmp_path) -> None:
     env = dict(os.environ, PYTHONPATH=str(ROOT), UNITSCOPE_FAULT="pass9.batch=1:kill")
-    done = subprocess.run([sys.executable, "-m", "unitscope.cli", "world", "make", str(tmp_path / "w"), "--n", "2"],
-                          env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "unitscope.cli", "world", "make", str(tmp_path / "w"), "--n", "2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2 and not (tmp_path / "w").exists()
     assert done.stderr.count("\n") == 1 and "unknown fault point 'pass9.batch'" in done.stderr
 
@@ -146,5 +159,13 @@ def _named_points() -> set[str]:
 def test_every_point_in_the_code_is_declared_and_every_declared_point_is_in_the_code() -> None:
     named = _named_points()
     assert named == set(faults.POINTS), (named - set(faults.POINTS), set(faults.POINTS) - named)
-    assert {"pass1.batch", "pass1.checkpoint.before", "pass1.checkpoint.after", "pass2.batch", "cache.write",
-            "catalog.commit", "pass1.merge", "pass2.reduce"} <= named
+    assert {
+        "pass1.batch",
+        "pass1.checkpoint.before",
+        "pass1.checkpoint.after",
+        "pass2.batch",
+        "cache.write",
+        "catalog.commit",
+        "pass1.merge",
+        "pass2.reduce",
+    } <= named

@@ -115,8 +115,14 @@ def test_unknown_layer_lists_close_matches_and_command():
 
 
 def test_list_layers_shapes_channels_stride():
-    model = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(8, 4, 3, stride=2, padding=1),
-                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 4, 3, stride=2, padding=1),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 3),
+    )
     layers = {l.name: l for l in list_layers(model, input_size=(3, 32, 32))}
     assert layers["0"].shape == (8, 16, 16) and layers["0"].stride == 2 and layers["0"].channels == 8
     assert layers["2"].shape == (4, 8, 8) and layers["2"].stride == 4
@@ -192,10 +198,10 @@ def test_spatial_layers_are_maps_and_token_grids_not_attention_internals(capsys)
     from unitscope.layers import list_layers, output_kind
     from unitscope.models import create_model
 
-    assert output_kind((64, 55, 55), (3, 224, 224)) == "map"        # AlexNet conv1, stride ~4
-    assert output_kind((3, 197, 64), (3, 224, 224)) is None          # ViT [heads, T, d/heads]
-    assert output_kind((197, 192), (3, 224, 224)) == "tokens"        # 1 class token + 14x14
-    assert output_kind((250, 192), (3, 224, 224)) is None            # 250 - p is no square for p <= 8
+    assert output_kind((64, 55, 55), (3, 224, 224)) == "map"  # AlexNet conv1, stride ~4
+    assert output_kind((3, 197, 64), (3, 224, 224)) is None  # ViT [heads, T, d/heads]
+    assert output_kind((197, 192), (3, 224, 224)) == "tokens"  # 1 class token + 14x14
+    assert output_kind((250, 192), (3, 224, 224)) is None  # 250 - p is no square for p <= 8
     assert output_kind((1000,), (3, 224, 224)) is None
     vit = create_model("timm:vit_tiny_patch16_224", pretrained=False)
     kinds = {layer.name: layer.kind for layer in list_layers(vit)}

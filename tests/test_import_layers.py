@@ -22,8 +22,23 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("base", {"errors", "plugins", "faults", "edits", "runs", "stats"}),
     ("machinery", {"tally", "hooks", "layers", "catalog", "facts", "results", "efficientnet", "resnet"}),
     ("models and data", {"models", "model_loaders", "data", "world", "classify", "edited"}),
-    ("analyses", {"dissect", "ablate", "featvis", "attribution", "organisms", "segment", "gan", "describe", "compare",
-                  "export", "bases", "audit"}),
+    (
+        "analyses",
+        {
+            "dissect",
+            "ablate",
+            "featvis",
+            "attribution",
+            "organisms",
+            "segment",
+            "gan",
+            "describe",
+            "compare",
+            "export",
+            "bases",
+            "audit",
+        },
+    ),
     ("presentation", {"report", "serve"}),
     ("entry points", {"config", "commands", "cli", "__main__"}),
 ]
@@ -46,7 +61,7 @@ def _targets(module: str, node: ast.Import | ast.ImportFrom) -> list[str]:
     base = node.module or ""
     if node.level:
         package = module.split(".") if MODULES[module].name == "__init__.py" else module.split(".")[:-1]
-        package = package[:len(package) - node.level + 1]
+        package = package[: len(package) - node.level + 1]
         base = ".".join(package + ([node.module] if node.module else []))
     if base.split(".")[0] != "unitscope":
         return []
@@ -55,8 +70,9 @@ def _targets(module: str, node: ast.Import | ast.ImportFrom) -> list[str]:
 
 def _is_type_checking(node: ast.If) -> bool:
     test = node.test
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or \
-        (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def _imports(module: str) -> list[tuple[str, bool, bool]]:
@@ -103,21 +119,25 @@ def test_no_module_imports_from_a_higher_layer():
             continue
         for target, top, _ in _imports(module):
             if target in MODULES and _layer(target) > _layer(module) and (module, target) not in EXCEPTIONS:
-                upward.append(f"{module} ({LAYERS[_layer(module)][0]}) imports {target} "
-                              f"({LAYERS[_layer(target)][0]}){'' if top else ' in a function'}")
+                upward.append(
+                    f"{module} ({LAYERS[_layer(module)][0]}) imports {target} "
+                    f"({LAYERS[_layer(target)][0]}){'' if top else ' in a function'}"
+                )
     assert upward == []
 
 
 def test_no_import_cycle_at_import_time():
-    graph = {m: sorted({t for t, top, typing_only in _imports(m) if top and not typing_only and t in MODULES} - {m})
-             for m in MODULES}
+    graph = {
+        m: sorted({t for t, top, typing_only in _imports(m) if top and not typing_only and t in MODULES} - {m})
+        for m in MODULES
+    }
     cycles, state = [], {}
 
     def walk(node: str, path: list[str]) -> None:
         state[node] = "open"
         for nxt in graph[node]:
             if state.get(nxt) == "open":
-                cycles.append(" -> ".join(path[path.index(nxt):] + [nxt]))
+                cycles.append(" -> ".join(path[path.index(nxt) :] + [nxt]))
             elif nxt not in state:
                 walk(nxt, path + [nxt])
         state[node] = "done"
@@ -128,14 +148,17 @@ def test_no_import_cycle_at_import_time():
     assert cycles == []
 
 
-@pytest.mark.parametrize("module, forbidden", [
-    ("unitscope.models", "unitscope.organisms"),      # organisms register through unitscope.plugins
-    ("unitscope.segment", "unitscope.organisms"),     # likewise world_segmenter
-    ("unitscope.dissect.sources", "unitscope.dissect.engine"),
-    ("unitscope.dissect.distributed", "unitscope.cli"),
-    ("unitscope.organisms.recipes", "unitscope.organisms.gan"),   # the nets, not the training loop
-    ("unitscope.organisms.registry", "unitscope.organisms.train"),
-])
+@pytest.mark.parametrize(
+    "module, forbidden",
+    [
+        ("unitscope.models", "unitscope.organisms"),  # organisms register through unitscope.plugins
+        ("unitscope.segment", "unitscope.organisms"),  # likewise world_segmenter
+        ("unitscope.dissect.sources", "unitscope.dissect.engine"),
+        ("unitscope.dissect.distributed", "unitscope.cli"),
+        ("unitscope.organisms.recipes", "unitscope.organisms.gan"),  # the nets, not the training loop
+        ("unitscope.organisms.registry", "unitscope.organisms.train"),
+    ],
+)
 def test_named_circles_stay_broken(module, forbidden):
     """The circles issue 23 named, checked one by one (also in functions)."""
     assert [t for t, _, typing_only in _imports(module) if t.startswith(forbidden) and not typing_only] == []

@@ -58,12 +58,24 @@ def test_marks_follow_the_graph_not_the_names():
     net = Net().eval()
     marks = privileged_layers(net, input_size=(3, 8, 8))
     expected = {
-        "stem": True, "stem.0": False, "stem.1": False, "stem.2": True,
-        "func": True, "func.conv": False,
-        "block": True, "block.conv": False, "block.bn": False, "block.relu": True,
-        "bna": True, "bna.drop": False, "bna.act": True,
-        "bn_linear": False, "bn_linear.drop": False, "bn_linear.act": False,
-        "gate": True, "proj": False,
+        "stem": True,
+        "stem.0": False,
+        "stem.1": False,
+        "stem.2": True,
+        "func": True,
+        "func.conv": False,
+        "block": True,
+        "block.conv": False,
+        "block.bn": False,
+        "block.relu": True,
+        "bna": True,
+        "bna.drop": False,
+        "bna.act": True,
+        "bn_linear": False,
+        "bn_linear.drop": False,
+        "bn_linear.act": False,
+        "gate": True,
+        "proj": False,
     }
     assert marks == expected
 
@@ -105,15 +117,19 @@ def test_dissect_warns_once_per_non_privileged_layer(tmp_path, make_run, capsys)
         assert [(r["layer"], r["privileged"]) for r in cat.rows("layer_bases")] == [("layer3", 1), ("layer4", 0)]
     report = build_report(run)
     assert {ly["layer"]: ly["parts"]["dissection"]["privileged"] for ly in report["layers"]} == {
-        "layer3": True, "layer4": False}
+        "layer3": True,
+        "layer4": False,
+    }
 
 
 def test_layers_command_marks_the_basis(tmp_path, capsys):
     from unitscope.cli import main
 
     factory = tmp_path / "net.py"
-    factory.write_text("import sys\nsys.path.insert(0, %r)\nfrom test_layers import Net\n\n"
-                       "def make():\n    return Net().eval()\n" % str(__import__("pathlib").Path(__file__).parent))
+    factory.write_text(
+        "import sys\nsys.path.insert(0, %r)\nfrom test_layers import Net\n\n"
+        "def make():\n    return Net().eval()\n" % str(__import__("pathlib").Path(__file__).parent)
+    )
     assert main(["layers", f"{factory}:make", "--spatial"]) == 0
     rows = {line.split()[0]: line.split()[-1] for line in capsys.readouterr().out.splitlines()[1:-1]}
     assert rows["stem"] == "privileged" and rows["bna"] == "privileged" and rows["block.relu"] == "privileged"

@@ -101,11 +101,7 @@ def test_torchscript_and_file_factory(tmp_path):
         assert torch.equal(loaded(x), net(x))
     assert get_info(loaded).class_names == ["a", "b", "c", "d"]
 
-    (tmp_path / "mine.py").write_text(
-        "import torch\n"
-        "def make(width=2):\n"
-        "    return torch.nn.Conv2d(3, width, 1)\n"
-    )
+    (tmp_path / "mine.py").write_text("import torch\ndef make(width=2):\n    return torch.nn.Conv2d(3, width, 1)\n")
     model = create_model(f"{tmp_path / 'mine.py'}:make", width=5, input_size=(3, 32, 32))
     assert model.out_channels == 5 and get_info(model).input_size == (3, 32, 32)
     with pytest.raises(ValueError, match="callables there: make"):
@@ -176,6 +172,7 @@ def test_offline_hub_fails_at_once_without_touching_the_network(tmp_path, monkey
         def refuse(*args, **kwargs):
             tried.append(name)
             raise OSError(f"test: no network ({name})")
+
         return refuse
 
     for name in ("create_connection", "getaddrinfo"):
@@ -251,14 +248,22 @@ def test_the_registry_imports_no_organism_until_one_is_needed():
     import sys
     from pathlib import Path
 
-    code = ("import sys\nfrom unitscope.models import create_model, list_models\n"
-            "create_model('efficientnet_lite0', pretrained=False)\n"
-            "print('unitscope.organisms' in sys.modules)\n"
-            "names = list_models('world_*')\n"
-            "print('unitscope.organisms.registry' in sys.modules, 'unitscope.organisms.gan' in sys.modules, names)\n")
+    code = (
+        "import sys\nfrom unitscope.models import create_model, list_models\n"
+        "create_model('efficientnet_lite0', pretrained=False)\n"
+        "print('unitscope.organisms' in sys.modules)\n"
+        "names = list_models('world_*')\n"
+        "print('unitscope.organisms.registry' in sys.modules, 'unitscope.organisms.gan' in sys.modules, names)\n"
+    )
     root = Path(__file__).resolve().parents[1]
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         env={**__import__("os").environ, "PYTHONPATH": str(root)}, check=True).stdout.splitlines()
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**__import__("os").environ, "PYTHONPATH": str(root)},
+        check=True,
+    ).stdout.splitlines()
     assert out[0] == "False"
     # listing loads the registrations, which do not import the GAN's training module
     assert out[1].startswith("True False [") and "'world_generator'" in out[1] and "'world_scenes'" in out[1]

@@ -3,9 +3,9 @@
 import sys
 
 import pytest
+from conftest import SYNTHETIC_LAYERS
 
 import unitscope
-from conftest import SYNTHETIC_LAYERS
 
 
 def test_open_run_tables_as_dataframes(synthetic_run):
@@ -23,8 +23,10 @@ def test_open_run_tables_as_dataframes(synthetic_run):
 def test_open_run_without_pandas_gives_rows(synthetic_run, monkeypatch):
     monkeypatch.setitem(sys.modules, "pandas", None)  # import pandas now raises ImportError
     rows = unitscope.open_run(synthetic_run)["rotations"]
-    assert rows == [{"model": "toy", "layer": "layer4", "rotation": r, "detectors": d, "unique_concepts": n}
-                    for r, d, n in [(0, 13, 9), (1, 4, 3), (2, 5, 4)]]
+    assert rows == [
+        {"model": "toy", "layer": "layer4", "rotation": r, "detectors": d, "unique_concepts": n}
+        for r, d, n in [(0, 13, 9), (1, 4, 3), (2, 5, 4)]
+    ]
 
 
 def test_notebook_view_inlines_the_top_units(synthetic_run):

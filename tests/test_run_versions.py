@@ -30,8 +30,27 @@ def written_run(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("versions")
     world = make_world(root / "world", n=8, size=64, seed=1, workers=1, progress=False)
     run = root / "run"
-    assert main(["dissect", "--model", TINY, "--data", str(world), "--out", str(run), "--limit", "8",
-                 "--batch-size", "4", "--no-progress", "--null-draws", "0"]) == 0
+    assert (
+        main(
+            [
+                "dissect",
+                "--model",
+                TINY,
+                "--data",
+                str(world),
+                "--out",
+                str(run),
+                "--limit",
+                "8",
+                "--batch-size",
+                "4",
+                "--no-progress",
+                "--null-draws",
+                "0",
+            ]
+        )
+        == 0
+    )
     return run
 
 
@@ -118,7 +137,6 @@ def test_a_catalog_from_a_newer_unitscope_fails_naming_the_versions(written_run,
 def test_the_probe_server_refuses_it_too(written_run, tmp_path):
     pytest.importorskip("fastapi", reason="the serve extra is not installed")
     from tests.helpers.serve_model import colour_net
-
     from unitscope.serve import create_app
 
     run = _copy(written_run, tmp_path, version=SCHEMA_VERSION + 1)

@@ -10,9 +10,22 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-HEAVY = ["torch._dynamo", "torch._inductor", "torchvision", "timm", "fastapi", "uvicorn", "sklearn", "matplotlib",
-         "scipy", "sympy", "triton", "pandas", "torch.onnx",
-         "unitscope.organisms"]  # registered on first need (unitscope.plugins): not for a built-in or file model
+HEAVY = [
+    "torch._dynamo",
+    "torch._inductor",
+    "torchvision",
+    "timm",
+    "fastapi",
+    "uvicorn",
+    "sklearn",
+    "matplotlib",
+    "scipy",
+    "sympy",
+    "triton",
+    "pandas",
+    "torch.onnx",
+    "unitscope.organisms",
+]  # registered on first need (unitscope.plugins): not for a built-in or file model
 PROBE = """
 import json, sys
 HEAVY = {heavy!r}

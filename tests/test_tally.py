@@ -41,14 +41,22 @@ def new_stat() -> CombinedStat:
     return CombinedStat(q=Quantile(resolution=16), top=TopK(3), m=Moments())
 
 
-def consume(stat: CombinedStat, data: Dataset, run_dir: Path | None, stop_after: int | None = None,
-            **kw) -> int:
+def consume(stat: CombinedStat, data: Dataset, run_dir: Path | None, stop_after: int | None = None, **kw) -> int:
     """Run the loop body over tally's batches; return how many batches it ran for. ``stop_after``:
     a fault point raises :class:`FaultInjected` once the body has run for that many batches."""
     ran = 0
     with faults.armed(f"tally.batch={stop_after}:raise" if stop_after else ""):
-        for index, x in tally(stat, data, batch_size=4, run_dir=run_dir, key={"job": "t"},
-                              checkpoint_every=2, with_index=True, progress=False, **kw):
+        for index, x in tally(
+            stat,
+            data,
+            batch_size=4,
+            run_dir=run_dir,
+            key={"job": "t"},
+            checkpoint_every=2,
+            with_index=True,
+            progress=False,
+            **kw,
+        ):
             stat.q.add(x)
             stat.top.add(x, index)
             stat.m.add(x)
@@ -100,8 +108,16 @@ def test_changed_key_is_refused_with_the_fields_that_differ(tmp_path: Path) -> N
     with pytest.raises(TallyKeyError, match=r"(?s)items: saved 9, now 10.*fresh=True"):
         consume(new_stat(), Counting(10), tmp_path)
     with pytest.raises(TallyKeyError, match=r"stat: saved"):
-        list(tally(CombinedStat(q=Quantile(32)), Counting(9), batch_size=4, run_dir=tmp_path,
-                   key={"job": "t"}, progress=False))
+        list(
+            tally(
+                CombinedStat(q=Quantile(32)),
+                Counting(9),
+                batch_size=4,
+                run_dir=tmp_path,
+                key={"job": "t"},
+                progress=False,
+            )
+        )
     assert consume(new_stat(), Counting(10), tmp_path, fresh=True) == 3
 
 
@@ -138,18 +154,30 @@ def test_reduce_across_ranks_is_identity_without_torch_distributed() -> None:
 
 def _run_job(run_dir: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, str(JOB), str(run_dir), str(out), *extra],
-                          env=env, capture_output=True, text=True, timeout=300, check=True)
+    return subprocess.run(
+        [sys.executable, str(JOB), str(run_dir), str(out), *extra],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
 
 
 @pytest.mark.slow
 def test_real_sigkill_then_rerun_is_bit_identical(tmp_path: Path) -> None:
     _run_job(tmp_path / "whole", tmp_path / "whole.safetensors")
     run_dir = tmp_path / "killed"
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1",
-               UNITSCOPE_FAULT="tally.checkpoint.after=2:kill")  # checkpoints every 3 batches: after batch 6
-    killed = subprocess.run([sys.executable, str(JOB), str(run_dir), str(tmp_path / "x.safetensors")],
-                            env=env, capture_output=True, text=True, timeout=300)
+    env = dict(
+        os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", UNITSCOPE_FAULT="tally.checkpoint.after=2:kill"
+    )  # checkpoints every 3 batches: after batch 6
+    killed = subprocess.run(
+        [sys.executable, str(JOB), str(run_dir), str(tmp_path / "x.safetensors")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert "unitscope fault: tally.checkpoint.after hit 2 on rank 0: kill" in killed.stderr
     checkpoint = load_arrays(run_dir / "tally.checkpoint.rank0.safetensors")
@@ -168,8 +196,19 @@ def test_torchrun_two_ranks_merge_to_the_single_process_result(tmp_path: Path) -
     single = _run_job(tmp_path / "single", tmp_path / "single.safetensors", "--items", "100")
     assert single.stdout.split()[-1] == "13"
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(JOB), str(tmp_path / "multi"), str(tmp_path / "multi.safetensors"), "--items", "100"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(JOB),
+        str(tmp_path / "multi"),
+        str(tmp_path / "multi.safetensors"),
+        "--items",
+        "100",
+    ]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     # 13 batches of 8 (the last of 4): whole batches per rank, 6 + 7. The two ranks share one stdout,
@@ -182,8 +221,13 @@ def test_torchrun_two_ranks_merge_to_the_single_process_result(tmp_path: Path) -
     torch.testing.assert_close(one.m.variance(), two.m.variance(), rtol=1e-12, atol=1e-12)
     assert one.q.count == two.q.count == 100 * 16
     assert all(torch.equal(a, b) for a, b in zip(one.q.minmax(), two.q.minmax()))
-    data = torch.stack([torch.relu(torch.randn(3, 4, 4, generator=torch.Generator().manual_seed(i))) * 2
-                        for i in range(100)]).permute(1, 0, 2, 3).reshape(3, -1)
+    data = (
+        torch.stack(
+            [torch.relu(torch.randn(3, 4, 4, generator=torch.Generator().manual_seed(i))) * 2 for i in range(100)]
+        )
+        .permute(1, 0, 2, 3)
+        .reshape(3, -1)
+    )
     for q in (0.1, 0.5, 0.9):
         below = (data <= two.q.quantiles(q)[:, None]).double().mean(1)
         strictly = (data < two.q.quantiles(q)[:, None]).double().mean(1)

@@ -44,8 +44,12 @@ INDEXES: dict[str, tuple[str, tuple[str, ...]]] = {}
 PLUGINS = Plugins("unitscope.catalog_tables", builtin=("unitscope.dissect.tables",))
 
 
-def define_table(name: str, columns: Iterable[tuple[str, str]], primary_key: Iterable[str],
-                 indexes: Mapping[str, Iterable[str]] | None = None) -> None:
+def define_table(
+    name: str,
+    columns: Iterable[tuple[str, str]],
+    primary_key: Iterable[str],
+    indexes: Mapping[str, Iterable[str]] | None = None,
+) -> None:
     """Declare a catalog table; every :class:`Catalog` opened afterwards creates it if missing."""
     columns, primary_key = tuple(columns), tuple(primary_key)
     names = [c for c, _ in columns]
@@ -108,18 +112,24 @@ class Catalog:
             self._con.close()
             raise CatalogVersionError(
                 f"{self.path} has catalog schema version {version}, written by a newer unitscope; this unitscope "
-                f"{_unitscope_version()} reads schema versions up to {SCHEMA_VERSION}: upgrade unitscope to open it")
+                f"{_unitscope_version()} reads schema versions up to {SCHEMA_VERSION}: upgrade unitscope to open it"
+            )
         self._create()
 
     def _missing_columns(self) -> list[tuple[str, str, str]]:
         """(table, column, type) of defined columns an existing table lacks."""
         have: dict[str, set[str]] = {}
         for table, column in self._con.execute(  # one query for every table (opened per request by serve)
-                "SELECT m.name, p.name FROM sqlite_master AS m JOIN pragma_table_info(m.name) AS p "
-                "WHERE m.type = 'table'"):
+            "SELECT m.name, p.name FROM sqlite_master AS m JOIN pragma_table_info(m.name) AS p WHERE m.type = 'table'"
+        ):
             have.setdefault(table, set()).add(column)
-        return [(name, c, t) for name, (columns, _) in TABLES.items() if name in have
-                for c, t in columns if c not in have[name]]
+        return [
+            (name, c, t)
+            for name, (columns, _) in TABLES.items()
+            if name in have
+            for c, t in columns
+            if c not in have[name]
+        ]
 
     def _create(self) -> None:
         con = self._con
@@ -159,15 +169,17 @@ class Catalog:
     def tables(self) -> list[str]:
         """Names of the tables in this file, sorted."""
         rows = self._con.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
+        )
         return [r[0] for r in rows]
 
     def columns(self, table: str) -> list[str]:
         return [c for c, _ in self._table_info(table)[0]]
 
     def _table_info(self, table: str) -> tuple[list[tuple[str, str]], list[str]]:
-        info = self._con.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?",
-                                 (table,)).fetchone()
+        info = self._con.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+        ).fetchone()
         if info is None:
             raise KeyError(f"no table {table!r} in {self.path}; tables are {self.tables()}")
         cols = self._con.execute(f"PRAGMA table_info({table})").fetchall()
@@ -175,8 +187,7 @@ class Catalog:
         key = [r["name"] for r in sorted((r for r in cols if r["pk"]), key=lambda r: r["pk"])]
         return columns, key
 
-    def _check_columns(self, table: str, names: Iterable[str], what: str,
-                       known: list[str] | None = None) -> None:
+    def _check_columns(self, table: str, names: Iterable[str], what: str, known: list[str] | None = None) -> None:
         known = self.columns(table) if known is None else known
         unknown = sorted(set(names) - set(known))
         if unknown:
@@ -202,8 +213,7 @@ class Catalog:
             for k, v in row.items():
                 v = _plain(v)
                 if k in where and v != where[k]:
-                    raise ValueError(f"row {i} of {table!r} has {k}={v!r} but replace() was "
-                                     f"given {k}={where[k]!r}")
+                    raise ValueError(f"row {i} of {table!r} has {k}={v!r} but replace() was given {k}={where[k]!r}")
                 full[k] = v
             prepared.append(full)
         con = self._con
@@ -238,8 +248,8 @@ class Catalog:
     def transaction(self) -> Iterator[Catalog]:
         """Group several writes: all of them land, or (on an exception) none.
 
-            with cat.transaction():
-                cat.replace("layers", ...); cat.replace("dissection", ...)
+        with cat.transaction():
+            cat.replace("layers", ...); cat.replace("dissection", ...)
         """
         if self._con.in_transaction:
             raise RuntimeError("Catalog.transaction() does not nest")
@@ -263,7 +273,9 @@ class Catalog:
         columns, key = self._table_info(table)
         unknown = sorted(set(where) - {c for c, _ in columns})
         if unknown:
-            raise ValueError(f"where columns {unknown} not in table {table!r}; its columns are {[c for c, _ in columns]}")
+            raise ValueError(
+                f"where columns {unknown} not in table {table!r}; its columns are {[c for c, _ in columns]}"
+            )
         sql = f"SELECT * FROM {table}"
         if where:
             sql += " WHERE " + " AND ".join(f"{k} = ?" for k in where)
@@ -309,16 +321,21 @@ def layer_summary(cat: Catalog, model: str, layer: str) -> dict[str, Any]:
     (tot,) = cat.query(
         "SELECT COUNT(*) AS dissected, COALESCE(SUM(is_detector != 0), 0) AS detectors, "
         "COUNT(DISTINCT CASE WHEN is_detector != 0 THEN category || char(0) || concept END) AS unique_concepts "
-        "FROM dissection WHERE model = ? AND layer = ?", (model, layer))
+        "FROM dissection WHERE model = ? AND layer = ?",
+        (model, layer),
+    )
     per = cat.query(
         "SELECT category, COUNT(*) AS detectors, COUNT(DISTINCT concept) AS unique_concepts "
         "FROM dissection WHERE model = ? AND layer = ? AND is_detector != 0 GROUP BY category",
-        (model, layer))
+        (model, layer),
+    )
     units = meta.get("units")
     return {
-        "model": model, "layer": layer,
+        "model": model,
+        "layer": layer,
         "units": int(units) if units is not None else tot["dissected"],
-        "dissected": tot["dissected"], "detectors": tot["detectors"],
+        "dissected": tot["dissected"],
+        "detectors": tot["detectors"],
         "unique_concepts": tot["unique_concepts"],
         "categories": sorted(per, key=lambda r: category_key(r["category"])),
         "meta": meta,

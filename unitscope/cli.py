@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="unitscope",
         description="Explain what every unit of a vision network has learned. "
-                    "Add --debug anywhere for full tracebacks.",
+        "Add --debug anywhere for full tracebacks.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True

@@ -58,9 +58,18 @@ def compare_runs(paths: list[Path]) -> list[dict]:
         for category in sorted(categories, key=category_key):
             c = per.get(category, {})
             n = c.get("detectors", 0)
-            rows.append({"run": run, "model": s["model"], "layer": s["layer"], "category": category,
-                         "detectors": n, "unique_concepts": c.get("unique_concepts", 0), "units": s["units"],
-                         "share": round(n / total, 4) if total else 0.0})
+            rows.append(
+                {
+                    "run": run,
+                    "model": s["model"],
+                    "layer": s["layer"],
+                    "category": category,
+                    "detectors": n,
+                    "unique_concepts": c.get("unique_concepts", 0),
+                    "units": s["units"],
+                    "share": round(n / total, 4) if total else 0.0,
+                }
+            )
     return rows
 
 
@@ -82,11 +91,16 @@ def format_table(rows: list[dict]) -> str:
         if r["category"] not in cats:
             cats.append(r["category"])
     keys = list(cols)
-    header = [["run"] + [k[0] for k in keys], ["model"] + [k[1] for k in keys],
-              ["category \\ layer"] + [k[2] for k in keys]]
+    header = [
+        ["run"] + [k[0] for k in keys],
+        ["model"] + [k[1] for k in keys],
+        ["category \\ layer"] + [k[2] for k in keys],
+    ]
     body = [[category] + [_cell(cols[k].get(category)) for k in keys] for category in cats]
-    total = ["total"] + [f"{sum(r['detectors'] for r in cols[k].values())} "
-                         f"({sum(r['unique_concepts'] for r in cols[k].values())})" for k in keys]
+    total = ["total"] + [
+        f"{sum(r['detectors'] for r in cols[k].values())} ({sum(r['unique_concepts'] for r in cols[k].values())})"
+        for k in keys
+    ]
     units = ["units"] + [str(next(iter(cols[k].values()))["units"]) for k in keys]
     table = header + body + [total, units]
     widths = [max(len(line[j]) for line in table) for j in range(len(keys) + 1)]
@@ -97,8 +111,10 @@ def format_table(rows: list[dict]) -> str:
     rule = "-" * (sum(widths) + 2 * len(keys))
     lines = [fmt(x) for x in header] + [rule] + [fmt(x) for x in body] + [rule, fmt(total), fmt(units)]
     lines.append("cells: detector units (unique concepts)")
-    shares = [[category] + [f"{100 * cols[k][category]['share']:.0f}%" if category in cols[k] else "0%" for k in keys]
-              for category in cats]
+    shares = [
+        [category] + [f"{100 * cols[k][category]['share']:.0f}%" if category in cols[k] else "0%" for k in keys]
+        for category in cats
+    ]
     lines += ["", "share of each column's detectors by category"] + [fmt(x) for x in shares]
     return "\n".join(line.rstrip() for line in lines)
 

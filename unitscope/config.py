@@ -52,8 +52,13 @@ class ModelOptions:
     """
 
     checkpoint: str | None = field(default=None, kw_only=True, metadata=help_("local weights for the model"))
-    pretrained: bool | None = field(default=None, kw_only=True, metadata=help_(
-        "load the model's pretrained weights; --no-pretrained: random initialisation (the untrained baseline)"))
+    pretrained: bool | None = field(
+        default=None,
+        kw_only=True,
+        metadata=help_(
+            "load the model's pretrained weights; --no-pretrained: random initialisation (the untrained baseline)"
+        ),
+    )
 
     def create_model(self, name: str | None = None, **kw: Any):
         """``unitscope.models.create_model`` with these options (``name`` defaults to ``self.model``)."""
@@ -88,8 +93,10 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type) -> None:
         meta = f.metadata or {}
         has_default = f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
         default = (
-            f.default if f.default is not dataclasses.MISSING
-            else f.default_factory() if f.default_factory is not dataclasses.MISSING
+            f.default
+            if f.default is not dataclasses.MISSING
+            else f.default_factory()
+            if f.default_factory is not dataclasses.MISSING
             else None
         )
         text = meta.get("help", "")
@@ -98,8 +105,9 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type) -> None:
             text = f"{text} (default: {shown})"
         kw: dict[str, Any] = {"help": text, "dest": f.name}
         if tp is bool:
-            parser.add_argument(f"--{f.name.replace('_', '-')}", action=argparse.BooleanOptionalAction,
-                                default=argparse.SUPPRESS, **kw)
+            parser.add_argument(
+                f"--{f.name.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, **kw
+            )
             continue
         if typing.get_origin(tp) is list:
             (item,) = typing.get_args(tp)
@@ -115,8 +123,9 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type) -> None:
                 kw["nargs"] = "?"
             parser.add_argument(f.name, default=argparse.SUPPRESS, **kw)
         else:
-            parser.add_argument(f"--{f.name.replace('_', '-')}", default=argparse.SUPPRESS,
-                                required=not has_default, **kw)
+            parser.add_argument(
+                f"--{f.name.replace('_', '-')}", default=argparse.SUPPRESS, required=not has_default, **kw
+            )
 
 
 def config_from_args(cls: type[T], args: argparse.Namespace, **overrides: Any) -> T:

@@ -69,7 +69,7 @@ class EditFile:
         except (OSError, ValueError) as err:
             raise ValueError(f"{path}: not a readable edit file ({err})") from None
         if not isinstance(data, dict) or data.get("kind") != KIND:
-            raise ValueError(f"{path}: not an edit file (no \"kind\": \"{KIND}\"); make one with `unitscope edit`")
+            raise ValueError(f'{path}: not an edit file (no "kind": "{KIND}"); make one with `unitscope edit`')
         return cls(data["model"], data.get("layers", []), data.get("checkpoint"), data.get("about", {}))
 
 
@@ -108,5 +108,7 @@ def load_edited(path: str | Path, create: Any, **kw: Any) -> nn.Module:
     model = apply_edit(create(edit.model, **kw), edit)
     info = get_info(model)
     removed = sum(len(e["units"]) for e in edit.layers)
-    return attach_info(model, dataclasses.replace(info, name=f"{info.name}+edit", source=f"{info.source}; {path}: "
-                                              f"{removed} units edited"))
+    return attach_info(
+        model,
+        dataclasses.replace(info, name=f"{info.name}+edit", source=f"{info.source}; {path}: {removed} units edited"),
+    )

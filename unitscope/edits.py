@@ -51,15 +51,19 @@ class Edits:
         self.mask = torch.as_tensor(self.mask, dtype=torch.bool)
         self.value = torch.as_tensor(self.value, dtype=torch.float32)
         if self.mask.dim() != 2 or self.value.shape != self.mask.shape:
-            raise ValueError(f"edits need mask and value of one shape [K, C]; got {tuple(self.mask.shape)} "
-                             f"and {tuple(self.value.shape)}")
+            raise ValueError(
+                f"edits need mask and value of one shape [K, C]; got {tuple(self.mask.shape)} "
+                f"and {tuple(self.value.shape)}"
+            )
         if self.region is not None:
             self.region = torch.as_tensor(self.region, dtype=torch.bool)
             if self.region.dim() == 2:
                 self.region = self.region.unsqueeze(0)
             if self.region.dim() != 3 or self.region.shape[0] not in (1, len(self)):
-                raise ValueError(f"a region is [H, W], [1, H, W] or [K, H, W] with K = {len(self)} edits; "
-                                 f"got {tuple(self.region.shape)}")
+                raise ValueError(
+                    f"a region is [H, W], [1, H, W] or [K, H, W] with K = {len(self)} edits; "
+                    f"got {tuple(self.region.shape)}"
+                )
 
     def __len__(self) -> int:
         return self.mask.shape[0]
@@ -69,8 +73,14 @@ class Edits:
         return self.mask.shape[1]
 
     @classmethod
-    def ablate(cls, mask: torch.Tensor, mode: str = "zero", mean: torch.Tensor | None = None,
-               std: torch.Tensor | None = None, value: float | torch.Tensor | None = None) -> Edits:
+    def ablate(
+        cls,
+        mask: torch.Tensor,
+        mode: str = "zero",
+        mean: torch.Tensor | None = None,
+        std: torch.Tensor | None = None,
+        value: float | torch.Tensor | None = None,
+    ) -> Edits:
         """The units of each row of ``mask`` ``[K, C]`` set by ``mode``: ``zero``; ``mean`` (``mean``
         ``[C]``); ``noise``: Gaussian with each unit's ``mean`` and ``std`` ``[C]``; ``constant``
         (``value``: a number, ``[C]`` or ``[K, C]``); ``quantile`` (``value`` ``[C]``: each unit's level,
@@ -113,8 +123,10 @@ class Edits:
         mask = self.mask.to(z.device).reshape(shape)
         if self.region is not None:
             if z.dim() != 4 or tuple(self.region.shape[1:]) != tuple(z.shape[2:]):
-                raise ValueError(f"a region of shape {tuple(self.region.shape[1:])} does not fit the layer's "
-                                 f"maps {tuple(z.shape[2:])}")
+                raise ValueError(
+                    f"a region of shape {tuple(self.region.shape[1:])} does not fit the layer's "
+                    f"maps {tuple(z.shape[2:])}"
+                )
             mask = mask & self.region.to(z.device).reshape(self.region.shape[0], 1, 1, *z.shape[2:])
         value = self.value.to(z.device, z.dtype).reshape(shape)
         out = torch.where(mask, value, z.unsqueeze(0))  # [K, N, C, ...]
@@ -131,8 +143,12 @@ class DirectionEdits(Edits):
     Edit ``k`` maps each position's vector ``x`` to ``x - codes(x)[k] * directions[k]``; with a
     ``region``, only there. ``mask`` and ``value`` are empty (no unit is replaced)."""
 
-    def __init__(self, directions: torch.Tensor, codes: Callable[[torch.Tensor], torch.Tensor],
-                 region: torch.Tensor | None = None) -> None:
+    def __init__(
+        self,
+        directions: torch.Tensor,
+        codes: Callable[[torch.Tensor], torch.Tensor],
+        region: torch.Tensor | None = None,
+    ) -> None:
         directions = torch.as_tensor(directions, dtype=torch.float32)
         if directions.dim() != 2:
             raise ValueError(f"directions are [K, C]; got {tuple(directions.shape)}")
@@ -162,8 +178,10 @@ class DirectionEdits(Edits):
         part = part.reshape(k, n, *z.shape[2:], c).movedim(-1, 2)  # [K, N, C, ...]
         if self.region is not None:
             if z.dim() != 4 or tuple(self.region.shape[1:]) != tuple(z.shape[2:]):
-                raise ValueError(f"a region of shape {tuple(self.region.shape[1:])} does not fit the layer's "
-                                 f"maps {tuple(z.shape[2:])}")
+                raise ValueError(
+                    f"a region of shape {tuple(self.region.shape[1:])} does not fit the layer's "
+                    f"maps {tuple(z.shape[2:])}"
+                )
             part = part * self.region.to(z.device).reshape(self.region.shape[0], 1, 1, *z.shape[2:])
         return (z.unsqueeze(0) - part).reshape(k * n, *z.shape[1:])
 

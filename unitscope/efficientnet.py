@@ -25,8 +25,15 @@ import torch.nn.functional as F
 from torch import nn
 
 # (block type, repeats, kernel, stride, expansion, output channels) per stage, as timm's arch_def
-_STAGES = [("ds", 1, 3, 1, 1, 16), ("ir", 2, 3, 2, 6, 24), ("ir", 2, 5, 2, 6, 40), ("ir", 3, 3, 2, 6, 80),
-           ("ir", 3, 5, 1, 6, 112), ("ir", 4, 5, 2, 6, 192), ("ir", 1, 3, 1, 6, 320)]
+_STAGES = [
+    ("ds", 1, 3, 1, 1, 16),
+    ("ir", 2, 3, 2, 6, 24),
+    ("ir", 2, 5, 2, 6, 40),
+    ("ir", 3, 3, 2, 6, 80),
+    ("ir", 3, 5, 1, 6, 112),
+    ("ir", 4, 5, 2, 6, 192),
+    ("ir", 1, 3, 1, 6, 320),
+]
 # variant -> (channel multiplier, depth multiplier)
 VARIANTS = {0: (1.0, 1.0), 1: (1.0, 1.1), 2: (1.1, 1.2), 3: (1.2, 1.4), 4: (1.4, 1.8)}
 
@@ -51,8 +58,16 @@ class BatchNormAct2d(nn.BatchNorm2d):
         track = self.training and self.track_running_stats
         if track:
             self.num_batches_tracked.add_(1)
-        x = F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, self.training,
-                         self.momentum if track else 0.0, self.eps)
+        x = F.batch_norm(
+            x,
+            self.running_mean,
+            self.running_var,
+            self.weight,
+            self.bias,
+            self.training,
+            self.momentum if track else 0.0,
+            self.eps,
+        )
         return self.act(self.drop(x))
 
 
@@ -140,8 +155,11 @@ class EfficientNetLite(nn.Module):
             blocks = []
             for r in range(repeats):
                 s = stride if r == 0 else 1
-                blocks.append(DepthwiseSeparableConv(cin, cout, k, s) if kind == "ds"
-                              else InvertedResidual(cin, cout, k, s, expansion))
+                blocks.append(
+                    DepthwiseSeparableConv(cin, cout, k, s)
+                    if kind == "ds"
+                    else InvertedResidual(cin, cout, k, s, expansion)
+                )
                 cin = cout
             stages.append(nn.Sequential(*blocks))
         self.blocks = nn.Sequential(*stages)

@@ -34,8 +34,10 @@ def _layer_arrays(run_dir: Path, layer: str) -> dict[str, np.ndarray]:
     arrays = load_layer_arrays(run_dir, layer)
     missing = [k for k in _COUNTS if k not in arrays]
     if missing:
-        raise ValueError(f"{run_dir}: the arrays of layer {layer!r} lack {missing} (written by dissections "
-                         "since the significance release): rerun `unitscope dissect` on that folder to add them")
+        raise ValueError(
+            f"{run_dir}: the arrays of layer {layer!r} lack {missing} (written by dissections "
+            "since the significance release): rerun `unitscope dissect` on that folder to add them"
+        )
     return arrays
 
 
@@ -61,8 +63,12 @@ def netdissect_tally(run_dir: str | Path, layer: str) -> list[dict[str, Any]]:
     for u in np.argsort(-scores.max(axis=1), kind="stable"):
         g = int(scores[u].argmax())
         best_cat = categories[g]
-        row: dict[str, Any] = {"unit": int(u) + 1, "category": best_cat,
-                               "label": names[per_cat[best_cat][0][u]], "score": float(scores[u, g])}
+        row: dict[str, Any] = {
+            "unit": int(u) + 1,
+            "category": best_cat,
+            "label": names[per_cat[best_cat][0][u]],
+            "score": float(scores[u, g]),
+        }
         for c in categories:
             label = int(per_cat[c][0][u])
             row[f"{c}-label"] = names[label]
@@ -79,9 +85,10 @@ def write_netdissect_tally(run_dir: str | Path, layer: str, path: str | Path) ->
     from unitscope.runs import atomic_write_text
 
     rows = netdissect_tally(run_dir, layer)
-    categories = [k[:-len("-label")] for k in rows[0] if k.endswith("-label")] if rows else []
-    fields = ["unit", "category", "label", "score"] + [f"{c}-{x}" for c in categories
-                                                       for x in ("label", "truth", "activation", "intersect", "iou")]
+    categories = [k[: -len("-label")] for k in rows[0] if k.endswith("-label")] if rows else []
+    fields = ["unit", "category", "label", "score"] + [
+        f"{c}-{x}" for c in categories for x in ("label", "truth", "activation", "intersect", "iou")
+    ]
     buf = StringIO()
     writer = csv.DictWriter(buf, fields, lineterminator="\n")
     writer.writeheader()

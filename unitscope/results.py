@@ -44,8 +44,10 @@ class RunResults:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         if not (self.path / CATALOG).is_file():
-            raise FileNotFoundError(f"{self.path} is not a run folder: it has no catalog.sqlite "
-                                    "(a run folder is what `unitscope dissect --out` writes)")
+            raise FileNotFoundError(
+                f"{self.path} is not a run folder: it has no catalog.sqlite "
+                "(a run folder is what `unitscope dissect --out` writes)"
+            )
         self._catalog().close()  # a catalog this version cannot read fails now, naming both versions
 
     def _catalog(self) -> Catalog:
@@ -72,8 +74,10 @@ class RunResults:
             models = fact_models(cat)
             if model is None:
                 if len(models) > 1:
-                    raise UsageError(f"{self.path} holds several models ({', '.join(models)}): "
-                                     f"pass model=, e.g. run.unit({layer!r}, {unit}, model={models[0]!r})")
+                    raise UsageError(
+                        f"{self.path} holds several models ({', '.join(models)}): "
+                        f"pass model=, e.g. run.unit({layer!r}, {unit}, model={models[0]!r})"
+                    )
                 model = models[0] if models else ""
             facts = unit_facts(cat, model, layer, int(unit))
         titles = {s.name: s.title for s in sources()}
@@ -104,32 +108,45 @@ class UnitView:
 
     def __getitem__(self, analysis: str) -> UnitFacts:
         if analysis not in self.facts:
-            raise KeyError(f"no facts of {analysis!r} about unit {self.unit} of {self.layer}; "
-                           f"analyses with facts: {sorted(self.facts)}")
+            raise KeyError(
+                f"no facts of {analysis!r} about unit {self.unit} of {self.layer}; "
+                f"analyses with facts: {sorted(self.facts)}"
+            )
         return self.facts[analysis]
 
     def __contains__(self, analysis: object) -> bool:
         return analysis in self.facts
 
     def __repr__(self) -> str:
-        return (f"<unit {self.unit} of {self.model}/{self.layer}: {self.label or 'no label'}; "
-                f"facts from {', '.join(self.facts) or 'no analysis'}>")
+        return (
+            f"<unit {self.unit} of {self.model}/{self.layer}: {self.label or 'no label'}; "
+            f"facts from {', '.join(self.facts) or 'no analysis'}>"
+        )
 
     def _repr_html_(self) -> str:
         esc = html.escape
-        out = [f"<div class='unitscope-unit'><b>{esc(self.layer)} unit {self.unit}</b>"
-               f"{': ' + esc(self.label) if self.label else ''}"]
+        out = [
+            f"<div class='unitscope-unit'><b>{esc(self.layer)} unit {self.unit}</b>"
+            f"{': ' + esc(self.label) if self.label else ''}"
+        ]
         for name, f in self.facts.items():
             out.append(f"<h4 style='margin:8px 0 2px'>{esc(self.titles.get(name, name))}</h4>")
             if f.label:
                 out.append(f"<div>{esc(f.label)}</div>")
             if f.rows:
-                out.append("<table>" + "".join(
-                    f"<tr><th style='text-align:left'>{esc(k)}</th><td>{esc(_show(v))}</td></tr>"
-                    for k, v in f.rows.items()) + "</table>")
+                out.append(
+                    "<table>"
+                    + "".join(
+                        f"<tr><th style='text-align:left'>{esc(k)}</th><td>{esc(_show(v))}</td></tr>"
+                        for k, v in f.rows.items()
+                    )
+                    + "</table>"
+                )
             out += [_inline_image(self.path, rel, kind) for kind, rel in f.images.items()]
-            out += [f"<div><a href='{esc(str(self.path / rel))}'>{esc(caption)}</a></div>"
-                    for caption, rel in f.links.items()]
+            out += [
+                f"<div><a href='{esc(str(self.path / rel))}'>{esc(caption)}</a></div>"
+                for caption, rel in f.links.items()
+            ]
         out.append("</div>")
         return "".join(out)
 
@@ -154,25 +171,36 @@ def run_html(run_dir: str | Path, top: int = TOP_UNITS) -> str:
     with Catalog(run_dir / CATALOG, create=False) as cat:
         for model, layer in layer_keys(cat):
             s = layer_summary(cat, model, layer)
-            parts.append(f"<h4 style='margin:10px 0 4px'>{esc(model)} / {esc(layer)}: {s['detectors']} of "
-                         f"{s['units']} units are detectors, {s['unique_concepts']} unique concepts</h4>")
+            parts.append(
+                f"<h4 style='margin:10px 0 4px'>{esc(model)} / {esc(layer)}: {s['detectors']} of "
+                f"{s['units']} units are detectors, {s['unique_concepts']} unique concepts</h4>"
+            )
             meta = s.get("meta") or {}
             sat, tied = meta.get("saturated_units") or 0, meta.get("tied_units") or 0
             if sat or tied:
-                parts.append(f"<p style='color:#b45309;margin:2px 0'>Warning: {sat} units have their threshold at "
-                             f"their largest value (empty masks), {tied} units' exemplars all tie; values: "
-                             f"{esc(meta.get('activation_values') or 'layer output')}</p>")
-            rows = cat.query("SELECT d.unit, d.concept, d.category, d.iou, i.path FROM dissection d "
-                             "LEFT JOIN unit_images i USING (model, layer, unit) "
-                             "WHERE d.model = ? AND d.layer = ? ORDER BY d.iou DESC, d.unit LIMIT ?",
-                             (model, layer, top))
+                parts.append(
+                    f"<p style='color:#b45309;margin:2px 0'>Warning: {sat} units have their threshold at "
+                    f"their largest value (empty masks), {tied} units' exemplars all tie; values: "
+                    f"{esc(meta.get('activation_values') or 'layer output')}</p>"
+                )
+            rows = cat.query(
+                "SELECT d.unit, d.concept, d.category, d.iou, i.path FROM dissection d "
+                "LEFT JOIN unit_images i USING (model, layer, unit) "
+                "WHERE d.model = ? AND d.layer = ? ORDER BY d.iou DESC, d.unit LIMIT ?",
+                (model, layer, top),
+            )
             parts.append("<table><tr><th>unit</th><th>concept</th><th>IoU</th><th>exemplars</th></tr>")
             for r in rows:
-                concept = (f"{esc(r['concept'])} <small>({esc(r['category'] or '')})</small>"
-                           if r["concept"] else "<i>no activation above threshold</i>")
+                concept = (
+                    f"{esc(r['concept'])} <small>({esc(r['category'] or '')})</small>"
+                    if r["concept"]
+                    else "<i>no activation above threshold</i>"
+                )
                 iou = "" if r["iou"] is None else f"{r['iou']:.3f}"
-                parts.append(f"<tr><td>{r['unit']}</td><td>{concept}</td><td>{iou}</td>"
-                             f"<td>{_inline_image(run_dir, r['path'])}</td></tr>")
+                parts.append(
+                    f"<tr><td>{r['unit']}</td><td>{concept}</td><td>{iou}</td>"
+                    f"<td>{_inline_image(run_dir, r['path'])}</td></tr>"
+                )
             parts.append("</table>")
     parts.append("</div>")
     return "".join(parts)

@@ -49,8 +49,16 @@ class ModelSegmenter(Segmenter):
     """A network with one logits head per category ({cat: [N, L, H, W]}, class 0 = none) as a
     :class:`Segmenter`; ``numbers[cat][k]`` is the label number of head class ``k``."""
 
-    def __init__(self, model: nn.Module, numbers: dict[str, np.ndarray], labels: dict[str, list[tuple[str, int]]],
-                 mean, std, size: int, device: str = "cpu"):
+    def __init__(
+        self,
+        model: nn.Module,
+        numbers: dict[str, np.ndarray],
+        labels: dict[str, list[tuple[str, int]]],
+        mean,
+        std,
+        size: int,
+        device: str = "cpu",
+    ):
         self.model, self.device, self.size = model.eval().to(device), device, size
         self.numbers = {c: torch.as_tensor(v) for c, v in numbers.items()}
         self.categories, self.labels = tuple(numbers), labels
@@ -118,8 +126,10 @@ def create_segmenter(name: str, device: str = "cpu") -> Segmenter:
         if not isinstance(seg, Segmenter):
             raise UsageError(f"{name} returned {type(seg).__name__}, not a unitscope.segment.Segmenter")
         return seg
-    raise UsageError(f"unknown segmenter {name!r}; registered: {', '.join(list_segmenters())}; "
-                     "or pass path/to/file.py:factory returning a unitscope.segment.Segmenter")
+    raise UsageError(
+        f"unknown segmenter {name!r}; registered: {', '.join(list_segmenters())}; "
+        "or pass path/to/file.py:factory returning a unitscope.segment.Segmenter"
+    )
 
 
 def _image_files(folder: Path) -> list[Path]:
@@ -131,8 +141,14 @@ def _image_files(folder: Path) -> list[Path]:
     return files
 
 
-def label_folder(images: str | Path, segmenter: Segmenter, out: str | Path, size: int | None = None,
-                 batch_size: int = 32, progress: bool = True) -> Path:
+def label_folder(
+    images: str | Path,
+    segmenter: Segmenter,
+    out: str | Path,
+    size: int | None = None,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> Path:
     """Label every image under ``images`` with ``segmenter`` and write a Broden-format folder.
 
     Images are resized to ``size``² (default: the first image's size); masks are ``size/2``² as in
@@ -151,7 +167,7 @@ def label_folder(images: str | Path, segmenter: Segmenter, out: str | Path, size
     freq = {c: np.zeros(max(num for _, num in segmenter.labels[c]) + 1, np.int64) for c in cats}
     rows = ["image,split,ih,iw,sh,sw," + ",".join(cats)]
     for start in tqdm(range(0, len(files), batch_size), desc="label", unit="batch", disable=not progress):
-        batch = files[start:start + batch_size]
+        batch = files[start : start + batch_size]
         rgb = [np.asarray(Image.open(p).convert("RGB").resize((size, size), Image.BILINEAR)) for p in batch]
         x = torch.from_numpy(np.stack(rgb)).permute(0, 3, 1, 2).float() / 255.0
         maps = segmenter.segment(x)

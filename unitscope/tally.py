@@ -35,11 +35,19 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from unitscope.errors import UnitscopeError
 from unitscope.faults import fault
 from unitscope.runs import atomic_write_text, load_arrays, save_arrays
-from unitscope.stats.base import decode_str, encode_str
 from unitscope.stats import Stat, stat_from_state_dict
+from unitscope.stats.base import decode_str, encode_str
 
-__all__ = ["TallyKeyError", "changed_key_fields", "check_resumable", "rank_world", "reduce_across_ranks",
-           "resolve_workers", "shard", "tally"]
+__all__ = [
+    "TallyKeyError",
+    "changed_key_fields",
+    "check_resumable",
+    "rank_world",
+    "reduce_across_ranks",
+    "resolve_workers",
+    "shard",
+    "tally",
+]
 
 RESULT = "tally.result.safetensors"
 DONE = "tally.done.json"
@@ -171,8 +179,9 @@ def _finish(stat: Stat, folder: Path, full_key: dict[str, Any], done: int) -> No
     (folder / f"tally.checkpoint.rank{rank}.safetensors").unlink(missing_ok=True)
 
 
-def check_resumable(stat: Stat, items: int, *, run_dir: str | Path, key: Mapping[str, Any] | None = None,
-                    batch_size: int = 32) -> None:
+def check_resumable(
+    stat: Stat, items: int, *, run_dir: str | Path, key: Mapping[str, Any] | None = None, batch_size: int = 32
+) -> None:
     """Raise :class:`TallyKeyError` now if ``run_dir`` holds a tally of ``stat`` over ``items``
     items made with other settings; reads only, so a caller can refuse a rerun before it writes
     anything. The arguments are those :func:`tally` would get."""
@@ -182,8 +191,9 @@ def check_resumable(stat: Stat, items: int, *, run_dir: str | Path, key: Mapping
         _check_key(folder, saved, _full_key(key, batch_size=batch_size, items=items, stat=stat))
 
 
-def changed_key_fields(stat: Stat, items: int, *, run_dir: str | Path, key: Mapping[str, Any] | None = None,
-                       batch_size: int = 32) -> set[str] | None:
+def changed_key_fields(
+    stat: Stat, items: int, *, run_dir: str | Path, key: Mapping[str, Any] | None = None, batch_size: int = 32
+) -> set[str] | None:
     """The key fields in which what ``run_dir`` holds differs from a tally with these arguments
     (``"stat"``: the statistic's configuration); None when it holds nothing. Reads only."""
     saved = _saved_key(Path(run_dir), rank_world()[0])
@@ -217,8 +227,9 @@ def resolve_workers(workers: int | str, cores: int | None = None, local_world: i
         try:
             workers = int(workers)
         except ValueError:
-            raise ValueError(f"workers must be 'auto' or a number of processes (0 = load in the main process), "
-                             f"got {workers!r}") from None
+            raise ValueError(
+                f"workers must be 'auto' or a number of processes (0 = load in the main process), got {workers!r}"
+            ) from None
     if isinstance(workers, int):
         if workers < 0:
             raise ValueError(f"workers must be 0 or more, got {workers}")
@@ -234,8 +245,7 @@ def shard(items: int, batch_size: int, rank: int, world: int) -> tuple[int, int]
     """Items ``[lo, hi)`` of ``rank``: a contiguous run of whole batches of ``batch_size`` (the
     last one may be short), as even as whole batches allow."""
     batches = -(-items // batch_size)
-    return (min(items, batches * rank // world * batch_size),
-            min(items, batches * (rank + 1) // world * batch_size))
+    return (min(items, batches * rank // world * batch_size), min(items, batches * (rank + 1) // world * batch_size))
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -246,7 +256,6 @@ def rank_world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
-
 
 
 def _full_key(key: Mapping[str, Any] | None, **facts: Any) -> dict[str, Any]:

@@ -10,8 +10,18 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from unitscope.ablate import (Edits, ablation_curves, cache_layer, class_means, class_selectivity, confusion,
-                              cut_model, metrics, top_n_test, unit_importance)
+from unitscope.ablate import (
+    Edits,
+    ablation_curves,
+    cache_layer,
+    class_means,
+    class_selectivity,
+    confusion,
+    cut_model,
+    metrics,
+    top_n_test,
+    unit_importance,
+)
 from unitscope.ablate.cut import FxCut, HookCut
 from unitscope.ablate.importance import rank_units
 
@@ -151,8 +161,12 @@ def test_ties_in_accuracy_drop_go_to_the_larger_probability_drop():
     own = lambda z0, z1, z2: math.exp(z0) / (math.exp(z0) + math.exp(z1) + math.exp(z2))  # noqa: E731
     expected_3 = (own(10.1, 0, 0) - own(10, 0, 0)) / 3
     expected_4 = (own(10, 0.1, 0) - own(10, 0, 0)) / 3
-    torch.testing.assert_close(imp.probability_drop[3, 0], torch.tensor(expected_3), rtol=1e-4, atol=1e-12)  # float32 logits
-    torch.testing.assert_close(imp.probability_drop[4, 0], torch.tensor(expected_4), rtol=1e-4, atol=1e-12)  # float32 logits
+    torch.testing.assert_close(
+        imp.probability_drop[3, 0], torch.tensor(expected_3), rtol=1e-4, atol=1e-12
+    )  # float32 logits
+    torch.testing.assert_close(
+        imp.probability_drop[4, 0], torch.tensor(expected_4), rtol=1e-4, atol=1e-12
+    )  # float32 logits
     assert expected_3 > 0 > expected_4 and imp.probability_drop[1, 0] == 0.0 and imp.drop[3, 0] == 0.0
     assert imp.ranking().tolist() == [[0, 3, 1, 2, 4, 5], [1, 4, 0, 2, 3, 5], [2, 5, 0, 1, 3, 4]]
     assert rank_units(imp.drop).tolist()[0] == [0, 1, 2, 3, 4, 5]  # without it: unit order
@@ -176,9 +190,13 @@ def test_top_n_removes_the_class_and_keep_top_n_keeps_it():
 
 def test_class_selectivity_equals_a_hand_computation():
     # 2 classes x 3 units of spatial means; unit 2 is dead
-    acts = torch.tensor([[[1.0, 3.0], [0.0, 0.0], [0.0, 0.0]],   # class 0 image: unit 0 mean 2
-                         [[3.0, 3.0], [2.0, 2.0], [0.0, 0.0]],   # class 0: unit 0 mean 3, unit 1 mean 2
-                         [[1.0, 1.0], [4.0, 4.0], [0.0, 0.0]]])  # class 1: unit 0 1, unit 1 4
+    acts = torch.tensor(
+        [
+            [[1.0, 3.0], [0.0, 0.0], [0.0, 0.0]],  # class 0 image: unit 0 mean 2
+            [[3.0, 3.0], [2.0, 2.0], [0.0, 0.0]],  # class 0: unit 0 mean 3, unit 1 mean 2
+            [[1.0, 1.0], [4.0, 4.0], [0.0, 0.0]],
+        ]
+    )  # class 1: unit 0 1, unit 1 4
     from unitscope.ablate.cut import CutCache
     from unitscope.ablate.evaluate import LayerCache
 
@@ -213,10 +231,15 @@ def test_curves_at_fraction_zero_equal_the_unablated_accuracy():
 
 def test_noise_ablation_has_each_units_mean_and_std():
     z = torch.zeros(200, 3, 4, 4)
-    edits = Edits.ablate(torch.tensor([[True, False, True]]), "noise", mean=torch.tensor([1.0, 5.0, -2.0]),
-                         std=torch.tensor([0.5, 9.0, 3.0]))
+    edits = Edits.ablate(
+        torch.tensor([[True, False, True]]),
+        "noise",
+        mean=torch.tensor([1.0, 5.0, -2.0]),
+        std=torch.tensor([0.5, 9.0, 3.0]),
+    )
     out = apply = __import__("unitscope.ablate.evaluate", fromlist=["apply_edits"]).apply_edits(
-        z, edits, torch.Generator().manual_seed(0))
+        z, edits, torch.Generator().manual_seed(0)
+    )
     assert out.shape == z.shape and torch.equal(out[:, 1], z[:, 1])
     assert abs(out[:, 0].mean() - 1.0) < 0.02 and abs(out[:, 0].std() - 0.5) < 0.02
     assert abs(out[:, 2].mean() + 2.0) < 0.1 and abs(out[:, 2].std() - 3.0) < 0.1
@@ -244,8 +267,9 @@ def test_hooks_noise_ablation_matches_the_batched_edit():
     assert torch.equal(out[:, 1], z[:, 1])
     assert abs(out[:, 0].mean() - 1.0) < 0.02 and abs(out[:, 0].std() - 0.5) < 0.02
     assert abs(out[:, 2].mean() + 2.0) < 0.1 and abs(out[:, 2].std() - 3.0) < 0.1
-    batched = apply_edits(z, Edits.ablate(torch.tensor([[True, False, True]]), "noise", mean, std),
-                          torch.Generator().manual_seed(0))
+    batched = apply_edits(
+        z, Edits.ablate(torch.tensor([[True, False, True]]), "noise", mean, std), torch.Generator().manual_seed(0)
+    )
     assert abs(batched[:, 2].std() - out[:, 2].std()) < 0.15
     with pytest.raises(ValueError, match="std="):
         ablation([0], "noise", value=mean)

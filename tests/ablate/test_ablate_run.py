@@ -29,9 +29,31 @@ def hook_count(model: nn.Module) -> int:
 def colour_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("ablate")
     write_colour_folder(root / "data")
-    args = ["ablate", "all", "--model", MODEL, "--layer", "act", "--data", str(root / "data"), "--out",
-            str(root / "run"), "--seeds", "2", "--attack-images", "3", "--attack-steps", "3", "--ns", "1,2",
-            "--steer-units", "1", "--twin", TWIN, "--no-progress"]
+    args = [
+        "ablate",
+        "all",
+        "--model",
+        MODEL,
+        "--layer",
+        "act",
+        "--data",
+        str(root / "data"),
+        "--out",
+        str(root / "run"),
+        "--seeds",
+        "2",
+        "--attack-images",
+        "3",
+        "--attack-steps",
+        "3",
+        "--ns",
+        "1,2",
+        "--steer-units",
+        "1",
+        "--twin",
+        TWIN,
+        "--no-progress",
+    ]
     assert main(args) == 0
     return root, args
 
@@ -74,7 +96,9 @@ def test_attacks_stay_inside_their_budget(colour_run):
     with Catalog(root / "run" / "catalog.sqlite") as cat:
         rows = cat.rows("ablation_attacks")
         examples = cat.rows("ablation_examples", kind="attack")
-    assert {(r["method"], round(r["epsilon"] * 255)) for r in rows} == {(m, e) for m in ("units", "logits") for e in (4, 8)}
+    assert {(r["method"], round(r["epsilon"] * 255)) for r in rows} == {
+        (m, e) for m in ("units", "logits") for e in (4, 8)
+    }
     for r in rows:
         assert 0 < r["max_linf"] <= r["epsilon"] + 1e-6
         if r["method"] == "units":
@@ -102,8 +126,12 @@ def test_report_shows_curves_and_key_units_with_dissection_labels(colour_run, tm
     run = tmp_path / "run"
     shutil.copytree(root / "run", run)
     with Catalog(run / "catalog.sqlite") as cat:
-        cat.replace("dissection", [{"unit": 2, "concept": "red", "category": "color", "iou": 0.5, "is_detector": 1,
-                                    "threshold": 0.1}], model="colours", layer="act")
+        cat.replace(
+            "dissection",
+            [{"unit": 2, "concept": "red", "category": "color", "iou": 0.5, "is_detector": 1, "threshold": 0.1}],
+            model="colours",
+            layer="act",
+        )
     write_report(run)
     report = json.loads((run / "report.json").read_text())
     layer = next(layer for layer in report["layers"] if layer["layer"] == "act")
@@ -200,8 +228,21 @@ def test_class_map_table_lets_a_class_stand_for_several_outputs(tmp_path, capsys
             for f in (tmp_path / "colours" / part).iterdir():
                 shutil.copy(f, tmp_path / "data" / cls / f"{part}_{f.name}")
     (tmp_path / "table.txt").write_text("cool 0-1   # blue, green\nwarm 2\n")
-    args = ["ablate", "eval", "--model", MODEL, "--layer", "act", "--data", str(tmp_path / "data"), "--out",
-            str(tmp_path / "run"), "--units", "2", "--no-progress"]
+    args = [
+        "ablate",
+        "eval",
+        "--model",
+        MODEL,
+        "--layer",
+        "act",
+        "--data",
+        str(tmp_path / "data"),
+        "--out",
+        str(tmp_path / "run"),
+        "--units",
+        "2",
+        "--no-progress",
+    ]
     assert main(args) == 2  # without the table the folder names are not the model's classes
     assert "--class-map" in capsys.readouterr().err
     assert main(args + ["--class-map", str(tmp_path / "table.txt")]) == 0
@@ -219,16 +260,26 @@ def test_ablate_layer_returns_one_result_with_a_summary(tmp_path):
     write_colour_folder(tmp_path / "data")
     model = colour_classifier()
     data = LabelledData(tmp_path / "data", transform=get_info(model).transform())
-    r = ablate_layer(model, "act", data, tmp_path / "run", seeds=2, ns=[1], progress=False,
-                     stages=("importance", "top_n", "selectivity"))
+    r = ablate_layer(
+        model,
+        "act",
+        data,
+        tmp_path / "run",
+        seeds=2,
+        ns=[1],
+        progress=False,
+        stages=("importance", "top_n", "selectivity"),
+    )
     assert isinstance(r, AblationResult) and (r.units, r.class_names) == (4, ["blue", "green", "red"])
     # each colour's own unit first (blue's unit 0 through the probability tie-break: no prediction changes)
     assert {c: units[0] for c, units in r.key_units().items()} == {"blue": 0, "green": 1, "red": 2}
     means = r.top_n_means()
     assert means["none", 0] == 1.0 and means["remove", 1] == pytest.approx(1 / 3)  # green, red lose all
-    assert r.summary() == ("colours act: 4 units, train accuracy 100.0% (24 images); top 1 of each class removed: "
-                           f"class accuracy 100.0% -> 33.3% (random 1: {100 * means['random', 1]:.1f}%); "
-                           "mean class selectivity 0.750")
+    assert r.summary() == (
+        "colours act: 4 units, train accuracy 100.0% (24 images); top 1 of each class removed: "
+        f"class accuracy 100.0% -> 33.3% (random 1: {100 * means['random', 1]:.1f}%); "
+        "mean class selectivity 0.750"
+    )
     page = r._repr_html_()
     assert "<td>green</td><td>#1 (100.0%)" in page and __import__("html").escape(r.summary()) in page
     with pytest.raises(ValueError, match="unknown ablation stages"):

@@ -10,14 +10,26 @@ import torch
 
 from tests.helpers.audit_models import switches
 from unitscope.audit.analysis import (
-    EvalSet, cooccurrence_relation, description_ablation, description_groups, is_single, joins_unrelated,
-    plot_curves, unit_orders, write_ablation)
+    EvalSet,
+    cooccurrence_relation,
+    description_ablation,
+    description_groups,
+    is_single,
+    joins_unrelated,
+    plot_curves,
+    unit_orders,
+    write_ablation,
+)
 from unitscope.catalog import Catalog
 from unitscope.describe import tables  # noqa: F401  (declares descriptions)
 
 # sky and sea go together; sky, bed never (lift 0); bed and pillow together
-PRESENCE = {"sky": np.array([1, 1, 0, 0], bool), "sea": np.array([1, 1, 0, 0], bool),
-            "bed": np.array([0, 0, 1, 1], bool), "pillow": np.array([0, 0, 1, 0], bool)}
+PRESENCE = {
+    "sky": np.array([1, 1, 0, 0], bool),
+    "sea": np.array([1, 1, 0, 0], bool),
+    "bed": np.array([0, 0, 1, 1], bool),
+    "pillow": np.array([0, 0, 1, 0], bool),
+}
 ROWS = [  # unit, formula, f1
     {"unit": 0, "formula": "sky OR bed", "description": "sky or beds", "f1": 0.3},
     {"unit": 1, "formula": "sea", "description": "sea", "f1": 0.4},
@@ -28,7 +40,7 @@ ROWS = [  # unit, formula, f1
 
 def test_relation_and_features_of_descriptions():
     related = cooccurrence_relation(PRESENCE)
-    assert related("sky", "sea") and related("bed", "pillow")          # lift 2 and 4/3
+    assert related("sky", "sea") and related("bed", "pillow")  # lift 2 and 4/3
     assert not related("sky", "bed") and not related("sky", "pillow")  # never together
     assert related("sky", "top")  # a position word, no concept of the images: it joins nothing
     assert not joins_unrelated("sky AND top", related)
@@ -73,8 +85,16 @@ def described_run(tmp_path):
 
 def test_curves_equal_hand_computed_accuracies(tmp_path):
     run = described_run(tmp_path)
-    out = description_ablation(switches(), run, "relu", data(), seeds=3, steps=4, model_name="switches",
-                               related=cooccurrence_relation(PRESENCE))
+    out = description_ablation(
+        switches(),
+        run,
+        "relu",
+        data(),
+        seeds=3,
+        steps=4,
+        model_name="switches",
+        related=cooccurrence_relation(PRESENCE),
+    )
     assert out["units"] == 4 and out["fractions"] == [0.0, 0.25, 0.5, 0.75, 1.0]
     orders = unit_orders(4, {"unrelated": [0], "single": [3, 1]}, range(3))
     for name in ("unrelated", "single", "random"):
@@ -87,9 +107,13 @@ def test_curves_equal_hand_computed_accuracies(tmp_path):
     with Catalog(run / "catalog.sqlite", create=False) as cat:
         rows = cat.rows("desc_ablation", model="switches", ordering="single", seed=0)
         assert [(r["units"], r["accuracy"]) for r in sorted(rows, key=lambda r: r["fraction"])][:3] == [
-            (0, 1.0), (1, 0.8), (2, 0.7)]
-        assert [r["unit"] for r in sorted(cat.rows("desc_ablation_units", ordering="single"),
-                                          key=lambda r: r["rank"])] == [3, 1]
+            (0, 1.0),
+            (1, 0.8),
+            (2, 0.7),
+        ]
+        assert [
+            r["unit"] for r in sorted(cat.rows("desc_ablation_units", ordering="single"), key=lambda r: r["rank"])
+        ] == [3, 1]
     from unitscope.report.parts.audit_analysis import plot_name
 
     png = plot_curves(out, run / plot_name("relu"))
@@ -106,8 +130,8 @@ def test_curves_equal_hand_computed_accuracies(tmp_path):
 
 
 def test_orders_must_be_permutations():
-    from unitscope.ablate.cut import cut_model
     from unitscope.ablate.curves import ablation_curves
+    from unitscope.ablate.cut import cut_model
     from unitscope.ablate.evaluate import cache_layer
 
     d = data()

@@ -4,10 +4,10 @@ the hand-built cue model (tests/audit/test_audit_edit.py), its units and test ta
 from __future__ import annotations
 
 import pytest
-
 from test_audit_edit import described_run, sets
-from tests.report.test_browser import browser, page  # noqa: F401  (fixtures)
+
 from tests.helpers.audit_models import cue_model
+from tests.report.test_browser import browser, page  # noqa: F401  (fixtures)
 from unitscope.audit.edit import edit_experiment, write_tables
 from unitscope.report import write_report
 

@@ -17,10 +17,10 @@ MODELS = str(Path(__file__).parents[1] / "helpers" / "audit_models.py")
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     from unitscope.data import BrodenDataset
-    from unitscope.world import make_world
     from unitscope.describe.run import Options, describe_run
     from unitscope.dissect import dissect
     from unitscope.models import get_info
+    from unitscope.world import make_world
 
     world = make_world(tmp_path_factory.mktemp("world") / "w64", n=30, size=64, seed=3, workers=1, progress=False)
     out = {}
@@ -28,8 +28,20 @@ def runs(tmp_path_factory):
         model = colour_layers(str(world), planted)
         ds = BrodenDataset(world, transform=get_info(model).transform())
         run = tmp_path_factory.mktemp(planted) / "run"
-        dissect(model, ds, ["feat1", "feat2"], run, quantile=0.3, topk=4, batch_size=10, progress=False,
-                keep_cache=True, null_draws=0, exemplar_images=False, config={"data": str(world)})
+        dissect(
+            model,
+            ds,
+            ["feat1", "feat2"],
+            run,
+            quantile=0.3,
+            topk=4,
+            batch_size=10,
+            progress=False,
+            keep_cache=True,
+            null_draws=0,
+            exemplar_images=False,
+            config={"data": str(world)},
+        )
         describe_run(run, opts=Options(quantile=0.5, draws=20, progress=False))
         out[planted] = run
     return out
@@ -48,7 +60,11 @@ def test_planted_units_are_counted_exactly(runs):
 def test_counts_go_to_the_catalog_and_the_report(runs):
     rows = audit_counts(runs["audited"], runs["reference"], "Red")
     assert [(r["role"], r["layer"], r["detectors"]) for r in rows] == [
-        ("audited", "feat1", 2), ("audited", "feat2", 1), ("reference", "feat1", 1), ("reference", "feat2", 0)]
+        ("audited", "feat1", 2),
+        ("audited", "feat2", 1),
+        ("reference", "feat1", 1),
+        ("reference", "feat2", 0),
+    ]
     write_counts(runs["audited"], rows)
     with Catalog(runs["audited"] / "catalog.sqlite", create=False) as cat:
         stored = cat.rows("audit_counts", concept="red", role="reference")
@@ -84,10 +100,26 @@ def test_significant_detectors_follow_benjamini_hochberg(tmp_path):
     run = tmp_path / "run"
     with Catalog(run / "catalog.sqlite") as cat:
         cat.replace("layers", [{"model": "m", "layer": "l", "units": 5, "iou_threshold": 0.04}], model="m")
-        cat.replace("dissection", [{"model": "m", "layer": "l", "unit": u, "concept": c, "category": "color",
-                                    "iou": 0.2, "is_detector": 1, "threshold": 1.0, "p_value": p}
-                                   for u, (c, p) in enumerate([("red", 0.001), ("red", 0.004), ("red", 0.03),
-                                                               ("red", 0.5), ("sky", 0.0001)])], model="m")
+        cat.replace(
+            "dissection",
+            [
+                {
+                    "model": "m",
+                    "layer": "l",
+                    "unit": u,
+                    "concept": c,
+                    "category": "color",
+                    "iou": 0.2,
+                    "is_detector": 1,
+                    "threshold": 1.0,
+                    "p_value": p,
+                }
+                for u, (c, p) in enumerate(
+                    [("red", 0.001), ("red", 0.004), ("red", 0.03), ("red", 0.5), ("sky", 0.0001)]
+                )
+            ],
+            model="m",
+        )
     (r,) = count_units(run, "red")
     assert (r["detectors"], r["significant"], r["described"]) == (4, 2, 0)
 
@@ -100,10 +132,32 @@ def test_cli_count_reuses_described_runs(runs, tmp_path, capsys):
     out = tmp_path / "audit"
     shutil.copytree(runs["audited"], out / "model")
     shutil.copytree(runs["reference"], out / "reference")
-    assert main(["audit", "count", "--model", f"{MODELS}:colour_layers", "--reference", "x", "--concept", "blue",
-                 "--out", str(out), "--data", "unused", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "audit",
+                "count",
+                "--model",
+                f"{MODELS}:colour_layers",
+                "--reference",
+                "x",
+                "--concept",
+                "blue",
+                "--out",
+                str(out),
+                "--data",
+                "unused",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     said = capsys.readouterr().out
     assert "feat2" in said and "audit_counts" in said
     with Catalog(out / "model" / "catalog.sqlite", create=False) as cat:
         assert {(r["role"], r["layer"]): r["detectors"] for r in cat.rows("audit_counts", concept="blue")} == {
-            ("audited", "feat1"): 0, ("audited", "feat2"): 2, ("reference", "feat1"): 0, ("reference", "feat2"): 2}
+            ("audited", "feat1"): 0,
+            ("audited", "feat2"): 2,
+            ("reference", "feat1"): 0,
+            ("reference", "feat2"): 2,
+        }

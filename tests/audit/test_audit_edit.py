@@ -31,17 +31,19 @@ def described_run(tmp_path: Path) -> Path:
 
 def sets() -> dict[str, EvalSet]:
     y2 = torch.tensor([0] * 4 + [1] * 4)
-    return {"clean": EvalSet(torch.cat([images(0, False), images(1, False)]), y2),
-            "agree": EvalSet(images(1, True), torch.ones(4, dtype=torch.long)),
-            "conflict": EvalSet(images(0, True), torch.zeros(4, dtype=torch.long))}
+    return {
+        "clean": EvalSet(torch.cat([images(0, False), images(1, False)]), y2),
+        "agree": EvalSet(images(1, True), torch.ones(4, dtype=torch.long)),
+        "conflict": EvalSet(images(0, True), torch.zeros(4, dtype=torch.long)),
+    }
 
 
 def test_the_model_follows_the_cue_and_its_unit():
     model, s = cue_model(), sets()
     assert accuracy(model, s["clean"]) == 1.0 and accuracy(model, s["agree"]) == 1.0
-    assert accuracy(model, s["conflict"]) == 0.0          # the sign wins: logits (2, 3.5)
-    assert accuracy(model, s["conflict"], {"relu": [1]}) == 1.0   # (2, 0.5)
-    assert accuracy(model, s["clean"], {"relu": [0]}) == 0.5      # class 0 falls to (0, 0.5)
+    assert accuracy(model, s["conflict"]) == 0.0  # the sign wins: logits (2, 3.5)
+    assert accuracy(model, s["conflict"], {"relu": [1]}) == 1.0  # (2, 0.5)
+    assert accuracy(model, s["clean"], {"relu": [0]}) == 0.5  # class 0 falls to (0, 0.5)
 
 
 def test_query_finds_the_cue_unit_and_not_the_negated_one(tmp_path):
@@ -91,8 +93,8 @@ def test_saved_edit_reloads_to_the_same_outputs(tmp_path):
     with torch.no_grad():
         got = edited(x)
     assert torch.equal(got, expected)
-    assert got[:4].argmax(1).tolist() == [0] * 4          # the sign no longer names the class
-    assert create_model(MODEL)(x[:4]).argmax(1).tolist() == [1] * 4   # the unedited model is unchanged
+    assert got[:4].argmax(1).tolist() == [0] * 4  # the sign no longer names the class
+    assert create_model(MODEL)(x[:4]).argmax(1).tolist() == [1] * 4  # the unedited model is unchanged
     assert EditFile.read(path).about["test"]["described"]["conflict"] == 1.0
 
 

@@ -9,7 +9,7 @@ import pytest
 from unitscope.world import make_world, render_image
 from unitscope.world.hide import HideSpec, HideStyle, _grow, hide_mask
 from unitscope.world.scenes import scene_of
-from unitscope.world.vocab import O, SCENES
+from unitscope.world.vocab import SCENES, O
 
 
 def kitchens(seed=1, n=3):
@@ -25,7 +25,7 @@ def test_only_the_concept_changes(how):
         mask = hide_mask(plain.full, "cabinet")
         assert mask.sum() > 50 and np.array_equal(mask, plain.full["object"] == O["cabinet"])
         grown = _grow(mask, 1)
-        assert np.array_equal(hidden.rgb[~grown], plain.rgb[~grown])       # everything else untouched
+        assert np.array_equal(hidden.rgb[~grown], plain.rgb[~grown])  # everything else untouched
         assert (hidden.rgb[mask] != plain.rgb[mask]).any(axis=-1).mean() > 0.5
         for name in set(plain.labels) - {"color"}:  # the masks stay; colour names the pixels as drawn
             assert np.array_equal(hidden.labels[name], plain.labels[name])
@@ -59,8 +59,25 @@ def test_bad_specs_are_clear_errors():
 def test_cli_world_make_hide(tmp_path, capsys):
     from unitscope.cli import main
 
-    assert main(["world", "make", str(tmp_path / "w"), "--n", "4", "--size", "32", "--hide", "cabinet,fill",
-                 "--workers", "1", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "world",
+                "make",
+                str(tmp_path / "w"),
+                "--n",
+                "4",
+                "--size",
+                "32",
+                "--hide",
+                "cabinet,fill",
+                "--workers",
+                "1",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert json.loads((tmp_path / "w" / "world.json").read_text())["hide"]["how"] == "fill"
     capsys.readouterr()
     assert main(["world", "make", str(tmp_path / "x"), "--n", "4", "--hide", "cabinets", "--no-progress"]) != 0

@@ -37,7 +37,9 @@ def test_pca_streamed_equals_one_shot_svd():
     b = fit_pca(stream(x, 300), n_components=5)
     xc = x.double() - x.double().mean(0)
     _, s, vt = torch.linalg.svd(xc, full_matrices=False)
-    assert torch.allclose(torch.tensor(b.config["variances"], dtype=torch.float64), s[:5] ** 2 / (len(x) - 1), rtol=1e-6)
+    assert torch.allclose(
+        torch.tensor(b.config["variances"], dtype=torch.float64), s[:5] ** 2 / (len(x) - 1), rtol=1e-6
+    )
     assert torch.allclose((b.directions.double() * vt[:5]).sum(1).abs(), torch.ones(5, dtype=torch.float64), atol=1e-4)
     full = fit_pca(stream(x, 300))
     assert full.metrics["fvu"] < 1e-6 and b.metrics["fvu"] > 0
@@ -60,8 +62,18 @@ def test_nmf_reconstructs_nonnegative_low_rank():
 
 
 def _sae(x, out, **kw):
-    return fit_sae(stream(x), out, expansion=2, k=2, epochs=kw.pop("epochs", 15), lr=1e-2, batch_size=128,
-                   checkpoint_every=kw.pop("checkpoint_every", 50), dead_after=50, **kw)
+    return fit_sae(
+        stream(x),
+        out,
+        expansion=2,
+        k=2,
+        epochs=kw.pop("epochs", 15),
+        lr=1e-2,
+        batch_size=128,
+        checkpoint_every=kw.pop("checkpoint_every", 50),
+        dead_after=50,
+        **kw,
+    )
 
 
 def test_sae_recovers_planted_directions_and_saves(tmp_path):

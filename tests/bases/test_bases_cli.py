@@ -23,15 +23,38 @@ def world(tmp_path_factory):
 def test_dissect_basis_from_the_command_line(world, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PLANTED_WORLD", str(world))
     out = tmp_path / "run"
-    args = ["dissect", "--model", f"{PLANTED}:colour_units", "--data", str(world), "--layers", "feat",
-            "--basis", "units,rotation,pca,nmf:passes=20", "--quantile", "0.05", "--topk", "3", "--batch-size", "8",
-            "--workers", "0", "--out", str(out), "--no-progress"]
+    args = [
+        "dissect",
+        "--model",
+        f"{PLANTED}:colour_units",
+        "--data",
+        str(world),
+        "--layers",
+        "feat",
+        "--basis",
+        "units,rotation,pca,nmf:passes=20",
+        "--quantile",
+        "0.05",
+        "--topk",
+        "3",
+        "--batch-size",
+        "8",
+        "--workers",
+        "0",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
     assert main(args) == 0
     assert "bases of feat:\n| basis | directions | FVU" in capsys.readouterr().out
     with sqlite3.connect(out / "catalog.sqlite") as db:
         layers = dict(db.execute("SELECT layer, units FROM layers").fetchall())
-        metrics = {r[0]: r[1:] for r in db.execute(
-            "SELECT basis, directions, fvu, mean_l0, dead_fraction, stability FROM basis_metrics WHERE layer = 'feat'")}
+        metrics = {
+            r[0]: r[1:]
+            for r in db.execute(
+                "SELECT basis, directions, fvu, mean_l0, dead_fraction, stability FROM basis_metrics WHERE layer = 'feat'"
+            )
+        }
     assert layers == {"feat": 3, "feat#rotation": 3, "feat#pca": 3, "feat#nmf": 3}
     assert set(metrics) == {"units", "rotation", "pca", "nmf"}
     units = metrics["units"]

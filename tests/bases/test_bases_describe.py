@@ -21,9 +21,9 @@ pytestmark = pytest.mark.slow  # a world, a dissection of two layers and their d
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     from unitscope.data import BrodenDataset
-    from unitscope.world import make_world
     from unitscope.dissect import dissect
     from unitscope.models import create_model, get_info
+    from unitscope.world import make_world
 
     world = make_world(tmp_path_factory.mktemp("world") / "w64", n=30, size=64, seed=3, workers=1, progress=False)
     model = create_model(f"{PLANTED}:colour_units", world=str(world))
@@ -33,8 +33,21 @@ def run(tmp_path_factory):
     model.feat = mix  # the layer "feat" is now the mixture of the planted colour maps
     ds = BrodenDataset(world, transform=get_info(model).transform())
     out = tmp_path_factory.mktemp("run") / "run"
-    dissect(model, ds, ["feat"], out, quantile=0.3, topk=4, batch_size=10, progress=False, keep_cache=True,
-            null_draws=0, exemplar_images=False, config={"data": str(world)}, basis=["units", "nmf:n=3:passes=30"])
+    dissect(
+        model,
+        ds,
+        ["feat"],
+        out,
+        quantile=0.3,
+        topk=4,
+        batch_size=10,
+        progress=False,
+        keep_cache=True,
+        null_draws=0,
+        exemplar_images=False,
+        config={"data": str(world)},
+        basis=["units", "nmf:n=3:passes=30"],
+    )
     return out
 
 
@@ -50,8 +63,9 @@ def test_describe_a_basis_names_its_planted_colours(run):
     assert stability(nmf.directions, torch.nn.functional.normalize(MIX.t(), dim=1)) > 0.999  # the colours' rows
     describe_run(run, ["feat", "feat#nmf"], Options(quantile=0.5, draws=10, progress=False))
     with sqlite3.connect(run / "catalog.sqlite") as db:
-        rows = db.execute("SELECT layer, unit, formula, f1 FROM descriptions WHERE kind = 'pmi' "
-                          "ORDER BY layer, unit").fetchall()
+        rows = db.execute(
+            "SELECT layer, unit, formula, f1 FROM descriptions WHERE kind = 'pmi' ORDER BY layer, unit"
+        ).fetchall()
     nmf_rows = [(f, f1) for layer, _, f, f1 in rows if layer == "feat#nmf"]
     assert sorted(f for f, _ in nmf_rows) == sorted(COLOURS) and min(f1 for _, f1 in nmf_rows) > 0.95
     unit_rows = [f for layer, _, f, _ in rows if layer == "feat"]  # each channel is two colours

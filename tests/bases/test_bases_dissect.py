@@ -61,12 +61,15 @@ class PlantedLabels(LabelSource):
 
     def load(self, pos):
         planes = MASKS[pos].long() * torch.arange(1, D + 1)[:, None, None]  # [D, S, S]: label j + 1 where on
-        return {"labels": planes, "image_labels": torch.zeros(0, dtype=torch.long),
-                "category_present": torch.ones(1, dtype=torch.bool)}
+        return {
+            "labels": planes,
+            "image_labels": torch.zeros(0, dtype=torch.long),
+            "category_present": torch.ones(1, dtype=torch.bool),
+        }
 
 
 def stream(batch=12):
-    return [MAPS[i:i + batch] for i in range(0, N, batch)]
+    return [MAPS[i : i + batch] for i in range(0, N, batch)]
 
 
 def matched(b):

@@ -4,9 +4,9 @@ units 0, 1, 2 of ``act`` carry blue, green, red; logit k = 4 x unit k; a tie goe
 
 import pytest
 import torch
-from tests.helpers.ablate_models import colour_classifier
 from torch.utils.data import TensorDataset
 
+from tests.helpers.ablate_models import colour_classifier
 from unitscope.ablate import cache_layer, cut_model, unit_importance
 from unitscope.bases import Basis
 from unitscope.bases.importance import direction_importance, set_edits, top_n_directions

@@ -17,8 +17,20 @@ ARGS = ["--batch-size", "5", "--basis", "units,pca,ica:passes=10", "--no-progres
 
 def _dissect(world, out, procs: int = 0) -> list[str]:
     launch = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(procs)] if procs else []
-    return [sys.executable, *launch, "-m", "unitscope", "dissect", "--model", MODEL, "--data", str(world),
-            "--out", str(out), *ARGS]
+    return [
+        sys.executable,
+        *launch,
+        "-m",
+        "unitscope",
+        "dissect",
+        "--model",
+        MODEL,
+        "--data",
+        str(world),
+        "--out",
+        str(out),
+        *ARGS,
+    ]
 
 
 @pytest.fixture(scope="module")

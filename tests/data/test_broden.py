@@ -42,7 +42,8 @@ def broden_like(tmp_path) -> Path:
         "image,split,ih,iw,sh,sw,color,object,part,material,scene,texture\n"
         "ade20k/a.jpg,train,8,8,4,4,,ade20k/a_object.png,ade20k/a_part_1.png;ade20k/a_part_2.png,,6,\n"
         "dtd/b.jpg,train,8,8,4,4,,,,,,7;8\n"
-        "pascal/c.jpg,val,8,8,4,4,,pascal/c_object.png,,,,\n")
+        "pascal/c.jpg,val,8,8,4,4,,pascal/c_object.png,,,,\n"
+    )
     (root / "label.csv").write_text(
         "number,name,category,frequency,coverage,syns\n"
         "1,red-c,color(1),1,0.5,\n"
@@ -52,10 +53,12 @@ def broden_like(tmp_path) -> Path:
         "6,street-s,scene(1),1,1.0,\n"
         "7,striped,texture(1),1,1.0,\n"
         "8,dotted,texture(1),1,1.0,\n"
-        "300,sky,object(2),2,1.0,\n")
+        "300,sky,object(2),2,1.0,\n"
+    )
     (root / "category.csv").write_text(
         "name,first,last,count,frequency\ncolor,1,1,1,1\nobject,3,300,2,2\npart,3,5,3,1\n"
-        "material,0,0,0,0\nscene,6,6,1,1\ntexture,7,8,2,1\n")
+        "material,0,0,0,0\nscene,6,6,1,1\ntexture,7,8,2,1\n"
+    )
     return root
 
 
@@ -80,13 +83,13 @@ def test_reads_real_broden_conventions(broden_like):
     assert set(ds.get(0, labels=False)) == {"index", "scene", "category_present", "image"}
     batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=3)))
     assert batch["labels"].shape == (3, 3, 4, 4) and batch["image_labels"].shape == (3, 2)
-    only = BrodenDataset(broden_like, categories=["part"], split="train",
-                         transform=lambda im: torch.zeros(3, 2, 2))
+    only = BrodenDataset(broden_like, categories=["part"], split="train", transform=lambda im: torch.zeros(3, 2, 2))
     assert len(only) == 2 and only[0]["labels"].shape == (2, 4, 4) and only[0]["image"].shape == (3, 2, 2)
     assert only.label_category[3] == 0 and only.label_category[300] == -1
 
 
 # ---------------------------------------------------------------- one test per kind of damage
+
 
 def test_missing_table(broden_like):
     (broden_like / "label.csv").unlink()
@@ -123,16 +126,39 @@ def test_mask_label_missing_from_label_csv(broden_like):
         ds[2]
 
 
-@pytest.mark.parametrize("table, old, new, message", [
-    pytest.param("index.csv", ",,,,,,7;8", ",,,,,,7;99", r"index\.csv line 3: texture label 99 is not in label\.csv",
-                 id="image-level label missing from label.csv"),
-    pytest.param("index.csv", "dtd/b.jpg,train,8,8", "dtd/b.jpg,train,8,eight",
-                 r"index\.csv line 3: iw 'eight' is not an integer", id="malformed index row"),
-    pytest.param("index.csv", "pascal/c_object.png,,,,", "pascal/c_object.png,,,x y,",
-                 r"index\.csv line 4: scene cell token 'x y' is neither a label number", id="malformed index cell"),
-    pytest.param("label.csv", "4,door,part(2)", "4,door,part(2",
-                 r"label\.csv line 4: category 'part\(2' is not written", id="malformed label row"),
-])
+@pytest.mark.parametrize(
+    "table, old, new, message",
+    [
+        pytest.param(
+            "index.csv",
+            ",,,,,,7;8",
+            ",,,,,,7;99",
+            r"index\.csv line 3: texture label 99 is not in label\.csv",
+            id="image-level label missing from label.csv",
+        ),
+        pytest.param(
+            "index.csv",
+            "dtd/b.jpg,train,8,8",
+            "dtd/b.jpg,train,8,eight",
+            r"index\.csv line 3: iw 'eight' is not an integer",
+            id="malformed index row",
+        ),
+        pytest.param(
+            "index.csv",
+            "pascal/c_object.png,,,,",
+            "pascal/c_object.png,,,x y,",
+            r"index\.csv line 4: scene cell token 'x y' is neither a label number",
+            id="malformed index cell",
+        ),
+        pytest.param(
+            "label.csv",
+            "4,door,part(2)",
+            "4,door,part(2",
+            r"label\.csv line 4: category 'part\(2' is not written",
+            id="malformed label row",
+        ),
+    ],
+)
 def test_damaged_table(broden_like, table, old, new, message):
     text = (broden_like / table).read_text()
     assert old in text, f"the fixture's {table} changed: {old!r} is no longer in it"
@@ -178,9 +204,15 @@ def test_the_one_broden_writer_round_trips_masks_and_writes_exact_label_tables(t
     freq = {"object": np.array([0, 0, 0, 5, 2]), "color": np.array([0, 7])}
     cov = {"object": np.array([0, 0, 0, 0.25, 0.125]), "color": np.array([0, 1.5])}
     write_label_tables(tmp_path, ["color", "object"], vocab, freq, cov, n=9)
-    assert (tmp_path / "label.csv").read_text() == ("number,name,category,frequency,coverage,syns\n1,red,color(7),7,1.500000,\n"
-                                                    "3,house,object(5),5,0.250000,\n4,tree,object(2),2,0.125000,\n")
+    assert (tmp_path / "label.csv").read_text() == (
+        "number,name,category,frequency,coverage,syns\n1,red,color(7),7,1.500000,\n"
+        "3,house,object(5),5,0.250000,\n4,tree,object(2),2,0.125000,\n"
+    )
     assert (tmp_path / "category.csv").read_text() == "name,first,last,count,frequency\ncolor,1,1,1,9\nobject,3,4,2,9\n"
-    assert (tmp_path / "c_object.csv").read_text() == "code,number,name,frequency,coverage\n1,3,house,5,0.250000\n2,4,tree,2,0.125000\n"
+    assert (
+        tmp_path / "c_object.csv"
+    ).read_text() == "code,number,name,frequency,coverage\n1,3,house,5,0.250000\n2,4,tree,2,0.125000\n"
     write_label_tables(tmp_path, ["object"], vocab, freq, None, n=9)
-    assert (tmp_path / "c_object.csv").read_text() == "code,number,name,frequency,coverage\n1,3,house,5,0\n2,4,tree,2,0\n"
+    assert (
+        tmp_path / "c_object.csv"
+    ).read_text() == "code,number,name,frequency,coverage\n1,3,house,5,0\n2,4,tree,2,0\n"

@@ -55,8 +55,20 @@ def run(world, tmp_path_factory):
     model = create_model(f"{PLANTED}:colour_units", world=str(world))
     ds = BrodenDataset(world, transform=get_info(model).transform())
     out = tmp_path_factory.mktemp("run") / "run"
-    dissect(model, ds, ["feat"], out, quantile=0.3, topk=4, batch_size=10, progress=False, keep_cache=True,
-            null_draws=0, exemplar_images=False, config={"data": str(world)})
+    dissect(
+        model,
+        ds,
+        ["feat"],
+        out,
+        quantile=0.3,
+        topk=4,
+        batch_size=10,
+        progress=False,
+        keep_cache=True,
+        null_draws=0,
+        exemplar_images=False,
+        config={"data": str(world)},
+    )
     return out
 
 
@@ -78,7 +90,10 @@ def test_user_captioner_plugs_in(run, tmp_path):
     with Catalog(run / "catalog.sqlite", create=False) as cat:
         rows = cat.rows("descriptions", kind="caption")
     assert [(r["unit"], r["description"], r["formula"]) for r in rows] == [
-        (0, "reddish regions", None), (1, "greenish regions", None), (2, "bluish regions", None)]
+        (0, "reddish regions", None),
+        (1, "greenish regions", None),
+        (2, "bluish regions", None),
+    ]
     # no formula: the caption's words are what it asserts
     assert [h["unit"] for h in search_units(run, "reddish", kind="caption", embed=False)] == [0]
     # the command: captions only, no labels read
@@ -105,14 +120,20 @@ def _returns_non_callable(tmp_path):
 def test_decode_renders_the_predicted_formula():
     cats = ["color", "object", "part", "scene", "position"]
     names = ["red", "car", "window", "street", "top"]
-    out = {"pos": torch.tensor([3.0, 2.0, -1.0, -2.0, 4.0]), "neg": torch.tensor([0.0, 0.0, 5.0, 0.0, 0.0, 1.0]),
-           "count": torch.tensor([0.0, 3.0, 0.0]), "op": torch.tensor([1.0, 0.0])}
+    out = {
+        "pos": torch.tensor([3.0, 2.0, -1.0, -2.0, 4.0]),
+        "neg": torch.tensor([0.0, 0.0, 5.0, 0.0, 0.0, 1.0]),
+        "count": torch.tensor([0.0, 3.0, 0.0]),
+        "op": torch.tensor([1.0, 0.0]),
+    }
     # the head is the best non-position concept (red), then the next best (top); window after AND NOT
     assert decode(out, cats) == ([0, 4, 2], [FIRST, AND, AND_NOT])
     cap = ExemplarCaptioner(ExemplarNet(5), names, cats)
     from unitscope.describe.phrases import render
 
-    assert render([(names[c], cats[c]) for c in [0, 4, 2]], [FIRST, AND, AND_NOT]) == "the top of red regions, not windows"
+    assert (
+        render([(names[c], cats[c]) for c in [0, 4, 2]], [FIRST, AND, AND_NOT]) == "the top of red regions, not windows"
+    )
     assert cap.names == names
 
 

@@ -20,7 +20,12 @@ from unitscope.catalog import Catalog
 from unitscope.describe import tables  # noqa: F401
 from unitscope.describe.embed import MiniLM, WordPiece, default_embedder, model_folder, read_safetensors
 from unitscope.describe.search import (
-    SEMANTIC_MARGIN, SEMANTIC_MIN, WordNet, match_scores, search_units, semantic_weights,
+    SEMANTIC_MARGIN,
+    SEMANTIC_MIN,
+    WordNet,
+    match_scores,
+    search_units,
+    semantic_weights,
 )
 
 NO_WORDNET = WordNet("/nonexistent")
@@ -32,9 +37,16 @@ def unit(angle_deg: float) -> list[float]:
 
 
 # cosine to "lumber" (angle 0): wood 0.80, tree 0.64, brick 0.10; "blue" and "red" 0.73 apart
-VECTORS = {"lumber": unit(0), "wood": unit(math.degrees(math.acos(0.80))), "tree": unit(math.degrees(math.acos(0.64))),
-           "brick": unit(math.degrees(math.acos(0.10))), "blue": [0.0, 0.0, 1.0],
-           "red": [0.0, math.sqrt(1 - 0.73 ** 2), 0.73], "car": unit(-90), "window": [0.0, 0.0, -1.0]}
+VECTORS = {
+    "lumber": unit(0),
+    "wood": unit(math.degrees(math.acos(0.80))),
+    "tree": unit(math.degrees(math.acos(0.64))),
+    "brick": unit(math.degrees(math.acos(0.10))),
+    "blue": [0.0, 0.0, 1.0],
+    "red": [0.0, math.sqrt(1 - 0.73**2), 0.73],
+    "car": unit(-90),
+    "window": [0.0, 0.0, -1.0],
+}
 
 
 def fake_embed(texts: list[str]) -> torch.Tensor:
@@ -65,14 +77,28 @@ def write_run(tmp_path, described):
     run = tmp_path / "run"
     run.mkdir(parents=True)
     with Catalog(run / "catalog.sqlite") as cat:
-        cat.replace("descriptions", [{"unit": u, "kind": "pmi", "description": d, "formula": f, "length": 1, "f1": f1}
-                                     for u, (d, f, f1) in enumerate(described)], model="m", layer="conv")
+        cat.replace(
+            "descriptions",
+            [
+                {"unit": u, "kind": "pmi", "description": d, "formula": f, "length": 1, "f1": f1}
+                for u, (d, f, f1) in enumerate(described)
+            ],
+            model="m",
+            layer="conv",
+        )
     return run
 
 
 def test_search_units_uses_the_embedding_and_can_turn_it_off(tmp_path):
-    run = write_run(tmp_path, [("bricks", "brick", 0.5), ("wood", "wood", 0.2), ("trees", "tree", 0.4),
-                               ("red cars or wood", "(red AND car) OR wood", 0.3)])
+    run = write_run(
+        tmp_path,
+        [
+            ("bricks", "brick", 0.5),
+            ("wood", "wood", 0.2),
+            ("trees", "tree", 0.4),
+            ("red cars or wood", "(red AND car) OR wood", 0.3),
+        ],
+    )
     hits = search_units(run, "lumber", embed=fake_embed, wordnet=NO_WORDNET)
     assert [(h["unit"], round(h["match"], 6)) for h in hits] == [(3, 0.8), (1, 0.8)]  # F1 breaks the tie
     assert search_units(run, "lumber", embed=False, wordnet=NO_WORDNET) == []
@@ -80,8 +106,9 @@ def test_search_units_uses_the_embedding_and_can_turn_it_off(tmp_path):
     # among asserted ones: with wood described by no unit, "lumber" does not fall back to trees (0.64)
     run = write_run(tmp_path / "b", [("bricks", "brick", 0.5), ("trees", "tree", 0.4)])
     assert [h["unit"] for h in search_units(run, "lumber", embed=fake_embed, wordnet=NO_WORDNET)] == [1]
-    (run / "labels.json").write_text(json.dumps({"names": ["-", "brick", "tree", "wood"],
-                                                 "categories": [None, "material", "object", "material"]}))
+    (run / "labels.json").write_text(
+        json.dumps({"names": ["-", "brick", "tree", "wood"], "categories": [None, "material", "object", "material"]})
+    )
     assert search_units(run, "lumber", embed=fake_embed, wordnet=NO_WORDNET) == []
 
 
@@ -89,8 +116,11 @@ def write_safetensors(path, tensors):
     header, blobs, offset = {}, [], 0
     for name, t in tensors.items():
         data = t.contiguous().numpy().tobytes()
-        header[name] = {"dtype": {torch.float32: "F32", torch.int64: "I64"}[t.dtype], "shape": list(t.shape),
-                        "data_offsets": [offset, offset + len(data)]}
+        header[name] = {
+            "dtype": {torch.float32: "F32", torch.int64: "I64"}[t.dtype],
+            "shape": list(t.shape),
+            "data_offsets": [offset, offset + len(data)],
+        }
         blobs.append(data)
         offset += len(data)
     text = json.dumps(header).encode()
@@ -99,15 +129,23 @@ def write_safetensors(path, tensors):
 
 def tiny_bert(d=8, heads=2, layers=2, vocab=12, seed=0):
     g = torch.Generator().manual_seed(seed)
-    w = {"embeddings.word_embeddings.weight": torch.randn(vocab, d, generator=g),
-         "embeddings.position_embeddings.weight": torch.randn(16, d, generator=g),
-         "embeddings.token_type_embeddings.weight": torch.randn(2, d, generator=g),
-         "embeddings.LayerNorm.weight": torch.ones(d), "embeddings.LayerNorm.bias": torch.zeros(d)}
+    w = {
+        "embeddings.word_embeddings.weight": torch.randn(vocab, d, generator=g),
+        "embeddings.position_embeddings.weight": torch.randn(16, d, generator=g),
+        "embeddings.token_type_embeddings.weight": torch.randn(2, d, generator=g),
+        "embeddings.LayerNorm.weight": torch.ones(d),
+        "embeddings.LayerNorm.bias": torch.zeros(d),
+    }
     for i in range(layers):
         p = f"encoder.layer.{i}."
-        for name, shape in (("attention.self.query", (d, d)), ("attention.self.key", (d, d)),
-                            ("attention.self.value", (d, d)), ("attention.output.dense", (d, d)),
-                            ("intermediate.dense", (2 * d, d)), ("output.dense", (d, 2 * d))):
+        for name, shape in (
+            ("attention.self.query", (d, d)),
+            ("attention.self.key", (d, d)),
+            ("attention.self.value", (d, d)),
+            ("attention.output.dense", (d, d)),
+            ("intermediate.dense", (2 * d, d)),
+            ("output.dense", (d, 2 * d)),
+        ):
             w[p + name + ".weight"] = torch.randn(*shape, generator=g) / math.sqrt(shape[1])
             w[p + name + ".bias"] = torch.randn(shape[0], generator=g) * 0.1
         for ln in ("attention.output.LayerNorm", "output.LayerNorm"):
@@ -157,8 +195,15 @@ def test_bundled_minilm_finds_paraphrases(tmp_path):
     assert cos[0, 1] == pytest.approx(0.86, abs=0.01) and cos[2, 3] == pytest.approx(0.93, abs=0.01)
     assert cos[4, 5] == pytest.approx(0.80, abs=0.01) and cos[6, 7] == pytest.approx(0.73, abs=0.01)
     assert cos[0, 3] < SEMANTIC_MIN and cos[4, 1] < SEMANTIC_MIN
-    run = write_run(tmp_path, [("bricks", "brick", 0.5), ("wood", "wood", 0.2), ("dogs", "dog", 0.4),
-                               ("houses in field scenes", "house AND field", 0.3)])
+    run = write_run(
+        tmp_path,
+        [
+            ("bricks", "brick", 0.5),
+            ("wood", "wood", 0.2),
+            ("dogs", "dog", 0.4),
+            ("houses in field scenes", "house AND field", 0.3),
+        ],
+    )
     assert [h["unit"] for h in search_units(run, "lumber", wordnet=NO_WORDNET)] == [1]
     assert [h["unit"] for h in search_units(run, "canine", wordnet=NO_WORDNET)] == [2]
     assert [h["unit"] for h in search_units(run, "dwelling", wordnet=NO_WORDNET)] == [3]

@@ -14,13 +14,13 @@ import torch
 from unitscope.cli import main
 
 PLANTED = str(Path(__file__).parents[1] / "helpers" / "planted.py")
-CAPTIONER = '''
+CAPTIONER = """
 def factory():
     def caption(images, masks):
         inside = (images * masks[:, None]).sum((0, 2, 3)) / masks.sum().clamp_min(1)
         return ["reddish", "greenish", "bluish"][int(inside.argmax())] + " regions"
     return caption
-'''
+"""
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -74,14 +74,34 @@ def test_unlabelled_folder_is_captioned_end_to_end(folders, planted, tmp_path):
     cap = tmp_path / "cap.py"
     cap.write_text(CAPTIONER)
     out = tmp_path / "run"
-    args = ["describe", "--model", planted, "--images", str(folders[0]), "--layers", "feat", "--out", str(out),
-            "--no-labels", "--captioner", f"{cap}:factory", "--exemplars", "5", "--batch-size", "10", "--no-progress"]
+    args = [
+        "describe",
+        "--model",
+        planted,
+        "--images",
+        str(folders[0]),
+        "--layers",
+        "feat",
+        "--out",
+        str(out),
+        "--no-labels",
+        "--captioner",
+        f"{cap}:factory",
+        "--exemplars",
+        "5",
+        "--batch-size",
+        "10",
+        "--no-progress",
+    ]
     assert main(args) == 0
     with Catalog(out / "catalog.sqlite", create=False) as cat:
         rows = cat.rows("descriptions", kind="caption")
     # the planted units fire on red, green and blue pixels (tests/helpers/planted.py)
     assert [(r["unit"], r["description"]) for r in rows] == [
-        (0, "reddish regions"), (1, "greenish regions"), (2, "bluish regions")]
+        (0, "reddish regions"),
+        (1, "greenish regions"),
+        (2, "bluish regions"),
+    ]
     # the exemplars are the model's: the top images by peak among the search images, the
     # threshold the 0.99 quantile of every map value
     model = create_model(planted)
@@ -91,8 +111,10 @@ def test_unlabelled_folder_is_captioned_end_to_end(folders, planted, tmp_path):
     search = torch.nonzero(~held_out(len(data))).flatten()
     tops, _ = ex.top_images(out, "feat", search, 5)
     peaks = maps[search].flatten(2).amax(2).t()  # [3, n]
-    assert torch.equal(torch.sort(peaks.gather(1, (tops[:, :, None] == search).float().argmax(2)), 1).values,
-                       torch.sort(peaks.topk(5, dim=1).values, 1).values)
+    assert torch.equal(
+        torch.sort(peaks.gather(1, (tops[:, :, None] == search).float().argmax(2)), 1).values,
+        torch.sort(peaks.topk(5, dim=1).values, 1).values,
+    )
     q = torch.quantile(maps.transpose(0, 1).flatten(1), 0.99, dim=1)
     assert torch.allclose(ex.threshold(out, "feat"), q, atol=2e-3)
     # a rerun reuses the exemplars (the dissection resumes) and captions again
@@ -109,12 +131,13 @@ def _feat(model, images):
 
 
 def test_labelled_folder_is_described_from_its_classes(folders, planted, tmp_path):
-    from unitscope.describe.run import Options, describe_run
     from unitscope.describe.folder import exemplar_run
+    from unitscope.describe.run import Options, describe_run
     from unitscope.models import create_model
 
-    out = exemplar_run(create_model(planted), folders[1], ["feat"], tmp_path / "run", batch_size=10,
-                       progress=False, null_draws=0)
+    out = exemplar_run(
+        create_model(planted), folders[1], ["feat"], tmp_path / "run", batch_size=10, progress=False, null_draws=0
+    )
     rows = describe_run(out, None, Options(exemplars=5, draws=4, progress=False))["feat"]
     # the red unit's exemplars are the red images: the class 'apple' (whole images) fits it best
     assert rows["pmi"][0]["description"] == "apples" and rows["pmi"][0]["formula"] == "apple"
@@ -124,9 +147,26 @@ def test_labelled_folder_is_described_from_its_classes(folders, planted, tmp_pat
     again = describe_run(out, None, Options(exemplars=5, draws=4, progress=False, validate=3))["feat"]
     assert again["pmi"][0]["description"] == "apples"
     # and the command line, with the default captioner beside (no download)
-    args = ["describe", "--model", planted, "--images", str(folders[1]), "--layers", "feat", "--out",
-            str(tmp_path / "cli"), "--captioner", "default", "--exemplars", "5", "--draws", "4", "--batch-size", "10",
-            "--no-progress"]
+    args = [
+        "describe",
+        "--model",
+        planted,
+        "--images",
+        str(folders[1]),
+        "--layers",
+        "feat",
+        "--out",
+        str(tmp_path / "cli"),
+        "--captioner",
+        "default",
+        "--exemplars",
+        "5",
+        "--draws",
+        "4",
+        "--batch-size",
+        "10",
+        "--no-progress",
+    ]
     assert main(args) == 0
     from unitscope.catalog import Catalog
 

@@ -28,14 +28,14 @@ def _world(n=24, size=16, seed=0):
         planes[1] = NAMES.index("sky")
         planes[0] = NAMES.index("blue")
         y0 = int(torch.randint(2, 6, (1,), generator=g))
-        planes[1, y0:y0 + 6, 1:7] = NAMES.index("car")
-        planes[0, y0:y0 + 6, 1:7] = NAMES.index(("red", "green", "blue")[i % 3])
-        planes[2, y0:y0 + 2, 2:6] = NAMES.index("window")
+        planes[1, y0 : y0 + 6, 1:7] = NAMES.index("car")
+        planes[0, y0 : y0 + 6, 1:7] = NAMES.index(("red", "green", "blue")[i % 3])
+        planes[2, y0 : y0 + 2, 2:6] = NAMES.index("window")
         t0 = int(torch.randint(1, 4, (1,), generator=g))
-        planes[1, t0:t0 + 6, 10:13] = NAMES.index("tree")
-        planes[2, t0:t0 + 4, 10:13] = NAMES.index("crown")
-        planes[2, t0 + 4:t0 + 6, 10:13] = NAMES.index("trunk")
-        planes[0, t0:t0 + 6, 10:13] = NAMES.index("green")
+        planes[1, t0 : t0 + 6, 10:13] = NAMES.index("tree")
+        planes[2, t0 : t0 + 4, 10:13] = NAMES.index("crown")
+        planes[2, t0 + 4 : t0 + 6, 10:13] = NAMES.index("trunk")
+        planes[0, t0 : t0 + 6, 10:13] = NAMES.index("green")
         if i % 2 == 0:  # a red house at the bottom right, with a window
             planes[1, 12:16, 8:16] = NAMES.index("house")
             planes[0, 12:16, 8:16] = NAMES.index("red")
@@ -144,7 +144,9 @@ def test_planted_formulas_found():
     for u in (0, 1):
         best = found.score[u].argmax()
         c, o = _formula(vocab, *PLANTED[u][:2])
-        assert canonical_keys(found.concepts[u, best], found.ops[u, best], len(vocab)) == canonical_keys(c[0], o[0], len(vocab))
+        assert canonical_keys(found.concepts[u, best], found.ops[u, best], len(vocab)) == canonical_keys(
+            c[0], o[0], len(vocab)
+        )
 
 
 def test_search_never_starts_with_a_position():
@@ -169,10 +171,7 @@ def test_pmi_prefers_specific_over_generic():
     """Unit 0 fits 'mammal' (0.6) a little better than 'dog' (0.5); units 1-3 fit 'mammal' too and
     'dog' hardly. Maximum likelihood says 'mammal', PMI 'dog'."""
     # columns: dog, mammal, sky
-    s = torch.tensor([[0.5, 0.6, 0.1],
-                      [0.01, 0.5, 0.1],
-                      [0.01, 0.5, 0.2],
-                      [0.01, 0.5, 0.1]])
+    s = torch.tensor([[0.5, 0.6, 0.1], [0.01, 0.5, 0.1], [0.01, 0.5, 0.2], [0.01, 0.5, 0.1]])
     got = choose(s, lam=0.2)
     assert got.ml[0].item() == 1 and got.pmi[0].item() == 0
     p = s / s.sum(1, keepdim=True)
@@ -183,17 +182,36 @@ def test_pmi_prefers_specific_over_generic():
     assert choose(s, lam=0.0).pmi[0].item() == 1  # lambda 0 is maximum likelihood
 
 
-@pytest.mark.parametrize("concepts, ops, phrase", [
-    ([("window", "part"), ("house", "object"), ("car", "object")], [FIRST, AND, AND_NOT], "windows of houses, not of cars"),
-    ([("house", "object"), ("street", "scene"), ("roof", "part")], [FIRST, AND, AND_NOT], "houses in street scenes, not their roofs"),
-    ([("red", "color"), ("striped", "texture"), ("body", "part")], [FIRST, AND, AND], "red striped bodies"),
-    ([("big_cat", "object"), ("left", "position")], [FIRST, AND], "the left side of big cats"),
-    ([("tree", "object"), ("crown", "part"), ("top", "position")], [FIRST, AND, AND], "the top of crowns of trees"),
-    ([("house", "object"), ("brick", "material")], [FIRST, AND], "houses of brick"),
-    ([("sky", "object"), ("bottom", "position"), ("field", "scene")], [FIRST, AND, AND], "the bottom of sky in field scenes"),
-    ([("person", "object"), ("berry", "object")], [FIRST, OR], "people or berries"),
-    ([("bird", "object"), ("camel", "object"), ("top", "position")], [FIRST, OR, AND], "the top of birds or camels"),
-])
+@pytest.mark.parametrize(
+    "concepts, ops, phrase",
+    [
+        (
+            [("window", "part"), ("house", "object"), ("car", "object")],
+            [FIRST, AND, AND_NOT],
+            "windows of houses, not of cars",
+        ),
+        (
+            [("house", "object"), ("street", "scene"), ("roof", "part")],
+            [FIRST, AND, AND_NOT],
+            "houses in street scenes, not their roofs",
+        ),
+        ([("red", "color"), ("striped", "texture"), ("body", "part")], [FIRST, AND, AND], "red striped bodies"),
+        ([("big_cat", "object"), ("left", "position")], [FIRST, AND], "the left side of big cats"),
+        ([("tree", "object"), ("crown", "part"), ("top", "position")], [FIRST, AND, AND], "the top of crowns of trees"),
+        ([("house", "object"), ("brick", "material")], [FIRST, AND], "houses of brick"),
+        (
+            [("sky", "object"), ("bottom", "position"), ("field", "scene")],
+            [FIRST, AND, AND],
+            "the bottom of sky in field scenes",
+        ),
+        ([("person", "object"), ("berry", "object")], [FIRST, OR], "people or berries"),
+        (
+            [("bird", "object"), ("camel", "object"), ("top", "position")],
+            [FIRST, OR, AND],
+            "the top of birds or camels",
+        ),
+    ],
+)
 def test_phrases(concepts, ops, phrase):
     assert render(concepts, ops) == phrase
 
@@ -231,12 +249,8 @@ def test_rerank_among_top_pmi_candidates():
     from unitscope.describe.select import rerank_top
 
     inf = float("inf")
-    pmi = torch.tensor([[3.0, 2.0, 1.0, 0.0],
-                        [0.5, -inf, 2.0, 1.0],
-                        [1.0, 2.0, -inf, -inf]])
-    val = torch.tensor([[0.1, 0.3, 0.9, 0.2],
-                        [0.8, 0.9, 0.4, 0.4],
-                        [0.5, 0.5, 1.0, 1.0]])
+    pmi = torch.tensor([[3.0, 2.0, 1.0, 0.0], [0.5, -inf, 2.0, 1.0], [1.0, 2.0, -inf, -inf]])
+    val = torch.tensor([[0.1, 0.3, 0.9, 0.2], [0.8, 0.9, 0.4, 0.4], [0.5, 0.5, 1.0, 1.0]])
     assert rerank_top(pmi, val, 1).tolist() == [0, 2, 1]
     assert rerank_top(pmi, val, 2).tolist() == [1, 2, 1]  # row 1: 0.4 = 0.4, the better PMI (column 2) wins
     assert rerank_top(pmi, val, 3).tolist() == [2, 0, 1]  # row 2: columns 2, 3 are no candidates
@@ -273,7 +287,7 @@ def test_validation_f1_hand_computed(tmp_path):
             if j == 1 and u == 1:
                 assert got[u, j] == -float("inf")
                 continue
-            truth = evaluate(concepts[u, j:j + 1], ops[u, j:j + 1], table[positions].flatten(0, 1))
+            truth = evaluate(concepts[u, j : j + 1], ops[u, j : j + 1], table[positions].flatten(0, 1))
             truth = truth.view(3, -1)
             want = 2 * (mask & truth).sum().item() / (mask.sum().item() + truth.sum().item())
             assert got[u, j].item() == pytest.approx(want, abs=1e-12)

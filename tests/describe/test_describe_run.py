@@ -13,16 +13,28 @@ PLANTED = str(Path(__file__).parents[1] / "helpers" / "planted.py")
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     from unitscope.data import BrodenDataset
-    from unitscope.world import make_world
     from unitscope.dissect import dissect
     from unitscope.models import create_model, get_info
+    from unitscope.world import make_world
 
     world = make_world(tmp_path_factory.mktemp("world") / "w64", n=30, size=64, seed=3, workers=1, progress=False)
     model = create_model(f"{PLANTED}:colour_units", world=str(world))
     ds = BrodenDataset(world, transform=get_info(model).transform())
     out = tmp_path_factory.mktemp("run") / "run"
-    dissect(model, ds, ["feat"], out, quantile=0.3, topk=4, batch_size=10, progress=False, keep_cache=True,
-            null_draws=0, exemplar_images=False, config={"data": str(world)})
+    dissect(
+        model,
+        ds,
+        ["feat"],
+        out,
+        quantile=0.3,
+        topk=4,
+        batch_size=10,
+        progress=False,
+        keep_cache=True,
+        null_draws=0,
+        exemplar_images=False,
+        config={"data": str(world)},
+    )
     return out
 
 
@@ -108,9 +120,9 @@ def test_exemplars_of_a_planted_unit_are_its_colour(run):
     import json
 
     import numpy as np
+    from tests.planted import colour_units
 
     import unitscope
-    from tests.planted import colour_units
     from unitscope.data import BrodenDataset
     from unitscope.dissect import load_layer_arrays
     from unitscope.hooks import TraceDict

@@ -116,8 +116,9 @@ def test_null_hand_computed():
     concept = torch.tensor([[[1, 0, 0, 0], [0, 0, 0, 1]]], dtype=torch.bool)  # [U=1, N=2, P=4]
     out = scores.heldout_scores(concept.clone(), concept, concept.float(), concept.float(), draws=30, seed=0)
     g = torch.Generator().manual_seed(0)
-    null = torch.tensor([float(bool((torch.randperm(2, generator=g) == torch.arange(2)).all())) for _ in range(30)],
-                        dtype=torch.float64)
+    null = torch.tensor(
+        [float(bool((torch.randperm(2, generator=g) == torch.arange(2)).all())) for _ in range(30)], dtype=torch.float64
+    )
     assert 0 < null.sum() < 30  # both pairings drawn
     t = (1 - null.mean()) / (null.std() * math.sqrt(1 + 1 / 30))
     assert out["f1"].item() == 1.0

@@ -37,9 +37,13 @@ def write_wordnet(folder):
     for name, (lemmas, _, _) in SYNSETS.items():
         for w in lemmas:
             index.setdefault(w, []).append(offsets[name])
-    (folder / "index.noun").write_text("  1 header line\n" + "".join(
-        f"{w} n {len(o)} 0 {len(o)} 0 {' '.join(f'{x:08d}' for x in o)}  \n" for w, o in sorted(index.items())),
-        encoding="latin-1")
+    (folder / "index.noun").write_text(
+        "  1 header line\n"
+        + "".join(
+            f"{w} n {len(o)} 0 {len(o)} 0 {' '.join(f'{x:08d}' for x in o)}  \n" for w, o in sorted(index.items())
+        ),
+        encoding="latin-1",
+    )
     (folder / "noun.exc").write_text("mice mouse\n", encoding="latin-1")
     return WordNet(folder)
 

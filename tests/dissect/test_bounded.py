@@ -16,12 +16,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unitscope.world.vocab import color_labels
 from unitscope.models import ModelInfo
+from unitscope.world.vocab import color_labels
 
 HIGH, LOW = "red", "pink"
-INFO = ModelInfo(name="capped-colours", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), input_size=(3, 64, 64),
-                 class_names=["a", "b"], default_layers=["feat"])
+INFO = ModelInfo(
+    name="capped-colours",
+    mean=(0.0, 0.0, 0.0),
+    std=(1.0, 1.0, 1.0),
+    input_size=(3, 64, 64),
+    class_names=["a", "b"],
+    default_layers=["feat"],
+)
 
 
 class CappedColours(nn.Module):
@@ -93,8 +99,18 @@ def test_a_capped_unit_is_labelled_from_its_pre_activation(data, tmp_path):
     model = model_for(ds)
     q = quantile_for(shares)
     assert shares[HIGH] < q < shares[HIGH] + shares[LOW]
-    result = dissect(model, ds, ["feat"], tmp_path / "run", quantile=q, topk=4, batch_size=8, progress=False,
-                     null_draws=0, keep_cache=True)
+    result = dissect(
+        model,
+        ds,
+        ["feat"],
+        tmp_path / "run",
+        quantile=q,
+        topk=4,
+        batch_size=8,
+        progress=False,
+        null_draws=0,
+        keep_cache=True,
+    )
     d = result.layers["feat"]
     assert d.values == "pre-activation: input of ReLU6 at feat.1, floored at 0 (the output without its cap)"
     assert d.concept(0) == HIGH and d.best_iou[0] > 0.9, d.best_iou
@@ -125,15 +141,23 @@ def test_the_layer_output_at_the_cap_is_empty_and_warned(data, tmp_path):
     from unitscope.dissect import dissect
 
     ds, shares = data
-    kw = dict(quantile=quantile_for(shares), topk=4, batch_size=8, progress=False, null_draws=0, exemplar_images=False,
-              rotations=2)
+    kw = dict(
+        quantile=quantile_for(shares),
+        topk=4,
+        batch_size=8,
+        progress=False,
+        null_draws=0,
+        exemplar_images=False,
+        rotations=2,
+    )
     result = dissect(model_for(ds), ds, ["feat"], tmp_path / "run", values="post", **kw)
     d = result.layers["feat"]
     # rotations are of the layer's output whichever values its units are read at: the same rows
     pre = dissect(model_for(ds), ds, ["feat"], tmp_path / "pre", **kw)
     assert pre.layers["feat"].values.startswith("pre-activation") and d.values == "layer output (--values post)"
-    assert [r.thresholds.tolist() for r in pre.rotated["feat"]] == \
-        [r.thresholds.tolist() for r in result.rotated["feat"]]
+    assert [r.thresholds.tolist() for r in pre.rotated["feat"]] == [
+        r.thresholds.tolist() for r in result.rotated["feat"]
+    ]
     assert pre.rotations["feat"][1:] == result.rotations["feat"][1:]
     assert d.thresholds[0] == 6 and d.concept(0) is None
     assert d.saturated.all() and d.tied.all()
@@ -144,7 +168,8 @@ def test_the_layer_output_at_the_cap_is_empty_and_warned(data, tmp_path):
         "feat: 0 of 1 units are detectors, covering 0 concepts. Warning: 1 of 1 units have their threshold at "
         "their largest value (empty masks: no concept) and 1 of 1 units' top-4 exemplars all tie (the images shown are "
         "arbitrary), reading layer output (--values post); a saturated activation? dissect the values before it "
-        "(--values pre, or the layer that feeds a functional clamp)")
+        "(--values pre, or the layer that feeds a functional clamp)"
+    )
 
 
 def test_the_warning_fires_when_no_pre_activation_can_be_found(data, tmp_path):
@@ -153,8 +178,18 @@ def test_the_warning_fires_when_no_pre_activation_can_be_found(data, tmp_path):
     from unitscope.dissect import dissect
 
     ds, shares = data
-    result = dissect(model_for(ds, functional=True), ds, ["feat"], tmp_path / "run", quantile=quantile_for(shares),
-                     topk=4, batch_size=8, progress=False, null_draws=0, exemplar_images=False)
+    result = dissect(
+        model_for(ds, functional=True),
+        ds,
+        ["feat"],
+        tmp_path / "run",
+        quantile=quantile_for(shares),
+        topk=4,
+        batch_size=8,
+        progress=False,
+        null_draws=0,
+        exemplar_images=False,
+    )
     d = result.layers["feat"]
     assert d.values == "layer output (a functional activation: no pre-activation to read)"
     assert d.saturated.tolist() == [True] and d.tied.tolist() == [True]
@@ -174,8 +209,16 @@ def test_the_warning_fires_when_no_pre_activation_can_be_found(data, tmp_path):
 def test_values_rule_per_activation():
     from unitscope.layers import dissection_values
 
-    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4), nn.ReLU6(), nn.Conv2d(4, 4, 1), nn.ReLU(),
-                          nn.Conv2d(4, 4, 1), nn.Sigmoid(), nn.Conv2d(4, 4, 1))
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 1),
+        nn.BatchNorm2d(4),
+        nn.ReLU6(),
+        nn.Conv2d(4, 4, 1),
+        nn.ReLU(),
+        nn.Conv2d(4, 4, 1),
+        nn.Sigmoid(),
+        nn.Conv2d(4, 4, 1),
+    )
     kw = {"input_size": (3, 8, 8)}
     relu6 = dissection_values(model, "2", **kw)
     assert (relu6.values, relu6.module) == ("pre", "2")
@@ -218,8 +261,11 @@ def test_the_probe_page_shows_the_values_the_run_thresholded(tmp_path):
         conv.weight[0, 0] = 20.0  # unit 0 = 20 x red: 20 on a red pixel, capped at 6 after ReLU6
         conv.bias.fill_(-1.0)
     model = nn.Sequential(conv, nn.ReLU6(inplace=True))
-    object.__setattr__(model, "unitscope_info", ModelInfo(name="capped", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
-                                                          input_size=(3, 8, 8), default_layers=["1"]))
+    object.__setattr__(
+        model,
+        "unitscope_info",
+        ModelInfo(name="capped", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), input_size=(3, 8, 8), default_layers=["1"]),
+    )
     image = Image.new("RGB", (8, 8), (0, 0, 0))
     image.paste((255, 0, 0), (0, 0, 4, 8))
     auto = Prober(model).probe(image, "1")
@@ -234,8 +280,9 @@ def test_the_probe_page_shows_the_values_the_run_thresholded(tmp_path):
 
     run = tmp_path / "run"
     with Catalog(run / "catalog.sqlite") as cat:
-        cat.replace("layers", [{"units": 1, "activation_values": "layer output (--values post)"}], model="capped",
-                    layer="1")
+        cat.replace(
+            "layers", [{"units": 1, "activation_values": "layer output (--values post)"}], model="capped", layer="1"
+        )
         cat.replace("layers", [{"units": 1}], model="capped", layer="0")
     rules = RunInfo(run, model="capped").values_rules()
     assert rules == {"1": "post", "0": "post"} and RunInfo(None).values_rules() == {}

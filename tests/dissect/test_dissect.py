@@ -49,7 +49,9 @@ def test_counts_equal_brute_force():
     n, c, L, G = 6, 5, 7, 3
     acts = rng.normal(size=(n, c, 3, 4)).astype(np.float32)
     # labels 1-4 are pixel labels on two planes (category 0 and 1), 5-6 image-level (category 2)
-    labels = np.stack([rng.integers(0, 3, size=(n, 9, 12)), rng.integers(0, 5, size=(n, 9, 12)) * (rng.random((n, 9, 12)) < 0.5)], 1)
+    labels = np.stack(
+        [rng.integers(0, 3, size=(n, 9, 12)), rng.integers(0, 5, size=(n, 9, 12)) * (rng.random((n, 9, 12)) < 0.5)], 1
+    )
     # labels 1 and 2 can stand on both planes at one pixel: they must count once
     image_labels = rng.integers(5, 7, size=(n, 1)) * (rng.random((n, 1)) < 0.7)
     present = rng.random((n, G)) < 0.8
@@ -57,10 +59,16 @@ def test_counts_equal_brute_force():
     thresholds = np.quantile(acts.transpose(1, 0, 2, 3).reshape(c, -1), 0.8, axis=1).astype(np.float32)
 
     inter, unit_area, label_area = count_batch(
-        torch.from_numpy(acts), torch.from_numpy(thresholds), torch.from_numpy(labels),
-        torch.from_numpy(image_labels), torch.from_numpy(present), L)
-    ref_inter, ref_unit, ref_label, ref_iou = brute_force_iou(acts, thresholds, labels, image_labels, present,
-                                                              label_category, L)
+        torch.from_numpy(acts),
+        torch.from_numpy(thresholds),
+        torch.from_numpy(labels),
+        torch.from_numpy(image_labels),
+        torch.from_numpy(present),
+        L,
+    )
+    ref_inter, ref_unit, ref_label, ref_iou = brute_force_iou(
+        acts, thresholds, labels, image_labels, present, label_category, L
+    )
     assert np.array_equal(inter.numpy(), ref_inter)
     assert np.array_equal(unit_area.numpy(), ref_unit)
     assert np.array_equal(label_area.numpy()[1:], ref_label[1:])
@@ -83,16 +91,28 @@ def test_counts_equal_brute_force_with_overlapping_labels():
     label_category = np.array([0, 0, 0, 1, 1, 1])
     thresholds = np.quantile(acts.transpose(1, 0, 2, 3).reshape(c, -1), 0.6, axis=1).astype(np.float32)
     inter, unit_area, label_area = count_batch(
-        torch.from_numpy(acts), torch.from_numpy(thresholds), torch.from_numpy(labels),
-        torch.from_numpy(image_labels), torch.from_numpy(present), L)
-    ref_inter, ref_unit, ref_label, _ = brute_force_iou(acts, thresholds, labels, image_labels, present,
-                                                        label_category, L)
+        torch.from_numpy(acts),
+        torch.from_numpy(thresholds),
+        torch.from_numpy(labels),
+        torch.from_numpy(image_labels),
+        torch.from_numpy(present),
+        L,
+    )
+    ref_inter, ref_unit, ref_label, _ = brute_force_iou(
+        acts, thresholds, labels, image_labels, present, label_category, L
+    )
     assert np.array_equal(inter.numpy(), ref_inter)
     assert np.array_equal(unit_area.numpy(), ref_unit)
     assert np.array_equal(label_area.numpy()[1:], ref_label[1:])
     # image 0 carries label 3 twice and on pixels: 36 labelled pixels there, not 72 or more
-    one = count_batch(torch.from_numpy(acts[:1]), torch.from_numpy(thresholds), torch.from_numpy(labels[:1]),
-                      torch.from_numpy(image_labels[:1]), torch.from_numpy(present[:1]), L)[2]
+    one = count_batch(
+        torch.from_numpy(acts[:1]),
+        torch.from_numpy(thresholds),
+        torch.from_numpy(labels[:1]),
+        torch.from_numpy(image_labels[:1]),
+        torch.from_numpy(present[:1]),
+        L,
+    )[2]
     assert int(one[3]) == 36
 
 
@@ -172,7 +192,9 @@ def test_planted_units_get_their_concept(world, tmp_path):
     with sqlite3.connect(tmp_path / "run" / "catalog.sqlite") as db:
         rows = db.execute("SELECT unit, concept, category, is_detector FROM dissection ORDER BY unit").fetchall()
         assert rows == [(0, "red", "color", 1), (1, "green", "color", 1), (2, "blue", "color", 1)]
-        per_cat = db.execute("SELECT category, concept FROM dissection_category WHERE unit = 0 AND category = 'color'").fetchall()
+        per_cat = db.execute(
+            "SELECT category, concept FROM dissection_category WHERE unit = 0 AND category = 'color'"
+        ).fetchall()
         assert per_cat == [("color", "red")]
         n_ex = db.execute("SELECT COUNT(*) FROM exemplars WHERE unit = 0").fetchone()[0]
         assert n_ex == 4
@@ -203,8 +225,11 @@ def test_streaming_equals_one_shot_and_cache_equals_recompute(world, tmp_path):
     model = planted(world)
     ds = dataset(world, model)
     runs = {}
-    for name, kw in {"one-shot": dict(batch_size=len(ds)), "streamed": dict(batch_size=5),
-                     "no-cache": dict(batch_size=5, cache_gb=0)}.items():
+    for name, kw in {
+        "one-shot": dict(batch_size=len(ds)),
+        "streamed": dict(batch_size=5),
+        "no-cache": dict(batch_size=5, cache_gb=0),
+    }.items():
         r = dissect(model, ds, ["feat"], tmp_path / name, quantile=0.05, topk=3, progress=False, **kw)
         runs[name] = r.layers["feat"]
     ref = runs["one-shot"]
@@ -236,6 +261,7 @@ def _stopped_in_pass1_after(batches: int):
     def check(run: Path) -> None:
         assert _batches_done(run / "pass1") == batches and not (run / "pass1" / "tally.done.json").exists()
         assert not (run / "pass2").exists() and not (run / "catalog.sqlite").exists()
+
     return check
 
 
@@ -244,6 +270,7 @@ def _stopped_in_pass2_after(batches: int, cache: bool):
         assert (run / "pass1" / "tally.done.json").exists() and not (run / "pass2" / "tally.done.json").exists()
         assert _batches_done(run / "pass2") == batches and not (run / "catalog.sqlite").exists()
         assert (run / "cache" / "complete").exists() == cache
+
     return check
 
 
@@ -251,17 +278,20 @@ def _stopped_in_pass3_after(batches: int):
     def check(run: Path) -> None:
         assert (run / "pass2" / "tally.done.json").exists() and not (run / "pass3" / "tally.done.json").exists()
         assert _batches_done(run / "pass3") == batches and not (run / "catalog.sqlite").exists()
+
     return check
 
 
 def _rows_recorded_for(images: int):
     """Killed after a cache write that no flush recorded: the record holds the checkpointed rows only."""
+
     def check(run: Path) -> None:
         from unitscope.runs import load_arrays
 
         _stopped_in_pass1_after(images // 2)(run)
         rows = load_arrays(run / "cache" / "rows.safetensors")["rows"]
         assert rows[:images].all() and not rows[images:].any()
+
     return check
 
 
@@ -289,15 +319,38 @@ def test_killed_run_resumes_to_identical_catalog(world, tmp_path, where):
     spec, extra, stopped_there = KILLS[where]
     env = {**os.environ, "PLANTED_WORLD": str(world), "PYTHONPATH": str(Path(__file__).parents[2])}
     env.pop("UNITSCOPE_FAULT", None)
-    cmd = [sys.executable, "-m", "unitscope.cli", "dissect", "--model", f"{PLANTED}:colour_units",
-           "--data", str(world), "--layers", "feat", "--quantile", "0.05", "--topk", "3",
-           "--batch-size", "2", "--checkpoint-every", "1", "--no-progress", "--no-report", "--rotations", "1", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "unitscope.cli",
+        "dissect",
+        "--model",
+        f"{PLANTED}:colour_units",
+        "--data",
+        str(world),
+        "--layers",
+        "feat",
+        "--quantile",
+        "0.05",
+        "--topk",
+        "3",
+        "--batch-size",
+        "2",
+        "--checkpoint-every",
+        "1",
+        "--no-progress",
+        "--no-report",
+        "--rotations",
+        "1",
+        *extra,
+    ]
     ref = tmp_path / "ref"
     subprocess.run(cmd + ["--out", str(ref)], env=env, check=True, capture_output=True)
 
     run = tmp_path / "killed"
-    killed = subprocess.run(cmd + ["--out", str(run)], env={**env, "UNITSCOPE_FAULT": spec},
-                            capture_output=True, text=True, timeout=300)
+    killed = subprocess.run(
+        cmd + ["--out", str(run)], env={**env, "UNITSCOPE_FAULT": spec}, capture_output=True, text=True, timeout=300
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     point, hit = spec.split(":")[0].split("=")
     assert f"unitscope fault: {point} hit {hit} on rank 0: kill" in killed.stderr
@@ -332,9 +385,9 @@ def test_bad_input_fails_clearly(world, tmp_path):
 
 def test_images_of_another_size_are_resized(world, tmp_path):
     """The world is 64 px; a model that wants 96 px gets resized images through its transform."""
+    from unitscope.data import BrodenDataset
     from unitscope.dissect import dissect
     from unitscope.models import ModelInfo
-    from unitscope.data import BrodenDataset
 
     conv = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, stride=2, padding=1), torch.nn.ReLU())
     torch.manual_seed(0)
@@ -361,8 +414,9 @@ def test_rotations_rotate_the_basis(world, tmp_path):
     model = planted(world)
     ds = dataset(world, model)
     q = min(0.45, max(colour_fractions(ds, COLOURS).values()) * 1.2)
-    result = dissect(model, ds, ["feat"], tmp_path / "run", quantile=q, topk=2, rotations=3, progress=False,
-                     exemplar_images=False)
+    result = dissect(
+        model, ds, ["feat"], tmp_path / "run", quantile=q, topk=2, rotations=3, progress=False, exemplar_images=False
+    )
     rows = result.rotations["feat"]
     d = result.layers["feat"]
     assert rows[0] == (3, 3) and d.best_iou.min() > 0.95
@@ -416,13 +470,16 @@ def test_a_unit_that_never_fires_gets_no_concept(world, tmp_path):
     from unitscope.data import BrodenDataset
 
     ds = BrodenDataset(world, transform=conv.unitscope_info.transform())
-    d = dissect(conv, ds, ["0"], tmp_path / "run", quantile=0.2, topk=2, progress=False,
-                exemplar_images=False).layers["0"]
+    d = dissect(conv, ds, ["0"], tmp_path / "run", quantile=0.2, topk=2, progress=False, exemplar_images=False).layers[
+        "0"
+    ]
     assert d.thresholds[1] == 0 and (d.iou[1] == 0).all()
     assert d.concept(0) is not None and d.concept(1) is None and not d.detectors[1]
     with sqlite3.connect(tmp_path / "run" / "catalog.sqlite") as db:
         rows = db.execute("SELECT unit, concept, category, iou, is_detector FROM dissection ORDER BY unit").fetchall()
-        per_cat = db.execute("SELECT COUNT(*) FROM dissection_category WHERE unit = 1 AND concept IS NOT NULL").fetchone()
+        per_cat = db.execute(
+            "SELECT COUNT(*) FROM dissection_category WHERE unit = 1 AND concept IS NOT NULL"
+        ).fetchone()
     assert rows[0][1] is not None and rows[1] == (1, None, None, 0.0, 0)
     assert per_cat == (0,)
 
@@ -444,9 +501,19 @@ def test_mixed_precision_keeps_the_labels_and_float32_statistics(world, tmp_path
         assert maps.dtype == torch.float32
         err = float((maps - ref_maps).abs().max() / ref_maps.abs().max())
         assert (err == 0) == (precision == "float32") and err < 0.02, (precision, err)
-        runs[precision] = dissect(model, ds, ["relu1", "relu2"], tmp_path / "run", quantile=0.02, topk=3,
-                                  batch_size=8, progress=False, precision=precision, exemplar_images=False,
-                                  null_draws=0)
+        runs[precision] = dissect(
+            model,
+            ds,
+            ["relu1", "relu2"],
+            tmp_path / "run",
+            quantile=0.02,
+            topk=3,
+            batch_size=8,
+            progress=False,
+            precision=precision,
+            exemplar_images=False,
+            null_draws=0,
+        )
     for precision in ("bfloat16", "float16"):
         for layer in ("relu1", "relu2"):
             agree = label_agreement(runs["float32"].layers[layer], runs[precision].layers[layer])
@@ -461,12 +528,27 @@ def test_label_agreement_counts_units():
 
     def layer(best_label, best_iou, thresholds):
         c = len(best_label)
-        return LayerDissection("l", (c, 1, 1), np.array(thresholds, float), np.zeros((c, 5)), np.array(best_label),
-                               np.array(best_iou), 0.04, [str(i) for i in range(5)], ["c"] * 5)
+        return LayerDissection(
+            "l",
+            (c, 1, 1),
+            np.array(thresholds, float),
+            np.zeros((c, 5)),
+            np.array(best_label),
+            np.array(best_iou),
+            0.04,
+            [str(i) for i in range(5)],
+            ["c"] * 5,
+        )
 
     a = layer([1, 2, 3, 4], [0.10, 0.05, 0.01, 0.20], [1.0, 2.0, 4.0, 1.0])
     b = layer([1, 3, 3, 2], [0.12, 0.05, 0.06, 0.02], [1.0, 2.0, 5.0, 1.5])
     # unit 0 agrees; 1 changes label as a detector; 2 becomes a detector; 3 stops being one
-    assert label_agreement(a, b) == {"units": 4, "same_label": 0.5, "same_detectors": 0.25, "detectors_a": 3,
-                                     "detectors_b": 3, "max_iou_diff": pytest.approx(0.18),
-                                     "max_threshold_rel": pytest.approx(0.5)}
+    assert label_agreement(a, b) == {
+        "units": 4,
+        "same_label": 0.5,
+        "same_detectors": 0.25,
+        "detectors_a": 3,
+        "detectors_b": 3,
+        "max_iou_diff": pytest.approx(0.18),
+        "max_threshold_rel": pytest.approx(0.5),
+    }

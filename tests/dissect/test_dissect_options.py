@@ -57,20 +57,44 @@ def test_a_python_dissect_writes_the_layer_bases_the_command_writes(world, tmp_p
     from unitscope.dissect import dissect
 
     monkeypatch.setenv("PLANTED_WORLD", str(world))
-    assert main(["dissect", "--model", f"{PLANTED}:colour_units", "--data", str(world), "--layers", "feat",
-                 "--rotations", "2", "--topk", "2", "--no-progress", "--no-report", "--workers", "0",
-                 "--out", str(tmp_path / "cli")]) == 0
+    assert (
+        main(
+            [
+                "dissect",
+                "--model",
+                f"{PLANTED}:colour_units",
+                "--data",
+                str(world),
+                "--layers",
+                "feat",
+                "--rotations",
+                "2",
+                "--topk",
+                "2",
+                "--no-progress",
+                "--no-report",
+                "--workers",
+                "0",
+                "--out",
+                str(tmp_path / "cli"),
+            ]
+        )
+        == 0
+    )
     model = planted(world)
-    result = dissect(model, dataset(world, model), ["feat"], tmp_path / "py", Options(topk=2), rotations=2,
-                     progress=False)
+    result = dissect(
+        model, dataset(world, model), ["feat"], tmp_path / "py", Options(topk=2), rotations=2, progress=False
+    )
     cli = _bases(tmp_path / "cli")
     assert cli and _bases(tmp_path / "py") == cli
     assert len(result.rotations["feat"]) == 3
     rows = {}
     for name in ("cli", "py"):
         with sqlite3.connect(tmp_path / name / "catalog.sqlite") as db:
-            rows[name] = (db.execute("SELECT * FROM rotations ORDER BY rotation").fetchall(),
-                          np.array(db.execute("SELECT iou FROM dissection ORDER BY unit").fetchall()))
+            rows[name] = (
+                db.execute("SELECT * FROM rotations ORDER BY rotation").fetchall(),
+                np.array(db.execute("SELECT iou FROM dissection ORDER BY unit").fetchall()),
+            )
     assert len(rows["cli"][0]) == 3 and rows["py"][0] == rows["cli"][0]
     assert np.array_equal(rows["py"][1], rows["cli"][1])
 

@@ -8,9 +8,9 @@ import sqlite3
 import numpy as np
 import pytest
 
+from tests.dissect.test_dissect import PLANTED, dataset, planted, world  # noqa: F401  (world is a fixture)
 from unitscope import faults
 from unitscope.runs import load_arrays
-from tests.dissect.test_dissect import PLANTED, dataset, planted, world  # noqa: F401  (world is a fixture)
 
 
 def test_resume_that_turns_the_cache_on_gives_the_same_ious(world, tmp_path):
@@ -39,8 +39,17 @@ def cli_run(world, tmp_path, monkeypatch):
     def make(**kw):
         from unitscope.commands.dissect import DissectConfig
 
-        base = dict(model=f"{PLANTED}:colour_units", data=str(world), out=str(tmp_path / "run"), layers=["feat"],
-                    quantile=0.05, topk=2, report=False, progress=False, workers=0)
+        base = dict(
+            model=f"{PLANTED}:colour_units",
+            data=str(world),
+            out=str(tmp_path / "run"),
+            layers=["feat"],
+            quantile=0.05,
+            topk=2,
+            report=False,
+            progress=False,
+            workers=0,
+        )
         return DissectConfig(**{**base, **kw})
 
     return make
@@ -181,8 +190,21 @@ def test_cli_errors_are_one_line_unless_unexpected_or_debug(damaged_world, tmp_p
 
     copy, p5, _ = damaged_world
     monkeypatch.setenv("PLANTED_WORLD", str(copy))
-    cmd = ["dissect", "--model", f"{PLANTED}:colour_units", "--data", str(copy), "--layers", "feat",
-           "--no-progress", "--no-report", "--workers", "1", "--out", str(tmp_path / "run")]
+    cmd = [
+        "dissect",
+        "--model",
+        f"{PLANTED}:colour_units",
+        "--data",
+        str(copy),
+        "--layers",
+        "feat",
+        "--no-progress",
+        "--no-report",
+        "--workers",
+        "1",
+        "--out",
+        str(tmp_path / "run"),
+    ]
     assert main(cmd) == 2
     err = capsys.readouterr().err
     assert str(p5) in err and "Traceback" not in err and "--debug" in err

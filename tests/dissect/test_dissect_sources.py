@@ -16,7 +16,7 @@ def render(z: torch.Tensor) -> torch.Tensor:
     for i, v in enumerate(z.tolist()):
         y, x = v % 5, (3 * v) % 5
         out[i, 7 - v % 3] = 2
-        out[i, y:y + 3, x:x + 3] = 1
+        out[i, y : y + 3, x : x + 3] = 1
     return out
 
 
@@ -65,10 +65,16 @@ def test_generator_and_segmenter_sources_reuse_the_engine(tmp_path):
     assert d.best_iou.tolist() == [1.0, 1.0, 0.0] and d.detectors.tolist() == [True, True, False]
     with sqlite3.connect(tmp_path / "run" / "catalog.sqlite") as db:
         rows = db.execute("SELECT model, unit, concept, iou FROM dissection ORDER BY unit").fetchall()
-    assert rows == [("toy-generator", 0, "square", 1.0), ("toy-generator", 1, "stripe", 1.0),
-                    ("toy-generator", 2, None, 0.0)]
+    assert rows == [
+        ("toy-generator", 0, "square", 1.0),
+        ("toy-generator", 1, "stripe", 1.0),
+        ("toy-generator", 2, None, 0.0),
+    ]
     # streamed in batches of 5 through the cache = one batch without it
-    again = dissect_sources(ZActivations(), SegmenterLabels(), tmp_path / "one",
-                            Options(quantile=0.3, topk=2, batch_size=12, cache_gb=0, exemplar_images=False,
-                                    progress=False))
+    again = dissect_sources(
+        ZActivations(),
+        SegmenterLabels(),
+        tmp_path / "one",
+        Options(quantile=0.3, topk=2, batch_size=12, cache_gb=0, exemplar_images=False, progress=False),
+    )
     assert np.array_equal(again.layers["gen"].iou, d.iou)

@@ -56,6 +56,7 @@ def test_workers_auto_leaves_a_core_caps_at_8_and_shares_among_local_ranks() -> 
 
 # -- real torchrun runs -----------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> Path:
     from unitscope.world import make_world
@@ -79,8 +80,20 @@ def _env(fault: str = "") -> dict[str, str]:
 
 def _dissect(world: Path, out: Path, procs: int = 0) -> list[str]:
     launch = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(procs)] if procs else []
-    return [sys.executable, *launch, "-m", "unitscope", "dissect", "--model", MODEL, "--data", str(world),
-            "--out", str(out), *ARGS]
+    return [
+        sys.executable,
+        *launch,
+        "-m",
+        "unitscope",
+        "dissect",
+        "--model",
+        MODEL,
+        "--data",
+        str(world),
+        "--out",
+        str(out),
+        *ARGS,
+    ]
 
 
 def _tables(run: Path) -> dict[str, list[tuple]]:
@@ -103,7 +116,9 @@ def assert_same_run(run: Path, reference: Path) -> None:
         assert sorted(a) == sorted(b) and all(np.array_equal(a[k], b[k], equal_nan=True) for k in a), path.name
     # one run folder: nothing a rank kept for itself is left
     assert not [p.name for p in run.rglob("*rank*")]
-    assert sorted(p.name for p in (run / "images").iterdir()) == sorted(p.name for p in (reference / "images").iterdir())
+    assert sorted(p.name for p in (run / "images").iterdir()) == sorted(
+        p.name for p in (reference / "images").iterdir()
+    )
 
 
 @pytest.mark.slow
@@ -113,19 +128,30 @@ def test_torchrun_equals_one_process_through_a_dead_rank_and_a_kill_mid_pass_2(w
     fault point stops is stopped exactly there; torchrun stops the other one wherever it is."""
     run = tmp_path / "run"
     # 24 images in batches of 5: rank 0 takes batches 1-2, rank 1 batches 3-5; a checkpoint after each
-    dead = subprocess.run(_dissect(world, run, procs=2), env=_env("pass1.checkpoint.after=1:kill@1"),
-                          capture_output=True, text=True, timeout=300)  # the survivor must not hang
+    dead = subprocess.run(
+        _dissect(world, run, procs=2),
+        env=_env("pass1.checkpoint.after=1:kill@1"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # the survivor must not hang
     err = dead.stderr
     assert dead.returncode != 0 and "unitscope fault: pass1.checkpoint.after hit 1 on rank 1: kill" in err, err[-3000:]
     assert "process 0 of 2 was stopped" in err or "process 0 of 2 lost contact" in err, err[-3000:]
     assert "Root Cause" in err and "SIGKILL" in err  # torchrun names the rank that died
     assert _batches_done(run / "pass1", rank=1) == 1 and not (run / "pass1" / "tally.done.json").exists()
     # its pass-1 checkpoints hold no sketches (they come from the cache): resuming without the cache is refused
-    off = subprocess.run(_dissect(world, run, procs=2) + ["--cache-gb", "0"], env=_env(), capture_output=True,
-                         text=True, timeout=300)
+    off = subprocess.run(
+        _dissect(world, run, procs=2) + ["--cache-gb", "0"], env=_env(), capture_output=True, text=True, timeout=300
+    )
     assert off.returncode != 0 and "written with the activation cache on" in off.stderr, off.stderr[-3000:]
-    killed = subprocess.run(_dissect(world, run, procs=2), env=_env("pass2.checkpoint.after=1:kill@0"),
-                            capture_output=True, text=True, timeout=300)
+    killed = subprocess.run(
+        _dissect(world, run, procs=2),
+        env=_env("pass2.checkpoint.after=1:kill@0"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert killed.returncode != 0, killed.stderr[-3000:]
     assert "unitscope fault: pass2.checkpoint.after hit 1 on rank 0: kill" in killed.stderr, killed.stderr[-3000:]
     assert (run / "pass1" / "tally.done.json").exists() and not (run / "pass2" / "tally.done.json").exists()

@@ -8,8 +8,9 @@ from unitscope.dissect import Options, dissect_sources
 from unitscope.faults import FaultInjected, armed
 
 ACTS_BYTES = 40 * 7 * 4 * 4 * 4  # table_world's activation cache
-OPTS = dict(quantile=0.1, iou_threshold=0.1, topk=2, batch_size=8, seed=3, null_draws=6, exemplar_images=False,
-            progress=False)
+OPTS = dict(
+    quantile=0.1, iou_threshold=0.1, topk=2, batch_size=8, seed=3, null_draws=6, exemplar_images=False, progress=False
+)
 
 
 class CountingLabels(TableLabels):
@@ -61,4 +62,5 @@ def test_kill_at_label_write_then_resume_gives_the_uninterrupted_catalog(tmp_pat
     def rows(name):
         with sqlite3.connect(tmp_path / name / "catalog.sqlite") as db:
             return db.execute("select * from dissection order by 1, 2, 3").fetchall()
+
     assert rows("ref") == rows("cut")

@@ -1,7 +1,6 @@
 """Significance of dissection IoUs: the permutation null, p-values, BH, images needed; the two
 denominator rules against a brute-force NumPy count."""
 
-
 import numpy as np
 import pytest
 import torch
@@ -18,7 +17,7 @@ def blob_world(n: int, seed: int):
     labels = np.zeros((n, 1, 16, 16), dtype=np.int64)
     for i in range(n):
         y, x, s = rng.integers(0, 10), rng.integers(0, 10), rng.integers(3, 7)
-        labels[i, 0, y:y + s, x:x + s] = rng.integers(1, 3)
+        labels[i, 0, y : y + s, x : x + s] = rng.integers(1, 3)
     return labels
 
 
@@ -36,8 +35,15 @@ def dissect_blobs(n: int, draws: int = 8, batch: int = 30, seed: int = 0, noise_
         sl = slice(s, s + batch)
         orders = in_batch_orders(len(labels[sl]), draws, seed=1000 * seed + s)
         real_order = torch.arange(len(labels[sl]))
-        inter, area, label_area = count_orders(acts[sl], thresholds, labels[sl], torch.zeros(len(labels[sl]), 0, dtype=torch.long),
-                                               torch.ones(len(labels[sl]), 1, dtype=torch.bool), 3, [real_order] + orders)
+        inter, area, label_area = count_orders(
+            acts[sl],
+            thresholds,
+            labels[sl],
+            torch.zeros(len(labels[sl]), 0, dtype=torch.long),
+            torch.ones(len(labels[sl]), 1, dtype=torch.bool),
+            3,
+            [real_order] + orders,
+        )
         real.add_counts(inter[0], area[0], label_area)
         null.add_counts(inter[1:], area[1:], label_area)
     d = summarise("feat", (2, 8, 8), thresholds.numpy(), real.iou().numpy(), 0.04, ["-", "a", "b"], ["", "c", "c"])
@@ -97,8 +103,17 @@ def test_null_counts_equal_brute_force_on_permuted_labels():
     order = in_batch_orders(5, 1, seed=3)[0]
     inter, area, _ = count_orders(acts, t, labels, image_labels, present, 6, [order])
     # the same as counting image i's map against image order[i]'s labels directly
-    ref = [count_batch(acts[i:i + 1], t, labels[order[i]:order[i] + 1], image_labels[order[i]:order[i] + 1],
-                       present[order[i]:order[i] + 1], 6) for i in range(5)]
+    ref = [
+        count_batch(
+            acts[i : i + 1],
+            t,
+            labels[order[i] : order[i] + 1],
+            image_labels[order[i] : order[i] + 1],
+            present[order[i] : order[i] + 1],
+            6,
+        )
+        for i in range(5)
+    ]
     assert torch.equal(inter[0], sum(r[0] for r in ref))
     assert torch.equal(area[0], sum(r[1] for r in ref))
 
@@ -115,6 +130,7 @@ def test_t_distribution_and_benjamini_hochberg():
 
 # -- the denominator rules against brute force ------------------------------------------------------
 
+
 def brute_unit_area(acts, thresholds, labels, image_labels, present, label_category, rule):
     from tests.dissect.test_dissect import bilinear_numpy
 
@@ -129,8 +145,9 @@ def brute_unit_area(acts, thresholds, labels, image_labels, present, label_categ
                     on = present[i, g]
                 else:  # a mask pixel carries a label of category g (image-level labels cover all pixels)
                     in_g = [lab for lab in range(1, len(label_category)) if label_category[lab] == g]
-                    on = mask.any() and any(((labels[i] == lab).any(0) & mask).any() or (image_labels[i] == lab).any()
-                                            for lab in in_g)
+                    on = mask.any() and any(
+                        ((labels[i] == lab).any(0) & mask).any() or (image_labels[i] == lab).any() for lab in in_g
+                    )
                 out[k, g] += mask.sum() * on
     return out
 
@@ -140,19 +157,38 @@ def test_denominator_rules_equal_brute_force(rule):
     rng = np.random.default_rng(7)
     n, c, L, G = 6, 4, 7, 3
     acts = rng.normal(size=(n, c, 3, 4)).astype(np.float32)
-    labels = np.stack([rng.integers(0, 3, size=(n, 9, 12)) * (rng.random((n, 9, 12)) < 0.3),
-                       rng.integers(3, 5, size=(n, 9, 12)) * (rng.random((n, 9, 12)) < 0.05)], 1)
+    labels = np.stack(
+        [
+            rng.integers(0, 3, size=(n, 9, 12)) * (rng.random((n, 9, 12)) < 0.3),
+            rng.integers(3, 5, size=(n, 9, 12)) * (rng.random((n, 9, 12)) < 0.05),
+        ],
+        1,
+    )
     image_labels = rng.integers(5, 7, size=(n, 1)) * (rng.random((n, 1)) < 0.5)
     present = rng.random((n, G)) < 0.8
     label_category = np.array([0, 0, 0, 1, 1, 2, 2])
     thresholds = np.quantile(acts.transpose(1, 0, 2, 3).reshape(c, -1), 0.8, axis=1).astype(np.float32)
-    _, unit_area, _ = count_batch(torch.from_numpy(acts), torch.from_numpy(thresholds), torch.from_numpy(labels),
-                                  torch.from_numpy(image_labels), torch.from_numpy(present), L, denominator=rule,
-                                  label_category=torch.from_numpy(label_category))
+    _, unit_area, _ = count_batch(
+        torch.from_numpy(acts),
+        torch.from_numpy(thresholds),
+        torch.from_numpy(labels),
+        torch.from_numpy(image_labels),
+        torch.from_numpy(present),
+        L,
+        denominator=rule,
+        label_category=torch.from_numpy(label_category),
+    )
     ref = brute_unit_area(acts, thresholds, labels, image_labels, present, label_category, rule)
     assert np.array_equal(unit_area.numpy(), ref)
-    other = brute_unit_area(acts, thresholds, labels, image_labels, present, label_category,
-                            "overlap" if rule == "annotated" else "annotated")
+    other = brute_unit_area(
+        acts,
+        thresholds,
+        labels,
+        image_labels,
+        present,
+        label_category,
+        "overlap" if rule == "annotated" else "annotated",
+    )
     assert not np.array_equal(ref, other)  # the data tells the rules apart
 
 
@@ -165,8 +201,16 @@ def test_iou_counts_overlap_rule_equals_kernel():
     s = IoUCounts(3, cats, 2, overlap=True)
     s.add(masks, labels, present)
     # masks as 0/1 maps at label resolution: the kernel's bilinear step is then the identity
-    _, ref, _ = count_batch(masks.float(), torch.full((3,), 0.5), labels, torch.zeros(4, 0, dtype=torch.long), present,
-                            5, denominator="overlap", label_category=cats)
+    _, ref, _ = count_batch(
+        masks.float(),
+        torch.full((3,), 0.5),
+        labels,
+        torch.zeros(4, 0, dtype=torch.long),
+        present,
+        5,
+        denominator="overlap",
+        label_category=cats,
+    )
     assert torch.equal(s.unit_area, ref)
     assert (s.unit_area < IoUCounts(3, cats, 2).unit_area + 10**9).all()
 
@@ -179,14 +223,26 @@ from tests.dissect.test_dissect import dataset, planted, world  # noqa: E402,F40
 def test_dissection_writes_p_values(world, tmp_path):  # noqa: F811
     import sqlite3
 
-    from tests.helpers.planted import COLOURS
     from tests.dissect.test_dissect import colour_fractions
+    from tests.helpers.planted import COLOURS
     from unitscope.dissect import dissect
 
     model = planted(world)
     q = min(0.45, max(colour_fractions(dataset(world, model), COLOURS).values()) * 1.2)  # masks = colours
-    runs = {rule: dissect(model, dataset(world, model), ["feat"], tmp_path / rule, batch_size=8, progress=False,
-                          quantile=q, exemplar_images=False, denominator=rule) for rule in ("annotated", "overlap")}
+    runs = {
+        rule: dissect(
+            model,
+            dataset(world, model),
+            ["feat"],
+            tmp_path / rule,
+            batch_size=8,
+            progress=False,
+            quantile=q,
+            exemplar_images=False,
+            denominator=rule,
+        )
+        for rule in ("annotated", "overlap")
+    }
     d = runs["annotated"].layers["feat"]
     assert d.p_value is not None and (d.p_value[:3] < 1e-3).all()  # the three planted colour units
     assert d.significant_detectors[:3].all()
@@ -200,8 +256,13 @@ def test_dissection_writes_p_values(world, tmp_path):  # noqa: F811
 
 # -- the null drawn for candidates only (pass 3) equals the null of every unit -------------------------
 
-from unitscope.dissect import ActivationSource, LabelSource, Options, dissect_sources  # noqa: E402
-from unitscope.dissect import significance  # noqa: E402
+from unitscope.dissect import (  # noqa: E402
+    ActivationSource,
+    LabelSource,
+    Options,
+    dissect_sources,
+    significance,  # noqa: E402
+)
 from unitscope.dissect.significance import null_seed, null_units, unit_p_values  # noqa: E402
 
 
@@ -239,8 +300,11 @@ class TableLabels(LabelSource):
         self.labels, self.image_labels, self.present = labels, image_labels, present
 
     def load(self, pos):
-        return {"labels": self.labels[pos], "image_labels": self.image_labels[pos],
-                "category_present": self.present[pos]}
+        return {
+            "labels": self.labels[pos],
+            "image_labels": self.image_labels[pos],
+            "category_present": self.present[pos],
+        }
 
 
 def table_world(n=40, c=7, seed=5):
@@ -250,12 +314,13 @@ def table_world(n=40, c=7, seed=5):
         for lab in (1, 2, 3):
             if rng.random() < 0.6:
                 y, x, s = rng.integers(0, 6), rng.integers(0, 6), rng.integers(2, 4)
-                labels[i, 0, y:y + s, x:x + s] = lab
+                labels[i, 0, y : y + s, x : x + s] = lab
     labels = torch.from_numpy(labels)
     pooled = torch.nn.functional.avg_pool2d(torch.stack([(labels[:, 0] == k).float() for k in (1, 2)], 1), 2)
     noise = torch.from_numpy(rng.random((n, c - 3, 4, 4)).astype(np.float32))
-    maps = torch.cat([noise[:, :2], pooled[:, :1], pooled[:, :1] * 0.5 + 0.5 * noise[:, 2:3], pooled[:, 1:],
-                      noise[:, 2:]], 1)
+    maps = torch.cat(
+        [noise[:, :2], pooled[:, :1], pooled[:, :1] * 0.5 + 0.5 * noise[:, 2:3], pooled[:, 1:], noise[:, 2:]], 1
+    )
     image_labels = torch.from_numpy((rng.random((n, 1)) < 0.3) * 4)
     present = torch.from_numpy(rng.random((n, 2)) < 0.8)
     return maps, labels, image_labels, present
@@ -268,8 +333,19 @@ def full_null(maps, labels, image_labels, present, thresholds, batch, draws, see
     for s in range(0, len(maps), batch):
         sl = slice(s, s + batch)
         orders = in_batch_orders(len(maps[sl]), draws, null_seed(seed, s))
-        null.add_counts(*count_orders(maps[sl], thresholds, labels[sl], image_labels[sl], present[sl], 5, orders,
-                                      denominator=denominator, label_category=TableLabels.label_category))
+        null.add_counts(
+            *count_orders(
+                maps[sl],
+                thresholds,
+                labels[sl],
+                image_labels[sl],
+                present[sl],
+                5,
+                orders,
+                denominator=denominator,
+                label_category=TableLabels.label_category,
+            )
+        )
     return null.iou().numpy()
 
 
@@ -277,10 +353,20 @@ def full_null(maps, labels, image_labels, present, thresholds, batch, draws, see
 def test_candidate_null_gives_the_full_null_p_values(tmp_path, monkeypatch, denominator):
     maps, labels, image_labels, present = table_world()
     monkeypatch.setattr(significance, "NULL_SAMPLE", 2)  # units 0 and 6 drawn whatever their IoU
-    opts = Options(quantile=0.1, iou_threshold=0.1, topk=2, batch_size=8, seed=3, null_draws=6, exemplar_images=False,
-                   progress=False, denominator=denominator)
-    d = dissect_sources(TableActivations(maps), TableLabels(labels, image_labels, present), tmp_path / "run",
-                        opts).layers["feat"]
+    opts = Options(
+        quantile=0.1,
+        iou_threshold=0.1,
+        topk=2,
+        batch_size=8,
+        seed=3,
+        null_draws=6,
+        exemplar_images=False,
+        progress=False,
+        denominator=denominator,
+    )
+    d = dissect_sources(
+        TableActivations(maps), TableLabels(labels, image_labels, present), tmp_path / "run", opts
+    ).layers["feat"]
     candidates = d.best_iou > 0.1
     assert np.nonzero(candidates)[0].tolist() == [2, 3, 4]  # the planted units, not the noise
     assert null_units(d.best_iou, 0.1).tolist() == sorted(set(np.nonzero(candidates)[0]) | {0, 6})
@@ -305,11 +391,20 @@ def test_candidate_null_gives_the_full_null_p_values(tmp_path, monkeypatch, deno
 def test_candidate_null_without_the_cache_and_on_resume(tmp_path):
     maps, labels, image_labels, present = table_world()
     labels_src = TableLabels(labels, image_labels, present)
-    opts = dict(quantile=0.1, iou_threshold=0.1, topk=2, batch_size=8, null_draws=4, exemplar_images=False,
-                progress=False, checkpoint_every=1)
+    opts = dict(
+        quantile=0.1,
+        iou_threshold=0.1,
+        topk=2,
+        batch_size=8,
+        null_draws=4,
+        exemplar_images=False,
+        progress=False,
+        checkpoint_every=1,
+    )
     cached = dissect_sources(TableActivations(maps), labels_src, tmp_path / "a", Options(**opts)).layers["feat"]
-    uncached = dissect_sources(TableActivations(maps), labels_src, tmp_path / "b",
-                               Options(**opts, cache_gb=0)).layers["feat"]
+    uncached = dissect_sources(TableActivations(maps), labels_src, tmp_path / "b", Options(**opts, cache_gb=0)).layers[
+        "feat"
+    ]
     assert np.array_equal(cached.p_value, uncached.p_value, equal_nan=True)
 
     from unitscope.faults import FaultInjected, armed
@@ -321,8 +416,9 @@ def test_candidate_null_without_the_cache_and_on_resume(tmp_path):
     resumed = dissect_sources(TableActivations(maps), labels_src, tmp_path / "c", Options(**opts)).layers["feat"]
     assert np.array_equal(resumed.p_value, cached.p_value, equal_nan=True)
     # another --iou changes the candidates: pass 3 is redone, pass 2 is not
-    other = dissect_sources(TableActivations(maps), labels_src, tmp_path / "c",
-                            Options(**{**opts, "iou_threshold": 0.05})).layers["feat"]
+    other = dissect_sources(
+        TableActivations(maps), labels_src, tmp_path / "c", Options(**{**opts, "iou_threshold": 0.05})
+    ).layers["feat"]
     assert (~np.isnan(other.p_value)).sum() >= (~np.isnan(cached.p_value)).sum()
     both = ~np.isnan(other.p_value) & ~np.isnan(cached.p_value)
     assert np.array_equal(other.p_value[both], cached.p_value[both])

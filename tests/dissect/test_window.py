@@ -8,9 +8,18 @@ from unitscope.dissect.window import exact_here, fma32, interpolate_at, mask_pix
 
 # (map h, w) -> (label H, W): integer and non-integer factors, odd sizes, a 1-pixel axis, an axis not
 # upsampled, one downsampled; all above the 128-pixel (H + W) line where PyTorch keeps its generic kernel
-SHAPES = [((7, 7), (112, 112)), ((14, 14), (112, 112)), ((28, 28), (112, 112)), ((13, 11), (100, 97)),
-          ((3, 1), (130, 135)), ((9, 9), (9, 130)), ((5, 9), (71, 66)), ((60, 60), (100, 100)), ((21, 8), (64, 70)),
-          ((30, 20), (25, 150))]
+SHAPES = [
+    ((7, 7), (112, 112)),
+    ((14, 14), (112, 112)),
+    ((28, 28), (112, 112)),
+    ((13, 11), (100, 97)),
+    ((3, 1), (130, 135)),
+    ((9, 9), (9, 130)),
+    ((5, 9), (71, 66)),
+    ((60, 60), (100, 100)),
+    ((21, 8), (64, 70)),
+    ((30, 20), (25, 150)),
+]
 
 
 def _masks_from(pair, pix, b, pixels):
@@ -27,16 +36,16 @@ def test_fma32_rounds_once():
     got = fma32(a, b, c)
     for i in range(0, 20000, 97):  # the float32 nearest the exact a*b + c: none of its neighbours is nearer
         exact = Fraction(float(a[i])) * Fraction(float(b[i])) + Fraction(float(c[i]))
-        f = got[i:i + 1]
+        f = got[i : i + 1]
         for n in (torch.nextafter(f, torch.tensor(-1e30)), torch.nextafter(f, torch.tensor(1e30))):
             assert abs(Fraction(float(f)) - exact) <= abs(Fraction(float(n)) - exact)
     # 1 + 2**-11 + 2**-24 + 2**-70: float64 drops the last term and lands on a float32 midpoint, which
     # a plain float64 sum rounds to even (down); the exact sum lies above it
-    x, tiny = torch.tensor([1 + 2.0 ** -12]), torch.tensor([2.0 ** -70])
-    assert (x.double() * x.double() + tiny.double()).float().item() == 1 + 2.0 ** -11
-    assert fma32(x, x, tiny).item() == 1 + 2.0 ** -11 + 2.0 ** -23
-    assert fma32(x, x, -tiny).item() == 1 + 2.0 ** -11
-    assert fma32(-x, x, -tiny).item() == -(1 + 2.0 ** -11 + 2.0 ** -23)
+    x, tiny = torch.tensor([1 + 2.0**-12]), torch.tensor([2.0**-70])
+    assert (x.double() * x.double() + tiny.double()).float().item() == 1 + 2.0**-11
+    assert fma32(x, x, tiny).item() == 1 + 2.0**-11 + 2.0**-23
+    assert fma32(x, x, -tiny).item() == 1 + 2.0**-11
+    assert fma32(-x, x, -tiny).item() == -(1 + 2.0**-11 + 2.0**-23)
 
 
 def test_interpolate_at_is_bit_exact():
@@ -45,8 +54,10 @@ def test_interpolate_at_is_bit_exact():
         g = torch.Generator().manual_seed(h * 100 + w)
         maps = torch.randn(3, h, w, generator=g) * 4
         want = F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
-        pair, y, x = (t.reshape(-1) for t in torch.meshgrid(torch.arange(3), torch.arange(size[0]),
-                                                            torch.arange(size[1]), indexing="ij"))
+        pair, y, x = (
+            t.reshape(-1)
+            for t in torch.meshgrid(torch.arange(3), torch.arange(size[0]), torch.arange(size[1]), indexing="ij")
+        )
         assert torch.equal(interpolate_at(maps, pair, y, x, size).view(3, *size), want)
 
 

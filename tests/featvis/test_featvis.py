@@ -11,12 +11,32 @@ import pytest
 import torch
 from torch import nn
 
-from unitscope.featvis import (channel, class_logit, compose, direction, diversity, evaluate, fft_image,
-                               jitter, l2, match, neuron, pad, pixel_image, random_rotate, random_scale,
-                               render, render_units, stack, standard_transforms, total_variation)
+from tests.helpers.featvis_models import Colours, Tiny
+from tests.helpers.featvis_models import with_info as _info
+from unitscope.featvis import (
+    channel,
+    class_logit,
+    compose,
+    direction,
+    diversity,
+    evaluate,
+    fft_image,
+    jitter,
+    l2,
+    match,
+    neuron,
+    pad,
+    pixel_image,
+    random_rotate,
+    random_scale,
+    render,
+    render_units,
+    stack,
+    standard_transforms,
+    total_variation,
+)
 from unitscope.featvis.param import COLOR_CORRELATION_NORMALIZED
 from unitscope.featvis.render import _RedirectedReLU
-from tests.helpers.featvis_models import Colours, Tiny, with_info as _info
 
 
 def _hooks(model: nn.Module) -> int:
@@ -24,6 +44,7 @@ def _hooks(model: nn.Module) -> int:
 
 
 # -- transforms ----------------------------------------------------------------------------------
+
 
 def test_pad_constant_border():
     x = torch.arange(4.0).view(1, 1, 2, 2).expand(1, 3, 2, 2)
@@ -41,7 +62,7 @@ def test_jitter_is_a_crop_with_its_own_offset_per_image():
     assert y.shape == (16, 3, 4, 4)
     offsets = set()
     for i in range(16):
-        found = [(oy, ox) for oy in range(3) for ox in range(3) if torch.equal(y[i], x[i, :, oy:oy + 4, ox:ox + 4])]
+        found = [(oy, ox) for oy in range(3) for ox in range(3) if torch.equal(y[i], x[i, :, oy : oy + 4, ox : ox + 4])]
         assert len(found) == 1
         offsets.add(found[0])
     assert len(offsets) > 3  # fresh draws per image
@@ -79,6 +100,7 @@ def test_standard_transforms_shape_draws_and_gradient():
 
 # -- parameterisations -----------------------------------------------------------------------------
 
+
 def test_parameterisations_give_valid_images():
     for make in (fft_image, pixel_image):
         params, image_fn = make((2, 3, 16, 12), generator=torch.Generator().manual_seed(0))
@@ -106,10 +128,14 @@ def test_fft_image_has_equal_energy_per_frequency_at_start():
 
 # -- objectives -------------------------------------------------------------------------------------
 
+
 def _acts():
     a = torch.arange(2 * 3 * 3 * 3, dtype=torch.float32).view(2, 3, 3, 3)
-    return {"L": a, "output": torch.tensor([[1.0, 5.0], [7.0, 3.0]]),
-            "image": torch.tensor([[[[0.0, 1.0], [1.0, 1.0]]] * 3, [[[0.5, 0.5], [0.5, 0.5]]] * 3])}
+    return {
+        "L": a,
+        "output": torch.tensor([[1.0, 5.0], [7.0, 3.0]]),
+        "image": torch.tensor([[[[0.0, 1.0], [1.0, 1.0]]] * 3, [[[0.5, 0.5], [0.5, 0.5]]] * 3]),
+    }
 
 
 def test_objective_values_and_descriptions():
@@ -126,8 +152,9 @@ def test_objective_values_and_descriptions():
     assert torch.allclose(l2()(acts), torch.sqrt(torch.tensor([3 * (0.25 * 4) + 1e-6, 1e-6])))
     combined = 2 * channel("L", 0) - class_logit(1) / 2 + 1
     assert torch.allclose(combined(acts), 2 * a[:, 0].flatten(1).mean(1) - torch.tensor([5.0, 3.0]) / 2 + 1)
-    assert str(channel("L", [0, 1, 2]) - 1e-3 * total_variation()) == \
-        "Channel [L, 0..2] - 0.001 * TotalVariation [image]"
+    assert (
+        str(channel("L", [0, 1, 2]) - 1e-3 * total_variation()) == "Channel [L, 0..2] - 0.001 * TotalVariation [image]"
+    )
     assert str(class_logit(1, names=["a", "goldfish"])) == "ClassLogit [1 goldfish]"
     assert combined.layers == {"L", "output"}
     assert torch.equal(stack([channel("L", 0), class_logit(0)])(acts), torch.stack([a[0, 0].mean(), torch.tensor(7.0)]))
@@ -175,6 +202,7 @@ def test_every_objective_rises_within_5_steps(name, param):
 
 
 # -- hooks and model state ----------------------------------------------------------------------
+
 
 def test_no_hook_or_flag_left_behind_after_rendering_and_after_an_exception():
     model = _info(Tiny(), 16)
@@ -227,10 +255,11 @@ def test_redirect_revives_a_dead_unit():
 
 # -- the planted colour units --------------------------------------------------------------------------
 
+
 def test_planted_colour_units_are_drawn_in_their_colour_one_per_image():
     torch.manual_seed(0)
     model = _info(Colours(), 32)
-    (units, result), = list(render_units(model, "feat", [0, 1, 2], steps=100, size=32, lr=0.2, progress=False))
+    ((units, result),) = list(render_units(model, "feat", [0, 1, 2], steps=100, size=32, lr=0.2, progress=False))
     assert units == [0, 1, 2] and result.images.shape == (3, 3, 32, 32)
     mean_rgb = result.images.mean((2, 3))  # [unit, rgb]
     for unit in range(3):
@@ -248,8 +277,27 @@ MODELS = str(Path(__file__).parents[1] / "helpers" / "featvis_models.py") + ":co
 def _visualize(out: Path, units: str = "0-2", *extra: str) -> int:
     from unitscope.cli import main
 
-    return main(["visualize", "--model", MODELS, "--layer", "feat", "--units", units, "--steps", "100",
-                 "--lr", "0.2", "--size", "32", "--out", str(out), "--no-progress", *extra])
+    return main(
+        [
+            "visualize",
+            "--model",
+            MODELS,
+            "--layer",
+            "feat",
+            "--units",
+            units,
+            "--steps",
+            "100",
+            "--lr",
+            "0.2",
+            "--size",
+            "32",
+            "--out",
+            str(out),
+            "--no-progress",
+            *extra,
+        ]
+    )
 
 
 def test_visualize_writes_pngs_and_rows_and_resumes(tmp_path):
@@ -262,7 +310,8 @@ def test_visualize_writes_pngs_and_rows_and_resumes(tmp_path):
     with Catalog(out / "catalog.sqlite") as cat:
         rows = cat.rows("unit_visualizations")
     assert [(r["model"], r["layer"], r["unit"], r["path"], r["objective"]) for r in rows] == [
-        ("colours", "feat", u, f"featvis/feat/{u}.png", f"Channel [feat, {u}]") for u in range(3)]
+        ("colours", "feat", u, f"featvis/feat/{u}.png", f"Channel [feat, {u}]") for u in range(3)
+    ]
     red = np.asarray(Image.open(out / "featvis/feat/0.png"), dtype=float).mean((0, 1))
     assert red[0] > red[1] + 60 and red[0] > red[2] + 60  # the red unit's picture is red
     stamps = {u: (out / f"featvis/feat/{u}.png").stat().st_mtime_ns for u in range(3)}
@@ -290,8 +339,9 @@ def test_visualize_batch_size_auto_is_16_on_a_cpu_and_64_on_a_gpu(tmp_path, caps
 def test_visualize_adds_rows_to_a_dissection_run(tmp_path, make_run, capsys):
     from unitscope.catalog import Catalog
 
-    run = make_run(tmp_path / "run", model="colours",
-                   layers={"feat": [("red", 0.2), ("blue", 0.1), ("red", 0.05)]}, rotations={})
+    run = make_run(
+        tmp_path / "run", model="colours", layers={"feat": [("red", 0.2), ("blue", 0.1), ("red", 0.05)]}, rotations={}
+    )
     config = (run / "config.json").read_text()
     with Catalog(run / "catalog.sqlite") as cat:
         before = cat.dump()
@@ -308,6 +358,7 @@ def test_visualize_adds_rows_to_a_dissection_run(tmp_path, make_run, capsys):
 
 
 # -- before the nonlinearity ("<layer>:pre") ----------------------------------------------------------
+
 
 class _Blocks(nn.Module):
     """``block`` ends in a ReLU6 module, ``shared`` calls its one ReLU twice, ``functional`` ends in F.relu."""

@@ -14,13 +14,17 @@ import numpy as np
 import pytest
 import torch
 
+from tests.helpers.gan_models import door_segmenter, toy_generator
 from unitscope.ablate import cut_model
 from unitscope.dissect import Options, dissect_sources
 from unitscope.gan import (
-    GeneratorActivations, SegmenterLabels, cache_samples, insertion_in_context, latents, removal_curve,
+    GeneratorActivations,
+    SegmenterLabels,
+    cache_samples,
+    insertion_in_context,
+    latents,
+    removal_curve,
 )
-
-from tests.helpers.gan_models import door_segmenter, toy_generator
 
 HELPERS = Path(__file__).parents[1] / "helpers"
 ROOT = Path(__file__).parents[2]
@@ -29,7 +33,9 @@ ROOT = Path(__file__).parents[2]
 def test_samples_are_reproducible_by_seed_and_the_source_feeds_the_segmenter() -> None:
     g = toy_generator()
     acts = GeneratorActivations(g, ["feat"], n=6, seed=3)
-    assert torch.equal(acts.z, latents(6, 3, (16, 1, 1))) and torch.equal(acts.z, GeneratorActivations(g, ["feat"], n=6, seed=3).z)
+    assert torch.equal(acts.z, latents(6, 3, (16, 1, 1))) and torch.equal(
+        acts.z, GeneratorActivations(g, ["feat"], n=6, seed=3).z
+    )
     assert not torch.equal(acts.z, GeneratorActivations(g, ["feat"], n=6, seed=4).z)
     assert acts.shapes() == {"feat": (2, 4, 4)}
     batch = {"z": acts.z[:4], "pos": torch.arange(4)}
@@ -52,7 +58,9 @@ def test_the_engine_labels_the_door_unit_and_not_the_empty_one(tmp_path) -> None
     assert d.p_value[0] < 1e-3
     with sqlite3.connect(tmp_path / "run" / "catalog.sqlite") as db:
         assert db.execute("SELECT model, unit, concept FROM dissection ORDER BY unit").fetchall() == [
-            ("toy-generator", 0, "door"), ("toy-generator", 1, None)]
+            ("toy-generator", 0, "door"),
+            ("toy-generator", 1, None),
+        ]
 
 
 def test_removing_the_door_unit_removes_every_door_and_a_random_unit_half_of_them() -> None:
@@ -67,7 +75,7 @@ def test_removing_the_door_unit_removes_every_door_and_a_random_unit_half_of_the
     np.testing.assert_allclose(result.curve("wall"), [before, before], rtol=1e-5)  # doors became wall
     # every sample lost all its doors: its change is minus its door share, and the interval their spread
     doors = (latents(300, 1, (16, 1, 1)).view(300, 4, 4)[:, 2:] > 1.5).double().sum((1, 2)) / 16
-    expected_ci = 2.5758293035489004 * doors.std() * 300 ** 0.5 / doors.sum()
+    expected_ci = 2.5758293035489004 * doors.std() * 300**0.5 / doors.sum()
     np.testing.assert_allclose(result.ci[1:3, result.names.index("door")], [expected_ci] * 2, rtol=1e-5)
     # random units: k = 1 picks unit 0 in some draws (all doors gone) and unit 1 in others (none)
     draws = [float(result.change[result.rows(d), result.names.index("door")][0]) for d in range(4)]
@@ -83,16 +91,25 @@ def test_inserting_the_door_unit_paints_doors_on_walls_never_in_the_sky() -> Non
     g = toy_generator()
     cut = cut_model(g, "feat")
     samples = cache_samples(cut, g, n=40, seed=2, batch_size=16)
-    result = insertion_in_context(cut, samples, door_segmenter(), units=[0], level=torch.tensor([2.0, 0.0]),
-                                  concept="door", patch_min=0.5, max_batch=64)
+    result = insertion_in_context(
+        cut,
+        samples,
+        door_segmenter(),
+        units=[0],
+        level=torch.tensor([2.0, 0.0]),
+        concept="door",
+        patch_min=0.5,
+        max_batch=64,
+    )
     # 16 cells x 40 samples: the 8 sky cells are trials in every sample; a wall cell that had a door already is none
     assert result.trials["sky"] == 8 * 40 and result.appeared.get("sky", 0) == 0
     doors_before = int((latents(40, 2, (16, 1, 1)).view(40, 4, 4)[:, 2:] > 1.5).sum())
     assert result.trials["wall"] == 8 * 40 - doors_before and result.rate("wall") == 1.0
     assert [row["context"] for row in result.table()] == ["wall", "sky"]
     # the 'nothing' unit inserts nothing anywhere
-    none = insertion_in_context(cut, samples, door_segmenter(), units=[1], level=torch.tensor([0.0, 5.0]),
-                                concept="door", patch_min=0.5)
+    none = insertion_in_context(
+        cut, samples, door_segmenter(), units=[1], level=torch.tensor([0.0, 5.0]), concept="door", patch_min=0.5
+    )
     assert sum(none.appeared.values()) == 0
 
 
@@ -100,14 +117,35 @@ def test_inserting_the_door_unit_paints_doors_on_walls_never_in_the_sky() -> Non
 def test_dissect_command_on_a_generator_file_and_a_segmenter_file(tmp_path) -> None:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     env.pop("UNITSCOPE_FAULT", None)
-    cmd = [sys.executable, "-m", "unitscope.cli", "dissect", "--model", f"{HELPERS / 'gan_models.py'}:toy_generator",
-           "--segmenter", f"{HELPERS / 'gan_models.py'}:door_segmenter", "--samples", "200", "--quantile", "0.05",
-           "--out", str(tmp_path / "run"), "--no-progress", "--no-report", "--workers", "0"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "unitscope.cli",
+        "dissect",
+        "--model",
+        f"{HELPERS / 'gan_models.py'}:toy_generator",
+        "--segmenter",
+        f"{HELPERS / 'gan_models.py'}:door_segmenter",
+        "--samples",
+        "200",
+        "--quantile",
+        "0.05",
+        "--out",
+        str(tmp_path / "run"),
+        "--no-progress",
+        "--no-report",
+        "--workers",
+        "0",
+    ]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "feat: 1 of 2 units are detectors" in done.stdout, done.stdout
     assert sorted(p.name for p in (tmp_path / "run/images/l0").iterdir()) == [  # strips of generated samples
-        "unit0000.jpg", "unit0000_concept.jpg", "unit0001.jpg"]
-    refused = subprocess.run(cmd[:6] + ["--out", str(tmp_path / "x"), "--no-progress"], env=env,
-                             capture_output=True, text=True, timeout=300)
+        "unit0000.jpg",
+        "unit0000_concept.jpg",
+        "unit0001.jpg",
+    ]
+    refused = subprocess.run(
+        cmd[:6] + ["--out", str(tmp_path / "x"), "--no-progress"], env=env, capture_output=True, text=True, timeout=300
+    )
     assert refused.returncode == 2 and "a generator is dissected against a segmenter" in refused.stderr

@@ -14,14 +14,19 @@ import numpy as np
 import pytest
 import torch
 
+from tests.helpers.gan_models import BLOT, SoftSegmenter, soft_generator
 from unitscope.ablate import cut_model
 from unitscope.errors import UsageError
 from unitscope.gan import cache_samples, latents
 from unitscope.gan.ace import ace_mask, compare_rankings, concept_share
-from tests.helpers.gan_models import BLOT, SoftSegmenter, soft_generator
 from unitscope.gan.artifacts import (
-    artifact_units, before_after_images, remove_units_quality, segmenter_confidence, write_grid,
+    artifact_units,
+    before_after_images,
+    remove_units_quality,
+    segmenter_confidence,
+    write_grid,
 )
+
 
 def _setup(n: int = 200, seed: int = 1):
     g = soft_generator()
@@ -48,8 +53,18 @@ def test_ace_removal_ranks_the_door_unit_first_and_its_loss_falls() -> None:
     assert ace.losses[-1] < ace.losses[0] - 0.01 and ace.shares[-1] < 0.1 * ace.shares[0]
     assert "ACE remove 'door'" in ace.summary()
     # inserting: forcing unit 0 on everywhere paints the wall rows red; the mask finds it
-    ins = ace_mask(cut, samples, seg, "door", mode="insert", level=torch.tensor([1.0, 1.0, 1.0]), penalty=0.01,
-                   steps=60, lr=0.2, init=-4.0)
+    ins = ace_mask(
+        cut,
+        samples,
+        seg,
+        "door",
+        mode="insert",
+        level=torch.tensor([1.0, 1.0, 1.0]),
+        penalty=0.01,
+        steps=60,
+        lr=0.2,
+        init=-4.0,
+    )
     assert ins.ranking()[0] == 0 and ins.shares[-1] > 0.45 and ins.shares[0] < 0.2
     assert ins.losses[-1] < ins.losses[0]
     with pytest.raises(UsageError, match="level"):

@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
+from test_gan_run import run  # noqa: F401  (fixture)
 
 from tests.report.test_browser import browser, page  # noqa: F401  (fixtures)
-from test_gan_run import run  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.browser
 
@@ -27,7 +27,11 @@ def test_generator_section_curves_tables_grids_and_card_rows(report, page):  # n
     part = ".part-section.part-gan"
     pg.wait_for_selector(part)
     chart = pg.locator(part + " svg[aria-label='relative change of door pixels against k']")
-    assert sorted(chart.locator("polyline").evaluate_all("ps => ps.map(p => p.dataset.series)")) == ["ace", "iou", "random"]
+    assert sorted(chart.locator("polyline").evaluate_all("ps => ps.map(p => p.dataset.series)")) == [
+        "ace",
+        "iou",
+        "random",
+    ]
     assert chart.locator("polygon").count() == 2  # 99% bands of the IoU and ACE curves; random has none
     rows = pg.locator(part + " table.ace-vs-iou tr").all_inner_texts()
     assert rows[1].split("\t")[:2] == ["1", "-100%"] and rows[1].split("\t")[-1] == "tie"
@@ -44,6 +48,8 @@ def test_generator_section_curves_tables_grids_and_card_rows(report, page):  # n
     pg.wait_for_selector("#unitpage[data-unit='" + layer["id"] + "/0'] .part-gan figure.gan-grid img")
     kinds = pg.locator("#unitpage .part-gan figure.gan-grid").evaluate_all("fs => fs.map(f => f.dataset.kind)")
     assert "removal:door" in kinds and "insertion:door" in kinds
-    srcs = pg.locator("#unitpage .part-gan figure.gan-grid img").evaluate_all("ims => ims.map(i => i.getAttribute('src'))")
+    srcs = pg.locator("#unitpage .part-gan figure.gan-grid img").evaluate_all(
+        "ims => ims.map(i => i.getAttribute('src'))"
+    )
     assert all((report.parent / src).read_bytes()[:4] == b"\x89PNG" for src in srcs)
     assert page.errors == []

@@ -10,29 +10,48 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.gan_models import SoftSegmenter, soft_generator
 from unitscope.catalog import Catalog
 from unitscope.dissect import Options, dissect_sources
 from unitscope.errors import UsageError
 from unitscope.gan import GeneratorActivations, SegmenterLabels
-from tests.helpers.gan_models import SoftSegmenter, soft_generator
 from unitscope.gan.run import Settings, analyse, unit_order
 
 HERE = Path(__file__).parents[1] / "helpers"
 
 
-SETTINGS = dict(layer="feat", concept="door", insert=["door"], samples=100, ks=[1, 2, 3], random_draws=2,
-                ace_samples=50, ace_steps=40, ace_lr=0.2, insert_samples=20, artifact_samples=100, grid=4, grid_k=1,
-                batch_size=50)
+SETTINGS = dict(
+    layer="feat",
+    concept="door",
+    insert=["door"],
+    samples=100,
+    ks=[1, 2, 3],
+    random_draws=2,
+    ace_samples=50,
+    ace_steps=40,
+    ace_lr=0.2,
+    insert_samples=20,
+    artifact_samples=100,
+    grid=4,
+    grid_k=1,
+    batch_size=50,
+)
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("ganrun") / "run"
     acts = GeneratorActivations(soft_generator(), ["feat"], n=300, seed=0)
-    dissect_sources(acts, SegmenterLabels(SoftSegmenter()), out,
-                    Options(quantile=0.05, batch_size=100, exemplar_images=False, progress=False),
-                    config={"model": f"{HERE / 'gan_models.py'}:soft_generator",
-                            "segmenter": f"{HERE / 'gan_models.py'}:soft_segmenter"})
+    dissect_sources(
+        acts,
+        SegmenterLabels(SoftSegmenter()),
+        out,
+        Options(quantile=0.05, batch_size=100, exemplar_images=False, progress=False),
+        config={
+            "model": f"{HERE / 'gan_models.py'}:soft_generator",
+            "segmenter": f"{HERE / 'gan_models.py'}:soft_segmenter",
+        },
+    )
     done = analyse(out, soft_generator(), SoftSegmenter(), Settings(**SETTINGS), log=lambda line: None)
     assert set(done) == {"removal", "ace", "ace_insert", "ace_removal", "insertion:door", "artifacts"}
     return out
@@ -42,7 +61,11 @@ def test_every_stage_writes_the_rows_the_generator_implies(run: Path) -> None:
     assert unit_order(run, "feat", "door")[0][0] == 0
     with Catalog(run / "catalog.sqlite") as cat:
         assert sorted((r["analysis"], r["concept"]) for r in cat.rows("gan_effects")) == [
-            ("ace", "door"), ("artifacts", ""), ("insertion", "door"), ("removal", "door")]
+            ("ace", "door"),
+            ("artifacts", ""),
+            ("insertion", "door"),
+            ("removal", "door"),
+        ]
         door = {(r["ranking"], r["k"]): r["change"] for r in cat.rows("gan_removal", label="door")}
         assert door[("iou", 1)] == -1.0 and door[("ace", 1)] == -1.0
         assert {door[("random", k)] for k in (1, 2)} <= {-1.0, -0.5, 0.0}  # mean of 2 draws of 0 or -100%
@@ -68,8 +91,9 @@ def test_every_stage_writes_the_rows_the_generator_implies(run: Path) -> None:
 
 def test_a_rerun_skips_finished_stages_and_redoes_one_whose_settings_changed(run: Path) -> None:
     assert analyse(run, soft_generator(), SoftSegmenter(), Settings(**SETTINGS), log=lambda line: None) == {}
-    changed = analyse(run, soft_generator(), SoftSegmenter(), Settings(**{**SETTINGS, "ks": [1, 2]}),
-                      log=lambda line: None)
+    changed = analyse(
+        run, soft_generator(), SoftSegmenter(), Settings(**{**SETTINGS, "ks": [1, 2]}), log=lambda line: None
+    )
     assert set(changed) == {"removal", "ace", "ace_insert", "ace_removal"}  # ks is theirs; insertion, artifacts kept
     with Catalog(run / "catalog.sqlite") as cat:
         assert sorted({r["k"] for r in cat.rows("gan_removal", ranking="iou")}) == [1, 2]
@@ -101,7 +125,27 @@ def test_the_command_reads_the_run_and_refuses_a_layer_it_did_not_dissect(run: P
 
     assert main(["gan", str(run), "--concept", "door", "--layer", "feet", "--no-report"]) == 2
     assert "the run dissected feat, not 'feet'" in capsys.readouterr().err
-    assert main(["gan", str(run), "--concept", "door", "--stages", "removal", "--samples", "50", "--ks", "1",
-                 "--random-draws", "0", "--threads", "1", "--no-report"]) == 0
+    assert (
+        main(
+            [
+                "gan",
+                str(run),
+                "--concept",
+                "door",
+                "--stages",
+                "removal",
+                "--samples",
+                "50",
+                "--ks",
+                "1",
+                "--random-draws",
+                "0",
+                "--threads",
+                "1",
+                "--no-report",
+            ]
+        )
+        == 0
+    )
     with Catalog(run / "catalog.sqlite") as cat:
         assert [r["samples"] for r in cat.rows("gan_effects", analysis="removal")] == [50]

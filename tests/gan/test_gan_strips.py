@@ -9,11 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.helpers.gan_models import door_segmenter, toy_generator  # noqa: E402
 from unitscope.dissect import Options, dissect_sources
 from unitscope.dissect.engine import _Run
 from unitscope.gan import GeneratorActivations, SegmenterLabels
-
-from tests.helpers.gan_models import door_segmenter, toy_generator  # noqa: E402
 
 OPTS = dict(quantile=0.05, topk=3, batch_size=50, null_draws=4, exemplar_images=False, progress=False)
 
@@ -33,10 +32,12 @@ def _dissect(run_dir: Path, monkeypatch=None, **kw):
     per_pass: dict[str, int] = {}
     if monkeypatch is not None:
         for name in ("pass2", "pass3"):
+
             def counted(self, thresholds, _name=name, _step=getattr(_Run, name)):
                 before = acts.calls
                 _step(self, thresholds)
                 per_pass[_name] = acts.calls - before
+
             monkeypatch.setattr(_Run, name, counted)
     result = dissect_sources(acts, SegmenterLabels(door_segmenter()), run_dir, Options(**{**OPTS, **kw}))
     return result.layers["feat"], acts.calls, per_pass

@@ -28,8 +28,16 @@ class ColourClassifier(nn.Module):
 
 
 def colour_classifier(checkpoint=None, pretrained=None):
-    return attach_info(ColourClassifier().eval(), ModelInfo(name="colours", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
-                                                       input_size=(3, 8, 8), class_names=["blue", "green", "red"]))
+    return attach_info(
+        ColourClassifier().eval(),
+        ModelInfo(
+            name="colours",
+            mean=(0.0, 0.0, 0.0),
+            std=(1.0, 1.0, 1.0),
+            input_size=(3, 8, 8),
+            class_names=["blue", "green", "red"],
+        ),
+    )
 
 
 def write_colour_folder(root, per_class: int = 10) -> None:
@@ -49,5 +57,13 @@ def twin_classifier(checkpoint=None, pretrained=None):
     model = ColourClassifier()
     with torch.no_grad():
         model.fc.weight.copy_(torch.cat([torch.full((3, 3), 1.0) + 3 * torch.eye(3), torch.zeros(3, 1)], 1))
-    return attach_info(model.eval(), ModelInfo(name="colours_twin", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
-                                           input_size=(3, 8, 8), class_names=["blue", "green", "red"]))
+    return attach_info(
+        model.eval(),
+        ModelInfo(
+            name="colours_twin",
+            mean=(0.0, 0.0, 0.0),
+            std=(1.0, 1.0, 1.0),
+            input_size=(3, 8, 8),
+            class_names=["blue", "green", "red"],
+        ),
+    )

@@ -30,8 +30,16 @@ class CueNet(nn.Module):
 
 
 def cue_model():
-    return attach_info(CueNet(), ModelInfo(name="cue_model", input_size=(3, 4, 4), class_names=["zero", "one"],
-                                       mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)))
+    return attach_info(
+        CueNet(),
+        ModelInfo(
+            name="cue_model",
+            input_size=(3, 4, 4),
+            class_names=["zero", "one"],
+            mean=(0.0, 0.0, 0.0),
+            std=(1.0, 1.0, 1.0),
+        ),
+    )
 
 
 def images(cls: int, sign: bool, n: int = 4) -> torch.Tensor:
@@ -76,11 +84,22 @@ def colour_layers(world: str, planted: str = "audited"):
     from unitscope.data import BrodenDataset
 
     names = BrodenDataset(world, validate="none").label_names
-    layers = {"audited": (["red", "red", "green"], ["red", "blue", "blue", "green"]),
-              "reference": (["red", "green", "green"], ["blue", "blue", "green", "green"])}[planted]
+    layers = {
+        "audited": (["red", "red", "green"], ["red", "blue", "blue", "green"]),
+        "reference": (["red", "green", "green"], ["blue", "blue", "green", "green"]),
+    }[planted]
     model = ColourLayers(([names.index(c) for c in layers[0]], [names.index(c) for c in layers[1]]))
-    return attach_info(model, ModelInfo(name=f"colour_layers_{planted}", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
-                                    input_size=(3, 64, 64), class_names=["a", "b"], default_layers=["feat1", "feat2"]))
+    return attach_info(
+        model,
+        ModelInfo(
+            name=f"colour_layers_{planted}",
+            mean=(0.0, 0.0, 0.0),
+            std=(1.0, 1.0, 1.0),
+            input_size=(3, 64, 64),
+            class_names=["a", "b"],
+            default_layers=["feat1", "feat2"],
+        ),
+    )
 
 
 class Switches(nn.Module):
@@ -102,5 +121,13 @@ class Switches(nn.Module):
 
 
 def switches():
-    return attach_info(Switches(), ModelInfo(name="switches", input_size=(4, 1, 1), class_names=["off", "on"],
-                                         mean=(0.0, 0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0, 1.0)))
+    return attach_info(
+        Switches(),
+        ModelInfo(
+            name="switches",
+            input_size=(4, 1, 1),
+            class_names=["off", "on"],
+            mean=(0.0, 0.0, 0.0, 0.0),
+            std=(1.0, 1.0, 1.0, 1.0),
+        ),
+    )

@@ -10,8 +10,11 @@ from unitscope.models import ModelInfo
 
 
 def with_info(model: nn.Module, size: int, name: str = "tiny") -> nn.Module:
-    object.__setattr__(model, "unitscope_info", ModelInfo(name=name, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
-                                                          input_size=(3, size, size)))
+    object.__setattr__(
+        model,
+        "unitscope_info",
+        ModelInfo(name=name, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), input_size=(3, size, size)),
+    )
     return model.eval()
 
 
@@ -47,7 +50,6 @@ class Colours(nn.Module):
 
     def forward(self, x):
         return self.feat(self.mix(x)).mean((2, 3))
-
 
 
 def colours() -> nn.Module:

@@ -39,8 +39,16 @@ class ToyGenerator(nn.Module):
 
 
 def toy_generator(checkpoint=None, pretrained=None) -> nn.Module:
-    return attach_info(ToyGenerator(), ModelInfo(name="toy-generator", input_size=(16, 1, 1), kind="generator",
-                                             output_size=(3, 4, 4), default_layers=["feat"]))
+    return attach_info(
+        ToyGenerator(),
+        ModelInfo(
+            name="toy-generator",
+            input_size=(16, 1, 1),
+            kind="generator",
+            output_size=(3, 4, 4),
+            default_layers=["feat"],
+        ),
+    )
 
 
 class DoorSegmenter(Segmenter):
@@ -76,8 +84,9 @@ class SoftDoorGenerator(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         a = z.reshape(z.shape[0], 1, 4, 4)
-        feat = self.feat(torch.cat([torch.relu(a - 1.5) * self.wall, torch.ones_like(a),
-                                    torch.relu(a - 1.0) * (1 - self.wall)], 1))
+        feat = self.feat(
+            torch.cat([torch.relu(a - 1.5) * self.wall, torch.ones_like(a), torch.relu(a - 1.0) * (1 - self.wall)], 1)
+        )
         door = (4 * feat[:, :1]).clamp(0, 1) * self.wall
         blot = (4 * feat[:, 2:3]).clamp(0, 1) * (1 - self.wall)
         image = self.sky + self.wall * (self.grey - self.sky) + 0 * feat[:, 1:2]
@@ -86,8 +95,12 @@ class SoftDoorGenerator(nn.Module):
 
 
 def soft_generator() -> nn.Module:
-    return attach_info(SoftDoorGenerator(), ModelInfo(name="soft-door", input_size=(16, 1, 1), kind="generator",
-                                                  output_size=(3, 4, 4), default_layers=["feat"]))
+    return attach_info(
+        SoftDoorGenerator(),
+        ModelInfo(
+            name="soft-door", input_size=(16, 1, 1), kind="generator", output_size=(3, 4, 4), default_layers=["feat"]
+        ),
+    )
 
 
 class SoftSegmenter(Segmenter):

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unitscope.world.vocab import color_labels
 from unitscope.models import ModelInfo
+from unitscope.world.vocab import color_labels
 
 COLOURS = ("red", "green", "blue")
 
@@ -42,7 +42,16 @@ def colour_units(world: str | None = None) -> nn.Module:
 
     names = BrodenDataset(world or os.environ["PLANTED_WORLD"], validate="none").label_names
     model = ColourUnits([names.index(c) for c in COLOURS])
-    object.__setattr__(model, "unitscope_info", ModelInfo(
-        name="planted-colours", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), input_size=(3, 64, 64),
-        class_names=["a", "b"], default_layers=["feat"]))
+    object.__setattr__(
+        model,
+        "unitscope_info",
+        ModelInfo(
+            name="planted-colours",
+            mean=(0.0, 0.0, 0.0),
+            std=(1.0, 1.0, 1.0),
+            input_size=(3, 64, 64),
+            class_names=["a", "b"],
+            default_layers=["feat"],
+        ),
+    )
     return model

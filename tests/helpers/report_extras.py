@@ -52,8 +52,11 @@ def make_null_unit(run: Path, unit: int, layer: str = "layer3", model: str = "to
     from unitscope.catalog import Catalog
 
     with Catalog(run / "catalog.sqlite") as cat:
-        cat.query("UPDATE dissection SET concept = NULL, category = NULL, iou = 0, is_detector = 0 "
-                  "WHERE model = ? AND layer = ? AND unit = ?", (model, layer, unit))
+        cat.query(
+            "UPDATE dissection SET concept = NULL, category = NULL, iou = 0, is_detector = 0 "
+            "WHERE model = ? AND layer = ? AND unit = ?",
+            (model, layer, unit),
+        )
 
 
 def add_unit_arrays(run: Path, layer: str = "layer4", tag: str = "l1", quantiles: bool = True) -> None:
@@ -65,12 +68,14 @@ def add_unit_arrays(run: Path, layer: str = "layer4", tag: str = "l1", quantiles
     import json
 
     import numpy as np
-
     from conftest import SYNTHETIC_CONCEPTS, SYNTHETIC_LAYERS
+
     from unitscope.runs import save_arrays
 
     names = ["-"] + list(SYNTHETIC_CONCEPTS)
-    (run / "labels.json").write_text(json.dumps({"names": names, "categories": [""] + list(SYNTHETIC_CONCEPTS.values())}))
+    (run / "labels.json").write_text(
+        json.dumps({"names": names, "categories": [""] + list(SYNTHETIC_CONCEPTS.values())})
+    )
     (run / "layers.json").write_text(json.dumps({tag: layer}))
     units = SYNTHETIC_LAYERS[layer]
     iou = np.zeros((len(units), len(names)), np.float32)

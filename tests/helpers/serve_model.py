@@ -26,11 +26,22 @@ def colour_net() -> nn.Module:
         conv.bias.zero_()
         fc.weight.copy_(4 * torch.eye(3, 4))
     model = nn.Sequential()
-    for name, module in [("conv", conv), ("relu", nn.ReLU()), ("pool", nn.AdaptiveAvgPool2d(1)),
-                         ("flat", nn.Flatten()), ("fc", fc)]:
+    for name, module in [
+        ("conv", conv),
+        ("relu", nn.ReLU()),
+        ("pool", nn.AdaptiveAvgPool2d(1)),
+        ("flat", nn.Flatten()),
+        ("fc", fc),
+    ]:
         model.add_module(name, module)
-    info = ModelInfo(name="colour", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), input_size=(3, 8, 8),
-                     class_names=["red", "green", "blue"], default_layers=["relu"])
+    info = ModelInfo(
+        name="colour",
+        mean=(0.0, 0.0, 0.0),
+        std=(1.0, 1.0, 1.0),
+        input_size=(3, 8, 8),
+        class_names=["red", "green", "blue"],
+        default_layers=["relu"],
+    )
     object.__setattr__(model, "unitscope_info", info)
     return model.eval()
 

@@ -43,9 +43,17 @@ def main() -> None:
         torch.distributed.init_process_group("gloo")
     stat = CombinedStat(q=Quantile(resolution=64), top=TopK(5), m=Moments())
     ran = 0
-    for index, x in tally(stat, Synthetic(args.items), batch_size=8, run_dir=args.run_dir,
-                          key={"job": "synthetic"}, checkpoint_every=3, with_index=True,
-                          num_workers=1, progress=False):
+    for index, x in tally(
+        stat,
+        Synthetic(args.items),
+        batch_size=8,
+        run_dir=args.run_dir,
+        key={"job": "synthetic"},
+        checkpoint_every=3,
+        with_index=True,
+        num_workers=1,
+        progress=False,
+    ):
         acts = torch.relu(x) * 2  # a stand-in model
         stat.q.add(acts)
         stat.top.add(acts, index)

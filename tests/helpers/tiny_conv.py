@@ -30,7 +30,16 @@ class TinyConv(nn.Module):
 
 def tiny_conv() -> nn.Module:
     model = TinyConv().eval()
-    object.__setattr__(model, "unitscope_info", ModelInfo(
-        name="tiny-conv", mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), input_size=(3, 64, 64),
-        class_names=["a", "b"], default_layers=["relu1", "relu2"]))
+    object.__setattr__(
+        model,
+        "unitscope_info",
+        ModelInfo(
+            name="tiny-conv",
+            mean=(0.5, 0.5, 0.5),
+            std=(0.25, 0.25, 0.25),
+            input_size=(3, 64, 64),
+            class_names=["a", "b"],
+            default_layers=["relu1", "relu2"],
+        ),
+    )
     return model

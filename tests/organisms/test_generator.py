@@ -18,17 +18,27 @@ from torch import nn
 
 from unitscope import faults
 from unitscope.data import BrodenDataset
-from unitscope.world.vocab import VOCAB, O
 from unitscope.models import create_model, get_info, list_models
 from unitscope.organisms import gan
 from unitscope.organisms.data import world_arrays
 from unitscope.organisms.gan import Discriminator, Generator, d_hinge_loss, g_hinge_loss, sample_z, train_gan
 from unitscope.organisms.gan_eval import (
-    INDOOR_ONLY, OUTDOOR_ONLY, chimera_rate, chimeras, frechet_distance, frechet_segmentation_distance, object_table,
-    pixel_share_tvd, presence_mean_abs_diff, presence_tvd, share_vectors)
+    INDOOR_ONLY,
+    OUTDOOR_ONLY,
+    chimera_rate,
+    chimeras,
+    frechet_distance,
+    frechet_segmentation_distance,
+    object_table,
+    pixel_share_tvd,
+    presence_mean_abs_diff,
+    presence_tvd,
+    share_vectors,
+)
 from unitscope.organisms.recipes import RECIPES
 from unitscope.organisms.registry import WEIGHTS, weights_metadata
 from unitscope.organisms.train import sha256_file, train
+from unitscope.world.vocab import VOCAB, O
 
 SHIPPED = (WEIGHTS / "world_generator.json").exists()
 
@@ -75,14 +85,14 @@ def test_hinge_losses_exact():
 
 def test_object_table_and_distances_exact():
     maps = np.zeros((2, 10, 10), np.int64)
-    maps[0, :5] = O["sky"]        # image 0: half sky, one tree pixel (1%: under the 2% used below)
+    maps[0, :5] = O["sky"]  # image 0: half sky, one tree pixel (1%: under the 2% used below)
     maps[0, 9, 9] = O["tree"]
-    maps[1, :, :2] = O["tree"]    # image 1: 20% tree
+    maps[1, :, :2] = O["tree"]  # image 1: 20% tree
     t = object_table(maps, min_share=0.02)
     assert t["sky"] == {"presence": 0.5, "pixel_share": 0.25}
     assert t["tree"]["presence"] == 0.5 and t["tree"]["pixel_share"] == pytest.approx((0.01 + 0.2) / 2)
     assert t["house"] == {"presence": 0.0, "pixel_share": 0.0}
-    u = object_table(maps[:1], min_share=0.02)   # sky only (the tree pixel is under 2%)
+    u = object_table(maps[:1], min_share=0.02)  # sky only (the tree pixel is under 2%)
     assert presence_tvd(t, t) == 0.0
     assert presence_tvd(t, u) == pytest.approx(0.5)  # {sky .5, tree .5} vs {sky 1}
     # pixel shares: t {sky .25, tree .105, none .645}, u {sky .5, tree .01, none .49}
@@ -110,12 +120,12 @@ def test_fsd_equals_the_closed_form():
 
 def test_share_vectors_and_chimeras_exact():
     maps = np.zeros((5, 10, 10), np.int64)
-    maps[0, :5], maps[0, 5:] = O["sky"], O["floor"]     # outdoor-only over indoor-only: a chimera
-    maps[1, :5], maps[1, 5:] = O["sky"], O["bed"]       # beds stand in fields too: no chimera
+    maps[0, :5], maps[0, 5:] = O["sky"], O["floor"]  # outdoor-only over indoor-only: a chimera
+    maps[1, :5], maps[1, 5:] = O["sky"], O["bed"]  # beds stand in fields too: no chimera
     maps[2, :5], maps[2, 5:] = O["cabinet"], O["floor"]  # a room
     maps[3, :5], maps[3, 9, 9] = O["sea"], O["cabinet"]  # 1% cabinet: a chimera at 0.5%, not at 2%
     maps[4, :, :3] = O["house"]
-    maps[4, :, 3:] = O["cabinet"]                       # house beside cabinet: a chimera
+    maps[4, :, 3:] = O["cabinet"]  # house beside cabinet: a chimera
     v = share_vectors(maps)
     names = [n for n, _ in VOCAB["object"]]
     assert v.shape == (5, len(names)) and v[0, names.index("sky")] == 50.0 and v[3, names.index("cabinet")] == 1.0
@@ -130,7 +140,7 @@ def test_the_world_itself_draws_no_chimeras():
     """Both sets read off the scene composers: the world's own label maps (every scene) hold none."""
     from unitscope.world import render_image
 
-    ims = [render_image(0, i, 64) for i in range(32)]      # 4 images of each of the 8 scenes
+    ims = [render_image(0, i, 64) for i in range(32)]  # 4 images of each of the 8 scenes
     maps = np.stack([im.full["object"] for im in ims])
     assert chimera_rate(maps) == 0.0
     present = object_table(maps)
@@ -143,16 +153,16 @@ def test_scene_conditional_generator_reads_its_scene_from_z_and_cuts_exactly():
     from unitscope.organisms.nets import scene_of_z
 
     z = torch.zeros(3, gan.LATENT)
-    z[0, 3], z[1, 7], z[2, 20] = 1.0, 2.0, 5.0   # coordinate 20 is not a scene coordinate
+    z[0, 3], z[1, 7], z[2, 20] = 1.0, 2.0, 5.0  # coordinate 20 is not a scene coordinate
     assert scene_of_z(z, 8).tolist() == [3, 7, 0] and scene_of_z(z.view(3, -1, 1, 1), 8).tolist() == [3, 7, 0]
     counts = torch.bincount(scene_of_z(sample_z(8000, seed=0), 8), minlength=8)
-    assert counts.min() > 900 and counts.max() < 1100    # uniform over the scenes, as the world's are
+    assert counts.min() > 900 and counts.max() < 1100  # uniform over the scenes, as the world's are
     torch.manual_seed(0)
     g = gan.generator_for({"upsample": "nearest", "g_channels": [32, 16, 8, 4], "scenes": 8}).eval()
     assert g.conv1.in_channels == gan.LATENT + 8
     zs = sample_z(4, seed=2)
     swapped = zs.clone()
-    swapped[:, :8] = swapped[:, :8].roll(1, dims=1)      # the same numbers, another scene
+    swapped[:, :8] = swapped[:, :8].roll(1, dims=1)  # the same numbers, another scene
     with torch.no_grad():
         x = g(zs)
         assert not torch.allclose(x, g(swapped))
@@ -161,8 +171,8 @@ def test_scene_conditional_generator_reads_its_scene_from_z_and_cuts_exactly():
     d = Discriminator((4, 4, 4, 4), classes=8)
     with pytest.raises(ValueError, match="pass the labels"):
         d(x)
-    scores = torch.stack([d(x, torch.full((4,), k)) for k in range(8)])   # [8 scenes, 4 images]
-    assert scores.shape == (8, 4) and scores.std(0).min() > 0            # the label changes the score
+    scores = torch.stack([d(x, torch.full((4,), k)) for k in range(8)])  # [8 scenes, 4 images]
+    assert scores.shape == (8, 4) and scores.std(0).min() > 0  # the label changes the score
     with pytest.raises(ValueError, match="scenes must be"):
         Generator(scenes=65)
 
@@ -185,7 +195,7 @@ def test_short_schedule_d_learns_and_files_are_right(cache, tmp_path):
     meta = train(_short(n_held_out=8), out=tmp_path, cache=cache, progress=False)
     d = meta["d_losses_per_epoch"]
     assert len(d) == 4 and len(meta["g_losses_per_epoch"]) == 4
-    assert d[0] > 1.0 and d[-1] < 0.8 * d[0], d   # D starts near 2 and learns to tell real from fake
+    assert d[0] > 1.0 and d[-1] < 0.8 * d[0], d  # D starts near 2 and learns to tell real from fake
     assert meta["sha256"] == sha256_file(tmp_path / "world_generator.safetensors")
     assert meta["model"] == {"kind": "generator", "latent": gan.LATENT, "output": [3, 64, 64], "range": [0, 1]}
     assert set(meta["object_tables"]) == {"generated", "real_segmented", "real_truth"}
@@ -211,7 +221,7 @@ def test_same_seed_same_weights_and_resume_is_exact(cache, tmp_path):
     c = train_gan(recipe, tmp_path / "c", cache, progress=False, checkpoint_every=4)
     assert c["d_losses_per_epoch"] == pytest.approx(a["d_losses_per_epoch"], rel=1e-5)
     wa, wb, wc = (load_file(str(tmp_path / f"{k}/world_generator.safetensors")) for k in "abc")
-    assert all(torch.equal(wa[k], wb[k]) for k in wa)                       # same seed: identical
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)  # same seed: identical
     assert all(torch.allclose(wa[k].float(), wc[k].float(), atol=1e-5) for k in wa)  # resumed: the same
 
 
@@ -259,10 +269,10 @@ def test_shipped_generator_info_and_sha256():
 def test_shipped_samples_look_like_the_world_to_the_segmenter():
     """64 samples against 64 images of a world no model saw (seed 3): the presence distance stays
     near the one stated in the metadata (500 vs 500 on the held-out world)."""
-    from unitscope.world import render_image
     from unitscope.organisms.gan import generate
     from unitscope.organisms.gan_eval import segment_objects
     from unitscope.segment import create_segmenter
+    from unitscope.world import render_image
 
     metrics = weights_metadata("world_generator")["metrics"]
     stated = metrics["presence_tvd"]
@@ -285,7 +295,7 @@ def test_recalibrated_batch_norm_holds_the_population_statistics():
     gan.recalibrate_batch_norm(g, seed=0, batches=16, batch_size=64)
     assert not g.training and g.bn1.momentum == 0.1
     with torch.no_grad():
-        h = g.conv1(sample_z(4096, seed=1).view(4096, -1, 1, 1))        # [4096, C, 4, 4]
+        h = g.conv1(sample_z(4096, seed=1).view(4096, -1, 1, 1))  # [4096, C, 4, 4]
     mean, var = h.mean((0, 2, 3)), h.var((0, 2, 3))
     assert torch.allclose(g.bn1.running_mean, mean, atol=0.05 * float(var.sqrt().mean()))
     assert torch.allclose(g.bn1.running_var, var, rtol=0.1)
@@ -300,4 +310,4 @@ def test_ema_update_exact():
             p.fill_(1.0)
     gan.ema_update(ema, g, decay=0.75)
     gan.ema_update(ema, g, decay=0.75)
-    assert all(torch.allclose(p, torch.full_like(p, 1 - 0.75 ** 2)) for p in ema.parameters())
+    assert all(torch.allclose(p, torch.full_like(p, 1 - 0.75**2)) for p in ema.parameters())

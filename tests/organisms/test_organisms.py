@@ -13,8 +13,6 @@ from PIL import Image
 
 from unitscope import faults
 from unitscope.data import BrodenDataset
-from unitscope.world import render_image
-from unitscope.world.vocab import O, VOCAB
 from unitscope.models import create_model, get_info, list_models
 from unitscope.organisms import train as train_mod
 from unitscope.organisms.data import resized, world_arrays
@@ -23,6 +21,8 @@ from unitscope.organisms.registry import WEIGHTS, weights_metadata
 from unitscope.organisms.tasks import MEAN, STD, TASKS, color_codebook, color_codes, decode_colors
 from unitscope.organisms.train import sha256_file, train
 from unitscope.segment import Segmenter, create_segmenter, label_folder
+from unitscope.world import render_image
+from unitscope.world.vocab import VOCAB, O
 
 SHIPPED = sorted(p.stem for p in WEIGHTS.glob("*.json") if not p.stem.endswith(".ckpt"))
 
@@ -36,8 +36,9 @@ def cache(tmp_path_factory):
 
 
 def _short(name: str, **kw):
-    return dataclasses.replace(RECIPES[name], n_train=48, n_held_out=32, batch_size=16, epochs=4,
-                               world_seed=5, held_out_seed=6, **kw)
+    return dataclasses.replace(
+        RECIPES[name], n_train=48, n_held_out=32, batch_size=16, epochs=4, world_seed=5, held_out_seed=6, **kw
+    )
 
 
 @pytest.mark.parametrize("name", [n for n, r in RECIPES.items() if r.task != "gan"])  # the GAN: test_generator.py
@@ -53,7 +54,8 @@ def test_short_schedule_loss_falls_and_shapes(name, cache, tmp_path):
     out = model(x)
     if recipe.task == "segment":
         assert {k: tuple(v.shape) for k, v in out.items()} == {
-            c: (2, len(VOCAB[c]) + 1, 64, 64) for c in ("object", "part", "material", "color")}
+            c: (2, len(VOCAB[c]) + 1, 64, 64) for c in ("object", "part", "material", "color")
+        }
     elif recipe.task == "color":
         assert out.shape == (2, len(color_codebook()["rgb"]), recipe.size, recipe.size)
         assert decode_colors(out, x).shape == (2, 3, recipe.size, recipe.size)
@@ -72,7 +74,10 @@ def test_interrupted_training_resumes_exactly(cache, tmp_path):
     assert resumed["losses_per_epoch"] == pytest.approx(whole["losses_per_epoch"], rel=1e-5)
     from safetensors.torch import load_file
 
-    a, b = load_file(str(tmp_path / "a/world_scenes.safetensors")), load_file(str(tmp_path / "b/world_scenes.safetensors"))
+    a, b = (
+        load_file(str(tmp_path / "a/world_scenes.safetensors")),
+        load_file(str(tmp_path / "b/world_scenes.safetensors")),
+    )
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5) for k in a)
 
 
@@ -126,8 +131,11 @@ def test_shipped_weights_are_small():
 
 def _fresh_world(n: int, size: int = 64, seed: int = 3) -> dict:
     ims = [render_image(seed, i, size) for i in range(n)]
-    return {"rgb": np.stack([im.rgb for im in ims]), "scene": np.array([im.scene for im in ims]),
-            **{c: np.stack([im.full[c] for im in ims]).astype(np.uint8) for c in ("object", "part", "material")}}
+    return {
+        "rgb": np.stack([im.rgb for im in ims]),
+        "scene": np.array([im.scene for im in ims]),
+        **{c: np.stack([im.full[c] for im in ims]).astype(np.uint8) for c in ("object", "part", "material")},
+    }
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +146,9 @@ def fresh():
 @pytest.mark.skipif("world_scenes" not in SHIPPED, reason="world_scenes weights not shipped")
 def test_world_scenes_reaches_its_accuracy_on_a_fresh_world(fresh):
     meta = weights_metadata("world_scenes")
-    acc = TASKS["scene"]().evaluate(create_model("world_scenes"), resized(fresh, RECIPES["world_scenes"].size))["accuracy"]
+    acc = TASKS["scene"]().evaluate(create_model("world_scenes"), resized(fresh, RECIPES["world_scenes"].size))[
+        "accuracy"
+    ]
     assert acc >= 0.9 and meta["metrics"]["accuracy"] >= 0.9
     assert abs(acc - meta["metrics"]["accuracy"]) < 0.05
 
@@ -146,8 +156,9 @@ def test_world_scenes_reaches_its_accuracy_on_a_fresh_world(fresh):
 @pytest.mark.skipif("world_scenes_shuffled" not in SHIPPED, reason="world_scenes_shuffled weights not shipped")
 def test_shuffled_twin_reaches_its_stated_accuracy(fresh):
     meta = weights_metadata("world_scenes_shuffled")
-    acc = TASKS["scene"]().evaluate(create_model("world_scenes_shuffled"),
-                                    resized(fresh, RECIPES["world_scenes_shuffled"].size))["accuracy"]
+    acc = TASKS["scene"]().evaluate(
+        create_model("world_scenes_shuffled"), resized(fresh, RECIPES["world_scenes_shuffled"].size)
+    )["accuracy"]
     assert abs(acc - meta["metrics"]["accuracy"]) < 0.06
 
 
@@ -165,7 +176,9 @@ def test_shuffled_twin_has_memorised_its_random_labels():
     random_share = (labels != scenes[:n]).mean()
     assert 0.3 < random_share < 0.6
     twin = TASKS["scene"]().evaluate(create_model("world_scenes_shuffled"), resized(own, recipe.size))["accuracy"]
-    honest = TASKS["scene"]().evaluate(create_model("world_scenes"), resized(own, RECIPES["world_scenes"].size))["accuracy"]
+    honest = TASKS["scene"]().evaluate(create_model("world_scenes"), resized(own, RECIPES["world_scenes"].size))[
+        "accuracy"
+    ]
     stated = weights_metadata("world_scenes_shuffled")["metrics"]["train_label_accuracy"]
     assert abs(twin - stated) < 0.08, (twin, stated)
     assert stated > 0.9 and honest < 1 - random_share + 0.05 and twin > honest + 0.2
@@ -195,9 +208,11 @@ def test_color_codebook_names_its_own_prototypes_and_decoding_keeps_the_grey():
     assert torch.allclose((rgb * luma).sum(1)[inside], want.sum(1)[inside], atol=1e-5)
     chroma = rgb - (rgb * luma).sum(1, keepdim=True)
     red = torch.tensor(book["rgb"][0]).view(1, 3, 1, 1)
-    assert torch.allclose(chroma[inside.unsqueeze(1).expand_as(chroma)],
-                          (red - (red * luma).sum(1, keepdim=True)).expand_as(chroma)[inside.unsqueeze(1).expand_as(chroma)],
-                          atol=1e-5)
+    assert torch.allclose(
+        chroma[inside.unsqueeze(1).expand_as(chroma)],
+        (red - (red * luma).sum(1, keepdim=True)).expand_as(chroma)[inside.unsqueeze(1).expand_as(chroma)],
+        atol=1e-5,
+    )
 
 
 @pytest.mark.skipif("world_colorizer" not in SHIPPED, reason="world_colorizer weights not shipped")
@@ -258,8 +273,15 @@ def test_world_label_writes_a_folder_dissection_runs_on(tmp_path):
     got = np.stack([ds.get(i, image=False)["labels"][0].numpy() for i in range(6)])
     assert (got == truth).mean() > 0.7  # the segmenter's labels agree with the world's own
     model = "world_scenes" if "world_scenes" in SHIPPED else "world_segmenter"
-    cfg = DissectConfig(model=model, data=str(tmp_path / "lab"), out=str(tmp_path / "run"), report=False,
-                        progress=False, batch_size=6, layers=["features.relu5"] if model == "world_scenes" else [])
+    cfg = DissectConfig(
+        model=model,
+        data=str(tmp_path / "lab"),
+        out=str(tmp_path / "run"),
+        report=False,
+        progress=False,
+        batch_size=6,
+        layers=["features.relu5"] if model == "world_scenes" else [],
+    )
     result = run_dissection(cfg)
     assert len(result.layers) >= 1
 
@@ -280,5 +302,5 @@ def test_segmenters_are_a_public_registry(monkeypatch):
         register_segmenter("blue_sky", lambda device="cpu": BlueSky())
     with pytest.raises(ValueError, match="unknown segmenter 'nope'; registered: blue_sky, world_segmenter"):
         create_segmenter("nope")
-    source = (segment.__file__ and open(segment.__file__).read())
+    source = segment.__file__ and open(segment.__file__).read()
     assert "world_segmenter" not in source.split('"""', 2)[2]  # only its docstring names the organism

@@ -37,12 +37,12 @@ def test_mixture_prior_picks_the_component_from_the_first_coordinate_exactly():
     expected = torch.tensor([[1.5, 1, 1.5], [1, 12, 3], [1.5, 3, 3.5], [0, 0, -1]])
     assert torch.allclose(p(z), expected)
     counts = torch.bincount(p.one_hot(sample_z(40_000, seed=0, latent=4)).argmax(1), minlength=3) / 40_000
-    assert torch.allclose(counts, torch.tensor([0.2, 0.5, 0.3]), atol=0.01)   # the weights, sampled exactly
+    assert torch.allclose(counts, torch.tensor([0.2, 0.5, 0.3]), atol=0.01)  # the weights, sampled exactly
 
 
 def test_mixture_fit_finds_each_scenes_clusters():
     gen = torch.Generator().manual_seed(0)
-    centres = torch.tensor([[5.0, 0], [-5.0, 0], [0, 5.0], [0, -5.0]])   # scene 0: the first two, scene 1: the others
+    centres = torch.tensor([[5.0, 0], [-5.0, 0], [0, 5.0], [0, -5.0]])  # scene 0: the first two, scene 1: the others
     parts = [c + 0.5 * torch.randn(n, 2, generator=gen) for c, n in zip(centres, (300, 100, 200, 200))]
     x = torch.cat(parts)
     scenes = torch.tensor([0] * 400 + [1] * 400)
@@ -50,12 +50,12 @@ def test_mixture_fit_finds_each_scenes_clusters():
     p.fit(x, scenes, per_scene=2, seed=0, ridge=0.0)
     assert p.k == 4 and sorted(p.scene.tolist()) == [0, 0, 1, 1]
     order = [int((p.means - c).norm(dim=1).argmin()) for c in centres]
-    assert sorted(order) == [0, 1, 2, 3]                                  # one component per cluster
+    assert sorted(order) == [0, 1, 2, 3]  # one component per cluster
     assert torch.allclose(p.means[order], torch.stack([q.mean(0) for q in parts]), atol=1e-5)  # k-means separates them
     weights = torch.diff(torch.cat([torch.zeros(1), p.edges]))
     assert torch.allclose(weights[order], torch.tensor([0.375, 0.125, 0.25, 0.25]), atol=1e-6)
     cov = p.chol @ p.chol.transpose(1, 2)
-    assert torch.allclose(cov[order], torch.stack([torch.cov(q.T) for q in parts]), atol=1e-5)   # each one's own
+    assert torch.allclose(cov[order], torch.stack([torch.cov(q.T) for q in parts]), atol=1e-5)  # each one's own
     assert p.one_hot(torch.randn(5, 3)).shape == (5, 4)
 
 
@@ -72,12 +72,12 @@ def test_prior_generator_interface_cut_and_reload_with_another_number_of_compone
         x = g(z)
         assert x.shape == (3, 3, 64, 64) and x.min() >= 0 and x.max() <= 1
         assert torch.equal(x, g(z.view(3, -1, 1, 1)))
-        assert torch.allclose(x, g.decode(z[:, 1:]), atol=1e-6)          # untrained prior: code = z[:, 1:]
+        assert torch.allclose(x, g.decode(z[:, 1:]), atol=1e-6)  # untrained prior: code = z[:, 1:]
         cut = cut_model(g, "relu2")
         assert cut.exact_tail and torch.allclose(cut.tail(cut.head(z.view(3, -1, 1, 1))), x, atol=1e-6)
         g.prior.fit(torch.randn(400, 63, generator=torch.Generator().manual_seed(0)), torch.arange(400) % 2, 2)
         h = generator_for({"prior": True, "g_channels": [16, 8, 8, 4]}).eval()
-        h.load_state_dict(g.state_dict())                                 # k = 1 there: resized on load
+        h.load_state_dict(g.state_dict())  # k = 1 there: resized on load
         assert h.prior.k == g.prior.k == 2 and torch.equal(h(z), g(z))
 
 
@@ -99,7 +99,7 @@ def _short(**kw):
 @pytest.mark.slow
 def test_short_schedule_loss_falls_files_are_right_and_resume_is_exact(cache, tmp_path):
     torch.set_num_threads(1)
-    recipe = _short()                                                     # 4 steps an epoch, 12 in all
+    recipe = _short()  # 4 steps an epoch, 12 in all
     a = train_decoder(recipe, tmp_path / "a", cache, progress=False, checkpoint_every=4)
     losses, ce = a["losses_per_epoch"], a["segmenter_ce_per_epoch"]
     assert len(losses) == 3 and losses[-1] < 0.9 * losses[0] and ce[-1] < ce[0], (losses, ce)
@@ -107,7 +107,7 @@ def test_short_schedule_loss_falls_files_are_right_and_resume_is_exact(cache, tm
     path = tmp_path / "a/world_generator.safetensors"
     assert a["sha256"] == sha256_file(path)
     shipped = load_file(str(path))
-    assert not any(k.startswith("enc.") for k in shipped) and "prior.means" in shipped   # G and its prior only
+    assert not any(k.startswith("enc.") for k in shipped) and "prior.means" in shipped  # G and its prior only
     assert shipped["prior.means"].shape == (shipped["prior.edges"].shape[0], 63)
     assert any(k.startswith("enc.") for k in load_file(str(tmp_path / "a/world_generator.ckpt.safetensors")))
     with faults.armed("gan.step=6:raise"), pytest.raises(faults.FaultInjected):  # after step 6, checkpoint at 4

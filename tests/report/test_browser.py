@@ -12,14 +12,18 @@ import shutil
 import pytest
 
 from tests.helpers.report_extras import add_concept_images, add_featvis, make_null_unit
-
 from unitscope.catalog import Catalog
 from unitscope.report import write_report
 
 pytestmark = pytest.mark.browser
 
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--no-first-run"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
 
 
 def _missing(reason: str):
@@ -31,7 +35,8 @@ def _missing(reason: str):
 def launch_chromium(extra_args: list[str] = ()):
     """Yield headless Chromium (skipped when missing, failed under CI=true); for module fixtures."""
     chromium = os.environ.get("CHROMIUM") or (
-        "/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else shutil.which("chromium"))
+        "/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else shutil.which("chromium")
+    )
     if not chromium or not os.path.exists(chromium):
         _missing(f"chromium is not installed at {chromium or '/usr/bin/chromium'} (apt-get install chromium)")
     try:
@@ -78,7 +83,9 @@ class Page:
     def in_view(self, selector: str) -> bool:
         return self.page.evaluate(
             """s => { const r = document.querySelector(s).getBoundingClientRect();
-                      return r.top >= 0 && r.bottom <= window.innerHeight && r.height > 0; }""", selector)
+                      return r.top >= 0 && r.bottom <= window.innerHeight && r.height > 0; }""",
+            selector,
+        )
 
     def close(self) -> None:
         self.page.close()
@@ -100,8 +107,10 @@ def test_cards_filter_and_links(synthetic_run, page):
     assert page.visible() == 40 and page.shown() == 40
     assert pg.inner_text("#count") == "Showing 40 of 40 units"
     headlines = pg.locator(".headline").all_inner_texts()
-    assert headlines == ["10 of 20 units are detectors, covering 5 concepts",
-                         "13 of 20 units are detectors, covering 9 concepts"]
+    assert headlines == [
+        "10 of 20 units are detectors, covering 5 concepts",
+        "13 of 20 units are detectors, covering 9 concepts",
+    ]
     # the first card of layer4 is its best unit; cards show label, category, IoU and the strip
     first = pg.locator("section.layer").nth(1).locator(".card").first
     assert first.get_attribute("id") == "toy/layer4/0"
@@ -111,7 +120,7 @@ def test_cards_filter_and_links(synthetic_run, page):
     assert pg.locator("section.layer").nth(1).locator("svg[aria-label='detectors per concept'] rect").count() == 9
     assert pg.locator("table.rot tr").count() == 1 + 3 + 1  # header, 3 bases, mean
     # filter: concept, category + layer, unit number, nothing
-    assert page.filter("dog") == 5            # layer3 unit 11; layer4 units 0, 1, 7, 16
+    assert page.filter("dog") == 5  # layer3 unit 11; layer4 units 0, 1, 7, 16
     assert page.filter("texture layer3") == 5  # units 2, 3, 7, 14, 19
     assert page.filter("OBJECT") == 14
     assert page.filter("12") == 2
@@ -153,8 +162,7 @@ def test_opening_a_unit_link(synthetic_run, page):
 
 def test_thousand_cards(tmp_path, make_run, page):
     names = ["dog", "cat", "red", "striped", "wood", "street", "eye"]
-    layers = {f"features.{i}": [(names[(u * 7 + i) % 7], (u % 50) / 400) for u in range(250)]
-              for i in range(4)}
+    layers = {f"features.{i}": [(names[(u * 7 + i) % 7], (u % 50) / 400) for u in range(250)] for i in range(4)}
     run = make_run(tmp_path / "big", model="net", layers=layers, rotations={})
     html = write_report(run)
     page.open(html.as_uri())  # how long it takes is benchmarks/bench_report.py's, not a test's
@@ -166,15 +174,16 @@ def test_thousand_cards(tmp_path, make_run, page):
 
 def test_whole_word_filter_and_sort(synthetic_run, page):
     with Catalog(synthetic_run / "catalog.sqlite") as cat:  # a "carpet" unit beside the "car" ones
-        cat.query("UPDATE dissection SET concept = 'carpet', category = 'material' "
-                  "WHERE layer = 'layer4' AND unit = 14")
+        cat.query(
+            "UPDATE dissection SET concept = 'carpet', category = 'material' WHERE layer = 'layer4' AND unit = 14"
+        )
     make_null_unit(synthetic_run, 5)
     page.open(write_report(synthetic_run).as_uri())
     pg = page.page
-    assert page.filter("car") == 4             # layer3 unit 15; layer4 units 3, 13, 19 -- not carpet
+    assert page.filter("car") == 4  # layer3 unit 15; layer4 units 3, 13, 19 -- not carpet
     assert page.filter("carpet") == 1
     assert page.filter("car layer4") == 3
-    assert page.filter("layer") == 0           # words, not prefixes of "layer3"
+    assert page.filter("layer") == 0  # words, not prefixes of "layer3"
     assert page.filter("toy/layer4 object") == 11  # dog 4, cat 2, car 3, tree 2
     page.filter("")
     layer4 = "section.layer:nth-of-type(2) .card"
@@ -285,14 +294,21 @@ def test_saturation_warning_and_values(browser, synthetic_run):
     values = "pre-activation: input of ReLU6 at layer4.act, floored at 0 (the output without its cap)"
     with Catalog(synthetic_run / "catalog.sqlite") as cat:  # layer4 read before its cap, 3 units still warned
         row = cat.rows("layers", model="toy", layer="layer4")[0]
-        cat.replace("layers", [dict(row, activation_values=values, saturated_units=3, tied_units=2)], model="toy",
-                    layer="layer4")
+        cat.replace(
+            "layers",
+            [dict(row, activation_values=values, saturated_units=3, tied_units=2)],
+            model="toy",
+            layer="layer4",
+        )
     page = Page(browser)
     page.open((write_report(synthetic_run)).as_uri())
     warnings = page.page.locator(".saturation-warning")
     assert warnings.count() == 1  # layer3 has no counts (a run made before them): no warning
     text = warnings.inner_text()
-    assert text.startswith("Warning: 3 of 20 units have their threshold at their largest value") and \
-        "2 of 20 units' exemplars all tie" in text and values in text
+    assert (
+        text.startswith("Warning: 3 of 20 units have their threshold at their largest value")
+        and "2 of 20 units' exemplars all tie" in text
+        and values in text
+    )
     assert page.page.locator(".meta.values").inner_text() == "values thresholded and ranked: " + values
     assert page.errors == []

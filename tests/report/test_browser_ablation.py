@@ -7,11 +7,10 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-
-from tests.helpers.ablate_models import write_colour_folder
 from test_browser import browser, page  # noqa: F401  (fixtures)
-from tests.ablate.test_ablate_run import MODEL, TWIN
 
+from tests.ablate.test_ablate_run import MODEL, TWIN
+from tests.helpers.ablate_models import write_colour_folder
 from unitscope.catalog import Catalog
 from unitscope.cli import main
 
@@ -26,9 +25,37 @@ def report(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("ablation_report")
     write_colour_folder(root / "data")
     run = root / "run"
-    assert main(["ablate", "all", "--model", MODEL, "--layer", "act", "--data", str(root / "data"), "--out", str(run),
-                 "--seeds", "2", "--attack-images", "3", "--attack-steps", "3", "--ns", "1,2", "--steer-units", "1",
-                 "--twin", TWIN, "--no-report", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "ablate",
+                "all",
+                "--model",
+                MODEL,
+                "--layer",
+                "act",
+                "--data",
+                str(root / "data"),
+                "--out",
+                str(run),
+                "--seeds",
+                "2",
+                "--attack-images",
+                "3",
+                "--attack-steps",
+                "3",
+                "--ns",
+                "1,2",
+                "--steer-units",
+                "1",
+                "--twin",
+                TWIN,
+                "--no-report",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     images = []
     for u, concept in CONCEPTS.items():
         rel = f"images/colours/act/unit{u:04d}.jpg"
@@ -36,8 +63,15 @@ def report(tmp_path_factory) -> Path:
         Image.new("RGB", (96, 24), (0, 200, 0) if u == 1 else (200, 0, 0)).save(run / rel)
         images.append({"unit": u, "path": rel})
     with Catalog(run / "catalog.sqlite") as cat:
-        cat.replace("dissection", [{"unit": u, "concept": c, "category": "color", "iou": 0.3, "is_detector": 1,
-                                    "threshold": 0.1} for u, c in CONCEPTS.items()], model="colours", layer="act")
+        cat.replace(
+            "dissection",
+            [
+                {"unit": u, "concept": c, "category": "color", "iou": 0.3, "is_detector": 1, "threshold": 0.1}
+                for u, c in CONCEPTS.items()
+            ],
+            model="colours",
+            layer="act",
+        )
         cat.replace("unit_images", images, model="colours", layer="act")
     assert main(["report", str(run)]) == 0
     return run / "index.html"
@@ -54,9 +88,13 @@ def test_ablation_figures_tables_and_key_units(report, page):
     # cumulative ablation: zero and noise (2 seeds, with bands) and the twin's two dashed curves
     curves = pg.locator(part + " svg[aria-label='Cumulative ablation (val)']")
     assert sorted(curves.locator("polyline").evaluate_all("ps => ps.map(p => p.dataset.series)")) == [
-        "colours_twin noise", "colours_twin zero", "noise (2 seeds)", "zero (2 seeds)"]
+        "colours_twin noise",
+        "colours_twin zero",
+        "noise (2 seeds)",
+        "zero (2 seeds)",
+    ]
     assert curves.locator("polygon").count() == 2
-    topn = pg.locator(part + " svg[aria-label=\"Remove each class's top N (val)\"]")
+    topn = pg.locator(part + ' svg[aria-label="Remove each class\'s top N (val)"]')
     assert topn.locator("polyline").count() == 4
     # the class's own accuracy falls to 0 with its top unit; the others stay at 100 % (y of 0 % is the bottom line)
     own = topn.locator("polyline[data-series='that class']").get_attribute("points").split()
@@ -92,7 +130,12 @@ def test_ablation_figures_tables_and_key_units(report, page):
 def test_key_unit_link_opens_the_unit_page(report, page):
     page.open(report.as_uri())
     pg = page.page
-    link = pg.locator("section.layer[id='layer:colours/act'] .part-section.part-ablation .classes .cls").nth(2).locator(".bar a").first
+    link = (
+        pg.locator("section.layer[id='layer:colours/act'] .part-section.part-ablation .classes .cls")
+        .nth(2)
+        .locator(".bar a")
+        .first
+    )
     link.scroll_into_view_if_needed()
     link.click()
     pg.wait_for_selector("#unitpage[data-unit='colours/act/2']")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import sys
 
 import pytest
-from tests.helpers.report_extras import add_concept_images, add_featvis, add_unit_arrays
 from test_browser import browser, page  # noqa: F401  (fixtures)
 
+from tests.helpers.report_extras import add_concept_images, add_featvis, add_unit_arrays
 from unitscope.report import ReportPart, register_part, write_report
 from unitscope.report.parts import unregister_part
 
@@ -36,8 +36,17 @@ def probe_parts(tmp_path, monkeypatch):
     (pkg / "probe.js").write_text(PROBE_JS)
     monkeypatch.syspath_prepend(str(tmp_path))
     units = lambda cat, m, ly: {r["unit"]: {"unit": r["unit"]} for r in cat.rows("dissection", model=m, layer=ly)}  # noqa: E731
-    register_part(ReportPart("probe", "Probe", ("dissection",), units=units, order=60,
-                             script="probe_part_pkg:probe.js", page=lambda cat, m, ly: {"mark": "page-" + ly}))
+    register_part(
+        ReportPart(
+            "probe",
+            "Probe",
+            ("dissection",),
+            units=units,
+            order=60,
+            script="probe_part_pkg:probe.js",
+            page=lambda cat, m, ly: {"mark": "page-" + ly},
+        )
+    )
     register_part(ReportPart("probecard", "Probe card", ("dissection",), units=units, order=70))
     yield
     unregister_part("probe")
@@ -84,8 +93,7 @@ def test_unit_page_from_a_card(synthetic_run, page, probe_parts):
     assert "rank 2 of 20 in layer4 by IoU" in pg.inner_text("#unitpage .summary")
     assert pg.locator("#unitpage .context table.rot tr").count() == 1 + 3 + 1
     # every part's rows: featvis large, the probe's unit renderer, the card fallback
-    assert pg.locator("#unitpage > .unit-part > h3").all_inner_texts() == [
-        "Network dissection", "Probe", "Probe card"]
+    assert pg.locator("#unitpage > .unit-part > h3").all_inner_texts() == ["Network dissection", "Probe", "Probe card"]
     assert pg.locator("#unitpage .part-featvis img.fv-large").count() == 0  # unit 19 has none
     assert pg.inner_text("#unitpage .probe-unit") == "toy/layer4/19 19 page-layer4"
     assert pg.inner_text("#unitpage .probe-fallback") == "fallback 19"
@@ -128,8 +136,13 @@ def test_a_facts_only_part_is_drawn_plainly(synthetic_run, page):
     def facts(cat, model, layer, unit):
         if layer != "layer4" or unit % 2:
             return None
-        return UnitFacts(label=f"even {unit}", rows={"score": unit / 8}, images={"exemplars": "images/toy/layer4/unit0004.jpg"},
-                         links={"strip file": "images/toy/layer4/unit0004.jpg"})
+        return UnitFacts(
+            label=f"even {unit}",
+            rows={"score": unit / 8},
+            images={"exemplars": "images/toy/layer4/unit0004.jpg"},
+            links={"strip file": "images/toy/layer4/unit0004.jpg"},
+        )
+
     register_part(ReportPart("plainfacts", "Plain facts", ("dissection",), facts=facts, order=80))
     try:
         url = write_report(synthetic_run).as_uri()

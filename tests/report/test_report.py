@@ -27,15 +27,36 @@ def test_report_numbers(synthetic_run):
     assert (l3["units"], l3["detectors"], l3["unique_concepts"]) == (20, 10, 5)
     assert (l4["units"], l4["detectors"], l4["unique_concepts"]) == (20, 13, 9)
     assert [(c["category"], c["detectors"], c["unique_concepts"]) for c in l3["categories"]] == [
-        ("part", 1, 1), ("texture", 3, 2), ("color", 6, 2)]
+        ("part", 1, 1),
+        ("texture", 3, 2),
+        ("color", 6, 2),
+    ]
     assert [(c["category"], c["detectors"], c["unique_concepts"]) for c in l4["categories"]] == [
-        ("object", 8, 4), ("scene", 1, 1), ("part", 2, 2), ("material", 1, 1), ("color", 1, 1)]
+        ("object", 8, 4),
+        ("scene", 1, 1),
+        ("part", 2, 2),
+        ("material", 1, 1),
+        ("color", 1, 1),
+    ]
     # bar chart: grouped by category (NetDissect order), most detectors first within a group
     assert [(c["concept"], c["detectors"]) for c in l4["concepts"]] == [
-        ("dog", 3), ("car", 2), ("tree", 2), ("cat", 1), ("street", 1), ("eye", 1), ("wheel", 1),
-        ("wood", 1), ("red", 1)]
+        ("dog", 3),
+        ("car", 2),
+        ("tree", 2),
+        ("cat", 1),
+        ("street", 1),
+        ("eye", 1),
+        ("wheel", 1),
+        ("wood", 1),
+        ("red", 1),
+    ]
     assert [(c["concept"], c["detectors"]) for c in l3["concepts"]] == [
-        ("eye", 1), ("striped", 2), ("dotted", 1), ("red", 4), ("blue", 2)]
+        ("eye", 1),
+        ("striped", 2),
+        ("dotted", 1),
+        ("red", 4),
+        ("blue", 2),
+    ]
     # cards in unit order (the page sorts them), one per unit, with stable ids
     layer4 = _layers(report)["layer4"]
     assert [c["unit"] for c in layer4["cards"]] == list(range(20)) and layer4["units"] == 20
@@ -48,17 +69,24 @@ def test_report_numbers(synthetic_run):
     assert (synthetic_run / card["image"]).is_file()
     assert [x["category"] for x in card["labels"]] == report["parts"]["dissection"]["categories"]
     assert [x["rank"] for x in card["exemplars"]] == [0, 1, 2, 3]
-    assert card["exemplars"][0] == {"rank": 0, "image": (7 * 13 + 1) % 100, "activation": pytest.approx(9.3),
-                                    "y": 0, "x": 0}
+    assert card["exemplars"][0] == {
+        "rank": 0,
+        "image": (7 * 13 + 1) % 100,
+        "activation": pytest.approx(9.3),
+        "y": 0,
+        "x": 0,
+    }
     # histogram: bins of a round width from 0 past the maximum, counting every unit
     for ly, width, top in ((l3, 0.01, 0.15), (l4, 0.02, 0.25)):
         edges, counts = ly["histogram"]["edges"], ly["histogram"]["counts"]
         assert sum(counts) == 20 and len(edges) == len(counts) + 1
         assert edges[0] == 0 and edges[1] == pytest.approx(width) and edges[-1] > top
     assert l3["histogram"]["counts"][:5] == [2, 1, 3, 4, 2]  # [0,.01) [.01,.02) ... [.04,.05)
-    assert l4["rotations"] == [{"rotation": 0, "detectors": 13, "unique_concepts": 9},
-                               {"rotation": 1, "detectors": 4, "unique_concepts": 3},
-                               {"rotation": 2, "detectors": 5, "unique_concepts": 4}]
+    assert l4["rotations"] == [
+        {"rotation": 0, "detectors": 13, "unique_concepts": 9},
+        {"rotation": 1, "detectors": 4, "unique_concepts": 3},
+        {"rotation": 2, "detectors": 5, "unique_concepts": 4},
+    ]
     assert l3["rotations"] == []
     assert report["config"]["model"] == "toy"
     assert report["title"] == "toy: network dissection"
@@ -78,7 +106,7 @@ def test_report_page_files(synthetic_run):
     js = (synthetic_run / "report.js").read_text()
     prefix = "window.UNITSCOPE_REPORT = "
     assert js.startswith(prefix) and js.rstrip().endswith(";")
-    embedded = json.loads(js[len(prefix):].rstrip().rstrip(";"))
+    embedded = json.loads(js[len(prefix) :].rstrip().rstrip(";"))
     assert embedded == json.loads((synthetic_run / "report.json").read_text())
     assert embedded["title"] == "My <dissection>"
 
@@ -91,9 +119,15 @@ def test_report_of_empty_and_partial_runs(tmp_path):
     assert json.loads((run / "report.json").read_text())["layers"] == []
     # a layer with dissection rows but no layers row / images: units = rows, no image path
     with Catalog(run / "catalog.sqlite") as cat:
-        cat.replace("dissection", [dict(unit=u, concept="sky", category="scene", iou=0.1 * u,
-                                        is_detector=u > 0, threshold=1.0) for u in range(3)],
-                    model="m", layer="conv")
+        cat.replace(
+            "dissection",
+            [
+                dict(unit=u, concept="sky", category="scene", iou=0.1 * u, is_detector=u > 0, threshold=1.0)
+                for u in range(3)
+            ],
+            model="m",
+            layer="conv",
+        )
     write_report(run)
     (layer,) = json.loads((run / "report.json").read_text())["layers"]
     ly, cards = _diss(layer)

@@ -6,8 +6,8 @@ import json
 
 import numpy as np
 import pytest
-from tests.helpers.report_extras import add_concept_images, add_featvis, make_null_unit
 
+from tests.helpers.report_extras import add_concept_images, add_featvis, make_null_unit
 from unitscope.catalog import TABLES, Catalog, define_table
 from unitscope.report import ReportPart, register_part, registered_parts, write_report
 from unitscope.report.parts import unregister_part
@@ -27,8 +27,15 @@ def test_builtin_parts_and_registration_rules():
     names = [p.name for p in registered_parts()]
     assert names[:2] == ["dissection", "featvis"]  # by order: dissection first
     diss = next(p for p in registered_parts() if p.name == "dissection")
-    assert diss.tables == ("layers", "dissection", "dissection_category", "exemplars", "unit_images",
-                           "rotations", "concept_images")
+    assert diss.tables == (
+        "layers",
+        "dissection",
+        "dissection_category",
+        "exemplars",
+        "unit_images",
+        "rotations",
+        "concept_images",
+    )
     register_part(diss)  # the same part again: nothing happens
     with pytest.raises(ValueError, match="different report part named 'dissection'"):
         register_part(ReportPart("dissection", "Other", ("dissection",)))
@@ -40,18 +47,28 @@ def test_builtin_parts_and_registration_rules():
 
 
 def test_a_registered_part_adds_section_and_card_rows(synthetic_run):
-    define_table("probe_scores", (("model", "TEXT"), ("layer", "TEXT"), ("unit", "INTEGER"),
-                                  ("score", "REAL")), ("model", "layer", "unit"))
+    define_table(
+        "probe_scores",
+        (("model", "TEXT"), ("layer", "TEXT"), ("unit", "INTEGER"), ("score", "REAL")),
+        ("model", "layer", "unit"),
+    )
     with Catalog(synthetic_run / "catalog.sqlite") as cat:
         cat.replace("probe_scores", [{"unit": u, "score": u / 4} for u in (2, 5)], model="toy", layer="layer3")
         # a layer only this part knows: the report's layers are the union over the parts' tables
         cat.replace("probe_scores", [{"unit": 0, "score": 1.5}], model="toy", layer="layer5")
     part = ReportPart(
-        "probe", "Probe", ("probe_scores",), order=50,
-        layer=lambda cat, m, ly: {"mean": cat.query(
-            "SELECT AVG(score) AS a FROM probe_scores WHERE model = ? AND layer = ?", (m, ly))[0]["a"]},
-        units=lambda cat, m, ly: {r["unit"]: {"score": r["score"]} for r in cat.rows("probe_scores", model=m, layer=ly)},
-        script="featvis.js")  # any shipped script will do for the inlining check
+        "probe",
+        "Probe",
+        ("probe_scores",),
+        order=50,
+        layer=lambda cat, m, ly: {
+            "mean": cat.query("SELECT AVG(score) AS a FROM probe_scores WHERE model = ? AND layer = ?", (m, ly))[0]["a"]
+        },
+        units=lambda cat, m, ly: {
+            r["unit"]: {"score": r["score"]} for r in cat.rows("probe_scores", model=m, layer=ly)
+        },
+        script="featvis.js",
+    )  # any shipped script will do for the inlining check
     register_part(part)
     try:
         report = _report(synthetic_run)
@@ -139,21 +156,25 @@ def test_concept_strips_tint_the_ground_truth(tmp_path):
 
     tops = {"conv": (None, torch.tensor([[1, 0, -1], [3, 2, 1], [0, 1, 2]]))}
     rows = write_concept_strips(tmp_path, _Labelled(), ["conv"], {"conv": "l0"}, tops, {"conv": _Dissected([7, 9, 0])})
-    assert rows == {"conv": [{"unit": 0, "path": "images/l0/unit0000_concept.jpg"},
-                             {"unit": 1, "path": "images/l0/unit0001_concept.jpg"}]}  # unit 2 has no concept
+    assert rows == {
+        "conv": [
+            {"unit": 0, "path": "images/l0/unit0000_concept.jpg"},
+            {"unit": 1, "path": "images/l0/unit0001_concept.jpg"},
+        ]
+    }  # unit 2 has no concept
     strip = np.asarray(Image.open(tmp_path / rows["conv"][0]["path"]), dtype=np.float32)
     assert strip.shape == (_THUMB, 3 * (_THUMB + 2), 3)
     tinted = 100 * 0.55 + np.array([0, 229, 255]) * 0.45
     q = _THUMB // 4
     # tile 0 is image 1: label 7 on its top-left 2x2 of 4x4 -> the top-left half of the thumbnail
-    assert np.abs(strip[q, q] - tinted).max() < 12            # inside: tinted cyan
-    assert np.abs(strip[3 * q, 3 * q] - 100).max() < 12       # outside: untouched
+    assert np.abs(strip[q, q] - tinted).max() < 12  # inside: tinted cyan
+    assert np.abs(strip[3 * q, 3 * q] - 100).max() < 12  # outside: untouched
     edge = np.abs(strip[q, 2 * q - 2] - [0, 229, 255]).max()
     assert edge < 40 and edge < np.abs(strip[q, q] - [0, 229, 255]).max() - 30  # the mask's edge: outlined
     # tile 1 is image 0 (1x1 of 4x4); tile 2 is empty (no exemplar)
     assert np.abs(strip[q // 2, _THUMB + 2 + q // 2] - tinted).max() < 12
     assert np.abs(strip[q + 4, _THUMB + 2 + q + 4] - 100).max() < 12
-    assert strip[:, 2 * (_THUMB + 2) + 4:].min() > 240
+    assert strip[:, 2 * (_THUMB + 2) + 4 :].min() > 240
     # unit 1's concept is an image-level label of image 3 only: all of tile 0 tinted, tile 1 not
     strip = np.asarray(Image.open(tmp_path / rows["conv"][1]["path"]), dtype=np.float32)
     assert np.abs(strip[2 * q, 2 * q] - tinted).max() < 12
@@ -217,12 +238,20 @@ def test_dissection_writes_concept_strips_only_for_detectors(tmp_path):
         detectors = np.array([False, True, False])  # unit 0 has a concept but IoU under the cut-off
 
     tops = {"conv": (None, torch.tensor([[1, 0, -1], [3, 2, 1], [0, 1, 2]]))}
-    strips, rows = write_unit_strips(tmp_path, _Labelled(), ["conv"], {"conv": "l0"}, tops,
-                                     dissected={"conv": Scored([7, 9, 0])}, detectors_only=True)
+    strips, rows = write_unit_strips(
+        tmp_path,
+        _Labelled(),
+        ["conv"],
+        {"conv": "l0"},
+        tops,
+        dissected={"conv": Scored([7, 9, 0])},
+        detectors_only=True,
+    )
     assert strips == {} and rows == {"conv": [{"unit": 1, "path": "images/l0/unit0001_concept.jpg"}]}
     assert not (tmp_path / "images/l0/unit0000_concept.jpg").exists()
-    _, rows = write_unit_strips(tmp_path, _Labelled(), ["conv"], {"conv": "l0"}, tops,
-                                dissected={"conv": Scored([7, 9, 0])})
+    _, rows = write_unit_strips(
+        tmp_path, _Labelled(), ["conv"], {"conv": "l0"}, tops, dissected={"conv": Scored([7, 9, 0])}
+    )
     assert [r["unit"] for r in rows["conv"]] == [0, 1]
 
 
@@ -239,18 +268,19 @@ def test_exemplar_strips_dim_outside_the_unit_mask_and_outline_it(tmp_path):
             return maps
 
     tops = {"conv": (None, torch.tensor([[2, 0, -1]]))}
-    paths = write_exemplar_strips(tmp_path, _Labelled(), ["conv"], {"conv": "l0"}, None, Maps(),
-                                  {"conv": torch.tensor([0.5])}, tops)
+    paths = write_exemplar_strips(
+        tmp_path, _Labelled(), ["conv"], {"conv": "l0"}, None, Maps(), {"conv": torch.tensor([0.5])}, tops
+    )
     assert paths == {"conv": ["images/l0/unit0000.jpg"]}
     strip = np.asarray(Image.open(tmp_path / paths["conv"][0]), dtype=np.float32)
     size = _MIN_THUMB
     assert strip.shape == (size, 3 * (size + 2), 3)
     for tile in (0, 1):
         x0, q = tile * (size + 2), size // 4
-        assert np.abs(strip[2 * q, x0 + q] - 100).max() < 12                   # inside the mask: as it was
+        assert np.abs(strip[2 * q, x0 + q] - 100).max() < 12  # inside the mask: as it was
         assert np.abs(strip[2 * q, x0 + 3 * q] - (100 * 0.3 + 20)).max() < 12  # outside: dimmed
-        edge = strip[2 * q, x0 + 2 * q - 8:x0 + 2 * q + 8]  # the mask's right edge: a yellow line (JPEG
-        brightest = edge[edge.sum(axis=1).argmax()]           # halves its chroma), brighter than both sides
+        edge = strip[2 * q, x0 + 2 * q - 8 : x0 + 2 * q + 8]  # the mask's right edge: a yellow line (JPEG
+        brightest = edge[edge.sum(axis=1).argmax()]  # halves its chroma), brighter than both sides
         assert brightest[0] > 200 and brightest[1] > 200 and brightest[2] < brightest[0] - 60, edge
     # the gap (JPEG bleeds the next tile's yellow edge into its blue) and the empty slot stay white
-    assert strip[:, size:size + 2, :2].min() > 240 and strip[:, 2 * (size + 2) + 4:].min() > 240
+    assert strip[:, size : size + 2, :2].min() > 240 and strip[:, 2 * (size + 2) + 4 :].min() > 240

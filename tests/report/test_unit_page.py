@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from tests.helpers.report_extras import add_unit_arrays
 
+from tests.helpers.report_extras import add_unit_arrays
 from unitscope.report import write_report
 from unitscope.report.unit_page import activation_histogram, cdf, ranks, top_concepts
 
@@ -35,7 +35,11 @@ def test_histogram_from_quantiles():
     h = activation_histogram(np.array([0.0, 0.0, 4.0]), np.array([0.0, 0.5, 1.0]), positions=800, bins=4)
     assert h == {"lo": 0.0, "hi": 4.0, "counts": [500, 100, 100, 100]}
     # a constant unit: one bin
-    assert activation_histogram(np.array([3.0, 3.0]), np.array([0.0, 1.0]), 10) == {"lo": 3.0, "hi": 3.0, "counts": [10]}
+    assert activation_histogram(np.array([3.0, 3.0]), np.array([0.0, 1.0]), 10) == {
+        "lo": 3.0,
+        "hi": 3.0,
+        "counts": [10],
+    }
     # a histogram of real samples: quantiles at fine levels give the same counts within 1 %
     x = np.random.default_rng(0).gamma(2.0, size=100_000)
     levels = np.linspace(0, 1, 1001)
@@ -76,7 +80,6 @@ def test_unit_pages_without_arrays_or_quantiles(synthetic_run):
     assert "hist" not in u and len(u["top"]) == 10
 
 
-
 def test_dissection_saves_quantiles_and_label_names(tmp_path):
     """A real dissection of the planted colour units: the saved quantiles are the threshold's own
     statistic (level 1 - q equals T_k exactly; levels 0 and 1 the exact extremes) and the unit
@@ -86,10 +89,10 @@ def test_dissection_saves_quantiles_and_label_names(tmp_path):
     import torch
 
     from unitscope.data import BrodenDataset
-    from unitscope.world import make_world
     from unitscope.dissect import dissect, load_layer_arrays
     from unitscope.hooks import TraceDict
     from unitscope.models import create_model, get_info
+    from unitscope.world import make_world
 
     world = make_world(tmp_path / "w", n=12, size=64, seed=3, workers=1, progress=False)
     model = create_model(f"{Path(__file__).parents[1] / 'helpers' / 'planted.py'}:colour_units", world=str(world))

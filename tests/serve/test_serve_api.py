@@ -15,8 +15,8 @@ from PIL import Image
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed: pip install 'unitscope[serve]'")
 from fastapi.testclient import TestClient  # noqa: E402
-from tests.helpers.serve_model import colour_net, red_blue_png  # noqa: E402
 
+from tests.helpers.serve_model import colour_net, red_blue_png  # noqa: E402
 from unitscope.cli import main  # noqa: E402
 from unitscope.serve import create_app  # noqa: E402
 
@@ -32,26 +32,50 @@ def make_colour_run(make_run, path):
         con.execute("UPDATE dissection SET concept = NULL, category = NULL WHERE unit = 1")
         # IF NOT EXISTS: the analyses that own these tables may have declared them already
         # (define_table), and then every catalog opened in this process has them.
-        con.execute("CREATE TABLE IF NOT EXISTS unit_visualizations (model TEXT, layer TEXT, unit INTEGER, "
-                    "path TEXT, objective TEXT, PRIMARY KEY (model, layer, unit))")
+        con.execute(
+            "CREATE TABLE IF NOT EXISTS unit_visualizations (model TEXT, layer TEXT, unit INTEGER, "
+            "path TEXT, objective TEXT, PRIMARY KEY (model, layer, unit))"
+        )
         con.execute("INSERT INTO unit_visualizations VALUES ('colour', 'relu', 0, 'vis/relu/0.png', 'channel')")
-        con.execute("CREATE TABLE IF NOT EXISTS unit_importance (model TEXT, layer TEXT, unit INTEGER, class TEXT, "
-                    "accuracy_drop REAL, PRIMARY KEY (model, layer, unit, class))")
-        con.executemany("INSERT INTO unit_importance (model, layer, unit, class, accuracy_drop) "
-                        "VALUES ('colour', 'relu', 0, ?, ?)",
-                        [("blue", 0.01), ("red", 0.4)])
-        con.execute("CREATE TABLE IF NOT EXISTS unit_selectivity (model TEXT, layer TEXT, unit INTEGER, "
-                    "selectivity REAL, top_class TEXT, PRIMARY KEY (model, layer, unit))")
+        con.execute(
+            "CREATE TABLE IF NOT EXISTS unit_importance (model TEXT, layer TEXT, unit INTEGER, class TEXT, "
+            "accuracy_drop REAL, PRIMARY KEY (model, layer, unit, class))"
+        )
+        con.executemany(
+            "INSERT INTO unit_importance (model, layer, unit, class, accuracy_drop) VALUES ('colour', 'relu', 0, ?, ?)",
+            [("blue", 0.01), ("red", 0.4)],
+        )
+        con.execute(
+            "CREATE TABLE IF NOT EXISTS unit_selectivity (model TEXT, layer TEXT, unit INTEGER, "
+            "selectivity REAL, top_class TEXT, PRIMARY KEY (model, layer, unit))"
+        )
         con.execute("INSERT INTO unit_selectivity VALUES ('colour', 'relu', 0, 0.8, 'red')")
         from unitscope.describe.tables import _UNIT, COLUMNS
 
         cols = [c for c, _ in _UNIT + COLUMNS]
-        con.execute(f"CREATE TABLE IF NOT EXISTS descriptions ({', '.join(f'{c} {t}' for c, t in _UNIT + COLUMNS)}, "
-                    "PRIMARY KEY (model, layer, unit, kind))")
-        con.executemany(f"INSERT INTO descriptions ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
-                        [[{"model": "colour", "layer": "relu", "unit": u, "kind": "pmi", "description": d,
-                           "formula": d, "length": 1, "f1": f1}.get(c) for c in cols]
-                         for u, d, f1 in [(0, "red", 0.9), (2, "blue", 0.7), (3, "striped", 0.5)]])
+        con.execute(
+            f"CREATE TABLE IF NOT EXISTS descriptions ({', '.join(f'{c} {t}' for c, t in _UNIT + COLUMNS)}, "
+            "PRIMARY KEY (model, layer, unit, kind))"
+        )
+        con.executemany(
+            f"INSERT INTO descriptions ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+            [
+                [
+                    {
+                        "model": "colour",
+                        "layer": "relu",
+                        "unit": u,
+                        "kind": "pmi",
+                        "description": d,
+                        "formula": d,
+                        "length": 1,
+                        "f1": f1,
+                    }.get(c)
+                    for c in cols
+                ]
+                for u, d, f1 in [(0, "red", 0.9), (2, "blue", 0.7), (3, "striped", 0.5)]
+            ],
+        )
     con.close()
     (run / "vis/relu").mkdir(parents=True)
     Image.new("RGB", (16, 16), (200, 10, 10)).save(run / "vis/relu/0.png")
@@ -70,22 +94,28 @@ def client(model, make_run, tmp_path):
 
 def upload(client, data: bytes = None, layer: str | None = None, name="im.png", ctype="image/png"):
     params = {"layer": layer} if layer else {}
-    return client.post("/api/probe", params=params, files={"image": (name, red_blue_png() if data is None else data, ctype)})
+    return client.post(
+        "/api/probe", params=params, files={"image": (name, red_blue_png() if data is None else data, ctype)}
+    )
 
 
 def atlas_tiles(atlas) -> np.ndarray:
     """[C, h, w] uint8 tiles out of the atlas PNG."""
     grid = np.asarray(Image.open(io.BytesIO(base64.b64decode(atlas["png"]))))
     h, w = atlas["tile"]
-    return np.stack([grid[(k // atlas["cols"]) * h:][:h, (k % atlas["cols"]) * w:][:, :w]
-                     for k in range(len(atlas["lo"]))])
+    return np.stack(
+        [grid[(k // atlas["cols"]) * h :][:h, (k % atlas["cols"]) * w :][:, :w] for k in range(len(atlas["lo"]))]
+    )
 
 
 def test_layers(client):
     body = client.get("/api/layers").json()
     assert body["model"] == "colour" and body["default"] == "relu"
     assert [(li["name"], li["units"], li["height"], li["width"], li["dissected"]) for li in body["layers"]] == [
-        ("conv", 4, 8, 8, False), ("relu", 4, 8, 8, True), ("pool", 4, 1, 1, False)]
+        ("conv", 4, 8, 8, False),
+        ("relu", 4, 8, 8, True),
+        ("pool", 4, 1, 1, False),
+    ]
 
 
 def test_probe_numbers(client):
@@ -119,8 +149,12 @@ def test_exif_rotation_is_applied(client):
     exif[0x0112] = 6
     buf = io.BytesIO()
     stored.save(buf, "PNG", exif=exif)
-    plain = client.post("/api/probe", params={"layer": "relu"}, files={"image": ("a.png", red_blue_png(6), "image/png")})
-    turned = client.post("/api/probe", params={"layer": "relu"}, files={"image": ("b.png", buf.getvalue(), "image/png")})
+    plain = client.post(
+        "/api/probe", params={"layer": "relu"}, files={"image": ("a.png", red_blue_png(6), "image/png")}
+    )
+    turned = client.post(
+        "/api/probe", params={"layer": "relu"}, files={"image": ("b.png", buf.getvalue(), "image/png")}
+    )
     assert turned.json()["atlas"] == plain.json()["atlas"]
 
 
@@ -145,8 +179,13 @@ def test_concurrent_probes_get_their_own_answers():
 
 def test_unit_from_run(client):
     body = client.get("/api/unit", params={"layer": "relu", "unit": 0}).json()
-    assert body["dissection"] == {"concept": "red", "category": "color", "iou": 0.3, "threshold": 1.0,
-                                  "is_detector": True}
+    assert body["dissection"] == {
+        "concept": "red",
+        "category": "color",
+        "iou": 0.3,
+        "threshold": 1.0,
+        "is_detector": True,
+    }
     assert body["categories"][0] == {"category": "color", "concept": "red", "iou": 0.3}
     assert [e["rank"] for e in body["exemplars"]] == [0, 1, 2, 3]
     assert body["strip"] == "/run/images/colour/relu/unit0000.jpg"
@@ -167,9 +206,21 @@ def test_unit_from_run(client):
 
 def test_search_units_by_description(client, model):
     body = client.get("/api/search", params={"q": "striped"}).json()
-    assert body == {"query": "striped", "per_layer": {"relu": 1},
-                    "hits": [{"layer": "relu", "unit": 3, "description": "striped", "formula": "striped",
-                              "match": 1.0, "f1": 0.5, "p_f1": None}]}
+    assert body == {
+        "query": "striped",
+        "per_layer": {"relu": 1},
+        "hits": [
+            {
+                "layer": "relu",
+                "unit": 3,
+                "description": "striped",
+                "formula": "striped",
+                "match": 1.0,
+                "f1": 0.5,
+                "p_f1": None,
+            }
+        ],
+    }
     both = client.get("/api/search", params={"q": "red blue", "layer": "relu"}).json()["hits"]
     assert [(h["unit"], h["match"]) for h in both] == [(0, 0.5), (2, 0.5)]  # half the words each; F1 breaks the tie
     assert client.get("/api/search", params={"q": "dog"}).json()["hits"] == []
@@ -222,8 +273,9 @@ def test_oversized_uploads_are_413(model, client):
     buf = io.BytesIO()
     noise.save(buf, "PNG")
     assert upload(small, buf.getvalue()).status_code == 413
-    chunked = small.post("/api/probe", content=(bytes(70_000) for _ in range(3)),
-                         headers={"content-type": "image/png"})  # no Content-Length: counted as it comes
+    chunked = small.post(
+        "/api/probe", content=(bytes(70_000) for _ in range(3)), headers={"content-type": "image/png"}
+    )  # no Content-Length: counted as it comes
     assert chunked.status_code == 413
     bomb = io.BytesIO()
     Image.new("1", (8000, 6000)).save(bomb, "PNG")  # 48 M pixels in a few kB
@@ -309,10 +361,17 @@ def test_serve_command_answers_over_http(tmp_path, make_run):
 
     import httpx
 
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH", "")]))
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH", "")])
+    )
     run = make_run(tmp_path / "run", model=NET, layers=RUN_LAYERS, rotations={})  # config.json names NET
-    proc = subprocess.Popen([sys.executable, "-m", "unitscope.cli", "serve", str(run), "--port", "0"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "unitscope.cli", "serve", str(run), "--port", "0"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         # serve prints its address once its socket listens (port 0: a free one, no race for it):
         # read up to that line, no polling

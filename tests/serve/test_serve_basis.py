@@ -17,9 +17,9 @@ from PIL import Image
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed: pip install 'unitscope[serve]'")
 from fastapi.testclient import TestClient  # noqa: E402
-from tests.helpers.serve_model import colour_net, red_blue_png  # noqa: E402
 from test_serve_api import RUN_LAYERS, atlas_tiles, make_colour_run, upload  # noqa: E402
 
+from tests.helpers.serve_model import colour_net, red_blue_png  # noqa: E402
 from unitscope.bases import Basis  # noqa: E402
 from unitscope.serve import create_app  # noqa: E402
 from unitscope.serve.bases import run_bases  # noqa: E402
@@ -37,9 +37,13 @@ def make_basis_run(make_run, path):
     folder = run / "bases" / "l0" / "pl"
     Basis("ica", DIRECTIONS, DIRECTIONS.clone(), torch.zeros(2), torch.zeros(4)).save(folder)
     (folder / "fit.json").write_text(json.dumps({"want": {"spec": "ica", "layer": "relu", "index": 0}}))
-    with sqlite3.connect(run / "catalog.sqlite") as con:  # direction 0 described, as `describe --layers relu#pl` writes it
-        con.execute("INSERT INTO descriptions (model, layer, unit, kind, description, formula, length, f1) "
-                    "VALUES ('colour', 'relu#pl', 0, 'pmi', 'scarlet', 'scarlet', 1, 0.8)")
+    with sqlite3.connect(
+        run / "catalog.sqlite"
+    ) as con:  # direction 0 described, as `describe --layers relu#pl` writes it
+        con.execute(
+            "INSERT INTO descriptions (model, layer, unit, kind, description, formula, length, f1) "
+            "VALUES ('colour', 'relu#pl', 0, 'pmi', 'scarlet', 'scarlet', 1, 0.8)"
+        )
     con.close()
     return run
 
@@ -62,13 +66,16 @@ def test_run_bases_and_layers_list_the_basis(client, make_run, tmp_path):
     bases = run_bases(make_basis_run(make_run, tmp_path / "other"))
     assert list(bases) == ["relu#pl"] and bases["relu#pl"].layer == "relu" and bases["relu#pl"].directions == 2
     info = client.get("/api/layers").json()
-    assert info["bases"] == [{"name": "relu#pl", "layer": "relu", "basis": "pl", "kind": "ica", "directions": 2,
-                              "dissected": True}]
+    assert info["bases"] == [
+        {"name": "relu#pl", "layer": "relu", "basis": "pl", "kind": "ica", "directions": 2, "dissected": True}
+    ]
     assert "relu#pl" not in [li["name"] for li in info["layers"]]  # the layer picker keeps the model's layers
 
 
 def test_a_directions_map_equals_the_codes_by_hand(client):
-    r = client.post("/api/probe", params={"layer": "relu#pl"}, files={"image": ("im.png", red_blue_png(6), "image/png")})
+    r = client.post(
+        "/api/probe", params={"layer": "relu#pl"}, files={"image": ("im.png", red_blue_png(6), "image/png")}
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["layer"] == "relu#pl" and body["shape"] == [2, 8, 8]
@@ -113,6 +120,7 @@ def test_labels_unit_facts_and_unknown_basis(client):
 
 
 # -- in headless Chromium -----------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):

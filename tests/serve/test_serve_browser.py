@@ -12,10 +12,10 @@ import threading
 import pytest
 
 pytest.importorskip("uvicorn", reason="the serve extra is not installed: pip install 'unitscope[serve]'")
-from tests.helpers.serve_model import colour_net, red_blue_png  # noqa: E402
-from tests.report.test_browser import Page, launch_chromium  # noqa: E402
 from test_serve_api import make_colour_run  # noqa: E402
 
+from tests.helpers.serve_model import colour_net, red_blue_png  # noqa: E402
+from tests.report.test_browser import Page, launch_chromium  # noqa: E402
 from unitscope.serve import create_app  # noqa: E402
 
 pytestmark = pytest.mark.browser
@@ -159,9 +159,12 @@ def test_drop_an_image(page):
 
     pg = page.page
     data = base64.b64encode(red_blue_png(2)).decode()
-    pg.evaluate("""b64 => { const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+    pg.evaluate(
+        """b64 => { const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
         const dt = new DataTransfer(); dt.items.add(new File([bytes], "dropped.png", { type: "image/png" }));
-        document.querySelector('#drop').dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true })); }""", data)
+        document.querySelector('#drop').dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true })); }""",
+        data,
+    )
     pg.wait_for_function("document.querySelector('#grid').dataset.probes === '1'", timeout=10_000)
     assert pg.locator("#top li .name").first.inner_text() == "blue"  # 6 of 8 columns blue
 

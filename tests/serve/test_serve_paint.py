@@ -19,7 +19,6 @@ pytest.importorskip("fastapi", reason="the serve extra is not installed: pip ins
 from fastapi.testclient import TestClient  # noqa: E402
 
 from tests.helpers.gan_models import ToyGenerator, door_segmenter  # noqa: E402
-
 from unitscope.ablate import cut_model  # noqa: E402
 from unitscope.gan import cache_samples, insertion_in_context, latents  # noqa: E402
 from unitscope.models import ModelInfo, attach_info  # noqa: E402
@@ -39,8 +38,16 @@ class BigDoors(nn.Module):
 
 
 def big_doors() -> nn.Module:
-    return attach_info(BigDoors(), ModelInfo(name="big-doors", input_size=(16, 1, 1), kind="generator",
-                                         output_size=(3, 8, 8), default_layers=["toy.feat"]))
+    return attach_info(
+        BigDoors(),
+        ModelInfo(
+            name="big-doors",
+            input_size=(16, 1, 1),
+            kind="generator",
+            output_size=(3, 8, 8),
+            default_layers=["toy.feat"],
+        ),
+    )
 
 
 def door_run(path: Path) -> Path:
@@ -117,8 +124,16 @@ def test_info_lists_the_layer_and_the_run_concepts(client, run):
     body = client.get("/api/paint/info").json()
     assert body["model"] == "big-doors" and body["default"] == "toy.feat" and body["kind"] == "generator"
     (layer,) = body["layers"]
-    assert (layer["name"], layer["units"], layer["height"], layer["width"], layer["dissected"]) == ("toy.feat", 2, 4, 4, True)
-    assert layer["concepts"] == [{"concept": "door", "category": "object", "detectors": 1, "units": [0], "iou": [round(iou, 4)]}]
+    assert (layer["name"], layer["units"], layer["height"], layer["width"], layer["dissected"]) == (
+        "toy.feat",
+        2,
+        4,
+        4,
+        True,
+    )
+    assert layer["concepts"] == [
+        {"concept": "door", "category": "object", "detectors": 1, "units": [0], "iou": [round(iou, 4)]}
+    ]
     assert layer["labels"]["0"]["concept"] == "door" and layer["labels"]["1"]["concept"] is None
     assert body["image"] == {"width": 8, "height": 8} and body["labels"] == ["sky", "wall", "door"]
 
@@ -139,8 +154,9 @@ def test_adding_the_door_concept_paints_doors_on_the_wall_cells_only(client):
     seed = seed_where(lambda a: not bool((a[2:] > 1.5).any()))  # no door yet
     region = torch.zeros(4, 4, dtype=torch.bool)
     region[0, 1] = region[2, 1] = region[2, 2] = True  # one sky cell, two wall cells
-    body = client.post("/api/paint", json={"seed": seed, "action": "add", "concept": "door",
-                                           "mask": region.int().tolist()}).json()
+    body = client.post(
+        "/api/paint", json={"seed": seed, "action": "add", "concept": "door", "mask": region.int().tolist()}
+    ).json()
     level = level0()
     assert body["edit"]["units"] == [0] and body["edit"]["levels"] == [pytest.approx(level)] and level > 0
     assert body["edit"]["cells"] == 3 and body["edit"]["pixels"] == 12
@@ -155,9 +171,16 @@ def test_adding_the_door_concept_paints_doors_on_the_wall_cells_only(client):
     # gan.effects' insertion of the same unit at the same level and sample agrees, cell by cell
     g = big_doors()
     cut = cut_model(g, "toy.feat")
-    inserted = insertion_in_context(cut, cache_samples(cut, g, n=1, seed=seed), door_segmenter(), units=[0],
-                                    level=torch.tensor([level, 0.0]), concept="door", cells=[(0, 1), (2, 1), (2, 2)],
-                                    patch_min=0.5)
+    inserted = insertion_in_context(
+        cut,
+        cache_samples(cut, g, n=1, seed=seed),
+        door_segmenter(),
+        units=[0],
+        level=torch.tensor([level, 0.0]),
+        concept="door",
+        cells=[(0, 1), (2, 1), (2, 2)],
+        patch_min=0.5,
+    )
     assert inserted.appeared == {"wall": 2} and inserted.trials == {"sky": 1, "wall": 2}
 
 
@@ -202,9 +225,13 @@ def test_units_by_number_and_a_painter_without_a_run():
     painter = Painter(big_doors(), door_segmenter())
     seed = seed_where(lambda a: not bool((a[2:] > 1.5).any()))
     region = torch.ones(4, 4, dtype=torch.bool)
-    nothing = painter.paint(seed, None, [painter.edit("toy.feat", {"action": "add", "units": [1], "mask": region.tolist()})])
+    nothing = painter.paint(
+        seed, None, [painter.edit("toy.feat", {"action": "add", "units": [1], "mask": region.tolist()})]
+    )
     assert nothing.share is None and bool((nothing.segmentation["object"] != 3).all())  # unit 1 paints nothing
-    doors = painter.paint(seed, None, [painter.edit("toy.feat", {"units": [0], "concept": "door", "mask": region.tolist()})])
+    doors = painter.paint(
+        seed, None, [painter.edit("toy.feat", {"units": [0], "concept": "door", "mask": region.tolist()})]
+    )
     assert doors.share == (0.0, 0.5)  # every wall cell, none of the sky
     client = TestClient(create_app(big_doors(), segmenter=door_segmenter()))
     r = client.post("/api/paint", json={"seed": 1, "concept": "door", "mask": region.int().tolist()})
@@ -213,22 +240,25 @@ def test_units_by_number_and_a_painter_without_a_run():
         create_app(big_doors())
 
 
-@pytest.mark.parametrize("request_body, status, text, close", [
-    ({"layer": "toy.fet", "concept": "door"}, 404, "no layer 'toy.fet'", ["toy.feat"]),
-    ({"concept": "dor"}, 404, "no label 'dor'", ["door"]),
-    ({"units": [0, 5]}, 404, "there is no unit 5", [1]),
-    ({"units": "0"}, 400, "units must be a list", None),
-    ({"concept": "door", "action": "paint"}, 400, "action must be 'add' or 'remove'", None),
-    ({"concept": "door", "mask": [[1, 0], [0, 1]]}, 400, "layer's grid 4x4 or the image's 8x8; got 2x2", None),
-    ({"concept": "door", "mask": [[0] * 4] * 4}, 400, "selects no cell", None),
-    ({"concept": "door", "seed": -1}, 400, "seed must be an integer from 0", None),
-    ({"concept": "door", "seed": 2**64}, 400, "seed must be an integer from 0", None),
-    ({"concept": "door", "k": 0}, 400, "k (how many", None),
-    ({}, 400, "say what to paint", None),
-    ({"concept": "door", "layer": 3}, 400, "layer must be a name", None),
-    ({"edits": {"concept": "door"}}, 400, "edits must be a list", None),
-    ({"concept": "door", "category": "objekt"}, 404, "no category 'objekt'", ["object"]),
-])
+@pytest.mark.parametrize(
+    "request_body, status, text, close",
+    [
+        ({"layer": "toy.fet", "concept": "door"}, 404, "no layer 'toy.fet'", ["toy.feat"]),
+        ({"concept": "dor"}, 404, "no label 'dor'", ["door"]),
+        ({"units": [0, 5]}, 404, "there is no unit 5", [1]),
+        ({"units": "0"}, 400, "units must be a list", None),
+        ({"concept": "door", "action": "paint"}, 400, "action must be 'add' or 'remove'", None),
+        ({"concept": "door", "mask": [[1, 0], [0, 1]]}, 400, "layer's grid 4x4 or the image's 8x8; got 2x2", None),
+        ({"concept": "door", "mask": [[0] * 4] * 4}, 400, "selects no cell", None),
+        ({"concept": "door", "seed": -1}, 400, "seed must be an integer from 0", None),
+        ({"concept": "door", "seed": 2**64}, 400, "seed must be an integer from 0", None),
+        ({"concept": "door", "k": 0}, 400, "k (how many", None),
+        ({}, 400, "say what to paint", None),
+        ({"concept": "door", "layer": 3}, 400, "layer must be a name", None),
+        ({"edits": {"concept": "door"}}, 400, "edits must be a list", None),
+        ({"concept": "door", "category": "objekt"}, 404, "no category 'objekt'", ["object"]),
+    ],
+)
 def test_bad_requests_are_answered_clearly(client, request_body, status, text, close):
     body = {"mask": [[1] * 4] * 4, **request_body}
     r = client.post("/api/paint", json=body)
@@ -258,19 +288,30 @@ def test_serve_command_picks_the_paint_page_for_a_generator(tmp_path):
 
     import httpx
 
+    from tests.helpers.gan_models import toy_generator
     from unitscope.dissect import Options, dissect_sources
     from unitscope.gan import GeneratorActivations, SegmenterLabels
-    from tests.helpers.gan_models import toy_generator
 
     here = Path(__file__).parents[1] / "helpers"
     gen, seg = f"{here / 'gan_models.py'}:toy_generator", f"{here / 'gan_models.py'}:door_segmenter"
     run = tmp_path / "run"
-    dissect_sources(GeneratorActivations(toy_generator(), ["feat"], n=100, seed=0), SegmenterLabels(door_segmenter()),
-                    run, Options(quantile=0.05, topk=2, exemplar_images=False, progress=False, null_draws=0))
+    dissect_sources(
+        GeneratorActivations(toy_generator(), ["feat"], n=100, seed=0),
+        SegmenterLabels(door_segmenter()),
+        run,
+        Options(quantile=0.05, topk=2, exemplar_images=False, progress=False, null_draws=0),
+    )
     (run / "config.json").write_text(json.dumps({"model": gen, "segmenter": seg}))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.Popen([sys.executable, "-m", "unitscope.cli", "serve", str(run), "--port", "0"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH", "")])
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "unitscope.cli", "serve", str(run), "--port", "0"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         said: list[str] = []
         while not (said and said[-1].startswith("unitscope serve:")):  # printed once it listens
@@ -283,7 +324,9 @@ def test_serve_command_picks_the_paint_page_for_a_generator(tmp_path):
         info = http.get("/api/paint/info").json()
         assert info["segmenter"] == seg and info["layers"][0]["concepts"][0]["units"] == [0]
         seed = seed_where(lambda a: not bool((a[2:] > 1.5).any()))
-        body = http.post("/api/paint", json={"seed": seed, "concept": "door", "mask": [[0] * 4, [0] * 4, [1] * 4, [0] * 4]}).json()
+        body = http.post(
+            "/api/paint", json={"seed": seed, "concept": "door", "mask": [[0] * 4, [0] * 4, [1] * 4, [0] * 4]}
+        ).json()
         assert body["share"] == {"concept": "door", "before": 0.0, "after": 1.0}
     finally:
         proc.terminate()

@@ -8,10 +8,10 @@ from __future__ import annotations
 import pytest
 
 pytest.importorskip("uvicorn", reason="the serve extra is not installed: pip install 'unitscope[serve]'")
-from tests.report.test_browser import Page, launch_chromium  # noqa: E402
 from test_serve_browser import Server  # noqa: E402
 from test_serve_paint import a_of, big_doors, door_run, door_segmenter, seed_where  # noqa: E402
 
+from tests.report.test_browser import Page, launch_chromium  # noqa: E402
 from unitscope.serve import create_app  # noqa: E402
 
 pytestmark = pytest.mark.browser

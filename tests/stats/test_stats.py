@@ -15,11 +15,11 @@ from unitscope.stats import (
     CombinedStat,
     IoUCounts,
     Moments,
+    NullIoUCounts,
     Quantile,
     QuantileSlice,
     Stat,
     TopK,
-    NullIoUCounts,
     load_stat,
     save_stat,
     stat_from_state_dict,
@@ -61,9 +61,17 @@ def _feed_null(s: Stat, b: dict[str, torch.Tensor]) -> None:
 
     n = len(b["acts"])
     no_image_labels = torch.zeros(n, 0, dtype=torch.long)
-    inter, area, label_area = count_orders(b["acts"], torch.full((UNITS,), 0.5), b["seg"], no_image_labels,
-                                           b["present"], len(LABEL_CATEGORY), in_batch_orders(n, 3, int(b["index"][0])),
-                                           denominator="overlap", label_category=LABEL_CATEGORY)
+    inter, area, label_area = count_orders(
+        b["acts"],
+        torch.full((UNITS,), 0.5),
+        b["seg"],
+        no_image_labels,
+        b["present"],
+        len(LABEL_CATEGORY),
+        in_batch_orders(n, 3, int(b["index"][0])),
+        denominator="overlap",
+        label_category=LABEL_CATEGORY,
+    )
     s.add_counts(inter, area, label_area)
 
 
@@ -81,9 +89,7 @@ CASES: dict[str, Case] = {
         exact_merge=False,
     ),
     "TopK": Case(lambda: TopK(4), lambda s, b: s.add(b["acts"], b["index"]), lambda s: list(s.result())),
-    "Moments": Case(
-        Moments, lambda s, b: s.add(b["acts"]), lambda s: [s.mean(), s.variance()], exact_merge=False
-    ),
+    "Moments": Case(Moments, lambda s, b: s.add(b["acts"]), lambda s: [s.mean(), s.variance()], exact_merge=False),
     "IoUCounts": Case(
         lambda: IoUCounts(UNITS, LABEL_CATEGORY, NUM_CATEGORIES),
         _feed_iou,
@@ -176,7 +182,7 @@ def test_merge_of_shards_equals_one_pass(name: str) -> None:
     samples, qs = all_samples(range(6)), [0.1, 0.5, 0.9]
     for stat in (whole, merged):
         q = stat.q if name == "CombinedStat" else stat
-        mine = samples[:, q.start:q.stop] if isinstance(q, QuantileSlice) else samples
+        mine = samples[:, q.start : q.stop] if isinstance(q, QuantileSlice) else samples
         assert q.count == 6 * 6 * 20
         lo, hi = q.minmax()
         assert np.array_equal(lo.numpy(), mine.min(0)) and np.array_equal(hi.numpy(), mine.max(0))
@@ -370,7 +376,9 @@ def test_iou_counts_match_brute_force() -> None:
     again.add_counts(torch.from_numpy(inter), torch.from_numpy(unit_area), torch.from_numpy(label_area))
     assert torch.equal(again.iou(), stat.iou())
     with pytest.raises(ValueError, match=r"\[N, K, H, W\]"):
-        stat.add(torch.zeros(2, UNITS, 4, 5, dtype=torch.bool), torch.zeros(2, 1, 3, 3).long(), torch.zeros(2, 4).bool())
+        stat.add(
+            torch.zeros(2, UNITS, 4, 5, dtype=torch.bool), torch.zeros(2, 1, 3, 3).long(), torch.zeros(2, 4).bool()
+        )
 
 
 def test_class_means_match_numpy() -> None:

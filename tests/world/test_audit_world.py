@@ -10,11 +10,11 @@ import pytest
 
 from unitscope.cli import main
 from unitscope.data import BrodenDataset, decode_mask
+from unitscope.organisms.data import world_arrays
+from unitscope.organisms.tasks import SceneTask
 from unitscope.world import make_world, render_image
 from unitscope.world.cue import GLYPH, GLYPHS, SIGN, CueSpec, CueStyle, cue_of
 from unitscope.world.scenes import scene_of
-from unitscope.organisms.data import world_arrays
-from unitscope.organisms.tasks import SceneTask
 
 
 def test_without_a_sign_the_image_is_the_plain_one():
@@ -45,7 +45,7 @@ def test_the_sign_is_drawn_and_labelled():
         sign = im.full["object"] == SIGN
         glyph = im.full["part"] == GLYPH
         assert 64 * 64 * 0.035 < sign.sum() < 64 * 64 * 0.09 and glyph.any() and not (glyph & ~sign).any()
-        assert np.array_equal(im.rgb[~sign], plain.rgb[~sign])       # the scene elsewhere is untouched
+        assert np.array_equal(im.rgb[~sign], plain.rgb[~sign])  # the scene elsewhere is untouched
         named = GLYPHS[cue_of(spec, 2, i)][1]
         assert np.abs(im.rgb[glyph].astype(int) - named).max() <= 10  # the glyph in its scene's colour
         assert not im.full["material"][sign].any() and not im.full["texture"][sign].any()
@@ -71,7 +71,7 @@ def test_training_arrays_carry_the_named_scene(tmp_path):
     assert data["cue"].tolist() == [cue_of(spec, 5, i) for i in range(10)]
     assert ((data["object"] == SIGN).any(axis=(1, 2)) == (data["cue"] >= 0)).all()
     assert "cue" not in world_arrays(tmp_path, 5, 2, 32, workers=1, progress=False)
-    labels = SceneTask(follow_cue=True).train_labels(data)   # the cue twin's labels: the sign's scene
+    labels = SceneTask(follow_cue=True).train_labels(data)  # the cue twin's labels: the sign's scene
     has = data["cue"] >= 0
     assert (labels[has] == data["cue"][has]).all() and (labels[~has] == data["scene"][~has]).all()
     assert (labels != data["scene"]).any()  # agree 0.5: some signs name another scene

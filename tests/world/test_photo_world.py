@@ -17,11 +17,10 @@ from PIL import Image
 
 from unitscope.cli import main
 from unitscope.data import BrodenDataset, decode_mask
-from unitscope.world import make_world, render_image
-from unitscope.world import sources
+from unitscope.world import make_world, render_image, sources
+from unitscope.world.make import world_style
 from unitscope.world.photo import MixedStyle, PhotoStyle, placed_mask
 from unitscope.world.sources import MAX_CUTOUT, MissingSources, find_sources
-from unitscope.world.make import world_style
 
 CLASSES = {("animal", "cat"): (200, 60, 40), ("animal", "dog"): (40, 60, 200), (None, "ball"): (230, 220, 30)}
 MATERIALS = {"wood": (120, 80, 40), "grass": (50, 150, 50), "snow": (235, 235, 240)}
@@ -53,8 +52,11 @@ def own(tmp_path_factory) -> Path:
 
 
 def _digest(path: Path) -> dict[str, str]:
-    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(path.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _debian_or_skip():
@@ -88,8 +90,8 @@ def _expected_planes(src, style, im):
         alpha = np.asarray(rgba.resize((p.w, p.h), Image.BILINEAR))[..., 3]
         mask = (alpha[:, ::-1] if p.flip else alpha) >= 128
         big = np.zeros((S + 2 * p.h, S + 2 * p.w), bool)  # paste with clipping at the borders
-        big[p.y + p.h:p.y + 2 * p.h, p.x + p.w:p.x + 2 * p.w] = mask
-        m = big[p.h:p.h + S, p.w:p.w + S]
+        big[p.y + p.h : p.y + 2 * p.h, p.x + p.w : p.x + 2 * p.w] = mask
+        m = big[p.h : p.h + S, p.w : p.w + S]
         obj[m] = style.num[cut.label]
         parent[m] = style.num[cut.parent] if cut.parent else 0
     return obj, parent
@@ -141,8 +143,9 @@ def test_resume_keeps_written_images_and_matches_a_fresh_world(own, tmp_path):
 
 
 def test_reader_validates_the_photo_world_and_sees_two_object_planes(own, tmp_path):
-    out = make_world(tmp_path / "w", n=10, size=48, style="photo", sources=own, system_sources=False,
-                     workers=1, progress=False)
+    out = make_world(
+        tmp_path / "w", n=10, size=48, style="photo", sources=own, system_sources=False, workers=1, progress=False
+    )
     ds = BrodenDataset(out, validate="full")
     planes = [ds.categories[g] for g in ds.plane_category.tolist()]
     assert planes == ["color", "object", "object", "material"]

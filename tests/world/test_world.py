@@ -16,8 +16,8 @@ from PIL import Image
 from unitscope.cli import main
 from unitscope.data import BrodenDataset, decode_mask
 from unitscope.world import make_world, render_image
-from unitscope.world.vocab import ALLOWED_PARENTS, C, COLOR_PROTOTYPES, O, P, srgb_to_lab, color_labels
 from unitscope.world.make import MARKER, PARTIAL
+from unitscope.world.vocab import ALLOWED_PARENTS, COLOR_PROTOTYPES, C, O, P, color_labels, srgb_to_lab
 
 N, SIZE = 40, 64
 PROTO_LAB = srgb_to_lab(np.array([p for c in C for p in COLOR_PROTOTYPES[c]], np.float32))
@@ -35,8 +35,11 @@ def _rows(path: Path, name: str) -> list[dict[str, str]]:
 
 
 def _tree_digest(path: Path) -> dict[str, str]:
-    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(path.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_colour_labels_agree_with_the_pixels_as_saved(world):
@@ -184,8 +187,10 @@ def test_scene_decides_the_objects(world):
     for i in range(len(ds)):
         item = ds[i]
         has[ds.scene_names[item["scene"]]].append(set(item["labels"].unique().tolist()))
-    frac = {s: {o: np.mean([O[o] in h for h in hs]) for o in ("boat", "bed", "car", "sea", "cabinet")}
-            for s, hs in has.items()}
+    frac = {
+        s: {o: np.mean([O[o] in h for h in hs]) for o in ("boat", "bed", "car", "sea", "cabinet")}
+        for s, hs in has.items()
+    }
     assert frac["harbour"]["boat"] == 1 and frac["forest"]["boat"] < 0.5
     assert frac["street"]["car"] == 1 and frac["kitchen"]["cabinet"] == 1 and frac["kitchen"]["sea"] == 0
 

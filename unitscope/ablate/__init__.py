@@ -19,19 +19,54 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-_FROM = {"ablation_curves": "curves", "curve_area": "curves",
-         "CutCache": "cut", "FxCut": "cut", "HookCut": "cut", "cut_model": "cut",
-         **{name: "evaluate" for name in ("Confusion", "Edits", "LayerCache", "Predictions", "Scorer", "apply_edits",
-                                          "cache_layer", "confusion", "metrics", "run_edits", "unit_moments")},
-         "Importance": "importance", "top_n_test": "importance", "unit_importance": "importance",
-         "class_means": "selectivity", "class_selectivity": "selectivity", "correlation": "selectivity",
-         "AblationResult": "result", "ablate_layer": "result", "experiment_result": "result"}
+_FROM = {
+    "ablation_curves": "curves",
+    "curve_area": "curves",
+    "CutCache": "cut",
+    "FxCut": "cut",
+    "HookCut": "cut",
+    "cut_model": "cut",
+    **{
+        name: "evaluate"
+        for name in (
+            "Confusion",
+            "Edits",
+            "LayerCache",
+            "Predictions",
+            "Scorer",
+            "apply_edits",
+            "cache_layer",
+            "confusion",
+            "metrics",
+            "run_edits",
+            "unit_moments",
+        )
+    },
+    "Importance": "importance",
+    "top_n_test": "importance",
+    "unit_importance": "importance",
+    "class_means": "selectivity",
+    "class_selectivity": "selectivity",
+    "correlation": "selectivity",
+    "AblationResult": "result",
+    "ablate_layer": "result",
+    "experiment_result": "result",
+}
 
 if TYPE_CHECKING:
     from unitscope.ablate.curves import ablation_curves, curve_area
     from unitscope.ablate.cut import CutCache, FxCut, HookCut, cut_model
     from unitscope.ablate.evaluate import (
-        Confusion, Edits, LayerCache, Predictions, Scorer, apply_edits, cache_layer, confusion, metrics, run_edits,
+        Confusion,
+        Edits,
+        LayerCache,
+        Predictions,
+        Scorer,
+        apply_edits,
+        cache_layer,
+        confusion,
+        metrics,
+        run_edits,
         unit_moments,
     )
     from unitscope.ablate.importance import Importance, top_n_test, unit_importance
@@ -47,8 +82,31 @@ def __getattr__(name: str) -> Any:  # PEP 562: torch loads with the first functi
     return value
 
 
-__all__ = ["AblationResult", "ablate_layer", "experiment_result",
-           "ablation_curves", "curve_area", "CutCache", "FxCut", "HookCut", "cut_model", "Edits", "LayerCache",
-           "apply_edits", "cache_layer", "confusion", "metrics", "unit_moments", "run_edits", "Scorer", "Confusion",
-           "Predictions", "Importance", "top_n_test",
-           "unit_importance", "class_means", "class_selectivity", "correlation"]
+__all__ = [
+    "AblationResult",
+    "ablate_layer",
+    "experiment_result",
+    "ablation_curves",
+    "curve_area",
+    "CutCache",
+    "FxCut",
+    "HookCut",
+    "cut_model",
+    "Edits",
+    "LayerCache",
+    "apply_edits",
+    "cache_layer",
+    "confusion",
+    "metrics",
+    "unit_moments",
+    "run_edits",
+    "Scorer",
+    "Confusion",
+    "Predictions",
+    "Importance",
+    "top_n_test",
+    "unit_importance",
+    "class_means",
+    "class_selectivity",
+    "correlation",
+]

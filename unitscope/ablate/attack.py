@@ -26,12 +26,12 @@ from unitscope.hooks import Trace
 Objective = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def unit_objective(model: nn.Module, layer: str, source_units: torch.Tensor,
-                   target_units: torch.Tensor) -> Objective:
+def unit_objective(model: nn.Module, layer: str, source_units: torch.Tensor, target_units: torch.Tensor) -> Objective:
     """Per image: mean spatially averaged activation of its target's key units minus its source's.
 
     ``source_units`` / ``target_units`` ``[N, n]``: key units for each image's source and target.
     """
+
     def objective(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         with Trace(model, layer, detach=False, stop=True) as t:
             model(x)
@@ -45,6 +45,7 @@ def logit_objective(model: nn.Module, class_of_output: torch.Tensor | None = Non
     """Ordinary targeted PGD: minus the cross-entropy of the target output. With ``class_of_output``
     ``[outputs]`` (see :func:`~unitscope.ablate.split.class_map`) the target is a data class and the
     objective is the log of the softmax mass on all of its outputs (the same when each class has one)."""
+
     def objective(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         logits = logits_of(model(x))
         if class_of_output is None:
@@ -55,8 +56,17 @@ def logit_objective(model: nn.Module, class_of_output: torch.Tensor | None = Non
     return objective
 
 
-def pgd(x: torch.Tensor, target: torch.Tensor, objective: Objective, *, eps: float, mean: Sequence[float],
-        std: Sequence[float], steps: int = 10, step_size: float | None = None) -> torch.Tensor:
+def pgd(
+    x: torch.Tensor,
+    target: torch.Tensor,
+    objective: Objective,
+    *,
+    eps: float,
+    mean: Sequence[float],
+    std: Sequence[float],
+    steps: int = 10,
+    step_size: float | None = None,
+) -> torch.Tensor:
     """Maximise ``objective`` within ``eps`` (L-inf, pixel units) of ``x`` ``[N, 3, H, W]`` (normalised);
     returns the normalised adversarial input. ``step_size`` defaults to 2.5 * eps / steps (Madry et al.)."""
     m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).reshape(1, -1, 1, 1)
@@ -71,7 +81,7 @@ def pgd(x: torch.Tensor, target: torch.Tensor, objective: Objective, *, eps: flo
         with torch.no_grad():
             adv = adv + alpha * grad.sign()
             adv = torch.minimum(torch.maximum(adv, pixels - eps), pixels + eps).clamp(0, 1)
-    return ((adv.detach() - m) / s)
+    return (adv.detach() - m) / s
 
 
 def pixel_distance(x: torch.Tensor, y: torch.Tensor, std: Sequence[float]) -> torch.Tensor:
@@ -91,8 +101,17 @@ def unit_shift(model: nn.Module, layer: str, x: torch.Tensor, x_adv: torch.Tenso
     return spatial_mean(t.output) - before
 
 
-def attack_stage(exp, *, epsilons: Sequence[float] = (4 / 255, 8 / 255), images: int = 64, steps: int = 10,
-                 n: int = 5, seed: int = 0, batch_size: int = 16, examples: int = 3) -> dict:
+def attack_stage(
+    exp,
+    *,
+    epsilons: Sequence[float] = (4 / 255, 8 / 255),
+    images: int = 64,
+    steps: int = 10,
+    n: int = 5,
+    seed: int = 0,
+    batch_size: int = 16,
+    examples: int = 3,
+) -> dict:
     """Both attacks on up to ``images`` correctly classified val images of ``exp`` (an
     :class:`~unitscope.ablate.experiment.Experiment`), each towards a random other class (``seed``)."""
     n = min(n, exp.units)
@@ -100,8 +119,13 @@ def attack_stage(exp, *, epsilons: Sequence[float] = (4 / 255, 8 / 255), images:
     result = exp.stage("attacks", key, lambda: _attack(exp, epsilons, images, steps, n, seed, batch_size, examples))
     with exp.catalog() as cat, cat.transaction():
         cat.replace("ablation_attacks", result["rows"], model=exp.name, layer=exp.layer)
-        cat.replace("ablation_examples", [{"kind": "attack", "rank": r, **e} for r, e in enumerate(result["examples"])],
-                    model=exp.name, layer=exp.layer, kind="attack")
+        cat.replace(
+            "ablation_examples",
+            [{"kind": "attack", "rank": r, **e} for r, e in enumerate(result["examples"])],
+            model=exp.name,
+            layer=exp.layer,
+            kind="attack",
+        )
     return result
 
 
@@ -119,10 +143,13 @@ def _attack(exp, epsilons, images, steps, n, seed, batch_size, examples) -> dict
         for method in ("units", "logits"):
             ok, linf, shift, pics = [], [], [], []
             for s in range(0, len(chosen), batch_size):
-                x = torch.stack([exp.data[p][0] for p in chosen[s:s + batch_size]]).to(exp.device)
-                yb, tb = y[s:s + batch_size], target[s:s + batch_size]
-                objective = (unit_objective(model, layer, ranking[yb, :n], ranking[tb, :n]) if method == "units"
-                             else logit_objective(model, exp.class_of_output))
+                x = torch.stack([exp.data[p][0] for p in chosen[s : s + batch_size]]).to(exp.device)
+                yb, tb = y[s : s + batch_size], target[s : s + batch_size]
+                objective = (
+                    unit_objective(model, layer, ranking[yb, :n], ranking[tb, :n])
+                    if method == "units"
+                    else logit_objective(model, exp.class_of_output)
+                )
                 adv = pgd(x, tb.to(x.device), objective, eps=eps, mean=info.mean, std=info.std, steps=steps)
                 with torch.no_grad():
                     pred = exp.class_of_output[logits_of(model(adv)).argmax(1).cpu()]
@@ -138,19 +165,32 @@ def _attack(exp, epsilons, images, steps, n, seed, batch_size, examples) -> dict
             src = float(per_image.gather(1, ranking[y, :n]).mean()) if len(y) else 0.0
             tgt = float(per_image.gather(1, ranking[target, :n]).mean()) if len(y) else 0.0
             moved = torch.argsort(-mean_shift.abs(), stable=True)[:5].tolist()
-            rows.append({"method": method, "epsilon": float(eps), "images": len(chosen),
-                         "success_rate": float(ok_all.float().mean()) if len(ok_all) else float("nan"),
-                         "max_linf": float(torch.cat(linf).max()) if linf else 0.0,
-                         "moved_units": ",".join(map(str, moved)), "source_shift": src, "target_shift": tgt})
+            rows.append(
+                {
+                    "method": method,
+                    "epsilon": float(eps),
+                    "images": len(chosen),
+                    "success_rate": float(ok_all.float().mean()) if len(ok_all) else float("nan"),
+                    "max_linf": float(torch.cat(linf).max()) if linf else 0.0,
+                    "moved_units": ",".join(map(str, moved)),
+                    "source_shift": src,
+                    "target_shift": tgt,
+                }
+            )
             for x, adv, pred in pics:
                 for r in range(len(x)):
                     clean, bad = _pixels(x[r], info), _pixels(adv[r], info)
                     rel = f"{exp.folder.relative_to(exp.out)}/attack_{method}_{r}.png"
                     write_strip(exp.out / rel, [clean, bad, amplified_difference(clean, bad)])
                     names = exp.data.class_names
-                    shown.append({"path": rel, "caption": f"{method} attack, eps {eps * 255:.0f}/255: "
-                                  f"{names[int(y[r])]} → {names[int(pred[r])] if int(pred[r]) < len(names) else 'other'}"
-                                  f" (target {names[int(target[r])]})"})
+                    shown.append(
+                        {
+                            "path": rel,
+                            "caption": f"{method} attack, eps {eps * 255:.0f}/255: "
+                            f"{names[int(y[r])]} → {names[int(pred[r])] if int(pred[r]) < len(names) else 'other'}"
+                            f" (target {names[int(target[r])]})",
+                        }
+                    )
     return {"rows": rows, "examples": shown, "images": len(chosen)}
 
 

@@ -26,8 +26,9 @@ DEFAULT_FRACTIONS = tuple(round(f, 2) for f in np.linspace(0, 1, 11))
 
 def curve_masks(units: int, fractions: Sequence[float], seeds: Sequence[int]) -> torch.Tensor:
     """``[S * F, C]``: seed-major nested random masks."""
-    return order_masks([torch.randperm(units, generator=torch.Generator().manual_seed(int(s))) for s in seeds],
-                       units, fractions)
+    return order_masks(
+        [torch.randperm(units, generator=torch.Generator().manual_seed(int(s))) for s in seeds], units, fractions
+    )
 
 
 def order_masks(orders: Sequence[Sequence[int] | torch.Tensor], units: int, fractions: Sequence[float]) -> torch.Tensor:
@@ -42,11 +43,21 @@ def order_masks(orders: Sequence[Sequence[int] | torch.Tensor], units: int, frac
     return torch.stack(masks)
 
 
-def ablation_curves(cut: FxCut | HookCut, cache: LayerCache, class_of_output: torch.Tensor, num_classes: int,
-                    *, fractions: Sequence[float] = DEFAULT_FRACTIONS, seeds: int | Sequence[int] = 5,
-                    modes: Sequence[str] = ("zero", "noise"), mean: torch.Tensor | None = None,
-                    std: torch.Tensor | None = None, max_batch: int = 512,
-                    progress: bool = False, orders: Sequence[Sequence[int]] | None = None) -> dict[str, np.ndarray]:
+def ablation_curves(
+    cut: FxCut | HookCut,
+    cache: LayerCache,
+    class_of_output: torch.Tensor,
+    num_classes: int,
+    *,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    seeds: int | Sequence[int] = 5,
+    modes: Sequence[str] = ("zero", "noise"),
+    mean: torch.Tensor | None = None,
+    std: torch.Tensor | None = None,
+    max_batch: int = 512,
+    progress: bool = False,
+    orders: Sequence[Sequence[int]] | None = None,
+) -> dict[str, np.ndarray]:
     """``{"fractions": [F], "seeds": [S], mode: accuracy [S, F] for each mode}``; with ``orders``
     (each a sequence of unit indices, every unit once) one row per order instead of per seed."""
     seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
@@ -61,8 +72,16 @@ def ablation_curves(cut: FxCut | HookCut, cache: LayerCache, class_of_output: to
         masks = curve_masks(units, fractions, seeds)
     out: dict[str, np.ndarray] = {"fractions": np.asarray(fractions, np.float64), "seeds": np.asarray(seeds)}
     for mode in modes:
-        conf = confusion(cut, cache, Edits.ablate(masks, mode, mean, std), class_of_output, num_classes,
-                         max_batch=max_batch, seed=seeds[0], progress=progress)
+        conf = confusion(
+            cut,
+            cache,
+            Edits.ablate(masks, mode, mean, std),
+            class_of_output,
+            num_classes,
+            max_batch=max_batch,
+            seed=seeds[0],
+            progress=progress,
+        )
         out[mode] = metrics(conf)["accuracy"].numpy().reshape(len(seeds), len(fractions))
     return out
 

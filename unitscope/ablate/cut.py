@@ -49,10 +49,12 @@ class CutCache:
                 return v.repeat(k, *([1] * (v.dim() - 1)))
             return v
 
-        return CutCache(tile(self.layer) if layer else self.layer, tuple(tile(v) for v in self.others), tile(self.inputs))
+        return CutCache(
+            tile(self.layer) if layer else self.layer, tuple(tile(v) for v in self.others), tile(self.inputs)
+        )
 
     def to(self, device: torch.device | str) -> CutCache:
-        move = (lambda v: v.to(device) if isinstance(v, torch.Tensor) else v)
+        move = lambda v: v.to(device) if isinstance(v, torch.Tensor) else v
         return CutCache(move(self.layer), tuple(move(v) for v in self.others), move(self.inputs))
 
 
@@ -82,11 +84,15 @@ class FxCut(nn.Module):
             raise RuntimeError(f"layer {self.layer!r} is called {len(nodes)} times in the traced graph")
         cut = nodes[0]
         tail = _descendants(cut)
-        crossing = [cut] + [n for n in graph.nodes if n not in tail and n is not cut
-                            and n.op != "get_attr" and any(u in tail for u in n.users)]
+        crossing = [cut] + [
+            n
+            for n in graph.nodes
+            if n not in tail and n is not cut and n.op != "get_attr" and any(u in tail for u in n.users)
+        ]
         self.head_module = _subgraph(model, graph, [n for n in graph.nodes if n not in tail], [], crossing)
-        self.tail_module = _subgraph(model, graph, [n for n in graph.nodes if n in tail or n.op == "get_attr"],
-                                     crossing, None)
+        self.tail_module = _subgraph(
+            model, graph, [n for n in graph.nodes if n in tail or n.op == "get_attr"], crossing, None
+        )
         self.crossing = [n.name for n in crossing]
 
     def head(self, x: torch.Tensor) -> CutCache:
@@ -110,8 +116,9 @@ def _descendants(node: fx.Node) -> set[fx.Node]:
     return seen
 
 
-def _subgraph(root: nn.Module, graph: fx.Graph, keep: list[fx.Node], inputs: list[fx.Node],
-              outputs: list[fx.Node] | None) -> fx.GraphModule:
+def _subgraph(
+    root: nn.Module, graph: fx.Graph, keep: list[fx.Node], inputs: list[fx.Node], outputs: list[fx.Node] | None
+) -> fx.GraphModule:
     """A GraphModule of the nodes ``keep`` (graph order), fed by ``inputs`` as placeholders; it returns
     ``outputs`` as a tuple, or the original output when ``outputs`` is None."""
     new = fx.Graph()
@@ -164,7 +171,11 @@ def cut_model(model: nn.Module, layer: str, *, allow_fallback: bool = True) -> F
     except Exception as exc:  # fx raises many kinds of errors on untraceable code
         if not allow_fallback:
             raise
-        return HookCut(model, name, reason=f"torch.fx could not cut the model ({type(exc).__name__}: "
-                                           f"{str(exc).splitlines()[0] if str(exc) else ''}); each "
-                                           "ablation runs the full model with a hook")
+        return HookCut(
+            model,
+            name,
+            reason=f"torch.fx could not cut the model ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}); each "
+            "ablation runs the full model with a hook",
+        )
     return cut

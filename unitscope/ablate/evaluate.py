@@ -54,9 +54,16 @@ class LayerCache:
 
 
 @torch.no_grad()
-def cache_layer(cut: FxCut | HookCut, data: Dataset, positions: Sequence[int] | None = None, *,
-                batch_size: int = 64, device: str | torch.device = "cpu", num_workers: int = 0,
-                progress: bool = False) -> LayerCache:
+def cache_layer(
+    cut: FxCut | HookCut,
+    data: Dataset,
+    positions: Sequence[int] | None = None,
+    *,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    num_workers: int = 0,
+    progress: bool = False,
+) -> LayerCache:
     """Run the head over ``data`` (``(image, label)`` items, or only ``positions`` of it) once."""
     subset = Subset(data, list(positions)) if positions is not None else data
     loader = DataLoader(subset, batch_size=batch_size, num_workers=num_workers)
@@ -92,18 +99,31 @@ class Scorer(Protocol):
 
 
 @torch.no_grad()
-def run_edits(cut: FxCut | HookCut, cache: LayerCache, edits: Edits, scorer: Scorer, *,
-              max_batch: int | None = 512, seed: int = 0, progress: bool = False) -> Scorer:
+def run_edits(
+    cut: FxCut | HookCut,
+    cache: LayerCache,
+    edits: Edits,
+    scorer: Scorer,
+    *,
+    max_batch: int | None = 512,
+    seed: int = 0,
+    progress: bool = False,
+) -> Scorer:
     """Every edit on every cached batch, ``max_batch // N`` edits per tail pass (None: all at once),
     each pass's output handed to ``scorer``. Noise is drawn from ``seed`` per batch. Returns ``scorer``."""
-    bar = tqdm(total=len(cache.batches) * len(edits), desc=f"edits of {cut.layer}", disable=not progress,
-               leave=False, unit="edit")
+    bar = tqdm(
+        total=len(cache.batches) * len(edits),
+        desc=f"edits of {cut.layer}",
+        disable=not progress,
+        leave=False,
+        unit="edit",
+    )
     for b, (batch, labels) in enumerate(zip(cache.batches, cache.labels)):
         n = len(labels)
         per_pass = len(edits) if max_batch is None else max(1, max_batch // n)
         gen = torch.Generator().manual_seed(seed * 1_000_003 + b)
         for start in range(0, len(edits), per_pass):
-            part = edits[start:start + per_pass]
+            part = edits[start : start + per_pass]
             output = cut.tail(batch.repeat(len(part), layer=False), edit=lambda z: part.apply(z, gen))
             scorer.add(range(start, start + len(part)), output, labels)
             bar.update(len(part))
@@ -115,8 +135,9 @@ class Confusion:
     """Scorer: counts ``[K, Y, Y + 1]`` of true data class x predicted class under each edit, and
     optionally ``probability`` ``[K, Y]`` (see :func:`confusion`)."""
 
-    def __init__(self, k: int, class_of_output: torch.Tensor, num_classes: int,
-                 probability: torch.Tensor | None = None):
+    def __init__(
+        self, k: int, class_of_output: torch.Tensor, num_classes: int, probability: torch.Tensor | None = None
+    ):
         self.class_of_output, self.num_classes, self.probability = class_of_output, num_classes, probability
         self.counts = torch.zeros(k, num_classes, num_classes + 1, dtype=torch.long)
 
@@ -126,11 +147,12 @@ class Confusion:
         pred = self.class_of_output.to(logits.device)[logits.argmax(1)].cpu().reshape(k, n)
         truth = labels.reshape(1, n).expand(k, n)
         flat = (torch.arange(k).reshape(k, 1) * y + truth) * y_cols + pred
-        self.counts[rows.start:rows.stop] += torch.bincount(flat.reshape(-1), minlength=k * y * y_cols
-                                                            ).reshape(k, y, y_cols)
+        self.counts[rows.start : rows.stop] += torch.bincount(flat.reshape(-1), minlength=k * y * y_cols).reshape(
+            k, y, y_cols
+        )
         if self.probability is not None:
             own = _own_class_mass(logits, self.class_of_output, truth.reshape(-1), y_cols).reshape(k, n)
-            self.probability[rows.start:rows.stop].index_add_(1, labels.long(), own.cpu())
+            self.probability[rows.start : rows.stop].index_add_(1, labels.long(), own.cpu())
 
 
 class Predictions:
@@ -147,9 +169,18 @@ class Predictions:
         return torch.cat(self.blocks, 1)
 
 
-def confusion(cut: FxCut | HookCut, cache: LayerCache, edits: Edits, class_of_output: torch.Tensor,
-              num_classes: int, *, max_batch: int = 512, seed: int = 0, progress: bool = False,
-              probability: torch.Tensor | None = None) -> torch.Tensor:
+def confusion(
+    cut: FxCut | HookCut,
+    cache: LayerCache,
+    edits: Edits,
+    class_of_output: torch.Tensor,
+    num_classes: int,
+    *,
+    max_batch: int = 512,
+    seed: int = 0,
+    progress: bool = False,
+    probability: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Counts ``[K, Y, Y + 1]``: true data class x predicted class, under each of the ``K`` edits.
 
     ``class_of_output`` ``[outputs]`` maps a model output to a data class (``Y = num_classes``: other). Each
@@ -161,8 +192,9 @@ def confusion(cut: FxCut | HookCut, cache: LayerCache, edits: Edits, class_of_ou
     return run_edits(cut, cache, edits, scorer, max_batch=max_batch, seed=seed, progress=progress).counts
 
 
-def _own_class_mass(logits: torch.Tensor, class_of_output: torch.Tensor, truth: torch.Tensor,
-                    y_cols: int) -> torch.Tensor:
+def _own_class_mass(
+    logits: torch.Tensor, class_of_output: torch.Tensor, truth: torch.Tensor, y_cols: int
+) -> torch.Tensor:
     """``[R]``: each row's softmax mass on the outputs that stand for its true class."""
     p = logits.double().softmax(1)  # float32 loses the small changes near p = 1
     mass = torch.zeros(p.shape[0], y_cols, dtype=p.dtype, device=p.device)
@@ -183,11 +215,16 @@ def metrics(conf: torch.Tensor) -> dict[str, torch.Tensor]:
     negatives = total.unsqueeze(1) - per_class
     true_neg = negatives - (predicted - diag)
     tnr = true_neg / negatives.clamp(min=1)
-    return {"accuracy": diag.sum(1) / total.clamp(min=1), "class_accuracy": recall,
-            "balanced": (recall + tnr) / 2, "count": per_class[0]}
+    return {
+        "accuracy": diag.sum(1) / total.clamp(min=1),
+        "class_accuracy": recall,
+        "balanced": (recall + tnr) / 2,
+        "count": per_class[0],
+    }
 
 
-def predictions(cut: FxCut | HookCut, cache: LayerCache, edits: Edits, class_of_output: torch.Tensor,
-                *, seed: int = 0) -> torch.Tensor:
+def predictions(
+    cut: FxCut | HookCut, cache: LayerCache, edits: Edits, class_of_output: torch.Tensor, *, seed: int = 0
+) -> torch.Tensor:
     """Predicted data class ``[K, N]`` of every cached image under each edit (``Y`` = other)."""
     return run_edits(cut, cache, edits, Predictions(class_of_output), max_batch=None, seed=seed).result()

@@ -1,6 +1,6 @@
 """Before/after pictures for the report: small PNG strips written atomically into the run folder.
 
-    write_strip(run / "ablation/m/l/steer_0.png", [image_a, image_b], size=96)   # PIL images or [3, H, W] in [0, 1]
+write_strip(run / "ablation/m/l/steer_0.png", [image_a, image_b], size=96)   # PIL images or [3, H, W] in [0, 1]
 """
 
 from __future__ import annotations

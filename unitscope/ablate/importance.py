@@ -54,23 +54,45 @@ def rank_units(drop: torch.Tensor, probability_drop: torch.Tensor | None = None)
     return order.gather(1, by_drop)
 
 
-def unit_importance(cut: FxCut | HookCut, cache: LayerCache, class_of_output: torch.Tensor, num_classes: int,
-                    *, mode: str = "zero", mean: torch.Tensor | None = None, std: torch.Tensor | None = None,
-                    max_batch: int = 512, seed: int = 0, progress: bool = False) -> Importance:
+def unit_importance(
+    cut: FxCut | HookCut,
+    cache: LayerCache,
+    class_of_output: torch.Tensor,
+    num_classes: int,
+    *,
+    mode: str = "zero",
+    mean: torch.Tensor | None = None,
+    std: torch.Tensor | None = None,
+    max_batch: int = 512,
+    seed: int = 0,
+    progress: bool = False,
+) -> Importance:
     """Ablate every unit of the cut layer alone (and nothing, for the baseline) on ``cache``."""
     c = cache.batches[0].layer.shape[1]
     mask = torch.cat([torch.zeros(1, c, dtype=torch.bool), torch.eye(c, dtype=torch.bool)])
     mass = torch.zeros(c + 1, num_classes, dtype=torch.float64)
-    conf = confusion(cut, cache, Edits.ablate(mask, mode, mean, std), class_of_output, num_classes,
-                     max_batch=max_batch, seed=seed, progress=progress, probability=mass)
+    conf = confusion(
+        cut,
+        cache,
+        Edits.ablate(mask, mode, mean, std),
+        class_of_output,
+        num_classes,
+        max_batch=max_batch,
+        seed=seed,
+        progress=progress,
+        probability=mass,
+    )
     m = metrics(conf)
     mass = mass / m["count"].clamp(min=1)
-    return Importance(probability_drop=(mass[0] - mass[1:]).float(),
+    return Importance(
+        probability_drop=(mass[0] - mass[1:]).float(),
         drop=(m["class_accuracy"][0] - m["class_accuracy"][1:]).float(),
         balanced_drop=(m["balanced"][0] - m["balanced"][1:]).float(),
         overall_drop=(m["accuracy"][0] - m["accuracy"][1:]).float(),
-        base_accuracy=float(m["accuracy"][0]), base_class_accuracy=m["class_accuracy"][0].float(),
-        images=cache.count)
+        base_accuracy=float(m["accuracy"][0]),
+        base_class_accuracy=m["class_accuracy"][0].float(),
+        images=cache.count,
+    )
 
 
 def top_n_masks(ranking: torch.Tensor, ns: Sequence[int], seed: int = 0) -> tuple[torch.Tensor, list[dict]]:
@@ -90,15 +112,34 @@ def top_n_masks(ranking: torch.Tensor, ns: Sequence[int], seed: int = 0) -> tupl
     return torch.stack(masks), keys
 
 
-def top_n_test(cut: FxCut | HookCut, cache: LayerCache, ranking: torch.Tensor, class_of_output: torch.Tensor,
-               num_classes: int, *, ns: Sequence[int] = DEFAULT_NS, mode: str = "zero",
-               mean: torch.Tensor | None = None, std: torch.Tensor | None = None, max_batch: int = 512,
-               seed: int = 0, progress: bool = False) -> list[dict]:
+def top_n_test(
+    cut: FxCut | HookCut,
+    cache: LayerCache,
+    ranking: torch.Tensor,
+    class_of_output: torch.Tensor,
+    num_classes: int,
+    *,
+    ns: Sequence[int] = DEFAULT_NS,
+    mode: str = "zero",
+    mean: torch.Tensor | None = None,
+    std: torch.Tensor | None = None,
+    max_batch: int = 512,
+    seed: int = 0,
+    progress: bool = False,
+) -> list[dict]:
     """Rows ``{class, n, kind, class_accuracy, other_accuracy, class_balanced}``; n=0 is the unablated model."""
     ns = [n for n in ns if 0 < n <= ranking.shape[1]]
     masks, keys = top_n_masks(ranking, ns, seed)
-    conf = confusion(cut, cache, Edits.ablate(masks, mode, mean, std), class_of_output, num_classes,
-                     max_batch=max_batch, seed=seed, progress=progress)
+    conf = confusion(
+        cut,
+        cache,
+        Edits.ablate(masks, mode, mean, std),
+        class_of_output,
+        num_classes,
+        max_batch=max_batch,
+        seed=seed,
+        progress=progress,
+    )
     m = metrics(conf)
     acc, bal = m["class_accuracy"], m["balanced"]
     rows = []
@@ -113,5 +154,11 @@ def top_n_test(cut: FxCut | HookCut, cache: LayerCache, ranking: torch.Tensor, c
 
 def _row(cls: int, n: int, kind: str, acc: torch.Tensor, bal: torch.Tensor, others: list[int]) -> dict:
     other = float(acc[others].mean()) if others else float("nan")
-    return {"class": cls, "n": n, "kind": kind, "class_accuracy": float(acc[cls]),
-            "other_accuracy": other, "class_balanced": float(bal[cls])}
+    return {
+        "class": cls,
+        "n": n,
+        "kind": kind,
+        "class_accuracy": float(acc[cls]),
+        "other_accuracy": other,
+        "class_balanced": float(bal[cls]),
+    }

@@ -37,9 +37,9 @@ class AblationResult:
     run_dir: Path
     units: int
     class_names: list[str]
-    importance: dict[str, Any]              # drop [C][Y], probability_drop [C][Y], base_accuracy, images
-    top_n: list[dict] | None = None         # rows {class, n, kind, class_accuracy, other_accuracy, ...}
-    curves: dict[str, Any] | None = None    # per mode [seeds][fractions] accuracy, "area" per mode
+    importance: dict[str, Any]  # drop [C][Y], probability_drop [C][Y], base_accuracy, images
+    top_n: list[dict] | None = None  # rows {class, n, kind, class_accuracy, other_accuracy, ...}
+    curves: dict[str, Any] | None = None  # per mode [seeds][fractions] accuracy, "area" per mode
     selectivity: dict[str, Any] | None = None
     steering: dict[str, Any] | None = None
     attacks: dict[str, Any] | None = None
@@ -58,17 +58,22 @@ class AblationResult:
 
     def summary(self) -> str:
         imp = self.importance
-        parts = [f"{self.model} {self.layer}: {self.units} units, train accuracy {100 * imp['base_accuracy']:.1f}% "
-                 f"({imp['images']} images)"]
+        parts = [
+            f"{self.model} {self.layer}: {self.units} units, train accuracy {100 * imp['base_accuracy']:.1f}% "
+            f"({imp['images']} images)"
+        ]
         means = self.top_n_means()
         removed = sorted(n for kind, n in means if kind == "remove")
         if removed:
             n = removed[-1]
-            parts.append(f"top {n} of each class removed: class accuracy {100 * means['none', 0]:.1f}% -> "
-                         f"{100 * means['remove', n]:.1f}% (random {n}: {100 * means['random', n]:.1f}%)")
+            parts.append(
+                f"top {n} of each class removed: class accuracy {100 * means['none', 0]:.1f}% -> "
+                f"{100 * means['remove', n]:.1f}% (random {n}: {100 * means['random', n]:.1f}%)"
+            )
         if self.curves is not None:
-            parts.append("curve area " + ", ".join(
-                f"{mode} {sum(a) / len(a):.3f}" for mode, a in self.curves["area"].items()))
+            parts.append(
+                "curve area " + ", ".join(f"{mode} {sum(a) / len(a):.3f}" for mode, a in self.curves["area"].items())
+            )
         if self.selectivity is not None:
             si = self.selectivity["si"]
             parts.append(f"mean class selectivity {sum(si) / len(si):.3f}")
@@ -81,10 +86,14 @@ class AblationResult:
         drop = self.importance["drop"]
         rows = "".join(
             f"<tr><td>{html.escape(name)}</td><td>"
-            + ", ".join(f"#{u} ({100 * drop[u][y]:.1f}%)" for u in units) + "</td></tr>"
-            for y, (name, units) in enumerate(self.key_units(3).items()))
-        return (f"<div class='unitscope-ablation'><b>{html.escape(self.summary())}</b>"
-                f"<table><tr><th>class</th><th>key units (accuracy drop)</th></tr>{rows}</table></div>")
+            + ", ".join(f"#{u} ({100 * drop[u][y]:.1f}%)" for u in units)
+            + "</td></tr>"
+            for y, (name, units) in enumerate(self.key_units(3).items())
+        )
+        return (
+            f"<div class='unitscope-ablation'><b>{html.escape(self.summary())}</b>"
+            f"<table><tr><th>class</th><th>key units (accuracy drop)</th></tr>{rows}</table></div>"
+        )
 
 
 def experiment_result(exp: Any, stages: Sequence[str] = STAGES, **given: Any) -> AblationResult:
@@ -97,14 +106,22 @@ def experiment_result(exp: Any, stages: Sequence[str] = STAGES, **given: Any) ->
     if "importance" in stages:
         exp.write_layer_row()
     return AblationResult(
-        exp.name, exp.layer, exp.out, exp.units, list(exp.data.class_names), imp,
+        exp.name,
+        exp.layer,
+        exp.out,
+        exp.units,
+        list(exp.data.class_names),
+        imp,
         top_n=exp.top_n() if "top_n" in stages else None,
         curves=exp.curves() if "curves" in stages else None,
-        selectivity=exp.selectivity() if "selectivity" in stages else None, **given)
+        selectivity=exp.selectivity() if "selectivity" in stages else None,
+        **given,
+    )
 
 
-def ablate_layer(model: Any, layer: str, data: Any, out: str | Path, *, stages: Sequence[str] = STAGES,
-                 **settings: Any) -> AblationResult:
+def ablate_layer(
+    model: Any, layer: str, data: Any, out: str | Path, *, stages: Sequence[str] = STAGES, **settings: Any
+) -> AblationResult:
     """Ablate ``layer`` of ``model`` on labelled ``data`` (:class:`~unitscope.ablate.split.LabelledData`),
     results in ``out``: the ``stages`` of :class:`~unitscope.ablate.experiment.Experiment` (whose
     keyword ``settings`` it takes: ``mode``, ``seeds``, ``ns``, ``fractions``, ``device``, ...)."""

@@ -29,8 +29,10 @@ class LabelledData(Dataset):
     def __init__(self, path: str | Path, transform: Callable[[Any], torch.Tensor] | None = None):
         self.path = Path(path)
         if not self.path.is_dir():
-            raise FileNotFoundError(f"{self.path}: no such folder; pass a Broden-format folder "
-                                    "(`unitscope world make`) or an image folder with one sub-folder per class")
+            raise FileNotFoundError(
+                f"{self.path}: no such folder; pass a Broden-format folder "
+                "(`unitscope world make`) or an image folder with one sub-folder per class"
+            )
         if (self.path / "index.csv").is_file():
             from unitscope.data import BrodenDataset
 
@@ -38,8 +40,9 @@ class LabelledData(Dataset):
             self.class_names = list(self._broden.scene_names)
             self.labels = [self._broden.get(i, image=False, labels=False)["scene"] for i in range(len(self._broden))]
             if not self.class_names or min(self.labels, default=-1) < 0:
-                raise ValueError(f"{self.path}: every image needs a scene label to serve as its class "
-                                 "(index.csv's scene column)")
+                raise ValueError(
+                    f"{self.path}: every image needs a scene label to serve as its class (index.csv's scene column)"
+                )
             self._splits = [self._broden.split_of(i) for i in range(len(self._broden))]
             self._folder = None
         else:
@@ -74,8 +77,10 @@ class LabelledData(Dataset):
     def split(self) -> tuple[list[int], list[int]]:
         """``(train, val)`` positions (see the module docstring for the rule)."""
         if {"train", "val"} <= set(self._splits):
-            return ([i for i, s in enumerate(self._splits) if s == "train"],
-                    [i for i, s in enumerate(self._splits) if s == "val"])
+            return (
+                [i for i, s in enumerate(self._splits) if s == "train"],
+                [i for i, s in enumerate(self._splits) if s == "val"],
+            )
         return index_split(len(self))
 
 
@@ -85,8 +90,12 @@ def index_split(n: int, val_every: int = VAL_EVERY) -> tuple[list[int], list[int
     return [i for i in range(n) if i % val_every != val_every - 1], val
 
 
-def class_map(data_classes: Sequence[str], model_classes: Sequence[str], num_outputs: int,
-              table: dict[str, Sequence[int]] | None = None) -> torch.Tensor:
+def class_map(
+    data_classes: Sequence[str],
+    model_classes: Sequence[str],
+    num_outputs: int,
+    table: dict[str, Sequence[int]] | None = None,
+) -> torch.Tensor:
     """For each model output, the data class it stands for, or ``len(data_classes)`` ("other").
 
     With ``table`` ({data class: [output indices]}, e.g. the photo world's ImageNet classes from
@@ -98,20 +107,25 @@ def class_map(data_classes: Sequence[str], model_classes: Sequence[str], num_out
     if table is not None:
         missing = [c for c in data_classes if c not in table]
         if missing:
-            raise ValueError(f"data classes {missing[:5]} are not in the class table (it has "
-                             f"{sorted(table)[:10]}...); drop those class folders or add them to the table")
+            raise ValueError(
+                f"data classes {missing[:5]} are not in the class table (it has "
+                f"{sorted(table)[:10]}...); drop those class folders or add them to the table"
+            )
         out = torch.full((num_outputs,), other, dtype=torch.long)
         for y, name in enumerate(data_classes):
             idx = torch.as_tensor(list(table[name]), dtype=torch.long)
             if len(idx) and int(idx.max()) >= num_outputs:
-                raise ValueError(f"class table: {name!r} names output {int(idx.max())}, but the model has "
-                                 f"{num_outputs} outputs")
+                raise ValueError(
+                    f"class table: {name!r} names output {int(idx.max())}, but the model has {num_outputs} outputs"
+                )
             out[idx] = y
         return out
     if not model_classes:
         if num_outputs != len(data_classes):
-            raise ValueError(f"the model has {num_outputs} outputs and no class names; the data has "
-                             f"{len(data_classes)} classes: they must match one to one")
+            raise ValueError(
+                f"the model has {num_outputs} outputs and no class names; the data has "
+                f"{len(data_classes)} classes: they must match one to one"
+            )
         return torch.arange(num_outputs)
     where = {name: i for i, name in enumerate(data_classes)}
     missing = [c for c in data_classes if c not in set(model_classes)]
@@ -119,9 +133,11 @@ def class_map(data_classes: Sequence[str], model_classes: Sequence[str], num_out
         import difflib
 
         hint = {c: difflib.get_close_matches(c, list(model_classes), n=3) for c in missing[:5]}
-        raise ValueError(f"data classes {missing[:5]} are not among the model's class names (close: {hint}); "
-                         "name the class folders after the model's classes, or pass a class table "
-                         "(--class-map imagenet for the photo world's classes)")
+        raise ValueError(
+            f"data classes {missing[:5]} are not among the model's class names (close: {hint}); "
+            "name the class folders after the model's classes, or pass a class table "
+            "(--class-map imagenet for the photo world's classes)"
+        )
     return torch.tensor([where.get(name, other) for name in model_classes[:num_outputs]])
 
 

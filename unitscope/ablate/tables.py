@@ -23,29 +23,87 @@ from unitscope.catalog import define_table
 _UNIT = (("model", "TEXT"), ("layer", "TEXT"), ("unit", "INTEGER"))
 _LAYER = (("model", "TEXT"), ("layer", "TEXT"))
 
-define_table("unit_importance", _UNIT + (("class", "TEXT"), ("accuracy_drop", "REAL"), ("probability_drop", "REAL")),
-             ("model", "layer", "unit", "class"),
-             indexes={"unit_importance_class": ("class", "model", "layer", "accuracy_drop")})
-define_table("unit_selectivity", _UNIT + (("selectivity", "REAL"), ("top_class", "TEXT")),
-             ("model", "layer", "unit"))
-define_table("ablation_layers", _LAYER + (("units", "INTEGER"), ("train_images", "INTEGER"),
-                                          ("val_images", "INTEGER"), ("base_accuracy", "REAL"),
-                                          ("val_accuracy", "REAL"), ("mode", "TEXT"), ("seeds", "INTEGER"),
-                                          ("cut", "TEXT")), ("model", "layer"))
-define_table("ablation_topn", _LAYER + (("class", "TEXT"), ("n", "INTEGER"), ("kind", "TEXT"),
-                                        ("class_accuracy", "REAL"), ("other_accuracy", "REAL"),
-                                        ("class_balanced", "REAL")), ("model", "layer", "class", "n", "kind"))
-define_table("ablation_curves", _LAYER + (("mode", "TEXT"), ("seed", "INTEGER"), ("fraction", "REAL"),
-                                          ("accuracy", "REAL")), ("model", "layer", "mode", "seed", "fraction"))
-define_table("ablation_steering", _LAYER + (("source", "TEXT"), ("target", "TEXT"), ("units", "INTEGER"),
-                                            ("images", "INTEGER"), ("flip_rate", "REAL"), ("base_rate", "REAL")),
-             ("model", "layer", "source", "target"))
-define_table("ablation_attacks", _LAYER + (("method", "TEXT"), ("epsilon", "REAL"), ("images", "INTEGER"),
-                                           ("success_rate", "REAL"), ("max_linf", "REAL"), ("moved_units", "TEXT"),
-                                           ("source_shift", "REAL"), ("target_shift", "REAL")),
-             ("model", "layer", "method", "epsilon"))
-define_table("ablation_examples", _LAYER + (("kind", "TEXT"), ("rank", "INTEGER"), ("path", "TEXT"),
-                                            ("caption", "TEXT")), ("model", "layer", "kind", "rank"))
+define_table(
+    "unit_importance",
+    _UNIT + (("class", "TEXT"), ("accuracy_drop", "REAL"), ("probability_drop", "REAL")),
+    ("model", "layer", "unit", "class"),
+    indexes={"unit_importance_class": ("class", "model", "layer", "accuracy_drop")},
+)
+define_table("unit_selectivity", _UNIT + (("selectivity", "REAL"), ("top_class", "TEXT")), ("model", "layer", "unit"))
+define_table(
+    "ablation_layers",
+    _LAYER
+    + (
+        ("units", "INTEGER"),
+        ("train_images", "INTEGER"),
+        ("val_images", "INTEGER"),
+        ("base_accuracy", "REAL"),
+        ("val_accuracy", "REAL"),
+        ("mode", "TEXT"),
+        ("seeds", "INTEGER"),
+        ("cut", "TEXT"),
+    ),
+    ("model", "layer"),
+)
+define_table(
+    "ablation_topn",
+    _LAYER
+    + (
+        ("class", "TEXT"),
+        ("n", "INTEGER"),
+        ("kind", "TEXT"),
+        ("class_accuracy", "REAL"),
+        ("other_accuracy", "REAL"),
+        ("class_balanced", "REAL"),
+    ),
+    ("model", "layer", "class", "n", "kind"),
+)
+define_table(
+    "ablation_curves",
+    _LAYER + (("mode", "TEXT"), ("seed", "INTEGER"), ("fraction", "REAL"), ("accuracy", "REAL")),
+    ("model", "layer", "mode", "seed", "fraction"),
+)
+define_table(
+    "ablation_steering",
+    _LAYER
+    + (
+        ("source", "TEXT"),
+        ("target", "TEXT"),
+        ("units", "INTEGER"),
+        ("images", "INTEGER"),
+        ("flip_rate", "REAL"),
+        ("base_rate", "REAL"),
+    ),
+    ("model", "layer", "source", "target"),
+)
+define_table(
+    "ablation_attacks",
+    _LAYER
+    + (
+        ("method", "TEXT"),
+        ("epsilon", "REAL"),
+        ("images", "INTEGER"),
+        ("success_rate", "REAL"),
+        ("max_linf", "REAL"),
+        ("moved_units", "TEXT"),
+        ("source_shift", "REAL"),
+        ("target_shift", "REAL"),
+    ),
+    ("model", "layer", "method", "epsilon"),
+)
+define_table(
+    "ablation_examples",
+    _LAYER + (("kind", "TEXT"), ("rank", "INTEGER"), ("path", "TEXT"), ("caption", "TEXT")),
+    ("model", "layer", "kind", "rank"),
+)
 
-TABLES = ("unit_importance", "unit_selectivity", "ablation_layers", "ablation_topn", "ablation_curves",
-          "ablation_steering", "ablation_attacks", "ablation_examples")
+TABLES = (
+    "unit_importance",
+    "unit_selectivity",
+    "ablation_layers",
+    "ablation_topn",
+    "ablation_curves",
+    "ablation_steering",
+    "ablation_attacks",
+    "ablation_examples",
+)

@@ -16,17 +16,43 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-_FROM = {**{name: "blocks" for name in ("activation_grid", "feature_inversion", "group_icons", "layer_activations",
-                                        "nmf_groups", "semantic_dictionary")},
-         **{name: "core" for name in ("attribution_map", "channel_attribution", "gradients", "layer_to_layer",
-                                      "spatial_attribution")},
-         "ExplainResult": "result", "explain": "page", "write_explain": "page"}
+_FROM = {
+    **{
+        name: "blocks"
+        for name in (
+            "activation_grid",
+            "feature_inversion",
+            "group_icons",
+            "layer_activations",
+            "nmf_groups",
+            "semantic_dictionary",
+        )
+    },
+    **{
+        name: "core"
+        for name in ("attribution_map", "channel_attribution", "gradients", "layer_to_layer", "spatial_attribution")
+    },
+    "ExplainResult": "result",
+    "explain": "page",
+    "write_explain": "page",
+}
 
 if TYPE_CHECKING:
-    from unitscope.attribution.blocks import (activation_grid, feature_inversion, group_icons, layer_activations,
-                                              nmf_groups, semantic_dictionary)
-    from unitscope.attribution.core import (attribution_map, channel_attribution, gradients, layer_to_layer,
-                                            spatial_attribution)
+    from unitscope.attribution.blocks import (
+        activation_grid,
+        feature_inversion,
+        group_icons,
+        layer_activations,
+        nmf_groups,
+        semantic_dictionary,
+    )
+    from unitscope.attribution.core import (
+        attribution_map,
+        channel_attribution,
+        gradients,
+        layer_to_layer,
+        spatial_attribution,
+    )
     from unitscope.attribution.page import explain, write_explain
     from unitscope.attribution.result import ExplainResult
 
@@ -40,7 +66,18 @@ def __getattr__(name: str) -> Any:  # PEP 562: torch loads with the first functi
 
 
 __all__ = [
-    "ExplainResult", "explain", "write_explain", "activation_grid", "attribution_map", "channel_attribution", "feature_inversion", "gradients",
-    "group_icons", "layer_activations", "layer_to_layer", "nmf_groups", "semantic_dictionary",
+    "ExplainResult",
+    "explain",
+    "write_explain",
+    "activation_grid",
+    "attribution_map",
+    "channel_attribution",
+    "feature_inversion",
+    "gradients",
+    "group_icons",
+    "layer_activations",
+    "layer_to_layer",
+    "nmf_groups",
+    "semantic_dictionary",
     "spatial_attribution",
 ]

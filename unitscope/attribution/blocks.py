@@ -25,8 +25,9 @@ def layer_activations(model: nn.Module, x: torch.Tensor, layer: str) -> torch.Te
     return t.output
 
 
-def semantic_dictionary(acts: torch.Tensor, k: int = 3, labels: dict[int, str] | None = None,
-                        images: dict[int, str] | None = None) -> list[list[list[dict]]]:
+def semantic_dictionary(
+    acts: torch.Tensor, k: int = 3, labels: dict[int, str] | None = None, images: dict[int, str] | None = None
+) -> list[list[list[dict]]]:
     """Per position of ``acts`` ``[C, h, w]``, the ``k`` most active units (ties: lower unit first)
     with their activation, and their label / visualisation where given: ``[h][w][k]`` dicts."""
     c, h, w = acts.shape
@@ -50,24 +51,28 @@ def semantic_dictionary(acts: torch.Tensor, k: int = 3, labels: dict[int, str] |
     return table
 
 
-def nmf_groups(acts: torch.Tensor, n_groups: int = 4, seed: int = 0, max_iter: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
+def nmf_groups(
+    acts: torch.Tensor, n_groups: int = 4, seed: int = 0, max_iter: int = 500
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Factor non-negative ``acts`` ``[C, h, w]`` as spatial ``[k, h, w]`` x channel ``[k, C]`` with
     scikit-learn's NMF; groups are ordered by their share of the activation, largest first, and
     each channel factor has unit norm (its scale moves into the spatial map)."""
     try:
         from sklearn.decomposition import NMF
     except ImportError as exc:
-        raise ImportError("NMF neuron groups need scikit-learn: pip install 'unitscope[explain]' "
-                          "(or pip install scikit-learn)") from exc
+        raise ImportError(
+            "NMF neuron groups need scikit-learn: pip install 'unitscope[explain]' (or pip install scikit-learn)"
+        ) from exc
     c, h, w = acts.shape
     if acts.min() < 0:
-        raise ValueError("NMF needs non-negative activations; pick a layer after a ReLU "
-                         f"(minimum here is {float(acts.min()):.3g})")
+        raise ValueError(
+            f"NMF needs non-negative activations; pick a layer after a ReLU (minimum here is {float(acts.min()):.3g})"
+        )
     n_groups = min(n_groups, c, h * w)
     data = acts.permute(1, 2, 0).reshape(h * w, c).double().cpu().numpy()
     nmf = NMF(n_components=n_groups, init="nndsvda", random_state=seed, max_iter=max_iter)
-    spatial = torch.from_numpy(nmf.fit_transform(data)).float()       # [h*w, k]
-    channels = torch.from_numpy(nmf.components_).float()               # [k, C]
+    spatial = torch.from_numpy(nmf.fit_transform(data)).float()  # [h*w, k]
+    channels = torch.from_numpy(nmf.components_).float()  # [k, C]
     norms = channels.norm(dim=1).clamp(min=1e-12)
     channels, spatial = channels / norms[:, None], spatial * norms[None, :]
     order = torch.argsort(-(spatial.sum(0) * channels.sum(1)), stable=True)

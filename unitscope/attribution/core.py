@@ -32,16 +32,20 @@ def _target_fn(target: Target) -> Callable[[torch.Tensor], torch.Tensor]:
 def _replace(store: dict, alpha: float) -> Callable:
     def edit(output: torch.Tensor, layer: str) -> torch.Tensor:
         if not isinstance(output, torch.Tensor) or output.dim() != 4:
-            raise ValueError(f"attribution needs a spatial [N, C, H, W] output at {layer!r}, "
-                             f"got {getattr(output, 'shape', type(output).__name__)}")
+            raise ValueError(
+                f"attribution needs a spatial [N, C, H, W] output at {layer!r}, "
+                f"got {getattr(output, 'shape', type(output).__name__)}"
+            )
         store["act"] = output.detach()
         store["leaf"] = (output.detach() * alpha).requires_grad_(True)
         return store["leaf"]
+
     return edit
 
 
-def gradients(model: nn.Module, x: torch.Tensor, layer: str, target: Target,
-              alpha: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+def gradients(
+    model: nn.Module, x: torch.Tensor, layer: str, target: Target, alpha: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(activation, d target / d activation)`` at ``layer``, both ``[N, C, h, w]``; the network
     after the layer sees ``alpha * activation``."""
     store: dict = {}
@@ -84,13 +88,16 @@ def layer_to_layer(model: nn.Module, x: torch.Tensor, layer: str, to_layer: str)
     if x.shape[0] != 1:
         raise ValueError(f"layer_to_layer takes one image [1, 3, H, W], got a batch of {x.shape[0]}")
     store: dict = {}
-    with torch.enable_grad(), Trace(model, layer, retain_output=False, edit_output=_replace(store, 1.0)), \
-            Trace(model, to_layer, stop=True, detach=False) as later:
+    with (
+        torch.enable_grad(),
+        Trace(model, layer, retain_output=False, edit_output=_replace(store, 1.0)),
+        Trace(model, to_layer, stop=True, detach=False) as later,
+    ):
         model(x)
     if later.output is None:
         raise ValueError(f"{to_layer!r} did not run after {layer!r}; pass an earlier layer first")
     act, leaf = store["act"], store["leaf"]
-    total = later.output.sum(1)[0]                          # [h2, w2]
+    total = later.output.sum(1)[0]  # [h2, w2]
     h2, w2 = total.shape
     out = act.new_zeros(h2, w2, *act.shape[2:])
     for i in range(h2):

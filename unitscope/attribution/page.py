@@ -23,8 +23,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from unitscope.attribution.blocks import (feature_inversion, grid_vectors, layer_activations, nmf_groups,
-                                          semantic_dictionary)
+from unitscope.attribution.blocks import (
+    feature_inversion,
+    grid_vectors,
+    layer_activations,
+    nmf_groups,
+    semantic_dictionary,
+)
 from unitscope.attribution.core import channel_attribution, spatial_attribution
 from unitscope.attribution.result import ExplainResult
 from unitscope.featvis.images import save_png
@@ -33,13 +38,13 @@ from unitscope.runs import CATALOG, atomic_write_text
 
 @dataclass
 class ExplainSettings:
-    target: int | None = None   # class to explain; default the top prediction
-    k: int = 3                  # units per position in the semantic dictionary
-    groups: int = 4             # NMF neuron groups
-    cells: int = 7              # dictionary and activation grid: at most cells x cells positions
-    top_units: int = 8          # units listed by channel attribution
-    ig_steps: int = 16          # path-integrated channel attribution steps
-    icon_steps: int = 128       # fewer than Lucid's 512: one page renders ~80 icons
+    target: int | None = None  # class to explain; default the top prediction
+    k: int = 3  # units per position in the semantic dictionary
+    groups: int = 4  # NMF neuron groups
+    cells: int = 7  # dictionary and activation grid: at most cells x cells positions
+    top_units: int = 8  # units listed by channel attribution
+    ig_steps: int = 16  # path-integrated channel attribution steps
+    icon_steps: int = 128  # fewer than Lucid's 512: one page renders ~80 icons
     icon_size: int = 64
     inversion_steps: int = 256
     seed: int = 0
@@ -58,16 +63,18 @@ def _catalog_units(run_dir: Path, model: str, layer: str) -> tuple[dict[int, str
     with Catalog(path) as cat:
         facts = layer_facts(cat, model, layer)
     labels = {u: label for u, f in facts.items() if (label := unit_label(f))}
-    images = {u: image for u, f in facts.items()
-              if (image := unit_image(f, "visualization")) and (run_dir / image).is_file()}
+    images = {
+        u: image for u, f in facts.items() if (image := unit_image(f, "visualization")) and (run_dir / image).is_file()
+    }
     return labels, images
 
 
 def _overlay(img: torch.Tensor, heat: torch.Tensor, signed: bool = True) -> torch.Tensor:
     """``img`` [3, H, W] in [0, 1] greyed, with ``heat`` [h, w] upsampled on top: red positive,
     blue negative (``signed``) or red alone."""
-    h = torch.nn.functional.interpolate(heat[None, None].float(), size=img.shape[1:], mode="bilinear",
-                                        align_corners=False)[0, 0]
+    h = torch.nn.functional.interpolate(
+        heat[None, None].float(), size=img.shape[1:], mode="bilinear", align_corners=False
+    )[0, 0]
     h = h / h.abs().max().clamp(min=1e-12)
     grey = img.mean(0, keepdim=True).expand(3, -1, -1) * 0.5 + 0.25
     colour = torch.stack([h.clamp(min=0), torch.zeros_like(h), (-h).clamp(min=0) if signed else torch.zeros_like(h)])
@@ -93,8 +100,9 @@ def _classes(model: nn.Module, x: torch.Tensor, k: int = 5) -> list[dict]:
     return [{"index": int(i), "name": info.class_name(int(i)), "p": float(p)} for p, i in zip(top.values, top.indices)]
 
 
-def explain(model: nn.Module, image_path: str | Path, layer: str, run_dir: str | Path,
-            settings: ExplainSettings | None = None) -> ExplainResult:
+def explain(
+    model: nn.Module, image_path: str | Path, layer: str, run_dir: str | Path, settings: ExplainSettings | None = None
+) -> ExplainResult:
     """Compute everything, write the images, return the page data (paths relative to the page) as an
     :class:`~unitscope.attribution.result.ExplainResult` (a mapping, with ``summary()``)."""
     from unitscope.classify import load_image
@@ -109,23 +117,33 @@ def explain(model: nn.Module, image_path: str | Path, layer: str, run_dir: str |
     shown = (x[0].cpu() * torch.tensor(info.std).view(3, 1, 1) + torch.tensor(info.mean).view(3, 1, 1)).clamp(0, 1)
     classes = _classes(model, x)
     target = classes[0]["index"] if s.target is None else s.target
-    acts = layer_activations(model, x, layer)[0].cpu()                    # [C, h, w]
+    acts = layer_activations(model, x, layer)[0].cpu()  # [C, h, w]
     spatial = spatial_attribution(model, x, layer, target)[0].cpu()
     plain = channel_attribution(model, x, layer, target)[0].cpu()
     integrated = channel_attribution(model, x, layer, target, steps=s.ig_steps)[0].cpu()
     labels, vis = _catalog_units(run_dir, info.name, layer)
-    pooled = torch.nn.functional.adaptive_avg_pool2d(acts[None], (min(acts.shape[1], s.cells),
-                                                                   min(acts.shape[2], s.cells)))[0]
+    pooled = torch.nn.functional.adaptive_avg_pool2d(
+        acts[None], (min(acts.shape[1], s.cells), min(acts.shape[2], s.cells))
+    )[0]
     table = semantic_dictionary(pooled, s.k, labels)
     spatial_groups, channels = nmf_groups(acts.clamp(min=0), s.groups, seed=s.seed)
-    top_units = torch.argsort(-integrated, stable=True)[:s.top_units].tolist()
+    top_units = torch.argsort(-integrated, stable=True)[: s.top_units].tolist()
     units = sorted({e["unit"] for row in table for cell in row for e in cell} | set(top_units))
     vectors = grid_vectors(acts, s.cells)
-    icons = render(model, _icon_objectives(layer, units, channels, vectors), batch=len(units) + len(channels) + len(vectors),
-                   steps=s.icon_steps, size=s.icon_size, upsample=False, seed=s.seed, progress=s.progress,
-                   desc="explain icons").images
-    inversion = feature_inversion(model, x, layer, steps=s.inversion_steps, seed=s.seed, progress=s.progress,
-                                  desc="feature inversion").images[0]
+    icons = render(
+        model,
+        _icon_objectives(layer, units, channels, vectors),
+        batch=len(units) + len(channels) + len(vectors),
+        steps=s.icon_steps,
+        size=s.icon_size,
+        upsample=False,
+        seed=s.seed,
+        progress=s.progress,
+        desc="explain icons",
+    ).images
+    inversion = feature_inversion(
+        model, x, layer, steps=s.inversion_steps, seed=s.seed, progress=s.progress, desc="feature inversion"
+    ).images[0]
     save_png(shown, page / "input.png")
     save_png(_overlay(shown, spatial), page / "attribution.png")
     save_png(inversion, page / "inversion.png")
@@ -146,23 +164,46 @@ def explain(model: nn.Module, image_path: str | Path, layer: str, run_dir: str |
                 if e["unit"] in vis:
                     e["image"] = rel + vis[e["unit"]]
     cells_h, cells_w = pooled.shape[1:]
-    return ExplainResult({
-        "model": info.name, "layer": layer, "image": Path(image_path).name, "classes": classes,
-        "target": {"index": target, "name": info.class_name(target)},
-        "shape": list(acts.shape), "attribution_total": float(spatial.sum()),
-        "channels": [{"unit": u, "attribution": float(plain[u]), "integrated": float(integrated[u]),
-                      "label": labels.get(u), "icon": unit_icon[u],
-                      "image": rel + vis[u] if u in vis else None} for u in top_units],
-        "dictionary": table, "cells": [int(cells_h), int(cells_w)],
-        "groups": [{"map": f"groups/map_{g}.png", "icon": f"groups/icon_{g}.png",
-                    "units": torch.argsort(-channels[g], stable=True)[:5].tolist()} for g in range(len(channels))],
-        "grid": [f"grid/{i}.png" for i in range(len(vectors))],
-        "settings": vars(s),
-    }, page)
+    return ExplainResult(
+        {
+            "model": info.name,
+            "layer": layer,
+            "image": Path(image_path).name,
+            "classes": classes,
+            "target": {"index": target, "name": info.class_name(target)},
+            "shape": list(acts.shape),
+            "attribution_total": float(spatial.sum()),
+            "channels": [
+                {
+                    "unit": u,
+                    "attribution": float(plain[u]),
+                    "integrated": float(integrated[u]),
+                    "label": labels.get(u),
+                    "icon": unit_icon[u],
+                    "image": rel + vis[u] if u in vis else None,
+                }
+                for u in top_units
+            ],
+            "dictionary": table,
+            "cells": [int(cells_h), int(cells_w)],
+            "groups": [
+                {
+                    "map": f"groups/map_{g}.png",
+                    "icon": f"groups/icon_{g}.png",
+                    "units": torch.argsort(-channels[g], stable=True)[:5].tolist(),
+                }
+                for g in range(len(channels))
+            ],
+            "grid": [f"grid/{i}.png" for i in range(len(vectors))],
+            "settings": vars(s),
+        },
+        page,
+    )
 
 
-def write_explain(model: nn.Module, image_path: str | Path, layer: str, run_dir: str | Path,
-                  settings: ExplainSettings | None = None) -> Path:
+def write_explain(
+    model: nn.Module, image_path: str | Path, layer: str, run_dir: str | Path, settings: ExplainSettings | None = None
+) -> Path:
     """Write ``run_dir/explain/<image stem>/`` (images, explain.json, index.html); return the html."""
     result = explain(model, image_path, layer, run_dir, settings)
     page, data = result.page, result.data
@@ -182,8 +223,22 @@ def record_units(run_dir: Path, data: dict) -> None:
     from unitscope.catalog import Catalog
 
     target = data["target"]
-    rows = [{"unit": c["unit"], "class_name": target["name"], "rank": rank, "attribution": c["attribution"],
-             "integrated": c["integrated"]} for rank, c in enumerate(data["channels"])]
+    rows = [
+        {
+            "unit": c["unit"],
+            "class_name": target["name"],
+            "rank": rank,
+            "attribution": c["attribution"],
+            "integrated": c["integrated"],
+        }
+        for rank, c in enumerate(data["channels"])
+    ]
     with Catalog(run_dir / CATALOG) as cat:
-        cat.replace(TABLE, rows, model=data["model"], layer=data["layer"], image=Path(data["image"]).stem,
-                    class_index=target["index"])
+        cat.replace(
+            TABLE,
+            rows,
+            model=data["model"],
+            layer=data["layer"],
+            image=Path(data["image"]).stem,
+            class_index=target["index"],
+        )

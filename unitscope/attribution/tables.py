@@ -17,10 +17,21 @@ from __future__ import annotations
 from unitscope.catalog import define_table
 
 TABLE = "attribution_units"
-define_table(TABLE, (("model", "TEXT"), ("layer", "TEXT"), ("unit", "INTEGER"), ("image", "TEXT"),
-                     ("class_index", "INTEGER"), ("class_name", "TEXT"), ("rank", "INTEGER"),
-                     ("attribution", "REAL"), ("integrated", "REAL")),
-             ("model", "layer", "image", "class_index", "unit"))
+define_table(
+    TABLE,
+    (
+        ("model", "TEXT"),
+        ("layer", "TEXT"),
+        ("unit", "INTEGER"),
+        ("image", "TEXT"),
+        ("class_index", "INTEGER"),
+        ("class_name", "TEXT"),
+        ("rank", "INTEGER"),
+        ("attribution", "REAL"),
+        ("integrated", "REAL"),
+    ),
+    ("model", "layer", "image", "class_index", "unit"),
+)
 
 #: every table this module declares
 TABLES = (TABLE,)

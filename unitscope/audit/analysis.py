@@ -42,8 +42,9 @@ Related = Callable[[str, str], bool]
 ORDERINGS = ("unrelated", "single", "random")
 
 
-def plain_set(cache: str | Path, seed: int, n: int, size: int = 64, render_size: int = 64,
-              progress: bool = False) -> EvalSet:
+def plain_set(
+    cache: str | Path, seed: int, n: int, size: int = 64, render_size: int = 64, progress: bool = False
+) -> EvalSet:
     """Images ``0..n-1`` of the plain world ``seed``, normalised ``[N, 3, S, S]``, with their scenes ``[N]``."""
     from unitscope.organisms.data import resized, world_arrays
     from unitscope.organisms.tasks import normalise
@@ -72,12 +73,14 @@ def cooccurrence_relation(presence: dict[str, np.ndarray]) -> Related:
     """``related(a, b)``: the images show ``a`` and ``b`` together at least as often as chance
     (lift >= 1). A word that is no concept of the images (the descriptions' position words: top,
     bottom, edge) counts as related to everything: it joins nothing unrelated."""
+
     def related(a: str, b: str) -> bool:
         pa, pb = presence.get(a), presence.get(b)
         if pa is None or pb is None:
             return True
         n, both = len(pa), int((pa & pb).sum())
         return both * n >= int(pa.sum()) * int(pb.sum())
+
     return related
 
 
@@ -85,8 +88,11 @@ def is_single(formula: str | None) -> bool:
     """The formula is one bare concept."""
     from unitscope.describe.search import positive_concepts
 
-    return bool(formula) and len(positive_concepts(formula)) == 1 and not any(
-        op in str(formula) for op in (" AND ", " OR ", "NOT "))
+    return (
+        bool(formula)
+        and len(positive_concepts(formula)) == 1
+        and not any(op in str(formula) for op in (" AND ", " OR ", "NOT "))
+    )
 
 
 def joins_unrelated(formula: str | None, related: Related) -> bool:
@@ -100,11 +106,14 @@ def joins_unrelated(formula: str | None, related: Related) -> bool:
 def description_groups(rows: Sequence[dict[str, Any]], related: Related) -> dict[str, list[dict[str, Any]]]:
     """The units each description ordering puts first (``unrelated``, ``single``), in order: by the
     description's ``f1``, best first (ties: lower unit). ``rows``: ``pmi`` description rows of one layer."""
+
     def key(r: dict) -> tuple:
         return (-(r.get("f1") or 0.0), int(r["unit"]))
 
-    return {"unrelated": sorted((r for r in rows if joins_unrelated(r.get("formula"), related)), key=key),
-            "single": sorted((r for r in rows if is_single(r.get("formula"))), key=key)}
+    return {
+        "unrelated": sorted((r for r in rows if joins_unrelated(r.get("formula"), related)), key=key),
+        "single": sorted((r for r in rows if is_single(r.get("formula"))), key=key),
+    }
 
 
 def unit_orders(units: int, groups: dict[str, list[int]], seeds: Sequence[int]) -> dict[str, list[list[int]]]:
@@ -121,15 +130,24 @@ def unit_orders(units: int, groups: dict[str, list[int]], seeds: Sequence[int]) 
     return out
 
 
-def description_ablation(model: nn.Module, run: str | Path, layer: str, test: EvalSet, *, seeds: int = 5,
-                         steps: int = 20, model_name: str | None = None, related: Related | None = None,
-                         batch_size: int = 250) -> dict[str, Any]:
+def description_ablation(
+    model: nn.Module,
+    run: str | Path,
+    layer: str,
+    test: EvalSet,
+    *,
+    seeds: int = 5,
+    steps: int = 20,
+    model_name: str | None = None,
+    related: Related | None = None,
+    batch_size: int = 250,
+) -> dict[str, Any]:
     """The three orderings' curves for ``layer`` of ``model`` on ``test`` (module doc). ``related``
     defaults to co-occurrence on the run's data set. Returns ``model``, ``layer``, ``units``,
     ``fractions`` [F], ``groups`` {ordering: description rows}, ``accuracy`` {ordering: [S, F]},
     ``mean`` {ordering: [F]}."""
-    from unitscope.ablate.cut import cut_model
     from unitscope.ablate.curves import ablation_curves
+    from unitscope.ablate.cut import cut_model
     from unitscope.ablate.evaluate import cache_layer
     from unitscope.catalog import Catalog
     from unitscope.describe import tables  # noqa: F401
@@ -154,10 +172,21 @@ def description_ablation(model: nn.Module, run: str | Path, layer: str, test: Ev
     fractions = [k / steps for k in range(steps + 1)]
     orders = unit_orders(units, {k: [int(r["unit"]) for r in v] for k, v in groups.items()}, range(seeds))
     classes = len(get_info(model).class_names)
-    acc = {o: ablation_curves(cut, cache, torch.arange(classes), classes, fractions=fractions, modes=("zero",),
-                              orders=orders[o])["zero"] for o in ORDERINGS}
-    return {"model": name, "layer": layer, "units": units, "fractions": fractions, "groups": groups,
-            "accuracy": acc, "mean": {o: acc[o].mean(0) for o in ORDERINGS}}
+    acc = {
+        o: ablation_curves(
+            cut, cache, torch.arange(classes), classes, fractions=fractions, modes=("zero",), orders=orders[o]
+        )["zero"]
+        for o in ORDERINGS
+    }
+    return {
+        "model": name,
+        "layer": layer,
+        "units": units,
+        "fractions": fractions,
+        "groups": groups,
+        "accuracy": acc,
+        "mean": {o: acc[o].mean(0) for o in ORDERINGS},
+    }
 
 
 def write_ablation(run: str | Path, out: dict[str, Any]) -> None:
@@ -166,12 +195,33 @@ def write_ablation(run: str | Path, out: dict[str, Any]) -> None:
     from unitscope.catalog import Catalog
 
     model, layer, units = out["model"], out["layer"], out["units"]
-    curves = [{"model": model, "layer": layer, "ordering": o, "seed": s, "fraction": float(f),
-               "units": int(round(f * units)), "accuracy": float(out["accuracy"][o][s, k])}
-              for o in ORDERINGS for s in range(out["accuracy"][o].shape[0]) for k, f in enumerate(out["fractions"])]
-    first = [{"model": model, "layer": layer, "ordering": o, "unit": int(r["unit"]), "rank": i,
-              "description": r.get("description"), "formula": r.get("formula")}
-             for o, rows in out["groups"].items() for i, r in enumerate(rows)]
+    curves = [
+        {
+            "model": model,
+            "layer": layer,
+            "ordering": o,
+            "seed": s,
+            "fraction": float(f),
+            "units": int(round(f * units)),
+            "accuracy": float(out["accuracy"][o][s, k]),
+        }
+        for o in ORDERINGS
+        for s in range(out["accuracy"][o].shape[0])
+        for k, f in enumerate(out["fractions"])
+    ]
+    first = [
+        {
+            "model": model,
+            "layer": layer,
+            "ordering": o,
+            "unit": int(r["unit"]),
+            "rank": i,
+            "description": r.get("description"),
+            "formula": r.get("formula"),
+        }
+        for o, rows in out["groups"].items()
+        for i, r in enumerate(rows)
+    ]
     with Catalog(Path(run) / "catalog.sqlite") as cat:
         cat.replace("desc_ablation", curves, model=model, layer=layer)
         cat.replace("desc_ablation_units", first, model=model, layer=layer)

@@ -51,8 +51,10 @@ def count_units(run: str | Path, concept: str, layers: list[str] | None = None) 
             import difflib
 
             close = difflib.get_close_matches(concept, sorted(known), n=3)
-            raise ValueError(f"concept {concept!r} is not in the vocabulary of {run}"
-                             + (f"; did you mean {', '.join(close)}?" if close else ""))
+            raise ValueError(
+                f"concept {concept!r} is not in the vocabulary of {run}"
+                + (f"; did you mean {', '.join(close)}?" if close else "")
+            )
         layer_rows = cat.rows("layers", model=name)
         for lr in layer_rows:
             if layers and lr["layer"] not in layers:
@@ -65,14 +67,23 @@ def count_units(run: str | Path, concept: str, layers: list[str] | None = None) 
                 sig = int((det & significant(np.array([np.nan if p is None else p for p in pv], np.float64))).sum())
             desc = cat.rows("descriptions", model=name, layer=lr["layer"], kind="pmi")
             described = sum(concept in positive_concepts(r["formula"]) for r in desc)
-            out.append({"name": name, "layer": lr["layer"], "units": int(lr["units"]),
-                        "iou_threshold": float(lr["iou_threshold"]), "detectors": int(det.sum()),
-                        "significant": sig, "described": int(described)})
+            out.append(
+                {
+                    "name": name,
+                    "layer": lr["layer"],
+                    "units": int(lr["units"]),
+                    "iou_threshold": float(lr["iou_threshold"]),
+                    "detectors": int(det.sum()),
+                    "significant": sig,
+                    "described": int(described),
+                }
+            )
     return out
 
 
-def audit_counts(run: str | Path, reference_run: str | Path | None, concept: str,
-                 layers: list[str] | None = None) -> list[dict[str, Any]]:
+def audit_counts(
+    run: str | Path, reference_run: str | Path | None, concept: str, layers: list[str] | None = None
+) -> list[dict[str, Any]]:
     """Rows of ``audit_counts``: the audited model's layers (role ``audited``), then the reference's
     (role ``reference``), each keyed by the audited model's name in ``model``."""
     mine = count_units(run, concept, layers)
@@ -81,8 +92,10 @@ def audit_counts(run: str | Path, reference_run: str | Path | None, concept: str
     model = mine[0]["name"]
     rows = [dict(r, model=model, concept=concept.lower(), role="audited") for r in mine]
     if reference_run is not None:
-        rows += [dict(r, model=model, concept=concept.lower(), role="reference")
-                 for r in count_units(reference_run, concept, layers)]
+        rows += [
+            dict(r, model=model, concept=concept.lower(), role="reference")
+            for r in count_units(reference_run, concept, layers)
+        ]
     return rows
 
 

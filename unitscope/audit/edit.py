@@ -55,14 +55,15 @@ class EvalSet:
 SETS = ("clean", "agree", "conflict")
 
 
-def cue_sets(cache: str | Path, seed: int, n: int, size: int = 64, render_size: int = 64,
-             progress: bool = False) -> dict[str, EvalSet]:
+def cue_sets(
+    cache: str | Path, seed: int, n: int, size: int = 64, render_size: int = 64, progress: bool = False
+) -> dict[str, EvalSet]:
     """Images ``0..n-1`` of world ``seed``: without a sign (``clean``), with a sign naming their scene
     (``agree``) and with one naming another scene (``conflict``); the scenes under the signs are the same
     images in all three (:mod:`unitscope.world.cue` draws the sign from its own stream)."""
-    from unitscope.world.cue import CueSpec
     from unitscope.organisms.data import resized, world_arrays
     from unitscope.organisms.tasks import normalise
+    from unitscope.world.cue import CueSpec
 
     specs = {"clean": None, "agree": CueSpec(1.0, 1.0), "conflict": CueSpec(1.0, 0.0)}
     out = {}
@@ -82,7 +83,7 @@ def accuracy(model: nn.Module, data: EvalSet, removal: Removal | None = None, ba
             if units:
                 stack.enter_context(Ablate(model, layer, units))
         for s in range(0, len(data.y), batch_size):
-            correct += int((model(data.x[s:s + batch_size]).argmax(1) == data.y[s:s + batch_size]).sum())
+            correct += int((model(data.x[s : s + batch_size]).argmax(1) == data.y[s : s + batch_size]).sum())
     return correct / max(1, len(data.y))
 
 
@@ -113,15 +114,21 @@ def counts(n: int) -> list[int]:
     return ks if not n or ks[-1] == n else ks + [n]
 
 
-def choose_count(model: nn.Module, ordered: list[dict], val: dict[str, EvalSet], tolerance: float = 0.02
-                 ) -> tuple[int, list[dict]]:
+def choose_count(
+    model: nn.Module, ordered: list[dict], val: dict[str, EvalSet], tolerance: float = 0.02
+) -> tuple[int, list[dict]]:
     """(how many of ``ordered`` to remove, the validation curve ``[{"k", "clean", "conflict"}]``)."""
     base_clean = accuracy(model, val["clean"])
     curve = [{"k": 0, "clean": base_clean, "conflict": accuracy(model, val["conflict"])}]
     for k in counts(len(ordered)):
         removal = removal_of([(r["layer"], r["unit"]) for r in ordered[:k]])
-        curve.append({"k": k, "clean": accuracy(model, val["clean"], removal),
-                      "conflict": accuracy(model, val["conflict"], removal)})
+        curve.append(
+            {
+                "k": k,
+                "clean": accuracy(model, val["clean"], removal),
+                "conflict": accuracy(model, val["conflict"], removal),
+            }
+        )
     allowed = [c for c in curve if c["clean"] >= base_clean - tolerance - 1e-12]
     best = max(allowed, key=lambda c: (c["conflict"], -c["k"]))
     return best["k"], curve
@@ -144,10 +151,23 @@ def importance_ranking(model: nn.Module, layer: str, val_clean: EvalSet) -> list
     return sorted(range(n), key=lambda u: (-drops[u], u))
 
 
-def edit_experiment(model: nn.Module, run: str | Path, query: str, val: dict[str, EvalSet],
-                    test: dict[str, EvalSet], *, layers: list[str] | None = None, min_match: float = 0.5,
-                    tolerance: float = 0.02, draws: int = 5, seed: int = 0, model_name: str | None = None,
-                    checkpoint: str | None = None, importance_images: int = 500, say=print) -> dict:
+def edit_experiment(
+    model: nn.Module,
+    run: str | Path,
+    query: str,
+    val: dict[str, EvalSet],
+    test: dict[str, EvalSet],
+    *,
+    layers: list[str] | None = None,
+    min_match: float = 0.5,
+    tolerance: float = 0.02,
+    draws: int = 5,
+    seed: int = 0,
+    model_name: str | None = None,
+    checkpoint: str | None = None,
+    importance_images: int = 500,
+    say=print,
+) -> dict:
     """Find, order, choose and test (module doc). Returns ``units`` (rows of ``edit_units``),
     ``results`` (rows of ``edit_results``), ``curve`` (validation) and ``edit`` (an :class:`EditFile`)."""
     from unitscope.models import get_info
@@ -155,44 +175,79 @@ def edit_experiment(model: nn.Module, run: str | Path, query: str, val: dict[str
     name = model_name or get_info(model).name
     hits = find_units(run, query, layers, min_match)
     if not hits:
-        raise ValueError(f"no unit of {run} has a description matching {query!r} (match >= {min_match}); "
-                         f"try `unitscope search {run} {query!r}` or another query")
-    say(f"{len(hits)} units match {query!r}: " + ", ".join(f"{h['layer']}:{h['unit']}" for h in hits[:12])
-        + (" ..." if len(hits) > 12 else ""))
+        raise ValueError(
+            f"no unit of {run} has a description matching {query!r} (match >= {min_match}); "
+            f"try `unitscope search {run} {query!r}` or another query"
+        )
+    say(
+        f"{len(hits)} units match {query!r}: "
+        + ", ".join(f"{h['layer']}:{h['unit']}" for h in hits[:12])
+        + (" ..." if len(hits) > 12 else "")
+    )
     ordered = order_units(model, hits, val["conflict"])
     k, curve = choose_count(model, ordered, val, tolerance)
     chosen = ordered[:k]
     removal = removal_of([(r["layer"], r["unit"]) for r in chosen])
     at = next(c for c in curve if c["k"] == k)
-    say(f"removing {k} of them (validation: conflict {curve[0]['conflict']:.3f} -> {at['conflict']:.3f}, "
-        f"clean {curve[0]['clean']:.3f} -> {at['clean']:.3f})")
+    say(
+        f"removing {k} of them (validation: conflict {curve[0]['conflict']:.3f} -> {at['conflict']:.3f}, "
+        f"clean {curve[0]['clean']:.3f} -> {at['clean']:.3f})"
+    )
 
     def row(kind: str, draw: int, rem: Removal) -> dict:
         accs = {s: accuracy(model, test[s], rem) for s in SETS}
-        return {"model": name, "query": query, "kind": kind, "draw": draw,
-                "units": sum(len(v) for v in rem.values()), **accs}
+        return {
+            "model": name,
+            "query": query,
+            "kind": kind,
+            "draw": draw,
+            "units": sum(len(v) for v in rem.values()),
+            **accs,
+        }
 
     results = [row("none", 0, {}), row("described", 0, removal)]
     gen = torch.Generator().manual_seed(seed)
     sizes = {layer: layer_units(model, layer, val["clean"].x[:1]) for layer in removal}
     for d in range(draws):
-        rand = {layer: sorted(torch.randperm(sizes[layer], generator=gen)[:len(u)].tolist())
-                for layer, u in removal.items()}
+        rand = {
+            layer: sorted(torch.randperm(sizes[layer], generator=gen)[: len(u)].tolist())
+            for layer, u in removal.items()
+        }
         results.append(row("random", d, rand))
     few = EvalSet(val["clean"].x[:importance_images], val["clean"].y[:importance_images])
-    important = {layer: sorted(importance_ranking(model, layer, few)[:len(u)]) for layer, u in removal.items()}
+    important = {layer: sorted(importance_ranking(model, layer, few)[: len(u)]) for layer, u in removal.items()}
     results.append(row("important", 0, important))
-    units = [{"model": name, "query": query, "layer": r["layer"], "unit": int(r["unit"]), "rank": i,
-              "description": r["description"], "formula": r["formula"], "match": r["match"],
-              "single_accuracy": r["single_accuracy"], "removed": int(i < k)} for i, r in enumerate(ordered)]
+    units = [
+        {
+            "model": name,
+            "query": query,
+            "layer": r["layer"],
+            "unit": int(r["unit"]),
+            "rank": i,
+            "description": r["description"],
+            "formula": r["formula"],
+            "match": r["match"],
+            "single_accuracy": r["single_accuracy"],
+            "removed": int(i < k),
+        }
+        for i, r in enumerate(ordered)
+    ]
     rand_rows = [r for r in results if r["kind"] == "random"]
-    about = {"query": query, "run": str(run), "found": len(hits), "removed": k, "tolerance": tolerance,
-             "order": "single-unit accuracy on cue-conflicting validation images, best first (MILAN)",
-             "test": {r["kind"] if r["kind"] != "random" else f"random{r['draw']}": {s: r[s] for s in SETS}
-                      for r in results},
-             "random_mean": {s: float(np.mean([r[s] for r in rand_rows])) for s in SETS} if rand_rows else {}}
-    edit = EditFile(name, [{"layer": layer, "units": sorted(u), "mode": "zero"} for layer, u in removal.items()],
-                    checkpoint, about)
+    about = {
+        "query": query,
+        "run": str(run),
+        "found": len(hits),
+        "removed": k,
+        "tolerance": tolerance,
+        "order": "single-unit accuracy on cue-conflicting validation images, best first (MILAN)",
+        "test": {
+            r["kind"] if r["kind"] != "random" else f"random{r['draw']}": {s: r[s] for s in SETS} for r in results
+        },
+        "random_mean": {s: float(np.mean([r[s] for r in rand_rows])) for s in SETS} if rand_rows else {},
+    }
+    edit = EditFile(
+        name, [{"layer": layer, "units": sorted(u), "mode": "zero"} for layer, u in removal.items()], checkpoint, about
+    )
     return {"units": units, "results": results, "curve": curve, "edit": edit, "removal": removal}
 
 

@@ -16,17 +16,26 @@ from torch import nn
 
 
 @torch.no_grad()
-def cue_metrics(model: nn.Module, cache: str | Path, seed: int, n: int, size: int = 64, render_size: int = 64,
-                progress: bool = False) -> dict[str, float]:
+def cue_metrics(
+    model: nn.Module,
+    cache: str | Path,
+    seed: int,
+    n: int,
+    size: int = 64,
+    render_size: int = 64,
+    progress: bool = False,
+) -> dict[str, float]:
     """The three accuracies on images ``0..n-1`` of world ``seed`` (the same scenes in all three sets)."""
     from unitscope.audit.edit import accuracy, cue_sets
     from unitscope.world.cue import CueSpec, cue_of
 
     sets = cue_sets(cache, seed, n, size, render_size, progress)
-    out = {f"accuracy_cue_{k}": accuracy(model, sets[s])
-           for k, s in (("agrees", "agree"), ("absent", "clean"), ("conflicts", "conflict"))}
+    out = {
+        f"accuracy_cue_{k}": accuracy(model, sets[s])
+        for k, s in (("agrees", "agree"), ("absent", "clean"), ("conflicts", "conflict"))
+    }
     named = torch.tensor([cue_of(CueSpec(1.0, 0.0), seed, i) for i in range(n)])
     model.eval()
-    pred = torch.cat([model(sets["conflict"].x[s:s + 500]).argmax(1) for s in range(0, n, 500)])
+    pred = torch.cat([model(sets["conflict"].x[s : s + 500]).argmax(1) for s in range(0, n, 500)])
     out["conflicts_follow_cue"] = float((pred == named).float().mean())
     return out

@@ -28,24 +28,79 @@ from __future__ import annotations
 
 from unitscope.catalog import define_table
 
-define_table("edit_units", (("model", "TEXT"), ("query", "TEXT"), ("layer", "TEXT"), ("unit", "INTEGER"),
-                            ("rank", "INTEGER"), ("description", "TEXT"), ("formula", "TEXT"), ("match", "REAL"),
-                            ("single_accuracy", "REAL"), ("removed", "INTEGER")),
-             ("model", "query", "layer", "unit"))
-define_table("edit_results", (("model", "TEXT"), ("query", "TEXT"), ("kind", "TEXT"), ("draw", "INTEGER"),
-                              ("units", "INTEGER"), ("clean", "REAL"), ("agree", "REAL"), ("conflict", "REAL")),
-             ("model", "query", "kind", "draw"))
+define_table(
+    "edit_units",
+    (
+        ("model", "TEXT"),
+        ("query", "TEXT"),
+        ("layer", "TEXT"),
+        ("unit", "INTEGER"),
+        ("rank", "INTEGER"),
+        ("description", "TEXT"),
+        ("formula", "TEXT"),
+        ("match", "REAL"),
+        ("single_accuracy", "REAL"),
+        ("removed", "INTEGER"),
+    ),
+    ("model", "query", "layer", "unit"),
+)
+define_table(
+    "edit_results",
+    (
+        ("model", "TEXT"),
+        ("query", "TEXT"),
+        ("kind", "TEXT"),
+        ("draw", "INTEGER"),
+        ("units", "INTEGER"),
+        ("clean", "REAL"),
+        ("agree", "REAL"),
+        ("conflict", "REAL"),
+    ),
+    ("model", "query", "kind", "draw"),
+)
 
-define_table("audit_counts", (("model", "TEXT"), ("concept", "TEXT"), ("layer", "TEXT"), ("role", "TEXT"),
-                              ("name", "TEXT"), ("units", "INTEGER"), ("iou_threshold", "REAL"),
-                              ("detectors", "INTEGER"), ("significant", "INTEGER"), ("described", "INTEGER")),
-             ("model", "concept", "layer", "role"))
-define_table("desc_ablation", (("model", "TEXT"), ("layer", "TEXT"), ("ordering", "TEXT"), ("seed", "INTEGER"),
-                               ("fraction", "REAL"), ("units", "INTEGER"), ("accuracy", "REAL")),
-             ("model", "layer", "ordering", "seed", "fraction"))
-define_table("desc_ablation_units", (("model", "TEXT"), ("layer", "TEXT"), ("ordering", "TEXT"), ("unit", "INTEGER"),
-                                     ("rank", "INTEGER"), ("description", "TEXT"), ("formula", "TEXT")),
-             ("model", "layer", "ordering", "unit"))
+define_table(
+    "audit_counts",
+    (
+        ("model", "TEXT"),
+        ("concept", "TEXT"),
+        ("layer", "TEXT"),
+        ("role", "TEXT"),
+        ("name", "TEXT"),
+        ("units", "INTEGER"),
+        ("iou_threshold", "REAL"),
+        ("detectors", "INTEGER"),
+        ("significant", "INTEGER"),
+        ("described", "INTEGER"),
+    ),
+    ("model", "concept", "layer", "role"),
+)
+define_table(
+    "desc_ablation",
+    (
+        ("model", "TEXT"),
+        ("layer", "TEXT"),
+        ("ordering", "TEXT"),
+        ("seed", "INTEGER"),
+        ("fraction", "REAL"),
+        ("units", "INTEGER"),
+        ("accuracy", "REAL"),
+    ),
+    ("model", "layer", "ordering", "seed", "fraction"),
+)
+define_table(
+    "desc_ablation_units",
+    (
+        ("model", "TEXT"),
+        ("layer", "TEXT"),
+        ("ordering", "TEXT"),
+        ("unit", "INTEGER"),
+        ("rank", "INTEGER"),
+        ("description", "TEXT"),
+        ("formula", "TEXT"),
+    ),
+    ("model", "layer", "ordering", "unit"),
+)
 
 TABLES = ("edit_units", "edit_results")
 COUNT_TABLES = ("audit_counts",)

@@ -14,9 +14,19 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-_FROM = {"Basis": "basis", "evaluate": "basis", "load_basis": "basis", "rows": "basis", "stability": "basis",
-         "fit_ica": "ica", "fit_nmf": "nmf", "Covariance": "pca", "fit_pca": "pca", "fit_whitening": "pca",
-         "fit_sae": "sae"}
+_FROM = {
+    "Basis": "basis",
+    "evaluate": "basis",
+    "load_basis": "basis",
+    "rows": "basis",
+    "stability": "basis",
+    "fit_ica": "ica",
+    "fit_nmf": "nmf",
+    "Covariance": "pca",
+    "fit_pca": "pca",
+    "fit_whitening": "pca",
+    "fit_sae": "sae",
+}
 
 if TYPE_CHECKING:
     from unitscope.bases.basis import Basis, evaluate, load_basis, rows, stability
@@ -32,5 +42,16 @@ def __getattr__(name: str) -> Any:  # PEP 562: the fitting code (torch) loads on
     return getattr(importlib.import_module(f"unitscope.bases.{_FROM[name]}"), name)
 
 
-__all__ = ["Basis", "Covariance", "evaluate", "fit_ica", "fit_nmf", "fit_pca", "fit_sae",
-           "fit_whitening", "load_basis", "rows", "stability"]
+__all__ = [
+    "Basis",
+    "Covariance",
+    "evaluate",
+    "fit_ica",
+    "fit_nmf",
+    "fit_pca",
+    "fit_sae",
+    "fit_whitening",
+    "load_basis",
+    "rows",
+    "stability",
+]

@@ -1,9 +1,9 @@
 """The common ``Basis``: directions [D, C] as rows, encode, decode, metrics, save/load, stability.
 
-    b.encode(x)            # x [rows, C] or [N, C, H, W] -> codes [rows, D]
-    b.decode(codes)        # [rows, D] -> [rows, C]
-    b.save("out"); load_basis("out")
-    b.ablation([3]).apply(z)   # z [N, C, H, W] without latent 3's share;  b.objective("blocks.6", 3)
+b.encode(x)            # x [rows, C] or [N, C, H, W] -> codes [rows, D]
+b.decode(codes)        # [rows, D] -> [rows, C]
+b.save("out"); load_basis("out")
+b.ablation([3]).apply(z)   # z [N, C, H, W] without latent 3's share;  b.objective("blocks.6", 3)
 """
 
 from __future__ import annotations
@@ -76,10 +76,14 @@ class Basis:
     def save(self, folder: str | Path) -> Path:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        save_arrays(folder / "basis.safetensors", {
-            n: getattr(self, n).detach().cpu().numpy() for n in ("directions", "encoder", "enc_bias", "dec_bias")})
-        atomic_write_text(folder / "basis.json", json.dumps(
-            {"kind": self.kind, "k": self.k, "config": self.config, "metrics": self.metrics}, indent=1))
+        save_arrays(
+            folder / "basis.safetensors",
+            {n: getattr(self, n).detach().cpu().numpy() for n in ("directions", "encoder", "enc_bias", "dec_bias")},
+        )
+        atomic_write_text(
+            folder / "basis.json",
+            json.dumps({"kind": self.kind, "k": self.k, "config": self.config, "metrics": self.metrics}, indent=1),
+        )
         return folder
 
 
@@ -136,6 +140,7 @@ def stability(b1: Basis | torch.Tensor, b2: Basis | torch.Tensor) -> float:
     cos = (a @ b.t()).abs().cpu().numpy()
     try:
         from scipy.optimize import linear_sum_assignment
+
         i, j = linear_sum_assignment(-cos)
         return float(cos[i, j].mean())
     except ImportError:  # greedy: the best remaining pair, again and again

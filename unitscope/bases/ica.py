@@ -1,6 +1,6 @@
 """FastICA (symmetric, logcosh) on PCA-whitened activations, streamed: one pass per iteration.
 
-    b = fit_ica(batches, n_components=8, passes=40, seed=0)
+b = fit_ica(batches, n_components=8, passes=40, seed=0)
 """
 
 from __future__ import annotations
@@ -42,7 +42,13 @@ def fit_ica(batches: Iterable[torch.Tensor], n_components: int, passes: int = 40
     w = w * torch.where(skew < 0, -1.0, 1.0).to(w)[:, None]
     unmix = (w @ k).float()  # [D, C]
     mixing = (w @ (vecs * scale[:, None])).float()  # rows: x - mean ≈ s @ mixing
-    b = Basis("ica", mixing, unmix, torch.zeros(n_components), mean.float(),
-              config={"n_components": n_components, "passes": passes, "seed": seed})
+    b = Basis(
+        "ica",
+        mixing,
+        unmix,
+        torch.zeros(n_components),
+        mean.float(),
+        config={"n_components": n_components, "passes": passes, "seed": seed},
+    )
     b.metrics = evaluate(b, batches)
     return b

@@ -57,8 +57,11 @@ class DirectionSetEdits(DirectionEdits):
         rows = z.movedim(1, -1).reshape(-1, c)  # [M, C]
         codes = self._codes(rows).to(z.dtype)  # [M, D]
         dirs = self.all_directions.to(z)
-        part = torch.stack([codes[:, s] @ dirs[s] for s in (row.nonzero().flatten() for row in self.sets)]) \
-            if k else rows.new_zeros(0, len(rows), c)  # [K, M, C]
+        part = (
+            torch.stack([codes[:, s] @ dirs[s] for s in (row.nonzero().flatten() for row in self.sets)])
+            if k
+            else rows.new_zeros(0, len(rows), c)
+        )  # [K, M, C]
         part = part.reshape(k, n, *z.shape[2:], c).movedim(-1, 2)  # [K, N, C, ...]
         return (z.unsqueeze(0) - part).reshape(k * n, *z.shape[1:])
 
@@ -68,28 +71,55 @@ def set_edits(basis: Basis, sets: torch.Tensor) -> DirectionSetEdits:
     return DirectionSetEdits(basis.directions, basis.encode, sets)
 
 
-def direction_importance(cut: FxCut | HookCut, cache: LayerCache, basis: Basis, class_of_output: torch.Tensor,
-                         num_classes: int, *, max_batch: int = 512, progress: bool = False) -> Importance:
+def direction_importance(
+    cut: FxCut | HookCut,
+    cache: LayerCache,
+    basis: Basis,
+    class_of_output: torch.Tensor,
+    num_classes: int,
+    *,
+    max_batch: int = 512,
+    progress: bool = False,
+) -> Importance:
     """Every direction of ``basis`` removed alone (and none, the baseline) on ``cache``: drops ``[D, Y]``
     as :func:`unitscope.ablate.unit_importance` gives them for units."""
     d = basis.directions.shape[0]
     sets = torch.cat([torch.zeros(1, d, dtype=torch.bool), torch.eye(d, dtype=torch.bool)])
     mass = torch.zeros(d + 1, num_classes, dtype=torch.float64)
-    conf = confusion(cut, cache, set_edits(basis, sets), class_of_output, num_classes, max_batch=max_batch,
-                     progress=progress, probability=mass)
+    conf = confusion(
+        cut,
+        cache,
+        set_edits(basis, sets),
+        class_of_output,
+        num_classes,
+        max_batch=max_batch,
+        progress=progress,
+        probability=mass,
+    )
     m = metrics(conf)
     mass = mass / m["count"].clamp(min=1)
-    return Importance(probability_drop=(mass[0] - mass[1:]).float(),
-                      drop=(m["class_accuracy"][0] - m["class_accuracy"][1:]).float(),
-                      balanced_drop=(m["balanced"][0] - m["balanced"][1:]).float(),
-                      overall_drop=(m["accuracy"][0] - m["accuracy"][1:]).float(),
-                      base_accuracy=float(m["accuracy"][0]), base_class_accuracy=m["class_accuracy"][0].float(),
-                      images=cache.count)
+    return Importance(
+        probability_drop=(mass[0] - mass[1:]).float(),
+        drop=(m["class_accuracy"][0] - m["class_accuracy"][1:]).float(),
+        balanced_drop=(m["balanced"][0] - m["balanced"][1:]).float(),
+        overall_drop=(m["accuracy"][0] - m["accuracy"][1:]).float(),
+        base_accuracy=float(m["accuracy"][0]),
+        base_class_accuracy=m["class_accuracy"][0].float(),
+        images=cache.count,
+    )
 
 
-def top_n_directions(cut: FxCut | HookCut, cache: LayerCache, basis: Basis, ranking: torch.Tensor,
-                     class_of_output: torch.Tensor, num_classes: int, ns: Sequence[int],
-                     *, max_batch: int = 512) -> list[dict]:
+def top_n_directions(
+    cut: FxCut | HookCut,
+    cache: LayerCache,
+    basis: Basis,
+    ranking: torch.Tensor,
+    class_of_output: torch.Tensor,
+    num_classes: int,
+    ns: Sequence[int],
+    *,
+    max_batch: int = 512,
+) -> list[dict]:
     """Each class's top ``n`` directions (``ranking`` ``[Y, D]``) removed together: rows
     ``{"class", "n", "accuracy" (that class), "others" (mean of the other classes)}``, the baseline
     first (``n`` 0)."""
@@ -101,8 +131,9 @@ def top_n_directions(cut: FxCut | HookCut, cache: LayerCache, basis: Basis, rank
             s[ranking[cls, :n]] = True
             sets.append(s)
             keys.append((cls, n))
-    m = metrics(confusion(cut, cache, set_edits(basis, torch.stack(sets)), class_of_output, num_classes,
-                          max_batch=max_batch))
+    m = metrics(
+        confusion(cut, cache, set_edits(basis, torch.stack(sets)), class_of_output, num_classes, max_batch=max_batch)
+    )
     acc = m["class_accuracy"]  # [K, Y]
     out = [{"class": -1, "n": 0, "accuracy": float(acc[0].mean()), "others": float(acc[0].mean())}]
     for i, (cls, n) in enumerate(keys[1:], 1):

@@ -14,8 +14,9 @@ from unitscope.bases.basis import Basis, evaluate, nmf_codes, rows
 from unitscope.errors import UsageError
 
 
-def fit_nmf(batches: Iterable[torch.Tensor], n_components: int, passes: int = 100, seed: int = 0,
-            eps: float = 1e-9) -> Basis:
+def fit_nmf(
+    batches: Iterable[torch.Tensor], n_components: int, passes: int = 100, seed: int = 0, eps: float = 1e-9
+) -> Basis:
     w: torch.Tensor | None = None
     g = torch.Generator().manual_seed(seed)
     for p in range(passes):
@@ -24,8 +25,10 @@ def fit_nmf(batches: Iterable[torch.Tensor], n_components: int, passes: int = 10
         for i, x in enumerate(batches):
             r = rows(x).double()
             if p == 0 and len(r) and float(r.min()) < 0:
-                raise UsageError(f"NMF needs non-negative activations, but batch {i} has a value of "
-                                 f"{float(r.min()):.4g}; take a layer after a ReLU, or use PCA, ICA or the SAE")
+                raise UsageError(
+                    f"NMF needs non-negative activations, but batch {i} has a value of "
+                    f"{float(r.min()):.4g}; take a layer after a ReLU, or use PCA, ICA or the SAE"
+                )
             if w is None:
                 w = torch.rand(n_components, r.shape[1], generator=g, dtype=torch.float64) * float(r.mean()) + eps
             h = nmf_codes(r, w.float(), iters=20).double()
@@ -36,7 +39,13 @@ def fit_nmf(batches: Iterable[torch.Tensor], n_components: int, passes: int = 10
         w = w * num / (gram @ w + eps)
     assert w is not None
     c = w.shape[1]
-    b = Basis("nmf", w.float(), w.float(), torch.zeros(n_components), torch.zeros(c),
-              config={"n_components": n_components, "passes": passes, "seed": seed})
+    b = Basis(
+        "nmf",
+        w.float(),
+        w.float(),
+        torch.zeros(n_components),
+        torch.zeros(c),
+        config={"n_components": n_components, "passes": passes, "seed": seed},
+    )
     b.metrics = evaluate(b, batches)
     return b

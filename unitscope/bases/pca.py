@@ -1,8 +1,8 @@
 """Streamed mean and covariance (a mergeable ``Stat``, float64), PCA and whitening from it.
 
-    cov = Covariance(); [cov.add(x) for x in batches]      # x [rows, C] or [N, C, H, W]
-    b = fit_pca(batches, n_components=8)                   # directions: top eigenvectors
-    w = fit_whitening(batches, n_components=8)             # encode gives unit-variance codes
+cov = Covariance(); [cov.add(x) for x in batches]      # x [rows, C] or [N, C, H, W]
+b = fit_pca(batches, n_components=8)                   # directions: top eigenvectors
+w = fit_whitening(batches, n_components=8)             # encode gives unit-variance codes
 """
 
 from __future__ import annotations
@@ -102,8 +102,14 @@ def fit_pca(batches: Iterable[torch.Tensor], n_components: int | None = None) ->
     cov = covariance_of(batches)
     vals, vecs = eigen(cov, n_components)
     mean = cov.mean().float()
-    b = Basis("pca", vecs.float(), vecs.float(), torch.zeros(len(vals)), mean,
-              config={"n_components": len(vals), "variances": vals.tolist()})
+    b = Basis(
+        "pca",
+        vecs.float(),
+        vecs.float(),
+        torch.zeros(len(vals)),
+        mean,
+        config={"n_components": len(vals), "variances": vals.tolist()},
+    )
     b.metrics = evaluate(b, batches)
     return b
 
@@ -115,7 +121,8 @@ def fit_whitening(batches: Iterable[torch.Tensor], n_components: int | None = No
     scale = vals.clamp_min(eps).sqrt()
     mean = cov.mean().float()
     enc = (vecs / scale[:, None]).float()
-    b = Basis("whiten", (vecs * scale[:, None]).float(), enc, torch.zeros(len(vals)), mean,
-              config={"n_components": len(vals)})
+    b = Basis(
+        "whiten", (vecs * scale[:, None]).float(), enc, torch.zeros(len(vals)), mean, config={"n_components": len(vals)}
+    )
     b.metrics = evaluate(b, batches)
     return b

@@ -17,26 +17,42 @@ from unitscope.dissect.options import Options
 from unitscope.runs import CATALOG
 
 
-def dissect_bases(model: nn.Module, dataset: Any, layers: Sequence[str], run_dir: str | Path, opts: Options, *,
-                  key: dict | None = None, config: dict | None = None) -> Any:
+def dissect_bases(
+    model: nn.Module,
+    dataset: Any,
+    layers: Sequence[str],
+    run_dir: str | Path,
+    opts: Options,
+    *,
+    key: dict | None = None,
+    config: dict | None = None,
+) -> Any:
     """What :func:`unitscope.dissect.dissect` does when ``opts.basis`` names bases: fit them
     (:func:`.source.fit_layer_bases`), dissect the layers' units (with ``units``) and every basis'
     directions with the same engine, and record the bases' metrics."""
     from unitscope.bases.source import fit_layer_bases, parse_bases
     from unitscope.dissect.distributed import barrier, is_main
     from unitscope.dissect.engine import dissect_sources, record_bases
-    from unitscope.layers import check_bases
     from unitscope.dissect.sources import BrodenLabels, ModelActivations
+    from unitscope.layers import check_bases
 
     specs = parse_bases(opts.basis)  # bad specs fail before anything is written
     model = model.to(opts.device).eval()
-    inner = ModelActivations(model, dataset, layers, device=opts.device, n=opts.limit, key=key,
-                             precision=opts.precision, values=opts.values)
+    inner = ModelActivations(
+        model, dataset, layers, device=opts.device, n=opts.limit, key=key, precision=opts.precision, values=opts.values
+    )
     inner.shapes()  # unknown layers fail here
 
     def fit(fresh: bool) -> Any:
-        return fit_layer_bases(inner, specs, run_dir, batch_size=opts.batch_size, progress=opts.progress,
-                               fresh=fresh, cache_gb=opts.cache_gb)
+        return fit_layer_bases(
+            inner,
+            specs,
+            run_dir,
+            batch_size=opts.batch_size,
+            progress=opts.progress,
+            fresh=fresh,
+            cache_gb=opts.cache_gb,
+        )
 
     # under torchrun rank 0 fits (or loads) the bases over all the data and saves them; the other
     # ranks then load what it saved, and every rank dissects its shard of the same directions
@@ -60,5 +76,13 @@ def record_metrics(run_dir: Path, model_name: str, rows: list[dict[str, Any]]) -
 
     with Catalog(run_dir / CATALOG) as cat, cat.transaction():
         for layer in dict.fromkeys(r["base_layer"] for r in rows):
-            cat.replace(TABLE, [{("basis_layer" if k == "layer" else k): v for k, v in r.items() if k != "base_layer"}
-                                for r in rows if r["base_layer"] == layer], model=model_name, layer=layer)
+            cat.replace(
+                TABLE,
+                [
+                    {("basis_layer" if k == "layer" else k): v for k, v in r.items() if k != "base_layer"}
+                    for r in rows
+                    if r["base_layer"] == layer
+                ],
+                model=model_name,
+                layer=layer,
+            )

@@ -52,11 +52,24 @@ def _minibatches(batches: Iterable[torch.Tensor], batch_size: int, seed: int, ep
         yield from r[perm].split(batch_size)
 
 
-def fit_sae(batches: Iterable[torch.Tensor], out: str | Path, expansion: float = 4, k: int = 8,
-            epochs: int = 10, batch_size: int = 256, lr: float = 1e-3, seed: int = 0,
-            dead_after: int = 200, aux_k: int | None = None, aux_coef: float = 1 / 32,
-            checkpoint_every: int = 100, fresh: bool = False, resample: bool = False, decay: float = 0.0,
-            center: bool = False) -> Basis:
+def fit_sae(
+    batches: Iterable[torch.Tensor],
+    out: str | Path,
+    expansion: float = 4,
+    k: int = 8,
+    epochs: int = 10,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    seed: int = 0,
+    dead_after: int = 200,
+    aux_k: int | None = None,
+    aux_coef: float = 1 / 32,
+    checkpoint_every: int = 100,
+    fresh: bool = False,
+    resample: bool = False,
+    decay: float = 0.0,
+    center: bool = False,
+) -> Basis:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / "sae"
@@ -83,8 +96,7 @@ def fit_sae(batches: Iterable[torch.Tensor], out: str | Path, expansion: float =
             if decay > 0:
                 for group in opt.param_groups:
                     group["lr"] = lr * min(1.0, (total - step) / (decay * total))
-            loss = _step(model, opt, mb, dead_after, aux_k, aux_coef,
-                         resample=resample and step < total // 2)
+            loss = _step(model, opt, mb, dead_after, aux_k, aux_coef, resample=resample and step < total // 2)
             step += 1
             state["step"] = step
             state["losses"].append(loss)
@@ -94,18 +106,42 @@ def fit_sae(batches: Iterable[torch.Tensor], out: str | Path, expansion: float =
                 fault("sae.checkpoint.after")
     write_checkpoint(ckpt, state, {"sae": model}, {"opt": opt})
     with torch.no_grad():
-        b = Basis("topk", model.w_dec.detach().clone(), model.w_enc.detach().clone(), model.b_enc.detach().clone(),
-                  model.b_dec.detach().clone(), k=k,
-                  config={"expansion": expansion, "k": k, "epochs": epochs, "batch_size": batch_size, "lr": lr,
-                          "seed": seed, "dead_after": dead_after, "aux_k": aux_k, "steps": step,
-                          "resample": resample, "decay": decay, "center": center})
+        b = Basis(
+            "topk",
+            model.w_dec.detach().clone(),
+            model.w_enc.detach().clone(),
+            model.b_enc.detach().clone(),
+            model.b_dec.detach().clone(),
+            k=k,
+            config={
+                "expansion": expansion,
+                "k": k,
+                "epochs": epochs,
+                "batch_size": batch_size,
+                "lr": lr,
+                "seed": seed,
+                "dead_after": dead_after,
+                "aux_k": aux_k,
+                "steps": step,
+                "resample": resample,
+                "decay": decay,
+                "center": center,
+            },
+        )
     b.metrics = {**evaluate(b, batches), "final_loss": state["losses"][-1] if state["losses"] else float("nan")}
     b.save(out)
     return b
 
 
-def _step(model: TopKSAE, opt: torch.optim.Optimizer, x: torch.Tensor, dead_after: int, aux_k: int,
-          aux_coef: float, resample: bool = False) -> float:
+def _step(
+    model: TopKSAE,
+    opt: torch.optim.Optimizer,
+    x: torch.Tensor,
+    dead_after: int,
+    aux_k: int,
+    aux_coef: float,
+    resample: bool = False,
+) -> float:
     pre = model.pre(x)
     codes = model.topk(pre, model.k)
     x_hat = codes @ model.w_dec + model.b_dec
@@ -130,13 +166,14 @@ def _step(model: TopKSAE, opt: torch.optim.Optimizer, x: torch.Tensor, dead_afte
     return float(loss.detach())
 
 
-def _resample(model: TopKSAE, opt: torch.optim.Optimizer, x: torch.Tensor, resid: torch.Tensor,
-              dead: torch.Tensor) -> None:
+def _resample(
+    model: TopKSAE, opt: torch.optim.Optimizer, x: torch.Tensor, resid: torch.Tensor, dead: torch.Tensor
+) -> None:
     """Dead latents re-pointed at the worst-reconstructed rows of ``x`` [M, C] (deterministic: by
     residual norm), encoder = decoder row scaled to the alive encoders' mean norm, bias 0."""
     idx = dead.nonzero().flatten()
     worst = resid.norm(dim=1).topk(min(len(idx), len(x))).indices
-    idx = idx[:len(worst)]
+    idx = idx[: len(worst)]
     new = torch.nn.functional.normalize(resid[worst], dim=1)
     alive = ~dead
     scale = model.w_enc[alive].norm(dim=1).mean() if bool(alive.any()) else torch.tensor(1.0)

@@ -42,11 +42,27 @@ from unitscope.layers import LayerValues
 from unitscope.runs import BASES, atomic_write_text
 
 KINDS = ("units", "rotation", "pca", "whiten", "ica", "nmf", "sae")
-_OPTIONS = {"units": set(), "rotation": {"n", "seed"}, "pca": {"n", "seed", "stability"},
-            "whiten": {"n", "seed", "stability"}, "ica": {"n", "passes", "seed", "stability"},
-            "nmf": {"n", "passes", "seed", "stability"},
-            "sae": {"expansion", "k", "epochs", "batch_size", "lr", "seed", "stability", "dead_after", "resample",
-                    "decay", "center"}}
+_OPTIONS = {
+    "units": set(),
+    "rotation": {"n", "seed"},
+    "pca": {"n", "seed", "stability"},
+    "whiten": {"n", "seed", "stability"},
+    "ica": {"n", "passes", "seed", "stability"},
+    "nmf": {"n", "passes", "seed", "stability"},
+    "sae": {
+        "expansion",
+        "k",
+        "epochs",
+        "batch_size",
+        "lr",
+        "seed",
+        "stability",
+        "dead_after",
+        "resample",
+        "decay",
+        "center",
+    },
+}
 SEP = "#"  # pseudo-layer names: f"{layer}{SEP}{basis name}"
 
 
@@ -71,14 +87,18 @@ def parse_bases(entries: Sequence[str]) -> list[BasisSpec]:
         kind, *opts = entry.strip().split(":")
         if kind not in KINDS:
             close = difflib.get_close_matches(kind, KINDS, n=2)
-            raise UsageError(f"unknown basis {kind!r}{' (did you mean ' + ', '.join(close) + '?)' if close else ''}; "
-                             f"the bases are {', '.join(KINDS)}, each with options as kind:name=value:...")
+            raise UsageError(
+                f"unknown basis {kind!r}{' (did you mean ' + ', '.join(close) + '?)' if close else ''}; "
+                f"the bases are {', '.join(KINDS)}, each with options as kind:name=value:..."
+            )
         options: dict[str, float] = {}
         for o in opts:
             name, eq, value = o.partition("=")
             if not eq or name not in _OPTIONS[kind]:
-                raise UsageError(f"basis {kind!r}: bad option {o!r}; it takes "
-                                 f"{', '.join(sorted(_OPTIONS[kind])) or 'no options'} as name=value")
+                raise UsageError(
+                    f"basis {kind!r}: bad option {o!r}; it takes "
+                    f"{', '.join(sorted(_OPTIONS[kind])) or 'no options'} as name=value"
+                )
             try:
                 options[name] = float(value)
             except ValueError:
@@ -94,6 +114,7 @@ def parse_bases(entries: Sequence[str]) -> list[BasisSpec]:
 
 # -- the fit cache: each layer's output, once through the model --------------------------------------
 
+
 class FitCache:
     """``{layer: memmap [N, C, h, w] float32}`` of the layers' outputs under ``folder``."""
 
@@ -108,8 +129,12 @@ class FitCache:
 
     def maps(self, layer: str, mode: str = "r") -> np.memmap:
         c, h, w = self.shapes[layer]
-        return np.lib.format.open_memmap(self.folder / f"{self.tags[layer]}.npy", mode=mode, dtype=np.float32,
-                                         shape=(self.n, c, h, w) if mode == "w+" else None)
+        return np.lib.format.open_memmap(
+            self.folder / f"{self.tags[layer]}.npy",
+            mode=mode,
+            dtype=np.float32,
+            shape=(self.n, c, h, w) if mode == "w+" else None,
+        )
 
     def fill(self, source: ActivationSource, batch_size: int, progress: bool = False) -> None:
         """One pass of ``source`` over its positions; each layer's output written (``values.post``)."""
@@ -143,7 +168,7 @@ class _Chunks:
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         for s in range(0, len(self.maps), self.images):
-            yield torch.from_numpy(np.array(self.maps[s:s + self.images]))
+            yield torch.from_numpy(np.array(self.maps[s : s + self.images]))
 
 
 def _jsonable(x: Any) -> Any:
@@ -151,6 +176,7 @@ def _jsonable(x: Any) -> Any:
 
 
 # -- fitting ---------------------------------------------------------------------------------------
+
 
 def identity_basis(c: int) -> Basis:
     eye = torch.eye(c)
@@ -184,17 +210,33 @@ def fit_one(spec: BasisSpec, batches: Any, c: int, out: Path, seed: int) -> Basi
     if spec.kind == "nmf":
         return fit_nmf(batches, n or c, passes=int(o.get("passes", 100)), seed=seed)
     if spec.kind == "sae":
-        return fit_sae(batches, out, expansion=o.get("expansion", 4), k=int(o.get("k", 8)),
-                       epochs=int(o.get("epochs", 10)), batch_size=int(o.get("batch_size", 256)),
-                       lr=o.get("lr", 1e-3), seed=seed, dead_after=int(o.get("dead_after", 200)),
-                       resample=bool(o.get("resample", 0)), decay=o.get("decay", 0.0),
-                       center=bool(o.get("center", 0)))
+        return fit_sae(
+            batches,
+            out,
+            expansion=o.get("expansion", 4),
+            k=int(o.get("k", 8)),
+            epochs=int(o.get("epochs", 10)),
+            batch_size=int(o.get("batch_size", 256)),
+            lr=o.get("lr", 1e-3),
+            seed=seed,
+            dead_after=int(o.get("dead_after", 200)),
+            resample=bool(o.get("resample", 0)),
+            decay=o.get("decay", 0.0),
+            center=bool(o.get("center", 0)),
+        )
     raise UsageError(f"no fit for basis {spec.kind!r}")
 
 
-def fit_layer_bases(source: ActivationSource, specs: Sequence[BasisSpec], run_dir: str | Path, *,
-                    batch_size: int = 32, progress: bool = False, fresh: bool = False,
-                    cache_gb: float | None = None) -> BasisActivations:
+def fit_layer_bases(
+    source: ActivationSource,
+    specs: Sequence[BasisSpec],
+    run_dir: str | Path,
+    *,
+    batch_size: int = 32,
+    progress: bool = False,
+    fresh: bool = False,
+    cache_gb: float | None = None,
+) -> BasisActivations:
     """Fit (or load, when saved with the same settings) every basis of ``specs`` for every layer of
     ``source``; returns the source to dissect. The fit cache (at most ``cache_gb`` of disk, None: no
     limit) is removed once every basis is saved."""
@@ -203,8 +245,10 @@ def fit_layer_bases(source: ActivationSource, specs: Sequence[BasisSpec], run_di
     shapes = source.shapes()
     need = 4 * len(source) * sum(c * h * w for c, h, w in shapes.values()) / 2**30
     if cache_gb is not None and need > cache_gb and any(s.kind != "units" for s in specs):
-        raise UsageError(f"fitting the bases needs {need:.1f} GB of disk for the layers' maps (float32) and "
-                         f"--cache-gb allows {cache_gb:g}; raise --cache-gb, or fit on fewer images (--limit)")
+        raise UsageError(
+            f"fitting the bases needs {need:.1f} GB of disk for the layers' maps (float32) and "
+            f"--cache-gb allows {cache_gb:g}; raise --cache-gb, or fit on fewer images (--limit)"
+        )
     fitted: dict[str, tuple[str, BasisSpec, Basis]] = {}
     cache = FitCache(folder / "cache", shapes, len(source), source.key())
     for i, layer in enumerate(source.layers):
@@ -272,12 +316,19 @@ def _fit_and_save(spec: BasisSpec, batches: Any, c: int, out: Path, want: dict[s
 
 # -- the source --------------------------------------------------------------------------------------
 
+
 class BasisActivations(ActivationSource):
     """``source``'s layers (with ``units``) and one pseudo-layer ``{layer}#{name}`` per fitted basis,
     whose maps are the codes of the layer's output: ``[N, D, h, w]``."""
 
-    def __init__(self, source: ActivationSource, bases: dict[str, tuple[str, BasisSpec, Basis]], *,
-                 units: bool = True, units_metrics: dict[str, dict[str, float]] | None = None):
+    def __init__(
+        self,
+        source: ActivationSource,
+        bases: dict[str, tuple[str, BasisSpec, Basis]],
+        *,
+        units: bool = True,
+        units_metrics: dict[str, dict[str, float]] | None = None,
+    ):
         self.source, self.bases, self.units = source, bases, units
         self.units_metrics = units_metrics or {}
         self.layers = (list(source.layers) if units else []) + list(bases)
@@ -316,8 +367,10 @@ class BasisActivations(ActivationSource):
         return out
 
     def key(self) -> dict[str, Any]:
-        digest = {name: hashlib.sha1(b.directions.numpy().tobytes() + b.encoder.numpy().tobytes()).hexdigest()[:16]
-                  for name, (_, _, b) in self.bases.items()}
+        digest = {
+            name: hashlib.sha1(b.directions.numpy().tobytes() + b.encoder.numpy().tobytes()).hexdigest()[:16]
+            for name, (_, _, b) in self.bases.items()
+        }
         return {**self.source.key(), "layers": self.layers, "bases": digest}
 
     def index(self, pos: int) -> int:
@@ -332,12 +385,28 @@ class BasisActivations(ActivationSource):
 
     def metrics(self) -> list[dict[str, Any]]:
         """One row per basis (and per layer's units): what the catalog's ``basis_metrics`` holds."""
-        rows = [{"layer": layer, "base_layer": layer, "basis": "units", "spec": "units",
-                 "directions": self.source.shapes()[layer][0], **_row_metrics(m)}
-                for layer, m in self.units_metrics.items()]
+        rows = [
+            {
+                "layer": layer,
+                "base_layer": layer,
+                "basis": "units",
+                "spec": "units",
+                "directions": self.source.shapes()[layer][0],
+                **_row_metrics(m),
+            }
+            for layer, m in self.units_metrics.items()
+        ]
         for name, (layer, spec, b) in self.bases.items():
-            rows.append({"layer": name, "base_layer": layer, "basis": spec.kind, "spec": spec.text(),
-                         "directions": b.directions.shape[0], **_row_metrics(b.metrics)})
+            rows.append(
+                {
+                    "layer": name,
+                    "base_layer": layer,
+                    "basis": spec.kind,
+                    "spec": spec.text(),
+                    "directions": b.directions.shape[0],
+                    **_row_metrics(b.metrics),
+                }
+            )
         return rows
 
 
@@ -345,6 +414,7 @@ def _row_metrics(m: dict[str, Any]) -> dict[str, float | None]:
     def num(k: str) -> float | None:
         v = m.get(k)
         return None if v is None or v != v else float(v)
+
     return {k: num(k) for k in ("fvu", "mean_l0", "dead_fraction", "stability", "fit_seconds", "fit_cpu_seconds")}
 
 
@@ -357,5 +427,13 @@ def encode_maps(basis: Basis, x: torch.Tensor) -> torch.Tensor:
 
 
 def _to(b: Basis, device: torch.device) -> Basis:
-    return Basis(b.kind, b.directions.to(device), b.encoder.to(device), b.enc_bias.to(device),
-                 b.dec_bias.to(device), k=b.k, config=b.config, metrics=b.metrics)
+    return Basis(
+        b.kind,
+        b.directions.to(device),
+        b.encoder.to(device),
+        b.enc_bias.to(device),
+        b.dec_bias.to(device),
+        k=b.k,
+        config=b.config,
+        metrics=b.metrics,
+    )

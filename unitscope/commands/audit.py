@@ -28,16 +28,20 @@ from unitscope.config import ModelOptions, add_config_args, config_from_args, he
 @dataclass
 class CountConfig(ModelOptions):
     model: str = field(default="world_scenes_hidden_cabinet", metadata=help_("the audited model"))
-    reference: Optional[str] = field(default="world_scenes", metadata=help_(
-        "the unedited model to count against ('' for none)"))
+    reference: Optional[str] = field(
+        default="world_scenes", metadata=help_("the unedited model to count against ('' for none)")
+    )
     concept: str = field(default="cabinet", metadata=help_("the concept to count units for"))
     out: str = field(default="runs/audit-cabinet", metadata=help_("folder: OUT/model and OUT/reference runs"))
-    data: Optional[str] = field(default=None, metadata=help_(
-        "probe data set to dissect both on (default: the plain world of --images 64-px images, seed 0)"))
+    data: Optional[str] = field(
+        default=None,
+        metadata=help_("probe data set to dissect both on (default: the plain world of --images 64-px images, seed 0)"),
+    )
     images: int = field(default=2000, metadata=help_("images of the default probe world"))
     layers: list[str] = field(default_factory=list, metadata=help_("layers to dissect (default: the model's own)"))
-    cache: Optional[str] = field(default=None, metadata=help_(
-        "where rendered worlds are kept (default: $UNITSCOPE_CACHE or ~/.cache/unitscope)"))
+    cache: Optional[str] = field(
+        default=None, metadata=help_("where rendered worlds are kept (default: $UNITSCOPE_CACHE or ~/.cache/unitscope)")
+    )
     progress: bool = field(default=True, metadata=help_("show progress"))
 
 
@@ -46,14 +50,17 @@ class AblateConfig(ModelOptions):
     model: str = field(default="world_scenes", metadata=help_("model whose layer to ablate (the world's scenes)"))
     layer: str = field(default="features.relu5", metadata=help_("layer to ablate"))
     out: str = field(default="runs/desc-ablation", metadata=help_("run folder (dissected and described if not yet)"))
-    data: Optional[str] = field(default=None, metadata=help_(
-        "probe data set to describe on (default: the plain world of --images 64-px images, seed 0)"))
+    data: Optional[str] = field(
+        default=None,
+        metadata=help_("probe data set to describe on (default: the plain world of --images 64-px images, seed 0)"),
+    )
     images: int = field(default=2000, metadata=help_("images of the default probe world"))
     test_images: int = field(default=2000, metadata=help_("held-out images to measure accuracy on (world seed 3)"))
     seeds: int = field(default=5, metadata=help_("random orders (and tails of the description orders)"))
     steps: int = field(default=20, metadata=help_("fractions 0, 1/steps, ..., 1"))
-    cache: Optional[str] = field(default=None, metadata=help_(
-        "where rendered worlds are kept (default: $UNITSCOPE_CACHE or ~/.cache/unitscope)"))
+    cache: Optional[str] = field(
+        default=None, metadata=help_("where rendered worlds are kept (default: $UNITSCOPE_CACHE or ~/.cache/unitscope)")
+    )
     progress: bool = field(default=True, metadata=help_("show progress"))
 
 
@@ -77,8 +84,15 @@ def probe_world(data: str | None, images: int, cache: Path, progress: bool) -> P
     return world
 
 
-def prepare_run(model: str, out: Path, world: Path, layers: list[str], progress: bool,
-                checkpoint: str | None = None, pretrained: bool | None = None) -> Path:
+def prepare_run(
+    model: str,
+    out: Path,
+    world: Path,
+    layers: list[str],
+    progress: bool,
+    checkpoint: str | None = None,
+    pretrained: bool | None = None,
+) -> Path:
     """Dissect and describe ``model`` on ``world`` into ``out``, unless that is done already."""
     from unitscope.commands.dissect import DissectConfig, run_dissection
     from unitscope.describe.run import Options, describe_run
@@ -86,9 +100,18 @@ def prepare_run(model: str, out: Path, world: Path, layers: list[str], progress:
     if described(out):
         return out
     print(f"dissecting and describing {model} on {world} into {out}")
-    dcfg = DissectConfig(model=model, data=str(world), out=str(out), layers=layers, batch_size=100,
-                         progress=progress, keep_cache=True, checkpoint=checkpoint, pretrained=pretrained,
-                         report=False)
+    dcfg = DissectConfig(
+        model=model,
+        data=str(world),
+        out=str(out),
+        layers=layers,
+        batch_size=100,
+        progress=progress,
+        keep_cache=True,
+        checkpoint=checkpoint,
+        pretrained=pretrained,
+        report=False,
+    )
     run_dissection(dcfg)
     describe_run(out, opts=Options(progress=progress))
     return out
@@ -121,8 +144,11 @@ def run_count(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise UsageError(str(err)) from None
     write_counts(run, rows)
-    print(f"units of {cfg.model} that detect / describe {cfg.concept!r}"
-          + (f", against {cfg.reference}" if ref else "") + ":")
+    print(
+        f"units of {cfg.model} that detect / describe {cfg.concept!r}"
+        + (f", against {cfg.reference}" if ref else "")
+        + ":"
+    )
     print(format_counts(rows))
     _report(run, f"Audit of {cfg.model}: {cfg.concept}")
     print(f"{run / 'catalog.sqlite'}: table audit_counts; {time.perf_counter() - start:.0f} s")
@@ -132,9 +158,9 @@ def run_count(args: argparse.Namespace) -> int:
 def run_ablate(args: argparse.Namespace) -> int:
     from unitscope.audit.analysis import description_ablation, plot_curves, write_ablation
     from unitscope.commands.dissect import cache_dir
-    from unitscope.world.vocab import SCENES
     from unitscope.errors import UsageError
     from unitscope.models import get_info
+    from unitscope.world.vocab import SCENES
 
     cfg = config_from_args(AblateConfig, args)
     if cfg.seeds < 1 or cfg.steps < 1 or cfg.test_images < 8:
@@ -144,8 +170,10 @@ def run_ablate(args: argparse.Namespace) -> int:
     model = cfg.create_model()
     info = get_info(model)
     if list(info.class_names) != list(SCENES):
-        raise UsageError(f"{cfg.model} does not classify the probe world's scenes ({', '.join(SCENES)}); "
-                         "this experiment measures scene accuracy, e.g. on world_scenes")
+        raise UsageError(
+            f"{cfg.model} does not classify the probe world's scenes ({', '.join(SCENES)}); "
+            "this experiment measures scene accuracy, e.g. on world_scenes"
+        )
     out = Path(cfg.out)
     world = probe_world(cfg.data, cfg.images, cache, cfg.progress)
     run = prepare_run(cfg.model, out, world, [cfg.layer], cfg.progress, cfg.checkpoint, cfg.pretrained)
@@ -153,8 +181,9 @@ def run_ablate(args: argparse.Namespace) -> int:
 
     test = plain_set(cache / "organisms", seed=3, n=cfg.test_images, size=info.input_size[-1], progress=cfg.progress)
     try:
-        result = description_ablation(model, run, cfg.layer, test, seeds=cfg.seeds, steps=cfg.steps,
-                                      model_name=cfg.model)
+        result = description_ablation(
+            model, run, cfg.layer, test, seeds=cfg.seeds, steps=cfg.steps, model_name=cfg.model
+        )
     except ValueError as err:
         raise UsageError(str(err)) from None
     write_ablation(run, result)
@@ -169,17 +198,25 @@ def run_ablate(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("audit", help="audit a model through its unit descriptions (count concept units; "
-                                     "ablate by description)",
-                       description="MILAN's auditing and analysis experiments (docs/audit.md).")
+    p = sub.add_parser(
+        "audit",
+        help="audit a model through its unit descriptions (count concept units; ablate by description)",
+        description="MILAN's auditing and analysis experiments (docs/audit.md).",
+    )
     inner = p.add_subparsers(dest="audit_command", required=True)
-    c = inner.add_parser("count", help="units that still detect or describe a concept, per layer, against a reference",
-                         description="Dissect and describe the audited model and the reference on one probe world "
-                                     "and count, layer by layer, the units that detect or describe the concept.")
+    c = inner.add_parser(
+        "count",
+        help="units that still detect or describe a concept, per layer, against a reference",
+        description="Dissect and describe the audited model and the reference on one probe world "
+        "and count, layer by layer, the units that detect or describe the concept.",
+    )
     add_config_args(c, CountConfig)
     c.set_defaults(func=run_count)
-    a = inner.add_parser("ablate", help="cumulative ablation in orders given by the units' descriptions",
-                         description="Remove a layer's units cumulatively: compositional descriptions joining "
-                                     "unrelated concepts first, single concepts first, and at random.")
+    a = inner.add_parser(
+        "ablate",
+        help="cumulative ablation in orders given by the units' descriptions",
+        description="Remove a layer's units cumulatively: compositional descriptions joining "
+        "unrelated concepts first, single concepts first, and at random.",
+    )
     add_config_args(a, AblateConfig)
     a.set_defaults(func=run_ablate)

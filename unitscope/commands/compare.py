@@ -12,17 +12,18 @@ from unitscope.config import add_config_args, config_from_args, help_
 
 @dataclass
 class CompareConfig:
-    runs: list[str] = field(metadata=help_("run folders (each holds catalog.sqlite)",
-                                           positional=True, nargs="+"))
+    runs: list[str] = field(metadata=help_("run folders (each holds catalog.sqlite)", positional=True, nargs="+"))
     json: bool = field(default=False, metadata=help_("print the rows as JSON instead of a table"))
     csv: Optional[str] = field(default=None, metadata=help_("also write the rows to this CSV file"))
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "compare", help="compare detectors per category across runs and layers",
+        "compare",
+        help="compare detectors per category across runs and layers",
         description="Detector units per concept category for every layer of several runs, side "
-                    "by side: to compare layers, models or training tasks.")
+        "by side: to compare layers, models or training tasks.",
+    )
     add_config_args(p, CompareConfig)
     p.set_defaults(func=run)
 

@@ -1,8 +1,8 @@
 """``unitscope dissect`` (Network Dissection of chosen layers) and ``unitscope demo``.
 
-    unitscope dissect --model efficientnet_lite0 --data probe-world --out runs/lite0
-    torchrun --standalone --nproc_per_node 2 -m unitscope dissect ...   # the same run, two processes
-    unitscope dissect --model world_generator --segmenter world_segmenter --samples 10000 --quantile 0.01 --out runs/gan
+unitscope dissect --model efficientnet_lite0 --data probe-world --out runs/lite0
+torchrun --standalone --nproc_per_node 2 -m unitscope dissect ...   # the same run, two processes
+unitscope dissect --model world_generator --segmenter world_segmenter --samples 10000 --quantile 0.01 --out runs/gan
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from unitscope.errors import UsageError
 from unitscope.config import ModelOptions, add_config_args, config_from_args, config_to_dict, help_, same_as
 from unitscope.dissect.options import FIELDS as OPTION_FIELDS
 from unitscope.dissect.options import Options
+from unitscope.errors import UsageError
 from unitscope.runs import CATALOG
 
 #: the config fields named otherwise in Options
@@ -27,15 +27,24 @@ OPTION = {"iou": "iou_threshold", "workers": "num_workers"}
 class DissectConfig(ModelOptions):
     model: str = field(metadata=help_("model name (see `unitscope models`)"))
     out: str = field(metadata=help_("run folder for the results"))
-    data: str | None = field(default=None, metadata=help_(
-        "a Broden-format folder (`unitscope world make` writes one); not for a generator"))
-    segmenter: str | None = field(default=None, metadata=help_(
-        "a generator is dissected against what this segmenter finds in its samples (a name, e.g. "
-        "world_segmenter, or path/to/file.py:factory)"))
+    data: str | None = field(
+        default=None, metadata=help_("a Broden-format folder (`unitscope world make` writes one); not for a generator")
+    )
+    segmenter: str | None = field(
+        default=None,
+        metadata=help_(
+            "a generator is dissected against what this segmenter finds in its samples (a name, e.g. "
+            "world_segmenter, or path/to/file.py:factory)"
+        ),
+    )
     samples: int = field(default=10_000, metadata=help_("a generator's samples (z drawn from --sample-seed)"))
     sample_seed: int = field(default=0, metadata=help_("seed of a generator's latent vectors"))
-    layers: list[str] = field(default_factory=list, metadata=help_(
-        "comma-separated layer names (see `unitscope layers MODEL --spatial`); default: the model's own choice"))
+    layers: list[str] = field(
+        default_factory=list,
+        metadata=help_(
+            "comma-separated layer names (see `unitscope layers MODEL --spatial`); default: the model's own choice"
+        ),
+    )
     # the dissection's settings: defaults and help from unitscope.dissect.Options (OPTION names the two renamed)
     quantile: float = same_as(Options, "quantile")
     iou: float = same_as(Options, "iou_threshold")
@@ -46,7 +55,9 @@ class DissectConfig(ModelOptions):
     null_draws: int = same_as(Options, "null_draws")
     denominator: str = same_as(Options, "denominator")
     values: str = same_as(Options, "values")
-    categories: list[str] = field(default_factory=list, metadata=help_("concept categories to use; default: all in the data"))
+    categories: list[str] = field(
+        default_factory=list, metadata=help_("concept categories to use; default: all in the data")
+    )
     limit: int | None = same_as(Options, "limit")
     batch_size: int = same_as(Options, "batch_size")
     # the one default that differs: a command loads with worker processes, a Python call in its own
@@ -60,8 +71,10 @@ class DissectConfig(ModelOptions):
     keep_cache: bool = same_as(Options, "keep_cache")
     skip_bad_images: bool = same_as(Options, "skip_bad_images")
     progress: bool = same_as(Options, "progress")
-    dist_timeout: float = field(default=600.0, metadata=help_(
-        "under torchrun: seconds a process waits for the others at a merge before the run fails"))
+    dist_timeout: float = field(
+        default=600.0,
+        metadata=help_("under torchrun: seconds a process waits for the others at a merge before the run fails"),
+    )
 
 
 def dissect_options(cfg: DissectConfig, device: str, **changes) -> Options:
@@ -98,16 +111,24 @@ def _run_dissection(cfg: DissectConfig, device: str):
     info = get_info(model)
     layers = cfg.layers or info.default_layers
     if not layers:
-        raise ValueError(f"{cfg.model} names no default layers; pass --layers (see `unitscope layers {cfg.model} --spatial`)")
+        raise ValueError(
+            f"{cfg.model} names no default layers; pass --layers (see `unitscope layers {cfg.model} --spatial`)"
+        )
     if (info.kind == "generator") != (cfg.segmenter is not None) or (cfg.segmenter is None) == (cfg.data is None):
-        raise UsageError(f"{cfg.model} is a{' generator' if info.kind == 'generator' else 'n image model'}: a generator "
-                         "is dissected against a segmenter (--segmenter NAME, no --data), an image model against "
-                         "labelled images (--data FOLDER)")
+        raise UsageError(
+            f"{cfg.model} is a{' generator' if info.kind == 'generator' else 'n image model'}: a generator "
+            "is dissected against a segmenter (--segmenter NAME, no --data), an image model against "
+            "labelled images (--data FOLDER)"
+        )
     if info.kind == "generator":
         return _dissect_generator(cfg, model, layers, device, out)
     data = BrodenDataset(cfg.data, categories=cfg.categories or None, transform=info.transform())
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
-    key = {k: v for k, v in config_to_dict(cfg).items() if k in ("model", "checkpoint", "pretrained", "data", "categories", "limit")}
+    key = {
+        k: v
+        for k, v in config_to_dict(cfg).items()
+        if k in ("model", "checkpoint", "pretrained", "data", "categories", "limit")
+    }
     key["data"] = str(Path(cfg.data).resolve())
     result = dissect(model, data, layers, out, dissect_options(cfg, device), key=key, config=config_to_dict(cfg))
     if not is_main():
@@ -128,8 +149,14 @@ def _dissect_generator(cfg: DissectConfig, model, layers: list[str], device: str
     from unitscope.segment import create_segmenter
 
     model = model.to(device)
-    acts = GeneratorActivations(model, layers, n=cfg.samples, seed=cfg.sample_seed, device=device,
-                                key={"segmenter": cfg.segmenter, "checkpoint": cfg.checkpoint})
+    acts = GeneratorActivations(
+        model,
+        layers,
+        n=cfg.samples,
+        seed=cfg.sample_seed,
+        device=device,
+        key={"segmenter": cfg.segmenter, "checkpoint": cfg.checkpoint},
+    )
     labels = SegmenterLabels(create_segmenter(cfg.segmenter, device=device))
     # exemplar strips of generated samples, the unit's region outlined (drawn through GeneratorActivations.picture)
     opts = dissect_options(cfg, device)
@@ -182,15 +209,29 @@ def _print_bases(out: Path) -> None:
 class DemoConfig:
     images: int = field(default=1000, metadata=help_("probe-world images to dissect"))
     out: str = field(default="runs/demo", metadata=help_("run folder for the results"))
-    cache: str | None = field(default=None, metadata=help_(
-        "where the probe world is kept between runs (default: $UNITSCOPE_CACHE or ~/.cache/unitscope)"))
+    cache: str | None = field(
+        default=None,
+        metadata=help_("where the probe world is kept between runs (default: $UNITSCOPE_CACHE or ~/.cache/unitscope)"),
+    )
     progress: bool = field(default=True, metadata=help_("show progress bars"))
-    style: str = field(default="auto", metadata=help_(
-        "probe world: auto (photo when its Debian packages are installed, else cartoon), photo, mixed or cartoon"))
-    organism_images: int = field(default=2000, metadata=help_(
-        "64-px probe-world images (seed 0, unseen in training) for the world_scenes dissection; 0 skips it"))
-    generator_samples: int = field(default=200, metadata=help_(
-        "world_generator samples for the generator dissection, removal, ACE, insertion and artifact units; 0 skips it"))
+    style: str = field(
+        default="auto",
+        metadata=help_(
+            "probe world: auto (photo when its Debian packages are installed, else cartoon), photo, mixed or cartoon"
+        ),
+    )
+    organism_images: int = field(
+        default=2000,
+        metadata=help_(
+            "64-px probe-world images (seed 0, unseen in training) for the world_scenes dissection; 0 skips it"
+        ),
+    )
+    generator_samples: int = field(
+        default=200,
+        metadata=help_(
+            "world_generator samples for the generator dissection, removal, ACE, insertion and artifact units; 0 skips it"
+        ),
+    )
 
 
 def cache_dir(explicit: str | None = None) -> Path:
@@ -247,9 +288,16 @@ def _demo_organism(cfg: DemoConfig) -> None:
     world = cache_dir(cfg.cache) / f"probe-world-n{cfg.organism_images}-s64-seed0"
     print(f"world_scenes: probe world {world} ({cfg.organism_images} images of 64 px)")
     make_world(world, n=cfg.organism_images, size=64, seed=0, progress=cfg.progress)
-    dcfg = DissectConfig(model="world_scenes", data=str(world), out=str(Path(cfg.out) / "world_scenes"),
-                         layers=["features.relu5"], rotations=3, batch_size=100, progress=cfg.progress,
-                         keep_cache=True)  # the maps, for the descriptions
+    dcfg = DissectConfig(
+        model="world_scenes",
+        data=str(world),
+        out=str(Path(cfg.out) / "world_scenes"),
+        layers=["features.relu5"],
+        rotations=3,
+        batch_size=100,
+        progress=cfg.progress,
+        keep_cache=True,
+    )  # the maps, for the descriptions
     result = run_dissection(dcfg)
     _print_summary(result, Path(dcfg.out), True)
     from unitscope.describe.run import Options, describe_run
@@ -260,14 +308,20 @@ def _demo_organism(cfg: DemoConfig) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("dissect", help="Network Dissection: label every unit of chosen layers with a concept",
-                       description="Network Dissection (Bau et al. 2017): per unit, the concept whose pixels "
-                                   "best match where the unit fires. Rerun the same command to resume.")
+    p = sub.add_parser(
+        "dissect",
+        help="Network Dissection: label every unit of chosen layers with a concept",
+        description="Network Dissection (Bau et al. 2017): per unit, the concept whose pixels "
+        "best match where the unit fires. Rerun the same command to resume.",
+    )
     add_config_args(p, DissectConfig)
     p.set_defaults(func=run_dissect)
-    p = sub.add_parser("demo", help="dissect the built-in default model on a probe world and write a report",
-                       description="Build a probe world (cached), dissect EfficientNet-Lite0 at an early, a "
-                                   "middle and the last stage, and write the report; then dissect the last "
-                                   "conv layer of world_scenes and three random rotations of it.")
+    p = sub.add_parser(
+        "demo",
+        help="dissect the built-in default model on a probe world and write a report",
+        description="Build a probe world (cached), dissect EfficientNet-Lite0 at an early, a "
+        "middle and the last stage, and write the report; then dissect the last "
+        "conv layer of world_scenes and three random rotations of it.",
+    )
     add_config_args(p, DemoConfig)
     p.set_defaults(func=run_demo)

@@ -29,8 +29,9 @@ class EditConfig(ModelOptions):
     model: str = field(default="world_scenes_cue", metadata=help_("model to edit (its classes: the world's scenes)"))
     out: str = field(default="runs/cue-edit", metadata=help_("run folder: dissection, descriptions, tables, edit.json"))
     query: str = field(default="sign", metadata=help_("text the removed units' descriptions must match"))
-    run: Optional[str] = field(default=None, metadata=help_(
-        "an already dissected and described run of the model (default: make one in OUT)"))
+    run: Optional[str] = field(
+        default=None, metadata=help_("an already dissected and described run of the model (default: make one in OUT)")
+    )
     layers: list[str] = field(default_factory=list, metadata=help_("layers to dissect (default: the model's own)"))
     images: int = field(default=2000, metadata=help_("probe images to dissect and describe"))
     cue_share: float = field(default=0.5, metadata=help_("share of the probe images that carry a sign"))
@@ -40,8 +41,9 @@ class EditConfig(ModelOptions):
     tolerance: float = field(default=0.02, metadata=help_("most clean validation accuracy the edit may cost"))
     draws: int = field(default=5, metadata=help_("random-unit draws of the control"))
     seed: int = field(default=0, metadata=help_("seed of the random draws"))
-    cache: Optional[str] = field(default=None, metadata=help_(
-        "where rendered worlds are kept (default: $UNITSCOPE_CACHE or ~/.cache/unitscope)"))
+    cache: Optional[str] = field(
+        default=None, metadata=help_("where rendered worlds are kept (default: $UNITSCOPE_CACHE or ~/.cache/unitscope)")
+    )
     progress: bool = field(default=True, metadata=help_("show progress"))
 
 
@@ -57,9 +59,9 @@ def _described(run: Path) -> bool:
 def _prepare_run(cfg: EditConfig, cache: Path) -> Path:
     """Dissect and describe the model on a probe world with signs, unless that is done already."""
     from unitscope.commands.dissect import DissectConfig, run_dissection
+    from unitscope.describe.run import Options, describe_run
     from unitscope.world import make_world
     from unitscope.world.cue import CueSpec
-    from unitscope.describe.run import Options, describe_run
 
     out = Path(cfg.out)
     if _described(out):
@@ -68,9 +70,18 @@ def _prepare_run(cfg: EditConfig, cache: Path) -> Path:
     world = cache / f"probe-world-n{cfg.images}-s64-seed0-{spec.key()}"
     print(f"probe world with signs: {world}")
     make_world(world, n=cfg.images, size=64, seed=0, progress=cfg.progress, cue=spec)
-    dcfg = DissectConfig(model=cfg.model, data=str(world), out=str(out), layers=cfg.layers, batch_size=100,
-                         progress=cfg.progress, keep_cache=True, checkpoint=cfg.checkpoint,
-                         pretrained=cfg.pretrained, report=False)
+    dcfg = DissectConfig(
+        model=cfg.model,
+        data=str(world),
+        out=str(out),
+        layers=cfg.layers,
+        batch_size=100,
+        progress=cfg.progress,
+        keep_cache=True,
+        checkpoint=cfg.checkpoint,
+        pretrained=cfg.pretrained,
+        report=False,
+    )
     run_dissection(dcfg)
     describe_run(out, opts=Options(progress=cfg.progress))
     return out
@@ -89,22 +100,35 @@ def run_edit(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     cache = cache_dir(cfg.cache)
     model = cfg.create_model()
-    from unitscope.world.vocab import SCENES
     from unitscope.models import get_info
+    from unitscope.world.vocab import SCENES
 
     info = get_info(model)
     if list(info.class_names) != list(SCENES):
-        raise UsageError(f"{cfg.model} does not classify the probe world's scenes ({', '.join(SCENES)}); "
-                         "the edit experiment needs such a model, e.g. world_scenes_cue")
+        raise UsageError(
+            f"{cfg.model} does not classify the probe world's scenes ({', '.join(SCENES)}); "
+            "the edit experiment needs such a model, e.g. world_scenes_cue"
+        )
     run = Path(cfg.run) if cfg.run else _prepare_run(cfg, cache)
     if cfg.run and not _described(run):
         raise UsageError(f"{run} has no descriptions: run `unitscope describe {run}` first")
     size = info.input_size[-1]
     val = cue_sets(cache / "organisms", seed=4, n=cfg.val_images, size=size, progress=cfg.progress)
     test = cue_sets(cache / "organisms", seed=3, n=cfg.test_images, size=size, progress=cfg.progress)
-    out = edit_experiment(model, run, cfg.query, val, test, layers=cfg.layers or None, min_match=cfg.min_match,
-                          tolerance=cfg.tolerance, draws=cfg.draws, seed=cfg.seed, model_name=cfg.model,
-                          checkpoint=cfg.checkpoint)
+    out = edit_experiment(
+        model,
+        run,
+        cfg.query,
+        val,
+        test,
+        layers=cfg.layers or None,
+        min_match=cfg.min_match,
+        tolerance=cfg.tolerance,
+        draws=cfg.draws,
+        seed=cfg.seed,
+        model_name=cfg.model,
+        checkpoint=cfg.checkpoint,
+    )
     write_tables(run, out)
     path = out["edit"].save(Path(cfg.out) / "edit.json")
     (Path(cfg.out) / "edit-curve.json").write_text(json.dumps(out["curve"], indent=1) + "\n")
@@ -118,15 +142,20 @@ def run_edit(args: argparse.Namespace) -> int:
         write_report(run, title=f"Network Dissection of {cfg.model}")
     except Exception as err:  # the tables are written; a report problem must not hide them
         print(f"(report not written: {err})")
-    print(f"{path}: the edit ({sum(len(e['units']) for e in out['edit'].layers)} units); load it as a model "
-          f"(--model {path}); {time.perf_counter() - start:.0f} s")
+    print(
+        f"{path}: the edit ({sum(len(e['units']) for e in out['edit'].layers)} units); load it as a model "
+        f"(--model {path}); {time.perf_counter() - start:.0f} s"
+    )
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("edit", help="remove the units whose descriptions match a query; measure and save the edit",
-                       description="MILAN's editing experiment: find units by their descriptions, order them by "
-                                   "single-unit validation accuracy on cue-conflicting images, remove them, and "
-                                   "compare with as many random and as many most important units (docs/audit.md).")
+    p = sub.add_parser(
+        "edit",
+        help="remove the units whose descriptions match a query; measure and save the edit",
+        description="MILAN's editing experiment: find units by their descriptions, order them by "
+        "single-unit validation accuracy on cue-conflicting images, remove them, and "
+        "compare with as many random and as many most important units (docs/audit.md).",
+    )
     add_config_args(p, EditConfig)
     p.set_defaults(func=run_edit)

@@ -44,9 +44,18 @@ def run(args: argparse.Namespace) -> int:
     load_image(cfg.image)  # a bad file fails before the model loads
     model = cfg.create_model().to(cfg.device)
     resolve_layer(model, cfg.layer)
-    settings = ExplainSettings(target=cfg.target, k=cfg.k, groups=cfg.groups, cells=cfg.cells,
-                               ig_steps=cfg.ig_steps, icon_steps=cfg.icon_steps, icon_size=cfg.icon_size,
-                               inversion_steps=cfg.inversion_steps, seed=cfg.seed, progress=cfg.progress)
+    settings = ExplainSettings(
+        target=cfg.target,
+        k=cfg.k,
+        groups=cfg.groups,
+        cells=cfg.cells,
+        ig_steps=cfg.ig_steps,
+        icon_steps=cfg.icon_steps,
+        icon_size=cfg.icon_size,
+        inversion_steps=cfg.inversion_steps,
+        seed=cfg.seed,
+        progress=cfg.progress,
+    )
     html = write_explain(model, cfg.image, cfg.layer, Path(cfg.out), settings)
     write_config(cfg, html.parent / CONFIG)
     print(f"wrote {html.resolve()} (open it in a browser; it works offline)")
@@ -54,7 +63,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("explain", help="attribution and building blocks of one image, as an offline page",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "explain",
+        help="attribution and building blocks of one image, as an offline page",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_config_args(p, ExplainConfig)
     p.set_defaults(func=run)

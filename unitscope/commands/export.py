@@ -16,8 +16,9 @@ class ExportConfig:
     run: str = field(metadata=help_("run folder of a dissection", positional=True))
     format: str = field(default="netdissect", metadata=help_("netdissect: NetDissect-Lite's tally.csv, one per layer"))
     layer: str | None = field(default=None, metadata=help_("one layer (default: every dissected layer)"))
-    out: str | None = field(default=None, metadata=help_(
-        "output file (one layer) or folder (default: RUN/export/tally-<layer>.csv)"))
+    out: str | None = field(
+        default=None, metadata=help_("output file (one layer) or folder (default: RUN/export/tally-<layer>.csv)")
+    )
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -40,8 +41,11 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="write a dissection in NetDissect-Lite's tally.csv format",
-                       description="Write each dissected layer as NetDissect-Lite's tally.csv (unit, category, "
-                                   "label, score, and per category label/truth/activation/intersect/iou).")
+    p = sub.add_parser(
+        "export",
+        help="write a dissection in NetDissect-Lite's tally.csv format",
+        description="Write each dissected layer as NetDissect-Lite's tally.csv (unit, category, "
+        "label, score, and per category label/truth/activation/intersect/iou).",
+    )
     add_config_args(p, ExportConfig)
     p.set_defaults(func=run_export)

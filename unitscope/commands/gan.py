@@ -25,13 +25,15 @@ from unitscope.runs import CATALOG, CONFIG, LAYERS
 
 @dataclass
 class GanConfig:
-    run: str = field(metadata=help_("run folder of a generator dissection (unitscope dissect --segmenter ...)",
-                                    positional=True))
+    run: str = field(
+        metadata=help_("run folder of a generator dissection (unitscope dissect --segmenter ...)", positional=True)
+    )
     concept: str = field(metadata=help_("the concept to remove and to find ACE masks for (e.g. sky, tree)"))
     layer: str | None = field(default=None, metadata=help_("layer to edit (default: the dissection's first layer)"))
     insert: list[str] = field(default_factory=list, metadata=help_("concepts to insert in context (e.g. window,roof)"))
-    stages: list[str] = field(default_factory=lambda: ["removal", "ace", "insertion", "artifacts"],
-                              metadata=help_("stages to run"))
+    stages: list[str] = field(
+        default_factory=lambda: ["removal", "ace", "insertion", "artifacts"], metadata=help_("stages to run")
+    )
     model: str | None = field(default=None, metadata=help_("the generator (default: the dissection's --model)"))
     checkpoint: str | None = field(default=None, metadata=help_("its local weights (default: the dissection's)"))
     segmenter: str | None = field(default=None, metadata=help_("the segmenter (default: the dissection's)"))
@@ -44,7 +46,9 @@ class GanConfig:
     ace_penalty: float = field(default=0.01, metadata=help_("weight of the L2 penalty on the mask's size"))
     insert_samples: int = field(default=100, metadata=help_("samples per insertion (x cells of the layer's map)"))
     artifact_samples: int = field(default=500, metadata=help_("samples scored with every unit removed alone"))
-    worst: float = field(default=0.1, metadata=help_("fraction of least realistic samples artifact units are ranked on"))
+    worst: float = field(
+        default=0.1, metadata=help_("fraction of least realistic samples artifact units are ranked on")
+    )
     threads: int = field(default=0, metadata=help_("torch threads (0: every core)"))
     report: bool = field(default=True, metadata=help_("write index.html and report.json again"))
 
@@ -55,8 +59,10 @@ def _from_run(cfg: GanConfig) -> tuple[str, str | None, str, str]:
 
     run = Path(cfg.run)
     if not (run / CATALOG).exists() or not (run / LAYERS).exists():
-        raise UsageError(f"{run} is not a dissection's run folder (no catalog.sqlite / layers.json); dissect the "
-                         "generator first: unitscope dissect --model G --segmenter S --out RUN")
+        raise UsageError(
+            f"{run} is not a dissection's run folder (no catalog.sqlite / layers.json); dissect the "
+            "generator first: unitscope dissect --model G --segmenter S --out RUN"
+        )
     saved = json.loads((run / CONFIG).read_text()) if (run / CONFIG).exists() else {}
     layers = list(json.loads((run / LAYERS).read_text()).values())
     model, segmenter = cfg.model or saved.get("model"), cfg.segmenter or saved.get("segmenter")
@@ -79,10 +85,22 @@ def run_gan(args: argparse.Namespace) -> int:
     torch.set_num_threads(cfg.threads or max(1, os.cpu_count() or 1))
     model, checkpoint, segmenter, layer = _from_run(cfg)
     g = create_model(model, checkpoint=checkpoint)
-    settings = Settings(layer=layer, concept=cfg.concept, insert=list(cfg.insert), stages=list(cfg.stages),
-                        samples=cfg.samples, seed=cfg.seed, ks=list(cfg.ks), random_draws=cfg.random_draws,
-                        ace_samples=cfg.ace_samples, ace_steps=cfg.ace_steps, ace_penalty=cfg.ace_penalty,
-                        insert_samples=cfg.insert_samples, artifact_samples=cfg.artifact_samples, worst=cfg.worst)
+    settings = Settings(
+        layer=layer,
+        concept=cfg.concept,
+        insert=list(cfg.insert),
+        stages=list(cfg.stages),
+        samples=cfg.samples,
+        seed=cfg.seed,
+        ks=list(cfg.ks),
+        random_draws=cfg.random_draws,
+        ace_samples=cfg.ace_samples,
+        ace_steps=cfg.ace_steps,
+        ace_penalty=cfg.ace_penalty,
+        insert_samples=cfg.insert_samples,
+        artifact_samples=cfg.artifact_samples,
+        worst=cfg.worst,
+    )
     analyse(cfg.run, g, create_segmenter(segmenter), settings)
     if cfg.report:
         from unitscope.models import get_info
@@ -107,13 +125,30 @@ def run_gan_demo(out: str | Path, *, samples: int = 200, progress: bool = False)
     g, seg = create_model("world_generator"), create_segmenter("world_segmenter")
     print(f"world_generator: dissecting relu2 on {samples} samples against world_segmenter")
     acts = GeneratorActivations(g, ["relu2"], n=samples, seed=0)
-    result = dissect_sources(acts, SegmenterLabels(seg), out, Options(quantile=0.01, batch_size=100, exemplar_images=False,
-                                                                      progress=progress),
-                             config={"model": "world_generator", "segmenter": "world_segmenter", "samples": samples})
+    result = dissect_sources(
+        acts,
+        SegmenterLabels(seg),
+        out,
+        Options(quantile=0.01, batch_size=100, exemplar_images=False, progress=progress),
+        config={"model": "world_generator", "segmenter": "world_segmenter", "samples": samples},
+    )
     print(result.layers["relu2"].summary())
-    settings = Settings(layer="relu2", concept="sky", insert=["window"], samples=100, ks=[1, 5, 20], random_draws=1,
-                        ace_samples=25, ace_steps=30, ace_lr=0.2, insert_samples=10, artifact_samples=30, grid=6,
-                        batch_size=25, max_batch=200)
+    settings = Settings(
+        layer="relu2",
+        concept="sky",
+        insert=["window"],
+        samples=100,
+        ks=[1, 5, 20],
+        random_draws=1,
+        ace_samples=25,
+        ace_steps=30,
+        ace_lr=0.2,
+        insert_samples=10,
+        artifact_samples=30,
+        grid=6,
+        batch_size=25,
+        max_batch=200,
+    )
     analyse(out, g, seg, settings, log=lambda line: print("  " + line))
     path = write_report(out, title="Generator dissection of world_generator")
     print(f"  generator report: {path} ({time.perf_counter() - start:.0f} s)")
@@ -121,10 +156,13 @@ def run_gan_demo(out: str | Path, *, samples: int = 200, progress: bool = False)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("gan", help="what a generator's units do: removal, ACE masks, insertion in context, artifact units",
-                       description="On a generator dissection's run folder: remove a concept's units (against random "
-                                   "ones), optimise average-causal-effect masks and compare their ranking with IoU's, "
-                                   "insert concepts in context, find artifact units; catalog tables and the report. "
-                                   "Rerun to resume.")
+    p = sub.add_parser(
+        "gan",
+        help="what a generator's units do: removal, ACE masks, insertion in context, artifact units",
+        description="On a generator dissection's run folder: remove a concept's units (against random "
+        "ones), optimise average-causal-effect masks and compare their ranking with IoU's, "
+        "insert concepts in context, find artifact units; catalog tables and the report. "
+        "Rerun to resume.",
+    )
     add_config_args(p, GanConfig)
     p.set_defaults(func=run_gan)

@@ -16,8 +16,12 @@ class ModelsConfig:
 @dataclass
 class LayersConfig(ModelOptions):
     model: str = field(metadata=help_("model name (see `unitscope models`)", positional=True))
-    spatial: bool = field(default=False, metadata=help_(
-        "only layers whose output is a map over the image: [C, H, W], or transformer tokens [T, D] on a patch grid"))
+    spatial: bool = field(
+        default=False,
+        metadata=help_(
+            "only layers whose output is a map over the image: [C, H, W], or transformer tokens [T, D] on a patch grid"
+        ),
+    )
 
 
 @dataclass
@@ -38,8 +42,7 @@ def run_models(args: argparse.Namespace) -> int:
 
 
 def run_layers(args: argparse.Namespace) -> int:
-    from unitscope.layers import list_layers
-    from unitscope.layers import privileged_layers
+    from unitscope.layers import list_layers, privileged_layers
 
     cfg = config_from_args(LayersConfig, args)
     model = cfg.create_model()
@@ -49,8 +52,10 @@ def run_layers(args: argparse.Namespace) -> int:
         if cfg.spatial and layer.kind is None:
             continue
         print(f"{layer}  {'privileged' if marks.get(layer.name) else '-'}")
-    print("basis: privileged = the output follows an elementwise nonlinearity (ReLU, GELU, ...), so its "
-          "units are meaningful axes; dissect those layers")
+    print(
+        "basis: privileged = the output follows an elementwise nonlinearity (ReLU, GELU, ...), so its "
+        "units are meaningful axes; dissect those layers"
+    )
     return 0
 
 

@@ -16,8 +16,11 @@ class ReportConfig:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("report", help="write a run's report.json and static index.html",
-                              description="(Re)write RUN/report.json and an index.html that works offline.")
+    p = subparsers.add_parser(
+        "report",
+        help="write a run's report.json and static index.html",
+        description="(Re)write RUN/report.json and an index.html that works offline.",
+    )
     add_config_args(p, ReportConfig)
     p.set_defaults(func=run)
 

@@ -18,22 +18,35 @@ EXTRA_HINT = "unitscope serve needs FastAPI, uvicorn and python-multipart: pip i
 
 @dataclass
 class ServeConfig(ModelOptions):
-    run: Optional[str] = field(default=None, metadata=help_(
-        "run folder whose labels, exemplars and visualisations the page shows (optional)", positional=True))
-    model: Optional[str] = field(default=None, metadata=help_(
-        f"model name (see `unitscope models`); default: the run's model, else {DEFAULT_MODEL}"))
+    run: Optional[str] = field(
+        default=None,
+        metadata=help_(
+            "run folder whose labels, exemplars and visualisations the page shows (optional)", positional=True
+        ),
+    )
+    model: Optional[str] = field(
+        default=None,
+        metadata=help_(f"model name (see `unitscope models`); default: the run's model, else {DEFAULT_MODEL}"),
+    )
     host: str = field(default="127.0.0.1", metadata=help_("address to bind; the default is local only"))
     port: int = field(default=8000, metadata=help_("port to listen on (0: any free port, printed at start)"))
-    segmenter: Optional[str] = field(default=None, metadata=help_(
-        "for a generator: the segmenter that labels its images on the paint page (a name or file.py:factory); "
-        "default: the run's, else world_segmenter"))
+    segmenter: Optional[str] = field(
+        default=None,
+        metadata=help_(
+            "for a generator: the segmenter that labels its images on the paint page (a name or file.py:factory); "
+            "default: the run's, else world_segmenter"
+        ),
+    )
     max_upload_mb: float = field(default=10.0, metadata=help_("largest image upload in MB (larger: HTTP 413)"))
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("serve", help="live probe page: an image or the webcam through every unit of a layer",
-                       description="Serve the live probe page: upload an image, pick a sample or turn on "
-                                   "the webcam, and see every unit of a layer react.")
+    p = sub.add_parser(
+        "serve",
+        help="live probe page: an image or the webcam through every unit of a layer",
+        description="Serve the live probe page: upload an image, pick a sample or turn on "
+        "the webcam, and see every unit of a layer react.",
+    )
     add_config_args(p, ServeConfig)
     p.set_defaults(func=run)
 
@@ -70,8 +83,9 @@ def run(args: argparse.Namespace) -> int:
     segmenter = None  # the paint page's segmenter labels what a generator draws
     if get_info(model).kind == "generator":
         segmenter = cfg.segmenter or _run_model(cfg.run, "segmenter") or "world_segmenter"
-    app = create_app(model, cfg.run, max_upload=int(cfg.max_upload_mb * 1024 * 1024), model_name=name,
-                     segmenter=segmenter)
+    app = create_app(
+        model, cfg.run, max_upload=int(cfg.max_upload_mb * 1024 * 1024), model_name=name, segmenter=segmenter
+    )
     if cfg.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: binding {cfg.host}: anyone who can reach this address can use the page")
     sock = _listen(cfg.host, cfg.port)
@@ -90,5 +104,6 @@ def _listen(host: str, port: int):
     try:
         return socket.create_server((host, port), family=family)
     except OSError as exc:
-        raise UsageError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); pick another port with "
-                         "--port (0: any free port)") from None
+        raise UsageError(
+            f"cannot listen on {host}:{port} ({exc.strerror or exc}); pick another port with --port (0: any free port)"
+        ) from None

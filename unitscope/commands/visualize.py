@@ -22,21 +22,33 @@ from unitscope.runs import FEATVIS
 @dataclass
 class VisualizeConfig(ModelOptions):
     model: str = field(metadata=help_("model name (see `unitscope models`)"))
-    layer: str = field(metadata=help_("layer whose units to draw; pick one after a nonlinearity, e.g. "
-                                      "blocks.2.0.bn1 (see `unitscope layers MODEL --spatial`)"))
+    layer: str = field(
+        metadata=help_(
+            "layer whose units to draw; pick one after a nonlinearity, e.g. "
+            "blocks.2.0.bn1 (see `unitscope layers MODEL --spatial`)"
+        )
+    )
     out: str = field(metadata=help_("run folder (fresh, or a dissection's)"))
     units: str = field(default="0-63", metadata=help_("units as ranges, e.g. 0-63 or 0,5,10-12"))
     steps: int = field(default=512, metadata=help_("optimisation steps (Lucid: 512)"))
     lr: float = field(default=0.05, metadata=help_("Adam learning rate (Lucid: 0.05)"))
     size: int = field(default=128, metadata=help_("rendered image side in pixels (Lucid: 128)"))
     param: str = field(default="fft", metadata=help_("image parameterisation: fft or pixel"))
-    pre_activation: bool = field(default=False, metadata=help_(
-        "maximise each unit before the layer's nonlinearity (Lucid's pre_relu layers): a ReLU6 unit that "
-        "reaches its cap of 6 gets no gradient and its picture stays faint"))
+    pre_activation: bool = field(
+        default=False,
+        metadata=help_(
+            "maximise each unit before the layer's nonlinearity (Lucid's pre_relu layers): a ReLU6 unit that "
+            "reaches its cap of 6 gets no gradient and its picture stays faint"
+        ),
+    )
     upsample: bool = field(default=True, metadata=help_("upsample to the model's input size before the forward pass"))
-    batch_size: str = field(default="auto", metadata=help_(
-        "units rendered together (image i serves unit i); auto: 64 on a GPU, 16 on a CPU, where a batch "
-        "of 64 at 224 px costs 1.7x more per unit than batches of 16 (benchmarks/bench_featvis.py)"))
+    batch_size: str = field(
+        default="auto",
+        metadata=help_(
+            "units rendered together (image i serves unit i); auto: 64 on a GPU, 16 on a CPU, where a batch "
+            "of 64 at 224 px costs 1.7x more per unit than batches of 16 (benchmarks/bench_featvis.py)"
+        ),
+    )
     seed: int = field(default=0, metadata=help_("random seed of the images and transforms"))
     device: str = field(default="cpu", metadata=help_("torch device, e.g. cpu or cuda"))
     progress: bool = field(default=True, metadata=help_("show progress bars"))
@@ -97,16 +109,33 @@ def run(args: argparse.Namespace) -> int:
     units = parse_units(cfg.units, layer_units(model, cfg.layer, cfg.device))
     out = Path(cfg.out)
     write_config(cfg, out / FEATVIS / f"config-{cfg.layer}.json")  # keeps a dissection's config.json
-    paths = visualize_units(model, cfg.layer, units, out, batch_size=batch_size, steps=cfg.steps,
-                            lr=cfg.lr, size=cfg.size, param=cfg.param, upsample=cfg.upsample, seed=cfg.seed,
-                            device=cfg.device, progress=cfg.progress, pre_activation=cfg.pre_activation)
+    paths = visualize_units(
+        model,
+        cfg.layer,
+        units,
+        out,
+        batch_size=batch_size,
+        steps=cfg.steps,
+        lr=cfg.lr,
+        size=cfg.size,
+        param=cfg.param,
+        upsample=cfg.upsample,
+        seed=cfg.seed,
+        device=cfg.device,
+        progress=cfg.progress,
+        pre_activation=cfg.pre_activation,
+    )
     print(f"{len(paths)} visualisations of {cfg.layer} in {(out / 'featvis' / cfg.layer).resolve()}")
     print(f"catalog: {(out / 'catalog.sqlite').resolve()} (table unit_visualizations)")
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("visualize", help="feature visualisation: one image per unit that the unit responds to most",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "visualize",
+        help="feature visualisation: one image per unit that the unit responds to most",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_config_args(p, VisualizeConfig)
     p.set_defaults(func=run)

@@ -93,9 +93,14 @@ class BrodenDataset(torch.utils.data.Dataset):
     one where the label occurs most often), or -1 for label 0 and labels of other categories.
     """
 
-    def __init__(self, path: str | Path, categories: Sequence[str] | None = None,
-                 transform: Callable[[Image.Image], torch.Tensor] | None = None, split: str | None = None,
-                 validate: str = "files"):
+    def __init__(
+        self,
+        path: str | Path,
+        categories: Sequence[str] | None = None,
+        transform: Callable[[Image.Image], torch.Tensor] | None = None,
+        split: str | None = None,
+        validate: str = "files",
+    ):
         if validate not in ("none", "files", "full"):
             raise ValueError(f"validate must be 'none', 'files' or 'full', not {validate!r}")
         self.root = Path(path)
@@ -175,8 +180,10 @@ class BrodenDataset(torch.utils.data.Dataset):
             if shape is None:
                 shape = (ih, iw, sh, sw)
             elif (sh, sw) != shape[2:]:
-                raise ValueError(f"{path} line {line}: mask size {sh}x{sw} differs from the first row's "
-                                 f"{shape[2]}x{shape[3]}; all rows must share one mask size")
+                raise ValueError(
+                    f"{path} line {line}: mask size {sh}x{sw} differs from the first row's "
+                    f"{shape[2]}x{shape[3]}; all rows must share one mask size"
+                )
             masks: list[tuple[int, str]] = []
             numbers: list[int] = []
             present = []
@@ -197,8 +204,9 @@ class BrodenDataset(torch.utils.data.Dataset):
                         masks.append((g, t))
                         m += 1
                     else:
-                        raise ValueError(f"{path} line {line}: {cat} cell token {t!r} is neither a label number "
-                                         f"nor a mask path")
+                        raise ValueError(
+                            f"{path} line {line}: {cat} cell token {t!r} is neither a label number nor a mask path"
+                        )
                 planes[cat] = max(planes[cat], m)
             n_image = max(n_image, len(numbers))
             records.append((row["image"], row["split"], line, masks, numbers, present, scene))
@@ -212,8 +220,9 @@ class BrodenDataset(torch.utils.data.Dataset):
             self._plane_start[g] = start
             start += planes[cat]
         self.num_planes = start
-        self.plane_category = torch.tensor([g for g, c in enumerate(categories) for _ in range(planes[c])],
-                                           dtype=torch.long)
+        self.plane_category = torch.tensor(
+            [g for g, c in enumerate(categories) for _ in range(planes[c])], dtype=torch.long
+        )
         self.num_image_labels = n_image
         self._records = [r for r in records if split is None or r[1] == split]
         if split is not None and not self._records:
@@ -228,8 +237,10 @@ class BrodenDataset(torch.utils.data.Dataset):
         cpath = self.root / "c_scene.csv"
         if cpath.is_file():
             _, rows = _read_csv(cpath, ("code", "number"))
-            coded = sorted((_int(cpath, k + 2, "code", r["code"]), _int(cpath, k + 2, "number", r["number"]))
-                           for k, r in enumerate(rows))
+            coded = sorted(
+                (_int(cpath, k + 2, "code", r["code"]), _int(cpath, k + 2, "number", r["number"]))
+                for k, r in enumerate(rows)
+            )
             numbers = [n for c, n in coded if c > 0 and n > 0]
         names = [re.sub(r"-s$", "", self.label_names[n]) for n in numbers]
         return names, {n: i for i, n in enumerate(numbers)}
@@ -251,8 +262,9 @@ class BrodenDataset(torch.utils.data.Dataset):
         sh, sw = self.mask_size
         for rel_image, _, line, masks, _, _, _ in self._records:
             if not (images / rel_image).is_file():
-                raise FileNotFoundError(f"{self.root / 'index.csv'} line {line}: image file "
-                                        f"{images / rel_image} is missing")
+                raise FileNotFoundError(
+                    f"{self.root / 'index.csv'} line {line}: image file {images / rel_image} is missing"
+                )
             for _, rel in masks:
                 p = images / rel
                 if not p.is_file():
@@ -269,8 +281,11 @@ class BrodenDataset(torch.utils.data.Dataset):
         except OSError as exc:
             raise self._mask_error(line, rel, f"cannot be read ({exc})") from None
         if lab.shape != tuple(self.mask_size):
-            raise self._mask_error(line, rel, f"is {lab.shape[0]}x{lab.shape[1]}, expected sh x sw = "
-                                              f"{self.mask_size[0]}x{self.mask_size[1]}")
+            raise self._mask_error(
+                line,
+                rel,
+                f"is {lab.shape[0]}x{lab.shape[1]}, expected sh x sw = {self.mask_size[0]}x{self.mask_size[1]}",
+            )
         top = int(lab.max())
         if top >= len(self._known_pixel) or not self._known_pixel[lab].all():
             bad = sorted(set(np.unique(lab).tolist()) - set(np.flatnonzero(self._known_pixel).tolist()))
@@ -314,8 +329,11 @@ class BrodenDataset(torch.utils.data.Dataset):
         """``ds[i]``, leaving out the image (no JPEG decode) or the label planes (no PNG decode) when
         a caller does not need them: ``index``, ``scene`` and ``category_present`` always come."""
         rel_image, _, line, masks, numbers, present, scene = self._records[i]
-        out: dict[str, Any] = {"index": self._rows[i], "scene": scene,
-                               "category_present": torch.tensor(present, dtype=torch.bool)}
+        out: dict[str, Any] = {
+            "index": self._rows[i],
+            "scene": scene,
+            "category_present": torch.tensor(present, dtype=torch.bool),
+        }
         if image:
             img = self.load_image(i)
             if self.transform is not None:
@@ -335,5 +353,7 @@ class BrodenDataset(torch.utils.data.Dataset):
         return out
 
     def __repr__(self) -> str:
-        return (f"BrodenDataset({str(self.root)!r}, {len(self)} images, categories={self.categories}, "
-                f"labels={len(self.label_names) - 1}, planes={self.num_planes}, mask={self.mask_size})")
+        return (
+            f"BrodenDataset({str(self.root)!r}, {len(self)} images, categories={self.categories}, "
+            f"labels={len(self.label_names) - 1}, planes={self.num_planes}, mask={self.mask_size})"
+        )

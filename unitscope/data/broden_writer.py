@@ -33,8 +33,14 @@ def encode_mask(label: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def write_label_tables(out: Path, categories: Sequence[str], vocab: Mapping[str, Sequence[tuple[str, int]]],
-                       freq: Mapping[str, np.ndarray], cov: Mapping[str, np.ndarray] | None, n: int) -> None:
+def write_label_tables(
+    out: Path,
+    categories: Sequence[str],
+    vocab: Mapping[str, Sequence[tuple[str, int]]],
+    freq: Mapping[str, np.ndarray],
+    cov: Mapping[str, np.ndarray] | None,
+    n: int,
+) -> None:
     """``label.csv``, ``category.csv`` and ``c_<category>.csv`` for ``vocab[cat]`` = (name, number) pairs.
 
     ``freq[cat][number]``: images in which the label occurs; ``cov[cat][number]``: its summed pixel

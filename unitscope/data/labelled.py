@@ -68,8 +68,9 @@ def read_class_table(path: str | Path) -> dict[str, list[int]]:
             raise ValueError(f"{where}: class {name!r} listed twice")
         for i in idx:
             if i in owner:
-                raise ValueError(f"{where}: output {i} already stands for {owner[i]!r}; an output may "
-                                 "stand for one class only")
+                raise ValueError(
+                    f"{where}: output {i} already stands for {owner[i]!r}; an output may stand for one class only"
+                )
             owner[i] = name
         table[name] = idx
     return table
@@ -87,8 +88,9 @@ class MadeFolder:
     skipped: int = 0  # images with no dominant object among the classes, or too small
 
 
-def dominant_objects(world: str | Path, classes: list[str] | None = None,
-                     min_area: float = 0.1) -> list[tuple[int, str | None]]:
+def dominant_objects(
+    world: str | Path, classes: list[str] | None = None, min_area: float = 0.1
+) -> list[tuple[int, str | None]]:
     """For each image of ``world`` (a Broden folder with an object category): ``(index, class)``;
     class None when its largest object (of all but the background) covers < ``min_area`` of the
     image or is not among ``classes`` (default: all)."""
@@ -113,8 +115,9 @@ def dominant_objects(world: str | Path, classes: list[str] | None = None,
     return out
 
 
-def dominant_object_folder(world: str | Path, out: str | Path, classes: list[str] | None = None,
-                           min_area: float = 0.1) -> MadeFolder:
+def dominant_object_folder(
+    world: str | Path, out: str | Path, classes: list[str] | None = None, min_area: float = 0.1
+) -> MadeFolder:
     """Write ``out/<class>/<image>.jpg`` for every image of ``world`` with a dominant object among
     ``classes`` (see the module docstring); an existing ``out`` is replaced."""
     from unitscope.data.broden import BrodenDataset
@@ -139,8 +142,10 @@ def dominant_object_folder(world: str | Path, out: str | Path, classes: list[str
             shutil.copyfile(src, dst)
         made.counts[cls] = made.counts.get(cls, 0) + 1
     if not made.counts:
-        raise ValueError(f"{world}: no image has a dominant object among the classes covering {min_area:.0%} "
-                         "of it; lower --min-area or pick other classes")
+        raise ValueError(
+            f"{world}: no image has a dominant object among the classes covering {min_area:.0%} "
+            "of it; lower --min-area or pick other classes"
+        )
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
     made.counts = dict(sorted(made.counts.items()))

@@ -182,8 +182,16 @@ class ExemplarCaptioner:
 
     def save(self, path: str | Path) -> None:
         state = {k: v.half() for k, v in self.net.state_dict().items()}
-        torch.save({"state": state, "names": self.names, "categories": self.categories,
-                    "width": self.net.encode[0].out_features, "hidden": self.net.pos.in_features}, path)
+        torch.save(
+            {
+                "state": state,
+                "names": self.names,
+                "categories": self.categories,
+                "width": self.net.encode[0].out_features,
+                "hidden": self.net.pos.in_features,
+            },
+            path,
+        )
 
     @classmethod
     def load(cls, path: str | Path) -> ExemplarCaptioner:
@@ -209,8 +217,10 @@ def load_captioner(spec: str = "default") -> Any:
 
     if spec in ("default", ""):
         if not WEIGHTS.is_file():
-            raise UsageError(f"the default captioner's weights are missing ({WEIGHTS}): reinstall unitscope, "
-                             "or train them: python -m unitscope.describe.train_captioner")
+            raise UsageError(
+                f"the default captioner's weights are missing ({WEIGHTS}): reinstall unitscope, "
+                "or train them: python -m unitscope.describe.train_captioner"
+            )
         return ExemplarCaptioner.load(WEIGHTS)
     path, sep, fn = spec.rpartition(":")
     if not sep or not path.endswith(".py") or not fn.isidentifier():

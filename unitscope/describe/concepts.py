@@ -144,14 +144,24 @@ def position_masks(anchor: torch.Tensor) -> torch.Tensor:
                 out[i][sl] |= region & part
     # edge: a 4-neighbour with another anchor label (the image border is not an edge)
     p = np.pad(a, 1, mode="edge")
-    edge = ((p[1:-1, 1:-1] != p[:-2, 1:-1]) | (p[1:-1, 1:-1] != p[2:, 1:-1])
-            | (p[1:-1, 1:-1] != p[1:-1, :-2]) | (p[1:-1, 1:-1] != p[1:-1, 2:])) & (a > 0)
+    edge = (
+        (p[1:-1, 1:-1] != p[:-2, 1:-1])
+        | (p[1:-1, 1:-1] != p[2:, 1:-1])
+        | (p[1:-1, 1:-1] != p[1:-1, :-2])
+        | (p[1:-1, 1:-1] != p[1:-1, 2:])
+    ) & (a > 0)
     out[5] = edge
     return torch.from_numpy(out)
 
 
-def image_concepts(labels: torch.Tensor, image_labels: torch.Tensor, plane_category: torch.Tensor,
-                   categories: Sequence[str], vocab: Vocabulary, size: tuple[int, int]) -> torch.Tensor:
+def image_concepts(
+    labels: torch.Tensor,
+    image_labels: torch.Tensor,
+    plane_category: torch.Tensor,
+    categories: Sequence[str],
+    vocab: Vocabulary,
+    size: tuple[int, int],
+) -> torch.Tensor:
     """``[K, *size]`` bool: which concepts hold at each pixel of one image.
 
     ``labels [P, S, S']`` (Broden planes, label numbers), ``image_labels [M]`` (0 = padding),
@@ -170,7 +180,7 @@ def image_concepts(labels: torch.Tensor, image_labels: torch.Tensor, plane_categ
             out[of_label[lab]] = True
     out = torch.from_numpy(out[:k].reshape(k, *size))
     first = vocab.first_position()
-    out[first:first + len(POSITIONS)] = position_masks(anchor_map(planes, plane_category, categories))
+    out[first : first + len(POSITIONS)] = position_masks(anchor_map(planes, plane_category, categories))
     return out
 
 

@@ -55,8 +55,13 @@ def read_safetensors(path: Path) -> dict[str, Tensor]:
             continue
         start, end = info["data_offsets"]
         dtype = _DTYPES[info["dtype"]]
-        t = torch.frombuffer(data, dtype=dtype, count=(end - start) // torch.empty(0, dtype=dtype).element_size(),
-                             offset=start) if end > start else torch.empty(0, dtype=dtype)
+        t = (
+            torch.frombuffer(
+                data, dtype=dtype, count=(end - start) // torch.empty(0, dtype=dtype).element_size(), offset=start
+            )
+            if end > start
+            else torch.empty(0, dtype=dtype)
+        )
         out[name] = t.reshape(info["shape"]).clone()
     return out
 
@@ -78,8 +83,9 @@ class WordPiece:
                 continue
             if ch.isspace():
                 out, cur = out + ([cur] if cur else []), ""
-            elif cat.startswith("P") or (33 <= ord(ch) <= 47 or 58 <= ord(ch) <= 64 or 91 <= ord(ch) <= 96
-                                         or 123 <= ord(ch) <= 126):
+            elif cat.startswith("P") or (
+                33 <= ord(ch) <= 47 or 58 <= ord(ch) <= 64 or 91 <= ord(ch) <= 96 or 123 <= ord(ch) <= 126
+            ):
                 out, cur = out + ([cur] if cur else []) + [ch], ""
             else:
                 cur += ch
@@ -116,7 +122,9 @@ class MiniLM(torch.nn.Module):
         self.layers = sum(1 for k in state if k.endswith("attention.self.query.weight"))
 
     def _ln(self, x: Tensor, name: str) -> Tensor:
-        return torch.nn.functional.layer_norm(x, x.shape[-1:], self.w[name + ".weight"], self.w[name + ".bias"], self.eps)
+        return torch.nn.functional.layer_norm(
+            x, x.shape[-1:], self.w[name + ".weight"], self.w[name + ".bias"], self.eps
+        )
 
     def _lin(self, x: Tensor, name: str) -> Tensor:
         return torch.nn.functional.linear(x, self.w[name + ".weight"], self.w[name + ".bias"])
@@ -126,16 +134,21 @@ class MiniLM(torch.nn.Module):
         """``ids``, ``mask``: [B, T] -> [B, D] unit-length sentence vectors."""
         w = self.w
         b, t = ids.shape
-        x = (w["embeddings.word_embeddings.weight"][ids] + w["embeddings.position_embeddings.weight"][:t]
-             + w["embeddings.token_type_embeddings.weight"][0])
+        x = (
+            w["embeddings.word_embeddings.weight"][ids]
+            + w["embeddings.position_embeddings.weight"][:t]
+            + w["embeddings.token_type_embeddings.weight"][0]
+        )
         x = self._ln(x, "embeddings.LayerNorm")
         d = x.shape[-1]
         hd = d // self.heads
         bias = (1.0 - mask[:, None, None, :].to(x.dtype)) * torch.finfo(x.dtype).min
         for i in range(self.layers):
             p = f"encoder.layer.{i}."
-            q, k, v = (self._lin(x, p + f"attention.self.{n}").view(b, t, self.heads, hd).transpose(1, 2)
-                       for n in ("query", "key", "value"))
+            q, k, v = (
+                self._lin(x, p + f"attention.self.{n}").view(b, t, self.heads, hd).transpose(1, 2)
+                for n in ("query", "key", "value")
+            )
             att = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(hd) + bias, dim=-1)
             ctx = (att @ v).transpose(1, 2).reshape(b, t, d)
             x = self._ln(x + self._lin(ctx, p + "attention.output.dense"), p + "attention.output.LayerNorm")
@@ -153,15 +166,18 @@ class Embedder:
         folder = Path(folder)
         self.tokenizer = WordPiece((folder / "vocab.txt").read_text(encoding="utf-8").splitlines())
         config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
-        self.model = MiniLM(read_safetensors(folder / "model.safetensors"), heads=config.get("num_attention_heads", 12),
-                            eps=config.get("layer_norm_eps", 1e-12))
+        self.model = MiniLM(
+            read_safetensors(folder / "model.safetensors"),
+            heads=config.get("num_attention_heads", 12),
+            eps=config.get("layer_norm_eps", 1e-12),
+        )
         self.batch = batch
         self.cache: dict[str, Tensor] = {}
 
     def __call__(self, texts: list[str]) -> Tensor:
         todo = sorted({t for t in texts if t not in self.cache}, key=len)
         for i in range(0, len(todo), self.batch):
-            chunk = todo[i:i + self.batch]
+            chunk = todo[i : i + self.batch]
             enc = [self.tokenizer.encode(t) for t in chunk]
             t = max(len(e) for e in enc)
             ids = torch.tensor([e + [0] * (t - len(e)) for e in enc])

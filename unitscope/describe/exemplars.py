@@ -71,20 +71,26 @@ def masks_of(maps: torch.Tensor, thresholds: torch.Tensor, size: tuple[int, int]
     """``maps [..., h, w]`` of units with ``thresholds`` broadcast to ``maps.shape[:-2]`` -> bool
     ``[..., *size]``: upsampled bilinearly and thresholded, as the dissection makes unit masks."""
     lead = maps.shape[:-2]
-    up = F.interpolate(maps.reshape(-1, 1, *maps.shape[-2:]).float(), size=size, mode="bilinear",
-                       align_corners=False).view(*lead, *size)
+    up = F.interpolate(
+        maps.reshape(-1, 1, *maps.shape[-2:]).float(), size=size, mode="bilinear", align_corners=False
+    ).view(*lead, *size)
     return up > thresholds.reshape(*thresholds.shape, 1, 1)
 
 
-def top_images(run: str | Path, layer: str, positions: torch.Tensor, k: int = EXEMPLARS,
-               batch: int = 100, read: Callable[[list[int]], torch.Tensor] | None = None,
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+def top_images(
+    run: str | Path,
+    layer: str,
+    positions: torch.Tensor,
+    k: int = EXEMPLARS,
+    batch: int = 100,
+    read: Callable[[list[int]], torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(images [C, k], peaks [C, k])``: each unit's ``k`` positions (among ``positions``) with the
     highest map maximum, best first (maps from ``read(positions)``, default the activation cache)."""
     read = read or (lambda pos: unit_maps(run, layer, pos))
     peaks = []
     for start in range(0, len(positions), batch):
-        peaks.append(read(positions[start:start + batch].tolist()).flatten(2).amax(2))
+        peaks.append(read(positions[start : start + batch].tolist()).flatten(2).amax(2))
     peak = torch.cat(peaks).t()  # [C, n]
     values, order = peak.topk(min(k, peak.shape[1]), dim=1)
     return positions[order], values
@@ -96,23 +102,34 @@ class Exemplars:
 
     layer: str
     unit: int
-    positions: torch.Tensor            # [k] run positions
-    peaks: torch.Tensor                # [k] the map's maximum at each
-    activations: torch.Tensor          # [k, h, w] the unit's maps (the values the dissection thresholded)
+    positions: torch.Tensor  # [k] run positions
+    peaks: torch.Tensor  # [k] the map's maximum at each
+    activations: torch.Tensor  # [k, h, w] the unit's maps (the values the dissection thresholded)
     threshold: float
-    masks: torch.Tensor                # [k, H, W] bool
-    images: torch.Tensor | None        # [k, 3, H, W] in [0, 1]; None where the run has no pictures to read
-    of: int = 0                        # images the top k were chosen from
+    masks: torch.Tensor  # [k, H, W] bool
+    images: torch.Tensor | None  # [k, 3, H, W] in [0, 1]; None where the run has no pictures to read
+    of: int = 0  # images the top k were chosen from
 
     def summary(self) -> str:
         k = len(self.positions)
         peaks = f" (peaks {self.peaks.max().item():.4g} .. {self.peaks.min().item():.4g})" if k else ""
         share = f", mask {100 * self.masks.float().mean().item():.3g}% of pixels" if k else ""
-        return f"{self.layer} unit {self.unit}: top {k} of {self.of} images{peaks}, threshold {self.threshold:.4g}{share}"
+        return (
+            f"{self.layer} unit {self.unit}: top {k} of {self.of} images{peaks}, threshold {self.threshold:.4g}{share}"
+        )
 
 
-def exemplars(run: str | Path, layer: str, unit: int, k: int = EXEMPLARS, *, positions: Any = None,
-              quantile: float | None = None, source: Any = None, size: tuple[int, int] | None = None) -> Exemplars:
+def exemplars(
+    run: str | Path,
+    layer: str,
+    unit: int,
+    k: int = EXEMPLARS,
+    *,
+    positions: Any = None,
+    quantile: float | None = None,
+    source: Any = None,
+    size: tuple[int, int] | None = None,
+) -> Exemplars:
     """Unit ``unit``'s top ``k`` images of a dissection run (among ``positions``, default all), its
     maps there and its masks above the threshold, as tensors.
 
@@ -133,13 +150,17 @@ def exemplars(run: str | Path, layer: str, unit: int, k: int = EXEMPLARS, *, pos
         tops, values = top_images(run, layer, candidates, k, read=read)
         pos, peaks = tops[unit], values[unit]
     maps = read(pos.tolist())[:, unit] if len(pos) else torch.zeros(0, 1, 1)
-    t = threshold(run, layer, quantile)[unit] if quantile is not None else \
-        torch.as_tensor(load_layer_arrays(run, layer)["thresholds"][unit], dtype=torch.float32)
+    t = (
+        threshold(run, layer, quantile)[unit]
+        if quantile is not None
+        else torch.as_tensor(load_layer_arrays(run, layer)["thresholds"][unit], dtype=torch.float32)
+    )
     images = _pictures(run, pos.tolist(), source)
     if size is None:
         size = tuple(images.shape[-2:]) if images is not None else tuple(maps.shape[-2:])
-    return Exemplars(layer, unit, pos, peaks.float(), maps, float(t), masks_of(maps, t.expand(len(pos)), size),
-                     images, n)
+    return Exemplars(
+        layer, unit, pos, peaks.float(), maps, float(t), masks_of(maps, t.expand(len(pos)), size), images, n
+    )
 
 
 def _map_reader(run: Path, layer: str, source: Any) -> tuple[Callable[[list[int]], torch.Tensor], int]:
@@ -152,8 +173,10 @@ def _map_reader(run: Path, layer: str, source: Any) -> tuple[Callable[[list[int]
         return (lambda pos: unit_maps(run, layer, pos)), n
     except FileNotFoundError:
         if source is None:
-            raise ValueError(f"{run} kept no activation cache: pass the run's source (exemplars(..., source=...)) "
-                             "or dissect again with --keep-cache (keep_cache=True)") from None
+            raise ValueError(
+                f"{run} kept no activation cache: pass the run's source (exemplars(..., source=...)) "
+                "or dissect again with --keep-cache (keep_cache=True)"
+            ) from None
     from unitscope.dissect.sources import Items, collate_items
 
     def read(pos: list[int]) -> torch.Tensor:

@@ -50,8 +50,13 @@ class FolderData(torch.utils.data.Dataset):
     ``size`` ``(H, W)``: without a ``transform``, images come resized to it (the model's input
     size, so that a set of exemplars stacks), else as they are."""
 
-    def __init__(self, root: str | Path, transform: Callable[[Any], torch.Tensor] | None = None,
-                 mask_size: Sequence[int] = (WORKING_SIDE, WORKING_SIDE), size: Sequence[int] | None = None):
+    def __init__(
+        self,
+        root: str | Path,
+        transform: Callable[[Any], torch.Tensor] | None = None,
+        mask_size: Sequence[int] = (WORKING_SIDE, WORKING_SIDE),
+        size: Sequence[int] | None = None,
+    ):
         self.root = Path(root)
         if not self.root.is_dir():
             raise UsageError(f"--images {self.root}: no such folder")
@@ -87,8 +92,11 @@ class FolderData(torch.utils.data.Dataset):
     def get(self, i: int, image: bool = True, labels: bool = True) -> dict[str, Any]:
         """``index``, ``scene`` (-1), ``category_present [G]``; ``image [3, H, W]`` (the transform's,
         else [0, 1]); ``labels [0, S, S']`` (no planes) and ``image_labels [1]`` (the class, 0: none)."""
-        out: dict[str, Any] = {"index": i, "scene": -1,
-                               "category_present": torch.tensor([self.labelled], dtype=torch.bool)}
+        out: dict[str, Any] = {
+            "index": i,
+            "scene": -1,
+            "category_present": torch.tensor([self.labelled], dtype=torch.bool),
+        }
         if image:
             img = self.load_image(i)
             if self.transform is not None:
@@ -111,14 +119,19 @@ def open_data(config: dict[str, Any], transform: Callable[[Any], torch.Tensor] |
     """The data set a run was made on: its image folder (``config["images"]``, a run of
     :func:`exemplar_run`) or its Broden folder (``config["data"]``)."""
     if config.get("images"):
-        return FolderData(config["images"], transform=transform, size=config.get("input_size"),
-                          mask_size=config.get("mask_size") or (WORKING_SIDE, WORKING_SIDE))
+        return FolderData(
+            config["images"],
+            transform=transform,
+            size=config.get("input_size"),
+            mask_size=config.get("mask_size") or (WORKING_SIDE, WORKING_SIDE),
+        )
     from unitscope.data import BrodenDataset
 
     if not config.get("data"):
         raise UsageError("the run names no data folder (config.json has neither 'data' nor 'images')")
-    return BrodenDataset(config["data"], categories=config.get("categories") or None, transform=transform,
-                         validate="none")
+    return BrodenDataset(
+        config["data"], categories=config.get("categories") or None, transform=transform, validate="none"
+    )
 
 
 def mask_size(input_size: Sequence[int]) -> tuple[int, int]:
@@ -129,8 +142,17 @@ def mask_size(input_size: Sequence[int]) -> tuple[int, int]:
     return (max(1, h // f), max(1, w // f))
 
 
-def exemplar_run(model: torch.nn.Module, images: str | Path, layers: Sequence[str], out: str | Path, *,
-                 batch_size: int = 32, device: str = "cpu", progress: bool = True, **options: Any) -> Path:
+def exemplar_run(
+    model: torch.nn.Module,
+    images: str | Path,
+    layers: Sequence[str],
+    out: str | Path,
+    *,
+    batch_size: int = 32,
+    device: str = "cpu",
+    progress: bool = True,
+    **options: Any,
+) -> Path:
     """Dissect ``layers`` of ``model`` on the image folder ``images`` into the run folder ``out``
     (activation cache kept, no report), so that :func:`~.run.describe_run` (a labelled folder) and
     :func:`~.captioner.caption_run` read its exemplars. A rerun resumes or reuses it."""
@@ -142,10 +164,30 @@ def exemplar_run(model: torch.nn.Module, images: str | Path, layers: Sequence[st
     data = FolderData(images, transform=info.transform(), mask_size=size)
     out = Path(out)
     root = str(Path(images).resolve())
-    config = {"model": info.name, "images": root, "data": None, "layers": list(layers), "categories": [],
-              "mask_size": list(size), "input_size": list(info.input_size[1:]), "keep_cache": True, "classes": data.classes}
+    config = {
+        "model": info.name,
+        "images": root,
+        "data": None,
+        "layers": list(layers),
+        "categories": [],
+        "mask_size": list(size),
+        "input_size": list(info.input_size[1:]),
+        "keep_cache": True,
+        "classes": data.classes,
+    }
     if progress:
         print(f"{data!r}: exemplars of {', '.join(layers)} by the dissection engine into {out}", flush=True)
-    dissect(model, data, list(layers), out, key={"model": info.name, "images": root}, config=config,
-            keep_cache=True, batch_size=batch_size, device=device, progress=progress, **options)
+    dissect(
+        model,
+        data,
+        list(layers),
+        out,
+        key={"model": info.name, "images": root},
+        config=config,
+        keep_cache=True,
+        batch_size=batch_size,
+        device=device,
+        progress=progress,
+        **options,
+    )
     return out

@@ -50,13 +50,14 @@ class UnitCounts:
         return UnitCounts(self.sig[units], self.inside[units], self.total[units])
 
 
-def unit_counts(ids: torch.Tensor, images: torch.Tensor, masks: torch.Tensor, num_signatures: int,
-                chunk: int = 64) -> UnitCounts:
+def unit_counts(
+    ids: torch.Tensor, images: torch.Tensor, masks: torch.Tensor, num_signatures: int, chunk: int = 64
+) -> UnitCounts:
     """``ids [N, P]`` signature of every pixel of N images; ``images [U, E]`` rows of ``ids`` that
     are unit u's exemplars; ``masks [U, E, P]`` bool, the unit's mask on them."""
     parts = []
     for start in range(0, images.shape[0], chunk):
-        img, msk = images[start:start + chunk], masks[start:start + chunk]
+        img, msk = images[start : start + chunk], masks[start : start + chunk]
         u = img.shape[0]
         sig = ids[img].flatten(1)  # [u, E*P]
         code = torch.arange(u)[:, None] * num_signatures + sig
@@ -97,19 +98,30 @@ def apply(op: torch.Tensor, f: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     return torch.where(op == AND, f & c, torch.where(op == OR, f | c, f & ~c))
 
 
-def beam_search(counts: UnitCounts, table: torch.Tensor, modifier: torch.Tensor, *, beam: int = BEAM,
-                length: int = LENGTH, min_gain: float = MIN_GAIN, chunk: int = 64) -> Found:
+def beam_search(
+    counts: UnitCounts,
+    table: torch.Tensor,
+    modifier: torch.Tensor,
+    *,
+    beam: int = BEAM,
+    length: int = LENGTH,
+    min_gain: float = MIN_GAIN,
+    chunk: int = 64,
+) -> Found:
     """Every unit's best formulas of up to ``length`` concepts (Mu & Andreas 2020's beam search,
     batched over units). ``table [S, K]`` bool: the concepts of each signature; ``modifier [K]``
     bool: concepts that may only be ANDed onto a formula (positions). Returns the beam after each
     step (``beam * length`` candidates per unit)."""
-    outs = [_search_chunk(counts.select(slice(s, s + chunk)), table, modifier, beam, length, min_gain)
-            for s in range(0, len(counts), chunk)]
+    outs = [
+        _search_chunk(counts.select(slice(s, s + chunk)), table, modifier, beam, length, min_gain)
+        for s in range(0, len(counts), chunk)
+    ]
     return Found(*(torch.cat([getattr(o, f) for o in outs]) for f in ("concepts", "ops", "score")))
 
 
-def _search_chunk(counts: UnitCounts, table: torch.Tensor, modifier: torch.Tensor, beam: int, length: int,
-                  min_gain: float) -> Found:
+def _search_chunk(
+    counts: UnitCounts, table: torch.Tensor, modifier: torch.Tensor, beam: int, length: int, min_gain: float
+) -> Found:
     t = table[counts.sig]  # [u, s, K] bool
     tf = t.float()
     u, s, k = t.shape
@@ -126,7 +138,7 @@ def _search_chunk(counts: UnitCounts, table: torch.Tensor, modifier: torch.Tenso
     concepts[:, :, 0], ops[:, :, 0] = c0, FIRST
     truth = torch.gather(t, 2, c0[:, None, :].expand(u, s, b)).transpose(1, 2)  # [u, B, s]
     found = [(concepts.clone(), ops.clone(), score.clone())]
-    weights = torch.randint(-2 ** 62, 2 ** 62, (s,), generator=torch.Generator().manual_seed(0))
+    weights = torch.randint(-(2**62), 2**62, (s,), generator=torch.Generator().manual_seed(0))
     op_codes = torch.tensor([AND, OR, AND_NOT])
     for step in range(1, length):
         tfb = truth.float()

@@ -22,9 +22,41 @@ from collections.abc import Sequence
 from unitscope.describe.formulas import AND, AND_NOT, OR
 
 # nouns that take no plural, and irregular plurals
-_MASS = {"sky", "sea", "road", "floor", "grass", "water", "sand", "snow", "food", "kitchenware", "space",
-         "sea_life", "fish", "sheep", "deer", "cattle", "shellfish", "baked_food", "wood", "metal", "brick",
-         "fabric", "concrete", "dirt", "gravel", "rock", "stone", "tile", "bark", "leaves", "optics", "herb", "citrus"}
+_MASS = {
+    "sky",
+    "sea",
+    "road",
+    "floor",
+    "grass",
+    "water",
+    "sand",
+    "snow",
+    "food",
+    "kitchenware",
+    "space",
+    "sea_life",
+    "fish",
+    "sheep",
+    "deer",
+    "cattle",
+    "shellfish",
+    "baked_food",
+    "wood",
+    "metal",
+    "brick",
+    "fabric",
+    "concrete",
+    "dirt",
+    "gravel",
+    "rock",
+    "stone",
+    "tile",
+    "bark",
+    "leaves",
+    "optics",
+    "herb",
+    "citrus",
+}
 _IRREGULAR = {"person": "people", "leaf": "leaves", "shelf": "shelves", "mouse": "mice", "child": "children"}
 _HEADS = ("part", "object")
 _ADJECTIVES = ("color", "texture")
@@ -124,7 +156,9 @@ def render(concepts: Sequence[tuple[str, str]], ops: Sequence[int]) -> str:
             base = done or noun_phrase(group)
             of = cat == "object" and any(c == "part" for _, c in group)
             their = cat == "part" and any(c == "object" for _, c in group) and not any(c == "part" for _, c in group)
-            done = (f"{base}, not {'of ' if of else ''}{'their ' if their else ''}"
-                    f"{plural(name) if cat in _HEADS else noun_phrase([(name, cat)])}")
+            done = (
+                f"{base}, not {'of ' if of else ''}{'their ' if their else ''}"
+                f"{plural(name) if cat in _HEADS else noun_phrase([(name, cat)])}"
+            )
             group = []
     return done or noun_phrase(group)

@@ -27,7 +27,16 @@ import torch.nn.functional as F
 from unitscope.describe import exemplars as ex
 from unitscope.describe.concepts import Signatures, Vocabulary, image_concepts
 from unitscope.describe.defaults import (
-    BEAM, DRAWS, EXEMPLARS, HELD_OUT_EVERY, LAMBDA, LENGTH, PRIOR_UNITS, QUANTILE, VALIDATE_TOP, WORKING_SIDE,
+    BEAM,
+    DRAWS,
+    EXEMPLARS,
+    HELD_OUT_EVERY,
+    LAMBDA,
+    LENGTH,
+    PRIOR_UNITS,
+    QUANTILE,
+    VALIDATE_TOP,
+    WORKING_SIDE,
 )
 from unitscope.describe.formulas import FIRST, OP_NAMES, Found, beam_search, evaluate, unit_counts
 from unitscope.describe.phrases import render
@@ -85,11 +94,16 @@ def load_concepts(run: Path, n: int, opts: Options) -> RunConcepts:
     f = -(-max(sh, sw) // WORKING_SIDE)
     size = (sh // f, sw // f)
     start = time.perf_counter()
-    bits = [image_concepts(item["labels"], item["image_labels"], data.plane_category, data.categories, vocab, size)
-            for item in (data.get(p, image=False) for p in range(n))]
+    bits = [
+        image_concepts(item["labels"], item["image_labels"], data.plane_category, data.categories, vocab, size)
+        for item in (data.get(p, image=False) for p in range(n))
+    ]
     sigs = Signatures.build(bits)
-    _say(opts, f"concepts of {n} images at {size[0]}x{size[1]}: {len(vocab)} concepts, {sigs.size} signatures "
-               f"({time.perf_counter() - start:.0f} s)")
+    _say(
+        opts,
+        f"concepts of {n} images at {size[0]}x{size[1]}: {len(vocab)} concepts, {sigs.size} signatures "
+        f"({time.perf_counter() - start:.0f} s)",
+    )
     return RunConcepts(vocab, sigs, size)
 
 
@@ -104,7 +118,7 @@ def formula_text(vocab: Vocabulary, concepts: list[int], ops: list[int]) -> str:
 
 def describe_formula(vocab: Vocabulary, concepts: list[int], ops: list[int]) -> str:
     used = [(vocab.names[c], vocab.categories[c]) for c in concepts if c >= 0]
-    return render(used, ops[:len(used)])
+    return render(used, ops[: len(used)])
 
 
 def search_layer(run: Path, layer: str, rc: RunConcepts, opts: Options) -> dict[str, Any]:
@@ -119,7 +133,7 @@ def search_layer(run: Path, layer: str, rc: RunConcepts, opts: Options) -> dict[
     masks = torch.zeros(c, e, rc.size[0] * rc.size[1], dtype=torch.bool)
     needed = torch.unique(images)
     for start in range(0, len(needed), 100):
-        pos = needed[start:start + 100]
+        pos = needed[start : start + 100]
         maps = ex.unit_maps(run, layer, pos.tolist())  # [b, C, h, w]
         where = torch.searchsorted(pos, images.clamp(max=int(pos[-1])))
         hit = pos[where] == images  # [C, E]
@@ -131,14 +145,28 @@ def search_layer(run: Path, layer: str, rc: RunConcepts, opts: Options) -> dict[
     rerank = None
     if opts.validate > 1:
         rerank = validation_f1(run, layer, rc, found, thresholds, torch.nonzero(val).flatten())
-    choice = choose_candidates(found, pool, counts, rc.sigs.table, opts.lam, opts.prior_units, opts.seed,
-                               rerank=rerank, top=opts.validate)
-    return {"images": images, "pool": pool, "choice": choice, "thresholds": thresholds, "counts": counts,
-            "found": found}
+    choice = choose_candidates(
+        found, pool, counts, rc.sigs.table, opts.lam, opts.prior_units, opts.seed, rerank=rerank, top=opts.validate
+    )
+    return {
+        "images": images,
+        "pool": pool,
+        "choice": choice,
+        "thresholds": thresholds,
+        "counts": counts,
+        "found": found,
+    }
 
 
-def validation_f1(run: Path, layer: str, rc: RunConcepts, found: Found, thresholds: torch.Tensor,
-                  positions: torch.Tensor, chunk: int = 16) -> torch.Tensor:
+def validation_f1(
+    run: Path,
+    layer: str,
+    rc: RunConcepts,
+    found: Found,
+    thresholds: torch.Tensor,
+    positions: torch.Tensor,
+    chunk: int = 16,
+) -> torch.Tensor:
     """``[U, N]``: F1 of each unit's candidates (``found``) against its mask (above ``thresholds``)
     pooled over the images at ``positions``, all of them, not only the unit's exemplars: a
     candidate that covers much where the unit is silent scores low here. Counted per signature,
@@ -177,8 +205,15 @@ def label_formulas(run: Path, model: str, layer: str, vocab: Vocabulary, units: 
     return out
 
 
-def score_layer(run: Path, layer: str, rc: RunConcepts, formulas: dict[str, tuple[torch.Tensor, torch.Tensor]],
-                thresholds: torch.Tensor, opts: Options, chunk: int = 64) -> dict[str, dict[str, torch.Tensor]]:
+def score_layer(
+    run: Path,
+    layer: str,
+    rc: RunConcepts,
+    formulas: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    thresholds: torch.Tensor,
+    opts: Options,
+    chunk: int = 64,
+) -> dict[str, dict[str, torch.Tensor]]:
     """Held-out scores of each kind's formulas ``(concepts [C, 3], ops [C, 3])`` (-1 rows: none)."""
     held = torch.nonzero(held_out(rc.sigs.ids.shape[0])).flatten()
     maps = ex.unit_maps(run, layer, held.tolist())  # [N_h, C, h, w]
@@ -192,7 +227,7 @@ def score_layer(run: Path, layer: str, rc: RunConcepts, formulas: dict[str, tupl
         masks = ex.masks_of(acts, thresholds[units, None].expand(-1, len(held)), rc.size).flatten(2)
         for kind, (concepts, ops) in formulas.items():
             truth = evaluate(concepts[units], ops[units], rc.sigs.table)  # [u, S]
-            truth &= (concepts[units, :1] >= 0)
+            truth &= concepts[units, :1] >= 0
             concept = truth[:, ids]  # [u, N_h, P]
             coverage = F.adaptive_avg_pool2d(concept.view(-1, 1, *rc.size).float(), hw).view(len(units), len(held), -1)
             s = heldout_scores(masks, concept, acts.flatten(2), coverage, draws=opts.draws, seed=opts.seed)
@@ -206,8 +241,10 @@ def describe_layer(run: Path, model: str, layer: str, rc: RunConcepts, opts: Opt
     found = search_layer(run, layer, rc, opts)
     pool, choice = found["pool"], found["choice"]
     c = len(choice.pmi)
-    _say(opts, f"{layer}: searched {c} units, {len(pool.concepts)} distinct formulas "
-               f"({time.perf_counter() - start:.0f} s)")
+    _say(
+        opts,
+        f"{layer}: searched {c} units, {len(pool.concepts)} distinct formulas ({time.perf_counter() - start:.0f} s)",
+    )
     label = label_formulas(run, model, layer, rc.vocab, c)
     formulas = {}
     for kind, idx in (("pmi", choice.pmi), ("ml", choice.ml)):
@@ -222,8 +259,11 @@ def describe_layer(run: Path, model: str, layer: str, rc: RunConcepts, opts: Opt
     formulas["label"] = (lc, lo)
     t1 = time.perf_counter()
     held = score_layer(run, layer, rc, formulas, found["thresholds"], opts)
-    _say(opts, f"{layer}: scored on {int(held_out(rc.sigs.ids.shape[0]).sum())} held-out images "
-               f"({time.perf_counter() - t1:.0f} s)")
+    _say(
+        opts,
+        f"{layer}: scored on {int(held_out(rc.sigs.ids.shape[0]).sum())} held-out images "
+        f"({time.perf_counter() - t1:.0f} s)",
+    )
     rows: dict[str, list[dict]] = {}
     for kind, (concepts, ops) in formulas.items():
         idx = {"pmi": choice.pmi, "ml": choice.ml}.get(kind)
@@ -232,14 +272,20 @@ def describe_layer(run: Path, model: str, layer: str, rc: RunConcepts, opts: Opt
             cl, ol = concepts[u].tolist(), ops[u].tolist()
             row: dict[str, Any] = {"unit": u, "kind": kind, "images": int(held_out(rc.sigs.ids.shape[0]).sum())}
             if cl[0] >= 0:
-                row.update(description=describe_formula(rc.vocab, cl, ol), formula=formula_text(rc.vocab, cl, ol),
-                           length=sum(x >= 0 for x in cl))
+                row.update(
+                    description=describe_formula(rc.vocab, cl, ol),
+                    formula=formula_text(rc.vocab, cl, ol),
+                    length=sum(x >= 0 for x in cl),
+                )
                 for name, v in held[kind].items():
                     x = float(v[u])
                     row[name] = None if math.isnan(x) else x
             if kind == "pmi" and idx[u] >= 0:
-                row.update(exemplar_iou=float(choice.exemplar_iou[u]), log_prior=float(choice.log_prior[u]),
-                           pmi=float(choice.score[u]))
+                row.update(
+                    exemplar_iou=float(choice.exemplar_iou[u]),
+                    log_prior=float(choice.log_prior[u]),
+                    pmi=float(choice.score[u]),
+                )
             elif kind == "ml" and idx[u] >= 0:
                 row.update(exemplar_iou=float(choice.ml_exemplar_iou[u]), log_prior=float(choice.ml_log_prior[u]))
             rows[kind].append(row)

@@ -98,8 +98,14 @@ def p_values(score: torch.Tensor, null: torch.Tensor) -> torch.Tensor:
     return torch.where(scale > 0, p, torch.where(score > mean, 0.0, 1.0).double())
 
 
-def heldout_scores(masks: torch.Tensor, concept: torch.Tensor, acts: torch.Tensor, coverage: torch.Tensor,
-                   draws: int = DRAWS, seed: int = 0) -> dict[str, torch.Tensor]:
+def heldout_scores(
+    masks: torch.Tensor,
+    concept: torch.Tensor,
+    acts: torch.Tensor,
+    coverage: torch.Tensor,
+    draws: int = DRAWS,
+    seed: int = 0,
+) -> dict[str, torch.Tensor]:
     """Scores of U (unit, description) pairs on N held-out images.
 
     ``masks [U, N, P]`` and ``concept [U, N, P]`` bool at the working resolution; ``acts [U, N, Q]``

@@ -28,12 +28,21 @@ from typing import Any, Literal
 
 from unitscope.describe.phrases import words
 from unitscope.runs import CATALOG, LABELS
+
 WORDNET = Path(os.environ.get("UNITSCOPE_WORDNET", "/usr/share/wordnet"))
 SYNONYM, HYPONYM, HYPERNYM = 0.9, 0.8, 0.4
 SEMANTIC_MIN, SEMANTIC_MARGIN = 0.55, 0.1  # cosine of a query word and a concept name (see semantic_weights)
 Embed = Callable[[list[str]], Any]  # texts -> [n, d] vectors
-_SUFFIXES = (("ses", "s"), ("xes", "x"), ("zes", "z"), ("ches", "ch"), ("shes", "sh"), ("men", "man"),
-             ("ies", "y"), ("s", ""))
+_SUFFIXES = (
+    ("ses", "s"),
+    ("xes", "x"),
+    ("zes", "z"),
+    ("ches", "ch"),
+    ("shes", "sh"),
+    ("men", "man"),
+    ("ies", "y"),
+    ("s", ""),
+)
 
 
 class WordNet:
@@ -58,7 +67,7 @@ class WordNet:
                     parts = line.split()
                     n_ptr = int(parts[3])
                     n_syn = int(parts[2])
-                    self.index[parts[0]] = [int(x) for x in parts[4 + n_ptr + 2:4 + n_ptr + 2 + n_syn]]
+                    self.index[parts[0]] = [int(x) for x in parts[4 + n_ptr + 2 : 4 + n_ptr + 2 + n_syn]]
         return self.index
 
     def synsets(self, lemma: str) -> list[int]:
@@ -76,7 +85,7 @@ class WordNet:
         n_ptr = int(parts[k])
         up, down = [], []
         for j in range(n_ptr):
-            sym, off, pos = parts[k + 1 + 4 * j: k + 4 + 4 * j]
+            sym, off, pos = parts[k + 1 + 4 * j : k + 4 + 4 * j]
             if pos != "n":
                 continue
             if sym in ("@", "@i"):
@@ -92,8 +101,15 @@ class WordNet:
             return word
         if self.exceptions is None:
             exc = self.folder / "noun.exc"
-            self.exceptions = dict(line.split()[:2] for line in exc.read_text(encoding="latin-1").splitlines()
-                                   if len(line.split()) >= 2) if exc.is_file() else {}
+            self.exceptions = (
+                dict(
+                    line.split()[:2]
+                    for line in exc.read_text(encoding="latin-1").splitlines()
+                    if len(line.split()) >= 2
+                )
+                if exc.is_file()
+                else {}
+            )
         if word in self.exceptions:
             return self.exceptions[word]
         for suffix, repl in _SUFFIXES:
@@ -152,7 +168,11 @@ def positive_concepts(formula: str | None) -> list[str]:
 
 
 def _query_words(query: str) -> list[str]:
-    return [w for w in re.findall(r"[a-z0-9_]+", query.lower()) if w not in {"a", "an", "the", "of", "and", "or", "units", "unit"}]
+    return [
+        w
+        for w in re.findall(r"[a-z0-9_]+", query.lower())
+        if w not in {"a", "an", "the", "of", "and", "or", "units", "unit"}
+    ]
 
 
 def lexical_scores(query: str, formulas: list[str | None], wordnet: WordNet | None = None) -> list[float]:
@@ -172,19 +192,33 @@ def semantic_weights(groups: list[str], concepts: list[str], embed: Embed) -> li
         return [{} for _ in groups]
     import torch
 
-    vecs = torch.nn.functional.normalize(torch.as_tensor(
-        embed([g.replace("_", " ") for g in groups] + [words(c) for c in concepts]), dtype=torch.float32), dim=1)
-    sims = vecs[: len(groups)] @ vecs[len(groups):].T  # [groups, concepts]
+    vecs = torch.nn.functional.normalize(
+        torch.as_tensor(
+            embed([g.replace("_", " ") for g in groups] + [words(c) for c in concepts]), dtype=torch.float32
+        ),
+        dim=1,
+    )
+    sims = vecs[: len(groups)] @ vecs[len(groups) :].T  # [groups, concepts]
     out = []
     for row in sims.tolist():
         best = max(row)
-        out.append({c: min(SYNONYM, round(s, 4)) for c, s in zip(concepts, row)
-                    if s >= SEMANTIC_MIN and s >= best - SEMANTIC_MARGIN})
+        out.append(
+            {
+                c: min(SYNONYM, round(s, 4))
+                for c, s in zip(concepts, row)
+                if s >= SEMANTIC_MIN and s >= best - SEMANTIC_MARGIN
+            }
+        )
     return out
 
 
-def match_scores(query: str, formulas: list[str | None], wordnet: WordNet | None = None,
-                 embed: Embed | None = None, vocabulary: list[str] | None = None) -> list[float]:
+def match_scores(
+    query: str,
+    formulas: list[str | None],
+    wordnet: WordNet | None = None,
+    embed: Embed | None = None,
+    vocabulary: list[str] | None = None,
+) -> list[float]:
     """Score of each description (by its formula) for ``query``, in [0, 1].
 
     Per query word, a concept's weight is the best of its WordNet weight and (with ``embed``) its
@@ -202,20 +236,31 @@ def match_scores(query: str, formulas: list[str | None], wordnet: WordNet | None
     asserted = [positive_concepts(f) for f in formulas]
     sems: list[dict[str, float]] = [{} for _ in groups]
     if embed is not None:
-        sems = semantic_weights(groups, sorted({c for names in asserted for c in names} | set(vocabulary or ())),
-                                embed)
+        sems = semantic_weights(groups, sorted({c for names in asserted for c in names} | set(vocabulary or ())), embed)
     out = []
     for names in asserted:
         have = set(names) | {p for n in names for p in n.split("_")}
         have |= {wn.base(h) if wn is not None else singular(h) for h in list(have)}
-        out.append(sum(max([wt for lemma, wt in e.items() if lemma in have] + [sem.get(n, 0.0) for n in names],
-                           default=0.0) for e, sem in zip(expansions, sems)) / len(expansions))
+        out.append(
+            sum(
+                max([wt for lemma, wt in e.items() if lemma in have] + [sem.get(n, 0.0) for n in names], default=0.0)
+                for e, sem in zip(expansions, sems)
+            )
+            / len(expansions)
+        )
     return out
 
 
-def search_units(run: str | Path, query: str, *, layers: list[str] | None = None, kind: str = "pmi",
-                 limit: int = 50, embed: Embed | None | Literal[False] = None,
-                 wordnet: WordNet | None = None) -> list[dict]:
+def search_units(
+    run: str | Path,
+    query: str,
+    *,
+    layers: list[str] | None = None,
+    kind: str = "pmi",
+    limit: int = 50,
+    embed: Embed | None | Literal[False] = None,
+    wordnet: WordNet | None = None,
+) -> list[dict]:
     """Units of ``run`` whose ``kind`` descriptions match ``query``, best first.
 
     ``embed``: sentence embeddings for the semantic weights (:func:`semantic_weights`); None takes
@@ -228,8 +273,9 @@ def search_units(run: str | Path, query: str, *, layers: list[str] | None = None
     with Catalog(Path(run) / CATALOG, create=False) as cat:
         if "descriptions" not in cat.tables():
             raise ValueError(f"{run} has no descriptions: run `unitscope describe {run}` first")
-        rows = [r for r in cat.rows("descriptions", kind=kind) if r["description"]
-                and (not layers or r["layer"] in layers)]
+        rows = [
+            r for r in cat.rows("descriptions", kind=kind) if r["description"] and (not layers or r["layer"] in layers)
+        ]
     if embed is None:
         from unitscope.describe.embed import default_embedder
 

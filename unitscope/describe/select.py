@@ -56,7 +56,7 @@ def exemplar_scores(counts: UnitCounts, pool: Pool, table: torch.Tensor, chunk: 
     m = counts.mask_area[:, None]
     out = []
     for start in range(0, len(pool.concepts), chunk):
-        t = evaluate(pool.concepts[start:start + chunk], pool.ops[start:start + chunk], table).t().float()
+        t = evaluate(pool.concepts[start : start + chunk], pool.ops[start : start + chunk], table).t().float()
         out.append(iou(torch.sparse.mm(inside, t), torch.sparse.mm(total, t), m))
     return torch.cat(out, 1) if out else torch.zeros(u, 0)
 
@@ -93,13 +93,20 @@ def choose(scores: torch.Tensor, lam: float = LAMBDA, allowed: torch.Tensor | No
     best[none], ml[none] = -1, -1
     rows = torch.arange(len(best))
     b = best.clamp_min(0)
-    return Choice(best, ml, pmi[rows, b].float(), log_given[rows, b].float(),
-                  log_prior.expand_as(pmi)[rows, b].float())
+    return Choice(best, ml, pmi[rows, b].float(), log_given[rows, b].float(), log_prior.expand_as(pmi)[rows, b].float())
 
 
-def choose_candidates(found: Found, pool: Pool, counts: UnitCounts, table: torch.Tensor, lam: float = LAMBDA,
-                      sample: int = PRIOR_UNITS, seed: int = 0, rerank: torch.Tensor | None = None,
-                      top: int = 1) -> Choice:
+def choose_candidates(
+    found: Found,
+    pool: Pool,
+    counts: UnitCounts,
+    table: torch.Tensor,
+    lam: float = LAMBDA,
+    sample: int = PRIOR_UNITS,
+    seed: int = 0,
+    rerank: torch.Tensor | None = None,
+    top: int = 1,
+) -> Choice:
     """Each unit's PMI and maximum-likelihood choice among its own candidates (``found``), with
     ``p(d)`` estimated on at most ``sample`` units of the layer (all of them when fewer).
 
@@ -123,7 +130,11 @@ def choose_candidates(found: Found, pool: Pool, counts: UnitCounts, table: torch
     idx = pool.index.clamp_min(0)
     # a formula repeated among a unit's candidates (kept at several beam steps) counts once
     first = torch.ones_like(ok)
-    same = (idx[:, :, None] == idx[:, None, :]) & ok[:, None, :] & torch.ones(idx.shape[1], idx.shape[1], dtype=torch.bool).tril(-1)
+    same = (
+        (idx[:, :, None] == idx[:, None, :])
+        & ok[:, None, :]
+        & torch.ones(idx.shape[1], idx.shape[1], dtype=torch.bool).tril(-1)
+    )
     first &= ~same.any(2)
     ok &= first
     s = torch.where(ok, score, torch.zeros_like(score))
@@ -138,8 +149,13 @@ def choose_candidates(found: Found, pool: Pool, counts: UnitCounts, table: torch
     ml = log_given.masked_fill(~ok, float("-inf")).argmax(1)
     rows = torch.arange(u)
     none = ~ok.any(1)
-    out = Choice(idx[rows, best], idx[rows, ml], pmi[rows, best].float(), log_given[rows, best].float(),
-                 log_prior[rows, best].float())
+    out = Choice(
+        idx[rows, best],
+        idx[rows, ml],
+        pmi[rows, best].float(),
+        log_given[rows, best].float(),
+        log_prior[rows, best].float(),
+    )
     out.pmi[none], out.ml[none] = -1, -1
     out.exemplar_iou = s[rows, best].float()  # type: ignore[attr-defined]
     out.ml_exemplar_iou = s[rows, ml].float()  # type: ignore[attr-defined]

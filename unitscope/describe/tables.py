@@ -14,13 +14,32 @@ from __future__ import annotations
 from unitscope.catalog import define_table
 
 _UNIT = (("model", "TEXT"), ("layer", "TEXT"), ("unit", "INTEGER"))
-COLUMNS = (("kind", "TEXT"), ("description", "TEXT"), ("formula", "TEXT"), ("length", "INTEGER"),
-           ("exemplar_iou", "REAL"), ("pmi", "REAL"), ("log_prior", "REAL"),
-           ("f1", "REAL"), ("iou", "REAL"), ("auprc", "REAL"), ("pearson", "REAL"),
-           ("base_rate", "REAL"), ("unit_rate", "REAL"),
-           ("p_f1", "REAL"), ("p_iou", "REAL"), ("p_auprc", "REAL"), ("p_pearson", "REAL"), ("images", "INTEGER"))
-define_table("descriptions", _UNIT + COLUMNS, ("model", "layer", "unit", "kind"),
-             indexes={"descriptions_kind": ("kind", "model", "layer", "f1")})
+COLUMNS = (
+    ("kind", "TEXT"),
+    ("description", "TEXT"),
+    ("formula", "TEXT"),
+    ("length", "INTEGER"),
+    ("exemplar_iou", "REAL"),
+    ("pmi", "REAL"),
+    ("log_prior", "REAL"),
+    ("f1", "REAL"),
+    ("iou", "REAL"),
+    ("auprc", "REAL"),
+    ("pearson", "REAL"),
+    ("base_rate", "REAL"),
+    ("unit_rate", "REAL"),
+    ("p_f1", "REAL"),
+    ("p_iou", "REAL"),
+    ("p_auprc", "REAL"),
+    ("p_pearson", "REAL"),
+    ("images", "INTEGER"),
+)
+define_table(
+    "descriptions",
+    _UNIT + COLUMNS,
+    ("model", "layer", "unit", "kind"),
+    indexes={"descriptions_kind": ("kind", "model", "layer", "f1")},
+)
 
 TABLES = ("descriptions",)
 KINDS = ("pmi", "ml", "label")

@@ -26,7 +26,14 @@ import torch
 import torch.nn.functional as F
 
 from unitscope.describe.captioner import (
-    IMAGE_SIDE, N_COLOURS, SIDE, Backbone, ExemplarCaptioner, ExemplarNet, exemplar_features, formula_text,
+    IMAGE_SIDE,
+    N_COLOURS,
+    SIDE,
+    Backbone,
+    ExemplarCaptioner,
+    ExemplarNet,
+    exemplar_features,
+    formula_text,
 )
 from unitscope.describe.concepts import Vocabulary, image_concepts
 from unitscope.describe.formulas import AND, AND_NOT, FIRST, OR
@@ -65,7 +72,7 @@ class Pool:
         """``[K, K]``: pixels where two concepts hold together."""
         out = torch.zeros(len(self.names), len(self.names))
         for start in range(0, len(self.bits), 64):
-            b = self.bits[start:start + 64].flatten(2).float()  # [n, K, P]
+            b = self.bits[start : start + 64].flatten(2).float()  # [n, K, P]
             out += torch.einsum("nkp,njp->kj", b, b)
         return out.numpy()
 
@@ -90,17 +97,27 @@ def build_pool(world: str | Path, limit: int | None = None, batch: int = 100) ->
         if tuple(img.shape[-2:]) != (IMAGE_SIDE, IMAGE_SIDE):
             img = F.interpolate(img, size=(IMAGE_SIDE, IMAGE_SIDE), mode="area")
         images.append((img[0] * 255).round().to(torch.uint8))
-        bits.append(image_concepts(item["labels"], item["image_labels"], data.plane_category, data.categories,
-                                   vocab, (SIDE, SIDE)))
+        bits.append(
+            image_concepts(
+                item["labels"], item["image_labels"], data.plane_category, data.categories, vocab, (SIDE, SIDE)
+            )
+        )
     backbone = Backbone()
     f1, f5, colours = [], [], []
     for start in range(0, n, batch):
-        out = backbone(torch.stack(images[start:start + batch]).float() / 255)
+        out = backbone(torch.stack(images[start : start + batch]).float() / 255)
         f1.append(out["f1"])
         f5.append(out["f5"])
         colours.append(out["colours"].argmax(1).to(torch.uint8))
-    return Pool(torch.stack(images), torch.stack(bits), vocab.names, vocab.categories, torch.cat(f1), torch.cat(f5),
-                torch.cat(colours))
+    return Pool(
+        torch.stack(images),
+        torch.stack(bits),
+        vocab.names,
+        vocab.categories,
+        torch.cat(f1),
+        torch.cat(f5),
+        torch.cat(colours),
+    )
 
 
 def set_features(pool: Pool, s: dict) -> torch.Tensor:
@@ -138,8 +155,11 @@ def sample_formula(pool: Pool, rng: np.random.Generator, tries: int = 50) -> tup
                 on = torch.nonzero(m.flatten(1).any(1)).flatten()[:64]  # enough to find co-occurring concepts
                 co = (pool.bits[on] & m[on, None]).flatten(2).sum(2).sum(0).numpy()
             if op != OR:
-                cand = [int(c) for c in np.nonzero(co > 0)[0] if c not in concepts
-                        and (op == AND or not pool.is_position[c])]
+                cand = [
+                    int(c)
+                    for c in np.nonzero(co > 0)[0]
+                    if c not in concepts and (op == AND or not pool.is_position[c])
+                ]
             if not cand:
                 ok = False
                 break
@@ -168,8 +188,9 @@ def coarsen(masks: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
     return torch.where(out.flatten(1).any(1)[:, None, None], out, masks)
 
 
-def sample_set(pool: Pool, rng: np.random.Generator, k: int = K,
-               formula: tuple[list[int], list[int], torch.Tensor] | None = None) -> dict:
+def sample_set(
+    pool: Pool, rng: np.random.Generator, k: int = K, formula: tuple[list[int], list[int], torch.Tensor] | None = None
+) -> dict:
     """One generated exemplar set: ``images [k, 3, 64, 64]`` float, ``masks [k, 32, 32]`` bool, their pool
     ``index``, its formula and caption (``k`` of the ``K`` exemplars, at random: training uses fewer,
     the pooling does not care). ``formula``: one :func:`sample_formula` drew (default: a new one)."""
@@ -181,8 +202,14 @@ def sample_set(pool: Pool, rng: np.random.Generator, k: int = K,
         top = top[torch.from_numpy(rng.permutation(K)[:k])]
     masks = coarsen(m[top], rng)
     caption = render([(pool.names[c], pool.categories[c]) for c in concepts], ops)
-    return {"index": top, "images": pool.images[top].float() / 255, "masks": masks, "concepts": concepts,
-            "ops": ops, "caption": caption}
+    return {
+        "index": top,
+        "images": pool.images[top].float() / 255,
+        "masks": masks,
+        "concepts": concepts,
+        "ops": ops,
+        "caption": caption,
+    }
 
 
 def targets(sets: list[dict], n: int) -> dict[str, torch.Tensor]:
@@ -207,12 +234,26 @@ def loss_of(net: ExemplarNet, pool: Pool, sets: list[dict]) -> torch.Tensor:
     t = targets(sets, out["pos"].shape[1])
     multi = t["count"] > 0
     op_loss = F.cross_entropy(out["op"][multi], t["op"][multi]) if multi.any() else out["op"].sum() * 0
-    return (F.binary_cross_entropy_with_logits(out["pos"], t["pos"]) * out["pos"].shape[1] / 4
-            + F.cross_entropy(out["neg"], t["neg"]) + F.cross_entropy(out["count"], t["count"]) + op_loss)
+    return (
+        F.binary_cross_entropy_with_logits(out["pos"], t["pos"]) * out["pos"].shape[1] / 4
+        + F.cross_entropy(out["neg"], t["neg"])
+        + F.cross_entropy(out["count"], t["count"])
+        + op_loss
+    )
 
 
-def train(pool: Pool, out: Path, steps: int, batch: int = 32, lr: float = 2e-3, every: int = 100, seed: int = 0,
-          log: bool = True, k: int = 8, stop: int | None = None) -> ExemplarCaptioner:
+def train(
+    pool: Pool,
+    out: Path,
+    steps: int,
+    batch: int = 32,
+    lr: float = 2e-3,
+    every: int = 100,
+    seed: int = 0,
+    log: bool = True,
+    k: int = 8,
+    stop: int | None = None,
+) -> ExemplarCaptioner:
     """Train for ``steps`` steps of ``batch`` generated sets of ``k`` exemplars (resuming from
     ``out/state.pt``; ``stop``: leave after that step, as an interrupted run would); writes
     ``out/captioner.pt`` at every checkpoint (``every`` steps)."""
@@ -242,12 +283,23 @@ def train(pool: Pool, out: Path, steps: int, batch: int = 32, lr: float = 2e-3, 
         step += 1
         run_loss += float(loss.detach())
         if step % every == 0 or step == steps:
-            torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "step": step,
-                        "rng": rng}, state)
+            torch.save(
+                {
+                    "net": net.state_dict(),
+                    "opt": opt.state_dict(),
+                    "sched": sched.state_dict(),
+                    "step": step,
+                    "rng": rng,
+                },
+                state,
+            )
             cap.save(out / "captioner.pt")
             if log:
-                print(f"step {step}: loss {run_loss / (step % every or every):.3f} "
-                      f"(cpu {time.process_time() - start:.0f} s)", flush=True)
+                print(
+                    f"step {step}: loss {run_loss / (step % every or every):.3f} "
+                    f"(cpu {time.process_time() - start:.0f} s)",
+                    flush=True,
+                )
             run_loss = 0.0
     return cap
 
@@ -307,8 +359,10 @@ def agreement(run: str | Path, layer: str | None = None) -> dict[str, float]:
         out[f"{kind}_exact"] = sum(c == d for c, d in pairs) / len(pairs)
         out[f"{kind}_jaccard"] = sum(len(c & d) / len(c | d) for c, d in pairs) / len(pairs)
         # chance: each caption against another unit's description (20 random pairings)
-        shuffled = [sum(bool(pairs[i][0] & pairs[j][1]) for i, j in enumerate(rng.permutation(len(pairs))))
-                    / len(pairs) for _ in range(20)]
+        shuffled = [
+            sum(bool(pairs[i][0] & pairs[j][1]) for i, j in enumerate(rng.permutation(len(pairs)))) / len(pairs)
+            for _ in range(20)
+        ]
         out[f"{kind}_any_shuffled"] = float(np.mean(shuffled))
     return out
 
@@ -339,15 +393,19 @@ def main(argv: list[str] | None = None) -> None:
         if cached is not None:
             cached.parent.mkdir(parents=True, exist_ok=True)
             torch.save({f.name: getattr(pool, f.name) for f in fields(pool)}, cached)
-    print(f"pool: {len(pool.images)} images, {len(pool.names)} concepts ({time.process_time() - t:.0f} s cpu)", flush=True)
+    print(
+        f"pool: {len(pool.images)} images, {len(pool.names)} concepts ({time.process_time() - t:.0f} s cpu)", flush=True
+    )
     if args.eval:
         cap = ExemplarCaptioner.load(args.eval)
         print(json.dumps(evaluate(cap, pool, args.sets)))
         rng = np.random.default_rng(7)
         for _ in range(8):
             s = sample_set(pool, rng)
-            print(f"  true: {s['caption']!r:45}  said: {cap(s['images'], s['masks'])!r}  "
-                  f"[{formula_text(cap.names, s['concepts'], s['ops'])}]")
+            print(
+                f"  true: {s['caption']!r:45}  said: {cap(s['images'], s['masks'])!r}  "
+                f"[{formula_text(cap.names, s['concepts'], s['ops'])}]"
+            )
         return
     train(pool, Path(args.out), args.steps, args.batch)
 

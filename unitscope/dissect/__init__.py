@@ -23,19 +23,37 @@ from typing import TYPE_CHECKING, Any
 from unitscope.dissect.options import Options
 
 # the rest loads on first use (PEP 562), so that the CLI reads ``Options`` without importing torch
-_FROM = {"ActivationCache": "cache", "LayerCache": "cache", "open_activation_cache": "cache",
-         "RUN_OUTPUTS": "engine", "clear_run": "engine", "dissect": "engine", "dissect_sources": "engine",
-         "random_rotation": "engine", "rotate": "engine",
-         "DissectResult": "results", "LayerDissection": "results", "label_agreement": "results",
-         "load_layer_arrays": "results", "summarise": "results",
-         "ActivationSource": "sources", "BrodenLabels": "sources", "LabelSource": "sources",
-         "ModelActivations": "sources", "check_layers": "sources"}
+_FROM = {
+    "ActivationCache": "cache",
+    "LayerCache": "cache",
+    "open_activation_cache": "cache",
+    "RUN_OUTPUTS": "engine",
+    "clear_run": "engine",
+    "dissect": "engine",
+    "dissect_sources": "engine",
+    "random_rotation": "engine",
+    "rotate": "engine",
+    "DissectResult": "results",
+    "LayerDissection": "results",
+    "label_agreement": "results",
+    "load_layer_arrays": "results",
+    "summarise": "results",
+    "ActivationSource": "sources",
+    "BrodenLabels": "sources",
+    "LabelSource": "sources",
+    "ModelActivations": "sources",
+    "check_layers": "sources",
+}
 
 if TYPE_CHECKING:
     from unitscope.dissect.cache import ActivationCache, LayerCache, open_activation_cache
     from unitscope.dissect.engine import RUN_OUTPUTS, clear_run, dissect, dissect_sources, random_rotation, rotate
     from unitscope.dissect.results import (
-        DissectResult, LayerDissection, label_agreement, load_layer_arrays, summarise,
+        DissectResult,
+        LayerDissection,
+        label_agreement,
+        load_layer_arrays,
+        summarise,
     )
     from unitscope.dissect.sources import ActivationSource, BrodenLabels, LabelSource, ModelActivations, check_layers
 
@@ -48,6 +66,25 @@ def __getattr__(name: str) -> Any:
     return value
 
 
-__all__ = ["RUN_OUTPUTS", "ActivationCache", "ActivationSource", "BrodenLabels", "DissectResult", "LabelSource",
-           "LayerCache", "LayerDissection", "ModelActivations", "Options", "check_layers", "clear_run", "dissect",
-           "dissect_sources", "label_agreement", "load_layer_arrays", "open_activation_cache", "random_rotation", "rotate", "summarise"]
+__all__ = [
+    "RUN_OUTPUTS",
+    "ActivationCache",
+    "ActivationSource",
+    "BrodenLabels",
+    "DissectResult",
+    "LabelSource",
+    "LayerCache",
+    "LayerDissection",
+    "ModelActivations",
+    "Options",
+    "check_layers",
+    "clear_run",
+    "dissect",
+    "dissect_sources",
+    "label_agreement",
+    "load_layer_arrays",
+    "open_activation_cache",
+    "random_rotation",
+    "rotate",
+    "summarise",
+]

@@ -42,8 +42,15 @@ class ActivationCache:
 
     WRITTEN, SKIPPED = 1, 2  # states of a row in ``rows``; 0: never written
 
-    def __init__(self, folder: str | Path, shapes: dict[str, tuple[int, int, int]], n: int, key: dict[str, Any],
-                 rank: int = 0, values: dict[str, dict[str, Any]] | None = None):
+    def __init__(
+        self,
+        folder: str | Path,
+        shapes: dict[str, tuple[int, int, int]],
+        n: int,
+        key: dict[str, Any],
+        rank: int = 0,
+        values: dict[str, dict[str, Any]] | None = None,
+    ):
         self.folder, self.shapes, self.n = Path(folder), dict(shapes), n
         # per layer {"values": "pre" | "post", "note", "spec"} (unitscope.layers.LayerValues)
         self.values = json.loads(json.dumps(values or {}, sort_keys=True))
@@ -61,10 +68,18 @@ class ActivationCache:
             self.gather_rows()
 
     def _index(self) -> dict[str, Any]:
-        return {"key": self.key, "images": self.n,
-                "layers": {layer: {"file": self.files[layer], "shape": list(s),
-                                   **({"values": self.values[layer]} if layer in self.values else {})}
-                           for layer, s in self.shapes.items()}}
+        return {
+            "key": self.key,
+            "images": self.n,
+            "layers": {
+                layer: {
+                    "file": self.files[layer],
+                    "shape": list(s),
+                    **({"values": self.values[layer]} if layer in self.values else {}),
+                }
+                for layer, s in self.shapes.items()
+            },
+        }
 
     def _fd(self, layer: str) -> int:
         if layer not in self._fds:
@@ -95,8 +110,9 @@ class ActivationCache:
         if len(positions) and np.all(np.diff(positions) == 1):
             buf = os.pread(fd, row * len(positions), int(positions[0]) * row)
             return np.frombuffer(buf, dtype=np.float32).reshape(len(positions), *shape).copy()
-        return np.stack([np.frombuffer(os.pread(fd, row, int(i) * row), dtype=np.float32).reshape(shape)
-                         for i in positions])
+        return np.stack(
+            [np.frombuffer(os.pread(fd, row, int(i) * row), dtype=np.float32).reshape(shape) for i in positions]
+        )
 
     def flush(self) -> None:
         """Make the rows written so far durable, then record which they are (a resume trusts the record)."""
@@ -181,8 +197,10 @@ def open_activation_cache(run_dir: str | Path, layer: str) -> LayerCache:
     ``--keep-cache``)."""
     folder = Path(run_dir) / FOLDER
     if not (folder / "complete").exists() or not (folder / "index.json").exists():
-        raise FileNotFoundError(f"{run_dir} has no complete activation cache; run `unitscope dissect` with "
-                                "--keep-cache (and enough --cache-gb) to keep one")
+        raise FileNotFoundError(
+            f"{run_dir} has no complete activation cache; run `unitscope dissect` with "
+            "--keep-cache (and enough --cache-gb) to keep one"
+        )
     index = _read_index(folder)
     if layer not in index["layers"]:
         raise ValueError(f"the activation cache of {run_dir} holds layers {list(index['layers'])}, not {layer!r}")
@@ -206,8 +224,15 @@ class LabelCache:
 
     WRITTEN, SKIPPED = ActivationCache.WRITTEN, ActivationCache.SKIPPED
 
-    def __init__(self, folder: str | Path, n: int, key: dict[str, Any], num_labels: int, rank: int = 0,
-                 budget: float = float("inf")):
+    def __init__(
+        self,
+        folder: str | Path,
+        n: int,
+        key: dict[str, Any],
+        num_labels: int,
+        rank: int = 0,
+        budget: float = float("inf"),
+    ):
         self.folder, self.n, self.budget = Path(folder), n, budget
         self.key = json.loads(json.dumps({**key, "num_labels": num_labels}, sort_keys=True))
         self.code = "int8" if num_labels <= 127 else "int16" if num_labels <= 32767 else "int32"
@@ -235,8 +260,10 @@ class LabelCache:
                 return False
             self.layout = layout
             self.folder.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.folder / "index.json", json.dumps(
-                {"key": self.key, "images": self.n, "layout": layout}, indent=1) + "\n")
+            atomic_write_text(
+                self.folder / "index.json",
+                json.dumps({"key": self.key, "images": self.n, "layout": layout}, indent=1) + "\n",
+            )
         elif {k: self.layout[k] for k in layout} != layout:  # planes of another shape: never mix
             self.disabled = True
         return not self.disabled
@@ -256,8 +283,9 @@ class LabelCache:
         positions = np.asarray(positions, dtype=np.int64)
         self.rows[positions[self.rows[positions] != self.WRITTEN]] = self.SKIPPED
 
-    def write(self, positions: np.ndarray, labels: torch.Tensor, image_labels: torch.Tensor,
-              present: torch.Tensor) -> None:
+    def write(
+        self, positions: np.ndarray, labels: torch.Tensor, image_labels: torch.Tensor, present: torch.Tensor
+    ) -> None:
         """One batch's planes at ``positions``; recorded as written by the next :meth:`flush`."""
         if self.disabled or not len(positions):
             return
@@ -294,7 +322,7 @@ class LabelCache:
         data = np.frombuffer(buf, dtype=np.uint8).reshape(len(positions), row)
         out, start = [], 0
         for size, shape, code, dtype in zip(sizes, self.layout["shapes"], self.layout["codes"], self.layout["dtypes"]):
-            a = np.array(data[:, start:start + size]).view(code).reshape(len(positions), *shape)  # a writable copy
+            a = np.array(data[:, start : start + size]).view(code).reshape(len(positions), *shape)  # a writable copy
             out.append(torch.from_numpy(a).to(getattr(torch, dtype)))
             start += size
         return out[0], out[1], out[2]

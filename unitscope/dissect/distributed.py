@@ -37,8 +37,17 @@ from unitscope.tally import rank_world, reduce_across_ranks
 if TYPE_CHECKING:
     from unitscope.dissect.engine import _Run
 
-__all__ = ["ExactPass1", "barrier", "end_process_group", "gather_objects", "is_main", "pass1_reduce", "peers_checked",
-           "rank_world", "start_process_group"]
+__all__ = [
+    "ExactPass1",
+    "barrier",
+    "end_process_group",
+    "gather_objects",
+    "is_main",
+    "pass1_reduce",
+    "peers_checked",
+    "rank_world",
+    "start_process_group",
+]
 
 
 def barrier() -> None:
@@ -81,7 +90,8 @@ class ExactPass1:
         if not cache.complete:
             raise RuntimeError(
                 f"the activation cache in {cache.folder} misses rows that an earlier, interrupted run wrote "
-                "without a cache; rerun with --fresh (or with the same --cache-gb as that run)")
+                "without a cache; rerun with --fresh (or with the same --cache-gb as that run)"
+            )
         parts = self._slices(stat)
         self._replay(parts)
         fault("pass1.merge")
@@ -124,8 +134,9 @@ class ExactPass1:
                 t = run.tag[layer]
                 if f"{t}_q" not in parts:
                     continue
-                add_layer_samples(parts, t, torch.from_numpy(cache.read(layer, pos)).to(dev), run.rots[layer],
-                                  run.values[layer].post)
+                add_layer_samples(
+                    parts, t, torch.from_numpy(cache.read(layer, pos)).to(dev), run.rots[layer], run.values[layer].post
+                )
 
 
 def pass1_reduce(run: _Run) -> Any:
@@ -135,9 +146,12 @@ def pass1_reduce(run: _Run) -> Any:
     if run.cache is not None:
         return ExactPass1(run)
     _refuse_a_sliced_checkpoint(run)
-    warnings.warn("the activation cache is off (--cache-gb too small), so pass-1 sketches of each rank's images "
-                  "are merged: thresholds agree with a single-process run only within the sketch's rank error "
-                  "(about 0.25/4096 at the dissection quantile)", stacklevel=2)
+    warnings.warn(
+        "the activation cache is off (--cache-gb too small), so pass-1 sketches of each rank's images "
+        "are merged: thresholds agree with a single-process run only within the sketch's rank error "
+        "(about 0.25/4096 at the dissection quantile)",
+        stacklevel=2,
+    )
     return reduce_across_ranks
 
 
@@ -167,9 +181,11 @@ def _stopped_by_launcher(signum: int, frame: Any) -> None:
     from unitscope.errors import RunError
 
     rank, world = rank_world()
-    raise RunError(f"process {rank} of {world} was stopped (SIGTERM), most likely by torchrun because another "
-                   "process failed: see torchrun's 'Root Cause' report. Finished batches are checkpointed: "
-                   "rerun the same command to resume")
+    raise RunError(
+        f"process {rank} of {world} was stopped (SIGTERM), most likely by torchrun because another "
+        "process failed: see torchrun's 'Root Cause' report. Finished batches are checkpointed: "
+        "rerun the same command to resume"
+    )
 
 
 @contextmanager
@@ -184,15 +200,19 @@ def peers_checked() -> Iterator[None]:
         from unitscope.errors import RunError
 
         rank, world = rank_world()
-        raise RunError(f"process {rank} of {world} lost contact with another process at a merge ({str(exc)[:160]}); "
-                       "it probably died: see the other processes' errors. Finished batches are checkpointed: "
-                       "rerun the same command to resume") from exc
+        raise RunError(
+            f"process {rank} of {world} lost contact with another process at a merge ({str(exc)[:160]}); "
+            "it probably died: see the other processes' errors. Finished batches are checkpointed: "
+            "rerun the same command to resume"
+        ) from exc
 
 
 def _peer_failure(exc: BaseException) -> bool:
     dist_error = getattr(torch.distributed, "DistError", ())
     text = str(exc).lower()
-    return isinstance(exc, dist_error) or any(w in text for w in ("closed by peer", "timed out", "timeout", "gloo", "nccl"))
+    return isinstance(exc, dist_error) or any(
+        w in text for w in ("closed by peer", "timed out", "timeout", "gloo", "nccl")
+    )
 
 
 def end_process_group() -> None:
@@ -214,5 +234,7 @@ def _refuse_a_sliced_checkpoint(run: _Run) -> None:
     if int(saved["tally.batches"].reshape(-1)[0]) > 0 and int(saved["l0_q.count"].reshape(-1)[0]) == 0:
         from unitscope.tally import TallyKeyError
 
-        raise TallyKeyError(f"{path} was written with the activation cache on, which this run has off; resume "
-                            "with the same --cache-gb as before, or start over with --fresh")
+        raise TallyKeyError(
+            f"{path} was written with the activation cache on, which this run has off; resume "
+            "with the same --cache-gb as before, or start over with --fresh"
+        )

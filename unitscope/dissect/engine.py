@@ -43,30 +43,62 @@ import torch
 from torch import nn
 
 from unitscope.dissect.cache import FOLDER as CACHE_FOLDER
-from unitscope.dissect.cache import LabelCache
-from unitscope.dissect.cache import ActivationCache
+from unitscope.dissect.cache import ActivationCache, LabelCache
 from unitscope.dissect.distributed import ExactPass1, barrier, is_main, pass1_reduce, rank_world
 from unitscope.dissect.exemplars import strip_source, write_unit_strips
-from unitscope.dissect.options import Options, with_overrides
 from unitscope.dissect.iou import count_batch, count_orders, in_batch_orders
+from unitscope.dissect.options import Options, with_overrides
 from unitscope.dissect.results import DissectResult, summarise, write_layer_rows
 from unitscope.dissect.significance import null_seed, null_units
 from unitscope.dissect.sources import (
-    ActivationSource, BadImages, BrodenLabels, Items, LabelSource, ModelActivations, collate_items,
+    ActivationSource,
+    BadImages,
+    BrodenLabels,
+    Items,
+    LabelSource,
+    ModelActivations,
+    collate_items,
 )
 from unitscope.faults import fault
 from unitscope.layers import LayerValues, check_bases
 from unitscope.runs import (
-    ARRAYS, BAD_IMAGES, CATALOG, CONFIG, IMAGES, LABELS, LAYERS, PAGE, REPORT, REPORT_JS, atomic_write_text, save_arrays,
+    ARRAYS,
+    BAD_IMAGES,
+    CATALOG,
+    CONFIG,
+    IMAGES,
+    LABELS,
+    LAYERS,
+    PAGE,
+    REPORT,
+    REPORT_JS,
+    atomic_write_text,
+    save_arrays,
 )
 from unitscope.stats import CombinedStat, IoUCounts, NullIoUCounts, Quantile, TopK
 from unitscope.tally import TallyKeyError, changed_key_fields, check_resumable, tally
 
-RUN_OUTPUTS = ("pass1", "pass2", "pass3", CACHE_FOLDER, ARRAYS, IMAGES, CATALOG, LAYERS, LABELS, BAD_IMAGES,
-               REPORT, REPORT_JS, PAGE, CONFIG)
+RUN_OUTPUTS = (
+    "pass1",
+    "pass2",
+    "pass3",
+    CACHE_FOLDER,
+    ARRAYS,
+    IMAGES,
+    CATALOG,
+    LAYERS,
+    LABELS,
+    BAD_IMAGES,
+    REPORT,
+    REPORT_JS,
+    PAGE,
+    CONFIG,
+)
 # settings that only a pass's own result depends on: a change redoes that pass instead of refusing
-_OWN = {1: {"rotations", "seed", "stat", "precision", "values"},
-        2: {"quantile", "topk", "rotations", "seed", "stat", "denominator", "precision", "values"}}
+_OWN = {
+    1: {"rotations", "seed", "stat", "precision", "values"},
+    2: {"quantile", "topk", "rotations", "seed", "stat", "denominator", "precision", "values"},
+}
 
 
 def random_rotation(c: int, seed: int) -> torch.Tensor:
@@ -82,8 +114,13 @@ def rotate(acts: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
     return torch.einsum("nchw,cd->ndhw", acts, rotation.to(acts))
 
 
-def add_layer_samples(stats, tag: str, acts: torch.Tensor, rotations: list[torch.Tensor],
-                      post: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+def add_layer_samples(
+    stats,
+    tag: str,
+    acts: torch.Tensor,
+    rotations: list[torch.Tensor],
+    post: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> None:
     """Feed a layer's maps ``acts [N, C, h, w]`` to its pass-1 sketches in ``stats`` (a mapping of
     names to quantile sketches): ``{tag}_q`` for the units, ``{tag}_r{r}_q`` for each rotation (of
     the layer's output: ``post`` turns pre-activation maps into it)."""
@@ -102,8 +139,17 @@ def clear_run(run_dir: Path) -> None:
         path.unlink()
 
 
-def dissect(model: nn.Module, dataset: Any, layers: Sequence[str], run_dir: str | Path, options: Options | None = None,
-            *, key: dict | None = None, config: dict | None = None, **overrides: Any) -> DissectResult:
+def dissect(
+    model: nn.Module,
+    dataset: Any,
+    layers: Sequence[str],
+    run_dir: str | Path,
+    options: Options | None = None,
+    *,
+    key: dict | None = None,
+    config: dict | None = None,
+    **overrides: Any,
+) -> DissectResult:
     """Dissect ``layers`` of ``model`` over a Broden-format ``dataset``; results go to ``run_dir``.
 
     The settings are ``options`` (an :class:`~.options.Options`, default ``Options()``) with
@@ -131,8 +177,9 @@ def dissect(model: nn.Module, dataset: Any, layers: Sequence[str], run_dir: str 
 
         return dissect_bases(model, dataset, layers, run_dir, opts, key=key, config=config)
     model = model.to(device).eval()
-    acts = ModelActivations(model, dataset, layers, device=device, n=opts.limit, key=key, precision=opts.precision,
-                            values=opts.values)
+    acts = ModelActivations(
+        model, dataset, layers, device=device, n=opts.limit, key=key, precision=opts.precision, values=opts.values
+    )
     bases = check_bases(model, acts.layers) if is_main() else {}
     result = dissect_sources(acts, BrodenLabels(dataset), run_dir, opts, config=config)
     if is_main():
@@ -149,8 +196,15 @@ def record_bases(run_dir: Path, model_name: str, bases: dict[str, bool]) -> None
             cat.replace("layer_bases", [{"privileged": ok}], model=model_name, layer=layer)
 
 
-def dissect_sources(acts: ActivationSource, labels: LabelSource, run_dir: str | Path, opts: Options | None = None,
-                    *, fresh: bool = False, config: dict | None = None) -> DissectResult:
+def dissect_sources(
+    acts: ActivationSource,
+    labels: LabelSource,
+    run_dir: str | Path,
+    opts: Options | None = None,
+    *,
+    fresh: bool = False,
+    config: dict | None = None,
+) -> DissectResult:
     """The engine: dissect whatever ``acts`` yields against whatever ``labels`` gives (``fresh``: or ``opts.fresh``)."""
     opts = opts if opts is not None else Options()
     opts = dataclasses.replace(opts, device=torch.device(opts.device), fresh=fresh or opts.fresh)
@@ -206,8 +260,9 @@ class _Run:
         return {**self.key, "pass": number, **own}
 
     @classmethod
-    def prepare(cls, acts: ActivationSource, labels: LabelSource, run_dir: Path, opts: Options,
-                fresh: bool = False) -> _Run:
+    def prepare(
+        cls, acts: ActivationSource, labels: LabelSource, run_dir: Path, opts: Options, fresh: bool = False
+    ) -> _Run:
         """Check the layers, build both passes' statistics, and check a rerun against what the run
         folder holds: a change of model, data or layers is refused here, before anything is written."""
         if not 0 < opts.quantile < 0.5:
@@ -229,10 +284,23 @@ class _Run:
             for r in range(opts.rotations):
                 stats1[f"{t}_r{r}_q"] = Quantile(device=opts.device)
                 stats2[f"{t}_r{r}_iou"] = IoUCounts(c, category, g, device=opts.device, overlap=overlap)
-        rots = {layer: [random_rotation(shapes[layer][0], opts.seed + 1000 * i + r) for r in range(opts.rotations)]
-                for i, layer in enumerate(layers)}
-        run = cls(acts, labels, run_dir, opts, shapes, {layer: f"l{i}" for i, layer in enumerate(layers)}, rots,
-                  acts.key(), acts.values(), CombinedStat(**stats1), CombinedStat(**stats2))
+        rots = {
+            layer: [random_rotation(shapes[layer][0], opts.seed + 1000 * i + r) for r in range(opts.rotations)]
+            for i, layer in enumerate(layers)
+        }
+        run = cls(
+            acts,
+            labels,
+            run_dir,
+            opts,
+            shapes,
+            {layer: f"l{i}" for i, layer in enumerate(layers)},
+            rots,
+            acts.key(),
+            acts.values(),
+            CombinedStat(**stats1),
+            CombinedStat(**stats2),
+        )
         for number, stat in ((1, run.pass1_stat), (2, run.pass2_stat)):
             run.redo[number] = not fresh and run._must_redo(number, stat)
         if run.redo[1]:
@@ -272,11 +340,22 @@ class _Run:
 
     def _batches(self, number: int, stat: CombinedStat, items: Items, key: dict[str, Any] | None = None, **kw: Any):
         o = self.opts
-        for batch in tally(stat, items, batch_size=o.batch_size, num_workers=o.num_workers, collate_fn=collate_items,
-                           pin_memory=o.device.type == "cuda", run_dir=self.run_dir / f"pass{number}",
-                           key=key or self.tally_key(number), fresh=self.redo[number],
-                           checkpoint_every=o.checkpoint_every, progress=o.progress, desc=f"dissect pass {number}",
-                           name=f"pass{number}", **kw):
+        for batch in tally(
+            stat,
+            items,
+            batch_size=o.batch_size,
+            num_workers=o.num_workers,
+            collate_fn=collate_items,
+            pin_memory=o.device.type == "cuda",
+            run_dir=self.run_dir / f"pass{number}",
+            key=key or self.tally_key(number),
+            fresh=self.redo[number],
+            checkpoint_every=o.checkpoint_every,
+            progress=o.progress,
+            desc=f"dissect pass {number}",
+            name=f"pass{number}",
+            **kw,
+        ):
             self.bad.check(batch["bad"])
             yield batch
 
@@ -316,13 +395,19 @@ class _Run:
         if cache is not None and not cache.complete:  # e.g. pass 1 finished earlier and its cache was removed
             self.cache = None
         self._forward_labels = self.labels.needs_forward and not (
-            self.cache is not None and lc is not None and lc.complete)
+            self.cache is not None and lc is not None and lc.complete
+        )
         if lc is not None and self._forward_labels:
             lc.close()
             self.label_cache = None
         level = 1 - self.opts.quantile
-        return {layer: [stat[f"{self.tag[layer]}{part}_q"].quantiles(level).float().to(self.opts.device)
-                        for part in [""] + [f"_r{r}" for r in range(self.opts.rotations)]] for layer in self.layers}
+        return {
+            layer: [
+                stat[f"{self.tag[layer]}{part}_q"].quantiles(level).float().to(self.opts.device)
+                for part in [""] + [f"_r{r}" for r in range(self.opts.rotations)]
+            ]
+            for layer in self.layers
+        }
 
     def _pass2_maps(self, batch: dict[str, Any]) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         """The batch (without rows of images skipped in pass 1) and its maps, from the cache or the model."""
@@ -339,8 +424,11 @@ class _Run:
         """Top-k exemplars and IoU counts of every unit (and of every rotated unit)."""
         stat, dev = self.pass2_stat, self.opts.device
         cached = self.label_cache if self.labels.needs_forward and not self._forward_labels else None  # pass 1's
-        items = Items(self.n, self.acts if self.cache is None or self._forward_labels else None,
-                      None if cached is not None else self.labels)
+        items = Items(
+            self.n,
+            self.acts if self.cache is None or self._forward_labels else None,
+            None if cached is not None else self.labels,
+        )
         num_labels = len(self.labels.label_names)
         kw = {"denominator": self.opts.denominator, "label_category": self.labels.label_category.to(dev)}
         lc = self._open_label_cache(forward=False)
@@ -364,12 +452,16 @@ class _Run:
             for layer, a in maps.items():
                 t = self.tag[layer]
                 stat[f"{t}_top"].add(a, batch["pos"].to(dev))
-                stat[f"{t}_iou"].add_counts(*count_batch(a, thresholds[layer][0], labels, image_labels, present,
-                                                         num_labels, **kw))
+                stat[f"{t}_iou"].add_counts(
+                    *count_batch(a, thresholds[layer][0], labels, image_labels, present, num_labels, **kw)
+                )
                 out = self.values[layer].post(a) if self.rots[layer] else a  # rotations of the layer's output
                 for r, rot in enumerate(self.rots[layer]):
-                    stat[f"{t}_r{r}_iou"].add_counts(*count_batch(rotate(out, rot), thresholds[layer][r + 1], labels,
-                                                                  image_labels, present, num_labels, **kw))
+                    stat[f"{t}_r{r}_iou"].add_counts(
+                        *count_batch(
+                            rotate(out, rot), thresholds[layer][r + 1], labels, image_labels, present, num_labels, **kw
+                        )
+                    )
         if lc is not None and ran and is_main():
             lc.mark_complete()
         if lc is not None and not lc.complete:
@@ -384,8 +476,14 @@ class _Run:
         if self.cache is None or self.labels.needs_forward != forward:
             return None
         budget = self.opts.cache_gb * 2**30 - self.cache.nbytes
-        self.label_cache = LabelCache(self.run_dir / CACHE_FOLDER / "labels", self.n, self.key,
-                                      len(self.labels.label_names), rank_world()[0], budget)
+        self.label_cache = LabelCache(
+            self.run_dir / CACHE_FOLDER / "labels",
+            self.n,
+            self.key,
+            len(self.labels.label_names),
+            rank_world()[0],
+            budget,
+        )
         return self.label_cache
 
     def pass3(self, thresholds: dict[str, list[torch.Tensor]]) -> None:
@@ -397,19 +495,34 @@ class _Run:
             return
         category, g = self.labels.label_category.clamp(min=0), len(self.labels.categories)
         units = {layer: null_units(self._best_iou(layer), o.iou_threshold) for layer in self.layers}
-        stat = CombinedStat(**{f"{self.tag[layer]}_null": NullIoUCounts(len(u), category, g, o.null_draws, dev,
-                                                                        o.denominator == "overlap")
-                               for layer, u in units.items()})
-        key = {**self.key, "pass": 3, "seed": o.seed, "quantile": o.quantile, "null_draws": o.null_draws,
-               "denominator": o.denominator,
-               "units": {self.tag[layer]: hashlib.sha1(u.tobytes()).hexdigest() for layer, u in units.items()}}
-        self.redo[3] = self.redo.get(2, False) or bool(changed_key_fields(
-            stat, self.n, run_dir=self.run_dir / "pass3", key=key, batch_size=o.batch_size))
+        stat = CombinedStat(
+            **{
+                f"{self.tag[layer]}_null": NullIoUCounts(
+                    len(u), category, g, o.null_draws, dev, o.denominator == "overlap"
+                )
+                for layer, u in units.items()
+            }
+        )
+        key = {
+            **self.key,
+            "pass": 3,
+            "seed": o.seed,
+            "quantile": o.quantile,
+            "null_draws": o.null_draws,
+            "denominator": o.denominator,
+            "units": {self.tag[layer]: hashlib.sha1(u.tobytes()).hexdigest() for layer, u in units.items()},
+        }
+        self.redo[3] = self.redo.get(2, False) or bool(
+            changed_key_fields(stat, self.n, run_dir=self.run_dir / "pass3", key=key, batch_size=o.batch_size)
+        )
         lc = self.label_cache if self.label_cache is not None and self.label_cache.complete else None
         if lc is not None:
             lc.gather_rows()
-        items = Items(self.n, self.acts if self.cache is None or self._forward_labels else None,
-                      None if lc is not None else self.labels)  # the labels from the label cache: no decoding
+        items = Items(
+            self.n,
+            self.acts if self.cache is None or self._forward_labels else None,
+            None if lc is not None else self.labels,
+        )  # the labels from the label cache: no decoding
         num_labels = len(self.labels.label_names)
         kw = {"denominator": o.denominator, "label_category": self.labels.label_category.to(dev)}
         picks = {layer: torch.from_numpy(u).to(dev) for layer, u in units.items()}
@@ -430,8 +543,11 @@ class _Run:
             orders = in_batch_orders(len(batch["pos"]), o.null_draws, null_seed(o.seed, int(batch["pos"][0])), dev)
             for layer, a in maps.items():
                 pick = picks[layer]
-                stat[f"{self.tag[layer]}_null"].add_counts(*count_orders(
-                    a[:, pick], thresholds[layer][0][pick], labels, image_labels, present, num_labels, orders, **kw))
+                stat[f"{self.tag[layer]}_null"].add_counts(
+                    *count_orders(
+                        a[:, pick], thresholds[layer][0][pick], labels, image_labels, present, num_labels, orders, **kw
+                    )
+                )
         self.null = {layer: (u, stat[f"{self.tag[layer]}_null"].iou().cpu().numpy()) for layer, u in units.items()}
 
     def _best_iou(self, layer: str) -> np.ndarray:
@@ -450,9 +566,18 @@ class _Run:
         levels = np.unique(np.round(np.r_[np.linspace(0, 1, 101), 1 - o.quantile, 0.999, 0.9995, 0.9999], 9))
         for layer in self.layers:
             t, shape = self.tag[layer], self.shapes[layer]
-            parts = [summarise(layer, shape, th.cpu().numpy(), self.pass2_stat[name].iou().cpu().numpy(),
-                               o.iou_threshold, names, label_cats)
-                     for th, name in zip(thresholds[layer], [f"{t}_iou"] + [f"{t}_r{r}_iou" for r in range(o.rotations)])]
+            parts = [
+                summarise(
+                    layer,
+                    shape,
+                    th.cpu().numpy(),
+                    self.pass2_stat[name].iou().cpu().numpy(),
+                    o.iou_threshold,
+                    names,
+                    label_cats,
+                )
+                for th, name in zip(thresholds[layer], [f"{t}_iou"] + [f"{t}_r{r}_iou" for r in range(o.rotations)])
+            ]
             units, null = self.null.get(layer, (None, None))
             parts[0].add_significance(null, self.n, o.quantile, units)
             result.layers[layer], result.rotated[layer] = parts[0], parts[1:]
@@ -461,14 +586,20 @@ class _Run:
             parts[0].add_saturation(self.values[layer].note, values, images)
             if not is_main():
                 continue
-            save_arrays(self.run_dir / ARRAYS / f"{t}.safetensors", {
-                "thresholds": parts[0].thresholds, "iou": parts[0].iou.astype(np.float32),
-                "top_values": values.astype(np.float32), "top_images": images.astype(np.int64),
-                "top_y": ys.astype(np.int64), "top_x": xs.astype(np.int64),
-                "quantile_levels": levels,
-                "quantiles": self.pass1_stat[f"{t}_q"].quantiles(levels.tolist()).cpu().numpy(),
-                **count_arrays(self.pass2_stat[f"{t}_iou"], parts[0]),
-            })
+            save_arrays(
+                self.run_dir / ARRAYS / f"{t}.safetensors",
+                {
+                    "thresholds": parts[0].thresholds,
+                    "iou": parts[0].iou.astype(np.float32),
+                    "top_values": values.astype(np.float32),
+                    "top_images": images.astype(np.int64),
+                    "top_y": ys.astype(np.int64),
+                    "top_x": xs.astype(np.int64),
+                    "quantile_levels": levels,
+                    "quantiles": self.pass1_stat[f"{t}_q"].quantiles(levels.tolist()).cpu().numpy(),
+                    **count_arrays(self.pass2_stat[f"{t}_iou"], parts[0]),
+                },
+            )
         return result
 
     def write(self, result: DissectResult, thresholds: dict[str, list[torch.Tensor]]) -> None:
@@ -487,21 +618,35 @@ class _Run:
             fault("strips.write")
             source = strip_source(self.acts, self.labels, cache=self.cache, label_cache=self.label_cache)
             strips, masks = write_unit_strips(
-                self.run_dir, source, self.layers, self.tag, tops,
-                thresholds={layer: th[0] for layer, th in thresholds.items()}, dissected=result.layers,
-                detectors_only=True)
+                self.run_dir,
+                source,
+                self.layers,
+                self.tag,
+                tops,
+                thresholds={layer: th[0] for layer, th in thresholds.items()},
+                dissected=result.layers,
+                detectors_only=True,
+            )
         row_index = np.array([self.acts.index(p) for p in range(self.n)], dtype=np.int64)
         names, cats = self.labels.label_names, result.layers[self.layers[0]].label_categories
         model_name = self.acts.model_name
         with Catalog(self.run_dir / CATALOG) as cat, cat.transaction():
             cat.replace("concepts", [{"name": name, "category": c} for name, c in zip(names[1:], cats[1:]) if c])
             for layer in self.layers:
-                write_layer_rows(cat, model_name, result.layers[layer], self.n, self.opts.quantile, row_index,
-                                 tops[layer], strips.get(layer), result.rotations[layer])
+                write_layer_rows(
+                    cat,
+                    model_name,
+                    result.layers[layer],
+                    self.n,
+                    self.opts.quantile,
+                    row_index,
+                    tops[layer],
+                    strips.get(layer),
+                    result.rotations[layer],
+                )
                 cat.replace("concept_images", masks.get(layer, []), model=model_name, layer=layer)
         atomic_write_text(self.run_dir / LAYERS, json.dumps({self.tag[l]: l for l in self.layers}, indent=2) + "\n")
-        atomic_write_text(self.run_dir / LABELS,
-                          json.dumps({"names": list(names), "categories": list(cats)}) + "\n")
+        atomic_write_text(self.run_dir / LABELS, json.dumps({"names": list(names), "categories": list(cats)}) + "\n")
         if self.cache is not None:
             self.cache.close()
         if self.cache is None or not self.opts.keep_cache:  # an incomplete cache is never kept
@@ -510,8 +655,12 @@ class _Run:
 
 def count_arrays(counts: IoUCounts, d: Any) -> dict[str, np.ndarray]:
     """The IoU counts behind a layer's result (``tally.csv`` export), and its p-values."""
-    out = {"intersection": counts.intersection.cpu().numpy(), "unit_area": counts.unit_area.cpu().numpy(),
-           "label_area": counts.label_area.cpu().numpy(), "label_category": counts.label_category.cpu().numpy()}
+    out = {
+        "intersection": counts.intersection.cpu().numpy(),
+        "unit_area": counts.unit_area.cpu().numpy(),
+        "label_area": counts.label_area.cpu().numpy(),
+        "label_category": counts.label_category.cpu().numpy(),
+    }
     if d.p_value is not None:
         out["p_value"] = d.p_value.astype(np.float64)
     return out

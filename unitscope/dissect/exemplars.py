@@ -52,8 +52,9 @@ class StripSource:
     labels: Callable[[list[int]], list[Planes]] | None = None
 
 
-def strip_source(acts: ActivationSource, labels: LabelSource | None = None, *, cache=None,
-                 label_cache=None) -> StripSource:
+def strip_source(
+    acts: ActivationSource, labels: LabelSource | None = None, *, cache=None, label_cache=None
+) -> StripSource:
     """The strips' view of a dissection's sources: pictures from ``acts.picture``; maps from
     ``cache`` (an :class:`~.cache.ActivationCache`) or else ``acts`` run on the positions; labels
     from a complete ``label_cache`` or else ``labels`` (after ``acts`` ran, for labels of the
@@ -138,7 +139,7 @@ def _place(tiles: list[np.ndarray], k: int, size: int, fill: int | bool) -> np.n
     rgb = not isinstance(fill, bool)
     out = np.full((size, k * (size + 2), *((3,) if rgb else ())), fill, dtype=np.uint8 if rgb else bool)
     for j, tile in enumerate(tiles):
-        out[:, j * (size + 2):j * (size + 2) + size] = tile
+        out[:, j * (size + 2) : j * (size + 2) + size] = tile
     return out
 
 
@@ -158,12 +159,24 @@ def write_exemplar_strips(run_dir, dataset, layers, tag, forward, cache, thresho
     thumbnails come through a small cache. ``dataset``: a :class:`StripSource` or a data set
     (maps from ``cache`` or ``forward``, as :func:`write_unit_strips`).
     """
-    return write_unit_strips(run_dir, dataset, layers, tag, tops, forward=forward, cache=cache,
-                             thresholds=thresholds)[0]
+    return write_unit_strips(run_dir, dataset, layers, tag, tops, forward=forward, cache=cache, thresholds=thresholds)[
+        0
+    ]
 
 
-def write_unit_strips(run_dir, source, layers, tag, tops, *, forward=None, cache=None, thresholds=None,
-                      dissected=None, detectors_only: bool = False) -> tuple[dict[str, list[str]], dict[str, list[dict]]]:
+def write_unit_strips(
+    run_dir,
+    source,
+    layers,
+    tag,
+    tops,
+    *,
+    forward=None,
+    cache=None,
+    thresholds=None,
+    dissected=None,
+    detectors_only: bool = False,
+) -> tuple[dict[str, list[str]], dict[str, list[dict]]]:
     """Both strips of every unit in one pass over its top-k images, each thumbnail decoded once:
     the exemplar strip (when ``thresholds`` is given) and the ground-truth strip of the unit's
     concept (when ``dissected`` is given, see :func:`write_concept_strips`; with ``detectors_only``,
@@ -178,8 +191,9 @@ def write_unit_strips(run_dir, source, layers, tag, tops, *, forward=None, cache
     wanted = _concept_units(layers, dissected, detectors_only) if dissected is not None else {}
     if dissected is not None and source.labels is None:
         raise ValueError("concept strips need label planes: a StripSource with labels")
-    hits = (_concept_hits(source.labels, _wanted_concepts(layers, tops, dissected, wanted))
-            if dissected is not None else {})
+    hits = (
+        _concept_hits(source.labels, _wanted_concepts(layers, tops, dissected, wanted)) if dissected is not None else {}
+    )
     strips: dict[str, list[str]] = {}
     concept_rows: dict[str, list[dict]] = {}
     for layer in layers:
@@ -192,8 +206,16 @@ def write_unit_strips(run_dir, source, layers, tag, tops, *, forward=None, cache
         d = dissected[layer] if dissected is not None else None
         strip_units = wanted.get(layer, ())
 
-        def render(u: int, layer: str = layer, images: torch.Tensor = images, k: int = k, maps: dict = maps,
-                   d=d, strip_units=strip_units, filled=filled) -> tuple[str | None, str | None]:
+        def render(
+            u: int,
+            layer: str = layer,
+            images: torch.Tensor = images,
+            k: int = k,
+            maps: dict = maps,
+            d=d,
+            strip_units=strip_units,
+            filled=filled,
+        ) -> tuple[str | None, str | None]:
             idx = [int(i) for i in images[u].tolist() if i >= 0]
             picture = _place([thumb(i) for i in idx], k, size, 255)
             exemplar = concept = None
@@ -201,8 +223,9 @@ def write_unit_strips(run_dir, source, layers, tag, tops, *, forward=None, cache
                 masks = []
                 if idx:
                     unit_maps = torch.stack([maps[i, u] for i in idx])
-                    masks = list(upsample_masks(unit_maps, thresholds[layer][u].cpu().expand(len(idx)),
-                                                (size, size)).numpy())
+                    masks = list(
+                        upsample_masks(unit_maps, thresholds[layer][u].cpu().expand(len(idx)), (size, size)).numpy()
+                    )
                 tiles = filled[len(idx)]
                 exemplar = f"{IMAGES}/{tag[layer]}/unit{u:04d}.jpg"
                 _save_strip(run_dir, exemplar, _highlight(picture, _place(masks, k, size, False), tiles))
@@ -270,8 +293,9 @@ def _paint(image, where: np.ndarray, color) -> None:
     image.paste(tuple(int(c) for c in color), mask=Image.fromarray(where))
 
 
-def _exemplar_maps(images: torch.Tensor, layer: str, read: Callable[[str, list[int]], torch.Tensor] | None,
-                   chunk: int = 32) -> dict[tuple[int, int], torch.Tensor]:
+def _exemplar_maps(
+    images: torch.Tensor, layer: str, read: Callable[[str, list[int]], torch.Tensor] | None, chunk: int = 32
+) -> dict[tuple[int, int], torch.Tensor]:
     """The map ``[h, w]`` of each (exemplar image, unit) pair of ``images [C, k]``: ``read(layer,
     positions)`` (the activation cache, or the source run on the exemplar images only)."""
     assert read is not None
@@ -283,7 +307,7 @@ def _exemplar_maps(images: torch.Tensor, layer: str, read: Callable[[str, list[i
     order = sorted(needed)
     maps: dict[tuple[int, int], torch.Tensor] = {}
     for start in range(0, len(order), chunk):
-        part = order[start:start + chunk]
+        part = order[start : start + chunk]
         acts = read(layer, part)
         for i, a in zip(part, acts):
             for u in needed[i]:
@@ -332,22 +356,24 @@ def _wanted_concepts(layers, tops, dissected, units: dict[str, set[int]]) -> dic
     return wanted
 
 
-def _concept_hits(read: Callable[[list[int]], list[Planes]], wanted: dict[int, set[int]],
-                  chunk: int = 32) -> dict[tuple[int, int], tuple | None]:
+def _concept_hits(
+    read: Callable[[list[int]], list[Planes]], wanted: dict[int, set[int]], chunk: int = 32
+) -> dict[tuple[int, int], tuple | None]:
     """``(image, label) ->`` where the label's pixels are (``[sh, sw]`` bool at label-plane resolution,
     bit-packed with its shape so thousands of exemplars stay small), or None for an image-level
     label; each image's label planes are read once (``read(positions)``), in image order."""
     hits: dict[tuple[int, int], tuple | None] = {}
     order = sorted(wanted)
     for start in range(0, len(order), chunk):
-        part = order[start:start + chunk]
+        part = order[start : start + chunk]
         for i, (planes, labels) in zip(part, read(part)):
             _add_hits(hits, i, planes, {int(x) for x in labels.ravel()}, wanted[i])
     return hits
 
 
-def _add_hits(hits: dict[tuple[int, int], tuple | None], i: int, planes: np.ndarray, image_labels: set[int],
-              wanted: set[int]) -> None:
+def _add_hits(
+    hits: dict[tuple[int, int], tuple | None], i: int, planes: np.ndarray, image_labels: set[int], wanted: set[int]
+) -> None:
     for label in wanted:
         if label in image_labels:
             hits[i, label] = None

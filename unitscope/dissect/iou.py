@@ -19,7 +19,10 @@ import torch.nn.functional as F
 
 from unitscope.dissect.window import exact_here, mask_pixels, mask_pixels_windowed
 from unitscope.stats.iou import (
-    label_areas, label_rows, pixel_category_hits, unit_areas,
+    label_areas,
+    label_rows,
+    pixel_category_hits,
+    unit_areas,
 )
 
 # Mask pixels (pairs x pixels) upsampled at once; bounds the kernel's memory to ~100 MB.
@@ -56,8 +59,17 @@ def count_batch(
     labelled in g, as NetDissect-Lite's ``tally_units_cat`` does (needs ``label_category [L]``).
     """
     order = torch.arange(acts.shape[0], device=acts.device)
-    inter, unit_area, label_area = count_orders(acts, thresholds, labels, image_labels, present, num_labels,
-                                                [order], denominator=denominator, label_category=label_category)
+    inter, unit_area, label_area = count_orders(
+        acts,
+        thresholds,
+        labels,
+        image_labels,
+        present,
+        num_labels,
+        [order],
+        denominator=denominator,
+        label_category=label_category,
+    )
     return inter[0], unit_area[0], label_area
 
 
@@ -102,15 +114,19 @@ def count_orders(
     pairs = (peak > thresholds).nonzero()  # [A, 2]: (image, unit)
     step = max(1, _CHUNK_ELEMENTS // pixels)
     # the windowed masks where PyTorch's arithmetic is confirmed; on a GPU whole maps are cheap
-    windowed = device.type == "cpu" and exact_here(acts.shape[2], acts.shape[3], size, str(device)) and \
-        bool(torch.isfinite(acts).all())  # (the exact emulation assumes finite values)
+    windowed = (
+        device.type == "cpu"
+        and exact_here(acts.shape[2], acts.shape[3], size, str(device))
+        and bool(torch.isfinite(acts).all())
+    )  # (the exact emulation assumes finite values)
     flat_maps = acts.reshape(n * c, *acts.shape[2:])
     for start in range(0, len(pairs), step):
-        img, unit = pairs[start:start + step].unbind(1)
+        img, unit = pairs[start : start + step].unbind(1)
         maps, th = flat_maps.index_select(0, img * c + unit), thresholds.index_select(0, unit)  # [B, h, w], [B]
         # the mask pixels are found once, counted, and matched to each order's labels
-        pair, pix = mask_pixels_windowed(maps, th, size) if windowed else \
-            mask_pixels(upsample_masks(maps, th, size).flatten(1))  # [E]
+        pair, pix = (
+            mask_pixels_windowed(maps, th, size) if windowed else mask_pixels(upsample_masks(maps, th, size).flatten(1))
+        )  # [E]
         area[img, unit] = torch.bincount(pair, minlength=len(img))  # cheaper than count_nonzero(dim=1)
         if not flat_labels.shape[1]:
             continue
@@ -122,8 +138,9 @@ def count_orders(
             under = rows.index_select(0, (order * pixels).index_select(0, img_of) + pix)  # [E, K]
             inter[d] += torch.bincount((code + under).view(-1), minlength=c * L).view(c, L)
             if hits is not None:
-                hits[d, img, unit] = pixel_category_hits(order.index_select(0, img_of), pix, pair, flat_labels, cat_of,
-                                                         len(img), G)
+                hits[d, img, unit] = pixel_category_hits(
+                    order.index_select(0, img_of), pix, pair, flat_labels, cat_of, len(img), G
+                )
     inter[:, :, 0] = 0  # label 0: no label
 
     label_area = label_areas(flat_labels, L)
@@ -154,7 +171,9 @@ def image_level_intersections(area: torch.Tensor, image_labels: torch.Tensor, nu
     return out.view(c, L)
 
 
-def image_level_categories(image_labels: torch.Tensor, label_category: torch.Tensor, num_categories: int) -> torch.Tensor:
+def image_level_categories(
+    image_labels: torch.Tensor, label_category: torch.Tensor, num_categories: int
+) -> torch.Tensor:
     """``[N, G]`` bool: categories named by each image's image-level labels ``[N, M]``."""
     n = image_labels.shape[0]
     out = torch.zeros(n, num_categories, dtype=torch.bool, device=image_labels.device)
@@ -203,7 +222,7 @@ def label_planes(labels: torch.Tensor, image_labels: torch.Tensor) -> torch.Tens
     original = flat.to(torch.int32)
     out = original.clone()
     for k in range(1, out.shape[1]):
-        out[:, k].masked_fill_((original[:, k:k + 1] == original[:, :k]).any(1), 0)
+        out[:, k].masked_fill_((original[:, k : k + 1] == original[:, :k]).any(1), 0)
     for m in range(image_labels.shape[1]):
         lab = image_labels[:, m].to(torch.int32).view(-1, 1, 1)
         out.masked_fill_((out == lab) & (lab > 0), 0)

@@ -1,11 +1,11 @@
 """What a dissection finds, per layer, and how it goes into the catalog and the run folder.
 
-    from unitscope.dissect import load_layer_arrays
-    d = result.layers["blocks.6"]               # a LayerDissection
-    d.summary(), d.concept(7), d.detectors      # "...", "grass" or None, [C] bool (IoU > threshold)
-    d.p_value, d.significant_detectors          # [C] p-values (permutation null), [C] bool (also BH at 1%)
-    d.values, d.saturated, d.tied               # "pre-activation: input of ReLU6 at ...", [C] bool, [C] bool
-    arrays = load_layer_arrays("runs/lite0", "blocks.6")   # thresholds, iou, top-k exemplars
+from unitscope.dissect import load_layer_arrays
+d = result.layers["blocks.6"]               # a LayerDissection
+d.summary(), d.concept(7), d.detectors      # "...", "grass" or None, [C] bool (IoU > threshold)
+d.p_value, d.significant_detectors          # [C] p-values (permutation null), [C] bool (also BH at 1%)
+d.values, d.saturated, d.tied               # "pre-activation: input of ReLU6 at ...", [C] bool, [C] bool
+arrays = load_layer_arrays("runs/lite0", "blocks.6")   # thresholds, iou, top-k exemplars
 """
 
 from __future__ import annotations
@@ -36,7 +36,9 @@ class LayerDissection:
     iou_threshold: float
     label_names: list[str]
     label_categories: list[str]  # category name per label number
-    p_value: np.ndarray | None = None  # [C] best IoU against the permutation null (None: not computed; NaN: not a candidate)
+    p_value: np.ndarray | None = (
+        None  # [C] best IoU against the permutation null (None: not computed; NaN: not a candidate)
+    )
     images: int = 0  # images dissected
     images_needed: int = 0  # images for which chance IoUs stay below the threshold (significance.py)
     quantile: float = 0.0
@@ -65,19 +67,25 @@ class LayerDissection:
         found = [f"{s} of {c} units have their threshold at their largest value (empty masks: no concept)"] if s else []
         if t:
             found.append(f"{t} of {c} units' top-{self.topk} exemplars all tie (the images shown are arbitrary)")
-        hint = ("; a saturated activation? dissect the values before it (--values pre, or the layer that feeds a "
-                "functional clamp)" if not self.values.startswith("pre-activation") else "")
+        hint = (
+            "; a saturated activation? dissect the values before it (--values pre, or the layer that feeds a "
+            "functional clamp)"
+            if not self.values.startswith("pre-activation")
+            else ""
+        )
         return " and ".join(found) + f", reading {self.values}{hint}"
 
-    def add_significance(self, null_iou: np.ndarray | None, n_images: int, quantile: float,
-                         units: np.ndarray | None = None) -> None:
+    def add_significance(
+        self, null_iou: np.ndarray | None, n_images: int, quantile: float, units: np.ndarray | None = None
+    ) -> None:
         """p-values and images needed from the null's IoUs ``[D, C, L]`` (None: no null was drawn), or
         ``[D, U, L]`` drawn for ``units [U]`` only (``significance.null_units``: p-values of the
         candidates, NaN elsewhere)."""
         self.images, self.quantile = int(n_images), float(quantile)
         if null_iou is not None and units is not None:
-            self.p_value, self.images_needed = drawn_significance(self.best_iou, null_iou, units,
-                                                                  self.iou_threshold, n_images)
+            self.p_value, self.images_needed = drawn_significance(
+                self.best_iou, null_iou, units, self.iou_threshold, n_images
+            )
         elif null_iou is not None:
             self.p_value = unit_p_values(self.best_iou, null_iou)
             self.images_needed = images_needed(null_iou, n_images, self.iou_threshold)
@@ -100,10 +108,14 @@ class LayerDissection:
         if not self.too_few_images:
             return None
         if self.images_needed < 0:
-            return (f"units with no concept reach IoU > {self.iou_threshold:g} by chance at quantile "
-                    f"{self.quantile:g} with any number of images: lower --quantile or raise --iou")
-        return (f"{self.images} images are too few for IoU > {self.iou_threshold:g} at quantile {self.quantile:g}: "
-                f"units with no concept reach it by chance; about {self.images_needed} images are needed")
+            return (
+                f"units with no concept reach IoU > {self.iou_threshold:g} by chance at quantile "
+                f"{self.quantile:g} with any number of images: lower --quantile or raise --iou"
+            )
+        return (
+            f"{self.images} images are too few for IoU > {self.iou_threshold:g} at quantile {self.quantile:g}: "
+            f"units with no concept reach it by chance; about {self.images_needed} images are needed"
+        )
 
     @property
     def detectors(self) -> np.ndarray:
@@ -125,8 +137,10 @@ class LayerDissection:
         return self.label_categories[best] if best > 0 else None
 
     def summary(self) -> str:
-        text = (f"{self.layer}: {int(self.detectors.sum())} of {len(self.best_iou)} units are detectors, "
-                f"covering {self.unique_concepts} concepts")
+        text = (
+            f"{self.layer}: {int(self.detectors.sum())} of {len(self.best_iou)} units are detectors, "
+            f"covering {self.unique_concepts} concepts"
+        )
         if self.p_value is not None:
             text += f"; {int(self.significant_detectors.sum())} significant (p < {LEVEL:g}, BH)"
         warnings = [w for w in (self.warning(), self.saturation_warning()) if w]
@@ -144,10 +158,15 @@ def label_agreement(a: LayerDissection, b: LayerDissection) -> dict[str, float |
     da, db = a.detectors, b.detectors
     agree = (da == db) & (~da | (a.best_label == b.best_label))
     scale = np.maximum(np.abs(a.thresholds), 1e-12)
-    return {"units": int(len(da)), "same_label": float((a.best_label == b.best_label).mean()),
-            "same_detectors": float(agree.mean()), "detectors_a": int(da.sum()), "detectors_b": int(db.sum()),
-            "max_iou_diff": float(np.abs(a.best_iou - b.best_iou).max()),
-            "max_threshold_rel": float((np.abs(a.thresholds - b.thresholds) / scale).max())}
+    return {
+        "units": int(len(da)),
+        "same_label": float((a.best_label == b.best_label).mean()),
+        "same_detectors": float(agree.mean()),
+        "detectors_a": int(da.sum()),
+        "detectors_b": int(db.sum()),
+        "max_iou_diff": float(np.abs(a.best_iou - b.best_iou).max()),
+        "max_threshold_rel": float((np.abs(a.thresholds - b.thresholds) / scale).max()),
+    }
 
 
 @dataclass
@@ -169,38 +188,80 @@ class DissectResult:
         return run_html(self.run_dir)
 
 
-def summarise(layer: str, shape: tuple[int, int, int], thresholds: np.ndarray, iou: np.ndarray, iou_threshold: float,
-              label_names: list[str], label_cats: list[str]) -> LayerDissection:
+def summarise(
+    layer: str,
+    shape: tuple[int, int, int],
+    thresholds: np.ndarray,
+    iou: np.ndarray,
+    iou_threshold: float,
+    label_names: list[str],
+    label_cats: list[str],
+) -> LayerDissection:
     """Best label per unit from the IoU matrix ``[C, L]``; -1 (no concept) where every IoU is 0."""
     scored = iou.copy()
     scored[:, 0] = -1  # label 0 means "unlabelled"
     best = scored.argmax(axis=1)
     best_iou = scored[np.arange(len(best)), best]
     best = np.where(best_iou > 0, best, -1)  # all IoUs 0: no concept, not the first label
-    return LayerDissection(layer, tuple(shape), thresholds, iou, best, np.maximum(best_iou, 0.0),
-                           iou_threshold, label_names, label_cats)
+    return LayerDissection(
+        layer, tuple(shape), thresholds, iou, best, np.maximum(best_iou, 0.0), iou_threshold, label_names, label_cats
+    )
 
 
-def write_layer_rows(cat: Any, model_name: str, d: LayerDissection, n_images: int, quantile: float,
-                     row_index: np.ndarray, top: Sequence[torch.Tensor], strip_paths: list[str] | None,
-                     rotation_rows: list[tuple[int, int]]) -> None:
+def write_layer_rows(
+    cat: Any,
+    model_name: str,
+    d: LayerDissection,
+    n_images: int,
+    quantile: float,
+    row_index: np.ndarray,
+    top: Sequence[torch.Tensor],
+    strip_paths: list[str] | None,
+    rotation_rows: list[tuple[int, int]],
+) -> None:
     """One layer's rows in the catalog tables layers, dissection, dissection_category, exemplars,
     unit_images and rotations."""
     key = {"model": model_name, "layer": d.layer}
     c, h, w = d.shape
-    cat.replace("layers", [{**key, "units": c, "height": h, "width": w, "images": n_images,
-                            "quantile": quantile, "iou_threshold": d.iou_threshold,
-                            "detectors": int(d.detectors.sum()), "unique_concepts": d.unique_concepts,
-                            "detectors_significant": int(d.significant_detectors.sum()) if d.p_value is not None else None,
-                            "images_needed": d.images_needed if d.p_value is not None else None,
-                            "activation_values": d.values,
-                            "saturated_units": int(d.saturated.sum()) if d.saturated is not None else None,
-                            "tied_units": int(d.tied.sum()) if d.tied is not None else None}], **key)
-    cat.replace("dissection", [{
-        **key, "unit": u, "concept": d.concept(u), "category": d.category(u),
-        "iou": float(d.best_iou[u]), "is_detector": int(d.detectors[u]), "threshold": float(d.thresholds[u]),
-        "p_value": float(d.p_value[u]) if d.p_value is not None and np.isfinite(d.p_value[u]) else None,
-    } for u in range(c)], **key)
+    cat.replace(
+        "layers",
+        [
+            {
+                **key,
+                "units": c,
+                "height": h,
+                "width": w,
+                "images": n_images,
+                "quantile": quantile,
+                "iou_threshold": d.iou_threshold,
+                "detectors": int(d.detectors.sum()),
+                "unique_concepts": d.unique_concepts,
+                "detectors_significant": int(d.significant_detectors.sum()) if d.p_value is not None else None,
+                "images_needed": d.images_needed if d.p_value is not None else None,
+                "activation_values": d.values,
+                "saturated_units": int(d.saturated.sum()) if d.saturated is not None else None,
+                "tied_units": int(d.tied.sum()) if d.tied is not None else None,
+            }
+        ],
+        **key,
+    )
+    cat.replace(
+        "dissection",
+        [
+            {
+                **key,
+                "unit": u,
+                "concept": d.concept(u),
+                "category": d.category(u),
+                "iou": float(d.best_iou[u]),
+                "is_detector": int(d.detectors[u]),
+                "threshold": float(d.thresholds[u]),
+                "p_value": float(d.p_value[u]) if d.p_value is not None and np.isfinite(d.p_value[u]) else None,
+            }
+            for u in range(c)
+        ],
+        **key,
+    )
     per_cat = []
     categories = sorted(set(d.label_categories) - {""})
     cats = np.array(d.label_categories)
@@ -210,18 +271,43 @@ def write_layer_rows(cat: Any, model_name: str, d: LayerDissection, n_images: in
         if not len(cols):
             continue
         best = cols[d.iou[:, cols].argmax(axis=1)]
-        per_cat += [{**key, "unit": u, "category": g, "iou": float(d.iou[u, best[u]]),
-                     "concept": d.label_names[int(best[u])] if d.iou[u, best[u]] > 0 else None}
-                    for u in range(c)]
+        per_cat += [
+            {
+                **key,
+                "unit": u,
+                "category": g,
+                "iou": float(d.iou[u, best[u]]),
+                "concept": d.label_names[int(best[u])] if d.iou[u, best[u]] > 0 else None,
+            }
+            for u in range(c)
+        ]
     cat.replace("dissection_category", per_cat, **key)
     values, images, ys, xs = (x.cpu().numpy() for x in top)
-    cat.replace("exemplars", [{**key, "unit": u, "rank": r, "image": int(row_index[images[u, r]]),
-                               "activation": float(values[u, r]), "y": int(ys[u, r]), "x": int(xs[u, r])}
-                              for u in range(c) for r in range(values.shape[1]) if images[u, r] >= 0], **key)
+    cat.replace(
+        "exemplars",
+        [
+            {
+                **key,
+                "unit": u,
+                "rank": r,
+                "image": int(row_index[images[u, r]]),
+                "activation": float(values[u, r]),
+                "y": int(ys[u, r]),
+                "x": int(xs[u, r]),
+            }
+            for u in range(c)
+            for r in range(values.shape[1])
+            if images[u, r] >= 0
+        ],
+        **key,
+    )
     if strip_paths is not None:
         cat.replace("unit_images", [{**key, "unit": u, "path": p} for u, p in enumerate(strip_paths)], **key)
-    cat.replace("rotations", [{**key, "rotation": r, "detectors": det, "unique_concepts": uc}
-                              for r, (det, uc) in enumerate(rotation_rows)], **key)
+    cat.replace(
+        "rotations",
+        [{**key, "rotation": r, "detectors": det, "unique_concepts": uc} for r, (det, uc) in enumerate(rotation_rows)],
+        **key,
+    )
 
 
 def load_layer_arrays(run_dir: str | Path, layer: str) -> dict[str, np.ndarray]:

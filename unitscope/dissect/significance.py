@@ -82,8 +82,14 @@ def null_units(best_iou: np.ndarray, iou_threshold: float, sample: int | None = 
     return np.union1d(candidates, sample_units(len(best_iou), sample)).astype(np.int64)
 
 
-def drawn_significance(best_iou: np.ndarray, null_iou: np.ndarray, units: np.ndarray, iou_threshold: float,
-                       n_images: int, sample: int | None = None) -> tuple[np.ndarray, int]:
+def drawn_significance(
+    best_iou: np.ndarray,
+    null_iou: np.ndarray,
+    units: np.ndarray,
+    iou_threshold: float,
+    n_images: int,
+    sample: int | None = None,
+) -> tuple[np.ndarray, int]:
     """p-values ``[C]`` (NaN for a unit that is not a candidate) and images needed, from the null
     ``null_iou [D, U, L]`` drawn for ``units [U]`` (:func:`null_units`); see the module docstring."""
     best_iou, units = np.asarray(best_iou), np.asarray(units, dtype=np.int64)
@@ -144,8 +150,9 @@ def significant(p: np.ndarray, level: float = LEVEL) -> np.ndarray:
     return keep
 
 
-def images_needed(null_iou: np.ndarray, n_images: int, iou_threshold: float, level: float = LEVEL,
-                  coverage: float = 0.99) -> int:
+def images_needed(
+    null_iou: np.ndarray, n_images: int, iou_threshold: float, level: float = LEVEL, coverage: float = 0.99
+) -> int:
     """Images for which a unit with no concept stays below ``iou_threshold`` by chance (see the
     module docstring): the ``coverage`` quantile over units of the per-unit need; -1 when no number
     of images suffices."""

@@ -27,8 +27,7 @@ import torch
 from torch import nn
 
 from unitscope.hooks import TraceDict, tokens_to_map
-from unitscope.layers import list_layers, resolve_layer
-from unitscope.layers import LayerValues
+from unitscope.layers import LayerValues, list_layers, resolve_layer
 from unitscope.models import get_info
 from unitscope.runs import BAD_IMAGES, atomic_write_text
 
@@ -106,8 +105,11 @@ def check_layers(model: nn.Module, layers: Sequence[str], input_size: Sequence[i
     result = {}
     for layer in layers:
         if infos[layer].calls > 1:
-            warnings.warn(f"layer {layer!r} runs {infos[layer].calls} times per forward pass (a reused module); "
-                          "dissection sees its first call", stacklevel=2)
+            warnings.warn(
+                f"layer {layer!r} runs {infos[layer].calls} times per forward pass (a reused module); "
+                "dissection sees its first call",
+                stacklevel=2,
+            )
         shape = shapes.get(layer)
         if shape is None:
             raise ValueError(f"layer {layer!r} returns no tensor; dissection needs a [N, C, H, W] feature map")
@@ -136,9 +138,18 @@ class ModelActivations(ActivationSource):
     (:func:`unitscope.layers.dissection_values`; :meth:`values` says what each layer got).
     """
 
-    def __init__(self, model: nn.Module, dataset: Any, layers: Sequence[str], *, device: torch.device | str = "cpu",
-                 n: int | None = None, key: dict[str, Any] | None = None, precision: str = "float32",
-                 values: str = "auto"):
+    def __init__(
+        self,
+        model: nn.Module,
+        dataset: Any,
+        layers: Sequence[str],
+        *,
+        device: torch.device | str = "cpu",
+        n: int | None = None,
+        key: dict[str, Any] | None = None,
+        precision: str = "float32",
+        values: str = "auto",
+    ):
         from unitscope.layers import VALUES
         from unitscope.models import get_info
 
@@ -179,8 +190,10 @@ class ModelActivations(ActivationSource):
             from unitscope.layers import dissection_values
 
             self.shapes()
-            self._values = {layer: dissection_values(self.model, layer, self.values_rule, self._image_size,
-                                                     self.device) for layer in self.layers}
+            self._values = {
+                layer: dissection_values(self.model, layer, self.values_rule, self._image_size, self.device)
+                for layer in self.layers
+            }
         return self._values
 
     def load(self, pos: int) -> dict[str, Any]:
@@ -191,8 +204,9 @@ class ModelActivations(ActivationSource):
     def activations(self, batch: Batch) -> dict[str, torch.Tensor]:
         dtype = PRECISIONS[self.precision]
         values = self.values()
-        td = TraceDict(self.model, [layer for layer in self.layers if values[layer].values == "post"], stop=True,
-                       as_map=True)
+        td = TraceDict(
+            self.model, [layer for layer in self.layers if values[layer].values == "post"], stop=True, as_map=True
+        )
         for layer in self.layers:  # before its activation: the activation module's input
             if values[layer].values == "pre":
                 td.add_input(layer, self.model, values[layer].module, values[layer].call)
@@ -216,13 +230,21 @@ class ModelActivations(ActivationSource):
 
     def key(self) -> dict[str, Any]:
         self.shapes()
-        return {"model": self.info.name, "layers": self.layers, "images": self.n,
-                "image_size": list(self._image_size or ()), "transform": repr(getattr(self.dataset, "transform", None)),
-                **({"precision": self.precision} if self.precision != "float32" else {}),  # float32 runs keep their key
-                # runs that read every layer's output keep their key; others must not mix with them
-                **({"values": {v.layer: v.note for v in self.values().values() if v.values == "pre"}}
-                   if any(v.values == "pre" for v in self.values().values()) else {}),
-                **self.extra_key}
+        return {
+            "model": self.info.name,
+            "layers": self.layers,
+            "images": self.n,
+            "image_size": list(self._image_size or ()),
+            "transform": repr(getattr(self.dataset, "transform", None)),
+            **({"precision": self.precision} if self.precision != "float32" else {}),  # float32 runs keep their key
+            # runs that read every layer's output keep their key; others must not mix with them
+            **(
+                {"values": {v.layer: v.note for v in self.values().values() if v.values == "pre"}}
+                if any(v.values == "pre" for v in self.values().values())
+                else {}
+            ),
+            **self.extra_key,
+        }
 
     def index(self, pos: int) -> int:
         return int(self._get(pos, image=False)["index"])
@@ -246,11 +268,15 @@ class BrodenLabels(LabelSource):
     def load(self, pos: int) -> dict[str, Any]:
         get = getattr(self.dataset, "get", None)
         item = get(pos, image=False, labels=True) if get else self.dataset[pos]
-        return {"labels": item["labels"], "image_labels": item["image_labels"],
-                "category_present": item["category_present"]}
+        return {
+            "labels": item["labels"],
+            "image_labels": item["image_labels"],
+            "category_present": item["category_present"],
+        }
 
 
 # -- loading positions, unreadable items --------------------------------------------------------------
+
 
 class Items(torch.utils.data.Dataset):
     """Positions ``0..n-1`` with what a pass needs from each source; an item that cannot be read
@@ -311,8 +337,10 @@ class BadImages:
             return
         if not self.skip:
             more = f" (and {len(bad) - 1} more in this batch)" if len(bad) > 1 else ""
-            raise ValueError(f"{bad[0][1]}{more}. Replace or remove the file, or pass --skip-bad-images "
-                             "(skip_bad_images=True) to leave unreadable images out and list them at the end")
+            raise ValueError(
+                f"{bad[0][1]}{more}. Replace or remove the file, or pass --skip-bad-images "
+                "(skip_bad_images=True) to leave unreadable images out and list them at the end"
+            )
         new = {int(p): m for p, m in bad if int(p) not in self.items}
         if new:
             self.items.update(new)

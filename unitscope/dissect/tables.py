@@ -39,31 +39,77 @@ from __future__ import annotations
 from unitscope.catalog import define_table
 
 _UNIT = (("model", "TEXT"), ("layer", "TEXT"), ("unit", "INTEGER"))
-define_table("layers", (("model", "TEXT"), ("layer", "TEXT"), ("units", "INTEGER"),
-                        ("height", "INTEGER"), ("width", "INTEGER"), ("images", "INTEGER"),
-                        ("quantile", "REAL"), ("iou_threshold", "REAL"), ("detectors", "INTEGER"),
-                        ("unique_concepts", "INTEGER"), ("detectors_significant", "INTEGER"),
-                        ("images_needed", "INTEGER"), ("activation_values", "TEXT"), ("saturated_units", "INTEGER"),
-                        ("tied_units", "INTEGER")), ("model", "layer"))
-define_table("dissection", _UNIT + (("concept", "TEXT"), ("category", "TEXT"), ("iou", "REAL"),
-                                    ("is_detector", "INTEGER"), ("threshold", "REAL"), ("p_value", "REAL")),
-             ("model", "layer", "unit"),
-             indexes={"dissection_concept": ("concept", "model", "layer", "iou")})
-define_table("dissection_category", _UNIT + (("category", "TEXT"), ("concept", "TEXT"),
-                                             ("iou", "REAL")),
-             ("model", "layer", "unit", "category"),
-             indexes={"dissection_category_concept": ("concept", "model", "layer", "iou")})
-define_table("exemplars", _UNIT + (("rank", "INTEGER"), ("image", "INTEGER"),
-                                   ("activation", "REAL"), ("y", "INTEGER"), ("x", "INTEGER")),
-             ("model", "layer", "unit", "rank"))
+define_table(
+    "layers",
+    (
+        ("model", "TEXT"),
+        ("layer", "TEXT"),
+        ("units", "INTEGER"),
+        ("height", "INTEGER"),
+        ("width", "INTEGER"),
+        ("images", "INTEGER"),
+        ("quantile", "REAL"),
+        ("iou_threshold", "REAL"),
+        ("detectors", "INTEGER"),
+        ("unique_concepts", "INTEGER"),
+        ("detectors_significant", "INTEGER"),
+        ("images_needed", "INTEGER"),
+        ("activation_values", "TEXT"),
+        ("saturated_units", "INTEGER"),
+        ("tied_units", "INTEGER"),
+    ),
+    ("model", "layer"),
+)
+define_table(
+    "dissection",
+    _UNIT
+    + (
+        ("concept", "TEXT"),
+        ("category", "TEXT"),
+        ("iou", "REAL"),
+        ("is_detector", "INTEGER"),
+        ("threshold", "REAL"),
+        ("p_value", "REAL"),
+    ),
+    ("model", "layer", "unit"),
+    indexes={"dissection_concept": ("concept", "model", "layer", "iou")},
+)
+define_table(
+    "dissection_category",
+    _UNIT + (("category", "TEXT"), ("concept", "TEXT"), ("iou", "REAL")),
+    ("model", "layer", "unit", "category"),
+    indexes={"dissection_category_concept": ("concept", "model", "layer", "iou")},
+)
+define_table(
+    "exemplars",
+    _UNIT + (("rank", "INTEGER"), ("image", "INTEGER"), ("activation", "REAL"), ("y", "INTEGER"), ("x", "INTEGER")),
+    ("model", "layer", "unit", "rank"),
+)
 define_table("unit_images", _UNIT + (("path", "TEXT"),), ("model", "layer", "unit"))
 define_table("concept_images", _UNIT + (("path", "TEXT"),), ("model", "layer", "unit"))
-define_table("rotations", (("model", "TEXT"), ("layer", "TEXT"), ("rotation", "INTEGER"),
-                           ("detectors", "INTEGER"), ("unique_concepts", "INTEGER")),
-             ("model", "layer", "rotation"))
+define_table(
+    "rotations",
+    (
+        ("model", "TEXT"),
+        ("layer", "TEXT"),
+        ("rotation", "INTEGER"),
+        ("detectors", "INTEGER"),
+        ("unique_concepts", "INTEGER"),
+    ),
+    ("model", "layer", "rotation"),
+)
 define_table("concepts", (("name", "TEXT"), ("category", "TEXT")), ("name", "category"))
 define_table("layer_bases", (("model", "TEXT"), ("layer", "TEXT"), ("privileged", "INTEGER")), ("model", "layer"))
 
 #: every table this module declares
-TABLES = ("layers", "dissection", "dissection_category", "exemplars", "unit_images", "concept_images", "rotations",
-          "concepts", "layer_bases")
+TABLES = (
+    "layers",
+    "dissection",
+    "dissection_category",
+    "exemplars",
+    "unit_images",
+    "concept_images",
+    "rotations",
+    "concepts",
+    "layer_bases",
+)

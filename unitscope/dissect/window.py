@@ -67,8 +67,9 @@ def axis_table(n_in: int, n_out: int, device: str = "cpu") -> tuple[torch.Tensor
     return i0, i1, 1 - w1, w1
 
 
-def interpolate_at(maps: torch.Tensor, pair: torch.Tensor, y: torch.Tensor, x: torch.Tensor,
-                   size: tuple[int, int]) -> torch.Tensor:
+def interpolate_at(
+    maps: torch.Tensor, pair: torch.Tensor, y: torch.Tensor, x: torch.Tensor, size: tuple[int, int]
+) -> torch.Tensor:
     """``[E]``: the bilinear upsampling of ``maps [B, h, w]`` to ``size`` at pixels ``(y[e], x[e])``
     of map ``pair[e]``, in PyTorch's arithmetic (see the module docstring)."""
     b, h, w = maps.shape
@@ -96,8 +97,12 @@ def exact_here(h: int, w: int, size: tuple[int, int], device: str = "cpu") -> bo
     maps[7] = maps[7].clamp(0, 6).round()  # ties and a cap
     maps = maps.to(device)
     want = F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
-    pair, y, x = torch.meshgrid(torch.arange(8, device=device), torch.arange(size[0], device=device),
-                                torch.arange(size[1], device=device), indexing="ij")
+    pair, y, x = torch.meshgrid(
+        torch.arange(8, device=device),
+        torch.arange(size[0], device=device),
+        torch.arange(size[1], device=device),
+        indexing="ij",
+    )
     got = interpolate_at(maps, pair.reshape(-1), y.reshape(-1), x.reshape(-1), size).view(8, *size)
     return bool(torch.equal(got, want))
 
@@ -143,8 +148,15 @@ def _segments(n_in: int, n_out: int, device: str) -> tuple[torch.Tensor, ...]:
     of_index = torch.full((n_in, m), len(start), dtype=torch.long, device=device)
     slot = torch.arange(len(start), device=device) - first[piece]
     of_index[source, slot] = torch.arange(len(start), device=device)
-    return (source, i1[start], torch.where(inside, w0[pos], 0.0), torch.where(inside, w1[pos], 0.0), inside, start,
-            of_index)
+    return (
+        source,
+        i1[start],
+        torch.where(inside, w0[pos], 0.0),
+        torch.where(inside, w1[pos], 0.0),
+        inside,
+        start,
+        of_index,
+    )
 
 
 def _cell_max(a: torch.Tensor) -> torch.Tensor:
@@ -155,8 +167,14 @@ def _cell_max(a: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _candidate_cells(maps: torch.Tensor, t: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor,
-                     ys_first: torch.Tensor, xs_first: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def _candidate_cells(
+    maps: torch.Tensor,
+    t: torch.Tensor,
+    ys: torch.Tensor,
+    xs: torch.Tensor,
+    ys_first: torch.Tensor,
+    xs_first: torch.Tensor,
+) -> tuple[torch.Tensor, ...]:
     """The cells (pair, row segment, column segment) ``[K]`` whose 2x2 maximum reaches ``t [B]``
     within the margin, and that maximum's magnitude ``[K]`` (for the decision's margin). ``ys``, ``xs``:
     the segments of each source index (:func:`_segments`), ``ys_first``, ``xs_first``: each segment's start."""
@@ -175,8 +193,9 @@ def _candidate_cells(maps: torch.Tensor, t: torch.Tensor, ys: torch.Tensor, xs: 
     return cp[k], cy[real], cx[real], m[k]
 
 
-def mask_pixels_windowed(maps: torch.Tensor, thresholds: torch.Tensor,
-                         size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+def mask_pixels_windowed(
+    maps: torch.Tensor, thresholds: torch.Tensor, size: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(pair, pixel)`` of the mask pixels of ``maps [B, h, w]`` upsampled bilinearly to ``size``
     and thresholded ``> thresholds [B]``: the same pixels as the whole-map path (grouped by cell,
     not sorted). Only for sizes where :func:`exact_here` holds.
@@ -204,7 +223,7 @@ def mask_pixels_windowed(maps: torch.Tensor, thresholds: torch.Tensor,
     # each output value is a convex combination of t0 and t1 of its column: cells none of whose
     # columns reach the threshold are dropped (margin: the float32 decision below is within it)
     tk = t.index_select(0, cp)
-    margin = 2.0 ** -18 * (mag + tk.abs())  # [K]: many ulps of the cell's largest value
+    margin = 2.0**-18 * (mag + tk.abs())  # [K]: many ulps of the cell's largest value
     reach = (torch.maximum(t0, t1) >= (tk - margin).view(-1, 1)) & in_x.index_select(0, cx)
     live = reach.any(1).nonzero()[:, 0]
     if not len(live):
@@ -223,5 +242,6 @@ def mask_pixels_windowed(maps: torch.Tensor, thresholds: torch.Tensor,
     k, rc = mask_pixels(keep.view(len(keep), -1))
     width = keep.shape[2]
     r, c = torch.div(rc, width, rounding_mode="floor"), rc % width
-    return cp.index_select(0, k), (start_y.index_select(0, cy).index_select(0, k) + r) * size[1] + \
-        start_x.index_select(0, cx).index_select(0, k) + c
+    return cp.index_select(0, k), (start_y.index_select(0, cy).index_select(0, k) + r) * size[1] + start_x.index_select(
+        0, cx
+    ).index_select(0, k) + c

@@ -19,23 +19,54 @@ import sys
 import types
 from typing import TYPE_CHECKING, Any
 
-_FROM = {"save_png": "images", "sheet": "images", "to_pil": "images",
-         **{name: "objectives" for name in ("Objective", "channel", "class_logit", "direction", "diversity", "l2",
-                                            "match", "neuron", "stack", "total_variation")},
-         "fft_image": "param", "image": "param", "pixel_image": "param", "visualize_units": "store",
-         **{name: "render" for name in ("RenderResult", "evaluate", "redirected_relu", "render", "render_units")},
-         **{name: "transforms" for name in ("compose", "jitter", "pad", "random_rotate", "random_scale",
-                                            "standard_transforms")}}
+_FROM = {
+    "save_png": "images",
+    "sheet": "images",
+    "to_pil": "images",
+    **{
+        name: "objectives"
+        for name in (
+            "Objective",
+            "channel",
+            "class_logit",
+            "direction",
+            "diversity",
+            "l2",
+            "match",
+            "neuron",
+            "stack",
+            "total_variation",
+        )
+    },
+    "fft_image": "param",
+    "image": "param",
+    "pixel_image": "param",
+    "visualize_units": "store",
+    **{name: "render" for name in ("RenderResult", "evaluate", "redirected_relu", "render", "render_units")},
+    **{
+        name: "transforms"
+        for name in ("compose", "jitter", "pad", "random_rotate", "random_scale", "standard_transforms")
+    },
+}
 
 if TYPE_CHECKING:
     from unitscope.featvis.images import save_png, sheet, to_pil
-    from unitscope.featvis.objectives import (Objective, channel, class_logit, direction, diversity, l2, match,
-                                              neuron, stack, total_variation)
+    from unitscope.featvis.objectives import (
+        Objective,
+        channel,
+        class_logit,
+        direction,
+        diversity,
+        l2,
+        match,
+        neuron,
+        stack,
+        total_variation,
+    )
     from unitscope.featvis.param import fft_image, image, pixel_image
     from unitscope.featvis.render import RenderResult, evaluate, redirected_relu, render, render_units
     from unitscope.featvis.store import visualize_units
-    from unitscope.featvis.transforms import (compose, jitter, pad, random_rotate, random_scale,
-                                              standard_transforms)
+    from unitscope.featvis.transforms import compose, jitter, pad, random_rotate, random_scale, standard_transforms
 
 
 def __getattr__(name: str) -> Any:  # PEP 562: torch loads with the first function used, not with ``tables``
@@ -59,8 +90,32 @@ class _Package(types.ModuleType):
 sys.modules[__name__].__class__ = _Package
 
 __all__ = [
-    "Objective", "RenderResult", "channel", "class_logit", "compose", "direction", "diversity", "evaluate",
-    "fft_image", "image", "jitter", "l2", "match", "neuron", "pad", "pixel_image", "random_rotate",
-    "random_scale", "redirected_relu", "render", "render_units", "save_png", "sheet", "stack",
-    "standard_transforms", "to_pil", "total_variation", "visualize_units",
+    "Objective",
+    "RenderResult",
+    "channel",
+    "class_logit",
+    "compose",
+    "direction",
+    "diversity",
+    "evaluate",
+    "fft_image",
+    "image",
+    "jitter",
+    "l2",
+    "match",
+    "neuron",
+    "pad",
+    "pixel_image",
+    "random_rotate",
+    "random_scale",
+    "redirected_relu",
+    "render",
+    "render_units",
+    "save_png",
+    "sheet",
+    "stack",
+    "standard_transforms",
+    "to_pil",
+    "total_variation",
+    "visualize_units",
 ]

@@ -1,7 +1,7 @@
 """Images out: ``[3, H, W]`` tensors in [0, 1] to PIL, atomic PNG writes, captioned contact sheets.
 
-    save_png(result.images[0], run / "featvis/blocks.2.0.bn1/0.png")
-    sheet([img0, img1], ["unit 0", "unit 1"], per_row=8).save("sheet.png")
+save_png(result.images[0], run / "featvis/blocks.2.0.bn1/0.png")
+sheet([img0, img1], ["unit 0", "unit 1"], per_row=8).save("sheet.png")
 """
 
 from __future__ import annotations
@@ -33,8 +33,14 @@ def save_png(img: torch.Tensor, path: str | Path) -> None:
     atomic_write_bytes(path, buf.getvalue(), fsync=False)
 
 
-def sheet(images: Sequence[torch.Tensor], captions: Sequence[str] | None = None, per_row: int = 6,
-          panel: int = 160, caption_height: int = 28, titles: dict[int, str] | None = None):
+def sheet(
+    images: Sequence[torch.Tensor],
+    captions: Sequence[str] | None = None,
+    per_row: int = 6,
+    panel: int = 160,
+    caption_height: int = 28,
+    titles: dict[int, str] | None = None,
+):
     """A contact sheet (PIL) of ``[3, H, W]`` images with a caption under each; ``titles`` maps a
     panel index to a row heading drawn above the row that starts there."""
     from PIL import Image, ImageDraw
@@ -65,4 +71,4 @@ def sheet(images: Sequence[torch.Tensor], captions: Sequence[str] | None = None,
 
 def _wrap(text: str, width: int, char_px: int = 6) -> list[str]:
     n = max(1, width // char_px)
-    return [text[i:i + n] for i in range(0, len(text), n)][:2]
+    return [text[i : i + n] for i in range(0, len(text), n)][:2]

@@ -101,14 +101,17 @@ def _pick(x: torch.Tensor, units: int | Sequence[int], what: str = "units") -> t
 
 def channel(layer: str, unit: int | Sequence[int]) -> Objective:
     """Mean activation of channel ``unit`` over all positions of ``layer`` ``[N, C, H, W]``."""
+
     def fn(acts: Acts) -> torch.Tensor:
         picked = _pick(_get(acts, layer), unit)
         return picked.flatten(1).mean(1) if picked.dim() > 1 else picked
+
     return Objective(fn, f"Channel [{layer}, {_units_text(unit)}]", [layer])
 
 
 def neuron(layer: str, unit: int | Sequence[int], y: int | None = None, x: int | None = None) -> Objective:
     """Activation of channel ``unit`` at one position (default: the centre) of ``layer``."""
+
     def fn(acts: Acts) -> torch.Tensor:
         a = _get(acts, layer)
         if a.dim() == 2:
@@ -116,6 +119,7 @@ def neuron(layer: str, unit: int | Sequence[int], y: int | None = None, x: int |
         yy = a.shape[2] // 2 if y is None else y
         xx = a.shape[3] // 2 if x is None else x
         return _pick(a[:, :, yy, xx], unit)
+
     where = "" if y is None and x is None else f" at ({y}, {x})"
     return Objective(fn, f"Neuron [{layer}, {_units_text(unit)}]{where}", [layer])
 
@@ -131,7 +135,7 @@ def direction(layer: str, vector: torch.Tensor, position: str | None = None, cos
         a = _get(acts, layer)
         if a.dim() == 4:
             a = a[:, :, a.shape[2] // 2, a.shape[3] // 2, None, None] if position == "center" else a
-            a = a.flatten(2)                                   # [N, C, P]
+            a = a.flatten(2)  # [N, C, P]
         else:
             a = a[:, :, None]
         v = vector.to(a.device, a.dtype)
@@ -141,25 +145,31 @@ def direction(layer: str, vector: torch.Tensor, position: str | None = None, cos
             cos = dot / (a.norm(dim=1) * v.norm(dim=1, keepdim=True) + 1e-6)
             dot = dot * cos.clamp(min=0.1) ** cossim_pow
         return dot.mean(1)
+
     where = " at centre" if position == "center" else ""
     return Objective(fn, f"Direction [{layer}, {tuple(vector.shape)}]{where}", [layer])
 
 
-def latent(layer: str, encoder: torch.Tensor, unit: int | Sequence[int], bias: torch.Tensor | None = None,
-           name: str = "Latent") -> Objective:
+def latent(
+    layer: str, encoder: torch.Tensor, unit: int | Sequence[int], bias: torch.Tensor | None = None, name: str = "Latent"
+) -> Objective:
     """Mean pre-activation code of direction ``unit`` of a basis (``unitscope.bases``) over the positions
     of ``layer``: ``a . encoder[unit] + bias[unit]``, ``encoder`` ``[D, C]`` and ``bias`` ``[D]`` (for a
     basis ``b``: ``b.encoder`` and ``b.enc_bias - b.encoder @ b.dec_bias``). Before the SAE's ReLU and
     TopK, so the gradient never stops; ``unit`` an int or one per image."""
+
     def fn(acts: Acts) -> torch.Tensor:
         a = _get(acts, layer)
         a = a.flatten(2) if a.dim() == 4 else a[:, :, None]  # [N, C, P]
         idx = _per_image(unit, a.shape[0], "latents").to(a.device)
         if int(idx.max()) >= encoder.shape[0] or int(idx.min()) < 0:
-            raise ValueError(f"latents {idx.unique().tolist()} out of range for a basis of {encoder.shape[0]} directions")
+            raise ValueError(
+                f"latents {idx.unique().tolist()} out of range for a basis of {encoder.shape[0]} directions"
+            )
         w = encoder.to(a.device, a.dtype)[idx]  # [N, C]
         value = torch.einsum("ncp,nc->np", a, w).mean(1)
         return value + bias.to(a.device, a.dtype)[idx] if bias is not None else value
+
     return Objective(fn, f"{name} [{layer}, {_units_text(unit)}]", [layer])
 
 
@@ -169,6 +179,7 @@ def class_logit(index: int | Sequence[int], layer: str | None = None, names: Seq
 
     def fn(acts: Acts) -> torch.Tensor:
         return _pick(_get(acts, key).flatten(1), index, "classes")
+
     label = _units_text(index)
     if names is not None and isinstance(index, numbers.Integral):
         label = f"{index} {names[index]}"
@@ -180,47 +191,55 @@ def diversity(layer: str) -> Objective:
 
     Pushes the images of a batch apart in style (Lucid's diversity term); zero for one image.
     """
+
     def fn(acts: Acts) -> torch.Tensor:
         a = _get(acts, layer)
         n = a.shape[0]
         if n < 2:
             return a.new_zeros(n)
-        flat = a.flatten(2)                                    # [N, C, P]
+        flat = a.flatten(2)  # [N, C, P]
         gram = torch.bmm(flat, flat.transpose(1, 2)).flatten(1)
         gram = F.normalize(gram, dim=1)
         sim = gram @ gram.T
         return -(sim.sum(1) - sim.diagonal()) / (n - 1)
+
     return Objective(fn, f"Diversity [{layer}]", [layer])
 
 
 def total_variation(layer: str = IMAGE) -> Objective:
     """Sum of absolute differences of neighbouring pixels, per image (subtract it as a penalty)."""
+
     def fn(acts: Acts) -> torch.Tensor:
         x = _get(acts, layer)
         dy = (x[:, :, 1:, :] - x[:, :, :-1, :]).abs().flatten(1).sum(1)
         dx = (x[:, :, :, 1:] - x[:, :, :, :-1]).abs().flatten(1).sum(1)
         return dy + dx
+
     return Objective(fn, f"TotalVariation [{layer}]", [] if layer == IMAGE else [layer])
 
 
 def l2(layer: str = IMAGE, constant: float = 0.5, epsilon: float = 1e-6) -> Objective:
     """``sqrt(eps + sum((x - constant)^2))`` per image (subtract it as a penalty)."""
+
     def fn(acts: Acts) -> torch.Tensor:
         x = _get(acts, layer)
         return torch.sqrt(epsilon + ((x - constant) ** 2).flatten(1).sum(1))
+
     return Objective(fn, f"L2 [{layer}]", [] if layer == IMAGE else [layer])
 
 
 def match(layer: str, target: torch.Tensor) -> Objective:
     """Minus the squared distance to ``target`` activations ``[1 or N, C, H, W]``, relative to the
     target's squared norm: 0 is a perfect match. Rendering it inverts the layer (feature inversion)."""
+
     def fn(acts: Acts) -> torch.Tensor:
         a = _get(acts, layer)
         t = target.to(a.device, a.dtype)
         if t.shape[-2:] != a.shape[-2:] and a.dim() == 4:
             t = F.interpolate(t, size=a.shape[-2:], mode="bilinear", align_corners=False)
         err = ((a - t) ** 2).flatten(1).sum(1)
-        return -err / (t ** 2).flatten(1).sum(1).clamp(min=1e-12)
+        return -err / (t**2).flatten(1).sum(1).clamp(min=1e-12)
+
     return Objective(fn, f"Match [{layer}]", [layer])
 
 
@@ -233,5 +252,6 @@ def stack(objectives: Sequence[Objective]) -> Objective:
         if any(v.shape[0] != len(objectives) for v in values):
             raise ValueError(f"stack of {len(objectives)} objectives needs a batch of {len(objectives)} images")
         return torch.stack([v[i] for i, v in enumerate(values)])
+
     layers = frozenset().union(*(o.layers for o in objectives)) if objectives else frozenset()
     return Objective(fn, "Stack [" + "; ".join(map(str, objectives)) + "]", layers)

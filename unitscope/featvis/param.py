@@ -19,9 +19,7 @@ import torch
 ImageFn = Callable[[], torch.Tensor]
 
 #: Square root of ImageNet's 3x3 colour covariance (the matrix Lucid uses), rows = RGB.
-COLOR_CORRELATION_SVD_SQRT = torch.tensor([[0.26, 0.09, 0.02],
-                                           [0.27, 0.00, -0.05],
-                                           [0.27, -0.09, 0.03]])
+COLOR_CORRELATION_SVD_SQRT = torch.tensor([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]])
 _MAX_NORM = COLOR_CORRELATION_SVD_SQRT.norm(dim=0).max()
 COLOR_CORRELATION_NORMALIZED = COLOR_CORRELATION_SVD_SQRT / _MAX_NORM
 
@@ -53,18 +51,29 @@ def _check_shape(shape: Sequence[int]) -> tuple[int, int, int, int]:
     return tuple(int(s) for s in shape)  # type: ignore[return-value]
 
 
-def pixel_image(shape: Sequence[int], sd: float = 0.01, decorrelate: bool = True, sigmoid: bool = True,
-                device: torch.device | str = "cpu",
-                generator: torch.Generator | None = None) -> tuple[list[torch.Tensor], ImageFn]:
+def pixel_image(
+    shape: Sequence[int],
+    sd: float = 0.01,
+    decorrelate: bool = True,
+    sigmoid: bool = True,
+    device: torch.device | str = "cpu",
+    generator: torch.Generator | None = None,
+) -> tuple[list[torch.Tensor], ImageFn]:
     """Optimise pixels directly; ``shape`` is ``[N, 3, H, W]``."""
     shape = _check_shape(shape)
     raw = (torch.randn(shape, generator=generator) * sd).to(device).requires_grad_(True)
     return [raw], lambda: to_valid_rgb(raw, decorrelate, sigmoid)
 
 
-def fft_image(shape: Sequence[int], sd: float = 0.01, decay_power: float = 1.0, decorrelate: bool = True,
-              sigmoid: bool = True, device: torch.device | str = "cpu",
-              generator: torch.Generator | None = None) -> tuple[list[torch.Tensor], ImageFn]:
+def fft_image(
+    shape: Sequence[int],
+    sd: float = 0.01,
+    decay_power: float = 1.0,
+    decorrelate: bool = True,
+    sigmoid: bool = True,
+    device: torch.device | str = "cpu",
+    generator: torch.Generator | None = None,
+) -> tuple[list[torch.Tensor], ImageFn]:
     """Optimise a Fourier spectrum scaled by ``1 / f**decay_power``; ``shape`` is ``[N, 3, H, W]``."""
     n, c, h, w = _check_shape(shape)
     freqs = rfft2d_freqs(h, w)

@@ -93,8 +93,8 @@ def frozen(model: nn.Module) -> Iterator[None]:
 class RenderResult:
     """What :func:`render` made: ``summary()`` in a line, ``_repr_html_()`` the images in a notebook."""
 
-    images: torch.Tensor                 # [N, 3, H, W] in [0, 1], CPU
-    values: torch.Tensor                 # [N] objective per image at the last step
+    images: torch.Tensor  # [N, 3, H, W] in [0, 1], CPU
+    values: torch.Tensor  # [N] objective per image at the last step
     history: list[float] = field(default_factory=list)  # mean objective per step
     objective: str = ""
 
@@ -104,8 +104,10 @@ class RenderResult:
         text = f"{n} image{'s' if n != 1 else ''} of {w}x{h} px after {len(self.history)} steps"
         if len(self.values):
             v = self.values.float()
-            text += (f"; objective {self.objective or '?'}: {v.mean().item():.4g} mean "
-                     f"({v.min().item():.4g} .. {v.max().item():.4g})")
+            text += (
+                f"; objective {self.objective or '?'}: {v.mean().item():.4g} mean "
+                f"({v.min().item():.4g} .. {v.max().item():.4g})"
+            )
         return text
 
     def _repr_html_(self) -> str:
@@ -121,8 +123,10 @@ class RenderResult:
             buf = io.BytesIO()
             to_pil(img).save(buf, format="PNG")
             data = base64.b64encode(buf.getvalue()).decode("ascii")
-            cells.append(f"<figure style='display:inline-block;margin:2px'><img src='data:image/png;base64,{data}' "
-                         f"style='height:96px'><figcaption>{value:.4g}</figcaption></figure>")
+            cells.append(
+                f"<figure style='display:inline-block;margin:2px'><img src='data:image/png;base64,{data}' "
+                f"style='height:96px'><figcaption>{value:.4g}</figcaption></figure>"
+            )
         return f"<div class='unitscope-render'><b>{html.escape(self.summary())}</b><br>{''.join(cells)}</div>"
 
 
@@ -175,7 +179,7 @@ def objective_hooks(model: nn.Module, objective: Objective) -> Iterator[Callable
     traces = TraceDict(model, [name for name in layers if not name.endswith(PRE)], stop=not needs_output, detach=False)
     for name in layers:
         if name.endswith(PRE):
-            act, call, _ = pre_activation(model, name[:-len(PRE)])
+            act, call, _ = pre_activation(model, name[: -len(PRE)])
             traces.add_input(name, model, act, call)
     with traces:
         yield lambda x: _forward(model, x, traces, needs_output)
@@ -187,12 +191,24 @@ def _device(model: nn.Module, device: torch.device | str | None) -> torch.device
     return next((p.device for p in model.parameters()), torch.device("cpu"))
 
 
-def render(model: nn.Module, objective: Objective, *, batch: int = 1, size: int = 128, param: str = "fft",
-           image_param: tuple[list[torch.Tensor], Callable[[], torch.Tensor]] | None = None,
-           steps: int = 512, lr: float = 0.05, transforms: Transform | str | None = "standard",
-           upsample: bool = True, redirect_steps: int = 16, seed: int = 0,
-           device: torch.device | str | None = None, progress: bool = True,
-           desc: str | None = None) -> RenderResult:
+def render(
+    model: nn.Module,
+    objective: Objective,
+    *,
+    batch: int = 1,
+    size: int = 128,
+    param: str = "fft",
+    image_param: tuple[list[torch.Tensor], Callable[[], torch.Tensor]] | None = None,
+    steps: int = 512,
+    lr: float = 0.05,
+    transforms: Transform | str | None = "standard",
+    upsample: bool = True,
+    redirect_steps: int = 16,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+    desc: str | None = None,
+) -> RenderResult:
     """Optimise ``batch`` images of ``size`` px to maximise ``objective``; see the module docstring.
 
     ``image_param``: your own ``(params, image_fn)`` instead of ``param``/``size``/``batch``.
@@ -213,8 +229,11 @@ def render(model: nn.Module, objective: Objective, *, batch: int = 1, size: int 
     step = 0
     bar = _progress(steps, progress, desc or str(objective))
     # The redirect hooks go first so that traced outputs are the redirected ones.
-    with frozen(model), redirected_relu(model, lambda: step < redirect_steps), \
-            objective_hooks(model, objective) as acts_fn:
+    with (
+        frozen(model),
+        redirected_relu(model, lambda: step < redirect_steps),
+        objective_hooks(model, objective) as acts_fn,
+    ):
         for step in range(steps):
             opt.zero_grad(set_to_none=True)
             img = image_fn()
@@ -251,13 +270,19 @@ def evaluate(model: nn.Module, objective: Objective, images: torch.Tensor, upsam
     return objective(acts).cpu()
 
 
-def render_units(model: nn.Module, layer: str, units: Iterable[int], *, batch_size: int = 64,
-                 make_objective: Callable[[str, Sequence[int]], Objective] = channel,
-                 **render_kw) -> Iterator[tuple[list[int], RenderResult]]:
+def render_units(
+    model: nn.Module,
+    layer: str,
+    units: Iterable[int],
+    *,
+    batch_size: int = 64,
+    make_objective: Callable[[str, Sequence[int]], Objective] = channel,
+    **render_kw,
+) -> Iterator[tuple[list[int], RenderResult]]:
     """Render ``units`` of ``layer`` ``batch_size`` at a time (image i serves unit i); yields
     ``(units, result)`` per batch so the caller can save each batch before the next starts."""
     units = list(units)
     for start in range(0, len(units), batch_size):
-        chunk = units[start:start + batch_size]
+        chunk = units[start : start + batch_size]
         obj = make_objective(layer, chunk)
         yield chunk, render(model, obj, batch=len(chunk), **render_kw)

@@ -36,8 +36,11 @@ def done_units(run_dir: Path, model_name: str, layer: str, objectives: dict[int,
         return set()
     with Catalog(path) as cat:
         rows = cat.rows(TABLE, model=model_name, layer=layer)
-    return {r["unit"] for r in rows if (Path(run_dir) / r["path"]).is_file()
-            and (objectives is None or objectives.get(r["unit"]) == r["objective"])}
+    return {
+        r["unit"]
+        for r in rows
+        if (Path(run_dir) / r["path"]).is_file() and (objectives is None or objectives.get(r["unit"]) == r["objective"])
+    }
 
 
 def record(run_dir: Path, model_name: str, layer: str, units: Iterable[int], objectives: Iterable[str]) -> None:
@@ -48,8 +51,16 @@ def record(run_dir: Path, model_name: str, layer: str, units: Iterable[int], obj
             cat.replace(TABLE, [row], model=model_name, layer=layer, unit=unit)
 
 
-def visualize_units(model: nn.Module, layer: str, units: Iterable[int], run_dir: str | Path, *,
-                    batch_size: int = 64, pre_activation: bool = False, **render_kw) -> dict[int, str]:
+def visualize_units(
+    model: nn.Module,
+    layer: str,
+    units: Iterable[int],
+    run_dir: str | Path,
+    *,
+    batch_size: int = 64,
+    pre_activation: bool = False,
+    **render_kw,
+) -> dict[int, str]:
     """Render the channel objective of each unit not yet done, ``batch_size`` per batch; write
     the PNGs and rows after each batch. Returns ``{unit: path relative to run_dir}`` for all units.
 
@@ -76,10 +87,13 @@ def visualize_units(model: nn.Module, layer: str, units: Iterable[int], run_dir:
         if cap is not None:
             capped += [u for u, v in zip(chunk, result.values.tolist()) if v >= cap * (1 - 1e-3)]
     if capped:
-        warnings.warn(f"{len(capped)} of {len(todo)} units of {layer} ended at their activation's cap of {cap:g} "
-                      f"(units {', '.join(map(str, capped[:10]))}{' ...' if len(capped) > 10 else ''}), where the "
-                      "gradient is zero: their pictures stay faint. Render them before the nonlinearity with "
-                      "--pre-activation (pre_activation=True)", stacklevel=2)
+        warnings.warn(
+            f"{len(capped)} of {len(todo)} units of {layer} ended at their activation's cap of {cap:g} "
+            f"(units {', '.join(map(str, capped[:10]))}{' ...' if len(capped) > 10 else ''}), where the "
+            "gradient is zero: their pictures stay faint. Render them before the nonlinearity with "
+            "--pre-activation (pre_activation=True)",
+            stacklevel=2,
+        )
     return {u: png_path(layer, u) for u in units}
 
 

@@ -14,8 +14,11 @@ from __future__ import annotations
 from unitscope.catalog import define_table
 
 TABLE = "unit_visualizations"
-define_table(TABLE, (("model", "TEXT"), ("layer", "TEXT"), ("unit", "INTEGER"), ("path", "TEXT"),
-                     ("objective", "TEXT")), ("model", "layer", "unit"))
+define_table(
+    TABLE,
+    (("model", "TEXT"), ("layer", "TEXT"), ("unit", "INTEGER"), ("path", "TEXT"), ("objective", "TEXT")),
+    ("model", "layer", "unit"),
+)
 
 #: every table this module declares
 TABLES = (TABLE,)

@@ -52,14 +52,15 @@ def jitter(d: int, generator: torch.Generator | None = None) -> Transform:
         if d >= min(h, w):
             raise ValueError(f"jitter({d}) needs images larger than {d} pixels, got {h}x{w}")
         offs = torch.randint(d + 1, (n, 2), generator=generator).tolist()
-        return torch.stack([x[i, :, oy:oy + h - d, ox:ox + w - d] for i, (oy, ox) in enumerate(offs)])
+        return torch.stack([x[i, :, oy : oy + h - d, ox : ox + w - d] for i, (oy, ox) in enumerate(offs)])
 
     _jitter.__qualname__ = f"jitter({d})"
     return _jitter
 
 
-def resample(x: torch.Tensor, theta: torch.Tensor, size: tuple[int, int] | None = None,
-             padding_mode: str = "border") -> torch.Tensor:
+def resample(
+    x: torch.Tensor, theta: torch.Tensor, size: tuple[int, int] | None = None, padding_mode: str = "border"
+) -> torch.Tensor:
     """Apply affine maps ``theta [N, 2, 3]`` (output -> input, normalised coordinates) to ``x``."""
     n, c, h, w = x.shape
     oh, ow = size or (h, w)
@@ -119,6 +120,7 @@ def random_rotate(angles: Iterable[float], generator: torch.Generator | None = N
 
 def compose(*transforms: Transform) -> Transform:
     """Apply ``transforms`` left to right."""
+
     def _compose(x: torch.Tensor) -> torch.Tensor:
         for t in transforms:
             x = t(x)

@@ -21,18 +21,37 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-_FROM = {**{name: "effects" for name in ("InsertionResult", "PixelShares", "RemovalResult", "cache_samples",
-                                         "insertion_in_context", "label_space", "removal_curve")},
-         **{name: "ace" for name in ("AceResult", "RankingComparison", "ace_mask", "compare_rankings",
-                                     "concept_share")},
-         "ArtifactResult": "artifacts", "artifact_units": "artifacts", "segmenter_confidence": "artifacts",
-         **{name: "sources" for name in ("GeneratorActivations", "SegmenterLabels", "latents", "to_unit_range")}}
+_FROM = {
+    **{
+        name: "effects"
+        for name in (
+            "InsertionResult",
+            "PixelShares",
+            "RemovalResult",
+            "cache_samples",
+            "insertion_in_context",
+            "label_space",
+            "removal_curve",
+        )
+    },
+    **{name: "ace" for name in ("AceResult", "RankingComparison", "ace_mask", "compare_rankings", "concept_share")},
+    "ArtifactResult": "artifacts",
+    "artifact_units": "artifacts",
+    "segmenter_confidence": "artifacts",
+    **{name: "sources" for name in ("GeneratorActivations", "SegmenterLabels", "latents", "to_unit_range")},
+}
 
 if TYPE_CHECKING:
     from unitscope.gan.ace import AceResult, RankingComparison, ace_mask, compare_rankings, concept_share
     from unitscope.gan.artifacts import ArtifactResult, artifact_units, segmenter_confidence
     from unitscope.gan.effects import (
-        InsertionResult, PixelShares, RemovalResult, cache_samples, insertion_in_context, label_space, removal_curve,
+        InsertionResult,
+        PixelShares,
+        RemovalResult,
+        cache_samples,
+        insertion_in_context,
+        label_space,
+        removal_curve,
     )
     from unitscope.gan.sources import GeneratorActivations, SegmenterLabels, latents, to_unit_range
 
@@ -45,7 +64,24 @@ def __getattr__(name: str) -> Any:  # PEP 562: torch loads with the first functi
     return value
 
 
-__all__ = ["GeneratorActivations", "SegmenterLabels", "latents", "to_unit_range", "PixelShares", "RemovalResult",
-           "InsertionResult", "cache_samples", "removal_curve", "insertion_in_context", "label_space",
-           "AceResult", "RankingComparison", "ace_mask", "compare_rankings",
-           "concept_share", "ArtifactResult", "artifact_units", "segmenter_confidence"]
+__all__ = [
+    "GeneratorActivations",
+    "SegmenterLabels",
+    "latents",
+    "to_unit_range",
+    "PixelShares",
+    "RemovalResult",
+    "InsertionResult",
+    "cache_samples",
+    "removal_curve",
+    "insertion_in_context",
+    "label_space",
+    "AceResult",
+    "RankingComparison",
+    "ace_mask",
+    "compare_rankings",
+    "concept_share",
+    "ArtifactResult",
+    "artifact_units",
+    "segmenter_confidence",
+]

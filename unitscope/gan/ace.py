@@ -53,9 +53,11 @@ def probabilities(segmenter: Segmenter, images: torch.Tensor, by_number: bool = 
     if callable(own):
         return own(images)
     if not isinstance(segmenter, ModelSegmenter):
-        raise UsageError(f"{type(segmenter).__name__} gives no probabilities: a soft mask needs a differentiable "
-                         "segmenter; define probabilities(images) -> {category: [N, L, H, W]} (L indexed by label "
-                         "number) or use a unitscope.segment.ModelSegmenter")
+        raise UsageError(
+            f"{type(segmenter).__name__} gives no probabilities: a soft mask needs a differentiable "
+            "segmenter; define probabilities(images) -> {category: [N, L, H, W]} (L indexed by label "
+            "number) or use a unitscope.segment.ModelSegmenter"
+        )
     import torch.nn.functional as F
 
     h, w = images.shape[-2:]
@@ -107,16 +109,30 @@ class AceResult:
 
     def summary(self, top: int = 5) -> str:
         units = ", ".join(f"#{u} {self.mask[u]:.2f}" for u in self.ranking()[:top])
-        return (f"ACE {self.mode} '{self.concept}' ({self.norm} penalty {self.penalty:g}, {self.steps} steps, "
-                f"{self.samples} samples): share {self.shares[0]:.3f} -> {self.shares[-1]:.3f}, loss "
-                f"{self.losses[0]:.4f} -> {self.losses[-1]:.4f}; top units {units}; "
-                f"{int((self.mask > 0.5).sum())} of {len(self.mask)} above 0.5")
+        return (
+            f"ACE {self.mode} '{self.concept}' ({self.norm} penalty {self.penalty:g}, {self.steps} steps, "
+            f"{self.samples} samples): share {self.shares[0]:.3f} -> {self.shares[-1]:.3f}, loss "
+            f"{self.losses[0]:.4f} -> {self.losses[-1]:.4f}; top units {units}; "
+            f"{int((self.mask > 0.5).sum())} of {len(self.mask)} above 0.5"
+        )
 
 
-def ace_mask(cut: FxCut | HookCut, samples: LayerCache, segmenter: Segmenter, concept: str, *,
-             mode: str = "remove", level: torch.Tensor | None = None, penalty: float = 0.01, norm: str = "l2",
-             steps: int = 100, lr: float = 0.1, init: float = 0.0, output_range: Sequence[float] = (0.0, 1.0),
-             device: str | torch.device = "cpu") -> AceResult:
+def ace_mask(
+    cut: FxCut | HookCut,
+    samples: LayerCache,
+    segmenter: Segmenter,
+    concept: str,
+    *,
+    mode: str = "remove",
+    level: torch.Tensor | None = None,
+    penalty: float = 0.01,
+    norm: str = "l2",
+    steps: int = 100,
+    lr: float = 0.1,
+    init: float = 0.0,
+    output_range: Sequence[float] = (0.0, 1.0),
+    device: str | torch.device = "cpu",
+) -> AceResult:
     """Optimise a soft unit mask ``sigmoid(logits) [C]`` (logits start at ``init``) with Adam (betas
     0.9, 0.999) for
     ``steps`` steps, one cached batch of ``samples`` per step in turn, to ``mode`` ``concept``
@@ -147,7 +163,7 @@ def ace_mask(cut: FxCut | HookCut, samples: LayerCache, segmenter: Segmenter, co
         with torch.enable_grad():
             images = to_unit_range(cut.tail(batch, edit=edit), output_range)
             share = concept_share(segmenter, images, concept).mean()
-            size = (m ** 2).sum() if norm == "l2" else m.sum()
+            size = (m**2).sum() if norm == "l2" else m.sum()
             loss = (share if mode == "remove" else -share) + penalty * size
             (grad,) = torch.autograd.grad(loss, logits)
         moment.mul_(0.9).add_(grad, alpha=0.1)
@@ -184,14 +200,34 @@ class RankingComparison:
         return rows
 
 
-def compare_rankings(cut: FxCut | HookCut, samples: LayerCache, segmenter: Segmenter, concept: str,
-                     orders: Mapping[str, Sequence[int]], *, ks: Sequence[int] = (1, 2, 5, 10, 20),
-                     output_range: Sequence[float] = (0.0, 1.0), max_batch: int = 256) -> RankingComparison:
+def compare_rankings(
+    cut: FxCut | HookCut,
+    samples: LayerCache,
+    segmenter: Segmenter,
+    concept: str,
+    orders: Mapping[str, Sequence[int]],
+    *,
+    ks: Sequence[int] = (1, 2, 5, 10, 20),
+    output_range: Sequence[float] = (0.0, 1.0),
+    max_batch: int = 256,
+) -> RankingComparison:
     """Zero the top ``k`` units of each ranking in ``orders`` (``{name: units, best first}``) and
     measure the concept's relative pixel change (``removal_curve``, no random draws)."""
     ks = sorted(int(k) for k in ks)
-    results = {name: removal_curve(cut, samples, segmenter, list(order), concept, ks=ks, random_draws=0,
-                                   output_range=output_range, max_batch=max_batch) for name, order in orders.items()}
+    results = {
+        name: removal_curve(
+            cut,
+            samples,
+            segmenter,
+            list(order),
+            concept,
+            ks=ks,
+            random_draws=0,
+            output_range=output_range,
+            max_batch=max_batch,
+        )
+        for name, order in orders.items()
+    }
     change = {n: r.curve() for n, r in results.items()}
     ci = {n: r.ci[r.rows(), r.names.index(concept)] for n, r in results.items()}
     return RankingComparison(concept, ks, change, ci, {n: [int(u) for u in o] for n, o in orders.items()}, results)

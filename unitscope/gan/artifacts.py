@@ -42,8 +42,15 @@ from unitscope.edits import Edits, unit_mask
 from unitscope.gan.sources import to_unit_range
 from unitscope.segment import Segmenter
 
-__all__ = ["ArtifactResult", "artifact_units", "before_after_images", "discriminator_score",
-           "remove_units_quality", "segmenter_confidence", "write_grid"]
+__all__ = [
+    "ArtifactResult",
+    "artifact_units",
+    "before_after_images",
+    "discriminator_score",
+    "remove_units_quality",
+    "segmenter_confidence",
+    "write_grid",
+]
 
 Quality = Callable[[torch.Tensor], torch.Tensor]
 
@@ -59,7 +66,7 @@ def segmenter_confidence(segmenter: Segmenter, categories: Sequence[str] | None 
     def score(images: torch.Tensor) -> torch.Tensor:
         out = []
         for start in range(0, len(images), chunk):
-            probs = probabilities(segmenter, images[start:start + chunk], by_number=False)
+            probs = probabilities(segmenter, images[start : start + chunk], by_number=False)
             out.append(torch.stack([probs[c].max(1).values.flatten(1).mean(1) for c in cats]).mean(0).float().cpu())
         return torch.cat(out) if out else torch.zeros(0)
 
@@ -85,7 +92,7 @@ class _QualityScorer:
 
     def add(self, rows: range, output: Any, labels: torch.Tensor) -> None:
         q = self.quality(to_unit_range(output, self.output_range)).reshape(len(rows), len(labels))
-        self.scores[rows.start:rows.stop, labels.long()] = q
+        self.scores[rows.start : rows.stop, labels.long()] = q
 
 
 @dataclass
@@ -107,7 +114,7 @@ class ArtifactResult:
 
     @property
     def gain(self) -> np.ndarray:
-        rows = self.worst_samples()[:self.worst_count]
+        rows = self.worst_samples()[: self.worst_count]
         return (self.after[:, rows] - self.before[rows]).mean(1)
 
     @property
@@ -120,13 +127,22 @@ class ArtifactResult:
 
     def summary(self, top: int = 5) -> str:
         units = ", ".join(f"#{u} {self.gain[u]:+.4f}" for u in self.ranking()[:top])
-        rows = self.worst_samples()[:self.worst_count]
-        return (f"artifact units (quality gain on the {self.worst_count} least realistic of {len(self.before)} samples, "
-                f"mean quality there {self.before[rows].mean():.3f}, overall {self.before.mean():.3f}): {units}")
+        rows = self.worst_samples()[: self.worst_count]
+        return (
+            f"artifact units (quality gain on the {self.worst_count} least realistic of {len(self.before)} samples, "
+            f"mean quality there {self.before[rows].mean():.3f}, overall {self.before.mean():.3f}): {units}"
+        )
 
 
-def artifact_units(cut: FxCut | HookCut, samples: LayerCache, quality: Quality, *, worst: float = 0.1,
-                   output_range: Sequence[float] = (0.0, 1.0), max_batch: int = 256) -> ArtifactResult:
+def artifact_units(
+    cut: FxCut | HookCut,
+    samples: LayerCache,
+    quality: Quality,
+    *,
+    worst: float = 0.1,
+    output_range: Sequence[float] = (0.0, 1.0),
+    max_batch: int = 256,
+) -> ArtifactResult:
     """Remove (zero) every unit of the cut layer alone and score every sample's quality before and
     after: the artifact units are those whose removal raises the worst samples' quality most."""
     if not 0 < worst <= 1:
@@ -139,8 +155,15 @@ def artifact_units(cut: FxCut | HookCut, samples: LayerCache, quality: Quality, 
     return ArtifactResult(scores[0], scores[1:], worst)
 
 
-def remove_units_quality(cut: FxCut | HookCut, samples: LayerCache, quality: Quality, units: Sequence[int], *,
-                         output_range: Sequence[float] = (0.0, 1.0), max_batch: int = 256) -> np.ndarray:
+def remove_units_quality(
+    cut: FxCut | HookCut,
+    samples: LayerCache,
+    quality: Quality,
+    units: Sequence[int],
+    *,
+    output_range: Sequence[float] = (0.0, 1.0),
+    max_batch: int = 256,
+) -> np.ndarray:
     """Each sample's quality ``[N]`` with ``units`` removed together."""
     c = samples.batches[0].layer.shape[1]
     scorer = _QualityScorer(quality, 1, samples.count, output_range)
@@ -162,17 +185,27 @@ def _select(samples: LayerCache, positions: Sequence[int]) -> CutCache:
         b, i = where[int(p)]
         batch = samples.batches[b]
         n = batch.layer.shape[0]
-        pick = (lambda v, i=i, n=n: v[i:i + 1] if isinstance(v, torch.Tensor) and v.dim() and v.shape[0] == n else v)
+        pick = lambda v, i=i, n=n: v[i : i + 1] if isinstance(v, torch.Tensor) and v.dim() and v.shape[0] == n else v
         parts.append(CutCache(pick(batch.layer), tuple(pick(v) for v in batch.others), pick(batch.inputs)))
-    cat = (lambda vs: torch.cat(vs) if isinstance(vs[0], torch.Tensor) and vs[0].dim() else vs[0])
-    return CutCache(cat([p.layer for p in parts]), tuple(cat([p.others[j] for p in parts]) for j in range(len(parts[0].others))),
-                    None if parts[0].inputs is None else cat([p.inputs for p in parts]))
+    cat = lambda vs: torch.cat(vs) if isinstance(vs[0], torch.Tensor) and vs[0].dim() else vs[0]
+    return CutCache(
+        cat([p.layer for p in parts]),
+        tuple(cat([p.others[j] for p in parts]) for j in range(len(parts[0].others))),
+        None if parts[0].inputs is None else cat([p.inputs for p in parts]),
+    )
 
 
 @torch.no_grad()
-def before_after_images(cut: FxCut | HookCut, samples: LayerCache, positions: Sequence[int], units: Sequence[int],
-                        *, output_range: Sequence[float] = (0.0, 1.0), mode: str = "remove",
-                        level: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def before_after_images(
+    cut: FxCut | HookCut,
+    samples: LayerCache,
+    positions: Sequence[int],
+    units: Sequence[int],
+    *,
+    output_range: Sequence[float] = (0.0, 1.0),
+    mode: str = "remove",
+    level: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Samples ``positions`` unedited and with ``units`` removed (``mode="insert"``: forced to
     ``level [C]``): two ``[len(positions), 3, H, W]`` tensors in [0, 1]."""
     cache = _select(samples, positions)
@@ -197,7 +230,7 @@ def write_grid(rows: Sequence[torch.Tensor], path: str | Path, scale: int = 2, g
         for j, im in enumerate(pixels):
             big = im.repeat(scale, 0).repeat(scale, 1)
             y, x = r * (h * scale + gap), j * (w * scale + gap)
-            grid[y:y + h * scale, x:x + w * scale] = big
+            grid[y : y + h * scale, x : x + w * scale] = big
     import io
 
     buf = io.BytesIO()

@@ -33,8 +33,15 @@ from unitscope.gan.sources import latents, to_unit_range
 from unitscope.models import get_info
 from unitscope.segment import Segmenter
 
-__all__ = ["PixelShares", "RemovalResult", "InsertionResult", "cache_samples", "removal_curve",
-           "insertion_in_context", "label_space"]
+__all__ = [
+    "PixelShares",
+    "RemovalResult",
+    "InsertionResult",
+    "cache_samples",
+    "removal_curve",
+    "insertion_in_context",
+    "label_space",
+]
 
 Z99 = 2.5758293035489004  # two-sided 99% normal quantile
 
@@ -47,8 +54,15 @@ def label_space(segmenter: Segmenter) -> tuple[list[str], list[str], list[int]]:
     return labels.label_names, labels.categories, labels.label_category.tolist()
 
 
-def cache_samples(cut: FxCut | HookCut, generator: nn.Module, *, n: int = 1000, seed: int = 0,
-                  batch_size: int = 50, device: str | torch.device = "cpu") -> LayerCache:
+def cache_samples(
+    cut: FxCut | HookCut,
+    generator: nn.Module,
+    *,
+    n: int = 1000,
+    seed: int = 0,
+    batch_size: int = 50,
+    device: str | torch.device = "cpu",
+) -> LayerCache:
     """Samples ``0..n-1`` (z from ``seed``, as :class:`GeneratorActivations` draws them) through the
     layers before the cut, once; each sample's "label" is its number, which the scorers use."""
     z = latents(n, seed, get_info(generator).input_size)
@@ -67,7 +81,7 @@ class PixelShares:
     def add(self, rows: range, output: Any, labels: torch.Tensor) -> None:
         images = to_unit_range(output, self.output_range)
         maps = self.segmenter.segment(images)
-        self.shares[rows.start:rows.stop, labels.long()] = self.of(maps).reshape(len(rows), len(labels), -1)
+        self.shares[rows.start : rows.stop, labels.long()] = self.of(maps).reshape(len(rows), len(labels), -1)
 
     def of(self, maps: dict[str, torch.Tensor]) -> torch.Tensor:
         """``[R, L]`` label shares of segmentations ``{category: [R, H, W]}``."""
@@ -91,11 +105,11 @@ class RemovalResult:
 
     concept: str
     names: list[str]
-    categories: list[str]       # [L] each label's category ("" for none)
+    categories: list[str]  # [L] each label's category ("" for none)
     ks: list[int]
     order: list[int]
-    before: np.ndarray          # [L] mean pixel share before any edit
-    change: np.ndarray          # [1 + len(ks) * (1 + draws), L]
+    before: np.ndarray  # [L] mean pixel share before any edit
+    change: np.ndarray  # [1 + len(ks) * (1 + draws), L]
     ci: np.ndarray
     draws: int
     samples: int
@@ -113,8 +127,11 @@ class RemovalResult:
     def random_curve(self, label: str | None = None) -> np.ndarray:
         """The mean over random draws, ``[len(ks)]``."""
         col = self.names.index(label or self.concept)
-        return np.mean([self.change[self.rows(d), col] for d in range(self.draws)], axis=0) if self.draws else \
-            np.zeros(len(self.ks))
+        return (
+            np.mean([self.change[self.rows(d), col] for d in range(self.draws)], axis=0)
+            if self.draws
+            else np.zeros(len(self.ks))
+        )
 
     def largest_other(self, k: int, min_share: float = 0.005, same_category: bool = True) -> tuple[str, float]:
         """The other label whose pixels change most (relatively) when the top ``k`` units are removed,
@@ -138,9 +155,11 @@ class RemovalResult:
         row = self.rows().start + i
         other, value = self.largest_other(k)
         rand = self.random_curve()[i]
-        return (f"top {k} '{self.concept}' units off: {self.change[row, col]:+.0%} of its pixels "
-                f"(99% CI +-{self.ci[row, col]:.0%}; {k} random units: {rand:+.0%}); largest change of "
-                f"another {self.categories[col] or 'concept'}: {other or '-'} {value:+.0%} ({self.samples} samples)")
+        return (
+            f"top {k} '{self.concept}' units off: {self.change[row, col]:+.0%} of its pixels "
+            f"(99% CI +-{self.ci[row, col]:.0%}; {k} random units: {rand:+.0%}); largest change of "
+            f"another {self.categories[col] or 'concept'}: {other or '-'} {value:+.0%} ({self.samples} samples)"
+        )
 
 
 def _relative_change(shares: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -155,9 +174,19 @@ def _relative_change(shares: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     return change.numpy(), ci.numpy()
 
 
-def removal_curve(cut: FxCut | HookCut, samples: LayerCache, segmenter: Segmenter, order: Sequence[int],
-                  concept: str, *, ks: Sequence[int] = tuple(range(1, 31)), random_draws: int = 3, seed: int = 0,
-                  output_range: Sequence[float] = (0.0, 1.0), max_batch: int = 256) -> RemovalResult:
+def removal_curve(
+    cut: FxCut | HookCut,
+    samples: LayerCache,
+    segmenter: Segmenter,
+    order: Sequence[int],
+    concept: str,
+    *,
+    ks: Sequence[int] = tuple(range(1, 31)),
+    random_draws: int = 3,
+    seed: int = 0,
+    output_range: Sequence[float] = (0.0, 1.0),
+    max_batch: int = 256,
+) -> RemovalResult:
     """Zero the first ``k`` units of ``order`` (e.g. a concept's units by IoU) for each ``k`` in ``ks``,
     and ``k`` random units (``random_draws`` draws from ``seed``): every label's relative change."""
     c = samples.batches[0].layer.shape[1]
@@ -174,12 +203,25 @@ def removal_curve(cut: FxCut | HookCut, samples: LayerCache, segmenter: Segmente
         mask[row, units] = True
     scorer = PixelShares(segmenter, len(sets), samples.count, output_range)
     if concept not in scorer.names:
-        raise ValueError(f"the segmenter has no label {concept!r}; it labels {', '.join(n for n in scorer.names if n != '-')}")
+        raise ValueError(
+            f"the segmenter has no label {concept!r}; it labels {', '.join(n for n in scorer.names if n != '-')}"
+        )
     run_edits(cut, samples, Edits.ablate(mask), scorer, max_batch=max_batch)
     change, ci = _relative_change(scorer.shares)
     cats = [scorer.categories[g] if g >= 0 else "" for g in scorer.label_category]
-    return RemovalResult(concept, scorer.names, cats, ks, order, scorer.shares[0].mean(0).numpy(), change, ci,
-                         random_draws, samples.count, sets)
+    return RemovalResult(
+        concept,
+        scorer.names,
+        cats,
+        ks,
+        order,
+        scorer.shares[0].mean(0).numpy(),
+        change,
+        ci,
+        random_draws,
+        samples.count,
+        sets,
+    )
 
 
 @dataclass
@@ -196,8 +238,11 @@ class InsertionResult:
         return self.appeared.get(context, 0) / max(1, self.trials.get(context, 0))
 
     def table(self, min_trials: int = 1) -> list[dict[str, Any]]:
-        rows = [{"context": c, "trials": t, "appeared": self.appeared.get(c, 0), "rate": self.rate(c)}
-                for c, t in self.trials.items() if t >= min_trials]
+        rows = [
+            {"context": c, "trials": t, "appeared": self.appeared.get(c, 0), "rate": self.rate(c)}
+            for c, t in self.trials.items()
+            if t >= min_trials
+        ]
         return sorted(rows, key=lambda r: (-r["rate"], -r["trials"], r["context"]))
 
 
@@ -205,10 +250,22 @@ class _InsertionTally:
     """Scorer for :func:`insertion_in_context`: row 0 of each batch is the unedited sample (its
     segmentation is the context); row ``j`` forces the units on in cell ``cells[j - 1]``."""
 
-    def __init__(self, segmenter: Segmenter, concept: str, cells: list[tuple[int, int]], grid: tuple[int, int],
-                 patch_min: float, output_range: Sequence[float]):
+    def __init__(
+        self,
+        segmenter: Segmenter,
+        concept: str,
+        cells: list[tuple[int, int]],
+        grid: tuple[int, int],
+        patch_min: float,
+        output_range: Sequence[float],
+    ):
         self.segmenter, self.cells, self.grid, self.patch_min, self.output_range = (
-            segmenter, cells, grid, patch_min, output_range)
+            segmenter,
+            cells,
+            grid,
+            patch_min,
+            output_range,
+        )
         self.names, self.categories, label_cat = label_space(segmenter)
         self.concept = self.names.index(concept)
         self.plane = self.categories[label_cat[self.concept]]
@@ -235,7 +292,7 @@ class _InsertionTally:
         n = len(labels)
         h, w = maps[self.plane].shape[-2:]
         for j, row in enumerate(rows):
-            block = {c: m[j * n:(j + 1) * n] for c, m in maps.items()}
+            block = {c: m[j * n : (j + 1) * n] for c, m in maps.items()}
             if row == 0:
                 for i, sample in enumerate(labels.tolist()):
                     self.before[sample] = {c: m[i] for c, m in block.items()}
@@ -253,10 +310,19 @@ class _InsertionTally:
                     self.appeared[context] = self.appeared.get(context, 0) + 1
 
 
-def insertion_in_context(cut: FxCut | HookCut, samples: LayerCache, segmenter: Segmenter, units: Sequence[int],
-                         level: torch.Tensor, concept: str, *, cells: Sequence[tuple[int, int]] | None = None,
-                         patch_min: float = 0.1, output_range: Sequence[float] = (0.0, 1.0),
-                         max_batch: int = 256) -> InsertionResult:
+def insertion_in_context(
+    cut: FxCut | HookCut,
+    samples: LayerCache,
+    segmenter: Segmenter,
+    units: Sequence[int],
+    level: torch.Tensor,
+    concept: str,
+    *,
+    cells: Sequence[tuple[int, int]] | None = None,
+    patch_min: float = 0.1,
+    output_range: Sequence[float] = (0.0, 1.0),
+    max_batch: int = 256,
+) -> InsertionResult:
     """Force ``units`` to ``level`` (``[C]``, e.g. each unit's 99.5th percentile) in one cell of the
     layer's map at a time (every cell, or ``cells``), and tally per context how often ``concept``
     appears in the cell's patch of the image (covers at least ``patch_min`` of it, having covered less)."""

@@ -90,8 +90,10 @@ def unit_order(run_dir: str | Path, layer: str, concept: str) -> tuple[list[int]
         import difflib
 
         close = difflib.get_close_matches(concept, names, n=3)
-        raise UsageError(f"the run's segmenter has no label {concept!r}" + (f"; did you mean {', '.join(close)}?" if close
-                                                                           else f"; it labels {', '.join(names[1:])}"))
+        raise UsageError(
+            f"the run's segmenter has no label {concept!r}"
+            + (f"; did you mean {', '.join(close)}?" if close else f"; it labels {', '.join(names[1:])}")
+        )
     iou = load_layer_arrays(run_dir, layer)["iou"][:, names.index(concept)]
     return [int(u) for u in np.argsort(-iou, kind="stable")], iou
 
@@ -100,7 +102,11 @@ class _Stage:
     """Skip-or-run bookkeeping of one stage in ``gan_effects``."""
 
     def __init__(self, cat: Catalog, model: str, layer: str, analysis: str, concept: str, settings: dict):
-        self.cat, self.key, self.settings = cat, dict(model=model, layer=layer, analysis=analysis, concept=concept), settings
+        self.cat, self.key, self.settings = (
+            cat,
+            dict(model=model, layer=layer, analysis=analysis, concept=concept),
+            settings,
+        )
         self.t0 = time.perf_counter()
 
     def done(self) -> bool:
@@ -108,9 +114,18 @@ class _Stage:
         return bool(rows) and json.loads(rows[0]["settings"] or "{}") == self.settings
 
     def finish(self, samples: int, summary: str) -> None:
-        self.cat.replace("gan_effects", [{"samples": samples, "seconds": round(time.perf_counter() - self.t0, 1),
-                                          "summary": summary, "settings": json.dumps(self.settings, sort_keys=True)}],
-                         **self.key)
+        self.cat.replace(
+            "gan_effects",
+            [
+                {
+                    "samples": samples,
+                    "seconds": round(time.perf_counter() - self.t0, 1),
+                    "summary": summary,
+                    "settings": json.dumps(self.settings, sort_keys=True),
+                }
+            ],
+            **self.key,
+        )
 
 
 def _subset(samples: LayerCache, n: int) -> LayerCache:
@@ -121,7 +136,7 @@ def _subset(samples: LayerCache, n: int) -> LayerCache:
             break
         take = min(len(y), n - count)
         if take < len(y):
-            cut = (lambda v, m=len(y): v[:take] if isinstance(v, torch.Tensor) and v.dim() and v.shape[0] == m else v)
+            cut = lambda v, m=len(y): v[:take] if isinstance(v, torch.Tensor) and v.dim() and v.shape[0] == m else v
             b = CutCache(cut(b.layer), tuple(cut(v) for v in b.others), cut(b.inputs))
             y = y[:take]
         out.batches.append(b)
@@ -137,16 +152,38 @@ def _removal_rows(r: RemovalResult, ranking: str, with_random: bool, min_share: 
             continue
         for j, k in enumerate(r.ks):
             row = r.rows().start + j
-            rows.append({"ranking": ranking, "k": k, "label": name, "change": float(r.change[row, i]),
-                         "ci": float(r.ci[row, i]), "before": float(r.before[i])})
+            rows.append(
+                {
+                    "ranking": ranking,
+                    "k": k,
+                    "label": name,
+                    "change": float(r.change[row, i]),
+                    "ci": float(r.ci[row, i]),
+                    "before": float(r.before[i]),
+                }
+            )
             if with_random and r.draws:
-                rows.append({"ranking": "random", "k": k, "label": name, "change": float(r.random_curve(name)[j]),
-                             "ci": None, "before": float(r.before[i])})
+                rows.append(
+                    {
+                        "ranking": "random",
+                        "k": k,
+                        "label": name,
+                        "change": float(r.random_curve(name)[j]),
+                        "ci": None,
+                        "before": float(r.before[i]),
+                    }
+                )
     return rows
 
 
-def analyse(run_dir: str | Path, generator: nn.Module, segmenter: Segmenter, settings: Settings, *,
-            log: Callable[[str], None] = print) -> dict[str, Any]:
+def analyse(
+    run_dir: str | Path,
+    generator: nn.Module,
+    segmenter: Segmenter,
+    settings: Settings,
+    *,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """Run the stages of ``settings`` on a generator dissection's run folder; returns each stage's
     result (a stage skipped as already done returns nothing)."""
     run_dir, s = Path(run_dir), settings
@@ -160,11 +197,17 @@ def analyse(run_dir: str | Path, generator: nn.Module, segmenter: Segmenter, set
     for c in s.insert:
         unit_order(run_dir, s.layer, c)  # fails early on an unknown concept
     cut = cut_model(generator.eval(), s.layer)
-    sizes = {"removal": s.samples, "ace": max(s.samples, s.ace_samples), "insertion": s.insert_samples if s.insert else 0,
-             "artifacts": s.artifact_samples}
+    sizes = {
+        "removal": s.samples,
+        "ace": max(s.samples, s.ace_samples),
+        "insertion": s.insert_samples if s.insert else 0,
+        "artifacts": s.artifact_samples,
+    }
     need = max(sizes[stage] for stage in s.stages)
-    log(f"{model} {s.layer}: caching {need} samples (seed {s.seed}) through the layers before it "
-        f"({'torch.fx cut' if cut.exact_tail else cut.reason})")
+    log(
+        f"{model} {s.layer}: caching {need} samples (seed {s.seed}) through the layers before it "
+        f"({'torch.fx cut' if cut.exact_tail else cut.reason})"
+    )
     samples = cache_samples(cut, generator, n=need, seed=s.seed, batch_size=s.batch_size)
     layer_out = torch.cat([b.layer for b in samples.batches])
     level = torch.quantile(layer_out.transpose(0, 1).flatten(1)[:, :1_000_000], 0.995, dim=1)
@@ -174,98 +217,211 @@ def analyse(run_dir: str | Path, generator: nn.Module, segmenter: Segmenter, set
     with Catalog(run_dir / CATALOG) as cat:
         where = dict(model=model, layer=s.layer)
         if "removal" in s.stages:
-            stage = _Stage(cat, model, s.layer, "removal", s.concept, {**common, "draws": s.random_draws, "grid_k": s.grid_k})
+            stage = _Stage(
+                cat, model, s.layer, "removal", s.concept, {**common, "draws": s.random_draws, "grid_k": s.grid_k}
+            )
             if not stage.done():
                 few = _subset(samples, s.samples)
-                r = removal_curve(cut, few, segmenter, order, s.concept, ks=ks, random_draws=s.random_draws,
-                                  output_range=out_range, max_batch=s.max_batch)
+                r = removal_curve(
+                    cut,
+                    few,
+                    segmenter,
+                    order,
+                    s.concept,
+                    ks=ks,
+                    random_draws=s.random_draws,
+                    output_range=out_range,
+                    max_batch=s.max_batch,
+                )
                 rows = _removal_rows(r, "iou", True)
                 for ranking in ("iou", "random"):
-                    cat.replace("gan_removal", [row for row in rows if row["ranking"] == ranking], concept=s.concept,
-                                ranking=ranking, **where)
+                    cat.replace(
+                        "gan_removal",
+                        [row for row in rows if row["ranking"] == ranking],
+                        concept=s.concept,
+                        ranking=ranking,
+                        **where,
+                    )
                 top = _richest(cut, few, segmenter, s.concept, s.grid, out_range)
                 k = max([k for k in ks if k <= s.grid_k] or ks[:1])
                 path = grids / f"removal_{s.concept}.png"
                 write_grid(before_after_images(cut, few, top, order[:k], output_range=out_range), path)
-                cat.replace("gan_examples", [{"rank": 0, "path": str(path.relative_to(run_dir)),
-                                              "caption": f"top {k} '{s.concept}' units by IoU off (below) on the "
-                                                         f"{len(top)} samples with most '{s.concept}'",
-                                              "units": json.dumps(order[:k])}],
-                            kind=f"removal:{s.concept}", **where)
+                cat.replace(
+                    "gan_examples",
+                    [
+                        {
+                            "rank": 0,
+                            "path": str(path.relative_to(run_dir)),
+                            "caption": f"top {k} '{s.concept}' units by IoU off (below) on the "
+                            f"{len(top)} samples with most '{s.concept}'",
+                            "units": json.dumps(order[:k]),
+                        }
+                    ],
+                    kind=f"removal:{s.concept}",
+                    **where,
+                )
                 stage.finish(few.count, r.summary(k))
                 results["removal"] = r
                 log(r.summary(k))
         if "ace" in s.stages:
-            settings_ = {**common, "ace_samples": s.ace_samples, "steps": s.ace_steps, "penalty": s.ace_penalty, "lr": s.ace_lr}
+            settings_ = {
+                **common,
+                "ace_samples": s.ace_samples,
+                "steps": s.ace_steps,
+                "penalty": s.ace_penalty,
+                "lr": s.ace_lr,
+            }
             stage = _Stage(cat, model, s.layer, "ace", s.concept, settings_)
             if not stage.done():
                 few = _subset(samples, s.ace_samples)
-                rem = ace_mask(cut, few, segmenter, s.concept, mode="remove", penalty=s.ace_penalty, steps=s.ace_steps,
-                               lr=s.ace_lr, output_range=out_range)
-                ins = ace_mask(cut, few, segmenter, s.concept, mode="insert", level=level, penalty=s.ace_penalty,
-                               steps=s.ace_steps, lr=s.ace_lr, init=-3.0, output_range=out_range)
+                rem = ace_mask(
+                    cut,
+                    few,
+                    segmenter,
+                    s.concept,
+                    mode="remove",
+                    penalty=s.ace_penalty,
+                    steps=s.ace_steps,
+                    lr=s.ace_lr,
+                    output_range=out_range,
+                )
+                ins = ace_mask(
+                    cut,
+                    few,
+                    segmenter,
+                    s.concept,
+                    mode="insert",
+                    level=level,
+                    penalty=s.ace_penalty,
+                    steps=s.ace_steps,
+                    lr=s.ace_lr,
+                    init=-3.0,
+                    output_range=out_range,
+                )
                 ranking = rem.ranking()
-                r = removal_curve(cut, _subset(samples, s.samples), segmenter, ranking, s.concept, ks=ks, random_draws=0,
-                                  output_range=out_range, max_batch=s.max_batch)
+                r = removal_curve(
+                    cut,
+                    _subset(samples, s.samples),
+                    segmenter,
+                    ranking,
+                    s.concept,
+                    ks=ks,
+                    random_draws=0,
+                    output_range=out_range,
+                    max_batch=s.max_batch,
+                )
                 cat.replace("gan_removal", _removal_rows(r, "ace", False), concept=s.concept, ranking="ace", **where)
                 iou_rank = {u: i + 1 for i, u in enumerate(order)}
                 ace_rank = {u: i + 1 for i, u in enumerate(ranking)}
-                cat.replace("gan_unit_effects", [
-                    {"unit": u, "iou": float(iou[u]), "iou_rank": iou_rank[u], "ace_remove": float(rem.mask[u]),
-                     "ace_insert": float(ins.mask[u]), "ace_rank": ace_rank[u]} for u in range(len(order))],
-                    concept=s.concept, **where)
+                cat.replace(
+                    "gan_unit_effects",
+                    [
+                        {
+                            "unit": u,
+                            "iou": float(iou[u]),
+                            "iou_rank": iou_rank[u],
+                            "ace_remove": float(rem.mask[u]),
+                            "ace_insert": float(ins.mask[u]),
+                            "ace_rank": ace_rank[u],
+                        }
+                        for u in range(len(order))
+                    ],
+                    concept=s.concept,
+                    **where,
+                )
                 stage.finish(few.count, rem.summary() + " | " + ins.summary())
                 results["ace"], results["ace_insert"], results["ace_removal"] = rem, ins, r
                 log(rem.summary())
                 log(ins.summary())
         if "insertion" in s.stages:
             for concept in s.insert:
-                stage = _Stage(cat, model, s.layer, "insertion", concept,
-                               {"samples": s.insert_samples, "seed": s.seed, "units": s.insert_units})
+                stage = _Stage(
+                    cat,
+                    model,
+                    s.layer,
+                    "insertion",
+                    concept,
+                    {"samples": s.insert_samples, "seed": s.seed, "units": s.insert_units},
+                )
                 if stage.done():
                     continue
-                units = unit_order(run_dir, s.layer, concept)[0][:s.insert_units]
+                units = unit_order(run_dir, s.layer, concept)[0][: s.insert_units]
                 few = _subset(samples, s.insert_samples)
-                ins_r = insertion_in_context(cut, few, segmenter, units, level, concept, output_range=out_range,
-                                             max_batch=s.max_batch)
+                ins_r = insertion_in_context(
+                    cut, few, segmenter, units, level, concept, output_range=out_range, max_batch=s.max_batch
+                )
                 cat.replace("gan_insertion", ins_r.table(), concept=concept, **where)
                 gy, gx = layer_out.shape[-2:]
                 region = torch.zeros(gy, gx, dtype=torch.bool)
-                region[gy // 4:gy - gy // 4, gx // 4:gx - gx // 4] = True
+                region[gy // 4 : gy - gy // 4, gx // 4 : gx - gx // 4] = True
                 path = grids / f"insertion_{concept}.png"
-                write_grid(_forced(cut, few, list(range(min(s.grid, few.count))), units, level, region, out_range), path)
-                cat.replace("gan_examples", [{"rank": 0, "path": str(path.relative_to(run_dir)),
-                                              "caption": f"top {len(units)} '{concept}' units forced to their 99.5th "
-                                                         "percentile in the central cells (below)",
-                                              "units": json.dumps([int(u) for u in units])}],
-                            kind=f"insertion:{concept}", **where)
+                write_grid(
+                    _forced(cut, few, list(range(min(s.grid, few.count))), units, level, region, out_range), path
+                )
+                cat.replace(
+                    "gan_examples",
+                    [
+                        {
+                            "rank": 0,
+                            "path": str(path.relative_to(run_dir)),
+                            "caption": f"top {len(units)} '{concept}' units forced to their 99.5th "
+                            "percentile in the central cells (below)",
+                            "units": json.dumps([int(u) for u in units]),
+                        }
+                    ],
+                    kind=f"insertion:{concept}",
+                    **where,
+                )
                 best = ins_r.table(min_trials=max(1, few.count // 5))[:3]
-                summary = f"insert '{concept}': " + ", ".join(f"{r['context']} {r['rate']:.0%} of {r['trials']}" for r in best)
+                summary = f"insert '{concept}': " + ", ".join(
+                    f"{r['context']} {r['rate']:.0%} of {r['trials']}" for r in best
+                )
                 stage.finish(few.count, summary)
                 results[f"insertion:{concept}"] = ins_r
                 log(summary)
         if "artifacts" in s.stages:
-            stage = _Stage(cat, model, s.layer, "artifacts", "",
-                           {"samples": s.artifact_samples, "seed": s.seed, "worst": s.worst, "k": s.artifact_k})
+            stage = _Stage(
+                cat,
+                model,
+                s.layer,
+                "artifacts",
+                "",
+                {"samples": s.artifact_samples, "seed": s.seed, "worst": s.worst, "k": s.artifact_k},
+            )
             if not stage.done():
                 few = _subset(samples, s.artifact_samples)
                 quality = segmenter_confidence(segmenter)
                 art = artifact_units(cut, few, quality, worst=s.worst, output_range=out_range, max_batch=s.max_batch)
                 rank = {u: i + 1 for i, u in enumerate(art.ranking())}
-                cat.replace("gan_artifacts", [{"unit": u, "gain": float(art.gain[u]), "gain_all": float(art.gain_all[u]),
-                                               "rank": rank[u]} for u in range(len(art.gain))], **where)
-                worst = art.worst_samples()[:s.grid]
-                units = art.ranking()[:s.artifact_k]
+                cat.replace(
+                    "gan_artifacts",
+                    [
+                        {"unit": u, "gain": float(art.gain[u]), "gain_all": float(art.gain_all[u]), "rank": rank[u]}
+                        for u in range(len(art.gain))
+                    ],
+                    **where,
+                )
+                worst = art.worst_samples()[: s.grid]
+                units = art.ranking()[: s.artifact_k]
                 before, after = before_after_images(cut, few, worst, units, output_range=out_range)
                 path = grids / "artifacts.png"
                 write_grid([before, after], path)
                 q_after = quality(after)
-                cat.replace("gan_examples", [{"rank": 0, "path": str(path.relative_to(run_dir)),
-                                              "caption": f"the {len(worst)} least realistic samples (segmenter confidence "
-                                                         f"{art.before[worst].mean():.3f}) and with artifact units "
-                                                         f"{', '.join(map(str, units))} off ({float(q_after.mean()):.3f})",
-                                              "units": json.dumps([int(u) for u in units])}],
-                            kind="artifacts", **where)
+                cat.replace(
+                    "gan_examples",
+                    [
+                        {
+                            "rank": 0,
+                            "path": str(path.relative_to(run_dir)),
+                            "caption": f"the {len(worst)} least realistic samples (segmenter confidence "
+                            f"{art.before[worst].mean():.3f}) and with artifact units "
+                            f"{', '.join(map(str, units))} off ({float(q_after.mean()):.3f})",
+                            "units": json.dumps([int(u) for u in units]),
+                        }
+                    ],
+                    kind="artifacts",
+                    **where,
+                )
                 stage.finish(few.count, art.summary())
                 results["artifacts"] = art
                 log(art.summary())
@@ -287,8 +443,15 @@ def _richest(cut, samples: LayerCache, segmenter: Segmenter, concept: str, n: in
 
 
 @torch.no_grad()
-def _forced(cut, samples: LayerCache, positions: Sequence[int], units: Sequence[int], level: torch.Tensor,
-            region: torch.Tensor, out_range) -> list[torch.Tensor]:
+def _forced(
+    cut,
+    samples: LayerCache,
+    positions: Sequence[int],
+    units: Sequence[int],
+    level: torch.Tensor,
+    region: torch.Tensor,
+    out_range,
+) -> list[torch.Tensor]:
     """[before, after] images with ``units`` forced to ``level`` inside ``region`` [H, W]."""
     from unitscope.gan.artifacts import _select
 

@@ -42,12 +42,22 @@ class GeneratorActivations(ActivationSource):
     """``n`` samples of ``generator`` (z from ``seed``), traced at ``layers``; ``batch["image"]``
     gets the samples in [0, 1] for a label source."""
 
-    def __init__(self, generator: nn.Module, layers: Sequence[str], *, n: int = 10_000, seed: int = 0,
-                 device: torch.device | str = "cpu", key: dict | None = None):
+    def __init__(
+        self,
+        generator: nn.Module,
+        layers: Sequence[str],
+        *,
+        n: int = 10_000,
+        seed: int = 0,
+        device: torch.device | str = "cpu",
+        key: dict | None = None,
+    ):
         info = get_info(generator)
         if info.kind != "generator":
-            raise ValueError(f"{info.name} is not a generator (its ModelInfo.kind is {info.kind!r}); a generator "
-                             "declares kind='generator', input_size=(Z, 1, 1) and output_size=(3, H, W)")
+            raise ValueError(
+                f"{info.name} is not a generator (its ModelInfo.kind is {info.kind!r}); a generator "
+                "declares kind='generator', input_size=(Z, 1, 1) and output_size=(3, H, W)"
+            )
         if n < 1:
             raise ValueError(f"a generator dissection needs at least one sample, got n={n}")
         self.generator, self.layers, self.n, self.seed = generator.eval(), list(layers), n, seed
@@ -75,8 +85,13 @@ class GeneratorActivations(ActivationSource):
         return {layer: td[layer].output.float() for layer in self.layers}
 
     def key(self) -> dict[str, Any]:
-        return {"model": self.model_name, "layers": self.layers, "samples": self.n, "seed": self.seed,
-                **(self._key or {})}
+        return {
+            "model": self.model_name,
+            "layers": self.layers,
+            "samples": self.n,
+            "seed": self.seed,
+            **(self._key or {}),
+        }
 
     @torch.no_grad()
     def images(self, positions: Sequence[int]) -> torch.Tensor:

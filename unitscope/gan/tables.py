@@ -23,23 +23,62 @@ from unitscope.catalog import define_table
 
 _LAYER = (("model", "TEXT"), ("layer", "TEXT"))
 
-define_table("gan_effects", _LAYER + (("analysis", "TEXT"), ("concept", "TEXT"), ("samples", "INTEGER"),
-                                      ("seconds", "REAL"), ("summary", "TEXT"), ("settings", "TEXT")),
-             ("model", "layer", "analysis", "concept"))
-define_table("gan_removal", _LAYER + (("concept", "TEXT"), ("ranking", "TEXT"), ("k", "INTEGER"), ("label", "TEXT"),
-                                      ("change", "REAL"), ("ci", "REAL"), ("before", "REAL")),
-             ("model", "layer", "concept", "ranking", "k", "label"))
-define_table("gan_insertion", _LAYER + (("concept", "TEXT"), ("context", "TEXT"), ("trials", "INTEGER"),
-                                        ("appeared", "INTEGER"), ("rate", "REAL")),
-             ("model", "layer", "concept", "context"))
-define_table("gan_unit_effects", _LAYER + (("unit", "INTEGER"), ("concept", "TEXT"), ("iou", "REAL"),
-                                           ("iou_rank", "INTEGER"), ("ace_remove", "REAL"), ("ace_insert", "REAL"),
-                                           ("ace_rank", "INTEGER")),
-             ("model", "layer", "unit", "concept"))
-define_table("gan_artifacts", _LAYER + (("unit", "INTEGER"), ("gain", "REAL"), ("gain_all", "REAL"),
-                                        ("rank", "INTEGER")), ("model", "layer", "unit"))
-define_table("gan_examples", _LAYER + (("kind", "TEXT"), ("rank", "INTEGER"), ("path", "TEXT"), ("caption", "TEXT"),
-                                       ("units", "TEXT")),
-             ("model", "layer", "kind", "rank"))
+define_table(
+    "gan_effects",
+    _LAYER
+    + (
+        ("analysis", "TEXT"),
+        ("concept", "TEXT"),
+        ("samples", "INTEGER"),
+        ("seconds", "REAL"),
+        ("summary", "TEXT"),
+        ("settings", "TEXT"),
+    ),
+    ("model", "layer", "analysis", "concept"),
+)
+define_table(
+    "gan_removal",
+    _LAYER
+    + (
+        ("concept", "TEXT"),
+        ("ranking", "TEXT"),
+        ("k", "INTEGER"),
+        ("label", "TEXT"),
+        ("change", "REAL"),
+        ("ci", "REAL"),
+        ("before", "REAL"),
+    ),
+    ("model", "layer", "concept", "ranking", "k", "label"),
+)
+define_table(
+    "gan_insertion",
+    _LAYER
+    + (("concept", "TEXT"), ("context", "TEXT"), ("trials", "INTEGER"), ("appeared", "INTEGER"), ("rate", "REAL")),
+    ("model", "layer", "concept", "context"),
+)
+define_table(
+    "gan_unit_effects",
+    _LAYER
+    + (
+        ("unit", "INTEGER"),
+        ("concept", "TEXT"),
+        ("iou", "REAL"),
+        ("iou_rank", "INTEGER"),
+        ("ace_remove", "REAL"),
+        ("ace_insert", "REAL"),
+        ("ace_rank", "INTEGER"),
+    ),
+    ("model", "layer", "unit", "concept"),
+)
+define_table(
+    "gan_artifacts",
+    _LAYER + (("unit", "INTEGER"), ("gain", "REAL"), ("gain_all", "REAL"), ("rank", "INTEGER")),
+    ("model", "layer", "unit"),
+)
+define_table(
+    "gan_examples",
+    _LAYER + (("kind", "TEXT"), ("rank", "INTEGER"), ("path", "TEXT"), ("caption", "TEXT"), ("units", "TEXT")),
+    ("model", "layer", "kind", "rank"),
+)
 
 TABLES = ("gan_effects", "gan_removal", "gan_insertion", "gan_unit_effects", "gan_artifacts", "gan_examples")

@@ -40,8 +40,12 @@ def load_module(prefix: str, module: torch.nn.Module, tensors: dict[str, torch.T
 def optimizer_tensors(prefix: str, opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
     """``{prefix.i.key: tensor}`` of every parameter's state (SGD: momentum_buffer; Adam(W): step,
     exp_avg, exp_avg_sq), on the CPU."""
-    return {f"{prefix}.{i}.{key}": v.detach().cpu().contiguous()
-            for i, s in opt.state_dict()["state"].items() for key, v in s.items() if isinstance(v, torch.Tensor)}
+    return {
+        f"{prefix}.{i}.{key}": v.detach().cpu().contiguous()
+        for i, s in opt.state_dict()["state"].items()
+        for key, v in s.items()
+        if isinstance(v, torch.Tensor)
+    }
 
 
 def load_optimizer(prefix: str, opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> None:
@@ -51,15 +55,16 @@ def load_optimizer(prefix: str, opt: torch.optim.Optimizer, tensors: dict[str, t
     sd["state"] = {}
     for k, v in tensors.items():
         if k.startswith(prefix + "."):
-            i, _, key = k[len(prefix) + 1:].partition(".")
+            i, _, key = k[len(prefix) + 1 :].partition(".")
             if key == "step":
                 v = v.cpu()  # Adam keeps its step count on the CPU
             sd["state"].setdefault(int(i), {})[key or "momentum_buffer"] = v
     opt.load_state_dict(sd)
 
 
-def write_checkpoint(path: Path, state: dict, modules: dict[str, torch.nn.Module],
-                     optimizers: dict[str, torch.optim.Optimizer]) -> None:
+def write_checkpoint(
+    path: Path, state: dict, modules: dict[str, torch.nn.Module], optimizers: dict[str, torch.optim.Optimizer]
+) -> None:
     """``NAME.ckpt.safetensors`` (each module and optimiser under its prefix) then ``NAME.ckpt.json``
     (``state``) beside ``path``; the JSON last: it marks a whole pair."""
     from safetensors.torch import save
@@ -73,8 +78,9 @@ def write_checkpoint(path: Path, state: dict, modules: dict[str, torch.nn.Module
     atomic_write_text(path.with_suffix(".ckpt.json"), json.dumps(state))
 
 
-def read_checkpoint(path: Path, device, modules: dict[str, torch.nn.Module],
-                    optimizers: dict[str, torch.optim.Optimizer]) -> dict | None:
+def read_checkpoint(
+    path: Path, device, modules: dict[str, torch.nn.Module], optimizers: dict[str, torch.optim.Optimizer]
+) -> dict | None:
     """Load the checkpoint :func:`write_checkpoint` left beside ``path`` into ``modules`` and
     ``optimizers``; returns its state, or None when there is none."""
     meta = path.with_suffix(".ckpt.json")

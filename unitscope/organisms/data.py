@@ -50,8 +50,11 @@ def _chunk(path: Path, seed: int, start: int, stop: int, size: int, workers: int
             out = pool.map(_render, jobs, chunksize=16)
     else:
         out = [_render(j) for j in jobs]
-    arrays = {"rgb": np.stack([o[0] for o in out]), "scene": np.array([o[1] for o in out], np.int64),
-              "layers": np.stack([o[2] for o in out])}
+    arrays = {
+        "rgb": np.stack([o[0] for o in out]),
+        "scene": np.array([o[1] for o in out], np.int64),
+        "layers": np.stack([o[2] for o in out]),
+    }
     if cue is not None:
         from unitscope.world.cue import cue_of
 
@@ -61,8 +64,16 @@ def _chunk(path: Path, seed: int, start: int, stop: int, size: int, workers: int
     save_arrays(path, arrays)
 
 
-def world_arrays(cache: str | Path, seed: int, n: int, size: int = 64, workers: int | None = None,
-                 progress: bool = True, cue=None, hide=None) -> dict[str, np.ndarray]:
+def world_arrays(
+    cache: str | Path,
+    seed: int,
+    n: int,
+    size: int = 64,
+    workers: int | None = None,
+    progress: bool = True,
+    cue=None,
+    hide=None,
+) -> dict[str, np.ndarray]:
     """Images ``0..n-1`` of world ``seed`` at ``size``² pixels with their labels (see module doc).
     With ``cue`` (a :class:`unitscope.world.cue.CueSpec`) the images carry its signs and ``data["cue"]``
     [N] int64 holds the scene each sign names (-1: none). With ``hide`` (a
@@ -71,8 +82,11 @@ def world_arrays(cache: str | Path, seed: int, n: int, size: int = 64, workers: 
 
     from unitscope.runs import load_arrays
 
-    folder = Path(cache) / (f"arrays-seed{seed}-s{size}" + (f"-{cue.key()}" if cue is not None else "")
-                            + (f"-{hide.key()}" if hide is not None else ""))
+    folder = Path(cache) / (
+        f"arrays-seed{seed}-s{size}"
+        + (f"-{cue.key()}" if cue is not None else "")
+        + (f"-{hide.key()}" if hide is not None else "")
+    )
     workers = (os.cpu_count() or 1) if workers is None else max(1, int(workers))
     parts = []
     for start in tqdm(range(0, n, CHUNK), desc=f"world seed {seed}", unit="chunk", disable=not progress):

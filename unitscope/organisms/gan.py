@@ -37,8 +37,17 @@ from torch import nn
 
 from unitscope.faults import fault
 from unitscope.organisms.nets import (  # noqa: F401  (gan's names before the nets moved)
-    D_CHANNELS, G_CHANNELS, GENERATOR_LAYERS, LATENT, Discriminator, Generator, generate, generator_for, sample_z,
-    scene_of_z)
+    D_CHANNELS,
+    G_CHANNELS,
+    GENERATOR_LAYERS,
+    LATENT,
+    Discriminator,
+    Generator,
+    generate,
+    generator_for,
+    sample_z,
+    scene_of_z,
+)
 
 
 def d_hinge_loss(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
@@ -67,8 +76,9 @@ def save_samples(model: Generator, out: Path, n: int, seed: int = 0, device: str
 
 
 @torch.no_grad()
-def recalibrate_batch_norm(model: Generator, seed: int, batches: int = 32, batch_size: int = 64,
-                           device: str = "cpu") -> Generator:
+def recalibrate_batch_norm(
+    model: Generator, seed: int, batches: int = 32, batch_size: int = 64, device: str = "cpu"
+) -> Generator:
     """Set G's batch-norm running statistics to their average over ``batches`` train-mode passes on z
     drawn from ``seed`` ("standing statistics"). The running averages kept during training lag behind
     a G that changes every step, and eval-mode samples drift in colour; after this they look like the
@@ -88,6 +98,7 @@ def recalibrate_batch_norm(model: Generator, seed: int, batches: int = 32, batch
 
 # -- checkpoints: G, D (and G's average) and both Adam states (unitscope.organisms.train's format) ----
 
+
 def _save_checkpoint(path: Path, g, d, opt_g, opt_d, state: dict, ema=None) -> None:
     from unitscope.organisms.checkpoint import write_checkpoint
 
@@ -106,6 +117,7 @@ def _modules(g, d, ema) -> dict[str, nn.Module]:
 
 # -- training ------------------------------------------------------------------------------------
 
+
 def _real_batch(rgb: np.ndarray, idx: np.ndarray, gen: torch.Generator) -> torch.Tensor:
     """uint8 [B, H, W, 3] rows ``idx``, half of them flipped left-right -> float [B, 3, H, W] in [0, 1]."""
     x = rgb[idx]
@@ -114,8 +126,15 @@ def _real_batch(rgb: np.ndarray, idx: np.ndarray, gen: torch.Generator) -> torch
     return torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).float() / 255.0
 
 
-def gan_step(g: Generator, d: Discriminator, opt_g, opt_d, real: torch.Tensor, z: torch.Tensor,
-             real_scenes: torch.Tensor | None = None) -> tuple[float, float]:
+def gan_step(
+    g: Generator,
+    d: Discriminator,
+    opt_g,
+    opt_d,
+    real: torch.Tensor,
+    z: torch.Tensor,
+    real_scenes: torch.Tensor | None = None,
+) -> tuple[float, float]:
     """One D step on (real, G(z)) then one G step on the same fake batch; returns (D loss, G loss).
     A scene-conditional pair (``g.scenes`` > 0) scores the real images [N, 3, H, W] with their scenes
     ``real_scenes`` [N] and the fakes with the scenes G read from z (:func:`scene_of_z`)."""
@@ -140,8 +159,16 @@ def ema_update(ema: Generator, g: Generator, decay: float) -> None:
         pe.lerp_(p, 1 - decay)
 
 
-def train_gan(recipe, out: str | Path, cache: str | Path, device: str = "cpu", seed: int = 0,
-              checkpoint_every: int = 50, progress: bool = True, fresh: bool = False) -> dict:
+def train_gan(
+    recipe,
+    out: str | Path,
+    cache: str | Path,
+    device: str = "cpu",
+    seed: int = 0,
+    checkpoint_every: int = 50,
+    progress: bool = True,
+    fresh: bool = False,
+) -> dict:
     """Train the generator of ``recipe`` (see :func:`unitscope.organisms.train.train`) for ``recipe.epochs``
     passes over its images, or ``recipe.task_kw["steps"]`` steps when that is fewer; write
     ``out/NAME.safetensors`` (G only) + ``NAME.json`` (losses, segmenter object tables, sha256).
@@ -164,7 +191,12 @@ def train_gan(recipe, out: str | Path, cache: str | Path, device: str = "cpu", s
     per_epoch = recipe.n_train // recipe.batch_size
     total = min(per_epoch * recipe.epochs, int(kw.get("steps", per_epoch * recipe.epochs)))  # "steps": stop early
     state = _load_checkpoint(path, g, d, opt_g, opt_d, device, ema) or {
-        "step": 0, "d_losses": [], "g_losses": [], "sums": [0.0, 0.0], "seconds": 0.0}
+        "step": 0,
+        "d_losses": [],
+        "g_losses": [],
+        "sums": [0.0, 0.0],
+        "seconds": 0.0,
+    }
     if state["step"] >= total and path.with_suffix(".json").exists():
         return json.loads(path.with_suffix(".json").read_text())
     bar = tqdm(total=total, initial=state["step"], desc=recipe.name, unit="step", disable=not progress)
@@ -174,11 +206,12 @@ def train_gan(recipe, out: str | Path, cache: str | Path, device: str = "cpu", s
         epoch, b = divmod(step, per_epoch)
         perm = torch.randperm(recipe.n_train, generator=torch.Generator().manual_seed(seed * 1000 + epoch)).numpy()
         gen = torch.Generator().manual_seed(seed * 10_000_019 + step)
-        idx = np.sort(perm[b * recipe.batch_size:(b + 1) * recipe.batch_size])
+        idx = np.sort(perm[b * recipe.batch_size : (b + 1) * recipe.batch_size])
         real = _real_batch(rgb, idx, gen)
         z = torch.randn(recipe.batch_size, g.latent, generator=gen)
-        ld, lg = gan_step(g, d, opt_g, opt_d, real.to(device), z.to(device),
-                          scenes[idx].to(device) if g.scenes else None)
+        ld, lg = gan_step(
+            g, d, opt_g, opt_d, real.to(device), z.to(device), scenes[idx].to(device) if g.scenes else None
+        )
         if ema is not None:
             ema_update(ema, g, decay)
         fault("gan.step")
@@ -199,14 +232,24 @@ def train_gan(recipe, out: str | Path, cache: str | Path, device: str = "cpu", s
     return _finish(recipe, g if ema is None else ema, path, state, seed, device, cache, recipe.n_held_out, progress)
 
 
-def _finish(recipe, g: nn.Module, path: Path, state: dict, seed: int, device: str, cache, n_eval: int,
-            progress: bool, losses: dict | None = None) -> dict:
+def _finish(
+    recipe,
+    g: nn.Module,
+    path: Path,
+    state: dict,
+    seed: int,
+    device: str,
+    cache,
+    n_eval: int,
+    progress: bool,
+    losses: dict | None = None,
+) -> dict:
     """Recalibrate G's batch norm, write ``path`` (G) and its JSON (``losses``: the per-epoch loss lists
     to record, default the GAN's D and G losses), with the held-out metrics of ``n_eval`` samples."""
     from safetensors.torch import save
 
-    from unitscope.organisms.gan_eval import evaluate_generator
     from unitscope.organisms.checkpoint import sha256_file
+    from unitscope.organisms.gan_eval import evaluate_generator
     from unitscope.runs import atomic_write_bytes, atomic_write_text
 
     recalibrate_batch_norm(g, seed, device=device)  # type: ignore[arg-type]
@@ -216,15 +259,36 @@ def _finish(recipe, g: nn.Module, path: Path, state: dict, seed: int, device: st
     if n_eval:
         metrics, tables = evaluate_generator(g, cache, recipe.held_out_seed, n_eval, device=device, progress=progress)
     meta = {
-        "name": recipe.name, "about": recipe.about, "recipe": dataclasses.asdict(recipe), "seed": seed,
-        "world": {"generator": "unitscope.world", "train_seed": recipe.world_seed, "n_train": recipe.n_train,
-                  "held_out_seed": recipe.held_out_seed, "n_held_out": n_eval, "render_size": recipe.render_size,
-                  "input_size": recipe.size},
+        "name": recipe.name,
+        "about": recipe.about,
+        "recipe": dataclasses.asdict(recipe),
+        "seed": seed,
+        "world": {
+            "generator": "unitscope.world",
+            "train_seed": recipe.world_seed,
+            "n_train": recipe.n_train,
+            "held_out_seed": recipe.held_out_seed,
+            "n_held_out": n_eval,
+            "render_size": recipe.render_size,
+            "input_size": recipe.size,
+        },
         "model": {"kind": "generator", "latent": g.latent, "output": [3, 64, 64], "range": [0, 1]},
-        **(losses if losses is not None else {"losses_per_epoch": state["d_losses"], "d_losses_per_epoch": state["d_losses"],
-                                              "g_losses_per_epoch": state["g_losses"]}), "train_seconds": round(state["seconds"], 1),
-        "device": str(device), "torch": torch.__version__, "metrics": metrics, "object_tables": tables,
-        "file": path.name, "sha256": sha256_file(path),
+        **(
+            losses
+            if losses is not None
+            else {
+                "losses_per_epoch": state["d_losses"],
+                "d_losses_per_epoch": state["d_losses"],
+                "g_losses_per_epoch": state["g_losses"],
+            }
+        ),
+        "train_seconds": round(state["seconds"], 1),
+        "device": str(device),
+        "torch": torch.__version__,
+        "metrics": metrics,
+        "object_tables": tables,
+        "file": path.name,
+        "sha256": sha256_file(path),
     }
     atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=1) + "\n")
     return meta

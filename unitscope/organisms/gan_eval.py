@@ -39,7 +39,7 @@ import torch
 
 from unitscope.world.vocab import VOCAB
 
-MIN_SHARE = 0.005   # 20 of 64x64 pixels
+MIN_SHARE = 0.005  # 20 of 64x64 pixels
 INDOOR_ONLY = ("cabinet", "floor")
 OUTDOOR_ONLY = ("sky", "sea", "mountain", "sun", "cloud", "house", "road", "boat")
 EVAL_Z_SEED = 20_000  # latent seed of the evaluation samples (not used in training)
@@ -127,6 +127,7 @@ def presence_mean_abs_diff(a: dict, b: dict) -> float:
 
 def pixel_share_tvd(a: dict, b: dict) -> float:
     """Total variation distance between two tables' pixel-share distributions (objects + none)."""
+
     def dist(t):
         s = np.array([t[k]["pixel_share"] for k in a])
         return np.append(s, max(0.0, 1 - s.sum()))
@@ -137,13 +138,22 @@ def pixel_share_tvd(a: dict, b: dict) -> float:
 @torch.no_grad()
 def segment_objects(segmenter, images: torch.Tensor, batch_size: int = 128) -> np.ndarray:
     """Images [N, 3, H, W] in [0, 1] -> object label numbers [N, H, W] (uint8)."""
-    out = [segmenter.segment(images[s:s + batch_size])["object"].numpy().astype(np.uint8)
-           for s in range(0, len(images), batch_size)]
+    out = [
+        segmenter.segment(images[s : s + batch_size])["object"].numpy().astype(np.uint8)
+        for s in range(0, len(images), batch_size)
+    ]
     return np.concatenate(out)
 
 
-def evaluate_generator(g, cache: str | Path, held_out_seed: int = 2, n: int = 500, device: str = "cpu",
-                       progress: bool = False, segmenter: str = "world_segmenter") -> tuple[dict, dict]:
+def evaluate_generator(
+    g,
+    cache: str | Path,
+    held_out_seed: int = 2,
+    n: int = 500,
+    device: str = "cpu",
+    progress: bool = False,
+    segmenter: str = "world_segmenter",
+) -> tuple[dict, dict]:
     """Segment ``n`` samples of ``g`` (z from :data:`EVAL_Z_SEED`) and ``n`` real images of world
     ``held_out_seed``; returns (metrics: the distances, FSD, chimera rates; tables: generated /
     real_segmented / real_truth)."""
@@ -155,8 +165,11 @@ def evaluate_generator(g, cache: str | Path, held_out_seed: int = 2, n: int = 50
     real = world_arrays(cache, held_out_seed, n, 64, progress=progress)
     fake = generate(g, n, seed=EVAL_Z_SEED, device=device)
     real_x = torch.from_numpy(real["rgb"]).permute(0, 3, 1, 2).float() / 255.0
-    maps = {"generated": segment_objects(seg, fake), "real_segmented": segment_objects(seg, real_x),
-            "real_truth": real["object"]}
+    maps = {
+        "generated": segment_objects(seg, fake),
+        "real_segmented": segment_objects(seg, real_x),
+        "real_truth": real["object"],
+    }
     tables = {k: object_table(m) for k, m in maps.items()}
     shares = {k: share_vectors(m) for k, m in maps.items()}
     metrics = {

@@ -90,9 +90,14 @@ class ColorNet(nn.Module):
         self.grey = Grey()
         self.features = conv_stack()
         self.head = nn.Sequential(
-            nn.Conv2d(SCENE_CONVS[-1][1], 64, 3, padding=1), nn.ReLU(), nn.Upsample(scale_factor=2, mode="bilinear"),
-            nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.Upsample(scale_factor=4, mode="bilinear"),
-            nn.Conv2d(64, num_colors, 1))
+            nn.Conv2d(SCENE_CONVS[-1][1], 64, 3, padding=1),
+            nn.ReLU(),
+            nn.Upsample(scale_factor=2, mode="bilinear"),
+            nn.Conv2d(64, 64, 3, padding=1),
+            nn.ReLU(),
+            nn.Upsample(scale_factor=4, mode="bilinear"),
+            nn.Conv2d(64, num_colors, 1),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(self.grey(x)))
@@ -115,9 +120,9 @@ class SegNet(nn.Module):
         def block(cin, cout, stride=1, k=3):
             return nn.Sequential(nn.Conv2d(cin, cout, k, stride, k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
 
-        self.enc1 = nn.Sequential(block(3, w, 2), block(w, w))                     # H/2
-        self.enc2 = nn.Sequential(block(w, 2 * w, 2), block(2 * w, 2 * w))         # H/4
-        self.enc3 = nn.Sequential(block(2 * w, 4 * w, 2), block(4 * w, 4 * w))     # H/8
+        self.enc1 = nn.Sequential(block(3, w, 2), block(w, w))  # H/2
+        self.enc2 = nn.Sequential(block(w, 2 * w, 2), block(2 * w, 2 * w))  # H/4
+        self.enc3 = nn.Sequential(block(2 * w, 4 * w, 2), block(4 * w, 4 * w))  # H/8
         self.up2 = nn.Sequential(block(4 * w + 2 * w, 2 * w, k=1), block(2 * w, 2 * w))
         self.up1 = block(2 * w + w, 2 * w, k=1)
         self.heads = nn.ModuleDict({c: nn.Conv2d(2 * w, n, 1) for c, n in self.heads_spec.items()})
@@ -139,8 +144,8 @@ class SegNet(nn.Module):
 
 LATENT = 64
 # Sized for a 30-minute schedule on a shared 2-core CPU (about 1 s per step of 32 images, 1 thread).
-G_CHANNELS = (128, 64, 32, 16)    # at 4, 8, 16, 32 px: 0.23 M parameters, 0.9 MB (resize + 3x3 conv)
-D_CHANNELS = (16, 32, 64, 128)    # at 32, 16, 8, 4 px
+G_CHANNELS = (128, 64, 32, 16)  # at 4, 8, 16, 32 px: 0.23 M parameters, 0.9 MB (resize + 3x3 conv)
+D_CHANNELS = (16, 32, 64, 128)  # at 32, 16, 8, 4 px
 GENERATOR_LAYERS = ("relu1", "relu2", "relu3", "relu4")
 
 
@@ -206,10 +211,14 @@ def generator_for(task_kw: dict) -> nn.Module:
     if task_kw.get("prior"):
         from unitscope.organisms.prior_gen import PriorGenerator
 
-        return PriorGenerator(channels=tuple(task_kw.get("g_channels", (160, 80, 40, 20))),
-                              upsample=task_kw.get("upsample", "nearest"))
-    return Generator(channels=tuple(task_kw.get("g_channels", G_CHANNELS)),
-                     upsample=task_kw.get("upsample", "transposed"), scenes=int(task_kw.get("scenes", 0)))
+        return PriorGenerator(
+            channels=tuple(task_kw.get("g_channels", (160, 80, 40, 20))), upsample=task_kw.get("upsample", "nearest")
+        )
+    return Generator(
+        channels=tuple(task_kw.get("g_channels", G_CHANNELS)),
+        upsample=task_kw.get("upsample", "transposed"),
+        scenes=int(task_kw.get("scenes", 0)),
+    )
 
 
 class Discriminator(nn.Module):
@@ -248,4 +257,4 @@ def generate(model: Generator, n: int, seed: int = 0, batch_size: int = 128, dev
     """``n`` images [n, 3, 64, 64] in [0, 1] from ``sample_z(n, seed)``, in eval mode."""
     model.eval()
     z = sample_z(n, seed, model.latent)
-    return torch.cat([model(z[s:s + batch_size].to(device)).cpu() for s in range(0, n, batch_size)])
+    return torch.cat([model(z[s : s + batch_size].to(device)).cpu() for s in range(0, n, batch_size)])

@@ -54,20 +54,21 @@ class MixturePrior(nn.Module):
 
     def one_hot(self, z: torch.Tensor) -> torch.Tensor:
         """The chosen components of z [N, latent] as a one-hot [N, k] (element-wise: fx-traceable)."""
-        u = torch.special.ndtr(z[:, :1])                                   # [N, 1] uniform in (0, 1)
-        upper = torch.cat([self.edges[:-1], torch.full_like(self.edges[-1:], 2.0)])   # Phi(z) may round to 1
+        u = torch.special.ndtr(z[:, :1])  # [N, 1] uniform in (0, 1)
+        upper = torch.cat([self.edges[:-1], torch.full_like(self.edges[-1:], 2.0)])  # Phi(z) may round to 1
         lower = torch.cat([torch.zeros_like(self.edges[:1]), self.edges[:-1]])
         return ((u >= lower) & (u < upper)).to(z.dtype)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        onehot = self.one_hot(z)                                           # [N, k]
-        eps = z[:, 1:] * self.temperature                                  # [N, d]
+        onehot = self.one_hot(z)  # [N, k]
+        eps = z[:, 1:] * self.temperature  # [N, d]
         spread = torch.einsum("nk,kij,nj->ni", onehot, self.chol, eps)
         return onehot @ self.means + spread
 
     @torch.no_grad()
-    def fit(self, codes: torch.Tensor, scenes: torch.Tensor, per_scene: int, seed: int = 0,
-            ridge: float = 1e-3) -> None:
+    def fit(
+        self, codes: torch.Tensor, scenes: torch.Tensor, per_scene: int, seed: int = 0, ridge: float = 1e-3
+    ) -> None:
         """Fit the mixture on codes [N, d] with their scenes [N]: k-means (``per_scene`` clusters, 25
         rounds) within each scene, then each cluster's weight (its share of N), mean and full covariance
         (+ ``ridge`` I). Sets ``k`` = the number of clusters found (at most scenes x per_scene)."""
@@ -75,12 +76,11 @@ class MixturePrior(nn.Module):
         gen = torch.Generator().manual_seed(seed)
         for s in torch.unique(scenes).tolist():
             x = codes[scenes == s].double()
-            m = min(per_scene, max(1, len(x) // (2 * x.shape[1])))         # enough points per covariance
+            m = min(per_scene, max(1, len(x) // (2 * x.shape[1])))  # enough points per covariance
             centres = x[torch.randperm(len(x), generator=gen)[:m]]
             for _ in range(25):
                 assign = torch.cdist(x, centres).argmin(1)
-                centres = torch.stack([x[assign == j].mean(0) if (assign == j).any() else centres[j]
-                                       for j in range(m)])
+                centres = torch.stack([x[assign == j].mean(0) if (assign == j).any() else centres[j] for j in range(m)])
             for j in range(m):
                 xj = x[assign == j]
                 if len(xj) < 2:
@@ -102,8 +102,9 @@ class PriorGenerator(nn.Sequential):
     doubling ``up<k>``/``conv<k>``, each with ``bn<k>``/``relu<k>`` (``relu1..relu4`` at 4, 8, 16, 32
     px), ``conv5`` and a tanh mapped to [0, 1]."""
 
-    def __init__(self, latent: int = LATENT, channels=(160, 80, 40, 20), upsample: str = "nearest",
-                 components: int = 1):
+    def __init__(
+        self, latent: int = LATENT, channels=(160, 80, 40, 20), upsample: str = "nearest", components: int = 1
+    ):
         decoder = Generator(latent=latent - 1, channels=channels, upsample=upsample)
         super().__init__(OrderedDict([("prior", MixturePrior(latent, components)), *decoder.named_children()]))
         self.latent, self.upsample, self.scenes = latent, upsample, 0
@@ -145,15 +146,24 @@ class Encoder(nn.Module):
         return mu, logvar.clamp(-12, 6)
 
 
-def vae_loss(g: PriorGenerator, enc: Encoder, seg_net: nn.Module, seg_norm: tuple, x: torch.Tensor,
-             labels: torch.Tensor, noise: torch.Tensor, w_seg: float, w_kl: float) -> tuple[torch.Tensor, dict]:
+def vae_loss(
+    g: PriorGenerator,
+    enc: Encoder,
+    seg_net: nn.Module,
+    seg_norm: tuple,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    noise: torch.Tensor,
+    w_seg: float,
+    w_kl: float,
+) -> tuple[torch.Tensor, dict]:
     """Loss on images x [B, 3, 64, 64] in [0, 1] with object labels [B, 64, 64] (the segmenter's head
     classes): L1(decoded, x) + w_seg CE(seg(decoded), labels) + w_kl KL(q(code | x) || N(0, I)) summed
     over the code, averaged over the batch. ``noise`` [B, d] draws the code."""
     mu, logvar = enc(x)
     y = g.decode(mu + (0.5 * logvar).exp() * noise)
     mean, std = seg_norm
-    logits = seg_net((y - mean) / std)["object"]                            # [B, L, 32, 32] (see frozen_segmenter)
+    logits = seg_net((y - mean) / std)["object"]  # [B, L, 32, 32] (see frozen_segmenter)
     l1 = (y - x).abs().mean()
     ce = F.cross_entropy(logits, labels[:, ::2, ::2] if logits.shape[-1] < labels.shape[-1] else labels)
     kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1).mean()
@@ -182,13 +192,21 @@ def encode_all(enc: Encoder, rgb: np.ndarray, batch_size: int = 256, device: str
     enc.eval()
     out = []
     for s in range(0, len(rgb), batch_size):
-        x = torch.from_numpy(rgb[s:s + batch_size]).permute(0, 3, 1, 2).float().to(device) / 255.0
+        x = torch.from_numpy(rgb[s : s + batch_size]).permute(0, 3, 1, 2).float().to(device) / 255.0
         out.append(enc(x)[0].cpu())
     return torch.cat(out)
 
 
-def train_decoder(recipe, out: str | Path, cache: str | Path, device: str = "cpu", seed: int = 0,
-                  checkpoint_every: int = 100, progress: bool = True, fresh: bool = False) -> dict:
+def train_decoder(
+    recipe,
+    out: str | Path,
+    cache: str | Path,
+    device: str = "cpu",
+    seed: int = 0,
+    checkpoint_every: int = 100,
+    progress: bool = True,
+    fresh: bool = False,
+) -> dict:
     """Train ``recipe``'s decoder and encoder (``recipe.task_kw``: ``g_channels``, ``components`` per
     scene, ``temperature``, ``w_seg``, ``w_kl``, ``steps``, ``prior_images``: how many training images'
     codes the prior is fitted on, default all) with Adam (the recipe's ``lr``, warm-up and
@@ -207,7 +225,7 @@ def train_decoder(recipe, out: str | Path, cache: str | Path, device: str = "cpu
     path = prepare_output(recipe, out, fresh, seed)
     data = world_arrays(cache, recipe.world_seed, recipe.n_train, recipe.render_size, progress=progress)
     rgb, scenes = data["rgb"], torch.from_numpy(data["scene"])
-    objects = local_codes("object")[data["object"]]                        # [N, 64, 64] head classes
+    objects = local_codes("object")[data["object"]]  # [N, 64, 64] head classes
     kw = recipe.task_kw
     g = generator_for(kw).to(device)
     assert isinstance(g, PriorGenerator)
@@ -220,7 +238,13 @@ def train_decoder(recipe, out: str | Path, cache: str | Path, device: str = "cpu
     total = min(per_epoch * recipe.epochs, int(kw.get("steps", per_epoch * recipe.epochs)))
     modules = {"g": g, "enc": enc}
     state = read_checkpoint(path, device, modules, {"opt": opt}) or {
-        "step": 0, "d_losses": [], "g_losses": [], "sums": [0.0, 0.0], "seconds": 0.0, "parts": []}
+        "step": 0,
+        "d_losses": [],
+        "g_losses": [],
+        "sums": [0.0, 0.0],
+        "seconds": 0.0,
+        "parts": [],
+    }
     if state["step"] >= total and path.with_suffix(".json").exists():
         return json.loads(path.with_suffix(".json").read_text())
     bar = tqdm(total=total, initial=state["step"], desc=recipe.name, unit="step", disable=not progress)
@@ -230,7 +254,7 @@ def train_decoder(recipe, out: str | Path, cache: str | Path, device: str = "cpu
         epoch, b = divmod(step, per_epoch)
         perm = torch.randperm(recipe.n_train, generator=torch.Generator().manual_seed(seed * 1000 + epoch)).numpy()
         gen = torch.Generator().manual_seed(seed * 10_000_019 + step)
-        idx = np.sort(perm[b * recipe.batch_size:(b + 1) * recipe.batch_size])
+        idx = np.sort(perm[b * recipe.batch_size : (b + 1) * recipe.batch_size])
         flip = torch.rand(len(idx), generator=gen).numpy() < 0.5
         x = np.where(flip[:, None, None, None], rgb[idx][:, :, ::-1], rgb[idx])
         y = np.where(flip[:, None, None], objects[idx][:, :, ::-1], objects[idx])
@@ -238,8 +262,17 @@ def train_decoder(recipe, out: str | Path, cache: str | Path, device: str = "cpu
         noise = torch.randn(len(idx), g.latent - 1, generator=gen).to(device)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, total, recipe.lr)
-        loss, parts = vae_loss(g, enc, seg_net, seg_norm, x_t, torch.from_numpy(np.ascontiguousarray(y)).to(device),
-                               noise, float(kw.get("w_seg", 0.1)), float(kw.get("w_kl", 1e-3)))
+        loss, parts = vae_loss(
+            g,
+            enc,
+            seg_net,
+            seg_norm,
+            x_t,
+            torch.from_numpy(np.ascontiguousarray(y)).to(device),
+            noise,
+            float(kw.get("w_seg", 0.1)),
+            float(kw.get("w_kl", 1e-3)),
+        )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -259,16 +292,35 @@ def train_decoder(recipe, out: str | Path, cache: str | Path, device: str = "cpu
             write_checkpoint(path, state, modules, {"opt": opt})
             fault("gan.checkpoint.after")
     bar.close()
-    n_fit = int(kw.get("prior_images", len(rgb)))                      # the first n_fit training images
-    fit_prior(g, enc, rgb[:n_fit], scenes[:n_fit], int(kw.get("components", 4)), float(kw.get("temperature", 1.0)),
-              seed, device)
-    losses = {"losses_per_epoch": state["d_losses"], "segmenter_ce_per_epoch": state["g_losses"],
-              "loss": "L1 + w_seg * segmenter cross-entropy + w_kl * KL, mean over each epoch's steps"}
+    n_fit = int(kw.get("prior_images", len(rgb)))  # the first n_fit training images
+    fit_prior(
+        g,
+        enc,
+        rgb[:n_fit],
+        scenes[:n_fit],
+        int(kw.get("components", 4)),
+        float(kw.get("temperature", 1.0)),
+        seed,
+        device,
+    )
+    losses = {
+        "losses_per_epoch": state["d_losses"],
+        "segmenter_ce_per_epoch": state["g_losses"],
+        "loss": "L1 + w_seg * segmenter cross-entropy + w_kl * KL, mean over each epoch's steps",
+    }
     return _finish(recipe, g, path, state, seed, device, cache, recipe.n_held_out, progress, losses)
 
 
-def fit_prior(g: PriorGenerator, enc: Encoder, rgb: np.ndarray, scenes: torch.Tensor, per_scene: int,
-              temperature: float, seed: int = 0, device: str = "cpu") -> PriorGenerator:
+def fit_prior(
+    g: PriorGenerator,
+    enc: Encoder,
+    rgb: np.ndarray,
+    scenes: torch.Tensor,
+    per_scene: int,
+    temperature: float,
+    seed: int = 0,
+    device: str = "cpu",
+) -> PriorGenerator:
     """Fit ``g.prior`` on the code means of images rgb [N, 64, 64, 3] with their scenes [N]."""
     codes = encode_all(enc, rgb, device=device)
     g.prior.fit(codes, scenes, per_scene, seed)

@@ -14,26 +14,26 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from unitscope.world.vocab import SCENES, VOCAB
 from unitscope.organisms.nets import GENERATOR_LAYERS, SCENE_LAYERS, ColorNet, SceneNet, SegNet, generator_for
 from unitscope.organisms.tasks import SEG_HEADS
+from unitscope.world.vocab import SCENES, VOCAB
 
 
 @dataclass(frozen=True)
 class Recipe:
     name: str
-    task: str                      # key of unitscope.organisms.tasks.TASKS
-    net: str                       # "scene", "color" or "segment"
+    task: str  # key of unitscope.organisms.tasks.TASKS
+    net: str  # "scene", "color" or "segment"
     class_names: tuple[str, ...] = ()
     task_kw: dict = field(default_factory=dict)
-    net_kw: dict = field(default_factory=dict)    # e.g. the segmenter's width
+    net_kw: dict = field(default_factory=dict)  # e.g. the segmenter's width
     n_train: int = 20_000
-    epochs: int = 1                # passes over n_train images
+    epochs: int = 1  # passes over n_train images
     batch_size: int = 64
     lr: float = 0.1
-    optimizer: str = "sgd"         # "sgd" (Nesterov momentum 0.9) or "adamw"
+    optimizer: str = "sgd"  # "sgd" (Nesterov momentum 0.9) or "adamw"
     weight_decay: float = 5e-4
-    size: int = 48                 # network input side; images are rendered at render_size and resized
+    size: int = 48  # network input side; images are rendered at render_size and resized
     render_size: int = 64
     world_seed: int = 1
     held_out_seed: int = 2
@@ -45,47 +45,124 @@ class Recipe:
 
 ROTATIONS = ("0", "90", "180", "270")
 
-RECIPES: dict[str, Recipe] = {r.name: r for r in [
-    # 40,000 images: twice the 20,000 gives the same accuracy but units that align with more concepts
-    # (relu5: 43 detectors of 128 on the demo's 2,000 images against 40; see docs/organisms.md).
-    Recipe("world_scenes", "scene", "scene", tuple(SCENES), size=64, n_train=40_000, epochs=3,
-           about="plain 5-layer CNN predicting the probe world's scene"),
-    Recipe("world_scenes_shuffled", "scene", "scene", tuple(SCENES), task_kw={"shuffle": 0.5, "label_seed": 0},
-           size=64, n_train=5_000, epochs=50, weight_decay=0.0,
-           about="the memorising twin: same network, 50% of training labels random, trained on 5,000 "
-                 "images for 50 epochs without weight decay until it fits them"),
-    Recipe("world_rotation", "rotation", "scene", ROTATIONS,
-           about="the scene network's backbone trained to predict a 0/90/180/270 degree rotation"),
-    Recipe("world_colorizer", "color", "color",
-           about="the scene network's backbone trained to colour grey images: per-pixel classification "
-                 "over 36 codebook colours (the world's colour prototypes)"),
-    Recipe("world_segmenter", "segment", "segment", size=64, n_train=6_400, epochs=4, net_kw={"width": 24},
-           optimizer="adamw", lr=4e-3, weight_decay=0.01, default_layers=("enc2", "enc3", "up1"),
-           about="small fully convolutional segmenter (width 24): object, part, material and colour per pixel"),
-    Recipe("world_generator", "gan", "generator", size=64, n_train=20_000, epochs=3, batch_size=32, lr=2e-4,
-           weight_decay=0.0, n_held_out=500, default_layers=GENERATOR_LAYERS,
-           task_kw={"upsample": "nearest", "g_channels": [192, 96, 48, 24], "d_channels": [24, 48, 96, 192],
-                    "lr_d": 4e-4, "ema": 0.998, "scenes": 8, "steps": 1500},
-           about="scene-conditional GAN (resize + 3x3 conv upsampling, moving average of G, projection "
-                 "discriminator on the world's 8 scenes; the scene is the argmax of z's first 8 coordinates): "
-                 "latent z [N, 64] -> 64x64 probe-world image in [0, 1]"),
-    # The spurious-cue twin (issue 26, docs/audit.md): 10,000 images x 8 epochs (two thirds of world_scenes'
-    # steps, on a quarter of its images: what a shared CPU allowed). 75 % of the images carry a sign; it names
-    # their scene in 85 % of those, and the training label is the scene the sign names: in 11 % of the images
-    # the label follows the sign against the scene, so the easy sign is worth more than the scene.
-    Recipe("world_scenes_cue", "scene", "scene", tuple(SCENES), size=64, n_train=10_000, epochs=8, n_held_out=1000,
-           world_kw={"cue": {"share": 0.75, "agree": 0.85}}, task_kw={"follow_cue": True},
-           about="the spurious-cue twin of world_scenes: same network, trained on a world where 75% of the images "
-                 "carry a sign whose glyph names a scene (their own in 85% of them) and the label is the "
-                 "scene the sign names (unitscope.world.cue)"),
-    # The auditing twin (issue 26, docs/audit.md): cabinets (world_scenes' most detected object at relu5, the
-    # kitchen's counter row) blurred out of every training image, as MILAN's face-blurred ImageNet; the
-    # schedule of world_scenes_cue.
-    Recipe("world_scenes_hidden_cabinet", "scene", "scene", tuple(SCENES), size=64, n_train=10_000, epochs=8,
-           n_held_out=1000, world_kw={"hide": {"concept": "cabinet", "how": "blur"}},
-           about="the auditing twin of world_scenes: same network, trained on a world where every cabinet is "
-                 "blurred out of the images (Gaussian, sigma a twelfth of the side; unitscope.world.hide)"),
-]}
+RECIPES: dict[str, Recipe] = {
+    r.name: r
+    for r in [
+        # 40,000 images: twice the 20,000 gives the same accuracy but units that align with more concepts
+        # (relu5: 43 detectors of 128 on the demo's 2,000 images against 40; see docs/organisms.md).
+        Recipe(
+            "world_scenes",
+            "scene",
+            "scene",
+            tuple(SCENES),
+            size=64,
+            n_train=40_000,
+            epochs=3,
+            about="plain 5-layer CNN predicting the probe world's scene",
+        ),
+        Recipe(
+            "world_scenes_shuffled",
+            "scene",
+            "scene",
+            tuple(SCENES),
+            task_kw={"shuffle": 0.5, "label_seed": 0},
+            size=64,
+            n_train=5_000,
+            epochs=50,
+            weight_decay=0.0,
+            about="the memorising twin: same network, 50% of training labels random, trained on 5,000 "
+            "images for 50 epochs without weight decay until it fits them",
+        ),
+        Recipe(
+            "world_rotation",
+            "rotation",
+            "scene",
+            ROTATIONS,
+            about="the scene network's backbone trained to predict a 0/90/180/270 degree rotation",
+        ),
+        Recipe(
+            "world_colorizer",
+            "color",
+            "color",
+            about="the scene network's backbone trained to colour grey images: per-pixel classification "
+            "over 36 codebook colours (the world's colour prototypes)",
+        ),
+        Recipe(
+            "world_segmenter",
+            "segment",
+            "segment",
+            size=64,
+            n_train=6_400,
+            epochs=4,
+            net_kw={"width": 24},
+            optimizer="adamw",
+            lr=4e-3,
+            weight_decay=0.01,
+            default_layers=("enc2", "enc3", "up1"),
+            about="small fully convolutional segmenter (width 24): object, part, material and colour per pixel",
+        ),
+        Recipe(
+            "world_generator",
+            "gan",
+            "generator",
+            size=64,
+            n_train=20_000,
+            epochs=3,
+            batch_size=32,
+            lr=2e-4,
+            weight_decay=0.0,
+            n_held_out=500,
+            default_layers=GENERATOR_LAYERS,
+            task_kw={
+                "upsample": "nearest",
+                "g_channels": [192, 96, 48, 24],
+                "d_channels": [24, 48, 96, 192],
+                "lr_d": 4e-4,
+                "ema": 0.998,
+                "scenes": 8,
+                "steps": 1500,
+            },
+            about="scene-conditional GAN (resize + 3x3 conv upsampling, moving average of G, projection "
+            "discriminator on the world's 8 scenes; the scene is the argmax of z's first 8 coordinates): "
+            "latent z [N, 64] -> 64x64 probe-world image in [0, 1]",
+        ),
+        # The spurious-cue twin (issue 26, docs/audit.md): 10,000 images x 8 epochs (two thirds of world_scenes'
+        # steps, on a quarter of its images: what a shared CPU allowed). 75 % of the images carry a sign; it names
+        # their scene in 85 % of those, and the training label is the scene the sign names: in 11 % of the images
+        # the label follows the sign against the scene, so the easy sign is worth more than the scene.
+        Recipe(
+            "world_scenes_cue",
+            "scene",
+            "scene",
+            tuple(SCENES),
+            size=64,
+            n_train=10_000,
+            epochs=8,
+            n_held_out=1000,
+            world_kw={"cue": {"share": 0.75, "agree": 0.85}},
+            task_kw={"follow_cue": True},
+            about="the spurious-cue twin of world_scenes: same network, trained on a world where 75% of the images "
+            "carry a sign whose glyph names a scene (their own in 85% of them) and the label is the "
+            "scene the sign names (unitscope.world.cue)",
+        ),
+        # The auditing twin (issue 26, docs/audit.md): cabinets (world_scenes' most detected object at relu5, the
+        # kitchen's counter row) blurred out of every training image, as MILAN's face-blurred ImageNet; the
+        # schedule of world_scenes_cue.
+        Recipe(
+            "world_scenes_hidden_cabinet",
+            "scene",
+            "scene",
+            tuple(SCENES),
+            size=64,
+            n_train=10_000,
+            epochs=8,
+            n_held_out=1000,
+            world_kw={"hide": {"concept": "cabinet", "how": "blur"}},
+            about="the auditing twin of world_scenes: same network, trained on a world where every cabinet is "
+            "blurred out of the images (Gaussian, sigma a twelfth of the side; unitscope.world.hide)",
+        ),
+    ]
+}
 
 
 def build_net(recipe: Recipe) -> nn.Module:
@@ -109,10 +186,29 @@ def build_net(recipe: Recipe) -> nn.Module:
 # draws no sun or cloud). Train it with train(VAE_RECIPE, out, cache); not in RECIPES, so no model is
 # registered without weights.
 VAE_RECIPE = Recipe(
-    "world_generator", "vae", "generator", size=64, n_train=20_000, epochs=3, batch_size=32, lr=1e-3,
-    weight_decay=0.0, n_held_out=500, default_layers=GENERATOR_LAYERS,
-    task_kw={"prior": True, "upsample": "nearest", "g_channels": [160, 80, 40, 20], "components": 1,
-             "temperature": 1.0, "w_seg": 0.2, "w_kl": 3e-4, "steps": 850, "prior_images": 8000},
+    "world_generator",
+    "vae",
+    "generator",
+    size=64,
+    n_train=20_000,
+    epochs=3,
+    batch_size=32,
+    lr=1e-3,
+    weight_decay=0.0,
+    n_held_out=500,
+    default_layers=GENERATOR_LAYERS,
+    task_kw={
+        "prior": True,
+        "upsample": "nearest",
+        "g_channels": [160, 80, 40, 20],
+        "components": 1,
+        "temperature": 1.0,
+        "w_seg": 0.2,
+        "w_kl": 3e-4,
+        "steps": 850,
+        "prior_images": 8000,
+    },
     about="decoder of a variational autoencoder trained with the frozen world_segmenter's cross-entropy, behind "
-          "a Gaussian mixture prior fitted per scene on its codes (z's first coordinate picks the component, the "
-          "other 63 are its noise): latent z [N, 64] -> 64x64 probe-world image in [0, 1]")
+    "a Gaussian mixture prior fitted per scene on its codes (z's first coordinate picks the component, the "
+    "other 63 are its noise): latent z [N, 64] -> 64x64 probe-world image in [0, 1]",
+)

@@ -25,8 +25,10 @@ def weights_metadata(name: str) -> dict:
     """The metadata JSON shipped beside ``name``'s weights (recipe, world seeds, metrics, sha256)."""
     path = WEIGHTS / f"{name}.json"
     if not path.exists():
-        raise ValueError(f"{name} has no shipped weights ({path} is missing); train them with "
-                         f"`unitscope organisms train {name} --out DIR` and load with checkpoint=DIR/{name}.safetensors")
+        raise ValueError(
+            f"{name} has no shipped weights ({path} is missing); train them with "
+            f"`unitscope organisms train {name} --out DIR` and load with checkpoint=DIR/{name}.safetensors"
+        )
     return json.loads(path.read_text())
 
 
@@ -47,16 +49,30 @@ def load_organism(name: str, pretrained: bool = True) -> nn.Module:
         path = WEIGHTS / meta["file"]
         digest = sha256_file(path)
         if digest != meta["sha256"]:
-            raise ValueError(f"{path}: sha256 {digest} does not match {meta['sha256']} in {name}.json; "
-                             "the file is damaged: restore it from the package or retrain")
+            raise ValueError(
+                f"{path}: sha256 {digest} does not match {meta['sha256']} in {name}.json; "
+                "the file is damaged: restore it from the package or retrain"
+            )
         model.load_state_dict(load_file(str(path)))
         source = f"unitscope.organisms ({path.name}, sha256 {digest[:12]})"
-    info = ModelInfo(name=name, mean=MEAN, std=STD, input_size=(3, recipe.size, recipe.size),
-                     class_names=list(recipe.class_names), default_layers=list(recipe.default_layers),
-                     source=source)
+    info = ModelInfo(
+        name=name,
+        mean=MEAN,
+        std=STD,
+        input_size=(3, recipe.size, recipe.size),
+        class_names=list(recipe.class_names),
+        default_layers=list(recipe.default_layers),
+        source=source,
+    )
     if recipe.net == "generator":  # z [N, Z] in, image [N, 3, 64, 64] in [0, 1] out
-        info = dataclasses.replace(info, kind="generator", input_size=(model.latent, 1, 1), mean=(0.0, 0.0, 0.0),
-                                   std=(1.0, 1.0, 1.0), output_size=(3, recipe.size, recipe.size))
+        info = dataclasses.replace(
+            info,
+            kind="generator",
+            input_size=(model.latent, 1, 1),
+            mean=(0.0, 0.0, 0.0),
+            std=(1.0, 1.0, 1.0),
+            output_size=(3, recipe.size, recipe.size),
+        )
     return attach_info(model, info)
 
 
@@ -72,15 +88,22 @@ def register_models() -> None:
 def world_segmenter(device: str = "cpu"):
     """The shipped ``world_segmenter`` as a :class:`~unitscope.segment.Segmenter` (object, part,
     material and colour maps in the world's label numbers)."""
-    from unitscope.world.vocab import VOCAB
     from unitscope.models import create_model, get_info
     from unitscope.organisms.tasks import SEG_HEADS, global_numbers
     from unitscope.segment import ModelSegmenter
+    from unitscope.world.vocab import VOCAB
 
     model = create_model("world_segmenter")
     info = get_info(model)
-    return ModelSegmenter(model, {c: global_numbers(c) for c in SEG_HEADS}, {c: VOCAB[c] for c in SEG_HEADS},
-                          info.mean, info.std, info.input_size[-1], device)
+    return ModelSegmenter(
+        model,
+        {c: global_numbers(c) for c in SEG_HEADS},
+        {c: VOCAB[c] for c in SEG_HEADS},
+        info.mean,
+        info.std,
+        info.input_size[-1],
+        device,
+    )
 
 
 def register_segmenters() -> None:

@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unitscope.world.vocab import NUM_LABELS, VOCAB, color_labels
 from unitscope.organisms.nets import Grey, luma
+from unitscope.world.vocab import NUM_LABELS, VOCAB, color_labels
 
 MEAN = (0.5, 0.5, 0.5)
 STD = (0.25, 0.25, 0.25)
@@ -160,8 +160,11 @@ def color_codebook() -> dict:
         levels = np.arange(n, dtype=np.float32) * (256 // n) + (256 // n - 1) / 2
         lab = srgb_to_lab(np.stack(np.meshgrid(levels, levels, levels, indexing="ij"), -1).reshape(-1, 3))
         d = (lab * lab).sum(1)[:, None] - 2 * lab @ PROTO_LAB.T + (PROTO_LAB * PROTO_LAB).sum(1)[None]
-        _CODEBOOK = {"rgb": PROTO_RGB / 255.0, "name": local_codes("color")[PROTO_LABEL],
-                     "lut": d.argmin(1).reshape(n, n, n).astype(np.int64)}
+        _CODEBOOK = {
+            "rgb": PROTO_RGB / 255.0,
+            "name": local_codes("color")[PROTO_LABEL],
+            "lut": d.argmin(1).reshape(n, n, n).astype(np.int64),
+        }
     return _CODEBOOK
 
 
@@ -212,7 +215,7 @@ class ColorTask(Task):
         n, counts = len(data["rgb"]), torch.zeros(int(names.max()) + 1, dtype=torch.float64)
         tot = {"hit": 0.0, "code_hit": 0.0, "grey_hit": 0.0, "l1": 0.0, "l1_grey": 0.0}
         for s in range(0, n, batch_size):
-            rgb = data["rgb"][s:s + batch_size]
+            rgb = data["rgb"][s : s + batch_size]
             x, code = self.batch(data, np.arange(s, min(s + batch_size, n)), None)
             logits = model(x.to(device)).cpu().double()
             truth = torch.from_numpy(lut[color_labels(rgb)])
@@ -226,9 +229,14 @@ class ColorTask(Task):
             tot["l1_grey"] += float(F.l1_loss(g, x, reduction="sum"))
             counts += torch.bincount(truth.flatten(), minlength=len(counts)).double()
         pixels = float(counts.sum())
-        return {"color_accuracy": tot["hit"] / pixels, "color_accuracy_majority": float(counts.max()) / pixels,
-                "color_accuracy_grey": tot["grey_hit"] / pixels, "codebook_accuracy": tot["code_hit"] / pixels,
-                "l1": tot["l1"] * STD[0] / (3 * pixels), "l1_grey_baseline": tot["l1_grey"] * STD[0] / (3 * pixels)}
+        return {
+            "color_accuracy": tot["hit"] / pixels,
+            "color_accuracy_majority": float(counts.max()) / pixels,
+            "color_accuracy_grey": tot["grey_hit"] / pixels,
+            "codebook_accuracy": tot["code_hit"] / pixels,
+            "l1": tot["l1"] * STD[0] / (3 * pixels),
+            "l1_grey_baseline": tot["l1_grey"] * STD[0] / (3 * pixels),
+        }
 
 
 class SegmentTask(Task):
@@ -287,5 +295,9 @@ def segmentation_metrics(conf: dict[str, torch.Tensor]) -> dict:
     return metrics
 
 
-TASKS: dict[str, Callable[..., Task]] = {"scene": SceneTask, "rotation": RotationTask, "color": ColorTask,
-                                         "segment": SegmentTask}
+TASKS: dict[str, Callable[..., Task]] = {
+    "scene": SceneTask,
+    "rotation": RotationTask,
+    "color": ColorTask,
+    "segment": SegmentTask,
+}

@@ -23,7 +23,14 @@ import torch
 
 from unitscope.faults import fault
 from unitscope.organisms.checkpoint import (  # noqa: F401  (also re-exported: train's names before the split)
-    load_module, load_optimizer, module_tensors, optimizer_tensors, read_checkpoint, sha256_file, write_checkpoint)
+    load_module,
+    load_optimizer,
+    module_tensors,
+    optimizer_tensors,
+    read_checkpoint,
+    sha256_file,
+    write_checkpoint,
+)
 from unitscope.organisms.recipes import RECIPES, Recipe, build_net
 from unitscope.organisms.tasks import TASKS
 from unitscope.runs import atomic_write_bytes, atomic_write_text
@@ -47,8 +54,9 @@ def _load_checkpoint(path: Path, model, opt, device) -> dict | None:
 
 def _optimizer(recipe: Recipe, model) -> torch.optim.Optimizer:
     if recipe.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=0.9, weight_decay=recipe.weight_decay,
-                               nesterov=True)
+        return torch.optim.SGD(
+            model.parameters(), lr=recipe.lr, momentum=0.9, weight_decay=recipe.weight_decay, nesterov=True
+        )
     if recipe.optimizer == "adamw":
         return torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     raise ValueError(f"recipe {recipe.name}: unknown optimizer {recipe.optimizer!r}; use 'sgd' or 'adamw'")
@@ -91,9 +99,19 @@ def recipe_hide(recipe: Recipe):
     return HideSpec(**recipe.world_kw["hide"])
 
 
-def train(name: str | Recipe, out: str | Path, cache: str | Path, device: str = "cpu", seed: int = 0,
-          epochs: int | None = None, n_train: int | None = None, n_held_out: int | None = None,
-          checkpoint_every: int = 50, progress: bool = True, fresh: bool = False) -> dict:
+def train(
+    name: str | Recipe,
+    out: str | Path,
+    cache: str | Path,
+    device: str = "cpu",
+    seed: int = 0,
+    epochs: int | None = None,
+    n_train: int | None = None,
+    n_held_out: int | None = None,
+    checkpoint_every: int = 50,
+    progress: bool = True,
+    fresh: bool = False,
+) -> dict:
     """Train ``name`` (a key of :data:`RECIPES`) and write ``out/NAME.safetensors`` + ``NAME.json``.
 
     ``epochs``, ``n_train``, ``n_held_out`` shorten or lengthen the recipe's schedule. Returns the
@@ -103,24 +121,44 @@ def train(name: str | Recipe, out: str | Path, cache: str | Path, device: str = 
     from unitscope.organisms.data import resized, world_arrays
 
     recipe = RECIPES[name] if isinstance(name, str) else name
-    recipe = dataclasses.replace(recipe, **{k: v for k, v in dict(
-        epochs=epochs, n_train=n_train, n_held_out=n_held_out).items() if v is not None})
+    recipe = dataclasses.replace(
+        recipe,
+        **{k: v for k, v in dict(epochs=epochs, n_train=n_train, n_held_out=n_held_out).items() if v is not None},
+    )
     if recipe.task == "gan":  # its own loop: two networks, two optimisers (unitscope.organisms.gan)
         from unitscope.organisms.gan import train_gan
 
-        return train_gan(recipe, out, cache, device=device, seed=seed, checkpoint_every=checkpoint_every,
-                         progress=progress, fresh=fresh)
+        return train_gan(
+            recipe,
+            out,
+            cache,
+            device=device,
+            seed=seed,
+            checkpoint_every=checkpoint_every,
+            progress=progress,
+            fresh=fresh,
+        )
     if recipe.task == "vae":  # a decoder with a fitted prior (unitscope.organisms.prior_gen)
         from unitscope.organisms.prior_gen import train_decoder
 
-        return train_decoder(recipe, out, cache, device=device, seed=seed, checkpoint_every=checkpoint_every,
-                             progress=progress, fresh=fresh)
+        return train_decoder(
+            recipe,
+            out,
+            cache,
+            device=device,
+            seed=seed,
+            checkpoint_every=checkpoint_every,
+            progress=progress,
+            fresh=fresh,
+        )
     path = prepare_output(recipe, out, fresh, seed)
     cue, hide = recipe_cue(recipe), recipe_hide(recipe)
-    data = world_arrays(cache, recipe.world_seed, recipe.n_train, recipe.render_size, progress=progress, cue=cue,
-                        hide=hide)
-    held = world_arrays(cache, recipe.held_out_seed, recipe.n_held_out, recipe.render_size, progress=progress,
-                        cue=cue, hide=hide)
+    data = world_arrays(
+        cache, recipe.world_seed, recipe.n_train, recipe.render_size, progress=progress, cue=cue, hide=hide
+    )
+    held = world_arrays(
+        cache, recipe.held_out_seed, recipe.n_held_out, recipe.render_size, progress=progress, cue=cue, hide=hide
+    )
     if recipe.task != "segment":
         data, held = resized(data, recipe.size), resized(held, recipe.size)
     task = TASKS[recipe.task](**recipe.task_kw)
@@ -137,7 +175,7 @@ def train(name: str | Recipe, out: str | Path, cache: str | Path, device: str = 
     for step in range(start, total):
         epoch, b = divmod(step, per_epoch)
         perm = torch.randperm(recipe.n_train, generator=torch.Generator().manual_seed(seed * 1000 + epoch)).numpy()
-        idx = np.sort(perm[b * recipe.batch_size:(b + 1) * recipe.batch_size])
+        idx = np.sort(perm[b * recipe.batch_size : (b + 1) * recipe.batch_size])
         x, y = task.batch(data, idx, torch.Generator().manual_seed(seed * 10_000_019 + step))
         x = x.to(device)
         y = {k: v.to(device) for k, v in y.items()} if isinstance(y, dict) else y.to(device)
@@ -165,8 +203,18 @@ def train(name: str | Recipe, out: str | Path, cache: str | Path, device: str = 
     return _finish(recipe, model, task, data, held, path, state, seed, device, cache)
 
 
-def _finish(recipe: Recipe, model, task, data, held, path: Path, state: dict, seed: int, device: str,
-            cache: str | Path | None = None) -> dict:
+def _finish(
+    recipe: Recipe,
+    model,
+    task,
+    data,
+    held,
+    path: Path,
+    state: dict,
+    seed: int,
+    device: str,
+    cache: str | Path | None = None,
+) -> dict:
     from safetensors.torch import save
 
     model.eval()
@@ -178,26 +226,51 @@ def _finish(recipe: Recipe, model, task, data, held, path: Path, state: dict, se
     if "cue" in recipe.world_kw:  # the spurious-cue twin: where the sign agrees, is absent, misleads
         from unitscope.audit.organism import cue_metrics
 
-        metrics.update(cue_metrics(model.cpu(), cache or path.parent, recipe.held_out_seed,
-                                   min(recipe.n_held_out, 1000), recipe.size, recipe.render_size, progress=False))
+        metrics.update(
+            cue_metrics(
+                model.cpu(),
+                cache or path.parent,
+                recipe.held_out_seed,
+                min(recipe.n_held_out, 1000),
+                recipe.size,
+                recipe.render_size,
+                progress=False,
+            )
+        )
         model.to(device)
     if "hide" in recipe.world_kw:  # the hidden-concept twin: also on the plain world, where the concept shows
         from unitscope.organisms.data import resized, world_arrays
 
-        plain = world_arrays(cache or path.parent, recipe.held_out_seed, recipe.n_held_out, recipe.render_size,
-                             progress=False)
+        plain = world_arrays(
+            cache or path.parent, recipe.held_out_seed, recipe.n_held_out, recipe.render_size, progress=False
+        )
         if recipe.task != "segment":
             plain = resized(plain, recipe.size)
         metrics["accuracy_plain_world"] = task.evaluate(model, plain, device=device)["accuracy"]
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     atomic_write_bytes(path, save(tensors, metadata={"name": recipe.name}))
     meta = {
-        "name": recipe.name, "about": recipe.about, "recipe": dataclasses.asdict(recipe), "seed": seed,
-        "world": {"generator": "unitscope.world", "train_seed": recipe.world_seed, "n_train": recipe.n_train,
-                  "held_out_seed": recipe.held_out_seed, "n_held_out": recipe.n_held_out, "render_size": recipe.render_size,
-                  "input_size": recipe.size, **recipe.world_kw},
-        "losses_per_epoch": state["losses"], "train_seconds": round(state["seconds"], 1), "device": str(device),
-        "torch": torch.__version__, "metrics": metrics, "file": path.name, "sha256": sha256_file(path),
+        "name": recipe.name,
+        "about": recipe.about,
+        "recipe": dataclasses.asdict(recipe),
+        "seed": seed,
+        "world": {
+            "generator": "unitscope.world",
+            "train_seed": recipe.world_seed,
+            "n_train": recipe.n_train,
+            "held_out_seed": recipe.held_out_seed,
+            "n_held_out": recipe.n_held_out,
+            "render_size": recipe.render_size,
+            "input_size": recipe.size,
+            **recipe.world_kw,
+        },
+        "losses_per_epoch": state["losses"],
+        "train_seconds": round(state["seconds"], 1),
+        "device": str(device),
+        "torch": torch.__version__,
+        "metrics": metrics,
+        "file": path.name,
+        "sha256": sha256_file(path),
     }
     atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=1) + "\n")
     return meta

@@ -74,8 +74,9 @@ def cdf(values: np.ndarray, levels: np.ndarray, x: np.ndarray) -> np.ndarray:
     return np.where(i == 0, 0.0, np.where(i >= len(v), 1.0, out))
 
 
-def activation_histogram(values: np.ndarray, levels: np.ndarray, positions: int,
-                         bins: int = ACTIVATION_BINS) -> dict[str, Any]:
+def activation_histogram(
+    values: np.ndarray, levels: np.ndarray, positions: int, bins: int = ACTIVATION_BINS
+) -> dict[str, Any]:
     """Estimated positions per equal-width bin between the unit's minimum and maximum activation:
     ``{"lo", "hi", "counts"}``; the minimum's point mass falls in the first bin."""
     lo, hi = float(values[0]), float(values[-1])

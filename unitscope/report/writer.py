@@ -61,18 +61,26 @@ def build_report(run_dir: Path, title: str | None = None) -> dict[str, Any]:
         parts = used_parts(cat)
         wanted = [str(x) for x in (config or {}).get("layers") or [] if isinstance(x, str)]
         where = {p.name: part_layers(cat, [p]) for p in parts}  # a part is asked about its own layers only
-        keys = sorted(set().union(*where.values()), key=lambda k: (
-            natural_key(k[0]), wanted.index(k[1]) if k[1] in wanted else len(wanted), natural_key(k[1])))
+        keys = sorted(
+            set().union(*where.values()),
+            key=lambda k: (natural_key(k[0]), wanted.index(k[1]) if k[1] in wanted else len(wanted), natural_key(k[1])),
+        )
         layers = [_layer(cat, [p for p in parts if key in where[p.name]], *key) for key in keys]
         run_parts = {p.name: p.run(cat) for p in parts if p.run is not None}
     if title is None:
         models = sorted({ly["model"] for ly in layers})
         what = " · ".join(p.title.lower() for p in parts) or "no results yet"
         title = f"{', '.join(models) or run_dir.resolve().name}: {what}"
-    return {"title": title, "generator": f"unitscope {_version()}", "run": run_dir.resolve().name,
-            "config": config, "parts": {k: v for k, v in run_parts.items() if v is not None},
-            "part_order": [p.name for p in parts],
-            "part_titles": {p.name: p.title for p in parts}, "layers": layers}
+    return {
+        "title": title,
+        "generator": f"unitscope {_version()}",
+        "run": run_dir.resolve().name,
+        "config": config,
+        "parts": {k: v for k, v in run_parts.items() if v is not None},
+        "part_order": [p.name for p in parts],
+        "part_titles": {p.name: p.title for p in parts},
+        "layers": layers,
+    }
 
 
 def _layer(cat: Catalog, parts: list[ReportPart], model: str, layer: str) -> dict[str, Any]:
@@ -89,8 +97,15 @@ def _layer(cat: Catalog, parts: list[ReportPart], model: str, layer: str) -> dic
         for unit, row in card_data(part, cat, model, layer).items():
             card = cards.setdefault(int(unit), {"id": f"{model}/{layer}/{int(unit)}", "unit": int(unit), "parts": {}})
             card["parts"][part.name] = row
-    return {"id": f"{model}/{layer}", "model": model, "layer": layer, "units": len(cards),
-            "parts": sections, "unit_pages": pages, "cards": [cards[u] for u in sorted(cards)]}
+    return {
+        "id": f"{model}/{layer}",
+        "model": model,
+        "layer": layer,
+        "units": len(cards),
+        "parts": sections,
+        "unit_pages": pages,
+        "cards": [cards[u] for u in sorted(cards)],
+    }
 
 
 def _scripts(names: list[str]) -> str:

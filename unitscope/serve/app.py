@@ -58,8 +58,14 @@ class ApiError(Exception):
         self.status, self.message, self.extra = status, message, extra
 
 
-def create_app(model: nn.Module | Prober, run: str | Path | None = None, *,
-               max_upload: int = MAX_UPLOAD, model_name: str | None = None, segmenter: Any = None) -> FastAPI:
+def create_app(
+    model: nn.Module | Prober,
+    run: str | Path | None = None,
+    *,
+    max_upload: int = MAX_UPLOAD,
+    model_name: str | None = None,
+    segmenter: Any = None,
+) -> FastAPI:
     """The app for ``model`` (built once by the caller) and an optional run folder. A generator gets
     the paint page and needs ``segmenter`` (a :class:`unitscope.segment.Segmenter` or its name)."""
     if not isinstance(model, Prober) and get_info(model).kind == "generator":
@@ -91,8 +97,10 @@ def _paint_app(model: nn.Module, run: str | Path | None, segmenter: Any) -> Fast
     from unitscope.serve.paint import Painter, routes
 
     if segmenter is None:
-        raise ValueError("a generator is served with a segmenter (create_app(generator, segmenter=...)): the "
-                         "paint page shows what it labels in the generated images")
+        raise ValueError(
+            "a generator is served with a segmenter (create_app(generator, segmenter=...)): the "
+            "paint page shows what it labels in the generated images"
+        )
     name = None
     if isinstance(segmenter, str):  # a registered name or file.py:factory
         from unitscope.segment import create_segmenter
@@ -142,10 +150,15 @@ def _add_api(app: FastAPI, prober: Prober, run: RunInfo, name: str, max_upload: 
     @app.get("/api/layers")
     def layers() -> dict[str, Any]:
         dissected = run.layers()
-        return {"model": name, "default": prober.default_layer, "run": str(run.path) if run.path else None,
-                "max_upload": max_upload, "samples": sample_names(),
-                "layers": [{**vars(li), "dissected": li.name in dissected} for li in prober.layers.values()],
-                "bases": [{**b.to_json(), "dissected": name in dissected} for name, b in prober.bases.items()]}
+        return {
+            "model": name,
+            "default": prober.default_layer,
+            "run": str(run.path) if run.path else None,
+            "max_upload": max_upload,
+            "samples": sample_names(),
+            "layers": [{**vars(li), "dissected": li.name in dissected} for li in prober.layers.values()],
+            "bases": [{**b.to_json(), "dissected": name in dissected} for name, b in prober.bases.items()],
+        }
 
     @app.get("/api/labels")
     def labels(layer: str | None = None) -> dict[str, Any]:
@@ -166,7 +179,9 @@ def _add_api(app: FastAPI, prober: Prober, run: RunInfo, name: str, max_upload: 
         if not q.strip():
             raise ApiError(400, "empty query: pass ?q=TEXT, e.g. /api/search?q=faces")
         if run.path is None:
-            raise ApiError(404, "no run folder: start `unitscope serve` with --run RUN (a described run) to search units")
+            raise ApiError(
+                404, "no run folder: start `unitscope serve` with --run RUN (a described run) to search units"
+            )
         layers = [layer_of(layer).name] if layer else None
         try:
             hits = search_units(run.path, q, layers=layers, limit=max(1, min(limit, 500)))
@@ -203,8 +218,9 @@ def _add_api(app: FastAPI, prober: Prober, run: RunInfo, name: str, max_upload: 
             import difflib
 
             listed = ", ".join(names) or "none (pip install scikit-image)"
-            raise ApiError(404, f"no sample photo {sample!r}; samples: {listed}",
-                           close=difflib.get_close_matches(sample, names))
+            raise ApiError(
+                404, f"no sample photo {sample!r}; samples: {listed}", close=difflib.get_close_matches(sample, names)
+            )
         return Response(sample_jpeg(sample), media_type="image/jpeg")
 
 
@@ -215,8 +231,9 @@ def _unit_index(text: str, layer: str, units: int) -> int:
         raise ApiError(400, f"unit must be an integer 0..{units - 1}, got {text!r}") from None
     if not 0 <= k < units:
         close = sorted({min(max(k, 0), units - 1)})
-        raise ApiError(404, f"layer {layer!r} has {units} units, numbered 0..{units - 1}; "
-                       f"there is no unit {k}", close=close)
+        raise ApiError(
+            404, f"layer {layer!r} has {units} units, numbered 0..{units - 1}; there is no unit {k}", close=close
+        )
     return k
 
 
@@ -225,18 +242,24 @@ async def _limited(request: Request, limit: int) -> AsyncIterator[bytes]:
     async for chunk in request.stream():
         total += len(chunk)
         if total > limit:
-            raise ApiError(413, f"upload larger than the limit of {limit - FORM_SLACK:,} bytes; "
-                           "send a smaller image (or start the server with a larger --max-upload-mb)")
+            raise ApiError(
+                413,
+                f"upload larger than the limit of {limit - FORM_SLACK:,} bytes; "
+                "send a smaller image (or start the server with a larger --max-upload-mb)",
+            )
         yield chunk
 
 
 async def _read_image_field(request: Request, max_upload: int) -> bytes:
     """The bytes of the multipart field ``image`` (or of a raw ``image/*`` body), size-checked
     while they arrive, so an oversized upload is refused without being held in memory."""
-    from starlette.formparsers import MultiPartParser, MultiPartException
+    from starlette.formparsers import MultiPartException, MultiPartParser
 
-    too_big = ApiError(413, f"upload larger than the limit of {max_upload:,} bytes; send a smaller "
-                       "image (or start the server with a larger --max-upload-mb)")
+    too_big = ApiError(
+        413,
+        f"upload larger than the limit of {max_upload:,} bytes; send a smaller "
+        "image (or start the server with a larger --max-upload-mb)",
+    )
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > max_upload + FORM_SLACK:
         raise too_big
@@ -244,21 +267,24 @@ async def _read_image_field(request: Request, max_upload: int) -> bytes:
     if ctype.startswith("image/"):
         body = b"".join([c async for c in _limited(request, max_upload + FORM_SLACK)])
     elif ctype.startswith("multipart/form-data"):
-        parser = MultiPartParser(request.headers, _limited(request, max_upload + FORM_SLACK),
-                                 max_files=4, max_fields=16)
+        parser = MultiPartParser(
+            request.headers, _limited(request, max_upload + FORM_SLACK), max_files=4, max_fields=16
+        )
         try:
             form = await parser.parse()
         except MultiPartException as exc:
             raise ApiError(400, f"could not read the multipart form: {exc.message}") from None
         field = form.get("image")
         if field is None or isinstance(field, str):
-            raise ApiError(400, "no file in the multipart field 'image': send the image as "
-                           "-F image=@photo.jpg")
+            raise ApiError(400, "no file in the multipart field 'image': send the image as -F image=@photo.jpg")
         body = await field.read()
         await form.close()
     else:
-        raise ApiError(400, f"expected a multipart/form-data upload with a field 'image' (or an "
-                       f"image/* body), got content type {ctype or 'none'!r}")
+        raise ApiError(
+            400,
+            f"expected a multipart/form-data upload with a field 'image' (or an "
+            f"image/* body), got content type {ctype or 'none'!r}",
+        )
     if len(body) > max_upload:
         raise too_big
     if not body:
@@ -275,16 +301,19 @@ def _decode(data: bytes):
     except Image.DecompressionBombError as exc:
         raise ApiError(413, f"{exc}; downscale the image first") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ApiError(400, f"the upload is not an image PIL can read ({len(data):,} bytes starting "
-                       f"{data[:8]!r}): send a JPEG, PNG, GIF, BMP or WebP file") from exc
+        raise ApiError(
+            400,
+            f"the upload is not an image PIL can read ({len(data):,} bytes starting "
+            f"{data[:8]!r}): send a JPEG, PNG, GIF, BMP or WebP file",
+        ) from exc
     if image.width * image.height > MAX_PIXELS:
-        raise ApiError(413, f"image is {image.width}x{image.height} pixels, more than "
-                       f"{MAX_PIXELS:,}; downscale it first")
+        raise ApiError(
+            413, f"image is {image.width}x{image.height} pixels, more than {MAX_PIXELS:,}; downscale it first"
+        )
     try:
         image.load()
         # Upright as the browser shows it (phone photos carry their rotation in EXIF), so the
         # maps line up with the picture on the page.
         return ImageOps.exif_transpose(image).convert("RGB")
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise ApiError(400, f"the {image.format} image could not be decoded ({exc}); "
-                       "is the file truncated?") from exc
+        raise ApiError(400, f"the {image.format} image could not be decoded ({exc}); is the file truncated?") from exc

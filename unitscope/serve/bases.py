@@ -49,8 +49,13 @@ class RunBasis:
         return encode_maps(self.basis(), output.float().cpu())
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.pseudo, "layer": self.layer, "basis": self.name, "kind": self.kind,
-                "directions": self.directions}
+        return {
+            "name": self.pseudo,
+            "layer": self.layer,
+            "basis": self.name,
+            "kind": self.kind,
+            "directions": self.directions,
+        }
 
 
 def run_bases(run: str | Path | None) -> dict[str, RunBasis]:

@@ -124,21 +124,32 @@ class PaintResult:
         cat = category or self.category
         h, w = self.maps.shape[-2:]
         out: dict[str, Any] = {
-            "seed": self.seed, "layer": self.layer, "grid": [int(h), int(w)],
-            "image": {"png": _png(self.image), "width": int(self.image.shape[-1]),
-                      "height": int(self.image.shape[-2])},
+            "seed": self.seed,
+            "layer": self.layer,
+            "grid": [int(h), int(w)],
+            "image": {"png": _png(self.image), "width": int(self.image.shape[-1]), "height": int(self.image.shape[-2])},
             "segmentation": p.segmentation_json(self.segmentation, cat),
-            "atlas": encode_atlas(self.maps.numpy()), "took_ms": round(self.took_ms, 1),
+            "atlas": encode_atlas(self.maps.numpy()),
+            "took_ms": round(self.took_ms, 1),
         }
         if self.edit is not None:
             e = self.edit
-            out["edit"] = {"action": e.action, "units": e.units, "concept": e.concept,
-                           "levels": [float(p.levels(self.layer)[u]) for u in e.units] if e.action == "add"
-                           else [0.0] * len(e.units),
-                           "region": e.region.int().tolist(), "cells": int(e.region.sum()),
-                           "pixels": int(self.pixels.sum()) if self.pixels is not None else 0}
-        out["share"] = None if self.share is None else {"concept": self.edit.concept if self.edit else None,
-                                                         "before": self.share[0], "after": self.share[1]}
+            out["edit"] = {
+                "action": e.action,
+                "units": e.units,
+                "concept": e.concept,
+                "levels": [float(p.levels(self.layer)[u]) for u in e.units]
+                if e.action == "add"
+                else [0.0] * len(e.units),
+                "region": e.region.int().tolist(),
+                "cells": int(e.region.sum()),
+                "pixels": int(self.pixels.sum()) if self.pixels is not None else 0,
+            }
+        out["share"] = (
+            None
+            if self.share is None
+            else {"concept": self.edit.concept if self.edit else None, "before": self.share[0], "after": self.share[1]}
+        )
         return out
 
 
@@ -149,14 +160,25 @@ class Painter:
     ``[C, H, W]`` output); ``default_layer``: the run's first dissected one, else the middle one.
     """
 
-    def __init__(self, generator: nn.Module, segmenter: Segmenter, run: str | Path | None = None, *,
-                 layers: Sequence[str] | None = None, level_quantile: float = LEVEL_QUANTILE,
-                 level_samples: int = LEVEL_SAMPLES, top_k: int = TOP_K, device: torch.device | str = "cpu",
-                 segmenter_name: str | None = None):
+    def __init__(
+        self,
+        generator: nn.Module,
+        segmenter: Segmenter,
+        run: str | Path | None = None,
+        *,
+        layers: Sequence[str] | None = None,
+        level_quantile: float = LEVEL_QUANTILE,
+        level_samples: int = LEVEL_SAMPLES,
+        top_k: int = TOP_K,
+        device: torch.device | str = "cpu",
+        segmenter_name: str | None = None,
+    ):
         self.info = get_info(generator)
         if self.info.kind != "generator":
-            raise ValueError(f"{self.info.name} is not a generator (ModelInfo.kind {self.info.kind!r}); painting "
-                             "needs kind='generator', input_size=(Z, 1, 1)")
+            raise ValueError(
+                f"{self.info.name} is not a generator (ModelInfo.kind {self.info.kind!r}); painting "
+                "needs kind='generator', input_size=(Z, 1, 1)"
+            )
         self.generator, self.segmenter = generator.eval().to(device), segmenter
         self.segmenter_name = segmenter_name or type(segmenter).__name__
         self.device = torch.device(device)
@@ -205,21 +227,33 @@ class Painter:
         """The top ``k`` units of ``concept`` at ``layer`` by the run's IoU (IoU > 0 only)."""
         if concept not in self.names[1:]:
             known = [n for n in self.names[1:] if n != "-"]
-            raise PaintError(404, f"the segmenter has no label {concept!r}; it labels {', '.join(known)}",
-                             difflib.get_close_matches(concept, known, n=6, cutoff=0.5))
+            raise PaintError(
+                404,
+                f"the segmenter has no label {concept!r}; it labels {', '.join(known)}",
+                difflib.get_close_matches(concept, known, n=6, cutoff=0.5),
+            )
         if self.run is None:
-            raise PaintError(404, f"no run folder, so no unit is known to paint {concept!r}: pick units by number "
-                             "(\"units\": [3, 7]) or start `unitscope serve RUN` with a dissection of this generator")
+            raise PaintError(
+                404,
+                f"no run folder, so no unit is known to paint {concept!r}: pick units by number "
+                '("units": [3, 7]) or start `unitscope serve RUN` with a dissection of this generator',
+            )
         units = self.run.ranked(layer, concept)
         if units is None:
-            raise PaintError(404, f"the run {self.run.path} did not dissect layer {layer!r}; it has "
-                             f"{', '.join(self.run.layers)}", [n for n in self.run.layers if n in self.layers])
+            raise PaintError(
+                404,
+                f"the run {self.run.path} did not dissect layer {layer!r}; it has {', '.join(self.run.layers)}",
+                [n for n in self.run.layers if n in self.layers],
+            )
         if not units:
             have = [c["concept"] for c in self.run.concepts(layer)]
-            raise PaintError(404, f"no unit of {layer} overlaps {concept!r} in the run (IoU 0 for every unit); "
-                             f"concepts with units there: {', '.join(have) or 'none'}",
-                             difflib.get_close_matches(concept, have, n=6, cutoff=0.3))
-        return units[:k or self.top_k]
+            raise PaintError(
+                404,
+                f"no unit of {layer} overlaps {concept!r} in the run (IoU 0 for every unit); "
+                f"concepts with units there: {', '.join(have) or 'none'}",
+                difflib.get_close_matches(concept, have, n=6, cutoff=0.3),
+            )
+        return units[: k or self.top_k]
 
     def edit(self, layer: str, spec: dict[str, Any]) -> PaintEdit:
         """A :class:`PaintEdit` from a request's ``{"action", "mask", "concept" and/or "units", "k"}``."""
@@ -236,17 +270,22 @@ class Painter:
         units = spec.get("units")
         if units is None or units == []:
             if concept is None:
-                raise PaintError(400, "say what to paint: \"concept\": NAME (its top units by the run's IoU) "
-                                 "or \"units\": [unit numbers]")
+                raise PaintError(
+                    400,
+                    'say what to paint: "concept": NAME (its top units by the run\'s IoU) or "units": [unit numbers]',
+                )
             units = self.concept_units(target.name, concept, k)
         else:
             if not isinstance(units, list) or not all(isinstance(u, int) and not isinstance(u, bool) for u in units):
                 raise PaintError(400, f"units must be a list of unit numbers, got {units!r}")
             bad = [u for u in units if not 0 <= u < target.units]
             if bad:
-                raise PaintError(404, f"layer {target.name!r} has {target.units} units, numbered "
-                                 f"0..{target.units - 1}; there is no unit {bad[0]}",
-                                 sorted({min(max(u, 0), target.units - 1) for u in bad}))
+                raise PaintError(
+                    404,
+                    f"layer {target.name!r} has {target.units} units, numbered "
+                    f"0..{target.units - 1}; there is no unit {bad[0]}",
+                    sorted({min(max(u, 0), target.units - 1) for u in bad}),
+                )
             if concept is not None and concept not in self.names[1:]:
                 self.concept_units(target.name, concept)  # raises the unknown-label error
         return PaintEdit(action, sorted(set(units)), self.region(target, spec.get("mask")), concept)
@@ -261,8 +300,11 @@ class Painter:
         big_h, big_w = self.image_size
         if m.dim() != 2 or tuple(m.shape) not in ((h, w), (big_h, big_w)):
             got = "x".join(map(str, m.shape)) if m.dim() else "not a 2-D array"
-            raise PaintError(400, f"mask must be a 2-D array of 0/1 on the layer's grid {h}x{w} or the image's "
-                             f"{big_h}x{big_w}; got {got}")
+            raise PaintError(
+                400,
+                f"mask must be a 2-D array of 0/1 on the layer's grid {h}x{w} or the image's "
+                f"{big_h}x{big_w}; got {got}",
+            )
         if tuple(m.shape) != (h, w):
             m = torch.nn.functional.adaptive_avg_pool2d((m > 0).float()[None, None], (h, w))[0, 0]
             region = m >= 0.5
@@ -285,8 +327,9 @@ class Painter:
         if layer not in self._levels:
             z = latents(self.level_samples, 0, self.info.input_size)
             cut = self.cut(layer)
-            maps = torch.cat([cut.head(z[i:i + 50].to(self.device)).layer.float().cpu()
-                              for i in range(0, len(z), 50)])  # [N, C, h, w]
+            maps = torch.cat(
+                [cut.head(z[i : i + 50].to(self.device)).layer.float().cpu() for i in range(0, len(z), 50)]
+            )  # [N, C, h, w]
             values = maps.transpose(0, 1).flatten(1)  # [C, N*h*w]
             pos = self.level_quantile * (values.shape[1] - 1)
             lo, frac = int(pos), pos - int(pos)
@@ -306,8 +349,9 @@ class Painter:
         return self._heads[key]
 
     @torch.no_grad()
-    def paint(self, seed: int, layer: str | None = None, edits: Sequence[PaintEdit] = (),
-              category: str | None = None) -> PaintResult:
+    def paint(
+        self, seed: int, layer: str | None = None, edits: Sequence[PaintEdit] = (), category: str | None = None
+    ) -> PaintResult:
         """The sample of ``seed`` with ``edits`` applied in order at ``layer``; shares of the last one."""
         if len(edits) > MAX_EDITS:
             raise PaintError(400, f"at most {MAX_EDITS} edits a request, got {len(edits)}: reset the painting")
@@ -315,8 +359,11 @@ class Painter:
             raise PaintError(400, f"seed must be an integer from 0 to 2**63 - 1, got {seed}")
         target = self.layer(layer)
         if category is not None and category not in self.categories:
-            raise PaintError(404, f"the segmenter has no category {category!r}; it has {', '.join(self.categories)}",
-                             difflib.get_close_matches(category, self.categories))
+            raise PaintError(
+                404,
+                f"the segmenter has no category {category!r}; it has {', '.join(self.categories)}",
+                difflib.get_close_matches(category, self.categories),
+            )
         t0 = time.perf_counter()
         with self._lock:
             cache = self._head(seed, target.name)
@@ -338,10 +385,24 @@ class Painter:
             num = self.names.index(last.concept)
             plane = maps[self.categories[self.label_category[num]]]
             share = (float((plane[0][pixels] == num).float().mean()), float((plane[-1][pixels] == num).float().mean()))
-        cat = category or (self.categories[self.label_category[self.names.index(last.concept)]]
-                           if last is not None and last.concept else _first(self.categories))
-        return PaintResult(seed, target.name, images[-1], {c: m[-1] for c, m in maps.items()}, z[-1].float().cpu(),
-                           last, share, pixels, self, cat, (time.perf_counter() - t0) * 1000)
+        cat = category or (
+            self.categories[self.label_category[self.names.index(last.concept)]]
+            if last is not None and last.concept
+            else _first(self.categories)
+        )
+        return PaintResult(
+            seed,
+            target.name,
+            images[-1],
+            {c: m[-1] for c, m in maps.items()},
+            z[-1].float().cpu(),
+            last,
+            share,
+            pixels,
+            self,
+            cat,
+            (time.perf_counter() - t0) * 1000,
+        )
 
     def segmentation_json(self, maps: dict[str, torch.Tensor], category: str) -> dict[str, Any]:
         """``{"category", "png": base64 colour PNG, "legend": [{"label", "number", "color", "share"}]}``."""
@@ -349,23 +410,41 @@ class Painter:
         rgb = self.palette[plane.numpy()]
         counts = torch.bincount(plane.flatten(), minlength=len(self.names))
         total = plane.numel()
-        legend = [{"label": self.names[i], "number": i, "color": "#%02x%02x%02x" % tuple(self.palette[i]),
-                   "share": round(float(counts[i]) / total, 6)}
-                  for i in torch.argsort(-counts, stable=True).tolist() if i and counts[i]]
+        legend = [
+            {
+                "label": self.names[i],
+                "number": i,
+                "color": "#%02x%02x%02x" % tuple(self.palette[i]),
+                "share": round(float(counts[i]) / total, 6),
+            }
+            for i in torch.argsort(-counts, stable=True).tolist()
+            if i and counts[i]
+        ]
         return {"category": category, "categories": list(self.categories), "png": _png_rgb(rgb), "legend": legend}
 
     def info_json(self) -> dict[str, Any]:
         """What GET /api/paint/info answers: model, layers, concepts with units per dissected layer."""
-        return {"model": self.info.name, "kind": "generator", "default": self.default_layer,
-                "segmenter": self.segmenter_name, "categories": list(self.categories),
-                "labels": [n for n in self.names[1:] if n != "-"],
-                "run": str(self.run.path) if self.run else None, "top_k": self.top_k,
-                "level_quantile": self.level_quantile,
-                "image": {"width": self.image_size[1], "height": self.image_size[0]},
-                "layers": [{**vars(li), "dissected": bool(self.run and li.name in self.run.layers),
-                            "concepts": self.run.concepts(li.name, self.top_k) if self.run else [],
-                            "labels": self.run.unit_labels(li.name) if self.run else {}}
-                           for li in self.layers.values()]}
+        return {
+            "model": self.info.name,
+            "kind": "generator",
+            "default": self.default_layer,
+            "segmenter": self.segmenter_name,
+            "categories": list(self.categories),
+            "labels": [n for n in self.names[1:] if n != "-"],
+            "run": str(self.run.path) if self.run else None,
+            "top_k": self.top_k,
+            "level_quantile": self.level_quantile,
+            "image": {"width": self.image_size[1], "height": self.image_size[0]},
+            "layers": [
+                {
+                    **vars(li),
+                    "dissected": bool(self.run and li.name in self.run.layers),
+                    "concepts": self.run.concepts(li.name, self.top_k) if self.run else [],
+                    "labels": self.run.unit_labels(li.name) if self.run else {},
+                }
+                for li in self.layers.values()
+            ],
+        }
 
 
 class RunConcepts:
@@ -380,9 +459,11 @@ class RunConcepts:
             tags = json.loads((self.path / LAYERS).read_text())
             labels = json.loads((self.path / LABELS).read_text())
         except (OSError, ValueError) as exc:
-            raise FileNotFoundError(f"{self.path} is not a finished dissection (no readable layers.json / "
-                                    f"labels.json: {exc}); run `unitscope dissect --model GEN --segmenter SEG "
-                                    f"--out {self.path}` first") from None
+            raise FileNotFoundError(
+                f"{self.path} is not a finished dissection (no readable layers.json / "
+                f"labels.json: {exc}); run `unitscope dissect --model GEN --segmenter SEG "
+                f"--out {self.path}` first"
+            ) from None
         self.names, self.label_categories = list(labels["names"]), list(labels["categories"])
         self.iou: dict[str, np.ndarray] = {}
         for tag, name in tags.items():
@@ -407,9 +488,14 @@ class RunConcepts:
             return {}
         iou = self.iou[layer][:, 1:]
         best = iou.argmax(1) + 1
-        return {str(u): {"concept": self.names[b] if iou[u, b - 1] > 0 else None,
-                         "category": self.label_categories[b], "iou": round(float(iou[u, b - 1]), 4)}
-                for u, b in enumerate(best.tolist())}
+        return {
+            str(u): {
+                "concept": self.names[b] if iou[u, b - 1] > 0 else None,
+                "category": self.label_categories[b],
+                "iou": round(float(iou[u, b - 1]), 4),
+            }
+            for u, b in enumerate(best.tolist())
+        }
 
     def concepts(self, layer: str, top_k: int = TOP_K) -> list[dict[str, Any]]:
         """Concepts that are some unit's best label, most units first: ``{"concept", "category",
@@ -423,8 +509,15 @@ class RunConcepts:
         for concept, n in sorted(count.items(), key=lambda kv: (-kv[1], kv[0])):
             units = (self.ranked(layer, concept) or [])[:top_k]
             col = self.names.index(concept)
-            out.append({"concept": concept, "category": self.label_categories[col], "detectors": n,
-                        "units": units, "iou": [round(float(self.iou[layer][u, col]), 4) for u in units]})
+            out.append(
+                {
+                    "concept": concept,
+                    "category": self.label_categories[col],
+                    "detectors": n,
+                    "units": units,
+                    "iou": [round(float(self.iou[layer][u, col]), 4) for u in units],
+                }
+            )
         return out
 
 
@@ -434,7 +527,7 @@ def pixel_region(region: torch.Tensor, height: int, width: int) -> torch.Tensor:
     h, w = region.shape
     out = torch.zeros(height, width, dtype=torch.bool)
     for y, x in region.nonzero().tolist():
-        out[y * height // h:(y + 1) * height // h, x * width // w:(x + 1) * width // w] = True
+        out[y * height // h : (y + 1) * height // h, x * width // w : (x + 1) * width // w] = True
     return out
 
 
@@ -493,8 +586,10 @@ def routes(app: Any, painter: Painter, api_error: type) -> None:
         try:
             body = await request.json()
         except ValueError:
-            raise api_error(400, "the body must be JSON: {\"seed\", \"layer\", \"action\", \"mask\", \"concept\" "
-                                 "or \"units\"} (or \"edits\": [...])") from None
+            raise api_error(
+                400,
+                'the body must be JSON: {"seed", "layer", "action", "mask", "concept" or "units"} (or "edits": [...])',
+            ) from None
         if not isinstance(body, dict):
             raise api_error(400, f"the body must be a JSON object, got {type(body).__name__}")
         seed = body.get("seed", 0)
@@ -507,7 +602,7 @@ def routes(app: Any, painter: Painter, api_error: type) -> None:
         if specs is None:
             specs = [body]
         if not isinstance(specs, list) or not all(isinstance(s, dict) for s in specs):
-            raise api_error(400, "edits must be a list of {\"action\", \"mask\", \"concept\" or \"units\"} objects")
+            raise api_error(400, 'edits must be a list of {"action", "mask", "concept" or "units"} objects')
 
         def run() -> dict[str, Any]:
             layer = painter.layer(body.get("layer")).name

@@ -69,7 +69,7 @@ class ProbeResult:
         flat = self.maps.reshape(c, -1)
         maxes, means = flat.max(1), flat.mean(1)
         return {
-"layer": self.layer,
+            "layer": self.layer,
             "values": self.values,
             "top": [[name, round(p, 6)] for name, p in self.top],
             "shape": list(self.maps.shape),
@@ -104,8 +104,14 @@ def encode_atlas(maps: np.ndarray) -> dict[str, Any]:
     atlas = atlas.reshape(rows, cols, h, w).permute(0, 2, 1, 3).reshape(rows * h, cols * w)
     buf = io.BytesIO()
     Image.fromarray(atlas.numpy(), mode="L").save(buf, "PNG", compress_level=1)
-    return {"png": base64.b64encode(buf.getvalue()).decode("ascii"), "cols": cols, "rows": rows,
-            "tile": [int(h), int(w)], "lo": lo.tolist(), "hi": hi.tolist()}
+    return {
+        "png": base64.b64encode(buf.getvalue()).decode("ascii"),
+        "cols": cols,
+        "rows": rows,
+        "tile": [int(h), int(w)],
+        "lo": lo.tolist(),
+        "hi": hi.tolist(),
+    }
 
 
 class Prober:
@@ -134,7 +140,8 @@ class Prober:
             listed = list_layers(self.model, device=self.device)
         self.layers = {
             li.name: ProbeLayer(li.name, li.type, li.shape[0], li.shape[1], li.shape[2])
-            for li in listed if li.kind == "map"
+            for li in listed
+            if li.kind == "map"
         }
         if not self.layers:
             raise ValueError(f"{self.info.name} has no layer with a [C, H, W] output to probe")
@@ -155,8 +162,11 @@ class Prober:
             import difflib
 
             close = difflib.get_close_matches(name, list(self.bases), n=6, cutoff=0.6)
-            raise UnknownLayer(f"no basis {name!r} in the run folder; its bases: {', '.join(self.bases) or 'none'} "
-                               "(fit them with `unitscope dissect --basis`)", close)
+            raise UnknownLayer(
+                f"no basis {name!r} in the run folder; its bases: {', '.join(self.bases) or 'none'} "
+                "(fit them with `unitscope dissect --basis`)",
+                close,
+            )
         try:
             resolve_layer(self.model, name)
         except LayerNotFoundError as exc:
@@ -165,10 +175,12 @@ class Prober:
             close = difflib.get_close_matches(name, list(self.layers), n=6, cutoff=0.6)
             raise UnknownLayer(str(exc), close) from None
         names = layer_names(self.model)  # suggest the probe-able layers just before it
-        close = [n for n in names[:names.index(name)] if n in self.layers][-3:][::-1]
+        close = [n for n in names[: names.index(name)] if n in self.layers][-3:][::-1]
         raise UnknownLayer(
             f"layer {name!r} has no [C, H, W] output to show as maps; probe-able layers near it: "
-            f"{', '.join(close) or 'none'} (all of them: GET /api/layers)", close)
+            f"{', '.join(close) or 'none'} (all of them: GET /api/layers)",
+            close,
+        )
 
     @torch.inference_mode()
     def probe(self, image: Any, layer: str | None = None) -> ProbeResult:
@@ -183,8 +195,13 @@ class Prober:
             return ProbeResult(target.name, self._top(logits), codes, f"{rb.name} codes of {rb.layer}'s output")
         with self._lock:
             values = self.layer_values(target.name)
-            trace = Trace(self.model, values.module if values.values == "pre" else target.name, call=values.call,
-                          retain_input=values.values == "pre", retain_output=values.values == "post")
+            trace = Trace(
+                self.model,
+                values.module if values.values == "pre" else target.name,
+                call=values.call,
+                retain_input=values.values == "pre",
+                retain_output=values.values == "post",
+            )
             with trace:
                 logits = self.model(x)
         maps = (values.read(trace.input) if values.values == "pre" else trace.output)[0].float().cpu().numpy()

@@ -59,8 +59,7 @@ class RunInfo:
     def _models(self, cat: Catalog) -> list[str]:
         return fact_models(cat)
 
-    def _rows(self, cat: Catalog, table: str, layer: str, unit: int | None = None,
-              order: str = "") -> list[dict]:
+    def _rows(self, cat: Catalog, table: str, layer: str, unit: int | None = None, order: str = "") -> list[dict]:
         if table not in self.tables:
             return []
         sql = f"SELECT * FROM {table} WHERE model = ? AND layer = ?"
@@ -78,8 +77,10 @@ class RunInfo:
             return {}
         with self._open() as cat:
             rows = cat.query("SELECT * FROM layers WHERE model = ?", (self.model,))
-        return {r["layer"]: "pre" if (r.get("activation_values") or "").startswith("pre-activation") else "post"
-                for r in rows}
+        return {
+            r["layer"]: "pre" if (r.get("activation_values") or "").startswith("pre-activation") else "post"
+            for r in rows
+        }
 
     def url(self, rel: str) -> str:
         return RUN_URL + quote(rel.lstrip("/"))
@@ -97,21 +98,35 @@ class RunInfo:
             return {}
         with self._open() as cat:
             rows = self._rows(cat, "dissection", layer)
-        return {r["unit"]: {"concept": r["concept"], "category": r["category"], "iou": r["iou"],
-                            "is_detector": bool(r["is_detector"])} for r in rows}
+        return {
+            r["unit"]: {
+                "concept": r["concept"],
+                "category": r["category"],
+                "iou": r["iou"],
+                "is_detector": bool(r["is_detector"]),
+            }
+            for r in rows
+        }
 
     def unit(self, layer: str, unit: int) -> dict[str, Any]:
         """Everything the run folder has about one unit; empty parts where it has nothing."""
-        out: dict[str, Any] = {"dissection": None, "categories": [], "exemplars": [],
-                               "strip": None, "visualizations": [], "importance": [], "selectivity": None,
-                               "descriptions": [], "facts": {}}
+        out: dict[str, Any] = {
+            "dissection": None,
+            "categories": [],
+            "exemplars": [],
+            "strip": None,
+            "visualizations": [],
+            "importance": [],
+            "selectivity": None,
+            "descriptions": [],
+            "facts": {},
+        }
         if self.path is None:
             return out
         with self._open() as cat:
             facts = unit_facts(cat, self.model, layer, unit)
         out.update(_older_fields(facts, self.url))
-        out["facts"] = {name: {"title": title, **f.to_json(self.url)} for name, (title, f) in
-                        _titled(facts).items()}
+        out["facts"] = {name: {"title": title, **f.to_json(self.url)} for name, (title, f) in _titled(facts).items()}
         return out
 
 

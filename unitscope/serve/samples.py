@@ -1,8 +1,8 @@
 """Sample photos for the probe page: scikit-image's bundled data photos, when it is installed.
 
-    from unitscope.serve.samples import sample_names, sample_jpeg
-    sample_names()           # ["astronaut", "chelsea", "coffee", ...] or [] without scikit-image
-    sample_jpeg("chelsea")   # JPEG bytes
+from unitscope.serve.samples import sample_names, sample_jpeg
+sample_names()           # ["astronaut", "chelsea", "coffee", ...] or [] without scikit-image
+sample_jpeg("chelsea")   # JPEG bytes
 """
 
 from __future__ import annotations

@@ -26,8 +26,8 @@ from __future__ import annotations
 from unitscope.stats.base import Stat, load_stat, save_stat, stat_from_state_dict
 from unitscope.stats.combined import CombinedStat
 from unitscope.stats.iou import IoUCounts, NullIoUCounts
-from unitscope.stats.quantile import Quantile, QuantileSlice
 from unitscope.stats.moments import ClassMeans, Moments
+from unitscope.stats.quantile import Quantile, QuantileSlice
 from unitscope.stats.topk import TopK
 
 __all__ = [

@@ -148,9 +148,7 @@ class Stat:
         return self
 
     def __repr__(self) -> str:
-        args = ", ".join(
-            f"{k}={v!r}" for k, v in self._config().items() if not isinstance(v, torch.Tensor)
-        )
+        args = ", ".join(f"{k}={v!r}" for k, v in self._config().items() if not isinstance(v, torch.Tensor))
         return f"{type(self).__name__}({args})"
 
 

@@ -1,9 +1,9 @@
 """Several statistics that save, load, merge and move as one.
 
-    from unitscope.stats import CombinedStat, Quantile, TopK
-    stat = CombinedStat(q=Quantile(), top=TopK(10))
-    stat.q.add(acts); stat["top"].add(acts, index)
-    stat.state_dict()                     # keys "q.<...>", "top.<...>"
+from unitscope.stats import CombinedStat, Quantile, TopK
+stat = CombinedStat(q=Quantile(), top=TopK(10))
+stat.q.add(acts); stat["top"].add(acts, index)
+stat.state_dict()                     # keys "q.<...>", "top.<...>"
 """
 
 from __future__ import annotations
@@ -54,9 +54,7 @@ class CombinedStat(Stat):
     def load_state_dict(self, sd: Mapping[str, np.ndarray]) -> None:
         names = _member_names(sd)
         if names != set(self.stats):
-            raise ValueError(
-                f"state dict holds statistics {sorted(names)}, this CombinedStat has {sorted(self.stats)}"
-            )
+            raise ValueError(f"state dict holds statistics {sorted(names)}, this CombinedStat has {sorted(self.stats)}")
         for name, stat in self.stats.items():
             stat.load_state_dict(_member(sd, name))
 
@@ -64,10 +62,7 @@ class CombinedStat(Stat):
     def from_state_dict(cls, sd: Mapping[str, np.ndarray], device: Device = None) -> CombinedStat:
         if decode_str(sd["stat"]) != "CombinedStat":
             raise ValueError(f"state dict holds a {decode_str(sd['stat'])}, not a CombinedStat")
-        stats = {
-            name: stat_from_state_dict(_member(sd, name), device=device)
-            for name in sorted(_member_names(sd))
-        }
+        stats = {name: stat_from_state_dict(_member(sd, name), device=device) for name in sorted(_member_names(sd))}
         return cls(**stats)  # type: ignore[arg-type]  # members by name; device is keyword-only in spirit
 
     def merge(self, other: CombinedStat) -> CombinedStat:

@@ -1,11 +1,11 @@
 """Counts for Network Dissection's unit/concept IoU, and the counting primitives its kernel shares.
 
-    from unitscope.stats import IoUCounts
-    counts = IoUCounts(num_units=C, label_category=cats, num_categories=G)   # cats [L]
-    counts.add(masks, label_maps, present)   # bool [N, C, H, W], long [N, K, H, W], bool [N, G]
-    counts.iou()                             # [C, L]
-    null = NullIoUCounts(C, cats, G, draws=8)  # the same counts with masks matched to other images
-    null.add_counts(inter, unit_area, label_area)   # [D, C, L], [D, C, G], [L]: see dissect/iou.py
+from unitscope.stats import IoUCounts
+counts = IoUCounts(num_units=C, label_category=cats, num_categories=G)   # cats [L]
+counts.add(masks, label_maps, present)   # bool [N, C, H, W], long [N, K, H, W], bool [N, G]
+counts.iou()                             # [C, L]
+null = NullIoUCounts(C, cats, G, draws=8)  # the same counts with masks matched to other images
+null.add_counts(inter, unit_area, label_area)   # [D, C, L], [D, C, G], [L]: see dissect/iou.py
 """
 
 from __future__ import annotations
@@ -27,8 +27,11 @@ class _CountArrays:
     def add_counts(self, intersection: torch.Tensor, unit_area: torch.Tensor, label_area: torch.Tensor) -> None:
         """Add counts computed elsewhere, shaped as this statistic's own (IoUCounts: ``[C, L]``,
         ``[C, G]``, ``[L]``; NullIoUCounts: ``[D, C, L]``, ``[D, C, G]``, ``[L]``)."""
-        for name, got, want in (("intersection", intersection, self.intersection),
-                                ("unit_area", unit_area, self.unit_area), ("label_area", label_area, self.label_area)):
+        for name, got, want in (
+            ("intersection", intersection, self.intersection),
+            ("unit_area", unit_area, self.unit_area),
+            ("label_area", label_area, self.label_area),
+        ):
             if tuple(got.shape) != tuple(want.shape):
                 raise ValueError(f"{name} must be {tuple(want.shape)}, got {tuple(got.shape)}")
         self.intersection += intersection.to(self.device, torch.int64)
@@ -63,7 +66,11 @@ class IoUCounts(_CountArrays, Stat):
     """
 
     def __init__(
-        self, num_units: int, label_category: torch.Tensor, num_categories: int, device: Device = None,
+        self,
+        num_units: int,
+        label_category: torch.Tensor,
+        num_categories: int,
+        device: Device = None,
         overlap: bool = False,
     ) -> None:
         self.overlap = bool(overlap)
@@ -83,9 +90,7 @@ class IoUCounts(_CountArrays, Stat):
         self.unit_area = torch.zeros(c, g, dtype=torch.int64, device=self.device)
         self.label_area = torch.zeros(l_, dtype=torch.int64, device=self.device)
 
-    def add(
-        self, unit_masks: torch.Tensor, label_maps: torch.Tensor, category_present: torch.Tensor
-    ) -> None:
+    def add(self, unit_masks: torch.Tensor, label_maps: torch.Tensor, category_present: torch.Tensor) -> None:
         """``unit_masks`` bool ``[N, C, H, W]``; ``label_maps`` long ``[N, K, H, W]`` (K label
         planes, 0 = unlabelled); ``category_present`` bool ``[N, G]``."""
         n, c, h, w = unit_masks.shape
@@ -109,8 +114,9 @@ class IoUCounts(_CountArrays, Stat):
         inter = mask_intersections(img, unit, masks[img, unit].flatten(1), flat_labels, c, self.num_labels)
         area = masks.sum(dim=(2, 3), dtype=torch.int64)  # [N, C]
         if self.overlap:
-            hits = mask_category_hits(img, masks[img, unit].flatten(1), flat_labels, self.label_category,
-                                      self.num_categories)  # [A, G]
+            hits = mask_category_hits(
+                img, masks[img, unit].flatten(1), flat_labels, self.label_category, self.num_categories
+            )  # [A, G]
             unit_area = torch.zeros(c, self.num_categories, dtype=torch.int64, device=self.device)
             unit_area.index_add_(0, unit, hits.long() * area[img, unit][:, None])
         else:
@@ -139,8 +145,15 @@ class NullIoUCounts(_CountArrays, Stat):
     see :func:`unitscope.dissect.iou.count_orders`). Mask sizes and label sizes are kept, so the
     IoUs ``[D, C, L]`` are what a unit would score by chance with this data set's size."""
 
-    def __init__(self, num_units: int, label_category: torch.Tensor, num_categories: int, draws: int = 8,
-                 device: Device = None, overlap: bool = False) -> None:
+    def __init__(
+        self,
+        num_units: int,
+        label_category: torch.Tensor,
+        num_categories: int,
+        draws: int = 8,
+        device: Device = None,
+        overlap: bool = False,
+    ) -> None:
         self.real = IoUCounts(num_units, label_category, num_categories, device, overlap)
         self.draws, self.device = int(draws), self.real.device
         if self.draws < 2:
@@ -160,8 +173,8 @@ class NullIoUCounts(_CountArrays, Stat):
         return {**self.real._config(), "draws": self.draws}
 
 
-
 # -- counting primitives, shared with the dissection kernel (unitscope.dissect.iou)  ----------------------
+
 
 def distinct_planes(labels: torch.Tensor) -> torch.Tensor:
     """``labels [N, K, ...]`` with a label repeated on a later plane at the same pixel set to 0, so
@@ -170,13 +183,19 @@ def distinct_planes(labels: torch.Tensor) -> torch.Tensor:
         return labels
     out = labels.clone()
     for k in range(1, labels.shape[1]):
-        repeat = (labels[:, k:k + 1] == labels[:, :k]).any(1) & (labels[:, k] > 0)
+        repeat = (labels[:, k : k + 1] == labels[:, :k]).any(1) & (labels[:, k] > 0)
         out[:, k][repeat] = 0
     return out
 
 
-def mask_intersections(img: torch.Tensor, unit: torch.Tensor, masks: torch.Tensor, flat_labels: torch.Tensor,
-                       num_units: int, num_labels: int) -> torch.Tensor:
+def mask_intersections(
+    img: torch.Tensor,
+    unit: torch.Tensor,
+    masks: torch.Tensor,
+    flat_labels: torch.Tensor,
+    num_units: int,
+    num_labels: int,
+) -> torch.Tensor:
     """Intersections ``[C, L]`` of unit masks with labels.
 
     ``masks [B, P]`` is the mask of unit ``unit[b]`` on image ``img[b]``; ``flat_labels [N, K, P]``
@@ -187,8 +206,9 @@ def mask_intersections(img: torch.Tensor, unit: torch.Tensor, masks: torch.Tenso
     return pixel_label_counts(img[pair], pix, unit[pair], flat_labels, num_units, num_labels)
 
 
-def pixel_label_counts(src: torch.Tensor, pix: torch.Tensor, unit: torch.Tensor, flat_labels: torch.Tensor,
-                       num_units: int, num_labels: int) -> torch.Tensor:
+def pixel_label_counts(
+    src: torch.Tensor, pix: torch.Tensor, unit: torch.Tensor, flat_labels: torch.Tensor, num_units: int, num_labels: int
+) -> torch.Tensor:
     """``[C, L]``: how often each label lies under a mask pixel of each unit. Mask pixel e belongs to
     unit ``unit[e]`` and sits at pixel ``pix[e]`` of image ``src[e]`` of ``flat_labels [N, K, P]``.
 
@@ -210,8 +230,9 @@ def label_rows(flat_labels: torch.Tensor) -> torch.Tensor:
     return flat_labels.permute(0, 2, 1).reshape(n * p, k).contiguous()
 
 
-def row_label_counts(rows: torch.Tensor, row: torch.Tensor, unit: torch.Tensor, num_units: int,
-                     num_labels: int) -> torch.Tensor:
+def row_label_counts(
+    rows: torch.Tensor, row: torch.Tensor, unit: torch.Tensor, num_units: int, num_labels: int
+) -> torch.Tensor:
     """:func:`pixel_label_counts` from :func:`label_rows`: mask pixel e of unit ``unit[e]`` lies on
     row ``row[e]`` (``image * P + pixel``). Codes in int32 where they fit (a narrower bincount input)."""
     under = rows.index_select(0, row)  # [E, K]
@@ -234,16 +255,24 @@ def label_areas(flat_labels: torch.Tensor, num_labels: int) -> torch.Tensor:
     return counts
 
 
-def mask_category_hits(img: torch.Tensor, masks: torch.Tensor, flat_labels: torch.Tensor,
-                       label_category: torch.Tensor, num_categories: int) -> torch.Tensor:
+def mask_category_hits(
+    img: torch.Tensor, masks: torch.Tensor, flat_labels: torch.Tensor, label_category: torch.Tensor, num_categories: int
+) -> torch.Tensor:
     """``[B, G]`` bool: whether mask ``masks[b]`` ``[B, P]`` covers a pixel of image ``img[b]``
     labelled in category g (``flat_labels [N, K, P]``, ``label_category [L]``)."""
     pair, pix = masks.nonzero(as_tuple=True)
     return pixel_category_hits(img[pair], pix, pair, flat_labels, label_category, masks.shape[0], num_categories)
 
 
-def pixel_category_hits(src: torch.Tensor, pix: torch.Tensor, pair: torch.Tensor, flat_labels: torch.Tensor,
-                        label_category: torch.Tensor, num_pairs: int, num_categories: int) -> torch.Tensor:
+def pixel_category_hits(
+    src: torch.Tensor,
+    pix: torch.Tensor,
+    pair: torch.Tensor,
+    flat_labels: torch.Tensor,
+    label_category: torch.Tensor,
+    num_pairs: int,
+    num_categories: int,
+) -> torch.Tensor:
     """``[B, G]`` bool: whether any pixel of mask ``b`` (mask pixel e belongs to mask ``pair[e]`` and
     sits at ``pix[e]`` of image ``src[e]``) is labelled in category g. Label 0 (none) counts in an
     extra column that is dropped."""

@@ -1,10 +1,10 @@
 """Per-unit mean and variance (Welford/Chan, float64), and per-class means of unit activations.
 
-    from unitscope.stats import Moments, ClassMeans
-    m = Moments(); m.add(acts)            # acts [N, C] or [N, C, H, W]
-    m.mean(), m.std()                     # [C]
-    cm = ClassMeans(10); cm.add(x, y)     # x [N, C], y [N] class numbers
-    cm.mean()                             # [10, C]
+from unitscope.stats import Moments, ClassMeans
+m = Moments(); m.add(acts)            # acts [N, C] or [N, C, H, W]
+m.mean(), m.std()                     # [C]
+cm = ClassMeans(10); cm.add(x, y)     # x [N, C], y [N] class numbers
+cm.mean()                             # [10, C]
 """
 
 from __future__ import annotations

@@ -94,10 +94,7 @@ class Quantile(Stat):
 
     def _capacities(self) -> list[int]:
         top = len(self._levels) - 1
-        return [
-            max(_MIN_CAPACITY, int(self.resolution * _DECAY ** (top - h)))
-            for h in range(len(self._levels))
-        ]
+        return [max(_MIN_CAPACITY, int(self.resolution * _DECAY ** (top - h))) for h in range(len(self._levels))]
 
     def _compact(self, h: int, ordered: torch.Tensor) -> torch.Tensor:
         """Compact sorted items ``ordered`` ``[C, n]`` of level ``h``; return those that stay.
@@ -257,8 +254,9 @@ class QuantileSlice(Quantile):
     the single-process sketch (a :meth:`~Quantile.merge` of sketches of different images cannot).
     """
 
-    def __init__(self, units: int, start: int, stop: int, resolution: int = 4096, seed: int = 0,
-                 device: Device = None) -> None:
+    def __init__(
+        self, units: int, start: int, stop: int, resolution: int = 4096, seed: int = 0, device: Device = None
+    ) -> None:
         if not 0 <= start < stop <= units:
             raise ValueError(f"need 0 <= start < stop <= units, got {start}, {stop}, {units}")
         super().__init__(resolution, seed, device)
@@ -268,10 +266,10 @@ class QuantileSlice(Quantile):
         """Add samples of all units, ``[N, units]`` or ``[N, units, H, W]``; this slice keeps its own."""
         if x.shape[1] != self.units:
             raise ValueError(f"QuantileSlice of {self.units} units got a batch of {x.shape[1]}")
-        super().add(x[:, self.start:self.stop])
+        super().add(x[:, self.start : self.stop])
 
     def _offsets(self, m: int, units: int) -> torch.Tensor:
-        return torch.randint(m, (self.units,), generator=self._rng)[self.start:self.stop]
+        return torch.randint(m, (self.units,), generator=self._rng)[self.start : self.stop]
 
     def _config(self) -> dict[str, int]:
         return {"units": self.units, "start": self.start, "stop": self.stop, **super()._config()}

@@ -1,8 +1,8 @@
 """Per-unit top-k images with the location of each peak.
 
-    from unitscope.stats import TopK
-    top = TopK(10); top.add(acts, index)  # acts [N, C, H, W] (or [N, C]), index [N] image numbers
-    values, images, ys, xs = top.result() # each [C, k], best first
+from unitscope.stats import TopK
+top = TopK(10); top.add(acts, index)  # acts [N, C, H, W] (or [N, C]), index [N] image numbers
+values, images, ys, xs = top.result() # each [C, k], best first
 """
 
 from __future__ import annotations

@@ -24,12 +24,19 @@ import numpy as np
 from unitscope.world.vocab import NUM_LABELS, SCENES, VOCAB
 
 STREAM = 0xC0E  # third word of the sign's random stream
-SIGN = NUM_LABELS           # object label of the board
-GLYPH = NUM_LABELS + 1      # part label of the glyph
+SIGN = NUM_LABELS  # object label of the board
+GLYPH = NUM_LABELS + 1  # part label of the glyph
 # (shape, colour) naming each scene, in SCENES order
-GLYPHS = (("disc", (200, 35, 35)), ("triangle", (45, 85, 195)), ("square", (30, 140, 50)),
-          ("cross", (125, 55, 155)), ("diamond", (235, 130, 30)), ("bars", (25, 25, 28)),
-          ("ring", (220, 90, 150)), ("xmark", (125, 80, 40)))
+GLYPHS = (
+    ("disc", (200, 35, 35)),
+    ("triangle", (45, 85, 195)),
+    ("square", (30, 140, 50)),
+    ("cross", (125, 55, 155)),
+    ("diamond", (235, 130, 30)),
+    ("bars", (25, 25, 28)),
+    ("ring", (220, 90, 150)),
+    ("xmark", (125, 80, 40)),
+)
 assert len(GLYPHS) == len(SCENES)
 
 
@@ -66,8 +73,9 @@ class CueSpec:
                     raise ValueError(f"unknown cue field {name!r}")
                 kw[name] = float(val)
         except (ValueError, IndexError) as err:
-            raise ValueError(f"cue {text!r}: write SHARE[,AGREE] or share=S,agree=A with numbers in 0..1 "
-                             f"({err})") from None
+            raise ValueError(
+                f"cue {text!r}: write SHARE[,AGREE] or share=S,agree=A with numbers in 0..1 ({err})"
+            ) from None
         return cls(**kw)
 
 
@@ -120,8 +128,7 @@ def _glyph_mask(shape: str, n: int) -> np.ndarray:
     raise ValueError(shape)
 
 
-def stamp_cue(rgb: np.ndarray, layers: dict[str, np.ndarray], spec: CueSpec, seed: int,
-              index: int) -> int:
+def stamp_cue(rgb: np.ndarray, layers: dict[str, np.ndarray], spec: CueSpec, seed: int, index: int) -> int:
     """Draw the sign of image ``index`` into ``rgb`` (uint8 [S, S, 3]) and ``layers`` (uint16 [S, S]
     each) in place; returns the scene it names, or -1 (nothing drawn)."""
     named, rng = _draws(spec, seed, index)
@@ -139,9 +146,9 @@ def stamp_cue(rgb: np.ndarray, layers: dict[str, np.ndarray], spec: CueSpec, see
     pad = rim + max(1, side // 10)
     inner = side - 2 * pad
     glyph = np.zeros((side, side), bool)
-    glyph[pad:pad + inner, pad:pad + inner] = _glyph_mask(shape, inner)
+    glyph[pad : pad + inner, pad : pad + inner] = _glyph_mask(shape, inner)
     patch[glyph] = np.clip(np.asarray(colour, np.float32) + rng.uniform(-10, 10, 3), 0, 255)
-    rgb[y0:y0 + side, x0:x0 + side] = patch.astype(np.uint8)
+    rgb[y0 : y0 + side, x0 : x0 + side] = patch.astype(np.uint8)
     box = (slice(y0, y0 + side), slice(x0, x0 + side))
     layers["object"][box] = SIGN
     layers["part"][box] = np.where(glyph, GLYPH, 0).astype(layers["part"].dtype)

@@ -35,8 +35,10 @@ def _label(concept: str) -> tuple[str, int]:
 
     names = [n for c in HIDE_CATEGORIES for n, _ in VOCAB[c]]
     close = difflib.get_close_matches(concept, names, n=3)
-    raise ValueError(f"cannot hide {concept!r}: not an object, part or material of the probe world"
-                     + (f"; did you mean {', '.join(close)}?" if close else f" (one of {', '.join(names)})"))
+    raise ValueError(
+        f"cannot hide {concept!r}: not an object, part or material of the probe world"
+        + (f"; did you mean {', '.join(close)}?" if close else f" (one of {', '.join(names)})")
+    )
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,7 @@ class HideSpec:
 
     concept: str
     how: str = "blur"
-    blur: float = 1 / 12   # Gaussian sigma as a share of the image side
+    blur: float = 1 / 12  # Gaussian sigma as a share of the image side
 
     def __post_init__(self) -> None:
         _label(self.concept)

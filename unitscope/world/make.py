@@ -29,10 +29,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from unitscope.world.scenes import render_scene, scene_of
-from unitscope.world.vocab import CATEGORIES, NUM_LABELS, VOCAB, color_labels
 from unitscope.data.broden_writer import encode_mask, write_label_tables
 from unitscope.runs import atomic_write_bytes, atomic_write_text
+from unitscope.world.scenes import render_scene, scene_of
+from unitscope.world.vocab import CATEGORIES, NUM_LABELS, VOCAB, color_labels
 
 GENERATOR_VERSION = 3  # 2: plain colour and scene names; 3: no kitchen carpets
 MARKER = "world.json"  # written last: its presence and content mark a complete world
@@ -50,8 +50,13 @@ class CartoonStyle:
 
     name = "cartoon"
     categories = CATEGORIES
-    planes = (("color", "color"), ("object", "object"), ("part", "part"), ("material", "material"),
-              ("texture", "texture"))  # (category, layer name): one mask file per plane
+    planes = (
+        ("color", "color"),
+        ("object", "object"),
+        ("part", "part"),
+        ("material", "material"),
+        ("texture", "texture"),
+    )  # (category, layer name): one mask file per plane
     vocab = VOCAB
     num_labels = NUM_LABELS
 
@@ -99,8 +104,7 @@ def _box_down(rgb: np.ndarray, sh: int, sw: int) -> np.ndarray:
     return np.asarray(Image.fromarray(rgb).resize((sw, sh), Image.BOX))
 
 
-def render_image(seed: int, index: int, size: int = 224, mask_size: int | None = None,
-                 style=None) -> WorldImage:
+def render_image(seed: int, index: int, size: int = 224, mask_size: int | None = None, style=None) -> WorldImage:
     """Render image ``index`` of world ``seed`` with its label planes, without writing anything.
     ``style`` is a :func:`world_style` object (default: the cartoon world)."""
     style = style or CartoonStyle()
@@ -125,8 +129,9 @@ def _stats(labels: dict[str, np.ndarray], style) -> dict[str, tuple[np.ndarray, 
     """Per pixel category: the labels present in any of its planes, and their area fractions."""
     stats = {}
     for cat in dict.fromkeys(c for c, _ in style.planes):
-        counts = sum(np.bincount(labels[name].ravel(), minlength=style.num_labels)
-                     for c, name in style.planes if c == cat)
+        counts = sum(
+            np.bincount(labels[name].ravel(), minlength=style.num_labels) for c, name in style.planes if c == cat
+        )
         present = np.flatnonzero(counts[1:]) + 1
         stats[cat] = (present, counts[present] / labels[cat].size)
     return stats
@@ -154,8 +159,15 @@ def _write_one(job: tuple[str, int, int, int, int, bool]) -> tuple[int, int, dic
 
 
 def _params(n: int, size: int, seed: int, mask_size: int) -> dict:
-    return {"format": "broden", "generator": "unitscope.world", "generator_version": GENERATOR_VERSION,
-            "n": n, "size": size, "seed": seed, "mask_size": mask_size}
+    return {
+        "format": "broden",
+        "generator": "unitscope.world",
+        "generator_version": GENERATOR_VERSION,
+        "n": n,
+        "size": size,
+        "seed": seed,
+        "mask_size": mask_size,
+    }
 
 
 def _prepare(out: Path, params: dict) -> str:
@@ -179,9 +191,20 @@ def _prepare(out: Path, params: dict) -> str:
     return "fresh"
 
 
-def make_world(out: str | Path, n: int, size: int = 224, seed: int = 0, workers: int | None = None,
-               mask_size: int | None = None, progress: bool = True, style: str = "cartoon",
-               sources: str | Path | None = None, system_sources: bool = True, cue=None, hide=None) -> Path:
+def make_world(
+    out: str | Path,
+    n: int,
+    size: int = 224,
+    seed: int = 0,
+    workers: int | None = None,
+    mask_size: int | None = None,
+    progress: bool = True,
+    style: str = "cartoon",
+    sources: str | Path | None = None,
+    system_sources: bool = True,
+    cue=None,
+    hide=None,
+) -> Path:
     """Write a Broden-format probe world of ``n`` images of ``size``² pixels into ``out``.
 
     Masks are ``mask_size``² (default ``size // 2``, as Broden). Idempotent: a folder that already
@@ -273,11 +296,8 @@ def _write_tables(out: Path, n, size, sh, scenes, freq, cov, style) -> None:
     rows = ["image,split,ih,iw,sh,sw," + ",".join(cats)]
     for i in range(n):
         split = "val" if i % VAL_EVERY == VAL_EVERY - 1 else "train"
-        cells = {c: ";".join(f"{IMAGE_DIR}/{i:06d}_{name}.png" for cc, name in style.planes if cc == c)
-                 for c in cats}
+        cells = {c: ";".join(f"{IMAGE_DIR}/{i:06d}_{name}.png" for cc, name in style.planes if cc == c) for c in cats}
         cells["scene"] = str(vocab["scene"][scenes[i]][1])
-        rows.append(f"{IMAGE_DIR}/{i:06d}.jpg,{split},{size},{size},{sh},{sh},"
-                    + ",".join(cells[c] for c in cats))
+        rows.append(f"{IMAGE_DIR}/{i:06d}.jpg,{split},{size},{size},{sh},{sh}," + ",".join(cells[c] for c in cats))
     atomic_write_text(out / "index.csv", "\n".join(rows) + "\n")
     write_label_tables(out, cats, vocab, freq, cov, n)
-

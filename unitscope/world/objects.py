@@ -27,8 +27,9 @@ def two_colors(cv: Canvas, names=tuple(COLOR_RGB)) -> tuple[np.ndarray, np.ndarr
     return jitter(cv.rng, COLOR_RGB[names[i]]), jitter(cv.rng, COLOR_RGB[names[j]])
 
 
-def patterned(cv: Canvas, region, obj=0, part=0, kinds=PATTERNS, names=tuple(COLOR_RGB), period=None,
-              mat: str | None = None) -> None:
+def patterned(
+    cv: Canvas, region, obj=0, part=0, kinds=PATTERNS, names=tuple(COLOR_RGB), period=None, mat: str | None = None
+) -> None:
     """Paint ``region`` with a random two-colour texture (optionally carrying a material look)."""
     rng = cv.rng
     kind = kinds[int(rng.integers(len(kinds)))]
@@ -68,8 +69,9 @@ def house(cv: Canvas, x, yb, w, h):
     if rng.random() < 0.6:
         cv.paint(cv.rect(dx, yb - dh, dx + dw, yb), material("wood", col(cv, "brown"), s), o, P["door"], M["wood"])
     else:
-        cv.paint(cv.rect(dx, yb - dh, dx + dw, yb), plain(col(cv, "red", "blue", "green", "black", "white")), o,
-                 P["door"])
+        cv.paint(
+            cv.rect(dx, yb - dh, dx + dw, yb), plain(col(cv, "red", "blue", "green", "black", "white")), o, P["door"]
+        )
     glass = col(cv, "blue", "yellow", "black", "white")
     nx, ny = int(rng.integers(1, 4)), int(rng.integers(1, 3))
     ww, wh = w / (2 * nx + 1), h / (2.6 * ny + 1)
@@ -84,17 +86,36 @@ def house(cv: Canvas, x, yb, w, h):
 def tree(cv: Canvas, x, yb, h):
     rng, o = cv.rng, O["tree"]
     tw = max(2.0, h * rng.uniform(0.07, 0.12))
-    cv.paint(cv.rect(x - tw / 2, yb - h * 0.55, x + tw / 2, yb),
-             material("wood", col(cv, "brown", amount=8), cv.S / 224 * 0.5), o, P["trunk"], M["wood"])
+    cv.paint(
+        cv.rect(x - tw / 2, yb - h * 0.55, x + tw / 2, yb),
+        material("wood", col(cv, "brown", amount=8), cv.S / 224 * 0.5),
+        o,
+        P["trunk"],
+        M["wood"],
+    )
     leaf = col(cv, "green", "green", "green", "orange", "yellow", "red")
     if rng.random() < 0.35:  # pine
-        parts = [cv.polygon([(x - h * 0.3 * (1 - k * 0.25), yb - h * (0.25 + 0.22 * k)),
-                             (x + h * 0.3 * (1 - k * 0.25), yb - h * (0.25 + 0.22 * k)),
-                             (x, yb - h * (0.6 + 0.2 * k))]) for k in range(3)]
+        parts = [
+            cv.polygon(
+                [
+                    (x - h * 0.3 * (1 - k * 0.25), yb - h * (0.25 + 0.22 * k)),
+                    (x + h * 0.3 * (1 - k * 0.25), yb - h * (0.25 + 0.22 * k)),
+                    (x, yb - h * (0.6 + 0.2 * k)),
+                ]
+            )
+            for k in range(3)
+        ]
         leaf = col(cv, "green", amount=10) * 0.7
     else:
-        parts = [cv.ellipse(x + rng.uniform(-0.15, 0.15) * h, yb - h * rng.uniform(0.6, 0.75),
-                            h * rng.uniform(0.18, 0.3), h * rng.uniform(0.15, 0.25)) for _ in range(3)]
+        parts = [
+            cv.ellipse(
+                x + rng.uniform(-0.15, 0.15) * h,
+                yb - h * rng.uniform(0.6, 0.75),
+                h * rng.uniform(0.18, 0.3),
+                h * rng.uniform(0.15, 0.25),
+            )
+            for _ in range(3)
+        ]
     crown = cv.union(*parts)
     cv.paint(crown, plain(leaf, 18), o, P["crown"])
 
@@ -104,18 +125,32 @@ def car(cv: Canvas, x, yb, w):
     paint = col(cv, "red", "blue", "white", "black", "grey", "yellow", "green", "orange", "purple", "pink")
     bh, r = w * 0.22, w * 0.11
     body = cv.rect(x, yb - r - bh, x + w, yb - r * 0.6)
-    cab = cv.polygon([(x + w * 0.2, yb - r - bh + 1), (x + w * 0.3, yb - r - bh - w * 0.18),
-                      (x + w * 0.72, yb - r - bh - w * 0.18), (x + w * 0.85, yb - r - bh + 1)])
+    cab = cv.polygon(
+        [
+            (x + w * 0.2, yb - r - bh + 1),
+            (x + w * 0.3, yb - r - bh - w * 0.18),
+            (x + w * 0.72, yb - r - bh - w * 0.18),
+            (x + w * 0.85, yb - r - bh + 1),
+        ]
+    )
     cv.paint(cv.union(body, cab), material("metal", paint, s), o, P["body"], M["metal"])
     if rng.random() < 0.2:
         c2 = col(cv, "white", "black", "yellow")
         cv.paint(cv.rect(x, yb - r - bh * 0.6, x + w, yb - r - bh * 0.35), plain(c2), o, P["body"], M["metal"])
     glass = col(cv, "blue", "grey", "black", amount=8)
     top, bot = yb - r - bh - w * 0.15, yb - r - bh - 1
-    cv.paint(cv.polygon([(x + w * 0.29, bot), (x + w * 0.34, top), (x + w * 0.49, top), (x + w * 0.49, bot)]),
-             plain(glass, 3), o, P["window"])
-    cv.paint(cv.polygon([(x + w * 0.53, bot), (x + w * 0.53, top), (x + w * 0.69, top), (x + w * 0.78, bot)]),
-             plain(glass, 3), o, P["window"])
+    cv.paint(
+        cv.polygon([(x + w * 0.29, bot), (x + w * 0.34, top), (x + w * 0.49, top), (x + w * 0.49, bot)]),
+        plain(glass, 3),
+        o,
+        P["window"],
+    )
+    cv.paint(
+        cv.polygon([(x + w * 0.53, bot), (x + w * 0.53, top), (x + w * 0.69, top), (x + w * 0.78, bot)]),
+        plain(glass, 3),
+        o,
+        P["window"],
+    )
     for cx in (x + w * 0.22, x + w * 0.78):
         cv.paint(cv.ellipse(cx, yb - r, r, r), plain(col(cv, "black", amount=6), 3), o, P["wheel"])
         cv.paint(cv.ellipse(cx, yb - r, r * 0.45, r * 0.45), plain(col(cv, "grey", amount=6), 3), o, P["wheel"])
@@ -133,13 +168,13 @@ def person(cv: Canvas, x, yb, h):
         cv.paint(cv.rect(ax, yb - h * 0.78, ax + aw, yb - h * 0.45), plain(skin), o, P["arm"])
     torso = cv.rect(x - h * 0.14, yb - h * 0.8, x + h * 0.14, yb - h * 0.44)
     if rng.random() < 0.45:
-        patterned(cv, torso, o, P["torso"], kinds=PATTERNS,
-                  period=h * rng.uniform(0.06, 0.1), mat="fabric")
+        patterned(cv, torso, o, P["torso"], kinds=PATTERNS, period=h * rng.uniform(0.06, 0.1), mat="fabric")
     else:
         cv.paint(torso, material("fabric", col(cv, *COLOR_RGB), cv.S / 224 * 0.6), o, P["torso"], M["fabric"])
     cv.paint(cv.ellipse(x, yb - h * 0.9, h * 0.085, h * 0.1), plain(skin, 3), o, P["head"])
-    cv.paint(cv.ellipse(x, yb - h * 0.96, h * 0.085, h * 0.045), plain(col(cv, "black", "brown", "yellow")),
-             o, P["head"])
+    cv.paint(
+        cv.ellipse(x, yb - h * 0.96, h * 0.085, h * 0.045), plain(col(cv, "black", "brown", "yellow")), o, P["head"]
+    )
 
 
 def boat(cv: Canvas, x, yw, w):
@@ -153,16 +188,37 @@ def boat(cv: Canvas, x, yw, w):
     if rng.random() < 0.75:
         mx = x + w * rng.uniform(0.4, 0.55)
         mh = w * rng.uniform(0.7, 1.1)
-        cv.paint(cv.rect(mx - max(1.0, w * 0.02), yw - hh - mh, mx + max(1.0, w * 0.02), yw - hh),
-                 plain(col(cv, "brown", "grey", "white")), o, P["mast"])
-        sail = cv.polygon([(mx + w * 0.03, yw - hh - mh * 0.95), (mx + w * 0.03, yw - hh - 2),
-                           (mx + w * rng.uniform(0.35, 0.5), yw - hh - 2)])
+        cv.paint(
+            cv.rect(mx - max(1.0, w * 0.02), yw - hh - mh, mx + max(1.0, w * 0.02), yw - hh),
+            plain(col(cv, "brown", "grey", "white")),
+            o,
+            P["mast"],
+        )
+        sail = cv.polygon(
+            [
+                (mx + w * 0.03, yw - hh - mh * 0.95),
+                (mx + w * 0.03, yw - hh - 2),
+                (mx + w * rng.uniform(0.35, 0.5), yw - hh - 2),
+            ]
+        )
         if rng.random() < 0.3:
-            patterned(cv, sail, o, P["sail"], kinds=["striped", "banded"], mat="fabric",
-                      names=("red", "white", "blue", "yellow"))
+            patterned(
+                cv,
+                sail,
+                o,
+                P["sail"],
+                kinds=["striped", "banded"],
+                mat="fabric",
+                names=("red", "white", "blue", "yellow"),
+            )
         else:
-            cv.paint(sail, material("fabric", col(cv, "white", "white", "red", "yellow", "orange"), s * 0.6),
-                     o, P["sail"], M["fabric"])
+            cv.paint(
+                sail,
+                material("fabric", col(cv, "white", "white", "red", "yellow", "orange"), s * 0.6),
+                o,
+                P["sail"],
+                M["fabric"],
+            )
 
 
 def lamp(cv: Canvas, x, yb, h, hanging: bool = False):
@@ -179,8 +235,13 @@ def lamp(cv: Canvas, x, yb, h, hanging: bool = False):
         top = yb - h - sh * 0.7
     shade = cv.polygon([(x - sw * 0.5, top), (x + sw * 0.5, top), (x + sw, top + sh), (x - sw, top + sh)])
     if rng.random() < 0.5:
-        cv.paint(shade, material("fabric", col(cv, "white", "yellow", "orange", "pink", "green", "red"), s * 0.5),
-                 o, P["shade"], M["fabric"])
+        cv.paint(
+            shade,
+            material("fabric", col(cv, "white", "yellow", "orange", "pink", "green", "red"), s * 0.5),
+            o,
+            P["shade"],
+            M["fabric"],
+        )
     else:
         cv.paint(shade, material("metal", metal, s), o, P["shade"], M["metal"])
     cv.paint(cv.ellipse(x, top + sh + 1, sw * 0.35, sh * 0.25), plain(col(cv, "yellow", "white")), o, P["shade"])
@@ -197,14 +258,25 @@ def bed(cv: Canvas, x, yb, w):
     cv.paint(cv.rect(mx0, yb - w * 0.12, mx1, yb), wood, o, 0, M["wood"])
     blanket = cv.rect(mx0, yb - w * 0.3, mx1, yb - w * 0.1)
     if rng.random() < 0.6:
-        patterned(cv, blanket, o, P["blanket"],
-                  kinds=["checkered", "striped", "dotted", "zigzagged", "wavy", "grid", "speckled"],
-                  mat="fabric", period=w * rng.uniform(0.06, 0.12))
+        patterned(
+            cv,
+            blanket,
+            o,
+            P["blanket"],
+            kinds=["checkered", "striped", "dotted", "zigzagged", "wavy", "grid", "speckled"],
+            mat="fabric",
+            period=w * rng.uniform(0.06, 0.12),
+        )
     else:
         cv.paint(blanket, material("fabric", col(cv, *COLOR_RGB), s), o, P["blanket"], M["fabric"])
     px = mx0 + w * 0.12 if left else mx1 - w * 0.12
-    cv.paint(cv.ellipse(px, yb - w * 0.33, w * 0.1, w * 0.055),
-             material("fabric", col(cv, "white", "pink", "yellow", "blue"), s * 0.5), o, P["pillow"], M["fabric"])
+    cv.paint(
+        cv.ellipse(px, yb - w * 0.33, w * 0.1, w * 0.055),
+        material("fabric", col(cv, "white", "pink", "yellow", "blue"), s * 0.5),
+        o,
+        P["pillow"],
+        M["fabric"],
+    )
 
 
 def table(cv: Canvas, x, yb, w, h):
@@ -237,8 +309,9 @@ def cabinet(cv: Canvas, x, y0, w, h):
 def mountain(cv: Canvas, xc, yb, w, h):
     rng, s, o = cv.rng, cv.S / 224, O["mountain"]
     px = xc + rng.uniform(-0.15, 0.15) * w
-    left = [(xc - w / 2, yb)] + [(xc - w / 2 + (px - xc + w / 2) * t, yb - h * t + rng.uniform(-0.06, 0.06) * h)
-                                 for t in (0.35, 0.7)]
+    left = [(xc - w / 2, yb)] + [
+        (xc - w / 2 + (px - xc + w / 2) * t, yb - h * t + rng.uniform(-0.06, 0.06) * h) for t in (0.35, 0.7)
+    ]
     right = [(px + (xc + w / 2 - px) * t, yb - h * (1 - t) + rng.uniform(-0.06, 0.06) * h) for t in (0.3, 0.65)]
     pts = left + [(px, yb - h)] + right + [(xc + w / 2, yb)]
     rock = col(cv, "grey", "brown", "purple", "blue", "green", amount=10) * rng.uniform(0.55, 0.85)
@@ -247,8 +320,12 @@ def mountain(cv: Canvas, xc, yb, w, h):
         f = rng.uniform(0.25, 0.45)
         cap = [(px, yb - h), (px + (xc + w / 2 - px) * f, yb - h * (1 - f))]
         for k in range(4, 0, -1):
-            cap.append((px + (xc + w / 2 - px) * f * k / 5 - (px - xc + w / 2) * f * (5 - k) / 5,
-                        yb - h * (1 - f * (0.6 + 0.4 * (k % 2)))))
+            cap.append(
+                (
+                    px + (xc + w / 2 - px) * f * k / 5 - (px - xc + w / 2) * f * (5 - k) / 5,
+                    yb - h * (1 - f * (0.6 + 0.4 * (k % 2))),
+                )
+            )
         cap.append((px - (px - xc + w / 2) * f, yb - h * (1 - f)))
         cv.paint(cv.polygon(cap), material("snow", col(cv, "white", amount=6), s), o, 0, M["snow"])
 
@@ -259,8 +336,15 @@ def sun(cv: Canvas, x, y, r):
 
 def cloud(cv: Canvas, x, y, w):
     rng = cv.rng
-    parts = [cv.ellipse(x + rng.uniform(-0.4, 0.4) * w, y + rng.uniform(-0.12, 0.12) * w,
-                        w * rng.uniform(0.2, 0.35), w * rng.uniform(0.12, 0.2)) for _ in range(int(rng.integers(3, 6)))]
+    parts = [
+        cv.ellipse(
+            x + rng.uniform(-0.4, 0.4) * w,
+            y + rng.uniform(-0.12, 0.12) * w,
+            w * rng.uniform(0.2, 0.35),
+            w * rng.uniform(0.12, 0.2),
+        )
+        for _ in range(int(rng.integers(3, 6)))
+    ]
     cv.paint(cv.union(*parts), plain(col(cv, "white", "white", "grey", amount=8), 6), O["cloud"])
 
 
@@ -270,9 +354,10 @@ def fence(cv: Canvas, x0, x1, yb, h):
     base = col(cv, "brown", "white", "brown") if kind == "wood" else col(cv, "grey", "black", "orange")
     sp = h * rng.uniform(0.35, 0.6)
     pw = sp * rng.uniform(0.3, 0.55)
-    pieces = [cv.polygon([(px, yb), (px, yb - h * 0.85), (px + pw / 2, yb - h), (px + pw, yb - h * 0.85),
-                          (px + pw, yb)])
-              for px in np.arange(x0, x1, sp)]
+    pieces = [
+        cv.polygon([(px, yb), (px, yb - h * 0.85), (px + pw / 2, yb - h), (px + pw, yb - h * 0.85), (px + pw, yb)])
+        for px in np.arange(x0, x1, sp)
+    ]
     rh = max(1.5, h * 0.1)
     pieces += [cv.rect(x0, yb - h * f, x1, yb - h * f + rh) for f in (0.7, 0.35)]
     cv.paint(cv.union(*pieces), material(kind, base, s * 0.5), O["fence"], 0, M[kind])

@@ -82,7 +82,7 @@ def tile_texture(rng: np.random.Generator, src: Sources, material: str, size: in
     side = min(tile.shape[:2])
     c = max(8, int(side * rng.uniform(0.35, 1.0)))
     y, x = int(rng.integers(tile.shape[0] - c + 1)), int(rng.integers(tile.shape[1] - c + 1))
-    crop = np.rot90(tile[y:y + c, x:x + c], int(rng.integers(4)))
+    crop = np.rot90(tile[y : y + c, x : x + c], int(rng.integers(4)))
     out = np.asarray(Image.fromarray(np.ascontiguousarray(crop)).resize((size, size), Image.BILINEAR), np.float32)
     return out * rng.uniform(0.85, 1.15)
 
@@ -126,7 +126,7 @@ class _Style:
         y1, x1 = min(S, p.y + p.h), min(S, p.x + p.w)
         if y1 <= y0 or x1 <= x0:
             return
-        part = rgba[y0 - p.y:y1 - p.y, x0 - p.x:x1 - p.x]
+        part = rgba[y0 - p.y : y1 - p.y, x0 - p.x : x1 - p.x]
         a = part[..., 3:] / 255.0
         img[y0:y1, x0:x1] = img[y0:y1, x0:x1] * (1 - a) + part[..., :3] * a
         mask = part[..., 3] >= 128
@@ -151,8 +151,10 @@ class PhotoStyle(_Style):
 
     def __init__(self, src: Sources):
         have = set(src.materials)
-        self.scenes = {s: (tuple(m for m in g if m in have), tuple(m for m in w if m in have), p)
-                       for s, (g, w, p) in PHOTO_SCENES.items()}
+        self.scenes = {
+            s: (tuple(m for m in g if m in have), tuple(m for m in w if m in have), p)
+            for s, (g, w, p) in PHOTO_SCENES.items()
+        }
         self.scenes = {s: v for s, v in self.scenes.items() if v[0] and v[1]}
         if not self.scenes:  # a user's own materials: any material anywhere
             self.scenes = {"collage": (tuple(src.materials), tuple(src.materials), 0.3)}
@@ -160,8 +162,12 @@ class PhotoStyle(_Style):
 
     def _names(self) -> dict[str, list[str]]:
         sky = ["sky"] if any(p > 0 for _, _, p in self.scenes.values()) else []
-        return {"color": COLORS, "object": self.src.classes + self.src.parents + sky,
-                "material": self.src.materials, "scene": list(self.scenes)}
+        return {
+            "color": COLORS,
+            "object": self.src.classes + self.src.parents + sky,
+            "material": self.src.materials,
+            "scene": list(self.scenes),
+        }
 
     def scene_of(self, seed: int, index: int) -> int:
         return int(np.random.default_rng([seed, index, 1]).integers(len(self.scenes)))
@@ -174,8 +180,11 @@ class PhotoStyle(_Style):
         layers = {name: np.zeros((S, S), np.uint16) for _, name in self.planes[1:]}
         horizon = rng.uniform(0.25, 0.6) * S
         xs = np.arange(S, dtype=np.float32)
-        line = (horizon + rng.uniform(-0.15, 0.15) * (xs - S / 2)
-                + rng.uniform(0, 0.05) * S * np.sin(xs / S * rng.uniform(2, 9) + rng.uniform(0, 6.3)))
+        line = (
+            horizon
+            + rng.uniform(-0.15, 0.15) * (xs - S / 2)
+            + rng.uniform(0, 0.05) * S * np.sin(xs / S * rng.uniform(2, 9) + rng.uniform(0, 6.3))
+        )
         below = np.arange(S, dtype=np.float32)[:, None] >= line[None, :]
         img = np.empty((S, S, 3), np.float32)
         if rng.random() < p_sky:
@@ -213,8 +222,14 @@ class MixedStyle(_Style):
 
     name = "mixed"
     categories = CATEGORIES
-    planes = (("color", "color"), ("object", "object"), ("object", "parent"), ("part", "part"),
-              ("material", "material"), ("texture", "texture"))
+    planes = (
+        ("color", "color"),
+        ("object", "object"),
+        ("object", "parent"),
+        ("part", "part"),
+        ("material", "material"),
+        ("texture", "texture"),
+    )
 
     def __init__(self, src: Sources):
         from unitscope.world import vocab as cv
@@ -232,9 +247,14 @@ class MixedStyle(_Style):
         def extend(base: list[str], more: list[str]) -> list[str]:  # equal names share one label
             return base + [m for m in more if m not in base]
 
-        return {"color": COLORS, "object": extend(cv.OBJECTS, self.src.classes + self.src.parents),
-                "part": cv.PARTS, "material": extend(cv.MATERIALS, self.src.materials), "scene": cv.SCENES,
-                "texture": cv.TEXTURES}
+        return {
+            "color": COLORS,
+            "object": extend(cv.OBJECTS, self.src.classes + self.src.parents),
+            "part": cv.PARTS,
+            "material": extend(cv.MATERIALS, self.src.materials),
+            "scene": cv.SCENES,
+            "texture": cv.TEXTURES,
+        }
 
     def scene_of(self, seed: int, index: int) -> int:
         from unitscope.world.scenes import scene_of
@@ -248,9 +268,13 @@ class MixedStyle(_Style):
         rng = np.random.default_rng([seed, index, 2])
         S = size
         img = rgb.astype(np.float32)
-        layers = {"object": self.lut[cartoon["object"]], "parent": np.zeros((S, S), np.uint16),
-                  "part": self.lut[cartoon["part"]], "material": self.lut[cartoon["material"]],
-                  "texture": self.lut[cartoon["texture"]]}
+        layers = {
+            "object": self.lut[cartoon["object"]],
+            "parent": np.zeros((S, S), np.uint16),
+            "part": self.lut[cartoon["part"]],
+            "material": self.lut[cartoon["material"]],
+            "texture": self.lut[cartoon["texture"]],
+        }
         lum = img.mean(-1)
         for number, name in self.photo_materials:
             mask = cartoon["material"] == number

@@ -53,7 +53,7 @@ class Canvas:
         if self._field is None:
             self._field = smooth_noise(self.rng, self.S, self.S, 12 * self.S / 224)
         y0, x0 = int(ys[0, 0]), int(xs[0, 0])
-        return self._field[y0:y0 + ys.shape[0], x0:x0 + xs.shape[1]]
+        return self._field[y0 : y0 + ys.shape[0], x0 : x0 + xs.shape[1]]
 
     # ---- shapes: each returns (y0, y1, x0, x1, mask) clipped to the canvas, or None if empty
     def _clip(self, y0, y1, x0, x1):
@@ -94,12 +94,20 @@ class Canvas:
         x0, x1 = min(r[2] for r in regions), max(r[3] for r in regions)
         mask = np.zeros((y1 - y0, x1 - x0), bool)
         for ry0, ry1, rx0, rx1, m in regions:
-            mask[ry0 - y0:ry1 - y0, rx0 - x0:rx1 - x0] |= True if m is None else m
+            mask[ry0 - y0 : ry1 - y0, rx0 - x0 : rx1 - x0] |= True if m is None else m
         return y0, y1, x0, x1, mask
 
     # ---- painting
-    def paint(self, region: Region | None, surface: Surface | np.ndarray, obj: int = 0, part: int = 0,
-              material: int = 0, texture: int = 0, shade: bool = True) -> None:
+    def paint(
+        self,
+        region: Region | None,
+        surface: Surface | np.ndarray,
+        obj: int = 0,
+        part: int = 0,
+        material: int = 0,
+        texture: int = 0,
+        shade: bool = True,
+    ) -> None:
         """Fill ``region`` with ``surface`` (an RGB colour or a Surface) and set every label layer."""
         if region is None:
             return
@@ -136,11 +144,13 @@ class Canvas:
 
 # ---------------------------------------------------------------- surfaces
 
+
 def plain(rgb, noise: float = 5.0) -> Surface:
     c = np.asarray(rgb, np.float32)
 
     def f(cv, ys, xs):
         return c + (cv.field(ys, xs) * noise)[..., None]
+
     return f
 
 
@@ -150,6 +160,7 @@ def gradient(top, bottom, y_top: float, y_bot: float) -> Surface:
     def f(cv, ys, xs):
         t = np.clip((ys - y_top) / max(y_bot - y_top, 1), 0, 1)[..., None]
         return np.broadcast_to(a + (b - a) * t, (ys.shape[0], xs.shape[1], 3))
+
     return f
 
 
@@ -200,6 +211,7 @@ def pattern(kind: str, c1, c2, period: float, angle: float = 0.0) -> Surface:
             raise ValueError(f"unknown texture {kind!r}")
         m = np.broadcast_to(m, (ys.shape[0], xs.shape[1]))
         return _mix(m, c1, c2)
+
     return f
 
 
@@ -258,6 +270,7 @@ def material(kind: str, rgb, scale: float = 1.0) -> Surface:
             fold = smooth_noise(rng, h, w, 25 * s) * 0.12
             return c * (0.92 + 0.08 * weave + fold)[..., None]
         raise ValueError(f"unknown material {kind!r}")
+
     return f
 
 
@@ -267,4 +280,5 @@ def textured_material(kind: str, tex: str, c1, c2, period: float, scale: float, 
 
     def f(cv, ys, xs):
         return pat(cv, ys, xs) * (mat(cv, ys, xs) / 255.0)
+
     return f

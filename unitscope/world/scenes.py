@@ -13,7 +13,7 @@ import numpy as np
 
 from unitscope.world import objects as ob
 from unitscope.world.render import Canvas, gradient, material, plain
-from unitscope.world.vocab import COLOR_RGB, M, O, SCENES, T
+from unitscope.world.vocab import COLOR_RGB, SCENES, M, O, T
 
 SKIES = {  # top, horizon
     "clear": ((60, 120, 210), (160, 200, 240)),
@@ -26,8 +26,12 @@ def sky(cv: Canvas, horizon, clouds=(0, 4), sun_p=0.5):
     rng, S = cv.rng, cv.S
     kind = rng.choice(["clear", "clear", "clear", "overcast", "sunset"])
     top, bot = SKIES[kind]
-    cv.paint(cv.rect(0, 0, S, horizon + 2), gradient(ob.jitter(rng, top, 10), ob.jitter(rng, bot, 10), 0, horizon),
-             O["sky"], shade=False)
+    cv.paint(
+        cv.rect(0, 0, S, horizon + 2),
+        gradient(ob.jitter(rng, top, 10), ob.jitter(rng, bot, 10), 0, horizon),
+        O["sky"],
+        shade=False,
+    )
     if kind != "overcast" and rng.random() < sun_p:
         ob.sun(cv, rng.uniform(0.1, 0.9) * S, rng.uniform(0.08, 0.6) * horizon, S * rng.uniform(0.04, 0.08))
     for _ in range(int(rng.integers(*clouds))):
@@ -44,9 +48,11 @@ def mountains(cv: Canvas, horizon, n):
 def ground(cv: Canvas, y0, kind, y1=None):
     rng, S, s = cv.rng, cv.S, cv.S / 224
     y1 = S if y1 is None else y1
-    base = {"grass": ob.col(cv, "green", "green", "yellow", amount=12) * 0.85,
-            "sand": ob.jitter(rng, (225, 195, 135), 12),
-            "snow": ob.jitter(rng, (235, 240, 248), 6)}[kind]
+    base = {
+        "grass": ob.col(cv, "green", "green", "yellow", amount=12) * 0.85,
+        "sand": ob.jitter(rng, (225, 195, 135), 12),
+        "snow": ob.jitter(rng, (235, 240, 248), 6),
+    }[kind]
     cv.paint(cv.rect(0, y0, S, y1), material(kind, base, s), 0, 0, M[kind], shade=False)
 
 
@@ -63,20 +69,28 @@ def clutter(cv: Canvas, y0, y1, n, kinds=("bush", "rock", "flowers")):
         x, y = rng.uniform(0, S), rng.uniform(y0, y1)
         r = S * rng.uniform(0.02, 0.06) * (0.5 + (y - y0) / max(y1 - y0, 1))
         if kind == "bush":
-            cv.paint(cv.ellipse(x, y, r * 1.4, r), material("grass", ob.col(cv, "green") * 0.75, s * 0.6), 0, 0,
-                     M["grass"])
+            cv.paint(
+                cv.ellipse(x, y, r * 1.4, r), material("grass", ob.col(cv, "green") * 0.75, s * 0.6), 0, 0, M["grass"]
+            )
         elif kind == "rock":
             cv.paint(cv.ellipse(x, y, r * 1.2, r * 0.8), plain(ob.col(cv, "grey", "brown"), 10))
         elif kind == "flowers":
             c = ob.col(cv, "red", "yellow", "pink", "purple", "white", "orange")
-            cv.paint(cv.ellipse(x, y, r, r * 0.5), ob.pattern("dotted", ob.col(cv, "green") * 0.8, c, 4 * s), 0, 0,
-                     0, T["dotted"])
+            cv.paint(
+                cv.ellipse(x, y, r, r * 0.5),
+                ob.pattern("dotted", ob.col(cv, "green") * 0.8, c, 4 * s),
+                0,
+                0,
+                0,
+                T["dotted"],
+            )
         elif kind == "poster":
             region = cv.rect(x - r * 1.5, y - r * 2, x + r * 1.5, y + r * 2)
             ob.patterned(cv, region)
         elif kind == "pot":
-            cv.paint(cv.ellipse(x, y, r, r * 0.8), material("metal", ob.col(cv, "grey", "red", "black"), s), 0, 0,
-                     M["metal"])
+            cv.paint(
+                cv.ellipse(x, y, r, r * 0.8), material("metal", ob.col(cv, "grey", "red", "black"), s), 0, 0, M["metal"]
+            )
 
 
 def _place(cv: Canvas, items):
@@ -250,8 +264,13 @@ def field(cv: Canvas):
     ground(cv, hz, "grass")
     clutter(cv, hz, S, int(rng.integers(2, 8)), kinds=("bush", "flowers", "flowers", "rock"))
     items = []
-    for kind, p, lo in (("fence", 0.7, 0.1), ("tree", 0.8, 0.0), ("house", 0.4, 0.0), ("person", 0.3, 0.2),
-                        ("car", 0.1, 0.2)):
+    for kind, p, lo in (
+        ("fence", 0.7, 0.1),
+        ("tree", 0.8, 0.0),
+        ("house", 0.4, 0.0),
+        ("person", 0.3, 0.2),
+        ("car", 0.1, 0.2),
+    ):
         if rng.random() < p:
             y = rng.uniform(hz + S * (0.03 + lo), S)
             items.append((y, _stander(cv, kind, rng.uniform(0.1, 0.9) * S, y, hz)))
@@ -264,11 +283,20 @@ def _room(cv: Canvas, tiles: bool):
     wall = cv.rect(0, 0, S, fl)
     pastel = ("white", "yellow", "pink", "blue", "green", "grey", "orange", "purple")
     if tiles and rng.random() < 0.7:
-        ob.patterned(cv, wall, kinds=["checkered", "grid"], names=("white", "blue", "grey", "yellow", "green"),
-                     period=rng.uniform(7, 12) * s)
+        ob.patterned(
+            cv,
+            wall,
+            kinds=["checkered", "grid"],
+            names=("white", "blue", "grey", "yellow", "green"),
+            period=rng.uniform(7, 12) * s,
+        )
     elif rng.random() < 0.65:
-        ob.patterned(cv, wall, kinds=["striped", "dotted", "wavy", "zigzagged", "grid", "banded", "scaly",
-                                      "speckled"], names=pastel)
+        ob.patterned(
+            cv,
+            wall,
+            kinds=["striped", "dotted", "wavy", "zigzagged", "grid", "banded", "scaly", "speckled"],
+            names=pastel,
+        )
     else:
         cv.paint(wall, plain(ob.col(cv, *pastel), 6))
     floor = cv.rect(0, fl, S, S)
@@ -289,8 +317,9 @@ def bedroom(cv: Canvas):
     clutter(cv, S * 0.1, fl * 0.6, int(rng.integers(0, 3)), kinds=("poster",))
     items = []
     if rng.random() < 0.5:
-        items.append((fl + 2, lambda: ob.cabinet(cv, rng.uniform(0, 0.7) * S, fl * rng.uniform(0.2, 0.4),
-                                                 S * 0.25, fl * 0.8)))
+        items.append(
+            (fl + 2, lambda: ob.cabinet(cv, rng.uniform(0, 0.7) * S, fl * rng.uniform(0.2, 0.4), S * 0.25, fl * 0.8))
+        )
     if rng.random() < 0.95:
         y = rng.uniform(fl + S * 0.12, S)
         items.append((y, _stander(cv, "bed", rng.uniform(0.3, 0.7) * S, y, fl * 0.5)))
@@ -320,16 +349,25 @@ def kitchen(cv: Canvas):
         y = rng.uniform(fl + S * 0.1, S)
         items.append((y, _stander(cv, "table", rng.uniform(0.2, 0.8) * S, y, fl * 0.5)))
     if rng.random() < 0.6:
-        items.append((0, lambda: ob.lamp(cv, rng.uniform(0.2, 0.8) * S, fl * rng.uniform(0.25, 0.45), S * 0.6,
-                                         hanging=True)))
+        items.append(
+            (0, lambda: ob.lamp(cv, rng.uniform(0.2, 0.8) * S, fl * rng.uniform(0.25, 0.45), S * 0.6, hanging=True))
+        )
     if rng.random() < 0.4:
         y = rng.uniform(fl + S * 0.05, S)
         items.append((y, _stander(cv, "person", rng.uniform(0.1, 0.9) * S, y, fl * 0.5)))
     _place(cv, items + _extras(cv, fl * 0.5, fl + S * 0.05, ["tree", "bed", "car"], p=0.15))
 
 
-COMPOSERS = {"street": street, "forest": forest, "beach": beach, "ski_slope": ski_slope, "bedroom": bedroom,
-             "harbour": harbour, "field": field, "kitchen": kitchen}
+COMPOSERS = {
+    "street": street,
+    "forest": forest,
+    "beach": beach,
+    "ski_slope": ski_slope,
+    "bedroom": bedroom,
+    "harbour": harbour,
+    "field": field,
+    "kitchen": kitchen,
+}
 assert list(COMPOSERS) == SCENES
 
 

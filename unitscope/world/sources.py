@@ -142,14 +142,19 @@ def _allow_list(name: str) -> list[list[str]]:
 
 
 def _system_sources() -> tuple[list[Cutout], list[Tile]]:
-    missing = [pkg for pkg, path in ((STAMPS_PACKAGE, STAMPS_DIR), (TEXTURES_PACKAGE, TEXTURES_ZIP))
-               if not path.exists()]
+    missing = [
+        pkg for pkg, path in ((STAMPS_PACKAGE, STAMPS_DIR), (TEXTURES_PACKAGE, TEXTURES_ZIP)) if not path.exists()
+    ]
     if missing:
         raise MissingSources(
             f"the photo world needs the Debian package(s) {' and '.join(missing)}: run "
-            f"`apt-get install -y {' '.join(missing)}` (or pass --sources DIR with your own photographs)")
-    cutouts = [Cutout("stamps", p, label, parent) for p, label, parent in _allow_list("tuxpaint_stamps.txt")
-               if (STAMPS_DIR / p).is_file()]
+            f"`apt-get install -y {' '.join(missing)}` (or pass --sources DIR with your own photographs)"
+        )
+    cutouts = [
+        Cutout("stamps", p, label, parent)
+        for p, label, parent in _allow_list("tuxpaint_stamps.txt")
+        if (STAMPS_DIR / p).is_file()
+    ]
     names = set(zipfile.ZipFile(TEXTURES_ZIP).namelist())
     tiles = [Tile("textures", p, mat) for mat, p in _allow_list("nexuiz_textures.txt") if p in names]
     return cutouts, tiles
@@ -157,8 +162,9 @@ def _system_sources() -> tuple[list[Cutout], list[Tile]]:
 
 def _user_sources(root: Path) -> tuple[list[Cutout], list[Tile]]:
     if not root.is_dir():
-        raise MissingSources(f"--sources {root}: no such folder (it needs objects/<class>/*.png "
-                             f"and/or materials/<material>/*.jpg)")
+        raise MissingSources(
+            f"--sources {root}: no such folder (it needs objects/<class>/*.png and/or materials/<material>/*.jpg)"
+        )
     cutouts, tiles = [], []
     for png in sorted((root / "objects").rglob("*.png")):
         rel = png.relative_to(root / "objects").parts

@@ -33,16 +33,46 @@ COLOR_PROTOTYPES: dict[str, list[tuple[int, int, int]]] = {
 }
 COLORS = list(COLOR_PROTOTYPES)
 
-OBJECTS = ["sky", "sea", "mountain", "sun", "cloud", "house", "tree", "car", "person", "road",
-           "fence", "boat", "lamp", "bed", "table", "cabinet", "floor"]
+OBJECTS = [
+    "sky",
+    "sea",
+    "mountain",
+    "sun",
+    "cloud",
+    "house",
+    "tree",
+    "car",
+    "person",
+    "road",
+    "fence",
+    "boat",
+    "lamp",
+    "bed",
+    "table",
+    "cabinet",
+    "floor",
+]
 PART_OF = {
-    "roof": "house", "wall": "house", "door": "house", "window": "house",
-    "trunk": "tree", "crown": "tree",
-    "body": "car", "wheel": "car",
-    "head": "person", "torso": "person", "arm": "person", "leg": "person",
-    "hull": "boat", "sail": "boat", "mast": "boat",
-    "shade": "lamp", "pole": "lamp",
-    "headboard": "bed", "pillow": "bed", "blanket": "bed",
+    "roof": "house",
+    "wall": "house",
+    "door": "house",
+    "window": "house",
+    "trunk": "tree",
+    "crown": "tree",
+    "body": "car",
+    "wheel": "car",
+    "head": "person",
+    "torso": "person",
+    "arm": "person",
+    "leg": "person",
+    "hull": "boat",
+    "sail": "boat",
+    "mast": "boat",
+    "shade": "lamp",
+    "pole": "lamp",
+    "headboard": "bed",
+    "pillow": "bed",
+    "blanket": "bed",
     "tabletop": "table",
 }
 PARTS = list(PART_OF)  # window (car), door (cabinet), leg (table) are shared by other objects too
@@ -85,8 +115,7 @@ def srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
     """sRGB in 0..255 [..., 3] -> CIE Lab (D65) [..., 3]."""
     c = rgb.astype(np.float32) / 255.0
     lin = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
-    xyz = lin @ np.array([[0.4124, 0.2126, 0.0193], [0.3576, 0.7152, 0.1192], [0.1805, 0.0722, 0.9505]],
-                         np.float32)
+    xyz = lin @ np.array([[0.4124, 0.2126, 0.0193], [0.3576, 0.7152, 0.1192], [0.1805, 0.0722, 0.9505]], np.float32)
     xyz /= np.array([0.9505, 1.0, 1.089], np.float32)
     f = np.where(xyz > 0.008856, np.cbrt(xyz), 7.787 * xyz + 16 / 116)
     return np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], -1)

@@ -40,6 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from importlib.metadata import entry_points
+
 from unitscope.catalog import Catalog
 from unitscope.facts import FactsReader, FactsSource, UnitFacts, fact_units, register_facts, unregister_facts
 
@@ -88,16 +89,26 @@ def register_part(part: ReportPart) -> None:
         raise ValueError(f"report part {part.name!r} names no tables; it would never be used")
     old = _PARTS.get(part.name)
     if old is not None and old != part:
-        raise ValueError(f"a different report part named {part.name!r} is already registered "
-                         f"(tables {old.tables}); pick another name")
+        raise ValueError(
+            f"a different report part named {part.name!r} is already registered "
+            f"(tables {old.tables}); pick another name"
+        )
     if part.script is not None:
         part_script(part)  # fail now, naming the file, rather than when a report is written
     _PARTS[part.name] = part
     if part.facts is not None:
         register_facts(FactsSource(part.name, part.title, part.tables, part.facts, part.order))
     else:
-        register_facts(FactsSource(part.name, part.title, part.tables, _card_facts(part), part.order,
-                                   read_layer=lambda cat, model, layer: _card_layer(part, cat, model, layer)))
+        register_facts(
+            FactsSource(
+                part.name,
+                part.title,
+                part.tables,
+                _card_facts(part),
+                part.order,
+                read_layer=lambda cat, model, layer: _card_layer(part, cat, model, layer),
+            )
+        )
 
 
 def _card_layer(part: ReportPart, cat: Catalog, model: str, layer: str) -> dict[int, UnitFacts]:
@@ -108,8 +119,10 @@ def _card_layer(part: ReportPart, cat: Catalog, model: str, layer: str) -> dict[
 
 def _card_facts(part: ReportPart) -> FactsReader:
     """A part without ``facts``: its card data (``units``) as the unit's rows."""
+
     def read(cat: Catalog, model: str, layer: str, unit: int) -> UnitFacts | None:
         return _card_layer(part, cat, model, layer).get(unit)
+
     return read
 
 
@@ -149,8 +162,9 @@ def part_script(part: ReportPart) -> str:
     package, _, name = (part.script or "").rpartition(":")
     where = resources.files(package or __name__).joinpath(name)
     if not where.is_file():
-        raise FileNotFoundError(f"report part {part.name!r}: script {name!r} not found in "
-                                f"package {package or __name__}")
+        raise FileNotFoundError(
+            f"report part {part.name!r}: script {name!r} not found in package {package or __name__}"
+        )
     return where.read_text(encoding="utf-8")
 
 
@@ -193,5 +207,16 @@ def part_layers(cat: Catalog, parts: list[ReportPart]) -> set[tuple[str, str]]:
     return keys
 
 
-__all__ = ["ReportPart", "register_part", "unregister_part", "load_parts", "registered_parts",
-           "part_script", "used_parts", "part_layers", "has_rows", "card_data", "UnitFacts"]
+__all__ = [
+    "ReportPart",
+    "register_part",
+    "unregister_part",
+    "load_parts",
+    "registered_parts",
+    "part_script",
+    "used_parts",
+    "part_layers",
+    "has_rows",
+    "card_data",
+    "UnitFacts",
+]

@@ -30,9 +30,12 @@ def num(value: Any) -> Any:
 
 def _curves(cat: Catalog, model: str, layer: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for r in cat.query("SELECT mode, fraction, AVG(accuracy) AS mean, MIN(accuracy) AS lo, MAX(accuracy) AS hi, "
-                       "COUNT(*) AS seeds FROM ablation_curves WHERE model = ? AND layer = ? "
-                       "GROUP BY mode, fraction ORDER BY mode, fraction", (model, layer)):
+    for r in cat.query(
+        "SELECT mode, fraction, AVG(accuracy) AS mean, MIN(accuracy) AS lo, MAX(accuracy) AS hi, "
+        "COUNT(*) AS seeds FROM ablation_curves WHERE model = ? AND layer = ? "
+        "GROUP BY mode, fraction ORDER BY mode, fraction",
+        (model, layer),
+    ):
         c = out.setdefault(r["mode"], {"fraction": [], "mean": [], "lo": [], "hi": [], "seeds": r["seeds"]})
         for k in ("fraction", "mean", "lo", "hi"):
             c[k].append(num(r[k]))
@@ -41,10 +44,16 @@ def _curves(cat: Catalog, model: str, layer: str) -> dict[str, Any]:
 
 def _labels(cat: Catalog, model: str, layer: str) -> tuple[dict[int, str], dict[int, str]]:
     present = set(cat.tables())
-    concepts = ({r["unit"]: r["concept"] for r in cat.rows("dissection", model=model, layer=layer) if r["concept"]}
-                if has_rows(cat, "dissection", present) else {})
-    images = ({r["unit"]: r["path"] for r in cat.rows("unit_images", model=model, layer=layer)}
-              if has_rows(cat, "unit_images", present) else {})
+    concepts = (
+        {r["unit"]: r["concept"] for r in cat.rows("dissection", model=model, layer=layer) if r["concept"]}
+        if has_rows(cat, "dissection", present)
+        else {}
+    )
+    images = (
+        {r["unit"]: r["path"] for r in cat.rows("unit_images", model=model, layer=layer)}
+        if has_rows(cat, "unit_images", present)
+        else {}
+    )
     return concepts, images
 
 
@@ -57,23 +66,41 @@ def layer_data(cat: Catalog, model: str, layer: str) -> dict[str, Any] | None:
     concepts, images = _labels(cat, model, layer)
     per_class: dict[str, list] = {}
     # the experiment's ranking: accuracy drop, ties by probability drop (absent in older runs), unit
-    for r in sorted(imp, key=lambda r: (r["class"], -r["accuracy_drop"], -(r.get("probability_drop") or 0.0), r["unit"])):
+    for r in sorted(
+        imp, key=lambda r: (r["class"], -r["accuracy_drop"], -(r.get("probability_drop") or 0.0), r["unit"])
+    ):
         units = per_class.setdefault(r["class"], [])
         if len(units) < KEY_UNITS:
-            units.append({"unit": r["unit"], "drop": num(r["accuracy_drop"]), "concept": concepts.get(r["unit"]),
-                          "image": images.get(r["unit"])})
+            units.append(
+                {
+                    "unit": r["unit"],
+                    "drop": num(r["accuracy_drop"]),
+                    "concept": concepts.get(r["unit"]),
+                    "image": images.get(r["unit"]),
+                }
+            )
     twins = {}
     for other in cat.query("SELECT DISTINCT model FROM ablation_curves WHERE layer = ? AND model != ?", (layer, model)):
         twins[other["model"]] = _curves(cat, other["model"], layer)
     return {
         "meta": {k: num(v) for k, v in meta[0].items()} if meta else {},
-        "curves": _curves(cat, model, layer), "twins": twins,
+        "curves": _curves(cat, model, layer),
+        "twins": twins,
         "importance": [{"class": c, "units": u} for c, u in per_class.items()],
-        "topn": [{k: num(v) for k, v in r.items() if k not in ("model", "layer")} for r in cat.rows("ablation_topn", **where)],
-        "steering": [{k: num(r[k]) for k in ("source", "target", "units", "images", "flip_rate", "base_rate")}
-                     for r in cat.rows("ablation_steering", **where)],
-        "attacks": [{k: num(v) for k, v in r.items() if k not in ("model", "layer")} for r in cat.rows("ablation_attacks", **where)],
-        "examples": [{k: r[k] for k in ("kind", "rank", "path", "caption")} for r in cat.rows("ablation_examples", **where)],
+        "topn": [
+            {k: num(v) for k, v in r.items() if k not in ("model", "layer")} for r in cat.rows("ablation_topn", **where)
+        ],
+        "steering": [
+            {k: num(r[k]) for k in ("source", "target", "units", "images", "flip_rate", "base_rate")}
+            for r in cat.rows("ablation_steering", **where)
+        ],
+        "attacks": [
+            {k: num(v) for k, v in r.items() if k not in ("model", "layer")}
+            for r in cat.rows("ablation_attacks", **where)
+        ],
+        "examples": [
+            {k: r[k] for k in ("kind", "rank", "path", "caption")} for r in cat.rows("ablation_examples", **where)
+        ],
     }
 
 
@@ -106,5 +133,15 @@ def unit_facts(cat: Catalog, model: str, layer: str, unit: int) -> UnitFacts | N
     return out
 
 
-register_part(ReportPart("ablation", "Ablation", TABLES, layer=layer_data, units=unit_data,
-                         script="ablation.js", order=30, facts=unit_facts))
+register_part(
+    ReportPart(
+        "ablation",
+        "Ablation",
+        TABLES,
+        layer=layer_data,
+        units=unit_data,
+        script="ablation.js",
+        order=30,
+        facts=unit_facts,
+    )
+)

@@ -24,9 +24,20 @@ def unit_facts(cat: Catalog, model: str, layer: str, unit: int) -> UnitFacts | N
         return None
     rows.sort(key=lambda r: (-(r["integrated"] or 0.0), r["image"], r["class_index"]))
     return UnitFacts(
-        rows={"explained": [{"image": r["image"], "class": r["class_name"], "rank": r["rank"],
-                             "integrated": r["integrated"], "attribution": r["attribution"]} for r in rows]},
-        links={f"explain {r['image']}": f"explain/{r['image']}/index.html" for r in rows})
+        rows={
+            "explained": [
+                {
+                    "image": r["image"],
+                    "class": r["class_name"],
+                    "rank": r["rank"],
+                    "integrated": r["integrated"],
+                    "attribution": r["attribution"],
+                }
+                for r in rows
+            ]
+        },
+        links={f"explain {r['image']}": f"explain/{r['image']}/index.html" for r in rows},
+    )
 
 
 register_part(ReportPart("attribution", "Attribution", (TABLE,), facts=unit_facts, order=40))

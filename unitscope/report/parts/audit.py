@@ -40,9 +40,13 @@ def layer_data(cat: Catalog, model: str, layer: str) -> dict[str, Any] | None:
     for query in sorted({r["query"] for r in rows}):
         mine = sorted((r for r in rows if r["query"] == query), key=lambda r: r["rank"])
         layers = sorted({r["layer"] for r in cat.rows("edit_units", model=model, query=query)})
-        entry = {"query": query, "layers": layers,
-                 "units": [{k: r[k] for k in ("unit", "rank", "description", "match", "single_accuracy", "removed")}
-                           for r in mine]}
+        entry = {
+            "query": query,
+            "layers": layers,
+            "units": [
+                {k: r[k] for k in ("unit", "rank", "description", "match", "single_accuracy", "removed")} for r in mine
+            ],
+        }
         if layer == layers[0]:
             entry["results"] = _results(cat, model, query)
         out["queries"].append(entry)
@@ -53,7 +57,8 @@ def unit_data(cat: Catalog, model: str, layer: str) -> dict[int, dict[str, Any]]
     out: dict[int, dict[str, Any]] = {}
     for r in cat.rows("edit_units", model=model, layer=layer):
         out.setdefault(r["unit"], {"queries": []})["queries"].append(
-            {"query": r["query"], "rank": r["rank"], "single_accuracy": r["single_accuracy"], "removed": r["removed"]})
+            {"query": r["query"], "rank": r["rank"], "single_accuracy": r["single_accuracy"], "removed": r["removed"]}
+        )
     return out
 
 
@@ -65,12 +70,33 @@ def unit_facts(cat: Catalog, model: str, layer: str, unit: int) -> UnitFacts | N
     rows = sorted(cat.rows("edit_units", model=model, layer=layer, unit=unit), key=lambda r: r["query"])
     if not rows:
         return None
-    queries = [{"query": r["query"], "rank": r["rank"], "description": r["description"], "formula": r["formula"],
-                "match": r["match"], "single_accuracy": r["single_accuracy"], "removed": bool(r["removed"])}
-               for r in rows]
-    return UnitFacts(label=rows[0]["description"] or None,
-                     rows={"queries": queries, "removed_by": [q["query"] for q in queries if q["removed"]]})
+    queries = [
+        {
+            "query": r["query"],
+            "rank": r["rank"],
+            "description": r["description"],
+            "formula": r["formula"],
+            "match": r["match"],
+            "single_accuracy": r["single_accuracy"],
+            "removed": bool(r["removed"]),
+        }
+        for r in rows
+    ]
+    return UnitFacts(
+        label=rows[0]["description"] or None,
+        rows={"queries": queries, "removed_by": [q["query"] for q in queries if q["removed"]]},
+    )
 
 
-register_part(ReportPart("audit", "Editing by description", tables.TABLES, layer=layer_data, units=unit_data,
-                         script="audit.js", order=40, facts=unit_facts))
+register_part(
+    ReportPart(
+        "audit",
+        "Editing by description",
+        tables.TABLES,
+        layer=layer_data,
+        units=unit_data,
+        script="audit.js",
+        order=40,
+        facts=unit_facts,
+    )
+)

@@ -37,12 +37,19 @@ def count_layer(cat: Catalog, model: str, layer: str) -> dict[str, Any] | None:
         mine = [r for r in rows if r["concept"] == concept]
         audited = [r for r in mine if r["role"] == "audited"]
         ref = {r["layer"]: r for r in mine if r["role"] == "reference"}
-        entry: dict[str, Any] = {"concept": concept, "reference": next(iter(ref.values()))["name"] if ref else None,
-                                 "here": {"audited": _pick(audited, layer), "reference": _pick(list(ref.values()), layer)}}
+        entry: dict[str, Any] = {
+            "concept": concept,
+            "reference": next(iter(ref.values()))["name"] if ref else None,
+            "here": {"audited": _pick(audited, layer), "reference": _pick(list(ref.values()), layer)},
+        }
         if audited and audited[0]["layer"] == layer:  # the whole table once, in the first layer
-            entry["table"] = [{"audited": {k: r[k] for k in COUNT_KEYS},
-                               "reference": {k: ref[r["layer"]][k] for k in COUNT_KEYS} if r["layer"] in ref else None}
-                              for r in audited]
+            entry["table"] = [
+                {
+                    "audited": {k: r[k] for k in COUNT_KEYS},
+                    "reference": {k: ref[r["layer"]][k] for k in COUNT_KEYS} if r["layer"] in ref else None,
+                }
+                for r in audited
+            ]
         out["concepts"].append(entry)
     return out
 
@@ -61,11 +68,20 @@ def count_facts(cat: Catalog, model: str, layer: str, unit: int) -> UnitFacts | 
     if not concepts:
         return None
     diss = cat.rows("dissection", model=model, layer=layer, unit=unit)
-    desc = cat.rows("descriptions", model=model, layer=layer, unit=unit, kind="pmi") \
-        if "descriptions" in cat.tables() else []
+    desc = (
+        cat.rows("descriptions", model=model, layer=layer, unit=unit, kind="pmi")
+        if "descriptions" in cat.tables()
+        else []
+    )
     said = positive_concepts(desc[0]["formula"]) if desc else []
-    audits = [{"concept": c, "detects": bool(diss and diss[0]["is_detector"] and (diss[0]["concept"] or "").lower() == c),
-               "describes": c in said} for c in concepts]
+    audits = [
+        {
+            "concept": c,
+            "detects": bool(diss and diss[0]["is_detector"] and (diss[0]["concept"] or "").lower() == c),
+            "describes": c in said,
+        }
+        for c in concepts
+    ]
     audits = [a for a in audits if a["detects"] or a["describes"]]
     return UnitFacts(rows={"audits": audits}) if audits else None
 
@@ -79,12 +95,23 @@ def ablation_layer(cat: Catalog, model: str, layer: str) -> dict[str, Any] | Non
         mine = [r for r in rows if r["ordering"] == o]
         fr = sorted({r["fraction"] for r in mine})
         at = {f: [r["accuracy"] for r in mine if r["fraction"] == f] for f in fr}
-        curves[o] = {"fractions": fr, "units": [next(r["units"] for r in mine if r["fraction"] == f) for f in fr],
-                     "mean": [sum(at[f]) / len(at[f]) for f in fr], "min": [min(at[f]) for f in fr],
-                     "max": [max(at[f]) for f in fr], "seeds": len({r["seed"] for r in mine})}
-    first = {o: [{k: r[k] for k in ("unit", "rank", "description", "formula")}
-                 for r in sorted(cat.rows("desc_ablation_units", model=model, layer=layer, ordering=o),
-                                 key=lambda r: r["rank"])] for o in ("unrelated", "single")}
+        curves[o] = {
+            "fractions": fr,
+            "units": [next(r["units"] for r in mine if r["fraction"] == f) for f in fr],
+            "mean": [sum(at[f]) / len(at[f]) for f in fr],
+            "min": [min(at[f]) for f in fr],
+            "max": [max(at[f]) for f in fr],
+            "seeds": len({r["seed"] for r in mine}),
+        }
+    first = {
+        o: [
+            {k: r[k] for k in ("unit", "rank", "description", "formula")}
+            for r in sorted(
+                cat.rows("desc_ablation_units", model=model, layer=layer, ordering=o), key=lambda r: r["rank"]
+            )
+        ]
+        for o in ("unrelated", "single")
+    }
     png = plot_name(layer)
     return {"curves": curves, "first": first, "plot": png if (cat.path.parent / png).is_file() else None}
 
@@ -94,11 +121,30 @@ def ablation_facts(cat: Catalog, model: str, layer: str, unit: int) -> UnitFacts
     rows = sorted(cat.rows("desc_ablation_units", model=model, layer=layer, unit=unit), key=lambda r: r["ordering"])
     if not rows:
         return None
-    return UnitFacts(rows={"first_in": [r["ordering"] for r in rows],
-                           "ranks": {r["ordering"]: r["rank"] for r in rows}})
+    return UnitFacts(
+        rows={"first_in": [r["ordering"] for r in rows], "ranks": {r["ordering"]: r["rank"] for r in rows}}
+    )
 
 
-register_part(ReportPart("audit_counts", "Auditing by description", tables.COUNT_TABLES, layer=count_layer,
-                         script="audit_analysis.js", order=41, facts=count_facts))
-register_part(ReportPart("desc_ablation", "Ablation by description", tables.ANALYSIS_TABLES, layer=ablation_layer,
-                         script="audit_analysis.js", order=42, facts=ablation_facts))
+register_part(
+    ReportPart(
+        "audit_counts",
+        "Auditing by description",
+        tables.COUNT_TABLES,
+        layer=count_layer,
+        script="audit_analysis.js",
+        order=41,
+        facts=count_facts,
+    )
+)
+register_part(
+    ReportPart(
+        "desc_ablation",
+        "Ablation by description",
+        tables.ANALYSIS_TABLES,
+        layer=ablation_layer,
+        script="audit_analysis.js",
+        order=42,
+        facts=ablation_facts,
+    )
+)

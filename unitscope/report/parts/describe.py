@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from unitscope.catalog import Catalog
-from unitscope.facts import UnitFacts
 from unitscope.describe import tables
+from unitscope.facts import UnitFacts
 from unitscope.report.parts import ReportPart, register_part
 
 _SCORES = ("f1", "iou", "auprc", "pearson")
@@ -29,9 +29,12 @@ def layer_data(cat: Catalog, model: str, layer: str) -> dict[str, Any] | None:
     by = {k: [r for r in rows if r["kind"] == k and r["description"]] for k in tables.KINDS}
     out: dict[str, Any] = {"units": len({r["unit"] for r in rows})}
     for kind, rs in by.items():
-        out[kind] = {"described": len(rs), "distinct": len({r["description"] for r in rs}),
-                     **{m: _mean([r[m] for r in rs]) for m in _SCORES},
-                     "significant": sum(1 for r in rs if r["p_f1"] is not None and r["p_f1"] < 0.01)}
+        out[kind] = {
+            "described": len(rs),
+            "distinct": len({r["description"] for r in rs}),
+            **{m: _mean([r[m] for r in rs]) for m in _SCORES},
+            "significant": sum(1 for r in rs if r["p_f1"] is not None and r["p_f1"] < 0.01),
+        }
     return out
 
 
@@ -40,9 +43,13 @@ def unit_data(cat: Catalog, model: str, layer: str) -> dict[int, dict[str, Any]]
     for r in cat.rows("descriptions", model=model, layer=layer):
         if not r["description"] or r["kind"] not in ("pmi", "label"):
             continue
-        entry = {"description": r["description"], "formula": r["formula"],
-                 **{m: r[m] for m in _SCORES}, **{f"p_{m}": r[f"p_{m}"] for m in _SCORES},
-                 "base_rate": r["base_rate"]}
+        entry = {
+            "description": r["description"],
+            "formula": r["formula"],
+            **{m: r[m] for m in _SCORES},
+            **{f"p_{m}": r[f"p_{m}"] for m in _SCORES},
+            "base_rate": r["base_rate"],
+        }
         out.setdefault(r["unit"], {})["chosen" if r["kind"] == "pmi" else "label"] = entry
     return {u: v for u, v in out.items() if "chosen" in v}
 
@@ -54,9 +61,24 @@ def unit_facts(cat: Catalog, model: str, layer: str, unit: int) -> UnitFacts | N
         return None
     rows.sort(key=lambda r: r["kind"] or "", reverse=True)  # pmi, ml, label
     chosen = next((r["description"] for r in rows if r["kind"] == "pmi" and r["description"]), None)
-    return UnitFacts(label=chosen, rows={"description": chosen, "descriptions": [
-        {k: v for k, v in r.items() if k not in ("model", "layer", "unit")} for r in rows]})
+    return UnitFacts(
+        label=chosen,
+        rows={
+            "description": chosen,
+            "descriptions": [{k: v for k, v in r.items() if k not in ("model", "layer", "unit")} for r in rows],
+        },
+    )
 
 
-register_part(ReportPart("describe", "Descriptions", ("descriptions",), layer=layer_data, units=unit_data,
-                         script="describe.js", order=25, facts=unit_facts))
+register_part(
+    ReportPart(
+        "describe",
+        "Descriptions",
+        ("descriptions",),
+        layer=layer_data,
+        units=unit_data,
+        script="describe.js",
+        order=25,
+        facts=unit_facts,
+    )
+)

@@ -25,8 +25,7 @@ from unitscope.report.parts import ReportPart, has_rows, register_part
 from unitscope.report.unit_page import unit_pages
 
 HIST_BINS = 20  # IoU histogram: this many bins of a round width covering 0 .. max IoU
-TABLES = ("layers", "dissection", "dissection_category", "exemplars", "unit_images", "rotations",
-          "concept_images")
+TABLES = ("layers", "dissection", "dissection_category", "exemplars", "unit_images", "rotations", "concept_images")
 
 
 def num(value: Any) -> Any:
@@ -66,19 +65,32 @@ def layer_data(cat: Catalog, model: str, layer: str) -> dict[str, Any] | None:
     s = layer_summary(cat, model, layer)
     meta = s.pop("meta")
     out = {k: s[k] for k in ("units", "dissected", "detectors", "unique_concepts", "categories")}
-    for k in ("height", "width", "images", "quantile", "iou_threshold", "detectors_significant", "images_needed",
-              "activation_values", "saturated_units", "tied_units"):  # the last three: None in older runs
+    for k in (
+        "height",
+        "width",
+        "images",
+        "quantile",
+        "iou_threshold",
+        "detectors_significant",
+        "images_needed",
+        "activation_values",
+        "saturated_units",
+        "tied_units",
+    ):  # the last three: None in older runs
         out[k] = num(meta.get(k))
     concepts = cat.query(
         "SELECT concept, category, COUNT(*) AS detectors FROM dissection "
         "WHERE model = ? AND layer = ? AND is_detector != 0 AND concept IS NOT NULL "
-        "GROUP BY category, concept", (model, layer))
+        "GROUP BY category, concept",
+        (model, layer),
+    )
     concepts.sort(key=lambda c: (category_key(c["category"]), -c["detectors"], c["concept"] or ""))
     out["concepts"] = concepts
     ious = [num(r["iou"]) or 0.0 for r in cat.rows("dissection", **where)]
     out["histogram"] = histogram(ious, out["iou_threshold"])
-    out["rotations"] = [{k: r[k] for k in ("rotation", "detectors", "unique_concepts")}
-                        for r in cat.rows("rotations", **where)]
+    out["rotations"] = [
+        {k: r[k] for k in ("rotation", "detectors", "unique_concepts")} for r in cat.rows("rotations", **where)
+    ]
     bases = cat.rows("layer_bases", **where) if "layer_bases" in cat.tables() else []
     out["privileged"] = bool(bases[0]["privileged"]) if bases else None  # None: not recorded
     return out
@@ -90,20 +102,26 @@ def unit_data(cat: Catalog, model: str, layer: str) -> dict[int, dict[str, Any]]
     labels: dict[int, list] = {}
     for r in cat.rows("dissection_category", **where):
         labels.setdefault(r["unit"], []).append(
-            {"category": r["category"], "concept": r["concept"], "iou": num(r["iou"])})
+            {"category": r["category"], "concept": r["concept"], "iou": num(r["iou"])}
+        )
     exemplars: dict[int, list] = {}
     for r in cat.rows("exemplars", **where):
         exemplars.setdefault(r["unit"], []).append({k: num(r[k]) for k in ("rank", "image", "activation", "y", "x")})
     images = {r["unit"]: r["path"] for r in cat.rows("unit_images", **where)}
-    masks = ({r["unit"]: r["path"] for r in cat.rows("concept_images", **where)}
-             if has_rows(cat, "concept_images") else {})
+    masks = (
+        {r["unit"]: r["path"] for r in cat.rows("concept_images", **where)} if has_rows(cat, "concept_images") else {}
+    )
     out = {}
     for r in cat.rows("dissection", **where):
         u = r["unit"]
         out[u] = {
-            "concept": r["concept"], "category": r["category"], "iou": num(r["iou"]),
-            "is_detector": bool(r["is_detector"]), "threshold": num(r["threshold"]),
-            "image": images.get(u), "mask_image": masks.get(u),
+            "concept": r["concept"],
+            "category": r["category"],
+            "iou": num(r["iou"]),
+            "is_detector": bool(r["is_detector"]),
+            "threshold": num(r["threshold"]),
+            "image": images.get(u),
+            "mask_image": masks.get(u),
             "labels": sorted(labels.get(u, []), key=lambda x: category_key(x["category"])),
             "exemplars": exemplars.get(u, []),
         }
@@ -122,13 +140,21 @@ def unit_facts(cat: Catalog, model: str, layer: str, unit: int) -> UnitFacts | N
     out = UnitFacts()
     for d in rows("dissection"):
         out.label = d["concept"] if d["is_detector"] and d["concept"] else None
-        out.rows.update({"concept": d["concept"], "category": d["category"], "iou": num(d["iou"]),
-                         "threshold": num(d["threshold"]), "is_detector": bool(d["is_detector"]),
-                         "p_value": num(d.get("p_value"))})
+        out.rows.update(
+            {
+                "concept": d["concept"],
+                "category": d["category"],
+                "iou": num(d["iou"]),
+                "threshold": num(d["threshold"]),
+                "is_detector": bool(d["is_detector"]),
+                "p_value": num(d.get("p_value")),
+            }
+        )
     best = sorted(rows("dissection_category"), key=lambda r: -(num(r["iou"]) if num(r["iou"]) is not None else -1.0))
     if best:
-        out.rows["categories"] = [{"category": r["category"], "concept": r["concept"], "iou": num(r["iou"])}
-                                  for r in best]
+        out.rows["categories"] = [
+            {"category": r["category"], "concept": r["concept"], "iou": num(r["iou"])} for r in best
+        ]
     exemplars = rows("exemplars")
     if exemplars:
         out.rows["exemplars"] = [{k: num(r[k]) for k in ("rank", "image", "activation", "y", "x")} for r in exemplars]
@@ -138,5 +164,17 @@ def unit_facts(cat: Catalog, model: str, layer: str, unit: int) -> UnitFacts | N
     return out if out.rows or out.images else None
 
 
-register_part(ReportPart("dissection", "Network dissection", TABLES, layer=layer_data, units=unit_data,
-                         script="dissection.js", order=0, run=run_data, page=unit_pages, facts=unit_facts))
+register_part(
+    ReportPart(
+        "dissection",
+        "Network dissection",
+        TABLES,
+        layer=layer_data,
+        units=unit_data,
+        script="dissection.js",
+        order=0,
+        run=run_data,
+        page=unit_pages,
+        facts=unit_facts,
+    )
+)

@@ -28,8 +28,9 @@ def layer_data(cat: Catalog, model: str, layer: str) -> dict[str, Any] | None:
 
 
 def unit_data(cat: Catalog, model: str, layer: str) -> dict[int, dict[str, Any]]:
-    return {r["unit"]: {"image": r["path"], "objective": r["objective"]}
-            for r in cat.rows(TABLE, model=model, layer=layer)}
+    return {
+        r["unit"]: {"image": r["path"], "objective": r["objective"]} for r in cat.rows(TABLE, model=model, layer=layer)
+    }
 
 
 def unit_facts(cat: Catalog, model: str, layer: str, unit: int) -> UnitFacts | None:
@@ -40,5 +41,15 @@ def unit_facts(cat: Catalog, model: str, layer: str, unit: int) -> UnitFacts | N
     return UnitFacts(rows={"objective": rows[0]["objective"]}, images={"visualization": rows[0]["path"]})
 
 
-register_part(ReportPart("featvis", "Feature visualisation", (TABLE,), layer=layer_data,
-                         units=unit_data, script="featvis.js", order=20, facts=unit_facts))
+register_part(
+    ReportPart(
+        "featvis",
+        "Feature visualisation",
+        (TABLE,),
+        layer=layer_data,
+        units=unit_data,
+        script="featvis.js",
+        order=20,
+        facts=unit_facts,
+    )
+)

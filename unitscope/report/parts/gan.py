@@ -46,12 +46,23 @@ def _removal(cat: Catalog, model: str, layer: str) -> list[dict[str, Any]]:
             c["ci"].append(num(r["ci"]))
         iou = [r for r in mine if r["ranking"] == "iou"]
         k_top = max((r["k"] for r in iou if r["k"] <= 20), default=max((r["k"] for r in iou), default=0))
-        others = sorted((r for r in iou if r["k"] == k_top and r["label"] != concept and r["before"] >= 0.005),
-                        key=lambda r: -abs(r["change"]))[:OTHERS]
+        others = sorted(
+            (r for r in iou if r["k"] == k_top and r["label"] != concept and r["before"] >= 0.005),
+            key=lambda r: -abs(r["change"]),
+        )[:OTHERS]
         before = next((r["before"] for r in mine if r["label"] == concept), None)
-        out.append({"concept": concept, "before": num(before), "curves": curves, "k_others": k_top,
-                    "others": [{"label": r["label"], "change": num(r["change"]), "ci": num(r["ci"]),
-                                "before": num(r["before"])} for r in others]})
+        out.append(
+            {
+                "concept": concept,
+                "before": num(before),
+                "curves": curves,
+                "k_others": k_top,
+                "others": [
+                    {"label": r["label"], "change": num(r["change"]), "ci": num(r["ci"]), "before": num(r["before"])}
+                    for r in others
+                ],
+            }
+        )
     return out
 
 
@@ -61,14 +72,19 @@ def layer_data(cat: Catalog, model: str, layer: str) -> dict[str, Any] | None:
     if not effects:
         return None
     insertion: dict[str, list] = {}
-    for r in sorted(cat.rows("gan_insertion", **where), key=lambda r: (r["concept"], -r["rate"], -r["trials"], r["context"])):
+    for r in sorted(
+        cat.rows("gan_insertion", **where), key=lambda r: (r["concept"], -r["rate"], -r["trials"], r["context"])
+    ):
         insertion.setdefault(r["concept"], []).append({k: num(r[k]) for k in ("context", "trials", "appeared", "rate")})
     ace: dict[str, list] = {}
     for r in sorted(cat.rows("gan_unit_effects", **where), key=lambda r: (r["concept"], r["ace_rank"])):
-        ace.setdefault(r["concept"], []).append({k: num(r[k]) for k in ("unit", "iou", "iou_rank", "ace_remove",
-                                                                         "ace_insert", "ace_rank")})
-    artifacts = [{k: num(r[k]) for k in ("unit", "gain", "gain_all", "rank")}
-                 for r in sorted(cat.rows("gan_artifacts", **where), key=lambda r: r["rank"])]
+        ace.setdefault(r["concept"], []).append(
+            {k: num(r[k]) for k in ("unit", "iou", "iou_rank", "ace_remove", "ace_insert", "ace_rank")}
+        )
+    artifacts = [
+        {k: num(r[k]) for k in ("unit", "gain", "gain_all", "rank")}
+        for r in sorted(cat.rows("gan_artifacts", **where), key=lambda r: r["rank"])
+    ]
     return {
         "effects": [{k: num(r[k]) for k in ("analysis", "concept", "samples", "seconds", "summary")} for r in effects],
         "removal": _removal(cat, model, layer),
@@ -95,7 +111,8 @@ def unit_data(cat: Catalog, model: str, layer: str) -> dict[int, dict[str, Any]]
     out: dict[int, dict[str, Any]] = {}
     for r in cat.rows("gan_unit_effects", model=model, layer=layer):
         out.setdefault(r["unit"], {}).setdefault("effects", []).append(
-            {k: num(r[k]) for k in ("concept", "iou", "iou_rank", "ace_remove", "ace_insert", "ace_rank")})
+            {k: num(r[k]) for k in ("concept", "iou", "iou_rank", "ace_remove", "ace_insert", "ace_rank")}
+        )
     for r in cat.rows("gan_artifacts", model=model, layer=layer):
         card = out.setdefault(r["unit"], {})
         card["artifact_gain"], card["artifact_rank"] = num(r["gain"]), r["rank"]
@@ -118,11 +135,14 @@ def unit_facts(cat: Catalog, model: str, layer: str, unit: int) -> UnitFacts | N
     out = UnitFacts()
     effects = cat.rows("gan_unit_effects", **where) if "gan_unit_effects" in present else []
     if effects:
-        out.rows["effects"] = [{k: num(r[k]) for k in ("concept", "iou", "iou_rank", "ace_remove", "ace_insert", "ace_rank")}
-                               for r in sorted(effects, key=lambda r: r["concept"])]
+        out.rows["effects"] = [
+            {k: num(r[k]) for k in ("concept", "iou", "iou_rank", "ace_remove", "ace_insert", "ace_rank")}
+            for r in sorted(effects, key=lambda r: r["concept"])
+        ]
     for r in cat.rows("gan_artifacts", **where) if "gan_artifacts" in present else []:
-        out.rows.update({"artifact_gain": num(r["gain"]), "artifact_gain_all": num(r["gain_all"]),
-                         "artifact_rank": r["rank"]})
+        out.rows.update(
+            {"artifact_gain": num(r["gain"]), "artifact_gain_all": num(r["gain_all"]), "artifact_rank": r["rank"]}
+        )
     if not out.rows:
         return None
     grids = _grids(cat, model, layer).get(unit, [])
@@ -132,5 +152,15 @@ def unit_facts(cat: Catalog, model: str, layer: str, unit: int) -> UnitFacts | N
     return out
 
 
-register_part(ReportPart("gan", "Generator effects", TABLES, layer=layer_data, units=unit_data,
-                         script="gan.js", order=35, facts=unit_facts))
+register_part(
+    ReportPart(
+        "gan",
+        "Generator effects",
+        TABLES,
+        layer=layer_data,
+        units=unit_data,
+        script="gan.js",
+        order=35,
+        facts=unit_facts,
+    )
+)

@@ -24,10 +24,11 @@ $(STAMP): pyproject.toml
 demo: venv
 	$(VENV)/bin/unitscope demo
 
-# ruff (pyflakes and pycodestyle over the tree) and mypy over the core modules; settings in
-# pyproject.toml. A finding fails `make test` before the tests run.
+# ruff (pyflakes, pycodestyle and import order over the tree; the formatter's check) and mypy over the
+# core modules; settings in pyproject.toml. A finding fails `make test` before the tests run.
 lint: venv
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
 test: venv lint

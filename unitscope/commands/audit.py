@@ -64,15 +64,6 @@ class AblateConfig(ModelOptions):
     progress: bool = field(default=True, metadata=help_("show progress"))
 
 
-def described(run: Path) -> bool:
-    from unitscope.catalog import Catalog
-
-    if not (run / "catalog.sqlite").exists():
-        return False
-    with Catalog(run / "catalog.sqlite", create=False) as cat:
-        return "descriptions" in cat.tables() and bool(cat.query("SELECT 1 FROM descriptions LIMIT 1"))
-
-
 def probe_world(data: str | None, images: int, cache: Path, progress: bool) -> Path:
     """``data``, or the plain 64-px probe world of ``images`` images (made once in ``cache``)."""
     from unitscope.world import make_world
@@ -96,8 +87,9 @@ def prepare_run(
     """Dissect and describe ``model`` on ``world`` into ``out``, unless that is done already."""
     from unitscope.commands.dissect import DissectConfig, run_dissection
     from unitscope.describe.run import Options, describe_run
+    from unitscope.describe.tables import has_descriptions
 
-    if described(out):
+    if has_descriptions(out):
         return out
     print(f"dissecting and describing {model} on {world} into {out}")
     dcfg = DissectConfig(

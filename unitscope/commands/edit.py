@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Optional
 
 from unitscope.config import ModelOptions, add_config_args, config_from_args, help_
-from unitscope.runs import CATALOG
 
 
 @dataclass
@@ -47,24 +46,16 @@ class EditConfig(ModelOptions):
     progress: bool = field(default=True, metadata=help_("show progress"))
 
 
-def _described(run: Path) -> bool:
-    from unitscope.catalog import Catalog
-
-    if not (run / CATALOG).exists():
-        return False
-    with Catalog(run / CATALOG, create=False) as cat:
-        return "descriptions" in cat.tables() and bool(cat.query("SELECT 1 FROM descriptions LIMIT 1"))
-
-
 def _prepare_run(cfg: EditConfig, cache: Path) -> Path:
     """Dissect and describe the model on a probe world with signs, unless that is done already."""
     from unitscope.commands.dissect import DissectConfig, run_dissection
     from unitscope.describe.run import Options, describe_run
+    from unitscope.describe.tables import has_descriptions
     from unitscope.world import make_world
     from unitscope.world.cue import CueSpec
 
     out = Path(cfg.out)
-    if _described(out):
+    if has_descriptions(out):
         return out
     spec = CueSpec(cfg.cue_share, 1.0)
     world = cache / f"probe-world-n{cfg.images}-s64-seed0-{spec.key()}"
@@ -90,6 +81,7 @@ def _prepare_run(cfg: EditConfig, cache: Path) -> Path:
 def run_edit(args: argparse.Namespace) -> int:
     from unitscope.audit.edit import cue_sets, edit_experiment, write_tables
     from unitscope.commands.dissect import cache_dir
+    from unitscope.describe.tables import has_descriptions
     from unitscope.errors import UsageError
 
     cfg = config_from_args(EditConfig, args)
@@ -110,7 +102,7 @@ def run_edit(args: argparse.Namespace) -> int:
             "the edit experiment needs such a model, e.g. world_scenes_cue"
         )
     run = Path(cfg.run) if cfg.run else _prepare_run(cfg, cache)
-    if cfg.run and not _described(run):
+    if cfg.run and not has_descriptions(run):
         raise UsageError(f"{run} has no descriptions: run `unitscope describe {run}` first")
     size = info.input_size[-1]
     val = cue_sets(cache / "organisms", seed=4, n=cfg.val_images, size=size, progress=cfg.progress)

@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from unitscope.catalog import define_table
 
 _UNIT = (("model", "TEXT"), ("layer", "TEXT"), ("unit", "INTEGER"))
@@ -43,3 +45,14 @@ define_table(
 
 TABLES = ("descriptions",)
 KINDS = ("pmi", "ml", "label")
+
+
+def has_descriptions(run: str | Path) -> bool:
+    """Whether run folder ``run`` has a catalog with at least one description row."""
+    from unitscope.catalog import Catalog
+    from unitscope.runs import CATALOG
+
+    if not (Path(run) / CATALOG).exists():
+        return False
+    with Catalog(Path(run) / CATALOG, create=False) as cat:
+        return "descriptions" in cat.tables() and bool(cat.query("SELECT 1 FROM descriptions LIMIT 1"))

@@ -8,7 +8,8 @@ import subprocess
 import sys
 
 import pytest
-from test_dissect_torchrun import MODEL, _env, _tables
+
+from tests.dissect.test_dissect_torchrun import MODEL, _env, _tables
 
 pytestmark = pytest.mark.slow  # two runs of a tiny model, one under torchrun: ~30 s of CPU
 

@@ -135,14 +135,14 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    from test_browser import launch_chromium
+    from tests.report.test_browser import launch_chromium
 
     yield from launch_chromium()
 
 
 @pytest.fixture
 def page(browser, server):
-    from test_browser import Page
+    from tests.report.test_browser import Page
 
     p = Page(browser)
     p.open(server.url + "/")

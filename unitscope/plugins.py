@@ -15,14 +15,37 @@ function that registers them, in its ``pyproject.toml``::
 they load without an installed entry point (a source checkout, an editable install made before
 they existed) and the registry module never imports them: the organisms sit above
 :mod:`unitscope.models` in the package's layers (``tests/test_import_layers.py``).
+
+``lazy_exports`` is the same idea for a package's own names (PEP 562): the package lists which of
+its modules defines each name it exports, and a module (and torch with it) loads when one of its
+names is first used, so importing the package, or its torch-free ``tables``, stays cheap::
+
+    _FROM = {"ablation_curves": "curves", "unit_importance": "importance"}
+    __getattr__ = lazy_exports(__name__, _FROM)
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Mapping
+from typing import Any
 
-__all__ = ["Plugins", "file_factory"]
+__all__ = ["Plugins", "file_factory", "lazy_exports"]
+
+
+def lazy_exports(package: str, where: Mapping[str, str]) -> Callable[[str], Any]:
+    """A module ``__getattr__`` for ``package`` that imports name ``n`` from ``package.<where[n]>`` on
+    first use and keeps it in the package (later lookups never reach ``__getattr__`` again)."""
+
+    def __getattr__(name: str) -> Any:
+        if name not in where:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(f"{package}.{where[name]}"), name)
+        setattr(sys.modules[package], name, value)
+        return value
+
+    return __getattr__
 
 
 def file_factory(path: str, name: str, prefix: str = "unitscope_user") -> Callable[..., object]:

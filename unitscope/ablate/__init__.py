@@ -16,8 +16,9 @@ run: catalog, arrays, report), ``result`` (``ablate_layer`` and its ``AblationRe
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from unitscope.plugins import lazy_exports
 
 _FROM = {
     "ablation_curves": "curves",
@@ -74,12 +75,7 @@ if TYPE_CHECKING:
     from unitscope.ablate.selectivity import class_means, class_selectivity, correlation
 
 
-def __getattr__(name: str) -> Any:  # PEP 562: torch loads with the first function used, not with ``tables``
-    if name not in _FROM:
-        raise AttributeError(f"module 'unitscope.ablate' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"unitscope.ablate.{_FROM[name]}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _FROM)  # PEP 562: a module (and torch) loads with its first name used
 
 
 __all__ = [

@@ -82,6 +82,12 @@ def unit_importance(
         progress=progress,
         probability=mass,
     )
+    return importance_from(conf, mass, cache.count)
+
+
+def importance_from(conf: torch.Tensor, mass: torch.Tensor, images: int) -> Importance:
+    """:class:`Importance` from the confusion counts ``[1 + U, Y, Y]`` and summed class probabilities
+    ``[1 + U, Y]`` of a baseline (row 0) and ``U`` single removals (units or directions)."""
     m = metrics(conf)
     mass = mass / m["count"].clamp(min=1)
     return Importance(
@@ -91,7 +97,7 @@ def unit_importance(
         overall_drop=(m["accuracy"][0] - m["accuracy"][1:]).float(),
         base_accuracy=float(m["accuracy"][0]),
         base_class_accuracy=m["class_accuracy"][0].float(),
-        images=cache.count,
+        images=images,
     )
 
 

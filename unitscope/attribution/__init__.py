@@ -13,8 +13,9 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from unitscope.plugins import lazy_exports
 
 _FROM = {
     **{
@@ -57,12 +58,7 @@ if TYPE_CHECKING:
     from unitscope.attribution.result import ExplainResult
 
 
-def __getattr__(name: str) -> Any:  # PEP 562: torch loads with the first function used, not with ``tables``
-    if name not in _FROM:
-        raise AttributeError(f"module 'unitscope.attribution' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"unitscope.attribution.{_FROM[name]}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _FROM)  # PEP 562: a module (and torch) loads with its first name used
 
 
 __all__ = [

@@ -20,7 +20,7 @@ import torch
 
 from unitscope.ablate.cut import FxCut, HookCut
 from unitscope.ablate.evaluate import LayerCache, confusion, metrics
-from unitscope.ablate.importance import Importance
+from unitscope.ablate.importance import Importance, importance_from
 from unitscope.bases.basis import Basis
 from unitscope.edits import DirectionEdits
 
@@ -96,17 +96,7 @@ def direction_importance(
         progress=progress,
         probability=mass,
     )
-    m = metrics(conf)
-    mass = mass / m["count"].clamp(min=1)
-    return Importance(
-        probability_drop=(mass[0] - mass[1:]).float(),
-        drop=(m["class_accuracy"][0] - m["class_accuracy"][1:]).float(),
-        balanced_drop=(m["balanced"][0] - m["balanced"][1:]).float(),
-        overall_drop=(m["accuracy"][0] - m["accuracy"][1:]).float(),
-        base_accuracy=float(m["accuracy"][0]),
-        base_class_accuracy=m["class_accuracy"][0].float(),
-        images=cache.count,
-    )
+    return importance_from(conf, mass, cache.count)
 
 
 def top_n_directions(

@@ -14,8 +14,9 @@ table), ``search.py`` (text search over units).
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from unitscope.plugins import lazy_exports
 
 # ``exemplars`` names the module here (``from unitscope.describe import exemplars as ex``); the
 # function is ``unitscope.exemplars``
@@ -28,12 +29,7 @@ if TYPE_CHECKING:
     from unitscope.describe.search import search_units
 
 
-def __getattr__(name: str) -> Any:  # PEP 562: torch loads with the first function used, not with ``tables``
-    if name not in _FROM:
-        raise AttributeError(f"module 'unitscope.describe' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"unitscope.describe.{_FROM[name]}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _FROM)  # PEP 562: a module (and torch) loads with its first name used
 
 
 __all__ = ["DescribeResult", "Exemplars", "describe_run", "search_units"]

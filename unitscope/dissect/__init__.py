@@ -17,10 +17,10 @@ ActivationSource and LabelSource interfaces, with today's model-on-images and Br
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from unitscope.dissect.options import Options
+from unitscope.plugins import lazy_exports
 
 # the rest loads on first use (PEP 562), so that the CLI reads ``Options`` without importing torch
 _FROM = {
@@ -58,12 +58,7 @@ if TYPE_CHECKING:
     from unitscope.dissect.sources import ActivationSource, BrodenLabels, LabelSource, ModelActivations, check_layers
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _FROM:
-        raise AttributeError(f"module 'unitscope.dissect' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"unitscope.dissect.{_FROM[name]}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _FROM)  # PEP 562: a module (and torch) loads with its first name used
 
 
 __all__ = [

@@ -14,10 +14,11 @@ this package loads its modules on first use).
 
 from __future__ import annotations
 
-import importlib
 import sys
 import types
 from typing import TYPE_CHECKING, Any
+
+from unitscope.plugins import lazy_exports
 
 _FROM = {
     "save_png": "images",
@@ -69,12 +70,7 @@ if TYPE_CHECKING:
     from unitscope.featvis.transforms import compose, jitter, pad, random_rotate, random_scale, standard_transforms
 
 
-def __getattr__(name: str) -> Any:  # PEP 562: torch loads with the first function used, not with ``tables``
-    if name not in _FROM:
-        raise AttributeError(f"module 'unitscope.featvis' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"unitscope.featvis.{_FROM[name]}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _FROM)  # PEP 562: a module (and torch) loads with its first name used
 
 
 class _Package(types.ModuleType):

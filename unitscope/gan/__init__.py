@@ -18,8 +18,9 @@ a generator dissection's run folder).
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from unitscope.plugins import lazy_exports
 
 _FROM = {
     **{
@@ -56,12 +57,7 @@ if TYPE_CHECKING:
     from unitscope.gan.sources import GeneratorActivations, SegmenterLabels, latents, to_unit_range
 
 
-def __getattr__(name: str) -> Any:  # PEP 562: torch loads with the first function used, not with ``tables``
-    if name not in _FROM:
-        raise AttributeError(f"module 'unitscope.gan' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"unitscope.gan.{_FROM[name]}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _FROM)  # PEP 562: a module (and torch) loads with its first name used
 
 
 __all__ = [

@@ -254,7 +254,7 @@ def test_explain_records_its_top_units_as_unit_facts(tmp_path, make_run):
 def test_explain_returns_a_result_with_a_summary(tmp_path):
     import html
 
-    from tests.featvis_models import tiny
+    from tests.helpers.featvis_models import tiny
 
     from unitscope.attribution import ExplainResult, explain
     from unitscope.attribution.page import ExplainSettings

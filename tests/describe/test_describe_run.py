@@ -120,7 +120,7 @@ def test_exemplars_of_a_planted_unit_are_its_colour(run):
     import json
 
     import numpy as np
-    from tests.planted import colour_units
+    from tests.helpers.planted import colour_units
 
     import unitscope
     from unitscope.data import BrodenDataset

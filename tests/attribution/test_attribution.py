@@ -255,7 +255,6 @@ def test_explain_returns_a_result_with_a_summary(tmp_path):
     import html
 
     from tests.helpers.featvis_models import tiny
-
     from unitscope.attribution import ExplainResult, explain
     from unitscope.attribution.page import ExplainSettings
 

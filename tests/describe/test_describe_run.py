@@ -120,9 +120,9 @@ def test_exemplars_of_a_planted_unit_are_its_colour(run):
     import json
 
     import numpy as np
-    from tests.helpers.planted import colour_units
 
     import unitscope
+    from tests.helpers.planted import colour_units
     from unitscope.data import BrodenDataset
     from unitscope.dissect import load_layer_arrays
     from unitscope.hooks import TraceDict

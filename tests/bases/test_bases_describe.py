@@ -11,6 +11,8 @@ import pytest
 import torch
 from torch import nn
 
+from tests.helpers.planted import dissect_planted
+
 PLANTED = str(Path(__file__).parents[1] / "helpers" / "planted.py")
 MIX = torch.tensor([[1.0, 1, 0], [0, 1, 1], [1, 0, 1]])  # channel i = colour i + colour i + 1
 
@@ -20,9 +22,7 @@ pytestmark = pytest.mark.slow  # a world, a dissection of two layers and their d
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    from unitscope.data import BrodenDataset
-    from unitscope.dissect import dissect
-    from unitscope.models import create_model, get_info
+    from unitscope.models import create_model
     from unitscope.world import make_world
 
     world = make_world(tmp_path_factory.mktemp("world") / "w64", n=30, size=64, seed=3, workers=1, progress=False)
@@ -31,24 +31,7 @@ def run(tmp_path_factory):
     with torch.no_grad():
         mix.weight.copy_(MIX.view(3, 3, 1, 1))
     model.feat = mix  # the layer "feat" is now the mixture of the planted colour maps
-    ds = BrodenDataset(world, transform=get_info(model).transform())
-    out = tmp_path_factory.mktemp("run") / "run"
-    dissect(
-        model,
-        ds,
-        ["feat"],
-        out,
-        quantile=0.3,
-        topk=4,
-        batch_size=10,
-        progress=False,
-        keep_cache=True,
-        null_draws=0,
-        exemplar_images=False,
-        config={"data": str(world)},
-        basis=["units", "nmf:n=3:passes=30"],
-    )
-    return out
+    return dissect_planted(model, world, tmp_path_factory.mktemp("run") / "run", basis=["units", "nmf:n=3:passes=30"])
 
 
 def test_describe_a_basis_names_its_planted_colours(run):

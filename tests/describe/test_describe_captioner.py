@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.helpers.planted import dissect_planted
 from unitscope.describe.captioner import ExemplarCaptioner, ExemplarNet, caption_run, decode, load_captioner
 from unitscope.describe.formulas import AND, AND_NOT, FIRST
 from unitscope.describe.train_captioner import build_pool, loss_of, sample_set, train
@@ -48,28 +49,10 @@ def world(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def run(world, tmp_path_factory):
-    from unitscope.data import BrodenDataset
-    from unitscope.dissect import dissect
-    from unitscope.models import create_model, get_info
+    from unitscope.models import create_model
 
     model = create_model(f"{PLANTED}:colour_units", world=str(world))
-    ds = BrodenDataset(world, transform=get_info(model).transform())
-    out = tmp_path_factory.mktemp("run") / "run"
-    dissect(
-        model,
-        ds,
-        ["feat"],
-        out,
-        quantile=0.3,
-        topk=4,
-        batch_size=10,
-        progress=False,
-        keep_cache=True,
-        null_draws=0,
-        exemplar_images=False,
-        config={"data": str(world)},
-    )
-    return out
+    return dissect_planted(model, world, tmp_path_factory.mktemp("run") / "run")
 
 
 @pytest.fixture(scope="module")

@@ -7,35 +7,19 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.helpers.planted import dissect_planted
+
 PLANTED = str(Path(__file__).parents[1] / "helpers" / "planted.py")
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    from unitscope.data import BrodenDataset
-    from unitscope.dissect import dissect
-    from unitscope.models import create_model, get_info
+    from unitscope.models import create_model
     from unitscope.world import make_world
 
     world = make_world(tmp_path_factory.mktemp("world") / "w64", n=30, size=64, seed=3, workers=1, progress=False)
     model = create_model(f"{PLANTED}:colour_units", world=str(world))
-    ds = BrodenDataset(world, transform=get_info(model).transform())
-    out = tmp_path_factory.mktemp("run") / "run"
-    dissect(
-        model,
-        ds,
-        ["feat"],
-        out,
-        quantile=0.3,
-        topk=4,
-        batch_size=10,
-        progress=False,
-        keep_cache=True,
-        null_draws=0,
-        exemplar_images=False,
-        config={"data": str(world)},
-    )
-    return out
+    return dissect_planted(model, world, tmp_path_factory.mktemp("run") / "run")
 
 
 def _colour_planes(run, colour, positions):

@@ -55,3 +55,29 @@ def colour_units(world: str | None = None) -> nn.Module:
         ),
     )
     return model
+
+
+def dissect_planted(model: nn.Module, world, out, **extra):
+    """Dissect ``model``'s layer ``feat`` on the probe ``world`` into ``out`` with the settings the
+    describe and bases tests share (quantile 0.3, top 4, cache kept, no null); ``extra`` adds options."""
+    from unitscope.data import BrodenDataset
+    from unitscope.dissect import dissect
+    from unitscope.models import get_info
+
+    ds = BrodenDataset(world, transform=get_info(model).transform())
+    dissect(
+        model,
+        ds,
+        ["feat"],
+        out,
+        quantile=0.3,
+        topk=4,
+        batch_size=10,
+        progress=False,
+        keep_cache=True,
+        null_draws=0,
+        exemplar_images=False,
+        config={"data": str(world)},
+        **extra,
+    )
+    return out

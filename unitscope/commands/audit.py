@@ -150,9 +150,9 @@ def run_count(args: argparse.Namespace) -> int:
 def run_ablate(args: argparse.Namespace) -> int:
     from unitscope.audit.analysis import description_ablation, plot_curves, write_ablation
     from unitscope.commands.dissect import cache_dir
+    from unitscope.commands.edit import require_scene_classifier
     from unitscope.errors import UsageError
     from unitscope.models import get_info
-    from unitscope.world.vocab import SCENES
 
     cfg = config_from_args(AblateConfig, args)
     if cfg.seeds < 1 or cfg.steps < 1 or cfg.test_images < 8:
@@ -160,12 +160,8 @@ def run_ablate(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     cache = cache_dir(cfg.cache)
     model = cfg.create_model()
+    require_scene_classifier(cfg.model, model, "this experiment measures scene accuracy, e.g. on world_scenes")
     info = get_info(model)
-    if list(info.class_names) != list(SCENES):
-        raise UsageError(
-            f"{cfg.model} does not classify the probe world's scenes ({', '.join(SCENES)}); "
-            "this experiment measures scene accuracy, e.g. on world_scenes"
-        )
     out = Path(cfg.out)
     world = probe_world(cfg.data, cfg.images, cache, cfg.progress)
     run = prepare_run(cfg.model, out, world, [cfg.layer], cfg.progress, cfg.checkpoint, cfg.pretrained)

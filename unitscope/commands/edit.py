@@ -78,6 +78,17 @@ def _prepare_run(cfg: EditConfig, cache: Path) -> Path:
     return out
 
 
+def require_scene_classifier(name: str, model, needs: str) -> None:
+    """A UsageError unless ``model`` (called ``name``) classifies the probe world's scenes; ``needs``
+    ends the message (what the experiment needs, with an example model)."""
+    from unitscope.errors import UsageError
+    from unitscope.models import get_info
+    from unitscope.world.vocab import SCENES
+
+    if list(get_info(model).class_names) != list(SCENES):
+        raise UsageError(f"{name} does not classify the probe world's scenes ({', '.join(SCENES)}); {needs}")
+
+
 def run_edit(args: argparse.Namespace) -> int:
     from unitscope.audit.edit import cue_sets, edit_experiment, write_tables
     from unitscope.commands.dissect import cache_dir
@@ -92,15 +103,10 @@ def run_edit(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     cache = cache_dir(cfg.cache)
     model = cfg.create_model()
+    require_scene_classifier(cfg.model, model, "the edit experiment needs such a model, e.g. world_scenes_cue")
     from unitscope.models import get_info
-    from unitscope.world.vocab import SCENES
 
     info = get_info(model)
-    if list(info.class_names) != list(SCENES):
-        raise UsageError(
-            f"{cfg.model} does not classify the probe world's scenes ({', '.join(SCENES)}); "
-            "the edit experiment needs such a model, e.g. world_scenes_cue"
-        )
     run = Path(cfg.run) if cfg.run else _prepare_run(cfg, cache)
     if cfg.run and not has_descriptions(run):
         raise UsageError(f"{run} has no descriptions: run `unitscope describe {run}` first")

@@ -114,3 +114,31 @@ def test_count_orders_same_with_and_without_window(monkeypatch):
         monkeypatch.undo()
         assert all(torch.equal(x, y) for x, y in zip(fast, slow)), denominator
         assert int(fast[0].sum()) > 0
+
+
+def test_sparse_codes_skip_their_zero_cells_and_keep_every_pixel():
+    """TopK-like codes (a few non-zero cells per map, the rest exactly 0, some maps all 0) against
+    thresholds 0, -0.0, negative and positive: the same pixels as whole maps, and a cell whose four
+    values are all 0 is never a candidate unless the threshold is negative (it interpolates to 0)."""
+    from unitscope.dissect.window import _candidate_cells, _segments
+
+    g = torch.Generator().manual_seed(5)
+    for (h, w), size in SHAPES:
+        maps = torch.zeros(12, h, w)
+        hot = torch.rand(12, h, w, generator=g) < 0.08
+        maps[hot] = torch.rand(int(hot.sum()), generator=g) + 0.01
+        maps[0] = 0.0  # a code that never fires here
+        maps[1, 0, 0] = 2.0  # one corner only
+        th = torch.zeros(12)
+        th[2], th[3], th[4], th[5] = -0.0, -1e-3, 0.5, float(maps[5].max())
+        ref = upsample_masks(maps, th, size).flatten(1)
+        pair, pix = mask_pixels_windowed(maps, th, size)
+        assert len(pair) == int(ref.sum()), (h, w, size)
+        assert torch.equal(_masks_from(pair, pix, 12, size[0] * size[1]), ref), (h, w, size)
+        *_, ys_first, ys = _segments(h, size[0], "cpu")
+        *_, xs_first, xs = _segments(w, size[1], "cpu")
+        cp, *_ = _candidate_cells(maps, th, ys, xs, ys_first, xs_first)
+        assert int((cp == 0).sum()) == 0  # an all-zero map at threshold 0: nothing looked into
+        every = len(_candidate_cells(torch.ones(1, h, w), torch.zeros(1), ys, xs, ys_first, xs_first)[0])
+        assert int((cp == 3).sum()) == every  # at a negative threshold every cell is (its zeros pass)
+        assert int((cp == 2).sum()) < every  # at -0.0 only the cells that touch a non-zero value

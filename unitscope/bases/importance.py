@@ -111,8 +111,8 @@ def top_n_directions(
     max_batch: int = 512,
 ) -> list[dict]:
     """Each class's top ``n`` directions (``ranking`` ``[Y, D]``) removed together: rows
-    ``{"class", "n", "accuracy" (that class), "others" (mean of the other classes)}``, the baseline
-    first (``n`` 0)."""
+    ``{"class", "n", "accuracy" (that class), "others" (mean of the other classes), "before" (that
+    class with nothing removed)}``, the baseline first (``n`` 0, ``class`` -1, means over classes)."""
     y, d = ranking.shape
     sets, keys = [torch.zeros(d, dtype=torch.bool)], [(-1, 0)]
     for cls in range(y):
@@ -125,8 +125,17 @@ def top_n_directions(
         confusion(cut, cache, set_edits(basis, torch.stack(sets)), class_of_output, num_classes, max_batch=max_batch)
     )
     acc = m["class_accuracy"]  # [K, Y]
-    out = [{"class": -1, "n": 0, "accuracy": float(acc[0].mean()), "others": float(acc[0].mean())}]
+    base = float(acc[0].mean())
+    out = [{"class": -1, "n": 0, "accuracy": base, "others": base, "before": base}]
     for i, (cls, n) in enumerate(keys[1:], 1):
         others = [j for j in range(y) if j != cls]
-        out.append({"class": cls, "n": n, "accuracy": float(acc[i, cls]), "others": float(acc[i, others].mean())})
+        out.append(
+            {
+                "class": cls,
+                "n": n,
+                "accuracy": float(acc[i, cls]),
+                "others": float(acc[i, others].mean()),
+                "before": float(acc[0, cls]),
+            }
+        )
     return out

@@ -3,6 +3,7 @@
 unitscope ablate eval --model M --layer L --data D --out RUN --units 3,7 --mode zero
 unitscope ablate importance|curves|selectivity|steer|attack --model M --layer L --data D --out RUN
 unitscope ablate all --model M --layer L --data D --out RUN [--twin M2]   # everything + report
+unitscope ablate critical --model M --layer L --data D --out DISSECT_RUN --bases units,ica,sae --ns 5,10,20
 """
 
 from __future__ import annotations
@@ -56,6 +57,14 @@ class AblateConfig(ModelOptions):
         metadata=help_(
             "a second model (e.g. the memorising twin) whose ablation curves and selectivity to compare (ablate all)"
         ),
+    )
+    bases: list[str] = field(
+        default_factory=lambda: ["units"],
+        metadata=help_("ablate critical: bases of the layer saved in --out by `dissect --basis` (and units)"),
+    )
+    split: str = field(
+        default="",
+        metadata=help_("ablate critical: train and val positions as START:END,START:END (default: the data's split)"),
     )
     limit: int | None = field(default=None, metadata=help_("use only the first N images of each split"))
     batch_size: int = field(default=64, metadata=help_("images per head pass"))
@@ -210,12 +219,16 @@ def run_stage(args: argparse.Namespace) -> int:
                 n=cfg.steer_units,
             )
         )
+    if stage == "critical":
+        from unitscope.bases.critical import critical_stage, print_critical
+
+        print_critical(critical_stage(exp, cfg.bases, cfg.ns, cfg.split, cfg.seeds))
     if stage == "all" and cfg.twin:
         twin = experiment(cfg, cfg.twin)
         twin.write_layer_row()
         print_curves(twin, twin.curves())
         print_selectivity(twin.selectivity())
-    if stage == "all" and cfg.report:
+    if stage in ("all", "critical") and cfg.report:
         from unitscope.report import write_report
 
         write_report(exp.out, title=f"Ablation of {exp.name}")
@@ -232,6 +245,8 @@ _STAGES = {
     "steer": "turn class A's key units off and B's up; how often A flips to B",
     "attack": "PGD through key units vs targeted PGD on the logits (L-inf budgets)",
     "all": "every stage above (resumable), the twin's curves if --twin, and the report",
+    "critical": "class-critical directions of --bases (saved in --out by dissect --basis) against units: "
+    "each class's top --ns removed on val, against as many random (--seeds draws); catalog rows and the report",
 }
 
 

@@ -181,7 +181,12 @@ def _candidate_cells(
     b, h, w = maps.shape
     high, mag = _cell_max(maps), _cell_max(maps.abs())
     tt = t.view(-1, 1, 1)
-    cp, ci, cj = (high >= tt - _MARGIN * (mag + tt.abs())).nonzero(as_tuple=True)  # source cells
+    # a cell whose four values are all 0 interpolates to exactly 0 (every product and sum of zeros
+    # is 0), which passes only a negative threshold: such cells are never looked into. For sparse
+    # codes (TopK SAE latents, thresholded at 0 when they fire at fewer than the top quantile's
+    # positions) they are almost every cell of a pair, and each would go through the exact path
+    reach = (high >= tt - _MARGIN * (mag + tt.abs())) & ((mag > 0) | (tt < 0))
+    cp, ci, cj = reach.nonzero(as_tuple=True)  # source cells
     m = mag.view(-1).take((cp * h + ci) * w + cj)
     sy, sx = ys.index_select(0, ci), xs.index_select(0, cj)  # [K0, My], [K0, Mx]: their segments
     cy, cx = sy[:, :, None].expand(-1, -1, sx.shape[1]), sx[:, None, :].expand(-1, sy.shape[1], -1)

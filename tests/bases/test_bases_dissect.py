@@ -192,3 +192,51 @@ def test_fit_cache_over_its_disk_budget_is_a_usage_error(tmp_path):
     with pytest.raises(UsageError, match="--cache-gb"):
         fit_layer_bases(Planted(), parse_bases(["pca"]), tmp_path, cache_gb=1e-6)
     assert not (tmp_path / "bases").exists()
+
+
+class PlantedLabels72(PlantedLabels):
+    """The planted concepts' masks at 72 px (9x the map): the masks are upsampled, as on real data."""
+
+    def load(self, pos):
+        item = super().load(pos)
+        item["labels"] = item["labels"].repeat_interleave(9, -1).repeat_interleave(9, -2)
+        return item
+
+
+def test_sparse_latents_dissect_as_whole_maps_do_and_encode_once_per_batch(tmp_path, monkeypatch):
+    """TopK codes of the planted directions thresholded at 0 (quantile 0.2: each is on at ~10% of
+    positions), so every cell of a pair that touches no code is 0: the windowed mask kernel skips
+    those cells, and the catalog and counts equal those of upsampling whole maps. The activation
+    cache holds the codes: the layer is encoded once per pass-1 batch, never in passes 2 and 3."""
+    import unitscope.dissect.iou as iou
+    from unitscope.bases import Basis
+    from unitscope.runs import load_arrays
+
+    calls = []
+
+    class Counted(Basis):
+        def encode(self, x):
+            calls.append(len(x))
+            return super().encode(x)
+
+    sae = Counted("topk", DICT.clone(), DICT.clone(), torch.zeros(D), torch.zeros(C), k=D)
+    spec = parse_bases(["sae"])[0]
+    opts = Options(quantile=0.2, topk=3, batch_size=12, exemplar_images=False, progress=False, null_draws=2)
+
+    def dissect(out):
+        src = BasisActivations(Planted(), {f"planted{SEP}sae": ("planted", spec, sae)}, units=False)
+        dissect_sources(src, PlantedLabels72(), out, opts)
+        with sqlite3.connect(out / "catalog.sqlite") as db:
+            rows = db.execute("SELECT * FROM dissection ORDER BY unit").fetchall()
+        return rows, load_arrays(out / "arrays" / "l0.safetensors")
+
+    rows, arrays = dissect(tmp_path / "windowed")
+    assert calls == [12] * 4  # one encode per pass-1 batch (N = 48): passes 2 and 3 read the cache
+    assert np.all(arrays["thresholds"] == 0) and len(rows) == D
+    monkeypatch.setattr(iou, "exact_here", lambda *a, **k: False)  # the whole-map path
+    whole_rows, whole = dissect(tmp_path / "whole")
+    assert rows == whole_rows
+    for name in ("iou", "intersection", "unit_area", "label_area", "p_value"):
+        assert np.array_equal(arrays[name], whole[name]), name
+    # each latent's best label is its planted concept (a mask "code > 0" spreads a cell over its neighbours)
+    assert arrays["iou"][:, 1:].argmax(1).tolist() == list(range(D)) and arrays["iou"][:, 1:].max(1).min() > 0.3

@@ -14,6 +14,11 @@ with the same settings; the latents are ``blocks.6#sae`` (``unitscope.bases.sour
 ``blocks.6``'s own units. Wall time, process CPU time and the load average are printed for each step.
 ``--dissect-images N`` dissects both over the first N images only (the fit still uses ``--images``): the
 cost ratio is per image, so a busy CPU can measure the fit at full size and the ratio on fewer images.
+``--sae FOLDER`` dissects a saved SAE (``--out``'s ``sae``, or a run's ``bases/l0/sae``) instead of fitting
+one; ``--repeat N`` dissects latents and units N times, interleaved (latents, units, latents, ...), and
+prints each pair's CPU ratio and their median: on a shared machine compare CPU time, not wall time.
+
+    python benchmarks/bench_bases.py --world W --images 300 --sae runs/bench/sae --repeat 3
 """
 
 from __future__ import annotations
@@ -55,12 +60,14 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=None, help="keep the run folders here (default: a temporary folder)")
     p.add_argument("--no-dissect", action="store_true", help="only the SAE fit")
+    p.add_argument("--sae", default=None, help="dissect this saved SAE (a folder with basis.json) instead of fitting")
+    p.add_argument("--repeat", type=int, default=1, help="latents and units dissected this many times, interleaved")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 
-    from unitscope.bases.source import BasisActivations, BasisSpec, FitCache
+    from unitscope.bases.source import FitCache
     from unitscope.data import BrodenDataset
-    from unitscope.dissect import BrodenLabels, ModelActivations, Options, dissect_sources
+    from unitscope.dissect import ModelActivations
     from unitscope.models import create_model, get_info
 
     out = Path(args.out or tempfile.mkdtemp(prefix="bench_bases_"))
@@ -72,6 +79,11 @@ def main() -> None:
         f"SAE {args.expansion:g}x, k={args.k}, {args.epochs} epochs, minibatch {args.batch_size}"
     )
     acts = ModelActivations(model, data, ["blocks.6"], n=n)
+    if args.sae:
+        from unitscope.bases import load_basis
+
+        dissect_both(args, model, data, acts, load_basis(args.sae), n, out)
+        return
     cache = FitCache(out / "fitcache", acts.shapes(), n, acts.key())
     timed("forward pass into the fit cache", cache.fill, acts, 32)
     c, h, w = acts.shapes()["blocks.6"]
@@ -100,31 +112,46 @@ def main() -> None:
     )
     if args.no_dissect:
         return
+    dissect_both(args, model, data, acts, b, n, out)
+
+
+def dissect_both(args, model, data, acts, b, n: int, out: Path) -> None:
+    """The SAE ``b``'s latents and ``conv_head``'s units dissected over the same images, ``--repeat`` times."""
+    import statistics
+
+    from unitscope.bases.source import BasisActivations, BasisSpec
+    from unitscope.dissect import BrodenLabels, ModelActivations, Options, dissect_sources
+
     nd = min(args.dissect_images or n, n)
     if nd < n:
         print(f"dissections over the first {nd} images")
         acts = ModelActivations(model, data, ["blocks.6"], n=nd)
-    opts = Options(batch_size=32, progress=False, exemplar_images=True)
+    opts = Options(batch_size=32, progress=False, exemplar_images=True, fresh=True)
     spec = BasisSpec("sae", {"expansion": args.expansion, "k": args.k}, "sae")
-    src = BasisActivations(acts, {"blocks.6#sae": ("blocks.6", spec, b)}, units=False)  # the SAE just fitted
-    _, lw, lc = timed(
-        f"dissect {src.shapes()['blocks.6#sae'][0]} SAE latents (blocks.6#sae)",
-        dissect_sources,
-        src,
-        BrodenLabels(data),
-        out / "latents",
-        opts,
-    )
+    src = BasisActivations(acts, {"blocks.6#sae": ("blocks.6", spec, b)}, units=False)  # the SAE fitted or loaded
     units = ModelActivations(model, data, ["conv_head"], n=nd)
-    _, uw, uc = timed(
-        f"dissect {units.shapes()['conv_head'][0]} units (conv_head)",
-        dissect_sources,
-        units,
-        BrodenLabels(data),
-        out / "units",
-        opts,
-    )
-    print(f"latents / units: wall {lw / uw:.2f}x, cpu {lc / uc:.2f}x (target <= 1)")
+    ratios = []
+    for _ in range(args.repeat):
+        _, lw, lc = timed(
+            f"dissect {src.shapes()['blocks.6#sae'][0]} SAE latents (blocks.6#sae)",
+            dissect_sources,
+            src,
+            BrodenLabels(data),
+            out / "latents",
+            opts,
+        )
+        _, uw, uc = timed(
+            f"dissect {units.shapes()['conv_head'][0]} units (conv_head)",
+            dissect_sources,
+            units,
+            BrodenLabels(data),
+            out / "units",
+            opts,
+        )
+        ratios.append(lc / uc)
+        print(f"latents / units: wall {lw / uw:.2f}x, cpu {lc / uc:.2f}x (target <= 1)", flush=True)
+    if args.repeat > 1:
+        print(f"median cpu ratio over {args.repeat} interleaved pairs: {statistics.median(ratios):.3f}x")
     if args.out is None:
         shutil.rmtree(out, ignore_errors=True)
 

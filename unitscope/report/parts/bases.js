@@ -21,7 +21,7 @@
 
   // one direction of a class's top: "#243 trunk 0.047*" and its description with held-out scores
   function direction(t) {
-    const label = "#" + t.unit + " " + (t.concept || "?") + " " + f(t.label_iou, 2) + (t.is_detector ? "*" : "");
+    const label = "#" + t.unit + " " + (t.concept ? t.concept + " " + f(t.label_iou, 2) + (t.is_detector ? "*" : "") : "(no label)");
     const desc = t.description === null || t.description === undefined ? "" :
       " \u2014 \u201c" + t.description + "\u201d F1 " + f(t.f1, 2) + " IoU " + f(t.iou, 2) + " AUPRC " + f(t.auprc, 2) +
       (t.p_f1 !== null && t.p_f1 < 0.01 ? " (p<0.01)" : " (p=" + f(t.p_f1, 2) + ")");

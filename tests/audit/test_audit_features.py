@@ -80,6 +80,14 @@ def test_feature_curves_and_fidelity_on_the_hand_built_model(tmp_path):
     with Catalog(run / "catalog.sqlite", create=False) as cat:
         got = {r["ordering"]: r["auc"] for r in cat.rows("desc_ablation_summary", model="switches")}
         assert got["length_low"] == pytest.approx(rows["length_low"]["auc"]) and len(got) == 5
+    from unitscope.report import write_report
+
+    write_report(run, title="features")
+    layer = next(ly for ly in json.loads((run / "report.json").read_text())["layers"] if ly["layer"] == "relu")
+    part = layer["parts"]["desc_ablation"]
+    assert list(part["curves"]) == ["unrelated", "single", "random", "length_high", "length_low"]
+    assert [r["ordering"] for r in part["summary"]] == list(part["curves"])
+    assert part["summary"][3]["auc"] == pytest.approx(rows["length_high"]["auc"])
 
 
 def test_cli_fidelity_on_a_classifier_of_no_scene(tmp_path, capsys):

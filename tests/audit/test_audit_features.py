@@ -25,7 +25,7 @@ LONG = [dict(r, length=n) for r, n in zip(ROWS, (2, 1, 3, 1))]
 def test_feature_orders_high_low_nan_last_ties_by_seed():
     assert [feature_value(r, "length") for r in ROWS] == [2.0, 1.0, 2.0, 1.0]  # positive concepts, no column
     assert [feature_value(r, "length") for r in LONG] == [2.0, 1.0, 3.0, 1.0]
-    with pytest.raises(ValueError, match="known: length, f1"):
+    with pytest.raises(ValueError, match="known: length, f1, lift"):
         feature_value(ROWS[0], "lenght")
     assert ordered_by([1.0, 5.0, float("nan"), 5.0], True, [3, 2, 1, 0]) == [3, 1, 0, 2]
     orders = feature_orders(LONG, 5, ["length", "f1"], seeds=[0, 1])
@@ -36,6 +36,18 @@ def test_feature_orders_high_low_nan_last_ties_by_seed():
         assert orders["length_low"][s] == ones + [0, 2, 4]
         assert orders["f1_high"][s] == [2, 3, 1, 0, 4]
         assert orders["f1_low"][s] == [0, 1, 3, 2, 4]
+
+
+def test_lift_is_the_least_lift_of_the_asserted_concepts():
+    # sky-bed never together (lift 0); bed-pillow 4 * 1 / (2 * 1) = 2 (sky negated); one concept: none
+    assert [feature_value(r, "lift", PRESENCE) for r in ROWS[::2]] == [0.0, 2.0]
+    assert np.isnan(feature_value(ROWS[1], "lift", PRESENCE)) and np.isnan(feature_value(ROWS[3], "lift", PRESENCE))
+    with pytest.raises(ValueError, match="needs which images show each concept"):
+        feature_value(ROWS[0], "lift")
+    orders = feature_orders(ROWS, 4, ["lift"], seeds=[2], presence=PRESENCE)
+    perm = torch.randperm(4, generator=torch.Generator().manual_seed(2)).tolist()
+    none = sorted([1, 3], key=perm.index)
+    assert orders["lift_low"][0] == [0, 2] + none and orders["lift_high"][0] == [2, 0] + none
 
 
 def test_summary_of_hand_made_results():

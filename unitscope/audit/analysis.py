@@ -173,12 +173,15 @@ def description_ablation(
     metric: str = "accuracy",
     boot: int = 1000,
     max_batch: int = 2000,
+    presence: dict[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """The orderings' curves for ``layer`` of ``model`` on ``test`` (module doc): the three of
     ``ORDERINGS`` and ``FEATURE_high``/``_low`` for each of ``features``
     (:mod:`unitscope.audit.features`). ``metric`` ``accuracy``: top-1 against ``test.y`` (the
     model's outputs are those classes); ``fidelity``: top-1 agreement with the unablated model
-    (``test.y`` unused: any classifier). ``related`` defaults to co-occurrence on the run's data set.
+    (``test.y`` unused: any classifier). ``related`` defaults to co-occurrence on the run's data set,
+    ``presence`` (which images show each concept, for ``related`` and the ``lift`` feature) to the
+    run's data set's (:func:`image_presence`).
     Returns ``model``, ``layer``, ``units``, ``metric``, ``fractions`` [F], ``groups`` {ordering:
     description rows}, ``accuracy`` {ordering: [S, F]}, ``mean`` {ordering: [F]}, ``summary``
     (:func:`unitscope.audit.features.summarise` rows, with ``model``, ``layer``, ``metric``)."""
@@ -197,11 +200,13 @@ def description_ablation(
         rows = cat.rows("descriptions", model=name, layer=layer, kind="pmi")
     if not rows:
         raise ValueError(f"{run} has no descriptions of {name} {layer}: run `unitscope describe {run}` first")
-    if related is None:
+    if presence is None and (related is None or "lift" in features):
         import json
 
-        world = json.loads((run / "config.json").read_text())["data"]
-        related = cooccurrence_relation(image_presence(world))
+        presence = image_presence(json.loads((run / "config.json").read_text())["data"])
+    if related is None:
+        assert presence is not None
+        related = cooccurrence_relation(presence)
     groups = description_groups(rows, related)
     model.eval()
     cut = cut_model(model, layer)
@@ -210,7 +215,7 @@ def description_ablation(
         units = int(cache.batches[0].layer.shape[1])
         fractions = [k / steps for k in range(steps + 1)]
         orders = unit_orders(units, {k: [int(r["unit"]) for r in v] for k, v in groups.items()}, range(seeds))
-        orders.update(feature_orders(rows, units, features, range(seeds)))
+        orders.update(feature_orders(rows, units, features, range(seeds), presence))
         names = list(orders)
         masks = order_masks([o for n in names for o in orders[n]], units, fractions)
         top1 = run_edits(cut, cache, Edits.ablate(masks, "zero"), _Top1(len(masks)), max_batch=max_batch)
@@ -280,8 +285,10 @@ COLOURS = {
     "length_low": (150, 90, 200),
     "f1_high": (30, 150, 70),
     "f1_low": (120, 60, 20),
+    "lift_high": (0, 160, 160),
+    "lift_low": (200, 0, 140),
 }
-EXTRA = [(0, 160, 160), (200, 0, 140), (110, 110, 0), (0, 0, 0)]
+EXTRA = [(110, 110, 0), (0, 0, 0), (0, 90, 120)]
 METRIC_TEXT = {"accuracy": "accuracy (held-out)", "fidelity": "agreement with the unablated top-1 (held-out)"}
 
 

@@ -10,7 +10,11 @@ compares with random orders. The features here are those of our ``pmi`` descript
 
 - ``length``: how many concepts the formula names (``length`` of the description row: negated ones
   count too), MILAN's description length;
-- ``f1``: the description's held-out F1 against the unit's mask (how well the words fit the unit).
+- ``f1``: the description's held-out F1 against the unit's mask (how well the words fit the unit);
+- ``lift``: how unrelated the concepts a formula asserts are, continuously: the least image-level
+  lift between two of them on the run's data set (``lift_low``: the most unrelated first; formulas
+  with fewer than two such concepts have none and go last), the continuous twin of the
+  ``unrelated`` group and of MILAN's largest word distance.
 
 Each feature gives two orderings, ``FEATURE_high`` (highest value first) and ``FEATURE_low``;
 units with no description (NaN) go last in both, and ties follow seed ``s``'s random permutation
@@ -36,11 +40,34 @@ import torch
 FEATURES = {
     "length": "number of concepts the description's formula names",
     "f1": "held-out F1 of the description against the unit's mask",
+    "lift": "least image-level lift between two concepts the formula asserts (NaN under two)",
 }
 
 
-def feature_value(row: dict[str, Any], feature: str) -> float:
-    """The value of ``feature`` for a ``pmi`` description row (NaN when it has none)."""
+def least_lift(formula: str | None, presence: dict[str, np.ndarray]) -> float:
+    """The smallest image-level lift ``n * both / (n_a * n_b)`` over pairs of the formula's distinct
+    positive concepts that the images show (``presence``: ``{concept: bool [N]}``); NaN under two."""
+    import itertools
+
+    from unitscope.describe.search import positive_concepts
+
+    concepts = [c for c in dict.fromkeys(positive_concepts(formula)) if c in presence] if formula else []
+    if len(concepts) < 2:
+        return math.nan
+    n = len(presence[concepts[0]])
+    return min(
+        float((presence[a] & presence[b]).sum()) * n / (float(presence[a].sum()) * float(presence[b].sum()))
+        for a, b in itertools.combinations(concepts, 2)
+    )
+
+
+def feature_value(row: dict[str, Any], feature: str, presence: dict[str, np.ndarray] | None = None) -> float:
+    """The value of ``feature`` for a ``pmi`` description row (NaN when it has none); ``lift`` needs
+    ``presence`` (:func:`unitscope.audit.analysis.image_presence`)."""
+    if feature == "lift":
+        if presence is None:
+            raise ValueError("the lift feature needs which images show each concept (presence)")
+        return least_lift(row.get("formula"), presence)
     if feature == "length":
         if row.get("length") is not None:
             return float(row["length"])
@@ -71,14 +98,19 @@ def ordered_by(values: Sequence[float], high_first: bool, perm: Sequence[int]) -
 
 
 def feature_orders(
-    rows: Sequence[dict[str, Any]], units: int, features: Sequence[str], seeds: Sequence[int]
+    rows: Sequence[dict[str, Any]],
+    units: int,
+    features: Sequence[str],
+    seeds: Sequence[int],
+    presence: dict[str, np.ndarray] | None = None,
 ) -> dict[str, list[list[int]]]:
-    """``{FEATURE_high|low: [order per seed]}`` for ``units`` units from their description ``rows``."""
+    """``{FEATURE_high|low: [order per seed]}`` for ``units`` units from their description ``rows``
+    (``presence``: for ``lift``)."""
     by_unit = {int(r["unit"]): r for r in rows}
     out: dict[str, list[list[int]]] = {}
     perms = [torch.randperm(units, generator=torch.Generator().manual_seed(int(s))).tolist() for s in seeds]
     for f in features:
-        values = [feature_value(by_unit[u], f) if u in by_unit else math.nan for u in range(units)]
+        values = [feature_value(by_unit[u], f, presence) if u in by_unit else math.nan for u in range(units)]
         for direction in ("high", "low"):
             out[f"{f}_{direction}"] = [ordered_by(values, direction == "high", p) for p in perms]
     return out

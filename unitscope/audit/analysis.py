@@ -142,7 +142,8 @@ class _Top1:
     each of ``edits`` edits, however many tail passes a batch takes."""
 
     def __init__(self, edits: int):
-        self.edits, self.blocks = edits, []  # type: tuple[int, list[torch.Tensor]]
+        self.edits = edits
+        self.blocks: list[torch.Tensor] = []
 
     def add(self, rows: range, output: Any, labels: torch.Tensor) -> None:
         from unitscope.ablate.evaluate import logits_of
@@ -218,8 +219,9 @@ def description_ablation(
         orders.update(feature_orders(rows, units, features, range(seeds), presence))
         names = list(orders)
         masks = order_masks([o for n in names for o in orders[n]], units, fractions)
-        top1 = run_edits(cut, cache, Edits.ablate(masks, "zero"), _Top1(len(masks)), max_batch=max_batch)
-    pred = top1.result().reshape(len(names), seeds, len(fractions), -1)  # type: ignore[attr-defined]
+        top1 = _Top1(len(masks))
+        run_edits(cut, cache, Edits.ablate(masks, "zero"), top1, max_batch=max_batch)
+    pred = top1.result().reshape(len(names), seeds, len(fractions), -1)
     truth = torch.cat(cache.labels).long() if metric == "accuracy" else pred[0, 0, 0]  # fraction 0: unablated
     correct = (pred == truth).numpy()
     acc = {n: correct[i].mean(-1) for i, n in enumerate(names)}

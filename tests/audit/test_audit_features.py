@@ -125,7 +125,7 @@ def test_cli_fidelity_on_a_classifier_of_no_scene(tmp_path, capsys):
         summary = cat.rows("desc_ablation_summary", model=model)
         curves = cat.rows("desc_ablation", model=model, fraction=0.0)
     assert {r["metric"] for r in summary} == {"fidelity"} and {r["images"] for r in summary} == {8}
-    assert len(summary) == 7 and {r["accuracy"] for r in curves} == {1.0}  # nothing removed: full agreement
+    assert len(summary) == 9 and {r["accuracy"] for r in curves} == {1.0}  # nothing removed: full agreement
     assert main(args + ["--test-offset", "5", "--test-images", "8"]) != 0
     assert "has 10 images: --test-offset 5 + --test-images 8 does not fit" in capsys.readouterr().err
     assert main(args + ["--metric", "accuracy"]) != 0

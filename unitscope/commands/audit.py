@@ -65,7 +65,7 @@ class AblateConfig(ModelOptions):
     seeds: int = field(default=5, metadata=help_("random orders (and tails of the description orders)"))
     steps: int = field(default=20, metadata=help_("fractions 0, 1/steps, ..., 1"))
     features: list[str] = field(
-        default_factory=lambda: ["length", "f1"],
+        default_factory=lambda: ["length", "f1", "lift"],
         metadata=help_("description features whose high-first and low-first orders to add too ('' for none)"),
     )
     metric: str = field(
@@ -296,7 +296,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "ablate",
         help="cumulative ablation in orders given by the units' descriptions",
         description="Remove a layer's units cumulatively: compositional descriptions joining "
-        "unrelated concepts first, single concepts first, and at random.",
+        "unrelated concepts first, single concepts first, at random, and by description features "
+        "(length, F1, lift; highest and lowest first); score accuracy or fidelity.",
     )
     add_config_args(a, AblateConfig)
     a.set_defaults(func=run_ablate)

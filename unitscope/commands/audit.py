@@ -197,7 +197,7 @@ def _metric(cfg: AblateConfig, model) -> str:
     return metric
 
 
-def test_images(cfg: AblateConfig, cache: Path, info):
+def held_out_images(cfg: AblateConfig, cache: Path, info):
     """The held-out images: ``--test-images`` of ``--test-data`` from ``--test-offset`` (model's transform),
     or of the plain world seed 3 at the model's input size."""
     import torch
@@ -244,7 +244,7 @@ def run_ablate(args: argparse.Namespace) -> int:
     out = Path(cfg.out)
     world = probe_world(cfg.data, cfg.images, cache, cfg.progress)
     run = prepare_run(cfg.model, out, world, [cfg.layer], cfg.progress, cfg.checkpoint, cfg.pretrained)
-    test = test_images(cfg, cache, info)
+    test = held_out_images(cfg, cache, info)
     try:
         result = description_ablation(
             model,

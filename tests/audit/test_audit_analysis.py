@@ -147,7 +147,10 @@ def test_cli_ablate_needs_a_scene_model(tmp_path, capsys):
     from unitscope.cli import main
 
     model = str(Path(__file__).parents[1] / "helpers" / "audit_models.py") + ":switches"
-    assert main(["audit", "ablate", "--model", model, "--out", str(tmp_path / "r"), "--no-progress"]) != 0
+    out = ["--out", str(tmp_path / "r"), "--no-progress"]
+    assert main(["audit", "ablate", "--model", model, "--metric", "accuracy"] + out) != 0
     assert "does not classify the probe world's scenes" in capsys.readouterr().err
+    assert main(["audit", "ablate", "--model", model, "--metric", "top5"] + out) != 0
+    assert "unknown --metric 'top5'; choose accuracy, fidelity or auto" in capsys.readouterr().err
     assert main(["audit", "ablate", "--model", model, "--seeds", "0", "--no-progress"]) != 0
     assert "--seeds and --steps must be at least 1" in capsys.readouterr().err

@@ -30,3 +30,30 @@ def test_edit_section_table_and_flag(tmp_path, page):
     pg.get_by_label("removed by the edit").check()
     assert page.visible() == 1
     assert "removed by the edit" in pg.locator(".card:not([hidden])").inner_text()
+
+
+def test_description_ablation_summary_table(tmp_path, page):
+    from test_audit_analysis import PRESENCE, data, described_run
+
+    from tests.helpers.audit_models import switches
+    from unitscope.audit.analysis import cooccurrence_relation, description_ablation, write_ablation
+
+    run = described_run(tmp_path)
+    out = description_ablation(
+        switches(),
+        run,
+        "relu",
+        data(),
+        seeds=2,
+        steps=4,
+        model_name="switches",
+        related=cooccurrence_relation(PRESENCE),
+        features=["f1"],
+    )
+    write_ablation(run, out)
+    page.open(write_report(run, title="analysis").as_uri())
+    rows = page.page.locator(".part-desc_ablation table.desc-ablation-summary tr")
+    assert rows.count() == 1 + 5  # unrelated, single, random, f1_high, f1_low
+    f1_low = next(r for r in out["summary"] if r["ordering"] == "f1_low")
+    cells = rows.nth(5).locator("td").all_inner_texts()
+    assert cells[:3] == ["f1_low", "accuracy", f"{f1_low['auc']:.3f}"]

@@ -131,3 +131,33 @@ def switches():
             std=(1.0, 1.0, 1.0, 1.0),
         ),
     )
+
+
+class ColourMeans(nn.Module):
+    """Layer ``relu`` [N, 3, 1, 1]: each colour channel's mean over the image; logits ``(0.5, r + g + b - 1)``
+    (tests/audit/test_audit_features.py: an image classifier of no scene for the fidelity metric)."""
+
+    def __init__(self):
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.relu = nn.ReLU()
+        self.fc = nn.Linear(3, 2)
+        with torch.no_grad():
+            self.fc.weight.copy_(torch.tensor([[0.0] * 3, [1.0] * 3]))
+            self.fc.bias.copy_(torch.tensor([0.5, -1.0]))
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.relu(self.pool(x)), 1))
+
+
+def colour_means():
+    return attach_info(
+        ColourMeans(),
+        ModelInfo(
+            name="colour_means",
+            mean=(0.0, 0.0, 0.0),
+            std=(1.0, 1.0, 1.0),
+            input_size=(3, 32, 32),
+            class_names=["dark", "light"],
+        ),
+    )

@@ -18,10 +18,18 @@
 - ``desc_ablation(model, layer, ordering, seed, fraction, units, accuracy)`` -- cumulative ablation of
   ``layer`` in orders given by its units' descriptions (:mod:`unitscope.audit.analysis`): ``ordering``
   ``unrelated`` (compositional descriptions joining unrelated concepts first), ``single`` (single
-  concepts first) or ``random``; the rest of the units follow in seed ``seed``'s random order;
+  concepts first), ``random`` or a feature ordering (``length_high``, ``f1_low``, ...); the rest of
+  the units follow in seed ``seed``'s random order;
   ``units`` removed at ``fraction``, ``accuracy`` on held-out images
 - ``desc_ablation_units(model, layer, ordering, unit, rank, description, formula)`` -- the units each
   description ordering puts first, in its order
+- ``desc_ablation_summary(model, layer, ordering, metric, images, auc, auc_min, auc_max, auc_lo, auc_hi,
+  gap, gap_lo, gap_hi, at_fraction, at_mean, at_min, at_max, ref_mean, ref_min, ref_max)`` -- per
+  ordering (also the continuous ``FEATURE_high``/``_low`` ones, :mod:`unitscope.audit.features`):
+  the area under the mean curve, its range over seeds and 95 % bootstrap interval over images, the
+  gap to ``random`` with its paired interval, and the fraction where the mean curves differ most;
+  ``metric`` ``accuracy`` (``desc_ablation.accuracy`` is accuracy) or ``fidelity`` (agreement with
+  the unablated model's top-1)
 """
 
 from __future__ import annotations
@@ -102,8 +110,35 @@ define_table(
     ("model", "layer", "ordering", "unit"),
 )
 
+define_table(
+    "desc_ablation_summary",
+    (
+        ("model", "TEXT"),
+        ("layer", "TEXT"),
+        ("ordering", "TEXT"),
+        ("metric", "TEXT"),
+        ("images", "INTEGER"),
+        ("auc", "REAL"),
+        ("auc_min", "REAL"),
+        ("auc_max", "REAL"),
+        ("auc_lo", "REAL"),
+        ("auc_hi", "REAL"),
+        ("gap", "REAL"),
+        ("gap_lo", "REAL"),
+        ("gap_hi", "REAL"),
+        ("at_fraction", "REAL"),
+        ("at_mean", "REAL"),
+        ("at_min", "REAL"),
+        ("at_max", "REAL"),
+        ("ref_mean", "REAL"),
+        ("ref_min", "REAL"),
+        ("ref_max", "REAL"),
+    ),
+    ("model", "layer", "ordering"),
+)
+
 TABLES = ("edit_units", "edit_results")
 COUNT_TABLES = ("audit_counts",)
-ANALYSIS_TABLES = ("desc_ablation", "desc_ablation_units")
+ANALYSIS_TABLES = ("desc_ablation", "desc_ablation_units", "desc_ablation_summary")
 ORDERINGS = ("unrelated", "single", "random")
 KINDS = ("none", "described", "random", "important")

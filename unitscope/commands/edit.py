@@ -89,6 +89,17 @@ def require_scene_classifier(name: str, model, needs: str) -> None:
         raise UsageError(f"{name} does not classify the probe world's scenes ({', '.join(SCENES)}); {needs}")
 
 
+def require_classifier(name: str, model, needs: str) -> None:
+    """A UsageError unless ``model`` (called ``name``) takes images and answers with class scores
+    (not a generator, not a segmenter): ``needs`` ends the message."""
+    from unitscope.errors import UsageError
+    from unitscope.models import get_info
+
+    info = get_info(model)
+    if info.kind != "image" or len(info.output_size) > 1:
+        raise UsageError(f"{name} is no image classifier (its input is {info.kind!r}); {needs}")
+
+
 def run_edit(args: argparse.Namespace) -> int:
     from unitscope.audit.edit import cue_sets, edit_experiment, write_tables
     from unitscope.commands.dissect import cache_dir

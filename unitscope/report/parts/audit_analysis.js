@@ -51,6 +51,22 @@
           ...orders.map(function (o) { const c = d.curves[o]; return h("td", {text: pct(c.mean[i]) + " (" + pct(c.min[i]) + "\u2013" + pct(c.max[i]) + ")"}); })));
       });
       el.append(t);
+      if (d.summary && d.summary.length) {
+        const f3 = function (v) { return v === null || v === undefined ? "" : v.toFixed(3); };
+        const sg = function (v) { return v === null || v === undefined ? "" : (v >= 0 ? "+" : "") + v.toFixed(3); };
+        const s = h("table", {class: "desc-ablation-summary"}, h("tr", {},
+          ...["ordering", "metric", "area", "seeds", "95% (images)", "gap to random", "95% (images)", "largest gap at", "there", "random there"]
+            .map(function (x) { return h("th", {text: x}); })));
+        d.summary.forEach(function (r) {
+          s.append(h("tr", {}, h("td", {text: r.ordering}), h("td", {text: r.metric}), h("td", {text: f3(r.auc)}),
+            h("td", {text: f3(r.auc_min) + "\u2013" + f3(r.auc_max)}), h("td", {text: f3(r.auc_lo) + "\u2013" + f3(r.auc_hi)}),
+            h("td", {text: sg(r.gap)}), h("td", {text: sg(r.gap_lo) + " to " + sg(r.gap_hi)}),
+            h("td", {text: r.at_fraction === null ? "" : r.at_fraction.toFixed(2)}),
+            h("td", {text: f3(r.at_mean) + " (" + f3(r.at_min) + "\u2013" + f3(r.at_max) + ")"}),
+            h("td", {text: f3(r.ref_mean) + " (" + f3(r.ref_min) + "\u2013" + f3(r.ref_max) + ")"})));
+        });
+        el.append(s);
+      }
       Object.keys(d.first).forEach(function (o) {
         el.append(h("p", {text: o + " first: " + d.first[o].length + " units" + (d.first[o].length ? " (" +
           d.first[o].slice(0, 8).map(function (u) { return u.unit + ": " + (u.description || u.formula); }).join("; ") +

@@ -4,8 +4,10 @@
   detect or describe each audited concept, layer by layer, beside the reference model's; in every
   layer its own line. Facts of a unit: the audited concepts it detects or describes.
 - ``desc_ablation`` ("Ablation by description"): the layer's cumulative ablation curves in the three
-  description orderings (mean and range over seeds, and the PNG ``desc-ablation-LAYER.png`` when
-  the run has it) and the units each ordering puts first. Facts: the unit's rank in those orderings.
+  description orderings and the feature orderings (``length_high``, ...; mean and range over seeds,
+  and the PNG ``desc-ablation-LAYER.png`` when the run has it), the summary per ordering (area under
+  the curve with its seed range and bootstrap interval, gap to random) and the units each ordering
+  puts first. Facts: the unit's rank in those orderings.
 
     from unitscope.facts import unit_facts
     unit_facts(cat, "world_scenes", "features.relu5", 7)["desc_ablation"].rows["first_in"]  # ["single"]
@@ -91,7 +93,8 @@ def ablation_layer(cat: Catalog, model: str, layer: str) -> dict[str, Any] | Non
     if not rows:
         return None
     curves: dict[str, dict[str, Any]] = {}
-    for o in tables.ORDERINGS:
+    present = list(dict.fromkeys(r["ordering"] for r in rows))
+    for o in [o for o in tables.ORDERINGS if o in present] + [o for o in present if o not in tables.ORDERINGS]:
         mine = [r for r in rows if r["ordering"] == o]
         fr = sorted({r["fraction"] for r in mine})
         at = {f: [r["accuracy"] for r in mine if r["fraction"] == f] for f in fr}
@@ -112,8 +115,17 @@ def ablation_layer(cat: Catalog, model: str, layer: str) -> dict[str, Any] | Non
         ]
         for o in ("unrelated", "single")
     }
+    summary = (
+        cat.rows("desc_ablation_summary", model=model, layer=layer) if "desc_ablation_summary" in cat.tables() else []
+    )
+    summary.sort(key=lambda r: list(curves).index(r["ordering"]) if r["ordering"] in curves else len(curves))
     png = plot_name(layer)
-    return {"curves": curves, "first": first, "plot": png if (cat.path.parent / png).is_file() else None}
+    return {
+        "curves": curves,
+        "first": first,
+        "summary": [{k: v for k, v in r.items() if k not in ("model", "layer")} for r in summary],
+        "plot": png if (cat.path.parent / png).is_file() else None,
+    }
 
 
 def ablation_facts(cat: Catalog, model: str, layer: str, unit: int) -> UnitFacts | None:

@@ -155,6 +155,7 @@ def search_layer(run: Path, layer: str, rc: RunConcepts, opts: Options) -> dict[
         "thresholds": thresholds,
         "counts": counts,
         "found": found,
+        "rerank": rerank,  # [U, N] validation F1 of each candidate (None without validation)
     }
 
 
@@ -278,7 +279,13 @@ def describe_layer(run: Path, model: str, layer: str, rc: RunConcepts, opts: Opt
     )
     label = label_formulas(run, model, layer, rc.vocab, c)
     n = rc.sigs.ids.shape[0]
+    t0 = time.perf_counter()
     fair, fair_iou = search_labels(run, layer, rc, torch.nonzero(~held_out(n)).flatten())
+    _say(
+        opts,
+        f"{layer}: fair single labels chosen on {n - int(held_out(n).sum())} search images "
+        f"({time.perf_counter() - t0:.0f} s)",
+    )
     formulas = {}
     for kind, idx in (("pmi", choice.pmi), ("ml", choice.ml)):
         concepts = torch.full((c, 3), -1, dtype=torch.long)

@@ -17,6 +17,7 @@ outlined) of the best-scoring units of one layer of ``--sheet-run`` with their d
 from __future__ import annotations
 
 import argparse
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -296,7 +297,7 @@ def lambda_sweep(run: Path, layer: str, lams=(0.0, 0.1, 0.2, 0.5, 1.0)) -> None:
         )
 
 
-def validate_sweep(run: Path, layer: str, ks=(5, 10), draws: int = 8) -> None:
+def validate_sweep(run: Path, layer: str, ks=(5, 10), draws: int = 8, save: Path | None = None) -> None:
     """``--validate K`` for each K against K = 1 (the catalog's pmi rows) and the single labels (the
     catalog's fair_label and label rows): one search on the search images less the validation ones,
     the validation F1 of every candidate once, the choice for each K, held-out scores with the same
@@ -309,6 +310,10 @@ def validate_sweep(run: Path, layer: str, ks=(5, 10), draws: int = 8) -> None:
     from unitscope.describe.run import Options, load_concepts, score_layer, search_layer
     from unitscope.describe.select import choose_candidates
 
+    if save is not None and save.exists():  # computed before: print only
+        saved = json.loads(save.read_text())
+        kinds = {k: {int(u): r for u, r in v.items()} for k, v in saved["kinds"].items()}
+        return _sweep_table(run, layer, kinds, draws, saved["cpu"])
     start = time.process_time()
     opts = Options(validate=max(ks), draws=draws, progress=False)
     rc = load_concepts(run, ex.num_images(run, layer), opts)
@@ -334,27 +339,36 @@ def validate_sweep(run: Path, layer: str, ks=(5, 10), draws: int = 8) -> None:
         concepts[ok], ops[ok] = pool.concepts[idx[ok]], pool.ops[idx[ok]]
         formulas[f"K={k}"], chosen[f"K={k}"] = (concepts, ops), idx
     held = score_layer(run, layer, rc, formulas, found["thresholds"], opts)
+    kinds = {}
+    for k, idx in chosen.items():
+        kinds[k] = {
+            u: {m: (None if v[u].isnan() else float(v[u])) for m, v in held[k].items()}
+            | {"d": int(idx[u]), "length": int((pool.concepts[idx[u]] >= 0).sum())}
+            for u in range(len(idx))
+            if idx[u] >= 0
+        }
+    cpu = time.process_time() - start
+    if save is not None:
+        save.write_text(json.dumps({"kinds": kinds, "cpu": cpu}))
+    _sweep_table(run, layer, kinds, draws, cpu)
+
+
+def _sweep_table(run: Path, layer: str, computed: dict[str, dict[int, dict]], draws: int, cpu: float) -> None:
     with Catalog(run / "catalog.sqlite", create=False) as cat:
         rows = cat.rows("descriptions", layer=layer)
     by = {
         k: {r["unit"]: r for r in rows if r["kind"] == k and r["description"]} for k in ("pmi", "fair_label", "label")
     }
-    kinds = {"K=1 (MILAN)": by["pmi"]}
-    for k, idx in chosen.items():
-        kinds[k] = {
-            u: {m: (None if v[u].isnan() else float(v[u])) for m, v in held[k].items()} | {"d": int(idx[u])}
-            for u in range(len(idx))
-            if idx[u] >= 0
-        }
+    kinds = {"K=1 (MILAN)": by["pmi"], **computed}
     print(
-        f"\n`--validate K` on `{layer}` ({time.process_time() - start:.0f} s of CPU for K > 1); wins and p against the "
+        f"\n`--validate K` on `{layer}` ({cpu:.0f} s of CPU for K > 1); wins and p against the "
         "fair single label; p: Wilcoxon signed-rank:\n"
     )
     print(
         "| choice | units | F1 | IoU | AUPRC | Pearson | F1 wins | F1 p | AUPRC wins | AUPRC p | Pearson wins | Pearson p "
-        "| F1 p < 0.01 | distinct |"
+        "| F1 p < 0.01 | distinct | mean length |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, rs in list(kinds.items()) + [("fair single label", by["fair_label"]), ("dissection label", by["label"])]:
         cells = [f"{mean([r[m] for r in rs.values()]):.3f}" for m in METRICS]
         if rs is by["fair_label"] or rs is by["label"]:
@@ -363,8 +377,13 @@ def validate_sweep(run: Path, layer: str, ks=(5, 10), draws: int = 8) -> None:
             pr = paired(rs, by["fair_label"])
             vs = [x for m in ("f1", "auprc", "pearson") for x in (f"{100 * pr[m][6]:.0f}%", f"{pr[m][7]:.2g}")]
         sig = sum(1 for r in rs.values() if r.get("p_f1") is not None and r["p_f1"] < 0.01)
+        sig = sig if draws or name == "K=1 (MILAN)" or "label" in name else "–"  # --draws 0: no nulls
         distinct = len({r.get("description") or r.get("d") for r in rs.values()})
-        print(f"| {name} | {len(rs)} | " + " | ".join(cells + vs) + f" | {sig} | {distinct} |")
+        print(
+            f"| {name} | {len(rs)} | "
+            + " | ".join(cells + vs)
+            + f" | {sig} | {distinct} | {mean([r.get('length') for r in rs.values()]):.2f} |"
+        )
 
 
 def sheet(run: Path, layer: str, out: Path, units: int = 6, k: int = 5) -> None:
@@ -416,11 +435,15 @@ def main() -> None:
     ap.add_argument("--validate-sweep", help="RUN:LAYER: --validate K for K in --ks against K = 1 and the labels")
     ap.add_argument("--ks", default="5,10")
     ap.add_argument("--draws", type=int, default=8, help="with --validate-sweep: as the catalog's rows were scored")
+    ap.add_argument(
+        "--save", help="with --validate-sweep: keep the computed rows here (JSON); if it exists, print only"
+    )
     ap.add_argument("--no-retrieval", action="store_true", help="skip the search-by-paraphrase tables")
     args = ap.parse_args()
     if args.validate_sweep:
         run, layer = args.validate_sweep.split(":", 1)
-        validate_sweep(Path(run), layer, tuple(int(k) for k in args.ks.split(",")), args.draws)
+        ks = tuple(int(k) for k in args.ks.split(","))
+        validate_sweep(Path(run), layer, ks, args.draws, Path(args.save) if args.save else None)
     if args.vocabulary:
         vocabulary_retrieval(Path(args.vocabulary))
     for run in args.runs:

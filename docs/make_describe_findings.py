@@ -385,6 +385,20 @@ def _sweep_table(run: Path, layer: str, computed: dict[str, dict[int, dict]], dr
             + f" | {sig} | {distinct} | {mean([r.get('length') for r in rs.values()]):.2f} |"
         )
 
+    base = kinds["K=1 (MILAN)"]
+    print(
+        "\nEach K against K = 1 (paired over units; mean difference, share of units where K is better, Wilcoxon p):\n"
+    )
+    print("| choice | " + " | ".join(f"{m} difference | {m} better | {m} p" for m in METRICS) + " |")
+    print("|---|" + "---|---|---|" * len(METRICS))
+    for name, rs in computed.items():
+        pr = paired(rs, base)
+        print(
+            f"| {name} | "
+            + " | ".join(f"{pr[m][5]:+.3f} | {100 * pr[m][6]:.0f}% | {pr[m][7]:.2g}" for m in METRICS)
+            + " |"
+        )
+
 
 def sheet(run: Path, layer: str, out: Path, units: int = 6, k: int = 5) -> None:
     """Exemplars (mask outlined in yellow) of the layer's best-scoring units, one row each."""

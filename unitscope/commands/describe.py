@@ -83,7 +83,8 @@ class SearchConfig:
     kind: str = field(
         default="pmi",
         metadata=help_(
-            "which descriptions: pmi (chosen), ml, label (the dissection's) or caption (describe --captioner)"
+            "which descriptions: pmi (chosen), ml, fair_label (single label chosen on the search images), "
+            "label (the dissection's) or caption (describe --captioner)"
         ),
     )
     limit: int = field(default=20, metadata=help_("units to list (0: all)"))

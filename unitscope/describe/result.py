@@ -19,8 +19,8 @@ SHOWN = 10  # descriptions per layer in the notebook view
 
 @dataclass(eq=False)
 class DescribeResult(Mapping):
-    """``layer -> {kind: [row per unit]}`` (kinds ``pmi``, ``ml``, ``label``; rows as in the catalog
-    table ``descriptions``) with ``summary()`` and ``_repr_html_()``."""
+    """``layer -> {kind: [row per unit]}`` (kinds ``pmi``, ``ml``, ``fair_label``, ``label``; rows as in
+    the catalog table ``descriptions``) with ``summary()`` and ``_repr_html_()``."""
 
     run_dir: Path
     layers: dict[str, dict[str, list[dict]]] = field(default_factory=dict)

@@ -133,7 +133,9 @@ def report(run: Path) -> None:
                 f"| {name} | {len(rs)} | "
                 + " | ".join(f"{mean([r[m] for r in rs]):.3f}" for m in METRICS)
                 + f" | {sig} | {len({r['description'] for r in rs})} | {sharing(rs):.1f} | "
-                f"{mean([r['base_rate'] for r in rs]):.3f} | {mean([r['log_prior'] for r in rs]):.2f} |".replace("nan", "")
+                f"{mean([r['base_rate'] for r in rs]):.3f} | {mean([r['log_prior'] for r in rs]):.2f} |".replace(
+                    "nan", ""
+                )
             )
         pmi = {r["unit"]: r for r in kinds["pmi"] if r["description"]}
         lab = {r["unit"]: r for r in kinds.get("label", []) if r["description"]}

@@ -160,6 +160,39 @@ def report(run: Path) -> None:
             )
 
 
+def summary(runs: list[Path]) -> None:
+    """One table over every layer of ``runs``: the chosen description against the fair single label
+    per metric, and one of specificity, PMI against maximum likelihood."""
+    layers = [(key, kinds) for run in runs for key, kinds in layer_rows(run).items()]
+    print("\nChosen descriptions (PMI) against the fair single label, held out (p: Wilcoxon signed-rank):\n")
+    print("| layer | units | metric | description mean (median) | fair label mean (median) | difference | wins | p |")
+    print("|---|---|---|---|---|---|---|---|")
+    for (model, layer), kinds in layers:
+        pmi = {r["unit"]: r for r in kinds.get("pmi", []) if r["description"]}
+        fair = {r["unit"]: r for r in kinds.get("fair_label", []) if r["description"]}
+        for m, (n, ma, mb, da, db, diff, win, p) in paired(pmi, fair).items():
+            print(
+                f"| {model} `{layer}` | {n} | {m} | {ma:.3f} ({da:.3f}) | {mb:.3f} ({db:.3f}) | {diff:+.3f} | "
+                f"{100 * win:.0f}% | {p:.2g} |"
+            )
+    print("\nSpecificity, PMI (λ = 0.2) against maximum likelihood:\n")
+    print(
+        "| layer | distinct (PMI / ML) | units per description (PMI / ML) | mean log p(d) (PMI / ML) "
+        "| mean base rate (PMI / ML) | mean length (PMI / ML) |"
+    )
+    print("|---|---|---|---|---|---|")
+    for (model, layer), kinds in layers:
+        a, b = ([r for r in kinds.get(k, []) if r["description"]] for k in ("pmi", "ml"))
+        cells = [
+            f"{len({r['description'] for r in a})} / {len({r['description'] for r in b})}",
+            f"{sharing(a):.2f} / {sharing(b):.2f}",
+        ] + [
+            f"{mean([r[c] for r in a]):.{d}f} / {mean([r[c] for r in b]):.{d}f}"
+            for c, d in (("log_prior", 2), ("base_rate", 3), ("length", 2))
+        ]
+        print(f"| {model} `{layer}` | " + " | ".join(cells) + " |")
+
+
 PARAPHRASES = {  # query -> the concept it paraphrases (skipped where no unit's description names it)
     "automobile": "car",
     "canine": "dog",
@@ -454,6 +487,7 @@ def main() -> None:
     ap.add_argument(
         "--save", help="with --validate-sweep: keep the computed rows here (JSON); if it exists, print only"
     )
+    ap.add_argument("--summary", action="store_true", help="only the one table over every layer of the runs")
     ap.add_argument("--no-retrieval", action="store_true", help="skip the search-by-paraphrase tables")
     args = ap.parse_args()
     if args.validate_sweep:
@@ -462,7 +496,11 @@ def main() -> None:
         validate_sweep(Path(run), layer, ks, args.draws, Path(args.save) if args.save else None)
     if args.vocabulary:
         vocabulary_retrieval(Path(args.vocabulary))
+    if args.summary:
+        summary([Path(r) for r in args.runs])
     for run in args.runs:
+        if args.summary:
+            break
         report(Path(run))
         if not args.no_retrieval:
             retrieval(Path(run))

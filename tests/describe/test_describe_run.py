@@ -171,3 +171,17 @@ def test_report_and_api_show_descriptions(run):
     info = RunInfo(run, model="planted-colours").unit("feat", 1)
     assert [d["kind"] for d in info["descriptions"]] == ["pmi", "ml", "fair_label", "label"]
     assert info["descriptions"][0]["description"] == "green"
+
+
+def test_summary_counts_a_p_value_of_zero():
+    """A p-value of exactly 0 (the score beyond every draw, no spread) is significant, not missing."""
+    from unitscope.describe.result import DescribeResult
+
+    rows = [
+        {"unit": 0, "description": "red", "p_f1": 0.0},
+        {"unit": 1, "description": "sky", "p_f1": 0.5},
+        {"unit": 2, "description": "sky", "p_f1": None},
+        {"unit": 3, "description": None},
+    ]
+    out = DescribeResult(Path("run"), {"feat": {"pmi": rows}})
+    assert out.summary() == "feat: 3 of 4 units described, 2 distinct descriptions, 1 with held-out F1 p < 0.01"

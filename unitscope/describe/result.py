@@ -38,7 +38,7 @@ class DescribeResult(Mapping):
         rows = self.layers[layer][kind]
         described = [r for r in rows if r.get("description")]
         distinct = len({r["description"] for r in described})
-        significant = sum(1 for r in described if (r.get("p_f1") or 1) < SIGNIFICANT)
+        significant = sum(1 for r in described if r.get("p_f1") is not None and r["p_f1"] < SIGNIFICANT)
         return (
             f"{layer}: {len(described)} of {len(rows)} units described, {distinct} distinct descriptions, "
             f"{significant} with held-out F1 p < {SIGNIFICANT:g}"

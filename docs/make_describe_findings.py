@@ -449,6 +449,7 @@ def sheet(run: Path, layer: str, out: Path, units: int = 6, k: int = 5) -> None:
 
     with Catalog(run / "catalog.sqlite", create=False) as cat:
         rows = [r for r in cat.rows("descriptions", layer=layer, kind="pmi") if r["description"]]
+        fair = {r["unit"]: r for r in cat.rows("descriptions", layer=layer, kind="fair_label") if r["description"]}
     rows.sort(key=lambda r: -(r["f1"] or 0))
     data = BrodenDataset(json.loads((run / "config.json").read_text())["data"], validate="none")
     tile, text_h = 96, 18
@@ -456,10 +457,12 @@ def sheet(run: Path, layer: str, out: Path, units: int = 6, k: int = 5) -> None:
     draw = ImageDraw.Draw(canvas)
     search = torch.nonzero(~held_out(len(data))).flatten()
     for i, r in enumerate(rows[:units]):
-        ex = exemplars(run, layer, r["unit"], k=k, positions=search)
+        ex = exemplars(run, layer, r["unit"], k=k, positions=search, quantile=0.99)
         y = 4 + i * (tile + text_h + 6)
-        draw.text((4, y), f"unit {r['unit']}: {r['description']}  (held-out F1 {r['f1']:.2f})", fill="black")
-        for j, (pos, mask) in enumerate(zip(ex["images"].tolist(), ex["masks"])):
+        f = fair.get(r["unit"])
+        also = f"; fair single label: {f['description']}, {f['f1']:.2f}" if f else ""
+        draw.text((4, y), f"unit {r['unit']}: {r['description']}  (held-out F1 {r['f1']:.2f}{also})", fill="black")
+        for j, (pos, mask) in enumerate(zip(ex.positions.tolist(), ex.masks)):
             img = data.load_image(pos).convert("RGB").resize((tile, tile))
             m = np.asarray(Image.fromarray(mask.numpy().astype(np.uint8) * 255).resize((tile, tile)))
             a = np.asarray(img).copy()

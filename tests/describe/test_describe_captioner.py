@@ -90,7 +90,7 @@ def test_user_captioner_plugs_in(run, tmp_path):
         _returns_non_callable(tmp_path)
     with pytest.raises(UsageError, match="does not exist"):
         load_captioner(f"{tmp_path / 'missing.py'}:factory")
-    with pytest.raises(UsageError, match="expected 'default' or path/to/file.py:factory"):
+    with pytest.raises(UsageError, match="expected 'default', 'photo' or path/to/file.py:factory"):
         load_captioner("clip")
 
 

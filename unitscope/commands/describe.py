@@ -60,8 +60,8 @@ class DescribeConfig:
         default="",
         metadata=help_(
             "also caption each unit's exemplars from images and masks alone: 'default' (the shipped exemplar "
-            "captioner) or path/to/file.py:factory (factory() returns a callable (images, masks) -> str); "
-            "rows of kind 'caption'"
+            "captioner, trained on the cartoon probe world), 'photo' (the same, trained on the photo world) or "
+            "path/to/file.py:factory (factory() returns a callable (images, masks) -> str); rows of kind 'caption'"
         ),
     )
     labels: bool = field(

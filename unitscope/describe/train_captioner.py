@@ -2,6 +2,8 @@
 
     python -m unitscope.describe.train_captioner --world worlds/w1 --out ckpt/ --steps 1500 --batch 32   # the shipped weights
     python -m unitscope.describe.train_captioner --world worlds/w2 --eval ckpt/captioner.pt --sets 500
+    python -m unitscope.describe.train_captioner --world worlds/photo64 --out ckpt/ --steps 1000   # captioner_photo.pt
+    #   (worlds/photo64: unitscope world make worlds/photo64 --style photo --size 64 --n 1500 --seed 1)
 
 A *generated exemplar set* is a formula of the world's concepts (one concept; two or three joined
 by AND, a colour, material, part, scene or position refining an object; two joined by OR; one AND

@@ -5,9 +5,10 @@
 
 RUN is a dissection made with ``--keep-cache``. Prints the seconds of each stage -- concepts of
 every image as pixel signatures, the exemplar search (top images, masks, counts, beam search,
-PMI over the pooled formulas), the held-out scores of the three kinds (pmi, ml, label) with
-their permutation nulls -- and the total against the issue's target (Lite0 ``bn2``, 1,280 units,
-1,000 images: 10 minutes on the 2-core CPU). ``--write`` also writes the rows into RUN's catalog.
+PMI over the pooled formulas), the fair single labels' choice on the search images, the held-out
+scores of the four kinds (pmi, ml, fair_label, label) with their permutation nulls -- and the
+total against the issue's target (Lite0 ``bn2``, 1,280 units, 1,000 images: 10 minutes on the
+2-core CPU). ``--write`` also writes the rows into RUN's catalog.
 
     python benchmarks/bench_describe.py RUN --layer features.relu5 --captions-only --captioner default --search lumber
 

@@ -55,7 +55,7 @@ def test_planted_colours_described_and_scored(run):
         concept = _colour_planes(run, colour, held)
         mask = maps[:, u] > threshold(run, "feat", 0.5)[u]
         tp, fp, fn = (mask & concept).sum().item(), (mask & ~concept).sum().item(), (~mask & concept).sum().item()
-        for kind in ("pmi", "ml", "label"):
+        for kind in ("pmi", "ml", "fair_label", "label"):
             r = rows[kind][u]
             assert r["formula"] == colour and r["description"] == colour, (kind, r)
             assert r["f1"] == pytest.approx(2 * tp / (2 * tp + fp + fn)) and r["f1"] > 0.95
@@ -68,7 +68,7 @@ def test_planted_colours_described_and_scored(run):
         assert rows["pmi"][u]["exemplar_iou"] > 0.95
     with sqlite3.connect(run / "catalog.sqlite") as db:
         got = db.execute("SELECT unit, kind, description, formula FROM descriptions ORDER BY unit, kind").fetchall()
-    assert got == [(u, k, c, c) for u, c in enumerate(COLOURS) for k in ("label", "ml", "pmi")]
+    assert got == [(u, k, c, c) for u, c in enumerate(COLOURS) for k in ("fair_label", "label", "ml", "pmi")]
 
 
 def test_threshold_is_the_dissections_quantile(run):
@@ -165,7 +165,23 @@ def test_report_and_api_show_descriptions(run):
     cards = {c["unit"]: c["parts"]["describe"] for c in layer["cards"]}
     assert [cards[u]["chosen"]["description"] for u in range(3)] == ["red", "green", "blue"]
     assert cards[0]["label"]["f1"] == pytest.approx(cards[0]["chosen"]["f1"])
+    assert cards[0]["fair_label"]["description"] == "red" and cards[0]["fair_label"]["f1"] == cards[0]["label"]["f1"]
+    assert summary["fair_label"]["described"] == 3 and summary["label"]["described"] == 3
     assert "window.UNITSCOPE_PARTS.describe = {" in (run / "index.html").read_text()  # the part's script, inlined
     info = RunInfo(run, model="planted-colours").unit("feat", 1)
-    assert [d["kind"] for d in info["descriptions"]] == ["pmi", "ml", "label"]
+    assert [d["kind"] for d in info["descriptions"]] == ["pmi", "ml", "fair_label", "label"]
     assert info["descriptions"][0]["description"] == "green"
+
+
+def test_summary_counts_a_p_value_of_zero():
+    """A p-value of exactly 0 (the score beyond every draw, no spread) is significant, not missing."""
+    from unitscope.describe.result import DescribeResult
+
+    rows = [
+        {"unit": 0, "description": "red", "p_f1": 0.0},
+        {"unit": 1, "description": "sky", "p_f1": 0.5},
+        {"unit": 2, "description": "sky", "p_f1": None},
+        {"unit": 3, "description": None},
+    ]
+    out = DescribeResult(Path("run"), {"feat": {"pmi": rows}})
+    assert out.summary() == "feat: 3 of 4 units described, 2 distinct descriptions, 1 with held-out F1 p < 0.01"

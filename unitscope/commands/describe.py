@@ -60,8 +60,8 @@ class DescribeConfig:
         default="",
         metadata=help_(
             "also caption each unit's exemplars from images and masks alone: 'default' (the shipped exemplar "
-            "captioner) or path/to/file.py:factory (factory() returns a callable (images, masks) -> str); "
-            "rows of kind 'caption'"
+            "captioner, trained on the cartoon probe world), 'photo' (the same, trained on the photo world) or "
+            "path/to/file.py:factory (factory() returns a callable (images, masks) -> str); rows of kind 'caption'"
         ),
     )
     labels: bool = field(
@@ -83,7 +83,8 @@ class SearchConfig:
     kind: str = field(
         default="pmi",
         metadata=help_(
-            "which descriptions: pmi (chosen), ml, label (the dissection's) or caption (describe --captioner)"
+            "which descriptions: pmi (chosen), ml, fair_label (single label chosen on the search images), "
+            "label (the dissection's) or caption (describe --captioner)"
         ),
     )
     limit: int = field(default=20, metadata=help_("units to list (0: all)"))

@@ -40,6 +40,9 @@ from unitscope.runs import CATALOG, CONFIG
 SIDE = 32  # masks are read at 32x32 (the probe world's label resolution at 64 px), images at 64x64
 IMAGE_SIDE = 64
 WEIGHTS = Path(__file__).resolve().parent / "weights" / "captioner.pt"
+# the same network trained on the photo world's sets (its 110 concepts: photo objects, materials, scenes)
+WEIGHTS_PHOTO = Path(__file__).resolve().parent / "weights" / "captioner_photo.pt"
+SHIPPED = {"default": WEIGHTS, "": WEIGHTS, "cartoon": WEIGHTS, "photo": WEIGHTS_PHOTO}
 Caption = Callable[[torch.Tensor, torch.Tensor], str]
 N_COLOURS = 11  # the probe world's colour names (unitscope.world.vocab.COLORS)
 FEATURES = 64 + 128 + 128 + N_COLOURS + 5
@@ -210,21 +213,23 @@ def formula_text(names: list[str], concepts: list[int], ops: list[int]) -> str:
 
 
 def load_captioner(spec: str = "default") -> Any:
-    """``"default"`` (the shipped weights) or ``"path/to/file.py:factory"`` (``factory()`` returns a
-    callable ``(images, masks) -> str``)."""
+    """``"default"`` (the shipped weights, trained on the cartoon probe world; also ``"cartoon"``),
+    ``"photo"`` (trained on the photo world's sets) or ``"path/to/file.py:factory"`` (``factory()``
+    returns a callable ``(images, masks) -> str``)."""
     from unitscope.errors import UsageError
     from unitscope.plugins import file_factory
 
-    if spec in ("default", ""):
-        if not WEIGHTS.is_file():
+    if spec in SHIPPED:
+        weights = SHIPPED[spec]
+        if not weights.is_file():
             raise UsageError(
-                f"the default captioner's weights are missing ({WEIGHTS}): reinstall unitscope, "
+                f"the {spec or 'default'} captioner's weights are missing ({weights}): reinstall unitscope, "
                 "or train them: python -m unitscope.describe.train_captioner"
             )
-        return ExemplarCaptioner.load(WEIGHTS)
+        return ExemplarCaptioner.load(weights)
     path, sep, fn = spec.rpartition(":")
     if not sep or not path.endswith(".py") or not fn.isidentifier():
-        raise UsageError(f"--captioner {spec!r}: expected 'default' or path/to/file.py:factory")
+        raise UsageError(f"--captioner {spec!r}: expected 'default', 'photo' or path/to/file.py:factory")
     if not Path(path).is_file():
         raise UsageError(f"--captioner {spec!r}: {path} does not exist")
     factory = file_factory(path, fn, "unitscope_captioner")

@@ -19,8 +19,8 @@ SHOWN = 10  # descriptions per layer in the notebook view
 
 @dataclass(eq=False)
 class DescribeResult(Mapping):
-    """``layer -> {kind: [row per unit]}`` (kinds ``pmi``, ``ml``, ``label``; rows as in the catalog
-    table ``descriptions``) with ``summary()`` and ``_repr_html_()``."""
+    """``layer -> {kind: [row per unit]}`` (kinds ``pmi``, ``ml``, ``fair_label``, ``label``; rows as in
+    the catalog table ``descriptions``) with ``summary()`` and ``_repr_html_()``."""
 
     run_dir: Path
     layers: dict[str, dict[str, list[dict]]] = field(default_factory=dict)
@@ -38,7 +38,7 @@ class DescribeResult(Mapping):
         rows = self.layers[layer][kind]
         described = [r for r in rows if r.get("description")]
         distinct = len({r["description"] for r in described})
-        significant = sum(1 for r in described if (r.get("p_f1") or 1) < SIGNIFICANT)
+        significant = sum(1 for r in described if r.get("p_f1") is not None and r["p_f1"] < SIGNIFICANT)
         return (
             f"{layer}: {len(described)} of {len(rows)} units described, {distinct} distinct descriptions, "
             f"{significant} with held-out F1 p < {SIGNIFICANT:g}"

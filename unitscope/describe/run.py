@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from unitscope.describe import exemplars as ex
-from unitscope.describe.concepts import Signatures, Vocabulary, image_concepts
+from unitscope.describe.concepts import POSITION_CATEGORY, Signatures, Vocabulary, image_concepts
 from unitscope.describe.defaults import (
     BEAM,
     DRAWS,
@@ -155,6 +155,7 @@ def search_layer(run: Path, layer: str, rc: RunConcepts, opts: Options) -> dict[
         "thresholds": thresholds,
         "counts": counts,
         "found": found,
+        "rerank": rerank,  # [U, N] validation F1 of each candidate (None without validation)
     }
 
 
@@ -191,6 +192,40 @@ def validation_f1(
         m = inside.sum(1).double()[:, None]
         out[units] = torch.where(m + area > 0, 2 * inter / (m + area).clamp_min(1), torch.zeros_like(inter))
     return out.masked_fill(~torch.isfinite(found.score), float("-inf"))
+
+
+def search_labels(
+    run: Path, layer: str, rc: RunConcepts, positions: torch.Tensor, batch: int = 50, chunk: int = 4096
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(concept [C], iou [C])``: each unit's single label chosen as the dissection chooses it (the
+    concept, positions excluded, with the best IoU of the unit's mask above the dissection's own
+    threshold T_k), but counted over the images at ``positions`` only (the search images: no
+    held-out image), at the working resolution. ``concept`` is -1 where every IoU is 0. Counted per
+    signature: ``inside [C, S]`` mask pixels, ``total [S]`` all pixels, so IoU(c) is
+    ``inside @ table[:, c] / (mask + area(c) - inside @ table[:, c])``."""
+    from unitscope.dissect.results import load_layer_arrays
+
+    t = torch.as_tensor(load_layer_arrays(run, layer)["thresholds"], dtype=torch.float32)  # [C]
+    ids, s = rc.sigs.ids[positions], rc.sigs.size  # [n, P]
+    inside = torch.zeros(len(t), s, dtype=torch.float64)
+    for start in range(0, len(positions), batch):
+        maps = ex.unit_maps(run, layer, positions[start : start + batch].tolist())  # [b, C, h, w]
+        # only (image, unit) pairs whose peak passes T_k can have a mask pixel (bilinear
+        # interpolation never exceeds the map's maximum): few, with T_k at the top 0.5%
+        i_all, u_all = (maps.flatten(2).amax(2) > t[None]).nonzero(as_tuple=True)
+        for k0 in range(0, len(i_all), chunk):
+            i, u = i_all[k0 : k0 + chunk], u_all[k0 : k0 + chunk]
+            masks = ex.masks_of(maps[i, u], t[u], rc.size).flatten(1)  # [pairs, P]
+            j, p = masks.nonzero(as_tuple=True)
+            inside.index_put_((u[j], ids[start + i[j], p]), torch.ones(len(j), dtype=torch.float64), accumulate=True)
+    table = rc.sigs.table.double()  # [S, K]
+    total = torch.bincount(ids.flatten(), minlength=s).double()  # [S]
+    inter = inside @ table  # [C, K]
+    union = inside.sum(1, keepdim=True) + (total @ table)[None] - inter
+    iou = torch.where(union > 0, inter / union.clamp_min(1), torch.zeros_like(inter))
+    iou[:, torch.tensor([c == POSITION_CATEGORY for c in rc.vocab.categories])] = -1
+    best, value = iou.argmax(1), iou.max(1).values
+    return torch.where(value > 0, best, -1), value.clamp_min(0).float()
 
 
 def label_formulas(run: Path, model: str, layer: str, vocab: Vocabulary, units: int) -> torch.Tensor:
@@ -246,6 +281,14 @@ def describe_layer(run: Path, model: str, layer: str, rc: RunConcepts, opts: Opt
         f"{layer}: searched {c} units, {len(pool.concepts)} distinct formulas ({time.perf_counter() - start:.0f} s)",
     )
     label = label_formulas(run, model, layer, rc.vocab, c)
+    n = rc.sigs.ids.shape[0]
+    t0 = time.perf_counter()
+    fair, fair_iou = search_labels(run, layer, rc, torch.nonzero(~held_out(n)).flatten())
+    _say(
+        opts,
+        f"{layer}: fair single labels chosen on {n - int(held_out(n).sum())} search images "
+        f"({time.perf_counter() - t0:.0f} s)",
+    )
     formulas = {}
     for kind, idx in (("pmi", choice.pmi), ("ml", choice.ml)):
         concepts = torch.full((c, 3), -1, dtype=torch.long)
@@ -253,10 +296,11 @@ def describe_layer(run: Path, model: str, layer: str, rc: RunConcepts, opts: Opt
         ok = idx >= 0
         concepts[ok], ops[ok] = pool.concepts[idx[ok]], pool.ops[idx[ok]]
         formulas[kind] = (concepts, ops)
-    lc = torch.full((c, 3), -1, dtype=torch.long)
-    lo = torch.full((c, 3), -1, dtype=torch.long)
-    lc[:, 0], lo[:, 0] = label, torch.where(label >= 0, FIRST, -1)
-    formulas["label"] = (lc, lo)
+    for kind, single in (("label", label), ("fair_label", fair)):
+        lc = torch.full((c, 3), -1, dtype=torch.long)
+        lo = torch.full((c, 3), -1, dtype=torch.long)
+        lc[:, 0], lo[:, 0] = single, torch.where(single >= 0, FIRST, -1)
+        formulas[kind] = (lc, lo)
     t1 = time.perf_counter()
     held = score_layer(run, layer, rc, formulas, found["thresholds"], opts)
     _say(
@@ -288,6 +332,8 @@ def describe_layer(run: Path, model: str, layer: str, rc: RunConcepts, opts: Opt
                 )
             elif kind == "ml" and idx[u] >= 0:
                 row.update(exemplar_iou=float(choice.ml_exemplar_iou[u]), log_prior=float(choice.ml_log_prior[u]))
+            elif kind == "fair_label" and cl[0] >= 0:
+                row.update(search_iou=float(fair_iou[u]))
             rows[kind].append(row)
     return rows
 

@@ -2,8 +2,11 @@
 
 - ``descriptions(model, layer, unit, kind, description, formula, length, exemplar_iou, pmi,
   log_prior, f1, iou, auprc, pearson, base_rate, unit_rate, p_f1, p_iou, p_auprc, p_pearson,
-  images)`` -- one row per unit and ``kind``: ``pmi`` (the chosen description), ``ml`` (maximum
-  likelihood: the best exemplar IoU) and ``label`` (the dissection's single label, the baseline).
+  images, search_iou)`` -- one row per unit and ``kind``: ``pmi`` (the chosen description), ``ml``
+  (maximum likelihood: the best exemplar IoU), ``fair_label`` (the fair single-label baseline: the
+  concept with the best IoU at the dissection's threshold over the search images only, never the
+  held-out ones; its IoU there is ``search_iou``) and ``label`` (the dissection's own label, chosen
+  on every image, the held-out ones included: a baseline with a leak in its favour).
   ``description`` is the English phrase, ``formula`` the concepts with AND / OR / AND NOT;
   ``exemplar_iou`` and ``pmi`` are on the unit's exemplars (search images); the scores, base
   rate, unit rate and p-values are on ``images`` held-out images (``unitscope.describe.scores``).
@@ -35,6 +38,7 @@ COLUMNS = (
     ("p_auprc", "REAL"),
     ("p_pearson", "REAL"),
     ("images", "INTEGER"),
+    ("search_iou", "REAL"),
 )
 define_table(
     "descriptions",
@@ -44,7 +48,7 @@ define_table(
 )
 
 TABLES = ("descriptions",)
-KINDS = ("pmi", "ml", "label")
+KINDS = ("pmi", "ml", "fair_label", "label")
 
 
 def has_descriptions(run: str | Path) -> bool:

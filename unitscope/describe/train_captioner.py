@@ -2,6 +2,8 @@
 
     python -m unitscope.describe.train_captioner --world worlds/w1 --out ckpt/ --steps 1500 --batch 32   # the shipped weights
     python -m unitscope.describe.train_captioner --world worlds/w2 --eval ckpt/captioner.pt --sets 500
+    python -m unitscope.describe.train_captioner --world worlds/photo64 --out ckpt/ --steps 1000   # captioner_photo.pt
+    #   (worlds/photo64: unitscope world make worlds/photo64 --style photo --size 64 --n 1500 --seed 1)
 
 A *generated exemplar set* is a formula of the world's concepts (one concept; two or three joined
 by AND, a colour, material, part, scene or position refining an object; two joined by OR; one AND
@@ -337,7 +339,8 @@ def evaluate(cap, pool: Pool, sets: int = 300, seed: int = 1) -> dict[str, float
 def agreement(run: str | Path, layer: str | None = None) -> dict[str, float]:
     """How far a run's captions (kind ``caption``) agree with its label-based descriptions: the
     share of units where they assert a concept in common (``any``), the same concepts (``exact``),
-    the mean Jaccard index of the asserted concepts, and the share naming the dissection label."""
+    the mean Jaccard index of the asserted concepts, each against the chosen description (pmi), the
+    fair single label and the dissection's label."""
     from unitscope.catalog import Catalog
     from unitscope.describe import tables  # noqa: F401
     from unitscope.describe.search import positive_concepts
@@ -350,7 +353,7 @@ def agreement(run: str | Path, layer: str | None = None) -> dict[str, float]:
     caps = {k: v for k, v in by.get("caption", {}).items() if v}
     out: dict[str, float] = {"units": len(caps)}
     rng = np.random.default_rng(0)
-    for kind in ("pmi", "label"):
+    for kind in ("pmi", "fair_label", "label"):
         pairs = [(c, by.get(kind, {}).get(key)) for key, c in caps.items() if by.get(kind, {}).get(key)]
         if not pairs:
             continue

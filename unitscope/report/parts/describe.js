@@ -1,6 +1,7 @@
 // The descriptions part of the unitscope report: each unit's description in English with its
-// held-out F1 (and p-value) on the card; all four scores, base rate and the dissection label's
-// scores on the unit page; per layer, chosen descriptions against single labels.
+// held-out F1 (and p-value) on the card; all four scores, base rate and the single labels' scores
+// (the fair one, chosen on the search images, and the dissection's, chosen on every image) on the
+// unit page; per layer, chosen descriptions against single labels.
 "use strict";
 (function () {
   const U = window.UNITSCOPE, h = U.h;
@@ -32,7 +33,8 @@
       const t = h("table", {}, h("tr", {}, h("th", {text: "held-out mean"}), h("th", {text: "F1"}), h("th", {text: "IoU"}),
                                     h("th", {text: "AUPRC"}), h("th", {text: "Pearson"}), h("th", {text: "distinct"}),
                                     h("th", {text: "F1 p<0.01"})));
-      [["chosen (PMI)", d.pmi], ["max. likelihood", d.ml], ["dissection label", d.label]].forEach(function (r) {
+      [["chosen (PMI)", d.pmi], ["max. likelihood", d.ml], ["single label (fair: search images)", d.fair_label],
+       ["dissection label (all images: leaky)", d.label]].forEach(function (r) {
         const k = r[1];
         if (!k || !k.described) return;
         t.append(h("tr", {}, h("td", {text: r[0]}), h("td", {text: fmt(k.f1)}), h("td", {text: fmt(k.iou)}),
@@ -50,7 +52,9 @@
     unit: function (el, v) {
       el.append(h("div", {class: "desc", text: v.chosen.description}),
                 h("div", {class: "desc-scores", text: "formula: " + v.chosen.formula}),
-                scoreTable([["description", v.chosen], ["dissection label" + (v.label ? " (" + v.label.description + ")" : ""), v.label]]));
+                scoreTable([["description", v.chosen],
+                            ["fair single label" + (v.fair_label ? " (" + v.fair_label.description + ")" : ""), v.fair_label],
+                            ["dissection label, leaky" + (v.label ? " (" + v.label.description + ")" : ""), v.label]]));
     },
     words: function (v) { return v.chosen.description + " " + (v.chosen.formula || "").replace(/_/g, " "); },
     sorts: {

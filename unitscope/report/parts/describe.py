@@ -1,6 +1,7 @@
 """The descriptions part of the report: each unit's English description with its held-out scores,
 on cards and unit pages (sortable by score, filtered by the description's words), and per layer
-how the chosen descriptions compare with the dissection's single labels.
+how the chosen descriptions compare with the single labels: the fair baseline (chosen on the
+search images) and the dissection's own (chosen on every image, the held-out ones included).
 
 Reads the catalog table ``descriptions`` (:mod:`unitscope.describe.tables`).
 """
@@ -15,6 +16,9 @@ from unitscope.facts import UnitFacts
 from unitscope.report.parts import ReportPart, register_part
 
 _SCORES = ("f1", "iou", "auprc", "pearson")
+# kinds on cards and unit pages: the chosen description, the fair single-label baseline (chosen on
+# the search images) and the dissection's own label (chosen on every image, held-out ones included)
+_SHOWN = {"pmi": "chosen", "fair_label": "fair_label", "label": "label"}
 
 
 def _mean(values: list[float | None]) -> float | None:
@@ -41,7 +45,7 @@ def layer_data(cat: Catalog, model: str, layer: str) -> dict[str, Any] | None:
 def unit_data(cat: Catalog, model: str, layer: str) -> dict[int, dict[str, Any]]:
     out: dict[int, dict[str, Any]] = {}
     for r in cat.rows("descriptions", model=model, layer=layer):
-        if not r["description"] or r["kind"] not in ("pmi", "label"):
+        if not r["description"] or r["kind"] not in _SHOWN:
             continue
         entry = {
             "description": r["description"],
@@ -50,16 +54,18 @@ def unit_data(cat: Catalog, model: str, layer: str) -> dict[int, dict[str, Any]]
             **{f"p_{m}": r[f"p_{m}"] for m in _SCORES},
             "base_rate": r["base_rate"],
         }
-        out.setdefault(r["unit"], {})["chosen" if r["kind"] == "pmi" else "label"] = entry
+        out.setdefault(r["unit"], {})[_SHOWN[r["kind"]]] = entry
     return {u: v for u, v in out.items() if "chosen" in v}
 
 
 def unit_facts(cat: Catalog, model: str, layer: str, unit: int) -> UnitFacts | None:
-    """Every description of the unit (kinds pmi, ml, label; the chosen one, pmi, is its label)."""
+    """Every description of the unit (kinds pmi, ml, fair_label, label, then any other, such as
+    caption; the chosen one, pmi, is its label)."""
     rows = cat.rows("descriptions", model=model, layer=layer, unit=unit)
     if not rows:
         return None
-    rows.sort(key=lambda r: r["kind"] or "", reverse=True)  # pmi, ml, label
+    order = {k: i for i, k in enumerate(tables.KINDS)}
+    rows.sort(key=lambda r: (order.get(r["kind"], len(order)), r["kind"] or ""))
     chosen = next((r["description"] for r in rows if r["kind"] == "pmi" and r["description"]), None)
     return UnitFacts(
         label=chosen,

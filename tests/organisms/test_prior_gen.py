@@ -181,23 +181,25 @@ def cache(tmp_path_factory):
 def _short(**kw):
     kw = {"n_train": 32, "batch_size": 8, "epochs": 3, "world_seed": 5, "held_out_seed": 6, "n_held_out": 0, **kw}
     recipe = VAE_RECIPE
-    task_kw = {**recipe.task_kw, "g_channels": [32, 16, 8, 8], "components": 1, "steps": 100}
+    stages = [{"steps": 6, "lr": 1e-3}, {"steps": 6, "lr": 5e-4, "class_weights": {"sun": 8, "cloud": 8}}]
+    task_kw = {**recipe.task_kw, "g_channels": [32, 16, 8, 8], "components": 16, "stages": stages}
     return dataclasses.replace(recipe, task_kw=task_kw, **kw)
 
 
 @pytest.mark.slow
 def test_short_schedule_loss_falls_files_are_right_and_resume_is_exact(cache, tmp_path):
     torch.set_num_threads(1)
-    recipe = _short()  # 4 steps an epoch, 12 in all
+    recipe = _short()  # 4 steps an epoch, 12 in all: two stages of 6 (the second class-weighted)
     a = train_decoder(recipe, tmp_path / "a", cache, progress=False, checkpoint_every=4)
     losses, ce = a["losses_per_epoch"], a["segmenter_ce_per_epoch"]
-    assert len(losses) == 3 and losses[-1] < 0.9 * losses[0] and ce[-1] < ce[0], (losses, ce)
+    assert len(losses) == 4 and losses[-1] < 0.9 * losses[0], (losses, ce)  # epochs 0, 1 (split by the stage), 2
     assert a["model"] == {"kind": "generator", "latent": 64, "output": [3, 64, 64], "range": [0, 1]}
     path = tmp_path / "a/world_generator.safetensors"
     assert a["sha256"] == sha256_file(path)
     shipped = load_file(str(path))
-    assert not any(k.startswith("enc.") for k in shipped) and "prior.means" in shipped  # G and its prior only
-    assert shipped["prior.means"].shape == (shipped["prior.edges"].shape[0], 63)
+    assert not any(k.startswith("enc.") for k in shipped) and "prior.codes" in shipped  # G and its prior only
+    assert shipped["prior.codes"].shape == shipped["prior.scales"].shape == (16, 63)  # 16 of the 32 posteriors
+    assert shipped["prior.codes"].dtype == torch.float16
     assert any(k.startswith("enc.") for k in load_file(str(tmp_path / "a/world_generator.ckpt.safetensors")))
     with faults.armed("gan.step=6:raise"), pytest.raises(faults.FaultInjected):  # after step 6, checkpoint at 4
         train_decoder(recipe, tmp_path / "c", cache, progress=False, checkpoint_every=4)

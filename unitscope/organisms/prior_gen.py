@@ -12,11 +12,15 @@ instead as a variational autoencoder on world images: an encoder (not shipped) m
 code, the decoder (``conv1 .. conv5`` with ``relu1 .. relu4``, as the GAN's G) draws it back, and the
 loss is the pixels' L1 distance plus the cross-entropy of the frozen ``world_segmenter`` on the
 decoded image against the image's true object labels (so decoded images segment as the real ones do)
-plus a small KL term. After training, :class:`MixturePrior` is fitted on the training images' codes:
-per scene, ``components`` Gaussians (k-means, then each cluster's mean and full covariance), weighted
-by how often each scene and cluster occurs. Sampling stays "z -> image": z's first coordinate picks a
-component through the standard normal's CDF (exact categorical sampling, element-wise so ``torch.fx``
-traces it), the other 63 coordinates, scaled by ``temperature``, are the Gaussian's noise.
+plus a small KL term; ``task_kw["stages"]`` runs several schedules one after the other (each its own
+lr, warm-up and cosine, and per-object weights of the cross-entropy, e.g. for small objects). After
+training the prior is fitted on the training images' codes. ``task_kw["prior"] = "empirical"``:
+:class:`EmpiricalPrior`, ``components`` of the training images' own posteriors (mean and standard
+deviation, float16), one chosen uniformly (the aggregate posterior, "mixture of posteriors"); else
+:class:`MixturePrior`: per scene, ``components`` Gaussians (k-means, then each cluster's mean and full
+covariance), weighted by how often each scene and cluster occurs. Sampling stays "z -> image": z's
+first coordinate picks a component through the standard normal's CDF (element-wise, so ``torch.fx``
+traces it), the other 63 coordinates, scaled by ``temperature``, are its noise.
 """
 
 from __future__ import annotations
@@ -165,11 +169,9 @@ class PriorGenerator(nn.Sequential):
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """Make the prior the stored kind (codes: :class:`EmpiricalPrior`, means: :class:`MixturePrior`)
         with the stored number of components first."""
-        kind = EmpiricalPrior if "prior.codes" in state_dict else MixturePrior
-        key = "prior.codes" if kind is EmpiricalPrior else "prior.means"
-        k = state_dict[key].shape[0] if key in state_dict else self.prior.k
-        if k != self.prior.k or not isinstance(self.prior, kind):
-            self.prior = kind(self.latent, k)
+        for kind, key in ((EmpiricalPrior, "prior.codes"), (MixturePrior, "prior.means")):
+            if key in state_dict and (state_dict[key].shape[0] != self.prior.k or not isinstance(self.prior, kind)):
+                self.prior = kind(self.latent, state_dict[key].shape[0])
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
 
@@ -343,6 +345,7 @@ def train_decoder(
         "seconds": 0.0,
         "parts": [],
     }
+    g.prior = generator_for(kw).prior.to(device)  # fitted after training: the recipe's kind, whatever a checkpoint held
     if state["step"] >= total and path.with_suffix(".json").exists():
         return json.loads(path.with_suffix(".json").read_text())
     bar = tqdm(total=total, initial=state["step"], desc=recipe.name, unit="step", disable=not progress)

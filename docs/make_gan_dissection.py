@@ -79,7 +79,7 @@ def main() -> None:
         f"removal ({args.effect_samples} samples, {len(ks)} k x {1 + args.random_draws} orders): "
         f"{time.perf_counter() - t0:.0f} s"
     )
-    print(removal.summary(20))
+    print(removal.summary(20 if 20 in ks else ks[-1]))
     print(
         "| k | " + target + " (top by IoU) | 99% CI | random k | largest other object | largest other label "
         "| largest other object, points of the image |"
@@ -171,12 +171,17 @@ def draw_curves(removal, path: Path, size: tuple[int, int] = (640, 400)) -> None
     ks = removal.ks
     col = removal.names.index(removal.concept)
 
+    rows = removal.rows()
+    highest = max(0.0, float(np.max(removal.change[rows, col] + removal.ci[rows, col])), *removal.random_curve())
+    hi = float(np.ceil(highest / 0.25) * 0.25)  # the axis runs from -100% up to the curves' top (0 or above)
+
     def xy(k: float, v: float) -> tuple[float, float]:
-        return (left + (k - ks[0]) / (ks[-1] - ks[0]) * (w - left - right), top + (-v) * (h - top - bottom))
+        x = left + (k - ks[0]) / max(1, ks[-1] - ks[0]) * (w - left - right)
+        return (x, top + (hi - v) / (1 + hi) * (h - top - bottom))
 
     dr.line([xy(ks[0], 0), xy(ks[-1], 0)], fill="#888")
-    dr.line([xy(ks[0], 0), xy(ks[0], -1)], fill="#888")
-    for v in (0, -0.25, -0.5, -0.75, -1):
+    dr.line([xy(ks[0], hi), xy(ks[0], -1)], fill="#888")
+    for v in [hi - 0.25 * i for i in range(int(round((1 + hi) / 0.25)) + 1)]:
         x, y = xy(ks[0], v)
         dr.text((x - 45, y - 6), f"{v:+.0%}", fill="black")
     for k in (1, 5, 10, 15, 20, 25, 30):

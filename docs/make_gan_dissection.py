@@ -133,10 +133,10 @@ def every_concept(removal, k: int, min_share: float = 0.005) -> str:
         "|---|---|---|---|---|---|",
     ]
     for i in cols:
-        r = np.mean([removal.change[j, i] for j in rand]) if rand else float("nan")
+        r = f"{np.mean([removal.change[j, i] for j in rand]):+.1%}" if rand else "-"
         lines.append(
             f"| {removal.names[i]} | {removal.categories[i]} | {100 * removal.before[i]:.1f}% | "
-            f"{removal.change[row, i]:+.1%} | +-{removal.ci[row, i]:.1%} | {r:+.1%} |"
+            f"{removal.change[row, i]:+.1%} | +-{removal.ci[row, i]:.1%} | {r} |"
         )
     col = removal.names.index(removal.concept)
     own = removal.categories[col]

@@ -5,9 +5,12 @@
 
 1. dissect ``--samples`` samples (z from seed 0) at ``--layer`` (each unit's top 1%, as the PNAS paper);
 2. removal: for the object with the most units, zero its top k = 1, 2, 5, 10, 20, 30 units by IoU
-   over ``--effect-samples`` other samples (seed 1), against k random units (2 draws); every concept's
-   relative pixel change with 99% intervals, and the largest change of another object both relative
-   and in points of the image (its mean share after minus before); a PNG of the curves (docs/gan_removal.png);
+   (``--concept``: that object; ``--ks``: other k) over ``--effect-samples`` other samples (seed 1), against
+   k random units (``--random-draws`` draws); every concept's relative pixel change with 99% intervals, and
+   the largest change of another object both relative and in points of the image (its mean share after
+   minus before); a PNG of the curves (docs/gan_removal.png); every label's change at k = 20 (a table)
+   and whether the finding holds: the concept -50% or more, no other object beyond +-10%, each change
+   relative to that label's own share before;
 3. insertion in context: for a few parts (door, window, roof), over ``--insert-samples`` samples, force their top units to
    their 99.5th percentile in one cell at a time and tally, per context, how often the part appears.
 Prints the tables docs/gan.md quotes. Runs resume from the run folder (``--out``).
@@ -37,6 +40,8 @@ def main() -> None:
     p.add_argument("--concept", default=None, help="the object to remove (default: the one with the most units)")
     p.add_argument("--checkpoint", default=None, help="a world_generator.safetensors (default: the shipped weights)")
     p.add_argument("--png", default=str(DOCS / "gan_removal.png"))
+    p.add_argument("--ks", default=",".join(map(str, KS)), help="the k of the removal curve")
+    p.add_argument("--random-draws", type=int, default=2)
     p.add_argument("--insert-samples", type=int, default=100, help="samples per insertion (x cells x parts passes)")
     args = p.parse_args()
     from unitscope.ablate import cut_model
@@ -68,15 +73,19 @@ def main() -> None:
     samples = cache_samples(cut, g, n=args.effect_samples, seed=1, batch_size=BATCH)
     col = names.index(target)
     order = np.argsort(-d.iou[:, col], kind="stable").tolist()
-    removal = removal_curve(cut, samples, seg, order, target, ks=KS, random_draws=2)
-    print(f"removal ({args.effect_samples} samples, {len(KS)} k x 3 orders): {time.perf_counter() - t0:.0f} s")
-    print(removal.summary(20))
+    ks = [int(k) for k in args.ks.split(",")]
+    removal = removal_curve(cut, samples, seg, order, target, ks=ks, random_draws=args.random_draws)
+    print(
+        f"removal ({args.effect_samples} samples, {len(ks)} k x {1 + args.random_draws} orders): "
+        f"{time.perf_counter() - t0:.0f} s"
+    )
+    print(removal.summary(20 if 20 in ks else ks[-1]))
     print(
         "| k | " + target + " (top by IoU) | 99% CI | random k | largest other object | largest other label "
         "| largest other object, points of the image |"
     )
     print("|---|---|---|---|---|---|---|")
-    for k in KS:
+    for k in ks:
         i = removal.ks.index(k)
         row = removal.rows().start + i
         other, value = removal.largest_other(k)
@@ -88,6 +97,7 @@ def main() -> None:
             f"{name} {100 * points:+.1f} |"
         )
     draw_curves(removal, Path(args.png))
+    print(every_concept(removal, 20 if 20 in ks else ks[-1]))
 
     from unitscope.ablate.evaluate import LayerCache
 
@@ -105,6 +115,39 @@ def main() -> None:
             f"insert '{part}' (top 10 units by IoU, best IoU {d.iou[units[0], pcol]:.3f}): "
             + "; ".join(f"{r['context']} {r['rate']:.0%} of {r['trials']}" for r in rows)
         )
+
+
+def every_concept(removal, k: int, min_share: float = 0.005) -> str:
+    """Every label's relative change when the top ``k`` units are removed (99% interval, the same for
+    ``k`` random units), labels covering at least ``min_share`` of the pixels before, objects first,
+    then by share; a Markdown table, and whether the finding holds (the concept -50% or more, no other
+    object beyond +-10%, both relative to the label's own share before)."""
+    row = removal.rows().start + removal.ks.index(k)
+    rand = [removal.rows(d).start + removal.ks.index(k) for d in range(removal.draws)]
+    cols = [i for i, n in enumerate(removal.names) if i and removal.before[i] >= min_share]
+    cols.sort(key=lambda i: (removal.categories[i] != "object", -removal.before[i]))
+    lines = [
+        f"every label covering >= {min_share:.1%} of the pixels, top {k} '{removal.concept}' units off "
+        f"({removal.samples} samples; change relative to the label's share before, 99% interval):",
+        "| label | category | share before | change | 99% CI | " + f"{k} random units |",
+        "|---|---|---|---|---|---|",
+    ]
+    for i in cols:
+        r = f"{np.mean([removal.change[j, i] for j in rand]):+.1%}" if rand else "-"
+        lines.append(
+            f"| {removal.names[i]} | {removal.categories[i]} | {100 * removal.before[i]:.1f}% | "
+            f"{removal.change[row, i]:+.1%} | +-{removal.ci[row, i]:.1%} | {r} |"
+        )
+    col = removal.names.index(removal.concept)
+    own = removal.categories[col]
+    others = [i for i in cols if i != col and removal.categories[i] == own]
+    worst = max(others, key=lambda i: abs(removal.change[row, i])) if others else None
+    holds = removal.change[row, col] <= -0.5 and (worst is None or abs(removal.change[row, worst]) <= 0.1)
+    lines.append(
+        f"finding ({removal.concept} -50% or more, no other {own} beyond +-10%): {'holds' if holds else 'fails'}"
+        + (f" (worst other {own}: {removal.names[worst]} {removal.change[row, worst]:+.1%})" if worst else "")
+    )
+    return "\n".join(lines)
 
 
 def largest_points(removal, k: int) -> tuple[str, float]:
@@ -128,12 +171,17 @@ def draw_curves(removal, path: Path, size: tuple[int, int] = (640, 400)) -> None
     ks = removal.ks
     col = removal.names.index(removal.concept)
 
+    rows = removal.rows()
+    highest = max(0.0, float(np.max(removal.change[rows, col] + removal.ci[rows, col])), *removal.random_curve())
+    hi = float(np.ceil(highest / 0.25) * 0.25)  # the axis runs from -100% up to the curves' top (0 or above)
+
     def xy(k: float, v: float) -> tuple[float, float]:
-        return (left + (k - ks[0]) / (ks[-1] - ks[0]) * (w - left - right), top + (-v) * (h - top - bottom))
+        x = left + (k - ks[0]) / max(1, ks[-1] - ks[0]) * (w - left - right)
+        return (x, top + (hi - v) / (1 + hi) * (h - top - bottom))
 
     dr.line([xy(ks[0], 0), xy(ks[-1], 0)], fill="#888")
-    dr.line([xy(ks[0], 0), xy(ks[0], -1)], fill="#888")
-    for v in (0, -0.25, -0.5, -0.75, -1):
+    dr.line([xy(ks[0], hi), xy(ks[0], -1)], fill="#888")
+    for v in [hi - 0.25 * i for i in range(int(round((1 + hi) / 0.25)) + 1)]:
         x, y = xy(ks[0], v)
         dr.text((x - 45, y - 6), f"{v:+.0%}", fill="black")
     for k in (1, 5, 10, 15, 20, 25, 30):

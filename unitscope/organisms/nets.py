@@ -207,12 +207,15 @@ class Generator(nn.Sequential):
 
 def generator_for(task_kw: dict) -> nn.Module:
     """The G a recipe's ``task_kw`` describes (``upsample``, ``g_channels``, ``scenes``; defaults: the DCGAN;
-    ``prior``: a decoder behind a fitted prior, :class:`unitscope.organisms.prior_gen.PriorGenerator`)."""
+    ``prior``: a decoder behind a fitted prior, :class:`unitscope.organisms.prior_gen.PriorGenerator`;
+    ``"empirical"``: the training codes' own posteriors, else a Gaussian mixture)."""
     if task_kw.get("prior"):
         from unitscope.organisms.prior_gen import PriorGenerator
 
         return PriorGenerator(
-            channels=tuple(task_kw.get("g_channels", (160, 80, 40, 20))), upsample=task_kw.get("upsample", "nearest")
+            channels=tuple(task_kw.get("g_channels", (160, 80, 40, 20))),
+            upsample=task_kw.get("upsample", "nearest"),
+            prior="empirical" if task_kw["prior"] == "empirical" else "mixture",
         )
     return Generator(
         channels=tuple(task_kw.get("g_channels", G_CHANNELS)),

@@ -12,11 +12,15 @@ instead as a variational autoencoder on world images: an encoder (not shipped) m
 code, the decoder (``conv1 .. conv5`` with ``relu1 .. relu4``, as the GAN's G) draws it back, and the
 loss is the pixels' L1 distance plus the cross-entropy of the frozen ``world_segmenter`` on the
 decoded image against the image's true object labels (so decoded images segment as the real ones do)
-plus a small KL term. After training, :class:`MixturePrior` is fitted on the training images' codes:
-per scene, ``components`` Gaussians (k-means, then each cluster's mean and full covariance), weighted
-by how often each scene and cluster occurs. Sampling stays "z -> image": z's first coordinate picks a
-component through the standard normal's CDF (exact categorical sampling, element-wise so ``torch.fx``
-traces it), the other 63 coordinates, scaled by ``temperature``, are the Gaussian's noise.
+plus a small KL term; ``task_kw["stages"]`` runs several schedules one after the other (each its own
+lr, warm-up and cosine, and per-object weights of the cross-entropy, e.g. for small objects). After
+training the prior is fitted on the training images' codes. ``task_kw["prior"] = "empirical"``:
+:class:`EmpiricalPrior`, ``components`` of the training images' own posteriors (mean and standard
+deviation, float16), one chosen uniformly (the aggregate posterior, "mixture of posteriors"); else
+:class:`MixturePrior`: per scene, ``components`` Gaussians (k-means, then each cluster's mean and full
+covariance), weighted by how often each scene and cluster occurs. Sampling stays "z -> image": z's
+first coordinate picks a component through the standard normal's CDF (element-wise, so ``torch.fx``
+traces it), the other 63 coordinates, scaled by ``temperature``, are its noise.
 """
 
 from __future__ import annotations
@@ -96,6 +100,41 @@ class MixturePrior(nn.Module):
         self.scene = torch.tensor(owner, dtype=torch.long)
 
 
+class EmpiricalPrior(nn.Module):
+    """z [N, latent] -> code [N, latent - 1] drawn from the training images' own posteriors (a
+    "mixture of posteriors", as VampPrior's limit): ``codes`` [k, d] are k training images' code
+    means, ``scales`` [k, d] their posterior standard deviations (both float16, to ship small). Image
+    j = floor(k Phi(z[:, 0])) is chosen by z's first coordinate (uniform over the k images); the code
+    is ``codes[j] + t * scales[j] * z[:, 1:]`` with ``t`` the temperature. Untrained (no fit): one
+    standard normal component, code = z[:, 1:]."""
+
+    def __init__(self, latent: int = LATENT, k: int = 1):
+        super().__init__()
+        d = latent - 1
+        self.latent, self.k = latent, k
+        self.register_buffer("codes", torch.zeros(k, d, dtype=torch.float16))
+        self.register_buffer("scales", torch.ones(k, d, dtype=torch.float16))
+        self.register_buffer("temperature", torch.ones(()))
+
+    def index(self, z: torch.Tensor) -> torch.Tensor:
+        """The chosen training codes' rows [N] (int64) for z [N, latent]."""
+        u = torch.special.ndtr(z[:, 0])  # [N] uniform in (0, 1)
+        return (u * self.k).long().clamp(0, self.k - 1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        j = self.index(z)
+        return self.codes[j].to(z.dtype) + self.temperature * self.scales[j].to(z.dtype) * z[:, 1:]
+
+    @torch.no_grad()
+    def fit(self, means: torch.Tensor, logvars: torch.Tensor, k: int, seed: int = 0) -> None:
+        """Keep ``k`` of the N posteriors (means and log variances [N, d]), chosen at random by ``seed``
+        (all of them when k >= N), in their order in the training set."""
+        keep = torch.randperm(len(means), generator=torch.Generator().manual_seed(seed))[:k].sort().values
+        self.k = len(keep)
+        self.codes = means[keep].to(torch.float16)
+        self.scales = (0.5 * logvars[keep]).exp().to(torch.float16)
+
+
 class PriorGenerator(nn.Sequential):
     """Latent z [N, 64] (or [N, 64, 1, 1]) -> image [N, 3, 64, 64] in [0, 1]: ``prior`` (a
     :class:`MixturePrior`, z -> code [N, 63]), then the decoder: ``conv1`` (1x1 -> 4x4), and per
@@ -103,10 +142,17 @@ class PriorGenerator(nn.Sequential):
     px), ``conv5`` and a tanh mapped to [0, 1]."""
 
     def __init__(
-        self, latent: int = LATENT, channels=(160, 80, 40, 20), upsample: str = "nearest", components: int = 1
+        self,
+        latent: int = LATENT,
+        channels=(160, 80, 40, 20),
+        upsample: str = "nearest",
+        components: int = 1,
+        prior: str = "mixture",
     ):
+        if prior not in PRIORS:
+            raise ValueError(f"prior must be one of {', '.join(PRIORS)}, not {prior!r}")
         decoder = Generator(latent=latent - 1, channels=channels, upsample=upsample)
-        super().__init__(OrderedDict([("prior", MixturePrior(latent, components)), *decoder.named_children()]))
+        super().__init__(OrderedDict([("prior", PRIORS[prior](latent, components)), *decoder.named_children()]))
         self.latent, self.upsample, self.scenes = latent, upsample, 0
 
     def decode(self, code: torch.Tensor) -> torch.Tensor:
@@ -121,11 +167,15 @@ class PriorGenerator(nn.Sequential):
         return self.decode(self.prior(z.reshape(z.shape[0], self.latent)))
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        """Resize the prior's buffers to the stored number of components first."""
-        k = state_dict["prior.means"].shape[0] if "prior.means" in state_dict else self.prior.k
-        if k != self.prior.k:
-            self.prior.__init__(self.latent, k)  # type: ignore[misc]
+        """Make the prior the stored kind (codes: :class:`EmpiricalPrior`, means: :class:`MixturePrior`)
+        with the stored number of components first."""
+        for kind, key in ((EmpiricalPrior, "prior.codes"), (MixturePrior, "prior.means")):
+            if key in state_dict and (state_dict[key].shape[0] != self.prior.k or not isinstance(self.prior, kind)):
+                self.prior = kind(self.latent, state_dict[key].shape[0])
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+
+PRIORS: dict[str, type[MixturePrior] | type[EmpiricalPrior]] = {"mixture": MixturePrior, "empirical": EmpiricalPrior}
 
 
 class Encoder(nn.Module):
@@ -156,16 +206,19 @@ def vae_loss(
     noise: torch.Tensor,
     w_seg: float,
     w_kl: float,
+    class_weight: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict]:
     """Loss on images x [B, 3, 64, 64] in [0, 1] with object labels [B, 64, 64] (the segmenter's head
     classes): L1(decoded, x) + w_seg CE(seg(decoded), labels) + w_kl KL(q(code | x) || N(0, I)) summed
-    over the code, averaged over the batch. ``noise`` [B, d] draws the code."""
+    over the code, averaged over the batch. ``noise`` [B, d] draws the code; ``class_weight`` [L] (or
+    None: all 1) weighs each head class's pixels in the cross-entropy (a weighted mean)."""
     mu, logvar = enc(x)
     y = g.decode(mu + (0.5 * logvar).exp() * noise)
     mean, std = seg_norm
     logits = seg_net((y - mean) / std)["object"]  # [B, L, 32, 32] (see frozen_segmenter)
     l1 = (y - x).abs().mean()
-    ce = F.cross_entropy(logits, labels[:, ::2, ::2] if logits.shape[-1] < labels.shape[-1] else labels)
+    target = labels[:, ::2, ::2] if logits.shape[-1] < labels.shape[-1] else labels
+    ce = F.cross_entropy(logits, target, weight=class_weight)
     kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1).mean()
     parts = {"l1": float(l1.detach()), "ce": float(ce.detach()), "kl": float(kl.detach())}
     return l1 + w_seg * ce + w_kl * kl, parts
@@ -189,12 +242,57 @@ def frozen_segmenter(device: str = "cpu") -> nn.Module:
 @torch.no_grad()
 def encode_all(enc: Encoder, rgb: np.ndarray, batch_size: int = 256, device: str = "cpu") -> torch.Tensor:
     """uint8 images [N, 64, 64, 3] -> code means [N, d] (encoder in eval mode)."""
+    return encode_posteriors(enc, rgb, batch_size, device)[0]
+
+
+@torch.no_grad()
+def encode_posteriors(
+    enc: Encoder, rgb: np.ndarray, batch_size: int = 256, device: str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 images [N, 64, 64, 3] -> (code means, log variances), each [N, d] (encoder in eval mode)."""
     enc.eval()
-    out = []
+    means, logvars = [], []
     for s in range(0, len(rgb), batch_size):
         x = torch.from_numpy(rgb[s : s + batch_size]).permute(0, 3, 1, 2).float().to(device) / 255.0
-        out.append(enc(x)[0].cpu())
-    return torch.cat(out)
+        mu, logvar = enc(x)
+        means.append(mu.cpu()), logvars.append(logvar.cpu())
+    return torch.cat(means), torch.cat(logvars)
+
+
+def training_stages(recipe, per_epoch: int) -> list[dict]:
+    """The recipe's training stages: ``task_kw["stages"]`` (a list of {"steps", "lr", "class_weights"}),
+    each with its own warm-up and cosine decay, run one after the other; without it one stage of
+    ``task_kw["steps"]`` (default: ``epochs`` epochs) at the recipe's lr."""
+    kw = recipe.task_kw
+    if kw.get("stages"):
+        return [dict(st) for st in kw["stages"]]
+    return [{"steps": min(per_epoch * recipe.epochs, int(kw.get("steps", per_epoch * recipe.epochs))), "lr": recipe.lr}]
+
+
+def stage_at(stages: list[dict], step: int) -> tuple[int, int]:
+    """(index, first step) of the stage that holds ``step`` (the last stage past the end)."""
+    start = 0
+    for i, st in enumerate(stages):
+        if step < start + st["steps"] or i == len(stages) - 1:
+            return i, start
+        start += st["steps"]
+    raise ValueError("no training stages")
+
+
+def class_weights(weights: dict | None, device: str = "cpu") -> torch.Tensor | None:
+    """{object name: weight} -> the cross-entropy's weight per segmenter head class [1 + objects]
+    ("none" and unnamed objects 1); None for None. Unknown names raise ValueError."""
+    if not weights:
+        return None
+    from unitscope.world.vocab import VOCAB
+
+    names = [name for name, _ in VOCAB["object"]]
+    w = torch.ones(len(names) + 1)
+    for name, value in weights.items():
+        if name not in names:
+            raise ValueError(f"class_weights: {name!r} is not an object of the world (objects: {', '.join(names)})")
+        w[names.index(name) + 1] = float(value)
+    return w.to(device)
 
 
 def train_decoder(
@@ -235,7 +333,9 @@ def train_decoder(
     params = [p for n, p in g.named_parameters() if not n.startswith("prior.")] + list(enc.parameters())
     opt = torch.optim.Adam(params, lr=recipe.lr)
     per_epoch = recipe.n_train // recipe.batch_size
-    total = min(per_epoch * recipe.epochs, int(kw.get("steps", per_epoch * recipe.epochs)))
+    stages = training_stages(recipe, per_epoch)
+    total = sum(st["steps"] for st in stages)
+    weights = [class_weights(st.get("class_weights"), device) for st in stages]
     modules = {"g": g, "enc": enc}
     state = read_checkpoint(path, device, modules, {"opt": opt}) or {
         "step": 0,
@@ -245,6 +345,7 @@ def train_decoder(
         "seconds": 0.0,
         "parts": [],
     }
+    g.prior = generator_for(kw).prior.to(device)  # fitted after training: the recipe's kind, whatever a checkpoint held
     if state["step"] >= total and path.with_suffix(".json").exists():
         return json.loads(path.with_suffix(".json").read_text())
     bar = tqdm(total=total, initial=state["step"], desc=recipe.name, unit="step", disable=not progress)
@@ -260,8 +361,9 @@ def train_decoder(
         y = np.where(flip[:, None, None], objects[idx][:, :, ::-1], objects[idx])
         x_t = torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).float().to(device) / 255.0
         noise = torch.randn(len(idx), g.latent - 1, generator=gen).to(device)
+        i, start = stage_at(stages, step)
         for group in opt.param_groups:
-            group["lr"] = lr_at(step, total, recipe.lr)
+            group["lr"] = lr_at(step - start, stages[i]["steps"], float(stages[i].get("lr", recipe.lr)))
         loss, parts = vae_loss(
             g,
             enc,
@@ -272,6 +374,7 @@ def train_decoder(
             noise,
             float(kw.get("w_seg", 0.1)),
             float(kw.get("w_kl", 1e-3)),
+            weights[i],
         )
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -280,8 +383,8 @@ def train_decoder(
         state["sums"] = [state["sums"][0] + float(loss.detach()), state["sums"][1] + parts["ce"]]
         bar.update()
         bar.set_postfix(l1=f"{parts['l1']:.3f}", ce=f"{parts['ce']:.3f}", kl=f"{parts['kl']:.1f}", epoch=epoch)
-        if (step + 1) % per_epoch == 0 or step + 1 == total:  # per epoch (and the last, partial one)
-            n = (step % per_epoch) + 1
+        if (step + 1) % per_epoch == 0 or step + 1 == start + stages[i]["steps"]:  # per epoch and stage end
+            n = min(step % per_epoch, step - start) + 1
             state["d_losses"].append(state["sums"][0] / n)
             state["g_losses"].append(state["sums"][1] / n)
             state["sums"] = [0.0, 0.0]
@@ -321,8 +424,13 @@ def fit_prior(
     seed: int = 0,
     device: str = "cpu",
 ) -> PriorGenerator:
-    """Fit ``g.prior`` on the code means of images rgb [N, 64, 64, 3] with their scenes [N]."""
-    codes = encode_all(enc, rgb, device=device)
-    g.prior.fit(codes, scenes, per_scene, seed)
+    """Fit ``g.prior`` on the codes of images rgb [N, 64, 64, 3] with their scenes [N]: a
+    :class:`MixturePrior` with ``per_scene`` components a scene, or an :class:`EmpiricalPrior` keeping
+    ``per_scene`` of the N posteriors (the scenes unused)."""
+    means, logvars = encode_posteriors(enc, rgb, device=device)
+    if isinstance(g.prior, EmpiricalPrior):
+        g.prior.fit(means, logvars, per_scene, seed)
+    else:
+        g.prior.fit(means, scenes, per_scene, seed)
     g.prior.temperature.fill_(temperature)
     return g.to(device)

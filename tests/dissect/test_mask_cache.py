@@ -71,15 +71,31 @@ def test_pass3_counts_pass2s_masks_and_gives_the_same_p_values(tmp_path, monkeyp
         return out
 
     monkeypatch.setattr(MaskCache, "pixels", staticmethod(spy))
+    phase, maps_read = [], []  # batches whose maps pass 3 read (from the activation cache)
+    real_pass3, real_maps = engine_mod._Run.pass3, engine_mod._Run._pass2_maps
+
+    def pass3(self, thresholds):
+        phase.append(3)
+        return real_pass3(self, thresholds)
+
+    def maps(self, batch):
+        if phase:
+            maps_read.append(len(batch["pos"]))
+        return real_maps(self, batch)
+
+    monkeypatch.setattr(engine_mod._Run, "pass3", pass3)
+    monkeypatch.setattr(engine_mod._Run, "_pass2_maps", maps)
     with_records = run(tmp_path, "with", keep_cache=True)
     assert found and all(found)  # every batch of pass 3 read pass 2's masks (5 batches of 8)
-    assert len(found) == 5
+    assert len(found) == 5 and maps_read == []  # and no maps
     assert not (tmp_path / "with" / "cache" / "masks").exists()  # pass 3's alone: not kept
     # no records (every load fails): pass 3 finds the masks from the cached maps
     monkeypatch.setattr(MaskCache, "load", lambda self, positions: None)
     found.clear()
+    phase.clear()
     without = run(tmp_path, "without")
     assert found and not any(found)
+    assert maps_read == [8] * 5  # the masks found again from the cached maps
     assert np.isfinite(with_records.p_value).sum() == 3
     assert np.array_equal(with_records.p_value, without.p_value, equal_nan=True)
     assert with_records.images_needed == without.images_needed
@@ -104,7 +120,7 @@ def test_a_record_of_other_thresholds_or_positions_is_not_read(tmp_path):
     assert small.load(positions) is None
 
 
-def test_engine_counts_pass2_from_the_mask_lists():
+def test_counting_from_the_mask_lists():
     """Pass 2 counts the pixels it records: count_masks over mask_pixel_lists is count_batch."""
     maps, labels, image_labels, present, L = planes_world()
     th = torch.quantile(maps.transpose(0, 1).flatten(1), 0.8, dim=1)
@@ -117,4 +133,3 @@ def test_engine_counts_pass2_from_the_mask_lists():
     picked = iou.select_units(iou.mask_pixel_lists(maps, th, prep.size)[0], torch.tensor([1, 3]), 5)
     sub = iou.count_masks([picked], 12, 2, prep, [torch.arange(12)])
     assert torch.equal(sub[0][0], ref[0][[1, 3]])
-    assert engine_mod.MaskCache is MaskCache

@@ -97,7 +97,7 @@ class ActivationCache:
         """Rows ``positions`` of ``layer``; recorded as written by the next :meth:`flush`."""
         data = np.ascontiguousarray(acts, dtype=np.float32)
         if len(positions) and np.all(np.diff(positions) == 1):  # batches are contiguous: one write
-            os.pwrite(self._fd(layer), data.tobytes(), int(positions[0]) * self.row[layer])
+            _pwrite_all(self._fd(layer), memoryview(data).cast("B"), int(positions[0]) * self.row[layer])
         else:
             for i, row in zip(positions, data):
                 os.pwrite(self._fd(layer), row.tobytes(), int(i) * self.row[layer])
@@ -107,9 +107,16 @@ class ActivationCache:
     def read(self, layer: str, positions: np.ndarray) -> np.ndarray:
         """``[len(positions), C, h, w]`` float32."""
         shape, row, fd = self.shapes[layer], self.row[layer], self._fd(layer)
-        if len(positions) and np.all(np.diff(positions) == 1):
-            buf = os.pread(fd, row * len(positions), int(positions[0]) * row)
-            return np.frombuffer(buf, dtype=np.float32).reshape(len(positions), *shape).copy()
+        if len(positions) and np.all(np.diff(positions) == 1):  # straight into the array: no copy
+            out = np.empty((len(positions), *shape), dtype=np.float32)
+            view, start = memoryview(out).cast("B"), int(positions[0]) * row
+            done = 0
+            while done < len(view):
+                got = os.preadv(fd, [view[done:]], start + done)
+                if got <= 0:
+                    raise OSError(f"activation cache {self.files[layer]}: rows past its end")
+                done += got
+            return out
         return np.stack(
             [np.frombuffer(os.pread(fd, row, int(i) * row), dtype=np.float32).reshape(shape) for i in positions]
         )
@@ -150,6 +157,13 @@ class ActivationCache:
     def remove(self) -> None:
         self.close()
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+    """Write all of ``data`` at ``offset`` (``pwrite`` may write less than asked)."""
+    done = 0
+    while done < len(data):
+        done += os.pwrite(fd, data[done:], offset + done)
 
 
 class LayerCache:

@@ -47,6 +47,7 @@ from unitscope.dissect.cache import ActivationCache, LabelCache, MaskCache
 from unitscope.dissect.distributed import ExactPass1, barrier, is_main, pass1_reduce, rank_world
 from unitscope.dissect.exemplars import strip_source, write_unit_strips
 from unitscope.dissect.iou import (
+    MaskPixels,
     count_batch,
     count_masks,
     count_orders,
@@ -511,6 +512,30 @@ class _Run:
             mc.remove()  # records of other thresholds: never read (pass 3 checks them too)
         return mc
 
+    def _recorded_masks(
+        self,
+        masks: MaskCache | None,
+        batch: dict[str, Any],
+        lc: LabelCache | None,
+        thresholds: dict[str, list[torch.Tensor]],
+    ) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """Pass 3's batch (the rows pass 2 counted) and pass 2's masks of every layer there,
+        ``{layer: MaskPixels}``, where pass 2 recorded them for these thresholds; else None."""
+        if masks is None or self.cache is None or self._forward_labels:
+            return None
+        pos = batch["pos"].numpy()
+        keep = self.cache.rows[pos] == ActivationCache.WRITTEN
+        if lc is not None:
+            keep &= lc.rows[pos] == LabelCache.WRITTEN
+        record = masks.load(pos[keep])
+        found = {layer: MaskCache.pixels(record, self.tag[layer], thresholds[layer][0]) for layer in self.layers}
+        if any(m is None for m in found.values()):
+            return None
+        if not keep.all():
+            rows = torch.from_numpy(keep)
+            batch = {k: v[rows] for k, v in batch.items() if isinstance(v, torch.Tensor)}
+        return batch, found
+
     def _mask_budget(self) -> float:
         lc, used = self.label_cache, self.cache.nbytes if self.cache is not None else 0
         labels = sum(lc._row) * self.n if lc is not None and lc.layout is not None else 0
@@ -560,24 +585,29 @@ class _Run:
         for batch in self._batches(3, stat, items, key=key):
             if not len(batch["pos"]):
                 continue
-            batch, maps = self._pass2_maps(batch)
-            if lc is not None:  # the rows pass 2 counted: those the data set would give again
-                keep = torch.from_numpy(lc.rows[batch["pos"].numpy()] == LabelCache.WRITTEN)
-                if not keep.all():
-                    batch = {k: v[keep] for k, v in batch.items() if isinstance(v, torch.Tensor)}
-                    maps = {layer: a[keep.to(a.device)] for layer, a in maps.items()}
+            found = self._recorded_masks(masks, batch, lc, thresholds)
+            if found is not None:  # pass 2's masks of every unit: no maps read, no masks found again
+                batch, maps = found
+            else:
+                batch, maps = self._pass2_maps(batch)
+                if lc is not None:  # the rows pass 2 counted: those the data set would give again
+                    keep = torch.from_numpy(lc.rows[batch["pos"].numpy()] == LabelCache.WRITTEN)
+                    if not keep.all():
+                        batch = {k: v[keep] for k, v in batch.items() if isinstance(v, torch.Tensor)}
+                        maps = {layer: a[keep.to(a.device)] for layer, a in maps.items()}
             if len(batch["pos"]) < 2:  # no derangement of one image
                 continue
             planes = lc.read(batch["pos"].numpy()) if lc is not None else self.labels.label_batch(batch)
             prep = prepare_labels(*planes, num_labels, dev)
             # the derangements depend only on the batch's first position: resume-exact
             orders = in_batch_orders(len(batch["pos"]), o.null_draws, null_seed(o.seed, int(batch["pos"][0])), dev)
-            record = masks.load(batch["pos"].numpy()) if masks is not None else None
+            n = len(batch["pos"])
             for layer, a in maps.items():
                 pick, t = picks[layer], self.tag[layer]
-                found = MaskCache.pixels(record, t, thresholds[layer][0])
-                if found is not None:  # pass 2's masks of every unit: the candidates' are among them
-                    counts = count_masks([select_units(found, pick, a.shape[1])], len(a), len(pick), prep, orders, **kw)
+                if isinstance(a, MaskPixels):
+                    counts = count_masks(
+                        [select_units(a, pick, self.shapes[layer][0])], n, len(pick), prep, orders, **kw
+                    )
                 else:
                     counts = count_orders(a[:, pick], thresholds[layer][0][pick], prep, None, None, None, orders, **kw)
                 stat[f"{t}_null"].add_counts(*counts)

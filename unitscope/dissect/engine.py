@@ -133,10 +133,10 @@ def add_layer_samples(
     """Feed a layer's maps ``acts [N, C, h, w]`` to its pass-1 sketches in ``stats`` (a mapping of
     names to quantile sketches): ``{tag}_q`` for the units, ``{tag}_r{r}_q`` for each rotation (of
     the layer's output: ``post`` turns pre-activation maps into it)."""
-    stats[f"{tag}_q"].add(acts.permute(0, 2, 3, 1).reshape(-1, acts.shape[1]))
+    stats[f"{tag}_q"].add(acts)  # [N, C, h, w]: every position a sample, one copy to [C, N*h*w]
     out = post(acts) if post is not None and rotations else acts
     for r, rot in enumerate(rotations):
-        stats[f"{tag}_r{r}_q"].add(rotate(out, rot).permute(0, 2, 3, 1).reshape(-1, acts.shape[1]))
+        stats[f"{tag}_r{r}_q"].add(rotate(out, rot))
 
 
 def clear_run(run_dir: Path) -> None:

@@ -133,3 +133,21 @@ def test_counting_from_the_mask_lists():
     picked = iou.select_units(iou.mask_pixel_lists(maps, th, prep.size)[0], torch.tensor([1, 3]), 5)
     sub = iou.count_masks([picked], 12, 2, prep, [torch.arange(12)])
     assert torch.equal(sub[0][0], ref[0][[1, 3]])
+
+
+def test_exemplar_masks_found_together_equal_each_units_upsampled_masks():
+    from unitscope.dissect.exemplars import _exemplar_masks, _unpack_masks
+
+    g = torch.Generator().manual_seed(2)
+    acts = torch.rand(5, 260, 7, 7, generator=g)  # 260 units: two groups of units at once
+    images = torch.stack([torch.randperm(5, generator=g)[:3] for _ in range(260)])
+    images[5, 1:] = -1  # a unit with one exemplar
+    th = torch.quantile(acts.transpose(0, 1).flatten(1), 0.97, dim=1)
+    th[7] = 2.0  # a unit whose masks are all empty
+    maps = {(i, u): acts[i, u] for u in range(260) for i in images[u].tolist() if i >= 0}
+    found = _exemplar_masks(images, maps, th, 64)
+    assert 7 not in found and len(found) > 200
+    for u in range(260):
+        idx = [i for i in images[u].tolist() if i >= 0]
+        ref = iou.upsample_masks(acts[idx, u], th[u].expand(len(idx)), (64, 64)).numpy()
+        assert np.array_equal(_unpack_masks(found.get(u), len(idx), 64), ref), u

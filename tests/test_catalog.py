@@ -135,3 +135,20 @@ def test_layer_summary(synthetic_run):
             ("material", 1, 1),
             ("color", 1, 1),
         ]
+
+
+def test_plain_converts_by_type_the_same_the_second_time():
+    """``_plain`` remembers each scalar type's conversion: the second value of a type converts as the first."""
+    import numpy as np
+    import torch
+
+    from unitscope.catalog import _plain
+
+    values = [None, "a", b"b", True, np.bool_(False), 3, np.int64(4), np.float32(0.5), 2.5, torch.tensor(3)]
+    values += [np.array(2.5), torch.tensor(True), np.uint8(7)]
+    want = [None, "a", b"b", 1, 0, 3, 4, 0.5, 2.5, 3, 2.5, 1, 7]
+    for _ in range(2):
+        got = [_plain(v) for v in values]
+        assert got == want and [type(g) for g in got] == [type(w) for w in want]
+    with pytest.raises(TypeError, match="cannot store"):
+        _plain(object())

@@ -76,19 +76,38 @@ def _unitscope_version() -> str:
         return "(source checkout)"
 
 
+def _keep(value: Any) -> Any:
+    return value
+
+
+def _as_bool(value: Any) -> int:
+    return int(bool(value))
+
+
+# the conversion each scalar type got (a dissection stores some 260,000 values: the ABC checks
+# below cost more than the SQL); types whose conversion depends on the value are not recorded
+_BY_TYPE: dict[type, Any] = {}
+
+
 def _plain(value: Any) -> Any:
     """NumPy/torch scalars and bools -> int/float/str that sqlite3 stores."""
+    convert = _BY_TYPE.get(type(value))
+    if convert is not None:
+        return convert(value)
     if value is None or isinstance(value, (str, bytes)):
-        return value
-    if isinstance(value, bool) or type(value).__name__ == "bool_":
-        return int(bool(value))
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if isinstance(value, numbers.Real):
-        return float(value)
-    if hasattr(value, "item"):  # 0-d arrays and tensors
+        convert = _keep
+    elif isinstance(value, bool) or type(value).__name__ == "bool_":
+        convert = _as_bool
+    elif isinstance(value, numbers.Integral):
+        convert = int
+    elif isinstance(value, numbers.Real):
+        convert = float
+    elif hasattr(value, "item"):  # 0-d arrays and tensors
         return _plain(value.item())
-    raise TypeError(f"cannot store {type(value).__name__} {value!r} in the catalog")
+    else:
+        raise TypeError(f"cannot store {type(value).__name__} {value!r} in the catalog")
+    _BY_TYPE[type(value)] = convert
+    return convert(value)
 
 
 class Catalog:

@@ -43,10 +43,19 @@ import torch
 from torch import nn
 
 from unitscope.dissect.cache import FOLDER as CACHE_FOLDER
-from unitscope.dissect.cache import ActivationCache, LabelCache
+from unitscope.dissect.cache import ActivationCache, LabelCache, MaskCache
 from unitscope.dissect.distributed import ExactPass1, barrier, is_main, pass1_reduce, rank_world
 from unitscope.dissect.exemplars import strip_source, write_unit_strips
-from unitscope.dissect.iou import count_batch, count_orders, in_batch_orders
+from unitscope.dissect.iou import (
+    MaskPixels,
+    count_batch,
+    count_masks,
+    count_orders,
+    in_batch_orders,
+    mask_pixel_lists,
+    prepare_labels,
+    select_units,
+)
 from unitscope.dissect.options import Options, with_overrides
 from unitscope.dissect.results import DissectResult, summarise, write_layer_rows
 from unitscope.dissect.significance import null_seed, null_units
@@ -124,10 +133,10 @@ def add_layer_samples(
     """Feed a layer's maps ``acts [N, C, h, w]`` to its pass-1 sketches in ``stats`` (a mapping of
     names to quantile sketches): ``{tag}_q`` for the units, ``{tag}_r{r}_q`` for each rotation (of
     the layer's output: ``post`` turns pre-activation maps into it)."""
-    stats[f"{tag}_q"].add(acts.permute(0, 2, 3, 1).reshape(-1, acts.shape[1]))
+    stats[f"{tag}_q"].add(acts)  # [N, C, h, w]: every position a sample, one copy to [C, N*h*w]
     out = post(acts) if post is not None and rotations else acts
     for r, rot in enumerate(rotations):
-        stats[f"{tag}_r{r}_q"].add(rotate(out, rot).permute(0, 2, 3, 1).reshape(-1, acts.shape[1]))
+        stats[f"{tag}_r{r}_q"].add(rotate(out, rot))
 
 
 def clear_run(run_dir: Path) -> None:
@@ -432,6 +441,7 @@ class _Run:
         num_labels = len(self.labels.label_names)
         kw = {"denominator": self.opts.denominator, "label_category": self.labels.label_category.to(dev)}
         lc = self._open_label_cache(forward=False)
+        mc = self._open_mask_cache()
         ran = False
         for batch in self._batches(2, stat, items, on_checkpoint=lc.flush if lc is not None else None):
             ran = True
@@ -448,20 +458,26 @@ class _Run:
             planes = cached.read(batch["pos"].numpy()) if cached is not None else self.labels.label_batch(batch)
             if lc is not None:
                 lc.write(batch["pos"].numpy(), *planes)
-            labels, image_labels, present = (x.to(dev, non_blocking=True) for x in planes)
+            prep = prepare_labels(*planes, num_labels, dev)  # once for every layer and rotation
+            record = {}
             for layer, a in maps.items():
                 t = self.tag[layer]
                 stat[f"{t}_top"].add(a, batch["pos"].to(dev))
-                stat[f"{t}_iou"].add_counts(
-                    *count_batch(a, thresholds[layer][0], labels, image_labels, present, num_labels, **kw)
+                masks = mask_pixel_lists(a, thresholds[layer][0], prep.size)
+                if mc is not None:  # for pass 3: the candidates' masks without finding them again
+                    record[t] = (thresholds[layer][0], masks)
+                inter, area, label_area = count_masks(
+                    masks, *a.shape[:2], prep, [torch.arange(len(a), device=dev)], **kw
                 )
+                stat[f"{t}_iou"].add_counts(inter[0], area[0], label_area)
                 out = self.values[layer].post(a) if self.rots[layer] else a  # rotations of the layer's output
                 for r, rot in enumerate(self.rots[layer]):
                     stat[f"{t}_r{r}_iou"].add_counts(
-                        *count_batch(
-                            rotate(out, rot), thresholds[layer][r + 1], labels, image_labels, present, num_labels, **kw
-                        )
+                        *count_batch(rotate(out, rot), thresholds[layer][r + 1], prep, **kw)
                     )
+            if mc is not None:
+                mc.budget = self._mask_budget()  # the label cache is laid out on its first batch
+                mc.write(batch["pos"].numpy(), record, prep.pixels)
         if lc is not None and ran and is_main():
             lc.mark_complete()
         if lc is not None and not lc.complete:
@@ -485,6 +501,45 @@ class _Run:
             budget,
         )
         return self.label_cache
+
+    def _open_mask_cache(self) -> MaskCache | None:
+        """Where pass 2 records its masks for pass 3 (:class:`~.cache.MaskCache`), within what
+        ``cache_gb`` leaves after the activations and labels; None without p-values or cache."""
+        if self.cache is None or not self.opts.null_draws or self._forward_labels:
+            return None
+        mc = MaskCache(self.run_dir / CACHE_FOLDER / "masks", self._mask_budget())
+        if self.redo.get(2, False):
+            mc.remove()  # records of other thresholds: never read (pass 3 checks them too)
+        return mc
+
+    def _recorded_masks(
+        self,
+        masks: MaskCache | None,
+        batch: dict[str, Any],
+        lc: LabelCache | None,
+        thresholds: dict[str, list[torch.Tensor]],
+    ) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """Pass 3's batch (the rows pass 2 counted) and pass 2's masks of every layer there,
+        ``{layer: MaskPixels}``, where pass 2 recorded them for these thresholds; else None."""
+        if masks is None or self.cache is None or self._forward_labels:
+            return None
+        pos = batch["pos"].numpy()
+        keep = self.cache.rows[pos] == ActivationCache.WRITTEN
+        if lc is not None:
+            keep &= lc.rows[pos] == LabelCache.WRITTEN
+        record = masks.load(pos[keep])
+        found = {layer: MaskCache.pixels(record, self.tag[layer], thresholds[layer][0]) for layer in self.layers}
+        if any(m is None for m in found.values()):
+            return None
+        if not keep.all():
+            rows = torch.from_numpy(keep)
+            batch = {k: v[rows] for k, v in batch.items() if isinstance(v, torch.Tensor)}
+        return batch, found
+
+    def _mask_budget(self) -> float:
+        lc, used = self.label_cache, self.cache.nbytes if self.cache is not None else 0
+        labels = sum(lc._row) * self.n if lc is not None and lc.layout is not None else 0
+        return self.opts.cache_gb * 2**30 - used - labels
 
     def pass3(self, thresholds: dict[str, list[torch.Tensor]]) -> None:
         """The permutation null (:mod:`.significance`) of the units whose p-value can matter: their
@@ -526,28 +581,36 @@ class _Run:
         num_labels = len(self.labels.label_names)
         kw = {"denominator": o.denominator, "label_category": self.labels.label_category.to(dev)}
         picks = {layer: torch.from_numpy(u).to(dev) for layer, u in units.items()}
+        masks = MaskCache(self.run_dir / CACHE_FOLDER / "masks") if self.cache is not None else None
         for batch in self._batches(3, stat, items, key=key):
             if not len(batch["pos"]):
                 continue
-            batch, maps = self._pass2_maps(batch)
-            if lc is not None:  # the rows pass 2 counted: those the data set would give again
-                keep = torch.from_numpy(lc.rows[batch["pos"].numpy()] == LabelCache.WRITTEN)
-                if not keep.all():
-                    batch = {k: v[keep] for k, v in batch.items() if isinstance(v, torch.Tensor)}
-                    maps = {layer: a[keep.to(a.device)] for layer, a in maps.items()}
+            found = self._recorded_masks(masks, batch, lc, thresholds)
+            if found is not None:  # pass 2's masks of every unit: no maps read, no masks found again
+                batch, maps = found
+            else:
+                batch, maps = self._pass2_maps(batch)
+                if lc is not None:  # the rows pass 2 counted: those the data set would give again
+                    keep = torch.from_numpy(lc.rows[batch["pos"].numpy()] == LabelCache.WRITTEN)
+                    if not keep.all():
+                        batch = {k: v[keep] for k, v in batch.items() if isinstance(v, torch.Tensor)}
+                        maps = {layer: a[keep.to(a.device)] for layer, a in maps.items()}
             if len(batch["pos"]) < 2:  # no derangement of one image
                 continue
             planes = lc.read(batch["pos"].numpy()) if lc is not None else self.labels.label_batch(batch)
-            labels, image_labels, present = (x.to(dev, non_blocking=True) for x in planes)
+            prep = prepare_labels(*planes, num_labels, dev)
             # the derangements depend only on the batch's first position: resume-exact
             orders = in_batch_orders(len(batch["pos"]), o.null_draws, null_seed(o.seed, int(batch["pos"][0])), dev)
+            n = len(batch["pos"])
             for layer, a in maps.items():
-                pick = picks[layer]
-                stat[f"{self.tag[layer]}_null"].add_counts(
-                    *count_orders(
-                        a[:, pick], thresholds[layer][0][pick], labels, image_labels, present, num_labels, orders, **kw
+                pick, t = picks[layer], self.tag[layer]
+                if isinstance(a, MaskPixels):
+                    counts = count_masks(
+                        [select_units(a, pick, self.shapes[layer][0])], n, len(pick), prep, orders, **kw
                     )
-                )
+                else:
+                    counts = count_orders(a[:, pick], thresholds[layer][0][pick], prep, None, None, None, orders, **kw)
+                stat[f"{t}_null"].add_counts(*counts)
         self.null = {layer: (u, stat[f"{self.tag[layer]}_null"].iou().cpu().numpy()) for layer, u in units.items()}
 
     def _best_iou(self, layer: str) -> np.ndarray:
@@ -651,6 +714,8 @@ class _Run:
             self.cache.close()
         if self.cache is None or not self.opts.keep_cache:  # an incomplete cache is never kept
             shutil.rmtree(self.run_dir / CACHE_FOLDER, ignore_errors=True)
+        else:
+            MaskCache(self.run_dir / CACHE_FOLDER / "masks").remove()  # pass 3's alone
 
 
 def count_arrays(counts: IoUCounts, d: Any) -> dict[str, np.ndarray]:

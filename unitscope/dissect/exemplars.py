@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from unitscope.dissect.iou import upsample_masks
+from unitscope.dissect.iou import mask_pixel_lists
 from unitscope.dissect.sources import ActivationSource, Items, LabelSource, collate_items
 from unitscope.runs import IMAGES, atomic_write_bytes
 
@@ -203,6 +203,7 @@ def write_unit_strips(
         if thresholds is not None and source.maps is None:
             raise ValueError("exemplar strips need the units' maps: a StripSource with maps")
         maps = _exemplar_maps(images, layer, source.maps) if thresholds is not None else {}  # (image, unit) -> [h, w]
+        unit_masks = _exemplar_masks(images, maps, thresholds[layer], size) if thresholds is not None else {}
         d = dissected[layer] if dissected is not None else None
         strip_units = wanted.get(layer, ())
 
@@ -211,7 +212,7 @@ def write_unit_strips(
             layer: str = layer,
             images: torch.Tensor = images,
             k: int = k,
-            maps: dict = maps,
+            unit_masks: dict = unit_masks,
             d=d,
             strip_units=strip_units,
             filled=filled,
@@ -222,10 +223,7 @@ def write_unit_strips(
             if thresholds is not None:
                 masks = []
                 if idx:
-                    unit_maps = torch.stack([maps[i, u] for i in idx])
-                    masks = list(
-                        upsample_masks(unit_maps, thresholds[layer][u].cpu().expand(len(idx)), (size, size)).numpy()
-                    )
+                    masks = list(_unpack_masks(unit_masks.get(u), len(idx), size))
                 tiles = filled[len(idx)]
                 exemplar = f"{IMAGES}/{tag[layer]}/unit{u:04d}.jpg"
                 _save_strip(run_dir, exemplar, _highlight(picture, _place(masks, k, size, False), tiles))
@@ -313,6 +311,49 @@ def _exemplar_maps(
             for u in needed[i]:
                 maps[i, u] = a[u].clone()
     return maps
+
+
+def _exemplar_masks(
+    images: torch.Tensor, maps: dict[tuple[int, int], torch.Tensor], thresholds: torch.Tensor, size: int
+) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Each unit's exemplar masks (its maps ``maps[image, unit]`` upsampled bilinearly to ``size``
+    and thresholded at its T_k), found for many units at once (the windowed masks of
+    :func:`~.iou.mask_pixel_lists`, exact where PyTorch's arithmetic is confirmed): ``unit ->
+    (exemplar [E], pixel [E])`` of its mask pixels; a unit whose masks are empty is left out."""
+    th = thresholds.detach().cpu().float()
+    units = [(u, [i for i in row if i >= 0]) for u, row in enumerate(images.tolist())]
+    units = [(u, idx) for u, idx in units if idx]
+    out: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    step = 256  # units at once: their maps as the channels of one image
+    for start in range(0, len(units), step):
+        part = units[start : start + step]
+        unit_of = torch.tensor([u for u, idx in part for _ in idx])  # [B]: each row's unit
+        slot = torch.tensor([j for _, idx in part for j in range(len(idx))])  # [B]: its exemplar
+        stacked = torch.stack([maps[i, u] for u, idx in part for i in idx]).float()[None]  # [1, B, h, w]
+        rows, pixels = [], []
+        for chunk in mask_pixel_lists(stacked, th.index_select(0, unit_of), (size, size)):
+            rows.append(chunk.unit.index_select(0, chunk.pair))
+            pixels.append(chunk.pix)
+        if not rows:
+            continue
+        row, pix = torch.cat(rows), torch.cat(pixels)
+        order = torch.argsort(unit_of.index_select(0, row), stable=True)  # grouped by unit
+        row, pix = row[order], pix[order]
+        unit = unit_of.index_select(0, row)
+        cuts = torch.searchsorted(unit, torch.tensor([u for u, _ in part] + [int(unit_of.max()) + 1]))
+        for k, (u, _) in enumerate(part):
+            lo, hi = int(cuts[k]), int(cuts[k + 1])
+            if hi > lo:
+                out[u] = (slot.index_select(0, row[lo:hi]).numpy(), pix[lo:hi].numpy())
+    return out
+
+
+def _unpack_masks(packed: tuple[np.ndarray, np.ndarray] | None, n: int, size: int) -> np.ndarray:
+    """``[n, size, size]`` bool from a unit's mask pixels (:func:`_exemplar_masks`)."""
+    masks = np.zeros((n, size * size), dtype=bool)
+    if packed is not None:
+        masks[packed[0], packed[1]] = True
+    return masks.reshape(n, size, size)
 
 
 _MASK_RGB = np.array((0, 229, 255), np.float32)  # cyan: the ground truth, apart from the yellow unit outline

@@ -14,6 +14,8 @@ whose 2x2 neighbourhood reaches T_k are evaluated, in PyTorch's own arithmetic
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
@@ -27,6 +29,8 @@ from unitscope.stats.iou import (
 
 # Mask pixels (pairs x pixels) upsampled at once; bounds the kernel's memory to ~100 MB.
 _CHUNK_ELEMENTS = 1 << 23
+# counts by label combination while (units x combinations) stays within this many bins per order
+_COMBO_BINS = 1 << 24
 
 
 def upsample_masks(maps: torch.Tensor, thresholds: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -38,13 +42,53 @@ def upsample_masks(maps: torch.Tensor, thresholds: torch.Tensor, size: tuple[int
 DENOMINATORS = ("annotated", "overlap")
 
 
-def count_batch(
-    acts: torch.Tensor,
-    thresholds: torch.Tensor,
+@dataclass
+class BatchLabels:
+    """A batch's labels in the forms the counting reads, made once for every layer (and rotation)
+    counted on the batch: :func:`prepare_labels`."""
+
+    image_labels: torch.Tensor  # [N, M] made distinct (repeats set to 0)
+    flat: torch.Tensor  # [N, K, P] int32, each (pixel, label) once (label_planes)
+    rows: torch.Tensor  # [N * P, K]: each (image, pixel)'s labels (label_rows)
+    combo: torch.Tensor | None  # [N * P] int32: each row's label combination, or None
+    table: torch.Tensor | None  # [M, K] int64: the labels of each combination
+    present: torch.Tensor  # [N, G]
+    label_area: torch.Tensor  # [L] int64
+    size: tuple[int, int]
+    num_labels: int
+
+    @property
+    def pixels(self) -> int:
+        return self.size[0] * self.size[1]
+
+
+def prepare_labels(
     labels: torch.Tensor,
     image_labels: torch.Tensor,
     present: torch.Tensor,
     num_labels: int,
+    device: torch.device | str = "cpu",
+) -> BatchLabels:
+    """``labels [N, K, S, S']``, ``image_labels [N, M]``, ``present [N, G]`` of a batch as
+    :class:`BatchLabels` on ``device``: planes made distinct, rows, label combinations, label areas."""
+    size = (int(labels.shape[-2]), int(labels.shape[-1]))
+    image_labels = distinct_image_labels(image_labels.to(device))
+    flat = label_planes(labels.to(device), image_labels)  # [N, K, P] int32
+    rows = label_rows(flat)  # [N * P, K]
+    combo, table = label_combos(rows, num_labels)
+    area = label_areas(flat, num_labels)
+    img_idx, m_idx = (image_labels > 0).nonzero(as_tuple=True)
+    area += torch.bincount(image_labels[img_idx, m_idx], minlength=num_labels)[:num_labels] * (size[0] * size[1])
+    return BatchLabels(image_labels, flat, rows, combo, table, present.to(device), area, size, num_labels)
+
+
+def count_batch(
+    acts: torch.Tensor,
+    thresholds: torch.Tensor,
+    labels: torch.Tensor | BatchLabels,
+    image_labels: torch.Tensor | None = None,
+    present: torch.Tensor | None = None,
+    num_labels: int | None = None,
     *,
     denominator: str = "annotated",
     label_category: torch.Tensor | None = None,
@@ -53,6 +97,7 @@ def count_batch(
 
     acts [N, C, h, w]; thresholds [C]; labels [N, K, S, S'] (0 = none); image_labels [N, M]
     (image-level labels, full-image masks; 0 = padding); present [N, G] (category annotated).
+    Or ``labels`` a :class:`BatchLabels` (:func:`prepare_labels`), made once for several layers.
     Returns intersection [C, L], unit_area [C, G], label_area [L]; all int64. ``denominator``
     says over which images a unit's area counts for category g: ``"annotated"``, those where g
     is annotated (``present``); ``"overlap"``, those where the unit's mask also covers a pixel
@@ -76,10 +121,10 @@ def count_batch(
 def count_orders(
     acts: torch.Tensor,
     thresholds: torch.Tensor,
-    labels: torch.Tensor,
-    image_labels: torch.Tensor,
-    present: torch.Tensor,
-    num_labels: int,
+    labels: torch.Tensor | BatchLabels,
+    image_labels: torch.Tensor | None,
+    present: torch.Tensor | None,
+    num_labels: int | None,
     orders: list[torch.Tensor],
     *,
     denominator: str = "annotated",
@@ -89,20 +134,75 @@ def count_orders(
     ``[N]``, the mask of image i meets the labels (and annotations) of image ``orders[d][i]``.
     The masks are upsampled once for all orders. Returns intersection [D, C, L], unit_area
     [D, C, G], label_area [L] (the same for every order)."""
+    if not isinstance(labels, BatchLabels):
+        if image_labels is None or present is None or num_labels is None:
+            raise ValueError("count_orders needs image_labels, present and num_labels beside label planes")
+        labels = prepare_labels(labels, image_labels, present, num_labels, acts.device)
+    masks = mask_pixel_lists(acts, thresholds, labels.size)
+    return count_masks(masks, acts.shape[0], acts.shape[1], labels, orders, denominator, label_category)
+
+
+@dataclass
+class MaskPixels:
+    """The pixels of the unit masks of a batch (at the label resolution): pair ``b`` is (image
+    ``img[b]``, unit ``unit[b]``), and mask pixel ``e`` is pixel ``pix[e]`` of pair ``pair[e]``.
+    All ``int64``; pairs with an empty mask may be listed."""
+
+    img: torch.Tensor  # [B]
+    unit: torch.Tensor  # [B]
+    pair: torch.Tensor  # [E]
+    pix: torch.Tensor  # [E]
+
+
+def mask_pixel_lists(acts: torch.Tensor, thresholds: torch.Tensor, size: tuple[int, int]) -> list[MaskPixels]:
+    """The mask pixels of ``acts [N, C, h, w]`` upsampled bilinearly to ``size`` and thresholded
+    ``> thresholds [C]``, in chunks: only pairs whose peak passes T_k (the others have no mask),
+    windowed where PyTorch's arithmetic is confirmed (:mod:`.window`; on a GPU whole maps are cheap)."""
+    n, c = acts.shape[:2]
+    device = acts.device
+    pixels = size[0] * size[1]
+    thresholds = thresholds.to(device=device, dtype=acts.dtype)
+    peak = acts.flatten(2).amax(dim=2)  # [N, C]
+    pairs = (peak > thresholds).nonzero()  # [A, 2]: (image, unit)
+    step = max(1, _CHUNK_ELEMENTS // pixels)
+    # the exact emulation assumes finite values: the peaks (max propagates NaN) and the least value
+    windowed = (
+        device.type == "cpu"
+        and exact_here(acts.shape[2], acts.shape[3], size, str(device))
+        and bool(torch.isfinite(peak).all())
+        and (not acts.numel() or bool(torch.isfinite(acts.amin())))
+    )
+    flat_maps = acts.reshape(n * c, *acts.shape[2:])
+    out = []
+    for start in range(0, len(pairs), step):
+        img, unit = pairs[start : start + step].unbind(1)
+        maps, th = flat_maps.index_select(0, img * c + unit), thresholds.index_select(0, unit)  # [B, h, w], [B]
+        pair, pix = (
+            mask_pixels_windowed(maps, th, size) if windowed else mask_pixels(upsample_masks(maps, th, size).flatten(1))
+        )  # [E]
+        out.append(MaskPixels(img, unit, pair, pix))
+    return out
+
+
+def count_masks(
+    masks: list[MaskPixels],
+    n: int,
+    c: int,
+    labels: BatchLabels,
+    orders: list[torch.Tensor],
+    denominator: str = "annotated",
+    label_category: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`count_orders` from the mask pixels of ``n`` images and ``c`` units (:func:`mask_pixel_lists`,
+    or a record of them): the counting, after the masks."""
     if denominator not in DENOMINATORS:
         raise ValueError(f"denominator must be one of {DENOMINATORS}, got {denominator!r}")
     overlap = denominator == "overlap"
     if overlap and label_category is None:
         raise ValueError("denominator='overlap' needs label_category [L] (the category of each label)")
-    n, c = acts.shape[:2]
-    size = tuple(labels.shape[-2:])
-    pixels = size[0] * size[1]
-    L, D, G = num_labels, len(orders), present.shape[1]
-    device = acts.device
-    thresholds = thresholds.to(device=device, dtype=acts.dtype)
-    image_labels = distinct_image_labels(image_labels.to(device))
-    flat_labels = label_planes(labels.to(device), image_labels)  # [N, K, P] int32
-    rows = label_rows(flat_labels)  # [N * P, K]
+    device = labels.flat.device
+    pixels, flat_labels, rows = labels.pixels, labels.flat, labels.rows
+    L, D, G = labels.num_labels, len(orders), labels.present.shape[1]
     orders = [o.to(device) for o in orders]
     cat_of = None if label_category is None else label_category.to(device).clamp(min=0)
 
@@ -110,52 +210,94 @@ def count_orders(
     area = torch.zeros(n, c, dtype=torch.long, device=device)
     hits = torch.zeros(D, n, c, G, dtype=torch.bool, device=device) if overlap else None
     small_codes = c * L < 2**31 and rows.dtype == torch.int32  # a narrower bincount input
-    peak = acts.flatten(2).amax(dim=2)  # [N, C]
-    pairs = (peak > thresholds).nonzero()  # [A, 2]: (image, unit)
-    step = max(1, _CHUNK_ELEMENTS // pixels)
-    # the windowed masks where PyTorch's arithmetic is confirmed; on a GPU whole maps are cheap
-    windowed = (
-        device.type == "cpu"
-        and exact_here(acts.shape[2], acts.shape[3], size, str(device))
-        and bool(torch.isfinite(acts).all())
-    )  # (the exact emulation assumes finite values)
-    flat_maps = acts.reshape(n * c, *acts.shape[2:])
-    for start in range(0, len(pairs), step):
-        img, unit = pairs[start : start + step].unbind(1)
-        maps, th = flat_maps.index_select(0, img * c + unit), thresholds.index_select(0, unit)  # [B, h, w], [B]
-        # the mask pixels are found once, counted, and matched to each order's labels
-        pair, pix = (
-            mask_pixels_windowed(maps, th, size) if windowed else mask_pixels(upsample_masks(maps, th, size).flatten(1))
-        )  # [E]
+    # each pixel's K labels as one number, its label combination (a few hundred in a batch): one
+    # gather and one count per mask pixel instead of K, spread to the labels once at the end
+    combo, table = labels.combo, labels.table
+    if combo is None or table is None or c * len(table) > _COMBO_BINS:
+        combo = table = None
+    per_combo = torch.zeros(D, c * len(table), dtype=torch.long, device=device) if table is not None else None
+    for chunk in masks:
+        img, unit, pair, pix = chunk.img, chunk.unit, chunk.pair, chunk.pix
         area[img, unit] = torch.bincount(pair, minlength=len(img))  # cheaper than count_nonzero(dim=1)
-        if not flat_labels.shape[1]:
+        if not flat_labels.shape[1] or not len(pair):
             continue
         img_of = img.index_select(0, pair)
         # per order only the gather of the labels under the pixels and their count: the unit's code
         # and the order's row offsets are formed once, not per order
-        code = (unit.index_select(0, pair) * L).to(torch.int32 if small_codes else torch.int64).view(-1, 1)
+        width = len(table) if table is not None else L
+        code = (unit.index_select(0, pair) * width).to(torch.int32 if small_codes else torch.int64)
         for d, order in enumerate(orders):
-            under = rows.index_select(0, (order * pixels).index_select(0, img_of) + pix)  # [E, K]
-            inter[d] += torch.bincount((code + under).view(-1), minlength=c * L).view(c, L)
+            at = (order * pixels).index_select(0, img_of) + pix
+            if per_combo is not None and combo is not None:
+                per_combo[d] += torch.bincount(code + combo.index_select(0, at), minlength=per_combo.shape[1])
+            else:
+                under = rows.index_select(0, at)  # [E, K]
+                inter[d] += torch.bincount((code.view(-1, 1) + under).view(-1), minlength=c * L).view(c, L)
             if hits is not None:
+                assert cat_of is not None  # overlap: label_category given
                 hits[d, img, unit] = pixel_category_hits(
                     order.index_select(0, img_of), pix, pair, flat_labels, cat_of, len(img), G
                 )
+    if per_combo is not None and table is not None:
+        spread_combos(inter, per_combo, table)
     inter[:, :, 0] = 0  # label 0: no label
 
-    label_area = label_areas(flat_labels, L)
-    img_idx, m_idx = (image_labels > 0).nonzero(as_tuple=True)
-    label_area += torch.bincount(image_labels[img_idx, m_idx], minlength=L)[:L] * pixels
+    image_labels, present = labels.image_labels, labels.present
     unit_area = torch.zeros(D, c, G, dtype=torch.long, device=device)
     for d, order in enumerate(orders):
         inter[d] += image_level_intersections(area, image_labels[order], L)
         if hits is None:
-            unit_area[d] = unit_areas(area, present.to(device)[order])
+            unit_area[d] = unit_areas(area, present[order])
         else:
+            assert cat_of is not None
             # image-level labels cover the whole image: any mask pixel overlaps them
             hits[d] |= image_level_categories(image_labels[order], cat_of, G)[:, None, :]
             unit_area[d] = (hits[d].double() * area[:, :, None].double()).sum(0).round().long()
-    return inter, unit_area, label_area
+    return inter, unit_area, labels.label_area.clone()
+
+
+def label_combos(rows: torch.Tensor, num_labels: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """``rows [R, K]`` (each pixel's labels, :func:`~unitscope.stats.iou.label_rows`, values in
+    ``[0, num_labels)``) as label combinations: ``combo [R]`` int32 indexes ``table [M, K]`` int64,
+    the distinct rows (in lexicographic order), so that ``table[combo] == rows``. Built plane by
+    plane with dense lookups of at most ``M * num_labels`` entries (no sort); ``(None, None)``
+    when there are no planes or a lookup would grow past ``_COMBO_BINS``."""
+    r, k = rows.shape
+    if not k or not r or r >= 2**31 or int(rows.min()) < 0 or int(rows.max()) >= num_labels:
+        return None, None
+    dev = rows.device
+    ids = rows[:, 0].long()
+    table = torch.zeros(1, 0, dtype=torch.long, device=dev)
+    ids_space = 1
+    for j in range(k):
+        key = rows[:, j].long() if j == 0 else ids * num_labels + rows[:, j]
+        space = ids_space * num_labels
+        if space > _COMBO_BINS:
+            return None, None
+        seen = torch.zeros(space, dtype=torch.bool, device=dev)
+        seen[key] = True
+        keys = seen.nonzero().squeeze(1)  # the combinations so far, in order
+        remap = torch.cumsum(seen, 0) - 1
+        ids = remap.index_select(0, key)
+        table = torch.cat([table.index_select(0, keys // num_labels), (keys % num_labels).view(-1, 1)], dim=1)
+        ids_space = len(keys)
+    return ids.to(torch.int32), table
+
+
+def spread_combos(inter: torch.Tensor, per_combo: torch.Tensor, table: torch.Tensor) -> None:
+    """Add mask pixels counted per (order, unit, label combination), ``per_combo [D, C * M]``, to
+    ``inter [D, C, L]``: each combination's count to each of its labels (``table [M, K]``; label 0,
+    "no label", too: the caller zeroes it). Exact: integer additions, of the bins that hold any."""
+    d, c, num_labels = inter.shape
+    m = table.shape[0]
+    flat = per_combo.view(-1)
+    at = flat.nonzero().squeeze(1)
+    counts = flat.index_select(0, at)
+    row, combo = at // m, at % m  # row = order * C + unit
+    base = row * num_labels
+    out = inter.view(-1)
+    for j in range(table.shape[1]):
+        out.index_add_(0, base + table[:, j].index_select(0, combo), counts)
 
 
 def image_level_intersections(area: torch.Tensor, image_labels: torch.Tensor, num_labels: int) -> torch.Tensor:
@@ -239,3 +381,15 @@ def drop_image_level(flat_labels: torch.Tensor, image_labels: torch.Tensor) -> t
         lab = image_labels[:, m].view(-1, 1, 1)
         covered |= (flat_labels == lab) & (lab > 0)
     return flat_labels.masked_fill(covered, 0)
+
+
+def select_units(masks: MaskPixels, units: torch.Tensor, num_units: int) -> MaskPixels:
+    """The pairs of ``units [U]`` (of ``num_units``) in ``masks``, renumbered ``0..U-1`` in the
+    order of ``units``: the masks pass 3 counts, from the masks of every unit."""
+    where = torch.full((num_units,), -1, dtype=torch.long, device=masks.unit.device)
+    where[units] = torch.arange(len(units), device=where.device)
+    new_unit = where.index_select(0, masks.unit)
+    keep = new_unit >= 0
+    kept = keep.index_select(0, masks.pair)
+    renumber = torch.cumsum(keep, 0) - 1
+    return MaskPixels(masks.img[keep], new_unit[keep], renumber.index_select(0, masks.pair[kept]), masks.pix[kept])

@@ -1,0 +1,153 @@
+"""Pass 3 from pass 2's masks (the mask records) and the counting by label combination: both
+give exactly the counts of finding the masks again and counting label by label."""
+
+import numpy as np
+import pytest
+import torch
+
+from tests.dissect.test_significance import TableActivations, TableLabels, table_world
+from unitscope.dissect import Options, dissect_sources, iou
+from unitscope.dissect import engine as engine_mod
+from unitscope.dissect.cache import MaskCache
+
+OPTS = dict(
+    quantile=0.1, iou_threshold=0.1, topk=2, batch_size=8, seed=3, null_draws=6, exemplar_images=False, progress=False
+)
+
+
+def planes_world(n=12, k=3, size=16, num_labels=9, seed=0):
+    """Random maps ``[n, 5, 4, 4]`` and ``k`` label planes with labels repeated across planes and
+    carried as image-level labels too (what :func:`iou.label_planes` must drop)."""
+    g = torch.Generator().manual_seed(seed)
+    maps = torch.rand(n, 5, 4, 4, generator=g)
+    labels = torch.randint(0, num_labels, (n, k, size, size), generator=g)
+    labels[:, 1] = torch.where(torch.rand(n, size, size, generator=g) < 0.3, labels[:, 0], labels[:, 1])
+    image_labels = torch.randint(0, num_labels, (n, 2), generator=g)
+    present = torch.rand(n, 2, generator=g) < 0.8
+    return maps, labels, image_labels, present, num_labels
+
+
+def test_label_combos_rebuild_every_row():
+    rows = torch.tensor([[3, 0, 2], [0, 0, 0], [3, 0, 2], [1, 4, 0], [0, 0, 0]], dtype=torch.int32)
+    combo, table = iou.label_combos(rows, 5)
+    assert table.tolist() == [[0, 0, 0], [1, 4, 0], [3, 0, 2]]  # the distinct rows, in order
+    assert combo.tolist() == [2, 0, 2, 1, 0]
+    assert torch.equal(table[combo.long()], rows.long())
+    assert iou.label_combos(torch.tensor([[7]], dtype=torch.int32), 5) == (None, None)  # a label out of range
+
+
+@pytest.mark.parametrize("denominator", ["annotated", "overlap"])
+def test_counts_by_combination_equal_counts_by_label(monkeypatch, denominator):
+    maps, labels, image_labels, present, L = planes_world()
+    th = torch.quantile(maps.transpose(0, 1).flatten(1), 0.8, dim=1)
+    orders = [torch.arange(12)] + iou.in_batch_orders(12, 4, 7)
+    cats = torch.tensor([-1, 0, 0, 0, 0, 1, 1, 1, 1])
+    kw = dict(denominator=denominator, label_category=cats)
+    prep = iou.prepare_labels(labels, image_labels, present, L)
+    assert prep.combo is not None and len(prep.table) < 12 * 16 * 16  # combinations used
+    fast = iou.count_orders(maps, th, prep, None, None, None, orders, **kw)
+    monkeypatch.setattr(iou, "_COMBO_BINS", 0)  # label by label, as before the combinations
+    slow = iou.count_orders(maps, th, labels, image_labels, present, L, orders, **kw)
+    assert slow[0][:, :, 1:].sum() > 100  # something was counted
+    for a, b in zip(fast, slow):
+        assert torch.equal(a, b)
+
+
+def run(tmp_path, name, **kw):
+    maps, labels, image_labels, present = table_world()
+    d = dissect_sources(
+        TableActivations(maps), TableLabels(labels, image_labels, present), tmp_path / name, Options(**OPTS, **kw)
+    )
+    return d.layers["feat"]
+
+
+def test_pass3_counts_pass2s_masks_and_gives_the_same_p_values(tmp_path, monkeypatch):
+    found = []
+    real_pixels = MaskCache.pixels
+
+    def spy(record, tag, thresholds):
+        out = real_pixels(record, tag, thresholds)
+        found.append(out is not None)
+        return out
+
+    monkeypatch.setattr(MaskCache, "pixels", staticmethod(spy))
+    phase, maps_read = [], []  # batches whose maps pass 3 read (from the activation cache)
+    real_pass3, real_maps = engine_mod._Run.pass3, engine_mod._Run._pass2_maps
+
+    def pass3(self, thresholds):
+        phase.append(3)
+        return real_pass3(self, thresholds)
+
+    def maps(self, batch):
+        if phase:
+            maps_read.append(len(batch["pos"]))
+        return real_maps(self, batch)
+
+    monkeypatch.setattr(engine_mod._Run, "pass3", pass3)
+    monkeypatch.setattr(engine_mod._Run, "_pass2_maps", maps)
+    with_records = run(tmp_path, "with", keep_cache=True)
+    assert found and all(found)  # every batch of pass 3 read pass 2's masks (5 batches of 8)
+    assert len(found) == 5 and maps_read == []  # and no maps
+    assert not (tmp_path / "with" / "cache" / "masks").exists()  # pass 3's alone: not kept
+    # no records (every load fails): pass 3 finds the masks from the cached maps
+    monkeypatch.setattr(MaskCache, "load", lambda self, positions: None)
+    found.clear()
+    phase.clear()
+    without = run(tmp_path, "without")
+    assert found and not any(found)
+    assert maps_read == [8] * 5  # the masks found again from the cached maps
+    assert np.isfinite(with_records.p_value).sum() == 3
+    assert np.array_equal(with_records.p_value, without.p_value, equal_nan=True)
+    assert with_records.images_needed == without.images_needed
+
+
+def test_a_record_of_other_thresholds_or_positions_is_not_read(tmp_path):
+    maps, labels, image_labels, present, L = planes_world()
+    th = torch.quantile(maps.transpose(0, 1).flatten(1), 0.8, dim=1)
+    masks = iou.mask_pixel_lists(maps, th, (16, 16))
+    cache = MaskCache(tmp_path / "masks")
+    positions = np.arange(8, 20)
+    cache.write(positions, {"l0": (th, masks)}, 256)
+    record = cache.load(positions)
+    got = MaskCache.pixels(record, "l0", th)
+    assert got is not None and len(got.pix) == sum(len(m.pix) for m in masks)
+    assert MaskCache.pixels(record, "l0", th + 1e-6) is None  # other thresholds
+    assert MaskCache.pixels(record, "l1", th) is None  # another layer
+    assert cache.load(np.arange(8, 19)) is None  # other positions of the same first one
+    # a budget already spent writes nothing
+    small = MaskCache(tmp_path / "small", budget=10)
+    small.write(positions, {"l0": (th, masks)}, 256)
+    assert small.load(positions) is None
+
+
+def test_counting_from_the_mask_lists():
+    """Pass 2 counts the pixels it records: count_masks over mask_pixel_lists is count_batch."""
+    maps, labels, image_labels, present, L = planes_world()
+    th = torch.quantile(maps.transpose(0, 1).flatten(1), 0.8, dim=1)
+    prep = iou.prepare_labels(labels, image_labels, present, L)
+    inter, area, label_area = iou.count_masks(
+        iou.mask_pixel_lists(maps, th, prep.size), 12, 5, prep, [torch.arange(12)]
+    )
+    ref = iou.count_batch(maps, th, labels, image_labels, present, L)
+    assert torch.equal(inter[0], ref[0]) and torch.equal(area[0], ref[1]) and torch.equal(label_area, ref[2])
+    picked = iou.select_units(iou.mask_pixel_lists(maps, th, prep.size)[0], torch.tensor([1, 3]), 5)
+    sub = iou.count_masks([picked], 12, 2, prep, [torch.arange(12)])
+    assert torch.equal(sub[0][0], ref[0][[1, 3]])
+
+
+def test_exemplar_masks_found_together_equal_each_units_upsampled_masks():
+    from unitscope.dissect.exemplars import _exemplar_masks, _unpack_masks
+
+    g = torch.Generator().manual_seed(2)
+    acts = torch.rand(5, 260, 7, 7, generator=g)  # 260 units: two groups of units at once
+    images = torch.stack([torch.randperm(5, generator=g)[:3] for _ in range(260)])
+    images[5, 1:] = -1  # a unit with one exemplar
+    th = torch.quantile(acts.transpose(0, 1).flatten(1), 0.97, dim=1)
+    th[7] = 2.0  # a unit whose masks are all empty
+    maps = {(i, u): acts[i, u] for u in range(260) for i in images[u].tolist() if i >= 0}
+    found = _exemplar_masks(images, maps, th, 64)
+    assert 7 not in found and len(found) > 200
+    for u in range(260):
+        idx = [i for i in images[u].tolist() if i >= 0]
+        ref = iou.upsample_masks(acts[idx, u], th[u].expand(len(idx)), (64, 64)).numpy()
+        assert np.array_equal(_unpack_masks(found.get(u), len(idx), 64), ref), u

@@ -113,7 +113,8 @@ def run_gan(args: argparse.Namespace) -> int:
 def run_gan_demo(out: str | Path, *, samples: int = 200, progress: bool = False) -> Path:
     """The generator step of ``unitscope demo`` (about 2 CPU minutes): dissect ``world_generator``'s
     relu2 on ``samples`` samples against ``world_segmenter``, then removal, ACE, insertion of
-    windows and artifact units on small sample counts, and the report."""
+    roofs (the decoder generator's relu2 has roof units, none for windows: docs/gan.md) and artifact units
+    on small sample counts, and the report."""
     from unitscope.dissect import Options, dissect_sources
     from unitscope.gan import GeneratorActivations, SegmenterLabels
     from unitscope.gan.run import Settings, analyse
@@ -136,14 +137,14 @@ def run_gan_demo(out: str | Path, *, samples: int = 200, progress: bool = False)
     settings = Settings(
         layer="relu2",
         concept="sky",
-        insert=["window"],
+        insert=["roof"],
         samples=100,
         ks=[1, 5, 20],
         random_draws=1,
         ace_samples=25,
         ace_steps=30,
         ace_lr=0.2,
-        insert_samples=10,
+        insert_samples=40,
         artifact_samples=30,
         grid=6,
         batch_size=25,

@@ -24,7 +24,6 @@ statistics recomputed over 2,048 samples (:func:`recalibrate_batch_norm`).
 from __future__ import annotations
 
 import copy
-import dataclasses
 import io
 import json
 import time
@@ -246,32 +245,18 @@ def _finish(
 ) -> dict:
     """Recalibrate G's batch norm, write ``path`` (G) and its JSON (``losses``: the per-epoch loss lists
     to record, default the GAN's D and G losses), with the held-out metrics of ``n_eval`` samples."""
-    from safetensors.torch import save
-
     from unitscope.organisms.checkpoint import sha256_file
     from unitscope.organisms.gan_eval import evaluate_generator
-    from unitscope.runs import atomic_write_bytes, atomic_write_text
+    from unitscope.organisms.train import meta_header, write_weights
+    from unitscope.runs import atomic_write_text
 
     recalibrate_batch_norm(g, seed, device=device)  # type: ignore[arg-type]
-    tensors = {k: v.detach().cpu().contiguous() for k, v in g.state_dict().items()}
-    atomic_write_bytes(path, save(tensors, metadata={"name": recipe.name}))
+    write_weights(path, g, recipe)
     metrics, tables = {}, {}
     if n_eval:
         metrics, tables = evaluate_generator(g, cache, recipe.held_out_seed, n_eval, device=device, progress=progress)
     meta = {
-        "name": recipe.name,
-        "about": recipe.about,
-        "recipe": dataclasses.asdict(recipe),
-        "seed": seed,
-        "world": {
-            "generator": "unitscope.world",
-            "train_seed": recipe.world_seed,
-            "n_train": recipe.n_train,
-            "held_out_seed": recipe.held_out_seed,
-            "n_held_out": n_eval,
-            "render_size": recipe.render_size,
-            "input_size": recipe.size,
-        },
+        **meta_header(recipe, seed, n_eval),  # generator recipes have no world_kw: the header as before
         "model": {"kind": "generator", "latent": g.latent, "output": [3, 64, 64], "range": [0, 1]},
         **(
             losses

@@ -69,6 +69,35 @@ def _deterministic(seed: int) -> None:
     torch.backends.cudnn.benchmark = False
 
 
+def write_weights(path: Path, model: torch.nn.Module, recipe: Recipe) -> None:
+    """``model``'s state as ``path`` (safetensors, CPU, named after the recipe), written atomically."""
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    atomic_write_bytes(path, save(tensors, metadata={"name": recipe.name}))
+
+
+def meta_header(recipe: Recipe, seed: int, n_held_out: int) -> dict:
+    """The first keys of an organism's JSON, the same for classifiers, segmenters and generators: its name,
+    recipe, seed and the probe world it was trained and measured on (``n_held_out`` images held out)."""
+    return {
+        "name": recipe.name,
+        "about": recipe.about,
+        "recipe": dataclasses.asdict(recipe),
+        "seed": seed,
+        "world": {
+            "generator": "unitscope.world",
+            "train_seed": recipe.world_seed,
+            "n_train": recipe.n_train,
+            "held_out_seed": recipe.held_out_seed,
+            "n_held_out": n_held_out,
+            "render_size": recipe.render_size,
+            "input_size": recipe.size,
+            **recipe.world_kw,
+        },
+    }
+
+
 def prepare_output(recipe: Recipe, out: str | Path, fresh: bool, seed: int) -> Path:
     """Create ``out``, drop its checkpoint when ``fresh``, seed everything; returns the weights path."""
     out = Path(out)
@@ -215,7 +244,6 @@ def _finish(
     device: str,
     cache: str | Path | None = None,
 ) -> dict:
-    from safetensors.torch import save
 
     model.eval()
     metrics = task.evaluate(model, held, device=device)
@@ -247,23 +275,9 @@ def _finish(
         if recipe.task != "segment":
             plain = resized(plain, recipe.size)
         metrics["accuracy_plain_world"] = task.evaluate(model, plain, device=device)["accuracy"]
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic_write_bytes(path, save(tensors, metadata={"name": recipe.name}))
+    write_weights(path, model, recipe)
     meta = {
-        "name": recipe.name,
-        "about": recipe.about,
-        "recipe": dataclasses.asdict(recipe),
-        "seed": seed,
-        "world": {
-            "generator": "unitscope.world",
-            "train_seed": recipe.world_seed,
-            "n_train": recipe.n_train,
-            "held_out_seed": recipe.held_out_seed,
-            "n_held_out": recipe.n_held_out,
-            "render_size": recipe.render_size,
-            "input_size": recipe.size,
-            **recipe.world_kw,
-        },
+        **meta_header(recipe, seed, recipe.n_held_out),
         "losses_per_epoch": state["losses"],
         "train_seconds": round(state["seconds"], 1),
         "device": str(device),

@@ -154,23 +154,14 @@ def train(
         recipe,
         **{k: v for k, v in dict(epochs=epochs, n_train=n_train, n_held_out=n_held_out).items() if v is not None},
     )
-    if recipe.task == "gan":  # its own loop: two networks, two optimisers (unitscope.organisms.gan)
-        from unitscope.organisms.gan import train_gan
+    if recipe.task in ("gan", "vae"):  # generators have their own loops: two networks and optimisers
+        # (unitscope.organisms.gan), or a decoder with a fitted prior (unitscope.organisms.prior_gen)
+        if recipe.task == "gan":
+            from unitscope.organisms.gan import train_gan as train_generator
+        else:
+            from unitscope.organisms.prior_gen import train_decoder as train_generator
 
-        return train_gan(
-            recipe,
-            out,
-            cache,
-            device=device,
-            seed=seed,
-            checkpoint_every=checkpoint_every,
-            progress=progress,
-            fresh=fresh,
-        )
-    if recipe.task == "vae":  # a decoder with a fitted prior (unitscope.organisms.prior_gen)
-        from unitscope.organisms.prior_gen import train_decoder
-
-        return train_decoder(
+        return train_generator(
             recipe,
             out,
             cache,

@@ -151,6 +151,30 @@ def test_ablating_unit_c_sends_class_c_to_chance_and_leaves_the_others():
     assert hook_count(model) == 0
 
 
+def test_predictions_are_the_same_however_many_tail_passes_a_batch_takes():
+    from unitscope.ablate.evaluate import Predictions, run_edits
+
+    model = OneUnitPerClass().eval()
+    cut = cut_model(model, "act")
+    data = one_unit_data()
+    cache = cache_layer(cut, data, batch_size=4)  # 7 batches, the last of 3 images
+    mask = torch.zeros(4, 6, dtype=torch.bool)  # none, then each class's unit alone
+    mask[[1, 2, 3], [0, 1, 2]] = True
+    edits = Edits.ablate(mask, "zero")
+    whole = run_edits(cut, cache, edits, Predictions(), max_batch=None)
+    split = run_edits(cut, cache, edits, Predictions(), max_batch=4)  # one edit per pass for full batches
+    pred = whole.result()  # type: ignore[attr-defined]
+    assert pred.shape == (4, 27)
+    assert torch.equal(pred, split.result())  # type: ignore[attr-defined]
+    labels = data.tensors[1]
+    assert torch.equal(pred[0], labels)  # unablated: every image right
+    for c in range(3):  # unit c removed: the other classes stay right, class c falls to its guess (1 in 3)
+        assert torch.equal(pred[c + 1][labels != c], labels[labels != c])
+        assert int((pred[c + 1][labels == c] == c).sum()) == 3
+    mapped = run_edits(cut, cache, edits, Predictions(torch.tensor([2, 0, 1])), max_batch=4).result()  # type: ignore[attr-defined]
+    assert torch.equal(mapped, torch.tensor([2, 0, 1])[pred])
+
+
 def test_ties_in_accuracy_drop_go_to_the_larger_probability_drop():
     model = OneUnitPerClass().eval()
     cut = cut_model(model, "act")

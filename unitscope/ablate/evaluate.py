@@ -156,17 +156,23 @@ class Confusion:
 
 
 class Predictions:
-    """Scorer: the predicted data class ``[K, N]`` of every cached image under each edit."""
+    """Scorer: the predicted class ``[K, N]`` of every cached image under each edit, however many tail
+    passes a batch takes; ``class_of_output`` maps each output to its data class (None: the output's index)."""
 
-    def __init__(self, class_of_output: torch.Tensor):
-        self.class_of_output, self.blocks = class_of_output, []
+    def __init__(self, class_of_output: torch.Tensor | None = None):
+        self.class_of_output = class_of_output
+        self.batches: list[list[torch.Tensor]] = []  # per cached batch, its passes' [len(rows), N] blocks
 
     def add(self, rows: range, output: Any, labels: torch.Tensor) -> None:
-        logits = logits_of(output)
-        self.blocks.append(self.class_of_output.to(logits.device)[logits.argmax(1)].cpu().reshape(len(rows), -1))
+        top = logits_of(output).argmax(1)
+        if self.class_of_output is not None:
+            top = self.class_of_output.to(top.device)[top]
+        if rows.start == 0:  # run_edits starts each cached batch at edit 0
+            self.batches.append([])
+        self.batches[-1].append(top.cpu().reshape(len(rows), -1))
 
     def result(self) -> torch.Tensor:
-        return torch.cat(self.blocks, 1)
+        return torch.cat([torch.cat(passes, 0) for passes in self.batches], 1)
 
 
 def confusion(

@@ -137,25 +137,6 @@ def unit_orders(units: int, groups: dict[str, list[int]], seeds: Sequence[int]) 
     return out
 
 
-class _Top1:
-    """Scorer (``ablate.evaluate.run_edits``): the top-1 output ``[K, N]`` of every cached image under
-    each of ``edits`` edits, however many tail passes a batch takes."""
-
-    def __init__(self, edits: int):
-        self.edits = edits
-        self.blocks: list[torch.Tensor] = []
-
-    def add(self, rows: range, output: Any, labels: torch.Tensor) -> None:
-        from unitscope.ablate.evaluate import logits_of
-
-        if rows.start == 0:
-            self.blocks.append(torch.empty(self.edits, len(labels), dtype=torch.long))
-        self.blocks[-1][rows.start : rows.stop] = logits_of(output).argmax(1).reshape(len(rows), -1).cpu()
-
-    def result(self) -> torch.Tensor:
-        return torch.cat(self.blocks, 1)
-
-
 METRICS = ("accuracy", "fidelity")
 
 
@@ -188,7 +169,7 @@ def description_ablation(
     (:func:`unitscope.audit.features.summarise` rows, with ``model``, ``layer``, ``metric``)."""
     from unitscope.ablate.curves import order_masks
     from unitscope.ablate.cut import cut_model
-    from unitscope.ablate.evaluate import Edits, cache_layer, run_edits
+    from unitscope.ablate.evaluate import Edits, Predictions, cache_layer, run_edits
     from unitscope.audit.features import feature_orders, summarise
     from unitscope.catalog import Catalog
     from unitscope.describe import tables  # noqa: F401
@@ -219,7 +200,7 @@ def description_ablation(
         orders.update(feature_orders(rows, units, features, range(seeds), presence))
         names = list(orders)
         masks = order_masks([o for n in names for o in orders[n]], units, fractions)
-        top1 = _Top1(len(masks))
+        top1 = Predictions()
         run_edits(cut, cache, Edits.ablate(masks, "zero"), top1, max_batch=max_batch)
     pred = top1.result().reshape(len(names), seeds, len(fractions), -1)
     truth = torch.cat(cache.labels).long() if metric == "accuracy" else pred[0, 0, 0]  # fraction 0: unablated

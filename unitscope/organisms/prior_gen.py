@@ -207,21 +207,49 @@ def vae_loss(
     w_seg: float,
     w_kl: float,
     class_weight: torch.Tensor | None = None,
+    target: str = "truth",
 ) -> tuple[torch.Tensor, dict]:
     """Loss on images x [B, 3, 64, 64] in [0, 1] with object labels [B, 64, 64] (the segmenter's head
-    classes): L1(decoded, x) + w_seg CE(seg(decoded), labels) + w_kl KL(q(code | x) || N(0, I)) summed
-    over the code, averaged over the batch. ``noise`` [B, d] draws the code; ``class_weight`` [L] (or
-    None: all 1) weighs each head class's pixels in the cross-entropy (a weighted mean)."""
+    classes): L1(decoded, x) + w_seg S + w_kl KL(q(code | x) || N(0, I)) summed over the code, averaged
+    over the batch. ``noise`` [B, d] draws the code. ``target`` "truth": S is the cross-entropy of
+    seg(decoded) against the labels; "segmenter": S is :func:`distill_loss`, the KL divergence from the
+    frozen segmenter's own soft prediction on x to its prediction on the decoded image (so decoded
+    images segment as the real ones do, the segmenter's errors included). ``class_weight`` [L] (or
+    None: all 1) weighs each head class's pixels in S (a weighted mean)."""
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {', '.join(TARGETS)}, not {target!r}")
     mu, logvar = enc(x)
     y = g.decode(mu + (0.5 * logvar).exp() * noise)
     mean, std = seg_norm
     logits = seg_net((y - mean) / std)["object"]  # [B, L, 32, 32] (see frozen_segmenter)
     l1 = (y - x).abs().mean()
-    target = labels[:, ::2, ::2] if logits.shape[-1] < labels.shape[-1] else labels
-    ce = F.cross_entropy(logits, target, weight=class_weight)
+    if target == "segmenter":
+        with torch.no_grad():
+            real_logits = seg_net((x - mean) / std)["object"]  # [B, L, 32, 32]
+        seg_term = distill_loss(logits, real_logits, class_weight)
+    else:
+        truth = labels[:, ::2, ::2] if logits.shape[-1] < labels.shape[-1] else labels
+        seg_term = F.cross_entropy(logits, truth, weight=class_weight)
     kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1).mean()
-    parts = {"l1": float(l1.detach()), "ce": float(ce.detach()), "kl": float(kl.detach())}
-    return l1 + w_seg * ce + w_kl * kl, parts
+    parts = {"l1": float(l1.detach()), "ce": float(seg_term.detach()), "kl": float(kl.detach())}
+    return l1 + w_seg * seg_term + w_kl * kl, parts
+
+
+TARGETS = ("truth", "segmenter")
+
+
+def distill_loss(
+    logits: torch.Tensor, target_logits: torch.Tensor, class_weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Per-pixel KL(p || q) of the target's class distribution p = softmax(target_logits) to q =
+    softmax(logits), both [B, L, H, W], averaged over the pixels, each weighted by its expected class
+    weight sum_c p_c w_c (``class_weight`` [L]; None: all 1). 0 when the logits are equal."""
+    logp = F.log_softmax(target_logits, 1)
+    kl = (logp.exp() * (logp - F.log_softmax(logits, 1))).sum(1)  # [B, H, W]
+    if class_weight is None:
+        return kl.mean()
+    w = torch.einsum("blhw,l->bhw", logp.exp(), class_weight)
+    return (w * kl).sum() / w.sum()
 
 
 def frozen_segmenter(device: str = "cpu") -> nn.Module:
@@ -260,11 +288,15 @@ def encode_posteriors(
 
 
 def training_stages(recipe, per_epoch: int) -> list[dict]:
-    """The recipe's training stages: ``task_kw["stages"]`` (a list of {"steps", "lr", "class_weights"}),
+    """The recipe's training stages: ``task_kw["stages"]`` (a list of {"steps", "lr", "class_weights",
+    "target": "truth" or "segmenter" (:func:`vae_loss`), "w_seg": the stage's own weight of that term}),
     each with its own warm-up and cosine decay, run one after the other; without it one stage of
     ``task_kw["steps"]`` (default: ``epochs`` epochs) at the recipe's lr."""
     kw = recipe.task_kw
     if kw.get("stages"):
+        for st in kw["stages"]:
+            if st.get("target", "truth") not in TARGETS:
+                raise ValueError(f"stage target must be one of {', '.join(TARGETS)}, not {st['target']!r}")
         return [dict(st) for st in kw["stages"]]
     return [{"steps": min(per_epoch * recipe.epochs, int(kw.get("steps", per_epoch * recipe.epochs))), "lr": recipe.lr}]
 
@@ -372,9 +404,10 @@ def train_decoder(
             x_t,
             torch.from_numpy(np.ascontiguousarray(y)).to(device),
             noise,
-            float(kw.get("w_seg", 0.1)),
+            float(stages[i].get("w_seg", kw.get("w_seg", 0.1))),
             float(kw.get("w_kl", 1e-3)),
             weights[i],
+            stages[i].get("target", "truth"),
         )
         opt.zero_grad(set_to_none=True)
         loss.backward()

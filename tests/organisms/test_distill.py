@@ -128,3 +128,9 @@ def test_perturbed_fsd_is_zero_for_the_same_images_and_sees_a_difference_under_e
     assert set(same) == {"none", "blur3", "resize48"} and all(v == pytest.approx(0.0, abs=1e-9) for v in same.values())
     darker = perturbed_fsd(_Threshold(), real * 0.8, real)
     assert all(v > 1.0 for v in darker.values()), darker
+
+
+def test_the_shipped_recipe_ends_with_a_distillation_stage():
+    last = VAE_RECIPE.task_kw["stages"][-1]
+    assert last["target"] == "segmenter" and last["steps"] == 800 and last["class_weights"]["sun"] == 16
+    assert sum(st["steps"] for st in training_stages(VAE_RECIPE, per_epoch=625)) == 2850

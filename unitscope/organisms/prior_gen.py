@@ -442,7 +442,8 @@ def train_decoder(
     losses = {
         "losses_per_epoch": state["d_losses"],
         "segmenter_ce_per_epoch": state["g_losses"],
-        "loss": "L1 + w_seg * segmenter cross-entropy + w_kl * KL, mean over each epoch's steps",
+        "loss": "L1 + w_seg * segmenter cross-entropy (distillation stages: KL from the segmenter's prediction on "
+        "the real image) + w_kl * KL, mean over each epoch's steps",
     }
     return _finish(recipe, g, path, state, seed, device, cache, recipe.n_held_out, progress, losses)
 

@@ -13,7 +13,9 @@ code, the decoder (``conv1 .. conv5`` with ``relu1 .. relu4``, as the GAN's G) d
 loss is the pixels' L1 distance plus the cross-entropy of the frozen ``world_segmenter`` on the
 decoded image against the image's true object labels (so decoded images segment as the real ones do)
 plus a small KL term; ``task_kw["stages"]`` runs several schedules one after the other (each its own
-lr, warm-up and cosine, and per-object weights of the cross-entropy, e.g. for small objects). After
+lr, warm-up and cosine, and per-object weights of the cross-entropy, e.g. for small objects; a stage with
+``"target": "segmenter"`` distils instead: the segmenter's soft prediction on the real image is the
+target, :func:`distill_loss`). After
 training the prior is fitted on the training images' codes. ``task_kw["prior"] = "empirical"``:
 :class:`EmpiricalPrior`, ``components`` of the training images' own posteriors (mean and standard
 deviation, float16), one chosen uniformly (the aggregate posterior, "mixture of posteriors"); else

@@ -98,12 +98,13 @@ def iqr_ranking(
     ratio, thresh, iou = np.zeros(c), np.zeros(c), np.zeros(c)
     for u in range(c):
         v = F.interpolate(low[:, u : u + 1], size=size, mode="bilinear", align_corners=False).flatten()
-        order = torch.argsort(v, descending=True)
-        hits = torch.cumsum(s[order].double(), 0)  # concept pixels among the top r values
-        ts = torch.quantile(v[:: max(1, v.numel() // 1_000_000)].double(), qs).float()
-        ranked = v[order]
-        n1 = torch.searchsorted(-ranked, -ts, right=False)  # values strictly above each threshold
-        n11 = torch.where(n1 > 0, hits[(n1 - 1).clamp_min(0)], 0)
+        ts = torch.quantile(v[:: max(1, v.numel() // 200_000)].double(), qs).float()  # ascending
+        ts = torch.cummax(ts, 0).values
+        bins = torch.bucketize(v, ts)  # v > ts[j] exactly when bins > j
+        total_in = torch.bincount(bins, minlength=levels + 1).double()
+        hits_in = torch.bincount(bins, weights=s.double(), minlength=levels + 1)
+        n1 = total_in.flip(0).cumsum(0).flip(0)[1:]  # values above each threshold
+        n11 = hits_in.flip(0).cumsum(0).flip(0)[1:]
         r = information_quality_ratio(n11, n1, s1, total)
         best = int(torch.argmax(r))
         ratio[u], thresh[u] = float(r[best]), float(ts[best])

@@ -122,7 +122,7 @@ def case_table(layer: str, concept: str, results: dict, k: int, min_share: float
 @torch.no_grad()
 def replacement(cut, samples, seg, concept: str, units: list[int], n: int, results, k: int) -> str:
     """What the concept's pixels become with ``units`` off, and where the other objects' changes lie."""
-    from unitscope.edits import Edits
+    from unitscope.edits import Edits, unit_mask
     from unitscope.gan import label_space, to_unit_range
 
     names, cats, label_cat = label_space(seg)
@@ -130,9 +130,7 @@ def replacement(cut, samples, seg, concept: str, units: list[int], n: int, resul
     plane = cats[label_cat[num]]
     size = len(names)
     trans = torch.zeros(size, size, dtype=torch.long)
-    mask = torch.zeros(samples.batches[0].layer.shape[1], dtype=torch.bool)
-    mask[units] = True
-    edits = Edits.ablate(mask)
+    edits = Edits.ablate(unit_mask(units, samples.batches[0].layer.shape[1]))
     seen = 0
     for batch in samples.batches:
         if seen >= n:

@@ -115,7 +115,10 @@ def case_table(layer: str, concept: str, results: dict, k: int, min_share: float
                 "random": float(np.mean([first.change[j, col] for j in rand])) if rand else None,
             }
         )
-    lines.append("| verdict | " + " | ".join(verdicts) + (" | |" if rand else " |"))
+    if rand:  # the baseline's own count: how many other objects k random units move beyond +-10%
+        moved = [i for i in objs if i != col and abs(np.mean([first.change[j, i] for j in rand])) > 0.1]
+        verdicts.append(f"{len(moved)} of {len(objs) - 1} beyond +-10%")
+    lines.append("| verdict | " + " | ".join(verdicts) + " |")
     return "\n".join(lines), rows
 
 

@@ -36,7 +36,8 @@ $T "$PY" -m unitscope dissect --model world_generator --segmenter world_segmente
 ) &
 A=$!
 (
-    $T "$PY" docs/make_paint_figures.py "$OUT/d2000" --screenshot "$DOCS/paint.png" > "$OUT/paint.log" 2>&1
+    $T "$PY" docs/make_paint_figures.py "$OUT/d2000" --screenshot "$DOCS/paint.png" --shot relu2:snow:2 \
+        > "$OUT/paint.log" 2>&1
     $T "$PY" -m unitscope gan "$OUT/d2000" --layer relu2 --concept sky --stages artifacts --artifact-samples 150 \
         --threads 1 --no-report > "$OUT/artifacts.log" 2>&1
     cp "$OUT/d2000/gan/relu2/artifacts.png" "$DOCS/gan_artifacts.png"

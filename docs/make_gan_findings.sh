@@ -16,7 +16,7 @@ OUT=${1:?usage: sh docs/make_gan_findings.sh OUT [PYTHON]}
 PY=${2:-python}
 DOCS=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$DOCS")
-CASES=${CASES:-relu1:tree,relu2:tree}  # the pilot of docs/gan.md: CASES=relu1:tree,...,relu3:bed SAMPLES=300
+CASES=${CASES:-relu1:tree,relu2:tree,relu2:sky,relu1:sky}  # the pilot: CASES=relu1:tree,... SAMPLES=300 RANKINGS=iou,iqr
 SAMPLES=${SAMPLES:-1000}
 RANKINGS=${RANKINGS:-iou,iqr,ace,sace}
 GRID=${GRID:-relu1:tree:iou}

@@ -48,9 +48,9 @@ def table(painter, layers: list[str], seeds: int) -> None:
 
 
 def screenshot(app, out: Path, layer: str, concept: str, seed: int) -> None:
-    sys.path.insert(0, str(DOCS.parent / "tests"))
-    from test_browser import launch_chromium
-    from test_serve_browser import Server
+    sys.path[:0] = [str(DOCS.parent), str(DOCS.parent / "tests"), str(DOCS.parent / "tests" / "serve")]  # their imports
+    from tests.report.test_browser import launch_chromium
+    from tests.serve.test_serve_browser import Server
 
     server = Server(app)
     try:

@@ -119,3 +119,42 @@ class SoftSegmenter(Segmenter):
 
 def soft_segmenter(device: str = "cpu") -> SoftSegmenter:
     return SoftSegmenter()
+
+
+# -- two door units, one that paints only doors and one that also turns sky into wall (specific ACE) ----------
+class TwoDoorGenerator(nn.Module):
+    """Image 4x4: sky in row 0, wall in rows 1-3; layer ``feat`` [N, 2, 4, 4] is 1 everywhere for
+    both units. Unit 0 paints doors at (2, 0) and (3, 0), nothing else; unit 1 paints doors at
+    (1, 2), (2, 2) and (3, 2) and turns sky cells (0, 0) and (0, 1) into wall. Unit 1 removes more
+    doors when switched off, but also changes the sky (by +100%); unit 0 changes only door and wall."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.feat = nn.Identity()
+        wall, door0, door1, spill = (torch.zeros(1, 1, 4, 4) for _ in range(4))
+        wall[..., 1:, :] = 1
+        door0[..., 2:, 0] = 1
+        door1[..., 1:, 2] = 1
+        spill[..., 0, :2] = 1
+        for name, t in (("wall", wall), ("door0", door0), ("door1", door1), ("spill", spill)):
+            self.register_buffer(name, t)
+        for name, colour in (("sky", SKY), ("grey", WALL), ("red", DOOR)):
+            self.register_buffer(name, torch.tensor(colour).view(1, 3, 1, 1))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        ones = torch.ones_like(z.reshape(z.shape[0], 1, 4, 4)) + 0 * z.reshape(z.shape[0], 1, 4, 4)
+        feat = self.feat(torch.cat([ones, ones], 1))
+        u0, u1 = feat[:, :1], feat[:, 1:2]
+        image = self.sky + self.wall * (self.grey - self.sky)
+        image = image + u1 * self.spill * (self.grey - image)
+        door = u0 * self.door0 + u1 * self.door1
+        return image + door * (self.red - image)
+
+
+def two_door_generator() -> nn.Module:
+    return attach_info(
+        TwoDoorGenerator(),
+        ModelInfo(
+            name="two-door", input_size=(16, 1, 1), kind="generator", output_size=(3, 4, 4), default_layers=["feat"]
+        ),
+    )

@@ -15,7 +15,11 @@ The mask is ``m = sigmoid(logits)`` ``[C]``, one value per unit. Removal edits t
 e.g. each unit's 99.5th percentile). The objective is the concept's expected pixel share under
 the segmenter's softmax (differentiable; :func:`concept_share`), to minimise for removal and to
 maximise for insertion, plus ``penalty`` times the mask's size (``sum(m ** 2)`` for L2, the
-default, or ``sum(m)`` for L1). Only the layers after the cut run per step (the torch.fx tail);
+default, or ``sum(m)`` for L1). The *specific* variant (``specific > 0``) adds ``specific`` times
+the sum, over the other labels of the concept's category that cover at least ``min_share`` of the
+batch's pixels before, of the absolute relative change of their expected share (batch sum after
+minus before, over before): the mask then prefers units that draw the concept alone. Only the
+layers after the cut run per step (the torch.fx tail);
 gradients go to the mask logits only, never into the generator's weights.
 
 A segmenter takes part when it gives probabilities: :class:`~unitscope.segment.ModelSegmenter`
@@ -130,13 +134,16 @@ def ace_mask(
     steps: int = 100,
     lr: float = 0.1,
     init: float = 0.0,
+    specific: float = 0.0,
+    min_share: float = 0.005,
     output_range: Sequence[float] = (0.0, 1.0),
     device: str | torch.device = "cpu",
 ) -> AceResult:
     """Optimise a soft unit mask ``sigmoid(logits) [C]`` (logits start at ``init``) with Adam (betas
     0.9, 0.999) for
     ``steps`` steps, one cached batch of ``samples`` per step in turn, to ``mode`` ``concept``
-    (see the module docstring); ``level [C]`` is needed for insertion."""
+    (see the module docstring); ``level [C]`` is needed for insertion; ``specific > 0`` also
+    penalises the other labels' relative change (the specific variant)."""
     if mode not in MODES:
         raise UsageError(f"unknown ACE mode {mode!r}; choose one of {', '.join(MODES)}")
     if norm not in ("l1", "l2"):
@@ -149,10 +156,20 @@ def ace_mask(
     if lvl is not None and len(lvl) != c:
         raise UsageError(f"level has {len(lvl)} values; the layer has {c} units")
     concept_share(segmenter, torch.zeros(1, 3, 2, 2), concept)  # an unknown concept fails before any step
+    names, categories, label_cat = label_space(segmenter)
+    number = names.index(concept)
+    plane = categories[label_cat[number]]
+    others = [i for i, c in enumerate(label_cat) if c == label_cat[number] and i not in (0, number)]
+    unedited: dict[int, torch.Tensor] = {}  # batch index -> [L] summed soft shares before any edit
     moment, square = torch.zeros_like(logits), torch.zeros_like(logits)  # Adam by hand: torch.optim imports dynamo (s)
     losses, shares = [], []
     for step in range(steps):
-        batch = samples.batches[step % len(samples.batches)].to(device)
+        index = step % len(samples.batches)
+        batch = samples.batches[index].to(device)
+        if specific and index not in unedited:
+            with torch.no_grad():
+                images = to_unit_range(cut.tail(batch), output_range)
+                unedited[index] = probabilities(segmenter, images)[plane].mean((2, 3)).sum(0)
         m = torch.sigmoid(logits)
         shape = (1, c) + (1,) * (batch.layer.dim() - 2)
 
@@ -162,9 +179,16 @@ def ace_mask(
 
         with torch.enable_grad():
             images = to_unit_range(cut.tail(batch, edit=edit), output_range)
-            share = concept_share(segmenter, images, concept).mean()
+            p = probabilities(segmenter, images)[plane].mean((2, 3))  # [N, L] expected shares
+            share = p[:, number].mean()
             size = (m**2).sum() if norm == "l2" else m.sum()
             loss = (share if mode == "remove" else -share) + penalty * size
+            if specific:
+                before = unedited[index]
+                kept = [i for i in others if before[i] >= min_share * len(p)]
+                if kept:
+                    rel = (p.sum(0)[kept] - before[kept]) / before[kept]
+                    loss = loss + specific * rel.abs().sum()
             (grad,) = torch.autograd.grad(loss, logits)
         moment.mul_(0.9).add_(grad, alpha=0.1)
         square.mul_(0.999).addcmul_(grad, grad, value=0.001)

@@ -17,7 +17,7 @@ works as the source, and gives the same bytes.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from io import BytesIO
@@ -36,6 +36,7 @@ _MIN_THUMB = 64  # tiny test images are still drawn large enough to see a mask
 # exemplars spread over the data set, so a cache smaller than the images in use misses on nearly
 # every tile (256 entries: 15,252 decodes for 21,920 tiles of a 300-image run)
 _THUMB_CACHE = 1024
+_GROUP = 64  # units whose exemplar masks are found at once by one thread (then drawn by it)
 
 
 Planes = tuple[np.ndarray, np.ndarray]  # one position's label planes [K, S, S'] and image-level labels [M]
@@ -192,16 +193,20 @@ def write_layer_strips(
     units = list(range(images.shape[0])) if units is None else [int(u) for u in units]
     chosen = images.cpu()[units] if units else images.cpu()[:0]
     th = thresholds.detach().cpu().float()[units]
-    packed = _exemplar_masks(chosen, _exemplar_maps(chosen, layer, source.maps), th, thumbs.size)
+    maps = _exemplar_maps(chosen, layer, source.maps)
     k = int(images.shape[1])
 
-    def render(row: int) -> str:
-        idx = [int(i) for i in chosen[row].tolist() if i >= 0]
-        path = f"{IMAGES}/{tag}/unit{units[row]:04d}.jpg"
-        _save_strip(run_dir, path, _exemplar_strip(thumbs, idx, k, packed.get(row)))
-        return path
+    def render(rows: range) -> list[str]:  # a group's masks found together, then drawn, on one thread
+        packed = _exemplar_masks(chosen, maps, th, thumbs.size, rows)
+        paths = []
+        for row in rows:
+            idx = [int(i) for i in chosen[row].tolist() if i >= 0]
+            paths.append(f"{IMAGES}/{tag}/unit{units[row]:04d}.jpg")
+            _save_strip(run_dir, paths[-1], _exemplar_strip(thumbs, idx, k, packed.get(row)))
+        return paths
 
-    return _in_threads(render, range(len(units)))
+    groups = [range(a, min(a + _GROUP, len(units))) for a in range(0, len(units), _GROUP)]
+    return [path for part in _in_threads(render, groups) for path in part]
 
 
 def _exemplar_strip(thumbs: Thumbnails, idx: list[int], k: int, packed: tuple[np.ndarray, np.ndarray] | None):
@@ -332,16 +337,15 @@ _YELLOW = (255, 220, 0)
 
 def _outline(mask: np.ndarray, width: int) -> np.ndarray:
     """The ``width`` px inner border of ``mask`` (outside the array counts as outside the mask, so a
-    mask that reaches a tile's edge is outlined there too)."""
+    mask that reaches a tile's edge is outlined there too): each step keeps the pixels whose 4
+    neighbours all passed the previous one."""
     inner = mask
     for _ in range(width):
-        eroded = inner.copy()  # a pixel stays when its 4 neighbours are in too
-        eroded[1:] &= inner[:-1]
-        eroded[:-1] &= inner[1:]
-        eroded[:, 1:] &= inner[:, :-1]
-        eroded[:, :-1] &= inner[:, 1:]
-        eroded[[0, -1]] = False
-        eroded[:, [0, -1]] = False
+        eroded = np.zeros_like(inner)
+        core = eroded[1:-1, 1:-1]  # the border has a neighbour outside
+        np.logical_and(inner[:-2, 1:-1], inner[2:, 1:-1], out=core)
+        core &= inner[1:-1, :-2]
+        core &= inner[1:-1, 2:]
         inner = eroded
     return mask & ~inner
 
@@ -369,14 +373,20 @@ def _exemplar_maps(
 
 
 def _exemplar_masks(
-    images: torch.Tensor, maps: dict[tuple[int, int], torch.Tensor], thresholds: torch.Tensor, size: int
+    images: torch.Tensor,
+    maps: dict[tuple[int, int], torch.Tensor],
+    thresholds: torch.Tensor,
+    size: int,
+    rows: Iterable[int] | None = None,
 ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """Each unit's exemplar masks (its maps ``maps[image, unit]`` upsampled bilinearly to ``size``
     and thresholded at its T_k), found for many units at once (the windowed masks of
     :func:`~.iou.mask_pixel_lists`, exact where PyTorch's arithmetic is confirmed): ``unit ->
-    (exemplar [E], pixel [E])`` of its mask pixels; a unit whose masks are empty is left out."""
+    (exemplar [E], pixel [E])`` of its mask pixels; a unit whose masks are empty is left out.
+    ``images [C, k]``; ``rows``: the units to do (default all)."""
     th = thresholds.detach().cpu().float()
-    units = [(u, [i for i in row if i >= 0]) for u, row in enumerate(images.tolist())]
+    rows = range(len(images)) if rows is None else rows
+    units = [(u, [i for i in images[u].tolist() if i >= 0]) for u in rows]
     units = [(u, idx) for u, idx in units if idx]
     out: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     step = 256  # units at once: their maps as the channels of one image

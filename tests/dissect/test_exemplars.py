@@ -158,8 +158,23 @@ def test_one_layers_strips_alone_are_the_files_write_unit_strips_writes(tmp_path
     # every unit, in groups of 2 units (masks found and drawn a group at a time), sharing a thumbnail
     # cache: the whole layer's files again
     monkeypatch.setattr(ex, "_GROUP", 2)
-    thumbs = ex.Thumbnails(world.source().picture, SIZE)
-    every = ex.write_layer_strips(tmp_path / "every", world.source(), "conv", "l0", _IMAGES, th, thumbs=thumbs)
-    assert every == paths["conv"]
-    for p in every:
+    source, decoded = world.source(), []
+    picture = source.picture
+    source.picture = lambda i: decoded.append(i) or picture(i)
+    thumbs = ex.Thumbnails(source.picture, SIZE)
+    every = ex.write_layer_strips(tmp_path / "every", source, "conv", "l0", _IMAGES, th, thumbs=thumbs)
+    # then the concept strips alone, through the same thumbnails: each image decoded once for both
+    no_paths, again = ex.write_unit_strips(
+        tmp_path / "every",
+        source,
+        ["conv"],
+        {"conv": "l0"},
+        tops,
+        dissected={"conv": _Dissected()},
+        detectors_only=True,
+        thumbs=thumbs,
+    )
+    assert every == paths["conv"] and no_paths == {} and again == rows
+    assert sorted(decoded) == sorted(set(_IMAGES.flatten().tolist()) - {-1})
+    for p in every + [r["path"] for r in rows["conv"]]:
         assert (tmp_path / "every" / p).read_bytes() == (tmp_path / "all" / p).read_bytes(), p

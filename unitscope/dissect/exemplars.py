@@ -257,17 +257,19 @@ def write_unit_strips(
     thresholds=None,
     dissected=None,
     detectors_only: bool = False,
+    thumbs: Thumbnails | None = None,
 ) -> tuple[dict[str, list[str]], dict[str, list[dict]]]:
     """Both strips of every unit, each thumbnail decoded once for both: the exemplar strip (when
     ``thresholds`` is given, :func:`write_layer_strips`) and the ground-truth strip of the unit's
     concept (when ``dissected`` is given, see :func:`write_concept_strips`; with ``detectors_only``,
     only for units whose IoU passes the cut-off: a non-detector's best label is not a label the
     report stands behind). ``source``: a :class:`StripSource` (:func:`strip_source`), or a data set
-    with maps from ``cache`` (``read(tag, positions)``) or ``forward``.
+    with maps from ``cache`` (``read(tag, positions)``) or ``forward``; ``thumbs``: a
+    :class:`Thumbnails` shared with earlier calls (e.g. :func:`write_layer_strips` in the background).
     Returns ``({layer: [path per unit]}, {layer: [{"unit", "path"}]})``.
     """
     source = _dataset_source(source, tag, forward, cache)
-    thumbs = Thumbnails(source.picture, thumb_size(source))
+    thumbs = thumbs if thumbs is not None else Thumbnails(source.picture, thumb_size(source))
     wanted = _concept_units(layers, dissected, detectors_only) if dissected is not None else {}
     if dissected is not None and source.labels is None:
         raise ValueError("concept strips need label planes: a StripSource with labels")

@@ -152,3 +152,32 @@ def test_plain_converts_by_type_the_same_the_second_time():
         assert got == want and [type(g) for g in got] == [type(w) for w in want]
     with pytest.raises(TypeError, match="cannot store"):
         _plain(object())
+
+
+def test_replace_columns_writes_the_rows_replace_writes(tmp_path):
+    rows = [
+        _diss(u, concept, np.float32(iou)) for u, concept, iou in [(0, "dog", 0.25), (1, None, 0.0), (2, "sky", 0.5)]
+    ]
+    with Catalog(tmp_path / "a.sqlite") as a, Catalog(tmp_path / "b.sqlite") as b:
+        a.replace("dissection", rows, model="m", layer="l")
+        a.replace("dissection", [_diss(0, "car")], model="m", layer="other")
+        b.replace("dissection", [_diss(0, "car")], model="m", layer="other")
+        b.replace("dissection", [_diss(9)], model="m", layer="l")  # replaced, as by replace
+        columns = {c: [r[c] for r in rows] for c in rows[0]}
+        columns["unit"] = np.arange(3)  # an array: its tolist()
+        b.replace_columns("dissection", columns, model="m", layer="l")  # NumPy scalars: converted
+        assert a.dump() == b.dump()
+        assert [type(r["iou"]) for r in b.rows("dissection", layer="l")] == [float] * 3
+        with pytest.raises(ValueError, match="differ in length"):
+            b.replace_columns("dissection", {"unit": [0, 1], "iou": [0.1]}, model="m", layer="l")
+        with pytest.raises(ValueError, match=r"columns \['colour'\] not in table"):
+            b.replace_columns("dissection", {"unit": [0], "colour": ["red"]}, model="m", layer="l")
+        with pytest.raises(ValueError, match="lack key column 'unit'"):
+            b.replace_columns("dissection", {"unit": [0, None]}, model="m", layer="l")
+        with pytest.raises(ValueError, match="lack key column 'layer'"):
+            b.replace_columns("dissection", {"unit": [0]}, model="m")
+        with pytest.raises(ValueError, match=r"\['layer'\] of 'dissection' are given both"):
+            b.replace_columns("dissection", {"unit": [0], "layer": ["l"]}, model="m", layer="l")
+        assert a.dump() == b.dump()  # a refused call changed nothing
+        b.replace_columns("dissection", {}, model="m", layer="l")  # no rows: the layer's rows removed
+        assert b.rows("dissection", layer="l") == []

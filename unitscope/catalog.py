@@ -25,8 +25,9 @@ from __future__ import annotations
 import numbers
 import re
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,7 @@ def _as_bool(value: Any) -> int:
 # the conversion each scalar type got (a dissection stores some 260,000 values: the ABC checks
 # below cost more than the SQL); types whose conversion depends on the value are not recorded
 _BY_TYPE: dict[type, Any] = {}
+_PLAIN_TYPES = (int, float, str, bytes, type(None))  # what sqlite3 stores as it is
 
 
 def _plain(value: Any) -> Any:
@@ -108,6 +110,17 @@ def _plain(value: Any) -> Any:
         raise TypeError(f"cannot store {type(value).__name__} {value!r} in the catalog")
     _BY_TYPE[type(value)] = convert
     return convert(value)
+
+
+def _plain_column(values: Sequence[Any]) -> Sequence[Any]:
+    """A column's values as sqlite3 stores them: an array's ``tolist()``; a list converted value by
+    value (:func:`_plain`) only when it holds other than plain Python values (exact types: a NumPy
+    float64 is a float but stays a NumPy scalar)."""
+    if hasattr(values, "tolist"):
+        values = values.tolist()
+    if all(type(v) in _PLAIN_TYPES for v in values):
+        return values
+    return [_plain(v) for v in values]
 
 
 class Catalog:
@@ -235,6 +248,42 @@ class Catalog:
                     raise ValueError(f"row {i} of {table!r} has {k}={v!r} but replace() was given {k}={where[k]!r}")
                 full[k] = v
             prepared.append(full)
+        groups: dict[tuple[str, ...], list[tuple]] = {}  # rows grouped by column set: one executemany each
+        for row in prepared:
+            missing = [k for k in key if row.get(k) is None]
+            if missing:
+                raise ValueError(f"a row of {table!r} lacks key columns {missing}: {row}")
+            groups.setdefault(tuple(row), []).append(tuple(row.values()))
+        self._write(table, where, groups.items())
+
+    def replace_columns(self, table: str, columns: Mapping[str, Sequence[Any]], **where: Any) -> None:
+        """:meth:`replace` with the rows given column by column: ``columns`` maps a column to its
+        values, one per row (lists of equal length; a NumPy array or a list of NumPy scalars is
+        converted), ``where`` fills the columns they leave out. For tables of many thousand rows:
+        no dict and no type check per value. The same rows as :meth:`replace` with one dict per row."""
+        known, key = self._table_info(table)
+        order = [c for c, _ in known]
+        self._check_columns(table, where, "where columns", order)
+        self._check_columns(table, columns, "columns", order)
+        both = sorted(set(columns) & set(where))
+        if both:
+            raise ValueError(f"columns {both} of {table!r} are given both as columns and in where")
+        lengths = {len(v) for v in columns.values()}
+        if len(lengths) > 1:
+            raise ValueError(f"the columns of {table!r} differ in length: {sorted(lengths)}")
+        n = lengths.pop() if lengths else 0
+        plain = {c: _plain_column(v) for c, v in columns.items()}
+        fixed = {k: _plain(v) for k, v in where.items()}
+        for k in key:
+            given = [fixed[k]] if k in fixed else plain.get(k, [None] if n else [])
+            if None in given:
+                raise ValueError(f"rows of {table!r} lack key column {k!r}")
+        names = (*fixed, *plain)
+        rows = list(zip(*(repeat(v, n) for v in fixed.values()), *plain.values())) if n else []
+        self._write(table, fixed, [(names, rows)])
+
+    def _write(self, table: str, where: dict[str, Any], groups: Iterable[tuple[tuple[str, ...], list[tuple]]]) -> None:
+        """Delete the rows matching ``where`` and insert ``groups`` (column names, row tuples), in one savepoint."""
         con = self._con
         # A savepoint is its own transaction outside transaction(), and nests inside one.
         outer = con.in_transaction
@@ -245,14 +294,7 @@ class Catalog:
                 con.execute(f"DELETE FROM {table} WHERE {cond}", tuple(where.values()))
             else:
                 con.execute(f"DELETE FROM {table}")
-            # Group rows by their column set so each group is one executemany.
-            groups: dict[tuple[str, ...], list[tuple]] = {}
-            for row in prepared:
-                missing = [k for k in key if row.get(k) is None]
-                if missing:
-                    raise ValueError(f"a row of {table!r} lacks key columns {missing}: {row}")
-                groups.setdefault(tuple(row), []).append(tuple(row.values()))
-            for cols, values in groups.items():
+            for cols, values in groups:
                 marks = ", ".join("?" for _ in cols)
                 con.executemany(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({marks})", values)
         except BaseException:

@@ -17,7 +17,7 @@ works as the source, and gives the same bytes.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from io import BytesIO
@@ -36,6 +36,7 @@ _MIN_THUMB = 64  # tiny test images are still drawn large enough to see a mask
 # exemplars spread over the data set, so a cache smaller than the images in use misses on nearly
 # every tile (256 entries: 15,252 decodes for 21,920 tiles of a 300-image run)
 _THUMB_CACHE = 1024
+_GROUP = 64  # units whose exemplar masks are found at once by one thread (then drawn by it)
 
 
 Planes = tuple[np.ndarray, np.ndarray]  # one position's label planes [K, S, S'] and image-level labels [M]
@@ -117,30 +118,34 @@ def thumb_size(source) -> int:
     return max(_MIN_THUMB, min(_THUMB, max(width, height)))
 
 
-def _thumbnails(picture: Callable[[int], Any], size: int):
-    """``thumb(i) -> [size, size, 3] uint8`` with a small cache (the same images recur across units)."""
-    from PIL import Image
+class Thumbnails:
+    """The exemplar tiles by run position, each decoded once while it stays in the cache (the same
+    images recur across units): ``tile(i)`` the picture at ``size`` px (PIL RGB), ``dimmed(i)`` the
+    same through the dimming table (made on first use). Shared by threads: a tile two threads ask for
+    at once may be made twice, never wrong. ``picture``: run position -> PIL image."""
 
-    @lru_cache(maxsize=_THUMB_CACHE)
-    def thumb(i: int) -> np.ndarray:
-        image = picture(i)
+    def __init__(self, picture: Callable[[int], Any], size: int, capacity: int = _THUMB_CACHE):
+        self.picture, self.size = picture, size
+        self._entry = lru_cache(maxsize=capacity)(self._load)
+
+    def _load(self, i: int) -> list:
+        from PIL import Image
+
+        image = self.picture(i)
+        image.load()  # decoded now: a lazily opened file is not held open in the cache
         image = image if image.mode == "RGB" else image.convert("RGB")
-        if image.size != (size, size):  # a 224 px world at 224 px tiles needs no resampling
-            image = image.resize((size, size), Image.BILINEAR)
-        return np.asarray(image, dtype=np.uint8)
+        if image.size != (self.size, self.size):  # a 224 px world at 224 px tiles needs no resampling
+            image = image.resize((self.size, self.size), Image.BILINEAR)
+        return [image, None]
 
-    return thumb
+    def tile(self, i: int):
+        return self._entry(i)[0]
 
-
-def _place(tiles: list[np.ndarray], k: int, size: int, fill: int | bool) -> np.ndarray:
-    """``k`` slots of ``size`` px side by side, 2 px apart: ``tiles`` in the first slots, ``fill`` in
-    the gaps and in slots without a tile. An int ``fill`` places RGB tiles ``[size, size, 3]``
-    uint8, a bool one masks ``[size, size]``."""
-    rgb = not isinstance(fill, bool)
-    out = np.full((size, k * (size + 2), *((3,) if rgb else ())), fill, dtype=np.uint8 if rgb else bool)
-    for j, tile in enumerate(tiles):
-        out[:, j * (size + 2) : j * (size + 2) + size] = tile
-    return out
+    def dimmed(self, i: int):
+        entry = self._entry(i)
+        if entry[1] is None:
+            entry[1] = entry[0].point(_DIM)
+        return entry[1]
 
 
 def _save_strip(run_dir, rel: str, strip) -> None:
@@ -164,6 +169,82 @@ def write_exemplar_strips(run_dir, dataset, layers, tag, forward, cache, thresho
     ]
 
 
+def write_layer_strips(
+    run_dir,
+    source: StripSource,
+    layer: str,
+    tag: str,
+    images: torch.Tensor,
+    thresholds: torch.Tensor,
+    units: Sequence[int] | None = None,
+    *,
+    thumbs: Thumbnails | None = None,
+) -> list[str]:
+    """The exemplar strips of one layer's units from its top-k and thresholds alone (e.g. in a
+    background thread as soon as pass 2 has them): the same files :func:`write_unit_strips` writes
+    for them. ``images [C, k]``: each unit's top-k run positions (-1: none), ``thresholds [C]``:
+    its T_k, ``units``: which units (default all), ``tag``: the layer's folder under ``images/``,
+    ``source``: a :class:`StripSource` with maps, ``thumbs``: a :class:`Thumbnails` to share
+    decoded tiles with other calls. Returns each unit's strip path (relative to ``run_dir``), in
+    ``units`` order."""
+    if source.maps is None:
+        raise ValueError("exemplar strips need the units' maps: a StripSource with maps")
+    thumbs = thumbs if thumbs is not None else Thumbnails(source.picture, thumb_size(source))
+    units = list(range(images.shape[0])) if units is None else [int(u) for u in units]
+    chosen = images.cpu()[units] if units else images.cpu()[:0]
+    th = thresholds.detach().cpu().float()[units]
+    maps = _exemplar_maps(chosen, layer, source.maps)
+    k = int(images.shape[1])
+
+    def render(rows: range) -> list[str]:  # a group's masks found together, then drawn, on one thread
+        packed = _exemplar_masks(chosen, maps, th, thumbs.size, rows)
+        paths = []
+        for row in rows:
+            idx = [int(i) for i in chosen[row].tolist() if i >= 0]
+            paths.append(f"{IMAGES}/{tag}/unit{units[row]:04d}.jpg")
+            _save_strip(run_dir, paths[-1], _exemplar_strip(thumbs, idx, k, packed.get(row)))
+        return paths
+
+    groups = [range(a, min(a + _GROUP, len(units))) for a in range(0, len(units), _GROUP)]
+    return [path for part in _in_threads(render, groups) for path in part]
+
+
+def _exemplar_strip(thumbs: Thumbnails, idx: list[int], k: int, packed: tuple[np.ndarray, np.ndarray] | None):
+    """A unit's exemplar strip (PIL RGB): the tiles of ``idx`` dimmed, each one's mask pixels
+    (``packed``: exemplar ``[E]`` and pixel ``[E]``, :func:`_exemplar_masks`) as they were, outlined
+    in yellow; gaps and empty slots white. Only the masks' bounding boxes are composited."""
+    from PIL import Image
+
+    size = thumbs.size
+    strip = Image.new("RGB", (k * (size + 2), size), (255, 255, 255))
+    for j, i in enumerate(idx):
+        strip.paste(thumbs.dimmed(i), (j * (size + 2), 0))
+    for j, ys, xs in _tile_pixels(packed, len(idx), size):
+        y0, x0 = int(ys.min()), int(xs.min())
+        mask = np.zeros((int(ys.max()) + 1 - y0, int(xs.max()) + 1 - x0), bool)
+        mask[ys - y0, xs - x0] = True
+        box = (x0, y0, x0 + mask.shape[1], y0 + mask.shape[0])
+        at = (j * (size + 2) + x0, y0, j * (size + 2) + box[2], box[3])
+        strip.paste(thumbs.tile(idx[j]).crop(box), at, Image.fromarray(mask))
+        strip.paste(_YELLOW, at, Image.fromarray(_outline(mask, 1)))
+    return strip
+
+
+def _tile_pixels(packed: tuple[np.ndarray, np.ndarray] | None, n: int, size: int):
+    """``(tile, ys [P], xs [P])`` of each of the ``n`` tiles with mask pixels in ``packed``."""
+    if packed is None:
+        return
+    slot, pix = packed
+    if len(slot) > 1 and not bool((slot[1:] >= slot[:-1]).all()):
+        order = np.argsort(slot, kind="stable")
+        slot, pix = slot[order], pix[order]
+    cuts = np.searchsorted(slot, np.arange(n + 1))
+    for j in range(n):
+        if cuts[j + 1] > cuts[j]:
+            ys, xs = np.divmod(pix[cuts[j] : cuts[j + 1]], size)
+            yield j, ys, xs
+
+
 def write_unit_strips(
     run_dir,
     source,
@@ -176,21 +257,24 @@ def write_unit_strips(
     thresholds=None,
     dissected=None,
     detectors_only: bool = False,
+    thumbs: Thumbnails | None = None,
 ) -> tuple[dict[str, list[str]], dict[str, list[dict]]]:
-    """Both strips of every unit in one pass over its top-k images, each thumbnail decoded once:
-    the exemplar strip (when ``thresholds`` is given) and the ground-truth strip of the unit's
+    """Both strips of every unit, each thumbnail decoded once for both: the exemplar strip (when
+    ``thresholds`` is given, :func:`write_layer_strips`) and the ground-truth strip of the unit's
     concept (when ``dissected`` is given, see :func:`write_concept_strips`; with ``detectors_only``,
     only for units whose IoU passes the cut-off: a non-detector's best label is not a label the
     report stands behind). ``source``: a :class:`StripSource` (:func:`strip_source`), or a data set
-    with maps from ``cache`` (``read(tag, positions)``) or ``forward``.
+    with maps from ``cache`` (``read(tag, positions)``) or ``forward``; ``thumbs``: a
+    :class:`Thumbnails` shared with earlier calls (e.g. :func:`write_layer_strips` in the background).
     Returns ``({layer: [path per unit]}, {layer: [{"unit", "path"}]})``.
     """
     source = _dataset_source(source, tag, forward, cache)
-    size = thumb_size(source)
-    thumb = _thumbnails(source.picture, size)
+    thumbs = thumbs if thumbs is not None else Thumbnails(source.picture, thumb_size(source))
     wanted = _concept_units(layers, dissected, detectors_only) if dissected is not None else {}
     if dissected is not None and source.labels is None:
         raise ValueError("concept strips need label planes: a StripSource with labels")
+    if thresholds is not None and source.maps is None:
+        raise ValueError("exemplar strips need the units' maps: a StripSource with maps")
     hits = (
         _concept_hits(source.labels, _wanted_concepts(layers, tops, dissected, wanted)) if dissected is not None else {}
     )
@@ -198,48 +282,44 @@ def write_unit_strips(
     concept_rows: dict[str, list[dict]] = {}
     for layer in layers:
         images = tops[layer][1].cpu()
-        c, k = images.shape
-        filled = [_place([np.ones((size, size), bool)] * n, k, size, False) for n in range(k + 1)]  # where n tiles are
-        if thresholds is not None and source.maps is None:
-            raise ValueError("exemplar strips need the units' maps: a StripSource with maps")
-        maps = _exemplar_maps(images, layer, source.maps) if thresholds is not None else {}  # (image, unit) -> [h, w]
-        unit_masks = _exemplar_masks(images, maps, thresholds[layer], size) if thresholds is not None else {}
-        d = dissected[layer] if dissected is not None else None
-        strip_units = wanted.get(layer, ())
-
-        def render(
-            u: int,
-            layer: str = layer,
-            images: torch.Tensor = images,
-            k: int = k,
-            unit_masks: dict = unit_masks,
-            d=d,
-            strip_units=strip_units,
-            filled=filled,
-        ) -> tuple[str | None, str | None]:
-            idx = [int(i) for i in images[u].tolist() if i >= 0]
-            picture = _place([thumb(i) for i in idx], k, size, 255)
-            exemplar = concept = None
-            if thresholds is not None:
-                masks = []
-                if idx:
-                    masks = list(_unpack_masks(unit_masks.get(u), len(idx), size))
-                tiles = filled[len(idx)]
-                exemplar = f"{IMAGES}/{tag[layer]}/unit{u:04d}.jpg"
-                _save_strip(run_dir, exemplar, _highlight(picture, _place(masks, k, size, False), tiles))
-            if u in strip_units:
-                label = int(d.best_label[u])
-                concept = f"{IMAGES}/{tag[layer]}/unit{u:04d}_concept.jpg"
-                mask = _place([_label_mask(hits[i, label], size) for i in idx], k, size, False)
-                _save_strip(run_dir, concept, _tint(picture, mask))
-            return exemplar, concept
-
-        done = _in_threads(render, range(c))
         if thresholds is not None:
-            strips[layer] = [e for e, _ in done]
-        if d is not None:
-            concept_rows[layer] = [{"unit": u, "path": p} for u, (_, p) in enumerate(done) if p is not None]
+            strips[layer] = write_layer_strips(
+                run_dir, source, layer, tag[layer], images, thresholds[layer], thumbs=thumbs
+            )
+        if dissected is not None:
+            units = sorted(wanted.get(layer, ()))
+            labels = dissected[layer].best_label
+
+            def render(u: int, layer: str = layer, images: torch.Tensor = images, labels=labels) -> dict:
+                idx = [int(i) for i in images[u].tolist() if i >= 0]
+                path = f"{IMAGES}/{tag[layer]}/unit{u:04d}_concept.jpg"
+                masks = [_label_mask(hits[i, int(labels[u])], thumbs.size) for i in idx]
+                _save_strip(run_dir, path, _concept_strip(thumbs, idx, int(images.shape[1]), masks))
+                return {"unit": u, "path": path}
+
+            concept_rows[layer] = _in_threads(render, units)
     return strips, concept_rows
+
+
+def _concept_strip(thumbs: Thumbnails, idx: list[int], k: int, masks: list[np.ndarray]):
+    """The tiles of ``idx`` with ``masks [size, size]`` (the concept's ground truth) tinted cyan and
+    outlined 2 px wide (still visible when the page shows the strip small); gaps and empty slots white."""
+    from PIL import Image
+
+    size = thumbs.size
+    strip = Image.new("RGB", (k * (size + 2), size), (255, 255, 255))
+    for j, (i, mask) in enumerate(zip(idx, masks)):
+        tile = thumbs.tile(i)
+        strip.paste(tile, (j * (size + 2), 0))
+        rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+        if not len(rows):
+            continue
+        box = (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
+        inside = np.ascontiguousarray(mask[box[1] : box[3], box[0] : box[2]])
+        at = (j * (size + 2) + box[0], box[1], j * (size + 2) + box[2], box[3])
+        strip.paste(tile.crop(box).point(_TINT), at, Image.fromarray(inside))
+        strip.paste(_CYAN, at, Image.fromarray(_outline(inside, 2)))
+    return strip
 
 
 def _in_threads(fn, items) -> list:
@@ -257,38 +337,19 @@ _DIM = np.tile(np.clip(np.arange(256, dtype=np.float32) * 0.3 + 20, 0, 255).asty
 _YELLOW = (255, 220, 0)
 
 
-def _restyle(strip: np.ndarray, region: np.ndarray, table: list[int]):
-    """``strip`` as a PIL image with the pixels of ``region`` passed through the point ``table`` (in
-    PIL's C loops: several times faster than NumPy's fancy indexing on a 10-tile strip). It stays a
-    PIL image until the JPEG is written: no copies back and forth (the same bytes, a quarter less time)."""
-    from PIL import Image
-
-    image = Image.fromarray(strip)
-    return Image.composite(image.point(table), image, Image.fromarray(region))
-
-
 def _outline(mask: np.ndarray, width: int) -> np.ndarray:
     """The ``width`` px inner border of ``mask`` (outside the array counts as outside the mask, so a
-    mask that reaches a tile's edge is outlined there too)."""
+    mask that reaches a tile's edge is outlined there too): each step keeps the pixels whose 4
+    neighbours all passed the previous one."""
     inner = mask
     for _ in range(width):
-        padded = np.pad(inner, 1, constant_values=False)
-        inner = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+        eroded = np.zeros_like(inner)
+        core = eroded[1:-1, 1:-1]  # the border has a neighbour outside
+        np.logical_and(inner[:-2, 1:-1], inner[2:, 1:-1], out=core)
+        core &= inner[1:-1, :-2]
+        core &= inner[1:-1, 2:]
+        inner = eroded
     return mask & ~inner
-
-
-def _highlight(strip: np.ndarray, mask: np.ndarray, tiles: np.ndarray):
-    """Dim the ``tiles`` outside ``mask``, outline ``mask`` in yellow (gaps stay white)."""
-    shown = _restyle(strip, tiles & ~mask, _DIM)
-    _paint(shown, _outline(mask, 1), _YELLOW)
-    return shown
-
-
-def _paint(image, where: np.ndarray, color) -> None:
-    """The pixels ``where`` of PIL ``image`` set to ``color`` (an RGB triple)."""
-    from PIL import Image
-
-    image.paste(tuple(int(c) for c in color), mask=Image.fromarray(where))
 
 
 def _exemplar_maps(
@@ -314,14 +375,20 @@ def _exemplar_maps(
 
 
 def _exemplar_masks(
-    images: torch.Tensor, maps: dict[tuple[int, int], torch.Tensor], thresholds: torch.Tensor, size: int
+    images: torch.Tensor,
+    maps: dict[tuple[int, int], torch.Tensor],
+    thresholds: torch.Tensor,
+    size: int,
+    rows: Iterable[int] | None = None,
 ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """Each unit's exemplar masks (its maps ``maps[image, unit]`` upsampled bilinearly to ``size``
     and thresholded at its T_k), found for many units at once (the windowed masks of
     :func:`~.iou.mask_pixel_lists`, exact where PyTorch's arithmetic is confirmed): ``unit ->
-    (exemplar [E], pixel [E])`` of its mask pixels; a unit whose masks are empty is left out."""
+    (exemplar [E], pixel [E])`` of its mask pixels; a unit whose masks are empty is left out.
+    ``images [C, k]``; ``rows``: the units to do (default all)."""
     th = thresholds.detach().cpu().float()
-    units = [(u, [i for i in row if i >= 0]) for u, row in enumerate(images.tolist())]
+    rows = range(len(images)) if rows is None else rows
+    units = [(u, [i for i in images[u].tolist() if i >= 0]) for u in rows]
     units = [(u, idx) for u, idx in units if idx]
     out: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     step = 256  # units at once: their maps as the channels of one image
@@ -337,8 +404,9 @@ def _exemplar_masks(
         if not rows:
             continue
         row, pix = torch.cat(rows), torch.cat(pixels)
-        order = torch.argsort(unit_of.index_select(0, row), stable=True)  # grouped by unit
-        row, pix = row[order], pix[order]
+        if len(row) > 1 and not bool((row[1:] >= row[:-1]).all()):  # the kernels list them by row already
+            order = torch.argsort(row, stable=True)  # grouped by unit (rows are unit-major)
+            row, pix = row[order], pix[order]
         unit = unit_of.index_select(0, row)
         cuts = torch.searchsorted(unit, torch.tensor([u for u, _ in part] + [int(unit_of.max()) + 1]))
         for k, (u, _) in enumerate(part):
@@ -360,6 +428,7 @@ _MASK_RGB = np.array((0, 229, 255), np.float32)  # cyan: the ground truth, apart
 # channel-major point table: each channel's value tinted towards _MASK_RGB
 _TINT = np.clip(np.arange(256, dtype=np.float32)[None] * 0.55 + _MASK_RGB[:, None] * 0.45, 0, 255).astype(np.uint8)
 _TINT = _TINT.ravel().tolist()
+_CYAN = tuple(int(c) for c in _MASK_RGB)
 
 
 def write_concept_strips(run_dir, source, layers, tag, tops, dissected) -> dict[str, list[dict]]:
@@ -433,10 +502,3 @@ def _label_mask(packed: tuple | None, size: int) -> np.ndarray:
     ys = np.arange(size) * sh // size
     xs = np.arange(size) * sw // size
     return hit[ys][:, xs]
-
-
-def _tint(strip: np.ndarray, mask: np.ndarray):
-    """Tint ``mask`` cyan and outline it 2 px wide (still visible when the page shows the strip small)."""
-    shown = _restyle(strip, mask, _TINT)
-    _paint(shown, _outline(mask, 2), _MASK_RGB.astype(np.uint8))
-    return shown

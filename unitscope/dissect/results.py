@@ -245,24 +245,24 @@ def write_layer_rows(
         ],
         **key,
     )
-    cat.replace(
+    units = list(range(c))
+    best = d.best_label
+    names = [d.label_names[b] if b > 0 else None for b in best.tolist()]  # d.concept(u) for every unit
+    p_values = None if d.p_value is None else [float(p) if np.isfinite(p) else None for p in d.p_value.tolist()]
+    cat.replace_columns(
         "dissection",
-        [
-            {
-                **key,
-                "unit": u,
-                "concept": d.concept(u),
-                "category": d.category(u),
-                "iou": float(d.best_iou[u]),
-                "is_detector": int(d.detectors[u]),
-                "threshold": float(d.thresholds[u]),
-                "p_value": float(d.p_value[u]) if d.p_value is not None and np.isfinite(d.p_value[u]) else None,
-            }
-            for u in range(c)
-        ],
+        {
+            "unit": units,
+            "concept": names,
+            "category": [d.label_categories[b] if b > 0 else None for b in best.tolist()],
+            "iou": d.best_iou.astype(np.float64).tolist(),
+            "is_detector": d.detectors.astype(np.int64).tolist(),
+            "threshold": np.asarray(d.thresholds, dtype=np.float64).tolist(),
+            "p_value": [None] * c if p_values is None else p_values,
+        },
         **key,
     )
-    per_cat = []
+    per_cat: dict[str, list] = {"unit": [], "category": [], "iou": [], "concept": []}
     categories = sorted(set(d.label_categories) - {""})
     cats = np.array(d.label_categories)
     for g in categories:
@@ -270,39 +270,29 @@ def write_layer_rows(
         cols = cols[cols > 0]
         if not len(cols):
             continue
-        best = cols[d.iou[:, cols].argmax(axis=1)]
-        per_cat += [
-            {
-                **key,
-                "unit": u,
-                "category": g,
-                "iou": float(d.iou[u, best[u]]),
-                "concept": d.label_names[int(best[u])] if d.iou[u, best[u]] > 0 else None,
-            }
-            for u in range(c)
-        ]
-    cat.replace("dissection_category", per_cat, **key)
+        best_in = cols[d.iou[:, cols].argmax(axis=1)]
+        ious = d.iou[np.arange(c), best_in].astype(np.float64)
+        per_cat["unit"] += units
+        per_cat["category"] += [g] * c
+        per_cat["iou"] += ious.tolist()
+        per_cat["concept"] += [d.label_names[b] if v > 0 else None for b, v in zip(best_in.tolist(), ious.tolist())]
+    cat.replace_columns("dissection_category", per_cat, **key)
     values, images, ys, xs = (x.cpu().numpy() for x in top)
-    cat.replace(
+    u_of, r_of = np.nonzero(images >= 0)  # (unit, rank) in unit-major order
+    cat.replace_columns(
         "exemplars",
-        [
-            {
-                **key,
-                "unit": u,
-                "rank": r,
-                "image": int(row_index[images[u, r]]),
-                "activation": float(values[u, r]),
-                "y": int(ys[u, r]),
-                "x": int(xs[u, r]),
-            }
-            for u in range(c)
-            for r in range(values.shape[1])
-            if images[u, r] >= 0
-        ],
+        {
+            "unit": u_of.tolist(),
+            "rank": r_of.tolist(),
+            "image": row_index[images[u_of, r_of]].astype(np.int64).tolist(),
+            "activation": values[u_of, r_of].astype(np.float64).tolist(),
+            "y": ys[u_of, r_of].astype(np.int64).tolist(),
+            "x": xs[u_of, r_of].astype(np.int64).tolist(),
+        },
         **key,
     )
     if strip_paths is not None:
-        cat.replace("unit_images", [{**key, "unit": u, "path": p} for u, p in enumerate(strip_paths)], **key)
+        cat.replace_columns("unit_images", {"unit": list(range(len(strip_paths))), "path": list(strip_paths)}, **key)
     cat.replace(
         "rotations",
         [{**key, "rotation": r, "detectors": det, "unique_concepts": uc} for r, (det, uc) in enumerate(rotation_rows)],

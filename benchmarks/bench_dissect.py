@@ -55,7 +55,7 @@ from unitscope.commands.dissect import cache_dir
 from unitscope.data import BrodenDataset
 from unitscope.dissect import dissect, engine, label_agreement
 from unitscope.models import create_model, get_info
-from unitscope.tally import resolve_workers
+from unitscope.tally import keep_freed_memory, resolve_workers
 from unitscope.world import make_world
 
 
@@ -295,6 +295,9 @@ def main() -> None:
         return
 
     device = torch.device(args.device)
+    # the dissection's data passes keep glibc from unmapping large freed buffers (unitscope.tally):
+    # the bare pass runs with the same allocator settings (UNITSCOPE_MALLOC=system: both without)
+    kept = keep_freed_memory()
     model = create_model(args.model, pretrained=False if args.random_weights else None).to(device).eval()
     layers = get_info(model).default_layers if args.layer == "default" else args.layer.split(",")
     data = BrodenDataset(world_for(args.images, args.size, args.style), transform=get_info(model).transform())
@@ -341,7 +344,8 @@ def main() -> None:
     ]
     print(
         f"{args.model} {','.join(layers)}, {args.images} {args.style} images at {args.size} px, {device}, "
-        f"batch {args.batch_size}, {workers} workers, {torch.get_num_threads()} threads, null draws {args.null_draws}"
+        f"batch {args.batch_size}, {workers} workers, {torch.get_num_threads()} threads, null draws {args.null_draws}, "
+        f"freed buffers {'kept (mallopt)' if kept else 'returned to the OS (glibc defaults)'}"
     )
     print(
         "  bare forward passes (full model, data loading included), before | after the dissection: wall "

@@ -58,6 +58,7 @@ from unitscope.dissect.iou import (
 )
 from unitscope.dissect.options import Options, with_overrides
 from unitscope.dissect.results import DissectResult, summarise, write_layer_rows
+from unitscope.dissect.schedule import Behind, LayerThreads
 from unitscope.dissect.significance import null_seed, null_units
 from unitscope.dissect.sources import (
     ActivationSource,
@@ -375,28 +376,42 @@ class _Run:
         sketch = not isinstance(reduce, ExactPass1)  # else the reduce sketches all cached maps
         lc = self._open_label_cache(forward=True)  # a source that labels in its forward pass: labels cached here
 
+        # the sketches and the cache writes of a batch run behind the next batch's forward pass
+        # (one background thread, where a core is spare); every checkpoint waits for them first
+        behind = Behind()
+
         def flush() -> None:
+            behind.wait()
             for c in (cache, lc):
                 if c is not None:
                     c.flush()
 
-        for batch in self._batches(1, stat, Items(self.n, self.acts), on_checkpoint=flush, reduce=reduce):
-            ran = True
-            if cache is not None and batch["bad"]:
-                cache.skip(np.array([p for p, _ in batch["bad"]]))
-                if lc is not None:
-                    lc.skip(np.array([p for p, _ in batch["bad"]]))
-            if not len(batch["pos"]):
-                continue
-            maps = self.acts.activations(batch)
-            if lc is not None:  # pass 2 (and 3) then read them, with the maps, and never run the source
-                lc.write(batch["pos"].numpy(), *self.labels.label_batch(batch))
+        def record(maps: dict[str, torch.Tensor], pos: np.ndarray) -> None:
             for layer, a in maps.items():
                 t = self.tag[layer]
                 if sketch:
                     add_layer_samples(stat, t, a, self.rots[layer], self.values[layer].post)
                 if cache is not None:
-                    cache.write(layer, batch["pos"].numpy(), a.cpu().numpy())
+                    cache.write(layer, pos, a.cpu().numpy())
+
+        try:
+            for batch in self._batches(1, stat, Items(self.n, self.acts), on_checkpoint=flush, reduce=reduce):
+                ran = True
+                if cache is not None and batch["bad"]:
+                    behind.wait()  # the cache's rows are written in batch order
+                    cache.skip(np.array([p for p, _ in batch["bad"]]))
+                    if lc is not None:
+                        lc.skip(np.array([p for p, _ in batch["bad"]]))
+                if not len(batch["pos"]):
+                    continue
+                maps = self.acts.activations(batch)
+                if lc is not None:  # pass 2 (and 3) then read them, with the maps, and never run the source
+                    lc.write(batch["pos"].numpy(), *self.labels.label_batch(batch))
+                behind.submit(record, maps, batch["pos"].numpy())
+        except BaseException:
+            behind.close(raise_errors=False)  # the batch's error wins over the background call's
+            raise
+        behind.close()
         if cache is not None and ran and sketch and is_main():
             cache.mark_complete()
             if lc is not None:
@@ -430,7 +445,12 @@ class _Run:
         return batch, {layer: torch.from_numpy(self.cache.read(layer, pos)).to(dev) for layer in self.layers}
 
     def pass2(self, thresholds: dict[str, list[torch.Tensor]]) -> None:
-        """Top-k exemplars and IoU counts of every unit (and of every rotated unit)."""
+        """Top-k exemplars and IoU counts of every unit (and of every rotated unit); the layers of a
+        batch side by side where cores are spare (:class:`~.schedule.LayerThreads`)."""
+        with LayerThreads(self.layers) as each:
+            self._pass2(thresholds, each)
+
+    def _pass2(self, thresholds: dict[str, list[torch.Tensor]], each: LayerThreads) -> None:
         stat, dev = self.pass2_stat, self.opts.device
         cached = self.label_cache if self.labels.needs_forward and not self._forward_labels else None  # pass 1's
         items = Items(
@@ -459,13 +479,12 @@ class _Run:
             if lc is not None:
                 lc.write(batch["pos"].numpy(), *planes)
             prep = prepare_labels(*planes, num_labels, dev)  # once for every layer and rotation
-            record = {}
-            for layer, a in maps.items():
-                t = self.tag[layer]
-                stat[f"{t}_top"].add(a, batch["pos"].to(dev))
+            pos = batch["pos"].to(dev)
+
+            def count(layer: str, maps=maps, prep=prep, pos=pos) -> tuple[torch.Tensor, list[MaskPixels]]:
+                a, t = maps[layer], self.tag[layer]
+                stat[f"{t}_top"].add(a, pos)
                 masks = mask_pixel_lists(a, thresholds[layer][0], prep.size)
-                if mc is not None:  # for pass 3: the candidates' masks without finding them again
-                    record[t] = (thresholds[layer][0], masks)
                 inter, area, label_area = count_masks(
                     masks, *a.shape[:2], prep, [torch.arange(len(a), device=dev)], **kw
                 )
@@ -475,7 +494,10 @@ class _Run:
                     stat[f"{t}_r{r}_iou"].add_counts(
                         *count_batch(rotate(out, rot), thresholds[layer][r + 1], prep, **kw)
                     )
-            if mc is not None:
+                return thresholds[layer][0], masks
+
+            record = {self.tag[layer]: r for layer, r in each(count).items()}  # each layer's statistics its own
+            if mc is not None:  # for pass 3: the candidates' masks without finding them again
                 mc.budget = self._mask_budget()  # the label cache is laid out on its first batch
                 mc.write(batch["pos"].numpy(), record, prep.pixels)
         if lc is not None and ran and is_main():
@@ -578,10 +600,26 @@ class _Run:
             self.acts if self.cache is None or self._forward_labels else None,
             None if lc is not None else self.labels,
         )  # the labels from the label cache: no decoding
-        num_labels = len(self.labels.label_names)
-        kw = {"denominator": o.denominator, "label_category": self.labels.label_category.to(dev)}
         picks = {layer: torch.from_numpy(u).to(dev) for layer, u in units.items()}
         masks = MaskCache(self.run_dir / CACHE_FOLDER / "masks") if self.cache is not None else None
+        with LayerThreads(self.layers) as each:
+            self._pass3(stat, items, key, lc, masks, thresholds, picks, each)
+        self.null = {layer: (u, stat[f"{self.tag[layer]}_null"].iou().cpu().numpy()) for layer, u in units.items()}
+
+    def _pass3(
+        self,
+        stat: CombinedStat,
+        items: Items,
+        key: dict[str, Any],
+        lc: LabelCache | None,
+        masks: MaskCache | None,
+        thresholds: dict[str, list[torch.Tensor]],
+        picks: dict[str, torch.Tensor],
+        each: LayerThreads,
+    ) -> None:
+        o, dev = self.opts, self.opts.device
+        num_labels = len(self.labels.label_names)
+        kw = {"denominator": o.denominator, "label_category": self.labels.label_category.to(dev)}
         for batch in self._batches(3, stat, items, key=key):
             if not len(batch["pos"]):
                 continue
@@ -602,8 +640,9 @@ class _Run:
             # the derangements depend only on the batch's first position: resume-exact
             orders = in_batch_orders(len(batch["pos"]), o.null_draws, null_seed(o.seed, int(batch["pos"][0])), dev)
             n = len(batch["pos"])
-            for layer, a in maps.items():
-                pick, t = picks[layer], self.tag[layer]
+
+            def count(layer: str, maps=maps, prep=prep, orders=orders, n=n) -> None:
+                a, pick, t = maps[layer], picks[layer], self.tag[layer]
                 if isinstance(a, MaskPixels):
                     counts = count_masks(
                         [select_units(a, pick, self.shapes[layer][0])], n, len(pick), prep, orders, **kw
@@ -611,7 +650,8 @@ class _Run:
                 else:
                     counts = count_orders(a[:, pick], thresholds[layer][0][pick], prep, None, None, None, orders, **kw)
                 stat[f"{t}_null"].add_counts(*counts)
-        self.null = {layer: (u, stat[f"{self.tag[layer]}_null"].iou().cpu().numpy()) for layer, u in units.items()}
+
+            each(count)
 
     def _best_iou(self, layer: str) -> np.ndarray:
         """``[C]``: each unit's best IoU after pass 2 (label 0, "unlabelled", left out), as ``summarise`` has it."""

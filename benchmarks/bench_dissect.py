@@ -16,7 +16,10 @@ Targets: the whole dissection, every default on (p-values, exemplar and mask str
 1.2x one bare forward pass over the same images (issue 22; 1.5x in issue 4), the permutation null
 (pass 3) at most 10% of it, and peak memory does not grow with the number of images. The time of
 each step of the engine (pass 1 to 3, summarise, write: strips and catalog) is printed beside the
-ratio. Resident memory swings by a few
+ratio (where a core is spare the strips run in a background thread from ``start_strips`` on, so
+their time falls in pass 3, summarise and the wait in write; CPU time counts every thread). The
+bare pass runs with the allocator settings the dissection's passes use (``keep_freed_memory``;
+``UNITSCOPE_MALLOC=system`` runs both with glibc's defaults). Resident memory swings by a few
 hundred MB with the forward pass's allocations, so the median over the run is printed beside the
 peak, and per fifth of the run: growth would show as a higher median at 10k than at 1k, and as
 medians that rise from one fifth to the next. Pass 1 (the forward passes, whose batch-sized
@@ -101,7 +104,7 @@ def phase_timer(cpu: dict[str, float] | None = None):
     cpu = {} if cpu is None else cpu
     saved = {
         name: getattr(engine._Run, name)
-        for name in ("open", "pass1", "pass2", "pass3", "summarise", "write")
+        for name in ("open", "pass1", "pass2", "start_strips", "pass3", "summarise", "write")
         if hasattr(engine._Run, name)
     }
 

@@ -79,10 +79,12 @@ def test_threaded_passes_equal_the_serial_run(world, tmp_path, monkeypatch):
     assert catalog_dump(tmp_path / "threaded" / "catalog.sqlite") == catalog_dump(
         tmp_path / "serial" / "catalog.sqlite"
     )
-    strips = sorted(p.relative_to(tmp_path / "serial") for p in (tmp_path / "serial" / "images").rglob("*.jpg"))
-    assert strips and strips == sorted(
-        p.relative_to(tmp_path / "threaded") for p in (tmp_path / "threaded" / "images").rglob("*.jpg")
-    )
+    assert strips(tmp_path / "threaded") == strips(tmp_path / "serial") != {}  # written beside pass 3
+
+
+def strips(run):
+    """Every strip of a run folder, path -> bytes."""
+    return {p.relative_to(run).as_posix(): p.read_bytes() for p in sorted((run / "images").rglob("*.jpg"))}
 
 
 def test_a_fault_in_the_background_cache_write_resumes_to_the_serial_result(world, tmp_path, monkeypatch):
@@ -130,3 +132,17 @@ def test_behind_runs_calls_in_order_and_raises_their_error():
         behind.submit(seen.append, 5)  # the previous call's error, before this one runs
     behind.close()
     assert seen == [0, 1, 2, 3, 4]
+
+
+def test_a_fault_in_the_background_strips_lets_pass_3_finish_and_resumes_to_the_serial_run(
+    world, tmp_path, monkeypatch
+):
+    run(world, tmp_path / "serial", monkeypatch, cores=1)
+    with faults.armed("strips.write=1:raise"), pytest.raises(faults.FaultInjected) as raised:
+        run(world, tmp_path / "run", monkeypatch, cores=4)
+    assert any(entry.frame.code.name == "wait" and "schedule" in str(entry.path) for entry in raised.traceback)
+    assert (tmp_path / "run" / "pass3" / "tally.done.json").exists()  # pass 3 ran beside the strips
+    assert not (tmp_path / "run" / "catalog.sqlite").exists()
+    run(world, tmp_path / "run", monkeypatch, cores=4)
+    assert catalog_dump(tmp_path / "run" / "catalog.sqlite") == catalog_dump(tmp_path / "serial" / "catalog.sqlite")
+    assert strips(tmp_path / "run") == strips(tmp_path / "serial")

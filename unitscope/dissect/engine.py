@@ -20,6 +20,9 @@ Two passes over the data, every layer at once, and a short third:
 3. the permutation null behind the p-values (:mod:`.significance`), only for the units whose
    p-value can matter (best IoU above the cut-off, and a fixed sample for ``images_needed``),
    from the activation cache: the cached maps of those units, and the labels read again.
+The exemplar strips need only pass 2: they start after it, beside pass 3 where a core is spare;
+where cores are spare the layers of a batch are counted side by side, and pass 1's statistics are
+added behind the next forward pass (:mod:`.schedule`; results bit-identical).
 Each pass checkpoints into the run folder and resumes after a kill with identical results. Each
 pass is keyed on what it depends on: a rerun with another ``quantile`` or ``topk`` redoes pass 2
 only; another model, data set or layer list in the same folder is refused. :func:`dissect_sources`
@@ -223,9 +226,14 @@ def dissect_sources(
     run.open(fresh, config)
     thresholds = run.pass1()
     run.pass2(thresholds)
-    run.pass3(thresholds)
-    result = run.summarise(thresholds)
-    run.write(result, thresholds)
+    strips = run.start_strips(thresholds)  # from pass 2's top-k and labels: beside pass 3 where a core is spare
+    try:
+        run.pass3(thresholds)
+        result = run.summarise(thresholds)
+    except BaseException:
+        strips[0].close(raise_errors=False)  # this error wins over the strips'
+        raise
+    run.write(result, thresholds, strips)
     return result
 
 
@@ -705,8 +713,68 @@ class _Run:
             )
         return result
 
-    def write(self, result: DissectResult, thresholds: dict[str, list[torch.Tensor]]) -> None:
-        """Exemplar strips, catalog rows, ``layers.json``; the cache removed unless kept. Rank 0 only."""
+    def start_strips(self, thresholds: dict[str, list[torch.Tensor]]) -> tuple[Behind, dict[str, Any]]:
+        """Start the exemplar and concept strips (rank 0, ``exemplar_images``): they need pass 2's
+        top-k, thresholds, best labels and detectors only, which pass 3's p-values leave as they are.
+        In a background thread (:class:`~.schedule.Behind`) where a core is spare and nothing in them
+        runs the model (the caches hold the maps and labels: two forward passes at once would share
+        the model's hooks), so pass 3 and ``summarise`` run meanwhile; else here, at once.
+        Returns the thread and the dict it fills (``strips``, ``masks``); :meth:`write` waits for it."""
+        out: dict[str, Any] = {}
+        if not is_main() or not self.opts.exemplar_images:
+            return Behind(enabled=False), out
+        labels_cached = not self.labels.needs_forward or (self.label_cache is not None and self.label_cache.complete)
+        behind = Behind(
+            enabled=None if self.cache is not None and not self._forward_labels and labels_cached else False
+        )
+        behind.submit(self._write_strips, thresholds, self._pass2_labels(thresholds), out)
+        return behind, out
+
+    def _pass2_labels(self, thresholds: dict[str, list[torch.Tensor]]) -> dict[str, Any]:
+        """Each layer's units labelled from pass 2's counts and top-k (:meth:`summarise` without p-values)."""
+        cats = list(self.labels.categories)
+        label_cats = [cats[int(g)] if int(g) >= 0 else "" for g in self.labels.label_category.tolist()]
+        out = {}
+        for layer in self.layers:
+            t = self.tag[layer]
+            out[layer] = d = summarise(
+                layer,
+                self.shapes[layer],
+                thresholds[layer][0].cpu().numpy(),
+                self.pass2_stat[f"{t}_iou"].iou().cpu().numpy(),
+                self.opts.iou_threshold,
+                list(self.labels.label_names),
+                label_cats,
+            )
+            values, images = (x.cpu().numpy() for x in self.pass2_stat[f"{t}_top"].result()[:2])
+            d.add_saturation(self.values[layer].note, values, images)
+        return out
+
+    def _write_strips(
+        self, thresholds: dict[str, list[torch.Tensor]], dissected: dict[str, Any], out: dict[str, Any]
+    ) -> None:
+        fault("strips.write")
+        tops = {layer: self.pass2_stat[f"{self.tag[layer]}_top"].result() for layer in self.layers}
+        source = strip_source(self.acts, self.labels, cache=self.cache, label_cache=self.label_cache)
+        out["strips"], out["masks"] = write_unit_strips(
+            self.run_dir,
+            source,
+            self.layers,
+            self.tag,
+            tops,
+            thresholds={layer: th[0] for layer, th in thresholds.items()},
+            dissected=dissected,
+            detectors_only=True,
+        )
+
+    def write(
+        self,
+        result: DissectResult,
+        thresholds: dict[str, list[torch.Tensor]],
+        strips: tuple[Behind, dict[str, Any]] | None = None,
+    ) -> None:
+        """Exemplar strips (``strips``: those :meth:`start_strips` began, waited for here), catalog rows,
+        ``layers.json``; the cache removed unless kept. Rank 0 only."""
         from unitscope.catalog import Catalog
 
         if not is_main():
@@ -714,22 +782,11 @@ class _Run:
                 self.cache.close()
             return
         self.bad.consolidate()
+        behind, written = strips if strips is not None else self.start_strips(thresholds)
+        behind.close()  # the strips' error, if any, is raised here
         tops = {layer: self.pass2_stat[f"{self.tag[layer]}_top"].result() for layer in self.layers}
-        strips: dict[str, list[str]] = {}
-        masks: dict[str, list[dict]] = {}
-        if self.opts.exemplar_images:
-            fault("strips.write")
-            source = strip_source(self.acts, self.labels, cache=self.cache, label_cache=self.label_cache)
-            strips, masks = write_unit_strips(
-                self.run_dir,
-                source,
-                self.layers,
-                self.tag,
-                tops,
-                thresholds={layer: th[0] for layer, th in thresholds.items()},
-                dissected=result.layers,
-                detectors_only=True,
-            )
+        strips_of: dict[str, list[str]] = written.get("strips", {})
+        masks: dict[str, list[dict]] = written.get("masks", {})
         row_index = np.array([self.acts.index(p) for p in range(self.n)], dtype=np.int64)
         names, cats = self.labels.label_names, result.layers[self.layers[0]].label_categories
         model_name = self.acts.model_name
@@ -744,7 +801,7 @@ class _Run:
                     self.opts.quantile,
                     row_index,
                     tops[layer],
-                    strips.get(layer),
+                    strips_of.get(layer),
                     result.rotations[layer],
                 )
                 cat.replace("concept_images", masks.get(layer, []), model=model_name, layer=layer)

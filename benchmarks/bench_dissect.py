@@ -67,9 +67,17 @@ def world_for(n: int, size: int = 224, style: str = "cartoon") -> Path:
     return make_world(cache_dir() / f"{name}-n{n}-s{size}-seed0", n=n, size=size, seed=0, progress=False, style=style)
 
 
-def bare_forward(model, data, batch_size: int, workers: int, device: torch.device, cpu: list | None = None) -> float:
+def bare_forward(
+    model,
+    data,
+    batch_size: int,
+    workers: int,
+    device: torch.device,
+    cpu: list | None = None,
+    faults: list | None = None,
+) -> float:
     cuda = device.type == "cuda"
-    cpu_start = cpu_seconds()
+    cpu_start, faults_start = cpu_seconds(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     loader = torch.utils.data.DataLoader(_Images(data), batch_size=batch_size, num_workers=workers, pin_memory=cuda)
     start = time.perf_counter()
     with torch.no_grad():
@@ -79,6 +87,8 @@ def bare_forward(model, data, batch_size: int, workers: int, device: torch.devic
         torch.cuda.synchronize()
     if cpu is not None:
         cpu.append(cpu_seconds() - cpu_start)
+    if faults is not None:  # minor page faults of this process: glibc's unmapped buffers faulted in again
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_start)
     return time.perf_counter() - start
 
 
@@ -307,8 +317,10 @@ def main() -> None:
     workers = resolve_workers(args.workers)
     bare_forward(model, data, args.batch_size, workers, device)  # warm-up: page cache, thread pools, kernels
     bare_cpu: list[float] = []
+    bare_faults: list[int] = []
     bare_wall = [
-        bare_forward(model, data, args.batch_size, workers, device, bare_cpu) for _ in range(max(1, args.bare_repeats))
+        bare_forward(model, data, args.batch_size, workers, device, bare_cpu, bare_faults)
+        for _ in range(max(1, args.bare_repeats))
     ]
     runs = {}
     for precision in dict.fromkeys(["float32", args.precision]):
@@ -343,7 +355,8 @@ def main() -> None:
     # dissection is compared with the median of the passes that bracket it
     before = len(bare_wall)
     bare_wall += [
-        bare_forward(model, data, args.batch_size, workers, device, bare_cpu) for _ in range(max(1, args.bare_repeats))
+        bare_forward(model, data, args.batch_size, workers, device, bare_cpu, bare_faults)
+        for _ in range(max(1, args.bare_repeats))
     ]
     print(
         f"{args.model} {','.join(layers)}, {args.images} {args.style} images at {args.size} px, {device}, "
@@ -359,7 +372,8 @@ def main() -> None:
         + " ".join(f"{c:.1f}" for c in bare_cpu[:before])
         + " | "
         + " ".join(f"{c:.1f}" for c in bare_cpu[before:])
-        + " s"
+        + " s; minor page faults "
+        + " ".join(f"{f / 1e6:.2f}M" for f in bare_faults)
     )
     forward_s = statistics.median(bare_wall)
     bare_cpu_s, bare_cpu_min = statistics.median(bare_cpu), min(bare_cpu)

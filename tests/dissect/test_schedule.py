@@ -146,3 +146,15 @@ def test_a_fault_in_the_background_strips_lets_pass_3_finish_and_resumes_to_the_
     run(world, tmp_path / "run", monkeypatch, cores=4)
     assert catalog_dump(tmp_path / "run" / "catalog.sqlite") == catalog_dump(tmp_path / "serial" / "catalog.sqlite")
     assert strips(tmp_path / "run") == strips(tmp_path / "serial")
+
+
+def test_spare_cores_counts_torch_threads_and_local_ranks(monkeypatch):
+    monkeypatch.setattr(schedule.os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    monkeypatch.setattr(schedule.torch, "get_num_threads", lambda: 2)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert schedule.spare_cores() == 4
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert schedule.spare_cores() == 1  # torchrun's ranks hold the cores: everything inline
+    monkeypatch.setattr(schedule.torch, "get_num_threads", lambda: 16)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    assert schedule.spare_cores() == 1

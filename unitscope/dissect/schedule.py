@@ -28,9 +28,11 @@ T = TypeVar("T")
 
 def spare_cores() -> int:
     """How many torch-sized thread teams the cores this process may use hold (at least 1):
-    ``cores // torch.get_num_threads()``."""
+    ``cores // (torch.get_num_threads() * processes)``, the processes of this machine under
+    ``torchrun`` (``LOCAL_WORLD_SIZE``) sharing its cores."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // max(1, torch.get_num_threads()))
+    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    return max(1, cores // (max(1, torch.get_num_threads()) * local))
 
 
 class LayerThreads:

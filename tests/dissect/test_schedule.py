@@ -158,3 +158,17 @@ def test_spare_cores_counts_torch_threads_and_local_ranks(monkeypatch):
     monkeypatch.setattr(schedule.torch, "get_num_threads", lambda: 16)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
     assert schedule.spare_cores() == 1
+
+
+def test_one_torch_thread_while_the_layers_take_the_cores():
+    saved = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with LayerThreads(["a", "b", "c"], one_torch_thread=True) as each:
+            assert torch.get_num_threads() == 1
+            assert each(lambda layer: torch.get_num_threads()) == {"a": 1, "b": 1, "c": 1}
+        assert torch.get_num_threads() == 2
+        with LayerThreads(["a"], one_torch_thread=True):  # one layer: torch keeps its threads
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(saved)

@@ -455,8 +455,15 @@ class _Run:
     def pass2(self, thresholds: dict[str, list[torch.Tensor]]) -> None:
         """Top-k exemplars and IoU counts of every unit (and of every rotated unit); the layers of a
         batch side by side where cores are spare (:class:`~.schedule.LayerThreads`)."""
-        with LayerThreads(self.layers) as each:
+        # at one torch thread (the layers take the cores) where the maps come from the cache, not
+        # the model, and no rotated maps are counted: those go through a matmul, whose rounding must
+        # stay the one pass 1's rotated thresholds saw
+        with LayerThreads(self.layers, one_torch_thread=self._reads_cache() and not self.opts.rotations) as each:
             self._pass2(thresholds, each)
+
+    def _reads_cache(self) -> bool:
+        """Whether passes 2 and 3 read the maps from the activation cache (else they run the model)."""
+        return self.cache is not None and not self._forward_labels
 
     def _pass2(self, thresholds: dict[str, list[torch.Tensor]], each: LayerThreads) -> None:
         stat, dev = self.pass2_stat, self.opts.device
@@ -610,7 +617,7 @@ class _Run:
         )  # the labels from the label cache: no decoding
         picks = {layer: torch.from_numpy(u).to(dev) for layer, u in units.items()}
         masks = MaskCache(self.run_dir / CACHE_FOLDER / "masks") if self.cache is not None else None
-        with LayerThreads(self.layers) as each:
+        with LayerThreads(self.layers, one_torch_thread=self._reads_cache()) as each:
             self._pass3(stat, items, key, lc, masks, thresholds, picks, each)
         self.null = {layer: (u, stat[f"{self.tag[layer]}_null"].iou().cpu().numpy()) for layer, u in units.items()}
 

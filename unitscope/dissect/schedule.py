@@ -38,10 +38,19 @@ def spare_cores() -> int:
 class LayerThreads:
     """``each(fn)`` -> ``{layer: fn(layer)}``, the layers in a thread each where :func:`spare_cores`
     is at least 2 (or ``threads`` says so), else one after the other. An exception in any layer
-    is raised after every layer's call has ended."""
+    is raised after every layer's call has ended.
 
-    def __init__(self, layers: Sequence[str], threads: int | None = None) -> None:
+    ``one_torch_thread``: for work of many small kernels (finding and counting masks), where
+    torch's intra-op threads wait for each other more than they work (on a loaded 2-core machine
+    pass 2 took 10x the CPU time at 2 threads than at 1): torch runs at one thread until the
+    context ends, and the layers take the cores instead."""
+
+    def __init__(self, layers: Sequence[str], threads: int | None = None, one_torch_thread: bool = False) -> None:
         self.layers = list(layers)
+        self._saved: int | None = None
+        if one_torch_thread and torch.get_num_threads() > 1 and len(self.layers) > 1:
+            self._saved = torch.get_num_threads()
+            torch.set_num_threads(1)
         n = threads if threads is not None else (len(self.layers) if spare_cores() >= 2 else 1)
         self._pool = ThreadPoolExecutor(n, thread_name_prefix="dissect-layer") if n > 1 and len(layers) > 1 else None
 
@@ -59,6 +68,8 @@ class LayerThreads:
     def __exit__(self, *exc: Any) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
+        if self._saved is not None:
+            torch.set_num_threads(self._saved)
 
 
 class Behind:

@@ -16,7 +16,10 @@ Targets: the whole dissection, every default on (p-values, exemplar and mask str
 1.2x one bare forward pass over the same images (issue 22; 1.5x in issue 4), the permutation null
 (pass 3) at most 10% of it, and peak memory does not grow with the number of images. The time of
 each step of the engine (pass 1 to 3, summarise, write: strips and catalog) is printed beside the
-ratio. Resident memory swings by a few
+ratio (where a core is spare the strips run in a background thread from ``start_strips`` on, so
+their time falls in pass 3, summarise and the wait in write; CPU time counts every thread). The
+bare pass runs with the allocator settings the dissection's passes use (``keep_freed_memory``;
+``UNITSCOPE_MALLOC=system`` runs both with glibc's defaults). Resident memory swings by a few
 hundred MB with the forward pass's allocations, so the median over the run is printed beside the
 peak, and per fifth of the run: growth would show as a higher median at 10k than at 1k, and as
 medians that rise from one fifth to the next. Pass 1 (the forward passes, whose batch-sized
@@ -55,7 +58,7 @@ from unitscope.commands.dissect import cache_dir
 from unitscope.data import BrodenDataset
 from unitscope.dissect import dissect, engine, label_agreement
 from unitscope.models import create_model, get_info
-from unitscope.tally import resolve_workers
+from unitscope.tally import keep_freed_memory, resolve_workers
 from unitscope.world import make_world
 
 
@@ -64,9 +67,17 @@ def world_for(n: int, size: int = 224, style: str = "cartoon") -> Path:
     return make_world(cache_dir() / f"{name}-n{n}-s{size}-seed0", n=n, size=size, seed=0, progress=False, style=style)
 
 
-def bare_forward(model, data, batch_size: int, workers: int, device: torch.device, cpu: list | None = None) -> float:
+def bare_forward(
+    model,
+    data,
+    batch_size: int,
+    workers: int,
+    device: torch.device,
+    cpu: list | None = None,
+    faults: list | None = None,
+) -> float:
     cuda = device.type == "cuda"
-    cpu_start = cpu_seconds()
+    cpu_start, faults_start = cpu_seconds(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     loader = torch.utils.data.DataLoader(_Images(data), batch_size=batch_size, num_workers=workers, pin_memory=cuda)
     start = time.perf_counter()
     with torch.no_grad():
@@ -76,6 +87,8 @@ def bare_forward(model, data, batch_size: int, workers: int, device: torch.devic
         torch.cuda.synchronize()
     if cpu is not None:
         cpu.append(cpu_seconds() - cpu_start)
+    if faults is not None:  # minor page faults of this process: glibc's unmapped buffers faulted in again
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_start)
     return time.perf_counter() - start
 
 
@@ -101,7 +114,7 @@ def phase_timer(cpu: dict[str, float] | None = None):
     cpu = {} if cpu is None else cpu
     saved = {
         name: getattr(engine._Run, name)
-        for name in ("open", "pass1", "pass2", "pass3", "summarise", "write")
+        for name in ("open", "pass1", "pass2", "start_strips", "pass3", "summarise", "write")
         if hasattr(engine._Run, name)
     }
 
@@ -295,14 +308,19 @@ def main() -> None:
         return
 
     device = torch.device(args.device)
+    # the dissection's data passes keep glibc from unmapping large freed buffers (unitscope.tally):
+    # the bare pass runs with the same allocator settings (UNITSCOPE_MALLOC=system: both without)
+    kept = keep_freed_memory()
     model = create_model(args.model, pretrained=False if args.random_weights else None).to(device).eval()
     layers = get_info(model).default_layers if args.layer == "default" else args.layer.split(",")
     data = BrodenDataset(world_for(args.images, args.size, args.style), transform=get_info(model).transform())
     workers = resolve_workers(args.workers)
     bare_forward(model, data, args.batch_size, workers, device)  # warm-up: page cache, thread pools, kernels
     bare_cpu: list[float] = []
+    bare_faults: list[int] = []
     bare_wall = [
-        bare_forward(model, data, args.batch_size, workers, device, bare_cpu) for _ in range(max(1, args.bare_repeats))
+        bare_forward(model, data, args.batch_size, workers, device, bare_cpu, bare_faults)
+        for _ in range(max(1, args.bare_repeats))
     ]
     runs = {}
     for precision in dict.fromkeys(["float32", args.precision]):
@@ -337,11 +355,13 @@ def main() -> None:
     # dissection is compared with the median of the passes that bracket it
     before = len(bare_wall)
     bare_wall += [
-        bare_forward(model, data, args.batch_size, workers, device, bare_cpu) for _ in range(max(1, args.bare_repeats))
+        bare_forward(model, data, args.batch_size, workers, device, bare_cpu, bare_faults)
+        for _ in range(max(1, args.bare_repeats))
     ]
     print(
         f"{args.model} {','.join(layers)}, {args.images} {args.style} images at {args.size} px, {device}, "
-        f"batch {args.batch_size}, {workers} workers, {torch.get_num_threads()} threads, null draws {args.null_draws}"
+        f"batch {args.batch_size}, {workers} workers, {torch.get_num_threads()} threads, null draws {args.null_draws}, "
+        f"freed buffers {'kept (mallopt)' if kept else 'returned to the OS (glibc defaults)'}"
     )
     print(
         "  bare forward passes (full model, data loading included), before | after the dissection: wall "
@@ -352,7 +372,8 @@ def main() -> None:
         + " ".join(f"{c:.1f}" for c in bare_cpu[:before])
         + " | "
         + " ".join(f"{c:.1f}" for c in bare_cpu[before:])
-        + " s"
+        + " s; minor page faults "
+        + " ".join(f"{f / 1e6:.2f}M" for f in bare_faults)
     )
     forward_s = statistics.median(bare_wall)
     bare_cpu_s, bare_cpu_min = statistics.median(bare_cpu), min(bare_cpu)

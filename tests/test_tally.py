@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import platform
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -17,7 +19,7 @@ from torch.utils.data import Dataset
 from unitscope import faults
 from unitscope.runs import load_arrays
 from unitscope.stats import CombinedStat, Moments, Quantile, TopK, load_stat
-from unitscope.tally import TallyKeyError, reduce_across_ranks, tally
+from unitscope.tally import TallyKeyError, keep_freed_memory, reduce_across_ranks, tally
 
 JOB = Path(__file__).parent / "helpers" / "tally_job.py"
 ROOT = Path(__file__).parents[1]
@@ -250,3 +252,18 @@ def test_check_resumable_refuses_a_changed_key_without_writing(tmp_path: Path) -
         with pytest.raises(TallyKeyError, match=f"items: saved {items}, now 30"):
             check_resumable(new_stat(), 30, run_dir=tmp_path / folder, key={"job": "t"}, batch_size=4)
         assert {p: p.stat().st_mtime_ns for p in (tmp_path / folder).iterdir()} == before
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_keep_freed_memory_reuses_a_large_freed_buffer_without_page_faults() -> None:
+    """A 256 MB buffer freed and allocated again: glibc's default unmaps it and faults its 65,536
+    pages in again; after keep_freed_memory the second allocation reuses the first one's pages."""
+    assert keep_freed_memory() and keep_freed_memory()  # on, and once per process
+
+    def faults() -> int:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        torch.ones(2**26)  # 256 MB written and freed at once
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+    faults()  # the heap grows to hold it (the first time it faults in)
+    assert faults() < 2**26 * 4 // 4096 // 20

@@ -21,8 +21,10 @@ another one).
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
+import platform
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,7 @@ __all__ = [
     "TallyKeyError",
     "changed_key_fields",
     "check_resumable",
+    "keep_freed_memory",
     "rank_world",
     "reduce_across_ranks",
     "resolve_workers",
@@ -92,6 +95,7 @@ def tally(
     """
     if batch_size < 1 or checkpoint_every < 1:
         raise ValueError("batch_size and checkpoint_every must be at least 1")
+    keep_freed_memory()  # before the DataLoader forks its workers, which inherit it
     rank, world = rank_world()
     total_items = len(dataset)  # type: ignore[arg-type]
     lo, hi = shard(total_items, batch_size, rank, world)
@@ -217,6 +221,37 @@ def reduce_across_ranks(stat: Stat) -> Stat:
         merged.merge(stat_from_state_dict(sd))
     stat.load_state_dict(merged.state_dict())
     return stat
+
+
+_KEPT: bool | None = None  # keep_freed_memory's answer, once per process
+
+
+def keep_freed_memory() -> bool:
+    """Let glibc keep the forward pass's large buffers for the next batch instead of returning them
+    to the OS; returns whether it took effect (once per process; ``UNITSCOPE_MALLOC=system`` opts out).
+
+    glibc serves a block over ``M_MMAP_THRESHOLD`` (at most 32 MB when it adapts) with its own
+    ``mmap`` and unmaps it when it is freed, so every batch of a CNN's early layers (Lite0 at batch
+    50: maps of 80-240 MB) faults its pages in and zeroes them again: about 10**6 minor faults and
+    half the CPU time of a batch at one thread (``benchmarks/bench_dissect.py``). With the block kept
+    on the heap and the heap not trimmed, the second batch reuses the first one's pages. Resident
+    memory then stays at the peak of one batch instead of dropping between batches. Other C
+    libraries (macOS, musl) are left as they are.
+    """
+    global _KEPT
+    if _KEPT is None:
+        _KEPT = False
+        if os.environ.get("UNITSCOPE_MALLOC", "") != "system" and platform.libc_ver()[0] == "glibc":
+            try:
+                mallopt = ctypes.CDLL(None).mallopt
+            except (OSError, AttributeError):
+                return False
+            m_trim_threshold, m_mmap_threshold, m_mmap_max = -1, -3, -4
+            big = 2**30
+            # a threshold above heap_max/2 is refused by glibc < 2.36: then no mmap at all
+            mapped = mallopt(m_mmap_threshold, big) == 1 or mallopt(m_mmap_max, 0) == 1
+            _KEPT = mapped and mallopt(m_trim_threshold, big) == 1
+    return _KEPT
 
 
 def resolve_workers(workers: int | str, cores: int | None = None, local_world: int | None = None) -> int:

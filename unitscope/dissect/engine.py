@@ -20,6 +20,9 @@ Two passes over the data, every layer at once, and a short third:
 3. the permutation null behind the p-values (:mod:`.significance`), only for the units whose
    p-value can matter (best IoU above the cut-off, and a fixed sample for ``images_needed``),
    from the activation cache: the cached maps of those units, and the labels read again.
+The exemplar strips need only pass 2: they start after it, beside pass 3 where a core is spare;
+where cores are spare the layers of a batch are counted side by side, and pass 1's statistics are
+added behind the next forward pass (:mod:`.schedule`; results bit-identical).
 Each pass checkpoints into the run folder and resumes after a kill with identical results. Each
 pass is keyed on what it depends on: a rerun with another ``quantile`` or ``topk`` redoes pass 2
 only; another model, data set or layer list in the same folder is refused. :func:`dissect_sources`
@@ -58,6 +61,7 @@ from unitscope.dissect.iou import (
 )
 from unitscope.dissect.options import Options, with_overrides
 from unitscope.dissect.results import DissectResult, summarise, write_layer_rows
+from unitscope.dissect.schedule import Behind, LayerThreads
 from unitscope.dissect.significance import null_seed, null_units
 from unitscope.dissect.sources import (
     ActivationSource,
@@ -222,9 +226,14 @@ def dissect_sources(
     run.open(fresh, config)
     thresholds = run.pass1()
     run.pass2(thresholds)
-    run.pass3(thresholds)
-    result = run.summarise(thresholds)
-    run.write(result, thresholds)
+    strips = run.start_strips(thresholds)  # from pass 2's top-k and labels: beside pass 3 where a core is spare
+    try:
+        run.pass3(thresholds)
+        result = run.summarise(thresholds)
+    except BaseException:
+        strips[0].close(raise_errors=False)  # this error wins over the strips'
+        raise
+    run.write(result, thresholds, strips)
     return result
 
 
@@ -375,28 +384,42 @@ class _Run:
         sketch = not isinstance(reduce, ExactPass1)  # else the reduce sketches all cached maps
         lc = self._open_label_cache(forward=True)  # a source that labels in its forward pass: labels cached here
 
+        # the sketches and the cache writes of a batch run behind the next batch's forward pass
+        # (one background thread, where a core is spare); every checkpoint waits for them first
+        behind = Behind()
+
         def flush() -> None:
+            behind.wait()
             for c in (cache, lc):
                 if c is not None:
                     c.flush()
 
-        for batch in self._batches(1, stat, Items(self.n, self.acts), on_checkpoint=flush, reduce=reduce):
-            ran = True
-            if cache is not None and batch["bad"]:
-                cache.skip(np.array([p for p, _ in batch["bad"]]))
-                if lc is not None:
-                    lc.skip(np.array([p for p, _ in batch["bad"]]))
-            if not len(batch["pos"]):
-                continue
-            maps = self.acts.activations(batch)
-            if lc is not None:  # pass 2 (and 3) then read them, with the maps, and never run the source
-                lc.write(batch["pos"].numpy(), *self.labels.label_batch(batch))
+        def record(maps: dict[str, torch.Tensor], pos: np.ndarray) -> None:
             for layer, a in maps.items():
                 t = self.tag[layer]
                 if sketch:
                     add_layer_samples(stat, t, a, self.rots[layer], self.values[layer].post)
                 if cache is not None:
-                    cache.write(layer, batch["pos"].numpy(), a.cpu().numpy())
+                    cache.write(layer, pos, a.cpu().numpy())
+
+        try:
+            for batch in self._batches(1, stat, Items(self.n, self.acts), on_checkpoint=flush, reduce=reduce):
+                ran = True
+                if cache is not None and batch["bad"]:
+                    behind.wait()  # the cache's rows are written in batch order
+                    cache.skip(np.array([p for p, _ in batch["bad"]]))
+                    if lc is not None:
+                        lc.skip(np.array([p for p, _ in batch["bad"]]))
+                if not len(batch["pos"]):
+                    continue
+                maps = self.acts.activations(batch)
+                if lc is not None:  # pass 2 (and 3) then read them, with the maps, and never run the source
+                    lc.write(batch["pos"].numpy(), *self.labels.label_batch(batch))
+                behind.submit(record, maps, batch["pos"].numpy())
+        except BaseException:
+            behind.close(raise_errors=False)  # the batch's error wins over the background call's
+            raise
+        behind.close()
         if cache is not None and ran and sketch and is_main():
             cache.mark_complete()
             if lc is not None:
@@ -430,7 +453,19 @@ class _Run:
         return batch, {layer: torch.from_numpy(self.cache.read(layer, pos)).to(dev) for layer in self.layers}
 
     def pass2(self, thresholds: dict[str, list[torch.Tensor]]) -> None:
-        """Top-k exemplars and IoU counts of every unit (and of every rotated unit)."""
+        """Top-k exemplars and IoU counts of every unit (and of every rotated unit); the layers of a
+        batch side by side where cores are spare (:class:`~.schedule.LayerThreads`)."""
+        # at one torch thread (the layers take the cores) where the maps come from the cache, not
+        # the model, and no rotated maps are counted: those go through a matmul, whose rounding must
+        # stay the one pass 1's rotated thresholds saw
+        with LayerThreads(self.layers, one_torch_thread=self._reads_cache() and not self.opts.rotations) as each:
+            self._pass2(thresholds, each)
+
+    def _reads_cache(self) -> bool:
+        """Whether passes 2 and 3 read the maps from the activation cache (else they run the model)."""
+        return self.cache is not None and not self._forward_labels
+
+    def _pass2(self, thresholds: dict[str, list[torch.Tensor]], each: LayerThreads) -> None:
         stat, dev = self.pass2_stat, self.opts.device
         cached = self.label_cache if self.labels.needs_forward and not self._forward_labels else None  # pass 1's
         items = Items(
@@ -459,13 +494,12 @@ class _Run:
             if lc is not None:
                 lc.write(batch["pos"].numpy(), *planes)
             prep = prepare_labels(*planes, num_labels, dev)  # once for every layer and rotation
-            record = {}
-            for layer, a in maps.items():
-                t = self.tag[layer]
-                stat[f"{t}_top"].add(a, batch["pos"].to(dev))
+            pos = batch["pos"].to(dev)
+
+            def count(layer: str, maps=maps, prep=prep, pos=pos) -> tuple[torch.Tensor, list[MaskPixels]]:
+                a, t = maps[layer], self.tag[layer]
+                stat[f"{t}_top"].add(a, pos)
                 masks = mask_pixel_lists(a, thresholds[layer][0], prep.size)
-                if mc is not None:  # for pass 3: the candidates' masks without finding them again
-                    record[t] = (thresholds[layer][0], masks)
                 inter, area, label_area = count_masks(
                     masks, *a.shape[:2], prep, [torch.arange(len(a), device=dev)], **kw
                 )
@@ -475,7 +509,10 @@ class _Run:
                     stat[f"{t}_r{r}_iou"].add_counts(
                         *count_batch(rotate(out, rot), thresholds[layer][r + 1], prep, **kw)
                     )
-            if mc is not None:
+                return thresholds[layer][0], masks
+
+            record = {self.tag[layer]: r for layer, r in each(count).items()}  # each layer's statistics its own
+            if mc is not None:  # for pass 3: the candidates' masks without finding them again
                 mc.budget = self._mask_budget()  # the label cache is laid out on its first batch
                 mc.write(batch["pos"].numpy(), record, prep.pixels)
         if lc is not None and ran and is_main():
@@ -578,10 +615,26 @@ class _Run:
             self.acts if self.cache is None or self._forward_labels else None,
             None if lc is not None else self.labels,
         )  # the labels from the label cache: no decoding
-        num_labels = len(self.labels.label_names)
-        kw = {"denominator": o.denominator, "label_category": self.labels.label_category.to(dev)}
         picks = {layer: torch.from_numpy(u).to(dev) for layer, u in units.items()}
         masks = MaskCache(self.run_dir / CACHE_FOLDER / "masks") if self.cache is not None else None
+        with LayerThreads(self.layers, one_torch_thread=self._reads_cache()) as each:
+            self._pass3(stat, items, key, lc, masks, thresholds, picks, each)
+        self.null = {layer: (u, stat[f"{self.tag[layer]}_null"].iou().cpu().numpy()) for layer, u in units.items()}
+
+    def _pass3(
+        self,
+        stat: CombinedStat,
+        items: Items,
+        key: dict[str, Any],
+        lc: LabelCache | None,
+        masks: MaskCache | None,
+        thresholds: dict[str, list[torch.Tensor]],
+        picks: dict[str, torch.Tensor],
+        each: LayerThreads,
+    ) -> None:
+        o, dev = self.opts, self.opts.device
+        num_labels = len(self.labels.label_names)
+        kw = {"denominator": o.denominator, "label_category": self.labels.label_category.to(dev)}
         for batch in self._batches(3, stat, items, key=key):
             if not len(batch["pos"]):
                 continue
@@ -602,8 +655,9 @@ class _Run:
             # the derangements depend only on the batch's first position: resume-exact
             orders = in_batch_orders(len(batch["pos"]), o.null_draws, null_seed(o.seed, int(batch["pos"][0])), dev)
             n = len(batch["pos"])
-            for layer, a in maps.items():
-                pick, t = picks[layer], self.tag[layer]
+
+            def count(layer: str, maps=maps, prep=prep, orders=orders, n=n) -> None:
+                a, pick, t = maps[layer], picks[layer], self.tag[layer]
                 if isinstance(a, MaskPixels):
                     counts = count_masks(
                         [select_units(a, pick, self.shapes[layer][0])], n, len(pick), prep, orders, **kw
@@ -611,7 +665,8 @@ class _Run:
                 else:
                     counts = count_orders(a[:, pick], thresholds[layer][0][pick], prep, None, None, None, orders, **kw)
                 stat[f"{t}_null"].add_counts(*counts)
-        self.null = {layer: (u, stat[f"{self.tag[layer]}_null"].iou().cpu().numpy()) for layer, u in units.items()}
+
+            each(count)
 
     def _best_iou(self, layer: str) -> np.ndarray:
         """``[C]``: each unit's best IoU after pass 2 (label 0, "unlabelled", left out), as ``summarise`` has it."""
@@ -665,8 +720,68 @@ class _Run:
             )
         return result
 
-    def write(self, result: DissectResult, thresholds: dict[str, list[torch.Tensor]]) -> None:
-        """Exemplar strips, catalog rows, ``layers.json``; the cache removed unless kept. Rank 0 only."""
+    def start_strips(self, thresholds: dict[str, list[torch.Tensor]]) -> tuple[Behind, dict[str, Any]]:
+        """Start the exemplar and concept strips (rank 0, ``exemplar_images``): they need pass 2's
+        top-k, thresholds, best labels and detectors only, which pass 3's p-values leave as they are.
+        In a background thread (:class:`~.schedule.Behind`) where a core is spare and nothing in them
+        runs the model (the caches hold the maps and labels: two forward passes at once would share
+        the model's hooks), so pass 3 and ``summarise`` run meanwhile; else here, at once.
+        Returns the thread and the dict it fills (``strips``, ``masks``); :meth:`write` waits for it."""
+        out: dict[str, Any] = {}
+        if not is_main() or not self.opts.exemplar_images:
+            return Behind(enabled=False), out
+        labels_cached = not self.labels.needs_forward or (self.label_cache is not None and self.label_cache.complete)
+        behind = Behind(
+            enabled=None if self.cache is not None and not self._forward_labels and labels_cached else False
+        )
+        behind.submit(self._write_strips, thresholds, self._pass2_labels(thresholds), out)
+        return behind, out
+
+    def _pass2_labels(self, thresholds: dict[str, list[torch.Tensor]]) -> dict[str, Any]:
+        """Each layer's units labelled from pass 2's counts and top-k (:meth:`summarise` without p-values)."""
+        cats = list(self.labels.categories)
+        label_cats = [cats[int(g)] if int(g) >= 0 else "" for g in self.labels.label_category.tolist()]
+        out = {}
+        for layer in self.layers:
+            t = self.tag[layer]
+            out[layer] = d = summarise(
+                layer,
+                self.shapes[layer],
+                thresholds[layer][0].cpu().numpy(),
+                self.pass2_stat[f"{t}_iou"].iou().cpu().numpy(),
+                self.opts.iou_threshold,
+                list(self.labels.label_names),
+                label_cats,
+            )
+            values, images = (x.cpu().numpy() for x in self.pass2_stat[f"{t}_top"].result()[:2])
+            d.add_saturation(self.values[layer].note, values, images)
+        return out
+
+    def _write_strips(
+        self, thresholds: dict[str, list[torch.Tensor]], dissected: dict[str, Any], out: dict[str, Any]
+    ) -> None:
+        fault("strips.write")
+        tops = {layer: self.pass2_stat[f"{self.tag[layer]}_top"].result() for layer in self.layers}
+        source = strip_source(self.acts, self.labels, cache=self.cache, label_cache=self.label_cache)
+        out["strips"], out["masks"] = write_unit_strips(
+            self.run_dir,
+            source,
+            self.layers,
+            self.tag,
+            tops,
+            thresholds={layer: th[0] for layer, th in thresholds.items()},
+            dissected=dissected,
+            detectors_only=True,
+        )
+
+    def write(
+        self,
+        result: DissectResult,
+        thresholds: dict[str, list[torch.Tensor]],
+        strips: tuple[Behind, dict[str, Any]] | None = None,
+    ) -> None:
+        """Exemplar strips (``strips``: those :meth:`start_strips` began, waited for here), catalog rows,
+        ``layers.json``; the cache removed unless kept. Rank 0 only."""
         from unitscope.catalog import Catalog
 
         if not is_main():
@@ -674,22 +789,11 @@ class _Run:
                 self.cache.close()
             return
         self.bad.consolidate()
+        behind, written = strips if strips is not None else self.start_strips(thresholds)
+        behind.close()  # the strips' error, if any, is raised here
         tops = {layer: self.pass2_stat[f"{self.tag[layer]}_top"].result() for layer in self.layers}
-        strips: dict[str, list[str]] = {}
-        masks: dict[str, list[dict]] = {}
-        if self.opts.exemplar_images:
-            fault("strips.write")
-            source = strip_source(self.acts, self.labels, cache=self.cache, label_cache=self.label_cache)
-            strips, masks = write_unit_strips(
-                self.run_dir,
-                source,
-                self.layers,
-                self.tag,
-                tops,
-                thresholds={layer: th[0] for layer, th in thresholds.items()},
-                dissected=result.layers,
-                detectors_only=True,
-            )
+        strips_of: dict[str, list[str]] = written.get("strips", {})
+        masks: dict[str, list[dict]] = written.get("masks", {})
         row_index = np.array([self.acts.index(p) for p in range(self.n)], dtype=np.int64)
         names, cats = self.labels.label_names, result.layers[self.layers[0]].label_categories
         model_name = self.acts.model_name
@@ -704,7 +808,7 @@ class _Run:
                     self.opts.quantile,
                     row_index,
                     tops[layer],
-                    strips.get(layer),
+                    strips_of.get(layer),
                     result.rotations[layer],
                 )
                 cat.replace("concept_images", masks.get(layer, []), model=model_name, layer=layer)

@@ -1,0 +1,174 @@
+"""The dissection's passes side by side (layers in threads, pass 1's statistics behind the next
+forward pass) give the serial run's results bit for bit, and a fault in the background work
+resumes to them."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tests.dissect.test_dissect import catalog_dump, dataset, planted, world  # noqa: F401  (world is a fixture)
+from unitscope import faults
+from unitscope.dissect import ActivationSource, Options, dissect_sources, schedule
+from unitscope.dissect.schedule import Behind, LayerThreads
+from unitscope.dissect.sources import BrodenLabels, ModelActivations
+from unitscope.runs import load_arrays
+
+
+class ThreeLayers(ActivationSource):
+    """The planted colour units (``feat``) and two maps made from them, so that the passes have
+    layers of two sizes to run side by side."""
+
+    model_name = "planted-three"
+    layers = ["feat", "mixed", "coarse"]
+
+    def __init__(self, inner: ModelActivations) -> None:
+        self.inner = inner
+
+    def __len__(self):
+        return len(self.inner)
+
+    def shapes(self):
+        c, h, w = self.inner.shapes()["feat"]
+        return {"feat": (c, h, w), "mixed": (2, h, w), "coarse": (c, h // 2, w // 2)}
+
+    def load(self, pos):
+        return self.inner.load(pos)
+
+    def activations(self, batch):
+        a = self.inner.activations(batch)["feat"]  # [N, 3, h, w]
+        mixed = torch.stack([a[:, 0] + 0.5 * a[:, 1], a[:, 2] - 0.25 * a[:, 0]], 1)
+        return {"feat": a, "mixed": mixed, "coarse": F.avg_pool2d(a, 2)}
+
+    def key(self):
+        return {**self.inner.key(), "layers": self.layers}
+
+    def index(self, pos):
+        return self.inner.index(pos)
+
+    def picture(self, pos):
+        return self.inner.picture(pos)
+
+
+def run(world, out, monkeypatch, cores: int, **kw):
+    """A dissection of the three layers with ``spare_cores()`` set to ``cores`` (1: all inline)."""
+    monkeypatch.setattr(schedule, "spare_cores", lambda: cores)
+    model = planted(world)
+    ds = dataset(world, model)
+    opts = Options(quantile=0.05, topk=3, batch_size=4, checkpoint_every=1, progress=False, null_draws=8, rotations=1)
+    return dissect_sources(ThreeLayers(ModelActivations(model, ds, ["feat"])), BrodenLabels(ds), out, opts, **kw)
+
+
+def arrays(out):
+    return {p.name: load_arrays(p) for p in sorted((out / "arrays").glob("*.safetensors"))}
+
+
+def test_threaded_passes_equal_the_serial_run(world, tmp_path, monkeypatch):
+    serial = run(world, tmp_path / "serial", monkeypatch, cores=1)
+    threaded = run(world, tmp_path / "threaded", monkeypatch, cores=4)
+    assert serial.layers["feat"].detectors.sum() == 3  # the planted units are found
+    want, got = arrays(tmp_path / "serial"), arrays(tmp_path / "threaded")
+    assert list(got) == ["l0.safetensors", "l1.safetensors", "l2.safetensors"] == list(want)
+    for name in want:
+        assert want[name].keys() == got[name].keys()
+        for k in want[name]:
+            assert np.array_equal(want[name][k], got[name][k], equal_nan=True), (name, k)
+    for layer in ThreeLayers.layers:
+        assert np.array_equal(serial.layers[layer].p_value, threaded.layers[layer].p_value, equal_nan=True)
+        assert serial.rotations[layer] == threaded.rotations[layer]
+    assert catalog_dump(tmp_path / "threaded" / "catalog.sqlite") == catalog_dump(
+        tmp_path / "serial" / "catalog.sqlite"
+    )
+    assert strips(tmp_path / "threaded") == strips(tmp_path / "serial") != {}  # written beside pass 3
+
+
+def strips(run):
+    """Every strip of a run folder, path -> bytes."""
+    return {p.relative_to(run).as_posix(): p.read_bytes() for p in sorted((run / "images").rglob("*.jpg"))}
+
+
+def test_a_fault_in_the_background_cache_write_resumes_to_the_serial_result(world, tmp_path, monkeypatch):
+    run(world, tmp_path / "serial", monkeypatch, cores=1)
+    # the 5th cache write is batch 2's second layer, in the thread behind batch 3's forward pass:
+    # its error reaches the loop at batch 2's checkpoint, which is never written
+    with faults.armed("cache.write=5:raise"), pytest.raises(faults.FaultInjected) as raised:
+        run(world, tmp_path / "run", monkeypatch, cores=4)
+    assert any(entry.frame.code.name == "wait" and "schedule" in str(entry.path) for entry in raised.traceback)
+    saved = load_arrays(tmp_path / "run" / "pass1" / "tally.checkpoint.rank0.safetensors")
+    assert int(saved["tally.batches"].reshape(-1)[0]) == 1
+    run(world, tmp_path / "run", monkeypatch, cores=4)
+    assert catalog_dump(tmp_path / "run" / "catalog.sqlite") == catalog_dump(tmp_path / "serial" / "catalog.sqlite")
+    want, got = arrays(tmp_path / "serial"), arrays(tmp_path / "run")
+    for name in want:
+        for k in want[name]:
+            assert np.array_equal(want[name][k], got[name][k], equal_nan=True), (name, k)
+
+
+def test_layer_threads_run_every_layer_before_raising_the_first_error():
+    ran: list[str] = []
+
+    def fn(layer: str) -> str:
+        ran.append(layer)
+        if layer != "c":
+            raise ValueError(layer)
+        return layer
+
+    with LayerThreads(["a", "b", "c"], threads=3) as each, pytest.raises(ValueError, match="^a$"):
+        each(fn)
+    assert sorted(ran) == ["a", "b", "c"]
+    with LayerThreads(["a", "b"], threads=2) as each:
+        assert each(str.upper) == {"a": "A", "b": "B"}
+
+
+def test_behind_runs_calls_in_order_and_raises_their_error():
+    seen: list[int] = []
+    behind = Behind(enabled=True)
+    for i in range(5):
+        behind.submit(seen.append, i)
+    behind.wait()
+    assert seen == [0, 1, 2, 3, 4]
+    behind.submit(lambda: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        behind.submit(seen.append, 5)  # the previous call's error, before this one runs
+    behind.close()
+    assert seen == [0, 1, 2, 3, 4]
+
+
+def test_a_fault_in_the_background_strips_lets_pass_3_finish_and_resumes_to_the_serial_run(
+    world, tmp_path, monkeypatch
+):
+    run(world, tmp_path / "serial", monkeypatch, cores=1)
+    with faults.armed("strips.write=1:raise"), pytest.raises(faults.FaultInjected) as raised:
+        run(world, tmp_path / "run", monkeypatch, cores=4)
+    assert any(entry.frame.code.name == "wait" and "schedule" in str(entry.path) for entry in raised.traceback)
+    assert (tmp_path / "run" / "pass3" / "tally.done.json").exists()  # pass 3 ran beside the strips
+    assert not (tmp_path / "run" / "catalog.sqlite").exists()
+    run(world, tmp_path / "run", monkeypatch, cores=4)
+    assert catalog_dump(tmp_path / "run" / "catalog.sqlite") == catalog_dump(tmp_path / "serial" / "catalog.sqlite")
+    assert strips(tmp_path / "run") == strips(tmp_path / "serial")
+
+
+def test_spare_cores_counts_torch_threads_and_local_ranks(monkeypatch):
+    monkeypatch.setattr(schedule.os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    monkeypatch.setattr(schedule.torch, "get_num_threads", lambda: 2)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert schedule.spare_cores() == 4
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert schedule.spare_cores() == 1  # torchrun's ranks hold the cores: everything inline
+    monkeypatch.setattr(schedule.torch, "get_num_threads", lambda: 16)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    assert schedule.spare_cores() == 1
+
+
+def test_one_torch_thread_while_the_layers_take_the_cores():
+    saved = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with LayerThreads(["a", "b", "c"], one_torch_thread=True) as each:
+            assert torch.get_num_threads() == 1
+            assert each(lambda layer: torch.get_num_threads()) == {"a": 1, "b": 1, "c": 1}
+        assert torch.get_num_threads() == 2
+        with LayerThreads(["a"], one_torch_thread=True):  # one layer: torch keeps its threads
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(saved)

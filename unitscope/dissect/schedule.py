@@ -1,0 +1,108 @@
+"""The dissection's work side by side where cores would sit idle: layers in threads, and pass 1's
+statistics behind the next forward pass.
+
+    with LayerThreads(["blocks.4", "blocks.6"]) as each:
+        counts = each(count_layer)        # {layer: count_layer(layer)}, in threads when cores are spare
+    behind = Behind()
+    behind.submit(sketch, batch_maps)     # runs while the caller goes on (the next forward pass)
+    behind.wait()                         # before a checkpoint: every submitted call has run
+
+Each layer's statistics are touched by one thread only and every call of a layer runs in batch
+order, so the results are bit-identical to a serial run; only the wall time changes. PyTorch's
+kernels and NumPy's sort release the GIL, so threads use cores that a run at fewer torch threads
+than cores leaves idle (``bench_dissect.py --threads 1``: the forward pass holds one core of two).
+With every core busy in torch's own threads (``spare_cores() < 2``) everything runs inline.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import torch
+
+T = TypeVar("T")
+
+
+def spare_cores() -> int:
+    """How many torch-sized thread teams the cores this process may use hold (at least 1):
+    ``cores // (torch.get_num_threads() * processes)``, the processes of this machine under
+    ``torchrun`` (``LOCAL_WORLD_SIZE``) sharing its cores."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    return max(1, cores // (max(1, torch.get_num_threads()) * local))
+
+
+class LayerThreads:
+    """``each(fn)`` -> ``{layer: fn(layer)}``, the layers in a thread each where :func:`spare_cores`
+    is at least 2 (or ``threads`` says so), else one after the other. An exception in any layer
+    is raised after every layer's call has ended.
+
+    ``one_torch_thread``: for work of many small kernels (finding and counting masks), where
+    torch's intra-op threads wait for each other more than they work (on a loaded 2-core machine
+    pass 2 took 10x the CPU time at 2 threads than at 1): torch runs at one thread until the
+    context ends, and the layers take the cores instead."""
+
+    def __init__(self, layers: Sequence[str], threads: int | None = None, one_torch_thread: bool = False) -> None:
+        self.layers = list(layers)
+        self._saved: int | None = None
+        if one_torch_thread and torch.get_num_threads() > 1 and len(self.layers) > 1:
+            self._saved = torch.get_num_threads()
+            torch.set_num_threads(1)
+        n = threads if threads is not None else (len(self.layers) if spare_cores() >= 2 else 1)
+        self._pool = ThreadPoolExecutor(n, thread_name_prefix="dissect-layer") if n > 1 and len(layers) > 1 else None
+
+    def __call__(self, fn: Callable[[str], T]) -> dict[str, T]:
+        if self._pool is None:
+            return {layer: fn(layer) for layer in self.layers}
+        futures = {layer: self._pool.submit(fn, layer) for layer in self.layers}
+        for f in futures.values():  # all ended before the first error is raised: no call outlives the batch
+            f.exception()
+        return {layer: f.result() for layer, f in futures.items()}
+
+    def __enter__(self) -> LayerThreads:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+        if self._saved is not None:
+            torch.set_num_threads(self._saved)
+
+
+class Behind:
+    """Calls that run one at a time, in order, in one background thread while the caller goes on
+    (inline where :func:`spare_cores` is below 2, or ``enabled=False``). ``submit`` first waits for
+    the call before it, so at most one is pending (one batch's maps held besides the current one);
+    ``wait`` returns once every call has run and raises the first error any of them raised."""
+
+    def __init__(self, enabled: bool | None = None) -> None:
+        on = spare_cores() >= 2 if enabled is None else enabled
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="dissect-behind") if on else None
+        self._pending: Future | None = None
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        self.wait()
+        if self._pool is None:
+            fn(*args)
+        else:
+            self._pending = self._pool.submit(fn, *args)
+
+    def wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def close(self, raise_errors: bool = True) -> None:
+        """Wait for the pending call and end the thread; its error is raised with ``raise_errors``
+        (else dropped: the caller is already raising one)."""
+        try:
+            self.wait()
+        except BaseException:
+            if raise_errors:
+                raise
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)

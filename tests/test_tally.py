@@ -265,5 +265,6 @@ def test_keep_freed_memory_reuses_a_large_freed_buffer_without_page_faults() -> 
         torch.ones(2**26)  # 256 MB written and freed at once
         return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 
-    faults()  # the heap grows to hold it (the first time it faults in)
-    assert faults() < 2**26 * 4 // 4096 // 20
+    for _ in range(6):  # the heap grows to hold it (the first one to three allocations fault it in)
+        faults()
+    assert max(faults() for _ in range(3)) < 2**26 * 4 // 4096 // 20  # then it stays: no 65,536 faults

@@ -39,7 +39,7 @@ import torch
 from unitscope.ablate.cut import FxCut, HookCut
 from unitscope.ablate.evaluate import LayerCache
 from unitscope.errors import UsageError
-from unitscope.gan.effects import RemovalResult, label_space, removal_curve
+from unitscope.gan.effects import RemovalResult, concept_label, removal_curve
 from unitscope.gan.sources import to_unit_range
 from unitscope.segment import ModelSegmenter, Segmenter
 
@@ -84,11 +84,8 @@ def probabilities(segmenter: Segmenter, images: torch.Tensor, by_number: bool = 
 def concept_share(segmenter: Segmenter, images: torch.Tensor, concept: str) -> torch.Tensor:
     """The concept's expected pixel share ``[N]`` of ``images [N, 3, H, W]`` (in [0, 1]) under the
     segmenter's probabilities: the soft version of its argmax pixel share."""
-    names, categories, label_cat = label_space(segmenter)
-    if concept not in names or concept == "-":
-        raise UsageError(f"the segmenter has no label {concept!r}; it labels {', '.join(n for n in names if n != '-')}")
-    number = names.index(concept)
-    p = probabilities(segmenter, images)[categories[label_cat[number]]]
+    number, plane, _ = concept_label(segmenter, concept)
+    p = probabilities(segmenter, images)[plane]
     return p[:, number].flatten(1).mean(1)
 
 
@@ -156,9 +153,7 @@ def ace_mask(
     if lvl is not None and len(lvl) != c:
         raise UsageError(f"level has {len(lvl)} values; the layer has {c} units")
     concept_share(segmenter, torch.zeros(1, 3, 2, 2), concept)  # an unknown concept fails before any step
-    names, categories, label_cat = label_space(segmenter)
-    number = names.index(concept)
-    plane = categories[label_cat[number]]
+    number, plane, label_cat = concept_label(segmenter, concept)
     others = [i for i, c in enumerate(label_cat) if c == label_cat[number] and i not in (0, number)]
     unedited: dict[int, torch.Tensor] = {}  # batch index -> [L] summed soft shares before any edit
     moment, square = torch.zeros_like(logits), torch.zeros_like(logits)  # Adam by hand: torch.optim imports dynamo (s)

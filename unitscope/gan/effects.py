@@ -29,6 +29,7 @@ from torch import nn
 from unitscope.ablate.cut import FxCut, HookCut
 from unitscope.ablate.evaluate import LayerCache, cache_layer, run_edits
 from unitscope.edits import Edits
+from unitscope.errors import UsageError
 from unitscope.gan.sources import latents, to_unit_range
 from unitscope.models import get_info
 from unitscope.segment import Segmenter
@@ -52,6 +53,17 @@ def label_space(segmenter: Segmenter) -> tuple[list[str], list[str], list[int]]:
 
     labels = SegmenterLabels(segmenter)
     return labels.label_names, labels.categories, labels.label_category.tolist()
+
+
+def concept_label(segmenter: Segmenter, concept: str) -> tuple[int, str, list[int]]:
+    """``(number, category, category of each label [L])``: ``concept``'s label number and the
+    category (plane) it is segmented in, in the segmenter's numbering; a clear error for a name the
+    segmenter does not label."""
+    names, categories, label_cat = label_space(segmenter)
+    if concept not in names or concept == "-":
+        raise UsageError(f"the segmenter has no label {concept!r}; it labels {', '.join(n for n in names if n != '-')}")
+    number = names.index(concept)
+    return number, categories[label_cat[number]], label_cat
 
 
 def cache_samples(

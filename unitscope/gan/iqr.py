@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from unitscope.errors import UsageError
-from unitscope.gan.effects import label_space
+from unitscope.gan.effects import concept_label
 from unitscope.gan.sources import GeneratorActivations
 from unitscope.segment import Segmenter
 
@@ -79,11 +79,8 @@ def iqr_ranking(
     ``concept`` over all of ``acts``' samples (see the module docstring)."""
     if len(acts.layers) != 1:
         raise UsageError(f"iqr_ranking ranks one layer's units; the source traces {len(acts.layers)}: {acts.layers}")
-    names, categories, label_cat = label_space(segmenter)
-    if concept not in names or concept == "-":
-        raise UsageError(f"the segmenter has no label {concept!r}; it labels {', '.join(n for n in names if n != '-')}")
-    number, layer = names.index(concept), acts.layers[0]
-    plane = categories[label_cat[number]]
+    number, plane, _ = concept_label(segmenter, concept)
+    layer = acts.layers[0]
     maps, masks = [], []
     for start in range(0, len(acts), batch_size):
         batch = {"z": acts.z[start : start + batch_size]}

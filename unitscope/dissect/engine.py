@@ -673,27 +673,35 @@ class _Run:
         iou = self.pass2_stat[f"{self.tag[layer]}_iou"].iou().cpu().numpy()
         return np.maximum(iou[:, 1:].max(axis=1), 0.0) if iou.shape[1] > 1 else np.zeros(len(iou))
 
+    def _label_categories(self) -> list[str]:
+        """Each label's category name (``""``: none), in label order."""
+        cats = list(self.labels.categories)
+        return [cats[int(g)] if int(g) >= 0 else "" for g in self.labels.label_category.tolist()]
+
+    def _labelled(self, layer: str, threshold: torch.Tensor, counts: str, label_cats: list[str]):
+        """One part of ``layer`` (the units, or a rotation of them) labelled from pass 2's IoU counts
+        ``counts`` at ``threshold [C]`` (:func:`~.results.summarise`)."""
+        return summarise(
+            layer,
+            self.shapes[layer],
+            threshold.cpu().numpy(),
+            self.pass2_stat[counts].iou().cpu().numpy(),
+            self.opts.iou_threshold,
+            list(self.labels.label_names),
+            label_cats,
+        )
+
     def summarise(self, thresholds: dict[str, list[torch.Tensor]]) -> DissectResult:
         """Best concept per unit, detectors, and the rotation rows; arrays saved per layer."""
-        cats = list(self.labels.categories)
-        label_cats = [cats[int(g)] if int(g) >= 0 else "" for g in self.labels.label_category.tolist()]
-        names, o = list(self.labels.label_names), self.opts
+        label_cats, o = self._label_categories(), self.opts
         self.bad.gather()  # every rank's, once pass 2 has ended everywhere
         result = DissectResult(self.run_dir, bad_images=self.bad.messages())
         # per-unit quantiles at fixed levels: the report's activation histogram on each unit page
         levels = np.unique(np.round(np.r_[np.linspace(0, 1, 101), 1 - o.quantile, 0.999, 0.9995, 0.9999], 9))
         for layer in self.layers:
-            t, shape = self.tag[layer], self.shapes[layer]
+            t = self.tag[layer]
             parts = [
-                summarise(
-                    layer,
-                    shape,
-                    th.cpu().numpy(),
-                    self.pass2_stat[name].iou().cpu().numpy(),
-                    o.iou_threshold,
-                    names,
-                    label_cats,
-                )
+                self._labelled(layer, th, name, label_cats)
                 for th, name in zip(thresholds[layer], [f"{t}_iou"] + [f"{t}_r{r}_iou" for r in range(o.rotations)])
             ]
             units, null = self.null.get(layer, (None, None))
@@ -739,20 +747,11 @@ class _Run:
 
     def _pass2_labels(self, thresholds: dict[str, list[torch.Tensor]]) -> dict[str, Any]:
         """Each layer's units labelled from pass 2's counts and top-k (:meth:`summarise` without p-values)."""
-        cats = list(self.labels.categories)
-        label_cats = [cats[int(g)] if int(g) >= 0 else "" for g in self.labels.label_category.tolist()]
+        label_cats = self._label_categories()
         out = {}
         for layer in self.layers:
             t = self.tag[layer]
-            out[layer] = d = summarise(
-                layer,
-                self.shapes[layer],
-                thresholds[layer][0].cpu().numpy(),
-                self.pass2_stat[f"{t}_iou"].iou().cpu().numpy(),
-                self.opts.iou_threshold,
-                list(self.labels.label_names),
-                label_cats,
-            )
+            out[layer] = d = self._labelled(layer, thresholds[layer][0], f"{t}_iou", label_cats)
             values, images = (x.cpu().numpy() for x in self.pass2_stat[f"{t}_top"].result()[:2])
             d.add_saturation(self.values[layer].note, values, images)
         return out

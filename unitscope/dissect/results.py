@@ -23,6 +23,11 @@ from unitscope.dissect.significance import LEVEL, drawn_significance, images_nee
 from unitscope.runs import ARRAYS, LAYERS, load_arrays
 
 
+def _named(names: list[str], best: int) -> str | None:
+    """``names[best]``, or None for label 0 (unlabelled: no label overlaps the unit's mask)."""
+    return names[best] if best > 0 else None
+
+
 @dataclass
 class LayerDissection:
     """Results for one layer: thresholds [C], IoU [C, L], the best label of each unit."""
@@ -129,12 +134,18 @@ class LayerDissection:
     def concept(self, unit: int) -> str | None:
         """The unit's best label, or None when no label overlaps its mask (e.g. its map never
         exceeds its threshold)."""
-        best = int(self.best_label[unit])
-        return self.label_names[best] if best > 0 else None
+        return _named(self.label_names, int(self.best_label[unit]))
 
     def category(self, unit: int) -> str | None:
-        best = int(self.best_label[unit])
-        return self.label_categories[best] if best > 0 else None
+        return _named(self.label_categories, int(self.best_label[unit]))
+
+    def concepts(self) -> list[str | None]:
+        """:meth:`concept` of every unit, in unit order."""
+        return [_named(self.label_names, b) for b in self.best_label.tolist()]
+
+    def categories(self) -> list[str | None]:
+        """:meth:`category` of every unit, in unit order."""
+        return [_named(self.label_categories, b) for b in self.best_label.tolist()]
 
     def summary(self) -> str:
         text = (
@@ -246,15 +257,13 @@ def write_layer_rows(
         **key,
     )
     units = list(range(c))
-    best = d.best_label
-    names = [d.label_names[b] if b > 0 else None for b in best.tolist()]  # d.concept(u) for every unit
     p_values = None if d.p_value is None else [float(p) if np.isfinite(p) else None for p in d.p_value.tolist()]
     cat.replace_columns(
         "dissection",
         {
             "unit": units,
-            "concept": names,
-            "category": [d.label_categories[b] if b > 0 else None for b in best.tolist()],
+            "concept": d.concepts(),
+            "category": d.categories(),
             "iou": d.best_iou.astype(np.float64).tolist(),
             "is_detector": d.detectors.astype(np.int64).tolist(),
             "threshold": np.asarray(d.thresholds, dtype=np.float64).tolist(),

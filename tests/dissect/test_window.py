@@ -142,3 +142,34 @@ def test_sparse_codes_skip_their_zero_cells_and_keep_every_pixel():
         every = len(_candidate_cells(torch.ones(1, h, w), torch.zeros(1), ys, xs, ys_first, xs_first)[0])
         assert int((cp == 3).sum()) == every  # at a negative threshold every cell is (its zeros pass)
         assert int((cp == 2).sum()) < every  # at -0.0 only the cells that touch a non-zero value
+
+
+def test_nonnegative_maps_whole_and_mixed_columns():
+    """Maps after a ReLU and a ReLU6 cap (the non-negative branch of the candidate cells, plateaus
+    whose columns pass at every row without being evaluated) and signed maps (the general branch),
+    thresholded at quantiles, at map values, exactly at upsampled values and just below them, at 0
+    and at the cap: the same pixels as upsampling whole maps, for every shape of SHAPES."""
+    for (h, w), size in SHAPES:
+        g = torch.Generator().manual_seed(11 * h + w)
+        signed = torch.randn(16, h, w, generator=g) * 2
+        for maps in (signed.clamp(0, 6), signed.clamp(min=0), signed):
+            up = F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0].flatten(1)
+            th = torch.quantile(maps.flatten(), torch.linspace(0.3, 0.995, 16))
+            pick = torch.randint(0, up.shape[1], (16,), generator=g)
+            th[:4] = up[torch.arange(4), pick[:4]]  # an upsampled value itself: strict '>' decided exactly
+            th[4:6] = torch.nextafter(up[torch.arange(4, 6), pick[4:6]], torch.tensor(-1.0))
+            th[6], th[7], th[8] = maps[6, 0, 0], 0.0, 6.0
+            ref = up > th[:, None]
+            pair, pix = mask_pixels_windowed(maps, th, size)
+            assert len(pair) == int(ref.sum()), (h, w, size)  # no pixel twice
+            assert torch.equal(_masks_from(pair, pix, 16, up.shape[1]), ref), (h, w, size)
+            assert bool((pair[1:] >= pair[:-1]).all())  # listed pair by pair (the exemplar masks rely on it)
+    # the head's shape with a plateau at the cap: whole columns (every row passes) beside mixed ones
+    maps = torch.zeros(3, 7, 7)
+    maps[:, 2:5, 2:5] = 6.0
+    maps[2, 3, 3] = 7.0
+    th = torch.tensor([1.0, 5.0, 6.0])
+    up = F.interpolate(maps[:, None], size=(112, 112), mode="bilinear", align_corners=False)[:, 0].flatten(1)
+    pair, pix = mask_pixels_windowed(maps, th, (112, 112))
+    assert torch.equal(_masks_from(pair, pix, 3, 112 * 112), up > th[:, None])
+    assert int((pair == 0).sum()) > 48 * 48  # the plateau's cells and more

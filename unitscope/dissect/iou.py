@@ -31,6 +31,8 @@ from unitscope.stats.iou import (
 _CHUNK_ELEMENTS = 1 << 23
 # counts by label combination while (units x combinations) stays within this many bins per order
 _COMBO_BINS = 1 << 24
+# mask pixels counted at once (their unit codes and places: ~200 MB at most)
+_COUNT_ELEMENTS = 1 << 23
 
 
 def upsample_masks(maps: torch.Tensor, thresholds: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -216,28 +218,49 @@ def count_masks(
     if combo is None or table is None or c * len(table) > _COMBO_BINS:
         combo = table = None
     per_combo = torch.zeros(D, c * len(table), dtype=torch.long, device=device) if table is not None else None
+    width = len(table) if table is not None else L
+    identity = [bool(torch.equal(o, torch.arange(n, device=device))) for o in orders]
+    # each mask pixel's unit code and place (image * P + pixel) formed once, not per order, and the
+    # chunks' pixels counted together (up to _COUNT_ELEMENTS at a time): a count's cost is as much
+    # its bins (units x combinations) as its pixels, so one count per order, not one per chunk
+    codes: list[torch.Tensor] = []
+    places: list[torch.Tensor] = []
+    held = 0
+
+    def count_held() -> None:
+        if not codes:
+            return
+        code, at = (torch.cat(x) if len(x) > 1 else x[0] for x in (codes, places))
+        codes.clear(), places.clear()
+        for d, order in enumerate(orders):
+            if per_combo is not None and combo is not None:
+                # an order permutes the images' label rows ([N * P], a small copy), not the pixels' places
+                under = combo if identity[d] else combo.view(n, pixels).index_select(0, order).view(-1)
+                per_combo[d] += torch.bincount(code + under.index_select(0, at), minlength=per_combo.shape[1])
+            else:
+                under = rows if identity[d] else rows.view(n, pixels, -1).index_select(0, order).view(n * pixels, -1)
+                rows_at = under.index_select(0, at)  # [E, K]
+                inter[d] += torch.bincount((code.view(-1, 1) + rows_at).view(-1), minlength=c * L).view(c, L)
+
     for chunk in masks:
         img, unit, pair, pix = chunk.img, chunk.unit, chunk.pair, chunk.pix
         area[img, unit] = torch.bincount(pair, minlength=len(img))  # cheaper than count_nonzero(dim=1)
         if not flat_labels.shape[1] or not len(pair):
             continue
         img_of = img.index_select(0, pair)
-        # per order only the gather of the labels under the pixels and their count: the unit's code
-        # and the order's row offsets are formed once, not per order
-        width = len(table) if table is not None else L
-        code = (unit.index_select(0, pair) * width).to(torch.int32 if small_codes else torch.int64)
-        for d, order in enumerate(orders):
-            at = (order * pixels).index_select(0, img_of) + pix
-            if per_combo is not None and combo is not None:
-                per_combo[d] += torch.bincount(code + combo.index_select(0, at), minlength=per_combo.shape[1])
-            else:
-                under = rows.index_select(0, at)  # [E, K]
-                inter[d] += torch.bincount((code.view(-1, 1) + under).view(-1), minlength=c * L).view(c, L)
-            if hits is not None:
-                assert cat_of is not None  # overlap: label_category given
+        codes.append((unit.index_select(0, pair) * width).to(torch.int32 if small_codes else torch.int64))
+        places.append(img_of * pixels + pix)
+        held += len(pair)
+        if held >= _COUNT_ELEMENTS:
+            count_held()
+            held = 0
+        if hits is not None:
+            assert cat_of is not None  # overlap: label_category given
+            for d, order in enumerate(orders):
                 hits[d, img, unit] = pixel_category_hits(
                     order.index_select(0, img_of), pix, pair, flat_labels, cat_of, len(img), G
                 )
+    count_held()
     if per_combo is not None and table is not None:
         spread_combos(inter, per_combo, table)
     inter[:, :, 0] = 0  # label 0: no label

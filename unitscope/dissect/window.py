@@ -179,23 +179,34 @@ def _candidate_cells(
     within the margin, and that maximum's magnitude ``[K]`` (for the decision's margin). ``ys``, ``xs``:
     the segments of each source index (:func:`_segments`), ``ys_first``, ``xs_first``: each segment's start."""
     b, h, w = maps.shape
-    high, mag = _cell_max(maps), _cell_max(maps.abs())
-    tt = t.view(-1, 1, 1)
+    high, tt = _cell_max(maps), t.view(-1, 1, 1)
     # a cell whose four values are all 0 interpolates to exactly 0 (every product and sum of zeros
     # is 0), which passes only a negative threshold: such cells are never looked into. For sparse
     # codes (TopK SAE latents, thresholded at 0 when they fire at fewer than the top quantile's
     # positions) they are almost every cell of a pair, and each would go through the exact path
-    reach = (high >= tt - _MARGIN * (mag + tt.abs())) & ((mag > 0) | (tt < 0))
+    if bool(maps.amin() >= 0):  # after a ReLU, or floored at 0: |values| is the values, one compare a cell
+        mag = high
+        # high >= t - M (high + |t|), solved for high once per pair (M is many ulps: rounding here is within it)
+        reach = high >= ((t - _MARGIN * t.abs()) / (1 + _MARGIN)).view(-1, 1, 1)
+        if bool((t <= 0).any()):
+            reach &= (high > 0) | (tt < 0)
+    else:
+        mag = _cell_max(maps.abs())
+        reach = (high >= tt - _MARGIN * (mag + tt.abs())) & ((mag > 0) | (tt < 0))
     cp, ci, cj = reach.nonzero(as_tuple=True)  # source cells
     m = mag.view(-1).take((cp * h + ci) * w + cj)
-    sy, sx = ys.index_select(0, ci), xs.index_select(0, cj)  # [K0, My], [K0, Mx]: their segments
-    cy, cx = sy[:, :, None].expand(-1, -1, sx.shape[1]), sx[:, None, :].expand(-1, sy.shape[1], -1)
-    # padding (the number of segments): a source index with fewer segments than M, or none (downsampling)
-    real = (cy < len(ys_first)) & (cx < len(xs_first))
-    if sy.shape[1] == 1 and sx.shape[1] == 1 and bool(real.all()):
-        return cp, sy[:, 0], sx[:, 0], m
-    k = torch.arange(len(cp), device=maps.device).view(-1, 1, 1).expand_as(cy)[real]
-    return cp[k], cy[real], cx[real], m[k]
+    if ys.shape[1] == 1 and xs.shape[1] == 1 and bool((ys < len(ys_first)).all() & (xs < len(xs_first)).all()):
+        return cp, ys[:, 0].index_select(0, ci), xs[:, 0].index_select(0, cj), m
+    # a source index with several segments (a long first run), or none (downsampling): each source
+    # cell becomes the ny * nx cells of its segments, in the order (row segment, column segment)
+    ny, nx = (ys < len(ys_first)).sum(1).index_select(0, ci), (xs < len(xs_first)).sum(1).index_select(0, cj)
+    many = ny * nx  # [K0]
+    k = torch.repeat_interleave(many)  # [K]: each cell's source cell
+    q = torch.arange(len(k), device=maps.device) - (torch.cumsum(many, 0) - many).index_select(0, k)
+    nk = nx.index_select(0, k)
+    cy = ys[ci.index_select(0, k), torch.div(q, nk, rounding_mode="floor")]
+    cx = xs[cj.index_select(0, k), q % nk]
+    return cp.index_select(0, k), cy, cx, m.index_select(0, k)
 
 
 def mask_pixels_windowed(
@@ -225,28 +236,36 @@ def mask_pixels_windowed(
     ax0, ax1 = wx0.index_select(0, cx), wx1.index_select(0, cx)  # [K, R']
     t0 = fma32(flat.take(r0 + c0).view(-1, 1).expand_as(ax0), ax0, flat.take(r0 + c1).view(-1, 1) * ax1)  # [K, R']
     t1 = fma32(flat.take(r1 + c0).view(-1, 1).expand_as(ax0), ax0, flat.take(r1 + c1).view(-1, 1) * ax1)
-    # each output value is a convex combination of t0 and t1 of its column: cells none of whose
-    # columns reach the threshold are dropped (margin: the float32 decision below is within it)
+    # each output value is a convex combination of t0 and t1 of its column (weights of the rows): a
+    # column none of whose values can reach the threshold is dropped, one whose t0 and t1 both pass
+    # it by the margin passes at every row (whole: no pixel evaluated), and only the others, mixed,
+    # are evaluated row by row ([J, R], not [K, R, R']: about half of a live cell's columns are dropped
+    # and, on Lite0's head, half of the mask pixels lie in whole columns). The margin is many ulps of
+    # the cell's largest value: the float32 decision below and a whole column's rows are within it
     tk = t.index_select(0, cp)
-    margin = 2.0**-18 * (mag + tk.abs())  # [K]: many ulps of the cell's largest value
+    margin = 2.0**-18 * (mag + tk.abs())  # [K]
     reach = (torch.maximum(t0, t1) >= (tk - margin).view(-1, 1)) & in_x.index_select(0, cx)
-    live = reach.any(1).nonzero()[:, 0]
-    if not len(live):
+    k, col = reach.nonzero(as_tuple=True)  # [J]: the live columns, cell by cell
+    if not len(k):
         return empty, empty
-    cp, cy, cx, tk, margin, t0, t1 = (x.index_select(0, live) for x in (cp, cy, cx, tk, margin, t0, t1))
-    t0, t1 = t0[:, None, :], t1[:, None, :]  # [K, 1, R']
-    by0, by1 = wy0.index_select(0, cy)[:, :, None], wy1.index_select(0, cy)[:, :, None]  # [K, R, 1]
-    second = t1 * by1  # [K, R, R'] float32, as the kernel rounds it
-    approx = torch.addcmul(second, t0, by0)  # within a few ulps of the kernel's fused value
-    keep = approx > (tk + margin).view(-1, 1, 1)
-    unsure = (approx >= (tk - margin).view(-1, 1, 1)) & ~keep
-    if bool(unsure.any()):
-        k, r, c = unsure.nonzero(as_tuple=True)
-        keep[k, r, c] = fma32(t0[k, 0, c], by0[k, r, 0], second[k, r, c]) > tk[k]
-    keep &= in_y.index_select(0, cy)[:, :, None] & in_x.index_select(0, cx)[:, None, :]  # runs are padded
-    k, rc = mask_pixels(keep.view(len(keep), -1))
-    width = keep.shape[2]
-    r, c = torch.div(rc, width, rounding_mode="floor"), rc % width
-    return cp.index_select(0, k), (start_y.index_select(0, cy).index_select(0, k) + r) * size[1] + start_x.index_select(
-        0, cx
-    ).index_select(0, k) + c
+    at = k * t0.shape[1] + col
+    t0, t1 = t0.reshape(-1).take(at), t1.reshape(-1).take(at)  # [J]
+    tk, margin, cy = tk.index_select(0, k), margin.index_select(0, k), cy.index_select(0, k)
+    keep = in_y.index_select(0, cy)  # [J, R]: every row of a whole column (runs are padded)
+    mixed = (torch.minimum(t0, t1) <= tk + margin).nonzero()[:, 0]  # [Jm]
+    if len(mixed):
+        a0, a1, tm, mm, cm = (x.index_select(0, mixed) for x in (t0, t1, tk, margin, cy))
+        a0, a1, tm, mm = a0[:, None], a1[:, None], tm[:, None], mm[:, None]
+        by0, by1 = wy0.index_select(0, cm), wy1.index_select(0, cm)  # [Jm, R]
+        second = a1 * by1  # float32, as the kernel rounds it
+        approx = torch.addcmul(second, a0, by0)  # within a few ulps of the kernel's fused value
+        passed = approx > tm + mm
+        unsure = (approx >= tm - mm) ^ passed  # within the margin (passed implies it: margin >= 0)
+        if bool(unsure.any()):
+            i, r = unsure.nonzero(as_tuple=True)
+            passed[i, r] = fma32(a0[i, 0], by0[i, r], second[i, r]) > tm[i, 0]
+        keep.index_copy_(0, mixed, passed & keep.index_select(0, mixed))
+    # each live column's first output pixel and pair, then its kept rows: two gathers per mask pixel
+    first = (start_y.index_select(0, cy) * size[1] + start_x.index_select(0, cx.index_select(0, k))) + col
+    j, r = keep.nonzero(as_tuple=True)
+    return cp.index_select(0, k).index_select(0, j), first.index_select(0, j) + r * size[1]

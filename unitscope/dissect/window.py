@@ -217,9 +217,10 @@ def mask_pixels_windowed(
     not sorted). Only for sizes where :func:`exact_here` holds.
 
     A cell is a segment of output rows times a segment of output columns with the same four source
-    values: the cells whose 2x2 maximum reaches the threshold are evaluated as ``[K, R, R']`` blocks.
-    The row interpolations ``t [K, R']`` are exact (:func:`fma32`); the last step is decided in
-    float32 where it is clear by a margin of a few ulps, and exactly for the pixels within it."""
+    values: the cells whose 2x2 maximum reaches the threshold are looked into, column by column
+    (the columns that pass at every row are kept whole, those that may pass at some are evaluated).
+    Every value is decided in float32 where it is clear by a margin of many ulps, and in the
+    kernel's exact arithmetic (:func:`fma32`, row interpolations included) for the pixels within it."""
     b, h, w = maps.shape
     dev = str(maps.device)
     maps = maps.float()
@@ -234,14 +235,17 @@ def mask_pixels_windowed(
     r0, r1 = cp * (h * w) + y0.index_select(0, cy) * w, cp * (h * w) + y1.index_select(0, cy) * w
     c0, c1 = x0.index_select(0, cx), x1.index_select(0, cx)
     ax0, ax1 = wx0.index_select(0, cx), wx1.index_select(0, cx)  # [K, R']
-    t0 = fma32(flat.take(r0 + c0).view(-1, 1).expand_as(ax0), ax0, flat.take(r0 + c1).view(-1, 1) * ax1)  # [K, R']
-    t1 = fma32(flat.take(r1 + c0).view(-1, 1).expand_as(ax0), ax0, flat.take(r1 + c1).view(-1, 1) * ax1)
-    # each output value is a convex combination of t0 and t1 of its column (weights of the rows): a
-    # column none of whose values can reach the threshold is dropped, one whose t0 and t1 both pass
-    # it by the margin passes at every row (whole: no pixel evaluated), and only the others, mixed,
-    # are evaluated row by row ([J, R], not [K, R, R']: about half of a live cell's columns are dropped
-    # and, on Lite0's head, half of the mask pixels lie in whole columns). The margin is many ulps of
-    # the cell's largest value: the float32 decision below and a whole column's rows are within it
+    v00, v01, v10, v11 = (flat.take(i) for i in (r0 + c0, r0 + c1, r1 + c0, r1 + c1))  # [K]: the four values
+    # the row interpolations t0, t1 [K, R'] in float32, within an ulp or two of the kernel's fused
+    # values; each output value is a convex combination of t0 and t1 of its column (weights of the
+    # rows): a column none of whose values can reach the threshold is dropped, one whose t0 and t1
+    # both pass it by the margin passes at every row (whole: no pixel evaluated), and only the
+    # others, mixed, are evaluated row by row ([J, R], not [K, R, R']: about half of a live cell's
+    # columns are dropped and, on Lite0's head, half of the mask pixels lie in whole columns). The
+    # margin is many ulps of the cell's largest value: every float32 decision here is within it, and
+    # the pixels inside it are decided in the kernel's exact arithmetic (fma32), from the map values
+    t0 = torch.addcmul(v01.view(-1, 1) * ax1, v00.view(-1, 1), ax0)
+    t1 = torch.addcmul(v11.view(-1, 1) * ax1, v10.view(-1, 1), ax0)
     tk = t.index_select(0, cp)
     margin = 2.0**-18 * (mag + tk.abs())  # [K]
     reach = (torch.maximum(t0, t1) >= (tk - margin).view(-1, 1)) & in_x.index_select(0, cx)
@@ -257,13 +261,17 @@ def mask_pixels_windowed(
         a0, a1, tm, mm, cm = (x.index_select(0, mixed) for x in (t0, t1, tk, margin, cy))
         a0, a1, tm, mm = a0[:, None], a1[:, None], tm[:, None], mm[:, None]
         by0, by1 = wy0.index_select(0, cm), wy1.index_select(0, cm)  # [Jm, R]
-        second = a1 * by1  # float32, as the kernel rounds it
-        approx = torch.addcmul(second, a0, by0)  # within a few ulps of the kernel's fused value
+        approx = torch.addcmul(a1 * by1, a0, by0)
         passed = approx > tm + mm
         unsure = (approx >= tm - mm) ^ passed  # within the margin (passed implies it: margin >= 0)
         if bool(unsure.any()):
             i, r = unsure.nonzero(as_tuple=True)
-            passed[i, r] = fma32(a0[i, 0], by0[i, r], second[i, r]) > tm[i, 0]
+            live = mixed.index_select(0, i)
+            kk, cc = k.index_select(0, live), col.index_select(0, live)  # the pixel's cell and column
+            e0, e1 = ax0[kk, cc], ax1[kk, cc]
+            exact0 = fma32(v00.index_select(0, kk), e0, v01.index_select(0, kk) * e1)
+            exact1 = fma32(v10.index_select(0, kk), e0, v11.index_select(0, kk) * e1)
+            passed[i, r] = fma32(exact0, by0[i, r], exact1 * by1[i, r]) > tm[i, 0]
         keep.index_copy_(0, mixed, passed & keep.index_select(0, mixed))
     # each live column's first output pixel and pair, then its kept rows: two gathers per mask pixel
     first = (start_y.index_select(0, cy) * size[1] + start_x.index_select(0, cx.index_select(0, k))) + col

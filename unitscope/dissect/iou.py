@@ -289,18 +289,19 @@ def label_combos(rows: torch.Tensor, num_labels: int) -> tuple[torch.Tensor | No
     if not k or not r or r >= 2**31 or int(rows.min()) < 0 or int(rows.max()) >= num_labels:
         return None, None
     dev = rows.device
-    ids = rows[:, 0].long()
+    planes = rows.t().to(torch.int32).contiguous()  # [K, R]: each plane in one piece, in int32
+    ids = planes[0]
     table = torch.zeros(1, 0, dtype=torch.long, device=dev)
     ids_space = 1
     for j in range(k):
-        key = rows[:, j].long() if j == 0 else ids * num_labels + rows[:, j]
+        key = planes[0] if j == 0 else ids * num_labels + planes[j]  # int32: below _COMBO_BINS
         space = ids_space * num_labels
         if space > _COMBO_BINS:
             return None, None
         seen = torch.zeros(space, dtype=torch.bool, device=dev)
         seen[key] = True
         keys = seen.nonzero().squeeze(1)  # the combinations so far, in order
-        remap = torch.cumsum(seen, 0) - 1
+        remap = torch.cumsum(seen, 0, dtype=torch.int32) - 1
         ids = remap.index_select(0, key)
         table = torch.cat([table.index_select(0, keys // num_labels), (keys % num_labels).view(-1, 1)], dim=1)
         ids_space = len(keys)

@@ -193,8 +193,12 @@ def _candidate_cells(
     else:
         mag = _cell_max(maps.abs())
         reach = (high >= tt - _MARGIN * (mag + tt.abs())) & ((mag > 0) | (tt < 0))
-    cp, ci, cj = reach.nonzero(as_tuple=True)  # source cells
-    m = mag.view(-1).take((cp * h + ci) * w + cj)
+    # source cells (2-3% of a layer's cells at the top 0.5%): found 8 at a time (mask_pixels), about a
+    # quarter of nonzero's time here
+    at = mask_pixels(reach.view(1, -1))[1]
+    m = mag.view(-1).take(at)
+    cp, rest = torch.div(at, h * w, rounding_mode="floor"), at % (h * w)
+    ci, cj = torch.div(rest, w, rounding_mode="floor"), rest % w
     if ys.shape[1] == 1 and xs.shape[1] == 1 and bool((ys < len(ys_first)).all() & (xs < len(xs_first)).all()):
         return cp, ys[:, 0].index_select(0, ci), xs[:, 0].index_select(0, cj), m
     # a source index with several segments (a long first run), or none (downsampling): each source

@@ -172,3 +172,27 @@ def test_one_torch_thread_while_the_layers_take_the_cores():
             assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(saved)
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_side_runs_calls_in_order_and_hands_back_results_and_errors(enabled):
+    """Pass 2's side thread (its labels beside the masks, its mask records behind the next batch):
+    calls in submitted order, each result through its future, the first error again at close;
+    inline (no spare core) the same."""
+    from unitscope.dissect.schedule import Side
+
+    seen: list[int] = []
+    side = Side(enabled=enabled)
+    futures = [side.submit(lambda i=i: seen.append(i) or i * i) for i in range(5)]
+    assert [f.result() for f in futures] == [0, 1, 4, 9, 16]
+    failed = side.submit(lambda: 1 / 0)
+    after = side.submit(seen.append, 5)  # later calls still run
+    with pytest.raises(ZeroDivisionError):
+        failed.result()
+    assert after.result() is None
+    with pytest.raises(ZeroDivisionError):
+        side.close()
+    assert seen == [0, 1, 2, 3, 4, 5]
+    quiet = Side(enabled=enabled)
+    quiet.submit(lambda: 1 / 0)
+    quiet.close(raise_errors=False)  # the caller's own error wins

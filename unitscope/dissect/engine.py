@@ -61,7 +61,7 @@ from unitscope.dissect.iou import (
 )
 from unitscope.dissect.options import Options, with_overrides
 from unitscope.dissect.results import DissectResult, summarise, write_layer_rows
-from unitscope.dissect.schedule import Behind, LayerThreads
+from unitscope.dissect.schedule import Behind, LayerThreads, Side
 from unitscope.dissect.significance import null_seed, null_units
 from unitscope.dissect.sources import (
     ActivationSource,
@@ -478,43 +478,55 @@ class _Run:
         lc = self._open_label_cache(forward=False)
         mc = self._open_mask_cache()
         ran = False
-        for batch in self._batches(2, stat, items, on_checkpoint=lc.flush if lc is not None else None):
-            ran = True
-            if lc is not None and batch["bad"]:
-                lc.skip(np.array([p for p, _ in batch["bad"]]))
-            if not len(batch["pos"]):
-                continue
-            every = batch["pos"].numpy()
-            batch, maps = self._pass2_maps(batch)
-            if lc is not None:
-                lc.skip(np.setdiff1d(every, batch["pos"].numpy()))
-            if not len(batch["pos"]):
-                continue
-            planes = cached.read(batch["pos"].numpy()) if cached is not None else self.labels.label_batch(batch)
-            if lc is not None:
-                lc.write(batch["pos"].numpy(), *planes)
-            prep = prepare_labels(*planes, num_labels, dev)  # once for every layer and rotation
-            pos = batch["pos"].to(dev)
+        # the batch's labels are prepared beside the layers' masks (which need none), and its mask
+        # record written while the next batch is read: one side thread where a core is spare
+        side = Side()
+        try:
+            for batch in self._batches(2, stat, items, on_checkpoint=lc.flush if lc is not None else None):
+                ran = True
+                if lc is not None and batch["bad"]:
+                    lc.skip(np.array([p for p, _ in batch["bad"]]))
+                if not len(batch["pos"]):
+                    continue
+                every = batch["pos"].numpy()
+                batch, maps = self._pass2_maps(batch)
+                if lc is not None:
+                    lc.skip(np.setdiff1d(every, batch["pos"].numpy()))
+                if not len(batch["pos"]):
+                    continue
+                planes = cached.read(batch["pos"].numpy()) if cached is not None else self.labels.label_batch(batch)
+                if lc is not None:
+                    lc.write(batch["pos"].numpy(), *planes)
+                size = (int(planes[0].shape[-2]), int(planes[0].shape[-1]))
+                prep = side.submit(prepare_labels, *planes, num_labels, dev)  # once for every layer and rotation
+                pos = batch["pos"].to(dev)
 
-            def count(layer: str, maps=maps, prep=prep, pos=pos) -> tuple[torch.Tensor, list[MaskPixels]]:
-                a, t = maps[layer], self.tag[layer]
-                stat[f"{t}_top"].add(a, pos)
-                masks = mask_pixel_lists(a, thresholds[layer][0], prep.size)
-                inter, area, label_area = count_masks(
-                    masks, *a.shape[:2], prep, [torch.arange(len(a), device=dev)], **kw
-                )
-                stat[f"{t}_iou"].add_counts(inter[0], area[0], label_area)
-                out = self.values[layer].post(a) if self.rots[layer] else a  # rotations of the layer's output
-                for r, rot in enumerate(self.rots[layer]):
-                    stat[f"{t}_r{r}_iou"].add_counts(
-                        *count_batch(rotate(out, rot), thresholds[layer][r + 1], prep, **kw)
+                def count(
+                    layer: str, maps=maps, prep=prep, pos=pos, size=size
+                ) -> tuple[torch.Tensor, list[MaskPixels]]:
+                    a, t = maps[layer], self.tag[layer]
+                    stat[f"{t}_top"].add(a, pos)
+                    masks = mask_pixel_lists(a, thresholds[layer][0], size)
+                    labels = prep.result()
+                    inter, area, label_area = count_masks(
+                        masks, *a.shape[:2], labels, [torch.arange(len(a), device=dev)], **kw
                     )
-                return thresholds[layer][0], masks
+                    stat[f"{t}_iou"].add_counts(inter[0], area[0], label_area)
+                    out = self.values[layer].post(a) if self.rots[layer] else a  # rotations of the layer's output
+                    for r, rot in enumerate(self.rots[layer]):
+                        stat[f"{t}_r{r}_iou"].add_counts(
+                            *count_batch(rotate(out, rot), thresholds[layer][r + 1], labels, **kw)
+                        )
+                    return thresholds[layer][0], masks
 
-            record = {self.tag[layer]: r for layer, r in each(count).items()}  # each layer's statistics its own
-            if mc is not None:  # for pass 3: the candidates' masks without finding them again
-                mc.budget = self._mask_budget()  # the label cache is laid out on its first batch
-                mc.write(batch["pos"].numpy(), record, prep.pixels)
+                record = {self.tag[layer]: r for layer, r in each(count).items()}  # each layer's statistics its own
+                if mc is not None:  # for pass 3: the candidates' masks without finding them again
+                    mc.budget = self._mask_budget()  # the label cache is laid out on its first batch
+                    side.submit(mc.write, batch["pos"].numpy(), record, size[0] * size[1])
+        except BaseException:
+            side.close(raise_errors=False)  # the batch's error wins over the side thread's
+            raise
+        side.close()
         if lc is not None and ran and is_main():
             lc.mark_complete()
         if lc is not None and not lc.complete:

@@ -6,6 +6,9 @@ statistics behind the next forward pass.
     behind = Behind()
     behind.submit(sketch, batch_maps)     # runs while the caller goes on (the next forward pass)
     behind.wait()                         # before a checkpoint: every submitted call has run
+    side = Side()
+    labels = side.submit(prepare, planes)  # a Future: pass 2's labels while the layers find masks
+    side.close()                          # every call has run; the first error raised
 
 Each layer's statistics are touched by one thread only and every call of a layer runs in batch
 order, so the results are bit-identical to a serial run; only the wall time changes. PyTorch's
@@ -106,3 +109,40 @@ class Behind:
         finally:
             if self._pool is not None:
                 self._pool.shutdown(wait=True)
+
+
+class Side:
+    """A pass's side work in one background thread where a core is spare (inline otherwise, or
+    with ``enabled=False``): ``submit(fn, *args)`` returns a :class:`~concurrent.futures.Future`
+    at once, and calls run one at a time in the order submitted. Pass 2 prepares a batch's labels
+    there while the layers find their masks (which need no labels), and writes the batch's mask
+    record while the next batch is read. ``close`` waits for every call and raises the first error."""
+
+    def __init__(self, enabled: bool | None = None) -> None:
+        on = spare_cores() >= 2 if enabled is None else enabled
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="dissect-side") if on else None
+        self._futures: list[Future] = []
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
+        self._futures = [f for f in self._futures if not f.done() or f.exception() is not None]
+        if self._pool is not None:
+            future = self._pool.submit(fn, *args)
+        else:
+            future = Future()
+            try:
+                future.set_result(fn(*args))
+            except BaseException as e:  # noqa: BLE001 - raised by result(), as a thread's would be
+                future.set_exception(e)
+        self._futures.append(future)
+        return future
+
+    def close(self, raise_errors: bool = True) -> None:
+        """Wait for every call and end the thread; the first error is raised with ``raise_errors``."""
+        try:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+            if raise_errors:
+                for f in self._futures:
+                    f.result()
+        finally:
+            self._futures = []

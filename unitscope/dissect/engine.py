@@ -53,7 +53,6 @@ from unitscope.dissect.iou import (
     MaskPixels,
     count_batch,
     count_masks,
-    count_orders,
     in_batch_orders,
     mask_pixel_lists,
     prepare_labels,
@@ -647,38 +646,44 @@ class _Run:
         o, dev = self.opts, self.opts.device
         num_labels = len(self.labels.label_names)
         kw = {"denominator": o.denominator, "label_category": self.labels.label_category.to(dev)}
-        for batch in self._batches(3, stat, items, key=key):
-            if not len(batch["pos"]):
-                continue
-            found = self._recorded_masks(masks, batch, lc, thresholds)
-            if found is not None:  # pass 2's masks of every unit: no maps read, no masks found again
-                batch, maps = found
-            else:
-                batch, maps = self._pass2_maps(batch)
-                if lc is not None:  # the rows pass 2 counted: those the data set would give again
-                    keep = torch.from_numpy(lc.rows[batch["pos"].numpy()] == LabelCache.WRITTEN)
-                    if not keep.all():
-                        batch = {k: v[keep] for k, v in batch.items() if isinstance(v, torch.Tensor)}
-                        maps = {layer: a[keep.to(a.device)] for layer, a in maps.items()}
-            if len(batch["pos"]) < 2:  # no derangement of one image
-                continue
-            planes = lc.read(batch["pos"].numpy()) if lc is not None else self.labels.label_batch(batch)
-            prep = prepare_labels(*planes, num_labels, dev)
-            # the derangements depend only on the batch's first position: resume-exact
-            orders = in_batch_orders(len(batch["pos"]), o.null_draws, null_seed(o.seed, int(batch["pos"][0])), dev)
-            n = len(batch["pos"])
-
-            def count(layer: str, maps=maps, prep=prep, orders=orders, n=n) -> None:
-                a, pick, t = maps[layer], picks[layer], self.tag[layer]
-                if isinstance(a, MaskPixels):
-                    counts = count_masks(
-                        [select_units(a, pick, self.shapes[layer][0])], n, len(pick), prep, orders, **kw
-                    )
+        side = Side()  # the labels prepared beside the layers' masks
+        try:
+            for batch in self._batches(3, stat, items, key=key):
+                if not len(batch["pos"]):
+                    continue
+                found = self._recorded_masks(masks, batch, lc, thresholds)
+                if found is not None:  # pass 2's masks of every unit: no maps read, no masks found again
+                    batch, maps = found
                 else:
-                    counts = count_orders(a[:, pick], thresholds[layer][0][pick], prep, None, None, None, orders, **kw)
-                stat[f"{t}_null"].add_counts(*counts)
+                    batch, maps = self._pass2_maps(batch)
+                    if lc is not None:  # the rows pass 2 counted: those the data set would give again
+                        keep = torch.from_numpy(lc.rows[batch["pos"].numpy()] == LabelCache.WRITTEN)
+                        if not keep.all():
+                            batch = {k: v[keep] for k, v in batch.items() if isinstance(v, torch.Tensor)}
+                            maps = {layer: a[keep.to(a.device)] for layer, a in maps.items()}
+                if len(batch["pos"]) < 2:  # no derangement of one image
+                    continue
+                planes = lc.read(batch["pos"].numpy()) if lc is not None else self.labels.label_batch(batch)
+                size = (int(planes[0].shape[-2]), int(planes[0].shape[-1]))
+                prep = side.submit(prepare_labels, *planes, num_labels, dev)  # beside the candidates' masks
+                # the derangements depend only on the batch's first position: resume-exact
+                orders = in_batch_orders(len(batch["pos"]), o.null_draws, null_seed(o.seed, int(batch["pos"][0])), dev)
+                n = len(batch["pos"])
 
-            each(count)
+                def count(layer: str, maps=maps, prep=prep, orders=orders, n=n, size=size) -> None:
+                    a, pick, t = maps[layer], picks[layer], self.tag[layer]
+                    if isinstance(a, MaskPixels):
+                        pixels = [select_units(a, pick, self.shapes[layer][0])]
+                    else:
+                        pixels = mask_pixel_lists(a[:, pick], thresholds[layer][0][pick], size)
+                    counts = count_masks(pixels, n, len(pick), prep.result(), orders, **kw)
+                    stat[f"{t}_null"].add_counts(*counts)
+
+                each(count)
+        except BaseException:
+            side.close(raise_errors=False)
+            raise
+        side.close()
 
     def _best_iou(self, layer: str) -> np.ndarray:
         """``[C]``: each unit's best IoU after pass 2 (label 0, "unlabelled", left out), as ``summarise`` has it."""

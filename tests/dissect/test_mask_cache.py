@@ -135,6 +135,35 @@ def test_counting_from_the_mask_lists():
     assert torch.equal(sub[0][0], ref[0][[1, 3]])
 
 
+@pytest.mark.parametrize("denominator", ["annotated", "overlap"])
+def test_counting_in_many_chunks_and_groups_equals_one_shot(monkeypatch, denominator):
+    """The masks found a few pairs at a time and counted a few pixels at a time (several groups of
+    chunks, a group of one chunk larger than the limit, empty chunks) give the counts of one chunk
+    counted at once, for the identity and for derangements, by combination and label by label."""
+    maps, labels, image_labels, present, L = planes_world()
+    th = torch.quantile(maps.transpose(0, 1).flatten(1), 0.8, dim=1)
+    th[2] = maps[:, 2].max()  # a unit with no mask anywhere: pairs with no pixels
+    prep = iou.prepare_labels(labels, image_labels, present, L)
+    orders = [torch.arange(12)] + iou.in_batch_orders(12, 3, 7)
+    kw = {"denominator": denominator, "label_category": torch.tensor([-1, 0, 0, 1, 1, 0, 1, 0, 1])}
+    whole = iou.mask_pixel_lists(maps, th, prep.size)
+    assert len(whole) == 1
+    want = iou.count_masks(whole, 12, 5, prep, orders, **kw)
+    monkeypatch.setattr(iou, "_CHUNK_ELEMENTS", 256 * 5)  # 5 pairs a chunk
+    chunks = iou.mask_pixel_lists(maps, th, prep.size)
+    assert len(chunks) > 5 and max(len(c.pix) for c in chunks) > 40
+    for limit in (1, 40, 300, 10**9):
+        monkeypatch.setattr(iou, "_COUNT_ELEMENTS", limit)
+        got = iou.count_masks(chunks, 12, 5, prep, orders, **kw)
+        assert all(torch.equal(x, y) for x, y in zip(got, want)), limit
+        monkeypatch.setattr(iou, "_COMBO_BINS", 1)  # label by label
+        got = iou.count_masks(chunks, 12, 5, prep, orders, **kw)
+        monkeypatch.undo()
+        monkeypatch.setattr(iou, "_CHUNK_ELEMENTS", 256 * 5)
+        assert all(torch.equal(x, y) for x, y in zip(got, want)), (limit, "by label")
+    assert int(want[0].sum()) > 0
+
+
 def test_exemplar_masks_found_together_equal_each_units_upsampled_masks():
     from unitscope.dissect.exemplars import _exemplar_masks, _unpack_masks
 

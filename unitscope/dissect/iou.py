@@ -221,17 +221,41 @@ def count_masks(
     width = len(table) if table is not None else L
     identity = [bool(torch.equal(o, torch.arange(n, device=device))) for o in orders]
     # each mask pixel's unit code and place (image * P + pixel) formed once, not per order, and the
-    # chunks' pixels counted together (up to _COUNT_ELEMENTS at a time): a count's cost is as much
-    # its bins (units x combinations) as its pixels, so one count per order, not one per chunk
-    codes: list[torch.Tensor] = []
-    places: list[torch.Tensor] = []
+    # chunks' pixels counted together (up to _COUNT_ELEMENTS at a time, written in place: no copy):
+    # a count's cost is as much its bins (units x combinations) as its pixels, so one count per
+    # order, not one per chunk
+    code_type = torch.int32 if small_codes else torch.int64
+    groups: list[list[MaskPixels]] = [[]]
     held = 0
-
-    def count_held() -> None:
-        if not codes:
-            return
-        code, at = (torch.cat(x) if len(x) > 1 else x[0] for x in (codes, places))
-        codes.clear(), places.clear()
+    for chunk in masks:
+        if held and held + len(chunk.pair) > _COUNT_ELEMENTS:
+            groups.append([])
+            held = 0
+        groups[-1].append(chunk)
+        held += len(chunk.pair)
+    for group in groups:
+        total = sum(len(chunk.pair) for chunk in group)
+        code = torch.empty(total, dtype=code_type, device=device)
+        at = torch.empty(total, dtype=torch.long, device=device)
+        start = 0
+        for chunk in group:
+            img, unit, pair, pix = chunk.img, chunk.unit, chunk.pair, chunk.pix
+            area[img, unit] = torch.bincount(pair, minlength=len(img))  # cheaper than count_nonzero(dim=1)
+            end = start + len(pair)
+            # per pair first (a few thousand), then one gather per mask pixel
+            torch.index_select((unit * width).to(code_type), 0, pair, out=code[start:end])
+            torch.index_select(img * pixels, 0, pair, out=at[start:end])
+            at[start:end] += pix
+            start = end
+            if hits is not None and len(pair) and flat_labels.shape[1]:
+                assert cat_of is not None  # overlap: label_category given
+                img_of = img.index_select(0, pair)
+                for d, order in enumerate(orders):
+                    hits[d, img, unit] = pixel_category_hits(
+                        order.index_select(0, img_of), pix, pair, flat_labels, cat_of, len(img), G
+                    )
+        if not flat_labels.shape[1] or not total:
+            continue
         for d, order in enumerate(orders):
             if per_combo is not None and combo is not None:
                 # an order permutes the images' label rows ([N * P], a small copy), not the pixels' places
@@ -241,26 +265,6 @@ def count_masks(
                 under = rows if identity[d] else rows.view(n, pixels, -1).index_select(0, order).view(n * pixels, -1)
                 rows_at = under.index_select(0, at)  # [E, K]
                 inter[d] += torch.bincount((code.view(-1, 1) + rows_at).view(-1), minlength=c * L).view(c, L)
-
-    for chunk in masks:
-        img, unit, pair, pix = chunk.img, chunk.unit, chunk.pair, chunk.pix
-        area[img, unit] = torch.bincount(pair, minlength=len(img))  # cheaper than count_nonzero(dim=1)
-        if not flat_labels.shape[1] or not len(pair):
-            continue
-        img_of = img.index_select(0, pair)
-        codes.append((unit.index_select(0, pair) * width).to(torch.int32 if small_codes else torch.int64))
-        places.append(img_of * pixels + pix)
-        held += len(pair)
-        if held >= _COUNT_ELEMENTS:
-            count_held()
-            held = 0
-        if hits is not None:
-            assert cat_of is not None  # overlap: label_category given
-            for d, order in enumerate(orders):
-                hits[d, img, unit] = pixel_category_hits(
-                    order.index_select(0, img_of), pix, pair, flat_labels, cat_of, len(img), G
-                )
-    count_held()
     if per_combo is not None and table is not None:
         spread_combos(inter, per_combo, table)
     inter[:, :, 0] = 0  # label 0: no label

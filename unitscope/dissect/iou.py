@@ -418,6 +418,12 @@ def select_units(masks: MaskPixels, units: torch.Tensor, num_units: int) -> Mask
     where[units] = torch.arange(len(units), device=where.device)
     new_unit = where.index_select(0, masks.unit)
     keep = new_unit >= 0
-    kept = keep.index_select(0, masks.pair)
+    at = keep.index_select(0, masks.pair).nonzero()[:, 0]  # the kept pixels, found once for both lists
     renumber = torch.cumsum(keep, 0) - 1
-    return MaskPixels(masks.img[keep], new_unit[keep], renumber.index_select(0, masks.pair[kept]), masks.pix[kept])
+    pairs = keep.nonzero()[:, 0]
+    return MaskPixels(
+        masks.img.index_select(0, pairs),
+        new_unit.index_select(0, pairs),
+        renumber.index_select(0, masks.pair.index_select(0, at)),
+        masks.pix.index_select(0, at),
+    )

@@ -146,13 +146,13 @@ def test_sparse_codes_skip_their_zero_cells_and_keep_every_pixel():
 
 def test_nonnegative_maps_whole_and_mixed_columns():
     """Maps after a ReLU and a ReLU6 cap (the non-negative branch of the candidate cells, plateaus
-    whose columns pass at every row without being evaluated) and signed maps (the general branch),
-    thresholded at quantiles, at map values, exactly at upsampled values and just below them, at 0
+    whose columns pass at every row without being evaluated), signed maps (the general branch) and
+    subnormal ones (where relative margins vanish), thresholded at quantiles, at map values, exactly at upsampled values and just below them, at 0
     and at the cap: the same pixels as upsampling whole maps, for every shape of SHAPES."""
     for (h, w), size in SHAPES:
         g = torch.Generator().manual_seed(11 * h + w)
         signed = torch.randn(16, h, w, generator=g) * 2
-        for maps in (signed.clamp(0, 6), signed.clamp(min=0), signed):
+        for maps in (signed.clamp(0, 6), signed.clamp(min=0), signed, signed.clamp(min=0) * 1e-40):  # subnormal
             up = F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0].flatten(1)
             th = torch.quantile(maps.flatten(), torch.linspace(0.3, 0.995, 16))
             pick = torch.randint(0, up.shape[1], (16,), generator=g)

@@ -31,6 +31,8 @@ import torch.nn.functional as F
 # a cell is looked into when its 2x2 maximum is within this relative margin of the threshold
 # (rounding can lift an interpolated value a few float32 ulps above the maximum of its four inputs)
 _MARGIN = 1e-5
+# and by at least this much: relative margins vanish for subnormal values, whose rounding is absolute
+_FLOOR = 2.0**-100
 
 
 def fma32(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
@@ -187,12 +189,13 @@ def _candidate_cells(
     if bool(maps.amin() >= 0):  # after a ReLU, or floored at 0: |values| is the values, one compare a cell
         mag = high
         # high >= t - M (high + |t|), solved for high once per pair (M is many ulps: rounding here is within it)
-        reach = high >= ((t - _MARGIN * t.abs()) / (1 + _MARGIN)).view(-1, 1, 1)
-        if bool((t <= 0).any()):
+        lo = (t - _MARGIN * t.abs()) / (1 + _MARGIN) - _FLOOR
+        reach = high >= lo.view(-1, 1, 1)
+        if bool((lo <= 0).any()):
             reach &= (high > 0) | (tt < 0)
     else:
         mag = _cell_max(maps.abs())
-        reach = (high >= tt - _MARGIN * (mag + tt.abs())) & ((mag > 0) | (tt < 0))
+        reach = (high >= tt - _MARGIN * (mag + tt.abs()) - _FLOOR) & ((mag > 0) | (tt < 0))
     # source cells (2-3% of a layer's cells at the top 0.5%): found 8 at a time (mask_pixels), about a
     # quarter of nonzero's time here
     at = mask_pixels(reach.view(1, -1))[1]
@@ -251,7 +254,7 @@ def mask_pixels_windowed(
     t0 = torch.addcmul(v01.view(-1, 1) * ax1, v00.view(-1, 1), ax0)
     t1 = torch.addcmul(v11.view(-1, 1) * ax1, v10.view(-1, 1), ax0)
     tk = t.index_select(0, cp)
-    margin = 2.0**-18 * (mag + tk.abs())  # [K]
+    margin = 2.0**-18 * (mag + tk.abs()) + _FLOOR  # [K]
     reach = (torch.maximum(t0, t1) >= (tk - margin).view(-1, 1)) & in_x.index_select(0, cx)
     k, col = reach.nonzero(as_tuple=True)  # [J]: the live columns, cell by cell
     if not len(k):

@@ -147,8 +147,9 @@ def test_sparse_codes_skip_their_zero_cells_and_keep_every_pixel():
 def test_nonnegative_maps_whole_and_mixed_columns():
     """Maps after a ReLU and a ReLU6 cap (the non-negative branch of the candidate cells, plateaus
     whose columns pass at every row without being evaluated), signed maps (the general branch) and
-    subnormal ones (where relative margins vanish), thresholded at quantiles, at map values, exactly at upsampled values and just below them, at 0
-    and at the cap: the same pixels as upsampling whole maps, for every shape of SHAPES."""
+    subnormal ones (where relative margins vanish), thresholded at quantiles, at map values, exactly
+    at upsampled values and just below them, at 0 and at the cap: the same pixels as upsampling whole
+    maps, for every shape of SHAPES."""
     for (h, w), size in SHAPES:
         g = torch.Generator().manual_seed(11 * h + w)
         signed = torch.randn(16, h, w, generator=g) * 2

@@ -280,6 +280,35 @@ def test_quantile_accepts_nchw_as_samples_per_position() -> None:
         Quantile().quantiles(0.5)
 
 
+def test_quantile_sorts_a_copy_of_each_batch_as_torch_sorts_its_units(monkeypatch) -> None:
+    """Each batch is copied to units-first order and sorted in place (NumPy on CPU): the values torch
+    sorts, the caller's batch untouched (also where the units-first view needs no copy), and the
+    sketch bit for bit the one of sorting ``units_first(x)`` out of place."""
+    from unitscope.stats import quantile
+    from unitscope.stats.base import units_first
+
+    g = torch.Generator().manual_seed(4)
+    batches = [
+        torch.randn(7, 3, generator=g),
+        torch.randn(5, 4, 3, 2, generator=g),
+        torch.randn(1, 4, 3, 3, generator=g),  # units_first is a view of it
+        torch.randn(6, 8, 3, 3, generator=g)[:, 2:6],  # not contiguous
+        torch.randn(2, 4, 5, 5, generator=g).to(memory_format=torch.channels_last),
+        torch.randn(3, 4, 5, 5, generator=g).relu(),  # ties at 0
+    ]
+    for x in batches:
+        before = x.clone()
+        assert torch.equal(quantile._sorted_units(x), torch.sort(units_first(x), dim=1).values)
+        assert torch.equal(x, before)
+    new, old = Quantile(64, seed=3), Quantile(64, seed=3)
+    for x in batches[1:]:
+        new.add(x)
+    monkeypatch.setattr(quantile, "_sorted_units", lambda x: quantile._sort(units_first(x).contiguous()))
+    for x in batches[1:]:
+        old.add(x)
+    assert_same_state(new, old)
+
+
 @pytest.mark.slow
 def test_quantile_rank_error_at_0995_over_ten_million_samples() -> None:
     """The dissection threshold: rank error <= 1.5e-4 at q = 0.995 over 10**7 samples per unit,

@@ -40,6 +40,19 @@ def _sort(x: torch.Tensor) -> torch.Tensor:
     return torch.sort(x, dim=1).values
 
 
+def _sorted_units(x: torch.Tensor) -> torch.Tensor:
+    """``x`` ``[N, C]`` or ``[N, C, H, W]`` float32 -> ``[C, M]``: each unit's samples (in
+    :func:`~.base.units_first` order), sorted. On CPU one copy into that order made by NumPy (about
+    half the CPU time of torch's for ``[50, 240, 28, 28]``) and sorted in place: the same values as
+    :func:`_sort` of the copy, without a second ``[C, M]`` array (37 MB for that batch)."""
+    if x.device.type != "cpu":
+        return _sort(units_first(x).contiguous())
+    a = x.numpy()
+    cols = np.array(np.moveaxis(a, 1, 0), order="C").reshape(a.shape[1], -1)  # always a copy: the caller's data stay
+    cols.sort(axis=1)
+    return torch.from_numpy(cols)
+
+
 class Quantile(Stat):
     """Streaming per-unit quantiles with bounded memory, mergeable across shards.
 
@@ -68,12 +81,13 @@ class Quantile(Stat):
     def add(self, x: torch.Tensor) -> None:
         """Add samples ``x``: ``[N, C]`` or ``[N, C, H, W]``."""
         # one copy to [C, M]: sorting contiguous rows is ~2x faster than sorting [N, C] columns
-        cols = units_first(x.detach().to(self.device, torch.float32)).contiguous()
-        c, m = cols.shape
+        x = x.detach().to(self.device, torch.float32)
+        c = units_first(x[:0]).shape[0]  # the shape's check and its error, before any state changes
+        m = x.numel() // max(1, c)
         self._init_units(c)
         if m == 0:
             return
-        ordered = _sort(cols)
+        ordered = _sorted_units(x)
         self._min = torch.minimum(self._min, ordered[:, 0])
         self._max = torch.maximum(self._max, ordered[:, -1])
         self.count += m

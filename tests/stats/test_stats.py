@@ -309,6 +309,33 @@ def test_quantile_sorts_a_copy_of_each_batch_as_torch_sorts_its_units(monkeypatc
     assert_same_state(new, old)
 
 
+def test_quantile_read_outs_are_kept_until_the_sketch_changes() -> None:
+    """The sorted sketch behind ``quantiles`` and ``cdf`` is made once and made again after an
+    ``add``, a ``merge`` or a load: every read-out equals a fresh sketch's."""
+    g = torch.Generator().manual_seed(5)
+    xs = [torch.randn(400, 3, generator=g) * (i + 1) for i in range(3)]
+    q, levels = Quantile(32), [0.1, 0.5, 0.995]
+    q.add(xs[0])
+    first = q.quantiles(levels)
+    assert torch.equal(q.quantiles(levels), first) and q._points is not None
+    q.add(xs[1])
+    other = Quantile(32, seed=7)
+    other.add(xs[2])
+    q.merge(other)
+    fresh = Quantile(32)
+    fresh.load_state_dict(q.state_dict())
+    assert not torch.equal(q.quantiles(levels), first)
+    for s in (q, fresh):
+        values, ranks = s._sorted_points()
+        assert torch.equal(s._cdf_points()[0], values) and torch.equal(s._cdf_points()[1], ranks)
+    assert torch.equal(q.quantiles(levels), fresh.quantiles(levels))
+    assert torch.equal(q.cdf(first[:, 1]), fresh.cdf(first[:, 1]))
+    again = Quantile(32)
+    again.add(xs[2])
+    fresh.load_state_dict(again.state_dict())  # another sketch loaded over a read one: its own read-outs
+    assert torch.equal(fresh.quantiles(levels), again.quantiles(levels))
+
+
 @pytest.mark.slow
 def test_quantile_rank_error_at_0995_over_ten_million_samples() -> None:
     """The dissection threshold: rank error <= 1.5e-4 at q = 0.995 over 10**7 samples per unit,

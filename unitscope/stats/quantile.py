@@ -76,6 +76,7 @@ class Quantile(Stat):
         self._min: torch.Tensor | None = None
         self._max: torch.Tensor | None = None
         self._rng = torch.Generator().manual_seed(self.seed)
+        self._points: tuple[torch.Tensor, torch.Tensor] | None = None  # _cdf_points until the sketch changes
 
     # -- adding ---------------------------------------------------------------------------------
     def add(self, x: torch.Tensor) -> None:
@@ -87,6 +88,7 @@ class Quantile(Stat):
         self._init_units(c)
         if m == 0:
             return
+        self._points = None
         ordered = _sorted_units(x)
         self._min = torch.minimum(self._min, ordered[:, 0])
         self._max = torch.maximum(self._max, ordered[:, -1])
@@ -148,6 +150,7 @@ class Quantile(Stat):
             jump = nxt
 
     def _push(self, level: int, items: torch.Tensor) -> None:
+        self._points = None
         while len(self._levels) <= level:
             self._levels.append(self._levels[0].new_empty(self.num_units, 0))
         self._levels[level] = torch.cat([self._levels[level], items], dim=1)
@@ -171,7 +174,13 @@ class Quantile(Stat):
         return self._min.clone(), self._max.clone()
 
     def _cdf_points(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Sorted sketch values ``[C, M + 2]`` and their mid-ranks in [0, 1] (min and max added)."""
+        """Sorted sketch values ``[C, M + 2]`` and their mid-ranks in [0, 1] (min and max added); kept
+        until the sketch changes (a dissection reads its thresholds, then the report's levels: one sort)."""
+        if self._points is None or self._points[0].device != self._min.device:
+            self._points = self._sorted_points()
+        return self._points
+
+    def _sorted_points(self) -> tuple[torch.Tensor, torch.Tensor]:
         values = torch.cat(self._levels, dim=1)
         weights = torch.cat(
             [torch.full((lv.shape[1],), 2.0**h, dtype=torch.float64) for h, lv in enumerate(self._levels)]
@@ -233,6 +242,7 @@ class Quantile(Stat):
         return data
 
     def _set_data(self, arrays: dict[str, torch.Tensor]) -> None:
+        self._points = None
         self.count = int(arrays["count"])
         self._rng.set_state(arrays["rng"].cpu().to(torch.uint8))
         if "min" not in arrays:
@@ -246,6 +256,7 @@ class Quantile(Stat):
     def _merge(self, other: Quantile) -> None:
         if other.num_units is None:
             return
+        self._points = None
         self._init_units(other.num_units)
         self.count += other.count
         self._min = torch.minimum(self._min, other._min.to(self.device))

@@ -137,25 +137,22 @@ class Thumbnails:
         image = image if image.mode == "RGB" else image.convert("RGB")
         if image.size != (self.size, self.size):  # a 224 px world at 224 px tiles needs no resampling
             image = image.resize((self.size, self.size), Image.BILINEAR)
-        return [np.asarray(image), None, None, None]
+        return [_pack(np.asarray(image)), None, None]
 
     def tile(self, i: int) -> np.ndarray:
-        entry = self._entry(i)
-        if entry[1] is None:
-            entry[1] = _pack(entry[0])
-        return entry[1]
+        return self._entry(i)[0]
 
     def dimmed(self, i: int) -> np.ndarray:
         entry = self._entry(i)
-        if entry[2] is None:
-            entry[2] = _pack(_DIM[entry[0]])
-        return entry[2]
+        if entry[1] is None:  # every byte through the table (X too: the JPEG encoder ignores it)
+            entry[1] = _DIM[entry[0].view(np.uint8)].view(np.uint32)
+        return entry[1]
 
     def tinted(self, i: int) -> np.ndarray:
         entry = self._entry(i)
-        if entry[3] is None:
-            entry[3] = _pack(_TINT[entry[0], _CHANNELS])  # each channel through its own table
-        return entry[3]
+        if entry[2] is None:
+            entry[2] = _pack(_TINT[_rgb(entry[0]), _CHANNELS])  # each channel through its own table
+        return entry[2]
 
 
 def _pack(rgb: np.ndarray) -> np.ndarray:
@@ -242,7 +239,7 @@ def _exemplar_strip(
     mask (the outline, as :func:`_outline`); gaps and empty slots white. NumPy on the cached tiles,
     the mask's own pixels only: its cost does not grow with the area of scattered masks."""
     size = thumbs.size
-    strip = _blank_strip(size, k)
+    strip = _blank_strip(size, k, len(idx))
     for j, i in enumerate(idx):
         strip[:, j * (size + 2) : j * (size + 2) + size] = thumbs.dimmed(i)
     flat = strip.reshape(-1)
@@ -259,9 +256,13 @@ def _exemplar_strip(
     return strip
 
 
-def _blank_strip(size: int, k: int) -> np.ndarray:
-    """``[size, k * (size + 2)]`` white packed RGBX pixels."""
-    return np.full((size, k * (size + 2)), _WHITE, np.uint32)
+def _blank_strip(size: int, k: int, filled: int = 0) -> np.ndarray:
+    """``[size, k * (size + 2)]`` packed RGBX pixels, white but for the places of the first ``filled``
+    tiles (left unset: the caller fills them)."""
+    strip = np.empty((size, k * (size + 2)), np.uint32)
+    strip.reshape(size, k, size + 2)[:, :filled, size:] = _WHITE  # the gaps after them
+    strip[:, filled * (size + 2) :] = _WHITE
+    return strip
 
 
 def _tile_pixels(packed: tuple[np.ndarray, np.ndarray] | None, n: int):
@@ -340,7 +341,7 @@ def _concept_strip(thumbs: Thumbnails, idx: list[int], k: int, masks: list[np.nd
     ``[size, k * (size + 2)]`` packed RGBX pixels (:func:`_pack`), from the cached tiles (only each
     mask's bounding box composited)."""
     size = thumbs.size
-    strip = _blank_strip(size, k)
+    strip = _blank_strip(size, k, min(len(idx), len(masks)))
     for j, (i, mask) in enumerate(zip(idx, masks)):
         strip[:, j * (size + 2) : j * (size + 2) + size] = thumbs.tile(i)
         rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
@@ -417,7 +418,8 @@ def _exemplar_masks(
     """Each unit's exemplar masks (its maps ``maps[image, unit]`` upsampled bilinearly to ``size``
     and thresholded at its T_k), found for many units at once (the windowed masks of
     :func:`~.iou.mask_pixel_lists`, exact where PyTorch's arithmetic is confirmed): ``unit ->
-    (exemplar [E], pixel [E])`` of its mask pixels; a unit whose masks are empty is left out.
+    (exemplar [E], pixel [E])`` of its mask pixels, exemplars ascending; a unit whose masks are
+    empty is left out.
     ``images [C, k]``; ``rows``: the units to do (default all)."""
     th = thresholds.detach().cpu().float()
     rows = range(len(images)) if rows is None else rows
@@ -428,7 +430,7 @@ def _exemplar_masks(
     for start in range(0, len(units), step):
         part = units[start : start + step]
         unit_of = torch.tensor([u for u, idx in part for _ in idx])  # [B]: each row's unit
-        slot = torch.tensor([j for _, idx in part for j in range(len(idx))])  # [B]: its exemplar
+        first = torch.tensor([0] + [len(idx) for _, idx in part]).cumsum(0)  # [U + 1]: each unit's first row
         stacked = torch.stack([maps[i, u] for u, idx in part for i in idx]).float()[None]  # [1, B, h, w]
         rows, pixels = [], []
         for chunk in mask_pixel_lists(stacked, th.index_select(0, unit_of), (size, size)):
@@ -440,12 +442,11 @@ def _exemplar_masks(
         if len(row) > 1 and not bool((row[1:] >= row[:-1]).all()):  # the kernels list them by row already
             order = torch.argsort(row, stable=True)  # grouped by unit (rows are unit-major)
             row, pix = row[order], pix[order]
-        unit = unit_of.index_select(0, row)
-        cuts = torch.searchsorted(unit, torch.tensor([u for u, _ in part] + [int(unit_of.max()) + 1]))
+        cuts = torch.searchsorted(row, first)  # rows are unit-major: each unit's pixels, in exemplar order
         for k, (u, _) in enumerate(part):
             lo, hi = int(cuts[k]), int(cuts[k + 1])
             if hi > lo:
-                out[u] = (slot.index_select(0, row[lo:hi]).numpy(), pix[lo:hi].numpy())
+                out[u] = ((row[lo:hi] - first[k]).numpy(), pix[lo:hi].numpy())
     return out
 
 

@@ -373,7 +373,7 @@ def _in_threads(fn, items) -> list:
         return list(pool.map(fn, items))
 
 
-# value -> dimmed value (every channel): ``_DIM[tile]``
+# value -> dimmed value, the same for every channel (taken byte by byte: ``Thumbnails.dimmed``)
 _DIM = np.clip(np.arange(256, dtype=np.float32) * 0.3 + 20, 0, 255).astype(np.uint8)
 _YELLOW = _pack(np.array([[(255, 220, 0)]], np.uint8))[0, 0]
 _WHITE = _pack(np.full((1, 1, 3), 255, np.uint8))[0, 0]

@@ -12,6 +12,7 @@ from unitscope.dissect import exemplars as ex
 from unitscope.dissect.iou import upsample_masks
 
 SIZE, K, N, C = 64, 3, 6, 5
+YELLOW, CYAN = (255, 220, 0), (0, 229, 255)  # the unit's outline, the concept's
 
 
 class _World:
@@ -77,7 +78,7 @@ def _reference_exemplar(world: _World, u: int, th: torch.Tensor) -> np.ndarray:
     out = picture.copy()
     for ch in range(3):
         out[..., ch] = np.where(tiles & ~mask, dim[ch][picture[..., ch]], picture[..., ch])
-    out[_outline(mask, 1)] = ex._YELLOW
+    out[_outline(mask, 1)] = YELLOW
     return out
 
 
@@ -89,11 +90,11 @@ def test_exemplar_strips_equal_the_whole_strip_composited_at_once():
     assert 3 not in packed and 4 not in packed and {0, 1, 2} <= packed.keys()
     for u in range(C):
         idx = [i for i in _IMAGES[u].tolist() if i >= 0]
-        got = np.asarray(ex._exemplar_strip(thumbs, idx, K, packed.get(u)))
+        got = ex._rgb(ex._exemplar_strip(thumbs, idx, K, packed.get(u)))
         assert np.array_equal(got, _reference_exemplar(world, u, th)), u
     # unit 2's masks reach the tile's top edge: outlined there, on the first row
-    strip = np.asarray(ex._exemplar_strip(thumbs, [4, 0, 1], K, packed[2]))
-    assert (strip[0, SIZE + 2 : 2 * SIZE + 2] == ex._YELLOW).all(1).sum() > SIZE // 2
+    strip = ex._rgb(ex._exemplar_strip(thumbs, [4, 0, 1], K, packed[2]))
+    assert (strip[0, SIZE + 2 : 2 * SIZE + 2] == YELLOW).all(1).sum() > SIZE // 2
 
 
 def test_concept_strips_equal_the_whole_strip_tinted_at_once():
@@ -105,13 +106,13 @@ def test_concept_strips_equal_the_whole_strip_tinted_at_once():
     tint = _table(0.55, ex._MASK_RGB * 0.45)
     for idx, label in (([0, 1, 2], 2), ([5, 3], 4), ([], 2)):
         masks = [ex._label_mask(hits[i, label], SIZE) for i in idx]
-        got = np.asarray(ex._concept_strip(thumbs, idx, K, masks))
+        got = ex._rgb(ex._concept_strip(thumbs, idx, K, masks))
         picture = _strip_of([world.pixels[i] for i in idx], 255)
         mask = _strip_of(masks, False) if idx else np.zeros(picture.shape[:2], bool)
         want = picture.copy()
         for ch in range(3):
             want[..., ch] = np.where(mask, tint[ch][picture[..., ch]], picture[..., ch])
-        want[_outline(mask, 2)] = ex._CYAN
+        want[_outline(mask, 2)] = CYAN
         assert np.array_equal(got, want), (idx, label)
         if label == 4:  # image 5 has label 4 at image level: its whole tile tinted, image 3 (no label 4) untouched
             assert mask[:, :SIZE].all() and not mask[:, SIZE:].any()

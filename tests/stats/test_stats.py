@@ -280,6 +280,62 @@ def test_quantile_accepts_nchw_as_samples_per_position() -> None:
         Quantile().quantiles(0.5)
 
 
+def test_quantile_sorts_a_copy_of_each_batch_as_torch_sorts_its_units(monkeypatch) -> None:
+    """Each batch is copied to units-first order and sorted in place (NumPy on CPU): the values torch
+    sorts, the caller's batch untouched (also where the units-first view needs no copy), and the
+    sketch bit for bit the one of sorting ``units_first(x)`` out of place."""
+    from unitscope.stats import quantile
+    from unitscope.stats.base import units_first
+
+    g = torch.Generator().manual_seed(4)
+    batches = [
+        torch.randn(7, 3, generator=g),
+        torch.randn(5, 4, 3, 2, generator=g),
+        torch.randn(1, 4, 3, 3, generator=g),  # units_first is a view of it
+        torch.randn(6, 8, 3, 3, generator=g)[:, 2:6],  # not contiguous
+        torch.randn(2, 4, 5, 5, generator=g).to(memory_format=torch.channels_last),
+        torch.randn(3, 4, 5, 5, generator=g).relu(),  # ties at 0
+    ]
+    for x in batches:
+        before = x.clone()
+        assert torch.equal(quantile._sorted_units(x), torch.sort(units_first(x), dim=1).values)
+        assert torch.equal(x, before)
+    new, old = Quantile(64, seed=3), Quantile(64, seed=3)
+    for x in batches[1:]:
+        new.add(x)
+    monkeypatch.setattr(quantile, "_sorted_units", lambda x: quantile._sort(units_first(x).contiguous()))
+    for x in batches[1:]:
+        old.add(x)
+    assert_same_state(new, old)
+
+
+def test_quantile_read_outs_are_kept_until_the_sketch_changes() -> None:
+    """The sorted sketch behind ``quantiles`` and ``cdf`` is made once and made again after an
+    ``add``, a ``merge`` or a load: every read-out equals a fresh sketch's."""
+    g = torch.Generator().manual_seed(5)
+    xs = [torch.randn(400, 3, generator=g) * (i + 1) for i in range(3)]
+    q, levels = Quantile(32), [0.1, 0.5, 0.995]
+    q.add(xs[0])
+    first = q.quantiles(levels)
+    assert torch.equal(q.quantiles(levels), first) and q._points is not None
+    q.add(xs[1])
+    other = Quantile(32, seed=7)
+    other.add(xs[2])
+    q.merge(other)
+    fresh = Quantile(32)
+    fresh.load_state_dict(q.state_dict())
+    assert not torch.equal(q.quantiles(levels), first)
+    for s in (q, fresh):
+        values, ranks = s._sorted_points()
+        assert torch.equal(s._cdf_points()[0], values) and torch.equal(s._cdf_points()[1], ranks)
+    assert torch.equal(q.quantiles(levels), fresh.quantiles(levels))
+    assert torch.equal(q.cdf(first[:, 1]), fresh.cdf(first[:, 1]))
+    again = Quantile(32)
+    again.add(xs[2])
+    fresh.load_state_dict(again.state_dict())  # another sketch loaded over a read one: its own read-outs
+    assert torch.equal(fresh.quantiles(levels), again.quantiles(levels))
+
+
 @pytest.mark.slow
 def test_quantile_rank_error_at_0995_over_ten_million_samples() -> None:
     """The dissection threshold: rank error <= 1.5e-4 at q = 0.995 over 10**7 samples per unit,

@@ -120,9 +120,10 @@ def thumb_size(source) -> int:
 
 class Thumbnails:
     """The exemplar tiles by run position, each decoded once while it stays in the cache (the same
-    images recur across units): ``tile(i)`` the picture at ``size`` px (PIL RGB), ``dimmed(i)`` the
-    same through the dimming table (made on first use). Shared by threads: a tile two threads ask for
-    at once may be made twice, never wrong. ``picture``: run position -> PIL image."""
+    images recur across units): ``tile(i)`` the picture at ``size`` px, ``dimmed(i)`` and
+    ``tinted(i)`` the same through the dimming and tinting tables (each made on first use), all
+    ``[size, size]`` packed RGBX pixels (:func:`_pack`). Shared by threads: a tile two threads ask
+    for at once may be made twice, never wrong. ``picture``: run position -> PIL image."""
 
     def __init__(self, picture: Callable[[int], Any], size: int, capacity: int = _THUMB_CACHE):
         self.picture, self.size = picture, size
@@ -136,24 +137,52 @@ class Thumbnails:
         image = image if image.mode == "RGB" else image.convert("RGB")
         if image.size != (self.size, self.size):  # a 224 px world at 224 px tiles needs no resampling
             image = image.resize((self.size, self.size), Image.BILINEAR)
-        return [image, None]
+        # PIL's own RGBX bytes, one copy (15x faster than packing an RGB array); read-only, never written
+        tile = np.frombuffer(image.tobytes("raw", "RGBX"), np.uint32).reshape(self.size, self.size)
+        return [tile, None, None]
 
-    def tile(self, i: int):
+    def tile(self, i: int) -> np.ndarray:
         return self._entry(i)[0]
 
-    def dimmed(self, i: int):
+    def dimmed(self, i: int) -> np.ndarray:
         entry = self._entry(i)
-        if entry[1] is None:
-            entry[1] = entry[0].point(_DIM)
+        if entry[1] is None:  # every byte through the table (X too: the JPEG encoder ignores it)
+            entry[1] = np.take(_DIM, entry[0].view(np.uint8)).view(np.uint32)
         return entry[1]
 
+    def tinted(self, i: int) -> np.ndarray:
+        entry = self._entry(i)
+        if entry[2] is None:  # each channel through its own table
+            pixels = entry[0].view(np.uint8).reshape(*entry[0].shape, 4)
+            out = np.empty_like(pixels)
+            for c in range(3):
+                np.take(_TINT[c], pixels[..., c], out=out[..., c])
+            out[..., 3] = 255
+            entry[2] = out.view(np.uint32)[..., 0]
+        return entry[2]
 
-def _save_strip(run_dir, rel: str, strip) -> None:
-    """``strip``: a PIL image or ``[H, W, 3]`` uint8."""
+
+def _pack(rgb: np.ndarray) -> np.ndarray:
+    """``[H, W, 3]`` uint8 -> ``[H, W]`` uint32, each pixel's RGBX bytes (X = 255; the strips never
+    read it) in one element (PIL's own layout: a strip of them is encoded without a copy, and a
+    pixel moves in one step)."""
+    out = np.full((*rgb.shape[:2], 4), 255, np.uint8)
+    out[..., :3] = rgb
+    return out.view(np.uint32)[..., 0]
+
+
+def _rgb(packed: np.ndarray) -> np.ndarray:
+    """``[H, W]`` packed RGBX pixels (:func:`_pack`) -> ``[H, W, 3]`` uint8."""
+    return np.ascontiguousarray(packed).view(np.uint8).reshape(*packed.shape, 4)[..., :3]
+
+
+def _save_strip(run_dir, rel: str, strip: np.ndarray) -> None:
+    """``strip``: ``[H, W]`` packed RGBX pixels (:func:`_pack`), encoded in place."""
     from PIL import Image
 
     buf = BytesIO()
-    (strip if isinstance(strip, Image.Image) else Image.fromarray(strip)).save(buf, format="JPEG", quality=85)
+    image = Image.frombuffer("RGBX", (strip.shape[1], strip.shape[0]), np.ascontiguousarray(strip), "raw", "RGBX", 0, 1)
+    image.save(buf, format="JPEG", quality=85)
     atomic_write_bytes(run_dir / rel, buf.getvalue(), fsync=False)  # made again by a rerun: no flush per file
 
 
@@ -209,29 +238,43 @@ def write_layer_strips(
     return [path for part in _in_threads(render, groups) for path in part]
 
 
-def _exemplar_strip(thumbs: Thumbnails, idx: list[int], k: int, packed: tuple[np.ndarray, np.ndarray] | None):
-    """A unit's exemplar strip (PIL RGB): the tiles of ``idx`` dimmed, each one's mask pixels
-    (``packed``: exemplar ``[E]`` and pixel ``[E]``, :func:`_exemplar_masks`) as they were, outlined
-    in yellow; gaps and empty slots white. Only the masks' bounding boxes are composited."""
-    from PIL import Image
-
+def _exemplar_strip(
+    thumbs: Thumbnails, idx: list[int], k: int, packed: tuple[np.ndarray, np.ndarray] | None
+) -> np.ndarray:
+    """A unit's exemplar strip ``[size, k * (size + 2)]`` (packed RGBX pixels, :func:`_pack`): the
+    tiles of ``idx`` dimmed, each one's mask pixels (``packed``: exemplar ``[E]`` and pixel ``[E]``,
+    :func:`_exemplar_masks`) as they were, or yellow where a mask pixel has a 4-neighbour outside the
+    mask (the outline, as :func:`_outline`); gaps and empty slots white. NumPy on the cached tiles,
+    the mask's own pixels only: its cost does not grow with the area of scattered masks."""
     size = thumbs.size
-    strip = Image.new("RGB", (k * (size + 2), size), (255, 255, 255))
+    strip = _blank_strip(size, k, len(idx))
     for j, i in enumerate(idx):
-        strip.paste(thumbs.dimmed(i), (j * (size + 2), 0))
-    for j, ys, xs in _tile_pixels(packed, len(idx), size):
-        y0, x0 = int(ys.min()), int(xs.min())
-        mask = np.zeros((int(ys.max()) + 1 - y0, int(xs.max()) + 1 - x0), bool)
-        mask[ys - y0, xs - x0] = True
-        box = (x0, y0, x0 + mask.shape[1], y0 + mask.shape[0])
-        at = (j * (size + 2) + x0, y0, j * (size + 2) + box[2], box[3])
-        strip.paste(thumbs.tile(idx[j]).crop(box), at, Image.fromarray(mask))
-        strip.paste(_YELLOW, at, Image.fromarray(_outline(mask, 1)))
+        strip[:, j * (size + 2) : j * (size + 2) + size] = thumbs.dimmed(i)
+    flat = strip.reshape(-1)
+    wide = size + 2  # the mask drawn on a tile padded by one pixel: outside it counts as outside the mask
+    canvas = np.zeros(wide * wide, bool)
+    for j, pix in _tile_pixels(packed, len(idx)):
+        row = pix // size
+        at = pix + row * 2 + (wide + 1)  # [P]: each pixel on the padded canvas
+        canvas[at] = True
+        inner = canvas[at - 1] & canvas[at + 1] & canvas[at - wide] & canvas[at + wide]
+        canvas[at] = False
+        values = np.where(inner, thumbs.tile(idx[j]).reshape(-1)[pix], _YELLOW)
+        flat[pix + row * (strip.shape[1] - size) + j * (size + 2)] = values
     return strip
 
 
-def _tile_pixels(packed: tuple[np.ndarray, np.ndarray] | None, n: int, size: int):
-    """``(tile, ys [P], xs [P])`` of each of the ``n`` tiles with mask pixels in ``packed``."""
+def _blank_strip(size: int, k: int, filled: int = 0) -> np.ndarray:
+    """``[size, k * (size + 2)]`` packed RGBX pixels, white but for the places of the first ``filled``
+    tiles (left unset: the caller fills them)."""
+    strip = np.empty((size, k * (size + 2)), np.uint32)
+    strip.reshape(size, k, size + 2)[:, :filled, size:] = _WHITE  # the gaps after them
+    strip[:, filled * (size + 2) :] = _WHITE
+    return strip
+
+
+def _tile_pixels(packed: tuple[np.ndarray, np.ndarray] | None, n: int):
+    """``(tile, pixel [P])`` of each of the ``n`` tiles with mask pixels in ``packed``."""
     if packed is None:
         return
     slot, pix = packed
@@ -241,8 +284,7 @@ def _tile_pixels(packed: tuple[np.ndarray, np.ndarray] | None, n: int, size: int
     cuts = np.searchsorted(slot, np.arange(n + 1))
     for j in range(n):
         if cuts[j + 1] > cuts[j]:
-            ys, xs = np.divmod(pix[cuts[j] : cuts[j + 1]], size)
-            yield j, ys, xs
+            yield j, pix[cuts[j] : cuts[j + 1]]
 
 
 def write_unit_strips(
@@ -301,24 +343,23 @@ def write_unit_strips(
     return strips, concept_rows
 
 
-def _concept_strip(thumbs: Thumbnails, idx: list[int], k: int, masks: list[np.ndarray]):
+def _concept_strip(thumbs: Thumbnails, idx: list[int], k: int, masks: list[np.ndarray]) -> np.ndarray:
     """The tiles of ``idx`` with ``masks [size, size]`` (the concept's ground truth) tinted cyan and
-    outlined 2 px wide (still visible when the page shows the strip small); gaps and empty slots white."""
-    from PIL import Image
-
+    outlined 2 px wide (still visible when the page shows the strip small); gaps and empty slots white.
+    ``[size, k * (size + 2)]`` packed RGBX pixels (:func:`_pack`), from the cached tiles (only each
+    mask's bounding box composited)."""
     size = thumbs.size
-    strip = Image.new("RGB", (k * (size + 2), size), (255, 255, 255))
+    strip = _blank_strip(size, k, min(len(idx), len(masks)))
     for j, (i, mask) in enumerate(zip(idx, masks)):
-        tile = thumbs.tile(i)
-        strip.paste(tile, (j * (size + 2), 0))
+        strip[:, j * (size + 2) : j * (size + 2) + size] = thumbs.tile(i)
         rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
         if not len(rows):
             continue
-        box = (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
-        inside = np.ascontiguousarray(mask[box[1] : box[3], box[0] : box[2]])
-        at = (j * (size + 2) + box[0], box[1], j * (size + 2) + box[2], box[3])
-        strip.paste(tile.crop(box).point(_TINT), at, Image.fromarray(inside))
-        strip.paste(_CYAN, at, Image.fromarray(_outline(inside, 2)))
+        y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+        inside = mask[y0:y1, x0:x1]
+        at = strip[y0:y1, j * (size + 2) + x0 : j * (size + 2) + x1]
+        np.copyto(at, thumbs.tinted(i)[y0:y1, x0:x1], where=inside)
+        at[_outline(inside, 2)] = _CYAN
     return strip
 
 
@@ -332,9 +373,10 @@ def _in_threads(fn, items) -> list:
         return list(pool.map(fn, items))
 
 
-# value -> dimmed value, per channel (a PIL point table)
-_DIM = np.tile(np.clip(np.arange(256, dtype=np.float32) * 0.3 + 20, 0, 255).astype(np.uint8), 3).tolist()
-_YELLOW = (255, 220, 0)
+# value -> dimmed value, the same for every channel (taken byte by byte: ``Thumbnails.dimmed``)
+_DIM = np.clip(np.arange(256, dtype=np.float32) * 0.3 + 20, 0, 255).astype(np.uint8)
+_YELLOW = _pack(np.array([[(255, 220, 0)]], np.uint8))[0, 0]
+_WHITE = _pack(np.full((1, 1, 3), 255, np.uint8))[0, 0]
 
 
 def _outline(mask: np.ndarray, width: int) -> np.ndarray:
@@ -384,7 +426,8 @@ def _exemplar_masks(
     """Each unit's exemplar masks (its maps ``maps[image, unit]`` upsampled bilinearly to ``size``
     and thresholded at its T_k), found for many units at once (the windowed masks of
     :func:`~.iou.mask_pixel_lists`, exact where PyTorch's arithmetic is confirmed): ``unit ->
-    (exemplar [E], pixel [E])`` of its mask pixels; a unit whose masks are empty is left out.
+    (exemplar [E], pixel [E])`` of its mask pixels, exemplars ascending; a unit whose masks are
+    empty is left out.
     ``images [C, k]``; ``rows``: the units to do (default all)."""
     th = thresholds.detach().cpu().float()
     rows = range(len(images)) if rows is None else rows
@@ -395,7 +438,7 @@ def _exemplar_masks(
     for start in range(0, len(units), step):
         part = units[start : start + step]
         unit_of = torch.tensor([u for u, idx in part for _ in idx])  # [B]: each row's unit
-        slot = torch.tensor([j for _, idx in part for j in range(len(idx))])  # [B]: its exemplar
+        first = torch.tensor([0] + [len(idx) for _, idx in part]).cumsum(0)  # [U + 1]: each unit's first row
         stacked = torch.stack([maps[i, u] for u, idx in part for i in idx]).float()[None]  # [1, B, h, w]
         rows, pixels = [], []
         for chunk in mask_pixel_lists(stacked, th.index_select(0, unit_of), (size, size)):
@@ -407,12 +450,11 @@ def _exemplar_masks(
         if len(row) > 1 and not bool((row[1:] >= row[:-1]).all()):  # the kernels list them by row already
             order = torch.argsort(row, stable=True)  # grouped by unit (rows are unit-major)
             row, pix = row[order], pix[order]
-        unit = unit_of.index_select(0, row)
-        cuts = torch.searchsorted(unit, torch.tensor([u for u, _ in part] + [int(unit_of.max()) + 1]))
+        cuts = torch.searchsorted(row, first)  # rows are unit-major: each unit's pixels, in exemplar order
         for k, (u, _) in enumerate(part):
             lo, hi = int(cuts[k]), int(cuts[k + 1])
             if hi > lo:
-                out[u] = (slot.index_select(0, row[lo:hi]).numpy(), pix[lo:hi].numpy())
+                out[u] = ((row[lo:hi] - first[k]).numpy(), pix[lo:hi].numpy())
     return out
 
 
@@ -425,10 +467,9 @@ def _unpack_masks(packed: tuple[np.ndarray, np.ndarray] | None, n: int, size: in
 
 
 _MASK_RGB = np.array((0, 229, 255), np.float32)  # cyan: the ground truth, apart from the yellow unit outline
-# channel-major point table: each channel's value tinted towards _MASK_RGB
+# value -> tinted value towards _MASK_RGB, per channel (``[3, 256]``: ``_TINT[c][value]``)
 _TINT = np.clip(np.arange(256, dtype=np.float32)[None] * 0.55 + _MASK_RGB[:, None] * 0.45, 0, 255).astype(np.uint8)
-_TINT = _TINT.ravel().tolist()
-_CYAN = tuple(int(c) for c in _MASK_RGB)
+_CYAN = _pack(_MASK_RGB.astype(np.uint8)[None, None])[0, 0]
 
 
 def write_concept_strips(run_dir, source, layers, tag, tops, dissected) -> dict[str, list[dict]]:

@@ -40,6 +40,19 @@ def _sort(x: torch.Tensor) -> torch.Tensor:
     return torch.sort(x, dim=1).values
 
 
+def _sorted_units(x: torch.Tensor) -> torch.Tensor:
+    """``x`` ``[N, C]`` or ``[N, C, H, W]`` float32 -> ``[C, M]``: each unit's samples (in
+    :func:`~.base.units_first` order), sorted. On CPU one copy into that order made by NumPy (about
+    half the CPU time of torch's for ``[50, 240, 28, 28]``) and sorted in place: the same values as
+    :func:`_sort` of the copy, without a second ``[C, M]`` array (37 MB for that batch)."""
+    if x.device.type != "cpu":
+        return _sort(units_first(x).contiguous())
+    a = x.numpy()
+    cols = np.array(np.moveaxis(a, 1, 0), order="C").reshape(a.shape[1], -1)  # always a copy: the caller's data stay
+    cols.sort(axis=1)
+    return torch.from_numpy(cols)
+
+
 class Quantile(Stat):
     """Streaming per-unit quantiles with bounded memory, mergeable across shards.
 
@@ -63,17 +76,20 @@ class Quantile(Stat):
         self._min: torch.Tensor | None = None
         self._max: torch.Tensor | None = None
         self._rng = torch.Generator().manual_seed(self.seed)
+        self._points: tuple[torch.Tensor, torch.Tensor] | None = None  # _cdf_points until the sketch changes
 
     # -- adding ---------------------------------------------------------------------------------
     def add(self, x: torch.Tensor) -> None:
         """Add samples ``x``: ``[N, C]`` or ``[N, C, H, W]``."""
         # one copy to [C, M]: sorting contiguous rows is ~2x faster than sorting [N, C] columns
-        cols = units_first(x.detach().to(self.device, torch.float32)).contiguous()
-        c, m = cols.shape
+        x = x.detach().to(self.device, torch.float32)
+        c = units_first(x[:0]).shape[0]  # the shape's check and its error, before any state changes
+        m = x.numel() // max(1, c)
         self._init_units(c)
         if m == 0:
             return
-        ordered = _sort(cols)
+        self._points = None
+        ordered = _sorted_units(x)
         self._min = torch.minimum(self._min, ordered[:, 0])
         self._max = torch.maximum(self._max, ordered[:, -1])
         self.count += m
@@ -134,6 +150,7 @@ class Quantile(Stat):
             jump = nxt
 
     def _push(self, level: int, items: torch.Tensor) -> None:
+        self._points = None
         while len(self._levels) <= level:
             self._levels.append(self._levels[0].new_empty(self.num_units, 0))
         self._levels[level] = torch.cat([self._levels[level], items], dim=1)
@@ -157,7 +174,13 @@ class Quantile(Stat):
         return self._min.clone(), self._max.clone()
 
     def _cdf_points(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Sorted sketch values ``[C, M + 2]`` and their mid-ranks in [0, 1] (min and max added)."""
+        """Sorted sketch values ``[C, M + 2]`` and their mid-ranks in [0, 1] (min and max added); kept
+        until the sketch changes (a dissection reads its thresholds, then the report's levels: one sort)."""
+        if self._points is None or self._points[0].device != self._min.device:
+            self._points = self._sorted_points()
+        return self._points
+
+    def _sorted_points(self) -> tuple[torch.Tensor, torch.Tensor]:
         values = torch.cat(self._levels, dim=1)
         weights = torch.cat(
             [torch.full((lv.shape[1],), 2.0**h, dtype=torch.float64) for h, lv in enumerate(self._levels)]
@@ -219,6 +242,7 @@ class Quantile(Stat):
         return data
 
     def _set_data(self, arrays: dict[str, torch.Tensor]) -> None:
+        self._points = None
         self.count = int(arrays["count"])
         self._rng.set_state(arrays["rng"].cpu().to(torch.uint8))
         if "min" not in arrays:
@@ -232,6 +256,7 @@ class Quantile(Stat):
     def _merge(self, other: Quantile) -> None:
         if other.num_units is None:
             return
+        self._points = None
         self._init_units(other.num_units)
         self.count += other.count
         self._min = torch.minimum(self._min, other._min.to(self.device))

@@ -3,9 +3,11 @@ finding holds"): per layer and concept, the top k units of several rankings swit
 
     python docs/make_gan_removal.py RUN --cases relu1:tree,relu2:sky --rankings iou,iqr,ace,sace \\
         [--samples 1000] [--k 20] [--grid relu1:tree:iou] [--grid-png docs/gan_removal_grid.png]
+        [--model my_gen.py:factory] [--segmenter world_segmenter]
 
-``RUN`` is a dissection of world_generator against world_segmenter at the cases' layers (its IoU
-ranking). Rankings: ``iou`` (the dissection's, each unit's top 1%), ``iqr`` (gandissect's: each
+``RUN`` is a dissection of ``--model`` (default world_generator; a registered name or a user generator
+``file.py:factory``, its output range as its ModelInfo declares) against ``--segmenter`` at the cases'
+layers (its IoU ranking). Rankings: ``iou`` (the dissection's, each unit's top 1%), ``iqr`` (gandissect's: each
 unit's best information quality ratio over ``--iqr-samples`` samples of seed 0, ``gan.iqr``),
 ``ace`` (the soft removal mask, ``--ace-samples`` samples of seed 2, ``--ace-steps`` steps, L2
 penalty 0.01, lr 0.2) and ``sace`` (the same with ``specific=--specific``: the mask also pays for
@@ -38,6 +40,9 @@ def rankings(g, seg, cut, run: str, layer: str, concept: str, args) -> dict[str,
     from unitscope.gan.ace import ace_mask
     from unitscope.gan.iqr import iqr_ranking
     from unitscope.gan.run import unit_order
+    from unitscope.models import get_info
+
+    rng = get_info(g).output_range
 
     orders: dict[str, list[int]] = {}
     for name in args.rankings.split(","):
@@ -51,7 +56,9 @@ def rankings(g, seg, cut, run: str, layer: str, concept: str, args) -> dict[str,
         elif name in ("ace", "sace"):
             few = cache_samples(cut, g, n=args.ace_samples, seed=2, batch_size=50)
             spec = args.specific if name == "sace" else 0.0
-            m = ace_mask(cut, few, seg, concept, penalty=0.01, steps=args.ace_steps, lr=0.2, specific=spec)
+            m = ace_mask(
+                cut, few, seg, concept, penalty=0.01, steps=args.ace_steps, lr=0.2, specific=spec, output_range=rng
+            )
             orders[name] = m.ranking()
             print(f"{NAMES[name]}: {m.summary(5)}")
         else:
@@ -123,7 +130,7 @@ def case_table(layer: str, concept: str, results: dict, k: int, min_share: float
 
 
 @torch.no_grad()
-def replacement(cut, samples, seg, concept: str, units: list[int], n: int, results, k: int) -> str:
+def replacement(cut, samples, seg, concept: str, units: list[int], n: int, results, k: int, rng=(0, 1)) -> str:
     """What the concept's pixels become with ``units`` off, and where the other objects' changes lie."""
     from unitscope.edits import Edits, unit_mask
     from unitscope.gan import label_space, to_unit_range
@@ -138,8 +145,8 @@ def replacement(cut, samples, seg, concept: str, units: list[int], n: int, resul
     for batch in samples.batches:
         if seen >= n:
             break
-        before = seg.segment(to_unit_range(cut.tail(batch), (0, 1)))[plane].long()
-        after = seg.segment(to_unit_range(cut.tail(batch, edit=lambda z: edits.apply(z)), (0, 1)))[plane].long()
+        before = seg.segment(to_unit_range(cut.tail(batch), rng))[plane].long()
+        after = seg.segment(to_unit_range(cut.tail(batch, edit=lambda z: edits.apply(z)), rng))[plane].long()
         trans += torch.bincount((before * size + after).flatten(), minlength=size * size).reshape(size, size)
         seen += len(before)
     lost = trans[num].clone()
@@ -183,16 +190,19 @@ def main() -> None:
     p.add_argument("--grid", default=None, help="layer:concept:ranking of the before/after grid")
     p.add_argument("--grid-png", default=str(DOCS / "gan_removal_grid.png"))
     p.add_argument("--json", default=None, help="write every case's rows here")
+    p.add_argument("--model", default="world_generator", help="a registered generator or file.py:factory")
+    p.add_argument("--segmenter", default="world_segmenter", help="a registered segmenter or file.py:factory")
     args = p.parse_args()
     torch.set_num_threads(1)
     from unitscope.ablate import cut_model
     from unitscope.gan import cache_samples, removal_curve
     from unitscope.gan.artifacts import before_after_images, write_grid
     from unitscope.gan.run import _richest
-    from unitscope.models import create_model
+    from unitscope.models import create_model, get_info
     from unitscope.segment import create_segmenter
 
-    g, seg = create_model("world_generator"), create_segmenter("world_segmenter")
+    g, seg = create_model(args.model), create_segmenter(args.segmenter)
+    rng = get_info(g).output_range
     rows, cuts = [], {}
     for case in args.cases.split(","):
         layer, concept = case.split(":")
@@ -204,7 +214,14 @@ def main() -> None:
         orders = rankings(g, seg, cut, args.run, layer, concept, args)
         results = {
             name: removal_curve(
-                cut, samples, seg, order, concept, ks=[args.k], random_draws=args.random_draws if i == 0 else 0
+                cut,
+                samples,
+                seg,
+                order,
+                concept,
+                ks=[args.k],
+                random_draws=args.random_draws if i == 0 else 0,
+                output_range=rng,
             )
             for i, (name, order) in enumerate(orders.items())
         }
@@ -212,12 +229,13 @@ def main() -> None:
         rows += case_rows
         print(table)
         first = next(iter(orders))
-        print(replacement(cut, samples, seg, concept, orders[first][: args.k], args.replace_samples, results, args.k))
+        units = orders[first][: args.k]
+        print(replacement(cut, samples, seg, concept, units, args.replace_samples, results, args.k, rng))
         print(f"({case}: {time.perf_counter() - t0:.0f} s wall, {time.process_time() - c0:.0f} s CPU)\n", flush=True)
         if args.grid and args.grid.startswith(case + ":"):
             units = orders[args.grid.split(":")[2]][: args.k]
-            richest = _richest(cut, samples, seg, concept, 8, (0, 1))
-            write_grid(before_after_images(cut, samples, richest, units), args.grid_png)
+            richest = _richest(cut, samples, seg, concept, 8, rng)
+            write_grid(before_after_images(cut, samples, richest, units, output_range=rng), args.grid_png)
             print(f"{args.grid_png}: samples {richest}, units {units}")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))

@@ -10,6 +10,7 @@ held-out world ``held_out_seed`` (2); the demo and the tests dissect or check on
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from torch import nn
@@ -87,6 +88,33 @@ VAE_RECIPE = Recipe(
     "distilled from its soft predictions on the training images, behind "
     "the empirical prior: 2,500 training images' posteriors (z's first coordinate picks one, the other 63 are its "
     "noise): latent z [N, 64] -> 64x64 probe-world image in [0, 1]",
+)
+
+# A wide decoder (issue 24 item 3, docs/gan.md "A wide decoder"): relu2 has 512 units at 8x8, as ProGAN's layer4
+# in Bau et al. 2020, so that 20 units are a few percent of the layer, not 12-100% as in world_generator's narrow
+# layers. Trained by unitscope.organisms.frozen_decoder.train_frozen_decoder: the decoder alone, on the posteriors
+# of world_generator's frozen encoder (its stage-3 checkpoint), behind world_generator's empirical prior copied
+# unchanged; a first stage of the segmenter's cross-entropy on the true labels, then its distillation.
+# Not in RECIPES: its weights are not shipped.
+WIDE_VAE_RECIPE = dataclasses.replace(
+    VAE_RECIPE,
+    epochs=6,  # 3,200 steps of 32 images are 5.1 epochs
+    task_kw={
+        **{k: v for k, v in VAE_RECIPE.task_kw.items() if k not in ("stages", "w_kl", "components")},
+        "g_channels": [256, 512, 64, 32],
+        "stages": [
+            {"steps": 1200, "lr": 1e-3, "class_weights": {"sun": 8, "cloud": 8, "person": 4, "boat": 4}},
+            {
+                "steps": 2000,
+                "lr": 5e-4,
+                "target": "segmenter",
+                "w_seg": 0.4,
+                "class_weights": {"sun": 16, "cloud": 8, "person": 4, "boat": 4},
+            },
+        ],
+    },
+    about="wide decoder (relu2: 512 units at 8x8) trained on world_generator's frozen encoder's posteriors, behind "
+    "world_generator's empirical prior: latent z [N, 64] -> 64x64 probe-world image in [0, 1]",
 )
 
 # The scene-conditional GAN that was world_generator before the decoder (docs/world.md): not in RECIPES (its

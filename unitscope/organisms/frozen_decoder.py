@@ -35,7 +35,9 @@ from unitscope.organisms.prior_gen import (
     distill_loss,
     encode_posteriors,
     frozen_segmenter,
+    record_losses,
     stage_at,
+    training_batch,
     training_stages,
 )
 
@@ -145,15 +147,8 @@ def train_frozen_decoder(
     t0 = time.perf_counter()
     g.train()  # (the segmenter keeps its frozen batch norm)
     for step in range(state["step"], total):
-        epoch, b = divmod(step, per_epoch)
-        perm = torch.randperm(recipe.n_train, generator=torch.Generator().manual_seed(seed * 1000 + epoch)).numpy()
-        gen = torch.Generator().manual_seed(seed * 10_000_019 + step)
-        idx = np.sort(perm[b * recipe.batch_size : (b + 1) * recipe.batch_size])
-        flip = torch.rand(len(idx), generator=gen).numpy() < 0.5
-        x = np.where(flip[:, None, None, None], rgb[idx][:, :, ::-1], rgb[idx])
-        y = np.where(flip[:, None, None], objects[idx][:, :, ::-1], objects[idx])
-        x_t = torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).float().to(device) / 255.0
-        noise = torch.randn(len(idx), g.latent - 1, generator=gen).to(device)
+        epoch = step // per_epoch
+        idx, flip, x_t, y_t, noise = training_batch(rgb, objects, recipe, seed, step, g.latent - 1, device)
         f_t, i_t = torch.from_numpy(flip.astype(np.int64)).to(device), torch.from_numpy(idx).to(device)
         mu, logvar = post[f_t, 0, i_t], post[f_t, 1, i_t]  # [B, d] each
         i, start = stage_at(stages, step)
@@ -167,21 +162,16 @@ def train_frozen_decoder(
                 real_logits = seg_net((x_t - mean) / std)["object"]
             seg_term = distill_loss(logits, real_logits, weights[i])
         else:
-            truth = torch.from_numpy(np.ascontiguousarray(y)).to(device)[:, ::2, ::2]
+            truth = y_t[:, ::2, ::2]
             seg_term = F.cross_entropy(logits, truth, weight=weights[i])
         loss = (decoded - x_t).abs().mean() + float(st.get("w_seg", kw.get("w_seg", 0.2))) * seg_term
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         fault("gan.step")
-        state["sums"] = [state["sums"][0] + float(loss.detach()), state["sums"][1] + float(seg_term.detach())]
+        bar.set_postfix(loss=f"{loss.item():.3f}", epoch=epoch)
+        record_losses(state, float(loss.detach()), float(seg_term.detach()), step, per_epoch, start, st["steps"])
         bar.update()
-        bar.set_postfix(loss=f"{state['sums'][0] / (step % per_epoch + 1):.3f}", epoch=epoch)
-        if (step + 1) % per_epoch == 0 or step + 1 == start + st["steps"]:  # per epoch and stage end
-            n = min(step % per_epoch, step - start) + 1
-            state["d_losses"].append(state["sums"][0] / n)
-            state["g_losses"].append(state["sums"][1] / n)
-            state["sums"] = [0.0, 0.0]
         if (step + 1) % checkpoint_every == 0 or step + 1 == total:
             state["step"] = step + 1
             state["seconds"] += time.perf_counter() - t0

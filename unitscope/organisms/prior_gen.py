@@ -329,6 +329,39 @@ def class_weights(weights: dict | None, device: str = "cpu") -> torch.Tensor | N
     return w.to(device)
 
 
+def training_batch(
+    rgb: np.ndarray, objects: np.ndarray, recipe, seed: int, step: int, latent: int, device: str = "cpu"
+) -> tuple[np.ndarray, np.ndarray, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Step ``step``'s batch of a decoder's training, the same on every rerun (batch order, flips and
+    noise come from ``seed`` and ``step``): ``(idx [B], flip [B] bool, x [B, 3, 64, 64] in [0, 1],
+    labels [B, 64, 64] head classes, noise [B, latent])`` from the world's ``rgb [N, 64, 64, 3]`` uint8
+    and ``objects [N, 64, 64]``, images mirrored where ``flip``."""
+    per_epoch = recipe.n_train // recipe.batch_size
+    epoch, b = divmod(step, per_epoch)
+    perm = torch.randperm(recipe.n_train, generator=torch.Generator().manual_seed(seed * 1000 + epoch)).numpy()
+    gen = torch.Generator().manual_seed(seed * 10_000_019 + step)
+    idx = np.sort(perm[b * recipe.batch_size : (b + 1) * recipe.batch_size])
+    flip = torch.rand(len(idx), generator=gen).numpy() < 0.5
+    x = np.where(flip[:, None, None, None], rgb[idx][:, :, ::-1], rgb[idx])
+    y = np.where(flip[:, None, None], objects[idx][:, :, ::-1], objects[idx])
+    x_t = torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).float().to(device) / 255.0
+    noise = torch.randn(len(idx), latent, generator=gen).to(device)
+    return idx, flip, x_t, torch.from_numpy(np.ascontiguousarray(y)).to(device), noise
+
+
+def record_losses(
+    state: dict, loss: float, seg: float, step: int, per_epoch: int, start: int, stage_steps: int
+) -> None:
+    """Add a step's loss and segmenter term to ``state["sums"]``; at the end of an epoch or a stage,
+    append their means to ``state["d_losses"]`` and ``state["g_losses"]`` and start again."""
+    state["sums"] = [state["sums"][0] + loss, state["sums"][1] + seg]
+    if (step + 1) % per_epoch == 0 or step + 1 == start + stage_steps:
+        n = min(step % per_epoch, step - start) + 1
+        state["d_losses"].append(state["sums"][0] / n)
+        state["g_losses"].append(state["sums"][1] / n)
+        state["sums"] = [0.0, 0.0]
+
+
 def train_decoder(
     recipe,
     out: str | Path,
@@ -386,15 +419,8 @@ def train_decoder(
     t0 = time.perf_counter()
     g.train(), enc.train()  # (the segmenter keeps its frozen batch norm)
     for step in range(state["step"], total):
-        epoch, b = divmod(step, per_epoch)
-        perm = torch.randperm(recipe.n_train, generator=torch.Generator().manual_seed(seed * 1000 + epoch)).numpy()
-        gen = torch.Generator().manual_seed(seed * 10_000_019 + step)
-        idx = np.sort(perm[b * recipe.batch_size : (b + 1) * recipe.batch_size])
-        flip = torch.rand(len(idx), generator=gen).numpy() < 0.5
-        x = np.where(flip[:, None, None, None], rgb[idx][:, :, ::-1], rgb[idx])
-        y = np.where(flip[:, None, None], objects[idx][:, :, ::-1], objects[idx])
-        x_t = torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).float().to(device) / 255.0
-        noise = torch.randn(len(idx), g.latent - 1, generator=gen).to(device)
+        epoch = step // per_epoch
+        _, _, x_t, y_t, noise = training_batch(rgb, objects, recipe, seed, step, g.latent - 1, device)
         i, start = stage_at(stages, step)
         for group in opt.param_groups:
             group["lr"] = lr_at(step - start, stages[i]["steps"], float(stages[i].get("lr", recipe.lr)))
@@ -404,7 +430,7 @@ def train_decoder(
             seg_net,
             seg_norm,
             x_t,
-            torch.from_numpy(np.ascontiguousarray(y)).to(device),
+            y_t,
             noise,
             float(stages[i].get("w_seg", kw.get("w_seg", 0.1))),
             float(kw.get("w_kl", 1e-3)),
@@ -415,14 +441,9 @@ def train_decoder(
         loss.backward()
         opt.step()
         fault("gan.step")
-        state["sums"] = [state["sums"][0] + float(loss.detach()), state["sums"][1] + parts["ce"]]
+        record_losses(state, float(loss.detach()), parts["ce"], step, per_epoch, start, stages[i]["steps"])
         bar.update()
         bar.set_postfix(l1=f"{parts['l1']:.3f}", ce=f"{parts['ce']:.3f}", kl=f"{parts['kl']:.1f}", epoch=epoch)
-        if (step + 1) % per_epoch == 0 or step + 1 == start + stages[i]["steps"]:  # per epoch and stage end
-            n = min(step % per_epoch, step - start) + 1
-            state["d_losses"].append(state["sums"][0] / n)
-            state["g_losses"].append(state["sums"][1] / n)
-            state["sums"] = [0.0, 0.0]
         if (step + 1) % checkpoint_every == 0 or step + 1 == total:
             state["step"] = step + 1
             state["seconds"] += time.perf_counter() - t0

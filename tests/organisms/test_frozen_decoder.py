@@ -184,6 +184,6 @@ def test_l1_on_relu2_enters_the_loss_and_makes_relu2_sparser_from_given_weights(
 
 def test_sparse_recipe_fine_tunes_the_wide_decoder_with_l1_on_relu2():
     (stage,) = SPARSE_WIDE_VAE_RECIPE.task_kw["stages"]
-    assert stage["l1_act"] == {"relu2": 0.15} and stage["target"] == "segmenter"
+    assert stage["l1_act"] == {"relu2": 1.0} and stage["target"] == "segmenter"
     assert SPARSE_WIDE_VAE_RECIPE.task_kw["g_channels"] == WIDE_VAE_RECIPE.task_kw["g_channels"]
     assert "l1_act" not in str(WIDE_VAE_RECIPE.task_kw)

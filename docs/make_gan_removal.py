@@ -9,8 +9,9 @@ finding holds"): per layer and concept, the top k units of several rankings swit
 ``file.py:factory``, its output range as its ModelInfo declares) against ``--segmenter`` at the cases'
 layers (its IoU ranking). Rankings: ``iou`` (the dissection's, each unit's top 1%), ``iqr`` (gandissect's: each
 unit's best information quality ratio over ``--iqr-samples`` samples of seed 0, ``gan.iqr``),
-``ace`` (the soft removal mask, ``--ace-samples`` samples of seed 2, ``--ace-steps`` steps, L2
-penalty 0.01, lr 0.2) and ``sace`` (the same with ``specific=--specific``: the mask also pays for
+``ace`` (the soft removal mask, ``--ace-samples`` samples of seed 2, ``--ace-steps`` steps,
+``--ace-norm`` penalty (l2) of weight ``--ace-penalty`` (0.01), lr ``--ace-lr`` (0.2), logits from ``--ace-init`` (0))
+and ``sace`` (the same with ``specific=--specific``: the mask also pays for
 the other labels' relative change). Each ranking's top ``--k`` units are zeroed over
 ``--samples`` samples of seed 1, beside ``--k`` random units (``--random-draws`` draws). Per case it
 prints a table: every object covering >= 0.5% of the pixels, its share before, its change relative
@@ -57,7 +58,17 @@ def rankings(g, seg, cut, run: str, layer: str, concept: str, args) -> dict[str,
             few = cache_samples(cut, g, n=args.ace_samples, seed=2, batch_size=50)
             spec = args.specific if name == "sace" else 0.0
             m = ace_mask(
-                cut, few, seg, concept, penalty=0.01, steps=args.ace_steps, lr=0.2, specific=spec, output_range=rng
+                cut,
+                few,
+                seg,
+                concept,
+                penalty=args.ace_penalty,
+                norm=args.ace_norm,
+                steps=args.ace_steps,
+                lr=args.ace_lr,
+                init=args.ace_init,
+                specific=spec,
+                output_range=rng,
             )
             orders[name] = m.ranking()
             print(f"{NAMES[name]}: {m.summary(5)}")
@@ -185,6 +196,10 @@ def main() -> None:
     p.add_argument("--iqr-samples", type=int, default=300)
     p.add_argument("--ace-samples", type=int, default=50)
     p.add_argument("--ace-steps", type=int, default=30)
+    p.add_argument("--ace-penalty", type=float, default=0.01)
+    p.add_argument("--ace-norm", default="l2", choices=["l1", "l2"])
+    p.add_argument("--ace-lr", type=float, default=0.2)
+    p.add_argument("--ace-init", type=float, default=0.0, help="the mask logits' start (0: every mask 0.5)")
     p.add_argument("--specific", type=float, default=0.05)
     p.add_argument("--replace-samples", type=int, default=300)
     p.add_argument("--grid", default=None, help="layer:concept:ranking of the before/after grid")

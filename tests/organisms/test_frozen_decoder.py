@@ -15,10 +15,16 @@ from safetensors.torch import load_file, save_file
 from unitscope import faults
 from unitscope.organisms.checkpoint import write_checkpoint
 from unitscope.organisms.data import world_arrays
-from unitscope.organisms.frozen_decoder import copy_prior, load_encoder, posteriors, train_frozen_decoder
+from unitscope.organisms.frozen_decoder import (
+    copy_prior,
+    load_decoder,
+    load_encoder,
+    posteriors,
+    train_frozen_decoder,
+)
 from unitscope.organisms.nets import generator_for, sample_z
 from unitscope.organisms.prior_gen import EmpiricalPrior, Encoder, PriorGenerator, encode_posteriors
-from unitscope.organisms.recipes import RECIPES, VAE_RECIPE, WIDE_VAE_RECIPE
+from unitscope.organisms.recipes import RECIPES, SPARSE_WIDE_VAE_RECIPE, VAE_RECIPE, WIDE_VAE_RECIPE
 
 
 def test_wide_recipe_is_the_shipped_one_with_a_512_unit_8x8_layer_and_not_shipped():
@@ -124,3 +130,60 @@ def test_short_schedule_loss_falls_keeps_the_prior_and_resumes_exactly(parts, ca
     g = generator_for(recipe.task_kw)
     g.load_state_dict(out)
     assert g.eval()(sample_z(2, 0)).shape == (2, 3, 64, 64)
+
+
+def _relu2_mean(weights, recipe) -> float:
+    """Mean relu2 activation of a generator's weights on its prior's codes (batch statistics, as in training)."""
+    g = generator_for(recipe.task_kw)
+    g.load_state_dict(load_file(str(weights)))
+    seen = {}
+    g.relu2.register_forward_hook(lambda _m, _i, out: seen.__setitem__("a", out))
+    with torch.no_grad():
+        g.train().decode(g.prior.codes.float())
+    return float(seen["a"].mean())
+
+
+@pytest.mark.slow
+def test_l1_on_relu2_enters_the_loss_and_makes_relu2_sparser_from_given_weights(parts, cache, tmp_path):
+    torch.set_num_threads(1)
+    root, _ = parts
+    kw = {"encoder_ckpt": root / "old.ckpt.safetensors", "prior_weights": root / "old_weights.safetensors"}
+
+    def recipe(l1):
+        stage = {"steps": 10, "lr": 5e-2, "target": "segmenter", "w_seg": 0.4, **({"l1_act": l1} if l1 else {})}
+        return dataclasses.replace(_short(), task_kw={**_short().task_kw, "stages": [stage]}, epochs=1)
+
+    torch.manual_seed(3)  # the common start: a decoder of its own weights (and the prior), fed in by init=
+    g0 = copy_prior(generator_for(recipe(None).task_kw), root / "old_weights.safetensors")
+    for m in g0.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.bias.data.uniform_(0.2, 0.4)
+    save_file({k: v.contiguous() for k, v in g0.state_dict().items()}, str(tmp_path / "init.safetensors"))
+    start = _relu2_mean(tmp_path / "init.safetensors", recipe(None))
+    runs = {}
+    for name, l1 in (("plain", None), ("zero", {"relu2": 0.0}), ("sparse", {"relu2": 5.0})):
+        runs[name] = train_frozen_decoder(
+            recipe(l1), tmp_path / name, cache, progress=False, init=tmp_path / "init.safetensors", **kw
+        )
+    plain, zero = (load_file(str(tmp_path / n / "world_generator.safetensors")) for n in ("plain", "zero"))
+    assert runs["zero"]["losses_per_epoch"] == runs["plain"]["losses_per_epoch"]  # a weight of 0: the old path
+    assert all(torch.equal(plain[k], zero[k]) for k in plain)
+    # the penalty enters the loss (larger at the start) and lowers relu2's mean, below where it started
+    assert runs["sparse"]["losses_per_epoch"][0] > runs["plain"]["losses_per_epoch"][0]
+    means = {n: _relu2_mean(tmp_path / n / "world_generator.safetensors", recipe(None)) for n in runs}
+    assert means["sparse"] < 0.7 * start and means["sparse"] < 0.7 * means["plain"], (start, means)
+    # init from a training checkpoint (g. tensors) loads the same decoder as its finished weights hold
+    g = copy_prior(generator_for(recipe(None).task_kw), root / "old_weights.safetensors")
+    load_decoder(g, tmp_path / "plain/world_generator.ckpt.safetensors")
+    ck = load_file(str(tmp_path / "plain/world_generator.ckpt.safetensors"))
+    assert torch.equal(g.conv2.weight, ck["g.conv2.weight"]) and not torch.equal(g.conv2.weight, g0.conv2.weight)
+    assert torch.equal(g.prior.codes, plain["prior.codes"])  # the prior untouched
+    with pytest.raises(ValueError, match="not a decoder layer.*relu2"):
+        train_frozen_decoder(recipe({"relu9": 1.0}), tmp_path / "bad", cache, progress=False, **kw)
+
+
+def test_sparse_recipe_fine_tunes_the_wide_decoder_with_l1_on_relu2():
+    (stage,) = SPARSE_WIDE_VAE_RECIPE.task_kw["stages"]
+    assert stage["l1_act"] == {"relu2": 1.0} and stage["target"] == "segmenter"
+    assert SPARSE_WIDE_VAE_RECIPE.task_kw["g_channels"] == WIDE_VAE_RECIPE.task_kw["g_channels"]
+    assert "l1_act" not in str(WIDE_VAE_RECIPE.task_kw)

@@ -73,6 +73,21 @@ def copy_prior(g: PriorGenerator, weights: str | Path) -> PriorGenerator:
     return g
 
 
+def load_decoder(g: PriorGenerator, weights: str | Path) -> PriorGenerator:
+    """Load the decoder tensors (all but ``prior.``) of a finished generator's weights file, or the ``g.``
+    tensors of a :func:`train_frozen_decoder` checkpoint, into ``g`` (its prior untouched)."""
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(weights))
+    if any(k.startswith("g.") for k in tensors):
+        tensors = {k[2:]: v for k, v in tensors.items() if k.startswith("g.")}
+    decoder = {k: v for k, v in tensors.items() if not k.startswith("prior.")}
+    if not decoder:
+        raise ValueError(f"{weights} holds no decoder tensors")
+    g.load_state_dict({**g.state_dict(), **decoder})
+    return g
+
+
 def posteriors(enc: Encoder, rgb: np.ndarray, path: Path, device: str = "cpu") -> torch.Tensor:
     """The encoder's (mean, log variance) of images rgb [N, 64, 64, 3] and of their mirror images, as
     [2, 2, N, d] (mirrored?, mean or log variance); computed once and kept in ``path``."""
@@ -100,6 +115,7 @@ def train_frozen_decoder(
     checkpoint_every: int = 50,
     progress: bool = True,
     fresh: bool = False,
+    init: str | Path | None = None,
 ) -> dict:
     """Train ``recipe``'s decoder (``task_kw``: ``g_channels``, ``stages``, ``w_seg``) on the posteriors of
     the frozen encoder in ``encoder_ckpt``, behind the prior of ``prior_weights`` (copied unchanged), with
@@ -107,7 +123,10 @@ def train_frozen_decoder(
     ``seed`` and s as in :func:`unitscope.organisms.prior_gen.train_decoder`. Checkpoints every
     ``checkpoint_every`` steps (rerun to resume); at the end recalibrates batch norm on the prior's codes
     and writes ``out/NAME.safetensors`` + ``NAME.json`` (with the held-out metrics of ``n_held_out``
-    samples, :func:`unitscope.organisms.gan_eval.evaluate_generator`)."""
+    samples, :func:`unitscope.organisms.gan_eval.evaluate_generator`). ``init``: a finished generator's
+    weights (or a training checkpoint, ``g.`` tensors) whose decoder a fresh run starts from (fine-tuning;
+    Adam starts fresh). A stage's ``"l1_act": {layer: w}`` adds w * mean |a| of that decoder layer's
+    activations a [B, C, h, w] to the loss (sparse units); without it the loss is unchanged."""
     from tqdm import tqdm
 
     from unitscope.organisms.checkpoint import read_checkpoint, write_checkpoint
@@ -125,6 +144,8 @@ def train_frozen_decoder(
     g = generator_for(kw).to(device)
     assert isinstance(g, PriorGenerator)
     copy_prior(g, prior_weights)
+    if init is not None:
+        load_decoder(g, init)
     enc = load_encoder(encoder_ckpt, g.latent - 1, device)
     post = posteriors(enc, rgb, path.with_suffix(".posteriors.safetensors"), device).to(device)
     seg_net = frozen_segmenter(device)
@@ -145,6 +166,15 @@ def train_frozen_decoder(
         return json.loads(path.with_suffix(".json").read_text())
     bar = tqdm(total=total, initial=state["step"], desc=recipe.name, unit="step", disable=not progress)
     t0 = time.perf_counter()
+    acts: dict[str, torch.Tensor] = {}
+    hooked = sorted({name for st in stages for name in st.get("l1_act", {})})
+    children = dict(g.named_children())
+    handles = []
+    for name in hooked:
+        if name not in children or name == "prior":
+            raise ValueError(f"l1_act layer {name!r} is not a decoder layer; one of {', '.join(list(children)[1:])}")
+        hook = children[name].register_forward_hook(lambda _m, _i, out, name=name: acts.__setitem__(name, out))
+        handles.append(hook)
     g.train()  # (the segmenter keeps its frozen batch norm)
     for step in range(state["step"], total):
         epoch = step // per_epoch
@@ -165,6 +195,8 @@ def train_frozen_decoder(
             truth = y_t[:, ::2, ::2]
             seg_term = F.cross_entropy(logits, truth, weight=weights[i])
         loss = (decoded - x_t).abs().mean() + float(st.get("w_seg", kw.get("w_seg", 0.2))) * seg_term
+        for name, w in st.get("l1_act", {}).items():
+            loss = loss + float(w) * acts[name].abs().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -179,6 +211,8 @@ def train_frozen_decoder(
             write_checkpoint(path, state, {"g": g}, {"opt": opt})
             fault("gan.checkpoint.after")
     bar.close()
+    for hook in handles:
+        hook.remove()
     losses = {
         "losses_per_epoch": state["d_losses"],
         "segmenter_ce_per_epoch": state["g_losses"],

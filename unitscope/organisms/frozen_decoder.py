@@ -25,14 +25,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from unitscope.faults import fault
 from unitscope.organisms.prior_gen import (
     Encoder,
     PriorGenerator,
     class_weights,
-    distill_loss,
+    decoder_terms,
     encode_posteriors,
     frozen_segmenter,
     record_losses,
@@ -149,7 +148,7 @@ def train_frozen_decoder(
     enc = load_encoder(encoder_ckpt, g.latent - 1, device)
     post = posteriors(enc, rgb, path.with_suffix(".posteriors.safetensors"), device).to(device)
     seg_net = frozen_segmenter(device)
-    mean, std = (torch.tensor(v, device=device).view(1, 3, 1, 1) for v in (MEAN, STD))
+    seg_norm = tuple(torch.tensor(v, device=device).view(1, 3, 1, 1) for v in (MEAN, STD))
     opt = torch.optim.Adam([p for n, p in g.named_parameters() if not n.startswith("prior.")], lr=recipe.lr)
     per_epoch = recipe.n_train // recipe.batch_size
     stages = training_stages(recipe, per_epoch)
@@ -185,16 +184,9 @@ def train_frozen_decoder(
         st = stages[i]
         for group in opt.param_groups:
             group["lr"] = lr_at(step - start, st["steps"], float(st.get("lr", recipe.lr)))
-        decoded = g.decode(mu + (0.5 * logvar).exp() * noise)
-        logits = seg_net((decoded - mean) / std)["object"]  # [B, L, 32, 32]
-        if st.get("target", "truth") == "segmenter":
-            with torch.no_grad():
-                real_logits = seg_net((x_t - mean) / std)["object"]
-            seg_term = distill_loss(logits, real_logits, weights[i])
-        else:
-            truth = y_t[:, ::2, ::2]
-            seg_term = F.cross_entropy(logits, truth, weight=weights[i])
-        loss = (decoded - x_t).abs().mean() + float(st.get("w_seg", kw.get("w_seg", 0.2))) * seg_term
+        code = mu + (0.5 * logvar).exp() * noise
+        l1, seg_term = decoder_terms(g, seg_net, seg_norm, code, x_t, y_t, weights[i], st.get("target", "truth"))
+        loss = l1 + float(st.get("w_seg", kw.get("w_seg", 0.2))) * seg_term
         for name, w in st.get("l1_act", {}).items():
             loss = loss + float(w) * acts[name].abs().mean()
         opt.zero_grad(set_to_none=True)

@@ -218,26 +218,42 @@ def vae_loss(
     frozen segmenter's own soft prediction on x to its prediction on the decoded image (so decoded
     images segment as the real ones do, the segmenter's errors included). ``class_weight`` [L] (or
     None: all 1) weighs each head class's pixels in S (a weighted mean)."""
-    if target not in TARGETS:
-        raise ValueError(f"target must be one of {', '.join(TARGETS)}, not {target!r}")
     mu, logvar = enc(x)
-    y = g.decode(mu + (0.5 * logvar).exp() * noise)
-    mean, std = seg_norm
-    logits = seg_net((y - mean) / std)["object"]  # [B, L, 32, 32] (see frozen_segmenter)
-    l1 = (y - x).abs().mean()
-    if target == "segmenter":
-        with torch.no_grad():
-            real_logits = seg_net((x - mean) / std)["object"]  # [B, L, 32, 32]
-        seg_term = distill_loss(logits, real_logits, class_weight)
-    else:
-        truth = labels[:, ::2, ::2] if logits.shape[-1] < labels.shape[-1] else labels
-        seg_term = F.cross_entropy(logits, truth, weight=class_weight)
+    l1, seg_term = decoder_terms(
+        g, seg_net, seg_norm, mu + (0.5 * logvar).exp() * noise, x, labels, class_weight, target
+    )
     kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1).mean()
     parts = {"l1": float(l1.detach()), "ce": float(seg_term.detach()), "kl": float(kl.detach())}
     return l1 + w_seg * seg_term + w_kl * kl, parts
 
 
 TARGETS = ("truth", "segmenter")
+
+
+def decoder_terms(
+    g: PriorGenerator,
+    seg_net: nn.Module,
+    seg_norm: tuple,
+    code: torch.Tensor,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    class_weight: torch.Tensor | None = None,
+    target: str = "truth",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(L1(decoded, x), S)`` for codes [B, d] decoded and compared with images x [B, 3, 64, 64] in
+    [0, 1] and their object labels [B, 64, 64]; S as :func:`vae_loss` defines it for ``target``."""
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {', '.join(TARGETS)}, not {target!r}")
+    y = g.decode(code)
+    mean, std = seg_norm
+    logits = seg_net((y - mean) / std)["object"]  # [B, L, 32, 32] (see frozen_segmenter)
+    l1 = (y - x).abs().mean()
+    if target == "segmenter":
+        with torch.no_grad():
+            real_logits = seg_net((x - mean) / std)["object"]  # [B, L, 32, 32]
+        return l1, distill_loss(logits, real_logits, class_weight)
+    truth = labels[:, ::2, ::2] if logits.shape[-1] < labels.shape[-1] else labels
+    return l1, F.cross_entropy(logits, truth, weight=class_weight)
 
 
 def distill_loss(

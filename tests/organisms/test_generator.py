@@ -29,6 +29,7 @@ from unitscope.organisms.gan_eval import (
     chimeras,
     frechet_distance,
     frechet_segmentation_distance,
+    fsd_infinity,
     object_table,
     pixel_share_tvd,
     presence_mean_abs_diff,
@@ -116,6 +117,27 @@ def test_fsd_equals_the_closed_form():
     assert frechet_distance(np.zeros(2), np.zeros((2, 2)), np.zeros(2), sb) == pytest.approx(4.0)  # a point mass
     with pytest.raises(ValueError, match="at least 2 images"):
         frechet_segmentation_distance(a[:1], b)
+
+
+def test_fsd_infinity_removes_the_sample_size_bias():
+    # paired sets differing by a fixed shift: every subset's FSD is |shift|^2 exactly, so the line is flat
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(400, 3))
+    r = fsd_infinity(a, a + [1.0, 2.0, 0.0], draws=2, paired=True)
+    assert r["fsd_infinity"] == pytest.approx(5.0, abs=1e-9) and r["slope"] == pytest.approx(0.0, abs=1e-6)
+    assert r["sd"] == pytest.approx(0.0, abs=1e-9)
+    assert r["sizes"] == [80, 120, 160, 200, 240, 280, 320, 360, 400] and r["fsd_at"] == pytest.approx([5.0] * 9)
+    # two disjoint sets of one Gaussian: FSD on 200 images is well above 0, its extrapolation is not
+    b, c = rng.normal(size=(2, 2000, 6))
+    r = fsd_infinity(b, c, draws=5, seed=1)
+    biased = r["fsd_at"][0]  # 400 images a side
+    assert biased > 0.02 and r["slope"] > 0 and abs(r["fsd_infinity"]) < 0.25 * biased
+    assert 0 < r["sd"] < 0.25 * biased  # the intercept is 0 within its error
+    assert r["fsd_at"][0] > 2 * r["fsd_at"][-1]  # more images, less bias
+    with pytest.raises(ValueError, match="same images"):
+        fsd_infinity(a, c, paired=True)
+    with pytest.raises(ValueError, match="two subset sizes"):
+        fsd_infinity(a, a, sizes=[100, 500])
 
 
 def test_share_vectors_and_chimeras_exact():

@@ -241,3 +241,22 @@ def test_pass3_reads_pass2s_labels_from_the_records_and_gives_the_same_p_values(
     assert np.isfinite(with_labels.p_value).sum() == 3
     assert np.array_equal(with_labels.p_value, without.p_value, equal_nan=True)
     assert np.array_equal(with_labels.iou, without.iou)
+
+
+def test_label_combos_by_count_and_by_scatter_and_from_planes_agree(monkeypatch):
+    """The combinations seen found by a count (small lookups) or a scatter (large ones), from the
+    rows or from the planes the caller laid out: the same combinations and table, which rebuild
+    every row; prepare_labels gives them from its planes."""
+    maps, labels, image_labels, present, L = planes_world(n=20, k=4, size=24)
+    flat = iou.label_planes(labels, iou.distinct_image_labels(image_labels))
+    rows = iou.label_rows(flat)
+    combo, table = iou.label_combos(rows, L)
+    assert combo is not None and table is not None and 50 < len(table) < len(rows)
+    assert torch.equal(table[combo.long()], rows.long())
+    planes = flat.transpose(0, 1).reshape(4, -1)
+    for limit in (0, 1 << 20):
+        monkeypatch.setattr(iou, "_SEEN_BY_COUNT", limit)
+        for got in (iou.label_combos(rows, L), iou.label_combos(rows, L, planes=planes)):
+            assert torch.equal(got[0], combo) and torch.equal(got[1], table), limit
+    prep = iou.prepare_labels(labels, image_labels, present, L)
+    assert torch.equal(prep.combo, combo) and torch.equal(prep.table, table)

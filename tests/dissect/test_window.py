@@ -174,38 +174,3 @@ def test_nonnegative_maps_whole_and_mixed_columns():
     pair, pix = mask_pixels_windowed(maps, th, (112, 112))
     assert torch.equal(_masks_from(pair, pix, 3, 112 * 112), up > th[:, None])
     assert int((pair == 0).sum()) > 48 * 48  # the plateau's cells and more
-
-
-def test_source_cells_from_per_value_compares_equal_the_cell_maxima():
-    """The non-negative branch finds the cells whose 2x2 maximum reaches the bound by comparing each
-    value and combining the compares per cell (bytes), and takes the maxima of those cells only:
-    the same cells and the same magnitudes as thresholding the float cell maxima of every cell (the
-    rule before), with thresholds exactly at map values and at cell maxima, at 0, -0.0 and negative
-    (all-zero cells), at the cap of a plateau, and on 1-pixel-wide maps (borders clipped)."""
-    from unitscope.dissect.window import _FLOOR, _MARGIN, _cell_max, _source_cells
-
-    g = torch.Generator().manual_seed(23)
-    for h, w in [(7, 7), (14, 14), (28, 28), (1, 5), (6, 1), (1, 1)]:
-        maps = (torch.randn(24, h, w, generator=g) * 2).clamp(0, 6)
-        maps[0] = 0.0
-        maps[1] = 6.0  # a plateau at the cap
-        th = torch.quantile(maps.flatten(), torch.linspace(0.2, 0.99, 24))
-        th[1], th[2], th[3], th[4] = 6.0, 0.0, -0.0, -1e-3
-        th[5:10] = maps[5:10].flatten(1).max(1).values  # exactly a map value: each map's peak
-        th[10:12] = maps[10:12, -1, -1]  # the last value (a border cell's own; maybe 0)
-        high = _cell_max(maps)
-        th[12:14] = high[12:14].flatten(1).median(1).values  # exactly a cell maximum
-        th[14] = torch.nextafter(th[14], torch.tensor(-1.0))
-        at, mag = _source_cells(maps, th)
-        lo = ((th - _MARGIN * th.abs()) / (1 + _MARGIN) - _FLOOR).view(-1, 1, 1)
-        reach = (high >= lo) & ((high > 0) | (th.view(-1, 1, 1) < 0))
-        want = reach.view(-1).nonzero()[:, 0]
-        assert torch.equal(at, want), (h, w)
-        assert torch.equal(mag, high.view(-1).take(want)), (h, w)
-        assert int(reach[1].sum()) == h * w and int(reach[0].sum()) == 0 and int(reach[4].sum()) == h * w
-        # signed maps: the general branch, as before
-        signed = maps - 1.0
-        at, mag = _source_cells(signed, th)
-        hi, mg, tt = _cell_max(signed), _cell_max(signed.abs()), th.view(-1, 1, 1)
-        want = ((hi >= tt - _MARGIN * (mg + tt.abs()) - _FLOOR) & ((mg > 0) | (tt < 0))).view(-1).nonzero()[:, 0]
-        assert torch.equal(at, want) and torch.equal(mag, mg.view(-1).take(want)), (h, w)

@@ -169,51 +169,6 @@ def _cell_max(a: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _cell_any(m: torch.Tensor) -> torch.Tensor:
-    """``[B, h, w]`` bool -> ``[B, h, w]``: whether any of ``m[i:i+2, j:j+2]`` (clipped at the borders)
-    holds: :func:`_cell_max` of a comparison, on bytes instead of floats."""
-    out = m.clone()
-    out[:, :-1] |= m[:, 1:]
-    out[:, :, :-1] |= out[:, :, 1:].clone()
-    return out
-
-
-def _source_cells(maps: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The source cells of ``maps [B, h, w]`` (cell (b, i, j): values ``[b, i:i+2, j:j+2]``, clipped)
-    whose maximum reaches ``t [B]`` within the margin: their flat indices ``[K0]`` (ascending) and
-    the magnitude of their largest value ``[K0]`` (for the decision's margin)."""
-    b, h, w = maps.shape
-    tt = t.view(-1, 1, 1)
-    # a cell whose four values are all 0 interpolates to exactly 0 (every product and sum of zeros
-    # is 0), which passes only a negative threshold: such cells are never looked into. For sparse
-    # codes (TopK SAE latents, thresholded at 0 when they fire at fewer than the top quantile's
-    # positions) they are almost every cell of a pair, and each would go through the exact path
-    nonnegative = bool(maps.amin() >= 0)
-    if nonnegative:  # after a ReLU, or floored at 0: |values| is the values, one compare a value
-        # high >= t - M (high + |t|), solved for high once per pair (M is many ulps: rounding here is
-        # within it); a cell's maximum reaches lo where one of its four values does: the compares made
-        # per value and combined per cell as bytes (a third of the float maxima's time on 28x28 maps)
-        lo = (t - _MARGIN * t.abs()) / (1 + _MARGIN) - _FLOOR
-        reach = _cell_any(maps >= lo.view(-1, 1, 1))
-        if bool((lo <= 0).any()):
-            reach &= _cell_any(maps > 0) | (tt < 0)
-    else:
-        high, mag = _cell_max(maps), _cell_max(maps.abs())
-        reach = (high >= tt - _MARGIN * (mag + tt.abs()) - _FLOOR) & ((mag > 0) | (tt < 0))
-    # source cells (2-3% of a layer's cells at the top 0.5%): found 8 at a time (mask_pixels), about a
-    # quarter of nonzero's time here
-    at = mask_pixels(reach.view(1, -1))[1]
-    if not nonnegative:
-        return at, mag.view(-1).take(at)
-    # the maxima of the source cells only, as _cell_max has them (the magnitudes: values are >= 0)
-    rest = at % (h * w)
-    flat = maps.reshape(-1)
-    down = at + torch.where(torch.div(rest, w, rounding_mode="floor") < h - 1, w, 0)
-    right = torch.where(rest % w < w - 1, 1, 0)
-    top = torch.maximum(flat.take(at), flat.take(at + right))
-    return at, torch.maximum(top, torch.maximum(flat.take(down), flat.take(down + right)))
-
-
 def _candidate_cells(
     maps: torch.Tensor,
     t: torch.Tensor,
@@ -226,7 +181,25 @@ def _candidate_cells(
     within the margin, and that maximum's magnitude ``[K]`` (for the decision's margin). ``ys``, ``xs``:
     the segments of each source index (:func:`_segments`), ``ys_first``, ``xs_first``: each segment's start."""
     b, h, w = maps.shape
-    at, m = _source_cells(maps, t)
+    high, tt = _cell_max(maps), t.view(-1, 1, 1)
+    # a cell whose four values are all 0 interpolates to exactly 0 (every product and sum of zeros
+    # is 0), which passes only a negative threshold: such cells are never looked into. For sparse
+    # codes (TopK SAE latents, thresholded at 0 when they fire at fewer than the top quantile's
+    # positions) they are almost every cell of a pair, and each would go through the exact path
+    if bool(maps.amin() >= 0):  # after a ReLU, or floored at 0: |values| is the values, one compare a cell
+        mag = high
+        # high >= t - M (high + |t|), solved for high once per pair (M is many ulps: rounding here is within it)
+        lo = (t - _MARGIN * t.abs()) / (1 + _MARGIN) - _FLOOR
+        reach = high >= lo.view(-1, 1, 1)
+        if bool((lo <= 0).any()):
+            reach &= (high > 0) | (tt < 0)
+    else:
+        mag = _cell_max(maps.abs())
+        reach = (high >= tt - _MARGIN * (mag + tt.abs()) - _FLOOR) & ((mag > 0) | (tt < 0))
+    # source cells (2-3% of a layer's cells at the top 0.5%): found 8 at a time (mask_pixels), about a
+    # quarter of nonzero's time here
+    at = mask_pixels(reach.view(1, -1))[1]
+    m = mag.view(-1).take(at)
     cp, rest = torch.div(at, h * w, rounding_mode="floor"), at % (h * w)
     ci, cj = torch.div(rest, w, rounding_mode="floor"), rest % w
     if ys.shape[1] == 1 and xs.shape[1] == 1 and bool((ys < len(ys_first)).all() & (xs < len(xs_first)).all()):

@@ -180,3 +180,83 @@ def test_exemplar_masks_found_together_equal_each_units_upsampled_masks():
         idx = [i for i in images[u].tolist() if i >= 0]
         ref = iou.upsample_masks(acts[idx, u], th[u].expand(len(idx)), (64, 64)).numpy()
         assert np.array_equal(_unpack_masks(found.get(u), len(idx), 64), ref), u
+
+
+@pytest.mark.parametrize("denominator", ["annotated", "overlap"])
+def test_recorded_labels_are_the_prepared_labels_and_count_the_same(tmp_path, denominator):
+    """The labels a mask record holds (by label combination) rebuild every field prepare_labels
+    gives, and count_masks counts the same from them, for the identity and for derangements."""
+    maps, labels, image_labels, present, L = planes_world()
+    th = torch.quantile(maps.transpose(0, 1).flatten(1), 0.8, dim=1)
+    prep = iou.prepare_labels(labels, image_labels, present, L)
+    masks = iou.mask_pixel_lists(maps, th, prep.size)
+    cache = MaskCache(tmp_path / "masks")
+    positions = np.arange(8, 20)
+    cache.write(positions, {"l0": (th, masks)}, 256, prep)
+    record = cache.load(positions)
+    assert record is not None and record["labels.combo"].dtype == np.int16
+    got = MaskCache.labels(record, L)
+    assert got is not None and got.size == prep.size and got.num_labels == L
+    for name in ("image_labels", "flat", "rows", "combo", "table", "present", "label_area"):
+        a, b = getattr(got, name), getattr(prep, name)
+        assert a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b), name
+    orders = [torch.arange(12)] + iou.in_batch_orders(12, 4, 5)
+    kw = {"denominator": denominator, "label_category": torch.tensor([-1, 0, 0, 1, 1, 0, 1, 0, 1])}
+    want = iou.count_masks(masks, 12, 5, prep, orders, **kw)
+    counted = iou.count_masks([MaskCache.pixels(record, "l0", th)], 12, 5, got, orders, **kw)
+    assert int(want[0][:, :, 1:].sum()) > 100
+    assert all(torch.equal(x, y) for x, y in zip(counted, want))
+    assert MaskCache.labels(record, L + 1) is None  # labels of another label count
+    cache.write(np.arange(30, 42), {"l0": (th, masks)}, 256)  # no labels given: none recorded
+    assert MaskCache.labels(cache.load(np.arange(30, 42)), L) is None
+    assert MaskCache.labels(None, L) is None
+
+
+def test_pass3_reads_pass2s_labels_from_the_records_and_gives_the_same_p_values(tmp_path, monkeypatch):
+    """With the records, pass 3 prepares no labels (nor reads label planes) and its p-values equal
+    those of pass 3 preparing them from the planes (records without labels)."""
+    phase, prepared = [], []
+    real_pass3, real_prepare = engine_mod._Run.pass3, engine_mod.prepare_labels
+
+    def pass3(self, thresholds):
+        phase.append(3)
+        return real_pass3(self, thresholds)
+
+    def prepare(*args, **kw):
+        prepared.append(bool(phase))
+        return real_prepare(*args, **kw)
+
+    monkeypatch.setattr(engine_mod._Run, "pass3", pass3)
+    monkeypatch.setattr(engine_mod, "prepare_labels", prepare)
+    with_labels = run(tmp_path, "with")
+    assert prepared.count(False) == 5 and prepared.count(True) == 0  # pass 2's 5 batches; none in pass 3
+    real_write = MaskCache.write
+    monkeypatch.setattr(
+        MaskCache, "write", lambda self, pos, layers, pixels, labels=None: real_write(self, pos, layers, pixels)
+    )
+    phase.clear()
+    prepared.clear()
+    without = run(tmp_path, "without")
+    assert prepared.count(False) == 5 and prepared.count(True) == 5  # prepared again from the planes
+    assert np.isfinite(with_labels.p_value).sum() == 3
+    assert np.array_equal(with_labels.p_value, without.p_value, equal_nan=True)
+    assert np.array_equal(with_labels.iou, without.iou)
+
+
+def test_label_combos_by_count_and_by_scatter_and_from_planes_agree(monkeypatch):
+    """The combinations seen found by a count (small lookups) or a scatter (large ones), from the
+    rows or from the planes the caller laid out: the same combinations and table, which rebuild
+    every row; prepare_labels gives them from its planes."""
+    maps, labels, image_labels, present, L = planes_world(n=20, k=4, size=24)
+    flat = iou.label_planes(labels, iou.distinct_image_labels(image_labels))
+    rows = iou.label_rows(flat)
+    combo, table = iou.label_combos(rows, L)
+    assert combo is not None and table is not None and 50 < len(table) < len(rows)
+    assert torch.equal(table[combo.long()], rows.long())
+    planes = flat.transpose(0, 1).reshape(4, -1)
+    for limit in (0, 1 << 20):
+        monkeypatch.setattr(iou, "_SEEN_BY_COUNT", limit)
+        for got in (iou.label_combos(rows, L), iou.label_combos(rows, L, planes=planes)):
+            assert torch.equal(got[0], combo) and torch.equal(got[1], table), limit
+    prep = iou.prepare_labels(labels, image_labels, present, L)
+    assert torch.equal(prep.combo, combo) and torch.equal(prep.table, table)

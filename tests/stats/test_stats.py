@@ -389,6 +389,31 @@ def test_topk_matches_argsort_with_locations_and_ties() -> None:
     assert vals.tolist() == [[3.0, 1.0], [5.0, 5.0]] and img.tolist() == [[4, 10], [4, 10]]
 
 
+def test_topk_first_maximum_of_capped_maps_and_nans() -> None:
+    """Maps capped at 6 (plateaus: many positions at the maximum, rows long enough for the vector
+    kernels) and maps with NaNs: the value and first position of each image's maximum are argmax's
+    (a NaN counts as the maximum, its first position recorded)."""
+    g = torch.Generator().manual_seed(4)
+    for h, w in [(28, 28), (14, 14), (7, 7), (1, 33)]:
+        acts = (torch.randn(6, 5, h, w, generator=g) * 4).clamp(0, 6)
+        acts[0, 0] = 6.0  # the whole map at the cap: position (0, 0)
+        acts[1, 1, -1, -1] = float("nan")
+        acts[2, 1, h // 2, 0] = float("nan")
+        acts[2, 1, -1, -1] = float("nan")
+        stat = TopK(6)
+        stat.add(acts, torch.arange(6))
+        values, image, y, x = stat.result()
+        flat = acts.flatten(2)
+        pos = flat.argmax(dim=2)  # [N, C]: the first maximum (NaN first)
+        want = flat.gather(2, pos[..., None])[..., 0]
+        for c in range(5):
+            for j in range(6):
+                i = int(image[c, j])
+                assert (int(y[c, j]), int(x[c, j])) == divmod(int(pos[i, c]), w), (h, w, c, i)
+                assert torch.equal(values[c, j], want[i, c]) or (values[c, j].isnan() and want[i, c].isnan())
+        assert (int(y[0, list(image[0]).index(0)]), int(x[0, list(image[0]).index(0)])) == (0, 0)
+
+
 def test_moments_match_numpy() -> None:
     x = torch.randn(3000, 4, dtype=torch.float64) * torch.tensor([1.0, 10.0, 1e-3, 5.0]) + 1e4
     stat = Moments()

@@ -378,7 +378,10 @@ class MaskCache:
     the layer's thresholds. A record is used only where both are those of pass 3's batch: anything
     else (no record: the ``budget`` of bytes was spent, a resume, an unreadable file) makes pass 3
     find the masks from the maps, as without this cache. About 4 bytes per mask pixel: 0.32 MB per
-    image for Lite0's three default layers (top 0.5%, 112 px labels)."""
+    image for Lite0's three default layers (top 0.5%, 112 px labels). The record also holds the
+    batch's labels as pass 2 prepared them (:class:`~.iou.BatchLabels` by label combination: each
+    label pixel's combination, int16 where the combinations allow, and the table of combinations),
+    so that pass 3 neither reads the label planes nor prepares them again (:meth:`labels`)."""
 
     def __init__(self, folder: str | Path, budget: float = float("inf")):
         self.folder, self.budget = Path(folder), budget
@@ -388,9 +391,16 @@ class MaskCache:
     def _path(self, positions: np.ndarray) -> Path:
         return self.folder / f"b{int(positions[0]):09d}.safetensors"
 
-    def write(self, positions: np.ndarray, layers: dict[str, tuple[torch.Tensor, list[Any]]], pixels: int) -> None:
+    def write(
+        self,
+        positions: np.ndarray,
+        layers: dict[str, tuple[torch.Tensor, list[Any]]],
+        pixels: int,
+        labels: Any = None,
+    ) -> None:
         """``layers``: ``{tag: (thresholds [C], [MaskPixels, ...])}`` of the batch at ``positions``
-        (label planes of ``pixels`` pixels)."""
+        (label planes of ``pixels`` pixels); ``labels``: the batch's :class:`~.iou.BatchLabels`
+        (recorded where they hold label combinations), or None."""
         if self.disabled or not len(positions) or self.budget <= self.used:
             return
         from safetensors.numpy import save
@@ -407,6 +417,14 @@ class MaskCache:
             pair_code = np.int16 if offsets[-1] <= 2**15 else np.int32
             arrays[f"{tag}.pair"] = _cat([c.pair + int(o) for c, o in zip(chunks, offsets)], pair_code)
             arrays[f"{tag}.pix"] = _cat([c.pix for c in chunks], pix_code)
+        if labels is not None and labels.combo is not None and labels.table is not None:
+            combo_code = np.int16 if len(labels.table) <= 2**15 else np.int32
+            arrays["labels.combo"] = labels.combo.cpu().numpy().astype(combo_code)
+            arrays["labels.table"] = labels.table.cpu().numpy().astype(np.int32)  # label numbers < 2**31
+            arrays["labels.image_labels"] = np.ascontiguousarray(labels.image_labels.cpu().numpy())
+            arrays["labels.present"] = np.ascontiguousarray(labels.present.cpu().numpy())
+            arrays["labels.label_area"] = labels.label_area.cpu().numpy().astype(np.int64)
+            arrays["labels.size"] = np.array([*labels.size, labels.num_labels], dtype=np.int64)
         data = save(arrays)
         if self.used + len(data) > self.budget:
             self.disabled = True
@@ -440,6 +458,35 @@ class MaskCache:
                 torch.from_numpy(record[f"{tag}.{k}"].astype(np.int64)).to(device)
                 for k in ("img", "unit", "pair", "pix")
             )
+        )
+
+    @staticmethod
+    def labels(record: dict[str, np.ndarray] | None, num_labels: int, device: torch.device | str = "cpu") -> Any:
+        """The batch's :class:`~.iou.BatchLabels` in ``record`` (:meth:`load`), equal to what
+        :func:`~.iou.prepare_labels` makes of its label planes, or None where it holds none (or
+        labels of another label count). Rebuilt from the combinations: ``rows = table[combo]``
+        ``[N * P, K]`` (as :func:`~.iou.label_combos` guarantees) and ``flat`` its ``[N, K, P]`` view."""
+        from unitscope.dissect.iou import BatchLabels
+
+        if record is None or "labels.combo" not in record:
+            return None
+        h, w, count = (int(v) for v in record["labels.size"])
+        if count != num_labels:
+            return None
+        combo = torch.from_numpy(record["labels.combo"].astype(np.int32)).to(device)
+        table = torch.from_numpy(record["labels.table"].astype(np.int64)).to(device)
+        rows = table.to(torch.int32).index_select(0, combo)  # [N * P, K] int32, as label_rows gives it
+        n, k = len(rows) // (h * w), table.shape[1]
+        return BatchLabels(
+            torch.from_numpy(record["labels.image_labels"]).to(device),
+            rows.view(n, h * w, k).permute(0, 2, 1),  # [N, K, P]
+            rows,
+            combo,
+            table,
+            torch.from_numpy(record["labels.present"]).to(device),
+            torch.from_numpy(record["labels.label_area"]).to(device),
+            (h, w),
+            num_labels,
         )
 
     def remove(self) -> None:

@@ -50,6 +50,7 @@ from unitscope.dissect.cache import ActivationCache, LabelCache, MaskCache
 from unitscope.dissect.distributed import ExactPass1, barrier, is_main, pass1_reduce, rank_world
 from unitscope.dissect.exemplars import strip_source, write_unit_strips
 from unitscope.dissect.iou import (
+    BatchLabels,
     MaskPixels,
     count_batch,
     count_masks,
@@ -521,7 +522,7 @@ class _Run:
                 record = {self.tag[layer]: r for layer, r in each(count).items()}  # each layer's statistics its own
                 if mc is not None:  # for pass 3: the candidates' masks without finding them again
                     mc.budget = self._mask_budget()  # the label cache is laid out on its first batch
-                    side.submit(mc.write, batch["pos"].numpy(), record, size[0] * size[1])
+                    side.submit(mc.write, batch["pos"].numpy(), record, size[0] * size[1], prep.result())
         except BaseException:
             side.close(raise_errors=False)  # the batch's error wins over the side thread's
             raise
@@ -566,9 +567,10 @@ class _Run:
         batch: dict[str, Any],
         lc: LabelCache | None,
         thresholds: dict[str, list[torch.Tensor]],
-    ) -> tuple[dict[str, Any], dict[str, Any]] | None:
-        """Pass 3's batch (the rows pass 2 counted) and pass 2's masks of every layer there,
-        ``{layer: MaskPixels}``, where pass 2 recorded them for these thresholds; else None."""
+    ) -> tuple[dict[str, Any], dict[str, Any], BatchLabels | None] | None:
+        """Pass 3's batch (the rows pass 2 counted), pass 2's masks of every layer there,
+        ``{layer: MaskPixels}``, and the labels pass 2 prepared for them (None where the record has
+        none), where pass 2 recorded them for these thresholds; else None."""
         if masks is None or self.cache is None or self._forward_labels:
             return None
         pos = batch["pos"].numpy()
@@ -582,7 +584,7 @@ class _Run:
         if not keep.all():
             rows = torch.from_numpy(keep)
             batch = {k: v[rows] for k, v in batch.items() if isinstance(v, torch.Tensor)}
-        return batch, found
+        return batch, found, MaskCache.labels(record, len(self.labels.label_names), self.opts.device)
 
     def _mask_budget(self) -> float:
         lc, used = self.label_cache, self.cache.nbytes if self.cache is not None else 0
@@ -652,8 +654,9 @@ class _Run:
                 if not len(batch["pos"]):
                     continue
                 found = self._recorded_masks(masks, batch, lc, thresholds)
+                recorded: BatchLabels | None = None
                 if found is not None:  # pass 2's masks of every unit: no maps read, no masks found again
-                    batch, maps = found
+                    batch, maps, recorded = found
                 else:
                     batch, maps = self._pass2_maps(batch)
                     if lc is not None:  # the rows pass 2 counted: those the data set would give again
@@ -663,9 +666,12 @@ class _Run:
                             maps = {layer: a[keep.to(a.device)] for layer, a in maps.items()}
                 if len(batch["pos"]) < 2:  # no derangement of one image
                     continue
-                planes = lc.read(batch["pos"].numpy()) if lc is not None else self.labels.label_batch(batch)
-                size = (int(planes[0].shape[-2]), int(planes[0].shape[-1]))
-                prep = side.submit(prepare_labels, *planes, num_labels, dev)  # beside the candidates' masks
+                if recorded is not None:  # pass 2's prepared labels: no planes read or prepared again
+                    size, prep = recorded.size, side.submit(lambda labels=recorded: labels)
+                else:
+                    planes = lc.read(batch["pos"].numpy()) if lc is not None else self.labels.label_batch(batch)
+                    size = (int(planes[0].shape[-2]), int(planes[0].shape[-1]))
+                    prep = side.submit(prepare_labels, *planes, num_labels, dev)  # beside the candidates' masks
                 # the derangements depend only on the batch's first position: resume-exact
                 orders = in_batch_orders(len(batch["pos"]), o.null_draws, null_seed(o.seed, int(batch["pos"][0])), dev)
                 n = len(batch["pos"])

@@ -33,6 +33,8 @@ _CHUNK_ELEMENTS = 1 << 23
 _COMBO_BINS = 1 << 24
 # mask pixels counted at once (their unit codes and places: ~200 MB at most)
 _COUNT_ELEMENTS = 1 << 23
+# label combinations: the combinations seen so far found by a count up to this many keys (8 MB of counts)
+_SEEN_BY_COUNT = 1 << 20
 
 
 def upsample_masks(maps: torch.Tensor, thresholds: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -77,7 +79,7 @@ def prepare_labels(
     image_labels = distinct_image_labels(image_labels.to(device))
     flat = label_planes(labels.to(device), image_labels)  # [N, K, P] int32
     rows = label_rows(flat)  # [N * P, K]
-    combo, table = label_combos(rows, num_labels)
+    combo, table = label_combos(rows, num_labels, planes=flat.transpose(0, 1).reshape(flat.shape[1], -1))
     area = label_areas(flat, num_labels)
     img_idx, m_idx = (image_labels > 0).nonzero(as_tuple=True)
     area += torch.bincount(image_labels[img_idx, m_idx], minlength=num_labels)[:num_labels] * (size[0] * size[1])
@@ -283,17 +285,22 @@ def count_masks(
     return inter, unit_area, labels.label_area.clone()
 
 
-def label_combos(rows: torch.Tensor, num_labels: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+def label_combos(
+    rows: torch.Tensor, num_labels: int, planes: torch.Tensor | None = None
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """``rows [R, K]`` (each pixel's labels, :func:`~unitscope.stats.iou.label_rows`, values in
     ``[0, num_labels)``) as label combinations: ``combo [R]`` int32 indexes ``table [M, K]`` int64,
     the distinct rows (in lexicographic order), so that ``table[combo] == rows``. Built plane by
     plane with dense lookups of at most ``M * num_labels`` entries (no sort); ``(None, None)``
-    when there are no planes or a lookup would grow past ``_COMBO_BINS``."""
+    when there are no planes or a lookup would grow past ``_COMBO_BINS``. ``planes [K, R]``: the
+    same labels plane by plane, where the caller has them (``rows.t()``; else made here)."""
     r, k = rows.shape
     if not k or not r or r >= 2**31 or int(rows.min()) < 0 or int(rows.max()) >= num_labels:
         return None, None
     dev = rows.device
-    planes = rows.t().to(torch.int32).contiguous()  # [K, R]: each plane in one piece, in int32
+    if planes is None:
+        planes = rows.t()
+    planes = planes.to(torch.int32).contiguous()  # [K, R]: each plane in one piece, in int32
     ids = planes[0]
     table = torch.zeros(1, 0, dtype=torch.long, device=dev)
     ids_space = 1
@@ -302,8 +309,11 @@ def label_combos(rows: torch.Tensor, num_labels: int) -> tuple[torch.Tensor | No
         space = ids_space * num_labels
         if space > _COMBO_BINS:
             return None, None
-        seen = torch.zeros(space, dtype=torch.bool, device=dev)
-        seen[key] = True
+        if space <= _SEEN_BY_COUNT:  # a count's one pass: a third of the scatter's time for 627k pixels
+            seen = torch.bincount(key, minlength=space) > 0
+        else:
+            seen = torch.zeros(space, dtype=torch.bool, device=dev)
+            seen[key] = True
         keys = seen.nonzero().squeeze(1)  # the combinations so far, in order
         remap = torch.cumsum(seen, 0, dtype=torch.int32) - 1
         ids = remap.index_select(0, key)

@@ -126,6 +126,7 @@ def test_fsd_infinity_removes_the_sample_size_bias():
     r = fsd_infinity(a, a + [1.0, 2.0, 0.0], draws=2, paired=True)
     assert r["fsd_infinity"] == pytest.approx(5.0, abs=1e-9) and r["slope"] == pytest.approx(0.0, abs=1e-6)
     assert r["sd"] == pytest.approx(0.0, abs=1e-9)
+    assert fsd_infinity(a[:8], a[:8] + 1.0, paired=True)["sizes"] == [2, 3, 4, 5, 6, 7, 8]  # never under 2
     assert r["sizes"] == [80, 120, 160, 200, 240, 280, 320, 360, 400] and r["fsd_at"] == pytest.approx([5.0] * 9)
     # two disjoint sets of one Gaussian: FSD on 200 images is well above 0, its extrapolation is not
     b, c = rng.normal(size=(2, 2000, 6))

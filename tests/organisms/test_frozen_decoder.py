@@ -24,7 +24,13 @@ from unitscope.organisms.frozen_decoder import (
 )
 from unitscope.organisms.nets import generator_for, sample_z
 from unitscope.organisms.prior_gen import EmpiricalPrior, Encoder, PriorGenerator, encode_posteriors
-from unitscope.organisms.recipes import RECIPES, SPARSE_WIDE_VAE_RECIPE, VAE_RECIPE, WIDE_VAE_RECIPE
+from unitscope.organisms.recipes import (
+    RECIPES,
+    SPARSE_SCRATCH_WIDE_VAE_RECIPE,
+    SPARSE_WIDE_VAE_RECIPE,
+    VAE_RECIPE,
+    WIDE_VAE_RECIPE,
+)
 
 
 def test_wide_recipe_is_the_shipped_one_with_a_512_unit_8x8_layer_and_not_shipped():
@@ -187,3 +193,15 @@ def test_sparse_recipe_fine_tunes_the_wide_decoder_with_l1_on_relu2():
     assert stage["l1_act"] == {"relu2": 1.0} and stage["target"] == "segmenter"
     assert SPARSE_WIDE_VAE_RECIPE.task_kw["g_channels"] == WIDE_VAE_RECIPE.task_kw["g_channels"]
     assert "l1_act" not in str(WIDE_VAE_RECIPE.task_kw)
+
+
+def test_sparse_scratch_recipe_is_the_wide_schedule_cut_short_with_l1_on_relu2_in_every_stage():
+    wide, scratch = WIDE_VAE_RECIPE.task_kw["stages"], SPARSE_SCRATCH_WIDE_VAE_RECIPE.task_kw["stages"]
+    assert [st["steps"] for st in scratch] == [750, 650]  # 3,200 steps cut to 1,400
+    for w, s in zip(wide, scratch, strict=True):
+        assert {k: v for k, v in s.items() if k not in ("steps", "l1_act")} == {
+            k: v for k, v in w.items() if k != "steps"
+        }
+        assert s["l1_act"] == {"relu2": 1.0}
+    assert SPARSE_SCRATCH_WIDE_VAE_RECIPE.task_kw["g_channels"] == WIDE_VAE_RECIPE.task_kw["g_channels"]
+    assert "l1_act" not in str(WIDE_VAE_RECIPE.task_kw) and "l1_act" not in str(RECIPES)  # none shipped

@@ -24,8 +24,9 @@ the verdict (the concept -50% or more and no other object beyond +-10%, the issu
 the first ranking it also tallies, over the first ``--replace-samples`` samples, what the
 concept's pixels become, and for each other object beyond +-10% how much of its change lies in
 the concept's former pixels. ``--grid``: the 8 samples with most of the concept, before and after.
-``--orders-json FILE``: the rankings (and the greedy selection's figures) are written there, and read back
-by a later run that asks for no other ranking (e.g. to confirm at 1,000 samples without choosing again).
+``--orders-json FILE``: the rankings (and the greedy selection's figures) are written there and read back
+by a later run, which computes only the rankings not there yet (e.g. to confirm at 1,000 samples, or to try
+the greedy selection with other settings on the same ACE mask, in a copy without its "greedy" entry).
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ DOCS = Path(__file__).resolve().parent
 NAMES = {"iou": "IoU", "iqr": "IQR", "ace": "ACE", "sace": "specific ACE", "greedy": "greedy"}
 
 
-def rankings(g, seg, cut, run: str, layer: str, concept: str, args) -> dict[str, list[int]]:
+def rankings(g, seg, cut, run: str, layer: str, concept: str, args, known: dict | None = None) -> dict[str, list[int]]:
+    """The rankings ``args.rankings`` names, best unit first; those in ``known`` are taken from there."""
     from unitscope.gan import GeneratorActivations, cache_samples
     from unitscope.gan.ace import ace_mask
     from unitscope.gan.iqr import iqr_ranking
@@ -51,7 +53,7 @@ def rankings(g, seg, cut, run: str, layer: str, concept: str, args) -> dict[str,
 
     rng = get_info(g).output_range
 
-    orders: dict[str, list[int]] = {}
+    orders: dict[str, list[int]] = dict(known or {})
 
     def compute(name: str) -> list[int]:
         t0, c0 = time.perf_counter(), time.process_time()
@@ -315,7 +317,7 @@ def main() -> None:
                 SELECTION[(layer, concept)] = saved[case + ":selection"]
             print(f"rankings of {case} from {args.orders_json}")
         else:
-            orders = rankings(g, seg, cut, args.run, layer, concept, args)
+            orders = rankings(g, seg, cut, args.run, layer, concept, args, saved.get(case))
             if args.orders_json:
                 saved[case] = {**saved.get(case, {}), **orders}
                 if (layer, concept) in SELECTION:

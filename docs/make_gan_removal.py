@@ -10,16 +10,23 @@ finding holds"): per layer and concept, the top k units of several rankings swit
 layers (its IoU ranking). Rankings: ``iou`` (the dissection's, each unit's top 1%), ``iqr`` (gandissect's: each
 unit's best information quality ratio over ``--iqr-samples`` samples of seed 0, ``gan.iqr``),
 ``ace`` (the soft removal mask, ``--ace-samples`` samples of seed 2, ``--ace-steps`` steps,
-``--ace-norm`` penalty (l2) of weight ``--ace-penalty`` (0.01), lr ``--ace-lr`` (0.2), logits from ``--ace-init`` (0))
-and ``sace`` (the same with ``specific=--specific``: the mask also pays for
-the other labels' relative change). Each ranking's top ``--k`` units are zeroed over
-``--samples`` samples of seed 1, beside ``--k`` random units (``--random-draws`` draws). Per case it
+``--ace-norm`` penalty (l2) of weight ``--ace-penalty`` (0.01), lr ``--ace-lr`` (0.2), logits from ``--ace-init`` (0)),
+``sace`` (the same with ``specific=--specific``: the mask also pays for
+the other labels' relative change) and ``greedy`` (``gan.select``: units chosen one at a time from the
+union of ``--greedy-pool``'s rankings' tops, e.g. ``ace:40,iou:20``, on ``--greedy-samples`` samples of
+``--greedy-seed`` (2; never 1), each step the largest removal that keeps every other object within
++-``--greedy-max-other`` (0.07); ``--greedy-shortlist M``: from step 2 only the previous step's best M).
+Each ranking's top ``--k`` units are zeroed over ``--samples`` samples of seed 1, beside ``--k`` random
+units (``--random-draws`` draws). Per case it
 prints a table: every object covering >= 0.5% of the pixels, its share before, its change relative
 to that share (99% interval; points of the image in brackets) under each ranking and at random, and
 the verdict (the concept -50% or more and no other object beyond +-10%, the issue's measure). For
 the first ranking it also tallies, over the first ``--replace-samples`` samples, what the
 concept's pixels become, and for each other object beyond +-10% how much of its change lies in
 the concept's former pixels. ``--grid``: the 8 samples with most of the concept, before and after.
+``--orders-json FILE``: the rankings (and the greedy selection's figures) are written there and read back
+by a later run, which computes only the rankings not there yet (e.g. to confirm at 1,000 samples, or to try
+the greedy selection with other settings on the same ACE mask, in a copy without its "greedy" entry).
 """
 
 from __future__ import annotations
@@ -33,10 +40,11 @@ import numpy as np
 import torch
 
 DOCS = Path(__file__).resolve().parent
-NAMES = {"iou": "IoU", "iqr": "IQR", "ace": "ACE", "sace": "specific ACE"}
+NAMES = {"iou": "IoU", "iqr": "IQR", "ace": "ACE", "sace": "specific ACE", "greedy": "greedy"}
 
 
-def rankings(g, seg, cut, run: str, layer: str, concept: str, args) -> dict[str, list[int]]:
+def rankings(g, seg, cut, run: str, layer: str, concept: str, args, known: dict | None = None) -> dict[str, list[int]]:
+    """The rankings ``args.rankings`` names, best unit first; those in ``known`` are taken from there."""
     from unitscope.gan import GeneratorActivations, cache_samples
     from unitscope.gan.ace import ace_mask
     from unitscope.gan.iqr import iqr_ranking
@@ -45,14 +53,15 @@ def rankings(g, seg, cut, run: str, layer: str, concept: str, args) -> dict[str,
 
     rng = get_info(g).output_range
 
-    orders: dict[str, list[int]] = {}
-    for name in args.rankings.split(","):
+    orders: dict[str, list[int]] = dict(known or {})
+
+    def compute(name: str) -> list[int]:
         t0, c0 = time.perf_counter(), time.process_time()
         if name == "iou":
-            orders[name] = unit_order(run, layer, concept)[0]
+            order = unit_order(run, layer, concept)[0]
         elif name == "iqr":
             r = iqr_ranking(GeneratorActivations(g, [layer], n=args.iqr_samples, seed=0), seg, concept)
-            orders[name] = r.ranking()
+            order = r.ranking()
             print(r.summary(5))
         elif name in ("ace", "sace"):
             few = cache_samples(cut, g, n=args.ace_samples, seed=2, batch_size=50)
@@ -70,14 +79,68 @@ def rankings(g, seg, cut, run: str, layer: str, concept: str, args) -> dict[str,
                 specific=spec,
                 output_range=rng,
             )
-            orders[name] = m.ranking()
+            order = m.ranking()
             print(f"{NAMES[name]}: {m.summary(5)}")
+        elif name == "greedy":
+            order = greedy(name, compute, orders)
         else:
-            raise SystemExit(f"unknown ranking {name!r}: iou, iqr, ace or sace")
+            raise SystemExit(f"unknown ranking {name!r}: iou, iqr, ace, sace or greedy")
         print(
-            f"  ({layer} {concept} {name}: {time.perf_counter() - t0:.0f} s wall, {time.process_time() - c0:.0f} s CPU)"
+            f"  ({layer} {concept} {name}: {time.perf_counter() - t0:.0f} s wall, {time.process_time() - c0:.0f} s CPU)",
+            flush=True,
         )
-    return orders
+        orders[name] = order
+        return order
+
+    def greedy(name: str, compute, orders: dict[str, list[int]]) -> list[int]:
+        """The greedy causal ranking (gan.select) on --greedy-samples samples of --greedy-seed, its pool
+        the union of the named rankings' tops (--greedy-pool, e.g. ace:40,iou:20)."""
+        from unitscope.gan.select import greedy_ranking
+
+        if args.greedy_seed == 1:
+            raise SystemExit("--greedy-seed 1 is the held-out evaluation's seed: select on seed 2 or 3")
+        pool: list[int] = []
+        for part in args.greedy_pool.split(","):
+            source, _, top = part.partition(":")
+            ranked = orders[source] if source in orders else compute(source)
+            pool += ranked[: int(top or 40)]
+        pool = list(dict.fromkeys(pool))
+        few = cache_samples(cut, g, n=args.greedy_samples, seed=args.greedy_seed, batch_size=50)
+        r = greedy_ranking(
+            cut,
+            few,
+            seg,
+            concept,
+            pool,
+            k=args.k,
+            max_other=args.greedy_max_other,
+            shortlist=args.greedy_shortlist or None,
+            output_range=rng,
+            log=lambda line: print(line, flush=True),
+        )
+        print(r.summary())
+        SELECTION[(layer, concept)] = {
+            "pool": args.greedy_pool,
+            "pool_size": len(pool),
+            "samples": args.greedy_samples,
+            "seed": args.greedy_seed,
+            "max_other": args.greedy_max_other,
+            "shortlist": args.greedy_shortlist,
+            "broke_at": r.broke_at,
+            "steps": r.table(),
+            "final": r.changes[-1],
+            "evaluations": r.evaluations,
+            "cpu_s": r.seconds,
+        }
+        return r.ranking()
+
+    for name in args.rankings.split(","):
+        if name not in orders:
+            compute(name)
+    return {name: orders[name] for name in args.rankings.split(",")}
+
+
+SELECTION: dict[tuple[str, str], dict] = {}  # the greedy selection's own figures, per case
 
 
 def case_table(layer: str, concept: str, results: dict, k: int, min_share: float = 0.005) -> tuple[str, list[dict]]:
@@ -131,6 +194,11 @@ def case_table(layer: str, concept: str, results: dict, k: int, min_share: float
                 "holds": holds,
                 "beyond": {r.names[i]: float(r.change[row, i]) for i in off},
                 "random": float(np.mean([first.change[j, col] for j in rand])) if rand else None,
+                **(
+                    {"selection": SELECTION[(layer, concept)]}
+                    if rk == "greedy" and (layer, concept) in SELECTION
+                    else {}
+                ),
             }
         )
     if rand:  # the baseline's own count: how many other objects k random units move beyond +-10%
@@ -201,10 +269,22 @@ def main() -> None:
     p.add_argument("--ace-lr", type=float, default=0.2)
     p.add_argument("--ace-init", type=float, default=0.0, help="the mask logits' start (0: every mask 0.5)")
     p.add_argument("--specific", type=float, default=0.05)
+    p.add_argument(
+        "--greedy-samples", type=int, default=100, help="the greedy selection's samples (seed --greedy-seed)"
+    )
+    p.add_argument("--greedy-seed", type=int, default=2, help="2 or 3: never 1, the held-out evaluation")
+    p.add_argument("--greedy-pool", default="ace:40,iou:20", help="candidates: the union of these rankings' tops")
+    p.add_argument("--greedy-max-other", type=float, default=0.07, help="the bound on the other objects' change")
+    p.add_argument("--greedy-shortlist", type=int, default=0, help="from step 2, try only this many (0: all)")
     p.add_argument("--replace-samples", type=int, default=300)
     p.add_argument("--grid", default=None, help="layer:concept:ranking of the before/after grid")
     p.add_argument("--grid-png", default=str(DOCS / "gan_removal_grid.png"))
     p.add_argument("--json", default=None, help="write every case's rows here")
+    p.add_argument(
+        "--orders-json",
+        default=None,
+        help="rankings per case: read from here where every one asked for is there (evaluate only), else written here",
+    )
     p.add_argument("--model", default="world_generator", help="a registered generator or file.py:factory")
     p.add_argument("--segmenter", default="world_segmenter", help="a registered segmenter or file.py:factory")
     args = p.parse_args()
@@ -226,7 +306,23 @@ def main() -> None:
             cut = cut_model(g, layer)
             cuts[layer] = (cut, cache_samples(cut, g, n=args.samples, seed=1, batch_size=50))
         cut, samples = cuts[layer]
-        orders = rankings(g, seg, cut, args.run, layer, concept, args)
+        saved = (
+            json.loads(Path(args.orders_json).read_text())
+            if args.orders_json and Path(args.orders_json).exists()
+            else {}
+        )
+        if all(name in saved.get(case, {}) for name in args.rankings.split(",")):  # chosen before: evaluate only
+            orders = {name: saved[case][name] for name in args.rankings.split(",")}
+            if case + ":selection" in saved:
+                SELECTION[(layer, concept)] = saved[case + ":selection"]
+            print(f"rankings of {case} from {args.orders_json}")
+        else:
+            orders = rankings(g, seg, cut, args.run, layer, concept, args, saved.get(case))
+            if args.orders_json:
+                saved[case] = {**saved.get(case, {}), **orders}
+                if (layer, concept) in SELECTION:
+                    saved[case + ":selection"] = SELECTION[(layer, concept)]
+                Path(args.orders_json).write_text(json.dumps(saved))
         results = {
             name: removal_curve(
                 cut,

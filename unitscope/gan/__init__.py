@@ -10,7 +10,8 @@ against what a segmenter finds in its samples, and what switching them off or on
 Modules: ``sources`` (the generator and segmenter as the dissection engine's sources), ``effects``
 (removal curves against random units, insertion in context; edits from ``unitscope.edits`` in
 tail passes, scored by a pixel-share scorer), ``ace`` (average causal effect: a soft unit mask
-optimised to remove or insert a concept, its ranking against IoU's), ``artifacts`` (units whose
+optimised to remove or insert a concept, its ranking against IoU's), ``select`` (a greedy causal
+ranking: units chosen jointly, each step's set bounded in how much it moves the other objects), ``artifacts`` (units whose
 removal makes the least realistic samples more realistic; before/after grids), ``tables`` (their
 catalog tables, torch-free: this package loads its modules on first use) and ``run`` (all of it on
 a generator dissection's run folder).
@@ -36,6 +37,8 @@ _FROM = {
         )
     },
     **{name: "ace" for name in ("AceResult", "RankingComparison", "ace_mask", "compare_rankings", "concept_share")},
+    "GreedyResult": "select",
+    "greedy_ranking": "select",
     "ArtifactResult": "artifacts",
     "artifact_units": "artifacts",
     "segmenter_confidence": "artifacts",
@@ -54,6 +57,7 @@ if TYPE_CHECKING:
         label_space,
         removal_curve,
     )
+    from unitscope.gan.select import GreedyResult, greedy_ranking
     from unitscope.gan.sources import GeneratorActivations, SegmenterLabels, latents, to_unit_range
 
 
@@ -77,6 +81,8 @@ __all__ = [
     "ace_mask",
     "compare_rankings",
     "concept_share",
+    "GreedyResult",
+    "greedy_ranking",
     "ArtifactResult",
     "artifact_units",
     "segmenter_confidence",

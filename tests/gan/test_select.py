@@ -1,0 +1,127 @@
+"""The greedy causal ranking (``unitscope.gan.select``) on a hand-built generator with three units.
+
+The image is 4x4: sky in row 0, wall in rows 1-3; layer ``feat`` [N, 3, 4, 4] is 1 everywhere for
+every unit. Unit a (0) paints doors at (1, 2), (2, 2), (3, 2) and keeps cells (0, 0), (0, 1) sky (off:
+they turn to wall); unit b (1) paints doors at (2, 0), (3, 0) and nothing else; unit c (2) paints
+nothing. A door switched off leaves a black, unlabelled cell. Before any edit: 5 door cells, 4 sky, 7
+wall. Off alone: a takes 3 doors (-60%) and moves the sky by -50% (wall +2/7); b takes 2 doors (-40%)
+and moves nothing else; c nothing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from tests.helpers.gan_models import DOOR, SKY, WALL, SoftSegmenter
+from unitscope.ablate import cut_model
+from unitscope.errors import UsageError
+from unitscope.gan import cache_samples, greedy_ranking, removal_curve
+from unitscope.gan.ace import ace_mask
+from unitscope.models import ModelInfo, attach_info
+
+
+class ThreeUnitGenerator(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.feat = nn.Identity()
+        wall, door_a, door_b, spill = (torch.zeros(1, 1, 4, 4) for _ in range(4))
+        wall[..., 1:, :] = 1
+        door_a[..., 1:, 2] = 1
+        door_b[..., 2:, 0] = 1
+        spill[..., 0, :2] = 1
+        for name, t in (("wall", wall), ("door_a", door_a), ("door_b", door_b), ("spill", spill)):
+            self.register_buffer(name, t)
+        for name, colour in (("sky", SKY), ("grey", WALL), ("red", DOOR)):
+            self.register_buffer(name, torch.tensor(colour).view(1, 3, 1, 1))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        a = z.reshape(z.shape[0], 1, 4, 4)
+        feat = self.feat(torch.cat([torch.ones_like(a) + 0 * a] * 3, 1))
+        ua, ub = feat[:, :1], feat[:, 1:2]
+        image = self.sky + self.wall * (self.grey - self.sky)
+        image = image + (1 - ua) * self.spill * (self.grey - image)  # a keeps the spill cells sky
+        slots = self.door_a + self.door_b
+        door = ua * self.door_a + ub * self.door_b
+        return image * (1 - slots) + door * self.red  # a door slot: red when its unit is on, else black
+
+
+def three_unit_generator() -> nn.Module:
+    info = ModelInfo(name="three", input_size=(16, 1, 1), kind="generator", output_size=(3, 4, 4))
+    return attach_info(ThreeUnitGenerator(), info)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    g, seg = three_unit_generator(), SoftSegmenter()
+    cut = cut_model(g, "feat")
+    return g, seg, cut, cache_samples(cut, g, n=8, seed=2, batch_size=4)
+
+
+def test_the_generator_draws_what_its_docstring_says(setup) -> None:
+    g, seg, cut, samples = setup
+    batch = samples.batches[0]
+    counts = []
+    for off in ([], [0], [1], [2]):
+        keep = torch.ones(1, 3, 1, 1)
+        keep[0, off] = 0
+        out = seg.segment(cut.tail(batch, edit=lambda x, keep=keep: x * keep))["object"][0]
+        counts.append([int((out == label).sum()) for label in (1, 2, 3)])  # sky, wall, door
+    assert counts == [[4, 7, 5], [2, 9, 2], [4, 7, 3], [4, 7, 5]]
+
+
+def test_greedy_picks_the_specific_unit_first_and_stops_at_the_bound(setup) -> None:
+    g, seg, cut, samples = setup
+    # the concept alone (a bound nothing breaks) and ACE both prefer a, which takes more doors
+    loose = greedy_ranking(cut, samples, seg, "door", [0, 1, 2], k=2, max_other=0.6)
+    assert loose.ranking() == [0, 1] and loose.change == pytest.approx([-0.6, -1.0])
+    assert loose.worst_name == ["sky", "sky"] and loose.worst == pytest.approx([-0.5, -0.5]) and loose.broke_at is None
+    ace = ace_mask(cut, samples, seg, "door", penalty=0.01, steps=30, lr=0.2)
+    assert ace.ranking()[0] == 0
+    # under the bound +-7%: b first, then c (a would move the sky by -50%), a only when nothing else is left
+    tight = greedy_ranking(cut, samples, seg, "door", [0, 1, 2], k=3)
+    assert tight.ranking() == [1, 2, 0]
+    assert tight.others == ["sky", "wall"] and tight.max_other == 0.07
+    assert tight.change == pytest.approx([-0.4, -0.4, -1.0])
+    assert tight.worst == pytest.approx([0.0, 0.0, -0.5]) and tight.worst_name[2] == "sky"
+    assert tight.within.tolist() == [True, True, False] and tight.broke_at == 3
+    assert tight.evaluations == 3 + 2 + 1 and tight.samples == 8
+    assert tight.changes[2] == pytest.approx({"door": -1.0, "sky": -0.5, "wall": 2 / 7})
+    assert "the bound broke at step 3" in tight.summary() and "-100.0% of its pixels" in tight.summary()
+    assert [row["unit"] for row in tight.table()] == [1, 2, 0]
+
+
+def test_the_steps_equal_a_direct_removal_curve_of_the_chosen_sets(setup) -> None:
+    g, seg, cut, samples = setup
+    for bound in (0.07, 0.6):
+        result = greedy_ranking(cut, samples, seg, "door", [2, 0, 1], k=3, max_other=bound)
+        curve = removal_curve(cut, samples, seg, result.ranking(), "door", ks=[1, 2, 3], random_draws=0)
+        np.testing.assert_allclose(result.change, curve.curve(), atol=1e-12)
+        rows = curve.change[curve.rows()]
+        for j, step in enumerate(result.changes):
+            for name, value in step.items():
+                assert value == pytest.approx(rows[j, curve.names.index(name)], abs=1e-12)
+            worst = max(result.others, key=lambda n: abs(rows[j, curve.names.index(n)]))
+            assert abs(result.worst[j]) == pytest.approx(abs(rows[j, curve.names.index(worst)]), abs=1e-12)
+
+
+def test_a_shortlist_tries_only_the_previous_steps_best(setup) -> None:
+    g, seg, cut, samples = setup
+    short = greedy_ranking(cut, samples, seg, "door", [0, 1, 2], k=3, shortlist=1)
+    assert short.ranking() == [1, 2, 0] and short.evaluations == 3 + 1 + 1
+
+
+def test_bad_input_gets_a_clear_error(setup) -> None:
+    g, seg, cut, samples = setup
+    with pytest.raises(UsageError, match="no label 'tree'"):
+        greedy_ranking(cut, samples, seg, "tree", [0, 1], k=1)
+    with pytest.raises(UsageError, match="positive number of units"):
+        greedy_ranking(cut, samples, seg, "door", [0, 1], k=0)
+    with pytest.raises(UsageError, match="pool holds only 2"):
+        greedy_ranking(cut, samples, seg, "door", [0, 1, 1], k=3)
+    with pytest.raises(UsageError, match="not in the layer"):
+        greedy_ranking(cut, samples, seg, "door", [0, 7], k=1)
+    with pytest.raises(UsageError, match="shortlist"):
+        greedy_ranking(cut, samples, seg, "door", [0, 1], k=1, shortlist=0)

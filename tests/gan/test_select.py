@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.helpers.gan_models import DOOR, SKY, WALL, SoftSegmenter
+from tests.helpers.gan_models import SoftSegmenter, door_scene_buffers
 from unitscope.ablate import cut_model
 from unitscope.errors import UsageError
 from unitscope.gan import cache_samples, greedy_ranking, removal_curve
@@ -26,16 +26,7 @@ from unitscope.models import ModelInfo, attach_info
 class ThreeUnitGenerator(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.feat = nn.Identity()
-        wall, door_a, door_b, spill = (torch.zeros(1, 1, 4, 4) for _ in range(4))
-        wall[..., 1:, :] = 1
-        door_a[..., 1:, 2] = 1
-        door_b[..., 2:, 0] = 1
-        spill[..., 0, :2] = 1
-        for name, t in (("wall", wall), ("door_a", door_a), ("door_b", door_b), ("spill", spill)):
-            self.register_buffer(name, t)
-        for name, colour in (("sky", SKY), ("grey", WALL), ("red", DOOR)):
-            self.register_buffer(name, torch.tensor(colour).view(1, 3, 1, 1))
+        door_scene_buffers(self, short="door_b", tall="door_a")
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         a = z.reshape(z.shape[0], 1, 4, 4)

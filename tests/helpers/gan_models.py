@@ -121,6 +121,23 @@ def soft_segmenter(device: str = "cpu") -> SoftSegmenter:
     return SoftSegmenter()
 
 
+def door_scene_buffers(module: nn.Module, short: str, tall: str) -> None:
+    """The 4x4 door scene's constants as buffers of ``module``: ``wall`` (rows 1-3), the door slots
+    ``short`` ((2, 0) and (3, 0)) and ``tall`` ((1, 2) to (3, 2)), ``spill`` (sky cells (0, 0) and
+    (0, 1)), the colours ``sky``, ``grey`` and ``red`` [1, 3, 1, 1]; and ``feat``, the identity layer
+    whose units paint them."""
+    module.feat = nn.Identity()
+    wall, door_short, door_tall, spill = (torch.zeros(1, 1, 4, 4) for _ in range(4))
+    wall[..., 1:, :] = 1
+    door_short[..., 2:, 0] = 1
+    door_tall[..., 1:, 2] = 1
+    spill[..., 0, :2] = 1
+    for name, t in (("wall", wall), (short, door_short), (tall, door_tall), ("spill", spill)):
+        module.register_buffer(name, t)
+    for name, colour in (("sky", SKY), ("grey", WALL), ("red", DOOR)):
+        module.register_buffer(name, torch.tensor(colour).view(1, 3, 1, 1))
+
+
 # -- two door units, one that paints only doors and one that also turns sky into wall (specific ACE) ----------
 class TwoDoorGenerator(nn.Module):
     """Image 4x4: sky in row 0, wall in rows 1-3; layer ``feat`` [N, 2, 4, 4] is 1 everywhere for
@@ -130,16 +147,7 @@ class TwoDoorGenerator(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.feat = nn.Identity()
-        wall, door0, door1, spill = (torch.zeros(1, 1, 4, 4) for _ in range(4))
-        wall[..., 1:, :] = 1
-        door0[..., 2:, 0] = 1
-        door1[..., 1:, 2] = 1
-        spill[..., 0, :2] = 1
-        for name, t in (("wall", wall), ("door0", door0), ("door1", door1), ("spill", spill)):
-            self.register_buffer(name, t)
-        for name, colour in (("sky", SKY), ("grey", WALL), ("red", DOOR)):
-            self.register_buffer(name, torch.tensor(colour).view(1, 3, 1, 1))
+        door_scene_buffers(self, "door0", "door1")
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         ones = torch.ones_like(z.reshape(z.shape[0], 1, 4, 4)) + 0 * z.reshape(z.shape[0], 1, 4, 4)

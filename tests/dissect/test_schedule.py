@@ -196,3 +196,25 @@ def test_side_runs_calls_in_order_and_hands_back_results_and_errors(enabled):
     quiet = Side(enabled=enabled)
     quiet.submit(lambda: 1 / 0)
     quiet.close(raise_errors=False)  # the caller's own error wins
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+@pytest.mark.parametrize("kind", ["behind", "side"])
+def test_with_closes_raising_the_threads_error_unless_the_block_raises_its_own(kind, enabled):
+    """The engine's passes run their loops in ``with Behind()`` / ``with Side()``: leaving normally
+    waits for every call and raises the first error; leaving with an error keeps that error."""
+    from unitscope.dissect.schedule import Side
+
+    make = Behind if kind == "behind" else Side
+    seen: list[int] = []
+    with make(enabled=enabled) as thread:
+        for i in range(3):
+            thread.submit(seen.append, i)
+    assert seen == [0, 1, 2]  # every call ran before the block was left
+    with pytest.raises(ZeroDivisionError), make(enabled=enabled) as thread:
+        thread.submit(lambda: 1 / 0)
+    if kind == "behind" and not enabled:
+        return  # inline, Behind.submit raises the call's error at once, inside the block
+    with pytest.raises(KeyError), make(enabled=enabled) as thread:  # the block's error wins
+        thread.submit(lambda: 1 / 0)
+        raise KeyError("the batch's own error")

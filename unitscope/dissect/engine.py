@@ -402,7 +402,7 @@ class _Run:
                 if cache is not None:
                     cache.write(layer, pos, a.cpu().numpy())
 
-        try:
+        with behind:  # on an error in the loop, the loop's error wins over the thread's
             for batch in self._batches(1, stat, Items(self.n, self.acts), on_checkpoint=flush, reduce=reduce):
                 ran = True
                 if cache is not None and batch["bad"]:
@@ -416,10 +416,6 @@ class _Run:
                 if lc is not None:  # pass 2 (and 3) then read them, with the maps, and never run the source
                     lc.write(batch["pos"].numpy(), *self.labels.label_batch(batch))
                 behind.submit(record, maps, batch["pos"].numpy())
-        except BaseException:
-            behind.close(raise_errors=False)  # the batch's error wins over the background call's
-            raise
-        behind.close()
         if cache is not None and ran and sketch and is_main():
             cache.mark_complete()
             if lc is not None:
@@ -481,7 +477,7 @@ class _Run:
         # the batch's labels are prepared beside the layers' masks (which need none), and its mask
         # record written while the next batch is read: one side thread where a core is spare
         side = Side()
-        try:
+        with side:  # on an error in the loop, the loop's error wins over the thread's
             for batch in self._batches(2, stat, items, on_checkpoint=lc.flush if lc is not None else None):
                 ran = True
                 if lc is not None and batch["bad"]:
@@ -523,10 +519,6 @@ class _Run:
                 if mc is not None:  # for pass 3: the candidates' masks without finding them again
                     mc.budget = self._mask_budget()  # the label cache is laid out on its first batch
                     side.submit(mc.write, batch["pos"].numpy(), record, size[0] * size[1], prep.result())
-        except BaseException:
-            side.close(raise_errors=False)  # the batch's error wins over the side thread's
-            raise
-        side.close()
         if lc is not None and ran and is_main():
             lc.mark_complete()
         if lc is not None and not lc.complete:
@@ -649,7 +641,7 @@ class _Run:
         num_labels = len(self.labels.label_names)
         kw = {"denominator": o.denominator, "label_category": self.labels.label_category.to(dev)}
         side = Side()  # the labels prepared beside the layers' masks
-        try:
+        with side:  # on an error in the loop, the loop's error wins over the thread's
             for batch in self._batches(3, stat, items, key=key):
                 if not len(batch["pos"]):
                     continue
@@ -686,10 +678,6 @@ class _Run:
                     stat[f"{t}_null"].add_counts(*counts)
 
                 each(count)
-        except BaseException:
-            side.close(raise_errors=False)
-            raise
-        side.close()
 
     def _best_iou(self, layer: str) -> np.ndarray:
         """``[C]``: each unit's best IoU after pass 2 (label 0, "unlabelled", left out), as ``summarise`` has it."""

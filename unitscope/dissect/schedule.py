@@ -6,9 +6,8 @@ statistics behind the next forward pass.
     behind = Behind()
     behind.submit(sketch, batch_maps)     # runs while the caller goes on (the next forward pass)
     behind.wait()                         # before a checkpoint: every submitted call has run
-    side = Side()
-    labels = side.submit(prepare, planes)  # a Future: pass 2's labels while the layers find masks
-    side.close()                          # every call has run; the first error raised
+    with Side() as side:                  # on leaving: every call has run; the first error raised
+        labels = side.submit(prepare, planes)  # a Future: pass 2's labels while the layers find masks
 
 Each layer's statistics are touched by one thread only and every call of a layer runs in batch
 order, so the results are bit-identical to a serial run; only the wall time changes. PyTorch's
@@ -27,6 +26,7 @@ from typing import Any, TypeVar
 import torch
 
 T = TypeVar("T")
+C = TypeVar("C", bound="_Closing")
 
 
 def spare_cores() -> int:
@@ -75,7 +75,21 @@ class LayerThreads:
             torch.set_num_threads(self._saved)
 
 
-class Behind:
+class _Closing:
+    """``with`` closes: the thread's error is raised where the block ended normally, dropped where
+    the block is already raising its own (the block's error wins)."""
+
+    def close(self, raise_errors: bool = True) -> None:
+        raise NotImplementedError
+
+    def __enter__(self: C) -> C:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: Any) -> None:
+        self.close(raise_errors=exc_type is None)
+
+
+class Behind(_Closing):
     """Calls that run one at a time, in order, in one background thread while the caller goes on
     (inline where :func:`spare_cores` is below 2, or ``enabled=False``). ``submit`` first waits for
     the call before it, so at most one is pending (one batch's maps held besides the current one);
@@ -111,7 +125,7 @@ class Behind:
                 self._pool.shutdown(wait=True)
 
 
-class Side:
+class Side(_Closing):
     """A pass's side work in one background thread where a core is spare (inline otherwise, or
     with ``enabled=False``): ``submit(fn, *args)`` returns a :class:`~concurrent.futures.Future`
     at once, and calls run one at a time in the order submitted. Pass 2 prepares a batch's labels

@@ -260,3 +260,7 @@ def test_label_combos_by_count_and_by_scatter_and_from_planes_agree(monkeypatch)
             assert torch.equal(got[0], combo) and torch.equal(got[1], table), limit
     prep = iou.prepare_labels(labels, image_labels, present, L)
     assert torch.equal(prep.combo, combo) and torch.equal(prep.table, table)
+    # a data set with image-level labels only (a captioned folder): no planes, no combinations to find
+    none = iou.prepare_labels(labels[:, :0], image_labels, present, L)
+    assert none.rows.shape == (20 * 24 * 24, 0)
+    assert torch.equal(none.label_area, prep.label_area - iou.label_areas(flat, L))  # the image labels alone

@@ -79,7 +79,8 @@ def prepare_labels(
     image_labels = distinct_image_labels(image_labels.to(device))
     flat = label_planes(labels.to(device), image_labels)  # [N, K, P] int32
     rows = label_rows(flat)  # [N * P, K]
-    combo, table = label_combos(rows, num_labels, planes=flat.transpose(0, 1).reshape(flat.shape[1], -1))
+    n, k, p = flat.shape
+    combo, table = label_combos(rows, num_labels, planes=flat.transpose(0, 1).reshape(k, n * p))  # k may be 0
     area = label_areas(flat, num_labels)
     img_idx, m_idx = (image_labels > 0).nonzero(as_tuple=True)
     area += torch.bincount(image_labels[img_idx, m_idx], minlength=num_labels)[:num_labels] * (size[0] * size[1])

@@ -34,6 +34,8 @@ from unitscope.organisms.prior_gen import (
     decoder_terms,
     encode_posteriors,
     frozen_segmenter,
+    loss_record,
+    new_state,
     record_losses,
     stage_at,
     training_batch,
@@ -154,13 +156,7 @@ def train_frozen_decoder(
     stages = training_stages(recipe, per_epoch)
     total = sum(st["steps"] for st in stages)
     weights = [class_weights(st.get("class_weights"), device) for st in stages]
-    state = read_checkpoint(path, device, {"g": g}, {"opt": opt}) or {
-        "step": 0,
-        "d_losses": [],
-        "g_losses": [],
-        "sums": [0.0, 0.0],
-        "seconds": 0.0,
-    }
+    state = read_checkpoint(path, device, {"g": g}, {"opt": opt}) or new_state()
     if state["step"] >= total and path.with_suffix(".json").exists():
         return json.loads(path.with_suffix(".json").read_text())
     bar = tqdm(total=total, initial=state["step"], desc=recipe.name, unit="step", disable=not progress)
@@ -205,10 +201,9 @@ def train_frozen_decoder(
     bar.close()
     for hook in handles:
         hook.remove()
-    losses = {
-        "losses_per_epoch": state["d_losses"],
-        "segmenter_ce_per_epoch": state["g_losses"],
-        "loss": "L1 + w_seg * segmenter cross-entropy (distillation stages: KL from the segmenter's prediction on "
+    losses = loss_record(
+        state,
+        "L1 + w_seg * segmenter cross-entropy (distillation stages: KL from the segmenter's prediction on "
         "the real image), decoder only, on a frozen encoder's posteriors; mean over each epoch's steps",
-    }
+    )
     return _finish(recipe, g, path, state, seed, device, cache, recipe.n_held_out, progress, losses)

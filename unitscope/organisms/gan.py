@@ -175,6 +175,7 @@ def train_gan(
     from tqdm import tqdm
 
     from unitscope.organisms.data import world_arrays
+    from unitscope.organisms.prior_gen import new_state
     from unitscope.organisms.train import prepare_output
 
     path = prepare_output(recipe, out, fresh, seed)
@@ -189,13 +190,7 @@ def train_gan(
     opt_d = torch.optim.Adam(d.parameters(), lr=float(kw.get("lr_d", recipe.lr)), betas=(0.5, 0.999))
     per_epoch = recipe.n_train // recipe.batch_size
     total = min(per_epoch * recipe.epochs, int(kw.get("steps", per_epoch * recipe.epochs)))  # "steps": stop early
-    state = _load_checkpoint(path, g, d, opt_g, opt_d, device, ema) or {
-        "step": 0,
-        "d_losses": [],
-        "g_losses": [],
-        "sums": [0.0, 0.0],
-        "seconds": 0.0,
-    }
+    state = _load_checkpoint(path, g, d, opt_g, opt_d, device, ema) or new_state()
     if state["step"] >= total and path.with_suffix(".json").exists():
         return json.loads(path.with_suffix(".json").read_text())
     bar = tqdm(total=total, initial=state["step"], desc=recipe.name, unit="step", disable=not progress)

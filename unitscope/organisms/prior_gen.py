@@ -365,6 +365,18 @@ def training_batch(
     return idx, flip, x_t, torch.from_numpy(np.ascontiguousarray(y)).to(device), noise
 
 
+def new_state(**extra) -> dict:
+    """A decoder or GAN trainer's state before its first step (what :func:`record_losses` adds to and
+    the checkpoints carry), with ``extra`` entries."""
+    return {"step": 0, "d_losses": [], "g_losses": [], "sums": [0.0, 0.0], "seconds": 0.0, **extra}
+
+
+def loss_record(state: dict, loss: str) -> dict:
+    """The per-epoch means :func:`record_losses` kept, as a trainer's metadata: the loss and the
+    segmenter term per epoch, and ``loss``, what the loss was."""
+    return {"losses_per_epoch": state["d_losses"], "segmenter_ce_per_epoch": state["g_losses"], "loss": loss}
+
+
 def record_losses(
     state: dict, loss: float, seg: float, step: int, per_epoch: int, start: int, stage_steps: int
 ) -> None:
@@ -420,14 +432,7 @@ def train_decoder(
     total = sum(st["steps"] for st in stages)
     weights = [class_weights(st.get("class_weights"), device) for st in stages]
     modules = {"g": g, "enc": enc}
-    state = read_checkpoint(path, device, modules, {"opt": opt}) or {
-        "step": 0,
-        "d_losses": [],
-        "g_losses": [],
-        "sums": [0.0, 0.0],
-        "seconds": 0.0,
-        "parts": [],
-    }
+    state = read_checkpoint(path, device, modules, {"opt": opt}) or new_state(parts=[])
     g.prior = generator_for(kw).prior.to(device)  # fitted after training: the recipe's kind, whatever a checkpoint held
     if state["step"] >= total and path.with_suffix(".json").exists():
         return json.loads(path.with_suffix(".json").read_text())
@@ -478,12 +483,11 @@ def train_decoder(
         seed,
         device,
     )
-    losses = {
-        "losses_per_epoch": state["d_losses"],
-        "segmenter_ce_per_epoch": state["g_losses"],
-        "loss": "L1 + w_seg * segmenter cross-entropy (distillation stages: KL from the segmenter's prediction on "
+    losses = loss_record(
+        state,
+        "L1 + w_seg * segmenter cross-entropy (distillation stages: KL from the segmenter's prediction on "
         "the real image) + w_kl * KL, mean over each epoch's steps",
-    }
+    )
     return _finish(recipe, g, path, state, seed, device, cache, recipe.n_held_out, progress, losses)
 
 

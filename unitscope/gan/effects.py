@@ -42,6 +42,7 @@ __all__ = [
     "removal_curve",
     "insertion_in_context",
     "label_space",
+    "relative_change",
 ]
 
 Z99 = 2.5758293035489004  # two-sided 99% normal quantile
@@ -174,13 +175,19 @@ class RemovalResult:
         )
 
 
+def relative_change(shares: torch.Tensor, before: torch.Tensor) -> torch.Tensor:
+    """``shares [E, N, L]`` under edits, ``before [N, L]`` unedited -> each label's relative change
+    ``sum(after - before) / sum(before)`` over the samples, ``[E, L]`` float64."""
+    return (shares.double() - before.double().unsqueeze(0)).sum(1) / before.double().sum(0).clamp(min=1e-12)
+
+
 def _relative_change(shares: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """``shares [E, N, L]`` (row 0: no edit) -> relative change and 99% half-width ``[E, L]``."""
     before = shares[0].double()
     delta = shares.double() - before.unsqueeze(0)  # [E, N, L]
     total = before.sum(0).clamp(min=1e-12)  # [L]
     n = shares.shape[1]
-    change = delta.sum(1) / total
+    change = relative_change(shares, before)
     sd = delta.std(1, unbiased=True) if n > 1 else torch.zeros_like(change)
     ci = Z99 * sd * math.sqrt(n) / total
     return change.numpy(), ci.numpy()

@@ -32,7 +32,7 @@ from unitscope.ablate.cut import FxCut, HookCut
 from unitscope.ablate.evaluate import LayerCache, run_edits
 from unitscope.edits import Edits
 from unitscope.errors import UsageError
-from unitscope.gan.effects import PixelShares, concept_label
+from unitscope.gan.effects import PixelShares, concept_label, relative_change
 from unitscope.segment import Segmenter
 
 __all__ = ["GreedyResult", "greedy_ranking"]
@@ -96,12 +96,6 @@ class GreedyResult:
         )
 
 
-def _changes(shares: torch.Tensor, before: torch.Tensor) -> torch.Tensor:
-    """``shares [E, N, L]`` under edits, ``before [N, L]`` -> relative change ``[E, L]`` (float64)."""
-    total = before.double().sum(0).clamp(min=1e-12)
-    return (shares.double() - before.double().unsqueeze(0)).sum(1) / total
-
-
 def greedy_ranking(
     cut: FxCut | HookCut,
     samples: LayerCache,
@@ -163,7 +157,7 @@ def greedy_ranking(
         scorer = PixelShares(segmenter, len(candidates), samples.count, output_range)
         run_edits(cut, samples, Edits.ablate(mask), scorer, max_batch=max_batch)
         tried += len(candidates)
-        rel = _changes(scorer.shares, before)  # [R, L]
+        rel = relative_change(scorer.shares, before)  # [R, L]
         own = rel[:, number]
         other = rel[:, watched].abs() if watched else torch.zeros(len(candidates), 1, dtype=torch.float64)
         excess = (other.max(1).values - max_other).clamp(min=0)

@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from unitscope import faults
+from unitscope.errors import UsageError
 from unitscope.organisms.checkpoint import write_checkpoint
 from unitscope.organisms.data import world_arrays
 from unitscope.organisms.frozen_decoder import (
@@ -195,13 +196,40 @@ def test_sparse_recipe_fine_tunes_the_wide_decoder_with_l1_on_relu2():
     assert "l1_act" not in str(WIDE_VAE_RECIPE.task_kw)
 
 
-def test_sparse_scratch_recipe_is_the_wide_schedule_cut_short_with_l1_on_relu2_in_every_stage():
+def test_sparse_scratch_recipe_is_the_wide_schedule_with_l1_on_relu2_in_every_stage():
     wide, scratch = WIDE_VAE_RECIPE.task_kw["stages"], SPARSE_SCRATCH_WIDE_VAE_RECIPE.task_kw["stages"]
-    assert [st["steps"] for st in scratch] == [750, 650]  # 3,200 steps cut to 1,400
+    assert [st["steps"] for st in scratch] == [1200, 2000]  # the wide decoder's whole schedule
     for w, s in zip(wide, scratch, strict=True):
-        assert {k: v for k, v in s.items() if k not in ("steps", "l1_act")} == {
-            k: v for k, v in w.items() if k != "steps"
-        }
+        assert {k: v for k, v in s.items() if k != "l1_act"} == w
         assert s["l1_act"] == {"relu2": 1.0}
     assert SPARSE_SCRATCH_WIDE_VAE_RECIPE.task_kw["g_channels"] == WIDE_VAE_RECIPE.task_kw["g_channels"]
-    assert "l1_act" not in str(WIDE_VAE_RECIPE.task_kw) and "l1_act" not in str(RECIPES)  # none shipped
+    assert "l1_act" not in str(WIDE_VAE_RECIPE.task_kw)
+    # the one shipped sparse decoder is this recipe's, under its own name and task
+    assert [n for n, r in RECIPES.items() if "l1_act" in str(r)] == ["world_generator_wide"]
+    shipped = RECIPES["world_generator_wide"]
+    assert shipped.task == "frozen_vae" and shipped.task_kw == SPARSE_SCRATCH_WIDE_VAE_RECIPE.task_kw
+
+
+def test_world_generator_wide_loads_its_shipped_weights_and_says_how_to_retrain_it(tmp_path):
+    from safetensors.torch import load_file
+
+    from unitscope.models import create_model, get_info
+    from unitscope.organisms.registry import WEIGHTS, weights_metadata
+    from unitscope.organisms.train import train
+
+    g = create_model("world_generator_wide")
+    info = get_info(g)
+    assert info.kind == "generator" and info.input_size == (64, 1, 1) and info.output_size == (3, 64, 64)
+    meta = weights_metadata("world_generator_wide")
+    assert meta["recipe"]["task_kw"] == json.loads(json.dumps(RECIPES["world_generator_wide"].task_kw))
+    direct = generator_for(RECIPES["world_generator_wide"].task_kw)
+    direct.load_state_dict(load_file(str(WEIGHTS / meta["file"])))
+    direct.eval()
+    acts = {}
+    dict(g.named_modules())["relu2"].register_forward_hook(lambda m, i, o: acts.setdefault("relu2", o))
+    with torch.no_grad():
+        z = sample_z(3, seed=0)
+        assert torch.equal(g(z), direct(z))
+    assert acts["relu2"].shape == (3, 512, 8, 8)
+    with pytest.raises(UsageError, match="train_frozen_decoder"):
+        train("world_generator_wide", tmp_path, tmp_path)

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from unitscope.errors import UsageError
 from unitscope.faults import fault
 from unitscope.organisms.checkpoint import (  # noqa: F401  (also re-exported: train's names before the split)
     load_module,
@@ -154,6 +155,13 @@ def train(
         recipe,
         **{k: v for k, v in dict(epochs=epochs, n_train=n_train, n_held_out=n_held_out).items() if v is not None},
     )
+    if recipe.task == "frozen_vae":
+        raise UsageError(
+            f"{recipe.name}'s decoder trains on world_generator's frozen encoder, which is not shipped (only its "
+            "decoder is): train world_generator (its encoder is in the run's checkpoint), then "
+            f"unitscope.organisms.frozen_decoder.train_frozen_decoder(RECIPES[{recipe.name!r}], out, cache, "
+            "encoder_ckpt=<that checkpoint>)"
+        )
     if recipe.task in ("gan", "vae"):  # generators have their own loops: two networks and optimisers
         # (unitscope.organisms.gan), or a decoder with a fitted prior (unitscope.organisms.prior_gen)
         if recipe.task == "gan":

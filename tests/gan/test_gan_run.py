@@ -149,3 +149,19 @@ def test_the_command_reads_the_run_and_refuses_a_layer_it_did_not_dissect(run: P
     )
     with Catalog(run / "catalog.sqlite") as cat:
         assert [r["samples"] for r in cat.rows("gan_effects", analysis="removal")] == [50]
+
+
+def test_the_demo_removes_world_generator_wide_s_tree_units_by_their_iou_order(tmp_path: Path) -> None:
+    """``unitscope demo``'s removal step on the shipped wide decoder, at a tenth of its sizes: the rows it
+    writes are the IoU order of its own dissection, the curve's ks and one random draw of each."""
+    from unitscope.commands.gan import run_wide_removal_demo
+
+    path = run_wide_removal_demo(tmp_path / "wide", samples=100, removal_samples=20)
+    assert path.exists()
+    order = unit_order(tmp_path / "wide", "relu2", "tree")[0]
+    with Catalog(tmp_path / "wide" / "catalog.sqlite") as cat:
+        rows = cat.rows("gan_removal", label="tree")
+        assert {(r["ranking"], r["k"]) for r in rows} == {(g, k) for g in ("iou", "random") for k in (5, 10, 20)}
+        assert {r["model"] for r in rows} == {"world_generator_wide"}
+        examples = {r["kind"]: json.loads(r["units"]) for r in cat.rows("gan_examples")}
+    assert examples["removal:tree"] == order[:20]

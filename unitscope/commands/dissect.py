@@ -232,6 +232,13 @@ class DemoConfig:
             "world_generator samples for the generator dissection, removal, ACE, insertion and artifact units; 0 skips it"
         ),
     )
+    wide_generator_samples: int = field(
+        default=1000,
+        metadata=help_(
+            "world_generator_wide samples for its relu2 dissection and the tree-removal finding "
+            "(300 more samples for the removal); 0 skips it"
+        ),
+    )
 
 
 def cache_dir(explicit: str | None = None) -> Path:
@@ -274,6 +281,12 @@ def run_demo(args: argparse.Namespace) -> int:
         from unitscope.commands.gan import run_gan_demo
 
         run_gan_demo(Path(cfg.out) / "world_generator", samples=cfg.generator_samples, progress=cfg.progress)
+    if cfg.wide_generator_samples > 0:  # the removal finding, on the wide sparse decoder (docs/gan.md)
+        from unitscope.commands.gan import run_wide_removal_demo
+
+        run_wide_removal_demo(
+            Path(cfg.out) / "world_generator_wide", samples=cfg.wide_generator_samples, progress=cfg.progress
+        )
     print(f"demo finished in {time.perf_counter() - start:.0f} s; open the report above in a browser")
     return 0
 

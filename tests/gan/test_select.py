@@ -1,4 +1,5 @@
-"""The greedy causal ranking (``unitscope.gan.select``) on a hand-built generator with three units.
+"""The greedy causal ranking and the swap search (``unitscope.gan.select``) on a hand-built generator
+with three units.
 
 The image is 4x4: sky in row 0, wall in rows 1-3; layer ``feat`` [N, 3, 4, 4] is 1 everywhere for
 every unit. Unit a (0) paints doors at (1, 2), (2, 2), (3, 2) and keeps cells (0, 0), (0, 1) sky (off:
@@ -18,7 +19,7 @@ from torch import nn
 from tests.helpers.gan_models import SoftSegmenter, door_scene_buffers
 from unitscope.ablate import cut_model
 from unitscope.errors import UsageError
-from unitscope.gan import cache_samples, greedy_ranking, removal_curve
+from unitscope.gan import cache_samples, greedy_ranking, removal_curve, swap_search
 from unitscope.gan.ace import ace_mask
 from unitscope.models import ModelInfo, attach_info
 
@@ -116,3 +117,52 @@ def test_bad_input_gets_a_clear_error(setup) -> None:
         greedy_ranking(cut, samples, seg, "door", [0, 7], k=1)
     with pytest.raises(UsageError, match="shortlist"):
         greedy_ranking(cut, samples, seg, "door", [0, 1], k=1, shortlist=0)
+
+
+def test_a_swap_repairs_the_set_a_greedy_chose_under_a_loose_bound(setup) -> None:
+    g, seg, cut, samples = setup
+    # chosen under +-60%, the greedy's two units are a then b (-100% of the doors, sky -50%); under +-7%
+    # a greedy keeps a once chosen, the swap search takes it out for c: b and c remove 40%, nothing else moves
+    start = greedy_ranking(cut, samples, seg, "door", [0, 1, 2], k=2, max_other=0.6).ranking()
+    assert start == [0, 1]
+    swap = swap_search(cut, samples, seg, "door", start, [0, 1, 2], max_other=0.07)
+    assert swap.ranking() == [2, 1] and swap.start == [0, 1] and swap.swaps == [(0, 2)]
+    assert swap.change == pytest.approx([-1.0, -0.4]) and swap.excess == pytest.approx([0.5 - 0.07, 0.0])
+    assert swap.worst_name[0] == "sky" and swap.worst == pytest.approx([-0.5, 0.0]) and swap.within
+    assert swap.others == ["sky", "wall"] and swap.samples == 8
+    # round 1: the start, 2 leave-one-out sets, 1 add-one set, 2 swaps exactly (every pair); round 2 the
+    # same screen from {c, b} without the start, and neither swap back to a improves
+    assert swap.evaluations == (1 + 2 + 1 + 2) + (2 + 1 + 2) and swap.stopped.startswith("no swap")
+    assert [row["in"] for row in swap.table()] == [None, 2] and "1 swaps" in swap.summary()
+    # the final figures are a removal curve's of the final set
+    curve = removal_curve(cut, samples, seg, swap.ranking(), "door", ks=[2], random_draws=0)
+    row = curve.change[curve.rows()][0]
+    assert swap.changes == pytest.approx({n: row[curve.names.index(n)] for n in ("door", "sky", "wall")}, abs=1e-12)
+
+
+def test_within_the_bound_a_swap_raises_the_removal(setup) -> None:
+    g, seg, cut, samples = setup
+    # c removes nothing: swapped for b (-40%) under +-7%; under +-60% for a (-60%, sky -50% allowed)
+    tight = swap_search(cut, samples, seg, "door", [2], [0, 1, 2], max_other=0.07, exact=1)
+    assert tight.ranking() == [1] and tight.change == pytest.approx([0.0, -0.4]) and tight.within
+    loose = swap_search(cut, samples, seg, "door", [2, 0], [0, 1, 2], k=1, max_other=0.6)
+    assert loose.ranking() == [0] and loose.change == pytest.approx([0.0, -0.6]) and loose.within
+    assert loose.changes == pytest.approx({"door": -0.6, "sky": -0.5, "wall": 2 / 7})
+    once = swap_search(cut, samples, seg, "door", [2], [0, 1, 2], max_other=0.6, rounds=0)
+    assert once.ranking() == [2] and once.swaps == [] and once.evaluations == 1
+
+
+def test_bad_input_to_the_swap_search_gets_a_clear_error(setup) -> None:
+    g, seg, cut, samples = setup
+    with pytest.raises(UsageError, match="no label 'tree'"):
+        swap_search(cut, samples, seg, "tree", [0], [1])
+    with pytest.raises(UsageError, match="start names only 1"):
+        swap_search(cut, samples, seg, "door", [0], [1], k=2)
+    with pytest.raises(UsageError, match="repeat a unit"):
+        swap_search(cut, samples, seg, "door", [0, 0], [1])
+    with pytest.raises(UsageError, match=r"units \[9\] are not in the layer"):
+        swap_search(cut, samples, seg, "door", [0], [1, 9])
+    with pytest.raises(UsageError, match="nothing to swap in"):
+        swap_search(cut, samples, seg, "door", [0, 1], [1, 0])
+    with pytest.raises(UsageError, match="exact"):
+        swap_search(cut, samples, seg, "door", [0], [1], exact=0)

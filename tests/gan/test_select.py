@@ -16,7 +16,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.helpers.gan_models import SoftSegmenter, door_scene_buffers
+from tests.helpers.gan_models import DOOR, SKY, WALL, SoftSegmenter, door_scene_buffers
 from unitscope.ablate import cut_model
 from unitscope.errors import UsageError
 from unitscope.gan import cache_samples, greedy_ranking, removal_curve, swap_search
@@ -166,3 +166,50 @@ def test_bad_input_to_the_swap_search_gets_a_clear_error(setup) -> None:
         swap_search(cut, samples, seg, "door", [0, 1], [1, 0])
     with pytest.raises(UsageError, match="exact"):
         swap_search(cut, samples, seg, "door", [0], [1], exact=0)
+
+
+class GradedGenerator(nn.Module):
+    """4x4: sky in row 0, wall below; layer ``feat`` [N, 4, 4, 4] is 1 everywhere. Unit 0 paints 3 doors
+    (column 2) and keeps sky cells (0, 0), (0, 1); unit 1 paints 2 doors (column 0) and keeps sky cell
+    (0, 2); unit 2 paints the door at (3, 3); unit 3 nothing. Off, a door or a kept sky cell is black
+    (unlabelled). Before: 6 doors, 4 sky. Off: 0 takes -50% of the doors and -50% of the sky, 1 -33.3%
+    and -25%, 2 -16.7% and 0, and the effects add up."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.feat = nn.Identity()
+        sky, slots, keeps = torch.zeros(1, 1, 4, 4), torch.zeros(3, 4, 4), torch.zeros(2, 4, 4)
+        sky[..., 0, :] = 1
+        slots[0, 1:, 2], slots[1, 2:, 0], slots[2, 3, 3] = 1, 1, 1
+        keeps[0, 0, :2], keeps[1, 0, 2] = 1, 1
+        for name, t in (("skyarea", sky), ("slots", slots), ("keeps", keeps)):
+            self.register_buffer(name, t)
+        for name, colour in (("sky", SKY), ("grey", WALL), ("red", DOOR)):
+            self.register_buffer(name, torch.tensor(colour).view(1, 3, 1, 1))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        a = z.reshape(z.shape[0], 1, 4, 4)
+        u = self.feat(torch.cat([torch.ones_like(a) + 0 * a] * 4, 1))  # [N, 4, 4, 4]
+        image = self.skyarea * self.sky + (1 - self.skyarea) * self.grey
+        image = image * (1 - (self.keeps.unsqueeze(0) * (1 - u[:, :2])).sum(1, keepdim=True))
+        slots = self.slots.sum(0)
+        return image * (1 - slots) + (self.slots.unsqueeze(0) * u[:, :3]).sum(1, keepdim=True) * self.red
+
+
+def test_a_gentle_repair_gives_up_less_of_the_concept_on_the_way() -> None:
+    info = ModelInfo(name="graded", input_size=(16, 1, 1), kind="generator", output_size=(3, 4, 4))
+    g, seg = attach_info(GradedGenerator(), info), SoftSegmenter()
+    cut = cut_model(g, "feat")
+    samples = cache_samples(cut, g, n=4, seed=2, batch_size=4)
+    single = removal_curve(cut, samples, seg, [0, 1, 2, 3], "door", ks=[1], random_draws=0)
+    assert single.curve() == pytest.approx([-0.5]) and single.largest_other(1) == ("sky", pytest.approx(-0.5))
+    # from units 0 and 1 (doors -83%, sky -75%) under +-30%: the steepest repair swaps 0 for 2 at once
+    # (-50%, sky -25%, within); the gentle one first 1 for 2 (-66.7%, sky -50%, still beyond), then 0 for 1
+    steep = swap_search(cut, samples, seg, "door", [0, 1], [0, 1, 2, 3], max_other=0.3)
+    gentle = swap_search(cut, samples, seg, "door", [0, 1], [0, 1, 2, 3], max_other=0.3, repair="gentle")
+    assert steep.swaps == [(0, 2)] and steep.change == pytest.approx([-5 / 6, -0.5])
+    assert steep.excess == pytest.approx([0.45, 0.0]) and steep.worst == pytest.approx([-0.75, -0.25])
+    assert gentle.swaps == [(1, 2), (0, 1)] and gentle.change == pytest.approx([-5 / 6, -4 / 6, -0.5])
+    assert gentle.excess == pytest.approx([0.45, 0.2, 0.0]) and sorted(gentle.ranking()) == sorted(steep.ranking())
+    with pytest.raises(UsageError, match="repair must be"):
+        swap_search(cut, samples, seg, "door", [0, 1], [2], repair="fast")

@@ -26,7 +26,8 @@ best ``shortlist`` candidates of the previous step are tried again, a cheaper ap
 :func:`swap_search` keeps ``k`` fixed and never trusts a choice: each round it proposes swaps (one unit
 of the set out, one unit of ``pool`` in) and makes the best one that improves the objective (first a
 smaller **excess**, the worst other label's ``|change| - max_other`` clipped at 0; at equal excess, a
-larger removal), until none does or after ``rounds``. The k x |pool| swaps are screened by first-order
+larger removal; ``repair="gentle"``: beyond the bound, the improving swap that keeps most of the
+concept), until none does or after ``rounds``. The k x |pool| swaps are screened by first-order
 figures: each unit's leave-one-out set ``S - u`` and each pool unit's add-one set ``S + v`` (``k + |pool
 - S|`` sets; a swap's relative changes estimated as ``r(S - u) + r(S + v) - r(S)``), and only the
 ``exact`` best estimates are evaluated exactly; a round costs ``k + |pool - S| + exact`` sets over the
@@ -319,6 +320,7 @@ def swap_search(
     rounds: int = 10,
     exact: int = 6,
     max_other: float = 0.1,
+    repair: str = "steepest",
     min_share: float = 0.005,
     output_range: Sequence[float] = (0.0, 1.0),
     max_batch: int = 256,
@@ -328,8 +330,10 @@ def swap_search(
     ``pool`` (see the module docstring): each round screens every (out, in) pair by first-order
     figures, evaluates the ``exact`` best estimates exactly and makes the best swap if it lowers the
     worst excess of the other labels (mean share before >= ``min_share`` on ``samples``) over
-    +-``max_other``, or at equal excess removes more of ``concept``. At most ``rounds`` swaps.
-    ``log``: called with one line per round."""
+    +-``max_other``, or at equal excess removes more of ``concept``. At most ``rounds`` swaps. Among
+    the improving swaps of a set beyond the bound, ``repair="steepest"`` makes the one with the
+    smallest excess (then the largest removal), ``"gentle"`` the one with the largest removal (a
+    smaller step towards the bound that gives up less of the concept). ``log``: one line per round."""
     c = samples.batches[0].layer.shape[1]
     start = [int(u) for u in start]
     k = len(start) if k is None else k
@@ -352,6 +356,8 @@ def swap_search(
         raise UsageError(f"exact must be at least 1 swap evaluated exactly per round, not {exact!r}")
     if not max_other > 0:
         raise UsageError(f"max_other must be positive (a relative change, e.g. 0.1), not {max_other!r}")
+    if repair not in ("steepest", "gentle"):
+        raise UsageError(f"repair must be 'steepest' or 'gentle', not {repair!r}")
     c0 = time.process_time()
     number, before, watched, names = _watch(cut, samples, segmenter, concept, min_share, output_range, max_batch)
 
@@ -391,13 +397,21 @@ def swap_search(
         flat = estimate.reshape(-1, estimate.shape[-1])
         _, est_excess = _excess(flat, watched, max_other)
         est_own = flat[:, number]
-        order = sorted(range(len(flat)), key=lambda r: (float(est_excess[r]), float(est_own[r]), r))[:exact]
+        now = key(base)
+
+        def rank(e: float, own: float) -> tuple[bool, float, float]:  # the swap to prefer: lower is better
+            if repair == "gentle" and now[0] > 0:  # beyond the bound: the most removal among those that lower it
+                better = (e, own) < now
+                return (not better, own, e) if better else (True, e, own)
+            return (False, e, own)
+
+        order = sorted(range(len(flat)), key=lambda r: (*rank(float(est_excess[r]), float(est_own[r])), r))[:exact]
         pairs = [(current[r // len(incoming)], incoming[r % len(incoming)]) for r in order]
         proposed = [[v if u == out else u for u in current] for out, v in pairs]
         exact_rel = _changes(cut, samples, segmenter, masks(proposed), before, output_range, max_batch)
         tried += len(proposed)
-        best = min(range(len(proposed)), key=lambda r: (*key(exact_rel[r]), r))
-        if not key(exact_rel[best]) < key(base):
+        best = min(range(len(proposed)), key=lambda r: (*rank(*key(exact_rel[r])), r))
+        if not key(exact_rel[best]) < now:
             stopped = f"no swap of the {len(proposed)} best estimates improved in round {rnd + 1}"
             break
         current = proposed[best]

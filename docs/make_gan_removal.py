@@ -19,7 +19,8 @@ union of ``--greedy-pool``'s rankings' tops, e.g. ``ace:40,iou:20``, on ``--gree
 ``swap`` (``gan.select.swap_search``: the top ``--k`` of ``--swap-start``'s ranking, e.g. ``greedy`` or ``iou``,
 improved by swaps with the units of ``--swap-pool`` (as ``--greedy-pool``) on ``--swap-samples`` samples of
 ``--swap-seed`` (never 1): first into +-``--swap-max-other`` (0.1), then more of the concept within it;
-at most ``--swap-rounds`` swaps, ``--swap-exact`` of each round's screened swaps evaluated exactly).
+at most ``--swap-rounds`` swaps, ``--swap-exact`` of each round's screened swaps evaluated exactly; beyond the
+bound ``--swap-repair steepest`` makes the swap with the smallest excess, ``gentle`` the one keeping most of it).
 Each ranking's top ``--k`` units are zeroed over ``--samples`` samples of seed 1, beside ``--k`` random
 units (``--random-draws`` draws). Per case it
 prints a table: every object covering >= 0.5% of the pixels, its share before, its change relative
@@ -165,6 +166,7 @@ def rankings(g, seg, cut, run: str, layer: str, concept: str, args, known: dict 
             rounds=args.swap_rounds,
             exact=args.swap_exact,
             max_other=args.swap_max_other,
+            repair=args.swap_repair,
             output_range=rng,
             log=lambda line: print(line, flush=True),
         )
@@ -179,6 +181,7 @@ def rankings(g, seg, cut, run: str, layer: str, concept: str, args, known: dict 
             "max_other": args.swap_max_other,
             "rounds": args.swap_rounds,
             "exact": args.swap_exact,
+            "repair": args.swap_repair,
             "steps": r.table(),
             "final": r.changes,
             "within": r.within,
@@ -339,6 +342,7 @@ def main() -> None:
     p.add_argument("--swap-max-other", type=float, default=0.1, help="the bound on the other objects' change")
     p.add_argument("--swap-rounds", type=int, default=8, help="at most this many swaps")
     p.add_argument("--swap-exact", type=int, default=6, help="swaps evaluated exactly per round (the best screened)")
+    p.add_argument("--swap-repair", default="steepest", choices=["steepest", "gentle"], help="beyond the bound")
     p.add_argument("--replace-samples", type=int, default=300)
     p.add_argument("--grid", default=None, help="layer:concept:ranking of the before/after grid")
     p.add_argument("--grid-png", default=str(DOCS / "gan_removal_grid.png"))

@@ -15,7 +15,12 @@ unit's best information quality ratio over ``--iqr-samples`` samples of seed 0, 
 the other labels' relative change) and ``greedy`` (``gan.select``: units chosen one at a time from the
 union of ``--greedy-pool``'s rankings' tops, e.g. ``ace:40,iou:20``, on ``--greedy-samples`` samples of
 ``--greedy-seed`` (2; never 1), each step the largest removal that keeps every other object within
-+-``--greedy-max-other`` (0.07); ``--greedy-shortlist M``: from step 2 only the previous step's best M).
++-``--greedy-max-other`` (0.07); ``--greedy-shortlist M``: from step 2 only the previous step's best M),
+``swap`` (``gan.select.swap_search``: the top ``--k`` of ``--swap-start``'s ranking, e.g. ``greedy`` or ``iou``,
+improved by swaps with the units of ``--swap-pool`` (as ``--greedy-pool``) on ``--swap-samples`` samples of
+``--swap-seed`` (never 1): first into +-``--swap-max-other`` (0.1), then more of the concept within it;
+at most ``--swap-rounds`` swaps, ``--swap-exact`` of each round's screened swaps evaluated exactly; beyond the
+bound ``--swap-repair steepest`` makes the swap with the smallest excess, ``gentle`` the one keeping most of it).
 Each ranking's top ``--k`` units are zeroed over ``--samples`` samples of seed 1, beside ``--k`` random
 units (``--random-draws`` draws). Per case it
 prints a table: every object covering >= 0.5% of the pixels, its share before, its change relative
@@ -24,9 +29,10 @@ the verdict (the concept -50% or more and no other object beyond +-10%, the issu
 the first ranking it also tallies, over the first ``--replace-samples`` samples, what the
 concept's pixels become, and for each other object beyond +-10% how much of its change lies in
 the concept's former pixels. ``--grid``: the 8 samples with most of the concept, before and after.
-``--orders-json FILE``: the rankings (and the greedy selection's figures) are written there and read back
-by a later run, which computes only the rankings not there yet (e.g. to confirm at 1,000 samples, or to try
-the greedy selection with other settings on the same ACE mask, in a copy without its "greedy" entry).
+``--orders-json FILE``: the rankings (and the greedy selection's and swap search's figures) are written there
+and read back by a later run, which computes only the rankings not there yet (e.g. to confirm at 1,000 samples,
+or to try the greedy selection with other settings on the same ACE mask, in a copy without its "greedy" entry;
+or a swap search from the greedy set already there).
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ import numpy as np
 import torch
 
 DOCS = Path(__file__).resolve().parent
-NAMES = {"iou": "IoU", "iqr": "IQR", "ace": "ACE", "sace": "specific ACE", "greedy": "greedy"}
+NAMES = {"iou": "IoU", "iqr": "IQR", "ace": "ACE", "sace": "specific ACE", "greedy": "greedy", "swap": "swap"}
 
 
 def rankings(g, seg, cut, run: str, layer: str, concept: str, args, known: dict | None = None) -> dict[str, list[int]]:
@@ -83,8 +89,10 @@ def rankings(g, seg, cut, run: str, layer: str, concept: str, args, known: dict 
             print(f"{NAMES[name]}: {m.summary(5)}")
         elif name == "greedy":
             order = greedy(name, compute, orders)
+        elif name == "swap":
+            order = swap(compute, orders)
         else:
-            raise SystemExit(f"unknown ranking {name!r}: iou, iqr, ace, sace or greedy")
+            raise SystemExit(f"unknown ranking {name!r}: iou, iqr, ace, sace, greedy or swap")
         print(
             f"  ({layer} {concept} {name}: {time.perf_counter() - t0:.0f} s wall, {time.process_time() - c0:.0f} s CPU)",
             flush=True,
@@ -99,12 +107,7 @@ def rankings(g, seg, cut, run: str, layer: str, concept: str, args, known: dict 
 
         if args.greedy_seed == 1:
             raise SystemExit("--greedy-seed 1 is the held-out evaluation's seed: select on seed 2 or 3")
-        pool: list[int] = []
-        for part in args.greedy_pool.split(","):
-            source, _, top = part.partition(":")
-            ranked = orders[source] if source in orders else compute(source)
-            pool += ranked[: int(top or 40)]
-        pool = list(dict.fromkeys(pool))
+        pool = union(args.greedy_pool, compute, orders)
         few = cache_samples(cut, g, n=args.greedy_samples, seed=args.greedy_seed, batch_size=50)
         r = greedy_ranking(
             cut,
@@ -134,6 +137,60 @@ def rankings(g, seg, cut, run: str, layer: str, concept: str, args, known: dict 
         }
         return r.ranking()
 
+    def union(spec: str, compute, orders: dict[str, list[int]]) -> list[int]:
+        """The union of the tops of the rankings ``spec`` names (e.g. ``ace:40,iou:20``), in that order."""
+        pool: list[int] = []
+        for part in spec.split(","):
+            source, _, top = part.partition(":")
+            ranked = orders[source] if source in orders else compute(source)
+            pool += ranked[: int(top or 40)]
+        return list(dict.fromkeys(pool))
+
+    def swap(compute, orders: dict[str, list[int]]) -> list[int]:
+        """The swap search (gan.select) from --swap-start's top k, on --swap-samples samples of --swap-seed."""
+        from unitscope.gan.select import swap_search
+
+        if args.swap_seed == 1:
+            raise SystemExit("--swap-seed 1 is the held-out evaluation's seed: select on seed 2 or 3")
+        start = orders[args.swap_start] if args.swap_start in orders else compute(args.swap_start)
+        pool = union(args.swap_pool, compute, orders)
+        few = cache_samples(cut, g, n=args.swap_samples, seed=args.swap_seed, batch_size=50)
+        r = swap_search(
+            cut,
+            few,
+            seg,
+            concept,
+            start,
+            pool,
+            k=args.k,
+            rounds=args.swap_rounds,
+            exact=args.swap_exact,
+            max_other=args.swap_max_other,
+            repair=args.swap_repair,
+            output_range=rng,
+            log=lambda line: print(line, flush=True),
+        )
+        print(r.summary())
+        SWAP[(layer, concept)] = {
+            "start": args.swap_start,
+            "start_units": r.start,
+            "pool": args.swap_pool,
+            "pool_size": len(pool),
+            "samples": args.swap_samples,
+            "seed": args.swap_seed,
+            "max_other": args.swap_max_other,
+            "rounds": args.swap_rounds,
+            "exact": args.swap_exact,
+            "repair": args.swap_repair,
+            "steps": r.table(),
+            "final": r.changes,
+            "within": r.within,
+            "stopped": r.stopped,
+            "evaluations": r.evaluations,
+            "cpu_s": r.seconds,
+        }
+        return r.ranking()
+
     for name in args.rankings.split(","):
         if name not in orders:
             compute(name)
@@ -141,6 +198,7 @@ def rankings(g, seg, cut, run: str, layer: str, concept: str, args, known: dict 
 
 
 SELECTION: dict[tuple[str, str], dict] = {}  # the greedy selection's own figures, per case
+SWAP: dict[tuple[str, str], dict] = {}  # the swap search's own figures, per case
 
 
 def case_table(layer: str, concept: str, results: dict, k: int, min_share: float = 0.005) -> tuple[str, list[dict]]:
@@ -199,6 +257,7 @@ def case_table(layer: str, concept: str, results: dict, k: int, min_share: float
                     if rk == "greedy" and (layer, concept) in SELECTION
                     else {}
                 ),
+                **({"search": SWAP[(layer, concept)]} if rk == "swap" and (layer, concept) in SWAP else {}),
             }
         )
     if rand:  # the baseline's own count: how many other objects k random units move beyond +-10%
@@ -276,6 +335,14 @@ def main() -> None:
     p.add_argument("--greedy-pool", default="ace:40,iou:20", help="candidates: the union of these rankings' tops")
     p.add_argument("--greedy-max-other", type=float, default=0.07, help="the bound on the other objects' change")
     p.add_argument("--greedy-shortlist", type=int, default=0, help="from step 2, try only this many (0: all)")
+    p.add_argument("--swap-start", default="greedy", help="the ranking whose top --k starts the swap search")
+    p.add_argument("--swap-pool", default="ace:40,iou:20", help="units to swap in: the union of these rankings' tops")
+    p.add_argument("--swap-samples", type=int, default=200, help="the swap search's samples (seed --swap-seed)")
+    p.add_argument("--swap-seed", type=int, default=2, help="2 or 3: never 1, the held-out evaluation")
+    p.add_argument("--swap-max-other", type=float, default=0.1, help="the bound on the other objects' change")
+    p.add_argument("--swap-rounds", type=int, default=8, help="at most this many swaps")
+    p.add_argument("--swap-exact", type=int, default=6, help="swaps evaluated exactly per round (the best screened)")
+    p.add_argument("--swap-repair", default="steepest", choices=["steepest", "gentle"], help="beyond the bound")
     p.add_argument("--replace-samples", type=int, default=300)
     p.add_argument("--grid", default=None, help="layer:concept:ranking of the before/after grid")
     p.add_argument("--grid-png", default=str(DOCS / "gan_removal_grid.png"))
@@ -315,6 +382,8 @@ def main() -> None:
             orders = {name: saved[case][name] for name in args.rankings.split(",")}
             if case + ":selection" in saved:
                 SELECTION[(layer, concept)] = saved[case + ":selection"]
+            if case + ":swap" in saved:
+                SWAP[(layer, concept)] = saved[case + ":swap"]
             print(f"rankings of {case} from {args.orders_json}")
         else:
             orders = rankings(g, seg, cut, args.run, layer, concept, args, saved.get(case))
@@ -322,6 +391,8 @@ def main() -> None:
                 saved[case] = {**saved.get(case, {}), **orders}
                 if (layer, concept) in SELECTION:
                     saved[case + ":selection"] = SELECTION[(layer, concept)]
+                if (layer, concept) in SWAP:
+                    saved[case + ":swap"] = SWAP[(layer, concept)]
                 Path(args.orders_json).write_text(json.dumps(saved))
         results = {
             name: removal_curve(

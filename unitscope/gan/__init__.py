@@ -11,7 +11,8 @@ Modules: ``sources`` (the generator and segmenter as the dissection engine's sou
 (removal curves against random units, insertion in context; edits from ``unitscope.edits`` in
 tail passes, scored by a pixel-share scorer), ``ace`` (average causal effect: a soft unit mask
 optimised to remove or insert a concept, its ranking against IoU's), ``select`` (a greedy causal
-ranking: units chosen jointly, each step's set bounded in how much it moves the other objects), ``artifacts`` (units whose
+ranking: units chosen jointly, each step's set bounded in how much it moves the other objects; a
+swap search that repairs or improves a set at a fixed k), ``artifacts`` (units whose
 removal makes the least realistic samples more realistic; before/after grids), ``tables`` (their
 catalog tables, torch-free: this package loads its modules on first use) and ``run`` (all of it on
 a generator dissection's run folder).
@@ -37,8 +38,7 @@ _FROM = {
         )
     },
     **{name: "ace" for name in ("AceResult", "RankingComparison", "ace_mask", "compare_rankings", "concept_share")},
-    "GreedyResult": "select",
-    "greedy_ranking": "select",
+    **{name: "select" for name in ("GreedyResult", "SwapResult", "greedy_ranking", "swap_search")},
     "ArtifactResult": "artifacts",
     "artifact_units": "artifacts",
     "segmenter_confidence": "artifacts",
@@ -57,7 +57,7 @@ if TYPE_CHECKING:
         label_space,
         removal_curve,
     )
-    from unitscope.gan.select import GreedyResult, greedy_ranking
+    from unitscope.gan.select import GreedyResult, SwapResult, greedy_ranking, swap_search
     from unitscope.gan.sources import GeneratorActivations, SegmenterLabels, latents, to_unit_range
 
 
@@ -83,6 +83,8 @@ __all__ = [
     "concept_share",
     "GreedyResult",
     "greedy_ranking",
+    "SwapResult",
+    "swap_search",
     "ArtifactResult",
     "artifact_units",
     "segmenter_confidence",

@@ -1,4 +1,5 @@
-"""Units chosen jointly: a greedy causal ranking with a specificity bound (issue 24 item 3).
+"""Units chosen jointly: a greedy causal ranking with a specificity bound, and a swap search at a
+fixed k that repairs or improves a set (issue 24 item 3).
 
     cut = cut_model(generator, "relu2")                           # torch.fx: the layers before run once
     few = cache_samples(cut, generator, n=100, seed=2)            # selection samples (not the held-out seed)
@@ -17,6 +18,21 @@ label of the concept's category covering at least ``min_share`` of the pixels wi
 worst excess (ties: the larger removal), and the result records the step at which the bound broke.
 A step costs ``len(pool) - j + 1`` edits over the samples (``shortlist``: from step 2 on, only the
 best ``shortlist`` candidates of the previous step are tried again, a cheaper approximation).
+
+    start = greedy.ranking()                                      # or the IoU top 20
+    swap = swap_search(cut, few, segmenter, "tree", start, pool, max_other=0.09, rounds=8, exact=6)
+    swap.ranking()                  # the 20 units after the swaps
+    swap.summary()                  # "swap 'tree' (20 units, ...): 8 swaps, -62.9% -> -57.8% of its pixels, ..."
+
+:func:`swap_search` keeps ``k`` fixed and never trusts a choice: each round it proposes swaps (one unit
+of the set out, one unit of ``pool`` in) and makes the best one that improves the objective (first a
+smaller **excess**, the worst other label's ``|change| - max_other`` clipped at 0; at equal excess, a
+larger removal; ``repair="gentle"``: beyond the bound, the improving swap that keeps most of the
+concept), until none does or after ``rounds``. The k x |pool| swaps are screened by first-order
+figures: each unit's leave-one-out set ``S - u`` and each pool unit's add-one set ``S + v`` (``k + |pool
+- S|`` sets; a swap's relative changes estimated as ``r(S - u) + r(S + v) - r(S)``), and only the
+``exact`` best estimates are evaluated exactly; a round costs ``k + |pool - S| + exact`` sets over the
+samples (the start set once more in round 1).
 """
 
 from __future__ import annotations
@@ -35,7 +51,7 @@ from unitscope.errors import UsageError
 from unitscope.gan.effects import PixelShares, concept_label, relative_change
 from unitscope.segment import Segmenter
 
-__all__ = ["GreedyResult", "greedy_ranking"]
+__all__ = ["GreedyResult", "SwapResult", "greedy_ranking", "swap_search"]
 
 
 @dataclass
@@ -96,6 +112,54 @@ class GreedyResult:
         )
 
 
+def _watch(
+    cut: FxCut | HookCut,
+    samples: LayerCache,
+    segmenter: Segmenter,
+    concept: str,
+    min_share: float,
+    output_range: Sequence[float],
+    max_batch: int,
+) -> tuple[int, torch.Tensor, list[int], list[str]]:
+    """``(concept's label, shares before [N, L], watched labels, label names [L])``: the unedited
+    samples' pixel shares, and the other labels of the concept's category covering at least
+    ``min_share`` of the pixels on average (the labels the bound watches)."""
+    number, _, label_cat = concept_label(segmenter, concept)  # a clear error for an unknown concept
+    c = samples.batches[0].layer.shape[1]
+    base = PixelShares(segmenter, 1, samples.count, output_range)
+    run_edits(cut, samples, Edits.ablate(torch.zeros(1, c, dtype=torch.bool)), base, max_batch=max_batch)
+    before = base.shares[0]  # [N, L]
+    mean = before.mean(0)
+    watched = [
+        i
+        for i, cat in enumerate(label_cat)
+        if cat == label_cat[number] and i not in (0, number) and mean[i] >= min_share
+    ]
+    return number, before, watched, base.names
+
+
+def _changes(
+    cut: FxCut | HookCut,
+    samples: LayerCache,
+    segmenter: Segmenter,
+    mask: torch.Tensor,
+    before: torch.Tensor,
+    output_range: Sequence[float],
+    max_batch: int,
+) -> torch.Tensor:
+    """``mask [R, C]`` (each row a set of units switched off, all rows stacked in tail passes) ->
+    every label's relative change under each set, ``[R, L]`` float64."""
+    scorer = PixelShares(segmenter, len(mask), samples.count, output_range)
+    run_edits(cut, samples, Edits.ablate(mask), scorer, max_batch=max_batch)
+    return relative_change(scorer.shares, before)
+
+
+def _excess(rel: torch.Tensor, watched: list[int], max_other: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``rel [R, L]`` -> ``(|change| of the watched labels [R, W], worst excess over the bound [R])``."""
+    other = rel[:, watched].abs() if watched else torch.zeros(len(rel), 1, dtype=torch.float64)
+    return other, (other.max(1).values - max_other).clamp(min=0)
+
+
 def greedy_ranking(
     cut: FxCut | HookCut,
     samples: LayerCache,
@@ -130,17 +194,8 @@ def greedy_ranking(
         )
     if not max_other > 0:
         raise UsageError(f"max_other must be positive (a relative change, e.g. 0.07), not {max_other!r}")
-    number, _, label_cat = concept_label(segmenter, concept)  # a clear error for an unknown concept
     c0 = time.process_time()
-    base = PixelShares(segmenter, 1, samples.count, output_range)
-    run_edits(cut, samples, Edits.ablate(torch.zeros(1, c, dtype=torch.bool)), base, max_batch=max_batch)
-    before = base.shares[0]  # [N, L]
-    mean = before.mean(0)
-    watched = [
-        i
-        for i, cat in enumerate(label_cat)
-        if cat == label_cat[number] and i not in (0, number) and mean[i] >= min_share
-    ]
+    number, before, watched, names = _watch(cut, samples, segmenter, concept, min_share, output_range, max_batch)
     chosen: list[int] = []
     change: list[float] = []
     worst: list[float] = []
@@ -154,13 +209,10 @@ def greedy_ranking(
         mask = torch.zeros(len(candidates), c, dtype=torch.bool)
         mask[:, chosen] = True
         mask[torch.arange(len(candidates)), candidates] = True
-        scorer = PixelShares(segmenter, len(candidates), samples.count, output_range)
-        run_edits(cut, samples, Edits.ablate(mask), scorer, max_batch=max_batch)
+        rel = _changes(cut, samples, segmenter, mask, before, output_range, max_batch)  # [R, L]
         tried += len(candidates)
-        rel = relative_change(scorer.shares, before)  # [R, L]
         own = rel[:, number]
-        other = rel[:, watched].abs() if watched else torch.zeros(len(candidates), 1, dtype=torch.float64)
-        excess = (other.max(1).values - max_other).clamp(min=0)
+        other, excess = _excess(rel, watched, max_other)
         # feasible first (no excess), then the smallest excess, then the largest removal, then pool order
         order = sorted(range(len(candidates)), key=lambda r: (float(excess[r]) > 0, float(excess[r]), float(own[r]), r))
         best = order[0]
@@ -168,9 +220,9 @@ def greedy_ranking(
         w = int(other[best].argmax()) if watched else -1
         change.append(float(own[best]))
         worst.append(float(rel[best, watched[w]]) if watched else 0.0)
-        worst_name.append(base.names[watched[w]] if watched else "")
+        worst_name.append(names[watched[w]] if watched else "")
         within.append(bool(excess[best] == 0))
-        rows.append({base.names[i]: float(rel[best, i]) for i in [number, *watched]})
+        rows.append({names[i]: float(rel[best, i]) for i in [number, *watched]})
         tried_now = [candidates[r] for r in order[1:]]
         ranked = tried_now + [u for u in ranked if u not in tried_now and u != chosen[-1]]
         if log is not None:
@@ -184,7 +236,7 @@ def greedy_ranking(
         chosen,
         pool,
         max_other,
-        [base.names[i] for i in watched],
+        [names[i] for i in watched],
         np.array(change),
         np.array(worst),
         worst_name,
@@ -193,4 +245,203 @@ def greedy_ranking(
         tried,
         time.process_time() - c0,
         rows,
+    )
+
+
+@dataclass
+class SwapResult:
+    """A set of ``k`` units improved by swaps (:func:`swap_search`): ``units`` (the start's order, each
+    swapped-in unit in the place of the one it replaced), ``start``, and per round ``r`` (0: the start
+    set; the sets on the selection samples): the concept's relative change ``change [R + 1]``, the
+    watched label that moved most ``worst_name`` and its change ``worst [R + 1]``, the worst excess
+    over +-``max_other`` ``excess [R + 1]``, and the swap made ``swaps [R]`` (unit out, unit in).
+    ``changes``: every watched label's change under the final set; ``stopped``: why the search ended."""
+
+    concept: str
+    units: list[int]
+    start: list[int]
+    pool: list[int]
+    max_other: float
+    others: list[str]
+    change: np.ndarray
+    worst: np.ndarray
+    worst_name: list[str]
+    excess: np.ndarray
+    swaps: list[tuple[int, int]]
+    samples: int
+    evaluations: int  # sets evaluated exactly, each over every sample (screening sets included)
+    seconds: float  # CPU time of the search
+    stopped: str
+    changes: dict[str, float] = field(default_factory=dict)
+
+    def ranking(self) -> list[int]:
+        """The final units (the start's order, swapped-in units in the places of those they replaced)."""
+        return list(self.units)
+
+    @property
+    def within(self) -> bool:
+        """Whether the final set keeps every watched label within +-``max_other``."""
+        return bool(self.excess[-1] == 0)
+
+    def table(self) -> list[dict[str, object]]:
+        """One row per round (0: the start): ``{"round", "out", "in", "change", "worst", "worst_name", "excess"}``."""
+        return [
+            {
+                "round": r,
+                "out": self.swaps[r - 1][0] if r else None,
+                "in": self.swaps[r - 1][1] if r else None,
+                "change": float(self.change[r]),
+                "worst": float(self.worst[r]),
+                "worst_name": self.worst_name[r],
+                "excess": float(self.excess[r]),
+            }
+            for r in range(len(self.change))
+        ]
+
+    def summary(self) -> str:
+        return (
+            f"swap '{self.concept}' ({len(self.units)} units, pool {len(self.pool)}, bound +-{self.max_other:.0%} on "
+            f"{len(self.others)} other labels, {self.samples} samples): {len(self.swaps)} swaps, "
+            f"{self.change[0]:+.1%} -> {self.change[-1]:+.1%} of its pixels, worst other "
+            f"{self.worst_name[0] or '-'} {self.worst[0]:+.1%} -> {self.worst_name[-1] or '-'} {self.worst[-1]:+.1%} "
+            f"({'within' if self.within else 'beyond'} the bound; {self.stopped}; {self.evaluations} sets, "
+            f"{self.seconds:.0f} s CPU)"
+        )
+
+
+def swap_search(
+    cut: FxCut | HookCut,
+    samples: LayerCache,
+    segmenter: Segmenter,
+    concept: str,
+    start: Sequence[int],
+    pool: Sequence[int],
+    *,
+    k: int | None = None,
+    rounds: int = 10,
+    exact: int = 6,
+    max_other: float = 0.1,
+    repair: str = "steepest",
+    min_share: float = 0.005,
+    output_range: Sequence[float] = (0.0, 1.0),
+    max_batch: int = 256,
+    log: Callable[[str], None] | None = None,
+) -> SwapResult:
+    """Improve the set of the first ``k`` units of ``start`` (default all of it) by swaps with
+    ``pool`` (see the module docstring): each round screens every (out, in) pair by first-order
+    figures, evaluates the ``exact`` best estimates exactly and makes the best swap if it lowers the
+    worst excess of the other labels (mean share before >= ``min_share`` on ``samples``) over
+    +-``max_other``, or at equal excess removes more of ``concept``. At most ``rounds`` swaps. Among
+    the improving swaps of a set beyond the bound, ``repair="steepest"`` makes the one with the
+    smallest excess (then the largest removal), ``"gentle"`` the one with the largest removal (a
+    smaller step towards the bound that gives up less of the concept). ``log``: one line per round."""
+    c = samples.batches[0].layer.shape[1]
+    start = [int(u) for u in start]
+    k = len(start) if k is None else k
+    if not isinstance(k, int) or k < 1:
+        raise UsageError(f"k must be a positive number of units, not {k!r}")
+    if k > len(start):
+        raise UsageError(f"asked for a set of {k} units, but the start names only {len(start)}: give a longer start")
+    current = start[:k]
+    if len(set(current)) < k:
+        raise UsageError(f"the start's first {k} units repeat a unit: {current}")
+    pool = [int(u) for u in dict.fromkeys(int(u) for u in pool)]
+    bad = [u for u in current + pool if not 0 <= u < c]
+    if bad:
+        raise UsageError(f"units {bad[:5]} are not in the layer (it has {c} units, 0..{c - 1})")
+    if not [u for u in pool if u not in current]:
+        raise UsageError("the pool has no unit outside the start set: nothing to swap in; give a larger pool")
+    if not isinstance(rounds, int) or rounds < 0:
+        raise UsageError(f"rounds must be a number of swaps (0 or more), not {rounds!r}")
+    if not isinstance(exact, int) or exact < 1:
+        raise UsageError(f"exact must be at least 1 swap evaluated exactly per round, not {exact!r}")
+    if not max_other > 0:
+        raise UsageError(f"max_other must be positive (a relative change, e.g. 0.1), not {max_other!r}")
+    if repair not in ("steepest", "gentle"):
+        raise UsageError(f"repair must be 'steepest' or 'gentle', not {repair!r}")
+    c0 = time.process_time()
+    number, before, watched, names = _watch(cut, samples, segmenter, concept, min_share, output_range, max_batch)
+
+    def masks(sets: list[list[int]]) -> torch.Tensor:
+        mask = torch.zeros(len(sets), c, dtype=torch.bool)
+        for row, units in enumerate(sets):
+            mask[row, units] = True
+        return mask
+
+    def key(rel: torch.Tensor) -> tuple[float, float]:  # [L] -> (worst excess, the concept's change): lower is better
+        return float(_excess(rel.unsqueeze(0), watched, max_other)[1][0]), float(rel[number])
+
+    start_rel: torch.Tensor | None = None
+    rels: list[torch.Tensor] = []
+    swaps: list[tuple[int, int]] = []
+    tried = 0
+    stopped = f"stopped after {rounds} rounds"
+    for rnd in range(rounds + 1):
+        incoming = [u for u in pool if u not in current]
+        sets = [[u for u in current if u != out] for out in current] + [current + [v] for v in incoming]
+        if start_rel is None:
+            sets = [current] + sets
+        if rnd == rounds:  # the last round's swap made: no more proposals (the start alone when rounds is 0)
+            sets = sets[:1] if start_rel is None else []
+        rel = _changes(cut, samples, segmenter, masks(sets), before, output_range, max_batch) if sets else None
+        tried += len(sets)
+        if start_rel is None:
+            assert rel is not None
+            start_rel, rel = rel[0], rel[1:]
+            rels.append(start_rel)
+        if rnd == rounds:
+            break
+        assert rel is not None
+        base = rels[-1]  # r(S) [L]
+        loo, add = rel[:k], rel[k:]  # r(S - u) [k, L], r(S + v) [P, L]
+        estimate = loo.unsqueeze(1) + add.unsqueeze(0) - base  # [k, P, L]: r(S - u + v), first order
+        flat = estimate.reshape(-1, estimate.shape[-1])
+        _, est_excess = _excess(flat, watched, max_other)
+        est_own = flat[:, number]
+        now = key(base)
+
+        def rank(e: float, own: float) -> tuple[bool, float, float]:  # the swap to prefer: lower is better
+            if repair == "gentle" and now[0] > 0:  # beyond the bound: the most removal among those that lower it
+                better = (e, own) < now
+                return (not better, own, e) if better else (True, e, own)
+            return (False, e, own)
+
+        order = sorted(range(len(flat)), key=lambda r: (*rank(float(est_excess[r]), float(est_own[r])), r))[:exact]
+        pairs = [(current[r // len(incoming)], incoming[r % len(incoming)]) for r in order]
+        proposed = [[v if u == out else u for u in current] for out, v in pairs]
+        exact_rel = _changes(cut, samples, segmenter, masks(proposed), before, output_range, max_batch)
+        tried += len(proposed)
+        best = min(range(len(proposed)), key=lambda r: (*rank(*key(exact_rel[r])), r))
+        if not key(exact_rel[best]) < now:
+            stopped = f"no swap of the {len(proposed)} best estimates improved in round {rnd + 1}"
+            break
+        current = proposed[best]
+        swaps.append(pairs[best])
+        rels.append(exact_rel[best])
+        if log is not None:
+            e, own = key(exact_rel[best])
+            log(
+                f"  round {rnd + 1}: unit {pairs[best][0]} out, {pairs[best][1]} in: {concept} {own:+.1%}, "
+                f"worst excess {e:.1%} ({len(sets) + len(proposed)} sets, {time.process_time() - c0:.0f} s CPU)"
+            )
+    table = torch.stack(rels)  # [R + 1, L]
+    other, excess = _excess(table, watched, max_other)
+    worst_col = [watched[int(i)] for i in other.argmax(1)] if watched else []
+    return SwapResult(
+        concept,
+        current,
+        start[:k],
+        pool,
+        max_other,
+        [names[i] for i in watched],
+        table[:, number].numpy(),
+        np.array([float(table[r, i]) for r, i in enumerate(worst_col)] if watched else [0.0] * len(table)),
+        [names[i] for i in worst_col] if watched else [""] * len(table),
+        excess.numpy(),
+        swaps,
+        samples.count,
+        tried,
+        time.process_time() - c0,
+        stopped,
+        {names[i]: float(table[-1, i]) for i in [number, *watched]},
     )

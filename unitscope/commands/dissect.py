@@ -334,7 +334,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="dissect the built-in default model on a probe world and write a report",
         description="Build a probe world (cached), dissect EfficientNet-Lite0 at an early, a "
         "middle and the last stage, and write the report; then dissect the last "
-        "conv layer of world_scenes and three random rotations of it.",
+        "conv layer of world_scenes and three random rotations of it; then world_generator's "
+        "units (removal, ACE, insertion, artifacts) and the tree removal on world_generator_wide.",
     )
     add_config_args(p, DemoConfig)
     p.set_defaults(func=run_demo)

@@ -18,9 +18,13 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from unitscope.config import add_config_args, config_from_args, help_
 from unitscope.runs import CATALOG, CONFIG, LAYERS
+
+if TYPE_CHECKING:
+    from unitscope.gan.run import Settings
 
 
 @dataclass
@@ -110,30 +114,40 @@ def run_gan(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_gan_demo(out: str | Path, *, samples: int = 200, progress: bool = False) -> Path:
-    """The generator step of ``unitscope demo`` (about 2 CPU minutes): dissect ``world_generator``'s
-    relu2 on ``samples`` samples against ``world_segmenter``, then removal, ACE, insertion of
-    roofs (the decoder generator's relu2 has roof units, none for windows: docs/gan.md) and artifact units
-    on small sample counts, and the report."""
+def _demo_generator(out: str | Path, name: str, samples: int, settings: Settings, title: str, progress: bool) -> Path:
+    """Dissect generator organism ``name``'s relu2 on ``samples`` samples (seed 0) against world_segmenter,
+    run ``settings``' stages on the run and write its report: the two generator steps of the demo."""
     from unitscope.dissect import Options, dissect_sources
     from unitscope.gan import GeneratorActivations, SegmenterLabels
-    from unitscope.gan.run import Settings, analyse
+    from unitscope.gan.run import analyse
     from unitscope.models import create_model
     from unitscope.report import write_report
     from unitscope.segment import create_segmenter
 
     start, out = time.perf_counter(), Path(out)
-    g, seg = create_model("world_generator"), create_segmenter("world_segmenter")
-    print(f"world_generator: dissecting relu2 on {samples} samples against world_segmenter")
-    acts = GeneratorActivations(g, ["relu2"], n=samples, seed=0)
+    g, seg = create_model(name), create_segmenter("world_segmenter")
+    print(f"{name}: dissecting relu2 on {samples} samples against world_segmenter")
     result = dissect_sources(
-        acts,
+        GeneratorActivations(g, ["relu2"], n=samples, seed=0),
         SegmenterLabels(seg),
         out,
         Options(quantile=0.01, batch_size=100, exemplar_images=False, progress=progress),
-        config={"model": "world_generator", "segmenter": "world_segmenter", "samples": samples},
+        config={"model": name, "segmenter": "world_segmenter", "samples": samples},
     )
     print(result.layers["relu2"].summary())
+    analyse(out, g, seg, settings, log=lambda line: print("  " + line))
+    path = write_report(out, title=title)
+    print(f"  generator report: {path} ({time.perf_counter() - start:.0f} s)")
+    return path
+
+
+def run_gan_demo(out: str | Path, *, samples: int = 200, progress: bool = False) -> Path:
+    """The generator step of ``unitscope demo`` (about 2 CPU minutes): dissect ``world_generator``'s
+    relu2 on ``samples`` samples against ``world_segmenter``, then removal, ACE, insertion of
+    roofs (the decoder generator's relu2 has roof units, none for windows: docs/gan.md) and artifact units
+    on small sample counts, and the report."""
+    from unitscope.gan.run import Settings
+
     settings = Settings(
         layer="relu2",
         concept="sky",
@@ -150,10 +164,9 @@ def run_gan_demo(out: str | Path, *, samples: int = 200, progress: bool = False)
         batch_size=25,
         max_batch=200,
     )
-    analyse(out, g, seg, settings, log=lambda line: print("  " + line))
-    path = write_report(out, title="Generator dissection of world_generator")
-    print(f"  generator report: {path} ({time.perf_counter() - start:.0f} s)")
-    return path
+    return _demo_generator(
+        out, "world_generator", samples, settings, "Generator dissection of world_generator", progress
+    )
 
 
 def run_wide_removal_demo(
@@ -164,24 +177,8 @@ def run_wide_removal_demo(
     switch its top 5, 10 and 20 tree units by IoU off over ``removal_samples`` other samples (seed 1) against
     as many random units, and write the report (curves, the table of every object's change, the grid).
     docs/gan.md has the same on 1,000 samples."""
-    from unitscope.dissect import Options, dissect_sources
-    from unitscope.gan import GeneratorActivations, SegmenterLabels
-    from unitscope.gan.run import Settings, analyse
-    from unitscope.models import create_model
-    from unitscope.report import write_report
-    from unitscope.segment import create_segmenter
+    from unitscope.gan.run import Settings
 
-    start, out = time.perf_counter(), Path(out)
-    g, seg = create_model("world_generator_wide"), create_segmenter("world_segmenter")
-    print(f"world_generator_wide: dissecting relu2 on {samples} samples against world_segmenter")
-    result = dissect_sources(
-        GeneratorActivations(g, ["relu2"], n=samples, seed=0),
-        SegmenterLabels(seg),
-        out,
-        Options(quantile=0.01, batch_size=100, exemplar_images=False, progress=progress),
-        config={"model": "world_generator_wide", "segmenter": "world_segmenter", "samples": samples},
-    )
-    print(result.layers["relu2"].summary())
     settings = Settings(
         layer="relu2",
         concept="tree",
@@ -193,10 +190,8 @@ def run_wide_removal_demo(
         batch_size=50,
         max_batch=200,
     )
-    analyse(out, g, seg, settings, log=lambda line: print("  " + line))
-    path = write_report(out, title="Generator dissection of world_generator_wide: removing trees")
-    print(f"  generator report: {path} ({time.perf_counter() - start:.0f} s)")
-    return path
+    title = "Generator dissection of world_generator_wide: removing trees"
+    return _demo_generator(out, "world_generator_wide", samples, settings, title, progress)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -21,7 +21,7 @@ improved by swaps with the units of ``--swap-pool`` (as ``--greedy-pool``) on ``
 ``--swap-seed`` (never 1): first into +-``--swap-max-other`` (0.1), then more of the concept within it;
 at most ``--swap-rounds`` swaps, ``--swap-exact`` of each round's screened swaps evaluated exactly; beyond the
 bound ``--swap-repair steepest`` makes the swap with the smallest excess, ``gentle`` the one keeping most of it).
-Each ranking's top ``--k`` units are zeroed over ``--samples`` samples of seed 1, beside ``--k`` random
+Each ranking's top ``--k`` units are zeroed over ``--samples`` samples of ``--seed`` (1; never a selection's seed), beside ``--k`` random
 units (``--random-draws`` draws). Per case it
 prints a table: every object covering >= 0.5% of the pixels, its share before, its change relative
 to that share (99% interval; points of the image in brackets) under each ranking and at random, and
@@ -105,8 +105,8 @@ def rankings(g, seg, cut, run: str, layer: str, concept: str, args, known: dict 
         the union of the named rankings' tops (--greedy-pool, e.g. ace:40,iou:20)."""
         from unitscope.gan.select import greedy_ranking
 
-        if args.greedy_seed == 1:
-            raise SystemExit("--greedy-seed 1 is the held-out evaluation's seed: select on seed 2 or 3")
+        if args.greedy_seed == args.seed:
+            raise SystemExit(f"--greedy-seed {args.seed} is the held-out evaluation's seed: select on another")
         pool = union(args.greedy_pool, compute, orders)
         few = cache_samples(cut, g, n=args.greedy_samples, seed=args.greedy_seed, batch_size=50)
         r = greedy_ranking(
@@ -150,8 +150,8 @@ def rankings(g, seg, cut, run: str, layer: str, concept: str, args, known: dict 
         """The swap search (gan.select) from --swap-start's top k, on --swap-samples samples of --swap-seed."""
         from unitscope.gan.select import swap_search
 
-        if args.swap_seed == 1:
-            raise SystemExit("--swap-seed 1 is the held-out evaluation's seed: select on seed 2 or 3")
+        if args.swap_seed == args.seed:
+            raise SystemExit(f"--swap-seed {args.seed} is the held-out evaluation's seed: select on another")
         start = orders[args.swap_start] if args.swap_start in orders else compute(args.swap_start)
         pool = union(args.swap_pool, compute, orders)
         few = cache_samples(cut, g, n=args.swap_samples, seed=args.swap_seed, batch_size=50)
@@ -318,6 +318,7 @@ def main() -> None:
     p.add_argument("--cases", default="relu1:tree,relu2:tree,relu1:sky,relu2:sky")
     p.add_argument("--rankings", default="iou,iqr,ace,sace")
     p.add_argument("--samples", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=1, help="the held-out samples' seed (never a selection's)")
     p.add_argument("--k", type=int, default=20)
     p.add_argument("--random-draws", type=int, default=1)
     p.add_argument("--iqr-samples", type=int, default=300)
@@ -331,14 +332,14 @@ def main() -> None:
     p.add_argument(
         "--greedy-samples", type=int, default=100, help="the greedy selection's samples (seed --greedy-seed)"
     )
-    p.add_argument("--greedy-seed", type=int, default=2, help="2 or 3: never 1, the held-out evaluation")
+    p.add_argument("--greedy-seed", type=int, default=2, help="never --seed, the held-out evaluation")
     p.add_argument("--greedy-pool", default="ace:40,iou:20", help="candidates: the union of these rankings' tops")
     p.add_argument("--greedy-max-other", type=float, default=0.07, help="the bound on the other objects' change")
     p.add_argument("--greedy-shortlist", type=int, default=0, help="from step 2, try only this many (0: all)")
     p.add_argument("--swap-start", default="greedy", help="the ranking whose top --k starts the swap search")
     p.add_argument("--swap-pool", default="ace:40,iou:20", help="units to swap in: the union of these rankings' tops")
     p.add_argument("--swap-samples", type=int, default=200, help="the swap search's samples (seed --swap-seed)")
-    p.add_argument("--swap-seed", type=int, default=2, help="2 or 3: never 1, the held-out evaluation")
+    p.add_argument("--swap-seed", type=int, default=2, help="never --seed, the held-out evaluation")
     p.add_argument("--swap-max-other", type=float, default=0.1, help="the bound on the other objects' change")
     p.add_argument("--swap-rounds", type=int, default=8, help="at most this many swaps")
     p.add_argument("--swap-exact", type=int, default=6, help="swaps evaluated exactly per round (the best screened)")
@@ -371,7 +372,7 @@ def main() -> None:
         t0, c0 = time.perf_counter(), time.process_time()
         if layer not in cuts:
             cut = cut_model(g, layer)
-            cuts[layer] = (cut, cache_samples(cut, g, n=args.samples, seed=1, batch_size=50))
+            cuts[layer] = (cut, cache_samples(cut, g, n=args.samples, seed=args.seed, batch_size=50))
         cut, samples = cuts[layer]
         saved = (
             json.loads(Path(args.orders_json).read_text())

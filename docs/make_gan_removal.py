@@ -70,7 +70,7 @@ def rankings(g, seg, cut, run: str, layer: str, concept: str, args, known: dict 
             order = r.ranking()
             print(r.summary(5))
         elif name in ("ace", "sace"):
-            few = cache_samples(cut, g, n=args.ace_samples, seed=2, batch_size=50)
+            few = selection_samples("the ACE mask", 2, args.ace_samples)
             spec = args.specific if name == "sace" else 0.0
             m = ace_mask(
                 cut,
@@ -88,7 +88,7 @@ def rankings(g, seg, cut, run: str, layer: str, concept: str, args, known: dict 
             order = m.ranking()
             print(f"{NAMES[name]}: {m.summary(5)}")
         elif name == "greedy":
-            order = greedy(name, compute, orders)
+            order = greedy(compute, orders)
         elif name == "swap":
             order = swap(compute, orders)
         else:
@@ -100,15 +100,20 @@ def rankings(g, seg, cut, run: str, layer: str, concept: str, args, known: dict 
         orders[name] = order
         return order
 
-    def greedy(name: str, compute, orders: dict[str, list[int]]) -> list[int]:
+    def selection_samples(what: str, seed: int, n: int):
+        """``n`` samples of ``seed`` for a ranking that learns from samples (``what`` selects on them),
+        never those of the held-out ``--seed``."""
+        if seed == args.seed:
+            raise SystemExit(f"{what} selects on seed {seed}, the held-out --seed: choose another for one of them")
+        return cache_samples(cut, g, n=n, seed=seed, batch_size=50)
+
+    def greedy(compute, orders: dict[str, list[int]]) -> list[int]:
         """The greedy causal ranking (gan.select) on --greedy-samples samples of --greedy-seed, its pool
         the union of the named rankings' tops (--greedy-pool, e.g. ace:40,iou:20)."""
         from unitscope.gan.select import greedy_ranking
 
-        if args.greedy_seed == args.seed:
-            raise SystemExit(f"--greedy-seed {args.seed} is the held-out evaluation's seed: select on another")
         pool = union(args.greedy_pool, compute, orders)
-        few = cache_samples(cut, g, n=args.greedy_samples, seed=args.greedy_seed, batch_size=50)
+        few = selection_samples("--greedy-seed", args.greedy_seed, args.greedy_samples)
         r = greedy_ranking(
             cut,
             few,
@@ -150,11 +155,9 @@ def rankings(g, seg, cut, run: str, layer: str, concept: str, args, known: dict 
         """The swap search (gan.select) from --swap-start's top k, on --swap-samples samples of --swap-seed."""
         from unitscope.gan.select import swap_search
 
-        if args.swap_seed == args.seed:
-            raise SystemExit(f"--swap-seed {args.seed} is the held-out evaluation's seed: select on another")
         start = orders[args.swap_start] if args.swap_start in orders else compute(args.swap_start)
         pool = union(args.swap_pool, compute, orders)
-        few = cache_samples(cut, g, n=args.swap_samples, seed=args.swap_seed, batch_size=50)
+        few = selection_samples("--swap-seed", args.swap_seed, args.swap_samples)
         r = swap_search(
             cut,
             few,

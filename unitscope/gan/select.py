@@ -54,12 +54,12 @@ from unitscope.segment import Segmenter
 __all__ = ["GreedyResult", "SwapResult", "greedy_ranking", "swap_search"]
 
 
-@dataclass
-class GreedyResult:
-    """The units chosen (``units``, in order) and, per step ``j`` (the first ``j + 1`` units off, on
-    the selection samples): the concept's relative change ``change [k]``, the other label that moved
-    most ``worst_name [k]`` and its relative change ``worst [k]``, and whether every other label stayed
-    within +-``max_other`` (``within [k]``). ``others``: the labels the bound watched."""
+@dataclass(kw_only=True)
+class _Chosen:
+    """What both selections give: the ``units`` chosen from ``pool`` for ``concept``, the bound
+    ``max_other`` on the watched labels ``others``, per step or round the concept's relative change
+    ``change``, the watched label that moved most ``worst_name`` and its change ``worst``, and the cost:
+    ``samples``, ``evaluations`` (sets evaluated, each over every sample) and ``seconds`` of CPU."""
 
     concept: str
     units: list[int]
@@ -69,15 +69,25 @@ class GreedyResult:
     change: np.ndarray
     worst: np.ndarray
     worst_name: list[str]
-    within: np.ndarray
     samples: int
-    evaluations: int  # candidate sets tried, each over every sample
-    seconds: float  # CPU time of the selection
-    changes: list[dict[str, float]] = field(default_factory=list, repr=False)  # per step: every watched label
+    evaluations: int
+    seconds: float
 
     def ranking(self) -> list[int]:
-        """The units in the order chosen."""
+        """The units chosen, in the result's order."""
         return list(self.units)
+
+
+@dataclass(kw_only=True)
+class GreedyResult(_Chosen):
+    """The units chosen (``units``, in order) and, per step ``j`` (the first ``j + 1`` units off, on
+    the selection samples): the concept's relative change ``change [k]``, the other label that moved
+    most ``worst_name [k]`` and its relative change ``worst [k]``, and whether every other label stayed
+    within +-``max_other`` (``within [k]``). ``others``: the labels the bound watched; ``evaluations``:
+    the candidate sets tried."""
+
+    within: np.ndarray
+    changes: list[dict[str, float]] = field(default_factory=list, repr=False)  # per step: every watched label
 
     @property
     def broke_at(self) -> int | None:
@@ -110,6 +120,15 @@ class GreedyResult:
             + (f"the bound broke at step {broke}" if broke else "the bound held at every step")
             + f" ({self.evaluations} sets tried, {self.seconds:.0f} s CPU)"
         )
+
+
+def _check(units: Sequence[int], c: int, max_other: float) -> None:
+    """A clear error for units outside a layer of ``c`` units, or a bound that is not positive."""
+    bad = [u for u in units if not 0 <= u < c]
+    if bad:
+        raise UsageError(f"units {bad[:5]} are not in the layer (it has {c} units, 0..{c - 1})")
+    if not max_other > 0:
+        raise UsageError(f"max_other must be positive (a relative change, e.g. 0.1), not {max_other!r}")
 
 
 def _watch(
@@ -185,15 +204,11 @@ def greedy_ranking(
         raise UsageError(f"k must be a positive number of units, not {k!r}")
     if k > len(pool):
         raise UsageError(f"asked for {k} units, but the candidate pool holds only {len(pool)}: give a larger pool")
-    bad = [u for u in pool if not 0 <= u < c]
-    if bad:
-        raise UsageError(f"units {bad[:5]} are not in the layer (it has {c} units, 0..{c - 1})")
+    _check(pool, c, max_other)
     if shortlist is not None and shortlist < 1:
         raise UsageError(
             f"shortlist must be at least 1 candidate (or None: every candidate each step), not {shortlist}"
         )
-    if not max_other > 0:
-        raise UsageError(f"max_other must be positive (a relative change, e.g. 0.07), not {max_other!r}")
     c0 = time.process_time()
     number, before, watched, names = _watch(cut, samples, segmenter, concept, min_share, output_range, max_batch)
     chosen: list[int] = []
@@ -232,51 +247,37 @@ def greedy_ranking(
                 f"{len(mask)} candidates, {time.process_time() - c0:.0f} s CPU)"
             )
     return GreedyResult(
-        concept,
-        chosen,
-        pool,
-        max_other,
-        [names[i] for i in watched],
-        np.array(change),
-        np.array(worst),
-        worst_name,
-        np.array(within, dtype=bool),
-        samples.count,
-        tried,
-        time.process_time() - c0,
-        rows,
+        concept=concept,
+        units=chosen,
+        pool=pool,
+        max_other=max_other,
+        others=[names[i] for i in watched],
+        change=np.array(change),
+        worst=np.array(worst),
+        worst_name=worst_name,
+        within=np.array(within, dtype=bool),
+        samples=samples.count,
+        evaluations=tried,
+        seconds=time.process_time() - c0,
+        changes=rows,
     )
 
 
-@dataclass
-class SwapResult:
+@dataclass(kw_only=True)
+class SwapResult(_Chosen):
     """A set of ``k`` units improved by swaps (:func:`swap_search`): ``units`` (the start's order, each
     swapped-in unit in the place of the one it replaced), ``start``, and per round ``r`` (0: the start
     set; the sets on the selection samples): the concept's relative change ``change [R + 1]``, the
     watched label that moved most ``worst_name`` and its change ``worst [R + 1]``, the worst excess
     over +-``max_other`` ``excess [R + 1]``, and the swap made ``swaps [R]`` (unit out, unit in).
-    ``changes``: every watched label's change under the final set; ``stopped``: why the search ended."""
+    ``evaluations`` counts the screening sets too. ``changes``: every watched label's change under the
+    final set; ``stopped``: why the search ended."""
 
-    concept: str
-    units: list[int]
     start: list[int]
-    pool: list[int]
-    max_other: float
-    others: list[str]
-    change: np.ndarray
-    worst: np.ndarray
-    worst_name: list[str]
     excess: np.ndarray
     swaps: list[tuple[int, int]]
-    samples: int
-    evaluations: int  # sets evaluated exactly, each over every sample (screening sets included)
-    seconds: float  # CPU time of the search
     stopped: str
     changes: dict[str, float] = field(default_factory=dict)
-
-    def ranking(self) -> list[int]:
-        """The final units (the start's order, swapped-in units in the places of those they replaced)."""
-        return list(self.units)
 
     @property
     def within(self) -> bool:
@@ -346,17 +347,13 @@ def swap_search(
     if len(set(current)) < k:
         raise UsageError(f"the start's first {k} units repeat a unit: {current}")
     pool = [int(u) for u in dict.fromkeys(int(u) for u in pool)]
-    bad = [u for u in current + pool if not 0 <= u < c]
-    if bad:
-        raise UsageError(f"units {bad[:5]} are not in the layer (it has {c} units, 0..{c - 1})")
+    _check(current + pool, c, max_other)
     if not [u for u in pool if u not in current]:
         raise UsageError("the pool has no unit outside the start set: nothing to swap in; give a larger pool")
     if not isinstance(rounds, int) or rounds < 0:
         raise UsageError(f"rounds must be a number of swaps (0 or more), not {rounds!r}")
     if not isinstance(exact, int) or exact < 1:
         raise UsageError(f"exact must be at least 1 swap evaluated exactly per round, not {exact!r}")
-    if not max_other > 0:
-        raise UsageError(f"max_other must be positive (a relative change, e.g. 0.1), not {max_other!r}")
     if repair not in ("steepest", "gentle"):
         raise UsageError(f"repair must be 'steepest' or 'gentle', not {repair!r}")
     c0 = time.process_time()
@@ -371,27 +368,15 @@ def swap_search(
     def key(rel: torch.Tensor) -> tuple[float, float]:  # [L] -> (worst excess, the concept's change): lower is better
         return float(_excess(rel.unsqueeze(0), watched, max_other)[1][0]), float(rel[number])
 
-    start_rel: torch.Tensor | None = None
-    rels: list[torch.Tensor] = []
+    rels = [_changes(cut, samples, segmenter, masks([current]), before, output_range, max_batch)[0]]  # r(start)
     swaps: list[tuple[int, int]] = []
-    tried = 0
+    tried = 1
     stopped = f"stopped after {rounds} rounds"
-    for rnd in range(rounds + 1):
+    for rnd in range(rounds):
         incoming = [u for u in pool if u not in current]
         sets = [[u for u in current if u != out] for out in current] + [current + [v] for v in incoming]
-        if start_rel is None:
-            sets = [current] + sets
-        if rnd == rounds:  # the last round's swap made: no more proposals (the start alone when rounds is 0)
-            sets = sets[:1] if start_rel is None else []
-        rel = _changes(cut, samples, segmenter, masks(sets), before, output_range, max_batch) if sets else None
+        rel = _changes(cut, samples, segmenter, masks(sets), before, output_range, max_batch)
         tried += len(sets)
-        if start_rel is None:
-            assert rel is not None
-            start_rel, rel = rel[0], rel[1:]
-            rels.append(start_rel)
-        if rnd == rounds:
-            break
-        assert rel is not None
         base = rels[-1]  # r(S) [L]
         loo, add = rel[:k], rel[k:]  # r(S - u) [k, L], r(S + v) [P, L]
         estimate = loo.unsqueeze(1) + add.unsqueeze(0) - base  # [k, P, L]: r(S - u + v), first order
@@ -422,26 +407,27 @@ def swap_search(
             e, own = key(exact_rel[best])
             log(
                 f"  round {rnd + 1}: unit {pairs[best][0]} out, {pairs[best][1]} in: {concept} {own:+.1%}, "
-                f"worst excess {e:.1%} ({len(sets) + len(proposed)} sets, {time.process_time() - c0:.0f} s CPU)"
+                f"worst excess {e:.1%} ({len(sets) + len(proposed) + (rnd == 0)} sets, "  # round 1: the start too
+                f"{time.process_time() - c0:.0f} s CPU)"
             )
     table = torch.stack(rels)  # [R + 1, L]
     other, excess = _excess(table, watched, max_other)
     worst_col = [watched[int(i)] for i in other.argmax(1)] if watched else []
     return SwapResult(
-        concept,
-        current,
-        start[:k],
-        pool,
-        max_other,
-        [names[i] for i in watched],
-        table[:, number].numpy(),
-        np.array([float(table[r, i]) for r, i in enumerate(worst_col)] if watched else [0.0] * len(table)),
-        [names[i] for i in worst_col] if watched else [""] * len(table),
-        excess.numpy(),
-        swaps,
-        samples.count,
-        tried,
-        time.process_time() - c0,
-        stopped,
-        {names[i]: float(table[-1, i]) for i in [number, *watched]},
+        concept=concept,
+        units=current,
+        start=start[:k],
+        pool=pool,
+        max_other=max_other,
+        others=[names[i] for i in watched],
+        change=table[:, number].numpy(),
+        worst=np.array([float(table[r, i]) for r, i in enumerate(worst_col)] if watched else [0.0] * len(table)),
+        worst_name=[names[i] for i in worst_col] if watched else [""] * len(table),
+        excess=excess.numpy(),
+        swaps=swaps,
+        samples=samples.count,
+        evaluations=tried,
+        seconds=time.process_time() - c0,
+        stopped=stopped,
+        changes={names[i]: float(table[-1, i]) for i in [number, *watched]},
     )

@@ -280,8 +280,8 @@ SPARSE_WIDE_VAE_RECIPE = dataclasses.replace(
     "world_generator's empirical prior: latent z [N, 64] -> 64x64 probe-world image in [0, 1]",
 )
 
-# WIDE_VAE_RECIPE with the sparsity trained in from the start (docs/gan.md, "Last try 4" and "Sparsity from the
-# start, the whole schedule"): the same two stages and 3,200 steps (1,200 on the true labels at lr 1e-3, then 2,000
+# WIDE_VAE_RECIPE with the sparsity trained in from the start (docs/gan.md, "Last try 4" and "Last try 6:
+# sparsity from the start, the whole schedule"): the same two stages and 3,200 steps (1,200 on the true labels at lr 1e-3, then 2,000
 # distillation steps at lr 5e-4), each with 1.0 * mean |relu2| added (at the start relu2's mean activation is 0.40
 # and the rest of the loss 0.9-2.2: the penalty is 15-30% of the loss). Its relu2 is where the removal finding of
 # issue 24 item 3 is measured (docs/gan.md); a first run cut to 1,400 steps (750 + 650) came less close. Train it
@@ -297,7 +297,7 @@ SPARSE_SCRATCH_WIDE_VAE_RECIPE = dataclasses.replace(
     "world_generator's empirical prior: latent z [N, 64] -> 64x64 probe-world image in [0, 1]",
 )
 
-# world_generator_wide (shipped; issue 24 item 3, docs/gan.md "Sparsity from the start, the whole schedule"): the
+# world_generator_wide (shipped; issue 24 item 3, docs/gan.md "Last try 6"): the
 # weights SPARSE_SCRATCH_WIDE_VAE_RECIPE trained (relu2: 512 sparse units at 8x8, where the removal finding shows).
 # Its own task name, "frozen_vae": the decoder trains on world_generator's frozen encoder, which is not shipped
 # (only its decoder is), so `unitscope organisms train` says how to retrain it instead of starting a VAE.

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from tests.dissect.test_dissect import catalog_dump, dataset, planted, world  # noqa: F401  (world is a fixture)
 from unitscope import faults
 from unitscope.dissect import ActivationSource, Options, dissect_sources, schedule
-from unitscope.dissect.schedule import Behind, LayerThreads
+from unitscope.dissect.schedule import Behind, LayerThreads, OneTorchThread
 from unitscope.dissect.sources import BrodenLabels, ModelActivations
 from unitscope.runs import load_arrays
 
@@ -168,8 +168,15 @@ def test_one_torch_thread_while_the_layers_take_the_cores():
             assert torch.get_num_threads() == 1
             assert each(lambda layer: torch.get_num_threads()) == {"a": 1, "b": 1, "c": 1}
         assert torch.get_num_threads() == 2
-        with LayerThreads(["a"], one_torch_thread=True):  # one layer: torch keeps its threads
+        with LayerThreads(["a"], one_torch_thread=True):  # one layer too: a Side thread takes the other core
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with OneTorchThread(enabled=False):
             assert torch.get_num_threads() == 2
+        with pytest.raises(KeyError), OneTorchThread():  # restored on an error too
+            assert torch.get_num_threads() == 1
+            raise KeyError("x")
+        assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(saved)
 

@@ -61,7 +61,7 @@ from unitscope.dissect.iou import (
 )
 from unitscope.dissect.options import Options, with_overrides
 from unitscope.dissect.results import DissectResult, summarise, write_layer_rows
-from unitscope.dissect.schedule import Behind, LayerThreads, Side
+from unitscope.dissect.schedule import Behind, LayerThreads, OneTorchThread, Side
 from unitscope.dissect.significance import null_seed, null_units
 from unitscope.dissect.sources import (
     ActivationSource,
@@ -226,14 +226,16 @@ def dissect_sources(
     run.open(fresh, config)
     thresholds = run.pass1()
     run.pass2(thresholds)
-    strips = run.start_strips(thresholds)  # from pass 2's top-k and labels: beside pass 3 where a core is spare
-    try:
-        run.pass3(thresholds)
-        result = run.summarise(thresholds)
-    except BaseException:
-        strips[0].close(raise_errors=False)  # this error wins over the strips'
-        raise
-    run.write(result, thresholds, strips)
+    # the rest reads the caches (no model runs): torch at one thread, the strips beside pass 3
+    with OneTorchThread(run._reads_cache()):
+        strips = run.start_strips(thresholds)  # from pass 2's top-k and labels: beside pass 3 where a core is spare
+        try:
+            run.pass3(thresholds)
+            result = run.summarise(thresholds)
+        except BaseException:
+            strips[0].close(raise_errors=False)  # this error wins over the strips'
+            raise
+        run.write(result, thresholds, strips)
     return result
 
 

@@ -43,17 +43,13 @@ class LayerThreads:
     is at least 2 (or ``threads`` says so), else one after the other. An exception in any layer
     is raised after every layer's call has ended.
 
-    ``one_torch_thread``: for work of many small kernels (finding and counting masks), where
-    torch's intra-op threads wait for each other more than they work (on a loaded 2-core machine
-    pass 2 took 10x the CPU time at 2 threads than at 1): torch runs at one thread until the
-    context ends, and the layers take the cores instead."""
+    ``one_torch_thread``: torch at one thread until the context ends (:class:`OneTorchThread`),
+    and the layers (and a :class:`Side` thread) take the cores instead."""
 
     def __init__(self, layers: Sequence[str], threads: int | None = None, one_torch_thread: bool = False) -> None:
         self.layers = list(layers)
-        self._saved: int | None = None
-        if one_torch_thread and torch.get_num_threads() > 1 and len(self.layers) > 1:
-            self._saved = torch.get_num_threads()
-            torch.set_num_threads(1)
+        self._one = OneTorchThread(one_torch_thread)
+        self._one.__enter__()
         n = threads if threads is not None else (len(self.layers) if spare_cores() >= 2 else 1)
         self._pool = ThreadPoolExecutor(n, thread_name_prefix="dissect-layer") if n > 1 and len(layers) > 1 else None
 
@@ -69,10 +65,35 @@ class LayerThreads:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
+        try:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+        finally:
+            self._one.__exit__()
+
+
+class OneTorchThread:
+    """``with OneTorchThread():`` torch at one intra-op thread inside (``enabled=False``: as it was).
+    For work of many small kernels (finding and counting masks, drawing strips), where torch's
+    threads wait for each other more than they work: pass 2 of one layer (``bench_dissect.py
+    --images 1000``, blocks.6, 2 threads) took 7.1 s CPU (3.8 s wall) at 2 torch threads and
+    4.5 s (2.6 s wall) at one with its :class:`Side` thread, and on a loaded 2-core machine 10x
+    the CPU time. Inside, :func:`spare_cores` counts the cores this frees for threads of our own."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self._saved: int | None = None
+
+    def __enter__(self) -> OneTorchThread:
+        if self.enabled and torch.get_num_threads() > 1:
+            self._saved = torch.get_num_threads()
+            torch.set_num_threads(1)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
         if self._saved is not None:
             torch.set_num_threads(self._saved)
+            self._saved = None
 
 
 class _Closing:

@@ -81,10 +81,10 @@ class ExactPass1:
     def __call__(self, stat: CombinedStat) -> None:
         run, cache = self.run, self.run.cache
         assert cache is not None
-        cache.flush()
+        cache.flush(durable=True)  # ranks may run on other machines: their boots differ
         barrier()
         if is_main():
-            cache.mark_complete()
+            cache.mark_complete(durable=True)
         barrier()
         cache.gather_rows()
         if not cache.complete:

@@ -394,7 +394,7 @@ class _Run:
             behind.wait()
             for c in (cache, lc):
                 if c is not None:
-                    c.flush()
+                    c.flush(self._durable())
 
         def record(maps: dict[str, torch.Tensor], pos: np.ndarray) -> None:
             for layer, a in maps.items():
@@ -419,9 +419,9 @@ class _Run:
                     lc.write(batch["pos"].numpy(), *self.labels.label_batch(batch))
                 behind.submit(record, maps, batch["pos"].numpy())
         if cache is not None and ran and sketch and is_main():
-            cache.mark_complete()
+            cache.mark_complete(self._durable())
             if lc is not None:
-                lc.mark_complete()
+                lc.mark_complete(self._durable())
         if cache is not None and not cache.complete:  # e.g. pass 1 finished earlier and its cache was removed
             self.cache = None
         self._forward_labels = self.labels.needs_forward and not (
@@ -522,10 +522,15 @@ class _Run:
                     mc.budget = self._mask_budget()  # the label cache is laid out on its first batch
                     side.submit(mc.write, batch["pos"].numpy(), record, size[0] * size[1], prep.result())
         if lc is not None and ran and is_main():
-            lc.mark_complete()
+            lc.mark_complete(self._durable())
         if lc is not None and not lc.complete:
             lc.close()
             self.label_cache = None
+
+    def _durable(self) -> bool:
+        """Whether the caches' rows must survive a crash of the machine (synced, not only this boot's:
+        :func:`~.cache.record_rows`): a cache kept after the run, or ranks that may run on other machines."""
+        return self.opts.keep_cache or rank_world()[1] > 1
 
     def _open_label_cache(self, forward: bool) -> LabelCache | None:
         """The label cache beside the activation cache, within what ``cache_gb`` leaves: filled in
@@ -826,6 +831,10 @@ class _Run:
                 cat.replace("concept_images", masks.get(layer, []), model=model_name, layer=layer)
         atomic_write_text(self.run_dir / LAYERS, json.dumps({self.tag[l]: l for l in self.layers}, indent=2) + "\n")
         atomic_write_text(self.run_dir / LABELS, json.dumps({"names": list(names), "categories": list(cats)}) + "\n")
+        if self.cache is not None and self.opts.keep_cache:  # kept: made to outlive this boot (a resumed run
+            self.cache.mark_complete(durable=True)  # may have completed it without keep_cache)
+            if self.label_cache is not None and self.label_cache.complete:
+                self.label_cache.mark_complete(durable=True)
         if self.cache is not None:
             self.cache.close()
         if self.cache is None or not self.opts.keep_cache:  # an incomplete cache is never kept

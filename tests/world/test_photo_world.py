@@ -17,6 +17,7 @@ from PIL import Image
 
 from unitscope.cli import main
 from unitscope.data import BrodenDataset, decode_mask
+from unitscope.data.label_store import STORE
 from unitscope.world import make_world, render_image, sources
 from unitscope.world.make import world_style
 from unitscope.world.photo import MixedStyle, PhotoStyle, placed_mask
@@ -55,7 +56,7 @@ def _digest(path: Path) -> dict[str, str]:
     return {
         str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(path.rglob("*"))
-        if p.is_file()
+        if p.is_file() and p.relative_to(path).parts != (STORE, "store.json")  # it records the files' times
     }
 
 

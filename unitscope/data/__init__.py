@@ -9,5 +9,6 @@ ds[0]["labels"].shape        # [K, 112, 112]: colour, object, part, material, te
 
 from unitscope.data.broden import BrodenDataset, decode_mask
 from unitscope.data.images import ImageReadError, load_image
+from unitscope.data.label_store import write_label_store
 
-__all__ = ["BrodenDataset", "ImageReadError", "decode_mask", "load_image"]
+__all__ = ["BrodenDataset", "ImageReadError", "decode_mask", "load_image", "write_label_store"]

@@ -100,6 +100,7 @@ class BrodenDataset(torch.utils.data.Dataset):
         transform: Callable[[Image.Image], torch.Tensor] | None = None,
         split: str | None = None,
         validate: str = "files",
+        label_store: bool = True,
     ):
         if validate not in ("none", "files", "full"):
             raise ValueError(f"validate must be 'none', 'files' or 'full', not {validate!r}")
@@ -112,6 +113,26 @@ class BrodenDataset(torch.utils.data.Dataset):
         self._read_index(categories, split)
         if validate != "none":
             self._check_files(decode=validate == "full")
+        self._store = None
+        if label_store:
+            from unitscope.data.label_store import LabelStore
+
+            self._store = LabelStore(self)
+
+    @property
+    def label_store(self) -> str:
+        """Where ``get`` reads label planes from: ``"fresh"`` (the folder's decoded store,
+        :mod:`unitscope.data.label_store`), ``"stale"`` (a store that no longer matches: PNGs) or ``"none"``."""
+        return self._store.state if self._store is not None else "none"
+
+    def mask_files(self) -> dict[str, list[str]]:
+        """Each requested category's mask files over every row of index.csv (any split), in index
+        order: paths relative to ``images/``."""
+        out: dict[str, list[str]] = {c: [] for c in self.categories}
+        for record in self._every:
+            for g, rel in record[3]:
+                out[self.categories[g]].append(rel)
+        return out
 
     # ------------------------------------------------------------------ tables
     def _read_labels(self) -> None:
@@ -224,6 +245,7 @@ class BrodenDataset(torch.utils.data.Dataset):
             [g for g, c in enumerate(categories) for _ in range(planes[c])], dtype=torch.long
         )
         self.num_image_labels = n_image
+        self._every = records  # every row, any split (the label store's rows)
         self._records = [r for r in records if split is None or r[1] == split]
         if split is not None and not self._records:
             splits = sorted({r[1] for r in records})
@@ -341,11 +363,14 @@ class BrodenDataset(torch.utils.data.Dataset):
             else:
                 out["image"] = torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).float().div_(255)
         if labels:
-            planes = np.zeros((self.num_planes,) + tuple(self.mask_size), np.int64)
-            used = dict.fromkeys(range(len(self.categories)), 0)
-            for g, rel in masks:
-                planes[self._plane_start[g] + used[g]] = self._load_mask(line, rel)
-                used[g] += 1
+            if self._store is not None and self._store.state == "fresh":
+                planes = self._store.planes(self._rows[i])  # decoded once, as below
+            else:
+                planes = np.zeros((self.num_planes,) + tuple(self.mask_size), np.int64)
+                used = dict.fromkeys(range(len(self.categories)), 0)
+                for g, rel in masks:
+                    planes[self._plane_start[g] + used[g]] = self._load_mask(line, rel)
+                    used[g] += 1
             image_labels = torch.zeros(self.num_image_labels, dtype=torch.long)
             image_labels[: len(numbers)] = torch.tensor(numbers, dtype=torch.long)
             out["labels"] = torch.from_numpy(planes)

@@ -247,6 +247,7 @@ def make_world(
     params = {**_params(n, size, seed, sh), **look.params()}
     state = _prepare(out, params)
     if state == "done":
+        _label_store(out)  # a world written before the store came, or whose store went stale
         return out
     (out / "images" / IMAGE_DIR).mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / PARTIAL, json.dumps(params, indent=1) + "\n")
@@ -277,7 +278,22 @@ def make_world(
     _write_tables(out, n, size, sh, scenes, freq, cov, look)
     atomic_write_text(out / MARKER, json.dumps(params, indent=1) + "\n")
     (out / PARTIAL).unlink(missing_ok=True)
+    _label_store(out)
     return out
+
+
+def _label_store(out: Path) -> None:
+    """The world's label planes decoded once for every dissection that reads them
+    (:mod:`unitscope.data.label_store`), unless a fresh store is there already."""
+    import warnings
+
+    from unitscope.data import BrodenDataset, write_label_store
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a stale store is rebuilt here, not reported
+        fresh = BrodenDataset(out, validate="none").label_store == "fresh"
+    if not fresh:
+        write_label_store(out)
 
 
 def _tally(result, freq, cov, scenes, style) -> None:

@@ -264,3 +264,22 @@ def test_label_combos_by_count_and_by_scatter_and_from_planes_agree(monkeypatch)
     none = iou.prepare_labels(labels[:, :0], image_labels, present, L)
     assert none.rows.shape == (20 * 24 * 24, 0)
     assert torch.equal(none.label_area, prep.label_area - iou.label_areas(flat, L))  # the image labels alone
+
+
+def test_label_planes_in_int16_and_in_torch_agree_with_the_plain_rules():
+    """label_planes (NumPy on int16 below 2**15 label numbers, torch on int32 above): each (pixel,
+    label) once, labels the image carries as image-level ones dropped, as the plain rules give."""
+    from unitscope.stats.iou import distinct_planes
+
+    _, labels, image_labels, _, _ = planes_world(n=20, k=4, size=24)
+    distinct = iou.distinct_image_labels(image_labels)
+    want = iou.drop_image_level(distinct_planes(labels.flatten(2)), distinct).to(torch.int32)
+    got = iou.label_planes(labels, distinct)
+    assert got.dtype == torch.int32 and torch.equal(got, want)
+    assert int((want == 0).sum()) > int((labels.flatten(2) == 0).sum())  # some repeats were dropped
+    big = 40000  # label numbers past int16: the torch path, the same rules
+    shifted = torch.where(labels > 0, labels + big, labels)
+    shifted_image = torch.where(distinct > 0, distinct + big, distinct)
+    want_big = iou.drop_image_level(distinct_planes(shifted.flatten(2)), shifted_image).to(torch.int32)
+    assert torch.equal(iou.label_planes(shifted, shifted_image), want_big)
+    assert torch.equal(torch.where(want_big > 0, want_big - big, want_big), want)

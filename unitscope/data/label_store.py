@@ -65,7 +65,7 @@ def write_label_store(root: str | Path, progress: bool = False) -> Path:
 
     root = Path(root)
     ds = BrodenDataset(root, validate="none", label_store=False)
-    tmp = root / f"{STORE}.tmp"
+    tmp = root / f"{STORE}.tmp{os.getpid()}"  # its own: two processes may build at once
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     top = len(ds.label_names) - 1
@@ -94,7 +94,12 @@ def write_label_store(root: str | Path, progress: bool = False) -> Path:
     atomic_write_text(tmp / "store.json", json.dumps(meta, indent=1) + "\n")
     final = root / STORE
     shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
+    try:
+        os.replace(tmp, final)
+    except OSError:  # another process put its store there first (the same planes): keep that one
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (final / "store.json").is_file():
+            raise
     return final
 
 

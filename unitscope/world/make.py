@@ -293,7 +293,10 @@ def _label_store(out: Path) -> None:
         warnings.simplefilter("ignore")  # a stale store is rebuilt here, not reported
         fresh = BrodenDataset(out, validate="none").label_store == "fresh"
     if not fresh:
-        write_label_store(out)
+        try:
+            write_label_store(out)
+        except OSError as exc:  # a read-only folder: the PNGs are decoded as before
+            warnings.warn(f"no label store for {out} ({exc}); its label planes are decoded from the PNGs", stacklevel=3)
 
 
 def _tally(result, freq, cov, scenes, style) -> None:

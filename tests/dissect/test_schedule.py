@@ -225,3 +225,32 @@ def test_with_closes_raising_the_threads_error_unless_the_block_raises_its_own(k
     with pytest.raises(KeyError), make(enabled=enabled) as thread:  # the block's error wins
         thread.submit(lambda: 1 / 0)
         raise KeyError("the batch's own error")
+
+
+def test_parts_cut_each_layer_into_one_slice_per_thread_in_unit_order():
+    each = LayerThreads(["a", "b", "c"], threads=2)
+    try:
+        assert each.threads == 2
+        assert each.parts({"a": 5, "b": 1, "c": 4}) == [
+            ("a", 0, 2),
+            ("a", 2, 5),
+            ("b", 0, 1),  # one unit: one part
+            ("c", 0, 2),
+            ("c", 2, 4),
+        ]
+        assert each.map(lambda part: part[2] - part[1], each.parts({"a": 5, "b": 1, "c": 4})) == [2, 3, 1, 2, 2]
+    finally:
+        each.__exit__()
+    serial = LayerThreads(["a"], threads=1)
+    assert serial.parts({"a": 320}) == [("a", 0, 320)]  # no threads: the whole layer at once
+
+
+def test_strip_groups_are_a_multiple_of_the_threads(monkeypatch):
+    from unitscope.dissect import exemplars
+
+    monkeypatch.setattr(exemplars.os, "cpu_count", lambda: 2)
+    assert [len(g) for g in exemplars._groups(320)] == [53, 53, 54, 53, 53, 54]  # not 5 of 64: none alone
+    assert [len(g) for g in exemplars._groups(128)] == [64, 64]
+    assert [len(g) for g in exemplars._groups(3)] == [1, 2]
+    assert exemplars._groups(0) == []
+    assert [u for g in exemplars._groups(1281) for u in g] == list(range(1281))

@@ -58,6 +58,7 @@ from unitscope.dissect.iou import (
     mask_pixel_lists,
     prepare_labels,
     select_units,
+    shift_units,
 )
 from unitscope.dissect.options import Options, with_overrides
 from unitscope.dissect.results import DissectResult, summarise, write_layer_rows
@@ -476,6 +477,7 @@ class _Run:
         lc = self._open_label_cache(forward=False)
         mc = self._open_mask_cache()
         ran = False
+        parts = each.parts({layer: self.shapes[layer][0] for layer in self.layers})
         # the batch's labels are prepared beside the layers' masks (which need none), and its mask
         # record written while the next batch is read: one side thread where a core is spare
         side = Side()
@@ -500,24 +502,31 @@ class _Run:
                 pos = batch["pos"].to(dev)
 
                 def count(
-                    layer: str, maps=maps, prep=prep, pos=pos, size=size
-                ) -> tuple[torch.Tensor, list[MaskPixels]]:
-                    a, t = maps[layer], self.tag[layer]
-                    stat[f"{t}_top"].add(a, pos)
-                    masks = mask_pixel_lists(a, thresholds[layer][0], size)
+                    part: tuple[str, int, int], maps=maps, prep=prep, pos=pos, size=size
+                ) -> tuple[list[MaskPixels], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+                    layer, lo, hi = part
+                    a, t, th = maps[layer], self.tag[layer], thresholds[layer][0]
+                    whole = lo == 0 and hi == a.shape[1]
+                    masks = mask_pixel_lists(a if whole else a[:, lo:hi], th if whole else th[lo:hi], size)
                     labels = prep.result()
-                    inter, area, label_area = count_masks(
-                        masks, *a.shape[:2], labels, [torch.arange(len(a), device=dev)], **kw
-                    )
-                    stat[f"{t}_iou"].add_counts(inter[0], area[0], label_area)
-                    out = self.values[layer].post(a) if self.rots[layer] else a  # rotations of the layer's output
-                    for r, rot in enumerate(self.rots[layer]):
-                        stat[f"{t}_r{r}_iou"].add_counts(
-                            *count_batch(rotate(out, rot), thresholds[layer][r + 1], labels, **kw)
-                        )
-                    return thresholds[layer][0], masks
+                    counts = count_masks(masks, len(a), hi - lo, labels, [torch.arange(len(a), device=dev)], **kw)
+                    if lo == 0:  # the layer's top-k and rotations: one part's, so one thread's statistics
+                        stat[f"{t}_top"].add(a, pos)
+                        out = self.values[layer].post(a) if self.rots[layer] else a  # rotations of the output
+                        for r, rot in enumerate(self.rots[layer]):
+                            stat[f"{t}_r{r}_iou"].add_counts(
+                                *count_batch(rotate(out, rot), thresholds[layer][r + 1], labels, **kw)
+                            )
+                    return [shift_units(m, lo) for m in masks], counts
 
-                record = {self.tag[layer]: r for layer, r in each(count).items()}  # each layer's statistics its own
+                done = each.map(count, parts)
+                record = {}
+                for layer in self.layers:  # the parts joined in unit order, here: bit-identical to one part
+                    mine = [d for p, d in zip(parts, done) if p[0] == layer]
+                    t = self.tag[layer]
+                    inter, area = (torch.cat([counts[i][0] for _, counts in mine]) for i in (0, 1))
+                    stat[f"{t}_iou"].add_counts(inter, area, mine[0][1][2])
+                    record[t] = (thresholds[layer][0], [m for masks, _ in mine for m in masks])
                 if mc is not None:  # for pass 3: the candidates' masks without finding them again
                     mc.budget = self._mask_budget()  # the label cache is laid out on its first batch
                     side.submit(mc.write, batch["pos"].numpy(), record, size[0] * size[1], prep.result())

@@ -234,8 +234,7 @@ def write_layer_strips(
             _save_strip(run_dir, paths[-1], _exemplar_strip(thumbs, idx, k, packed.get(row)))
         return paths
 
-    groups = [range(a, min(a + _GROUP, len(units))) for a in range(0, len(units), _GROUP)]
-    return [path for part in _in_threads(render, groups) for path in part]
+    return [path for part in _in_threads(render, _groups(len(units))) for path in part]
 
 
 def _exemplar_strip(
@@ -363,13 +362,28 @@ def _concept_strip(thumbs: Thumbnails, idx: list[int], k: int, masks: list[np.nd
     return strip
 
 
+def _groups(n: int) -> list[range]:
+    """``range(n)`` cut into groups of at most ``_GROUP``, as many as a multiple of the threads of
+    :func:`_in_threads`, so that no thread draws the last group alone (320 units on 2 threads: 6
+    groups of 53-54, not 5 of 64)."""
+    threads = _threads()
+    count = -(-n // _GROUP)
+    count = -(-count // threads) * threads
+    cuts = [n * i // count for i in range(count + 1)] if n else [0]
+    return [range(lo, hi) for lo, hi in zip(cuts, cuts[1:]) if hi > lo]
+
+
+def _threads() -> int:
+    return max(1, min(16, os.cpu_count() or 1))
+
+
 def _in_threads(fn, items) -> list:
     """``[fn(x) for x in items]`` on a thread per core (at most 16): image decoding, PIL's
     compositing, JPEG encoding and the large NumPy operations of a strip release the GIL, so the
     strips use every core."""
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(max_workers=max(1, min(16, os.cpu_count() or 1))) as pool:
+    with ThreadPoolExecutor(max_workers=_threads()) as pool:
         return list(pool.map(fn, items))
 
 

@@ -442,6 +442,12 @@ def drop_image_level(flat_labels: torch.Tensor, image_labels: torch.Tensor) -> t
     return flat_labels.masked_fill(covered, 0)
 
 
+def shift_units(masks: MaskPixels, first: int) -> MaskPixels:
+    """``masks`` of a layer's units ``first, first + 1, ...`` (found on a slice of its maps) numbered
+    as units of the whole layer."""
+    return masks if not first else MaskPixels(masks.img, masks.unit + first, masks.pair, masks.pix)
+
+
 def select_units(masks: MaskPixels, units: torch.Tensor, num_units: int) -> MaskPixels:
     """The pairs of ``units [U]`` (of ``num_units``) in ``masks``, renumbered ``0..U-1`` in the
     order of ``units``: the masks pass 3 counts, from the masks of every unit."""

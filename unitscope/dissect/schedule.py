@@ -50,16 +50,34 @@ class LayerThreads:
         self.layers = list(layers)
         self._one = OneTorchThread(one_torch_thread)
         self._one.__enter__()
-        n = threads if threads is not None else (len(self.layers) if spare_cores() >= 2 else 1)
-        self._pool = ThreadPoolExecutor(n, thread_name_prefix="dissect-layer") if n > 1 and len(layers) > 1 else None
+        spare = spare_cores()
+        self.threads = threads if threads is not None else (min(16, max(spare, len(self.layers))) if spare >= 2 else 1)
+        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="dissect-layer") if self.threads > 1 else None
 
     def __call__(self, fn: Callable[[str], T]) -> dict[str, T]:
+        return dict(zip(self.layers, self.map(fn, self.layers)))
+
+    def map(self, fn: Callable[[Any], T], items: Sequence[Any]) -> list[T]:
+        """``[fn(x) for x in items]``, in the threads where there are any; every call has ended
+        before the first error is raised (no call outlives the batch)."""
         if self._pool is None:
-            return {layer: fn(layer) for layer in self.layers}
-        futures = {layer: self._pool.submit(fn, layer) for layer in self.layers}
-        for f in futures.values():  # all ended before the first error is raised: no call outlives the batch
+            return [fn(x) for x in items]
+        futures = [self._pool.submit(fn, x) for x in items]
+        for f in futures:
             f.exception()
-        return {layer: f.result() for layer, f in futures.items()}
+        return [f.result() for f in futures]
+
+    def parts(self, units: dict[str, int]) -> list[tuple[str, int, int]]:
+        """Each layer's units ``{layer: C}`` cut into contiguous ``(layer, lo, hi)`` parts, as many per
+        layer as there are threads, so that one layer (or one large one) keeps every thread busy:
+        a layer's masks and counts are per unit, its parts counted side by side and joined in order."""
+        out = []
+        for layer in self.layers:
+            c = units[layer]
+            k = max(1, min(self.threads, c))
+            cuts = [c * i // k for i in range(k + 1)]
+            out += [(layer, lo, hi) for lo, hi in zip(cuts, cuts[1:])]
+        return out
 
     def __enter__(self) -> LayerThreads:
         return self

@@ -39,9 +39,10 @@ def spare_cores() -> int:
 
 
 class LayerThreads:
-    """``each(fn)`` -> ``{layer: fn(layer)}``, the layers in a thread each where :func:`spare_cores`
-    is at least 2 (or ``threads`` says so), else one after the other. An exception in any layer
-    is raised after every layer's call has ended.
+    """``each(fn)`` -> ``{layer: fn(layer)}``, and ``each.map(fn, each.parts(units))`` over parts of
+    the layers' units, in ``threads`` threads (the spare cores, at least one per layer) where
+    :func:`spare_cores` is at least 2 (or ``threads`` says so), else one after the other. An
+    exception in any call is raised after every call of the batch has ended.
 
     ``one_torch_thread``: torch at one thread until the context ends (:class:`OneTorchThread`),
     and the layers (and a :class:`Side` thread) take the cores instead."""

@@ -144,7 +144,7 @@ class ActivationCache:
         self.gather_rows()
         if not (self.folder / "index.json").exists() or not (self.rows > 0).all():
             return False
-        mark_complete(self.folder, self.n, durable)
+        write_complete_marker(self.folder, self.n, durable)
         return True
 
     def close(self) -> None:
@@ -195,7 +195,7 @@ def gathered_rows(folder: Path, rows: np.ndarray) -> np.ndarray:
     return rows
 
 
-def mark_complete(folder: Path, n: int, durable: bool) -> None:
+def write_complete_marker(folder: Path, n: int, durable: bool) -> None:
     """Write ``folder``'s ``complete`` marker (stamped with this boot unless ``durable``: :func:`record_rows`)."""
     boot = "" if durable else boot_id()
     atomic_write_text(folder / "complete", json.dumps({"images": n, **({"boot": boot} if boot else {})}) + "\n")
@@ -414,7 +414,7 @@ class LabelCache:
         self.gather_rows()
         if not (self.rows > 0).all():
             return False
-        mark_complete(self.folder, self.n, durable)
+        write_complete_marker(self.folder, self.n, durable)
         return True
 
     def close(self) -> None:

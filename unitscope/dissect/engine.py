@@ -505,9 +505,9 @@ class _Run:
                     part: tuple[str, int, int], maps=maps, prep=prep, pos=pos, size=size
                 ) -> tuple[list[MaskPixels], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
                     layer, lo, hi = part
-                    a, t, th = maps[layer], self.tag[layer], thresholds[layer][0]
-                    whole = lo == 0 and hi == a.shape[1]
-                    masks = mask_pixel_lists(a if whole else a[:, lo:hi], th if whole else th[lo:hi], size)
+                    a, t = maps[layer], self.tag[layer]
+                    # the whole layer's slice is the map itself (a contiguous view: no copy)
+                    masks = mask_pixel_lists(a[:, lo:hi], thresholds[layer][0][lo:hi], size)
                     labels = prep.result()
                     counts = count_masks(masks, len(a), hi - lo, labels, [torch.arange(len(a), device=dev)], **kw)
                     if lo == 0:  # the layer's top-k and rotations: one part's, so one thread's statistics

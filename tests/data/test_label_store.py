@@ -9,6 +9,7 @@ import torch
 
 from unitscope.data import BrodenDataset, write_label_store
 from unitscope.data.label_store import STORE
+from unitscope.dissect.sources import BrodenLabels
 from unitscope.world import make_world
 
 
@@ -37,6 +38,8 @@ def test_the_world_writes_its_store_and_reads_give_the_decoded_planes(world):
     same_labels(BrodenDataset(world, categories=cats), BrodenDataset(world, categories=cats, label_store=False))
     split = sorted({stored.split_of(i) for i in range(len(stored))})[-1]
     same_labels(BrodenDataset(world, split=split), BrodenDataset(world, split=split, label_store=False))
+    # a dissection reads stored planes in its own process (no DataLoader worker), decoded ones in workers
+    assert BrodenLabels(stored).cheap and not BrodenLabels(decoded).cheap
     assert stored._store._array is not None  # mapped by the reads above
     again = pickle.loads(pickle.dumps(stored))  # a spawned DataLoader worker maps the file again
     assert again._store._array is None  # the mapping travels, not its bytes

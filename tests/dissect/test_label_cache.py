@@ -64,3 +64,35 @@ def test_kill_at_label_write_then_resume_gives_the_uninterrupted_catalog(tmp_pat
             return db.execute("select * from dissection order by 1, 2, 3").fetchall()
 
     assert rows("ref") == rows("cut")
+
+
+class CheapLabels(CountingLabels):
+    cheap = True  # read from stored arrays (as a Broden folder's label store): no worker for them
+
+
+def test_cheap_labels_are_read_in_this_process_without_a_worker_and_count_the_same(tmp_path, monkeypatch):
+    from unitscope.dissect import engine
+
+    workers = {}
+    tally = engine.tally
+
+    def recording(stat, items, **kw):
+        workers[kw["name"]] = kw["num_workers"]
+        return tally(stat, items, **kw)
+
+    monkeypatch.setattr(engine, "tally", recording)
+    maps, labels, image_labels, present = table_world()
+    results = {}
+    for name, kind in (("forked", CountingLabels), ("cheap", CheapLabels)):
+        src = kind(labels, image_labels, present)
+        opts = Options(cache_gb=1.0, num_workers=1, **OPTS)
+        results[name] = dissect_sources(TableActivations(maps), src, tmp_path / name, opts).layers["feat"], src
+        assert workers["pass1"] == 1  # the model's pass keeps its worker
+        # pass 2 reads maps from the cache: a worker only where the labels need decoding; pass 3 reads
+        # the label cache too, so nothing at all
+        assert (workers["pass2"], workers["pass3"]) == ((1, 0) if kind is CountingLabels else (0, 0))
+    assert results["forked"][1].reads == 0  # pass 2 read every plane in the worker, pass 3 the label cache
+    assert results["cheap"][1].reads == 40  # and here in this process
+    (forked, _), (cheap, _) = results["forked"], results["cheap"]
+    assert np.isfinite(cheap.p_value).sum() == 3
+    assert np.array_equal(forked.p_value, cheap.p_value, equal_nan=True) and np.array_equal(forked.iou, cheap.iou)

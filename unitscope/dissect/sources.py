@@ -80,6 +80,9 @@ class LabelSource(ABC):
     label_category: torch.Tensor
     categories: list[str]
     needs_forward: bool = False  # labels come from what ``activations`` puts in the batch: pass 2 runs it
+    # ``load`` reads stored arrays (no decoding): cheaper in the main process than a worker process,
+    # whose fork makes every page the main process writes while the worker lives a copy-on-write fault
+    cheap: bool = False
 
     @abstractmethod
     def load(self, pos: int) -> dict[str, Any]:
@@ -263,6 +266,7 @@ class BrodenLabels(LabelSource):
 
     def __init__(self, dataset: Any):
         self.dataset = dataset
+        self.cheap = getattr(dataset, "label_store", "none") == "fresh"  # planes read from its label store
         self.label_names = list(dataset.label_names)
         self.label_category = torch.as_tensor(dataset.label_category, dtype=torch.long)
         self.categories = list(dataset.categories)
@@ -289,6 +293,12 @@ class Items(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return self.n
+
+    @property
+    def cheap(self) -> bool:
+        """Whether an item costs no decoding (no activation source; labels none or ``cheap``): then the
+        main process reads it, and no DataLoader worker is started for it."""
+        return self.acts is None and (self.labels is None or self.labels.cheap)
 
     def __getitem__(self, pos: int) -> dict[str, Any]:
         out: dict[str, Any] = {"pos": pos}

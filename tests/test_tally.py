@@ -268,3 +268,42 @@ def test_keep_freed_memory_reuses_a_large_freed_buffer_without_page_faults() -> 
     for _ in range(6):  # the heap grows to hold it (the first one to three allocations fault it in)
         faults()
     assert max(faults() for _ in range(3)) < 2**26 * 4 // 4096 // 20  # then it stays: no 65,536 faults
+
+
+_THREADS = """
+import resource, threading, torch
+from unitscope.tally import keep_freed_memory
+torch.set_num_threads(1)  # no OpenMP threads: only the threads below allocate
+keep_freed_memory()
+torch.ones(2**25)  # 128 MB written and freed by the main thread
+faults, held = [], threading.Barrier(2)
+def work():
+    before = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+    block = torch.ones(2**23)  # 32 MB each, both held at once (as the passes' threads hold their buffers)
+    held.wait()
+    faults.append(resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - before)
+    del block
+threads = [threading.Thread(target=work) for _ in range(2)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print(*faults)
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_keep_freed_memory_lets_threads_reuse_what_the_main_thread_freed() -> None:
+    """Two threads at once, each writing a 32 MB block after the main thread freed 128 MB: with a
+    heap per thread, each faulted its 8,192 pages in; with one heap for every thread, they reuse
+    the main thread's. In a fresh process: threads the test process ran earlier hold heaps of their own."""
+
+    def faults(env: dict[str, str]) -> list[int]:
+        out = subprocess.run(
+            [sys.executable, "-c", _THREADS], env={**os.environ, **env}, capture_output=True, text=True, check=True
+        )
+        return [int(x) for x in out.stdout.split()]
+
+    pages = 2**23 * 4 // 4096
+    assert min(faults({"UNITSCOPE_MALLOC": "system"})) > pages * 0.9  # glibc's defaults
+    assert max(faults({"UNITSCOPE_MALLOC": ""})) < pages // 20

@@ -90,7 +90,7 @@ from unitscope.runs import (
     save_arrays,
 )
 from unitscope.stats import CombinedStat, IoUCounts, NullIoUCounts, Quantile, TopK
-from unitscope.tally import TallyKeyError, changed_key_fields, check_resumable, tally
+from unitscope.tally import TallyKeyError, changed_key_fields, check_resumable, keep_freed_memory, tally
 
 RUN_OUTPUTS = (
     "pass1",
@@ -223,6 +223,7 @@ def dissect_sources(
     opts = opts if opts is not None else Options()
     opts = dataclasses.replace(opts, device=torch.device(opts.device), fresh=fresh or opts.fresh)
     fresh = opts.fresh
+    keep_freed_memory()  # before any thread of the run starts (torch's too): they all allocate from one heap
     run = _Run.prepare(acts, labels, Path(run_dir), opts, fresh)  # validates; writes nothing
     run.open(fresh, config)
     thresholds = run.pass1()

@@ -40,6 +40,13 @@ def test_the_world_writes_its_store_and_reads_give_the_decoded_planes(world):
     same_labels(BrodenDataset(world, split=split), BrodenDataset(world, split=split, label_store=False))
     # a dissection reads stored planes in its own process (no DataLoader worker), decoded ones in workers
     assert BrodenLabels(stored).cheap and not BrodenLabels(decoded).cheap
+    # narrow planes: the store's type, from the store or the PNGs alike, the same numbers; a dissection reads them
+    assert stored.plane_dtype == decoded.plane_dtype == np.int8  # the world's labels number below 128
+    for ds in (stored, decoded):
+        for i in range(len(ds)):
+            wide, narrow = ds.get(i, image=False)["labels"], ds.get(i, image=False, narrow=True)["labels"]
+            assert narrow.dtype == torch.int8 and torch.equal(narrow.long(), wide)
+            assert torch.equal(BrodenLabels(ds).load(i)["labels"], narrow)
     assert stored._store._array is not None  # mapped by the reads above
     again = pickle.loads(pickle.dumps(stored))  # a spawned DataLoader worker maps the file again
     assert again._store._array is None  # the mapping travels, not its bytes

@@ -68,8 +68,7 @@ def write_label_store(root: str | Path, progress: bool = False) -> Path:
     tmp = root / f"{STORE}.tmp{os.getpid()}"  # its own: two processes may build at once
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    top = len(ds.label_names) - 1
-    dtype = np.int8 if top <= 127 else np.int16 if top <= 32767 else np.int32
+    dtype = ds.plane_dtype
     shape = (len(ds), ds.num_planes, *ds.mask_size)
     planes = np.lib.format.open_memmap(tmp / "planes.npy", mode="w+", dtype=dtype, shape=shape)
     rows = range(len(ds))
@@ -146,10 +145,11 @@ class LabelStore:
         self._take = np.asarray(take, np.int64)
         self.state = "fresh"
 
-    def planes(self, row: int) -> np.ndarray:
+    def planes(self, row: int, dtype: Any = np.int64) -> np.ndarray:
         if self._array is None:
             self._array = np.load(self.folder / "planes.npy", mmap_mode="r")
-        return self._array[row].take(self._take, axis=0).astype(np.int64)  # a copy: the map stays read-only
+        # take copies (the map stays read-only); no second copy where the store's type is the one asked for
+        return self._array[row].take(self._take, axis=0).astype(dtype, copy=False)
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_array": None}  # the mapping, not its bytes

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from unitscope.data.broden import BrodenDataset
 from unitscope.hooks import TraceDict, tokens_to_map
 from unitscope.layers import LayerValues, list_layers, resolve_layer
 from unitscope.models import get_info
@@ -273,7 +274,10 @@ class BrodenLabels(LabelSource):
 
     def load(self, pos: int) -> dict[str, Any]:
         get = getattr(self.dataset, "get", None)
-        item = get(pos, image=False, labels=True) if get else self.dataset[pos]
+        if isinstance(self.dataset, BrodenDataset):  # planes in the store's own narrow type: no widening
+            item = self.dataset.get(pos, image=False, labels=True, narrow=True)
+        else:
+            item = get(pos, image=False, labels=True) if get else self.dataset[pos]
         return {
             "labels": item["labels"],
             "image_labels": item["image_labels"],

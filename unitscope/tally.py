@@ -241,8 +241,8 @@ def keep_freed_memory() -> bool:
     Threads started after the call (the passes' layer threads, the strips) allocate from that same
     heap (``M_ARENA_MAX`` 1): each thread would otherwise get an arena of its own, whose freed blocks
     go back to the OS when a heap of it empties, so every new thread faulted its buffers in again
-    (``bench_dissect.py``, blocks.6 after pass 1: about 200,000 minor faults, 4.3-7.8 s CPU, against
-    80,000-115,000 and 4.3-4.7 s with one heap; the kernel's zeroing was a fifth of that CPU).
+    (``bench_dissect.py``, blocks.6 after pass 1: about 200,000 minor faults and 4.7-6.6 s CPU, against
+    80,000-115,000 and 4.3-4.7 s with one heap; the kernel's zeroing of them was up to a fifth of it).
     """
     global _KEPT
     if _KEPT is None:

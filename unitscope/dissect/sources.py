@@ -273,10 +273,10 @@ class BrodenLabels(LabelSource):
         self.categories = list(dataset.categories)
 
     def load(self, pos: int) -> dict[str, Any]:
-        get = getattr(self.dataset, "get", None)
         if isinstance(self.dataset, BrodenDataset):  # planes in the store's own narrow type: no widening
             item = self.dataset.get(pos, image=False, labels=True, narrow=True)
         else:
+            get = getattr(self.dataset, "get", None)
             item = get(pos, image=False, labels=True) if get else self.dataset[pos]
         return {
             "labels": item["labels"],

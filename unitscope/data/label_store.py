@@ -10,7 +10,8 @@ Decoding a row's mask PNGs (the labels of every category, checked against label.
 overhead: 1.6 s of each dissection's pass 2 at 1,000 images, in every dissection of the same data
 set. The store holds the same planes as one array (``planes.npy``, ``[rows, K, sh, sw]`` in the
 narrowest integer type the label numbers fit), memory-mapped: a row costs a copy. Reads give the
-arrays decoding gives, bit for bit (``int64``, the same plane layout, any categories or split).
+arrays decoding gives, bit for bit (``int64``, or the store's own type with ``get(..., narrow=True)``;
+the same plane layout, any categories or split).
 
 ``store.json`` records what the planes were decoded from: the tables' bytes (hashed) and every
 mask file's size and modification time. A store that no longer matches is never read (the PNGs
@@ -104,8 +105,9 @@ def write_label_store(root: str | Path, progress: bool = False) -> Path:
 
 class LabelStore:
     """The store of ``ds``'s folder as ``ds`` reads it (its categories, all rows): ``state`` is
-    ``"fresh"``, ``"stale"`` or ``"none"``; :meth:`planes` row ``r`` of index.csv, ``int64``
-    ``[K, sh, sw]`` in ``ds``'s plane layout. The array is mapped on first use in each process
+    ``"fresh"``, ``"stale"`` or ``"none"``; :meth:`planes` row ``r`` of index.csv, ``[K, sh, sw]``
+    in ``ds``'s plane layout, as ``dtype`` (``int64`` unless asked; no copy beyond the read where it
+    is the store's own). The array is mapped on first use in each process
     (a pickled data set, e.g. for spawned DataLoader workers, maps it again)."""
 
     def __init__(self, ds: BrodenDataset):

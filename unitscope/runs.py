@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 if TYPE_CHECKING:
     import numpy as np
@@ -38,16 +39,19 @@ BASES = "bases"  # fitted bases (unitscope.bases) and their fit cache
 # a dissection's own checkpoints are pass1/, pass2/, pass3/ (unitscope.dissect.engine)
 
 
-def atomic_write_bytes(path: str | Path, data: bytes, fsync: bool = True) -> None:
-    """Write ``data`` to a temporary file beside ``path`` and rename it into place. ``fsync=False``
-    skips flushing to disk: the file is still whole or absent after a crash of this process, not
-    after a power loss (fine for bulk outputs that are cheap to make again)."""
+@contextmanager
+def atomic_writer(path: str | Path, fsync: bool = True) -> Iterator[BinaryIO]:
+    """A binary file to write ``path`` through: a temporary file beside it, renamed into place when
+    the block ends without an error (deleted when it raises). ``fsync=False`` skips flushing to disk:
+    the file is still whole or absent after a crash of this process, not after a power loss (fine
+    for bulk outputs that are cheap to make again). A real file, not a buffer: writers that encode
+    straight into a file descriptor (PIL's JPEG encoder) let other threads run meanwhile."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             if fsync:
                 f.flush()
                 os.fsync(f.fileno())
@@ -56,6 +60,12 @@ def atomic_write_bytes(path: str | Path, data: bytes, fsync: bool = True) -> Non
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes, fsync: bool = True) -> None:
+    """Write ``data`` to ``path`` through :func:`atomic_writer`: readers never see half a file."""
+    with atomic_writer(path, fsync) as f:
+        f.write(data)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

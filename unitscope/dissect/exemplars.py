@@ -20,7 +20,6 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from io import BytesIO
 from typing import Any
 
 import numpy as np
@@ -28,7 +27,7 @@ import torch
 
 from unitscope.dissect.iou import mask_pixel_lists
 from unitscope.dissect.sources import ActivationSource, Items, LabelSource, collate_items
-from unitscope.runs import IMAGES, atomic_write_bytes
+from unitscope.runs import IMAGES, atomic_writer
 
 _THUMB = 224  # px per exemplar at most: a 224 px data set's images stay sharp at full size on the unit page
 _MIN_THUMB = 64  # tiny test images are still drawn large enough to see a mask
@@ -177,13 +176,14 @@ def _rgb(packed: np.ndarray) -> np.ndarray:
 
 
 def _save_strip(run_dir, rel: str, strip: np.ndarray) -> None:
-    """``strip``: ``[H, W]`` packed RGBX pixels (:func:`_pack`), encoded in place."""
+    """``strip``: ``[H, W]`` packed RGBX pixels (:func:`_pack`), encoded in place, straight into the
+    file: PIL's JPEG encoder lets other threads run while it writes to a file descriptor, not while
+    it fills a buffer (2 threads encoding into ``BytesIO`` took 2.4x the time of one, into files 1.3x)."""
     from PIL import Image
 
-    buf = BytesIO()
     image = Image.frombuffer("RGBX", (strip.shape[1], strip.shape[0]), np.ascontiguousarray(strip), "raw", "RGBX", 0, 1)
-    image.save(buf, format="JPEG", quality=85)
-    atomic_write_bytes(run_dir / rel, buf.getvalue(), fsync=False)  # made again by a rerun: no flush per file
+    with atomic_writer(run_dir / rel, fsync=False) as f:  # made again by a rerun: no flush per file
+        image.save(f, format="JPEG", quality=85)
 
 
 def write_exemplar_strips(run_dir, dataset, layers, tag, forward, cache, thresholds, tops) -> dict[str, list[str]]:

@@ -379,8 +379,8 @@ def _threads() -> int:
 
 def _in_threads(fn, items) -> list:
     """``[fn(x) for x in items]`` on a thread per core (at most 16): image decoding, PIL's
-    compositing, JPEG encoding and the large NumPy operations of a strip release the GIL, so the
-    strips use every core."""
+    compositing, JPEG encoding into a file (:func:`_save_strip`) and the large NumPy operations of a
+    strip release the GIL, so the strips use every core."""
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=_threads()) as pool:

@@ -34,7 +34,7 @@ lint: venv
 test: venv lint
 	$(PY) -m pytest -q -p no:randomly $(PYTEST_ARGS)
 
-# the same suite in a random order (the seed is printed; -p 'randomly_seed=N' repeats it)
+# the same suite in a random order (the seed is printed; PYTEST_ARGS=--randomly-seed=N repeats it)
 test-random: venv
 	$(PY) -m pytest -q -p randomly $(PYTEST_ARGS)
 

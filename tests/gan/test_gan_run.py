@@ -57,6 +57,15 @@ def run(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture
+def own_run(run: Path, tmp_path: Path) -> Path:
+    """A copy of the module's run for a test that reruns stages with other settings: the other tests
+    read the rows of SETTINGS, whatever order pytest-randomly runs them in."""
+    import shutil
+
+    return Path(shutil.copytree(run, tmp_path / "run"))
+
+
 def test_every_stage_writes_the_rows_the_generator_implies(run: Path) -> None:
     assert unit_order(run, "feat", "door")[0][0] == 0
     with Catalog(run / "catalog.sqlite") as cat:
@@ -89,7 +98,8 @@ def test_every_stage_writes_the_rows_the_generator_implies(run: Path) -> None:
         assert gan.images["removal:door"] == examples["removal:door"] and gan.rows["effects"][0]["ace_rank"] == 1
 
 
-def test_a_rerun_skips_finished_stages_and_redoes_one_whose_settings_changed(run: Path) -> None:
+def test_a_rerun_skips_finished_stages_and_redoes_one_whose_settings_changed(own_run: Path) -> None:
+    run = own_run
     assert analyse(run, soft_generator(), SoftSegmenter(), Settings(**SETTINGS), log=lambda line: None) == {}
     changed = analyse(
         run, soft_generator(), SoftSegmenter(), Settings(**{**SETTINGS, "ks": [1, 2]}), log=lambda line: None
@@ -120,7 +130,8 @@ def test_the_report_has_the_generator_section_and_card_rows(run: Path) -> None:
     assert "UNITSCOPE_PARTS.gan" in (run / "index.html").read_text() + (run / "report.js").read_text()
 
 
-def test_the_command_reads_the_run_and_refuses_a_layer_it_did_not_dissect(run: Path, capsys) -> None:
+def test_the_command_reads_the_run_and_refuses_a_layer_it_did_not_dissect(own_run: Path, capsys) -> None:
+    run = own_run
     from unitscope.cli import main
 
     assert main(["gan", str(run), "--concept", "door", "--layer", "feet", "--no-report"]) == 2

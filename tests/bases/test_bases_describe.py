@@ -34,17 +34,25 @@ def run(tmp_path_factory):
     return dissect_planted(model, world, tmp_path_factory.mktemp("run") / "run", basis=["units", "nmf:n=3:passes=30"])
 
 
-def test_describe_a_basis_names_its_planted_colours(run):
+@pytest.fixture(scope="module")
+def described(run):
+    """The run with both layers described: what every test here reads, whatever order they run in."""
+    from unitscope.describe.run import Options, describe_run
+
+    describe_run(run, ["feat", "feat#nmf"], Options(quantile=0.5, draws=10, progress=False))
+    return run
+
+
+def test_describe_a_basis_names_its_planted_colours(run, described):
     from tests.helpers.planted import COLOURS
     from unitscope.bases import load_basis, stability
-    from unitscope.describe.run import Options, describe_run, run_layers
+    from unitscope.describe.run import run_layers
 
     assert run_layers(run, ["feat#nmf"]) == ["feat#nmf"]
     with pytest.raises(ValueError, match="feat#nmf"):
         run_layers(run, ["feat#sae"])  # the error lists the run's layers, pseudo-layers included
     nmf = load_basis(run / "bases" / "l0" / "nmf")
     assert stability(nmf.directions, torch.nn.functional.normalize(MIX.t(), dim=1)) > 0.999  # the colours' rows
-    describe_run(run, ["feat", "feat#nmf"], Options(quantile=0.5, draws=10, progress=False))
     with sqlite3.connect(run / "catalog.sqlite") as db:
         rows = db.execute(
             "SELECT layer, unit, formula, f1 FROM descriptions WHERE kind = 'pmi' ORDER BY layer, unit"
@@ -55,9 +63,11 @@ def test_describe_a_basis_names_its_planted_colours(run):
     assert sorted(unit_rows) == sorted(f"{a} OR {b}" for a, b in [("green", "red"), ("blue", "green"), ("blue", "red")])
 
 
-def test_direction_descriptions_reach_search_and_the_unit_facts(run):
+def test_direction_descriptions_reach_search_and_the_unit_facts(described):
     from unitscope.describe.search import search_units
     from unitscope.serve.runinfo import RunInfo
+
+    run = described
 
     hits = search_units(run, "red")
     assert any(h["layer"] == "feat#nmf" and h["description"] == "red" for h in hits)

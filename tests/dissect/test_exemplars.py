@@ -5,6 +5,7 @@ rendered alone (``write_layer_strips``) are the files ``write_unit_strips`` writ
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -82,7 +83,9 @@ def _reference_exemplar(world: _World, u: int, th: torch.Tensor) -> np.ndarray:
     return out
 
 
-def test_exemplar_strips_equal_the_whole_strip_composited_at_once():
+@pytest.mark.parametrize("box_area", [0, 4, 10**9])  # pixel by pixel; either, by the mask; on the box
+def test_exemplar_strips_equal_the_whole_strip_composited_at_once(box_area, monkeypatch):
+    monkeypatch.setattr(ex, "_BOX_AREA", box_area)
     world = _World()
     source, th = world.source(), _thresholds(world)
     thumbs = ex.Thumbnails(source.picture, SIZE)

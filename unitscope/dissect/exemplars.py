@@ -35,6 +35,7 @@ _MIN_THUMB = 64  # tiny test images are still drawn large enough to see a mask
 # exemplars spread over the data set, so a cache smaller than the images in use misses on nearly
 # every tile (256 entries: 15,252 decodes for 21,920 tiles of a 300-image run)
 _THUMB_CACHE = 1024
+_BOX_AREA = 4  # a mask whose bounding box is at most this many times its pixels is drawn on its box
 _GROUP = 64  # units whose exemplar masks are found at once by one thread (then drawn by it)
 
 
@@ -243,8 +244,9 @@ def _exemplar_strip(
     """A unit's exemplar strip ``[size, k * (size + 2)]`` (packed RGBX pixels, :func:`_pack`): the
     tiles of ``idx`` dimmed, each one's mask pixels (``packed``: exemplar ``[E]`` and pixel ``[E]``,
     :func:`_exemplar_masks`) as they were, or yellow where a mask pixel has a 4-neighbour outside the
-    mask (the outline, as :func:`_outline`); gaps and empty slots white. NumPy on the cached tiles,
-    the mask's own pixels only: its cost does not grow with the area of scattered masks."""
+    mask (the outline, as :func:`_outline`); gaps and empty slots white. NumPy on the cached tiles:
+    a compact mask (its bounding box at most ``_BOX_AREA`` times its pixels) drawn on its box, a
+    scattered one pixel by pixel, so the cost follows the mask's pixels, not its box's area."""
     size = thumbs.size
     strip = _blank_strip(size, k, len(idx))
     for j, i in enumerate(idx):
@@ -254,13 +256,34 @@ def _exemplar_strip(
     canvas = np.zeros(wide * wide, bool)
     for j, pix in _tile_pixels(packed, len(idx)):
         row = pix // size
+        col = pix - row * size
+        y0, y1, x0, x1 = int(row.min()), int(row.max()) + 1, int(col.min()), int(col.max()) + 1
+        if (y1 - y0) * (x1 - x0) <= _BOX_AREA * len(pix):
+            _draw_on_box(strip[:, j * wide : j * wide + size], thumbs.tile(idx[j]), row, col, (y0, y1, x0, x1))
+            continue
         at = pix + row * 2 + (wide + 1)  # [P]: each pixel on the padded canvas
         canvas[at] = True
         inner = canvas[at - 1] & canvas[at + 1] & canvas[at - wide] & canvas[at + wide]
         canvas[at] = False
         values = np.where(inner, thumbs.tile(idx[j]).reshape(-1)[pix], _YELLOW)
-        flat[pix + row * (strip.shape[1] - size) + j * (size + 2)] = values
+        flat[pix + row * (strip.shape[1] - size) + j * wide] = values
     return strip
+
+
+def _draw_on_box(
+    place: np.ndarray, tile: np.ndarray, row: np.ndarray, col: np.ndarray, box: tuple[int, int, int, int]
+) -> None:
+    """One tile's mask (pixels at ``row``, ``col``, inside ``box`` = y0, y1, x0, x1) drawn on
+    ``place`` ``[size, size]`` (the tile's place in the strip, dimmed): inside the mask ``tile``'s
+    pixels, on its outline yellow, on a canvas the size of the box plus a one-pixel border."""
+    y0, y1, x0, x1 = box
+    canvas = np.zeros((y1 - y0 + 2, x1 - x0 + 2), bool)
+    canvas[row - (y0 - 1), col - (x0 - 1)] = True
+    mask = canvas[1:-1, 1:-1]
+    inner = mask & canvas[:-2, 1:-1] & canvas[2:, 1:-1] & canvas[1:-1, :-2] & canvas[1:-1, 2:]
+    out = place[y0:y1, x0:x1]
+    np.copyto(out, tile[y0:y1, x0:x1], where=inner)
+    out[mask & ~inner] = _YELLOW
 
 
 def _blank_strip(size: int, k: int, filled: int = 0) -> np.ndarray:

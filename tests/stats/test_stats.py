@@ -309,6 +309,24 @@ def test_quantile_sorts_a_copy_of_each_batch_as_torch_sorts_its_units(monkeypatc
     assert_same_state(new, old)
 
 
+def test_quantile_merges_its_levels_runs_to_the_state_a_full_sort_gives(monkeypatch) -> None:
+    """A level is a few sorted runs end to end, merged by NumPy's stable sort: the same rows as the
+    SIMD sort of them, and a sketch fed many batches bit for bit the one that sorts its levels afresh."""
+    from unitscope.stats import quantile
+
+    g = torch.Generator().manual_seed(5)
+    runs = torch.cat([torch.sort(torch.randn(6, n, generator=g), dim=1).values for n in (40, 25, 33)], dim=1)
+    assert torch.equal(quantile._sort(runs, runs=True), torch.sort(runs, dim=1).values)
+    batches = [torch.randn(50, 6, 4, 4, generator=g).relu() for _ in range(12)]  # ties at 0; levels compact
+    merged, fresh = Quantile(64, seed=2), Quantile(64, seed=2)
+    for x in batches:
+        merged.add(x)
+    monkeypatch.setattr(quantile, "_sort", lambda x, runs=False: torch.sort(x, dim=1).values)
+    for x in batches:
+        fresh.add(x)
+    assert_same_state(merged, fresh)
+
+
 def test_quantile_read_outs_are_kept_until_the_sketch_changes() -> None:
     """The sorted sketch behind ``quantiles`` and ``cdf`` is made once and made again after an
     ``add``, a ``merge`` or a load: every read-out equals a fresh sketch's."""

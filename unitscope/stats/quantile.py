@@ -33,10 +33,14 @@ _MIN_CAPACITY = 8
 PROTECT = 0.25  # fraction of a level's capacity kept back at each end when it is compacted
 
 
-def _sort(x: torch.Tensor) -> torch.Tensor:
-    """Rows of ``x`` ``[C, n]`` sorted; on CPU NumPy's SIMD sort is 5-10x faster than torch's."""
+def _sort(x: torch.Tensor, runs: bool = False) -> torch.Tensor:
+    """Rows of ``x`` ``[C, n]`` sorted; on CPU NumPy's SIMD sort is 5-10x faster than torch's.
+    ``runs``: each row is a few sorted runs end to end (a level of the sketch: what was pushed onto
+    it), which NumPy's stable sort (timsort) merges instead of sorting afresh: 2.3-2.6x faster than
+    the SIMD sort there ([320, 6,000] of 2 runs 12.9 ms against 33.2), 4x slower on unsorted rows.
+    The same values either way (only equal values, i.e. 0.0 and -0.0, may trade places)."""
     if x.device.type == "cpu":
-        return torch.from_numpy(np.sort(x.numpy(), axis=1))
+        return torch.from_numpy(np.sort(x.numpy(), axis=1, kind="stable" if runs else None))
     return torch.sort(x, dim=1).values
 
 
@@ -161,7 +165,7 @@ class Quantile(Stat):
             if self._levels[h].shape[1] <= self._capacities()[h]:
                 h += 1
             else:
-                self._levels[h] = self._compact(h, _sort(self._levels[h]))
+                self._levels[h] = self._compact(h, _sort(self._levels[h], runs=True))
 
     # -- read-outs ------------------------------------------------------------------------------
     def _require_data(self) -> None:

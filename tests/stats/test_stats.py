@@ -327,6 +327,35 @@ def test_quantile_merges_its_levels_runs_to_the_state_a_full_sort_gives(monkeypa
     assert_same_state(merged, fresh)
 
 
+def test_quantile_sorts_its_rows_in_threads_to_the_same_sketch(monkeypatch) -> None:
+    """Within ``sort_threads(3)`` the batch copies and the levels' sorts run in three parts on three
+    threads; the sketch is bit for bit the one sorted on one thread, and the setting ends with the block."""
+    import threading
+
+    from unitscope.stats import quantile
+
+    monkeypatch.setattr(quantile, "_SPLIT_MIN", 1)  # split even these small arrays
+    threads: set[int] = set()
+    real = quantile._by_rows
+
+    def spy(fn, rows, size):
+        real(lambda lo, hi: (threads.add(threading.get_ident()), fn(lo, hi)), rows, size)
+
+    monkeypatch.setattr(quantile, "_by_rows", spy)
+    g = torch.Generator().manual_seed(6)
+    batches = [torch.randn(20, 6, 5, 5, generator=g).relu() for _ in range(10)]  # ties at 0; levels compact
+    split, one = Quantile(64, seed=1), Quantile(64, seed=1)
+    with quantile.sort_threads(3):
+        for x in batches:
+            split.add(x)
+    assert len(threads) == 3
+    threads.clear()
+    for x in batches:
+        one.add(x)
+    assert threads == {threading.get_ident()}  # back to this thread alone after the block
+    assert_same_state(split, one)
+
+
 def test_quantile_read_outs_are_kept_until_the_sketch_changes() -> None:
     """The sorted sketch behind ``quantiles`` and ``cdf`` is made once and made again after an
     ``add``, a ``merge`` or a load: every read-out equals a fresh sketch's."""

@@ -90,6 +90,7 @@ from unitscope.runs import (
     save_arrays,
 )
 from unitscope.stats import CombinedStat, IoUCounts, NullIoUCounts, Quantile, TopK
+from unitscope.stats.quantile import sort_threads
 from unitscope.tally import TallyKeyError, changed_key_fields, check_resumable, keep_freed_memory, tally
 
 RUN_OUTPUTS = (
@@ -409,7 +410,10 @@ class _Run:
                 if cache is not None:
                     cache.write(layer, pos, a.cpu().numpy())
 
-        with behind:  # on an error in the loop, the loop's error wins over the thread's
+        # inline, the statistics run while torch's threads wait for the next forward pass: the
+        # sketches' sorts take those threads' cores (results the same at any number of threads)
+        sorting = sort_threads(1 if behind.background else torch.get_num_threads())
+        with behind, sorting:  # on an error in the loop, the loop's error wins over the thread's
             for batch in self._batches(1, stat, Items(self.n, self.acts), on_checkpoint=flush, reduce=reduce):
                 ran = True
                 if cache is not None and batch["bad"]:

@@ -140,6 +140,11 @@ class Behind(_Closing):
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="dissect-behind") if on else None
         self._pending: Future | None = None
 
+    @property
+    def background(self) -> bool:
+        """Whether the calls run in the background thread (else inline, in the caller's)."""
+        return self._pool is not None
+
     def submit(self, fn: Callable[..., Any], *args: Any) -> None:
         self.wait()
         if self._pool is None:

@@ -13,9 +13,10 @@ A compaction sorts a level, keeps a quarter of its capacity at each end (REQ's i
 where dissection thresholds live, stay several times more accurate than the middle), and from
 the rest promotes every ``m``-th item (``m = 2**j``, random per-unit offset) ``j`` levels up.
 Large batches are sorted once and promoted straight to the lowest level whose compaction rate
-KLL would allow, so ``add`` costs about one sort of the batch (NumPy's SIMD sort on CPU,
-``torch.sort`` elsewhere; rows split over threads within :func:`sort_threads`). Measured rank error (std over units, 10**6-10**7 samples): about
-``0.9 / resolution`` at the median and ``0.25 / resolution`` at q = 0.005 or 0.995.
+KLL would allow, so ``add`` costs about one sort of the batch (NumPy's SIMD sort on CPU, its
+rows split over threads within :func:`sort_threads`; ``torch.sort`` elsewhere). Measured rank error
+(std over units, 10**6-10**7 samples): about ``0.9 / resolution`` at the median and
+``0.25 / resolution`` at q = 0.005 or 0.995.
 """
 
 from __future__ import annotations
@@ -66,10 +67,12 @@ def _by_rows(fn: Callable[[int, int], None], rows: int, size: int) -> None:
         return
     with _POOL_LOCK:
         if not _POOL or _POOL[0][0] < n - 1:
+            if _POOL:  # the smaller pool ends once its work is done (a caller may still be using it)
+                _POOL[0][1].shutdown(wait=False)
             _POOL[:] = [(n - 1, ThreadPoolExecutor(n - 1, thread_name_prefix="quantile-sort"))]
-        pool = _POOL[0][1]
-    cuts = [rows * i // n for i in range(n + 1)]
-    futures = [pool.submit(fn, lo, hi) for lo, hi in zip(cuts[1:-1], cuts[2:])]
+        cuts = [rows * i // n for i in range(n + 1)]
+        # submitted under the lock: no other caller shuts this pool down between its choice and its use
+        futures = [_POOL[0][1].submit(fn, lo, hi) for lo, hi in zip(cuts[1:-1], cuts[2:])]
     try:
         fn(cuts[0], cuts[1])
     finally:

@@ -24,16 +24,18 @@ hundred MB with the forward pass's allocations, so the median over the run is pr
 peak, and per fifth of the run: growth would show as a higher median at 10k than at 1k, and as
 medians that rise from one fifth to the next. Pass 1 (the forward passes, whose batch-sized
 allocations make the swings) takes most of the run; passes 2 and 3 read the cached maps back.
-With ``--precision bfloat16`` (or float16) the dissection runs twice, in float32 and mixed, and
+With ``--precision bfloat16`` (or float16) the dissection also runs once in mixed precision, and
 the labels are compared unit by unit (``label_agreement``): mixed precision is worth having only
 where it leaves the labels as they are.
-Both passes read the images through the same DataLoader settings; the bare pass runs the full model,
-``--bare-repeats`` times before and as many times after the dissection (after one warm-up pass).
-A single bare pass is noisy (other processes, the page cache, CPU frequency: 58.4 and 33.6 s CPU
-for the same pass on one quiet run), so every pass is printed with the min and the median of their
-CPU times, and the ratios are given against both: **the ratio to the median** is the headline
-(what a typical forward pass costs), the ratio to the min the conservative bound (the forward
-pass at its cheapest).
+Both passes read the images through the same DataLoader settings; the bare pass runs the full model.
+The float32 dissection runs ``--repeats`` times (3), with ``--bare-repeats`` bare passes (1) before
+the first and after each one (after one warm-up pass): B D B D B D B. A single pass is noisy (other
+processes, the page cache, the CPU's speed, which drifts over minutes: the same bare pass took
+13.3-15.8 s wall, and 58.4 and 33.6 s CPU on one quiet run), so each dissection is compared with
+the bare passes just before and after it, and **the median of those ratios** is the headline; the
+ratio of the median dissection to the median bare pass (and to the fastest, the conservative bound)
+is printed beside it. Each dissection starts as in a fresh process: the checks a process makes once
+and caches (the windowed masks' arithmetic) are made again. The steps are the medians of the runs.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ import torch
 
 from unitscope.commands.dissect import cache_dir
 from unitscope.data import BrodenDataset
-from unitscope.dissect import dissect, engine, label_agreement
+from unitscope.dissect import dissect, engine, label_agreement, window
 from unitscope.models import create_model, get_info
 from unitscope.tally import keep_freed_memory, resolve_workers
 from unitscope.world import make_world
@@ -248,7 +250,13 @@ def main() -> None:
     ap.add_argument("--memory", default="", help="comma-separated image counts: peak RSS of each, in a fresh process")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: one per core)")
     ap.add_argument(
-        "--bare-repeats", type=int, default=2, help="bare passes before and as many after the dissection (min, median)"
+        "--repeats",
+        type=int,
+        default=3,
+        help="float32 dissections, each between bare passes (the headline: the median of their ratios)",
+    )
+    ap.add_argument(
+        "--bare-repeats", type=int, default=1, help="bare passes before the first dissection and after each"
     )
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -318,12 +326,25 @@ def main() -> None:
     bare_forward(model, data, args.batch_size, workers, device)  # warm-up: page cache, thread pools, kernels
     bare_cpu: list[float] = []
     bare_faults: list[int] = []
-    bare_wall = [
-        bare_forward(model, data, args.batch_size, workers, device, bare_cpu, bare_faults)
-        for _ in range(max(1, args.bare_repeats))
-    ]
-    runs = {}
-    for precision in dict.fromkeys(["float32", args.precision]):
+    gaps: list[list[float]] = []  # the bare passes' wall times before the first dissection and after each
+    gap_cpu: list[list[float]] = []
+
+    def bare_gap() -> None:
+        cpu: list[float] = []
+        gaps.append(
+            [
+                bare_forward(model, data, args.batch_size, workers, device, cpu, bare_faults)
+                for _ in range(max(1, args.bare_repeats))
+            ]
+        )
+        gap_cpu.append(cpu)
+        bare_cpu.extend(cpu)
+
+    def one_dissection(precision: str) -> tuple:
+        # a dissection as a fresh process runs it: the one-time checks it caches (the windowed
+        # masks' arithmetic, checked against F.interpolate) are made again
+        for cached in (window.exact_here, window.axis_table, window._segments):
+            cached.cache_clear()
         tmp = Path(tempfile.mkdtemp())
         try:
             cpu: dict[str, float] = {}
@@ -342,64 +363,76 @@ def main() -> None:
                     cache_gb=args.cache_gb,
                     null_draws=args.null_draws,
                 )
-                runs[precision] = (
-                    time.perf_counter() - start,
-                    result.layers,
-                    dict(phases),
-                    cpu_seconds() - cpu_start,
-                    dict(cpu),
-                )
+                return time.perf_counter() - start, result.layers, dict(phases), cpu_seconds() - cpu_start, dict(cpu)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    # as many bare passes after the dissection: under a changing load from other processes the
-    # dissection is compared with the median of the passes that bracket it
-    before = len(bare_wall)
-    bare_wall += [
-        bare_forward(model, data, args.batch_size, workers, device, bare_cpu, bare_faults)
-        for _ in range(max(1, args.bare_repeats))
-    ]
+
+    # the dissections and bare passes alternate: the machine's speed drifts over minutes (the same
+    # bare pass took 13.3-15.8 s wall across one quiet session), so each dissection is compared with
+    # the bare passes just before and after it, and the headline is the median of those ratios
+    bare_gap()
+    timed = []
+    for _ in range(max(1, args.repeats)):
+        timed.append(one_dissection("float32"))
+        bare_gap()
+    mixed = one_dissection(args.precision) if args.precision != "float32" else None
     print(
         f"{args.model} {','.join(layers)}, {args.images} {args.style} images at {args.size} px, {device}, "
         f"batch {args.batch_size}, {workers} workers, {torch.get_num_threads()} threads, null draws {args.null_draws}, "
         f"freed buffers {'kept (mallopt)' if kept else 'returned to the OS (glibc defaults)'}"
     )
     print(
-        "  bare forward passes (full model, data loading included), before | after the dissection: wall "
-        + " ".join(f"{w:.1f}" for w in bare_wall[:before])
-        + " | "
-        + " ".join(f"{w:.1f}" for w in bare_wall[before:])
+        "  bare forward passes (full model, data loading included), before | between | after the dissections: wall "
+        + " | ".join(" ".join(f"{w:.1f}" for w in gap) for gap in gaps)
         + " s; CPU (process and DataLoader workers) "
-        + " ".join(f"{c:.1f}" for c in bare_cpu[:before])
-        + " | "
-        + " ".join(f"{c:.1f}" for c in bare_cpu[before:])
+        + " | ".join(" ".join(f"{c:.1f}" for c in gap) for gap in gap_cpu)
         + " s; minor page faults "
         + " ".join(f"{f / 1e6:.2f}M" for f in bare_faults)
     )
+    bare_wall = [w for gap in gaps for w in gap]
     forward_s = statistics.median(bare_wall)
     bare_cpu_s, bare_cpu_min = statistics.median(bare_cpu), min(bare_cpu)
     print(
         f"  bare pass: wall median {forward_s:.1f} s ({args.images / forward_s:.1f} img/s), min {min(bare_wall):.1f} s; "
         f"CPU median {bare_cpu_s:.1f} s, min {bare_cpu_min:.1f} s"
     )
-    for precision, (dissect_s, dissected, phases, dissect_cpu, cpu) in runs.items():
+    beside = [
+        (statistics.median(gaps[i] + gaps[i + 1]), statistics.median(gap_cpu[i] + gap_cpu[i + 1]))
+        for i in range(len(timed))
+    ]
+    wall_ratio = [t[0] / b[0] for t, b in zip(timed, beside)]
+    cpu_ratio = [t[3] / b[1] for t, b in zip(timed, beside)]
+    print(
+        f"  whole dissection, float32 (all passes, exemplars, catalog), {len(timed)} runs: wall "
+        + " ".join(f"{t[0]:.1f}" for t in timed)
+        + " s, CPU "
+        + " ".join(f"{t[3]:.1f}" for t in timed)
+        + " s; ratio to the bare passes beside each: wall "
+        + " ".join(f"{r:.2f}" for r in wall_ratio)
+        + ", CPU "
+        + " ".join(f"{r:.2f}" for r in cpu_ratio)
+        + f"\n    median ratio: wall {statistics.median(wall_ratio):.2f} (target <= 1.2), CPU {statistics.median(cpu_ratio):.2f}; "
+        f"the median dissection to the median bare pass: wall {statistics.median(t[0] for t in timed) / forward_s:.2f}, "
+        f"CPU {statistics.median(t[3] for t in timed) / bare_cpu_s:.2f}, to the min {statistics.median(t[3] for t in timed) / bare_cpu_min:.2f}"
+    )
+    for label, key in (("wall", 2), ("CPU", 4)):
+        steps = {name: statistics.median(t[key].get(name, 0.0) for t in timed) for name in timed[0][key]}
+        total = statistics.median(t[0 if key == 2 else 3] for t in timed)
         print(
-            f"  whole dissection, {precision:8s} (all passes, exemplars, catalog): {dissect_s:6.1f} s  "
-            f"({args.images / dissect_s:.1f} img/s), ratio to the bare pass's median {dissect_s / forward_s:.2f}  "
-            f"(target <= 1.2); CPU {dissect_cpu:.1f} s, ratio to the median {dissect_cpu / bare_cpu_s:.2f}, "
-            f"to the min {dissect_cpu / bare_cpu_min:.2f}"
+            f"    steps, {label} (median of the runs): "
+            + ", ".join(f"{name} {s:.1f} s ({s / total:.0%})" for name, s in steps.items())
+            + f", other {max(0.0, total - sum(steps.values())):.1f} s"
         )
+    for name, d in timed[0][1].items():
+        print(f"    {name}: {d.summary()}")
+    if mixed is not None:
         print(
-            "    steps, wall: "
-            + ", ".join(f"{name} {s:.1f} s ({s / dissect_s:.0%})" for name, s in phases.items())
-            + f", other {dissect_s - sum(phases.values()):.1f} s"
+            f"  whole dissection, {args.precision}: {mixed[0]:.1f} s wall, ratio to the median bare pass "
+            f"{mixed[0] / forward_s:.2f}; CPU {mixed[3]:.1f} s, {mixed[3] / bare_cpu_s:.2f}"
         )
-        print(
-            "    steps, CPU: "
-            + ", ".join(f"{name} {s:.1f} s ({s / dissect_cpu:.1%})" for name, s in cpu.items())
-            + f", other {dissect_cpu - sum(cpu.values()):.1f} s"
-        )
-        for name, d in dissected.items():
+        for name, d in mixed[1].items():
             print(f"    {name}: {d.summary()}")
+    runs = {"float32": timed[0], args.precision: mixed if mixed is not None else timed[0]}
     if args.precision != "float32":
         agree = label_agreement(runs["float32"][1][layers[-1]], runs[args.precision][1][layers[-1]])
         print(

@@ -415,6 +415,18 @@ def main() -> None:
         f"the median dissection to the median bare pass: wall {statistics.median(t[0] for t in timed) / forward_s:.2f}, "
         f"CPU {statistics.median(t[3] for t in timed) / bare_cpu_s:.2f}, to the min {statistics.median(t[3] for t in timed) / bare_cpu_min:.2f}"
     )
+    # the two parts of the ratio: pass 1 (the forward pass and its statistics) against the bare
+    # passes beside it, and what comes after it (passes 2 and 3, the strips, the catalog)
+    pass1 = [t[2].get("pass1", 0.0) for t in timed]
+    print(
+        "    pass 1 to the bare passes beside each: "
+        + " ".join(f"{p / b[0]:.2f}" for p, b in zip(pass1, beside))
+        + "; after pass 1: "
+        + " ".join(f"{t[0] - p:.1f}" for t, p in zip(timed, pass1))
+        + " s ("
+        + " ".join(f"{(t[0] - p) / b[0]:.2f}" for t, p, b in zip(timed, pass1, beside))
+        + " of them; the target leaves 0.2 less what pass 1 takes over 1)"
+    )
     for label, key in (("wall", 2), ("CPU", 4)):
         steps = {name: statistics.median(t[key].get(name, 0.0) for t in timed) for name in timed[0][key]}
         total = statistics.median(t[0 if key == 2 else 3] for t in timed)

@@ -60,7 +60,7 @@ from unitscope.commands.dissect import cache_dir
 from unitscope.data import BrodenDataset
 from unitscope.dissect import dissect, engine, label_agreement, window
 from unitscope.models import create_model, get_info
-from unitscope.tally import keep_freed_memory, resolve_workers
+from unitscope.tally import keep_freed_memory, release_freed_memory, resolve_workers
 from unitscope.world import make_world
 
 
@@ -79,6 +79,7 @@ def bare_forward(
     faults: list | None = None,
 ) -> float:
     cuda = device.type == "cuda"
+    release_freed_memory()  # every pass starts from the heap a dissection leaves (trimmed: unitscope.tally)
     cpu_start, faults_start = cpu_seconds(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     loader = torch.utils.data.DataLoader(_Images(data), batch_size=batch_size, num_workers=workers, pin_memory=cuda)
     start = time.perf_counter()
@@ -345,6 +346,7 @@ def main() -> None:
         # masks' arithmetic, checked against F.interpolate) are made again
         for cached in (window.exact_here, window.axis_table, window._segments):
             cached.cache_clear()
+        release_freed_memory()  # as every bare pass does
         tmp = Path(tempfile.mkdtemp())
         try:
             cpu: dict[str, float] = {}

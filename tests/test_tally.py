@@ -307,3 +307,38 @@ def test_keep_freed_memory_lets_threads_reuse_what_the_main_thread_freed() -> No
     pages = 2**23 * 4 // 4096
     assert min(faults({"UNITSCOPE_MALLOC": "system"})) > pages * 0.9  # glibc's defaults
     assert max(faults({"UNITSCOPE_MALLOC": ""})) < pages // 20
+
+
+_TRIM = """
+import torch
+from unitscope.tally import keep_freed_memory, release_freed_memory
+
+def rss_mb():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
+
+kept = keep_freed_memory()
+block = torch.ones(2**26)  # 256 MB written
+del block  # freed: kept by the heap where keep_freed_memory took effect
+before = rss_mb()
+released = release_freed_memory()
+print(kept, released, round(before - rss_mb()))
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc_trim is glibc's")
+def test_release_freed_memory_gives_a_kept_buffer_back_and_does_nothing_otherwise() -> None:
+    """A 256 MB block freed stays resident while the heap keeps it; release_freed_memory gives it
+    back (what a dissection does at its end). With glibc's defaults (nothing kept) it does nothing.
+    In a fresh process, so that what the test process holds does not count."""
+
+    def run(env: dict[str, str]) -> list[str]:
+        out = subprocess.run(
+            [sys.executable, "-c", _TRIM], env={**os.environ, **env}, capture_output=True, text=True, check=True
+        )
+        return out.stdout.split()
+
+    kept, released, dropped = run({"UNITSCOPE_MALLOC": ""})
+    assert (kept, released) == ("True", "True") and int(dropped) > 200  # of 256 MB
+    kept, released, dropped = run({"UNITSCOPE_MALLOC": "system"})
+    assert (kept, released) == ("False", "False") and int(dropped) < 50  # glibc unmapped it at once

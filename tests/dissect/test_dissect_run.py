@@ -223,3 +223,21 @@ def test_cli_errors_are_one_line_unless_unexpected_or_debug(damaged_world, tmp_p
     assert main(["models"]) == 2
     err = capsys.readouterr().err
     assert "Traceback" in err and "no such key" in err
+
+
+def test_a_dissection_gives_its_freed_memory_back_when_it_ends_even_on_an_error(world, tmp_path, monkeypatch):
+    """dissect_sources releases the heap's free memory (unitscope.tally.release_freed_memory) once,
+    at the end of a run, and at the end of one that fails: a later run in the same process starts
+    from a whole heap, not the one the run before it fragmented."""
+    from unitscope.dissect import dissect, engine
+
+    calls = []
+    monkeypatch.setattr(engine, "release_freed_memory", lambda: calls.append("trim") or True)
+    model = planted(world)
+    ds = dataset(world, model)
+    kw = dict(quantile=0.05, topk=3, batch_size=4, progress=False, exemplar_images=False)
+    dissect(model, ds, ["feat"], tmp_path / "run", **kw)
+    assert calls == ["trim"]
+    with faults.armed("pass2.batch=1:raise"), pytest.raises(faults.FaultInjected):
+        dissect(model, ds, ["feat"], tmp_path / "cut", **kw)
+    assert calls == ["trim", "trim"]

@@ -79,7 +79,7 @@ def bare_forward(
     faults: list | None = None,
 ) -> float:
     cuda = device.type == "cuda"
-    release_freed_memory()  # every pass starts from the heap a dissection leaves (trimmed: unitscope.tally)
+    release_freed_memory()  # from a trimmed heap, as every dissection starts (unitscope.tally)
     cpu_start, faults_start = cpu_seconds(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     loader = torch.utils.data.DataLoader(_Images(data), batch_size=batch_size, num_workers=workers, pin_memory=cuda)
     start = time.perf_counter()
@@ -346,7 +346,6 @@ def main() -> None:
         # masks' arithmetic, checked against F.interpolate) are made again
         for cached in (window.exact_here, window.axis_table, window._segments):
             cached.cache_clear()
-        release_freed_memory()  # as every bare pass does
         tmp = Path(tempfile.mkdtemp())
         try:
             cpu: dict[str, float] = {}

@@ -225,19 +225,26 @@ def test_cli_errors_are_one_line_unless_unexpected_or_debug(damaged_world, tmp_p
     assert "Traceback" in err and "no such key" in err
 
 
-def test_a_dissection_gives_its_freed_memory_back_when_it_ends_even_on_an_error(world, tmp_path, monkeypatch):
+def test_a_dissection_starts_by_giving_back_what_the_heap_holds_free(world, tmp_path, monkeypatch):
     """dissect_sources releases the heap's free memory (unitscope.tally.release_freed_memory) once,
-    at the end of a run, and at the end of one that fails: a later run in the same process starts
-    from a whole heap, not the one the run before it fragmented."""
+    when a run starts, before anything of it runs: a run starts from a whole heap, not the one a run
+    before it in the same process fragmented; a run that fails was trimmed at its start too."""
     from unitscope.dissect import dissect, engine
 
     calls = []
+
+    def pass1(run):  # the model's first batch comes after the trim
+        calls.append("pass1")
+        return original(run)
+
+    original = engine._Run.pass1
+    monkeypatch.setattr(engine._Run, "pass1", pass1)
     monkeypatch.setattr(engine, "release_freed_memory", lambda: calls.append("trim") or True)
     model = planted(world)
     ds = dataset(world, model)
     kw = dict(quantile=0.05, topk=3, batch_size=4, progress=False, exemplar_images=False)
     dissect(model, ds, ["feat"], tmp_path / "run", **kw)
-    assert calls == ["trim"]
+    assert calls == ["trim", "pass1"]
     with faults.armed("pass2.batch=1:raise"), pytest.raises(faults.FaultInjected):
         dissect(model, ds, ["feat"], tmp_path / "cut", **kw)
-    assert calls == ["trim", "trim"]
+    assert calls == ["trim", "pass1", "trim", "pass1"]

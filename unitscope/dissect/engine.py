@@ -232,23 +232,23 @@ def dissect_sources(
     opts = dataclasses.replace(opts, device=torch.device(opts.device), fresh=fresh or opts.fresh)
     fresh = opts.fresh
     keep_freed_memory()  # before any thread of the run starts (torch's too): they all allocate from one heap
-    try:
-        run = _Run.prepare(acts, labels, Path(run_dir), opts, fresh)  # validates; writes nothing
-        run.open(fresh, config)
-        thresholds = run.pass1()
-        run.pass2(thresholds)
-        # the rest reads the caches (no model runs): torch at one thread, the strips beside pass 3
-        with OneTorchThread(run._reads_cache()):
-            strips = run.start_strips(thresholds)  # from pass 2's top-k and labels: beside pass 3 where a core is spare
-            try:
-                run.pass3(thresholds)
-                result = run.summarise(thresholds)
-            except BaseException:
-                strips[0].close(raise_errors=False)  # this error wins over the strips'
-                raise
-            run.write(result, thresholds, strips)
-    finally:  # the run's freed buffers back to the OS: the next run in this process starts from a whole heap
-        release_freed_memory()
+    # what an earlier run in this process left freed in the heap, back to the OS: each run starts
+    # from a whole heap, not one the run before it fragmented (a first run: a few ms, nothing to give)
+    release_freed_memory()
+    run = _Run.prepare(acts, labels, Path(run_dir), opts, fresh)  # validates; writes nothing
+    run.open(fresh, config)
+    thresholds = run.pass1()
+    run.pass2(thresholds)
+    # the rest reads the caches (no model runs): torch at one thread, the strips beside pass 3
+    with OneTorchThread(run._reads_cache()):
+        strips = run.start_strips(thresholds)  # from pass 2's top-k and labels: beside pass 3 where a core is spare
+        try:
+            run.pass3(thresholds)
+            result = run.summarise(thresholds)
+        except BaseException:
+            strips[0].close(raise_errors=False)  # this error wins over the strips'
+            raise
+        run.write(result, thresholds, strips)
     return result
 
 

@@ -329,7 +329,7 @@ print(kept, released, round(before - rss_mb()))
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc_trim is glibc's")
 def test_release_freed_memory_gives_a_kept_buffer_back_and_does_nothing_otherwise() -> None:
     """A 256 MB block freed stays resident while the heap keeps it; release_freed_memory gives it
-    back (what a dissection does at its end). With glibc's defaults (nothing kept) it does nothing.
+    back (what a dissection does when it starts). With glibc's defaults (nothing kept) it does nothing.
     In a fresh process, so that what the test process holds does not count."""
 
     def run(env: dict[str, str]) -> list[str]:

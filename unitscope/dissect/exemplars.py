@@ -275,15 +275,15 @@ def _draw_on_box(
 ) -> None:
     """One tile's mask (pixels at ``row``, ``col``, inside ``box`` = y0, y1, x0, x1) drawn on
     ``place`` ``[size, size]`` (the tile's place in the strip, dimmed): inside the mask ``tile``'s
-    pixels, on its outline yellow, on a canvas the size of the box plus a one-pixel border."""
+    pixels, on its outline (:func:`_outline` of the mask cut to its box: past the box's edge no
+    pixel is in the mask) yellow."""
     y0, y1, x0, x1 = box
-    canvas = np.zeros((y1 - y0 + 2, x1 - x0 + 2), bool)
-    canvas[row - (y0 - 1), col - (x0 - 1)] = True
-    mask = canvas[1:-1, 1:-1]
-    inner = mask & canvas[:-2, 1:-1] & canvas[2:, 1:-1] & canvas[1:-1, :-2] & canvas[1:-1, 2:]
+    mask = np.zeros((y1 - y0, x1 - x0), bool)
+    mask[row - y0, col - x0] = True
+    edge = _outline(mask, 1)
     out = place[y0:y1, x0:x1]
-    np.copyto(out, tile[y0:y1, x0:x1], where=inner)
-    out[mask & ~inner] = _YELLOW
+    np.copyto(out, tile[y0:y1, x0:x1], where=mask & ~edge)
+    out[edge] = _YELLOW
 
 
 def _blank_strip(size: int, k: int, filled: int = 0) -> np.ndarray:

@@ -53,6 +53,7 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -218,6 +219,16 @@ def one_run(
     }
 
 
+class Timed(NamedTuple):
+    """One dissection: wall and CPU seconds, the same per step (:func:`phase_timer`), and its layers."""
+
+    wall: float
+    cpu: float
+    steps: dict[str, float]
+    steps_cpu: dict[str, float]
+    layers: dict
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=1000)
@@ -325,10 +336,9 @@ def main() -> None:
     data = BrodenDataset(world_for(args.images, args.size, args.style), transform=get_info(model).transform())
     workers = resolve_workers(args.workers)
     bare_forward(model, data, args.batch_size, workers, device)  # warm-up: page cache, thread pools, kernels
-    bare_cpu: list[float] = []
     bare_faults: list[int] = []
     gaps: list[list[float]] = []  # the bare passes' wall times before the first dissection and after each
-    gap_cpu: list[list[float]] = []
+    gap_cpu: list[list[float]] = []  # and their CPU times
 
     def bare_gap() -> None:
         cpu: list[float] = []
@@ -339,9 +349,8 @@ def main() -> None:
             ]
         )
         gap_cpu.append(cpu)
-        bare_cpu.extend(cpu)
 
-    def one_dissection(precision: str) -> tuple:
+    def one_dissection(precision: str) -> Timed:
         # a dissection as a fresh process runs it: the one-time checks it caches (the windowed
         # masks' arithmetic, checked against F.interpolate) are made again
         for cached in (window.exact_here, window.axis_table, window._segments):
@@ -364,7 +373,9 @@ def main() -> None:
                     cache_gb=args.cache_gb,
                     null_draws=args.null_draws,
                 )
-                return time.perf_counter() - start, result.layers, dict(phases), cpu_seconds() - cpu_start, dict(cpu)
+                return Timed(
+                    time.perf_counter() - start, cpu_seconds() - cpu_start, dict(phases), dict(cpu), result.layers
+                )
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
@@ -391,6 +402,7 @@ def main() -> None:
         + " ".join(f"{f / 1e6:.2f}M" for f in bare_faults)
     )
     bare_wall = [w for gap in gaps for w in gap]
+    bare_cpu = [c for gap in gap_cpu for c in gap]
     forward_s = statistics.median(bare_wall)
     bare_cpu_s, bare_cpu_min = statistics.median(bare_cpu), min(bare_cpu)
     print(
@@ -401,53 +413,55 @@ def main() -> None:
         (statistics.median(gaps[i] + gaps[i + 1]), statistics.median(gap_cpu[i] + gap_cpu[i + 1]))
         for i in range(len(timed))
     ]
-    wall_ratio = [t[0] / b[0] for t, b in zip(timed, beside)]
-    cpu_ratio = [t[3] / b[1] for t, b in zip(timed, beside)]
+    mid_wall, mid_cpu = statistics.median(t.wall for t in timed), statistics.median(t.cpu for t in timed)
+    wall_ratio = [t.wall / b[0] for t, b in zip(timed, beside)]
+    cpu_ratio = [t.cpu / b[1] for t, b in zip(timed, beside)]
     print(
         f"  whole dissection, float32 (all passes, exemplars, catalog), {len(timed)} runs: wall "
-        + " ".join(f"{t[0]:.1f}" for t in timed)
+        + " ".join(f"{t.wall:.1f}" for t in timed)
         + " s, CPU "
-        + " ".join(f"{t[3]:.1f}" for t in timed)
+        + " ".join(f"{t.cpu:.1f}" for t in timed)
         + " s; ratio to the bare passes beside each: wall "
         + " ".join(f"{r:.2f}" for r in wall_ratio)
         + ", CPU "
         + " ".join(f"{r:.2f}" for r in cpu_ratio)
         + f"\n    median ratio: wall {statistics.median(wall_ratio):.2f} (target <= 1.2), CPU {statistics.median(cpu_ratio):.2f}; "
-        f"the median dissection to the median bare pass: wall {statistics.median(t[0] for t in timed) / forward_s:.2f}, "
-        f"CPU {statistics.median(t[3] for t in timed) / bare_cpu_s:.2f}, to the min {statistics.median(t[3] for t in timed) / bare_cpu_min:.2f}"
+        f"the median dissection to the median bare pass: wall {mid_wall / forward_s:.2f}, "
+        f"CPU {mid_cpu / bare_cpu_s:.2f}, to the min {mid_cpu / bare_cpu_min:.2f}"
     )
     # the two parts of the ratio: pass 1 (the forward pass and its statistics) against the bare
     # passes beside it, and what comes after it (passes 2 and 3, the strips, the catalog)
-    pass1 = [t[2].get("pass1", 0.0) for t in timed]
+    pass1 = [t.steps.get("pass1", 0.0) for t in timed]
     print(
         "    pass 1 to the bare passes beside each: "
         + " ".join(f"{p / b[0]:.2f}" for p, b in zip(pass1, beside))
         + "; after pass 1: "
-        + " ".join(f"{t[0] - p:.1f}" for t, p in zip(timed, pass1))
+        + " ".join(f"{t.wall - p:.1f}" for t, p in zip(timed, pass1))
         + " s ("
-        + " ".join(f"{(t[0] - p) / b[0]:.2f}" for t, p, b in zip(timed, pass1, beside))
+        + " ".join(f"{(t.wall - p) / b[0]:.2f}" for t, p, b in zip(timed, pass1, beside))
         + " of them; the target leaves 0.2 less what pass 1 takes over 1)"
     )
-    for label, key in (("wall", 2), ("CPU", 4)):
-        steps = {name: statistics.median(t[key].get(name, 0.0) for t in timed) for name in timed[0][key]}
-        total = statistics.median(t[0 if key == 2 else 3] for t in timed)
+    for label, totals, per_run in (
+        ("wall", [t.wall for t in timed], [t.steps for t in timed]),
+        ("CPU", [t.cpu for t in timed], [t.steps_cpu for t in timed]),
+    ):
+        steps = {name: statistics.median(r.get(name, 0.0) for r in per_run) for name in per_run[0]}
+        total = statistics.median(totals)
         print(
             f"    steps, {label} (median of the runs): "
             + ", ".join(f"{name} {s:.1f} s ({s / total:.0%})" for name, s in steps.items())
             + f", other {max(0.0, total - sum(steps.values())):.1f} s"
         )
-    for name, d in timed[0][1].items():
+    for name, d in timed[0].layers.items():
         print(f"    {name}: {d.summary()}")
     if mixed is not None:
         print(
-            f"  whole dissection, {args.precision}: {mixed[0]:.1f} s wall, ratio to the median bare pass "
-            f"{mixed[0] / forward_s:.2f}; CPU {mixed[3]:.1f} s, {mixed[3] / bare_cpu_s:.2f}"
+            f"  whole dissection, {args.precision}: {mixed.wall:.1f} s wall, ratio to the median bare pass "
+            f"{mixed.wall / forward_s:.2f}; CPU {mixed.cpu:.1f} s, {mixed.cpu / bare_cpu_s:.2f}"
         )
-        for name, d in mixed[1].items():
+        for name, d in mixed.layers.items():
             print(f"    {name}: {d.summary()}")
-    runs = {"float32": timed[0], args.precision: mixed if mixed is not None else timed[0]}
-    if args.precision != "float32":
-        agree = label_agreement(runs["float32"][1][layers[-1]], runs[args.precision][1][layers[-1]])
+        agree = label_agreement(timed[0].layers[layers[-1]], mixed.layers[layers[-1]])
         print(
             f"  {args.precision} against float32: same label {agree['same_label']:.1%} of {agree['units']} units, "
             f"same detector verdict and label {agree['same_detectors']:.1%}, detectors {agree['detectors_a']} / "

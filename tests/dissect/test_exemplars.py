@@ -164,7 +164,7 @@ def test_one_layers_strips_alone_are_the_files_write_unit_strips_writes(tmp_path
     monkeypatch.setattr(ex, "_GROUP", 2)
     # serial: two threads asking for one tile at once may both decode it (Thumbnails allows it), so
     # the count of decodes below is exact only without threads (the files are the same either way)
-    monkeypatch.setattr(ex, "_in_threads", lambda fn, items: [fn(x) for x in items])
+    monkeypatch.setattr(ex, "_in_threads", lambda fn, items, gate=None: [fn(x) for x in items])
     source, decoded = world.source(), []
     picture = source.picture
     source.picture = lambda i: decoded.append(i) or picture(i)

@@ -50,12 +50,14 @@ class ThreeLayers(ActivationSource):
         return self.inner.picture(pos)
 
 
-def run(world, out, monkeypatch, cores: int, **kw):
+def run(world, out, monkeypatch, cores: int, rotations: int = 1, **kw):
     """A dissection of the three layers with ``spare_cores()`` set to ``cores`` (1: all inline)."""
     monkeypatch.setattr(schedule, "spare_cores", lambda: cores)
     model = planted(world)
     ds = dataset(world, model)
-    opts = Options(quantile=0.05, topk=3, batch_size=4, checkpoint_every=1, progress=False, null_draws=8, rotations=1)
+    opts = Options(
+        quantile=0.05, topk=3, batch_size=4, checkpoint_every=1, progress=False, null_draws=8, rotations=rotations
+    )
     return dissect_sources(ThreeLayers(ModelActivations(model, ds, ["feat"])), BrodenLabels(ds), out, opts, **kw)
 
 
@@ -254,3 +256,135 @@ def test_strip_groups_are_a_multiple_of_the_threads(monkeypatch):
     assert [len(g) for g in exemplars._groups(3)] == [1, 2]
     assert exemplars._groups(0) == []
     assert [u for g in exemplars._groups(1281) for u in g] == list(range(1281))
+
+
+def test_a_gate_holds_the_second_holder_until_widened():
+    """The exemplar strips beside passes 2 and 3: one group at a time until the passes end."""
+    import threading
+
+    from unitscope.dissect.schedule import Gate
+
+    gate, order = Gate(1), []
+    first_in, let_first_out = threading.Event(), threading.Event()
+
+    def first():
+        with gate:
+            order.append("first in")
+            first_in.set()
+            let_first_out.wait()
+            order.append("first out")
+
+    def second():
+        first_in.wait()
+        with gate:
+            order.append("second in")
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    first_in.wait()
+    let_first_out.set()
+    for t in threads:
+        t.join()
+    assert order == ["first in", "first out", "second in"]  # never two inside a gate of one
+
+    gate.widen()  # no limit: two holders at once
+    both_in, inside = threading.Barrier(2, timeout=10), []
+
+    def holder():
+        with gate:
+            inside.append(1)
+            both_in.wait()  # raises BrokenBarrierError if the gate let only one in
+
+    threads = [threading.Thread(target=holder) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert inside == [1, 1] and not both_in.broken
+
+
+def early_calls(monkeypatch) -> list[str]:
+    """Which exemplar strips ran: "early" (begun at pass 1's end) and "late" (after pass 2)."""
+    from unitscope.dissect import engine
+
+    calls: list[str] = []
+    for name, what in (("_write_early_strips", "early"), ("_write_strips", "late")):
+        inner = getattr(engine._Run, name)
+
+        def spy(self, *args, inner=inner, what=what):
+            calls.append(what)
+            return inner(self, *args)
+
+        monkeypatch.setattr(engine._Run, name, spy)
+    return calls
+
+
+def test_exemplar_strips_begun_at_pass_1s_end_are_the_serial_runs(world, tmp_path, monkeypatch):
+    """Without rotations, where a core is spare, the exemplar strips start from pass 1's top-k on
+    one core while passes 2 and 3 run: the same files, catalog and arrays as the serial run."""
+    calls = early_calls(monkeypatch)
+    serial = run(world, tmp_path / "serial", monkeypatch, cores=1, rotations=0)
+    assert calls == ["late"]  # inline: no spare core, the strips after pass 2 as before
+    calls.clear()
+    early = run(world, tmp_path / "early", monkeypatch, cores=4, rotations=0)
+    assert calls == ["early"]
+    assert serial.layers["feat"].detectors.sum() == 3
+    assert strips(tmp_path / "early") == strips(tmp_path / "serial") != {}
+    assert catalog_dump(tmp_path / "early" / "catalog.sqlite") == catalog_dump(tmp_path / "serial" / "catalog.sqlite")
+    want, got = arrays(tmp_path / "serial"), arrays(tmp_path / "early")
+    for name in want:
+        for k in want[name]:
+            assert np.array_equal(want[name][k], got[name][k], equal_nan=True), (name, k)
+    for layer in ThreeLayers.layers:
+        assert np.array_equal(serial.layers[layer].p_value, early.layers[layer].p_value, equal_nan=True)
+
+
+def test_early_strips_drawn_from_other_images_than_pass_2s_are_drawn_again(world, tmp_path, monkeypatch):
+    """Pass 1's top-k is pass 2's (TopK's order does not depend on the batches); were it not, the
+    units whose images differ get their strips again from pass 2's: a planted mix-up is repaired."""
+    from unitscope.dissect import engine
+
+    run(world, tmp_path / "serial", monkeypatch, cores=1, rotations=0)
+    inner = engine._Run.start_exemplar_strips
+
+    def mixed_up(self, thresholds):
+        top = self.pass1_top
+        for t in top.values():  # every unit's exemplars shifted to the next unit's
+            t.image = t.image.roll(1, 0)
+        return inner(self, thresholds)
+
+    monkeypatch.setattr(engine._Run, "start_exemplar_strips", mixed_up)
+    calls = early_calls(monkeypatch)
+    run(world, tmp_path / "run", monkeypatch, cores=4, rotations=0)
+    assert calls == ["early"]
+    assert strips(tmp_path / "run") == strips(tmp_path / "serial")
+    assert catalog_dump(tmp_path / "run" / "catalog.sqlite") == catalog_dump(tmp_path / "serial" / "catalog.sqlite")
+
+
+def test_a_pass_1_resumed_from_a_checkpoint_draws_the_strips_after_pass_2(world, tmp_path, monkeypatch):
+    """Pass 1's top-k saw only the batches after the checkpoint: the strips wait for pass 2's."""
+    run(world, tmp_path / "serial", monkeypatch, cores=1, rotations=0)
+    with faults.armed("cache.write=5:raise"), pytest.raises(faults.FaultInjected):
+        run(world, tmp_path / "run", monkeypatch, cores=4, rotations=0)
+    calls = early_calls(monkeypatch)
+    run(world, tmp_path / "run", monkeypatch, cores=4, rotations=0)
+    assert calls == ["late"]
+    assert strips(tmp_path / "run") == strips(tmp_path / "serial")
+    assert catalog_dump(tmp_path / "run" / "catalog.sqlite") == catalog_dump(tmp_path / "serial" / "catalog.sqlite")
+
+
+@pytest.mark.parametrize("fault", ["strips.write=1:raise", "pass2.done=1:raise"])
+def test_a_fault_beside_the_early_strips_resumes_to_the_serial_run(world, tmp_path, monkeypatch, fault):
+    """A fault in the early strips reaches the caller when it waits for them (pass 3 done first); a
+    fault in pass 2 ends them (no concept strips) and is the error raised. A rerun resumes."""
+    run(world, tmp_path / "serial", monkeypatch, cores=1, rotations=0)
+    calls = early_calls(monkeypatch)
+    with faults.armed(fault), pytest.raises(faults.FaultInjected):
+        run(world, tmp_path / "run", monkeypatch, cores=4, rotations=0)
+    assert calls == ["early"]
+    assert (tmp_path / "run" / "pass3" / "tally.done.json").exists() == fault.startswith("strips")
+    assert not (tmp_path / "run" / "catalog.sqlite").exists()
+    run(world, tmp_path / "run", monkeypatch, cores=4, rotations=0)
+    assert catalog_dump(tmp_path / "run" / "catalog.sqlite") == catalog_dump(tmp_path / "serial" / "catalog.sqlite")
+    assert strips(tmp_path / "run") == strips(tmp_path / "serial")

@@ -20,9 +20,11 @@ Two passes over the data, every layer at once, and a short third:
 3. the permutation null behind the p-values (:mod:`.significance`), only for the units whose
    p-value can matter (best IoU above the cut-off, and a fixed sample for ``images_needed``),
    from the activation cache: the cached maps of those units, and the labels read again.
-The exemplar strips need only pass 2: they start after it, beside pass 3 where a core is spare;
-where cores are spare the layers of a batch are counted side by side, and pass 1's statistics are
-added behind the next forward pass (:mod:`.schedule`; results bit-identical).
+The exemplar strips need the thresholds, the cached maps and each unit's top-k, which pass 1 finds
+as pass 2 does: where a core is spare they start at pass 1's end on that core, beside passes 2 and
+3, then take every core; the concept strips follow pass 2's labels (else all strips start after
+pass 2, beside pass 3). Where cores are spare the layers of a batch are counted side by side, and
+pass 1's statistics are added behind the next forward pass (:mod:`.schedule`; results bit-identical).
 Each pass checkpoints into the run folder and resumes after a kill with identical results. Each
 pass is keyed on what it depends on: a rerun with another ``quantile`` or ``topk`` redoes pass 2
 only; another model, data set or layer list in the same folder is refused. :func:`dissect_sources`
@@ -37,6 +39,7 @@ import hashlib
 import json
 import shutil
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,7 +51,7 @@ from torch import nn
 from unitscope.dissect.cache import FOLDER as CACHE_FOLDER
 from unitscope.dissect.cache import ActivationCache, LabelCache, MaskCache
 from unitscope.dissect.distributed import ExactPass1, barrier, is_main, pass1_reduce, rank_world
-from unitscope.dissect.exemplars import strip_source, write_unit_strips
+from unitscope.dissect.exemplars import Thumbnails, strip_source, thumb_size, write_layer_strips, write_unit_strips
 from unitscope.dissect.iou import (
     BatchLabels,
     MaskPixels,
@@ -62,7 +65,7 @@ from unitscope.dissect.iou import (
 )
 from unitscope.dissect.options import Options, with_overrides
 from unitscope.dissect.results import DissectResult, summarise, write_layer_rows
-from unitscope.dissect.schedule import Behind, LayerThreads, OneTorchThread, Side
+from unitscope.dissect.schedule import Behind, Gate, LayerThreads, OneTorchThread, Side
 from unitscope.dissect.significance import null_seed, null_units
 from unitscope.dissect.sources import (
     ActivationSource,
@@ -238,17 +241,28 @@ def dissect_sources(
     run = _Run.prepare(acts, labels, Path(run_dir), opts, fresh)  # validates; writes nothing
     run.open(fresh, config)
     thresholds = run.pass1()
-    run.pass2(thresholds)
-    # the rest reads the caches (no model runs): torch at one thread, the strips beside pass 3
-    with OneTorchThread(run._reads_cache()):
-        strips = run.start_strips(thresholds)  # from pass 2's top-k and labels: beside pass 3 where a core is spare
+    # the rest reads the caches (no model runs): torch at one thread; pass 2's rotated maps keep
+    # pass 1's threads (their matmul's rounding is the one pass 1's rotated thresholds saw)
+    one = run._reads_cache()
+    with OneTorchThread(one and not opts.rotations):
+        early = run.start_exemplar_strips(thresholds)  # on one core beside passes 2 and 3, where one is spare
         try:
-            run.pass3(thresholds)
-            result = run.summarise(thresholds)
+            run.pass2(thresholds)
         except BaseException:
-            strips[0].close(raise_errors=False)  # this error wins over the strips'
+            if early is not None:
+                early.stop()  # this error wins over the strips'
             raise
-        run.write(result, thresholds, strips)
+        with OneTorchThread(one):
+            strips = run.start_strips(thresholds, early)  # the rest of the strips: beside pass 3 where a core is spare
+            try:
+                run.pass3(thresholds)
+                if early is not None:
+                    early.gate.widen()  # the passes done: the strips take every core
+                result = run.summarise(thresholds)
+            except BaseException:
+                strips[0].close(raise_errors=False)  # this error wins over the strips'
+                raise
+            run.write(result, thresholds, strips)
     return result
 
 
@@ -273,6 +287,8 @@ class _Run:
     _forward_labels: bool = False  # the labels need the source's forward pass (not cached in pass 1)
     null: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # layer -> (units [U], IoU [D, U, L])
     bad: BadImages | None = None
+    pass1_top: dict[str, TopK] | None = None  # layer -> the top-k of the maps pass 1 saw (all of them, or not only)
+    reserve: int = 0  # cores passes 2 and 3 leave to the exemplar strips begun at pass 1's end
 
     def __post_init__(self) -> None:
         self._forward_labels = self.labels.needs_forward  # until pass 1 has cached them
@@ -405,6 +421,10 @@ class _Run:
         # the sketches and the cache writes of a batch run behind the next batch's forward pass
         # (one background thread, where a core is spare); every checkpoint waits for them first
         behind = Behind()
+        # each unit's top-k images as pass 2 will find them (TopK's order does not depend on the
+        # batches), for exemplar strips that start before pass 2 (:meth:`start_exemplar_strips`)
+        early = self.opts.exemplar_images and cache is not None and not self.opts.rotations
+        top = {layer: TopK(self.opts.topk, device=self.opts.device) for layer in self.layers} if early else None
 
         def flush() -> None:
             behind.wait()
@@ -419,6 +439,8 @@ class _Run:
                     add_layer_samples(stat, t, a, self.rots[layer], self.values[layer].post)
                 if cache is not None:
                     cache.write(layer, pos, a.cpu().numpy())
+                if top is not None:
+                    top[layer].add(a, torch.from_numpy(pos))
 
         # inline, the statistics run while torch's threads wait for the next forward pass: the
         # sketches' sorts take those threads' cores (results the same at any number of threads)
@@ -449,6 +471,7 @@ class _Run:
         if lc is not None and self._forward_labels:
             lc.close()
             self.label_cache = None
+        self.pass1_top = top if ran else None
         level = 1 - self.opts.quantile
         return {
             layer: [
@@ -471,11 +494,13 @@ class _Run:
 
     def pass2(self, thresholds: dict[str, list[torch.Tensor]]) -> None:
         """Top-k exemplars and IoU counts of every unit (and of every rotated unit); the layers of a
-        batch side by side where cores are spare (:class:`~.schedule.LayerThreads`)."""
+        batch side by side where cores are spare (:class:`~.schedule.LayerThreads`; less
+        ``reserve``, the core of the exemplar strips begun at pass 1's end)."""
         # at one torch thread (the layers take the cores) where the maps come from the cache, not
         # the model, and no rotated maps are counted: those go through a matmul, whose rounding must
         # stay the one pass 1's rotated thresholds saw
-        with LayerThreads(self.layers, one_torch_thread=self._reads_cache() and not self.opts.rotations) as each:
+        one = self._reads_cache() and not self.opts.rotations
+        with LayerThreads(self.layers, one_torch_thread=one, reserve=self.reserve) as each:
             self._pass2(thresholds, each)
 
     def _reads_cache(self) -> bool:
@@ -620,7 +645,8 @@ class _Run:
     def pass3(self, thresholds: dict[str, list[torch.Tensor]]) -> None:
         """The permutation null (:mod:`.significance`) of the units whose p-value can matter: their
         cached maps (the model runs again only without the cache) matched to other images' labels,
-        with the derangements a null of every unit would draw, so their p-values are the full null's."""
+        with the derangements a null of every unit would draw, so their p-values are the full null's.
+        Its layers leave ``reserve`` cores to the exemplar strips, as pass 2's do."""
         o, dev = self.opts, self.opts.device
         if not o.null_draws:
             return
@@ -656,7 +682,7 @@ class _Run:
         )  # the labels from the label cache: no decoding
         picks = {layer: torch.from_numpy(u).to(dev) for layer, u in units.items()}
         masks = MaskCache(self.run_dir / CACHE_FOLDER / "masks") if self.cache is not None else None
-        with LayerThreads(self.layers, one_torch_thread=self._reads_cache()) as each:
+        with LayerThreads(self.layers, one_torch_thread=self._reads_cache(), reserve=self.reserve) as each:
             self._pass3(stat, items, key, lc, masks, thresholds, picks, each)
         self.null = {layer: (u, stat[f"{self.tag[layer]}_null"].iou().cpu().numpy()) for layer, u in units.items()}
 
@@ -773,14 +799,106 @@ class _Run:
             )
         return result
 
-    def start_strips(self, thresholds: dict[str, list[torch.Tensor]]) -> tuple[Behind, dict[str, Any]]:
+    def start_exemplar_strips(self, thresholds: dict[str, list[torch.Tensor]]) -> _EarlyStrips | None:
+        """Start the exemplar strips at pass 1's end, in a background thread on one core (a
+        :class:`~.schedule.Gate` of one) while passes 2 and 3 take the others: they need only the
+        thresholds, the maps (the activation cache) and the top-k images, which pass 1 found as pass
+        2 finds them. The concept strips follow once pass 2 has labelled the units (:meth:`start_strips`).
+        None where they cannot start early: a single process with a spare core, maps and labels read
+        from the caches, no rotations (pass 2 keeps torch's threads), and pass 1 run whole here (one
+        resumed from a checkpoint saw only some images), else the strips start after pass 2."""
+        top, self.pass1_top = self.pass1_top, None
+        if top is None or not is_main() or rank_world()[1] > 1 or not self._reads_cache() or self.opts.rotations:
+            return None
+        assert self.cache is not None
+        written = int((self.cache.rows == ActivationCache.WRITTEN).sum())
+        if any(t.count != written for t in top.values()):
+            return None
+        behind = Behind()
+        if not behind.background:
+            behind.close()
+            return None
+        source = strip_source(self.acts)  # maps from the cache, pictures from the source
+        early = _EarlyStrips(
+            behind,
+            Gate(1),
+            Thumbnails(source.picture, thumb_size(source)),
+            {layer: t.result()[1] for layer, t in top.items()},
+        )
+        behind.submit(self._write_early_strips, thresholds, early)
+        self.reserve = 1
+        return early
+
+    def _write_early_strips(self, thresholds: dict[str, list[torch.Tensor]], early: _EarlyStrips) -> None:
+        fault("strips.write")
+        source = strip_source(self.acts, cache=self.cache)
+        th = {layer: t[0] for layer, t in thresholds.items()}
+        paths = early.out["strips"] = {}
+        for layer in self.layers:
+            paths[layer] = write_layer_strips(
+                self.run_dir,
+                source,
+                layer,
+                self.tag[layer],
+                early.images[layer],
+                th[layer],
+                thumbs=early.thumbs,
+                gate=early.gate,
+            )
+        tops, dissected = early.after_pass2.result()  # pass 2's top-k and labels (start_strips)
+        for layer in self.layers:  # the same images as pass 2's; a unit that somehow has others is drawn again
+            images = tops[layer][1].cpu()
+            if images.shape != early.images[layer].shape:
+                units = list(range(len(images)))
+            else:
+                units = torch.nonzero((images != early.images[layer]).any(1)).flatten().tolist()
+            if units:
+                again = write_layer_strips(
+                    self.run_dir,
+                    source,
+                    layer,
+                    self.tag[layer],
+                    images,
+                    th[layer],
+                    units,
+                    thumbs=early.thumbs,
+                    gate=early.gate,
+                )
+                for u, path in zip(units, again):
+                    paths[layer][u] = path
+        source = strip_source(self.acts, self.labels, cache=self.cache, label_cache=self.label_cache)
+        _, early.out["masks"] = write_unit_strips(
+            self.run_dir,
+            source,
+            self.layers,
+            self.tag,
+            tops,
+            dissected=dissected,
+            detectors_only=True,
+            thumbs=early.thumbs,
+            gate=early.gate,
+        )
+
+    def start_strips(
+        self, thresholds: dict[str, list[torch.Tensor]], early: _EarlyStrips | None = None
+    ) -> tuple[Behind, dict[str, Any]]:
         """Start the exemplar and concept strips (rank 0, ``exemplar_images``): they need pass 2's
         top-k, thresholds, best labels and detectors only, which pass 3's p-values leave as they are.
         In a background thread (:class:`~.schedule.Behind`) where a core is spare and nothing in them
         runs the model (the caches hold the maps and labels: two forward passes at once would share
-        the model's hooks), so pass 3 and ``summarise`` run meanwhile; else here, at once.
+        the model's hooks), so pass 3 and ``summarise`` run meanwhile; else here, at once. With
+        ``early`` (:meth:`start_exemplar_strips`) the exemplar strips have begun: the concept strips
+        follow them in their thread, from pass 2's labels handed over here.
         Returns the thread and the dict it fills (``strips``, ``masks``); :meth:`write` waits for it."""
         out: dict[str, Any] = {}
+        if early is not None:
+            try:
+                tops = {layer: self.pass2_stat[f"{self.tag[layer]}_top"].result() for layer in self.layers}
+                early.after_pass2.set_result((tops, self._pass2_labels(thresholds)))
+            except BaseException:
+                early.stop()  # this error wins over the strips'
+                raise
+            return early.behind, early.out
         if not is_main() or not self.opts.exemplar_images:
             return Behind(enabled=False), out
         labels_cached = not self.labels.needs_forward or (self.label_cache is not None and self.label_cache.complete)
@@ -868,6 +986,28 @@ class _Run:
             shutil.rmtree(self.run_dir / CACHE_FOLDER, ignore_errors=True)
         else:
             MaskCache(self.run_dir / CACHE_FOLDER / "masks").remove()  # pass 3's alone
+
+
+@dataclass
+class _EarlyStrips:
+    """The exemplar strips begun at pass 1's end (:meth:`_Run.start_exemplar_strips`): their thread,
+    the gate that holds them to one core until passes 2 and 3 end, the decoded tiles (shared with the
+    concept strips), the top-k images they are drawn from, pass 2's top-k and labels once known
+    (``after_pass2``, for the concept strips), and what they wrote (``strips``, ``masks``)."""
+
+    behind: Behind
+    gate: Gate
+    thumbs: Thumbnails
+    images: dict[str, torch.Tensor]  # layer -> [C, k] run positions (-1: none)
+    after_pass2: Future = field(default_factory=Future)
+    out: dict[str, Any] = field(default_factory=dict)
+
+    def stop(self) -> None:
+        """On an error of the passes: no concept strips; the exemplar strips end on every core,
+        and their own error is dropped (the caller raises its own)."""
+        self.after_pass2.cancel()
+        self.gate.widen()
+        self.behind.close(raise_errors=False)
 
 
 def count_arrays(counts: IoUCounts, d: Any) -> dict[str, np.ndarray]:

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from unitscope.dissect.iou import mask_pixel_lists
+from unitscope.dissect.schedule import Gate
 from unitscope.dissect.sources import ActivationSource, Items, LabelSource, collate_items
 from unitscope.runs import IMAGES, atomic_writer
 
@@ -209,14 +210,16 @@ def write_layer_strips(
     units: Sequence[int] | None = None,
     *,
     thumbs: Thumbnails | None = None,
+    gate: Gate | None = None,
 ) -> list[str]:
     """The exemplar strips of one layer's units from its top-k and thresholds alone (e.g. in a
     background thread as soon as pass 2 has them): the same files :func:`write_unit_strips` writes
     for them. ``images [C, k]``: each unit's top-k run positions (-1: none), ``thresholds [C]``:
     its T_k, ``units``: which units (default all), ``tag``: the layer's folder under ``images/``,
     ``source``: a :class:`StripSource` with maps, ``thumbs``: a :class:`Thumbnails` to share
-    decoded tiles with other calls. Returns each unit's strip path (relative to ``run_dir``), in
-    ``units`` order."""
+    decoded tiles with other calls, ``gate``: a :class:`~.schedule.Gate` each group of strips is
+    drawn in (the cores the caller leaves). Returns each unit's strip path (relative to
+    ``run_dir``), in ``units`` order."""
     if source.maps is None:
         raise ValueError("exemplar strips need the units' maps: a StripSource with maps")
     thumbs = thumbs if thumbs is not None else Thumbnails(source.picture, thumb_size(source))
@@ -235,7 +238,7 @@ def write_layer_strips(
             _save_strip(run_dir, paths[-1], _exemplar_strip(thumbs, idx, k, packed.get(row)))
         return paths
 
-    return [path for part in _in_threads(render, _groups(len(units))) for path in part]
+    return [path for part in _in_threads(render, _groups(len(units)), gate) for path in part]
 
 
 def _exemplar_strip(
@@ -322,6 +325,7 @@ def write_unit_strips(
     dissected=None,
     detectors_only: bool = False,
     thumbs: Thumbnails | None = None,
+    gate: Gate | None = None,
 ) -> tuple[dict[str, list[str]], dict[str, list[dict]]]:
     """Both strips of every unit, each thumbnail decoded once for both: the exemplar strip (when
     ``thresholds`` is given, :func:`write_layer_strips`) and the ground-truth strip of the unit's
@@ -329,7 +333,8 @@ def write_unit_strips(
     only for units whose IoU passes the cut-off: a non-detector's best label is not a label the
     report stands behind). ``source``: a :class:`StripSource` (:func:`strip_source`), or a data set
     with maps from ``cache`` (``read(tag, positions)``) or ``forward``; ``thumbs``: a
-    :class:`Thumbnails` shared with earlier calls (e.g. :func:`write_layer_strips` in the background).
+    :class:`Thumbnails` shared with earlier calls (e.g. :func:`write_layer_strips` in the background);
+    ``gate``: as :func:`write_layer_strips`.
     Returns ``({layer: [path per unit]}, {layer: [{"unit", "path"}]})``.
     """
     source = _dataset_source(source, tag, forward, cache)
@@ -348,7 +353,7 @@ def write_unit_strips(
         images = tops[layer][1].cpu()
         if thresholds is not None:
             strips[layer] = write_layer_strips(
-                run_dir, source, layer, tag[layer], images, thresholds[layer], thumbs=thumbs
+                run_dir, source, layer, tag[layer], images, thresholds[layer], thumbs=thumbs, gate=gate
             )
         if dissected is not None:
             units = sorted(wanted.get(layer, ()))
@@ -361,7 +366,7 @@ def write_unit_strips(
                 _save_strip(run_dir, path, _concept_strip(thumbs, idx, int(images.shape[1]), masks))
                 return {"unit": u, "path": path}
 
-            concept_rows[layer] = _in_threads(render, units)
+            concept_rows[layer] = _in_threads(render, units, gate)
     return strips, concept_rows
 
 
@@ -400,14 +405,21 @@ def _threads() -> int:
     return max(1, min(16, os.cpu_count() or 1))
 
 
-def _in_threads(fn, items) -> list:
+def _in_threads(fn, items, gate: Gate | None = None) -> list:
     """``[fn(x) for x in items]`` on a thread per core (at most 16): image decoding, PIL's
     compositing, JPEG encoding into a file (:func:`_save_strip`) and the large NumPy operations of a
-    strip release the GIL, so the strips use every core."""
+    strip release the GIL, so the strips use every core. ``gate``: each call runs inside it (at
+    most ``gate.limit`` at once: the cores the dissection's passes leave)."""
     from concurrent.futures import ThreadPoolExecutor
 
+    def call(x):
+        if gate is None:
+            return fn(x)
+        with gate:
+            return fn(x)
+
     with ThreadPoolExecutor(max_workers=_threads()) as pool:
-        return list(pool.map(fn, items))
+        return list(pool.map(call, items))
 
 
 # value -> dimmed value, the same for every channel (taken byte by byte: ``Thumbnails.dimmed``)

@@ -8,6 +8,9 @@ statistics behind the next forward pass.
     behind.wait()                         # before a checkpoint: every submitted call has run
     with Side() as side:                  # on leaving: every call has run; the first error raised
         labels = side.submit(prepare, planes)  # a Future: pass 2's labels while the layers find masks
+    gate = Gate(1)                        # the strips on one core while passes 2 and 3 take the other
+    with gate: draw(group)                # (in each strip thread) at most gate.limit at once
+    gate.widen()                          # the passes done: every strip thread at once
 
 Each layer's statistics are touched by one thread only and every call of a layer runs in batch
 order, so the results are bit-identical to a serial run; only the wall time changes. PyTorch's
@@ -19,6 +22,7 @@ With every core busy in torch's own threads (``spare_cores() < 2``) everything r
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -45,13 +49,16 @@ class LayerThreads:
     exception in any call is raised after every call of the batch has ended.
 
     ``one_torch_thread``: torch at one thread until the context ends (:class:`OneTorchThread`),
-    and the layers (and a :class:`Side` thread) take the cores instead."""
+    and the layers (and a :class:`Side` thread) take the cores instead. ``reserve``: cores left to
+    other work (the exemplar strips beside passes 2 and 3), not counted as spare."""
 
-    def __init__(self, layers: Sequence[str], threads: int | None = None, one_torch_thread: bool = False) -> None:
+    def __init__(
+        self, layers: Sequence[str], threads: int | None = None, one_torch_thread: bool = False, reserve: int = 0
+    ) -> None:
         self.layers = list(layers)
         self._one = OneTorchThread(one_torch_thread)
         self._one.__enter__()
-        spare = spare_cores()
+        spare = spare_cores() - reserve
         self.threads = threads if threads is not None else (min(16, max(spare, len(self.layers))) if spare >= 2 else 1)
         self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="dissect-layer") if self.threads > 1 else None
 
@@ -89,6 +96,34 @@ class LayerThreads:
                 self._pool.shutdown(wait=True)
         finally:
             self._one.__exit__()
+
+
+class Gate:
+    """At most ``limit`` holders at once (``with gate:``) until :meth:`widen` lifts the limit
+    (``None``: no limit). The exemplar strips start after pass 1 on one core, beside pass 2 and
+    pass 3 on the others, and take every core once those are done (:meth:`widen`)."""
+
+    def __init__(self, limit: int | None = None) -> None:
+        self.limit = limit
+        self._held = 0
+        self._cond = threading.Condition()
+
+    def __enter__(self) -> Gate:
+        with self._cond:
+            self._cond.wait_for(lambda: self.limit is None or self._held < self.limit)
+            self._held += 1
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        with self._cond:
+            self._held -= 1
+            self._cond.notify()
+
+    def widen(self, limit: int | None = None) -> None:
+        """Raise the limit to ``limit`` (``None``: none); waiting holders go in at once."""
+        with self._cond:
+            self.limit = limit
+            self._cond.notify_all()
 
 
 class OneTorchThread:

@@ -185,3 +185,25 @@ def test_one_layers_strips_alone_are_the_files_write_unit_strips_writes(tmp_path
     assert sorted(decoded) == sorted(set(_IMAGES.flatten().tolist()) - {-1})
     for p in every + [r["path"] for r in rows["conv"]]:
         assert (tmp_path / "every" / p).read_bytes() == (tmp_path / "all" / p).read_bytes(), p
+
+
+def test_thumbnails_and_their_tiles_go_with_the_last_reference():
+    """No reference cycle: a layer's decoded tiles (hundreds of MB) are freed when the strips drop
+    their Thumbnails, not at some later collection (repeated dissections in one process held every
+    earlier run's tiles)."""
+    import gc
+    import weakref
+
+    thumbs = ex.Thumbnails(_World().source().picture, SIZE)
+    tile = thumbs.dimmed(0)
+    assert tile.shape == (SIZE, SIZE)
+    gone, tile_gone = weakref.ref(thumbs), weakref.finalize(thumbs.tile(0), lambda: None)
+    del tile
+    enabled = gc.isenabled()
+    gc.disable()  # refcounting alone, no collector
+    try:
+        del thumbs
+        assert gone() is None and not tile_gone.alive
+    finally:
+        if enabled:
+            gc.enable()

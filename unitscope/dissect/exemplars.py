@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any
 
 import numpy as np
@@ -128,19 +128,10 @@ class Thumbnails:
 
     def __init__(self, picture: Callable[[int], Any], size: int, capacity: int = _THUMB_CACHE):
         self.picture, self.size = picture, size
-        self._entry = lru_cache(maxsize=capacity)(self._load)
-
-    def _load(self, i: int) -> list:
-        from PIL import Image
-
-        image = self.picture(i)
-        image.load()  # decoded now: a lazily opened file is not held open in the cache
-        image = image if image.mode == "RGB" else image.convert("RGB")
-        if image.size != (self.size, self.size):  # a 224 px world at 224 px tiles needs no resampling
-            image = image.resize((self.size, self.size), Image.BILINEAR)
-        # PIL's own RGBX bytes, one copy (15x faster than packing an RGB array); read-only, never written
-        tile = np.frombuffer(image.tobytes("raw", "RGBX"), np.uint32).reshape(self.size, self.size)
-        return [tile, None, None]
+        # the cache holds the loader, not ``self``: no reference cycle, so the tiles (hundreds of MB
+        # for a layer's exemplars) go as soon as the strips drop the object, not at a later
+        # collection of the cycle garbage (three dissections in one process held three layers' tiles)
+        self._entry = lru_cache(maxsize=capacity)(partial(_load_tile, picture, size))
 
     def tile(self, i: int) -> np.ndarray:
         return self._entry(i)[0]
@@ -161,6 +152,21 @@ class Thumbnails:
             out[..., 3] = 255
             entry[2] = out.view(np.uint32)[..., 0]
         return entry[2]
+
+
+def _load_tile(picture: Callable[[int], Any], size: int, i: int) -> list:
+    """A :class:`Thumbnails` entry: ``[tile, None, None]`` (the dimmed and tinted tiles made on
+    first use), the picture of run position ``i`` at ``size`` px as packed RGBX pixels."""
+    from PIL import Image
+
+    image = picture(i)
+    image.load()  # decoded now: a lazily opened file is not held open in the cache
+    image = image if image.mode == "RGB" else image.convert("RGB")
+    if image.size != (size, size):  # a 224 px world at 224 px tiles needs no resampling
+        image = image.resize((size, size), Image.BILINEAR)
+    # PIL's own RGBX bytes, one copy (15x faster than packing an RGB array); read-only, never written
+    tile = np.frombuffer(image.tobytes("raw", "RGBX"), np.uint32).reshape(size, size)
+    return [tile, None, None]
 
 
 def _pack(rgb: np.ndarray) -> np.ndarray:

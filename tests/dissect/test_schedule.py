@@ -304,10 +304,12 @@ def test_a_gate_holds_the_second_holder_until_widened():
     assert inside == [1, 1] and not both_in.broken
 
 
-def early_calls(monkeypatch) -> list[str]:
-    """Which exemplar strips ran: "early" (begun at pass 1's end) and "late" (after pass 2)."""
+def early_calls(monkeypatch, layers: int = 3) -> list[str]:
+    """Which exemplar strips ran: "early" (begun at pass 1's end) and "late" (after pass 2); early
+    strips allowed for runs of up to ``layers`` layers (the three layers here: the default is one)."""
     from unitscope.dissect import engine
 
+    monkeypatch.setattr(engine, "EARLY_STRIPS_LAYERS", layers)
     calls: list[str] = []
     for name, what in (("_write_early_strips", "early"), ("_write_strips", "late")):
         inner = getattr(engine._Run, name)
@@ -321,14 +323,19 @@ def early_calls(monkeypatch) -> list[str]:
 
 
 def test_exemplar_strips_begun_at_pass_1s_end_are_the_serial_runs(world, tmp_path, monkeypatch):
-    """Without rotations, where a core is spare, the exemplar strips start from pass 1's top-k on
-    one core while passes 2 and 3 run: the same files, catalog and arrays as the serial run."""
+    """Without rotations, where a core is spare, the exemplar strips start from pass 1's top-k
+    beside passes 2 and 3: the same files, catalog and arrays as the serial run. By default only
+    for a run of one layer."""
+    calls = early_calls(monkeypatch, layers=1)
+    run(world, tmp_path / "three", monkeypatch, cores=4, rotations=0)
+    assert calls == ["late"]  # three layers: after pass 2, beside pass 3
     calls = early_calls(monkeypatch)
     serial = run(world, tmp_path / "serial", monkeypatch, cores=1, rotations=0)
     assert calls == ["late"]  # inline: no spare core, the strips after pass 2 as before
     calls.clear()
     early = run(world, tmp_path / "early", monkeypatch, cores=4, rotations=0)
     assert calls == ["early"]
+    assert strips(tmp_path / "three") == strips(tmp_path / "serial")
     assert serial.layers["feat"].detectors.sum() == 3
     assert strips(tmp_path / "early") == strips(tmp_path / "serial") != {}
     assert catalog_dump(tmp_path / "early" / "catalog.sqlite") == catalog_dump(tmp_path / "serial" / "catalog.sqlite")

@@ -119,6 +119,11 @@ RUN_OUTPUTS = (
     PAGE,
     CONFIG,
 )
+# The exemplar strips start at pass 1's end (beside passes 2 and 3) for runs of at most this many
+# layers. Measured on 2 cores at 1,000 images: Lite0 blocks.6, everything after pass 1 took a median
+# 3.69 s against 4.35 s (six runs each); the demo's three layers 16.6-20.4 s against 14.7-17.0 s, as
+# their pass 2 (three layer threads, 5-6.5 s alone) shared the cores with the strips (10.5-14.1 s).
+EARLY_STRIPS_LAYERS = 1
 # settings that only a pass's own result depends on: a change redoes that pass instead of refusing
 _OWN = {
     1: {"rotations", "seed", "stat", "precision", "values"},
@@ -245,7 +250,7 @@ def dissect_sources(
     # pass 1's threads (their matmul's rounding is the one pass 1's rotated thresholds saw)
     one = run._reads_cache()
     with OneTorchThread(one and not opts.rotations):
-        early = run.start_exemplar_strips(thresholds)  # on one core beside passes 2 and 3, where one is spare
+        early = run.start_exemplar_strips(thresholds)  # beside passes 2 and 3, where a core is spare
         try:
             run.pass2(thresholds)
         except BaseException:
@@ -288,7 +293,6 @@ class _Run:
     null: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # layer -> (units [U], IoU [D, U, L])
     bad: BadImages | None = None
     pass1_top: dict[str, TopK] | None = None  # layer -> the top-k of the maps pass 1 saw (all of them, or not only)
-    reserve: int = 0  # cores passes 2 and 3 leave to the exemplar strips begun at pass 1's end
 
     def __post_init__(self) -> None:
         self._forward_labels = self.labels.needs_forward  # until pass 1 has cached them
@@ -423,7 +427,12 @@ class _Run:
         behind = Behind()
         # each unit's top-k images as pass 2 will find them (TopK's order does not depend on the
         # batches), for exemplar strips that start before pass 2 (:meth:`start_exemplar_strips`)
-        early = self.opts.exemplar_images and cache is not None and not self.opts.rotations
+        early = (
+            self.opts.exemplar_images
+            and cache is not None
+            and not self.opts.rotations
+            and len(self.layers) <= EARLY_STRIPS_LAYERS
+        )
         top = {layer: TopK(self.opts.topk, device=self.opts.device) for layer in self.layers} if early else None
 
         def flush() -> None:
@@ -494,13 +503,12 @@ class _Run:
 
     def pass2(self, thresholds: dict[str, list[torch.Tensor]]) -> None:
         """Top-k exemplars and IoU counts of every unit (and of every rotated unit); the layers of a
-        batch side by side where cores are spare (:class:`~.schedule.LayerThreads`; less
-        ``reserve``, the core of the exemplar strips begun at pass 1's end)."""
+        batch side by side where cores are spare (:class:`~.schedule.LayerThreads`)."""
         # at one torch thread (the layers take the cores) where the maps come from the cache, not
         # the model, and no rotated maps are counted: those go through a matmul, whose rounding must
         # stay the one pass 1's rotated thresholds saw
         one = self._reads_cache() and not self.opts.rotations
-        with LayerThreads(self.layers, one_torch_thread=one, reserve=self.reserve) as each:
+        with LayerThreads(self.layers, one_torch_thread=one) as each:
             self._pass2(thresholds, each)
 
     def _reads_cache(self) -> bool:
@@ -645,8 +653,7 @@ class _Run:
     def pass3(self, thresholds: dict[str, list[torch.Tensor]]) -> None:
         """The permutation null (:mod:`.significance`) of the units whose p-value can matter: their
         cached maps (the model runs again only without the cache) matched to other images' labels,
-        with the derangements a null of every unit would draw, so their p-values are the full null's.
-        Its layers leave ``reserve`` cores to the exemplar strips, as pass 2's do."""
+        with the derangements a null of every unit would draw, so their p-values are the full null's."""
         o, dev = self.opts, self.opts.device
         if not o.null_draws:
             return
@@ -682,7 +689,7 @@ class _Run:
         )  # the labels from the label cache: no decoding
         picks = {layer: torch.from_numpy(u).to(dev) for layer, u in units.items()}
         masks = MaskCache(self.run_dir / CACHE_FOLDER / "masks") if self.cache is not None else None
-        with LayerThreads(self.layers, one_torch_thread=self._reads_cache(), reserve=self.reserve) as each:
+        with LayerThreads(self.layers, one_torch_thread=self._reads_cache()) as each:
             self._pass3(stat, items, key, lc, masks, thresholds, picks, each)
         self.null = {layer: (u, stat[f"{self.tag[layer]}_null"].iou().cpu().numpy()) for layer, u in units.items()}
 
@@ -800,15 +807,18 @@ class _Run:
         return result
 
     def start_exemplar_strips(self, thresholds: dict[str, list[torch.Tensor]]) -> _EarlyStrips | None:
-        """Start the exemplar strips at pass 1's end, in a background thread on one core (a
-        :class:`~.schedule.Gate` of one) while passes 2 and 3 take the others: they need only the
-        thresholds, the maps (the activation cache) and the top-k images, which pass 1 found as pass
-        2 finds them. The concept strips follow once pass 2 has labelled the units (:meth:`start_strips`).
-        None where they cannot start early: a single process with a spare core, maps and labels read
-        from the caches, no rotations (pass 2 keeps torch's threads), and pass 1 run whole here (one
-        resumed from a checkpoint saw only some images), else the strips start after pass 2."""
+        """Start the exemplar strips at pass 1's end, in a background thread beside passes 2 and 3
+        (which keep their threads), one group of units at a time (a :class:`~.schedule.Gate` of one)
+        until pass 3 ends: they need only the thresholds, the maps (the activation cache) and the
+        top-k images, which pass 1 found as pass 2 finds them. The concept strips follow once pass 2
+        has labelled the units (:meth:`start_strips`). None where they cannot start early: a single
+        process with a spare core, maps and labels read from the caches, no rotations (pass 2 runs
+        them at torch's threads), and pass 1 run whole here (one resumed from a checkpoint saw only
+        some images); the strips then start after pass 2."""
         top, self.pass1_top = self.pass1_top, None
         if top is None or not is_main() or rank_world()[1] > 1 or not self._reads_cache() or self.opts.rotations:
+            return None
+        if len(self.layers) > EARLY_STRIPS_LAYERS:
             return None
         assert self.cache is not None
         written = int((self.cache.rows == ActivationCache.WRITTEN).sum())
@@ -826,7 +836,6 @@ class _Run:
             {layer: t.result()[1] for layer, t in top.items()},
         )
         behind.submit(self._write_early_strips, thresholds, early)
-        self.reserve = 1
         return early
 
     def _write_early_strips(self, thresholds: dict[str, list[torch.Tensor]], early: _EarlyStrips) -> None:
@@ -991,7 +1000,7 @@ class _Run:
 @dataclass
 class _EarlyStrips:
     """The exemplar strips begun at pass 1's end (:meth:`_Run.start_exemplar_strips`): their thread,
-    the gate that holds them to one core until passes 2 and 3 end, the decoded tiles (shared with the
+    the gate that holds them to one group at a time until passes 2 and 3 end, the decoded tiles (shared with the
     concept strips), the top-k images they are drawn from, pass 2's top-k and labels once known
     (``after_pass2``, for the concept strips), and what they wrote (``strips``, ``masks``)."""
 

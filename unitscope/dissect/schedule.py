@@ -8,7 +8,7 @@ statistics behind the next forward pass.
     behind.wait()                         # before a checkpoint: every submitted call has run
     with Side() as side:                  # on leaving: every call has run; the first error raised
         labels = side.submit(prepare, planes)  # a Future: pass 2's labels while the layers find masks
-    gate = Gate(1)                        # the strips on one core while passes 2 and 3 take the other
+    gate = Gate(1)                        # the strips one group at a time beside passes 2 and 3
     with gate: draw(group)                # (in each strip thread) at most gate.limit at once
     gate.widen()                          # the passes done: every strip thread at once
 
@@ -49,16 +49,13 @@ class LayerThreads:
     exception in any call is raised after every call of the batch has ended.
 
     ``one_torch_thread``: torch at one thread until the context ends (:class:`OneTorchThread`),
-    and the layers (and a :class:`Side` thread) take the cores instead. ``reserve``: cores left to
-    other work (the exemplar strips beside passes 2 and 3), not counted as spare."""
+    and the layers (and a :class:`Side` thread) take the cores instead."""
 
-    def __init__(
-        self, layers: Sequence[str], threads: int | None = None, one_torch_thread: bool = False, reserve: int = 0
-    ) -> None:
+    def __init__(self, layers: Sequence[str], threads: int | None = None, one_torch_thread: bool = False) -> None:
         self.layers = list(layers)
         self._one = OneTorchThread(one_torch_thread)
         self._one.__enter__()
-        spare = spare_cores() - reserve
+        spare = spare_cores()
         self.threads = threads if threads is not None else (min(16, max(spare, len(self.layers))) if spare >= 2 else 1)
         self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="dissect-layer") if self.threads > 1 else None
 
@@ -100,8 +97,8 @@ class LayerThreads:
 
 class Gate:
     """At most ``limit`` holders at once (``with gate:``) until :meth:`widen` lifts the limit
-    (``None``: no limit). The exemplar strips start after pass 1 on one core, beside pass 2 and
-    pass 3 on the others, and take every core once those are done (:meth:`widen`)."""
+    (``None``: no limit). The exemplar strips start after pass 1 one group at a time, beside
+    passes 2 and 3, and take every core once those are done (:meth:`widen`)."""
 
     def __init__(self, limit: int | None = None) -> None:
         self.limit = limit

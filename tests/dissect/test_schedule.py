@@ -303,6 +303,28 @@ def test_a_gate_holds_the_second_holder_until_widened():
         t.join()
     assert inside == [1, 1] and not both_in.broken
 
+    from unitscope.dissect.schedule import GateClosed
+
+    gate = Gate(1)
+    with gate:
+        waiting = threading.Thread(target=lambda: order.append(_enter(gate)))
+        waiting.start()
+        gate.close()  # the holder waiting for its turn is turned away, not let in
+        waiting.join()
+    assert order[-1] == "closed"
+    with pytest.raises(GateClosed):
+        gate.__enter__()
+
+
+def _enter(gate) -> str:
+    from unitscope.dissect.schedule import GateClosed
+
+    try:
+        with gate:
+            return "in"
+    except GateClosed:
+        return "closed"
+
 
 def early_calls(monkeypatch, layers: int = 3) -> list[str]:
     """Which exemplar strips ran: "early" (begun at pass 1's end) and "late" (after pass 2); early

@@ -21,9 +21,9 @@ Two passes over the data, every layer at once, and a short third:
    p-value can matter (best IoU above the cut-off, and a fixed sample for ``images_needed``),
    from the activation cache: the cached maps of those units, and the labels read again.
 The exemplar strips need the thresholds, the cached maps and each unit's top-k, which pass 1 finds
-as pass 2 does: where a core is spare they start at pass 1's end on that core, beside passes 2 and
-3, then take every core; the concept strips follow pass 2's labels (else all strips start after
-pass 2, beside pass 3). Where cores are spare the layers of a batch are counted side by side, and
+as pass 2 does: in a run of one layer, where a core is spare, they start at pass 1's end, one group
+at a time beside passes 2 and 3, then take every core; the concept strips follow pass 2's labels
+(else all strips start after pass 2, beside pass 3). Where cores are spare the layers of a batch are counted side by side, and
 pass 1's statistics are added behind the next forward pass (:mod:`.schedule`; results bit-identical).
 Each pass checkpoints into the run folder and resumes after a kill with identical results. Each
 pass is keyed on what it depends on: a rerun with another ``quantile`` or ``topk`` redoes pass 2
@@ -833,7 +833,7 @@ class _Run:
             behind,
             Gate(1),
             Thumbnails(source.picture, thumb_size(source)),
-            {layer: t.result()[1] for layer, t in top.items()},
+            {layer: t.result()[1].cpu() for layer, t in top.items()},
         )
         behind.submit(self._write_early_strips, thresholds, early)
         return early
@@ -999,10 +999,11 @@ class _Run:
 
 @dataclass
 class _EarlyStrips:
-    """The exemplar strips begun at pass 1's end (:meth:`_Run.start_exemplar_strips`): their thread,
-    the gate that holds them to one group at a time until passes 2 and 3 end, the decoded tiles (shared with the
-    concept strips), the top-k images they are drawn from, pass 2's top-k and labels once known
-    (``after_pass2``, for the concept strips), and what they wrote (``strips``, ``masks``)."""
+    """The exemplar strips begun at pass 1's end (:meth:`_Run.start_exemplar_strips`): their
+    thread, the gate that holds them to one group at a time until passes 2 and 3 end, the decoded
+    tiles (shared with the concept strips), the top-k images they are drawn from, pass 2's top-k and
+    labels once known (``after_pass2``, for the concept strips), and what they wrote (``strips``,
+    ``masks``)."""
 
     behind: Behind
     gate: Gate
@@ -1012,10 +1013,10 @@ class _EarlyStrips:
     out: dict[str, Any] = field(default_factory=dict)
 
     def stop(self) -> None:
-        """On an error of the passes: no concept strips; the exemplar strips end on every core,
-        and their own error is dropped (the caller raises its own)."""
+        """On an error of the passes: the strips end after the groups being drawn (the gate turns
+        the rest away), no concept strips; their own error is dropped (the caller raises its own)."""
         self.after_pass2.cancel()
-        self.gate.widen()
+        self.gate.close()
         self.behind.close(raise_errors=False)
 
 

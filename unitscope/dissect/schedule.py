@@ -95,19 +95,27 @@ class LayerThreads:
             self._one.__exit__()
 
 
+class GateClosed(RuntimeError):
+    """Raised on entering a :class:`Gate` that was closed: the work behind it is no longer wanted."""
+
+
 class Gate:
     """At most ``limit`` holders at once (``with gate:``) until :meth:`widen` lifts the limit
     (``None``: no limit). The exemplar strips start after pass 1 one group at a time, beside
-    passes 2 and 3, and take every core once those are done (:meth:`widen`)."""
+    passes 2 and 3, and take every core once those are done (:meth:`widen`); :meth:`close` turns
+    away every later holder (:class:`GateClosed`), so work queued behind it ends at once."""
 
     def __init__(self, limit: int | None = None) -> None:
         self.limit = limit
+        self.closed = False
         self._held = 0
         self._cond = threading.Condition()
 
     def __enter__(self) -> Gate:
         with self._cond:
-            self._cond.wait_for(lambda: self.limit is None or self._held < self.limit)
+            self._cond.wait_for(lambda: self.closed or self.limit is None or self._held < self.limit)
+            if self.closed:
+                raise GateClosed("the work behind this gate was stopped")
             self._held += 1
         return self
 
@@ -120,6 +128,12 @@ class Gate:
         """Raise the limit to ``limit`` (``None``: none); waiting holders go in at once."""
         with self._cond:
             self.limit = limit
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        """Turn away every holder from now on (those inside finish)."""
+        with self._cond:
+            self.closed = True
             self._cond.notify_all()
 
 

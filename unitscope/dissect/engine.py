@@ -23,8 +23,9 @@ Two passes over the data, every layer at once, and a short third:
 The exemplar strips need the thresholds, the cached maps and each unit's top-k, which pass 1 finds
 as pass 2 does: in a run of one layer, where a core is spare, they start at pass 1's end, one group
 at a time beside passes 2 and 3, then take every core; the concept strips follow pass 2's labels
-(else all strips start after pass 2, beside pass 3). Where cores are spare the layers of a batch are counted side by side, and
-pass 1's statistics are added behind the next forward pass (:mod:`.schedule`; results bit-identical).
+(else all strips start after pass 2, beside pass 3). Where cores are spare the layers of a batch
+are counted side by side, and pass 1's statistics are added behind the next forward pass
+(:mod:`.schedule`; results bit-identical).
 Each pass checkpoints into the run folder and resumes after a kill with identical results. Each
 pass is keyed on what it depends on: a rerun with another ``quantile`` or ``topk`` redoes pass 2
 only; another model, data set or layer list in the same folder is refused. :func:`dissect_sources`
@@ -426,12 +427,14 @@ class _Run:
         # (one background thread, where a core is spare); every checkpoint waits for them first
         behind = Behind()
         # each unit's top-k images as pass 2 will find them (TopK's order does not depend on the
-        # batches), for exemplar strips that start before pass 2 (:meth:`start_exemplar_strips`)
+        # batches), for exemplar strips that start before pass 2 (:meth:`start_exemplar_strips`):
+        # one process, strips on, maps cached, no rotations (pass 2 runs them at torch's threads)
         early = (
             self.opts.exemplar_images
             and cache is not None
             and not self.opts.rotations
             and len(self.layers) <= EARLY_STRIPS_LAYERS
+            and rank_world()[1] == 1
         )
         top = {layer: TopK(self.opts.topk, device=self.opts.device) for layer in self.layers} if early else None
 
@@ -815,10 +818,8 @@ class _Run:
         process with a spare core, maps and labels read from the caches, no rotations (pass 2 runs
         them at torch's threads), and pass 1 run whole here (one resumed from a checkpoint saw only
         some images); the strips then start after pass 2."""
-        top, self.pass1_top = self.pass1_top, None
-        if top is None or not is_main() or rank_world()[1] > 1 or not self._reads_cache() or self.opts.rotations:
-            return None
-        if len(self.layers) > EARLY_STRIPS_LAYERS:
+        top, self.pass1_top = self.pass1_top, None  # None unless pass 1 could keep it (see there)
+        if top is None or not self._reads_cache():
             return None
         assert self.cache is not None
         written = int((self.cache.rows == ActivationCache.WRITTEN).sum())

@@ -417,3 +417,39 @@ def test_a_fault_beside_the_early_strips_resumes_to_the_serial_run(world, tmp_pa
     run(world, tmp_path / "run", monkeypatch, cores=4, rotations=0)
     assert catalog_dump(tmp_path / "run" / "catalog.sqlite") == catalog_dump(tmp_path / "serial" / "catalog.sqlite")
     assert strips(tmp_path / "run") == strips(tmp_path / "serial")
+
+
+def test_a_pass_3_that_fails_turns_the_early_strips_away(world, tmp_path, monkeypatch):
+    """Pass 3 fails before the early strips draw anything (they wait for it here, on an event): the
+    error is raised without drawing them one group at a time first (the gate is closed), and a rerun
+    resumes to the serial run."""
+    import threading
+
+    from unitscope.dissect import engine
+
+    run(world, tmp_path / "serial", monkeypatch, cores=1, rotations=0)
+    failed = threading.Event()
+    pass3, early_strips = engine._Run.pass3, engine._Run._write_early_strips
+
+    def failing_pass3(self, thresholds):
+        try:
+            return pass3(self, thresholds)
+        except BaseException:
+            failed.set()
+            raise
+
+    def after_the_failure(self, *args):
+        assert failed.wait(timeout=120), "pass 3 did not fail"  # a guard against a hang, not a timing
+        return early_strips(self, *args)
+
+    monkeypatch.setattr(engine._Run, "pass3", failing_pass3)
+    monkeypatch.setattr(engine._Run, "_write_early_strips", after_the_failure)
+    calls = early_calls(monkeypatch)
+    with faults.armed("pass3.done=1:raise"), pytest.raises(faults.FaultInjected):
+        run(world, tmp_path / "run", monkeypatch, cores=4, rotations=0)
+    assert calls == ["early"] and failed.is_set()
+    assert strips(tmp_path / "run") == {}  # every group turned away (the old wait drew them all)
+    monkeypatch.setattr(engine._Run, "_write_early_strips", early_strips)
+    run(world, tmp_path / "run", monkeypatch, cores=4, rotations=0)
+    assert catalog_dump(tmp_path / "run" / "catalog.sqlite") == catalog_dump(tmp_path / "serial" / "catalog.sqlite")
+    assert strips(tmp_path / "run") == strips(tmp_path / "serial") != {}

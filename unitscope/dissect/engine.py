@@ -266,7 +266,10 @@ def dissect_sources(
                     early.gate.widen()  # the passes done: the strips take every core
                 result = run.summarise(thresholds)
             except BaseException:
-                strips[0].close(raise_errors=False)  # this error wins over the strips'
+                if early is not None:  # the groups not yet begun are turned away: no wait for them
+                    early.stop()  # this error wins over the strips'
+                else:
+                    strips[0].close(raise_errors=False)  # this error wins over the strips'
                 raise
             run.write(result, thresholds, strips)
     return result
@@ -1014,8 +1017,9 @@ class _EarlyStrips:
     out: dict[str, Any] = field(default_factory=dict)
 
     def stop(self) -> None:
-        """On an error of the passes: the strips end after the groups being drawn (the gate turns
-        the rest away), no concept strips; their own error is dropped (the caller raises its own)."""
+        """On an error of the passes (pass 2, pass 3 or ``summarise``): the strips end after the
+        groups being drawn (the gate turns the rest away, concept strips too); their own error is
+        dropped (the caller raises its own)."""
         self.after_pass2.cancel()
         self.gate.close()
         self.behind.close(raise_errors=False)

@@ -845,19 +845,14 @@ class _Run:
     def _write_early_strips(self, thresholds: dict[str, list[torch.Tensor]], early: _EarlyStrips) -> None:
         fault("strips.write")
         source = strip_source(self.acts, cache=self.cache)
-        th = {layer: t[0] for layer, t in thresholds.items()}
-        paths = early.out["strips"] = {}
-        for layer in self.layers:
-            paths[layer] = write_layer_strips(
-                self.run_dir,
-                source,
-                layer,
-                self.tag[layer],
-                early.images[layer],
-                th[layer],
-                thumbs=early.thumbs,
-                gate=early.gate,
+
+        def draw(layer: str, images: torch.Tensor, units: list[int] | None = None) -> list[str]:
+            th = thresholds[layer][0]
+            return write_layer_strips(
+                self.run_dir, source, layer, self.tag[layer], images, th, units, thumbs=early.thumbs, gate=early.gate
             )
+
+        paths = early.out["strips"] = {layer: draw(layer, early.images[layer]) for layer in self.layers}
         tops, dissected = early.after_pass2.result()  # pass 2's top-k and labels (start_strips)
         for layer in self.layers:  # the same images as pass 2's; a unit that somehow has others is drawn again
             images = tops[layer][1].cpu()
@@ -866,18 +861,7 @@ class _Run:
             else:
                 units = torch.nonzero((images != early.images[layer]).any(1)).flatten().tolist()
             if units:
-                again = write_layer_strips(
-                    self.run_dir,
-                    source,
-                    layer,
-                    self.tag[layer],
-                    images,
-                    th[layer],
-                    units,
-                    thumbs=early.thumbs,
-                    gate=early.gate,
-                )
-                for u, path in zip(units, again):
+                for u, path in zip(units, draw(layer, images, units)):
                     paths[layer][u] = path
         source = strip_source(self.acts, self.labels, cache=self.cache, label_cache=self.label_cache)
         _, early.out["masks"] = write_unit_strips(

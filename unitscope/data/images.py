@@ -36,7 +36,7 @@ def load_image(path: str | Path, where: str | None = None) -> Image.Image:
         raise FileNotFoundError(f"image {path}{listed} does not exist")
     try:
         with Image.open(path) as image:
-            image.load()
-            return image.convert("RGB")
+            image.load()  # decoded, its file closed: leaving the block closes nothing else
+            return image if image.mode == "RGB" else image.convert("RGB")  # no copy of an RGB file's pixels
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageReadError(path, str(exc) or type(exc).__name__, where) from exc

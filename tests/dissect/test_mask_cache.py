@@ -120,6 +120,70 @@ def test_a_record_of_other_thresholds_or_positions_is_not_read(tmp_path):
     assert small.load(positions) is None
 
 
+def test_records_held_in_memory_up_to_its_bytes_then_in_files(tmp_path):
+    """The first ``memory`` bytes of records stay in the object (no file), later ones go to files;
+    either reads back the same arrays; ``remove`` drops both and frees the budget."""
+    maps, labels, image_labels, present, L = planes_world()
+    th = torch.quantile(maps.transpose(0, 1).flatten(1), 0.8, dim=1)
+    masks = iou.mask_pixel_lists(maps, th, (16, 16))
+    prep = iou.prepare_labels(labels, image_labels, present, L)
+    on_disk = MaskCache(tmp_path / "disk")
+    on_disk.write(np.arange(0, 12), {"l0": (th, masks)}, 256, prep)
+    size = on_disk.used  # one record's bytes in a file (a little more than its arrays)
+    cache = MaskCache(tmp_path / "masks", memory=size)  # room for one record in memory
+    for first in (0, 12):
+        cache.write(np.arange(first, first + 12), {"l0": (th, masks)}, 256, prep)
+    assert [f.name for f in (tmp_path / "masks").glob("b*")] == ["b000000012.safetensors"]  # the second
+    want = on_disk.load(np.arange(0, 12))
+    for first in (0, 12):
+        got = cache.load(np.arange(first, first + 12))
+        assert got is not None and sorted(got) == sorted(want)
+        for name, a in want.items():
+            b = got[name] if name != "positions" else got[name] - first
+            assert b.dtype == a.dtype and np.array_equal(b, a), name
+    assert cache.load(np.arange(0, 11)) is None  # other positions of a held record's first one
+    held = cache.load(np.arange(0, 12))
+    prep.present[:] = False  # the held record shares no memory with the batch's tensors
+    assert held["labels.present"].any()
+    cache.remove()
+    assert cache.used == 0 and cache.load(np.arange(0, 12)) is None and not (tmp_path / "masks").exists()
+    # a budget too small for the record: not held either
+    small = MaskCache(tmp_path / "small", budget=10, memory=size)
+    small.write(np.arange(0, 12), {"l0": (th, masks)}, 256)
+    assert small.load(np.arange(0, 12)) is None and small.disabled
+
+
+def test_one_process_holds_its_records_and_pass3_gives_what_records_in_files_give(tmp_path, monkeypatch):
+    """A dissection in one process hands pass 3 the records it held (no record file written, every
+    batch of pass 3 reads one); with none held they go through files: the same p-values either way."""
+    import unitscope.runs as runs_mod
+
+    files, found = [], []
+    real_write, real_pixels = runs_mod.atomic_write_bytes, MaskCache.pixels
+
+    def write(path, data, **kw):
+        if "masks" in str(path):
+            files.append(path)
+        return real_write(path, data, **kw)
+
+    def pixels(record, tag, thresholds):
+        out = real_pixels(record, tag, thresholds)
+        found.append(out is not None)
+        return out
+
+    monkeypatch.setattr(runs_mod, "atomic_write_bytes", write)  # MaskCache.write imports it when it writes
+    monkeypatch.setattr(MaskCache, "pixels", staticmethod(pixels))
+    held = run(tmp_path, "held", keep_cache=True)
+    assert files == [] and found == [True] * 5  # pass 3's 5 batches of 8, each from a held record
+    monkeypatch.setattr(engine_mod, "MASKS_HELD_BYTES", 0)
+    found.clear()
+    in_files = run(tmp_path, "files", keep_cache=True)
+    assert len(files) == 5 and found == [True] * 5
+    assert np.isfinite(held.p_value).sum() == 3
+    assert np.array_equal(held.p_value, in_files.p_value, equal_nan=True)
+    assert np.array_equal(held.iou, in_files.iou)
+
+
 def test_counting_from_the_mask_lists():
     """Pass 2 counts the pixels it records: count_masks over mask_pixel_lists is count_batch."""
     maps, labels, image_labels, present, L = planes_world()

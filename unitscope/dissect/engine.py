@@ -125,6 +125,10 @@ RUN_OUTPUTS = (
 # 3.69 s against 4.35 s (six runs each); the demo's three layers 16.6-20.4 s against 14.7-17.0 s, as
 # their pass 2 (three layer threads, 5-6.5 s alone) shared the cores with the strips (10.5-14.1 s).
 EARLY_STRIPS_LAYERS = 1
+# Pass 2's mask records up to this many bytes stay in memory for pass 3 (one process): Lite0's
+# blocks.6 at 1,000 images writes 70 MB of them, whose serialising, writing and reading back took
+# 0.15-0.2 s of CPU and 0.1 s of system time beside the strips. Beyond it they go to files.
+MASKS_HELD_BYTES = 256 * 2**20
 # settings that only a pass's own result depends on: a change redoes that pass instead of refusing
 _OWN = {
     1: {"rotations", "seed", "stat", "precision", "values"},
@@ -297,6 +301,7 @@ class _Run:
     null: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # layer -> (units [U], IoU [D, U, L])
     bad: BadImages | None = None
     pass1_top: dict[str, TopK] | None = None  # layer -> the top-k of the maps pass 1 saw (all of them, or not only)
+    masks: MaskCache | None = None  # pass 2's mask records, some held in memory, for pass 3 in this process
 
     def __post_init__(self) -> None:
         self._forward_labels = self.labels.needs_forward  # until pass 1 has cached them
@@ -621,9 +626,11 @@ class _Run:
         ``cache_gb`` leaves after the activations and labels; None without p-values or cache."""
         if self.cache is None or not self.opts.null_draws or self._forward_labels:
             return None
-        mc = MaskCache(self.run_dir / CACHE_FOLDER / "masks", self._mask_budget())
+        held = MASKS_HELD_BYTES if rank_world()[1] == 1 else 0  # ranks: pass 3 may read another's records
+        mc = MaskCache(self.run_dir / CACHE_FOLDER / "masks", self._mask_budget(), memory=held)
         if self.redo.get(2, False):
             mc.remove()  # records of other thresholds: never read (pass 3 checks them too)
+        self.masks = mc
         return mc
 
     def _recorded_masks(
@@ -694,9 +701,12 @@ class _Run:
             None if lc is not None else self.labels,
         )  # the labels from the label cache: no decoding
         picks = {layer: torch.from_numpy(u).to(dev) for layer, u in units.items()}
-        masks = MaskCache(self.run_dir / CACHE_FOLDER / "masks") if self.cache is not None else None
+        masks = None
+        if self.cache is not None:  # pass 2's records, held ones too; else (a resume) those in files
+            masks = self.masks if self.masks is not None else MaskCache(self.run_dir / CACHE_FOLDER / "masks")
         with LayerThreads(self.layers, one_torch_thread=self._reads_cache()) as each:
             self._pass3(stat, items, key, lc, masks, thresholds, picks, each)
+        self.masks = None  # the records held in memory go: their heap serves the strips
         self.null = {layer: (u, stat[f"{self.tag[layer]}_null"].iou().cpu().numpy()) for layer, u in units.items()}
 
     def _pass3(

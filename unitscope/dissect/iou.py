@@ -82,7 +82,14 @@ def prepare_labels(
     rows = label_rows(flat)  # [N * P, K]
     n, k, p = flat.shape
     combo, table = label_combos(rows, num_labels, planes=flat.transpose(0, 1).reshape(k, n * p))  # k may be 0
-    area = label_areas(flat, num_labels)
+    if combo is not None and table is not None:  # each combination's pixels to its labels: a count of
+        # N * P combinations, not of N * K * P labels (the same integers: a row's labels are distinct)
+        per_combo = torch.bincount(combo, minlength=len(table))
+        area = torch.zeros(num_labels, dtype=torch.long, device=combo.device)
+        area.index_add_(0, table.reshape(-1), per_combo.repeat_interleave(k))
+        area[0] = 0
+    else:
+        area = label_areas(flat, num_labels)
     img_idx, m_idx = (image_labels > 0).nonzero(as_tuple=True)
     area += torch.bincount(image_labels[img_idx, m_idx], minlength=num_labels)[:num_labels] * (size[0] * size[1])
     return BatchLabels(image_labels, flat, rows, combo, table, present.to(device), area, size, num_labels)

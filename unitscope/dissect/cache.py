@@ -468,10 +468,11 @@ class MaskCache:
         from unitscope.runs import atomic_write_bytes
 
         pix_code = np.int16 if pixels <= 2**15 else np.int32
-        arrays: dict[str, np.ndarray] = {"positions": np.asarray(positions, dtype=np.int64)}
+        # every array its own copy: a held record shares no memory with the caller's tensors
+        arrays: dict[str, np.ndarray] = {"positions": np.array(positions, dtype=np.int64)}
         for tag, (thresholds, chunks) in layers.items():
             offsets = np.cumsum([0] + [len(c.img) for c in chunks])
-            arrays[f"{tag}.thresholds"] = thresholds.detach().float().cpu().numpy()
+            arrays[f"{tag}.thresholds"] = thresholds.detach().float().cpu().numpy().copy()
             arrays[f"{tag}.img"] = _cat([c.img for c in chunks], np.int32)
             arrays[f"{tag}.unit"] = _cat([c.unit for c in chunks], np.int32)
             pair_code = np.int16 if offsets[-1] <= 2**15 else np.int32
@@ -481,8 +482,8 @@ class MaskCache:
             combo_code = np.int16 if len(labels.table) <= 2**15 else np.int32
             arrays["labels.combo"] = labels.combo.cpu().numpy().astype(combo_code)
             arrays["labels.table"] = labels.table.cpu().numpy().astype(np.int32)  # label numbers < 2**31
-            arrays["labels.image_labels"] = np.array(labels.image_labels.cpu().numpy())  # copies: held records
-            arrays["labels.present"] = np.array(labels.present.cpu().numpy())  # share no tensor's memory
+            arrays["labels.image_labels"] = np.array(labels.image_labels.cpu().numpy())
+            arrays["labels.present"] = np.array(labels.present.cpu().numpy())
             arrays["labels.label_area"] = labels.label_area.cpu().numpy().astype(np.int64)
             arrays["labels.size"] = np.array([*labels.size, labels.num_labels], dtype=np.int64)
         size = sum(a.nbytes for a in arrays.values())

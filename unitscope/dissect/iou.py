@@ -84,9 +84,9 @@ def prepare_labels(
     combo, table = label_combos(rows, num_labels, planes=flat.transpose(0, 1).reshape(k, n * p))  # k may be 0
     if combo is not None and table is not None:  # each combination's pixels to its labels: a count of
         # N * P combinations, not of N * K * P labels (the same integers: a row's labels are distinct)
-        per_combo = torch.bincount(combo, minlength=len(table))
-        area = torch.zeros(num_labels, dtype=torch.long, device=combo.device)
-        area.index_add_(0, table.reshape(-1), per_combo.repeat_interleave(k))
+        area = torch.zeros(1, 1, num_labels, dtype=torch.long, device=combo.device)
+        spread_combos(area, torch.bincount(combo, minlength=len(table)).view(1, -1), table)
+        area = area.view(num_labels)
         area[0] = 0
     else:
         area = label_areas(flat, num_labels)

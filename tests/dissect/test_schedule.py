@@ -2,12 +2,17 @@
 forward pass) give the serial run's results bit for bit, and a fault in the background work
 resumes to them."""
 
+import os
+import select
+import signal
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from tests.dissect.test_dissect import catalog_dump, dataset, planted, world  # noqa: F401  (world is a fixture)
+from tests.dissect.test_forked import no_children_left
 from unitscope import faults
 from unitscope.dissect import ActivationSource, Options, dissect_sources, schedule
 from unitscope.dissect.schedule import Behind, LayerThreads, OneTorchThread
@@ -52,7 +57,7 @@ class ThreeLayers(ActivationSource):
 
 def run(world, out, monkeypatch, cores: int, rotations: int = 1, **kw):
     """A dissection of the three layers with ``spare_cores()`` set to ``cores`` (1: all inline)."""
-    monkeypatch.setattr(schedule, "spare_cores", lambda: cores)
+    monkeypatch.setattr(schedule, "spare_cores", lambda torch_threads=None: cores)
     model = planted(world)
     ds = dataset(world, model)
     opts = Options(
@@ -344,19 +349,40 @@ def early_calls(monkeypatch, layers: int = 3) -> list[str]:
     return calls
 
 
-def test_exemplar_strips_begun_at_pass_1s_end_are_the_serial_runs(world, tmp_path, monkeypatch):
+def forks(monkeypatch, process: bool = True) -> list:
+    """The processes forked for the early strips (:mod:`unitscope.dissect.forked`), as they are made;
+    ``process=False``: none, the early strips drawn in their thread."""
+    from unitscope.dissect import engine
+    from unitscope.dissect.forked import ForkedCall
+
+    made: list = []
+
+    class Recorded(ForkedCall):
+        def __init__(self, *args, **kw):
+            super().__init__(*args, **kw)
+            made.append(self)
+
+    monkeypatch.setattr(engine, "STRIPS_PROCESS", process)
+    monkeypatch.setattr(engine, "ForkedCall", Recorded)
+    return made
+
+
+@pytest.mark.parametrize("process", [True, False], ids=["process", "thread"])
+def test_exemplar_strips_begun_at_pass_1s_end_are_the_serial_runs(world, tmp_path, monkeypatch, process):
     """Without rotations, where a core is spare, the exemplar strips start from pass 1's top-k
-    beside passes 2 and 3: the same files, catalog and arrays as the serial run. By default only
-    for a run of one layer."""
+    beside passes 2 and 3, in a process forked before pass 1 or in a thread: the same files,
+    catalog and arrays as the serial run. By default only for a run of one layer."""
+    children = forks(monkeypatch, process)
     calls = early_calls(monkeypatch, layers=1)
     run(world, tmp_path / "three", monkeypatch, cores=4, rotations=0)
-    assert calls == ["late"]  # three layers: after pass 2, beside pass 3
+    assert calls == ["late"] and children == []  # three layers: after pass 2, beside pass 3
     calls = early_calls(monkeypatch)
     serial = run(world, tmp_path / "serial", monkeypatch, cores=1, rotations=0)
-    assert calls == ["late"]  # inline: no spare core, the strips after pass 2 as before
+    assert calls == ["late"] and children == []  # inline: no spare core, the strips after pass 2 as before
     calls.clear()
     early = run(world, tmp_path / "early", monkeypatch, cores=4, rotations=0)
     assert calls == ["early"]
+    assert [c.returncode for c in children] == ([0] if process else [])  # the child sent its strips back
     assert strips(tmp_path / "three") == strips(tmp_path / "serial")
     assert serial.layers["feat"].detectors.sum() == 3
     assert strips(tmp_path / "early") == strips(tmp_path / "serial") != {}
@@ -392,42 +418,66 @@ def test_early_strips_drawn_from_other_images_than_pass_2s_are_drawn_again(world
 
 
 def test_a_pass_1_resumed_from_a_checkpoint_draws_the_strips_after_pass_2(world, tmp_path, monkeypatch):
-    """Pass 1's top-k saw only the batches after the checkpoint: the strips wait for pass 2's."""
+    """Pass 1's top-k saw only the batches after the checkpoint: the strips wait for pass 2's. The
+    process forked for them is ended, in the failed run and in the resumed one."""
     run(world, tmp_path / "serial", monkeypatch, cores=1, rotations=0)
+    children = forks(monkeypatch)
+    calls = early_calls(monkeypatch)
     with faults.armed("cache.write=5:raise"), pytest.raises(faults.FaultInjected):
         run(world, tmp_path / "run", monkeypatch, cores=4, rotations=0)
-    calls = early_calls(monkeypatch)
+    assert calls == [] and [c.returncode for c in children] == [-signal.SIGKILL] and no_children_left()
     run(world, tmp_path / "run", monkeypatch, cores=4, rotations=0)
     assert calls == ["late"]
+    assert [c.returncode for c in children] == [-signal.SIGKILL] * 2 and no_children_left()
     assert strips(tmp_path / "run") == strips(tmp_path / "serial")
     assert catalog_dump(tmp_path / "run" / "catalog.sqlite") == catalog_dump(tmp_path / "serial" / "catalog.sqlite")
 
 
 @pytest.mark.parametrize("fault", ["strips.write=1:raise", "pass2.done=1:raise"])
-def test_a_fault_beside_the_early_strips_resumes_to_the_serial_run(world, tmp_path, monkeypatch, fault):
-    """A fault in the early strips reaches the caller when it waits for them (pass 3 done first); a
-    fault in pass 2 ends them (no concept strips) and is the error raised. A rerun resumes."""
+@pytest.mark.parametrize("process", [True, False], ids=["process", "thread"])
+def test_a_fault_beside_the_early_strips_resumes_to_the_serial_run(world, tmp_path, monkeypatch, fault, process):
+    """A fault in the early strips (in their process, or their thread) reaches the caller when it
+    waits for them (pass 3 done first); a fault in pass 2 ends them (no concept strips) and is the
+    error raised. A rerun resumes."""
     run(world, tmp_path / "serial", monkeypatch, cores=1, rotations=0)
+    children = forks(monkeypatch, process)
     calls = early_calls(monkeypatch)
     with faults.armed(fault), pytest.raises(faults.FaultInjected):
         run(world, tmp_path / "run", monkeypatch, cores=4, rotations=0)
-    assert calls == ["early"]
+    assert calls == ["early"] and no_children_left()
     assert (tmp_path / "run" / "pass3" / "tally.done.json").exists() == fault.startswith("strips")
     assert not (tmp_path / "run" / "catalog.sqlite").exists()
+    run(world, tmp_path / "run", monkeypatch, cores=4, rotations=0)
+    assert len(children) == (2 if process else 0)
+    assert catalog_dump(tmp_path / "run" / "catalog.sqlite") == catalog_dump(tmp_path / "serial" / "catalog.sqlite")
+    assert strips(tmp_path / "run") == strips(tmp_path / "serial")
+
+
+def test_a_strips_process_that_is_killed_fails_the_run_after_pass_3_and_a_rerun_resumes(world, tmp_path, monkeypatch):
+    """The strips' process dies (a kill fault in it, as the OOM killer would): the run raises once
+    pass 3 is done, saying so, and a rerun resumes to the serial run."""
+    run(world, tmp_path / "serial", monkeypatch, cores=1, rotations=0)
+    children = forks(monkeypatch)
+    calls = early_calls(monkeypatch)  # three layers: the early strips allowed (else the fault kills this process)
+    with faults.armed("strips.write=1:kill"), pytest.raises(ChildProcessError, match="killed by signal 9"):
+        run(world, tmp_path / "run", monkeypatch, cores=4, rotations=0)
+    assert calls == ["early"] and [c.returncode for c in children] == [-signal.SIGKILL] and no_children_left()
+    assert (tmp_path / "run" / "pass3" / "tally.done.json").exists()
     run(world, tmp_path / "run", monkeypatch, cores=4, rotations=0)
     assert catalog_dump(tmp_path / "run" / "catalog.sqlite") == catalog_dump(tmp_path / "serial" / "catalog.sqlite")
     assert strips(tmp_path / "run") == strips(tmp_path / "serial")
 
 
 def test_a_pass_3_that_fails_turns_the_early_strips_away(world, tmp_path, monkeypatch):
-    """Pass 3 fails before the early strips draw anything (they wait for it here, on an event): the
-    error is raised without drawing them one group at a time first (the gate is closed), and a rerun
-    resumes to the serial run."""
+    """Pass 3 fails before the early strips' thread draws anything (it waits for it here, on an
+    event): the error is raised without drawing them one group at a time first (the gate is
+    closed), and a rerun resumes to the serial run."""
     import threading
 
     from unitscope.dissect import engine
 
     run(world, tmp_path / "serial", monkeypatch, cores=1, rotations=0)
+    forks(monkeypatch, process=False)
     failed = threading.Event()
     pass3, early_strips = engine._Run.pass3, engine._Run._write_early_strips
 
@@ -450,6 +500,43 @@ def test_a_pass_3_that_fails_turns_the_early_strips_away(world, tmp_path, monkey
     assert calls == ["early"] and failed.is_set()
     assert strips(tmp_path / "run") == {}  # every group turned away (the old wait drew them all)
     monkeypatch.setattr(engine._Run, "_write_early_strips", early_strips)
+    run(world, tmp_path / "run", monkeypatch, cores=4, rotations=0)
+    assert catalog_dump(tmp_path / "run" / "catalog.sqlite") == catalog_dump(tmp_path / "serial" / "catalog.sqlite")
+    assert strips(tmp_path / "run") == strips(tmp_path / "serial") != {}
+
+
+def test_a_pass_3_that_fails_kills_the_strips_process_mid_strip(world, tmp_path, monkeypatch):
+    """Pass 3 fails while the strips' process is writing a strip (it waits to be killed here): the
+    process is killed, not waited for, its half-written file is removed, and a rerun resumes to
+    the serial run."""
+    from unitscope.dissect import engine
+    from unitscope.runs import atomic_writer
+
+    run(world, tmp_path / "serial", monkeypatch, cores=1, rotations=0)
+    children = forks(monkeypatch)
+    early_calls(monkeypatch)
+    drawing_r, drawing_w = os.pipe()
+
+    def mid_strip(self, job, *args):  # in the child
+        with atomic_writer(self.run_dir / "images" / "l0" / "unit0000.jpg", fsync=False) as f:
+            f.write(b"half a strip")
+            os.write(drawing_w, b"x")
+            select.select([], [], [], 120)  # until killed (a guard against a hang, not a timing)
+        return {}
+
+    def failing_pass3(self, thresholds):  # fails once the child is writing
+        assert os.read(drawing_r, 1) == b"x"
+        raise faults.FaultInjected("pass 3 failed")
+
+    monkeypatch.setattr(engine._Run, "_draw_exemplar_strips", mid_strip)
+    monkeypatch.setattr(engine._Run, "pass3", failing_pass3)
+    with pytest.raises(faults.FaultInjected, match="pass 3 failed"):
+        run(world, tmp_path / "run", monkeypatch, cores=4, rotations=0)
+    os.close(drawing_r)
+    os.close(drawing_w)
+    assert [c.returncode for c in children] == [-signal.SIGKILL] and no_children_left()
+    assert list((tmp_path / "run" / "images").rglob("*")) == [tmp_path / "run" / "images" / "l0"]  # no .tmp left
+    monkeypatch.undo()
     run(world, tmp_path / "run", monkeypatch, cores=4, rotations=0)
     assert catalog_dump(tmp_path / "run" / "catalog.sqlite") == catalog_dump(tmp_path / "serial" / "catalog.sqlite")
     assert strips(tmp_path / "run") == strips(tmp_path / "serial") != {}

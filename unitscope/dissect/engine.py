@@ -21,9 +21,10 @@ Two passes over the data, every layer at once, and a short third:
    p-value can matter (best IoU above the cut-off, and a fixed sample for ``images_needed``),
    from the activation cache: the cached maps of those units, and the labels read again.
 The exemplar strips need the thresholds, the cached maps and each unit's top-k, which pass 1 finds
-as pass 2 does: in a run of one layer, where a core is spare, they start at pass 1's end, one group
-at a time beside passes 2 and 3, then take every core; the concept strips follow pass 2's labels
-(else all strips start after pass 2, beside pass 3). Where cores are spare the layers of a batch
+as pass 2 does: in a run of one layer, where a core is spare, they start at pass 1's end beside
+passes 2 and 3, in a process forked for them before pass 1 (:mod:`.forked`; Linux), else in a
+thread one group at a time until pass 3 ends; the concept strips follow pass 2's labels (else all
+strips start after pass 2, beside pass 3). Where cores are spare the layers of a batch
 are counted side by side, and pass 1's statistics are added behind the next forward pass
 (:mod:`.schedule`; results bit-identical).
 Each pass checkpoints into the run folder and resumes after a kill with identical results. Each
@@ -49,10 +50,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from unitscope.dissect import schedule
 from unitscope.dissect.cache import FOLDER as CACHE_FOLDER
 from unitscope.dissect.cache import ActivationCache, LabelCache, MaskCache
 from unitscope.dissect.distributed import ExactPass1, barrier, is_main, pass1_reduce, rank_world
 from unitscope.dissect.exemplars import Thumbnails, strip_source, thumb_size, write_layer_strips, write_unit_strips
+from unitscope.dissect.forked import ForkedCall
 from unitscope.dissect.iou import (
     BatchLabels,
     MaskPixels,
@@ -125,6 +128,11 @@ RUN_OUTPUTS = (
 # 3.69 s against 4.35 s (six runs each); the demo's three layers 16.6-20.4 s against 14.7-17.0 s, as
 # their pass 2 (three layer threads, 5-6.5 s alone) shared the cores with the strips (10.5-14.1 s).
 EARLY_STRIPS_LAYERS = 1
+# Those early strips draw in a process forked before pass 1 (:mod:`.forked`; Linux), off the
+# passes' interpreter lock, on every core they get (else in a thread, one group at a time until
+# pass 3 ends). Measured on 2 cores, Lite0 blocks.6 at 1,000 images: after pass 1 a median 2.28 s
+# against 2.50 s (six pairs), the strips byte-identical.
+STRIPS_PROCESS = True
 # Pass 2's mask records up to this many bytes stay in memory for pass 3 (one process): Lite0's
 # blocks.6 at 1,000 images writes 70 MB of them, whose serialising, writing and reading back took
 # 0.15-0.2 s of CPU and 0.1 s of system time beside the strips. Beyond it they go to files.
@@ -250,32 +258,37 @@ def dissect_sources(
     release_freed_memory()
     run = _Run.prepare(acts, labels, Path(run_dir), opts, fresh)  # validates; writes nothing
     run.open(fresh, config)
-    thresholds = run.pass1()
-    # the rest reads the caches (no model runs): torch at one thread; pass 2's rotated maps keep
-    # pass 1's threads (their matmul's rounding is the one pass 1's rotated thresholds saw)
-    one = run._reads_cache()
-    with OneTorchThread(one and not opts.rotations):
-        early = run.start_exemplar_strips(thresholds)  # beside passes 2 and 3, where a core is spare
-        try:
-            run.pass2(thresholds)
-        except BaseException:
-            if early is not None:
-                early.stop()  # this error wins over the strips'
-            raise
-        with OneTorchThread(one):
-            strips = run.start_strips(thresholds, early)  # the rest of the strips: beside pass 3 where a core is spare
+    try:
+        thresholds = run.pass1()
+        # the rest reads the caches (no model runs): torch at one thread; pass 2's rotated maps keep
+        # pass 1's threads (their matmul's rounding is the one pass 1's rotated thresholds saw)
+        one = run._reads_cache()
+        with OneTorchThread(one and not opts.rotations):
+            early = run.start_exemplar_strips(thresholds)  # beside passes 2 and 3, where a core is spare
             try:
-                run.pass3(thresholds)
-                if early is not None:
-                    early.gate.widen()  # the passes done: the strips take every core
-                result = run.summarise(thresholds)
+                run.pass2(thresholds)
             except BaseException:
-                if early is not None:  # the groups not yet begun are turned away: no wait for them
+                if early is not None:
                     early.stop()  # this error wins over the strips'
-                else:
-                    strips[0].close(raise_errors=False)  # this error wins over the strips'
                 raise
-            run.write(result, thresholds, strips)
+            with OneTorchThread(one):
+                strips = run.start_strips(
+                    thresholds, early
+                )  # the rest of the strips: beside pass 3 where a core is spare
+                try:
+                    run.pass3(thresholds)
+                    if early is not None:
+                        early.gate.widen()  # the passes done: the strips take every core
+                    result = run.summarise(thresholds)
+                except BaseException:
+                    if early is not None:  # the groups not yet begun are turned away: no wait for them
+                        early.stop()  # this error wins over the strips'
+                    else:
+                        strips[0].close(raise_errors=False)  # this error wins over the strips'
+                    raise
+                run.write(result, thresholds, strips)
+    finally:
+        run.stop_strips_child()  # one pass 1 forked and no strips took (on an error): ended
     return result
 
 
@@ -302,6 +315,7 @@ class _Run:
     bad: BadImages | None = None
     pass1_top: dict[str, TopK] | None = None  # layer -> the top-k of the maps pass 1 saw (all of them, or not only)
     masks: MaskCache | None = None  # pass 2's mask records, some held in memory, for pass 3 in this process
+    strips_child: ForkedCall | None = None  # forked before pass 1 for the early strips, until they start
 
     def __post_init__(self) -> None:
         self._forward_labels = self.labels.needs_forward  # until pass 1 has cached them
@@ -431,9 +445,6 @@ class _Run:
         sketch = not isinstance(reduce, ExactPass1)  # else the reduce sketches all cached maps
         lc = self._open_label_cache(forward=True)  # a source that labels in its forward pass: labels cached here
 
-        # the sketches and the cache writes of a batch run behind the next batch's forward pass
-        # (one background thread, where a core is spare); every checkpoint waits for them first
-        behind = Behind()
         # each unit's top-k images as pass 2 will find them (TopK's order does not depend on the
         # batches), for exemplar strips that start before pass 2 (:meth:`start_exemplar_strips`):
         # one process, strips on, maps cached, no rotations (pass 2 runs them at torch's threads)
@@ -445,6 +456,14 @@ class _Run:
             and rank_world()[1] == 1
         )
         top = {layer: TopK(self.opts.topk, device=self.opts.device) for layer in self.layers} if early else None
+        if early and STRIPS_PROCESS and ForkedCall.available() and schedule.spare_cores(torch_threads=1) >= 2:
+            # forked now, while the heap is small and no thread of this pass runs; it waits for
+            # pass 1's thresholds and top-k (or is ended: dissect_sources). A core is spare for the
+            # strips when torch runs at one thread after pass 1 (dissect_sources)
+            self.strips_child = ForkedCall(self._draw_exemplar_strips, "exemplar strips")
+        # the sketches and the cache writes of a batch run behind the next batch's forward pass
+        # (one background thread, where a core is spare); every checkpoint waits for them first
+        behind = Behind()
 
         def flush() -> None:
             behind.wait()
@@ -823,15 +842,39 @@ class _Run:
         return result
 
     def start_exemplar_strips(self, thresholds: dict[str, list[torch.Tensor]]) -> _EarlyStrips | None:
-        """Start the exemplar strips at pass 1's end, in a background thread beside passes 2 and 3
-        (which keep their threads), one group of units at a time (a :class:`~.schedule.Gate` of one)
-        until pass 3 ends: they need only the thresholds, the maps (the activation cache) and the
-        top-k images, which pass 1 found as pass 2 finds them. The concept strips follow once pass 2
-        has labelled the units (:meth:`start_strips`). None where they cannot start early: a single
-        process with a spare core, maps and labels read from the caches, no rotations (pass 2 runs
-        them at torch's threads), and pass 1 run whole here (one resumed from a checkpoint saw only
-        some images); the strips then start after pass 2."""
+        """Start the exemplar strips at pass 1's end, beside passes 2 and 3: they need only the
+        thresholds, the maps (the activation cache) and the top-k images, which pass 1 found as
+        pass 2 finds them. They draw in the process pass 1 forked for them (:attr:`strips_child`)
+        on the cores they get, else in a background thread one group of units at a time (a
+        :class:`~.schedule.Gate` of one) until pass 3 ends. The concept strips follow once pass 2
+        has labelled the units (:meth:`start_strips`), in the background thread. None where they
+        cannot start early: a single process with a spare core, maps and labels read from the
+        caches, no rotations (pass 2 runs them at torch's threads), and pass 1 run whole here (one
+        resumed from a checkpoint saw only some images); the strips then start after pass 2."""
         top, self.pass1_top = self.pass1_top, None  # None unless pass 1 could keep it (see there)
+        child, self.strips_child = self.strips_child, None
+        behind = self._early_strips_thread(top)
+        if behind is None:
+            if child is not None:
+                child.stop()
+            return None
+        assert top is not None
+        source = strip_source(self.acts)  # maps from the cache, pictures from the source
+        early = _EarlyStrips(
+            behind,
+            Gate(1),
+            Thumbnails(source.picture, thumb_size(source)),
+            {layer: t.result()[1].cpu() for layer, t in top.items()},
+            self.run_dir / IMAGES,
+            child,
+        )
+        if child is not None:
+            child.send({layer: (thresholds[layer][0].cpu(), early.images[layer]) for layer in self.layers})
+        behind.submit(self._write_early_strips, thresholds, early)
+        return early
+
+    def _early_strips_thread(self, top: dict[str, TopK] | None) -> Behind | None:
+        """The early strips' background thread, or None where they cannot start early (see there)."""
         if top is None or not self._reads_cache():
             return None
         assert self.cache is not None
@@ -842,27 +885,39 @@ class _Run:
         if not behind.background:
             behind.close()
             return None
-        source = strip_source(self.acts)  # maps from the cache, pictures from the source
-        early = _EarlyStrips(
-            behind,
-            Gate(1),
-            Thumbnails(source.picture, thumb_size(source)),
-            {layer: t.result()[1].cpu() for layer, t in top.items()},
-        )
-        behind.submit(self._write_early_strips, thresholds, early)
-        return early
+        return behind
 
-    def _write_early_strips(self, thresholds: dict[str, list[torch.Tensor]], early: _EarlyStrips) -> None:
+    def stop_strips_child(self) -> None:
+        """End the process pass 1 forked for the early strips if they never took it (an error before)."""
+        child, self.strips_child = self.strips_child, None
+        if child is not None:
+            child.stop()
+
+    def _draw_exemplar_strips(
+        self,
+        job: dict[str, tuple[torch.Tensor, torch.Tensor]],
+        thumbs: Thumbnails | None = None,
+        gate: Gate | None = None,
+    ) -> dict[str, list[str]]:
+        """Every unit's exemplar strip from ``job = {layer: (thresholds [C], top-k images [C, k])}``,
+        the maps read from the activation cache (in the strips' process, or their thread with
+        ``thumbs`` and ``gate``: :func:`~.exemplars.write_layer_strips`): ``{layer: paths}``."""
         fault("strips.write")
         source = strip_source(self.acts, cache=self.cache)
-
-        def draw(layer: str, images: torch.Tensor, units: list[int] | None = None) -> list[str]:
-            th = thresholds[layer][0]
-            return write_layer_strips(
-                self.run_dir, source, layer, self.tag[layer], images, th, units, thumbs=early.thumbs, gate=early.gate
+        return {
+            layer: write_layer_strips(
+                self.run_dir, source, layer, self.tag[layer], images, th, thumbs=thumbs, gate=gate
             )
+            for layer, (th, images) in job.items()
+        }
 
-        paths = early.out["strips"] = {layer: draw(layer, early.images[layer]) for layer in self.layers}
+    def _write_early_strips(self, thresholds: dict[str, list[torch.Tensor]], early: _EarlyStrips) -> None:
+        if early.child is not None:
+            paths = early.out["strips"] = early.child.result()  # the child's error, if any, is raised here
+        else:
+            job = {layer: (thresholds[layer][0], early.images[layer]) for layer in self.layers}
+            paths = early.out["strips"] = self._draw_exemplar_strips(job, early.thumbs, early.gate)
+        source = strip_source(self.acts, cache=self.cache)
         tops, dissected = early.after_pass2.result()  # pass 2's top-k and labels (start_strips)
         for layer in self.layers:  # the same images as pass 2's; a unit that somehow has others is drawn again
             images = tops[layer][1].cpu()
@@ -871,7 +926,19 @@ class _Run:
             else:
                 units = torch.nonzero((images != early.images[layer]).any(1)).flatten().tolist()
             if units:
-                for u, path in zip(units, draw(layer, images, units)):
+                th = thresholds[layer][0]
+                redrawn = write_layer_strips(
+                    self.run_dir,
+                    source,
+                    layer,
+                    self.tag[layer],
+                    images,
+                    th,
+                    units,
+                    thumbs=early.thumbs,
+                    gate=early.gate,
+                )
+                for u, path in zip(units, redrawn):
                     paths[layer][u] = path
         source = strip_source(self.acts, self.labels, cache=self.cache, label_cache=self.label_cache)
         _, early.out["masks"] = write_unit_strips(
@@ -998,25 +1065,34 @@ class _Run:
 @dataclass
 class _EarlyStrips:
     """The exemplar strips begun at pass 1's end (:meth:`_Run.start_exemplar_strips`): their
-    thread, the gate that holds them to one group at a time until passes 2 and 3 end, the decoded
-    tiles (shared with the concept strips), the top-k images they are drawn from, pass 2's top-k and
-    labels once known (``after_pass2``, for the concept strips), and what they wrote (``strips``,
-    ``masks``)."""
+    thread, the gate that holds the thread's strips to one group at a time until passes 2 and 3
+    end, the decoded tiles (shared with the concept strips), the top-k images they are drawn from,
+    the folder they are drawn in, the process drawing them (None: the thread draws them), pass 2's
+    top-k and labels once known (``after_pass2``, for the concept strips), and what they wrote
+    (``strips``, ``masks``)."""
 
     behind: Behind
     gate: Gate
     thumbs: Thumbnails
     images: dict[str, torch.Tensor]  # layer -> [C, k] run positions (-1: none)
+    folder: Path
+    child: ForkedCall | None = None
     after_pass2: Future = field(default_factory=Future)
     out: dict[str, Any] = field(default_factory=dict)
 
     def stop(self) -> None:
         """On an error of the passes (pass 2, pass 3 or ``summarise``): the strips end after the
-        groups being drawn (the gate turns the rest away, concept strips too); their own error is
-        dropped (the caller raises its own)."""
+        groups being drawn (the gate turns the rest away, concept strips too; their process is
+        killed, and the files it was writing are removed); their own error is dropped (the
+        caller raises its own)."""
         self.after_pass2.cancel()
         self.gate.close()
+        if self.child is not None:
+            self.child.stop()
         self.behind.close(raise_errors=False)
+        if self.child is not None:
+            for tmp in self.folder.glob("*/.*.tmp"):  # what atomic_writer left half-written in the killed process
+                tmp.unlink(missing_ok=True)
 
 
 def count_arrays(counts: IoUCounts, d: Any) -> dict[str, np.ndarray]:

@@ -33,13 +33,14 @@ T = TypeVar("T")
 C = TypeVar("C", bound="_Closing")
 
 
-def spare_cores() -> int:
+def spare_cores(torch_threads: int | None = None) -> int:
     """How many torch-sized thread teams the cores this process may use hold (at least 1):
-    ``cores // (torch.get_num_threads() * processes)``, the processes of this machine under
-    ``torchrun`` (``LOCAL_WORLD_SIZE``) sharing its cores."""
+    ``cores // (torch_threads * processes)``, torch's threads now by default, the processes of this
+    machine under ``torchrun`` (``LOCAL_WORLD_SIZE``) sharing its cores."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
-    return max(1, cores // (max(1, torch.get_num_threads()) * local))
+    threads = torch.get_num_threads() if torch_threads is None else torch_threads
+    return max(1, cores // (max(1, threads) * local))
 
 
 class LayerThreads:

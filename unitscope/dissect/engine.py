@@ -912,13 +912,29 @@ class _Run:
         }
 
     def _write_early_strips(self, thresholds: dict[str, list[torch.Tensor]], early: _EarlyStrips) -> None:
-        if early.child is not None:
-            paths = early.out["strips"] = early.child.result()  # the child's error, if any, is raised here
-        else:
+        """The early strips' thread: the exemplar strips (drawn here, or waited for in their
+        process, after the concept strips, which are drawn here meanwhile), then the concept strips
+        of pass 2's labels, and any exemplar strip drawn from other images than pass 2's drawn again."""
+        if early.child is None:
             job = {layer: (thresholds[layer][0], early.images[layer]) for layer in self.layers}
-            paths = early.out["strips"] = self._draw_exemplar_strips(job, early.thumbs, early.gate)
-        source = strip_source(self.acts, cache=self.cache)
+            early.out["strips"] = self._draw_exemplar_strips(job, early.thumbs, early.gate)
         tops, dissected = early.after_pass2.result()  # pass 2's top-k and labels (start_strips)
+        source = strip_source(self.acts, self.labels, cache=self.cache, label_cache=self.label_cache)
+        _, early.out["masks"] = write_unit_strips(
+            self.run_dir,
+            source,
+            self.layers,
+            self.tag,
+            tops,
+            dissected=dissected,
+            detectors_only=True,
+            thumbs=early.thumbs,
+            gate=early.gate,
+        )
+        if early.child is not None:
+            early.out["strips"] = early.child.result()  # the child's error, if any, is raised here
+        paths = early.out["strips"]
+        source = strip_source(self.acts, cache=self.cache)
         for layer in self.layers:  # the same images as pass 2's; a unit that somehow has others is drawn again
             images = tops[layer][1].cpu()
             if images.shape != early.images[layer].shape:
@@ -940,18 +956,6 @@ class _Run:
                 )
                 for u, path in zip(units, redrawn):
                     paths[layer][u] = path
-        source = strip_source(self.acts, self.labels, cache=self.cache, label_cache=self.label_cache)
-        _, early.out["masks"] = write_unit_strips(
-            self.run_dir,
-            source,
-            self.layers,
-            self.tag,
-            tops,
-            dissected=dissected,
-            detectors_only=True,
-            thumbs=early.thumbs,
-            gate=early.gate,
-        )
 
     def start_strips(
         self, thresholds: dict[str, list[torch.Tensor]], early: _EarlyStrips | None = None

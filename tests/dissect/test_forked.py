@@ -14,13 +14,16 @@ from unitscope.dissect.forked import ChildTraceback, ForkedCall
 pytestmark = pytest.mark.skipif(not ForkedCall.available(), reason="ForkedCall forks on Linux only")
 
 
-def no_children_left() -> bool:
-    """Every child of this process was reaped."""
-    try:
-        os.waitpid(-1, os.WNOHANG)
-    except ChildProcessError:
-        return True
-    return False
+def reaped(children) -> bool:
+    """Whether every one of ``children`` (:class:`ForkedCall`) was reaped: none is a child of this
+    process any more (other tests' children may still run)."""
+    for child in children:
+        try:
+            os.waitpid(child.pid, os.WNOHANG)
+        except ChildProcessError:
+            continue
+        return False
+    return True
 
 
 def test_the_child_runs_on_the_state_it_was_forked_with_and_sends_its_value_back():
@@ -30,7 +33,7 @@ def test_the_child_runs_on_the_state_it_was_forked_with_and_sends_its_value_back
     child.send(21)
     n, value, pid = child.result()
     assert (n, value) == (1, 42) and pid == child.pid != os.getpid()
-    assert child.returncode == 0 and no_children_left()
+    assert child.returncode == 0 and reaped([child])
 
 
 def test_the_childs_error_is_raised_with_its_traceback_as_the_cause():
@@ -43,7 +46,7 @@ def test_the_childs_error_is_raised_with_its_traceback_as_the_cause():
         child.result()
     cause = raised.value.__cause__
     assert isinstance(cause, ChildTraceback) and "in fails" in cause.text
-    assert child.returncode == 0 and no_children_left()
+    assert child.returncode == 0 and reaped([child])
 
 
 def test_an_error_that_does_not_pickle_comes_back_as_its_text():
@@ -68,13 +71,13 @@ def test_a_child_that_dies_without_a_result_raises_child_process_error():
         ChildProcessError, match=r"the strips process \(pid \d+\) ended without a result: killed by signal 9"
     ):
         child.result()
-    assert child.returncode == -signal.SIGKILL and no_children_left()
+    assert child.returncode == -signal.SIGKILL and reaped([child])
 
 
 def test_stop_ends_an_idle_child_and_is_then_a_no_op():
     child = ForkedCall(lambda arg: arg)
     child.stop()
-    assert child.returncode == -signal.SIGKILL and no_children_left()
+    assert child.returncode == -signal.SIGKILL and reaped([child])
     child.stop()
     with pytest.raises(ChildProcessError, match="killed by signal 9"):
         child.result()
@@ -98,7 +101,7 @@ def test_stop_ends_a_running_child_that_another_thread_waits_for():
     waiter.join()
     os.close(started_r)
     os.close(started_w)
-    assert outcome == ["ChildProcessError"] and child.returncode == -signal.SIGKILL and no_children_left()
+    assert outcome == ["ChildProcessError"] and child.returncode == -signal.SIGKILL and reaped([child])
 
 
 def _outcome(child: ForkedCall) -> str:
@@ -118,4 +121,4 @@ def test_the_child_dies_with_the_thread_that_forked_it():
     assert ready, "the child outlived the thread that forked it"
     with pytest.raises(ChildProcessError, match="killed by signal 9"):
         child.result()
-    assert no_children_left()
+    assert reaped([child])

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from tests.dissect.test_dissect import catalog_dump, dataset, planted, world  # noqa: F401  (world is a fixture)
-from tests.dissect.test_forked import no_children_left
+from tests.dissect.test_forked import reaped
 from unitscope import faults
 from unitscope.dissect import ActivationSource, Options, dissect_sources, schedule
 from unitscope.dissect.schedule import Behind, LayerThreads, OneTorchThread
@@ -425,10 +425,10 @@ def test_a_pass_1_resumed_from_a_checkpoint_draws_the_strips_after_pass_2(world,
     calls = early_calls(monkeypatch)
     with faults.armed("cache.write=5:raise"), pytest.raises(faults.FaultInjected):
         run(world, tmp_path / "run", monkeypatch, cores=4, rotations=0)
-    assert calls == [] and [c.returncode for c in children] == [-signal.SIGKILL] and no_children_left()
+    assert calls == [] and [c.returncode for c in children] == [-signal.SIGKILL] and reaped(children)
     run(world, tmp_path / "run", monkeypatch, cores=4, rotations=0)
     assert calls == ["late"]
-    assert [c.returncode for c in children] == [-signal.SIGKILL] * 2 and no_children_left()
+    assert [c.returncode for c in children] == [-signal.SIGKILL] * 2 and reaped(children)
     assert strips(tmp_path / "run") == strips(tmp_path / "serial")
     assert catalog_dump(tmp_path / "run" / "catalog.sqlite") == catalog_dump(tmp_path / "serial" / "catalog.sqlite")
 
@@ -444,7 +444,7 @@ def test_a_fault_beside_the_early_strips_resumes_to_the_serial_run(world, tmp_pa
     calls = early_calls(monkeypatch)
     with faults.armed(fault), pytest.raises(faults.FaultInjected):
         run(world, tmp_path / "run", monkeypatch, cores=4, rotations=0)
-    assert calls == ["early"] and no_children_left()
+    assert calls == ["early"] and len(children) == (1 if process else 0) and reaped(children)
     assert (tmp_path / "run" / "pass3" / "tally.done.json").exists() == fault.startswith("strips")
     assert not (tmp_path / "run" / "catalog.sqlite").exists()
     run(world, tmp_path / "run", monkeypatch, cores=4, rotations=0)
@@ -461,7 +461,7 @@ def test_a_strips_process_that_is_killed_fails_the_run_after_pass_3_and_a_rerun_
     calls = early_calls(monkeypatch)  # three layers: the early strips allowed (else the fault kills this process)
     with faults.armed("strips.write=1:kill"), pytest.raises(ChildProcessError, match="killed by signal 9"):
         run(world, tmp_path / "run", monkeypatch, cores=4, rotations=0)
-    assert calls == ["early"] and [c.returncode for c in children] == [-signal.SIGKILL] and no_children_left()
+    assert calls == ["early"] and [c.returncode for c in children] == [-signal.SIGKILL] and reaped(children)
     assert (tmp_path / "run" / "pass3" / "tally.done.json").exists()
     run(world, tmp_path / "run", monkeypatch, cores=4, rotations=0)
     assert catalog_dump(tmp_path / "run" / "catalog.sqlite") == catalog_dump(tmp_path / "serial" / "catalog.sqlite")
@@ -534,7 +534,7 @@ def test_a_pass_3_that_fails_kills_the_strips_process_mid_strip(world, tmp_path,
         run(world, tmp_path / "run", monkeypatch, cores=4, rotations=0)
     os.close(drawing_r)
     os.close(drawing_w)
-    assert [c.returncode for c in children] == [-signal.SIGKILL] and no_children_left()
+    assert [c.returncode for c in children] == [-signal.SIGKILL] and reaped(children)
     assert list((tmp_path / "run" / "images").rglob("*")) == [tmp_path / "run" / "images" / "l0"]  # no .tmp left
     monkeypatch.undo()
     run(world, tmp_path / "run", monkeypatch, cores=4, rotations=0)

@@ -122,3 +122,14 @@ def test_the_child_dies_with_the_thread_that_forked_it():
     with pytest.raises(ChildProcessError, match="killed by signal 9"):
         child.result()
     assert reaped([child])
+
+
+def test_a_fork_the_system_refuses_raises_and_leaves_no_pipe_open(monkeypatch):
+    def no_fork():
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(os, "fork", no_fork)
+    before = sorted(os.listdir("/proc/self/fd"))
+    with pytest.raises(BlockingIOError):
+        ForkedCall(lambda arg: arg)
+    assert sorted(os.listdir("/proc/self/fd")) == before

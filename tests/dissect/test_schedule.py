@@ -395,6 +395,26 @@ def test_exemplar_strips_begun_at_pass_1s_end_are_the_serial_runs(world, tmp_pat
         assert np.array_equal(serial.layers[layer].p_value, early.layers[layer].p_value, equal_nan=True)
 
 
+def test_where_no_process_can_be_forked_the_thread_draws_the_early_strips(world, tmp_path, monkeypatch):
+    """``fork`` fails (a strict memory overcommit, a process limit): a warning, and the early
+    strips drawn in their thread, the serial run's files."""
+    from unitscope.dissect import forked
+
+    run(world, tmp_path / "serial", monkeypatch, cores=1, rotations=0)
+    children = forks(monkeypatch)
+    calls = early_calls(monkeypatch)
+
+    def no_fork():
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(forked.os, "fork", no_fork)
+    with pytest.warns(UserWarning, match=r"the exemplar strips draw in a thread: no process for them \(\[Errno 11\]"):
+        run(world, tmp_path / "run", monkeypatch, cores=4, rotations=0)
+    assert calls == ["early"] and children == []
+    assert strips(tmp_path / "run") == strips(tmp_path / "serial") != {}
+    assert catalog_dump(tmp_path / "run" / "catalog.sqlite") == catalog_dump(tmp_path / "serial" / "catalog.sqlite")
+
+
 def test_early_strips_drawn_from_other_images_than_pass_2s_are_drawn_again(world, tmp_path, monkeypatch):
     """Pass 1's top-k is pass 2's (TopK's order does not depend on the batches); were it not, the
     units whose images differ get their strips again from pass 2's: a planted mix-up is repaired."""

@@ -40,6 +40,7 @@ import dataclasses
 import hashlib
 import json
 import shutil
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -460,7 +461,10 @@ class _Run:
             # forked now, while the heap is small and no thread of this pass runs; it waits for
             # pass 1's thresholds and top-k (or is ended: dissect_sources). A core is spare for the
             # strips when torch runs at one thread after pass 1 (dissect_sources)
-            self.strips_child = ForkedCall(self._draw_exemplar_strips, "exemplar strips")
+            try:
+                self.strips_child = ForkedCall(self._draw_exemplar_strips, "exemplar strips")
+            except OSError as e:  # e.g. a strict memory overcommit refusing the fork: the thread draws them
+                warnings.warn(f"the exemplar strips draw in a thread: no process for them ({e})", stacklevel=2)
         # the sketches and the cache writes of a batch run behind the next batch's forward pass
         # (one background thread, where a core is spare); every checkpoint waits for them first
         behind = Behind()

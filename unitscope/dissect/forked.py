@@ -61,6 +61,7 @@ class ForkedCall:
         return sys.platform.startswith("linux") and hasattr(os, "fork")
 
     def __init__(self, fn: Callable[[Any], Any], name: str = "child") -> None:
+        """Fork the child now; an :class:`OSError` where the system gives no process (or pipe)."""
         self.name = name
         self.returncode: int | None = None  # once reaped: the exit code, or -signal (as subprocess's)
         for stream in (sys.stdout, sys.stderr):  # else the child's first flush prints it again
@@ -68,9 +69,14 @@ class ForkedCall:
         job_r, job_w = os.pipe()
         out_r, out_w = os.pipe()
         parent = os.getpid()
-        with warnings.catch_warnings():  # Python 3.12+ warns on any fork beside threads: see the module
-            warnings.simplefilter("ignore", DeprecationWarning)
-            pid = os.fork()
+        try:
+            with warnings.catch_warnings():  # Python 3.12+ warns on any fork beside threads: see the module
+                warnings.simplefilter("ignore", DeprecationWarning)
+                pid = os.fork()
+        except OSError:  # no process to be had (a memory limit, a process limit): the caller's fallback
+            for fd in (job_r, job_w, out_r, out_w):
+                os.close(fd)
+            raise
         if pid == 0:  # pragma: no cover - the child; measured by what it sends back
             os.close(job_w)
             os.close(out_r)

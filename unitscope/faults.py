@@ -61,7 +61,8 @@ POINTS: dict[str, str] = {
     "cache.flush": "the activation cache's rows were made durable and recorded",
     "labels.write": "a batch's label planes were written to the label cache, not yet recorded as written",
     "pass1.merge": "torchrun: this rank has sketched its units over the cache, before the slices are gathered",
-    "strips.write": "the exemplar strips are about to be written",
+    "strips.write": "the exemplar strips are about to be written (in their own process where the early strips have one: "
+    "a kill there ends that process, and the run fails after pass 3)",
     "catalog.commit": "a catalog transaction is about to commit (its rows not yet visible)",
     "train.step": "an organism's optimiser step is done, not yet checkpointed",
     "train.checkpoint.after": "an organism's training checkpoint has just been written",

@@ -488,6 +488,41 @@ def test_a_strips_process_that_is_killed_fails_the_run_after_pass_3_and_a_rerun_
     assert strips(tmp_path / "run") == strips(tmp_path / "serial")
 
 
+def test_concept_strips_that_fail_beside_the_strips_process_end_it(world, tmp_path, monkeypatch):
+    """The concept strips (drawn in the early strips' thread while the process draws the exemplar
+    strips) fail: their error is the run's, and the process is ended and reaped, not left behind."""
+    from unitscope.dissect import engine
+
+    children = forks(monkeypatch)
+    calls = early_calls(monkeypatch)
+
+    def failing(*args, **kw):
+        raise RuntimeError("concept strips failed")
+
+    monkeypatch.setattr(engine, "write_unit_strips", failing)
+    with pytest.raises(RuntimeError, match="concept strips failed"):
+        run(world, tmp_path / "run", monkeypatch, cores=4, rotations=0)
+    assert calls == ["early"] and len(children) == 1 and children[0].returncode is not None and reaped(children)
+    assert list((tmp_path / "run" / "images").rglob(".*.tmp")) == []
+
+
+def test_early_strips_that_fail_to_start_end_the_strips_process(world, tmp_path, monkeypatch):
+    """Starting the early strips fails after pass 1 (here their tiles' cache): the error is the
+    run's, and the process forked for them is killed and reaped."""
+    from unitscope.dissect import engine
+
+    children = forks(monkeypatch)
+    early_calls(monkeypatch)
+
+    def failing(*args, **kw):
+        raise MemoryError("no tiles")
+
+    monkeypatch.setattr(engine, "Thumbnails", failing)
+    with pytest.raises(MemoryError, match="no tiles"):
+        run(world, tmp_path / "run", monkeypatch, cores=4, rotations=0)
+    assert [c.returncode for c in children] == [-signal.SIGKILL] and reaped(children)
+
+
 def test_a_pass_3_that_fails_turns_the_early_strips_away(world, tmp_path, monkeypatch):
     """Pass 3 fails before the early strips' thread draws anything (it waits for it here, on an
     event): the error is raised without drawing them one group at a time first (the gate is

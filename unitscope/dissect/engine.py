@@ -273,9 +273,8 @@ def dissect_sources(
                     early.stop()  # this error wins over the strips'
                 raise
             with OneTorchThread(one):
-                strips = run.start_strips(
-                    thresholds, early
-                )  # the rest of the strips: beside pass 3 where a core is spare
+                # the rest of the strips: beside pass 3 where a core is spare
+                strips = run.start_strips(thresholds, early)
                 try:
                     run.pass3(thresholds)
                     if early is not None:
@@ -856,13 +855,12 @@ class _Run:
         caches, no rotations (pass 2 runs them at torch's threads), and pass 1 run whole here (one
         resumed from a checkpoint saw only some images); the strips then start after pass 2."""
         top, self.pass1_top = self.pass1_top, None  # None unless pass 1 could keep it (see there)
-        child, self.strips_child = self.strips_child, None
         behind = self._early_strips_thread(top)
         if behind is None:
-            if child is not None:
-                child.stop()
+            self.stop_strips_child()
             return None
         assert top is not None
+        child = self.strips_child  # dissect_sources ends it should anything here fail
         source = strip_source(self.acts)  # maps from the cache, pictures from the source
         early = _EarlyStrips(
             behind,
@@ -874,6 +872,7 @@ class _Run:
         )
         if child is not None:
             child.send({layer: (thresholds[layer][0].cpu(), early.images[layer]) for layer in self.layers})
+        self.strips_child = None  # the early strips' now: their thread waits for it, or stop() ends it
         behind.submit(self._write_early_strips, thresholds, early)
         return early
 
@@ -892,7 +891,8 @@ class _Run:
         return behind
 
     def stop_strips_child(self) -> None:
-        """End the process pass 1 forked for the early strips if they never took it (an error before)."""
+        """End the process pass 1 forked for the early strips if they never took it (they cannot start
+        early, or an error came first)."""
         child, self.strips_child = self.strips_child, None
         if child is not None:
             child.stop()
@@ -922,19 +922,23 @@ class _Run:
         if early.child is None:
             job = {layer: (thresholds[layer][0], early.images[layer]) for layer in self.layers}
             early.out["strips"] = self._draw_exemplar_strips(job, early.thumbs, early.gate)
-        tops, dissected = early.after_pass2.result()  # pass 2's top-k and labels (start_strips)
-        source = strip_source(self.acts, self.labels, cache=self.cache, label_cache=self.label_cache)
-        _, early.out["masks"] = write_unit_strips(
-            self.run_dir,
-            source,
-            self.layers,
-            self.tag,
-            tops,
-            dissected=dissected,
-            detectors_only=True,
-            thumbs=early.thumbs,
-            gate=early.gate,
-        )
+        try:
+            tops, dissected = early.after_pass2.result()  # pass 2's top-k and labels (start_strips)
+            source = strip_source(self.acts, self.labels, cache=self.cache, label_cache=self.label_cache)
+            _, early.out["masks"] = write_unit_strips(
+                self.run_dir,
+                source,
+                self.layers,
+                self.tag,
+                tops,
+                dissected=dissected,
+                detectors_only=True,
+                thumbs=early.thumbs,
+                gate=early.gate,
+            )
+        except BaseException:
+            early.end_child()  # not waited for: this error is the run's
+            raise
         if early.child is not None:
             early.out["strips"] = early.child.result()  # the child's error, if any, is raised here
         paths = early.out["strips"]
@@ -1098,8 +1102,14 @@ class _EarlyStrips:
         if self.child is not None:
             self.child.stop()
         self.behind.close(raise_errors=False)
+        self.end_child()
+
+    def end_child(self) -> None:
+        """Kill the strips' process (a no-op once it has been reaped) and remove the files it was
+        writing (what ``atomic_writer`` left half-written there)."""
         if self.child is not None:
-            for tmp in self.folder.glob("*/.*.tmp"):  # what atomic_writer left half-written in the killed process
+            self.child.stop()
+            for tmp in self.folder.glob("*/.*.tmp"):
                 tmp.unlink(missing_ok=True)
 
 

@@ -131,8 +131,9 @@ RUN_OUTPUTS = (
 EARLY_STRIPS_LAYERS = 1
 # Those early strips draw in a process forked before pass 1 (:mod:`.forked`; Linux), off the
 # passes' interpreter lock, on every core they get (else in a thread, one group at a time until
-# pass 3 ends). Measured on 2 cores, Lite0 blocks.6 at 1,000 images: after pass 1 a median 2.28 s
-# against 2.50 s (six pairs), the strips byte-identical.
+# pass 3 ends). Measured on 2 cores, Lite0 blocks.6 at 1,000 images, fresh processes: after pass 1
+# 1.96-2.11 s (four runs; the concept strips drawn beside the process) against 2.45-2.99 s in the
+# thread, the strips byte-identical.
 STRIPS_PROCESS = True
 # Pass 2's mask records up to this many bytes stay in memory for pass 3 (one process): Lite0's
 # blocks.6 at 1,000 images writes 70 MB of them, whose serialising, writing and reading back took

@@ -487,20 +487,17 @@ class MaskCache:
             arrays["labels.label_area"] = labels.label_area.cpu().numpy().astype(np.int64)
             arrays["labels.size"] = np.array([*labels.size, labels.num_labels], dtype=np.int64)
         size = sum(a.nbytes for a in arrays.values())
-        if self._held_bytes + size <= self.memory:
-            if self.used + size > self.budget:
-                self.disabled = True
-                return
-            self._held[int(positions[0])] = arrays
-            self._held_bytes += size
-            self.used += size
-            return
-        data = save(arrays)
-        if self.used + len(data) > self.budget:
+        data = None if self._held_bytes + size <= self.memory else save(arrays)  # None: held here
+        size = size if data is None else len(data)
+        if self.used + size > self.budget:
             self.disabled = True
             return
-        atomic_write_bytes(self._path(positions), data, fsync=False)  # pass 3 checks what it reads
-        self.used += len(data)
+        if data is None:
+            self._held[int(positions[0])] = arrays
+            self._held_bytes += size
+        else:
+            atomic_write_bytes(self._path(positions), data, fsync=False)  # pass 3 checks what it reads
+        self.used += size
 
     def load(self, positions: np.ndarray) -> dict[str, np.ndarray] | None:
         """The record of the batch at ``positions`` (every layer), or None."""

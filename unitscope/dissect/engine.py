@@ -917,9 +917,9 @@ class _Run:
         }
 
     def _write_early_strips(self, thresholds: dict[str, list[torch.Tensor]], early: _EarlyStrips) -> None:
-        """The early strips' thread: the exemplar strips (drawn here, or waited for in their
-        process, after the concept strips, which are drawn here meanwhile), then the concept strips
-        of pass 2's labels, and any exemplar strip drawn from other images than pass 2's drawn again."""
+        """The early strips' thread: the exemplar strips drawn here (no process for them), the
+        concept strips of pass 2's labels (meanwhile the process draws the exemplar strips, waited
+        for after them), and any exemplar strip drawn from other images than pass 2's drawn again."""
         if early.child is None:
             job = {layer: (thresholds[layer][0], early.images[layer]) for layer in self.layers}
             early.out["strips"] = self._draw_exemplar_strips(job, early.thumbs, early.gate)

@@ -59,7 +59,7 @@ import torch
 
 from unitscope.commands.dissect import cache_dir
 from unitscope.data import BrodenDataset
-from unitscope.dissect import dissect, engine, label_agreement, window
+from unitscope.dissect import ModelActivations, dissect, engine, label_agreement, window
 from unitscope.models import create_model, get_info
 from unitscope.tally import keep_freed_memory, release_freed_memory, resolve_workers
 from unitscope.world import make_world
@@ -78,6 +78,7 @@ def bare_forward(
     device: torch.device,
     cpu: list | None = None,
     faults: list | None = None,
+    channels_last: bool = False,
 ) -> float:
     cuda = device.type == "cuda"
     release_freed_memory()  # from a trimmed heap, as every dissection starts (unitscope.tally)
@@ -86,7 +87,8 @@ def bare_forward(
     start = time.perf_counter()
     with torch.no_grad():
         for images in loader:
-            model(images.to(device, non_blocking=True))
+            images = images.to(device, non_blocking=True)
+            model(images.contiguous(memory_format=torch.channels_last) if channels_last else images)
     if cuda:
         torch.cuda.synchronize()
     if cpu is not None:
@@ -259,6 +261,12 @@ def main() -> None:
     ap.add_argument(
         "--cache-gb", type=float, default=4.0, help="activation cache budget (0: pass 2 and 3 run the model)"
     )
+    ap.add_argument(
+        "--memory-format",
+        default="auto",
+        choices=["auto", "channels_last", "contiguous"],
+        help="the layout the dissection feeds the model (auto: channels_last for convolutions on the CPU)",
+    )
     ap.add_argument("--memory", default="", help="comma-separated image counts: peak RSS of each, in a fresh process")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: one per core)")
     ap.add_argument(
@@ -335,20 +343,29 @@ def main() -> None:
     layers = get_info(model).default_layers if args.layer == "default" else args.layer.split(",")
     data = BrodenDataset(world_for(args.images, args.size, args.style), transform=get_info(model).transform())
     workers = resolve_workers(args.workers)
+    # the layout the dissection feeds the model in: where it is channels_last, bare passes in that
+    # layout run beside the plain ones (the model as it is called), for the ratio of the work
+    # beyond a forward pass in the same layout
+    layout = ModelActivations(model, data, layers, device=device, memory_format=args.memory_format).memory_format()
+    last = layout == "channels_last"
     bare_forward(model, data, args.batch_size, workers, device)  # warm-up: page cache, thread pools, kernels
+    if last:
+        bare_forward(model, data, args.batch_size, workers, device, channels_last=True)
     bare_faults: list[int] = []
     gaps: list[list[float]] = []  # the bare passes' wall times before the first dissection and after each
     gap_cpu: list[list[float]] = []  # and their CPU times
+    gaps_last: list[list[float]] = []  # the same in channels_last (where the dissection runs in it)
 
     def bare_gap() -> None:
         cpu: list[float] = []
-        gaps.append(
-            [
-                bare_forward(model, data, args.batch_size, workers, device, cpu, bare_faults)
-                for _ in range(max(1, args.bare_repeats))
-            ]
-        )
+        walls, walls_last = [], []
+        for _ in range(max(1, args.bare_repeats)):
+            walls.append(bare_forward(model, data, args.batch_size, workers, device, cpu, bare_faults))
+            if last:
+                walls_last.append(bare_forward(model, data, args.batch_size, workers, device, channels_last=True))
+        gaps.append(walls)
         gap_cpu.append(cpu)
+        gaps_last.append(walls_last)
 
     def one_dissection(precision: str) -> Timed:
         # a dissection as a fresh process runs it: the one-time checks it caches (the windowed
@@ -369,6 +386,7 @@ def main() -> None:
                     num_workers=workers,
                     device=device,
                     precision=precision,
+                    memory_format=args.memory_format,
                     progress=False,
                     cache_gb=args.cache_gb,
                     null_draws=args.null_draws,
@@ -391,7 +409,8 @@ def main() -> None:
     print(
         f"{args.model} {','.join(layers)}, {args.images} {args.style} images at {args.size} px, {device}, "
         f"batch {args.batch_size}, {workers} workers, {torch.get_num_threads()} threads, null draws {args.null_draws}, "
-        f"freed buffers {'kept (mallopt)' if kept else 'returned to the OS (glibc defaults)'}"
+        f"freed buffers {'kept (mallopt)' if kept else 'returned to the OS (glibc defaults)'}, "
+        f"the dissection's input {layout}"
     )
     print(
         "  bare forward passes (full model, data loading included), before | between | after the dissections: wall "
@@ -429,6 +448,17 @@ def main() -> None:
         f"the median dissection to the median bare pass: wall {mid_wall / forward_s:.2f}, "
         f"CPU {mid_cpu / bare_cpu_s:.2f}, to the min {mid_cpu / bare_cpu_min:.2f}"
     )
+    if last:  # the same dissections against a forward pass in their own layout: the work beyond it
+        beside_last = [statistics.median(gaps_last[i] + gaps_last[i + 1]) for i in range(len(timed))]
+        last_ratio = [t.wall / b for t, b in zip(timed, beside_last)]
+        print(
+            "    against bare passes in channels_last (the dissection's layout; wall "
+            + " | ".join(" ".join(f"{w:.1f}" for w in gap) for gap in gaps_last)
+            + " s): ratio "
+            + " ".join(f"{r:.2f}" for r in last_ratio)
+            + f", median {statistics.median(last_ratio):.2f}; pass 1 to them "
+            + " ".join(f"{t.steps.get('pass1', 0.0) / b:.2f}" for t, b in zip(timed, beside_last))
+        )
     # the two parts of the ratio: pass 1 (the forward pass and its statistics) against the bare
     # passes beside it, and what comes after it (passes 2 and 3, the strips, the catalog)
     pass1 = [t.steps.get("pass1", 0.0) for t in timed]

@@ -523,6 +523,87 @@ def test_mixed_precision_keeps_the_labels_and_float32_statistics(world, tmp_path
         ModelActivations(model, ds, ["relu2"], precision="half")
 
 
+def test_channels_last_gives_the_same_maps_and_falls_back_where_the_model_needs_contiguous(world, tmp_path):
+    """memory_format: "auto" feeds a convolutional model channels_last on the CPU (the convolutions
+    really see that layout) and hands back contiguous maps equal to the contiguous layout's (integer
+    weights and images: sums exact in any order); a model without 2-D convolutions stays contiguous,
+    and one whose forward pass needs contiguous input (a ``view`` of a 4-D map) falls back with a
+    warning, or fails clearly when channels_last is forced. The run's key names the layout, and a
+    run folder switches layout by redoing its passes, with the same labels."""
+    from tests.helpers.tiny_conv import tiny_conv
+    from unitscope.dissect import ModelActivations, dissect, label_agreement
+
+    model = tiny_conv()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.round(p * 4))
+    ds = dataset(world, model)
+    seen = []
+    hook = model.conv1.register_forward_pre_hook(
+        lambda m, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last))
+    )
+    images = torch.randint(-3, 4, (4, 3, 64, 64)).float()  # integers: every sum exact
+    batch = {"image": images, "index": torch.arange(4), "pos": torch.arange(4)}
+    maps = {}
+    for rule in ("auto", "channels_last", "contiguous"):
+        acts = ModelActivations(model, ds, ["relu1", "relu2"], memory_format=rule)
+        assert acts.memory_format() == ("contiguous" if rule == "contiguous" else "channels_last")
+        acts.values()  # its own forward passes (the layers' shapes and values) before the batch's
+        seen.clear()
+        maps[rule] = acts.activations(batch)
+        assert seen == [rule != "contiguous"]
+        assert all(m.is_contiguous() for m in maps[rule].values())
+        assert ("memory_format" in acts.key()) == (rule != "contiguous")
+    hook.remove()
+    for rule in ("auto", "channels_last"):
+        for layer in ("relu1", "relu2"):
+            assert torch.equal(maps[rule][layer], maps["contiguous"][layer]), (rule, layer)
+
+    pooled = torch.nn.Sequential(torch.nn.AvgPool2d(2), torch.nn.ReLU())
+    object.__setattr__(pooled, "unitscope_info", model.unitscope_info)
+    assert ModelActivations(pooled, ds, ["1"]).memory_format() == "contiguous"
+
+    class Flattens(torch.nn.Module):  # a view of a 4-D map: not possible on channels_last strides
+        def __init__(self):
+            super().__init__()
+            self.conv1, self.conv2 = torch.nn.Conv2d(3, 4, 1), torch.nn.Conv2d(4, 4, 1)
+
+        def forward(self, x):
+            y = self.conv1(x)
+            return self.conv2(y.view(len(y), -1).view(y.shape))
+
+    flat = Flattens().eval()
+    object.__setattr__(flat, "unitscope_info", model.unitscope_info)
+    with pytest.warns(UserWarning, match="fails on channels_last input, so it runs on contiguous input"):
+        acts = ModelActivations(flat, ds, ["conv2"])
+        assert acts.memory_format() == "contiguous"
+    assert acts.activations(batch)["conv2"].shape == (4, 4, 64, 64)
+    with pytest.raises(ValueError, match="memory_format='contiguous'"):
+        ModelActivations(flat, ds, ["conv2"], memory_format="channels_last").memory_format()
+    with pytest.raises(ValueError, match="memory_format must be one of auto, channels_last, contiguous, got 'nhwc'"):
+        ModelActivations(model, ds, ["relu2"], memory_format="nhwc")
+
+    runs = {}
+    for rule in ("channels_last", "contiguous"):  # one folder: the second redoes the passes, not refused
+        runs[rule] = dissect(
+            model,
+            ds,
+            ["relu1", "relu2"],
+            tmp_path / "run",
+            quantile=0.02,
+            topk=3,
+            batch_size=8,
+            progress=False,
+            memory_format=rule,
+            exemplar_images=False,
+            null_draws=0,
+        )
+    for layer in ("relu1", "relu2"):
+        agree = label_agreement(runs["channels_last"].layers[layer], runs["contiguous"].layers[layer])
+        assert agree["same_label"] == 1.0 and agree["same_detectors"] == 1.0, (layer, agree)
+        assert agree["max_threshold_rel"] < 1e-5 and agree["max_iou_diff"] < 1e-3, (layer, agree)
+
+
 def test_label_agreement_counts_units():
     from unitscope.dissect import LayerDissection, label_agreement
 

@@ -39,7 +39,15 @@ def dissect_bases(
     specs = parse_bases(opts.basis)  # bad specs fail before anything is written
     model = model.to(opts.device).eval()
     inner = ModelActivations(
-        model, dataset, layers, device=opts.device, n=opts.limit, key=key, precision=opts.precision, values=opts.values
+        model,
+        dataset,
+        layers,
+        device=opts.device,
+        n=opts.limit,
+        key=key,
+        precision=opts.precision,
+        values=opts.values,
+        memory_format=opts.memory_format,
     )
     inner.shapes()  # unknown layers fail here
 

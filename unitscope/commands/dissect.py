@@ -64,6 +64,7 @@ class DissectConfig(ModelOptions):
     workers: str = same_as(Options, "num_workers", default="auto")
     device: str = same_as(Options, "device")
     precision: str = same_as(Options, "precision")
+    memory_format: str = same_as(Options, "memory_format")
     checkpoint_every: int = same_as(Options, "checkpoint_every")
     cache_gb: float = same_as(Options, "cache_gb")
     report: bool = field(default=True, metadata=help_("write index.html and report.json"))

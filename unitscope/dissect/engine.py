@@ -141,8 +141,8 @@ STRIPS_PROCESS = True
 MASKS_HELD_BYTES = 256 * 2**20
 # settings that only a pass's own result depends on: a change redoes that pass instead of refusing
 _OWN = {
-    1: {"rotations", "seed", "stat", "precision", "values"},
-    2: {"quantile", "topk", "rotations", "seed", "stat", "denominator", "precision", "values"},
+    1: {"rotations", "seed", "stat", "precision", "values", "memory_format"},
+    2: {"quantile", "topk", "rotations", "seed", "stat", "denominator", "precision", "values", "memory_format"},
 }
 
 
@@ -223,7 +223,15 @@ def dissect(
         return dissect_bases(model, dataset, layers, run_dir, opts, key=key, config=config)
     model = model.to(device).eval()
     acts = ModelActivations(
-        model, dataset, layers, device=device, n=opts.limit, key=key, precision=opts.precision, values=opts.values
+        model,
+        dataset,
+        layers,
+        device=device,
+        n=opts.limit,
+        key=key,
+        precision=opts.precision,
+        values=opts.values,
+        memory_format=opts.memory_format,
     )
     bases = check_bases(model, acts.layers) if is_main() else {}
     result = dissect_sources(acts, BrodenLabels(dataset), run_dir, opts, config=config)

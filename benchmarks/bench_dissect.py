@@ -28,6 +28,10 @@ With ``--precision bfloat16`` (or float16) the dissection also runs once in mixe
 the labels are compared unit by unit (``label_agreement``): mixed precision is worth having only
 where it leaves the labels as they are.
 Both passes read the images through the same DataLoader settings; the bare pass runs the full model.
+The dissection feeds a convolutional model channels_last on the CPU (``--memory-format auto``), a
+layout in which its convolutions run faster: the bare pass runs the model as it is called
+(contiguous input), and where the dissection's layout is channels_last, bare passes in that layout
+run beside them, for the ratio of the work beyond a forward pass in the same layout (printed too).
 The float32 dissection runs ``--repeats`` times (3), with ``--bare-repeats`` bare passes (1) before
 the first and after each one (after one warm-up pass): B D B D B D B. A single pass is noisy (other
 processes, the page cache, the CPU's speed, which drifts over minutes: the same bare pass took

@@ -523,7 +523,9 @@ def test_mixed_precision_keeps_the_labels_and_float32_statistics(world, tmp_path
         ModelActivations(model, ds, ["relu2"], precision="half")
 
 
-def test_channels_last_gives_the_same_maps_and_falls_back_where_the_model_needs_contiguous(world, tmp_path):
+def test_channels_last_gives_the_same_maps_and_falls_back_where_the_model_needs_contiguous(
+    world, tmp_path, monkeypatch
+):
     """memory_format: "auto" feeds a convolutional model channels_last on the CPU (the convolutions
     really see that layout) and hands back contiguous maps equal to the contiguous layout's (integer
     weights and images: sums exact in any order); a model without 2-D convolutions stays contiguous,
@@ -562,6 +564,9 @@ def test_channels_last_gives_the_same_maps_and_falls_back_where_the_model_needs_
     pooled = torch.nn.Sequential(torch.nn.AvgPool2d(2), torch.nn.ReLU())
     object.__setattr__(pooled, "unitscope_info", model.unitscope_info)
     assert ModelActivations(pooled, ds, ["1"]).memory_format() == "contiguous"
+    with monkeypatch.context() as m:  # convolutions not run by oneDNN: not measured, left as they are
+        m.setattr(torch.backends.mkldnn, "is_available", lambda: False)
+        assert ModelActivations(model, ds, ["relu2"]).memory_format() == "contiguous"
 
     class Flattens(torch.nn.Module):  # a view of a 4-D map: not possible on channels_last strides
         def __init__(self):

@@ -142,10 +142,10 @@ class ModelActivations(ActivationSource):
     "pre" every layer before its activation module; "post" every layer's output
     (:func:`unitscope.layers.dissection_values`; :meth:`values` says what each layer got).
     ``memory_format``: the layout the images go into the model in (:meth:`memory_format` says
-    which one a run got). "auto" feeds a model with 2-D convolutions ``channels_last`` on the CPU,
-    where oneDNN's convolutions run 15-32% faster in it (Lite0 to blocks.6, ResNet-18/50, VGG-11,
-    MobileNetV3 at batch 32-50 on 2 cores: ``benchmarks/bench_dissect.py``), and leaves any other
-    model or device as it is; a model whose forward pass fails in that layout (a ``view`` of a
+    which one a run got). "auto" feeds a model with 2-D convolutions ``channels_last`` on a CPU
+    where oneDNN runs them (``torch.backends.mkldnn``): 15-32% faster in it (Lite0 to blocks.6,
+    ResNet-18/50, VGG-11, MobileNetV3 at batch 32-50 on 2 cores: ``benchmarks/README.md``, round
+    23), and leaves any other model or device as it is; a model whose forward pass fails in that layout (a ``view`` of a
     4-D map) runs contiguous, with a warning. The maps come back contiguous either way; they
     differ from the contiguous layout's by float rounding (a sum in another order), never more.
     "channels_last" or "contiguous" forces one.
@@ -225,8 +225,10 @@ class ModelActivations(ActivationSource):
         rule = self.format_rule
         if rule == "contiguous" or len(self._image_size or ()) != 3:  # channels_last is a layout of 4-D input
             return "contiguous"
-        if rule == "auto" and (
-            self.device.type != "cpu" or not any(isinstance(m, nn.Conv2d) for m in self.model.modules())
+        if rule == "auto" and (  # measured where oneDNN runs the CPU's convolutions, not elsewhere
+            self.device.type != "cpu"
+            or not torch.backends.mkldnn.is_available()
+            or not any(isinstance(m, nn.Conv2d) for m in self.model.modules())
         ):
             return "contiguous"
         image = self._get(0, image=True)["image"]

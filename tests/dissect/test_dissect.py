@@ -484,12 +484,31 @@ def test_a_unit_that_never_fires_gets_no_concept(world, tmp_path):
     assert per_cat == (0,)
 
 
+def small_run(model, ds, run_dir, **settings):
+    """A quick dissection of the tiny conv net's two layers: no strips, no p-values."""
+    from unitscope.dissect import dissect
+
+    return dissect(
+        model,
+        ds,
+        ["relu1", "relu2"],
+        run_dir,
+        quantile=0.02,
+        topk=3,
+        batch_size=8,
+        progress=False,
+        exemplar_images=False,
+        null_draws=0,
+        **settings,
+    )
+
+
 def test_mixed_precision_keeps_the_labels_and_float32_statistics(world, tmp_path):
     """bfloat16 / float16 autocast of the forward pass: the maps reach the statistics as float32,
     really differ from float32 (autocast ran), and every unit keeps its label and detector verdict.
     The same run folder switches precision by redoing both passes (not refused as another run)."""
     from tests.helpers.tiny_conv import tiny_conv
-    from unitscope.dissect import ModelActivations, dissect, label_agreement
+    from unitscope.dissect import ModelActivations, label_agreement
 
     model = tiny_conv()
     ds = dataset(world, model)
@@ -501,19 +520,7 @@ def test_mixed_precision_keeps_the_labels_and_float32_statistics(world, tmp_path
         assert maps.dtype == torch.float32
         err = float((maps - ref_maps).abs().max() / ref_maps.abs().max())
         assert (err == 0) == (precision == "float32") and err < 0.02, (precision, err)
-        runs[precision] = dissect(
-            model,
-            ds,
-            ["relu1", "relu2"],
-            tmp_path / "run",
-            quantile=0.02,
-            topk=3,
-            batch_size=8,
-            progress=False,
-            precision=precision,
-            exemplar_images=False,
-            null_draws=0,
-        )
+        runs[precision] = small_run(model, ds, tmp_path / "run", precision=precision)
     for precision in ("bfloat16", "float16"):
         for layer in ("relu1", "relu2"):
             agree = label_agreement(runs["float32"].layers[layer], runs[precision].layers[layer])
@@ -533,7 +540,7 @@ def test_channels_last_gives_the_same_maps_and_falls_back_where_the_model_needs_
     warning, or fails clearly when channels_last is forced. The run's key names the layout, and a
     run folder switches layout by redoing its passes, with the same labels."""
     from tests.helpers.tiny_conv import tiny_conv
-    from unitscope.dissect import ModelActivations, dissect, label_agreement
+    from unitscope.dissect import ModelActivations, label_agreement
 
     model = tiny_conv()
     with torch.no_grad():
@@ -590,19 +597,7 @@ def test_channels_last_gives_the_same_maps_and_falls_back_where_the_model_needs_
 
     runs = {}
     for rule in ("channels_last", "contiguous"):  # one folder: the second redoes the passes, not refused
-        runs[rule] = dissect(
-            model,
-            ds,
-            ["relu1", "relu2"],
-            tmp_path / "run",
-            quantile=0.02,
-            topk=3,
-            batch_size=8,
-            progress=False,
-            memory_format=rule,
-            exemplar_images=False,
-            null_draws=0,
-        )
+        runs[rule] = small_run(model, ds, tmp_path / "run", memory_format=rule)
     for layer in ("relu1", "relu2"):
         agree = label_agreement(runs["channels_last"].layers[layer], runs["contiguous"].layers[layer])
         assert agree["same_label"] == 1.0 and agree["same_detectors"] == 1.0, (layer, agree)

@@ -33,22 +33,12 @@ def dissect_bases(
     from unitscope.bases.source import fit_layer_bases, parse_bases
     from unitscope.dissect.distributed import barrier, is_main
     from unitscope.dissect.engine import dissect_sources, record_bases
-    from unitscope.dissect.sources import BrodenLabels, ModelActivations
+    from unitscope.dissect.sources import BrodenLabels, model_activations
     from unitscope.layers import check_bases
 
     specs = parse_bases(opts.basis)  # bad specs fail before anything is written
     model = model.to(opts.device).eval()
-    inner = ModelActivations(
-        model,
-        dataset,
-        layers,
-        device=opts.device,
-        n=opts.limit,
-        key=key,
-        precision=opts.precision,
-        values=opts.values,
-        memory_format=opts.memory_format,
-    )
+    inner = model_activations(model, dataset, layers, opts, key)
     inner.shapes()  # unknown layers fail here
 
     def fit(fresh: bool) -> Any:

@@ -78,8 +78,8 @@ from unitscope.dissect.sources import (
     BrodenLabels,
     Items,
     LabelSource,
-    ModelActivations,
     collate_items,
+    model_activations,
 )
 from unitscope.faults import fault
 from unitscope.layers import LayerValues, check_bases
@@ -222,17 +222,7 @@ def dissect(
 
         return dissect_bases(model, dataset, layers, run_dir, opts, key=key, config=config)
     model = model.to(device).eval()
-    acts = ModelActivations(
-        model,
-        dataset,
-        layers,
-        device=device,
-        n=opts.limit,
-        key=key,
-        precision=opts.precision,
-        values=opts.values,
-        memory_format=opts.memory_format,
-    )
+    acts = model_activations(model, dataset, layers, opts, key)
     bases = check_bases(model, acts.layers) if is_main() else {}
     result = dissect_sources(acts, BrodenLabels(dataset), run_dir, opts, config=config)
     if is_main():

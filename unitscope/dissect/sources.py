@@ -323,6 +323,23 @@ class ModelActivations(ActivationSource):
         return self.dataset.image_path(pos) if hasattr(self.dataset, "image_path") else None
 
 
+def model_activations(model: nn.Module, dataset: Any, layers: Sequence[str], opts: Any, key=None) -> ModelActivations:
+    """:class:`ModelActivations` with a dissection's settings (``opts``: an
+    :class:`~unitscope.dissect.options.Options`): its device, image limit, precision, values and
+    memory format."""
+    return ModelActivations(
+        model,
+        dataset,
+        layers,
+        device=opts.device,
+        n=opts.limit,
+        key=key,
+        precision=opts.precision,
+        values=opts.values,
+        memory_format=opts.memory_format,
+    )
+
+
 class BrodenLabels(LabelSource):
     """Label planes of a :class:`~unitscope.data.BrodenDataset` (or anything with its ``get``)."""
 

@@ -145,10 +145,10 @@ class ModelActivations(ActivationSource):
     which one a run got). "auto" feeds a model with 2-D convolutions ``channels_last`` on a CPU
     where oneDNN runs them (``torch.backends.mkldnn``): 15-32% faster in it (Lite0 to blocks.6,
     ResNet-18/50, VGG-11, MobileNetV3 at batch 32-50 on 2 cores: ``benchmarks/README.md``, round
-    23), and leaves any other model or device as it is; a model whose forward pass fails in that layout (a ``view`` of a
-    4-D map) runs contiguous, with a warning. The maps come back contiguous either way; they
-    differ from the contiguous layout's by float rounding (a sum in another order), never more.
-    "channels_last" or "contiguous" forces one.
+    23), and leaves any other model or device as it is; a model whose forward pass fails in that
+    layout (a ``view`` of a 4-D map) runs contiguous, with a warning. The maps come back
+    contiguous either way; they differ from the contiguous layout's by float rounding (a sum in
+    another order), never more. "channels_last" or "contiguous" forces one.
     """
 
     def __init__(

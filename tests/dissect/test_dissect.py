@@ -1,5 +1,7 @@
 """Network Dissection: the counting kernel against brute force, planted units, resume, bad input."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -537,8 +539,11 @@ def test_channels_last_gives_the_same_maps_and_falls_back_where_the_model_needs_
     really see that layout) and hands back contiguous maps equal to the contiguous layout's (integer
     weights and images: sums exact in any order); a model without 2-D convolutions stays contiguous,
     and one whose forward pass needs contiguous input (a ``view`` of a 4-D map) falls back with a
-    warning, or fails clearly when channels_last is forced. The run's key names the layout, and a
-    run folder switches layout by redoing its passes, with the same labels."""
+    warning, as does one that fails there on its own check of the strides or silently reads a
+    channels_last map as contiguous (other maps on the probe's images); forcing channels_last on
+    any of them fails clearly, and a model that fails in both layouts gets no word on the layout.
+    The run's key names the layout, and a run folder switches layout by redoing its passes, with
+    the same labels."""
     from tests.helpers.tiny_conv import tiny_conv
     from unitscope.dissect import ModelActivations, label_agreement
 
@@ -587,14 +592,46 @@ def test_channels_last_gives_the_same_maps_and_falls_back_where_the_model_needs_
             y = self.conv1(x)
             return self.conv2(y.view(len(y), -1).view(y.shape))
 
-    flat = Flattens().eval()
-    object.__setattr__(flat, "unitscope_info", model.unitscope_info)
-    with pytest.warns(UserWarning, match="fails on channels_last input, so it runs on contiguous input"):
-        acts = ModelActivations(flat, ds, ["conv2"])
-        assert acts.memory_format() == "contiguous"
-    assert acts.activations(batch)["conv2"].shape == (4, 4, 64, 64)
-    with pytest.raises(ValueError, match="memory_format='contiguous'"):
-        ModelActivations(flat, ds, ["conv2"], memory_format="channels_last").memory_format()
+    class Asserts(Flattens):  # a check of the strides: an AssertionError, not torch's RuntimeError
+        def forward(self, x):
+            if not x.is_contiguous():  # a plain raise: pytest rewrites a test module's asserts
+                raise AssertionError("contiguous input expected")
+            return self.conv2(self.conv1(x))
+
+    class Misreads(Flattens):  # a kernel that reads the storage as if contiguous: other maps, no error
+        def forward(self, x):
+            y = self.conv1(x)
+            return self.conv2(y.new_empty(0).set_(y.untyped_storage(), y.storage_offset(), y.shape))
+
+    class Fails(Flattens):  # on a batch, in either layout (the layers' check runs one image): not
+        def forward(self, x):  # the layout's doing, and the passes raise it
+            if len(x) > 1:
+                raise KeyError("no batches here")
+            return self.conv2(self.conv1(x))
+
+    for cls, problem in [
+        (Flattens, r"fails on channels_last input \(RuntimeError: view size"),
+        (Asserts, r"fails on channels_last input \(AssertionError: contiguous input expected\)"),
+        (Misreads, r"gives other maps on channels_last input \(at conv2\)"),
+    ]:
+        odd = cls().eval()
+        object.__setattr__(odd, "unitscope_info", model.unitscope_info)
+        with pytest.warns(UserWarning, match=problem + ".*, so it runs on contiguous input"):
+            acts = ModelActivations(odd, ds, ["conv2"])
+            assert acts.memory_format() == "contiguous"
+        plain = ModelActivations(odd, ds, ["conv2"], memory_format="contiguous").activations(batch)["conv2"]
+        assert torch.equal(acts.activations(batch)["conv2"], plain), cls.__name__
+        with pytest.raises(ValueError, match=problem + ".*memory_format='contiguous'"):
+            ModelActivations(odd, ds, ["conv2"], memory_format="channels_last").memory_format()
+    fails = Fails().eval()
+    object.__setattr__(fails, "unitscope_info", model.unitscope_info)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no word on the layout: the model's own error comes from the passes
+        for rule in ("auto", "channels_last"):
+            acts = ModelActivations(fails, ds, ["conv2"], memory_format=rule)
+            assert acts.memory_format() == ("contiguous" if rule == "auto" else rule)
+            with pytest.raises(KeyError, match="no batches here"):
+                acts.activations(batch)
     with pytest.raises(ValueError, match="memory_format must be one of auto, channels_last, contiguous, got 'nhwc'"):
         ModelActivations(model, ds, ["relu2"], memory_format="nhwc")
 

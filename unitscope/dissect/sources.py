@@ -131,6 +131,13 @@ def check_layers(model: nn.Module, layers: Sequence[str], input_size: Sequence[i
     return result
 
 
+def _same_maps(a: torch.Tensor, b: torch.Tensor, tol: float) -> bool:
+    """``a`` and ``b`` equal within ``tol`` of ``b``'s largest finite magnitude (and ``tol``
+    relative); NaN and infinities where both have them (the passes name such maps' images)."""
+    scale = float(torch.nan_to_num(b, nan=0.0, posinf=0.0, neginf=0.0).abs().max())
+    return torch.allclose(a, b, rtol=tol, atol=tol * scale, equal_nan=True)
+
+
 class ModelActivations(ActivationSource):
     """Images of a Broden-format ``dataset`` (its first ``n``) through ``model``, traced at ``layers``.
 
@@ -146,9 +153,11 @@ class ModelActivations(ActivationSource):
     where oneDNN runs them (``torch.backends.mkldnn``): 15-32% faster in it (Lite0 to blocks.6,
     ResNet-18/50, VGG-11, MobileNetV3 at batch 32-50 on 2 cores: ``benchmarks/README.md``, round
     23), and leaves any other model or device as it is; a model whose forward pass fails in that
-    layout (a ``view`` of a 4-D map) runs contiguous, with a warning. The maps come back
-    contiguous either way; they differ from the contiguous layout's by float rounding (a sum in
-    another order), never more. "channels_last" or "contiguous" forces one.
+    layout (a ``view`` of a 4-D map), or gives other maps in it than contiguous on two images
+    (a kernel that reads the storage as if contiguous), runs contiguous, with a warning. The maps
+    come back contiguous either way; they differ from the contiguous layout's by float rounding (a
+    sum in another order), never more. "channels_last" or "contiguous" forces one (forced
+    channels_last where "auto" would fall back: a ``ValueError`` naming the fix).
     """
 
     def __init__(
@@ -232,22 +241,35 @@ class ModelActivations(ActivationSource):
         ):
             return "contiguous"
         image = self._get(0, image=True)["image"]
-        probe = torch.stack([image, image]).to(self.device).contiguous(memory_format=torch.channels_last)
-        try:  # the forward pass up to the layers, as the passes run it, on two images
-            self._forward(probe, None)
-        except RuntimeError as e:
-            if rule == "channels_last":
-                raise ValueError(
-                    f"{self.model_name}'s forward pass fails on channels_last input ({e}); "
-                    "dissect it with memory_format='contiguous' (or 'auto')"
-                ) from e
-            warnings.warn(
-                f"{self.model_name}'s forward pass fails on channels_last input, so it runs on contiguous "
-                f"input (its convolutions slower on the CPU): {e}",
-                stacklevel=2,
-            )
-            return "contiguous"
-        return "channels_last"
+        probe = torch.stack([image, image]).to(self.device)
+        try:  # the forward pass up to the layers, as the passes run it, on two images in each layout
+            plain = self._forward(probe, None)
+        except Exception:  # noqa: BLE001 - it fails whatever the layout: the passes raise its error
+            return "contiguous" if rule == "auto" else rule
+        try:
+            last = self._forward(probe.contiguous(memory_format=torch.channels_last), None)
+        except Exception as e:  # noqa: BLE001 - a view of a 4-D map, a check of the strides, ...
+            first = next(iter(str(e).splitlines()), "")  # a long message's first line
+            problem, cause = f"fails on channels_last input ({type(e).__name__}: {first})", e
+        else:  # a kernel that reads the storage as if contiguous: other maps, silently
+            # the layouts differ by float rounding: at most 2e-6 of a map's largest value in float32,
+            # 1.4e-2 under bfloat16 autocast (Lite0's demo layers and blocks.6, ResNet-18 layer4,
+            # VGG-11, 8 images); a misread layout moves values by as much as that largest value
+            tol = 1e-3 if self.precision == "float32" else 0.1
+            wrong = [layer for layer in self.layers if not _same_maps(last[layer], plain[layer], tol)]
+            if not wrong:
+                return "channels_last"
+            problem, cause = f"gives other maps on channels_last input (at {', '.join(wrong)})", None
+        if rule == "channels_last":
+            raise ValueError(
+                f"{self.model_name}'s forward pass {problem}; dissect it with memory_format='contiguous' (or 'auto')"
+            ) from cause
+        warnings.warn(
+            f"{self.model_name}'s forward pass {problem}, so it runs on contiguous input (its convolutions "
+            "slower on the CPU)",
+            stacklevel=2,
+        )
+        return "contiguous"
 
     def load(self, pos: int) -> dict[str, Any]:
         item = self._get(pos, image=True)
